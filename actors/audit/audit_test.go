@@ -1,0 +1,238 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+type harness struct {
+	home string
+	db   *store.DB
+	k    *kernel.Kernel
+	log  *Log
+}
+
+func start(t *testing.T, home string) *harness {
+	t.Helper()
+	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := kernel.New(zerolog.Nop())
+	l, err := Start(k, db, Options{AnchorPath: AnchorPath(home)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{home: home, db: db, k: k, log: l}
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	if h.db == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.k.Shutdown(ctx)
+	h.db.Close()
+	h.db = nil
+}
+
+func appendN(t *testing.T, l *Log, writers, each int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				_, err := l.Append(context.Background(), Event{EventType: "test", Details: fmt.Sprintf("w%d-%d", w, i)})
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestConcurrentAppendsFormOneValidChain(t *testing.T) {
+	h := start(t, t.TempDir())
+	appendN(t, h.log, 32, 25)
+	rep, err := h.log.Verify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Valid() || rep.ChainLength != 800 || rep.AnchorStatus != "ok" {
+		t.Fatalf("report = %+v", rep)
+	}
+	rec, err := h.log.Recent(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Total != 800 || len(rec.Entries) != 3 {
+		t.Fatalf("recent total=%d n=%d", rec.Total, len(rec.Entries))
+	}
+	var newest Entry
+	json.Unmarshal(rec.Entries[0], &newest)
+	if newest.ID != 800 || newest.AgentID != "system" || newest.Outcome != "ok" {
+		t.Fatalf("newest = %+v", newest)
+	}
+}
+
+func TestChainSurvivesRestartAndContinues(t *testing.T) {
+	home := t.TempDir()
+	h := start(t, home)
+	appendN(t, h.log, 4, 10)
+	h.stop()
+	h2 := start(t, home)
+	e, err := h2.log.Append(context.Background(), Event{EventType: "after_restart"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.ID != 41 {
+		t.Fatalf("id after restart = %d, want 41", e.ID)
+	}
+	rep, _ := h2.log.Verify()
+	if !rep.Valid() || rep.ChainLength != 41 {
+		t.Fatalf("report = %+v", rep)
+	}
+}
+
+func TestVerifyDetectsAlteredEntry(t *testing.T) {
+	h := start(t, t.TempDir())
+	appendN(t, h.log, 1, 10)
+	al := h.db.AuditLog()
+	var target store.AuditRecord
+	al.Scan(5, false, func(r store.AuditRecord) (bool, error) { target = r; return false, nil })
+	altered := strings.Replace(string(target.Raw), `"details":"w0-4"`, `"details":"w0-4 (edited)"`, 1)
+	if altered == string(target.Raw) {
+		t.Fatalf("test did not alter entry: %s", target.Raw)
+	}
+	if err := al.Overwrite(store.AuditRecord{ID: 5, Raw: []byte(altered)}); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := h.log.Verify()
+	if rep.Valid() || rep.BrokenAt != 5 || !strings.Contains(rep.Error, "hash mismatch") {
+		t.Fatalf("report = %+v", rep)
+	}
+}
+
+func TestVerifyDetectsRehashedEntry(t *testing.T) {
+	// An attacker who also recomputes the edited entry's hash breaks the
+	// next link instead.
+	h := start(t, t.TempDir())
+	appendN(t, h.log, 1, 10)
+	al := h.db.AuditLog()
+	var e Entry
+	al.Scan(5, false, func(r store.AuditRecord) (bool, error) { return false, json.Unmarshal(r.Raw, &e) })
+	e.Details = "rewritten"
+	e.Hash = Hash(&e)
+	raw, _ := json.Marshal(&e)
+	al.Overwrite(store.AuditRecord{ID: 5, Raw: raw})
+	rep, _ := h.log.Verify()
+	if rep.Valid() || rep.BrokenAt != 6 || !strings.Contains(rep.Error, "chain break") {
+		t.Fatalf("report = %+v", rep)
+	}
+}
+
+func TestVerifyDetectsTruncatedTail(t *testing.T) {
+	home := t.TempDir()
+	h := start(t, home)
+	appendN(t, h.log, 1, 10)
+	h.stop()
+	// Remove the newest two entries while the daemon is down: the chain
+	// that remains is internally consistent, only the anchor knows.
+	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.AuditLog().Remove(10)
+	db.AuditLog().Remove(9)
+	rep, _ := Verify(db.AuditLog(), AnchorPath(home), 0)
+	db.Close()
+	if rep.Valid() || rep.BrokenAt != 9 || rep.AnchorStatus != "mismatch" {
+		t.Fatalf("offline report = %+v", rep)
+	}
+	h2 := start(t, home)
+	rep, _ = h2.log.Verify()
+	if rep.Valid() || rep.AnchorStatus != "mismatch" {
+		t.Fatalf("online report after restart = %+v", rep)
+	}
+}
+
+func TestAnchorLaggingOneBatchIsRepairedOnStart(t *testing.T) {
+	home := t.TempDir()
+	h := start(t, home)
+	appendN(t, h.log, 1, 5)
+	h.stop()
+	// Simulate a crash between the store commit and the anchor write.
+	tipAt4 := ""
+	db, _ := store.Open(store.DefaultOptions(store.DataDir(home)))
+	db.AuditLog().Scan(4, false, func(r store.AuditRecord) (bool, error) {
+		var e Entry
+		json.Unmarshal(r.Raw, &e)
+		tipAt4 = e.Hash
+		return false, nil
+	})
+	db.Close()
+	WriteAnchor(AnchorPath(home), Anchor{Length: 4, Tip: tipAt4})
+	h2 := start(t, home)
+	rep, _ := h2.log.Verify()
+	if !rep.Valid() {
+		t.Fatalf("report = %+v", rep)
+	}
+	a, _ := ReadAnchor(AnchorPath(home))
+	if a.Length != 5 {
+		t.Fatalf("anchor not caught up: %+v", a)
+	}
+}
+
+func TestSeparatorCannotForgeFields(t *testing.T) {
+	a := Entry{ID: 1, Details: "x\x1foutcome=ok", Outcome: "denied"}
+	b := Entry{ID: 1, Details: "x", Outcome: "ok\x1foutcome=denied"}
+	a.Details, b.Outcome = clean(a.Details), clean(b.Outcome)
+	if Hash(&a) == Hash(&b) {
+		t.Fatal("separator in a field collided two different entries")
+	}
+}
+
+func TestGroupCommitBatches(t *testing.T) {
+	// With 64 concurrent writers, appends must share commits: the number of
+	// anchor writes (one per batch) is far below the number of entries.
+	h := start(t, t.TempDir())
+	appendN(t, h.log, 64, 20)
+	rep, _ := h.log.Verify()
+	if !rep.Valid() || rep.ChainLength != 1280 {
+		t.Fatalf("report = %+v", rep)
+	}
+	families, _ := h.k.Metrics.Gather()
+	var appends, commits float64
+	for _, f := range families {
+		switch f.GetName() {
+		case "fangd_audit_appends_total":
+			appends = f.Metric[0].GetCounter().GetValue()
+		case "fangd_audit_commits_total":
+			commits = f.Metric[0].GetCounter().GetValue()
+		}
+	}
+	if appends != 1280 || commits == 0 || commits > appends/2 {
+		t.Fatalf("appends=%v commits=%v: appends are not sharing commits", appends, commits)
+	}
+}

@@ -1,0 +1,47 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+)
+
+// Genesis is the prev_hash of entry 1.
+var Genesis = strings.Repeat("0", 64)
+
+const sep = 0x1F
+
+// Hash computes an entry's hash: SHA-256 over its fields in a fixed order,
+// each as 0x1F "key=" value, hex-encoded lowercase. See docs/audit.md.
+func Hash(e *Entry) string {
+	h := sha256.New()
+	buf := make([]byte, 0, 256)
+	field := func(key, val string) {
+		buf = append(buf, sep)
+		buf = append(buf, key...)
+		buf = append(buf, '=')
+		buf = append(buf, val...)
+	}
+	field("id", strconv.FormatUint(e.ID, 10))
+	field("timestamp", e.Timestamp)
+	field("event_type", e.EventType)
+	field("agent_id", e.AgentID)
+	field("details", e.Details)
+	field("outcome", e.Outcome)
+	field("actor", e.Actor)
+	field("source_ip", e.SourceIP)
+	field("prev_hash", e.PrevHash)
+	h.Write(buf)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))
+}
+
+// clean removes the field separator from a value so that no field can
+// forge the boundary of the next one.
+func clean(s string) string {
+	if strings.IndexByte(s, sep) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(s, string(rune(sep)), "\uFFFD")
+}

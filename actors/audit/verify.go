@@ -1,0 +1,101 @@
+package audit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/fangd/fangd/store"
+)
+
+// Report is the result of walking the chain. It is the body of
+// GET /api/audit/verify and what `fangd audit verify` prints.
+type Report struct {
+	Status       string  `json:"status"` // "valid" or "broken"
+	ChainLength  uint64  `json:"chain_length"`
+	FirstEntry   *string `json:"first_entry"`
+	LastEntry    *string `json:"last_entry"`
+	TipHash      string  `json:"tip_hash"`
+	AnchorStatus string  `json:"anchor_status"` // "ok", "missing", "mismatch", "malformed"
+	BrokenAt     uint64  `json:"broken_at,omitempty"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// Valid reports whether the chain verified.
+func (r Report) Valid() bool { return r.Status == "valid" }
+
+// Verify walks the stored chain from entry 1 and checks every link and
+// hash, then checks the anchor file at anchorPath. expectLen is the length
+// the caller knows to be committed (0 when unknown, as offline); a chain
+// shorter than that, or than the anchor, is broken.
+func Verify(log *store.AuditLog, anchorPath string, expectLen uint64) (Report, error) {
+	anchor, anchorErr := ReadAnchor(anchorPath)
+	rep := Report{Status: "valid", TipHash: Genesis, AnchorStatus: "ok"}
+	prev, next := Genesis, uint64(1)
+	var anchorTip string
+	err := log.Scan(0, false, func(r store.AuditRecord) (bool, error) {
+		var e Entry
+		if err := json.Unmarshal(r.Raw, &e); err != nil {
+			return rep.breakAt(r.ID, "entry %d does not decode: %v", r.ID, err), nil
+		}
+		if r.ID != next || e.ID != r.ID {
+			return rep.breakAt(next, "entry %d is missing (found %d)", next, r.ID), nil
+		}
+		if e.PrevHash != prev {
+			return rep.breakAt(e.ID, "chain break at entry %d: expected prev_hash %s but found %s", e.ID, prev, e.PrevHash), nil
+		}
+		if h := Hash(&e); h != e.Hash {
+			return rep.breakAt(e.ID, "hash mismatch at entry %d: expected %s but found %s", e.ID, h, e.Hash), nil
+		}
+		if e.ID == 1 {
+			ts := e.Timestamp
+			rep.FirstEntry = &ts
+		}
+		if anchorErr == nil && e.ID == anchor.Length {
+			anchorTip = e.Hash
+		}
+		ts := e.Timestamp
+		rep.LastEntry = &ts
+		rep.ChainLength, rep.TipHash = e.ID, e.Hash
+		prev, next = e.Hash, e.ID+1
+		return true, nil
+	})
+	if err != nil {
+		return Report{}, err
+	}
+	if rep.Valid() && expectLen > rep.ChainLength {
+		rep.breakAt(rep.ChainLength+1, "chain truncated: %d entries committed but only %d stored", expectLen, rep.ChainLength)
+	}
+	rep.checkAnchor(anchor, anchorErr, anchorTip)
+	return rep, nil
+}
+
+func (r *Report) breakAt(id uint64, format string, args ...any) bool {
+	r.Status, r.BrokenAt, r.Error = "broken", id, fmt.Sprintf(format, args...)
+	return false
+}
+
+func (r *Report) checkAnchor(a Anchor, readErr error, tipAtAnchor string) {
+	switch {
+	case errors.Is(readErr, ErrNoAnchor):
+		r.AnchorStatus = "missing"
+		if r.Valid() && r.ChainLength > 0 {
+			r.breakAt(r.ChainLength, "%v", readErr)
+		}
+	case readErr != nil:
+		r.AnchorStatus = "malformed"
+		if r.Valid() {
+			r.breakAt(r.ChainLength, "%v", readErr)
+		}
+	case a.Length > r.ChainLength:
+		r.AnchorStatus = "mismatch"
+		if r.Valid() {
+			r.breakAt(r.ChainLength+1, "chain truncated: anchor records %d entries but the log has %d", a.Length, r.ChainLength)
+		}
+	case a.Length == 0 && a.Tip != Genesis, a.Length > 0 && tipAtAnchor != a.Tip:
+		r.AnchorStatus = "mismatch"
+		if r.Valid() {
+			r.breakAt(a.Length, "audit anchor mismatch: anchor says entry %d has hash %s but the log has %s", a.Length, a.Tip, tipAtAnchor)
+		}
+	}
+}

@@ -1,0 +1,206 @@
+package audit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/store"
+)
+
+// recentCap is how many committed entries the writer keeps in memory for
+// GET /api/audit/recent (whose maximum limit is 500).
+const recentCap = 500
+
+type pendingAppend struct {
+	entry Entry
+	raw   []byte
+	done  chan appendResult
+}
+
+// writer is the only actor that appends to the chain. Appends arriving while
+// a commit is in flight are chained at once and committed together in the
+// next batch: one synced transaction per batch (group commit), and each
+// caller is answered only when its entry is durable.
+type writer struct {
+	log        *store.AuditLog
+	anchorPath string
+	maxBatch   int
+	appends    prometheus.Counter
+	commits    prometheus.Counter
+	logger     zerolog.Logger
+
+	nextID    uint64
+	tip       string
+	pending   []pendingAppend
+	inFlight  bool
+	committed SnapshotReply
+	recent    [][]byte // ring of committed raw entries, oldest first
+}
+
+func (w *writer) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		if err := w.load(); err != nil {
+			panic(err)
+		}
+	case *appendRequest:
+		w.chain(m)
+		if !w.inFlight {
+			w.flush(c)
+		}
+	case *batchCommitted:
+		w.committedBatch(c, m)
+	case *Recent:
+		c.Respond(w.recentReply(m.Limit))
+	case *Snapshot:
+		c.Respond(&w.committed)
+	case *actor.Stopping:
+		w.failPending(errors.New("audit log is shutting down"))
+	}
+}
+
+// load restores the tip and the recent ring from the store. A restart after
+// a failed commit lands here too, so memory never runs ahead of disk.
+func (w *writer) load() error {
+	w.nextID, w.tip, w.inFlight, w.pending, w.recent = 1, Genesis, false, nil, nil
+	err := w.log.Scan(0, true, func(r store.AuditRecord) (bool, error) {
+		if w.recent == nil {
+			var e Entry
+			if err := json.Unmarshal(r.Raw, &e); err != nil {
+				return false, fmt.Errorf("audit tip entry %d does not decode: %w", r.ID, err)
+			}
+			w.nextID, w.tip = e.ID+1, e.Hash
+		}
+		w.recent = append(w.recent, r.Raw)
+		return len(w.recent) < recentCap, nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, j := 0, len(w.recent)-1; i < j; i, j = i+1, j-1 {
+		w.recent[i], w.recent[j] = w.recent[j], w.recent[i]
+	}
+	w.committed = SnapshotReply{Length: w.nextID - 1, Tip: w.tip}
+	return w.checkAnchorOnStart()
+}
+
+func (w *writer) checkAnchorOnStart() error {
+	a, err := ReadAnchor(w.anchorPath)
+	switch {
+	case errors.Is(err, ErrNoAnchor) && w.committed.Length == 0:
+		return WriteAnchor(w.anchorPath, Anchor{Length: 0, Tip: Genesis})
+	case err != nil:
+		w.logger.Error().Err(err).Msg("audit anchor unreadable: GET /api/audit/verify will report the chain broken")
+	case a.Length > w.committed.Length:
+		w.logger.Error().Uint64("anchor_length", a.Length).Uint64("stored_length", w.committed.Length).
+			Msg("audit log is shorter than its anchor: entries were removed; GET /api/audit/verify will report the chain broken")
+	case a.Length < w.committed.Length:
+		// The daemon died between a commit and its anchor write.
+		return WriteAnchor(w.anchorPath, Anchor(w.committed))
+	}
+	return nil
+}
+
+func (w *writer) chain(m *appendRequest) {
+	e := Entry{
+		ID:        w.nextID,
+		Timestamp: time.Now().UTC().Format(time.RFC3339Nano),
+		EventType: clean(m.event.EventType),
+		AgentID:   clean(orDefault(m.event.AgentID, "system")),
+		Details:   clean(m.event.Details),
+		Outcome:   clean(orDefault(m.event.Outcome, "ok")),
+		Actor:     clean(m.event.Actor),
+		SourceIP:  clean(m.event.SourceIP),
+		PrevHash:  w.tip,
+	}
+	e.Hash = Hash(&e)
+	raw, err := json.Marshal(&e)
+	if err != nil {
+		m.done <- appendResult{err: err}
+		return
+	}
+	w.nextID, w.tip = e.ID+1, e.Hash
+	w.pending = append(w.pending, pendingAppend{entry: e, raw: raw, done: m.done})
+}
+
+func (w *writer) flush(c actor.Context) {
+	if len(w.pending) == 0 {
+		return
+	}
+	n := min(len(w.pending), w.maxBatch)
+	batch := w.pending[:n:n]
+	w.pending = w.pending[n:]
+	w.inFlight = true
+	self, system := c.Self(), c.ActorSystem()
+	tip := batch[n-1].entry
+	go func() {
+		recs := make([]store.AuditRecord, len(batch))
+		for i, p := range batch {
+			recs[i] = store.AuditRecord{ID: p.entry.ID, Raw: p.raw}
+		}
+		err := w.log.Append(recs)
+		if err == nil {
+			err = WriteAnchor(w.anchorPath, Anchor{Length: tip.ID, Tip: tip.Hash})
+		}
+		system.Root.Send(self, &batchCommitted{batch: batch, err: err})
+	}()
+}
+
+func (w *writer) committedBatch(c actor.Context, m *batchCommitted) {
+	w.inFlight = false
+	if m.err != nil {
+		// Entries queued behind the failed batch were chained onto it: fail
+		// them all and restart, which reloads the chain from disk.
+		for _, p := range m.batch {
+			p.done <- appendResult{err: m.err}
+		}
+		w.failPending(m.err)
+		panic(fmt.Errorf("audit commit failed: %w", m.err))
+	}
+	for _, p := range m.batch {
+		w.remember(p.raw)
+		p.done <- appendResult{entry: p.entry}
+	}
+	last := m.batch[len(m.batch)-1].entry
+	w.committed = SnapshotReply{Length: last.ID, Tip: last.Hash}
+	w.appends.Add(float64(len(m.batch)))
+	w.commits.Inc()
+	w.flush(c)
+}
+
+func (w *writer) failPending(err error) {
+	for _, p := range w.pending {
+		p.done <- appendResult{err: err}
+	}
+	w.pending = nil
+}
+
+func (w *writer) remember(raw []byte) {
+	if len(w.recent) == recentCap {
+		copy(w.recent, w.recent[1:])
+		w.recent = w.recent[:recentCap-1]
+	}
+	w.recent = append(w.recent, raw)
+}
+
+func (w *writer) recentReply(limit int) *RecentReply {
+	n := min(limit, len(w.recent))
+	out := make([][]byte, n)
+	for i := range n {
+		out[i] = w.recent[len(w.recent)-1-i]
+	}
+	return &RecentReply{Entries: out, Total: w.committed.Length}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

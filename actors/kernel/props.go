@@ -1,0 +1,40 @@
+package kernel
+
+import (
+	"fmt"
+	"runtime/debug"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+)
+
+// Props builds actor props with the middleware every fangd actor gets: a
+// panic is logged with its stack (Proto.Actor logs none) and then re-raised
+// so that supervision still sees it. Children are supervised with
+// DefaultBackoff unless opts say otherwise.
+func (k *Kernel) Props(producer actor.Producer, opts ...actor.PropsOption) *actor.Props {
+	base := []actor.PropsOption{
+		actor.WithReceiverMiddleware(panicLogger(k.Log)),
+		actor.WithSupervisor(DefaultBackoff.Strategy()),
+	}
+	return actor.PropsFromProducer(producer, append(base, opts...)...)
+}
+
+func panicLogger(log zerolog.Logger) actor.ReceiverMiddleware {
+	return func(next actor.ReceiverFunc) actor.ReceiverFunc {
+		return func(c actor.ReceiverContext, env *actor.MessageEnvelope) {
+			defer func() {
+				if r := recover(); r != nil {
+					// The message's type only: its content may hold secrets.
+					log.Error().Str("actor", c.Self().Id).
+						Str("message_type", fmt.Sprintf("%T", env.Message)).
+						Str("panic", fmt.Sprint(r)).
+						Str("stack", string(debug.Stack())).
+						Msg("actor panicked")
+					panic(r)
+				}
+			}()
+			next(c, env)
+		}
+	}
+}

@@ -1,0 +1,102 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Collection is a typed view over the keys under one prefix. Values are JSON.
+// Actors own their collections; nothing else writes to their keys.
+type Collection[T any] struct {
+	db     *DB
+	prefix []byte
+}
+
+// NewCollection returns the collection named name (its keys are "name/<id>").
+func NewCollection[T any](db *DB, name string) *Collection[T] {
+	return &Collection[T]{db: db, prefix: []byte(name + "/")}
+}
+
+func (c *Collection[T]) key(id string) []byte {
+	return append(append(make([]byte, 0, len(c.prefix)+len(id)), c.prefix...), id...)
+}
+
+// Get reads one value; ErrNotFound when absent.
+func (c *Collection[T]) Get(id string) (T, error) {
+	var v T
+	err := c.db.View(func(tx *Txn) error {
+		raw, err := tx.Get(c.key(id))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(raw, &v)
+	})
+	return v, err
+}
+
+// Put writes one value durably.
+func (c *Collection[T]) Put(id string, v T) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s%s: %w", c.prefix, id, err)
+	}
+	return c.db.Update(func(tx *Txn) error { return tx.Set(c.key(id), raw) })
+}
+
+// Delete removes one value; deleting a missing id is not an error.
+func (c *Collection[T]) Delete(id string) error {
+	return c.db.Update(func(tx *Txn) error { return tx.Delete(c.key(id)) })
+}
+
+// Page is one page of a listing. Next is the id to pass as After for the
+// following page, empty at the end.
+type Page[T any] struct {
+	Items []T
+	IDs   []string
+	Next  string
+}
+
+// List returns up to limit values whose ids start with idPrefix and sort
+// after the id after ("" for the first page), in id order.
+func (c *Collection[T]) List(idPrefix, after string, limit int) (Page[T], error) {
+	var page Page[T]
+	if limit <= 0 {
+		return page, errors.New("list: limit must be positive")
+	}
+	prefix := c.key(idPrefix)
+	var start []byte
+	if after != "" {
+		start = append(c.key(after), 0)
+	}
+	err := c.db.View(func(tx *Txn) error {
+		return tx.Iterate(prefix, start, false, func(k, raw []byte) (bool, error) {
+			id := string(k[len(c.prefix):])
+			if len(page.Items) == limit {
+				page.Next = page.IDs[len(page.IDs)-1]
+				return false, nil
+			}
+			var v T
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return false, fmt.Errorf("decode %s: %w", k, err)
+			}
+			page.Items = append(page.Items, v)
+			page.IDs = append(page.IDs, id)
+			return true, nil
+		})
+	})
+	return page, err
+}
+
+// Each visits every value in id order until fn returns false.
+func (c *Collection[T]) Each(fn func(id string, v T) bool) error {
+	return c.db.View(func(tx *Txn) error {
+		return tx.Iterate(c.prefix, nil, false, func(k, raw []byte) (bool, error) {
+			var v T
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return false, fmt.Errorf("decode %s: %w", k, err)
+			}
+			return fn(string(k[len(c.prefix):]), v), nil
+		})
+	})
+}
