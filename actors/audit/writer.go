@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,7 +121,7 @@ func (w *writer) chain(m *appendRequest) {
 		PrevHash:  w.tip,
 	}
 	e.Hash = Hash(&e)
-	raw, err := json.Marshal(&e)
+	raw, err := marshalEntry(&e)
 	if err != nil {
 		m.done <- appendResult{err: err}
 		return
@@ -203,4 +204,16 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// marshalEntry encodes an entry without HTML escaping, so details such as
+// "PUT /x -> 200" read as written.
+func marshalEntry(e *Entry) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(e); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
 }

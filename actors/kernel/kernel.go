@@ -130,7 +130,8 @@ func (k *Kernel) Shutdown(ctx context.Context) []string {
 
 // ActorCounts counts live actors by kind. An actor's kind is the path
 // segment before its id ("agents/agent/<id>" is an "agent"); singletons are
-// their own kind. Futures and anonymous actors are not counted.
+// their own kind. Futures, anonymous actors and Proto.Actor's own
+// processes are not counted.
 func (k *Kernel) ActorCounts() map[string]int {
 	counts := map[string]int{}
 	for _, bucket := range k.System.ProcessRegistry.LocalPIDs.LocalPIDs {
@@ -144,7 +145,7 @@ func (k *Kernel) ActorCounts() map[string]int {
 }
 
 func kindOf(id string) string {
-	if id == "" || strings.HasPrefix(id, "$") || strings.Contains(id, "/$") {
+	if id == "" || strings.Contains(id, "$") || id == "deadletter" || id == "eventstream" {
 		return ""
 	}
 	parts := strings.Split(id, "/")

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"github.com/rs/zerolog"
+
+	fhttp "github.com/fangd/fangd/transport/http"
+)
+
+// Config is config.toml. Key names follow LibreFang's where it has them.
+type Config struct {
+	APIListen           string          `toml:"api_listen"`
+	APIKey              string          `toml:"api_key"`
+	MaxRequestBodyBytes int             `toml:"max_request_body_bytes"`
+	RateLimit           RateLimitConfig `toml:"rate_limit"`
+	Log                 LogConfig       `toml:"log"`
+	HTTP                HTTPConfig      `toml:"http"`
+	Audit               AuditConfig     `toml:"audit"`
+}
+
+// RateLimitConfig is [rate_limit].
+type RateLimitConfig struct {
+	// APIRequestsPerMinute is the GCRA quota per client IP; 0 turns the
+	// limiter off.
+	APIRequestsPerMinute int `toml:"api_requests_per_minute"`
+	// ExemptLoopback lets direct loopback callers bypass the limiter.
+	ExemptLoopback bool `toml:"exempt_loopback"`
+}
+
+// LogConfig is [log].
+type LogConfig struct {
+	Level    string `toml:"level"`     // trace, debug, info, warn, error
+	Format   string `toml:"format"`    // json or pretty
+	RingSize int    `toml:"ring_size"` // lines kept for GET /api/logs/stream
+}
+
+// HTTPConfig is [http].
+type HTTPConfig struct {
+	SecurityHeaders *bool `toml:"security_headers"`
+}
+
+// AuditConfig is [audit].
+type AuditConfig struct {
+	// AnchorPath is the tip anchor file; default $FANGD_HOME/audit.anchor.
+	AnchorPath string `toml:"anchor_path"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		APIListen:           "127.0.0.1:4545",
+		MaxRequestBodyBytes: 8 << 20,
+		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
+		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+	}
+}
+
+// loadConfig reads path over the defaults. A missing file is fine unless
+// it was named explicitly; an unknown key is an error that names it.
+func loadConfig(path string, explicit bool) (Config, error) {
+	cfg := defaultConfig()
+	md, err := toml.DecodeFile(path, &cfg)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		return cfg, fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(keys, ", "))
+	}
+	return cfg, nil
+}
+
+// applyEnv lets FANGD_LISTEN and FANGD_API_KEY override the file.
+func (c *Config) applyEnv() {
+	if v := os.Getenv("FANGD_LISTEN"); v != "" {
+		c.APIListen = v
+	}
+	if v := os.Getenv("FANGD_API_KEY"); v != "" {
+		c.APIKey = v
+	}
+}
+
+// validate checks the whole config before anything starts.
+func (c *Config) validate() error {
+	host, _, err := net.SplitHostPort(c.APIListen)
+	if err != nil {
+		return fmt.Errorf("api_listen %q: %w", c.APIListen, err)
+	}
+	if c.APIKey == "" && !isLoopbackHost(host) {
+		return fmt.Errorf("api_listen %q is not a loopback address and no api_key is set: refusing to serve the API to the network without authentication (set api_key or FANGD_API_KEY)", c.APIListen)
+	}
+	if c.APIKey != "" && len(c.APIKey) < 16 {
+		return errors.New("api_key must be at least 16 characters")
+	}
+	if c.MaxRequestBodyBytes <= 0 {
+		return errors.New("max_request_body_bytes must be positive")
+	}
+	if c.RateLimit.APIRequestsPerMinute < 0 {
+		return errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)")
+	}
+	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
+		return fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "pretty" {
+		return fmt.Errorf("log.format %q: want json or pretty", c.Log.Format)
+	}
+	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
+		return errors.New("log.ring_size must be between 1 and 1000000")
+	}
+	return nil
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// httpConfig maps the file's keys onto the HTTP layer's options.
+func (c *Config) httpConfig() fhttp.Config {
+	h := fhttp.DefaultConfig()
+	h.APIKey = c.APIKey
+	h.MaxBodyBytes = c.MaxRequestBodyBytes
+	h.RateLimitPerMinute = c.RateLimit.APIRequestsPerMinute
+	h.RateLimitExemptLoopback = c.RateLimit.ExemptLoopback
+	if c.HTTP.SecurityHeaders != nil {
+		h.SecurityHeaders = *c.HTTP.SecurityHeaders
+	}
+	h.Version = version
+	return h
+}
+
+// resolveHome picks the home directory: flag, then FANGD_HOME, then ~/.fangd.
+func resolveHome(flagValue string) (string, error) {
+	home := flagValue
+	if home == "" {
+		home = os.Getenv("FANGD_HOME")
+	}
+	if home == "" {
+		userHome, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no --home, no FANGD_HOME and no user home: %w", err)
+		}
+		home = filepath.Join(userHome, ".fangd")
+	}
+	abs, err := filepath.Abs(home)
+	if err != nil {
+		return "", err
+	}
+	return abs, os.MkdirAll(abs, 0o700)
+}

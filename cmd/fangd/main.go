@@ -1,0 +1,69 @@
+// Command fangd is the LibreFang Communication & Network API daemon.
+//
+//	fangd serve [--listen ADDR] [--home DIR] [--config FILE]
+//	fangd audit verify [--home DIR]
+//	fangd version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+const usage = `usage:
+  fangd serve [--listen ADDR] [--home DIR] [--config FILE]   run the daemon
+  fangd audit verify [--home DIR]                            check a stopped daemon's audit log
+  fangd version                                              print the version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:])
+	var exit exitError
+	switch {
+	case errors.As(err, &exit):
+		os.Exit(int(exit))
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "fangd:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the process with a status code and no further message.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return exitError(2)
+	}
+	switch args[0] {
+	case "serve":
+		return (&serveCommand{}).Run(ctx, args[1:])
+	case "audit":
+		if len(args) > 1 && args[1] == "verify" {
+			return (&auditVerifyCommand{}).Run(ctx, args[2:])
+		}
+	case "version", "--version", "-v":
+		fmt.Println("fangd", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	}
+	fmt.Fprint(os.Stderr, usage)
+	return exitError(2)
+}

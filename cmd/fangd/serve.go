@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/store"
+	fhttp "github.com/fangd/fangd/transport/http"
+)
+
+// shutdownDeadline bounds a graceful stop: in-flight requests, then actors.
+const shutdownDeadline = 10 * time.Second
+
+type serveCommand struct {
+	listen, home, config string
+}
+
+func (c *serveCommand) Run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&c.listen, "listen", "", "listen address (default api_listen, 127.0.0.1:4545)")
+	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
+	fs.StringVar(&c.config, "config", "", "config file (default $FANGD_HOME/config.toml)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	home, err := resolveHome(c.home)
+	if err != nil {
+		return err
+	}
+	cfgPath, explicit := c.config, c.config != ""
+	if !explicit {
+		cfgPath = filepath.Join(home, "config.toml")
+	}
+	cfg, err := loadConfig(cfgPath, explicit)
+	if err != nil {
+		return err
+	}
+	cfg.applyEnv()
+	if c.listen != "" {
+		cfg.APIListen = c.listen
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	d, err := startDaemon(home, cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	return d.wait(ctx)
+}
+
+// daemon is one running fangd: its subsystems in start order.
+type daemon struct {
+	log    zerolog.Logger
+	lock   *homeLock
+	db     *store.DB
+	kernel *kernel.Kernel
+	audit  *audit.Log
+	http   *fhttp.Server
+	ln     net.Listener
+	served chan error
+}
+
+func newLogger(cfg LogConfig, ring *logs.Ring, console io.Writer) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(cfg.Level)
+	zerolog.SetGlobalLevel(level)
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	out := console
+	if cfg.Format == "pretty" {
+		out = zerolog.ConsoleWriter{Out: console, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(zerolog.MultiLevelWriter(out, ring)).With().Timestamp().Logger()
+}
+
+func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err error) {
+	begin := time.Now()
+	ring := logs.NewRing(cfg.Log.RingSize)
+	d := &daemon{log: newLogger(cfg.Log, ring, console), served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	if d.lock, err = lockHome(home); err != nil {
+		return nil, err
+	}
+	opts := store.DefaultOptions(store.DataDir(home))
+	opts.Logger = d.log.With().Str("component", "badger").Logger()
+	if d.db, err = store.Open(opts); err != nil {
+		return nil, err
+	}
+	if _, err = store.OpenVault(d.db, home); err != nil {
+		return nil, err
+	}
+	d.kernel = kernel.New(d.log)
+	d.kernel.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerStoreProbes(d.kernel)
+	anchor := cfg.Audit.AnchorPath
+	if anchor == "" {
+		anchor = audit.AnchorPath(home)
+	}
+	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
+		return nil, err
+	}
+	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring})
+	if err != nil {
+		return nil, err
+	}
+	if d.ln, err = net.Listen("tcp", cfg.APIListen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.APIListen, err)
+	}
+	go func() { d.served <- d.http.Serve(d.ln) }()
+	d.log.Info().Str("listen", d.ln.Addr().String()).Str("home", home).Str("version", version).
+		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
+	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
+	return d, nil
+}
+
+// registerStoreProbes reports the security systems the store layer owns:
+// both are built in and cannot be switched off.
+func registerStoreProbes(k *kernel.Kernel) {
+	active := func() kernel.State { return kernel.StateActive }
+	// The vault wipes every plaintext buffer it is handed or hands out.
+	k.Security.Register("secret_zeroization", active)
+	// Every file path taken from a request goes through store/safepath.
+	k.Security.Register("path_traversal_prevention", active)
+}
+
+func (d *daemon) record(eventType, details string) {
+	ctx, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
+	defer cancel()
+	if _, err := d.audit.Append(ctx, audit.Event{EventType: eventType, Details: details, Actor: "daemon"}); err != nil {
+		d.log.Error().Err(err).Str("event", eventType).Msg("could not audit")
+	}
+}
+
+// wait serves until ctx ends (SIGINT/SIGTERM) or the listener fails, then
+// shuts down: stop accepting and finish in-flight requests, stop actors in
+// reverse dependency order, close the store.
+func (d *daemon) wait(ctx context.Context) error {
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		d.log.Info().Msg("shutting down")
+	case serveErr = <-d.served:
+		d.log.Error().Err(serveErr).Msg("listener failed")
+	}
+	deadline, cancel := context.WithTimeout(context.Background(), shutdownDeadline)
+	defer cancel()
+	if err := d.http.Shutdown(deadline); err != nil {
+		d.log.Warn().Err(err).Msg("in-flight requests did not finish in time")
+	}
+	d.record("daemon_stopped", "graceful shutdown")
+	if late := d.kernel.Shutdown(deadline); len(late) > 0 {
+		d.log.Warn().Strs("actors", late).Msg("actors did not stop in time")
+	}
+	d.kernel = nil
+	d.close()
+	d.log.Info().Msg("stopped")
+	if serveErr != nil && !errors.Is(serveErr, net.ErrClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+// close releases whatever was started, in reverse order.
+func (d *daemon) close() {
+	if d.ln != nil {
+		d.ln.Close()
+	}
+	if d.kernel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownDeadline)
+		d.kernel.Shutdown(ctx)
+		cancel()
+	}
+	if d.db != nil {
+		if err := d.db.Close(); err != nil {
+			d.log.Error().Err(err).Msg("closing the store")
+		}
+	}
+	if d.lock != nil {
+		d.lock.release()
+	}
+}

@@ -1,0 +1,85 @@
+package http
+
+import (
+	"encoding/json"
+	"errors"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+// errorBody is the one error envelope every 4xx/5xx carries.
+type errorBody struct {
+	Error     string `json:"error"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id"`
+}
+
+// apiError is a transport-level failure (bad JSON, bad query, auth) that
+// never reaches an actor.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(code, msg string) error { return &apiError{fasthttp.StatusBadRequest, code, msg} }
+
+// statusOf is the one place that maps domain error kinds to HTTP statuses.
+var statusOf = map[kernel.Kind]int{
+	kernel.KindInvalid:            fasthttp.StatusBadRequest,
+	kernel.KindUnauthorized:       fasthttp.StatusUnauthorized,
+	kernel.KindPaymentRequired:    fasthttp.StatusPaymentRequired,
+	kernel.KindForbidden:          fasthttp.StatusForbidden,
+	kernel.KindNotFound:           fasthttp.StatusNotFound,
+	kernel.KindConflict:           fasthttp.StatusConflict,
+	kernel.KindGone:               fasthttp.StatusGone,
+	kernel.KindPreconditionFailed: fasthttp.StatusPreconditionFailed,
+	kernel.KindTooLarge:           fasthttp.StatusRequestEntityTooLarge,
+	kernel.KindRateLimited:        fasthttp.StatusTooManyRequests,
+	kernel.KindUnsupported:        fasthttp.StatusNotImplemented,
+	kernel.KindUpstream:           fasthttp.StatusBadGateway,
+	kernel.KindUnavailable:        fasthttp.StatusServiceUnavailable,
+}
+
+// writeError answers with the envelope for err. Internal errors are logged
+// with their cause and shown to the caller only as "internal server error".
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		s.fail(ctx, ae.status, ae.code, ae.msg)
+		return
+	}
+	if de := kernel.AsError(err); de != nil {
+		if status, ok := statusOf[de.Kind]; ok {
+			if de.Err != nil {
+				s.log.Warn().Err(de.Err).Str("code", de.Code).Str("request_id", requestID(ctx)).Msg(de.Msg)
+			}
+			s.fail(ctx, status, de.Code, de.Msg)
+			return
+		}
+	}
+	s.log.Error().Err(err).Str("request_id", requestID(ctx)).Str("path", string(ctx.Path())).Msg("request failed")
+	s.fail(ctx, fasthttp.StatusInternalServerError, "internal_error", "internal server error")
+}
+
+// fail writes the error envelope with status.
+func (s *Server) fail(ctx *fasthttp.RequestCtx, status int, code, msg string) {
+	ctx.Response.ResetBody()
+	writeJSON(ctx, status, errorBody{Error: msg, Code: code, RequestID: requestID(ctx)})
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	enc := json.NewEncoder(ctx)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		ctx.ResetBody()
+		ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+		ctx.SetBodyString(`{"error":"internal server error","code":"internal_error"}`)
+	}
+}

@@ -1,0 +1,125 @@
+package http
+
+import (
+	"bufio"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/fangd/fangd/transport/sse"
+)
+
+// streamBuffer is how many lines a log stream subscriber may fall behind
+// before it is dropped.
+const streamBuffer = 1024
+
+// streamWriteTimeout cuts a client that stops reading.
+const streamWriteTimeout = 10 * time.Second
+
+// logStream serves GET /api/logs/stream: the daemon's log lines as SSE.
+// ?level= filters (trace|debug|info|warn|error), Last-Event-ID (or
+// ?last_event_id=) resumes from what the ring still holds, ?tail=N starts
+// with the last N lines.
+func (s *Server) logStream(ctx *fasthttp.RequestCtx) error {
+	minLevel := zerolog.TraceLevel
+	if raw := ctx.QueryArgs().Peek("level"); len(raw) > 0 {
+		l, err := parseLevel(string(raw))
+		if err != nil {
+			return err
+		}
+		minLevel = l
+	}
+	after, _, err := sse.LastEventID(ctx)
+	if err != nil {
+		return badRequest("invalid_last_event_id", "Last-Event-ID must be a non-negative integer")
+	}
+	tail, err := intQuery(ctx, 0, 0, s.deps.Logs.Size(), "tail")
+	if err != nil {
+		return err
+	}
+	sub, replay := s.deps.Logs.Subscribe(after, tail, minLevel, streamBuffer)
+	conn, heartbeat, closing := ctx.Conn(), s.cfg.SSEHeartbeat, s.closing
+	sse.Begin(ctx)
+	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
+		defer sub.Close()
+		w := sse.NewWriter(bw, conn, streamWriteTimeout)
+		w.Retry(2 * time.Second)
+		if replay.Missed > 0 {
+			w.Event(0, "gap", []byte(fmt.Sprintf(`{"missed":%d}`, replay.Missed)))
+		}
+		for _, l := range replay.Lines {
+			w.Event(l.ID, "log", l.JSON)
+		}
+		if w.Flush() != nil {
+			return
+		}
+		tick := time.NewTicker(heartbeat)
+		defer tick.Stop()
+		for {
+			select {
+			case l, ok := <-sub.Lines():
+				if !ok {
+					w.Comment("dropped: client too slow")
+					w.Flush()
+					return
+				}
+				w.Event(l.ID, "log", l.JSON)
+				// Send whatever else is already queued in the same write.
+				for n := len(sub.Lines()); n > 0; n-- {
+					l, ok := <-sub.Lines()
+					if !ok {
+						break
+					}
+					w.Event(l.ID, "log", l.JSON)
+				}
+			case <-tick.C:
+				w.Comment("ping")
+			case <-closing:
+				return
+			}
+			if w.Flush() != nil {
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func parseLevel(s string) (zerolog.Level, error) {
+	l, err := zerolog.ParseLevel(s)
+	if err != nil || s == "" || l == zerolog.NoLevel || l == zerolog.Disabled {
+		return 0, badRequest("invalid_level", "level must be one of trace, debug, info, warn, error")
+	}
+	return l, nil
+}
+
+type levelBody struct {
+	Level string `json:"level"`
+}
+
+// logLevel serves GET /api/logs/level.
+func (s *Server) logLevel(ctx *fasthttp.RequestCtx) error {
+	writeJSON(ctx, fasthttp.StatusOK, levelBody{zerolog.GlobalLevel().String()})
+	return nil
+}
+
+// setLogLevel serves PUT /api/logs/level {"level": "debug"}: the running
+// daemon's log level, until restart.
+func (s *Server) setLogLevel(ctx *fasthttp.RequestCtx) error {
+	var b levelBody
+	if err := decodeJSON(ctx, &b); err != nil {
+		return err
+	}
+	l, err := parseLevel(b.Level)
+	if err != nil {
+		return err
+	}
+	prev := zerolog.GlobalLevel()
+	zerolog.SetGlobalLevel(l)
+	auditDetails(ctx, "log level "+prev.String()+" -> "+l.String())
+	s.log.Info().Str("from", prev.String()).Str("to", l.String()).Msg("log level changed")
+	writeJSON(ctx, fasthttp.StatusOK, levelBody{l.String()})
+	return nil
+}

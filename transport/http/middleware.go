@@ -1,0 +1,244 @@
+package http
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/valyala/fasthttp"
+
+	"github.com/fangd/fangd/actors/audit"
+)
+
+// handlerFunc is an endpoint: it writes a success response itself and
+// returns an error for everything else, which the chain turns into the
+// error envelope.
+type handlerFunc func(ctx *fasthttp.RequestCtx) error
+
+type routeOpts struct {
+	public bool // no API key needed
+}
+
+var public = routeOpts{public: true}
+
+func mergeOpts(opts []routeOpts) routeOpts {
+	var o routeOpts
+	for _, x := range opts {
+		o.public = o.public || x.public
+	}
+	return o
+}
+
+const (
+	userRequestID = "fangd.request_id"
+	userActor     = "fangd.actor"
+	userAudit     = "fangd.audit_details"
+)
+
+// chain wraps h in the middleware every route gets, outermost first:
+// request id + security headers + panic recovery + metrics, rate limit,
+// auth, then auditing of mutating calls.
+func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		s.startRequest(ctx)
+		defer s.recoverPanic(ctx)
+		defer s.metrics.observe(route, ctx, start)
+		if err := s.rateLimit(ctx); err != nil {
+			s.writeError(ctx, err)
+			return
+		}
+		if err := s.authenticate(ctx, o); err != nil {
+			s.writeError(ctx, err)
+			return
+		}
+		err := h(ctx)
+		if err != nil {
+			s.writeError(ctx, err)
+		}
+		if isMutating(ctx) {
+			s.auditRequest(ctx)
+		}
+	}
+}
+
+// startRequest sets the request id and the headers every response carries.
+func (s *Server) startRequest(ctx *fasthttp.RequestCtx) {
+	id := string(ctx.Request.Header.Peek("X-Request-Id"))
+	if !validRequestID(id) {
+		id = uuid.NewString()
+	}
+	ctx.SetUserValue(userRequestID, id)
+	h := &ctx.Response.Header
+	h.Set("X-Request-Id", id)
+	h.Set("X-Api-Version", "v1")
+	h.Set("Cache-Control", "no-store")
+	if s.cfg.SecurityHeaders {
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	}
+}
+
+// validRequestID accepts a caller's id only if it is short and plain, so it
+// is safe to echo and to log.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func requestID(ctx *fasthttp.RequestCtx) string {
+	id, _ := ctx.UserValue(userRequestID).(string)
+	return id
+}
+
+func (s *Server) recoverPanic(ctx *fasthttp.RequestCtx) {
+	if r := recover(); r != nil {
+		s.log.Error().Str("request_id", requestID(ctx)).Str("path", string(ctx.Path())).
+			Str("panic", fmt.Sprint(r)).Stack().Msg("handler panicked")
+		s.fail(ctx, fasthttp.StatusInternalServerError, "internal_error", "internal server error")
+	}
+}
+
+// clientIP is the TCP peer. Forwarding headers are not trusted.
+func clientIP(ctx *fasthttp.RequestCtx) net.IP { return ctx.RemoteIP() }
+
+// directLoopback is a loopback peer that is not a reverse proxy relaying
+// someone else: a loopback request with forwarding headers is treated as
+// remote (LibreFang issue #3558).
+func directLoopback(ctx *fasthttp.RequestCtx) bool {
+	h := &ctx.Request.Header
+	return clientIP(ctx).IsLoopback() && len(h.Peek("X-Forwarded-For")) == 0 &&
+		len(h.Peek("X-Real-Ip")) == 0 && len(h.Peek("Forwarded")) == 0
+}
+
+func (s *Server) rateLimit(ctx *fasthttp.RequestCtx) error {
+	if s.limiter == nil || (s.cfg.RateLimitExemptLoopback && directLoopback(ctx)) {
+		return nil
+	}
+	cost := routeCost(string(ctx.Method()), string(ctx.Path()))
+	ok, wait := s.limiter.allow(clientIP(ctx).String(), cost)
+	if ok {
+		return nil
+	}
+	secs := int(math.Ceil(wait.Seconds()))
+	ctx.Response.Header.Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	s.metrics.rateLimited.Inc()
+	return &apiError{fasthttp.StatusTooManyRequests, "rate_limited", "rate limit exceeded; retry after " + strconv.Itoa(max(secs, 1)) + "s"}
+}
+
+func hashKey(k string) [32]byte { return sha256.Sum256([]byte(k)) }
+
+// authenticate admits public routes, a matching API key (Bearer or
+// X-API-Key, compared in constant time over hashes so length leaks
+// nothing), or, with no key configured, direct loopback callers. Every
+// refusal is audited.
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
+	if o.public {
+		ctx.SetUserValue(userActor, "anonymous")
+		return nil
+	}
+	if s.cfg.APIKey == "" {
+		if directLoopback(ctx) {
+			ctx.SetUserValue(userActor, "loopback")
+			return nil
+		}
+		s.auditAuthFailure(ctx, "no API key is configured and the caller is not on loopback")
+		return &apiError{fasthttp.StatusUnauthorized, "unauthorized", "only loopback callers are allowed when no API key is configured"}
+	}
+	presented := bearer(ctx)
+	if presented == nil {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="fangd"`)
+		s.auditAuthFailure(ctx, "missing credentials")
+		return &apiError{fasthttp.StatusUnauthorized, "unauthorized", "missing credentials: send Authorization: Bearer <api_key> or X-API-Key"}
+	}
+	sum := sha256.Sum256(presented)
+	if subtle.ConstantTimeCompare(sum[:], s.keyHash[:]) != 1 {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="fangd", error="invalid_token"`)
+		s.auditAuthFailure(ctx, "invalid API key")
+		return &apiError{fasthttp.StatusUnauthorized, "unauthorized", "invalid API key"}
+	}
+	ctx.SetUserValue(userActor, "api_key")
+	return nil
+}
+
+func bearer(ctx *fasthttp.RequestCtx) []byte {
+	if v := ctx.Request.Header.Peek("Authorization"); len(v) > 7 && (string(v[:7]) == "Bearer " || string(v[:7]) == "bearer ") {
+		return v[7:]
+	}
+	if v := ctx.Request.Header.Peek("X-Api-Key"); len(v) > 0 {
+		return v
+	}
+	return nil
+}
+
+func isMutating(ctx *fasthttp.RequestCtx) bool {
+	switch string(ctx.Method()) {
+	case "POST", "PUT", "PATCH", "DELETE":
+		return true
+	}
+	return false
+}
+
+// auditDetails lets a handler describe what its mutating call changed; the
+// chain records it with the outcome.
+func auditDetails(ctx *fasthttp.RequestCtx, details string) { ctx.SetUserValue(userAudit, details) }
+
+// auditRequest records a mutating call and waits until the entry is
+// durable, so an acknowledged change is never missing from the log.
+func (s *Server) auditRequest(ctx *fasthttp.RequestCtx) {
+	status := ctx.Response.StatusCode()
+	outcome := "ok"
+	switch {
+	case status >= 500:
+		outcome = "error"
+	case status == 401 || status == 403:
+		outcome = "denied"
+	case status >= 400:
+		outcome = "rejected"
+	}
+	details := fmt.Sprintf("%s %s -> %d", ctx.Method(), ctx.Path(), status)
+	if d, ok := ctx.UserValue(userAudit).(string); ok && d != "" {
+		details += ": " + d
+	}
+	actor, _ := ctx.UserValue(userActor).(string)
+	err := s.appendAudit(audit.Event{EventType: "api_request", Details: details, Outcome: outcome,
+		Actor: actor, SourceIP: clientIP(ctx).String()})
+	if err != nil && status < 400 {
+		// The change happened but could not be recorded: do not report
+		// success for something the audit log does not show.
+		s.writeError(ctx, err)
+	}
+}
+
+func (s *Server) auditAuthFailure(ctx *fasthttp.RequestCtx, why string) {
+	err := s.appendAudit(audit.Event{EventType: "auth_failed", Outcome: "denied", Actor: "anonymous",
+		SourceIP: clientIP(ctx).String(), Details: fmt.Sprintf("%s %s: %s", ctx.Method(), ctx.Path(), why)})
+	if err != nil {
+		s.log.Error().Err(err).Msg("failed authentication could not be audited")
+	}
+}
+
+func (s *Server) appendAudit(ev audit.Event) error {
+	c, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
+	defer cancel()
+	_, err := s.deps.Audit.Append(c, ev)
+	return err
+}

@@ -1,0 +1,177 @@
+// Package http serves fangd's REST API on fasthttp. Handlers stay thin:
+// decode, validate, ask the owning actor, encode. Cross-cutting concerns
+// (request ids, security headers, rate limiting, auth, auditing of mutating
+// calls, metrics, panics) live in middleware.go; one file per endpoint group.
+package http
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/store"
+)
+
+// Config is the HTTP layer's part of config.toml, already validated.
+type Config struct {
+	// APIKey, when set, is required on every non-public route. When empty
+	// only loopback callers are let in.
+	APIKey string
+	// MaxBodyBytes caps request bodies (413 beyond).
+	MaxBodyBytes int
+	// RateLimitPerMinute is the GCRA quota per client IP; 0 turns the
+	// limiter off.
+	RateLimitPerMinute int
+	// RateLimitExemptLoopback lets loopback callers (with no forwarding
+	// headers) bypass the limiter.
+	RateLimitExemptLoopback bool
+	// SecurityHeaders adds nosniff, frame-deny, CSP, HSTS and friends.
+	SecurityHeaders bool
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration
+	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
+	SSEHeartbeat time.Duration
+	Version      string
+}
+
+// DefaultConfig is what `fangd serve` uses with no config file.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:       8 << 20,
+		RateLimitPerMinute: 500,
+		SecurityHeaders:    true,
+		ReadTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		SSEHeartbeat:       15 * time.Second,
+	}
+}
+
+// Deps are the actors and stores the handlers talk to.
+type Deps struct {
+	Kernel *kernel.Kernel
+	Audit  *audit.Log
+	Store  *store.DB
+	Logs   *logs.Ring
+}
+
+// Server is fangd's HTTP API.
+type Server struct {
+	cfg     Config
+	deps    Deps
+	log     zerolog.Logger
+	router  *router.Router
+	srv     *fasthttp.Server
+	limiter *gcra
+	keyHash [32]byte
+	metrics httpMetrics
+	// closing is closed when shutdown begins, so long-lived streams end.
+	closing chan struct{}
+}
+
+// New builds the server and its routes.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if cfg.MaxBodyBytes <= 0 {
+		return nil, errors.New("http: MaxBodyBytes must be positive")
+	}
+	uuid.EnableRandPool()
+	s := &Server{
+		cfg:     cfg,
+		deps:    deps,
+		log:     deps.Kernel.Log.With().Str("component", "http").Logger(),
+		router:  router.New(),
+		closing: make(chan struct{}),
+	}
+	s.keyHash = hashKey(cfg.APIKey)
+	if cfg.RateLimitPerMinute > 0 {
+		s.limiter = newGCRA(cfg.RateLimitPerMinute)
+	}
+	if err := s.metrics.register(deps.Kernel.Metrics); err != nil {
+		return nil, err
+	}
+	s.registerSecurityProbes()
+	s.routes()
+	s.srv = &fasthttp.Server{
+		Handler:               s.router.Handler,
+		ErrorHandler:          s.transportError,
+		Name:                  "fangd",
+		MaxRequestBodySize:    cfg.MaxBodyBytes,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		CloseOnShutdown:       true,
+		NoDefaultServerHeader: true,
+		NoDefaultDate:         false,
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+
+// Shutdown stops accepting, ends SSE streams, and waits for in-flight
+// requests until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	close(s.closing)
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+// Handler exposes the full handler chain (tests and the bench use it).
+func (s *Server) Handler() fasthttp.RequestHandler { return s.router.Handler }
+
+func (s *Server) routes() {
+	r := s.router
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleOPTIONS = false
+	r.NotFound = s.chain("unmatched", routeOpts{}, func(ctx *fasthttp.RequestCtx) error {
+		return &apiError{fasthttp.StatusNotFound, "not_found", "no route for " + string(ctx.Method()) + " " + string(ctx.Path())}
+	})
+	r.MethodNotAllowed = s.chain("unmatched", routeOpts{}, func(ctx *fasthttp.RequestCtx) error {
+		return &apiError{fasthttp.StatusMethodNotAllowed, "method_not_allowed", string(ctx.Method()) + " is not allowed on " + string(ctx.Path())}
+	})
+
+	s.api("GET", "/health", s.health, public)
+	s.api("GET", "/health/detail", s.healthDetail)
+	s.api("GET", "/security", s.security)
+	s.api("GET", "/audit/recent", s.auditRecent)
+	s.api("GET", "/audit/verify", s.auditVerify)
+	s.api("GET", "/logs/stream", s.logStream)
+	s.api("GET", "/logs/level", s.logLevel)
+	s.api("PUT", "/logs/level", s.setLogLevel)
+	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+}
+
+// api registers path under both /api and /api/v1.
+func (s *Server) api(method, path string, h handlerFunc, opts ...routeOpts) {
+	o := mergeOpts(opts)
+	s.handle(method, "/api"+path, h, o)
+	s.handle(method, "/api/v1"+path, h, o)
+}
+
+func (s *Server) handle(method, path string, h handlerFunc, o routeOpts) {
+	s.router.Handle(method, path, s.chain(path, o, h))
+}
+
+// transportError answers fasthttp's own failures (body too large, bad
+// request line) with the JSON envelope.
+func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	s.startRequest(ctx)
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		s.fail(ctx, fasthttp.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the limit")
+	default:
+		s.fail(ctx, fasthttp.StatusBadRequest, "bad_request", "malformed HTTP request")
+	}
+	ctx.SetConnectionClose()
+}

@@ -1,0 +1,99 @@
+// Package sse writes Server-Sent Events on fasthttp streams: ids for
+// resumption, per-write deadlines so a stuck client is cut instead of
+// holding a goroutine forever, and Last-Event-ID parsing.
+package sse
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Writer writes events to one stream.
+type Writer struct {
+	w       *bufio.Writer
+	conn    net.Conn
+	timeout time.Duration
+}
+
+// Begin sets the stream's response headers. Call it in the handler, before
+// SetBodyStreamWriter.
+func Begin(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("text/event-stream")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+}
+
+// NewWriter wraps the stream writer. conn (from ctx.Conn() in the handler)
+// gets a fresh write deadline of writeTimeout before every flush, which
+// replaces the server's one-shot write timeout: a stream lives as long as
+// its client keeps reading.
+func NewWriter(w *bufio.Writer, conn net.Conn, writeTimeout time.Duration) *Writer {
+	return &Writer{w: w, conn: conn, timeout: writeTimeout}
+}
+
+// Event writes one event. data may span lines; each becomes a data: line.
+func (s *Writer) Event(id uint64, event string, data []byte) error {
+	if id > 0 {
+		s.w.WriteString("id: ")
+		s.w.WriteString(strconv.FormatUint(id, 10))
+		s.w.WriteByte('\n')
+	}
+	if event != "" {
+		s.w.WriteString("event: ")
+		s.w.WriteString(event)
+		s.w.WriteByte('\n')
+	}
+	for {
+		line, rest, more := bytes.Cut(data, []byte{'\n'})
+		s.w.WriteString("data: ")
+		s.w.Write(bytes.TrimSuffix(line, []byte{'\r'}))
+		s.w.WriteByte('\n')
+		if !more {
+			break
+		}
+		data = rest
+	}
+	_, err := s.w.WriteString("\n")
+	return err
+}
+
+// Comment writes a comment line (used as heartbeat).
+func (s *Writer) Comment(text string) error {
+	_, err := s.w.WriteString(": " + text + "\n\n")
+	return err
+}
+
+// Retry tells the client how long to wait before reconnecting.
+func (s *Writer) Retry(d time.Duration) error {
+	_, err := s.w.WriteString("retry: " + strconv.FormatInt(d.Milliseconds(), 10) + "\n\n")
+	return err
+}
+
+// Flush sends what is buffered, within the write timeout.
+func (s *Writer) Flush() error {
+	if s.conn != nil && s.timeout > 0 {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.timeout))
+	}
+	return s.w.Flush()
+}
+
+// LastEventID reads the resume point from the Last-Event-ID header or the
+// last_event_id query parameter (for clients that cannot set headers).
+// ok is false when neither is present; a present but non-numeric value is
+// an error.
+func LastEventID(ctx *fasthttp.RequestCtx) (id uint64, ok bool, err error) {
+	raw := ctx.Request.Header.Peek("Last-Event-ID")
+	if len(raw) == 0 {
+		raw = ctx.QueryArgs().Peek("last_event_id")
+	}
+	if len(raw) == 0 {
+		return 0, false, nil
+	}
+	id, err = strconv.ParseUint(string(raw), 10, 64)
+	return id, err == nil, err
+}
