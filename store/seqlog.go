@@ -87,5 +87,6 @@ func (tx *Txn) SetTTL(key, value []byte, ttl time.Duration) error {
 
 // DropPrefix deletes every key that starts with prefix.
 func (db *DB) DropPrefix(prefix string) error { return db.bdb.DropPrefix([]byte(prefix)) }
+
 // DB is the database the log lives in (for transactions spanning logs).
 func (l *SeqLog) DB() *DB { return l.db }

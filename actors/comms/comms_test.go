@@ -262,7 +262,9 @@ func (f *fakeAgents) Resolve(_ context.Context, ref string) (*Agent, error) {
 	return nil, kernel.NotFound("agent %s not found", ref)
 }
 
-func (f *fakeAgents) List(context.Context) ([]Agent, error) { return append([]Agent(nil), f.agents...), nil }
+func (f *fakeAgents) List(context.Context) ([]Agent, error) {
+	return append([]Agent(nil), f.agents...), nil
+}
 
 func (f *fakeAgents) Turn(ctx context.Context, id, msg string) (*TurnResult, error) {
 	if f.block != nil {

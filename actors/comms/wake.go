@@ -140,4 +140,3 @@ func (r *router) takeWakes(agentID, content string) string {
 	b.WriteString(content)
 	return b.String()
 }
-
