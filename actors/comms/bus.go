@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,7 +124,10 @@ func (b *Bus) Subscribe(s Subscribe) (*SubscribeReply, error) {
 	return kernel.Ask[*SubscribeReply](b.k, b.pid, &s, kernel.DefaultAskTimeout)
 }
 
-// Watch registers an actor to receive every committed *Batch.
+// Watch registers an actor to receive every committed *Batch. The bus
+// first sends it *Watching with the newest committed id: everything up to
+// that id is in the stored log (see Since), everything after arrives as
+// batches.
 func (b *Bus) Watch(pid *actor.PID) { b.k.Root.Send(b.pid, &Watch{PID: pid}) }
 
 // Edges returns the routes observed in the retained log.
@@ -192,6 +196,7 @@ type bus struct {
 	nextID   uint64
 	pending  []pendingEvent
 	inFlight bool
+	writer   sync.WaitGroup // the in-flight commit, awaited on stop
 
 	ring     []*Record // committed events, oldest first, at most LogSize
 	head     int       // index of the oldest when full
@@ -228,10 +233,16 @@ func (b *bus) Receive(c actor.Context) {
 	case *unsubscribe:
 		b.drop(m.sub, false)
 	case *Watch:
-		b.watchers = append(b.watchers, m.PID)
+		// A restarted watcher keeps its PID: register it once.
+		if !slices.ContainsFunc(b.watchers, m.PID.Equal) {
+			b.watchers = append(b.watchers, m.PID)
+		}
+		c.Send(m.PID, &Watching{Latest: b.latest()})
 	case *EdgesQuery:
 		c.Respond(b.edgeList())
 	case *actor.Stopping:
+		// Let a commit in flight finish before the store can be closed.
+		b.writer.Wait()
 		for _, p := range b.pending {
 			if p.done != nil {
 				p.done <- publishResult{err: errors.New("event bus is shutting down")}
@@ -329,8 +340,10 @@ func (b *bus) flush(c actor.Context) {
 	batch := b.pending[:n:n]
 	b.pending = b.pending[n:]
 	b.inFlight = true
+	b.writer.Add(1)
 	self, system, size := c.Self(), c.ActorSystem(), uint64(b.opts.LogSize)
 	go func() {
+		defer b.writer.Done()
 		err := b.log.DB().Update(func(tx *store.Txn) error {
 			for _, p := range batch {
 				if err := b.log.Put(tx, p.rec.ID, p.rec.JSON); err != nil {

@@ -106,6 +106,10 @@ type unsubscribe struct{ sub *Subscription }
 // order. Watchers are actors: their mailboxes never block the bus.
 type Watch struct{ PID *actor.PID }
 
+// Watching confirms a Watch: events up to Latest are in the stored log,
+// later ones will arrive as batches.
+type Watching struct{ Latest uint64 }
+
 // Batch is a run of committed events sent to watchers.
 type Batch struct{ Records []*Record }
 
