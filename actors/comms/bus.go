@@ -471,13 +471,16 @@ func (b *bus) drop(s *Subscription, slow bool) {
 
 func (b *bus) query(q *Query) *QueryReply {
 	out := &QueryReply{Last: b.latest(), Oldest: b.oldest()}
-	for i := len(b.ring) - 1; i >= 0 && len(out.Events) < q.Limit; i-- {
+	for i := len(b.ring) - 1; i >= 0; i-- {
 		r := b.at(i)
 		if r.ID <= q.SinceID {
 			break
 		}
 		if Match(q.Type, r.Type) {
-			out.Events = append(out.Events, r)
+			out.Matched++
+			if len(out.Events) < q.Limit {
+				out.Events = append(out.Events, r)
+			}
 		}
 	}
 	return out

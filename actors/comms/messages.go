@@ -67,8 +67,11 @@ type Query struct {
 // QueryReply answers Query. Last is the newest committed id.
 type QueryReply struct {
 	Events []*Record
-	Last   uint64
-	Oldest uint64
+	// Matched counts every held event that passes the filter (not only
+	// the Limit returned).
+	Matched int
+	Last    uint64
+	Oldest  uint64
 }
 
 // Subscribe opens a live subscription. With Resume set, events with id >

@@ -58,7 +58,7 @@ func StartRouter(k *kernel.Kernel, db *store.DB, opts RouterOptions) (*Router, e
 	r := &Router{k: k, opts: opts, tasks: store.NewCollection[Task](db, "comms/tasks")}
 	wakes := store.NewCollection[[]string](db, "comms/wakes")
 	pid, err := k.SpawnRoot("comms-router", func() actor.Actor {
-		return &router{opts: opts, tasks: r.tasks, wakes: wakes, logger: k.Log.With().Str("component", "comms-router").Logger()}
+		return &router{opts: opts, db: db, tasks: r.tasks, wakes: wakes, logger: k.Log.With().Str("component", "comms-router").Logger()}
 	})
 	if err != nil {
 		return nil, err
@@ -127,6 +127,9 @@ func (r *Router) Wake(ctx context.Context, w Wake) (*WakeResult, error) {
 	}
 }
 
+// Agents returns the agent runtime (nil when none is wired).
+func (r *Router) Agents() Agents { return r.opts.Agents }
+
 // HasChannel reports whether a channel target could be delivered to.
 func (r *Router) HasChannel(name string) bool {
 	return r.opts.Channels != nil && r.opts.Channels.Has(name)
@@ -178,6 +181,7 @@ func CheckContent(field, content string) error {
 // and answers.
 type router struct {
 	opts   RouterOptions
+	db     *store.DB
 	tasks  *store.Collection[Task]
 	wakes  *store.Collection[[]string]
 	logger zerolog.Logger
@@ -211,6 +215,8 @@ func (r *router) Receive(c actor.Context) {
 		r.wake(c, m)
 	case *wakeResolved:
 		r.wakeAgent(c, m)
+	case *claimHookID:
+		r.claim(m)
 	case *taskDone:
 		r.logger.Error().Str("task", m.task.ID).Msg("task finished but its result could not be stored")
 	}

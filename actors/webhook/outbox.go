@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -398,7 +399,7 @@ func (o *outbox) attempted(m *attempted) {
 	q, dl, att, attID := o.q, o.dl, o.att, a.ID
 	var apply func(tx *store.Txn) error
 	var after func()
-	bus, source := o.sh.opts.Bus, "webhook:"+o.ep.ID
+	bus, source, host := o.sh.opts.Bus, "webhook:"+o.ep.ID, urlHost(o.ep.URL)
 	switch m.outcome {
 	case delivered:
 		a.Outcome = "delivered"
@@ -417,7 +418,7 @@ func (o *outbox) attempted(m *attempted) {
 		reason := "the receiver answered 410 Gone"
 		o.disable(reason)
 		after = func() {
-			bus.Publish("webhook.disabled", source, o.ep.URL, map[string]any{"webhook_id": o.ep.ID, "reason": reason})
+			bus.Publish("webhook.disabled", source, host, map[string]any{"webhook_id": o.ep.ID, "reason": reason})
 		}
 		apply = func(tx *store.Txn) error { return nil }
 	default:
@@ -433,7 +434,7 @@ func (o *outbox) attempted(m *attempted) {
 			o.queue[0] = msg
 			apply = func(tx *store.Txn) error { return putJSON(tx, q, msg.Seq, msg) }
 			after = func() {
-				bus.Publish("webhook.delivery_failed", source, o.ep.URL, map[string]any{"webhook_id": o.ep.ID,
+				bus.Publish("webhook.delivery_failed", source, host, map[string]any{"webhook_id": o.ep.ID,
 					"message_id": msg.MsgID, "event_type": msg.Type, "attempt": n, "status_code": a.StatusCode,
 					"error": a.Error, "next_attempt_at": a.NextAttemptAt})
 			}
@@ -458,10 +459,10 @@ func (o *outbox) attempted(m *attempted) {
 			o.disable(reason)
 		}
 		after = func() {
-			bus.Publish("webhook.dead_lettered", source, o.ep.URL, map[string]any{"webhook_id": o.ep.ID,
+			bus.Publish("webhook.dead_lettered", source, host, map[string]any{"webhook_id": o.ep.ID,
 				"message_id": msg.MsgID, "event_type": msg.Type, "attempts": n, "last_error": a.Error})
 			if disableNow {
-				bus.Publish("webhook.disabled", source, o.ep.URL, map[string]any{"webhook_id": o.ep.ID, "reason": reason})
+				bus.Publish("webhook.disabled", source, host, map[string]any{"webhook_id": o.ep.ID, "reason": reason})
 			}
 		}
 	}
@@ -641,4 +642,13 @@ func (o *outbox) test(c actor.Context) {
 		}
 		sys.Root.Send(sender, &TestResult{Status: "sent", ResponseStatus: r.status, LatencyMS: r.latency.Milliseconds(), WebhookID: id, MessageID: msgID})
 	}()
+}
+
+// urlHost is what events say about an endpoint's URL: its host only, since
+// paths and queries may carry tokens.
+func urlHost(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Host
+	}
+	return ""
 }

@@ -23,6 +23,11 @@ type Config struct {
 	Log                 LogConfig       `toml:"log"`
 	HTTP                HTTPConfig      `toml:"http"`
 	Audit               AuditConfig     `toml:"audit"`
+	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
+	Comms           CommsConfig           `toml:"comms"`
+	Webhooks        WebhooksConfig        `toml:"webhooks"`
+	NetworkPolicy   NetworkPolicyConfig   `toml:"network_policy"`
+	WebhookTriggers WebhookTriggersConfig `toml:"webhook_triggers"`
 }
 
 // RateLimitConfig is [rate_limit].
@@ -58,6 +63,9 @@ func defaultConfig() Config {
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+		Comms:               defaultCommsConfig(),
+		Webhooks:            defaultWebhooksConfig(),
+		WebhookTriggers:     defaultWebhookTriggersConfig(),
 	}
 }
 
@@ -119,7 +127,7 @@ func (c *Config) validate() error {
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		return errors.New("log.ring_size must be between 1 and 1000000")
 	}
-	return nil
+	return c.validateComms()
 }
 
 func isLoopbackHost(host string) bool {

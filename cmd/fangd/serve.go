@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/store"
@@ -69,6 +70,7 @@ type daemon struct {
 	db     *store.DB
 	kernel *kernel.Kernel
 	audit  *audit.Log
+	bus    *comms.Bus
 	http   *fhttp.Server
 	ln     net.Listener
 	served chan error
@@ -102,7 +104,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.db, err = store.Open(opts); err != nil {
 		return nil, err
 	}
-	if _, err = store.OpenVault(d.db, home); err != nil {
+	vault, err := store.OpenVault(d.db, home)
+	if err != nil {
 		return nil, err
 	}
 	d.kernel = kernel.New(d.log)
@@ -115,7 +118,20 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
-	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring})
+	cs, err := cfg.commsSettings()
+	if err != nil {
+		return nil, err
+	}
+	c, err := startComms(d.kernel, d.db, vault, d.audit, cfg, cs)
+	if err != nil {
+		return nil, err
+	}
+	d.bus = c.bus
+	hc := cfg.httpConfig()
+	hc.TurnTimeout = cs.turnTimeout
+	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
+		Bus: c.bus, Router: c.router, Webhooks: c.webhooks,
+		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes}})
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +142,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	d.log.Info().Str("listen", d.ln.Addr().String()).Str("home", home).Str("version", version).
 		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
 	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
+	d.bus.Publish("daemon.started", "system", "", map[string]string{"version": version, "listen": d.ln.Addr().String()})
 	return d, nil
 }
 
@@ -164,6 +181,11 @@ func (d *daemon) wait(ctx context.Context) error {
 		d.log.Warn().Err(err).Msg("in-flight requests did not finish in time")
 	}
 	d.record("daemon_stopped", "graceful shutdown")
+	if d.bus != nil {
+		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _ = d.bus.PublishSync(pctx, "daemon.stopping", "system", "", nil)
+		pcancel()
+	}
 	if late := d.kernel.Shutdown(deadline); len(late) > 0 {
 		d.log.Warn().Strs("actors", late).Msg("actors did not stop in time")
 	}

@@ -23,14 +23,21 @@ type handlerFunc func(ctx *fasthttp.RequestCtx) error
 
 type routeOpts struct {
 	public bool // no API key needed
+	// ownAuth: the handler authenticates the caller itself (inbound hooks:
+	// their own token or a signature, never the API key).
+	ownAuth bool
 }
 
-var public = routeOpts{public: true}
+var (
+	public  = routeOpts{public: true}
+	ownAuth = routeOpts{ownAuth: true}
+)
 
 func mergeOpts(opts []routeOpts) routeOpts {
 	var o routeOpts
 	for _, x := range opts {
 		o.public = o.public || x.public
+		o.ownAuth = o.ownAuth || x.ownAuth
 	}
 	return o
 }
@@ -151,7 +158,7 @@ func hashKey(k string) [32]byte { return sha256.Sum256([]byte(k)) }
 // nothing), or, with no key configured, direct loopback callers. Every
 // refusal is audited.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
-	if o.public {
+	if o.public || o.ownAuth {
 		ctx.SetUserValue(userActor, "anonymous")
 		return nil
 	}

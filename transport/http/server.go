@@ -17,8 +17,10 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 )
 
@@ -43,6 +45,9 @@ type Config struct {
 	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
 	SSEHeartbeat time.Duration
 	Version      string
+	// TurnTimeout is how long comms waits for an agent turn (requests
+	// that run one wait a little longer).
+	TurnTimeout time.Duration
 }
 
 // DefaultConfig is what `fangd serve` uses with no config file.
@@ -64,6 +69,13 @@ type Deps struct {
 	Audit  *audit.Log
 	Store  *store.DB
 	Logs   *logs.Ring
+	// Comms: the event bus and the message router (nil: /api/comms/* 503).
+	Bus    *comms.Bus
+	Router *comms.Router
+	// Webhooks is the outbound delivery engine (nil: /api/webhooks* 503).
+	Webhooks *webhook.Engine
+	// Hooks configures inbound /hooks/*; disabled (404) when zero.
+	Hooks HooksConfig
 }
 
 // Server is fangd's HTTP API.
@@ -152,6 +164,9 @@ func (s *Server) routes() {
 	s.api("GET", "/logs/level", s.logLevel)
 	s.api("PUT", "/logs/level", s.setLogLevel)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.commsRoutes()
+	s.webhookRoutes()
+	s.hookRoutes()
 }
 
 // api registers path under both /api and /api/v1.
