@@ -75,18 +75,44 @@ func (l *SeqLog) Last() (uint64, []byte, error) {
 	return seq, raw, err
 }
 
-// DropAll deletes every entry of the log (used when its owner is deleted).
-func (l *SeqLog) DropAll() error {
-	return l.db.bdb.DropPrefix(l.prefix)
-}
-
 // SetTTL writes a raw value that Badger forgets after ttl.
 func (tx *Txn) SetTTL(key, value []byte, ttl time.Duration) error {
 	return tx.t.SetEntry(badger.NewEntry(key, value).WithTTL(ttl))
 }
 
-// DropPrefix deletes every key that starts with prefix.
-func (db *DB) DropPrefix(prefix string) error { return db.bdb.DropPrefix([]byte(prefix)) }
+// DeletePrefix deletes every key that starts with prefix, in batches of
+// synced transactions. (Badger's own DropPrefix blocks every writer of the
+// whole database while it runs, so a live daemon never uses it.)
+func (db *DB) DeletePrefix(prefix string) error {
+	p := []byte(prefix)
+	for {
+		var keys [][]byte
+		err := db.bdb.View(func(t *badger.Txn) error {
+			opts := badger.DefaultIteratorOptions
+			opts.Prefix, opts.PrefetchValues = p, false
+			it := t.NewIterator(opts)
+			defer it.Close()
+			for it.Seek(p); it.ValidForPrefix(p) && len(keys) < 1000; it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		err = db.bdb.Update(func(t *badger.Txn) error {
+			for _, k := range keys {
+				if err := t.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+}
 
 // DB is the database the log lives in (for transactions spanning logs).
 func (l *SeqLog) DB() *DB { return l.db }

@@ -555,7 +555,7 @@ func (s *supervisor) remove(c actor.Context, m *remove) error {
 // bookkeeping and secrets. It is rare and runs inline.
 func (s *supervisor) dropData(id string) {
 	for _, prefix := range []string{outboxName(id), deadName(id), attemptsName(id)} {
-		if err := s.sh.db.DropPrefix(prefix + "/"); err != nil {
+		if err := s.sh.db.DeletePrefix(prefix + "/"); err != nil {
 			s.sh.log.Error().Err(err).Str("webhook", id).Msg("could not drop a deleted webhook's data")
 		}
 	}
