@@ -29,8 +29,9 @@ type Agents interface {
 	Resolve(ctx context.Context, ref string) (*Agent, error)
 	// List returns every agent.
 	List(ctx context.Context) ([]Agent, error)
-	// Turn runs one turn of agentID on message and returns its answer.
-	Turn(ctx context.Context, agentID, message string) (*TurnResult, error)
+	// Turn runs one turn of agentID on message, said by from ("system",
+	// "agent:<id>", "hook:agent", "task:<id>"...), and returns its answer.
+	Turn(ctx context.Context, agentID, from, message string) (*TurnResult, error)
 }
 
 // Channels is the chat channel layer as the comms layer sees it. Until a

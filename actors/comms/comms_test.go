@@ -266,7 +266,7 @@ func (f *fakeAgents) List(context.Context) ([]Agent, error) {
 	return append([]Agent(nil), f.agents...), nil
 }
 
-func (f *fakeAgents) Turn(ctx context.Context, id, msg string) (*TurnResult, error) {
+func (f *fakeAgents) Turn(ctx context.Context, id, _, msg string) (*TurnResult, error) {
 	if f.block != nil {
 		<-f.block
 	}

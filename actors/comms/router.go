@@ -333,7 +333,7 @@ func (r *router) route(c actor.Context, m *resolved) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		res, err := agents.Turn(ctx, m.agent.ID, content)
+		res, err := agents.Turn(ctx, m.agent.ID, req.From, content)
 		if err != nil {
 			bus.Publish("message.failed", req.From, to, map[string]any{"message_id": msgID, "error": err.Error()})
 			req.Reply <- SendOutcome{Err: err}

@@ -90,7 +90,7 @@ func (r *router) dispatch(c actor.Context, m *DispatchTask) {
 		m.Reply <- TaskOutcome{Task: &created}
 
 		tctx, tcancel := context.WithTimeout(context.Background(), timeout)
-		res, err := agents.Turn(tctx, agent.ID, taskPrompt(m))
+		res, err := agents.Turn(tctx, agent.ID, "task:"+t.ID, taskPrompt(m))
 		tcancel()
 		t.UpdatedAt = now()
 		if err != nil {

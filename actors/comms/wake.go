@@ -108,7 +108,7 @@ func (r *router) wakeAgent(c actor.Context, m *wakeResolved) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		out, err := agents.Turn(ctx, m.agent.ID, content)
+		out, err := agents.Turn(ctx, m.agent.ID, from, content)
 		if err != nil {
 			bus.Publish("message.failed", from, to, map[string]any{"wake_event": m.event, "error": err.Error()})
 			return

@@ -37,7 +37,7 @@ func (f *fakeAgents) Resolve(_ context.Context, ref string) (*comms.Agent, error
 
 func (f *fakeAgents) List(context.Context) ([]comms.Agent, error) { return f.agents, nil }
 
-func (f *fakeAgents) Turn(_ context.Context, id, msg string) (*comms.TurnResult, error) {
+func (f *fakeAgents) Turn(_ context.Context, id, _, msg string) (*comms.TurnResult, error) {
 	f.turns.Add(1)
 	return &comms.TurnResult{Response: "reply to " + msg, InputTokens: 7, OutputTokens: 5}, nil
 }
