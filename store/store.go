@@ -43,8 +43,9 @@ func DefaultOptions(dir string) Options {
 
 // DB is the open store.
 type DB struct {
-	bdb *badger.DB
-	dir string
+	bdb      *badger.DB
+	dir      string
+	memtable int64
 }
 
 // Open opens (creating if needed) the store in opts.Dir.
@@ -70,8 +71,13 @@ func Open(opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
-	return &DB{bdb: bdb, dir: opts.Dir}, nil
+	return &DB{bdb: bdb, dir: opts.Dir, memtable: opts.MemTableSize}, nil
 }
+
+// MaxBatchBytes is how many bytes of keys and values one transaction may
+// safely carry: Badger refuses a transaction over 15% of a memtable, and
+// counts some overhead per entry on top of the data.
+func (db *DB) MaxBatchBytes() int { return int(db.memtable / 10) }
 
 // Close flushes and closes the database.
 func (db *DB) Close() error { return db.bdb.Close() }

@@ -28,7 +28,8 @@ type BusOptions struct {
 	// MaxStreamsPerKey caps concurrent live subscriptions per caller key
 	// (default 64, LibreFang's number).
 	MaxStreamsPerKey int
-	// MaxBatch caps how many events share one commit (default 1024).
+	// MaxBatch caps how many events share one commit (default 4096); the
+	// store's transaction size caps the bytes.
 	MaxBatch int
 }
 
@@ -48,7 +49,7 @@ func Start(k *kernel.Kernel, db *store.DB, opts BusOptions) (*Bus, error) {
 		opts.MaxStreamsPerKey = 64
 	}
 	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 1024
+		opts.MaxBatch = 4096
 	}
 	m := busMetrics{
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "fangd_comms_events_total", Help: "Events committed to the comms log."}),
@@ -336,7 +337,16 @@ func (b *bus) flush(c actor.Context) {
 	if len(b.pending) == 0 {
 		return
 	}
-	n := min(len(b.pending), b.opts.MaxBatch)
+	// Larger commits go faster (fsync is per commit) until Badger's
+	// transaction limit; count the bytes to stay under it.
+	limit, n, bytes := b.log.DB().MaxBatchBytes(), 0, 0
+	for n < len(b.pending) && n < b.opts.MaxBatch {
+		bytes += len(b.pending[n].rec.JSON) + 64
+		if n > 0 && bytes > limit {
+			break
+		}
+		n++
+	}
 	batch := b.pending[:n:n]
 	b.pending = b.pending[n:]
 	b.inFlight = true

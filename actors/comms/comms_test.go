@@ -22,7 +22,7 @@ type harness struct {
 	bus *Bus
 }
 
-func startBus(t *testing.T, home string, opts BusOptions) *harness {
+func startBus(t testing.TB, home string, opts BusOptions) *harness {
 	t.Helper()
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
 	if err != nil {
