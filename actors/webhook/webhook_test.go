@@ -181,7 +181,7 @@ type env struct {
 
 var fastBackoff = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}
 
-func start(t *testing.T, home string, opts Options) *env {
+func start(t testing.TB, home string, opts Options) *env {
 	t.Helper()
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
 	if err != nil {
@@ -264,7 +264,7 @@ func (e *env) settled(t *testing.T, id string) {
 	})
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
