@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -520,5 +521,18 @@ func TestWakeNowAndNext(t *testing.T) {
 	}
 	if _, err := r.Wake(ctx, Wake{Text: "x", Agent: "ghost"}); !errors.Is(err, err) || kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatalf("unknown agent: %v", err)
+	}
+}
+
+// TestDocsListEveryEventType keeps docs/events.md in step with Types.
+func TestDocsListEveryEventType(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/events.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range Types {
+		if !strings.Contains(string(raw), "| `"+ti.Type+"` |") {
+			t.Errorf("docs/events.md does not list %s", ti.Type)
+		}
 	}
 }
