@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// httpRead is a read-only route measured under wrk and compared with the
+// ceiling. Scenarios for new routes are usually one loadRows call.
+type httpRead struct {
+	Label    string // as shown in the table, e.g. "GET /api/health"
+	Path     string // with query
+	Auth     bool   // send the API key
+	MinRatio float64
+}
+
+// loadRows checks that the route answers 200, loads it with wrk and
+// returns its rows: requests/s with the ratio to the ceiling (the target),
+// then p50/p99.
+func loadRows(ctx context.Context, env *Env, r httpRead) ([]Row, error) {
+	d, err := env.Daemon(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var headers []string
+	if r.Auth {
+		headers = append(headers, d.AuthHeader())
+	}
+	if err := expect200(d.URL(r.Path), headers); err != nil {
+		return nil, err
+	}
+	ceiling, err := env.Ceiling(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ceiling: %w", err)
+	}
+	res, err := env.load(ctx, d.URL(r.Path), headers)
+	if err != nil {
+		return nil, err
+	}
+	ratio := res.RequestsPerSec / ceiling.RequestsPerSec
+	return []Row{
+		{
+			Metric:  r.Label + " req/s",
+			Value:   fmt.Sprintf("%s (%.1f%% of ceiling)", thousands(res.RequestsPerSec), 100*ratio),
+			Target:  fmt.Sprintf(">= %.0f%% of ceiling", 100*r.MinRatio),
+			Verdict: verdict(ratio >= r.MinRatio),
+		},
+		latencyRow(r.Label, res),
+	}, nil
+}
+
+func latencyRow(label string, r WrkResult) Row {
+	return infoRow(label+" p50 / p99", ms(r.P50)+" / "+ms(r.P99))
+}
+
+// load runs wrk against url: a discarded warm-up, then the measured run.
+// A run with error responses or socket errors measured the wrong thing and
+// is an error.
+func (e *Env) load(ctx context.Context, url string, headers []string) (WrkResult, error) {
+	run := func(d time.Duration) (WrkResult, error) {
+		return runWrk(ctx, wrkLoad{URL: url, Headers: headers, Connections: e.Opts.Connections, Duration: d})
+	}
+	if e.Opts.Warmup > 0 {
+		if _, err := run(e.Opts.Warmup); err != nil {
+			return WrkResult{}, err
+		}
+	}
+	e.logf("wrk -t1 -c%d -d%s %s", e.Opts.Connections, e.Opts.Duration, url)
+	res, err := run(e.Opts.Duration)
+	if err != nil {
+		return res, err
+	}
+	if res.Non2xx > 0 || res.SocketErrors > 0 {
+		return res, fmt.Errorf("%s: %d non-2xx responses and %d socket errors in %d requests", url, res.Non2xx, res.SocketErrors, res.Requests)
+	}
+	return res, nil
+}
+
+// expect200 makes one request and fails unless it answers 200.
+func expect200(url string, headers []string) error {
+	_, err := fetch(url, headers)
+	return err
+}
+
+// fetch GETs url (loopback only) and returns the response, which the
+// caller must release with fasthttp.ReleaseResponse.
+func fetch(url string, headers []string) (*fasthttp.Response, error) {
+	if !strings.HasPrefix(url, "http://127.0.0.1:") {
+		return nil, fmt.Errorf("refusing to fetch %s: the bench only sends traffic to 127.0.0.1", url)
+	}
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.SetRequestURI(url)
+	for _, h := range headers {
+		k, v, ok := cutHeader(h)
+		if !ok {
+			return nil, fmt.Errorf("bad header %q", h)
+		}
+		req.Header.Set(k, v)
+	}
+	resp := fasthttp.AcquireResponse()
+	if err := fasthttp.DoTimeout(req, resp, 5*time.Second); err != nil {
+		fasthttp.ReleaseResponse(resp)
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		defer fasthttp.ReleaseResponse(resp)
+		return nil, fmt.Errorf("GET %s: status %d: %s", url, resp.StatusCode(), resp.Body())
+	}
+	return resp, nil
+}
+
+func cutHeader(h string) (string, string, bool) {
+	for i := 0; i < len(h); i++ {
+		if h[i] == ':' {
+			v := h[i+1:]
+			for len(v) > 0 && v[0] == ' ' {
+				v = v[1:]
+			}
+			return h[:i], v, i > 0
+		}
+	}
+	return "", "", false
+}
+
+// thousands formats a rate as an integer with thousands separators.
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(v+0.5), 10)
+	out := make([]byte, 0, len(s)+len(s)/3)
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
