@@ -19,9 +19,10 @@ type httpRead struct {
 	MinRatio float64
 }
 
-// loadRows checks that the route answers 200, loads it with wrk and
-// returns its rows: requests/s with the ratio to the ceiling (the target),
-// then p50/p99.
+// loadRows checks that the route answers 200, then runs wrk against the
+// ceiling, the route, and the ceiling again, and returns the route's rows:
+// requests/s as a ratio to the mean of the two ceiling runs (the target),
+// p50/p99, and the ceiling runs themselves.
 func loadRows(ctx context.Context, env *Env, r httpRead) ([]Row, error) {
 	d, err := env.Daemon(ctx)
 	if err != nil {
@@ -34,7 +35,7 @@ func loadRows(ctx context.Context, env *Env, r httpRead) ([]Row, error) {
 	if err := expect200(d.URL(r.Path), headers); err != nil {
 		return nil, err
 	}
-	ceiling, err := env.Ceiling(ctx)
+	before, err := env.ceilingRun(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ceiling: %w", err)
 	}
@@ -42,7 +43,16 @@ func loadRows(ctx context.Context, env *Env, r httpRead) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	ratio := res.RequestsPerSec / ceiling.RequestsPerSec
+	after, err := env.ceilingRun(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ceiling: %w", err)
+	}
+	ceiling := (before.RequestsPerSec + after.RequestsPerSec) / 2
+	ratio := res.RequestsPerSec / ceiling
+	drift := ""
+	if lo, hi := min(before.RequestsPerSec, after.RequestsPerSec), max(before.RequestsPerSec, after.RequestsPerSec); hi > 1.15*lo {
+		drift = "; drifted: machine busy?"
+	}
 	return []Row{
 		{
 			Metric:  r.Label + " req/s",
@@ -51,6 +61,8 @@ func loadRows(ctx context.Context, env *Env, r httpRead) ([]Row, error) {
 			Verdict: verdict(ratio >= r.MinRatio),
 		},
 		latencyRow(r.Label, res),
+		infoRow("  its ceiling req/s (run before / after)",
+			fmt.Sprintf("%s / %s (p99 %s / %s%s)", thousands(before.RequestsPerSec), thousands(after.RequestsPerSec), ms(before.P99), ms(after.P99), drift)),
 	}, nil
 }
 
@@ -62,6 +74,9 @@ func latencyRow(label string, r WrkResult) Row {
 // A run with error responses or socket errors measured the wrong thing and
 // is an error.
 func (e *Env) load(ctx context.Context, url string, headers []string) (WrkResult, error) {
+	e.mu.Lock()
+	e.lastCeiling = nil // whatever runs now, the next route needs a fresh ceiling
+	e.mu.Unlock()
 	run := func(d time.Duration) (WrkResult, error) {
 		return runWrk(ctx, wrkLoad{URL: url, Headers: headers, Connections: e.Opts.Connections, Duration: d})
 	}

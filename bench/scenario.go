@@ -15,7 +15,6 @@ import (
 // call to loadRows (see health.go).
 var scenarios = []Scenario{
 	{Name: "startup", About: "start-to-healthy time and idle RSS of bin/fangd serve", Run: runStartup},
-	{Name: "ceiling", About: "bare fasthttp server returning /api/health's exact bytes", Run: runCeiling},
 	{Name: "health", About: "GET /api/health against the ceiling", Run: runHealth},
 	{Name: "audit-recent", About: "authenticated actor-backed GET /api/audit/recent?limit=20", Run: runAuditRecent},
 	{Name: "loaded-rss", About: "daemon RSS after all HTTP load", Run: runLoadedRSS},
@@ -69,8 +68,8 @@ type Options struct {
 }
 
 // Env is what scenarios share: the options, one running daemon and the
-// ceiling measured once, both started on first use, and a stack of
-// cleanups that Close runs even when a scenario failed.
+// ceiling server, both started on first use, and a stack of cleanups that
+// Close runs even when a scenario failed.
 type Env struct {
 	Opts Options
 	Log  io.Writer
@@ -78,7 +77,10 @@ type Env struct {
 	mu       sync.Mutex
 	cleanups []func()
 	daemon   *Daemon
-	ceiling  *WrkResult
+	// ceiling is the ceiling server's address once started; lastCeiling is
+	// the last wrk run if it was a ceiling run (see ceiling.go).
+	ceiling     string
+	lastCeiling *WrkResult
 }
 
 // onClose registers f to run at Close, last registered first.
