@@ -70,7 +70,11 @@ func run() int {
 		rows = append(rows, r...)
 		if err != nil {
 			failed = true
-			rows = append(rows, Row{Metric: s.Name, Value: firstLine(err.Error()), Target: "-", Verdict: Error})
+			msg := firstLine(err.Error())
+			if ctx.Err() != nil {
+				msg = "interrupted"
+			}
+			rows = append(rows, Row{Metric: s.Name, Value: msg, Target: "-", Verdict: Error})
 			env.logf("scenario %s failed: %v", s.Name, err)
 		}
 		if ctx.Err() != nil {
