@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -33,6 +35,10 @@ func (s appendStats) perSec() float64 { return float64(s.appends) / s.elapsed.Se
 // then with the default group commit, each with Opts.Writers concurrent
 // writers for Opts.AppendFor.
 func runAuditAppend(ctx context.Context, env *Env) ([]Row, error) {
+	sync50, sync99, err := fsyncLatency(env)
+	if err != nil {
+		return nil, err
+	}
 	single, err := measureAppends(ctx, env, 1)
 	if err != nil {
 		return nil, fmt.Errorf("one fsync per append: %w", err)
@@ -44,6 +50,7 @@ func runAuditAppend(ctx context.Context, env *Env) ([]Row, error) {
 	w := strconv.Itoa(env.Opts.Writers)
 	speedup := group.perSec() / single.perSec()
 	return []Row{
+		infoRow("fsync of 4 KiB on the temp dir, p50 / p99", ms(sync50)+" / "+ms(sync99)),
 		infoRow("audit appends/s, one fsync per append ("+w+" writers)", thousands(single.perSec())),
 		infoRow("audit appends/s, group commit ("+w+" writers)",
 			fmt.Sprintf("%s (%.1f appends per commit)", thousands(group.perSec()), float64(group.appends)/max(group.commits, 1))),
@@ -127,6 +134,35 @@ func measureAppends(ctx context.Context, env *Env, maxBatch int) (appendStats, e
 		return st, fmt.Errorf("chain after the run: %+v, want valid with %d entries", rep, st.appends)
 	}
 	return st, nil
+}
+
+// fsyncLatency times 200 overwrite+fsync cycles of one 4 KiB block in the
+// temp dir: the disk cost every synced commit pays, which sets the
+// one-fsync-per-append rate and with it the group-commit ratio.
+func fsyncLatency(env *Env) (p50, p99 time.Duration, err error) {
+	dir, err := env.tempDir("fsync-")
+	if err != nil {
+		return 0, 0, err
+	}
+	f, err := os.Create(filepath.Join(dir, "probe"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	block := make([]byte, 4096)
+	times := make([]time.Duration, 0, 200)
+	for range 200 {
+		if _, err := f.WriteAt(block, 0); err != nil {
+			return 0, 0, err
+		}
+		t0 := time.Now()
+		if err := f.Sync(); err != nil {
+			return 0, 0, err
+		}
+		times = append(times, time.Since(t0))
+	}
+	slices.Sort(times)
+	return times[100], times[198], nil
 }
 
 // counterValue reads a counter from the kernel's metrics registry.

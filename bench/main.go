@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -37,7 +38,8 @@ func run() int {
 	flag.IntVar(&opts.Starts, "starts", 3, "fresh starts sampled for start-to-healthy")
 	flag.StringVar(&opts.TempDir, "tmp", "", "parent directory for temp homes (default: the system temp dir; must be a real disk, not tmpfs, for fsync numbers to mean anything)")
 	out := flag.String("out", "bench/out/latest.md", "where to write the result table (empty: nowhere)")
-	only := flag.String("run", "", "run only scenarios whose name matches this regexp (e.g. 'health|ceiling')")
+	only := flag.String("run", "", "run only scenarios whose name matches this regexp (e.g. 'health|audit-recent')")
+	cpuprofile := flag.String("cpuprofile", "", "write the harness's own CPU profile here (covers in-process scenarios such as audit-append)")
 	flag.Parse()
 	if opts.Duration < time.Second || opts.Connections < 1 || opts.Writers < 1 || opts.AppendFor <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -duration must be >= 1s; -connections, -writers and -append-duration must be positive")
@@ -59,6 +61,20 @@ func run() int {
 		env.logf("%s", note)
 	}
 
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -cpuprofile:", err)
+			return 2
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+
+	loadBefore := loadAverage()
 	var rows []Row
 	failed := false
 	for _, s := range scenarios {
@@ -83,7 +99,7 @@ func run() int {
 	}
 	env.Close()
 
-	report := renderReport(opts, rows)
+	report := renderReport(opts, rows, loadBefore+" before, "+loadAverage()+" after")
 	fmt.Print("\n" + report)
 	if *out != "" {
 		if err := writeReport(*out, report); err != nil {
@@ -99,13 +115,18 @@ func run() int {
 
 // renderReport is the table with a header line that says when, where and
 // how it was measured.
-func renderReport(opts Options, rows []Row) string {
+func renderReport(opts Options, rows []Row, load string) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "fangd bench, %s, %s, %d CPUs (GOMAXPROCS %d), %s/%s\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency (after a %s warm-up); audit appends: %d writers x %s per mode\n\n",
+	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency (after a %s warm-up); audit appends: %d writers x %s per mode\n",
 		opts.Connections, opts.Duration, opts.Warmup, opts.Writers, opts.AppendFor)
+	if load != "" {
+		// Other processes on the machine move every number: say how busy it was.
+		fmt.Fprintf(&b, "1-minute load average: %s\n", load)
+	}
+	b.WriteString("\n")
 	writeTable(&b, rows)
 	pass, total := 0, 0
 	for _, r := range rows {
@@ -143,6 +164,15 @@ func writeTable(w io.Writer, rows []Row) {
 	for _, c := range cells {
 		line(c)
 	}
+}
+
+// loadAverage is the 1-minute load average from /proc/loadavg, or "?".
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(raw)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func writeReport(path, report string) error {

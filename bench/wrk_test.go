@@ -98,7 +98,7 @@ func TestTableIsAlignedAndCountsTargets(t *testing.T) {
 		{Metric: "longer metric", Value: "3", Target: "< 2", Verdict: Fail},
 		infoRow("context", "x"),
 	}
-	out := renderReport(Options{Connections: 64, Duration: time.Second}, rows)
+	out := renderReport(Options{Connections: 64, Duration: time.Second}, rows, "")
 	if !strings.Contains(out, "1 of 2 targets met") {
 		t.Fatalf("summary missing:\n%s", out)
 	}
