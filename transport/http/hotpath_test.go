@@ -24,47 +24,10 @@ import (
 	"github.com/fangd/fangd/store"
 )
 
-const testKey = "test-key-0123456789abcdef"
-
-type testServer struct {
-	s     *Server
-	k     *kernel.Kernel
-	audit *audit.Log
-}
-
-func newTestServer(t testing.TB, mutate func(*Config)) *testServer {
-	t.Helper()
-	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := kernel.New(zerolog.Nop())
-	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		k.Shutdown(ctx)
-		db.Close()
-	})
-	cfg := DefaultConfig()
-	cfg.APIKey = testKey
-	cfg.Version = "1.2.3-test"
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(16)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testServer{s: s, k: k, audit: al}
-}
-
-// do runs one request through the full handler chain from a loopback peer.
-func (ts *testServer) do(method, uri string, headers ...string) *fasthttp.Response {
+// inproc runs one request through the full handler chain in-process, from
+// a loopback peer, and returns the raw response (exact bytes and header
+// order, which the HTTP client in server_test.go would normalise).
+func (ts *testServer) inproc(method, uri string, headers ...string) *fasthttp.Response {
 	var req fasthttp.Request
 	req.Header.SetMethod(method)
 	req.SetRequestURI(uri)
@@ -73,7 +36,7 @@ func (ts *testServer) do(method, uri string, headers ...string) *fasthttp.Respon
 	}
 	var ctx fasthttp.RequestCtx
 	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
-	ts.s.Handler()(&ctx)
+	ts.Handler()(&ctx)
 	resp := &fasthttp.Response{}
 	ctx.Response.CopyTo(resp)
 	return resp
@@ -106,8 +69,8 @@ func wantCommonHeaders(t *testing.T, r *fasthttp.Response) {
 func TestHealthIsExactlyStatusAndVersion(t *testing.T) {
 	ts := newTestServer(t, nil)
 	for _, path := range []string{"/api/health", "/api/v1/health"} {
-		r := ts.do("GET", path)
-		if r.StatusCode() != 200 || string(r.Body()) != `{"status":"ok","version":"1.2.3-test"}`+"\n" {
+		r := ts.inproc("GET", path)
+		if r.StatusCode() != 200 || string(r.Body()) != `{"status":"ok","version":"test"}`+"\n" {
 			t.Fatalf("%s: %d %q", path, r.StatusCode(), r.Body())
 		}
 		if ct := string(r.Header.ContentType()); ct != "application/json" {
@@ -121,16 +84,16 @@ func TestHealthIsDegradedWithoutTheAuditWriter(t *testing.T) {
 	ts := newTestServer(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ts.k.Shutdown(ctx) // stops the audit writer
-	r := ts.do("GET", "/api/health")
-	if r.StatusCode() != 200 || string(r.Body()) != `{"status":"degraded","version":"1.2.3-test"}`+"\n" {
+	ts.deps.Kernel.Shutdown(ctx) // stops the audit writer
+	r := ts.inproc("GET", "/api/health")
+	if r.StatusCode() != 200 || string(r.Body()) != `{"status":"degraded","version":"test"}`+"\n" {
 		t.Fatalf("%d %q", r.StatusCode(), r.Body())
 	}
 }
 
 func TestSecurityHeadersFollowConfig(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.SecurityHeaders = false })
-	r := ts.do("GET", "/api/health")
+	r := ts.inproc("GET", "/api/health")
 	for _, k := range []string{"X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Strict-Transport-Security"} {
 		if v := r.Header.Peek(k); v != nil {
 			t.Errorf("%s = %q with security headers off", k, v)
@@ -145,7 +108,7 @@ func TestRequestIDsAreFreshUUIDs(t *testing.T) {
 	ts := newTestServer(t, nil)
 	seen := map[string]bool{}
 	for range 50 {
-		id := string(ts.do("GET", "/api/health").Header.Peek("X-Request-Id"))
+		id := string(ts.inproc("GET", "/api/health").Header.Peek("X-Request-Id"))
 		if !uuidRE.MatchString(id) || seen[id] {
 			t.Fatalf("request id %q: not a fresh v4 UUID", id)
 		}
@@ -168,7 +131,7 @@ func TestRequestIDEchoedAndInErrorEnvelope(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			for _, path := range []string{"/api/no-such-route", "/api/audit/recent"} { // 404, then 401
-				r := ts.do("GET", path, "X-Request-Id", c.sent)
+				r := ts.inproc("GET", path, "X-Request-Id", c.sent)
 				got := string(r.Header.Peek("X-Request-Id"))
 				if c.echoed && got != c.sent || !c.echoed && !uuidRE.MatchString(got) {
 					t.Fatalf("%s: sent %q, header %q", path, c.sent, got)
@@ -194,7 +157,7 @@ func TestAuditRecentServesStoredEntriesNewestFirst(t *testing.T) {
 		uri  string
 		want int
 	}{{"/api/audit/recent?limit=20", 20}, {"/api/v1/audit/recent?n=3", 3}, {"/api/audit/recent", 30}, {"/api/audit/recent?limit=500", 30}} {
-		r := ts.do("GET", c.uri, "Authorization", "Bearer "+testKey)
+		r := ts.inproc("GET", c.uri, "Authorization", "Bearer "+testKey)
 		if r.StatusCode() != 200 || string(r.Header.ContentType()) != "application/json" {
 			t.Fatalf("%s: %d %s", c.uri, r.StatusCode(), r.Body())
 		}
@@ -224,7 +187,7 @@ func TestAuditRecentServesStoredEntriesNewestFirst(t *testing.T) {
 		}
 	}
 	// The stored bytes are served as they are: no HTML escaping.
-	if r := ts.do("GET", "/api/audit/recent?limit=1", "X-API-Key", testKey); !strings.Contains(string(r.Body()), `"details":"n29 <&>"`) {
+	if r := ts.inproc("GET", "/api/audit/recent?limit=1", "X-API-Key", testKey); !strings.Contains(string(r.Body()), `"details":"n29 <&>"`) {
 		t.Fatalf("entry re-encoded: %s", r.Body())
 	}
 }
@@ -232,7 +195,7 @@ func TestAuditRecentServesStoredEntriesNewestFirst(t *testing.T) {
 func TestAuditRecentRejectsBadLimits(t *testing.T) {
 	ts := newTestServer(t, nil)
 	for _, q := range []string{"limit=-1", "limit=0", "limit=abc", "limit=100000", "n=501"} {
-		r := ts.do("GET", "/api/audit/recent?"+q, "Authorization", "Bearer "+testKey)
+		r := ts.inproc("GET", "/api/audit/recent?"+q, "Authorization", "Bearer "+testKey)
 		var env errorBody
 		if r.StatusCode() != 400 || json.Unmarshal(r.Body(), &env) != nil || env.Code != "invalid_query" {
 			t.Fatalf("%s: %d %s", q, r.StatusCode(), r.Body())
@@ -243,17 +206,17 @@ func TestAuditRecentRejectsBadLimits(t *testing.T) {
 func TestRequestMetricsByRouteMethodAndStatus(t *testing.T) {
 	ts := newTestServer(t, nil)
 	for range 3 {
-		ts.do("GET", "/api/health")
+		ts.inproc("GET", "/api/health")
 	}
-	ts.do("HEAD", "/api/health")
-	ts.do("GET", "/api/v1/health")
-	ts.do("GET", "/api/audit/recent") // 401: no key
-	ts.do("GET", "/api/audit/recent", "X-API-Key", testKey)
-	ts.do("GET", "/api/nope", "X-API-Key", testKey)
-	ts.do("BREW", "/api/nope", "X-API-Key", testKey)
-	ts.do("GET", "/api/nope") // unknown routes need the key too: 401
+	ts.inproc("HEAD", "/api/health")
+	ts.inproc("GET", "/api/v1/health")
+	ts.inproc("GET", "/api/audit/recent") // 401: no key
+	ts.inproc("GET", "/api/audit/recent", "X-API-Key", testKey)
+	ts.inproc("GET", "/api/nope", "X-API-Key", testKey)
+	ts.inproc("BREW", "/api/nope", "X-API-Key", testKey)
+	ts.inproc("GET", "/api/nope") // unknown routes need the key too: 401
 
-	families, err := ts.k.Metrics.Gather()
+	families, err := ts.deps.Kernel.Metrics.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,9 +260,30 @@ func TestRequestMetricsByRouteMethodAndStatus(t *testing.T) {
 // Throughput targets are `make bench`'s job.
 
 func benchRequest(b *testing.B, uri string, headers ...string) {
-	ts := newTestServer(b, func(c *Config) { c.RateLimitPerMinute = 0 })
+	home := b.TempDir()
+	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	k := kernel.New(zerolog.Nop())
+	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		k.Shutdown(ctx)
+		db.Close()
+	})
+	cfg := DefaultConfig()
+	cfg.APIKey, cfg.RateLimitPerMinute = testKey, 0
+	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(16)})
+	if err != nil {
+		b.Fatal(err)
+	}
 	for range 20 {
-		if _, err := ts.audit.Append(context.Background(), audit.Event{EventType: "bench", Details: "PUT /api/logs/level -> 200"}); err != nil {
+		if _, err := al.Append(context.Background(), audit.Event{EventType: "bench", Details: "PUT /api/logs/level -> 200"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -310,7 +294,7 @@ func benchRequest(b *testing.B, uri string, headers ...string) {
 	}
 	var ctx fasthttp.RequestCtx
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-	h := ts.s.Handler()
+	h := s.Handler()
 	b.ReportAllocs()
 	for b.Loop() {
 		ctx.Init(&req, addr, nil)
