@@ -111,7 +111,11 @@ func (f *Fake) OmitUsage(on bool) { f.mu.Lock(); f.noUsage = on; f.mu.Unlock() }
 func (f *Fake) SetReply(fn func(Request) string) { f.mu.Lock(); f.reply = fn; f.mu.Unlock() }
 
 // FailNext queues failures answered, in order, to the next calls.
-func (f *Fake) FailNext(fs ...Failure) { f.mu.Lock(); f.failures = append(f.failures, fs...); f.mu.Unlock() }
+func (f *Fake) FailNext(fs ...Failure) {
+	f.mu.Lock()
+	f.failures = append(f.failures, fs...)
+	f.mu.Unlock()
+}
 
 // Requests returns every request received so far.
 func (f *Fake) Requests() []Request {
