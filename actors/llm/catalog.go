@@ -82,8 +82,8 @@ var dateSuffixRe = regexp.MustCompile(`-(\d{8}|\d{4}-\d{2}-\d{2})$`)
 
 // NewCatalog loads the shipped catalog and applies overrides, checking
 // each against the known providers. defaultIn/defaultOut price unknown
-// models (0 and 0 means LibreFang's $1 in / $3 out).
-func NewCatalog(overrides []ModelConfig, providers map[string]ProviderConfig, defaultIn, defaultOut float64) (*Catalog, error) {
+// models; nil means LibreFang's $1 in / $3 out per million tokens.
+func NewCatalog(overrides []ModelConfig, providers map[string]ProviderConfig, defaultInP, defaultOutP *float64) (*Catalog, error) {
 	var file catalogFile
 	md, err := toml.Decode(catalogTOML, &file)
 	if err != nil {
@@ -92,8 +92,12 @@ func NewCatalog(overrides []ModelConfig, providers map[string]ProviderConfig, de
 	if u := md.Undecoded(); len(u) > 0 {
 		return nil, fmt.Errorf("shipped model catalog: unknown key %s", u[0])
 	}
-	if defaultIn == 0 && defaultOut == 0 {
-		defaultIn, defaultOut = DefaultInputPerM, DefaultOutputPerM
+	defaultIn, defaultOut := DefaultInputPerM, DefaultOutputPerM
+	if defaultInP != nil {
+		defaultIn = *defaultInP
+	}
+	if defaultOutP != nil {
+		defaultOut = *defaultOutP
 	}
 	if err := checkPrice("llm.default_input_per_m", defaultIn); err != nil {
 		return nil, err

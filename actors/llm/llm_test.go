@@ -255,7 +255,7 @@ func TestCatalogOverridesAndValidation(t *testing.T) {
 	c, err := NewCatalog([]ModelConfig{
 		{Provider: "groq", ID: "llama-3.3-70b-versatile", OutputPerM: f64(1.5)},
 		{Provider: "groq", ID: "new-model", InputPerM: f64(0.1), OutputPerM: f64(0.2), ContextWindow: 8192},
-	}, provs, 2, 4)
+	}, provs, f64(2), f64(4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestCatalogOverridesAndValidation(t *testing.T) {
 		{{Provider: "groq", ID: "x", InputPerM: f64(math.NaN()), OutputPerM: f64(1)}},
 		{{Provider: "groq", ID: "", InputPerM: f64(1), OutputPerM: f64(1)}},
 	} {
-		if _, err := NewCatalog(bad, provs, 0, 0); err == nil {
+		if _, err := NewCatalog(bad, provs, nil, nil); err == nil {
 			t.Fatalf("%+v accepted", bad)
 		}
 	}

@@ -53,9 +53,9 @@ type Options struct {
 	// Timeout bounds one provider call, connection to last byte.
 	Timeout time.Duration
 	// DefaultInputPerM and DefaultOutputPerM price models the catalog does
-	// not know (flagged pricing_known: false).
-	DefaultInputPerM  float64
-	DefaultOutputPerM float64
+	// not know (flagged pricing_known: false); nil means $1 in / $3 out.
+	DefaultInputPerM  *float64
+	DefaultOutputPerM *float64
 	// Metrics, when set, receives the call counters and latency histogram.
 	Metrics prometheus.Registerer
 	// HTTPClient replaces the default client (tests).
@@ -153,6 +153,17 @@ func ValidateProviders(cfg map[string]ProviderConfig) (map[string]ProviderConfig
 		out[name] = p
 	}
 	return out, nil
+}
+
+// ValidateConfig checks providers, model overrides and default prices
+// without building anything (config loading calls it).
+func ValidateConfig(opts Options) error {
+	provs, err := ValidateProviders(opts.Providers)
+	if err != nil {
+		return err
+	}
+	_, err = NewCatalog(opts.Models, provs, opts.DefaultInputPerM, opts.DefaultOutputPerM)
+	return err
 }
 
 // NewRegistry validates opts and builds the registry.

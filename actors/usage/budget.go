@@ -295,7 +295,7 @@ func (l *ledger) budgetStatus() *BudgetStatus {
 	}
 }
 
-func (l *ledger) setBudget(m *SetBudget) any {
+func (l *ledger) setBudget(c actor.Context, m *SetBudget) any {
 	next := l.limits
 	if m.DailyLimitUSD != nil {
 		if err := CheckUSD("daily_limit_usd", *m.DailyLimitUSD); err != nil {
@@ -326,6 +326,8 @@ func (l *ledger) setBudget(m *SetBudget) any {
 		return err
 	}
 	l.limits = next
+	// New limits may put today's spend over a threshold already.
+	l.checkAlerts(c, l.now().UTC(), "", "")
 	return l.budgetStatus()
 }
 
@@ -345,7 +347,7 @@ func (l *ledger) agentBudget(id, name string) *AgentBudget {
 	return b
 }
 
-func (l *ledger) setAgentBudget(m *SetAgentBudget) any {
+func (l *ledger) setAgentBudget(c actor.Context, m *SetAgentBudget) any {
 	next := l.agentLimits[m.AgentID]
 	if m.DailyLimitUSD != nil {
 		if err := CheckUSD("daily_limit_usd", *m.DailyLimitUSD); err != nil {
@@ -364,6 +366,7 @@ func (l *ledger) setAgentBudget(m *SetAgentBudget) any {
 		return err
 	}
 	l.agentLimits[m.AgentID] = next
+	l.checkAlerts(c, l.now().UTC(), m.AgentID, m.AgentName)
 	return l.agentBudget(m.AgentID, m.AgentName)
 }
 

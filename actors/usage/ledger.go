@@ -99,11 +99,11 @@ func (l *ledger) Receive(c actor.Context) {
 	case *BudgetQuery:
 		c.Respond(l.budgetStatus())
 	case *SetBudget:
-		c.Respond(l.setBudget(m))
+		c.Respond(l.setBudget(c, m))
 	case *AgentBudgetQuery:
 		c.Respond(l.agentBudget(m.AgentID, m.AgentName))
 	case *SetAgentBudget:
-		c.Respond(l.setAgentBudget(m))
+		c.Respond(l.setAgentBudget(c, m))
 	case *ForgetAgent:
 		c.Respond(l.forgetAgent(m.AgentID))
 	case *compactTick:
