@@ -121,8 +121,8 @@ func (l *ledger) Receive(c actor.Context) {
 			l.ticker.Stop()
 			close(l.done)
 		}
-		// A batch in flight still answers its callers when it lands; the
-		// ones not yet flushed cannot be written any more.
+		// A batch in flight still answers its callers when it lands (its
+		// goroutine does); the ones not yet flushed cannot be written.
 		l.failPending(kernel.Unavailable("usage ledger is shutting down"))
 	case *actor.Restarting:
 		l.failPending(kernel.Unavailable("usage ledger restarted"))
@@ -298,6 +298,14 @@ func (l *ledger) flush(c actor.Context) {
 	self, system, db := c.Self(), c.ActorSystem(), l.db
 	go func() {
 		err := writeKVs(db, pairs)
+		if err == nil {
+			// Answer here rather than from the actor: a ledger stopping
+			// for shutdown still lets this batch's callers through.
+			for _, w := range waiters {
+				w.reply <- settleReply{event: w.event}
+			}
+			waiters = nil
+		}
 		system.Root.Send(self, &batchCommitted{waiters: waiters, err: err})
 	}()
 }
@@ -320,9 +328,6 @@ func (l *ledger) committed(c actor.Context, m *batchCommitted) {
 		return
 	}
 	l.metrics.commits.Inc()
-	for _, w := range m.waiters {
-		w.reply <- settleReply{event: w.event}
-	}
 	if !l.stopping {
 		l.flush(c)
 	}

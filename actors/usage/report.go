@@ -2,6 +2,7 @@ package usage
 
 import (
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/fangd/fangd/actors/kernel"
@@ -57,7 +58,12 @@ func (l *ledger) usageReport(period string) any {
 		rep.From = time.Unix((nm-bucketMinutes+1)*60, 0).UTC().Format(time.RFC3339)
 	} else {
 		from, to := periodDays(period, now)
-		c, agents = l.r.dayRange(from, to)
+		c, agents = l.r.dayRange(from, to, period != PeriodMonth)
+		if period == PeriodMonth {
+			// Every agent with a call this month has a month-to-date entry.
+			l.r.month(now)
+			agents = len(l.r.agentMonth)
+		}
 		rep.From = dayTime(from).Format(time.RFC3339)
 	}
 	rep.TotalInputTokens, rep.TotalCachedInputTokens, rep.TotalOutputTokens = c.InputTokens, c.CachedInputTokens, c.OutputTokens
@@ -138,8 +144,9 @@ func (l *ledger) daily(days int) any {
 	now := l.now().UTC()
 	today := dayOf(now)
 	out := &Daily{Days: make([]DayUsage, 0, days)}
+	var buf [10]byte
 	for d := today - int32(days) + 1; d <= today; d++ {
-		row := DayUsage{Date: dayString(d)}
+		row := DayUsage{Date: string(appendDate(buf[:0], d))}
 		if c := l.r.days[d]; c != nil {
 			row.InputTokens, row.OutputTokens, row.CostUSD, row.Requests = c.InputTokens, c.OutputTokens, dollars(c.CostNanos), c.Requests
 		}
@@ -166,4 +173,47 @@ func (l *ledger) agentSpend() []AgentSpend {
 		out = append(out, s)
 	}
 	return out
+}
+
+// appendDate appends day d as YYYY-MM-DD; time.Format costs more than the
+// rest of a 366-day report.
+func appendDate(b []byte, d int32) []byte {
+	y, m, dd := dayTime(d).Date()
+	b = append(b, byte('0'+y/1000%10), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-')
+	b = append(b, byte('0'+int(m)/10), byte('0'+int(m)%10), '-')
+	return append(b, byte('0'+dd/10), byte('0'+dd%10))
+}
+
+// MarshalJSON encodes the daily report by hand: with 366 rows,
+// encoding/json's reflection was most of the request's cost.
+func (d *Daily) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 64+len(d.Days)*110)
+	b = append(b, `{"days":[`...)
+	for i, row := range d.Days {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"date":"`...)
+		b = append(b, row.Date...)
+		b = append(b, `","input_tokens":`...)
+		b = strconv.AppendInt(b, row.InputTokens, 10)
+		b = append(b, `,"output_tokens":`...)
+		b = strconv.AppendInt(b, row.OutputTokens, 10)
+		b = append(b, `,"cost_usd":`...)
+		b = strconv.AppendFloat(b, row.CostUSD, 'f', -1, 64)
+		b = append(b, `,"requests":`...)
+		b = strconv.AppendInt(b, row.Requests, 10)
+		b = append(b, '}')
+	}
+	b = append(b, `],"today_cost_usd":`...)
+	b = strconv.AppendFloat(b, d.TodayCostUSD, 'f', -1, 64)
+	b = append(b, `,"first_event_date":`...)
+	if d.FirstEventDate == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '"')
+		b = append(b, *d.FirstEventDate...)
+		b = append(b, '"')
+	}
+	return append(b, '}'), nil
 }

@@ -346,12 +346,21 @@ func (r *rollups) hourTokens(now time.Time) (int64, time.Time) {
 	return n, time.Unix((oldest+bucketMinutes)*60, 0).UTC()
 }
 
-// dayRange sums day counters over [from, to] and counts distinct agents.
-func (r *rollups) dayRange(from, to int32) (Counters, int) {
+// dayRange sums day counters over [from, to] and, if asked, counts the
+// distinct agents active in it.
+func (r *rollups) dayRange(from, to int32, countAgents bool) (Counters, int) {
 	var c Counters
-	agents := map[string]struct{}{}
 	for d := from; d <= to; d++ {
 		c.plus(r.days[d])
+	}
+	if !countAgents {
+		return c, 0
+	}
+	if from == to {
+		return c, len(r.dayAgents[from])
+	}
+	agents := map[string]struct{}{}
+	for d := from; d <= to; d++ {
 		for a := range r.dayAgents[d] {
 			agents[a] = struct{}{}
 		}

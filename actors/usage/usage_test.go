@@ -433,3 +433,28 @@ func TestHandEncodersMatchJSON(t *testing.T) {
 		t.Fatalf("agent total round trip %s: %v %+v", raw, err, a2)
 	}
 }
+
+func TestAppendDate(t *testing.T) {
+	for _, d := range []time.Time{time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), time.Date(1999, 12, 31, 23, 0, 0, 0, time.UTC), time.Date(2028, 2, 29, 1, 0, 0, 0, time.UTC)} {
+		if got, want := string(appendDate(nil, dayOf(d))), d.Format("2006-01-02"); got != want {
+			t.Fatalf("%s != %s", got, want)
+		}
+	}
+}
+
+func TestDailyJSONMatchesEncodingJSON(t *testing.T) {
+	first := "2026-01-02"
+	d := &Daily{Days: []DayUsage{{Date: "2026-01-02", InputTokens: 5, OutputTokens: 6, CostUSD: 0.000000123, Requests: 2}, {Date: "2026-01-03"}},
+		TodayCostUSD: 1.5, FirstEventDate: &first}
+	type plain Daily // no MarshalJSON
+	for _, v := range []*Daily{d, {Days: []DayUsage{}}} {
+		got, _ := json.Marshal(v)
+		want, _ := json.Marshal((*plain)(v))
+		var a, b any
+		json.Unmarshal(got, &a)
+		json.Unmarshal(want, &b)
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Fatalf("\n%s\n%s", got, want)
+		}
+	}
+}
