@@ -17,12 +17,13 @@ const (
 	anthKey = "sk-ant-fangd-test-77d2e3aa"
 )
 
+// keyEnv hands the fake providers' keys to the daemon's environment.
+var keyEnv = []string{"FANGD_TEST_OAI_KEY=" + oaiKey, "FANGD_TEST_ANTH_KEY=" + anthKey}
+
 // fakes starts both fake providers and returns the config that points
 // fangd at them, with the given extra TOML appended.
 func fakes(t *testing.T, extra string) (*llmtest.Fake, *llmtest.Fake, string) {
 	t.Helper()
-	t.Setenv("FANGD_TEST_OAI_KEY", oaiKey)
-	t.Setenv("FANGD_TEST_ANTH_KEY", anthKey)
 	oai, anth := llmtest.NewOpenAI(oaiKey), llmtest.NewAnthropic(anthKey)
 	t.Cleanup(oai.Close)
 	t.Cleanup(anth.Close)
@@ -114,7 +115,7 @@ func TestAgentTurnsUsageAndBudgetOverHTTP(t *testing.T) {
 	oai, anth, cfg := fakes(t, "")
 	oai.SetCachedTokens(4)
 	anth.SetCachedTokens(3)
-	td := startFangd(t, t.TempDir(), cfg)
+	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	var bodies []string
 	keep := func(r response) response { bodies = append(bodies, string(r.raw)); return r }
 
@@ -315,7 +316,7 @@ func TestAgentTurnsUsageAndBudgetOverHTTP(t *testing.T) {
 			t.Fatalf("audit log lacks %s: %v", want, seen)
 		}
 	}
-	everything := strings.Join(bodies, "\n") + td.console.String()
+	everything := strings.Join(bodies, "\n") + td.stop()
 	for _, k := range []string{oaiKey, anthKey} {
 		if strings.Contains(everything, k) {
 			t.Fatal("an API key appeared in a response, the audit log or the daemon's log")
@@ -325,7 +326,7 @@ func TestAgentTurnsUsageAndBudgetOverHTTP(t *testing.T) {
 
 func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 	_, _, cfg := fakes(t, "")
-	td := startFangd(t, t.TempDir(), cfg)
+	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	var a agentJSON
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "a1", "model": "fakeoai/gpt-test"}, &a)
 	td.must(200, "PUT", "/api/budget", map[string]any{"daily_limit_usd": 5.0}, nil)
@@ -402,7 +403,7 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 
 func TestProviderFailuresMapTo502And503(t *testing.T) {
 	oai, _, cfg := fakes(t, "\n[llm]\ntimeout_secs = 1\n")
-	td := startFangd(t, t.TempDir(), cfg)
+	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "a", "model": "fakeoai/gpt-test"}, nil)
 	msg := map[string]any{"message": "hi"}
 	oai.FailNext(llmtest.Failure{Status: 429, RetryAfter: 7, Message: "Rate limit reached for gpt-test"},
@@ -439,14 +440,14 @@ func TestProviderFailuresMapTo502And503(t *testing.T) {
 			t.Fatalf("metrics lack %s", want)
 		}
 	}
-	if strings.Contains(td.console.String(), oaiKey) {
+	if strings.Contains(td.stop(), oaiKey) {
 		t.Fatal("the key reached the log")
 	}
 }
 
 func TestRestartKeepsAgentsSessionsUsageAndBudgets(t *testing.T) {
 	oai, _, cfg := fakes(t, "")
-	td := startFangd(t, t.TempDir(), cfg)
+	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	var a agentJSON
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "keeper", "model": "fakeoai/gpt-test", "system_prompt": "remember"}, &a)
 	var t1 turnJSON
@@ -497,7 +498,7 @@ func TestRestartKeepsAgentsSessionsUsageAndBudgets(t *testing.T) {
 func TestHundredConcurrentMessagesNeverOverspend(t *testing.T) {
 	oai, _, cfg := fakes(t, "")
 	oai.SetLatency(20 * time.Millisecond)
-	td := startFangd(t, t.TempDir(), cfg)
+	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	for i := 0; i < 4; i++ {
 		td.must(201, "POST", "/api/agents", map[string]any{"name": fmt.Sprintf("w%d", i), "model": "fakeoai/gpt-test", "max_tokens": 50}, nil)
 	}

@@ -2,91 +2,48 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// syncBuffer collects the daemon's console log from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// testDaemon is a real fangd (startDaemon, as `fangd serve` runs it) on a
-// free loopback port with its own home, spoken to over HTTP.
+// testDaemon is the real fangd binary (built by TestMain) serving on a free
+// loopback port with its own home and config, spoken to over HTTP.
 type testDaemon struct {
-	t       *testing.T
-	home    string
-	config  string
-	d       *daemon
-	base    string
-	console *syncBuffer
+	t      *testing.T
+	home   string
+	config string
+	env    []string
+	p      *proc
+	base   string
 }
 
-// startFangd writes config (TOML) to home/config.toml and starts a daemon.
-func startFangd(t *testing.T, home, config string) *testDaemon {
+// runFangd writes config (TOML) to home/config.toml and starts the binary
+// with env added to the test's environment.
+func runFangd(t *testing.T, home, config string, env ...string) *testDaemon {
 	t.Helper()
-	td := &testDaemon{t: t, home: home, config: config}
+	td := &testDaemon{t: t, home: home, config: config, env: env}
 	td.start()
-	t.Cleanup(td.stop)
 	return td
 }
 
 func (td *testDaemon) start() {
-	t := td.t
-	t.Helper()
-	path := filepath.Join(td.home, "config.toml")
-	if err := os.WriteFile(path, []byte(td.config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := loadConfig(path, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.APIListen = "127.0.0.1:0"
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	if td.console == nil {
-		td.console = &syncBuffer{}
-	}
-	td.d, err = startDaemon(td.home, cfg, td.console)
-	if err != nil {
-		t.Fatal(err)
-	}
-	td.base = "http://" + td.d.ln.Addr().String()
+	td.t.Helper()
+	td.p = startFangd(td.t, td.home, td.config, td.env...)
+	td.base = td.p.url
 }
 
-func (td *testDaemon) stop() {
-	if td.d == nil {
-		return
+// stop ends the daemon gracefully (SIGTERM) and returns its log.
+func (td *testDaemon) stop() string {
+	td.t.Helper()
+	if err := td.p.stop(td.t, syscall.SIGTERM); err != nil {
+		td.t.Fatalf("fangd exit: %v\n%s", err, td.p.stderr)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // already done: wait shuts down at once
-	if err := td.d.wait(ctx); err != nil {
-		td.t.Errorf("shutdown: %v", err)
-	}
-	td.d = nil
+	return td.p.stderr.String()
 }
 
 func (td *testDaemon) restart() { td.stop(); td.start() }
