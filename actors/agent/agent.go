@@ -81,6 +81,14 @@ func (a *agentActor) Receive(c actor.Context) {
 	case *actor.Started:
 		a.ctx, a.cancel = context.WithCancel(context.Background())
 		a.sessions = sessionCollection(a.d.db, a.m.ID)
+		// A restart calls the producer again with the manifest the agent
+		// was spawned with; the store has the latest (PATCH writes it
+		// before telling the agent).
+		if m, err := a.d.manifests.Get(a.m.ID); err == nil {
+			a.m = m
+		} else if !errors.Is(err, store.ErrNotFound) {
+			panic(fmt.Errorf("agent %s: load manifest: %w", a.m.ID, err))
+		}
 		a.setManifest(a.m)
 		if err := a.loadIndex(); err != nil {
 			panic(fmt.Errorf("agent %s: load sessions: %w", a.m.ID, err))

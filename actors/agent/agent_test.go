@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -391,5 +392,32 @@ func TestRefsAndMessages(t *testing.T) {
 	}
 	if _, err := ParseSessionID("not-a-uuid"); code(err) != "invalid_session_id" {
 		t.Fatal(err)
+	}
+}
+
+// A crashed agent restarts with its latest manifest (not the one it was
+// first spawned with) and its sessions.
+func TestRestartedAgentUsesLatestManifest(t *testing.T) {
+	h := newHarness(t)
+	a := h.create("phoenix")
+	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	prompt := "you are reborn"
+	if _, err := h.agents.Update(Ref{ID: a.ID}, Patch{SystemPrompt: &prompt}, Who{}); err != nil {
+		t.Fatal(err)
+	}
+	proc, ok := h.k.System.ProcessRegistry.GetLocal("agents/agent/" + a.ID)
+	if !ok {
+		t.Fatal("no agent actor")
+	}
+	proc.SendSystemMessage(nil, &actor.Restart{})
+	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := h.fake.Requests()
+	last := reqs[len(reqs)-1]
+	if last.System != prompt || len(last.Messages) != 3 {
+		t.Fatalf("after a restart: system %q, %d messages", last.System, len(last.Messages))
 	}
 }
