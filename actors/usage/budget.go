@@ -163,23 +163,36 @@ func (l *ledger) check(now time.Time, m *Reserve) *violation {
 func (l *ledger) checkAlerts(c actor.Context, now time.Time, agentID, agentName string) {
 	thr := l.limits.AlertThreshold
 	today := dayOf(now)
-	vs := []violation{
-		{scope: "global", limit: "daily", max: nanos(l.limits.DailyLimitUSD), spent: l.r.costRange(today, today)},
-		{scope: "global", limit: "monthly", max: nanos(l.limits.MonthlyLimitUSD), spent: l.r.monthCostNow(now)},
+	// A fixed array: this runs on every settlement and must not allocate.
+	var vs [5]violation
+	n := 0
+	add := func(v violation) {
+		if v.max > 0 {
+			vs[n] = v
+			n++
+		}
+	}
+	if l.limits.DailyLimitUSD > 0 {
+		add(violation{scope: "global", limit: "daily", max: nanos(l.limits.DailyLimitUSD), spent: l.r.costRange(today, today)})
+	}
+	if l.limits.MonthlyLimitUSD > 0 {
+		add(violation{scope: "global", limit: "monthly", max: nanos(l.limits.MonthlyLimitUSD), spent: l.r.monthCostNow(now)})
 	}
 	if l.limits.HourlyTokenLimit > 0 {
 		used, _ := l.r.hourTokens(now)
-		vs = append(vs, violation{scope: "global", limit: "hourly_tokens", max: l.limits.HourlyTokenLimit, spent: used})
+		add(violation{scope: "global", limit: "hourly_tokens", max: l.limits.HourlyTokenLimit, spent: used})
 	}
-	if agentID != "" {
-		al := l.agentLimits[agentID]
-		vs = append(vs,
-			violation{scope: "agent", agentID: agentID, agentName: agentName, limit: "daily",
-				max: nanos(al.DailyLimitUSD), spent: l.r.agentRange(agentID, today, today)},
-			violation{scope: "agent", agentID: agentID, agentName: agentName, limit: "monthly",
+	if al, ok := l.agentLimits[agentID]; ok && agentID != "" {
+		if al.DailyLimitUSD > 0 {
+			add(violation{scope: "agent", agentID: agentID, agentName: agentName, limit: "daily",
+				max: nanos(al.DailyLimitUSD), spent: l.r.agentRange(agentID, today, today)})
+		}
+		if al.MonthlyLimitUSD > 0 {
+			add(violation{scope: "agent", agentID: agentID, agentName: agentName, limit: "monthly",
 				max: nanos(al.MonthlyLimitUSD), spent: l.r.agentMonthCost(agentID, now)})
+		}
 	}
-	for i := range vs {
+	for i := 0; i < n; i++ {
 		v := &vs[i]
 		switch status(v.spent, v.max, thr) {
 		case StatusExceeded:

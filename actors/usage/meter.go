@@ -75,10 +75,12 @@ func (m *Meter) Reserve(r Reserve) (*Reservation, error) {
 	ch := make(chan reserveReply, 1)
 	r.reply = ch
 	m.k.Root.Send(m.pid, &r)
+	timer := time.NewTimer(kernel.DefaultAskTimeout)
+	defer timer.Stop()
 	select {
 	case rep := <-ch:
 		return rep.res, rep.err
-	case <-time.After(kernel.DefaultAskTimeout):
+	case <-timer.C:
 		return nil, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "usage ledger did not answer in time")
 	}
 }
@@ -88,10 +90,12 @@ func (m *Meter) Reserve(r Reserve) (*Reservation, error) {
 func (m *Meter) Settle(reservationID uint64, e Event) (Event, error) {
 	ch := make(chan settleReply, 1)
 	m.k.Root.Send(m.pid, &Settle{ReservationID: reservationID, Event: e, reply: ch})
+	timer := time.NewTimer(SettleTimeout)
+	defer timer.Stop()
 	select {
 	case rep := <-ch:
 		return rep.event, rep.err
-	case <-time.After(SettleTimeout):
+	case <-timer.C:
 		return Event{}, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "usage ledger did not confirm the write in time")
 	}
 }
