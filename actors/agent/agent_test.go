@@ -117,6 +117,29 @@ func (h *harness) auditTypes() []string {
 	return out
 }
 
+// waitFor polls cond (ordering only, never a timing assertion).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sawMessage reports whether the fake provider received a request whose
+// last message is text.
+func (h *harness) sawMessage(text string) bool {
+	for _, r := range h.fake.Requests() {
+		if r.Messages[len(r.Messages)-1].Content == text {
+			return true
+		}
+	}
+	return false
+}
+
 func code(err error) string {
 	if de := kernel.AsError(err); de != nil {
 		return de.Code
@@ -251,12 +274,11 @@ func TestSessionsSerialiseButDoNotBlockEachOther(t *testing.T) {
 		results[text] = r
 		mu.Unlock()
 	}
-	wg.Add(2)
-	go send("slow", "")
-	time.Sleep(50 * time.Millisecond) // let "slow" start first (ordering only; no timing assertion)
-	go send("queued", "")
-	time.Sleep(50 * time.Millisecond)
 	wg.Add(1)
+	go send("slow", "")
+	waitFor(t, "the slow call to reach the provider", func() bool { return h.sawMessage("slow") })
+	wg.Add(2)
+	go send("queued", "")
 	go send("other", "00000000-0000-4000-8000-000000000001")
 	wg.Wait()
 	if results["slow"].Response != "re:slow" {
@@ -276,31 +298,37 @@ func TestSessionsSerialiseButDoNotBlockEachOther(t *testing.T) {
 func TestQueueBoundAndBudgetRefusal(t *testing.T) {
 	h := newHarness(t)
 	a := h.create("busy")
-	h.fake.SetLatency(300 * time.Millisecond)
-	var wg sync.WaitGroup
+	release := make(chan struct{})
+	h.fake.SetReply(func(r llmtest.Request) string {
+		<-release
+		return "done"
+	})
 	errs := make(chan error, 6)
-	for i := 0; i < 6; i++ {
-		wg.Add(1)
+	go func() {
+		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "first"})
+		errs <- err
+	}()
+	waitFor(t, "the first call to reach the provider", func() bool { return h.sawMessage("first") })
+	for i := 0; i < 5; i++ {
 		go func() {
-			defer wg.Done()
-			_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hi"})
+			_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "more"})
 			errs <- err
 		}()
 	}
-	wg.Wait()
-	close(errs)
 	busy := 0
-	for err := range errs {
-		if code(err) == "session_busy" {
-			busy++
-		} else if err != nil {
+	for busy < 3 { // two wait behind the first, three are refused at once
+		err := <-errs
+		if code(err) != "session_busy" {
+			t.Fatalf("while the session is busy: %v", err)
+		}
+		busy++
+	}
+	close(release)
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
-	if busy != 3 { // one in flight, two queued, three refused
-		t.Fatalf("%d refused as busy, want 3", busy)
-	}
-	h.fake.SetLatency(0)
 	tiny := 1e-9
 	if _, err := h.meter.SetAgentBudget(usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
 		t.Fatal(err)
@@ -330,7 +358,7 @@ func TestDeleteDuringTurnAnswersCallerAndRemovesSessions(t *testing.T) {
 		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "in flight"})
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, "the call to reach the provider", func() bool { return h.sawMessage("in flight") })
 	if _, err := h.agents.Delete(Ref{ID: a.ID}, Who{}); err != nil {
 		t.Fatal(err)
 	}
