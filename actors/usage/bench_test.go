@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"syscall"
 	"sort"
+	"syscall"
 	"testing"
 	"time"
 
