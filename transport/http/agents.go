@@ -21,16 +21,17 @@ func agentRef(ctx *fasthttp.RequestCtx) (agent.Ref, error) {
 }
 
 // listAgents serves GET /api/agents?offset=&limit= in LibreFang's paginated
-// envelope, oldest agent first.
+// envelope, oldest agent first; limit defaults to and is clamped at 100.
 func (s *Server) listAgents(ctx *fasthttp.RequestCtx) error {
 	offset, err := intQuery(ctx, 0, 0, 1<<30, "offset")
 	if err != nil {
 		return err
 	}
-	limit, err := intQuery(ctx, 100, 1, 100, "limit")
+	limit, err := intQuery(ctx, 100, 1, 1<<30, "limit")
 	if err != nil {
 		return err
 	}
+	limit = min(limit, 100) // LibreFang clamps rather than refuses
 	all, err := s.deps.Agents.List()
 	if err != nil {
 		return err
