@@ -137,6 +137,15 @@ func TestAgentTurnsUsageAndBudgetOverHTTP(t *testing.T) {
 	if list.Total != 2 || list.Items[0].Name != "coder" {
 		t.Fatalf("list %+v", list)
 	}
+	var page struct {
+		Items         []agentJSON
+		Total, Offset int
+		Limit         int
+	}
+	keep(td.must(200, "GET", "/api/agents?offset=1&limit=500", nil, &page))
+	if page.Total != 2 || len(page.Items) != 1 || page.Items[0].Name != "writer" || page.Offset != 1 || page.Limit != 100 {
+		t.Fatalf("page %+v", page)
+	}
 	var byName agentJSON
 	keep(td.must(200, "GET", "/api/agents/coder", nil, &byName))
 	if byName.ID != coder.ID {
