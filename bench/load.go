@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,9 +21,11 @@ type httpRead struct {
 }
 
 // loadRows checks that the route answers 200, then runs wrk against the
-// ceiling, the route, and the ceiling again, and returns the route's rows:
-// requests/s as a ratio to the mean of the two ceiling runs (the target),
-// p50/p99, and the ceiling runs themselves.
+// ceiling, the route, and the ceiling again (Opts.Rounds times: C R C R C
+// ...), and returns the route's rows: requests/s as a ratio to the mean of
+// the ceiling runs on either side (the target; the median over rounds),
+// p50/p99, and the ceiling runs themselves. Alternating short runs cancel
+// out most of what other processes on a shared machine do to one run.
 func loadRows(ctx context.Context, env *Env, r httpRead) ([]Row, error) {
 	d, err := env.Daemon(ctx)
 	if err != nil {
@@ -35,42 +38,76 @@ func loadRows(ctx context.Context, env *Env, r httpRead) ([]Row, error) {
 	if err := expect200(d.URL(r.Path), headers); err != nil {
 		return nil, err
 	}
-	before, err := env.ceilingRun(ctx)
+	first, err := env.ceilingRun(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ceiling: %w", err)
 	}
-	res, err := env.load(ctx, d.URL(r.Path), headers)
-	if err != nil {
-		return nil, err
+	ceilings := []WrkResult{first}
+	var rps, ratios, p50s, p99s []float64
+	for i := range max(1, env.Opts.Rounds) {
+		res, err := env.load(ctx, d.URL(r.Path), headers)
+		if err != nil {
+			return nil, err
+		}
+		after, err := env.ceilingRun(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ceiling: %w", err)
+		}
+		ceilings = append(ceilings, after)
+		rps = append(rps, res.RequestsPerSec)
+		ratios = append(ratios, res.RequestsPerSec/((ceilings[i].RequestsPerSec+after.RequestsPerSec)/2))
+		p50s = append(p50s, float64(res.P50))
+		p99s = append(p99s, float64(res.P99))
 	}
-	after, err := env.ceilingRun(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("ceiling: %w", err)
-	}
-	ceiling := (before.RequestsPerSec + after.RequestsPerSec) / 2
-	ratio := res.RequestsPerSec / ceiling
-	drift := ""
-	if lo, hi := min(before.RequestsPerSec, after.RequestsPerSec), max(before.RequestsPerSec, after.RequestsPerSec); hi > 1.15*lo {
-		drift = "; drifted: machine busy?"
+	ratio := median(ratios)
+	value := fmt.Sprintf("%s (%.1f%% of ceiling)", thousands(median(rps)), 100*ratio)
+	latency := ms(time.Duration(median(p50s))) + " / " + ms(time.Duration(median(p99s)))
+	if len(ratios) > 1 {
+		value = fmt.Sprintf("%s (%.1f%% of ceiling; median of %d rounds, %.0f-%.0f%%)",
+			thousands(median(rps)), 100*ratio, len(ratios), 100*slices.Min(ratios), 100*slices.Max(ratios))
+		latency += " (medians)"
 	}
 	return []Row{
 		{
 			Metric:  r.Label + " req/s",
-			Value:   fmt.Sprintf("%s (%.1f%% of ceiling)", thousands(res.RequestsPerSec), 100*ratio),
+			Value:   value,
 			Target:  fmt.Sprintf(">= %.0f%% of ceiling", 100*r.MinRatio),
 			Verdict: verdict(ratio >= r.MinRatio),
 		},
-		latencyRow(r.Label, res),
-		infoRow("  its ceiling req/s (run before / after)",
-			fmt.Sprintf("%s / %s (p99 %s / %s%s)", thousands(before.RequestsPerSec), thousands(after.RequestsPerSec), ms(before.P99), ms(after.P99), drift)),
+		infoRow(r.Label+" p50 / p99", latency),
+		infoRow("  its ceiling runs, req/s", ceilingSummary(ceilings)),
 	}, nil
 }
 
-func latencyRow(label string, r WrkResult) Row {
-	return infoRow(label+" p50 / p99", ms(r.P50)+" / "+ms(r.P99))
+// ceilingSummary lists the ceiling runs in order, with the range of their
+// p99, and says when they differ by more than 15%: the machine was busy
+// and the ratio is shaky.
+func ceilingSummary(runs []WrkResult) string {
+	var parts []string
+	lo, hi := runs[0].RequestsPerSec, runs[0].RequestsPerSec
+	p99lo, p99hi := runs[0].P99, runs[0].P99
+	for _, c := range runs {
+		parts = append(parts, thousands(c.RequestsPerSec))
+		lo, hi = min(lo, c.RequestsPerSec), max(hi, c.RequestsPerSec)
+		p99lo, p99hi = min(p99lo, c.P99), max(p99hi, c.P99)
+	}
+	out := strings.Join(parts, " / ") + " (p99 " + ms(p99lo) + " - " + ms(p99hi) + ")"
+	if hi > 1.15*lo {
+		out += "; drifted: machine busy?"
+	}
+	return out
 }
 
-// load runs wrk against url: a discarded warm-up, then the measured run.
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// load runs wrk against url: a discarded warm-up the first time, then the
+// measured run.
 // A run with error responses or socket errors measured the wrong thing and
 // is an error.
 func (e *Env) load(ctx context.Context, url string, headers []string) (WrkResult, error) {
@@ -80,7 +117,14 @@ func (e *Env) load(ctx context.Context, url string, headers []string) (WrkResult
 	run := func(d time.Duration) (WrkResult, error) {
 		return runWrk(ctx, wrkLoad{URL: url, Headers: headers, Connections: e.Opts.Connections, Duration: d})
 	}
-	if e.Opts.Warmup > 0 {
+	e.mu.Lock()
+	warm := e.warmed[url]
+	if e.warmed == nil {
+		e.warmed = map[string]bool{}
+	}
+	e.warmed[url] = true
+	e.mu.Unlock()
+	if e.Opts.Warmup > 0 && !warm {
 		if _, err := run(e.Opts.Warmup); err != nil {
 			return WrkResult{}, err
 		}

@@ -31,7 +31,8 @@ func run() int {
 	opts := Options{}
 	flag.StringVar(&opts.Fangd, "fangd", "bin/fangd", "fangd binary to measure")
 	flag.DurationVar(&opts.Duration, "duration", 10*time.Second, "length of each measured wrk run")
-	flag.DurationVar(&opts.Warmup, "warmup", 2*time.Second, "discarded wrk run before each measured one (0: none)")
+	flag.DurationVar(&opts.Warmup, "warmup", 2*time.Second, "discarded wrk run before the first measured run of each URL (0: none)")
+	flag.IntVar(&opts.Rounds, "rounds", 3, "route runs per HTTP scenario, alternating with ceiling runs; the ratio is their median")
 	flag.IntVar(&opts.Connections, "connections", 64, "wrk connections (-c)")
 	flag.DurationVar(&opts.AppendFor, "append-duration", 5*time.Second, "length of each audit-append run")
 	flag.IntVar(&opts.Writers, "writers", 64, "concurrent audit writers")
@@ -41,8 +42,8 @@ func run() int {
 	only := flag.String("run", "", "run only scenarios whose name matches this regexp (e.g. 'health|audit-recent')")
 	cpuprofile := flag.String("cpuprofile", "", "write the harness's own CPU profile here (covers in-process scenarios such as audit-append)")
 	flag.Parse()
-	if opts.Duration < time.Second || opts.Connections < 1 || opts.Writers < 1 || opts.AppendFor <= 0 {
-		fmt.Fprintln(os.Stderr, "bench: -duration must be >= 1s; -connections, -writers and -append-duration must be positive")
+	if opts.Duration < time.Second || opts.Rounds < 1 || opts.Connections < 1 || opts.Writers < 1 || opts.AppendFor <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: -duration must be >= 1s; -rounds, -connections, -writers and -append-duration must be positive")
 		return 2
 	}
 	filter, err := regexp.Compile(*only)
@@ -122,8 +123,8 @@ func renderReport(opts Options, rows []Row, load string) string {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "fangd bench, %s, %s, %d CPUs (GOMAXPROCS %d), %s/%s\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency (after a %s warm-up); audit appends: %d writers x %s per mode\n",
-		opts.Connections, opts.Duration, opts.Warmup, opts.Writers, opts.AppendFor)
+	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency (after a %s warm-up), %d round(s) per route; audit appends: %d writers x %s per mode\n",
+		opts.Connections, opts.Duration, opts.Warmup, opts.Rounds, opts.Writers, opts.AppendFor)
 	if load != "" {
 		// Other processes on the machine move every number: say how busy it was.
 		fmt.Fprintf(&b, "1-minute load average: %s\n", load)

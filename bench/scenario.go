@@ -59,7 +59,8 @@ func verdict(ok bool) Verdict {
 type Options struct {
 	Fangd       string        // path to the fangd binary
 	Duration    time.Duration // each measured wrk run
-	Warmup      time.Duration // discarded wrk run before each measured one
+	Warmup      time.Duration // discarded wrk run before the first measured one of each URL
+	Rounds      int           // route runs per HTTP scenario, each between two ceiling runs
 	Connections int
 	AppendFor   time.Duration // each audit-append run
 	Writers     int
@@ -81,6 +82,7 @@ type Env struct {
 	// the last wrk run if it was a ceiling run (see ceiling.go).
 	ceiling     string
 	lastCeiling *WrkResult
+	warmed      map[string]bool // URLs that had their warm-up run
 }
 
 // onClose registers f to run at Close, last registered first.

@@ -117,3 +117,20 @@ func TestTableIsAlignedAndCountsTargets(t *testing.T) {
 		}
 	}
 }
+
+func TestMedianAndCeilingSummary(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Fatalf("median odd = %v", m)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Fatalf("median even = %v", m)
+	}
+	steady := ceilingSummary([]WrkResult{{RequestsPerSec: 100000, P99: time.Millisecond}, {RequestsPerSec: 110000, P99: 3 * time.Millisecond}})
+	if steady != "100,000 / 110,000 (p99 1.00 ms - 3.00 ms)" {
+		t.Fatalf("steady = %q", steady)
+	}
+	drifted := ceilingSummary([]WrkResult{{RequestsPerSec: 100000}, {RequestsPerSec: 120000}})
+	if !strings.Contains(drifted, "drifted") {
+		t.Fatalf("a 20%% spread is not flagged: %q", drifted)
+	}
+}
