@@ -85,6 +85,8 @@ type Server struct {
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
+	// healthOK and healthDegraded are GET /api/health's two bodies.
+	healthOK, healthDegraded []byte
 }
 
 // New builds the server and its routes.
@@ -108,6 +110,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.registerSecurityProbes()
+	s.encodeHealthBodies()
 	s.routes()
 	s.srv = &fasthttp.Server{
 		Handler:               s.router.Handler,
