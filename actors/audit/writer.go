@@ -59,6 +59,8 @@ func (w *writer) Receive(c actor.Context) {
 		w.committedBatch(c, m)
 	case *Recent:
 		c.Respond(w.recentReply(m.Limit))
+	case *recentRequest:
+		m.done <- w.recentReply(m.limit)
 	case *Snapshot:
 		c.Respond(&w.committed)
 	case *actor.Stopping:

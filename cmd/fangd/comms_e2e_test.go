@@ -413,8 +413,8 @@ max_payload_bytes = 2048
 	if code, _ := p.hook(t, "/hooks/wake", `{"text":"x","mode":"later"}`); code != 400 {
 		t.Fatalf("bad mode: %d", code)
 	}
-	// Agents are not wired in this build: a named agent is refused honestly.
-	if code, _ := p.hook(t, "/hooks/agent", `{"message":"hi"}`); code != 503 {
+	// No agent exists yet.
+	if code, _ := p.hook(t, "/hooks/agent", `{"message":"hi"}`); code != 404 {
 		t.Fatalf("hooks/agent without agents: %d", code)
 	}
 	_, b := p.request(t, "GET", "/api/comms/events?type=hook.wake", "")
@@ -470,4 +470,126 @@ func TestCommsSecurityAndBadWebhookInput(t *testing.T) {
 	if code, _ := p.request(t, "GET", "/api/comms/events?type=nope", ""); code != 400 {
 		t.Fatalf("unknown type filter: %d", code)
 	}
+}
+
+// TestCommsWithRealAgents drives the comms layer against the real agent
+// runtime (and a fake OpenAI-compatible provider): events from agents reach
+// the bus and a webhook, send/task/hooks run real turns, the topology shows
+// agents and observed routes, and the loop guard stops a bounce.
+func TestCommsWithRealAgents(t *testing.T) {
+	_, _, cfg := fakes(t, `
+[network_policy]
+allow_hosts = ["127.0.0.1/32"]
+[webhook_triggers]
+enabled = true
+[comms]
+loop_guard_max_bounces = 2
+`)
+	var mu sync.Mutex
+	var hooked []string
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p struct{ Type string }
+		json.NewDecoder(r.Body).Decode(&p)
+		mu.Lock()
+		hooked = append(hooked, p.Type)
+		mu.Unlock()
+		w.WriteHeader(200)
+	}))
+	defer rcv.Close()
+	p := startFangd(t, t.TempDir(), cfg, append(keyEnv, "FANGD_WEBHOOK_TOKEN="+hookToken)...)
+	if code, b := p.request(t, "POST", "/api/webhooks/events", `{"event_type":"agent.*","url":"`+rcv.URL+`"}`); code != 201 {
+		t.Fatalf("subscribe: %d %s", code, b)
+	}
+	ids := map[string]string{}
+	for _, a := range []struct{ name, desc, tags string }{
+		{"coder", "reviews Go code for bugs", `["code","review"]`},
+		{"ops", "deploys services and watches alerts", `["deploy"]`},
+	} {
+		code, b := p.request(t, "POST", "/api/agents", fmt.Sprintf(`{"name":%q,"model":"fakeoai/gpt-test","description":%q,"tags":%s}`, a.name, a.desc, a.tags))
+		if code != 201 {
+			t.Fatalf("create agent: %d %s", code, b)
+		}
+		var ag struct{ ID string }
+		json.Unmarshal(b, &ag)
+		ids[a.name] = ag.ID
+	}
+
+	code, b := p.request(t, "POST", "/api/comms/send", `{"to":"agent:coder","content":"look at PR 7"}`)
+	if code != 200 || !strings.Contains(string(b), `"response":"echo: look at PR 7"`) || !strings.Contains(string(b), ids["coder"]) {
+		t.Fatalf("send: %d %s", code, b)
+	}
+	code, b = p.request(t, "POST", "/api/comms/task", `{"title":"Deploy the release","description":"roll out and watch the alerts"}`)
+	var task struct {
+		TaskID     string `json:"task_id"`
+		AssignedTo string `json:"assigned_to"`
+	}
+	json.Unmarshal(b, &task)
+	if code != 201 || task.AssignedTo != ids["ops"] {
+		t.Fatalf("task: %d %s", code, b)
+	}
+	eventually(t, 20*time.Second, "the task to complete", func() bool {
+		_, b := p.request(t, "GET", "/api/comms/tasks/"+task.TaskID, "")
+		return strings.Contains(string(b), `"status":"completed"`) && strings.Contains(string(b), "Deploy the release")
+	})
+	code, b = p.hook(t, "/hooks/agent", `{"message":"status report","agent":"ops"}`)
+	if code != 200 || !strings.Contains(string(b), `"status":"completed"`) || !strings.Contains(string(b), `"response":"echo: status report"`) {
+		t.Fatalf("hooks/agent: %d %s", code, b)
+	}
+
+	// Bounce coder <-> ops: the third message is blocked.
+	for i, route := range [][2]string{{"coder", "ops"}, {"ops", "coder"}, {"coder", "ops"}} {
+		code, b := p.request(t, "POST", "/api/comms/send", fmt.Sprintf(`{"from":"agent:%s","to":"agent:%s","content":"bounce %d"}`, route[0], route[1], i))
+		want := 200
+		if i == 2 {
+			want = 429
+		}
+		if code != want {
+			t.Fatalf("bounce %d: %d %s", i, code, b)
+		}
+	}
+
+	_, b = p.request(t, "GET", "/api/comms/topology", "")
+	var topo struct {
+		Nodes []struct{ ID, Kind, Name, State string }
+		Edges []struct {
+			From, To, Kind string
+			Messages       int
+		}
+	}
+	json.Unmarshal(b, &topo)
+	agentsSeen := 0
+	for _, n := range topo.Nodes {
+		if n.Kind == "agent" && n.State == "running" {
+			agentsSeen++
+		}
+	}
+	edges := map[string]int{}
+	for _, e := range topo.Edges {
+		edges[e.From+">"+e.To+":"+e.Kind] = e.Messages
+	}
+	if agentsSeen != 2 || edges["system>agent:"+ids["coder"]+":agent_message"] != 1 ||
+		edges["agent:"+ids["coder"]+">agent:"+ids["ops"]+":agent_message"] != 1 ||
+		edges["hook:agent>agent:"+ids["ops"]+":hook"] != 1 || edges["task:"+task.TaskID+">agent:"+ids["ops"]+":task"] != 1 {
+		t.Fatalf("topology: %s", b)
+	}
+	for _, typ := range []string{"agent.spawned", "agent.message", "loop.blocked", "task.completed", "hook.agent"} {
+		_, b := p.request(t, "GET", "/api/comms/events?type="+typ, "")
+		if !strings.Contains(string(b), `"type":"`+typ+`"`) {
+			t.Errorf("no %s event: %s", typ, b)
+		}
+	}
+	eventually(t, 20*time.Second, "agent events at the webhook", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		spawned, msgs := 0, 0
+		for _, h := range hooked {
+			switch h {
+			case "agent.spawned":
+				spawned++
+			case "agent.message":
+				msgs++
+			}
+		}
+		return spawned == 2 && msgs >= 5
+	})
 }

@@ -14,10 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
 )
@@ -122,15 +125,36 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
-	c, err := startComms(d.kernel, d.db, vault, d.audit, cfg, cs)
+	// The bus starts before the agent runtime and the ledger, so it is
+	// stopped after them and hears their last events.
+	bus, err := startBus(d.kernel, d.db, cfg)
 	if err != nil {
 		return nil, err
 	}
-	d.bus = c.bus
+	d.bus = bus
+	lopts := cfg.llmOptions()
+	lopts.Metrics = d.kernel.Metrics
+	reg, err := llm.NewRegistry(lopts)
+	if err != nil {
+		return nil, err
+	}
+	meter, err := metering.Start(d.kernel, d.db, d.audit, metering.Options{Retention: time.Duration(cfg.Usage.RetentionDays) * 24 * time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{})
+	if err != nil {
+		return nil, err
+	}
+	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, cfg, cs)
+	if err != nil {
+		return nil, err
+	}
 	hc := cfg.httpConfig()
 	hc.TurnTimeout = cs.turnTimeout
 	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Bus: c.bus, Router: c.router, Webhooks: c.webhooks,
+		Agents: agents, LLM: reg, Meter: meter,
+		Bus: bus, Router: c.router, Webhooks: c.webhooks,
 		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes}})
 	if err != nil {
 		return nil, err

@@ -167,18 +167,18 @@ type hookAgentBody struct {
 	Deliver string `json:"deliver"`
 }
 
-type usage struct {
+type hookUsage struct {
 	InputTokens  int `json:"input_tokens"`
 	OutputTokens int `json:"output_tokens"`
 }
 
 type hookAgentReply struct {
-	Status      string `json:"status"`
-	AgentID     string `json:"agent_id"`
-	Response    string `json:"response"`
-	Usage       usage  `json:"usage"`
-	MessageID   string `json:"message_id"`
-	DeliveredTo string `json:"delivered_to,omitempty"`
+	Status      string    `json:"status"`
+	AgentID     string    `json:"agent_id"`
+	Response    string    `json:"response"`
+	Usage       hookUsage `json:"usage"`
+	MessageID   string    `json:"message_id"`
+	DeliveredTo string    `json:"delivered_to,omitempty"`
 }
 
 // hookAgent serves POST /hooks/agent {"message", "agent"?, "deliver"?}:
@@ -235,7 +235,7 @@ func (s *Server) hookAgent(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	reply := hookAgentReply{Status: "completed", AgentID: res.AgentID, MessageID: res.MessageID,
-		Usage: usage{InputTokens: res.InputTokens, OutputTokens: res.OutputTokens}}
+		Usage: hookUsage{InputTokens: res.InputTokens, OutputTokens: res.OutputTokens}}
 	if res.Response != nil {
 		reply.Response = *res.Response
 	}

@@ -16,11 +16,14 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/webhook"
+	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 )
 
@@ -76,6 +79,9 @@ type Deps struct {
 	Webhooks *webhook.Engine
 	// Hooks configures inbound /hooks/*; disabled (404) when zero.
 	Hooks HooksConfig
+	Agents *agent.Agents
+	LLM    *llm.Registry
+	Meter  *usage.Meter
 }
 
 // Server is fangd's HTTP API.
@@ -91,6 +97,8 @@ type Server struct {
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
+	// healthOK and healthDegraded are GET /api/health's two bodies.
+	healthOK, healthDegraded []byte
 }
 
 // New builds the server and its routes.
@@ -114,6 +122,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.registerSecurityProbes()
+	s.encodeHealthBodies()
 	s.routes()
 	s.srv = &fasthttp.Server{
 		Handler:               s.router.Handler,
@@ -163,6 +172,23 @@ func (s *Server) routes() {
 	s.api("GET", "/logs/stream", s.logStream)
 	s.api("GET", "/logs/level", s.logLevel)
 	s.api("PUT", "/logs/level", s.setLogLevel)
+	s.api("GET", "/agents", s.listAgents)
+	s.api("POST", "/agents", s.createAgent)
+	s.api("GET", "/agents/{id}", s.getAgent)
+	s.api("PATCH", "/agents/{id}", s.patchAgent)
+	s.api("DELETE", "/agents/{id}", s.deleteAgent)
+	s.api("POST", "/agents/{id}/message", s.messageAgent)
+	s.api("GET", "/models", s.listModels)
+	s.api("GET", "/providers", s.listProviders)
+	s.api("GET", "/usage", s.usageTotals)
+	s.api("GET", "/usage/summary", s.usageSummary)
+	s.api("GET", "/usage/by-model", s.usageByModel)
+	s.api("GET", "/usage/daily", s.usageDaily)
+	s.api("GET", "/budget", s.getBudget)
+	s.api("PUT", "/budget", s.putBudget)
+	s.api("GET", "/budget/agents", s.budgetAgents)
+	s.api("GET", "/budget/agents/{id}", s.agentBudget)
+	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.commsRoutes()
 	s.webhookRoutes()
