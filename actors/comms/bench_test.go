@@ -49,4 +49,3 @@ func BenchmarkPublishWith10Subscribers(b *testing.B) {
 		b.Fatalf("%d subscribers were cut", cut)
 	}
 }
-

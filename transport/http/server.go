@@ -22,8 +22,8 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
-	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 )
 
@@ -78,7 +78,7 @@ type Deps struct {
 	// Webhooks is the outbound delivery engine (nil: /api/webhooks* 503).
 	Webhooks *webhook.Engine
 	// Hooks configures inbound /hooks/*; disabled (404) when zero.
-	Hooks HooksConfig
+	Hooks  HooksConfig
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
