@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -305,18 +307,13 @@ func (b *bus) accept(m *publish) {
 	if m.edge != "" {
 		detail = withKind(detail, m.edge)
 	}
-	e := Event{ID: b.nextID, Timestamp: time.Now().UTC().Format(time.RFC3339Nano), Type: m.typ,
-		Source: m.source, Target: m.target, Detail: detail}
-	raw, err := json.Marshal(&e)
-	if err != nil {
-		if m.done != nil {
-			m.done <- publishResult{err: err}
-		}
-		return
+	if !json.Valid(detail) {
+		detail = json.RawMessage(`{}`)
 	}
+	id := b.nextID
 	b.nextID++
 	b.pending = append(b.pending, pendingEvent{
-		rec:  &Record{ID: e.ID, Type: e.Type, Source: e.Source, Target: e.Target, Edge: m.edge, JSON: raw},
+		rec:  &Record{ID: id, Type: m.typ, Source: m.source, Target: m.target, Edge: m.edge, JSON: encodeEvent(id, time.Now().UTC(), m, detail)},
 		done: m.done,
 	})
 }
@@ -538,3 +535,68 @@ func (b *bus) edgeList() *EdgesReply {
 	})
 	return out
 }
+
+// encodeEvent writes the Event JSON by hand: this is the bus's hot path,
+// and encoding/json would reflect over the struct and re-compact the
+// already encoded detail on every event.
+func encodeEvent(id uint64, t time.Time, m *publish, detail json.RawMessage) []byte {
+	b := make([]byte, 0, 96+len(m.typ)+len(m.source)+len(m.target)+len(detail))
+	b = append(b, `{"id":`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `,"timestamp":"`...)
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","type":`...)
+	b = appendString(b, m.typ)
+	b = append(b, `,"source":`...)
+	b = appendString(b, m.source)
+	b = append(b, `,"target":`...)
+	b = appendString(b, m.target)
+	b = append(b, `,"detail":`...)
+	b = append(b, detail...)
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string (escaping quotes, backslashes,
+// control characters and invalid UTF-8 the way encoding/json does).
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"

@@ -536,3 +536,22 @@ func TestDocsListEveryEventType(t *testing.T) {
 		}
 	}
 }
+
+// TestEventJSONMatchesEncodingJSON pins the hand-written encoder to what
+// encoding/json produces for the same event.
+func TestEventJSONMatchesEncodingJSON(t *testing.T) {
+	at := time.Date(2026, 11, 28, 12, 0, 0, 123456789, time.UTC)
+	for _, s := range []string{"plain", `quo"te\back`, "tab\tnew\nline\r", "ctl\x01\x1f", "ünïcødé ✓", "bad\xffutf8", "<html>&"} {
+		m := &publish{typ: "hook.wake", source: s, target: "agent:" + s}
+		got := encodeEvent(7, at, m, json.RawMessage(`{"a":1}`))
+		var back Event
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("%q: invalid JSON %s: %v", s, got, err)
+		}
+		want := Event{ID: 7, Timestamp: at.Format(time.RFC3339Nano), Type: "hook.wake", Source: strings.ToValidUTF8(s, "\ufffd"),
+			Target: strings.ToValidUTF8("agent:"+s, "\ufffd"), Detail: json.RawMessage(`{"a":1}`)}
+		if back.Source != want.Source || back.Target != want.Target || back.Timestamp != want.Timestamp || string(back.Detail) != `{"a":1}` {
+			t.Fatalf("%q: round trip %+v", s, back)
+		}
+	}
+}
