@@ -106,6 +106,11 @@ func encodeDetail(detail any) json.RawMessage {
 	case nil:
 		return json.RawMessage(`{}`)
 	case json.RawMessage:
+		// Checked here, in the publisher's goroutine: the bus writes
+		// detail into the event as is.
+		if !json.Valid(d) {
+			return json.RawMessage(`{"invalid_detail":true}`)
+		}
 		return d
 	}
 	var buf bytes.Buffer
@@ -306,9 +311,6 @@ func (b *bus) accept(m *publish) {
 	detail := m.detail
 	if m.edge != "" {
 		detail = withKind(detail, m.edge)
-	}
-	if !json.Valid(detail) {
-		detail = json.RawMessage(`{}`)
 	}
 	id := b.nextID
 	b.nextID++
