@@ -6,12 +6,12 @@ package adapters
 
 import (
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/telegram"
 )
 
 // Builders returns the built-in adapters by registry name.
 func Builders() channel.Builders {
 	return channel.Builders{
-		// One line per adapter, sorted by name, e.g.
-		// "telegram": telegram.New,
+		"telegram": telegram.New,
 	}
 }
