@@ -27,6 +27,9 @@ import (
 // entity parsing, counted in UTF-16 code units).
 const MaxMessageLength = 4096
 
+// minPoll is the shortest a polling round may take.
+const minPoll = 250 * time.Millisecond
+
 // Adapter talks to one bot.
 type Adapter struct {
 	base    string // {api_url}/bot{token}/
@@ -292,6 +295,7 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 	for {
 		var updates []Update
 		params := map[string]any{"offset": offset, "timeout": a.timeout, "allowed_updates": []string{"message"}}
+		began := time.Now()
 		if err := a.call(ctx, "getUpdates", params, &updates); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -300,6 +304,15 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 		}
 		if len(updates) == 0 {
 			h.Alive()
+			// A server that ignores "timeout" (some local Bot API
+			// emulators) answers at once; do not spin on it.
+			if wait := minPoll - time.Since(began); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			}
 			continue
 		}
 		msgs := a.inbound(updates, id.ID)
