@@ -182,16 +182,16 @@ func (a *Adapter) call(ctx context.Context, method string, params any, out any) 
 	var r response
 	if err := json.Unmarshal(raw, &r); err != nil {
 		if res.StatusCode >= 500 || res.StatusCode == 429 {
-			return channel.HTTPStatusError(res.StatusCode, fmt.Sprintf("Telegram answered HTTP %d", res.StatusCode), retryAfterHeader(res))
+			return channel.HTTPStatusError(res.StatusCode, fmt.Sprintf("HTTP %d from the Bot API", res.StatusCode), retryAfterHeader(res))
 		}
-		return fmt.Errorf("Telegram %s: HTTP %d with a body that is not Bot API JSON", method, res.StatusCode)
+		return fmt.Errorf("%s: HTTP %d with a body that is not Bot API JSON", method, res.StatusCode)
 	}
 	if !r.OK {
 		return a.classify(method, res, &r)
 	}
 	if out != nil {
 		if err := json.Unmarshal(r.Result, out); err != nil {
-			return fmt.Errorf("Telegram %s: unexpected result: %w", method, err)
+			return fmt.Errorf("%s: unexpected result: %w", method, err)
 		}
 	}
 	return nil
@@ -207,13 +207,13 @@ func (a *Adapter) classify(method string, res *http.Response, r *response) error
 	if desc == "" {
 		desc = http.StatusText(code)
 	}
-	err := &channel.StatusError{Status: code, Description: "Telegram: " + desc}
+	err := &channel.StatusError{Status: code, Description: desc}
 	switch {
 	case code == http.StatusUnauthorized:
 		return channel.Permanent(err)
 	case code == http.StatusNotFound && (method == "getMe" || method == "getUpdates"):
 		// The Bot API answers 404 for a token that is not a token at all.
-		return channel.Permanent(&channel.StatusError{Status: code, Description: "Telegram: Not Found (the bot token is invalid)"})
+		return channel.Permanent(&channel.StatusError{Status: code, Description: "Not Found (the bot token is invalid)"})
 	case code == http.StatusTooManyRequests:
 		wait := retryAfterHeader(res)
 		if r.Parameters != nil && r.Parameters.RetryAfter > 0 {

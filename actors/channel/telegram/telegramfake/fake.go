@@ -294,6 +294,10 @@ func (s *Server) sendMessage(w http.ResponseWriter, params map[string]any) {
 	m := Sent{ChatID: chat, Text: text, ReplyTo: replyTo, ThreadID: num(params["message_thread_id"]), MessageID: s.nextMsg}
 	s.sent = append(s.sent, m)
 	s.mu.Unlock()
+	var chatIDValue any = chat
+	if n, err := json.Number(chat).Int64(); err == nil {
+		chatIDValue = n
+	}
 	ok(w, map[string]any{"message_id": m.MessageID, "date": time.Now().Unix(), "text": text,
-		"chat": map[string]any{"id": chat, "type": "private"}})
+		"chat": map[string]any{"id": chatIDValue, "type": "private"}})
 }
