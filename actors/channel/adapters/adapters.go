@@ -6,12 +6,14 @@ package adapters
 
 import (
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/irc"
 	"github.com/fangd/fangd/actors/channel/telegram"
 )
 
 // Builders returns the built-in adapters by registry name.
 func Builders() channel.Builders {
 	return channel.Builders{
+		"irc":      irc.New,
 		"telegram": telegram.New,
 	}
 }
