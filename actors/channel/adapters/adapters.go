@@ -8,6 +8,7 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/irc"
 	"github.com/fangd/fangd/actors/channel/telegram"
+	"github.com/fangd/fangd/actors/channel/xmpp"
 )
 
 // Builders returns the built-in adapters by registry name.
@@ -15,5 +16,6 @@ func Builders() channel.Builders {
 	return channel.Builders{
 		"irc":      irc.New,
 		"telegram": telegram.New,
+		"xmpp":     xmpp.New,
 	}
 }
