@@ -7,6 +7,7 @@ package adapters
 import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/irc"
+	"github.com/fangd/fangd/actors/channel/matrix"
 	"github.com/fangd/fangd/actors/channel/telegram"
 	"github.com/fangd/fangd/actors/channel/xmpp"
 )
@@ -15,6 +16,7 @@ import (
 func Builders() channel.Builders {
 	return channel.Builders{
 		"irc":      irc.New,
+		"matrix":   matrix.New,
 		"telegram": telegram.New,
 		"xmpp":     xmpp.New,
 	}
