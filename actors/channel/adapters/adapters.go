@@ -6,6 +6,7 @@ package adapters
 
 import (
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/email"
 	"github.com/fangd/fangd/actors/channel/irc"
 	"github.com/fangd/fangd/actors/channel/matrix"
 	"github.com/fangd/fangd/actors/channel/telegram"
@@ -15,6 +16,7 @@ import (
 // Builders returns the built-in adapters by registry name.
 func Builders() channel.Builders {
 	return channel.Builders{
+		"email":    email.New,
 		"irc":      irc.New,
 		"matrix":   matrix.New,
 		"telegram": telegram.New,
