@@ -163,11 +163,12 @@ var registry = []Spec{
 		Filters: Filters{Users: "allowed_users", Chats: "allowed_channels", Spaces: "allowed_guilds"},
 		Fields: []Field{
 			secret("bot_token", "Bot token", "DISCORD_BOT_TOKEN", true),
-			baseURL("api_url", "REST API base URL", "https://discord.com/api/v10", false),
+			baseURL("api_url", "REST API base URL (discordgo speaks v9)", "https://discord.com/api/v9", false),
 			list("allowed_guilds", "Allowed guild ids", false),
 			list("allowed_channels", "Allowed channel ids", false),
 			list("allowed_users", "Allowed user ids or names", false),
 			number("intents", "Gateway intents bitmask", "37377"),
+			boolean("require_mention", "In servers, answer only messages that mention the bot", "true"),
 		}},
 	{Name: "slack", DisplayName: "Slack", Category: "messaging", Description: "Slack app over Socket Mode (or the Events API webhook) and the Web API",
 		Webhook: true, Filters: Filters{Users: "allowed_users", Chats: "allowed_channels", Spaces: "allowed_teams"}, Account: []string{"bot_token"},

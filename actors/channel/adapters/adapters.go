@@ -6,6 +6,7 @@ package adapters
 
 import (
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/discord"
 	"github.com/fangd/fangd/actors/channel/email"
 	"github.com/fangd/fangd/actors/channel/irc"
 	"github.com/fangd/fangd/actors/channel/matrix"
@@ -16,6 +17,7 @@ import (
 // Builders returns the built-in adapters by registry name.
 func Builders() channel.Builders {
 	return channel.Builders{
+		"discord":  discord.New,
 		"email":    email.New,
 		"irc":      irc.New,
 		"matrix":   matrix.New,
