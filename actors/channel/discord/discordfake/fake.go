@@ -264,7 +264,7 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 			write(map[string]any{"op": 0, "t": "READY", "s": seq, "d": map[string]any{"v": 10, "session_id": "sess",
 				"resume_gateway_url": "ws" + strings.TrimPrefix(s.URL, "http") + "/gateway-ws",
 				"user":               map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true}, "guilds": []any{},
-				"private_channels":   []any{}}})
+				"private_channels": []any{}}})
 			s.mu.Lock()
 			s.conns[c] = wmu
 			s.mu.Unlock()
