@@ -10,6 +10,7 @@ import (
 	"github.com/fangd/fangd/actors/channel/email"
 	"github.com/fangd/fangd/actors/channel/irc"
 	"github.com/fangd/fangd/actors/channel/matrix"
+	"github.com/fangd/fangd/actors/channel/slack"
 	"github.com/fangd/fangd/actors/channel/telegram"
 	"github.com/fangd/fangd/actors/channel/xmpp"
 )
@@ -21,6 +22,7 @@ func Builders() channel.Builders {
 		"email":    email.New,
 		"irc":      irc.New,
 		"matrix":   matrix.New,
+		"slack":    slack.New,
 		"telegram": telegram.New,
 		"xmpp":     xmpp.New,
 	}
