@@ -14,11 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
 )
@@ -119,11 +122,25 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
-	if d.channels, err = startChannels(d, cfg, vault); err != nil {
+	lopts := cfg.llmOptions()
+	lopts.Metrics = d.kernel.Metrics
+	reg, err := llm.NewRegistry(lopts)
+	if err != nil {
+		return nil, err
+	}
+	meter, err := metering.Start(d.kernel, d.db, d.audit, metering.Options{Retention: time.Duration(cfg.Usage.RetentionDays) * 24 * time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}); err != nil {
 		return nil, err
 	}
 	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Channels: d.channels})
+		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels})
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +158,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 // stored by earlier runs) and applies config.toml's [channels.*] tables. A
 // table that does not validate is logged and skipped, like on reload, so
 // one bad channel does not keep the daemon down.
-func startChannels(d *daemon, cfg Config, vault *store.Vault) (*channel.Service, error) {
+func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents) (*channel.Service, error) {
 	path := cfg.path
 	load := func() (map[string]map[string]any, error) {
 		c, err := loadConfig(path, false)
@@ -151,7 +168,7 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault) (*channel.Service,
 		return c.Channels, nil
 	}
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents})
 	if err != nil {
 		return nil, err
 	}
