@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 // channelStates returns name -> channel object for configured channels.
@@ -116,4 +117,62 @@ poll_interval_secs = 1
 		t.Fatalf("reload: %d %s", code, body)
 	}
 	waitChannels(t, p, "filebot gone", func(m map[string]map[string]any) bool { _, ok := m["filebot"]; return !ok && len(m) == 1 })
+}
+
+// TestChannelReplyQueuedAcrossKill9 runs the whole path in the binary: a
+// user writes to a Telegram bot, the bound agent answers through a fake
+// LLM, Telegram is down when the reply should go out, the daemon is killed
+// with SIGKILL, and after the restart the queued reply reaches the chat.
+func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
+	oai, _, config := fakes(t, "")
+	tg := telegramfake.New("333:agent")
+	defer tg.Close()
+	home := t.TempDir()
+	env := append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)
+	p := startFangd(t, home, config, env...)
+	if code, body := p.request(t, "POST", "/api/agents", `{"name":"helper","model":"fakeoai/gpt-test"}`); code != 201 {
+		t.Fatalf("create agent: %d %s", code, body)
+	}
+	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
+		`{"token":"333:agent","agent_name":"ghost","api_url":"`+tg.URL()+`"}`); code != 404 {
+		t.Fatalf("unknown agent: %d %s", code, body)
+	}
+	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
+		`{"token":"333:agent","agent_name":"helper","api_url":"`+tg.URL()+`","poll_interval_secs":1}`); code != 200 {
+		t.Fatalf("configure: %d %s", code, body)
+	}
+	waitChannels(t, p, "connected", connected("telegram"))
+
+	// A first message goes all the way round.
+	tg.UserMessage(5, 9, "bob", "first question")
+	deadline := time.Now().Add(20 * time.Second)
+	for len(tg.Sent()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := tg.Sent(); len(s) != 1 || s[0].Text != "echo: first question" || s[0].ChatID != "5" {
+		t.Fatalf("reply: %+v", s)
+	}
+
+	// The second reply cannot go out: Telegram fails while the agent thinks.
+	oai.SetReply(func(llmtest.Request) string {
+		tg.SetDown(true)
+		return "the answer you waited for"
+	})
+	tg.UserMessage(5, 9, "bob", "second question")
+	waitChannels(t, p, "reply queued", func(m map[string]map[string]any) bool {
+		return m["telegram"]["outbox_pending"].(float64) == 1
+	})
+	p.stop(t, syscall.SIGKILL)
+	tg.SetDown(false)
+	p = startFangd(t, home, config, env...)
+	deadline = time.Now().Add(20 * time.Second)
+	for len(tg.Sent()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := tg.Sent(); len(s) != 2 || s[1].Text != "the answer you waited for" || s[1].ChatID != "5" {
+		t.Fatalf("after kill -9: %+v", s)
+	}
+	waitChannels(t, p, "queue empty", func(m map[string]map[string]any) bool {
+		return m["telegram"]["outbox_pending"].(float64) == 0 && m["telegram"]["status"] == "connected"
+	})
 }
