@@ -49,8 +49,10 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
 		s.startRequest(ctx)
-		defer s.recoverPanic(ctx)
+		// Deferred in this order so that a panic is turned into its 500
+		// before the request is counted.
 		defer metrics.observe(ctx, start)
+		defer s.recoverPanic(ctx)
 		if err := s.rateLimit(ctx); err != nil {
 			s.writeError(ctx, err)
 			return

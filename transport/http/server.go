@@ -187,8 +187,14 @@ func (s *Server) api(method, path string, h handlerFunc, opts ...routeOpts) {
 	s.handle(method, "/api/v1"+path, h, o)
 }
 
+// handle registers one route. A GET route answers HEAD too (fasthttp
+// sends the headers without the body), so health checkers that use HEAD work.
 func (s *Server) handle(method, path string, h handlerFunc, o routeOpts) {
-	s.router.Handle(method, path, s.chain(path, o, h))
+	handler := s.chain(path, o, h)
+	s.router.Handle(method, path, handler)
+	if method == "GET" {
+		s.router.Handle("HEAD", path, handler)
+	}
 }
 
 // transportError answers fasthttp's own failures (body too large, bad
