@@ -41,7 +41,7 @@ type writer struct {
 	pending   []pendingAppend
 	inFlight  bool
 	committed SnapshotReply
-	recent    rawRing  // the newest committed raw entries
+	recent    rawRing // the newest committed raw entries
 }
 
 func (w *writer) Receive(c actor.Context) {
