@@ -18,6 +18,7 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -70,6 +71,8 @@ type Deps struct {
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
+	// Channels is the chat channel subsystem; nil answers its routes 503.
+	Channels *channel.Service
 }
 
 // Server is fangd's HTTP API.
@@ -178,6 +181,7 @@ func (s *Server) routes() {
 	s.api("GET", "/budget/agents/{id}", s.agentBudget)
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.channelRoutes()
 }
 
 // api registers path under both /api and /api/v1.
