@@ -87,6 +87,7 @@ func New() *Server {
 	mux.HandleFunc("GET /current/user", s.currentUser)
 	mux.HandleFunc("GET /application", s.applications)
 	mux.HandleFunc("POST /message", s.createMessage)
+	mux.HandleFunc("GET /message", s.listMessages)
 	mux.HandleFunc("GET /stream", s.stream)
 	s.Server = httptest.NewServer(s.gate(mux))
 	return s
@@ -345,6 +346,30 @@ func (s *Server) add(appID int64, title, message string, prio int) Message {
 		mu.Unlock()
 	}
 	return m
+}
+
+// listMessages is GET /message: newest first, limit (default 100, max
+// 200), since = only messages with a smaller id (paging backwards).
+func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
+	if !s.client(w, r) {
+		return
+	}
+	limit, since := 100, int64(0)
+	if v, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && v >= 1 && v <= 200 {
+		limit = v
+	}
+	if v, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64); err == nil && v > 0 {
+		since = v
+	}
+	s.mu.Lock()
+	out := []Message{}
+	for i := len(s.messages) - 1; i >= 0 && len(out) < limit; i-- {
+		if since == 0 || s.messages[i].ID < since {
+			out = append(out, s.messages[i])
+		}
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"paging": map[string]any{"size": len(out), "since": since, "limit": limit}, "messages": out})
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
