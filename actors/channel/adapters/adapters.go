@@ -1,0 +1,17 @@
+// Package adapters is the table of chat platform adapters built into fangd:
+// one line per adapter, each implemented in its own package under
+// actors/channel/<platform>/. A registry adapter with no line here is listed
+// with supported: false and configuring it is a 501.
+package adapters
+
+import (
+	"github.com/fangd/fangd/actors/channel"
+)
+
+// Builders returns the built-in adapters by registry name.
+func Builders() channel.Builders {
+	return channel.Builders{
+		// One line per adapter, sorted by name, e.g.
+		// "telegram": telegram.New,
+	}
+}
