@@ -194,6 +194,7 @@ func (a *channelActor) started(c actor.Context) {
 	}
 	a.pending = len(in)
 	a.outbox = out
+	a.status.InboxPending, a.status.OutboxPending = len(in), len(out)
 	a.load()
 	a.armWatchdog()
 	a.startTurns()

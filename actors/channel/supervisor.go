@@ -23,6 +23,7 @@ type supervisor struct {
 	children map[string]*child
 	accounts map[string]string // account fingerprint -> channel name
 	removing map[string]bool
+	stopping bool
 }
 
 type child struct {
@@ -77,7 +78,12 @@ func (s *supervisor) Receive(c actor.Context) {
 		if ch, ok := s.children[m.name]; ok {
 			ch.status = m.status
 		}
+	case *actor.Stopping:
+		s.stopping = true
 	case *actor.Terminated:
+		if s.stopping {
+			return
+		}
 		// A child stopped without being removed: its supervisor gave up
 		// after too many crashes. Keep it listed, in error, until it is
 		// reconfigured; do not respawn it into a crash loop.
