@@ -6,6 +6,10 @@ package adapters
 
 import (
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/gotify"
+	"github.com/fangd/fangd/actors/channel/mattermost"
+	"github.com/fangd/fangd/actors/channel/ntfy"
+	"github.com/fangd/fangd/actors/channel/webhook"
 )
 
 // Builders returns the built-in adapters by registry name.
@@ -13,5 +17,9 @@ func Builders() channel.Builders {
 	return channel.Builders{
 		// One line per adapter, sorted by name, e.g.
 		// "telegram": telegram.New,
+		"gotify":     gotify.New,
+		"mattermost": mattermost.New,
+		"ntfy":       ntfy.New,
+		"webhook":    webhook.New,
 	}
 }
