@@ -10,6 +10,7 @@ import (
 	"github.com/fangd/fangd/actors/channel/mattermost"
 	"github.com/fangd/fangd/actors/channel/ntfy"
 	"github.com/fangd/fangd/actors/channel/webhook"
+	"github.com/fangd/fangd/actors/channel/whatsapp"
 )
 
 // Builders returns the built-in adapters by registry name.
@@ -21,5 +22,6 @@ func Builders() channel.Builders {
 		"mattermost": mattermost.New,
 		"ntfy":       ntfy.New,
 		"webhook":    webhook.New,
+		"whatsapp":   whatsapp.New,
 	}
 }
