@@ -9,6 +9,7 @@ import (
 	"github.com/fangd/fangd/actors/channel/gotify"
 	"github.com/fangd/fangd/actors/channel/mattermost"
 	"github.com/fangd/fangd/actors/channel/ntfy"
+	"github.com/fangd/fangd/actors/channel/teams"
 	"github.com/fangd/fangd/actors/channel/webhook"
 	"github.com/fangd/fangd/actors/channel/whatsapp"
 )
@@ -21,6 +22,7 @@ func Builders() channel.Builders {
 		"gotify":     gotify.New,
 		"mattermost": mattermost.New,
 		"ntfy":       ntfy.New,
+		"teams":      teams.New,
 		"webhook":    webhook.New,
 		"whatsapp":   whatsapp.New,
 	}
