@@ -23,6 +23,12 @@ type Config struct {
 	Log                 LogConfig       `toml:"log"`
 	HTTP                HTTPConfig      `toml:"http"`
 	Audit               AuditConfig     `toml:"audit"`
+	// Channels are the [channels.<name>] tables: one chat channel each,
+	// validated against its adapter's schema when the channels start (and
+	// on POST /api/channels/reload). See docs/channels.md.
+	Channels map[string]map[string]any `toml:"channels"`
+	// path is the file this config was read from ("" for none).
+	path string
 }
 
 // RateLimitConfig is [rate_limit].
@@ -67,8 +73,10 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	cfg := defaultConfig()
 	md, err := toml.DecodeFile(path, &cfg)
 	if errors.Is(err, os.ErrNotExist) && !explicit {
+		cfg.path = path // it may be created later and reloaded
 		return cfg, nil
 	}
+	cfg.path = path
 	if err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}

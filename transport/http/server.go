@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/store"
@@ -64,6 +65,8 @@ type Deps struct {
 	Audit  *audit.Log
 	Store  *store.DB
 	Logs   *logs.Ring
+	// Channels is the chat channel subsystem; nil answers its routes 503.
+	Channels *channel.Service
 }
 
 // Server is fangd's HTTP API.
@@ -152,6 +155,7 @@ func (s *Server) routes() {
 	s.api("GET", "/logs/level", s.logLevel)
 	s.api("PUT", "/logs/level", s.setLogLevel)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.channelRoutes()
 }
 
 // api registers path under both /api and /api/v1.

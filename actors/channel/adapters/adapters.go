@@ -10,6 +10,7 @@ import (
 	"github.com/fangd/fangd/actors/channel/mattermost"
 	"github.com/fangd/fangd/actors/channel/ntfy"
 	"github.com/fangd/fangd/actors/channel/teams"
+	"github.com/fangd/fangd/actors/channel/telegram"
 	"github.com/fangd/fangd/actors/channel/webhook"
 	"github.com/fangd/fangd/actors/channel/whatsapp"
 )
@@ -17,12 +18,11 @@ import (
 // Builders returns the built-in adapters by registry name.
 func Builders() channel.Builders {
 	return channel.Builders{
-		// One line per adapter, sorted by name, e.g.
-		// "telegram": telegram.New,
 		"gotify":     gotify.New,
 		"mattermost": mattermost.New,
 		"ntfy":       ntfy.New,
 		"teams":      teams.New,
+		"telegram":   telegram.New,
 		"webhook":    webhook.New,
 		"whatsapp":   whatsapp.New,
 	}
