@@ -156,6 +156,7 @@ func (s *Server) routes() {
 	s.api("PUT", "/logs/level", s.setLogLevel)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.channelRoutes()
+	s.whatsappQRRoutes()
 }
 
 // api registers path under both /api and /api/v1.
