@@ -6,6 +6,7 @@ package adapters
 
 import (
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/googlechat"
 	"github.com/fangd/fangd/actors/channel/gotify"
 	"github.com/fangd/fangd/actors/channel/mattermost"
 	"github.com/fangd/fangd/actors/channel/ntfy"
@@ -18,12 +19,13 @@ import (
 // Builders returns the built-in adapters by registry name.
 func Builders() channel.Builders {
 	return channel.Builders{
-		"gotify":     gotify.New,
-		"mattermost": mattermost.New,
-		"ntfy":       ntfy.New,
-		"teams":      teams.New,
-		"telegram":   telegram.New,
-		"webhook":    webhook.New,
-		"whatsapp":   whatsapp.New,
+		"google_chat": googlechat.New,
+		"gotify":      gotify.New,
+		"mattermost":  mattermost.New,
+		"ntfy":        ntfy.New,
+		"teams":       teams.New,
+		"telegram":    telegram.New,
+		"webhook":     webhook.New,
+		"whatsapp":    whatsapp.New,
 	}
 }

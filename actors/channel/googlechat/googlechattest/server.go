@@ -124,8 +124,8 @@ func New() *Server {
 // JWKSURL is where the fake publishes the keys of chat@system.gserviceaccount.com.
 func (s *Server) JWKSURL() string { return s.URL + JWKSPath }
 
-// APIURL is the Chat API base (the real one is https://chat.googleapis.com).
-func (s *Server) APIURL() string { return s.URL }
+// APIURL is the Chat API base (the real one is https://chat.googleapis.com/v1).
+func (s *Server) APIURL() string { return s.URL + "/v1" }
 
 // ServiceAccountJSON is the key file of the app's service account, as the
 // Cloud console downloads it; token_uri points at the fake.
