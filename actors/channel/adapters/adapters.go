@@ -8,6 +8,7 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/googlechat"
 	"github.com/fangd/fangd/actors/channel/gotify"
+	"github.com/fangd/fangd/actors/channel/irc"
 	"github.com/fangd/fangd/actors/channel/mattermost"
 	"github.com/fangd/fangd/actors/channel/ntfy"
 	"github.com/fangd/fangd/actors/channel/teams"
@@ -21,6 +22,7 @@ func Builders() channel.Builders {
 	return channel.Builders{
 		"google_chat": googlechat.New,
 		"gotify":      gotify.New,
+		"irc":         irc.New,
 		"mattermost":  mattermost.New,
 		"ntfy":        ntfy.New,
 		"teams":       teams.New,
