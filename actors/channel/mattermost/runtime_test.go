@@ -126,3 +126,40 @@ func TestRepliesQueuedSurviveRestart(t *testing.T) {
 		t.Fatalf("posts = %+v", posts)
 	}
 }
+
+func TestPostsMissedDuringOutageAreAnswered(t *testing.T) {
+	h, srv := setup(t)
+	h.Configure("mattermost", map[string]any{"token": mm.BotToken, "server_url": srv.URL,
+		"agent_name": channeltest.AgentName, "allowed_users": []string{"alice"}})
+	h.WaitState("mattermost", channel.StateConnected)
+	_ = srv.WaitConnected(ctx(t), 1)
+	srv.Say(mm.Alice, mm.TownSquare.ID, "before", "")
+	if _, err := srv.WaitPost(ctx(t), func(q mm.Post) bool { return q.Message == "echo: before" }); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetDown(true)
+	h.WaitState("mattermost", channel.StateBackoff)
+	// Typed while fangd could not listen.
+	missed := srv.Say(mm.Alice, mm.TownSquare.ID, "during", "")
+	srv.SetDown(false)
+	reply, err := srv.WaitPost(ctx(t), func(q mm.Post) bool { return q.Message == "echo: during" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.RootID != missed.ID {
+		t.Fatalf("reply %+v not threaded under %s", reply, missed.ID)
+	}
+	h.Restart() // and nothing is answered twice after a restart
+	h.WaitState("mattermost", channel.StateConnected)
+	srv.Say(mm.Alice, mm.TownSquare.ID, "after", "")
+	if _, err := srv.WaitPost(ctx(t), func(q mm.Post) bool { return q.Message == "echo: after" }); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []string
+	for _, tr := range h.Agents.Turns() {
+		msgs = append(msgs, tr.Message)
+	}
+	if strings.Join(msgs, ",") != "before,during,after" {
+		t.Fatalf("agent saw %v", msgs)
+	}
+}

@@ -119,6 +119,9 @@ func New() *Server {
 	mux.HandleFunc("GET /api/v4/users/me", s.me)
 	mux.HandleFunc("POST /api/v4/posts", s.createPost)
 	mux.HandleFunc("GET /api/v4/websocket", s.websocket)
+	mux.HandleFunc("GET /api/v4/users/{user}/channels", s.userChannels)
+	mux.HandleFunc("POST /api/v4/users/ids", s.usersByIDs)
+	mux.HandleFunc("GET /api/v4/channels/{channel}/posts", s.channelPosts)
 	s.Server = httptest.NewServer(s.gate(mux))
 	return s
 }
@@ -370,6 +373,76 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 	}
 	p := s.addPost(uid, in.ChannelID, in.Message, in.RootID)
 	writeJSON(w, http.StatusCreated, p)
+}
+
+// userChannels is GET /api/v4/users/{user_id}/channels: every channel of
+// every team the user is in (in the fake, everyone is in every channel).
+func (s *Server) userChannels(w http.ResponseWriter, r *http.Request) {
+	uid, ok := s.authed(w, r)
+	if !ok {
+		return
+	}
+	if u := r.PathValue("user"); u != "me" && u != uid {
+		writeAppError(w, http.StatusForbidden, "api.context.permissions.app_error", "You do not have the appropriate permissions.")
+		return
+	}
+	s.mu.Lock()
+	out := []map[string]any{}
+	for _, c := range s.channels {
+		var last int64
+		for _, p := range s.posts {
+			if p.ChannelID == c.ID {
+				last = max(last, p.CreateAt)
+			}
+		}
+		out = append(out, map[string]any{"id": c.ID, "team_id": c.TeamID, "type": c.Type, "display_name": c.DisplayName,
+			"name": c.Name, "last_post_at": last, "delete_at": 0})
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
+}
+
+// usersByIDs is POST /api/v4/users/ids with a JSON array of ids.
+func (s *Server) usersByIDs(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.authed(w, r); !ok {
+		return
+	}
+	var ids []string
+	if err := json.NewDecoder(r.Body).Decode(&ids); err != nil {
+		writeAppError(w, http.StatusBadRequest, "api.context.invalid_body_param.app_error", "Invalid or missing user_ids in request body.")
+		return
+	}
+	s.mu.Lock()
+	out := []User{}
+	for _, id := range ids {
+		if u, ok := s.users[id]; ok {
+			out = append(out, u)
+		}
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
+}
+
+// channelPosts is GET /api/v4/channels/{id}/posts?since=<ms>: posts created
+// or changed since the time, as a PostList ({order, posts}).
+func (s *Server) channelPosts(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.authed(w, r); !ok {
+		return
+	}
+	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	ch := r.PathValue("channel")
+	s.mu.Lock()
+	order := []string{}
+	posts := map[string]Post{}
+	for i := len(s.posts) - 1; i >= 0; i-- {
+		p := s.posts[i]
+		if p.ChannelID == ch && p.UpdateAt > since {
+			order = append(order, p.ID)
+			posts[p.ID] = p
+		}
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"order": order, "posts": posts, "next_post_id": "", "prev_post_id": ""})
 }
 
 func (s *Server) addPost(uid, channelID, message, rootID string) Post {
