@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/whatsapp"
@@ -96,5 +97,41 @@ func TestWhatsAppQRGatewayFromEnv(t *testing.T) {
 	r = ts.authed(t, "GET", "/api/channels/whatsapp/qr/status", "")
 	if r.status != 200 || !strings.Contains(string(r.body), `"status":"expired"`) {
 		t.Fatalf("status: %d %s", r.status, r.body)
+	}
+}
+
+// TestWhatsAppWebhookThroughTheRoute runs Meta's verification handshake and
+// a signed delivery through the real /channels/whatsapp/webhook route
+// (public, outside API auth).
+func TestWhatsAppWebhookThroughTheRoute(t *testing.T) {
+	graph := whatsapptest.New("EAAGtoken", "app-secret")
+	defer graph.Close()
+	ts := whatsappServer(t)
+	r := ts.authed(t, "POST", "/api/channels/whatsapp/configure", `{"token":"EAAGtoken","app_secret":"app-secret","verify_token":"vt",`+
+		`"phone_number_id":"`+graph.PhoneNumberID+`","api_url":"`+graph.URL+`/v21.0"}`)
+	if r.status != 200 {
+		t.Fatalf("configure: %d %s", r.status, r.body)
+	}
+	endpoint := ts.url + "/channels/whatsapp/webhook"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, body, err := whatsapptest.Verify(endpoint, "vt", "4242")
+		if err == nil && st == 200 && body == "4242" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handshake: %d %q %v", st, body, err)
+		}
+		time.Sleep(20 * time.Millisecond) // until the channel is running
+	}
+	if st, _, _ := whatsapptest.Verify(endpoint, "nope", "1"); st != 403 {
+		t.Fatalf("wrong verify token: %d", st)
+	}
+	if st, _ := graph.Deliver(endpoint, whatsapptest.Inbound{From: "15550001111", Text: "hi"}); st != 200 {
+		t.Fatalf("signed delivery: %d", st)
+	}
+	body := graph.NotificationBody(whatsapptest.Inbound{From: "15550001111", Text: "forged"})
+	if st, _ := whatsapptest.Post(endpoint, body, whatsapptest.Signature("wrong", body)); st != 401 {
+		t.Fatalf("forged delivery: %d", st)
 	}
 }
