@@ -15,6 +15,7 @@ import (
 	"github.com/fangd/fangd/actors/channel/telegram"
 	"github.com/fangd/fangd/actors/channel/webhook"
 	"github.com/fangd/fangd/actors/channel/whatsapp"
+	"github.com/fangd/fangd/actors/channel/xmpp"
 )
 
 // Builders returns the built-in adapters by registry name.
@@ -29,5 +30,6 @@ func Builders() channel.Builders {
 		"telegram":    telegram.New,
 		"webhook":     webhook.New,
 		"whatsapp":    whatsapp.New,
+		"xmpp":        xmpp.New,
 	}
 }
