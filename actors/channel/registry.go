@@ -267,7 +267,8 @@ var registry = []Spec{
 		Fields: []Field{secret("service_account", "Service account JSON", "GOOGLE_CHAT_SERVICE_ACCOUNT", true),
 			secret("verification_token", "Webhook verification token", "GOOGLE_CHAT_VERIFICATION_TOKEN", false),
 			list("space_ids", "Allowed space ids", false), list("allowed_users", "Allowed user ids", false),
-			text("incoming_webhook_url", "Incoming webhook URL (outbound without a service account)", false),
+			// The URL carries the webhook's key and token: a credential.
+			secret("incoming_webhook_url", "Incoming webhook URL of one space (replies to that space go through it)", "GOOGLE_CHAT_WEBHOOK_URL", false),
 			baseURL("api_url", "Chat API base URL", "https://chat.googleapis.com/v1", false),
 			baseURL("token_url", "OAuth token URL", "https://oauth2.googleapis.com/token", false),
 			text("audience", "Authentication audience: the Cloud project number (or the app's endpoint URL)", false),

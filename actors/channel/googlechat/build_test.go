@@ -22,16 +22,20 @@ func TestBuild(t *testing.T) {
 		secret string
 		field  string
 	}{
-		"not a key file":     {map[string]string{"audience": "1"}, `{"type":"authorized_user"}`, "service_account"},
-		"nothing to verify":  {nil, sa, "audience"},
-		"bad audience":       {map[string]string{"audience": "my app"}, sa, "audience"},
-		"webhook not a hook": {map[string]string{"audience": "1", "incoming_webhook_url": "https://chat.googleapis.com/v1/spaces/A/messages"}, sa, "incoming_webhook_url"},
-		"bad api url":        {map[string]string{"audience": "1", "api_url": "chat.googleapis.com"}, sa, "api_url"},
+		"not a key file":    {map[string]string{"audience": "1"}, `{"type":"authorized_user"}`, "service_account"},
+		"nothing to verify": {nil, sa, "audience"},
+		"bad audience":      {map[string]string{"audience": "my app"}, sa, "audience"},
+		"bad api url":       {map[string]string{"audience": "1", "api_url": "chat.googleapis.com"}, sa, "api_url"},
 	} {
 		var fe *channel.FieldError
 		if err := build(c.values, c.secret); !errors.As(err, &fe) || fe.Field != c.field {
 			t.Errorf("%s: err = %v, want field %s", name, err, c.field)
 		}
+	}
+	var fe *channel.FieldError
+	if _, err := New(&channel.Config{Spec: spec, Values: map[string]string{"audience": "1"}, Secrets: map[string]string{"service_account": sa,
+		"incoming_webhook_url": "https://chat.googleapis.com/v1/spaces/A/messages"}}); !errors.As(err, &fe) || fe.Field != "incoming_webhook_url" {
+		t.Errorf("webhook URL without key: %v", err)
 	}
 	a, err := New(&channel.Config{Spec: spec, Values: map[string]string{"audience": "https://fangd.example/channels/google_chat/webhook"},
 		Secrets: map[string]string{"service_account": sa}})

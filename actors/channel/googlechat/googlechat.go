@@ -107,7 +107,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 			a.certsURL = idTokenCertsURL
 		}
 	}
-	if hook := cfg.Text("incoming_webhook_url"); hook != "" {
+	if hook := cfg.Secret("incoming_webhook_url"); hook != "" {
 		u, err := url.Parse(hook)
 		if err != nil || checkURL(hook) != nil || u.Query().Get("key") == "" {
 			return nil, &channel.FieldError{Field: "incoming_webhook_url", Msg: "must be a space's incoming webhook URL (…/v1/spaces/…/messages?key=…&token=…)"}
