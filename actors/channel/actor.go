@@ -70,7 +70,7 @@ type channelActor struct {
 	watchdog time.Duration
 	timers   []*time.Timer
 
-	seq       atomic.Uint64
+	seq       *seqSource
 	turnQ     map[string][]*inItem // per chat, in order; the head may be running
 	turnBusy  map[string]bool
 	turnAfter map[string]time.Time // chat -> no turn before (after a failure)
@@ -188,7 +188,10 @@ func (a *channelActor) started(c actor.Context) {
 	if err != nil {
 		panic(fmt.Errorf("load queues of channel %s: %w", a.name, err))
 	}
-	a.seq.Store(maxSeq(in, out))
+	a.seq = &seqSource{rt: a.rt, name: a.name}
+	if err := a.seq.init(maxSeq(in, out)); err != nil {
+		panic(fmt.Errorf("load sequence of channel %s: %w", a.name, err))
+	}
 	for _, it := range in {
 		a.turnQ[it.Msg.ChatID] = append(a.turnQ[it.Msg.ChatID], it)
 	}
@@ -454,7 +457,7 @@ func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 		if m.At.IsZero() {
 			m.At = now
 		}
-		items = append(items, &inItem{Seq: a.seq.Add(1), Msg: m})
+		items = append(items, &inItem{Seq: a.seq.next(), Msg: m})
 	}
 	if len(items) == 0 {
 		done(nil)
@@ -599,7 +602,7 @@ func (a *channelActor) runTurn(it *inItem) {
 			}
 			now := time.Now().UTC().Format(time.RFC3339Nano)
 			for _, piece := range Split(reply, limit, utf16) {
-				done.out = append(done.out, &outItem{Seq: a.seq.Add(1), Source: "reply", Created: now,
+				done.out = append(done.out, &outItem{Seq: a.seq.next(), Source: "reply", Created: now,
 					Msg: Outbound{ChatID: msg.ChatID, Text: piece, ReplyTo: msg.MessageID, ThreadID: msg.ThreadID, Subject: subject}})
 			}
 		}
@@ -677,7 +680,7 @@ func (a *channelActor) enqueue(m *sendRequest) {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	var items []*outItem
 	for _, piece := range Split(m.text, a.caps.MaxMessageLength, a.caps.LengthInUTF16) {
-		items = append(items, &outItem{Seq: a.seq.Add(1), Source: "comms", Created: now,
+		items = append(items, &outItem{Seq: a.seq.next(), Source: "comms", Created: now,
 			Msg: Outbound{ChatID: m.chatID, Text: piece}})
 	}
 	q, name, self, root := a.rt.queues, a.name, a.self, a.rt.k.Root
@@ -757,7 +760,7 @@ func (a *channelActor) chatLimiter(chat string) *rate.Limiter {
 
 func (a *channelActor) send(it *outItem) {
 	ad, global, chatLim := a.adapter, a.global, a.chatLimiter(it.Msg.ChatID)
-	q, name, self, root, base, rt, adapterName := a.rt.queues, a.name, a.self, a.rt.k.Root, a.base, a.rt, a.rec.Adapter
+	q, name, self, root, base, rt, adapterName, epoch := a.rt.queues, a.name, a.self, a.rt.k.Root, a.base, a.rt, a.rec.Adapter, a.rec.Epoch
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -769,7 +772,9 @@ func (a *channelActor) send(it *outItem) {
 			}
 		}
 		ctx, cancel := context.WithTimeout(base, sendTimeout)
-		id, err := ad.Send(ctx, it.Msg)
+		msg := it.Msg
+		msg.Key = fmt.Sprintf("%s-%s-%d", name, epoch, it.Seq)
+		id, err := ad.Send(ctx, msg)
 		cancel()
 		if base.Err() != nil {
 			return

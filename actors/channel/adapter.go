@@ -124,6 +124,10 @@ type Outbound struct {
 	ReplyTo  string
 	ThreadID string
 	Subject  string
+	// Key is stable across retries of the same message
+	// ("<channel>-<seq>"): platforms with idempotent sends (Matrix
+	// transaction ids) use it so a retry is not a duplicate.
+	Key string
 }
 
 // Capabilities describe what a platform supports.

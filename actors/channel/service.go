@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -459,8 +460,12 @@ func (s *Service) resolveAdapter(name, adapter string) (*Spec, error) {
 func (s *Service) merge(name string, spec *Spec, cur *record, p *parsedFields) (record, map[string]string, error) {
 	rec := record{Name: name, Adapter: spec.Name, Values: map[string]string{}, Lists: map[string][]string{}}
 	secrets := map[string]string{}
+	rec.Epoch = strconv.FormatInt(time.Now().UnixNano(), 36)
 	if cur != nil {
 		rec.AgentID = cur.AgentID
+		if cur.Epoch != "" {
+			rec.Epoch = cur.Epoch
+		}
 		for k, v := range cur.Values {
 			rec.Values[k] = v
 		}

@@ -1,9 +1,11 @@
 package channel
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fangd/fangd/store"
@@ -21,6 +23,10 @@ type record struct {
 	Lists     map[string][]string `json:"lists"`
 	Secrets   []string            `json:"secrets"`
 	UpdatedAt string              `json:"updated_at"`
+	// Epoch is fixed when the channel is created, so message keys
+	// ("<name>-<epoch>-<seq>") of a deleted and re-created channel never
+	// repeat an old one's.
+	Epoch string `json:"epoch"`
 }
 
 // Sources of a record.
@@ -173,3 +179,45 @@ func cursorKey(channel, key string) string {
 }
 
 func parseSeq(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
+
+// seqBlock is how many sequence numbers are reserved per durable write.
+const seqBlock = 1000
+
+// seqSource hands out a channel's message sequence numbers: strictly
+// increasing across restarts, so a message key is never reused (a Matrix
+// homeserver would drop a reused transaction id as a duplicate). It
+// durably reserves blocks of numbers; after a crash it continues after the
+// last reserved block.
+type seqSource struct {
+	rt      *runtime
+	name    string
+	mu      sync.Mutex
+	cur     uint64
+	ceiling uint64
+}
+
+func (s *seqSource) init(floor uint64) error {
+	saved, err := s.rt.cursors.Get(s.name + "/$seq")
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	s.cur = max(floor, parseSeq(saved))
+	s.ceiling = s.cur
+	return nil
+}
+
+// next returns the next number, reserving a new block when needed. If the
+// reservation cannot be written it still returns a number above every
+// one handed out before in this run.
+func (s *seqSource) next() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cur++
+	if s.cur > s.ceiling {
+		s.ceiling = s.cur + seqBlock
+		if err := s.rt.cursors.Put(s.name+"/$seq", strconv.FormatUint(s.ceiling, 10)); err != nil {
+			s.rt.log.Error().Err(err).Str("channel", s.name).Msg("reserving message sequence numbers failed")
+		}
+	}
+	return s.cur
+}

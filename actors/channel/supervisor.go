@@ -165,6 +165,9 @@ func (s *supervisor) configure(c actor.Context, rec record, secrets map[string]s
 		}
 	}
 	ch := s.children[name]
+	if ch != nil && ch.rec.Epoch != "" {
+		rec.Epoch = ch.rec.Epoch
+	}
 	if err := s.rt.persist(rec, secrets, ch); err != nil {
 		return configureResult{err: err}
 	}

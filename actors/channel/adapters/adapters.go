@@ -6,9 +6,11 @@ package adapters
 
 import (
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/email"
 	"github.com/fangd/fangd/actors/channel/googlechat"
 	"github.com/fangd/fangd/actors/channel/gotify"
 	"github.com/fangd/fangd/actors/channel/irc"
+	"github.com/fangd/fangd/actors/channel/matrix"
 	"github.com/fangd/fangd/actors/channel/mattermost"
 	"github.com/fangd/fangd/actors/channel/ntfy"
 	"github.com/fangd/fangd/actors/channel/teams"
@@ -21,9 +23,11 @@ import (
 // Builders returns the built-in adapters by registry name.
 func Builders() channel.Builders {
 	return channel.Builders{
+		"email":       email.New,
 		"google_chat": googlechat.New,
 		"gotify":      gotify.New,
 		"irc":         irc.New,
+		"matrix":      matrix.New,
 		"mattermost":  mattermost.New,
 		"ntfy":        ntfy.New,
 		"teams":       teams.New,
