@@ -90,6 +90,8 @@ type post struct {
 	RootID    string `json:"root_id,omitempty"`
 	Message   string `json:"message"`
 	Type      string `json:"type,omitempty"`
+
+	PendingPostID string `json:"pending_post_id,omitempty"`
 }
 
 // Send creates a post. A reply goes into the thread of the message it
@@ -101,8 +103,16 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 	if root == "" {
 		root = msg.ReplyTo
 	}
+	p := post{ChannelID: msg.ChatID, RootID: root, Message: msg.Text}
+	if msg.Key != "" {
+		// The server remembers pending_post_id for 30 s and answers a
+		// repeat with the post already created, so a retry after a lost
+		// response does not post twice. The bot's id keeps keys of
+		// different bots on one server apart.
+		p.PendingPostID = a.self() + ":" + msg.Key
+	}
 	var created post
-	err := a.call(ctx, http.MethodPost, "/api/v4/posts", post{ChannelID: msg.ChatID, RootID: root, Message: msg.Text}, &created)
+	err := a.call(ctx, http.MethodPost, "/api/v4/posts", p, &created)
 	if err != nil {
 		return "", err
 	}

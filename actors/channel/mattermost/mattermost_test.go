@@ -192,3 +192,25 @@ func TestBuildRejectsBadURL(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestRetriedSendIsNotDuplicated(t *testing.T) {
+	srv := mattermosttest.New()
+	defer srv.Close()
+	a := build(t, srv, mattermosttest.BotToken)
+	if _, err := a.Probe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	msg := channel.Outbound{ChatID: mattermosttest.TownSquare.ID, Text: "once", Key: "mattermost-7"}
+	id1, err := a.Send(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := a.Send(context.Background(), msg) // the outbox retrying after a lost answer
+	if err != nil || id2 != id1 || len(srv.Posts(mattermosttest.TownSquare.ID)) != 1 {
+		t.Fatalf("retry posted again: %s %s %v %d", id1, id2, err, len(srv.Posts("")))
+	}
+	msg.Key = "mattermost-8"
+	if _, err := a.Send(context.Background(), msg); err != nil || len(srv.Posts("")) != 2 {
+		t.Fatalf("next message: %v", err)
+	}
+}

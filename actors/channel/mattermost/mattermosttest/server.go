@@ -83,6 +83,12 @@ type Server struct {
 	limitWait int
 	requests  map[string]int
 	notify    chan struct{}
+	pending   map[string]pendingPost // pending_post_id -> post, for 30 s
+}
+
+type pendingPost struct {
+	post Post
+	at   time.Time
 }
 
 type wsConn struct {
@@ -113,6 +119,7 @@ func New() *Server {
 		conns:    map[*wsConn]struct{}{},
 		requests: map[string]int{},
 		notify:   make(chan struct{}),
+		pending:  map[string]pendingPost{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v4/system/ping", s.ping)
@@ -350,6 +357,7 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 		Message   string         `json:"message"`
 		RootID    string         `json:"root_id"`
 		Props     map[string]any `json:"props"`
+		Pending   string         `json:"pending_post_id"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
 		writeAppError(w, http.StatusBadRequest, "api.context.invalid_body_param.app_error", "Invalid or missing post in request body.")
@@ -371,7 +379,24 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 		writeAppError(w, http.StatusBadRequest, "api.post.create_post.message_empty.app_error", "Post message must not be empty.")
 		return
 	}
+	// Like the server's deduplicateCreatePost: a repeat of a pending post
+	// id within 30 s gets the post created the first time.
+	if in.Pending != "" {
+		s.mu.Lock()
+		prev, seen := s.pending[in.Pending]
+		s.mu.Unlock()
+		if seen && time.Since(prev.at) < 30*time.Second {
+			writeJSON(w, http.StatusCreated, prev.post)
+			return
+		}
+	}
 	p := s.addPost(uid, in.ChannelID, in.Message, in.RootID)
+	if in.Pending != "" {
+		p.PendingPostID = in.Pending
+		s.mu.Lock()
+		s.pending[in.Pending] = pendingPost{post: p, at: time.Now()}
+		s.mu.Unlock()
+	}
 	writeJSON(w, http.StatusCreated, p)
 }
 
