@@ -182,6 +182,7 @@ func (s *Server) routes() {
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.channelRoutes()
+	s.whatsappQRRoutes()
 }
 
 // api registers path under both /api and /api/v1.
