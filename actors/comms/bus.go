@@ -89,6 +89,20 @@ func (b *Bus) PublishRoute(source, target, edge string, detail any) {
 	b.k.Root.Send(b.pid, &publish{typ: "message.routed", source: source, target: target, edge: edge, detail: encodeDetail(detail)})
 }
 
+// PublishRouteSync records an event that is also an observed route of
+// kind edge from source to target (a channel message, say) and returns its
+// id once it is durable. The route kind is stored as detail.route.
+func (b *Bus) PublishRouteSync(ctx context.Context, typ, source, target, edge string, detail any) (uint64, error) {
+	done := make(chan publishResult, 1)
+	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail), done: done})
+	select {
+	case r := <-done:
+		return r.id, r.err
+	case <-ctx.Done():
+		return 0, kernel.Unavailable("event bus did not confirm the event in time")
+	}
+}
+
 // PublishSync records an event and returns its id once it is durable.
 func (b *Bus) PublishSync(ctx context.Context, typ, source, target string, detail any) (uint64, error) {
 	done := make(chan publishResult, 1)
@@ -297,12 +311,18 @@ func decodeRecord(raw []byte) (*Record, error) {
 		return nil, fmt.Errorf("stored event does not decode: %w", err)
 	}
 	r := &Record{ID: e.ID, Type: e.Type, Source: e.Source, Target: e.Target, JSON: raw}
-	if e.Type == "message.routed" {
+	// Routes: message.routed says its kind in "kind"; other events that
+	// are routes (channel messages) in "route".
+	if e.Type == "message.routed" || bytes.Contains(e.Detail, []byte(`"route"`)) {
 		var d struct {
-			Kind string `json:"kind"`
+			Kind  string `json:"kind"`
+			Route string `json:"route"`
 		}
 		_ = json.Unmarshal(e.Detail, &d)
-		r.Edge = d.Kind
+		r.Edge = d.Route
+		if e.Type == "message.routed" {
+			r.Edge = d.Kind
+		}
 	}
 	return r, nil
 }
@@ -310,7 +330,11 @@ func decodeRecord(raw []byte) (*Record, error) {
 func (b *bus) accept(m *publish) {
 	detail := m.detail
 	if m.edge != "" {
-		detail = withKind(detail, m.edge)
+		key := "route"
+		if m.typ == "message.routed" {
+			key = "kind"
+		}
+		detail = withField(detail, key, m.edge)
 	}
 	id := b.nextID
 	b.nextID++
@@ -320,14 +344,14 @@ func (b *bus) accept(m *publish) {
 	})
 }
 
-// withKind adds "kind" to a detail object so that the stored event says
+// withField adds key to a detail object so that the stored event says
 // which route it was.
-func withKind(detail json.RawMessage, kind string) json.RawMessage {
+func withField(detail json.RawMessage, key, value string) json.RawMessage {
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(detail, &obj) != nil || obj == nil {
 		obj = map[string]json.RawMessage{}
 	}
-	obj["kind"], _ = json.Marshal(kind)
+	obj[key], _ = json.Marshal(value)
 	out, _ := json.Marshal(obj)
 	return out
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	metering "github.com/fangd/fangd/actors/usage"
@@ -66,12 +67,14 @@ func budgetDetail(a metering.BudgetAlert) map[string]any {
 
 // startComms starts the message router (wired to the agent runtime) and
 // the webhook engine (which watches the bus); shutdown runs in reverse.
-func startComms(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.Log, bus *comms.Bus, agents *agent.Agents, cfg Config, cs commsSettings) (*commsParts, error) {
+func startComms(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.Log, bus *comms.Bus, agents *agent.Agents,
+	channels *channel.Service, cfg Config, cs commsSettings) (*commsParts, error) {
 	router, err := comms.StartRouter(k, db, comms.RouterOptions{Bus: bus, Audit: auditLog, Agents: agentRuntime{agents},
-		LoopMaxBounces: cfg.Comms.LoopGuardMaxBounces, LoopWindow: cs.loopWindow, TurnTimeout: cs.turnTimeout})
+		Channels: channels, LoopMaxBounces: cfg.Comms.LoopGuardMaxBounces, LoopWindow: cs.loopWindow, TurnTimeout: cs.turnTimeout})
 	if err != nil {
 		return nil, err
 	}
+	router.AddNodeSource(channelNodes{channels})
 	guard, err := ssrf.New(cfg.NetworkPolicy.AllowHosts)
 	if err != nil {
 		return nil, err
@@ -83,6 +86,34 @@ func startComms(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *au
 		return nil, err
 	}
 	return &commsParts{router: router, webhooks: eng}, nil
+}
+
+// channelBus lets channels publish on the comms bus; an inbound message
+// handed to an agent is also an observed route (channel -> agent).
+type channelBus struct{ bus *comms.Bus }
+
+func (b channelBus) Publish(ctx context.Context, ev channel.Event) error {
+	edge := ""
+	if ev.Type == channel.EventReceived && ev.Source != "" && ev.Target != "" {
+		edge = "channel_message"
+	}
+	_, err := b.bus.PublishRouteSync(ctx, ev.Type, ev.Source, ev.Target, edge, ev.Detail)
+	return err
+}
+
+// channelNodes lists configured channels as topology nodes.
+type channelNodes struct{ s *channel.Service }
+
+func (c channelNodes) Nodes(context.Context) ([]comms.Node, error) {
+	views, err := c.s.List(true)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]comms.Node, 0, len(views))
+	for _, v := range views {
+		out = append(out, comms.Node{ID: "channel:" + v.Name, Kind: "channel", Name: v.Name, State: v.State})
+	}
+	return out, nil
 }
 
 // agentRuntime adapts the agent runtime to what comms needs.

@@ -68,7 +68,18 @@ func (r *routeMetrics) observe(ctx *fasthttp.RequestCtx, start time.Time) {
 	(*lat).Observe(time.Since(start).Seconds())
 }
 
+// methodLabel keeps the method label to the methods fangd serves, so a
+// caller inventing methods (BREW /x) cannot create metric series at will.
+func methodLabel(method []byte) []byte {
+	switch string(method) {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS":
+		return method
+	}
+	return []byte("OTHER")
+}
+
 func (r *routeMetrics) counter(method []byte, status int) prometheus.Counter {
+	method = methodLabel(method)
 	cur := r.counts.Load()
 	if cur != nil {
 		for _, x := range *cur {

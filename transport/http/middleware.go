@@ -27,6 +27,11 @@ type routeOpts struct {
 	// ownAuth: the handler authenticates the caller itself (inbound hooks:
 	// their own token or a signature, never the API key).
 	ownAuth bool
+	// platformCallback marks routes chat platforms call
+	// (/channels/<name>/webhook): they authenticate by signature, and only
+	// refused or failed calls are audited (every inbound chat message would
+	// otherwise be an audit entry).
+	platformCallback bool
 }
 
 var (
@@ -39,6 +44,7 @@ func mergeOpts(opts []routeOpts) routeOpts {
 	for _, x := range opts {
 		o.public = o.public || x.public
 		o.ownAuth = o.ownAuth || x.ownAuth
+		o.platformCallback = o.platformCallback || x.platformCallback
 	}
 	return o
 }
@@ -56,8 +62,10 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
 		s.startRequest(ctx)
-		defer s.recoverPanic(ctx)
+		// Deferred in this order so that a panic is turned into its 500
+		// before the request is counted.
 		defer metrics.observe(ctx, start)
+		defer s.recoverPanic(ctx)
 		if err := s.rateLimit(ctx); err != nil {
 			s.writeError(ctx, err)
 			return
@@ -70,7 +78,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		if err != nil {
 			s.writeError(ctx, err)
 		}
-		if isMutating(ctx) {
+		if isMutating(ctx) && (!o.platformCallback || ctx.Response.StatusCode() >= 400) {
 			s.auditRequest(ctx)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/comms"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -82,6 +83,8 @@ type Deps struct {
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
+	// Channels is the chat channel subsystem; nil answers its routes 503.
+	Channels *channel.Service
 }
 
 // Server is fangd's HTTP API.
@@ -193,6 +196,8 @@ func (s *Server) routes() {
 	s.commsRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
+	s.channelRoutes()
+	s.whatsappQRRoutes()
 }
 
 // api registers path under both /api and /api/v1.
@@ -202,8 +207,14 @@ func (s *Server) api(method, path string, h handlerFunc, opts ...routeOpts) {
 	s.handle(method, "/api/v1"+path, h, o)
 }
 
+// handle registers one route. A GET route answers HEAD too (fasthttp
+// sends the headers without the body), so health checkers that use HEAD work.
 func (s *Server) handle(method, path string, h handlerFunc, o routeOpts) {
-	s.router.Handle(method, path, s.chain(path, o, h))
+	handler := s.chain(path, o, h)
+	s.router.Handle(method, path, handler)
+	if method == "GET" {
+		s.router.Handle("HEAD", path, handler)
+	}
 }
 
 // transportError answers fasthttp's own failures (body too large, bad
