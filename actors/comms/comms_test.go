@@ -555,3 +555,34 @@ func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestChannelRoutesCountAsEdgesAcrossRestart: an inbound chat message
+// handed to an agent is an observed route, also after a restart (the kind
+// is read back from the stored detail).
+func TestChannelRoutesCountAsEdgesAcrossRestart(t *testing.T) {
+	home := t.TempDir()
+	h := startBus(t, home, BusOptions{})
+	ctx := context.Background()
+	for range 2 {
+		if _, err := h.bus.PublishRouteSync(ctx, "channel.message.received", "channel:telegram:42", "agent:a1", "channel_message",
+			map[string]any{"text": "hi"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.bus.PublishSync(ctx, "channel.message.sent", "channel:telegram:42", "", map[string]any{"length": 3})
+	check := func() {
+		t.Helper()
+		edges, err := h.bus.Edges()
+		if err != nil || len(edges) != 1 || edges[0] != (Edge{From: "channel:telegram:42", To: "agent:a1", Kind: "channel_message", Messages: 2}) {
+			t.Fatalf("edges %+v %v", edges, err)
+		}
+	}
+	check()
+	h.stop()
+	h = startBus(t, home, BusOptions{})
+	check()
+	q, _ := h.bus.Query(Query{Limit: 1, Type: "channel.message.received"})
+	if e := decode(t, q.Events[0]); !strings.Contains(string(e.Detail), `"route":"channel_message"`) {
+		t.Fatalf("stored detail %s", e.Detail)
+	}
+}
