@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
 )
 
 const hookToken = "hook-token-0123456789abcdef0123456789"
@@ -592,4 +594,56 @@ loop_guard_max_bounces = 2
 		}
 		return spawned == 2 && msgs >= 5
 	})
+}
+
+// TestCommsThroughARealChannel: a Telegram channel (against a local fake
+// of the Bot API) bound to a real agent. An inbound chat message becomes a
+// channel.message.received event and a channel -> agent edge; POST
+// /api/comms/send to "channel:telegram:<chat>" reaches the chat; the
+// channel is a node of the topology.
+func TestCommsThroughARealChannel(t *testing.T) {
+	_, _, config := fakes(t, "")
+	tg := telegramfake.New("444:comms")
+	defer tg.Close()
+	p := startFangd(t, t.TempDir(), config, append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)...)
+	code, body := p.request(t, "POST", "/api/agents", `{"name":"helper","model":"fakeoai/gpt-test"}`)
+	if code != 201 {
+		t.Fatalf("create agent: %d %s", code, body)
+	}
+	var ag struct{ ID string }
+	json.Unmarshal(body, &ag)
+	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
+		`{"token":"444:comms","agent_name":"helper","api_url":"`+tg.URL()+`","poll_interval_secs":1}`); code != 200 {
+		t.Fatalf("configure: %d %s", code, body)
+	}
+	waitChannels(t, p, "connected", connected("telegram"))
+
+	tg.UserMessage(77, 9, "bob", "hello agent")
+	eventually(t, 20*time.Second, "the agent's reply in the chat", func() bool { return len(tg.Sent()) == 1 })
+	code, body = p.request(t, "POST", "/api/comms/send", `{"to":"channel:telegram:77","content":"a note from ops","from":"ops-team"}`)
+	if code != 200 || !strings.Contains(string(body), `"status":"queued"`) {
+		t.Fatalf("send to channel: %d %s", code, body)
+	}
+	eventually(t, 20*time.Second, "the comms message in the chat", func() bool {
+		s := tg.Sent()
+		return len(s) == 2 && s[1].Text == "a note from ops" && s[1].ChatID == "77"
+	})
+	if code, _ := p.request(t, "POST", "/api/comms/send", `{"to":"channel:nosuch:1","content":"x"}`); code != 404 {
+		t.Fatalf("unknown channel: %d", code)
+	}
+
+	_, body = p.request(t, "GET", "/api/comms/events?type=channel.message.received", "")
+	if !strings.Contains(string(body), `"source":"channel:telegram:77"`) || !strings.Contains(string(body), `"target":"agent:`+ag.ID+`"`) {
+		t.Fatalf("received event: %s", body)
+	}
+	_, body = p.request(t, "GET", "/api/comms/topology", "")
+	for _, want := range []string{
+		`{"id":"channel:telegram","kind":"channel","name":"telegram","state":"connected"}`,
+		`{"from":"channel:telegram:77","to":"agent:` + ag.ID + `","kind":"channel_message","messages":1}`,
+		`{"from":"ops-team","to":"channel:telegram:77","kind":"channel_message","messages":1}`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("topology lacks %s: %s", want, body)
+		}
+	}
 }
