@@ -87,10 +87,10 @@ func (db *DB) DeletePrefix(prefix string) error {
 	p := []byte(prefix)
 	for {
 		var keys [][]byte
-		err := db.bdb.View(func(t *badger.Txn) error {
+		err := db.View(func(tx *Txn) error {
 			opts := badger.DefaultIteratorOptions
 			opts.Prefix, opts.PrefetchValues = p, false
-			it := t.NewIterator(opts)
+			it := tx.t.NewIterator(opts)
 			defer it.Close()
 			for it.Seek(p); it.ValidForPrefix(p) && len(keys) < 1000; it.Next() {
 				keys = append(keys, it.Item().KeyCopy(nil))
@@ -100,9 +100,9 @@ func (db *DB) DeletePrefix(prefix string) error {
 		if err != nil || len(keys) == 0 {
 			return err
 		}
-		err = db.bdb.Update(func(t *badger.Txn) error {
+		err = db.Update(func(tx *Txn) error {
 			for _, k := range keys {
-				if err := t.Delete(k); err != nil {
+				if err := tx.Delete(k); err != nil {
 					return err
 				}
 			}
