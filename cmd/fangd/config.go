@@ -26,6 +26,11 @@ type Config struct {
 	Log                 LogConfig       `toml:"log"`
 	HTTP                HTTPConfig      `toml:"http"`
 	Audit               AuditConfig     `toml:"audit"`
+	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
+	Comms           CommsConfig           `toml:"comms"`
+	Webhooks        WebhooksConfig        `toml:"webhooks"`
+	NetworkPolicy   NetworkPolicyConfig   `toml:"network_policy"`
+	WebhookTriggers WebhookTriggersConfig `toml:"webhook_triggers"`
 	// Providers are [providers.<name>] tables (api, base_url, api_key_env);
 	// they override or add to llm.WellKnown.
 	Providers map[string]llm.ProviderConfig `toml:"providers"`
@@ -91,6 +96,9 @@ func defaultConfig() Config {
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+		Comms:               defaultCommsConfig(),
+		Webhooks:            defaultWebhooksConfig(),
+		WebhookTriggers:     defaultWebhookTriggersConfig(),
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 	}
@@ -162,7 +170,10 @@ func (c *Config) validate() error {
 	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
 		return errors.New("usage.retention_days must be between 0 (keep forever) and 36500")
 	}
-	return llm.ValidateConfig(c.llmOptions())
+	if err := llm.ValidateConfig(c.llmOptions()); err != nil {
+		return err
+	}
+	return c.validateComms()
 }
 
 // llmOptions maps [providers], [[models]] and [llm] onto the registry's options.
