@@ -21,6 +21,7 @@ var scenarios = []Scenario{
 	{Name: "audit-append", About: "durable audit appends: group commit vs one fsync per append", Run: runAuditAppend},
 	{Name: "comms-bus", About: "event bus: publish rate with 10 subscribers; RSS with 1,000 subscribers", Run: runCommsBus},
 	{Name: "webhooks", About: "signed durable webhook deliveries across 50 endpoints", Run: runWebhookDeliveries},
+	{Name: "channel-reply", About: "inbound -> agent -> reply overhead at 500 msg/s over 100 Telegram channels", Run: runChannelReply},
 	{Name: "channels-idle", About: "1,000 configured idle Telegram channels: start to all connected, RSS", Run: runChannelsIdle},
 }
 
@@ -67,8 +68,11 @@ type Options struct {
 	Connections int
 	AppendFor   time.Duration // each audit-append run
 	Writers     int
-	Starts      int    // fresh starts sampled for start-to-healthy
-	TempDir     string // parent of every temp home and store
+	Starts      int           // fresh starts sampled for start-to-healthy
+	TempDir     string        // parent of every temp home and store
+	ReplyFor    time.Duration // the measured part of channel-reply
+	ReplyRate   int           // channel-reply's messages per second, all channels together
+	LLMLatency  time.Duration // the fake LLM's fixed answer time in channel-reply
 }
 
 // Env is what scenarios share: the options, one running daemon and the
