@@ -21,7 +21,7 @@ var scenarios = []Scenario{
 	{Name: "audit-append", About: "durable audit appends: group commit vs one fsync per append", Run: runAuditAppend},
 	{Name: "comms-bus", About: "event bus: publish rate with 10 subscribers; RSS with 1,000 subscribers", Run: runCommsBus},
 	{Name: "webhooks", About: "signed durable webhook deliveries across 50 endpoints", Run: runWebhookDeliveries},
-	{Name: "channel-reply", About: "inbound -> agent -> reply overhead at 500 msg/s over 100 Telegram channels", Run: runChannelReply},
+	{Name: "channel-reply", About: "inbound -> agent -> reply overhead at -reply-rate (500) msg/s over 100 Telegram channels", Run: runChannelReply},
 	{Name: "channels-idle", About: "1,000 configured idle Telegram channels: start to all connected, RSS", Run: runChannelsIdle},
 }
 
