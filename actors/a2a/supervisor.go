@@ -144,7 +144,9 @@ func (s *supervisor) Receive(c actor.Context) {
 		for _, a := range s.agents {
 			out = append(out, a)
 		}
-		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].ID < out[j].ID })
+		sort.Slice(out, func(i, j int) bool {
+			return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].ID < out[j].ID
+		})
 		c.Respond(out)
 	case *deleteAgent:
 		s.deleteAgent(c, m)
