@@ -73,6 +73,8 @@ func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendRe
 		return SendReceipt{}, false, err
 	}
 	switch v := res.(type) {
+	case error: // Ask[any] hands error answers back as values
+		return SendReceipt{}, false, v
 	case *idemReplay:
 		return SendReceipt{TaskID: v.TaskID, Status: SeedStatus(v.State), AgentID: v.AgentID}, true, nil
 	case *TaskSnapshot:
