@@ -133,10 +133,45 @@ func (s *Service) CardJSON(ctx context.Context, agentID string) ([]byte, error) 
 
 func unionJSON(ctx context.Context, card *a2a.AgentCard) ([]byte, error) {
 	p := a2av0.NewStaticAgentCardProducer(card)
-	if jp, ok := p.(a2asrv.AgentCardJSONProducer); ok {
-		return jp.CardJSON(ctx)
+	jp, ok := p.(a2asrv.AgentCardJSONProducer)
+	if !ok {
+		return json.Marshal(card)
 	}
-	return json.Marshal(card)
+	raw, err := jp.CardJSON(ctx)
+	if err != nil || len(card.SecuritySchemes) == 0 {
+		return raw, err
+	}
+	// The SDK writes security schemes only in the 0.3 form, which its own
+	// 1.0 parser (and other 1.0 clients) refuse; each scheme gets its 1.0
+	// member ("httpAuthSecurityScheme", ...) beside the 0.3 fields, so both
+	// versions read the card.
+	var union map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &union); err != nil {
+		return nil, err
+	}
+	v1raw, err := json.Marshal(card.SecuritySchemes)
+	if err != nil {
+		return nil, err
+	}
+	var v0, v1 map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(union["securitySchemes"], &v0); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(v1raw, &v1); err != nil {
+		return nil, err
+	}
+	for name, members := range v1 {
+		if v0[name] == nil {
+			v0[name] = map[string]json.RawMessage{}
+		}
+		for k, v := range members {
+			v0[name][k] = v
+		}
+	}
+	if union["securitySchemes"], err = json.Marshal(v0); err != nil {
+		return nil, err
+	}
+	return json.Marshal(union)
 }
 
 // LocalCards are the cards of every local agent (GET /a2a/agents).
@@ -203,4 +238,9 @@ func (s *Service) SeedCardJSON(ctx context.Context) ([]byte, error) {
 		c.Skills = append(c.Skills, seedSkill{ID: sk.ID, Name: sk.Name, Description: sk.Description, Tags: sk.Tags})
 	}
 	return json.Marshal(c)
+}
+
+// LocalAgent resolves a local agent by id or name.
+func (s *Service) LocalAgent(ctx context.Context, ref string) (Agent, error) {
+	return s.agents.Resolve(ctx, ref)
 }

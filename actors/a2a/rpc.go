@@ -76,6 +76,7 @@ var rpcCodes = map[error]int{
 	a2a.ErrMethodNotFound:      -32601,
 	a2a.ErrInvalidParams:       -32602,
 	a2a.ErrInternalError:       -32603,
+	a2a.ErrServerError:         -32000,
 	a2a.ErrVersionNotSupported: -32009,
 	a2a.ErrUnauthenticated:     -31401,
 	a2a.ErrUnauthorized:        -31403,

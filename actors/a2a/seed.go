@@ -184,14 +184,21 @@ type SeedTask struct {
 	Result    *SeedMessage `json:"result"`
 	Error     string       `json:"error,omitempty"`
 	Usage     *Usage       `json:"usage,omitempty"`
-	CreatedAt time.Time    `json:"created_at"`
-	UpdatedAt time.Time    `json:"updated_at"`
+	// History is the conversation of the task, oldest first.
+	History   []*SeedMessage `json:"history"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
 }
 
 // Seed renders an inbound task in the seed's shape.
 func (s *TaskSnapshot) Seed() SeedTask {
 	r := &s.rec
+	history := make([]*SeedMessage, 0, len(r.History))
+	for _, m := range r.History {
+		history = append(history, seedOut(m))
+	}
 	return SeedTask{
+		History:   history,
 		TaskID:    r.ID,
 		Status:    SeedStatus(r.State),
 		State:     string(r.State),

@@ -23,6 +23,14 @@ type handlerFunc func(ctx *fasthttp.RequestCtx) error
 
 type routeOpts struct {
 	public bool // no API key needed
+	// peers also admits the per-peer tokens of [[a2a.peers]] (A2A
+	// protocol routes), as a non-admin caller "peer:<name>".
+	peers bool
+	// rpc answers every error of the route as a JSON-RPC error object
+	// instead of the JSON envelope (the route speaks JSON-RPC).
+	rpc bool
+	// maxBody, when set, caps the request body below the server's limit.
+	maxBody int
 }
 
 var public = routeOpts{public: true}
@@ -31,6 +39,9 @@ func mergeOpts(opts []routeOpts) routeOpts {
 	var o routeOpts
 	for _, x := range opts {
 		o.public = o.public || x.public
+		o.peers = o.peers || x.peers
+		o.rpc = o.rpc || x.rpc
+		o.maxBody = max(o.maxBody, x.maxBody)
 	}
 	return o
 }
@@ -39,6 +50,7 @@ const (
 	userRequestID = "fangd.request_id"
 	userActor     = "fangd.actor"
 	userAudit     = "fangd.audit_details"
+	userRPC       = "fangd.rpc_errors"
 )
 
 // chain wraps h in the middleware every route gets, outermost first:
@@ -48,6 +60,9 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
 		s.startRequest(ctx)
+		if o.rpc {
+			ctx.SetUserValue(userRPC, true)
+		}
 		defer s.recoverPanic(ctx)
 		defer s.metrics.observe(route, ctx, start)
 		if err := s.rateLimit(ctx); err != nil {
@@ -56,6 +71,11 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		}
 		if err := s.authenticate(ctx, o); err != nil {
 			s.writeError(ctx, err)
+			return
+		}
+		if o.maxBody > 0 && len(ctx.Request.Body()) > o.maxBody {
+			s.writeError(ctx, &apiError{fasthttp.StatusRequestEntityTooLarge, "body_too_large",
+				fmt.Sprintf("request body exceeds %d bytes", o.maxBody)})
 			return
 		}
 		err := h(ctx)
@@ -155,6 +175,12 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
 		ctx.SetUserValue(userActor, "anonymous")
 		return nil
 	}
+	if o.peers {
+		if name, ok := s.peerToken(bearer(ctx)); ok {
+			ctx.SetUserValue(userActor, "peer:"+name)
+			return nil
+		}
+	}
 	if s.cfg.APIKey == "" {
 		if directLoopback(ctx) {
 			ctx.SetUserValue(userActor, "loopback")
@@ -177,6 +203,22 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
 	}
 	ctx.SetUserValue(userActor, "api_key")
 	return nil
+}
+
+// peerToken finds the [[a2a.peers]] entry whose token was presented,
+// comparing hashes in constant time and visiting every entry.
+func (s *Server) peerToken(presented []byte) (string, bool) {
+	if presented == nil || len(s.peerHashes) == 0 {
+		return "", false
+	}
+	sum := sha256.Sum256(presented)
+	found := ""
+	for _, p := range s.peerHashes {
+		if subtle.ConstantTimeCompare(sum[:], p.hash[:]) == 1 {
+			found = p.name
+		}
+	}
+	return found, found != ""
 }
 
 func bearer(ctx *fasthttp.RequestCtx) []byte {
