@@ -53,7 +53,9 @@ func (s *stubAgents) Resolve(_ context.Context, ref string) (a2a.Agent, error) {
 	return a2a.Agent{}, kernel.NotFound("agent %s not found", ref)
 }
 
-func (s *stubAgents) List(context.Context) ([]a2a.Agent, error) { return []a2a.Agent{agentA, agentB}, nil }
+func (s *stubAgents) List(context.Context) ([]a2a.Agent, error) {
+	return []a2a.Agent{agentA, agentB}, nil
+}
 
 func (s *stubAgents) Turn(ctx context.Context, req a2a.TurnRequest) (a2a.TurnResult, error) {
 	if req.Text == "block" {
@@ -559,7 +561,9 @@ func (sdkPeer) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq
 }
 
 func (sdkPeer) Cancel(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[sdk.Event, error] {
-	return func(yield func(sdk.Event, error) bool) { yield(sdk.NewStatusUpdateEvent(ec, sdk.TaskStateCanceled, nil), nil) }
+	return func(yield func(sdk.Event, error) bool) {
+		yield(sdk.NewStatusUpdateEvent(ec, sdk.TaskStateCanceled, nil), nil)
+	}
 }
 
 func TestA2AManagementDiscoverSendStatus(t *testing.T) {

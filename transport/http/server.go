@@ -99,7 +99,7 @@ type Server struct {
 	peerHashes []peerHash
 	// rpcHandlers caches the adapted JSON-RPC handler per A2A endpoint.
 	rpcHandlers sync.Map
-	metrics httpMetrics
+	metrics     httpMetrics
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
