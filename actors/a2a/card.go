@@ -1,6 +1,7 @@
 package a2a
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"sort"
@@ -168,10 +169,21 @@ func unionJSON(ctx context.Context, card *a2a.AgentCard) ([]byte, error) {
 			v0[name][k] = v
 		}
 	}
-	if union["securitySchemes"], err = json.Marshal(v0); err != nil {
+	if union["securitySchemes"], err = marshalPlain(v0); err != nil {
 		return nil, err
 	}
-	return json.Marshal(union)
+	return marshalPlain(union)
+}
+
+// marshalPlain is json.Marshal without HTML escaping ("<" stays "<").
+func marshalPlain(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
 // LocalCards are the cards of every local agent (GET /a2a/agents).

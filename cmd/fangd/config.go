@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	fhttp "github.com/fangd/fangd/transport/http"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
@@ -23,6 +24,9 @@ type Config struct {
 	Log                 LogConfig       `toml:"log"`
 	HTTP                HTTPConfig      `toml:"http"`
 	Audit               AuditConfig     `toml:"audit"`
+	// A2A: config_a2a.go.
+	A2A           A2AConfig           `toml:"a2a"`
+	NetworkPolicy NetworkPolicyConfig `toml:"network_policy"`
 }
 
 // RateLimitConfig is [rate_limit].
@@ -58,6 +62,7 @@ func defaultConfig() Config {
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+		A2A:                 defaultA2AConfig(),
 	}
 }
 
@@ -119,6 +124,12 @@ func (c *Config) validate() error {
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		return errors.New("log.ring_size must be between 1 and 1000000")
 	}
+	if _, err := ssrf.New(c.NetworkPolicy.AllowHosts); err != nil {
+		return fmt.Errorf("network_policy.%s", err.Error())
+	}
+	if _, err := c.a2aSettings(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -141,6 +152,7 @@ func (c *Config) httpConfig() fhttp.Config {
 		h.SecurityHeaders = *c.HTTP.SecurityHeaders
 	}
 	h.Version = version
+	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	return h
 }
 

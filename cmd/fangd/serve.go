@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/logs"
@@ -102,7 +103,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.db, err = store.Open(opts); err != nil {
 		return nil, err
 	}
-	if _, err = store.OpenVault(d.db, home); err != nil {
+	vault, err := store.OpenVault(d.db, home)
+	if err != nil {
 		return nil, err
 	}
 	d.kernel = kernel.New(d.log)
@@ -115,12 +117,22 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
-	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring})
+	hc := cfg.httpConfig()
+	var a2aSvc *a2a.Service
+	if cfg.A2A.a2aEnabled() {
+		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg); err != nil {
+			return nil, err
+		}
+	}
+	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring, A2A: a2aSvc})
 	if err != nil {
 		return nil, err
 	}
 	if d.ln, err = net.Listen("tcp", cfg.APIListen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.APIListen, err)
+	}
+	if a2aSvc != nil && cfg.A2A.PublicURL == "" {
+		a2aSvc.SetBaseURL(a2aBaseURL(d.ln))
 	}
 	go func() { d.served <- d.http.Serve(d.ln) }()
 	d.log.Info().Str("listen", d.ln.Addr().String()).Str("home", home).Str("version", version).
