@@ -4,7 +4,7 @@ BIN     := bin/fangd
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test vet fmt-check bench fuzz clean
+.PHONY: build run test test-deps vet fmt-check bench fuzz clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/fangd
@@ -13,8 +13,24 @@ run: build
 	./$(BIN) serve
 
 # The gate: formatting, vet, and every test under the race detector.
-test: fmt-check vet
+test: fmt-check vet test-deps
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Real peers some tests run on loopback, installed into a cache folder.
+# Idempotent: installs only what is missing. The A2A tests need node and
+# the official A2A JavaScript SDK (testdata/a2a-js/package.json).
+TEST_DEPS ?= $(HOME)/.cache/fangd-test
+export FANGD_TEST_DEPS := $(TEST_DEPS)
+test-deps:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "installing nodejs npm"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	fi
+	@grep -q '"version": "1.3.0"' "$(TEST_DEPS)/a2a-js/node_modules/@a2a-js/sdk/package.json" 2>/dev/null && \
+		[ -f "$(TEST_DEPS)/a2a-js/node_modules/express/package.json" ] || \
+		(mkdir -p "$(TEST_DEPS)/a2a-js" && cp testdata/a2a-js/package.json "$(TEST_DEPS)/a2a-js/" && \
+		 npm install --prefix "$(TEST_DEPS)/a2a-js" --no-audit --no-fund --no-save --silent)
 
 vet:
 	$(GO) vet ./...
