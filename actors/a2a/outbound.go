@@ -171,9 +171,8 @@ func (t *outboundTask) start(c actor.Context) {
 		t.settle(c, a2a.TaskStateFailed, fmt.Sprintf("no final answer from the peer within %s", t.svc.opts.OutboundTimeout))
 		return
 	}
-	for _, s := range t.subs {
-		s.ch <- t.snapshotEvent()
-	}
+	t.opening = t.snapshotEvent()
+	t.announce() // outbound records are stored before the actor starts
 	t.gen++
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	t.cancel = cancel

@@ -33,6 +33,10 @@ type taskBase struct {
 	gen    int
 	cancel context.CancelFunc
 	done   bool
+	// opening is the first update subscribers get (the task as created);
+	// it goes out once the record is durable (announced).
+	opening   update
+	announced bool
 }
 
 func newTaskBase(svc *Service, rec taskRecord, subs []*subscriber, stored, fresh bool) taskBase {
@@ -42,21 +46,51 @@ func newTaskBase(svc *Service, rec taskRecord, subs []*subscriber, stored, fresh
 // persist writes the record through the journal and waits until it is
 // synced: nothing a subscriber or caller sees is ahead of the disk.
 func (t *taskBase) persist() error {
-	t.rec.UpdatedAt = time.Now().UTC()
-	raw, err := json.Marshal(&t.rec)
+	done, err := t.persistAsync()
 	if err != nil {
 		return err
 	}
+	if err := awaitJournal(done); err != nil {
+		return err
+	}
+	t.stored = true
+	return nil
+}
+
+// persistAsync queues the record's current state with the journal and
+// returns the channel its outcome arrives on. The journal commits in
+// order, so a later confirmed write implies this one.
+func (t *taskBase) persistAsync() (chan error, error) {
+	t.rec.UpdatedAt = time.Now().UTC()
+	raw, err := json.Marshal(&t.rec)
+	if err != nil {
+		return nil, err
+	}
 	done := make(chan error, 1)
 	t.svc.k.Root.Send(t.svc.journal, &journalWrite{key: taskKey(t.rec.ID), raw: raw, done: done})
+	return done, nil
+}
+
+func awaitJournal(done chan error) error {
 	select {
 	case err := <-done:
-		if err == nil {
-			t.stored = true
-		}
 		return err
 	case <-time.After(persistTimeout):
 		return errors.New("the a2a journal did not confirm the write in time")
+	}
+}
+
+// firstStored reports that a new task's first write is durable.
+type firstStored struct{ err error }
+
+// announce sends the opening update to the subscribers, once.
+func (t *taskBase) announce() {
+	if t.announced {
+		return
+	}
+	t.announced = true
+	for _, s := range t.subs {
+		s.ch <- t.opening // a subscriber's first update always has room
 	}
 }
 
@@ -138,6 +172,7 @@ func (t *taskBase) settle(c actor.Context, state a2a.TaskState, reason string, e
 	if err := t.persist(); err != nil {
 		t.svc.log.Error().Err(err).Str("task", t.rec.ID).Msg("a2a: could not store the final state of a task")
 	}
+	t.announce()
 	for _, ev := range events {
 		t.emit(ev)
 	}
@@ -174,10 +209,15 @@ func (t *taskBase) handleCommon(c actor.Context) bool {
 			c.Respond(errTaskNotFound(m.id))
 			return true
 		}
-		m.sub.ch <- t.snapshotEvent() // a new channel has room
-		if t.done {
+		switch {
+		case t.done:
+			m.sub.ch <- t.snapshotEvent() // a new channel has room
 			close(m.sub.ch)
-		} else {
+		case t.announced:
+			m.sub.ch <- t.snapshotEvent()
+			t.subs = append(t.subs, m.sub)
+		default:
+			// The task is not on disk yet: the opening update follows.
 			t.subs = append(t.subs, m.sub)
 		}
 		c.Respond(t.rec.snapshot())
@@ -225,6 +265,22 @@ func (t *inboundTask) Receive(c actor.Context) {
 		}
 		t.cancel = nil
 		t.turnFinished(c, m)
+	case *firstStored:
+		if t.done {
+			return
+		}
+		if m.err != nil {
+			t.svc.log.Error().Err(m.err).Str("task", t.rec.ID).Msg("a2a: could not store a new task")
+			t.stopWork()
+			t.gen++
+			t.rec.State, t.rec.Reason = a2a.TaskStateFailed, "fangd could not store the task"
+			t.announce()
+			t.emit(t.statusEvent(statusMessage(&t.rec, t.rec.Reason)))
+			t.finish(c)
+			return
+		}
+		t.stored = true
+		t.announce()
 	case *cancelTask:
 		t.cancelTask(c, m)
 	}
@@ -243,18 +299,18 @@ func (t *inboundTask) start(c actor.Context) {
 		t.settle(c, a2a.TaskStateFailed, "the task's actor restarted after a crash; its turn was lost")
 		return
 	}
+	// The turn starts while the first write is committed: the opening
+	// update waits for the disk, the work does not. The final write is
+	// queued behind the first, so the stored history never goes backwards.
 	t.rec.State = a2a.TaskStateWorking
-	if err := t.persist(); err != nil {
-		t.svc.log.Error().Err(err).Str("task", t.rec.ID).Msg("a2a: could not store a new task")
-		t.rec.State, t.rec.Reason = a2a.TaskStateFailed, "fangd could not store the task"
-		t.emit(t.statusEvent(statusMessage(&t.rec, t.rec.Reason)))
-		t.finish(c)
-		return
+	first, err := t.persistAsync()
+	if err != nil {
+		panic(err)
 	}
-	for _, s := range t.subs {
-		s.ch <- t.snapshotEvent() // new subscribers have room
-	}
+	t.opening = t.snapshotEvent()
 	t.runTurn(c)
+	self, root := c.Self(), c.ActorSystem().Root
+	go func() { root.Send(self, &firstStored{err: awaitJournal(first)}) }()
 }
 
 func (t *inboundTask) runTurn(c actor.Context) {

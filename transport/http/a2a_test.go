@@ -92,7 +92,7 @@ type a2aServer struct {
 	agents *stubAgents
 }
 
-func newA2AServer(t *testing.T) *a2aServer {
+func newA2AServer(t testing.TB, mutate ...func(*Config)) *a2aServer {
 	t.Helper()
 	home := t.TempDir()
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
@@ -123,6 +123,9 @@ func newA2AServer(t *testing.T) *a2aServer {
 	cfg.APIKey = testKey
 	cfg.Version = "test"
 	cfg.A2APeers = []PeerToken{{Name: "friend", Token: peerTok}}
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: ring, A2A: svc})
 	if err != nil {
 		t.Fatal(err)
