@@ -23,6 +23,8 @@ type supervisor struct {
 	svc    *Service
 	log    zerolog.Logger
 	live   map[string]*actor.PID
+	// byPID maps a live child's actor id back to its task id.
+	byPID  map[string]string
 	agents map[string]ExternalAgent
 	tasks  *store.Collection[taskRecord]
 	ext    *store.Collection[ExternalAgent]
@@ -45,7 +47,7 @@ func newSupervisor(svc *Service) *supervisor {
 func (s *supervisor) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
-		s.live = map[string]*actor.PID{}
+		s.live, s.byPID = map[string]*actor.PID{}, map[string]string{}
 		if err := s.loadAgents(); err != nil {
 			panic(err)
 		}
@@ -60,8 +62,9 @@ func (s *supervisor) Receive(c actor.Context) {
 	case *actor.Terminated:
 		// A child stopped without saying it had finished (its supervisor
 		// gave up on it): requests for it are answered from the store.
-		for id, pid := range s.live {
-			if pid.Equal(m.Who) {
+		if id, ok := s.byPID[m.Who.Id]; ok {
+			delete(s.byPID, m.Who.Id)
+			if pid := s.live[id]; pid != nil && pid.Equal(m.Who) {
 				delete(s.live, id)
 			}
 		}
@@ -126,6 +129,7 @@ func (s *supervisor) Receive(c actor.Context) {
 	case *taskFinished:
 		if pid, ok := s.live[m.id]; ok {
 			delete(s.live, m.id)
+			delete(s.byPID, pid.Id)
 			// Poison, not Stop: requests forwarded before this point are
 			// still in the child's mailbox and get answered first.
 			c.Poison(pid)
@@ -238,7 +242,7 @@ func (s *supervisor) create(c actor.Context, m *createTask) {
 		c.Respond(err)
 		return
 	}
-	s.live[rec.ID] = pid
+	s.track(rec.ID, pid)
 	s.svc.metrics.created.WithLabelValues(rec.Direction).Inc()
 	c.Respond(rec.snapshot())
 }
@@ -265,6 +269,11 @@ func (s *supervisor) storeNew(rec *taskRecord, idem *idemEntry) error {
 		}
 		return nil
 	})
+}
+
+func (s *supervisor) track(id string, pid *actor.PID) {
+	s.live[id] = pid
+	s.byPID[pid.Id] = id
 }
 
 func taskKey(id string) []byte { return []byte(tasksCollection + "/" + id) }
@@ -342,7 +351,7 @@ func (s *supervisor) restore(c actor.Context) error {
 		if err != nil {
 			return err
 		}
-		s.live[resume[i].ID] = pid
+		s.track(resume[i].ID, pid)
 	}
 	if len(failed)+len(resume) > 0 {
 		s.log.Info().Int("failed", len(failed)).Int("resumed", len(resume)).Msg("a2a tasks interrupted by the last stop")
