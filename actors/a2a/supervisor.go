@@ -20,9 +20,9 @@ import (
 // for finished tasks from the store, owns the registry of external agents
 // and the idempotency records, and sweeps out tasks past retention.
 type supervisor struct {
-	svc    *Service
-	log    zerolog.Logger
-	live   map[string]*actor.PID
+	svc  *Service
+	log  zerolog.Logger
+	live map[string]*actor.PID
 	// byPID maps a live child's actor id back to its task id.
 	byPID  map[string]string
 	agents map[string]ExternalAgent
