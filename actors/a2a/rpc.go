@@ -6,15 +6,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2acompat/a2av0"
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
 )
-
-// streamKeepAlive is the interval of SSE keep-alive comments on streams.
-const streamKeepAlive = 15 * time.Second
 
 // JSONRPC is the JSON-RPC binding for one local agent (or the shared
 // endpoint when agentID is empty), as an http.Handler built from the SDK's
@@ -25,7 +21,7 @@ const streamKeepAlive = 15 * time.Second
 func (s *Service) JSONRPC(agentID string) http.Handler {
 	ih := &a2asrv.InterceptedHandler{Handler: s.Handler(agentID), Logger: s.slog}
 	opts := []a2asrv.TransportOption{
-		a2asrv.WithTransportKeepAlive(streamKeepAlive),
+		a2asrv.WithTransportKeepAlive(s.opts.StreamKeepAlive),
 		a2asrv.WithTransportPanicHandler(func(r any) error {
 			s.log.Error().Interface("panic", r).Msg("a2a: protocol handler panicked")
 			return a2a.NewError(a2a.ErrInternalError, "internal error")

@@ -44,6 +44,10 @@ type Options struct {
 	SyncWait time.Duration
 	// Streaming serves SendStreamingMessage and SubscribeToTask.
 	Streaming bool
+	// StreamKeepAlive is the interval of keep-alive comments on streams;
+	// it must be shorter than the HTTP write timeout, which each write of
+	// a stream pushes forward.
+	StreamKeepAlive time.Duration
 
 	// Client side.
 	DiscoveryTimeout time.Duration
@@ -90,6 +94,7 @@ func DefaultOptions() Options {
 		TurnTimeout:      10 * time.Minute,
 		SyncWait:         5 * time.Minute,
 		Streaming:        true,
+		StreamKeepAlive:  15 * time.Second,
 		DiscoveryTimeout: 10 * time.Second,
 		MaxCardBytes:     256 << 10,
 		OutboundTimeout:  10 * time.Minute,
@@ -140,7 +145,8 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 		name string
 		v    time.Duration
 	}{{"turn_timeout", opts.TurnTimeout}, {"sync_wait", opts.SyncWait}, {"discovery_timeout", opts.DiscoveryTimeout},
-		{"outbound_timeout", opts.OutboundTimeout}, {"poll_interval", opts.PollInterval}, {"poll_max", opts.PollMax}} {
+		{"outbound_timeout", opts.OutboundTimeout}, {"poll_interval", opts.PollInterval}, {"poll_max", opts.PollMax},
+		{"stream keep-alive", opts.StreamKeepAlive}} {
 		if d.v <= 0 {
 			return nil, fmt.Errorf("a2a: %s must be positive", d.name)
 		}

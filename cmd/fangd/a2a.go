@@ -24,6 +24,9 @@ func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config) (*
 	o := set.opts
 	o.Guard, o.Permanent, o.Vault = guard, ssrf.IsBlocked, vault
 	o.Agents = unwiredAgents{}
+	// Each write of a stream pushes the HTTP write deadline forward; the
+	// keep-alives must come sooner than it.
+	o.StreamKeepAlive = min(o.StreamKeepAlive, cfg.httpConfig().WriteTimeout/2)
 	svc, err := a2a.Start(k, db, o)
 	if err != nil {
 		return nil, nil, err

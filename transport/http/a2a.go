@@ -2,10 +2,14 @@ package http
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net"
+	nethttp "net/http"
 	"strings"
+	"time"
 
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/valyala/fasthttp"
@@ -164,15 +168,71 @@ func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 	if head.Method != "" && len(head.Method) <= 64 {
 		auditDetails(ctx, "A2A JSON-RPC "+head.Method)
 	}
+	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
 	h, ok := s.rpcHandlers.Load(agentID)
 	if !ok {
-		h, _ = s.rpcHandlers.LoadOrStore(agentID, fasthttpadaptor.NewFastHTTPHandler(s.deps.A2A.JSONRPC(agentID)))
+		h, _ = s.rpcHandlers.LoadOrStore(agentID, fasthttpadaptor.NewFastHTTPHandler(s.rpcBridge(s.deps.A2A.JSONRPC(agentID))))
 	}
 	// The SDK writes its own Cache-Control for streams; the envelope's
 	// no-store stays for plain answers.
 	h.(fasthttp.RequestHandler)(ctx)
 	return nil
 }
+
+// userConn carries the request's connection to rpcBridge.
+const userConn = "fangd.conn"
+
+// connRef holds the connection without being an io.Closer: fasthttp
+// closes io.Closer user values when it releases the request.
+type connRef struct{ c net.Conn }
+
+// a2aStreamWriteTimeout cuts an A2A stream whose client stops reading. The
+// SDK sends a keep-alive every 15 s, so a live stream always writes sooner.
+const a2aStreamWriteTimeout = 60 * time.Second
+
+// rpcBridge adapts the SDK's net/http handler to life on fasthttp:
+//
+//   - the handler gets its own context instead of fasthttp's RequestCtx,
+//     which fasthttp reuses once the response is written while a stream's
+//     goroutine may still read it (a data race); the context carries the
+//     caller and ends when the server shuts down or the handler returns;
+//   - SSE answers outlive the server's one-shot write timeout: fasthttp sets
+//     the connection's write deadline once per response, so every flush of
+//     a stream (an event or a keep-alive) pushes it forward instead.
+func (s *Server) rpcBridge(h nethttp.Handler) nethttp.Handler {
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		rc := r.Context()
+		caller, _ := rc.Value(a2a.CallerKey).(a2a.Caller)
+		conn, _ := rc.Value(userConn).(connRef)
+		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), a2a.CallerKey, caller))
+		defer cancel()
+		go func() {
+			select {
+			case <-s.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		r = r.WithContext(ctx)
+		if f, ok := w.(nethttp.Flusher); ok && conn.c != nil {
+			w = &deadlineWriter{ResponseWriter: w, flusher: f, conn: conn.c}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type deadlineWriter struct {
+	nethttp.ResponseWriter
+	flusher nethttp.Flusher
+	conn    net.Conn
+}
+
+func (d *deadlineWriter) Flush() {
+	_ = d.conn.SetWriteDeadline(time.Now().Add(a2aStreamWriteTimeout))
+	d.flusher.Flush()
+}
+
+func (d *deadlineWriter) Unwrap() nethttp.ResponseWriter { return d.ResponseWriter }
 
 // rpcError is the JSON-RPC body for an error the HTTP layer itself raises
 // on a JSON-RPC route (auth, rate limit, size, unknown agent).

@@ -110,21 +110,24 @@ func newA2AServer(t testing.TB, mutate ...func(*Config)) *a2aServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agents := &stubAgents{started: make(chan struct{}, 10), ended: make(chan error, 10)}
-	opts := a2a.DefaultOptions()
-	opts.Agents, opts.Guard, opts.Vault, opts.Version = agents, loopbackGuard{}, vault, "test"
-	opts.RetryBackoff = kernel.Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}
-	opts.PollInterval = 20 * time.Millisecond
-	svc, err := a2a.Start(k, db, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := DefaultConfig()
 	cfg.APIKey = testKey
 	cfg.Version = "test"
 	cfg.A2APeers = []PeerToken{{Name: "friend", Token: peerTok}}
 	for _, m := range mutate {
 		m(&cfg)
+	}
+	agents := &stubAgents{started: make(chan struct{}, 10), ended: make(chan error, 10)}
+	opts := a2a.DefaultOptions()
+	opts.Agents, opts.Guard, opts.Vault, opts.Version = agents, loopbackGuard{}, vault, "test"
+	opts.RetryBackoff = kernel.Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}
+	opts.PollInterval = 20 * time.Millisecond
+	// Streams write a keep-alive well within the write timeout, which each
+	// write pushes forward (as cmd/fangd sets it).
+	opts.StreamKeepAlive = min(15*time.Second, cfg.WriteTimeout/3)
+	svc, err := a2a.Start(k, db, opts)
+	if err != nil {
+		t.Fatal(err)
 	}
 	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: ring, A2A: svc})
 	if err != nil {
