@@ -308,7 +308,17 @@ func TestA2ASeedCancelStopsTheTurn(t *testing.T) {
 		res <- ts.authed(t, "POST", "/a2a/tasks/send", `{"agent_id":"alpha","message":{"parts":[{"text":"block"}]}}`)
 	}()
 	<-ts.agents.started
-	list, err := ts.svc.Handler("").ListTasks(context.WithValue(context.Background(), a2a.CallerKey, a2a.Caller{Admin: true}), &sdk.ListTasksRequest{})
+	// The turn starts while the task's first write commits; the task is
+	// listed once it is on disk.
+	var list *sdk.ListTasksResponse
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		list, err = ts.svc.Handler("").ListTasks(context.WithValue(context.Background(), a2a.CallerKey, a2a.Caller{Admin: true}), &sdk.ListTasksRequest{})
+		if err != nil || len(list.Tasks) == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err != nil || len(list.Tasks) != 1 {
 		t.Fatalf("list %v %v", list, err)
 	}
