@@ -4,7 +4,10 @@ import (
 	"context"
 	"net"
 
+	"github.com/google/uuid"
+
 	"github.com/fangd/fangd/actors/a2a"
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
@@ -12,7 +15,7 @@ import (
 )
 
 // startA2A starts the A2A actors with the daemon's outbound policy.
-func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config) (*a2a.Service, []fhttp.PeerToken, error) {
+func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, agents *agent.Agents) (*a2a.Service, []fhttp.PeerToken, error) {
 	set, err := cfg.a2aSettings()
 	if err != nil {
 		return nil, nil, err
@@ -23,7 +26,7 @@ func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config) (*
 	}
 	o := set.opts
 	o.Guard, o.Permanent, o.Vault = guard, ssrf.IsBlocked, vault
-	o.Agents = unwiredAgents{}
+	o.Agents = a2aAgents{a: agents}
 	// Each write of a stream pushes the HTTP write deadline forward; the
 	// keep-alives must come sooner than it.
 	o.StreamKeepAlive = min(o.StreamKeepAlive, cfg.httpConfig().WriteTimeout/2)
@@ -38,17 +41,52 @@ func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config) (*
 // set: the address the daemon listens on.
 func a2aBaseURL(ln net.Listener) string { return "http://" + ln.Addr().String() }
 
-// unwiredAgents stands in for the agent runtime, which this build does not
-// have yet: there are no local agents, so the A2A server has none to
-// offer and says so, while the client side (discover, send) works.
-type unwiredAgents struct{}
+// a2aAgents is the agent runtime as the A2A server sees it.
+type a2aAgents struct{ a *agent.Agents }
 
-func (unwiredAgents) Resolve(_ context.Context, ref string) (a2a.Agent, error) {
-	return a2a.Agent{}, kernel.Errorf(kernel.KindNotFound, "agent_not_found", "no local agent %q: this fangd has no agent runtime", ref)
+func toA2AAgent(x *agent.Agent) a2a.Agent {
+	return a2a.Agent{ID: x.ID, Name: x.Name, Description: x.Description, Tags: x.Tags, Tools: x.Tools,
+		Available: x.State == "running"}
 }
 
-func (unwiredAgents) List(context.Context) ([]a2a.Agent, error) { return nil, nil }
+func (g a2aAgents) Resolve(_ context.Context, ref string) (a2a.Agent, error) {
+	r, err := agent.ParseRef(ref)
+	if err != nil {
+		return a2a.Agent{}, kernel.Errorf(kernel.KindNotFound, "agent_not_found", "no local agent %q", ref)
+	}
+	x, err := g.a.Get(r)
+	if err != nil {
+		return a2a.Agent{}, err
+	}
+	return toA2AAgent(x), nil
+}
 
-func (unwiredAgents) Turn(context.Context, a2a.TurnRequest) (a2a.TurnResult, error) {
-	return a2a.TurnResult{}, kernel.Errorf(kernel.KindUnsupported, "no_agent_runtime", "this fangd has no agent runtime")
+func (g a2aAgents) List(context.Context) ([]a2a.Agent, error) {
+	all, err := g.a.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]a2a.Agent, 0, len(all))
+	for i := range all {
+		out = append(out, toA2AAgent(&all[i]))
+	}
+	return out, nil
+}
+
+// a2aSessions names the agent session of each A2A context: a UUID (what
+// the agents API uses) derived from the context id, so every task of one
+// context continues one conversation.
+var a2aSessions = uuid.MustParse("6f1d4c9e-2a3b-5c7d-8e9f-a2a0c0de7e57")
+
+// Turn runs the agent's turn with ctx: cancelling it (A2A CancelTask)
+// cancels the provider call.
+func (g a2aAgents) Turn(ctx context.Context, req a2a.TurnRequest) (a2a.TurnResult, error) {
+	sid := uuid.NewSHA1(a2aSessions, []byte(req.SessionID)).String()
+	res, err := g.a.Send(agent.Send{Ref: agent.Ref{ID: req.AgentID}, Text: req.Text, SessionID: sid,
+		From: "a2a:" + req.Caller, Who: agent.Who{Actor: req.Caller}, Ctx: ctx})
+	if err != nil {
+		return a2a.TurnResult{}, err
+	}
+	return a2a.TurnResult{Text: res.Response, Model: res.Model, InputTokens: res.InputTokens,
+		OutputTokens: res.OutputTokens, CostUSD: res.CostUSD}, nil
 }

@@ -7,10 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/llm"
+	metering "github.com/fangd/fangd/actors/usage"
 	fhttp "github.com/fangd/fangd/transport/http"
 	"github.com/fangd/fangd/transport/ssrf"
 )
@@ -27,6 +30,30 @@ type Config struct {
 	// A2A: config_a2a.go.
 	A2A           A2AConfig           `toml:"a2a"`
 	NetworkPolicy NetworkPolicyConfig `toml:"network_policy"`
+	// Providers are [providers.<name>] tables (api, base_url, api_key_env);
+	// they override or add to llm.WellKnown.
+	Providers map[string]llm.ProviderConfig `toml:"providers"`
+	// Models are [[models]] tables that extend or override the catalog.
+	Models []llm.ModelConfig `toml:"models"`
+	LLM    LLMConfig         `toml:"llm"`
+	Usage  UsageConfig       `toml:"usage"`
+}
+
+// LLMConfig is [llm].
+type LLMConfig struct {
+	// TimeoutSecs bounds one provider call (default 120).
+	TimeoutSecs int `toml:"timeout_secs"`
+	// DefaultInputPerM and DefaultOutputPerM price models the catalog
+	// does not know, USD per million tokens (default 1.0 and 3.0).
+	DefaultInputPerM  *float64 `toml:"default_input_per_m"`
+	DefaultOutputPerM *float64 `toml:"default_output_per_m"`
+}
+
+// UsageConfig is [usage].
+type UsageConfig struct {
+	// RetentionDays keeps raw usage events this long; roll-ups are kept
+	// forever. 0 keeps raw events forever too (default 90).
+	RetentionDays int `toml:"retention_days"`
 }
 
 // RateLimitConfig is [rate_limit].
@@ -63,6 +90,8 @@ func defaultConfig() Config {
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
 		A2A:                 defaultA2AConfig(),
+		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
+		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 	}
 }
 
@@ -130,7 +159,19 @@ func (c *Config) validate() error {
 	if _, err := c.a2aSettings(); err != nil {
 		return err
 	}
-	return nil
+	if c.LLM.TimeoutSecs < 1 || c.LLM.TimeoutSecs > 3600 {
+		return errors.New("llm.timeout_secs must be between 1 and 3600")
+	}
+	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
+		return errors.New("usage.retention_days must be between 0 (keep forever) and 36500")
+	}
+	return llm.ValidateConfig(c.llmOptions())
+}
+
+// llmOptions maps [providers], [[models]] and [llm] onto the registry's options.
+func (c *Config) llmOptions() llm.Options {
+	return llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
+		DefaultInputPerM: c.LLM.DefaultInputPerM, DefaultOutputPerM: c.LLM.DefaultOutputPerM}
 }
 
 func isLoopbackHost(host string) bool {

@@ -15,9 +15,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/a2a"
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
 )
@@ -117,14 +120,29 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
+	lopts := cfg.llmOptions()
+	lopts.Metrics = d.kernel.Metrics
+	reg, err := llm.NewRegistry(lopts)
+	if err != nil {
+		return nil, err
+	}
+	meter, err := metering.Start(d.kernel, d.db, d.audit, metering.Options{Retention: time.Duration(cfg.Usage.RetentionDays) * 24 * time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{})
+	if err != nil {
+		return nil, err
+	}
 	hc := cfg.httpConfig()
 	var a2aSvc *a2a.Service
 	if cfg.A2A.a2aEnabled() {
-		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg); err != nil {
+		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, agents); err != nil {
 			return nil, err
 		}
 	}
-	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring, A2A: a2aSvc})
+	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
+		Agents: agents, LLM: reg, Meter: meter, A2A: a2aSvc})
 	if err != nil {
 		return nil, err
 	}
