@@ -1,14 +1,22 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	sdk "github.com/a2aproject/a2a-go/v2/a2a"
+	"github.com/a2aproject/a2a-go/v2/a2aclient"
+	"github.com/a2aproject/a2a-go/v2/a2aclient/agentcard"
+	"github.com/a2aproject/a2a-go/v2/a2acompat/a2av0"
+
 	"github.com/fangd/fangd/actors/a2a/a2atest"
+	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 // a2aConfig allowlists loopback for outbound A2A calls: every peer in these
@@ -119,5 +127,209 @@ func TestA2ABadConfigNamesTheField(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Errorf("config %q: fangd did not refuse to start", c.config)
 		}
+	}
+}
+
+// agentOn creates an agent backed by the fake OpenAI provider and returns its id.
+func (p *proc) agentOn(t *testing.T, name string) string {
+	t.Helper()
+	code, body := p.request(t, "POST", "/api/agents", `{"name":"`+name+`","model":"fakeoai/gpt-test","description":"answers over A2A"}`)
+	if code != 201 {
+		t.Fatalf("create agent: %d %s", code, body)
+	}
+	return decodeMap(t, body)["id"].(string)
+}
+
+const peerToken = "daemon-a-token-0123456789"
+
+// Two fangd daemons talking A2A: A discovers B's agent (with the per-peer
+// token B gave A) and sends it a task that B's agent answers through its
+// LLM; A follows B's stream to the end.
+func TestA2ATwoDaemonsTalk(t *testing.T) {
+	oai, _, cfgB := fakes(t, `
+[[a2a.peers]]
+name = "daemon-a"
+token_env = "FANGD_TEST_PEER_A"
+`)
+	oai.SetReply(func(r llmtest.Request) string { return "B's agent says: " + r.Messages[len(r.Messages)-1].Content })
+	b := startFangd(t, t.TempDir(), cfgB, append(keyEnv, "FANGD_API_KEY="+e2eKey, "FANGD_TEST_PEER_A="+peerToken)...)
+	agentID := b.agentOn(t, "assistant")
+	a := startFangd(t, t.TempDir(), a2aConfig, "FANGD_API_KEY="+e2eKey)
+
+	// A2A URL of one agent of B; A presents B's peer token, not B's API key.
+	code, body := a.request(t, "POST", "/api/a2a/discover", `{"url":"`+b.url+`/a2a/agents/`+agentID+`","token":"`+peerToken+`"}`)
+	if code != 201 {
+		t.Fatalf("discover: %d %s", code, body)
+	}
+	ext := decodeMap(t, body)
+	if ext["name"] != "assistant" || ext["capabilities"].(map[string]any)["streaming"] != true {
+		t.Fatalf("B's card as A sees it: %s", body)
+	}
+	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+ext["id"].(string)+`","message":"hello B"}`)
+	if code != 202 {
+		t.Fatalf("send: %d %s", code, body)
+	}
+	st := a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	raw, _ := json.Marshal(st)
+	if st["status"] != "completed" || st["streaming"] != true || !strings.Contains(string(raw), "B's agent says: hello B") {
+		t.Fatalf("A's outbound task: %s", raw)
+	}
+	// B holds the task A created, under A's peer identity.
+	remote := st["remote_task_id"].(string)
+	code, body = b.request(t, "GET", "/a2a/tasks/"+remote, "")
+	if code != 200 || decodeMap(t, body)["status"] != "completed" {
+		t.Fatalf("B's task: %d %s", code, body)
+	}
+	// B's shared endpoint (one agent: it takes the message) through B's root URL.
+	code, body = a.request(t, "POST", "/api/a2a/discover", `{"url":"`+b.url+`","token":"`+peerToken+`"}`)
+	if code != 201 {
+		t.Fatalf("discover B's root: %d %s", code, body)
+	}
+	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+decodeMap(t, body)["id"].(string)+`","message":"via the root card"}`)
+	if code != 202 {
+		t.Fatalf("send to root: %d %s", code, body)
+	}
+	st = a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	raw, _ = json.Marshal(st)
+	if st["status"] != "completed" || !strings.Contains(string(raw), "B's agent says: via the root card") {
+		t.Fatalf("via B's root card: %s", raw)
+	}
+	// A wrong token is refused by B, and A reports it without retrying.
+	code, body = a.request(t, "POST", "/api/a2a/discover", `{"url":"`+b.url+`/a2a/agents/`+agentID+`","token":"wrong-token-0123456789"}`)
+	if code != 200 {
+		t.Fatalf("rediscover with another token: %d %s", code, body)
+	}
+	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+ext["id"].(string)+`","message":"let me in"}`)
+	if code != 202 {
+		t.Fatalf("send: %d %s", code, body)
+	}
+	st = a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	if st["status"] != "failed" || !strings.Contains(st["error"].(string), "401") || st["attempts"].(float64) != 1 {
+		t.Fatalf("refused by B: %v", st)
+	}
+}
+
+// The official SDK clients against the binary: the JavaScript client
+// (card, SendMessage, GetTask, stream, CancelTask) and the Go client,
+// whose CancelTask of a running task stops the agent's provider call.
+func TestA2ASDKClientsAgainstTheBinary(t *testing.T) {
+	oai, _, cfg := fakes(t, "")
+	p := startFangd(t, t.TempDir(), cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "coder")
+
+	// Every provider call takes a moment, so the client's "block" task is
+	// still running when it cancels it.
+	oai.SetLatency(1500 * time.Millisecond)
+	out := a2atest.RunClient(t, p.url+"/a2a/agents/"+id+"/", e2eKey)
+	raw, _ := json.Marshal(out)
+	for _, want := range []string{`"artifact":"echo: hello from js"`, `"state":"TASK_STATE_COMPLETED"`,
+		`"stream":["task:TASK_STATE_WORKING","artifact:echo: stream from js","status:TASK_STATE_COMPLETED"]`,
+		`"JsonRpcTaskNotCancelableError"`, `"cancel":{`, `"TASK_STATE_CANCELED"`, `"JsonRpcTaskNotFoundError"`} {
+		if !strings.Contains(string(raw), want) {
+			t.Fatalf("JavaScript client: want %s in %s", want, raw)
+		}
+	}
+
+	// The Go client: a task whose provider call never returns is cancelled,
+	// then the same conversation answers at once.
+	oai.SetLatency(time.Hour)
+	c := goClient(t, p.url+"/a2a/agents/"+id)
+	ctx := context.Background()
+	res, err := c.SendMessage(ctx, &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("think forever")),
+		Config: &sdk.SendMessageConfig{ReturnImmediately: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := res.(*sdk.Task)
+	waitUntil(t, "the provider call", func() bool {
+		for _, r := range oai.Requests() {
+			if r.Messages[len(r.Messages)-1].Content == "think forever" {
+				return true
+			}
+		}
+		return false
+	})
+	got, err := c.CancelTask(ctx, &sdk.CancelTaskRequest{ID: task.ID})
+	if err != nil || got.Status.State != sdk.TaskStateCanceled {
+		t.Fatalf("CancelTask: %+v %v", got, err)
+	}
+	oai.SetLatency(0)
+	follow := sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("are you free?"))
+	follow.ContextID = task.ContextID
+	done := make(chan error, 1)
+	go func() {
+		res, err := c.SendMessage(ctx, &sdk.SendMessageRequest{Message: follow})
+		if err == nil && res.(*sdk.Task).Status.State != sdk.TaskStateCompleted {
+			err = fmt.Errorf("follow-up ended %s", res.(*sdk.Task).Status.State)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second): // the provider timeout is 120 s
+		t.Fatal("the cancelled turn still holds the agent's session: its provider call was not cancelled")
+	}
+}
+
+// A task that was running when fangd was killed is failed, with a reason,
+// after the restart.
+func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
+	oai, _, cfg := fakes(t, "")
+	home := t.TempDir()
+	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "slow")
+	oai.SetLatency(time.Hour)
+	c := goClient(t, p.url+"/a2a/agents/"+id)
+	res, err := c.SendMessage(context.Background(), &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("long job")),
+		Config: &sdk.SendMessageConfig{ReturnImmediately: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	taskID := string(res.(*sdk.Task).ID)
+	p.stop(t, syscall.SIGKILL)
+	oai.SetLatency(0)
+	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	code, body := p.request(t, "GET", "/a2a/tasks/"+taskID, "")
+	m := decodeMap(t, body)
+	if code != 200 || m["status"] != "failed" || !strings.Contains(m["error"].(string), "restarted") {
+		t.Fatalf("after kill -9: %d %s", code, body)
+	}
+}
+
+func goClient(t *testing.T, base string) *a2aclient.Client {
+	t.Helper()
+	ctx := context.Background()
+	card, err := (&agentcard.Resolver{CardParser: a2av0.NewAgentCardParser()}).Resolve(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := a2aclient.NewFromCard(ctx, card, a2aclient.WithCallInterceptors(bearer{token: e2eKey}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type bearer struct {
+	a2aclient.PassthroughInterceptor
+	token string
+}
+
+func (b bearer) Before(ctx context.Context, req *a2aclient.Request) (context.Context, any, error) {
+	req.ServiceParams.Append("Authorization", "Bearer "+b.token)
+	return ctx, nil, nil
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
