@@ -15,7 +15,8 @@ import (
 // JSONRPC is the JSON-RPC binding for one local agent (or the shared
 // endpoint when agentID is empty), as an http.Handler built from the SDK's
 // handlers: 1.0 method names ("SendMessage") go to the 1.0 handler, 0.3
-// names ("message/send") to the a2av0 one, both over the same actors. An
+// names ("message/send") to the a2av0 one, both over the same actors, and
+// LibreFang's draft "tasks/send" is answered in its own shape. An
 // A2A-Version header naming a version fangd does not speak is answered
 // with the spec's VersionNotSupportedError.
 func (s *Service) JSONRPC(agentID string) http.Handler {
@@ -46,6 +47,10 @@ func (s *Service) JSONRPC(agentID string) http.Handler {
 				"A2A-Version "+v+" is not supported; this server speaks 1.0 and 0.3")
 			return
 		}
+		if head.Method == methodLibreFangSend {
+			s.serveLibreFangSend(w, r, body, agentID)
+			return
+		}
 		if strings.Contains(head.Method, "/") {
 			v0.ServeHTTP(w, r)
 			return
@@ -67,15 +72,23 @@ func SupportedVersion(v string) bool {
 // rpcCodes are the JSON-RPC codes of the errors fangd writes itself
 // (A2A spec §5.4 and JSON-RPC 2.0).
 var rpcCodes = map[error]int{
-	a2a.ErrParseError:          -32700,
-	a2a.ErrInvalidRequest:      -32600,
-	a2a.ErrMethodNotFound:      -32601,
-	a2a.ErrInvalidParams:       -32602,
-	a2a.ErrInternalError:       -32603,
-	a2a.ErrServerError:         -32000,
-	a2a.ErrVersionNotSupported: -32009,
-	a2a.ErrUnauthenticated:     -31401,
-	a2a.ErrUnauthorized:        -31403,
+	a2a.ErrParseError:                   -32700,
+	a2a.ErrInvalidRequest:               -32600,
+	a2a.ErrMethodNotFound:               -32601,
+	a2a.ErrInvalidParams:                -32602,
+	a2a.ErrInternalError:                -32603,
+	a2a.ErrServerError:                  -32000,
+	a2a.ErrVersionNotSupported:          -32009,
+	a2a.ErrTaskNotFound:                 -32001,
+	a2a.ErrTaskNotCancelable:            -32002,
+	a2a.ErrPushNotificationNotSupported: -32003,
+	a2a.ErrUnsupportedOperation:         -32004,
+	a2a.ErrUnsupportedContentType:       -32005,
+	a2a.ErrInvalidAgentResponse:         -32006,
+	a2a.ErrExtendedCardNotConfigured:    -32007,
+	a2a.ErrExtensionSupportRequired:     -32008,
+	a2a.ErrUnauthenticated:              -31401,
+	a2a.ErrUnauthorized:                 -31403,
 }
 
 // RPCError is a JSON-RPC error response body.

@@ -36,6 +36,10 @@ func (s *Server) a2aRoutes() {
 	rpc := routeOpts{peers: true, rpc: true, maxBody: s.cfg.A2AMaxBodyBytes}
 	s.handle("GET", "/.well-known/agent.json", s.a2aSeedCard, public)
 	s.handle("GET", "/.well-known/agent-card.json", s.a2aCard, public)
+	// The same cards under /a2a, the URL the seed's card advertises: a
+	// client that discovers <base>/a2a (LibreFang does) finds them there.
+	s.handle("GET", "/a2a/.well-known/agent.json", s.a2aSeedCard, public)
+	s.handle("GET", "/a2a/.well-known/agent-card.json", s.a2aCard, public)
 	s.handle("GET", "/a2a/agents", s.a2aLocalCards, public)
 	s.handle("GET", "/a2a/agents/{id}/.well-known/agent-card.json", s.a2aAgentCard, public)
 	s.handle("POST", "/a2a", s.a2aRPC, rpc)

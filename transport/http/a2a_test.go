@@ -669,3 +669,31 @@ func TestA2AManagementDiscoverSendStatus(t *testing.T) {
 		t.Fatalf("after delete: %d", r.status)
 	}
 }
+
+// LibreFang's client speaks the early draft: it discovers <base>/a2a and
+// POSTs JSON-RPC "tasks/send" there, expecting its own task shape.
+func TestA2ALibreFangDraftTasksSend(t *testing.T) {
+	ts := newA2AServer(t)
+	if r := ts.do(t, "GET", "/a2a/.well-known/agent.json", ""); r.status != 200 || jsonOf(t, r.body)["url"] != ts.url+"/a2a" {
+		t.Fatalf("card under /a2a: %d %s", r.status, r.body)
+	}
+	r := ts.authed(t, "POST", "/a2a", `{"jsonrpc":"2.0","id":1,"method":"tasks/send","params":{"agentId":"`+agentB.ID+`","sessionId":"lf-session","message":{"role":"user","parts":[{"type":"text","text":"from librefang"}]}}}`)
+	res, ok := rpcBody(t, r)["result"].(map[string]any)
+	if !ok {
+		t.Fatalf("tasks/send: %s", r.body)
+	}
+	msgs := res["messages"].([]any)
+	last := msgs[len(msgs)-1].(map[string]any)["parts"].([]any)[0].(map[string]any)
+	if res["status"].(map[string]any)["state"] != "completed" || res["sessionId"] != "lf-session" || res["agentId"] != agentB.ID ||
+		last["type"] != "text" || last["text"] != "echo: from librefang" {
+		t.Fatalf("LibreFang task: %s", r.body)
+	}
+	r = ts.authed(t, "POST", "/a2a/agents/alpha", `{"jsonrpc":"2.0","id":2,"method":"tasks/send","params":{"message":{"role":"user","parts":[{"type":"file","name":"x.pdf"}]}}}`)
+	if rpcCode(t, r) != -32005 {
+		t.Fatalf("file part: %s", r.body)
+	}
+	r = ts.authed(t, "POST", "/a2a/agents/alpha", `{"jsonrpc":"2.0","id":3,"method":"tasks/send"}`)
+	if rpcCode(t, r) != -32602 {
+		t.Fatalf("no params: %s", r.body)
+	}
+}
