@@ -87,4 +87,7 @@ type PushDelivery struct {
 // durably queued.
 type Pusher interface {
 	Push(ctx context.Context, d PushDelivery) error
+	// Forget releases what the engine keeps for one push target (its
+	// queue, its endpoint) once the target is deleted or its task swept.
+	Forget(ctx context.Context, endpoint string) error
 }

@@ -123,12 +123,20 @@ func (g *fakeGuard) Client(timeout time.Duration) *http.Client {
 
 // fakePusher records deliveries.
 type fakePusher struct {
-	mu  sync.Mutex
-	got []PushDelivery
-	ch  chan PushDelivery
+	mu     sync.Mutex
+	got    []PushDelivery
+	forgot []string
+	ch     chan PushDelivery
 }
 
 func newFakePusher() *fakePusher { return &fakePusher{ch: make(chan PushDelivery, 100)} }
+
+func (p *fakePusher) Forget(_ context.Context, endpoint string) error {
+	p.mu.Lock()
+	p.forgot = append(p.forgot, endpoint)
+	p.mu.Unlock()
+	return nil
+}
 
 func (p *fakePusher) Push(_ context.Context, d PushDelivery) error {
 	p.mu.Lock()

@@ -386,6 +386,19 @@ func TestPushNotificationsGoThroughThePusher(t *testing.T) {
 	if strings.Contains(string(raw), "tok-123") || strings.Contains(string(raw), "secret-cred") {
 		t.Fatalf("secrets leaked in %s", raw)
 	}
+	// Deleting the config releases the engine's endpoint for it.
+	if err := h.svc.Handler("").DeleteTaskPushConfig(admin(), &a2a.DeleteTaskPushConfigRequest{TaskID: task.ID, ID: "cfg1"}); err != nil {
+		t.Fatal(err)
+	}
+	pusher.mu.Lock()
+	forgot := append([]string(nil), pusher.forgot...)
+	pusher.mu.Unlock()
+	if len(forgot) != 1 || forgot[0] != got[0].Endpoint {
+		t.Fatalf("forgot %v, deliveries went to %s", forgot, got[0].Endpoint)
+	}
+	if _, err := h.svc.Handler("").GetTaskPushConfig(admin(), &a2a.GetTaskPushConfigRequest{TaskID: task.ID, ID: "cfg1"}); err == nil {
+		t.Fatal("deleted config still there")
+	}
 	// A push URL the SSRF policy refuses is an error, not a config.
 	_, err = h.svc.Handler("").SendMessage(admin(), &a2a.SendMessageRequest{Message: userMsg("x"),
 		Config: &a2a.SendMessageConfig{PushConfig: &a2a.PushConfig{URL: "http://10.0.0.1/hook"}}})

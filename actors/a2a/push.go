@@ -32,6 +32,21 @@ type pushSecret struct {
 
 func pushSecretName(taskID, configID string) string { return "a2a/push/" + taskID + "/" + configID }
 
+// pushEndpoint names one push target for the delivery engine.
+func pushEndpoint(taskID, configID string) string { return "a2a-push/" + taskID + "/" + configID }
+
+// forgetPush tells the delivery engine a push target is gone.
+func (s *Service) forgetPush(taskID, configID string) {
+	if s.pusher == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
+	defer cancel()
+	if err := s.pusher.Forget(ctx, pushEndpoint(taskID, configID)); err != nil {
+		s.log.Warn().Err(err).Str("task", taskID).Str("push_config", configID).Msg("a2a: the delivery engine did not release a push target")
+	}
+}
+
 func pushIndex(rec *taskRecord, configID string) int {
 	for i, p := range rec.Push {
 		if p.ID == configID {
@@ -147,6 +162,7 @@ func (t *taskBase) deletePush(m *deletePush) any {
 	if t.svc.vault != nil {
 		_ = t.svc.vault.Delete(pushSecretName(t.rec.ID, m.configID))
 	}
+	t.svc.forgetPush(t.rec.ID, m.configID)
 	if err := t.persist(); err != nil {
 		return err
 	}
@@ -192,7 +208,7 @@ func (t *taskBase) push(ev a2a.Event) {
 		}
 		d := PushDelivery{
 			ID:       fmt.Sprintf("a2a-%s-%s-%d-%s", t.rec.ID, p.ID, version, kind),
-			Endpoint: "a2a-push/" + t.rec.ID + "/" + p.ID,
+			Endpoint: pushEndpoint(t.rec.ID, p.ID),
 			URL:      p.URL,
 			Headers:  headers,
 			Body:     body,

@@ -432,6 +432,7 @@ func (s *supervisor) deleteStoredPush(rec *taskRecord, configID string) any {
 	if s.svc.vault != nil {
 		_ = s.svc.vault.Delete(pushSecretName(rec.ID, configID))
 	}
+	s.svc.forgetPush(rec.ID, configID)
 	return &ack{}
 }
 
@@ -495,6 +496,7 @@ func (s *supervisor) startSweep(c actor.Context) {
 						if vault != nil {
 							_ = vault.Delete(pushSecretName(rec.ID, p.ID))
 						}
+						s.svc.forgetPush(rec.ID, p.ID)
 					}
 				}
 			}
