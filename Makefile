@@ -16,17 +16,24 @@ run: build
 test: fmt-check vet test-deps
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-# Real peers some tests run on loopback, installed into a cache folder.
-# Idempotent: installs only what is missing. The A2A tests need node and
-# the official A2A JavaScript SDK (testdata/a2a-js/package.json).
+# Real servers and peers some tests run on loopback, installed into a cache
+# folder: ngircd (IRC), prosody (XMPP) and node/npm from Debian; from npm the
+# telegram-test-api Bot API emulator and the official A2A JavaScript SDK
+# (testdata/a2a-js/package.json). Idempotent: installs only what is missing.
 TEST_DEPS ?= $(HOME)/.cache/fangd-test
 export FANGD_TEST_DEPS := $(TEST_DEPS)
 test-deps:
-	@if ! command -v npm >/dev/null 2>&1; then \
-		echo "installing nodejs npm"; \
+	@missing=""; \
+	command -v ngircd >/dev/null 2>&1 || [ -x /usr/sbin/ngircd ] || missing="$$missing ngircd"; \
+	command -v prosody >/dev/null 2>&1 || [ -x /usr/bin/prosody ] || missing="$$missing prosody"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@[ -f "$(TEST_DEPS)/npm/node_modules/telegram-test-api/package.json" ] || \
+		(mkdir -p "$(TEST_DEPS)/npm" && npm install --prefix "$(TEST_DEPS)/npm" --no-audit --no-fund --silent telegram-test-api@4.2.1)
 	@grep -q '"version": "1.3.0"' "$(TEST_DEPS)/a2a-js/node_modules/@a2a-js/sdk/package.json" 2>/dev/null && \
 		[ -f "$(TEST_DEPS)/a2a-js/node_modules/express/package.json" ] || \
 		(mkdir -p "$(TEST_DEPS)/a2a-js" && cp testdata/a2a-js/package.json "$(TEST_DEPS)/a2a-js/" && \

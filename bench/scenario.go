@@ -20,6 +20,7 @@ var scenarios = []Scenario{
 	{Name: "loaded-rss", About: "daemon RSS after all HTTP load", Run: runLoadedRSS},
 	{Name: "audit-append", About: "durable audit appends: group commit vs one fsync per append", Run: runAuditAppend},
 	{Name: "a2a", About: "A2A JSON-RPC SendMessage round trips to a local agent (zero-latency fake LLM); heap per finished task kept", Run: runA2A},
+	{Name: "channels-idle", About: "1,000 configured idle Telegram channels: start to all connected, RSS", Run: runChannelsIdle},
 }
 
 // Scenario is one entry of the table above.

@@ -32,6 +32,11 @@ type routeOpts struct {
 	rpc bool
 	// maxBody, when set, caps the request body below the server's limit.
 	maxBody int
+	// platformCallback marks routes chat platforms call
+	// (/channels/<name>/webhook): they authenticate by signature, and only
+	// refused or failed calls are audited (every inbound chat message would
+	// otherwise be an audit entry).
+	platformCallback bool
 }
 
 var public = routeOpts{public: true}
@@ -43,6 +48,7 @@ func mergeOpts(opts []routeOpts) routeOpts {
 		o.peers = o.peers || x.peers
 		o.rpc = o.rpc || x.rpc
 		o.maxBody = max(o.maxBody, x.maxBody)
+		o.platformCallback = o.platformCallback || x.platformCallback
 	}
 	return o
 }
@@ -85,7 +91,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		if err != nil {
 			s.writeError(ctx, err)
 		}
-		if isMutating(ctx) {
+		if isMutating(ctx) && (!o.platformCallback || ctx.Response.StatusCode() >= 400) {
 			s.auditRequest(ctx)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -90,6 +91,8 @@ type Deps struct {
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
+	// Channels is the chat channel subsystem; nil answers its routes 503.
+	Channels *channel.Service
 }
 
 // Server is fangd's HTTP API.
@@ -206,6 +209,8 @@ func (s *Server) routes() {
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.a2aRoutes()
+	s.channelRoutes()
+	s.whatsappQRRoutes()
 }
 
 // api registers path under both /api and /api/v1.
