@@ -75,6 +75,8 @@ type PushDelivery struct {
 	// target of one task).
 	Endpoint string
 	URL      string
+	// Type names the update ("a2a.task.status", "a2a.task.artifact").
+	Type string
 	// Headers are the A2A authentication the client asked for
 	// (Authorization, A2A-Notification-Token).
 	Headers map[string]string

@@ -92,8 +92,8 @@ func (s *Service) validatePushTarget(ctx context.Context, p *PushTarget) error {
 	if p.ID == "" {
 		p.ID = uuid.NewString()
 	}
-	if len(p.ID) > 128 || strings.ContainsAny(p.ID, "/ \t\n") {
-		return errInvalidMessage("push notification config id must be at most 128 characters without '/' or spaces")
+	if len(p.ID) > 64 || strings.ContainsAny(p.ID, "/ .\t\n") {
+		return errInvalidMessage("push notification config id must be at most 64 characters without '/', '.' or spaces")
 	}
 	if p.AuthScheme != "" && !strings.EqualFold(p.AuthScheme, "bearer") && !strings.EqualFold(p.AuthScheme, "basic") {
 		return errInvalidMessage("push notification authentication scheme %q is not supported; use Bearer or Basic", p.AuthScheme)
@@ -125,6 +125,9 @@ func (t *taskBase) setPush(m *setPush) any {
 		t.rec.Push = append(t.rec.Push, p)
 	} else {
 		t.rec.Push[i] = p
+		// Its URL or credentials may have changed: the engine's endpoint
+		// for it is made anew on the next update.
+		t.svc.forgetPush(t.rec.ID, p.ID)
 	}
 	if err := t.persist(); err != nil {
 		return err
@@ -209,6 +212,7 @@ func (t *taskBase) push(ev a2a.Event) {
 		d := PushDelivery{
 			ID:       fmt.Sprintf("a2a-%s-%s-%d-%s", t.rec.ID, p.ID, version, kind),
 			Endpoint: pushEndpoint(t.rec.ID, p.ID),
+			Type:     "a2a.task." + kind,
 			URL:      p.URL,
 			Headers:  headers,
 			Body:     body,

@@ -3,19 +3,22 @@ package main
 import (
 	"context"
 	"net"
+	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 
 	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // startA2A starts the A2A actors with the daemon's outbound policy.
-func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, agents *agent.Agents) (*a2a.Service, []fhttp.PeerToken, error) {
+func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, agents *agent.Agents, hooks *webhook.Engine) (*a2a.Service, []fhttp.PeerToken, error) {
 	set, err := cfg.a2aSettings()
 	if err != nil {
 		return nil, nil, err
@@ -27,6 +30,9 @@ func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, ag
 	o := set.opts
 	o.Guard, o.Permanent, o.Vault = guard, ssrf.IsBlocked, vault
 	o.Agents = a2aAgents{a: agents}
+	if hooks != nil {
+		o.Pusher = &a2aPusher{eng: hooks}
+	}
 	// Each write of a stream pushes the HTTP write deadline forward; the
 	// keep-alives must come sooner than it.
 	o.StreamKeepAlive = min(o.StreamKeepAlive, cfg.httpConfig().WriteTimeout/2)
@@ -89,4 +95,83 @@ func (g a2aAgents) Turn(ctx context.Context, req a2a.TurnRequest) (a2a.TurnResul
 	}
 	return a2a.TurnResult{Text: res.Response, Model: res.Model, InputTokens: res.InputTokens,
 		OutputTokens: res.OutputTokens, CostUSD: res.CostUSD}, nil
+}
+
+// a2aPusher sends A2A push notifications through the webhook engine: one
+// push endpoint per push target (named by the A2A key for it), created on
+// its first update. The client's token signs the deliveries when it can
+// serve as a key (8 to 256 characters), so the client can check them with
+// what it registered.
+type a2aPusher struct {
+	eng    *webhook.Engine
+	mu     sync.Mutex
+	ids    map[string]string // A2A endpoint key -> webhook id
+	loaded bool
+}
+
+// loadLocked reads the existing push endpoints once (they outlive
+// restarts, like the tasks they serve).
+func (p *a2aPusher) loadLocked() error {
+	if p.loaded {
+		return nil
+	}
+	views, err := p.eng.List(webhook.KindPush)
+	if err != nil {
+		return err
+	}
+	p.ids = map[string]string{}
+	for _, v := range views {
+		p.ids[v.Name] = v.ID
+	}
+	p.loaded = true
+	return nil
+}
+
+func (p *a2aPusher) endpoint(ctx context.Context, d a2a.PushDelivery) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.loadLocked(); err != nil {
+		return "", err
+	}
+	if id, ok := p.ids[d.Endpoint]; ok {
+		return id, nil
+	}
+	headers := map[string]string{}
+	for k, v := range d.Headers {
+		if !strings.EqualFold(k, "Content-Type") {
+			headers[k] = v
+		}
+	}
+	secret := d.Headers["A2A-Notification-Token"]
+	if len(secret) < 8 || len(secret) > 256 {
+		secret = ""
+	}
+	id, err := p.eng.CreatePush(ctx, d.Endpoint, d.URL, secret, headers)
+	if err != nil {
+		return "", err
+	}
+	p.ids[d.Endpoint] = id
+	return id, nil
+}
+
+func (p *a2aPusher) Push(ctx context.Context, d a2a.PushDelivery) error {
+	id, err := p.endpoint(ctx, d)
+	if err != nil {
+		return err
+	}
+	return p.eng.Push(ctx, id, d.ID, d.Type, d.Body)
+}
+
+func (p *a2aPusher) Forget(_ context.Context, key string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.loadLocked(); err != nil {
+		return err
+	}
+	id, ok := p.ids[key]
+	if !ok {
+		return nil
+	}
+	delete(p.ids, key)
+	return p.eng.Delete(webhook.KindPush, id)
 }

@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -331,5 +337,76 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Push notifications go through the webhook engine: the client's URL gets
+// each update as the spec's StreamResponse JSON, with the A2A token it
+// registered and a Standard Webhooks signature keyed by that token.
+func TestA2APushNotificationsThroughTheWebhookEngine(t *testing.T) {
+	_, _, cfg := fakes(t, a2aConfig)
+	p := startFangd(t, t.TempDir(), cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "notifier")
+	type push struct {
+		token, sig, id, ts string
+		body               []byte
+	}
+	got := make(chan push, 10)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- push{token: r.Header.Get("A2A-Notification-Token"), sig: r.Header.Get("webhook-signature"),
+			id: r.Header.Get("webhook-id"), ts: r.Header.Get("webhook-timestamp"), body: b}
+	}))
+	defer recv.Close()
+
+	res, err := http.Get(p.url + "/.well-known/agent-card.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	card, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(card), `"pushNotifications":true`) {
+		t.Fatalf("card does not offer push: %s", card)
+	}
+	c := goClient(t, p.url+"/a2a/agents/"+id)
+	_, err = c.SendMessage(context.Background(), &sdk.SendMessageRequest{
+		Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("tell my webhook")),
+		Config:  &sdk.SendMessageConfig{PushConfig: &sdk.PushConfig{ID: "hook1", URL: recv.URL + "/a2a-updates", Token: "client-token-0123456789"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final push
+	deadline := time.After(20 * time.Second)
+	for final.body == nil {
+		select {
+		case p := <-got:
+			var sr sdk.StreamResponse
+			if err := json.Unmarshal(p.body, &sr); err != nil {
+				t.Fatalf("push body is not a StreamResponse: %s", p.body)
+			}
+			if st, ok := sr.Event.(*sdk.TaskStatusUpdateEvent); ok && st.Status.State == sdk.TaskStateCompleted {
+				final = p
+			}
+		case <-deadline:
+			t.Fatal("no push for the completed task")
+		}
+	}
+	if final.token != "client-token-0123456789" || final.id == "" {
+		t.Fatalf("push headers: token %q id %q", final.token, final.id)
+	}
+	mac := hmac.New(sha256.New, []byte("client-token-0123456789"))
+	mac.Write([]byte(final.id + "." + final.ts + "."))
+	mac.Write(final.body)
+	if final.sig != "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)) {
+		t.Fatalf("webhook-signature %q does not verify with the client's token", final.sig)
+	}
+	// A push URL in a private network is refused with the spec's error.
+	_, err = c.SendMessage(context.Background(), &sdk.SendMessageRequest{
+		Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("x")),
+		Config:  &sdk.SendMessageConfig{PushConfig: &sdk.PushConfig{URL: "http://10.9.8.7/hook"}},
+	})
+	if !errors.Is(err, sdk.ErrInvalidParams) {
+		t.Fatalf("private push URL: %v", err)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/fangd/fangd/actors/llm"
 	metering "github.com/fangd/fangd/actors/usage"
 	fhttp "github.com/fangd/fangd/transport/http"
-	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
@@ -28,8 +27,12 @@ type Config struct {
 	HTTP                HTTPConfig      `toml:"http"`
 	Audit               AuditConfig     `toml:"audit"`
 	// A2A: config_a2a.go.
-	A2A           A2AConfig           `toml:"a2a"`
-	NetworkPolicy NetworkPolicyConfig `toml:"network_policy"`
+	A2A A2AConfig `toml:"a2a"`
+	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
+	Comms           CommsConfig           `toml:"comms"`
+	Webhooks        WebhooksConfig        `toml:"webhooks"`
+	NetworkPolicy   NetworkPolicyConfig   `toml:"network_policy"`
+	WebhookTriggers WebhookTriggersConfig `toml:"webhook_triggers"`
 	// Providers are [providers.<name>] tables (api, base_url, api_key_env);
 	// they override or add to llm.WellKnown.
 	Providers map[string]llm.ProviderConfig `toml:"providers"`
@@ -96,6 +99,9 @@ func defaultConfig() Config {
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
 		A2A:                 defaultA2AConfig(),
+		Comms:               defaultCommsConfig(),
+		Webhooks:            defaultWebhooksConfig(),
+		WebhookTriggers:     defaultWebhookTriggersConfig(),
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 	}
@@ -161,9 +167,6 @@ func (c *Config) validate() error {
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		return errors.New("log.ring_size must be between 1 and 1000000")
 	}
-	if _, err := ssrf.New(c.NetworkPolicy.AllowHosts); err != nil {
-		return fmt.Errorf("network_policy.%s", err.Error())
-	}
 	if _, err := c.a2aSettings(); err != nil {
 		return err
 	}
@@ -173,7 +176,10 @@ func (c *Config) validate() error {
 	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
 		return errors.New("usage.retention_days must be between 0 (keep forever) and 36500")
 	}
-	return llm.ValidateConfig(c.llmOptions())
+	if err := llm.ValidateConfig(c.llmOptions()); err != nil {
+		return err
+	}
+	return c.validateComms()
 }
 
 // llmOptions maps [providers], [[models]] and [llm] onto the registry's options.

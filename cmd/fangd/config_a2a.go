@@ -208,12 +208,3 @@ func kernelMsg(err error) string {
 	}
 	return err.Error()
 }
-
-// NetworkPolicyConfig is [network_policy]: what outbound requests to
-// user-supplied URLs (A2A peers, push targets, webhooks) may reach.
-type NetworkPolicyConfig struct {
-	// AllowHosts lists CIDRs ("192.168.1.0/24"), host names ("hooks.lan")
-	// and globs ("*.lan") that may be reached even though they are
-	// loopback or private. Link-local addresses are never allowed.
-	AllowHosts []string `toml:"allow_hosts"`
-}

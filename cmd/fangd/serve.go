@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -75,6 +76,7 @@ type daemon struct {
 	db       *store.DB
 	kernel   *kernel.Kernel
 	audit    *audit.Log
+	bus      *comms.Bus
 	channels *channel.Service
 	http     *fhttp.Server
 	ln       net.Listener
@@ -123,6 +125,17 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
+	cs, err := cfg.commsSettings()
+	if err != nil {
+		return nil, err
+	}
+	// The bus starts before the agent runtime and the ledger, so it is
+	// stopped after them and hears their last events.
+	bus, err := startBus(d.kernel, d.db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.bus = bus
 	lopts := cfg.llmOptions()
 	lopts.Metrics = d.kernel.Metrics
 	reg, err := llm.NewRegistry(lopts)
@@ -140,15 +153,23 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}); err != nil {
 		return nil, err
 	}
+	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, cfg, cs)
+	if err != nil {
+		return nil, err
+	}
 	hc := cfg.httpConfig()
+	hc.TurnTimeout = cs.turnTimeout
 	var a2aSvc *a2a.Service
 	if cfg.A2A.a2aEnabled() {
-		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, agents); err != nil {
+		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, agents, c.webhooks); err != nil {
 			return nil, err
 		}
 	}
 	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, A2A: a2aSvc})
+		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels,
+		Bus: bus, Router: c.router, Webhooks: c.webhooks,
+		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},
+		A2A:   a2aSvc})
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +183,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	d.log.Info().Str("listen", d.ln.Addr().String()).Str("home", home).Str("version", version).
 		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
 	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
+	d.bus.Publish("daemon.started", "system", "", map[string]string{"version": version, "listen": d.ln.Addr().String()})
 	return d, nil
 }
 
@@ -179,7 +201,7 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		return c.Channels, nil
 	}
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load, Agents: agents})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}})
 	if err != nil {
 		return nil, err
 	}
@@ -230,6 +252,11 @@ func (d *daemon) wait(ctx context.Context) error {
 		d.log.Warn().Err(err).Msg("in-flight requests did not finish in time")
 	}
 	d.record("daemon_stopped", "graceful shutdown")
+	if d.bus != nil {
+		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _ = d.bus.PublishSync(pctx, "daemon.stopping", "system", "", nil)
+		pcancel()
+	}
 	if late := d.kernel.Shutdown(deadline); len(late) > 0 {
 		d.log.Warn().Strs("actors", late).Msg("actors did not stop in time")
 	}

@@ -422,9 +422,9 @@ func (s *Server) a2aDeleteExternalAgent(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
-// sendBody is POST /api/a2a/send: the seed's {"agent_id", "message"},
+// a2aSendBody is POST /api/a2a/send: the seed's {"agent_id", "message"},
 // message a string or {"role", "parts"}.
-type sendBody struct {
+type a2aSendBody struct {
 	AgentID   string           `json:"agent_id"`
 	Message   a2a.MessageInput `json:"message"`
 	ContextID string           `json:"context_id"`
@@ -439,7 +439,7 @@ const maxIdempotencyKey = 255
 // with the same body replays the first answer; with another body it is a
 // 409.
 func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
-	var b sendBody
+	var b a2aSendBody
 	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}

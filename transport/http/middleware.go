@@ -32,6 +32,9 @@ type routeOpts struct {
 	rpc bool
 	// maxBody, when set, caps the request body below the server's limit.
 	maxBody int
+	// ownAuth: the handler authenticates the caller itself (inbound hooks:
+	// their own token or a signature, never the API key).
+	ownAuth bool
 	// platformCallback marks routes chat platforms call
 	// (/channels/<name>/webhook): they authenticate by signature, and only
 	// refused or failed calls are audited (every inbound chat message would
@@ -39,7 +42,10 @@ type routeOpts struct {
 	platformCallback bool
 }
 
-var public = routeOpts{public: true}
+var (
+	public  = routeOpts{public: true}
+	ownAuth = routeOpts{ownAuth: true}
+)
 
 func mergeOpts(opts []routeOpts) routeOpts {
 	var o routeOpts
@@ -48,6 +54,7 @@ func mergeOpts(opts []routeOpts) routeOpts {
 		o.peers = o.peers || x.peers
 		o.rpc = o.rpc || x.rpc
 		o.maxBody = max(o.maxBody, x.maxBody)
+		o.ownAuth = o.ownAuth || x.ownAuth
 		o.platformCallback = o.platformCallback || x.platformCallback
 	}
 	return o
@@ -213,7 +220,7 @@ func hashKey(k string) [32]byte { return sha256.Sum256([]byte(k)) }
 // nothing), or, with no key configured, direct loopback callers. Every
 // refusal is audited.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
-	if o.public {
+	if o.public || o.ownAuth {
 		ctx.SetUserValue(userActor, "anonymous")
 		return nil
 	}

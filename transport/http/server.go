@@ -20,10 +20,12 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 )
 
@@ -48,6 +50,9 @@ type Config struct {
 	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
 	SSEHeartbeat time.Duration
 	Version      string
+	// TurnTimeout is how long comms waits for an agent turn (requests
+	// that run one wait a little longer).
+	TurnTimeout time.Duration
 	// A2APeers are the per-peer tokens ([[a2a.peers]]) accepted on the
 	// A2A protocol routes besides the API key.
 	A2APeers []PeerToken
@@ -87,7 +92,14 @@ type Deps struct {
 	Store  *store.DB
 	Logs   *logs.Ring
 	// A2A is the A2A server and client; nil leaves the A2A routes out.
-	A2A    *a2a.Service
+	A2A *a2a.Service
+	// Comms: the event bus and the message router (nil: /api/comms/* 503).
+	Bus    *comms.Bus
+	Router *comms.Router
+	// Webhooks is the outbound delivery engine (nil: /api/webhooks* 503).
+	Webhooks *webhook.Engine
+	// Hooks configures inbound /hooks/*; disabled (404) when zero.
+	Hooks  HooksConfig
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
@@ -209,6 +221,9 @@ func (s *Server) routes() {
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.a2aRoutes()
+	s.commsRoutes()
+	s.webhookRoutes()
+	s.hookRoutes()
 	s.channelRoutes()
 	s.whatsappQRRoutes()
 }

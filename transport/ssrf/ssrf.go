@@ -245,11 +245,13 @@ var ErrRedirect = errors.New("redirect not followed")
 // after timeout.
 func (g *Guard) Client(timeout time.Duration) *http.Client {
 	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           g.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   16,
+		Proxy:             nil,
+		DialContext:       g.DialContext,
+		ForceAttemptHTTP2: true,
+		// Many endpoints often share a receiver host: keep a connection
+		// per endpoint alive instead of re-dialing.
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   128,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: timeout,
