@@ -66,6 +66,12 @@ type Guard interface {
 	Client(timeout time.Duration) *http.Client
 }
 
+// Events publishes what the A2A side does on the comms bus, as observed
+// routes (they become edges of the topology). It must not block.
+type Events interface {
+	Route(typ, source, target, edge string, detail map[string]string)
+}
+
 // PushDelivery is one task update for a client's push-notification URL.
 type PushDelivery struct {
 	// ID is stable for this update (retries reuse it) so receivers can

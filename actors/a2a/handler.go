@@ -262,6 +262,7 @@ func (s *Service) startInbound(ctx context.Context, agentID string, req *a2a.Sen
 	if _, err := ask[*TaskSnapshot](s, &createTask{rec: rec, sub: sub}); err != nil {
 		return nil, "", err
 	}
+	s.received(rec)
 	return sub, rec.ID, nil
 }
 
@@ -495,6 +496,7 @@ func (s *Service) SendSeed(ctx context.Context, agentRef string, msg *a2a.Messag
 	if _, err := ask[*TaskSnapshot](s, &createTask{rec: rec, sub: sub}); err != nil {
 		return nil, err
 	}
+	s.received(rec)
 	if _, err := s.await(ctx, sub, false); err != nil && !errors.Is(err, context.Canceled) {
 		return nil, err
 	}

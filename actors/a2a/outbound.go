@@ -78,6 +78,7 @@ func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendRe
 	case *idemReplay:
 		return SendReceipt{TaskID: v.TaskID, Status: SeedStatus(v.State), AgentID: v.AgentID}, true, nil
 	case *TaskSnapshot:
+		s.sent(rec)
 		return SendReceipt{TaskID: v.ID(), Status: SeedStatus(v.State()), AgentID: agent.ID}, false, nil
 	}
 	return SendReceipt{}, false, fmt.Errorf("a2a: unexpected answer %T", res)

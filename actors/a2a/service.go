@@ -73,6 +73,8 @@ type Options struct {
 	// Pusher is the webhook delivery engine; nil turns push
 	// notifications off (and the cards say so).
 	Pusher Pusher
+	// Events, when set, gets a2a.task.received and a2a.task.sent.
+	Events Events
 	Vault  *store.Vault
 }
 
@@ -115,6 +117,7 @@ type Service struct {
 	agents  Agents
 	guard   Guard
 	pusher  Pusher
+	events  Events
 	log     zerolog.Logger
 	slog    *slog.Logger
 	sup     *actor.PID
@@ -159,7 +162,7 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 	}
 	s := &Service{
 		k: k, db: db, vault: opts.Vault, opts: opts,
-		agents: opts.Agents, guard: opts.Guard, pusher: opts.Pusher,
+		agents: opts.Agents, guard: opts.Guard, pusher: opts.Pusher, events: opts.Events,
 		log: k.Log.With().Str("component", "a2a").Logger(),
 	}
 	s.slog = slog.New(zerolog.NewSlogHandler(s.log.Level(zerolog.WarnLevel)))
@@ -188,6 +191,23 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 		go s.discoverStatic(opts.ExternalAgents)
 	}
 	return s, nil
+}
+
+// received reports an inbound task: a route from the caller to the agent.
+func (s *Service) received(rec *taskRecord) {
+	if s.events != nil {
+		s.events.Route("a2a.task.received", "a2a:"+rec.Caller, "agent:"+rec.AgentID, "a2a",
+			map[string]string{"task_id": rec.ID, "agent_id": rec.AgentID, "context_id": rec.ContextID})
+	}
+}
+
+// sent reports an outbound task: a route from the caller (an agent using
+// the tool, or the API) to the external agent.
+func (s *Service) sent(rec *taskRecord) {
+	if s.events != nil {
+		s.events.Route("a2a.task.sent", rec.Caller, "a2a:"+rec.AgentID, "a2a",
+			map[string]string{"task_id": rec.ID, "external_agent_id": rec.AgentID, "external_agent": rec.AgentName})
+	}
 }
 
 // SetBaseURL sets the public base URL (once the listener's address is known).

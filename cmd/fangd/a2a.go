@@ -5,11 +5,13 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
@@ -18,7 +20,7 @@ import (
 )
 
 // startA2A starts the A2A actors with the daemon's outbound policy.
-func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, agents *agent.Agents, hooks *webhook.Engine) (*a2a.Service, []fhttp.PeerToken, error) {
+func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, agents *agent.Agents, hooks *webhook.Engine, bus *comms.Bus) (*a2a.Service, []fhttp.PeerToken, error) {
 	set, err := cfg.a2aSettings()
 	if err != nil {
 		return nil, nil, err
@@ -32,6 +34,9 @@ func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, ag
 	o.Agents = a2aAgents{a: agents}
 	if hooks != nil {
 		o.Pusher = &a2aPusher{eng: hooks}
+	}
+	if bus != nil {
+		o.Events = a2aEvents{bus: bus}
 	}
 	// Each write of a stream pushes the HTTP write deadline forward; the
 	// keep-alives must come sooner than it.
@@ -174,4 +179,32 @@ func (p *a2aPusher) Forget(_ context.Context, key string) error {
 	}
 	delete(p.ids, key)
 	return p.eng.Delete(webhook.KindPush, id)
+}
+
+// a2aEvents publishes A2A routes on the comms bus without holding up the
+// task that caused them.
+type a2aEvents struct{ bus *comms.Bus }
+
+func (e a2aEvents) Route(typ, source, target, edge string, detail map[string]string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = e.bus.PublishRouteSync(ctx, typ, source, target, edge, detail)
+	}()
+}
+
+// a2aNodes lists the discovered external agents as topology nodes
+// ("a2a:<id>", the target of a2a.task.sent routes).
+type a2aNodes struct{ svc *a2a.Service }
+
+func (n a2aNodes) Nodes(context.Context) ([]comms.Node, error) {
+	agents, err := n.svc.ExternalAgents()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]comms.Node, 0, len(agents))
+	for _, a := range agents {
+		out = append(out, comms.Node{ID: "a2a:" + a.ID, Kind: "a2a_agent", Name: a.Name, State: a.Status})
+	}
+	return out, nil
 }

@@ -200,6 +200,19 @@ token_env = "FANGD_TEST_PEER_A"
 	if st["status"] != "completed" || !strings.Contains(string(raw), "B's agent says: via the root card") {
 		t.Fatalf("via B's root card: %s", raw)
 	}
+	// Both daemons saw the route on their comms bus: A's topology has B's
+	// agent as a node with an a2a edge to it, B's an a2a edge from A's peer
+	// identity to its agent.
+	waitUntil(t, "the A2A routes in the topologies", func() bool {
+		_, ta := a.request(t, "GET", "/api/comms/topology", "")
+		_, tb := b.request(t, "GET", "/api/comms/topology", "")
+		return strings.Contains(string(ta), `"id":"a2a:`+ext["id"].(string)+`","kind":"a2a_agent","name":"assistant"`) &&
+			strings.Contains(string(ta), `"to":"a2a:`+ext["id"].(string)+`","kind":"a2a"`) &&
+			strings.Contains(string(tb), `"from":"a2a:peer:daemon-a","to":"agent:`+agentID+`","kind":"a2a"`)
+	})
+	if code, body := a.request(t, "GET", "/api/comms/events?type=a2a.task.sent", ""); code != 200 || !strings.Contains(string(body), `"type":"a2a.task.sent"`) {
+		t.Fatalf("A's bus: %d %s", code, body)
+	}
 	// A wrong token is refused by B, and A reports it without retrying.
 	code, body = a.request(t, "POST", "/api/a2a/discover", `{"url":"`+b.url+`/a2a/agents/`+agentID+`","token":"wrong-token-0123456789"}`)
 	if code != 200 {

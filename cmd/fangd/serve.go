@@ -161,9 +161,10 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	hc.TurnTimeout = cs.turnTimeout
 	var a2aSvc *a2a.Service
 	if cfg.A2A.a2aEnabled() {
-		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, agents, c.webhooks); err != nil {
+		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, agents, c.webhooks, bus); err != nil {
 			return nil, err
 		}
+		c.router.AddNodeSource(a2aNodes{a2aSvc})
 	}
 	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
 		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels,
