@@ -1,0 +1,43 @@
+package mcp
+
+import (
+	"context"
+	"net"
+)
+
+// These small interfaces are what the MCP domain needs from others. They
+// are satisfied by the comms bus, the network policy and the agent
+// runtime when those are wired in cmd/fangd; tests use fakes.
+
+// URLPolicy is the outbound network policy (SSRF protection) applied to
+// http and sse servers: CheckURL refuses a URL up front (a 400 when a
+// server is added), DialContext is the only way the connection's HTTP
+// client reaches the network, so the check also holds for the address a
+// name resolves to at dial time and for the message endpoint a legacy SSE
+// server announces.
+type URLPolicy interface {
+	CheckURL(ctx context.Context, rawURL string) error
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// EventSink receives the domain's events (mcp.connected, mcp.disconnected,
+// mcp.tools_changed, ...). Publish must not block.
+type EventSink interface {
+	Publish(eventType, source string, detail map[string]any)
+}
+
+// AgentDirectory answers which tools an agent may use. ToolFilter returns
+// a NotFound domain error for an unknown agent.
+type AgentDirectory interface {
+	ToolFilter(ctx context.Context, agent string) (func(tool string) bool, error)
+}
+
+// AgentMessenger delivers a message to an agent and returns its reply.
+type AgentMessenger interface {
+	SendToAgent(ctx context.Context, from, to, message string) (string, error)
+}
+
+// EventLog serves recent comms events as JSON objects, newest first.
+type EventLog interface {
+	RecentEvents(ctx context.Context, limit int) ([]map[string]any, error)
+}
