@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
@@ -263,7 +264,7 @@ func (s *supervisor) add(c actor.Context, req AddRequest) (ServerView, error) {
 	if _, dup := s.defs[spec.Name]; dup {
 		return ServerView{}, kernel.Conflict("MCP server '%s' already exists", spec.Name)
 	}
-	if err := s.checkURL(spec); err != nil {
+	if err := s.checkReachable(spec); err != nil {
 		return ServerView{}, err
 	}
 	if err := s.persist(spec, secrets, nil); err != nil {
@@ -275,8 +276,16 @@ func (s *supervisor) add(c actor.Context, req AddRequest) (ServerView, error) {
 	return view(s.defs[spec.Name], s.states[spec.Name]), nil
 }
 
-func (s *supervisor) checkURL(spec Spec) error {
-	if spec.Transport.Type == TransportStdio || s.env.opts.Policy == nil {
+// checkReachable refuses, before anything is stored, a stdio command that
+// does not resolve to an executable and a URL the network policy refuses.
+func (s *supervisor) checkReachable(spec Spec) error {
+	if spec.Transport.Type == TransportStdio {
+		if _, err := exec.LookPath(spec.Transport.Command); err != nil {
+			return kernel.Errorf(kernel.KindInvalid, "command_not_found", "transport.command %q: command not found", spec.Transport.Command)
+		}
+		return nil
+	}
+	if s.env.opts.Policy == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -341,7 +350,7 @@ func (s *supervisor) update(c actor.Context, name string, spec Spec) (ServerView
 			return ServerView{}, kernel.Errorf(kernel.KindNotFound, "unknown_template", "MCP catalog entry '%s' not found", spec.TemplateID)
 		}
 	}
-	if err := s.checkURL(spec); err != nil {
+	if err := s.checkReachable(spec); err != nil {
 		return ServerView{}, err
 	}
 	stored, secrets := splitSecrets(spec)
@@ -515,7 +524,9 @@ func (s *supervisor) reload(c actor.Context) (*ReloadReply, error) {
 	return r, nil
 }
 
-// publishIndex rebuilds the index of callable proxied tools.
+// publishIndex rebuilds the index of proxied tools. Tools of a server
+// that is down stay routable (its actor answers at once that it is down,
+// which says more than "unknown tool") but are not listed.
 func (s *supervisor) publishIndex() {
 	names := make([]string, 0, len(s.states))
 	for n := range s.states {
@@ -526,11 +537,13 @@ func (s *supervisor) publishIndex() {
 	for _, n := range names {
 		st := s.states[n]
 		pid := s.children[n]
-		if st.Status != StatusConnected || pid == nil {
+		if pid == nil || st.Status == StatusDisabled {
 			continue
 		}
 		for _, t := range st.Tools {
-			if t.Quarantined {
+			if t.Quarantined && st.Status == StatusConnected {
+				// Routed, so that a call is refused with the reason.
+				idx.byName[t.Name] = indexedTool{Server: n, PID: pid, Info: t}
 				continue
 			}
 			if prev, clash := idx.byName[t.Name]; clash {
@@ -539,7 +552,9 @@ func (s *supervisor) publishIndex() {
 			}
 			it := indexedTool{Server: n, PID: pid, Info: t}
 			idx.byName[t.Name] = it
-			idx.list = append(idx.list, it)
+			if st.Status == StatusConnected {
+				idx.list = append(idx.list, it)
+			}
 		}
 	}
 	s.m.setIndex(idx)
