@@ -139,10 +139,13 @@ func (a *conn) connect(c actor.Context) {
 	gen := a.gen
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	if a.everUp || a.attempts > 0 {
+		// Not the first attempt for this definition.
+		a.st.ReconnectAttempts++
+	}
 	if a.everUp {
 		a.st.Status = StatusReconnecting
 		a.st.Reconnecting = true
-		a.st.ReconnectAttempts++
 	} else {
 		a.st.Status = StatusConnecting
 	}
@@ -166,11 +169,13 @@ func (a *conn) connected(c actor.Context, m *connectResult) {
 		}
 		return
 	}
-	a.cancel = nil
 	if m.err != nil {
+		a.cancel = nil
 		a.down(c, m.err)
 		return
 	}
+	// a.cancel stays: it ends the session's context when the session is
+	// dropped.
 	a.session, a.proc = m.session, m.proc
 	session, gen, self, sys := m.session, m.gen, a.self, c.ActorSystem()
 	go func() {
@@ -525,15 +530,24 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 			sys.Root.Send(self, &toolsChangedNotice{gen: gen})
 		},
 	})
-	cctx, cancel := context.WithTimeout(ctx, spec.Timeout())
-	defer cancel()
+	// The legacy SSE transport ties its event stream to the context given
+	// to Connect, so that context must outlive the attempt: it is the
+	// attempt's own, cancelled when the actor drops the session. The
+	// timeout is a timer that cancels it only while connecting.
+	cctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(spec.Timeout(), cancel)
 	session, err := client.Connect(cctx, transport, nil)
 	if err != nil {
+		cancel()
 		res.err = e.connectError(err, proc, remote)
 		return res
 	}
 	tools, err := listTools(cctx, session)
+	if err == nil && !timer.Stop() {
+		err = context.DeadlineExceeded
+	}
 	if err != nil {
+		cancel()
 		session.Close()
 		res.err = fmt.Errorf("tools/list: %w", e.connectError(err, proc, remote))
 		return res
