@@ -314,41 +314,47 @@ type Caller struct {
 }
 
 // CallTool calls a proxied tool by its namespaced name and audits the
-// call (tool_invoked; the arguments only as a hash).
+// call (tool_invoked; the arguments only as a hash). Agents call tools
+// through it.
 func (m *Manager) CallTool(ctx context.Context, caller Caller, name string, args json.RawMessage) (*sdk.CallToolResult, error) {
 	start := time.Now()
-	it, ok := m.index.Load().byName[name]
-	var res *sdk.CallToolResult
-	var err error
-	server, tool := "", name
-	if !ok {
-		err = kernel.Errorf(kernel.KindNotFound, "unknown_tool", "unknown tool %q", name)
-	} else {
-		server, tool = it.Server, it.Info.OriginalName
-		reply := make(chan callResult, 1)
-		m.env.k.Root.Send(it.PID, &callTool{ctx: ctx, tool: tool, args: args, reply: reply})
-		select {
-		case r := <-reply:
-			res, err = r.res, r.err
-		case <-ctx.Done():
-			err = kernel.Unavailable("the caller gave up waiting for %s", name)
-		}
-	}
-	outcome := "ok"
-	switch {
-	case err != nil:
-		outcome = "error"
-		if de := kernel.AsError(err); de != nil && (de.Kind == kernel.KindForbidden || de.Kind == kernel.KindNotFound) {
-			outcome = "denied"
-		}
-	case res != nil && res.IsError:
-		outcome = "tool_error"
-	}
-	if aerr := AuditToolCall(ctx, m.env.audit, caller, server, tool, args, outcome, time.Since(start)); aerr != nil && err == nil {
+	res, server, tool, err := m.callProxied(ctx, name, args)
+	if aerr := AuditToolCall(ctx, m.env.audit, caller, server, tool, args, Outcome(res, err), time.Since(start)); aerr != nil && err == nil {
 		// A call that cannot be recorded is not reported as done.
 		return nil, aerr
 	}
 	return res, err
+}
+
+// callProxied routes a call to the server's actor and waits for the
+// answer, without auditing.
+func (m *Manager) callProxied(ctx context.Context, name string, args json.RawMessage) (res *sdk.CallToolResult, server, tool string, err error) {
+	it, ok := m.index.Load().byName[name]
+	if !ok {
+		return nil, "", name, kernel.Errorf(kernel.KindNotFound, "unknown_tool", "unknown tool %q", name)
+	}
+	reply := make(chan callResult, 1)
+	m.env.k.Root.Send(it.PID, &callTool{ctx: ctx, tool: it.Info.OriginalName, args: args, reply: reply})
+	select {
+	case r := <-reply:
+		return r.res, it.Server, it.Info.OriginalName, r.err
+	case <-ctx.Done():
+		return nil, it.Server, it.Info.OriginalName, kernel.Unavailable("the caller gave up waiting for %s", name)
+	}
+}
+
+// Outcome names how a tool call ended, for the audit log.
+func Outcome(res *sdk.CallToolResult, err error) string {
+	switch {
+	case err != nil:
+		if de := kernel.AsError(err); de != nil && (de.Kind == kernel.KindForbidden || de.Kind == kernel.KindNotFound) {
+			return "denied"
+		}
+		return "error"
+	case res != nil && res.IsError:
+		return "tool_error"
+	}
+	return "ok"
 }
 
 // AuditToolCall records one tool call durably: who, which server and

@@ -17,6 +17,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
 )
@@ -69,6 +70,9 @@ type daemon struct {
 	db     *store.DB
 	kernel *kernel.Kernel
 	audit  *audit.Log
+	vault  *store.Vault
+	mcp    *mcp.Manager
+	expose *mcp.Exposer
 	http   *fhttp.Server
 	ln     net.Listener
 	served chan error
@@ -102,7 +106,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.db, err = store.Open(opts); err != nil {
 		return nil, err
 	}
-	if _, err = store.OpenVault(d.db, home); err != nil {
+	if d.vault, err = store.OpenVault(d.db, home); err != nil {
 		return nil, err
 	}
 	d.kernel = kernel.New(d.log)
@@ -115,7 +119,11 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
-	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring})
+	if err = d.startMCP(home, cfg); err != nil {
+		return nil, err
+	}
+	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
+		MCP: d.mcp, MCPServer: d.expose})
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +135,52 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
 	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
 	return d, nil
+}
+
+// startMCP starts the MCP client side (one connection actor per server)
+// and, unless switched off, fangd's own MCP server for POST /mcp.
+func (d *daemon) startMCP(home string, cfg Config) error {
+	specs, err := cfg.mcpSpecs()
+	if err != nil {
+		return err
+	}
+	cfgPath := cfg.path
+	d.mcp, err = mcp.Start(d.kernel, d.db, d.vault, d.audit, mcp.Options{
+		Home:       home,
+		CatalogDir: cfg.MCP.CatalogDir,
+		Servers:    specs,
+		LoadServers: func() ([]mcp.Spec, error) {
+			if cfgPath == "" {
+				return nil, nil
+			}
+			fresh, err := loadConfig(cfgPath, false)
+			if err != nil {
+				return nil, err
+			}
+			return fresh.mcpSpecs()
+		},
+		Sandbox: mcp.Sandbox{EnvAllowlist: cfg.MCP.Sandbox.EnvAllowlist,
+			CPUSeconds: cfg.MCP.Sandbox.CPUSeconds, MemoryMB: cfg.MCP.Sandbox.MemoryMB},
+		QuarantineChanged: cfg.MCP.QuarantineChangedTools,
+		FailureThreshold:  cfg.MCP.FailureThreshold,
+		Version:           version,
+	})
+	if err != nil {
+		return err
+	}
+	if !cfg.mcpServerEnabled() {
+		return nil
+	}
+	workspace := cfg.MCPServer.WorkspaceDir
+	if workspace == "" {
+		workspace = filepath.Join(home, "workspace")
+	}
+	if err := os.MkdirAll(workspace, 0o700); err != nil {
+		return fmt.Errorf("mcp_server.workspace_dir: %w", err)
+	}
+	d.expose = mcp.NewExposer(mcp.ExposerOptions{Workspace: workspace, Audit: d.audit, Manager: d.mcp,
+		Version: version, Log: d.log.With().Str("component", "mcp-server").Logger()})
+	return nil
 }
 
 // registerStoreProbes reports the security systems the store layer owns:
@@ -163,6 +217,9 @@ func (d *daemon) wait(ctx context.Context) error {
 	if err := d.http.Shutdown(deadline); err != nil {
 		d.log.Warn().Err(err).Msg("in-flight requests did not finish in time")
 	}
+	if d.expose != nil {
+		d.expose.Close()
+	}
 	d.record("daemon_stopped", "graceful shutdown")
 	if late := d.kernel.Shutdown(deadline); len(late) > 0 {
 		d.log.Warn().Strs("actors", late).Msg("actors did not stop in time")
@@ -180,6 +237,9 @@ func (d *daemon) wait(ctx context.Context) error {
 func (d *daemon) close() {
 	if d.ln != nil {
 		d.ln.Close()
+	}
+	if d.expose != nil {
+		d.expose.Close()
 	}
 	if d.kernel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownDeadline)

@@ -18,6 +18,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/store"
 )
 
@@ -42,6 +43,8 @@ type Config struct {
 	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
 	SSEHeartbeat time.Duration
 	Version      string
+	// MCP configures POST /mcp.
+	MCP MCPConfig
 }
 
 // DefaultConfig is what `fangd serve` uses with no config file.
@@ -63,6 +66,10 @@ type Deps struct {
 	Audit  *audit.Log
 	Store  *store.DB
 	Logs   *logs.Ring
+	// MCP, when set, serves /api/mcp/*.
+	MCP *mcp.Manager
+	// MCPServer, when set, serves POST /mcp.
+	MCPServer *mcp.Exposer
 }
 
 // Server is fangd's HTTP API.
@@ -76,7 +83,8 @@ type Server struct {
 	keyHash [32]byte
 	metrics httpMetrics
 	// closing is closed when shutdown begins, so long-lived streams end.
-	closing chan struct{}
+	closing     chan struct{}
+	mcpEndpoint *mcpEndpoint
 }
 
 // New builds the server and its routes.
@@ -150,6 +158,7 @@ func (s *Server) routes() {
 	s.api("GET", "/logs/level", s.logLevel)
 	s.api("PUT", "/logs/level", s.setLogLevel)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.mcpRoutes()
 }
 
 // api registers path under both /api and /api/v1.
