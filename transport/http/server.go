@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/fasthttp/router"
@@ -84,6 +85,7 @@ type Server struct {
 	metrics httpMetrics
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing     chan struct{}
+	closeOnce   sync.Once
 	mcpEndpoint *mcpEndpoint
 }
 
@@ -119,7 +121,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		IdleTimeout:           cfg.IdleTimeout,
 		CloseOnShutdown:       true,
 		NoDefaultServerHeader: true,
-		NoDefaultDate:         false,
+		Logger:                fasthttpLogger{s.log},
 	}
 	return s, nil
 }
@@ -130,7 +132,7 @@ func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 // Shutdown stops accepting, ends SSE streams, and waits for in-flight
 // requests until ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
-	close(s.closing)
+	s.closeOnce.Do(func() { close(s.closing) })
 	return s.srv.ShutdownWithContext(ctx)
 }
 
@@ -184,3 +186,10 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	ctx.SetConnectionClose()
 }
+
+// fasthttpLogger routes fasthttp's connection-level messages (clients that
+// send oversized bodies or hang up) into zerolog at debug: they are the
+// client's problem, already answered, and must not flood the log.
+type fasthttpLogger struct{ l zerolog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug().Msgf(format, args...) }
