@@ -290,6 +290,7 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		writeRPCError(ctx, rpcErr)
 		return nil
 	}
+	defer rpcErrorBody(ctx, body)
 	accept := strings.ToLower(string(h.Peek("Accept")))
 	switch {
 	case !strings.Contains(accept, "text/event-stream"):
@@ -351,6 +352,33 @@ func checkJSONRPC(body []byte) *rpcError {
 		}
 	}
 	return nil
+}
+
+// rpcErrorBody turns the SDK's plain-text 400 for a request it refuses
+// (an unknown method, a malformed request) into a JSON-RPC error object:
+// -32601 with the request's id for an unknown method (HTTP 200, as
+// LibreFang answers), -32600 otherwise.
+func rpcErrorBody(ctx *fasthttp.RequestCtx, body []byte) {
+	if ctx.Response.StatusCode() != fasthttp.StatusBadRequest ||
+		!strings.HasPrefix(string(ctx.Response.Header.ContentType()), "text/plain") || ctx.Response.IsBodyStream() {
+		return
+	}
+	msg := strings.TrimSpace(string(ctx.Response.Body()))
+	var one struct {
+		ID json.RawMessage `json:"id"`
+	}
+	_ = json.Unmarshal(body, &one)
+	id := any(nil)
+	if len(one.ID) > 0 {
+		id = one.ID
+	}
+	status, code := fasthttp.StatusBadRequest, -32600
+	if strings.HasPrefix(msg, "JSON RPC not handled") {
+		status, code = fasthttp.StatusOK, -32601
+		msg = "Method not found: " + strings.TrimPrefix(msg, "JSON RPC not handled: ")
+	}
+	ctx.Response.ResetBody()
+	writeJSON(ctx, status, map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{"code": code, "message": msg}})
 }
 
 func writeRPCError(ctx *fasthttp.RequestCtx, e *rpcError) {

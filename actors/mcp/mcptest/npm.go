@@ -62,6 +62,25 @@ func sourceDir() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "npm")
 }
 
+// Script copies testdata/<name> next to the installed node_modules (where
+// its imports resolve) and returns the copy's path.
+func (p Peers) Script(t testing.TB, name string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(TestdataDir(), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(filepath.Dir(p.Modules), name)
+	tmp := dst + fmt.Sprintf(".%d.tmp", os.Getpid())
+	if err := os.WriteFile(tmp, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
 // TestdataDir is the repository's testdata directory.
 func TestdataDir() string { return filepath.Dir(sourceDir()) }
 
