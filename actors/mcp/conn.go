@@ -203,7 +203,7 @@ func (a *conn) connected(c actor.Context, m *connectResult) {
 	a.setTools(c, m.tools)
 	a.report(c)
 	a.log().Info().Int("tools", len(a.tools)).Str("protocol", a.st.ProtocolVersion).Msg("mcp server connected")
-	a.env.publish("mcp.connected", a.spec.Name, map[string]any{"tool_count": len(a.tools), "protocol_version": a.st.ProtocolVersion})
+	a.env.publish("mcp.server.up", a.spec.Name, map[string]any{"tool_count": len(a.tools), "protocol_version": a.st.ProtocolVersion})
 	a.answerWaiters(c, nil)
 }
 
@@ -241,7 +241,7 @@ func (a *conn) down(c actor.Context, err error) {
 	}
 	a.report(c)
 	if wasUp {
-		a.env.publish("mcp.disconnected", a.spec.Name, map[string]any{"error": a.st.LastError})
+		a.env.publish("mcp.server.down", a.spec.Name, map[string]any{"error": a.st.LastError})
 	}
 	if a.st.Status == StatusError || len(a.waiters) > 0 {
 		a.answerWaiters(c, nil)
@@ -505,7 +505,7 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 		transport = proc
 	case TransportHTTP, TransportSSE:
 		if e.opts.Policy != nil {
-			if err := e.opts.Policy.CheckURL(ctx, spec.Transport.URL); err != nil {
+			if _, err := e.opts.Policy.Check(ctx, spec.Transport.URL); err != nil {
 				res.err = permanentError{err}
 				return res
 			}
@@ -593,8 +593,8 @@ func (e *env) record(ev audit.Event) {
 	}()
 }
 
-func (e *env) publish(eventType, source string, detail map[string]any) {
+func (e *env) publish(eventType, server string, detail map[string]any) {
 	if e.opts.Events != nil {
-		e.opts.Events.Publish(eventType, source, detail)
+		e.opts.Events.Publish(eventType, "mcp:"+server, "", detail)
 	}
 }

@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"net"
+	"net/url"
 )
 
 // These small interfaces are what the MCP domain needs from others. They
@@ -16,14 +17,14 @@ import (
 // name resolves to at dial time and for the message endpoint a legacy SSE
 // server announces.
 type URLPolicy interface {
-	CheckURL(ctx context.Context, rawURL string) error
+	Check(ctx context.Context, rawURL string) (*url.URL, error)
 	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// EventSink receives the domain's events (mcp.connected, mcp.disconnected,
-// mcp.tools_changed, ...). Publish must not block.
+// EventSink receives the domain's events (mcp.server.up, mcp.server.down,
+// mcp.tools_changed) with source "mcp:<server>". Publish must not block.
 type EventSink interface {
-	Publish(eventType, source string, detail map[string]any)
+	Publish(eventType, source, target string, detail any)
 }
 
 // AgentDirectory answers which tools an agent may use. ToolFilter returns

@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -430,7 +431,7 @@ func TestServersSurviveRestart(t *testing.T) {
 
 type denyAll struct{}
 
-func (denyAll) CheckURL(context.Context, string) error { return errDenied }
+func (denyAll) Check(context.Context, string) (*url.URL, error) { return nil, errDenied }
 func (denyAll) DialContext(context.Context, string, string) (net.Conn, error) {
 	return nil, errDenied
 }

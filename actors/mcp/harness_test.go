@@ -148,9 +148,9 @@ type fakeSink struct {
 	events []string
 }
 
-func (f *fakeSink) Publish(eventType, source string, detail map[string]any) {
+func (f *fakeSink) Publish(eventType, source, target string, detail any) {
 	f.mu.Lock()
-	f.events = append(f.events, eventType+":"+source)
+	f.events = append(f.events, eventType+":"+strings.TrimPrefix(source, "mcp:"))
 	f.mu.Unlock()
 }
 

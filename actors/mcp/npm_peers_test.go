@@ -62,7 +62,7 @@ func TestEverythingStdioConnectCallAndRecoverFromKill(t *testing.T) {
 	if hr.Status != "healthy" || len(hr.Health) != 1 || hr.Health[0].ReconnectAttempts < 1 || hr.Health[0].ConnectedSince == nil {
 		t.Fatalf("health after recovery: %+v", hr)
 	}
-	if !h.sink.has("mcp.disconnected:everything") || !h.sink.has("mcp.connected:everything") {
+	if !h.sink.has("mcp.server.down:everything") || !h.sink.has("mcp.server.up:everything") {
 		t.Fatalf("events: %v", h.sink.events)
 	}
 }

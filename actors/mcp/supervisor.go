@@ -290,7 +290,7 @@ func (s *supervisor) checkReachable(spec Spec) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.env.opts.Policy.CheckURL(ctx, spec.Transport.URL); err != nil {
+	if _, err := s.env.opts.Policy.Check(ctx, spec.Transport.URL); err != nil {
 		return kernel.Errorf(kernel.KindInvalid, "url_not_allowed", "transport.url is refused by the network policy: %v", err)
 	}
 	return nil
