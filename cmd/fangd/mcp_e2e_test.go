@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fangd/fangd/actors/mcp/mcptest"
+)
+
+// The real binary with an MCP server in config.toml (the seed's flat
+// form): it connects, lists and proxies the reference server's tools, the
+// official TypeScript client drives POST /mcp, and a killed server comes
+// back on its own.
+func TestMCPOnTheBinary(t *testing.T) {
+	peers := mcptest.NPM(t)
+	node, args := peers.Everything("stdio")
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = strconv.Quote(a)
+	}
+	home := t.TempDir()
+	config := fmt.Sprintf(`[rate_limit]
+api_requests_per_minute = 0
+
+[[mcp_servers]]
+name = "everything"
+transport = "stdio"
+command = %q
+args = [%s]
+timeout_secs = 20
+`, node, strings.Join(quoted, ", "))
+	p := startFangd(t, home, config, "FANGD_API_KEY="+e2eKey)
+
+	var view struct {
+		Connected bool   `json:"connected"`
+		Status    string `json:"status"`
+		Pid       int    `json:"pid"`
+		Source    string `json:"source"`
+		Tools     []struct {
+			Name string `json:"name"`
+		} `json:"tools"`
+	}
+	waitView := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			code, body := p.request(t, "GET", "/api/mcp/servers/everything", "")
+			if code == 200 && json.Unmarshal(body, &view) == nil && ok() {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("everything never %s: %+v\n%s", what, view, p.stderr)
+	}
+	waitView("connected", func() bool { return view.Connected && view.Pid > 0 })
+	if view.Source != "config" || len(view.Tools) < 5 {
+		t.Fatalf("view: %+v", view)
+	}
+
+	code, body := p.request(t, "GET", "/api/security", "")
+	if code != 200 || !strings.Contains(string(body), `"subprocess_sandbox":"active"`) {
+		t.Fatalf("security: %s", body)
+	}
+	if code, _ := p.request(t, "DELETE", "/api/mcp/servers/everything", ""); code != 409 {
+		t.Fatalf("deleting a config-defined server through the API: %d", code)
+	}
+
+	// The TypeScript SDK client: a built-in tool and a proxied one.
+	ws := filepath.Join(home, "workspace")
+	if err := os.WriteFile(filepath.Join(ws, "readme.txt"), []byte("from the workspace"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := peers.Script(t, "mcp-client.mjs")
+	out, err := exec.Command(peers.Node, script, p.url+"/mcp", e2eKey, "file_read", `{"path":"readme.txt"}`,
+		"mcp_everything_echo", `{"message":"through fangd"}`).Output()
+	if err != nil {
+		t.Fatalf("node client: %v %s", err, out)
+	}
+	if !strings.Contains(string(out), `"text":"from the workspace"`) || !strings.Contains(string(out), `"text":"Echo: through fangd"`) {
+		t.Fatalf("node client saw %s", out)
+	}
+
+	// Kill the server process; fangd notices, reconnects, and calls work.
+	old := view.Pid
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitView("reconnected", func() bool { return view.Connected && view.Pid > 0 && view.Pid != old })
+	code, body = p.request(t, "POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"mcp_everything_echo","arguments":{"message":"again"}}}`)
+	if code != 200 || !strings.Contains(string(body), "Echo: again") {
+		t.Fatalf("call after reconnect: %d %s", code, body)
+	}
+	code, body = p.request(t, "GET", "/api/mcp/health", "")
+	if code != 200 || !strings.Contains(string(body), `"status":"healthy"`) || strings.Contains(string(body), `"reconnect_attempts":0`) {
+		t.Fatalf("health: %s", body)
+	}
+
+	// A graceful stop takes the server's process group with it.
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(-view.Pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the MCP server outlived the daemon")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
