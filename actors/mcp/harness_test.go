@@ -21,7 +21,7 @@ import (
 )
 
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	home  string
 	db    *store.DB
 	vault *store.Vault
@@ -33,7 +33,7 @@ type harness struct {
 
 var testBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 50, Window: time.Minute}
 
-func newHarness(t *testing.T, home string, mutate func(*Options)) *harness {
+func newHarness(t testing.TB, home string, mutate func(*Options)) *harness {
 	t.Helper()
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
 	if err != nil {

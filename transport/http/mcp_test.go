@@ -42,7 +42,7 @@ type mcpSetup struct {
 	expose func(*mcp.ExposerOptions)
 }
 
-func newMCPServer(t *testing.T, setup mcpSetup) *mcpServer {
+func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 	t.Helper()
 	home := t.TempDir()
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
