@@ -2,6 +2,7 @@ package http
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"log/slog"
 	nethttp "net/http"
@@ -251,12 +252,26 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger) *mcpEndp
 	slogger := slog.New(zerolog.NewSlogHandler(log.With().Str("component", "mcp-sdk").Logger().Level(zerolog.WarnLevel)))
 	get := func(*nethttp.Request) *sdk.Server { return srv }
 	mk := func(stateless, jsonResponse bool) fasthttp.RequestHandler {
-		return fasthttpadaptor.NewFastHTTPHandler(sdk.NewStreamableHTTPHandler(get, &sdk.StreamableHTTPOptions{
+		return fasthttpadaptor.NewFastHTTPHandler(ownContext(sdk.NewStreamableHTTPHandler(get, &sdk.StreamableHTTPOptions{
 			Stateless: stateless, JSONResponse: jsonResponse, Logger: slogger,
 			SessionTimeout: cfg.SessionTimeout, MaxRequestBodyBytes: int64(cfg.MaxBodyBytes),
-		}))
+		})))
 	}
 	return &mcpEndpoint{cfg: cfg, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}
+}
+
+// ownContext gives the SDK a context of its own instead of the one
+// fasthttpadaptor passes, which is the *fasthttp.RequestCtx itself: the SDK
+// keeps a session's context (values included) beyond the request that
+// opened it, and fasthttp recycles the RequestCtx for the next request on
+// the connection, so later lookups would read another request's values
+// (the race detector catches it). Only the local address is carried over,
+// read while the request is still ours.
+func ownContext(h nethttp.Handler) nethttp.Handler {
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		ctx := context.WithValue(context.Background(), nethttp.LocalAddrContextKey, r.Context().Value(nethttp.LocalAddrContextKey))
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // mcpHTTP runs after the chain has rate-limited, authenticated and will
