@@ -13,7 +13,9 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
+	metering "github.com/fangd/fangd/actors/usage"
 	fhttp "github.com/fangd/fangd/transport/http"
 )
 
@@ -32,9 +34,33 @@ type Config struct {
 	MCPServers []map[string]any `toml:"mcp_servers"`
 	MCP        MCPConfig        `toml:"mcp"`
 	MCPServer  MCPServerConfig  `toml:"mcp_server"`
+	// Providers are [providers.<name>] tables (api, base_url, api_key_env);
+	// they override or add to llm.WellKnown.
+	Providers map[string]llm.ProviderConfig `toml:"providers"`
+	// Models are [[models]] tables that extend or override the catalog.
+	Models []llm.ModelConfig `toml:"models"`
+	LLM    LLMConfig         `toml:"llm"`
+	Usage  UsageConfig       `toml:"usage"`
 
 	// path is the file this config was read from ("" when none).
 	path string
+}
+
+// LLMConfig is [llm].
+type LLMConfig struct {
+	// TimeoutSecs bounds one provider call (default 120).
+	TimeoutSecs int `toml:"timeout_secs"`
+	// DefaultInputPerM and DefaultOutputPerM price models the catalog
+	// does not know, USD per million tokens (default 1.0 and 3.0).
+	DefaultInputPerM  *float64 `toml:"default_input_per_m"`
+	DefaultOutputPerM *float64 `toml:"default_output_per_m"`
+}
+
+// UsageConfig is [usage].
+type UsageConfig struct {
+	// RetentionDays keeps raw usage events this long; roll-ups are kept
+	// forever. 0 keeps raw events forever too (default 90).
+	RetentionDays int `toml:"retention_days"`
 }
 
 // MCPConfig is [mcp]: the client side.
@@ -105,6 +131,8 @@ func defaultConfig() Config {
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
 		MCP:                 MCPConfig{FailureThreshold: 3},
 		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 600, MaxBodyBytes: 1 << 20},
+		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
+		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 	}
 }
 
@@ -187,7 +215,19 @@ func (c *Config) validate() error {
 	if c.MCPServer.MaxBodyBytes < 1024 {
 		return errors.New("mcp_server.max_body_bytes must be at least 1024")
 	}
-	return nil
+	if c.LLM.TimeoutSecs < 1 || c.LLM.TimeoutSecs > 3600 {
+		return errors.New("llm.timeout_secs must be between 1 and 3600")
+	}
+	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
+		return errors.New("usage.retention_days must be between 0 (keep forever) and 36500")
+	}
+	return llm.ValidateConfig(c.llmOptions())
+}
+
+// llmOptions maps [providers], [[models]] and [llm] onto the registry's options.
+func (c *Config) llmOptions() llm.Options {
+	return llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
+		DefaultInputPerM: c.LLM.DefaultInputPerM, DefaultOutputPerM: c.LLM.DefaultOutputPerM}
 }
 
 // mcpSpecs turns [[mcp_servers]] into checked specs, naming the entry at

@@ -14,10 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
+	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
 )
@@ -119,11 +122,25 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
-	if err = d.startMCP(home, cfg); err != nil {
+	lopts := cfg.llmOptions()
+	lopts.Metrics = d.kernel.Metrics
+	reg, err := llm.NewRegistry(lopts)
+	if err != nil {
+		return nil, err
+	}
+	meter, err := metering.Start(d.kernel, d.db, d.audit, metering.Options{Retention: time.Duration(cfg.Usage.RetentionDays) * 24 * time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if err = d.startMCP(home, cfg, agents); err != nil {
 		return nil, err
 	}
 	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		MCP: d.mcp, MCPServer: d.expose})
+		Agents: agents, LLM: reg, Meter: meter, MCP: d.mcp, MCPServer: d.expose})
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +156,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 
 // startMCP starts the MCP client side (one connection actor per server)
 // and, unless switched off, fangd's own MCP server for POST /mcp.
-func (d *daemon) startMCP(home string, cfg Config) error {
+func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents) error {
 	specs, err := cfg.mcpSpecs()
 	if err != nil {
 		return err
@@ -179,6 +196,7 @@ func (d *daemon) startMCP(home string, cfg Config) error {
 		return fmt.Errorf("mcp_server.workspace_dir: %w", err)
 	}
 	d.expose = mcp.NewExposer(mcp.ExposerOptions{Workspace: workspace, Audit: d.audit, Manager: d.mcp,
+		Agents: agentTools{agents}, Messenger: agentTools{agents},
 		Version: version, Log: d.log.With().Str("component", "mcp-server").Logger()})
 	return nil
 }

@@ -3,6 +3,9 @@ package http
 import (
 	"encoding/json"
 	"errors"
+	"math"
+	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -52,6 +55,11 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.As(err, &ae) {
 		s.fail(ctx, ae.status, ae.code, ae.msg)
 		return
+	}
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) && ra.RetryAfter() > 0 {
+		// An upstream asked us to wait (a provider's 429): pass it on.
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(ra.RetryAfter().Seconds())))))
 	}
 	if de := kernel.AsError(err); de != nil {
 		if status, ok := statusOf[de.Kind]; ok {

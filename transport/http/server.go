@@ -16,10 +16,13 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
+	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 )
 
@@ -71,6 +74,9 @@ type Deps struct {
 	MCP *mcp.Manager
 	// MCPServer, when set, serves POST /mcp.
 	MCPServer *mcp.Exposer
+	Agents    *agent.Agents
+	LLM       *llm.Registry
+	Meter     *usage.Meter
 }
 
 // Server is fangd's HTTP API.
@@ -159,6 +165,23 @@ func (s *Server) routes() {
 	s.api("GET", "/logs/stream", s.logStream)
 	s.api("GET", "/logs/level", s.logLevel)
 	s.api("PUT", "/logs/level", s.setLogLevel)
+	s.api("GET", "/agents", s.listAgents)
+	s.api("POST", "/agents", s.createAgent)
+	s.api("GET", "/agents/{id}", s.getAgent)
+	s.api("PATCH", "/agents/{id}", s.patchAgent)
+	s.api("DELETE", "/agents/{id}", s.deleteAgent)
+	s.api("POST", "/agents/{id}/message", s.messageAgent)
+	s.api("GET", "/models", s.listModels)
+	s.api("GET", "/providers", s.listProviders)
+	s.api("GET", "/usage", s.usageTotals)
+	s.api("GET", "/usage/summary", s.usageSummary)
+	s.api("GET", "/usage/by-model", s.usageByModel)
+	s.api("GET", "/usage/daily", s.usageDaily)
+	s.api("GET", "/budget", s.getBudget)
+	s.api("PUT", "/budget", s.putBudget)
+	s.api("GET", "/budget/agents", s.budgetAgents)
+	s.api("GET", "/budget/agents/{id}", s.agentBudget)
+	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.mcpRoutes()
 }

@@ -1,0 +1,451 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/llm"
+	"github.com/fangd/fangd/actors/llm/llmtest"
+	"github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/store"
+)
+
+const key = "sk-agent-test-key-0001"
+
+type harness struct {
+	t      *testing.T
+	home   string
+	db     *store.DB
+	k      *kernel.Kernel
+	audit  *audit.Log
+	meter  *usage.Meter
+	agents *Agents
+	fake   *llmtest.Fake
+	reg    *llm.Registry
+
+	mu     sync.Mutex
+	events []any
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, home: t.TempDir(), fake: llmtest.NewOpenAI(key)}
+	t.Cleanup(h.fake.Close)
+	db, err := store.Open(store.DefaultOptions(store.DataDir(h.home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.db = db
+	t.Cleanup(func() { h.stop(); db.Close() })
+	h.start()
+	return h
+}
+
+func (h *harness) start() {
+	t := h.t
+	h.k = kernel.New(zerolog.Nop())
+	h.k.System.EventStream.Subscribe(func(e any) {
+		switch e.(type) {
+		case *AgentSpawned, *AgentTerminated, *AgentMessage:
+			h.mu.Lock()
+			h.events = append(h.events, e)
+			h.mu.Unlock()
+		}
+	})
+	var err error
+	if h.audit, err = audit.Start(h.k, h.db, audit.Options{AnchorPath: audit.AnchorPath(h.home)}); err != nil {
+		t.Fatal(err)
+	}
+	h.reg, err = llm.NewRegistry(llm.Options{
+		Providers: map[string]llm.ProviderConfig{"fake": {BaseURL: h.fake.BaseURL, APIKeyEnv: "FAKE_KEY"}},
+		Models:    []llm.ModelConfig{{Provider: "fake", ID: "m", InputPerM: f64(1), OutputPerM: f64(2), ContextWindow: 100_000}},
+		Metrics:   prometheus.NewRegistry(), Timeout: 10 * time.Second,
+		Getenv: func(string) string { return key }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.meter, err = usage.Start(h.k, h.db, h.audit, usage.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if h.agents, err = Start(h.k, h.db, h.audit, h.reg, h.meter, Options{QueuePerSession: 2}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *harness) stop() {
+	if h.k == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.k.Shutdown(ctx)
+	h.k = nil
+}
+
+func f64(v float64) *float64 { return &v }
+
+func (h *harness) create(name string) *Agent {
+	h.t.Helper()
+	a, err := h.agents.Create(Spec{Name: name, Model: "fake/m", SystemPrompt: "you are " + name}, Who{Actor: "test"})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return a
+}
+
+func (h *harness) auditTypes() []string {
+	rec, err := h.audit.Recent(500)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, raw := range rec.Entries {
+		var e audit.Entry
+		json.Unmarshal(raw, &e)
+		out = append(out, e.EventType+":"+e.Outcome)
+	}
+	return out
+}
+
+// waitFor polls cond (ordering only, never a timing assertion).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sawMessage reports whether the fake provider received a request whose
+// last message is text.
+func (h *harness) sawMessage(text string) bool {
+	for _, r := range h.fake.Requests() {
+		if r.Messages[len(r.Messages)-1].Content == text {
+			return true
+		}
+	}
+	return false
+}
+
+func code(err error) string {
+	if de := kernel.AsError(err); de != nil {
+		return de.Code
+	}
+	return ""
+}
+
+func TestAgentLifecycleAndLookup(t *testing.T) {
+	h := newHarness(t)
+	a := h.create("coder")
+	if a.MaxTokens != DefaultMaxTokens || a.Provider != "fake" || a.ModelID != "m" || a.State != "running" || len(a.ID) != 36 {
+		t.Fatalf("created %+v", a)
+	}
+	if _, err := h.agents.Create(Spec{Name: "CODER", Model: "fake/m"}, Who{}); code(err) != "agent_name_taken" {
+		t.Fatalf("duplicate name (case-insensitive): %v", err)
+	}
+	for _, bad := range []Spec{
+		{Name: "x", Model: "nosuch/m"}, {Name: "x", Model: "no-prefix"}, {Name: "has space", Model: "fake/m"},
+		{Name: a.ID, Model: "fake/m"}, {Name: "x", Model: "fake/m", MaxTokens: new(int)},
+		{Name: "x", Model: "fake/m", Tools: []string{"bad tool"}},
+	} {
+		if _, err := h.agents.Create(bad, Who{}); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
+			t.Fatalf("%+v: %v", bad, err)
+		}
+	}
+	byName, err := h.agents.Get(Ref{Name: "Coder"})
+	if err != nil || byName.ID != a.ID {
+		t.Fatalf("by name: %+v %v", byName, err)
+	}
+	name2, desc := "coder2", "writes code"
+	up, err := h.agents.Update(Ref{ID: a.ID}, Patch{Name: &name2, Description: &desc}, Who{})
+	if err != nil || up.Name != "coder2" || up.Description != desc || !up.UpdatedAt.After(a.CreatedAt) {
+		t.Fatalf("update %+v %v", up, err)
+	}
+	if _, err := h.agents.Get(Ref{Name: "coder"}); code(err) != "agent_not_found" {
+		t.Fatalf("old name still resolves: %v", err)
+	}
+	h.create("coder") // the old name is free again
+	list, _ := h.agents.List()
+	if len(list) != 2 || list[0].ID != a.ID {
+		t.Fatalf("list %+v", list)
+	}
+	if _, err := h.agents.Delete(Ref{Name: "coder2"}, Who{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.agents.Get(Ref{ID: a.ID}); code(err) != "agent_not_found" {
+		t.Fatalf("deleted agent: %v", err)
+	}
+	types := strings.Join(h.auditTypes(), " ")
+	if strings.Count(types, "agent_spawned:ok") != 2 || strings.Count(types, "agent_terminated:ok") != 1 {
+		t.Fatalf("audit %s", types)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.events) != 3 {
+		t.Fatalf("events %+v", h.events)
+	}
+	if sp, ok := h.events[0].(*AgentSpawned); !ok || sp.AgentID != a.ID || sp.Kind() != "agent_spawned" {
+		t.Fatalf("first event %+v", h.events[0])
+	}
+}
+
+func TestTurnsKeepHistoryPerSessionAndSurviveRestart(t *testing.T) {
+	h := newHarness(t)
+	a := h.create("chat")
+	r1, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "first", From: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Response != "echo: first" || r1.SessionID != a.DefaultSessionID || r1.InputTokens == 0 || r1.CostUSD <= 0 {
+		t.Fatalf("turn %+v", r1)
+	}
+	other := "5f8e7f5e-8a39-4a4a-9f5e-1f2b3c4d5e6f"
+	if _, err := h.agents.Send(Send{Ref: Ref{Name: "chat"}, Text: "elsewhere", SessionID: other}); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	h.start()
+	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "second"}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := h.fake.Requests()
+	last := reqs[len(reqs)-1]
+	if last.System != "you are chat" || len(last.Messages) != 3 || last.Messages[0].Content != "first" ||
+		last.Messages[1].Content != "echo: first" || last.Messages[2].Content != "second" {
+		t.Fatalf("after restart the default session's history must be sent: %+v", last.Messages)
+	}
+	if reqs[1].Messages[0].Content != "elsewhere" || len(reqs[1].Messages) != 1 {
+		t.Fatalf("another session starts empty: %+v", reqs[1].Messages)
+	}
+	rep, _ := h.meter.Usage("day")
+	if rep.RequestCount != 3 || rep.ActiveAgents != 1 {
+		t.Fatalf("usage %+v", rep)
+	}
+	if n := strings.Count(strings.Join(h.auditTypes(), " "), "agent_message:ok"); n != 3 {
+		t.Fatalf("%d agent_message entries", n)
+	}
+}
+
+// Two messages to one session run one after the other (the second sees
+// the first's exchange); messages to other sessions run at the same time,
+// so a slow provider never blocks the agent.
+func TestSessionsSerialiseButDoNotBlockEachOther(t *testing.T) {
+	h := newHarness(t)
+	a := h.create("par")
+	release := make(chan struct{})
+	h.fake.SetReply(func(r llmtest.Request) string {
+		last := r.Messages[len(r.Messages)-1].Content
+		switch last {
+		case "slow":
+			select { // held until another session's call reaches the provider
+			case <-release:
+			case <-time.After(10 * time.Second):
+				return "timed out waiting for a concurrent call"
+			}
+		case "other":
+			close(release)
+		}
+		return "re:" + last
+	})
+	var wg sync.WaitGroup
+	results := make(map[string]*TurnResult)
+	var mu sync.Mutex
+	send := func(text, session string) {
+		defer wg.Done()
+		r, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: text, SessionID: session})
+		if err != nil {
+			t.Error(text, err)
+			return
+		}
+		mu.Lock()
+		results[text] = r
+		mu.Unlock()
+	}
+	wg.Add(1)
+	go send("slow", "")
+	waitFor(t, "the slow call to reach the provider", func() bool { return h.sawMessage("slow") })
+	wg.Add(2)
+	go send("queued", "")
+	go send("other", "00000000-0000-4000-8000-000000000001")
+	wg.Wait()
+	if results["slow"].Response != "re:slow" {
+		t.Fatalf("slow: %+v (the other session's call never ran concurrently)", results["slow"])
+	}
+	var queued llmtest.Request
+	for _, r := range h.fake.Requests() {
+		if r.Messages[len(r.Messages)-1].Content == "queued" {
+			queued = r
+		}
+	}
+	if len(queued.Messages) != 3 || queued.Messages[1].Content != "re:slow" {
+		t.Fatalf("the queued message must see the slow exchange: %+v", queued.Messages)
+	}
+}
+
+func TestQueueBoundAndBudgetRefusal(t *testing.T) {
+	h := newHarness(t)
+	a := h.create("busy")
+	release := make(chan struct{})
+	h.fake.SetReply(func(r llmtest.Request) string {
+		<-release
+		return "done"
+	})
+	errs := make(chan error, 6)
+	go func() {
+		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "first"})
+		errs <- err
+	}()
+	waitFor(t, "the first call to reach the provider", func() bool { return h.sawMessage("first") })
+	for i := 0; i < 5; i++ {
+		go func() {
+			_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "more"})
+			errs <- err
+		}()
+	}
+	busy := 0
+	for busy < 3 { // two wait behind the first, three are refused at once
+		err := <-errs
+		if code(err) != "session_busy" {
+			t.Fatalf("while the session is busy: %v", err)
+		}
+		busy++
+	}
+	close(release)
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	tiny := 1e-9
+	if _, err := h.meter.SetAgentBudget(usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(h.fake.Requests())
+	_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hi"})
+	if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindPaymentRequired || de.Code != "budget_exceeded" {
+		t.Fatalf("over budget: %v", err)
+	}
+	if len(h.fake.Requests()) != before {
+		t.Fatal("a refused call reached the provider")
+	}
+	if !strings.Contains(strings.Join(h.auditTypes(), " "), "agent_message:denied") {
+		t.Fatal("the refused turn is not audited as denied")
+	}
+}
+
+func TestDeleteDuringTurnAnswersCallerAndRemovesSessions(t *testing.T) {
+	h := newHarness(t)
+	a := h.create("gone")
+	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "keep me"}); err != nil {
+		t.Fatal(err)
+	}
+	h.fake.SetLatency(2 * time.Second)
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "in flight"})
+		done <- err
+	}()
+	waitFor(t, "the call to reach the provider", func() bool { return h.sawMessage("in flight") })
+	if _, err := h.agents.Delete(Ref{ID: a.ID}, Who{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; code(err) != "agent_deleted" {
+		t.Fatalf("the waiting caller got %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := 0
+		sessionCollection(h.db, a.ID).Each(func(string, history) bool { n++; return true })
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions left after delete", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHistoryTrimAndContextWindow(t *testing.T) {
+	msgs := []llm.Message{}
+	for i := 0; i < 10; i++ {
+		msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: strings.Repeat("u", 100)}, llm.Message{Role: llm.RoleAssistant, Content: "a"})
+	}
+	if got := trimHistory(msgs, 6, 1_000_000); len(got) != 6 || got[0].Role != llm.RoleUser {
+		t.Fatalf("message bound: %d", len(got))
+	}
+	if got := trimHistory(msgs, 100, 250); len(got) != 4 {
+		t.Fatalf("char bound: %d", len(got))
+	}
+	route := llm.Route{Pricing: llm.Pricing{ContextWindow: 200}}
+	req := buildRequest(Manifest{MaxTokens: 50}, route, msgs, "new")
+	if len(req.Messages) >= 21 || req.Messages[len(req.Messages)-1].Content != "new" || req.Messages[0].Role != llm.RoleUser {
+		t.Fatalf("context trimming kept %d messages", len(req.Messages))
+	}
+}
+
+func TestRefsAndMessages(t *testing.T) {
+	if r, err := ParseRef("5F8E7F5E-8A39-4A4A-9F5E-1F2B3C4D5E6F"); err != nil || r.ID != "5f8e7f5e-8a39-4a4a-9f5e-1f2b3c4d5e6f" {
+		t.Fatalf("uuid ref %+v %v", r, err)
+	}
+	if r, _ := ParseRef("coder"); r.Name != "coder" {
+		t.Fatal("name ref")
+	}
+	for _, bad := range []string{"", "a b", "../etc", strings.Repeat("x", 65), "-x"} {
+		if _, err := ParseRef(bad); code(err) != "invalid_agent_id" {
+			t.Fatalf("%q: %v", bad, err)
+		}
+	}
+	if err := CheckMessage("  \n"); code(err) != "empty_message" {
+		t.Fatal(err)
+	}
+	if err := CheckMessage(strings.Repeat("é", MaxMessageChars)); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckMessage(strings.Repeat("é", MaxMessageChars+1)); kernel.AsError(err).Kind != kernel.KindTooLarge {
+		t.Fatal(err)
+	}
+	if _, err := ParseSessionID("not-a-uuid"); code(err) != "invalid_session_id" {
+		t.Fatal(err)
+	}
+}
+
+// A crashed agent restarts with its latest manifest (not the one it was
+// first spawned with) and its sessions.
+func TestRestartedAgentUsesLatestManifest(t *testing.T) {
+	h := newHarness(t)
+	a := h.create("phoenix")
+	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	prompt := "you are reborn"
+	if _, err := h.agents.Update(Ref{ID: a.ID}, Patch{SystemPrompt: &prompt}, Who{}); err != nil {
+		t.Fatal(err)
+	}
+	proc, ok := h.k.System.ProcessRegistry.GetLocal("agents/agent/" + a.ID)
+	if !ok {
+		t.Fatal("no agent actor")
+	}
+	proc.SendSystemMessage(nil, &actor.Restart{})
+	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := h.fake.Requests()
+	last := reqs[len(reqs)-1]
+	if last.System != prompt || len(last.Messages) != 3 {
+		t.Fatalf("after a restart: system %q, %d messages", last.System, len(last.Messages))
+	}
+}

@@ -1,0 +1,189 @@
+// Package agent runs fangd's agents: one supervised actor agent/<id> per
+// agent under the "agents" supervisor, which keeps the manifests (and so
+// the id and name registry) and re-spawns every agent from the store when
+// it starts. An agent actor owns its conversation sessions and runs one
+// LLM turn at a time per session, the provider call in a goroutine so its
+// mailbox stays free.
+package agent
+
+import (
+	"time"
+
+	"github.com/fangd/fangd/actors/llm"
+)
+
+// Manifest is an agent's persisted definition.
+type Manifest struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// Model is "<provider>/<model id>", e.g. "groq/llama-3.3-70b-versatile".
+	Model        string `json:"model"`
+	SystemPrompt string `json:"system_prompt"`
+	// MaxTokens caps output tokens per turn: sent to the provider and
+	// reserved against budgets.
+	MaxTokens    int       `json:"max_tokens"`
+	Tags         []string  `json:"tags"`
+	Tools        []string  `json:"tools"`
+	Capabilities []string  `json:"capabilities"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// Agent is an agent as the API shows it.
+type Agent struct {
+	Manifest
+	Provider string `json:"provider"`
+	ModelID  string `json:"model_id"`
+	// State is "running", or "failed" when its actor was stopped by its
+	// supervisor (it is started again with the daemon).
+	State string `json:"state"`
+	// DefaultSessionID is the session a message without session_id joins.
+	DefaultSessionID string `json:"default_session_id"`
+}
+
+// Ref names an agent by id or by name; exactly one is set.
+type Ref struct{ ID, Name string }
+
+// Who is the caller, for audit entries.
+type Who struct{ Actor, SourceIP string }
+
+// Spec is what POST /api/agents accepts.
+type Spec struct {
+	Name         string   `json:"name"`
+	Description  string   `json:"description"`
+	Model        string   `json:"model"`
+	SystemPrompt string   `json:"system_prompt"`
+	MaxTokens    *int     `json:"max_tokens"`
+	Tags         []string `json:"tags"`
+	Tools        []string `json:"tools"`
+	Capabilities []string `json:"capabilities"`
+}
+
+// Patch is what PATCH /api/agents/{id} accepts; absent fields stay.
+type Patch struct {
+	Name         *string   `json:"name"`
+	Description  *string   `json:"description"`
+	Model        *string   `json:"model"`
+	SystemPrompt *string   `json:"system_prompt"`
+	MaxTokens    *int      `json:"max_tokens"`
+	Tags         *[]string `json:"tags"`
+	Tools        *[]string `json:"tools"`
+	Capabilities *[]string `json:"capabilities"`
+}
+
+// ---- what the "agents" supervisor accepts ----
+
+// Create spawns a new agent. Answered with *Agent once its manifest and
+// its audit entry are durable; 409 when the name is taken.
+type Create struct {
+	Spec Spec
+	Who  Who
+}
+
+// Get answers *Agent, or a 404.
+type Get struct{ Ref Ref }
+
+// List answers []Agent, oldest first.
+type List struct{}
+
+// Update applies a Patch. Answered with *Agent.
+type Update struct {
+	Ref   Ref
+	Patch Patch
+	Who   Who
+}
+
+// Delete stops an agent for good and removes its manifest and sessions
+// (its usage history stays). Answered with *Deleted.
+type Delete struct {
+	Ref Ref
+	Who Who
+}
+
+// Deleted is the answer to Delete.
+type Deleted struct{ ID, Name string }
+
+// Send runs one turn: the supervisor forwards it to the agent, which
+// answers *TurnResult when the provider has answered, the usage event is
+// on disk and the turn is in the session's history and the audit log.
+type Send struct {
+	Ref       Ref
+	Text      string
+	SessionID string // "" = the agent's default session
+	From      string // who speaks: "api" for the REST API
+	Who       Who
+}
+
+// TurnResult is POST /api/agents/{id}/message's answer.
+type TurnResult struct {
+	Response          string  `json:"response"`
+	InputTokens       int64   `json:"input_tokens"`
+	CachedInputTokens int64   `json:"cached_input_tokens"`
+	OutputTokens      int64   `json:"output_tokens"`
+	CostUSD           float64 `json:"cost_usd"`
+	Model             string  `json:"model"`
+	Provider          string  `json:"provider"`
+	PricingKnown      bool    `json:"pricing_known"`
+	AgentID           string  `json:"agent_id"`
+	SessionID         string  `json:"session_id"`
+	LatencyMS         int64   `json:"latency_ms"`
+}
+
+// ---- what an agent/<id> actor accepts (from its supervisor) ----
+
+// manifestChanged gives the agent its new manifest after an Update.
+type manifestChanged struct{ m Manifest }
+
+// terminate makes the agent answer every waiting caller, delete its
+// sessions and stop.
+type terminate struct{}
+
+// turnDone is sent by a turn's goroutine back to its agent.
+type turnDone struct {
+	t      *turn
+	result *TurnResult
+	answer string
+	err    error
+}
+
+// ---- events published on the actor system's EventStream ----
+//
+// The comms bus subscribes to these; Kind is the comms event kind.
+
+// AgentSpawned: an agent was created.
+type AgentSpawned struct {
+	AgentID, Name, Model string
+	At                   time.Time
+}
+
+// AgentTerminated: an agent was deleted.
+type AgentTerminated struct {
+	AgentID, Name string
+	At            time.Time
+}
+
+// AgentMessage: an agent ran a turn (successfully or not).
+type AgentMessage struct {
+	AgentID, Name, SessionID string
+	From                     string // "api", or later "agent:<id>" / a channel
+	MessageChars             int
+	ResponseChars            int
+	InputTokens              int64
+	OutputTokens             int64
+	CostUSD                  float64
+	Outcome                  string // "ok", "denied" (budget), "error"
+	At                       time.Time
+}
+
+// Kind names the event as the comms bus does.
+func (AgentSpawned) Kind() string    { return "agent_spawned" }
+func (AgentTerminated) Kind() string { return "agent_terminated" }
+func (AgentMessage) Kind() string    { return "agent_message" }
+
+// history is one session's conversation.
+type history struct {
+	ID        string        `json:"id"`
+	Messages  []llm.Message `json:"messages"`
+	UpdatedAt time.Time     `json:"updated_at"`
+}

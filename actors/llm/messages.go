@@ -1,0 +1,71 @@
+// Package llm talks to LLM providers and prices their answers. It has two
+// wire clients — the OpenAI-compatible chat completions API (OpenAI, Groq,
+// OpenRouter, Together, Mistral, DeepSeek, Ollama, vLLM, LM Studio) and
+// Anthropic's Messages API — a registry of configured providers, and the
+// model catalog that turns token counts into dollars.
+//
+// Nothing here is an actor: the registry is immutable configuration plus
+// goroutine-safe HTTP clients. The agent actor calls Chat from the goroutine
+// that runs one turn, never from its Receive.
+package llm
+
+import "time"
+
+// Message is one entry of a conversation.
+type Message struct {
+	Role    string `json:"role"` // "user" or "assistant"
+	Content string `json:"content"`
+}
+
+// Roles a Message may have. The system prompt is not a message: it goes in
+// Request.System, because the two APIs place it differently.
+const (
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+)
+
+// Request is one chat turn, provider-neutral.
+type Request struct {
+	// Model is the provider's own model id (the part after "provider/").
+	Model     string
+	System    string
+	Messages  []Message
+	MaxTokens int
+}
+
+// Usage is the token accounting a provider reports for one call.
+// InputTokens counts every prompt token, cached ones included;
+// CachedInputTokens is the part served from the provider's prompt cache
+// (billed at the cached-input price) and CacheWriteTokens the part written
+// to it (Anthropic bills those at 1.25x the input price).
+type Usage struct {
+	InputTokens       int64 `json:"input_tokens"`
+	CachedInputTokens int64 `json:"cached_input_tokens"`
+	CacheWriteTokens  int64 `json:"cache_write_tokens"`
+	OutputTokens      int64 `json:"output_tokens"`
+}
+
+// Response is a provider's answer to a Request.
+type Response struct {
+	Text       string
+	Model      string // the model that answered, as the provider names it
+	StopReason string
+	Usage      Usage
+	// UsageEstimated is set when the provider reported no usage (some
+	// local servers do not) and Usage was estimated from the text.
+	UsageEstimated bool
+	Latency        time.Duration
+}
+
+// Outcomes of a provider call, as counted in metrics and usage events.
+const (
+	OutcomeOK          = "ok"
+	OutcomeTimeout     = "timeout"
+	OutcomeRateLimited = "rate_limited"
+	OutcomeServerError = "provider_error"
+	OutcomeRejected    = "rejected"
+	OutcomeUnreachable = "unreachable"
+	OutcomeBadResponse = "bad_response"
+	OutcomeNoKey       = "no_api_key"
+	OutcomeCanceled    = "canceled"
+)

@@ -1,0 +1,146 @@
+package usage
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// Options configure the ledger.
+type Options struct {
+	// Retention is how long raw events are kept; older ones are deleted
+	// (their roll-ups stay). 0 keeps them forever.
+	Retention time.Duration
+	// ReservationTTL releases a reservation nobody settled after this long.
+	ReservationTTL time.Duration
+	// Now replaces the clock (tests).
+	Now func() time.Time
+}
+
+// DefaultRetention keeps raw events for 90 days.
+const DefaultRetention = 90 * 24 * time.Hour
+
+// SettleTimeout bounds the wait for a usage event to be on disk.
+const SettleTimeout = 10 * time.Second
+
+// Meter is the handle other packages use to reach the ledger actor.
+type Meter struct {
+	k   *kernel.Kernel
+	pid *actor.PID
+}
+
+// Start spawns the ledger as the root actor "usage". auditLog may be nil
+// (tests); budget alerts are then only published, not audited.
+func Start(k *kernel.Kernel, db *store.DB, auditLog *audit.Log, opts Options) (*Meter, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ReservationTTL <= 0 {
+		opts.ReservationTTL = 15 * time.Minute
+	}
+	m := &ledgerMetrics{
+		reserved: prometheus.NewCounter(prometheus.CounterOpts{Name: "fangd_budget_reservations_total", Help: "Budget reservations granted."}),
+		refused:  prometheus.NewCounter(prometheus.CounterOpts{Name: "fangd_budget_refusals_total", Help: "LLM calls refused by a budget limit (402)."}),
+		settled:  prometheus.NewCounter(prometheus.CounterOpts{Name: "fangd_usage_events_total", Help: "Usage events recorded."}),
+		commits:  prometheus.NewCounter(prometheus.CounterOpts{Name: "fangd_usage_commits_total", Help: "Synced usage batches."}),
+	}
+	for _, c := range []prometheus.Collector{m.reserved, m.refused, m.settled, m.commits} {
+		if err := k.Metrics.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	logger := k.Log.With().Str("component", "usage").Logger()
+	pid, err := k.SpawnRoot("usage", func() actor.Actor {
+		return &ledger{db: db, audit: auditLog, log: logger, now: opts.Now, retention: opts.Retention,
+			resTTL: opts.ReservationTTL, metrics: m}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Meter{k: k, pid: pid}, nil
+}
+
+// PID is the ledger's address.
+func (m *Meter) PID() *actor.PID { return m.pid }
+
+// Reserve holds a call's worst case against every applicable limit. The
+// error is a KindPaymentRequired "budget_exceeded" when a limit would be
+// passed.
+func (m *Meter) Reserve(r Reserve) (*Reservation, error) {
+	ch := make(chan reserveReply, 1)
+	r.reply = ch
+	m.k.Root.Send(m.pid, &r)
+	timer := time.NewTimer(kernel.DefaultAskTimeout)
+	defer timer.Stop()
+	select {
+	case rep := <-ch:
+		return rep.res, rep.err
+	case <-timer.C:
+		return nil, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "usage ledger did not answer in time")
+	}
+}
+
+// Settle releases the reservation (0 for none) and records e; it returns
+// once the event is on disk, with its timestamp set.
+func (m *Meter) Settle(reservationID uint64, e Event) (Event, error) {
+	ch := make(chan settleReply, 1)
+	m.k.Root.Send(m.pid, &Settle{ReservationID: reservationID, Event: e, reply: ch})
+	timer := time.NewTimer(SettleTimeout)
+	defer timer.Stop()
+	select {
+	case rep := <-ch:
+		return rep.event, rep.err
+	case <-timer.C:
+		return Event{}, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "usage ledger did not confirm the write in time")
+	}
+}
+
+func ask[T any](m *Meter, msg any) (T, error) {
+	return kernel.Ask[T](m.k, m.pid, msg, kernel.DefaultAskTimeout)
+}
+
+// Usage answers GET /api/usage.
+func (m *Meter) Usage(period string) (*UsageReport, error) {
+	return ask[*UsageReport](m, &UsageQuery{Period: period})
+}
+
+// Summary answers GET /api/usage/summary.
+func (m *Meter) Summary() (*Summary, error) { return ask[*Summary](m, &SummaryQuery{}) }
+
+// ByModel answers GET /api/usage/by-model.
+func (m *Meter) ByModel(period string) (*ByModel, error) {
+	return ask[*ByModel](m, &ByModelQuery{Period: period})
+}
+
+// Daily answers GET /api/usage/daily.
+func (m *Meter) Daily(days int) (*Daily, error) { return ask[*Daily](m, &DailyQuery{Days: days}) }
+
+// AgentSpend lists every agent's spend.
+func (m *Meter) AgentSpend() ([]AgentSpend, error) { return ask[[]AgentSpend](m, &AgentSpendQuery{}) }
+
+// Budget answers GET /api/budget.
+func (m *Meter) Budget() (*BudgetStatus, error) { return ask[*BudgetStatus](m, &BudgetQuery{}) }
+
+// SetBudget changes the global limits durably.
+func (m *Meter) SetBudget(s SetBudget) (*BudgetStatus, error) { return ask[*BudgetStatus](m, &s) }
+
+// AgentBudget answers GET /api/budget/agents/{id}.
+func (m *Meter) AgentBudget(id, name string) (*AgentBudget, error) {
+	return ask[*AgentBudget](m, &AgentBudgetQuery{AgentID: id, AgentName: name})
+}
+
+// SetAgentBudget changes an agent's limits durably.
+func (m *Meter) SetAgentBudget(s SetAgentBudget) (*AgentBudget, error) {
+	return ask[*AgentBudget](m, &s)
+}
+
+// ForgetAgent drops a deleted agent's limits.
+func (m *Meter) ForgetAgent(id string) error {
+	_, err := ask[*ForgetAgent](m, &ForgetAgent{AgentID: id})
+	return err
+}

@@ -1,0 +1,72 @@
+package http
+
+import (
+	"github.com/valyala/fasthttp"
+
+	"github.com/fangd/fangd/actors/usage"
+)
+
+// period reads ?period=; def when absent, 400 when not a period.
+func period(ctx *fasthttp.RequestCtx, def string) (string, error) {
+	args := ctx.QueryArgs()
+	if !args.Has("period") {
+		return def, nil
+	}
+	p := string(args.Peek("period"))
+	if !usage.ValidPeriod(p) {
+		return "", badRequest("invalid_query", `query parameter "period" must be hour, day, week or month`)
+	}
+	return p, nil
+}
+
+// usageTotals serves GET /api/usage?period=hour|day|week|month (default day).
+func (s *Server) usageTotals(ctx *fasthttp.RequestCtx) error {
+	p, err := period(ctx, usage.PeriodDay)
+	if err != nil {
+		return err
+	}
+	rep, err := s.deps.Meter.Usage(p)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, rep)
+	return nil
+}
+
+// usageSummary serves GET /api/usage/summary.
+func (s *Server) usageSummary(ctx *fasthttp.RequestCtx) error {
+	sum, err := s.deps.Meter.Summary()
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, sum)
+	return nil
+}
+
+// usageByModel serves GET /api/usage/by-model[?period=] (all time by default).
+func (s *Server) usageByModel(ctx *fasthttp.RequestCtx) error {
+	p, err := period(ctx, "")
+	if err != nil {
+		return err
+	}
+	bm, err := s.deps.Meter.ByModel(p)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, bm)
+	return nil
+}
+
+// usageDaily serves GET /api/usage/daily?days=N (default 7, at most 366).
+func (s *Server) usageDaily(ctx *fasthttp.RequestCtx) error {
+	days, err := intQuery(ctx, 7, 1, usage.MaxDailyDays, "days")
+	if err != nil {
+		return err
+	}
+	d, err := s.deps.Meter.Daily(days)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, d)
+	return nil
+}
