@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,5 +114,56 @@ timeout_secs = 20
 			t.Fatal("the MCP server outlived the daemon")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With the real agent runtime: X-Fangd-Agent-Id narrows /mcp to the
+// agent's manifest tools, and agent_send runs a turn.
+func TestMCPAgentToolsOnTheBinary(t *testing.T) {
+	_, _, cfg := fakes(t, "")
+	p := startFangd(t, t.TempDir(), cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	code, body := p.request(t, "POST", "/api/agents", `{"name":"reader","model":"fakeoai/gpt-test","tools":["file_list","agent_send"]}`)
+	if code != 201 {
+		t.Fatalf("create agent: %d %s", code, body)
+	}
+	call := func(agentID, rpc string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest("POST", p.url+"/mcp", strings.NewReader(rpc))
+		req.Header.Set("Authorization", "Bearer "+e2eKey)
+		req.Header.Set("Content-Type", "application/json")
+		if agentID != "" {
+			req.Header.Set("X-Fangd-Agent-Id", agentID)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	out := call("reader", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	var names []string
+	for _, tl := range out["result"].(map[string]any)["tools"].([]any) {
+		names = append(names, tl.(map[string]any)["name"].(string))
+	}
+	if strings.Join(names, ",") != "agent_send,file_list" {
+		t.Fatalf("tools for reader: %v", names)
+	}
+	out = call("reader", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"audit_recent","arguments":{}}}`)
+	if out["error"] == nil {
+		t.Fatalf("reader called a tool outside its manifest: %v", out)
+	}
+	out = call("nobody", `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)
+	if e, _ := out["error"].(map[string]any); e == nil || e["code"] != float64(-32001) {
+		t.Fatalf("unknown agent: %v", out)
+	}
+	out = call("", `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"agent_send","arguments":{"agent_id":"reader","message":"hello"}}}`)
+	res, _ := out["result"].(map[string]any)
+	if res == nil || res["isError"] == true {
+		t.Fatalf("agent_send: %v", out)
 	}
 }
