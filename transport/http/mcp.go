@@ -306,6 +306,8 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		return nil
 	}
 	defer rpcErrorBody(ctx, body)
+	// The SDK adds its own Cache-Control; keep the one API value.
+	defer ctx.Response.Header.Set("Cache-Control", "no-store")
 	accept := strings.ToLower(string(h.Peek("Accept")))
 	switch {
 	case !strings.Contains(accept, "text/event-stream"):
