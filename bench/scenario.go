@@ -19,6 +19,8 @@ var scenarios = []Scenario{
 	{Name: "audit-recent", About: "authenticated actor-backed GET /api/audit/recent?limit=20", Run: runAuditRecent},
 	{Name: "loaded-rss", About: "daemon RSS after all HTTP load", Run: runLoadedRSS},
 	{Name: "audit-append", About: "durable audit appends: group commit vs one fsync per append", Run: runAuditAppend},
+	{Name: "mcp-builtin", About: "POST /mcp tools/call to a built-in tool, plain JSON-RPC, concurrent clients", Run: runMCPBuiltin},
+	{Name: "mcp-proxy", About: "proxied MCP echo overhead and recovery after kill -9 (server-everything over stdio, in-process)", Run: runMCPProxy},
 }
 
 // Scenario is one entry of the table above.

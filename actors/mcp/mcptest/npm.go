@@ -50,11 +50,17 @@ var (
 // the test when node or npm is missing or the install fails.
 func NPM(t testing.TB) Peers {
 	t.Helper()
-	once.Do(func() { peers, setupErr = install() })
-	if setupErr != nil {
-		t.Fatalf("installing the npm MCP test peers: %v", setupErr)
+	p, err := Install()
+	if err != nil {
+		t.Fatalf("installing the npm MCP test peers: %v", err)
 	}
-	return peers
+	return p
+}
+
+// Install is NPM for programs that are not tests (the bench).
+func Install() (Peers, error) {
+	once.Do(func() { peers, setupErr = install() })
+	return peers, setupErr
 }
 
 func sourceDir() string {
