@@ -41,8 +41,11 @@ type Config struct {
 	Models []llm.ModelConfig `toml:"models"`
 	LLM    LLMConfig         `toml:"llm"`
 	Usage  UsageConfig       `toml:"usage"`
-
-	// path is the file this config was read from ("" when none).
+	// Channels are the [channels.<name>] tables: one chat channel each,
+	// validated against its adapter's schema when the channels start (and
+	// on POST /api/channels/reload). See docs/channels.md.
+	Channels map[string]map[string]any `toml:"channels"`
+	// path is the file this config was read from ("" for none).
 	path string
 }
 
@@ -142,6 +145,7 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	cfg := defaultConfig()
 	md, err := toml.DecodeFile(path, &cfg)
 	if errors.Is(err, os.ErrNotExist) && !explicit {
+		cfg.path = path // it may be created later and reloaded
 		return cfg, nil
 	}
 	cfg.path = path

@@ -16,6 +16,8 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/adapters"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -68,17 +70,18 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 
 // daemon is one running fangd: its subsystems in start order.
 type daemon struct {
-	log    zerolog.Logger
-	lock   *homeLock
-	db     *store.DB
-	kernel *kernel.Kernel
-	audit  *audit.Log
-	vault  *store.Vault
-	mcp    *mcp.Manager
-	expose *mcp.Exposer
-	http   *fhttp.Server
-	ln     net.Listener
-	served chan error
+	log      zerolog.Logger
+	lock     *homeLock
+	db       *store.DB
+	kernel   *kernel.Kernel
+	audit    *audit.Log
+	channels *channel.Service
+	vault    *store.Vault
+	mcp      *mcp.Manager
+	expose   *mcp.Exposer
+	http     *fhttp.Server
+	ln       net.Listener
+	served   chan error
 }
 
 func newLogger(cfg LogConfig, ring *logs.Ring, console io.Writer) zerolog.Logger {
@@ -109,7 +112,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.db, err = store.Open(opts); err != nil {
 		return nil, err
 	}
-	if d.vault, err = store.OpenVault(d.db, home); err != nil {
+	vault, err := store.OpenVault(d.db, home)
+	if err != nil {
 		return nil, err
 	}
 	d.kernel = kernel.New(d.log)
@@ -136,11 +140,15 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
+	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}); err != nil {
+		return nil, err
+	}
+	d.vault = vault
 	if err = d.startMCP(home, cfg, agents); err != nil {
 		return nil, err
 	}
 	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Agents: agents, LLM: reg, Meter: meter, MCP: d.mcp, MCPServer: d.expose})
+		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, MCP: d.mcp, MCPServer: d.expose})
 	if err != nil {
 		return nil, err
 	}
@@ -199,6 +207,36 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents) error {
 		Agents: agentTools{agents}, Messenger: agentTools{agents},
 		Version: version, Log: d.log.With().Str("component", "mcp-server").Logger()})
 	return nil
+}
+
+// startChannels starts the channel supervisor (which restarts the channels
+// stored by earlier runs) and applies config.toml's [channels.*] tables. A
+// table that does not validate is logged and skipped, like on reload, so
+// one bad channel does not keep the daemon down.
+func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents) (*channel.Service, error) {
+	path := cfg.path
+	load := func() (map[string]map[string]any, error) {
+		c, err := loadConfig(path, false)
+		if err != nil {
+			return nil, err
+		}
+		return c.Channels, nil
+	}
+	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents})
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Channels) > 0 {
+		res, err := svc.Apply(context.Background(), cfg.Channels)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range res.Errors {
+			d.log.Error().Str("problem", e).Msg("config.toml channel skipped")
+		}
+	}
+	return svc, nil
 }
 
 // registerStoreProbes reports the security systems the store layer owns:

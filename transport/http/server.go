@@ -18,6 +18,7 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -70,13 +71,15 @@ type Deps struct {
 	Audit  *audit.Log
 	Store  *store.DB
 	Logs   *logs.Ring
+	Agents *agent.Agents
+	LLM    *llm.Registry
+	Meter  *usage.Meter
+	// Channels is the chat channel subsystem; nil answers its routes 503.
+	Channels *channel.Service
 	// MCP, when set, serves /api/mcp/*.
 	MCP *mcp.Manager
 	// MCPServer, when set, serves POST /mcp.
 	MCPServer *mcp.Exposer
-	Agents    *agent.Agents
-	LLM       *llm.Registry
-	Meter     *usage.Meter
 }
 
 // Server is fangd's HTTP API.
@@ -187,6 +190,8 @@ func (s *Server) routes() {
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.mcpRoutes()
+	s.channelRoutes()
+	s.whatsappQRRoutes()
 }
 
 // api registers path under both /api and /api/v1.
