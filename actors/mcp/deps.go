@@ -38,6 +38,12 @@ type AgentMessenger interface {
 	SendToAgent(ctx context.Context, from, to, message string) (string, error)
 }
 
+// ChannelSender sends a message to a chat through a channel adapter and
+// returns the delivery status.
+type ChannelSender interface {
+	SendToChannel(ctx context.Context, from, channel, chatID, message string) (string, error)
+}
+
 // EventLog serves recent comms events as JSON objects, newest first.
 type EventLog interface {
 	RecentEvents(ctx context.Context, limit int) ([]map[string]any, error)

@@ -52,6 +52,8 @@ type ExposerOptions struct {
 	Agents AgentDirectory
 	// Messenger backs agent_send; nil leaves the tool out.
 	Messenger AgentMessenger
+	// Channels backs channel_send; nil leaves the tool out.
+	Channels ChannelSender
 	// Events backs comms_events; nil leaves the tool out.
 	Events  EventLog
 	Version string
@@ -121,6 +123,12 @@ type listArgs struct {
 
 type limitArgs struct {
 	Limit int `json:"limit,omitempty" jsonschema:"how many entries, newest first (default 20, at most 200)"`
+}
+
+type channelSendArgs struct {
+	Channel string `json:"channel" jsonschema:"the configured channel's name"`
+	ChatID  string `json:"chat_id" jsonschema:"the chat, room or user id on that platform"`
+	Message string `json:"message" jsonschema:"the message text"`
 }
 
 type agentSendArgs struct {
@@ -238,17 +246,25 @@ func (x *Exposer) addBuiltins() {
 				if in.AgentID == "" || in.Message == "" {
 					return nil, nil, errors.New("agent_id and message are required")
 				}
-				from := "mcp"
-				if req.Extra != nil {
-					if a := req.Extra.Header.Get(HeaderAgentID); a != "" {
-						from = a
-					}
-				}
-				reply, err := x.opts.Messenger.SendToAgent(ctx, from, in.AgentID, in.Message)
+				reply, err := x.opts.Messenger.SendToAgent(ctx, sender(req), in.AgentID, in.Message)
 				if err != nil {
 					return nil, nil, err
 				}
 				return text(reply), nil, nil
+			})
+	}
+	if x.opts.Channels != nil {
+		add("channel_send")
+		sdk.AddTool(x.Server, &sdk.Tool{Name: "channel_send", Description: "Send a message to a chat through one of fangd's chat channels (Telegram, Slack, Matrix, ...)."},
+			func(ctx context.Context, req *sdk.CallToolRequest, in channelSendArgs) (*sdk.CallToolResult, any, error) {
+				if in.Channel == "" || in.ChatID == "" || in.Message == "" {
+					return nil, nil, errors.New("channel, chat_id and message are required")
+				}
+				status, err := x.opts.Channels.SendToChannel(ctx, sender(req), in.Channel, in.ChatID, in.Message)
+				if err != nil {
+					return nil, nil, err
+				}
+				return text(status), nil, nil
 			})
 	}
 	if x.opts.Events != nil {
@@ -439,6 +455,17 @@ func (x *Exposer) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 		}
 		return res, err
 	}
+}
+
+// sender is who speaks when a tool sends a message: the agent named by
+// X-Fangd-Agent-Id ("agent:<id>"), else "mcp".
+func sender(req *sdk.CallToolRequest) string {
+	if req.Extra != nil {
+		if a := req.Extra.Header.Get(HeaderAgentID); a != "" {
+			return "agent:" + a
+		}
+	}
+	return "mcp"
 }
 
 func errMsg(err error) string {

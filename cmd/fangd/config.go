@@ -28,6 +28,11 @@ type Config struct {
 	Log                 LogConfig       `toml:"log"`
 	HTTP                HTTPConfig      `toml:"http"`
 	Audit               AuditConfig     `toml:"audit"`
+	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
+	Comms           CommsConfig           `toml:"comms"`
+	Webhooks        WebhooksConfig        `toml:"webhooks"`
+	NetworkPolicy   NetworkPolicyConfig   `toml:"network_policy"`
+	WebhookTriggers WebhookTriggersConfig `toml:"webhook_triggers"`
 	// MCPServers are LibreFang's [[mcp_servers]] entries (tagged transport
 	// object, or the seed's flat form); decoded loosely here and checked
 	// by mcp.ParseSpec, which refuses unknown keys.
@@ -132,6 +137,9 @@ func defaultConfig() Config {
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+		Comms:               defaultCommsConfig(),
+		Webhooks:            defaultWebhooksConfig(),
+		WebhookTriggers:     defaultWebhookTriggersConfig(),
 		MCP:                 MCPConfig{FailureThreshold: 3},
 		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 600, MaxBodyBytes: 1 << 20},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
@@ -225,7 +233,10 @@ func (c *Config) validate() error {
 	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
 		return errors.New("usage.retention_days must be between 0 (keep forever) and 36500")
 	}
-	return llm.ValidateConfig(c.llmOptions())
+	if err := llm.ValidateConfig(c.llmOptions()); err != nil {
+		return err
+	}
+	return c.validateComms()
 }
 
 // llmOptions maps [providers], [[models]] and [llm] onto the registry's options.

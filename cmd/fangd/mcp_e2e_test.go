@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/fangd/fangd/actors/mcp/mcptest"
 )
@@ -166,4 +170,50 @@ func TestMCPAgentToolsOnTheBinary(t *testing.T) {
 	if res == nil || res["isError"] == true {
 		t.Fatalf("agent_send: %v", out)
 	}
+}
+
+// HTTP MCP servers go through the shared SSRF guard: loopback is refused
+// until [network_policy] allow_hosts lets it in; then the server connects,
+// and its connection shows on the comms bus.
+func TestMCPHTTPServerThroughNetworkPolicy(t *testing.T) {
+	peerURL := goPeer(t)
+	p := startFangd(t, t.TempDir(), "[rate_limit]\napi_requests_per_minute = 0\n", "FANGD_API_KEY="+e2eKey)
+	code, body := p.request(t, "POST", "/api/mcp/servers", `{"name":"local","transport":{"type":"http","url":"`+peerURL+`"}}`)
+	if code != 400 || !strings.Contains(string(body), "url_not_allowed") {
+		t.Fatalf("loopback MCP server without an allowlist: %d %s", code, body)
+	}
+	p.stop(t, syscall.SIGTERM)
+
+	p = startFangd(t, t.TempDir(), "[rate_limit]\napi_requests_per_minute = 0\n[network_policy]\nallow_hosts = [\"127.0.0.1\"]\n", "FANGD_API_KEY="+e2eKey)
+	code, body = p.request(t, "POST", "/api/mcp/servers", `{"name":"local","transport":{"type":"http","url":"`+peerURL+`"}}`)
+	if code != 201 {
+		t.Fatalf("allowlisted loopback MCP server: %d %s", code, body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body = p.request(t, "GET", "/api/comms/events?type=mcp.*", "")
+		if code == 200 && strings.Contains(string(body), `"type":"mcp.server.up"`) && strings.Contains(string(body), `"source":"mcp:local"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no mcp.server.up event: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, body = p.request(t, "POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"comms_events","arguments":{"limit":50}}}`)
+	if code != 200 || !strings.Contains(string(body), "mcp.server.up") {
+		t.Fatalf("comms_events: %d %s", code, body)
+	}
+}
+
+// goPeer is a Go SDK MCP server on loopback.
+func goPeer(t *testing.T) string {
+	t.Helper()
+	srv := sdk.NewServer(&sdk.Implementation{Name: "peer", Version: "1"}, nil)
+	sdk.AddTool(srv, &sdk.Tool{Name: "ping", Description: "answers pong"}, func(context.Context, *sdk.CallToolRequest, struct{}) (*sdk.CallToolResult, any, error) {
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "pong"}}}, nil, nil
+	})
+	hs := httptest.NewServer(sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv }, nil))
+	t.Cleanup(func() { hs.CloseClientConnections(); hs.Close() })
+	return hs.URL
 }

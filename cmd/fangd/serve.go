@@ -18,6 +18,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -75,6 +76,7 @@ type daemon struct {
 	db       *store.DB
 	kernel   *kernel.Kernel
 	audit    *audit.Log
+	bus      *comms.Bus
 	channels *channel.Service
 	vault    *store.Vault
 	mcp      *mcp.Manager
@@ -126,6 +128,17 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
+	cs, err := cfg.commsSettings()
+	if err != nil {
+		return nil, err
+	}
+	// The bus starts before the agent runtime and the ledger, so it is
+	// stopped after them and hears their last events.
+	bus, err := startBus(d.kernel, d.db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.bus = bus
 	lopts := cfg.llmOptions()
 	lopts.Metrics = d.kernel.Metrics
 	reg, err := llm.NewRegistry(lopts)
@@ -143,12 +156,21 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}); err != nil {
 		return nil, err
 	}
-	d.vault = vault
-	if err = d.startMCP(home, cfg, agents); err != nil {
+	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, cfg, cs)
+	if err != nil {
 		return nil, err
 	}
-	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, MCP: d.mcp, MCPServer: d.expose})
+	d.vault = vault
+	if err = d.startMCP(home, cfg, agents, bus, c); err != nil {
+		return nil, err
+	}
+	hc := cfg.httpConfig()
+	hc.TurnTimeout = cs.turnTimeout
+	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
+		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels,
+		Bus: bus, Router: c.router, Webhooks: c.webhooks,
+		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},
+		MCP:   d.mcp, MCPServer: d.expose})
 	if err != nil {
 		return nil, err
 	}
@@ -159,12 +181,13 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	d.log.Info().Str("listen", d.ln.Addr().String()).Str("home", home).Str("version", version).
 		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
 	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
+	d.bus.Publish("daemon.started", "system", "", map[string]string{"version": version, "listen": d.ln.Addr().String()})
 	return d, nil
 }
 
 // startMCP starts the MCP client side (one connection actor per server)
 // and, unless switched off, fangd's own MCP server for POST /mcp.
-func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents) error {
+func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *comms.Bus, c *commsParts) error {
 	specs, err := cfg.mcpSpecs()
 	if err != nil {
 		return err
@@ -188,7 +211,10 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents) error {
 			CPUSeconds: cfg.MCP.Sandbox.CPUSeconds, MemoryMB: cfg.MCP.Sandbox.MemoryMB},
 		QuarantineChanged: cfg.MCP.QuarantineChangedTools,
 		FailureThreshold:  cfg.MCP.FailureThreshold,
-		Version:           version,
+		// The same SSRF guard as webhooks: [network_policy] allow_hosts.
+		Policy:  c.guard,
+		Events:  bus,
+		Version: version,
 	})
 	if err != nil {
 		return err
@@ -203,8 +229,9 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents) error {
 	if err := os.MkdirAll(workspace, 0o700); err != nil {
 		return fmt.Errorf("mcp_server.workspace_dir: %w", err)
 	}
+	ct := commsTools{router: c.router, bus: bus}
 	d.expose = mcp.NewExposer(mcp.ExposerOptions{Workspace: workspace, Audit: d.audit, Manager: d.mcp,
-		Agents: agentTools{agents}, Messenger: agentTools{agents},
+		Agents: agentTools{agents}, Messenger: ct, Channels: ct, Events: ct,
 		Version: version, Log: d.log.With().Str("component", "mcp-server").Logger()})
 	return nil
 }
@@ -223,7 +250,7 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		return c.Channels, nil
 	}
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load, Agents: agents})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}})
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +304,11 @@ func (d *daemon) wait(ctx context.Context) error {
 		d.expose.Close()
 	}
 	d.record("daemon_stopped", "graceful shutdown")
+	if d.bus != nil {
+		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _ = d.bus.PublishSync(pctx, "daemon.stopping", "system", "", nil)
+		pcancel()
+	}
 	if late := d.kernel.Shutdown(deadline); len(late) > 0 {
 		d.log.Warn().Strs("actors", late).Msg("actors did not stop in time")
 	}

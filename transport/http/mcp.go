@@ -54,11 +54,6 @@ func (s *Server) mcpRoutes() {
 	}
 }
 
-func pathID(ctx *fasthttp.RequestCtx) string {
-	id, _ := ctx.UserValue("id").(string)
-	return id
-}
-
 func (s *Server) mcpServers(ctx *fasthttp.RequestCtx) error {
 	views, err := s.deps.MCP.Servers()
 	if err != nil {

@@ -385,38 +385,47 @@ func TestMCPHostRebindingAndAuth(t *testing.T) {
 	}
 }
 
-type fakeAgents struct{}
+type mcpFakeAgents struct{}
 
-func (fakeAgents) ToolFilter(_ context.Context, agent string) (func(string) bool, error) {
+func (mcpFakeAgents) ToolFilter(_ context.Context, agent string) (func(string) bool, error) {
 	if agent != "reader" {
 		return nil, kernel.NotFound("agent %s not found", agent)
 	}
 	return func(tool string) bool { return tool == "file_list" || tool == "agent_send" }, nil
 }
 
-type fakeMessenger struct{}
+type mcpFakeMessenger struct{}
 
-func (fakeMessenger) SendToAgent(_ context.Context, from, to, msg string) (string, error) {
+type mcpFakeChannels struct{}
+
+func (mcpFakeChannels) SendToChannel(_ context.Context, from, channel, chat, msg string) (string, error) {
+	if channel != "tg" {
+		return "", kernel.NotFound("channel %s not found", channel)
+	}
+	return "queued " + msg + " for " + channel + ":" + chat + " from " + from, nil
+}
+
+func (mcpFakeMessenger) SendToAgent(_ context.Context, from, to, msg string) (string, error) {
 	if to != "helper" {
 		return "", kernel.NotFound("agent %s not found", to)
 	}
 	return "helper got " + msg + " from " + from, nil
 }
 
-type fakeEvents struct{}
+type mcpFakeEvents struct{}
 
-func (fakeEvents) RecentEvents(_ context.Context, limit int) ([]map[string]any, error) {
+func (mcpFakeEvents) RecentEvents(_ context.Context, limit int) ([]map[string]any, error) {
 	return []map[string]any{{"id": 2, "type": "message.routed"}, {"id": 1, "type": "agent.spawned"}}[:min(limit, 2)], nil
 }
 
 // X-Fangd-Agent-Id restricts the list and the calls to the agent's tools.
 func TestMCPAgentRestrictionAndAgentTools(t *testing.T) {
 	s := newMCPServer(t, mcpSetup{expose: func(o *mcp.ExposerOptions) {
-		o.Agents, o.Messenger, o.Events = fakeAgents{}, fakeMessenger{}, fakeEvents{}
+		o.Agents, o.Messenger, o.Events, o.Channels = mcpFakeAgents{}, mcpFakeMessenger{}, mcpFakeEvents{}, mcpFakeChannels{}
 	}})
 	_, body := s.rpc(t, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil)
 	all := toJSON(body)
-	if !strings.Contains(all, `"agent_send"`) || !strings.Contains(all, `"comms_events"`) {
+	if !strings.Contains(all, `"agent_send"`) || !strings.Contains(all, `"comms_events"`) || !strings.Contains(all, `"channel_send"`) {
 		t.Fatalf("wired agent tools are missing: %s", all)
 	}
 	hdr := map[string]string{mcp.HeaderAgentID: "reader"}
@@ -433,8 +442,12 @@ func TestMCPAgentRestrictionAndAgentTools(t *testing.T) {
 		t.Fatalf("a tool outside the agent's list was callable: %v", body)
 	}
 	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"agent_send","arguments":{"agent_id":"helper","message":"ping"}}}`, hdr)
-	if !strings.Contains(toJSON(body), "helper got ping from reader") {
+	if !strings.Contains(toJSON(body), "helper got ping from agent:reader") {
 		t.Fatalf("agent_send: %v", body)
+	}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"channel_send","arguments":{"channel":"tg","chat_id":"42","message":"hi"}}}`, nil)
+	if !strings.Contains(toJSON(body), "queued hi for tg:42 from mcp") {
+		t.Fatalf("channel_send: %v", body)
 	}
 	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":4,"method":"tools/list"}`, map[string]string{mcp.HeaderAgentID: "ghost"})
 	if e, _ := body["error"].(map[string]any); e == nil || e["code"] != float64(mcp.CodeIdentity) {

@@ -19,11 +19,13 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 )
 
@@ -48,6 +50,9 @@ type Config struct {
 	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
 	SSEHeartbeat time.Duration
 	Version      string
+	// TurnTimeout is how long comms waits for an agent turn (requests
+	// that run one wait a little longer).
+	TurnTimeout time.Duration
 	// MCP configures POST /mcp.
 	MCP MCPConfig
 }
@@ -71,6 +76,13 @@ type Deps struct {
 	Audit  *audit.Log
 	Store  *store.DB
 	Logs   *logs.Ring
+	// Comms: the event bus and the message router (nil: /api/comms/* 503).
+	Bus    *comms.Bus
+	Router *comms.Router
+	// Webhooks is the outbound delivery engine (nil: /api/webhooks* 503).
+	Webhooks *webhook.Engine
+	// Hooks configures inbound /hooks/*; disabled (404) when zero.
+	Hooks  HooksConfig
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
@@ -189,6 +201,9 @@ func (s *Server) routes() {
 	s.api("GET", "/budget/agents/{id}", s.agentBudget)
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.commsRoutes()
+	s.webhookRoutes()
+	s.hookRoutes()
 	s.mcpRoutes()
 	s.channelRoutes()
 	s.whatsappQRRoutes()
