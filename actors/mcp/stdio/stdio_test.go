@@ -1,6 +1,7 @@
 package stdio
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"strings"
@@ -32,10 +33,10 @@ func TestRlimitsApply(t *testing.T) {
 	}
 	defer conn.Close()
 	// The script printed its limits to stdout before cat: read them raw.
-	p := tr.Process()
-	buf := make([]byte, 64)
-	n, _ := p.stdout.Read(buf)
-	if got := strings.Fields(string(buf[:n])); len(got) < 2 || got[0] != "7" || got[1] != "65536" {
-		t.Fatalf("limits seen by the server: %q", buf[:n])
+	rd := bufio.NewReader(tr.Process().stdout)
+	cpu, _ := rd.ReadString('\n')
+	mem, _ := rd.ReadString('\n')
+	if strings.TrimSpace(cpu) != "7" || strings.TrimSpace(mem) != "65536" {
+		t.Fatalf("limits seen by the server: cpu %q, memory %q", cpu, mem)
 	}
 }
