@@ -177,11 +177,13 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.ln, err = net.Listen("tcp", cfg.APIListen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.APIListen, err)
 	}
+	// Recorded and published before the first request is served, so that
+	// daemon.started precedes every event a request can cause.
+	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
+	d.bus.Publish("daemon.started", "system", "", map[string]string{"version": version, "listen": d.ln.Addr().String()})
 	go func() { d.served <- d.http.Serve(d.ln) }()
 	d.log.Info().Str("listen", d.ln.Addr().String()).Str("home", home).Str("version", version).
 		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
-	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
-	d.bus.Publish("daemon.started", "system", "", map[string]string{"version": version, "listen": d.ln.Addr().String()})
 	return d, nil
 }
 
