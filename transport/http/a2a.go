@@ -238,9 +238,9 @@ func (d *deadlineWriter) Flush() {
 
 func (d *deadlineWriter) Unwrap() nethttp.ResponseWriter { return d.ResponseWriter }
 
-// rpcError is the JSON-RPC body for an error the HTTP layer itself raises
+// a2aRPCError is the JSON-RPC body for an error the HTTP layer itself raises
 // on a JSON-RPC route (auth, rate limit, size, unknown agent).
-func rpcError(status int, code, msg, requestID string) a2a.RPCError {
+func a2aRPCError(status int, code, msg, requestID string) a2a.RPCError {
 	var kind error
 	switch {
 	case status == fasthttp.StatusUnauthorized:

@@ -79,7 +79,7 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
 func (s *Server) fail(ctx *fasthttp.RequestCtx, status int, code, msg string) {
 	ctx.Response.ResetBody()
 	if rpc, _ := ctx.UserValue(userRPC).(bool); rpc {
-		writeJSON(ctx, status, rpcError(status, code, msg, requestID(ctx)))
+		writeJSON(ctx, status, a2aRPCError(status, code, msg, requestID(ctx)))
 		return
 	}
 	writeJSON(ctx, status, errorBody{Error: msg, Code: code, RequestID: requestID(ctx)})

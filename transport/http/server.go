@@ -24,6 +24,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
@@ -53,6 +54,8 @@ type Config struct {
 	// TurnTimeout is how long comms waits for an agent turn (requests
 	// that run one wait a little longer).
 	TurnTimeout time.Duration
+	// MCP configures POST /mcp.
+	MCP MCPConfig
 	// A2APeers are the per-peer tokens ([[a2a.peers]]) accepted on the
 	// A2A protocol routes besides the API key.
 	A2APeers []PeerToken
@@ -105,6 +108,10 @@ type Deps struct {
 	Meter  *usage.Meter
 	// Channels is the chat channel subsystem; nil answers its routes 503.
 	Channels *channel.Service
+	// MCP, when set, serves /api/mcp/*.
+	MCP *mcp.Manager
+	// MCPServer, when set, serves POST /mcp.
+	MCPServer *mcp.Exposer
 }
 
 // Server is fangd's HTTP API.
@@ -126,6 +133,7 @@ type Server struct {
 	closeOnce sync.Once
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
+	mcpEndpoint              *mcpEndpoint
 }
 
 // New builds the server and its routes.
@@ -224,6 +232,7 @@ func (s *Server) routes() {
 	s.commsRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
+	s.mcpRoutes()
 	s.channelRoutes()
 	s.whatsappQRRoutes()
 }
