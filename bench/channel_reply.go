@@ -84,7 +84,7 @@ input_per_m = 0.0
 output_per_m = 0.0
 context_window = 128000
 `, llm.BaseURL, llmKeyEnv)
-	d, err := StartDaemonWith(ctx, env.Opts.Fangd, home, cfg, llmKeyEnv+"="+key)
+	d, err := StartDaemonWith(ctx, env.Opts.Fangd, home, cfg, []string{llmKeyEnv + "=" + key})
 	if d != nil {
 		defer d.Stop()
 	}

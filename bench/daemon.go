@@ -46,13 +46,13 @@ type Daemon struct {
 // request would measure the logger). It returns once GET /api/health is
 // 200, or an error; a non-nil Daemon must be stopped either way.
 func StartDaemon(ctx context.Context, bin, home string) (*Daemon, error) {
-	return StartDaemonWith(ctx, bin, home, "")
+	return StartDaemonWith(ctx, bin, home, "", nil)
 }
 
-// StartDaemonWith is StartDaemon with extra TOML tables appended to the
-// config (providers and models, say) and extra environment variables
-// (names must not start with FANGD_, which the harness strips).
-func StartDaemonWith(ctx context.Context, bin, home, extraConfig string, extraEnv ...string) (*Daemon, error) {
+// StartDaemonWith is StartDaemon with extra TOML appended to the config
+// and extra environment variables (scenarios that need providers or
+// other sections).
+func StartDaemonWith(ctx context.Context, bin, home, extraConfig string, env []string) (*Daemon, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("fangd binary: %w (run make build)", err)
 	}
@@ -71,7 +71,7 @@ func StartDaemonWith(ctx context.Context, bin, home, extraConfig string, extraEn
 		return nil, err
 	}
 	d.cmd = exec.Command(bin, "serve", "--home", home, "--config", cfgPath, "--listen", addr)
-	d.cmd.Env = append(cleanEnv(), extraEnv...)
+	d.cmd.Env = append(cleanEnv(), env...)
 	d.cmd.Stdout = d.stderr
 	d.cmd.Stderr = d.stderr
 	// If the harness dies without running its cleanups, the kernel kills

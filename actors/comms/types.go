@@ -43,12 +43,13 @@ var Types = []TypeInfo{
 	{"approval.decided", "an approval was approved, rejected or timed out", "planned: approvals"},
 	{"budget.warning", "spend crossed a budget's alert threshold (once per window)", "usage ledger"},
 	{"budget.exceeded", "a budget limit was reached or refused a call (once per window)", "usage ledger"},
-	{"mcp.server.up", "an MCP server connected", "planned: MCP"},
-	{"mcp.server.down", "an MCP server disconnected", "planned: MCP"},
+	{"mcp.server.up", "an MCP server connected (detail: tool_count, protocol_version)", "MCP"},
+	{"mcp.server.down", "an MCP server's connection was lost (detail: error)", "MCP"},
+	{"mcp.tools_changed", "an MCP server changed tool definitions since they were pinned (detail: tools, quarantined)", "MCP"},
 	{"peer.connected", "an OFP peer connected", "planned: peers"},
 	{"peer.disconnected", "an OFP peer disconnected", "planned: peers"},
-	{"a2a.task.received", "an A2A task arrived from an external agent", "planned: A2A"},
-	{"a2a.task.sent", "an A2A task was sent to an external agent", "planned: A2A"},
+	{"a2a.task.received", "an A2A task arrived for a local agent (a route: a2a:<caller> -> agent)", "A2A"},
+	{"a2a.task.sent", "an A2A task was sent to an external agent (a route: caller -> a2a:<external agent id>)", "A2A"},
 }
 
 var known = func() map[string]bool {

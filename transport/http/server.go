@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
@@ -23,6 +24,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
@@ -52,6 +54,24 @@ type Config struct {
 	// TurnTimeout is how long comms waits for an agent turn (requests
 	// that run one wait a little longer).
 	TurnTimeout time.Duration
+	// MCP configures POST /mcp.
+	MCP MCPConfig
+	// A2APeers are the per-peer tokens ([[a2a.peers]]) accepted on the
+	// A2A protocol routes besides the API key.
+	A2APeers []PeerToken
+	// A2AMaxBodyBytes caps bodies on the A2A protocol routes (1 MiB).
+	A2AMaxBodyBytes int
+}
+
+// PeerToken is one A2A peer's credential.
+type PeerToken struct {
+	Name  string
+	Token string
+}
+
+type peerHash struct {
+	name string
+	hash [32]byte
 }
 
 // DefaultConfig is what `fangd serve` uses with no config file.
@@ -64,6 +84,7 @@ func DefaultConfig() Config {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
 		SSEHeartbeat:       15 * time.Second,
+		A2AMaxBodyBytes:    1 << 20,
 	}
 }
 
@@ -73,6 +94,8 @@ type Deps struct {
 	Audit  *audit.Log
 	Store  *store.DB
 	Logs   *logs.Ring
+	// A2A is the A2A server and client; nil leaves the A2A routes out.
+	A2A *a2a.Service
 	// Comms: the event bus and the message router (nil: /api/comms/* 503).
 	Bus    *comms.Bus
 	Router *comms.Router
@@ -85,6 +108,10 @@ type Deps struct {
 	Meter  *usage.Meter
 	// Channels is the chat channel subsystem; nil answers its routes 503.
 	Channels *channel.Service
+	// MCP, when set, serves /api/mcp/*.
+	MCP *mcp.Manager
+	// MCPServer, when set, serves POST /mcp.
+	MCPServer *mcp.Exposer
 }
 
 // Server is fangd's HTTP API.
@@ -96,12 +123,17 @@ type Server struct {
 	srv     *fasthttp.Server
 	limiter *gcra
 	keyHash [32]byte
-	metrics httpMetrics
+	// peerHashes are the A2A peers' token hashes.
+	peerHashes []peerHash
+	// rpcHandlers caches the adapted JSON-RPC handler per A2A endpoint.
+	rpcHandlers sync.Map
+	metrics     httpMetrics
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
+	mcpEndpoint              *mcpEndpoint
 }
 
 // New builds the server and its routes.
@@ -118,6 +150,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		closing: make(chan struct{}),
 	}
 	s.keyHash = hashKey(cfg.APIKey)
+	for _, p := range cfg.A2APeers {
+		s.peerHashes = append(s.peerHashes, peerHash{name: p.Name, hash: hashKey(p.Token)})
+	}
 	if cfg.RateLimitPerMinute > 0 {
 		s.limiter = newGCRA(cfg.RateLimitPerMinute)
 	}
@@ -193,9 +228,11 @@ func (s *Server) routes() {
 	s.api("GET", "/budget/agents/{id}", s.agentBudget)
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.a2aRoutes()
 	s.commsRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
+	s.mcpRoutes()
 	s.channelRoutes()
 	s.whatsappQRRoutes()
 }
