@@ -319,6 +319,17 @@ func killCases() []killCase {
 				sent:    func() []string { return sm.bodies(t, "ann@fangd.test") },
 			}
 		}},
+		{"irc", func(t *testing.T) killPeer {
+			irc := startKillIRC(t)
+			return killPeer{
+				configure: map[string]any{"server": "127.0.0.1", "port": irc.port, "nick": "fangdbot", "use_tls": false,
+					"token": killIRCPassword},
+				chat:    "alice",
+				inbound: func(_ *testing.T, _, text string) { irc.say(text) },
+				down:    irc.setDown, // the server stops (the links with it) and comes back with alice online
+				sent:    irc.sent,
+			}
+		}},
 	}
 }
 
@@ -448,7 +459,7 @@ func startKillIMAP(t *testing.T) *killIMAP {
 	p.addr = ln.Addr().String()
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return idleFlush{mem.NewSession()}, nil, nil
+			return idleFlush{mem.NewSession().(imapserver.SessionIMAP4rev2)}, nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}, imap.CapIdle: {}},
 		InsecureAuth: true,
@@ -462,13 +473,13 @@ func startKillIMAP(t *testing.T) *killIMAP {
 // starts, as real servers (Dovecot) do; imapmemserver would hold it back
 // until the next change, and a mail landing between the adapter's FETCH
 // and its IDLE would wait for the 25-minute IDLE refresh.
-type idleFlush struct{ imapserver.Session }
+type idleFlush struct{ imapserver.SessionIMAP4rev2 }
 
 func (s idleFlush) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	if err := s.Session.Poll(w, true); err != nil {
+	if err := s.SessionIMAP4rev2.Poll(w, true); err != nil {
 		return err
 	}
-	return s.Session.Idle(w, stop)
+	return s.SessionIMAP4rev2.Idle(w, stop)
 }
 
 var killMailSeq atomic.Int64
