@@ -330,6 +330,17 @@ func killCases() []killCase {
 				sent:    irc.sent,
 			}
 		}},
+		{"xmpp", func(t *testing.T) killPeer {
+			x := startKillXMPP(t)
+			return killPeer{
+				configure: map[string]any{"jid": "bot@localhost", "token": "botpw", "server": "127.0.0.1", "port": x.port,
+					"starttls": false},
+				chat:    "alice@localhost",
+				inbound: func(t *testing.T, _, text string) { x.say(t, text) },
+				down:    x.setDown, // prosody stops and comes back with alice online
+				sent:    x.sent,
+			}
+		}},
 	}
 }
 
