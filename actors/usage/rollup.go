@@ -172,22 +172,24 @@ type dirtyKey struct {
 	s2   string
 }
 
-func (k dirtyKey) bytes() []byte {
+// appendTo appends the stored key k names (the layout at the top).
+func (k dirtyKey) appendTo(b []byte) []byte {
 	switch k.kind {
 	case 'd':
-		return dayKey(k.day)
+		return binary.BigEndian.AppendUint32(append(b, pDay...), uint32(k.day))
 	case 'h':
-		return hourKey(k.hour)
+		return binary.BigEndian.AppendUint64(append(b, pHour...), uint64(k.hour))
 	case 'M':
-		return dayModelKey(k.day, modelKey{k.s1, k.s2})
+		b = binary.BigEndian.AppendUint32(append(b, pDayModel...), uint32(k.day))
+		return append(append(append(b, k.s1...), 0), k.s2...)
 	case 'A':
-		return dayAgentKey(k.day, k.s1)
+		return append(binary.BigEndian.AppendUint32(append(b, pDayAgent...), uint32(k.day)), k.s1...)
 	case 'm':
-		return modelTotalKey(modelKey{k.s1, k.s2})
+		return append(append(append(append(b, pModel...), k.s1...), 0), k.s2...)
 	case 'a':
-		return agentTotalKey(k.s1)
+		return append(append(b, pAgent...), k.s1...)
 	}
-	return []byte(k.s1)
+	return append(b, k.s1...)
 }
 
 // dirtySet collects the stored keys events changed, with the value to
@@ -536,26 +538,46 @@ func loadRollups(db *store.DB, now time.Time, all bool) (*rollups, error) {
 	return r, nil
 }
 
-// encodeDirty turns a dirty set into key/value pairs to store.
-func encodeDirty(dirty dirtySet) ([]kv, error) {
-	out := make([]kv, 0, len(dirty))
+// encodeBatch turns a dirty set and the events of waiters into key/value
+// pairs to store, all in one buffer (one allocation per batch, not one per
+// key and value).
+func encodeBatch(dirty dirtySet, waiters []settleWaiter) []kv {
+	out := make([]kv, 0, len(dirty)+len(waiters))
+	buf := make([]byte, 0, len(dirty)*112+len(waiters)*360)
 	for dk, v := range dirty {
-		k := dk.bytes()
-		var raw []byte
+		start := len(buf)
+		buf = dk.appendTo(buf)
+		p := kv{key: buf[start:len(buf):len(buf)]}
+		start = len(buf)
 		switch x := v.(type) {
 		case []byte:
-			raw = x
+			buf = append(buf, x...)
+		case *Counters:
+			buf = x.appendJSON(buf)
+		case *agentTotal:
+			buf = x.appendJSON(buf)
 		case nil:
-			// a deletion
+			p.del = true
 		default:
-			var err error
-			if raw, err = json.Marshal(x); err != nil {
-				return nil, err
-			}
+			panic(fmt.Sprintf("usage: no encoding for roll-up value %T", v))
 		}
-		out = append(out, kv{key: k, val: raw, del: v == nil})
+		if !p.del {
+			p.val = buf[start:len(buf):len(buf)]
+		}
+		out = append(out, p)
 	}
-	return out, nil
+	for i := range waiters {
+		e := &waiters[i].event
+		start := len(buf)
+		buf = append(buf, pEvent...)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(e.Time.UnixNano()))
+		p := kv{key: buf[start:len(buf):len(buf)]}
+		start = len(buf)
+		buf = appendEvent(buf, e)
+		p.val = buf[start:len(buf):len(buf)]
+		out = append(out, p)
+	}
+	return out
 }
 
 type kv struct {
@@ -565,20 +587,22 @@ type kv struct {
 
 // writeKVs stores pairs in one synced transaction.
 func writeKVs(db *store.DB, pairs []kv) error {
-	return db.Update(func(tx *store.Txn) error {
-		for _, p := range pairs {
-			var err error
-			if p.del {
-				err = tx.Delete(p.key)
-			} else {
-				err = tx.Set(p.key, p.val)
-			}
-			if err != nil {
-				return err
-			}
+	return db.Update(func(tx *store.Txn) error { return setKVs(tx, pairs) })
+}
+
+func setKVs(tx *store.Txn, pairs []kv) error {
+	for _, p := range pairs {
+		var err error
+		if p.del {
+			err = tx.Delete(p.key)
+		} else {
+			err = tx.Set(p.key, p.val)
 		}
-		return nil
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // The hot path encodes by hand: encoding/json's reflection and time
@@ -607,17 +631,20 @@ func (c *Counters) appendFields(b []byte) []byte {
 }
 
 // MarshalJSON encodes an agent's total (name and counters, flat).
-func (a *agentTotal) MarshalJSON() ([]byte, error) {
-	b := append(make([]byte, 0, 128), `{"name":`...)
+func (a *agentTotal) MarshalJSON() ([]byte, error) { return a.appendJSON(make([]byte, 0, 128)), nil }
+
+func (a *agentTotal) appendJSON(b []byte) []byte {
+	b = append(b, `{"name":`...)
 	b = appendJSONString(b, a.Name)
 	b = append(b, ',')
-	return append(a.Counters.appendFields(b), '}'), nil
+	return append(a.Counters.appendFields(b), '}')
 }
 
 // encodeEvent is json.Marshal(e) without reflection; json.Unmarshal reads
 // it back into an Event.
-func encodeEvent(e *Event) []byte {
-	b := make([]byte, 0, 320)
+func encodeEvent(e *Event) []byte { return appendEvent(make([]byte, 0, 320), e) }
+
+func appendEvent(b []byte, e *Event) []byte {
 	b = append(b, `{"ts":"`...)
 	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","agent_id":`...)

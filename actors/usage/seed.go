@@ -41,11 +41,7 @@ func Seed(db *store.DB, events []Event) error {
 			batch = batch[:0]
 		}
 	}
-	pairs, err := encodeDirty(dirty)
-	if err != nil {
-		return err
-	}
-	batch = append(batch, pairs...)
+	batch = append(batch, encodeBatch(dirty, nil)...)
 	for len(batch) > 0 {
 		n := min(len(batch), chunk)
 		if err := writeKVs(db, batch[:n]); err != nil {
