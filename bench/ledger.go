@@ -43,7 +43,7 @@ func runLedger(ctx context.Context, env *Env) ([]Row, error) {
 	w := strconv.Itoa(env.Opts.Writers)
 	rows := []Row{
 		{Metric: "ledger reserve+settle ops/s, in-process (" + w + " callers)",
-			Value: fmt.Sprintf("%s (%.1f µs CPU/op, %.1f events per commit)", thousands(rs.perSec()), rs.cpuPerOp, rs.perCommit),
+			Value:  fmt.Sprintf("%s (%.1f µs CPU/op, %.1f events per commit)", thousands(rs.perSec()), rs.cpuPerOp, rs.perCommit),
 			Target: ">= 50,000", Verdict: verdict(rs.perSec() >= 50_000)},
 	}
 	reads, err := measureUsageReads(ctx, env)
