@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -45,6 +46,11 @@ func runLedger(ctx context.Context, env *Env) ([]Row, error) {
 		{Metric: "ledger reserve+settle ops/s, in-process (" + w + " callers)",
 			Value:  fmt.Sprintf("%s (%.1f µs CPU/op, %.1f events per commit)", thousands(rs.perSec()), rs.cpuPerOp, rs.perCommit),
 			Target: ">= 50,000", Verdict: verdict(rs.perSec() >= 50_000)},
+		// On a shared machine the rate is the CPU the harness got divided
+		// by the CPU an operation costs; this row shows the first part.
+		infoRow("  CPU the harness got during that run",
+			fmt.Sprintf("%.2f of %d cores (%.0f µs CPU per op allow %s/s on %d free cores)", rs.cores, runtime.NumCPU(),
+				rs.cpuPerOp, thousands(float64(runtime.NumCPU())*1e6/max(rs.cpuPerOp, 1)), runtime.NumCPU())),
 	}
 	reads, err := measureUsageReads(ctx, env)
 	if err != nil {
@@ -57,6 +63,7 @@ type settleStats struct {
 	ops       int64
 	elapsed   time.Duration
 	cpuPerOp  float64 // µs of this process's CPU per operation
+	cores     float64 // CPU time / wall time: the cores the process got
 	perCommit float64
 }
 
@@ -120,7 +127,9 @@ func measureReserveSettle(ctx context.Context, env *Env) (settleStats, error) {
 	st.elapsed = time.Since(begin)
 	st.ops = ops.Load()
 	if st.ops > 0 {
-		st.cpuPerOp = float64((cpuTime() - cpu0).Microseconds()) / float64(st.ops)
+		cpu := cpuTime() - cpu0
+		st.cpuPerOp = float64(cpu.Microseconds()) / float64(st.ops)
+		st.cores = cpu.Seconds() / st.elapsed.Seconds()
 		st.perCommit = float64(st.ops) / max(counterValue(k, "fangd_usage_commits_total"), 1)
 	}
 	stopAll()
