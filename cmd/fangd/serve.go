@@ -22,6 +22,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
@@ -77,6 +78,9 @@ type daemon struct {
 	audit    *audit.Log
 	bus      *comms.Bus
 	channels *channel.Service
+	vault    *store.Vault
+	mcp      *mcp.Manager
+	expose   *mcp.Exposer
 	http     *fhttp.Server
 	ln       net.Listener
 	served   chan error
@@ -156,12 +160,17 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
+	d.vault = vault
+	if err = d.startMCP(home, cfg, agents, bus, c); err != nil {
+		return nil, err
+	}
 	hc := cfg.httpConfig()
 	hc.TurnTimeout = cs.turnTimeout
 	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
 		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels,
 		Bus: bus, Router: c.router, Webhooks: c.webhooks,
-		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes}})
+		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},
+		MCP:   d.mcp, MCPServer: d.expose})
 	if err != nil {
 		return nil, err
 	}
@@ -176,6 +185,57 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	d.log.Info().Str("listen", d.ln.Addr().String()).Str("home", home).Str("version", version).
 		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
 	return d, nil
+}
+
+// startMCP starts the MCP client side (one connection actor per server)
+// and, unless switched off, fangd's own MCP server for POST /mcp.
+func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *comms.Bus, c *commsParts) error {
+	specs, err := cfg.mcpSpecs()
+	if err != nil {
+		return err
+	}
+	cfgPath := cfg.path
+	d.mcp, err = mcp.Start(d.kernel, d.db, d.vault, d.audit, mcp.Options{
+		Home:       home,
+		CatalogDir: cfg.MCP.CatalogDir,
+		Servers:    specs,
+		LoadServers: func() ([]mcp.Spec, error) {
+			if cfgPath == "" {
+				return nil, nil
+			}
+			fresh, err := loadConfig(cfgPath, false)
+			if err != nil {
+				return nil, err
+			}
+			return fresh.mcpSpecs()
+		},
+		Sandbox: mcp.Sandbox{EnvAllowlist: cfg.MCP.Sandbox.EnvAllowlist,
+			CPUSeconds: cfg.MCP.Sandbox.CPUSeconds, MemoryMB: cfg.MCP.Sandbox.MemoryMB},
+		QuarantineChanged: cfg.MCP.QuarantineChangedTools,
+		FailureThreshold:  cfg.MCP.FailureThreshold,
+		// The same SSRF guard as webhooks: [network_policy] allow_hosts.
+		Policy:  c.guard,
+		Events:  bus,
+		Version: version,
+	})
+	if err != nil {
+		return err
+	}
+	if !cfg.mcpServerEnabled() {
+		return nil
+	}
+	workspace := cfg.MCPServer.WorkspaceDir
+	if workspace == "" {
+		workspace = filepath.Join(home, "workspace")
+	}
+	if err := os.MkdirAll(workspace, 0o700); err != nil {
+		return fmt.Errorf("mcp_server.workspace_dir: %w", err)
+	}
+	ct := commsTools{router: c.router, bus: bus}
+	d.expose = mcp.NewExposer(mcp.ExposerOptions{Workspace: workspace, Audit: d.audit, Manager: d.mcp,
+		Agents: agentTools{agents}, Messenger: ct, Channels: ct, Events: ct,
+		Version: version, Log: d.log.With().Str("component", "mcp-server").Logger()})
+	return nil
 }
 
 // startChannels starts the channel supervisor (which restarts the channels
@@ -242,6 +302,9 @@ func (d *daemon) wait(ctx context.Context) error {
 	if err := d.http.Shutdown(deadline); err != nil {
 		d.log.Warn().Err(err).Msg("in-flight requests did not finish in time")
 	}
+	if d.expose != nil {
+		d.expose.Close()
+	}
 	d.record("daemon_stopped", "graceful shutdown")
 	if d.bus != nil {
 		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -264,6 +327,9 @@ func (d *daemon) wait(ctx context.Context) error {
 func (d *daemon) close() {
 	if d.ln != nil {
 		d.ln.Close()
+	}
+	if d.expose != nil {
+		d.expose.Close()
 	}
 	if d.kernel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownDeadline)

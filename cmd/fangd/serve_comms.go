@@ -17,6 +17,8 @@ import (
 type commsParts struct {
 	router   *comms.Router
 	webhooks *webhook.Engine
+	// guard is the outbound network policy (SSRF), shared with MCP.
+	guard *ssrf.Guard
 }
 
 // startBus starts the event bus and subscribes it to what other actors
@@ -85,7 +87,7 @@ func startComms(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *au
 	if err != nil {
 		return nil, err
 	}
-	return &commsParts{router: router, webhooks: eng}, nil
+	return &commsParts{router: router, webhooks: eng, guard: guard}, nil
 }
 
 // channelBus lets channels publish on the comms bus; an inbound message

@@ -23,6 +23,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
@@ -52,6 +53,8 @@ type Config struct {
 	// TurnTimeout is how long comms waits for an agent turn (requests
 	// that run one wait a little longer).
 	TurnTimeout time.Duration
+	// MCP configures POST /mcp.
+	MCP MCPConfig
 }
 
 // DefaultConfig is what `fangd serve` uses with no config file.
@@ -85,6 +88,10 @@ type Deps struct {
 	Meter  *usage.Meter
 	// Channels is the chat channel subsystem; nil answers its routes 503.
 	Channels *channel.Service
+	// MCP, when set, serves /api/mcp/*.
+	MCP *mcp.Manager
+	// MCPServer, when set, serves POST /mcp.
+	MCPServer *mcp.Exposer
 }
 
 // Server is fangd's HTTP API.
@@ -102,6 +109,7 @@ type Server struct {
 	closeOnce sync.Once
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
+	mcpEndpoint              *mcpEndpoint
 }
 
 // New builds the server and its routes.
@@ -196,6 +204,7 @@ func (s *Server) routes() {
 	s.commsRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
+	s.mcpRoutes()
 	s.channelRoutes()
 	s.whatsappQRRoutes()
 }
