@@ -49,7 +49,7 @@ func runLedger(ctx context.Context, env *Env) ([]Row, error) {
 		// On a shared machine the rate is the CPU the harness got divided
 		// by the CPU an operation costs; this row shows the first part.
 		infoRow("  CPU the harness got during that run",
-			fmt.Sprintf("%.2f of %d cores (%.0f µs CPU per op allow %s/s on %d free cores)", rs.cores, runtime.NumCPU(),
+			fmt.Sprintf("%.2f of %d cores (%.0f µs CPU per op would allow up to %s/s on %d free cores)", rs.cores, runtime.NumCPU(),
 				rs.cpuPerOp, thousands(float64(runtime.NumCPU())*1e6/max(rs.cpuPerOp, 1)), runtime.NumCPU())),
 	}
 	reads, err := measureUsageReads(ctx, env)
