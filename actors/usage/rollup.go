@@ -16,7 +16,7 @@ import (
 // event changes them, in the same synced transaction as the event, so
 // reading any period costs a few map lookups, never a scan of events.
 //
-//	usage/e/<unix nanos BE8>                    raw event (JSON), deleted after retention
+//	usage/e/<unix nanos BE8>                    raw event (binary, see appendEventBinary; older ones JSON), deleted after retention
 //	usage/h/<unix hour BE8>                     Counters per UTC hour
 //	usage/d/<day BE4>                           Counters per UTC day (days since 1970-01-01)
 //	usage/dm/<day BE4><provider>\x00<model>     Counters per day and model
@@ -518,7 +518,7 @@ func loadRollups(db *store.DB, now time.Time, all bool) (*rollups, error) {
 		from := eventKey(now.Add(-bucketMinutes * time.Minute).Truncate(time.Minute).UnixNano())
 		return tx.Iterate([]byte(pEvent), from, false, func(_, v []byte) (bool, error) {
 			var e Event
-			if err := json.Unmarshal(v, &e); err != nil {
+			if err := decodeEvent(v, &e); err != nil {
 				return false, fmt.Errorf("usage event: %w", err)
 			}
 			b := r.bucket(minuteOf(e.Time))
@@ -573,7 +573,7 @@ func encodeBatch(dirty dirtySet, waiters []settleWaiter) []kv {
 		buf = binary.BigEndian.AppendUint64(buf, uint64(e.Time.UnixNano()))
 		p := kv{key: buf[start:len(buf):len(buf)]}
 		start = len(buf)
-		buf = appendEvent(buf, e)
+		buf = appendEventBinary(buf, e)
 		p.val = buf[start:len(buf):len(buf)]
 		out = append(out, p)
 	}
@@ -677,6 +677,78 @@ func appendEvent(b []byte, e *Event) []byte {
 		b = append(b, `,"usage_estimated":true`...)
 	}
 	return append(b, '}')
+}
+
+// eventFormatBinary is the first byte of a binary-encoded event. Events
+// were stored as JSON (first byte '{') before; decodeEvent reads both.
+const eventFormatBinary = 1
+
+// appendEventBinary encodes e compactly: the format byte, the time (unix
+// nanos), the strings length-prefixed, the counts as varints, and a flags
+// byte. A third of the JSON's size: the event is most of the bytes a
+// settlement writes, and Badger's cost (WAL, memtable, flushes,
+// compaction) grows with bytes.
+func appendEventBinary(b []byte, e *Event) []byte {
+	b = append(b, eventFormatBinary)
+	b = binary.AppendVarint(b, e.Time.UnixNano())
+	for _, s := range [...]string{e.AgentID, e.AgentName, e.SessionID, e.Provider, e.Model, e.Outcome} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	for _, v := range [...]int64{e.InputTokens, e.CachedInputTokens, e.CacheWriteTokens, e.OutputTokens, e.CostNanos, e.LatencyMS} {
+		b = binary.AppendVarint(b, v)
+	}
+	var flags byte
+	if e.PricingKnown {
+		flags |= 1
+	}
+	if e.UsageEstimated {
+		flags |= 2
+	}
+	return append(b, flags)
+}
+
+// decodeEvent reads a stored event in either format.
+func decodeEvent(raw []byte, e *Event) error {
+	if len(raw) > 0 && raw[0] == '{' {
+		return json.Unmarshal(raw, e)
+	}
+	if len(raw) == 0 || raw[0] != eventFormatBinary {
+		return errors.New("unknown event encoding")
+	}
+	b := raw[1:]
+	bad := errors.New("truncated binary event")
+	varint := func() (int64, bool) {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return v, true
+	}
+	nanos, ok := varint()
+	if !ok {
+		return bad
+	}
+	e.Time = time.Unix(0, nanos).UTC()
+	for _, dst := range [...]*string{&e.AgentID, &e.AgentName, &e.SessionID, &e.Provider, &e.Model, &e.Outcome} {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return bad
+		}
+		*dst = string(b[k : k+int(n)])
+		b = b[k+int(n):]
+	}
+	for _, dst := range [...]*int64{&e.InputTokens, &e.CachedInputTokens, &e.CacheWriteTokens, &e.OutputTokens, &e.CostNanos, &e.LatencyMS} {
+		if *dst, ok = varint(); !ok {
+			return bad
+		}
+	}
+	if len(b) != 1 {
+		return bad
+	}
+	e.PricingKnown, e.UsageEstimated = b[0]&1 != 0, b[0]&2 != 0
+	return nil
 }
 
 // appendJSONString appends s as a JSON string (invalid UTF-8 becomes U+FFFD).

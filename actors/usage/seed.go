@@ -32,7 +32,7 @@ func Seed(db *store.DB, events []Event) error {
 		if e.Outcome == "" {
 			e.Outcome = "ok"
 		}
-		raw := encodeEvent(&e)
+		raw := appendEventBinary(nil, &e)
 		r.apply(&e, dirty)
 		batch = append(batch, kv{key: eventKey(n), val: raw})
 		if len(batch) == chunk {
