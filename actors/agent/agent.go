@@ -217,8 +217,16 @@ func (a *agentActor) start(c actor.Context, sid string, st *sessionState, w wait
 	t.req = buildRequest(a.m, a.route, h.Messages, w.send.Text)
 	st.current = t
 	self, system, d, ctx := c.Self(), c.ActorSystem(), a.d, a.ctx
+	release := func() {}
+	if w.send.Ctx != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		stop := context.AfterFunc(w.send.Ctx, cancel)
+		release = func() { stop(); cancel() }
+	}
 	go func() {
 		res, answer, err := d.runTurn(ctx, t)
+		release()
 		system.Root.Send(self, &turnDone{t: t, result: res, answer: answer, err: err})
 	}()
 }

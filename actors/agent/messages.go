@@ -7,6 +7,7 @@
 package agent
 
 import (
+	"context"
 	"time"
 
 	"github.com/fangd/fangd/actors/llm"
@@ -113,6 +114,10 @@ type Send struct {
 	SessionID string // "" = the agent's default session
 	From      string // who speaks: "api" for the REST API
 	Who       Who
+	// Ctx, when set, bounds this turn: cancelling it cancels the provider
+	// call and the caller gets the error (A2A's CancelTask needs a turn
+	// that really stops). Local only; never serialised.
+	Ctx context.Context
 }
 
 // TurnResult is POST /api/agents/{id}/message's answer.
