@@ -23,6 +23,7 @@ var scenarios = []Scenario{
 	{Name: "a2a", About: "A2A JSON-RPC SendMessage round trips to a local agent (zero-latency fake LLM); heap per finished task kept", Run: runA2A},
 	{Name: "comms-bus", About: "event bus: publish rate with 10 subscribers; RSS with 1,000 subscribers", Run: runCommsBus},
 	{Name: "webhooks", About: "signed durable webhook deliveries across 50 endpoints", Run: runWebhookDeliveries},
+	{Name: "channel-reply", About: "inbound -> agent -> reply overhead at -reply-rate (500) msg/s over 100 Telegram channels", Run: runChannelReply},
 	{Name: "channels-idle", About: "1,000 configured idle Telegram channels: start to all connected, RSS", Run: runChannelsIdle},
 	{Name: "mcp-builtin", About: "POST /mcp tools/call to a built-in tool, plain JSON-RPC, concurrent clients", Run: runMCPBuiltin},
 	{Name: "mcp-proxy", About: "proxied MCP echo overhead and recovery after kill -9 (server-everything over stdio, in-process)", Run: runMCPProxy},
@@ -71,8 +72,11 @@ type Options struct {
 	Connections int
 	AppendFor   time.Duration // each audit-append run
 	Writers     int
-	Starts      int    // fresh starts sampled for start-to-healthy
-	TempDir     string // parent of every temp home and store
+	Starts      int           // fresh starts sampled for start-to-healthy
+	TempDir     string        // parent of every temp home and store
+	ReplyFor    time.Duration // the measured part of channel-reply
+	ReplyRate   int           // channel-reply's messages per second, all channels together
+	LLMLatency  time.Duration // the fake LLM's fixed answer time in channel-reply
 }
 
 // Env is what scenarios share: the options, one running daemon and the

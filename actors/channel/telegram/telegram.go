@@ -40,6 +40,35 @@ type Adapter struct {
 	http    *http.Client
 }
 
+// Buffer sizes of transport's connections. An idle bot holds one HTTP/1.1
+// connection open in a long poll for its whole life, and net/http gives
+// every connection a read and a write buffer of 4 KiB by default: 8 KiB per
+// bot, most of the memory a thousand idle bots cost beyond their
+// goroutines. Bot API requests and response headers are a few hundred
+// bytes; a larger body (a long sendMessage, a full getUpdates batch) only
+// takes more read/write calls through a smaller buffer, and header lines
+// longer than the buffer are still read whole (net/textproto joins them).
+const (
+	readBufferSize  = 1 << 10
+	writeBufferSize = 1 << 10
+)
+
+// transport is shared by every Telegram bot of the daemon, so connections
+// to one Bot API server are pooled together. It is net/http's default
+// transport (proxy from the environment, HTTP/2 over TLS, the same dial and
+// TLS timeouts) with small buffers, and with enough idle connections per
+// host that a thousand bots re-polling the same server reuse their
+// connections instead of redialling.
+var transport = newTransport()
+
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ReadBufferSize = readBufferSize
+	t.WriteBufferSize = writeBufferSize
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
 // New builds the adapter from its configuration (no I/O).
 func New(cfg *channel.Config) (channel.Adapter, error) {
 	token := cfg.Secret("bot_token")
@@ -70,7 +99,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "webhook_secret", Msg: "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"}
 	}
 	// The long poll holds a request open for timeout seconds.
-	a.http = &http.Client{Timeout: time.Duration(a.timeout+15) * time.Second}
+	a.http = &http.Client{Timeout: time.Duration(a.timeout+15) * time.Second, Transport: transport}
 	return a, nil
 }
 

@@ -33,6 +33,9 @@ type Server struct {
 	// AnyToken accepts every well-formed token ("<id>:<secret>"), so one
 	// fake can host many bots (the bench's thousand channels).
 	AnyToken bool
+	// OnSent, when set before the first message, is called with every
+	// message the bot sends as it arrives (the bench times replies with it).
+	OnSent func(Sent)
 
 	mu        sync.Mutex
 	changed   chan struct{} // closed and replaced whenever updates/down change
@@ -297,6 +300,9 @@ func (s *Server) sendMessage(w http.ResponseWriter, params map[string]any) {
 	m := Sent{ChatID: chat, Text: text, ReplyTo: replyTo, ThreadID: num(params["message_thread_id"]), MessageID: s.nextMsg}
 	s.sent = append(s.sent, m)
 	s.mu.Unlock()
+	if s.OnSent != nil {
+		s.OnSent(m)
+	}
 	var chatIDValue any = chat
 	if n, err := json.Number(chat).Int64(); err == nil {
 		chatIDValue = n
