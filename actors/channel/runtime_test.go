@@ -176,8 +176,13 @@ func TestInboundReachesAgentAndReplyIsSplit(t *testing.T) {
 		t.Fatalf("received events = %+v", ev)
 	}
 	h.WaitFor("sent events", func() bool { return len(h.Bus.Events(channel.EventSent)) == 2 })
-	v = h.Get("telegram")
-	if v.MessagesIn != 1 || v.MessagesOut != 2 || v.OutboxPending != 0 || v.LastMessageAt == nil {
+	// The counters are updated by the channel actor after the send is
+	// confirmed, which may come just after the "sent" event: wait for them.
+	h.WaitFor("counters", func() bool {
+		v = h.Get("telegram")
+		return v.MessagesOut == 2 && v.OutboxPending == 0
+	})
+	if v.MessagesIn != 1 || v.LastMessageAt == nil {
 		t.Fatalf("counters = %+v", v.Status)
 	}
 }

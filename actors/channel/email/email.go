@@ -323,6 +323,14 @@ func (a *Adapter) wait(ctx context.Context, c *imapclient.Client, canIdle bool, 
 		}
 		return c.Noop().Wait()
 	}
+	// Mail that arrived while the last batch was being stored is queued on
+	// the server, and some servers (go-imap's own among them) only report
+	// queued changes after a command completes, not when IDLE starts: a NOOP
+	// first flushes them into notify, so the select below returns at once
+	// instead of sleeping until the next refresh.
+	if err := c.Noop().Wait(); err != nil {
+		return err
+	}
 	idle, err := c.Idle()
 	if err != nil {
 		return err
