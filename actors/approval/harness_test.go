@@ -179,7 +179,9 @@ func recv(t *testing.T, ch <-chan any) *Approval {
 	return nil
 }
 
-func api(identity string) Decider { return Decider{Identity: identity, Via: ViaAPI, SourceIP: "127.0.0.1"} }
+func api(identity string) Decider {
+	return Decider{Identity: identity, Via: ViaAPI, SourceIP: "127.0.0.1"}
+}
 
 func kindOf(err error) (kernel.Kind, string) {
 	if de := kernel.AsError(err); de != nil {

@@ -96,7 +96,7 @@ func TestApprovingWithTOTP(t *testing.T) {
 		{"", "totp_required"},
 		{"12345", "totp_invalid"},
 		{"abcdef", "totp_invalid"},
-		{rfc6238(t, secret, c.Now().Add(-90*time.Second)), "totp_invalid"}, // stale: three steps old
+		{rfc6238(t, secret, c.Now().Add(-90*time.Second)), "totp_invalid"},  // stale: three steps old
 		{rfc6238(t, secret, c.Now().Add(-30*time.Second)), "totp_replayed"}, // the confirmation's step
 	} {
 		_, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: bad.code, By: me})
@@ -201,7 +201,10 @@ func TestLockoutAfterFiveBadCodes(t *testing.T) {
 			_, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me})
 			return err
 		},
-		func() error { _, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: recovery[0], By: me}); return err },
+		func() error {
+			_, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: recovery[0], By: me})
+			return err
+		},
 		func() error { _, err := h.a.TOTPRevoke(rfc6238(t, secret, c.Now()), me); return err },
 		func() error { _, err := h.a.TOTPSetup(rfc6238(t, secret, c.Now()), me); return err },
 	} {
