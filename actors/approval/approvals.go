@@ -92,6 +92,12 @@ func (a *Approvals) PID() *actor.PID { return a.pid }
 // Policy is the validated policy.
 func (a *Approvals) Policy() *Policy { return &a.env.policy }
 
+// Gated reports whether an agent's call of tool waits for a decision.
+func (a *Approvals) Gated(tool string) bool { return a.env.policy.Gated(tool) }
+
+// MaxWait is the longest a request can stay pending.
+func (a *Approvals) MaxWait() time.Duration { return a.env.policy.MaxWait() }
+
 // SetNotifier wires the channels that requests are posted to (channels
 // start after agents, which start after approvals).
 func (a *Approvals) SetNotifier(n Notifier) { a.env.notifier.Store(&notifierBox{n}) }
