@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -70,6 +71,8 @@ type Deps struct {
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
+	// Approvals may be nil (tests of other groups); its routes then 503.
+	Approvals *approval.Approvals
 }
 
 // Server is fangd's HTTP API.
@@ -174,6 +177,16 @@ func (s *Server) routes() {
 	s.api("GET", "/budget/agents", s.budgetAgents)
 	s.api("GET", "/budget/agents/{id}", s.agentBudget)
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
+	s.api("GET", "/approvals", s.needApprovals(s.listApprovals))
+	s.api("POST", "/approvals", s.needApprovals(s.createApproval))
+	s.api("GET", "/approvals/totp/status", s.needApprovals(s.totpStatus))
+	s.api("POST", "/approvals/totp/setup", s.needApprovals(s.totpSetup))
+	s.api("POST", "/approvals/totp/confirm", s.needApprovals(s.totpConfirm))
+	s.api("POST", "/approvals/totp/revoke", s.needApprovals(s.totpRevoke))
+	s.api("DELETE", "/approvals/totp", s.needApprovals(s.totpRevoke))
+	s.api("GET", "/approvals/{id}", s.needApprovals(s.getApproval))
+	s.api("POST", "/approvals/{id}/approve", s.needApprovals(s.approveApproval))
+	s.api("POST", "/approvals/{id}/reject", s.needApprovals(s.rejectApproval))
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 }
 
