@@ -236,7 +236,9 @@ func TestGatedToolThroughTheAPI(t *testing.T) {
 	ts := newTestServer(t, nil, extra)
 	a := ts.newAgent(t, "ops")
 	reply := make(chan response, 1)
-	go func() { reply <- ts.authed(t, "POST", "/api/agents/"+a.ID+"/message", `{"message":"please run ls /srv"}`) }()
+	go func() {
+		reply <- ts.authed(t, "POST", "/api/agents/"+a.ID+"/message", `{"message":"please run ls /srv"}`)
+	}()
 	var page approval.Page
 	deadline := time.Now().Add(20 * time.Second)
 	for page.Total == 0 && time.Now().Before(deadline) {
