@@ -23,6 +23,13 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# Load harness (docs/bench.md): starts bin/fangd on a temp home, drives it
+# with wrk and prints the result table (also bench/out/latest.md). wrk comes
+# from Debian when missing. Pass flags with BENCH_FLAGS="-duration 30s".
+bench: build
+	@command -v wrk >/dev/null 2>&1 || (apt-get update && apt-get install -y wrk)
+	$(GO) run ./bench -fangd $(BIN) $(BENCH_FLAGS)
+
 # Short fuzzing runs of the committed fuzz targets.
 fuzz:
 	$(GO) test ./transport/http -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s

@@ -236,3 +236,24 @@ func TestGroupCommitBatches(t *testing.T) {
 		t.Fatalf("appends=%v commits=%v: appends are not sharing commits", appends, commits)
 	}
 }
+
+func TestRawRingKeepsNewestInOrder(t *testing.T) {
+	var r rawRing
+	for i := 1; i <= recentCap+7; i++ {
+		r.push([]byte(fmt.Sprint(i)))
+	}
+	got := r.newest(3)
+	if string(got[0]) != fmt.Sprint(recentCap+7) || string(got[2]) != fmt.Sprint(recentCap+5) {
+		t.Fatalf("newest 3 = %q", got)
+	}
+	all := r.newest(recentCap + 100)
+	if len(all) != recentCap || string(all[recentCap-1]) != "8" {
+		t.Fatalf("oldest kept = %q of %d", all[len(all)-1], len(all))
+	}
+	var small rawRing
+	small.push([]byte("a"))
+	small.push([]byte("b"))
+	if got := small.newest(5); len(got) != 2 || string(got[0]) != "b" {
+		t.Fatalf("partial ring = %q", got)
+	}
+}

@@ -74,9 +74,26 @@ func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
 	}
 }
 
-// Recent returns up to limit newest committed entries, newest first.
+// Recent returns up to limit newest committed entries, newest first. It
+// answers like kernel.Ask (503 actor_unavailable when the writer is not
+// running, actor_timeout after DefaultAskTimeout) but waits on a reply
+// channel rather than a request future, which is cheaper on this hot path.
 func (l *Log) Recent(limit int) (*RecentReply, error) {
-	return kernel.Ask[*RecentReply](l.k, l.pid, &Recent{Limit: limit}, kernel.DefaultAskTimeout)
+	if _, alive := l.k.System.ProcessRegistry.Get(l.pid); !alive {
+		return nil, &kernel.Error{Kind: kernel.KindUnavailable, Code: "actor_unavailable",
+			Msg: l.pid.Id + " is not running", Err: actor.ErrDeadLetter}
+	}
+	done := make(chan *RecentReply, 1)
+	l.k.Root.Send(l.pid, &recentRequest{limit: limit, done: done})
+	timer := time.NewTimer(kernel.DefaultAskTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r, nil
+	case <-timer.C:
+		return nil, &kernel.Error{Kind: kernel.KindUnavailable, Code: "actor_timeout",
+			Msg: l.pid.Id + " did not answer in time", Err: actor.ErrTimeout}
+	}
 }
 
 // Verify walks the whole committed chain and checks the anchor.

@@ -41,7 +41,7 @@ type writer struct {
 	pending   []pendingAppend
 	inFlight  bool
 	committed SnapshotReply
-	recent    [][]byte // ring of committed raw entries, oldest first
+	recent    rawRing // the newest committed raw entries
 }
 
 func (w *writer) Receive(c actor.Context) {
@@ -59,6 +59,8 @@ func (w *writer) Receive(c actor.Context) {
 		w.committedBatch(c, m)
 	case *Recent:
 		c.Respond(w.recentReply(m.Limit))
+	case *recentRequest:
+		m.done <- w.recentReply(m.limit)
 	case *Snapshot:
 		c.Respond(&w.committed)
 	case *actor.Stopping:
@@ -69,23 +71,25 @@ func (w *writer) Receive(c actor.Context) {
 // load restores the tip and the recent ring from the store. A restart after
 // a failed commit lands here too, so memory never runs ahead of disk.
 func (w *writer) load() error {
-	w.nextID, w.tip, w.inFlight, w.pending, w.recent = 1, Genesis, false, nil, nil
+	w.nextID, w.tip, w.inFlight, w.pending = 1, Genesis, false, nil
+	var newestFirst [][]byte
 	err := w.log.Scan(0, true, func(r store.AuditRecord) (bool, error) {
-		if w.recent == nil {
+		if newestFirst == nil {
 			var e Entry
 			if err := json.Unmarshal(r.Raw, &e); err != nil {
 				return false, fmt.Errorf("audit tip entry %d does not decode: %w", r.ID, err)
 			}
 			w.nextID, w.tip = e.ID+1, e.Hash
 		}
-		w.recent = append(w.recent, r.Raw)
-		return len(w.recent) < recentCap, nil
+		newestFirst = append(newestFirst, r.Raw)
+		return len(newestFirst) < recentCap, nil
 	})
 	if err != nil {
 		return err
 	}
-	for i, j := 0, len(w.recent)-1; i < j; i, j = i+1, j-1 {
-		w.recent[i], w.recent[j] = w.recent[j], w.recent[i]
+	w.recent = rawRing{}
+	for i := len(newestFirst) - 1; i >= 0; i-- {
+		w.recent.push(newestFirst[i])
 	}
 	w.committed = SnapshotReply{Length: w.nextID - 1, Tip: w.tip}
 	return w.checkAnchorOnStart()
@@ -182,21 +186,39 @@ func (w *writer) failPending(err error) {
 	w.pending = nil
 }
 
-func (w *writer) remember(raw []byte) {
-	if len(w.recent) == recentCap {
-		copy(w.recent, w.recent[1:])
-		w.recent = w.recent[:recentCap-1]
-	}
-	w.recent = append(w.recent, raw)
-}
+func (w *writer) remember(raw []byte) { w.recent.push(raw) }
 
 func (w *writer) recentReply(limit int) *RecentReply {
-	n := min(limit, len(w.recent))
-	out := make([][]byte, n)
-	for i := range n {
-		out[i] = w.recent[len(w.recent)-1-i]
+	return &RecentReply{Entries: w.recent.newest(limit), Total: w.committed.Length}
+}
+
+// rawRing holds the last recentCap entries; pushing overwrites the oldest.
+type rawRing struct {
+	buf  [][]byte
+	next int // where the next push goes once buf is full
+}
+
+func (r *rawRing) push(raw []byte) {
+	if len(r.buf) < recentCap {
+		r.buf = append(r.buf, raw)
+		return
 	}
-	return &RecentReply{Entries: out, Total: w.committed.Length}
+	r.buf[r.next] = raw
+	r.next = (r.next + 1) % recentCap
+}
+
+// newest returns up to n entries, newest first.
+func (r *rawRing) newest(n int) [][]byte {
+	n = min(n, len(r.buf))
+	out := make([][]byte, n)
+	last := len(r.buf) - 1
+	if len(r.buf) == recentCap {
+		last = (r.next + recentCap - 1) % recentCap
+	}
+	for i := range n {
+		out[i] = r.buf[(last-i+len(r.buf))%len(r.buf)]
+	}
+	return out
 }
 
 func orDefault(s, def string) string {

@@ -42,6 +42,18 @@ func (s *Security) Register(system string, probe func() State) {
 	s.mu.Unlock()
 }
 
+// State measures one system. GET /api/health asks for one system on every
+// request, so this avoids building the whole map.
+func (s *Security) State(system string) State {
+	s.mu.RLock()
+	p, ok := s.probes[system]
+	s.mu.RUnlock()
+	if !ok {
+		return StateUnavailable
+	}
+	return p()
+}
+
 // Status measures every system.
 func (s *Security) Status() map[string]State {
 	s.mu.RLock()

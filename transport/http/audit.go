@@ -17,24 +17,22 @@ func (s *Server) auditRecent(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	// The entries are already JSON as stored: splice them, don't re-encode.
-	size := 32
-	for _, e := range rec.Entries {
-		size += len(e) + 1
-	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, `{"entries":[`...)
+	// The entries are already JSON as stored: splice them into the
+	// response's pooled body buffer, don't re-encode or copy them twice.
+	resp := &ctx.Response
+	resp.ResetBody()
+	resp.AppendBodyString(`{"entries":[`)
 	for i, e := range rec.Entries {
 		if i > 0 {
-			buf = append(buf, ',')
+			resp.AppendBodyString(",")
 		}
-		buf = append(buf, e...)
+		resp.AppendBody(e)
 	}
-	buf = append(buf, `],"total":`...)
-	buf = strconv.AppendUint(buf, rec.Total, 10)
-	buf = append(buf, "}\n"...)
+	resp.AppendBodyString(`],"total":`)
+	var num [20]byte
+	resp.AppendBody(strconv.AppendUint(num[:0], rec.Total, 10))
+	resp.AppendBodyString("}\n")
 	ctx.SetContentType("application/json")
-	ctx.SetBody(buf)
 	return nil
 }
 

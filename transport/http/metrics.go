@@ -2,6 +2,7 @@ package http
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,9 +34,71 @@ func (m *httpMetrics) register(reg *prometheus.Registry) error {
 	return nil
 }
 
-func (m *httpMetrics) observe(route string, ctx *fasthttp.RequestCtx, start time.Time) {
-	m.requests.WithLabelValues(route, string(ctx.Method()), strconv.Itoa(ctx.Response.StatusCode())).Inc()
-	m.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+// routeMetrics caches one route's metric children. WithLabelValues hashes
+// its labels, takes a lock and allocates on every call, which showed in the
+// per-request profile. Children are still created on first use, exactly as
+// WithLabelValues would create them, so /metrics shows the same series.
+type routeMetrics struct {
+	m       *httpMetrics
+	route   string
+	latency atomic.Pointer[prometheus.Observer]
+	counts  atomic.Pointer[[]methodStatusCount] // copy-on-write
+}
+
+type methodStatusCount struct {
+	method string
+	status int
+	c      prometheus.Counter
+}
+
+// maxCachedCounts bounds each route's cache: a route sees a handful of
+// (method, status) pairs; anything beyond is looked up each time.
+const maxCachedCounts = 8
+
+func (m *httpMetrics) route(route string) *routeMetrics { return &routeMetrics{m: m, route: route} }
+
+func (r *routeMetrics) observe(ctx *fasthttp.RequestCtx, start time.Time) {
+	r.counter(ctx.Method(), ctx.Response.StatusCode()).Inc()
+	lat := r.latency.Load()
+	if lat == nil {
+		o := r.m.latency.WithLabelValues(r.route)
+		lat = &o
+		r.latency.Store(lat)
+	}
+	(*lat).Observe(time.Since(start).Seconds())
+}
+
+// methodLabel keeps the method label to the methods fangd serves, so a
+// caller inventing methods (BREW /x) cannot create metric series at will.
+func methodLabel(method []byte) []byte {
+	switch string(method) {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS":
+		return method
+	}
+	return []byte("OTHER")
+}
+
+func (r *routeMetrics) counter(method []byte, status int) prometheus.Counter {
+	method = methodLabel(method)
+	cur := r.counts.Load()
+	if cur != nil {
+		for _, x := range *cur {
+			if x.status == status && x.method == string(method) {
+				return x.c
+			}
+		}
+	}
+	c := r.m.requests.WithLabelValues(r.route, string(method), strconv.Itoa(status))
+	if cur == nil || len(*cur) < maxCachedCounts {
+		var next []methodStatusCount
+		if cur != nil {
+			next = append(next, *cur...)
+		}
+		next = append(next, methodStatusCount{method: string(method), status: status, c: c})
+		// Losing this race to another request only costs a later miss.
+		r.counts.CompareAndSwap(cur, &next)
+	}
+	return c
 }
 
 // prometheus serves GET /metrics in the Prometheus text format.

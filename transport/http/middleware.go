@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"net"
@@ -36,20 +37,22 @@ func mergeOpts(opts []routeOpts) routeOpts {
 }
 
 const (
-	userRequestID = "fangd.request_id"
-	userActor     = "fangd.actor"
-	userAudit     = "fangd.audit_details"
+	userActor = "fangd.actor"
+	userAudit = "fangd.audit_details"
 )
 
 // chain wraps h in the middleware every route gets, outermost first:
 // request id + security headers + panic recovery + metrics, rate limit,
 // auth, then auditing of mutating calls.
 func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.RequestHandler {
+	metrics := s.metrics.route(route)
 	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
 		s.startRequest(ctx)
+		// Deferred in this order so that a panic is turned into its 500
+		// before the request is counted.
+		defer metrics.observe(ctx, start)
 		defer s.recoverPanic(ctx)
-		defer s.metrics.observe(route, ctx, start)
 		if err := s.rateLimit(ctx); err != nil {
 			s.writeError(ctx, err)
 			return
@@ -68,31 +71,64 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 	}
 }
 
+// Response headers set on every request, as canonical byte slices so that
+// fasthttp stores them without re-normalising the names each time.
+var (
+	headerRequestID = []byte("X-Request-Id")
+	commonHeaders   = [][2][]byte{
+		{[]byte("X-Api-Version"), []byte("v1")},
+		{[]byte("Cache-Control"), []byte("no-store")},
+	}
+	securityHeaders = [][2][]byte{
+		{[]byte("X-Content-Type-Options"), []byte("nosniff")},
+		{[]byte("X-Frame-Options"), []byte("DENY")},
+		{[]byte("Referrer-Policy"), []byte("no-referrer")},
+		{[]byte("Content-Security-Policy"), []byte("default-src 'none'; frame-ancestors 'none'")},
+		{[]byte("Strict-Transport-Security"), []byte("max-age=63072000; includeSubDomains")},
+		{[]byte("Cross-Origin-Resource-Policy"), []byte("same-origin")},
+	}
+)
+
 // startRequest sets the request id and the headers every response carries.
+// The response's X-Request-Id header is the one place the id is kept (see
+// requestID); a fresh id is formatted on the stack, so this allocates
+// nothing.
 func (s *Server) startRequest(ctx *fasthttp.RequestCtx) {
-	id := string(ctx.Request.Header.Peek("X-Request-Id"))
-	if !validRequestID(id) {
-		id = uuid.NewString()
-	}
-	ctx.SetUserValue(userRequestID, id)
 	h := &ctx.Response.Header
-	h.Set("X-Request-Id", id)
-	h.Set("X-Api-Version", "v1")
-	h.Set("Cache-Control", "no-store")
-	if s.cfg.SecurityHeaders {
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	if id := ctx.Request.Header.PeekBytes(headerRequestID); validRequestID(id) {
+		h.SetCanonical(headerRequestID, id)
+	} else {
+		var buf [36]byte
+		h.SetCanonical(headerRequestID, formatUUID(&buf, uuid.New()))
 	}
+	for _, kv := range commonHeaders {
+		h.SetCanonical(kv[0], kv[1])
+	}
+	if s.cfg.SecurityHeaders {
+		for _, kv := range securityHeaders {
+			h.SetCanonical(kv[0], kv[1])
+		}
+	}
+}
+
+// formatUUID writes u in its canonical 36-character form into buf.
+func formatUUID(buf *[36]byte, u uuid.UUID) []byte {
+	hex.Encode(buf[0:8], u[0:4])
+	buf[8] = '-'
+	hex.Encode(buf[9:13], u[4:6])
+	buf[13] = '-'
+	hex.Encode(buf[14:18], u[6:8])
+	buf[18] = '-'
+	hex.Encode(buf[19:23], u[8:10])
+	buf[23] = '-'
+	hex.Encode(buf[24:36], u[10:16])
+	return buf[:]
 }
 
 // validRequestID accepts a caller's id only if it is short and plain, so it
 // is safe to echo and to log.
-func validRequestID(id string) bool {
-	if id == "" || len(id) > 64 {
+func validRequestID[T string | []byte](id T) bool {
+	if len(id) == 0 || len(id) > 64 {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
@@ -104,9 +140,9 @@ func validRequestID(id string) bool {
 	return true
 }
 
+// requestID is the id startRequest put on the response.
 func requestID(ctx *fasthttp.RequestCtx) string {
-	id, _ := ctx.UserValue(userRequestID).(string)
-	return id
+	return string(ctx.Response.Header.PeekBytes(headerRequestID))
 }
 
 func (s *Server) recoverPanic(ctx *fasthttp.RequestCtx) {

@@ -88,6 +88,8 @@ type Server struct {
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
+	// healthOK and healthDegraded are GET /api/health's two bodies.
+	healthOK, healthDegraded []byte
 }
 
 // New builds the server and its routes.
@@ -111,6 +113,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.registerSecurityProbes()
+	s.encodeHealthBodies()
 	s.routes()
 	s.srv = &fasthttp.Server{
 		Handler:               s.router.Handler,
@@ -197,8 +200,14 @@ func (s *Server) api(method, path string, h handlerFunc, opts ...routeOpts) {
 	s.handle(method, "/api/v1"+path, h, o)
 }
 
+// handle registers one route. A GET route answers HEAD too (fasthttp
+// sends the headers without the body), so health checkers that use HEAD work.
 func (s *Server) handle(method, path string, h handlerFunc, o routeOpts) {
-	s.router.Handle(method, path, s.chain(path, o, h))
+	handler := s.chain(path, o, h)
+	s.router.Handle(method, path, handler)
+	if method == "GET" {
+		s.router.Handle("HEAD", path, handler)
+	}
 }
 
 // transportError answers fasthttp's own failures (body too large, bad

@@ -595,3 +595,49 @@ func TestShutdownEndsOpenStreams(t *testing.T) {
 		t.Fatalf("stream did not end cleanly: %v", err)
 	}
 }
+
+func TestHeadOnGetRoutesAndPanicMetrics(t *testing.T) {
+	ts := newTestServer(t, nil, func(s *Server) {
+		s.api("GET", "/test/boom", func(*fasthttp.RequestCtx) error { panic("boom") })
+	})
+	r := ts.do(t, "HEAD", "/api/health", "")
+	if r.status != 200 || len(r.body) != 0 || r.header.Get("X-Request-Id") == "" {
+		t.Fatalf("HEAD /api/health = %d body %q", r.status, r.body)
+	}
+	if r := ts.do(t, "HEAD", "/api/security", ""); r.status != 401 {
+		t.Fatalf("HEAD on an authenticated route without a key = %d", r.status)
+	}
+	ts.authed(t, "GET", "/api/test/boom", "")
+	ts.authed(t, "BREW", "/api/nope", "")
+	body := string(ts.authed(t, "GET", "/metrics", "").body)
+	if !strings.Contains(body, `route="/api/test/boom",status="500"`) {
+		t.Errorf("panicked request not counted as 500:\n%s", grepLines(body, "boom"))
+	}
+	if strings.Contains(body, `method="BREW"`) || !strings.Contains(body, `method="OTHER"`) {
+		t.Errorf("invented method not folded into OTHER:\n%s", grepLines(body, "unmatched"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestHeadOnLogStreamDoesNotHang(t *testing.T) {
+	ts := newTestServer(t, nil)
+	done := make(chan response, 1)
+	go func() { done <- ts.authed(t, "HEAD", "/api/logs/stream", "") }()
+	select {
+	case r := <-done:
+		if r.status != 200 {
+			t.Fatalf("HEAD stream = %d", r.status)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("HEAD on the SSE stream hung")
+	}
+}
