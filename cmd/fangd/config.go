@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/llm"
 	metering "github.com/fangd/fangd/actors/usage"
 	fhttp "github.com/fangd/fangd/transport/http"
@@ -33,6 +34,9 @@ type Config struct {
 	Models []llm.ModelConfig `toml:"models"`
 	LLM    LLMConfig         `toml:"llm"`
 	Usage  UsageConfig       `toml:"usage"`
+	// Approval is [approval]: which tool calls wait for a human, timeouts,
+	// the second factor, approvers and the chats requests are posted to.
+	Approval approval.Policy `toml:"approval"`
 }
 
 // LLMConfig is [llm].
@@ -87,6 +91,7 @@ func defaultConfig() Config {
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
+		Approval:            approval.DefaultPolicy(),
 	}
 }
 
@@ -153,6 +158,9 @@ func (c *Config) validate() error {
 	}
 	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
 		return errors.New("usage.retention_days must be between 0 (keep forever) and 36500")
+	}
+	if err := c.Approval.Validate(); err != nil {
+		return err
 	}
 	return llm.ValidateConfig(c.llmOptions())
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -105,7 +106,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.db, err = store.Open(opts); err != nil {
 		return nil, err
 	}
-	if _, err = store.OpenVault(d.db, home); err != nil {
+	vault, err := store.OpenVault(d.db, home)
+	if err != nil {
 		return nil, err
 	}
 	d.kernel = kernel.New(d.log)
@@ -128,12 +130,18 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
-	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{})
+	// Approvals start before agents: an agent resuming a turn that waits
+	// for a decision asks the approvals supervisor as it starts.
+	approvals, err := approval.Start(d.kernel, d.db, vault, d.audit, approval.Options{Policy: cfg.Approval})
+	if err != nil {
+		return nil, err
+	}
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals})
 	if err != nil {
 		return nil, err
 	}
 	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Agents: agents, LLM: reg, Meter: meter})
+		Agents: agents, LLM: reg, Meter: meter, Approvals: approvals})
 	if err != nil {
 		return nil, err
 	}

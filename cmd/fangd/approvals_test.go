@@ -1,0 +1,169 @@
+package main
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base32"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type approvalJSON struct {
+	ID           string     `json:"id"`
+	AgentID      string     `json:"agent_id"`
+	AgentName    string     `json:"agent_name"`
+	Action       string     `json:"action"`
+	Status       string     `json:"status"`
+	RiskLevel    string     `json:"risk_level"`
+	RequestedAt  time.Time  `json:"requested_at"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	DecidedAt    *time.Time `json:"decided_at"`
+	DecidedBy    string     `json:"decided_by"`
+	DecidedVia   string     `json:"decided_via"`
+	SecondFactor string     `json:"second_factor"`
+}
+
+// rfc6238 is the test's own TOTP (RFC 6238: HMAC-SHA-1, 30 s, 6 digits).
+func rfc6238(t *testing.T, secret string, at time.Time) string {
+	t.Helper()
+	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg [8]byte
+	binary.BigEndian.PutUint64(msg[:], uint64(at.Unix()/30))
+	m := hmac.New(sha1.New, key)
+	m.Write(msg[:])
+	s := m.Sum(nil)
+	o := s[19] & 15
+	return fmt.Sprintf("%06d", ((uint32(s[o])&0x7f)<<24|uint32(s[o+1])<<16|uint32(s[o+2])<<8|uint32(s[o+3]))%1e6)
+}
+
+// Pending approvals and the TOTP enrolment live through a graceful
+// restart and a kill -9; expiry keeps counting from requested_at.
+func TestApprovalsOnTheBinary(t *testing.T) {
+	_, _, cfg := fakes(t, `
+[approval]
+second_factor = "totp"
+totp_tools = ["shell_*"]
+timeout_secs = 600
+`)
+	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
+	var a agentJSON
+	td.must(201, "POST", "/api/agents", map[string]any{"name": "ops", "model": "fakeoai/gpt-test"}, &a)
+	var first approvalJSON
+	td.must(201, "POST", "/api/approvals", map[string]any{"agent_id": a.ID, "action": "delete_file",
+		"description": "Agent wants to delete /important/config.toml", "payload": map[string]any{"path": "/important/config.toml"}}, &first)
+	if first.Status != "pending" || first.AgentName != "ops" || !first.ExpiresAt.Equal(first.RequestedAt.Add(600*time.Second)) {
+		t.Fatalf("%+v", first)
+	}
+
+	td.restart()
+	var got approvalJSON
+	td.must(200, "GET", "/api/approvals/"+first.ID, nil, &got)
+	if got.Status != "pending" || !got.ExpiresAt.Equal(first.ExpiresAt) {
+		t.Fatalf("after a graceful restart: %+v", got)
+	}
+	// Enrol TOTP, then kill -9 the daemon.
+	var enr struct {
+		Secret        string   `json:"secret"`
+		QRCode        string   `json:"qr_code"`
+		RecoveryCodes []string `json:"recovery_codes"`
+	}
+	td.must(200, "POST", "/api/approvals/totp/setup", map[string]any{}, &enr)
+	td.must(200, "POST", "/api/approvals/totp/confirm", map[string]any{"code": rfc6238(t, enr.Secret, time.Now())}, nil)
+	var gated approvalJSON
+	td.must(201, "POST", "/api/approvals", map[string]any{"agent_id": "ops", "action": "shell_exec", "payload": map[string]any{"cmd": "uptime"}}, &gated)
+	td.p.cmd.Process.Signal(syscall.SIGKILL)
+	td.p.done <- <-td.p.done // the launcher's cleanup waits for it too
+	td.start()
+
+	var st struct {
+		Enrolled, Confirmed, Enforced bool
+		Remaining                     int `json:"remaining_recovery_codes"`
+	}
+	td.must(200, "GET", "/api/approvals/totp/status", nil, &st)
+	if !st.Enrolled || !st.Confirmed || !st.Enforced || st.Remaining != 8 {
+		t.Fatalf("TOTP after kill -9: %+v", st)
+	}
+	var page struct {
+		Approvals []approvalJSON `json:"approvals"`
+		Total     int            `json:"total"`
+	}
+	td.must(200, "GET", "/api/approvals?status=pending", nil, &page)
+	if page.Total != 2 || page.Approvals[0].ID != first.ID || page.Approvals[1].ID != gated.ID {
+		t.Fatalf("pending after kill -9: %+v", page)
+	}
+	// delete_file is outside totp_tools; shell_exec needs the code.
+	td.must(200, "POST", "/api/approvals/"+first.ID+"/approve", map[string]any{}, &got)
+	if got.Status != "approved" || got.SecondFactor != "none" || got.DecidedVia != "api" || got.DecidedBy != "loopback" {
+		t.Fatalf("%+v", got)
+	}
+	if r := td.do("POST", "/api/approvals/"+gated.ID+"/approve", map[string]any{}); r.status != 400 || r.code() != "totp_required" {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	td.must(200, "POST", "/api/approvals/"+gated.ID+"/approve", map[string]any{"totp_code": rfc6238(t, enr.Secret, time.Now().Add(30*time.Second))}, &got)
+	if got.SecondFactor != "totp" {
+		t.Fatalf("%+v", got)
+	}
+	if r := td.do("POST", "/api/approvals/"+gated.ID+"/reject", nil); r.status != 409 {
+		t.Fatalf("re-deciding: %d %s", r.status, r.raw)
+	}
+	// Nothing secret in the data directory in the clear.
+	td.stop()
+	err := filepath.Walk(filepath.Join(td.home, "data"), func(path string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		raw, _ := os.ReadFile(path)
+		if strings.Contains(string(raw), enr.Secret) {
+			t.Errorf("%s holds the TOTP secret in the clear", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, code := verifyOffline(t, td.home); code != 0 || !rep.Valid() {
+		t.Fatalf("audit chain %+v", rep)
+	}
+}
+
+func TestApprovalExpiresAndThenIsGone(t *testing.T) {
+	_, _, cfg := fakes(t, "[approval]\ntimeout_secs = 1\n")
+	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
+	td.must(201, "POST", "/api/agents", map[string]any{"name": "ops", "model": "fakeoai/gpt-test"}, nil)
+	var rec approvalJSON
+	td.must(201, "POST", "/api/approvals", map[string]any{"agent_id": "ops", "action": "file_write"}, &rec)
+	td.must(200, "GET", "/api/approvals/"+rec.ID+"?wait=30", nil, &rec)
+	if rec.Status != "expired" || rec.DecidedVia != "timeout" {
+		t.Fatalf("%+v", rec)
+	}
+	r := td.do("POST", "/api/approvals/"+rec.ID+"/approve", map[string]any{})
+	if r.status != 410 || r.code() != "approval_expired" || !strings.Contains(string(r.raw), "expired") || strings.Contains(string(r.raw), "goroutine") {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+}
+
+func TestBadApprovalConfigNamesTheField(t *testing.T) {
+	for _, c := range []struct{ config, want string }{
+		{"[approval]\ntimeout_action = \"skip\"\n", "approval.timeout_action"},
+		{"[approval]\nsecond_factor = \"sms\"\n", "approval.second_factor"},
+		{"[[approval.notify]]\nchannel = \"tg\"\nchat_id = \"1\"\n", "approval.notify[0].approvers"},
+		{"[approval]\nrequire_aproval = []\n", "approval.require_aproval"},
+	} {
+		home := t.TempDir()
+		os.WriteFile(filepath.Join(home, "config.toml"), []byte(c.config), 0o600)
+		out, err := exec.Command(fangdBin, "serve", "--home", home, "--listen", freeAddr(t)).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("%q: err=%v output=%s", c.config, err, out)
+		}
+	}
+}
