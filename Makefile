@@ -4,7 +4,7 @@ BIN     := bin/fangd
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test vet fmt-check bench fuzz clean
+.PHONY: build run test test-deps vet fmt-check bench fuzz clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/fangd
@@ -13,8 +13,25 @@ run: build
 	./$(BIN) serve
 
 # The gate: formatting, vet, and every test under the race detector.
-test: fmt-check vet
+test: fmt-check vet test-deps
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Real servers some tests run on loopback: ngircd (IRC), prosody (XMPP)
+# from Debian, and the telegram-test-api Bot API emulator from npm.
+# Idempotent: installs only what is missing.
+TEST_DEPS ?= $(HOME)/.cache/fangd-test
+export FANGD_TEST_DEPS := $(TEST_DEPS)
+test-deps:
+	@missing=""; \
+	command -v ngircd >/dev/null 2>&1 || [ -x /usr/sbin/ngircd ] || missing="$$missing ngircd"; \
+	command -v prosody >/dev/null 2>&1 || [ -x /usr/bin/prosody ] || missing="$$missing prosody"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@[ -f "$(TEST_DEPS)/npm/node_modules/telegram-test-api/package.json" ] || \
+		(mkdir -p "$(TEST_DEPS)/npm" && npm install --prefix "$(TEST_DEPS)/npm" --no-audit --no-fund --silent telegram-test-api@4.2.1)
 
 vet:
 	$(GO) vet ./...

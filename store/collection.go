@@ -112,3 +112,16 @@ func (c *Collection[T]) DeleteMany(ids []string) error {
 		return nil
 	})
 }
+
+// PutTx writes one value inside tx, so that it commits together with other
+// writes.
+func (c *Collection[T]) PutTx(tx *Txn, id string, v T) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s%s: %w", c.prefix, id, err)
+	}
+	return tx.Set(c.key(id), raw)
+}
+
+// DeleteTx removes one value inside tx.
+func (c *Collection[T]) DeleteTx(tx *Txn, id string) error { return tx.Delete(c.key(id)) }

@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/rs/zerolog"
@@ -41,11 +44,35 @@ func DefaultOptions(dir string) Options {
 	}
 }
 
+// ErrClosed is returned by every operation on a store that was closed.
+var ErrClosed = errors.New("store is closed")
+
 // DB is the open store.
 type DB struct {
 	bdb *badger.DB
 	dir string
+	// Close waits for running transactions, and later ones fail with
+	// ErrClosed: Badger itself panics when an iterator is opened on a closed
+	// database, which a late goroutine (a supervisor's delayed restart, an
+	// adapter loop) could otherwise do during shutdown. A counter rather
+	// than a RWMutex, so that a transaction opened inside another's callback
+	// cannot deadlock against a waiting Close.
+	closed   atomic.Bool
+	inflight atomic.Int64
+	closeMu  sync.Mutex
 }
+
+// enter registers a running operation; false when the store is closed.
+func (db *DB) enter() bool {
+	db.inflight.Add(1)
+	if db.closed.Load() {
+		db.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (db *DB) leave() { db.inflight.Add(-1) }
 
 // Open opens (creating if needed) the store in opts.Dir.
 func Open(opts Options) (*DB, error) {
@@ -74,7 +101,17 @@ func Open(opts Options) (*DB, error) {
 }
 
 // Close flushes and closes the database.
-func (db *DB) Close() error { return db.bdb.Close() }
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	defer db.closeMu.Unlock()
+	if db.closed.Swap(true) {
+		return nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); db.inflight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return db.bdb.Close()
+}
 
 // Dir is the data directory.
 func (db *DB) Dir() string { return db.dir }
@@ -102,11 +139,19 @@ func (db *DB) Size() int64 {
 
 // Update runs fn in one synced read-write transaction.
 func (db *DB) Update(fn func(txn *Txn) error) error {
+	if !db.enter() {
+		return ErrClosed
+	}
+	defer db.leave()
 	return db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
 }
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(txn *Txn) error) error {
+	if !db.enter() {
+		return ErrClosed
+	}
+	defer db.leave()
 	return db.bdb.View(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
 }
 

@@ -200,3 +200,27 @@ func TestAuditLogScanOrder(t *testing.T) {
 		t.Fatalf("reverse scan = %v", ids)
 	}
 }
+
+func TestOperationsAfterCloseFailInsteadOfPanicking(t *testing.T) {
+	db, err := Open(DefaultOptions(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCollection[widget](db, "w")
+	c.Put("a", widget{})
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := c.List("", "", 10); !errors.Is(err, ErrClosed) {
+		t.Fatalf("List after close: %v", err)
+	}
+	if err := c.Put("b", widget{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Put after close: %v", err)
+	}
+	if err := db.AuditLog().Scan(0, false, func(AuditRecord) (bool, error) { return true, nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Scan after close: %v", err)
+	}
+}

@@ -37,6 +37,12 @@ type Config struct {
 	// Approval is [approval]: which tool calls wait for a human, timeouts,
 	// the second factor, approvers and the chats requests are posted to.
 	Approval approval.Policy `toml:"approval"`
+	// Channels are the [channels.<name>] tables: one chat channel each,
+	// validated against its adapter's schema when the channels start (and
+	// on POST /api/channels/reload). See docs/channels.md.
+	Channels map[string]map[string]any `toml:"channels"`
+	// path is the file this config was read from ("" for none).
+	path string
 }
 
 // LLMConfig is [llm].
@@ -101,8 +107,10 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	cfg := defaultConfig()
 	md, err := toml.DecodeFile(path, &cfg)
 	if errors.Is(err, os.ErrNotExist) && !explicit {
+		cfg.path = path // it may be created later and reloaded
 		return cfg, nil
 	}
+	cfg.path = path
 	if err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/adapters"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -68,14 +70,15 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 
 // daemon is one running fangd: its subsystems in start order.
 type daemon struct {
-	log    zerolog.Logger
-	lock   *homeLock
-	db     *store.DB
-	kernel *kernel.Kernel
-	audit  *audit.Log
-	http   *fhttp.Server
-	ln     net.Listener
-	served chan error
+	log      zerolog.Logger
+	lock     *homeLock
+	db       *store.DB
+	kernel   *kernel.Kernel
+	audit    *audit.Log
+	channels *channel.Service
+	http     *fhttp.Server
+	ln       net.Listener
+	served   chan error
 }
 
 func newLogger(cfg LogConfig, ring *logs.Ring, console io.Writer) zerolog.Logger {
@@ -140,8 +143,11 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
+	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}); err != nil {
+		return nil, err
+	}
 	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Agents: agents, LLM: reg, Meter: meter, Approvals: approvals})
+		Agents: agents, LLM: reg, Meter: meter, Approvals: approvals, Channels: d.channels})
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +159,36 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
 	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
 	return d, nil
+}
+
+// startChannels starts the channel supervisor (which restarts the channels
+// stored by earlier runs) and applies config.toml's [channels.*] tables. A
+// table that does not validate is logged and skipped, like on reload, so
+// one bad channel does not keep the daemon down.
+func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents) (*channel.Service, error) {
+	path := cfg.path
+	load := func() (map[string]map[string]any, error) {
+		c, err := loadConfig(path, false)
+		if err != nil {
+			return nil, err
+		}
+		return c.Channels, nil
+	}
+	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents})
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Channels) > 0 {
+		res, err := svc.Apply(context.Background(), cfg.Channels)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range res.Errors {
+			d.log.Error().Str("problem", e).Msg("config.toml channel skipped")
+		}
+	}
+	return svc, nil
 }
 
 // registerStoreProbes reports the security systems the store layer owns:

@@ -24,6 +24,11 @@ type handlerFunc func(ctx *fasthttp.RequestCtx) error
 
 type routeOpts struct {
 	public bool // no API key needed
+	// platformCallback marks routes chat platforms call
+	// (/channels/<name>/webhook): they authenticate by signature, and only
+	// refused or failed calls are audited (every inbound chat message would
+	// otherwise be an audit entry).
+	platformCallback bool
 }
 
 var public = routeOpts{public: true}
@@ -32,6 +37,7 @@ func mergeOpts(opts []routeOpts) routeOpts {
 	var o routeOpts
 	for _, x := range opts {
 		o.public = o.public || x.public
+		o.platformCallback = o.platformCallback || x.platformCallback
 	}
 	return o
 }
@@ -65,7 +71,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		if err != nil {
 			s.writeError(ctx, err)
 		}
-		if isMutating(ctx) {
+		if isMutating(ctx) && (!o.platformCallback || ctx.Response.StatusCode() >= 400) {
 			s.auditRequest(ctx)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -73,6 +74,8 @@ type Deps struct {
 	Meter  *usage.Meter
 	// Approvals may be nil (tests of other groups); its routes then 503.
 	Approvals *approval.Approvals
+	// Channels is the chat channel subsystem; nil answers its routes 503.
+	Channels *channel.Service
 }
 
 // Server is fangd's HTTP API.
@@ -191,6 +194,8 @@ func (s *Server) routes() {
 	s.api("POST", "/approvals/{id}/approve", s.needApprovals(s.approveApproval))
 	s.api("POST", "/approvals/{id}/reject", s.needApprovals(s.rejectApproval))
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.channelRoutes()
+	s.whatsappQRRoutes()
 }
 
 // api registers path under both /api and /api/v1.

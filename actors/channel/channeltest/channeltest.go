@@ -1,0 +1,243 @@
+// Package channeltest runs the channels runtime in-process for adapter
+// tests: a kernel, a temp store and vault, the channels supervisor with the
+// builders under test, a fake agent runtime that answers "echo: <text>" and
+// a bus that records events.
+package channeltest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// AgentName and AgentID name the one agent the fake runtime knows.
+const (
+	AgentName = "my-agent"
+	AgentID   = "00000000-0000-4000-8000-000000000001"
+)
+
+// Harness is a running channels subsystem.
+type Harness struct {
+	T        *testing.T
+	Dir      string
+	Kernel   *kernel.Kernel
+	DB       *store.DB
+	Vault    *store.Vault
+	Service  *channel.Service
+	Agents   *Agents
+	Bus      *Bus
+	builders channel.Builders
+	backoff  kernel.Backoff
+	env      func(string) string
+}
+
+// Option changes a Harness before it starts.
+type Option func(*Harness)
+
+// WithBackoff sets the reconnect backoff (tests use short ones).
+func WithBackoff(b kernel.Backoff) Option { return func(h *Harness) { h.backoff = b } }
+
+// WithEnv sets the environment lookup used for config-file secrets.
+func WithEnv(env map[string]string) Option {
+	return func(h *Harness) { h.env = func(k string) string { return env[k] } }
+}
+
+// FastBackoff reconnects within tens of milliseconds.
+var FastBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 20, Window: time.Minute}
+
+// New starts the runtime with builders in a temp dir; it stops at cleanup.
+func New(t *testing.T, builders channel.Builders, opts ...Option) *Harness {
+	t.Helper()
+	h := &Harness{T: t, Dir: t.TempDir(), Agents: NewAgents(), Bus: &Bus{}, builders: builders, backoff: FastBackoff}
+	for _, o := range opts {
+		o(h)
+	}
+	h.start()
+	t.Cleanup(h.Stop)
+	return h
+}
+
+func (h *Harness) start() {
+	h.T.Helper()
+	db, err := store.Open(store.DefaultOptions(store.DataDir(h.Dir)))
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	h.DB = db
+	h.T.Setenv(store.VaultKeyEnv, strings.Repeat("ab", 32))
+	if h.Vault, err = store.OpenVault(db, h.Dir); err != nil {
+		h.T.Fatal(err)
+	}
+	h.Kernel = kernel.New(zerolog.New(zerolog.NewTestWriter(h.T)).Level(zerolog.WarnLevel))
+	h.Service, err = channel.Start(channel.Options{Kernel: h.Kernel, DB: db, Vault: h.Vault, Builders: h.builders,
+		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env})
+	if err != nil {
+		h.T.Fatal(err)
+	}
+}
+
+// Stop shuts the runtime down (idempotent).
+func (h *Harness) Stop() {
+	if h.Kernel == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h.Kernel.Shutdown(ctx)
+	h.DB.Close()
+	h.Kernel = nil
+}
+
+// Restart stops everything and starts again on the same store, as a
+// daemon restart does. Everything acknowledged before must survive.
+func (h *Harness) Restart() {
+	h.Stop()
+	h.start()
+}
+
+// Configure configures channel name with body (the API's JSON body) and
+// fails the test on error.
+func (h *Harness) Configure(name string, body map[string]any) *channel.ConfigureResult {
+	h.T.Helper()
+	res, err := h.TryConfigure(name, body)
+	if err != nil {
+		h.T.Fatalf("configure %s: %v", name, err)
+	}
+	return res
+}
+
+// TryConfigure is Configure that returns the error. body goes through
+// JSON like an API call's, so numbers arrive as json.Number.
+func (h *Harness) TryConfigure(name string, body map[string]any) (*channel.ConfigureResult, error) {
+	raw, _ := json.Marshal(body)
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	return h.Service.Configure(context.Background(), name, m)
+}
+
+// Get returns the channel's view, failing the test on error.
+func (h *Harness) Get(name string) *channel.View {
+	h.T.Helper()
+	v, err := h.Service.Get(name)
+	if err != nil {
+		h.T.Fatalf("get %s: %v", name, err)
+	}
+	return v
+}
+
+// WaitState waits until channel name reports state.
+func (h *Harness) WaitState(name, state string) *channel.View {
+	h.T.Helper()
+	var v *channel.View
+	h.WaitFor(fmt.Sprintf("channel %s to be %s", name, state), func() bool {
+		v = h.Get(name)
+		return v.State == state
+	}, func() string { return fmt.Sprintf("last: %s %q", v.State, v.LastError) })
+	return v
+}
+
+// WaitFor polls cond until it holds (fails after 15 s). detail, if given,
+// describes the last observed state in the failure.
+func (h *Harness) WaitFor(what string, cond func() bool, detail ...func() string) {
+	h.T.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			msg := "timed out waiting for " + what
+			for _, d := range detail {
+				msg += " (" + d() + ")"
+			}
+			h.T.Fatal(msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Agents is a fake agent runtime: it knows AgentName and answers every
+// message with Reply (default "echo: <message>"). Turns are recorded.
+type Agents struct {
+	mu    sync.Mutex
+	turns []Turn
+	// Reply makes the answer to a message; it may return an error.
+	Reply func(session, message string) (string, error)
+}
+
+// Turn is one recorded agent turn.
+type Turn struct{ AgentID, Session, Message string }
+
+// NewAgents returns the echoing fake.
+func NewAgents() *Agents {
+	return &Agents{Reply: func(_, m string) (string, error) { return "echo: " + m, nil }}
+}
+
+// Resolve implements channel.Agents.
+func (a *Agents) Resolve(_ context.Context, ref string) (string, string, error) {
+	if ref == AgentName || ref == AgentID {
+		return AgentID, AgentName, nil
+	}
+	return "", "", kernel.NotFound("agent %q not found", ref)
+}
+
+// Turn implements channel.Agents.
+func (a *Agents) Turn(_ context.Context, agentID, session, message string) (string, error) {
+	a.mu.Lock()
+	a.turns = append(a.turns, Turn{AgentID: agentID, Session: session, Message: message})
+	reply := a.Reply
+	a.mu.Unlock()
+	return reply(session, message)
+}
+
+// SetReply replaces the reply function.
+func (a *Agents) SetReply(fn func(session, message string) (string, error)) {
+	a.mu.Lock()
+	a.Reply = fn
+	a.mu.Unlock()
+}
+
+// Turns returns the turns so far.
+func (a *Agents) Turns() []Turn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Turn(nil), a.turns...)
+}
+
+// Bus records published events.
+type Bus struct {
+	mu     sync.Mutex
+	events []channel.Event
+}
+
+// Publish implements channel.Bus.
+func (b *Bus) Publish(_ context.Context, ev channel.Event) error {
+	b.mu.Lock()
+	b.events = append(b.events, ev)
+	b.mu.Unlock()
+	return nil
+}
+
+// Events returns the events of type typ ("" for all).
+func (b *Bus) Events(typ string) []channel.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []channel.Event
+	for _, e := range b.events {
+		if typ == "" || e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}

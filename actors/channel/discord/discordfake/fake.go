@@ -1,0 +1,273 @@
+// Package discordfake is a local fake of Discord for tests: the REST API
+// under /api/v9 (and /api/v10) (GET /gateway, GET /users/@me, POST
+// /channels/{id}/messages; "Bot <token>" auth, 401 and 429 bodies as
+// Discord sends them) and a gateway websocket speaking the v10 JSON
+// protocol (HELLO, IDENTIFY, READY, heartbeats, MESSAGE_CREATE dispatches,
+// close code 4004 for a bad token).
+package discordfake
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Sent is a message the bot posted.
+type Sent struct {
+	ChannelID, Content, ReplyTo string
+}
+
+// Server is the fake.
+type Server struct {
+	*httptest.Server
+	Token string
+	BotID string
+
+	mu        sync.Mutex
+	conns     map[*websocket.Conn]*sync.Mutex
+	seq       int
+	nextID    int
+	sent      []Sent
+	calls     map[string]int
+	down      bool
+	deaf      bool // gateway stays open but dispatches nothing
+	identifes int
+}
+
+// New starts a fake Discord where token is the bot's token.
+func New(token string) *Server {
+	s := &Server{Token: token, BotID: "900", conns: map[*websocket.Conn]*sync.Mutex{}, calls: map[string]int{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// APIURL is the api_url to configure.
+func (s *Server) APIURL() string { return s.URL + "/api/v9" }
+
+// Sent returns the bot's messages.
+func (s *Server) Sent() []Sent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Sent(nil), s.sent...)
+}
+
+// Calls counts REST calls by "METHOD path" and gateway identifies as
+// "IDENTIFY".
+func (s *Server) Calls(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[key]
+}
+
+// SetDown makes REST answer 502 and drops every gateway connection.
+func (s *Server) SetDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	var conns []*websocket.Conn
+	if down {
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// Connected is how many gateway sessions are identified now.
+func (s *Server) Connected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// UserMessage dispatches MESSAGE_CREATE from a user. guildID "" is a DM;
+// mention adds the bot to the mentions.
+func (s *Server) UserMessage(channelID, guildID, userID, content string, mention bool) string {
+	s.mu.Lock()
+	s.nextID++
+	id := fmt.Sprintf("%d", 5000+s.nextID)
+	mentions := []any{}
+	if mention {
+		mentions = append(mentions, map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true})
+		content = "<@" + s.BotID + "> " + content
+	}
+	d := map[string]any{"id": id, "channel_id": channelID, "content": content, "timestamp": time.Now().Format(time.RFC3339),
+		"author": map[string]any{"id": userID, "username": "user" + userID}, "mentions": mentions, "type": 0}
+	if guildID != "" {
+		d["guild_id"] = guildID
+	}
+	s.mu.Unlock()
+	s.dispatch("MESSAGE_CREATE", d)
+	return id
+}
+
+func (s *Server) dispatch(t string, d any) {
+	s.mu.Lock()
+	s.seq++
+	payload, _ := json.Marshal(map[string]any{"op": 0, "t": t, "s": s.seq, "d": d})
+	type target struct {
+		c  *websocket.Conn
+		mu *sync.Mutex
+	}
+	var ts []target
+	for c, mu := range s.conns {
+		ts = append(ts, target{c, mu})
+	}
+	s.mu.Unlock()
+	for _, x := range ts {
+		x.mu.Lock()
+		x.c.WriteMessage(websocket.TextMessage, payload)
+		x.mu.Unlock()
+	}
+}
+
+func apiError(w http.ResponseWriter, status, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"message": msg, "code": code})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if strings.TrimSuffix(r.URL.Path, "/") == "/gateway-ws" {
+		s.gateway(w, r)
+		return
+	}
+	// discordgo speaks API v9; v10 has the same shapes for what is faked.
+	path := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/api/v10"), "/api/v9")
+	s.mu.Lock()
+	s.calls[r.Method+" "+path]++
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	if path == "/gateway" || path == "/gateway/bot" {
+		writeJSON(w, map[string]any{"url": "ws" + strings.TrimPrefix(s.URL, "http") + "/gateway-ws", "shards": 1})
+		return
+	}
+	if r.Header.Get("Authorization") != "Bot "+s.Token {
+		apiError(w, http.StatusUnauthorized, 0, "401: Unauthorized")
+		return
+	}
+	switch {
+	case r.Method == "GET" && path == "/users/@me":
+		writeJSON(w, map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true, "discriminator": "0"})
+	case r.Method == "POST" && strings.HasPrefix(path, "/channels/") && strings.HasSuffix(path, "/messages"):
+		ch := strings.TrimSuffix(strings.TrimPrefix(path, "/channels/"), "/messages")
+		var body struct {
+			Content          string `json:"content"`
+			MessageReference *struct {
+				MessageID string `json:"message_id"`
+			} `json:"message_reference"`
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		if ch == "404" {
+			apiError(w, http.StatusNotFound, 10003, "Unknown Channel")
+			return
+		}
+		if len([]rune(body.Content)) > 2000 {
+			apiError(w, http.StatusBadRequest, 50035, "Invalid Form Body")
+			return
+		}
+		s.mu.Lock()
+		s.nextID++
+		id := fmt.Sprintf("%d", 9000+s.nextID)
+		m := Sent{ChannelID: ch, Content: body.Content}
+		if body.MessageReference != nil {
+			m.ReplyTo = body.MessageReference.MessageID
+		}
+		s.sent = append(s.sent, m)
+		s.mu.Unlock()
+		writeJSON(w, map[string]any{"id": id, "channel_id": ch, "content": body.Content, "timestamp": time.Now().Format(time.RFC3339),
+			"author": map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true}})
+	default:
+		apiError(w, http.StatusNotFound, 0, "404: Not Found")
+	}
+}
+
+var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	wmu := &sync.Mutex{}
+	write := func(v any) {
+		wmu.Lock()
+		c.WriteJSON(v)
+		wmu.Unlock()
+	}
+	write(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 41250}})
+	identified := false
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	for {
+		_, raw, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		var p struct {
+			Op int             `json:"op"`
+			D  json.RawMessage `json:"d"`
+		}
+		if json.Unmarshal(raw, &p) != nil {
+			return
+		}
+		switch p.Op {
+		case 1: // heartbeat
+			write(map[string]any{"op": 11})
+		case 2: // identify
+			var id struct {
+				Token string `json:"token"`
+			}
+			json.Unmarshal(p.D, &id)
+			s.mu.Lock()
+			s.calls["IDENTIFY"]++
+			s.mu.Unlock()
+			if id.Token != "Bot "+s.Token || identified {
+				wmu.Lock()
+				c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4004, "Authentication failed."))
+				wmu.Unlock()
+				return
+			}
+			identified = true
+			s.mu.Lock()
+			s.seq++
+			seq := s.seq
+			s.mu.Unlock()
+			write(map[string]any{"op": 0, "t": "READY", "s": seq, "d": map[string]any{"v": 10, "session_id": "sess",
+				"resume_gateway_url": "ws" + strings.TrimPrefix(s.URL, "http") + "/gateway-ws",
+				"user":               map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true}, "guilds": []any{},
+				"private_channels": []any{}}})
+			s.mu.Lock()
+			s.conns[c] = wmu
+			s.mu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package email_test
+
+// Against an in-process IMAP server (go-imap's imapserver with
+// imapmemserver) and an in-process SMTP server (go-smtp), on loopback.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/email"
+)
+
+const (
+	botAddr = "bot@fangd.test"
+	botPass = "hunter2"
+)
+
+type imapPeer struct {
+	t    *testing.T
+	addr string
+	mem  *imapmemserver.Server
+	user *imapmemserver.User
+	srv  *imapserver.Server
+}
+
+func startIMAP(t *testing.T) *imapPeer {
+	p := &imapPeer{t: t, mem: imapmemserver.New(), user: imapmemserver.NewUser(botAddr, botPass)}
+	p.user.Create("INBOX", nil)
+	p.mem.AddUser(p.user)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(func() { p.srv.Close() })
+	return p
+}
+
+func (p *imapPeer) serve(ln net.Listener) {
+	p.srv = imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return p.mem.NewSession(), nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}, imap.CapIdle: {}},
+		InsecureAuth: true,
+		Logger:       nopLogger{},
+	})
+	go p.srv.Serve(ln)
+}
+
+func (p *imapPeer) stop() { p.srv.Close() }
+
+func (p *imapPeer) restart() {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.serve(ln)
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
+func (nopLogger) Println(...any)        {}
+
+// deliver puts a mail from sender into the bot's INBOX.
+func (p *imapPeer) deliver(from, subject, body, msgID string) {
+	raw := fmt.Sprintf("From: Ann <%s>\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+		from, botAddr, subject, msgID, time.Now().Format(time.RFC1123Z), body)
+	if _, err := p.user.Append("INBOX", bytes.NewReader([]byte(raw)), &imap.AppendOptions{Time: time.Now()}); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// smtpPeer records the mail it accepts.
+type smtpPeer struct {
+	addr string
+	mu   sync.Mutex
+	mail []string
+	down bool // answer 451 to MAIL FROM
+}
+
+func startSMTP(t *testing.T) *smtpPeer {
+	p := &smtpPeer{}
+	s := smtp.NewServer(p)
+	s.AllowInsecureAuth = true
+	s.Domain = "mx.fangd.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return p
+}
+
+func (p *smtpPeer) NewSession(*smtp.Conn) (smtp.Session, error) { return &smtpSession{p: p}, nil }
+
+func (p *smtpPeer) setDown(d bool) { p.mu.Lock(); p.down = d; p.mu.Unlock() }
+
+func (p *smtpPeer) received() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.mail...)
+}
+
+type smtpSession struct {
+	p      *smtpPeer
+	authed bool
+	rcpt   string
+}
+
+func (s *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *smtpSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != botAddr || pass != botPass {
+			return errors.New("bad credentials")
+		}
+		s.authed = true
+		return nil
+	}), nil
+}
+func (s *smtpSession) Mail(string, *smtp.MailOptions) error {
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	if s.p.down {
+		return &smtp.SMTPError{Code: 451, Message: "try again later"}
+	}
+	if !s.authed {
+		return &smtp.SMTPError{Code: 530, Message: "authentication required"}
+	}
+	return nil
+}
+func (s *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error { s.rcpt = to; return nil }
+func (s *smtpSession) Data(r io.Reader) error {
+	b, _ := io.ReadAll(r)
+	s.p.mu.Lock()
+	s.p.mail = append(s.p.mail, "RCPT "+s.rcpt+"\r\n"+string(b))
+	s.p.mu.Unlock()
+	return nil
+}
+func (s *smtpSession) Reset()        {}
+func (s *smtpSession) Logout() error { return nil }
+
+func hostPort(addr string) (string, string) { h, p, _ := net.SplitHostPort(addr); return h, p }
+
+func configure(h *channeltest.Harness, im *imapPeer, sm *smtpPeer, pass string) {
+	ih, ip := hostPort(im.addr)
+	sh, sp := hostPort(sm.addr)
+	h.Configure("email", map[string]any{"username": botAddr, "token": pass, "imap_host": ih, "imap_port": ip,
+		"smtp_host": sh, "smtp_port": sp, "imap_security": "none", "smtp_security": "none", "agent_name": channeltest.AgentName})
+}
+
+func TestEmailRoundTrip(t *testing.T) {
+	im, sm := startIMAP(t), startSMTP(t)
+	im.deliver("old@fangd.test", "backlog", "mail from before the bot", "<old@fangd.test>") // not answered
+	h := channeltest.New(t, channel.Builders{"email": email.New})
+	configure(h, im, sm, botPass)
+	h.WaitState("email", channel.StateConnected)
+	im.deliver("ann@fangd.test", "Question", "What is the plan?\r\n\r\nOn Mon, Bob wrote:\r\n> old stuff", "<q1@fangd.test>")
+	h.WaitFor("reply mailed", func() bool { return len(sm.received()) == 1 })
+	got := sm.received()[0]
+	for _, want := range []string{"RCPT ann@fangd.test", "Subject: Re: Question", "In-Reply-To: <q1@fangd.test>", "echo: What is the plan?"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("reply lacks %q:\n%s", want, got)
+		}
+	}
+	if turns := h.Agents.Turns(); len(turns) != 1 || turns[0].Session != "channel:email:ann@fangd.test" || turns[0].Message != "What is the plan?" {
+		t.Fatalf("turns = %+v", turns)
+	}
+	// The UID cursor is durable: a restart answers only new mail.
+	h.Restart()
+	h.WaitState("email", channel.StateConnected)
+	im.deliver("ann@fangd.test", "Again", "second", "<q2@fangd.test>")
+	h.WaitFor("second reply", func() bool { return len(sm.received()) == 2 })
+	time.Sleep(100 * time.Millisecond)
+	if n := len(h.Agents.Turns()); n != 2 {
+		t.Fatalf("%d turns, want 2", n)
+	}
+}
+
+func TestEmailBadPassword(t *testing.T) {
+	im, sm := startIMAP(t), startSMTP(t)
+	h := channeltest.New(t, channel.Builders{"email": email.New})
+	configure(h, im, sm, "wrong")
+	v := h.WaitState("email", channel.StateError)
+	if !strings.Contains(v.LastError, "login failed") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if v := h.Get("email"); v.Restarts != 0 {
+		t.Fatalf("retried %d times", v.Restarts)
+	}
+}
+
+func TestEmailOutageAndQueuedReplies(t *testing.T) {
+	im, sm := startIMAP(t), startSMTP(t)
+	h := channeltest.New(t, channel.Builders{"email": email.New})
+	configure(h, im, sm, botPass)
+	h.WaitState("email", channel.StateConnected)
+	// IMAP goes away: backoff, then recovery when it returns.
+	im.stop()
+	h.WaitState("email", channel.StateBackoff)
+	im.restart()
+	h.WaitState("email", channel.StateConnected)
+	// SMTP refuses for a while: the reply waits in the outbox, across a
+	// restart, and goes out when SMTP accepts again.
+	sm.setDown(true)
+	im.deliver("ann@fangd.test", "Later", "reply when you can", "<q3@fangd.test>")
+	h.WaitFor("reply queued", func() bool { return h.Get("email").OutboxPending == 1 && len(h.Agents.Turns()) == 1 })
+	h.Restart()
+	sm.setDown(false)
+	h.WaitFor("queued reply mailed", func() bool { return len(sm.received()) == 1 })
+	if !strings.Contains(sm.received()[0], "echo: reply when you can") {
+		t.Fatalf("mail = %s", sm.received()[0])
+	}
+	_ = context.Background
+}

@@ -1,0 +1,201 @@
+package googlechat_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/googlechat"
+	"github.com/fangd/fangd/actors/channel/googlechat/googlechattest"
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+var (
+	room  = googlechattest.Space{Name: "spaces/AAAA", Type: "ROOM", SpaceType: "SPACE", DisplayName: "Team room"}
+	alice = googlechattest.User{Name: "users/1111", DisplayName: "Alice"}
+)
+
+// serve exposes the runtime's webhook entry at /channels/<name>/webhook the
+// way the HTTP layer does (status from the error kind), so the sender posts
+// real HTTP.
+func serve(t *testing.T, h *channeltest.Harness) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/channels/"), "/webhook")
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		resp, err := h.Service.Webhook(name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
+			Header: r.Header, Body: body, RemoteIP: "127.0.0.1"})
+		if err != nil {
+			status := http.StatusBadRequest
+			if e := kernel.AsError(err); e != nil {
+				switch e.Kind {
+				case kernel.KindUnauthorized:
+					status = http.StatusUnauthorized
+				case kernel.KindNotFound:
+					status = http.StatusNotFound
+				case kernel.KindUnavailable:
+					status = http.StatusServiceUnavailable
+				}
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		if resp == nil {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, "{}")
+			return
+		}
+		w.Header().Set("Content-Type", resp.ContentType)
+		w.WriteHeader(resp.Status)
+		_, _ = w.Write(resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func setup(t *testing.T) (*channeltest.Harness, *googlechattest.Server, string) {
+	g := googlechattest.New()
+	t.Cleanup(g.Close)
+	h := channeltest.New(t, channel.Builders{"google_chat": googlechat.New})
+	return h, g, serve(t, h).URL + "/channels/google_chat/webhook"
+}
+
+func configure(h *channeltest.Harness, g *googlechattest.Server, sa string, extra map[string]any) {
+	body := map[string]any{"token": sa, "api_url": g.APIURL(), "audience": g.ProjectNumber,
+		"certs_url": g.JWKSURL(), "agent_name": channeltest.AgentName}
+	for k, v := range extra {
+		body[k] = v
+	}
+	h.Configure("google_chat", body)
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestInboundReachesAgentAndReplyArrivesInThread(t *testing.T) {
+	h, g, endpoint := setup(t)
+	configure(h, g, g.ServiceAccountJSON(), nil)
+	v := h.WaitState("google_chat", channel.StateConnected)
+	if v.Identity == nil || v.Identity.Name != g.ClientEmail {
+		t.Fatalf("identity %+v", v.Identity)
+	}
+	thread := "spaces/AAAA/threads/abc"
+	st, err := g.SendMessage(endpoint, googlechattest.Event{Space: room, Sender: alice, Text: "hello agent", Thread: thread})
+	if err != nil || st != http.StatusOK {
+		t.Fatalf("event: %d %v", st, err)
+	}
+	c, err := g.WaitCreated(ctx(t), func(c googlechattest.Created) bool { return c.Space == "spaces/AAAA" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Message.Text != "echo: hello agent" || c.Message.Thread == nil || c.Message.Thread.Name != thread ||
+		c.ReplyOption != "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD" || c.ViaWebhook {
+		t.Fatalf("created %+v", c)
+	}
+	// Non-message events are acknowledged and not routed.
+	if st, _ := g.SendMessage(endpoint, googlechattest.Event{Space: room, Sender: alice, EventType: "ADDED_TO_SPACE"}); st != 200 {
+		t.Fatalf("ADDED_TO_SPACE: %d", st)
+	}
+	if n := len(h.Agents.Turns()); n != 1 {
+		t.Fatalf("turns = %d", n)
+	}
+}
+
+func TestIncomingWebhookSendsForItsSpace(t *testing.T) {
+	h, g, endpoint := setup(t)
+	configure(h, g, g.ServiceAccountJSON(), map[string]any{"incoming_webhook_url": g.IncomingWebhookURL("spaces/AAAA")})
+	h.WaitState("google_chat", channel.StateConnected)
+	if _, err := g.SendMessage(endpoint, googlechattest.Event{Space: room, Sender: alice, Text: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.WaitCreated(ctx(t), func(c googlechattest.Created) bool { return c.Message.Text == "echo: hi" })
+	if err != nil || !c.ViaWebhook {
+		t.Fatalf("created %+v %v", c, err)
+	}
+}
+
+func TestForgedEventsAre401(t *testing.T) {
+	h, g, endpoint := setup(t)
+	configure(h, g, g.ServiceAccountJSON(), nil)
+	h.WaitState("google_chat", channel.StateConnected)
+	body := g.EventBody(googlechattest.Event{Space: room, Sender: alice, Text: "forged"})
+	for name, tok := range map[string]string{
+		"no token":      "",
+		"other project": g.SignedToken("999999999999"),
+		"garbage":       "abc.def.ghi",
+		"someone's JWT": strings.Repeat("x", 10),
+	} {
+		if st, err := g.Post(endpoint, body, tok); err != nil || st != http.StatusUnauthorized {
+			t.Fatalf("%s: %d %v", name, st, err)
+		}
+	}
+	if len(h.Agents.Turns()) != 0 {
+		t.Fatal("forged event routed")
+	}
+}
+
+func TestUnknownServiceAccountIsErrorWithoutRetryStorm(t *testing.T) {
+	h, g, _ := setup(t)
+	configure(h, g, g.UnknownServiceAccountJSON(), nil)
+	v := h.WaitState("google_chat", channel.StateError)
+	if !strings.Contains(v.LastError, "invalid_grant") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := g.Requests("POST " + googlechattest.TokenPath); n != 1 {
+		t.Fatalf("%d token requests, want 1", n)
+	}
+}
+
+func TestMissingAudienceIsConfigError(t *testing.T) {
+	h, g, _ := setup(t)
+	_, err := h.TryConfigure("google_chat", map[string]any{"token": g.ServiceAccountJSON(), "api_url": g.APIURL()})
+	if err == nil || !strings.Contains(err.Error(), "audience") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestOutageBacksOffAndRecovers(t *testing.T) {
+	h, g, endpoint := setup(t)
+	g.SetDown(true)
+	configure(h, g, g.ServiceAccountJSON(), nil)
+	h.WaitState("google_chat", channel.StateBackoff)
+	h.WaitFor("retries", func() bool { return g.Requests("POST "+googlechattest.TokenPath) >= 3 })
+	g.SetDown(false)
+	h.WaitState("google_chat", channel.StateConnected)
+	g.RateLimitNext(1) // and the first reply hits the per-space quota
+	if _, err := g.SendMessage(endpoint, googlechattest.Event{Space: room, Sender: alice, Text: "up?"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WaitCreated(ctx(t), func(c googlechattest.Created) bool { return c.Message.Text == "echo: up?" }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRepliesQueuedSurviveRestart(t *testing.T) {
+	h, g, endpoint := setup(t)
+	configure(h, g, g.ServiceAccountJSON(), nil)
+	h.WaitState("google_chat", channel.StateConnected)
+	h.Agents.SetReply(func(_, m string) (string, error) {
+		g.SetDown(true)
+		return "pong", nil
+	})
+	if _, err := g.SendMessage(endpoint, googlechattest.Event{Space: room, Sender: alice, Text: "ping"}); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitFor("reply queued", func() bool { return h.Get("google_chat").OutboxPending == 1 })
+	h.Restart()
+	h.WaitFor("reply still queued", func() bool { return h.Get("google_chat").OutboxPending == 1 })
+	g.SetDown(false)
+	if _, err := g.WaitCreated(ctx(t), func(c googlechattest.Created) bool { return c.Message.Text == "pong" }); err != nil {
+		t.Fatal(err)
+	}
+}

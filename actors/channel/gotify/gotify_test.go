@@ -1,0 +1,163 @@
+package gotify
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
+)
+
+// host records what an adapter reports, standing in for the runtime.
+type host struct {
+	connected chan channel.Identity
+	delivered chan channel.Inbound
+	log       zerolog.Logger
+	mu        sync.Mutex
+	cursors   map[string]string
+}
+
+func newHost() *host {
+	return &host{connected: make(chan channel.Identity, 4), delivered: make(chan channel.Inbound, 16),
+		log: zerolog.Nop(), cursors: map[string]string{}}
+}
+
+func (h *host) Connected(id channel.Identity) { h.connected <- id }
+func (h *host) Deliver(ctx context.Context, msgs ...channel.Inbound) error {
+	for _, m := range msgs {
+		h.delivered <- m
+	}
+	return nil
+}
+func (h *host) Alive() {}
+func (h *host) Cursor(k string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cursors[k], nil
+}
+func (h *host) SaveCursor(k, v string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cursors[k] = v
+	return nil
+}
+func (h *host) Log() *zerolog.Logger { return &h.log }
+
+func wait[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out")
+	}
+	var zero T
+	return zero
+}
+
+func build(t *testing.T, srv *gotifytest.Server, app, client string) *Adapter {
+	t.Helper()
+	spec, _ := channel.Lookup("gotify")
+	a, err := New(&channel.Config{Name: "gotify", Adapter: "gotify", Spec: spec,
+		Values: map[string]string{"server_url": srv.URL}, Secrets: map[string]string{"app_token": app, "client_token": client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.(*Adapter)
+}
+
+func TestStreamReceiveReplyNoEcho(t *testing.T) {
+	srv := gotifytest.New()
+	defer srv.Close()
+	_, _ = srv.Push(gotifytest.PhoneAppToken, "old", "history before fangd started")
+	a := build(t, srv, gotifytest.BotAppToken, gotifytest.BotClientToken)
+	h := newHost()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, h) }()
+	if id := wait(t, h.connected); id.Name != "admin" || id.DisplayName != "fangd" {
+		t.Fatalf("identity %+v", id)
+	}
+	if err := srv.WaitStreams(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := srv.Push(gotifytest.PhoneAppToken, "phone", "ping from phone")
+	in := wait(t, h.delivered)
+	if in.Text != "ping from phone" || in.MessageID != strconv.FormatInt(m.ID, 10) || in.UserName != "phone" || in.ChatID != "2" {
+		t.Fatalf("inbound %+v (history must not be replayed on first start)", in)
+	}
+	id, err := a.Send(ctx, channel.Outbound{ChatID: in.ChatID, Text: "pong"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := srv.WaitMessage(ctx, func(x gotifytest.Message) bool { return strconv.FormatInt(x.ID, 10) == id })
+	if err != nil || got.Message != "pong" || got.AppID != 1 {
+		t.Fatalf("reply %+v %v", got, err)
+	}
+	_, _ = srv.Push(gotifytest.PhoneAppToken, "phone", "second")
+	if in := wait(t, h.delivered); in.Text != "second" {
+		t.Fatalf("own reply delivered: %+v", in)
+	}
+	cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOutageCatchUp(t *testing.T) {
+	srv := gotifytest.New()
+	defer srv.Close()
+	a := build(t, srv, gotifytest.BotAppToken, gotifytest.BotClientToken)
+	h := newHost()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background(), h) }()
+	wait(t, h.connected)
+	_ = srv.WaitStreams(context.Background(), 1)
+	srv.SetDown(true)
+	if err := wait(t, done); err == nil || channel.IsPermanent(err) {
+		t.Fatalf("outage: %v", err)
+	}
+	if err := a.Run(context.Background(), h); err == nil || channel.IsPermanent(err) {
+		t.Fatalf("during outage: %v", err)
+	}
+	srv.SetDown(false)
+	_, _ = srv.Push(gotifytest.PhoneAppToken, "phone", "sent while fangd was away")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- a.Run(ctx, h) }()
+	wait(t, h.connected)
+	if in := wait(t, h.delivered); in.Text != "sent while fangd was away" {
+		t.Fatalf("catch-up got %+v", in)
+	}
+}
+
+func TestBadTokens(t *testing.T) {
+	srv := gotifytest.New()
+	defer srv.Close()
+	if err := build(t, srv, gotifytest.BotAppToken, "Cwrong").Run(context.Background(), newHost()); !channel.IsPermanent(err) {
+		t.Fatalf("bad client token: %v", err)
+	}
+	if n := srv.Requests("GET /current/user"); n != 1 {
+		t.Fatalf("probed %d times", n)
+	}
+	if err := build(t, srv, "Awrong", gotifytest.BotClientToken).Run(context.Background(), newHost()); !channel.IsPermanent(err) {
+		t.Fatalf("foreign app token: %v", err)
+	}
+	if srv.Requests("GET /stream") != 0 {
+		t.Fatal("stream opened with bad credentials")
+	}
+	if _, err := build(t, srv, "Awrong", gotifytest.BotClientToken).Send(context.Background(), channel.Outbound{Text: "x"}); !channel.IsPermanent(err) {
+		t.Fatalf("send with bad app token: %v", err)
+	}
+	a := build(t, srv, gotifytest.BotAppToken, gotifytest.BotClientToken)
+	srv.RateLimitNext(1)
+	_, err := a.Send(context.Background(), channel.Outbound{Text: "x"})
+	if channel.RetryHint(err) != time.Second || channel.IsPermanent(err) {
+		t.Fatalf("429: %v", err)
+	}
+}

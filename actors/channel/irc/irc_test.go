@@ -1,0 +1,280 @@
+package irc
+
+// Tests against a real ngircd (Debian package, installed by
+// `make test-deps`) on loopback.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
+)
+
+const serverPassword = "letmein"
+
+type ngircd struct {
+	t    *testing.T
+	port int
+	conf string
+	cmd  *exec.Cmd
+}
+
+func ngircdPath(t *testing.T) string {
+	for _, p := range []string{"/usr/sbin/ngircd", "/usr/bin/ngircd"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("ngircd"); err == nil {
+		return p
+	}
+	t.Fatal("ngircd is not installed: run `make test-deps` (apt-get install ngircd)")
+	return ""
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func startNgircd(t *testing.T) *ngircd {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755) // ngircd drops root for "nobody", who must read the file
+	n := &ngircd{t: t, port: freePort(t), conf: filepath.Join(dir, "ngircd.conf")}
+	conf := fmt.Sprintf(`[Global]
+Name = irc.fangd.test
+Info = fangd test server
+Listen = 127.0.0.1
+Ports = %d
+Password = %s
+MotdPhrase = "fangd test"
+AdminInfo1 = fangd tests
+AdminEMail = tests@fangd.invalid
+[Limits]
+MaxConnectionsIP = 0
+PingTimeout = 120
+[Options]
+PAM = no
+Ident = no
+DNS = no
+[Channel]
+Name = #fangd
+`, n.port, serverPassword)
+	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *ngircd) start() {
+	n.t.Helper()
+	n.cmd = exec.Command(ngircdPath(n.t), "-n", "-f", n.conf)
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.port))
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("ngircd did not listen: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (n *ngircd) stop() {
+	if n.cmd != nil && n.cmd.Process != nil {
+		n.cmd.Process.Kill()
+		n.cmd.Wait()
+		n.cmd = nil
+	}
+}
+
+// user is a human on the IRC server, speaking raw protocol.
+type user struct {
+	t    *testing.T
+	conn net.Conn
+	mu   sync.Mutex
+	got  []string
+}
+
+func connectUser(t *testing.T, port int, nick string) *user {
+	t.Helper()
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &user{t: t, conn: c}
+	t.Cleanup(func() { c.Close() })
+	welcome := make(chan struct{})
+	go func() {
+		r := bufio.NewReader(c)
+		once := sync.Once{}
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			m, err := parse(line)
+			if err != nil {
+				continue
+			}
+			switch m.command {
+			case "PING":
+				fmt.Fprintf(c, "PONG :%s\r\n", m.param(0))
+			case "001":
+				once.Do(func() { close(welcome) })
+			case "PRIVMSG":
+				u.mu.Lock()
+				u.got = append(u.got, m.nick()+">"+m.param(0)+">"+m.param(1))
+				u.mu.Unlock()
+			}
+		}
+	}()
+	fmt.Fprintf(c, "PASS %s\r\nNICK %s\r\nUSER %s 0 * :test user\r\n", serverPassword, nick, nick)
+	select {
+	case <-welcome:
+	case <-time.After(10 * time.Second):
+		t.Fatal("test user not registered")
+	}
+	return u
+}
+
+func (u *user) say(line string) { fmt.Fprintf(u.conn, "%s\r\n", line) }
+
+func (u *user) received() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.got...)
+}
+
+func (u *user) has(want string) bool {
+	for _, g := range u.received() {
+		if g == want {
+			return true
+		}
+	}
+	return false
+}
+
+func configure(h *channeltest.Harness, port int, password string) {
+	h.Configure("irc", map[string]any{"server": "127.0.0.1", "port": port, "nick": "fangdbot", "use_tls": false,
+		"token": password, "channels": []string{"#fangd"}, "agent_name": channeltest.AgentName})
+}
+
+func TestIRCRoundTrip(t *testing.T) {
+	srv := startNgircd(t)
+	h := channeltest.New(t, channel.Builders{"irc": New})
+	configure(h, srv.port, serverPassword)
+	v := h.WaitState("irc", channel.StateConnected)
+	if v.Identity == nil || v.Identity.Name != "fangdbot" {
+		t.Fatalf("identity = %+v", v.Identity)
+	}
+	alice := connectUser(t, srv.port, "alice")
+	alice.say("JOIN #fangd")
+	alice.say("PRIVMSG fangdbot :hello bot")
+	h.WaitFor("direct reply", func() bool { return alice.has("fangdbot>alice>echo: hello bot") }, func() string { return strings.Join(alice.received(), " | ") })
+	// In a channel the bot answers only when addressed, in the channel.
+	alice.say("PRIVMSG #fangd :just chatting")
+	alice.say("PRIVMSG #fangd :fangdbot: status?")
+	h.WaitFor("channel reply", func() bool { return alice.has("fangdbot>#fangd>echo: status?") }, func() string { return strings.Join(alice.received(), " | ") })
+	turns := h.Agents.Turns()
+	if len(turns) != 2 || turns[0].Session != "channel:irc:alice" || turns[1].Session != "channel:irc:#fangd" {
+		t.Fatalf("turns = %+v", turns)
+	}
+	// The watchdog's probe is a PING on the live link.
+	if _, err := h.Service.Test("irc", ""); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+}
+
+func TestIRCBadPasswordNoRetryStorm(t *testing.T) {
+	srv := startNgircd(t)
+	h := channeltest.New(t, channel.Builders{"irc": New})
+	configure(h, srv.port, "wrong")
+	v := h.WaitState("irc", channel.StateError)
+	if !strings.Contains(v.LastError, "password") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if v := h.Get("irc"); v.State != channel.StateError || v.Restarts != 0 {
+		t.Fatalf("after a while: %s restarts=%d", v.State, v.Restarts)
+	}
+}
+
+func TestIRCOutageRecoversAndRejoins(t *testing.T) {
+	srv := startNgircd(t)
+	h := channeltest.New(t, channel.Builders{"irc": New})
+	configure(h, srv.port, serverPassword)
+	h.WaitState("irc", channel.StateConnected)
+	srv.stop()
+	h.WaitState("irc", channel.StateBackoff)
+	srv.start()
+	h.WaitState("irc", channel.StateConnected)
+	bob := connectUser(t, srv.port, "bob")
+	bob.say("JOIN #fangd")
+	// The bot rejoined #fangd after the reconnect, so it hears the channel.
+	h.WaitFor("channel reply after reconnect", func() bool {
+		bob.say("PRIVMSG #fangd :fangdbot, are you back")
+		time.Sleep(100 * time.Millisecond)
+		return bob.has("fangdbot>#fangd>echo: are you back")
+	}, func() string { return strings.Join(bob.received(), " | ") })
+}
+
+func TestIRCQueuedRepliesSurviveRestart(t *testing.T) {
+	srv := startNgircd(t)
+	h := channeltest.New(t, channel.Builders{"irc": New})
+	configure(h, srv.port, serverPassword)
+	h.WaitState("irc", channel.StateConnected)
+	carol := connectUser(t, srv.port, "carol")
+	srv.stop() // the server goes away; carol's connection with it
+	h.WaitState("irc", channel.StateBackoff)
+	if _, err := h.Service.SendMessage(context.Background(), "irc", "carol", "you have mail", "system"); err != nil {
+		t.Fatal(err)
+	}
+	h.Restart()
+	srv.start()
+	carol = connectUser(t, srv.port, "carol")
+	h.WaitFor("queued message delivered", func() bool { return carol.has("fangdbot>carol>you have mail") },
+		func() string { return h.Get("irc").State + " " + strings.Join(carol.received(), " | ") })
+}
+
+func TestParseAndCut(t *testing.T) {
+	m, err := parse("@time=x :nick!u@h PRIVMSG #c :hello there :)\r\n")
+	if err != nil || m.command != "PRIVMSG" || m.nick() != "nick" || m.param(0) != "#c" || m.param(1) != "hello there :)" {
+		t.Fatalf("parse = %+v %v", m, err)
+	}
+	for _, p := range cutBytes(strings.Repeat("ü", 400), 350) {
+		if len(p) > 350 || !strings.HasPrefix(p, "ü") {
+			t.Fatalf("piece %q", p)
+		}
+	}
+	if _, ok := addressed("fangdbot: hi", "fangdbot"); !ok {
+		t.Fatal("addressed")
+	}
+	if _, ok := addressed("fangdbotty hi", "fangdbot"); ok {
+		t.Fatal("not addressed")
+	}
+}

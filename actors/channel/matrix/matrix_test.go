@@ -1,0 +1,87 @@
+package matrix_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/matrix"
+	"github.com/fangd/fangd/actors/channel/matrix/matrixfake"
+)
+
+const room = "!lobby:fake.test"
+
+func setup(t *testing.T, token string) (*channeltest.Harness, *matrixfake.Server) {
+	fake := matrixfake.New("syt_good")
+	t.Cleanup(fake.Close)
+	h := channeltest.New(t, channel.Builders{"matrix": matrix.New})
+	h.Configure("matrix", map[string]any{"token": token, "homeserver_url": fake.URL, "agent_name": channeltest.AgentName})
+	return h, fake
+}
+
+func TestMatrixRoundTrip(t *testing.T) {
+	h, fake := setup(t, "syt_good")
+	fake.Say(room, "@old:fake.test", "history before the bot started") // never answered
+	fake.Invite(room)
+	v := h.WaitState("matrix", channel.StateConnected)
+	if v.Identity == nil || v.Identity.Name != "@bot:fake.test" {
+		t.Fatalf("identity = %+v", v.Identity)
+	}
+	h.WaitFor("invite accepted", func() bool { return fake.Joined(room) })
+	ev := fake.Say(room, "@alice:fake.test", "hello matrix")
+	h.WaitFor("reply", func() bool { return len(fake.Sent()) == 1 })
+	s := fake.Sent()[0]
+	if s.Body != "echo: hello matrix" || s.RoomID != room || s.InReplyTo != ev || !strings.HasPrefix(s.TxnID, "matrix-") {
+		t.Fatalf("sent = %+v", s)
+	}
+	if turns := h.Agents.Turns(); len(turns) != 1 || turns[0].Session != "channel:matrix:"+room {
+		t.Fatalf("turns = %+v", turns)
+	}
+	// The sync token is durable: after a restart nothing is answered twice.
+	h.Restart()
+	h.WaitState("matrix", channel.StateConnected)
+	fake.Say(room, "@alice:fake.test", "again")
+	h.WaitFor("second reply", func() bool { return len(fake.Sent()) == 2 }, func() string {
+		v := h.Get("matrix")
+		return fmt.Sprintf("%s %q in=%d out=%d turns=%d sync=%d", v.State, v.LastError, v.MessagesIn, v.MessagesOut, len(h.Agents.Turns()), fake.Calls("sync"))
+	})
+	time.Sleep(100 * time.Millisecond)
+	if n := len(h.Agents.Turns()); n != 2 {
+		t.Fatalf("%d turns, want 2", n)
+	}
+}
+
+func TestMatrixBadToken(t *testing.T) {
+	h, fake := setup(t, "syt_bad")
+	v := h.WaitState("matrix", channel.StateError)
+	if !strings.Contains(v.LastError, "M_UNKNOWN_TOKEN") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := fake.Calls("whoami"); n != 1 {
+		t.Fatalf("whoami called %d times", n)
+	}
+}
+
+func TestMatrixOutageAndQueuedReplies(t *testing.T) {
+	h, fake := setup(t, "syt_good")
+	fake.Invite(room)
+	h.WaitState("matrix", channel.StateConnected)
+	h.WaitFor("joined", func() bool { return fake.Joined(room) })
+	fake.SetDown(true)
+	h.WaitState("matrix", channel.StateBackoff)
+	if _, err := h.Service.SendMessage(context.Background(), "matrix", room, "queued during the outage", ""); err != nil {
+		t.Fatal(err)
+	}
+	h.Restart()
+	fake.SetDown(false)
+	h.WaitState("matrix", channel.StateConnected)
+	h.WaitFor("queued message delivered once", func() bool { return len(fake.Sent()) == 1 })
+	if fake.Sent()[0].Body != "queued during the outage" {
+		t.Fatalf("sent = %+v", fake.Sent())
+	}
+}

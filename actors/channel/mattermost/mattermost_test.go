@@ -1,0 +1,216 @@
+package mattermost
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/mattermost/mattermosttest"
+)
+
+// host records what an adapter reports, standing in for the runtime.
+type host struct {
+	connected chan channel.Identity
+	delivered chan channel.Inbound
+	log       zerolog.Logger
+	mu        sync.Mutex
+	cursors   map[string]string
+}
+
+func newHost() *host {
+	return &host{connected: make(chan channel.Identity, 4), delivered: make(chan channel.Inbound, 16),
+		log: zerolog.Nop(), cursors: map[string]string{}}
+}
+
+func (h *host) Connected(id channel.Identity) { h.connected <- id }
+func (h *host) Deliver(ctx context.Context, msgs ...channel.Inbound) error {
+	for _, m := range msgs {
+		h.delivered <- m
+	}
+	return nil
+}
+func (h *host) Alive() {}
+func (h *host) Cursor(k string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cursors[k], nil
+}
+func (h *host) SaveCursor(k, v string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cursors[k] = v
+	return nil
+}
+func (h *host) Log() *zerolog.Logger { return &h.log }
+
+func build(t *testing.T, srv *mattermosttest.Server, token string) *Adapter {
+	t.Helper()
+	spec, _ := channel.Lookup("mattermost")
+	a, err := New(&channel.Config{Name: "mattermost", Adapter: "mattermost", Spec: spec,
+		Values: map[string]string{"server_url": srv.URL}, Secrets: map[string]string{"token": token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.(*Adapter)
+}
+
+func wait[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out")
+	}
+	var zero T
+	return zero
+}
+
+func TestConnectReceiveReply(t *testing.T) {
+	srv := mattermosttest.New()
+	defer srv.Close()
+	a := build(t, srv, mattermosttest.BotToken)
+	h := newHost()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, h) }()
+
+	id := wait(t, h.connected)
+	if id.ID != mattermosttest.Bot.ID || id.Name != "fangbot" {
+		t.Fatalf("identity = %+v", id)
+	}
+	// The bot's own post (echoed by the server) must not come back in.
+	srv.Say(mattermosttest.Bot, mattermosttest.TownSquare.ID, "I am the bot", "")
+	p := srv.Say(mattermosttest.Alice, mattermosttest.TownSquare.ID, "hello bot", "")
+	in := wait(t, h.delivered)
+	if in.Text != "hello bot" || in.ChatID != mattermosttest.TownSquare.ID || in.UserID != mattermosttest.Alice.ID ||
+		in.UserName != "alice" || in.MessageID != p.ID || in.Direct {
+		t.Fatalf("inbound = %+v", in)
+	}
+
+	id2, err := a.Send(ctx, channel.Outbound{ChatID: in.ChatID, Text: "hi alice", ReplyTo: in.MessageID, ThreadID: in.ThreadID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := srv.WaitPost(ctx, func(q mattermosttest.Post) bool { return q.ID == id2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Message != "hi alice" || got.RootID != p.ID || got.UserID != mattermosttest.Bot.ID {
+		t.Fatalf("reply post = %+v", got)
+	}
+	select {
+	case extra := <-h.delivered:
+		t.Fatalf("unexpected inbound %+v", extra)
+	default:
+	}
+	cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatalf("Run after cancel = %v", err)
+	}
+}
+
+func TestBadTokenIsPermanent(t *testing.T) {
+	srv := mattermosttest.New()
+	defer srv.Close()
+	a := build(t, srv, "wrong-token")
+	err := a.Run(context.Background(), newHost())
+	if !channel.IsPermanent(err) {
+		t.Fatalf("Run = %v, want permanent", err)
+	}
+	if got := srv.Requests("GET /api/v4/users/me"); got != 1 {
+		t.Fatalf("users/me called %d times", got)
+	}
+	if srv.Requests("GET /api/v4/websocket") != 0 {
+		t.Fatal("websocket dialled with a bad token")
+	}
+	if _, err := a.Send(context.Background(), channel.Outbound{ChatID: mattermosttest.TownSquare.ID, Text: "x"}); !channel.IsPermanent(err) {
+		t.Fatalf("Send = %v, want permanent", err)
+	}
+}
+
+func TestOutageIsTransientAndRecovers(t *testing.T) {
+	srv := mattermosttest.New()
+	defer srv.Close()
+	a := build(t, srv, mattermosttest.BotToken)
+	h := newHost()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background(), h) }()
+	wait(t, h.connected)
+
+	srv.SetDown(true)
+	err := wait(t, done)
+	if err == nil || channel.IsPermanent(err) {
+		t.Fatalf("Run during outage = %v, want transient error", err)
+	}
+	if err := a.Run(context.Background(), newHost()); err == nil || channel.IsPermanent(err) {
+		t.Fatalf("reconnect during outage = %v, want transient", err)
+	}
+	srv.SetDown(false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- a.Run(ctx, h) }()
+	wait(t, h.connected)
+	srv.Say(mattermosttest.Alice, mattermosttest.TownSquare.ID, "back?", "")
+	if in := wait(t, h.delivered); in.Text != "back?" {
+		t.Fatalf("inbound = %+v", in)
+	}
+}
+
+func TestSendErrors(t *testing.T) {
+	srv := mattermosttest.New()
+	defer srv.Close()
+	a := build(t, srv, mattermosttest.BotToken)
+	ctx := context.Background()
+
+	srv.RateLimitNext(1, 7)
+	_, err := a.Send(ctx, channel.Outbound{ChatID: mattermosttest.TownSquare.ID, Text: "x"})
+	if channel.IsPermanent(err) || channel.IsRejected(err) || channel.RetryHint(err) != 7*time.Second {
+		t.Fatalf("429: err=%v hint=%v", err, channel.RetryHint(err))
+	}
+	if _, err := a.Send(ctx, channel.Outbound{ChatID: "nochannel00000000000000000", Text: "x"}); !channel.IsRejected(err) {
+		t.Fatalf("unknown channel: %v, want rejected", err)
+	}
+	srv.SetDown(true)
+	_, err = a.Send(ctx, channel.Outbound{ChatID: mattermosttest.TownSquare.ID, Text: "x"})
+	var se *channel.StatusError
+	if !errors.As(err, &se) || se.Status != 503 || channel.IsPermanent(err) || channel.IsRejected(err) {
+		t.Fatalf("503: %v", err)
+	}
+}
+
+func TestBuildRejectsBadURL(t *testing.T) {
+	spec, _ := channel.Lookup("mattermost")
+	_, err := New(&channel.Config{Spec: spec, Values: map[string]string{"server_url": "mattermost.example.com"}, Secrets: map[string]string{"token": "x"}})
+	var fe *channel.FieldError
+	if !errors.As(err, &fe) || fe.Field != "server_url" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRetriedSendIsNotDuplicated(t *testing.T) {
+	srv := mattermosttest.New()
+	defer srv.Close()
+	a := build(t, srv, mattermosttest.BotToken)
+	if _, err := a.Probe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	msg := channel.Outbound{ChatID: mattermosttest.TownSquare.ID, Text: "once", Key: "mattermost-7"}
+	id1, err := a.Send(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := a.Send(context.Background(), msg) // the outbox retrying after a lost answer
+	if err != nil || id2 != id1 || len(srv.Posts(mattermosttest.TownSquare.ID)) != 1 {
+		t.Fatalf("retry posted again: %s %s %v %d", id1, id2, err, len(srv.Posts("")))
+	}
+	msg.Key = "mattermost-8"
+	if _, err := a.Send(context.Background(), msg); err != nil || len(srv.Posts("")) != 2 {
+		t.Fatalf("next message: %v", err)
+	}
+}

@@ -1,0 +1,254 @@
+// Package channel connects chat platforms to agents. Each configured bot
+// account is a supervised actor, channel/<name>, under the root actor
+// "channels": it runs its platform Adapter in a goroutine it owns,
+// reconnects with the kernel's capped exponential backoff, watches for a
+// link that has gone quiet, routes inbound messages to the bound agent and
+// delivers replies through a durable per-channel outbox.
+//
+// Adapters live one per package under actors/channel/<platform>/ and are
+// listed in actors/channel/adapters; README.md explains how to add one.
+package channel
+
+import (
+	"context"
+	"time"
+)
+
+// --- what the "channels" supervisor accepts (Service wraps these) ---
+
+// configure creates or changes a channel. The Service has already
+// validated the fields, resolved the agent and built the adapter once.
+type configure struct {
+	rec     record
+	secrets map[string]string // the full set after merging, in memory only
+	account string            // account fingerprint ("" when none)
+	reply   chan configureResult
+}
+
+type configureResult struct {
+	activated bool
+	created   bool
+	err       error
+}
+
+// remove stops a channel and deletes its configuration, secrets and queues.
+type remove struct {
+	name  string
+	reply chan error
+}
+
+// listChannels asks for every configured channel's record and status.
+type listChannels struct{ reply chan []snapshot }
+
+// getChannel asks for one configured channel (ok false when unknown).
+type getChannel struct {
+	name  string
+	reply chan snapshotResult
+}
+
+type snapshotResult struct {
+	snap snapshot
+	ok   bool
+}
+
+// reload reconciles the channels defined in config.toml with the running
+// ones. Each entry is a fully validated desired configuration.
+type reload struct {
+	desired []desiredChannel
+	reply   chan ReloadResult
+}
+
+type desiredChannel struct {
+	rec     record
+	secrets map[string]string
+	account string
+}
+
+// ReloadResult is the answer to POST /api/channels/reload.
+type ReloadResult struct {
+	Status    string   `json:"status"`
+	Started   []string `json:"started"`
+	Stopped   []string `json:"stopped"`
+	Restarted []string `json:"restarted"`
+	Unchanged []string `json:"unchanged"`
+	Errors    []string `json:"errors,omitempty"`
+}
+
+// statusChanged is sent by a channel actor to the supervisor whenever its
+// status changes, so listing never has to ask a thousand actors.
+type statusChanged struct {
+	name   string
+	status Status
+}
+
+// --- what a channel actor accepts ---
+
+// reconfigure tells a running channel its record changed: reload it and
+// restart the adapter.
+type reconfigure struct{}
+
+// sendRequest queues text for chatID in the durable outbox (comms/send).
+// The answer comes once the message is on disk.
+type sendRequest struct {
+	chatID, text, from string
+	reply              chan sendResult
+}
+
+type sendResult struct {
+	ids []string
+	err error
+}
+
+// testRequest sends a real test message to chatID, or probes the platform
+// identity when chatID is empty.
+type testRequest struct {
+	chatID string
+	reply  chan testResult
+}
+
+type testResult struct {
+	res *TestResult
+	err error
+}
+
+// TestResult is the answer to POST /api/channels/{name}/test.
+type TestResult struct {
+	Status    string    `json:"status"`
+	Message   string    `json:"message"`
+	Channel   string    `json:"channel"`
+	ChatID    string    `json:"chat_id,omitempty"`
+	MessageID string    `json:"message_id,omitempty"`
+	Identity  *Identity `json:"identity,omitempty"`
+}
+
+// webhookCall is a platform callback for this channel.
+type webhookCall struct {
+	req   *WebhookRequest
+	reply chan webhookResult
+}
+
+type webhookResult struct {
+	resp *WebhookResponse
+	err  error
+}
+
+// --- sent by a channel actor's own goroutines and timers ---
+
+type connected struct {
+	gen int
+	id  Identity
+}
+
+type runEnded struct {
+	gen int
+	err error
+}
+
+type alive struct{ gen int }
+
+// inbound carries messages from Run (done answers once they are durable)
+// or from a webhook.
+type inbound struct {
+	gen  int
+	msgs []Inbound
+	done chan error
+}
+
+// inboxFailed says n accepted messages could not be stored (they were not
+// acknowledged, so the platform sends them again).
+type inboxFailed struct {
+	n   int
+	err error
+}
+
+// inboxStored says accepted inbound messages are on disk.
+type inboxStored struct{ items []*inItem }
+
+type reconnectNow struct{ gen int }
+
+type watchdogTick struct{}
+
+type probeDone struct {
+	gen int
+	err error
+}
+
+// turnDone: an agent turn finished; out are the reply chunks now in the
+// outbox (nil on failure or no reply).
+type turnDone struct {
+	item  *inItem
+	out   []*outItem
+	retry bool // transient failure: run the turn again after a pause
+	err   error
+}
+
+// enqueued: messages were written to the outbox by a goroutine.
+type enqueued struct{ items []*outItem }
+
+type sendDone struct {
+	item      *outItem
+	messageID string
+	err       error
+}
+
+type kick struct{}
+
+// --- the domain's collaborators, small so tests can fake them ---
+
+// Agents is the agent runtime as channels see it. Errors are kernel domain
+// errors (NotFound for an unknown agent; Unavailable/Upstream are retried).
+type Agents interface {
+	// Resolve finds an agent by id or name and returns its id and name.
+	Resolve(ctx context.Context, ref string) (id, name string, err error)
+	// Turn runs one turn of agentID on message within the conversation
+	// session and returns the agent's answer.
+	Turn(ctx context.Context, agentID, session, message string) (string, error)
+}
+
+// Bus is the comms event bus as channels see it.
+type Bus interface {
+	Publish(ctx context.Context, ev Event) error
+}
+
+// Event is one event for the bus. Source and Target use comms addresses
+// ("channel:<name>:<chat_id>", "agent:<id>").
+type Event struct {
+	Type   string
+	Source string
+	Target string
+	Detail any
+}
+
+// Event types channels publish (registered in the comms bus's type table).
+const (
+	EventReceived = "channel.message.received"
+	EventSent     = "channel.message.sent"
+)
+
+// Status is a channel's live state.
+type Status struct {
+	State          string     `json:"status"`
+	LastError      string     `json:"last_error"`
+	ConnectedSince *time.Time `json:"connected_since"`
+	LastMessageAt  *time.Time `json:"last_message_at"`
+	NextRetryAt    *time.Time `json:"next_retry_at,omitempty"`
+	MessagesIn     uint64     `json:"messages_in"`
+	MessagesOut    uint64     `json:"messages_out"`
+	MessagesFailed uint64     `json:"messages_failed"`
+	Filtered       uint64     `json:"messages_filtered"`
+	Restarts       uint64     `json:"restarts"`
+	OutboxPending  int        `json:"outbox_pending"`
+	InboxPending   int        `json:"inbox_pending"`
+	Identity       *Identity  `json:"identity,omitempty"`
+}
+
+// States a channel can be in.
+const (
+	StateConnected    = "connected"
+	StateConnecting   = "connecting"
+	StateBackoff      = "backoff"
+	StateError        = "error"
+	StateStopped      = "stopped"
+	StateUnconfigured = "unconfigured"
+	StateUnsupported  = "unsupported"
+)

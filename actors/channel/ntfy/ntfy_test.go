@@ -1,0 +1,198 @@
+package ntfy
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
+)
+
+// host records what an adapter reports, standing in for the runtime.
+type host struct {
+	connected chan channel.Identity
+	delivered chan channel.Inbound
+	log       zerolog.Logger
+	mu        sync.Mutex
+	cursors   map[string]string
+}
+
+func newHost() *host {
+	return &host{connected: make(chan channel.Identity, 4), delivered: make(chan channel.Inbound, 16),
+		log: zerolog.Nop(), cursors: map[string]string{}}
+}
+
+func (h *host) Connected(id channel.Identity) { h.connected <- id }
+func (h *host) Deliver(ctx context.Context, msgs ...channel.Inbound) error {
+	for _, m := range msgs {
+		h.delivered <- m
+	}
+	return nil
+}
+func (h *host) Alive() {}
+func (h *host) Cursor(k string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cursors[k], nil
+}
+func (h *host) SaveCursor(k, v string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cursors[k] = v
+	return nil
+}
+func (h *host) Log() *zerolog.Logger { return &h.log }
+
+func wait[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out")
+	}
+	var zero T
+	return zero
+}
+
+func build(t *testing.T, srv *ntfytest.Server, token string) *Adapter {
+	t.Helper()
+	spec, _ := channel.Lookup("ntfy")
+	a, err := New(&channel.Config{Name: "ntfy", Adapter: "ntfy", Spec: spec,
+		Values: map[string]string{"server_url": srv.URL, "topic": "fang"}, Secrets: map[string]string{"token": token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.(*Adapter)
+}
+
+func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
+	srv := ntfytest.New()
+	defer srv.Close()
+	a := build(t, srv, ntfytest.BotToken)
+	h := newHost()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, h) }()
+	if id := wait(t, h.connected); id.Name != "fangbot" {
+		t.Fatalf("identity %+v", id)
+	}
+	if err := srv.WaitSubscribers(ctx, "fang", 1); err != nil {
+		t.Fatal(err)
+	}
+	m := srv.Publish("fang", "phone", "what's up?")
+	in := wait(t, h.delivered)
+	if in.Text != "what's up?" || in.ChatID != "fang" || in.UserName != "phone" || in.MessageID != m.ID {
+		t.Fatalf("inbound %+v", in)
+	}
+	id, err := a.Send(ctx, channel.Outbound{ChatID: in.ChatID, Text: "all good"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := srv.WaitMessage(ctx, func(x ntfytest.Message) bool { return x.ID == id })
+	if err != nil || got.Message != "all good" || got.Title != "fangd" {
+		t.Fatalf("reply %+v %v", got, err)
+	}
+	// The reply comes back on the stream; it must not be delivered. A
+	// later user message proves the stream moved past it.
+	srv.Publish("fang", "phone", "thanks")
+	if in := wait(t, h.delivered); in.Text != "thanks" {
+		t.Fatalf("echo delivered: %+v", in)
+	}
+	if c, _ := h.Cursor("since"); c == "" {
+		t.Fatal("cursor not saved")
+	}
+	cancel()
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResumeFromCursorAfterOutage(t *testing.T) {
+	srv := ntfytest.New()
+	defer srv.Close()
+	a := build(t, srv, ntfytest.BotToken)
+	h := newHost()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background(), h) }()
+	wait(t, h.connected)
+	_ = srv.WaitSubscribers(context.Background(), "fang", 1)
+	srv.Publish("fang", "phone", "one")
+	wait(t, h.delivered)
+
+	srv.SetDown(true)
+	if err := wait(t, done); err == nil || channel.IsPermanent(err) {
+		t.Fatalf("outage: %v", err)
+	}
+	if err := a.Run(context.Background(), h); err == nil || channel.IsPermanent(err) {
+		t.Fatalf("during outage: %v", err)
+	}
+	// Messages published while fangd was away (the server caches them).
+	srv.SetDown(false)
+	srv.Publish("fang", "phone", "two")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- a.Run(ctx, h) }()
+	wait(t, h.connected)
+	if in := wait(t, h.delivered); in.Text != "two" {
+		t.Fatalf("after outage got %+v", in)
+	}
+	select {
+	case extra := <-h.delivered:
+		t.Fatalf("replayed %+v", extra)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestBadTokenPermanentNoStorm(t *testing.T) {
+	srv := ntfytest.New()
+	defer srv.Close()
+	a := build(t, srv, "tk_wrong")
+	if err := a.Run(context.Background(), newHost()); !channel.IsPermanent(err) {
+		t.Fatalf("Run = %v", err)
+	}
+	if n := srv.Requests("GET /v1/account"); n != 1 {
+		t.Fatalf("account probed %d times", n)
+	}
+	if srv.Requests("GET /fang/json") != 0 {
+		t.Fatal("subscribed with a bad token")
+	}
+	// Anonymous on a protected server: 403 on subscribe is permanent too.
+	anon := build(t, srv, "")
+	if err := anon.Run(context.Background(), newHost()); !channel.IsPermanent(err) {
+		t.Fatalf("anonymous Run = %v", err)
+	}
+}
+
+func TestSendLimitsAndSplit(t *testing.T) {
+	srv := ntfytest.New()
+	defer srv.Close()
+	a := build(t, srv, ntfytest.BotToken)
+	ctx := context.Background()
+	srv.RateLimitNext(1)
+	if _, err := a.Send(ctx, channel.Outbound{ChatID: "fang", Text: "x"}); channel.IsPermanent(err) || channel.IsRejected(err) || err == nil {
+		t.Fatalf("429: %v", err)
+	}
+	long := strings.Repeat("é", 3000) // 6000 bytes, 3000 runes
+	if _, err := a.Send(ctx, channel.Outbound{ChatID: "fang", Text: long}); err != nil {
+		t.Fatal(err)
+	}
+	var joined string
+	for _, m := range srv.Messages("fang") {
+		if len(m.Message) > ntfytest.MaxMessageBytes {
+			t.Fatalf("message of %d bytes", len(m.Message))
+		}
+		joined += m.Message
+	}
+	if joined != long {
+		t.Fatal("split lost text")
+	}
+	if _, err := a.Send(ctx, channel.Outbound{ChatID: "bad topic!", Text: "x"}); !channel.IsRejected(err) {
+		t.Fatalf("bad topic: %v", err)
+	}
+}

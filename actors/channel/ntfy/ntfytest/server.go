@@ -1,0 +1,491 @@
+// Package ntfytest is an in-process ntfy server for tests: publishing
+// (POST/PUT /<topic>, JSON publish to /), the JSON message stream
+// (GET /<topic>/json with since= and keepalive events), /v1/account and
+// /v1/health, ntfy's access tokens and its JSON error bodies (40101, 40301,
+// 42901...), plus switches for outages and rate limiting.
+package ntfytest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// MaxMessageBytes is ntfy's default message size limit; longer bodies
+// would become attachments, which the fake (like a server without an
+// attachment cache) rejects.
+const MaxMessageBytes = 4096
+
+// Message is an ntfy message/event as the JSON stream carries it.
+type Message struct {
+	ID       string   `json:"id"`
+	Time     int64    `json:"time"`
+	Expires  int64    `json:"expires,omitempty"`
+	Event    string   `json:"event"`
+	Topic    string   `json:"topic"`
+	Message  string   `json:"message,omitempty"`
+	Title    string   `json:"title,omitempty"`
+	Tags     []string `json:"tags,omitempty"`
+	Priority int      `json:"priority,omitempty"`
+}
+
+// Server is the fake.
+type Server struct {
+	*httptest.Server
+
+	// Keepalive is the interval of keepalive events on open streams.
+	Keepalive time.Duration
+
+	mu        sync.Mutex
+	tokens    map[string]string // token -> username
+	protected bool              // anonymous access denied
+	messages  []Message
+	subs      map[chan Message]string // chan -> topic
+	streams   map[*http.Request]context.CancelFunc
+	down      bool
+	limitNext int
+	requests  map[string]int
+	notify    chan struct{}
+}
+
+// BotToken is an access token of user "fangbot".
+const BotToken = "tk_fangbot0000000000000000000000"
+
+var topicRE = regexp.MustCompile(`^[-_A-Za-z0-9]{1,64}$`)
+
+// New starts a server where BotToken is valid and anonymous access is
+// denied (as on a server with auth-default-access: deny-all).
+func New() *Server {
+	s := &Server{Keepalive: 45 * time.Second, tokens: map[string]string{BotToken: "fangbot"}, protected: true,
+		subs: map[chan Message]string{}, streams: map[*http.Request]context.CancelFunc{},
+		requests: map[string]int{}, notify: make(chan struct{})}
+	s.Server = httptest.NewServer(s.gate(http.HandlerFunc(s.route)))
+	return s
+}
+
+// Close ends open streams and stops the server.
+func (s *Server) Close() {
+	s.mu.Lock()
+	for _, c := range s.streams {
+		c()
+	}
+	s.mu.Unlock()
+	s.Server.Close()
+}
+
+// AllowAnonymous lets requests without a token read and write.
+func (s *Server) AllowAnonymous() {
+	s.mu.Lock()
+	s.protected = false
+	s.mu.Unlock()
+}
+
+// SetDown makes every request answer 503 and ends open streams, until
+// SetDown(false).
+func (s *Server) SetDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	var cancels []context.CancelFunc
+	if down {
+		for _, c := range s.streams {
+			cancels = append(cancels, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range cancels {
+		c()
+	}
+}
+
+// RateLimitNext makes the next n publishes fail with 429 (code 42901).
+func (s *Server) RateLimitNext(n int) {
+	s.mu.Lock()
+	s.limitNext = n
+	s.mu.Unlock()
+}
+
+// Requests counts requests to "METHOD /path".
+func (s *Server) Requests(route string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests[route]
+}
+
+// Subscribers is the number of open streams on topic.
+func (s *Server) Subscribers(topic string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, t := range s.subs {
+		if t == topic {
+			n++
+		}
+	}
+	return n
+}
+
+// Publish publishes as another client (a phone) would.
+func (s *Server) Publish(topic, title, message string) Message {
+	return s.publish(Message{Topic: topic, Title: title, Message: message})
+}
+
+// Messages lists messages on topic.
+func (s *Server) Messages(topic string) []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Message
+	for _, m := range s.messages {
+		if m.Topic == topic {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// WaitMessage waits for a message matching match.
+func (s *Server) WaitMessage(ctx context.Context, match func(Message) bool) (Message, error) {
+	for {
+		s.mu.Lock()
+		for _, m := range s.messages {
+			if match(m) {
+				s.mu.Unlock()
+				return m, nil
+			}
+		}
+		ch := s.notify
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Message{}, fmt.Errorf("ntfytest: no matching message: %w", ctx.Err())
+		}
+	}
+}
+
+// WaitSubscribers waits until topic has n open streams.
+func (s *Server) WaitSubscribers(ctx context.Context, topic string, n int) error {
+	for {
+		if s.Subscribers(topic) >= n {
+			return nil
+		}
+		s.mu.Lock()
+		ch := s.notify
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("ntfytest: %d subscribers on %s not reached: %w", n, topic, ctx.Err())
+		}
+	}
+}
+
+func (s *Server) changed() {
+	close(s.notify)
+	s.notify = make(chan struct{})
+}
+
+// ntfyError writes ntfy's error body: {"code","http","error","link"}.
+func ntfyError(w http.ResponseWriter, status, code int, msg, link string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	body := map[string]any{"code": code, "http": status, "error": msg}
+	if link != "" {
+		body["link"] = link
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func (s *Server) gate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.requests[r.Method+" "+r.URL.Path]++
+		down := s.down
+		s.changed()
+		s.mu.Unlock()
+		if down {
+			http.Error(w, "503 Service Unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// user authenticates the request: ok=false means a token was presented but
+// is invalid (401); user "" means anonymous.
+func (s *Server) user(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	tok := ""
+	switch {
+	case strings.HasPrefix(h, "Bearer "):
+		tok = strings.TrimPrefix(h, "Bearer ")
+	case h == "":
+		tok = r.URL.Query().Get("auth") // ntfy also takes ?auth=
+		if tok == "" {
+			return "", true
+		}
+	default:
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.tokens[tok]
+	return u, ok
+}
+
+func (s *Server) allow(w http.ResponseWriter, r *http.Request) bool {
+	u, ok := s.user(r)
+	if !ok {
+		ntfyError(w, http.StatusUnauthorized, 40101, "unauthorized", "https://ntfy.sh/docs/publish/#authentication")
+		return false
+	}
+	s.mu.Lock()
+	protected := s.protected
+	s.mu.Unlock()
+	if u == "" && protected {
+		ntfyError(w, http.StatusForbidden, 40301, "forbidden", "https://ntfy.sh/docs/publish/#authentication")
+		return false
+	}
+	return true
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	path := strings.Trim(r.URL.Path, "/")
+	switch {
+	case r.Method == http.MethodGet && path == "v1/health":
+		writeJSON(w, http.StatusOK, map[string]bool{"healthy": true})
+	case r.Method == http.MethodGet && path == "v1/account":
+		u, ok := s.user(r)
+		if !ok {
+			ntfyError(w, http.StatusUnauthorized, 40101, "unauthorized", "https://ntfy.sh/docs/publish/#authentication")
+			return
+		}
+		if u == "" {
+			u = "*"
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"username": u, "role": "user", "sync_topic": "st_" + randomID()})
+	case r.Method == http.MethodPost && path == "":
+		s.publishJSON(w, r)
+	case (r.Method == http.MethodPost || r.Method == http.MethodPut) && topicRE.MatchString(path):
+		s.publishBody(w, r, path)
+	case r.Method == http.MethodGet && strings.HasSuffix(path, "/json") && topicRE.MatchString(strings.TrimSuffix(path, "/json")):
+		s.subscribe(w, r, strings.TrimSuffix(path, "/json"))
+	default:
+		ntfyError(w, http.StatusNotFound, 40401, "page not found", "")
+	}
+}
+
+func (s *Server) limited(w http.ResponseWriter) bool {
+	s.mu.Lock()
+	l := s.limitNext > 0
+	if l {
+		s.limitNext--
+	}
+	s.mu.Unlock()
+	if l {
+		ntfyError(w, http.StatusTooManyRequests, 42901, "limit reached: too many requests", "https://ntfy.sh/docs/publish/#limitations")
+	}
+	return l
+}
+
+func (s *Server) publishBody(w http.ResponseWriter, r *http.Request, topic string) {
+	if !s.allow(w, r) || s.limited(w) {
+		return
+	}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, MaxMessageBytes+1))
+	if len(body) > MaxMessageBytes {
+		ntfyError(w, http.StatusRequestEntityTooLarge, 41301, "too large for attachment", "")
+		return
+	}
+	m := Message{Topic: topic, Message: string(body), Title: header(r, "X-Title", "Title", "t"),
+		Tags: splitTags(header(r, "X-Tags", "Tags", "ta"))}
+	if p, err := strconv.Atoi(header(r, "X-Priority", "Priority", "p")); err == nil {
+		m.Priority = p
+	}
+	writeJSON(w, http.StatusOK, s.publish(m))
+}
+
+func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
+	if !s.allow(w, r) || s.limited(w) {
+		return
+	}
+	var in struct {
+		Topic    string   `json:"topic"`
+		Message  string   `json:"message"`
+		Title    string   `json:"title"`
+		Tags     []string `json:"tags"`
+		Priority int      `json:"priority"`
+	}
+	if json.NewDecoder(r.Body).Decode(&in) != nil || !topicRE.MatchString(in.Topic) {
+		ntfyError(w, http.StatusBadRequest, 40017, "invalid request: request body must be message JSON", "")
+		return
+	}
+	if len(in.Message) > MaxMessageBytes {
+		ntfyError(w, http.StatusRequestEntityTooLarge, 41301, "too large for attachment", "")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.publish(Message{Topic: in.Topic, Message: in.Message, Title: in.Title, Tags: in.Tags, Priority: in.Priority}))
+}
+
+func header(r *http.Request, names ...string) string {
+	for _, n := range names {
+		if v := r.Header.Get(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func splitTags(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (s *Server) publish(m Message) Message {
+	m.ID = randomID()
+	m.Time = time.Now().Unix()
+	m.Expires = m.Time + 12*3600
+	m.Event = "message"
+	s.mu.Lock()
+	s.messages = append(s.messages, m)
+	var subs []chan Message
+	for ch, t := range s.subs {
+		if t == m.Topic {
+			subs = append(subs, ch)
+		}
+	}
+	s.changed()
+	s.mu.Unlock()
+	for _, ch := range subs {
+		select {
+		case ch <- m:
+		default: // slow subscriber: ntfy drops too
+		}
+	}
+	return m
+}
+
+func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, topic string) {
+	if !s.allow(w, r) {
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ch := make(chan Message, 64)
+
+	// Collect the backlog asked for with since= and register in one step so
+	// no message falls between them.
+	since := r.URL.Query().Get("since")
+	s.mu.Lock()
+	var backlog []Message
+	if since != "" {
+		backlog = s.backlog(topic, since)
+	}
+	s.subs[ch] = topic
+	s.streams[r] = cancel
+	s.changed()
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.subs, ch)
+		delete(s.streams, r)
+		s.changed()
+		s.mu.Unlock()
+	}()
+
+	w.Header().Set("Content-Type", "application/x-ndjson; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(Message{ID: randomID(), Time: time.Now().Unix(), Event: "open", Topic: topic})
+	for _, m := range backlog {
+		_ = enc.Encode(m)
+	}
+	if r.URL.Query().Get("poll") == "1" {
+		return
+	}
+	if flusher != nil {
+		flusher.Flush()
+	}
+	s.mu.Lock()
+	ka := s.Keepalive
+	s.mu.Unlock()
+	tick := time.NewTicker(ka)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-ch:
+			if enc.Encode(m) != nil {
+				return
+			}
+		case <-tick.C:
+			if enc.Encode(Message{ID: randomID(), Time: time.Now().Unix(), Event: "keepalive", Topic: topic}) != nil {
+				return
+			}
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+}
+
+// backlog returns cached messages after since ("all", a unix time or a
+// message id); call with s.mu held.
+func (s *Server) backlog(topic, since string) []Message {
+	var out []Message
+	after := since == "all"
+	ts, isTime := int64(0), false
+	if n, err := strconv.ParseInt(since, 10, 64); err == nil {
+		ts, isTime = n, true
+	}
+	for _, m := range s.messages {
+		if m.Topic != topic {
+			continue
+		}
+		switch {
+		case isTime:
+			if m.Time >= ts {
+				out = append(out, m)
+			}
+		case after:
+			out = append(out, m)
+		case m.ID == since:
+			after = true
+		}
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func randomID() string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}

@@ -1,0 +1,760 @@
+package channel
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// Options wire the channels subsystem.
+type Options struct {
+	Kernel   *kernel.Kernel
+	DB       *store.DB
+	Vault    *store.Vault
+	Builders Builders
+	// Agents answers inbound messages; nil leaves them published but
+	// unanswered (and agent names unchecked at configure time).
+	Agents Agents
+	// Bus receives channel events; nil publishes nothing.
+	Bus Bus
+	// LoadConfig re-reads the [channels.<name>] tables of config.toml for
+	// POST /api/channels/reload; nil means there is no config file.
+	LoadConfig func() (map[string]map[string]any, error)
+	// Backoff paces reconnects; zero means kernel.DefaultBackoff.
+	Backoff kernel.Backoff
+	// Env looks up environment variables for secrets a config.toml table
+	// names with <key>_env (or leaves to the field's default variable);
+	// nil means os.Getenv.
+	Env func(string) string
+}
+
+// runtime is what the supervisor, every channel actor and the Service share:
+// immutable wiring and goroutine-safe stores.
+type runtime struct {
+	k        *kernel.Kernel
+	db       *store.DB
+	vault    *store.Vault
+	builders Builders
+	agents   Agents
+	bus      Bus
+	log      zerolog.Logger
+	backoff  kernel.Backoff
+	records  *store.Collection[record]
+	cursors  *store.Collection[string]
+	queues   *queues
+	metrics  *metrics
+}
+
+type metrics struct {
+	in, out, failed, filtered, reconnects *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry) (*metrics, error) {
+	vec := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"adapter"})
+	}
+	m := &metrics{
+		in:         vec("fangd_channel_messages_in_total", "Inbound chat messages accepted."),
+		out:        vec("fangd_channel_messages_out_total", "Messages delivered to chat platforms."),
+		failed:     vec("fangd_channel_messages_failed_total", "Outbound messages the platform rejected."),
+		filtered:   vec("fangd_channel_messages_filtered_total", "Inbound messages dropped by allow-lists."),
+		reconnects: vec("fangd_channel_reconnects_total", "Adapter reconnects after a failure."),
+	}
+	for _, c := range []prometheus.Collector{m.in, m.out, m.failed, m.filtered, m.reconnects} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Service is the channels subsystem's handle for the HTTP layer and the
+// comms router.
+type Service struct {
+	rt         *runtime
+	pid        *actor.PID
+	loadConfig func() (map[string]map[string]any, error)
+	env        func(string) string
+}
+
+// Start spawns the "channels" supervisor, which starts every channel
+// stored from an earlier run.
+func Start(opts Options) (*Service, error) {
+	if opts.Backoff == (kernel.Backoff{}) {
+		opts.Backoff = kernel.DefaultBackoff
+	}
+	if opts.Env == nil {
+		opts.Env = osGetenv
+	}
+	m, err := newMetrics(opts.Kernel.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	rt := &runtime{k: opts.Kernel, db: opts.DB, vault: opts.Vault, builders: opts.Builders,
+		agents: opts.Agents, bus: opts.Bus, backoff: opts.Backoff, metrics: m,
+		log:     opts.Kernel.Log.With().Str("component", "channels").Logger(),
+		records: store.NewCollection[record](opts.DB, "channels"),
+		cursors: store.NewCollection[string](opts.DB, "channel-cursor"),
+		queues:  newQueues(opts.DB)}
+	pid, err := opts.Kernel.SpawnRoot("channels", func() actor.Actor { return newSupervisor(rt) })
+	if err != nil {
+		return nil, err
+	}
+	return &Service{rt: rt, pid: pid, loadConfig: opts.LoadConfig, env: opts.Env}, nil
+}
+
+// askTimeout bounds how long an API call waits for the channels actors.
+const askTimeout = kernel.DefaultAskTimeout
+
+// call sends msg to pid and waits for the answer on reply.
+func call[T any](s *Service, pid *actor.PID, msg any, reply chan T) (T, error) {
+	s.rt.k.Root.Send(pid, msg)
+	var zero T
+	select {
+	case r := <-reply:
+		return r, nil
+	case <-time.After(askTimeout):
+		return zero, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "%s did not answer in time", pid.Id)
+	}
+}
+
+// childPID is the address of channel name's actor.
+func (s *Service) childPID(name string) (*actor.PID, bool) {
+	pid := actor.NewPID(s.rt.k.System.Address(), s.pid.Id+"/channel/"+name)
+	_, ok := s.rt.k.System.ProcessRegistry.Get(pid)
+	return pid, ok
+}
+
+// View is one channel as GET /api/channels shows it.
+type View struct {
+	Name            string      `json:"name"`
+	DisplayName     string      `json:"display_name"`
+	Adapter         string      `json:"adapter"`
+	Category        string      `json:"category"`
+	Description     string      `json:"description"`
+	SetupType       string      `json:"setup_type"`
+	Enabled         bool        `json:"enabled"`
+	Configured      bool        `json:"configured"`
+	HasToken        bool        `json:"has_token"`
+	Supported       bool        `json:"supported"`
+	Source          string      `json:"source,omitempty"`
+	AgentName       *string     `json:"agent_name"`
+	Fields          []FieldView `json:"fields"`
+	WebhookEndpoint string      `json:"webhook_endpoint,omitempty"`
+	UpdatedAt       string      `json:"updated_at,omitempty"`
+	Status
+}
+
+// FieldView is a schema field with whether it has a value; non-secret
+// values are shown, secret ones never.
+type FieldView struct {
+	Key         string    `json:"key"`
+	Label       string    `json:"label"`
+	Type        FieldType `json:"type"`
+	Required    bool      `json:"required"`
+	EnvVar      *string   `json:"env_var"`
+	Default     string    `json:"default,omitempty"`
+	Placeholder string    `json:"placeholder,omitempty"`
+	Advanced    bool      `json:"advanced"`
+	HasValue    bool      `json:"has_value"`
+	Value       any       `json:"value,omitempty"`
+}
+
+// snapshot is what the supervisor knows about one configured channel.
+type snapshot struct {
+	rec    record
+	status Status
+}
+
+func (s *Service) view(spec *Spec, snap *snapshot) View {
+	v := View{Name: spec.Name, DisplayName: spec.DisplayName, Adapter: spec.Name, Category: spec.Category,
+		Description: spec.Description, SetupType: spec.SetupType}
+	_, v.Supported = s.rt.builders[spec.Name]
+	if spec.Webhook {
+		v.WebhookEndpoint = "/channels/" + spec.Name + "/webhook"
+	}
+	var rec *record
+	if snap != nil {
+		rec = &snap.rec
+		v.Name = rec.Name
+		if rec.Name != spec.Name {
+			v.DisplayName = spec.DisplayName + " (" + rec.Name + ")"
+		}
+		if spec.Webhook {
+			v.WebhookEndpoint = "/channels/" + rec.Name + "/webhook"
+		}
+		v.Configured = true
+		v.Source = rec.Source
+		v.UpdatedAt = rec.UpdatedAt
+		v.Status = snap.status
+		if a := rec.Values[FieldAgent]; a != "" {
+			v.AgentName = &a
+		}
+		v.Enabled = rec.Values[FieldEnabled] != "false"
+		v.HasToken = true
+	}
+	switch {
+	case !v.Supported:
+		v.State = StateUnsupported
+	case !v.Configured:
+		v.State = StateUnconfigured
+	case v.State == "":
+		v.State = StateConnecting
+	}
+	for _, f := range spec.Fields {
+		fv := FieldView{Key: f.Key, Label: f.Label, Type: f.Type, Required: f.Required,
+			Default: f.Default, Placeholder: f.Placeholder, Advanced: f.Advanced}
+		if f.EnvVar != "" {
+			env := f.EnvVar
+			fv.EnvVar = &env
+		}
+		if rec != nil {
+			switch f.Type {
+			case TypeSecret:
+				fv.HasValue = contains(rec.Secrets, f.Key)
+			case TypeList:
+				if l := rec.Lists[f.Key]; len(l) > 0 {
+					fv.HasValue, fv.Value = true, l
+				}
+			default:
+				if val := rec.Values[f.Key]; val != "" {
+					fv.HasValue, fv.Value = true, val
+				}
+			}
+			if f.Type == TypeSecret && f.Required && !fv.HasValue {
+				v.HasToken = false
+			}
+		}
+		v.Fields = append(v.Fields, fv)
+	}
+	if rec != nil && len(rec.Secrets) == 0 && spec.PrimarySecret() != "" {
+		v.HasToken = false
+	}
+	return v
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) snapshots() (map[string]snapshot, error) {
+	reply := make(chan []snapshot, 1)
+	snaps, err := call(s, s.pid, &listChannels{reply: reply}, reply)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]snapshot, len(snaps))
+	for _, sn := range snaps {
+		m[sn.rec.Name] = sn
+	}
+	return m, nil
+}
+
+// List returns every registry adapter (configured or not) and every extra
+// configured instance; configuredOnly keeps the configured ones.
+func (s *Service) List(configuredOnly bool) ([]View, error) {
+	snaps, err := s.snapshots()
+	if err != nil {
+		return nil, err
+	}
+	var out []View
+	for _, spec := range Specs() {
+		sn, ok := snaps[spec.Name]
+		if ok && sn.rec.Adapter == spec.Name {
+			out = append(out, s.view(spec, &sn))
+			delete(snaps, spec.Name)
+		} else if !configuredOnly {
+			out = append(out, s.view(spec, nil))
+		}
+	}
+	// Extra instances ("support-bot" running telegram), by name.
+	names := make([]string, 0, len(snaps))
+	for n := range snaps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sn := snaps[n]
+		if spec, ok := Lookup(sn.rec.Adapter); ok {
+			out = append(out, s.view(spec, &sn))
+		}
+	}
+	return out, nil
+}
+
+// Get returns one channel: a configured one by its name, or a registry
+// adapter that is not configured.
+func (s *Service) Get(name string) (*View, error) {
+	reply := make(chan snapshotResult, 1)
+	res, err := call(s, s.pid, &getChannel{name: name, reply: reply}, reply)
+	if err != nil {
+		return nil, err
+	}
+	if res.ok {
+		spec, _ := Lookup(res.snap.rec.Adapter)
+		v := s.view(spec, &res.snap)
+		return &v, nil
+	}
+	spec, ok := Lookup(name)
+	if !ok {
+		return nil, kernel.NotFound("Unknown channel: %s", name)
+	}
+	v := s.view(spec, nil)
+	return &v, nil
+}
+
+// Has reports whether channel name is configured (comms.Channels).
+func (s *Service) Has(name string) bool {
+	_, ok := s.childPID(name)
+	return ok
+}
+
+// ConfigureResult answers POST /api/channels/{name}/configure.
+type ConfigureResult struct {
+	Status    string   `json:"status"`
+	Channel   string   `json:"channel"`
+	Adapter   string   `json:"adapter"`
+	Activated bool     `json:"activated"`
+	Created   bool     `json:"created"`
+	Fields    []string `json:"fields"`
+	Note      string   `json:"note,omitempty"`
+}
+
+// Configure validates body against the adapter's schema, stores the
+// configuration (secrets in the vault) and (re)starts the channel. body is
+// the flat form ({"token", "agent_name", <field>...}) or LibreFang's
+// {"fields": {...}}, or both; "adapter" picks the platform for a channel
+// whose name is not a registry adapter.
+func (s *Service) Configure(ctx context.Context, name string, body map[string]any) (*ConfigureResult, error) {
+	if !ValidName(name) {
+		return nil, kernel.Invalid("channel name %q must be 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit", name)
+	}
+	fields := map[string]any{}
+	adapter := ""
+	for k, v := range body {
+		switch k {
+		case "fields":
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil, kernel.Invalid(`field "fields" must be an object`)
+			}
+			for fk, fv := range m {
+				fields[fk] = fv
+			}
+		case "adapter", "type":
+			a, ok := v.(string)
+			if !ok {
+				return nil, kernel.Invalid("field %q must be a string", k)
+			}
+			adapter = a
+		default:
+			fields[k] = v
+		}
+	}
+	spec, err := s.resolveAdapter(name, adapter)
+	if err != nil {
+		return nil, err
+	}
+	if tok, ok := fields["token"]; ok {
+		primary := spec.PrimarySecret()
+		if primary == "" {
+			return nil, kernel.Errorf(kernel.KindInvalid, "invalid_field", "field token: adapter %s has no secret", spec.Name)
+		}
+		delete(fields, "token")
+		if _, dup := fields[primary]; dup {
+			return nil, kernel.Errorf(kernel.KindInvalid, "invalid_field", "field token: both token and %s given", primary)
+		}
+		fields[primary] = tok
+	}
+	parsed, err := parseFields(spec, fields)
+	if err != nil {
+		return nil, fieldErr(err)
+	}
+	// Merge over the current configuration: a reconfigure need not repeat
+	// the token.
+	var cur *record
+	reply := make(chan snapshotResult, 1)
+	res, err := call(s, s.pid, &getChannel{name: name, reply: reply}, reply)
+	if err != nil {
+		return nil, err
+	}
+	if res.ok {
+		if res.snap.rec.Adapter != spec.Name {
+			return nil, kernel.Conflict("channel %s runs adapter %s; delete it before configuring it as %s", name, res.snap.rec.Adapter, spec.Name)
+		}
+		cur = &res.snap.rec
+	}
+	rec, secrets, err := s.merge(name, spec, cur, parsed)
+	if err != nil {
+		return nil, err
+	}
+	rec.Source = SourceAPI
+	cfg, err := s.validate(ctx, spec, &rec, secrets)
+	if err != nil {
+		return nil, err
+	}
+	r := make(chan configureResult, 1)
+	out, err := call(s, s.pid, &configure{rec: rec, secrets: secrets, account: accountKey(cfg), reply: r}, r)
+	if err == nil {
+		err = out.err
+	}
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, canonicalKey(spec, k))
+	}
+	sort.Strings(keys)
+	result := &ConfigureResult{Status: "configured", Channel: name, Adapter: spec.Name, Activated: out.activated,
+		Created: out.created, Fields: keys}
+	if cur != nil && cur.Source == SourceConfig {
+		result.Note = "this channel is defined in config.toml; the next reload applies the file's settings again"
+	}
+	return result, nil
+}
+
+// resolveAdapter finds the adapter a configure call is about.
+func (s *Service) resolveAdapter(name, adapter string) (*Spec, error) {
+	if spec, ok := Lookup(name); ok {
+		if adapter != "" && adapter != name {
+			return nil, kernel.Invalid("channel %s is the %s adapter; pick another name for a %s instance", name, name, adapter)
+		}
+		adapter = name
+		_ = spec
+	}
+	if adapter == "" {
+		return nil, kernel.NotFound("Unknown channel: %s (name a registry adapter, or give \"adapter\" for an extra instance)", name)
+	}
+	spec, ok := Lookup(adapter)
+	if !ok {
+		return nil, kernel.NotFound("Unknown adapter: %s", adapter)
+	}
+	if _, ok := s.rt.builders[adapter]; !ok {
+		return nil, kernel.Errorf(kernel.KindUnsupported, "adapter_not_supported",
+			"the %s adapter is listed but not built into this fangd (supported: %s)", adapter, strings.Join(s.rt.builders.Names(), ", "))
+	}
+	return spec, nil
+}
+
+// merge applies parsed over cur (nil for a new channel) and loads the
+// secrets that were not resubmitted from the vault.
+func (s *Service) merge(name string, spec *Spec, cur *record, p *parsedFields) (record, map[string]string, error) {
+	rec := record{Name: name, Adapter: spec.Name, Values: map[string]string{}, Lists: map[string][]string{}}
+	secrets := map[string]string{}
+	rec.Epoch = strconv.FormatInt(time.Now().UnixNano(), 36)
+	if cur != nil {
+		rec.AgentID = cur.AgentID
+		if cur.Epoch != "" {
+			rec.Epoch = cur.Epoch
+		}
+		for k, v := range cur.Values {
+			rec.Values[k] = v
+		}
+		for k, v := range cur.Lists {
+			rec.Lists[k] = v
+		}
+		for _, k := range cur.Secrets {
+			if _, resubmitted := p.secrets[k]; resubmitted || p.cleared[k] {
+				continue
+			}
+			err := s.rt.vault.With(secretName(name, k), func(b []byte) error { secrets[k] = string(b); return nil })
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return rec, nil, err
+			}
+		}
+	}
+	for k := range p.cleared {
+		delete(rec.Values, k)
+		delete(rec.Lists, k)
+		delete(secrets, k)
+	}
+	for k, v := range p.values {
+		rec.Values[k] = v
+	}
+	for k, v := range p.lists {
+		rec.Lists[k] = v
+	}
+	for k, v := range p.secrets {
+		secrets[k] = v
+	}
+	rec.Secrets = rec.Secrets[:0]
+	for k := range secrets {
+		rec.Secrets = append(rec.Secrets, k)
+	}
+	sort.Strings(rec.Secrets)
+	rec.UpdatedAt = time.Now().UTC().Format(time.RFC3339)
+	return rec, secrets, nil
+}
+
+// validate checks required fields, builds the adapter once (its own
+// checks, no I/O) and resolves the bound agent.
+func (s *Service) validate(ctx context.Context, spec *Spec, rec *record, secrets map[string]string) (*Config, error) {
+	cfg := &Config{Name: rec.Name, Adapter: spec.Name, Spec: spec, Values: rec.Values, Lists: rec.Lists, Secrets: secrets, Log: s.rt.log}
+	if err := checkRequired(cfg); err != nil {
+		return nil, fieldErr(err)
+	}
+	if _, err := s.rt.builders[spec.Name](cfg); err != nil {
+		return nil, fieldErr(err)
+	}
+	rec.AgentID = ""
+	if ref := rec.Values[FieldAgent]; ref != "" && s.rt.agents != nil {
+		id, _, err := s.rt.agents.Resolve(ctx, ref)
+		if err != nil {
+			if e := kernel.AsError(err); e != nil && e.Kind == kernel.KindNotFound {
+				return nil, kernel.NotFound("field agent_name: no agent named %q", ref)
+			}
+			return nil, err
+		}
+		rec.AgentID = id
+	}
+	return cfg, nil
+}
+
+func fieldErr(err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return kernel.Errorf(kernel.KindInvalid, "invalid_field", "%s", fe.Error())
+	}
+	if kernel.AsError(err) != nil {
+		return err
+	}
+	return kernel.Errorf(kernel.KindInvalid, "invalid_config", "%s", err.Error())
+}
+
+// accountKey fingerprints the platform account a configuration logs into
+// ("" when its account fields are empty). Kept in memory only.
+func accountKey(cfg *Config) string {
+	fields := cfg.Spec.AccountFields()
+	if len(fields) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	h.Write([]byte(cfg.Adapter))
+	empty := true
+	for _, f := range fields {
+		v := cfg.Secrets[f]
+		if v == "" {
+			v = cfg.Text(f)
+		}
+		if v != "" {
+			empty = false
+		}
+		h.Write([]byte{0})
+		h.Write([]byte(strings.ToLower(v)))
+	}
+	if empty {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Remove stops channel name and deletes its configuration, secrets and
+// queued messages.
+func (s *Service) Remove(name string) error {
+	reply := make(chan error, 1)
+	err, cerr := call(s, s.pid, &remove{name: name, reply: reply}, reply)
+	if cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// Test sends a test message to chatID through the channel, or probes the
+// platform identity when chatID is empty.
+func (s *Service) Test(name, chatID string) (*TestResult, error) {
+	pid, ok := s.childPID(name)
+	if !ok {
+		if _, known := Lookup(name); !known {
+			return nil, kernel.NotFound("Unknown channel: %s", name)
+		}
+		return nil, kernel.Errorf(kernel.KindPreconditionFailed, "not_configured", "channel %s is not configured", name)
+	}
+	reply := make(chan testResult, 1)
+	// The platform call itself has its own timeout, shorter than ours.
+	s.rt.k.Root.Send(pid, &testRequest{chatID: chatID, reply: reply})
+	select {
+	case r := <-reply:
+		return r.res, r.err
+	case <-time.After(testTimeout + 5*time.Second):
+		return nil, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "channel %s did not answer in time", name)
+	}
+}
+
+// Send queues content for chatID on channel name through its durable
+// outbox (comms.Channels); it returns once the message is on disk.
+func (s *Service) Send(ctx context.Context, name, chatID, content string) error {
+	_, err := s.SendMessage(ctx, name, chatID, content, "")
+	return err
+}
+
+// SendMessage is Send that also returns the queued message ids.
+func (s *Service) SendMessage(ctx context.Context, name, chatID, content, from string) ([]string, error) {
+	pid, ok := s.childPID(name)
+	if !ok {
+		return nil, kernel.NotFound("channel %q is not configured", name)
+	}
+	if strings.TrimSpace(chatID) == "" {
+		return nil, kernel.Invalid("a chat id is required")
+	}
+	if strings.TrimSpace(content) == "" {
+		return nil, kernel.Invalid("content is empty")
+	}
+	reply := make(chan sendResult, 1)
+	s.rt.k.Root.Send(pid, &sendRequest{chatID: chatID, text: content, from: from, reply: reply})
+	select {
+	case r := <-reply:
+		return r.ids, r.err
+	case <-ctx.Done():
+		return nil, kernel.Unavailable("channel %s did not confirm the message in time", name)
+	case <-time.After(askTimeout):
+		return nil, kernel.Unavailable("channel %s did not confirm the message in time", name)
+	}
+}
+
+// Webhook hands a platform callback to channel name.
+func (s *Service) Webhook(name string, req *WebhookRequest) (*WebhookResponse, error) {
+	pid, ok := s.childPID(name)
+	if !ok {
+		return nil, kernel.NotFound("no channel named %s takes webhooks", name)
+	}
+	reply := make(chan webhookResult, 1)
+	s.rt.k.Root.Send(pid, &webhookCall{req: req, reply: reply})
+	select {
+	case r := <-reply:
+		return r.resp, r.err
+	case <-time.After(askTimeout):
+		return nil, kernel.Unavailable("channel %s did not answer in time", name)
+	}
+}
+
+// Reload re-reads config.toml's [channels.*] tables and reconciles.
+func (s *Service) Reload(ctx context.Context) (*ReloadResult, error) {
+	if s.loadConfig == nil {
+		return nil, kernel.Errorf(kernel.KindPreconditionFailed, "no_config_file", "fangd was started without a config file to reload")
+	}
+	tables, err := s.loadConfig()
+	if err != nil {
+		return nil, kernel.Invalid("config.toml: %s", err.Error())
+	}
+	return s.Apply(ctx, tables)
+}
+
+// Apply reconciles the running channels with tables (the [channels.*]
+// tables of config.toml): start new ones, stop removed ones, restart
+// changed ones, leave the rest alone. A table that does not validate is
+// reported and skipped; the others still apply.
+func (s *Service) Apply(ctx context.Context, tables map[string]map[string]any) (*ReloadResult, error) {
+	var desired []desiredChannel
+	var problems []string
+	names := make([]string, 0, len(tables))
+	for n := range tables {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		d, err := s.fromTable(ctx, name, tables[name])
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernelMsg(err)))
+			continue
+		}
+		desired = append(desired, *d)
+	}
+	reply := make(chan ReloadResult, 1)
+	res, err := call(s, s.pid, &reload{desired: desired, reply: reply}, reply)
+	if err != nil {
+		return nil, err
+	}
+	res.Errors = append(problems, res.Errors...)
+	return &res, nil
+}
+
+func kernelMsg(err error) string {
+	if e := kernel.AsError(err); e != nil {
+		return e.Msg
+	}
+	return err.Error()
+}
+
+// fromTable turns one [channels.<name>] table into a desired channel.
+// Secrets come from "<key>_env" (an environment variable's name), a
+// literal "<key>", or the field's default environment variable.
+func (s *Service) fromTable(ctx context.Context, name string, table map[string]any) (*desiredChannel, error) {
+	if !ValidName(name) {
+		return nil, kernel.Invalid("invalid channel name")
+	}
+	adapter := name
+	fields := map[string]any{}
+	for k, v := range table {
+		if k == "adapter" {
+			a, ok := v.(string)
+			if !ok {
+				return nil, kernel.Invalid("adapter must be a string")
+			}
+			adapter = a
+			continue
+		}
+		fields[k] = v
+	}
+	spec, err := s.resolveAdapter(name, adapter)
+	if err != nil {
+		return nil, err
+	}
+	envSecrets := map[string]string{}
+	for _, f := range spec.Fields {
+		if f.Type != TypeSecret {
+			continue
+		}
+		if v, ok := fields[f.Key+"_env"]; ok {
+			envName, ok := v.(string)
+			if !ok {
+				return nil, kernel.Invalid("field %s_env must name an environment variable", f.Key)
+			}
+			delete(fields, f.Key+"_env")
+			val := s.env(envName)
+			if val == "" {
+				return nil, kernel.Invalid("field %s_env: environment variable %s is not set", f.Key, envName)
+			}
+			envSecrets[f.Key] = val
+		} else if _, literal := fields[f.Key]; !literal && f.EnvVar != "" {
+			if val := s.env(f.EnvVar); val != "" {
+				envSecrets[f.Key] = val
+			}
+		}
+	}
+	parsed, err := parseFields(spec, fields)
+	if err != nil {
+		return nil, fieldErr(err)
+	}
+	for k, v := range envSecrets {
+		parsed.secrets[k] = strings.TrimSpace(v)
+	}
+	rec, secrets, err := s.merge(name, spec, nil, parsed)
+	if err != nil {
+		return nil, err
+	}
+	rec.Source = SourceConfig
+	cfg, err := s.validate(ctx, spec, &rec, secrets)
+	if err != nil {
+		return nil, err
+	}
+	return &desiredChannel{rec: rec, secrets: secrets, account: accountKey(cfg)}, nil
+}

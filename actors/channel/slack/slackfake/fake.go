@@ -1,0 +1,249 @@
+// Package slackfake is a local fake of Slack for tests: Web API methods
+// under /api/ (auth.test, apps.connections.open, chat.postMessage; bearer
+// tokens; {"ok": false, "error": "invalid_auth"} failures; 429 with
+// Retry-After) and a Socket Mode websocket that sends hello, events_api
+// envelopes (which the client must acknowledge) and WebSocket pings.
+package slackfake
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Sent is a chat.postMessage call.
+type Sent struct{ Channel, Text, ThreadTS string }
+
+// Server is the fake.
+type Server struct {
+	*httptest.Server
+	BotToken, AppToken string
+	BotUserID          string
+
+	mu     sync.Mutex
+	conns  map[*websocket.Conn]*sync.Mutex
+	acks   map[string]bool
+	sent   []Sent
+	calls  map[string]int
+	down   bool
+	nextID int
+}
+
+// New starts a fake workspace.
+func New(botToken, appToken string) *Server {
+	s := &Server{BotToken: botToken, AppToken: appToken, BotUserID: "UBOT", conns: map[*websocket.Conn]*sync.Mutex{},
+		acks: map[string]bool{}, calls: map[string]int{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// APIURL is the api_url to configure.
+func (s *Server) APIURL() string { return s.URL + "/api/" }
+
+// Sent returns the bot's messages.
+func (s *Server) Sent() []Sent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Sent(nil), s.sent...)
+}
+
+// Calls counts Web API calls by method name.
+func (s *Server) Calls(method string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[method]
+}
+
+// Acked reports whether an envelope was acknowledged.
+func (s *Server) Acked(envelopeID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acks[envelopeID]
+}
+
+// Connected is the number of live Socket Mode connections.
+func (s *Server) Connected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// SetDown makes the Web API answer 503 and drops Socket Mode connections.
+func (s *Server) SetDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	var cs []*websocket.Conn
+	if down {
+		for c := range s.conns {
+			cs = append(cs, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// Event builds an event_callback payload for an inner event.
+func (s *Server) Event(inner map[string]any) map[string]any {
+	s.mu.Lock()
+	s.nextID++
+	id := s.nextID
+	s.mu.Unlock()
+	return map[string]any{"token": "verif", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+		"event_id": fmt.Sprintf("Ev%d", id), "event_time": time.Now().Unix(), "event": inner}
+}
+
+// DM is a message.im event from user.
+func (s *Server) DM(channel, user, text string) map[string]any {
+	return s.Event(map[string]any{"type": "message", "channel": channel, "user": user, "text": text,
+		"ts": fmt.Sprintf("%d.000100", time.Now().UnixNano()), "channel_type": "im"})
+}
+
+// Mention is an app_mention event in a channel.
+func (s *Server) Mention(channel, user, text string) map[string]any {
+	return s.Event(map[string]any{"type": "app_mention", "channel": channel, "user": user,
+		"text": "<@" + s.BotUserID + "> " + text, "ts": fmt.Sprintf("%d.000200", time.Now().UnixNano())})
+}
+
+// Push sends payload over Socket Mode as an events_api envelope and
+// returns the envelope id.
+func (s *Server) Push(payload map[string]any) string {
+	s.mu.Lock()
+	s.nextID++
+	env := fmt.Sprintf("env-%d", s.nextID)
+	raw, _ := json.Marshal(map[string]any{"envelope_id": env, "type": "events_api", "accepts_response_payload": false,
+		"retry_attempt": 0, "retry_reason": "", "payload": payload})
+	type t struct {
+		c  *websocket.Conn
+		mu *sync.Mutex
+	}
+	var ts []t
+	for c, mu := range s.conns {
+		ts = append(ts, t{c, mu})
+	}
+	s.mu.Unlock()
+	for _, x := range ts {
+		x.mu.Lock()
+		x.c.WriteMessage(websocket.TextMessage, raw)
+		x.mu.Unlock()
+	}
+	return env
+}
+
+func reply(w http.ResponseWriter, v map[string]any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/socket" {
+		s.socket(w, r)
+		return
+	}
+	method := strings.TrimPrefix(r.URL.Path, "/api/")
+	r.ParseForm()
+	s.mu.Lock()
+	s.calls[method]++
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	auth := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if auth == "" {
+		auth = r.Form.Get("token")
+	}
+	switch method {
+	case "apps.connections.open":
+		if auth != s.AppToken {
+			reply(w, map[string]any{"ok": false, "error": "invalid_auth"})
+			return
+		}
+		reply(w, map[string]any{"ok": true, "url": "ws" + strings.TrimPrefix(s.URL, "http") + "/socket"})
+		return
+	}
+	if auth != s.BotToken {
+		reply(w, map[string]any{"ok": false, "error": "invalid_auth"})
+		return
+	}
+	switch method {
+	case "auth.test":
+		reply(w, map[string]any{"ok": true, "url": "https://fake.slack.test/", "team": "Fake Team", "user": "fangdbot",
+			"team_id": "T1", "user_id": s.BotUserID, "bot_id": "B1"})
+	case "chat.postMessage":
+		ch, text := r.Form.Get("channel"), r.Form.Get("text")
+		if ch == "CGONE" {
+			reply(w, map[string]any{"ok": false, "error": "channel_not_found"})
+			return
+		}
+		s.mu.Lock()
+		s.sent = append(s.sent, Sent{Channel: ch, Text: text, ThreadTS: r.Form.Get("thread_ts")})
+		s.nextID++
+		ts := fmt.Sprintf("%d.%06d", time.Now().Unix(), s.nextID)
+		s.mu.Unlock()
+		reply(w, map[string]any{"ok": true, "channel": ch, "ts": ts, "message": map[string]any{"text": text, "ts": ts}})
+	default:
+		reply(w, map[string]any{"ok": false, "error": "unknown_method"})
+	}
+}
+
+var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	mu := &sync.Mutex{}
+	mu.Lock()
+	c.WriteJSON(map[string]any{"type": "hello", "num_connections": 1, "connection_info": map[string]any{"app_id": "A1"},
+		"debug_info": map[string]any{"host": "fake", "approximate_connection_time": 3600}})
+	mu.Unlock()
+	s.mu.Lock()
+	s.conns[c] = mu
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // Slack pings the client; socketmode treats silence as death
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				mu.Lock()
+				c.WriteControl(websocket.PingMessage, []byte("ping"), time.Now().Add(time.Second))
+				mu.Unlock()
+			}
+		}
+	}()
+	for {
+		_, raw, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		var ack struct {
+			EnvelopeID string `json:"envelope_id"`
+		}
+		if json.Unmarshal(raw, &ack) == nil && ack.EnvelopeID != "" {
+			s.mu.Lock()
+			s.acks[ack.EnvelopeID] = true
+			s.mu.Unlock()
+		}
+	}
+}

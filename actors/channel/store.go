@@ -1,0 +1,223 @@
+package channel
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fangd/fangd/store"
+)
+
+// record is a channel's configuration as stored (collection "channels").
+// Secret values are in the vault under secretName(name, key); only the
+// keys that have one are listed here.
+type record struct {
+	Name      string              `json:"name"`
+	Adapter   string              `json:"adapter"`
+	Source    string              `json:"source"` // "api" or "config" (config.toml)
+	AgentID   string              `json:"agent_id,omitempty"`
+	Values    map[string]string   `json:"values"`
+	Lists     map[string][]string `json:"lists"`
+	Secrets   []string            `json:"secrets"`
+	UpdatedAt string              `json:"updated_at"`
+	// Epoch is fixed when the channel is created, so message keys
+	// ("<name>-<epoch>-<seq>") of a deleted and re-created channel never
+	// repeat an old one's.
+	Epoch string `json:"epoch"`
+}
+
+// Sources of a record.
+const (
+	SourceAPI    = "api"
+	SourceConfig = "config"
+)
+
+func secretName(channel, key string) string { return "channel/" + channel + "/" + key }
+
+// inItem is an accepted inbound message whose agent turn has not finished
+// (collection "channel-inbox", id "<channel>/<seq>"): after a crash the
+// turn runs again, so an acknowledged message is answered.
+type inItem struct {
+	Seq      uint64  `json:"seq"`
+	Msg      Inbound `json:"msg"`
+	Attempts int     `json:"attempts"`
+}
+
+// outItem is one message waiting to be sent (collection "channel-outbox",
+// id "<channel>/<seq>"), already split to the platform's length limit.
+type outItem struct {
+	Seq      uint64   `json:"seq"`
+	Msg      Outbound `json:"msg"`
+	Source   string   `json:"source"` // "reply", "comms", "test"
+	Created  string   `json:"created"`
+	attempts int
+	retryAt  time.Time
+}
+
+// notBefore is when a failed message may be tried again.
+func (o *outItem) notBefore() time.Time { return o.retryAt }
+
+// seqID is the store id of seq: fixed width, so ids sort in seq order.
+func seqID(channel string, seq uint64) string { return fmt.Sprintf("%s/%020d", channel, seq) }
+
+// queues are a channel's durable inbox and outbox.
+type queues struct {
+	db     *store.DB
+	inbox  *store.Collection[inItem]
+	outbox *store.Collection[outItem]
+}
+
+func newQueues(db *store.DB) *queues {
+	return &queues{db: db,
+		inbox:  store.NewCollection[inItem](db, "channel-inbox"),
+		outbox: store.NewCollection[outItem](db, "channel-outbox")}
+}
+
+// load returns a channel's pending inbox and outbox items in order.
+func (q *queues) load(channel string) ([]*inItem, []*outItem, error) {
+	var in []*inItem
+	var out []*outItem
+	after := ""
+	for {
+		page, err := q.inbox.List(channel+"/", after, 500)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range page.Items {
+			in = append(in, &page.Items[i])
+		}
+		if after = page.Next; after == "" {
+			break
+		}
+	}
+	for {
+		page, err := q.outbox.List(channel+"/", after, 500)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range page.Items {
+			out = append(out, &page.Items[i])
+		}
+		if after = page.Next; after == "" {
+			break
+		}
+	}
+	return in, out, nil
+}
+
+// putInbox stores accepted inbound messages in one synced transaction.
+func (q *queues) putInbox(channel string, items []*inItem) error {
+	return q.db.Update(func(tx *store.Txn) error {
+		for _, it := range items {
+			if err := q.inbox.PutTx(tx, seqID(channel, it.Seq), *it); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// finishTurn moves a turn's reply into the outbox and drops its inbox item,
+// atomically: a crash leaves either the turn to redo or the reply to send.
+func (q *queues) finishTurn(channel string, in *inItem, out []*outItem) error {
+	return q.db.Update(func(tx *store.Txn) error {
+		for _, it := range out {
+			if err := q.outbox.PutTx(tx, seqID(channel, it.Seq), *it); err != nil {
+				return err
+			}
+		}
+		if in != nil {
+			return q.inbox.DeleteTx(tx, seqID(channel, in.Seq))
+		}
+		return nil
+	})
+}
+
+func (q *queues) sent(channel string, seq uint64) error {
+	return q.outbox.Delete(seqID(channel, seq))
+}
+
+// purge deletes everything queued for channel.
+func (q *queues) purge(channel string) error {
+	in, out, err := q.load(channel)
+	if err != nil {
+		return err
+	}
+	return q.db.Update(func(tx *store.Txn) error {
+		for _, it := range in {
+			if err := q.inbox.DeleteTx(tx, seqID(channel, it.Seq)); err != nil {
+				return err
+			}
+		}
+		for _, it := range out {
+			if err := q.outbox.DeleteTx(tx, seqID(channel, it.Seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// maxSeq is the highest seq among items, so new ones continue after it.
+func maxSeq(in []*inItem, out []*outItem) uint64 {
+	var m uint64
+	for _, it := range in {
+		m = max(m, it.Seq)
+	}
+	for _, it := range out {
+		m = max(m, it.Seq)
+	}
+	return m
+}
+
+// cursorKey is where an adapter's cursor lives (collection "channel-cursor").
+func cursorKey(channel, key string) string {
+	return channel + "/" + strings.ReplaceAll(key, "/", "_")
+}
+
+func parseSeq(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
+
+// seqBlock is how many sequence numbers are reserved per durable write.
+const seqBlock = 1000
+
+// seqSource hands out a channel's message sequence numbers: strictly
+// increasing across restarts, so a message key is never reused (a Matrix
+// homeserver would drop a reused transaction id as a duplicate). It
+// durably reserves blocks of numbers; after a crash it continues after the
+// last reserved block.
+type seqSource struct {
+	rt      *runtime
+	name    string
+	mu      sync.Mutex
+	cur     uint64
+	ceiling uint64
+}
+
+func (s *seqSource) init(floor uint64) error {
+	saved, err := s.rt.cursors.Get(s.name + "/$seq")
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	s.cur = max(floor, parseSeq(saved))
+	s.ceiling = s.cur
+	return nil
+}
+
+// next returns the next number, reserving a new block when needed. If the
+// reservation cannot be written it still returns a number above every
+// one handed out before in this run.
+func (s *seqSource) next() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cur++
+	if s.cur > s.ceiling {
+		s.ceiling = s.cur + seqBlock
+		if err := s.rt.cursors.Put(s.name+"/$seq", strconv.FormatUint(s.ceiling, 10)); err != nil {
+			s.rt.log.Error().Err(err).Str("channel", s.name).Msg("reserving message sequence numbers failed")
+		}
+	}
+	return s.cur
+}

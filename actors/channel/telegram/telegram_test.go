@@ -1,0 +1,186 @@
+package telegram_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/telegram"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+const token = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
+
+func setup(t *testing.T) (*channeltest.Harness, *telegramfake.Server) {
+	fake := telegramfake.New(token)
+	t.Cleanup(fake.Close)
+	h := channeltest.New(t, channel.Builders{"telegram": telegram.New})
+	return h, fake
+}
+
+func configure(h *channeltest.Harness, fake *telegramfake.Server, extra map[string]any) {
+	body := map[string]any{"token": token, "agent_name": channeltest.AgentName, "api_url": fake.URL(), "poll_interval_secs": 1}
+	for k, v := range extra {
+		body[k] = v
+	}
+	h.Configure("telegram", body)
+}
+
+func TestRoundTrip(t *testing.T) {
+	h, fake := setup(t)
+	configure(h, fake, nil)
+	v := h.WaitState("telegram", channel.StateConnected)
+	if v.Identity == nil || v.Identity.Name != "@fangd_test_bot" {
+		t.Fatalf("identity = %+v", v.Identity)
+	}
+	fake.UserMessage(42, 7, "alice", "hello bot")
+	h.WaitFor("reply at the fake", func() bool { return len(fake.Sent()) == 1 })
+	s := fake.Sent()[0]
+	if s.ChatID != "42" || s.Text != "echo: hello bot" || s.ReplyTo == 0 {
+		t.Fatalf("sent = %+v", s)
+	}
+	if turns := h.Agents.Turns(); len(turns) != 1 || turns[0].Message != "hello bot" || turns[0].Session != "channel:telegram:42" {
+		t.Fatalf("turns = %+v", turns)
+	}
+	// The update was confirmed: a restart does not answer it twice.
+	h.WaitFor("offset confirmed", func() bool { return fake.Pending() == 0 })
+	h.Restart()
+	h.WaitState("telegram", channel.StateConnected)
+	fake.UserMessage(42, 7, "alice", "second")
+	h.WaitFor("second reply", func() bool { return len(fake.Sent()) == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if n := len(h.Agents.Turns()); n != 2 {
+		t.Fatalf("%d turns after restart, want 2 (an update was redelivered)", n)
+	}
+}
+
+func TestLongReplyIsSplit(t *testing.T) {
+	h, fake := setup(t)
+	h.Agents.SetReply(func(_, _ string) (string, error) {
+		return strings.Repeat("word ", 1000) + "\n\n" + strings.Repeat("äöü ", 500), nil
+	})
+	configure(h, fake, nil)
+	h.WaitState("telegram", channel.StateConnected)
+	fake.UserMessage(1, 7, "alice", "talk a lot")
+	h.WaitFor("pieces", func() bool { return len(fake.Sent()) == 2 })
+	for _, s := range fake.Sent() {
+		if n := len([]rune(s.Text)); n > telegram.MaxMessageLength {
+			t.Fatalf("piece of %d characters", n)
+		}
+	}
+}
+
+func TestBadTokenNoRetryStorm(t *testing.T) {
+	h, fake := setup(t)
+	h.Configure("telegram", map[string]any{"token": "999:wrong", "api_url": fake.URL()})
+	v := h.WaitState("telegram", channel.StateError)
+	if !strings.Contains(v.LastError, "Unauthorized") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := fake.Calls("getMe"); n != 1 {
+		t.Fatalf("getMe called %d times with a bad token", n)
+	}
+	if _, err := h.Service.Test("telegram", ""); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindUpstream {
+		t.Fatalf("test with bad token: %v", err)
+	}
+}
+
+func TestOutageBackoffRecovery(t *testing.T) {
+	h, fake := setup(t)
+	configure(h, fake, nil)
+	h.WaitState("telegram", channel.StateConnected)
+	fake.SetDown(true)
+	v := h.WaitState("telegram", channel.StateBackoff)
+	if !strings.Contains(v.LastError, "502") && !strings.Contains(v.LastError, "HTTP") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+	h.WaitFor("retries", func() bool { return fake.Calls("getMe") >= 3 })
+	fake.SetDown(false)
+	h.WaitState("telegram", channel.StateConnected)
+	fake.UserMessage(5, 7, "alice", "back")
+	h.WaitFor("reply after outage", func() bool { return len(fake.Sent()) == 1 })
+}
+
+func TestQueuedRepliesSurviveRestart(t *testing.T) {
+	h, fake := setup(t)
+	configure(h, fake, nil)
+	h.WaitState("telegram", channel.StateConnected)
+	h.Agents.SetReply(func(_, m string) (string, error) {
+		fake.SetDown(true) // Telegram goes away while the agent thinks
+		return "pong", nil
+	})
+	fake.UserMessage(9, 7, "alice", "ping")
+	h.WaitFor("reply queued", func() bool { return h.Get("telegram").OutboxPending == 1 })
+	if _, err := h.Service.SendMessage(context.Background(), "telegram", "10", "from comms", "system"); err != nil {
+		t.Fatal(err)
+	}
+	h.Restart()
+	fake.SetDown(false)
+	h.WaitFor("queued messages delivered", func() bool { return len(fake.Sent()) == 2 })
+	got := map[string]string{}
+	for _, s := range fake.Sent() {
+		got[s.ChatID] = s.Text
+	}
+	if got["9"] != "pong" || got["10"] != "from comms" {
+		t.Fatalf("delivered %+v", fake.Sent())
+	}
+}
+
+func TestRateLimitHonoured(t *testing.T) {
+	h, fake := setup(t)
+	configure(h, fake, nil)
+	h.WaitState("telegram", channel.StateConnected)
+	fake.RateLimit(1)
+	if _, err := h.Service.SendMessage(context.Background(), "telegram", "3", "after the limit", ""); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitFor("delivered after retry_after", func() bool { return len(fake.Sent()) == 1 })
+}
+
+func TestWebhookMode(t *testing.T) {
+	h, fake := setup(t)
+	configure(h, fake, map[string]any{"webhook_url": "https://bot.example.org/channels/telegram/webhook", "webhook_secret": "s3cret-token"})
+	h.WaitState("telegram", channel.StateConnected)
+	if url, secret := fake.Webhook(); url != "https://bot.example.org/channels/telegram/webhook" || secret != "s3cret-token" {
+		t.Fatalf("setWebhook got %q %q", url, secret)
+	}
+	body := fake.Update(77, 7, "alice", "via webhook")
+	_, err := h.Service.Webhook("telegram", &channel.WebhookRequest{Method: "POST",
+		Header: http.Header{"X-Telegram-Bot-Api-Secret-Token": {"wrong"}}, Body: body})
+	if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindUnauthorized {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	if _, err := h.Service.Webhook("telegram", &channel.WebhookRequest{Method: "POST",
+		Header: http.Header{"X-Telegram-Bot-Api-Secret-Token": {"s3cret-token"}}, Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitFor("reply", func() bool { return len(fake.Sent()) == 1 })
+	if len(h.Agents.Turns()) != 1 {
+		t.Fatal("the refused webhook was routed")
+	}
+	if fake.Calls("getUpdates") != 0 {
+		t.Fatal("polled in webhook mode")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	h, _ := setup(t)
+	for field, body := range map[string]map[string]any{
+		"api_url":            {"token": token, "api_url": "telegram.org"},
+		"webhook_secret":     {"token": token, "webhook_url": "https://x.example/channels/telegram/webhook"},
+		"webhook_url":        {"token": token, "webhook_url": "http://x.example/hook", "webhook_secret": "abc"},
+		"poll_interval_secs": {"token": token, "poll_interval_secs": 90},
+		"bot_token":          {"token": "12/34"},
+	} {
+		_, err := h.TryConfigure("telegram", body)
+		if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindInvalid || !strings.Contains(e.Msg, field) {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+}

@@ -1,0 +1,215 @@
+package whatsapp_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/whatsapp"
+	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+const (
+	accessToken = "EAAGfangdAccessToken"
+	appSecret   = "whatsapp-app-secret"
+	verifyToken = "fangd-verify-me"
+)
+
+// serve exposes the runtime's webhook entry at /channels/<name>/webhook the
+// way the HTTP layer does (status from the error kind), so the sender posts
+// real HTTP.
+func serve(t *testing.T, h *channeltest.Harness) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/channels/"), "/webhook")
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		resp, err := h.Service.Webhook(name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
+			Header: r.Header, Body: body, RemoteIP: "127.0.0.1"})
+		if err != nil {
+			status := http.StatusBadRequest
+			if e := kernel.AsError(err); e != nil {
+				switch e.Kind {
+				case kernel.KindUnauthorized:
+					status = http.StatusUnauthorized
+				case kernel.KindNotFound:
+					status = http.StatusNotFound
+				case kernel.KindUnavailable:
+					status = http.StatusServiceUnavailable
+				}
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		if resp == nil {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, "{}")
+			return
+		}
+		w.Header().Set("Content-Type", resp.ContentType)
+		w.WriteHeader(resp.Status)
+		_, _ = w.Write(resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func setup(t *testing.T) (*channeltest.Harness, *whatsapptest.Server, string) {
+	srv := whatsapptest.New(accessToken, appSecret)
+	t.Cleanup(srv.Close)
+	h := channeltest.New(t, channel.Builders{"whatsapp": whatsapp.New})
+	return h, srv, serve(t, h).URL + "/channels/whatsapp/webhook"
+}
+
+func configure(h *channeltest.Harness, srv *whatsapptest.Server, token string) {
+	h.Configure("whatsapp", map[string]any{"access_token": token, "app_secret": appSecret, "verify_token": verifyToken,
+		"phone_number_id": srv.PhoneNumberID, "api_url": srv.URL + "/" + whatsapptest.Version, "agent_name": channeltest.AgentName})
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestVerifyHandshake(t *testing.T) {
+	h, srv, endpoint := setup(t)
+	configure(h, srv, accessToken)
+	h.WaitState("whatsapp", channel.StateConnected)
+	status, body, err := whatsapptest.Verify(endpoint, verifyToken, "1158201444")
+	if err != nil || status != http.StatusOK || body != "1158201444" {
+		t.Fatalf("handshake: %d %q %v", status, body, err)
+	}
+	if status, _, _ := whatsapptest.Verify(endpoint, "guess", "1"); status != http.StatusForbidden {
+		t.Fatalf("wrong verify token: %d", status)
+	}
+}
+
+func TestInboundReachesAgentAndReplyArrives(t *testing.T) {
+	h, srv, endpoint := setup(t)
+	configure(h, srv, accessToken)
+	v := h.WaitState("whatsapp", channel.StateConnected)
+	if v.Identity == nil || v.Identity.DisplayName != "Fang Test Bot" {
+		t.Fatalf("identity %+v", v.Identity)
+	}
+	status, err := srv.Deliver(endpoint, whatsapptest.Inbound{From: "15551234567", Name: "Alice", Text: "hola", ID: "wamid.in1"})
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("delivery: %d %v", status, err)
+	}
+	got, err := srv.WaitSent(ctx(t), func(m whatsapptest.Sent) bool { return m.To == "15551234567" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Body != "echo: hola" || got.ContextID != "wamid.in1" {
+		t.Fatalf("sent %+v", got)
+	}
+	// Status callbacks carry no message and must not reach the agent.
+	body := srv.StatusBody(got.ID, "15551234567")
+	if st, _ := whatsapptest.Post(endpoint, body, whatsapptest.Signature(appSecret, body)); st != http.StatusOK {
+		t.Fatalf("status callback: %d", st)
+	}
+	if n := len(h.Agents.Turns()); n != 1 {
+		t.Fatalf("turns = %d", n)
+	}
+}
+
+func TestBadSignatureIs401(t *testing.T) {
+	h, srv, endpoint := setup(t)
+	configure(h, srv, accessToken)
+	h.WaitState("whatsapp", channel.StateConnected)
+	body := srv.NotificationBody(whatsapptest.Inbound{From: "15550000000", Text: "forged"})
+	for _, sig := range []string{"", "sha256=deadbeef", whatsapptest.Signature("not-the-secret", body)} {
+		if st, _ := whatsapptest.Post(endpoint, body, sig); st != http.StatusUnauthorized {
+			t.Fatalf("signature %q: %d", sig, st)
+		}
+	}
+	if len(h.Agents.Turns()) != 0 || h.Get("whatsapp").MessagesIn != 0 {
+		t.Fatal("forged message routed")
+	}
+}
+
+func TestBadTokenIsErrorWithoutRetryStorm(t *testing.T) {
+	h, srv, _ := setup(t)
+	configure(h, srv, "EAAGexpired")
+	v := h.WaitState("whatsapp", channel.StateError)
+	if !strings.Contains(v.LastError, "Error validating access token") || !strings.Contains(v.LastError, "code 190") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := srv.Requests("GET /{version}/" + srv.PhoneNumberID); n != 1 {
+		t.Fatalf("probed %d times, want 1", n)
+	}
+}
+
+func TestOutageBacksOffAndRecovers(t *testing.T) {
+	h, srv, endpoint := setup(t)
+	srv.SetDown(true)
+	configure(h, srv, accessToken)
+	h.WaitState("whatsapp", channel.StateBackoff)
+	route := "GET /{version}/" + srv.PhoneNumberID
+	h.WaitFor("retries", func() bool { return srv.Requests(route) >= 3 })
+	srv.SetDown(false)
+	h.WaitState("whatsapp", channel.StateConnected)
+	if _, err := srv.Deliver(endpoint, whatsapptest.Inbound{From: "15557654321", Text: "up?"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.WaitSent(ctx(t), func(m whatsapptest.Sent) bool { return m.Body == "echo: up?" }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRateLimitIsRetried(t *testing.T) {
+	h, srv, endpoint := setup(t)
+	configure(h, srv, accessToken)
+	h.WaitState("whatsapp", channel.StateConnected)
+	srv.RateLimitNext(1)
+	if _, err := srv.Deliver(endpoint, whatsapptest.Inbound{From: "15551112222", Text: "busy"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.WaitSent(ctx(t), func(m whatsapptest.Sent) bool { return m.Body == "echo: busy" }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRepliesQueuedSurviveRestart(t *testing.T) {
+	h, srv, endpoint := setup(t)
+	configure(h, srv, accessToken)
+	h.WaitState("whatsapp", channel.StateConnected)
+	h.Agents.SetReply(func(_, m string) (string, error) {
+		srv.SetDown(true)
+		return "pong", nil
+	})
+	if _, err := srv.Deliver(endpoint, whatsapptest.Inbound{From: "15553334444", Text: "ping"}); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitFor("reply queued", func() bool { return h.Get("whatsapp").OutboxPending == 1 })
+	h.Restart()
+	h.WaitFor("reply still queued", func() bool { return h.Get("whatsapp").OutboxPending == 1 })
+	srv.SetDown(false)
+	if _, err := srv.WaitSent(ctx(t), func(m whatsapptest.Sent) bool { return m.Body == "pong" && m.To == "15553334444" }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGatewayModeSendsThroughGateway(t *testing.T) {
+	gw := whatsapptest.NewGateway()
+	defer gw.Close()
+	h := channeltest.New(t, channel.Builders{"whatsapp": whatsapp.New})
+	h.Configure("whatsapp", map[string]any{"gateway_url": gw.URL})
+	// Not linked yet: the channel waits (backoff), it does not give up.
+	h.WaitState("whatsapp", channel.StateBackoff)
+	gw.Authenticate()
+	h.WaitState("whatsapp", channel.StateConnected)
+	if _, err := h.Service.SendMessage(context.Background(), "whatsapp", "+15559998888", "from comms", "system"); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitFor("gateway send", func() bool { return len(gw.Sent()) == 1 })
+	if s := gw.Sent()[0]; s["to"] != "15559998888" || s["text"] != "from comms" {
+		t.Fatalf("gateway got %v", s)
+	}
+}

@@ -1,0 +1,222 @@
+package xmpp
+
+// Tests against a real prosody (Debian package, installed by
+// `make test-deps`) on loopback.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goxmpp "github.com/xmppo/go-xmpp"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
+)
+
+type prosody struct {
+	t    *testing.T
+	dir  string
+	conf string
+	port int
+	cmd  *exec.Cmd
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func startProsody(t *testing.T) *prosody {
+	t.Helper()
+	if _, err := exec.LookPath("prosody"); err != nil {
+		t.Fatal("prosody is not installed: run `make test-deps` (apt-get install prosody)")
+	}
+	dir := t.TempDir()
+	p := &prosody{t: t, dir: dir, conf: filepath.Join(dir, "prosody.cfg.lua"), port: freePort(t)}
+	conf := fmt.Sprintf(`run_as_root = true
+daemonize = false
+pidfile = %q
+data_path = %q
+certificates = %q
+log = { { levels = { min = "error" }, to = "console" } }
+interfaces = { "127.0.0.1" }
+c2s_ports = { %d }
+s2s_ports = { }
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+modules_enabled = { "roster", "saslauth", "disco", "ping", "posix", "offline" }
+modules_disabled = { "s2s" }
+VirtualHost "localhost"
+Component "conference.localhost" "muc"
+    muc_room_locking = false
+`, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), dir, p.port)
+	os.MkdirAll(filepath.Join(dir, "data"), 0o755)
+	if err := os.WriteFile(p.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for user, pw := range map[string]string{"bot": "botpw", "alice": "alicepw"} {
+		out, err := exec.Command("prosodyctl", "--config", p.conf, "register", user, "localhost", pw).CombinedOutput()
+		if err != nil {
+			t.Fatalf("prosodyctl register %s: %v\n%s", user, err, out)
+		}
+	}
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *prosody) start() {
+	p.t.Helper()
+	p.cmd = exec.Command("prosody", "--config", p.conf)
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(p.port))
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("prosody did not listen: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *prosody) stop() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+}
+
+// human is alice on her own XMPP client.
+type human struct {
+	c   *goxmpp.Client
+	mu  sync.Mutex
+	got []goxmpp.Chat
+}
+
+func login(t *testing.T, port int) *human {
+	t.Helper()
+	c, err := goxmpp.Options{Host: "127.0.0.1:" + strconv.Itoa(port), User: "alice@localhost", Password: "alicepw",
+		NoTLS: true, InsecureAllowUnencryptedAuth: true, Mechanism: "PLAIN", Session: true, Resource: "phone"}.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &human{c: c}
+	// go-xmpp's Close reads the stream, racing with Recv: end our stream
+	// instead and let the server close the connection.
+	t.Cleanup(func() { c.SendOrg("</stream:stream>") })
+	go func() {
+		for {
+			st, err := c.Recv()
+			if err != nil {
+				return
+			}
+			if m, ok := st.(goxmpp.Chat); ok && m.Text != "" {
+				h.mu.Lock()
+				h.got = append(h.got, m)
+				h.mu.Unlock()
+			}
+		}
+	}()
+	return h
+}
+
+func (h *human) has(from, text string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.got {
+		if strings.HasPrefix(m.Remote, from) && m.Text == text {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *human) dump() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var s []string
+	for _, m := range h.got {
+		s = append(s, m.Remote+": "+m.Text)
+	}
+	return strings.Join(s, " | ")
+}
+
+func configure(h *channeltest.Harness, port int, password string) {
+	h.Configure("xmpp", map[string]any{"jid": "bot@localhost", "token": password, "server": "127.0.0.1", "port": port,
+		"starttls": false, "rooms": "lobby@conference.localhost", "agent_name": channeltest.AgentName})
+}
+
+func TestXMPPChatAndRoom(t *testing.T) {
+	srv := startProsody(t)
+	h := channeltest.New(t, channel.Builders{"xmpp": New})
+	configure(h, srv.port, "botpw")
+	h.WaitState("xmpp", channel.StateConnected)
+	alice := login(t, srv.port)
+	alice.c.Send(goxmpp.Chat{Remote: "bot@localhost", Type: "chat", Text: "hello bot"})
+	h.WaitFor("direct reply", func() bool { return alice.has("bot@localhost", "echo: hello bot") }, alice.dump)
+
+	alice.c.JoinMUCNoHistory("lobby@conference.localhost", "alice")
+	time.Sleep(200 * time.Millisecond)
+	alice.c.Send(goxmpp.Chat{Remote: "lobby@conference.localhost", Type: "groupchat", Text: "not for the bot"})
+	alice.c.Send(goxmpp.Chat{Remote: "lobby@conference.localhost", Type: "groupchat", Text: "bot: how are you"})
+	h.WaitFor("room reply", func() bool { return alice.has("lobby@conference.localhost/bot", "echo: how are you") }, alice.dump)
+	turns := h.Agents.Turns()
+	if len(turns) != 2 || turns[0].Session != "channel:xmpp:alice@localhost" || turns[1].Session != "channel:xmpp:lobby@conference.localhost" {
+		t.Fatalf("turns = %+v", turns)
+	}
+	if _, err := h.Service.Test("xmpp", ""); err != nil {
+		t.Fatalf("ping probe: %v", err)
+	}
+}
+
+func TestXMPPBadPassword(t *testing.T) {
+	srv := startProsody(t)
+	h := channeltest.New(t, channel.Builders{"xmpp": New})
+	configure(h, srv.port, "wrong")
+	v := h.WaitState("xmpp", channel.StateError)
+	if !strings.Contains(v.LastError, "login failed") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if v := h.Get("xmpp"); v.State != channel.StateError || v.Restarts != 0 {
+		t.Fatalf("retried: %+v", v.Status)
+	}
+}
+
+func TestXMPPOutageAndQueuedReplies(t *testing.T) {
+	srv := startProsody(t)
+	h := channeltest.New(t, channel.Builders{"xmpp": New})
+	configure(h, srv.port, "botpw")
+	h.WaitState("xmpp", channel.StateConnected)
+	srv.stop()
+	h.WaitState("xmpp", channel.StateBackoff)
+	if _, err := h.Service.SendMessage(context.Background(), "xmpp", "alice@localhost", "queued while down", "system"); err != nil {
+		t.Fatal(err)
+	}
+	h.Restart() // the daemon restarts too, with the reply still queued
+	srv.start()
+	h.WaitState("xmpp", channel.StateConnected)
+	alice := login(t, srv.port)
+	h.WaitFor("queued reply delivered", func() bool { return alice.has("bot@localhost", "queued while down") }, alice.dump)
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+)
+
+// idleChannels is how many channels the channels-idle scenario runs.
+const idleChannels = 1000
+
+// runChannelsIdle measures what 1,000 configured, idle channels cost:
+// Telegram bots long-polling a local Bot API fake (one fake serving every
+// token). It configures them through the API on a fresh daemon, restarts
+// the daemon on the same home, and reports the time from process start
+// until all of them are connected again, and the RSS above the same
+// daemon's RSS before any channel existed.
+func runChannelsIdle(ctx context.Context, env *Env) ([]Row, error) {
+	fake := telegramfake.New("0:unused")
+	fake.AnyToken = true
+	env.onClose(fake.Close)
+	home, err := env.tempDir("fangd-channels-")
+	if err != nil {
+		return nil, err
+	}
+	d, err := StartDaemon(ctx, env.Opts.Fangd, home)
+	if d != nil {
+		defer d.Stop()
+	}
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-time.After(idleSettle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	base, err := d.RSS()
+	if err != nil {
+		return nil, err
+	}
+	env.logf("channels-idle: configuring %d Telegram channels", idleChannels)
+	if err := configureChannels(ctx, d, fake.URL()); err != nil {
+		return nil, err
+	}
+	if _, err := waitConnected(ctx, d, idleChannels, 60*time.Second); err != nil {
+		return nil, err
+	}
+	if err := d.Stop(); err != nil {
+		return nil, err
+	}
+
+	begin := time.Now()
+	d2, err := StartDaemon(ctx, env.Opts.Fangd, home)
+	if d2 != nil {
+		defer d2.Stop()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := waitConnected(ctx, d2, idleChannels, 60*time.Second); err != nil {
+		return nil, err
+	}
+	startAll := time.Since(begin)
+	select {
+	case <-time.After(idleSettle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	rss, err := d2.RSS()
+	if err != nil {
+		return nil, err
+	}
+	extra := rss - base
+	return []Row{
+		{Metric: fmt.Sprintf("%d idle channels: process start to all connected", idleChannels), Value: ms(startAll),
+			Target: "< 2 s", Verdict: verdict(startAll < 2*time.Second)},
+		{Metric: fmt.Sprintf("%d idle channels: RSS above an empty daemon", idleChannels),
+			Value: fmt.Sprintf("%s (%s total)", mib(extra), mib(rss)), Target: "< 50 MiB", Verdict: verdict(extra < 50<<20)},
+	}, nil
+}
+
+func channelRequest(ctx context.Context, d *Daemon, method, path string, body any) (*http.Response, error) {
+	var rd *bytes.Reader
+	if body != nil {
+		raw, _ := json.Marshal(body)
+		rd = bytes.NewReader(raw)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, d.URL(path), rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.APIKey)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// configureChannels creates the channels, 8 requests at a time.
+func configureChannels(ctx context.Context, d *Daemon, api string) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= idleChannels || ctx.Err() != nil {
+					return
+				}
+				body := map[string]any{"adapter": "telegram", "token": fmt.Sprintf("%d:bench-token", 100000+i),
+					"api_url": api, "poll_interval_secs": 30}
+				res, err := channelRequest(ctx, d, "POST", fmt.Sprintf("/api/channels/tg-%04d/configure", i), body)
+				if err != nil {
+					errs <- err
+					return
+				}
+				res.Body.Close()
+				if res.StatusCode != 200 {
+					errs <- fmt.Errorf("configure tg-%04d: HTTP %d", i, res.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// waitConnected polls the channel list until n channels are connected.
+func waitConnected(ctx context.Context, d *Daemon, n int, limit time.Duration) (int, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		res, err := channelRequest(ctx, d, "GET", "/api/channels?configured=true", nil)
+		if err != nil {
+			return 0, err
+		}
+		var list struct {
+			Channels []struct {
+				Status string `json:"status"`
+			} `json:"channels"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&list)
+		res.Body.Close()
+		if err != nil {
+			return 0, err
+		}
+		up := 0
+		for _, c := range list.Channels {
+			if c.Status == "connected" {
+				up++
+			}
+		}
+		if up >= n {
+			return up, nil
+		}
+		if time.Now().After(deadline) {
+			return up, fmt.Errorf("only %d of %d channels connected after %s", up, n, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,227 @@
+package http
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+// webhookBodyCap is the most a platform callback may carry (LibreFang's
+// WEBHOOK_BODY_LIMIT).
+const webhookBodyCap = 1 << 20
+
+func (s *Server) channelRoutes() {
+	s.api("GET", "/channels", s.listChannels)
+	s.api("POST", "/channels/reload", s.reloadChannels)
+	s.api("GET", "/channels/{name}", s.getChannel)
+	s.api("POST", "/channels/{name}/configure", s.configureChannel)
+	s.api("DELETE", "/channels/{name}/configure", s.deleteChannel)
+	s.api("POST", "/channels/{name}/test", s.testChannel)
+	// Platform callbacks: outside API auth (each adapter checks its
+	// platform's signature), only failures audited.
+	s.handle("POST", "/channels/{name}/webhook", s.channelWebhook, routeOpts{public: true, platformCallback: true})
+	s.handle("GET", "/channels/{name}/webhook", s.channelWebhook, routeOpts{public: true, platformCallback: true})
+}
+
+func (s *Server) channels() (*channel.Service, error) {
+	if s.deps.Channels == nil {
+		return nil, kernel.Errorf(kernel.KindUnavailable, "channels_unavailable", "the channels subsystem is not running")
+	}
+	return s.deps.Channels, nil
+}
+
+func pathName(ctx *fasthttp.RequestCtx) string {
+	n, _ := ctx.UserValue("name").(string)
+	return n
+}
+
+// listChannels serves GET /api/channels[?configured=true]: all 44 registry
+// adapters plus extra instances, or only the configured ones.
+func (s *Server) listChannels(ctx *fasthttp.RequestCtx) error {
+	svc, err := s.channels()
+	if err != nil {
+		return err
+	}
+	onlyConfigured := false
+	if ctx.QueryArgs().Has("configured") {
+		switch string(ctx.QueryArgs().Peek("configured")) {
+		case "true", "1", "":
+			onlyConfigured = true
+		case "false", "0":
+		default:
+			return badRequest("invalid_query", `query parameter "configured" must be true or false`)
+		}
+	}
+	list, err := svc.List(onlyConfigured)
+	if err != nil {
+		return err
+	}
+	configured := 0
+	for _, v := range list {
+		if v.Configured {
+			configured++
+		}
+	}
+	if list == nil {
+		list = []channel.View{}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"channels": list, "total": len(list), "configured_count": configured})
+	return nil
+}
+
+func (s *Server) getChannel(ctx *fasthttp.RequestCtx) error {
+	svc, err := s.channels()
+	if err != nil {
+		return err
+	}
+	v, err := svc.Get(pathName(ctx))
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
+// configureChannel serves POST /api/channels/{name}/configure with the
+// seed's flat body or LibreFang's {"fields": {...}}.
+func (s *Server) configureChannel(ctx *fasthttp.RequestCtx) error {
+	svc, err := s.channels()
+	if err != nil {
+		return err
+	}
+	var body map[string]any
+	if err := decodeJSON(ctx, &body); err != nil {
+		return err
+	}
+	if body == nil {
+		return badRequest("invalid_json", "the body must be a JSON object")
+	}
+	name := pathName(ctx)
+	res, err := svc.Configure(context.Background(), name, body)
+	if err != nil {
+		return err
+	}
+	// Field names only: values may be secrets.
+	auditDetails(ctx, fmt.Sprintf("channel %s (%s) configured; fields: %s", name, res.Adapter, strings.Join(res.Fields, ", ")))
+	writeJSON(ctx, fasthttp.StatusOK, res)
+	return nil
+}
+
+func (s *Server) deleteChannel(ctx *fasthttp.RequestCtx) error {
+	svc, err := s.channels()
+	if err != nil {
+		return err
+	}
+	name := pathName(ctx)
+	if err := svc.Remove(name); err != nil {
+		return err
+	}
+	auditDetails(ctx, "channel "+name+" deleted with its secrets and queued messages")
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	return nil
+}
+
+// testChannel serves POST /api/channels/{name}/test {"chat_id"?} (or
+// channel_id); the body is optional.
+func (s *Server) testChannel(ctx *fasthttp.RequestCtx) error {
+	svc, err := s.channels()
+	if err != nil {
+		return err
+	}
+	var body struct {
+		ChatID    any `json:"chat_id"`
+		ChannelID any `json:"channel_id"`
+	}
+	if len(strings.TrimSpace(string(ctx.PostBody()))) > 0 {
+		if err := decodeJSON(ctx, &body); err != nil {
+			return err
+		}
+	}
+	target := ""
+	for _, v := range []any{body.ChatID, body.ChannelID} {
+		switch x := v.(type) {
+		case nil:
+		case string:
+			if target == "" {
+				target = strings.TrimSpace(x)
+			}
+		case float64:
+			if target == "" {
+				target = fmt.Sprintf("%.0f", x)
+			}
+		default:
+			return badRequest("invalid_field", "chat_id and channel_id must be strings or numbers")
+		}
+	}
+	name := pathName(ctx)
+	res, err := svc.Test(name, target)
+	if err != nil {
+		return err
+	}
+	if target != "" {
+		auditDetails(ctx, "test message sent through channel "+name+" to "+target)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, res)
+	return nil
+}
+
+func (s *Server) reloadChannels(ctx *fasthttp.RequestCtx) error {
+	svc, err := s.channels()
+	if err != nil {
+		return err
+	}
+	res, err := svc.Reload(context.Background())
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, fmt.Sprintf("channels reloaded from config.toml: started %v, stopped %v, restarted %v",
+		res.Started, res.Stopped, res.Restarted))
+	writeJSON(ctx, fasthttp.StatusOK, res)
+	return nil
+}
+
+// channelWebhook hands a platform callback to its channel, which verifies
+// the platform's signature before routing anything.
+func (s *Server) channelWebhook(ctx *fasthttp.RequestCtx) error {
+	svc, err := s.channels()
+	if err != nil {
+		return err
+	}
+	if len(ctx.PostBody()) > webhookBodyCap || ctx.Request.Header.ContentLength() > webhookBodyCap {
+		return &apiError{fasthttp.StatusRequestEntityTooLarge, "body_too_large", "webhook body exceeds 1 MiB"}
+	}
+	req := &channel.WebhookRequest{Method: string(ctx.Method()), Query: url.Values{}, Header: http.Header{},
+		Body: append([]byte(nil), ctx.PostBody()...), RemoteIP: clientIP(ctx).String()}
+	ctx.QueryArgs().VisitAll(func(k, v []byte) { req.Query.Add(string(k), string(v)) })
+	ctx.Request.Header.VisitAll(func(k, v []byte) { req.Header.Add(string(k), string(v)) })
+	resp, err := svc.Webhook(pathName(ctx), req)
+	if err != nil {
+		return err
+	}
+	if resp == nil {
+		writeJSON(ctx, fasthttp.StatusOK, struct{}{})
+		return nil
+	}
+	status := resp.Status
+	if status == 0 {
+		status = fasthttp.StatusOK
+	}
+	ct := resp.ContentType
+	if ct == "" {
+		ct = "application/json"
+		if len(resp.Body) == 0 {
+			resp.Body = []byte("{}")
+		}
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType(ct)
+	ctx.SetBody(resp.Body)
+	return nil
+}
