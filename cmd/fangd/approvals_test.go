@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/base32"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
 )
 
 type approvalJSON struct {
@@ -165,5 +168,74 @@ func TestBadApprovalConfigNamesTheField(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("%q: err=%v output=%s", c.config, err, out)
 		}
+	}
+}
+
+// Decide from chat on the binary: a request made through the API is
+// posted to the Telegram chat named in [[approval.notify]]; an approver's
+// /approve there decides it and the answer is posted back; a stranger's
+// is refused; a decision made through the API is announced in the chat.
+func TestApproveFromTelegramOnTheBinary(t *testing.T) {
+	tg := telegramfake.New("555:approve")
+	defer tg.Close()
+	_, _, cfg := fakes(t, `
+[approval]
+timeout_secs = 600
+
+[[approval.notify]]
+channel = "telegram"
+chat_id = "-1001"
+approvers = ["@alice", "4242"]
+`)
+	p := startFangd(t, t.TempDir(), cfg, append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)...)
+	if code, body := p.request(t, "POST", "/api/agents", `{"name":"ops","model":"fakeoai/gpt-test"}`); code != 201 {
+		t.Fatalf("%d %s", code, body)
+	}
+	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
+		`{"token":"555:approve","agent_name":"ops","api_url":"`+tg.URL()+`","poll_interval_secs":1}`); code != 200 {
+		t.Fatalf("configure: %d %s", code, body)
+	}
+	waitChannels(t, p, "connected", connected("telegram"))
+	sent := func(n int) []telegramfake.Sent {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for len(tg.Sent()) < n && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if s := tg.Sent(); len(s) >= n {
+			return s
+		}
+		t.Fatalf("waited for %d messages: %+v", n, tg.Sent())
+		return nil
+	}
+	code, body := p.request(t, "POST", "/api/approvals", `{"agent_id":"ops","action":"deploy_prod","description":"Ship build 812 to production"}`)
+	if code != 201 {
+		t.Fatalf("%d %s", code, body)
+	}
+	var rec approvalJSON
+	json.Unmarshal(body, &rec)
+	if n := sent(1)[0]; n.ChatID != "-1001" || !strings.Contains(n.Text, "Ship build 812") || !strings.Contains(n.Text, "/approve "+rec.ID[:8]) {
+		t.Fatalf("notice %+v", n)
+	}
+	tg.UserMessage(-1001, 9, "mallory", "/approve "+rec.ID[:8])
+	if m := sent(2)[1]; !strings.Contains(m.Text, "not on the approver list") {
+		t.Fatalf("%+v", m)
+	}
+	tg.UserMessage(-1001, 4242, "bob", "/approve "+rec.ID)
+	if m := sent(3)[2]; !strings.Contains(m.Text, "approved by telegram:@bob") {
+		t.Fatalf("%+v", m)
+	}
+	code, body = p.request(t, "GET", "/api/approvals/"+rec.ID, "")
+	json.Unmarshal(body, &rec)
+	if code != 200 || rec.Status != "approved" || rec.DecidedVia != "channel" || rec.DecidedBy != "telegram:@bob" {
+		t.Fatalf("%d %s", code, body)
+	}
+	// A decision through the API is announced in the chat.
+	_, body = p.request(t, "POST", "/api/approvals", `{"agent_id":"ops","action":"deploy_prod"}`)
+	json.Unmarshal(body, &rec)
+	sent(4)
+	p.request(t, "POST", "/api/approvals/"+rec.ID+"/reject", `{"reason":"freeze week"}`)
+	if m := sent(5)[4]; !strings.Contains(m.Text, "rejected by api_key: freeze week") {
+		t.Fatalf("%+v", m)
 	}
 }

@@ -143,9 +143,16 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
-	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}); err != nil {
+	var commands channel.Commands
+	if len(cfg.Approval.Notify) > 0 {
+		// Only with chats to decide from does /approve mean anything to
+		// fangd; otherwise such text goes to the agent like any other.
+		commands = approvalCommands{approvals}
+	}
+	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}, commands); err != nil {
 		return nil, err
 	}
+	approvals.SetNotifier(approvalNotifier{d.channels})
 	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
 		Agents: agents, LLM: reg, Meter: meter, Approvals: approvals, Channels: d.channels})
 	if err != nil {
@@ -165,7 +172,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 // stored by earlier runs) and applies config.toml's [channels.*] tables. A
 // table that does not validate is logged and skipped, like on reload, so
 // one bad channel does not keep the daemon down.
-func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents) (*channel.Service, error) {
+func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents, commands channel.Commands) (*channel.Service, error) {
 	path := cfg.path
 	load := func() (map[string]map[string]any, error) {
 		c, err := loadConfig(path, false)
@@ -175,7 +182,7 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		return c.Channels, nil
 	}
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load, Agents: agents})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Commands: commands})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/channel"
 )
 
@@ -42,3 +43,28 @@ func (c channelAgents) Turn(_ context.Context, agentID, session, message string)
 }
 
 var _ channel.Agents = channelAgents{}
+
+// approvalCommands lets chat users decide approvals with /approve and
+// /reject (channel.Commands over approval.Approvals).
+type approvalCommands struct{ a *approval.Approvals }
+
+func (c approvalCommands) Match(text string) bool { return approval.IsCommand(text) }
+
+func (c approvalCommands) Handle(ctx context.Context, channelName string, m channel.Inbound) string {
+	reply, _ := c.a.HandleChat(ctx, approval.ChatMessage{Channel: channelName, ChatID: m.ChatID,
+		UserID: m.UserID, UserName: m.UserName, Text: m.Text})
+	return reply
+}
+
+var _ channel.Commands = approvalCommands{}
+
+// approvalNotifier posts approval requests and decisions to chats
+// (approval.Notifier over channel.Service's durable outbox).
+type approvalNotifier struct{ s *channel.Service }
+
+func (n approvalNotifier) Post(ctx context.Context, channelName, chatID, text string) error {
+	_, err := n.s.SendMessage(ctx, channelName, chatID, text, "approvals")
+	return err
+}
+
+var _ approval.Notifier = approvalNotifier{}
