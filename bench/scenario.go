@@ -19,6 +19,7 @@ var scenarios = []Scenario{
 	{Name: "audit-recent", About: "authenticated actor-backed GET /api/audit/recent?limit=20", Run: runAuditRecent},
 	{Name: "loaded-rss", About: "daemon RSS after all HTTP load", Run: runLoadedRSS},
 	{Name: "audit-append", About: "durable audit appends: group commit vs one fsync per append", Run: runAuditAppend},
+	{Name: "approvals", About: "10,000 pending approvals (RSS) and the approve round trip", Run: runApprovals},
 	{Name: "channels-idle", About: "1,000 configured idle Telegram channels: start to all connected, RSS", Run: runChannelsIdle},
 }
 

@@ -148,6 +148,7 @@ func TestRestartKeepsPendingAndTheirDeadlines(t *testing.T) {
 	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	h := newHarness(t, policy(func(p *Policy) { p.TimeoutSecs = 60 }), c)
 	keep := h.create("a1", "shell_exec")
+	c.Add(time.Second)
 	lapse := h.create("a2", "file_write")
 	h.stop()
 
@@ -168,7 +169,7 @@ func TestRestartKeepsPendingAndTheirDeadlines(t *testing.T) {
 	// The other one's deadline passes while fangd is down: it expires as
 	// soon as it is loaded, not 60 s after the restart.
 	h.stop()
-	c.Add(31 * time.Second)
+	c.Add(32 * time.Second)
 	h.start()
 	rec, err := h.a.Wait(t.Context(), lapse.ID, 10*time.Second)
 	if err != nil || rec.Status != StatusExpired {

@@ -3,6 +3,7 @@ package approval
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,10 @@ type env struct {
 	now      func() time.Time
 	totp     *actor.PID
 	log      zerolog.Logger
+	// boot hands a new request actor the record its supervisor just wrote
+	// or loaded (id -> *Approval), so it is neither read back nor decoded
+	// twice; a restarted actor finds nothing here and reads the store.
+	boot sync.Map
 }
 
 type notifierBox struct{ n Notifier }

@@ -180,15 +180,16 @@ type Resolve struct{ Prefix string }
 
 // ---- between the supervisor and approval/<id> ----
 
-// announced tells a new request's actor its creation is audited, so the
-// decisions it held back may go ahead (the audit chain then shows the
-// request before its decision).
-type announced struct{}
+// announced tells the supervisor a new request's creation is audited, so
+// the decisions it held back may go to the request's actor (the audit
+// chain then shows the request before its decision).
+type announced struct{ id string }
 
 // expire is the request's timer firing; gen tells a stale timer apart.
 type expire struct{ gen int }
 
-// changed tells the supervisor a request's record changed (escalation).
+// changed tells the supervisor a request's record changed (escalation), or
+// hands it the copy the request's actor loaded, to share.
 type changed struct{ rec *Approval }
 
 // decided tells the supervisor a request is decided and durable; the

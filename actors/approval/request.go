@@ -3,6 +3,7 @@ package approval
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -12,18 +13,13 @@ import (
 	"github.com/fangd/fangd/store"
 )
 
-// held is a message a new request keeps back until its creation is audited.
-type held struct {
-	msg    any
-	sender *actor.PID
-}
-
-// request is approval/<id>: one request's state, timer and waiters.
+// request is approval/<id>: one request's state, timer and waiters. Every
+// request actor shares one Props (a pending approval costs an idle actor,
+// its record and a timer, nothing more): it learns its id from its name
+// and its state from the store.
 type request struct {
 	env     *env
 	rec     *Approval
-	ready   bool
-	held    []held
 	waiters []waiter
 	timer   *time.Timer
 	gen     int
@@ -32,31 +28,33 @@ type request struct {
 func (r *request) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
-		// A restart calls the producer again with the record the actor was
-		// spawned with; the store has the latest.
-		if rec, err := r.env.records.Get(r.rec.ID); err == nil {
+		// A first start takes the record from the supervisor (it wrote or
+		// loaded it); a restart reads the latest from the store and hands
+		// that copy to the supervisor to share.
+		self := c.Self().Id
+		id := self[strings.LastIndex(self, "/")+1:]
+		if b, ok := r.env.boot.LoadAndDelete(id); ok {
+			r.rec = b.(*Approval)
+		} else {
+			rec, err := r.env.records.Get(id)
+			if errors.Is(err, store.ErrNotFound) {
+				c.Stop(c.Self())
+				return
+			}
+			if err != nil {
+				panic(fmt.Errorf("approval %s: load: %w", id, err))
+			}
 			r.rec = &rec
-		} else if !errors.Is(err, store.ErrNotFound) {
-			panic(fmt.Errorf("approval %s: load: %w", r.rec.ID, err))
+			c.Send(c.Parent(), &changed{rec: r.rec})
 		}
 		if r.rec.Pending() {
 			r.schedule(c)
 		}
-	case *announced:
-		r.ready = true
-		for _, h := range r.held {
-			r.handle(c, h.msg, h.sender)
-		}
-		r.held = nil
 	case *Gate, *Await, *Decide, *Cancel, *expire:
-		if !r.ready {
-			r.held = append(r.held, held{msg: m, sender: c.Sender()})
-			return
-		}
 		r.handle(c, m, c.Sender())
 	case *actor.Stopping:
 		r.stopTimer()
-		if r.rec.Pending() {
+		if r.rec != nil && r.rec.Pending() {
 			r.release(c, kernel.Unavailable("approval %s is stopping; ask again", r.rec.ID))
 		}
 	case *actor.Restarting:

@@ -32,12 +32,22 @@ var actionRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
 type entry struct {
 	rec *Approval
 	pid *actor.PID // nil once decided (or if its actor was given up on)
+	// announced: the creation is audited. Until then decisions wait in
+	// held, so the audit chain never shows a decision before its request.
+	announced bool
+	held      []heldMsg
+}
+
+type heldMsg struct {
+	msg    any
+	sender *actor.PID
 }
 
 // supervisor is "approvals": the index of every request it keeps and the
 // parent of every pending one's actor.
 type supervisor struct {
 	env            *env
+	props          *actor.Props // shared by every request actor
 	byID           map[string]*entry
 	pendingByAgent map[string]int
 	decided        []*Approval // oldest decision first
@@ -80,8 +90,16 @@ func (s *supervisor) Receive(c actor.Context) {
 	case *Resolve:
 		c.Respond(s.resolve(m.Prefix))
 	case *changed:
-		if e := s.byID[m.rec.ID]; e != nil {
+		if e := s.byID[m.rec.ID]; e != nil && (e.rec.Pending() || !m.rec.Pending()) {
 			e.rec = m.rec
+		}
+	case *announced:
+		if e := s.byID[m.id]; e != nil {
+			e.announced = true
+			for _, h := range e.held {
+				s.deliver(c, e, h.msg, h.sender)
+			}
+			e.held = nil
 		}
 	case *decided:
 		s.onDecided(c, m.rec)
@@ -102,6 +120,8 @@ func notFound(id string) error {
 // load re-spawns every pending request and indexes the kept decisions: a
 // supervisor restart and a daemon restart land here alike.
 func (s *supervisor) load(c actor.Context) error {
+	e := s.env
+	s.props = e.k.Props(func() actor.Actor { return &request{env: e} })
 	s.byID, s.pendingByAgent, s.decided = map[string]*entry{}, map[string]int{}, nil
 	var pending []*Approval
 	err := s.env.records.Each(func(id string, a Approval) bool {
@@ -110,7 +130,7 @@ func (s *supervisor) load(c actor.Context) error {
 			pending = append(pending, &rec)
 		} else {
 			s.decided = append(s.decided, &rec)
-			s.byID[id] = &entry{rec: &rec}
+			s.byID[id] = &entry{rec: &rec, announced: true}
 		}
 		return true
 	})
@@ -119,10 +139,10 @@ func (s *supervisor) load(c actor.Context) error {
 	}
 	sort.Slice(s.decided, func(i, j int) bool { return decidedBefore(s.decided[i], s.decided[j]) })
 	for _, rec := range pending {
-		e := &entry{rec: rec}
+		e := &entry{rec: rec, announced: true}
 		s.byID[rec.ID] = e
 		s.pendingByAgent[rec.AgentID]++
-		if e.pid, err = s.spawn(c, rec, true); err != nil {
+		if e.pid, err = s.spawn(c, rec); err != nil {
 			s.env.log.Error().Err(err).Str("approval_id", rec.ID).Msg("could not start an approval actor")
 		}
 	}
@@ -137,10 +157,13 @@ func decidedBefore(a, b *Approval) bool {
 	return a.ID < b.ID
 }
 
-func (s *supervisor) spawn(c actor.Context, rec *Approval, ready bool) (*actor.PID, error) {
-	e := s.env
-	props := e.k.Props(func() actor.Actor { return &request{env: e, rec: rec, ready: ready} })
-	return c.SpawnNamed(props, "approval/"+rec.ID)
+func (s *supervisor) spawn(c actor.Context, rec *Approval) (*actor.PID, error) {
+	s.env.boot.Store(rec.ID, rec)
+	pid, err := c.SpawnNamed(s.props, "approval/"+rec.ID)
+	if err != nil {
+		s.env.boot.Delete(rec.ID)
+	}
+	return pid, err
 }
 
 // forwardOrAnswer hands a wait to the request's actor, or answers at once
@@ -166,11 +189,7 @@ func (s *supervisor) route(c actor.Context, id string, approve bool, by Decider)
 		return
 	}
 	if e.rec.Pending() {
-		if e.pid == nil {
-			c.Respond(kernel.Errorf(kernel.KindUnavailable, "approval_unavailable", "approval %s failed and was stopped; it starts again with the daemon", id))
-			return
-		}
-		c.Forward(e.pid)
+		s.deliver(c, e, c.Message(), c.Sender())
 		return
 	}
 	err := alreadyDecided(e.rec)
@@ -180,6 +199,27 @@ func (s *supervisor) route(c actor.Context, id string, approve bool, by Decider)
 	}
 	s.env.auditThenRespond(c, audit.Event{EventType: "approval_decision_refused", AgentID: e.rec.AgentID, Outcome: "rejected",
 		Actor: by.Identity, SourceIP: by.SourceIP, Details: fmt.Sprintf("id=%s attempt=%s via=%s reason=%s", id, verb, by.Via, err.Code)}, err)
+}
+
+// deliver hands a decision to a pending request's actor once its creation
+// is audited (holding it until then).
+func (s *supervisor) deliver(c actor.Context, e *entry, msg any, sender *actor.PID) {
+	switch {
+	case !e.announced:
+		e.held = append(e.held, heldMsg{msg: msg, sender: sender})
+	case e.pid == nil:
+		if sender != nil {
+			c.Send(sender, kernel.Errorf(kernel.KindUnavailable, "approval_unavailable", "approval %s failed and was stopped; it starts again with the daemon", e.rec.ID))
+		}
+	case !e.rec.Pending():
+		// Decided while held: answered by the actor (409) if it still
+		// runs, else here.
+		if sender != nil {
+			c.Send(sender, alreadyDecided(e.rec))
+		}
+	default:
+		c.RequestWithCustomSender(e.pid, msg, sender)
+	}
 }
 
 // alreadyDecided is the refusal for deciding a request that is not pending.
@@ -263,7 +303,7 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 		c.Respond(err)
 		return
 	}
-	pid, err := s.spawn(c, rec, false)
+	pid, err := s.spawn(c, rec)
 	if err != nil {
 		_ = env.records.Delete(rec.ID)
 		c.Respond(err)
@@ -277,10 +317,10 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 	ev := audit.Event{EventType: "approval_requested", AgentID: rec.AgentID, Outcome: "pending", Actor: rec.RequestedBy, SourceIP: req.SourceIP,
 		Details: fmt.Sprintf("id=%s action=%s risk=%s expires_at=%s second_factor_required=%t", rec.ID, rec.Action, rec.RiskLevel,
 			rec.ExpiresAt.Format("2006-01-02T15:04:05Z"), rec.SecondFactorRequired)}
-	sender, system := c.Sender(), c.ActorSystem()
+	sender, system, self := c.Sender(), c.ActorSystem(), c.Self()
 	go func() {
 		err := env.appendAudit(ev)
-		system.Root.Send(pid, &announced{})
+		system.Root.Send(self, &announced{id: rec.ID})
 		if !gate && sender != nil {
 			var reply any = rec
 			if err != nil {
