@@ -19,8 +19,12 @@ var scenarios = []Scenario{
 	{Name: "audit-recent", About: "authenticated actor-backed GET /api/audit/recent?limit=20", Run: runAuditRecent},
 	{Name: "loaded-rss", About: "daemon RSS after all HTTP load", Run: runLoadedRSS},
 	{Name: "audit-append", About: "durable audit appends: group commit vs one fsync per append", Run: runAuditAppend},
+	{Name: "comms-bus", About: "event bus: publish rate with 10 subscribers; RSS with 1,000 subscribers", Run: runCommsBus},
+	{Name: "webhooks", About: "signed durable webhook deliveries across 50 endpoints", Run: runWebhookDeliveries},
 	{Name: "approvals", About: "10,000 pending approvals (RSS) and the approve round trip", Run: runApprovals},
 	{Name: "channels-idle", About: "1,000 configured idle Telegram channels: start to all connected, RSS", Run: runChannelsIdle},
+	{Name: "mcp-builtin", About: "POST /mcp tools/call to a built-in tool, plain JSON-RPC, concurrent clients", Run: runMCPBuiltin},
+	{Name: "mcp-proxy", About: "proxied MCP echo overhead and recovery after kill -9 (server-everything over stdio, in-process)", Run: runMCPProxy},
 }
 
 // Scenario is one entry of the table above.

@@ -49,8 +49,9 @@ var ErrClosed = errors.New("store is closed")
 
 // DB is the open store.
 type DB struct {
-	bdb *badger.DB
-	dir string
+	bdb      *badger.DB
+	dir      string
+	memtable int64
 	// Close waits for running transactions, and later ones fail with
 	// ErrClosed: Badger itself panics when an iterator is opened on a closed
 	// database, which a late goroutine (a supervisor's delayed restart, an
@@ -97,8 +98,13 @@ func Open(opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
-	return &DB{bdb: bdb, dir: opts.Dir}, nil
+	return &DB{bdb: bdb, dir: opts.Dir, memtable: opts.MemTableSize}, nil
 }
+
+// MaxBatchBytes is how many bytes of keys and values one transaction may
+// safely carry: Badger refuses a transaction over 15% of a memtable, and
+// counts some overhead per entry on top of the data.
+func (db *DB) MaxBatchBytes() int { return int(db.memtable / 10) }
 
 // Close flushes and closes the database.
 func (db *DB) Close() error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/llm"
+	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
 	fhttp "github.com/fangd/fangd/transport/http"
 )
@@ -27,6 +29,17 @@ type Config struct {
 	Log                 LogConfig       `toml:"log"`
 	HTTP                HTTPConfig      `toml:"http"`
 	Audit               AuditConfig     `toml:"audit"`
+	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
+	Comms           CommsConfig           `toml:"comms"`
+	Webhooks        WebhooksConfig        `toml:"webhooks"`
+	NetworkPolicy   NetworkPolicyConfig   `toml:"network_policy"`
+	WebhookTriggers WebhookTriggersConfig `toml:"webhook_triggers"`
+	// MCPServers are LibreFang's [[mcp_servers]] entries (tagged transport
+	// object, or the seed's flat form); decoded loosely here and checked
+	// by mcp.ParseSpec, which refuses unknown keys.
+	MCPServers []map[string]any `toml:"mcp_servers"`
+	MCP        MCPConfig        `toml:"mcp"`
+	MCPServer  MCPServerConfig  `toml:"mcp_server"`
 	// Providers are [providers.<name>] tables (api, base_url, api_key_env);
 	// they override or add to llm.WellKnown.
 	Providers map[string]llm.ProviderConfig `toml:"providers"`
@@ -62,6 +75,39 @@ type UsageConfig struct {
 	RetentionDays int `toml:"retention_days"`
 }
 
+// MCPConfig is [mcp]: the client side.
+type MCPConfig struct {
+	// CatalogDir holds the installable server templates; default
+	// $FANGD_HOME/mcp/catalog (seeded with fangd's entries on first start).
+	CatalogDir string `toml:"catalog_dir"`
+	// QuarantineChangedTools refuses calls to a tool whose definition
+	// changed since it was first seen, until accepted.
+	QuarantineChangedTools bool `toml:"quarantine_changed_tools"`
+	// FailureThreshold is how many consecutive failed calls force a
+	// reconnect (default 3).
+	FailureThreshold int              `toml:"failure_threshold"`
+	Sandbox          MCPSandboxConfig `toml:"sandbox"`
+}
+
+// MCPSandboxConfig is [mcp.sandbox] for stdio servers.
+type MCPSandboxConfig struct {
+	// EnvAllowlist replaces the daemon variables every server inherits
+	// (default PATH, HOME, LANG, LC_ALL, LC_CTYPE, TZ, TMPDIR, USER,
+	// LOGNAME, SHELL, TERM).
+	EnvAllowlist []string `toml:"env_allowlist"`
+	CPUSeconds   int      `toml:"cpu_seconds"` // RLIMIT_CPU; 0 = none
+	MemoryMB     int      `toml:"memory_mb"`   // RLIMIT_AS; 0 = none
+}
+
+// MCPServerConfig is [mcp_server]: fangd as an MCP server at POST /mcp.
+type MCPServerConfig struct {
+	Enabled            *bool  `toml:"enabled"` // default true
+	Stateless          bool   `toml:"stateless"`
+	SessionTimeoutSecs int    `toml:"session_timeout_secs"`
+	WorkspaceDir       string `toml:"workspace_dir"` // default $FANGD_HOME/workspace
+	MaxBodyBytes       int    `toml:"max_body_bytes"`
+}
+
 // RateLimitConfig is [rate_limit].
 type RateLimitConfig struct {
 	// APIRequestsPerMinute is the GCRA quota per client IP; 0 turns the
@@ -95,6 +141,11 @@ func defaultConfig() Config {
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+		Comms:               defaultCommsConfig(),
+		Webhooks:            defaultWebhooksConfig(),
+		WebhookTriggers:     defaultWebhookTriggersConfig(),
+		MCP:                 MCPConfig{FailureThreshold: 3},
+		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 600, MaxBodyBytes: 1 << 20},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
@@ -161,6 +212,26 @@ func (c *Config) validate() error {
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		return errors.New("log.ring_size must be between 1 and 1000000")
 	}
+	if _, err := c.mcpSpecs(); err != nil {
+		return err
+	}
+	if c.MCP.FailureThreshold < 1 || c.MCP.FailureThreshold > 1000 {
+		return errors.New("mcp.failure_threshold must be between 1 and 1000")
+	}
+	if c.MCP.Sandbox.CPUSeconds < 0 || c.MCP.Sandbox.MemoryMB < 0 {
+		return errors.New("mcp.sandbox.cpu_seconds and mcp.sandbox.memory_mb must be >= 0 (0 = no limit)")
+	}
+	for _, name := range c.MCP.Sandbox.EnvAllowlist {
+		if name == "" || strings.ContainsAny(name, "= \x00") {
+			return fmt.Errorf("mcp.sandbox.env_allowlist: %q is not a variable name", name)
+		}
+	}
+	if c.MCPServer.SessionTimeoutSecs < 1 {
+		return errors.New("mcp_server.session_timeout_secs must be at least 1")
+	}
+	if c.MCPServer.MaxBodyBytes < 1024 {
+		return errors.New("mcp_server.max_body_bytes must be at least 1024")
+	}
 	if c.LLM.TimeoutSecs < 1 || c.LLM.TimeoutSecs > 3600 {
 		return errors.New("llm.timeout_secs must be between 1 and 3600")
 	}
@@ -170,7 +241,10 @@ func (c *Config) validate() error {
 	if err := c.Approval.Validate(); err != nil {
 		return err
 	}
-	return llm.ValidateConfig(c.llmOptions())
+	if err := llm.ValidateConfig(c.llmOptions()); err != nil {
+		return err
+	}
+	return c.validateComms()
 }
 
 // llmOptions maps [providers], [[models]] and [llm] onto the registry's options.
@@ -178,6 +252,34 @@ func (c *Config) llmOptions() llm.Options {
 	return llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
 		DefaultInputPerM: c.LLM.DefaultInputPerM, DefaultOutputPerM: c.LLM.DefaultOutputPerM}
 }
+
+// mcpSpecs turns [[mcp_servers]] into checked specs, naming the entry at
+// fault.
+func (c *Config) mcpSpecs() ([]mcp.Spec, error) {
+	var out []mcp.Spec
+	seen := map[string]bool{}
+	for i, raw := range c.MCPServers {
+		j, err := json.Marshal(raw)
+		if err != nil {
+			return nil, fmt.Errorf("mcp_servers[%d]: %v", i, err)
+		}
+		spec, err := mcp.ParseSpec(j)
+		if err == nil {
+			err = spec.Validate()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mcp_servers[%d] (%v): %v", i, raw["name"], err)
+		}
+		if seen[spec.Name] {
+			return nil, fmt.Errorf("mcp_servers[%d]: name %q is used twice", i, spec.Name)
+		}
+		seen[spec.Name] = true
+		out = append(out, spec)
+	}
+	return out, nil
+}
+
+func (c *Config) mcpServerEnabled() bool { return c.MCPServer.Enabled == nil || *c.MCPServer.Enabled }
 
 func isLoopbackHost(host string) bool {
 	if host == "localhost" {
@@ -198,6 +300,11 @@ func (c *Config) httpConfig() fhttp.Config {
 		h.SecurityHeaders = *c.HTTP.SecurityHeaders
 	}
 	h.Version = version
+	h.MCP = fhttp.MCPConfig{
+		Stateless:      c.MCPServer.Stateless,
+		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,
+		MaxBodyBytes:   c.MCPServer.MaxBodyBytes,
+	}
 	return h
 }
 

@@ -72,6 +72,7 @@ func startFangd(t *testing.T, home, config string, env ...string) *proc {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-p.done:
+			p.done <- err // for the cleanup, which waits on it
 			t.Fatalf("fangd exited during start: %v\n%s", err, p.stderr)
 		default:
 		}

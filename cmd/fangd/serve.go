@@ -19,9 +19,11 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
@@ -75,7 +77,11 @@ type daemon struct {
 	db       *store.DB
 	kernel   *kernel.Kernel
 	audit    *audit.Log
+	bus      *comms.Bus
 	channels *channel.Service
+	vault    *store.Vault
+	mcp      *mcp.Manager
+	expose   *mcp.Exposer
 	http     *fhttp.Server
 	ln       net.Listener
 	served   chan error
@@ -123,6 +129,17 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
 		return nil, err
 	}
+	cs, err := cfg.commsSettings()
+	if err != nil {
+		return nil, err
+	}
+	// The bus starts before the agent runtime and the ledger, so it is
+	// stopped after them and hears their last events.
+	bus, err := startBus(d.kernel, d.db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.bus = bus
 	lopts := cfg.llmOptions()
 	lopts.Metrics = d.kernel.Metrics
 	reg, err := llm.NewRegistry(lopts)
@@ -135,11 +152,12 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	}
 	// Approvals start before agents: an agent resuming a turn that waits
 	// for a decision asks the approvals supervisor as it starts.
-	approvals, err := approval.Start(d.kernel, d.db, vault, d.audit, approval.Options{Policy: cfg.Approval})
+	approvals, err := approval.Start(d.kernel, d.db, vault, d.audit, approval.Options{Policy: cfg.Approval, Events: bus})
 	if err != nil {
 		return nil, err
 	}
-	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals})
+	tools := &mcpTools{}
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools})
 	if err != nil {
 		return nil, err
 	}
@@ -153,19 +171,89 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	approvals.SetNotifier(approvalNotifier{d.channels})
-	d.http, err = fhttp.New(cfg.httpConfig(), fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Agents: agents, LLM: reg, Meter: meter, Approvals: approvals, Channels: d.channels})
+	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, cfg, cs)
+	if err != nil {
+		return nil, err
+	}
+	d.vault = vault
+	if err = d.startMCP(home, cfg, agents, bus, c); err != nil {
+		return nil, err
+	}
+	// Agents call MCP tools; MCP starts after agents (its server side
+	// needs them), so the toolbox is handed over now.
+	tools.set(d.mcp)
+	hc := cfg.httpConfig()
+	hc.TurnTimeout = cs.turnTimeout
+	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
+		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, Approvals: approvals,
+		Bus: bus, Router: c.router, Webhooks: c.webhooks,
+		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},
+		MCP:   d.mcp, MCPServer: d.expose})
 	if err != nil {
 		return nil, err
 	}
 	if d.ln, err = net.Listen("tcp", cfg.APIListen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.APIListen, err)
 	}
+	// Recorded and published before the first request is served, so that
+	// daemon.started precedes every event a request can cause.
+	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
+	d.bus.Publish("daemon.started", "system", "", map[string]string{"version": version, "listen": d.ln.Addr().String()})
 	go func() { d.served <- d.http.Serve(d.ln) }()
 	d.log.Info().Str("listen", d.ln.Addr().String()).Str("home", home).Str("version", version).
 		Dur("startup", time.Since(begin)).Bool("auth", cfg.APIKey != "").Msg("fangd is serving")
-	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
 	return d, nil
+}
+
+// startMCP starts the MCP client side (one connection actor per server)
+// and, unless switched off, fangd's own MCP server for POST /mcp.
+func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *comms.Bus, c *commsParts) error {
+	specs, err := cfg.mcpSpecs()
+	if err != nil {
+		return err
+	}
+	cfgPath := cfg.path
+	d.mcp, err = mcp.Start(d.kernel, d.db, d.vault, d.audit, mcp.Options{
+		Home:       home,
+		CatalogDir: cfg.MCP.CatalogDir,
+		Servers:    specs,
+		LoadServers: func() ([]mcp.Spec, error) {
+			if cfgPath == "" {
+				return nil, nil
+			}
+			fresh, err := loadConfig(cfgPath, false)
+			if err != nil {
+				return nil, err
+			}
+			return fresh.mcpSpecs()
+		},
+		Sandbox: mcp.Sandbox{EnvAllowlist: cfg.MCP.Sandbox.EnvAllowlist,
+			CPUSeconds: cfg.MCP.Sandbox.CPUSeconds, MemoryMB: cfg.MCP.Sandbox.MemoryMB},
+		QuarantineChanged: cfg.MCP.QuarantineChangedTools,
+		FailureThreshold:  cfg.MCP.FailureThreshold,
+		// The same SSRF guard as webhooks: [network_policy] allow_hosts.
+		Policy:  c.guard,
+		Events:  bus,
+		Version: version,
+	})
+	if err != nil {
+		return err
+	}
+	if !cfg.mcpServerEnabled() {
+		return nil
+	}
+	workspace := cfg.MCPServer.WorkspaceDir
+	if workspace == "" {
+		workspace = filepath.Join(home, "workspace")
+	}
+	if err := os.MkdirAll(workspace, 0o700); err != nil {
+		return fmt.Errorf("mcp_server.workspace_dir: %w", err)
+	}
+	ct := commsTools{router: c.router, bus: bus}
+	d.expose = mcp.NewExposer(mcp.ExposerOptions{Workspace: workspace, Audit: d.audit, Manager: d.mcp,
+		Agents: agentTools{agents}, Messenger: ct, Channels: ct, Events: ct,
+		Version: version, Log: d.log.With().Str("component", "mcp-server").Logger()})
+	return nil
 }
 
 // startChannels starts the channel supervisor (which restarts the channels
@@ -182,7 +270,7 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		return c.Channels, nil
 	}
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Commands: commands})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands})
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +320,15 @@ func (d *daemon) wait(ctx context.Context) error {
 	if err := d.http.Shutdown(deadline); err != nil {
 		d.log.Warn().Err(err).Msg("in-flight requests did not finish in time")
 	}
+	if d.expose != nil {
+		d.expose.Close()
+	}
 	d.record("daemon_stopped", "graceful shutdown")
+	if d.bus != nil {
+		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _ = d.bus.PublishSync(pctx, "daemon.stopping", "system", "", nil)
+		pcancel()
+	}
 	if late := d.kernel.Shutdown(deadline); len(late) > 0 {
 		d.log.Warn().Strs("actors", late).Msg("actors did not stop in time")
 	}
@@ -249,6 +345,9 @@ func (d *daemon) wait(ctx context.Context) error {
 func (d *daemon) close() {
 	if d.ln != nil {
 		d.ln.Close()
+	}
+	if d.expose != nil {
+		d.expose.Close()
 	}
 	if d.kernel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownDeadline)

@@ -21,11 +21,18 @@ const MaxJSONDepth = 32
 // type (415), an empty, malformed or too deep body, unknown fields and
 // trailing data (400), naming what was wrong.
 func decodeJSON(ctx *fasthttp.RequestCtx, v any) error {
+	if err := checkJSONContentType(ctx); err != nil {
+		return err
+	}
+	return decodeJSONBytes(ctx.PostBody(), v)
+}
+
+func checkJSONContentType(ctx *fasthttp.RequestCtx) error {
 	ct := string(ctx.Request.Header.ContentType())
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 		return &apiError{fasthttp.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json"}
 	}
-	return decodeJSONBytes(ctx.PostBody(), v)
+	return nil
 }
 
 func decodeJSONBytes(body []byte, v any) error {

@@ -24,6 +24,9 @@ type handlerFunc func(ctx *fasthttp.RequestCtx) error
 
 type routeOpts struct {
 	public bool // no API key needed
+	// ownAuth: the handler authenticates the caller itself (inbound hooks:
+	// their own token or a signature, never the API key).
+	ownAuth bool
 	// platformCallback marks routes chat platforms call
 	// (/channels/<name>/webhook): they authenticate by signature, and only
 	// refused or failed calls are audited (every inbound chat message would
@@ -31,12 +34,16 @@ type routeOpts struct {
 	platformCallback bool
 }
 
-var public = routeOpts{public: true}
+var (
+	public  = routeOpts{public: true}
+	ownAuth = routeOpts{ownAuth: true}
+)
 
 func mergeOpts(opts []routeOpts) routeOpts {
 	var o routeOpts
 	for _, x := range opts {
 		o.public = o.public || x.public
+		o.ownAuth = o.ownAuth || x.ownAuth
 		o.platformCallback = o.platformCallback || x.platformCallback
 	}
 	return o
@@ -193,7 +200,7 @@ func hashKey(k string) [32]byte { return sha256.Sum256([]byte(k)) }
 // nothing), or, with no key configured, direct loopback callers. Every
 // refusal is audited.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
-	if o.public {
+	if o.public || o.ownAuth {
 		ctx.SetUserValue(userActor, "anonymous")
 		return nil
 	}

@@ -20,10 +20,13 @@ import (
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 )
 
@@ -48,6 +51,11 @@ type Config struct {
 	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
 	SSEHeartbeat time.Duration
 	Version      string
+	// TurnTimeout is how long comms waits for an agent turn (requests
+	// that run one wait a little longer).
+	TurnTimeout time.Duration
+	// MCP configures POST /mcp.
+	MCP MCPConfig
 }
 
 // DefaultConfig is what `fangd serve` uses with no config file.
@@ -69,6 +77,13 @@ type Deps struct {
 	Audit  *audit.Log
 	Store  *store.DB
 	Logs   *logs.Ring
+	// Comms: the event bus and the message router (nil: /api/comms/* 503).
+	Bus    *comms.Bus
+	Router *comms.Router
+	// Webhooks is the outbound delivery engine (nil: /api/webhooks* 503).
+	Webhooks *webhook.Engine
+	// Hooks configures inbound /hooks/*; disabled (404) when zero.
+	Hooks  HooksConfig
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
@@ -76,6 +91,10 @@ type Deps struct {
 	Approvals *approval.Approvals
 	// Channels is the chat channel subsystem; nil answers its routes 503.
 	Channels *channel.Service
+	// MCP, when set, serves /api/mcp/*.
+	MCP *mcp.Manager
+	// MCPServer, when set, serves POST /mcp.
+	MCPServer *mcp.Exposer
 }
 
 // Server is fangd's HTTP API.
@@ -93,6 +112,7 @@ type Server struct {
 	closeOnce sync.Once
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
+	mcpEndpoint              *mcpEndpoint
 }
 
 // New builds the server and its routes.
@@ -194,6 +214,10 @@ func (s *Server) routes() {
 	s.api("POST", "/approvals/{id}/approve", s.needApprovals(s.approveApproval))
 	s.api("POST", "/approvals/{id}/reject", s.needApprovals(s.rejectApproval))
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.commsRoutes()
+	s.webhookRoutes()
+	s.hookRoutes()
+	s.mcpRoutes()
 	s.channelRoutes()
 	s.whatsappQRRoutes()
 }

@@ -1,0 +1,393 @@
+package mcp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/mcp/stdio"
+	"github.com/fangd/fangd/store"
+)
+
+// Sandbox configures the stdio subprocess sandbox.
+type Sandbox struct {
+	// EnvAllowlist names the daemon variables every server inherits;
+	// default stdio.DefaultAllowlist.
+	EnvAllowlist []string
+	// CPUSeconds and MemoryMB, when positive, are RLIMIT_CPU and RLIMIT_AS.
+	CPUSeconds int
+	MemoryMB   int
+}
+
+// Options configure the MCP client side.
+type Options struct {
+	// Home is the daemon's home: stdio servers run in Home/mcp/work/<name>.
+	Home string
+	// CatalogDir holds the catalog entries; default Home/mcp/catalog.
+	CatalogDir string
+	// Servers are the [[mcp_servers]] of config.toml.
+	Servers []Spec
+	// LoadServers re-reads config.toml's servers on reload; nil keeps
+	// Servers.
+	LoadServers func() ([]Spec, error)
+	Sandbox     Sandbox
+	// QuarantineChanged refuses calls to a tool whose definition changed
+	// since it was pinned, until accepted.
+	QuarantineChanged bool
+	// FailureThreshold is how many consecutive failed calls force a
+	// reconnect; default 3.
+	FailureThreshold int
+	// Backoff paces reconnects; default kernel.DefaultBackoff.
+	Backoff kernel.Backoff
+	// StopGrace is how long a stdio server gets to exit after its stdin is
+	// closed before its process group is signalled; default 2 s.
+	StopGrace time.Duration
+	Policy    URLPolicy
+	Events    EventSink
+	Version   string
+	// Environ looks up the daemon's environment for pass-through env
+	// names; default os.LookupEnv.
+	Environ func(string) (string, bool)
+}
+
+// env is what every MCP actor shares.
+type env struct {
+	k       *kernel.Kernel
+	vault   *store.Vault
+	servers *store.Collection[Spec]
+	pins    *store.Collection[pinState]
+	audit   *audit.Log
+	opts    Options
+	log     zerolog.Logger
+}
+
+// Manager is the handle the HTTP layer, the MCP exposer and agents use.
+type Manager struct {
+	env     *env
+	pid     *actor.PID
+	catalog atomic.Pointer[Catalog]
+	index   atomic.Pointer[toolIndex]
+
+	mu        sync.Mutex
+	cfgSpecs  []Spec
+	listeners []chan struct{}
+}
+
+// Start seeds and loads the catalog, then spawns the root actor "mcp",
+// which connects every configured server in the background.
+func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.Log, opts Options) (*Manager, error) {
+	if opts.CatalogDir == "" {
+		opts.CatalogDir = filepath.Join(opts.Home, "mcp", "catalog")
+	}
+	if opts.Sandbox.EnvAllowlist == nil {
+		opts.Sandbox.EnvAllowlist = stdio.DefaultAllowlist
+	}
+	if opts.FailureThreshold <= 0 {
+		opts.FailureThreshold = 3
+	}
+	if opts.Backoff.MaxRetries == 0 {
+		opts.Backoff = kernel.DefaultBackoff
+	}
+	if opts.StopGrace <= 0 {
+		opts.StopGrace = 2 * time.Second
+	}
+	seen := map[string]bool{}
+	for i := range opts.Servers {
+		if err := opts.Servers[i].Validate(); err != nil {
+			return nil, fmt.Errorf("mcp_servers[%d]: %v", i, err)
+		}
+		if seen[opts.Servers[i].Name] {
+			return nil, fmt.Errorf("mcp_servers: %s is defined twice", opts.Servers[i].Name)
+		}
+		seen[opts.Servers[i].Name] = true
+	}
+	if err := SeedCatalog(opts.CatalogDir); err != nil {
+		return nil, fmt.Errorf("mcp catalog: %w", err)
+	}
+	cat, err := LoadCatalog(opts.CatalogDir)
+	if err != nil {
+		return nil, fmt.Errorf("mcp catalog %s: %w", opts.CatalogDir, err)
+	}
+	e := &env{k: k, vault: vault, audit: auditLog, opts: opts,
+		servers: store.NewCollection[Spec](db, "mcp_servers"),
+		pins:    store.NewCollection[pinState](db, "mcp_pins"),
+		log:     k.Log.With().Str("component", "mcp").Logger()}
+	m := &Manager{env: e, cfgSpecs: opts.Servers}
+	m.catalog.Store(cat)
+	m.index.Store(&toolIndex{byName: map[string]indexedTool{}})
+	pid, err := k.SpawnRoot("mcp", func() actor.Actor { return &supervisor{env: e, m: m} })
+	if err != nil {
+		return nil, err
+	}
+	m.pid = pid
+	// Every stdio server runs with a cleared environment, in its own
+	// process group and working directory; there is no switch to turn
+	// that off, so the system is active while the supervisor runs.
+	k.Security.Register("subprocess_sandbox", func() kernel.State {
+		if _, ok := k.System.ProcessRegistry.Get(pid); ok {
+			return kernel.StateActive
+		}
+		return kernel.StateInactive
+	})
+	return m, nil
+}
+
+func (m *Manager) configSpecs() []Spec {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cfgSpecs
+}
+
+func (m *Manager) setConfigSpecs(s []Spec) {
+	m.mu.Lock()
+	m.cfgSpecs = s
+	m.mu.Unlock()
+}
+
+// Servers lists every configured server.
+func (m *Manager) Servers() ([]ServerView, error) {
+	return kernel.Ask[[]ServerView](m.env.k, m.pid, &listServers{}, kernel.DefaultAskTimeout)
+}
+
+// Server returns one server.
+func (m *Manager) Server(name string) (ServerView, error) {
+	return kernel.Ask[ServerView](m.env.k, m.pid, &getServer{name: name}, kernel.DefaultAskTimeout)
+}
+
+// Add installs from the catalog or adds a raw spec; the connection starts
+// in the background.
+func (m *Manager) Add(req AddRequest) (ServerView, error) {
+	return kernel.Ask[ServerView](m.env.k, m.pid, &addServer{req: req}, kernel.DefaultAskTimeout)
+}
+
+// Update replaces a server's definition and reconnects it.
+func (m *Manager) Update(name string, spec Spec) (ServerView, error) {
+	return kernel.Ask[ServerView](m.env.k, m.pid, &updateServer{name: name, spec: spec}, kernel.DefaultAskTimeout)
+}
+
+// Remove stops a server and deletes its definition, pins and credentials.
+func (m *Manager) Remove(name string) error {
+	_, err := kernel.Ask[*removed](m.env.k, m.pid, &removeServer{name: name}, kernel.DefaultAskTimeout)
+	return err
+}
+
+// Reload re-reads the catalog directory and config.toml.
+func (m *Manager) Reload() (*ReloadReply, error) {
+	return kernel.Ask[*ReloadReply](m.env.k, m.pid, &reload{}, kernel.DefaultAskTimeout)
+}
+
+func (m *Manager) child(name string) (*actor.PID, error) {
+	return kernel.Ask[*actor.PID](m.env.k, m.pid, &childOf{name: name}, kernel.DefaultAskTimeout)
+}
+
+// Reconnect drops a server's session and connects again, waiting for the
+// outcome (at most the server's timeout plus a margin).
+func (m *Manager) Reconnect(name string) (*ReconnectReply, error) {
+	v, err := m.Server(name)
+	if err != nil {
+		return nil, err
+	}
+	pid, err := m.child(name)
+	if err != nil {
+		return nil, err
+	}
+	wait := time.Duration(v.TimeoutSecs)*time.Second + 5*time.Second
+	return kernel.Ask[*ReconnectReply](m.env.k, pid, &reconnectNow{}, wait)
+}
+
+// AcceptTools re-pins changed tools (all when tools is empty).
+func (m *Manager) AcceptTools(name string, tools []string) (*AcceptReply, error) {
+	pid, err := m.child(name)
+	if err != nil {
+		return nil, err
+	}
+	return kernel.Ask[*AcceptReply](m.env.k, pid, &acceptTools{tools: tools}, kernel.DefaultAskTimeout)
+}
+
+// Catalog lists the catalog entries with their installed flag.
+func (m *Manager) Catalog() ([]CatalogEntry, error) {
+	r, err := kernel.Ask[*catalogReply](m.env.k, m.pid, &getCatalog{}, kernel.DefaultAskTimeout)
+	if err != nil {
+		return nil, err
+	}
+	out := r.catalog.All()
+	for i := range out {
+		out[i].Installed = r.installed[out[i].ID]
+	}
+	return out, nil
+}
+
+// CatalogEntry returns one entry.
+func (m *Manager) CatalogEntry(id string) (CatalogEntry, error) {
+	r, err := kernel.Ask[*catalogReply](m.env.k, m.pid, &getCatalog{}, kernel.DefaultAskTimeout)
+	if err != nil {
+		return CatalogEntry{}, err
+	}
+	e, ok := r.catalog.Get(id)
+	if !ok {
+		return CatalogEntry{}, kernel.Errorf(kernel.KindNotFound, "not_found", "MCP catalog entry '%s' not found", id)
+	}
+	e.Installed = r.installed[id]
+	return e, nil
+}
+
+// Health reports every server's health and the aggregate.
+func (m *Manager) Health() (*HealthReply, error) {
+	r, err := kernel.Ask[[]HealthEntry](m.env.k, m.pid, &healthQuery{}, kernel.DefaultAskTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &HealthReply{Status: aggregate(r), Health: r, Count: len(r)}, nil
+}
+
+// ---- proxied tools ----
+
+type indexedTool struct {
+	Server string
+	PID    *actor.PID
+	Info   ToolInfo
+}
+
+// toolIndex is an immutable snapshot of the callable proxied tools, built
+// by the supervisor whenever a connection reports, and read without a hop.
+type toolIndex struct {
+	byName map[string]indexedTool
+	list   []indexedTool
+}
+
+func (m *Manager) setIndex(idx *toolIndex) {
+	m.index.Store(idx)
+	m.mu.Lock()
+	for _, ch := range m.listeners {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	m.mu.Unlock()
+}
+
+// Tools returns the callable proxied tools of every connected server.
+func (m *Manager) Tools() []ToolInfo {
+	idx := m.index.Load()
+	out := make([]ToolInfo, len(idx.list))
+	for i, t := range idx.list {
+		out[i] = t.Info
+	}
+	return out
+}
+
+// HasTool reports whether name is a callable proxied tool.
+func (m *Manager) HasTool(name string) bool {
+	_, ok := m.index.Load().byName[name]
+	return ok
+}
+
+// ToolsChanged returns a channel that receives a signal (coalesced)
+// whenever the proxied tool set may have changed.
+func (m *Manager) ToolsChanged() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	m.mu.Lock()
+	m.listeners = append(m.listeners, ch)
+	m.mu.Unlock()
+	return ch
+}
+
+// Caller says who calls a tool, for the audit log.
+type Caller struct {
+	Via      string // "mcp_http" (POST /mcp), "agent"
+	AgentID  string
+	Actor    string // "api_key", "loopback", ...
+	SourceIP string
+}
+
+// CallTool calls a proxied tool by its namespaced name and audits the
+// call (tool_invoked; the arguments only as a hash). Agents call tools
+// through it.
+func (m *Manager) CallTool(ctx context.Context, caller Caller, name string, args json.RawMessage) (*sdk.CallToolResult, error) {
+	start := time.Now()
+	res, server, tool, err := m.callProxied(ctx, name, args)
+	if aerr := AuditToolCall(ctx, m.env.audit, caller, server, tool, args, Outcome(res, err), time.Since(start)); aerr != nil && err == nil {
+		// A call that cannot be recorded is not reported as done.
+		return nil, aerr
+	}
+	return res, err
+}
+
+// callProxied routes a call to the server's actor and waits for the
+// answer, without auditing.
+func (m *Manager) callProxied(ctx context.Context, name string, args json.RawMessage) (res *sdk.CallToolResult, server, tool string, err error) {
+	it, ok := m.index.Load().byName[name]
+	if !ok {
+		return nil, "", name, kernel.Errorf(kernel.KindNotFound, "unknown_tool", "unknown tool %q", name)
+	}
+	reply := make(chan callResult, 1)
+	m.env.k.Root.Send(it.PID, &callTool{ctx: ctx, tool: it.Info.OriginalName, args: args, reply: reply})
+	select {
+	case r := <-reply:
+		return r.res, it.Server, it.Info.OriginalName, r.err
+	case <-ctx.Done():
+		return nil, it.Server, it.Info.OriginalName, kernel.Unavailable("the caller gave up waiting for %s", name)
+	}
+}
+
+// Outcome names how a tool call ended, for the audit log.
+func Outcome(res *sdk.CallToolResult, err error) string {
+	switch {
+	case err != nil:
+		if de := kernel.AsError(err); de != nil && (de.Kind == kernel.KindForbidden || de.Kind == kernel.KindNotFound) {
+			return "denied"
+		}
+		return "error"
+	case res != nil && res.IsError:
+		return "tool_error"
+	}
+	return "ok"
+}
+
+// AuditToolCall records one tool call durably: who, which server and
+// tool, the outcome and duration, and the SHA-256 of the arguments (never
+// the arguments: they may hold anything).
+func AuditToolCall(ctx context.Context, log *audit.Log, caller Caller, server, tool string, args json.RawMessage, outcome string, d time.Duration) error {
+	if log == nil {
+		return nil
+	}
+	sum := sha256.Sum256(args)
+	if server == "" {
+		server = "-"
+	}
+	details := fmt.Sprintf("server=%s tool=%s outcome=%s duration_ms=%.3f args_sha256=%s via=%s",
+		server, tool, outcome, float64(d.Microseconds())/1000, hex.EncodeToString(sum[:]), caller.Via)
+	actorName := caller.Actor
+	if actorName == "" {
+		actorName = caller.Via
+	}
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), audit.AppendTimeout)
+	defer cancel()
+	_, err := log.Append(c, audit.Event{EventType: "tool_invoked", AgentID: caller.AgentID, Details: details,
+		Outcome: outcome, Actor: actorName, SourceIP: caller.SourceIP})
+	return err
+}
+
+func schemaJSON(v any) json.RawMessage {
+	if v == nil {
+		return nil
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	return raw
+}

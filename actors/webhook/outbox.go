@@ -1,0 +1,654 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+
+	"github.com/fangd/fangd/actors/comms"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// window is how many outbox messages an endpoint keeps in memory; the rest
+// wait in Badger and are loaded as the window drains.
+const window = 512
+
+// attemptsKept is how many delivery attempts are kept per endpoint.
+const attemptsKept = 200
+
+func outboxName(id string) string   { return "webhooks/q/" + id }
+func deadName(id string) string     { return "webhooks/dl/" + id }
+func attemptsName(id string) string { return "webhooks/att/" + id }
+
+func encodeHeaders(h map[string]string) ([]byte, error) { return json.Marshal(h) }
+
+// outbox is one endpoint's actor. It is the only writer of its outbox,
+// dead letters, attempt history and bookkeeping; all of them go through
+// one serialised writer goroutine (see write), which commits whatever has
+// queued up in one synced transaction.
+//
+// Delivery is strictly in order, one request at a time: the next message
+// is sent only after the previous one's outcome is durable, so a receiver
+// that answered 2xx never sees the message again unless the daemon died
+// between its answer and that commit (then the stable webhook-id lets it
+// drop the duplicate).
+type outbox struct {
+	sh     *shared
+	ep     Endpoint
+	parent *actor.PID
+
+	signer  *Signer
+	headers map[string]string
+	meta    meta
+	q, dl   *store.SeqLog
+	att     *store.SeqLog
+
+	queue      []*message // loaded head of the outbox, in order
+	loadedUpTo uint64     // highest seq ever loaded into queue
+	pending    int        // messages in the outbox (memory + disk)
+	dead       int
+	inFlight   bool
+	timer      *time.Timer
+	timerAt    time.Time
+
+	writing bool
+	ops     []op
+	writer  sync.WaitGroup // the in-flight commit, awaited on stop
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	self   *actor.PID
+	sys    *actor.ActorSystem
+}
+
+// op is one queued write and what to do once it is durable.
+type op struct {
+	apply func(tx *store.Txn) error
+	done  func()
+}
+
+type written struct {
+	gen context.Context
+	ops []op
+	err error
+}
+
+func (o *outbox) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		o.self, o.sys = c.Self(), c.ActorSystem()
+		o.ctx, o.cancel = context.WithCancel(context.Background())
+		if err := o.load(); err != nil {
+			panic(err)
+		}
+		o.report()
+		o.kick()
+	case *deliver:
+		o.enqueue(m.events)
+	case *written:
+		if m.gen != o.ctx {
+			return // from before a restart: the store was reloaded since
+		}
+		o.writing = false
+		if m.err != nil {
+			panic(fmt.Errorf("webhook %s: commit failed: %w", o.ep.ID, m.err))
+		}
+		for _, op := range m.ops {
+			if op.done != nil {
+				op.done()
+			}
+		}
+		o.flush()
+		o.report()
+		o.kick()
+	case *attempted:
+		o.attempted(m)
+	case *tick:
+		o.timer, o.timerAt = nil, time.Time{}
+		o.kick()
+	case *reconfigure:
+		o.reconfigure(m)
+	case *Deliveries:
+		c.Respond(o.deliveries(m.Limit))
+	case *DeadLetters:
+		c.Respond(o.deadLetters(m.Limit))
+	case *Replay:
+		o.replay(c, m)
+	case *Test:
+		o.test(c)
+	case *actor.Stopping:
+		if o.cancel != nil {
+			o.cancel()
+		}
+		// A commit in flight finishes before the actor is gone, so that
+		// nothing writes after a delete drops the endpoint's data or the
+		// daemon closes the store.
+		o.writer.Wait()
+		if o.timer != nil {
+			o.timer.Stop()
+		}
+		o.signer.Wipe()
+		clear(o.headers)
+	}
+}
+
+// load restores the endpoint from the store: secrets, bookkeeping, counts
+// and the head of the outbox, then catches up on bus events committed
+// since its cursor (while it was down or restarting).
+func (o *outbox) load() error {
+	id := o.ep.ID
+	o.q, o.dl, o.att = store.NewSeqLog(o.sh.db, outboxName(id)), store.NewSeqLog(o.sh.db, deadName(id)), store.NewSeqLog(o.sh.db, attemptsName(id))
+	o.queue, o.loadedUpTo, o.pending, o.dead, o.inFlight, o.writing, o.ops = nil, 0, 0, 0, false, false, nil
+	if err := o.loadSecrets(); err != nil {
+		return err
+	}
+	m, err := o.sh.metas.Get(id)
+	if errors.Is(err, store.ErrNotFound) {
+		m = meta{NextSeq: 1, NextAttempt: 1}
+	} else if err != nil {
+		return err
+	}
+	o.meta = m
+	if err := o.q.Scan(0, false, func(uint64, []byte) (bool, error) { o.pending++; return true, nil }); err != nil {
+		return err
+	}
+	if err := o.dl.Scan(0, false, func(uint64, []byte) (bool, error) { o.dead++; return true, nil }); err != nil {
+		return err
+	}
+	if err := o.fill(); err != nil {
+		return err
+	}
+	if !o.ep.Enabled {
+		return nil
+	}
+	var missed []event
+	err = o.sh.opts.Bus.Since(o.meta.Cursor, func(r *comms.Record) bool {
+		if r.Source != "webhook:"+id && comms.MatchAny(o.ep.Events, r.Type) {
+			missed = append(missed, event{id: r.ID, typ: r.Type, json: r.JSON})
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	o.enqueue(missed)
+	return nil
+}
+
+func (o *outbox) loadSecrets() error {
+	o.signer.Wipe()
+	o.signer, o.headers = nil, nil
+	if o.ep.HasSecret {
+		err := o.sh.opts.Vault.With(secretName(o.ep.ID), func(secret []byte) error {
+			s, err := NewSigner(string(secret))
+			o.signer = s
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(o.ep.HeaderNames) > 0 {
+		err := o.sh.opts.Vault.With(headersName(o.ep.ID), func(raw []byte) error {
+			return json.Unmarshal(raw, &o.headers)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fill loads the next window of the outbox into memory when the queue is
+// empty and messages wait on disk.
+func (o *outbox) fill() error {
+	if len(o.queue) > 0 || o.pending == 0 {
+		return nil
+	}
+	return o.q.Scan(o.loadedUpTo+1, false, func(seq uint64, raw []byte) (bool, error) {
+		var m message
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return false, fmt.Errorf("webhook %s: outbox entry %d does not decode: %w", o.ep.ID, seq, err)
+		}
+		o.queue = append(o.queue, &m)
+		o.loadedUpTo = seq
+		return len(o.queue) < window, nil
+	})
+}
+
+// enqueue turns committed bus events into outbox messages and writes them.
+// The cursor moves in the same transaction, so after a crash an event is
+// either in the outbox or will be caught up again, never both.
+func (o *outbox) enqueue(evs []event) {
+	if !o.ep.Enabled {
+		return
+	}
+	var msgs, overflow []*message
+	t := time.Now().UTC()
+	for _, e := range evs {
+		if e.id <= o.meta.Cursor {
+			continue
+		}
+		o.meta.Cursor = e.id
+		m := &message{Seq: o.meta.NextSeq, MsgID: "msg_" + strings.ReplaceAll(uuid.NewString(), "-", ""), EventID: e.id,
+			Type: e.typ, Body: payload(e.typ, t, e.json), NextAt: t, Enqueued: t}
+		o.meta.NextSeq++
+		if o.pending+len(msgs) >= o.sh.opts.MaxPending {
+			m.LastError = fmt.Sprintf("outbox full (%d pending)", o.sh.opts.MaxPending)
+			overflow = append(overflow, m)
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if len(msgs) == 0 && len(overflow) == 0 {
+		return
+	}
+	q, dl := o.q, o.dl
+	o.pending += len(msgs)
+	o.dead += len(overflow)
+	o.write(op{
+		apply: func(tx *store.Txn) error {
+			for _, m := range msgs {
+				if err := putJSON(tx, q, m.Seq, m); err != nil {
+					return err
+				}
+			}
+			for _, m := range overflow {
+				if err := putJSON(tx, dl, m.Seq, deadLetter(m)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		done: func() {
+			for _, m := range msgs {
+				// Straight into memory only if nothing older waits on disk.
+				if o.loadedUpTo == m.Seq-1 && len(o.queue) < window {
+					o.queue = append(o.queue, m)
+					o.loadedUpTo = m.Seq
+				}
+			}
+			if len(overflow) > 0 {
+				o.sh.m.dead.Add(float64(len(overflow)))
+				o.sh.log.Warn().Str("webhook", o.ep.ID).Int("messages", len(overflow)).Msg("webhook outbox full: events dead-lettered")
+			}
+		},
+	})
+}
+
+// payload is the Standard Webhooks body: {"type","timestamp","data"},
+// where data is the whole bus event.
+func payload(typ string, t time.Time, data []byte) json.RawMessage {
+	b := make([]byte, 0, len(data)+96)
+	b = append(b, `{"type":`...)
+	tb, _ := json.Marshal(typ)
+	b = append(b, tb...)
+	b = append(b, `,"timestamp":"`...)
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+func putJSON(tx *store.Txn, l *store.SeqLog, seq uint64, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return l.Put(tx, seq, raw)
+}
+
+func deadLetter(m *message) DeadLetter {
+	return DeadLetter{MessageID: m.MsgID, EventID: m.EventID, EventType: m.Type, Attempts: m.Attempts,
+		LastStatus: m.LastStatus, LastError: m.LastError, DeadAt: time.Now().UTC().Format(time.RFC3339Nano), Payload: m.Body}
+}
+
+// write queues an op; ops commit in order, batched, with the bookkeeping.
+func (o *outbox) write(w op) {
+	o.ops = append(o.ops, w)
+	o.flush()
+}
+
+func (o *outbox) flush() {
+	if o.writing || len(o.ops) == 0 {
+		return
+	}
+	ops := o.ops
+	o.ops = nil
+	o.writing = true
+	o.writer.Add(1)
+	m, id, metas, db, self, sys, gen := o.meta, o.ep.ID, o.sh.metas, o.sh.db, o.self, o.sys, o.ctx
+	go func() {
+		defer o.writer.Done()
+		err := db.Update(func(tx *store.Txn) error {
+			for _, w := range ops {
+				if err := w.apply(tx); err != nil {
+					return err
+				}
+			}
+			return metas.PutTx(tx, id, m)
+		})
+		sys.Root.Send(self, &written{gen: gen, ops: ops, err: err})
+	}()
+}
+
+// kick starts the next delivery if one is due, or arms a timer for it.
+func (o *outbox) kick() {
+	if !o.ep.Enabled || o.inFlight {
+		return
+	}
+	if len(o.queue) == 0 {
+		if err := o.fill(); err != nil {
+			panic(err)
+		}
+		if len(o.queue) == 0 {
+			return
+		}
+	}
+	head := o.queue[0]
+	if wait := time.Until(head.NextAt); wait > 0 {
+		if o.timer == nil || head.NextAt.Before(o.timerAt) {
+			if o.timer != nil {
+				o.timer.Stop()
+			}
+			self, sys := o.self, o.sys
+			o.timerAt = head.NextAt
+			o.timer = time.AfterFunc(wait, func() { sys.Root.Send(self, &tick{}) })
+		}
+		return
+	}
+	o.inFlight = true
+	ctx, client, url, signer, headers, ua, self, sys := o.ctx, o.sh.client, o.ep.URL, o.signer, o.headers, o.sh.opts.UserAgent, o.self, o.sys
+	msg := *head
+	go func() {
+		r := post(ctx, client, url, msg.MsgID, msg.Body, signer, headers, ua)
+		sys.Root.Send(self, &attempted{gen: ctx, msg: &msg, attempt: Attempt{StatusCode: r.status, LatencyMS: r.latency.Milliseconds()},
+			outcome: classify(r), err: errOrNil(r), retryAfter: r.retryAfter})
+	}()
+}
+
+func errOrNil(r result) error { return r.err }
+
+// attempted records one attempt's outcome and schedules what follows.
+func (o *outbox) attempted(m *attempted) {
+	if m.gen != o.ctx || o.ctx.Err() != nil {
+		return // from before a restart, or stopping
+	}
+	msg := m.msg
+	msg.Attempts++
+	at := time.Now().UTC()
+	a := Attempt{ID: o.meta.NextAttempt, MessageID: msg.MsgID, EventID: msg.EventID, EventType: msg.Type,
+		Attempt: msg.Attempts, StatusCode: m.attempt.StatusCode, LatencyMS: m.attempt.LatencyMS, At: at.Format(time.RFC3339Nano)}
+	o.meta.NextAttempt++
+	o.sh.m.latency.Observe(float64(m.attempt.LatencyMS) / 1000)
+	if m.err != nil {
+		a.Error = m.err.Error()
+		msg.LastError, msg.LastStatus = a.Error, a.StatusCode
+	}
+	q, dl, att, attID := o.q, o.dl, o.att, a.ID
+	var apply func(tx *store.Txn) error
+	var after func()
+	bus, source, host := o.sh.opts.Bus, "webhook:"+o.ep.ID, urlHost(o.ep.URL)
+	switch m.outcome {
+	case delivered:
+		a.Outcome = "delivered"
+		o.queue = o.queue[1:]
+		o.pending--
+		if o.meta.ConsecutiveDead != 0 {
+			o.meta.ConsecutiveDead = 0
+		}
+		o.sh.m.delivered.Inc()
+		apply = func(tx *store.Txn) error { return q.Delete(tx, msg.Seq) }
+	case gone:
+		// 410: the receiver says this endpoint is gone for good. The
+		// message stays queued, so re-enabling the endpoint resumes it.
+		a.Outcome = "disabled"
+		o.sh.m.failed.Inc()
+		reason := "the receiver answered 410 Gone"
+		o.disable(reason)
+		after = func() {
+			bus.Publish("webhook.disabled", source, host, map[string]any{"webhook_id": o.ep.ID, "reason": reason})
+		}
+		apply = func(tx *store.Txn) error { return nil }
+	default:
+		o.sh.m.failed.Inc()
+		n := msg.Attempts
+		if n <= len(o.sh.opts.Backoff) {
+			delay := jitter(o.sh.opts.Backoff[n-1])
+			if m.retryAfter > delay {
+				delay = m.retryAfter
+			}
+			msg.NextAt = at.Add(delay)
+			a.Outcome, a.NextAttemptAt = "retrying", msg.NextAt.Format(time.RFC3339Nano)
+			o.queue[0] = msg
+			apply = func(tx *store.Txn) error { return putJSON(tx, q, msg.Seq, msg) }
+			after = func() {
+				bus.Publish("webhook.delivery_failed", source, host, map[string]any{"webhook_id": o.ep.ID,
+					"message_id": msg.MsgID, "event_type": msg.Type, "attempt": n, "status_code": a.StatusCode,
+					"error": a.Error, "next_attempt_at": a.NextAttemptAt})
+			}
+			break
+		}
+		a.Outcome = "dead_lettered"
+		o.queue = o.queue[1:]
+		o.pending--
+		o.dead++
+		o.meta.ConsecutiveDead++
+		o.sh.m.dead.Inc()
+		dlv := deadLetter(msg)
+		apply = func(tx *store.Txn) error {
+			if err := q.Delete(tx, msg.Seq); err != nil {
+				return err
+			}
+			return putJSON(tx, dl, msg.Seq, dlv)
+		}
+		disableNow := o.sh.opts.DisableAfter > 0 && o.meta.ConsecutiveDead >= o.sh.opts.DisableAfter
+		reason := fmt.Sprintf("%d consecutive messages exhausted their retries", o.meta.ConsecutiveDead)
+		if disableNow {
+			o.disable(reason)
+		}
+		after = func() {
+			bus.Publish("webhook.dead_lettered", source, host, map[string]any{"webhook_id": o.ep.ID,
+				"message_id": msg.MsgID, "event_type": msg.Type, "attempts": n, "last_error": a.Error})
+			if disableNow {
+				bus.Publish("webhook.disabled", source, host, map[string]any{"webhook_id": o.ep.ID, "reason": reason})
+			}
+		}
+	}
+	o.write(op{
+		apply: func(tx *store.Txn) error {
+			if err := apply(tx); err != nil {
+				return err
+			}
+			if err := putJSON(tx, att, attID, a); err != nil {
+				return err
+			}
+			if attID > attemptsKept {
+				return att.Delete(tx, attID-attemptsKept)
+			}
+			return nil
+		},
+		done: func() {
+			o.inFlight = false
+			if after != nil {
+				after()
+			}
+		},
+	})
+}
+
+// jitter spreads d over ±20% so that endpoints failing together do not
+// retry in lockstep.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	spread := int64(d) * 2 / 5
+	if spread <= 0 {
+		return d
+	}
+	return time.Duration(int64(d) - spread/2 + rand.Int64N(spread+1))
+}
+
+func (o *outbox) disable(reason string) {
+	o.ep.Enabled = false
+	o.ep.DisabledReason = reason
+	o.sh.log.Warn().Str("webhook", o.ep.ID).Str("reason", reason).Msg("webhook endpoint disabled")
+}
+
+func (o *outbox) report() {
+	o.sys.Root.Send(o.parent, &stats{id: o.ep.ID, pending: o.pending, dead: o.dead, enabled: o.ep.Enabled,
+		disabledReason: o.ep.DisabledReason, consecutiveDead: o.meta.ConsecutiveDead})
+}
+
+func (o *outbox) reconfigure(m *reconfigure) {
+	wasEnabled := o.ep.Enabled
+	o.ep = m.ep
+	if m.setSecret || m.setHeaders {
+		if err := o.loadSecrets(); err != nil {
+			panic(err)
+		}
+	}
+	if o.ep.Enabled && !wasEnabled {
+		// Events published while the endpoint was disabled are not sent.
+		o.meta.Cursor = max(o.meta.Cursor, m.latest)
+		o.meta.ConsecutiveDead = 0
+		o.write(op{apply: func(*store.Txn) error { return nil }})
+	}
+	o.report()
+	o.kick()
+}
+
+func (o *outbox) deliveries(limit int) []Attempt {
+	out := []Attempt{}
+	_ = o.att.Scan(0, true, func(_ uint64, raw []byte) (bool, error) {
+		var a Attempt
+		if json.Unmarshal(raw, &a) == nil {
+			out = append(out, a)
+		}
+		return len(out) < limit, nil
+	})
+	return out
+}
+
+func (o *outbox) deadLetters(limit int) []DeadLetter {
+	out := []DeadLetter{}
+	_ = o.dl.Scan(0, true, func(_ uint64, raw []byte) (bool, error) {
+		var d DeadLetter
+		if json.Unmarshal(raw, &d) == nil {
+			out = append(out, d)
+		}
+		return len(out) < limit, nil
+	})
+	return out
+}
+
+// replay moves dead letters back to the tail of the outbox with their
+// attempts reset and their webhook-id kept.
+func (o *outbox) replay(c actor.Context, m *Replay) {
+	want := map[string]bool{}
+	for _, id := range m.IDs {
+		want[id] = true
+	}
+	type found struct {
+		oldSeq uint64
+		msg    *message
+	}
+	var picked []found
+	err := o.dl.Scan(0, false, func(seq uint64, raw []byte) (bool, error) {
+		var d DeadLetter
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return false, err
+		}
+		if len(want) > 0 && !want[d.MessageID] {
+			return true, nil
+		}
+		delete(want, d.MessageID)
+		picked = append(picked, found{oldSeq: seq, msg: &message{MsgID: d.MessageID, EventID: d.EventID, Type: d.EventType, Body: d.Payload}})
+		return true, nil
+	})
+	if err != nil {
+		c.Respond(err)
+		return
+	}
+	res := &ReplayResult{Replayed: len(picked)}
+	for id := range want {
+		res.Missing = append(res.Missing, id)
+	}
+	slices.Sort(res.Missing)
+	if len(m.IDs) > 0 && len(picked) == 0 {
+		c.Respond(kernel.NotFound("none of the given ids is a dead letter of webhook %s", o.ep.ID))
+		return
+	}
+	t := time.Now().UTC()
+	msgs := make([]*message, len(picked))
+	for i, p := range picked {
+		p.msg.Seq, p.msg.NextAt, p.msg.Enqueued = o.meta.NextSeq, t, t
+		o.meta.NextSeq++
+		msgs[i] = p.msg
+	}
+	o.pending += len(msgs)
+	o.dead -= len(msgs)
+	q, dl, sender := o.q, o.dl, c.Sender()
+	o.write(op{
+		apply: func(tx *store.Txn) error {
+			for i, p := range picked {
+				if err := dl.Delete(tx, p.oldSeq); err != nil {
+					return err
+				}
+				if err := putJSON(tx, q, msgs[i].Seq, msgs[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		done: func() {
+			for _, m := range msgs {
+				if o.loadedUpTo == m.Seq-1 && len(o.queue) < window {
+					o.queue = append(o.queue, m)
+					o.loadedUpTo = m.Seq
+				}
+			}
+			o.sys.Root.Send(sender, res)
+		},
+	})
+}
+
+// test sends a signed test event at once, outside the queue, whether or
+// not the endpoint is enabled (so a fixed receiver can be checked before
+// re-enabling).
+func (o *outbox) test(c actor.Context) {
+	sender, sys := c.Sender(), o.sys
+	ctx, client, url, signer, headers, ua, id := o.ctx, o.sh.client, o.ep.URL, o.signer, o.headers, o.sh.opts.UserAgent, o.ep.ID
+	go func() {
+		t := time.Now().UTC()
+		data, _ := json.Marshal(map[string]any{"webhook_id": id, "message": "This is a test event from fangd."})
+		msgID := "msg_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+		r := post(ctx, client, url, msgID, payload("webhook.test", t, data), signer, headers, ua)
+		if r.status == 0 {
+			sys.Root.Send(sender, kernel.Errorf(kernel.KindUpstream, "webhook_test_failed", "test delivery failed: %v", r.err))
+			return
+		}
+		sys.Root.Send(sender, &TestResult{Status: "sent", ResponseStatus: r.status, LatencyMS: r.latency.Milliseconds(), WebhookID: id, MessageID: msgID})
+	}()
+}
+
+// urlHost is what events say about an endpoint's URL: its host only, since
+// paths and queries may carry tokens.
+func urlHost(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Host
+	}
+	return ""
+}

@@ -1,0 +1,423 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	nethttp "net/http"
+	"strings"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/fangd/fangd/actors/mcp"
+)
+
+// MCPConfig is the POST /mcp endpoint's part of the config.
+type MCPConfig struct {
+	// Stateless serves every request without a session (no Mcp-Session-Id,
+	// GET and DELETE answer 405). Stateful (the default) gives clients
+	// that initialize a session.
+	Stateless bool
+	// SessionTimeout closes a session idle this long. The SDK notices a
+	// dead client only when it writes to it, so without this a vanished
+	// client's session would live forever.
+	SessionTimeout time.Duration
+	// MaxBodyBytes caps a POST /mcp body (protocol routes take less than
+	// the API's cap).
+	MaxBodyBytes int
+}
+
+func (s *Server) mcpRoutes() {
+	if s.deps.MCP != nil {
+		s.api("GET", "/mcp/servers", s.mcpServers)
+		s.api("POST", "/mcp/servers", s.mcpAddServer)
+		s.api("GET", "/mcp/servers/{id}", s.mcpServer)
+		s.api("PUT", "/mcp/servers/{id}", s.mcpUpdateServer)
+		s.api("DELETE", "/mcp/servers/{id}", s.mcpRemoveServer)
+		s.api("POST", "/mcp/servers/{id}/reconnect", s.mcpReconnect)
+		s.api("POST", "/mcp/servers/{id}/tools/accept", s.mcpAcceptTools)
+		s.api("GET", "/mcp/catalog", s.mcpCatalog)
+		s.api("GET", "/mcp/catalog/{id}", s.mcpCatalogEntry)
+		s.api("GET", "/mcp/health", s.mcpHealth)
+		s.api("POST", "/mcp/reload", s.mcpReload)
+	}
+	if s.deps.MCPServer != nil {
+		s.mcpEndpoint = newMCPEndpoint(s.deps.MCPServer.Server, s.cfg.MCP, s.log)
+		for _, m := range []string{"POST", "GET", "DELETE"} {
+			s.handle(m, "/mcp", s.mcpHTTP, routeOpts{})
+		}
+	}
+}
+
+func (s *Server) mcpServers(ctx *fasthttp.RequestCtx) error {
+	views, err := s.deps.MCP.Servers()
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"servers": views, "total": len(views)})
+	return nil
+}
+
+func (s *Server) mcpServer(ctx *fasthttp.RequestCtx) error {
+	v, err := s.deps.MCP.Server(pathID(ctx))
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
+// jsonBody checks the content type, emptiness and nesting depth of a JSON
+// body and returns it for a decoder with its own rules.
+func jsonBody(ctx *fasthttp.RequestCtx) ([]byte, error) {
+	if err := checkJSONContentType(ctx); err != nil {
+		return nil, err
+	}
+	body := ctx.PostBody()
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, badRequest("invalid_json", "request body is empty; a JSON object is required")
+	}
+	if jsonDepth(body) > MaxJSONDepth {
+		return nil, badRequest("json_too_deep", "JSON nesting depth exceeds the limit")
+	}
+	if !json.Valid(body) {
+		var v any
+		return nil, badRequest("invalid_json", jsonErrorMessage(json.Unmarshal(body, &v)))
+	}
+	return body, nil
+}
+
+func (s *Server) mcpAddServer(ctx *fasthttp.RequestCtx) error {
+	body, err := jsonBody(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := mcp.ParseAdd(body)
+	if err != nil {
+		return err
+	}
+	v, err := s.deps.MCP.Add(req)
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "mcp server "+v.Name+" added ("+v.Transport+", template "+orDash(v.TemplateID)+")")
+	writeJSON(ctx, fasthttp.StatusCreated, v)
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (s *Server) mcpUpdateServer(ctx *fasthttp.RequestCtx) error {
+	body, err := jsonBody(ctx)
+	if err != nil {
+		return err
+	}
+	spec, err := mcp.ParseSpec(body)
+	if err != nil {
+		return err
+	}
+	v, err := s.deps.MCP.Update(pathID(ctx), spec)
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "mcp server "+v.Name+" replaced; reconnecting")
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
+func (s *Server) mcpRemoveServer(ctx *fasthttp.RequestCtx) error {
+	id := pathID(ctx)
+	if err := s.deps.MCP.Remove(id); err != nil {
+		return err
+	}
+	auditDetails(ctx, "mcp server "+id+" removed with its credentials")
+	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "removed", "name": id})
+	return nil
+}
+
+// mcpReconnect answers {id, status, tool_count} when the server came back,
+// and 502 with the same fields and the error when it did not.
+func (s *Server) mcpReconnect(ctx *fasthttp.RequestCtx) error {
+	r, err := s.deps.MCP.Reconnect(pathID(ctx))
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "mcp server "+r.ID+" reconnect: "+r.Status)
+	if r.Status == mcp.StatusConnected || r.Status == mcp.StatusDisabled {
+		writeJSON(ctx, fasthttp.StatusOK, r)
+		return nil
+	}
+	writeJSON(ctx, fasthttp.StatusBadGateway, map[string]any{
+		"id": r.ID, "status": r.Status, "tool_count": r.ToolCount,
+		"error": "mcp server " + r.ID + " did not reconnect: " + r.Error, "code": "mcp_connect_failed",
+		"request_id": requestID(ctx),
+	})
+	return nil
+}
+
+type acceptBody struct {
+	Tools []string `json:"tools"`
+}
+
+func (s *Server) mcpAcceptTools(ctx *fasthttp.RequestCtx) error {
+	var body acceptBody
+	if len(bytes.TrimSpace(ctx.PostBody())) > 0 {
+		if err := decodeJSON(ctx, &body); err != nil {
+			return err
+		}
+	}
+	r, err := s.deps.MCP.AcceptTools(pathID(ctx), body.Tools)
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "mcp server "+r.ID+" tools accepted: "+strings.Join(r.Accepted, ","))
+	writeJSON(ctx, fasthttp.StatusOK, r)
+	return nil
+}
+
+func (s *Server) mcpCatalog(ctx *fasthttp.RequestCtx) error {
+	entries, err := s.deps.MCP.Catalog()
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"entries": entries, "count": len(entries)})
+	return nil
+}
+
+func (s *Server) mcpCatalogEntry(ctx *fasthttp.RequestCtx) error {
+	e, err := s.deps.MCP.CatalogEntry(pathID(ctx))
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, e)
+	return nil
+}
+
+func (s *Server) mcpHealth(ctx *fasthttp.RequestCtx) error {
+	h, err := s.deps.MCP.Health()
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, h)
+	return nil
+}
+
+func (s *Server) mcpReload(ctx *fasthttp.RequestCtx) error {
+	r, err := s.deps.MCP.Reload()
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "mcp reloaded: added "+strings.Join(r.Added, ",")+"; removed "+strings.Join(r.Removed, ",")+"; reconnected "+strings.Join(r.Reconnected, ","))
+	writeJSON(ctx, fasthttp.StatusOK, r)
+	return nil
+}
+
+// ---- POST /mcp: fangd as an MCP server ----
+
+// mcpEndpoint mounts the SDK's streamable HTTP handlers on fasthttp. Three
+// handlers share one MCP server: stateful (sessions), stateless (the
+// 2026-07-28 protocol, and everything in stateless mode), and a plain
+// JSON-RPC bridge that answers application/json to clients that do not
+// speak streamable HTTP (no text/event-stream in Accept, no initialize),
+// like the seed's bare tools/list POST.
+type mcpEndpoint struct {
+	cfg       MCPConfig
+	stateful  fasthttp.RequestHandler
+	stateless fasthttp.RequestHandler
+	plain     fasthttp.RequestHandler
+}
+
+func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger) *mcpEndpoint {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 10 * time.Minute
+	}
+	slogger := slog.New(zerolog.NewSlogHandler(log.With().Str("component", "mcp-sdk").Logger().Level(zerolog.WarnLevel)))
+	get := func(*nethttp.Request) *sdk.Server { return srv }
+	mk := func(stateless, jsonResponse bool) fasthttp.RequestHandler {
+		return fasthttpadaptor.NewFastHTTPHandler(ownContext(sdk.NewStreamableHTTPHandler(get, &sdk.StreamableHTTPOptions{
+			Stateless: stateless, JSONResponse: jsonResponse, Logger: slogger,
+			SessionTimeout: cfg.SessionTimeout, MaxRequestBodyBytes: int64(cfg.MaxBodyBytes),
+		})))
+	}
+	return &mcpEndpoint{cfg: cfg, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}
+}
+
+// ownContext gives the SDK a context of its own instead of the one
+// fasthttpadaptor passes, which is the *fasthttp.RequestCtx itself: the SDK
+// keeps a session's context (values included) beyond the request that
+// opened it, and fasthttp recycles the RequestCtx for the next request on
+// the connection, so later lookups would read another request's values
+// (the race detector catches it). Only the local address is carried over,
+// read while the request is still ours.
+func ownContext(h nethttp.Handler) nethttp.Handler {
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		ctx := context.WithValue(context.Background(), nethttp.LocalAddrContextKey, r.Context().Value(nethttp.LocalAddrContextKey))
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// mcpHTTP runs after the chain has rate-limited, authenticated and will
+// audit the request.
+func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
+	e := s.mcpEndpoint
+	h := &ctx.Request.Header
+	// The exposer trusts these: only we may set them.
+	h.Del(mcp.HeaderActor)
+	h.Del(mcp.HeaderSourceIP)
+	actor, _ := ctx.UserValue(userActor).(string)
+	h.Set(mcp.HeaderActor, actor)
+	h.Set(mcp.HeaderSourceIP, clientIP(ctx).String())
+	// Trap 1: without the local address on the request, the SDK's DNS
+	// rebinding protection (403 for a non-loopback Host on a loopback
+	// listener) is silently off.
+	ctx.SetUserValue(nethttp.LocalAddrContextKey, ctx.LocalAddr())
+	if !ctx.IsPost() {
+		if e.cfg.Stateless {
+			e.stateless(ctx)
+		} else {
+			e.stateful(ctx)
+		}
+		return nil
+	}
+	body := ctx.PostBody()
+	if len(body) > e.cfg.MaxBodyBytes {
+		return &apiError{fasthttp.StatusRequestEntityTooLarge, "body_too_large", "MCP request body exceeds the limit"}
+	}
+	if rpcErr := checkJSONRPC(body); rpcErr != nil {
+		writeRPCError(ctx, rpcErr)
+		return nil
+	}
+	defer rpcErrorBody(ctx, body)
+	// The SDK adds its own Cache-Control; keep the one API value.
+	defer ctx.Response.Header.Set("Cache-Control", "no-store")
+	accept := strings.ToLower(string(h.Peek("Accept")))
+	switch {
+	case !strings.Contains(accept, "text/event-stream"):
+		// Trap 3: the SDK answers 400 to an Accept without both types and
+		// keeps a bare tools/list for stateless mode; a plain JSON-RPC
+		// client gets a stateless exchange answered in JSON.
+		h.Set("Accept", "application/json, text/event-stream")
+		e.plain(ctx)
+	case e.cfg.Stateless:
+		e.stateless(ctx)
+	case len(h.Peek("Mcp-Session-Id")) > 0 || isInitialize(body):
+		e.stateful(ctx)
+	default:
+		// No session and no initialize: a 2026-07-28 (stateless protocol)
+		// request, or a session-less call; the stateful handler would
+		// refuse both.
+		e.stateless(ctx)
+	}
+	return nil
+}
+
+type rpcError struct {
+	code int
+	msg  string
+}
+
+// checkJSONRPC refuses a body that is not JSON (-32700) or not a JSON-RPC
+// message or batch (-32600), answering with a JSON-RPC error object rather
+// than the SDK's plain-text 400.
+func checkJSONRPC(body []byte) *rpcError {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || !json.Valid(body) {
+		return &rpcError{-32700, "Parse error: the body is not valid JSON"}
+	}
+	if jsonDepth(body) > MaxJSONDepth {
+		return &rpcError{-32600, "Invalid Request: JSON nesting is too deep"}
+	}
+	var msgs []map[string]json.RawMessage
+	if body[0] == '[' {
+		if json.Unmarshal(body, &msgs) != nil || len(msgs) == 0 {
+			return &rpcError{-32600, "Invalid Request: a batch must be a non-empty array of JSON-RPC objects"}
+		}
+	} else {
+		var one map[string]json.RawMessage
+		if json.Unmarshal(body, &one) != nil {
+			return &rpcError{-32600, "Invalid Request: expected a JSON-RPC object"}
+		}
+		msgs = append(msgs, one)
+	}
+	for _, m := range msgs {
+		if string(m["jsonrpc"]) != `"2.0"` {
+			return &rpcError{-32600, `Invalid Request: "jsonrpc" must be "2.0"`}
+		}
+		_, hasMethod := m["method"]
+		_, hasResult := m["result"]
+		_, hasError := m["error"]
+		if !hasMethod && !hasResult && !hasError {
+			return &rpcError{-32600, "Invalid Request: no method"}
+		}
+	}
+	return nil
+}
+
+// rpcErrorBody turns the SDK's plain-text 400 for a request it refuses
+// (an unknown method, a malformed request) into a JSON-RPC error object:
+// -32601 with the request's id for an unknown method (HTTP 200, as
+// LibreFang answers), -32600 otherwise.
+func rpcErrorBody(ctx *fasthttp.RequestCtx, body []byte) {
+	if ctx.Response.StatusCode() != fasthttp.StatusBadRequest ||
+		!strings.HasPrefix(string(ctx.Response.Header.ContentType()), "text/plain") || ctx.Response.IsBodyStream() {
+		return
+	}
+	msg := strings.TrimSpace(string(ctx.Response.Body()))
+	var one struct {
+		ID json.RawMessage `json:"id"`
+	}
+	_ = json.Unmarshal(body, &one)
+	id := any(nil)
+	if len(one.ID) > 0 {
+		id = one.ID
+	}
+	status, code := fasthttp.StatusBadRequest, -32600
+	if strings.HasPrefix(msg, "JSON RPC not handled") {
+		status, code = fasthttp.StatusOK, -32601
+		msg = "Method not found: " + strings.TrimPrefix(msg, "JSON RPC not handled: ")
+	}
+	ctx.Response.ResetBody()
+	writeJSON(ctx, status, map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{"code": code, "message": msg}})
+}
+
+func writeRPCError(ctx *fasthttp.RequestCtx, e *rpcError) {
+	writeJSON(ctx, fasthttp.StatusBadRequest, map[string]any{
+		"jsonrpc": "2.0", "id": nil,
+		"error": map[string]any{"code": e.code, "message": e.msg},
+	})
+}
+
+func isInitialize(body []byte) bool {
+	var one struct {
+		Method string `json:"method"`
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) > 0 && body[0] == '[' {
+		var many []struct {
+			Method string `json:"method"`
+		}
+		if json.Unmarshal(body, &many) != nil {
+			return false
+		}
+		for _, m := range many {
+			if m.Method == "initialize" {
+				return true
+			}
+		}
+		return false
+	}
+	return json.Unmarshal(body, &one) == nil && one.Method == "initialize"
+}

@@ -1,0 +1,613 @@
+package http
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	nethttp "net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/logs"
+	"github.com/fangd/fangd/actors/mcp"
+	"github.com/fangd/fangd/actors/mcp/mcptest"
+	"github.com/fangd/fangd/store"
+)
+
+type mcpServer struct {
+	*Server
+	url       string
+	audit     *audit.Log
+	m         *mcp.Manager
+	workspace string
+}
+
+type mcpSetup struct {
+	cfg    func(*Config)
+	expose func(*mcp.ExposerOptions)
+}
+
+func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
+	t.Helper()
+	home := t.TempDir()
+	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault, err := store.OpenVault(db, home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := kernel.New(zerolog.Nop())
+	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mcp.Start(k, db, vault, al, mcp.Options{Home: home, Version: "test", StopGrace: 300 * time.Millisecond,
+		Backoff: kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 50, Window: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := filepath.Join(home, "workspace")
+	if err := os.MkdirAll(filepath.Join(ws, "docs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ws, "docs", "hello.txt"), []byte("hello workspace"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "outside.txt"), []byte("secret outside"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	xo := mcp.ExposerOptions{Workspace: ws, Audit: al, Manager: m, Version: "test"}
+	if setup.expose != nil {
+		setup.expose(&xo)
+	}
+	x := mcp.NewExposer(xo)
+	cfg := DefaultConfig()
+	cfg.APIKey = testKey
+	cfg.Version = "test"
+	cfg.RateLimitPerMinute = 0
+	if setup.cfg != nil {
+		setup.cfg(&cfg)
+	}
+	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(10), MCP: m, MCPServer: x})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		x.Close()
+		k.Shutdown(ctx)
+		db.Close()
+	})
+	return &mcpServer{Server: s, url: "http://" + ln.Addr().String(), audit: al, m: m, workspace: ws}
+}
+
+// api calls the REST API with the key.
+func (s *mcpServer) api(t *testing.T, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := nethttp.NewRequest(method, s.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := nethttp.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var out map[string]any
+	if len(raw) > 0 && json.Unmarshal(raw, &out) != nil {
+		t.Fatalf("%s %s answered non-JSON %q", method, path, raw)
+	}
+	return res.StatusCode, out
+}
+
+// rpc posts a raw JSON-RPC body the way a plain client does.
+func (s *mcpServer) rpc(t *testing.T, body string, header map[string]string) (int, map[string]any) {
+	t.Helper()
+	req, _ := nethttp.NewRequest("POST", s.url+"/mcp", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	res, err := nethttp.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("POST /mcp answered %d %s: %q", res.StatusCode, ct, raw)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("POST /mcp answered %q", raw)
+	}
+	return res.StatusCode, out
+}
+
+// peer is a Go SDK MCP server on loopback, to be proxied.
+func peer(t *testing.T) string {
+	t.Helper()
+	srv := sdk.NewServer(&sdk.Implementation{Name: "peer", Version: "1"}, nil)
+	type in struct {
+		Message string `json:"message"`
+	}
+	sdk.AddTool(srv, &sdk.Tool{Name: "shout", Description: "Upper-cases the message"}, func(ctx context.Context, req *sdk.CallToolRequest, a in) (*sdk.CallToolResult, any, error) {
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: strings.ToUpper(a.Message)}}}, nil, nil
+	})
+	hs := httptest.NewServer(sdk.NewStreamableHTTPHandler(func(*nethttp.Request) *sdk.Server { return srv }, nil))
+	// fangd's session holds a streaming GET open; cut it so Close returns.
+	t.Cleanup(func() { hs.CloseClientConnections(); hs.Close() })
+	return hs.URL
+}
+
+func (s *mcpServer) addPeer(t *testing.T, name, url string) {
+	t.Helper()
+	code, body := s.api(t, "POST", "/api/mcp/servers", `{"name":"`+name+`","transport":{"type":"http","url":"`+url+`"}}`)
+	if code != 201 {
+		t.Fatalf("add peer: %d %v", code, body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, b := s.api(t, "GET", "/api/mcp/servers/"+name, ""); b["connected"] == true {
+			// The exposer follows the tool set asynchronously.
+			for time.Now().Before(deadline) {
+				if _, l := s.rpc(t, `{"jsonrpc":"2.0","id":9,"method":"tools/list"}`, nil); strings.Contains(toJSON(l), "mcp_"+name+"_") {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("peer %s never connected", name)
+}
+
+func toJSON(v any) string {
+	raw, _ := json.Marshal(v)
+	return string(raw)
+}
+
+// The seed's example: a bare tools/list POST with no initialize and no
+// special Accept gets a plain JSON-RPC response.
+func TestMCPPlainJSONRPCLikeTheSeed(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{})
+	s.addPeer(t, "peer", peer(t))
+	code, body := s.rpc(t, `{"jsonrpc":"2.0","method":"tools/list","id":1}`, nil)
+	if code != 200 || body["id"] != float64(1) || body["jsonrpc"] != "2.0" {
+		t.Fatalf("tools/list: %d %v", code, body)
+	}
+	names := map[string]bool{}
+	for _, tl := range body["result"].(map[string]any)["tools"].([]any) {
+		tm := tl.(map[string]any)
+		names[tm["name"].(string)] = true
+		if _, ok := tm["inputSchema"]; !ok {
+			t.Fatalf("tool without inputSchema: %v", tm)
+		}
+	}
+	for _, want := range []string{"file_read", "file_list", "audit_recent", "mcp_peer_shout"} {
+		if !names[want] {
+			t.Errorf("tools/list lacks %s: %v", want, names)
+		}
+	}
+	if names["agent_send"] || names["comms_events"] || names["channel_send"] || names["approval_request"] {
+		t.Errorf("tools listed whose backends are not wired: %v", names)
+	}
+
+	// A built-in call, a traversal attempt, a proxied call.
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"file_read","arguments":{"path":"docs/hello.txt"}}}`, nil)
+	if !strings.Contains(toJSON(body["result"]), "hello workspace") {
+		t.Fatalf("file_read: %v", body)
+	}
+	for _, p := range []string{"../outside.txt", "/etc/passwd", "docs/../../outside.txt"} {
+		_, body = s.rpc(t, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"file_read","arguments":{"path":"`+p+`"}}}`, nil)
+		r, _ := body["result"].(map[string]any)
+		if r == nil || r["isError"] != true || strings.Contains(toJSON(body), "secret outside") {
+			t.Fatalf("traversal %q was not refused: %v", p, body)
+		}
+	}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"mcp_peer_shout","arguments":{"message":"hey"}}}`, nil)
+	if !strings.Contains(toJSON(body["result"]), "HEY") {
+		t.Fatalf("proxied call: %v", body)
+	}
+
+	// Errors are JSON-RPC error objects.
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}`, nil)
+	if e, _ := body["error"].(map[string]any); e == nil || e["code"] != float64(-32602) {
+		t.Fatalf("unknown tool: %v", body)
+	}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":6,"method":"no/such/method"}`, nil)
+	if e, _ := body["error"].(map[string]any); e == nil || e["code"] != float64(-32601) {
+		t.Fatalf("unknown method: %v", body)
+	}
+	code, body = s.rpc(t, `{"jsonrpc":"2.0","id":7,`, nil)
+	if e, _ := body["error"].(map[string]any); code != 400 || e == nil || e["code"] != float64(-32700) {
+		t.Fatalf("malformed JSON: %d %v", code, body)
+	}
+	code, body = s.rpc(t, `{"id":8,"method":"tools/list"}`, nil)
+	if e, _ := body["error"].(map[string]any); code != 400 || e == nil || e["code"] != float64(-32600) {
+		t.Fatalf("not JSON-RPC: %d %v", code, body)
+	}
+
+	// Every call is audited with the arguments hashed, never shown.
+	args := `{"message":"hey"}`
+	sum := sha256.Sum256([]byte(args))
+	rec, err := s.audit.Recent(200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found, leaked bool
+	for _, raw := range rec.Entries {
+		var e audit.Entry
+		json.Unmarshal(raw, &e)
+		if e.EventType == "tool_invoked" && strings.Contains(e.Details, "server=peer tool=shout outcome=ok") &&
+			strings.Contains(e.Details, "args_sha256="+hex.EncodeToString(sum[:])) && e.Actor == "api_key" && e.SourceIP == "127.0.0.1" {
+			found = true
+		}
+		if strings.Contains(string(raw), `"hey"`) || strings.Contains(string(raw), "docs/hello.txt") {
+			leaked = true
+		}
+	}
+	if !found || leaked {
+		t.Fatalf("audit: found=%v leaked=%v", found, leaked)
+	}
+}
+
+// hostRewriter is an http.RoundTripper that records statuses and can
+// forge the Host header (a DNS-rebinding attack reaches a loopback
+// listener under a foreign name).
+type hostRewriter struct {
+	host   string
+	key    string
+	status atomic.Int32
+}
+
+func (h *hostRewriter) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) {
+	r = r.Clone(r.Context())
+	if h.host != "" {
+		r.Host = h.host
+	}
+	if h.key != "" {
+		r.Header.Set("Authorization", "Bearer "+h.key)
+	}
+	res, err := nethttp.DefaultTransport.RoundTrip(r)
+	if err == nil {
+		h.status.Store(int32(res.StatusCode))
+	}
+	return res, err
+}
+
+func goClient(t *testing.T, url string, rt *hostRewriter, version string) (*sdk.ClientSession, error) {
+	t.Helper()
+	c := sdk.NewClient(&sdk.Implementation{Name: "go-test-client", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var opts *sdk.ClientSessionOptions
+	if version != "" {
+		opts = &sdk.ClientSessionOptions{ProtocolVersion: version}
+	}
+	return c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: url + "/mcp", HTTPClient: &nethttp.Client{Transport: rt}, MaxRetries: -1}, opts)
+}
+
+// The Go SDK client, in both eras: the 2026-07-28 stateless protocol
+// (server/discover, no session) and the 2025-11-25 session protocol.
+func TestMCPGoSDKClientBothEras(t *testing.T) {
+	for _, stateless := range []bool{false, true} {
+		name := map[bool]string{false: "stateful", true: "stateless"}[stateless]
+		t.Run(name, func(t *testing.T) {
+			s := newMCPServer(t, mcpSetup{cfg: func(c *Config) { c.MCP.Stateless = stateless }})
+			s.addPeer(t, "peer", peer(t))
+			for _, version := range []string{"", "2025-11-25", "2025-06-18"} {
+				cs, err := goClient(t, s.url, &hostRewriter{key: testKey}, version)
+				if err != nil {
+					t.Fatalf("connect (%q): %v", version, err)
+				}
+				got := cs.InitializeResult().ProtocolVersion
+				want := version
+				if want == "" {
+					want = "2026-07-28"
+				}
+				if got != want {
+					t.Errorf("negotiated %s, want %s", got, want)
+				}
+				if sid := cs.ID(); (sid != "") != (!stateless && version != "") {
+					t.Errorf("%s, version %q: session id %q", name, version, sid)
+				}
+				ctx := context.Background()
+				lr, err := cs.ListTools(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(lr.Tools) < 4 {
+					t.Fatalf("tools: %d", len(lr.Tools))
+				}
+				res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "file_list", Arguments: map[string]any{"path": "docs"}})
+				if err != nil || !strings.Contains(res.Content[0].(*sdk.TextContent).Text, "hello.txt") {
+					t.Fatalf("file_list: %v %v", res, err)
+				}
+				res, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "mcp_peer_shout", Arguments: map[string]any{"message": "go"}})
+				if err != nil || res.Content[0].(*sdk.TextContent).Text != "GO" {
+					t.Fatalf("proxied: %v %v", res, err)
+				}
+				cs.Close()
+			}
+		})
+	}
+}
+
+func TestMCPHostRebindingAndAuth(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{})
+	rt := &hostRewriter{key: testKey, host: "evil.example.com"}
+	if _, err := goClient(t, s.url, rt, "2025-11-25"); err == nil {
+		t.Fatal("a foreign Host header was accepted on a loopback listener")
+	}
+	if rt.status.Load() != 403 {
+		t.Fatalf("rebinding attempt got %d, want 403", rt.status.Load())
+	}
+	rt = &hostRewriter{}
+	if _, err := goClient(t, s.url, rt, ""); err == nil {
+		t.Fatal("an unauthenticated client connected")
+	}
+	if rt.status.Load() != 401 {
+		t.Fatalf("unauthenticated call got %d, want 401", rt.status.Load())
+	}
+	rt = &hostRewriter{key: testKey, host: "localhost"}
+	if cs, err := goClient(t, s.url, rt, "2025-11-25"); err != nil {
+		t.Fatalf("localhost Host refused: %v", err)
+	} else {
+		cs.Close()
+	}
+}
+
+type mcpFakeAgents struct{}
+
+func (mcpFakeAgents) ToolFilter(_ context.Context, agent string) (func(string) bool, error) {
+	if agent != "reader" {
+		return nil, kernel.NotFound("agent %s not found", agent)
+	}
+	return func(tool string) bool { return tool == "file_list" || tool == "agent_send" }, nil
+}
+
+type mcpFakeMessenger struct{}
+
+type mcpFakeChannels struct{}
+
+func (mcpFakeChannels) SendToChannel(_ context.Context, from, channel, chat, msg string) (string, error) {
+	if channel != "tg" {
+		return "", kernel.NotFound("channel %s not found", channel)
+	}
+	return "queued " + msg + " for " + channel + ":" + chat + " from " + from, nil
+}
+
+func (mcpFakeMessenger) SendToAgent(_ context.Context, from, to, msg string) (string, error) {
+	if to != "helper" {
+		return "", kernel.NotFound("agent %s not found", to)
+	}
+	return "helper got " + msg + " from " + from, nil
+}
+
+type mcpFakeEvents struct{}
+
+func (mcpFakeEvents) RecentEvents(_ context.Context, limit int) ([]map[string]any, error) {
+	return []map[string]any{{"id": 2, "type": "message.routed"}, {"id": 1, "type": "agent.spawned"}}[:min(limit, 2)], nil
+}
+
+// X-Fangd-Agent-Id restricts the list and the calls to the agent's tools.
+func TestMCPAgentRestrictionAndAgentTools(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{expose: func(o *mcp.ExposerOptions) {
+		o.Agents, o.Messenger, o.Events, o.Channels = mcpFakeAgents{}, mcpFakeMessenger{}, mcpFakeEvents{}, mcpFakeChannels{}
+	}})
+	_, body := s.rpc(t, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil)
+	all := toJSON(body)
+	if !strings.Contains(all, `"agent_send"`) || !strings.Contains(all, `"comms_events"`) || !strings.Contains(all, `"channel_send"`) {
+		t.Fatalf("wired agent tools are missing: %s", all)
+	}
+	hdr := map[string]string{mcp.HeaderAgentID: "reader"}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, hdr)
+	var names []string
+	for _, tl := range body["result"].(map[string]any)["tools"].([]any) {
+		names = append(names, tl.(map[string]any)["name"].(string))
+	}
+	if strings.Join(names, ",") != "agent_send,file_list" {
+		t.Fatalf("restricted list: %v", names)
+	}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"file_read","arguments":{"path":"docs/hello.txt"}}}`, hdr)
+	if e, _ := body["error"].(map[string]any); e == nil || e["code"] != float64(mcp.CodeToolDenied) {
+		t.Fatalf("a tool outside the agent's list was callable: %v", body)
+	}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"agent_send","arguments":{"agent_id":"helper","message":"ping"}}}`, hdr)
+	if !strings.Contains(toJSON(body), "helper got ping from agent:reader") {
+		t.Fatalf("agent_send: %v", body)
+	}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"channel_send","arguments":{"channel":"tg","chat_id":"42","message":"hi"}}}`, nil)
+	if !strings.Contains(toJSON(body), "queued hi for tg:42 from mcp") {
+		t.Fatalf("channel_send: %v", body)
+	}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":4,"method":"tools/list"}`, map[string]string{mcp.HeaderAgentID: "ghost"})
+	if e, _ := body["error"].(map[string]any); e == nil || e["code"] != float64(mcp.CodeIdentity) {
+		t.Fatalf("unknown agent: %v", body)
+	}
+	_, body = s.rpc(t, `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"comms_events","arguments":{"limit":1}}}`, nil)
+	if !strings.Contains(toJSON(body), "message.routed") || strings.Contains(toJSON(body), "agent.spawned") {
+		t.Fatalf("comms_events: %v", body)
+	}
+	// A spoofed internal header is overwritten by the HTTP layer.
+	_, _ = s.rpc(t, `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"file_list","arguments":{}}}`, map[string]string{mcp.HeaderActor: "admin", mcp.HeaderSourceIP: "8.8.8.8"})
+	rec, _ := s.audit.Recent(50)
+	for _, raw := range rec.Entries {
+		if strings.Contains(string(raw), "8.8.8.8") || strings.Contains(string(raw), `"actor":"admin"`) {
+			t.Fatalf("a client forged the audited identity: %s", raw)
+		}
+	}
+}
+
+// The official TypeScript SDK client against POST /mcp in both modes.
+func TestMCPNodeSDKClient(t *testing.T) {
+	peers := mcptest.NPM(t)
+	script := peers.Script(t, "mcp-client.mjs")
+	for _, stateless := range []bool{false, true} {
+		name := map[bool]string{false: "stateful", true: "stateless"}[stateless]
+		t.Run(name, func(t *testing.T) {
+			s := newMCPServer(t, mcpSetup{cfg: func(c *Config) { c.MCP.Stateless = stateless }})
+			s.addPeer(t, "peer", peer(t))
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, peers.Node, script, s.url+"/mcp", testKey,
+				"file_read", `{"path":"docs/hello.txt"}`, "mcp_peer_shout", `{"message":"node"}`).Output()
+			if err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					t.Fatalf("node client: %v: %s %s", err, out, ee.Stderr)
+				}
+				t.Fatal(err)
+			}
+			var r struct {
+				SessionID *string `json:"sessionId"`
+				Server    struct {
+					Name string `json:"name"`
+				} `json:"server"`
+				Tools   []string `json:"tools"`
+				Builtin struct {
+					Text    string `json:"text"`
+					IsError bool   `json:"isError"`
+				} `json:"builtin"`
+				Proxied struct {
+					Text string `json:"text"`
+				} `json:"proxied"`
+			}
+			if err := json.Unmarshal(out, &r); err != nil {
+				t.Fatalf("node client printed %q", out)
+			}
+			if r.Server.Name != "fangd" || r.Builtin.Text != "hello workspace" || r.Builtin.IsError || r.Proxied.Text != "NODE" {
+				t.Fatalf("node client saw %s", out)
+			}
+			if (r.SessionID != nil && *r.SessionID != "") == stateless {
+				t.Fatalf("%s mode: session id %v", name, r.SessionID)
+			}
+		})
+	}
+}
+
+func TestMCPRestEndpoints(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{})
+	url := peer(t)
+	// The seed's flat form.
+	code, body := s.api(t, "POST", "/api/mcp/servers", `{"name":"flat","transport":"http","url":"`+url+`"}`)
+	if code != 201 || body["name"] != "flat" || body["transport"] != "http" || body["url"] != url {
+		t.Fatalf("flat add: %d %v", code, body)
+	}
+	code, body = s.api(t, "POST", "/api/mcp/servers", `{"name":"flat","transport":{"type":"http","url":"`+url+`"}}`)
+	if code != 409 || body["code"] != "conflict" {
+		t.Fatalf("duplicate: %d %v", code, body)
+	}
+	for _, bad := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"template_id":"no-such"}`, 404, "not found"},
+		{`{"template_id":"github","credentials":{}}`, 400, "GITHUB_PERSONAL_ACCESS_TOKEN"},
+		{`{"name":"x","transport":{"type":"telnet"}}`, 400, "telnet"},
+		{`{"name":"x","transport":{"type":"stdio","command":"no-such-binary-fangd"}}`, 400, "command not found"},
+		{`{"name":"x","transport":{"type":"stdio","command":"/bin/sh"},"bogus":1}`, 400, "bogus"},
+		{`not json`, 400, "malformed"},
+	} {
+		code, body = s.api(t, "POST", "/api/mcp/servers", bad.body)
+		if code != bad.code || !strings.Contains(strings.ToLower(toJSON(body["error"])), strings.ToLower(bad.want)) {
+			t.Errorf("%s: %d %v", bad.body, code, body)
+		}
+	}
+	req, _ := nethttp.NewRequest("POST", s.url+"/api/mcp/servers", strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	req.Header.Set("Content-Type", "text/plain")
+	if res, _ := nethttp.DefaultClient.Do(req); res.StatusCode != 415 {
+		t.Fatalf("wrong content type: %d", res.StatusCode)
+	}
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, body = s.api(t, "GET", "/api/mcp/servers", "")
+		servers := body["servers"].([]any)
+		if len(servers) == 1 && servers[0].(map[string]any)["connected"] == true {
+			srv := servers[0].(map[string]any)
+			if body["total"] != float64(1) || !strings.Contains(toJSON(srv["tools"]), `"name":"mcp_flat_shout"`) {
+				t.Fatalf("list: %v", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never connected: %v", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, body = s.api(t, "POST", "/api/mcp/servers/flat/reconnect", "")
+	if code != 200 || body["id"] != "flat" || body["status"] != "connected" || body["tool_count"] != float64(1) {
+		t.Fatalf("reconnect: %d %v", code, body)
+	}
+	code, body = s.api(t, "PUT", "/api/mcp/servers/flat", `{"transport":{"type":"http","url":"`+url+`"},"headers":["X-Token: abc"],"timeout_secs":5}`)
+	if code != 200 || body["timeout_secs"] != float64(5) || toJSON(body["headers"]) != `["X-Token: ***"]` {
+		t.Fatalf("put: %d %v", code, body)
+	}
+	if code, _ = s.api(t, "GET", "/api/mcp/servers/nope", ""); code != 404 {
+		t.Fatalf("unknown server: %d", code)
+	}
+	code, body = s.api(t, "GET", "/api/mcp/health", "")
+	if code != 200 || body["count"] != float64(1) || body["status"] == nil {
+		t.Fatalf("health: %d %v", code, body)
+	}
+	h0 := body["health"].([]any)[0].(map[string]any)
+	for _, k := range []string{"id", "status", "tool_count", "last_ok", "last_error", "consecutive_failures", "reconnect_attempts", "connected_since", "tools_changed"} {
+		if _, ok := h0[k]; !ok {
+			t.Errorf("health entry lacks %s: %v", k, h0)
+		}
+	}
+	code, body = s.api(t, "GET", "/api/mcp/catalog", "")
+	if code != 200 || body["count"].(float64) < 15 {
+		t.Fatalf("catalog: %d %v", code, body)
+	}
+	code, body = s.api(t, "GET", "/api/v1/mcp/catalog/github", "")
+	if code != 200 || body["id"] != "github" || body["installed"] != false || body["required_env"] == nil {
+		t.Fatalf("catalog entry: %d %v", code, body)
+	}
+	code, body = s.api(t, "POST", "/api/mcp/reload", "")
+	if code != 200 || body["status"] != "reloaded" {
+		t.Fatalf("reload: %d %v", code, body)
+	}
+	code, body = s.api(t, "POST", "/api/mcp/servers/flat/tools/accept", "")
+	if code != 200 || toJSON(body["accepted"]) != "[]" {
+		t.Fatalf("accept with nothing changed: %d %v", code, body)
+	}
+	code, body = s.api(t, "DELETE", "/api/mcp/servers/flat", "")
+	if code != 200 || body["status"] != "removed" {
+		t.Fatalf("delete: %d %v", code, body)
+	}
+	if code, _ = s.api(t, "DELETE", "/api/mcp/servers/flat", ""); code != 404 {
+		t.Fatalf("second delete: %d", code)
+	}
+}

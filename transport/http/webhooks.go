@@ -1,0 +1,334 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/webhook"
+)
+
+func (s *Server) webhookRoutes() {
+	// Event webhooks (the seed's {event_type, url, secret}).
+	s.api("GET", "/webhooks/events", s.listEventWebhooks)
+	s.api("POST", "/webhooks/events", s.createEventWebhook)
+	s.api("PUT", "/webhooks/events/{id}", s.updateEventWebhook)
+	s.api("DELETE", "/webhooks/events/{id}", s.deleteEventWebhook)
+	// Outbound webhooks ({name, url, events, ...}).
+	s.api("GET", "/webhooks", s.listWebhooks)
+	s.api("POST", "/webhooks", s.createWebhook)
+	s.api("GET", "/webhooks/{id}", s.getWebhook)
+	s.api("PUT", "/webhooks/{id}", s.updateWebhook)
+	s.api("DELETE", "/webhooks/{id}", s.deleteWebhook)
+	// Delivery state, for both kinds.
+	s.api("POST", "/webhooks/{id}/test", s.testWebhook)
+	s.api("GET", "/webhooks/{id}/deliveries", s.webhookDeliveries)
+	s.api("GET", "/webhooks/{id}/dead-letters", s.webhookDeadLetters)
+	s.api("POST", "/webhooks/{id}/replay", s.replayWebhook)
+}
+
+func (s *Server) engine() (*webhook.Engine, error) {
+	if s.deps.Webhooks == nil {
+		return nil, kernel.Unavailable("the webhook engine is not running")
+	}
+	return s.deps.Webhooks, nil
+}
+
+// urlHost is what audit entries say about a URL: its host only (paths and
+// queries may carry tokens).
+func urlHost(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return "(invalid url)"
+}
+
+// eventWebhookBody is the seed's shape; LibreFang's handler takes
+// "events" instead of "event_type", so both are accepted.
+type eventWebhookBody struct {
+	EventType *string   `json:"event_type"`
+	Events    *[]string `json:"events"`
+	URL       *string   `json:"url"`
+	Secret    *string   `json:"secret"`
+	Enabled   *bool     `json:"enabled"`
+}
+
+func (b *eventWebhookBody) patch() (webhook.Patch, error) {
+	p := webhook.Patch{URL: b.URL, Secret: b.Secret, Enabled: b.Enabled, Events: b.Events}
+	if b.EventType != nil {
+		if b.Events != nil {
+			return p, badRequest("invalid_input", `give "event_type" or "events", not both`)
+		}
+		p.Events = &[]string{*b.EventType}
+	}
+	return p, nil
+}
+
+func (s *Server) listEventWebhooks(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	views, err := e.List(webhook.KindEvent)
+	if err != nil {
+		return err
+	}
+	// LibreFang answers a bare array here.
+	writeJSON(ctx, fasthttp.StatusOK, views)
+	return nil
+}
+
+func (s *Server) createEventWebhook(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	var b eventWebhookBody
+	if err := decodeJSON(ctx, &b); err != nil {
+		return err
+	}
+	if b.EventType == nil && b.Events == nil {
+		return badRequest("invalid_input", `"event_type" is required (a type such as "agent.spawned", a prefix "agent.*", or "*")`)
+	}
+	p, err := b.patch()
+	if err != nil {
+		return err
+	}
+	rc, cancel := reqContext()
+	defer cancel()
+	v, err := e.Create(rc, webhook.KindEvent, p)
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "event webhook "+v.ID+" created for "+urlHost(v.URL))
+	writeJSON(ctx, fasthttp.StatusCreated, v)
+	return nil
+}
+
+func (s *Server) updateEventWebhook(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	var b eventWebhookBody
+	if err := decodeJSON(ctx, &b); err != nil {
+		return err
+	}
+	p, err := b.patch()
+	if err != nil {
+		return err
+	}
+	rc, cancel := reqContext()
+	defer cancel()
+	v, err := e.Update(rc, webhook.KindEvent, pathID(ctx), p)
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "event webhook "+v.ID+" updated")
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
+func (s *Server) deleteEventWebhook(ctx *fasthttp.RequestCtx) error {
+	return s.deleteKind(ctx, webhook.KindEvent)
+}
+func (s *Server) deleteWebhook(ctx *fasthttp.RequestCtx) error {
+	return s.deleteKind(ctx, webhook.KindOutbound)
+}
+
+func (s *Server) deleteKind(ctx *fasthttp.RequestCtx, kind string) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	if err := e.Delete(kind, pathID(ctx)); err != nil {
+		return err
+	}
+	auditDetails(ctx, kind+" webhook "+pathID(ctx)+" deleted")
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	return nil
+}
+
+func pathID(ctx *fasthttp.RequestCtx) string {
+	id, _ := ctx.UserValue("id").(string)
+	return id
+}
+
+// reqContext bounds the URL check (DNS) and the actor round trip.
+func reqContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 2*kernel.DefaultAskTimeout)
+}
+
+type webhookBody struct {
+	Name    *string            `json:"name"`
+	URL     *string            `json:"url"`
+	Events  *[]string          `json:"events"`
+	Secret  *string            `json:"secret"`
+	Enabled *bool              `json:"enabled"`
+	Headers *map[string]string `json:"headers"`
+}
+
+func (b *webhookBody) patch() webhook.Patch {
+	return webhook.Patch{Name: b.Name, URL: b.URL, Events: b.Events, Secret: b.Secret, Enabled: b.Enabled, Headers: b.Headers}
+}
+
+type webhookList struct {
+	Webhooks []webhook.View `json:"webhooks"`
+	Total    int            `json:"total"`
+}
+
+func (s *Server) listWebhooks(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	views, err := e.List(webhook.KindOutbound)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, webhookList{Webhooks: views, Total: len(views)})
+	return nil
+}
+
+func (s *Server) createWebhook(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	var b webhookBody
+	if err := decodeJSON(ctx, &b); err != nil {
+		return err
+	}
+	rc, cancel := reqContext()
+	defer cancel()
+	v, err := e.Create(rc, webhook.KindOutbound, b.patch())
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "webhook "+v.ID+" created for "+urlHost(v.URL))
+	writeJSON(ctx, fasthttp.StatusCreated, v)
+	return nil
+}
+
+func (s *Server) getWebhook(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	v, err := e.Get(webhook.KindOutbound, pathID(ctx))
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
+func (s *Server) updateWebhook(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	var b webhookBody
+	if err := decodeJSON(ctx, &b); err != nil {
+		return err
+	}
+	rc, cancel := reqContext()
+	defer cancel()
+	v, err := e.Update(rc, webhook.KindOutbound, pathID(ctx), b.patch())
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "webhook "+v.ID+" updated")
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
+func (s *Server) testWebhook(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	res, err := e.Test(pathID(ctx))
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "webhook "+pathID(ctx)+" test sent")
+	writeJSON(ctx, fasthttp.StatusOK, res)
+	return nil
+}
+
+type deliveriesReply struct {
+	Deliveries []webhook.Attempt `json:"deliveries"`
+	Total      int               `json:"total"`
+}
+
+func (s *Server) webhookDeliveries(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	limit, err := intQuery(ctx, 50, 1, 200, "limit")
+	if err != nil {
+		return err
+	}
+	a, err := e.Deliveries(pathID(ctx), limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, deliveriesReply{Deliveries: a, Total: len(a)})
+	return nil
+}
+
+type deadLettersReply struct {
+	DeadLetters []webhook.DeadLetter `json:"dead_letters"`
+	Total       int                  `json:"total"`
+}
+
+func (s *Server) webhookDeadLetters(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	limit, err := intQuery(ctx, 100, 1, 1000, "limit")
+	if err != nil {
+		return err
+	}
+	d, err := e.DeadLetters(pathID(ctx), limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, deadLettersReply{DeadLetters: d, Total: len(d)})
+	return nil
+}
+
+type replayBody struct {
+	IDs []string `json:"ids"`
+}
+
+// replayWebhook serves POST /api/webhooks/{id}/replay with {ids?} (an
+// empty body replays every dead letter).
+func (s *Server) replayWebhook(ctx *fasthttp.RequestCtx) error {
+	e, err := s.engine()
+	if err != nil {
+		return err
+	}
+	var b replayBody
+	if len(bytes.TrimSpace(ctx.PostBody())) > 0 {
+		if err := decodeJSON(ctx, &b); err != nil {
+			return err
+		}
+	}
+	if len(b.IDs) > 10000 {
+		return badRequest("invalid_input", `"ids" may list at most 10000 messages`)
+	}
+	res, err := e.Replay(pathID(ctx), b.IDs)
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "webhook "+pathID(ctx)+" replayed dead letters")
+	writeJSON(ctx, fasthttp.StatusOK, res)
+	return nil
+}
