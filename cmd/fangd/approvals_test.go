@@ -119,6 +119,27 @@ timeout_secs = 600
 	if r := td.do("POST", "/api/approvals/"+gated.ID+"/reject", nil); r.status != 409 {
 		t.Fatalf("re-deciding: %d %s", r.status, r.raw)
 	}
+	// Every state change is on the comms bus (this run's: the bus keeps
+	// its log across restarts, so the first request's event is there too).
+	var events struct {
+		Items []struct {
+			Type   string          `json:"type"`
+			Target string          `json:"target"`
+			Detail json.RawMessage `json:"detail"`
+		} `json:"items"`
+	}
+	td.must(200, "GET", "/api/comms/events?type=approval.*", nil, &events)
+	var seen []string
+	for i := len(events.Items) - 1; i >= 0; i-- {
+		var d approvalJSON
+		json.Unmarshal(events.Items[i].Detail, &d)
+		seen = append(seen, events.Items[i].Type+":"+d.ID[:8])
+	}
+	want := []string{"approval.requested:" + first.ID[:8], "approval.requested:" + gated.ID[:8],
+		"approval.approved:" + first.ID[:8], "approval.approved:" + gated.ID[:8]}
+	if strings.Join(seen, ",") != strings.Join(want, ",") {
+		t.Fatalf("bus events %v, want %v", seen, want)
+	}
 	// Nothing secret in the data directory in the clear.
 	td.stop()
 	err := filepath.Walk(filepath.Join(td.home, "data"), func(path string, fi os.FileInfo, err error) error {
