@@ -344,3 +344,23 @@ func TestDeletingAnAgentWithdrawsItsApproval(t *testing.T) {
 		t.Fatal("tool ran")
 	}
 }
+
+// A model that keeps asking for tools is told after MaxToolRounds rounds
+// and its turn ends at the next answer, whatever it asks.
+func TestToolRoundsAreBounded(t *testing.T) {
+	h := newToolHarness(t, false, nil)
+	h.fake.SetResponder(func(r llmtest.Request) llmtest.Reply {
+		return llmtest.Reply{Text: "again", ToolCalls: []llmtest.ToolCall{{Name: "weather", Arguments: `{"city":"Oslo"}`}}}
+	})
+	a := h.createWithTools("loop", "weather")
+	r := turnResult(t, h.sendAsync(a, "go"))
+	if len(h.tools.ran()) != MaxToolRounds || len(r.ToolCalls) != MaxToolRounds+1 || r.ToolCalls[MaxToolRounds].Outcome != "limit" {
+		t.Fatalf("ran %d, records %+v", len(h.tools.ran()), r.ToolCalls)
+	}
+	if n := len(h.fake.Requests()); n != MaxToolRounds+2 {
+		t.Fatalf("%d provider calls", n)
+	}
+	if r.Response != "again" {
+		t.Fatalf("%q", r.Response)
+	}
+}
