@@ -80,7 +80,7 @@ func (p *posts) all() []string {
 }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	home   string
 	db     *store.DB
 	vault  *store.Vault
@@ -93,7 +93,7 @@ type harness struct {
 	posts  *posts
 }
 
-func newHarness(t *testing.T, p Policy, c *clock) *harness {
+func newHarness(t testing.TB, p Policy, c *clock) *harness {
 	t.Helper()
 	h := &harness{t: t, home: t.TempDir(), policy: p, clock: c, events: &sink{}, posts: &posts{}}
 	db, err := store.Open(store.DefaultOptions(store.DataDir(h.home)))
