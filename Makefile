@@ -16,15 +16,17 @@ run: build
 test: fmt-check vet test-deps
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-# Real servers some tests run on loopback: ngircd (IRC), prosody (XMPP)
-# from Debian, and the telegram-test-api Bot API emulator from npm.
-# Idempotent: installs only what is missing.
+# Real servers and peers some tests run on loopback, installed into a cache
+# folder: ngircd (IRC), prosody (XMPP) and node/npm from Debian; from npm the
+# telegram-test-api Bot API emulator and the official A2A JavaScript SDK
+# (testdata/a2a-js/package.json). Idempotent: installs only what is missing.
 TEST_DEPS ?= $(HOME)/.cache/fangd-test
 export FANGD_TEST_DEPS := $(TEST_DEPS)
 test-deps:
 	@missing=""; \
 	command -v ngircd >/dev/null 2>&1 || [ -x /usr/sbin/ngircd ] || missing="$$missing ngircd"; \
 	command -v prosody >/dev/null 2>&1 || [ -x /usr/bin/prosody ] || missing="$$missing prosody"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -32,6 +34,10 @@ test-deps:
 	fi
 	@[ -f "$(TEST_DEPS)/npm/node_modules/telegram-test-api/package.json" ] || \
 		(mkdir -p "$(TEST_DEPS)/npm" && npm install --prefix "$(TEST_DEPS)/npm" --no-audit --no-fund --silent telegram-test-api@4.2.1)
+	@grep -q '"version": "1.3.0"' "$(TEST_DEPS)/a2a-js/node_modules/@a2a-js/sdk/package.json" 2>/dev/null && \
+		[ -f "$(TEST_DEPS)/a2a-js/node_modules/express/package.json" ] || \
+		(mkdir -p "$(TEST_DEPS)/a2a-js" && cp testdata/a2a-js/package.json "$(TEST_DEPS)/a2a-js/" && \
+		 npm install --prefix "$(TEST_DEPS)/a2a-js" --no-audit --no-fund --no-save --silent)
 
 vet:
 	$(GO) vet ./...

@@ -27,6 +27,7 @@ import (
 const (
 	pendingApprovals = 10_000
 	roundTrips       = 300
+	approvalsConfig  = "\n[approval]\nmax_pending_per_agent = 20000\ntimeout_secs = 3600\n"
 )
 
 // runApprovals measures issue 7's targets on the real binary: the RSS that
@@ -41,7 +42,7 @@ func runApprovals(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := StartDaemon(ctx, env.Opts.Fangd, home, "[approval]\nmax_pending_per_agent = 20000\ntimeout_secs = 3600\n")
+	d, err := StartDaemonWith(ctx, env.Opts.Fangd, home, approvalsConfig, nil)
 	if d != nil {
 		defer func() { d.Stop() }()
 	}
@@ -129,7 +130,7 @@ func runApprovals(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, err
 	}
 	loadBegin := time.Now()
-	d, err = StartDaemon(ctx, env.Opts.Fangd, home, "[approval]\nmax_pending_per_agent = 20000\ntimeout_secs = 3600\n")
+	d, err = StartDaemonWith(ctx, env.Opts.Fangd, home, approvalsConfig, nil)
 	if d != nil {
 		defer d.Stop()
 	}

@@ -44,9 +44,15 @@ type Daemon struct {
 // key (so the authenticated paths are the ones measured), the rate limiter
 // off (it would turn load into 429s), and warn-level logs (a log line per
 // request would measure the logger). It returns once GET /api/health is
-// 200, or an error; a non-nil Daemon must be stopped either way. extra is
-// appended to the config (a scenario's own tables).
-func StartDaemon(ctx context.Context, bin, home string, extra ...string) (*Daemon, error) {
+// 200, or an error; a non-nil Daemon must be stopped either way.
+func StartDaemon(ctx context.Context, bin, home string) (*Daemon, error) {
+	return StartDaemonWith(ctx, bin, home, "", nil)
+}
+
+// StartDaemonWith is StartDaemon with extra TOML appended to the config
+// and extra environment variables (scenarios that need providers or
+// other sections).
+func StartDaemonWith(ctx context.Context, bin, home, extraConfig string, env []string) (*Daemon, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("fangd binary: %w (run make build)", err)
 	}
@@ -60,13 +66,12 @@ func StartDaemon(ctx context.Context, bin, home string, extra ...string) (*Daemo
 	}
 	d := &Daemon{Home: home, Addr: addr, APIKey: hex.EncodeToString(key), stderr: &tailBuffer{max: 64 << 10}, exited: make(chan struct{})}
 	cfgPath := filepath.Join(home, "config.toml")
-	cfg := fmt.Sprintf("api_listen = %q\napi_key = %q\n\n[rate_limit]\napi_requests_per_minute = 0\nexempt_loopback = true\n\n[log]\nlevel = \"warn\"\n", addr, d.APIKey)
-	cfg += strings.Join(extra, "\n")
+	cfg := fmt.Sprintf("api_listen = %q\napi_key = %q\n\n[rate_limit]\napi_requests_per_minute = 0\nexempt_loopback = true\n\n[log]\nlevel = \"warn\"\n", addr, d.APIKey) + extraConfig
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	d.cmd = exec.Command(bin, "serve", "--home", home, "--config", cfgPath, "--listen", addr)
-	d.cmd.Env = cleanEnv()
+	d.cmd.Env = append(cleanEnv(), env...)
 	d.cmd.Stdout = d.stderr
 	d.cmd.Stderr = d.stderr
 	// If the harness dies without running its cleanups, the kernel kills

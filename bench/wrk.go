@@ -31,6 +31,8 @@ type wrkLoad struct {
 	Headers     []string // "Name: value"
 	Connections int
 	Duration    time.Duration
+	// Script, when set, is a wrk Lua script (-s): a POST body, say.
+	Script string
 }
 
 // runWrk runs wrk and parses its report. The run is bounded by its own
@@ -43,6 +45,9 @@ func runWrk(ctx context.Context, l wrkLoad) (WrkResult, error) {
 	args := []string{"-t1", "-c" + strconv.Itoa(l.Connections), "-d" + strconv.Itoa(secs) + "s", "--latency"}
 	for _, h := range l.Headers {
 		args = append(args, "-H", h)
+	}
+	if l.Script != "" {
+		args = append(args, "-s", l.Script)
 	}
 	args = append(args, l.URL)
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)

@@ -57,6 +57,10 @@ type turn struct {
 	history   *history
 	started   time.Time
 	p         progress
+	// ctx bounds the turn's provider calls and tool runs; release frees
+	// the link to the caller's context (nil when there is none).
+	ctx     context.Context
+	release func()
 }
 
 type sessionState struct {
@@ -113,6 +117,8 @@ func (a *agentActor) Receive(c actor.Context) {
 		a.stepped(c, m)
 	case *toolDone:
 		a.toolRan(c, m)
+	case *turnCancelled:
+		a.cancelled(c, m.t)
 	case *regate:
 		if a.current(m.t) && m.t.p.Gate != "" {
 			a.awaitDecision(c, m.t)
@@ -165,6 +171,9 @@ func (a *agentActor) failAll(c actor.Context, err error) {
 		if st.current != nil {
 			if st.current.w.sender != nil {
 				c.Send(st.current.w.sender, err)
+			}
+			if st.current.release != nil {
+				st.current.release()
 			}
 			st.current = nil
 		}
@@ -253,6 +262,7 @@ func (a *agentActor) start(c actor.Context, sid string, st *sessionState, w wait
 	t.req = buildRequest(a.m, a.route, h.Messages, w.send.Text)
 	t.req.Tools = a.offeredTools()
 	st.current = t
+	a.bindCaller(c, t)
 	a.step(c, t)
 }
 
@@ -289,6 +299,9 @@ func (a *agentActor) finish(c actor.Context, t *turn, answer string, err error) 
 		return // the caller was already answered (agent stopping or deleted)
 	}
 	st.current = nil
+	if t.release != nil {
+		t.release()
+	}
 	if t.id != "" {
 		if derr := a.turns.Delete(t.id); derr != nil {
 			a.d.log.Warn().Err(derr).Str("agent_id", t.agentID).Msg("could not drop a finished turn's record")

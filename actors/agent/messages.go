@@ -117,6 +117,10 @@ type Send struct {
 	SessionID string // "" = the agent's default session
 	From      string // who speaks: "api" for the REST API
 	Who       Who
+	// Ctx, when set, bounds this turn: cancelling it cancels the provider
+	// call and the caller gets the error (A2A's CancelTask needs a turn
+	// that really stops). Local only; never serialised.
+	Ctx context.Context
 }
 
 // TurnResult is POST /api/agents/{id}/message's answer.
@@ -212,6 +216,9 @@ type toolDone struct {
 
 // regate asks the approvals supervisor again after it could not answer.
 type regate struct{ t *turn }
+
+// turnCancelled: the caller's context of a turn was cancelled.
+type turnCancelled struct{ t *turn }
 
 // ---- events published on the actor system's EventStream ----
 //

@@ -96,11 +96,41 @@ func (a *agentActor) current(t *turn) bool {
 	return st != nil && st.current == t
 }
 
+// bindCaller ties t to its caller's context (Send.Ctx, set by A2A's
+// CancelTask and by callers that give up): cancelling it cancels the
+// provider call or tool run in flight, withdraws an approval the turn
+// waits for, and ends the turn with an error at once.
+func (a *agentActor) bindCaller(c actor.Context, t *turn) {
+	t.ctx = a.ctx
+	if t.w.send == nil || t.w.send.Ctx == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(a.ctx)
+	self, system := c.Self(), c.ActorSystem()
+	stop := context.AfterFunc(t.w.send.Ctx, func() {
+		cancel()
+		system.Root.Send(self, &turnCancelled{t: t})
+	})
+	t.ctx, t.release = ctx, func() { stop(); cancel() }
+}
+
+// cancelled ends a turn whose caller cancelled it.
+func (a *agentActor) cancelled(c actor.Context, t *turn) {
+	if !a.current(t) {
+		return
+	}
+	if t.p.Gate != "" && a.d.opts.Gate != nil {
+		c.Send(a.d.opts.Gate.PID(), &approval.Cancel{ID: t.p.Gate, Reason: "the turn was cancelled"})
+		t.p.Gate = ""
+	}
+	a.finish(c, t, "", kernel.Errorf(kernel.KindUnavailable, "turn_cancelled", "the turn was cancelled by its caller"))
+}
+
 // step runs the next provider call of t in a goroutine.
 func (a *agentActor) step(c actor.Context, t *turn) {
 	req := t.req
 	req.Messages = append([]llm.Message(nil), t.req.Messages...)
-	self, system, d, ctx := c.Self(), c.ActorSystem(), a.d, a.ctx
+	self, system, d, ctx := c.Self(), c.ActorSystem(), a.d, t.ctx
 	go func() {
 		res, err := d.runStep(ctx, t, req)
 		system.Root.Send(self, &stepDone{t: t, step: res, err: err})
@@ -192,7 +222,7 @@ func (a *agentActor) runTool(c actor.Context, t *turn, call llm.ToolCall, approv
 	}
 	inv := ToolInvocation{AgentID: t.agentID, AgentName: t.agentName, SessionID: t.sessionID, Tool: call.Name,
 		Arguments: args, ApprovalID: approvalID, Who: t.who()}
-	self, system, box, base := c.Self(), c.ActorSystem(), a.d.opts.Tools, a.ctx
+	self, system, box, base := c.Self(), c.ActorSystem(), a.d.opts.Tools, t.ctx
 	go func() {
 		ctx, cancel := context.WithTimeout(base, toolTimeout)
 		defer cancel()
@@ -360,7 +390,7 @@ func (a *agentActor) resume(c actor.Context) error {
 		}
 		send := &Send{Ref: Ref{ID: a.m.ID}, Text: s.Text, SessionID: s.SessionID, From: s.From, Who: s.Who}
 		t := &turn{id: s.ID, sessionID: s.SessionID, w: waiter{send: send}, agentID: a.m.ID, agentName: a.m.Name,
-			route: a.route, history: &h, started: s.Started, p: s.Progress}
+			route: a.route, history: &h, started: s.Started, p: s.Progress, ctx: a.ctx}
 		t.req = llm.Request{System: a.m.SystemPrompt, Messages: s.Messages, MaxTokens: a.m.MaxTokens, Tools: a.offeredTools()}
 		st.current = t
 		a.d.log.Info().Str("agent_id", a.m.ID).Str("approval_id", s.Progress.Gate).Msg("resuming a turn that waits for approval")

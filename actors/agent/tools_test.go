@@ -364,3 +364,31 @@ func TestToolRoundsAreBounded(t *testing.T) {
 		t.Fatalf("%q", r.Response)
 	}
 }
+
+// Cancelling the caller's context of a turn that waits for approval ends
+// the turn at once and withdraws the request.
+func TestCancellingATurnWithdrawsItsApproval(t *testing.T) {
+	h := newToolHarness(t, false, gatePolicy(nil))
+	a := h.createWithTools("ops", "shell_exec")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "run sleep 100", Ctx: ctx})
+		done <- err
+	}()
+	rec := h.pendingApproval()
+	cancel()
+	if err := <-done; code(err) != "turn_cancelled" {
+		t.Fatalf("caller got %v", err)
+	}
+	waitFor(t, "the request to be withdrawn", func() bool {
+		got, err := h.approvals.Get(rec.ID)
+		return err == nil && got.Status == approval.StatusCancelled
+	})
+	if n, _ := turnCount(h, a.ID); n != 0 || len(h.tools.ran()) != 0 {
+		t.Fatalf("turn records %d, ran %d", n, len(h.tools.ran()))
+	}
+	if r, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hello"}); err != nil || r.Response != "echo: hello" {
+		t.Fatalf("the session stayed busy: %+v %v", r, err)
+	}
+}

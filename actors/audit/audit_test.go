@@ -257,3 +257,29 @@ func TestRawRingKeepsNewestInOrder(t *testing.T) {
 		t.Fatalf("partial ring = %q", got)
 	}
 }
+
+func TestAnchorFollowsCommitsAndIsCurrentAfterStop(t *testing.T) {
+	home := t.TempDir()
+	h := start(t, home)
+	appendN(t, h.log, 8, 50)
+	h.stop()
+	a, err := ReadAnchor(AnchorPath(home))
+	if err != nil || a.Length != 400 {
+		t.Fatalf("anchor after graceful stop = %+v, %v", a, err)
+	}
+}
+
+func TestAnchorWriterCoalescesAndKeepsNewest(t *testing.T) {
+	path := t.TempDir() + "/anchor"
+	var errs []error
+	a := startAnchorWriter(path, func(err error) { errs = append(errs, err) })
+	for i := uint64(1); i <= 100; i++ {
+		a.set(Anchor{Length: i, Tip: strings.Repeat("a", 64)})
+	}
+	a.set(Anchor{Length: 50, Tip: strings.Repeat("b", 64)}) // an older state never wins
+	a.close()
+	got, err := ReadAnchor(path)
+	if err != nil || got.Length != 100 || got.Tip != strings.Repeat("a", 64) || len(errs) != 0 {
+		t.Fatalf("anchor = %+v %v %v", got, err, errs)
+	}
+}

@@ -42,6 +42,7 @@ type writer struct {
 	inFlight  bool
 	committed SnapshotReply
 	recent    rawRing // the newest committed raw entries
+	anchor    *anchorWriter
 }
 
 func (w *writer) Receive(c actor.Context) {
@@ -50,6 +51,9 @@ func (w *writer) Receive(c actor.Context) {
 		if err := w.load(); err != nil {
 			panic(err)
 		}
+		w.anchor = startAnchorWriter(w.anchorPath, func(err error) {
+			w.logger.Error().Err(err).Msg("audit anchor write failed; it stays at the last good state")
+		})
 	case *appendRequest:
 		w.chain(m)
 		if !w.inFlight {
@@ -65,6 +69,16 @@ func (w *writer) Receive(c actor.Context) {
 		c.Respond(&w.committed)
 	case *actor.Stopping:
 		w.failPending(errors.New("audit log is shutting down"))
+		w.closeAnchor()
+	case *actor.Restarting:
+		w.closeAnchor()
+	}
+}
+
+func (w *writer) closeAnchor() {
+	if w.anchor != nil {
+		w.anchor.close()
+		w.anchor = nil
 	}
 }
 
@@ -143,7 +157,7 @@ func (w *writer) flush(c actor.Context) {
 	w.pending = w.pending[n:]
 	w.inFlight = true
 	self, system := c.Self(), c.ActorSystem()
-	tip := batch[n-1].entry
+	tip, anchor := batch[n-1].entry, w.anchor
 	go func() {
 		recs := make([]store.AuditRecord, len(batch))
 		for i, p := range batch {
@@ -151,7 +165,7 @@ func (w *writer) flush(c actor.Context) {
 		}
 		err := w.log.Append(recs)
 		if err == nil {
-			err = WriteAnchor(w.anchorPath, Anchor{Length: tip.ID, Tip: tip.Hash})
+			anchor.set(Anchor{Length: tip.ID, Tip: tip.Hash})
 		}
 		system.Root.Send(self, &batchCommitted{batch: batch, err: err})
 	}()

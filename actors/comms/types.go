@@ -52,8 +52,8 @@ var Types = []TypeInfo{
 	{"mcp.tools_changed", "an MCP server changed tool definitions since they were pinned (detail: tools, quarantined)", "MCP"},
 	{"peer.connected", "an OFP peer connected", "planned: peers"},
 	{"peer.disconnected", "an OFP peer disconnected", "planned: peers"},
-	{"a2a.task.received", "an A2A task arrived from an external agent", "planned: A2A"},
-	{"a2a.task.sent", "an A2A task was sent to an external agent", "planned: A2A"},
+	{"a2a.task.received", "an A2A task arrived for a local agent (a route: a2a:<caller> -> agent)", "A2A"},
+	{"a2a.task.sent", "an A2A task was sent to an external agent (a route: caller -> a2a:<external agent id>)", "A2A"},
 }
 
 var known = func() map[string]bool {

@@ -141,13 +141,21 @@ func validatePatch(p *Patch, creating bool, kind string) error {
 	if p.URL == nil && creating {
 		return kernel.Invalid(`"url" is required`)
 	}
-	if p.Events != nil {
+	switch {
+	case kind == KindPush:
+		// Fed by Push, not by the bus: no event filter.
+		if p.Events != nil && len(*p.Events) > 0 {
+			return kernel.Invalid("push endpoints subscribe to no events")
+		}
+		evs := []string{}
+		p.Events = &evs
+	case p.Events != nil:
 		evs, err := normalizeEvents(*p.Events)
 		if err != nil {
 			return err
 		}
 		*p.Events = evs
-	} else if creating {
+	case creating:
 		return kernel.Invalid(`"events" is required`)
 	}
 	if p.Secret != nil && *p.Secret != "" {

@@ -417,8 +417,8 @@ func (s *supervisor) crud(c actor.Context, msg any) {
 }
 
 func (s *supervisor) create(c actor.Context, m *create) (View, error) {
-	if len(s.entries) >= MaxEndpoints {
-		return View{}, kernel.Errorf(kernel.KindConflict, "too_many_webhooks", "at most %d webhooks may exist", MaxEndpoints)
+	if n, max, what := s.count(m.ep.Kind); n >= max {
+		return View{}, kernel.Errorf(kernel.KindConflict, "too_many_webhooks", "at most %d %s may exist", max, what)
 	}
 	ep := m.ep
 	ep.ID = uuid.NewString()
@@ -445,6 +445,20 @@ func (s *supervisor) create(c actor.Context, m *create) (View, error) {
 		return View{}, err
 	}
 	return ep.view(s.entries[ep.ID].st), nil
+}
+
+// count says how many endpoints count against kind's cap, and the cap:
+// push endpoints (one per A2A push target) have their own.
+func (s *supervisor) count(kind string) (n, max int, what string) {
+	for _, e := range s.entries {
+		if (e.ep.Kind == KindPush) == (kind == KindPush) {
+			n++
+		}
+	}
+	if kind == KindPush {
+		return n, MaxPushEndpoints, "A2A push endpoints"
+	}
+	return n, MaxEndpoints, "webhooks"
 }
 
 func secretName(id string) string  { return "webhook/" + id + "/secret" }

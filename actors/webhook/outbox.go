@@ -96,6 +96,8 @@ func (o *outbox) Receive(c actor.Context) {
 		o.kick()
 	case *deliver:
 		o.enqueue(m.events)
+	case *push:
+		o.enqueuePush(c, m)
 	case *written:
 		if m.gen != o.ctx {
 			return // from before a restart: the store was reloaded since

@@ -29,6 +29,8 @@ type Config struct {
 	Log                 LogConfig       `toml:"log"`
 	HTTP                HTTPConfig      `toml:"http"`
 	Audit               AuditConfig     `toml:"audit"`
+	// A2A: config_a2a.go.
+	A2A A2AConfig `toml:"a2a"`
 	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
 	Comms           CommsConfig           `toml:"comms"`
 	Webhooks        WebhooksConfig        `toml:"webhooks"`
@@ -141,6 +143,7 @@ func defaultConfig() Config {
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+		A2A:                 defaultA2AConfig(),
 		Comms:               defaultCommsConfig(),
 		Webhooks:            defaultWebhooksConfig(),
 		WebhookTriggers:     defaultWebhookTriggersConfig(),
@@ -211,6 +214,9 @@ func (c *Config) validate() error {
 	}
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		return errors.New("log.ring_size must be between 1 and 1000000")
+	}
+	if _, err := c.a2aSettings(); err != nil {
+		return err
 	}
 	if _, err := c.mcpSpecs(); err != nil {
 		return err
@@ -300,6 +306,7 @@ func (c *Config) httpConfig() fhttp.Config {
 		h.SecurityHeaders = *c.HTTP.SecurityHeaders
 	}
 	h.Version = version
+	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,

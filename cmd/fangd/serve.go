@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
@@ -184,16 +185,26 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	tools.set(d.mcp)
 	hc := cfg.httpConfig()
 	hc.TurnTimeout = cs.turnTimeout
+	var a2aSvc *a2a.Service
+	if cfg.A2A.a2aEnabled() {
+		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, agents, c.webhooks, bus); err != nil {
+			return nil, err
+		}
+		c.router.AddNodeSource(a2aNodes{a2aSvc})
+	}
 	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
 		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, Approvals: approvals,
 		Bus: bus, Router: c.router, Webhooks: c.webhooks,
 		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},
-		MCP:   d.mcp, MCPServer: d.expose})
+		MCP:   d.mcp, MCPServer: d.expose, A2A: a2aSvc})
 	if err != nil {
 		return nil, err
 	}
 	if d.ln, err = net.Listen("tcp", cfg.APIListen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.APIListen, err)
+	}
+	if a2aSvc != nil && cfg.A2A.PublicURL == "" {
+		a2aSvc.SetBaseURL(a2aBaseURL(d.ln))
 	}
 	// Recorded and published before the first request is served, so that
 	// daemon.started precedes every event a request can cause.

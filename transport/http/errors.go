@@ -74,9 +74,14 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
 	s.fail(ctx, fasthttp.StatusInternalServerError, "internal_error", "internal server error")
 }
 
-// fail writes the error envelope with status.
+// fail writes the error envelope with status, or on a JSON-RPC route the
+// JSON-RPC error object (the HTTP status stays, the body is the binding's).
 func (s *Server) fail(ctx *fasthttp.RequestCtx, status int, code, msg string) {
 	ctx.Response.ResetBody()
+	if rpc, _ := ctx.UserValue(userRPC).(bool); rpc {
+		writeJSON(ctx, status, a2aRPCError(status, code, msg, requestID(ctx)))
+		return
+	}
 	writeJSON(ctx, status, errorBody{Error: msg, Code: code, RequestID: requestID(ctx)})
 }
 

@@ -24,6 +24,14 @@ type handlerFunc func(ctx *fasthttp.RequestCtx) error
 
 type routeOpts struct {
 	public bool // no API key needed
+	// peers also admits the per-peer tokens of [[a2a.peers]] (A2A
+	// protocol routes), as a non-admin caller "peer:<name>".
+	peers bool
+	// rpc answers every error of the route as a JSON-RPC error object
+	// instead of the JSON envelope (the route speaks JSON-RPC).
+	rpc bool
+	// maxBody, when set, caps the request body below the server's limit.
+	maxBody int
 	// ownAuth: the handler authenticates the caller itself (inbound hooks:
 	// their own token or a signature, never the API key).
 	ownAuth bool
@@ -43,6 +51,9 @@ func mergeOpts(opts []routeOpts) routeOpts {
 	var o routeOpts
 	for _, x := range opts {
 		o.public = o.public || x.public
+		o.peers = o.peers || x.peers
+		o.rpc = o.rpc || x.rpc
+		o.maxBody = max(o.maxBody, x.maxBody)
 		o.ownAuth = o.ownAuth || x.ownAuth
 		o.platformCallback = o.platformCallback || x.platformCallback
 	}
@@ -52,6 +63,7 @@ func mergeOpts(opts []routeOpts) routeOpts {
 const (
 	userActor = "fangd.actor"
 	userAudit = "fangd.audit_details"
+	userRPC   = "fangd.rpc_errors"
 )
 
 // chain wraps h in the middleware every route gets, outermost first:
@@ -62,6 +74,9 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
 		s.startRequest(ctx)
+		if o.rpc {
+			ctx.SetUserValue(userRPC, true)
+		}
 		// Deferred in this order so that a panic is turned into its 500
 		// before the request is counted.
 		defer metrics.observe(ctx, start)
@@ -72,6 +87,11 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		}
 		if err := s.authenticate(ctx, o); err != nil {
 			s.writeError(ctx, err)
+			return
+		}
+		if o.maxBody > 0 && len(ctx.Request.Body()) > o.maxBody {
+			s.writeError(ctx, &apiError{fasthttp.StatusRequestEntityTooLarge, "body_too_large",
+				fmt.Sprintf("request body exceeds %d bytes", o.maxBody)})
 			return
 		}
 		err := h(ctx)
@@ -204,6 +224,12 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
 		ctx.SetUserValue(userActor, "anonymous")
 		return nil
 	}
+	if o.peers {
+		if name, ok := s.peerToken(bearer(ctx)); ok {
+			ctx.SetUserValue(userActor, "peer:"+name)
+			return nil
+		}
+	}
 	if s.cfg.APIKey == "" {
 		if directLoopback(ctx) {
 			ctx.SetUserValue(userActor, "loopback")
@@ -226,6 +252,22 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
 	}
 	ctx.SetUserValue(userActor, "api_key")
 	return nil
+}
+
+// peerToken finds the [[a2a.peers]] entry whose token was presented,
+// comparing hashes in constant time and visiting every entry.
+func (s *Server) peerToken(presented []byte) (string, bool) {
+	if presented == nil || len(s.peerHashes) == 0 {
+		return "", false
+	}
+	sum := sha256.Sum256(presented)
+	found := ""
+	for _, p := range s.peerHashes {
+		if subtle.ConstantTimeCompare(sum[:], p.hash[:]) == 1 {
+			found = p.name
+		}
+	}
+	return found, found != ""
 }
 
 func bearer(ctx *fasthttp.RequestCtx) []byte {

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
@@ -56,6 +57,22 @@ type Config struct {
 	TurnTimeout time.Duration
 	// MCP configures POST /mcp.
 	MCP MCPConfig
+	// A2APeers are the per-peer tokens ([[a2a.peers]]) accepted on the
+	// A2A protocol routes besides the API key.
+	A2APeers []PeerToken
+	// A2AMaxBodyBytes caps bodies on the A2A protocol routes (1 MiB).
+	A2AMaxBodyBytes int
+}
+
+// PeerToken is one A2A peer's credential.
+type PeerToken struct {
+	Name  string
+	Token string
+}
+
+type peerHash struct {
+	name string
+	hash [32]byte
 }
 
 // DefaultConfig is what `fangd serve` uses with no config file.
@@ -68,6 +85,7 @@ func DefaultConfig() Config {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
 		SSEHeartbeat:       15 * time.Second,
+		A2AMaxBodyBytes:    1 << 20,
 	}
 }
 
@@ -77,6 +95,8 @@ type Deps struct {
 	Audit  *audit.Log
 	Store  *store.DB
 	Logs   *logs.Ring
+	// A2A is the A2A server and client; nil leaves the A2A routes out.
+	A2A *a2a.Service
 	// Comms: the event bus and the message router (nil: /api/comms/* 503).
 	Bus    *comms.Bus
 	Router *comms.Router
@@ -106,7 +126,11 @@ type Server struct {
 	srv     *fasthttp.Server
 	limiter *gcra
 	keyHash [32]byte
-	metrics httpMetrics
+	// peerHashes are the A2A peers' token hashes.
+	peerHashes []peerHash
+	// rpcHandlers caches the adapted JSON-RPC handler per A2A endpoint.
+	rpcHandlers sync.Map
+	metrics     httpMetrics
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -129,6 +153,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		closing: make(chan struct{}),
 	}
 	s.keyHash = hashKey(cfg.APIKey)
+	for _, p := range cfg.A2APeers {
+		s.peerHashes = append(s.peerHashes, peerHash{name: p.Name, hash: hashKey(p.Token)})
+	}
 	if cfg.RateLimitPerMinute > 0 {
 		s.limiter = newGCRA(cfg.RateLimitPerMinute)
 	}
@@ -214,6 +241,7 @@ func (s *Server) routes() {
 	s.api("POST", "/approvals/{id}/approve", s.needApprovals(s.approveApproval))
 	s.api("POST", "/approvals/{id}/reject", s.needApprovals(s.rejectApproval))
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
+	s.a2aRoutes()
 	s.commsRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()

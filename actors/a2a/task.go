@@ -1,0 +1,427 @@
+package a2a
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/a2aproject/a2a-go/v2/a2a"
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+// persistTimeout bounds the wait for the journal; past it the task fails
+// rather than hang its mailbox.
+const persistTimeout = 30 * time.Second
+
+// taskBase is what inbound and outbound task actors share: the record, the
+// subscribers, durable writes through the journal and the end of life.
+type taskBase struct {
+	svc    *Service
+	rec    taskRecord
+	subs   []*subscriber
+	stored bool // the record is on disk
+	// fresh is false when the producer runs again after a crash: the
+	// in-memory state is gone and the store says what happened.
+	fresh bool
+	// gen numbers runs of the task's work; results of an older run (one
+	// cancelled or superseded) are ignored.
+	gen    int
+	cancel context.CancelFunc
+	done   bool
+	// opening is the first update subscribers get (the task as created);
+	// it goes out once the record is durable (announced).
+	opening   update
+	announced bool
+}
+
+func newTaskBase(svc *Service, rec taskRecord, subs []*subscriber, stored, fresh bool) taskBase {
+	return taskBase{svc: svc, rec: rec, subs: subs, stored: stored, fresh: fresh}
+}
+
+// persist writes the record through the journal and waits until it is
+// synced: nothing a subscriber or caller sees is ahead of the disk.
+func (t *taskBase) persist() error {
+	done, err := t.persistAsync()
+	if err != nil {
+		return err
+	}
+	if err := awaitJournal(done); err != nil {
+		return err
+	}
+	t.stored = true
+	return nil
+}
+
+// persistAsync queues the record's current state with the journal and
+// returns the channel its outcome arrives on. The journal commits in
+// order, so a later confirmed write implies this one.
+func (t *taskBase) persistAsync() (chan error, error) {
+	t.rec.UpdatedAt = time.Now().UTC()
+	raw, err := json.Marshal(&t.rec)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	t.svc.k.Root.Send(t.svc.journal, &journalWrite{key: taskKey(t.rec.ID), raw: raw, done: done})
+	return done, nil
+}
+
+func awaitJournal(done chan error) error {
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(persistTimeout):
+		return errors.New("the a2a journal did not confirm the write in time")
+	}
+}
+
+// firstStored reports that a new task's first write is durable.
+type firstStored struct{ err error }
+
+// announce sends the opening update to the subscribers, once.
+func (t *taskBase) announce() {
+	if t.announced {
+		return
+	}
+	t.announced = true
+	for _, s := range t.subs {
+		s.ch <- t.opening // a subscriber's first update always has room
+	}
+}
+
+// reload replaces the in-memory record with the stored one (after a crash
+// restart of this actor).
+func (t *taskBase) reload() {
+	if rec, err := t.svc.supervisorTasks().Get(t.rec.ID); err == nil {
+		t.rec = rec
+		t.stored = true
+	}
+}
+
+// emit sends an update to every subscriber and push target. A subscriber
+// whose buffer is full is cut off: it never holds the task back.
+func (t *taskBase) emit(ev a2a.Event) {
+	snap := (&TaskSnapshot{rec: t.rec.clone()}).A2A(nil)
+	u := update{Event: ev, Task: snap}
+	kept := t.subs[:0]
+	for _, s := range t.subs {
+		select {
+		case s.ch <- u:
+			kept = append(kept, s)
+		default:
+			close(s.ch)
+		}
+	}
+	clear(t.subs[len(kept):])
+	t.subs = kept
+	t.push(ev)
+}
+
+// snapshotEvent is the first update a subscriber gets: the whole task.
+func (t *taskBase) snapshotEvent() update {
+	snap := (&TaskSnapshot{rec: t.rec.clone()}).A2A(nil)
+	return update{Event: snap, Task: snap}
+}
+
+func (t *taskBase) statusEvent(msg *a2a.Message) *a2a.TaskStatusUpdateEvent {
+	now := t.rec.UpdatedAt
+	return &a2a.TaskStatusUpdateEvent{
+		TaskID:    a2a.TaskID(t.rec.ID),
+		ContextID: t.publicContextID(),
+		Status:    a2a.TaskStatus{State: t.rec.State, Message: msg, Timestamp: &now},
+	}
+}
+
+func (t *taskBase) publicContextID() string {
+	if t.rec.Direction == Outbound && t.rec.RemoteContextID != "" {
+		return t.rec.RemoteContextID
+	}
+	return t.rec.ContextID
+}
+
+// finish ends the task's life: subscribers are told there is nothing more,
+// and the supervisor forgets and passivates this actor (the stored record
+// answers from now on).
+func (t *taskBase) finish(c actor.Context) {
+	if t.done {
+		return
+	}
+	t.done = true
+	for _, s := range t.subs {
+		close(s.ch)
+	}
+	t.subs = nil
+	if t.cancel != nil {
+		t.cancel()
+		t.cancel = nil
+	}
+	t.svc.metrics.finished.WithLabelValues(t.rec.Direction, SeedStatus(t.rec.State)).Inc()
+	c.Send(c.Parent(), &taskFinished{id: t.rec.ID})
+}
+
+// settle moves the task to a terminal state, stores it and tells everyone.
+// When the write fails the task is still finished in memory and callers
+// see the state, but the log says the store is behind.
+func (t *taskBase) settle(c actor.Context, state a2a.TaskState, reason string, events ...a2a.Event) {
+	t.rec.State, t.rec.Reason = state, reason
+	if err := t.persist(); err != nil {
+		t.svc.log.Error().Err(err).Str("task", t.rec.ID).Msg("a2a: could not store the final state of a task")
+	}
+	t.announce()
+	for _, ev := range events {
+		t.emit(ev)
+	}
+	var msg *a2a.Message
+	if state == a2a.TaskStateCompleted {
+		msg = t.rec.result()
+	} else if reason != "" {
+		msg = statusMessage(&t.rec, reason)
+	}
+	t.emit(t.statusEvent(msg))
+	t.finish(c)
+}
+
+func (t *taskBase) stopWork() {
+	if t.cancel != nil {
+		t.cancel()
+		t.cancel = nil
+	}
+}
+
+// handleCommon answers the requests every task actor handles the same way.
+// It reports whether it handled the message.
+func (t *taskBase) handleCommon(c actor.Context) bool {
+	switch m := c.Message().(type) {
+	case *getTask:
+		if !m.scope.allows(&t.rec) {
+			c.Respond(errTaskNotFound(m.id))
+			return true
+		}
+		c.Respond(t.rec.snapshot())
+	case *subscribeTask:
+		if !m.scope.allows(&t.rec) {
+			close(m.sub.ch)
+			c.Respond(errTaskNotFound(m.id))
+			return true
+		}
+		switch {
+		case t.done:
+			m.sub.ch <- t.snapshotEvent() // a new channel has room
+			close(m.sub.ch)
+		case t.announced:
+			m.sub.ch <- t.snapshotEvent()
+			t.subs = append(t.subs, m.sub)
+		default:
+			// The task is not on disk yet: the opening update follows.
+			t.subs = append(t.subs, m.sub)
+		}
+		c.Respond(t.rec.snapshot())
+	case *unsubscribe:
+		for i, s := range t.subs {
+			if s == m.sub {
+				close(s.ch)
+				t.subs = append(t.subs[:i], t.subs[i+1:]...)
+				break
+			}
+		}
+	case *getPush:
+		c.Respond(answerGetPush(&t.rec, m))
+	case *listPush:
+		c.Respond(answerListPush(&t.rec, m.scope))
+	case *setPush:
+		c.Respond(t.setPush(m))
+	case *deletePush:
+		c.Respond(t.deletePush(m))
+	default:
+		return false
+	}
+	return true
+}
+
+// inboundTask runs one of our agents for a peer.
+type inboundTask struct {
+	taskBase
+}
+
+func (t *inboundTask) Receive(c actor.Context) {
+	if t.handleCommon(c) {
+		return
+	}
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		t.start(c)
+	case *actor.Stopping, *actor.Restarting:
+		// The turn dies with the actor; the record stays "working" and the
+		// next start decides (fail or resume).
+		t.stopWork()
+	case *turnDone:
+		if m.gen != t.gen || t.done {
+			return
+		}
+		t.cancel = nil
+		t.turnFinished(c, m)
+	case *firstStored:
+		if t.done {
+			return
+		}
+		if m.err != nil {
+			t.svc.log.Error().Err(m.err).Str("task", t.rec.ID).Msg("a2a: could not store a new task")
+			t.stopWork()
+			t.gen++
+			t.rec.State, t.rec.Reason = a2a.TaskStateFailed, "fangd could not store the task"
+			t.announce()
+			t.emit(t.statusEvent(statusMessage(&t.rec, t.rec.Reason)))
+			t.finish(c)
+			return
+		}
+		t.stored = true
+		t.announce()
+	case *cancelTask:
+		t.cancelTask(c, m)
+	}
+}
+
+func (t *inboundTask) start(c actor.Context) {
+	if !t.fresh {
+		t.reload()
+	}
+	if t.rec.State.Terminal() {
+		// Finished before a crash restart: only tell the supervisor.
+		t.finish(c)
+		return
+	}
+	if !t.fresh && !t.svc.opts.ResumeOnRestart && t.stored {
+		t.settle(c, a2a.TaskStateFailed, "the task's actor restarted after a crash; its turn was lost")
+		return
+	}
+	// The turn starts while the first write is committed: the opening
+	// update waits for the disk, the work does not. The final write is
+	// queued behind the first, so the stored history never goes backwards.
+	t.rec.State = a2a.TaskStateWorking
+	first, err := t.persistAsync()
+	if err != nil {
+		panic(err)
+	}
+	t.opening = t.snapshotEvent()
+	t.runTurn(c)
+	self, root := c.Self(), c.ActorSystem().Root
+	go func() { root.Send(self, &firstStored{err: awaitJournal(first)}) }()
+}
+
+func (t *inboundTask) runTurn(c actor.Context) {
+	t.gen++
+	gen := t.gen
+	ctx, cancel := context.WithTimeout(context.Background(), t.svc.opts.TurnTimeout)
+	t.cancel = cancel
+	req := TurnRequest{
+		AgentID:   t.rec.AgentID,
+		SessionID: "a2a:" + t.rec.ContextID,
+		Text:      promptText(t.rec.History),
+		Caller:    t.rec.Caller,
+	}
+	self, root, agents := c.Self(), c.ActorSystem().Root, t.svc.agents
+	go func() {
+		res, err := agents.Turn(ctx, req)
+		root.Send(self, &turnDone{gen: gen, result: res, err: err})
+	}()
+}
+
+func (t *inboundTask) turnFinished(c actor.Context, m *turnDone) {
+	if m.err != nil {
+		state, reason := classifyTurnError(m.err, t.svc.opts.TurnTimeout)
+		if reason == "" {
+			t.svc.log.Error().Err(m.err).Str("task", t.rec.ID).Msg("a2a: agent turn failed")
+			reason = "the agent's turn failed with an internal error"
+		}
+		t.settle(c, state, reason)
+		return
+	}
+	reply := &a2a.Message{
+		ID:        uuid.NewString(),
+		Role:      a2a.MessageRoleAgent,
+		TaskID:    a2a.TaskID(t.rec.ID),
+		ContextID: t.rec.ContextID,
+		Parts:     a2a.ContentParts{a2a.NewTextPart(m.result.Text)},
+	}
+	art := &a2a.Artifact{ID: "response", Name: "response", Parts: a2a.ContentParts{a2a.NewTextPart(m.result.Text)}}
+	t.rec.History = append(t.rec.History, reply)
+	t.rec.Artifacts = append(t.rec.Artifacts, art)
+	t.rec.Usage = &Usage{Model: m.result.Model, InputTokens: m.result.InputTokens, OutputTokens: m.result.OutputTokens, CostUSD: m.result.CostUSD}
+	t.settle(c, a2a.TaskStateCompleted, "", &a2a.TaskArtifactUpdateEvent{
+		TaskID: a2a.TaskID(t.rec.ID), ContextID: t.rec.ContextID, Artifact: art, LastChunk: true,
+	})
+}
+
+// classifyTurnError decides between the spec's "rejected" (the agent would
+// not take the work: budget, permission, bad input) and "failed", with a
+// reason that is safe to show. An empty reason means an internal error.
+func classifyTurnError(err error, timeout time.Duration) (a2a.TaskState, string) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return a2a.TaskStateFailed, fmt.Sprintf("the agent did not answer within %s", timeout)
+	}
+	de := kernel.AsError(err)
+	if de == nil {
+		return a2a.TaskStateFailed, ""
+	}
+	switch de.Kind {
+	case kernel.KindPaymentRequired, kernel.KindForbidden, kernel.KindInvalid, kernel.KindTooLarge, kernel.KindNotFound, kernel.KindConflict:
+		return a2a.TaskStateRejected, de.Msg
+	}
+	return a2a.TaskStateFailed, de.Msg
+}
+
+func (t *inboundTask) cancelTask(c actor.Context, m *cancelTask) {
+	if !m.scope.allows(&t.rec) {
+		c.Respond(errTaskNotFound(m.id))
+		return
+	}
+	if t.done || t.rec.State.Terminal() {
+		c.Respond(finishedCancelAnswer(&t.rec))
+		return
+	}
+	// Cancelling the context stops the turn where it is, down to the
+	// provider call; its late result is ignored (gen).
+	t.stopWork()
+	t.gen++
+	who := m.scope.caller
+	if who == "" {
+		who = "the caller"
+	}
+	t.settle(c, a2a.TaskStateCanceled, "canceled by "+who)
+	c.Respond(t.rec.snapshot())
+}
+
+// promptText turns the user's messages into the text of the agent turn.
+// Validation already refused parts the agent cannot read.
+func promptText(history []*a2a.Message) string {
+	var out []byte
+	for _, m := range history {
+		if m.Role != a2a.MessageRoleUser {
+			continue
+		}
+		for _, p := range m.Parts {
+			switch v := p.Content.(type) {
+			case a2a.Text:
+				out = appendLine(out, string(v))
+			case a2a.Data:
+				raw, err := json.Marshal(v.Value)
+				if err == nil {
+					out = appendLine(out, string(raw))
+				}
+			}
+		}
+	}
+	return string(out)
+}
+
+func appendLine(b []byte, s string) []byte {
+	if len(b) > 0 {
+		b = append(b, '\n')
+	}
+	return append(b, s...)
+}

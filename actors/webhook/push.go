@@ -1,0 +1,99 @@
+package webhook
+
+import (
+	"context"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// Push endpoints carry A2A push notifications (docs/a2a.md). The A2A
+// service creates one per push target a client registers for a task and
+// deletes it when the target or the task goes. They subscribe to no bus
+// event; instead each task update is handed over with Push, and its body —
+// the A2A StreamResponse JSON the spec says to POST — is sent exactly as
+// given. Everything else is the engine's: durable in-order outbox, signing
+// (when created with a secret), retries with backoff and Retry-After,
+// dead letters, 410 disables, the SSRF guard on every dial.
+
+// KindPush is the kind of A2A push endpoints. The /api/webhooks routes
+// list only their own kinds, so push endpoints stay out of their way.
+const KindPush = "a2a_push"
+
+// MaxPushEndpoints bounds push endpoints apart from MaxEndpoints: there is
+// one per push target of a live or kept task.
+const MaxPushEndpoints = 10_000
+
+// push is handed to a push endpoint's actor: one message with its body.
+// Answered true once it is in the outbox durably.
+type push struct {
+	msgID, typ string
+	body       []byte
+}
+
+// CreatePush adds a push endpoint named name (the caller's key for it)
+// for url, with headers sent on every delivery (the client's A2A
+// authentication) and, when secret is set, Standard Webhooks signatures
+// with that key. It returns the endpoint's id.
+func (e *Engine) CreatePush(ctx context.Context, name, url, secret string, headers map[string]string) (string, error) {
+	evs := []string{}
+	p := Patch{Name: &name, URL: &url, Events: &evs, Headers: &headers}
+	if secret != "" {
+		p.Secret = &secret
+	}
+	v, err := e.Create(ctx, KindPush, p)
+	if err != nil {
+		return "", err
+	}
+	return v.ID, nil
+}
+
+// Push queues one message for push endpoint id and returns once it is
+// durable. msgID is the webhook-id: stable for one update, so a receiver
+// can drop a repeat.
+func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) error {
+	timeout := kernel.DefaultAskTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	_, err := askChild[bool](e, id, &push{msgID: msgID, typ: typ, body: body}, timeout)
+	return err
+}
+
+// enqueuePush puts one pushed message at the tail of the outbox and
+// answers the sender once the write is durable.
+func (o *outbox) enqueuePush(c actor.Context, m *push) {
+	if o.ep.Kind != KindPush {
+		c.Respond(kernel.Errorf(kernel.KindConflict, "not_a_push_endpoint", "webhook %s does not take pushed messages", o.ep.ID))
+		return
+	}
+	if !o.ep.Enabled {
+		c.Respond(kernel.Errorf(kernel.KindUnavailable, "webhook_disabled", "the push endpoint is disabled: %s", o.ep.DisabledReason))
+		return
+	}
+	if o.pending >= o.sh.opts.MaxPending {
+		c.Respond(kernel.Errorf(kernel.KindRateLimited, "outbox_full", "the push endpoint has %d messages waiting", o.pending))
+		return
+	}
+	t := time.Now().UTC()
+	msg := &message{Seq: o.meta.NextSeq, MsgID: m.msgID, Type: m.typ, Body: m.body, NextAt: t, Enqueued: t}
+	o.meta.NextSeq++
+	o.pending++
+	q, sender, sys := o.q, c.Sender(), o.sys
+	o.write(op{
+		apply: func(tx *store.Txn) error { return putJSON(tx, q, msg.Seq, msg) },
+		done: func() {
+			// Straight into memory only if nothing older waits on disk.
+			if o.loadedUpTo == msg.Seq-1 && len(o.queue) < window {
+				o.queue = append(o.queue, msg)
+				o.loadedUpTo = msg.Seq
+			}
+			if sender != nil {
+				sys.Root.Send(sender, true)
+			}
+		},
+	})
+}

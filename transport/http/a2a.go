@@ -1,0 +1,491 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net"
+	nethttp "net/http"
+	"strings"
+	"time"
+
+	sdk "github.com/a2aproject/a2a-go/v2/a2a"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/fangd/fangd/actors/a2a"
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+// The A2A routes. Protocol side (unversioned): the cards, the list of local
+// agents, the JSON-RPC binding (shared endpoint /a2a and one per agent)
+// and the seed's REST routes /a2a/tasks/*. Management side (/api/a2a/*):
+// discovery of external agents and outbound tasks.
+
+// cardMaxAge is how long clients may cache a card (agents change rarely;
+// the ETag makes revalidation cheap).
+const cardMaxAge = "public, max-age=60"
+
+func (s *Server) a2aRoutes() {
+	if s.deps.A2A == nil {
+		return
+	}
+	protocol := routeOpts{peers: true, maxBody: s.cfg.A2AMaxBodyBytes}
+	rpc := routeOpts{peers: true, rpc: true, maxBody: s.cfg.A2AMaxBodyBytes}
+	s.handle("GET", "/.well-known/agent.json", s.a2aSeedCard, public)
+	s.handle("GET", "/.well-known/agent-card.json", s.a2aCard, public)
+	// The same cards under /a2a, the URL the seed's card advertises: a
+	// client that discovers <base>/a2a (LibreFang does) finds them there.
+	s.handle("GET", "/a2a/.well-known/agent.json", s.a2aSeedCard, public)
+	s.handle("GET", "/a2a/.well-known/agent-card.json", s.a2aCard, public)
+	s.handle("GET", "/a2a/agents", s.a2aLocalCards, public)
+	s.handle("GET", "/a2a/agents/{id}/.well-known/agent-card.json", s.a2aAgentCard, public)
+	s.handle("POST", "/a2a", s.a2aRPC, rpc)
+	s.handle("POST", "/a2a/agents/{id}", s.a2aAgentRPC, rpc)
+	s.handle("POST", "/a2a/tasks/send", s.a2aTasksSend, protocol)
+	s.handle("GET", "/a2a/tasks/{id}", s.a2aTaskGet, protocol)
+	s.handle("POST", "/a2a/tasks/{id}/cancel", s.a2aTaskCancel, protocol)
+
+	s.api("POST", "/a2a/discover", s.a2aDiscover)
+	s.api("GET", "/a2a/agents", s.a2aExternalAgents)
+	s.api("GET", "/a2a/agents/{id}", s.a2aExternalAgent)
+	s.api("DELETE", "/a2a/agents/{id}", s.a2aDeleteExternalAgent)
+	s.api("POST", "/a2a/send", s.a2aSend)
+	s.api("GET", "/a2a/tasks/{id}/status", s.a2aOutboundStatus)
+}
+
+// a2aCaller hands the authenticated caller to the A2A service: the API key
+// and loopback see every task, a peer only its own.
+func a2aCaller(ctx *fasthttp.RequestCtx) a2a.Caller {
+	actor, _ := ctx.UserValue(userActor).(string)
+	c := a2a.Caller{Name: actor, Admin: !strings.HasPrefix(actor, "peer:")}
+	ctx.SetUserValue(a2a.CallerKey, c)
+	return c
+}
+
+// serveCard writes a public card with an ETag; a matching If-None-Match
+// gets 304.
+func serveCard(ctx *fasthttp.RequestCtx, body []byte) {
+	sum := sha256.Sum256(body)
+	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
+	h := &ctx.Response.Header
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", cardMaxAge)
+	// Cards are meant to be read from anywhere, browsers included.
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, etag) {
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetBody(body)
+}
+
+func etagMatches(header []byte, etag string) bool {
+	for _, part := range strings.Split(string(header), ",") {
+		p := strings.TrimPrefix(strings.TrimSpace(part), "W/")
+		if p == "*" || p == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// a2aSeedCard serves GET /.well-known/agent.json: the seed's card shape.
+func (s *Server) a2aSeedCard(ctx *fasthttp.RequestCtx) error {
+	body, err := s.deps.A2A.SeedCardJSON(ctx)
+	if err != nil {
+		return err
+	}
+	serveCard(ctx, body)
+	return nil
+}
+
+// a2aCard serves GET /.well-known/agent-card.json: the A2A 1.0 card (in
+// the SDK's 1.0 + 0.3 union form) of the daemon's shared endpoint.
+func (s *Server) a2aCard(ctx *fasthttp.RequestCtx) error {
+	body, err := s.deps.A2A.CardJSON(ctx, "")
+	if err != nil {
+		return err
+	}
+	serveCard(ctx, body)
+	return nil
+}
+
+// a2aAgentCard serves one local agent's card.
+func (s *Server) a2aAgentCard(ctx *fasthttp.RequestCtx) error {
+	agent, err := s.deps.A2A.LocalAgent(ctx, ctx.UserValue("id").(string))
+	if err != nil {
+		return err
+	}
+	body, err := s.deps.A2A.CardJSON(ctx, agent.ID)
+	if err != nil {
+		return err
+	}
+	serveCard(ctx, body)
+	return nil
+}
+
+type cardList struct {
+	Items  []json.RawMessage `json:"items"`
+	Total  int               `json:"total"`
+	Offset int               `json:"offset"`
+	Limit  *int              `json:"limit"`
+}
+
+// a2aLocalCards serves GET /a2a/agents: one card per local agent.
+func (s *Server) a2aLocalCards(ctx *fasthttp.RequestCtx) error {
+	cards, err := s.deps.A2A.LocalCards(ctx)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, cardList{Items: cards, Total: len(cards)})
+	return nil
+}
+
+// a2aRPC serves the JSON-RPC binding of the shared endpoint.
+func (s *Server) a2aRPC(ctx *fasthttp.RequestCtx) error {
+	return s.serveRPC(ctx, "")
+}
+
+// a2aAgentRPC serves the JSON-RPC binding of one local agent (by id or name).
+func (s *Server) a2aAgentRPC(ctx *fasthttp.RequestCtx) error {
+	agent, err := s.deps.A2A.LocalAgent(ctx, ctx.UserValue("id").(string))
+	if err != nil {
+		return err
+	}
+	return s.serveRPC(ctx, agent.ID)
+}
+
+// serveRPC hands the request to the SDK's JSON-RPC handlers (net/http,
+// adapted to fasthttp; streaming answers flow through as SSE).
+func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
+	a2aCaller(ctx)
+	var head struct {
+		Method string `json:"method"`
+	}
+	_ = json.Unmarshal(ctx.PostBody(), &head)
+	if head.Method != "" && len(head.Method) <= 64 {
+		auditDetails(ctx, "A2A JSON-RPC "+head.Method)
+	}
+	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
+	h, ok := s.rpcHandlers.Load(agentID)
+	if !ok {
+		h, _ = s.rpcHandlers.LoadOrStore(agentID, fasthttpadaptor.NewFastHTTPHandler(s.rpcBridge(s.deps.A2A.JSONRPC(agentID))))
+	}
+	// The SDK writes its own Cache-Control for streams; the envelope's
+	// no-store stays for plain answers.
+	h.(fasthttp.RequestHandler)(ctx)
+	return nil
+}
+
+// userConn carries the request's connection to rpcBridge.
+const userConn = "fangd.conn"
+
+// connRef holds the connection without being an io.Closer: fasthttp
+// closes io.Closer user values when it releases the request.
+type connRef struct{ c net.Conn }
+
+// a2aStreamWriteTimeout cuts an A2A stream whose client stops reading. The
+// SDK sends a keep-alive every 15 s, so a live stream always writes sooner.
+const a2aStreamWriteTimeout = 60 * time.Second
+
+// rpcBridge adapts the SDK's net/http handler to life on fasthttp:
+//
+//   - the handler gets its own context instead of fasthttp's RequestCtx,
+//     which fasthttp reuses once the response is written while a stream's
+//     goroutine may still read it (a data race); the context carries the
+//     caller and ends when the server shuts down or the handler returns;
+//   - SSE answers outlive the server's one-shot write timeout: fasthttp sets
+//     the connection's write deadline once per response, so every flush of
+//     a stream (an event or a keep-alive) pushes it forward instead.
+func (s *Server) rpcBridge(h nethttp.Handler) nethttp.Handler {
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		rc := r.Context()
+		caller, _ := rc.Value(a2a.CallerKey).(a2a.Caller)
+		conn, _ := rc.Value(userConn).(connRef)
+		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), a2a.CallerKey, caller))
+		defer cancel()
+		go func() {
+			select {
+			case <-s.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		r = r.WithContext(ctx)
+		if f, ok := w.(nethttp.Flusher); ok && conn.c != nil {
+			w = &deadlineWriter{ResponseWriter: w, flusher: f, conn: conn.c}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type deadlineWriter struct {
+	nethttp.ResponseWriter
+	flusher nethttp.Flusher
+	conn    net.Conn
+}
+
+func (d *deadlineWriter) Flush() {
+	_ = d.conn.SetWriteDeadline(time.Now().Add(a2aStreamWriteTimeout))
+	d.flusher.Flush()
+}
+
+func (d *deadlineWriter) Unwrap() nethttp.ResponseWriter { return d.ResponseWriter }
+
+// a2aRPCError is the JSON-RPC body for an error the HTTP layer itself raises
+// on a JSON-RPC route (auth, rate limit, size, unknown agent).
+func a2aRPCError(status int, code, msg, requestID string) a2a.RPCError {
+	var kind error
+	switch {
+	case status == fasthttp.StatusUnauthorized:
+		kind = sdk.ErrUnauthenticated
+	case status == fasthttp.StatusForbidden:
+		kind = sdk.ErrUnauthorized
+	case status == fasthttp.StatusNotFound:
+		kind = sdk.ErrInvalidParams
+	case status == fasthttp.StatusTooManyRequests:
+		kind = sdk.ErrServerError
+	case status >= 400 && status < 500:
+		kind = sdk.ErrInvalidRequest
+	default:
+		kind = sdk.ErrInternalError
+	}
+	return a2a.NewRPCError(nil, kind, msg, map[string]any{"code": code, "request_id": requestID})
+}
+
+// seedSendBody is POST /a2a/tasks/send: the seed's {"agent_id", "message"}
+// and LibreFang's JSON-RPC-ish {"params": {"agentId", "message", "sessionId"}}.
+type seedSendBody struct {
+	AgentID   string           `json:"agent_id"`
+	Message   a2a.MessageInput `json:"message"`
+	SessionID string           `json:"session_id"`
+	ContextID string           `json:"context_id"`
+	Params    *struct {
+		AgentID   string           `json:"agentId"`
+		Message   a2a.MessageInput `json:"message"`
+		SessionID string           `json:"sessionId"`
+		ID        string           `json:"id"`
+	} `json:"params"`
+	JSONRPC string          `json:"jsonrpc"`
+	Method  string          `json:"method"`
+	ID      json.RawMessage `json:"id"`
+}
+
+// a2aTasksSend serves POST /a2a/tasks/send: run a local agent's turn and
+// answer with the seed's {"task_id", "status", "result"}. A failed task is
+// answered 500 with the task (LibreFang's behaviour); one still working
+// when the wait ends is 202 and can be polled at GET /a2a/tasks/{id}.
+func (s *Server) a2aTasksSend(ctx *fasthttp.RequestCtx) error {
+	var b seedSendBody
+	if err := decodeJSON(ctx, &b); err != nil {
+		return err
+	}
+	agent, msg, session := b.AgentID, b.Message, firstNonEmpty(b.ContextID, b.SessionID)
+	if b.Params != nil {
+		agent = firstNonEmpty(agent, b.Params.AgentID)
+		if !msg.IsSet() {
+			msg = b.Params.Message
+		}
+		session = firstNonEmpty(session, b.Params.SessionID)
+	}
+	if strings.TrimSpace(agent) == "" {
+		return badRequest("missing_agent_id", "agent_id is required")
+	}
+	if !msg.IsSet() {
+		return badRequest("missing_message", "message is required: {\"role\": \"user\", \"parts\": [{\"text\": \"...\"}]}")
+	}
+	m, err := msg.ToA2A()
+	if err != nil {
+		return err
+	}
+	a2aCaller(ctx)
+	snap, err := s.deps.A2A.SendSeed(ctx, agent, m, session)
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "A2A task "+snap.ID()+" for agent "+snap.AgentID()+": "+a2a.SeedStatus(snap.State()))
+	status := fasthttp.StatusOK
+	switch {
+	case snap.State() == sdk.TaskStateFailed:
+		status = fasthttp.StatusInternalServerError
+	case !snap.Terminal():
+		status = fasthttp.StatusAccepted
+	}
+	writeJSON(ctx, status, snap.Seed())
+	return nil
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// a2aTaskGet serves GET /a2a/tasks/{id}.
+func (s *Server) a2aTaskGet(ctx *fasthttp.RequestCtx) error {
+	a2aCaller(ctx)
+	snap, err := s.deps.A2A.InboundTask(ctx, ctx.UserValue("id").(string))
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, snap.Seed())
+	return nil
+}
+
+// a2aTaskCancel serves POST /a2a/tasks/{id}/cancel: the running turn is
+// stopped; a finished task is a 409.
+func (s *Server) a2aTaskCancel(ctx *fasthttp.RequestCtx) error {
+	a2aCaller(ctx)
+	id := ctx.UserValue("id").(string)
+	snap, err := s.deps.A2A.CancelInbound(ctx, id)
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "A2A task "+id+" cancelled")
+	writeJSON(ctx, fasthttp.StatusOK, snap.Seed())
+	return nil
+}
+
+// discoverBody is POST /api/a2a/discover.
+type discoverBody struct {
+	URL string `json:"url"`
+	// Token, when set, is presented as a bearer token on every call to the
+	// agent; it is kept in the vault and never shown.
+	Token string `json:"token"`
+}
+
+// a2aDiscover serves POST /api/a2a/discover: 201 with a newly discovered
+// agent, 200 when it was known (and has been refreshed).
+func (s *Server) a2aDiscover(ctx *fasthttp.RequestCtx) error {
+	var b discoverBody
+	if err := decodeJSON(ctx, &b); err != nil {
+		return err
+	}
+	agent, created, err := s.deps.A2A.Discover(ctx, b.URL, []byte(b.Token))
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "A2A agent "+agent.ID+" ("+agent.Name+") discovered at "+agent.URL)
+	status := fasthttp.StatusOK
+	if created {
+		status = fasthttp.StatusCreated
+	}
+	writeJSON(ctx, status, agent.Summary())
+	return nil
+}
+
+type externalAgentList struct {
+	Items  []a2a.ExternalAgent `json:"items"`
+	Total  int                 `json:"total"`
+	Offset int                 `json:"offset"`
+	Limit  *int                `json:"limit"`
+}
+
+// a2aExternalAgents serves GET /api/a2a/agents.
+func (s *Server) a2aExternalAgents(ctx *fasthttp.RequestCtx) error {
+	all, err := s.deps.A2A.ExternalAgents()
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, externalAgentList{Items: all, Total: len(all)})
+	return nil
+}
+
+// a2aExternalAgent serves GET /api/a2a/agents/{id} (id or name), with the
+// agent's card.
+func (s *Server) a2aExternalAgent(ctx *fasthttp.RequestCtx) error {
+	a, err := s.deps.A2A.ExternalAgent(ctx.UserValue("id").(string))
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, a)
+	return nil
+}
+
+// a2aDeleteExternalAgent serves DELETE /api/a2a/agents/{id}.
+func (s *Server) a2aDeleteExternalAgent(ctx *fasthttp.RequestCtx) error {
+	id := ctx.UserValue("id").(string)
+	if err := s.deps.A2A.DeleteExternalAgent(id); err != nil {
+		return err
+	}
+	auditDetails(ctx, "A2A agent "+id+" removed")
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	return nil
+}
+
+// a2aSendBody is POST /api/a2a/send: the seed's {"agent_id", "message"},
+// message a string or {"role", "parts"}.
+type a2aSendBody struct {
+	AgentID   string           `json:"agent_id"`
+	Message   a2a.MessageInput `json:"message"`
+	ContextID string           `json:"context_id"`
+	SessionID string           `json:"session_id"`
+}
+
+// maxIdempotencyKey bounds the Idempotency-Key header.
+const maxIdempotencyKey = 255
+
+// a2aSend serves POST /api/a2a/send: 202 with {"task_id", "status",
+// "agent_id"} at once; the outbound task runs on. The same Idempotency-Key
+// with the same body replays the first answer; with another body it is a
+// 409.
+func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
+	var b a2aSendBody
+	if err := decodeJSON(ctx, &b); err != nil {
+		return err
+	}
+	if strings.TrimSpace(b.AgentID) == "" {
+		return badRequest("missing_agent_id", "agent_id is required")
+	}
+	if !b.Message.IsSet() {
+		return badRequest("a2a_missing_message", "message is required: a string or {\"role\": \"user\", \"parts\": [{\"text\": \"...\"}]}")
+	}
+	m, err := b.Message.ToA2A()
+	if err != nil {
+		return err
+	}
+	key := string(bytes.TrimSpace(ctx.Request.Header.Peek("Idempotency-Key")))
+	if len(key) > maxIdempotencyKey {
+		return badRequest("invalid_idempotency_key", "Idempotency-Key is longer than 255 characters")
+	}
+	sum := sha256.Sum256(ctx.PostBody())
+	a2aCaller(ctx)
+	receipt, replayed, err := s.deps.A2A.SendOutbound(ctx, a2a.OutboundRequest{
+		AgentRef: b.AgentID, Message: m, ContextID: firstNonEmpty(b.ContextID, b.SessionID),
+		IdempotencyKey: key, BodyHash: hex.EncodeToString(sum[:]),
+	})
+	if err != nil {
+		return err
+	}
+	if replayed {
+		ctx.Response.Header.Set("Idempotency-Replayed", "true")
+		auditDetails(ctx, "A2A send replayed for Idempotency-Key: task "+receipt.TaskID)
+	} else {
+		auditDetails(ctx, "A2A task "+receipt.TaskID+" sent to external agent "+receipt.AgentID)
+	}
+	writeJSON(ctx, fasthttp.StatusAccepted, receipt)
+	return nil
+}
+
+// a2aOutboundStatus serves GET /api/a2a/tasks/{id}/status.
+func (s *Server) a2aOutboundStatus(ctx *fasthttp.RequestCtx) error {
+	a2aCaller(ctx)
+	snap, err := s.deps.A2A.OutboundTask(ctx, ctx.UserValue("id").(string))
+	if err != nil {
+		if de := kernel.AsError(err); de != nil && de.Code == "task_not_found" {
+			return kernel.Errorf(kernel.KindNotFound, "task_not_found", "no outbound A2A task %s", ctx.UserValue("id"))
+		}
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, snap.Outbound())
+	return nil
+}
