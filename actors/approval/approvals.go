@@ -210,11 +210,38 @@ func (e *env) appendAudit(ev audit.Event) error {
 	return err
 }
 
+// Event is the detail of an approval event: what a subscriber needs to
+// react, without the payload and description (GET /api/approvals/{id} has
+// them). Events stay small because the bus keeps its last N in memory and
+// fans them out to webhooks.
+type Event struct {
+	ID           string     `json:"id"`
+	AgentID      string     `json:"agent_id"`
+	AgentName    string     `json:"agent_name"`
+	Action       string     `json:"action"`
+	RiskLevel    string     `json:"risk_level"`
+	Status       string     `json:"status"`
+	RequestedAt  time.Time  `json:"requested_at"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	DecidedAt    *time.Time `json:"decided_at,omitempty"`
+	DecidedBy    string     `json:"decided_by,omitempty"`
+	DecidedVia   string     `json:"decided_via,omitempty"`
+	SecondFactor string     `json:"second_factor,omitempty"`
+	Reason       string     `json:"reason,omitempty"`
+	Escalations  int        `json:"escalations,omitempty"`
+}
+
 func (e *env) publish(typ string, rec *Approval, source string) {
 	if e.events == nil {
 		return
 	}
-	e.events.Publish(typ, source, "agent:"+rec.AgentID, rec)
+	ev := &Event{ID: rec.ID, AgentID: rec.AgentID, AgentName: rec.AgentName, Action: rec.Action, RiskLevel: rec.RiskLevel,
+		Status: rec.Status, RequestedAt: rec.RequestedAt, ExpiresAt: rec.ExpiresAt, DecidedAt: rec.DecidedAt,
+		DecidedBy: rec.DecidedBy, DecidedVia: rec.DecidedVia, Reason: truncate(rec.Reason, 200), Escalations: rec.Escalations}
+	if rec.SecondFactor != FactorNone {
+		ev.SecondFactor = rec.SecondFactor
+	}
+	e.events.Publish(typ, source, "agent:"+rec.AgentID, ev)
 }
 
 // post sends text to every notify target, in the background; except

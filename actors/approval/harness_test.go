@@ -41,7 +41,7 @@ type sink struct {
 }
 
 func (s *sink) Publish(typ, source, target string, detail any) {
-	rec := detail.(*Approval)
+	rec := detail.(*Event)
 	s.mu.Lock()
 	s.events = append(s.events, typ+" "+rec.ID+" "+source+" "+target)
 	s.mu.Unlock()
