@@ -19,6 +19,7 @@ var scenarios = []Scenario{
 	{Name: "audit-recent", About: "authenticated actor-backed GET /api/audit/recent?limit=20", Run: runAuditRecent},
 	{Name: "loaded-rss", About: "daemon RSS after all HTTP load", Run: runLoadedRSS},
 	{Name: "audit-append", About: "durable audit appends: group commit vs one fsync per append", Run: runAuditAppend},
+	{Name: "ledger", About: "usage ledger: in-process reserve+settle rate; usage reads with 1M events stored", Run: runLedger},
 	{Name: "a2a", About: "A2A JSON-RPC SendMessage round trips to a local agent (zero-latency fake LLM); heap per finished task kept", Run: runA2A},
 	{Name: "comms-bus", About: "event bus: publish rate with 10 subscribers; RSS with 1,000 subscribers", Run: runCommsBus},
 	{Name: "webhooks", About: "signed durable webhook deliveries across 50 endpoints", Run: runWebhookDeliveries},

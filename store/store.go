@@ -152,6 +152,31 @@ func (db *DB) Update(fn func(txn *Txn) error) error {
 	return db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
 }
 
+// UpdateAsync runs fn in a read-write transaction and hands it to the
+// store's writer without waiting for the sync: when it returns, the
+// transaction is ordered after every transaction handed over before it (a
+// later write of the same key wins, and is never durable before an earlier
+// one), and done is called from another goroutine once the transaction is
+// synced (nil) or has failed. Callers that pipeline several writes use it
+// so that the store syncs them together instead of one after another.
+func (db *DB) UpdateAsync(fn func(txn *Txn) error, done func(error)) {
+	if !db.enter() {
+		done(ErrClosed)
+		return
+	}
+	t := db.bdb.NewTransaction(true)
+	if err := fn(&Txn{t: t}); err != nil {
+		t.Discard()
+		db.leave()
+		done(err)
+		return
+	}
+	t.CommitWith(func(err error) {
+		db.leave()
+		done(err)
+	})
+}
+
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(txn *Txn) error) error {
 	if !db.enter() {

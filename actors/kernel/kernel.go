@@ -92,8 +92,8 @@ func reasonText(r any) string {
 // strategy (root actors otherwise get Proto.Actor's default of 10 quick
 // restarts). Root actors are stopped in reverse spawn order on Shutdown, so
 // spawn dependencies first.
-func (k *Kernel) SpawnRoot(name string, producer actor.Producer) (*actor.PID, error) {
-	props := k.Props(producer, actor.WithGuardian(DefaultBackoff.Strategy()))
+func (k *Kernel) SpawnRoot(name string, producer actor.Producer, opts ...actor.PropsOption) (*actor.PID, error) {
+	props := k.Props(producer, append([]actor.PropsOption{actor.WithGuardian(DefaultBackoff.Strategy())}, opts...)...)
 	pid, err := k.Root.SpawnNamed(props, name)
 	if err != nil {
 		return nil, err

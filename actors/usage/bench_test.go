@@ -105,28 +105,6 @@ func reportRates(b *testing.B, start time.Time, cpu0 time.Duration) {
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu_us/op")
 }
 
-// SeedBench writes n usage events spread over the last 366 days, across
-// 100 agents and 8 models, straight to db.
-func SeedBench(db *store.DB, n int, now time.Time) error {
-	const batch = 100_000
-	span := 366 * 24 * time.Hour
-	for done := 0; done < n; done += batch {
-		evs := make([]Event, 0, min(batch, n-done))
-		for i := done; i < n && i < done+batch; i++ {
-			evs = append(evs, Event{
-				Time:    now.Add(-span + time.Duration(int64(span)/int64(n)*int64(i))),
-				AgentID: fmt.Sprintf("agent-%03d", i%100), AgentName: fmt.Sprintf("agent %d", i%100),
-				Provider: "groq", Model: fmt.Sprintf("model-%d", i%8),
-				InputTokens: 1000, CachedInputTokens: 100, OutputTokens: 200, CostNanos: 750_000, LatencyMS: 420, Outcome: "ok",
-			})
-		}
-		if err := Seed(db, evs); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // BenchmarkQueriesOverMillionEvents measures the ledger's answers to the
 // month usage and the 366-day daily report with 1 million events stored.
 // Target: p99 under 5 ms (through HTTP; see transport/http's benchmark).

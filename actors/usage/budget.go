@@ -116,11 +116,13 @@ func (v *violation) message(m *Reserve) string {
 }
 
 // check returns the first limit m's worst case would pass, or nil.
-func (l *ledger) check(now time.Time, m *Reserve) *violation {
+func (l *ledger) check(now time.Time, m *Reserve) (violation, bool) {
 	today := dayOf(now)
 	al := l.agentLimits[m.AgentID]
 	held := l.agentRes[m.AgentID]
-	cands := []struct {
+	// A fixed array, filled in place: this runs on every reservation and
+	// must not allocate.
+	cands := [5]struct {
 		v    violation
 		want int64
 	}{
@@ -135,11 +137,9 @@ func (l *ledger) check(now time.Time, m *Reserve) *violation {
 	}
 	if l.limits.HourlyTokenLimit > 0 {
 		used, _ := l.r.hourTokens(now)
-		cands = append(cands, struct {
-			v    violation
-			want int64
-		}{violation{scope: "global", limit: "hourly_tokens", max: l.limits.HourlyTokenLimit,
-			spent: used, held: l.reservedTok}, m.Tokens})
+		cands[4].v = violation{scope: "global", limit: "hourly_tokens", max: l.limits.HourlyTokenLimit,
+			spent: used, held: l.reservedTok}
+		cands[4].want = m.Tokens
 	}
 	for i := range cands {
 		c := &cands[i]
@@ -152,10 +152,10 @@ func (l *ledger) check(now time.Time, m *Reserve) *violation {
 		if c.v.spent+c.v.held+c.want > c.v.max {
 			c.v.agentID, c.v.agentName = m.AgentID, m.AgentName
 			c.v.window = windowOf(c.v.limit, now)
-			return &c.v
+			return c.v, true
 		}
 	}
-	return nil
+	return violation{}, false
 }
 
 // checkAlerts raises budget_warning / budget_exceeded for limits that
@@ -276,9 +276,7 @@ func (l *ledger) raise(c actor.Context, kind string, v *violation, now time.Time
 			}
 		}()
 	}
-	if !l.inFlight {
-		l.flush(c)
-	}
+	l.flush()
 }
 
 // alertCurrent reports whether an alert mark's window is still open.

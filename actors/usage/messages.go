@@ -252,7 +252,9 @@ type BudgetExceeded struct{ BudgetAlert }
 
 // batchCommitted is sent by the commit goroutine back to the ledger.
 type batchCommitted struct {
-	waiters []settleWaiter
+	writer  *batchWriter
+	waiters []settleWaiter // not answered: the write failed
+	spare   []settleWaiter // the answered waiters' array, for reuse
 	err     error
 }
 

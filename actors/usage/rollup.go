@@ -16,7 +16,7 @@ import (
 // event changes them, in the same synced transaction as the event, so
 // reading any period costs a few map lookups, never a scan of events.
 //
-//	usage/e/<unix nanos BE8>                    raw event (JSON), deleted after retention
+//	usage/e/<unix nanos BE8>                    raw event (binary, see appendEventBinary; older ones JSON), deleted after retention
 //	usage/h/<unix hour BE8>                     Counters per UTC hour
 //	usage/d/<day BE4>                           Counters per UTC day (days since 1970-01-01)
 //	usage/dm/<day BE4><provider>\x00<model>     Counters per day and model
@@ -172,22 +172,24 @@ type dirtyKey struct {
 	s2   string
 }
 
-func (k dirtyKey) bytes() []byte {
+// appendTo appends the stored key k names (the layout at the top).
+func (k dirtyKey) appendTo(b []byte) []byte {
 	switch k.kind {
 	case 'd':
-		return dayKey(k.day)
+		return binary.BigEndian.AppendUint32(append(b, pDay...), uint32(k.day))
 	case 'h':
-		return hourKey(k.hour)
+		return binary.BigEndian.AppendUint64(append(b, pHour...), uint64(k.hour))
 	case 'M':
-		return dayModelKey(k.day, modelKey{k.s1, k.s2})
+		b = binary.BigEndian.AppendUint32(append(b, pDayModel...), uint32(k.day))
+		return append(append(append(b, k.s1...), 0), k.s2...)
 	case 'A':
-		return dayAgentKey(k.day, k.s1)
+		return append(binary.BigEndian.AppendUint32(append(b, pDayAgent...), uint32(k.day)), k.s1...)
 	case 'm':
-		return modelTotalKey(modelKey{k.s1, k.s2})
+		return append(append(append(append(b, pModel...), k.s1...), 0), k.s2...)
 	case 'a':
-		return agentTotalKey(k.s1)
+		return append(append(b, pAgent...), k.s1...)
 	}
-	return []byte(k.s1)
+	return append(b, k.s1...)
 }
 
 // dirtySet collects the stored keys events changed, with the value to
@@ -516,7 +518,7 @@ func loadRollups(db *store.DB, now time.Time, all bool) (*rollups, error) {
 		from := eventKey(now.Add(-bucketMinutes * time.Minute).Truncate(time.Minute).UnixNano())
 		return tx.Iterate([]byte(pEvent), from, false, func(_, v []byte) (bool, error) {
 			var e Event
-			if err := json.Unmarshal(v, &e); err != nil {
+			if err := decodeEvent(v, &e); err != nil {
 				return false, fmt.Errorf("usage event: %w", err)
 			}
 			b := r.bucket(minuteOf(e.Time))
@@ -536,26 +538,46 @@ func loadRollups(db *store.DB, now time.Time, all bool) (*rollups, error) {
 	return r, nil
 }
 
-// encodeDirty turns a dirty set into key/value pairs to store.
-func encodeDirty(dirty dirtySet) ([]kv, error) {
-	out := make([]kv, 0, len(dirty))
+// encodeBatch turns a dirty set and the events of waiters into key/value
+// pairs to store, all in one buffer (one allocation per batch, not one per
+// key and value).
+func encodeBatch(dirty dirtySet, waiters []settleWaiter) []kv {
+	out := make([]kv, 0, len(dirty)+len(waiters))
+	buf := make([]byte, 0, len(dirty)*112+len(waiters)*360)
 	for dk, v := range dirty {
-		k := dk.bytes()
-		var raw []byte
+		start := len(buf)
+		buf = dk.appendTo(buf)
+		p := kv{key: buf[start:len(buf):len(buf)]}
+		start = len(buf)
 		switch x := v.(type) {
 		case []byte:
-			raw = x
+			buf = append(buf, x...)
+		case *Counters:
+			buf = x.appendJSON(buf)
+		case *agentTotal:
+			buf = x.appendJSON(buf)
 		case nil:
-			// a deletion
+			p.del = true
 		default:
-			var err error
-			if raw, err = json.Marshal(x); err != nil {
-				return nil, err
-			}
+			panic(fmt.Sprintf("usage: no encoding for roll-up value %T", v))
 		}
-		out = append(out, kv{key: k, val: raw, del: v == nil})
+		if !p.del {
+			p.val = buf[start:len(buf):len(buf)]
+		}
+		out = append(out, p)
 	}
-	return out, nil
+	for i := range waiters {
+		e := &waiters[i].event
+		start := len(buf)
+		buf = append(buf, pEvent...)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(e.Time.UnixNano()))
+		p := kv{key: buf[start:len(buf):len(buf)]}
+		start = len(buf)
+		buf = appendEventBinary(buf, e)
+		p.val = buf[start:len(buf):len(buf)]
+		out = append(out, p)
+	}
+	return out
 }
 
 type kv struct {
@@ -565,20 +587,22 @@ type kv struct {
 
 // writeKVs stores pairs in one synced transaction.
 func writeKVs(db *store.DB, pairs []kv) error {
-	return db.Update(func(tx *store.Txn) error {
-		for _, p := range pairs {
-			var err error
-			if p.del {
-				err = tx.Delete(p.key)
-			} else {
-				err = tx.Set(p.key, p.val)
-			}
-			if err != nil {
-				return err
-			}
+	return db.Update(func(tx *store.Txn) error { return setKVs(tx, pairs) })
+}
+
+func setKVs(tx *store.Txn, pairs []kv) error {
+	for _, p := range pairs {
+		var err error
+		if p.del {
+			err = tx.Delete(p.key)
+		} else {
+			err = tx.Set(p.key, p.val)
 		}
-		return nil
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // The hot path encodes by hand: encoding/json's reflection and time
@@ -607,17 +631,20 @@ func (c *Counters) appendFields(b []byte) []byte {
 }
 
 // MarshalJSON encodes an agent's total (name and counters, flat).
-func (a *agentTotal) MarshalJSON() ([]byte, error) {
-	b := append(make([]byte, 0, 128), `{"name":`...)
+func (a *agentTotal) MarshalJSON() ([]byte, error) { return a.appendJSON(make([]byte, 0, 128)), nil }
+
+func (a *agentTotal) appendJSON(b []byte) []byte {
+	b = append(b, `{"name":`...)
 	b = appendJSONString(b, a.Name)
 	b = append(b, ',')
-	return append(a.Counters.appendFields(b), '}'), nil
+	return append(a.Counters.appendFields(b), '}')
 }
 
 // encodeEvent is json.Marshal(e) without reflection; json.Unmarshal reads
 // it back into an Event.
-func encodeEvent(e *Event) []byte {
-	b := make([]byte, 0, 320)
+func encodeEvent(e *Event) []byte { return appendEvent(make([]byte, 0, 320), e) }
+
+func appendEvent(b []byte, e *Event) []byte {
 	b = append(b, `{"ts":"`...)
 	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","agent_id":`...)
@@ -650,6 +677,78 @@ func encodeEvent(e *Event) []byte {
 		b = append(b, `,"usage_estimated":true`...)
 	}
 	return append(b, '}')
+}
+
+// eventFormatBinary is the first byte of a binary-encoded event. Events
+// were stored as JSON (first byte '{') before; decodeEvent reads both.
+const eventFormatBinary = 1
+
+// appendEventBinary encodes e compactly: the format byte, the time (unix
+// nanos), the strings length-prefixed, the counts as varints, and a flags
+// byte. A third of the JSON's size: the event is most of the bytes a
+// settlement writes, and Badger's cost (WAL, memtable, flushes,
+// compaction) grows with bytes.
+func appendEventBinary(b []byte, e *Event) []byte {
+	b = append(b, eventFormatBinary)
+	b = binary.AppendVarint(b, e.Time.UnixNano())
+	for _, s := range [...]string{e.AgentID, e.AgentName, e.SessionID, e.Provider, e.Model, e.Outcome} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	for _, v := range [...]int64{e.InputTokens, e.CachedInputTokens, e.CacheWriteTokens, e.OutputTokens, e.CostNanos, e.LatencyMS} {
+		b = binary.AppendVarint(b, v)
+	}
+	var flags byte
+	if e.PricingKnown {
+		flags |= 1
+	}
+	if e.UsageEstimated {
+		flags |= 2
+	}
+	return append(b, flags)
+}
+
+// decodeEvent reads a stored event in either format.
+func decodeEvent(raw []byte, e *Event) error {
+	if len(raw) > 0 && raw[0] == '{' {
+		return json.Unmarshal(raw, e)
+	}
+	if len(raw) == 0 || raw[0] != eventFormatBinary {
+		return errors.New("unknown event encoding")
+	}
+	b := raw[1:]
+	bad := errors.New("truncated binary event")
+	varint := func() (int64, bool) {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return v, true
+	}
+	nanos, ok := varint()
+	if !ok {
+		return bad
+	}
+	e.Time = time.Unix(0, nanos).UTC()
+	for _, dst := range [...]*string{&e.AgentID, &e.AgentName, &e.SessionID, &e.Provider, &e.Model, &e.Outcome} {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return bad
+		}
+		*dst = string(b[k : k+int(n)])
+		b = b[k+int(n):]
+	}
+	for _, dst := range [...]*int64{&e.InputTokens, &e.CachedInputTokens, &e.CacheWriteTokens, &e.OutputTokens, &e.CostNanos, &e.LatencyMS} {
+		if *dst, ok = varint(); !ok {
+			return bad
+		}
+	}
+	if len(b) != 1 {
+		return bad
+	}
+	e.PricingKnown, e.UsageEstimated = b[0]&1 != 0, b[0]&2 != 0
+	return nil
 }
 
 // appendJSONString appends s as a JSON string (invalid UTF-8 becomes U+FFFD).

@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"fmt"
 	"sort"
 	"time"
 
@@ -31,7 +32,7 @@ func Seed(db *store.DB, events []Event) error {
 		if e.Outcome == "" {
 			e.Outcome = "ok"
 		}
-		raw := encodeEvent(&e)
+		raw := appendEventBinary(nil, &e)
 		r.apply(&e, dirty)
 		batch = append(batch, kv{key: eventKey(n), val: raw})
 		if len(batch) == chunk {
@@ -41,17 +42,36 @@ func Seed(db *store.DB, events []Event) error {
 			batch = batch[:0]
 		}
 	}
-	pairs, err := encodeDirty(dirty)
-	if err != nil {
-		return err
-	}
-	batch = append(batch, pairs...)
+	batch = append(batch, encodeBatch(dirty, nil)...)
 	for len(batch) > 0 {
 		n := min(len(batch), chunk)
 		if err := writeKVs(db, batch[:n]); err != nil {
 			return err
 		}
 		batch = batch[n:]
+	}
+	return nil
+}
+
+// SeedBench writes n synthetic usage events spread evenly over the 366
+// days before now, across 100 agents and 8 models, straight to db (see
+// Seed): the history the benchmarks and `make bench` query.
+func SeedBench(db *store.DB, n int, now time.Time) error {
+	const batch = 100_000
+	span := 366 * 24 * time.Hour
+	for done := 0; done < n; done += batch {
+		evs := make([]Event, 0, min(batch, n-done))
+		for i := done; i < n && i < done+batch; i++ {
+			evs = append(evs, Event{
+				Time:    now.Add(-span + time.Duration(int64(span)/int64(n)*int64(i))),
+				AgentID: fmt.Sprintf("agent-%03d", i%100), AgentName: fmt.Sprintf("agent %d", i%100),
+				Provider: "groq", Model: fmt.Sprintf("model-%d", i%8),
+				InputTokens: 1000, CachedInputTokens: 100, OutputTokens: 200, CostNanos: 750_000, LatencyMS: 420, Outcome: "ok",
+			})
+		}
+		if err := Seed(db, evs); err != nil {
+			return err
+		}
 	}
 	return nil
 }

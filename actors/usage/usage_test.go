@@ -458,3 +458,67 @@ func TestDailyJSONMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// The batch encoder builds keys by hand into one buffer; they must be the
+// stored layout the loader reads back, or a restart would lose roll-ups.
+func TestBatchKeysMatchStoredLayout(t *testing.T) {
+	mk := modelKey{"groq", "llama/3"}
+	c := &Counters{1, 2, 3, 4, 5, 6}
+	a := &agentTotal{Name: "n", Counters: *c}
+	cases := []struct {
+		dk   dirtyKey
+		want []byte
+	}{
+		{dirtyKey{kind: 'd', day: 20500}, dayKey(20500)},
+		{dirtyKey{kind: 'h', hour: 492001}, hourKey(492001)},
+		{dirtyKey{kind: 'M', day: 20500, s1: mk.provider, s2: mk.model}, dayModelKey(20500, mk)},
+		{dirtyKey{kind: 'A', day: 20500, s1: "agent-1"}, dayAgentKey(20500, "agent-1")},
+		{dirtyKey{kind: 'm', s1: mk.provider, s2: mk.model}, modelTotalKey(mk)},
+		{dirtyKey{kind: 'a', s1: "agent-1"}, agentTotalKey("agent-1")},
+		{dirtyKey{kind: 'x', s1: pAlert + "k"}, []byte(pAlert + "k")},
+	}
+	for _, tc := range cases {
+		var v any = c
+		if tc.dk.kind == 'a' {
+			v = a
+		}
+		pairs := encodeBatch(dirtySet{tc.dk: v}, nil)
+		if len(pairs) != 1 || string(pairs[0].key) != string(tc.want) {
+			t.Fatalf("%c: key %q, want %q", tc.dk.kind, pairs[0].key, tc.want)
+		}
+		want, _ := json.Marshal(v)
+		if string(pairs[0].val) != string(want) {
+			t.Fatalf("%c: value %s, want %s", tc.dk.kind, pairs[0].val, want)
+		}
+	}
+	e := Event{Time: time.Unix(0, 1234567890123).UTC(), AgentID: "a", Provider: "p", Model: "m", Outcome: "ok"}
+	pairs := encodeBatch(dirtySet{{kind: 'x', s1: "del"}: nil}, []settleWaiter{{event: e}})
+	if len(pairs) != 2 || !pairs[0].del || string(pairs[1].key) != string(eventKey(e.Time.UnixNano())) ||
+		string(pairs[1].val) != string(appendEventBinary(nil, &e)) {
+		t.Fatalf("deletion and event: %+v", pairs)
+	}
+}
+
+// Events are stored in the binary format now and were JSON before: both
+// must read back to the same event, and damaged values must be refused.
+func TestEventEncodingsRoundTrip(t *testing.T) {
+	e := Event{Time: time.Date(2026, 3, 15, 12, 0, 0, 123456789, time.UTC), AgentID: "a\"b\\c\n", AgentName: "名前\x01",
+		SessionID: "s", Provider: "p", Model: "m/x", InputTokens: 1, CachedInputTokens: 2, CacheWriteTokens: 3,
+		OutputTokens: 4, CostNanos: -5, LatencyMS: 1 << 40, Outcome: "ok", PricingKnown: true, UsageEstimated: true}
+	for name, raw := range map[string][]byte{"binary": appendEventBinary(nil, &e), "json": encodeEvent(&e)} {
+		var back Event
+		if err := decodeEvent(raw, &back); err != nil || back != e {
+			t.Fatalf("%s: %v\n%+v\n%+v", name, err, back, e)
+		}
+	}
+	bin := appendEventBinary(nil, &e)
+	if len(bin) >= len(encodeEvent(&e))/2 {
+		t.Fatalf("binary event is %d bytes, JSON %d", len(bin), len(encodeEvent(&e)))
+	}
+	for _, raw := range [][]byte{nil, {9}, bin[:len(bin)-1], bin[:5], append(append([]byte{}, bin...), 0)} {
+		var back Event
+		if decodeEvent(raw, &back) == nil {
+			t.Fatalf("decoded damaged event %x", raw)
+		}
+	}
+}

@@ -153,12 +153,21 @@ func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
 		t.Fatalf("reply: %+v", s)
 	}
 
+	// The fake records the first reply before the daemon takes it off the
+	// outbox: wait for that, or outbox_pending == 1 below could still be
+	// the first reply and the kill could come before the second turn.
+	waitChannels(t, p, "first reply off the outbox", func(m map[string]map[string]any) bool {
+		return m["telegram"]["outbox_pending"].(float64) == 0
+	})
+	asked := len(oai.Requests())
+
 	// The second reply cannot go out: Telegram fails while the agent thinks.
 	oai.SetReply(func(llmtest.Request) string {
 		tg.SetDown(true)
 		return "the answer you waited for"
 	})
 	tg.UserMessage(5, 9, "bob", "second question")
+	eventually(t, 20*time.Second, "the agent asked", func() bool { return len(oai.Requests()) > asked })
 	waitChannels(t, p, "reply queued", func(m map[string]map[string]any) bool {
 		return m["telegram"]["outbox_pending"].(float64) == 1
 	})

@@ -1,0 +1,592 @@
+package main
+
+// The issue's "daemon kill -9 with replies queued -> restart -> replies
+// delivered", for every built adapter, against the real binary: each
+// adapter's platform fake (or a real peer) runs in this process on
+// loopback, the daemon is killed with SIGKILL while two replies wait in the
+// channel's durable outbox, and the restarted daemon must deliver both,
+// once each, in order.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/fangd/fangd/actors/channel/discord/discordfake"
+	"github.com/fangd/fangd/actors/channel/googlechat/googlechattest"
+	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
+	"github.com/fangd/fangd/actors/channel/matrix/matrixfake"
+	"github.com/fangd/fangd/actors/channel/mattermost/mattermosttest"
+	"github.com/fangd/fangd/actors/channel/ntfy"
+	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
+	"github.com/fangd/fangd/actors/channel/slack/slackfake"
+	"github.com/fangd/fangd/actors/channel/teams/teamstest"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/webhook/webhooktest"
+	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
+	"github.com/fangd/fangd/actors/llm/llmtest"
+)
+
+// killPeer is one platform as the kill -9 test drives it.
+type killPeer struct {
+	// configure is the POST /api/channels/{name}/configure body without
+	// agent_name: credentials and the fake's URL as the API base URL field.
+	configure map[string]any
+	// chat is where replies go (the inbound's chat, and the comms target).
+	chat string
+	// ready reports that the platform side sees the bot listening (a
+	// gateway session, a subscription); nil: `connected` is enough.
+	ready func() bool
+	// inbound makes a user write text; webhook is the daemon's
+	// /channels/<name>/webhook URL for platforms that push.
+	inbound func(t *testing.T, webhook, text string)
+	// down switches the platform's outbound API off and on.
+	down func(bool)
+	// sent lists the texts the bot delivered to chat, in order.
+	sent func() []string
+}
+
+type killCase struct {
+	name string
+	peer func(t *testing.T) killPeer
+}
+
+func killCases() []killCase {
+	return []killCase{
+		{"telegram", func(t *testing.T) killPeer {
+			tg := telegramfake.New("555:kill")
+			t.Cleanup(tg.Close)
+			return killPeer{
+				configure: map[string]any{"token": "555:kill", "api_url": tg.URL(), "poll_interval_secs": 1},
+				chat:      "5",
+				inbound:   func(_ *testing.T, _, text string) { tg.UserMessage(5, 9, "bob", text) },
+				down:      tg.SetDown,
+				sent: func() (out []string) {
+					for _, s := range tg.Sent() {
+						if s.ChatID == "5" {
+							out = append(out, s.Text)
+						}
+					}
+					return out
+				},
+			}
+		}},
+		{"discord", func(t *testing.T) killPeer {
+			dc := discordfake.New("MTAx.kill.bot-token")
+			t.Cleanup(dc.Close)
+			return killPeer{
+				configure: map[string]any{"token": "MTAx.kill.bot-token", "api_url": dc.APIURL()},
+				chat:      "c-dm",
+				ready:     func() bool { return dc.Connected() >= 1 },
+				inbound:   func(_ *testing.T, _, text string) { dc.UserMessage("c-dm", "", "42", text, false) },
+				down:      dc.SetDown,
+				sent: func() (out []string) {
+					for _, s := range dc.Sent() {
+						if s.ChannelID == "c-dm" {
+							out = append(out, s.Content)
+						}
+					}
+					return out
+				},
+			}
+		}},
+		{"slack", func(t *testing.T) killPeer {
+			sl := slackfake.New("xoxb-kill", "xapp-kill")
+			t.Cleanup(sl.Close)
+			return killPeer{
+				configure: map[string]any{"token": "xoxb-kill", "app_token": "xapp-kill", "api_url": sl.APIURL()},
+				chat:      "D1",
+				ready:     func() bool { return sl.Connected() >= 1 },
+				inbound:   func(_ *testing.T, _, text string) { sl.Push(sl.DM("D1", "U42", text)) },
+				down:      sl.SetDown,
+				sent: func() (out []string) {
+					for _, s := range sl.Sent() {
+						if s.Channel == "D1" {
+							out = append(out, s.Text)
+						}
+					}
+					return out
+				},
+			}
+		}},
+		{"matrix", func(t *testing.T) killPeer {
+			const room = "!lobby:fake.test"
+			mx := matrixfake.New("syt_kill")
+			t.Cleanup(mx.Close)
+			mx.Invite(room)
+			return killPeer{
+				configure: map[string]any{"token": "syt_kill", "homeserver_url": mx.URL},
+				chat:      room,
+				ready:     func() bool { return mx.Joined(room) },
+				inbound:   func(_ *testing.T, _, text string) { mx.Say(room, "@alice:fake.test", text) },
+				down:      mx.SetDown,
+				// The fake answers a repeated transaction id with the first
+				// event (the spec's idempotency): Sent lists each once.
+				sent: func() (out []string) {
+					for _, s := range mx.Sent() {
+						if s.RoomID == room {
+							out = append(out, s.Body)
+						}
+					}
+					return out
+				},
+			}
+		}},
+		{"mattermost", func(t *testing.T) killPeer {
+			mm := mattermosttest.New()
+			t.Cleanup(mm.Close)
+			town := mattermosttest.TownSquare.ID
+			return killPeer{
+				configure: map[string]any{"token": mattermosttest.BotToken, "server_url": mm.URL},
+				chat:      town,
+				ready:     func() bool { return mm.Connections() >= 1 },
+				inbound: func(_ *testing.T, _, text string) {
+					mm.Say(mattermosttest.Alice, town, text, "")
+				},
+				down: mm.SetDown,
+				sent: func() (out []string) {
+					for _, p := range mm.Posts(town) {
+						if p.UserID == mattermosttest.Bot.ID {
+							out = append(out, p.Message)
+						}
+					}
+					return out
+				},
+			}
+		}},
+		{"ntfy", func(t *testing.T) killPeer {
+			nt := ntfytest.New()
+			t.Cleanup(nt.Close)
+			return killPeer{
+				configure: map[string]any{"token": ntfytest.BotToken, "server_url": nt.URL, "topic": "fang"},
+				chat:      "fang",
+				ready:     func() bool { return nt.Subscribers("fang") >= 1 },
+				inbound:   func(_ *testing.T, _, text string) { nt.Publish("fang", "phone", text) },
+				down:      nt.SetDown,
+				sent: func() (out []string) {
+					for _, m := range nt.Messages("fang") {
+						for _, tag := range m.Tags {
+							if tag == ntfy.ReplyTag {
+								out = append(out, m.Message)
+							}
+						}
+					}
+					return out
+				},
+			}
+		}},
+		{"gotify", func(t *testing.T) killPeer {
+			const botApp = 1 // the fake's "fangd" application
+			gt := gotifytest.New()
+			t.Cleanup(gt.Close)
+			return killPeer{
+				configure: map[string]any{"app_token": gotifytest.BotAppToken, "client_token": gotifytest.BotClientToken,
+					"server_url": gt.URL},
+				chat:  "2", // the phone application's id: replies (all posted as the bot's application) queue per sender
+				ready: func() bool { return gt.Streams() >= 1 },
+				inbound: func(t *testing.T, _, text string) {
+					if _, err := gt.Push(gotifytest.PhoneAppToken, "phone", text); err != nil {
+						t.Fatal(err)
+					}
+				},
+				down: gt.SetDown,
+				sent: func() (out []string) {
+					for _, m := range gt.Messages(botApp) {
+						out = append(out, m.Message)
+					}
+					return out
+				},
+			}
+		}},
+		{"teams", func(t *testing.T) killPeer {
+			const appID, password, conv = "8c1e4f0e-0000-4000-8000-0000000kill1", "kill~app~password", "a:1kill-conversation"
+			ms := teamstest.New(appID, password)
+			t.Cleanup(ms.Close)
+			alice := teamstest.Account{ID: "29:1alice", Name: "Alice", AADObjectID: "aad-alice"}
+			return killPeer{
+				configure: map[string]any{"app_id": appID, "token": password, "auth_url": ms.TokenURL(), "openid_url": ms.MetadataURL()},
+				chat:      conv,
+				inbound: func(t *testing.T, webhook, text string) {
+					if code, err := ms.SendMessage(webhook, teamstest.Message{ConversationID: conv, From: alice, Text: text}); err != nil || code/100 != 2 {
+						t.Fatalf("teams activity: %d %v", code, err)
+					}
+				},
+				down: ms.SetDown,
+				sent: func() (out []string) {
+					for _, s := range ms.Sent(conv) {
+						out = append(out, s.Activity.Text)
+					}
+					return out
+				},
+			}
+		}},
+		{"google_chat", func(t *testing.T) killPeer {
+			g := googlechattest.New()
+			t.Cleanup(g.Close)
+			room := googlechattest.Space{Name: "spaces/KILL", Type: "ROOM", SpaceType: "SPACE", DisplayName: "Kill room"}
+			alice := googlechattest.User{Name: "users/1111", DisplayName: "Alice"}
+			g.AddSpace(room)
+			return killPeer{
+				configure: map[string]any{"token": g.ServiceAccountJSON(), "api_url": g.APIURL(), "audience": g.ProjectNumber,
+					"certs_url": g.JWKSURL()},
+				chat: room.Name,
+				inbound: func(t *testing.T, webhook, text string) {
+					if code, err := g.SendMessage(webhook, googlechattest.Event{Space: room, Sender: alice, Text: text}); err != nil || code/100 != 2 {
+						t.Fatalf("chat event: %d %v", code, err)
+					}
+				},
+				down: g.SetDown,
+				sent: func() (out []string) {
+					for _, c := range g.Created(room.Name) {
+						out = append(out, c.Message.Text)
+					}
+					return out
+				},
+			}
+		}},
+		{"whatsapp", func(t *testing.T) killPeer {
+			const token, secret, user = "EAAGkillAccessToken", "whatsapp-kill-secret", "15553334444"
+			wa := whatsapptest.New(token, secret)
+			t.Cleanup(wa.Close)
+			return killPeer{
+				configure: map[string]any{"access_token": token, "app_secret": secret, "verify_token": "kill-verify",
+					"phone_number_id": wa.PhoneNumberID, "api_url": wa.URL + "/" + whatsapptest.Version},
+				chat: user,
+				inbound: func(t *testing.T, webhook, text string) {
+					if code, err := wa.Deliver(webhook, whatsapptest.Inbound{From: user, Text: text}); err != nil || code/100 != 2 {
+						t.Fatalf("whatsapp notification: %d %v", code, err)
+					}
+				},
+				down: wa.SetDown,
+				sent: func() (out []string) {
+					for _, s := range wa.Sent(user) {
+						out = append(out, s.Body)
+					}
+					return out
+				},
+			}
+		}},
+		{"webhook", func(t *testing.T) killPeer {
+			const secret = "0123456789abcdef-kill"
+			rcv := webhooktest.NewReceiver(secret)
+			t.Cleanup(rcv.Close)
+			return killPeer{
+				configure: map[string]any{"token": secret, "callback_url": rcv.URL},
+				chat:      "s",
+				inbound: func(t *testing.T, webhook, text string) {
+					if code, err := webhooktest.Send(webhook, secret, webhooktest.Inbound{SenderID: "s", Message: text}); err != nil || code/100 != 2 {
+						t.Fatalf("signed inbound: %d %v", code, err)
+					}
+				},
+				down: rcv.SetDown,
+				sent: func() (out []string) {
+					for _, c := range rcv.Got() {
+						if c.RecipientID == "s" {
+							out = append(out, c.Message)
+						}
+					}
+					return out
+				},
+			}
+		}},
+		{"email", func(t *testing.T) killPeer {
+			im, sm := startKillIMAP(t), startKillSMTP(t)
+			ih, ip, _ := net.SplitHostPort(im.addr)
+			sh, sp, _ := net.SplitHostPort(sm.addr)
+			return killPeer{
+				configure: map[string]any{"username": killMailBot, "token": killMailPass, "imap_host": ih, "imap_port": ip,
+					"smtp_host": sh, "smtp_port": sp, "imap_security": "none", "smtp_security": "none"},
+				chat:    "ann@fangd.test",
+				inbound: func(t *testing.T, _, text string) { im.deliver(t, "ann@fangd.test", text) },
+				down:    sm.setDown, // SMTP answers 451; IMAP stays up
+				sent:    func() []string { return sm.bodies(t, "ann@fangd.test") },
+			}
+		}},
+		{"irc", func(t *testing.T) killPeer {
+			irc := startKillIRC(t)
+			return killPeer{
+				configure: map[string]any{"server": "127.0.0.1", "port": irc.port, "nick": "fangdbot", "use_tls": false,
+					"token": killIRCPassword},
+				chat:    "alice",
+				inbound: func(_ *testing.T, _, text string) { irc.say(text) },
+				down:    irc.setDown, // the server stops (the links with it) and comes back with alice online
+				sent:    irc.sent,
+			}
+		}},
+		{"xmpp", func(t *testing.T) killPeer {
+			x := startKillXMPP(t)
+			return killPeer{
+				configure: map[string]any{"jid": "bot@localhost", "token": "botpw", "server": "127.0.0.1", "port": x.port,
+					"starttls": false},
+				chat:    "alice@localhost",
+				inbound: func(t *testing.T, _, text string) { x.say(t, text) },
+				down:    x.setDown, // prosody stops and comes back with alice online
+				sent:    x.sent,
+			}
+		}},
+	}
+}
+
+// TestChannelRepliesQueuedAcrossKill9 runs, per adapter: configure through
+// the API -> connected -> a user message answered by the agent (fake LLM)
+// reaches the platform; then the platform goes down while the agent
+// answers a second message, a comms message to the same chat is queued
+// too, outbox_pending says 2, the daemon is killed with SIGKILL, the
+// platform comes back, the daemon restarts on the same home, and the chat
+// must show exactly the three texts in order: no loss, no duplicate (the
+// queued ones never reached the platform before the kill, so at-least-once
+// delivery has nothing to repeat).
+func TestChannelRepliesQueuedAcrossKill9(t *testing.T) {
+	for _, c := range killCases() {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			runKillCase(t, c)
+		})
+	}
+}
+
+func runKillCase(t *testing.T, c killCase) {
+	oai, _, config := fakes(t, "")
+	peer := c.peer(t)
+	var logs []*bytes.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("delivered to the platform: %q", peer.sent())
+			for i, l := range logs {
+				t.Logf("daemon %d log:\n%s", i+1, l)
+			}
+		}
+	})
+	home := t.TempDir()
+	env := append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)
+	p := startFangd(t, home, config, env...)
+	logs = append(logs, p.stderr)
+	if code, body := p.request(t, "POST", "/api/agents", `{"name":"helper","model":"fakeoai/gpt-test"}`); code != 201 {
+		t.Fatalf("create agent: %d %s", code, body)
+	}
+	cfg := map[string]any{"agent_name": "helper"}
+	for k, v := range peer.configure {
+		cfg[k] = v
+	}
+	b, _ := json.Marshal(cfg)
+	if code, body := p.request(t, "POST", "/api/channels/"+c.name+"/configure", string(b)); code != 200 {
+		t.Fatalf("configure: %d %s", code, body)
+	}
+	waitChannels(t, p, "connected", connected(c.name))
+	if peer.ready != nil {
+		eventually(t, 20*time.Second, "the platform sees the bot listening", peer.ready)
+	}
+	webhook := p.url + "/channels/" + c.name + "/webhook"
+
+	// The whole path works before anything breaks.
+	peer.inbound(t, webhook, "first question")
+	eventually(t, 20*time.Second, "the first reply", func() bool { return len(peer.sent()) >= 1 })
+	waitChannels(t, p, "the first reply off the outbox", func(m map[string]map[string]any) bool {
+		n, _ := m[c.name]["outbox_pending"].(float64)
+		return n == 0
+	})
+	asked := len(oai.Requests())
+
+	// The platform fails while the agent thinks: the reply is queued.
+	oai.SetReply(func(llmtest.Request) string {
+		peer.down(true)
+		return "the answer you waited for"
+	})
+	peer.inbound(t, webhook, "second question")
+	eventually(t, 20*time.Second, "the agent asked", func() bool { return len(oai.Requests()) > asked })
+	waitChannels(t, p, "the reply queued", func(m map[string]map[string]any) bool {
+		n, _ := m[c.name]["outbox_pending"].(float64)
+		return n == 1
+	})
+	code, body := p.request(t, "POST", "/api/comms/send",
+		fmt.Sprintf(`{"to":"channel:%s:%s","content":"a note queued by comms","from":"ops-team"}`, c.name, peer.chat))
+	if code != 200 || !strings.Contains(string(body), `"status":"queued"`) {
+		t.Fatalf("comms send: %d %s", code, body)
+	}
+	waitChannels(t, p, "both queued", func(m map[string]map[string]any) bool {
+		n, _ := m[c.name]["outbox_pending"].(float64)
+		return n == 2
+	})
+	turns := len(oai.Requests())
+
+	p.stop(t, syscall.SIGKILL)
+	peer.down(false)
+	p = startFangd(t, home, config, env...)
+	logs = append(logs, p.stderr)
+
+	want := []string{"echo: first question", "the answer you waited for", "a note queued by comms"}
+	eventually(t, 30*time.Second, "the queued replies after kill -9", func() bool { return len(peer.sent()) >= len(want) })
+	waitChannels(t, p, "outbox drained", func(m map[string]map[string]any) bool {
+		n, _ := m[c.name]["outbox_pending"].(float64)
+		return n == 0 && m[c.name]["status"] == "connected"
+	})
+	if got := peer.sent(); strings.Join(got, "\x00") != strings.Join(want, "\x00") {
+		t.Fatalf("delivered %q, want %q", got, want)
+	}
+	if n := len(oai.Requests()); n != turns {
+		t.Fatalf("the agent was asked %d more times after the restart; the answered message must not run again", n-turns)
+	}
+}
+
+// Email peers: go-imap's in-memory IMAP server and a go-smtp server that
+// records mail and can refuse it (451) for an outage.
+
+const (
+	killMailBot  = "bot@fangd.test"
+	killMailPass = "hunter2"
+)
+
+type killIMAP struct {
+	addr string
+	user *imapmemserver.User
+}
+
+func startKillIMAP(t *testing.T) *killIMAP {
+	mem := imapmemserver.New()
+	p := &killIMAP{user: imapmemserver.NewUser(killMailBot, killMailPass)}
+	p.user.Create("INBOX", nil)
+	mem.AddUser(p.user)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return idleFlush{mem.NewSession().(imapserver.SessionIMAP4rev2)}, nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}, imap.CapIdle: {}},
+		InsecureAuth: true,
+	})
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return p
+}
+
+// idleFlush reports mail that arrived since the last command when IDLE
+// starts, as real servers (Dovecot) do; imapmemserver would hold it back
+// until the next change, and a mail landing between the adapter's FETCH
+// and its IDLE would wait for the 25-minute IDLE refresh.
+type idleFlush struct{ imapserver.SessionIMAP4rev2 }
+
+func (s idleFlush) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if err := s.SessionIMAP4rev2.Poll(w, true); err != nil {
+		return err
+	}
+	return s.SessionIMAP4rev2.Idle(w, stop)
+}
+
+var killMailSeq atomic.Int64
+
+func (p *killIMAP) deliver(t *testing.T, from, body string) {
+	id := fmt.Sprintf("<q%d@fangd.test>", killMailSeq.Add(1))
+	raw := fmt.Sprintf("From: Ann <%s>\r\nTo: %s\r\nSubject: question\r\nMessage-ID: %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+		from, killMailBot, id, time.Now().Format(time.RFC1123Z), body)
+	if _, err := p.user.Append("INBOX", bytes.NewReader([]byte(raw)), &imap.AppendOptions{Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type killSMTP struct {
+	addr string
+	mu   sync.Mutex
+	mail []struct{ rcpt, data string }
+	down bool
+}
+
+func startKillSMTP(t *testing.T) *killSMTP {
+	p := &killSMTP{}
+	s := smtp.NewServer(p)
+	s.AllowInsecureAuth = true
+	s.Domain = "mx.fangd.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return p
+}
+
+func (p *killSMTP) NewSession(*smtp.Conn) (smtp.Session, error) { return &killSMTPSession{p: p}, nil }
+
+func (p *killSMTP) setDown(d bool) { p.mu.Lock(); p.down = d; p.mu.Unlock() }
+
+// bodies decodes the text of each mail accepted for rcpt.
+func (p *killSMTP) bodies(t *testing.T, rcpt string) (out []string) {
+	p.mu.Lock()
+	mails := append([]struct{ rcpt, data string }(nil), p.mail...)
+	p.mu.Unlock()
+	for _, m := range mails {
+		if m.rcpt != rcpt {
+			continue
+		}
+		msg, err := mail.ReadMessage(strings.NewReader(m.data))
+		if err != nil {
+			t.Fatalf("mail: %v", err)
+		}
+		var r io.Reader = msg.Body
+		if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+			r = quotedprintable.NewReader(r)
+		}
+		b, _ := io.ReadAll(r)
+		out = append(out, strings.TrimSpace(string(b)))
+	}
+	return out
+}
+
+type killSMTPSession struct {
+	p      *killSMTP
+	authed bool
+	rcpt   string
+}
+
+func (s *killSMTPSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *killSMTPSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != killMailBot || pass != killMailPass {
+			return errors.New("bad credentials")
+		}
+		s.authed = true
+		return nil
+	}), nil
+}
+func (s *killSMTPSession) Mail(string, *smtp.MailOptions) error {
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	if s.p.down {
+		return &smtp.SMTPError{Code: 451, Message: "try again later"}
+	}
+	if !s.authed {
+		return &smtp.SMTPError{Code: 530, Message: "authentication required"}
+	}
+	return nil
+}
+func (s *killSMTPSession) Rcpt(to string, _ *smtp.RcptOptions) error { s.rcpt = to; return nil }
+func (s *killSMTPSession) Data(r io.Reader) error {
+	b, _ := io.ReadAll(r)
+	s.p.mu.Lock()
+	s.p.mail = append(s.p.mail, struct{ rcpt, data string }{s.rcpt, string(b)})
+	s.p.mu.Unlock()
+	return nil
+}
+func (s *killSMTPSession) Reset()        {}
+func (s *killSMTPSession) Logout() error { return nil }

@@ -1,0 +1,170 @@
+package main
+
+// The IRC peer of the kill -9 test: a real ngircd on loopback (installed by
+// `make test-deps`, as for actors/channel/irc) and a human speaking raw
+// IRC to it.
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const killIRCPassword = "letmein"
+
+type killIRC struct {
+	t    *testing.T
+	port int
+	conf string
+	bin  string
+
+	running *exec.Cmd
+
+	mu   sync.Mutex
+	conn net.Conn
+	got  []string // "<from>><target>><text>" of every PRIVMSG the human saw
+}
+
+func startKillIRC(t *testing.T) *killIRC {
+	t.Helper()
+	bin := ""
+	for _, p := range []string{"/usr/sbin/ngircd", "/usr/bin/ngircd"} {
+		if _, err := os.Stat(p); err == nil {
+			bin = p
+		}
+	}
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("ngircd"); err != nil {
+			t.Fatal("ngircd is not installed: run `make test-deps` (apt-get install ngircd)")
+		}
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755) // ngircd drops root for "nobody", who must read the file
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &killIRC{t: t, port: ln.Addr().(*net.TCPAddr).Port, conf: filepath.Join(dir, "ngircd.conf")}
+	ln.Close()
+	conf := fmt.Sprintf("[Global]\nName = irc.fangd.test\nInfo = fangd test server\nListen = 127.0.0.1\nPorts = %d\nPassword = %s\n"+
+		"MotdPhrase = \"fangd test\"\nAdminInfo1 = fangd tests\nAdminEMail = tests@fangd.invalid\n[Limits]\nMaxConnectionsIP = 0\n"+
+		"PingTimeout = 120\n[Options]\nPAM = no\nIdent = no\nDNS = no\n", n.port, killIRCPassword)
+	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.bin = bin
+	n.up()
+	t.Cleanup(n.down)
+	return n
+}
+
+// up starts the server and connects the human as alice.
+func (n *killIRC) up() {
+	t := n.t
+	cmd := exec.Command(n.bin, "-n", "-f", n.conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	n.running = cmd
+	n.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	var c net.Conn
+	for {
+		var err error
+		if c, err = net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.port)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ngircd did not listen: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	welcome := make(chan struct{})
+	go func() {
+		r := bufio.NewReader(c)
+		once := sync.Once{}
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			prefix, rest := "", strings.TrimRight(line, "\r\n")
+			if strings.HasPrefix(rest, ":") {
+				prefix, rest, _ = strings.Cut(rest[1:], " ")
+			}
+			cmd, args, _ := strings.Cut(rest, " ")
+			switch cmd {
+			case "PING":
+				fmt.Fprintf(c, "PONG %s\r\n", args)
+			case "001":
+				once.Do(func() { close(welcome) })
+			case "PRIVMSG":
+				target, text, _ := strings.Cut(args, " :")
+				from, _, _ := strings.Cut(prefix, "!")
+				n.mu.Lock()
+				n.got = append(n.got, from+">"+target+">"+text)
+				n.mu.Unlock()
+			}
+		}
+	}()
+	fmt.Fprintf(c, "PASS %s\r\nNICK alice\r\nUSER alice 0 * :Alice\r\n", killIRCPassword)
+	select {
+	case <-welcome:
+	case <-time.After(10 * time.Second):
+		t.Fatal("alice not registered")
+	}
+	n.mu.Lock()
+	n.conn = c
+	n.mu.Unlock()
+}
+
+// setDown stops the server (every connection with it) or starts it again
+// and brings alice back before anything is sent to her.
+func (n *killIRC) setDown(down bool) {
+	if down {
+		n.down()
+		return
+	}
+	n.up()
+}
+
+func (n *killIRC) down() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.running != nil {
+		n.running.Process.Kill()
+		n.running.Wait()
+		n.running = nil
+	}
+	if n.conn != nil {
+		n.conn.Close()
+	}
+}
+
+func (n *killIRC) say(text string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	fmt.Fprintf(n.conn, "PRIVMSG fangdbot :%s\r\n", text)
+}
+
+// sent lists what fangdbot said to alice.
+func (n *killIRC) sent() (out []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, g := range n.got {
+		if text, ok := strings.CutPrefix(g, "fangdbot>alice>"); ok {
+			out = append(out, text)
+		}
+	}
+	return out
+}
