@@ -24,6 +24,7 @@ var scenarios = []Scenario{
 	{Name: "comms-bus", About: "event bus: publish rate with 10 subscribers; RSS with 1,000 subscribers", Run: runCommsBus},
 	{Name: "webhooks", About: "signed durable webhook deliveries across 50 endpoints", Run: runWebhookDeliveries},
 	{Name: "channel-reply", About: "inbound -> agent -> reply overhead at -reply-rate (500) msg/s over 100 Telegram channels", Run: runChannelReply},
+	{Name: "approvals", About: "10,000 pending approvals (RSS) and the approve round trip", Run: runApprovals},
 	{Name: "channels-idle", About: "1,000 configured idle Telegram channels: start to all connected, RSS", Run: runChannelsIdle},
 	{Name: "mcp-builtin", About: "POST /mcp tools/call to a built-in tool, plain JSON-RPC, concurrent clients", Run: runMCPBuiltin},
 	{Name: "mcp-proxy", About: "proxied MCP echo overhead and recovery after kill -9 (server-everything over stdio, in-process)", Run: runMCPProxy},

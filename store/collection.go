@@ -101,6 +101,18 @@ func (c *Collection[T]) Each(fn func(id string, v T) bool) error {
 	})
 }
 
+// DeleteMany removes several values in one synced transaction.
+func (c *Collection[T]) DeleteMany(ids []string) error {
+	return c.db.Update(func(tx *Txn) error {
+		for _, id := range ids {
+			if err := tx.Delete(c.key(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // PutTx writes one value inside tx, so that it commits together with other
 // writes.
 func (c *Collection[T]) PutTx(tx *Txn, id string, v T) error {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -26,6 +27,11 @@ type Options struct {
 	// QueuePerSession bounds the messages waiting behind a session's turn
 	// in flight (429 beyond).
 	QueuePerSession int
+	// Tools is where tool calls go; nil means agents are offered none.
+	Tools Toolbox
+	// Gate holds gated tool calls until a human decides; nil lets every
+	// tool call through.
+	Gate Gatekeeper
 }
 
 // DefaultOptions are the bounds fangd uses.
@@ -40,6 +46,8 @@ type waiter struct {
 
 // turn is one message being answered.
 type turn struct {
+	// id names the turn in the store while it waits for a decision.
+	id        string
 	sessionID string
 	w         waiter
 	agentID   string
@@ -48,6 +56,11 @@ type turn struct {
 	req       llm.Request
 	history   *history
 	started   time.Time
+	p         progress
+	// ctx bounds the turn's provider calls and tool runs; release frees
+	// the link to the caller's context (nil when there is none).
+	ctx     context.Context
+	release func()
 }
 
 type sessionState struct {
@@ -65,6 +78,7 @@ type agentActor struct {
 	route    llm.Route
 	routeErr error
 	sessions *store.Collection[history]
+	turns    *store.Collection[savedTurn]
 	index    map[string]*sessionState
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -81,6 +95,7 @@ func (a *agentActor) Receive(c actor.Context) {
 	case *actor.Started:
 		a.ctx, a.cancel = context.WithCancel(context.Background())
 		a.sessions = sessionCollection(a.d.db, a.m.ID)
+		a.turns = turnCollection(a.d.db, a.m.ID)
 		// A restart calls the producer again with the manifest the agent
 		// was spawned with; the store has the latest (PATCH writes it
 		// before telling the agent).
@@ -93,14 +108,26 @@ func (a *agentActor) Receive(c actor.Context) {
 		if err := a.loadIndex(); err != nil {
 			panic(fmt.Errorf("agent %s: load sessions: %w", a.m.ID, err))
 		}
+		if err := a.resume(c); err != nil {
+			panic(fmt.Errorf("agent %s: resume turns: %w", a.m.ID, err))
+		}
 	case *Send:
 		a.receive(c, waiter{send: m, sender: c.Sender()})
-	case *turnDone:
-		a.finish(c, m)
+	case *stepDone:
+		a.stepped(c, m)
+	case *toolDone:
+		a.toolRan(c, m)
+	case *turnCancelled:
+		a.cancelled(c, m.t)
+	case *regate:
+		if a.current(m.t) && m.t.p.Gate != "" {
+			a.awaitDecision(c, m.t)
+		}
 	case *manifestChanged:
 		a.setManifest(m.m)
 	case *terminate:
 		a.cancel()
+		a.withdrawApprovals(c)
 		a.failAll(c, kernel.Errorf(kernel.KindGone, "agent_deleted", "agent %s was deleted", a.m.Name))
 		if err := deleteSessions(a.d.db, a.m.ID); err != nil {
 			a.d.log.Error().Err(err).Str("agent_id", a.m.ID).Msg("could not delete a deleted agent's sessions")
@@ -142,13 +169,31 @@ func (a *agentActor) loadIndex() error {
 func (a *agentActor) failAll(c actor.Context, err error) {
 	for _, st := range a.index {
 		if st.current != nil {
-			c.Send(st.current.w.sender, err)
+			if st.current.w.sender != nil {
+				c.Send(st.current.w.sender, err)
+			}
+			if st.current.release != nil {
+				st.current.release()
+			}
 			st.current = nil
 		}
 		for _, w := range st.queue {
 			c.Send(w.sender, err)
 		}
 		st.queue = nil
+	}
+}
+
+// withdrawApprovals cancels the requests a deleted agent's turns wait for,
+// so nobody is asked to decide for an agent that is gone.
+func (a *agentActor) withdrawApprovals(c actor.Context) {
+	if a.d.opts.Gate == nil {
+		return
+	}
+	for _, st := range a.index {
+		if t := st.current; t != nil && t.p.Gate != "" {
+			c.Send(a.d.opts.Gate.PID(), &approval.Cancel{ID: t.p.Gate, Reason: "agent " + a.m.Name + " was deleted"})
+		}
 	}
 }
 
@@ -215,20 +260,10 @@ func (a *agentActor) start(c actor.Context, sid string, st *sessionState, w wait
 	}
 	t := &turn{sessionID: sid, w: w, agentID: a.m.ID, agentName: a.m.Name, route: a.route, history: &h, started: time.Now()}
 	t.req = buildRequest(a.m, a.route, h.Messages, w.send.Text)
+	t.req.Tools = a.offeredTools()
 	st.current = t
-	self, system, d, ctx := c.Self(), c.ActorSystem(), a.d, a.ctx
-	release := func() {}
-	if w.send.Ctx != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		stop := context.AfterFunc(w.send.Ctx, cancel)
-		release = func() { stop(); cancel() }
-	}
-	go func() {
-		res, answer, err := d.runTurn(ctx, t)
-		release()
-		system.Root.Send(self, &turnDone{t: t, result: res, answer: answer, err: err})
-	}()
+	a.bindCaller(c, t)
+	a.step(c, t)
 }
 
 // buildRequest puts the session's history and the new message together,
@@ -256,28 +291,41 @@ func buildRequest(m Manifest, route llm.Route, hist []llm.Message, text string) 
 // finish records a finished turn: on success the exchange joins the
 // session's history (durably), then the event is published and, once the
 // audit entry is durable, the caller answered. The session's next waiting
-// message starts.
-func (a *agentActor) finish(c actor.Context, m *turnDone) {
-	t := m.t
+// message starts. Tool exchanges stay inside the turn: the history keeps
+// the user's message and the final answer.
+func (a *agentActor) finish(c actor.Context, t *turn, answer string, err error) {
 	st := a.index[t.sessionID]
 	if st == nil || st.current != t {
 		return // the caller was already answered (agent stopping or deleted)
 	}
 	st.current = nil
-	err := m.err
+	if t.release != nil {
+		t.release()
+	}
+	if t.id != "" {
+		if derr := a.turns.Delete(t.id); derr != nil {
+			a.d.log.Warn().Err(derr).Str("agent_id", t.agentID).Msg("could not drop a finished turn's record")
+		}
+	}
+	var res *TurnResult
 	if err == nil {
 		h := t.history
 		h.Messages = append(h.Messages, llm.Message{Role: llm.RoleUser, Content: t.w.send.Text},
-			llm.Message{Role: llm.RoleAssistant, Content: m.answer})
+			llm.Message{Role: llm.RoleAssistant, Content: answer})
 		h.Messages = trimHistory(h.Messages, a.d.opts.HistoryMessages, a.d.opts.HistoryChars)
 		h.UpdatedAt = time.Now().UTC()
 		if perr := a.sessions.Put(t.sessionID, *h); perr != nil {
 			err = perr
 		} else {
 			st.updated = h.UpdatedAt
+			p := t.p
+			res = &TurnResult{Response: answer, InputTokens: p.InputTokens, CachedInputTokens: p.CachedInputTokens,
+				OutputTokens: p.OutputTokens, CostUSD: float64(p.CostNanos) / 1e9, Model: t.route.Model,
+				Provider: t.route.Provider, PricingKnown: t.route.Pricing.PricingKnown, AgentID: t.agentID,
+				SessionID: t.sessionID, LatencyMS: p.LatencyMS, ToolCalls: p.Records}
 		}
 	}
-	a.report(c, t, m.result, len([]rune(m.answer)), err)
+	a.report(c, t, res, len([]rune(answer)), err)
 	if len(st.queue) > 0 {
 		next := st.queue[0]
 		st.queue = st.queue[1:]
@@ -319,6 +367,9 @@ func (a *agentActor) report(c actor.Context, t *turn, res *TurnResult, answerCha
 	} else {
 		ev.InputTokens, ev.OutputTokens, ev.CostUSD = res.InputTokens, res.OutputTokens, res.CostUSD
 		details += fmt.Sprintf(" model=%s input_tokens=%d output_tokens=%d cost_usd=%.6f", t.route.Name(), res.InputTokens, res.OutputTokens, res.CostUSD)
+		if len(res.ToolCalls) > 0 {
+			details += fmt.Sprintf(" tool_calls=%d", len(res.ToolCalls))
+		}
 	}
 	c.ActorSystem().EventStream.Publish(ev)
 	sender, system, log := t.w.sender, c.ActorSystem(), a.d.audit
@@ -332,13 +383,24 @@ func (a *agentActor) report(c actor.Context, t *turn, res *TurnResult, answerCha
 				reply = aerr
 			}
 		}
-		system.Root.Send(sender, reply)
+		if sender != nil { // nil for a turn resumed after a restart
+			system.Root.Send(sender, reply)
+		}
 	}()
 }
 
-// deleteSessions removes every stored session of an agent.
+// deleteSessions removes every stored session of an agent, and any turn
+// of it that was waiting for a decision.
 func deleteSessions(db *store.DB, agentID string) error {
-	prefix := []byte("agent-sessions/" + agentID + "/")
+	for _, prefix := range []string{"agent-sessions/" + agentID + "/", "agent-turns/" + agentID + "/"} {
+		if err := deletePrefix(db, []byte(prefix)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func deletePrefix(db *store.DB, prefix []byte) error {
 	for {
 		var keys [][]byte
 		err := db.View(func(tx *store.Txn) error {

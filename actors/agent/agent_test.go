@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -32,6 +33,13 @@ type harness struct {
 	agents *Agents
 	fake   *llmtest.Fake
 	reg    *llm.Registry
+	// Set by newToolHarness: a toolbox, and approvals gating it.
+	tools     *fakeTools
+	policy    *approval.Policy
+	vault     *store.Vault
+	approvals *approval.Approvals
+	// anthropicAPI makes the fake provider Anthropic's API.
+	anthropicAPI bool
 
 	mu     sync.Mutex
 	events []any
@@ -39,7 +47,11 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, home: t.TempDir(), fake: llmtest.NewOpenAI(key)}
+	return newHarnessWith(t, &harness{t: t, home: t.TempDir(), fake: llmtest.NewOpenAI(key)})
+}
+
+func newHarnessWith(t *testing.T, h *harness) *harness {
+	t.Helper()
 	t.Cleanup(h.fake.Close)
 	db, err := store.Open(store.DefaultOptions(store.DataDir(h.home)))
 	if err != nil {
@@ -67,7 +79,7 @@ func (h *harness) start() {
 		t.Fatal(err)
 	}
 	h.reg, err = llm.NewRegistry(llm.Options{
-		Providers: map[string]llm.ProviderConfig{"fake": {BaseURL: h.fake.BaseURL, APIKeyEnv: "FAKE_KEY"}},
+		Providers: map[string]llm.ProviderConfig{"fake": {API: h.api(), BaseURL: h.fake.BaseURL, APIKeyEnv: "FAKE_KEY"}},
 		Models:    []llm.ModelConfig{{Provider: "fake", ID: "m", InputPerM: f64(1), OutputPerM: f64(2), ContextWindow: 100_000}},
 		Metrics:   prometheus.NewRegistry(), Timeout: 10 * time.Second,
 		Getenv: func(string) string { return key }})
@@ -77,7 +89,22 @@ func (h *harness) start() {
 	if h.meter, err = usage.Start(h.k, h.db, h.audit, usage.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if h.agents, err = Start(h.k, h.db, h.audit, h.reg, h.meter, Options{QueuePerSession: 2}); err != nil {
+	opts := Options{QueuePerSession: 2}
+	if h.tools != nil {
+		opts.Tools = h.tools
+	}
+	if h.policy != nil {
+		if h.vault == nil {
+			if h.vault, err = store.OpenVault(h.db, h.home); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h.approvals, err = approval.Start(h.k, h.db, h.vault, h.audit, approval.Options{Policy: *h.policy}); err != nil {
+			t.Fatal(err)
+		}
+		opts.Gate = h.approvals
+	}
+	if h.agents, err = Start(h.k, h.db, h.audit, h.reg, h.meter, opts); err != nil {
 		t.Fatal(err)
 	}
 }

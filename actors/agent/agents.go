@@ -43,8 +43,18 @@ func Start(k *kernel.Kernel, db *store.DB, auditLog *audit.Log, reg *llm.Registr
 		return nil, err
 	}
 	// A turn may wait for the ledger, the provider (up to its timeout),
-	// the usage write and the audit log.
-	return &Agents{k: k, pid: pid, turnTimeout: reg.Timeout() + 2*usage.SettleTimeout + audit.AppendTimeout}, nil
+	// the usage write and the audit log; with tools, for a tool run, a
+	// human decision and the provider again. A turn that needs longer
+	// (several gated calls) goes on after the caller gave up: its answer
+	// lands in the session.
+	wait := reg.Timeout() + 2*usage.SettleTimeout + audit.AppendTimeout
+	if opts.Tools != nil {
+		wait += toolTimeout + reg.Timeout()
+	}
+	if opts.Gate != nil {
+		wait += opts.Gate.MaxWait()
+	}
+	return &Agents{k: k, pid: pid, turnTimeout: wait}, nil
 }
 
 func ask[T any](a *Agents, msg any) (T, error) {

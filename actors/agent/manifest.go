@@ -24,7 +24,7 @@ const (
 
 var (
 	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-	toolRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+	toolRe = regexp.MustCompile(`^[A-Za-z0-9_.:*-]{1,64}$`)
 	capRe  = regexp.MustCompile(`^[A-Za-z0-9_.:*/-]{1,128}$`)
 )
 

@@ -8,7 +8,10 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fangd/fangd/actors/llm"
 )
@@ -132,7 +135,60 @@ type TurnResult struct {
 	PricingKnown      bool    `json:"pricing_known"`
 	AgentID           string  `json:"agent_id"`
 	SessionID         string  `json:"session_id"`
-	LatencyMS         int64   `json:"latency_ms"`
+	// LatencyMS is the time spent waiting for the provider, summed over
+	// the turn's calls (tool runs and approval waits are not in it).
+	LatencyMS int64 `json:"latency_ms"`
+	// ToolCalls lists the tools the model asked for during the turn and
+	// how each ended.
+	ToolCalls []ToolCallRecord `json:"tool_calls,omitempty"`
+}
+
+// ToolCallRecord is one tool call of a turn.
+type ToolCallRecord struct {
+	Tool string `json:"tool"`
+	// Outcome: "ok", "tool_error" (the tool reported a failure), "error"
+	// (it could not be called), "unknown_tool", "invalid_arguments",
+	// "rejected", "expired" or "cancelled" (a human said no, nobody
+	// answered in time, or the request was withdrawn), "limit" (too many
+	// tool rounds in one turn).
+	Outcome    string `json:"outcome"`
+	ApprovalID string `json:"approval_id,omitempty"`
+}
+
+// ---- what agents need from other domains ----
+
+// Toolbox is where agents find and call tools: the MCP manager's proxied
+// tools (and built-ins, once there are any). Tools is read at the start
+// of every turn, so it must be cheap.
+type Toolbox interface {
+	Tools() []llm.Tool
+	Call(ctx context.Context, inv ToolInvocation) (ToolOutput, error)
+}
+
+// ToolInvocation is one call of a tool by an agent.
+type ToolInvocation struct {
+	AgentID, AgentName, SessionID string
+	Tool                          string
+	Arguments                     json.RawMessage
+	// ApprovalID is the approval that let the call through, if any.
+	ApprovalID string
+	Who        Who
+}
+
+// ToolOutput is a tool's answer. IsError marks a failure the tool itself
+// reported (the model sees it as such).
+type ToolOutput struct {
+	Text    string
+	IsError bool
+}
+
+// Gatekeeper is the approvals subsystem as agents see it: which tools
+// need a human decision, the actor to ask (with approval.Gate), and the
+// longest a decision can take.
+type Gatekeeper interface {
+	Gated(tool string) bool
+	PID() *actor.PID
+	MaxWait() time.Duration
 }
 
 // ---- what an agent/<id> actor accepts (from its supervisor) ----
@@ -144,13 +200,25 @@ type manifestChanged struct{ m Manifest }
 // sessions and stop.
 type terminate struct{}
 
-// turnDone is sent by a turn's goroutine back to its agent.
-type turnDone struct {
-	t      *turn
-	result *TurnResult
-	answer string
-	err    error
+// stepDone is sent by a turn's goroutine when one provider call ended.
+type stepDone struct {
+	t    *turn
+	step *stepResult
+	err  error
 }
+
+// toolDone is sent by a tool call's goroutine when the tool answered.
+type toolDone struct {
+	t   *turn
+	out ToolOutput
+	err error
+}
+
+// regate asks the approvals supervisor again after it could not answer.
+type regate struct{ t *turn }
+
+// turnCancelled: the caller's context of a turn was cancelled.
+type turnCancelled struct{ t *turn }
 
 // ---- events published on the actor system's EventStream ----
 //

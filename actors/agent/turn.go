@@ -12,30 +12,42 @@ import (
 	"github.com/fangd/fangd/actors/usage"
 )
 
-// runTurn is one LLM call with its budget around it, run in a goroutine:
+// stepResult is one provider call's answer and what it cost.
+type stepResult struct {
+	resp              *llm.Response
+	inputTokens       int64
+	cachedInputTokens int64
+	outputTokens      int64
+	costNanos         int64
+	latency           time.Duration
+}
+
+// runStep is one LLM call with its budget around it, run in a goroutine:
 // reserve the worst case with the ledger (402 if it does not fit), call
 // the provider, then settle the reservation with the real cost, which
 // writes the usage event durably. Every call that reached the reservation
-// is settled, whether the provider answered or not.
-func (d *deps) runTurn(ctx context.Context, t *turn) (res *TurnResult, answer string, err error) {
+// is settled, whether the provider answered or not. A turn with tool
+// calls runs several steps, each metered on its own.
+func (d *deps) runStep(ctx context.Context, t *turn, req llm.Request) (res *stepResult, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			d.log.Error().Str("agent_id", t.agentID).Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).Msg("agent turn panicked")
-			res, answer, err = nil, "", kernel.Errorf(kernel.KindInternal, "internal_error", "the turn failed")
+			res, err = nil, kernel.Errorf(kernel.KindInternal, "internal_error", "the turn failed")
 		}
 	}()
-	prompt := llm.PromptTokensUpperBound(t.req.System, t.req.Messages)
-	maxOut := int64(t.req.MaxTokens)
+	prompt := llm.PromptTokensUpperBound(req.System, req.Messages) + llm.ToolsTokensUpperBound(req.Tools)
+	maxOut := int64(req.MaxTokens)
 	held, err := d.meter.Reserve(usage.Reserve{AgentID: t.agentID, AgentName: t.agentName, Provider: t.route.Provider,
 		Model: t.route.Model, CostNanos: t.route.Pricing.WorstCaseNanos(prompt, maxOut), Tokens: prompt + maxOut})
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	ev := usage.Event{AgentID: t.agentID, AgentName: t.agentName, SessionID: t.sessionID, Provider: t.route.Provider,
 		Model: t.route.Model, PricingKnown: t.route.Pricing.PricingKnown}
 	start := time.Now()
-	resp, callErr := d.llm.Chat(ctx, t.route, t.req)
-	ev.LatencyMS = time.Since(start).Milliseconds()
+	resp, callErr := d.llm.Chat(ctx, t.route, req)
+	elapsed := time.Since(start)
+	ev.LatencyMS = elapsed.Milliseconds()
 	if callErr != nil {
 		ev.Outcome = llm.OutcomeServerError
 		var pe *llm.ProviderError
@@ -50,15 +62,21 @@ func (d *deps) runTurn(ctx context.Context, t *turn) (res *TurnResult, answer st
 	}
 	if _, serr := d.meter.Settle(held.ID, ev); serr != nil && callErr == nil {
 		// No answer without its usage on disk.
-		return nil, "", serr
+		return nil, serr
 	}
 	if callErr != nil {
-		return nil, "", callErr
+		return nil, callErr
 	}
-	return &TurnResult{
-		Response: resp.Text, InputTokens: ev.InputTokens, CachedInputTokens: ev.CachedInputTokens,
-		OutputTokens: ev.OutputTokens, CostUSD: float64(ev.CostNanos) / 1e9, Model: t.route.Model,
-		Provider: t.route.Provider, PricingKnown: t.route.Pricing.PricingKnown, AgentID: t.agentID,
-		SessionID: t.sessionID, LatencyMS: ev.LatencyMS,
-	}, resp.Text, nil
+	return &stepResult{resp: resp, inputTokens: ev.InputTokens, cachedInputTokens: ev.CachedInputTokens,
+		outputTokens: ev.OutputTokens, costNanos: ev.CostNanos, latency: elapsed}, nil
+}
+
+// add counts a step into the turn's result (CostUSD is set from
+// CostNanos when the turn ends, so sums stay exact).
+func (p *progress) add(s *stepResult) {
+	p.InputTokens += s.inputTokens
+	p.CachedInputTokens += s.cachedInputTokens
+	p.OutputTokens += s.outputTokens
+	p.CostNanos += s.costNanos
+	p.LatencyMS += s.latency.Milliseconds()
 }

@@ -443,6 +443,7 @@ func (a *channelActor) allowed(m *Inbound) bool {
 // called (from a goroutine) once they are durable.
 func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 	var items []*inItem
+	var cmds []Inbound
 	now := time.Now()
 	for i := range msgs {
 		m := msgs[i]
@@ -457,11 +458,42 @@ func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 		if m.At.IsZero() {
 			m.At = now
 		}
+		if a.rt.commands != nil && a.rt.commands.Match(m.Text) {
+			cmds = append(cmds, m)
+			continue
+		}
 		items = append(items, &inItem{Seq: a.seq.next(), Msg: m})
 	}
+	if len(cmds) > 0 {
+		a.status.MessagesIn += uint64(len(cmds))
+		a.status.LastMessageAt = &now
+		a.rt.metrics.in.WithLabelValues(a.rec.Adapter).Add(float64(len(cmds)))
+	}
 	if len(items) == 0 {
-		done(nil)
+		if len(cmds) == 0 {
+			done(nil)
+			return
+		}
+		a.runCommands(cmds, done)
 		return
+	}
+	if len(cmds) > 0 {
+		// Both must be durable before the adapter acknowledges the batch.
+		var mu sync.Mutex
+		var first error
+		left := 2
+		inner := done
+		done = func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && first == nil {
+				first = err
+			}
+			if left--; left == 0 {
+				inner(first)
+			}
+		}
+		a.runCommands(cmds, done)
 	}
 	a.status.MessagesIn += uint64(len(items))
 	a.status.LastMessageAt = &now
@@ -675,13 +707,49 @@ func errText(err error) string {
 
 // --- outbound ---
 
+// runCommands answers chat commands in a goroutine: each answer goes to
+// the outbox (durably) before done is called, so the platform is not told
+// a command was taken before its answer is safe. A command is not kept in
+// the inbox: after a crash between the two it is simply not answered, and
+// the user sends it again.
+func (a *channelActor) runCommands(cmds []Inbound, done func(error)) {
+	cmd, name, self, root, base := a.rt.commands, a.name, a.self, a.rt.k.Root, a.base
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		var first error
+		for _, m := range cmds {
+			ctx, cancel := context.WithTimeout(base, 30*time.Second)
+			answer := cmd.Handle(ctx, name, m)
+			cancel()
+			if answer == "" || base.Err() != nil {
+				continue
+			}
+			reply := make(chan sendResult, 1)
+			root.Send(self, &sendRequest{chatID: m.ChatID, text: answer, from: "commands", replyTo: m.MessageID, threadID: m.ThreadID, reply: reply})
+			select {
+			case r := <-reply:
+				if r.err != nil && first == nil {
+					first = r.err
+				}
+			case <-base.Done():
+			}
+		}
+		done(first)
+	}()
+}
+
 // enqueue writes a comms message to the outbox and answers once durable.
 func (a *channelActor) enqueue(m *sendRequest) {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
+	source := "comms"
+	if m.from == "commands" {
+		source = "command"
+	}
 	var items []*outItem
 	for _, piece := range Split(m.text, a.caps.MaxMessageLength, a.caps.LengthInUTF16) {
-		items = append(items, &outItem{Seq: a.seq.next(), Source: "comms", Created: now,
-			Msg: Outbound{ChatID: m.chatID, Text: piece}})
+		items = append(items, &outItem{Seq: a.seq.next(), Source: source, Created: now,
+			Msg: Outbound{ChatID: m.chatID, Text: piece, ReplyTo: m.replyTo, ThreadID: m.threadID}})
 	}
 	q, name, self, root := a.rt.queues, a.name, a.self, a.rt.k.Root
 	a.wg.Add(1)

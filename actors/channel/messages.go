@@ -91,7 +91,10 @@ type reconfigure struct{}
 // The answer comes once the message is on disk.
 type sendRequest struct {
 	chatID, text, from string
-	reply              chan sendResult
+	// replyTo and threadID place the message under an inbound one (the
+	// answer to a chat command); empty for a fresh message.
+	replyTo, threadID string
+	reply             chan sendResult
 }
 
 type sendResult struct {
@@ -203,6 +206,19 @@ type Agents interface {
 	// Turn runs one turn of agentID on message within the conversation
 	// session and returns the agent's answer.
 	Turn(ctx context.Context, agentID, session, message string) (string, error)
+}
+
+// Commands handles chat commands meant for fangd rather than for the
+// agent (/approve and /reject). A matching message skips the agent's
+// queue, so a command is answered even while the chat's turn waits (for
+// the very approval the command decides).
+type Commands interface {
+	// Match reports whether text is a command; it runs on every inbound
+	// message, in the channel actor, so it must be cheap and not block.
+	Match(text string) bool
+	// Handle runs the command (in a goroutine) and returns the answer for
+	// the same chat ("" for none).
+	Handle(ctx context.Context, channel string, m Inbound) string
 }
 
 // Bus is the comms event bus as channels see it.

@@ -30,6 +30,9 @@ type Options struct {
 	Agents Agents
 	// Bus receives channel events; nil publishes nothing.
 	Bus Bus
+	// Commands answers chat commands (/approve, /reject) before they
+	// reach the agent; nil sends everything to the agent.
+	Commands Commands
 	// LoadConfig re-reads the [channels.<name>] tables of config.toml for
 	// POST /api/channels/reload; nil means there is no config file.
 	LoadConfig func() (map[string]map[string]any, error)
@@ -50,6 +53,7 @@ type runtime struct {
 	builders Builders
 	agents   Agents
 	bus      Bus
+	commands Commands
 	log      zerolog.Logger
 	backoff  kernel.Backoff
 	records  *store.Collection[record]
@@ -104,7 +108,7 @@ func Start(opts Options) (*Service, error) {
 		return nil, err
 	}
 	rt := &runtime{k: opts.Kernel, db: opts.DB, vault: opts.Vault, builders: opts.Builders,
-		agents: opts.Agents, bus: opts.Bus, backoff: opts.Backoff, metrics: m,
+		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, backoff: opts.Backoff, metrics: m,
 		log:     opts.Kernel.Log.With().Str("component", "channels").Logger(),
 		records: store.NewCollection[record](opts.DB, "channels"),
 		cursors: store.NewCollection[string](opts.DB, "channel-cursor"),

@@ -17,18 +17,86 @@ const anthropicVersion = "2023-06-01"
 type anthropicClient struct{}
 
 type anthRequest struct {
-	Model     string    `json:"model"`
-	MaxTokens int       `json:"max_tokens"`
-	System    string    `json:"system,omitempty"`
-	Messages  []Message `json:"messages"`
+	Model     string        `json:"model"`
+	MaxTokens int           `json:"max_tokens"`
+	System    string        `json:"system,omitempty"`
+	Messages  []anthMessage `json:"messages"`
+	Tools     []anthTool    `json:"tools,omitempty"`
+}
+
+// anthMessage's Content is a string for plain text and a list of blocks
+// when the message carries tool_use or tool_result blocks.
+type anthMessage struct {
+	Role    string `json:"role"`
+	Content any    `json:"content"`
+}
+
+type anthBlock struct {
+	Type string `json:"type"`
+	// text
+	Text string `json:"text,omitempty"`
+	// tool_use
+	ID    string          `json:"id,omitempty"`
+	Name  string          `json:"name,omitempty"`
+	Input json.RawMessage `json:"input,omitempty"`
+	// tool_result
+	ToolUseID string `json:"tool_use_id,omitempty"`
+	Content   string `json:"content,omitempty"`
+	IsError   bool   `json:"is_error,omitempty"`
+}
+
+type anthTool struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	InputSchema json.RawMessage `json:"input_schema"`
+}
+
+// anthMessages maps the neutral conversation onto Messages API messages:
+// an assistant message with tool calls becomes text plus tool_use blocks,
+// and a run of tool results becomes one user message of tool_result
+// blocks (the API wants roles to alternate).
+func anthMessages(msgs []Message) []anthMessage {
+	out := make([]anthMessage, 0, len(msgs))
+	for _, m := range msgs {
+		switch {
+		case m.Role == RoleTool:
+			b := anthBlock{Type: "tool_result", ToolUseID: m.ToolCallID, Content: m.Content, IsError: m.IsError}
+			if n := len(out); n > 0 && out[n-1].Role == RoleUser {
+				if blocks, ok := out[n-1].Content.([]anthBlock); ok && len(blocks) > 0 && blocks[0].Type == "tool_result" {
+					out[n-1].Content = append(blocks, b)
+					continue
+				}
+			}
+			out = append(out, anthMessage{Role: RoleUser, Content: []anthBlock{b}})
+		case len(m.ToolCalls) > 0:
+			var blocks []anthBlock
+			if m.Content != "" {
+				blocks = append(blocks, anthBlock{Type: "text", Text: m.Content})
+			}
+			for _, tc := range m.ToolCalls {
+				input := tc.Arguments
+				if !json.Valid(input) || len(bytes.TrimSpace(input)) == 0 || bytes.TrimSpace(input)[0] != '{' {
+					input = json.RawMessage(`{}`)
+				}
+				blocks = append(blocks, anthBlock{Type: "tool_use", ID: tc.ID, Name: tc.Name, Input: input})
+			}
+			out = append(out, anthMessage{Role: m.Role, Content: blocks})
+		default:
+			out = append(out, anthMessage{Role: m.Role, Content: m.Content})
+		}
+	}
+	return out
 }
 
 type anthResponse struct {
 	Type    string `json:"type"`
 	Model   string `json:"model"`
 	Content []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
+		Type  string          `json:"type"`
+		Text  string          `json:"text"`
+		ID    string          `json:"id"`
+		Name  string          `json:"name"`
+		Input json.RawMessage `json:"input"`
 	} `json:"content"`
 	StopReason string `json:"stop_reason"`
 	Usage      *struct {
@@ -48,7 +116,11 @@ type anthError struct {
 }
 
 func (anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request) (*Response, error) {
-	raw, err := json.Marshal(anthRequest{Model: req.Model, MaxTokens: req.MaxTokens, System: req.System, Messages: req.Messages})
+	body := anthRequest{Model: req.Model, MaxTokens: req.MaxTokens, System: req.System, Messages: anthMessages(req.Messages)}
+	for _, t := range req.Tools {
+		body.Tools = append(body.Tools, anthTool{Name: t.Name, Description: t.Description, InputSchema: schemaOf(t)})
+	}
+	raw, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
@@ -93,8 +165,14 @@ func (anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL,
 	r := &Response{Model: out.Model, StopReason: out.StopReason}
 	var text strings.Builder
 	for _, c := range out.Content {
-		if c.Type == "text" {
+		switch c.Type {
+		case "text":
 			text.WriteString(c.Text)
+		case "tool_use":
+			if c.ID == "" || c.Name == "" {
+				return nil, newProviderError(prov, OutcomeBadResponse, resp.StatusCode, 0, fmt.Sprintf("provider %s sent a tool_use block without id or name", prov))
+			}
+			r.ToolCalls = append(r.ToolCalls, ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Input})
 		}
 	}
 	r.Text = text.String()
@@ -108,7 +186,7 @@ func (anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL,
 			OutputTokens:      u.OutputTokens,
 		}
 	} else {
-		r.Usage, r.UsageEstimated = estimateUsage(req, r.Text), true
+		r.Usage, r.UsageEstimated = estimateUsage(req, r.Text+callsText(r.ToolCalls)), true
 	}
 	return r, nil
 }

@@ -46,7 +46,7 @@ func TestOpenAICompatibleCallReadsUsageAndCachedTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := Request{System: "be brief", Messages: []Message{{RoleUser, "hello there"}}, MaxTokens: 64}
+	req := Request{System: "be brief", Messages: []Message{{Role: RoleUser, Content: "hello there"}}, MaxTokens: 64}
 	resp, err := r.Chat(context.Background(), route, req)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestOpenAIItselfGetsMaxCompletionTokens(t *testing.T) {
 	defer fake.Close()
 	r := newTestRegistry(t, map[string]ProviderConfig{"openai": {BaseURL: fake.BaseURL, APIKeyEnv: "FAKE_KEY"}}, nil, time.Minute)
 	route, _ := r.Resolve("openai/gpt-4o-mini")
-	if _, err := r.Chat(context.Background(), route, Request{Messages: []Message{{RoleUser, "x"}}, MaxTokens: 9}); err != nil {
+	if _, err := r.Chat(context.Background(), route, Request{Messages: []Message{{Role: RoleUser, Content: "x"}}, MaxTokens: 9}); err != nil {
 		t.Fatal(err)
 	}
 	if got := fake.Requests()[0]; got.MaxTokensField != "max_completion_tokens" || got.MaxTokens != 9 {
@@ -103,7 +103,7 @@ func TestAnthropicCallNormalisesUsage(t *testing.T) {
 	if !route.Pricing.PricingKnown || route.Pricing.InputPerM != 3 || route.Pricing.ID != "claude-sonnet-4-5-20250929" {
 		t.Fatalf("dated id should price as claude-sonnet-4-5: %+v", route.Pricing)
 	}
-	msgs := []Message{{RoleUser, "one"}, {RoleAssistant, "two"}, {RoleUser, "three"}}
+	msgs := []Message{{Role: RoleUser, Content: "one"}, {Role: RoleAssistant, Content: "two"}, {Role: RoleUser, Content: "three"}}
 	resp, err := r.Chat(context.Background(), route, Request{System: "sys", Messages: msgs, MaxTokens: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func TestProviderFailuresMapToClearErrors(t *testing.T) {
 	defer fake.Close()
 	r := newTestRegistry(t, map[string]ProviderConfig{"fake": {BaseURL: fake.BaseURL, APIKeyEnv: "FAKE_KEY"}}, nil, time.Minute)
 	route, _ := r.Resolve("fake/m")
-	req := Request{Messages: []Message{{RoleUser, "hi"}}, MaxTokens: 10}
+	req := Request{Messages: []Message{{Role: RoleUser, Content: "hi"}}, MaxTokens: 10}
 	cases := []struct {
 		fail    llmtest.Failure
 		kind    kernel.Kind
@@ -168,12 +168,12 @@ func TestTimeoutAndMissingKey(t *testing.T) {
 		"nokey": {BaseURL: fake.BaseURL, APIKeyEnv: "UNSET_KEY"},
 	}, nil, 50*time.Millisecond)
 	route, _ := r.Resolve("slow/claude-x")
-	_, err := r.Chat(context.Background(), route, Request{Messages: []Message{{RoleUser, "hi"}}, MaxTokens: 10})
+	_, err := r.Chat(context.Background(), route, Request{Messages: []Message{{Role: RoleUser, Content: "hi"}}, MaxTokens: 10})
 	if de := kernel.AsError(err); de == nil || de.Code != "provider_timeout" || de.Kind != kernel.KindUnavailable {
 		t.Fatalf("timeout gave %v", err)
 	}
 	route, _ = r.Resolve("nokey/m")
-	_, err = r.Chat(context.Background(), route, Request{Messages: []Message{{RoleUser, "hi"}}, MaxTokens: 10})
+	_, err = r.Chat(context.Background(), route, Request{Messages: []Message{{Role: RoleUser, Content: "hi"}}, MaxTokens: 10})
 	if de := kernel.AsError(err); de == nil || de.Code != "provider_not_configured" || !strings.Contains(de.Msg, "UNSET_KEY") {
 		t.Fatalf("missing key gave %v", err)
 	}
@@ -188,7 +188,7 @@ func TestMissingUsageIsEstimated(t *testing.T) {
 	fake.OmitUsage(true)
 	r := newTestRegistry(t, map[string]ProviderConfig{"local": {BaseURL: fake.BaseURL}}, nil, time.Minute)
 	route, _ := r.Resolve("local/llama")
-	resp, err := r.Chat(context.Background(), route, Request{Messages: []Message{{RoleUser, "hello hello"}}, MaxTokens: 3})
+	resp, err := r.Chat(context.Background(), route, Request{Messages: []Message{{Role: RoleUser, Content: "hello hello"}}, MaxTokens: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

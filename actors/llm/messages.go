@@ -9,20 +9,50 @@
 // that runs one turn, never from its Receive.
 package llm
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Message is one entry of a conversation.
 type Message struct {
-	Role    string `json:"role"` // "user" or "assistant"
+	Role    string `json:"role"` // "user", "assistant" or "tool"
 	Content string `json:"content"`
+	// ToolCalls are the tools an assistant message asks to run.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID and IsError belong to a "tool" message: the call it
+	// answers and whether the answer is a failure or refusal.
+	ToolCallID string `json:"tool_call_id,omitempty"`
+	IsError    bool   `json:"is_error,omitempty"`
 }
 
 // Roles a Message may have. The system prompt is not a message: it goes in
-// Request.System, because the two APIs place it differently.
+// Request.System, because the two APIs place it differently. A "tool"
+// message is the result of one tool call; the Anthropic client folds
+// consecutive ones into a user message of tool_result blocks.
 const (
 	RoleUser      = "user"
 	RoleAssistant = "assistant"
+	RoleTool      = "tool"
 )
+
+// Tool is a function the model may call.
+type Tool struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// InputSchema is the JSON Schema of the arguments (an object schema);
+	// empty means "no arguments".
+	InputSchema json.RawMessage `json:"input_schema,omitempty"`
+}
+
+// ToolCall is one call the model asked for. Arguments is the JSON the
+// model wrote; it is not guaranteed to be valid JSON (OpenAI sends it as
+// a string the model produced), so callers check before using it.
+type ToolCall struct {
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Arguments json.RawMessage `json:"arguments"`
+}
 
 // Request is one chat turn, provider-neutral.
 type Request struct {
@@ -31,6 +61,8 @@ type Request struct {
 	System    string
 	Messages  []Message
 	MaxTokens int
+	// Tools are offered to the model; none means a plain chat.
+	Tools []Tool
 }
 
 // Usage is the token accounting a provider reports for one call.
@@ -47,7 +79,10 @@ type Usage struct {
 
 // Response is a provider's answer to a Request.
 type Response struct {
-	Text       string
+	Text string
+	// ToolCalls are the tools the model wants run before it answers;
+	// StopReason is then "tool_calls" (OpenAI) or "tool_use" (Anthropic).
+	ToolCalls  []ToolCall
 	Model      string // the model that answered, as the provider names it
 	StopReason string
 	Usage      Usage

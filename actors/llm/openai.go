@@ -27,24 +27,95 @@ type openAIClient struct {
 }
 
 type oaiMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role string `json:"role"`
+	// Content is null on an assistant message that only calls tools.
+	Content    *string       `json:"content"`
+	ToolCalls  []oaiToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string        `json:"tool_call_id,omitempty"`
+}
+
+type oaiToolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"` // "function"
+	Function struct {
+		Name string `json:"name"`
+		// Arguments is JSON text inside a JSON string.
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+type oaiTool struct {
+	Type     string `json:"type"` // "function"
+	Function struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description,omitempty"`
+		Parameters  json.RawMessage `json:"parameters"`
+	} `json:"function"`
 }
 
 type oaiRequest struct {
 	Model               string       `json:"model"`
 	Messages            []oaiMessage `json:"messages"`
+	Tools               []oaiTool    `json:"tools,omitempty"`
 	MaxTokens           int          `json:"max_tokens,omitempty"`
 	MaxCompletionTokens int          `json:"max_completion_tokens,omitempty"`
 	Stream              bool         `json:"stream"`
+}
+
+// emptySchema is the argument schema of a tool that takes none.
+var emptySchema = json.RawMessage(`{"type":"object","properties":{}}`)
+
+func schemaOf(t Tool) json.RawMessage {
+	if len(t.InputSchema) == 0 {
+		return emptySchema
+	}
+	return t.InputSchema
+}
+
+// oaiMessages maps the neutral conversation onto chat completion messages.
+func oaiMessages(req Request) []oaiMessage {
+	out := make([]oaiMessage, 0, len(req.Messages)+1)
+	if req.System != "" {
+		out = append(out, oaiMessage{Role: "system", Content: &req.System})
+	}
+	for _, m := range req.Messages {
+		om := oaiMessage{Role: m.Role, ToolCallID: m.ToolCallID}
+		content := m.Content
+		if content != "" || len(m.ToolCalls) == 0 {
+			om.Content = &content
+		}
+		for _, tc := range m.ToolCalls {
+			var c oaiToolCall
+			c.ID, c.Type = tc.ID, "function"
+			c.Function.Name, c.Function.Arguments = tc.Name, string(tc.Arguments)
+			if c.Function.Arguments == "" {
+				c.Function.Arguments = "{}"
+			}
+			om.ToolCalls = append(om.ToolCalls, c)
+		}
+		out = append(out, om)
+	}
+	return out
+}
+
+func oaiTools(tools []Tool) []oaiTool {
+	out := make([]oaiTool, 0, len(tools))
+	for _, t := range tools {
+		var ot oaiTool
+		ot.Type = "function"
+		ot.Function.Name, ot.Function.Description, ot.Function.Parameters = t.Name, t.Description, schemaOf(t)
+		out = append(out, ot)
+	}
+	return out
 }
 
 type oaiResponse struct {
 	Model   string `json:"model"`
 	Choices []struct {
 		Message struct {
-			Content *string `json:"content"`
-			Refusal *string `json:"refusal"`
+			Content   *string       `json:"content"`
+			Refusal   *string       `json:"refusal"`
+			ToolCalls []oaiToolCall `json:"tool_calls"`
 		} `json:"message"`
 		FinishReason string `json:"finish_reason"`
 	} `json:"choices"`
@@ -61,17 +132,14 @@ type oaiResponse struct {
 }
 
 func (c openAIClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request) (*Response, error) {
-	body := oaiRequest{Model: req.Model, Messages: make([]oaiMessage, 0, len(req.Messages)+1)}
+	body := oaiRequest{Model: req.Model, Messages: oaiMessages(req)}
+	if len(req.Tools) > 0 {
+		body.Tools = oaiTools(req.Tools)
+	}
 	if c.maxCompletionTokens {
 		body.MaxCompletionTokens = req.MaxTokens
 	} else {
 		body.MaxTokens = req.MaxTokens
-	}
-	if req.System != "" {
-		body.Messages = append(body.Messages, oaiMessage{Role: "system", Content: req.System})
-	}
-	for _, m := range req.Messages {
-		body.Messages = append(body.Messages, oaiMessage(m))
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {
@@ -120,6 +188,17 @@ func (c openAIClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, 
 	case ch.Message.Refusal != nil:
 		r.Text = *ch.Message.Refusal
 	}
+	for i, tc := range ch.Message.ToolCalls {
+		if tc.ID == "" {
+			// Some compatible servers (older Ollama) send no id; the tool
+			// message that answers the call needs one.
+			tc.ID = fmt.Sprintf("call_%d", i)
+		}
+		if tc.Function.Name == "" {
+			return nil, newProviderError(prov, OutcomeBadResponse, resp.StatusCode, 0, fmt.Sprintf("provider %s asked for a tool call with no function name", prov))
+		}
+		r.ToolCalls = append(r.ToolCalls, ToolCall{ID: tc.ID, Name: tc.Function.Name, Arguments: json.RawMessage(tc.Function.Arguments)})
+	}
 	if out.Usage != nil {
 		r.Usage = Usage{InputTokens: out.Usage.PromptTokens, OutputTokens: out.Usage.CompletionTokens}
 		if d := out.Usage.PromptTokensDetails; d != nil {
@@ -130,7 +209,7 @@ func (c openAIClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, 
 		}
 		r.Usage.CachedInputTokens = min(r.Usage.CachedInputTokens, r.Usage.InputTokens)
 	} else {
-		r.Usage, r.UsageEstimated = estimateUsage(req, r.Text), true
+		r.Usage, r.UsageEstimated = estimateUsage(req, r.Text+callsText(r.ToolCalls)), true
 	}
 	return r, nil
 }

@@ -25,7 +25,20 @@ func PromptTokensUpperBound(system string, msgs []Message) int64 {
 		n += int64(len(system)) + perMessageOverhead
 	}
 	for _, m := range msgs {
-		n += int64(len(m.Content)) + perMessageOverhead
+		n += int64(len(m.Content)+len(m.ToolCallID)) + perMessageOverhead
+		for _, tc := range m.ToolCalls {
+			n += int64(len(tc.ID)+len(tc.Name)+len(tc.Arguments)) + perMessageOverhead
+		}
+	}
+	return n
+}
+
+// ToolsTokensUpperBound bounds the prompt tokens that offering tools adds
+// (each definition is rendered into the prompt by the provider).
+func ToolsTokensUpperBound(tools []Tool) int64 {
+	var n int64
+	for _, t := range tools {
+		n += int64(len(t.Name)+len(t.Description)+len(schemaOf(t))) + 2*perMessageOverhead
 	}
 	return n
 }
@@ -37,10 +50,26 @@ func estimateUsage(req Request, answer string) Usage {
 	in := int64(primingOverhead) + TypicalTokens(req.System)
 	for _, m := range req.Messages {
 		in += TypicalTokens(m.Content) + perMessageOverhead
+		for _, tc := range m.ToolCalls {
+			in += TypicalTokens(string(tc.Arguments)) + perMessageOverhead
+		}
+	}
+	for _, t := range req.Tools {
+		in += TypicalTokens(t.Name+t.Description+string(schemaOf(t))) + perMessageOverhead
 	}
 	out := TypicalTokens(answer)
 	if req.MaxTokens > 0 {
 		out = min(out, int64(req.MaxTokens))
 	}
 	return Usage{InputTokens: in, OutputTokens: out}
+}
+
+// callsText is the part of an answer that tool calls add, for estimates.
+func callsText(calls []ToolCall) string {
+	var b []byte
+	for _, c := range calls {
+		b = append(b, c.Name...)
+		b = append(b, c.Arguments...)
+	}
+	return string(b)
 }

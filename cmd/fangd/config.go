@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
@@ -48,6 +49,9 @@ type Config struct {
 	Models []llm.ModelConfig `toml:"models"`
 	LLM    LLMConfig         `toml:"llm"`
 	Usage  UsageConfig       `toml:"usage"`
+	// Approval is [approval]: which tool calls wait for a human, timeouts,
+	// the second factor, approvers and the chats requests are posted to.
+	Approval approval.Policy `toml:"approval"`
 	// Channels are the [channels.<name>] tables: one chat channel each,
 	// validated against its adapter's schema when the channels start (and
 	// on POST /api/channels/reload). See docs/channels.md.
@@ -147,6 +151,7 @@ func defaultConfig() Config {
 		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 600, MaxBodyBytes: 1 << 20},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
+		Approval:            approval.DefaultPolicy(),
 	}
 }
 
@@ -238,6 +243,9 @@ func (c *Config) validate() error {
 	}
 	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
 		return errors.New("usage.retention_days must be between 0 (keep forever) and 36500")
+	}
+	if err := c.Approval.Validate(); err != nil {
+		return err
 	}
 	if err := llm.ValidateConfig(c.llmOptions()); err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
@@ -150,13 +151,27 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
-	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{})
+	// Approvals start before agents: an agent resuming a turn that waits
+	// for a decision asks the approvals supervisor as it starts.
+	approvals, err := approval.Start(d.kernel, d.db, vault, d.audit, approval.Options{Policy: cfg.Approval, Events: bus})
 	if err != nil {
 		return nil, err
 	}
-	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}); err != nil {
+	tools := &mcpTools{}
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools})
+	if err != nil {
 		return nil, err
 	}
+	var commands channel.Commands
+	if len(cfg.Approval.Notify) > 0 {
+		// Only with chats to decide from does /approve mean anything to
+		// fangd; otherwise such text goes to the agent like any other.
+		commands = approvalCommands{approvals}
+	}
+	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}, commands); err != nil {
+		return nil, err
+	}
+	approvals.SetNotifier(approvalNotifier{d.channels})
 	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, cfg, cs)
 	if err != nil {
 		return nil, err
@@ -165,6 +180,9 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err = d.startMCP(home, cfg, agents, bus, c); err != nil {
 		return nil, err
 	}
+	// Agents call MCP tools; MCP starts after agents (its server side
+	// needs them), so the toolbox is handed over now.
+	tools.set(d.mcp)
 	hc := cfg.httpConfig()
 	hc.TurnTimeout = cs.turnTimeout
 	var a2aSvc *a2a.Service
@@ -175,7 +193,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		c.router.AddNodeSource(a2aNodes{a2aSvc})
 	}
 	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
-		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels,
+		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, Approvals: approvals,
 		Bus: bus, Router: c.router, Webhooks: c.webhooks,
 		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},
 		MCP:   d.mcp, MCPServer: d.expose, A2A: a2aSvc})
@@ -253,7 +271,7 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *co
 // stored by earlier runs) and applies config.toml's [channels.*] tables. A
 // table that does not validate is logged and skipped, like on reload, so
 // one bad channel does not keep the daemon down.
-func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents) (*channel.Service, error) {
+func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents, commands channel.Commands) (*channel.Service, error) {
 	path := cfg.path
 	load := func() (map[string]map[string]any, error) {
 		c, err := loadConfig(path, false)
@@ -263,7 +281,7 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		return c.Channels, nil
 	}
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands})
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/comms"
@@ -106,6 +107,8 @@ type Deps struct {
 	Agents *agent.Agents
 	LLM    *llm.Registry
 	Meter  *usage.Meter
+	// Approvals may be nil (tests of other groups); its routes then 503.
+	Approvals *approval.Approvals
 	// Channels is the chat channel subsystem; nil answers its routes 503.
 	Channels *channel.Service
 	// MCP, when set, serves /api/mcp/*.
@@ -227,6 +230,16 @@ func (s *Server) routes() {
 	s.api("GET", "/budget/agents", s.budgetAgents)
 	s.api("GET", "/budget/agents/{id}", s.agentBudget)
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
+	s.api("GET", "/approvals", s.needApprovals(s.listApprovals))
+	s.api("POST", "/approvals", s.needApprovals(s.createApproval))
+	s.api("GET", "/approvals/totp/status", s.needApprovals(s.totpStatus))
+	s.api("POST", "/approvals/totp/setup", s.needApprovals(s.totpSetup))
+	s.api("POST", "/approvals/totp/confirm", s.needApprovals(s.totpConfirm))
+	s.api("POST", "/approvals/totp/revoke", s.needApprovals(s.totpRevoke))
+	s.api("DELETE", "/approvals/totp", s.needApprovals(s.totpRevoke))
+	s.api("GET", "/approvals/{id}", s.needApprovals(s.getApproval))
+	s.api("POST", "/approvals/{id}/approve", s.needApprovals(s.approveApproval))
+	s.api("POST", "/approvals/{id}/reject", s.needApprovals(s.rejectApproval))
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.a2aRoutes()
 	s.commsRoutes()

@@ -1,0 +1,266 @@
+package approval
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// EventSink receives the domain's events (approval.requested,
+// approval.approved, approval.rejected, approval.expired,
+// approval.escalated, approval.cancelled). The comms bus satisfies it;
+// Publish must not block.
+type EventSink interface {
+	Publish(eventType, source, target string, detail any)
+}
+
+// Notifier posts text to one chat of a configured channel (queued durably
+// by the channel; it returns without waiting for delivery).
+type Notifier interface {
+	Post(ctx context.Context, channel, chatID, text string) error
+}
+
+// Options configure the approvals subsystem.
+type Options struct {
+	Policy Policy
+	Events EventSink
+	// Now replaces time.Now (tests of expiry and lockout).
+	Now func() time.Time
+}
+
+// env is what every approvals actor shares.
+type env struct {
+	k        *kernel.Kernel
+	db       *store.DB
+	vault    *store.Vault
+	audit    *audit.Log
+	policy   Policy
+	records  *store.Collection[Approval]
+	events   EventSink
+	notifier atomic.Pointer[notifierBox]
+	now      func() time.Time
+	totp     *actor.PID
+	log      zerolog.Logger
+	// boot hands a new request actor the record its supervisor just wrote
+	// or loaded (id -> *Approval), so it is neither read back nor decoded
+	// twice; a restarted actor finds nothing here and reads the store.
+	boot sync.Map
+}
+
+type notifierBox struct{ n Notifier }
+
+// Approvals is the handle the HTTP layer, agents and channels use.
+type Approvals struct {
+	env *env
+	pid *actor.PID
+}
+
+// Start validates the policy and spawns "approvals-totp" and "approvals";
+// the supervisor re-spawns every pending request from the store, with the
+// time it has left. auditLog may be nil in tests.
+func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.Log, opts Options) (*Approvals, error) {
+	if vault == nil {
+		return nil, errors.New("approvals: the vault is required (TOTP secrets live there)")
+	}
+	if err := opts.Policy.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	e := &env{k: k, db: db, vault: vault, audit: auditLog, policy: opts.Policy, events: opts.Events, now: opts.Now,
+		records: store.NewCollection[Approval](db, "approvals"),
+		log:     k.Log.With().Str("component", "approvals").Logger()}
+	var err error
+	if e.totp, err = k.SpawnRoot("approvals-totp", func() actor.Actor { return &totpActor{env: e} }); err != nil {
+		return nil, err
+	}
+	pid, err := k.SpawnRoot("approvals", func() actor.Actor { return &supervisor{env: e} })
+	if err != nil {
+		return nil, err
+	}
+	return &Approvals{env: e, pid: pid}, nil
+}
+
+// PID is the supervisor's, for actors that ask it with RequestFuture.
+func (a *Approvals) PID() *actor.PID { return a.pid }
+
+// Policy is the validated policy.
+func (a *Approvals) Policy() *Policy { return &a.env.policy }
+
+// Gated reports whether an agent's call of tool waits for a decision.
+func (a *Approvals) Gated(tool string) bool { return a.env.policy.Gated(tool) }
+
+// MaxWait is the longest a request can stay pending.
+func (a *Approvals) MaxWait() time.Duration { return a.env.policy.MaxWait() }
+
+// SetNotifier wires the channels that requests are posted to (channels
+// start after agents, which start after approvals).
+func (a *Approvals) SetNotifier(n Notifier) { a.env.notifier.Store(&notifierBox{n}) }
+
+func ask[T any](a *Approvals, pid *actor.PID, msg any) (T, error) {
+	return kernel.Ask[T](a.env.k, pid, msg, kernel.DefaultAskTimeout)
+}
+
+// Create makes a request and returns it once durable and audited.
+func (a *Approvals) Create(req Request) (*Approval, error) {
+	return ask[*Approval](a, a.pid, &Create{Req: req})
+}
+
+// Get returns one request.
+func (a *Approvals) Get(id string) (*Approval, error) { return ask[*Approval](a, a.pid, &Get{ID: id}) }
+
+// List returns a page of requests.
+func (a *Approvals) List(status string, offset, limit int) (*Page, error) {
+	return ask[*Page](a, a.pid, &List{Status: status, Offset: offset, Limit: limit})
+}
+
+// Wait returns the request once it is decided, or its current state after
+// d (a long poll).
+func (a *Approvals) Wait(ctx context.Context, id string, d time.Duration) (*Approval, error) {
+	cur, err := a.Get(id)
+	if err != nil || !cur.Pending() || d <= 0 {
+		return cur, err
+	}
+	f := a.env.k.Root.RequestFuture(a.pid, &Await{ID: id, Until: time.Now().Add(d)}, d)
+	done := make(chan struct{})
+	var res any
+	var ferr error
+	go func() { res, ferr = f.Result(); close(done) }()
+	select {
+	case <-done:
+		if ferr == nil {
+			if rec, ok := res.(*Approval); ok {
+				return rec, nil
+			}
+			if err, ok := res.(error); ok {
+				return nil, err
+			}
+		}
+	case <-ctx.Done():
+	}
+	return a.Get(id)
+}
+
+// Decide approves or rejects a request.
+func (a *Approvals) Decide(d Decide) (*Approval, error) {
+	// A TOTP check and the audit append sit on this path.
+	return kernel.Ask[*Approval](a.env.k, a.pid, &d, kernel.DefaultAskTimeout+audit.AppendTimeout)
+}
+
+// Cancel withdraws a pending request.
+func (a *Approvals) Cancel(id, reason string) (*Approval, error) {
+	return ask[*Approval](a, a.pid, &Cancel{ID: id, Reason: reason})
+}
+
+// TOTPSetup, TOTPConfirm, TOTPRevoke and TOTPStatus manage the second factor.
+func (a *Approvals) TOTPSetup(currentCode string, who Decider) (*Enrolment, error) {
+	return ask[*Enrolment](a, a.env.totp, &TOTPSetup{CurrentCode: currentCode, Who: who})
+}
+
+// TOTPConfirm proves a pending enrolment.
+func (a *Approvals) TOTPConfirm(code string, who Decider) (*TOTPResult, error) {
+	return ask[*TOTPResult](a, a.env.totp, &TOTPConfirm{Code: code, Who: who})
+}
+
+// TOTPRevoke removes the enrolment.
+func (a *Approvals) TOTPRevoke(code string, who Decider) (*TOTPResult, error) {
+	return ask[*TOTPResult](a, a.env.totp, &TOTPRevoke{Code: code, Who: who})
+}
+
+// TOTPStatus reports the enrolment.
+func (a *Approvals) TOTPStatus() (*TOTPStatus, error) {
+	return ask[*TOTPStatus](a, a.env.totp, &TOTPStatusQuery{})
+}
+
+// auditThenRespond answers the sender once ev is durable (in a goroutine:
+// the mailbox does not wait for the audit log). If the entry cannot be
+// written, the caller gets that error rather than a success the audit log
+// does not show.
+func (e *env) auditThenRespond(c actor.Context, ev audit.Event, reply any) {
+	sender, system := c.Sender(), c.ActorSystem()
+	go func() {
+		if err := e.appendAudit(ev); err != nil {
+			if _, failed := reply.(error); !failed {
+				reply = err
+			}
+		}
+		if sender != nil {
+			system.Root.Send(sender, reply)
+		}
+	}()
+}
+
+func (e *env) appendAudit(ev audit.Event) error {
+	if e.audit == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
+	defer cancel()
+	_, err := e.audit.Append(ctx, ev)
+	return err
+}
+
+// Event is the detail of an approval event: what a subscriber needs to
+// react, without the payload and description (GET /api/approvals/{id} has
+// them). Events stay small because the bus keeps its last N in memory and
+// fans them out to webhooks.
+type Event struct {
+	ID           string     `json:"id"`
+	AgentID      string     `json:"agent_id"`
+	AgentName    string     `json:"agent_name"`
+	Action       string     `json:"action"`
+	RiskLevel    string     `json:"risk_level"`
+	Status       string     `json:"status"`
+	RequestedAt  time.Time  `json:"requested_at"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	DecidedAt    *time.Time `json:"decided_at,omitempty"`
+	DecidedBy    string     `json:"decided_by,omitempty"`
+	DecidedVia   string     `json:"decided_via,omitempty"`
+	SecondFactor string     `json:"second_factor,omitempty"`
+	Reason       string     `json:"reason,omitempty"`
+	Escalations  int        `json:"escalations,omitempty"`
+}
+
+func (e *env) publish(typ string, rec *Approval, source string) {
+	if e.events == nil {
+		return
+	}
+	ev := &Event{ID: rec.ID, AgentID: rec.AgentID, AgentName: rec.AgentName, Action: rec.Action, RiskLevel: rec.RiskLevel,
+		Status: rec.Status, RequestedAt: rec.RequestedAt, ExpiresAt: rec.ExpiresAt, DecidedAt: rec.DecidedAt,
+		DecidedBy: rec.DecidedBy, DecidedVia: rec.DecidedVia, Reason: truncate(rec.Reason, 200), Escalations: rec.Escalations}
+	if rec.SecondFactor != FactorNone {
+		ev.SecondFactor = rec.SecondFactor
+	}
+	e.events.Publish(typ, source, "agent:"+rec.AgentID, ev)
+}
+
+// post sends text to every notify target, in the background; except
+// skips the chat a decision came from (it gets the answer there).
+func (e *env) post(text string, except NotifyTarget) {
+	box := e.notifier.Load()
+	if box == nil || box.n == nil || len(e.policy.Notify) == 0 {
+		return
+	}
+	for _, n := range e.policy.Notify {
+		if n.Channel == except.Channel && n.ChatID == except.ChatID {
+			continue
+		}
+		go func(n NotifyTarget) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := box.n.Post(ctx, n.Channel, n.ChatID, text); err != nil {
+				e.log.Warn().Err(err).Str("channel", n.Channel).Msg("could not post an approval notice")
+			}
+		}(n)
+	}
+}

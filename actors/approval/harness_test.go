@@ -1,0 +1,265 @@
+package approval
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// clock is a settable time source for expiry and lockout tests.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// sink records published events.
+type sink struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (s *sink) Publish(typ, source, target string, detail any) {
+	rec := detail.(*Event)
+	s.mu.Lock()
+	s.events = append(s.events, typ+" "+rec.ID+" "+source+" "+target)
+	s.mu.Unlock()
+}
+
+func (s *sink) types(id string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, e := range s.events {
+		f := strings.Fields(e)
+		if f[1] == id {
+			out = append(out, f[0])
+		}
+	}
+	return out
+}
+
+// posts records what would be sent to chats.
+type posts struct {
+	mu   sync.Mutex
+	msgs []string // "<channel>/<chat>: <text>"
+}
+
+func (p *posts) Post(_ context.Context, channel, chatID, text string) error {
+	p.mu.Lock()
+	p.msgs = append(p.msgs, channel+"/"+chatID+": "+text)
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *posts) all() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.msgs...)
+}
+
+type harness struct {
+	t      testing.TB
+	home   string
+	db     *store.DB
+	vault  *store.Vault
+	k      *kernel.Kernel
+	audit  *audit.Log
+	a      *Approvals
+	policy Policy
+	clock  *clock // nil: real time
+	events *sink
+	posts  *posts
+}
+
+func newHarness(t testing.TB, p Policy, c *clock) *harness {
+	t.Helper()
+	h := &harness{t: t, home: t.TempDir(), policy: p, clock: c, events: &sink{}, posts: &posts{}}
+	db, err := store.Open(store.DefaultOptions(store.DataDir(h.home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.db = db
+	if h.vault, err = store.OpenVault(db, h.home); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.stop(); db.Close() })
+	h.start()
+	return h
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	h.k = kernel.New(zerolog.Nop())
+	var err error
+	if h.audit, err = audit.Start(h.k, h.db, audit.Options{AnchorPath: audit.AnchorPath(h.home)}); err != nil {
+		h.t.Fatal(err)
+	}
+	opts := Options{Policy: h.policy, Events: h.events}
+	if h.clock != nil {
+		opts.Now = h.clock.Now
+	}
+	if h.a, err = Start(h.k, h.db, h.vault, h.audit, opts); err != nil {
+		h.t.Fatal(err)
+	}
+	h.a.SetNotifier(h.posts)
+}
+
+func (h *harness) stop() {
+	if h.k == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.k.Shutdown(ctx)
+	h.k = nil
+}
+
+func (h *harness) restart() { h.stop(); h.start() }
+
+func (h *harness) create(agentID, action string) *Approval {
+	h.t.Helper()
+	rec, err := h.a.Create(Request{AgentID: agentID, AgentName: "bot-" + agentID, Action: action,
+		Description: "wants " + action, Payload: json.RawMessage(`{"path":"/tmp/x"}`), RequestedBy: "api_key"})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return rec
+}
+
+// gate sends a Gate the way an agent does and returns a channel that gets
+// the decided record (or an error).
+func (h *harness) gate(req Request) <-chan any {
+	out := make(chan any, 1)
+	f := h.k.Root.RequestFuture(h.a.PID(), &Gate{Req: req}, time.Minute)
+	go func() {
+		res, err := f.Result()
+		if err != nil {
+			out <- err
+			return
+		}
+		out <- res
+	}()
+	return out
+}
+
+func recv(t *testing.T, ch <-chan any) *Approval {
+	t.Helper()
+	select {
+	case v := <-ch:
+		rec, ok := v.(*Approval)
+		if !ok {
+			t.Fatalf("waiter got %v", v)
+		}
+		return rec
+	case <-time.After(20 * time.Second):
+		t.Fatal("no decision reached the waiter")
+	}
+	return nil
+}
+
+func api(identity string) Decider {
+	return Decider{Identity: identity, Via: ViaAPI, SourceIP: "127.0.0.1"}
+}
+
+func kindOf(err error) (kernel.Kind, string) {
+	if de := kernel.AsError(err); de != nil {
+		return de.Kind, de.Code
+	}
+	return -1, fmt.Sprint(err)
+}
+
+func (h *harness) auditEntries() []audit.Entry {
+	rec, err := h.audit.Recent(1000)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []audit.Entry
+	for i := len(rec.Entries) - 1; i >= 0; i-- {
+		var e audit.Entry
+		json.Unmarshal(rec.Entries[i], &e)
+		out = append(out, e)
+	}
+	return out // oldest first
+}
+
+func (h *harness) auditTypes(id string) []string {
+	var out []string
+	for _, e := range h.auditEntries() {
+		if id == "" || strings.Contains(e.Details, id) {
+			out = append(out, e.EventType+":"+e.Outcome)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond (ordering only, never a timing assertion).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var _ = actor.PID{}
+
+// ---- an RFC 6238 implementation of the test's own ----
+
+// rfc6238 computes the TOTP code of a base32 secret at time t: HMAC-SHA-1
+// over the big-endian 30-second step counter, dynamic truncation (RFC 4226
+// section 5.3), six digits. It shares no code with fangd or its library.
+func rfc6238(t *testing.T, secret string, at time.Time) string {
+	t.Helper()
+	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(strings.ToUpper(strings.TrimRight(secret, "=")))
+	if err != nil {
+		t.Fatalf("secret is not base32: %v", err)
+	}
+	var msg [8]byte
+	binary.BigEndian.PutUint64(msg[:], uint64(at.Unix()/30))
+	mac := hmac.New(sha1.New, key)
+	mac.Write(msg[:])
+	sum := mac.Sum(nil)
+	off := sum[len(sum)-1] & 0x0f
+	bin := (uint32(sum[off])&0x7f)<<24 | uint32(sum[off+1])<<16 | uint32(sum[off+2])<<8 | uint32(sum[off+3])
+	return fmt.Sprintf("%06d", bin%1_000_000)
+}
+
+// The RFC's own test vector (Appendix B, SHA-1, T = 59 s) checks the
+// test's implementation before it is trusted to check fangd.
+func TestRFC6238VectorForTheTestImplementation(t *testing.T) {
+	secret := base32.StdEncoding.EncodeToString([]byte("12345678901234567890"))
+	// The RFC lists 8-digit codes; the last six digits are the 6-digit code.
+	for _, v := range []struct {
+		unix int64
+		want string
+	}{{59, "287082"}, {1111111109, "081804"}, {1234567890, "005924"}, {2000000000, "279037"}} {
+		if got := rfc6238(t, secret, time.Unix(v.unix, 0)); got != v.want {
+			t.Fatalf("T=%d: %s, want %s", v.unix, got, v.want)
+		}
+	}
+}

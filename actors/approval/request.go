@@ -1,0 +1,304 @@
+package approval
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// request is approval/<id>: one request's state, timer and waiters. Every
+// request actor shares one Props (a pending approval costs an idle actor,
+// its record and a timer, nothing more): it learns its id from its name
+// and its state from the store.
+type request struct {
+	env     *env
+	rec     *Approval
+	waiters []waiter
+	timer   *time.Timer
+	gen     int
+}
+
+func (r *request) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		// A first start takes the record from the supervisor (it wrote or
+		// loaded it); a restart reads the latest from the store and hands
+		// that copy to the supervisor to share.
+		self := c.Self().Id
+		id := self[strings.LastIndex(self, "/")+1:]
+		if b, ok := r.env.boot.LoadAndDelete(id); ok {
+			r.rec = b.(*Approval)
+		} else {
+			rec, err := r.env.records.Get(id)
+			if errors.Is(err, store.ErrNotFound) {
+				c.Stop(c.Self())
+				return
+			}
+			if err != nil {
+				panic(fmt.Errorf("approval %s: load: %w", id, err))
+			}
+			r.rec = &rec
+			c.Send(c.Parent(), &changed{rec: r.rec})
+		}
+		if r.rec.Pending() {
+			r.schedule(c)
+		}
+	case *Gate, *Await, *Decide, *Cancel, *expire:
+		r.handle(c, m, c.Sender())
+	case *actor.Stopping:
+		r.stopTimer()
+		if r.rec != nil && r.rec.Pending() {
+			r.release(c, kernel.Unavailable("approval %s is stopping; ask again", r.rec.ID))
+		}
+	case *actor.Restarting:
+		r.stopTimer()
+		r.release(c, kernel.Unavailable("approval %s restarted; ask again", r.rec.ID))
+	}
+}
+
+func (r *request) handle(c actor.Context, msg any, sender *actor.PID) {
+	switch m := msg.(type) {
+	case *Gate:
+		r.wait(c, sender, time.Time{})
+	case *Await:
+		r.wait(c, sender, m.Until)
+	case *Decide:
+		r.decide(c, m, sender)
+	case *Cancel:
+		if !r.rec.Pending() {
+			reply(c, sender, alreadyDecided(r.rec))
+			return
+		}
+		reason := m.Reason
+		if reason == "" {
+			reason = "withdrawn"
+		}
+		r.finalize(c, StatusCancelled, Decider{Identity: "system", Via: ViaSystem}, FactorNone, reason, sender)
+	case *expire:
+		if m.gen == r.gen {
+			r.expire(c)
+		}
+	}
+}
+
+func reply(c actor.Context, to *actor.PID, msg any) {
+	if to != nil {
+		c.Send(to, msg)
+	}
+}
+
+// wait answers at once when decided, else keeps the caller until the
+// decision (or, for a long poll, until its deadline passes).
+func (r *request) wait(c actor.Context, sender *actor.PID, until time.Time) {
+	if !r.rec.Pending() {
+		reply(c, sender, r.rec)
+		return
+	}
+	if sender == nil {
+		return
+	}
+	now := time.Now()
+	kept := r.waiters[:0]
+	for _, w := range r.waiters {
+		if w.until.IsZero() || w.until.After(now) {
+			kept = append(kept, w)
+		}
+	}
+	r.waiters = append(kept, waiter{pid: sender, until: until})
+}
+
+// release answers every waiter with msg.
+func (r *request) release(c actor.Context, msg any) {
+	for _, w := range r.waiters {
+		c.Send(w.pid, msg)
+	}
+	r.waiters = nil
+}
+
+func (r *request) refuse(c actor.Context, sender *actor.PID, m *Decide, err *kernel.Error) {
+	verb := "reject"
+	if m.Approve {
+		verb = "approve"
+	}
+	outcome := "rejected"
+	if err.Kind == kernel.KindForbidden {
+		outcome = "denied"
+	}
+	ev := audit.Event{EventType: "approval_decision_refused", AgentID: r.rec.AgentID, Outcome: outcome, Actor: m.By.Identity, SourceIP: m.By.SourceIP,
+		Details: fmt.Sprintf("id=%s attempt=%s via=%s reason=%s", r.rec.ID, verb, m.By.Via, err.Code)}
+	system := c.ActorSystem()
+	go func() {
+		_ = r.env.appendAudit(ev)
+		if sender != nil {
+			system.Root.Send(sender, err)
+		}
+	}()
+}
+
+func (r *request) decide(c actor.Context, m *Decide, sender *actor.PID) {
+	if !r.rec.Pending() {
+		r.refuse(c, sender, m, alreadyDecided(r.rec))
+		return
+	}
+	if m.By.Via == ViaAPI && !r.env.policy.APIApprover(m.By.Identity) {
+		r.refuse(c, sender, m, kernel.Errorf(kernel.KindForbidden, "not_an_approver",
+			"%s is not on the approver list ([approval] approvers) and cannot decide approvals", m.By.Identity))
+		return
+	}
+	if !m.Approve {
+		r.finalize(c, StatusRejected, m.By, FactorNone, m.Reason, sender)
+		return
+	}
+	if !r.rec.SecondFactorRequired {
+		r.finalize(c, StatusApproved, m.By, FactorNone, m.Reason, sender)
+		return
+	}
+	// The TOTP actor checks the code; the mailbox keeps serving meanwhile
+	// (a concurrent decision is caught by the re-check below).
+	f := c.RequestFuture(r.env.totp, &verify{Code: m.Code, Who: m.By, ApprovalID: r.rec.ID}, kernel.DefaultAskTimeout+audit.AppendTimeout)
+	c.ReenterAfter(f, func(res any, err error) {
+		switch v := res.(type) {
+		case *verified:
+			if !r.rec.Pending() {
+				r.refuse(c, sender, m, alreadyDecided(r.rec))
+				return
+			}
+			r.finalize(c, StatusApproved, m.By, v.factor, m.Reason, sender)
+		case error:
+			reply(c, sender, v) // the TOTP actor audited the failure
+		default:
+			if err == nil {
+				err = fmt.Errorf("approvals-totp answered %T", res)
+			}
+			reply(c, sender, kernel.Unavailable("the second-factor check did not answer: %v", err))
+		}
+	})
+}
+
+// finalize records the decision durably, then (once its audit entry is
+// durable) answers the decider and every waiter and tells the supervisor.
+func (r *request) finalize(c actor.Context, status string, by Decider, factor, reason string, sender *actor.PID) {
+	now := r.env.now().UTC()
+	next := *r.rec
+	next.Status, next.DecidedAt, next.DecidedBy, next.DecidedVia = status, &now, by.Identity, by.Via
+	next.SecondFactor, next.Reason = factor, reason
+	if err := r.env.records.Put(next.ID, next); err != nil {
+		reply(c, sender, err)
+		return
+	}
+	rec := &next
+	r.rec = rec
+	r.stopTimer()
+	waiters := r.waiters
+	r.waiters = nil
+	details := fmt.Sprintf("id=%s action=%s risk=%s via=%s second_factor=%s", rec.ID, rec.Action, rec.RiskLevel, by.Via, factor)
+	if reason != "" {
+		details += " reason=" + truncate(reason, 200)
+	}
+	ev := audit.Event{EventType: "approval_" + status, AgentID: rec.AgentID, Outcome: status, Actor: by.Identity, SourceIP: by.SourceIP, Details: details}
+	system, parent := c.ActorSystem(), c.Parent()
+	go func() {
+		err := r.env.appendAudit(ev)
+		if sender != nil {
+			var answer any = rec
+			if err != nil {
+				answer = err
+			}
+			system.Root.Send(sender, answer)
+		}
+		for _, w := range waiters {
+			system.Root.Send(w.pid, rec)
+		}
+		system.Root.Send(parent, &decided{rec: rec})
+	}()
+	source := "system"
+	if by.Via == ViaAPI {
+		source = "api"
+	} else if by.Via == ViaChannel {
+		source = by.Identity
+	}
+	r.env.publish("approval."+status, rec, source)
+	r.env.post(decisionNotice(rec), by.chat)
+}
+
+func truncate(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
+}
+
+// schedule arms the timer for the request's expiry, measured from
+// requested_at (and escalations), not from when this actor started.
+func (r *request) schedule(c actor.Context) {
+	r.stopTimer()
+	r.gen++
+	gen, self, system := r.gen, c.Self(), c.ActorSystem()
+	d := r.rec.ExpiresAt.Sub(r.env.now())
+	if d <= 0 {
+		c.Send(self, &expire{gen: gen})
+		return
+	}
+	r.timer = time.AfterFunc(d, func() { system.Root.Send(self, &expire{gen: gen}) })
+}
+
+func (r *request) stopTimer() {
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+}
+
+// expire applies the policy's timeout_action to an unanswered request.
+func (r *request) expire(c actor.Context) {
+	if !r.rec.Pending() {
+		return
+	}
+	if left := r.rec.ExpiresAt.Sub(r.env.now()); left > 0 {
+		r.schedule(c) // the timer fired early (clock change)
+		return
+	}
+	p := &r.env.policy
+	switch {
+	case p.TimeoutAction == TimeoutEscalate && r.rec.Escalations < p.MaxEscalations:
+		r.escalate(c)
+	case p.TimeoutAction == TimeoutApprove && r.rec.RiskLevel == RiskLow:
+		r.finalize(c, StatusApproved, Decider{Identity: "policy", Via: ViaTimeout}, FactorNone, "no decision in time; low-risk actions are approved on timeout (timeout_action = approve)", nil)
+	default:
+		r.finalize(c, StatusExpired, Decider{Identity: "system", Via: ViaTimeout}, FactorNone, "no decision in time", nil)
+	}
+}
+
+func (r *request) escalate(c actor.Context) {
+	next := *r.rec
+	next.Escalations++
+	next.ExpiresAt = next.ExpiresAt.Add(time.Duration(r.env.policy.EscalateSecs) * time.Second)
+	next.TimeoutSecs += r.env.policy.EscalateSecs
+	if err := r.env.records.Put(next.ID, next); err != nil {
+		// Try again shortly rather than expire a request we could not
+		// extend.
+		r.env.log.Error().Err(err).Str("approval_id", next.ID).Msg("could not record an escalation")
+		self, system := c.Self(), c.ActorSystem()
+		r.gen++
+		gen := r.gen
+		r.timer = time.AfterFunc(time.Second, func() { system.Root.Send(self, &expire{gen: gen}) })
+		return
+	}
+	rec := &next
+	r.rec = rec
+	r.schedule(c)
+	c.Send(c.Parent(), &changed{rec: rec})
+	go func() {
+		_ = r.env.appendAudit(audit.Event{EventType: "approval_escalated", AgentID: rec.AgentID, Outcome: "pending", Actor: "system",
+			Details: fmt.Sprintf("id=%s escalation=%d/%d expires_at=%s", rec.ID, rec.Escalations, r.env.policy.MaxEscalations, rec.ExpiresAt.Format(time.RFC3339))})
+	}()
+	r.env.publish("approval.escalated", rec, "system")
+	r.env.post(escalationNotice(rec), NotifyTarget{})
+}
