@@ -157,7 +157,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
-	tools := &mcpTools{}
+	tools := &agentToolbox{}
 	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools})
 	if err != nil {
 		return nil, err
@@ -191,6 +191,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 			return nil, err
 		}
 		c.router.AddNodeSource(a2aNodes{a2aSvc})
+		tools.setA2A(a2aSvc)
 	}
 	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
 		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, Approvals: approvals,

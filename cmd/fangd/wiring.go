@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/fangd/fangd/actors/a2a"
 	"strings"
 	"sync/atomic"
 
@@ -77,27 +78,52 @@ func (n approvalNotifier) Post(ctx context.Context, channelName, chatID, text st
 
 var _ approval.Notifier = approvalNotifier{}
 
-// mcpTools lets agents call the MCP servers' tools (agent.Toolbox over
-// mcp.Manager). The manager starts after the agents (its server side needs
-// them), so it is set late; until then agents are offered no tools.
-type mcpTools struct{ m atomic.Pointer[mcp.Manager] }
+// agentToolbox is the toolbox agents see: the MCP servers' tools and, when
+// A2A is on, a2a_send to the external agents this daemon discovered. Both
+// providers start after the agents (their server sides need the agents), so
+// they are set late; until then agents are offered only what is set.
+// Approval gating applies to every tool by name, a2a_send included.
+type agentToolbox struct {
+	m   atomic.Pointer[mcp.Manager]
+	a2a atomic.Pointer[a2aTool]
+}
 
-func (t *mcpTools) set(m *mcp.Manager) { t.m.Store(m) }
+// a2aTool is what the toolbox needs of the A2A service.
+type a2aTool interface {
+	CallTool(ctx context.Context, agentID string, raw json.RawMessage) (string, error)
+}
 
-func (t *mcpTools) Tools() []llm.Tool {
-	m := t.m.Load()
-	if m == nil {
-		return nil
+func (t *agentToolbox) set(m *mcp.Manager) { t.m.Store(m) }
+
+func (t *agentToolbox) setA2A(svc a2aTool) { t.a2a.Store(&svc) }
+
+func (t *agentToolbox) Tools() []llm.Tool {
+	var out []llm.Tool
+	if m := t.m.Load(); m != nil {
+		for _, i := range m.Tools() {
+			out = append(out, llm.Tool{Name: i.Name, Description: i.Description, InputSchema: i.InputSchema})
+		}
 	}
-	infos := m.Tools()
-	out := make([]llm.Tool, 0, len(infos))
-	for _, i := range infos {
-		out = append(out, llm.Tool{Name: i.Name, Description: i.Description, InputSchema: i.InputSchema})
+	if t.a2a.Load() != nil {
+		out = append(out, llm.Tool{Name: a2a.ToolName, Description: a2a.ToolDescription, InputSchema: a2a.ToolSchema})
 	}
 	return out
 }
 
-func (t *mcpTools) Call(ctx context.Context, inv agent.ToolInvocation) (agent.ToolOutput, error) {
+func (t *agentToolbox) Call(ctx context.Context, inv agent.ToolInvocation) (agent.ToolOutput, error) {
+	if inv.Tool == a2a.ToolName {
+		svc := t.a2a.Load()
+		if svc == nil {
+			return agent.ToolOutput{}, kernel.Unavailable("A2A is not enabled")
+		}
+		text, err := (*svc).CallTool(ctx, inv.AgentID, inv.Arguments)
+		if err != nil {
+			// Bad arguments, unknown agents and failed peers are answers the
+			// model can act on, not failures of the turn.
+			return agent.ToolOutput{Text: err.Error(), IsError: true}, nil
+		}
+		return agent.ToolOutput{Text: text}, nil
+	}
 	m := t.m.Load()
 	if m == nil {
 		return agent.ToolOutput{}, kernel.Unavailable("MCP is not running")
@@ -143,4 +169,4 @@ func toolText(res *sdk.CallToolResult) string {
 	return b.String()
 }
 
-var _ agent.Toolbox = (*mcpTools)(nil)
+var _ agent.Toolbox = (*agentToolbox)(nil)
