@@ -1,11 +1,13 @@
 package stdio
 
 import (
-	"bufio"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEnvironKeepsOnlyTheAllowlistAndExtra(t *testing.T) {
@@ -24,19 +26,30 @@ func TestCommandNotFoundIsRecognisable(t *testing.T) {
 	}
 }
 
-// The rlimits reach the server: sh applies them before exec.
+// The rlimits reach the server: sh applies them before exec. The server
+// writes what it sees to a file in its working directory (reading its
+// stdout here would race the transport's own reader for the lines).
 func TestRlimitsApply(t *testing.T) {
-	tr := New(Options{Command: "/bin/sh", Args: []string{"-c", "ulimit -t; ulimit -v; cat"}, CPUSeconds: 7, MemoryMB: 64, Dir: t.TempDir()})
+	dir := t.TempDir()
+	tr := New(Options{Command: "/bin/sh", Args: []string{"-c", "ulimit -t > limits.tmp; ulimit -v >> limits.tmp; mv limits.tmp limits; cat"},
+		CPUSeconds: 7, MemoryMB: 64, Dir: dir})
 	conn, err := tr.Connect(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	// The script printed its limits to stdout before cat: read them raw.
-	rd := bufio.NewReader(tr.Process().stdout)
-	cpu, _ := rd.ReadString('\n')
-	mem, _ := rd.ReadString('\n')
-	if strings.TrimSpace(cpu) != "7" || strings.TrimSpace(mem) != "65536" {
-		t.Fatalf("limits seen by the server: cpu %q, memory %q", cpu, mem)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, err := os.ReadFile(filepath.Join(dir, "limits"))
+		if err == nil {
+			if got := strings.Fields(string(raw)); len(got) != 2 || got[0] != "7" || got[1] != "65536" {
+				t.Fatalf("limits seen by the server: %q", raw)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sandboxed shell wrote no limits within 30 s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
