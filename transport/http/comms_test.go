@@ -323,10 +323,17 @@ func TestWebhookRoutes(t *testing.T) {
 	// A routed message reaches both endpoints.
 	ts.authed(t, "POST", "/api/comms/send", `{"to":"agent:coder","content":"x"}`)
 	eventuallyHTTP(t, func() bool { return hits.Load() == 2 })
-	r = ts.authed(t, "GET", "/api/webhooks/"+v.ID+"/deliveries", "")
-	d := decodeTo[struct {
+	// The receiver counts a hit before the engine has recorded the attempt:
+	// wait for the record too.
+	type deliveries struct {
 		Deliveries []webhook.Attempt `json:"deliveries"`
-	}](t, r)
+	}
+	var d deliveries
+	eventuallyHTTP(t, func() bool {
+		r = ts.authed(t, "GET", "/api/webhooks/"+v.ID+"/deliveries", "")
+		d = decodeTo[deliveries](t, r)
+		return len(d.Deliveries) >= 1
+	})
 	if len(d.Deliveries) != 1 || d.Deliveries[0].StatusCode != 202 || d.Deliveries[0].EventType != "message.routed" {
 		t.Fatalf("deliveries: %s", r.body)
 	}
