@@ -145,19 +145,10 @@ func (a *channelActor) Receive(c actor.Context) {
 		a.publish(c)
 	case *webhookCall:
 		a.webhook(c, m)
-	case *inboxStored:
-		for _, it := range m.items {
-			a.turnQ[it.Msg.ChatID] = append(a.turnQ[it.Msg.ChatID], it)
-		}
-		a.startTurns()
 	case *turnDone:
 		a.turnDone(c, m)
 	case *inboxFailed:
-		a.pending -= m.n
-		a.status.MessagesIn -= uint64(m.n)
-		a.status.InboxPending = a.pending
-		a.status.LastError = "storing inbound messages failed: " + m.err.Error()
-		a.publish(c)
+		a.inboxFailed(c, m)
 	case *kick:
 		a.kickAt = time.Time{}
 		a.startTurns()
@@ -462,7 +453,7 @@ func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 			cmds = append(cmds, m)
 			continue
 		}
-		items = append(items, &inItem{Seq: a.seq.next(), Msg: m})
+		items = append(items, &inItem{Seq: a.seq.next(), Msg: m, at: time.Now()})
 	}
 	if len(cmds) > 0 {
 		a.status.MessagesIn += uint64(len(cmds))
@@ -500,21 +491,51 @@ func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 	a.rt.metrics.in.WithLabelValues(a.rec.Adapter).Add(float64(len(items)))
 	a.pending += len(items)
 	a.status.InboxPending = a.pending
-	q, name, self, root := a.rt.queues, a.name, a.self, a.rt.k.Root
+	// The turns start while the inbox write syncs: the write is ordered
+	// before anything a turn writes later (its finishTurn drops the item),
+	// and the adapter acknowledges the batch to the platform only once it
+	// is durable. A crash before that is a redelivery, never a loss.
+	self, root := a.self, a.rt.k.Root
 	a.wg.Add(1)
-	go func() {
+	a.rt.queues.putInbox(a.name, items, func(err error) {
 		defer a.wg.Done()
-		err := q.putInbox(name, items)
 		if err != nil {
 			// Not accepted: the adapter must not acknowledge them, so the
 			// platform delivers them again.
-			root.Send(self, &inboxFailed{n: len(items), err: err})
-			done(err)
-			return
+			root.Send(self, &inboxFailed{items: items, err: err})
 		}
-		root.Send(self, &inboxStored{items: items})
-		done(nil)
-	}()
+		done(err)
+	})
+	for _, it := range items {
+		a.turnQ[it.Msg.ChatID] = append(a.turnQ[it.Msg.ChatID], it)
+	}
+	a.startTurns()
+}
+
+// inboxFailed withdraws the messages of a batch that could not be stored
+// and have not started their turn yet: the platform delivers them again.
+// A turn already running finishes (its answer may then come twice).
+func (a *channelActor) inboxFailed(c actor.Context, m *inboxFailed) {
+	dropped := 0
+	for _, it := range m.items {
+		chat := it.Msg.ChatID
+		q := a.turnQ[chat]
+		for i, x := range q {
+			if x == it && !(i == 0 && a.turnBusy[chat]) {
+				a.turnQ[chat] = append(q[:i:i], q[i+1:]...)
+				dropped++
+				break
+			}
+		}
+		if len(a.turnQ[chat]) == 0 && !a.turnBusy[chat] {
+			delete(a.turnQ, chat)
+		}
+	}
+	a.pending -= dropped
+	a.status.MessagesIn -= uint64(dropped)
+	a.status.InboxPending = a.pending
+	a.status.LastError = "storing inbound messages failed: " + m.err.Error()
+	a.publish(c)
 }
 
 func (a *channelActor) webhook(c actor.Context, m *webhookCall) {
@@ -605,7 +626,7 @@ func (a *channelActor) runTurn(it *inItem) {
 			target = "agent:" + agentID
 		}
 		if it.Attempts == 0 {
-			rt.publishEvent(ctx, Event{Type: EventReceived, Source: src, Target: target, Detail: map[string]any{
+			rt.publishEvent(Event{Type: EventReceived, Source: src, Target: target, Detail: map[string]any{
 				"channel": name, "chat_id": msg.ChatID, "user_id": msg.UserID, "user_name": msg.UserName,
 				"message_id": msg.MessageID, "text": msg.Text, "agent_name": agentName}})
 		}
@@ -643,9 +664,17 @@ func (a *channelActor) runTurn(it *inItem) {
 			return
 		}
 		done.retry = false
-		if ferr := q.finishTurn(name, it, done.out); ferr != nil {
-			// Could not record the outcome: run the turn again later.
-			done.out, done.retry, done.err = nil, true, ferr
+		// The reply goes out while its outbox write syncs: the write is
+		// ordered before the delete that follows a successful send, and
+		// a crash in between runs the turn again (an answer twice, never
+		// none).
+		q.finishTurn(name, it, done.out, func(err error) {
+			if err != nil {
+				rt.log.Error().Err(err).Str("channel", name).Msg("recording a finished turn failed; it runs again after a restart")
+			}
+		})
+		for _, o := range done.out {
+			o.made = time.Now()
 		}
 		root.Send(self, done)
 	}()
@@ -755,7 +784,9 @@ func (a *channelActor) enqueue(m *sendRequest) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := q.finishTurn(name, nil, items); err != nil {
+		stored := make(chan error, 1)
+		q.finishTurn(name, nil, items, func(err error) { stored <- err })
+		if err := <-stored; err != nil {
 			m.reply <- sendResult{err: err}
 			return
 		}
@@ -853,7 +884,7 @@ func (a *channelActor) send(it *outItem) {
 			}
 		}
 		if err == nil {
-			rt.publishEvent(base, Event{Type: EventSent, Source: "channel:" + name + ":" + it.Msg.ChatID, Detail: map[string]any{
+			rt.publishEvent(Event{Type: EventSent, Source: "channel:" + name + ":" + it.Msg.ChatID, Detail: map[string]any{
 				"channel": name, "adapter": adapterName, "chat_id": it.Msg.ChatID, "message_id": id, "source": it.Source,
 				"length": len([]rune(it.Msg.Text))}})
 		}
@@ -949,12 +980,9 @@ func (a *channelActor) publish(c actor.Context) {
 	}
 }
 
-func (rt *runtime) publishEvent(ctx context.Context, ev Event) {
-	if rt.bus == nil {
-		return
-	}
-	if err := rt.bus.Publish(ctx, ev); err != nil && ctx.Err() == nil {
-		rt.log.Warn().Err(err).Str("type", ev.Type).Msg("publishing a channel event failed")
+func (rt *runtime) publishEvent(ev Event) {
+	if rt.bus != nil {
+		rt.bus.Publish(ev)
 	}
 }
 

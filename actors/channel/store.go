@@ -44,6 +44,7 @@ type inItem struct {
 	Seq      uint64  `json:"seq"`
 	Msg      Inbound `json:"msg"`
 	Attempts int     `json:"attempts"`
+	at       time.Time
 }
 
 // outItem is one message waiting to be sent (collection "channel-outbox",
@@ -55,6 +56,7 @@ type outItem struct {
 	Created  string   `json:"created"`
 	attempts int
 	retryAt  time.Time
+	made     time.Time
 }
 
 // notBefore is when a failed message may be tried again.
@@ -108,22 +110,26 @@ func (q *queues) load(channel string) ([]*inItem, []*outItem, error) {
 	return in, out, nil
 }
 
-// putInbox stores accepted inbound messages in one synced transaction.
-func (q *queues) putInbox(channel string, items []*inItem) error {
-	return q.db.Update(func(tx *store.Txn) error {
+// putInbox stores accepted inbound messages in one transaction, ordered
+// before every write handed to the store after it returns; done is called
+// once the transaction is synced (or failed).
+func (q *queues) putInbox(channel string, items []*inItem, done func(error)) {
+	q.db.UpdateAsync(func(tx *store.Txn) error {
 		for _, it := range items {
 			if err := q.inbox.PutTx(tx, seqID(channel, it.Seq), *it); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}, done)
 }
 
 // finishTurn moves a turn's reply into the outbox and drops its inbox item,
 // atomically: a crash leaves either the turn to redo or the reply to send.
-func (q *queues) finishTurn(channel string, in *inItem, out []*outItem) error {
-	return q.db.Update(func(tx *store.Txn) error {
+// It is ordered before every write handed to the store after it returns;
+// done is called once it is synced (or failed).
+func (q *queues) finishTurn(channel string, in *inItem, out []*outItem, done func(error)) {
+	q.db.UpdateAsync(func(tx *store.Txn) error {
 		for _, it := range out {
 			if err := q.outbox.PutTx(tx, seqID(channel, it.Seq), *it); err != nil {
 				return err
@@ -133,7 +139,7 @@ func (q *queues) finishTurn(channel string, in *inItem, out []*outItem) error {
 			return q.inbox.DeleteTx(tx, seqID(channel, in.Seq))
 		}
 		return nil
-	})
+	}, done)
 }
 
 func (q *queues) sent(channel string, seq uint64) error {

@@ -86,7 +86,15 @@ func (b *Bus) Publish(typ, source, target string, detail any) {
 // PublishRoute records a message.routed event: an observed route of kind
 // edge from source to target, counted in the topology.
 func (b *Bus) PublishRoute(source, target, edge string, detail any) {
-	b.k.Root.Send(b.pid, &publish{typ: "message.routed", source: source, target: target, edge: edge, detail: encodeDetail(detail)})
+	b.PublishEdge("message.routed", source, target, edge, detail)
+}
+
+// PublishEdge records an event of type typ that is also an observed route
+// of kind edge from source to target, without waiting for it to be
+// durable (an empty edge is no route). Events published from one goroutine
+// keep their order. Publishing never blocks.
+func (b *Bus) PublishEdge(typ, source, target, edge string, detail any) {
+	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail)})
 }
 
 // PublishRouteSync records an event that is also an observed route of

@@ -222,11 +222,10 @@ type Bus struct {
 }
 
 // Publish implements channel.Bus.
-func (b *Bus) Publish(_ context.Context, ev channel.Event) error {
+func (b *Bus) Publish(ev channel.Event) {
 	b.mu.Lock()
 	b.events = append(b.events, ev)
 	b.mu.Unlock()
-	return nil
 }
 
 // Events returns the events of type typ ("" for all).
