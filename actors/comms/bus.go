@@ -93,47 +93,50 @@ func (b *Bus) PublishRoute(source, target, edge string, detail any) {
 // kind edge from source to target (a channel message, say) and returns its
 // id once it is durable. The route kind is stored as detail.route.
 func (b *Bus) PublishRouteSync(ctx context.Context, typ, source, target, edge string, detail any) (uint64, error) {
-	r := &Receipt{done: make(chan publishResult, 1)}
-	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail), done: r.done})
-	return r.Wait(ctx)
+	done := make(chan publishResult, 1)
+	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail), done: done})
+	return awaitPublish(ctx, done)
 }
 
 // PublishSync records an event and returns its id once it is durable.
 func (b *Bus) PublishSync(ctx context.Context, typ, source, target string, detail any) (uint64, error) {
-	return b.PublishReceipt(typ, source, target, detail).Wait(ctx)
+	done := make(chan publishResult, 1)
+	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, detail: encodeDetail(detail), done: done})
+	return awaitPublish(ctx, done)
 }
 
-// PublishReceipt records an event like Publish (it never blocks, and the
+// PublishDurable records an event like Publish (it never blocks, and the
 // event is ordered with the caller's other Publish calls) and returns a
-// receipt to wait on for its durability. An actor that must not answer
-// before its event is on disk (a request acknowledged with 2xx, whose
-// event a crash right after the answer must not lose) publishes from
-// Receive and waits in the goroutine that answers.
-func (b *Bus) PublishReceipt(typ, source, target string, detail any) *Receipt {
-	r := &Receipt{done: make(chan publishResult, 1)}
-	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, detail: encodeDetail(detail), done: r.done})
-	return r
-}
-
-// Receipt is answered once its event is durable (or failed).
-type Receipt struct {
-	done chan publishResult
-	res  *publishResult
-}
-
-// Wait returns the event's id once it is durable. Call it from one
+// wait that returns once the event is durable. An actor that must not
+// answer before its event is on disk (a request acknowledged with 2xx,
+// whose event a crash right after the answer must not lose) publishes in
+// Receive and waits in the goroutine that answers. Call wait from one
 // goroutine at a time; after a timeout it may be called again, and after
 // an answer it returns the same answer.
-func (r *Receipt) Wait(ctx context.Context) (uint64, error) {
-	if r.res == nil {
-		select {
-		case res := <-r.done:
-			r.res = &res
-		case <-ctx.Done():
-			return 0, kernel.Unavailable("event bus did not confirm the event in time")
+func (b *Bus) PublishDurable(typ, source, target string, detail any) (wait func(context.Context) error) {
+	done := make(chan publishResult, 1)
+	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, detail: encodeDetail(detail), done: done})
+	var res *publishResult
+	return func(ctx context.Context) error {
+		if res == nil {
+			select {
+			case r := <-done:
+				res = &r
+			case <-ctx.Done():
+				return kernel.Unavailable("event bus did not confirm the event in time")
+			}
 		}
+		return res.err
 	}
-	return r.res.id, r.res.err
+}
+
+func awaitPublish(ctx context.Context, done chan publishResult) (uint64, error) {
+	select {
+	case r := <-done:
+		return r.id, r.err
+	case <-ctx.Done():
+		return 0, kernel.Unavailable("event bus did not confirm the event in time")
+	}
 }
 
 func encodeDetail(detail any) json.RawMessage {

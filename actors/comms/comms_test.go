@@ -608,28 +608,27 @@ func TestGracefulStopKeepsEveryPublishedEvent(t *testing.T) {
 	}
 }
 
-// A receipt's Wait returns once the event is in the stored log, which is
-// what a crash right after the wait would keep.
-func TestPublishReceiptWaitsForTheStoredLog(t *testing.T) {
+// PublishDurable's wait returns once the event is in the stored log,
+// which is what a crash right after the wait would keep.
+func TestPublishDurableWaitsForTheStoredLog(t *testing.T) {
 	h := startBus(t, t.TempDir(), BusOptions{})
-	var receipts []*Receipt
+	var waits []func(context.Context) error
 	for i := 0; i < 200; i++ {
-		receipts = append(receipts, h.bus.PublishReceipt("approval.requested", "api", "agent:a", map[string]int{"i": i}))
+		waits = append(waits, h.bus.PublishDurable("approval.requested", "api", "agent:a", map[string]int{"i": i}))
 	}
-	last := receipts[len(receipts)-1]
-	id, err := last.Wait(context.Background())
-	if err != nil || id != 200 {
-		t.Fatalf("receipt: id %d, err %v", id, err)
+	last := waits[len(waits)-1]
+	if err := last(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	stored := 0
 	if err := h.bus.Since(0, func(*Record) bool { stored++; return true }); err != nil {
 		t.Fatal(err)
 	}
 	if stored != 200 {
-		t.Fatalf("the stored log holds %d events once the last receipt is answered, want 200", stored)
+		t.Fatalf("the stored log holds %d events once the last wait returned, want 200", stored)
 	}
 	// Waiting again gives the same answer.
-	if again, err := last.Wait(context.Background()); again != id || err != nil {
-		t.Fatalf("second wait: %d %v", again, err)
+	if err := last(context.Background()); err != nil {
+		t.Fatalf("second wait: %v", err)
 	}
 }
