@@ -75,7 +75,9 @@ func TestMCPStandaloneStreamOutlivesTheWriteTimeout(t *testing.T) {
 	idlePastWriteTimeout()
 	// A new tool makes the server notify every session on its stream.
 	s.x.Server.AddTool(&sdk.Tool{Name: "late_tool", InputSchema: map[string]any{"type": "object"}},
-		func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) { return &sdk.CallToolResult{}, nil })
+		func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+			return &sdk.CallToolResult{}, nil
+		})
 
 	got := make(chan string, 1)
 	go func() {
