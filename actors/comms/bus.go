@@ -91,19 +91,11 @@ func (b *Bus) PublishRoute(source, target, edge string, detail any) {
 
 // PublishEdge records an event of type typ that is also an observed route
 // of kind edge from source to target, without waiting for it to be
-// durable (an empty edge is no route). Events published from one goroutine
-// keep their order. Publishing never blocks.
+// durable (an empty edge is no route; the kind is stored as detail.route).
+// Events published from one goroutine keep their order. Publishing never
+// blocks.
 func (b *Bus) PublishEdge(typ, source, target, edge string, detail any) {
 	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail)})
-}
-
-// PublishRouteSync records an event that is also an observed route of
-// kind edge from source to target (a channel message, say) and returns its
-// id once it is durable. The route kind is stored as detail.route.
-func (b *Bus) PublishRouteSync(ctx context.Context, typ, source, target, edge string, detail any) (uint64, error) {
-	done := make(chan publishResult, 1)
-	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail), done: done})
-	return awaitPublish(ctx, done)
 }
 
 // PublishSync records an event and returns its id once it is durable.
