@@ -453,7 +453,7 @@ func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 			cmds = append(cmds, m)
 			continue
 		}
-		items = append(items, &inItem{Seq: a.seq.next(), Msg: m, at: time.Now()})
+		items = append(items, &inItem{Seq: a.seq.next(), Msg: m})
 	}
 	if len(cmds) > 0 {
 		a.status.MessagesIn += uint64(len(cmds))
@@ -673,9 +673,6 @@ func (a *channelActor) runTurn(it *inItem) {
 				rt.log.Error().Err(err).Str("channel", name).Msg("recording a finished turn failed; it runs again after a restart")
 			}
 		})
-		for _, o := range done.out {
-			o.made = time.Now()
-		}
 		root.Send(self, done)
 	}()
 }

@@ -44,7 +44,6 @@ type inItem struct {
 	Seq      uint64  `json:"seq"`
 	Msg      Inbound `json:"msg"`
 	Attempts int     `json:"attempts"`
-	at       time.Time
 }
 
 // outItem is one message waiting to be sent (collection "channel-outbox",
@@ -56,7 +55,6 @@ type outItem struct {
 	Created  string   `json:"created"`
 	attempts int
 	retryAt  time.Time
-	made     time.Time
 }
 
 // notBefore is when a failed message may be tried again.
