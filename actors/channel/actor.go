@@ -141,12 +141,17 @@ func (a *channelActor) Receive(c actor.Context) {
 			return
 		}
 		a.traffic = time.Now()
-		a.accept(m.msgs, func(err error) { m.done <- err })
+		a.accept(m.msgs, m.cursor, func(err error) { m.done <- err })
 		a.publish(c)
 	case *webhookCall:
 		a.webhook(c, m)
 	case *turnDone:
 		a.turnDone(c, m)
+	case *inboxStored:
+		for _, it := range m.items {
+			it.pending = false
+		}
+		a.pump()
 	case *inboxFailed:
 		a.inboxFailed(c, m)
 	case *kick:
@@ -430,11 +435,36 @@ func (a *channelActor) allowed(m *Inbound) bool {
 	return match(f.Users, m.UserID, m.UserName) && match(f.Chats, m.ChatID) && match(f.Spaces, m.Space)
 }
 
-// accept filters msgs and stores the allowed ones in the inbox; done is
-// called (from a goroutine) once they are durable.
-func (a *channelActor) accept(msgs []Inbound, done func(error)) {
-	var items []*inItem
-	var cmds []Inbound
+// accept filters msgs and stores the allowed ones in the inbox, with cur
+// when set; done is called (from a goroutine) once they, and the answers
+// to any chat commands among them, are durable.
+func (a *channelActor) accept(msgs []Inbound, cur *Cursor, done func(error)) {
+	items, cmds := a.sort(msgs)
+	now := time.Now()
+	if n := len(items) + len(cmds); n > 0 {
+		a.status.MessagesIn += uint64(n)
+		a.status.LastMessageAt = &now
+		a.rt.metrics.in.WithLabelValues(a.rec.Adapter).Add(float64(n))
+	}
+	write := len(items) > 0 || cur != nil
+	if !write && len(cmds) == 0 {
+		done(nil)
+		return
+	}
+	if write && len(cmds) > 0 {
+		done = joinDone(2, done) // both before the adapter acknowledges
+	}
+	if len(cmds) > 0 {
+		a.runCommands(cmds, done)
+	}
+	if write {
+		a.store(items, cur, done)
+	}
+}
+
+// sort keeps the messages the channel takes: agent work for the inbox,
+// and chat commands.
+func (a *channelActor) sort(msgs []Inbound) (items []*inItem, cmds []Inbound) {
 	now := time.Now()
 	for i := range msgs {
 		m := msgs[i]
@@ -455,54 +485,32 @@ func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 		}
 		items = append(items, &inItem{Seq: a.seq.next(), Msg: m})
 	}
-	if len(cmds) > 0 {
-		a.status.MessagesIn += uint64(len(cmds))
-		a.status.LastMessageAt = &now
-		a.rt.metrics.in.WithLabelValues(a.rec.Adapter).Add(float64(len(cmds)))
-	}
-	if len(items) == 0 {
-		if len(cmds) == 0 {
-			done(nil)
-			return
-		}
-		a.runCommands(cmds, done)
-		return
-	}
-	if len(cmds) > 0 {
-		// Both must be durable before the adapter acknowledges the batch.
-		var mu sync.Mutex
-		var first error
-		left := 2
-		inner := done
-		done = func(err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && first == nil {
-				first = err
-			}
-			if left--; left == 0 {
-				inner(first)
-			}
-		}
-		a.runCommands(cmds, done)
-	}
-	a.status.MessagesIn += uint64(len(items))
-	a.status.LastMessageAt = &now
-	a.rt.metrics.in.WithLabelValues(a.rec.Adapter).Add(float64(len(items)))
+	return items, cmds
+}
+
+// store writes items to the inbox (and cur) and starts their turns while
+// the write syncs: it is ordered before anything a turn writes later (its
+// finishTurn drops the item), the adapter acknowledges the batch to the
+// platform only once it is durable, and a reply waits for it too. A crash
+// before that is a redelivery, never a loss, and nothing was answered.
+func (a *channelActor) store(items []*inItem, cur *Cursor, done func(error)) {
 	a.pending += len(items)
 	a.status.InboxPending = a.pending
-	// The turns start while the inbox write syncs: the write is ordered
-	// before anything a turn writes later (its finishTurn drops the item),
-	// and the adapter acknowledges the batch to the platform only once it
-	// is durable. A crash before that is a redelivery, never a loss.
+	for _, it := range items {
+		it.pending = true
+	}
 	self, root := a.self, a.rt.k.Root
 	a.wg.Add(1)
-	a.rt.queues.putInbox(a.name, items, func(err error) {
+	a.rt.queues.putInbox(a.name, items, cur, func(err error) {
 		defer a.wg.Done()
-		if err != nil {
+		switch {
+		case len(items) == 0:
+		case err != nil:
 			// Not accepted: the adapter must not acknowledge them, so the
 			// platform delivers them again.
 			root.Send(self, &inboxFailed{items: items, err: err})
+		default:
+			root.Send(self, &inboxStored{items: items})
 		}
 		done(err)
 	})
@@ -512,12 +520,30 @@ func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 	a.startTurns()
 }
 
+// joinDone calls done once n calls of the returned func came in, with the
+// first error among them.
+func joinDone(n int, done func(error)) func(error) {
+	var mu sync.Mutex
+	var first error
+	return func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && first == nil {
+			first = err
+		}
+		if n--; n == 0 {
+			done(first)
+		}
+	}
+}
+
 // inboxFailed withdraws the messages of a batch that could not be stored
 // and have not started their turn yet: the platform delivers them again.
 // A turn already running finishes (its answer may then come twice).
 func (a *channelActor) inboxFailed(c actor.Context, m *inboxFailed) {
 	dropped := 0
 	for _, it := range m.items {
+		it.pending = false // a reply already made goes out
 		chat := it.Msg.ChatID
 		q := a.turnQ[chat]
 		for i, x := range q {
@@ -567,7 +593,7 @@ func (a *channelActor) webhook(c actor.Context, m *webhookCall) {
 		return
 	}
 	a.traffic = time.Now()
-	a.accept(msgs, func(err error) {
+	a.accept(msgs, nil, func(err error) {
 		if err != nil {
 			m.reply <- webhookResult{err: err}
 			return
@@ -655,7 +681,7 @@ func (a *channelActor) runTurn(it *inItem) {
 			}
 			now := time.Now().UTC().Format(time.RFC3339Nano)
 			for _, piece := range Split(reply, limit, utf16) {
-				done.out = append(done.out, &outItem{Seq: a.seq.next(), Source: "reply", Created: now,
+				done.out = append(done.out, &outItem{Seq: a.seq.next(), Source: "reply", Created: now, answers: it,
 					Msg: Outbound{ChatID: msg.ChatID, Text: piece, ReplyTo: msg.MessageID, ThreadID: msg.ThreadID, Subject: subject}})
 			}
 		}
@@ -819,6 +845,9 @@ func (a *channelActor) pump() {
 		seen[chat] = true // later messages of this chat wait for this one
 		if a.inflight[chat] {
 			continue
+		}
+		if it.held() {
+			continue // inboxStored pumps again
 		}
 		if wait := time.Until(it.notBefore()); wait > 0 {
 			a.kickLater(wait)
@@ -1001,8 +1030,13 @@ func (h *host) Deliver(ctx context.Context, msgs ...Inbound) error {
 		h.Alive()
 		return nil
 	}
+	return h.deliver(ctx, &inbound{gen: h.gen, msgs: msgs})
+}
+
+func (h *host) deliver(ctx context.Context, m *inbound) error {
 	done := make(chan error, 1)
-	h.rt.k.Root.Send(h.self, &inbound{gen: h.gen, msgs: msgs, done: done})
+	m.done = done
+	h.rt.k.Root.Send(h.self, m)
 	select {
 	case err := <-done:
 		return err
@@ -1019,6 +1053,13 @@ func (h *host) Alive() {
 	}
 	h.lastAlive.Store(now)
 	h.rt.k.Root.Send(h.self, &alive{gen: h.gen})
+}
+
+func (h *host) DeliverAndSave(ctx context.Context, cursor Cursor, msgs ...Inbound) error {
+	if len(msgs) == 0 {
+		h.Alive()
+	}
+	return h.deliver(ctx, &inbound{gen: h.gen, msgs: msgs, cursor: &cursor})
 }
 
 func (h *host) Cursor(key string) (string, error) {

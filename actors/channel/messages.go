@@ -152,13 +152,17 @@ type alive struct{ gen int }
 // inbound carries messages from Run (done answers once they are durable)
 // or from a webhook.
 type inbound struct {
-	gen  int
-	msgs []Inbound
-	done chan error
+	gen    int
+	msgs   []Inbound
+	cursor *Cursor // saved with msgs, when set
+	done   chan error
 }
 
 // inboxFailed says n accepted messages could not be stored (they were not
 // acknowledged, so the platform sends them again).
+// inboxStored says accepted inbound messages are on disk.
+type inboxStored struct{ items []*inItem }
+
 type inboxFailed struct {
 	items []*inItem
 	err   error

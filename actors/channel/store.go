@@ -44,6 +44,10 @@ type inItem struct {
 	Seq      uint64  `json:"seq"`
 	Msg      Inbound `json:"msg"`
 	Attempts int     `json:"attempts"`
+	// pending is true while the item's inbox write has not synced: its
+	// reply waits for it, so that nothing is answered that the platform
+	// could deliver again after a restart.
+	pending bool
 }
 
 // outItem is one message waiting to be sent (collection "channel-outbox",
@@ -55,7 +59,12 @@ type outItem struct {
 	Created  string   `json:"created"`
 	attempts int
 	retryAt  time.Time
+	answers  *inItem // the message this replies to, while its write syncs
 }
+
+// held reports whether the item waits for the message it answers to be
+// stored.
+func (o *outItem) held() bool { return o.answers != nil && o.answers.pending }
 
 // notBefore is when a failed message may be tried again.
 func (o *outItem) notBefore() time.Time { return o.retryAt }
@@ -65,15 +74,17 @@ func seqID(channel string, seq uint64) string { return fmt.Sprintf("%s/%020d", c
 
 // queues are a channel's durable inbox and outbox.
 type queues struct {
-	db     *store.DB
-	inbox  *store.Collection[inItem]
-	outbox *store.Collection[outItem]
+	db      *store.DB
+	inbox   *store.Collection[inItem]
+	outbox  *store.Collection[outItem]
+	cursors *store.Collection[string]
 }
 
 func newQueues(db *store.DB) *queues {
 	return &queues{db: db,
-		inbox:  store.NewCollection[inItem](db, "channel-inbox"),
-		outbox: store.NewCollection[outItem](db, "channel-outbox")}
+		inbox:   store.NewCollection[inItem](db, "channel-inbox"),
+		outbox:  store.NewCollection[outItem](db, "channel-outbox"),
+		cursors: store.NewCollection[string](db, "channel-cursor")}
 }
 
 // load returns a channel's pending inbox and outbox items in order.
@@ -111,12 +122,15 @@ func (q *queues) load(channel string) ([]*inItem, []*outItem, error) {
 // putInbox stores accepted inbound messages in one transaction, ordered
 // before every write handed to the store after it returns; done is called
 // once the transaction is synced (or failed).
-func (q *queues) putInbox(channel string, items []*inItem, done func(error)) {
+func (q *queues) putInbox(channel string, items []*inItem, cur *Cursor, done func(error)) {
 	q.db.UpdateAsync(func(tx *store.Txn) error {
 		for _, it := range items {
 			if err := q.inbox.PutTx(tx, seqID(channel, it.Seq), *it); err != nil {
 				return err
 			}
+		}
+		if cur != nil {
+			return q.cursors.PutTx(tx, cursorKey(channel, cur.Key), cur.Value)
 		}
 		return nil
 	}, done)
