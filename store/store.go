@@ -182,6 +182,17 @@ func (db *DB) UpdateAsync(fn func(txn *Txn) error, done func(error)) {
 	db.queue.add(*w)
 }
 
+// Write is UpdateAsync that waits: fn's writes (only writes) join the
+// queue's next synced transaction with everyone else's, and Write returns
+// once they are durable. Group committers (the audit log, the event bus)
+// use it so that their batches share an fsync with the rest of the daemon
+// instead of adding one of their own. Never call it from a done callback.
+func (db *DB) Write(fn func(txn *Txn) error) error {
+	done := make(chan error, 1)
+	db.UpdateAsync(fn, func(err error) { done <- err })
+	return <-done
+}
+
 // View runs fn in a read-only transaction that sees every write handed
 // over before it (it waits for queued UpdateAsync writes to sync, as a
 // Badger transaction waits for the commits in flight).

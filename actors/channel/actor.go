@@ -905,9 +905,11 @@ func (a *channelActor) send(it *outItem) {
 			return
 		}
 		if err == nil || IsRejected(err) {
-			if derr := q.sent(name, it.Seq); derr != nil {
-				rt.log.Error().Err(derr).Str("channel", name).Msg("removing a sent message from the outbox failed")
-			}
+			q.sent(name, it.Seq, func(derr error) {
+				if derr != nil {
+					rt.log.Error().Err(derr).Str("channel", name).Msg("removing a sent message from the outbox failed")
+				}
+			})
 		}
 		if err == nil {
 			rt.publishEvent(Event{Type: EventSent, Source: "channel:" + name + ":" + it.Msg.ChatID, Detail: map[string]any{

@@ -154,8 +154,11 @@ func (q *queues) finishTurn(channel string, in *inItem, out []*outItem, done fun
 	}, done)
 }
 
-func (q *queues) sent(channel string, seq uint64) error {
-	return q.outbox.Delete(seqID(channel, seq))
+// sent drops a sent message from the outbox without waiting for the
+// sync: a crash before it sends the message again, which is all a synced
+// delete could promise too (the platform took it before the delete).
+func (q *queues) sent(channel string, seq uint64, done func(error)) {
+	q.outbox.DeleteAsync(seqID(channel, seq), done)
 }
 
 // purge deletes everything queued for channel.

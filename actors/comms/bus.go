@@ -413,7 +413,7 @@ func (b *bus) take() []pendingEvent {
 // commit writes a batch in one synced transaction, trimming the log to
 // size. It touches no actor state: the in-flight writer runs it.
 func (b *bus) commit(batch []pendingEvent, size uint64) error {
-	return b.log.DB().Update(func(tx *store.Txn) error {
+	return b.log.DB().Write(func(tx *store.Txn) error {
 		for _, p := range batch {
 			if err := b.log.Put(tx, p.rec.ID, p.rec.JSON); err != nil {
 				return err
