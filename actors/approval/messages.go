@@ -188,8 +188,7 @@ type announced struct{ id string }
 // expire is the request's timer firing; gen tells a stale timer apart.
 type expire struct{ gen int }
 
-// changed tells the supervisor a request's record changed (escalation), or
-// hands it the copy the request's actor loaded, to share.
+// changed tells the supervisor a request's record changed (escalation).
 type changed struct{ rec *Approval }
 
 // decided tells the supervisor a request is decided and durable; the
