@@ -194,7 +194,7 @@ func (r *request) finalize(c actor.Context, status string, by Decider, factor, r
 	next := *r.rec
 	next.Status, next.DecidedAt, next.DecidedBy, next.DecidedVia = status, &now, by.Identity, by.Via
 	next.SecondFactor, next.Reason = factor, reason
-	if err := r.env.records.Put(next.ID, next); err != nil {
+	if err := r.env.save(&next); err != nil {
 		reply(c, sender, err)
 		return
 	}
@@ -286,7 +286,7 @@ func (r *request) escalate(c actor.Context) {
 	next.Escalations++
 	next.ExpiresAt = next.ExpiresAt.Add(time.Duration(r.env.policy.EscalateSecs) * time.Second)
 	next.TimeoutSecs += r.env.policy.EscalateSecs
-	if err := r.env.records.Put(next.ID, next); err != nil {
+	if err := r.env.save(&next); err != nil {
 		// Try again shortly rather than expire a request we could not
 		// extend.
 		r.env.log.Error().Err(err).Str("approval_id", next.ID).Msg("could not record an escalation")

@@ -152,29 +152,34 @@ func notFound(id string) error {
 
 // load indexes every pending request (passive: a few fields and a place
 // in the expiry heap, no actor) and the kept decisions: a supervisor
-// restart and a daemon restart land here alike. It decodes only the
-// fields the index keeps, straight from Badger's buffers, so loading many
-// requests leaves little garbage behind.
+// restart and a daemon restart land here alike. It reads the small
+// "approvals-index" entries, not the records, and decodes them straight
+// from Badger's buffers: reading 10,000 full records would leave their
+// decompressed blocks and their garbage in the daemon's memory (see
+// docs/approvals.md#memory). Only kept decisions are read in full.
 func (s *supervisor) load(c actor.Context) error {
 	e := s.env
 	s.props = e.k.Props(func() actor.Actor { return &request{env: e} })
 	s.byID, s.pendingByAgent, s.agents, s.decided, s.expiry = map[string]*entry{}, map[string]int{}, map[string]string{}, nil, nil
+	if _, err := e.meta.Get(indexVersionKey); errors.Is(err, store.ErrNotFound) {
+		if err := s.buildIndex(); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
 	var head indexFields
-	err := s.env.records.EachRaw(func(id, raw []byte) (bool, error) {
+	var decidedIDs []string
+	err := e.index.EachRaw(func(id, raw []byte) (bool, error) {
 		head = indexFields{}
 		if err := json.Unmarshal(raw, &head); err != nil {
-			return false, fmt.Errorf("decode approval %s: %w", id, err)
+			return false, fmt.Errorf("decode approval index entry %s: %w", id, err)
 		}
 		if head.Status != StatusPending {
-			var rec Approval
-			if err := json.Unmarshal(raw, &rec); err != nil {
-				return false, fmt.Errorf("decode approval %s: %w", id, err)
-			}
-			s.decided = append(s.decided, &rec)
-			s.byID[rec.ID] = &entry{id: rec.ID, rec: &rec, heapIdx: -1, announced: true}
+			decidedIDs = append(decidedIDs, string(id))
 			return true, nil
 		}
-		en := &entry{id: string(id), requested: head.RequestedAt.UnixNano(), expires: head.ExpiresAt.UnixNano(), heapIdx: -1, announced: true}
+		en := &entry{id: string(id), requested: head.RequestedAt, expires: head.ExpiresAt, heapIdx: -1, announced: true}
 		s.addPending(en, head.AgentID)
 		en.heapIdx = len(s.expiry)
 		s.expiry = append(s.expiry, en) // ordered once, below
@@ -184,18 +189,72 @@ func (s *supervisor) load(c actor.Context) error {
 		return err
 	}
 	heap.Init(&s.expiry)
+	for _, id := range decidedIDs {
+		rec, err := e.records.Get(id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.decided = append(s.decided, &rec)
+		s.byID[rec.ID] = &entry{id: rec.ID, rec: &rec, heapIdx: -1, announced: true}
+	}
 	sort.Slice(s.decided, func(i, j int) bool { return decidedBefore(s.decided[i], s.decided[j]) })
 	s.trim(true)
 	return nil
 }
 
-// indexFields are the fields of a stored record that a passive pending
-// request keeps in the index.
-type indexFields struct {
-	AgentID     string    `json:"agent_id"`
-	Status      string    `json:"status"`
-	RequestedAt time.Time `json:"requested_at"`
-	ExpiresAt   time.Time `json:"expires_at"`
+// indexVersionKey marks (in "approvals-meta") that every record has its
+// index entry.
+const indexVersionKey = "index-version"
+
+// buildIndex writes the index entry of every record, once, for a store
+// written before the index existed; then it marks the index complete.
+func (s *supervisor) buildIndex() error {
+	e := s.env
+	type item struct {
+		id string
+		f  indexFields
+	}
+	var all []item
+	err := e.records.EachRaw(func(id, raw []byte) (bool, error) {
+		var rec struct {
+			AgentID     string    `json:"agent_id"`
+			Status      string    `json:"status"`
+			RequestedAt time.Time `json:"requested_at"`
+			ExpiresAt   time.Time `json:"expires_at"`
+		}
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return false, fmt.Errorf("decode approval %s: %w", id, err)
+		}
+		all = append(all, item{string(id), indexFields{AgentID: rec.AgentID, Status: rec.Status,
+			RequestedAt: rec.RequestedAt.UnixNano(), ExpiresAt: rec.ExpiresAt.UnixNano()}})
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for len(all) > 0 {
+		n := min(len(all), removeBatch)
+		err := e.db.Update(func(tx *store.Txn) error {
+			for _, it := range all[:n] {
+				if err := e.index.PutTx(tx, it.id, it.f); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("build the approvals index: %w", err)
+		}
+		all = all[n:]
+	}
+	if err := e.meta.Put(indexVersionKey, 1); err != nil {
+		return err
+	}
+	e.log.Info().Msg("built the approvals index")
+	return nil
 }
 
 // addPending indexes a pending request, counting it against its agent's
@@ -409,7 +468,7 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 	if rec.ActionSummary == "" {
 		rec.ActionSummary = summarize(rec)
 	}
-	if err := env.records.Put(rec.ID, *rec); err != nil {
+	if err := env.save(rec); err != nil {
 		c.Respond(err)
 		return
 	}
@@ -419,7 +478,7 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 		// keeps the caller until the decision.
 		pid, err := s.spawn(c, rec)
 		if err != nil {
-			_ = env.records.Delete(rec.ID)
+			_ = env.remove(rec.ID)
 			c.Respond(err)
 			return
 		}
@@ -502,7 +561,7 @@ func (s *supervisor) trim(force bool) {
 	for i, rec := range s.decided[:n] {
 		ids[i] = rec.ID
 	}
-	if err := s.env.records.DeleteMany(ids); err != nil {
+	if err := s.env.remove(ids...); err != nil {
 		s.env.log.Warn().Err(err).Msg("could not trim old decided approvals")
 		return
 	}
