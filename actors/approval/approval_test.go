@@ -377,3 +377,36 @@ func TestAPassiveRequestExpiresWithoutAWaiter(t *testing.T) {
 		t.Fatalf("still pending: %+v", p)
 	}
 }
+
+// A creation and a decision are answered only once their events are
+// durable (the harness's sink commits an event only when it is waited
+// for): the daemon killed right after a 201 or a decision keeps the event
+// that says it happened.
+func TestAnswersWaitForTheirEventsToBeDurable(t *testing.T) {
+	h := newHarness(t, policy(nil), nil)
+	rec, err := h.a.Create(Request{AgentID: "a1", Action: "delete_file"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.events.durableTypes(rec.ID); strings.Join(ev, ",") != "approval.requested" {
+		t.Fatalf("durable events when the creation was answered: %v", ev)
+	}
+	if _, err := h.a.Decide(Decide{ID: rec.ID, Approve: true, By: api("api_key")}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.events.durableTypes(rec.ID); strings.Join(ev, ",") != "approval.requested,approval.approved" {
+		t.Fatalf("durable events when the decision was answered: %v", ev)
+	}
+	// An agent waiting at the gate is released only once the decision's
+	// event is durable too.
+	id := uuid.NewString()
+	wait := h.gate(Request{ID: id, AgentID: "a1", Action: "shell_exec"})
+	waitFor(t, "the request to exist", func() bool { _, err := h.a.Get(id); return err == nil })
+	go h.a.Decide(Decide{ID: id, Approve: false, Reason: "no", By: api("api_key")})
+	if w := recv(t, wait); w.Status != StatusRejected {
+		t.Fatalf("waiter got %+v", w)
+	}
+	if ev := h.events.durableTypes(id); strings.Join(ev, ",") != "approval.requested,approval.rejected" {
+		t.Fatalf("durable events when the waiter was released: %v", ev)
+	}
+}

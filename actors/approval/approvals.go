@@ -17,10 +17,12 @@ import (
 
 // EventSink receives the domain's events (approval.requested,
 // approval.approved, approval.rejected, approval.expired,
-// approval.escalated, approval.cancelled). The comms bus satisfies it;
-// Publish must not block.
+// approval.escalated, approval.cancelled). The comms bus satisfies it.
+// PublishDurable must not block; its wait returns once the event is
+// durable. A creation or decision is answered only then, so a crash right
+// after the answer cannot lose the event that says it happened.
 type EventSink interface {
-	Publish(eventType, source, target string, detail any)
+	PublishDurable(eventType, source, target string, detail any) (wait func(context.Context) error)
 }
 
 // Notifier posts text to one chat of a configured channel (queued durably
@@ -289,9 +291,11 @@ type Event struct {
 	Escalations  int        `json:"escalations,omitempty"`
 }
 
-func (e *env) publish(typ string, rec *Approval, source string) {
+// publish sends an event (in the caller's order) and returns a wait for
+// its durability, for the goroutine that answers the caller.
+func (e *env) publish(typ string, rec *Approval, source string) (wait func() error) {
 	if e.events == nil {
-		return
+		return func() error { return nil }
 	}
 	ev := &Event{ID: rec.ID, AgentID: rec.AgentID, AgentName: rec.AgentName, Action: rec.Action, RiskLevel: rec.RiskLevel,
 		Status: rec.Status, RequestedAt: rec.RequestedAt, ExpiresAt: rec.ExpiresAt, DecidedAt: rec.DecidedAt,
@@ -299,7 +303,16 @@ func (e *env) publish(typ string, rec *Approval, source string) {
 	if rec.SecondFactor != FactorNone {
 		ev.SecondFactor = rec.SecondFactor
 	}
-	e.events.Publish(typ, source, "agent:"+rec.AgentID, ev)
+	durable := e.events.PublishDurable(typ, source, "agent:"+rec.AgentID, ev)
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
+		defer cancel()
+		if err := durable(ctx); err != nil {
+			e.log.Error().Err(err).Str("approval_id", rec.ID).Str("event", typ).Msg("approval event not recorded on the comms bus")
+			return err
+		}
+		return nil
+	}
 }
 
 // post sends text to every notify target, in the background; except

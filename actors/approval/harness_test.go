@@ -34,17 +34,41 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// sink records published events.
+// sink records published events. It makes an event durable only when
+// someone waits for it: the slowest bus there could be, so a test sees
+// whether an answer was given before its event was on disk.
 type sink struct {
-	mu     sync.Mutex
-	events []string
+	mu      sync.Mutex
+	events  []string
+	durable []bool
 }
 
-func (s *sink) Publish(typ, source, target string, detail any) {
+func (s *sink) PublishDurable(typ, source, target string, detail any) func(context.Context) error {
 	rec := detail.(*Event)
 	s.mu.Lock()
+	i := len(s.events)
 	s.events = append(s.events, typ+" "+rec.ID+" "+source+" "+target)
+	s.durable = append(s.durable, false)
 	s.mu.Unlock()
+	return func(context.Context) error {
+		s.mu.Lock()
+		s.durable[i] = true
+		s.mu.Unlock()
+		return nil
+	}
+}
+
+// durableTypes are the types of id's events that are durable by now.
+func (s *sink) durableTypes(id string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for i, e := range s.events {
+		if f := strings.Fields(e); f[1] == id && s.durable[i] {
+			out = append(out, f[0])
+		}
+	}
+	return out
 }
 
 func (s *sink) types(id string) []string {

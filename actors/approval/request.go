@@ -208,9 +208,20 @@ func (r *request) finalize(c actor.Context, status string, by Decider, factor, r
 		details += " reason=" + truncate(reason, 200)
 	}
 	ev := audit.Event{EventType: "approval_" + status, AgentID: rec.AgentID, Outcome: status, Actor: by.Identity, SourceIP: by.SourceIP, Details: details}
+	source := "system"
+	if by.Via == ViaAPI {
+		source = "api"
+	} else if by.Via == ViaChannel {
+		source = by.Identity
+	}
+	// Answered once the audit entry and the event are both durable.
+	published := r.env.publish("approval."+status, rec, source)
 	system, parent := c.ActorSystem(), c.Parent()
 	go func() {
 		err := r.env.appendAudit(ev)
+		if perr := published(); err == nil {
+			err = perr
+		}
 		if sender != nil {
 			var answer any = rec
 			if err != nil {
@@ -223,13 +234,6 @@ func (r *request) finalize(c actor.Context, status string, by Decider, factor, r
 		}
 		system.Root.Send(parent, &decided{rec: rec})
 	}()
-	source := "system"
-	if by.Via == ViaAPI {
-		source = "api"
-	} else if by.Via == ViaChannel {
-		source = by.Identity
-	}
-	r.env.publish("approval."+status, rec, source)
 	r.env.post(decisionNotice(rec), by.chat)
 }
 
@@ -304,6 +308,6 @@ func (r *request) escalate(c actor.Context) {
 		_ = r.env.appendAudit(audit.Event{EventType: "approval_escalated", AgentID: rec.AgentID, Outcome: "pending", Actor: "system",
 			Details: fmt.Sprintf("id=%s escalation=%d/%d expires_at=%s", rec.ID, rec.Escalations, r.env.policy.MaxEscalations, rec.ExpiresAt.Format(time.RFC3339))})
 	}()
-	r.env.publish("approval.escalated", rec, "system")
+	r.env.publish("approval.escalated", rec, "system") // nobody waits for an escalation
 	r.env.post(escalationNotice(rec), NotifyTarget{})
 }

@@ -494,9 +494,15 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 	ev := audit.Event{EventType: "approval_requested", AgentID: rec.AgentID, Outcome: "pending", Actor: rec.RequestedBy, SourceIP: req.SourceIP,
 		Details: fmt.Sprintf("id=%s action=%s risk=%s expires_at=%s second_factor_required=%t", rec.ID, rec.Action, rec.RiskLevel,
 			rec.ExpiresAt.Format("2006-01-02T15:04:05Z"), rec.SecondFactorRequired)}
+	// The creation is answered once both its audit entry and its event are
+	// durable: a crash right after a 201 must not lose either.
+	published := env.publish("approval.requested", rec, rec.RequestedBy)
 	sender, system, self := c.Sender(), c.ActorSystem(), c.Self()
 	go func() {
 		err := env.appendAudit(ev)
+		if perr := published(); err == nil {
+			err = perr
+		}
 		system.Root.Send(self, &announced{id: rec.ID})
 		if !gate && sender != nil {
 			var reply any = rec
@@ -506,7 +512,6 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 			system.Root.Send(sender, reply)
 		}
 	}()
-	env.publish("approval.requested", rec, rec.RequestedBy)
 	env.post(requestNotice(rec), NotifyTarget{})
 }
 

@@ -95,18 +95,42 @@ func (b *Bus) PublishRoute(source, target, edge string, detail any) {
 func (b *Bus) PublishRouteSync(ctx context.Context, typ, source, target, edge string, detail any) (uint64, error) {
 	done := make(chan publishResult, 1)
 	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail), done: done})
-	select {
-	case r := <-done:
-		return r.id, r.err
-	case <-ctx.Done():
-		return 0, kernel.Unavailable("event bus did not confirm the event in time")
-	}
+	return awaitPublish(ctx, done)
 }
 
 // PublishSync records an event and returns its id once it is durable.
 func (b *Bus) PublishSync(ctx context.Context, typ, source, target string, detail any) (uint64, error) {
 	done := make(chan publishResult, 1)
 	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, detail: encodeDetail(detail), done: done})
+	return awaitPublish(ctx, done)
+}
+
+// PublishDurable records an event like Publish (it never blocks, and the
+// event is ordered with the caller's other Publish calls) and returns a
+// wait that returns once the event is durable. An actor that must not
+// answer before its event is on disk (a request acknowledged with 2xx,
+// whose event a crash right after the answer must not lose) publishes in
+// Receive and waits in the goroutine that answers. Call wait from one
+// goroutine at a time; after a timeout it may be called again, and after
+// an answer it returns the same answer.
+func (b *Bus) PublishDurable(typ, source, target string, detail any) (wait func(context.Context) error) {
+	done := make(chan publishResult, 1)
+	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, detail: encodeDetail(detail), done: done})
+	var res *publishResult
+	return func(ctx context.Context) error {
+		if res == nil {
+			select {
+			case r := <-done:
+				res = &r
+			case <-ctx.Done():
+				return kernel.Unavailable("event bus did not confirm the event in time")
+			}
+		}
+		return res.err
+	}
+}
+
+func awaitPublish(ctx context.Context, done chan publishResult) (uint64, error) {
 	select {
 	case r := <-done:
 		return r.id, r.err
@@ -263,14 +287,12 @@ func (b *bus) Receive(c actor.Context) {
 	case *EdgesQuery:
 		c.Respond(b.edgeList())
 	case *actor.Stopping:
-		// Let a commit in flight finish before the store can be closed.
+		// Let a commit in flight finish before the store can be closed,
+		// then commit what arrived meanwhile: a graceful stop drains the
+		// mailbox first (kernel.Shutdown poisons), so every event published
+		// before it is kept, as it would be had the daemon stayed up.
 		b.writer.Wait()
-		for _, p := range b.pending {
-			if p.done != nil {
-				p.done <- publishResult{err: errors.New("event bus is shutting down")}
-			}
-		}
-		b.pending = nil
+		b.drainOnStop()
 		for s := range b.subs {
 			b.drop(s, false)
 		}
@@ -360,8 +382,21 @@ func (b *bus) flush(c actor.Context) {
 	if len(b.pending) == 0 {
 		return
 	}
-	// Larger commits go faster (fsync is per commit) until Badger's
-	// transaction limit; count the bytes to stay under it.
+	batch := b.take()
+	b.inFlight = true
+	b.writer.Add(1)
+	self, system, size := c.Self(), c.ActorSystem(), uint64(b.opts.LogSize)
+	go func() {
+		defer b.writer.Done()
+		err := b.commit(batch, size)
+		system.Root.Send(self, &committed{batch: batch, err: err})
+	}()
+}
+
+// take removes the next batch from pending: as many events as fit in one
+// transaction. Larger commits go faster (fsync is per commit) until
+// Badger's transaction limit; it counts the bytes to stay under it.
+func (b *bus) take() []pendingEvent {
 	limit, n, bytes := b.log.DB().MaxBatchBytes(), 0, 0
 	for n < len(b.pending) && n < b.opts.MaxBatch {
 		bytes += len(b.pending[n].rec.JSON) + 64
@@ -372,26 +407,52 @@ func (b *bus) flush(c actor.Context) {
 	}
 	batch := b.pending[:n:n]
 	b.pending = b.pending[n:]
-	b.inFlight = true
-	b.writer.Add(1)
-	self, system, size := c.Self(), c.ActorSystem(), uint64(b.opts.LogSize)
-	go func() {
-		defer b.writer.Done()
-		err := b.log.DB().Update(func(tx *store.Txn) error {
-			for _, p := range batch {
-				if err := b.log.Put(tx, p.rec.ID, p.rec.JSON); err != nil {
+	return batch
+}
+
+// commit writes a batch in one synced transaction, trimming the log to
+// size. It touches no actor state: the in-flight writer runs it.
+func (b *bus) commit(batch []pendingEvent, size uint64) error {
+	return b.log.DB().Update(func(tx *store.Txn) error {
+		for _, p := range batch {
+			if err := b.log.Put(tx, p.rec.ID, p.rec.JSON); err != nil {
+				return err
+			}
+			if p.rec.ID > size {
+				if err := b.log.Delete(tx, p.rec.ID-size); err != nil {
 					return err
 				}
-				if p.rec.ID > size {
-					if err := b.log.Delete(tx, p.rec.ID-size); err != nil {
-						return err
-					}
-				}
 			}
-			return nil
-		})
-		system.Root.Send(self, &committed{batch: batch, err: err})
-	}()
+		}
+		return nil
+	})
+}
+
+// drainOnStop commits what is still pending when the bus stops, in the
+// actor (nothing else is served any more), and answers every waiter.
+// Subscribers and watchers are not told: they are closed or stopping, and
+// watchers catch up from the stored log when they start (Since).
+func (b *bus) drainOnStop() {
+	for len(b.pending) > 0 {
+		batch := b.take()
+		err := b.commit(batch, uint64(b.opts.LogSize))
+		if err != nil {
+			b.logger.Error().Err(err).Int("events", len(batch)+len(b.pending)).Msg("could not commit the last events on shutdown")
+			batch = append(batch, b.pending...)
+			b.pending = nil
+		}
+		for _, p := range batch {
+			if p.done == nil {
+				continue
+			}
+			if err != nil {
+				p.done <- publishResult{err: errors.New("event bus is shutting down: " + err.Error())}
+			} else {
+				p.done <- publishResult{id: p.rec.ID}
+			}
+		}
+	}
+	b.pending = nil
 }
 
 func (b *bus) committed(c actor.Context, m *committed) {

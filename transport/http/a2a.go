@@ -9,7 +9,6 @@ import (
 	"net"
 	nethttp "net/http"
 	"strings"
-	"time"
 
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/valyala/fasthttp"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/sse"
 )
 
 // The A2A routes. Protocol side (unversioned): the cards, the list of local
@@ -190,19 +190,14 @@ const userConn = "fangd.conn"
 // closes io.Closer user values when it releases the request.
 type connRef struct{ c net.Conn }
 
-// a2aStreamWriteTimeout cuts an A2A stream whose client stops reading. The
-// SDK sends a keep-alive every 15 s, so a live stream always writes sooner.
-const a2aStreamWriteTimeout = 60 * time.Second
-
 // rpcBridge adapts the SDK's net/http handler to life on fasthttp:
 //
 //   - the handler gets its own context instead of fasthttp's RequestCtx,
 //     which fasthttp reuses once the response is written while a stream's
 //     goroutine may still read it (a data race); the context carries the
 //     caller and ends when the server shuts down or the handler returns;
-//   - SSE answers outlive the server's one-shot write timeout: fasthttp sets
-//     the connection's write deadline once per response, so every flush of
-//     a stream (an event or a keep-alive) pushes it forward instead.
+//   - SSE answers outlive the server's one-shot write timeout (see
+//     streamWriter).
 func (s *Server) rpcBridge(h nethttp.Handler) nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		rc := r.Context()
@@ -218,25 +213,19 @@ func (s *Server) rpcBridge(h nethttp.Handler) nethttp.Handler {
 			}
 		}()
 		r = r.WithContext(ctx)
-		if f, ok := w.(nethttp.Flusher); ok && conn.c != nil {
-			w = &deadlineWriter{ResponseWriter: w, flusher: f, conn: conn.c}
-		}
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(s.streamWriter(w, conn), r)
 	})
 }
 
-type deadlineWriter struct {
-	nethttp.ResponseWriter
-	flusher nethttp.Flusher
-	conn    net.Conn
+// streamWriter lets a net/http handler mounted with fasthttpadaptor (the
+// A2A and MCP SDKs) stream past the server's one-shot write timeout:
+// fasthttp sets the connection's write deadline once per response, so
+// every write and flush of a stream (an event or a keep-alive) pushes it
+// forward instead, by StreamWriteTimeout. conn is the request's
+// connection, taken while the request was still the handler's.
+func (s *Server) streamWriter(w nethttp.ResponseWriter, conn connRef) nethttp.ResponseWriter {
+	return sse.NewDeadline(conn.c, s.cfg.StreamWriteTimeout).ResponseWriter(w)
 }
-
-func (d *deadlineWriter) Flush() {
-	_ = d.conn.SetWriteDeadline(time.Now().Add(a2aStreamWriteTimeout))
-	d.flusher.Flush()
-}
-
-func (d *deadlineWriter) Unwrap() nethttp.ResponseWriter { return d.ResponseWriter }
 
 // a2aRPCError is the JSON-RPC body for an error the HTTP layer itself raises
 // on a JSON-RPC route (auth, rate limit, size, unknown agent).

@@ -151,7 +151,7 @@ func (s *Server) commsStream(ctx *fasthttp.RequestCtx) error {
 	sse.Begin(ctx)
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
 		defer sub.Close()
-		w := sse.NewWriter(bw, conn, streamWriteTimeout)
+		w := sse.NewWriter(bw, conn, s.cfg.StreamWriteTimeout)
 		w.Retry(2 * time.Second)
 		if r.Gap != nil {
 			raw, _ := json.Marshal(r.Gap)

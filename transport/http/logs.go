@@ -15,9 +15,6 @@ import (
 // before it is dropped.
 const streamBuffer = 1024
 
-// streamWriteTimeout cuts a client that stops reading.
-const streamWriteTimeout = 10 * time.Second
-
 // logStream serves GET /api/logs/stream: the daemon's log lines as SSE.
 // ?level= filters (trace|debug|info|warn|error), Last-Event-ID (or
 // ?last_event_id=) resumes from what the ring still holds, ?tail=N starts
@@ -44,7 +41,7 @@ func (s *Server) logStream(ctx *fasthttp.RequestCtx) error {
 	sse.Begin(ctx)
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
 		defer sub.Close()
-		w := sse.NewWriter(bw, conn, streamWriteTimeout)
+		w := sse.NewWriter(bw, conn, s.cfg.StreamWriteTimeout)
 		w.Retry(2 * time.Second)
 		if replay.Missed > 0 {
 			w.Event(0, "gap", []byte(fmt.Sprintf(`{"missed":%d}`, replay.Missed)))

@@ -47,7 +47,7 @@ func (s *Server) mcpRoutes() {
 		s.api("POST", "/mcp/reload", s.mcpReload)
 	}
 	if s.deps.MCPServer != nil {
-		s.mcpEndpoint = newMCPEndpoint(s.deps.MCPServer.Server, s.cfg.MCP, s.log)
+		s.mcpEndpoint = newMCPEndpoint(s.deps.MCPServer.Server, s.cfg.MCP, s.log, s.streamWriter)
 		for _, m := range []string{"POST", "GET", "DELETE"} {
 			s.handle(m, "/mcp", s.mcpHTTP, routeOpts{})
 		}
@@ -237,7 +237,7 @@ type mcpEndpoint struct {
 	plain     fasthttp.RequestHandler
 }
 
-func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger) *mcpEndpoint {
+func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream streamWrap) *mcpEndpoint {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
@@ -250,7 +250,7 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger) *mcpEndp
 		return fasthttpadaptor.NewFastHTTPHandler(ownContext(sdk.NewStreamableHTTPHandler(get, &sdk.StreamableHTTPOptions{
 			Stateless: stateless, JSONResponse: jsonResponse, Logger: slogger,
 			SessionTimeout: cfg.SessionTimeout, MaxRequestBodyBytes: int64(cfg.MaxBodyBytes),
-		})))
+		}), stream))
 	}
 	return &mcpEndpoint{cfg: cfg, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}
 }
@@ -261,13 +261,19 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger) *mcpEndp
 // opened it, and fasthttp recycles the RequestCtx for the next request on
 // the connection, so later lookups would read another request's values
 // (the race detector catches it). Only the local address is carried over,
-// read while the request is still ours.
-func ownContext(h nethttp.Handler) nethttp.Handler {
+// read while the request is still ours, and the connection, so that a
+// standalone GET /mcp stream (and a long POST answered as SSE) outlives
+// the server's one-shot write timeout (stream, the server's streamWriter).
+func ownContext(h nethttp.Handler, stream streamWrap) nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		conn, _ := r.Context().Value(userConn).(connRef)
 		ctx := context.WithValue(context.Background(), nethttp.LocalAddrContextKey, r.Context().Value(nethttp.LocalAddrContextKey))
-		h.ServeHTTP(w, r.WithContext(ctx))
+		h.ServeHTTP(stream(w, conn), r.WithContext(ctx))
 	})
 }
+
+// streamWrap is Server.streamWriter.
+type streamWrap func(nethttp.ResponseWriter, connRef) nethttp.ResponseWriter
 
 // mcpHTTP runs after the chain has rate-limited, authenticated and will
 // audit the request.
@@ -284,6 +290,7 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 	// rebinding protection (403 for a non-loopback Host on a loopback
 	// listener) is silently off.
 	ctx.SetUserValue(nethttp.LocalAddrContextKey, ctx.LocalAddr())
+	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
 	if !ctx.IsPost() {
 		if e.cfg.Stateless {
 			e.stateless(ctx)

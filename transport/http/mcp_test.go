@@ -34,6 +34,7 @@ type mcpServer struct {
 	url       string
 	audit     *audit.Log
 	m         *mcp.Manager
+	x         *mcp.Exposer
 	workspace string
 }
 
@@ -102,7 +103,7 @@ func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 		k.Shutdown(ctx)
 		db.Close()
 	})
-	return &mcpServer{Server: s, url: "http://" + ln.Addr().String(), audit: al, m: m, workspace: ws}
+	return &mcpServer{Server: s, url: "http://" + ln.Addr().String(), audit: al, m: m, x: x, workspace: ws}
 }
 
 // api calls the REST API with the key.

@@ -51,7 +51,13 @@ type Config struct {
 	IdleTimeout     time.Duration
 	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
 	SSEHeartbeat time.Duration
-	Version      string
+	// StreamWriteTimeout bounds one write of a long-lived stream (SSE,
+	// the A2A and MCP streams): a client that stops reading that long is
+	// cut. WriteTimeout is one-shot per response and would cut every
+	// stream that outlives it, so streams re-arm the deadline before each
+	// write instead (sse.Deadline). Zero means 30 s.
+	StreamWriteTimeout time.Duration
+	Version            string
 	// TurnTimeout is how long comms waits for an agent turn (requests
 	// that run one wait a little longer).
 	TurnTimeout time.Duration
@@ -85,6 +91,7 @@ func DefaultConfig() Config {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
 		SSEHeartbeat:       15 * time.Second,
+		StreamWriteTimeout: 30 * time.Second,
 		A2AMaxBodyBytes:    1 << 20,
 	}
 }
@@ -143,6 +150,9 @@ type Server struct {
 func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		return nil, errors.New("http: MaxBodyBytes must be positive")
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = 30 * time.Second
 	}
 	uuid.EnableRandPool()
 	s := &Server{

@@ -15,9 +15,8 @@ import (
 
 // Writer writes events to one stream.
 type Writer struct {
-	w       *bufio.Writer
-	conn    net.Conn
-	timeout time.Duration
+	w        *bufio.Writer
+	deadline *Deadline
 }
 
 // Begin sets the stream's response headers. Call it in the handler, before
@@ -29,15 +28,17 @@ func Begin(ctx *fasthttp.RequestCtx) {
 }
 
 // NewWriter wraps the stream writer. conn (from ctx.Conn() in the handler)
-// gets a fresh write deadline of writeTimeout before every flush, which
-// replaces the server's one-shot write timeout: a stream lives as long as
-// its client keeps reading.
+// gets its write deadline extended (see Deadline) before every event and
+// flush, which replaces the server's one-shot write timeout: a stream lives
+// as long as its client keeps reading. Before the event too, not only the
+// flush: an event larger than the buffer is written through at once.
 func NewWriter(w *bufio.Writer, conn net.Conn, writeTimeout time.Duration) *Writer {
-	return &Writer{w: w, conn: conn, timeout: writeTimeout}
+	return &Writer{w: w, deadline: NewDeadline(conn, writeTimeout)}
 }
 
 // Event writes one event. data may span lines; each becomes a data: line.
 func (s *Writer) Event(id uint64, event string, data []byte) error {
+	s.deadline.Extend()
 	if id > 0 {
 		s.w.WriteString("id: ")
 		s.w.WriteString(strconv.FormatUint(id, 10))
@@ -64,6 +65,7 @@ func (s *Writer) Event(id uint64, event string, data []byte) error {
 
 // Comment writes a comment line (used as heartbeat).
 func (s *Writer) Comment(text string) error {
+	s.deadline.Extend()
 	_, err := s.w.WriteString(": " + text + "\n\n")
 	return err
 }
@@ -76,9 +78,7 @@ func (s *Writer) Retry(d time.Duration) error {
 
 // Flush sends what is buffered, within the write timeout.
 func (s *Writer) Flush() error {
-	if s.conn != nil && s.timeout > 0 {
-		_ = s.conn.SetWriteDeadline(time.Now().Add(s.timeout))
-	}
+	s.deadline.Extend()
 	return s.w.Flush()
 }
 
