@@ -31,7 +31,7 @@ type AuditRecord struct {
 
 // Append writes a batch of entries in one synced transaction.
 func (l *AuditLog) Append(batch []AuditRecord) error {
-	return l.db.Update(func(tx *Txn) error {
+	return l.db.Write(func(tx *Txn) error {
 		for _, r := range batch {
 			if err := tx.Set(auditKey(r.ID), r.Raw); err != nil {
 				return err

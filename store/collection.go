@@ -44,6 +44,24 @@ func (c *Collection[T]) Put(id string, v T) error {
 	return c.db.Update(func(tx *Txn) error { return tx.Set(c.key(id), raw) })
 }
 
+// PutAsync writes one value without waiting for the sync: it is ordered
+// before every write handed to the store after PutAsync returns, and done
+// is called from another goroutine once it is durable (or failed).
+func (c *Collection[T]) PutAsync(id string, v T, done func(error)) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		done(fmt.Errorf("encode %s%s: %w", c.prefix, id, err))
+		return
+	}
+	c.db.UpdateAsync(func(tx *Txn) error { return tx.Set(c.key(id), raw) }, done)
+}
+
+// DeleteAsync removes one value without waiting for the sync, ordered like
+// PutAsync; done is called once it is durable (or failed).
+func (c *Collection[T]) DeleteAsync(id string, done func(error)) {
+	c.db.UpdateAsync(func(tx *Txn) error { return tx.Delete(c.key(id)) }, done)
+}
+
 // Delete removes one value; deleting a missing id is not an error.
 func (c *Collection[T]) Delete(id string) error {
 	return c.db.Update(func(tx *Txn) error { return tx.Delete(c.key(id)) })

@@ -77,6 +77,9 @@ func (l *SeqLog) Last() (uint64, []byte, error) {
 
 // SetTTL writes a raw value that Badger forgets after ttl.
 func (tx *Txn) SetTTL(key, value []byte, ttl time.Duration) error {
+	if tx.rec != nil {
+		return tx.record(writeOp{key: key, value: value, ttl: ttl})
+	}
 	return tx.t.SetEntry(badger.NewEntry(key, value).WithTTL(ttl))
 }
 

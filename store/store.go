@@ -61,6 +61,7 @@ type DB struct {
 	closed   atomic.Bool
 	inflight atomic.Int64
 	closeMu  sync.Mutex
+	queue    *writeQueue
 }
 
 // enter registers a running operation; false when the store is closed.
@@ -98,7 +99,9 @@ func Open(opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
-	return &DB{bdb: bdb, dir: opts.Dir, memtable: opts.MemTableSize}, nil
+	db := &DB{bdb: bdb, dir: opts.Dir, memtable: opts.MemTableSize}
+	db.queue = startWriteQueue(db)
+	return db, nil
 }
 
 // MaxBatchBytes is how many bytes of keys and values one transaction may
@@ -116,6 +119,7 @@ func (db *DB) Close() error {
 	for deadline := time.Now().Add(10 * time.Second); db.inflight.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
+	db.queue.close()
 	return db.bdb.Close()
 }
 
@@ -143,54 +147,85 @@ func (db *DB) Size() int64 {
 	return total
 }
 
-// Update runs fn in one synced read-write transaction.
+// Update runs fn in one synced read-write transaction, after every write
+// handed to UpdateAsync before it is synced.
 func (db *DB) Update(fn func(txn *Txn) error) error {
 	if !db.enter() {
 		return ErrClosed
 	}
 	defer db.leave()
+	db.queue.barrier()
 	return db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
 }
 
-// UpdateAsync runs fn in a read-write transaction and hands it to the
-// store's writer without waiting for the sync: when it returns, the
-// transaction is ordered after every transaction handed over before it (a
-// later write of the same key wins, and is never durable before an earlier
-// one), and done is called from another goroutine once the transaction is
-// synced (nil) or has failed. Callers that pipeline several writes use it
-// so that the store syncs them together instead of one after another.
+// UpdateAsync records the writes fn makes (fn may only write: Set, SetTTL
+// and Delete; reads fail) and hands them to the store's write queue without
+// waiting, and without opening a Badger transaction, which would first wait
+// for every sync in flight. When it returns, the writes are ordered after
+// everything handed over before (a later write of the same key wins, and
+// is never durable before an earlier one) and before every later Update.
+// They are applied atomically, in one synced transaction shared with other
+// callers' writes, and done is called from the queue's goroutine once they
+// are synced (nil) or failed. done must not block or call Update. Until
+// done, they are not visible to reads, which wait for them.
 func (db *DB) UpdateAsync(fn func(txn *Txn) error, done func(error)) {
 	if !db.enter() {
 		done(ErrClosed)
 		return
 	}
-	t := db.bdb.NewTransaction(true)
-	if err := fn(&Txn{t: t}); err != nil {
-		t.Discard()
+	w := &asyncWrite{done: done}
+	if err := fn(&Txn{rec: w}); err != nil {
 		db.leave()
 		done(err)
 		return
 	}
-	t.CommitWith(func(err error) {
-		db.leave()
-		done(err)
-	})
+	db.queue.add(*w)
 }
 
-// View runs fn in a read-only transaction.
+// Write is UpdateAsync that waits: fn's writes (only writes) join the
+// queue's next synced transaction with everyone else's, and Write returns
+// once they are durable. Group committers (the audit log, the event bus)
+// use it so that their batches share an fsync with the rest of the daemon
+// instead of adding one of their own. Never call it from a done callback.
+func (db *DB) Write(fn func(txn *Txn) error) error {
+	done := make(chan error, 1)
+	db.UpdateAsync(fn, func(err error) { done <- err })
+	return <-done
+}
+
+// View runs fn in a read-only transaction that sees every write handed
+// over before it (it waits for queued UpdateAsync writes to sync, as a
+// Badger transaction waits for the commits in flight).
 func (db *DB) View(fn func(txn *Txn) error) error {
 	if !db.enter() {
 		return ErrClosed
 	}
 	defer db.leave()
+	db.queue.barrier()
 	return db.bdb.View(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
 }
 
 // Txn is a transaction handed to Update or View callbacks.
-type Txn struct{ t *badger.Txn }
+// Inside UpdateAsync it only records writes (rec is set, t is not).
+type Txn struct {
+	t   *badger.Txn
+	rec *asyncWrite
+}
+
+// record adds a write to an UpdateAsync call's list.
+func (tx *Txn) record(o writeOp) error {
+	// The caller may reuse its slices once fn returns.
+	o.key, o.value = append([]byte(nil), o.key...), append([]byte(nil), o.value...)
+	tx.rec.ops = append(tx.rec.ops, o)
+	tx.rec.size += o.size()
+	return nil
+}
 
 // Get reads a raw value; ErrNotFound when absent.
 func (tx *Txn) Get(key []byte) ([]byte, error) {
+	if tx.rec != nil {
+		return nil, errReadInAsync
+	}
 	item, err := tx.t.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, ErrNotFound
@@ -202,14 +237,27 @@ func (tx *Txn) Get(key []byte) ([]byte, error) {
 }
 
 // Set writes a raw value.
-func (tx *Txn) Set(key, value []byte) error { return tx.t.Set(key, value) }
+func (tx *Txn) Set(key, value []byte) error {
+	if tx.rec != nil {
+		return tx.record(writeOp{key: key, value: value})
+	}
+	return tx.t.Set(key, value)
+}
 
 // Delete removes a key.
-func (tx *Txn) Delete(key []byte) error { return tx.t.Delete(key) }
+func (tx *Txn) Delete(key []byte) error {
+	if tx.rec != nil {
+		return tx.record(writeOp{del: true, key: key})
+	}
+	return tx.t.Delete(key)
+}
 
 // Iterate calls fn for each key with prefix, starting at start (inclusive),
 // in key order (or reverse order), until fn returns false.
 func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []byte) (bool, error)) error {
+	if tx.rec != nil {
+		return errReadInAsync
+	}
 	io := badger.DefaultIteratorOptions
 	io.Prefix = prefix
 	io.Reverse = reverse

@@ -67,7 +67,7 @@ func (j *journal) flush(c actor.Context) {
 	j.inFlight = true
 	self, root := c.Self(), c.ActorSystem().Root
 	go func() {
-		err := j.db.Update(func(tx *store.Txn) error {
+		err := j.db.Write(func(tx *store.Txn) error {
 			for _, w := range batch {
 				if err := tx.Set(w.key, w.raw); err != nil {
 					return err

@@ -57,6 +57,8 @@ type turn struct {
 	history   *history
 	started   time.Time
 	p         progress
+	// settles answer once each provider call's usage event is durable.
+	settles []<-chan error
 	// ctx bounds the turn's provider calls and tool runs; release frees
 	// the link to the caller's context (nil when there is none).
 	ctx     context.Context
@@ -67,7 +69,16 @@ type sessionState struct {
 	updated time.Time
 	current *turn
 	queue   []waiter
+	// hist is the session's history as last written, kept so that the
+	// next turn need not read it back; writes counts its writes not yet
+	// synced (while there are any, the store may lag behind hist).
+	hist   *history
+	writes int
 }
+
+// maxCachedHistories bounds the histories an agent keeps in memory; the
+// least recently used idle ones are read from the store again when needed.
+const maxCachedHistories = 32
 
 // agentActor is agent/<id>. Turns of one session run one after another (so
 // its history stays consistent); turns of different sessions run side by
@@ -80,6 +91,7 @@ type agentActor struct {
 	sessions *store.Collection[history]
 	turns    *store.Collection[savedTurn]
 	index    map[string]*sessionState
+	cached   int // sessions with hist set
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -115,6 +127,8 @@ func (a *agentActor) Receive(c actor.Context) {
 		a.receive(c, waiter{send: m, sender: c.Sender()})
 	case *stepDone:
 		a.stepped(c, m)
+	case *sessionSaved:
+		a.sessionSaved(m)
 	case *toolDone:
 		a.toolRan(c, m)
 	case *turnCancelled:
@@ -208,8 +222,11 @@ func (a *agentActor) receive(c actor.Context, w waiter) {
 			c.Respond(err)
 			return
 		}
+		// The index knows every stored session: a new one has nothing to
+		// read back.
 		st = &sessionState{}
 		a.index[sid] = st
+		a.cache(st, &history{ID: sid})
 	}
 	if st.current != nil {
 		if len(st.queue) >= a.d.opts.QueuePerSession {
@@ -224,7 +241,9 @@ func (a *agentActor) receive(c actor.Context, w waiter) {
 }
 
 // makeRoom forgets the least recently used idle session when the agent
-// has as many as it may keep.
+// has as many as it may keep. The delete is not waited for: it is ordered
+// before any later write of the same session, and an agent that takes a
+// new session per message (A2A tasks do) must not pay a sync for each.
 func (a *agentActor) makeRoom() error {
 	if len(a.index) < a.d.opts.MaxSessions {
 		return nil
@@ -238,8 +257,14 @@ func (a *agentActor) makeRoom() error {
 	if oldest == "" {
 		return kernel.Errorf(kernel.KindRateLimited, "too_many_sessions", "agent %s is busy in all of its %d sessions", a.m.Name, len(a.index))
 	}
-	if err := a.sessions.Delete(oldest); err != nil {
-		return err
+	log, agentID := a.d.log, a.m.ID
+	a.sessions.DeleteAsync(oldest, func(err error) {
+		if err != nil {
+			log.Warn().Err(err).Str("agent_id", agentID).Msg("could not forget an agent's oldest session")
+		}
+	})
+	if a.index[oldest].hist != nil {
+		a.cached--
 	}
 	delete(a.index, oldest)
 	return nil
@@ -250,20 +275,73 @@ func (a *agentActor) start(c actor.Context, sid string, st *sessionState, w wait
 		c.Send(w.sender, kernel.Errorf(kernel.KindUnavailable, "agent_model_unusable", "agent %s cannot run: %v", a.m.Name, a.routeErr))
 		return
 	}
-	h, err := a.sessions.Get(sid)
-	if errors.Is(err, store.ErrNotFound) {
-		h, err = history{ID: sid}, nil
-	}
+	h, err := a.history(sid, st)
 	if err != nil {
 		c.Send(w.sender, err)
 		return
 	}
-	t := &turn{sessionID: sid, w: w, agentID: a.m.ID, agentName: a.m.Name, route: a.route, history: &h, started: time.Now()}
+	t := &turn{sessionID: sid, w: w, agentID: a.m.ID, agentName: a.m.Name, route: a.route, history: h, started: time.Now()}
 	t.req = buildRequest(a.m, a.route, h.Messages, w.send.Text)
 	t.req.Tools = a.offeredTools()
 	st.current = t
 	a.bindCaller(c, t)
 	a.step(c, t)
+}
+
+// history is the session's history, from memory when it is cached.
+func (a *agentActor) history(sid string, st *sessionState) (*history, error) {
+	if st.hist != nil {
+		return st.hist, nil
+	}
+	h, err := a.sessions.Get(sid)
+	if errors.Is(err, store.ErrNotFound) {
+		h, err = history{ID: sid}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.cache(st, &h)
+	return &h, nil
+}
+
+// cache keeps h as st's history, forgetting the least recently used idle
+// history beyond maxCachedHistories. A history with writes in flight is
+// never forgotten: the store may not have it yet.
+func (a *agentActor) cache(st *sessionState, h *history) {
+	if st.hist == nil {
+		a.cached++
+	}
+	st.hist = h
+	if a.cached <= maxCachedHistories {
+		return
+	}
+	var oldest *sessionState
+	for _, s := range a.index {
+		if s.hist != nil && s != st && s.current == nil && s.writes == 0 && (oldest == nil || s.updated.Before(oldest.updated)) {
+			oldest = s
+		}
+	}
+	if oldest != nil {
+		oldest.hist = nil
+		a.cached--
+	}
+}
+
+// sessionSaved counts a history write as synced. A failed write leaves
+// memory ahead of the store: forget it, so the next turn reads what the
+// store has.
+func (a *agentActor) sessionSaved(m *sessionSaved) {
+	st := a.index[m.sessionID]
+	if st == nil {
+		return
+	}
+	if st.writes > 0 { // not a write of a session forgotten and begun again
+		st.writes--
+	}
+	if m.err != nil && st.hist != nil {
+		st.hist = nil
+		a.cached--
+	}
 }
 
 // buildRequest puts the session's history and the new message together,
@@ -308,29 +386,45 @@ func (a *agentActor) finish(c actor.Context, t *turn, answer string, err error) 
 		}
 	}
 	var res *TurnResult
+	waits := t.settles
 	if err == nil {
-		h := t.history
-		h.Messages = append(h.Messages, llm.Message{Role: llm.RoleUser, Content: t.w.send.Text},
-			llm.Message{Role: llm.RoleAssistant, Content: answer})
-		h.Messages = trimHistory(h.Messages, a.d.opts.HistoryMessages, a.d.opts.HistoryChars)
-		h.UpdatedAt = time.Now().UTC()
-		if perr := a.sessions.Put(t.sessionID, *h); perr != nil {
-			err = perr
-		} else {
-			st.updated = h.UpdatedAt
-			p := t.p
-			res = &TurnResult{Response: answer, InputTokens: p.InputTokens, CachedInputTokens: p.CachedInputTokens,
-				OutputTokens: p.OutputTokens, CostUSD: float64(p.CostNanos) / 1e9, Model: t.route.Model,
-				Provider: t.route.Provider, PricingKnown: t.route.Pricing.PricingKnown, AgentID: t.agentID,
-				SessionID: t.sessionID, LatencyMS: p.LatencyMS, ToolCalls: p.Records}
-		}
+		waits = append(waits, a.saveExchange(c, st, t, answer))
+		p := t.p
+		res = &TurnResult{Response: answer, InputTokens: p.InputTokens, CachedInputTokens: p.CachedInputTokens,
+			OutputTokens: p.OutputTokens, CostUSD: float64(p.CostNanos) / 1e9, Model: t.route.Model,
+			Provider: t.route.Provider, PricingKnown: t.route.Pricing.PricingKnown, AgentID: t.agentID,
+			SessionID: t.sessionID, LatencyMS: p.LatencyMS, ToolCalls: p.Records}
 	}
-	a.report(c, t, res, len([]rune(answer)), err)
+	a.report(c, t, res, len([]rune(answer)), err, waits)
 	if len(st.queue) > 0 {
 		next := st.queue[0]
 		st.queue = st.queue[1:]
 		a.start(c, t.sessionID, st, next)
 	}
+}
+
+// saveExchange adds the turn's exchange to the session's history and hands
+// the history to the store; the caller is answered once it is durable. The
+// session's next turn builds on the history in memory meanwhile: the
+// store applies writes in the order they were handed over.
+func (a *agentActor) saveExchange(c actor.Context, st *sessionState, t *turn, answer string) <-chan error {
+	h := t.history
+	h.Messages = append(h.Messages, llm.Message{Role: llm.RoleUser, Content: t.w.send.Text},
+		llm.Message{Role: llm.RoleAssistant, Content: answer})
+	h.Messages = trimHistory(h.Messages, a.d.opts.HistoryMessages, a.d.opts.HistoryChars)
+	h.UpdatedAt = time.Now().UTC()
+	st.updated = h.UpdatedAt
+	if st.hist != h {
+		a.cache(st, h)
+	}
+	st.writes++
+	saved := make(chan error, 1)
+	self, system, sid := c.Self(), c.ActorSystem(), t.sessionID
+	a.sessions.PutAsync(sid, *h, func(err error) {
+		saved <- err
+		system.Root.Send(self, &sessionSaved{sessionID: sid, err: err})
+	})
+	return saved
 }
 
 // trimHistory drops the oldest exchanges until the history fits both bounds.
@@ -347,8 +441,9 @@ func trimHistory(msgs []llm.Message, maxMessages, maxChars int) []llm.Message {
 }
 
 // report publishes the turn's AgentMessage event and answers the caller
-// once its agent_message audit entry is durable.
-func (a *agentActor) report(c actor.Context, t *turn, res *TurnResult, answerChars int, err error) {
+// once its agent_message audit entry is durable and every write in waits
+// (usage, history) has synced; a failed write fails the answer.
+func (a *agentActor) report(c actor.Context, t *turn, res *TurnResult, answerChars int, err error, waits []<-chan error) {
 	ev := &AgentMessage{AgentID: t.agentID, Name: t.agentName, SessionID: t.sessionID, From: t.w.send.From,
 		MessageChars: len([]rune(t.w.send.Text)), ResponseChars: answerChars, Outcome: "ok", At: time.Now().UTC()}
 	details := fmt.Sprintf("session=%s from=%s chars=%d", t.sessionID, t.w.send.From, ev.MessageChars)
@@ -371,16 +466,22 @@ func (a *agentActor) report(c actor.Context, t *turn, res *TurnResult, answerCha
 			details += fmt.Sprintf(" tool_calls=%d", len(res.ToolCalls))
 		}
 	}
-	c.ActorSystem().EventStream.Publish(ev)
 	sender, system, log := t.w.sender, c.ActorSystem(), a.d.audit
 	auditEv := audit.Event{EventType: "agent_message", AgentID: t.agentID, Details: details, Outcome: ev.Outcome,
 		Actor: t.w.send.Who.Actor, SourceIP: t.w.send.Who.SourceIP}
 	go func() {
+		// Subscribers run in the publisher's goroutine: not the actor's.
+		system.EventStream.Publish(ev)
 		if log != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
 			defer cancel()
 			if _, aerr := log.Append(ctx, auditEv); aerr != nil && err == nil {
 				reply = aerr
+			}
+		}
+		for _, w := range waits {
+			if werr := <-w; werr != nil && err == nil {
+				reply, err = werr, werr
 			}
 		}
 		if sender != nil { // nil for a turn resumed after a restart

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +41,8 @@ type harness struct {
 	approvals *approval.Approvals
 	// anthropicAPI makes the fake provider Anthropic's API.
 	anthropicAPI bool
+	// maxSessions overrides Options.MaxSessions when set.
+	maxSessions int
 
 	mu     sync.Mutex
 	events []any
@@ -89,7 +92,7 @@ func (h *harness) start() {
 	if h.meter, err = usage.Start(h.k, h.db, h.audit, usage.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{QueuePerSession: 2}
+	opts := Options{QueuePerSession: 2, MaxSessions: h.maxSessions}
 	if h.tools != nil {
 		opts.Tools = h.tools
 	}
@@ -263,6 +266,62 @@ func TestTurnsKeepHistoryPerSessionAndSurviveRestart(t *testing.T) {
 	}
 	if n := strings.Count(strings.Join(h.auditTypes(), " "), "agent_message:ok"); n != 3 {
 		t.Fatalf("%d agent_message entries", n)
+	}
+}
+
+// An agent keeps maxCachedHistories histories in memory: with more
+// sessions than that, each session's second turn still builds on its
+// first (read back from the store once memory forgot it). A session
+// forgotten to make room for a newer one starts empty, also after a
+// restart, while the others keep their history.
+func TestHistoriesOutliveTheMemoryCacheAndForgottenSessionsStayGone(t *testing.T) {
+	n := maxCachedHistories + 8
+	h := newHarnessWith(t, &harness{t: t, home: t.TempDir(), fake: llmtest.NewOpenAI(key), maxSessions: n})
+	a := h.create("many")
+	sid := func(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", i) }
+	send := func(i int, text string) {
+		t.Helper()
+		if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: text, SessionID: sid(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := func(text string) []llmtest.Message {
+		t.Helper()
+		for _, r := range h.fake.Requests() {
+			if m := r.Messages; len(m) > 0 && m[len(m)-1].Content == text {
+				return m
+			}
+		}
+		t.Fatalf("no provider request ended with %q", text)
+		return nil
+	}
+	for round := 1; round <= 2; round++ {
+		for i := range n {
+			send(i, fmt.Sprintf("r%d-s%d", round, i))
+			// The answer came, so the history is on disk.
+			stored, err := sessionCollection(h.db, a.ID).Get(sid(i))
+			if err != nil || len(stored.Messages) != 2*round {
+				t.Fatalf("answered before session %d's history was stored: %+v %v", i, stored, err)
+			}
+		}
+	}
+	for i := range n {
+		m := sent(fmt.Sprintf("r2-s%d", i))
+		if len(m) != 3 || m[0].Content != fmt.Sprintf("r1-s%d", i) || m[1].Content != fmt.Sprintf("echo: r1-s%d", i) {
+			t.Fatalf("session %d lost its history: %+v", i, m)
+		}
+	}
+	send(n, "newest") // session 0 is the least recently used: forgotten
+	h.stop()
+	h.start()
+	send(0, "back")
+	if m := sent("back"); len(m) != 1 {
+		t.Fatalf("a forgotten session must start empty: %+v", m)
+	}
+	// Session 0 coming back took session 1's place; session 2 is kept.
+	send(2, "still here")
+	if m := sent("still here"); len(m) != 5 || m[2].Content != "r2-s2" {
+		t.Fatalf("a kept session must keep its history across a restart: %+v", m)
 	}
 }
 

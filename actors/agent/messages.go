@@ -207,6 +207,12 @@ type stepDone struct {
 	err  error
 }
 
+// sessionSaved says a history write synced (or failed).
+type sessionSaved struct {
+	sessionID string
+	err       error
+}
+
 // toolDone is sent by a tool call's goroutine when the tool answered.
 type toolDone struct {
 	t   *turn

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -148,6 +147,7 @@ func (a *agentActor) stepped(c actor.Context, m *stepDone) {
 		return
 	}
 	t.p.add(m.step)
+	t.settles = append(t.settles, m.step.settled)
 	resp := m.step.resp
 	if len(resp.ToolCalls) == 0 || len(t.req.Tools) == 0 {
 		a.finish(c, t, resp.Text, nil)
@@ -381,16 +381,13 @@ func (a *agentActor) resume(c actor.Context) error {
 			_ = a.turns.Delete(s.ID)
 			continue
 		}
-		h, err := a.sessions.Get(s.SessionID)
-		if errors.Is(err, store.ErrNotFound) {
-			h, err = history{ID: s.SessionID}, nil
-		}
+		h, err := a.history(s.SessionID, st)
 		if err != nil {
 			return err
 		}
 		send := &Send{Ref: Ref{ID: a.m.ID}, Text: s.Text, SessionID: s.SessionID, From: s.From, Who: s.Who}
 		t := &turn{id: s.ID, sessionID: s.SessionID, w: waiter{send: send}, agentID: a.m.ID, agentName: a.m.Name,
-			route: a.route, history: &h, started: s.Started, p: s.Progress, ctx: a.ctx}
+			route: a.route, history: h, started: s.Started, p: s.Progress, ctx: a.ctx}
 		t.req = llm.Request{System: a.m.SystemPrompt, Messages: s.Messages, MaxTokens: a.m.MaxTokens, Tools: a.offeredTools()}
 		st.current = t
 		a.d.log.Info().Str("agent_id", a.m.ID).Str("approval_id", s.Progress.Gate).Msg("resuming a turn that waits for approval")

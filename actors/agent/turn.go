@@ -20,6 +20,8 @@ type stepResult struct {
 	outputTokens      int64
 	costNanos         int64
 	latency           time.Duration
+	// settled answers once the step's usage event is durable.
+	settled <-chan error
 }
 
 // runStep is one LLM call with its budget around it, run in a goroutine:
@@ -60,15 +62,18 @@ func (d *deps) runStep(ctx context.Context, t *turn, req llm.Request) (res *step
 		ev.InputTokens, ev.CachedInputTokens, ev.CacheWriteTokens, ev.OutputTokens = u.InputTokens, u.CachedInputTokens, u.CacheWriteTokens, u.OutputTokens
 		ev.CostNanos, ev.UsageEstimated = t.route.Pricing.CostNanos(u), resp.UsageEstimated
 	}
-	if _, serr := d.meter.Settle(held.ID, ev); serr != nil && callErr == nil {
-		// No answer without its usage on disk.
-		return nil, serr
-	}
+	// The usage event syncs while the turn goes on; the turn's answer
+	// waits for it (no answer without its usage on disk).
+	settled := make(chan error, 1)
+	go func() {
+		_, serr := d.meter.Settle(held.ID, ev)
+		settled <- serr
+	}()
 	if callErr != nil {
 		return nil, callErr
 	}
 	return &stepResult{resp: resp, inputTokens: ev.InputTokens, cachedInputTokens: ev.CachedInputTokens,
-		outputTokens: ev.OutputTokens, costNanos: ev.CostNanos, latency: elapsed}, nil
+		outputTokens: ev.OutputTokens, costNanos: ev.CostNanos, latency: elapsed, settled: settled}, nil
 }
 
 // add counts a step into the turn's result (CostUSD is set from

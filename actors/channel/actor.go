@@ -141,23 +141,19 @@ func (a *channelActor) Receive(c actor.Context) {
 			return
 		}
 		a.traffic = time.Now()
-		a.accept(m.msgs, func(err error) { m.done <- err })
+		a.accept(m.msgs, m.cursor, func(err error) { m.done <- err })
 		a.publish(c)
 	case *webhookCall:
 		a.webhook(c, m)
-	case *inboxStored:
-		for _, it := range m.items {
-			a.turnQ[it.Msg.ChatID] = append(a.turnQ[it.Msg.ChatID], it)
-		}
-		a.startTurns()
 	case *turnDone:
 		a.turnDone(c, m)
+	case *inboxStored:
+		for _, it := range m.items {
+			it.pending = false
+		}
+		a.pump()
 	case *inboxFailed:
-		a.pending -= m.n
-		a.status.MessagesIn -= uint64(m.n)
-		a.status.InboxPending = a.pending
-		a.status.LastError = "storing inbound messages failed: " + m.err.Error()
-		a.publish(c)
+		a.inboxFailed(c, m)
 	case *kick:
 		a.kickAt = time.Time{}
 		a.startTurns()
@@ -439,11 +435,36 @@ func (a *channelActor) allowed(m *Inbound) bool {
 	return match(f.Users, m.UserID, m.UserName) && match(f.Chats, m.ChatID) && match(f.Spaces, m.Space)
 }
 
-// accept filters msgs and stores the allowed ones in the inbox; done is
-// called (from a goroutine) once they are durable.
-func (a *channelActor) accept(msgs []Inbound, done func(error)) {
-	var items []*inItem
-	var cmds []Inbound
+// accept filters msgs and stores the allowed ones in the inbox, with cur
+// when set; done is called (from a goroutine) once they, and the answers
+// to any chat commands among them, are durable.
+func (a *channelActor) accept(msgs []Inbound, cur *Cursor, done func(error)) {
+	items, cmds := a.sort(msgs)
+	now := time.Now()
+	if n := len(items) + len(cmds); n > 0 {
+		a.status.MessagesIn += uint64(n)
+		a.status.LastMessageAt = &now
+		a.rt.metrics.in.WithLabelValues(a.rec.Adapter).Add(float64(n))
+	}
+	write := len(items) > 0 || cur != nil
+	if !write && len(cmds) == 0 {
+		done(nil)
+		return
+	}
+	if write && len(cmds) > 0 {
+		done = joinDone(2, done) // both before the adapter acknowledges
+	}
+	if len(cmds) > 0 {
+		a.runCommands(cmds, done)
+	}
+	if write {
+		a.store(items, cur, done)
+	}
+}
+
+// sort keeps the messages the channel takes: agent work for the inbox,
+// and chat commands.
+func (a *channelActor) sort(msgs []Inbound) (items []*inItem, cmds []Inbound) {
 	now := time.Now()
 	for i := range msgs {
 		m := msgs[i]
@@ -464,57 +485,83 @@ func (a *channelActor) accept(msgs []Inbound, done func(error)) {
 		}
 		items = append(items, &inItem{Seq: a.seq.next(), Msg: m})
 	}
-	if len(cmds) > 0 {
-		a.status.MessagesIn += uint64(len(cmds))
-		a.status.LastMessageAt = &now
-		a.rt.metrics.in.WithLabelValues(a.rec.Adapter).Add(float64(len(cmds)))
-	}
-	if len(items) == 0 {
-		if len(cmds) == 0 {
-			done(nil)
-			return
-		}
-		a.runCommands(cmds, done)
-		return
-	}
-	if len(cmds) > 0 {
-		// Both must be durable before the adapter acknowledges the batch.
-		var mu sync.Mutex
-		var first error
-		left := 2
-		inner := done
-		done = func(err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && first == nil {
-				first = err
-			}
-			if left--; left == 0 {
-				inner(first)
-			}
-		}
-		a.runCommands(cmds, done)
-	}
-	a.status.MessagesIn += uint64(len(items))
-	a.status.LastMessageAt = &now
-	a.rt.metrics.in.WithLabelValues(a.rec.Adapter).Add(float64(len(items)))
+	return items, cmds
+}
+
+// store writes items to the inbox (and cur) and starts their turns while
+// the write syncs: it is ordered before anything a turn writes later (its
+// finishTurn drops the item), the adapter acknowledges the batch to the
+// platform only once it is durable, and a reply waits for it too. A crash
+// before that is a redelivery, never a loss, and nothing was answered.
+func (a *channelActor) store(items []*inItem, cur *Cursor, done func(error)) {
 	a.pending += len(items)
 	a.status.InboxPending = a.pending
-	q, name, self, root := a.rt.queues, a.name, a.self, a.rt.k.Root
+	for _, it := range items {
+		it.pending = true
+	}
+	self, root := a.self, a.rt.k.Root
 	a.wg.Add(1)
-	go func() {
+	a.rt.queues.putInbox(a.name, items, cur, func(err error) {
 		defer a.wg.Done()
-		err := q.putInbox(name, items)
-		if err != nil {
+		switch {
+		case len(items) == 0:
+		case err != nil:
 			// Not accepted: the adapter must not acknowledge them, so the
 			// platform delivers them again.
-			root.Send(self, &inboxFailed{n: len(items), err: err})
-			done(err)
-			return
+			root.Send(self, &inboxFailed{items: items, err: err})
+		default:
+			root.Send(self, &inboxStored{items: items})
 		}
-		root.Send(self, &inboxStored{items: items})
-		done(nil)
-	}()
+		done(err)
+	})
+	for _, it := range items {
+		a.turnQ[it.Msg.ChatID] = append(a.turnQ[it.Msg.ChatID], it)
+	}
+	a.startTurns()
+}
+
+// joinDone calls done once n calls of the returned func came in, with the
+// first error among them.
+func joinDone(n int, done func(error)) func(error) {
+	var mu sync.Mutex
+	var first error
+	return func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && first == nil {
+			first = err
+		}
+		if n--; n == 0 {
+			done(first)
+		}
+	}
+}
+
+// inboxFailed withdraws the messages of a batch that could not be stored
+// and have not started their turn yet: the platform delivers them again.
+// A turn already running finishes (its answer may then come twice).
+func (a *channelActor) inboxFailed(c actor.Context, m *inboxFailed) {
+	dropped := 0
+	for _, it := range m.items {
+		it.pending = false // a reply already made goes out
+		chat := it.Msg.ChatID
+		q := a.turnQ[chat]
+		for i, x := range q {
+			if x == it && !(i == 0 && a.turnBusy[chat]) {
+				a.turnQ[chat] = append(q[:i:i], q[i+1:]...)
+				dropped++
+				break
+			}
+		}
+		if len(a.turnQ[chat]) == 0 && !a.turnBusy[chat] {
+			delete(a.turnQ, chat)
+		}
+	}
+	a.pending -= dropped
+	a.status.MessagesIn -= uint64(dropped)
+	a.status.InboxPending = a.pending
+	a.status.LastError = "storing inbound messages failed: " + m.err.Error()
+	a.publish(c)
 }
 
 func (a *channelActor) webhook(c actor.Context, m *webhookCall) {
@@ -546,7 +593,7 @@ func (a *channelActor) webhook(c actor.Context, m *webhookCall) {
 		return
 	}
 	a.traffic = time.Now()
-	a.accept(msgs, func(err error) {
+	a.accept(msgs, nil, func(err error) {
 		if err != nil {
 			m.reply <- webhookResult{err: err}
 			return
@@ -605,7 +652,7 @@ func (a *channelActor) runTurn(it *inItem) {
 			target = "agent:" + agentID
 		}
 		if it.Attempts == 0 {
-			rt.publishEvent(ctx, Event{Type: EventReceived, Source: src, Target: target, Detail: map[string]any{
+			rt.publishEvent(Event{Type: EventReceived, Source: src, Target: target, Detail: map[string]any{
 				"channel": name, "chat_id": msg.ChatID, "user_id": msg.UserID, "user_name": msg.UserName,
 				"message_id": msg.MessageID, "text": msg.Text, "agent_name": agentName}})
 		}
@@ -634,7 +681,7 @@ func (a *channelActor) runTurn(it *inItem) {
 			}
 			now := time.Now().UTC().Format(time.RFC3339Nano)
 			for _, piece := range Split(reply, limit, utf16) {
-				done.out = append(done.out, &outItem{Seq: a.seq.next(), Source: "reply", Created: now,
+				done.out = append(done.out, &outItem{Seq: a.seq.next(), Source: "reply", Created: now, answers: it,
 					Msg: Outbound{ChatID: msg.ChatID, Text: piece, ReplyTo: msg.MessageID, ThreadID: msg.ThreadID, Subject: subject}})
 			}
 		}
@@ -643,10 +690,15 @@ func (a *channelActor) runTurn(it *inItem) {
 			return
 		}
 		done.retry = false
-		if ferr := q.finishTurn(name, it, done.out); ferr != nil {
-			// Could not record the outcome: run the turn again later.
-			done.out, done.retry, done.err = nil, true, ferr
-		}
+		// The reply goes out while its outbox write syncs: the write is
+		// ordered before the delete that follows a successful send, and
+		// a crash in between runs the turn again (an answer twice, never
+		// none).
+		q.finishTurn(name, it, done.out, func(err error) {
+			if err != nil {
+				rt.log.Error().Err(err).Str("channel", name).Msg("recording a finished turn failed; it runs again after a restart")
+			}
+		})
 		root.Send(self, done)
 	}()
 }
@@ -755,7 +807,9 @@ func (a *channelActor) enqueue(m *sendRequest) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := q.finishTurn(name, nil, items); err != nil {
+		stored := make(chan error, 1)
+		q.finishTurn(name, nil, items, func(err error) { stored <- err })
+		if err := <-stored; err != nil {
 			m.reply <- sendResult{err: err}
 			return
 		}
@@ -791,6 +845,9 @@ func (a *channelActor) pump() {
 		seen[chat] = true // later messages of this chat wait for this one
 		if a.inflight[chat] {
 			continue
+		}
+		if it.held() {
+			continue // inboxStored pumps again
 		}
 		if wait := time.Until(it.notBefore()); wait > 0 {
 			a.kickLater(wait)
@@ -848,12 +905,14 @@ func (a *channelActor) send(it *outItem) {
 			return
 		}
 		if err == nil || IsRejected(err) {
-			if derr := q.sent(name, it.Seq); derr != nil {
-				rt.log.Error().Err(derr).Str("channel", name).Msg("removing a sent message from the outbox failed")
-			}
+			q.sent(name, it.Seq, func(derr error) {
+				if derr != nil {
+					rt.log.Error().Err(derr).Str("channel", name).Msg("removing a sent message from the outbox failed")
+				}
+			})
 		}
 		if err == nil {
-			rt.publishEvent(base, Event{Type: EventSent, Source: "channel:" + name + ":" + it.Msg.ChatID, Detail: map[string]any{
+			rt.publishEvent(Event{Type: EventSent, Source: "channel:" + name + ":" + it.Msg.ChatID, Detail: map[string]any{
 				"channel": name, "adapter": adapterName, "chat_id": it.Msg.ChatID, "message_id": id, "source": it.Source,
 				"length": len([]rune(it.Msg.Text))}})
 		}
@@ -949,12 +1008,9 @@ func (a *channelActor) publish(c actor.Context) {
 	}
 }
 
-func (rt *runtime) publishEvent(ctx context.Context, ev Event) {
-	if rt.bus == nil {
-		return
-	}
-	if err := rt.bus.Publish(ctx, ev); err != nil && ctx.Err() == nil {
-		rt.log.Warn().Err(err).Str("type", ev.Type).Msg("publishing a channel event failed")
+func (rt *runtime) publishEvent(ev Event) {
+	if rt.bus != nil {
+		rt.bus.Publish(ev)
 	}
 }
 
@@ -976,8 +1032,13 @@ func (h *host) Deliver(ctx context.Context, msgs ...Inbound) error {
 		h.Alive()
 		return nil
 	}
+	return h.deliver(ctx, &inbound{gen: h.gen, msgs: msgs})
+}
+
+func (h *host) deliver(ctx context.Context, m *inbound) error {
 	done := make(chan error, 1)
-	h.rt.k.Root.Send(h.self, &inbound{gen: h.gen, msgs: msgs, done: done})
+	m.done = done
+	h.rt.k.Root.Send(h.self, m)
 	select {
 	case err := <-done:
 		return err
@@ -994,6 +1055,13 @@ func (h *host) Alive() {
 	}
 	h.lastAlive.Store(now)
 	h.rt.k.Root.Send(h.self, &alive{gen: h.gen})
+}
+
+func (h *host) DeliverAndSave(ctx context.Context, cursor Cursor, msgs ...Inbound) error {
+	if len(msgs) == 0 {
+		h.Alive()
+	}
+	return h.deliver(ctx, &inbound{gen: h.gen, msgs: msgs, cursor: &cursor})
 }
 
 func (h *host) Cursor(key string) (string, error) {

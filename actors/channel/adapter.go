@@ -70,6 +70,11 @@ type Host interface {
 	// the platform (advance an update offset, a sync token, a UID). It
 	// also counts as traffic for the watchdog.
 	Deliver(ctx context.Context, msgs ...Inbound) error
+	// DeliverAndSave is Deliver that also saves an adapter cursor in the
+	// same durable write (an update offset that acknowledges exactly
+	// these messages): one sync instead of two, and never one without the
+	// other. It saves the cursor also when msgs is empty.
+	DeliverAndSave(ctx context.Context, cursor Cursor, msgs ...Inbound) error
 	// Alive notes traffic from the platform that carried no message (a
 	// long poll that came back empty, a sync response, a server PING), so
 	// the "linked but deaf" watchdog knows the link still works.
@@ -82,6 +87,9 @@ type Host interface {
 	// Log is the channel's logger. Never log a secret.
 	Log() *zerolog.Logger
 }
+
+// Cursor is one key of an adapter's durable state and its new value.
+type Cursor struct{ Key, Value string }
 
 // Identity is who the adapter is logged in as.
 type Identity struct {

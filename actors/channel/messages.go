@@ -152,20 +152,21 @@ type alive struct{ gen int }
 // inbound carries messages from Run (done answers once they are durable)
 // or from a webhook.
 type inbound struct {
-	gen  int
-	msgs []Inbound
-	done chan error
+	gen    int
+	msgs   []Inbound
+	cursor *Cursor // saved with msgs, when set
+	done   chan error
 }
 
 // inboxFailed says n accepted messages could not be stored (they were not
 // acknowledged, so the platform sends them again).
-type inboxFailed struct {
-	n   int
-	err error
-}
-
 // inboxStored says accepted inbound messages are on disk.
 type inboxStored struct{ items []*inItem }
+
+type inboxFailed struct {
+	items []*inItem
+	err   error
+}
 
 type reconnectNow struct{ gen int }
 
@@ -221,9 +222,12 @@ type Commands interface {
 	Handle(ctx context.Context, channel string, m Inbound) string
 }
 
-// Bus is the comms event bus as channels see it.
+// Bus is the comms event bus as channels see it. Publish must not block:
+// events are a record of what happened, and a message's path to its agent
+// and back does not wait for them to be durable (the inbox and outbox
+// are what keeps a message safe).
 type Bus interface {
-	Publish(ctx context.Context, ev Event) error
+	Publish(ev Event)
 }
 
 // Event is one event for the bus. Source and Target use comms addresses

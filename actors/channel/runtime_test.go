@@ -31,6 +31,8 @@ type platform struct {
 	connects atomic.Int32
 	probes   atomic.Int32
 	rejectTo string
+	resumed  []string // the "pos" cursor at each Run's start
+	taken    string   // the MessageID of the last delivery the host confirmed
 }
 
 func newPlatform(token string) *platform {
@@ -69,6 +71,11 @@ func (f *fake) Run(ctx context.Context, h channel.Host) error {
 	if err := f.p.check(f.token); err != nil {
 		return err
 	}
+	pos, err := h.Cursor("pos")
+	if err != nil {
+		return err
+	}
+	f.p.set(func(p *platform) { p.resumed = append(p.resumed, pos) })
 	h.Connected(channel.Identity{ID: "1", Name: "fakebot"})
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -77,9 +84,15 @@ func (f *fake) Run(ctx context.Context, h channel.Host) error {
 		case <-ctx.Done():
 			return nil
 		case m := <-f.p.inbox:
-			if err := h.Deliver(ctx, m); err != nil {
+			deliver := func() error { return h.Deliver(ctx, m) }
+			if m.MessageID != "" { // a platform with a position to resume from
+				cur := channel.Cursor{Key: "pos", Value: m.MessageID}
+				deliver = func() error { return h.DeliverAndSave(ctx, cur, m) }
+			}
+			if err := deliver(); err != nil {
 				return err
 			}
+			f.p.set(func(p *platform) { p.taken = m.MessageID })
 		case <-tick.C:
 			f.p.mu.Lock()
 			down, deaf := f.p.down, f.p.deaf
@@ -270,6 +283,40 @@ func TestRepliesQueuedDuringOutageSurviveRestart(t *testing.T) {
 	}
 	if got["9"] != "pong" || got["10"] != "queued by comms" {
 		t.Fatalf("delivered %+v", p.messages())
+	}
+}
+
+// DeliverAndSave stores the cursor with the messages it acknowledges, also
+// when nothing in the batch is for the inbox; a restarted adapter resumes
+// from it, and each message was answered once.
+func TestDeliverAndSaveKeepsTheCursorWithTheMessages(t *testing.T) {
+	p := newPlatform("good")
+	h := setup(t, p)
+	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName})
+	h.WaitState("telegram", channel.StateConnected)
+	p.inbox <- channel.Inbound{ChatID: "5", Text: "one", MessageID: "101"}
+	p.inbox <- channel.Inbound{ChatID: "5", Text: "two", MessageID: "102"}
+	h.WaitFor("both answered", func() bool { return len(p.messages()) == 2 })
+	p.inbox <- channel.Inbound{ChatID: "5", Text: "  ", MessageID: "103"} // nothing to answer
+	h.WaitFor("the last delivery confirmed", func() bool {
+		var id string
+		p.set(func(p *platform) { id = p.taken })
+		return id == "103"
+	})
+	h.Restart()
+	h.WaitState("telegram", channel.StateConnected)
+	h.WaitFor("the adapter resumed", func() bool {
+		var n int
+		p.set(func(p *platform) { n = len(p.resumed) })
+		return n == 2
+	})
+	var resumed []string
+	p.set(func(p *platform) { resumed = append(resumed, p.resumed...) })
+	if resumed[0] != "" || resumed[1] != "103" {
+		t.Fatalf("cursor at each start %q, want \"\" then 103", resumed)
+	}
+	if sent := p.messages(); len(sent) != 2 || sent[0].Text != "echo: one" || sent[1].Text != "echo: two" {
+		t.Fatalf("sent %+v", sent)
 	}
 }
 

@@ -107,12 +107,12 @@ func Start(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	q := newQueues(opts.DB)
 	rt := &runtime{k: opts.Kernel, db: opts.DB, vault: opts.Vault, builders: opts.Builders,
 		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, backoff: opts.Backoff, metrics: m,
 		log:     opts.Kernel.Log.With().Str("component", "channels").Logger(),
 		records: store.NewCollection[record](opts.DB, "channels"),
-		cursors: store.NewCollection[string](opts.DB, "channel-cursor"),
-		queues:  newQueues(opts.DB)}
+		cursors: q.cursors, queues: q}
 	pid, err := opts.Kernel.SpawnRoot("channels", func() actor.Actor { return newSupervisor(rt) })
 	if err != nil {
 		return nil, err

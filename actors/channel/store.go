@@ -44,6 +44,10 @@ type inItem struct {
 	Seq      uint64  `json:"seq"`
 	Msg      Inbound `json:"msg"`
 	Attempts int     `json:"attempts"`
+	// pending is true while the item's inbox write has not synced: its
+	// reply waits for it, so that nothing is answered that the platform
+	// could deliver again after a restart.
+	pending bool
 }
 
 // outItem is one message waiting to be sent (collection "channel-outbox",
@@ -55,7 +59,12 @@ type outItem struct {
 	Created  string   `json:"created"`
 	attempts int
 	retryAt  time.Time
+	answers  *inItem // the message this replies to, while its write syncs
 }
+
+// held reports whether the item waits for the message it answers to be
+// stored.
+func (o *outItem) held() bool { return o.answers != nil && o.answers.pending }
 
 // notBefore is when a failed message may be tried again.
 func (o *outItem) notBefore() time.Time { return o.retryAt }
@@ -65,15 +74,17 @@ func seqID(channel string, seq uint64) string { return fmt.Sprintf("%s/%020d", c
 
 // queues are a channel's durable inbox and outbox.
 type queues struct {
-	db     *store.DB
-	inbox  *store.Collection[inItem]
-	outbox *store.Collection[outItem]
+	db      *store.DB
+	inbox   *store.Collection[inItem]
+	outbox  *store.Collection[outItem]
+	cursors *store.Collection[string]
 }
 
 func newQueues(db *store.DB) *queues {
 	return &queues{db: db,
-		inbox:  store.NewCollection[inItem](db, "channel-inbox"),
-		outbox: store.NewCollection[outItem](db, "channel-outbox")}
+		inbox:   store.NewCollection[inItem](db, "channel-inbox"),
+		outbox:  store.NewCollection[outItem](db, "channel-outbox"),
+		cursors: store.NewCollection[string](db, "channel-cursor")}
 }
 
 // load returns a channel's pending inbox and outbox items in order.
@@ -108,22 +119,29 @@ func (q *queues) load(channel string) ([]*inItem, []*outItem, error) {
 	return in, out, nil
 }
 
-// putInbox stores accepted inbound messages in one synced transaction.
-func (q *queues) putInbox(channel string, items []*inItem) error {
-	return q.db.Update(func(tx *store.Txn) error {
+// putInbox stores accepted inbound messages in one transaction, ordered
+// before every write handed to the store after it returns; done is called
+// once the transaction is synced (or failed).
+func (q *queues) putInbox(channel string, items []*inItem, cur *Cursor, done func(error)) {
+	q.db.UpdateAsync(func(tx *store.Txn) error {
 		for _, it := range items {
 			if err := q.inbox.PutTx(tx, seqID(channel, it.Seq), *it); err != nil {
 				return err
 			}
 		}
+		if cur != nil {
+			return q.cursors.PutTx(tx, cursorKey(channel, cur.Key), cur.Value)
+		}
 		return nil
-	})
+	}, done)
 }
 
 // finishTurn moves a turn's reply into the outbox and drops its inbox item,
 // atomically: a crash leaves either the turn to redo or the reply to send.
-func (q *queues) finishTurn(channel string, in *inItem, out []*outItem) error {
-	return q.db.Update(func(tx *store.Txn) error {
+// It is ordered before every write handed to the store after it returns;
+// done is called once it is synced (or failed).
+func (q *queues) finishTurn(channel string, in *inItem, out []*outItem, done func(error)) {
+	q.db.UpdateAsync(func(tx *store.Txn) error {
 		for _, it := range out {
 			if err := q.outbox.PutTx(tx, seqID(channel, it.Seq), *it); err != nil {
 				return err
@@ -133,11 +151,14 @@ func (q *queues) finishTurn(channel string, in *inItem, out []*outItem) error {
 			return q.inbox.DeleteTx(tx, seqID(channel, in.Seq))
 		}
 		return nil
-	})
+	}, done)
 }
 
-func (q *queues) sent(channel string, seq uint64) error {
-	return q.outbox.Delete(seqID(channel, seq))
+// sent drops a sent message from the outbox without waiting for the
+// sync: a crash before it sends the message again, which is all a synced
+// delete could promise too (the platform took it before the delete).
+func (q *queues) sent(channel string, seq uint64, done func(error)) {
+	q.outbox.DeleteAsync(seqID(channel, seq), done)
 }
 
 // purge deletes everything queued for channel.

@@ -86,16 +86,16 @@ func (b *Bus) Publish(typ, source, target string, detail any) {
 // PublishRoute records a message.routed event: an observed route of kind
 // edge from source to target, counted in the topology.
 func (b *Bus) PublishRoute(source, target, edge string, detail any) {
-	b.k.Root.Send(b.pid, &publish{typ: "message.routed", source: source, target: target, edge: edge, detail: encodeDetail(detail)})
+	b.PublishEdge("message.routed", source, target, edge, detail)
 }
 
-// PublishRouteSync records an event that is also an observed route of
-// kind edge from source to target (a channel message, say) and returns its
-// id once it is durable. The route kind is stored as detail.route.
-func (b *Bus) PublishRouteSync(ctx context.Context, typ, source, target, edge string, detail any) (uint64, error) {
-	done := make(chan publishResult, 1)
-	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail), done: done})
-	return awaitPublish(ctx, done)
+// PublishEdge records an event of type typ that is also an observed route
+// of kind edge from source to target, without waiting for it to be
+// durable (an empty edge is no route; the kind is stored as detail.route).
+// Events published from one goroutine keep their order. Publishing never
+// blocks.
+func (b *Bus) PublishEdge(typ, source, target, edge string, detail any) {
+	b.k.Root.Send(b.pid, &publish{typ: typ, source: source, target: target, edge: edge, detail: encodeDetail(detail)})
 }
 
 // PublishSync records an event and returns its id once it is durable.
@@ -413,7 +413,7 @@ func (b *bus) take() []pendingEvent {
 // commit writes a batch in one synced transaction, trimming the log to
 // size. It touches no actor state: the in-flight writer runs it.
 func (b *bus) commit(batch []pendingEvent, size uint64) error {
-	return b.log.DB().Update(func(tx *store.Txn) error {
+	return b.log.DB().Write(func(tx *store.Txn) error {
 		for _, p := range batch {
 			if err := b.log.Put(tx, p.rec.ID, p.rec.JSON); err != nil {
 				return err

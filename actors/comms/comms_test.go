@@ -564,12 +564,12 @@ func TestChannelRoutesCountAsEdgesAcrossRestart(t *testing.T) {
 	h := startBus(t, home, BusOptions{})
 	ctx := context.Background()
 	for range 2 {
-		if _, err := h.bus.PublishRouteSync(ctx, "channel.message.received", "channel:telegram:42", "agent:a1", "channel_message",
-			map[string]any{"text": "hi"}); err != nil {
-			t.Fatal(err)
-		}
+		h.bus.PublishEdge("channel.message.received", "channel:telegram:42", "agent:a1", "channel_message", map[string]any{"text": "hi"})
 	}
-	h.bus.PublishSync(ctx, "channel.message.sent", "channel:telegram:42", "", map[string]any{"length": 3})
+	// Durable, so the two before it (published in order) are too.
+	if _, err := h.bus.PublishSync(ctx, "channel.message.sent", "channel:telegram:42", "", map[string]any{"length": 3}); err != nil {
+		t.Fatal(err)
+	}
 	check := func() {
 		t.Helper()
 		edges, err := h.bus.Edges()

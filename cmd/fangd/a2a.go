@@ -5,7 +5,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -186,11 +185,7 @@ func (p *a2aPusher) Forget(_ context.Context, key string) error {
 type a2aEvents struct{ bus *comms.Bus }
 
 func (e a2aEvents) Route(typ, source, target, edge string, detail map[string]string) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, _ = e.bus.PublishRouteSync(ctx, typ, source, target, edge, detail)
-	}()
+	e.bus.PublishEdge(typ, source, target, edge, detail)
 }
 
 // a2aNodes lists the discovered external agents as topology nodes

@@ -94,13 +94,12 @@ func startComms(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *au
 // handed to an agent is also an observed route (channel -> agent).
 type channelBus struct{ bus *comms.Bus }
 
-func (b channelBus) Publish(ctx context.Context, ev channel.Event) error {
+func (b channelBus) Publish(ev channel.Event) {
 	edge := ""
 	if ev.Type == channel.EventReceived && ev.Source != "" && ev.Target != "" {
 		edge = "channel_message"
 	}
-	_, err := b.bus.PublishRouteSync(ctx, ev.Type, ev.Source, ev.Target, edge, ev.Detail)
-	return err
+	b.bus.PublishEdge(ev.Type, ev.Source, ev.Target, edge, ev.Detail)
 }
 
 // channelNodes lists configured channels as topology nodes.

@@ -222,11 +222,10 @@ type Bus struct {
 }
 
 // Publish implements channel.Bus.
-func (b *Bus) Publish(_ context.Context, ev channel.Event) error {
+func (b *Bus) Publish(ev channel.Event) {
 	b.mu.Lock()
 	b.events = append(b.events, ev)
 	b.mu.Unlock()
-	return nil
 }
 
 // Events returns the events of type typ ("" for all).
@@ -241,3 +240,59 @@ func (b *Bus) Events(typ string) []channel.Event {
 	}
 	return out
 }
+
+// Host is a channel.Host for running one adapter without the runtime:
+// it passes delivered messages to Delivered and keeps cursors in memory.
+type Host struct {
+	Connections chan channel.Identity
+	Delivered   chan channel.Inbound
+	log         zerolog.Logger
+	mu          sync.Mutex
+	cursors     map[string]string
+}
+
+// NewHost makes a Host with room for a few connections and messages.
+func NewHost() *Host {
+	return &Host{Connections: make(chan channel.Identity, 4), Delivered: make(chan channel.Inbound, 16),
+		log: zerolog.Nop(), cursors: map[string]string{}}
+}
+
+// Connected implements channel.Host.
+func (h *Host) Connected(id channel.Identity) { h.Connections <- id }
+
+// Deliver implements channel.Host.
+func (h *Host) Deliver(ctx context.Context, msgs ...channel.Inbound) error {
+	for _, m := range msgs {
+		h.Delivered <- m
+	}
+	return nil
+}
+
+// DeliverAndSave implements channel.Host.
+func (h *Host) DeliverAndSave(ctx context.Context, cur channel.Cursor, msgs ...channel.Inbound) error {
+	if err := h.Deliver(ctx, msgs...); err != nil {
+		return err
+	}
+	return h.SaveCursor(cur.Key, cur.Value)
+}
+
+// Alive implements channel.Host.
+func (h *Host) Alive() {}
+
+// Cursor implements channel.Host.
+func (h *Host) Cursor(k string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cursors[k], nil
+}
+
+// SaveCursor implements channel.Host.
+func (h *Host) SaveCursor(k, v string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cursors[k] = v
+	return nil
+}
+
+// Log implements channel.Host.
+func (h *Host) Log() *zerolog.Logger { return &h.log }

@@ -229,28 +229,30 @@ func (a *Adapter) handle(ctx context.Context, host channel.Host, m message) erro
 	a.mu.Lock()
 	own := m.AppID == a.ownApp
 	a.mu.Unlock()
+	// A message and the cursor past it are stored in one write.
+	cur := channel.Cursor{Key: "last_id", Value: strconv.FormatInt(m.ID, 10)}
 	if own || strings.TrimSpace(m.Message) == "" {
 		host.Alive()
-	} else {
-		app := strconv.FormatInt(m.AppID, 10)
-		name := m.Title
-		if name == "" {
-			name = "app-" + app
-		}
-		at, err := time.Parse(time.RFC3339Nano, m.Date)
-		if err != nil {
-			at = time.Now()
-		}
-		in := channel.Inbound{ChatID: app, UserID: app, UserName: name, Text: m.Message,
-			MessageID: strconv.FormatInt(m.ID, 10), Direct: true, At: at}
-		if err := host.Deliver(ctx, in); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("gotify: deliver: %w", err)
-		}
+		return host.SaveCursor(cur.Key, cur.Value)
 	}
-	return host.SaveCursor("last_id", strconv.FormatInt(m.ID, 10))
+	app := strconv.FormatInt(m.AppID, 10)
+	name := m.Title
+	if name == "" {
+		name = "app-" + app
+	}
+	at, err := time.Parse(time.RFC3339Nano, m.Date)
+	if err != nil {
+		at = time.Now()
+	}
+	in := channel.Inbound{ChatID: app, UserID: app, UserName: name, Text: m.Message,
+		MessageID: strconv.FormatInt(m.ID, 10), Direct: true, At: at}
+	if err := host.DeliverAndSave(ctx, cur, in); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("gotify: deliver: %w", err)
+	}
+	return nil
 }
 
 // call does one request with a token in X-Gotify-Key (never in the URL,

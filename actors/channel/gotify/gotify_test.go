@@ -3,50 +3,16 @@ package gotify
 import (
 	"context"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
 )
 
 // host records what an adapter reports, standing in for the runtime.
-type host struct {
-	connected chan channel.Identity
-	delivered chan channel.Inbound
-	log       zerolog.Logger
-	mu        sync.Mutex
-	cursors   map[string]string
-}
-
-func newHost() *host {
-	return &host{connected: make(chan channel.Identity, 4), delivered: make(chan channel.Inbound, 16),
-		log: zerolog.Nop(), cursors: map[string]string{}}
-}
-
-func (h *host) Connected(id channel.Identity) { h.connected <- id }
-func (h *host) Deliver(ctx context.Context, msgs ...channel.Inbound) error {
-	for _, m := range msgs {
-		h.delivered <- m
-	}
-	return nil
-}
-func (h *host) Alive() {}
-func (h *host) Cursor(k string) (string, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.cursors[k], nil
-}
-func (h *host) SaveCursor(k, v string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.cursors[k] = v
-	return nil
-}
-func (h *host) Log() *zerolog.Logger { return &h.log }
+var newHost = channeltest.NewHost
 
 func wait[T any](t *testing.T, ch <-chan T) T {
 	t.Helper()
@@ -80,14 +46,14 @@ func TestStreamReceiveReplyNoEcho(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, h) }()
-	if id := wait(t, h.connected); id.Name != "admin" || id.DisplayName != "fangd" {
+	if id := wait(t, h.Connections); id.Name != "admin" || id.DisplayName != "fangd" {
 		t.Fatalf("identity %+v", id)
 	}
 	if err := srv.WaitStreams(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
 	m, _ := srv.Push(gotifytest.PhoneAppToken, "phone", "ping from phone")
-	in := wait(t, h.delivered)
+	in := wait(t, h.Delivered)
 	if in.Text != "ping from phone" || in.MessageID != strconv.FormatInt(m.ID, 10) || in.UserName != "phone" || in.ChatID != "2" {
 		t.Fatalf("inbound %+v (history must not be replayed on first start)", in)
 	}
@@ -100,7 +66,7 @@ func TestStreamReceiveReplyNoEcho(t *testing.T) {
 		t.Fatalf("reply %+v %v", got, err)
 	}
 	_, _ = srv.Push(gotifytest.PhoneAppToken, "phone", "second")
-	if in := wait(t, h.delivered); in.Text != "second" {
+	if in := wait(t, h.Delivered); in.Text != "second" {
 		t.Fatalf("own reply delivered: %+v", in)
 	}
 	cancel()
@@ -116,7 +82,7 @@ func TestOutageCatchUp(t *testing.T) {
 	h := newHost()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(context.Background(), h) }()
-	wait(t, h.connected)
+	wait(t, h.Connections)
 	_ = srv.WaitStreams(context.Background(), 1)
 	srv.SetDown(true)
 	if err := wait(t, done); err == nil || channel.IsPermanent(err) {
@@ -130,8 +96,8 @@ func TestOutageCatchUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { done <- a.Run(ctx, h) }()
-	wait(t, h.connected)
-	if in := wait(t, h.delivered); in.Text != "sent while fangd was away" {
+	wait(t, h.Connections)
+	if in := wait(t, h.Delivered); in.Text != "sent while fangd was away" {
 		t.Fatalf("catch-up got %+v", in)
 	}
 }

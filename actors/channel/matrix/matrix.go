@@ -133,19 +133,16 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 		if err := a.join(ctx, resp); err != nil {
 			return err
 		}
-		msgs := a.inbound(resp)
-		if len(msgs) == 0 {
-			h.Alive()
-		} else if err := h.Deliver(ctx, msgs...); err != nil {
+		// The messages and the sync token past them are stored in one
+		// write (an empty sync only moves the token).
+		next := channel.Cursor{Key: "next_batch", Value: resp.NextBatch}
+		if err := h.DeliverAndSave(ctx, next, a.inbound(resp)...); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
 		since = resp.NextBatch
-		if err := h.SaveCursor("next_batch", since); err != nil {
-			return err
-		}
 	}
 }
 

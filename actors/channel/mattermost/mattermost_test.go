@@ -3,50 +3,16 @@ package mattermost
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/mattermost/mattermosttest"
 )
 
 // host records what an adapter reports, standing in for the runtime.
-type host struct {
-	connected chan channel.Identity
-	delivered chan channel.Inbound
-	log       zerolog.Logger
-	mu        sync.Mutex
-	cursors   map[string]string
-}
-
-func newHost() *host {
-	return &host{connected: make(chan channel.Identity, 4), delivered: make(chan channel.Inbound, 16),
-		log: zerolog.Nop(), cursors: map[string]string{}}
-}
-
-func (h *host) Connected(id channel.Identity) { h.connected <- id }
-func (h *host) Deliver(ctx context.Context, msgs ...channel.Inbound) error {
-	for _, m := range msgs {
-		h.delivered <- m
-	}
-	return nil
-}
-func (h *host) Alive() {}
-func (h *host) Cursor(k string) (string, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.cursors[k], nil
-}
-func (h *host) SaveCursor(k, v string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.cursors[k] = v
-	return nil
-}
-func (h *host) Log() *zerolog.Logger { return &h.log }
+var newHost = channeltest.NewHost
 
 func build(t *testing.T, srv *mattermosttest.Server, token string) *Adapter {
 	t.Helper()
@@ -80,14 +46,14 @@ func TestConnectReceiveReply(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, h) }()
 
-	id := wait(t, h.connected)
+	id := wait(t, h.Connections)
 	if id.ID != mattermosttest.Bot.ID || id.Name != "fangbot" {
 		t.Fatalf("identity = %+v", id)
 	}
 	// The bot's own post (echoed by the server) must not come back in.
 	srv.Say(mattermosttest.Bot, mattermosttest.TownSquare.ID, "I am the bot", "")
 	p := srv.Say(mattermosttest.Alice, mattermosttest.TownSquare.ID, "hello bot", "")
-	in := wait(t, h.delivered)
+	in := wait(t, h.Delivered)
 	if in.Text != "hello bot" || in.ChatID != mattermosttest.TownSquare.ID || in.UserID != mattermosttest.Alice.ID ||
 		in.UserName != "alice" || in.MessageID != p.ID || in.Direct {
 		t.Fatalf("inbound = %+v", in)
@@ -105,7 +71,7 @@ func TestConnectReceiveReply(t *testing.T) {
 		t.Fatalf("reply post = %+v", got)
 	}
 	select {
-	case extra := <-h.delivered:
+	case extra := <-h.Delivered:
 		t.Fatalf("unexpected inbound %+v", extra)
 	default:
 	}
@@ -141,7 +107,7 @@ func TestOutageIsTransientAndRecovers(t *testing.T) {
 	h := newHost()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(context.Background(), h) }()
-	wait(t, h.connected)
+	wait(t, h.Connections)
 
 	srv.SetDown(true)
 	err := wait(t, done)
@@ -155,9 +121,9 @@ func TestOutageIsTransientAndRecovers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { done <- a.Run(ctx, h) }()
-	wait(t, h.connected)
+	wait(t, h.Connections)
 	srv.Say(mattermosttest.Alice, mattermosttest.TownSquare.ID, "back?", "")
-	if in := wait(t, h.delivered); in.Text != "back?" {
+	if in := wait(t, h.Delivered); in.Text != "back?" {
 		t.Fatalf("inbound = %+v", in)
 	}
 }

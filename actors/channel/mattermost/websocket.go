@@ -213,13 +213,18 @@ func (c cursor) after(p fullPost) bool {
 }
 
 func (a *Adapter) deliver(ctx context.Context, host channel.Host, cur *cursor, in channel.Inbound, p fullPost) error {
-	if err := host.Deliver(ctx, in); err != nil {
+	if p.CreateAt < cur.ms {
+		if err := host.Deliver(ctx, in); err != nil {
+			return fmt.Errorf("mattermost: deliver: %w", err)
+		}
+		return nil
+	}
+	// The post and the cursor past it are stored in one write.
+	next := channel.Cursor{Key: cursorKey, Value: strconv.FormatInt(p.CreateAt, 10) + ":" + p.ID}
+	if err := host.DeliverAndSave(ctx, next, in); err != nil {
 		return fmt.Errorf("mattermost: deliver: %w", err)
 	}
-	if p.CreateAt >= cur.ms {
-		*cur = cursor{ms: p.CreateAt, id: p.ID}
-		return host.SaveCursor(cursorKey, strconv.FormatInt(p.CreateAt, 10)+":"+p.ID)
-	}
+	*cur = cursor{ms: p.CreateAt, id: p.ID}
 	return nil
 }
 

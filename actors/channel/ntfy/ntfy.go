@@ -197,8 +197,13 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 			host.Alive() // open, keepalive, poll_request
 			continue
 		}
+		// A message and the cursor past it are stored in one write.
+		cur := channel.Cursor{Key: "since", Value: m.ID}
 		if slices.Contains(m.Tags, ReplyTag) || strings.TrimSpace(m.Message) == "" {
 			host.Alive()
+			if err := host.SaveCursor(cur.Key, cur.Value); err != nil {
+				return err
+			}
 		} else {
 			sender := m.Title
 			if sender == "" {
@@ -209,15 +214,12 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 			if in.ChatID == "" {
 				in.ChatID = a.topic
 			}
-			if err := host.Deliver(ctx, in); err != nil {
+			if err := host.DeliverAndSave(ctx, cur, in); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return fmt.Errorf("ntfy: deliver: %w", err)
 			}
-		}
-		if err := host.SaveCursor("since", m.ID); err != nil {
-			return err
 		}
 	}
 }

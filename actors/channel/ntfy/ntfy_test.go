@@ -3,50 +3,16 @@ package ntfy
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
 )
 
 // host records what an adapter reports, standing in for the runtime.
-type host struct {
-	connected chan channel.Identity
-	delivered chan channel.Inbound
-	log       zerolog.Logger
-	mu        sync.Mutex
-	cursors   map[string]string
-}
-
-func newHost() *host {
-	return &host{connected: make(chan channel.Identity, 4), delivered: make(chan channel.Inbound, 16),
-		log: zerolog.Nop(), cursors: map[string]string{}}
-}
-
-func (h *host) Connected(id channel.Identity) { h.connected <- id }
-func (h *host) Deliver(ctx context.Context, msgs ...channel.Inbound) error {
-	for _, m := range msgs {
-		h.delivered <- m
-	}
-	return nil
-}
-func (h *host) Alive() {}
-func (h *host) Cursor(k string) (string, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.cursors[k], nil
-}
-func (h *host) SaveCursor(k, v string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.cursors[k] = v
-	return nil
-}
-func (h *host) Log() *zerolog.Logger { return &h.log }
+var newHost = channeltest.NewHost
 
 func wait[T any](t *testing.T, ch <-chan T) T {
 	t.Helper()
@@ -79,14 +45,14 @@ func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, h) }()
-	if id := wait(t, h.connected); id.Name != "fangbot" {
+	if id := wait(t, h.Connections); id.Name != "fangbot" {
 		t.Fatalf("identity %+v", id)
 	}
 	if err := srv.WaitSubscribers(ctx, "fang", 1); err != nil {
 		t.Fatal(err)
 	}
 	m := srv.Publish("fang", "phone", "what's up?")
-	in := wait(t, h.delivered)
+	in := wait(t, h.Delivered)
 	if in.Text != "what's up?" || in.ChatID != "fang" || in.UserName != "phone" || in.MessageID != m.ID {
 		t.Fatalf("inbound %+v", in)
 	}
@@ -101,7 +67,7 @@ func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
 	// The reply comes back on the stream; it must not be delivered. A
 	// later user message proves the stream moved past it.
 	srv.Publish("fang", "phone", "thanks")
-	if in := wait(t, h.delivered); in.Text != "thanks" {
+	if in := wait(t, h.Delivered); in.Text != "thanks" {
 		t.Fatalf("echo delivered: %+v", in)
 	}
 	if c, _ := h.Cursor("since"); c == "" {
@@ -120,10 +86,10 @@ func TestResumeFromCursorAfterOutage(t *testing.T) {
 	h := newHost()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(context.Background(), h) }()
-	wait(t, h.connected)
+	wait(t, h.Connections)
 	_ = srv.WaitSubscribers(context.Background(), "fang", 1)
 	srv.Publish("fang", "phone", "one")
-	wait(t, h.delivered)
+	wait(t, h.Delivered)
 
 	srv.SetDown(true)
 	if err := wait(t, done); err == nil || channel.IsPermanent(err) {
@@ -138,12 +104,12 @@ func TestResumeFromCursorAfterOutage(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { done <- a.Run(ctx, h) }()
-	wait(t, h.connected)
-	if in := wait(t, h.delivered); in.Text != "two" {
+	wait(t, h.Connections)
+	if in := wait(t, h.Delivered); in.Text != "two" {
 		t.Fatalf("after outage got %+v", in)
 	}
 	select {
-	case extra := <-h.delivered:
+	case extra := <-h.Delivered:
 		t.Fatalf("replayed %+v", extra)
 	case <-time.After(200 * time.Millisecond):
 	}

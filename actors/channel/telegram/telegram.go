@@ -344,19 +344,18 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 			}
 			continue
 		}
-		msgs := a.inbound(updates, id.ID)
-		if err := h.Deliver(ctx, msgs...); err != nil {
+		// The messages and the offset past them are stored together; only
+		// then are the updates ours, and the next getUpdates with the
+		// higher offset confirms them on Telegram's side.
+		next := updates[len(updates)-1].UpdateID + 1
+		cur := channel.Cursor{Key: "offset", Value: strconv.FormatInt(next, 10)}
+		if err := h.DeliverAndSave(ctx, cur, a.inbound(updates, id.ID)...); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		// Only now are the updates ours: confirm them (the next getUpdates
-		// with a higher offset does that on Telegram's side) and remember.
-		offset = updates[len(updates)-1].UpdateID + 1
-		if err := h.SaveCursor("offset", strconv.FormatInt(offset, 10)); err != nil {
-			return err
-		}
+		offset = next
 	}
 }
 
