@@ -1,7 +1,10 @@
 package http
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -72,8 +75,36 @@ func (s *Server) listChannels(ctx *fasthttp.RequestCtx) error {
 	if list == nil {
 		list = []channel.View{}
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"channels": list, "total": len(list), "configured_count": configured})
+	writeChannelList(ctx, list, configured)
 	return nil
+}
+
+// writeChannelList writes {"channels": [...], "configured_count", "total"}
+// (the bytes writeJSON would write) one channel at a time as the client
+// reads it. A thousand channels are a few MB of JSON: encoded whole, as
+// writeJSON does, they cost that twice (the encoder's buffer and the
+// response body, both kept in pools afterwards), and a dashboard polling
+// the list kept the daemon's heap high.
+func writeChannelList(ctx *fasthttp.RequestCtx, list []channel.View, configured int) {
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		w.WriteString(`{"channels":[`)
+		for i := range list {
+			buf.Reset()
+			if err := enc.Encode(&list[i]); err != nil {
+				return // plain data cannot fail to encode; a cut body is invalid JSON
+			}
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+		}
+		fmt.Fprintf(w, "],\"configured_count\":%d,\"total\":%d}\n", configured, len(list))
+	})
 }
 
 func (s *Server) getChannel(ctx *fasthttp.RequestCtx) error {

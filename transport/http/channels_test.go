@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/telegram"
 	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
@@ -145,5 +147,34 @@ func TestChannelEndpoints(t *testing.T) {
 	}
 	if r := ts.authed(t, "POST", "/api/channels/reload", ""); r.status != 412 {
 		t.Fatalf("reload with no config file: %d %s", r.status, r.body)
+	}
+}
+
+// The list is written one channel at a time; the bytes are the ones
+// writeJSON writes for the same object.
+func TestChannelListStreamsWriteJSONBytes(t *testing.T) {
+	agent := "helper"
+	list := []channel.View{
+		{Name: "telegram", Adapter: "telegram", AgentName: &agent, Fields: []channel.FieldView{{Key: "api_url", Value: "http://x/<&>"}}},
+		{Name: "tg-2", Adapter: "telegram", Configured: true},
+		{Name: "irc", Adapter: "irc"},
+	}
+	for _, views := range [][]channel.View{nil, list[:1], list} {
+		var want, got fasthttp.RequestCtx
+		shown := views
+		if shown == nil {
+			shown = []channel.View{}
+		}
+		writeJSON(&want, 200, map[string]any{"channels": shown, "total": len(shown), "configured_count": 1})
+		writeChannelList(&got, shown, 1)
+		if !got.Response.IsBodyStream() {
+			t.Fatal("the list is not streamed")
+		}
+		if g, w := string(got.Response.Body()), string(want.Response.Body()); g != w {
+			t.Fatalf("streamed list:\n%s\nwant:\n%s", g, w)
+		}
+		if ct := string(got.Response.Header.ContentType()); ct != "application/json" {
+			t.Fatalf("content type %q", ct)
+		}
 	}
 }

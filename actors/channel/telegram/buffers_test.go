@@ -11,14 +11,12 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 )
 
-// The shared transport reads and writes through 1 KiB buffers (see
-// transport). These pin that messages, bodies and header lines larger than
-// those buffers still go through whole, both ways.
+// The client reads and writes through pooled buffers (see botClient).
+// These pin that messages, bodies and header lines larger than the write
+// buffer, and bodies larger than the read buffer, still go through whole,
+// both ways.
 func TestSmallBuffersCarryLargeMessages(t *testing.T) {
-	if transport.ReadBufferSize != readBufferSize || transport.WriteBufferSize != writeBufferSize {
-		t.Fatalf("transport buffers = %d/%d", transport.ReadBufferSize, transport.WriteBufferSize)
-	}
-	long := strings.Repeat("ü", 4000) // 8,000 bytes of UTF-8
+	long := strings.Repeat("ü", 12000) // 24,000 bytes of UTF-8
 	longHeader := strings.Repeat("h", 6000)
 	var got string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

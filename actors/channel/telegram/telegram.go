@@ -7,13 +7,11 @@
 package telegram
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -37,36 +35,6 @@ type Adapter struct {
 	timeout int // long-poll seconds
 	hookURL string
 	secret  string
-	http    *http.Client
-}
-
-// Buffer sizes of transport's connections. An idle bot holds one HTTP/1.1
-// connection open in a long poll for its whole life, and net/http gives
-// every connection a read and a write buffer of 4 KiB by default: 8 KiB per
-// bot, most of the memory a thousand idle bots cost beyond their
-// goroutines. Bot API requests and response headers are a few hundred
-// bytes; a larger body (a long sendMessage, a full getUpdates batch) only
-// takes more read/write calls through a smaller buffer, and header lines
-// longer than the buffer are still read whole (net/textproto joins them).
-const (
-	readBufferSize  = 1 << 10
-	writeBufferSize = 1 << 10
-)
-
-// transport is shared by every Telegram bot of the daemon, so connections
-// to one Bot API server are pooled together. It is net/http's default
-// transport (proxy from the environment, HTTP/2 over TLS, the same dial and
-// TLS timeouts) with small buffers, and with enough idle connections per
-// host that a thousand bots re-polling the same server reuse their
-// connections instead of redialling.
-var transport = newTransport()
-
-func newTransport() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.ReadBufferSize = readBufferSize
-	t.WriteBufferSize = writeBufferSize
-	t.MaxIdleConnsPerHost = 64
-	return t
 }
 
 // New builds the adapter from its configuration (no I/O).
@@ -98,8 +66,6 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if a.secret != "" && !validSecretToken(a.secret) {
 		return nil, &channel.FieldError{Field: "webhook_secret", Msg: "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"}
 	}
-	// The long poll holds a request open for timeout seconds.
-	a.http = &http.Client{Timeout: time.Duration(a.timeout+15) * time.Second, Transport: transport}
 	return a, nil
 }
 
@@ -188,32 +154,42 @@ type Update struct {
 	Message  *Message `json:"message,omitempty"`
 }
 
-// call invokes method with params and decodes the result into out.
+// call invokes method with params and decodes the result into out. No
+// call takes longer than the long poll plus 15 s, as the platform holds a
+// getUpdates open for timeout seconds.
 func (a *Adapter) call(ctx context.Context, method string, params any, out any) error {
-	body, err := json.Marshal(params)
-	if err != nil {
+	return a.callWith(ctx, method, params, out, inline)
+}
+
+// callWith is call with the steps that need stack (encoding, writing,
+// parsing, decoding) run by heavy; see botClient.post.
+func (a *Adapter) callWith(ctx context.Context, method string, params any, out any, heavy func(func())) (err error) {
+	var body []byte
+	if heavy(func() { body, err = json.Marshal(params) }); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+method, bytes.NewReader(body))
-	if err != nil {
-		return err
+	deadline := time.Now().Add(time.Duration(a.timeout+15) * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := a.http.Do(req)
-	if err != nil {
-		return a.scrub(err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
-	if err != nil {
-		return a.scrub(err)
-	}
-	var r response
-	if err := json.Unmarshal(raw, &r); err != nil {
-		if res.StatusCode >= 500 || res.StatusCode == 429 {
-			return channel.HTTPStatusError(res.StatusCode, fmt.Sprintf("HTTP %d from the Bot API", res.StatusCode), retryAfterHeader(res))
+	res, err := client.post(ctx, a.base+method, body, deadline, heavy)
+	heavy(func() {
+		if err != nil {
+			err = a.scrub(fmt.Errorf("%s: %w", method, err))
+			return
 		}
-		return fmt.Errorf("%s: HTTP %d with a body that is not Bot API JSON", method, res.StatusCode)
+		err = a.decode(method, res, out)
+	})
+	return err
+}
+
+func (a *Adapter) decode(method string, res *reply, out any) error {
+	var r response
+	if err := json.Unmarshal(res.body, &r); err != nil {
+		if res.status >= 500 || res.status == 429 {
+			return channel.HTTPStatusError(res.status, fmt.Sprintf("HTTP %d from the Bot API", res.status), res.retryAfterHint())
+		}
+		return fmt.Errorf("%s: HTTP %d with a body that is not Bot API JSON", method, res.status)
 	}
 	if !r.OK {
 		return a.classify(method, res, &r)
@@ -227,10 +203,10 @@ func (a *Adapter) call(ctx context.Context, method string, params any, out any) 
 }
 
 // classify maps a Bot API error to the runtime's classes.
-func (a *Adapter) classify(method string, res *http.Response, r *response) error {
+func (a *Adapter) classify(method string, res *reply, r *response) error {
 	code := r.ErrorCode
 	if code == 0 {
-		code = res.StatusCode
+		code = res.status
 	}
 	desc := r.Description
 	if desc == "" {
@@ -244,7 +220,7 @@ func (a *Adapter) classify(method string, res *http.Response, r *response) error
 		// The Bot API answers 404 for a token that is not a token at all.
 		return channel.Permanent(&channel.StatusError{Status: code, Description: "Not Found (the bot token is invalid)"})
 	case code == http.StatusTooManyRequests:
-		wait := retryAfterHeader(res)
+		wait := res.retryAfterHint()
 		if r.Parameters != nil && r.Parameters.RetryAfter > 0 {
 			wait = time.Duration(r.Parameters.RetryAfter) * time.Second
 		}
@@ -265,8 +241,8 @@ func (a *Adapter) classify(method string, res *http.Response, r *response) error
 	return err
 }
 
-func retryAfterHeader(res *http.Response) time.Duration {
-	if s, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && s > 0 {
+func (r *reply) retryAfterHint() time.Duration {
+	if s, err := strconv.Atoi(r.retryAfter); err == nil && s > 0 {
 		return time.Duration(s) * time.Second
 	}
 	return 0
@@ -296,43 +272,33 @@ func (a *Adapter) Probe(ctx context.Context) (channel.Identity, error) {
 
 // Run authenticates, then long-polls getUpdates (or, in webhook mode,
 // registers the webhook and waits while callbacks arrive).
+//
+// This goroutine is parked in a long poll for the bot's whole life, and
+// a daemon may run a thousand bots: everything that needs stack (HTTP,
+// JSON, delivering to the runtime, the store) runs through offStack, so
+// that what stays parked is a goroutine of minimal size.
 func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
-	id, err := a.Probe(ctx)
-	if err != nil {
-		return err
-	}
-	if a.hookURL != "" {
-		params := map[string]any{"url": a.hookURL, "secret_token": a.secret, "allowed_updates": []string{"message"}}
-		if err := a.call(ctx, "setWebhook", params, nil); err != nil {
-			return err
+	var id channel.Identity
+	var offset int64
+	var err error
+	if offStack(func() { id, offset, err = a.start(ctx, h) }); err != nil || a.hookURL != "" {
+		if err == nil {
+			<-ctx.Done()
 		}
-		h.Connected(id)
-		<-ctx.Done()
-		return nil
-	}
-	// getUpdates is refused while a webhook is set.
-	if err := a.call(ctx, "deleteWebhook", map[string]any{"drop_pending_updates": false}, nil); err != nil {
 		return err
-	}
-	h.Connected(id)
-	offset := int64(0)
-	if s, err := h.Cursor("offset"); err != nil {
-		return err
-	} else if s != "" {
-		offset, _ = strconv.ParseInt(s, 10, 64)
 	}
 	for {
 		var updates []Update
 		params := map[string]any{"offset": offset, "timeout": a.timeout, "allowed_updates": []string{"message"}}
 		began := time.Now()
-		if err := a.call(ctx, "getUpdates", params, &updates); err != nil {
+		if err := a.callWith(ctx, "getUpdates", params, &updates, offStack); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
 		if len(updates) == 0 {
-			h.Alive()
+			offStack(h.Alive)
 			// A server that ignores "timeout" (some local Bot API
 			// emulators) answers at once; do not spin on it.
 			if wait := minPoll - time.Since(began); wait > 0 {
@@ -344,19 +310,56 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 			}
 			continue
 		}
-		// The messages and the offset past them are stored together; only
-		// then are the updates ours, and the next getUpdates with the
-		// higher offset confirms them on Telegram's side.
-		next := updates[len(updates)-1].UpdateID + 1
-		cur := channel.Cursor{Key: "offset", Value: strconv.FormatInt(next, 10)}
-		if err := h.DeliverAndSave(ctx, cur, a.inbound(updates, id.ID)...); err != nil {
+		if offStack(func() { offset, err = a.deliver(ctx, h, updates, id.ID) }); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		offset = next
 	}
+}
+
+// start checks the token (getMe), then sets or deletes the webhook, reports
+// the link up and reads the stored update offset.
+func (a *Adapter) start(ctx context.Context, h channel.Host) (id channel.Identity, offset int64, err error) {
+	if id, err = a.Probe(ctx); err != nil {
+		return id, 0, err
+	}
+	if a.hookURL != "" {
+		params := map[string]any{"url": a.hookURL, "secret_token": a.secret, "allowed_updates": []string{"message"}}
+		if err := a.call(ctx, "setWebhook", params, nil); err != nil {
+			return id, 0, err
+		}
+		h.Connected(id)
+		return id, 0, nil
+	}
+	// getUpdates is refused while a webhook is set.
+	if err := a.call(ctx, "deleteWebhook", map[string]any{"drop_pending_updates": false}, nil); err != nil {
+		return id, 0, err
+	}
+	h.Connected(id)
+	s, err := h.Cursor("offset")
+	if err != nil {
+		return id, 0, err
+	}
+	if s != "" {
+		offset, _ = strconv.ParseInt(s, 10, 64)
+	}
+	return id, offset, nil
+}
+
+// deliver hands updates to the runtime and returns the offset that
+// confirms them.
+func (a *Adapter) deliver(ctx context.Context, h channel.Host, updates []Update, selfID string) (int64, error) {
+	// The messages and the offset past them are stored together; only
+	// then are the updates ours, and the next getUpdates with the higher
+	// offset confirms them on Telegram's side.
+	next := updates[len(updates)-1].UpdateID + 1
+	cur := channel.Cursor{Key: "offset", Value: strconv.FormatInt(next, 10)}
+	if err := h.DeliverAndSave(ctx, cur, a.inbound(updates, selfID)...); err != nil {
+		return updates[0].UpdateID, err
+	}
+	return next, nil
 }
 
 // inbound turns updates into messages, skipping bots (ourselves included)

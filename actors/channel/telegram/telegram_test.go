@@ -2,8 +2,12 @@ package telegram_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,4 +187,41 @@ func TestConfigValidation(t *testing.T) {
 			t.Errorf("%s: %v", field, err)
 		}
 	}
+}
+
+// Stopping the channel ends its long poll at once: the Bot API server sees
+// the connection of the waiting getUpdates close, long before the poll's
+// 50 s would have run out.
+func TestStopCancelsLongPoll(t *testing.T) {
+	fake := telegramfake.New(token)
+	t.Cleanup(fake.Close)
+	// Connections in a request (a waiting poll), by the server's view.
+	var mu sync.Mutex
+	active := map[net.Conn]bool{}
+	srv := httptest.NewUnstartedServer(fake.Server.Config.Handler)
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		if st == http.StateActive {
+			active[c] = true
+		} else {
+			delete(active, c) // idle in the pool, or closed
+		}
+	}
+	inRequest := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(active)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	h := channeltest.New(t, channel.Builders{"telegram": telegram.New})
+	h.Configure("telegram", map[string]any{"token": token, "agent_name": channeltest.AgentName, "api_url": srv.URL,
+		"poll_interval_secs": 50})
+	h.WaitState("telegram", channel.StateConnected)
+	h.WaitFor("a getUpdates waiting", func() bool { return fake.Calls("getUpdates") >= 1 })
+	time.Sleep(100 * time.Millisecond) // let it reach the fake's wait
+	h.Stop()
+	h.WaitFor("the poll's connection closed", func() bool { return inRequest() == 0 },
+		func() string { return fmt.Sprintf("%d connections still in a request", inRequest()) })
 }
