@@ -31,8 +31,9 @@ const (
 )
 
 // runApprovals measures issue 7's targets on the real binary: the RSS that
-// 10,000 pending approvals (each a persisted approval/<id> actor with its
-// expiry timer) add to a daemon, and the approve round trip — from sending
+// 10,000 pending approvals (persisted; in memory an index entry and an
+// expiry each, the approval/<id> actor started when something needs it)
+// add to a daemon, and the approve round trip — from sending
 // POST /api/approvals/{id}/approve until a caller long-polling
 // GET /api/approvals/{id}?wait=30 has its answer. Then, in-process, the
 // same round trip as an agent's gated tool call sees it: an actor future
@@ -124,7 +125,7 @@ func runApprovals(ctx context.Context, env *Env) ([]Row, error) {
 	// What holding them costs, without the write burst of creating them
 	// (Badger's table builders, garbage the GC has not returned yet):
 	// restart on the same home, so all 10,000 are loaded from the store
-	// and each gets its actor and timer back, and compare with the same
+	// with their expiry, and compare with the same
 	// daemon's RSS before any existed (as channels-idle does).
 	if err := d.Stop(); err != nil {
 		return nil, err

@@ -119,6 +119,15 @@ func (c *Collection[T]) Each(fn func(id string, v T) bool) error {
 	})
 }
 
+// EachRaw visits every value's JSON in id order until fn returns false,
+// without decoding it into T and without copying: id and raw are valid
+// only until fn returns. For loads that keep a few fields of many records.
+func (c *Collection[T]) EachRaw(fn func(id, raw []byte) (bool, error)) error {
+	return c.db.View(func(tx *Txn) error {
+		return tx.Scan(c.prefix, func(k, raw []byte) (bool, error) { return fn(k[len(c.prefix):], raw) })
+	})
+}
+
 // DeleteMany removes several values in one synced transaction.
 func (c *Collection[T]) DeleteMany(ids []string) error {
 	return c.db.Update(func(tx *Txn) error {

@@ -285,6 +285,31 @@ func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []
 	return nil
 }
 
+// Scan is Iterate without the copies: key and value are Badger's own
+// buffers, valid only until fn returns (decode them, or copy what you
+// keep). For start-up loads of many records, where a copy of every key and
+// value would only be garbage for the collector.
+func (tx *Txn) Scan(prefix []byte, fn func(key, value []byte) (bool, error)) error {
+	io := badger.DefaultIteratorOptions
+	io.Prefix = prefix
+	io.PrefetchValues = false
+	it := tx.t.NewIterator(io)
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		var more bool
+		err := item.Value(func(val []byte) error {
+			var err error
+			more, err = fn(item.Key(), val)
+			return err
+		})
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
 // DataDir is where the store lives under a fangd home.
 func DataDir(home string) string { return filepath.Join(home, "data") }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
 )
 
 func policy(mod func(*Policy)) Policy {
@@ -295,6 +296,85 @@ func TestPolicyValidationNamesTheField(t *testing.T) {
 	p.Validate()
 	if !p.Gated("mcp_github_create_issue") || p.Gated("mcp_gitlab_x") {
 		t.Fatal("glob gating")
+	}
+}
+
+// A store written before the approvals index existed (records only) is
+// indexed once at start: its pending requests and kept decisions are all
+// there, and expiry still counts from requested_at.
+func TestLoadBuildsTheIndexOfAnOlderStore(t *testing.T) {
+	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	h := newHarness(t, policy(func(p *Policy) { p.TimeoutSecs = 60 }), c)
+	lapse := h.create("a2", "file_write")
+	done := h.create("a1", "file_write")
+	if _, err := h.a.Decide(Decide{ID: done.ID, Approve: false, Reason: "no", By: api("api_key")}); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(10 * time.Second)
+	keep := h.create("a1", "shell_exec")
+	h.stop()
+	// What an older fangd left behind: the records, no index, no marker.
+	if err := h.db.DeletePrefix("approvals-index/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.db.DeletePrefix("approvals-meta/"); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(55 * time.Second) // lapse's 60 s are up, keep's are not
+	for round := 0; round < 2; round++ {
+		h.start()
+		if round == 0 {
+			rec, err := h.a.Wait(t.Context(), lapse.ID, 10*time.Second)
+			if err != nil || rec.Status != StatusExpired {
+				t.Fatalf("the request whose time was up: %+v %v", rec, err)
+			}
+		}
+		waitFor(t, "the expiry to be indexed", func() bool {
+			p, _ := h.a.List(StatusPending, 0, 10)
+			return p != nil && p.Total == 1
+		})
+		page, err := h.a.List("", 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range page.Approvals {
+			got = append(got, a.ID+":"+a.Status)
+		}
+		want := []string{keep.ID + ":pending", lapse.ID + ":expired", done.ID + ":rejected"}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("round %d: listed %v, want %v", round, got, want)
+		}
+		if rec, err := h.a.Get(keep.ID); err != nil || rec.Description != "wants shell_exec" || !rec.ExpiresAt.Equal(keep.ExpiresAt) {
+			t.Fatalf("round %d: pending record %+v %v", round, rec, err)
+		}
+		h.stop()
+	}
+	if n, err := store.NewCollection[int](h.db, "approvals-meta").Get(indexVersionKey); err != nil || n != 1 {
+		t.Fatalf("index marker %d %v", n, err)
+	}
+}
+
+// A request nobody waits on has no actor running; the supervisor's expiry
+// heap still expires it on time (audited and published as ever).
+func TestAPassiveRequestExpiresWithoutAWaiter(t *testing.T) {
+	h := newHarness(t, policy(func(p *Policy) { p.TimeoutSecs = 1 }), nil)
+	first := h.create("a1", "shell_exec")
+	second := h.create("a2", "shell_exec")
+	for _, id := range []string{first.ID, second.ID} {
+		waitFor(t, "the expiry", func() bool {
+			rec, err := h.a.Get(id)
+			return err == nil && rec.Status == StatusExpired
+		})
+		if ev := h.events.types(id); strings.Join(ev, ",") != "approval.requested,approval.expired" {
+			t.Fatalf("events %v", ev)
+		}
+		waitFor(t, "the audit entry", func() bool {
+			return strings.Join(h.auditTypes(id), ",") == "approval_requested:pending,approval_expired:expired"
+		})
+	}
+	if p, _ := h.a.List(StatusPending, 0, 10); p.Total != 0 {
+		t.Fatalf("still pending: %+v", p)
 	}
 }
 

@@ -41,12 +41,17 @@ type Options struct {
 
 // env is what every approvals actor shares.
 type env struct {
-	k        *kernel.Kernel
-	db       *store.DB
-	vault    *store.Vault
-	audit    *audit.Log
-	policy   Policy
-	records  *store.Collection[Approval]
+	k       *kernel.Kernel
+	db      *store.DB
+	vault   *store.Vault
+	audit   *audit.Log
+	policy  Policy
+	records *store.Collection[Approval]
+	// index holds a few fields of every kept request, written in the same
+	// transaction as its record, so that loading reads these small values
+	// and not every full record (see load).
+	index    *store.Collection[indexFields]
+	meta     *store.Collection[int]
 	events   EventSink
 	notifier atomic.Pointer[notifierBox]
 	now      func() time.Time
@@ -81,6 +86,8 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 	}
 	e := &env{k: k, db: db, vault: vault, audit: auditLog, policy: opts.Policy, events: opts.Events, now: opts.Now,
 		records: store.NewCollection[Approval](db, "approvals"),
+		index:   store.NewCollection[indexFields](db, "approvals-index"),
+		meta:    store.NewCollection[int](db, "approvals-meta"),
 		log:     k.Log.With().Str("component", "approvals").Logger()}
 	var err error
 	if e.totp, err = k.SpawnRoot("approvals-totp", func() actor.Actor { return &totpActor{env: e} }); err != nil {
@@ -200,6 +207,57 @@ func (e *env) auditThenRespond(c actor.Context, ev audit.Event, reply any) {
 			system.Root.Send(sender, reply)
 		}
 	}()
+}
+
+// save writes a record and its index entry in one synced transaction.
+func (e *env) save(rec *Approval) error {
+	return e.db.Update(func(tx *store.Txn) error {
+		if err := e.records.PutTx(tx, rec.ID, *rec); err != nil {
+			return err
+		}
+		return e.index.PutTx(tx, rec.ID, indexOf(rec))
+	})
+}
+
+// remove deletes records and their index entries, in synced transactions
+// of at most removeBatch requests.
+func (e *env) remove(ids ...string) error {
+	for len(ids) > 0 {
+		n := min(len(ids), removeBatch)
+		err := e.db.Update(func(tx *store.Txn) error {
+			for _, id := range ids[:n] {
+				if err := e.records.DeleteTx(tx, id); err != nil {
+					return err
+				}
+				if err := e.index.DeleteTx(tx, id); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
+const removeBatch = 1000
+
+// indexFields is a request's entry in the "approvals-index" collection:
+// what the supervisor keeps of a pending request, and the status that says
+// whether the full record must be read (a kept decision). Short names and
+// unix nanoseconds keep it to ~100 bytes, so that the load reads little.
+type indexFields struct {
+	AgentID     string `json:"a"`
+	Status      string `json:"s"`
+	RequestedAt int64  `json:"r"`
+	ExpiresAt   int64  `json:"e"`
+}
+
+func indexOf(rec *Approval) indexFields {
+	return indexFields{AgentID: rec.AgentID, Status: rec.Status, RequestedAt: rec.RequestedAt.UnixNano(), ExpiresAt: rec.ExpiresAt.UnixNano()}
 }
 
 func (e *env) appendAudit(ev audit.Event) error {

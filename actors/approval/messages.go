@@ -2,15 +2,18 @@
 // POST /api/approvals) asks before a sensitive action, a person decides
 // from the API or from a chat, and the waiting action proceeds or halts.
 //
-// Each request is a supervised actor approval/<id> under the root actor
-// "approvals". It owns the request's state, persists every change before
-// anyone hears of it, runs the expiry timer (measured from requested_at,
-// so a restart does not extend it) and answers the callers waiting for the
-// decision. The supervisor keeps the index (pending requests and the most
-// recent decisions), re-spawns every pending request from the store when
-// it starts, and enforces the per-agent cap. A second root actor,
-// "approvals-totp", owns the TOTP enrolment (secret and recovery codes in
-// the vault), replay protection and the failure lockout.
+// The root actor "approvals" is the supervisor of every request: it keeps
+// the index (pending requests and the most recent decisions), enforces the
+// per-agent cap and, for a pending request nobody is waiting on, is the
+// request's only live state: a few fields in the index and its place in
+// one expiry heap (the record stays in the store). When something needs a
+// request — a waiter (a gated tool call, a long poll), a decision, its
+// expiry — the supervisor starts its actor approval/<id>, which reads the
+// record, persists every change before anyone hears of it, runs the expiry
+// timer (measured from requested_at, so a restart does not extend it) and
+// answers the waiters; it runs until the request is decided. A second root
+// actor, "approvals-totp", owns the TOTP enrolment (secret and recovery
+// codes in the vault), replay protection and the failure lockout.
 //
 // The messages below are what the actors accept and answer; Approvals
 // wraps them for callers that are not actors.
@@ -188,8 +191,7 @@ type announced struct{ id string }
 // expire is the request's timer firing; gen tells a stale timer apart.
 type expire struct{ gen int }
 
-// changed tells the supervisor a request's record changed (escalation), or
-// hands it the copy the request's actor loaded, to share.
+// changed tells the supervisor a request's record changed (escalation).
 type changed struct{ rec *Approval }
 
 // decided tells the supervisor a request is decided and durable; the

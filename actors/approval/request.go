@@ -13,10 +13,11 @@ import (
 	"github.com/fangd/fangd/store"
 )
 
-// request is approval/<id>: one request's state, timer and waiters. Every
-// request actor shares one Props (a pending approval costs an idle actor,
-// its record and a timer, nothing more): it learns its id from its name
-// and its state from the store.
+// request is approval/<id>: one request's state, timer and waiters, while
+// something needs it (a waiter, a decision, its expiry); the supervisor
+// starts it on demand and it runs until the request is decided. Every
+// request actor shares one Props: it learns its id from its name and its
+// state from the store.
 type request struct {
 	env     *env
 	rec     *Approval
@@ -28,9 +29,9 @@ type request struct {
 func (r *request) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
-		// A first start takes the record from the supervisor (it wrote or
-		// loaded it); a restart reads the latest from the store and hands
-		// that copy to the supervisor to share.
+		// The actor of a request just created for a gated call takes the
+		// record from the supervisor (it wrote it); one started for a
+		// passive request, or restarted, reads the latest from the store.
 		self := c.Self().Id
 		id := self[strings.LastIndex(self, "/")+1:]
 		if b, ok := r.env.boot.LoadAndDelete(id); ok {
@@ -45,7 +46,11 @@ func (r *request) Receive(c actor.Context) {
 				panic(fmt.Errorf("approval %s: load: %w", id, err))
 			}
 			r.rec = &rec
-			c.Send(c.Parent(), &changed{rec: r.rec})
+			if !rec.Pending() {
+				// Decided in the store but not in the index (a decision
+				// whose report was lost with a crash of this actor).
+				c.Send(c.Parent(), &decided{rec: r.rec})
+			}
 		}
 		if r.rec.Pending() {
 			r.schedule(c)
@@ -189,7 +194,7 @@ func (r *request) finalize(c actor.Context, status string, by Decider, factor, r
 	next := *r.rec
 	next.Status, next.DecidedAt, next.DecidedBy, next.DecidedVia = status, &now, by.Identity, by.Via
 	next.SecondFactor, next.Reason = factor, reason
-	if err := r.env.records.Put(next.ID, next); err != nil {
+	if err := r.env.save(&next); err != nil {
 		reply(c, sender, err)
 		return
 	}
@@ -285,7 +290,7 @@ func (r *request) escalate(c actor.Context) {
 	next.Escalations++
 	next.ExpiresAt = next.ExpiresAt.Add(time.Duration(r.env.policy.EscalateSecs) * time.Second)
 	next.TimeoutSecs += r.env.policy.EscalateSecs
-	if err := r.env.records.Put(next.ID, next); err != nil {
+	if err := r.env.save(&next); err != nil {
 		// Try again shortly rather than expire a request we could not
 		// extend.
 		r.env.log.Error().Err(err).Str("approval_id", next.ID).Msg("could not record an escalation")

@@ -2,11 +2,14 @@ package approval
 
 import (
 	"bytes"
+	"container/heap"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
 )
 
 // Input bounds.
@@ -29,28 +33,49 @@ const (
 
 var actionRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
 
+// entry is one request in the index. A pending request whose actor is
+// not running ("passive", the usual state of a request nobody is waiting
+// on) is only these few fields: its record stays in the store, and its
+// expiry sits in the supervisor's heap. See docs/approvals.md#memory.
 type entry struct {
-	rec *Approval
-	pid *actor.PID // nil once decided (or if its actor was given up on)
+	id      string
+	agentID string // shared with the other entries of the same agent
+	// requested and expires are unix nanoseconds: the pending list's order
+	// and the expiry heap's key.
+	requested, expires int64
+	heapIdx            int       // position in the expiry heap; -1 when not in it
+	rec                *Approval // decided requests only (the kept decisions)
+	pid                *actor.PID
+	// failed: the request's actor was stopped by its supervision (it
+	// failed repeatedly); it is not started again until the daemon is.
+	failed bool
 	// announced: the creation is audited. Until then decisions wait in
 	// held, so the audit chain never shows a decision before its request.
 	announced bool
 	held      []heldMsg
 }
 
+func (e *entry) pending() bool { return e.rec == nil }
+
 type heldMsg struct {
 	msg    any
 	sender *actor.PID
 }
 
-// supervisor is "approvals": the index of every request it keeps and the
-// parent of every pending one's actor.
+// supervisor is "approvals": the index of every request it keeps, the
+// expiry timer of every passive pending request, and the parent of the
+// request actors that run.
 type supervisor struct {
 	env            *env
 	props          *actor.Props // shared by every request actor
 	byID           map[string]*entry
 	pendingByAgent map[string]int
-	decided        []*Approval // oldest decision first
+	agents         map[string]string // interned agent ids of pending requests
+	decided        []*Approval       // oldest decision first
+	expiry         expiryHeap        // passive pending requests, soonest first
+	timer          *time.Timer
+	timerAt        int64 // what timer is armed for (unix nanoseconds); 0: not armed
+	timerGen       int
 }
 
 func (s *supervisor) Receive(c actor.Context) {
@@ -59,6 +84,9 @@ func (s *supervisor) Receive(c actor.Context) {
 		if err := s.load(c); err != nil {
 			panic(fmt.Errorf("approvals: load: %w", err))
 		}
+		s.arm(c)
+	case *actor.Stopping, *actor.Restarting:
+		s.stopTimer()
 	case *Create:
 		s.create(c, m.Req, false)
 	case *Gate:
@@ -73,7 +101,7 @@ func (s *supervisor) Receive(c actor.Context) {
 			c.Respond(notFound(m.ID))
 			return
 		}
-		c.Respond(e.rec)
+		s.get(c, e)
 	case *Await:
 		e := s.byID[m.ID]
 		if e == nil {
@@ -82,7 +110,7 @@ func (s *supervisor) Receive(c actor.Context) {
 		}
 		s.forwardOrAnswer(c, e)
 	case *List:
-		c.Respond(s.list(m))
+		s.list(c, m)
 	case *Decide:
 		s.route(c, m.ID, m.Approve, m.By)
 	case *Cancel:
@@ -90,8 +118,8 @@ func (s *supervisor) Receive(c actor.Context) {
 	case *Resolve:
 		c.Respond(s.resolve(m.Prefix))
 	case *changed:
-		if e := s.byID[m.rec.ID]; e != nil && (e.rec.Pending() || !m.rec.Pending()) {
-			e.rec = m.rec
+		if e := s.byID[m.rec.ID]; e != nil && e.pending() && m.rec.Pending() {
+			e.expires = m.rec.ExpiresAt.UnixNano()
 		}
 	case *announced:
 		if e := s.byID[m.id]; e != nil {
@@ -103,12 +131,17 @@ func (s *supervisor) Receive(c actor.Context) {
 		}
 	case *decided:
 		s.onDecided(c, m.rec)
+	case *tick:
+		if m.gen == s.timerGen {
+			s.timerAt = 0
+			s.expireDue(c)
+			s.arm(c)
+		}
 	case *actor.Terminated:
-		for _, e := range s.byID {
-			if e.pid != nil && e.pid.Equal(m.Who) {
-				s.env.log.Error().Str("approval_id", e.rec.ID).Msg("approval actor stopped by its supervisor; it restarts with the daemon")
-				e.pid = nil
-			}
+		id := m.Who.Id[strings.LastIndex(m.Who.Id, "/")+1:]
+		if e := s.byID[id]; e != nil && e.pid != nil && e.pid.Equal(m.Who) {
+			s.env.log.Error().Str("approval_id", e.id).Msg("approval actor stopped by its supervisor; it restarts with the daemon")
+			e.pid, e.failed = nil, true
 		}
 	}
 }
@@ -117,37 +150,124 @@ func notFound(id string) error {
 	return kernel.Errorf(kernel.KindNotFound, "approval_not_found", "approval %s not found", id)
 }
 
-// load re-spawns every pending request and indexes the kept decisions: a
-// supervisor restart and a daemon restart land here alike.
+// load indexes every pending request (passive: a few fields and a place
+// in the expiry heap, no actor) and the kept decisions: a supervisor
+// restart and a daemon restart land here alike. It reads the small
+// "approvals-index" entries, not the records, and decodes them straight
+// from Badger's buffers: reading 10,000 full records would leave their
+// decompressed blocks and their garbage in the daemon's memory (see
+// docs/approvals.md#memory). Only kept decisions are read in full.
 func (s *supervisor) load(c actor.Context) error {
 	e := s.env
 	s.props = e.k.Props(func() actor.Actor { return &request{env: e} })
-	s.byID, s.pendingByAgent, s.decided = map[string]*entry{}, map[string]int{}, nil
-	var pending []*Approval
-	err := s.env.records.Each(func(id string, a Approval) bool {
-		rec := a
-		if rec.Pending() {
-			pending = append(pending, &rec)
-		} else {
-			s.decided = append(s.decided, &rec)
-			s.byID[id] = &entry{rec: &rec, announced: true}
+	s.byID, s.pendingByAgent, s.agents, s.decided, s.expiry = map[string]*entry{}, map[string]int{}, map[string]string{}, nil, nil
+	if _, err := e.meta.Get(indexVersionKey); errors.Is(err, store.ErrNotFound) {
+		if err := s.buildIndex(); err != nil {
+			return err
 		}
-		return true
+	} else if err != nil {
+		return err
+	}
+	var head indexFields
+	var decidedIDs []string
+	err := e.index.EachRaw(func(id, raw []byte) (bool, error) {
+		head = indexFields{}
+		if err := json.Unmarshal(raw, &head); err != nil {
+			return false, fmt.Errorf("decode approval index entry %s: %w", id, err)
+		}
+		if head.Status != StatusPending {
+			decidedIDs = append(decidedIDs, string(id))
+			return true, nil
+		}
+		en := &entry{id: string(id), requested: head.RequestedAt, expires: head.ExpiresAt, heapIdx: -1, announced: true}
+		s.addPending(en, head.AgentID)
+		en.heapIdx = len(s.expiry)
+		s.expiry = append(s.expiry, en) // ordered once, below
+		return true, nil
 	})
 	if err != nil {
 		return err
 	}
-	sort.Slice(s.decided, func(i, j int) bool { return decidedBefore(s.decided[i], s.decided[j]) })
-	for _, rec := range pending {
-		e := &entry{rec: rec, announced: true}
-		s.byID[rec.ID] = e
-		s.pendingByAgent[rec.AgentID]++
-		if e.pid, err = s.spawn(c, rec); err != nil {
-			s.env.log.Error().Err(err).Str("approval_id", rec.ID).Msg("could not start an approval actor")
+	heap.Init(&s.expiry)
+	for _, id := range decidedIDs {
+		rec, err := e.records.Get(id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
 		}
+		if err != nil {
+			return err
+		}
+		s.decided = append(s.decided, &rec)
+		s.byID[rec.ID] = &entry{id: rec.ID, rec: &rec, heapIdx: -1, announced: true}
 	}
+	sort.Slice(s.decided, func(i, j int) bool { return decidedBefore(s.decided[i], s.decided[j]) })
 	s.trim(true)
 	return nil
+}
+
+// indexVersionKey marks (in "approvals-meta") that every record has its
+// index entry.
+const indexVersionKey = "index-version"
+
+// buildIndex writes the index entry of every record, once, for a store
+// written before the index existed; then it marks the index complete.
+func (s *supervisor) buildIndex() error {
+	e := s.env
+	type item struct {
+		id string
+		f  indexFields
+	}
+	var all []item
+	err := e.records.EachRaw(func(id, raw []byte) (bool, error) {
+		var rec struct {
+			AgentID     string    `json:"agent_id"`
+			Status      string    `json:"status"`
+			RequestedAt time.Time `json:"requested_at"`
+			ExpiresAt   time.Time `json:"expires_at"`
+		}
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return false, fmt.Errorf("decode approval %s: %w", id, err)
+		}
+		all = append(all, item{string(id), indexFields{AgentID: rec.AgentID, Status: rec.Status,
+			RequestedAt: rec.RequestedAt.UnixNano(), ExpiresAt: rec.ExpiresAt.UnixNano()}})
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for len(all) > 0 {
+		n := min(len(all), removeBatch)
+		err := e.db.Update(func(tx *store.Txn) error {
+			for _, it := range all[:n] {
+				if err := e.index.PutTx(tx, it.id, it.f); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("build the approvals index: %w", err)
+		}
+		all = all[n:]
+	}
+	if err := e.meta.Put(indexVersionKey, 1); err != nil {
+		return err
+	}
+	e.log.Info().Msg("built the approvals index")
+	return nil
+}
+
+// addPending indexes a pending request, counting it against its agent's
+// cap; the caller puts it in the expiry heap or starts its actor.
+func (s *supervisor) addPending(en *entry, agentID string) {
+	if a, ok := s.agents[agentID]; ok {
+		agentID = a
+	} else {
+		s.agents[agentID] = agentID
+	}
+	en.agentID = agentID
+	s.byID[en.id] = en
+	s.pendingByAgent[agentID]++
 }
 
 func decidedBefore(a, b *Approval) bool {
@@ -166,18 +286,68 @@ func (s *supervisor) spawn(c actor.Context, rec *Approval) (*actor.PID, error) {
 	return pid, err
 }
 
-// forwardOrAnswer hands a wait to the request's actor, or answers at once
-// when it is decided.
+// activate starts a passive pending request's actor (it reads its record
+// from the store) because something needs it: a waiter, a decision, its
+// expiry. The actor runs until the request is decided. False when it cannot
+// run (its actor failed before, or cannot be spawned).
+func (s *supervisor) activate(c actor.Context, e *entry) bool {
+	if e.pid != nil {
+		return true
+	}
+	if e.failed {
+		return false
+	}
+	pid, err := c.SpawnNamed(s.props, "approval/"+e.id)
+	if err != nil {
+		s.env.log.Error().Err(err).Str("approval_id", e.id).Msg("could not start an approval actor")
+		e.failed = true
+		return false
+	}
+	if e.heapIdx >= 0 {
+		heap.Remove(&s.expiry, e.heapIdx)
+	}
+	e.pid = pid
+	return true
+}
+
+func unavailable(id string) *kernel.Error {
+	return kernel.Errorf(kernel.KindUnavailable, "approval_unavailable", "approval %s failed and was stopped; it starts again with the daemon", id)
+}
+
+// forwardOrAnswer hands a wait to the request's actor (starting it if
+// passive), or answers at once when it is decided.
 func (s *supervisor) forwardOrAnswer(c actor.Context, e *entry) {
-	if e.rec.Pending() && e.pid != nil {
-		c.Forward(e.pid)
+	if !e.pending() {
+		c.Respond(e.rec)
 		return
 	}
-	if e.rec.Pending() {
-		c.Respond(kernel.Errorf(kernel.KindUnavailable, "approval_unavailable", "approval %s failed and was stopped; it starts again with the daemon", e.rec.ID))
+	if !s.activate(c, e) {
+		c.Respond(unavailable(e.id))
 		return
 	}
-	c.Respond(e.rec)
+	c.Forward(e.pid)
+}
+
+// get answers a kept decision from memory and a pending request from the
+// store (read in a goroutine: the store is written before the index hears
+// of a change, so it is never behind).
+func (s *supervisor) get(c actor.Context, e *entry) {
+	if !e.pending() {
+		c.Respond(e.rec)
+		return
+	}
+	sender, system, records, id := c.Sender(), c.ActorSystem(), s.env.records, e.id
+	go func() {
+		var reply any
+		if rec, err := records.Get(id); err != nil {
+			reply = fmt.Errorf("read approval %s: %w", id, err)
+		} else {
+			reply = &rec
+		}
+		if sender != nil {
+			system.Root.Send(sender, reply)
+		}
+	}()
 }
 
 // route sends a decision to a pending request's actor; a decided one is
@@ -188,7 +358,7 @@ func (s *supervisor) route(c actor.Context, id string, approve bool, by Decider)
 		c.Respond(notFound(id))
 		return
 	}
-	if e.rec.Pending() {
+	if e.pending() {
 		s.deliver(c, e, c.Message(), c.Sender())
 		return
 	}
@@ -201,21 +371,20 @@ func (s *supervisor) route(c actor.Context, id string, approve bool, by Decider)
 		Actor: by.Identity, SourceIP: by.SourceIP, Details: fmt.Sprintf("id=%s attempt=%s via=%s reason=%s", id, verb, by.Via, err.Code)}, err)
 }
 
-// deliver hands a decision to a pending request's actor once its creation
-// is audited (holding it until then).
+// deliver hands a decision to a pending request's actor (starting it if
+// passive) once its creation is audited (holding it until then).
 func (s *supervisor) deliver(c actor.Context, e *entry, msg any, sender *actor.PID) {
 	switch {
 	case !e.announced:
 		e.held = append(e.held, heldMsg{msg: msg, sender: sender})
-	case e.pid == nil:
-		if sender != nil {
-			c.Send(sender, kernel.Errorf(kernel.KindUnavailable, "approval_unavailable", "approval %s failed and was stopped; it starts again with the daemon", e.rec.ID))
-		}
-	case !e.rec.Pending():
-		// Decided while held: answered by the actor (409) if it still
-		// runs, else here.
+	case !e.pending():
+		// Decided while held.
 		if sender != nil {
 			c.Send(sender, alreadyDecided(e.rec))
+		}
+	case !s.activate(c, e):
+		if sender != nil {
+			c.Send(sender, unavailable(e.id))
 		}
 	default:
 		c.RequestWithCustomSender(e.pid, msg, sender)
@@ -299,20 +468,28 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 	if rec.ActionSummary == "" {
 		rec.ActionSummary = summarize(rec)
 	}
-	if err := env.records.Put(rec.ID, *rec); err != nil {
+	if err := env.save(rec); err != nil {
 		c.Respond(err)
 		return
 	}
-	pid, err := s.spawn(c, rec)
-	if err != nil {
-		_ = env.records.Delete(rec.ID)
-		c.Respond(err)
-		return
-	}
-	s.byID[rec.ID] = &entry{rec: rec, pid: pid}
-	s.pendingByAgent[rec.AgentID]++
+	en := &entry{id: rec.ID, requested: rec.RequestedAt.UnixNano(), expires: rec.ExpiresAt.UnixNano(), heapIdx: -1}
 	if gate {
-		c.Forward(pid) // the actor keeps the caller until the decision
+		// A gated tool call waits on it from now: start its actor, which
+		// keeps the caller until the decision.
+		pid, err := s.spawn(c, rec)
+		if err != nil {
+			_ = env.remove(rec.ID)
+			c.Respond(err)
+			return
+		}
+		en.pid = pid
+		s.addPending(en, rec.AgentID)
+		c.Forward(pid)
+	} else {
+		// Nobody waits yet: passive until someone does.
+		s.addPending(en, rec.AgentID)
+		heap.Push(&s.expiry, en)
+		s.arm(c)
 	}
 	ev := audit.Event{EventType: "approval_requested", AgentID: rec.AgentID, Outcome: "pending", Actor: rec.RequestedBy, SourceIP: req.SourceIP,
 		Details: fmt.Sprintf("id=%s action=%s risk=%s expires_at=%s second_factor_required=%t", rec.ID, rec.Action, rec.RiskLevel,
@@ -355,12 +532,16 @@ func summarize(rec *Approval) string {
 
 func (s *supervisor) onDecided(c actor.Context, rec *Approval) {
 	e := s.byID[rec.ID]
-	if e == nil || !e.rec.Pending() {
+	if e == nil || !e.pending() {
 		return
 	}
 	e.rec = rec
-	if s.pendingByAgent[rec.AgentID]--; s.pendingByAgent[rec.AgentID] <= 0 {
-		delete(s.pendingByAgent, rec.AgentID)
+	if s.pendingByAgent[e.agentID]--; s.pendingByAgent[e.agentID] <= 0 {
+		delete(s.pendingByAgent, e.agentID)
+		delete(s.agents, e.agentID)
+	}
+	if e.heapIdx >= 0 {
+		heap.Remove(&s.expiry, e.heapIdx)
 	}
 	if e.pid != nil {
 		// Poison, not Stop: whatever was forwarded before this is
@@ -385,7 +566,7 @@ func (s *supervisor) trim(force bool) {
 	for i, rec := range s.decided[:n] {
 		ids[i] = rec.ID
 	}
-	if err := s.env.records.DeleteMany(ids); err != nil {
+	if err := s.env.remove(ids...); err != nil {
 		s.env.log.Warn().Err(err).Msg("could not trim old decided approvals")
 		return
 	}
@@ -395,37 +576,68 @@ func (s *supervisor) trim(force bool) {
 	s.decided = append([]*Approval(nil), s.decided[n:]...)
 }
 
-func (s *supervisor) list(m *List) *Page {
-	var pending []*Approval
-	for _, e := range s.byID {
-		if e.rec.Pending() && (m.Status == "" || m.Status == StatusPending) {
-			pending = append(pending, e.rec)
+// list answers a page: pending requests (oldest first) are ordered from
+// the index and the page's records read from the store in a goroutine;
+// kept decisions (newest first) come from memory.
+func (s *supervisor) list(c actor.Context, m *List) {
+	var pending []*entry
+	if m.Status == "" || m.Status == StatusPending {
+		pending = make([]*entry, 0, len(s.byID)-len(s.decided))
+		for _, e := range s.byID {
+			if e.pending() {
+				pending = append(pending, e)
+			}
 		}
+		sort.Slice(pending, func(i, j int) bool {
+			if pending[i].requested != pending[j].requested {
+				return pending[i].requested < pending[j].requested
+			}
+			return pending[i].id < pending[j].id
+		})
 	}
-	sort.Slice(pending, func(i, j int) bool {
-		if !pending[i].RequestedAt.Equal(pending[j].RequestedAt) {
-			return pending[i].RequestedAt.Before(pending[j].RequestedAt)
-		}
-		return pending[i].ID < pending[j].ID
-	})
-	all := pending
+	var decided []*Approval
 	if m.Status != StatusPending {
 		for i := len(s.decided) - 1; i >= 0; i-- {
 			if rec := s.decided[i]; m.Status == "" || rec.Status == m.Status {
-				all = append(all, rec)
+				decided = append(decided, rec)
 			}
 		}
 	}
-	p := &Page{Approvals: []*Approval{}, Total: len(all), Offset: m.Offset, Limit: m.Limit}
-	if m.Offset < len(all) {
-		p.Approvals = all[m.Offset:min(len(all), m.Offset+m.Limit)]
+	total := len(pending) + len(decided)
+	end := min(total, m.Offset+m.Limit)
+	var ids []string // the page's pending requests
+	for i := m.Offset; i < min(end, len(pending)); i++ {
+		ids = append(ids, pending[i].id)
 	}
-	return p
+	var rest []*Approval // the page's decisions
+	if m.Offset < end && end > len(pending) {
+		rest = decided[max(0, m.Offset-len(pending)) : end-len(pending)]
+	}
+	sender, system, records := c.Sender(), c.ActorSystem(), s.env.records
+	go func() {
+		p := &Page{Approvals: make([]*Approval, 0, len(ids)+len(rest)), Total: total, Offset: m.Offset, Limit: m.Limit}
+		var reply any = p
+		for _, id := range ids {
+			rec, err := records.Get(id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // removed since (a failed creation)
+			}
+			if err != nil {
+				reply = fmt.Errorf("read approval %s: %w", id, err)
+				break
+			}
+			p.Approvals = append(p.Approvals, &rec)
+		}
+		p.Approvals = append(p.Approvals, rest...)
+		if sender != nil {
+			system.Root.Send(sender, reply)
+		}
+	}()
 }
 
 func (s *supervisor) resolve(prefix string) any {
 	prefix = strings.ToLower(strings.TrimSpace(prefix))
-	if e := s.byID[prefix]; e != nil {
+	if s.byID[prefix] != nil {
 		return prefix
 	}
 	if len(prefix) < minPrefix {
@@ -444,4 +656,77 @@ func (s *supervisor) resolve(prefix string) any {
 		return notFound(prefix)
 	}
 	return found
+}
+
+// ---- expiry of passive requests ----
+
+// expiryHeap orders passive pending requests by expires_at; one timer,
+// armed for the soonest, stands in for a timer per request.
+type expiryHeap []*entry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].expires < h[j].expires }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	e := x.(*entry)
+	e.heapIdx = len(*h)
+	*h = append(*h, e)
+}
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.heapIdx = -1
+	return e
+}
+
+// tick is the expiry timer firing; gen tells a stale timer apart.
+type tick struct{ gen int }
+
+// arm sets the timer for the soonest passive expiry (measured from
+// requested_at and escalations, as stored), unless it is already set for
+// that time.
+func (s *supervisor) arm(c actor.Context) {
+	if len(s.expiry) == 0 {
+		s.stopTimer()
+		return
+	}
+	at := s.expiry[0].expires
+	if s.timerAt == at && s.timer != nil {
+		return
+	}
+	s.stopTimer()
+	s.timerGen++
+	s.timerAt = at
+	gen, self, system := s.timerGen, c.Self(), c.ActorSystem()
+	d := time.Duration(at - s.env.now().UnixNano())
+	if d <= 0 {
+		c.Send(self, &tick{gen: gen})
+		return
+	}
+	s.timer = time.AfterFunc(d, func() { system.Root.Send(self, &tick{gen: gen}) })
+}
+
+func (s *supervisor) stopTimer() {
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.timerAt = 0
+}
+
+// expireDue starts the actor of every passive request whose time is up;
+// the actor applies the timeout_action as soon as it starts.
+func (s *supervisor) expireDue(c actor.Context) {
+	now := s.env.now().UnixNano()
+	for len(s.expiry) > 0 && s.expiry[0].expires <= now {
+		e := s.expiry[0]
+		if !s.activate(c, e) {
+			heap.Remove(&s.expiry, e.heapIdx) // failed: it waits for the daemon's restart
+		}
+	}
 }
