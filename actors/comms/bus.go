@@ -66,7 +66,7 @@ func Start(k *kernel.Kernel, db *store.DB, opts BusOptions) (*Bus, error) {
 	h := &Bus{k: k, log: store.NewSeqLog(db, "comms/events")}
 	pid, err := k.SpawnRoot("comms", func() actor.Actor {
 		return &bus{log: h.log, opts: opts, m: m, self: h, logger: k.Log.With().Str("component", "comms").Logger()}
-	})
+	}, actor.WithDispatcher(kernel.PinnedDispatcher(300))) // every event passes through it
 	if err != nil {
 		return nil, err
 	}
