@@ -181,10 +181,11 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 		return nil, err
 	}
 	var err error
-	if s.journal, err = k.SpawnRoot("a2a-journal", func() actor.Actor { return &journal{db: db} }); err != nil {
+	// Both see every task at least twice.
+	if s.journal, err = k.SpawnRoot("a2a-journal", func() actor.Actor { return &journal{db: db} }, actor.WithDispatcher(kernel.PinnedDispatcher(300))); err != nil {
 		return nil, err
 	}
-	if s.sup, err = k.SpawnRoot("a2a", func() actor.Actor { return newSupervisor(s) }); err != nil {
+	if s.sup, err = k.SpawnRoot("a2a", func() actor.Actor { return newSupervisor(s) }, actor.WithDispatcher(kernel.PinnedDispatcher(300))); err != nil {
 		return nil, err
 	}
 	if len(opts.ExternalAgents) > 0 {

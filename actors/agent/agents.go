@@ -38,7 +38,8 @@ func Start(k *kernel.Kernel, db *store.DB, auditLog *audit.Log, reg *llm.Registr
 	d := &deps{k: k, db: db, audit: auditLog, llm: reg, meter: meter, opts: opts,
 		manifests: store.NewCollection[Manifest](db, "agents"),
 		log:       k.Log.With().Str("component", "agents").Logger()}
-	pid, err := k.SpawnRoot("agents", func() actor.Actor { return &supervisor{d: d} })
+	// Every message to an agent is forwarded through it.
+	pid, err := k.SpawnRoot("agents", func() actor.Actor { return &supervisor{d: d} }, actor.WithDispatcher(kernel.PinnedDispatcher(300)))
 	if err != nil {
 		return nil, err
 	}

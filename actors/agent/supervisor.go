@@ -105,7 +105,8 @@ func (s *supervisor) load(c actor.Context) error {
 
 func (s *supervisor) spawn(c actor.Context, m Manifest) (*actor.PID, error) {
 	d := s.d
-	props := d.k.Props(func() actor.Actor { return newAgent(d, m) })
+	// Every turn passes through its agent's mailbox twice.
+	props := d.k.Props(func() actor.Actor { return newAgent(d, m) }, actor.WithDispatcher(kernel.PinnedDispatcher(300)))
 	pid, err := c.SpawnNamed(props, "agent/"+m.ID)
 	if err != nil {
 		return nil, err

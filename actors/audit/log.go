@@ -45,7 +45,7 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Log, error) {
 	pid, err := k.SpawnRoot("audit", func() actor.Actor {
 		return &writer{log: al, anchorPath: opts.AnchorPath, maxBatch: opts.MaxBatch,
 			appends: appends, commits: commits, logger: k.Log.With().Str("component", "audit").Logger()}
-	})
+	}, actor.WithDispatcher(kernel.PinnedDispatcher(300))) // every audited call passes through it
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -630,5 +631,24 @@ func TestPublishDurableWaitsForTheStoredLog(t *testing.T) {
 	// Waiting again gives the same answer.
 	if err := last(context.Background()); err != nil {
 		t.Fatalf("second wait: %v", err)
+	}
+}
+
+// withField adds the route to any detail object, and never makes invalid
+// JSON of one.
+func TestWithFieldKeepsDetailValidJSON(t *testing.T) {
+	for in, want := range map[string]string{
+		`{}`:                   `{"route":"hook"}`,
+		`{ }`:                  `{"route":"hook"}`,
+		`{"a":1}`:              `{"route":"hook","a":1}`,
+		`{"route":"x","b":[]}`: `{"b":[],"route":"hook"}`,
+		`[1,2]`:                `{"route":"hook"}`,
+		`{"s":"route"}`:        `{"route":"hook","s":"route"}`,
+	} {
+		got := withField(json.RawMessage(in), "route", "hook")
+		var a, b any
+		if json.Unmarshal(got, &a) != nil || json.Unmarshal([]byte(want), &b) != nil || !reflect.DeepEqual(a, b) {
+			t.Errorf("withField(%s) = %s, want %s", in, got, want)
+		}
 	}
 }

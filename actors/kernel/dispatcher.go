@@ -14,7 +14,10 @@ import (
 // goroutine and for growing its stack again on every burst: about a tenth
 // of the ledger's CPU. The goroutine exits after a second without work and
 // is started again on the next message, so an idle or stopped actor holds
-// nothing. Give each actor its own: one goroutine serves one mailbox.
+// nothing. Give each actor its own: one goroutine serves one mailbox. It
+// is for long-lived hot actors (the ledger, the audit writer, the event
+// bus, agents, the A2A supervisor and journal), never for short-lived
+// ones like a task: each would keep its goroutine for a second.
 func PinnedDispatcher(throughput int) actor.Dispatcher {
 	return &pinnedDispatcher{throughput: throughput, wake: make(chan struct{}, 1)}
 }
