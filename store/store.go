@@ -290,6 +290,9 @@ func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []
 // keep). For start-up loads of many records, where a copy of every key and
 // value would only be garbage for the collector.
 func (tx *Txn) Scan(prefix []byte, fn func(key, value []byte) (bool, error)) error {
+	if tx.rec != nil {
+		return errReadInAsync
+	}
 	io := badger.DefaultIteratorOptions
 	io.Prefix = prefix
 	io.PrefetchValues = false
