@@ -82,6 +82,11 @@ type Fake struct {
 	requests  []Request
 	reply     func(Request) Reply
 	calls     int
+	// OnHeld, when set before the first call, is told how long each
+	// request was really held for its latency (the latency plus the
+	// timer's own overshoot), so that a benchmark can subtract the
+	// provider's time exactly.
+	OnHeld func(r Request, held time.Duration)
 }
 
 // NewOpenAI starts a fake OpenAI-compatible server (base URL ends in /v1)
@@ -205,10 +210,14 @@ func (f *Fake) answer(w http.ResponseWriter, req *http.Request, r Request) (rep 
 	f.mu.Unlock()
 
 	if latency > 0 {
+		began := time.Now()
 		select {
 		case <-time.After(latency):
 		case <-req.Context().Done():
 			return Reply{}, 0, 0, 0, false, false
+		}
+		if f.OnHeld != nil {
+			f.OnHeld(r, time.Since(began))
 		}
 	}
 	if fail != nil {
