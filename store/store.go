@@ -154,7 +154,9 @@ func (db *DB) Update(fn func(txn *Txn) error) error {
 		return ErrClosed
 	}
 	defer db.leave()
-	db.queue.barrier()
+	if err := db.queue.barrier(); err != nil {
+		return err
+	}
 	return db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
 }
 
@@ -201,7 +203,7 @@ func (db *DB) View(fn func(txn *Txn) error) error {
 		return ErrClosed
 	}
 	defer db.leave()
-	db.queue.barrier()
+	_ = db.queue.barrier() // reads still work after a failed commit
 	return db.bdb.View(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -45,6 +46,11 @@ type writeQueue struct {
 	pending   []asyncWrite
 	enqueued  uint64 // writes handed over so far
 	committed uint64 // writes synced (or failed) so far
+	// failed is the error of a commit that failed: every later write
+	// fails with it, so that nothing is ever durable after a write that
+	// was lost (a group committer may have chained later writes onto it).
+	failed   error
+	commitFn func([]asyncWrite) error // q.commit; tests replace it
 	wake      chan struct{}
 	stop      chan struct{}
 	stopped   chan struct{}
@@ -52,6 +58,7 @@ type writeQueue struct {
 
 func startWriteQueue(db *DB) *writeQueue {
 	q := &writeQueue{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	q.commitFn = q.commit
 	q.cond = sync.NewCond(&q.mu)
 	go q.run()
 	return q
@@ -70,14 +77,15 @@ func (q *writeQueue) add(w asyncWrite) {
 
 // barrier waits until every write handed over before it was called is
 // synced (or failed), so that a synchronous transaction after it is
-// ordered after them.
-func (q *writeQueue) barrier() {
+// ordered after them. It returns the error of a failed commit, if any.
+func (q *writeQueue) barrier() error {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	target := q.enqueued
 	for q.committed < target {
 		q.cond.Wait()
 	}
-	q.mu.Unlock()
+	return q.failed
 }
 
 func (q *writeQueue) run() {
@@ -108,8 +116,16 @@ func (q *writeQueue) commitNext() bool {
 	if n == 0 {
 		return false
 	}
-	err := q.commit(batch)
 	q.mu.Lock()
+	err := q.failed
+	q.mu.Unlock()
+	if err == nil {
+		err = q.commitFn(batch)
+	}
+	q.mu.Lock()
+	if errors.Is(err, errCommit) && q.failed == nil {
+		q.failed = err
+	}
 	q.committed += uint64(n)
 	q.cond.Broadcast()
 	q.mu.Unlock()
@@ -139,8 +155,15 @@ func (q *writeQueue) commit(batch []asyncWrite) error {
 			}
 		}
 	}
-	return txn.Commit()
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("%w: %w", errCommit, err)
+	}
+	return nil
 }
+
+// errCommit marks a failed synced commit (as opposed to a write that could
+// not be applied, which fails alone).
+var errCommit = errors.New("store: commit failed; the store takes no more writes until fangd restarts")
 
 // close stops the goroutine; the caller has waited for every write.
 func (q *writeQueue) close() {

@@ -138,3 +138,34 @@ func TestCloseKeepsQueuedWrites(t *testing.T) {
 		t.Fatalf("%d of 500 queued writes survived Close", n)
 	}
 }
+
+// After a synced commit fails, nothing later is committed: a group
+// committer may have chained later writes onto the lost ones.
+func TestAFailedCommitFailsEveryLaterWrite(t *testing.T) {
+	db, _ := openTemp(t)
+	c := NewCollection[widget](db, "f")
+	if err := c.Put("before", widget{}); err != nil {
+		t.Fatal(err)
+	}
+	real := db.queue.commitFn
+	db.queue.commitFn = func([]asyncWrite) error { return fmt.Errorf("%w: %w", errCommit, errors.New("disk on fire")) }
+	lost := make(chan error, 1)
+	c.PutAsync("lost", widget{}, func(err error) { lost <- err })
+	if err := <-lost; !errors.Is(err, errCommit) {
+		t.Fatalf("the failed write: %v", err)
+	}
+	db.queue.commitFn = real // the disk would work again: the store still refuses
+	later := make(chan error, 1)
+	c.PutAsync("later", widget{}, func(err error) { later <- err })
+	if err := <-later; !errors.Is(err, errCommit) {
+		t.Fatalf("a write after the failed commit: %v", err)
+	}
+	if err := c.Put("sync", widget{}); !errors.Is(err, errCommit) {
+		t.Fatalf("an Update after the failed commit: %v", err)
+	}
+	for id, want := range map[string]bool{"before": true, "lost": false, "later": false, "sync": false} {
+		if _, err := c.Get(id); (err == nil) != want {
+			t.Fatalf("%s: stored=%v, want %v", id, err == nil, want)
+		}
+	}
+}
