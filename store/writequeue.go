@@ -51,9 +51,9 @@ type writeQueue struct {
 	// was lost (a group committer may have chained later writes onto it).
 	failed   error
 	commitFn func([]asyncWrite) error // q.commit; tests replace it
-	wake      chan struct{}
-	stop      chan struct{}
-	stopped   chan struct{}
+	wake     chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
 }
 
 func startWriteQueue(db *DB) *writeQueue {
