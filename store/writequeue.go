@@ -112,6 +112,9 @@ func (q *writeQueue) commitNext() bool {
 	}
 	batch := q.pending[:n:n]
 	q.pending = q.pending[n:]
+	if len(q.pending) == 0 {
+		q.pending = nil // do not keep the done callbacks of a big burst
+	}
 	q.mu.Unlock()
 	if n == 0 {
 		return false
