@@ -50,6 +50,7 @@ type proc struct {
 	url    string
 	home   string
 	stderr *bytes.Buffer
+	log    *syncWriter // writes stderr
 	done   chan error
 }
 
@@ -76,6 +77,13 @@ func startFangd(t *testing.T, home, config string, env ...string) *proc {
 			t.Fatalf("fangd exited during start: %v\n%s", err, p.stderr)
 		default:
 		}
+		// Another test's daemon may have taken the free port first (the
+		// port is free only until someone binds it): its health answer
+		// would pass for ours. Ours says it bound the port.
+		if !p.log.contains(`"fangd is serving"`) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		if res, err := http.Get(p.url + "/api/health"); err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
@@ -99,7 +107,8 @@ func launch(t *testing.T, home, config string, env ...string) *proc {
 	cmd := exec.Command(fangdBin, "serve", "--home", home, "--listen", addr)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{cmd: cmd, url: "http://" + addr, home: home, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	cmd.Stderr = &syncWriter{w: p.stderr}
+	p.log = &syncWriter{w: p.stderr}
+	cmd.Stderr = p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +126,12 @@ func (s *syncWriter) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(b)
+}
+
+func (s *syncWriter) contains(text string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Contains(s.w.Bytes(), []byte(text))
 }
 
 func (p *proc) stop(t *testing.T, sig syscall.Signal) error {
