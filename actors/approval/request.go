@@ -249,13 +249,7 @@ func truncate(s string, n int) string {
 func (r *request) schedule(c actor.Context) {
 	r.stopTimer()
 	r.gen++
-	gen, self, system := r.gen, c.Self(), c.ActorSystem()
-	d := r.rec.ExpiresAt.Sub(r.env.now())
-	if d <= 0 {
-		c.Send(self, &expire{gen: gen})
-		return
-	}
-	r.timer = time.AfterFunc(d, func() { system.Root.Send(self, &expire{gen: gen}) })
+	r.timer = kernel.SendAfter(c, r.rec.ExpiresAt.Sub(r.env.now()), &expire{gen: r.gen})
 }
 
 func (r *request) stopTimer() {

@@ -702,13 +702,7 @@ func (s *supervisor) arm(c actor.Context) {
 	s.stopTimer()
 	s.timerGen++
 	s.timerAt = at
-	gen, self, system := s.timerGen, c.Self(), c.ActorSystem()
-	d := time.Duration(at - s.env.now().UnixNano())
-	if d <= 0 {
-		c.Send(self, &tick{gen: gen})
-		return
-	}
-	s.timer = time.AfterFunc(d, func() { system.Root.Send(self, &tick{gen: gen}) })
+	s.timer = kernel.SendAfter(c, time.Duration(at-s.env.now().UnixNano()), &tick{gen: s.timerGen})
 }
 
 func (s *supervisor) stopTimer() {

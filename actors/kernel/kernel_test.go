@@ -222,3 +222,42 @@ func TestSecurityRegistry(t *testing.T) {
 		t.Fatal("probe not re-measured")
 	}
 }
+
+// SendAfter delivers at once for a deadline already passed, later for a
+// future one, and not at all once its timer is stopped.
+func TestSendAfter(t *testing.T) {
+	k, _ := newKernel(t)
+	got := make(chan string, 4)
+	var timers []*time.Timer
+	pid := k.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		switch m := c.Message().(type) {
+		case string:
+			switch m {
+			case "arm":
+				if tm := SendAfter(c, -time.Second, "now"); tm != nil {
+					got <- "a timer for a passed deadline"
+				}
+				timers = append(timers, SendAfter(c, 20*time.Millisecond, "later"), SendAfter(c, 30*time.Millisecond, "never"))
+				timers[1].Stop()
+			default:
+				got <- m
+			}
+		}
+	}))
+	k.Root.Send(pid, "arm")
+	for _, want := range []string{"now", "later"} {
+		select {
+		case m := <-got:
+			if m != want {
+				t.Fatalf("got %q, want %q", m, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %q", want)
+		}
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("a stopped timer delivered %q", m)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

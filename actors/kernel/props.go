@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
@@ -37,4 +38,18 @@ func panicLogger(log zerolog.Logger) actor.ReceiverMiddleware {
 			next(c, env)
 		}
 	}
+}
+
+// SendAfter sends msg to the actor itself after d, at once when d is not
+// positive (the returned timer is then nil). Stop the timer to cancel; a
+// message already on its way is the receiver's to recognise as stale (a
+// generation number in msg).
+func SendAfter(c actor.Context, d time.Duration, msg any) *time.Timer {
+	self := c.Self()
+	if d <= 0 {
+		c.Send(self, msg)
+		return nil
+	}
+	system := c.ActorSystem()
+	return time.AfterFunc(d, func() { system.Root.Send(self, msg) })
 }
