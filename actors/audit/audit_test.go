@@ -1,9 +1,11 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -281,5 +283,34 @@ func TestAnchorWriterCoalescesAndKeepsNewest(t *testing.T) {
 	got, err := ReadAnchor(path)
 	if err != nil || got.Length != 100 || got.Tip != strings.Repeat("a", 64) || len(errs) != 0 {
 		t.Fatalf("anchor = %+v %v %v", got, err, errs)
+	}
+}
+
+// marshalEntry writes the bytes encoding/json writes (HTML escaping off),
+// for every kind of character a field can hold.
+func TestMarshalEntryMatchesEncodingJSON(t *testing.T) {
+	odd := []string{"", "plain", `quote " and \ backslash`, "tab\tnew\nline\rcr", "\b\f\x00\x01\x1f\x7f",
+		"<html> & 'single'", "ünïcödé ✓ 日本", "line\u2028para\u2029", "bad \xff\xfe utf8 \xc3", "emoji 🦊", strings.Repeat("x", 3000)}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		odd = append(odd, string(b))
+	}
+	for i, s := range odd {
+		e := Entry{ID: uint64(i) * 7919, Timestamp: s, EventType: s, AgentID: s, Details: s, Outcome: s,
+			Actor: s, SourceIP: s, PrevHash: s, Hash: s}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(&e); err != nil {
+			t.Fatal(err)
+		}
+		got, err := marshalEntry(&e)
+		if err != nil || string(got) != strings.TrimSuffix(want.String(), "\n") {
+			t.Fatalf("%q:\n got %s\nwant %s", s, got, want.String())
+		}
 	}
 }
