@@ -8,6 +8,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -296,3 +299,41 @@ func (h *Host) SaveCursor(k, v string) error {
 
 // Log implements channel.Host.
 func (h *Host) Log() *zerolog.Logger { return &h.log }
+
+// WebhookURL serves the runtime's webhook entry at /channels/<name>/webhook
+// the way the HTTP layer does (status from the error kind), so that a
+// platform fake posts real HTTP, and returns that URL for channel name.
+func (h *Harness) WebhookURL(name string) string {
+	t := h.T
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/channels/"), "/webhook")
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		resp, err := h.Service.Webhook(name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
+			Header: r.Header, Body: body, RemoteIP: "127.0.0.1"})
+		if err != nil {
+			status := http.StatusBadRequest
+			if e := kernel.AsError(err); e != nil {
+				switch e.Kind {
+				case kernel.KindUnauthorized:
+					status = http.StatusUnauthorized
+				case kernel.KindNotFound:
+					status = http.StatusNotFound
+				case kernel.KindUnavailable:
+					status = http.StatusServiceUnavailable
+				}
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		if resp == nil {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, "{}")
+			return
+		}
+		w.Header().Set("Content-Type", resp.ContentType)
+		w.WriteHeader(resp.Status)
+		_, _ = w.Write(resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/channels/" + name + "/webhook"
+}

@@ -2,9 +2,7 @@ package teams_test
 
 import (
 	"context"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +11,6 @@ import (
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/teams"
 	"github.com/fangd/fangd/actors/channel/teams/teamstest"
-	"github.com/fangd/fangd/actors/kernel"
 )
 
 const (
@@ -24,48 +21,11 @@ const (
 
 var alice = teamstest.Account{ID: "29:1alice", Name: "Alice", AADObjectID: "aad-alice"}
 
-// serve exposes the runtime's webhook entry at /channels/<name>/webhook the
-// way the HTTP layer does (status from the error kind), so the sender posts
-// real HTTP.
-func serve(t *testing.T, h *channeltest.Harness) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/channels/"), "/webhook")
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		resp, err := h.Service.Webhook(name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
-			Header: r.Header, Body: body, RemoteIP: "127.0.0.1"})
-		if err != nil {
-			status := http.StatusBadRequest
-			if e := kernel.AsError(err); e != nil {
-				switch e.Kind {
-				case kernel.KindUnauthorized:
-					status = http.StatusUnauthorized
-				case kernel.KindNotFound:
-					status = http.StatusNotFound
-				case kernel.KindUnavailable:
-					status = http.StatusServiceUnavailable
-				}
-			}
-			http.Error(w, err.Error(), status)
-			return
-		}
-		if resp == nil {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, "{}")
-			return
-		}
-		w.Header().Set("Content-Type", resp.ContentType)
-		w.WriteHeader(resp.Status)
-		_, _ = w.Write(resp.Body)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 func setup(t *testing.T) (*channeltest.Harness, *teamstest.Server, string) {
 	ms := teamstest.New(appID, password)
 	t.Cleanup(ms.Close)
 	h := channeltest.New(t, channel.Builders{"teams": teams.New})
-	return h, ms, serve(t, h).URL + "/channels/teams/webhook"
+	return h, ms, h.WebhookURL("teams")
 }
 
 func configure(h *channeltest.Harness, ms *teamstest.Server, pw string) {

@@ -2,9 +2,7 @@ package whatsapp_test
 
 import (
 	"context"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +11,6 @@ import (
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/whatsapp"
 	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
-	"github.com/fangd/fangd/actors/kernel"
 )
 
 const (
@@ -22,48 +19,11 @@ const (
 	verifyToken = "fangd-verify-me"
 )
 
-// serve exposes the runtime's webhook entry at /channels/<name>/webhook the
-// way the HTTP layer does (status from the error kind), so the sender posts
-// real HTTP.
-func serve(t *testing.T, h *channeltest.Harness) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/channels/"), "/webhook")
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		resp, err := h.Service.Webhook(name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
-			Header: r.Header, Body: body, RemoteIP: "127.0.0.1"})
-		if err != nil {
-			status := http.StatusBadRequest
-			if e := kernel.AsError(err); e != nil {
-				switch e.Kind {
-				case kernel.KindUnauthorized:
-					status = http.StatusUnauthorized
-				case kernel.KindNotFound:
-					status = http.StatusNotFound
-				case kernel.KindUnavailable:
-					status = http.StatusServiceUnavailable
-				}
-			}
-			http.Error(w, err.Error(), status)
-			return
-		}
-		if resp == nil {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, "{}")
-			return
-		}
-		w.Header().Set("Content-Type", resp.ContentType)
-		w.WriteHeader(resp.Status)
-		_, _ = w.Write(resp.Body)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 func setup(t *testing.T) (*channeltest.Harness, *whatsapptest.Server, string) {
 	srv := whatsapptest.New(accessToken, appSecret)
 	t.Cleanup(srv.Close)
 	h := channeltest.New(t, channel.Builders{"whatsapp": whatsapp.New})
-	return h, srv, serve(t, h).URL + "/channels/whatsapp/webhook"
+	return h, srv, h.WebhookURL("whatsapp")
 }
 
 func configure(h *channeltest.Harness, srv *whatsapptest.Server, token string) {
