@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -647,57 +646,12 @@ func encodeEvent(id uint64, t time.Time, m *publish, detail json.RawMessage) []b
 	b = append(b, `,"timestamp":"`...)
 	b = t.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","type":`...)
-	b = appendString(b, m.typ)
+	b = store.AppendJSONString(b, m.typ)
 	b = append(b, `,"source":`...)
-	b = appendString(b, m.source)
+	b = store.AppendJSONString(b, m.source)
 	b = append(b, `,"target":`...)
-	b = appendString(b, m.target)
+	b = store.AppendJSONString(b, m.target)
 	b = append(b, `,"detail":`...)
 	b = append(b, detail...)
 	return append(b, '}')
 }
-
-// appendString appends s as a JSON string (escaping quotes, backslashes,
-// control characters and invalid UTF-8 the way encoding/json does).
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-const hexDigits = "0123456789abcdef"

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/fangd/fangd/store"
 )
@@ -635,7 +634,7 @@ func (a *agentTotal) MarshalJSON() ([]byte, error) { return a.appendJSON(make([]
 
 func (a *agentTotal) appendJSON(b []byte) []byte {
 	b = append(b, `{"name":`...)
-	b = appendJSONString(b, a.Name)
+	b = store.AppendJSONString(b, a.Name)
 	b = append(b, ',')
 	return append(a.Counters.appendFields(b), '}')
 }
@@ -648,17 +647,17 @@ func appendEvent(b []byte, e *Event) []byte {
 	b = append(b, `{"ts":"`...)
 	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","agent_id":`...)
-	b = appendJSONString(b, e.AgentID)
+	b = store.AppendJSONString(b, e.AgentID)
 	b = append(b, `,"agent_name":`...)
-	b = appendJSONString(b, e.AgentName)
+	b = store.AppendJSONString(b, e.AgentName)
 	if e.SessionID != "" {
 		b = append(b, `,"session_id":`...)
-		b = appendJSONString(b, e.SessionID)
+		b = store.AppendJSONString(b, e.SessionID)
 	}
 	b = append(b, `,"provider":`...)
-	b = appendJSONString(b, e.Provider)
+	b = store.AppendJSONString(b, e.Provider)
 	b = append(b, `,"model":`...)
-	b = appendJSONString(b, e.Model)
+	b = store.AppendJSONString(b, e.Model)
 	for _, f := range []struct {
 		name string
 		v    int64
@@ -670,7 +669,7 @@ func appendEvent(b []byte, e *Event) []byte {
 		b = strconv.AppendInt(b, f.v, 10)
 	}
 	b = append(b, `,"outcome":`...)
-	b = appendJSONString(b, e.Outcome)
+	b = store.AppendJSONString(b, e.Outcome)
 	b = append(b, `,"pricing_known":`...)
 	b = strconv.AppendBool(b, e.PricingKnown)
 	if e.UsageEstimated {
@@ -749,21 +748,4 @@ func decodeEvent(raw []byte, e *Event) error {
 	}
 	e.PricingKnown, e.UsageEstimated = b[0]&1 != 0, b[0]&2 != 0
 	return nil
-}
-
-// appendJSONString appends s as a JSON string (invalid UTF-8 becomes U+FFFD).
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b = append(b, '\\', byte(r))
-		case r < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[r>>4], hex[r&0xF])
-		default:
-			b = utf8.AppendRune(b, r)
-		}
-	}
-	return append(b, '"')
 }
