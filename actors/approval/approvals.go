@@ -54,6 +54,11 @@ type env struct {
 	meta     *store.Collection[int]
 	events   EventSink
 	notifier atomic.Pointer[notifierBox]
+	tools    atomic.Pointer[catalogBox]
+	// warned holds the unmatched patterns already logged (see
+	// CheckPatterns), so a pattern is warned about once per change.
+	warnMu sync.Mutex
+	warned map[UnmatchedPattern]bool
 	now      func() time.Time
 	totp     *actor.PID
 	log      zerolog.Logger
@@ -64,6 +69,21 @@ type env struct {
 }
 
 type notifierBox struct{ n Notifier }
+
+// ToolCatalog is what the approvals subsystem needs to know of the tools
+// fangd offers (agents' tools and POST /mcp's): their hints, for Gated,
+// and their names, for the unmatched-pattern report.
+type ToolCatalog interface {
+	// ToolHints returns what is known of a tool; ok is false for a name
+	// fangd does not offer.
+	ToolHints(name string) (h ToolHints, ok bool)
+	// ToolNames lists the tools fangd offers now, sorted.
+	ToolNames() []string
+	// ServerNames lists the configured MCP servers, connected or not.
+	ServerNames() []string
+}
+
+type catalogBox struct{ c ToolCatalog }
 
 // Approvals is the handle the HTTP layer, agents and channels use.
 type Approvals struct {
@@ -106,8 +126,91 @@ func (a *Approvals) PID() *actor.PID { return a.pid }
 // Policy is the validated policy.
 func (a *Approvals) Policy() *Policy { return &a.env.policy }
 
-// Gated reports whether an agent's call of tool waits for a decision.
-func (a *Approvals) Gated(tool string) bool { return a.env.policy.Gated(tool) }
+// SetTools wires the catalog of offered tools (MCP starts after
+// approvals). Until it is set every tool counts as unknown, and so waits
+// unless the policy lets it through by name.
+func (a *Approvals) SetTools(c ToolCatalog) { a.env.tools.Store(&catalogBox{c}) }
+
+func (a *Approvals) hints(tool string) (ToolHints, bool) {
+	if box := a.env.tools.Load(); box != nil && box.c != nil {
+		return box.c.ToolHints(tool)
+	}
+	return ToolHints{}, false
+}
+
+// Gated reports whether a call of tool (by an agent or through POST
+// /mcp) waits for a decision.
+func (a *Approvals) Gated(tool string) bool {
+	h, _ := a.hints(tool)
+	return a.Policy().Gated(tool, h)
+}
+
+// ToolGate is one offered tool as GET /api/approvals/policy shows it.
+type ToolGate struct {
+	Name string `json:"name"`
+	ToolHints
+	Gated  bool   `json:"gated"`
+	Reason string `json:"reason"`
+}
+
+// PolicyReport is the policy in force applied to the tools offered now.
+type PolicyReport struct {
+	RequireApproval    []string           `json:"require_approval"`
+	AutoApprove        AutoApprove        `json:"auto_approve"`
+	TrustReadOnlyHints []string           `json:"trust_read_only_hints"`
+	TimeoutSecs        int                `json:"timeout_secs"`
+	TimeoutAction      string             `json:"timeout_action"`
+	SecondFactor       string             `json:"second_factor"`
+	Tools              []ToolGate         `json:"tools"`
+	UnmatchedPatterns  []UnmatchedPattern `json:"unmatched_patterns"`
+}
+
+// Report applies the policy to every offered tool and lists the patterns
+// that match none.
+func (a *Approvals) Report() *PolicyReport {
+	p := a.Policy()
+	r := &PolicyReport{RequireApproval: p.RequireApproval, AutoApprove: p.AutoApprove, TrustReadOnlyHints: p.TrustReadOnlyHints,
+		TimeoutSecs: p.TimeoutSecs, TimeoutAction: p.TimeoutAction, SecondFactor: p.SecondFactor, Tools: []ToolGate{}}
+	var names, servers []string
+	if box := a.env.tools.Load(); box != nil && box.c != nil {
+		names, servers = box.c.ToolNames(), box.c.ServerNames()
+	}
+	for _, n := range names {
+		h, _ := a.hints(n)
+		gated, why := p.Gate(n, h)
+		r.Tools = append(r.Tools, ToolGate{Name: n, ToolHints: h, Gated: gated, Reason: why})
+	}
+	r.UnmatchedPatterns = p.Unmatched(names, servers)
+	if r.UnmatchedPatterns == nil {
+		r.UnmatchedPatterns = []UnmatchedPattern{}
+	}
+	return r
+}
+
+// CheckPatterns logs a warning for each policy pattern that newly matches
+// no offered tool, and a note when one matches again. The daemon calls it
+// once its MCP servers had their chance to connect and after every change
+// of the tool set.
+func (a *Approvals) CheckPatterns() []UnmatchedPattern {
+	now := a.Report().UnmatchedPatterns
+	a.env.warnMu.Lock()
+	defer a.env.warnMu.Unlock()
+	seen := make(map[UnmatchedPattern]bool, len(now))
+	for _, u := range now {
+		seen[u] = true
+		if !a.env.warned[u] {
+			a.env.log.Warn().Str("key", u.Key).Str("pattern", u.Pattern).
+				Msg("approval policy pattern matches no tool fangd offers (a typo, a server not connected, or another product's tool name); it changes nothing")
+		}
+	}
+	for u := range a.env.warned {
+		if !seen[u] {
+			a.env.log.Info().Str("key", u.Key).Str("pattern", u.Pattern).Msg("approval policy pattern matches an offered tool again")
+		}
+	}
+	a.env.warned = seen
+	return now
+}
 
 // MaxWait is the longest a request can stay pending.
 func (a *Approvals) MaxWait() time.Duration { return a.env.policy.MaxWait() }
