@@ -59,9 +59,9 @@ type env struct {
 	// CheckPatterns), so a pattern is warned about once per change.
 	warnMu sync.Mutex
 	warned map[UnmatchedPattern]bool
-	now      func() time.Time
-	totp     *actor.PID
-	log      zerolog.Logger
+	now    func() time.Time
+	totp   *actor.PID
+	log    zerolog.Logger
 	// boot hands a new request actor the record its supervisor just wrote
 	// or loaded (id -> *Approval), so it is neither read back nor decoded
 	// twice; a restarted actor finds nothing here and reads the store.
