@@ -3,11 +3,13 @@ package approval
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/audit"
@@ -261,6 +263,73 @@ func (a *Approvals) Wait(ctx context.Context, id string, d time.Duration) (*Appr
 	case <-ctx.Done():
 	}
 	return a.Get(id)
+}
+
+// regateDelay is the pause before asking the supervisor again when it
+// could not answer a Gate (restarting).
+const regateDelay = 500 * time.Millisecond
+
+// GateCall makes the request for a tool call that waits (req.ID, drawn
+// when empty) and returns it once decided: the synchronous form of the
+// Gate message, for callers that are not actors (POST /mcp). tick is
+// called with the request's id at once and then every interval until the
+// decision, so the caller can report progress. When ctx ends first the
+// request is cancelled (nobody is left to run the call) and ctx's error
+// returned.
+func (a *Approvals) GateCall(ctx context.Context, req Request, interval time.Duration, tick func(id string)) (*Approval, error) {
+	if req.ID == "" {
+		req.ID = uuid.NewString()
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	if tick != nil {
+		tick(req.ID)
+	}
+	for {
+		f := a.env.k.Root.RequestFuture(a.pid, &Gate{Req: req}, a.MaxWait()+time.Minute)
+		done := make(chan struct{})
+		var res any
+		var ferr error
+		go func() { res, ferr = f.Result(); close(done) }()
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case <-ticker.C:
+				if tick != nil {
+					tick(req.ID)
+				}
+			case <-ctx.Done():
+				if _, err := a.Cancel(req.ID, "the caller stopped waiting"); err != nil {
+					// Conflict: decided meanwhile, nothing to withdraw.
+					if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindConflict {
+						a.env.log.Warn().Err(err).Str("approval_id", req.ID).Msg("could not withdraw an approval nobody waits for")
+					}
+				}
+				return nil, ctx.Err()
+			}
+		}
+		if rec, ok := res.(*Approval); ok && ferr == nil {
+			return rec, nil
+		}
+		err, _ := res.(error)
+		if ferr != nil {
+			err = ferr
+		} else if err == nil {
+			return nil, fmt.Errorf("approvals: unexpected answer %T to a gate", res)
+		}
+		if de := kernel.AsError(err); ferr == nil && (de == nil || de.Kind != kernel.KindUnavailable) {
+			return nil, err
+		}
+		// Timed out or the supervisor was restarting: the request is
+		// durable and Gate idempotent, so ask again.
+		select {
+		case <-time.After(regateDelay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // Decide approves or rejects a request.

@@ -289,6 +289,13 @@ func (m *Manager) Tools() []ToolInfo {
 	return out
 }
 
+// ToolHints reports the server of a proxied tool (routable: connected,
+// or known from a server that is down) and its readOnlyHint.
+func (m *Manager) ToolHints(name string) (server string, readOnlyHint, ok bool) {
+	it, ok := m.index.Load().byName[name]
+	return it.Server, it.Info.ReadOnlyHint, ok
+}
+
 // HasTool reports whether name is a callable proxied tool.
 func (m *Manager) HasTool(name string) bool {
 	_, ok := m.index.Load().byName[name]

@@ -86,6 +86,8 @@ type daemon struct {
 	http     *fhttp.Server
 	ln       net.Listener
 	served   chan error
+	// stop is closed by close, for the daemon's own goroutines.
+	stop chan struct{}
 }
 
 func newLogger(cfg LogConfig, ring *logs.Ring, console io.Writer) zerolog.Logger {
@@ -102,7 +104,7 @@ func newLogger(cfg LogConfig, ring *logs.Ring, console io.Writer) zerolog.Logger
 func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err error) {
 	begin := time.Now()
 	ring := logs.NewRing(cfg.Log.RingSize)
-	d := &daemon{log: newLogger(cfg.Log, ring, console), served: make(chan error, 1)}
+	d := &daemon{log: newLogger(cfg.Log, ring, console), served: make(chan error, 1), stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -158,6 +160,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	tools := &agentToolbox{}
+	catalog := &toolCatalog{box: tools}
+	approvals.SetTools(catalog)
 	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools})
 	if err != nil {
 		return nil, err
@@ -177,12 +181,14 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	d.vault = vault
-	if err = d.startMCP(home, cfg, agents, bus, c); err != nil {
+	if err = d.startMCP(home, cfg, agents, bus, c, approvals); err != nil {
 		return nil, err
 	}
 	// Agents call MCP tools; MCP starts after agents (its server side
 	// needs them), so the toolbox is handed over now.
 	tools.set(d.mcp)
+	catalog.expose.Store(d.expose)
+	go watchApprovalPatterns(approvals, d.mcp.ToolsChanged(), d.stop)
 	hc := cfg.httpConfig()
 	hc.TurnTimeout = cs.turnTimeout
 	var a2aSvc *a2a.Service
@@ -219,7 +225,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 
 // startMCP starts the MCP client side (one connection actor per server)
 // and, unless switched off, fangd's own MCP server for POST /mcp.
-func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *comms.Bus, c *commsParts) error {
+func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *comms.Bus, c *commsParts, approvals *approval.Approvals) error {
 	specs, err := cfg.mcpSpecs()
 	if err != nil {
 		return err
@@ -263,7 +269,7 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *co
 	}
 	ct := commsTools{router: c.router, bus: bus}
 	d.expose = mcp.NewExposer(mcp.ExposerOptions{Workspace: workspace, Audit: d.audit, Manager: d.mcp,
-		Agents: agentTools{agents}, Messenger: ct, Channels: ct, Events: ct,
+		Agents: agentTools{agents}, Messenger: ct, Channels: ct, Events: ct, Approvals: approvals,
 		Version: version, Log: d.log.With().Str("component", "mcp-server").Logger()})
 	return nil
 }
@@ -355,6 +361,13 @@ func (d *daemon) wait(ctx context.Context) error {
 
 // close releases whatever was started, in reverse order.
 func (d *daemon) close() {
+	if d.stop != nil {
+		select {
+		case <-d.stop:
+		default:
+			close(d.stop)
+		}
+	}
 	if d.ln != nil {
 		d.ln.Close()
 	}

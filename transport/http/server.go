@@ -242,6 +242,7 @@ func (s *Server) routes() {
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.api("GET", "/approvals", s.needApprovals(s.listApprovals))
 	s.api("POST", "/approvals", s.needApprovals(s.createApproval))
+	s.api("GET", "/approvals/policy", s.needApprovals(s.approvalPolicy))
 	s.api("GET", "/approvals/totp/status", s.needApprovals(s.totpStatus))
 	s.api("POST", "/approvals/totp/setup", s.needApprovals(s.totpSetup))
 	s.api("POST", "/approvals/totp/confirm", s.needApprovals(s.totpConfirm))
