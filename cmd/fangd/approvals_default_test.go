@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -258,5 +259,85 @@ url = %q
 	td.must(200, "GET", "/api/approvals?status=pending", nil, &page)
 	if page.Total != 0 {
 		t.Fatalf("%d requests still pending", page.Total)
+	}
+}
+
+// The manifest rule: a glob is accepted (it may match later), an exact
+// name only when fangd offers it now, or with a warning when it could be
+// a tool of a configured MCP server that is not connected; anything else
+// is a 400 unknown_tool naming it. On main every name was accepted and
+// such an agent silently got no tools. The same daemon reports the
+// approval patterns that match no tool, in the API and in its log.
+func TestManifestToolsAndUnmatchedPatternsOnTheBinary(t *testing.T) {
+	// A port nothing listens on: the server stays configured, never connected.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	_, _, cfg := fakes(t, fmt.Sprintf(`
+[network_policy]
+allow_hosts = ["127.0.0.1"]
+
+[approval]
+require_approval = ["shell_exec", "mcp_down_*"]
+auto_approve = ["file_write"]
+
+[[mcp_servers]]
+name = "down"
+transport = "http"
+url = %q
+`, down))
+	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
+	create := func(name string, tools ...string) response {
+		return td.do("POST", "/api/agents", map[string]any{"name": name, "model": "fakeoai/gpt-test", "tools": tools})
+	}
+	for _, bad := range []string{"shell_exec", "file_write", "mcp_other_tool"} {
+		r := create("bad", "mcp_*", bad)
+		if r.status != 400 || r.code() != "unknown_tool" || !strings.Contains(string(r.raw), `\"`+bad+`\"`) {
+			t.Fatalf("tools [%s]: %d %s", bad, r.status, r.raw)
+		}
+	}
+	var ag struct {
+		Tools    []string `json:"tools"`
+		Warnings []string `json:"warnings"`
+	}
+	r := create("ok", "mcp_*", "file_read", "agent_send")
+	if r.status != 201 {
+		t.Fatalf("globs and offered tools: %d %s", r.status, r.raw)
+	}
+	if r.json(t, &ag); len(ag.Warnings) != 0 {
+		t.Fatalf("warnings %v", ag.Warnings)
+	}
+	r = create("waiting", "mcp_down_write")
+	if r.json(t, &ag); r.status != 201 || len(ag.Warnings) != 1 || !strings.Contains(ag.Warnings[0], "down is not connected") {
+		t.Fatalf("tool of a server not connected: %d %s", r.status, r.raw)
+	}
+	if r = td.do("PATCH", "/api/agents/ok", map[string]any{"tools": []string{"shell_exec"}}); r.status != 400 || r.code() != "unknown_tool" {
+		t.Fatalf("patch: %d %s", r.status, r.raw)
+	}
+	var got struct{ Tools []string }
+	if td.must(200, "GET", "/api/agents/ok", nil, &got); strings.Join(got.Tools, ",") != "mcp_*,file_read,agent_send" {
+		t.Fatalf("a refused patch changed the agent: %v", got.Tools)
+	}
+
+	var report struct {
+		Unmatched []struct{ Key, Pattern string } `json:"unmatched_patterns"`
+	}
+	td.must(200, "GET", "/api/approvals/policy", nil, &report)
+	var unmatched []string
+	for _, u := range report.Unmatched {
+		unmatched = append(unmatched, u.Key+"="+u.Pattern)
+	}
+	if strings.Join(unmatched, " ") != "approval.require_approval=shell_exec approval.require_approval=mcp_down_* approval.auto_approve=file_write" {
+		t.Fatalf("unmatched %v", unmatched)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !td.p.log.contains(`"pattern":"shell_exec"`) || !td.p.log.contains("matches no tool fangd offers") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning logged for the unmatched pattern\n%s", td.p.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -162,7 +162,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	tools := &agentToolbox{}
 	catalog := &toolCatalog{box: tools}
 	approvals.SetTools(catalog)
-	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools})
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools, Directory: catalog})
 	if err != nil {
 		return nil, err
 	}

@@ -233,7 +233,35 @@ func (c *toolCatalog) ServerNames() []string {
 	return out
 }
 
-var _ approval.ToolCatalog = (*toolCatalog)(nil)
+// Offered reports whether fangd offers the tool now.
+func (c *toolCatalog) Offered(name string) bool {
+	_, ok := c.ToolHints(name)
+	return ok
+}
+
+// WaitingServer names the configured MCP server, not connected now, that
+// name would be a tool of.
+func (c *toolCatalog) WaitingServer(name string) string {
+	m := c.box.m.Load()
+	if m == nil {
+		return ""
+	}
+	views, err := m.Servers()
+	if err != nil {
+		return ""
+	}
+	for _, v := range views {
+		if !v.Connected && strings.HasPrefix(name, mcp.Namespace(v.Name, "")) && len(name) > len(mcp.Namespace(v.Name, "")) {
+			return v.Name
+		}
+	}
+	return ""
+}
+
+var (
+	_ approval.ToolCatalog = (*toolCatalog)(nil)
+	_ agent.ToolDirectory  = (*toolCatalog)(nil)
+)
 
 // watchApprovalPatterns logs the approval policy's patterns that match no
 // offered tool: once the MCP servers had a moment to connect, then after
