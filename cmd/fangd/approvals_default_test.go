@@ -100,25 +100,6 @@ url = %q
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	// The policy report says what waits and why, and no default pattern
-	// is left matching nothing.
-	var report struct {
-		Tools []struct {
-			Name, Server, Reason string
-			Gated                bool
-		} `json:"tools"`
-		Unmatched []struct{ Key, Pattern string } `json:"unmatched_patterns"`
-	}
-	td.must(200, "GET", "/api/approvals/policy", nil, &report)
-	gates := map[string]string{}
-	for _, tl := range report.Tools {
-		gates[tl.Name] = fmt.Sprintf("%t/%s", tl.Gated, tl.Reason)
-	}
-	if gates["mcp_notes_write_note"] != "true/not_read_only" || gates["mcp_notes_read_notes"] != "false/read_only" ||
-		gates["agent_send"] != "true/not_read_only" || gates["comms_events"] != "false/read_only" || len(report.Unmatched) != 0 {
-		t.Fatalf("policy report %+v", report)
-	}
-
 	pending := func() approvalJSON {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
@@ -259,6 +240,25 @@ url = %q
 	td.must(200, "GET", "/api/approvals?status=pending", nil, &page)
 	if page.Total != 0 {
 		t.Fatalf("%d requests still pending", page.Total)
+	}
+
+	// The policy report says what waits and why, and no default pattern
+	// is left matching nothing.
+	var report struct {
+		Tools []struct {
+			Name, Server, Reason string
+			Gated                bool
+		} `json:"tools"`
+		Unmatched []struct{ Key, Pattern string } `json:"unmatched_patterns"`
+	}
+	td.must(200, "GET", "/api/approvals/policy", nil, &report)
+	gates := map[string]string{}
+	for _, tl := range report.Tools {
+		gates[tl.Name] = fmt.Sprintf("%t/%s", tl.Gated, tl.Reason)
+	}
+	if gates["mcp_notes_write_note"] != "true/not_read_only" || gates["mcp_notes_read_notes"] != "false/read_only" ||
+		gates["agent_send"] != "true/not_read_only" || gates["comms_events"] != "false/read_only" || len(report.Unmatched) != 0 {
+		t.Fatalf("policy report %+v", report)
 	}
 }
 
