@@ -282,7 +282,7 @@ allow_hosts = ["127.0.0.1"]
 
 [approval]
 require_approval = ["shell_exec", "mcp_down_*"]
-auto_approve = ["file_write"]
+totp_tools = ["file_write"]
 
 [[mcp_servers]]
 name = "down"
@@ -330,7 +330,7 @@ url = %q
 	for _, u := range report.Unmatched {
 		unmatched = append(unmatched, u.Key+"="+u.Pattern)
 	}
-	if strings.Join(unmatched, " ") != "approval.require_approval=shell_exec approval.require_approval=mcp_down_* approval.auto_approve=file_write" {
+	if strings.Join(unmatched, " ") != "approval.require_approval=shell_exec approval.require_approval=mcp_down_* approval.totp_tools=file_write" {
 		t.Fatalf("unmatched %v", unmatched)
 	}
 	deadline := time.Now().Add(60 * time.Second)
