@@ -445,7 +445,9 @@ var errDenied = &kernel.Error{Kind: kernel.KindForbidden, Code: "denied", Msg: "
 func TestReadOnlyHintIsSeenAndPinned(t *testing.T) {
 	g := newGoServer(t, false, "")
 	sdk.AddTool(g.srv, &sdk.Tool{Name: "look", Description: "Looks", Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true}},
-		func(context.Context, *sdk.CallToolRequest, echoIn) (*sdk.CallToolResult, any, error) { return &sdk.CallToolResult{}, nil, nil })
+		func(context.Context, *sdk.CallToolRequest, echoIn) (*sdk.CallToolResult, any, error) {
+			return &sdk.CallToolResult{}, nil, nil
+		})
 	h := newHarness(t, t.TempDir(), func(o *Options) { o.QuarantineChanged = true })
 	h.add(Spec{Name: "g", Transport: Transport{Type: TransportHTTP, URL: g.url()}})
 	h.waitConnected("g")
@@ -465,7 +467,9 @@ func TestReadOnlyHintIsSeenAndPinned(t *testing.T) {
 	// The same echo, now claiming to be read-only.
 	g.srv.RemoveTools("echo")
 	sdk.AddTool(g.srv, &sdk.Tool{Name: "echo", Description: "Echoes the message", Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true}},
-		func(context.Context, *sdk.CallToolRequest, echoIn) (*sdk.CallToolResult, any, error) { return &sdk.CallToolResult{}, nil, nil })
+		func(context.Context, *sdk.CallToolRequest, echoIn) (*sdk.CallToolResult, any, error) {
+			return &sdk.CallToolResult{}, nil, nil
+		})
 	v := h.waitFor("g", "flagged", func(v ServerView) bool { return v.ToolsChanged })
 	for _, ti := range v.Tools {
 		if ti.Name == "mcp_g_echo" && (!ti.Changed || !ti.Quarantined) {
