@@ -129,12 +129,23 @@ type LogConfig struct {
 // HTTPConfig is [http].
 type HTTPConfig struct {
 	SecurityHeaders *bool `toml:"security_headers"`
+	// AllowedHosts are Host names served besides loopback names (the DNS
+	// rebinding check; see docs/config.md for when it applies).
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// CORSOrigins are browser origins allowed to read answers.
+	CORSOrigins []string `toml:"cors_origins"`
+	// TrustedProxies are CIDRs of reverse proxies whose X-Forwarded-For /
+	// Forwarded headers name the client.
+	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // AuditConfig is [audit].
 type AuditConfig struct {
 	// AnchorPath is the tip anchor file; default $FANGD_HOME/audit.anchor.
 	AnchorPath string `toml:"anchor_path"`
+	// AuthFailureIntervalSecs is how often failed authentications are
+	// written, one auth_failed entry per source address with a count.
+	AuthFailureIntervalSecs int `toml:"auth_failure_interval_secs"`
 }
 
 func defaultConfig() Config {
@@ -142,6 +153,7 @@ func defaultConfig() Config {
 		APIListen:           "127.0.0.1:4545",
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
+		Audit:               AuditConfig{AuthFailureIntervalSecs: 60},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
 		A2A:                 defaultA2AConfig(),
 		Comms:               defaultCommsConfig(),
@@ -205,6 +217,12 @@ func (c *Config) validate() error {
 	}
 	if c.RateLimit.APIRequestsPerMinute < 0 {
 		return errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)")
+	}
+	if err := c.httpConfig().ValidateEdge(); err != nil {
+		return err
+	}
+	if c.Audit.AuthFailureIntervalSecs < 1 || c.Audit.AuthFailureIntervalSecs > 3600 {
+		return errors.New("audit.auth_failure_interval_secs must be between 1 and 3600")
 	}
 	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
 		return fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level)
@@ -305,6 +323,10 @@ func (c *Config) httpConfig() fhttp.Config {
 	if c.HTTP.SecurityHeaders != nil {
 		h.SecurityHeaders = *c.HTTP.SecurityHeaders
 	}
+	h.AllowedHosts = c.HTTP.AllowedHosts
+	h.CORSOrigins = c.HTTP.CORSOrigins
+	h.TrustedProxies = c.HTTP.TrustedProxies
+	h.AuthFailureInterval = time.Duration(c.Audit.AuthFailureIntervalSecs) * time.Second
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MCP = fhttp.MCPConfig{
