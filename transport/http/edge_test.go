@@ -368,7 +368,7 @@ func TestFailedAuthIsAuditedInAggregate(t *testing.T) {
 	// The timer writes the counts without any flush call.
 	timed := newTestServer(t, func(c *Config) { c.AuthFailureInterval = 20 * time.Millisecond })
 	timed.do(t, "GET", "/api/health/detail", "")
-	waitFor(t, func() bool {
+	eventuallyHTTP(t, func() bool {
 		for _, e := range timed.recent(t, 10) {
 			if e.EventType == "auth_failed" && failureCount(t, e) == 1 {
 				return true
@@ -399,15 +399,4 @@ func TestFailedAuthIsFlushedAtShutdown(t *testing.T) {
 		}
 	}
 	t.Fatal("failed authentications counted before shutdown were not audited")
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
