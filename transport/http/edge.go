@@ -194,6 +194,39 @@ func (s *Server) preflight(ctx *fasthttp.RequestCtx) bool {
 	return true
 }
 
+var errOriginNotAllowed = &apiError{fasthttp.StatusForbidden, "origin_not_allowed",
+	"cross-origin requests that change state are refused unless the origin is in [http] cors_origins"}
+
+// checkOrigin refuses a state-changing request a browser sent from another
+// origin that cors_origins does not list. CORS only keeps the answer from
+// the page: a "simple" cross-origin POST (no body, or a form) is still sent
+// and runs, and with no API key a loopback fangd would run it for any web
+// page the user visits. Browsers mark such requests with Sec-Fetch-Site
+// or, older ones, with an Origin that differs from the Host; clients that
+// are not browsers send neither. Routes that authenticate by their own
+// token or signature (hooks, platform callbacks) are not cookie- or
+// address-authenticated, so the rule does not apply to them.
+func (s *Server) checkOrigin(ctx *fasthttp.RequestCtx, o routeOpts, listed bool) error {
+	if listed || o.ownAuth || o.platformCallback || !isMutating(ctx) {
+		return nil
+	}
+	h := &ctx.Request.Header
+	if site := h.Peek("Sec-Fetch-Site"); len(site) > 0 {
+		if string(site) == "same-origin" || string(site) == "none" {
+			return nil
+		}
+		return errOriginNotAllowed
+	}
+	origin := h.Peek("Origin")
+	if len(origin) == 0 {
+		return nil
+	}
+	if _, host, ok := bytes.Cut(origin, []byte("://")); ok && bytes.EqualFold(host, ctx.Host()) {
+		return nil
+	}
+	return errOriginNotAllowed
+}
+
 // ---- client address behind trusted proxies ----
 
 const userClient = "fangd.client"

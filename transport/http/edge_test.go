@@ -400,3 +400,45 @@ func TestFailedAuthIsFlushedAtShutdown(t *testing.T) {
 	}
 	t.Fatal("failed authentications counted before shutdown were not audited")
 }
+
+// A browser page on another origin cannot make a keyless fangd change
+// state with a "simple" request (CORS would only hide the answer): writes
+// marked cross-origin by Sec-Fetch-Site or Origin are refused unless the
+// origin is in cors_origins.
+func TestCrossOriginWritesAreRefused(t *testing.T) {
+	before := zerolog.GlobalLevel()
+	defer zerolog.SetGlobalLevel(before)
+	zerolog.SetGlobalLevel(zerolog.InfoLevel)
+	ts := newTestServer(t, func(c *Config) { c.APIKey = ""; c.CORSOrigins = []string{"http://app.example"} })
+	host := strings.TrimPrefix(ts.url, "http://")
+	put := func(headers ...string) response {
+		return ts.do(t, "PUT", "/api/logs/level", `{"level":"trace"}`, append([]string{"Content-Type", "application/json"}, headers...)...)
+	}
+	for name, h := range map[string][]string{
+		"foreign Origin":               {"Origin", "http://evil.example"},
+		"null Origin":                  {"Origin", "null"},
+		"same-site, other port":        {"Origin", "http://localhost:3000", "Sec-Fetch-Site", "same-site"},
+		"cross-site, Origin like Host": {"Origin", "http://" + host, "Sec-Fetch-Site", "cross-site"},
+	} {
+		if r := put(h...); r.status != 403 || r.envelope(t).Code != "origin_not_allowed" {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	if got := ts.logLevel(t); got != "info" {
+		t.Fatalf("a cross-origin write changed the log level to %q", got)
+	}
+	// Reads, same-origin writes, non-browser clients and listed origins pass.
+	if r := ts.do(t, "GET", "/api/logs/level", "", "Origin", "http://evil.example"); r.status != 200 || r.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("cross-origin read: %d %v", r.status, r.header)
+	}
+	for name, h := range map[string][]string{
+		"no Origin":      nil,
+		"same Origin":    {"Origin", "http://" + host},
+		"Sec-Fetch none": {"Sec-Fetch-Site", "none"},
+		"listed origin":  {"Origin", "http://app.example", "Sec-Fetch-Site", "cross-site"},
+	} {
+		if r := put(h...); r.status != 200 {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+}

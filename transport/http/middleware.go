@@ -74,9 +74,9 @@ const (
 
 // chain wraps h in the middleware every route gets, outermost first:
 // request id + security headers + panic recovery + metrics, the Host
-// check, CORS, rate limit, auth, then auditing of mutating calls. A
-// refused Host changes nothing: it spends no rate-limit cells and writes no
-// audit entry.
+// check, CORS (and the refusal of cross-origin writes), rate limit, auth,
+// then auditing of mutating calls. A refused Host or cross-origin write
+// changes nothing: it spends no rate-limit cells and writes no audit entry.
 func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.RequestHandler {
 	metrics := s.metrics.route(route)
 	return func(ctx *fasthttp.RequestCtx) {
@@ -94,7 +94,8 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 			return
 		}
 		s.resolveClient(ctx)
-		if s.cors(ctx) && ctx.IsOptions() && len(ctx.Request.Header.Peek("Access-Control-Request-Method")) > 0 {
+		listed := s.cors(ctx)
+		if listed && ctx.IsOptions() && len(ctx.Request.Header.Peek("Access-Control-Request-Method")) > 0 {
 			// Browsers send preflights without credentials: they spend
 			// the client address's cells and are answered before auth.
 			if err := s.rateLimit(ctx, bucketKey(clientIP(ctx).String(), "", false)); err != nil {
@@ -104,6 +105,10 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 			if s.preflight(ctx) {
 				return
 			}
+		}
+		if err := s.checkOrigin(ctx, o, listed); err != nil {
+			s.writeError(ctx, err)
+			return
 		}
 		actor, refused := s.authenticate(ctx, o)
 		if err := s.rateLimit(ctx, bucketKey(clientIP(ctx).String(), actor, refused != nil)); err != nil {
