@@ -22,13 +22,23 @@ import (
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
 type Config struct {
-	APIListen           string          `toml:"api_listen"`
-	APIKey              string          `toml:"api_key"`
-	MaxRequestBodyBytes int             `toml:"max_request_body_bytes"`
-	RateLimit           RateLimitConfig `toml:"rate_limit"`
-	Log                 LogConfig       `toml:"log"`
-	HTTP                HTTPConfig      `toml:"http"`
-	Audit               AuditConfig     `toml:"audit"`
+	APIListen           string `toml:"api_listen"`
+	APIKey              string `toml:"api_key"`
+	MaxRequestBodyBytes int    `toml:"max_request_body_bytes"`
+	// AllowedHosts are Host names served besides loopback names (the DNS
+	// rebinding check; see docs/config.md for when it applies).
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// CORSOrigins are browser origins allowed to read answers and write;
+	// CORSOrigin is LibreFang's spelling of the same list.
+	CORSOrigins []string `toml:"cors_origins"`
+	CORSOrigin  []string `toml:"cors_origin"`
+	// TrustedProxies are CIDRs of reverse proxies whose X-Forwarded-For /
+	// Forwarded headers name the client (LibreFang's key).
+	TrustedProxies []string        `toml:"trusted_proxies"`
+	RateLimit      RateLimitConfig `toml:"rate_limit"`
+	Log            LogConfig       `toml:"log"`
+	HTTP           HTTPConfig      `toml:"http"`
+	Audit          AuditConfig     `toml:"audit"`
 	// A2A: config_a2a.go.
 	A2A A2AConfig `toml:"a2a"`
 	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
@@ -129,14 +139,6 @@ type LogConfig struct {
 // HTTPConfig is [http].
 type HTTPConfig struct {
 	SecurityHeaders *bool `toml:"security_headers"`
-	// AllowedHosts are Host names served besides loopback names (the DNS
-	// rebinding check; see docs/config.md for when it applies).
-	AllowedHosts []string `toml:"allowed_hosts"`
-	// CORSOrigins are browser origins allowed to read answers.
-	CORSOrigins []string `toml:"cors_origins"`
-	// TrustedProxies are CIDRs of reverse proxies whose X-Forwarded-For /
-	// Forwarded headers name the client.
-	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // AuditConfig is [audit].
@@ -323,9 +325,9 @@ func (c *Config) httpConfig() fhttp.Config {
 	if c.HTTP.SecurityHeaders != nil {
 		h.SecurityHeaders = *c.HTTP.SecurityHeaders
 	}
-	h.AllowedHosts = c.HTTP.AllowedHosts
-	h.CORSOrigins = c.HTTP.CORSOrigins
-	h.TrustedProxies = c.HTTP.TrustedProxies
+	h.AllowedHosts = c.AllowedHosts
+	h.CORSOrigins = append(append([]string(nil), c.CORSOrigins...), c.CORSOrigin...)
+	h.TrustedProxies = c.TrustedProxies
 	h.AuthFailureInterval = time.Duration(c.Audit.AuthFailureIntervalSecs) * time.Second
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes

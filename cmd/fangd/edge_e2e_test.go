@@ -37,9 +37,9 @@ func edgeDo(t *testing.T, method, url, body string, headers ...string) (int, htt
 
 // The `make run` default (no API key): a request with a foreign Host (DNS
 // rebinding) can neither change the log level nor read the audit log, and
-// names in [http] allowed_hosts are served.
+// names in allowed_hosts are served.
 func TestForeignHostOnTheDefaultDaemon(t *testing.T) {
-	p := startFangd(t, t.TempDir(), "[http]\nallowed_hosts = [\"fangd.test\"]\ncors_origins = [\"http://app.test:5173\"]\n", "FANGD_API_KEY=")
+	p := startFangd(t, t.TempDir(), "allowed_hosts = [\"fangd.test\"]\ncors_origin = [\"http://app.test:5173\"]\n", "FANGD_API_KEY=")
 	code, _, body := edgeDo(t, "PUT", p.url+"/api/logs/level", `{"level":"trace"}`, "Host", "evil.example.com", "Content-Type", "application/json")
 	if code != 403 || !strings.Contains(string(body), `"code":"host_not_allowed"`) {
 		t.Fatalf("foreign Host PUT = %d %s", code, body)
@@ -103,10 +103,10 @@ func TestFailedAuthAuditedAtStop(t *testing.T) {
 
 func TestEdgeConfigErrorsNameTheKey(t *testing.T) {
 	for config, want := range map[string]string{
-		"[http]\nallowed_hosts = [\"http://x\"]\n":    "http.allowed_hosts",
-		"[http]\ncors_origins = [\"*\"]\n":            "http.cors_origins",
-		"[http]\ntrusted_proxies = [\"proxy.lan\"]\n": "http.trusted_proxies",
-		"[audit]\nauth_failure_interval_secs = 0\n":   "audit.auth_failure_interval_secs",
+		"allowed_hosts = [\"http://x\"]\n":          "allowed_hosts",
+		"cors_origins = [\"*\"]\n":                  "cors_origins",
+		"trusted_proxies = [\"proxy.lan\"]\n":       "trusted_proxies",
+		"[audit]\nauth_failure_interval_secs = 0\n": "audit.auth_failure_interval_secs",
 	} {
 		home := t.TempDir()
 		os.WriteFile(filepath.Join(home, "config.toml"), []byte(config), 0o600)

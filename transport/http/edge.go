@@ -35,14 +35,14 @@ func newEdge(c Config) (edge, error) {
 	for _, h := range c.AllowedHosts {
 		name := strings.ToLower(strings.TrimSuffix(strings.Trim(h, "[]"), "."))
 		if name == "" || strings.ContainsAny(name, "/ \t*@?#") || (strings.Contains(name, ":") && !isIPv6(name)) {
-			return e, fmt.Errorf("http.allowed_hosts: %q is not a host name or IP address (no scheme, port, path or wildcard)", h)
+			return e, fmt.Errorf("allowed_hosts: %q is not a host name or IP address (no scheme, port, path or wildcard)", h)
 		}
 		e.allowedHosts[name] = true
 	}
 	for _, o := range c.CORSOrigins {
 		origin, err := parseOrigin(o)
 		if err != nil {
-			return e, fmt.Errorf("http.cors_origins: %q: %v", o, err)
+			return e, fmt.Errorf("cors_origins: %q: %v", o, err)
 		}
 		e.corsOrigins[origin] = true
 	}
@@ -51,7 +51,7 @@ func newEdge(c Config) (edge, error) {
 		if err != nil {
 			addr, aerr := netip.ParseAddr(p)
 			if aerr != nil {
-				return e, fmt.Errorf("http.trusted_proxies: %q is not a CIDR (\"127.0.0.1/32\") or an IP address", p)
+				return e, fmt.Errorf("trusted_proxies: %q is not a CIDR (\"127.0.0.1/32\") or an IP address", p)
 			}
 			prefix = netip.PrefixFrom(addr, addr.BitLen())
 		}
@@ -105,7 +105,7 @@ func (s *Server) hostChecked(ctx *fasthttp.RequestCtx, o routeOpts) bool {
 }
 
 var errHostNotAllowed = &apiError{fasthttp.StatusForbidden, "host_not_allowed",
-	"the Host header names neither a loopback address nor a name in [http] allowed_hosts (DNS rebinding protection)"}
+	"the Host header names neither a loopback address nor a name in allowed_hosts (DNS rebinding protection)"}
 
 // checkHost refuses a request whose Host is not a loopback name or
 // address and not in allowed_hosts, when the check applies.
@@ -195,7 +195,7 @@ func (s *Server) preflight(ctx *fasthttp.RequestCtx) bool {
 }
 
 var errOriginNotAllowed = &apiError{fasthttp.StatusForbidden, "origin_not_allowed",
-	"cross-origin requests that change state are refused unless the origin is in [http] cors_origins"}
+	"cross-origin requests that change state are refused unless the origin is in cors_origins"}
 
 // checkOrigin refuses a state-changing request a browser sent from another
 // origin that cors_origins does not list. CORS only keeps the answer from
