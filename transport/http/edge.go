@@ -175,23 +175,26 @@ func (s *Server) cors(ctx *fasthttp.RequestCtx) bool {
 	return true
 }
 
-// preflight answers a CORS preflight for a listed origin: 204 with the
-// requested method when the path has a route for it. It reports false
-// (the request goes on through the chain, to its 404 or 405) otherwise.
-func (s *Server) preflight(ctx *fasthttp.RequestCtx) bool {
+// preflightFor is the method a CORS preflight asks about, when the request
+// is one and the path has a route for that method. Other preflights go on
+// through the chain, to their 404 or 405.
+func (s *Server) preflightFor(ctx *fasthttp.RequestCtx) (string, bool) {
 	method := string(ctx.Request.Header.Peek("Access-Control-Request-Method"))
 	if !ctx.IsOptions() || method == "" {
-		return false
+		return "", false
 	}
-	if h, _ := s.router.Lookup(method, string(ctx.Path()), ctx); h == nil {
-		return false
-	}
+	h, _ := s.router.Lookup(method, string(ctx.Path()), ctx)
+	return method, h != nil
+}
+
+// answerPreflight answers a listed origin's preflight: 204 with the
+// requested method and the headers the API reads.
+func answerPreflight(ctx *fasthttp.RequestCtx, method string) {
 	h := &ctx.Response.Header
 	h.Set("Access-Control-Allow-Methods", method)
 	h.SetBytesV("Access-Control-Allow-Headers", corsAllowHeaders)
 	h.Set("Access-Control-Max-Age", "600")
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
-	return true
 }
 
 var errOriginNotAllowed = &apiError{fasthttp.StatusForbidden, "origin_not_allowed",

@@ -249,11 +249,11 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream s
 	mk := func(stateless, jsonResponse bool) fasthttp.RequestHandler {
 		return fasthttpadaptor.NewFastHTTPHandler(ownContext(sdk.NewStreamableHTTPHandler(get, &sdk.StreamableHTTPOptions{
 			Stateless: stateless, JSONResponse: jsonResponse, Logger: slogger,
+			SessionTimeout: cfg.SessionTimeout, MaxRequestBodyBytes: int64(cfg.MaxBodyBytes),
 			// The chain's Host check (checkHost, loopbackHost) applies the
 			// SDK's DNS rebinding rule and also admits allowed_hosts; the
 			// SDK's own check would refuse those with a plain-text 403.
 			DisableLocalhostProtection: true,
-			SessionTimeout: cfg.SessionTimeout, MaxRequestBodyBytes: int64(cfg.MaxBodyBytes),
 		}), stream))
 	}
 	return &mcpEndpoint{cfg: cfg, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}

@@ -95,14 +95,16 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		}
 		s.resolveClient(ctx)
 		listed := s.cors(ctx)
-		if listed && ctx.IsOptions() && len(ctx.Request.Header.Peek("Access-Control-Request-Method")) > 0 {
-			// Browsers send preflights without credentials: they spend
-			// the client address's cells and are answered before auth.
-			if err := s.rateLimit(ctx, bucketKey(clientIP(ctx).String(), "", false)); err != nil {
-				s.writeError(ctx, err)
-				return
-			}
-			if s.preflight(ctx) {
+		if listed {
+			if method, ok := s.preflightFor(ctx); ok {
+				// Browsers send preflights without credentials: they
+				// spend the client address's cells and are answered
+				// before auth.
+				if err := s.rateLimit(ctx, bucketKey(clientIP(ctx).String(), "", false)); err != nil {
+					s.writeError(ctx, err)
+					return
+				}
+				answerPreflight(ctx, method)
 				return
 			}
 		}
