@@ -27,6 +27,13 @@ func failureCount(t *testing.T, e audit.Entry) int {
 	return n
 }
 
+// frozenLimiter stops the rate limiter's clock (a newTestServer option),
+// so that no bucket refills while a slow, shared machine runs the test.
+func frozenLimiter(s *Server) {
+	at := time.Now()
+	s.limits.Load().g.now = func() time.Time { return at }
+}
+
 func (ts *testServer) logLevel(t *testing.T) string {
 	t.Helper()
 	var b levelBody
@@ -43,7 +50,7 @@ func TestForeignHostIsRefusedAndChangesNothing(t *testing.T) {
 	before := zerolog.GlobalLevel()
 	defer zerolog.SetGlobalLevel(before)
 	zerolog.SetGlobalLevel(zerolog.InfoLevel)
-	ts := newTestServer(t, func(c *Config) { c.APIKey = ""; c.RateLimitPerMinute = 40 })
+	ts := newTestServer(t, func(c *Config) { c.APIKey = ""; c.RateLimitPerMinute = 40 }, frozenLimiter)
 	entries := len(ts.recent(t, 100))
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(ts.url, "http://"))
 	for _, host := range []string{"evil.example.com", "evil.example.com:" + port, "127.0.0.1.evil.example",
@@ -178,8 +185,8 @@ func TestCORSPreflightAndOrigins(t *testing.T) {
 // hop) for rate limiting, audit source_ip and the loopback rule; without
 // it, the same headers are ignored.
 func TestTrustedProxyForwardedFor(t *testing.T) {
-	proxied := newTestServer(t, func(c *Config) { c.TrustedProxies = []string{"127.0.0.1/32"}; c.RateLimitPerMinute = 10 })
-	direct := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 10 })
+	proxied := newTestServer(t, func(c *Config) { c.TrustedProxies = []string{"127.0.0.1/32"}; c.RateLimitPerMinute = 10 }, frozenLimiter)
+	direct := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 10 }, frozenLimiter)
 	put := func(ts *testServer, headers ...string) {
 		t.Helper()
 		h := append([]string{"Content-Type", "application/json"}, headers...)
@@ -287,7 +294,7 @@ func TestRightmostUntrustedHop(t *testing.T) {
 // A flood of bad keys (or missing ones) from one address spends its own
 // bucket: the good key from the same address is still served.
 func TestBadKeyFloodDoesNotLockOutTheGoodKey(t *testing.T) {
-	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 10 })
+	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 10 }, frozenLimiter)
 	last := 0
 	for i := range 30 {
 		h := []string{"Authorization", "Bearer wrong-key-0123456789abcdef"}
@@ -313,7 +320,7 @@ func TestBadKeyFloodDoesNotLockOutTheGoodKey(t *testing.T) {
 
 // SetRateLimits swaps the limiter while the server runs (config reload).
 func TestSetRateLimits(t *testing.T) {
-	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 3 })
+	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 3 }, frozenLimiter)
 	for range 3 {
 		ts.do(t, "GET", "/api/health", "")
 	}

@@ -26,10 +26,14 @@ type limiter struct {
 // unchanged; a new quota starts every bucket full.
 func (s *Server) SetRateLimits(l RateLimits) {
 	next := &limiter{RateLimits: l}
-	if old := s.limits.Load(); old != nil && old.PerMinute == l.PerMinute {
+	old := s.limits.Load()
+	if old != nil && old.PerMinute == l.PerMinute {
 		next.g = old.g
 	} else if l.PerMinute > 0 {
 		next.g = newGCRA(l.PerMinute)
+		if old != nil && old.g != nil {
+			next.g.now = old.g.now // a test's clock stays in force
+		}
 	}
 	s.limits.Store(next)
 }
