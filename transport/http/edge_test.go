@@ -3,6 +3,7 @@ package http
 import (
 	"encoding/json"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -448,4 +449,41 @@ func TestCrossOriginWritesAreRefused(t *testing.T) {
 			t.Errorf("%s: %d %s", name, r.status, r.body)
 		}
 	}
+}
+
+// Forwarding headers are written by whoever sends the request: parsing
+// them never panics, and a client is loopback only if its address is.
+func FuzzForwardedClient(f *testing.F) {
+	for _, seed := range []string{"203.0.113.9", "1.1.1.1, 127.0.0.1", "[2001:db8::1]:80, unknown", `"[::1]"`, "_hidden", ",,,", "::ffff:127.0.0.1", "fe80::1%eth0"} {
+		f.Add(seed, `for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711"`)
+	}
+	s := &Server{}
+	s.edge, _ = newEdge(Config{TrustedProxies: []string{"127.0.0.0/8", "10.0.0.0/8"}})
+	peer := net.ParseIP("127.0.0.1")
+	f.Fuzz(func(t *testing.T, xff, fwd string) {
+		for _, hops := range [][]string{strings.Split(xff, ","), forwardedFor(fwd)} {
+			c := s.rightmostUntrusted(peer, hops)
+			if c.ip == nil || (c.loopback && !c.ip.IsLoopback()) {
+				t.Fatalf("%q: %+v", hops, c)
+			}
+		}
+	})
+}
+
+// The Host check's parser never panics and admits only loopback names.
+func FuzzHostName(f *testing.F) {
+	for _, seed := range []string{"localhost:4545", "[::1]:80", "127.0.0.1", "evil.example.com", "[", "]:", "app.localhost.", "LOCALHOST"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		name := hostName([]byte(host))
+		if loopbackName(name) {
+			s := string(name)
+			if a, err := netip.ParseAddr(s); err == nil && !a.Unmap().IsLoopback() {
+				t.Fatalf("%q admitted as loopback", host)
+			} else if err != nil && s != "localhost" && !strings.HasSuffix(s, ".localhost") {
+				t.Fatalf("%q admitted as loopback", host)
+			}
+		}
+	})
 }
