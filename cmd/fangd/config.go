@@ -22,13 +22,23 @@ import (
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
 type Config struct {
-	APIListen           string          `toml:"api_listen"`
-	APIKey              string          `toml:"api_key"`
-	MaxRequestBodyBytes int             `toml:"max_request_body_bytes"`
-	RateLimit           RateLimitConfig `toml:"rate_limit"`
-	Log                 LogConfig       `toml:"log"`
-	HTTP                HTTPConfig      `toml:"http"`
-	Audit               AuditConfig     `toml:"audit"`
+	APIListen           string `toml:"api_listen"`
+	APIKey              string `toml:"api_key"`
+	MaxRequestBodyBytes int    `toml:"max_request_body_bytes"`
+	// AllowedHosts are Host names served besides loopback names (the DNS
+	// rebinding check; see docs/config.md for when it applies).
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// CORSOrigins are browser origins allowed to read answers and write;
+	// CORSOrigin is LibreFang's spelling of the same list.
+	CORSOrigins []string `toml:"cors_origins"`
+	CORSOrigin  []string `toml:"cors_origin"`
+	// TrustedProxies are CIDRs of reverse proxies whose X-Forwarded-For /
+	// Forwarded headers name the client (LibreFang's key).
+	TrustedProxies []string        `toml:"trusted_proxies"`
+	RateLimit      RateLimitConfig `toml:"rate_limit"`
+	Log            LogConfig       `toml:"log"`
+	HTTP           HTTPConfig      `toml:"http"`
+	Audit          AuditConfig     `toml:"audit"`
 	// A2A: config_a2a.go.
 	A2A A2AConfig `toml:"a2a"`
 	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
@@ -135,6 +145,9 @@ type HTTPConfig struct {
 type AuditConfig struct {
 	// AnchorPath is the tip anchor file; default $FANGD_HOME/audit.anchor.
 	AnchorPath string `toml:"anchor_path"`
+	// AuthFailureIntervalSecs is how often failed authentications are
+	// written, one auth_failed entry per source address with a count.
+	AuthFailureIntervalSecs int `toml:"auth_failure_interval_secs"`
 }
 
 func defaultConfig() Config {
@@ -142,6 +155,7 @@ func defaultConfig() Config {
 		APIListen:           "127.0.0.1:4545",
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
+		Audit:               AuditConfig{AuthFailureIntervalSecs: 60},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
 		A2A:                 defaultA2AConfig(),
 		Comms:               defaultCommsConfig(),
@@ -205,6 +219,12 @@ func (c *Config) validate() error {
 	}
 	if c.RateLimit.APIRequestsPerMinute < 0 {
 		return errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)")
+	}
+	if err := c.httpConfig().ValidateEdge(); err != nil {
+		return err
+	}
+	if c.Audit.AuthFailureIntervalSecs < 1 || c.Audit.AuthFailureIntervalSecs > 3600 {
+		return errors.New("audit.auth_failure_interval_secs must be between 1 and 3600")
 	}
 	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
 		return fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level)
@@ -305,6 +325,10 @@ func (c *Config) httpConfig() fhttp.Config {
 	if c.HTTP.SecurityHeaders != nil {
 		h.SecurityHeaders = *c.HTTP.SecurityHeaders
 	}
+	h.AllowedHosts = c.AllowedHosts
+	h.CORSOrigins = append(append([]string(nil), c.CORSOrigins...), c.CORSOrigin...)
+	h.TrustedProxies = c.TrustedProxies
+	h.AuthFailureInterval = time.Duration(c.Audit.AuthFailureIntervalSecs) * time.Second
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MCP = fhttp.MCPConfig{

@@ -423,6 +423,22 @@ func TestMCPHostRebindingAndAuth(t *testing.T) {
 	}
 }
 
+// /mcp's rebinding rule is the API's one Host check: names in
+// allowed_hosts are admitted there too, foreign ones still get 403.
+func TestMCPAllowedHosts(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{cfg: func(c *Config) { c.AllowedHosts = []string{"fangd.test"} }})
+	rt := &hostRewriter{key: testKey, host: "fangd.test:4545"}
+	cs, err := goClient(t, s.url, rt, "2025-11-25")
+	if err != nil {
+		t.Fatalf("allowed_hosts name refused on /mcp: %v (status %d)", err, rt.status.Load())
+	}
+	cs.Close()
+	rt = &hostRewriter{key: testKey, host: "evil.example.com"}
+	if _, err := goClient(t, s.url, rt, "2025-11-25"); err == nil || rt.status.Load() != 403 {
+		t.Fatalf("foreign Host on /mcp: err=%v status %d", err, rt.status.Load())
+	}
+}
+
 type mcpFakeAgents struct{}
 
 func (mcpFakeAgents) ToolFilter(_ context.Context, agent string) (func(string) bool, error) {
