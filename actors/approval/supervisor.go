@@ -451,7 +451,8 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 		c.Respond(err)
 		return
 	}
-	if n := s.pendingByAgent[req.AgentID]; n >= env.policy.MaxPendingPerAgent {
+	pol := env.policy.Load() // one policy for the whole request
+	if n := s.pendingByAgent[req.AgentID]; n >= pol.MaxPendingPerAgent {
 		c.Respond(kernel.Errorf(kernel.KindRateLimited, "too_many_pending_approvals",
 			"agent %s already has %d approval requests waiting (max_pending_per_agent); decide those first", req.AgentID, n))
 		return
@@ -462,9 +463,9 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 	now := env.now().UTC()
 	rec := &Approval{ID: req.ID, AgentID: req.AgentID, AgentName: req.AgentName, Action: req.Action, ToolName: req.Action,
 		Description: req.Description, ActionSummary: req.ActionSummary, Payload: req.Payload,
-		RiskLevel: env.policy.Risk(req.Action, req.RiskLevel), Status: StatusPending, RequestedAt: now, CreatedAt: now,
-		ExpiresAt: now.Add(env.policy.Timeout()), TimeoutSecs: env.policy.TimeoutSecs, SessionID: req.SessionID,
-		RequestedBy: req.RequestedBy, SecondFactorRequired: env.policy.TOTPApplies(req.Action)}
+		RiskLevel: pol.Risk(req.Action, req.RiskLevel), Status: StatusPending, RequestedAt: now, CreatedAt: now,
+		ExpiresAt: now.Add(pol.Timeout()), TimeoutSecs: pol.TimeoutSecs, SessionID: req.SessionID,
+		RequestedBy: req.RequestedBy, SecondFactorRequired: pol.TOTPApplies(req.Action)}
 	if rec.ActionSummary == "" {
 		rec.ActionSummary = summarize(rec)
 	}
@@ -557,7 +558,7 @@ func (s *supervisor) onDecided(c actor.Context, rec *Approval) {
 // load it waits for a batch to gather, so that a busy daemon does not pay
 // a synced delete for every decision.
 func (s *supervisor) trim(force bool) {
-	keep := s.env.policy.KeepDecided
+	keep := s.env.policy.Load().KeepDecided
 	if len(s.decided) <= keep || (!force && len(s.decided) < keep+min(decidedTrimBatch, keep)) {
 		return
 	}
