@@ -199,11 +199,12 @@ func directLoopback(ctx *fasthttp.RequestCtx) bool {
 }
 
 func (s *Server) rateLimit(ctx *fasthttp.RequestCtx) error {
-	if s.limiter == nil || (s.cfg.RateLimitExemptLoopback && directLoopback(ctx)) {
+	l := s.limits.Load()
+	if l.g == nil || (l.exemptLoopback && directLoopback(ctx)) {
 		return nil
 	}
 	cost := routeCost(string(ctx.Method()), string(ctx.Path()))
-	ok, wait := s.limiter.allow(clientIP(ctx).String(), cost)
+	ok, wait := l.g.allow(clientIP(ctx).String(), cost)
 	if ok {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/router"
@@ -126,12 +127,13 @@ type Deps struct {
 
 // Server is fangd's HTTP API.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	log     zerolog.Logger
-	router  *router.Router
-	srv     *fasthttp.Server
-	limiter *gcra
+	cfg    Config
+	deps   Deps
+	log    zerolog.Logger
+	router *router.Router
+	srv    *fasthttp.Server
+	// limits is swapped whole by SetRateLimit (config reload).
+	limits  atomic.Pointer[rateLimits]
 	keyHash [32]byte
 	// peerHashes are the A2A peers' token hashes.
 	peerHashes []peerHash
@@ -144,6 +146,8 @@ type Server struct {
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
 	mcpEndpoint              *mcpEndpoint
+	// hooks starts as deps.Hooks; SetHooks swaps it.
+	hooks atomic.Pointer[HooksConfig]
 }
 
 // New builds the server and its routes.
@@ -163,12 +167,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		closing: make(chan struct{}),
 	}
 	s.keyHash = hashKey(cfg.APIKey)
+	s.SetHooks(deps.Hooks)
 	for _, p := range cfg.A2APeers {
 		s.peerHashes = append(s.peerHashes, peerHash{name: p.Name, hash: hashKey(p.Token)})
 	}
-	if cfg.RateLimitPerMinute > 0 {
-		s.limiter = newGCRA(cfg.RateLimitPerMinute)
-	}
+	s.SetRateLimit(cfg.RateLimitPerMinute, cfg.RateLimitExemptLoopback)
 	if err := s.metrics.register(deps.Kernel.Metrics); err != nil {
 		return nil, err
 	}
@@ -188,6 +191,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Logger:                fasthttpLogger{s.log},
 	}
 	return s, nil
+}
+
+// rateLimits is the limiter in force; a nil g means no limit.
+type rateLimits struct {
+	g              *gcra
+	exemptLoopback bool
+}
+
+// SetRateLimit replaces the per-client quota (config reload); 0 turns the
+// limiter off. A new quota starts every client with a full bucket.
+func (s *Server) SetRateLimit(perMinute int, exemptLoopback bool) {
+	l := &rateLimits{exemptLoopback: exemptLoopback}
+	if perMinute > 0 {
+		l.g = newGCRA(perMinute)
+	}
+	s.limits.Store(l)
 }
 
 // Serve accepts connections on ln until Shutdown.
