@@ -131,9 +131,11 @@ func (d *daemon) reload() {
 	}
 	if err != nil {
 		problems := strings.Split(err.Error(), "\n")
+		// Audited before it is logged: the log line ends the reload for
+		// whoever watches it.
+		d.recordOutcome("config_reloaded", "error", "refused: "+strings.Join(problems, "; "))
 		d.log.Error().Strs("problems", problems).Str("config", rp.cfg.path).
 			Msg("config reload refused: the file has errors; the running config is unchanged")
-		d.recordOutcome("config_reloaded", "error", "refused: "+strings.Join(problems, "; "))
 		return
 	}
 	rep := &reloadReport{}
@@ -155,9 +157,9 @@ func (d *daemon) reload() {
 	if len(rep.problems) > 0 {
 		outcome, ev = "partial", d.log.Warn().Strs("problems", rep.problems)
 	}
+	d.recordOutcome("config_reloaded", outcome, rep.details())
 	ev.Strs("changed", rep.applied).Strs("channels", rep.channels).Strs("mcp_servers", rep.mcp).
 		Strs("needs_restart", rep.restartOnly).Msg("config reloaded")
-	d.recordOutcome("config_reloaded", outcome, rep.details())
 }
 
 // checkEntities checks what validate cannot see alone: channel tables
