@@ -76,6 +76,9 @@ type supervisor struct {
 	timer          *time.Timer
 	timerAt        int64 // what timer is armed for (unix nanoseconds); 0: not armed
 	timerGen       int
+	// stopping: the daemon is shutting down, so request actors stopping
+	// is expected and not an error.
+	stopping bool
 }
 
 func (s *supervisor) Receive(c actor.Context) {
@@ -85,7 +88,10 @@ func (s *supervisor) Receive(c actor.Context) {
 			panic(fmt.Errorf("approvals: load: %w", err))
 		}
 		s.arm(c)
-	case *actor.Stopping, *actor.Restarting:
+	case *actor.Stopping:
+		s.stopping = true
+		s.stopTimer()
+	case *actor.Restarting:
 		s.stopTimer()
 	case *Create:
 		s.create(c, m.Req, false)
@@ -138,6 +144,9 @@ func (s *supervisor) Receive(c actor.Context) {
 			s.arm(c)
 		}
 	case *actor.Terminated:
+		if s.stopping {
+			return
+		}
 		id := m.Who.Id[strings.LastIndex(m.Who.Id, "/")+1:]
 		if e := s.byID[id]; e != nil && e.pid != nil && e.pid.Equal(m.Who) {
 			s.env.log.Error().Str("approval_id", e.id).Msg("approval actor stopped by its supervisor; it restarts with the daemon")

@@ -300,26 +300,52 @@ func TestSIGHUPReconcilesChannelsAndMCPServers(t *testing.T) {
 	}
 }
 
-// A normal stop after real traffic (an open SSE stream included) logs
-// nothing at error level.
+// A normal stop after real traffic (a connected channel and MCP server,
+// an agent turn, open SSE streams) logs nothing at error level.
 func TestNormalStopLogsNoErrors(t *testing.T) {
-	p := startFangd(t, t.TempDir(), "[rate_limit]\napi_requests_per_minute = 0\n", "FANGD_API_KEY="+e2eKey)
-	for _, path := range []string{"/api/health", "/api/agents", "/api/audit/recent", "/api/comms/events", "/api/nope"} {
+	nt := ntfytest.New()
+	defer nt.Close()
+	peerURL := goPeer(t)
+	_, _, providers := fakes(t, fmt.Sprintf(`
+[network_policy]
+allow_hosts = ["127.0.0.1/32"]
+
+[channels.alerts]
+adapter = "ntfy"
+server_url = %q
+topic = "fang"
+token = %q
+
+[[mcp_servers]]
+name = "peer"
+transport = "http"
+url = %q
+`, nt.URL, ntfytest.BotToken, peerURL))
+	p := startFangd(t, t.TempDir(), providers, append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)...)
+	waitChannels(t, p, "alerts connected", connected("alerts"))
+	if code, body := p.request(t, "POST", "/api/agents", `{"name":"ops","model":"fakeoai/gpt-test"}`); code != 201 {
+		t.Fatalf("agent: %d %s", code, body)
+	}
+	if code, body := p.request(t, "POST", "/api/agents/ops/message", `{"message":"hello"}`); code != 200 {
+		t.Fatalf("agent turn: %d %s", code, body)
+	}
+	for _, path := range []string{"/api/health", "/api/agents", "/api/audit/recent", "/api/comms/events", "/api/mcp/servers", "/api/nope"} {
 		p.request(t, "GET", path, "")
 	}
-	req, _ := http.NewRequest("GET", p.url+"/api/comms/events/stream", nil)
-	req.Header.Set("Authorization", "Bearer "+e2eKey)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("stream: %d", res.StatusCode)
-	}
-	line, _ := bufio.NewReader(res.Body).ReadString('\n') // the stream is open
-	if line == "" {
-		t.Fatal("the stream sent nothing")
+	for _, path := range []string{"/api/comms/events/stream", "/api/logs/stream"} {
+		req, _ := http.NewRequest("GET", p.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+e2eKey)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, res.StatusCode)
+		}
+		if line, _ := bufio.NewReader(res.Body).ReadString('\n'); line == "" { // the stream is open
+			t.Fatalf("%s sent nothing", path)
+		}
 	}
 	if err := p.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
