@@ -298,6 +298,18 @@ func TestSIGHUPReconcilesChannelsAndMCPServers(t *testing.T) {
 	if !strings.Contains(log, "channels.broken") {
 		t.Fatalf("the refusal does not name the channel:\n%s", log)
 	}
+	// Rate limits reload too (last: the test's own calls count from here).
+	sighup(t, p, strings.Replace(base, "api_requests_per_minute = 0", "api_requests_per_minute = 3", 1))
+	limited := false
+	for range 10 {
+		if code, _ := p.request(t, "GET", "/api/health", ""); code == 429 {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("10 requests under a reloaded quota of 3 per minute: none refused")
+	}
 }
 
 // A normal stop after real traffic (a connected channel and MCP server,
