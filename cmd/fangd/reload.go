@@ -175,7 +175,7 @@ func (d *daemon) checkEntities(next Config) error {
 		cancel()
 	}
 	specs, _ := next.mcpSpecs() // validated already
-	if len(specs) > 0 {
+	if len(specs) > 0 && !reflect.DeepEqual(next.MCPServers, d.reloads.cfg.MCPServers) {
 		views, err := d.mcp.Servers()
 		if err != nil {
 			return err
