@@ -43,11 +43,13 @@ type Options struct {
 
 // env is what every approvals actor shares.
 type env struct {
-	k       *kernel.Kernel
-	db      *store.DB
-	vault   *store.Vault
-	audit   *audit.Log
-	policy  Policy
+	k     *kernel.Kernel
+	db    *store.DB
+	vault *store.Vault
+	audit *audit.Log
+	// policy is swapped whole by SetPolicy (SIGHUP); actors load it per
+	// use, so a request sees one consistent policy for each decision.
+	policy  atomic.Pointer[Policy]
 	records *store.Collection[Approval]
 	// index holds a few fields of every kept request, written in the same
 	// transaction as its record, so that loading reads these small values
@@ -106,11 +108,13 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	e := &env{k: k, db: db, vault: vault, audit: auditLog, policy: opts.Policy, events: opts.Events, now: opts.Now,
+	e := &env{k: k, db: db, vault: vault, audit: auditLog, events: opts.Events, now: opts.Now,
 		records: store.NewCollection[Approval](db, "approvals"),
 		index:   store.NewCollection[indexFields](db, "approvals-index"),
 		meta:    store.NewCollection[int](db, "approvals-meta"),
 		log:     k.Log.With().Str("component", "approvals").Logger()}
+	pol := opts.Policy
+	e.policy.Store(&pol)
 	var err error
 	if e.totp, err = k.SpawnRoot("approvals-totp", func() actor.Actor { return &totpActor{env: e} }); err != nil {
 		return nil, err
@@ -125,8 +129,19 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 // PID is the supervisor's, for actors that ask it with RequestFuture.
 func (a *Approvals) PID() *actor.PID { return a.pid }
 
-// Policy is the validated policy.
-func (a *Approvals) Policy() *Policy { return &a.env.policy }
+// Policy is the validated policy in force. Callers must not modify it.
+func (a *Approvals) Policy() *Policy { return a.env.policy.Load() }
+
+// SetPolicy validates p and, when it is valid, makes it the policy in
+// force for every later decision (config reload). Requests already pending
+// keep their expiry and risk level; an invalid p changes nothing.
+func (a *Approvals) SetPolicy(p Policy) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	a.env.policy.Store(&p)
+	return nil
+}
 
 // SetTools wires the catalog of offered tools (MCP starts after
 // approvals). Until it is set every tool counts as unknown, and so waits
@@ -215,7 +230,7 @@ func (a *Approvals) CheckPatterns() []UnmatchedPattern {
 }
 
 // MaxWait is the longest a request can stay pending.
-func (a *Approvals) MaxWait() time.Duration { return a.env.policy.MaxWait() }
+func (a *Approvals) MaxWait() time.Duration { return a.env.policy.Load().MaxWait() }
 
 // SetNotifier wires the channels that requests are posted to (channels
 // start after agents, which start after approvals).
@@ -491,10 +506,11 @@ func (e *env) publish(typ string, rec *Approval, source string) (wait func() err
 // skips the chat a decision came from (it gets the answer there).
 func (e *env) post(text string, except NotifyTarget) {
 	box := e.notifier.Load()
-	if box == nil || box.n == nil || len(e.policy.Notify) == 0 {
+	notify := e.policy.Load().Notify
+	if box == nil || box.n == nil || len(notify) == 0 {
 		return
 	}
-	for _, n := range e.policy.Notify {
+	for _, n := range notify {
 		if n.Channel == except.Channel && n.ChatID == except.ChatID {
 			continue
 		}

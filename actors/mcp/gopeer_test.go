@@ -402,6 +402,29 @@ func TestReloadAppliesConfigDifference(t *testing.T) {
 	}
 }
 
+// ReloadServers applies the servers it is given, not the file's: the
+// daemon's SIGHUP reload has read and checked the whole config already.
+func TestReloadServersTakesTheGivenServers(t *testing.T) {
+	a := newGoServer(t, false, "")
+	loaded := false
+	h := newHarness(t, t.TempDir(), func(o *Options) {
+		o.Servers = []Spec{{Name: "old", Transport: Transport{Type: TransportHTTP, URL: a.url()}}}
+		o.LoadServers = func() ([]Spec, error) { loaded = true; return nil, nil }
+	})
+	h.waitConnected("old")
+	r, err := h.m.ReloadServers([]Spec{{Name: "fresh", Transport: Transport{Type: TransportHTTP, URL: a.url()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(r.Added, ",") != "fresh" || strings.Join(r.Removed, ",") != "old" || loaded {
+		t.Fatalf("reload: %+v (file re-read: %t)", r, loaded)
+	}
+	h.waitConnected("fresh")
+	if _, err := h.m.Server("old"); kindOf(err) != kernel.KindNotFound {
+		t.Fatalf("removed server still configured: %v", err)
+	}
+}
+
 func timePtrView(v ServerView, hr *HealthReply) *string {
 	for _, e := range hr.Health {
 		if e.ID == v.Name {

@@ -188,6 +188,14 @@ func (m *Manager) Reload() (*ReloadReply, error) {
 	return kernel.Ask[*ReloadReply](m.env.k, m.pid, &reload{}, kernel.DefaultAskTimeout)
 }
 
+// ReloadServers is Reload with config.toml's servers already read and
+// checked by the caller (the daemon's SIGHUP reload, which validates the
+// whole file first): added servers connect, removed ones stop, changed
+// ones reconnect.
+func (m *Manager) ReloadServers(servers []Spec) (*ReloadReply, error) {
+	return kernel.Ask[*ReloadReply](m.env.k, m.pid, &reload{servers: servers, given: true}, kernel.DefaultAskTimeout)
+}
+
 func (m *Manager) child(name string) (*actor.PID, error) {
 	return kernel.Ask[*actor.PID](m.env.k, m.pid, &childOf{name: name}, kernel.DefaultAskTimeout)
 }

@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -38,6 +40,11 @@ type serveCommand struct {
 }
 
 func (c *serveCommand) Run(ctx context.Context, args []string) error {
+	// SIGHUP reloads the config; caught from the start so that one sent
+	// while the daemon starts is applied once it serves, not fatal.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&c.listen, "listen", "", "listen address (default api_listen, 127.0.0.1:4545)")
 	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
@@ -53,22 +60,27 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if !explicit {
 		cfgPath = filepath.Join(home, "config.toml")
 	}
-	cfg, err := loadConfig(cfgPath, explicit)
+	load := func() (Config, error) {
+		cfg, err := loadConfig(cfgPath, explicit)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.applyEnv()
+		if c.listen != "" {
+			cfg.APIListen = c.listen
+		}
+		return cfg, cfg.validate()
+	}
+	cfg, err := load()
 	if err != nil {
-		return err
-	}
-	cfg.applyEnv()
-	if c.listen != "" {
-		cfg.APIListen = c.listen
-	}
-	if err := cfg.validate(); err != nil {
 		return err
 	}
 	d, err := startDaemon(home, cfg, os.Stderr)
 	if err != nil {
 		return err
 	}
-	return d.wait(ctx)
+	d.reloads.load = load
+	return d.wait(ctx, hup)
 }
 
 // daemon is one running fangd: its subsystems in start order.
@@ -88,23 +100,22 @@ type daemon struct {
 	served   chan error
 	// stop is closed by close, for the daemon's own goroutines.
 	stop chan struct{}
+	reloads  *reloadParts
 }
 
-func newLogger(cfg LogConfig, ring *logs.Ring, console io.Writer) zerolog.Logger {
+func newLogger(cfg LogConfig, ring *logs.Ring, console *consoleSink) zerolog.Logger {
 	level, _ := zerolog.ParseLevel(cfg.Level)
 	zerolog.SetGlobalLevel(level)
 	zerolog.TimeFieldFormat = time.RFC3339Nano
-	out := console
-	if cfg.Format == "pretty" {
-		out = zerolog.ConsoleWriter{Out: console, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(zerolog.MultiLevelWriter(out, ring)).With().Timestamp().Logger()
+	return zerolog.New(zerolog.MultiLevelWriter(console, ring)).With().Timestamp().Logger()
 }
 
 func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err error) {
 	begin := time.Now()
 	ring := logs.NewRing(cfg.Log.RingSize)
-	d := &daemon{log: newLogger(cfg.Log, ring, console), served: make(chan error, 1), stop: make(chan struct{})}
+	sink := newConsoleSink(console, cfg.Log.Format)
+	d := &daemon{log: newLogger(cfg.Log, ring, sink), served: make(chan error, 1), stop: make(chan struct{})}
+	d.reloads = &reloadParts{cfg: cfg, console: sink, load: func() (Config, error) { return cfg, nil }}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -166,13 +177,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
-	var commands channel.Commands
-	if len(cfg.Approval.Notify) > 0 {
-		// Only with chats to decide from does /approve mean anything to
-		// fangd; otherwise such text goes to the agent like any other.
-		commands = approvalCommands{approvals}
-	}
-	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}, commands); err != nil {
+	d.reloads.approvals = approvals
+	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}, approvalCommands{approvals}); err != nil {
 		return nil, err
 	}
 	approvals.SetNotifier(approvalNotifier{d.channels})
@@ -181,6 +187,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	d.vault = vault
+	d.reloads.guard = c.guard
 	if err = d.startMCP(home, cfg, agents, bus, c, approvals); err != nil {
 		return nil, err
 	}
@@ -193,7 +200,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	hc.TurnTimeout = cs.turnTimeout
 	var a2aSvc *a2a.Service
 	if cfg.A2A.a2aEnabled() {
-		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, agents, c.webhooks, bus); err != nil {
+		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, c.guard, agents, c.webhooks, bus); err != nil {
 			return nil, err
 		}
 		c.router.AddNodeSource(a2aNodes{a2aSvc})
@@ -314,24 +321,27 @@ func registerStoreProbes(k *kernel.Kernel) {
 	k.Security.Register("path_traversal_prevention", active)
 }
 
-func (d *daemon) record(eventType, details string) {
-	ctx, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
-	defer cancel()
-	if _, err := d.audit.Append(ctx, audit.Event{EventType: eventType, Details: details, Actor: "daemon"}); err != nil {
-		d.log.Error().Err(err).Str("event", eventType).Msg("could not audit")
-	}
-}
+func (d *daemon) record(eventType, details string) { d.recordOutcome(eventType, "", details) }
 
-// wait serves until ctx ends (SIGINT/SIGTERM) or the listener fails, then
-// shuts down: stop accepting and finish in-flight requests, stop actors in
+// wait serves until ctx ends (SIGINT/SIGTERM) or the listener fails,
+// reloading the config on each signal from reloads (SIGHUP), then shuts
+// down: stop accepting and finish in-flight requests, stop actors in
 // reverse dependency order, close the store.
-func (d *daemon) wait(ctx context.Context) error {
+func (d *daemon) wait(ctx context.Context, reloads <-chan os.Signal) error {
 	var serveErr error
-	select {
-	case <-ctx.Done():
-		d.log.Info().Msg("shutting down")
-	case serveErr = <-d.served:
-		d.log.Error().Err(serveErr).Msg("listener failed")
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info().Msg("shutting down")
+			break serve
+		case serveErr = <-d.served:
+			d.log.Error().Err(serveErr).Msg("listener failed")
+			break serve
+		case <-reloads:
+			d.log.Info().Str("config", d.reloads.cfg.path).Msg("SIGHUP: reloading the config")
+			d.reload()
+		}
 	}
 	deadline, cancel := context.WithTimeout(context.Background(), shutdownDeadline)
 	defer cancel()

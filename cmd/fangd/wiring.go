@@ -59,7 +59,12 @@ var _ channel.Agents = channelAgents{}
 // /reject (channel.Commands over approval.Approvals).
 type approvalCommands struct{ a *approval.Approvals }
 
-func (c approvalCommands) Match(text string) bool { return approval.IsCommand(text) }
+// Match claims /approve and /reject only while the policy names chats to
+// decide from (it can change on reload); otherwise such text goes to the
+// agent like any other.
+func (c approvalCommands) Match(text string) bool {
+	return len(c.a.Policy().Notify) > 0 && approval.IsCommand(text)
+}
 
 func (c approvalCommands) Handle(ctx context.Context, channelName string, m channel.Inbound) string {
 	reply, _ := c.a.HandleChat(ctx, approval.ChatMessage{Channel: channelName, ChatID: m.ChatID,

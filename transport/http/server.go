@@ -164,6 +164,8 @@ type Server struct {
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
 	mcpEndpoint              *mcpEndpoint
+	// hooks starts as deps.Hooks; SetHooks swaps it.
+	hooks atomic.Pointer[HooksConfig]
 }
 
 // New builds the server and its routes.
@@ -188,6 +190,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		closing: make(chan struct{}),
 	}
 	s.keyHash = hashKey(cfg.APIKey)
+	s.SetHooks(deps.Hooks)
 	for _, p := range cfg.A2APeers {
 		s.peerHashes = append(s.peerHashes, peerHash{name: p.Name, hash: hashKey(p.Token)})
 	}

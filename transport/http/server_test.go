@@ -299,6 +299,39 @@ func TestRateLimitAnswers429WithRetryAfter(t *testing.T) {
 	}
 }
 
+// SetRateLimits (config reload) changes the quota of the running server and
+// can turn the limiter on and off.
+func TestSetRateLimitSwapsTheQuota(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 0 })
+	for i := range 10 {
+		if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
+			t.Fatalf("unlimited request %d: %d", i, r.status)
+		}
+	}
+	ts.SetRateLimits(RateLimits{PerMinute: 2})
+	ts.do(t, "GET", "/api/health", "")
+	ts.do(t, "GET", "/api/health", "")
+	if r := ts.do(t, "GET", "/api/health", ""); r.status != 429 {
+		t.Fatalf("3rd request under a quota of 2: %d", r.status)
+	}
+	if st := ts.limiterState(t); st != kernel.StateActive {
+		t.Fatalf("gcra_rate_limiter = %s after SetRateLimit(2)", st)
+	}
+	ts.SetRateLimits(RateLimits{})
+	if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
+		t.Fatalf("after the limiter was turned off: %d", r.status)
+	}
+	if st := ts.limiterState(t); st != kernel.StateInactive {
+		t.Fatalf("gcra_rate_limiter = %s after SetRateLimit(0)", st)
+	}
+}
+
+// limiterState is the rate limiter's entry in the security systems.
+func (ts *testServer) limiterState(t *testing.T) kernel.State {
+	t.Helper()
+	return ts.deps.Kernel.Security.Status()["gcra_rate_limiter"]
+}
+
 func TestRateLimitLoopbackExemption(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 2; c.RateLimitExemptLoopback = true })
 	for range 5 {
