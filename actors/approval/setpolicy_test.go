@@ -7,11 +7,15 @@ import (
 // SetPolicy swaps the policy for later decisions (config reload); an
 // invalid one is refused and the old policy stays in force.
 func TestSetPolicySwapsAtomicallyAndRefusesInvalid(t *testing.T) {
-	h := newHarness(t, DefaultPolicy(), nil)
+	// The default gate is off (auto_approve = true), so only
+	// require_approval decides what waits.
+	open := DefaultPolicy()
+	open.AutoApprove = AutoApprove{All: true}
+	h := newHarness(t, open, nil)
 	if h.a.Gated("deploy_prod") {
-		t.Fatal("deploy_prod gated by the default policy")
+		t.Fatal("deploy_prod gated with auto_approve = true")
 	}
-	next := DefaultPolicy()
+	next := open
 	next.RequireApproval = []string{"deploy_*"}
 	next.TimeoutSecs = 42
 	if err := h.a.SetPolicy(next); err != nil {
@@ -26,7 +30,7 @@ func TestSetPolicySwapsAtomicallyAndRefusesInvalid(t *testing.T) {
 		t.Fatalf("new request's timeout_secs = %d, want 42", rec.TimeoutSecs)
 	}
 
-	bad := DefaultPolicy()
+	bad := open
 	bad.TimeoutAction = "shrug"
 	if err := h.a.SetPolicy(bad); err == nil {
 		t.Fatal("an invalid policy was accepted")

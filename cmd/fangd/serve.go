@@ -99,8 +99,8 @@ type daemon struct {
 	ln       net.Listener
 	served   chan error
 	// stop is closed by close, for the daemon's own goroutines.
-	stop chan struct{}
-	reloads  *reloadParts
+	stop    chan struct{}
+	reloads *reloadParts
 }
 
 func newLogger(cfg LogConfig, ring *logs.Ring, console *consoleSink) zerolog.Logger {
