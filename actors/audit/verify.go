@@ -19,6 +19,9 @@ type Report struct {
 	AnchorStatus string  `json:"anchor_status"` // "ok", "missing", "mismatch", "malformed"
 	BrokenAt     uint64  `json:"broken_at,omitempty"`
 	Error        string  `json:"error,omitempty"`
+	// StartupMismatch is the anchor mismatch the daemon started with in
+	// degraded mode, until `fangd audit accept` records it.
+	StartupMismatch string `json:"startup_mismatch,omitempty"`
 }
 
 // Valid reports whether the chain verified.
@@ -68,6 +71,17 @@ func Verify(log *store.AuditLog, anchorPath string, expectLen uint64) (Report, e
 	}
 	rep.checkAnchor(anchor, anchorErr, anchorTip)
 	return rep, nil
+}
+
+// markMismatch reports the chain broken by the mismatch found at start-up,
+// whatever the walk found since: the anchor file may no longer show it (a
+// missing anchor's chain was empty), the daemon still knows.
+func (r *Report) markMismatch(m *Mismatch) {
+	r.StartupMismatch = m.Error()
+	if r.Valid() {
+		r.Status, r.Error, r.AnchorStatus = "broken", m.Error(), m.AnchorStatus
+		r.BrokenAt = r.ChainLength
+	}
 }
 
 func (r *Report) breakAt(id uint64, format string, args ...any) bool {
