@@ -73,7 +73,7 @@ func CheckAnchor(log *store.AuditLog, anchorPath string, fresh bool) (Anchor, *M
 		if cur.Length == 0 {
 			return "an empty audit log"
 		}
-		return fmt.Sprintf("%d entries ending in %s", cur.Length, cur.Tip)
+		return cur.String()
 	}
 	a, err := ReadAnchor(anchorPath)
 	switch {
@@ -86,7 +86,7 @@ func CheckAnchor(log *store.AuditLog, anchorPath string, fresh bool) (Anchor, *M
 		return cur, &Mismatch{AnchorStatus: "malformed", Expected: "a readable anchor (" + err.Error() + ")", Found: found()}, nil
 	case a.Length > cur.Length:
 		return cur, &Mismatch{AnchorStatus: "mismatch",
-			Expected: fmt.Sprintf("%d entries ending in %s", a.Length, a.Tip),
+			Expected: a.String(),
 			Found:    found() + fmt.Sprintf(" (%d entries missing)", a.Length-cur.Length)}, nil
 	case a.Length == 0:
 		if a.Tip != Genesis {

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
@@ -135,6 +136,9 @@ type HTTPConfig struct {
 type AuditConfig struct {
 	// AnchorPath is the tip anchor file; default $FANGD_HOME/audit.anchor.
 	AnchorPath string `toml:"anchor_path"`
+	// OnAnchorMismatch is what start-up does when the anchor and the stored
+	// chain disagree: "refuse" (default) or "degraded".
+	OnAnchorMismatch string `toml:"on_anchor_mismatch"`
 }
 
 func defaultConfig() Config {
@@ -214,6 +218,9 @@ func (c *Config) validate() error {
 	}
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		return errors.New("log.ring_size must be between 1 and 1000000")
+	}
+	if m := c.Audit.OnAnchorMismatch; m != "" && m != audit.OnMismatchRefuse && m != audit.OnMismatchDegraded {
+		return fmt.Errorf("audit.on_anchor_mismatch %q: want %q or %q", m, audit.OnMismatchRefuse, audit.OnMismatchDegraded)
 	}
 	if _, err := c.a2aSettings(); err != nil {
 		return err

@@ -2,6 +2,7 @@
 //
 //	fangd serve [--listen ADDR] [--home DIR] [--config FILE]
 //	fangd audit verify [--home DIR]
+//	fangd audit accept --reason TEXT [--home DIR]
 //	fangd version
 package main
 
@@ -21,6 +22,7 @@ var version = "0.1.0-dev"
 const usage = `usage:
   fangd serve [--listen ADDR] [--home DIR] [--config FILE]   run the daemon
   fangd audit verify [--home DIR]                            check a stopped daemon's audit log
+  fangd audit accept --reason TEXT [--home DIR]              record an audit anchor mismatch and re-anchor (daemon stopped)
   fangd version                                              print the version
 `
 
@@ -56,6 +58,9 @@ func run(ctx context.Context, args []string) error {
 	case "audit":
 		if len(args) > 1 && args[1] == "verify" {
 			return (&auditVerifyCommand{}).Run(ctx, args[2:])
+		}
+		if len(args) > 1 && args[1] == "accept" {
+			return (&auditAcceptCommand{}).Run(ctx, args[2:])
 		}
 	case "version", "--version", "-v":
 		fmt.Println("fangd", version)

@@ -57,6 +57,10 @@ type healthDetail struct {
 	StoreBytes    int64          `json:"store_size_bytes"`
 	Goroutines    int            `json:"goroutines"`
 	AuditLength   uint64         `json:"audit_chain_length"`
+	// AuditStatus is "ok", or "degraded" with AuditError saying why: an
+	// anchor mismatch found at start-up that no operator has accepted.
+	AuditStatus string `json:"audit_status"`
+	AuditError  string `json:"audit_error,omitempty"`
 }
 
 func (s *Server) healthDetail(ctx *fasthttp.RequestCtx) error {
@@ -72,6 +76,15 @@ func (s *Server) healthDetail(ctx *fasthttp.RequestCtx) error {
 	}
 	if rec, err := s.deps.Audit.Recent(0); err == nil {
 		d.AuditLength = rec.Total
+	}
+	d.AuditStatus = "ok"
+	if st := k.Security.State("merkle_audit_trail"); st != kernel.StateActive {
+		d.AuditStatus = "degraded"
+		if m := s.deps.Audit.Broken(); m != nil {
+			d.AuditError = m.Error()
+		} else {
+			d.AuditError = "the audit writer is " + string(st)
+		}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, d)
 	return nil
