@@ -256,3 +256,61 @@ func TestDamagedStoreIsRefusedWithAMessage(t *testing.T) {
 		})
 	}
 }
+
+// One agent record that does not decode is moved aside and reported; the
+// other agents are served.
+func TestCorruptAgentRecordIsQuarantined(t *testing.T) {
+	_, _, cfg := fakes(t, "")
+	home := t.TempDir()
+	td := runFangd(t, home, cfg, keyEnv...)
+	var ids []string
+	for _, name := range []string{"one", "two", "three"} {
+		var a agentJSON
+		td.must(201, "POST", "/api/agents", map[string]any{"name": name, "model": "fakeoai/gpt-test"}, &a)
+		ids = append(ids, a.ID)
+	}
+	td.stop()
+	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := "agents/" + ids[1]
+	db.Update(func(tx *store.Txn) error { return tx.Set([]byte(bad), []byte(`{"id":"`+ids[1]+`","name":`)) })
+	db.Close()
+
+	td.start()
+	var list struct{ Items []agentJSON }
+	td.must(200, "GET", "/api/agents", nil, &list)
+	if len(list.Items) != 2 {
+		t.Fatalf("agents after one was damaged: %+v", list)
+	}
+	var detail struct {
+		Quarantined     int      `json:"quarantined"`
+		QuarantinedKeys []string `json:"quarantined_keys"`
+	}
+	td.must(200, "GET", "/api/health/detail", nil, &detail)
+	if detail.Quarantined != 1 || len(detail.QuarantinedKeys) != 1 || detail.QuarantinedKeys[0] != bad {
+		t.Fatalf("health detail: %+v", detail)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := td.must(200, "GET", "/api/audit/recent?limit=20", nil, nil)
+		if strings.Contains(string(r.raw), `"event_type":"record_quarantined"`) && strings.Contains(string(r.raw), bad) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no audit entry for the quarantined record: %s", r.raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log := td.stop()
+	if !strings.Contains(log, "quarantined") {
+		t.Fatalf("the log does not report the quarantine:\n%s", log)
+	}
+	td.start() // the next start is clean, the record stays aside
+	td.must(200, "GET", "/api/agents", nil, &list)
+	td.must(200, "GET", "/api/health/detail", nil, &detail)
+	if len(list.Items) != 2 || detail.Quarantined != 1 {
+		t.Fatalf("after another restart: %d agents, %d quarantined", len(list.Items), detail.Quarantined)
+	}
+}
