@@ -19,8 +19,9 @@ type Quarantined struct {
 // EachOrQuarantine is Each for start-up loads: a record that does not
 // decode does not stop the load (one bad record would keep a whole
 // supervisor, and its API, down on every start); it is moved to
-// quarantine/<key> in one transaction, after the walk, and returned so the
-// owning actor can report it. fn sees every record that decodes.
+// quarantine/<key> in one transaction, after the walk, reported to the
+// store's OnQuarantine hook (the daemon logs and audits it) and returned.
+// fn sees every record that decodes.
 func (c *Collection[T]) EachOrQuarantine(fn func(id string, v T) bool) ([]Quarantined, error) {
 	var bad []badRecord
 	err := c.db.View(func(tx *Txn) error {
@@ -81,8 +82,15 @@ func (db *DB) quarantine(bad []badRecord) ([]Quarantined, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quarantine %d undecodable records: %w", len(bad), err)
 	}
+	if h, _ := db.onQuarantine.Load().(func([]Quarantined)); h != nil {
+		h(out)
+	}
 	return out, nil
 }
+
+// OnQuarantine sets what is told of every record moved aside: the daemon
+// logs and audits it. It must not block.
+func (db *DB) OnQuarantine(h func([]Quarantined)) { db.onQuarantine.Store(h) }
 
 // QuarantinedKeys lists the original keys of quarantined records, up to
 // limit, and how many there are in all.

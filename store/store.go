@@ -65,6 +65,8 @@ type DB struct {
 	closeMu  sync.Mutex
 	queue    *writeQueue
 	fresh    bool
+	// onQuarantine holds a func([]Quarantined), see OnQuarantine.
+	onQuarantine atomic.Value
 }
 
 // enter registers a running operation; false when the store is closed.

@@ -7,10 +7,12 @@ import (
 )
 
 // ReportQuarantined logs and audits records a supervisor moved aside at
-// start-up (store.EachOrQuarantine) because they do not decode. The audit
-// entries are written from a goroutine: supervisors call this from
-// Started, whose mailbox must not wait for the audit log.
-func (l *Log) ReportQuarantined(component string, q []store.Quarantined) {
+// start-up (store.EachOrQuarantine) because they do not decode; the daemon
+// hands it to store.DB.OnQuarantine. The audit entries are written from a
+// goroutine: supervisors load in Started, whose mailbox must not wait for
+// the audit log.
+func (l *Log) ReportQuarantined(q []store.Quarantined) {
+	const component = "store"
 	if len(q) == 0 {
 		return
 	}

@@ -134,6 +134,9 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		}
 		return nil, err
 	}
+	// Records that do not decode are moved aside as supervisors load
+	// them (store.EachOrQuarantine): logged and audited here.
+	d.db.OnQuarantine(d.audit.ReportQuarantined)
 	cs, err := cfg.commsSettings()
 	if err != nil {
 		return nil, err
