@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -23,6 +24,11 @@ type Options struct {
 	// or "degraded" (start, and report the audit trail broken until an
 	// operator runs `fangd audit accept`).
 	OnMismatch string
+	// RetainEntries keeps only the newest entries of the chain, trimming
+	// (exported to ArchiveDir first, with a checkpoint entry) at start and
+	// every ten minutes; 0 keeps everything.
+	RetainEntries uint64
+	ArchiveDir    string
 }
 
 // Mismatch modes ([audit] on_anchor_mismatch).
@@ -38,6 +44,8 @@ type Log struct {
 	store      *store.AuditLog
 	anchorPath string
 	broken     *Mismatch
+
+	stopRetention chan struct{}
 }
 
 // Start spawns the audit writer as the root actor "audit".
@@ -82,6 +90,10 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Log, error) {
 	}
 	l := &Log{k: k, pid: pid, store: al, anchorPath: opts.AnchorPath, broken: broken}
 	k.Security.Register("merkle_audit_trail", l.state)
+	if opts.RetainEntries > 0 && opts.ArchiveDir == "" {
+		opts.ArchiveDir = filepath.Join(filepath.Dir(opts.AnchorPath), "audit-archive")
+	}
+	l.startRetention(opts.RetainEntries, opts.ArchiveDir)
 	return l, nil
 }
 
@@ -142,6 +154,15 @@ func (l *Log) Verify() (Report, error) {
 		rep.markMismatch(l.broken)
 	}
 	return rep, err
+}
+
+// Stop ends the retention goroutine; the daemon calls it before stopping
+// the actors.
+func (l *Log) Stop() {
+	if l.stopRetention != nil {
+		close(l.stopRetention)
+		l.stopRetention = nil
+	}
 }
 
 // Broken is the anchor mismatch this daemon started with (degraded mode),

@@ -139,6 +139,9 @@ type AuditConfig struct {
 	// OnAnchorMismatch is what start-up does when the anchor and the stored
 	// chain disagree: "refuse" (default) or "degraded".
 	OnAnchorMismatch string `toml:"on_anchor_mismatch"`
+	// RetainEntries keeps the newest N entries (older ones are exported to
+	// $FANGD_HOME/audit-archive and trimmed behind a checkpoint); 0 keeps all.
+	RetainEntries int64 `toml:"retain_entries"`
 }
 
 func defaultConfig() Config {
@@ -221,6 +224,9 @@ func (c *Config) validate() error {
 	}
 	if m := c.Audit.OnAnchorMismatch; m != "" && m != audit.OnMismatchRefuse && m != audit.OnMismatchDegraded {
 		return fmt.Errorf("audit.on_anchor_mismatch %q: want %q or %q", m, audit.OnMismatchRefuse, audit.OnMismatchDegraded)
+	}
+	if c.Audit.RetainEntries < 0 {
+		return errors.New("audit.retain_entries must be >= 0 (0 keeps every entry)")
 	}
 	if _, err := c.a2aSettings(); err != nil {
 		return err

@@ -314,3 +314,35 @@ func TestCorruptAgentRecordIsQuarantined(t *testing.T) {
 		t.Fatalf("after another restart: %d agents, %d quarantined", len(list.Items), detail.Quarantined)
 	}
 }
+
+func TestAuditRetentionKeepsTheChainVerifiable(t *testing.T) {
+	home := homeWithHistory(t, 30, false) // 32 entries
+	p := startFangd(t, home, "[audit]\nretain_entries = 10\n", "FANGD_API_KEY="+e2eKey)
+	var rep audit.Report
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, body := p.request(t, "GET", "/api/audit/verify", "")
+		json.Unmarshal(body, &rep)
+		if rep.TrimmedLength > 0 {
+			if !rep.Valid() {
+				t.Fatalf("online verify after trimming: %s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing trimmed: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.request(t, "PUT", "/api/logs/level", `{"level":"warn"}`)
+	p.stop(t, syscall.SIGTERM)
+	off, code := verifyOffline(t, home)
+	if code != 0 || !off.Valid() || off.TrimmedLength != rep.TrimmedLength {
+		t.Fatalf("offline verify after trimming: %d %+v", code, off)
+	}
+	m, _ := filepath.Glob(filepath.Join(home, "audit-archive", "audit-1-*.jsonl"))
+	if len(m) != 1 {
+		t.Fatalf("no archive of the trimmed prefix: %v", m)
+	}
+	startFangd(t, home, "[audit]\nretain_entries = 10\n", "FANGD_API_KEY="+e2eKey) // the anchor still matches
+}

@@ -127,7 +127,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if anchor == "" {
 		anchor = audit.AnchorPath(home)
 	}
-	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor, OnMismatch: cfg.Audit.OnAnchorMismatch}); err != nil {
+	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor, OnMismatch: cfg.Audit.OnAnchorMismatch,
+		RetainEntries: uint64(cfg.Audit.RetainEntries), ArchiveDir: filepath.Join(home, "audit-archive")}); err != nil {
 		var m *audit.Mismatch
 		if errors.As(err, &m) {
 			return nil, refuseMismatch(m, home)
@@ -357,6 +358,7 @@ func (d *daemon) wait(ctx context.Context) error {
 	if d.expose != nil {
 		d.expose.Close()
 	}
+	d.audit.Stop()
 	d.record("daemon_stopped", "graceful shutdown")
 	if d.bus != nil {
 		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -382,6 +384,9 @@ func (d *daemon) close() {
 	}
 	if d.expose != nil {
 		d.expose.Close()
+	}
+	if d.audit != nil {
+		d.audit.Stop()
 	}
 	if d.kernel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownDeadline)
