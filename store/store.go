@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/rs/zerolog"
 )
 
@@ -62,6 +64,9 @@ type DB struct {
 	inflight atomic.Int64
 	closeMu  sync.Mutex
 	queue    *writeQueue
+	fresh    bool
+	// onQuarantine holds a func([]Quarantined), see OnQuarantine.
+	onQuarantine atomic.Value
 }
 
 // enter registers a running operation; false when the store is closed.
@@ -77,10 +82,23 @@ func (db *DB) enter() bool {
 func (db *DB) leave() { db.inflight.Add(-1) }
 
 // Open opens (creating if needed) the store in opts.Dir.
-func Open(opts Options) (*DB, error) {
+//
+// Badger is opened to detect damage rather than to work around it: every
+// table and block read is checked against its checksum, and so is every
+// value read from the value log. A data directory that holds Badger's files
+// but no MANIFEST is refused before Badger sees it: Badger would delete
+// every table the (new, empty) MANIFEST does not list and start empty. A
+// panic inside Badger while opening (a truncated table file) becomes an
+// error that names the directory. See docs/architecture.md.
+func Open(opts Options) (_ *DB, err error) {
+	fresh, err := checkDataDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	errs := &openErrors{on: true}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(true).
 		WithMemTableSize(opts.MemTableSize).
@@ -94,15 +112,88 @@ func Open(opts Options) (*DB, error) {
 		WithNumCompactors(2).
 		WithNumGoroutines(4).
 		WithMetricsEnabled(false).
-		WithLogger(badgerLogger{opts.Logger})
-	bdb, err := badger.Open(bo)
-	if err != nil {
-		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
+		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		WithVerifyValueChecksum(true).
+		WithLogger(badgerLogger{l: opts.Logger, errs: errs})
+	if err := checkTables(opts.Dir, bo); err != nil {
+		return nil, &DamageError{Dir: opts.Dir, Err: err}
 	}
-	db := &DB{bdb: bdb, dir: opts.Dir, memtable: opts.MemTableSize}
+	var bdb *badger.DB
+	err = recovered("open the store in "+opts.Dir, func() error {
+		var err error
+		bdb, err = badger.Open(bo)
+		return err
+	})
+	if err != nil {
+		return nil, &DamageError{Dir: opts.Dir, Err: err}
+	}
+	if err := errs.stop(); err != nil {
+		bdb.Close()
+		return nil, &DamageError{Dir: opts.Dir, Err: err}
+	}
+	db := &DB{bdb: bdb, dir: opts.Dir, memtable: opts.MemTableSize, fresh: fresh}
 	db.queue = startWriteQueue(db)
 	return db, nil
 }
+
+// DamageError is a store that could not be opened or read because its
+// files are damaged or incomplete. fangd stops rather than serve a store
+// that silently lost data.
+type DamageError struct {
+	Dir string
+	Err error
+}
+
+func (e *DamageError) Error() string {
+	return fmt.Sprintf("the store in %s is damaged: %v (restore the data directory from a backup; see docs/architecture.md, \"Damage and recovery\")", e.Dir, e.Err)
+}
+
+func (e *DamageError) Unwrap() error { return e.Err }
+
+// recovered runs fn and turns a panic into an error: Badger panics on
+// some damaged files (a truncated table) instead of returning an error.
+func recovered(what string, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: badger panicked: %v", what, r)
+		}
+	}()
+	return fn()
+}
+
+// checkDataDir looks at the data directory before Badger opens it. It
+// reports whether it is new (absent or empty: nothing was ever stored
+// there), and refuses a directory that has Badger's tables or logs but no
+// MANIFEST.
+func checkDataDir(dir string) (fresh bool, err error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read data dir: %w", err)
+	}
+	var manifest bool
+	var data []string
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case name == "MANIFEST":
+			manifest = true
+		case strings.HasSuffix(name, ".sst"), strings.HasSuffix(name, ".vlog"), strings.HasSuffix(name, ".mem"):
+			data = append(data, name)
+		}
+	}
+	if !manifest && len(data) > 0 {
+		return false, &DamageError{Dir: dir, Err: fmt.Errorf("MANIFEST is missing but %d data files (%s, ...) are present; "+
+			"opening it would discard them", len(data), data[0])}
+	}
+	return len(entries) == 0, nil
+}
+
+// Fresh reports whether Open found no data directory, or an empty one:
+// a new install, with nothing stored before.
+func (db *DB) Fresh() bool { return db.fresh }
 
 // MaxBatchBytes is how many bytes of keys and values one transaction may
 // safely carry: Badger refuses a transaction over 15% of a memtable, and
@@ -228,14 +319,19 @@ func (tx *Txn) Get(key []byte) ([]byte, error) {
 	if tx.rec != nil {
 		return nil, errReadInAsync
 	}
-	item, err := tx.t.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	return item.ValueCopy(nil)
+	var val []byte
+	err := recovered(fmt.Sprintf("read %q", key), func() error {
+		item, err := tx.t.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		val, err = item.ValueCopy(nil)
+		return err
+	})
+	return val, err
 }
 
 // Set writes a raw value.
@@ -256,10 +352,12 @@ func (tx *Txn) Delete(key []byte) error {
 
 // Iterate calls fn for each key with prefix, starting at start (inclusive),
 // in key order (or reverse order), until fn returns false.
-func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []byte) (bool, error)) error {
+func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []byte) (bool, error)) (err error) {
 	if tx.rec != nil {
 		return errReadInAsync
 	}
+	var inFn bool
+	defer recoverIteration(prefix, &inFn, &err)
 	io := badger.DefaultIteratorOptions
 	io.Prefix = prefix
 	io.Reverse = reverse
@@ -279,7 +377,9 @@ func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []
 		if err != nil {
 			return err
 		}
+		inFn = true
 		more, err := fn(item.KeyCopy(nil), val)
+		inFn = false
 		if err != nil || !more {
 			return err
 		}
@@ -291,10 +391,12 @@ func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []
 // buffers, valid only until fn returns (decode them, or copy what you
 // keep). For start-up loads of many records, where a copy of every key and
 // value would only be garbage for the collector.
-func (tx *Txn) Scan(prefix []byte, fn func(key, value []byte) (bool, error)) error {
+func (tx *Txn) Scan(prefix []byte, fn func(key, value []byte) (bool, error)) (err error) {
 	if tx.rec != nil {
 		return errReadInAsync
 	}
+	var inFn bool
+	defer recoverIteration(prefix, &inFn, &err)
 	io := badger.DefaultIteratorOptions
 	io.Prefix = prefix
 	io.PrefetchValues = false
@@ -305,7 +407,9 @@ func (tx *Txn) Scan(prefix []byte, fn func(key, value []byte) (bool, error)) err
 		var more bool
 		err := item.Value(func(val []byte) error {
 			var err error
+			inFn = true
 			more, err = fn(item.Key(), val)
+			inFn = false
 			return err
 		})
 		if err != nil || !more {
@@ -315,12 +419,30 @@ func (tx *Txn) Scan(prefix []byte, fn func(key, value []byte) (bool, error)) err
 	return nil
 }
 
+// recoverIteration turns a panic inside Badger during an iteration (a
+// damaged table) into an error; a panic in the caller's own callback is
+// not Badger's and goes on up.
+func recoverIteration(prefix []byte, inFn *bool, err *error) {
+	if *inFn {
+		return
+	}
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("read %q: badger panicked: %v", prefix, r)
+	}
+}
+
 // DataDir is where the store lives under a fangd home.
 func DataDir(home string) string { return filepath.Join(home, "data") }
 
-type badgerLogger struct{ l zerolog.Logger }
+type badgerLogger struct {
+	l    zerolog.Logger
+	errs *openErrors
+}
 
-func (b badgerLogger) Errorf(f string, a ...interface{})   { b.l.Error().Msgf(trim(f), a...) }
+func (b badgerLogger) Errorf(f string, a ...interface{}) {
+	b.errs.add(fmt.Sprintf(trim(f), a...))
+	b.l.Error().Msgf(trim(f), a...)
+}
 func (b badgerLogger) Warningf(f string, a ...interface{}) { b.l.Warn().Msgf(trim(f), a...) }
 func (b badgerLogger) Infof(f string, a ...interface{})    { b.l.Debug().Msgf(trim(f), a...) }
 func (b badgerLogger) Debugf(f string, a ...interface{})   { b.l.Trace().Msgf(trim(f), a...) }

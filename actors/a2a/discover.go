@@ -316,10 +316,11 @@ func (s *Service) discoverStatic(list []StaticAgent) {
 
 func (s *supervisor) loadAgents() error {
 	s.agents = map[string]ExternalAgent{}
-	return s.ext.Each(func(id string, a ExternalAgent) bool {
+	_, err := s.ext.EachOrQuarantine(func(id string, a ExternalAgent) bool {
 		s.agents[id] = a
 		return true
 	})
+	return err
 }
 
 func (s *supervisor) putAgent(c actor.Context, m *putAgent) {

@@ -178,11 +178,14 @@ func (s *supervisor) load(c actor.Context) error {
 		return err
 	}
 	var head indexFields
-	var decidedIDs []string
+	var decidedIDs, badIndex []string
+	var badErr error
 	err := e.index.EachRaw(func(id, raw []byte) (bool, error) {
 		head = indexFields{}
 		if err := json.Unmarshal(raw, &head); err != nil {
-			return false, fmt.Errorf("decode approval index entry %s: %w", id, err)
+			// Moved aside after the walk; the rest loads.
+			badIndex, badErr = append(badIndex, string(id)), err
+			return true, nil
 		}
 		if head.Status != StatusPending {
 			decidedIDs = append(decidedIDs, string(id))
@@ -197,10 +200,23 @@ func (s *supervisor) load(c actor.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(badIndex) > 0 {
+		if _, err := e.index.QuarantineRaw(badIndex, fmt.Errorf("approval index entry does not decode: %w", badErr)); err != nil {
+			return err
+		}
+	}
 	heap.Init(&s.expiry)
 	for _, id := range decidedIDs {
 		rec, err := e.records.Get(id)
 		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &syntax) || errors.As(err, &typ) {
+			if _, qerr := e.records.QuarantineRaw([]string{id}, err); qerr != nil {
+				return qerr
+			}
 			continue
 		}
 		if err != nil {

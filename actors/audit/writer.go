@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +42,7 @@ type writer struct {
 	committed SnapshotReply
 	recent    rawRing // the newest committed raw entries
 	anchor    *anchorWriter
+	broken    *Mismatch // the anchor mismatch found at start-up (degraded mode)
 }
 
 func (w *writer) Receive(c actor.Context) {
@@ -51,9 +51,13 @@ func (w *writer) Receive(c actor.Context) {
 		if err := w.load(); err != nil {
 			panic(err)
 		}
-		w.anchor = startAnchorWriter(w.anchorPath, func(err error) {
-			w.logger.Error().Err(err).Msg("audit anchor write failed; it stays at the last good state")
-		})
+		if w.broken == nil {
+			// A broken anchor stays as it was found, the evidence that the
+			// offline verifier reads too, until `fangd audit accept`.
+			w.anchor = startAnchorWriter(w.anchorPath, func(err error) {
+				w.logger.Error().Err(err).Msg("audit anchor write failed; it stays at the last good state")
+			})
+		}
 	case *appendRequest:
 		w.chain(m)
 		if !w.inFlight {
@@ -106,44 +110,11 @@ func (w *writer) load() error {
 		w.recent.push(newestFirst[i])
 	}
 	w.committed = SnapshotReply{Length: w.nextID - 1, Tip: w.tip}
-	return w.checkAnchorOnStart()
-}
-
-func (w *writer) checkAnchorOnStart() error {
-	a, err := ReadAnchor(w.anchorPath)
-	switch {
-	case errors.Is(err, ErrNoAnchor) && w.committed.Length == 0:
-		return WriteAnchor(w.anchorPath, Anchor{Length: 0, Tip: Genesis})
-	case err != nil:
-		w.logger.Error().Err(err).Msg("audit anchor unreadable: GET /api/audit/verify will report the chain broken")
-	case a.Length > w.committed.Length:
-		w.logger.Error().Uint64("anchor_length", a.Length).Uint64("stored_length", w.committed.Length).
-			Msg("audit log is shorter than its anchor: entries were removed; GET /api/audit/verify will report the chain broken")
-	case a.Length < w.committed.Length:
-		// The daemon died between a commit and its anchor write.
-		return WriteAnchor(w.anchorPath, Anchor(w.committed))
-	}
 	return nil
 }
 
 func (w *writer) chain(m *appendRequest) {
-	e := Entry{
-		ID:        w.nextID,
-		Timestamp: time.Now().UTC().Format(time.RFC3339Nano),
-		EventType: clean(m.event.EventType),
-		AgentID:   clean(orDefault(m.event.AgentID, "system")),
-		Details:   clean(m.event.Details),
-		Outcome:   clean(orDefault(m.event.Outcome, "ok")),
-		Actor:     clean(m.event.Actor),
-		SourceIP:  clean(m.event.SourceIP),
-		PrevHash:  w.tip,
-	}
-	e.Hash = Hash(&e)
-	raw, err := marshalEntry(&e)
-	if err != nil {
-		m.done <- appendResult{err: err}
-		return
-	}
+	e, raw := newEntry(w.nextID, w.tip, m.event)
 	w.nextID, w.tip = e.ID+1, e.Hash
 	w.pending = append(w.pending, pendingAppend{entry: e, raw: raw, done: m.done})
 }
@@ -164,7 +135,7 @@ func (w *writer) flush(c actor.Context) {
 			recs[i] = store.AuditRecord{ID: p.entry.ID, Raw: p.raw}
 		}
 		err := w.log.Append(recs)
-		if err == nil {
+		if err == nil && anchor != nil {
 			anchor.set(Anchor{Length: tip.ID, Tip: tip.Hash})
 		}
 		system.Root.Send(self, &batchCommitted{batch: batch, err: err})

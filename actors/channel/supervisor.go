@@ -106,7 +106,7 @@ func (s *supervisor) start(c actor.Context) {
 	s.accounts = map[string]string{}
 	s.removing = map[string]bool{}
 	var recs []record
-	err := s.rt.records.Each(func(_ string, r record) bool { recs = append(recs, r); return true })
+	_, err := s.rt.records.EachOrQuarantine(func(_ string, r record) bool { recs = append(recs, r); return true })
 	if err != nil {
 		panic(err) // the store is unreadable: let supervision retry
 	}

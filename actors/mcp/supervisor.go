@@ -126,7 +126,7 @@ func (s *supervisor) started(c actor.Context) {
 	for _, sp := range s.m.configSpecs() {
 		s.defs[sp.Name] = definition{spec: sp, source: sourceConfig}
 	}
-	err := s.env.servers.Each(func(name string, sp Spec) bool {
+	_, err := s.env.servers.EachOrQuarantine(func(name string, sp Spec) bool {
 		if d, dup := s.defs[name]; dup && d.source == sourceConfig {
 			s.env.log.Warn().Str("mcp_server", name).Msg("a server added through the API has the name of one in config.toml; config.toml wins")
 			return true

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -162,22 +163,20 @@ func (l *ledger) load() error {
 		l.agentRes = map[string]int64{}
 	}
 	var stale [][]byte
+	// A per-agent budget that does not decode is moved aside, not fatal.
+	limits := store.NewCollection[AgentLimits](l.db, strings.TrimSuffix(pAgentLimit, "/"))
+	if _, err := limits.EachOrQuarantine(func(id string, al AgentLimits) bool {
+		l.agentLimits[id] = al
+		return true
+	}); err != nil {
+		return err
+	}
 	err = l.db.View(func(tx *store.Txn) error {
 		if raw, err := tx.Get([]byte(kBudget)); err == nil {
 			if err := json.Unmarshal(raw, &l.limits); err != nil {
 				return fmt.Errorf("global budget: %w", err)
 			}
 		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		if err := tx.Iterate([]byte(pAgentLimit), nil, false, func(k, v []byte) (bool, error) {
-			var al AgentLimits
-			if err := json.Unmarshal(v, &al); err != nil {
-				return false, fmt.Errorf("agent budget %s: %w", k, err)
-			}
-			l.agentLimits[string(k[len(pAgentLimit):])] = al
-			return true, nil
-		}); err != nil {
 			return err
 		}
 		return tx.Iterate([]byte(pAlert), nil, false, func(k, _ []byte) (bool, error) {

@@ -273,7 +273,7 @@ func (s *supervisor) Receive(c actor.Context) {
 // stored log and the live batches meet without a gap.
 func (s *supervisor) load(c actor.Context) error {
 	var eps []Endpoint
-	if err := s.sh.endpoints.Each(func(_ string, ep Endpoint) bool { eps = append(eps, ep); return true }); err != nil {
+	if _, err := s.sh.endpoints.EachOrQuarantine(func(_ string, ep Endpoint) bool { eps = append(eps, ep); return true }); err != nil {
 		return err
 	}
 	sortByCreation(eps)

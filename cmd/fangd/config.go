@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
@@ -148,6 +149,12 @@ type AuditConfig struct {
 	// AuthFailureIntervalSecs is how often failed authentications are
 	// written, one auth_failed entry per source address with a count.
 	AuthFailureIntervalSecs int `toml:"auth_failure_interval_secs"`
+	// OnAnchorMismatch is what start-up does when the anchor and the stored
+	// chain disagree: "refuse" (default) or "degraded".
+	OnAnchorMismatch string `toml:"on_anchor_mismatch"`
+	// RetainEntries keeps the newest N entries (older ones are exported to
+	// $FANGD_HOME/audit-archive and trimmed behind a checkpoint); 0 keeps all.
+	RetainEntries int64 `toml:"retain_entries"`
 }
 
 func defaultConfig() Config {
@@ -226,11 +233,9 @@ func (c *Config) validate() error {
 	if c.RateLimit.APIRequestsPerMinute < 0 {
 		bad(errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)"))
 	}
-	if err := c.httpConfig().ValidateEdge(); err != nil {
-		return err
-	}
+	bad(c.httpConfig().ValidateEdge())
 	if c.Audit.AuthFailureIntervalSecs < 1 || c.Audit.AuthFailureIntervalSecs > 3600 {
-		return errors.New("audit.auth_failure_interval_secs must be between 1 and 3600")
+		bad(errors.New("audit.auth_failure_interval_secs must be between 1 and 3600"))
 	}
 	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
 		bad(fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level))
@@ -240,6 +245,12 @@ func (c *Config) validate() error {
 	}
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		bad(errors.New("log.ring_size must be between 1 and 1000000"))
+	}
+	if m := c.Audit.OnAnchorMismatch; m != "" && m != audit.OnMismatchRefuse && m != audit.OnMismatchDegraded {
+		bad(fmt.Errorf("audit.on_anchor_mismatch %q: want %q or %q", m, audit.OnMismatchRefuse, audit.OnMismatchDegraded))
+	}
+	if c.Audit.RetainEntries < 0 {
+		bad(errors.New("audit.retain_entries must be >= 0 (0 keeps every entry)"))
 	}
 	_, err := c.a2aSettings()
 	bad(err)

@@ -140,9 +140,17 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if anchor == "" {
 		anchor = audit.AnchorPath(home)
 	}
-	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
+	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor, OnMismatch: cfg.Audit.OnAnchorMismatch,
+		RetainEntries: uint64(cfg.Audit.RetainEntries), ArchiveDir: filepath.Join(home, "audit-archive")}); err != nil {
+		var m *audit.Mismatch
+		if errors.As(err, &m) {
+			return nil, refuseMismatch(m, home)
+		}
 		return nil, err
 	}
+	// Records that do not decode are moved aside as supervisors load
+	// them (store.EachOrQuarantine): logged and audited here.
+	d.db.OnQuarantine(d.audit.ReportQuarantined)
 	cs, err := cfg.commsSettings()
 	if err != nil {
 		return nil, err
@@ -311,6 +319,21 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 	return svc, nil
 }
 
+// refuseMismatch is the start-up error for an audit anchor that does not
+// match the stored chain: what differs, and what the operator can do.
+func refuseMismatch(m *audit.Mismatch, home string) error {
+	return fmt.Errorf(`%w
+fangd refuses to start: the audit log does not match its anchor, so audit entries were removed or rewritten,
+or the store lost acknowledged writes (a damaged, truncated or deleted file). Starting would hide it.
+What you can do:
+  - see what is wrong:     fangd audit verify --home %[2]s
+  - restore the home from a backup taken before the damage (docs/architecture.md, "Damage and recovery")
+  - accept the loss, recorded as an entry in the audit log, then start again:
+                           fangd audit accept --home %[2]s --reason "why"
+  - start anyway, with the audit trail reported broken until accepted:
+                           [audit] on_anchor_mismatch = "degraded" in config.toml`, m, home)
+}
+
 // registerStoreProbes reports the security systems the store layer owns:
 // both are built in and cannot be switched off.
 func registerStoreProbes(k *kernel.Kernel) {
@@ -351,6 +374,7 @@ serve:
 	if d.expose != nil {
 		d.expose.Close()
 	}
+	d.audit.Stop()
 	d.record("daemon_stopped", "graceful shutdown")
 	if d.bus != nil {
 		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -383,6 +407,9 @@ func (d *daemon) close() {
 	}
 	if d.expose != nil {
 		d.expose.Close()
+	}
+	if d.audit != nil {
+		d.audit.Stop()
 	}
 	if d.kernel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownDeadline)

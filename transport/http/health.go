@@ -57,6 +57,15 @@ type healthDetail struct {
 	StoreBytes    int64          `json:"store_size_bytes"`
 	Goroutines    int            `json:"goroutines"`
 	AuditLength   uint64         `json:"audit_chain_length"`
+	// AuditStatus is "ok", or "degraded" with AuditError saying why: an
+	// anchor mismatch found at start-up that no operator has accepted.
+	AuditStatus string `json:"audit_status"`
+	AuditError  string `json:"audit_error,omitempty"`
+	// Quarantined counts the records moved aside at start-up because they
+	// do not decode (store.EachOrQuarantine); QuarantinedKeys lists the
+	// first of them by their original key.
+	Quarantined     int      `json:"quarantined"`
+	QuarantinedKeys []string `json:"quarantined_keys"`
 }
 
 func (s *Server) healthDetail(ctx *fasthttp.RequestCtx) error {
@@ -72,6 +81,21 @@ func (s *Server) healthDetail(ctx *fasthttp.RequestCtx) error {
 	}
 	if rec, err := s.deps.Audit.Recent(0); err == nil {
 		d.AuditLength = rec.Total
+	}
+	if keys, total, err := s.deps.Store.QuarantinedKeys(100); err == nil {
+		d.Quarantined, d.QuarantinedKeys = total, keys
+	}
+	if d.QuarantinedKeys == nil {
+		d.QuarantinedKeys = []string{}
+	}
+	d.AuditStatus = "ok"
+	if st := k.Security.State("merkle_audit_trail"); st != kernel.StateActive {
+		d.AuditStatus = "degraded"
+		if m := s.deps.Audit.Broken(); m != nil {
+			d.AuditError = m.Error()
+		} else {
+			d.AuditError = "the audit writer is " + string(st)
+		}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, d)
 	return nil
