@@ -823,9 +823,10 @@ func (a *channelActor) enqueue(m *sendRequest) {
 }
 
 // pump starts sends for the oldest message of each chat that is free, up
-// to maxInflight, while the link is up.
+// to maxInflight, while the link is up (or, for a LinkFreeSender, while it
+// is being re-established).
 func (a *channelActor) pump() {
-	if a.status.State != StateConnected || a.adapter == nil || len(a.outbox) == 0 {
+	if !a.canSend() || len(a.outbox) == 0 {
 		return
 	}
 	now := time.Now()
@@ -856,6 +857,20 @@ func (a *channelActor) pump() {
 		a.inflight[chat] = true
 		a.send(it)
 	}
+}
+
+func (a *channelActor) canSend() bool {
+	if a.adapter == nil {
+		return false
+	}
+	switch a.status.State {
+	case StateConnected:
+		return true
+	case StateConnecting, StateBackoff:
+		_, ok := a.adapter.(LinkFreeSender)
+		return ok
+	}
+	return false
 }
 
 func (a *channelActor) kickLater(d time.Duration) {

@@ -54,6 +54,16 @@ type WebhookReceiver interface {
 	Webhook(ctx context.Context, req *WebhookRequest) (*WebhookResponse, []Inbound, error)
 }
 
+// LinkFreeSender is implemented by adapters whose Send needs nothing Run
+// set up (email: replies go over SMTP, a server separate from the IMAP link
+// Run watches). The runtime then drains their outbox also while Run is
+// connecting or backing off, so an outage of the inbound link does not hold
+// outgoing messages back. A channel in "error" or "stopped" still sends
+// nothing.
+type LinkFreeSender interface {
+	LinkFreeSender()
+}
+
 // Builder makes an Adapter from a configuration that already passed the
 // registry's schema checks (required fields present, types right). It
 // checks what only the adapter knows (URL syntax, enum values) and returns

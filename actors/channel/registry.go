@@ -218,6 +218,7 @@ var registry = []Spec{
 			text("smtp_security", "SMTP security: tls, starttls or none", false),
 			text("from_address", "From address (default: username)", false),
 			text("mailbox", "Mailbox to watch", false),
+			text("ca_cert_pem", "PEM CA certificate(s) trusted for IMAP and SMTP instead of the system's (a private CA)", false),
 			list("allowed_senders", "Allowed sender addresses", false),
 		}},
 	{Name: "line", DisplayName: "LINE", Category: "messaging", Description: "LINE Messaging API", Webhook: true,
