@@ -113,7 +113,10 @@ func TestEmailSendsWhileIMAPIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.WaitFor("mail sent while IMAP is down", func() bool { return len(sm.received()) == 1 },
-		func() string { v := h.Get("email"); return fmt.Sprintf("%s %q pending=%d", v.State, v.LastError, v.OutboxPending) })
+		func() string {
+			v := h.Get("email")
+			return fmt.Sprintf("%s %q pending=%d", v.State, v.LastError, v.OutboxPending)
+		})
 	if v := h.Get("email"); v.State == channel.StateConnected || v.OutboxPending != 0 {
 		t.Fatalf("state %s pending %d", v.State, v.OutboxPending)
 	}
