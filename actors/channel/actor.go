@@ -60,12 +60,15 @@ type channelActor struct {
 	global  *rate.Limiter
 	chatLim map[string]*rate.Limiter
 
-	status   Status
-	gen      int
-	cancel   context.CancelFunc // the current Run
-	attempt  int
-	upSince  time.Time
-	traffic  time.Time
+	status  Status
+	gen     int
+	cancel  context.CancelFunc // the current Run
+	attempt int
+	upSince time.Time
+	traffic time.Time
+	// degraded is the adapter's last Host.Degraded report on this link;
+	// published as state "degraded" while the link is connected.
+	degraded string
 	probing  bool
 	watchdog time.Duration
 	timers   []*time.Timer
@@ -129,6 +132,12 @@ func (a *channelActor) Receive(c actor.Context) {
 	case *alive:
 		if m.gen == a.gen {
 			a.traffic = time.Now()
+		}
+	case *degraded:
+		if m.gen == a.gen && a.status.State == StateConnected && m.msg != a.degraded {
+			a.degraded = m.msg
+			a.status.LastError = m.msg
+			a.publish(c)
 		}
 	case *watchdogTick:
 		a.checkWatchdog()
@@ -263,6 +272,7 @@ func (a *channelActor) connect() {
 	ctx, cancel := context.WithCancel(a.base)
 	a.cancel = cancel
 	a.status.State = StateConnecting
+	a.degraded = ""
 	a.status.ConnectedSince = nil
 	a.upSince = time.Time{}
 	h := &host{rt: a.rt, self: a.self, gen: gen, name: a.name, log: a.log}
@@ -1019,7 +1029,11 @@ func upstream(display string, err error) error {
 // publish reports the status to the supervisor.
 func (a *channelActor) publish(c actor.Context) {
 	if p := c.Parent(); p != nil {
-		c.Send(p, &statusChanged{name: a.name, status: a.status})
+		st := a.status
+		if st.State == StateConnected && a.degraded != "" {
+			st.State = StateDegraded
+		}
+		c.Send(p, &statusChanged{name: a.name, status: st})
 	}
 }
 
@@ -1041,6 +1055,8 @@ type host struct {
 }
 
 func (h *host) Connected(id Identity) { h.rt.k.Root.Send(h.self, &connected{gen: h.gen, id: id}) }
+
+func (h *host) Degraded(msg string) { h.rt.k.Root.Send(h.self, &degraded{gen: h.gen, msg: msg}) }
 
 func (h *host) Deliver(ctx context.Context, msgs ...Inbound) error {
 	if len(msgs) == 0 {

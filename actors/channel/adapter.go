@@ -85,6 +85,11 @@ type Host interface {
 	// these messages): one sync instead of two, and never one without the
 	// other. It saves the cursor also when msgs is empty.
 	DeliverAndSave(ctx context.Context, cursor Cursor, msgs ...Inbound) error
+	// Degraded reports that the link is up but part of what was configured
+	// does not work (an XMPP room the bot could not join): the channel's
+	// status becomes "degraded" with msg as last_error, until Degraded("")
+	// or a reconnect clears it.
+	Degraded(msg string)
 	// Alive notes traffic from the platform that carried no message (a
 	// long poll that came back empty, a sync response, a server PING), so
 	// the "linked but deaf" watchdog knows the link still works.
