@@ -162,7 +162,24 @@ func parse(line string) (*message, error) {
 	if m.command == "" {
 		return nil, errors.New("empty line")
 	}
+	if !validCommand(m.command) {
+		return nil, errors.New("not an IRC command")
+	}
 	return m, nil
+}
+
+// validCommand: a command is letters, or a three-digit numeric reply
+// (RFC 2812 2.3.1).
+func validCommand(c string) bool {
+	if len(c) == 3 && c[0] >= '0' && c[0] <= '9' && c[1] >= '0' && c[1] <= '9' && c[2] >= '0' && c[2] <= '9' {
+		return true
+	}
+	for i := 0; i < len(c); i++ {
+		if (c[i] < 'A' || c[i] > 'Z') && (c[i] < 'a' || c[i] > 'z') {
+			return false
+		}
+	}
+	return c != ""
 }
 
 // lineSafe neutralises the bytes that end or corrupt an IRC line: CR and
@@ -174,12 +191,15 @@ func lineSafe(s string) string {
 	if !strings.ContainsAny(s, "\r\n\x00") {
 		return s
 	}
-	return strings.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' || r == 0 {
-			return ' '
+	// Byte by byte: IRC text need not be UTF-8, and other bytes stay as
+	// they are.
+	b := []byte(s)
+	for i, c := range b {
+		if c == '\r' || c == '\n' || c == 0 {
+			b[i] = ' '
 		}
-		return r
-	}, s)
+	}
+	return string(b)
 }
 
 // write sends one line (paced). Whatever the line carries (a reply, a
