@@ -38,6 +38,21 @@ import (
 // room for long hostmasks.
 const maxLineBytes = 350
 
+// maxInLine bounds one line from the server: 512 bytes (RFC 1459) plus
+// up to 8191 bytes of IRCv3 message tags. A longer line is a broken or
+// hostile server; without a bound, one line without LF would grow memory
+// without end.
+const maxInLine = 8191 + 512
+
+// readLine reads one line of at most maxInLine bytes.
+func readLine(r *bufio.Reader) (string, error) {
+	b, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return "", fmt.Errorf("the IRC server sent a line longer than %d bytes", maxInLine)
+	}
+	return string(b), err
+}
+
 // Adapter is one IRC connection.
 type Adapter struct {
 	addr, nick, user, realname string
@@ -253,7 +268,7 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 	})
 	defer stop()
 
-	r := bufio.NewReaderSize(conn, 4096)
+	r := bufio.NewReaderSize(conn, maxInLine)
 	if err := a.register(ctx, r); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -268,7 +283,7 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 	}
 	for {
 		conn.SetReadDeadline(time.Now().Add(5 * time.Minute))
-		line, err := r.ReadString('\n')
+		line, err := readLine(r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -335,7 +350,7 @@ func (a *Adapter) register(ctx context.Context, r *bufio.Reader) error {
 	capDone := !sasl
 	offered, identified := false, false
 	for {
-		line, err := r.ReadString('\n')
+		line, err := readLine(r)
 		if err != nil {
 			if usedPass {
 				// ngircd and others close the link after a bad PASS.

@@ -232,3 +232,18 @@ func TestIRCServerPasswordIsPASS(t *testing.T) {
 		t.Fatalf("wire = %q", lines)
 	}
 }
+
+func TestIRCOverlongLineIsAnError(t *testing.T) {
+	srv := startWire(t)
+	h := channeltest.New(t, channel.Builders{"irc": New})
+	h.Configure("irc", map[string]any{"server": "127.0.0.1", "port": srv.port(), "nick": "fangdbot", "use_tls": false,
+		"agent_name": channeltest.AgentName})
+	h.WaitState("irc", channel.StateConnected)
+	// A line that never ends (10 KB and counting): fangd must not buffer
+	// it without bound.
+	srv.sendAll(":alice!a@h PRIVMSG fangdbot :" + strings.Repeat("x", 10000))
+	v := h.WaitState("irc", channel.StateBackoff)
+	if !strings.Contains(v.LastError, "longer than") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+}
