@@ -57,6 +57,13 @@ bench: build
 fuzz:
 	$(GO) test ./transport/http -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s
 	$(GO) test ./store/safepath -run '^$$' -fuzz FuzzResolve -fuzztime 30s
+	$(GO) test ./actors/channel/irc -run '^$$' -fuzz FuzzParse -fuzztime 30s
+	$(GO) test ./actors/approval -run '^$$' -fuzz FuzzParseCommand -fuzztime 30s
+	$(GO) test ./actors/comms -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 30s
+	$(GO) test ./actors/usage -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s
+	$(GO) test ./transport/sse -run '^$$' -fuzz FuzzLastEventID -fuzztime 30s
+	$(GO) test ./transport/http -run '^$$' -fuzz FuzzHookSignature -fuzztime 30s
+	$(GO) test ./actors/channel/webhook -run '^$$' -fuzz FuzzVerify -fuzztime 30s
 
 clean:
 	rm -rf bin

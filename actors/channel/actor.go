@@ -60,12 +60,15 @@ type channelActor struct {
 	global  *rate.Limiter
 	chatLim map[string]*rate.Limiter
 
-	status   Status
-	gen      int
-	cancel   context.CancelFunc // the current Run
-	attempt  int
-	upSince  time.Time
-	traffic  time.Time
+	status  Status
+	gen     int
+	cancel  context.CancelFunc // the current Run
+	attempt int
+	upSince time.Time
+	traffic time.Time
+	// degraded is the adapter's last Host.Degraded report on this link;
+	// published as state "degraded" while the link is connected.
+	degraded string
 	probing  bool
 	watchdog time.Duration
 	timers   []*time.Timer
@@ -129,6 +132,12 @@ func (a *channelActor) Receive(c actor.Context) {
 	case *alive:
 		if m.gen == a.gen {
 			a.traffic = time.Now()
+		}
+	case *degraded:
+		if m.gen == a.gen && a.status.State == StateConnected && m.msg != a.degraded {
+			a.degraded = m.msg
+			a.status.LastError = m.msg
+			a.publish(c)
 		}
 	case *watchdogTick:
 		a.checkWatchdog()
@@ -263,6 +272,7 @@ func (a *channelActor) connect() {
 	ctx, cancel := context.WithCancel(a.base)
 	a.cancel = cancel
 	a.status.State = StateConnecting
+	a.degraded = ""
 	a.status.ConnectedSince = nil
 	a.upSince = time.Time{}
 	h := &host{rt: a.rt, self: a.self, gen: gen, name: a.name, log: a.log}
@@ -823,9 +833,10 @@ func (a *channelActor) enqueue(m *sendRequest) {
 }
 
 // pump starts sends for the oldest message of each chat that is free, up
-// to maxInflight, while the link is up.
+// to maxInflight, while the link is up (or, for a LinkFreeSender, while it
+// is being re-established).
 func (a *channelActor) pump() {
-	if a.status.State != StateConnected || a.adapter == nil || len(a.outbox) == 0 {
+	if !a.canSend() || len(a.outbox) == 0 {
 		return
 	}
 	now := time.Now()
@@ -856,6 +867,20 @@ func (a *channelActor) pump() {
 		a.inflight[chat] = true
 		a.send(it)
 	}
+}
+
+func (a *channelActor) canSend() bool {
+	if a.adapter == nil {
+		return false
+	}
+	switch a.status.State {
+	case StateConnected:
+		return true
+	case StateConnecting, StateBackoff:
+		_, ok := a.adapter.(LinkFreeSender)
+		return ok
+	}
+	return false
 }
 
 func (a *channelActor) kickLater(d time.Duration) {
@@ -1004,7 +1029,11 @@ func upstream(display string, err error) error {
 // publish reports the status to the supervisor.
 func (a *channelActor) publish(c actor.Context) {
 	if p := c.Parent(); p != nil {
-		c.Send(p, &statusChanged{name: a.name, status: a.status})
+		st := a.status
+		if st.State == StateConnected && a.degraded != "" {
+			st.State = StateDegraded
+		}
+		c.Send(p, &statusChanged{name: a.name, status: st})
 	}
 }
 
@@ -1026,6 +1055,8 @@ type host struct {
 }
 
 func (h *host) Connected(id Identity) { h.rt.k.Root.Send(h.self, &connected{gen: h.gen, id: id}) }
+
+func (h *host) Degraded(msg string) { h.rt.k.Root.Send(h.self, &degraded{gen: h.gen, msg: msg}) }
 
 func (h *host) Deliver(ctx context.Context, msgs ...Inbound) error {
 	if len(msgs) == 0 {

@@ -149,6 +149,13 @@ type runEnded struct {
 
 type alive struct{ gen int }
 
+// degraded is Host.Degraded: msg is what is not working ("" when it works
+// again).
+type degraded struct {
+	gen int
+	msg string
+}
+
 // inbound carries messages from Run (done answers once they are durable)
 // or from a webhook.
 type inbound struct {
@@ -264,7 +271,10 @@ type Status struct {
 
 // States a channel can be in.
 const (
-	StateConnected    = "connected"
+	StateConnected = "connected"
+	// StateDegraded is connected with part of the configuration not
+	// working (Host.Degraded); last_error says what.
+	StateDegraded     = "degraded"
 	StateConnecting   = "connecting"
 	StateBackoff      = "backoff"
 	StateError        = "error"

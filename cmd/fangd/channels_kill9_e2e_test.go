@@ -323,7 +323,7 @@ func killCases() []killCase {
 			irc := startKillIRC(t)
 			return killPeer{
 				configure: map[string]any{"server": "127.0.0.1", "port": irc.port, "nick": "fangdbot", "use_tls": false,
-					"token": killIRCPassword},
+					"server_password": killIRCPassword},
 				chat:    "alice",
 				inbound: func(_ *testing.T, _, text string) { irc.say(text) },
 				down:    irc.setDown, // the server stops (the links with it) and comes back with alice online

@@ -252,6 +252,7 @@ type Host struct {
 	log         zerolog.Logger
 	mu          sync.Mutex
 	cursors     map[string]string
+	degraded    string
 }
 
 // NewHost makes a Host with room for a few connections and messages.
@@ -281,6 +282,20 @@ func (h *Host) DeliverAndSave(ctx context.Context, cur channel.Cursor, msgs ...c
 
 // Alive implements channel.Host.
 func (h *Host) Alive() {}
+
+// Degraded records the adapter's last report.
+func (h *Host) Degraded(msg string) {
+	h.mu.Lock()
+	h.degraded = msg
+	h.mu.Unlock()
+}
+
+// LastDegraded is the adapter's last Degraded report.
+func (h *Host) LastDegraded() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.degraded
+}
 
 // Cursor implements channel.Host.
 func (h *Host) Cursor(k string) (string, error) {
