@@ -63,6 +63,8 @@ fuzz:
 	$(GO) test ./actors/usage -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s
 	$(GO) test ./transport/sse -run '^$$' -fuzz FuzzLastEventID -fuzztime 30s
 	$(GO) test ./transport/http -run '^$$' -fuzz FuzzHookSignature -fuzztime 30s
+	$(GO) test ./transport/http -run '^$$' -fuzz FuzzForwardedClient -fuzztime 30s
+	$(GO) test ./transport/http -run '^$$' -fuzz FuzzHostName -fuzztime 30s
 	$(GO) test ./actors/channel/webhook -run '^$$' -fuzz FuzzVerify -fuzztime 30s
 
 clean:
