@@ -12,7 +12,7 @@ import (
 
 // auditVerifyCommand checks a stopped daemon's audit chain offline. It exits
 // 0 when the chain is valid and 1 when it is broken.
-type auditVerifyCommand struct{ home, config string }
+type auditVerifyCommand struct{ home string }
 
 func (c *auditVerifyCommand) Run(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)

@@ -29,15 +29,13 @@ type Server struct {
 	Token string
 	BotID string
 
-	mu        sync.Mutex
-	conns     map[*websocket.Conn]*sync.Mutex
-	seq       int
-	nextID    int
-	sent      []Sent
-	calls     map[string]int
-	down      bool
-	deaf      bool // gateway stays open but dispatches nothing
-	identifes int
+	mu     sync.Mutex
+	conns  map[*websocket.Conn]*sync.Mutex
+	seq    int
+	nextID int
+	sent   []Sent
+	calls  map[string]int
+	down   bool
 }
 
 // New starts a fake Discord where token is the bot's token.

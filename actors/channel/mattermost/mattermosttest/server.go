@@ -77,7 +77,6 @@ type Server struct {
 	channels  map[string]Channel
 	posts     []Post
 	conns     map[*wsConn]struct{}
-	seq       int64
 	down      bool
 	limitNext int
 	limitWait int
