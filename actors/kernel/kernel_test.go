@@ -43,6 +43,26 @@ func newKernel(t *testing.T) (*Kernel, *syncBuffer) {
 	return k, buf
 }
 
+func TestSpreadStaysWithinBounds(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := Spread(8, 12)
+		if d < 8 || d > 12 {
+			t.Fatalf("Spread(8, 12) = %v", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 3 {
+		t.Fatalf("Spread does not spread: %v", seen)
+	}
+	if d := Spread(5, 5); d != 5 {
+		t.Fatalf("Spread(5, 5) = %v", d)
+	}
+	if d := Spread(5, 1); d != 5 {
+		t.Fatalf("Spread(5, 1) = %v", d)
+	}
+}
+
 func TestBackoffDelayIsCappedExponential(t *testing.T) {
 	b := Backoff{Initial: 100 * time.Millisecond, Max: time.Second, MaxRetries: 5, Window: time.Minute}
 	want := []time.Duration{100, 200, 400, 800, 1000, 1000}

@@ -19,11 +19,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // SignatureHeader carries the body's HMAC in both directions.
@@ -156,10 +156,7 @@ func (a *Adapter) post(ctx context.Context, cb Callback) (string, error) {
 	if len(desc) > 200 {
 		desc = desc[:200]
 	}
-	var wait time.Duration
-	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n >= 0 {
-		wait = time.Duration(n) * time.Second
-	}
+	wait := httpretry.After(resp.Header, time.Now())
 	if resp.StatusCode/100 == 3 {
 		return "", channel.Permanent(fmt.Errorf("webhook: callback answered a redirect (HTTP %d); configure the final URL", resp.StatusCode))
 	}
