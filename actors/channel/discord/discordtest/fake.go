@@ -1,10 +1,10 @@
-// Package discordfake is a local fake of Discord for tests: the REST API
+// Package discordtest is a local fake of Discord for tests: the REST API
 // under /api/v9 (and /api/v10) (GET /gateway, GET /users/@me, POST
 // /channels/{id}/messages; "Bot <token>" auth, 401 and 429 bodies as
 // Discord sends them) and a gateway websocket speaking the v10 JSON
 // protocol (HELLO, IDENTIFY, READY, heartbeats, MESSAGE_CREATE dispatches,
 // close code 4004 for a bad token).
-package discordfake
+package discordtest
 
 import (
 	"encoding/json"
