@@ -375,11 +375,9 @@ func (o *outbox) kick() {
 	go func() {
 		r := post(ctx, client, url, msg.MsgID, msg.Body, signer, headers, ua)
 		sys.Root.Send(self, &attempted{gen: ctx, msg: &msg, attempt: Attempt{StatusCode: r.status, LatencyMS: r.latency.Milliseconds()},
-			outcome: classify(r), err: errOrNil(r), retryAfter: r.retryAfter})
+			outcome: classify(r), err: r.err, retryAfter: r.retryAfter})
 	}()
 }
-
-func errOrNil(r result) error { return r.err }
 
 // attempted records one attempt's outcome and schedules what follows.
 func (o *outbox) attempted(m *attempted) {
