@@ -12,6 +12,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 type syncBuffer struct {
@@ -96,16 +98,7 @@ func (c *crasher) Receive(ctx actor.Context) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = kerneltest.WaitFor
 
 func TestTransientFailureRestartsAndLogsStack(t *testing.T) {
 	k, logs := newKernel(t)
