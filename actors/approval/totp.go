@@ -227,10 +227,6 @@ var (
 	recoveryCodeRe = regexp.MustCompile(`^[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}$`)
 )
 
-func validateOpts() totp.ValidateOpts {
-	return totp.ValidateOpts{Period: totpPeriod, Skew: totpSkew, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
-}
-
 // matchTOTP finds the step (within the skew) whose code is code, comparing
 // in constant time through the library. It returns -1 when none matches.
 func matchTOTP(secret, code string, now time.Time) int64 {

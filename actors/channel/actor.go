@@ -729,7 +729,7 @@ func (a *channelActor) turnDone(c actor.Context, m *turnDone) {
 		m.item.Attempts++
 		d := a.rt.backoff.Jittered(m.item.Attempts + 3)
 		a.turnAfter[chat] = time.Now().Add(d)
-		a.status.LastError = "agent turn failed, retrying: " + errText(m.err)
+		a.status.LastError = "agent turn failed, retrying: " + kernel.PublicMessage(m.err)
 		a.schedule(d, &kick{})
 	} else {
 		delete(a.turnAfter, chat)
@@ -746,8 +746,8 @@ func (a *channelActor) turnDone(c actor.Context, m *turnDone) {
 		a.pending--
 		a.status.InboxPending = a.pending
 		if m.err != nil {
-			a.status.LastError = "agent turn failed: " + errText(m.err)
-			a.log.Warn().Str("chat", chat).Str("error", errText(m.err)).Msg("agent turn failed; message not answered")
+			a.status.LastError = "agent turn failed: " + kernel.PublicMessage(m.err)
+			a.log.Warn().Str("chat", chat).Str("error", kernel.PublicMessage(m.err)).Msg("agent turn failed; message not answered")
 		}
 		a.outbox = append(a.outbox, m.out...)
 		a.status.OutboxPending = len(a.outbox)
@@ -755,16 +755,6 @@ func (a *channelActor) turnDone(c actor.Context, m *turnDone) {
 	a.startTurns()
 	a.pump()
 	a.publish(c)
-}
-
-func errText(err error) string {
-	if e := kernel.AsError(err); e != nil {
-		return e.Msg
-	}
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 // --- outbound ---

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // Adapter is one chat platform, seen from the runtime. A channel actor
@@ -229,9 +231,11 @@ func Permanent(err error) error { return &classified{err: err, class: classPerma
 func Rejected(err error) error { return &classified{err: err, class: classRejected} }
 
 // RetryAfter marks a transient failure that names when to retry (a 429's
-// Retry-After or retry_after).
+// Retry-After or retry_after). The wait is capped at httpretry.MaxWait
+// whatever its source (a header, a JSON retry_after, retry_after_ms), so
+// that a hostile or buggy hint cannot park the channel.
 func RetryAfter(err error, d time.Duration) error {
-	return &classified{err: err, class: classTransient, retryAfter: d}
+	return &classified{err: err, class: classTransient, retryAfter: min(d, httpretry.MaxWait)}
 }
 
 // IsPermanent reports whether err was marked Permanent.

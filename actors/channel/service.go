@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -228,7 +229,7 @@ func (s *Service) view(spec *Spec, snap *snapshot) View {
 		if rec != nil {
 			switch f.Type {
 			case TypeSecret:
-				fv.HasValue = contains(rec.Secrets, f.Key)
+				fv.HasValue = slices.Contains(rec.Secrets, f.Key)
 			case TypeList:
 				if l := rec.Lists[f.Key]; len(l) > 0 {
 					fv.HasValue, fv.Value = true, l
@@ -248,15 +249,6 @@ func (s *Service) view(spec *Spec, snap *snapshot) View {
 		v.HasToken = false
 	}
 	return v
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Service) snapshots() (map[string]snapshot, error) {
@@ -438,12 +430,11 @@ func (s *Service) Configure(ctx context.Context, name string, body map[string]an
 
 // resolveAdapter finds the adapter a configure call is about.
 func (s *Service) resolveAdapter(name, adapter string) (*Spec, error) {
-	if spec, ok := Lookup(name); ok {
+	if _, ok := Lookup(name); ok {
 		if adapter != "" && adapter != name {
 			return nil, kernel.Invalid("channel %s is the %s adapter; pick another name for a %s instance", name, name, adapter)
 		}
 		adapter = name
-		_ = spec
 	}
 	if adapter == "" {
 		return nil, kernel.NotFound("Unknown channel: %s (name a registry adapter, or give \"adapter\" for an extra instance)", name)
@@ -677,7 +668,7 @@ func (s *Service) Apply(ctx context.Context, tables map[string]map[string]any) (
 	for _, name := range names {
 		d, err := s.fromTable(ctx, name, tables[name])
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernelMsg(err)))
+			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernel.PublicMessage(err)))
 			continue
 		}
 		desired = append(desired, *d)
@@ -718,17 +709,10 @@ func (s *Service) check(ctx context.Context, tables map[string]map[string]any) [
 	var problems []string
 	for _, name := range names {
 		if _, err := s.fromTable(ctx, name, tables[name]); err != nil {
-			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernelMsg(err)))
+			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernel.PublicMessage(err)))
 		}
 	}
 	return problems
-}
-
-func kernelMsg(err error) string {
-	if e := kernel.AsError(err); e != nil {
-		return e.Msg
-	}
-	return err.Error()
 }
 
 // fromTable turns one [channels.<name>] table into a desired channel.

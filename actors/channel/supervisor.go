@@ -315,7 +315,7 @@ func (s *supervisor) reload(c actor.Context, desired []desiredChannel) ReloadRes
 		r := s.configure(c, d.rec, d.secrets, d.account)
 		switch {
 		case r.err != nil:
-			res.Errors = append(res.Errors, "channels."+d.rec.Name+": "+kernelMsg(r.err))
+			res.Errors = append(res.Errors, "channels."+d.rec.Name+": "+kernel.PublicMessage(r.err))
 		case r.created:
 			res.Started = append(res.Started, d.rec.Name)
 		default:

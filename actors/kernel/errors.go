@@ -78,6 +78,19 @@ func AsError(err error) *Error {
 	return nil
 }
 
+// PublicMessage is the text of err that may be shown to an API client or
+// stored in a status field: a domain error's Msg (written for users, free
+// of secrets and internals), otherwise err's own text; "" for nil.
+func PublicMessage(err error) string {
+	if err == nil {
+		return ""
+	}
+	if e := AsError(err); e != nil {
+		return e.Msg
+	}
+	return err.Error()
+}
+
 // permanentError marks a failure that retrying cannot fix (bad credentials,
 // invalid configuration). The supervisor stops such an actor instead of
 // restarting it.

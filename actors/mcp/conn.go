@@ -465,15 +465,10 @@ func (a *conn) report(c actor.Context) {
 	}
 }
 
-// permanentError marks a failure that retrying cannot fix.
-type permanentError struct{ err error }
-
-func (p permanentError) Error() string { return p.err.Error() }
-func (p permanentError) Unwrap() error { return p.err }
-
+// isPermanent reports a failure that retrying cannot fix: one marked
+// kernel.Permanent, or a command that is not installed.
 func isPermanent(err error) bool {
-	var p permanentError
-	return errors.As(err, &p) || errors.Is(err, stdio.ErrCommandNotFound)
+	return kernel.IsPermanent(err) || errors.Is(err, stdio.ErrCommandNotFound)
 }
 
 // dial makes one connection attempt: resolve the spec's values, start the
@@ -483,7 +478,7 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 	res := &connectResult{gen: gen}
 	r, err := resolve(spec, e.vault, e.opts.Environ)
 	if err != nil {
-		res.err = permanentError{err}
+		res.err = kernel.Permanent(err)
 		return res
 	}
 	var transport sdk.Transport
@@ -493,7 +488,7 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 	case TransportStdio:
 		dir := filepath.Join(e.opts.Home, "mcp", "work", spec.Name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			res.err = permanentError{fmt.Errorf("working directory: %w", err)}
+			res.err = kernel.Permanent(fmt.Errorf("working directory: %w", err))
 			return res
 		}
 		proc = stdio.New(stdio.Options{
@@ -506,7 +501,7 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 	case TransportHTTP, TransportSSE:
 		if e.opts.Policy != nil {
 			if _, err := e.opts.Policy.Check(ctx, spec.Transport.URL); err != nil {
-				res.err = permanentError{err}
+				res.err = kernel.Permanent(err)
 				return res
 			}
 		}
@@ -519,7 +514,7 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 			transport = &sdk.SSEClientTransport{Endpoint: spec.Transport.URL, HTTPClient: remote.Client}
 		}
 	default:
-		res.err = permanentError{fmt.Errorf("transport type %q is not supported", spec.Transport.Type)}
+		res.err = kernel.Permanent(fmt.Errorf("transport type %q is not supported", spec.Transport.Type))
 		return res
 	}
 	client := sdk.NewClient(&sdk.Implementation{Name: "fangd", Version: e.opts.Version}, &sdk.ClientOptions{
@@ -574,7 +569,7 @@ func (e *env) connectError(err error, proc *stdio.Transport, remote *remoteClien
 		}
 	}
 	if remote != nil && remote.denied() {
-		return permanentError{fmt.Errorf("server refused the credentials (HTTP %d): %w", remote.lastStatus.Load(), err)}
+		return kernel.Permanent(fmt.Errorf("server refused the credentials (HTTP %d): %w", remote.lastStatus.Load(), err))
 	}
 	return err
 }

@@ -423,7 +423,7 @@ func (x *Exposer) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 			}
 			f, err := x.opts.Agents.ToolFilter(ctx, agentID)
 			if err != nil {
-				return nil, &jsonrpc.Error{Code: CodeIdentity, Message: "agent " + agentID + ": " + errMsg(err)}
+				return nil, &jsonrpc.Error{Code: CodeIdentity, Message: "agent " + agentID + ": " + kernel.PublicMessage(err)}
 			}
 			allow = f
 		}
@@ -501,11 +501,4 @@ func sender(req *sdk.CallToolRequest) string {
 		}
 	}
 	return "mcp"
-}
-
-func errMsg(err error) string {
-	if de := kernel.AsError(err); de != nil {
-		return de.Msg
-	}
-	return err.Error()
 }

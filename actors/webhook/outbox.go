@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strings"
@@ -376,11 +375,9 @@ func (o *outbox) kick() {
 	go func() {
 		r := post(ctx, client, url, msg.MsgID, msg.Body, signer, headers, ua)
 		sys.Root.Send(self, &attempted{gen: ctx, msg: &msg, attempt: Attempt{StatusCode: r.status, LatencyMS: r.latency.Milliseconds()},
-			outcome: classify(r), err: errOrNil(r), retryAfter: r.retryAfter})
+			outcome: classify(r), err: r.err, retryAfter: r.retryAfter})
 	}()
 }
-
-func errOrNil(r result) error { return r.err }
 
 // attempted records one attempt's outcome and schedules what follows.
 func (o *outbox) attempted(m *attempted) {
@@ -427,7 +424,8 @@ func (o *outbox) attempted(m *attempted) {
 		o.sh.m.failed.Inc()
 		n := msg.Attempts
 		if n <= len(o.sh.opts.Backoff) {
-			delay := jitter(o.sh.opts.Backoff[n-1])
+			d := o.sh.opts.Backoff[n-1]
+			delay := kernel.Spread(d-d/5, d+d/5) // ±20%
 			if m.retryAfter > delay {
 				delay = m.retryAfter
 			}
@@ -488,19 +486,6 @@ func (o *outbox) attempted(m *attempted) {
 			}
 		},
 	})
-}
-
-// jitter spreads d over ±20% so that endpoints failing together do not
-// retry in lockstep.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	spread := int64(d) * 2 / 5
-	if spread <= 0 {
-		return d
-	}
-	return time.Duration(int64(d) - spread/2 + rand.Int64N(spread+1))
 }
 
 func (o *outbox) disable(reason string) {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 )
 
 type approvalJSON struct {
@@ -197,7 +197,7 @@ func TestBadApprovalConfigNamesTheField(t *testing.T) {
 // /approve there decides it and the answer is posted back; a stranger's
 // is refused; a decision made through the API is announced in the chat.
 func TestApproveFromTelegramOnTheBinary(t *testing.T) {
-	tg := telegramfake.New("555:approve")
+	tg := telegramtest.New("555:approve")
 	defer tg.Close()
 	_, _, cfg := fakes(t, `
 [approval]
@@ -217,7 +217,7 @@ approvers = ["@alice", "4242"]
 		t.Fatalf("configure: %d %s", code, body)
 	}
 	waitChannels(t, p, "connected", connected("telegram"))
-	sent := func(n int) []telegramfake.Sent {
+	sent := func(n int) []telegramtest.Sent {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for len(tg.Sent()) < n && time.Now().Before(deadline) {

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +33,6 @@ const peerTok = "peer-token-0123456789abcdef"
 // stubAgents is a two-agent runtime whose turns echo, or block until
 // cancelled when the text is "block".
 type stubAgents struct {
-	mu      sync.Mutex
 	started chan struct{}
 	ended   chan error
 }

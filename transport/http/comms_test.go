@@ -14,6 +14,7 @@ import (
 
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 	"github.com/fangd/fangd/transport/ssrf"
@@ -113,17 +114,6 @@ func decodeTo[T any](t *testing.T, r response) T {
 	return v
 }
 
-func eventuallyHTTP(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 	ts := newCommsServer(t)
 	r := ts.authed(t, "POST", "/api/comms/send", `{"to":"agent:coder","content":"Please review the latest PR","from":"system"}`)
@@ -165,7 +155,7 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 	if r.status != 201 || task.AssignedTo != "a-1" || task.Status != "running" || task.Reason == "" {
 		t.Fatalf("task: %d %s", r.status, r.body)
 	}
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		r := ts.authed(t, "GET", "/api/comms/tasks/"+task.ID, "")
 		return r.status == 200 && decodeTo[comms.Task](t, r).Status == "completed"
 	})
@@ -176,7 +166,7 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 		t.Fatalf("empty title: %d", r.status)
 	}
 
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		topo := decodeTo[comms.Topology](t, ts.authed(t, "GET", "/api/comms/topology", ""))
 		return len(topo.Edges) == 4
 	})
@@ -222,7 +212,7 @@ func TestLoopGuardOverHTTP(t *testing.T) {
 	if r.status != 429 || r.envelope(t).Code != "loop_blocked" {
 		t.Fatalf("4th bounce: %d %s", r.status, r.body)
 	}
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		for _, e := range ts.recent(t, 20) {
 			if e.EventType == "loop_blocked" && e.Outcome == "denied" {
 				return true
@@ -282,7 +272,7 @@ func TestHooksAgentAndWake(t *testing.T) {
 	if r.status != 200 || decodeTo[comms.WakeResult](t, r).AgentID != "a-1" {
 		t.Fatalf("wake: %d %s", r.status, r.body)
 	}
-	eventuallyHTTP(t, func() bool { return ts.agents.turns.Load() == turns+1 })
+	kerneltest.WaitFor(t, "condition", func() bool { return ts.agents.turns.Load() == turns+1 })
 	// Failed hook auth is audited; the token never is.
 	for _, e := range ts.recent(t, 50) {
 		if strings.Contains(e.Details, testHookToken) || strings.Contains(e.Details, "wrong-token") {
@@ -322,14 +312,14 @@ func TestWebhookRoutes(t *testing.T) {
 	}
 	// A routed message reaches both endpoints.
 	ts.authed(t, "POST", "/api/comms/send", `{"to":"agent:coder","content":"x"}`)
-	eventuallyHTTP(t, func() bool { return hits.Load() == 2 })
+	kerneltest.WaitFor(t, "condition", func() bool { return hits.Load() == 2 })
 	// The receiver counts a hit before the engine has recorded the attempt:
 	// wait for the record too.
 	type deliveries struct {
 		Deliveries []webhook.Attempt `json:"deliveries"`
 	}
 	var d deliveries
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		r = ts.authed(t, "GET", "/api/webhooks/"+v.ID+"/deliveries", "")
 		d = decodeTo[deliveries](t, r)
 		return len(d.Deliveries) >= 1

@@ -24,6 +24,7 @@ import (
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/mcp/mcptest"
@@ -696,7 +697,7 @@ func TestMCPCallWaitsForApprovalAndExpires(t *testing.T) {
 		!strings.Contains(toJSON(res), rec["id"].(string)) {
 		t.Fatalf("record %v, answer %v", rec, res)
 	}
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		_, body := s.api(t, "GET", "/api/audit/recent?limit=50", "")
 		return strings.Contains(toJSON(body), "tool=shout outcome=expired")
 	})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -157,17 +158,7 @@ func (h *Harness) WaitState(name, state string) *channel.View {
 // describes the last observed state in the failure.
 func (h *Harness) WaitFor(what string, cond func() bool, detail ...func() string) {
 	h.T.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := "timed out waiting for " + what
-			for _, d := range detail {
-				msg += " (" + d() + ")"
-			}
-			h.T.Fatal(msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	kerneltest.WaitFor(h.T, what, cond, detail...)
 }
 
 // Agents is a fake agent runtime: it knows AgentName and answers every

@@ -6,6 +6,8 @@
 // from GET /gateway like on Discord.
 package discord
 
+//lint:file-ignore ST1005 errors here become the channel's status message and begin with a proper noun (the platform's name, Socket Mode), spelt as the operator knows it.
+
 import (
 	"context"
 	"errors"

@@ -28,6 +28,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // Stream timing: Gotify pings every 45 s by default (server.stream.pingperiodseconds).
@@ -314,11 +315,7 @@ func classify(resp *http.Response, data []byte) error {
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		return channel.Permanent(err)
 	case s == http.StatusTooManyRequests:
-		var wait time.Duration
-		if n, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && n >= 0 {
-			wait = time.Duration(n) * time.Second
-		}
-		return channel.RetryAfter(err, wait)
+		return channel.RetryAfter(err, httpretry.After(resp.Header, time.Now()))
 	case s >= 400 && s < 500:
 		return channel.Rejected(err)
 	}

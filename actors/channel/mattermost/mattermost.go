@@ -13,12 +13,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // MaxPostRunes is the server's limit on a post's message (16383 runes).
@@ -189,12 +189,7 @@ func classify(resp *http.Response, data []byte) error {
 // retryAfter reads the wait a 429 asks for: Mattermost's limiter sets
 // X-Ratelimit-Reset (seconds until the bucket refills) and Retry-After.
 func retryAfter(h http.Header) time.Duration {
-	for _, k := range []string{"Retry-After", "X-Ratelimit-Reset"} {
-		if n, err := strconv.Atoi(strings.TrimSpace(h.Get(k))); err == nil && n >= 0 {
-			return time.Duration(n) * time.Second
-		}
-	}
-	return 0
+	return httpretry.After(h, time.Now(), "X-Ratelimit-Reset")
 }
 
 // scrub drops the request URL from a transport error: it is harmless here

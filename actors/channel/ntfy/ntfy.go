@@ -19,12 +19,12 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // ReplyTag marks messages fangd published.
@@ -302,12 +302,7 @@ func classify(resp *http.Response, data []byte) error {
 	return err
 }
 
-func retryAfter(h http.Header) time.Duration {
-	if n, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After"))); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	return 0
-}
+func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
 
 func scrub(err error) error {
 	var ue *url.Error

@@ -6,6 +6,8 @@
 // (app_mention), in a thread under them.
 package slack
 
+//lint:file-ignore ST1005 errors here become the channel's status message and begin with a proper noun (the platform's name, Socket Mode), spelt as the operator knows it.
+
 import (
 	"context"
 	"encoding/json"
@@ -244,6 +246,10 @@ func (a *Adapter) Send(ctx context.Context, m channel.Outbound) (string, error) 
 	}
 	return ts, nil
 }
+
+// The runtime routes /channels/<name>/webhook only to adapters that
+// implement channel.WebhookReceiver: a misspelt method must not compile.
+var _ channel.WebhookReceiver = (*Adapter)(nil)
 
 // Webhook takes Events API callbacks after checking X-Slack-Signature
 // (and its timestamp) with the signing secret; it answers url_verification.

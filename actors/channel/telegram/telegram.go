@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // MaxMessageLength is sendMessage's text limit (1-4096 characters after
@@ -241,12 +242,7 @@ func (a *Adapter) classify(method string, res *reply, r *response) error {
 	return err
 }
 
-func (r *reply) retryAfterHint() time.Duration {
-	if s, err := strconv.Atoi(r.retryAfter); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	return 0
-}
+func (r *reply) retryAfterHint() time.Duration { return httpretry.Parse(r.retryAfter, time.Now()) }
 
 // scrub removes the token from transport errors (net/http puts the URL,
 // which contains it, in every error).
@@ -418,6 +414,10 @@ func chatID(s string) any {
 	}
 	return s
 }
+
+// The runtime routes /channels/<name>/webhook only to adapters that
+// implement channel.WebhookReceiver: a misspelt method must not compile.
+var _ channel.WebhookReceiver = (*Adapter)(nil)
 
 // Webhook takes an Update from Telegram after checking the secret token.
 func (a *Adapter) Webhook(_ context.Context, r *channel.WebhookRequest) (*channel.WebhookResponse, []channel.Inbound, error) {
