@@ -244,6 +244,7 @@ func (s *Server) routes() {
 	s.api("POST", "/approvals", s.needApprovals(s.createApproval))
 	s.api("GET", "/approvals/totp/status", s.needApprovals(s.totpStatus))
 	s.api("POST", "/approvals/totp/setup", s.needApprovals(s.totpSetup))
+	s.api("DELETE", "/approvals/totp/setup", s.needApprovals(s.totpCancel))
 	s.api("POST", "/approvals/totp/confirm", s.needApprovals(s.totpConfirm))
 	s.api("POST", "/approvals/totp/revoke", s.needApprovals(s.totpRevoke))
 	s.api("DELETE", "/approvals/totp", s.needApprovals(s.totpRevoke))
