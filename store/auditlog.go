@@ -29,16 +29,18 @@ type AuditRecord struct {
 	Raw []byte
 }
 
-// Append writes a batch of entries in one synced transaction.
+// Append writes a batch of entries in one synced transaction. The audit
+// log may use the lower half of the free-space reserve, so that running
+// short of space, and what was refused meanwhile, is still recorded.
 func (l *AuditLog) Append(batch []AuditRecord) error {
-	return l.db.Write(func(tx *Txn) error {
+	return l.db.write(func(tx *Txn) error {
 		for _, r := range batch {
 			if err := tx.Set(auditKey(r.ID), r.Raw); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}, true)
 }
 
 // Last returns the newest entry; ErrNotFound when the log is empty.

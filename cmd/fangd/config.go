@@ -17,18 +17,23 @@ import (
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
 )
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
 type Config struct {
-	APIListen           string          `toml:"api_listen"`
-	APIKey              string          `toml:"api_key"`
-	MaxRequestBodyBytes int             `toml:"max_request_body_bytes"`
-	RateLimit           RateLimitConfig `toml:"rate_limit"`
-	Log                 LogConfig       `toml:"log"`
-	HTTP                HTTPConfig      `toml:"http"`
-	Audit               AuditConfig     `toml:"audit"`
+	APIListen           string `toml:"api_listen"`
+	APIKey              string `toml:"api_key"`
+	MaxRequestBodyBytes int    `toml:"max_request_body_bytes"`
+	// MinFreeDiskBytes is the free-space reserve of the data directory's
+	// filesystem: below it writes answer 507 and start-up refuses (a full
+	// disk would otherwise be a SIGBUS in Badger's memory-mapped files).
+	MinFreeDiskBytes int64           `toml:"min_free_disk_bytes"`
+	RateLimit        RateLimitConfig `toml:"rate_limit"`
+	Log              LogConfig       `toml:"log"`
+	HTTP             HTTPConfig      `toml:"http"`
+	Audit            AuditConfig     `toml:"audit"`
 	// A2A: config_a2a.go.
 	A2A A2AConfig `toml:"a2a"`
 	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
@@ -141,6 +146,7 @@ func defaultConfig() Config {
 	return Config{
 		APIListen:           "127.0.0.1:4545",
 		MaxRequestBodyBytes: 8 << 20,
+		MinFreeDiskBytes:    store.DefaultMinFreeBytes,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
 		A2A:                 defaultA2AConfig(),
@@ -202,6 +208,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxRequestBodyBytes <= 0 {
 		return errors.New("max_request_body_bytes must be positive")
+	}
+	if c.MinFreeDiskBytes < 0 {
+		return errors.New("min_free_disk_bytes must be >= 0 (0 turns the free-space guard off)")
 	}
 	if c.RateLimit.APIRequestsPerMinute < 0 {
 		return errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)")

@@ -143,7 +143,9 @@ type Server struct {
 	closeOnce sync.Once
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
-	mcpEndpoint              *mcpEndpoint
+	// healthNoSpace is its body below the free-space reserve.
+	healthNoSpace []byte
+	mcpEndpoint   *mcpEndpoint
 }
 
 // New builds the server and its routes.
