@@ -95,8 +95,11 @@ const (
 // would bring the filesystem near the reserve, so the common write costs
 // a mutex and a subtraction.
 type spaceGuard struct {
-	dir      string
-	reserve  uint64
+	dir     string
+	reserve uint64
+	// floor is what reserved writes (the audit log, deletes) leave free:
+	// room for one memtable flush, so Badger never faults.
+	floor    uint64
 	statfs   StatFS
 	now      func() time.Time
 	onChange func(SpaceState)
@@ -117,7 +120,7 @@ type spaceGuard struct {
 }
 
 // admit answers nil when size bytes may be written now. reserved writes
-// (the audit log, deletes) may use the lower half of the reserve, so that
+// (the audit log, deletes) may use the reserve down to the floor, so that
 // the condition itself can be audited and space can be freed through the API.
 func (g *spaceGuard) admit(size int, reserved bool) error {
 	if g == nil || g.reserve == 0 {
@@ -139,7 +142,7 @@ func (g *spaceGuard) admit(size int, reserved bool) error {
 	if !low {
 		return nil
 	}
-	if reserved && free >= g.reserve/2 {
+	if reserved && free >= g.floor {
 		return nil
 	}
 	return &StorageError{Dir: g.dir, Free: free, Reserve: g.reserve}

@@ -50,7 +50,7 @@ func TestWritesRefusedBelowReserveAndResume(t *testing.T) {
 	if err := db.Update(func(tx *Txn) error { return tx.Set([]byte("c"), nil) }); !errors.Is(err, ErrInsufficientStorage) {
 		t.Fatalf("Update below the reserve: %v", err)
 	}
-	// Reads, the audit log and deletes keep working within half the reserve.
+	// Reads, the audit log and deletes keep working down to the floor (a quarter of the reserve here).
 	if _, err := NewCollection[string](db, "x").Get("nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("read below the reserve: %v", err)
 	}
@@ -63,11 +63,11 @@ func TestWritesRefusedBelowReserveAndResume(t *testing.T) {
 	if st := db.Space(); !st.Low || st.Free != DefaultMinFreeBytes-1 {
 		t.Fatalf("space %+v", st)
 	}
-	// Under half the reserve even the audit log stops.
-	disk.free.Store(DefaultMinFreeBytes/2 - 1)
+	// Under the floor even the audit log stops.
+	disk.free.Store(DefaultMinFreeBytes/4 - 1)
 	time.Sleep(spaceRecheckLow)
 	if err := db.AuditLog().Append([]AuditRecord{{ID: 2, Raw: []byte(`{}`)}}); !errors.Is(err, ErrInsufficientStorage) {
-		t.Fatalf("audit append under half the reserve: %v", err)
+		t.Fatalf("audit append under the floor: %v", err)
 	}
 
 	// Space returns: writes resume by themselves.

@@ -120,11 +120,11 @@ func Open(opts Options) (*DB, error) {
 	if free < reserve {
 		return nil, fmt.Errorf("cannot open the store: %w", &StorageError{Dir: opts.Dir, Free: free, Reserve: reserve})
 	}
-	// On a small filesystem the memtable (whose log file is allocated
-	// whole, below) is a sixteenth of it, at least 2 MiB.
+	// On a small filesystem the memtable (whose log file is allocated,
+	// below) is a sixteenth of it, at least 1 MiB.
 	memtable := opts.MemTableSize
 	if total > 0 && int64(total/16) < memtable {
-		memtable = max(int64(total/16), 2<<20)
+		memtable = max(int64(total/16), 1<<20)
 	}
 	maxBatch := 15 * memtable / 100 // Badger's own transaction limit
 	bo := badger.DefaultOptions(opts.Dir).
@@ -147,7 +147,8 @@ func Open(opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
 	db := &DB{bdb: bdb, dir: opts.Dir, memtable: memtable}
-	db.space = &spaceGuard{dir: opts.Dir, reserve: reserve, statfs: opts.StatFS, now: time.Now, onChange: opts.OnSpaceChange}
+	db.space = &spaceGuard{dir: opts.Dir, reserve: reserve, statfs: opts.StatFS, now: time.Now, onChange: opts.OnSpaceChange,
+		floor: min(reserve, max(reserve/4, uint64(memtable+memtable/2)))}
 	if reserve > 0 {
 		// Room for one memtable flush and one new log file.
 		db.space.ballast = filepath.Join(opts.Dir, ballastName)
@@ -155,7 +156,7 @@ func Open(opts Options) (*DB, error) {
 	}
 	// A log file is written up to one memtable plus one batch, then
 	// Badger starts the next.
-	db.wal = &walAllocator{dir: opts.Dir, limit: memtable + maxBatch + 1<<20, space: db.space,
+	db.wal = &walAllocator{dir: opts.Dir, limit: memtable + maxBatch + 256<<10, space: db.space,
 		log: func(err error) { opts.Logger.Warn().Err(err).Msg("memtable log not preallocated") }}
 	if err := db.wal.scan(); err != nil {
 		bdb.Close()
@@ -249,8 +250,8 @@ func (db *DB) UpdateAsync(fn func(txn *Txn) error, done func(error)) {
 	db.updateAsync(fn, done, false)
 }
 
-// updateAsync is UpdateAsync; reserved writes may use the lower half of
-// the free-space reserve.
+// updateAsync is UpdateAsync; reserved writes may use the free-space
+// reserve down to its floor.
 func (db *DB) updateAsync(fn func(txn *Txn) error, done func(error), reserved bool) {
 	if !db.enter() {
 		done(ErrClosed)

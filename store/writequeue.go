@@ -39,8 +39,8 @@ type asyncWrite struct {
 	done func(error)
 }
 
-// deletesOnly: a write that only deletes may use the lower half of the
-// free-space reserve (freeing space must stay possible).
+// deletesOnly: a write that only deletes may use the free-space reserve
+// down to its floor (freeing space must stay possible).
 func (w *asyncWrite) deletesOnly() bool {
 	for _, o := range w.ops {
 		if !o.del {
