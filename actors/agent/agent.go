@@ -32,11 +32,18 @@ type Options struct {
 	// Gate holds gated tool calls until a human decides; nil lets every
 	// tool call through.
 	Gate Gatekeeper
+	// MaxAgents bounds how many agents exist ([agents] max_agents); a
+	// create beyond it is refused (409 agent_limit_reached). An idle agent
+	// costs about 22 KiB, so the default bounds that to about 22 MiB.
+	MaxAgents int
 }
+
+// DefaultMaxAgents is [agents] max_agents' default.
+const DefaultMaxAgents = 1000
 
 // DefaultOptions are the bounds fangd uses.
 func DefaultOptions() Options {
-	return Options{HistoryMessages: 40, HistoryChars: 200_000, MaxSessions: 100, QueuePerSession: 8}
+	return Options{HistoryMessages: 40, HistoryChars: 200_000, MaxSessions: 100, QueuePerSession: 8, MaxAgents: DefaultMaxAgents}
 }
 
 type waiter struct {

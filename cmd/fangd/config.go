@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
@@ -54,6 +55,7 @@ type Config struct {
 	Models []llm.ModelConfig `toml:"models"`
 	LLM    LLMConfig         `toml:"llm"`
 	Usage  UsageConfig       `toml:"usage"`
+	Agents AgentsConfig      `toml:"agents"`
 	// Approval is [approval]: which tool calls wait for a human, timeouts,
 	// the second factor, approvers and the chats requests are posted to.
 	Approval approval.Policy `toml:"approval"`
@@ -113,6 +115,14 @@ type MCPServerConfig struct {
 	SessionTimeoutSecs int    `toml:"session_timeout_secs"`
 	WorkspaceDir       string `toml:"workspace_dir"` // default $FANGD_HOME/workspace
 	MaxBodyBytes       int    `toml:"max_body_bytes"`
+	// MaxSessions bounds the live /mcp sessions (429 beyond).
+	MaxSessions int `toml:"max_sessions"`
+}
+
+// AgentsConfig is [agents].
+type AgentsConfig struct {
+	// MaxAgents bounds how many agents exist (409 agent_limit_reached).
+	MaxAgents int `toml:"max_agents"`
 }
 
 // RateLimitConfig is [rate_limit].
@@ -154,8 +164,9 @@ func defaultConfig() Config {
 		Webhooks:            defaultWebhooksConfig(),
 		WebhookTriggers:     defaultWebhookTriggersConfig(),
 		MCP:                 MCPConfig{FailureThreshold: 3},
-		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 600, MaxBodyBytes: 1 << 20},
+		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 120, MaxBodyBytes: 1 << 20, MaxSessions: fhttp.DefaultMCPSessions},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
+		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
 	}
@@ -244,6 +255,12 @@ func (c *Config) validate() error {
 	if c.MCPServer.SessionTimeoutSecs < 1 {
 		return errors.New("mcp_server.session_timeout_secs must be at least 1")
 	}
+	if c.MCPServer.MaxSessions < 1 || c.MCPServer.MaxSessions > 100_000 {
+		return errors.New("mcp_server.max_sessions must be between 1 and 100000")
+	}
+	if c.Agents.MaxAgents < 1 || c.Agents.MaxAgents > 1_000_000 {
+		return errors.New("agents.max_agents must be between 1 and 1000000")
+	}
 	if c.MCPServer.MaxBodyBytes < 1024 {
 		return errors.New("mcp_server.max_body_bytes must be at least 1024")
 	}
@@ -319,6 +336,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,
+		MaxSessions:    c.MCPServer.MaxSessions,
 		MaxBodyBytes:   c.MCPServer.MaxBodyBytes,
 	}
 	return h

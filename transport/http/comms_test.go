@@ -191,6 +191,15 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 			t.Fatalf("edge %s missing: %v", want, edges)
 		}
 	}
+	// Paged: the same offset and limit over nodes and edges, the totals
+	// and the next offset added to the seed's {nodes, edges}.
+	pg := decodeTo[topologyPage](t, ts.authed(t, "GET", "/api/comms/topology?limit=3&offset=2", ""))
+	if len(pg.Edges) != 2 || pg.TotalEdges != 4 || pg.TotalNodes != len(topo.Nodes) || len(pg.Nodes) != min(3, max(0, len(topo.Nodes)-2)) {
+		t.Fatalf("topology page %+v (all: %d nodes)", pg, len(topo.Nodes))
+	}
+	if (pg.Next != nil) != (len(topo.Nodes) > 5) {
+		t.Fatalf("next_offset %v with %d nodes", pg.Next, len(topo.Nodes))
+	}
 
 	r = ts.authed(t, "GET", "/api/comms/events?limit=2&type=message.*", "")
 	evs := decodeTo[struct {
