@@ -139,6 +139,8 @@ type LogConfig struct {
 	Level    string `toml:"level"`     // trace, debug, info, warn, error
 	Format   string `toml:"format"`    // json or pretty
 	RingSize int    `toml:"ring_size"` // lines kept for GET /api/logs/stream
+	// MaxStreams bounds the open GET /api/logs/stream subscribers.
+	MaxStreams int `toml:"max_streams"`
 }
 
 // HTTPConfig is [http].
@@ -158,7 +160,7 @@ func defaultConfig() Config {
 		MaxRequestBodyBytes: 8 << 20,
 		MinFreeDiskBytes:    store.DefaultMinFreeBytes,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
-		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000, MaxStreams: fhttp.DefaultMaxLogStreams},
 		A2A:                 defaultA2AConfig(),
 		Comms:               defaultCommsConfig(),
 		Webhooks:            defaultWebhooksConfig(),
@@ -234,6 +236,9 @@ func (c *Config) validate() error {
 	}
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		return errors.New("log.ring_size must be between 1 and 1000000")
+	}
+	if c.Log.MaxStreams < 1 || c.Log.MaxStreams > 10_000 {
+		return errors.New("log.max_streams must be between 1 and 10000")
 	}
 	if _, err := c.a2aSettings(); err != nil {
 		return err
@@ -333,6 +338,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	}
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
+	h.MaxLogStreams = c.Log.MaxStreams
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -78,4 +79,37 @@ func TestBudgetAgentsPaged(t *testing.T) {
 	}
 	ts.mustStatus(t, 400, "GET", "/api/budget/agents?limit=0", "")
 	ts.mustStatus(t, 400, "GET", "/api/budget/agents?offset=-1", "")
+}
+
+// Log stream subscribers are bounded ([log] max_streams): each holds a
+// buffer of 1024 lines, and nothing capped them.
+func TestLogStreamCap(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MaxLogStreams = 1 })
+	_, stop := ts.openStream(t, "/api/logs/stream")
+	r := ts.authed(t, "GET", "/api/logs/stream", "")
+	if r.status != 429 || r.envelope(t).Code != "log_stream_limit" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("second stream: %d %s", r.status, r.body)
+	}
+	stop()
+	// The slot is free once the server notices the client left (its next
+	// write fails): log until a new stream gets in.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ts.log.Warn().Msg("nudge")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		req, _ := nethttp.NewRequestWithContext(ctx, "GET", ts.url+"/api/logs/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		res, err := nethttp.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+		}
+		cancel()
+		if err == nil && res.StatusCode == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no stream after the first closed: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/router"
@@ -51,6 +52,9 @@ type Config struct {
 	IdleTimeout     time.Duration
 	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
 	SSEHeartbeat time.Duration
+	// MaxLogStreams bounds the open GET /api/logs/stream subscribers (each
+	// holds a 1024-line buffer); beyond it 429 log_stream_limit.
+	MaxLogStreams int
 	// StreamWriteTimeout bounds one write of a long-lived stream (SSE,
 	// the A2A and MCP streams): a client that stops reading that long is
 	// cut. WriteTimeout is one-shot per response and would cut every
@@ -91,6 +95,7 @@ func DefaultConfig() Config {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
 		SSEHeartbeat:       15 * time.Second,
+		MaxLogStreams:      DefaultMaxLogStreams,
 		StreamWriteTimeout: 30 * time.Second,
 		A2AMaxBodyBytes:    1 << 20,
 	}
@@ -146,6 +151,8 @@ type Server struct {
 	// healthNoSpace is its body below the free-space reserve.
 	healthNoSpace []byte
 	mcpEndpoint   *mcpEndpoint
+	// logStreams counts the open /api/logs/stream subscribers.
+	logStreams atomic.Int64
 }
 
 // New builds the server and its routes.
