@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/webhook"
 )
 
 // mcpInitialize opens a stateful /mcp session and returns its status,
@@ -111,5 +112,18 @@ func TestLogStreamCap(t *testing.T) {
 			t.Fatalf("no stream after the first closed: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The webhook cap is configurable ([webhooks] max_endpoints).
+func TestWebhookEndpointCap(t *testing.T) {
+	cs := newCommsServerWith(t, func(o *webhook.Options) { o.MaxEndpoints = 2 })
+	for i := 0; i < 2; i++ {
+		body := fmt.Sprintf(`{"name":"w%d","url":"http://127.0.0.1:9/in","events":["agent.*"]}`, i)
+		eventuallyHTTP(t, func() bool { return cs.authed(t, "POST", "/api/webhooks", body).status != 503 })
+	}
+	r := cs.authed(t, "POST", "/api/webhooks", `{"name":"w3","url":"http://127.0.0.1:9/in","events":["agent.*"]}`)
+	if r.status != 409 || r.envelope(t).Code != "too_many_webhooks" {
+		t.Fatalf("third webhook: %d %s", r.status, r.body)
 	}
 }

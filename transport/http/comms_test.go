@@ -73,6 +73,12 @@ type commsServer struct {
 
 func newCommsServer(t *testing.T) *commsServer {
 	t.Helper()
+	return newCommsServerWith(t, nil)
+}
+
+// newCommsServerWith lets a test change the webhook engine's options.
+func newCommsServerWith(t *testing.T, hooks func(*webhook.Options)) *commsServer {
+	t.Helper()
 	cs := &commsServer{agents: &fakeAgents{agents: []comms.Agent{
 		{ID: "a-1", Name: "coder", Description: "reviews Go code", Tags: []string{"code"}, State: "running"},
 		{ID: "a-2", Name: "writer", Description: "writes docs", Tags: []string{"docs"}, State: "running"},
@@ -93,8 +99,11 @@ func newCommsServer(t *testing.T) *commsServer {
 			t.Fatal(err)
 		}
 		guard, _ := ssrf.New([]string{"127.0.0.1/32"})
-		eng, err := webhook.Start(k, db, webhook.Options{Bus: bus, Vault: vault, Guard: guard,
-			Backoff: []time.Duration{10 * time.Millisecond}})
+		wo := webhook.Options{Bus: bus, Vault: vault, Guard: guard, Backoff: []time.Duration{10 * time.Millisecond}}
+		if hooks != nil {
+			hooks(&wo)
+		}
+		eng, err := webhook.Start(k, db, wo)
 		if err != nil {
 			t.Fatal(err)
 		}
