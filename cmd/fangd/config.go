@@ -24,17 +24,18 @@ import (
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
 type Config struct {
-	APIListen           string `toml:"api_listen"`
-	APIKey              string `toml:"api_key"`
-	MaxRequestBodyBytes int    `toml:"max_request_body_bytes"`
+	APIListen           string          `toml:"api_listen"`
+	APIKey              string          `toml:"api_key"`
+	MaxRequestBodyBytes int             `toml:"max_request_body_bytes"`
+	RateLimit           RateLimitConfig `toml:"rate_limit"`
+	Log                 LogConfig       `toml:"log"`
+	HTTP                HTTPConfig      `toml:"http"`
+	Audit               AuditConfig     `toml:"audit"`
+
 	// MinFreeDiskBytes is the free-space reserve of the data directory's
 	// filesystem: below it writes answer 507 and start-up refuses (a full
 	// disk would otherwise be a SIGBUS in Badger's memory-mapped files).
-	MinFreeDiskBytes int64           `toml:"min_free_disk_bytes"`
-	RateLimit        RateLimitConfig `toml:"rate_limit"`
-	Log              LogConfig       `toml:"log"`
-	HTTP             HTTPConfig      `toml:"http"`
-	Audit            AuditConfig     `toml:"audit"`
+	MinFreeDiskBytes int64 `toml:"min_free_disk_bytes"`
 	// A2A: config_a2a.go.
 	A2A A2AConfig `toml:"a2a"`
 	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
