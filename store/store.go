@@ -201,6 +201,9 @@ func (db *DB) Size() int64 {
 		return 0
 	}
 	for _, e := range entries {
+		if e.Name() == ballastName {
+			continue // fangd's reserve, not data
+		}
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
 			if st, ok := info.Sys().(*syscall.Stat_t); ok {
 				total += st.Blocks * 512
