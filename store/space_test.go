@@ -63,11 +63,20 @@ func TestWritesRefusedBelowReserveAndResume(t *testing.T) {
 	if st := db.Space(); !st.Low || st.Free != DefaultMinFreeBytes-1 {
 		t.Fatalf("space %+v", st)
 	}
-	// Under the floor even the audit log stops.
+	// Under the floor the audit writer is told not to chain more; a batch
+	// it chained already may still commit down to half the floor.
 	disk.free.Store(DefaultMinFreeBytes/4 - 1)
 	time.Sleep(spaceRecheckLow)
-	if err := db.AuditLog().Append([]AuditRecord{{ID: 2, Raw: []byte(`{}`)}}); !errors.Is(err, ErrInsufficientStorage) {
-		t.Fatalf("audit append under the floor: %v", err)
+	if err := db.AuditLog().Admits(); !errors.Is(err, ErrInsufficientStorage) {
+		t.Fatalf("audit admitted under the floor: %v", err)
+	}
+	if err := db.AuditLog().Append([]AuditRecord{{ID: 2, Raw: []byte(`{}`)}}); err != nil {
+		t.Fatalf("chained audit batch under the floor: %v", err)
+	}
+	disk.free.Store(DefaultMinFreeBytes/8 - 1)
+	time.Sleep(spaceRecheckLow)
+	if err := db.AuditLog().Append([]AuditRecord{{ID: 3, Raw: []byte(`{}`)}}); !errors.Is(err, ErrInsufficientStorage) {
+		t.Fatalf("audit append under half the floor: %v", err)
 	}
 
 	// Space returns: writes resume by themselves.

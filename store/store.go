@@ -266,7 +266,7 @@ func (db *DB) updateAsync(fn func(txn *Txn) error, done func(error), reserved bo
 		done(err)
 		return
 	}
-	if err := db.space.admit(w.size, reserved || w.deletesOnly()); err != nil {
+	if err := db.space.admitAbove(w.size, reserved || w.deletesOnly(), reserved); err != nil {
 		db.leave()
 		done(err)
 		return
