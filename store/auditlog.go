@@ -31,17 +31,24 @@ type AuditRecord struct {
 	Raw []byte
 }
 
-// Append writes a batch of entries in one synced transaction.
+// Append writes a batch of entries in one synced transaction. The audit
+// log may use the free-space reserve down to its floor, so that running
+// short of space, and what was refused meanwhile, is still recorded.
 func (l *AuditLog) Append(batch []AuditRecord) error {
-	return l.db.Write(func(tx *Txn) error {
+	return l.db.write(func(tx *Txn) error {
 		for _, r := range batch {
 			if err := tx.Set(auditKey(r.ID), r.Raw); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}, true)
 }
+
+// Admits answers ErrInsufficientStorage when an append would be refused
+// now for lack of space. The audit writer asks before it chains an entry:
+// a refused batch would otherwise fail every entry chained behind it.
+func (l *AuditLog) Admits() error { return l.db.space.admit(0, true) }
 
 // Last returns the newest entry; ErrNotFound when the log is empty.
 func (l *AuditLog) Last() (AuditRecord, error) {

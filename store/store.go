@@ -33,7 +33,24 @@ type Options struct {
 	BlockCacheSize int64
 	IndexCacheSize int64
 	Logger         zerolog.Logger
+	// MinFreeBytes is the free-space reserve (min_free_disk_bytes): below
+	// it writes fail with ErrInsufficientStorage and Open refuses. On a
+	// filesystem smaller than four times it, a quarter of the filesystem
+	// is kept instead. 0 turns the guard off.
+	MinFreeBytes uint64
+	// StatFS measures free space; nil is statfs(2). Tests inject one.
+	StatFS StatFS
+	// OnSpaceChange hears the store go below the reserve and back. It is
+	// called while a write is being admitted: it must not write to the
+	// store itself before returning (hand the work to a goroutine).
+	OnSpaceChange func(SpaceState)
 }
+
+// ballastName is the reserve's ballast file in the data directory.
+const ballastName = "fangd.reserve"
+
+// DefaultMinFreeBytes is min_free_disk_bytes' default.
+const DefaultMinFreeBytes = 64 << 20
 
 // DefaultOptions returns daemon-sized options for the data directory dir.
 func DefaultOptions(dir string) Options {
@@ -43,6 +60,7 @@ func DefaultOptions(dir string) Options {
 		BlockCacheSize: 16 << 20,
 		IndexCacheSize: 8 << 20,
 		Logger:         zerolog.Nop(),
+		MinFreeBytes:   DefaultMinFreeBytes,
 	}
 }
 
@@ -67,6 +85,8 @@ type DB struct {
 	fresh    bool
 	// onQuarantine holds a func([]Quarantined), see OnQuarantine.
 	onQuarantine atomic.Value
+	space        *spaceGuard
+	wal          *walAllocator
 }
 
 // enter registers a running operation; false when the store is closed.
@@ -90,6 +110,10 @@ func (db *DB) leave() { db.inflight.Add(-1) }
 // every table the (new, empty) MANIFEST does not list and start empty. A
 // panic inside Badger while opening (a truncated table file) becomes an
 // error that names the directory. See docs/architecture.md.
+//
+// Open also refuses, with a *StorageError, a filesystem that has less free
+// space than the reserve: Badger's first writes go to memory-mapped files,
+// where a full disk is a SIGBUS rather than an error.
 func Open(opts Options) (_ *DB, err error) {
 	fresh, err := checkDataDir(opts.Dir)
 	if err != nil {
@@ -98,10 +122,34 @@ func Open(opts Options) (_ *DB, err error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	if opts.StatFS == nil {
+		opts.StatFS = statfs
+	}
+	// The ballast is fangd's own reserve: give it back before measuring.
+	os.Truncate(filepath.Join(opts.Dir, ballastName), 0)
+	free, total, err := opts.StatFS(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("measure free space in %s: %w", opts.Dir, err)
+	}
+	reserve := opts.MinFreeBytes
+	if total > 0 && reserve > total/4 {
+		reserve = total / 4
+	}
+	if free < reserve {
+		return nil, fmt.Errorf("cannot open the store: %w", &StorageError{Dir: opts.Dir, Free: free, Reserve: reserve})
+	}
+	// On a small filesystem the memtable (whose log file is allocated,
+	// below) is a sixteenth of it, at least 1 MiB.
+	memtable := opts.MemTableSize
+	if total > 0 && int64(total/16) < memtable {
+		memtable = max(int64(total/16), 1<<20)
+	}
+	maxBatch := 15 * memtable / 100 // Badger's own transaction limit
 	errs := &openErrors{on: true}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(true).
-		WithMemTableSize(opts.MemTableSize).
+		WithMemTableSize(memtable).
+		WithValueThreshold(min(1<<20, maxBatch)).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
@@ -131,7 +179,25 @@ func Open(opts Options) (_ *DB, err error) {
 		bdb.Close()
 		return nil, &DamageError{Dir: opts.Dir, Err: err}
 	}
-	db := &DB{bdb: bdb, dir: opts.Dir, memtable: opts.MemTableSize, fresh: fresh}
+	db := &DB{bdb: bdb, dir: opts.Dir, memtable: memtable, fresh: fresh}
+	db.space = &spaceGuard{dir: opts.Dir, reserve: reserve, statfs: opts.StatFS, now: time.Now, onChange: opts.OnSpaceChange,
+		floor: min(reserve, max(reserve/4, uint64(memtable+memtable/2)))}
+	if reserve > 0 {
+		// Room for one memtable flush and one new log file.
+		db.space.ballast = filepath.Join(opts.Dir, ballastName)
+		db.space.ballastSize = min(int64(reserve/2), 2*memtable)
+	}
+	// A log file is written up to one memtable plus one batch, then
+	// Badger starts the next.
+	db.wal = &walAllocator{dir: opts.Dir, limit: memtable + maxBatch + 256<<10, space: db.space,
+		log: func(err error) { opts.Logger.Warn().Err(err).Msg("memtable log not preallocated") }}
+	if err := db.wal.scan(); err != nil {
+		bdb.Close()
+		if errors.Is(err, syscall.ENOSPC) {
+			return nil, fmt.Errorf("cannot open the store: %w: %w", ErrInsufficientStorage, err)
+		}
+		return nil, err
+	}
 	db.queue = startWriteQueue(db)
 	return db, nil
 }
@@ -227,6 +293,9 @@ func (db *DB) Size() int64 {
 		return 0
 	}
 	for _, e := range entries {
+		if e.Name() == ballastName {
+			continue // fangd's reserve, not data
+		}
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
 			if st, ok := info.Sys().(*syscall.Stat_t); ok {
 				total += st.Blocks * 512
@@ -238,17 +307,27 @@ func (db *DB) Size() int64 {
 	return total
 }
 
+// Space is the free-space condition, measured now if the last measurement
+// is older than a tenth of a second.
+func (db *DB) Space() SpaceState { return db.space.state() }
+
 // Update runs fn in one synced read-write transaction, after every write
-// handed to UpdateAsync before it is synced.
+// handed to UpdateAsync before it is synced. Below the free-space reserve
+// it fails with ErrInsufficientStorage.
 func (db *DB) Update(fn func(txn *Txn) error) error {
 	if !db.enter() {
 		return ErrClosed
 	}
 	defer db.leave()
+	if err := db.space.admit(4096, false); err != nil {
+		return err
+	}
 	if err := db.queue.barrier(); err != nil {
 		return err
 	}
-	return db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
+	err := db.bdb.Update(func(t *badger.Txn) error { return fn(&Txn{t: t}) })
+	db.wal.afterCommit()
+	return err
 }
 
 // UpdateAsync records the writes fn makes (fn may only write: Set, SetTTL
@@ -260,14 +339,26 @@ func (db *DB) Update(fn func(txn *Txn) error) error {
 // They are applied atomically, in one synced transaction shared with other
 // callers' writes, and done is called from the queue's goroutine once they
 // are synced (nil) or failed. done must not block or call Update. Until
-// done, they are not visible to reads, which wait for them.
+// done, they are not visible to reads, which wait for them. Below the
+// free-space reserve done gets ErrInsufficientStorage at once.
 func (db *DB) UpdateAsync(fn func(txn *Txn) error, done func(error)) {
+	db.updateAsync(fn, done, false)
+}
+
+// updateAsync is UpdateAsync; reserved writes may use the free-space
+// reserve down to its floor.
+func (db *DB) updateAsync(fn func(txn *Txn) error, done func(error), reserved bool) {
 	if !db.enter() {
 		done(ErrClosed)
 		return
 	}
 	w := &asyncWrite{done: done}
 	if err := fn(&Txn{rec: w}); err != nil {
+		db.leave()
+		done(err)
+		return
+	}
+	if err := db.space.admitAbove(w.size, reserved || w.deletesOnly(), reserved); err != nil {
 		db.leave()
 		done(err)
 		return
@@ -281,8 +372,12 @@ func (db *DB) UpdateAsync(fn func(txn *Txn) error, done func(error)) {
 // use it so that their batches share an fsync with the rest of the daemon
 // instead of adding one of their own. Never call it from a done callback.
 func (db *DB) Write(fn func(txn *Txn) error) error {
+	return db.write(fn, false)
+}
+
+func (db *DB) write(fn func(txn *Txn) error, reserved bool) error {
 	done := make(chan error, 1)
-	db.UpdateAsync(fn, func(err error) { done <- err })
+	db.updateAsync(fn, func(err error) { done <- err }, reserved)
 	return <-done
 }
 

@@ -44,6 +44,8 @@ type harness struct {
 	anthropicAPI bool
 	// maxSessions overrides Options.MaxSessions when set.
 	maxSessions int
+	// maxAgents overrides Options.MaxAgents when set.
+	maxAgents int
 
 	mu     sync.Mutex
 	events []any
@@ -93,7 +95,7 @@ func (h *harness) start() {
 	if h.meter, err = usage.Start(h.k, h.db, h.audit, usage.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{QueuePerSession: 2, MaxSessions: h.maxSessions}
+	opts := Options{QueuePerSession: 2, MaxSessions: h.maxSessions, MaxAgents: h.maxAgents}
 	if h.tools != nil {
 		opts.Tools = h.tools
 	}

@@ -175,6 +175,11 @@ func (s *supervisor) create(c actor.Context, m *Create) {
 		c.Respond(kernel.Errorf(kernel.KindConflict, "agent_name_taken", "an agent named %s already exists", man.Name))
 		return
 	}
+	if len(s.byID) >= s.d.opts.MaxAgents {
+		c.Respond(kernel.Errorf(kernel.KindConflict, "agent_limit_reached",
+			"%d agents exist, the most this daemon allows ([agents] max_agents); delete one or raise the limit", len(s.byID)))
+		return
+	}
 	now := time.Now().UTC()
 	man.ID, man.CreatedAt, man.UpdatedAt = uuid.NewString(), now, now
 	if err := s.d.manifests.Put(man.ID, man); err != nil {

@@ -368,6 +368,11 @@ func (a *Approvals) TOTPConfirm(code string, who Decider) (*TOTPResult, error) {
 	return ask[*TOTPResult](a, a.env.totp, &TOTPConfirm{Code: code, Who: who})
 }
 
+// TOTPCancel drops the enrolment awaiting confirmation.
+func (a *Approvals) TOTPCancel(who Decider) (*TOTPResult, error) {
+	return ask[*TOTPResult](a, a.env.totp, &TOTPCancel{Who: who})
+}
+
 // TOTPRevoke removes the enrolment.
 func (a *Approvals) TOTPRevoke(code string, who Decider) (*TOTPResult, error) {
 	return ask[*TOTPResult](a, a.env.totp, &TOTPRevoke{Code: code, Who: who})

@@ -111,6 +111,12 @@ func (l *Log) state() kernel.State {
 
 // Append records ev and returns once its entry is durable.
 func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
+	if err := l.store.Admits(); err != nil {
+		// The disk is below even the audit log's share of the reserve:
+		// refuse before the entry is chained, not after (a failed commit
+		// restarts the writer).
+		return Entry{}, err
+	}
 	done := make(chan appendResult, 1)
 	l.k.Root.Send(l.pid, &appendRequest{event: ev, done: done})
 	select {

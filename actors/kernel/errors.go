@@ -24,6 +24,9 @@ const (
 	KindUnsupported
 	KindUpstream
 	KindUnavailable
+	// KindInsufficientStorage: the store is below its free-space reserve;
+	// writes are refused until space returns (HTTP 507).
+	KindInsufficientStorage
 )
 
 // Error is a domain error with a kind, a stable machine code and a message

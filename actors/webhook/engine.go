@@ -38,7 +38,10 @@ type Options struct {
 	// to the dead-letter list, where replay can pick them up (default
 	// 100000).
 	MaxPending int
-	UserAgent  string
+	// MaxEndpoints bounds the outbound and event webhooks together
+	// (default MaxEndpoints, LibreFang's 100); beyond: 409 too_many_webhooks.
+	MaxEndpoints int
+	UserAgent    string
 }
 
 // Engine is the handle the HTTP layer uses.
@@ -80,6 +83,9 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Engine, error) {
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 100_000
+	}
+	if opts.MaxEndpoints <= 0 {
+		opts.MaxEndpoints = MaxEndpoints
 	}
 	if opts.UserAgent == "" {
 		opts.UserAgent = "fangd-webhook/1"
@@ -458,7 +464,7 @@ func (s *supervisor) count(kind string) (n, max int, what string) {
 	if kind == KindPush {
 		return n, MaxPushEndpoints, "A2A push endpoints"
 	}
-	return n, MaxEndpoints, "webhooks"
+	return n, s.sh.opts.MaxEndpoints, "webhooks ([webhooks] max_endpoints)"
 }
 
 func secretName(id string) string  { return "webhook/" + id + "/secret" }

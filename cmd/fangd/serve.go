@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -101,6 +102,10 @@ type daemon struct {
 	// stop is closed by close, for the daemon's own goroutines.
 	stop    chan struct{}
 	reloads *reloadParts
+
+	// auditLog is audit for spaceChanged, which the store may call from
+	// any goroutine.
+	auditLog atomic.Pointer[audit.Log]
 }
 
 func newLogger(cfg LogConfig, ring *logs.Ring, console *consoleSink) zerolog.Logger {
@@ -108,6 +113,31 @@ func newLogger(cfg LogConfig, ring *logs.Ring, console *consoleSink) zerolog.Log
 	zerolog.SetGlobalLevel(level)
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(zerolog.MultiLevelWriter(console, ring)).With().Timestamp().Logger()
+}
+
+// spaceChanged logs and audits the store going below its free-space
+// reserve and back, once per change. It runs while a write is being
+// admitted, so the audit append (which the reserve lets through) goes
+// on its own goroutine.
+func (d *daemon) spaceChanged(st store.SpaceState) {
+	ev := audit.Event{EventType: "storage_low", Outcome: "denied",
+		Details: fmt.Sprintf("free=%d reserve=%d: writes answer 507 insufficient_storage until space is freed", st.Free, st.Reserve)}
+	if st.Low {
+		d.log.Error().Uint64("free_bytes", st.Free).Uint64("reserve_bytes", st.Reserve).
+			Msg("disk below the free-space reserve (min_free_disk_bytes): writes are refused with 507 until space is freed")
+	} else {
+		ev = audit.Event{EventType: "storage_recovered", Outcome: "ok", Details: fmt.Sprintf("free=%d reserve=%d: writes resumed", st.Free, st.Reserve)}
+		d.log.Warn().Uint64("free_bytes", st.Free).Uint64("reserve_bytes", st.Reserve).Msg("free space is back above the reserve: writes resumed")
+	}
+	if a := d.auditLog.Load(); a != nil {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := a.Append(ctx, ev); err != nil {
+				d.log.Error().Err(err).Str("event", ev.EventType).Msg("storage condition not audited")
+			}
+		}()
+	}
 }
 
 func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err error) {
@@ -126,6 +156,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	}
 	opts := store.DefaultOptions(store.DataDir(home))
 	opts.Logger = d.log.With().Str("component", "badger").Logger()
+	opts.MinFreeBytes = uint64(cfg.MinFreeDiskBytes)
+	opts.OnSpaceChange = d.spaceChanged
 	if d.db, err = store.Open(opts); err != nil {
 		return nil, err
 	}
@@ -151,6 +183,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	// Records that do not decode are moved aside as supervisors load
 	// them (store.EachOrQuarantine): logged and audited here.
 	d.db.OnQuarantine(d.audit.ReportQuarantined)
+	d.auditLog.Store(d.audit)
 	cs, err := cfg.commsSettings()
 	if err != nil {
 		return nil, err
@@ -181,7 +214,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	tools := &agentToolbox{}
 	catalog := &toolCatalog{box: tools}
 	approvals.SetTools(catalog)
-	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools, Directory: catalog})
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools, Directory: catalog, MaxAgents: cfg.Agents.MaxAgents})
 	if err != nil {
 		return nil, err
 	}

@@ -83,7 +83,7 @@ func startComms(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *au
 	}
 	eng, err := webhook.Start(k, db, webhook.Options{Bus: bus, Vault: vault, Guard: guard, Backoff: cs.backoff,
 		Timeout: cs.webhookTimeout, DisableAfter: cfg.Webhooks.DisableAfter, MaxPending: cfg.Webhooks.MaxPending,
-		UserAgent: "fangd-webhook/" + version})
+		MaxEndpoints: cfg.Webhooks.MaxEndpoints, UserAgent: "fangd-webhook/" + version})
 	if err != nil {
 		return nil, err
 	}

@@ -74,6 +74,12 @@ type commsServer struct {
 
 func newCommsServer(t *testing.T) *commsServer {
 	t.Helper()
+	return newCommsServerWith(t, nil)
+}
+
+// newCommsServerWith lets a test change the webhook engine's options.
+func newCommsServerWith(t *testing.T, hooks func(*webhook.Options)) *commsServer {
+	t.Helper()
 	cs := &commsServer{agents: &fakeAgents{agents: []comms.Agent{
 		{ID: "a-1", Name: "coder", Description: "reviews Go code", Tags: []string{"code"}, State: "running"},
 		{ID: "a-2", Name: "writer", Description: "writes docs", Tags: []string{"docs"}, State: "running"},
@@ -94,8 +100,11 @@ func newCommsServer(t *testing.T) *commsServer {
 			t.Fatal(err)
 		}
 		guard, _ := ssrf.New([]string{"127.0.0.1/32"})
-		eng, err := webhook.Start(k, db, webhook.Options{Bus: bus, Vault: vault, Guard: guard,
-			Backoff: []time.Duration{10 * time.Millisecond}})
+		wo := webhook.Options{Bus: bus, Vault: vault, Guard: guard, Backoff: []time.Duration{10 * time.Millisecond}}
+		if hooks != nil {
+			hooks(&wo)
+		}
+		eng, err := webhook.Start(k, db, wo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,6 +189,15 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 		if edges[want] != 1 {
 			t.Fatalf("edge %s missing: %v", want, edges)
 		}
+	}
+	// Paged: the same offset and limit over nodes and edges, the totals
+	// and the next offset added to the seed's {nodes, edges}.
+	pg := decodeTo[topologyPage](t, ts.authed(t, "GET", "/api/comms/topology?limit=3&offset=2", ""))
+	if len(pg.Edges) != 2 || pg.TotalEdges != 4 || pg.TotalNodes != len(topo.Nodes) || len(pg.Nodes) != min(3, max(0, len(topo.Nodes)-2)) {
+		t.Fatalf("topology page %+v (all: %d nodes)", pg, len(topo.Nodes))
+	}
+	if (pg.Next != nil) != (len(topo.Nodes) > 5) {
+		t.Fatalf("next_offset %v with %d nodes", pg.Next, len(topo.Nodes))
 	}
 
 	r = ts.authed(t, "GET", "/api/comms/events?limit=2&type=message.*", "")

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	nethttp "net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,7 +32,13 @@ type MCPConfig struct {
 	// MaxBodyBytes caps a POST /mcp body (protocol routes take less than
 	// the API's cap).
 	MaxBodyBytes int
+	// MaxSessions bounds the live sessions (about 89 KiB each); an
+	// initialize beyond it is 429 mcp_session_limit. 0: DefaultMCPSessions.
+	MaxSessions int
 }
+
+// DefaultMCPSessions is [mcp_server] max_sessions' default.
+const DefaultMCPSessions = 256
 
 func (s *Server) mcpRoutes() {
 	if s.deps.MCP != nil {
@@ -232,6 +240,7 @@ func (s *Server) mcpReload(ctx *fasthttp.RequestCtx) error {
 // like the seed's bare tools/list POST.
 type mcpEndpoint struct {
 	cfg       MCPConfig
+	srv       *sdk.Server
 	stateful  fasthttp.RequestHandler
 	stateless fasthttp.RequestHandler
 	plain     fasthttp.RequestHandler
@@ -242,7 +251,10 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream s
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	if cfg.SessionTimeout <= 0 {
-		cfg.SessionTimeout = 10 * time.Minute
+		cfg.SessionTimeout = 2 * time.Minute
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMCPSessions
 	}
 	slogger := slog.New(zerolog.NewSlogHandler(log.With().Str("component", "mcp-sdk").Logger().Level(zerolog.WarnLevel)))
 	get := func(*nethttp.Request) *sdk.Server { return srv }
@@ -256,7 +268,7 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream s
 			DisableLocalhostProtection: true,
 		}), stream))
 	}
-	return &mcpEndpoint{cfg: cfg, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}
+	return &mcpEndpoint{cfg: cfg, srv: srv, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}
 }
 
 // ownContext gives the SDK a context of its own instead of the one
@@ -311,6 +323,15 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		writeRPCError(ctx, rpcErr)
 		return nil
 	}
+	if !e.cfg.Stateless && len(h.Peek("Mcp-Session-Id")) == 0 && isInitialize(body) &&
+		strings.Contains(strings.ToLower(string(h.Peek("Accept"))), "text/event-stream") {
+		// A new session: refused at the cap, before the SDK builds it.
+		if n := e.sessions(); n >= e.cfg.MaxSessions {
+			ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(e.cfg.SessionTimeout.Seconds())))
+			return &apiError{fasthttp.StatusTooManyRequests, "mcp_session_limit",
+				fmt.Sprintf("%d MCP sessions are open, the most allowed ([mcp_server] max_sessions); close one (DELETE /mcp) or wait for an idle one to expire", n)}
+		}
+	}
 	defer rpcErrorBody(ctx, body)
 	// The SDK adds its own Cache-Control; keep the one API value.
 	defer ctx.Response.Header.Set("Cache-Control", "no-store")
@@ -333,6 +354,15 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		e.stateless(ctx)
 	}
 	return nil
+}
+
+// sessions counts the live stateful sessions.
+func (e *mcpEndpoint) sessions() int {
+	n := 0
+	for range e.srv.Sessions() {
+		n++
+	}
+	return n
 }
 
 type rpcError struct {
