@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -17,7 +18,7 @@ type fakeResolver map[string][]string
 func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
 	ips, ok := f[host]
 	if !ok {
-		return nil, errors.New("no such host")
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
 	var out []netip.Addr
 	for _, s := range ips {
@@ -130,7 +131,7 @@ func TestCheckResolvesAndRefusesPrivateTargets(t *testing.T) {
 		"http://100.64.1.1/":                      "blocked_address",
 		"http://localhost:8080/":                  "blocked_address",
 		"http://0.0.0.0/":                         "blocked_address",
-		"https://nowhere.example/":                "unresolvable_host",
+		"https://nowhere.example/":                "host_not_found",
 		"ftp://public.example/":                   "bad_scheme",
 	} {
 		_, err := g.Check(ctx, in)
