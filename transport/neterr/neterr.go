@@ -136,6 +136,26 @@ func Cause(err error) (code, cause string) {
 	return Failed, "connection failed: " + innermost(err)
 }
 
+// Network reports whether err is a network failure Cause can describe (a
+// guard refusal, a lookup, dial, TLS or timeout error) rather than, say, a
+// protocol error from a server that answered.
+func Network(err error) bool {
+	if err == nil {
+		return false
+	}
+	var (
+		se *ssrf.Error
+		ne net.Error
+		ue *url.Error
+	)
+	if errors.As(err, &se) || errors.As(err, &ne) || errors.As(err, &ue) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) {
+		return true
+	}
+	c, _ := tlsCause(err)
+	return c != ""
+}
+
 // Status is the error for a remote that answered with an error status;
 // reason is its own text (cleaned and cut here).
 func Status(target string, status int, reason string) *kernel.Error {
