@@ -17,6 +17,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -130,6 +131,8 @@ func Cause(err error) (code, cause string) {
 		return Timeout, "no answer within the time allowed"
 	case errors.Is(err, syscall.ECONNRESET):
 		return Failed, "the connection was reset by the remote end"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return Failed, "the remote end closed the connection without answering"
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
 		return Failed, "no route to " + orDefault(addr, "the host")
 	}
