@@ -34,11 +34,13 @@ api_requests_per_minute = 0
 [providers.fakeoai]
 api = "openai"
 base_url = %q
+trusted = true # a local fake on loopback
 api_key_env = "FANGD_TEST_OAI_KEY"
 
 [providers.fakeanth]
 api = "anthropic"
 base_url = %q
+trusted = true # a local fake on loopback
 api_key_env = "FANGD_TEST_ANTH_KEY"
 
 [[models]]

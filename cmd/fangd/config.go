@@ -18,6 +18,7 @@ import (
 	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
 	fhttp "github.com/fangd/fangd/transport/http"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
@@ -254,9 +255,15 @@ func (c *Config) validate() error {
 }
 
 // llmOptions maps [providers], [[models]] and [llm] onto the registry's options.
+// An untrusted base_url goes through [network_policy] like every other
+// URL fangd dials (a bad allow_hosts is reported by validateComms).
 func (c *Config) llmOptions() llm.Options {
-	return llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
+	o := llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
 		DefaultInputPerM: c.LLM.DefaultInputPerM, DefaultOutputPerM: c.LLM.DefaultOutputPerM}
+	if g, err := ssrf.New(c.NetworkPolicy.AllowHosts); err == nil {
+		o.Guard = g
+	}
+	return o
 }
 
 // mcpSpecs turns [[mcp_servers]] into checked specs, naming the entry at

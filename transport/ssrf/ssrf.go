@@ -238,6 +238,36 @@ func (g *Guard) Check(ctx context.Context, raw string) (*url.URL, error) {
 	return u, nil
 }
 
+// CheckStatic is Check without a name lookup: it refuses a malformed URL,
+// a scheme other than http(s), localhost and a literal address the policy
+// does not allow, and lets every other host name through to be judged when
+// it is dialled (through Client or DialContext). Use it where a lookup is
+// unwelcome (config loading, a configure call with default URLs) and the
+// dial goes through the guard anyway.
+func (g *Guard) CheckStatic(raw string) (*url.URL, error) {
+	u, err := Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	host := u.Hostname()
+	hostOK := g.hostAllowed(host)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ip = ip.WithZone("").Unmap()
+		if ok, why := g.addrAllowed(ip, hostOK); !ok {
+			e := refusal(host, ip, why)
+			e.URL = raw
+			return nil, e
+		}
+		return u, nil
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") && !hostOK {
+		e := refusal(host, netip.Addr{}, "loopback")
+		e.URL = raw
+		return nil, e
+	}
+	return u, nil
+}
+
 // resolve returns the host's addresses if all of them are allowed. A host
 // that resolves to a mix of public and private addresses is refused as a
 // whole: picking the public one would let a rebinding attacker flip it.
