@@ -59,6 +59,11 @@ cached_input_per_m = 0.3
 output_per_m = 15.0
 context_window = 200000
 %s`, oai.BaseURL, anth.BaseURL, extra)
+	if !strings.Contains(extra, "[network_policy]") {
+		// Fake platforms and receivers listen on loopback, which the
+		// network policy refuses unless allow-listed.
+		cfg += "\n[network_policy]\nallow_hosts = [\"127.0.0.1/32\"]\n"
+	}
 	return oai, anth, cfg
 }
 

@@ -72,6 +72,9 @@ adapter = "telegram"
 bot_token_env = "FILEBOT_TOKEN"
 api_url = "` + fileBot.URL() + `"
 poll_interval_secs = 1
+
+[network_policy]
+allow_hosts = ["127.0.0.1/32"]
 `
 	env := []string{"FANGD_API_KEY=" + e2eKey, "FILEBOT_TOKEN=222:file"}
 	p := startFangd(t, home, config, env...)

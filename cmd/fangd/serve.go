@@ -20,6 +20,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
+	"github.com/fangd/fangd/actors/channel/whatsapp"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -28,6 +29,7 @@ import (
 	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // shutdownDeadline bounds a graceful stop: in-flight requests, then actors.
@@ -281,8 +283,16 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		}
 		return c.Channels, nil
 	}
+	// Channel API URLs, gateways and homeservers go through the same
+	// network policy as webhooks, MCP and A2A: [network_policy] allow_hosts.
+	guard, err := ssrf.New(cfg.NetworkPolicy.AllowHosts)
+	if err != nil {
+		return nil, err
+	}
+	whatsapp.UseNetwork(guard)
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands,
+		Network: guard})
 	if err != nil {
 		return nil, err
 	}
