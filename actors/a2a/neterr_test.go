@@ -1,34 +1,26 @@
 package a2a
 
 import (
-	"context"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/transport/ssrf"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
-
-// nxResolver answers every name with NXDOMAIN; it never touches DNS.
-type nxResolver struct{}
-
-func (nxResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
 
 // Discovery says why a peer could not be reached: a refusal names the
 // rule, and a name that does not resolve, a closed port, a peer that never
 // answers and an untrusted certificate each have their own code. Only
 // loopback is dialled.
 func TestDiscoverReportsNetworkCauses(t *testing.T) {
-	guard, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(nxResolver{}))
+	guard, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(ssrftest.Resolver{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -16,18 +15,12 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/transport/ssrf"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
-
-// nxResolver answers every name with NXDOMAIN; it never touches DNS.
-type nxResolver struct{}
-
-func (nxResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
 
 func testGuard(t *testing.T) *ssrf.Guard {
 	t.Helper()
-	g, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(nxResolver{}))
+	g, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(ssrftest.Resolver{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package mcp
 import (
 	"context"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/transport/ssrf"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 // tools/list_changed from the server makes fangd list again: a tool added
@@ -344,7 +344,7 @@ func TestAddRefusesBadDefinitions(t *testing.T) {
 // refusal; a port nothing listens on shows connection_refused in the
 // status.
 func TestURLPolicyRefusesAtAdd(t *testing.T) {
-	guard, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(nxResolver{}))
+	guard, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(ssrftest.Resolver{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,13 +369,6 @@ func TestURLPolicyRefusesAtAdd(t *testing.T) {
 	if v.LastErrorCode != "connection_refused" || !strings.Contains(v.LastError, "refused") {
 		t.Fatalf("status: %q %q", v.LastErrorCode, v.LastError)
 	}
-}
-
-// nxResolver answers every name with NXDOMAIN; it never touches DNS.
-type nxResolver struct{}
-
-func (nxResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
 // Reload applies only what changed in config.toml.

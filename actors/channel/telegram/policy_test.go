@@ -3,7 +3,6 @@ package telegram_test
 import (
 	"context"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,14 +14,8 @@ import (
 	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/transport/ssrf"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
-
-// nxResolver answers every name with NXDOMAIN; it never touches DNS.
-type nxResolver struct{}
-
-func (nxResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
 
 // The api_url goes through the network policy: with allow_hosts =
 // ["127.0.0.1/32"], an api_url on 127.0.0.2 is a 400 naming the rule, is
@@ -31,7 +24,7 @@ func (nxResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, 
 // resolve shows host_not_found in the status, without the token; the
 // allowed address works through the pinned dialer.
 func TestAPIURLFollowsNetworkPolicy(t *testing.T) {
-	guard, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(nxResolver{}))
+	guard, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(ssrftest.Resolver{}))
 	if err != nil {
 		t.Fatal(err)
 	}
