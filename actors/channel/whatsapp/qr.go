@@ -23,7 +23,8 @@ const GatewayEnv = "WHATSAPP_WEB_GATEWAY_URL"
 
 // gatewayHelp is shown when no gateway is configured.
 const gatewayHelp = "Run a WhatsApp Web gateway (LibreFang's packages/whatsapp-gateway, default http://127.0.0.1:3009) and set gateway_url " +
-	"with POST /api/channels/whatsapp/configure, or the " + GatewayEnv + " environment variable."
+	"with POST /api/channels/whatsapp/configure, or the " + GatewayEnv + " environment variable. " +
+	"A gateway on loopback or the LAN must be listed in [network_policy] allow_hosts (e.g. \"127.0.0.1/32\")."
 
 // GatewayURL picks the gateway: the whatsapp channel's gateway_url if
 // configured, else $WHATSAPP_WEB_GATEWAY_URL; "" when neither is set.
