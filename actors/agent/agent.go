@@ -32,6 +32,9 @@ type Options struct {
 	// Gate holds gated tool calls until a human decides; nil lets every
 	// tool call through.
 	Gate Gatekeeper
+	// Directory checks the tools a manifest names (see checkTools); nil
+	// accepts any name.
+	Directory ToolDirectory
 }
 
 // DefaultOptions are the bounds fangd uses.

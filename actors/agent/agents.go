@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -17,6 +19,7 @@ type Agents struct {
 	k           *kernel.Kernel
 	pid         *actor.PID
 	turnTimeout time.Duration
+	dir         ToolDirectory
 }
 
 // Start spawns the "agents" supervisor, which starts every stored agent.
@@ -55,7 +58,7 @@ func Start(k *kernel.Kernel, db *store.DB, auditLog *audit.Log, reg *llm.Registr
 	if opts.Gate != nil {
 		wait += opts.Gate.MaxWait()
 	}
-	return &Agents{k: k, pid: pid, turnTimeout: wait}, nil
+	return &Agents{k: k, pid: pid, turnTimeout: wait, dir: opts.Directory}, nil
 }
 
 func ask[T any](a *Agents, msg any) (T, error) {
@@ -64,7 +67,12 @@ func ask[T any](a *Agents, msg any) (T, error) {
 
 // Create spawns an agent.
 func (a *Agents) Create(spec Spec, who Who) (*Agent, error) {
-	return ask[*Agent](a, &Create{Spec: spec, Who: who})
+	warnings, err := checkTools(a.dir, spec.Tools)
+	if err != nil {
+		return nil, err
+	}
+	ag, err := ask[*Agent](a, &Create{Spec: spec, Who: who})
+	return withWarnings(ag, warnings), err
 }
 
 // Get finds an agent by id or name.
@@ -75,7 +83,49 @@ func (a *Agents) List() ([]Agent, error) { return ask[[]Agent](a, &List{}) }
 
 // Update patches an agent.
 func (a *Agents) Update(ref Ref, p Patch, who Who) (*Agent, error) {
-	return ask[*Agent](a, &Update{Ref: ref, Patch: p, Who: who})
+	var warnings []string
+	if p.Tools != nil {
+		var err error
+		if warnings, err = checkTools(a.dir, *p.Tools); err != nil {
+			return nil, err
+		}
+	}
+	ag, err := ask[*Agent](a, &Update{Ref: ref, Patch: p, Who: who})
+	return withWarnings(ag, warnings), err
+}
+
+// checkTools is the rule for a manifest's tools: a glob (with *) is
+// accepted, as it may match tools that come later; an exact name is
+// accepted when fangd offers that tool now, or with a warning when it
+// could be a tool of a configured MCP server that is not connected now;
+// any other name is a 400 unknown_tool naming it, since it can never be
+// offered (LibreFang's file_read or shell_exec, a typo).
+func checkTools(dir ToolDirectory, tools []string) (warnings []string, err error) {
+	if dir == nil {
+		return nil, nil
+	}
+	for _, name := range tools {
+		switch {
+		case !toolRe.MatchString(name):
+			// Not a name at all: the manifest's own check says so.
+		case strings.Contains(name, "*") || dir.Offered(name):
+		case dir.WaitingServer(name) != "":
+			warnings = append(warnings, fmt.Sprintf("tool %q is not offered now: MCP server %s is not connected; the agent gets it once the server offers it", name, dir.WaitingServer(name)))
+		default:
+			return nil, kernel.Errorf(kernel.KindInvalid, "unknown_tool",
+				"tools: %q is not a tool fangd offers (GET /api/approvals/policy lists them; MCP tools are named mcp_<server>_<tool>); use a glob such as \"mcp_github_*\" for tools that come later", name)
+		}
+	}
+	return warnings, nil
+}
+
+func withWarnings(ag *Agent, warnings []string) *Agent {
+	if ag != nil && len(warnings) > 0 {
+		cp := *ag
+		cp.Warnings = warnings
+		return &cp
+	}
+	return ag
 }
 
 // Delete removes an agent.

@@ -44,6 +44,9 @@ type Agent struct {
 	State string `json:"state"`
 	// DefaultSessionID is the session a message without session_id joins.
 	DefaultSessionID string `json:"default_session_id"`
+	// Warnings are said about the manifest by the create or update that
+	// answers with it (a tool of an MCP server that is not connected).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Ref names an agent by id or by name; exactly one is set.
@@ -180,6 +183,17 @@ type ToolInvocation struct {
 type ToolOutput struct {
 	Text    string
 	IsError bool
+}
+
+// ToolDirectory is what a manifest's tools are checked against: the
+// tools fangd offers now (to agents, or through POST /mcp to a client
+// acting as the agent) and the configured MCP servers not connected now.
+type ToolDirectory interface {
+	// Offered reports whether a tool of exactly this name is offered.
+	Offered(name string) bool
+	// WaitingServer names the configured MCP server, not connected now,
+	// whose tool name could be; "" when there is none.
+	WaitingServer(name string) string
 }
 
 // Gatekeeper is the approvals subsystem as agents see it: which tools

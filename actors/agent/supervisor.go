@@ -41,6 +41,9 @@ type supervisor struct {
 	d      *deps
 	byID   map[string]*entry
 	byName map[string]*entry // lower-cased name
+	// stopping: the daemon is shutting down, so children stopping is
+	// expected and not an error.
+	stopping bool
 }
 
 func nameKey(name string) string { return strings.ToLower(name) }
@@ -77,7 +80,12 @@ func (s *supervisor) Receive(c actor.Context) {
 			return
 		}
 		c.Forward(e.pid)
+	case *actor.Stopping:
+		s.stopping = true
 	case *actor.Terminated:
+		if s.stopping {
+			return
+		}
 		for _, e := range s.byID {
 			if e.pid != nil && e.pid.Equal(m.Who) {
 				s.d.log.Error().Str("agent_id", e.m.ID).Str("name", e.m.Name).Msg("agent actor stopped by its supervisor")

@@ -191,6 +191,8 @@ func TestBadToolCallsAreAnsweredNotRun(t *testing.T) {
 func gatePolicy(mod func(*approval.Policy)) *approval.Policy {
 	p := approval.DefaultPolicy()
 	p.RequireApproval = []string{"shell_*"}
+	// Only shell_* waits (the harness's other tools run at once).
+	p.AutoApprove = approval.AutoApprove{All: true}
 	if mod != nil {
 		mod(&p)
 	}

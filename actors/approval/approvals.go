@@ -3,11 +3,13 @@ package approval
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/audit"
@@ -41,11 +43,13 @@ type Options struct {
 
 // env is what every approvals actor shares.
 type env struct {
-	k       *kernel.Kernel
-	db      *store.DB
-	vault   *store.Vault
-	audit   *audit.Log
-	policy  Policy
+	k     *kernel.Kernel
+	db    *store.DB
+	vault *store.Vault
+	audit *audit.Log
+	// policy is swapped whole by SetPolicy (SIGHUP); actors load it per
+	// use, so a request sees one consistent policy for each decision.
+	policy  atomic.Pointer[Policy]
 	records *store.Collection[Approval]
 	// index holds a few fields of every kept request, written in the same
 	// transaction as its record, so that loading reads these small values
@@ -54,9 +58,14 @@ type env struct {
 	meta     *store.Collection[int]
 	events   EventSink
 	notifier atomic.Pointer[notifierBox]
-	now      func() time.Time
-	totp     *actor.PID
-	log      zerolog.Logger
+	tools    atomic.Pointer[catalogBox]
+	// warned holds the unmatched patterns already logged (see
+	// CheckPatterns), so a pattern is warned about once per change.
+	warnMu sync.Mutex
+	warned map[UnmatchedPattern]bool
+	now    func() time.Time
+	totp   *actor.PID
+	log    zerolog.Logger
 	// boot hands a new request actor the record its supervisor just wrote
 	// or loaded (id -> *Approval), so it is neither read back nor decoded
 	// twice; a restarted actor finds nothing here and reads the store.
@@ -64,6 +73,21 @@ type env struct {
 }
 
 type notifierBox struct{ n Notifier }
+
+// ToolCatalog is what the approvals subsystem needs to know of the tools
+// fangd offers (agents' tools and POST /mcp's): their hints, for Gated,
+// and their names, for the unmatched-pattern report.
+type ToolCatalog interface {
+	// ToolHints returns what is known of a tool; ok is false for a name
+	// fangd does not offer.
+	ToolHints(name string) (h ToolHints, ok bool)
+	// ToolNames lists the tools fangd offers now, sorted.
+	ToolNames() []string
+	// ServerNames lists the configured MCP servers, connected or not.
+	ServerNames() []string
+}
+
+type catalogBox struct{ c ToolCatalog }
 
 // Approvals is the handle the HTTP layer, agents and channels use.
 type Approvals struct {
@@ -84,11 +108,13 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	e := &env{k: k, db: db, vault: vault, audit: auditLog, policy: opts.Policy, events: opts.Events, now: opts.Now,
+	e := &env{k: k, db: db, vault: vault, audit: auditLog, events: opts.Events, now: opts.Now,
 		records: store.NewCollection[Approval](db, "approvals"),
 		index:   store.NewCollection[indexFields](db, "approvals-index"),
 		meta:    store.NewCollection[int](db, "approvals-meta"),
 		log:     k.Log.With().Str("component", "approvals").Logger()}
+	pol := opts.Policy
+	e.policy.Store(&pol)
 	var err error
 	if e.totp, err = k.SpawnRoot("approvals-totp", func() actor.Actor { return &totpActor{env: e} }); err != nil {
 		return nil, err
@@ -103,14 +129,108 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 // PID is the supervisor's, for actors that ask it with RequestFuture.
 func (a *Approvals) PID() *actor.PID { return a.pid }
 
-// Policy is the validated policy.
-func (a *Approvals) Policy() *Policy { return &a.env.policy }
+// Policy is the validated policy in force. Callers must not modify it.
+func (a *Approvals) Policy() *Policy { return a.env.policy.Load() }
 
-// Gated reports whether an agent's call of tool waits for a decision.
-func (a *Approvals) Gated(tool string) bool { return a.env.policy.Gated(tool) }
+// SetPolicy validates p and, when it is valid, makes it the policy in
+// force for every later decision (config reload). Requests already pending
+// keep their expiry and risk level; an invalid p changes nothing.
+func (a *Approvals) SetPolicy(p Policy) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	a.env.policy.Store(&p)
+	return nil
+}
+
+// SetTools wires the catalog of offered tools (MCP starts after
+// approvals). Until it is set every tool counts as unknown, and so waits
+// unless the policy lets it through by name.
+func (a *Approvals) SetTools(c ToolCatalog) { a.env.tools.Store(&catalogBox{c}) }
+
+func (a *Approvals) hints(tool string) (ToolHints, bool) {
+	if box := a.env.tools.Load(); box != nil && box.c != nil {
+		return box.c.ToolHints(tool)
+	}
+	return ToolHints{}, false
+}
+
+// Gated reports whether a call of tool (by an agent or through POST
+// /mcp) waits for a decision.
+func (a *Approvals) Gated(tool string) bool {
+	h, _ := a.hints(tool)
+	return a.Policy().Gated(tool, h)
+}
+
+// ToolGate is one offered tool as GET /api/approvals/policy shows it.
+type ToolGate struct {
+	Name string `json:"name"`
+	ToolHints
+	Gated  bool   `json:"gated"`
+	Reason string `json:"reason"`
+}
+
+// PolicyReport is the policy in force applied to the tools offered now.
+type PolicyReport struct {
+	RequireApproval    []string           `json:"require_approval"`
+	AutoApprove        AutoApprove        `json:"auto_approve"`
+	TrustReadOnlyHints []string           `json:"trust_read_only_hints"`
+	TimeoutSecs        int                `json:"timeout_secs"`
+	TimeoutAction      string             `json:"timeout_action"`
+	SecondFactor       string             `json:"second_factor"`
+	Tools              []ToolGate         `json:"tools"`
+	UnmatchedPatterns  []UnmatchedPattern `json:"unmatched_patterns"`
+}
+
+// Report applies the policy to every offered tool and lists the patterns
+// that match none.
+func (a *Approvals) Report() *PolicyReport {
+	p := a.Policy()
+	r := &PolicyReport{RequireApproval: p.RequireApproval, AutoApprove: p.AutoApprove, TrustReadOnlyHints: p.TrustReadOnlyHints,
+		TimeoutSecs: p.TimeoutSecs, TimeoutAction: p.TimeoutAction, SecondFactor: p.SecondFactor, Tools: []ToolGate{}}
+	var names, servers []string
+	if box := a.env.tools.Load(); box != nil && box.c != nil {
+		names, servers = box.c.ToolNames(), box.c.ServerNames()
+	}
+	for _, n := range names {
+		h, _ := a.hints(n)
+		gated, why := p.Gate(n, h)
+		r.Tools = append(r.Tools, ToolGate{Name: n, ToolHints: h, Gated: gated, Reason: why})
+	}
+	r.UnmatchedPatterns = p.Unmatched(names, servers)
+	if r.UnmatchedPatterns == nil {
+		r.UnmatchedPatterns = []UnmatchedPattern{}
+	}
+	return r
+}
+
+// CheckPatterns logs a warning for each policy pattern that newly matches
+// no offered tool, and a note when one matches again. The daemon calls it
+// once its MCP servers had their chance to connect and after every change
+// of the tool set.
+func (a *Approvals) CheckPatterns() []UnmatchedPattern {
+	now := a.Report().UnmatchedPatterns
+	a.env.warnMu.Lock()
+	defer a.env.warnMu.Unlock()
+	seen := make(map[UnmatchedPattern]bool, len(now))
+	for _, u := range now {
+		seen[u] = true
+		if !a.env.warned[u] {
+			a.env.log.Warn().Str("key", u.Key).Str("pattern", u.Pattern).
+				Msg("approval policy pattern matches no tool fangd offers (a typo, a server not connected, or another product's tool name); it changes nothing")
+		}
+	}
+	for u := range a.env.warned {
+		if !seen[u] {
+			a.env.log.Info().Str("key", u.Key).Str("pattern", u.Pattern).Msg("approval policy pattern matches an offered tool again")
+		}
+	}
+	a.env.warned = seen
+	return now
+}
 
 // MaxWait is the longest a request can stay pending.
-func (a *Approvals) MaxWait() time.Duration { return a.env.policy.MaxWait() }
+func (a *Approvals) MaxWait() time.Duration { return a.env.policy.Load().MaxWait() }
 
 // SetNotifier wires the channels that requests are posted to (channels
 // start after agents, which start after approvals).
@@ -158,6 +278,73 @@ func (a *Approvals) Wait(ctx context.Context, id string, d time.Duration) (*Appr
 	case <-ctx.Done():
 	}
 	return a.Get(id)
+}
+
+// regateDelay is the pause before asking the supervisor again when it
+// could not answer a Gate (restarting).
+const regateDelay = 500 * time.Millisecond
+
+// GateCall makes the request for a tool call that waits (req.ID, drawn
+// when empty) and returns it once decided: the synchronous form of the
+// Gate message, for callers that are not actors (POST /mcp). tick is
+// called with the request's id at once and then every interval until the
+// decision, so the caller can report progress. When ctx ends first the
+// request is cancelled (nobody is left to run the call) and ctx's error
+// returned.
+func (a *Approvals) GateCall(ctx context.Context, req Request, interval time.Duration, tick func(id string)) (*Approval, error) {
+	if req.ID == "" {
+		req.ID = uuid.NewString()
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	if tick != nil {
+		tick(req.ID)
+	}
+	for {
+		f := a.env.k.Root.RequestFuture(a.pid, &Gate{Req: req}, a.MaxWait()+time.Minute)
+		done := make(chan struct{})
+		var res any
+		var ferr error
+		go func() { res, ferr = f.Result(); close(done) }()
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case <-ticker.C:
+				if tick != nil {
+					tick(req.ID)
+				}
+			case <-ctx.Done():
+				if _, err := a.Cancel(req.ID, "the caller stopped waiting"); err != nil {
+					// Conflict: decided meanwhile, nothing to withdraw.
+					if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindConflict {
+						a.env.log.Warn().Err(err).Str("approval_id", req.ID).Msg("could not withdraw an approval nobody waits for")
+					}
+				}
+				return nil, ctx.Err()
+			}
+		}
+		if rec, ok := res.(*Approval); ok && ferr == nil {
+			return rec, nil
+		}
+		err, _ := res.(error)
+		if ferr != nil {
+			err = ferr
+		} else if err == nil {
+			return nil, fmt.Errorf("approvals: unexpected answer %T to a gate", res)
+		}
+		if de := kernel.AsError(err); ferr == nil && (de == nil || de.Kind != kernel.KindUnavailable) {
+			return nil, err
+		}
+		// Timed out or the supervisor was restarting: the request is
+		// durable and Gate idempotent, so ask again.
+		select {
+		case <-time.After(regateDelay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // Decide approves or rejects a request.
@@ -319,10 +506,11 @@ func (e *env) publish(typ string, rec *Approval, source string) (wait func() err
 // skips the chat a decision came from (it gets the answer there).
 func (e *env) post(text string, except NotifyTarget) {
 	box := e.notifier.Load()
-	if box == nil || box.n == nil || len(e.policy.Notify) == 0 {
+	notify := e.policy.Load().Notify
+	if box == nil || box.n == nil || len(notify) == 0 {
 		return
 	}
-	for _, n := range e.policy.Notify {
+	for _, n := range notify {
 		if n.Channel == except.Channel && n.ChatID == except.ChatID {
 			continue
 		}

@@ -65,7 +65,7 @@ func (a *Approvals) HandleChat(ctx context.Context, m ChatMessage) (reply string
 	if m.UserName != "" {
 		who = m.Channel + ":@" + strings.TrimPrefix(m.UserName, "@")
 	}
-	if !a.env.policy.ChatApprover(m.Channel, m.UserID, m.UserName) {
+	if !a.env.policy.Load().ChatApprover(m.Channel, m.UserID, m.UserName) {
 		_ = a.env.appendAudit(audit.Event{EventType: "approval_decision_refused", Outcome: "denied", Actor: who,
 			Details: fmt.Sprintf("attempt=%s via=channel chat=%s reason=not_an_approver id=%s", verb, m.ChatID, truncate(prefix, 40))})
 		return fmt.Sprintf("⛔ %s is not on the approver list of %s; the request is unchanged.", displayName(m), m.Channel), true

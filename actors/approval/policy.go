@@ -1,10 +1,12 @@
 package approval
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 )
@@ -14,9 +16,17 @@ import (
 // whether approving needs a TOTP code, who may decide and where requests
 // are posted. Key names follow LibreFang's where it has them.
 type Policy struct {
-	// RequireApproval are globs over tool (action) names: a tool call an
-	// agent makes waits for a decision when one matches.
+	// RequireApproval are globs over tool (action) names: a call of a
+	// matching tool always waits for a decision, whatever else says.
 	RequireApproval []string `toml:"require_approval"`
+	// AutoApprove is LibreFang's boolean (true turns the default gate
+	// off: only RequireApproval matches wait) or a list of tool globs the
+	// default gate lets through (tools the operator knows are harmless).
+	AutoApprove AutoApprove `toml:"auto_approve"`
+	// TrustReadOnlyHints are globs over MCP server names whose
+	// readOnlyHint annotations are believed; a tool of any other server
+	// waits however it is annotated. Default ["*"]; [] believes none.
+	TrustReadOnlyHints []string `toml:"trust_read_only_hints"`
 	// TimeoutSecs is how long a request waits, from requested_at.
 	TimeoutSecs int `toml:"timeout_secs"`
 	// TimeoutAction says what an unanswered request becomes: "deny"
@@ -77,11 +87,15 @@ const (
 
 var riskRank = map[string]int{RiskLow: 0, RiskMedium: 1, RiskHigh: 2, RiskCritical: 3}
 
-// DefaultPolicy is what fangd uses with no [approval] table: LibreFang's
-// default gated tools, five minutes, deny on timeout, no second factor.
+// DefaultPolicy is what fangd uses with no [approval] table: every call
+// of a tool not known to be read-only waits (see Gate), five minutes, deny
+// on timeout, no second factor. LibreFang's default require_approval names
+// (shell_exec, file_write, ...) are not fangd's: no tool fangd offers has
+// them, so listing them would gate nothing.
 func DefaultPolicy() Policy {
 	return Policy{
-		RequireApproval:    []string{"shell_exec", "file_write", "file_delete", "apply_patch", "skill_evolve_*"},
+		RequireApproval:    []string{},
+		TrustReadOnlyHints: []string{"*"},
 		TimeoutSecs:        300,
 		TimeoutAction:      TimeoutDeny,
 		MaxEscalations:     3,
@@ -152,7 +166,11 @@ func (p *Policy) Validate() error {
 	if p.RequireApproval == nil {
 		p.RequireApproval = def.RequireApproval
 	}
-	for field, globs := range map[string][]string{"require_approval": p.RequireApproval, "totp_tools": p.TOTPTools} {
+	if p.TrustReadOnlyHints == nil {
+		p.TrustReadOnlyHints = def.TrustReadOnlyHints
+	}
+	for field, globs := range map[string][]string{"require_approval": p.RequireApproval, "totp_tools": p.TOTPTools,
+		"auto_approve": p.AutoApprove.Globs, "trust_read_only_hints": p.TrustReadOnlyHints} {
 		if err := checkGlobs("approval."+field, globs); err != nil {
 			return err
 		}
@@ -211,8 +229,134 @@ func matchAny(globs []string, name string) bool {
 	return false
 }
 
+// ToolHints is what fangd knows of a tool besides its name.
+type ToolHints struct {
+	// Server is the MCP server that offers the tool; "" for fangd's own
+	// tools (its MCP built-ins, a2a_send).
+	Server string `json:"server,omitempty"`
+	// ReadOnly says the tool does not change its environment: for an MCP
+	// tool its server's readOnlyHint annotation, for fangd's own tools
+	// fangd's own knowledge of them.
+	ReadOnly bool `json:"read_only"`
+}
+
+// Why a call waits or not (Gate's reason).
+const (
+	ReasonRequireApproval = "require_approval"
+	ReasonAutoApprove     = "auto_approve"
+	ReasonReadOnly        = "read_only"
+	ReasonHintNotTrusted  = "read_only_hint_not_trusted"
+	ReasonNotReadOnly     = "not_read_only"
+)
+
+// Gate decides whether a call of tool waits for a human, and why. In
+// order: a require_approval match waits; auto_approve (true, or a
+// matching glob) lets it through; a read-only tool runs at once when the
+// hint comes from fangd itself or from a server trust_read_only_hints
+// names; everything else waits. Unknown tools get zero hints, so they wait.
+func (p *Policy) Gate(tool string, h ToolHints) (gated bool, reason string) {
+	switch {
+	case matchAny(p.RequireApproval, tool):
+		return true, ReasonRequireApproval
+	case p.AutoApprove.All || matchAny(p.AutoApprove.Globs, tool):
+		return false, ReasonAutoApprove
+	case !h.ReadOnly:
+		return true, ReasonNotReadOnly
+	case h.Server != "" && !matchAny(p.TrustReadOnlyHints, h.Server):
+		return true, ReasonHintNotTrusted
+	}
+	return false, ReasonReadOnly
+}
+
 // Gated reports whether calling tool needs a human decision.
-func (p *Policy) Gated(tool string) bool { return matchAny(p.RequireApproval, tool) }
+func (p *Policy) Gated(tool string, h ToolHints) bool {
+	gated, _ := p.Gate(tool, h)
+	return gated
+}
+
+// UnmatchedPattern is a policy glob that matches nothing fangd offers now.
+type UnmatchedPattern struct {
+	Key     string `json:"key"`
+	Pattern string `json:"pattern"`
+}
+
+// Unmatched lists the tool globs of the policy (require_approval,
+// auto_approve, totp_tools, risk_levels) that match none of tools, and
+// the trust_read_only_hints globs other than "*" that match none of
+// servers (the configured MCP servers): most likely a typo, or a name
+// from another product (LibreFang's shell_exec) that gates nothing here.
+func (p *Policy) Unmatched(tools, servers []string) []UnmatchedPattern {
+	var out []UnmatchedPattern
+	check := func(key string, globs []string, names []string) {
+		for _, g := range globs {
+			found := false
+			for _, n := range names {
+				if ok, _ := path.Match(g, n); ok {
+					found = true
+					break
+				}
+			}
+			if !found {
+				out = append(out, UnmatchedPattern{Key: "approval." + key, Pattern: g})
+			}
+		}
+	}
+	check("require_approval", p.RequireApproval, tools)
+	check("auto_approve", p.AutoApprove.Globs, tools)
+	check("totp_tools", p.TOTPTools, tools)
+	risk := make([]string, 0, len(p.RiskLevels))
+	for g := range p.RiskLevels {
+		risk = append(risk, g)
+	}
+	sort.Strings(risk)
+	check("risk_levels", risk, tools)
+	var trust []string
+	for _, g := range p.TrustReadOnlyHints {
+		if g != "*" {
+			trust = append(trust, g)
+		}
+	}
+	check("trust_read_only_hints", trust, servers)
+	return out
+}
+
+// AutoApprove is [approval] auto_approve: LibreFang's boolean, or a list
+// of tool globs.
+type AutoApprove struct {
+	// All: LibreFang's auto_approve = true, the default gate is off.
+	All bool
+	// Globs are tools the default gate lets through.
+	Globs []string
+}
+
+// UnmarshalTOML takes true, false or a list of strings.
+func (a *AutoApprove) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case bool:
+		*a = AutoApprove{All: x}
+		return nil
+	case []any:
+		globs := make([]string, 0, len(x))
+		for i, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("approval.auto_approve[%d]: want a tool name or glob (a string)", i)
+			}
+			globs = append(globs, s)
+		}
+		*a = AutoApprove{Globs: globs}
+		return nil
+	}
+	return errors.New("approval.auto_approve: want true, false or a list of tool names or globs")
+}
+
+// MarshalJSON shows it as it is written: true/false, or the list.
+func (a AutoApprove) MarshalJSON() ([]byte, error) {
+	if len(a.Globs) > 0 {
+		return json.Marshal(a.Globs)
+	}
+	return json.Marshal(a.All)
+}
 
 // TOTPApplies reports whether approving action needs a second factor
 // (once one is enrolled and confirmed).

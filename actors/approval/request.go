@@ -152,7 +152,7 @@ func (r *request) decide(c actor.Context, m *Decide, sender *actor.PID) {
 		r.refuse(c, sender, m, alreadyDecided(r.rec))
 		return
 	}
-	if m.By.Via == ViaAPI && !r.env.policy.APIApprover(m.By.Identity) {
+	if m.By.Via == ViaAPI && !r.env.policy.Load().APIApprover(m.By.Identity) {
 		r.refuse(c, sender, m, kernel.Errorf(kernel.KindForbidden, "not_an_approver",
 			"%s is not on the approver list ([approval] approvers) and cannot decide approvals", m.By.Identity))
 		return
@@ -268,7 +268,7 @@ func (r *request) expire(c actor.Context) {
 		r.schedule(c) // the timer fired early (clock change)
 		return
 	}
-	p := &r.env.policy
+	p := r.env.policy.Load()
 	switch {
 	case p.TimeoutAction == TimeoutEscalate && r.rec.Escalations < p.MaxEscalations:
 		r.escalate(c)
@@ -280,10 +280,11 @@ func (r *request) expire(c actor.Context) {
 }
 
 func (r *request) escalate(c actor.Context) {
+	pol := r.env.policy.Load()
 	next := *r.rec
 	next.Escalations++
-	next.ExpiresAt = next.ExpiresAt.Add(time.Duration(r.env.policy.EscalateSecs) * time.Second)
-	next.TimeoutSecs += r.env.policy.EscalateSecs
+	next.ExpiresAt = next.ExpiresAt.Add(time.Duration(pol.EscalateSecs) * time.Second)
+	next.TimeoutSecs += pol.EscalateSecs
 	if err := r.env.save(&next); err != nil {
 		// Try again shortly rather than expire a request we could not
 		// extend.
@@ -300,7 +301,7 @@ func (r *request) escalate(c actor.Context) {
 	c.Send(c.Parent(), &changed{rec: rec})
 	go func() {
 		_ = r.env.appendAudit(audit.Event{EventType: "approval_escalated", AgentID: rec.AgentID, Outcome: "pending", Actor: "system",
-			Details: fmt.Sprintf("id=%s escalation=%d/%d expires_at=%s", rec.ID, rec.Escalations, r.env.policy.MaxEscalations, rec.ExpiresAt.Format(time.RFC3339))})
+			Details: fmt.Sprintf("id=%s escalation=%d/%d expires_at=%s", rec.ID, rec.Escalations, pol.MaxEscalations, rec.ExpiresAt.Format(time.RFC3339))})
 	}()
 	r.env.publish("approval.escalated", rec, "system") // nobody waits for an escalation
 	r.env.post(escalationNotice(rec), NotifyTarget{})

@@ -76,6 +76,9 @@ type supervisor struct {
 	timer          *time.Timer
 	timerAt        int64 // what timer is armed for (unix nanoseconds); 0: not armed
 	timerGen       int
+	// stopping: the daemon is shutting down, so request actors stopping
+	// is expected and not an error.
+	stopping bool
 }
 
 func (s *supervisor) Receive(c actor.Context) {
@@ -85,7 +88,10 @@ func (s *supervisor) Receive(c actor.Context) {
 			panic(fmt.Errorf("approvals: load: %w", err))
 		}
 		s.arm(c)
-	case *actor.Stopping, *actor.Restarting:
+	case *actor.Stopping:
+		s.stopping = true
+		s.stopTimer()
+	case *actor.Restarting:
 		s.stopTimer()
 	case *Create:
 		s.create(c, m.Req, false)
@@ -138,6 +144,9 @@ func (s *supervisor) Receive(c actor.Context) {
 			s.arm(c)
 		}
 	case *actor.Terminated:
+		if s.stopping {
+			return
+		}
 		id := m.Who.Id[strings.LastIndex(m.Who.Id, "/")+1:]
 		if e := s.byID[id]; e != nil && e.pid != nil && e.pid.Equal(m.Who) {
 			s.env.log.Error().Str("approval_id", e.id).Msg("approval actor stopped by its supervisor; it restarts with the daemon")
@@ -451,7 +460,8 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 		c.Respond(err)
 		return
 	}
-	if n := s.pendingByAgent[req.AgentID]; n >= env.policy.MaxPendingPerAgent {
+	pol := env.policy.Load() // one policy for the whole request
+	if n := s.pendingByAgent[req.AgentID]; n >= pol.MaxPendingPerAgent {
 		c.Respond(kernel.Errorf(kernel.KindRateLimited, "too_many_pending_approvals",
 			"agent %s already has %d approval requests waiting (max_pending_per_agent); decide those first", req.AgentID, n))
 		return
@@ -462,9 +472,9 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 	now := env.now().UTC()
 	rec := &Approval{ID: req.ID, AgentID: req.AgentID, AgentName: req.AgentName, Action: req.Action, ToolName: req.Action,
 		Description: req.Description, ActionSummary: req.ActionSummary, Payload: req.Payload,
-		RiskLevel: env.policy.Risk(req.Action, req.RiskLevel), Status: StatusPending, RequestedAt: now, CreatedAt: now,
-		ExpiresAt: now.Add(env.policy.Timeout()), TimeoutSecs: env.policy.TimeoutSecs, SessionID: req.SessionID,
-		RequestedBy: req.RequestedBy, SecondFactorRequired: env.policy.TOTPApplies(req.Action)}
+		RiskLevel: pol.Risk(req.Action, req.RiskLevel), Status: StatusPending, RequestedAt: now, CreatedAt: now,
+		ExpiresAt: now.Add(pol.Timeout()), TimeoutSecs: pol.TimeoutSecs, SessionID: req.SessionID,
+		RequestedBy: req.RequestedBy, SecondFactorRequired: pol.TOTPApplies(req.Action)}
 	if rec.ActionSummary == "" {
 		rec.ActionSummary = summarize(rec)
 	}
@@ -557,7 +567,7 @@ func (s *supervisor) onDecided(c actor.Context, rec *Approval) {
 // load it waits for a batch to gather, so that a busy daemon does not pay
 // a synced delete for every decision.
 func (s *supervisor) trim(force bool) {
-	keep := s.env.policy.KeepDecided
+	keep := s.env.policy.Load().KeepDecided
 	if len(s.decided) <= keep || (!force && len(s.decided) < keep+min(decidedTrimBatch, keep)) {
 		return
 	}

@@ -133,6 +133,7 @@ func TestApproveInTelegramChat(t *testing.T) {
 	}
 	p := approval.DefaultPolicy()
 	p.RequireApproval = []string{"shell_*"}
+	p.AutoApprove = approval.AutoApprove{All: true}
 	p.Notify = []approval.NotifyTarget{{Channel: "telegram", ChatID: "5", Approvers: []string{"@alice"}}}
 	apps, err := approval.Start(k, db, vault, al, approval.Options{Policy: p})
 	if err != nil {

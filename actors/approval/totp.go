@@ -190,8 +190,9 @@ func (t *totpActor) load() error {
 }
 
 func (t *totpActor) status() *TOTPStatus {
+	pol := t.env.policy.Load()
 	s := &TOTPStatus{Enrolled: t.active || t.pending, Confirmed: t.active, PendingConfirmation: t.pending,
-		Enforced: t.active && t.env.policy.SecondFactor == SecondFactorTOTP, Scope: t.env.policy.SecondFactor,
+		Enforced: t.active && pol.SecondFactor == SecondFactorTOTP, Scope: pol.SecondFactor,
 		RemainingRecoveryCodes: t.remaining}
 	if now := t.env.now(); now.Before(t.guard.LockedUntil) {
 		until := t.guard.LockedUntil
@@ -381,7 +382,7 @@ func (t *totpActor) setup(c actor.Context, m *TOTPSetup) {
 			return
 		}
 	}
-	key, err := totp.Generate(totp.GenerateOpts{Issuer: t.env.policy.TOTPIssuer, AccountName: totpAccount,
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: t.env.policy.Load().TOTPIssuer, AccountName: totpAccount,
 		Period: totpPeriod, SecretSize: totpSecretSize, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1, Rand: rand.Reader})
 	if err != nil {
 		c.Respond(err)
@@ -471,7 +472,7 @@ func (t *totpActor) confirm(c actor.Context, m *TOTPConfirm) {
 		return
 	}
 	t.env.auditThenRespond(c, audit.Event{EventType: "totp_confirmed", Outcome: "ok", Actor: m.Who.Identity, SourceIP: m.Who.SourceIP,
-		Details: fmt.Sprintf("enforced=%t", t.env.policy.SecondFactor == SecondFactorTOTP)},
+		Details: fmt.Sprintf("enforced=%t", t.env.policy.Load().SecondFactor == SecondFactorTOTP)},
 		&TOTPResult{Status: "confirmed", Message: "TOTP is confirmed; approvals that need a second factor now ask for a code"})
 }
 

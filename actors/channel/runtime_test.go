@@ -551,6 +551,24 @@ func TestReloadReconciles(t *testing.T) {
 	}
 }
 
+// Check reports what Apply would skip and starts nothing.
+func TestCheckValidatesWithoutApplying(t *testing.T) {
+	p := newPlatform("good")
+	h := setup(t, p, channeltest.WithEnv(map[string]string{"TG_TOKEN": "good"}))
+	problems := h.Service.Check(context.Background(), map[string]map[string]any{
+		"telegram": {"bot_token_env": "TG_TOKEN"},
+		"third":    {"adapter": "telegram", "api_url": "ftp://bad", "bot_token": "x"},
+		"fourth":   {"adapter": "telegram", "bot_token_env": "UNSET_VAR"},
+	})
+	if len(problems) != 2 || !strings.HasPrefix(problems[0], "channels.fourth: ") || !strings.Contains(problems[0], "UNSET_VAR") ||
+		!strings.HasPrefix(problems[1], "channels.third: ") {
+		t.Fatalf("problems = %q", problems)
+	}
+	if h.Service.Has("telegram") {
+		t.Fatal("Check started a channel")
+	}
+}
+
 func TestTestEndpoint(t *testing.T) {
 	p := newPlatform("good")
 	h := setup(t, p)

@@ -699,6 +699,39 @@ func (s *Service) Apply(ctx context.Context, tables map[string]map[string]any) (
 	return &res, nil
 }
 
+// Check validates tables (the [channels.*] tables of config.toml) as
+// Apply would, agent names included, and changes nothing: one problem per
+// table that would be skipped.
+func (s *Service) Check(ctx context.Context, tables map[string]map[string]any) []string {
+	return s.check(ctx, tables)
+}
+
+// CheckTables validates tables without a running daemon (fangd config
+// check): adapters, fields, required secrets and their variables. Agent
+// names are not checked, since no agents are loaded.
+func CheckTables(builders Builders, tables map[string]map[string]any, env func(string) string) []string {
+	if env == nil {
+		env = osGetenv
+	}
+	s := &Service{rt: &runtime{builders: builders, log: zerolog.Nop()}, env: env}
+	return s.check(context.Background(), tables)
+}
+
+func (s *Service) check(ctx context.Context, tables map[string]map[string]any) []string {
+	names := make([]string, 0, len(tables))
+	for n := range tables {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var problems []string
+	for _, name := range names {
+		if _, err := s.fromTable(ctx, name, tables[name]); err != nil {
+			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernelMsg(err)))
+		}
+	}
+	return problems
+}
+
 func kernelMsg(err error) string {
 	if e := kernel.AsError(err); e != nil {
 		return e.Msg

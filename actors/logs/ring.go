@@ -27,11 +27,12 @@ type Ring struct {
 	head int    // index of the oldest line when full
 	next uint64 // id of the next line
 	subs map[*Sub]struct{}
+	size int // cap(buf), kept apart: buf's header changes under mu
 }
 
 // NewRing keeps the last size lines.
 func NewRing(size int) *Ring {
-	return &Ring{buf: make([]Line, 0, size), next: 1, subs: map[*Sub]struct{}{}}
+	return &Ring{buf: make([]Line, 0, size), next: 1, subs: map[*Sub]struct{}{}, size: size}
 }
 
 // Write implements io.Writer for lines without a level.
@@ -131,4 +132,6 @@ func (r *Ring) ordered() []Line {
 }
 
 // Size is how many lines the ring holds at most.
-func (r *Ring) Size() int { return cap(r.buf) }
+// It reads no guarded field: GET /api/logs/stream asks while lines are
+// written.
+func (r *Ring) Size() int { return r.size }

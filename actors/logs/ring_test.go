@@ -58,3 +58,22 @@ func TestSlowSubscriberIsDroppedNotBlocking(t *testing.T) {
 	}
 	slow.Close() // closing a dropped subscriber is safe
 }
+
+// Size is read by GET /api/logs/stream while other goroutines log; under
+// -race this failed when Size read the slice that WriteLevel reassigns.
+func TestSizeWhileWriting(t *testing.T) {
+	r := NewRing(8)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 100; i++ {
+			r.Write([]byte(`{"message":"x"}`))
+		}
+	}()
+	for i := 0; i < 100; i++ {
+		if r.Size() != 8 {
+			t.Fatalf("size %d", r.Size())
+		}
+	}
+	<-done
+}

@@ -346,7 +346,7 @@ func (a *conn) toolInfos() []ToolInfo {
 		t := a.tools[n]
 		_, changed := a.pins.Changed[n]
 		info := ToolInfo{Name: Namespace(a.spec.Name, n), OriginalName: n, Description: t.Description,
-			InputSchema: schemaJSON(t.InputSchema), Changed: changed,
+			InputSchema: schemaJSON(t.InputSchema), Changed: changed, ReadOnlyHint: readOnly(t),
 			Quarantined: changed && a.env.opts.QuarantineChanged}
 		out = append(out, info)
 	}

@@ -17,6 +17,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store/safepath"
@@ -55,9 +56,12 @@ type ExposerOptions struct {
 	// Channels backs channel_send; nil leaves the tool out.
 	Channels ChannelSender
 	// Events backs comms_events; nil leaves the tool out.
-	Events  EventLog
-	Version string
-	Log     zerolog.Logger
+	Events EventLog
+	// Approvals applies the approval policy to tools/call as to an
+	// agent's calls; nil runs every call at once (tests of other parts).
+	Approvals *approval.Approvals
+	Version   string
+	Log       zerolog.Logger
 }
 
 // Exposer is fangd as an MCP server: built-in tools plus every connected
@@ -68,7 +72,7 @@ type Exposer struct {
 
 	mu       sync.Mutex
 	proxied  map[string]ToolInfo // registered proxied tools
-	builtins map[string]bool
+	builtins map[string]bool     // name -> read-only
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -111,6 +115,15 @@ func (x *Exposer) BuiltinNames() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// BuiltinReadOnly reports whether name is a built-in tool and whether it
+// only reads.
+func (x *Exposer) BuiltinReadOnly(name string) (readOnly, ok bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	readOnly, ok = x.builtins[name]
+	return readOnly, ok
 }
 
 type fileArgs struct {
@@ -159,10 +172,13 @@ func clampLimit(n int) int {
 }
 
 func (x *Exposer) addBuiltins() {
-	add := func(name string) { x.builtins[name] = true }
+	// The read-only ones say so (readOnlyHint), for clients and for the
+	// approval policy, which lets them run at once.
+	add := func(name string, readOnly bool) { x.builtins[name] = readOnly }
+	ro := &sdk.ToolAnnotations{ReadOnlyHint: true}
 	if x.opts.Workspace != "" {
-		add("file_read")
-		sdk.AddTool(x.Server, &sdk.Tool{Name: "file_read", Description: "Read a text file's contents from fangd's workspace directory (at most 1 MiB)."},
+		add("file_read", true)
+		sdk.AddTool(x.Server, &sdk.Tool{Name: "file_read", Description: "Read a text file's contents from fangd's workspace directory (at most 1 MiB).", Annotations: ro},
 			func(ctx context.Context, req *sdk.CallToolRequest, in fileArgs) (*sdk.CallToolResult, any, error) {
 				p, err := safepath.Resolve(x.opts.Workspace, in.Path)
 				if err != nil {
@@ -185,8 +201,8 @@ func (x *Exposer) addBuiltins() {
 				}
 				return text(string(raw)), nil, nil
 			})
-		add("file_list")
-		sdk.AddTool(x.Server, &sdk.Tool{Name: "file_list", Description: "List a directory of fangd's workspace: name, type and size of each entry."},
+		add("file_list", true)
+		sdk.AddTool(x.Server, &sdk.Tool{Name: "file_list", Description: "List a directory of fangd's workspace: name, type and size of each entry.", Annotations: ro},
 			func(ctx context.Context, req *sdk.CallToolRequest, in listArgs) (*sdk.CallToolResult, any, error) {
 				rel := in.Path
 				if rel == "" {
@@ -224,8 +240,8 @@ func (x *Exposer) addBuiltins() {
 			})
 	}
 	if x.opts.Audit != nil {
-		add("audit_recent")
-		sdk.AddTool(x.Server, &sdk.Tool{Name: "audit_recent", Description: "Recent entries of fangd's tamper-evident audit log, newest first."},
+		add("audit_recent", true)
+		sdk.AddTool(x.Server, &sdk.Tool{Name: "audit_recent", Description: "Recent entries of fangd's tamper-evident audit log, newest first.", Annotations: ro},
 			func(ctx context.Context, req *sdk.CallToolRequest, in limitArgs) (*sdk.CallToolResult, any, error) {
 				rec, err := x.opts.Audit.Recent(clampLimit(in.Limit))
 				if err != nil {
@@ -240,7 +256,7 @@ func (x *Exposer) addBuiltins() {
 			})
 	}
 	if x.opts.Messenger != nil {
-		add("agent_send")
+		add("agent_send", false)
 		sdk.AddTool(x.Server, &sdk.Tool{Name: "agent_send", Description: "Send a message to a fangd agent and return its reply."},
 			func(ctx context.Context, req *sdk.CallToolRequest, in agentSendArgs) (*sdk.CallToolResult, any, error) {
 				if in.AgentID == "" || in.Message == "" {
@@ -254,7 +270,7 @@ func (x *Exposer) addBuiltins() {
 			})
 	}
 	if x.opts.Channels != nil {
-		add("channel_send")
+		add("channel_send", false)
 		sdk.AddTool(x.Server, &sdk.Tool{Name: "channel_send", Description: "Send a message to a chat through one of fangd's chat channels (Telegram, Slack, Matrix, ...)."},
 			func(ctx context.Context, req *sdk.CallToolRequest, in channelSendArgs) (*sdk.CallToolResult, any, error) {
 				if in.Channel == "" || in.ChatID == "" || in.Message == "" {
@@ -268,8 +284,8 @@ func (x *Exposer) addBuiltins() {
 			})
 	}
 	if x.opts.Events != nil {
-		add("comms_events")
-		sdk.AddTool(x.Server, &sdk.Tool{Name: "comms_events", Description: "Recent communication events (messages routed between agents and channels, MCP and agent lifecycle), newest first."},
+		add("comms_events", true)
+		sdk.AddTool(x.Server, &sdk.Tool{Name: "comms_events", Description: "Recent communication events (messages routed between agents and channels, MCP and agent lifecycle), newest first.", Annotations: ro},
 			func(ctx context.Context, req *sdk.CallToolRequest, in limitArgs) (*sdk.CallToolResult, any, error) {
 				evs, err := x.opts.Events.RecentEvents(ctx, clampLimit(in.Limit))
 				if err != nil {
@@ -303,7 +319,7 @@ func (x *Exposer) sync() {
 	}
 	want := map[string]ToolInfo{}
 	for _, t := range x.opts.Manager.Tools() {
-		if !x.builtins[t.Name] {
+		if _, builtin := x.builtins[t.Name]; !builtin {
 			want[t.Name] = t
 		}
 	}
@@ -311,7 +327,7 @@ func (x *Exposer) sync() {
 	defer x.mu.Unlock()
 	var gone []string
 	for name, have := range x.proxied {
-		if w, ok := want[name]; !ok || w.Description != have.Description || !bytes.Equal(w.InputSchema, have.InputSchema) {
+		if w, ok := want[name]; !ok || w.Description != have.Description || !bytes.Equal(w.InputSchema, have.InputSchema) || w.ReadOnlyHint != have.ReadOnlyHint {
 			gone = append(gone, name)
 			delete(x.proxied, name)
 		}
@@ -349,7 +365,13 @@ func (x *Exposer) addProxied(t ToolInfo) (err error) {
 		}
 	}()
 	name := t.Name
-	x.Server.AddTool(&sdk.Tool{Name: name, Description: t.Description, InputSchema: schema},
+	var ann *sdk.ToolAnnotations
+	if t.ReadOnlyHint {
+		// Passed on as the server said it; fangd's clients judge it as
+		// they judge any server's hints.
+		ann = &sdk.ToolAnnotations{ReadOnlyHint: true}
+	}
+	x.Server.AddTool(&sdk.Tool{Name: name, Description: t.Description, InputSchema: schema, Annotations: ann},
 		func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
 			res, _, _, err := x.opts.Manager.callProxied(ctx, name, req.Params.Arguments)
 			if err != nil {
@@ -439,13 +461,26 @@ func (x *Exposer) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 		start := time.Now()
 		var res sdk.Result
 		var err error
+		var refused string // the status of an approval that did not let the call run
 		if allow != nil && !allow(name) {
 			err = &jsonrpc.Error{Code: CodeToolDenied, Message: fmt.Sprintf("agent %s may not use tool %s", agentID, name)}
+		} else if x.gated(name) {
+			var rec *approval.Approval
+			if rec, err = x.awaitApproval(ctx, call, caller, name, args); err == nil {
+				if rec.Status == approval.StatusApproved {
+					res, err = next(ctx, method, req)
+				} else {
+					res, refused = notRun(rec), rec.Status
+				}
+			}
 		} else {
 			res, err = next(ctx, method, req)
 		}
 		cr, _ := res.(*sdk.CallToolResult)
 		outcome := Outcome(cr, err)
+		if refused != "" {
+			outcome = refused
+		}
 		var rpcErr *jsonrpc.Error
 		if errors.As(err, &rpcErr) && (rpcErr.Code == jsonrpc.CodeInvalidParams || rpcErr.Code == CodeToolDenied) {
 			outcome = "denied"

@@ -426,6 +426,29 @@ func TestReloadAppliesConfigDifference(t *testing.T) {
 	}
 }
 
+// ReloadServers applies the servers it is given, not the file's: the
+// daemon's SIGHUP reload has read and checked the whole config already.
+func TestReloadServersTakesTheGivenServers(t *testing.T) {
+	a := newGoServer(t, false, "")
+	loaded := false
+	h := newHarness(t, t.TempDir(), func(o *Options) {
+		o.Servers = []Spec{{Name: "old", Transport: Transport{Type: TransportHTTP, URL: a.url()}}}
+		o.LoadServers = func() ([]Spec, error) { loaded = true; return nil, nil }
+	})
+	h.waitConnected("old")
+	r, err := h.m.ReloadServers([]Spec{{Name: "fresh", Transport: Transport{Type: TransportHTTP, URL: a.url()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(r.Added, ",") != "fresh" || strings.Join(r.Removed, ",") != "old" || loaded {
+		t.Fatalf("reload: %+v (file re-read: %t)", r, loaded)
+	}
+	h.waitConnected("fresh")
+	if _, err := h.m.Server("old"); kindOf(err) != kernel.KindNotFound {
+		t.Fatalf("removed server still configured: %v", err)
+	}
+}
+
 func timePtrView(v ServerView, hr *HealthReply) *string {
 	for _, e := range hr.Health {
 		if e.ID == v.Name {
@@ -450,5 +473,48 @@ func TestServersSurviveRestart(t *testing.T) {
 	}
 	if _, err := h.call("mcp_persist_echo", map[string]any{"message": "again"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A tool's readOnlyHint reaches fangd's view and index (the approval
+// policy lets it run at once), and a tool that starts claiming it after
+// it was pinned is a changed tool: otherwise a server could turn a tool
+// that waited for a human into one that runs at once, unnoticed.
+func TestReadOnlyHintIsSeenAndPinned(t *testing.T) {
+	g := newGoServer(t, false, "")
+	sdk.AddTool(g.srv, &sdk.Tool{Name: "look", Description: "Looks", Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true}},
+		func(context.Context, *sdk.CallToolRequest, echoIn) (*sdk.CallToolResult, any, error) {
+			return &sdk.CallToolResult{}, nil, nil
+		})
+	h := newHarness(t, t.TempDir(), func(o *Options) { o.QuarantineChanged = true })
+	h.add(Spec{Name: "g", Transport: Transport{Type: TransportHTTP, URL: g.url()}})
+	h.waitConnected("g")
+	hints := func(name string) bool {
+		server, ro, ok := h.m.ToolHints(name)
+		if !ok || server != "g" {
+			t.Fatalf("%s: server %q ok %t", name, server, ok)
+		}
+		return ro
+	}
+	if !hints("mcp_g_look") || hints("mcp_g_echo") {
+		t.Fatal("readOnlyHint not carried")
+	}
+	if _, _, ok := h.m.ToolHints("mcp_g_nothing"); ok {
+		t.Fatal("an unknown tool has hints")
+	}
+	// The same echo, now claiming to be read-only.
+	g.srv.RemoveTools("echo")
+	sdk.AddTool(g.srv, &sdk.Tool{Name: "echo", Description: "Echoes the message", Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true}},
+		func(context.Context, *sdk.CallToolRequest, echoIn) (*sdk.CallToolResult, any, error) {
+			return &sdk.CallToolResult{}, nil, nil
+		})
+	v := h.waitFor("g", "flagged", func(v ServerView) bool { return v.ToolsChanged })
+	for _, ti := range v.Tools {
+		if ti.Name == "mcp_g_echo" && (!ti.Changed || !ti.Quarantined) {
+			t.Fatalf("echo %+v", ti)
+		}
+		if ti.Name == "mcp_g_look" && ti.Changed {
+			t.Fatalf("an unchanged read-only tool was flagged: %+v", ti)
+		}
 	}
 }

@@ -188,6 +188,14 @@ func (m *Manager) Reload() (*ReloadReply, error) {
 	return kernel.Ask[*ReloadReply](m.env.k, m.pid, &reload{}, kernel.DefaultAskTimeout)
 }
 
+// ReloadServers is Reload with config.toml's servers already read and
+// checked by the caller (the daemon's SIGHUP reload, which validates the
+// whole file first): added servers connect, removed ones stop, changed
+// ones reconnect.
+func (m *Manager) ReloadServers(servers []Spec) (*ReloadReply, error) {
+	return kernel.Ask[*ReloadReply](m.env.k, m.pid, &reload{servers: servers, given: true}, kernel.DefaultAskTimeout)
+}
+
 func (m *Manager) child(name string) (*actor.PID, error) {
 	return kernel.Ask[*actor.PID](m.env.k, m.pid, &childOf{name: name}, kernel.DefaultAskTimeout)
 }
@@ -287,6 +295,13 @@ func (m *Manager) Tools() []ToolInfo {
 		out[i] = t.Info
 	}
 	return out
+}
+
+// ToolHints reports the server of a proxied tool (routable: connected,
+// or known from a server that is down) and its readOnlyHint.
+func (m *Manager) ToolHints(name string) (server string, readOnlyHint, ok bool) {
+	it, ok := m.index.Load().byName[name]
+	return it.Server, it.Info.ReadOnlyHint, ok
 }
 
 // HasTool reports whether name is a callable proxied tool.

@@ -59,9 +59,12 @@ type healthQuery struct{}
 // childOf asks for the connection actor of a server. Answer: *actor.PID.
 type childOf struct{ name string }
 
-// reload re-reads the catalog directory and config.toml. Answer:
-// ReloadReply.
-type reload struct{}
+// reload re-reads the catalog directory and config.toml (or, when given,
+// takes servers as config.toml's servers). Answer: ReloadReply.
+type reload struct {
+	servers []Spec
+	given   bool
+}
 
 // ReloadReply is the answer to a reload.
 type ReloadReply struct {

@@ -38,8 +38,17 @@ func toolHash(t *sdk.Tool) string {
 	h.Write([]byte{0})
 	schema, _ := json.Marshal(t.InputSchema)
 	h.Write(schema)
+	if readOnly(t) {
+		// The hint lets a call run without approval, so a tool that
+		// starts claiming it is a changed tool. Only then is it hashed:
+		// the pins of every other tool stay what they were.
+		h.Write([]byte("\x00readOnlyHint"))
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// readOnly reports the tool's readOnlyHint annotation.
+func readOnly(t *sdk.Tool) bool { return t.Annotations != nil && t.Annotations.ReadOnlyHint }
 
 // observe compares a fresh tool list with the pins. It pins new tools,
 // records changed ones, and reports whether the state must be saved and

@@ -90,7 +90,7 @@ func (s *supervisor) Receive(c actor.Context) {
 		}
 		c.Respond(&removed{})
 	case *reload:
-		r, err := s.reload(c)
+		r, err := s.reload(c, m)
 		respond(c, r, err)
 	case *getCatalog:
 		installed := map[string]bool{}
@@ -440,13 +440,15 @@ func (s *supervisor) forget(c actor.Context, name string) {
 // difference: new servers start, removed ones stop, changed ones (and
 // catalog installs whose template moved) reconnect; the rest are left
 // alone. Any error leaves everything as it was.
-func (s *supervisor) reload(c actor.Context) (*ReloadReply, error) {
+func (s *supervisor) reload(c actor.Context, m *reload) (*ReloadReply, error) {
 	cat, err := LoadCatalog(s.env.opts.CatalogDir)
 	if err != nil {
 		return nil, err
 	}
 	specs := s.m.configSpecs()
-	if s.env.opts.LoadServers != nil {
+	if m.given {
+		specs = m.servers
+	} else if s.env.opts.LoadServers != nil {
 		if specs, err = s.env.opts.LoadServers(); err != nil {
 			return nil, kernel.Invalid("config: %v", err)
 		}

@@ -22,6 +22,10 @@ type ToolInfo struct {
 	OriginalName string          `json:"original_name"`
 	Description  string          `json:"description"`
 	InputSchema  json.RawMessage `json:"input_schema,omitempty"`
+	// ReadOnlyHint is the server's readOnlyHint annotation: the tool says
+	// it does not change its environment. A hint, not a guarantee: the
+	// approval policy decides how far to believe it.
+	ReadOnlyHint bool `json:"read_only_hint"`
 	// Changed: the definition differs from the pin taken at first sight.
 	Changed bool `json:"changed,omitempty"`
 	// Quarantined: changed and not callable until accepted.

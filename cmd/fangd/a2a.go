@@ -19,12 +19,10 @@ import (
 )
 
 // startA2A starts the A2A actors with the daemon's outbound policy.
-func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, agents *agent.Agents, hooks *webhook.Engine, bus *comms.Bus) (*a2a.Service, []fhttp.PeerToken, error) {
+// guard is the daemon's one outbound policy, shared with webhooks and MCP
+// so that a reload of [network_policy] reaches all three.
+func startA2A(k *kernel.Kernel, db *store.DB, vault *store.Vault, cfg Config, guard *ssrf.Guard, agents *agent.Agents, hooks *webhook.Engine, bus *comms.Bus) (*a2a.Service, []fhttp.PeerToken, error) {
 	set, err := cfg.a2aSettings()
-	if err != nil {
-		return nil, nil, err
-	}
-	guard, err := ssrf.New(cfg.NetworkPolicy.AllowHosts)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -23,13 +23,23 @@ import (
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
 type Config struct {
-	APIListen           string          `toml:"api_listen"`
-	APIKey              string          `toml:"api_key"`
-	MaxRequestBodyBytes int             `toml:"max_request_body_bytes"`
-	RateLimit           RateLimitConfig `toml:"rate_limit"`
-	Log                 LogConfig       `toml:"log"`
-	HTTP                HTTPConfig      `toml:"http"`
-	Audit               AuditConfig     `toml:"audit"`
+	APIListen           string `toml:"api_listen"`
+	APIKey              string `toml:"api_key"`
+	MaxRequestBodyBytes int    `toml:"max_request_body_bytes"`
+	// AllowedHosts are Host names served besides loopback names (the DNS
+	// rebinding check; see docs/config.md for when it applies).
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// CORSOrigins are browser origins allowed to read answers and write;
+	// CORSOrigin is LibreFang's spelling of the same list.
+	CORSOrigins []string `toml:"cors_origins"`
+	CORSOrigin  []string `toml:"cors_origin"`
+	// TrustedProxies are CIDRs of reverse proxies whose X-Forwarded-For /
+	// Forwarded headers name the client (LibreFang's key).
+	TrustedProxies []string        `toml:"trusted_proxies"`
+	RateLimit      RateLimitConfig `toml:"rate_limit"`
+	Log            LogConfig       `toml:"log"`
+	HTTP           HTTPConfig      `toml:"http"`
+	Audit          AuditConfig     `toml:"audit"`
 	// A2A: config_a2a.go.
 	A2A A2AConfig `toml:"a2a"`
 	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
@@ -136,6 +146,9 @@ type HTTPConfig struct {
 type AuditConfig struct {
 	// AnchorPath is the tip anchor file; default $FANGD_HOME/audit.anchor.
 	AnchorPath string `toml:"anchor_path"`
+	// AuthFailureIntervalSecs is how often failed authentications are
+	// written, one auth_failed entry per source address with a count.
+	AuthFailureIntervalSecs int `toml:"auth_failure_interval_secs"`
 }
 
 func defaultConfig() Config {
@@ -143,6 +156,7 @@ func defaultConfig() Config {
 		APIListen:           "127.0.0.1:4545",
 		MaxRequestBodyBytes: 8 << 20,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
+		Audit:               AuditConfig{AuthFailureIntervalSecs: 60},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
 		A2A:                 defaultA2AConfig(),
 		Comms:               defaultCommsConfig(),
@@ -189,69 +203,76 @@ func (c *Config) applyEnv() {
 	}
 }
 
-// validate checks the whole config before anything starts.
+// validate checks the whole config before anything starts (and before a
+// reload applies anything). It reports every bad key it finds, one error
+// each, so that a user fixes them in one pass.
 func (c *Config) validate() error {
-	host, _, err := net.SplitHostPort(c.APIListen)
-	if err != nil {
-		return fmt.Errorf("api_listen %q: %w", c.APIListen, err)
+	var errs []error
+	bad := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if c.APIKey == "" && !isLoopbackHost(host) {
-		return fmt.Errorf("api_listen %q is not a loopback address and no api_key is set: refusing to serve the API to the network without authentication (set api_key or FANGD_API_KEY)", c.APIListen)
+	if host, _, err := net.SplitHostPort(c.APIListen); err != nil {
+		bad(fmt.Errorf("api_listen %q: %w", c.APIListen, err))
+	} else if c.APIKey == "" && !isLoopbackHost(host) {
+		bad(fmt.Errorf("api_listen %q is not a loopback address and no api_key is set: refusing to serve the API to the network without authentication (set api_key or FANGD_API_KEY)", c.APIListen))
 	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
-		return errors.New("api_key must be at least 16 characters")
+		bad(errors.New("api_key must be at least 16 characters"))
 	}
 	if c.MaxRequestBodyBytes <= 0 {
-		return errors.New("max_request_body_bytes must be positive")
+		bad(errors.New("max_request_body_bytes must be positive"))
 	}
 	if c.RateLimit.APIRequestsPerMinute < 0 {
-		return errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)")
+		bad(errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)"))
+	}
+	if err := c.httpConfig().ValidateEdge(); err != nil {
+		return err
+	}
+	if c.Audit.AuthFailureIntervalSecs < 1 || c.Audit.AuthFailureIntervalSecs > 3600 {
+		return errors.New("audit.auth_failure_interval_secs must be between 1 and 3600")
 	}
 	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
-		return fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level)
+		bad(fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level))
 	}
 	if c.Log.Format != "json" && c.Log.Format != "pretty" {
-		return fmt.Errorf("log.format %q: want json or pretty", c.Log.Format)
+		bad(fmt.Errorf("log.format %q: want json or pretty", c.Log.Format))
 	}
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
-		return errors.New("log.ring_size must be between 1 and 1000000")
+		bad(errors.New("log.ring_size must be between 1 and 1000000"))
 	}
-	if _, err := c.a2aSettings(); err != nil {
-		return err
-	}
-	if _, err := c.mcpSpecs(); err != nil {
-		return err
-	}
+	_, err := c.a2aSettings()
+	bad(err)
+	_, err = c.mcpSpecs()
+	bad(err)
 	if c.MCP.FailureThreshold < 1 || c.MCP.FailureThreshold > 1000 {
-		return errors.New("mcp.failure_threshold must be between 1 and 1000")
+		bad(errors.New("mcp.failure_threshold must be between 1 and 1000"))
 	}
 	if c.MCP.Sandbox.CPUSeconds < 0 || c.MCP.Sandbox.MemoryMB < 0 {
-		return errors.New("mcp.sandbox.cpu_seconds and mcp.sandbox.memory_mb must be >= 0 (0 = no limit)")
+		bad(errors.New("mcp.sandbox.cpu_seconds and mcp.sandbox.memory_mb must be >= 0 (0 = no limit)"))
 	}
 	for _, name := range c.MCP.Sandbox.EnvAllowlist {
 		if name == "" || strings.ContainsAny(name, "= \x00") {
-			return fmt.Errorf("mcp.sandbox.env_allowlist: %q is not a variable name", name)
+			bad(fmt.Errorf("mcp.sandbox.env_allowlist: %q is not a variable name", name))
 		}
 	}
 	if c.MCPServer.SessionTimeoutSecs < 1 {
-		return errors.New("mcp_server.session_timeout_secs must be at least 1")
+		bad(errors.New("mcp_server.session_timeout_secs must be at least 1"))
 	}
 	if c.MCPServer.MaxBodyBytes < 1024 {
-		return errors.New("mcp_server.max_body_bytes must be at least 1024")
+		bad(errors.New("mcp_server.max_body_bytes must be at least 1024"))
 	}
 	if c.LLM.TimeoutSecs < 1 || c.LLM.TimeoutSecs > 3600 {
-		return errors.New("llm.timeout_secs must be between 1 and 3600")
+		bad(errors.New("llm.timeout_secs must be between 1 and 3600"))
 	}
 	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
-		return errors.New("usage.retention_days must be between 0 (keep forever) and 36500")
+		bad(errors.New("usage.retention_days must be between 0 (keep forever) and 36500"))
 	}
-	if err := c.Approval.Validate(); err != nil {
-		return err
-	}
-	if err := llm.ValidateConfig(c.llmOptions()); err != nil {
-		return err
-	}
-	return c.validateComms()
+	bad(c.Approval.Validate())
+	bad(llm.ValidateConfig(c.llmOptions()))
+	bad(c.validateComms())
+	return errors.Join(errs...)
 }
 
 // llmOptions maps [providers], [[models]] and [llm] onto the registry's options.
@@ -312,6 +333,10 @@ func (c *Config) httpConfig() fhttp.Config {
 	if c.HTTP.SecurityHeaders != nil {
 		h.SecurityHeaders = *c.HTTP.SecurityHeaders
 	}
+	h.AllowedHosts = c.AllowedHosts
+	h.CORSOrigins = append(append([]string(nil), c.CORSOrigins...), c.CORSOrigin...)
+	h.TrustedProxies = c.TrustedProxies
+	h.AuthFailureInterval = time.Duration(c.Audit.AuthFailureIntervalSecs) * time.Second
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MCP = fhttp.MCPConfig{
@@ -322,8 +347,17 @@ func (c *Config) httpConfig() fhttp.Config {
 	return h
 }
 
-// resolveHome picks the home directory: flag, then FANGD_HOME, then ~/.fangd.
+// resolveHome picks the home directory (homePath) and creates it.
 func resolveHome(flagValue string) (string, error) {
+	abs, err := homePath(flagValue)
+	if err != nil {
+		return "", err
+	}
+	return abs, os.MkdirAll(abs, 0o700)
+}
+
+// homePath picks the home directory: flag, then FANGD_HOME, then ~/.fangd.
+func homePath(flagValue string) (string, error) {
 	home := flagValue
 	if home == "" {
 		home = os.Getenv("FANGD_HOME")
@@ -335,9 +369,5 @@ func resolveHome(flagValue string) (string, error) {
 		}
 		home = filepath.Join(userHome, ".fangd")
 	}
-	abs, err := filepath.Abs(home)
-	if err != nil {
-		return "", err
-	}
-	return abs, os.MkdirAll(abs, 0o700)
+	return filepath.Abs(home)
 }

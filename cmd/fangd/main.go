@@ -1,6 +1,7 @@
 // Command fangd is the LibreFang Communication & Network API daemon.
 //
 //	fangd serve [--listen ADDR] [--home DIR] [--config FILE]
+//	fangd config check [--config FILE] [--home DIR]
 //	fangd audit verify [--home DIR]
 //	fangd version
 package main
@@ -20,6 +21,8 @@ var version = "0.1.0-dev"
 
 const usage = `usage:
   fangd serve [--listen ADDR] [--home DIR] [--config FILE]   run the daemon
+                                             (SIGHUP reloads the config, SIGINT/SIGTERM stop it)
+  fangd config check [--config FILE] [--home DIR]            validate a config file without starting
   fangd audit verify [--home DIR]                            check a stopped daemon's audit log
   fangd version                                              print the version
 `
@@ -53,6 +56,10 @@ func run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "serve":
 		return (&serveCommand{}).Run(ctx, args[1:])
+	case "config":
+		if len(args) > 1 && args[1] == "check" {
+			return (&configCheckCommand{out: os.Stdout, errOut: os.Stderr}).Run(ctx, args[2:])
+		}
 	case "audit":
 		if len(args) > 1 && args[1] == "verify" {
 			return (&auditVerifyCommand{}).Run(ctx, args[2:])

@@ -35,6 +35,10 @@ func TestMCPOnTheBinary(t *testing.T) {
 	config := fmt.Sprintf(`[rate_limit]
 api_requests_per_minute = 0
 
+# This test is about the MCP plumbing: the echo tool runs without a human.
+[approval]
+auto_approve = ["mcp_everything_*"]
+
 [[mcp_servers]]
 name = "everything"
 transport = "stdio"
@@ -124,7 +128,9 @@ timeout_secs = 20
 // With the real agent runtime: X-Fangd-Agent-Id narrows /mcp to the
 // agent's manifest tools, and agent_send runs a turn.
 func TestMCPAgentToolsOnTheBinary(t *testing.T) {
-	_, _, cfg := fakes(t, "")
+	// agent_send runs without a human here (its approval flow is
+	// approvals_default_test.go's).
+	_, _, cfg := fakes(t, "[approval]\nauto_approve = [\"agent_send\"]\n")
 	p := startFangd(t, t.TempDir(), cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
 	code, body := p.request(t, "POST", "/api/agents", `{"name":"reader","model":"fakeoai/gpt-test","tools":["file_list","agent_send"]}`)
 	if code != 201 {

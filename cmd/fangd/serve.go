@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -40,6 +42,11 @@ type serveCommand struct {
 }
 
 func (c *serveCommand) Run(ctx context.Context, args []string) error {
+	// SIGHUP reloads the config; caught from the start so that one sent
+	// while the daemon starts is applied once it serves, not fatal.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&c.listen, "listen", "", "listen address (default api_listen, 127.0.0.1:4545)")
 	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
@@ -55,22 +62,27 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if !explicit {
 		cfgPath = filepath.Join(home, "config.toml")
 	}
-	cfg, err := loadConfig(cfgPath, explicit)
+	load := func() (Config, error) {
+		cfg, err := loadConfig(cfgPath, explicit)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.applyEnv()
+		if c.listen != "" {
+			cfg.APIListen = c.listen
+		}
+		return cfg, cfg.validate()
+	}
+	cfg, err := load()
 	if err != nil {
-		return err
-	}
-	cfg.applyEnv()
-	if c.listen != "" {
-		cfg.APIListen = c.listen
-	}
-	if err := cfg.validate(); err != nil {
 		return err
 	}
 	d, err := startDaemon(home, cfg, os.Stderr)
 	if err != nil {
 		return err
 	}
-	return d.wait(ctx)
+	d.reloads.load = load
+	return d.wait(ctx, hup)
 }
 
 // daemon is one running fangd: its subsystems in start order.
@@ -88,23 +100,24 @@ type daemon struct {
 	http     *fhttp.Server
 	ln       net.Listener
 	served   chan error
+	// stop is closed by close, for the daemon's own goroutines.
+	stop    chan struct{}
+	reloads *reloadParts
 }
 
-func newLogger(cfg LogConfig, ring *logs.Ring, console io.Writer) zerolog.Logger {
+func newLogger(cfg LogConfig, ring *logs.Ring, console *consoleSink) zerolog.Logger {
 	level, _ := zerolog.ParseLevel(cfg.Level)
 	zerolog.SetGlobalLevel(level)
 	zerolog.TimeFieldFormat = time.RFC3339Nano
-	out := console
-	if cfg.Format == "pretty" {
-		out = zerolog.ConsoleWriter{Out: console, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(zerolog.MultiLevelWriter(out, ring)).With().Timestamp().Logger()
+	return zerolog.New(zerolog.MultiLevelWriter(console, ring)).With().Timestamp().Logger()
 }
 
 func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err error) {
 	begin := time.Now()
 	ring := logs.NewRing(cfg.Log.RingSize)
-	d := &daemon{log: newLogger(cfg.Log, ring, console), served: make(chan error, 1)}
+	sink := newConsoleSink(console, cfg.Log.Format)
+	d := &daemon{log: newLogger(cfg.Log, ring, sink), served: make(chan error, 1), stop: make(chan struct{})}
+	d.reloads = &reloadParts{cfg: cfg, console: sink, load: func() (Config, error) { return cfg, nil }}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -143,8 +156,15 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	d.bus = bus
+	// The daemon's one outbound network policy ([network_policy]
+	// allow_hosts, reloaded on SIGHUP): webhooks, MCP, A2A, channel URLs
+	// and untrusted LLM base URLs all dial through it.
+	guard, err := ssrf.New(cfg.NetworkPolicy.AllowHosts)
+	if err != nil {
+		return nil, err
+	}
 	lopts := cfg.llmOptions()
-	lopts.Metrics = d.kernel.Metrics
+	lopts.Metrics, lopts.Guard = d.kernel.Metrics, guard
 	reg, err := llm.NewRegistry(lopts)
 	if err != nil {
 		return nil, err
@@ -160,36 +180,36 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	tools := &agentToolbox{}
-	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools})
+	catalog := &toolCatalog{box: tools}
+	approvals.SetTools(catalog)
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools, Directory: catalog})
 	if err != nil {
 		return nil, err
 	}
-	var commands channel.Commands
-	if len(cfg.Approval.Notify) > 0 {
-		// Only with chats to decide from does /approve mean anything to
-		// fangd; otherwise such text goes to the agent like any other.
-		commands = approvalCommands{approvals}
-	}
-	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}, commands); err != nil {
+	d.reloads.approvals = approvals
+	if d.channels, err = startChannels(d, cfg, vault, guard, channelAgents{agents}, approvalCommands{approvals}); err != nil {
 		return nil, err
 	}
 	approvals.SetNotifier(approvalNotifier{d.channels})
-	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, cfg, cs)
+	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, guard, cfg, cs)
 	if err != nil {
 		return nil, err
 	}
 	d.vault = vault
-	if err = d.startMCP(home, cfg, agents, bus, c); err != nil {
+	d.reloads.guard = c.guard
+	if err = d.startMCP(home, cfg, agents, bus, c, approvals); err != nil {
 		return nil, err
 	}
 	// Agents call MCP tools; MCP starts after agents (its server side
 	// needs them), so the toolbox is handed over now.
 	tools.set(d.mcp)
+	catalog.expose.Store(d.expose)
+	go watchApprovalPatterns(approvals, d.mcp.ToolsChanged(), d.stop)
 	hc := cfg.httpConfig()
 	hc.TurnTimeout = cs.turnTimeout
 	var a2aSvc *a2a.Service
 	if cfg.A2A.a2aEnabled() {
-		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, agents, c.webhooks, bus); err != nil {
+		if a2aSvc, hc.A2APeers, err = startA2A(d.kernel, d.db, vault, cfg, c.guard, agents, c.webhooks, bus); err != nil {
 			return nil, err
 		}
 		c.router.AddNodeSource(a2aNodes{a2aSvc})
@@ -221,7 +241,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 
 // startMCP starts the MCP client side (one connection actor per server)
 // and, unless switched off, fangd's own MCP server for POST /mcp.
-func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *comms.Bus, c *commsParts) error {
+func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *comms.Bus, c *commsParts, approvals *approval.Approvals) error {
 	specs, err := cfg.mcpSpecs()
 	if err != nil {
 		return err
@@ -265,7 +285,7 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *co
 	}
 	ct := commsTools{router: c.router, bus: bus}
 	d.expose = mcp.NewExposer(mcp.ExposerOptions{Workspace: workspace, Audit: d.audit, Manager: d.mcp,
-		Agents: agentTools{agents}, Messenger: ct, Channels: ct, Events: ct,
+		Agents: agentTools{agents}, Messenger: ct, Channels: ct, Events: ct, Approvals: approvals,
 		Version: version, Log: d.log.With().Str("component", "mcp-server").Logger()})
 	return nil
 }
@@ -274,7 +294,7 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *co
 // stored by earlier runs) and applies config.toml's [channels.*] tables. A
 // table that does not validate is logged and skipped, like on reload, so
 // one bad channel does not keep the daemon down.
-func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents, commands channel.Commands) (*channel.Service, error) {
+func startChannels(d *daemon, cfg Config, vault *store.Vault, guard *ssrf.Guard, agents channel.Agents, commands channel.Commands) (*channel.Service, error) {
 	path := cfg.path
 	load := func() (map[string]map[string]any, error) {
 		c, err := loadConfig(path, false)
@@ -285,10 +305,6 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 	}
 	// Channel API URLs, gateways and homeservers go through the same
 	// network policy as webhooks, MCP and A2A: [network_policy] allow_hosts.
-	guard, err := ssrf.New(cfg.NetworkPolicy.AllowHosts)
-	if err != nil {
-		return nil, err
-	}
 	whatsapp.UseNetwork(guard)
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
 		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands,
@@ -318,24 +334,27 @@ func registerStoreProbes(k *kernel.Kernel) {
 	k.Security.Register("path_traversal_prevention", active)
 }
 
-func (d *daemon) record(eventType, details string) {
-	ctx, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
-	defer cancel()
-	if _, err := d.audit.Append(ctx, audit.Event{EventType: eventType, Details: details, Actor: "daemon"}); err != nil {
-		d.log.Error().Err(err).Str("event", eventType).Msg("could not audit")
-	}
-}
+func (d *daemon) record(eventType, details string) { d.recordOutcome(eventType, "", details) }
 
-// wait serves until ctx ends (SIGINT/SIGTERM) or the listener fails, then
-// shuts down: stop accepting and finish in-flight requests, stop actors in
+// wait serves until ctx ends (SIGINT/SIGTERM) or the listener fails,
+// reloading the config on each signal from reloads (SIGHUP), then shuts
+// down: stop accepting and finish in-flight requests, stop actors in
 // reverse dependency order, close the store.
-func (d *daemon) wait(ctx context.Context) error {
+func (d *daemon) wait(ctx context.Context, reloads <-chan os.Signal) error {
 	var serveErr error
-	select {
-	case <-ctx.Done():
-		d.log.Info().Msg("shutting down")
-	case serveErr = <-d.served:
-		d.log.Error().Err(serveErr).Msg("listener failed")
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info().Msg("shutting down")
+			break serve
+		case serveErr = <-d.served:
+			d.log.Error().Err(serveErr).Msg("listener failed")
+			break serve
+		case <-reloads:
+			d.log.Info().Str("config", d.reloads.cfg.path).Msg("SIGHUP: reloading the config")
+			d.reload()
+		}
 	}
 	deadline, cancel := context.WithTimeout(context.Background(), shutdownDeadline)
 	defer cancel()
@@ -365,6 +384,13 @@ func (d *daemon) wait(ctx context.Context) error {
 
 // close releases whatever was started, in reverse order.
 func (d *daemon) close() {
+	if d.stop != nil {
+		select {
+		case <-d.stop:
+		default:
+			close(d.stop)
+		}
+	}
 	if d.ln != nil {
 		d.ln.Close()
 	}

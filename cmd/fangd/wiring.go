@@ -4,13 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/fangd/fangd/actors/a2a"
+	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/channel"
@@ -57,7 +59,12 @@ var _ channel.Agents = channelAgents{}
 // /reject (channel.Commands over approval.Approvals).
 type approvalCommands struct{ a *approval.Approvals }
 
-func (c approvalCommands) Match(text string) bool { return approval.IsCommand(text) }
+// Match claims /approve and /reject only while the policy names chats to
+// decide from (it can change on reload); otherwise such text goes to the
+// agent like any other.
+func (c approvalCommands) Match(text string) bool {
+	return len(c.a.Policy().Notify) > 0 && approval.IsCommand(text)
+}
 
 func (c approvalCommands) Handle(ctx context.Context, channelName string, m channel.Inbound) string {
 	reply, _ := c.a.HandleChat(ctx, approval.ChatMessage{Channel: channelName, ChatID: m.ChatID,
@@ -170,3 +177,113 @@ func toolText(res *sdk.CallToolResult) string {
 }
 
 var _ agent.Toolbox = (*agentToolbox)(nil)
+
+// toolCatalog is every tool fangd offers, for the approval policy (what
+// a tool is, so that only read-only ones run at once) and the agent
+// manifest check: the agents' toolbox (MCP tools, a2a_send) and POST
+// /mcp's built-ins.
+type toolCatalog struct {
+	box    *agentToolbox
+	expose atomic.Pointer[mcp.Exposer]
+}
+
+func (c *toolCatalog) ToolHints(name string) (approval.ToolHints, bool) {
+	if x := c.expose.Load(); x != nil {
+		if ro, ok := x.BuiltinReadOnly(name); ok {
+			return approval.ToolHints{ReadOnly: ro}, true
+		}
+	}
+	if name == a2a.ToolName && c.box.a2a.Load() != nil {
+		return approval.ToolHints{}, true
+	}
+	if m := c.box.m.Load(); m != nil {
+		if server, ro, ok := m.ToolHints(name); ok {
+			return approval.ToolHints{Server: server, ReadOnly: ro}, true
+		}
+	}
+	return approval.ToolHints{}, false
+}
+
+func (c *toolCatalog) ToolNames() []string {
+	seen := map[string]bool{}
+	if x := c.expose.Load(); x != nil {
+		for _, n := range x.BuiltinNames() {
+			seen[n] = true
+		}
+	}
+	for _, t := range c.box.Tools() {
+		seen[t.Name] = true
+	}
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *toolCatalog) ServerNames() []string {
+	m := c.box.m.Load()
+	if m == nil {
+		return nil
+	}
+	views, err := m.Servers()
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(views))
+	for i, v := range views {
+		out[i] = v.Name
+	}
+	return out
+}
+
+// Offered reports whether fangd offers the tool now.
+func (c *toolCatalog) Offered(name string) bool {
+	_, ok := c.ToolHints(name)
+	return ok
+}
+
+// WaitingServer names the configured MCP server, not connected now, that
+// name would be a tool of.
+func (c *toolCatalog) WaitingServer(name string) string {
+	m := c.box.m.Load()
+	if m == nil {
+		return ""
+	}
+	views, err := m.Servers()
+	if err != nil {
+		return ""
+	}
+	for _, v := range views {
+		if !v.Connected && strings.HasPrefix(name, mcp.Namespace(v.Name, "")) && len(name) > len(mcp.Namespace(v.Name, "")) {
+			return v.Name
+		}
+	}
+	return ""
+}
+
+var (
+	_ approval.ToolCatalog = (*toolCatalog)(nil)
+	_ agent.ToolDirectory  = (*toolCatalog)(nil)
+)
+
+// watchApprovalPatterns logs the approval policy's patterns that match no
+// offered tool: once the MCP servers had a moment to connect, then after
+// every change of the tool set (once it is quiet, so that servers
+// connecting one by one do not warn midway).
+func watchApprovalPatterns(a *approval.Approvals, changed <-chan struct{}, stop <-chan struct{}) {
+	const first, quiet = 10 * time.Second, 2 * time.Second
+	t := time.NewTimer(first)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-changed:
+			t.Reset(quiet)
+		case <-t.C:
+			a.CheckPatterns()
+		}
+	}
+}

@@ -76,6 +76,14 @@ func (s *Server) listApprovals(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
+// approvalPolicy serves GET /api/approvals/policy: the policy in force,
+// each offered tool with whether its calls wait and why, and the patterns
+// that match no tool (unmatched_patterns).
+func (s *Server) approvalPolicy(ctx *fasthttp.RequestCtx) error {
+	writeJSON(ctx, fasthttp.StatusOK, s.deps.Approvals.Report())
+	return nil
+}
+
 type createApprovalBody struct {
 	AgentID string `json:"agent_id"`
 	Action  string `json:"action"`

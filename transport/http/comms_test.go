@@ -99,7 +99,7 @@ func newCommsServer(t *testing.T) *commsServer {
 			t.Fatal(err)
 		}
 		s.deps.Bus, s.deps.Router, s.deps.Webhooks = bus, router, eng
-		s.deps.Hooks = HooksConfig{Token: testHookToken, MaxPayload: 64 << 10}
+		s.SetHooks(HooksConfig{Token: testHookToken, MaxPayload: 64 << 10})
 	})
 	return cs
 }
@@ -411,5 +411,26 @@ func TestCommsStreamReplaysAndCaps(t *testing.T) {
 	stop3()
 	if r := ts.authed(t, "GET", "/api/comms/events/stream", "", "Last-Event-ID", "abc"); r.status != 400 {
 		t.Fatalf("bad Last-Event-ID: %d", r.status)
+	}
+}
+
+// SetHooks (config reload) turns the trigger routes on, changes the token
+// and turns them off, on the running server.
+func TestSetHooksSwapsTheTriggerSettings(t *testing.T) {
+	ts := newCommsServer(t)
+	hook := func(token string) int {
+		return ts.do(t, "POST", "/hooks/agent", `{"message":"hi"}`, "Content-Type", "application/json", "Authorization", "Bearer "+token).status
+	}
+	if got := hook(testHookToken); got != 200 {
+		t.Fatalf("with the first token: %d", got)
+	}
+	next := "another-hook-token-0123456789abcdef"
+	ts.SetHooks(HooksConfig{Token: next, MaxPayload: 64 << 10})
+	if got, gotNew := hook(testHookToken), hook(next); got != 401 || gotNew != 200 {
+		t.Fatalf("after the token changed: old token %d, new token %d", got, gotNew)
+	}
+	ts.SetHooks(HooksConfig{})
+	if got := hook(next); got != 404 {
+		t.Fatalf("after the triggers were turned off: %d", got)
 	}
 }

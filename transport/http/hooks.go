@@ -28,6 +28,11 @@ type HooksConfig struct {
 
 func (h HooksConfig) enabled() bool { return h.Token != "" || h.Secret != "" }
 
+// SetHooks replaces the inbound trigger settings (config reload): the
+// routes are always registered and answer 404 while neither credential is
+// set, so enabling or disabling needs no new routes.
+func (s *Server) SetHooks(h HooksConfig) { s.hooks.Store(&h) }
+
 // Limits on inbound hook bodies (LibreFang's).
 const (
 	maxWakeText     = 4096
@@ -46,7 +51,7 @@ func (s *Server) hookRoutes() {
 // the length leaks nothing) or a Standard Webhooks signature: timestamp
 // within 5 minutes and an unseen webhook-id. Refusals are audited.
 func (s *Server) authenticateHook(ctx *fasthttp.RequestCtx) error {
-	h := s.deps.Hooks
+	h := *s.hooks.Load()
 	if !h.enabled() {
 		return &apiError{fasthttp.StatusNotFound, "not_found", "inbound webhook triggers are not enabled ([webhook_triggers])"}
 	}

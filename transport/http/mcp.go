@@ -49,7 +49,7 @@ func (s *Server) mcpRoutes() {
 	if s.deps.MCPServer != nil {
 		s.mcpEndpoint = newMCPEndpoint(s.deps.MCPServer.Server, s.cfg.MCP, s.log, s.streamWriter)
 		for _, m := range []string{"POST", "GET", "DELETE"} {
-			s.handle(m, "/mcp", s.mcpHTTP, routeOpts{})
+			s.handle(m, "/mcp", s.mcpHTTP, routeOpts{loopbackHost: true})
 		}
 	}
 }
@@ -250,6 +250,10 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream s
 		return fasthttpadaptor.NewFastHTTPHandler(ownContext(sdk.NewStreamableHTTPHandler(get, &sdk.StreamableHTTPOptions{
 			Stateless: stateless, JSONResponse: jsonResponse, Logger: slogger,
 			SessionTimeout: cfg.SessionTimeout, MaxRequestBodyBytes: int64(cfg.MaxBodyBytes),
+			// The chain's Host check (checkHost, loopbackHost) applies the
+			// SDK's DNS rebinding rule and also admits allowed_hosts; the
+			// SDK's own check would refuse those with a plain-text 403.
+			DisableLocalhostProtection: true,
 		}), stream))
 	}
 	return &mcpEndpoint{cfg: cfg, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}
@@ -286,9 +290,9 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 	actor, _ := ctx.UserValue(userActor).(string)
 	h.Set(mcp.HeaderActor, actor)
 	h.Set(mcp.HeaderSourceIP, clientIP(ctx).String())
-	// Trap 1: without the local address on the request, the SDK's DNS
-	// rebinding protection (403 for a non-loopback Host on a loopback
-	// listener) is silently off.
+	// Trap 1 (the SDK's DNS rebinding check is off without the local
+	// address) does not apply: the chain checked Host already (checkHost);
+	// the address is still passed on for the SDK's other uses.
 	ctx.SetUserValue(nethttp.LocalAddrContextKey, ctx.LocalAddr())
 	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
 	if !ctx.IsPost() {

@@ -21,6 +21,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/logs"
@@ -41,7 +42,33 @@ type mcpServer struct {
 type mcpSetup struct {
 	cfg    func(*Config)
 	expose func(*mcp.ExposerOptions)
+	// policy, when set, puts POST /mcp under approvals with it.
+	policy *approval.Policy
 }
+
+// exposerCatalog is the daemon's tool catalog, for the exposer alone.
+type exposerCatalog struct {
+	m *mcp.Manager
+	x *mcp.Exposer
+}
+
+func (c exposerCatalog) ToolHints(name string) (approval.ToolHints, bool) {
+	if ro, ok := c.x.BuiltinReadOnly(name); ok {
+		return approval.ToolHints{ReadOnly: ro}, true
+	}
+	server, ro, ok := c.m.ToolHints(name)
+	return approval.ToolHints{Server: server, ReadOnly: ro}, ok
+}
+
+func (c exposerCatalog) ToolNames() []string {
+	names := c.x.BuiltinNames()
+	for _, t := range c.m.Tools() {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+func (c exposerCatalog) ServerNames() []string { return nil }
 
 func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 	t.Helper()
@@ -75,10 +102,20 @@ func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 		t.Fatal(err)
 	}
 	xo := mcp.ExposerOptions{Workspace: ws, Audit: al, Manager: m, Version: "test"}
+	var apps *approval.Approvals
+	if setup.policy != nil {
+		if apps, err = approval.Start(k, db, vault, al, approval.Options{Policy: *setup.policy}); err != nil {
+			t.Fatal(err)
+		}
+		xo.Approvals = apps
+	}
 	if setup.expose != nil {
 		setup.expose(&xo)
 	}
 	x := mcp.NewExposer(xo)
+	if apps != nil {
+		apps.SetTools(exposerCatalog{m, x})
+	}
 	cfg := DefaultConfig()
 	cfg.APIKey = testKey
 	cfg.Version = "test"
@@ -86,7 +123,7 @@ func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 	if setup.cfg != nil {
 		setup.cfg(&cfg)
 	}
-	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(10), MCP: m, MCPServer: x})
+	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(10), MCP: m, MCPServer: x, Approvals: apps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,6 +423,22 @@ func TestMCPHostRebindingAndAuth(t *testing.T) {
 	}
 }
 
+// /mcp's rebinding rule is the API's one Host check: names in
+// allowed_hosts are admitted there too, foreign ones still get 403.
+func TestMCPAllowedHosts(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{cfg: func(c *Config) { c.AllowedHosts = []string{"fangd.test"} }})
+	rt := &hostRewriter{key: testKey, host: "fangd.test:4545"}
+	cs, err := goClient(t, s.url, rt, "2025-11-25")
+	if err != nil {
+		t.Fatalf("allowed_hosts name refused on /mcp: %v (status %d)", err, rt.status.Load())
+	}
+	cs.Close()
+	rt = &hostRewriter{key: testKey, host: "evil.example.com"}
+	if _, err := goClient(t, s.url, rt, "2025-11-25"); err == nil || rt.status.Load() != 403 {
+		t.Fatalf("foreign Host on /mcp: err=%v status %d", err, rt.status.Load())
+	}
+}
+
 type mcpFakeAgents struct{}
 
 func (mcpFakeAgents) ToolFilter(_ context.Context, agent string) (func(string) bool, error) {
@@ -610,5 +663,45 @@ func TestMCPRestEndpoints(t *testing.T) {
 	}
 	if code, _ = s.api(t, "DELETE", "/api/mcp/servers/flat", ""); code != 404 {
 		t.Fatalf("second delete: %d", code)
+	}
+}
+
+// POST /mcp under the default approval policy: a proxied tool its server
+// does not annotate read-only waits, and a request nobody decides expires
+// into an isError result naming the approval (the caller's identity in
+// the record, the outcome in the audit); fangd's read-only built-ins run
+// at once. On main the call ran at once.
+func TestMCPCallWaitsForApprovalAndExpires(t *testing.T) {
+	p := approval.DefaultPolicy()
+	p.TimeoutSecs = 1
+	s := newMCPServer(t, mcpSetup{policy: &p})
+	s.addPeer(t, "p", peer(t))
+
+	_, out := s.rpc(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"file_list","arguments":{}}}`, nil)
+	if res, _ := out["result"].(map[string]any); res == nil || res["isError"] == true || !strings.Contains(toJSON(res), "docs") {
+		t.Fatalf("read-only built-in: %v", out)
+	}
+	_, out = s.rpc(t, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"mcp_p_shout","arguments":{"message":"hi"}}}`, nil)
+	res, _ := out["result"].(map[string]any)
+	if res == nil || res["isError"] != true || strings.Contains(toJSON(res), "HI") || !strings.Contains(toJSON(res), "expired") {
+		t.Fatalf("an undecided call: %v", out)
+	}
+	_, page := s.api(t, "GET", "/api/approvals?status=expired", "")
+	list, _ := page["approvals"].([]any)
+	if len(list) != 1 {
+		t.Fatalf("approvals %v", page)
+	}
+	rec := list[0].(map[string]any)
+	if rec["action"] != "mcp_p_shout" || rec["requested_by"] != "mcp:api_key" || rec["agent_id"] != "mcp:api_key" ||
+		!strings.Contains(toJSON(res), rec["id"].(string)) {
+		t.Fatalf("record %v, answer %v", rec, res)
+	}
+	eventuallyHTTP(t, func() bool {
+		_, body := s.api(t, "GET", "/api/audit/recent?limit=50", "")
+		return strings.Contains(toJSON(body), "tool=shout outcome=expired")
+	})
+	_, out = s.api(t, "GET", "/api/approvals/policy", "")
+	if !strings.Contains(toJSON(out), `{"gated":true,"name":"mcp_p_shout","read_only":false,"reason":"not_read_only","server":"p"}`) {
+		t.Fatalf("policy %v", out)
 	}
 }

@@ -14,6 +14,7 @@ type httpMetrics struct {
 	requests    *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	rateLimited prometheus.Counter
+	hostRefused prometheus.Counter
 }
 
 func (m *httpMetrics) register(reg *prometheus.Registry) error {
@@ -26,7 +27,9 @@ func (m *httpMetrics) register(reg *prometheus.Registry) error {
 		[]string{"route"})
 	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fangd_http_rate_limited_total", Help: "Requests refused by the rate limiter."})
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.rateLimited} {
+	m.hostRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fangd_http_host_refused_total", Help: "Requests refused for a Host header that is not allowed (DNS rebinding)."})
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.rateLimited, m.hostRefused} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

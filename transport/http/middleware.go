@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
-	"net"
 	"strconv"
 	"time"
 
@@ -35,6 +34,9 @@ type routeOpts struct {
 	// ownAuth: the handler authenticates the caller itself (inbound hooks:
 	// their own token or a signature, never the API key).
 	ownAuth bool
+	// loopbackHost applies the Host check on a loopback listener even
+	// when an API key is set (/mcp: the MCP SDK's DNS rebinding rule).
+	loopbackHost bool
 	// platformCallback marks routes chat platforms call
 	// (/channels/<name>/webhook): they authenticate by signature, and only
 	// refused or failed calls are audited (every inbound chat message would
@@ -56,6 +58,7 @@ func mergeOpts(opts []routeOpts) routeOpts {
 		o.maxBody = max(o.maxBody, x.maxBody)
 		o.ownAuth = o.ownAuth || x.ownAuth
 		o.platformCallback = o.platformCallback || x.platformCallback
+		o.loopbackHost = o.loopbackHost || x.loopbackHost
 	}
 	return o
 }
@@ -64,11 +67,16 @@ const (
 	userActor = "fangd.actor"
 	userAudit = "fangd.audit_details"
 	userRPC   = "fangd.rpc_errors"
+	// userAuthRefused marks a request refused by a handler's own
+	// authentication (hooks), audited in aggregate instead.
+	userAuthRefused = "fangd.auth_refused"
 )
 
 // chain wraps h in the middleware every route gets, outermost first:
-// request id + security headers + panic recovery + metrics, rate limit,
-// auth, then auditing of mutating calls.
+// request id + security headers + panic recovery + metrics, the Host
+// check, CORS (and the refusal of cross-origin writes), rate limit, auth,
+// then auditing of mutating calls. A refused Host or cross-origin write
+// changes nothing: it spends no rate-limit cells and writes no audit entry.
 func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.RequestHandler {
 	metrics := s.metrics.route(route)
 	return func(ctx *fasthttp.RequestCtx) {
@@ -81,14 +89,39 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		// before the request is counted.
 		defer metrics.observe(ctx, start)
 		defer s.recoverPanic(ctx)
-		if err := s.rateLimit(ctx); err != nil {
+		if err := s.checkHost(ctx, o); err != nil {
 			s.writeError(ctx, err)
 			return
 		}
-		if err := s.authenticate(ctx, o); err != nil {
+		s.resolveClient(ctx)
+		listed := s.cors(ctx)
+		if listed {
+			if method, ok := s.preflightFor(ctx); ok {
+				// Browsers send preflights without credentials: they
+				// spend the client address's cells and are answered
+				// before auth.
+				if err := s.rateLimit(ctx, bucketKey(clientIP(ctx).String(), "", false)); err != nil {
+					s.writeError(ctx, err)
+					return
+				}
+				answerPreflight(ctx, method)
+				return
+			}
+		}
+		if err := s.checkOrigin(ctx, o, listed); err != nil {
 			s.writeError(ctx, err)
 			return
 		}
+		actor, refused := s.authenticate(ctx, o)
+		if err := s.rateLimit(ctx, bucketKey(clientIP(ctx).String(), actor, refused != nil)); err != nil {
+			s.writeError(ctx, err)
+			return
+		}
+		if refused != nil {
+			s.refuseAuth(ctx, refused)
+			return
+		}
+		ctx.SetUserValue(userActor, actor)
 		if o.maxBody > 0 && len(ctx.Request.Body()) > o.maxBody {
 			s.writeError(ctx, &apiError{fasthttp.StatusRequestEntityTooLarge, "body_too_large",
 				fmt.Sprintf("request body exceeds %d bytes", o.maxBody)})
@@ -98,7 +131,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		if err != nil {
 			s.writeError(ctx, err)
 		}
-		if isMutating(ctx) && (!o.platformCallback || ctx.Response.StatusCode() >= 400) {
+		if isMutating(ctx) && (!o.platformCallback || ctx.Response.StatusCode() >= 400) && ctx.UserValue(userAuthRefused) == nil {
 			s.auditRequest(ctx)
 		}
 	}
@@ -186,24 +219,13 @@ func (s *Server) recoverPanic(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// clientIP is the TCP peer. Forwarding headers are not trusted.
-func clientIP(ctx *fasthttp.RequestCtx) net.IP { return ctx.RemoteIP() }
-
-// directLoopback is a loopback peer that is not a reverse proxy relaying
-// someone else: a loopback request with forwarding headers is treated as
-// remote (LibreFang issue #3558).
-func directLoopback(ctx *fasthttp.RequestCtx) bool {
-	h := &ctx.Request.Header
-	return clientIP(ctx).IsLoopback() && len(h.Peek("X-Forwarded-For")) == 0 &&
-		len(h.Peek("X-Real-Ip")) == 0 && len(h.Peek("Forwarded")) == 0
-}
-
-func (s *Server) rateLimit(ctx *fasthttp.RequestCtx) error {
-	if s.limiter == nil || (s.cfg.RateLimitExemptLoopback && directLoopback(ctx)) {
+func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, bucket string) error {
+	l := s.limits.Load()
+	if l.g == nil || (l.ExemptLoopback && loopbackClient(ctx)) {
 		return nil
 	}
 	cost := routeCost(string(ctx.Method()), string(ctx.Path()))
-	ok, wait := s.limiter.allow(clientIP(ctx).String(), cost)
+	ok, wait := l.g.allow(bucket, cost)
 	if ok {
 		return nil
 	}
@@ -215,43 +237,72 @@ func (s *Server) rateLimit(ctx *fasthttp.RequestCtx) error {
 
 func hashKey(k string) [32]byte { return sha256.Sum256([]byte(k)) }
 
-// authenticate admits public routes, a matching API key (Bearer or
-// X-API-Key, compared in constant time over hashes so length leaks
-// nothing), or, with no key configured, direct loopback callers. Every
-// refusal is audited.
-func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) error {
+// authRefusal is why a caller was not let in: the reason audited, the
+// WWW-Authenticate challenge (if any) and the error answered.
+type authRefusal struct {
+	reason    string
+	challenge string
+	err       *apiError
+}
+
+var (
+	refusedNotLoopback = &authRefusal{"no API key is configured and the caller is not on loopback", "",
+		&apiError{fasthttp.StatusUnauthorized, "unauthorized", "only loopback callers are allowed when no API key is configured"}}
+	refusedMissing = &authRefusal{"missing credentials", `Bearer realm="fangd"`,
+		&apiError{fasthttp.StatusUnauthorized, "unauthorized", "missing credentials: send Authorization: Bearer <api_key> or X-API-Key"}}
+	refusedInvalid = &authRefusal{"invalid API key", `Bearer realm="fangd", error="invalid_token"`,
+		&apiError{fasthttp.StatusUnauthorized, "unauthorized", "invalid API key"}}
+)
+
+// authenticate says who the caller is: "anonymous" on public routes,
+// "peer:<name>" for an A2A peer token, "api_key" for a matching API key
+// (Bearer or X-API-Key, compared in constant time over hashes so length
+// leaks nothing), or, with no key configured, "loopback" for loopback
+// callers. Otherwise it says why not; the chain rate-limits first and
+// then answers and audits the refusal (refuseAuth).
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) (string, *authRefusal) {
 	if o.public || o.ownAuth {
-		ctx.SetUserValue(userActor, "anonymous")
-		return nil
+		return "anonymous", nil
 	}
 	if o.peers {
 		if name, ok := s.peerToken(bearer(ctx)); ok {
-			ctx.SetUserValue(userActor, "peer:"+name)
-			return nil
+			return "peer:" + name, nil
 		}
 	}
 	if s.cfg.APIKey == "" {
-		if directLoopback(ctx) {
-			ctx.SetUserValue(userActor, "loopback")
-			return nil
+		if loopbackClient(ctx) {
+			return "loopback", nil
 		}
-		s.auditAuthFailure(ctx, "no API key is configured and the caller is not on loopback")
-		return &apiError{fasthttp.StatusUnauthorized, "unauthorized", "only loopback callers are allowed when no API key is configured"}
+		return "", refusedNotLoopback
 	}
 	presented := bearer(ctx)
 	if presented == nil {
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="fangd"`)
-		s.auditAuthFailure(ctx, "missing credentials")
-		return &apiError{fasthttp.StatusUnauthorized, "unauthorized", "missing credentials: send Authorization: Bearer <api_key> or X-API-Key"}
+		return "", refusedMissing
 	}
 	sum := sha256.Sum256(presented)
 	if subtle.ConstantTimeCompare(sum[:], s.keyHash[:]) != 1 {
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="fangd", error="invalid_token"`)
-		s.auditAuthFailure(ctx, "invalid API key")
-		return &apiError{fasthttp.StatusUnauthorized, "unauthorized", "invalid API key"}
+		return "", refusedInvalid
 	}
-	ctx.SetUserValue(userActor, "api_key")
-	return nil
+	return "api_key", nil
+}
+
+// refuseAuth answers a refused caller with 401 and counts the failure for
+// the aggregated auth_failed audit entry of its address.
+func (s *Server) refuseAuth(ctx *fasthttp.RequestCtx, r *authRefusal) {
+	if r.challenge != "" {
+		ctx.Response.Header.Set("WWW-Authenticate", r.challenge)
+	}
+	s.auditAuthFailure(ctx, r.reason)
+	s.writeError(ctx, r.err)
+}
+
+// auditAuthFailure counts a failed authentication for the aggregated
+// auth_failed entry of the client's address (authFailures). The refused
+// request gets no api_request entry of its own: that would be the one
+// synced entry per failure the aggregation exists to avoid.
+func (s *Server) auditAuthFailure(ctx *fasthttp.RequestCtx, why string) {
+	ctx.SetUserValue(userAuthRefused, true)
+	s.authFailures.record(clientIP(ctx).String(), string(ctx.Method())+" "+string(ctx.Path()), why)
 }
 
 // peerToken finds the [[a2a.peers]] entry whose token was presented,
@@ -316,14 +367,6 @@ func (s *Server) auditRequest(ctx *fasthttp.RequestCtx) {
 		// The change happened but could not be recorded: do not report
 		// success for something the audit log does not show.
 		s.writeError(ctx, err)
-	}
-}
-
-func (s *Server) auditAuthFailure(ctx *fasthttp.RequestCtx, why string) {
-	err := s.appendAudit(audit.Event{EventType: "auth_failed", Outcome: "denied", Actor: "anonymous",
-		SourceIP: clientIP(ctx).String(), Details: fmt.Sprintf("%s %s: %s", ctx.Method(), ctx.Path(), why)})
-	if err != nil {
-		s.log.Error().Err(err).Msg("failed authentication could not be audited")
 	}
 }
 

@@ -7,6 +7,57 @@ import (
 	"time"
 )
 
+// RateLimits is the limiter's whole configuration, swapped as one value
+// (SetRateLimits) so that a config reload can change it while requests run.
+type RateLimits struct {
+	// PerMinute is the GCRA quota of each bucket; 0 turns the limiter off.
+	PerMinute int
+	// ExemptLoopback lets loopback clients bypass the limiter.
+	ExemptLoopback bool
+}
+
+// limiter is the RateLimits in force and their buckets (nil when off).
+type limiter struct {
+	RateLimits
+	g *gcra
+}
+
+// SetRateLimits puts l in force. Buckets carry over when the quota is
+// unchanged; a new quota starts every bucket full.
+func (s *Server) SetRateLimits(l RateLimits) {
+	next := &limiter{RateLimits: l}
+	old := s.limits.Load()
+	if old != nil && old.PerMinute == l.PerMinute {
+		next.g = old.g
+	} else if l.PerMinute > 0 {
+		next.g = newGCRA(l.PerMinute)
+		if old != nil && old.g != nil {
+			next.g.now = old.g.now // a test's clock stays in force
+		}
+	}
+	s.limits.Store(next)
+}
+
+// Rate-limit buckets. A request spends cells from exactly one bucket,
+// chosen by what it proved, so that traffic in one class cannot starve
+// another from the same address (a shared NAT or proxy):
+//   - a valid credential (API key, A2A peer token): its identity at the
+//     client address, so a flood of bad keys or anonymous requests from
+//     the same address leaves the key's bucket untouched;
+//   - a failed authentication: its own bucket per client address, which
+//     caps key guessing without locking out the good key;
+//   - everything else (public routes, loopback callers with no API key,
+//     CORS preflights): the client address.
+func bucketKey(ip, actor string, failed bool) string {
+	switch {
+	case failed:
+		return "auth_failed|" + ip
+	case actor == "api_key" || strings.HasPrefix(actor, "peer:"):
+		return actor + "|" + ip
+	}
+	return ip
+}
+
 // gcra is a Generic Cell Rate Algorithm limiter keyed by client: each key
 // has a theoretical arrival time (TAT). A request of cost c is allowed when
 // max(TAT, now) + c*T - now <= burst*T, where T is the emission interval.

@@ -18,7 +18,12 @@ func (s *Server) registerSecurityProbes() {
 		}
 	}
 	sec.Register("security_headers", onOff(s.cfg.SecurityHeaders))
-	sec.Register("gcra_rate_limiter", onOff(s.limiter != nil))
+	sec.Register("gcra_rate_limiter", func() kernel.State {
+		if s.limits.Load().g != nil {
+			return kernel.StateActive
+		}
+		return kernel.StateInactive
+	})
 	// GET /api/health answers status and version only; details need auth.
 	sec.Register("health_redaction", onOff(true))
 }

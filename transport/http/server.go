@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/router"
@@ -38,12 +39,27 @@ type Config struct {
 	APIKey string
 	// MaxBodyBytes caps request bodies (413 beyond).
 	MaxBodyBytes int
-	// RateLimitPerMinute is the GCRA quota per client IP; 0 turns the
-	// limiter off.
+	// RateLimitPerMinute is the GCRA quota of each rate-limit bucket
+	// (bucketKey: per credential and client address, failed
+	// authentications apart); 0 turns the limiter off. SetRateLimits
+	// changes it and RateLimitExemptLoopback at run time.
 	RateLimitPerMinute int
-	// RateLimitExemptLoopback lets loopback callers (with no forwarding
-	// headers) bypass the limiter.
+	// RateLimitExemptLoopback lets loopback clients (direct, or named by
+	// a trusted proxy) bypass the limiter.
 	RateLimitExemptLoopback bool
+	// AllowedHosts are the Host names served besides loopback names and
+	// addresses. The Host check applies when no API key is set or when
+	// this is non-empty (see hostChecked).
+	AllowedHosts []string
+	// CORSOrigins are the browser origins (scheme://host[:port]) allowed
+	// to read answers; empty keeps CORS closed.
+	CORSOrigins []string
+	// TrustedProxies are CIDRs (or addresses) of reverse proxies whose
+	// X-Forwarded-For / Forwarded headers name the client.
+	TrustedProxies []string
+	// AuthFailureInterval is how often failed authentications are audited,
+	// one entry per source address with a count. Zero means one minute.
+	AuthFailureInterval time.Duration
 	// SecurityHeaders adds nosniff, frame-deny, CSP, HSTS and friends.
 	SecurityHeaders bool
 	ReadTimeout     time.Duration
@@ -126,13 +142,17 @@ type Deps struct {
 
 // Server is fangd's HTTP API.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	log     zerolog.Logger
-	router  *router.Router
-	srv     *fasthttp.Server
-	limiter *gcra
+	cfg    Config
+	deps   Deps
+	log    zerolog.Logger
+	router *router.Router
+	srv    *fasthttp.Server
+	// limits is the rate limiter in force (SetRateLimits).
+	limits  atomic.Pointer[limiter]
+	edge    edge
 	keyHash [32]byte
+	// authFailures aggregates failed authentications for the audit log.
+	authFailures *authFailures
 	// peerHashes are the A2A peers' token hashes.
 	peerHashes []peerHash
 	// rpcHandlers caches the adapted JSON-RPC handler per A2A endpoint.
@@ -144,6 +164,8 @@ type Server struct {
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
 	mcpEndpoint              *mcpEndpoint
+	// hooks starts as deps.Hooks; SetHooks swaps it.
+	hooks atomic.Pointer[HooksConfig]
 }
 
 // New builds the server and its routes.
@@ -154,8 +176,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.StreamWriteTimeout <= 0 {
 		cfg.StreamWriteTimeout = 30 * time.Second
 	}
+	e, err := newEdge(cfg)
+	if err != nil {
+		return nil, err
+	}
 	uuid.EnableRandPool()
 	s := &Server{
+		edge:    e,
 		cfg:     cfg,
 		deps:    deps,
 		log:     deps.Kernel.Log.With().Str("component", "http").Logger(),
@@ -163,18 +190,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		closing: make(chan struct{}),
 	}
 	s.keyHash = hashKey(cfg.APIKey)
+	s.SetHooks(deps.Hooks)
 	for _, p := range cfg.A2APeers {
 		s.peerHashes = append(s.peerHashes, peerHash{name: p.Name, hash: hashKey(p.Token)})
 	}
-	if cfg.RateLimitPerMinute > 0 {
-		s.limiter = newGCRA(cfg.RateLimitPerMinute)
-	}
+	s.SetRateLimits(RateLimits{PerMinute: cfg.RateLimitPerMinute, ExemptLoopback: cfg.RateLimitExemptLoopback})
 	if err := s.metrics.register(deps.Kernel.Metrics); err != nil {
 		return nil, err
 	}
 	s.registerSecurityProbes()
 	s.encodeHealthBodies()
 	s.routes()
+	s.authFailures = newAuthFailures(cfg.AuthFailureInterval, s.appendAudit, s.log)
 	s.srv = &fasthttp.Server{
 		Handler:               s.router.Handler,
 		ErrorHandler:          s.transportError,
@@ -193,11 +220,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 
-// Shutdown stops accepting, ends SSE streams, and waits for in-flight
-// requests until ctx is done.
+// Shutdown stops accepting, ends SSE streams, waits for in-flight
+// requests until ctx is done, and then audits the failed authentications
+// counted since the last aggregated entry.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() { close(s.closing) })
-	return s.srv.ShutdownWithContext(ctx)
+	err := s.srv.ShutdownWithContext(ctx)
+	s.authFailures.close()
+	return err
 }
 
 // Handler exposes the full handler chain (tests and the bench use it).
@@ -242,6 +272,7 @@ func (s *Server) routes() {
 	s.api("PUT", "/budget/agents/{id}", s.putAgentBudget)
 	s.api("GET", "/approvals", s.needApprovals(s.listApprovals))
 	s.api("POST", "/approvals", s.needApprovals(s.createApproval))
+	s.api("GET", "/approvals/policy", s.needApprovals(s.approvalPolicy))
 	s.api("GET", "/approvals/totp/status", s.needApprovals(s.totpStatus))
 	s.api("POST", "/approvals/totp/setup", s.needApprovals(s.totpSetup))
 	s.api("POST", "/approvals/totp/confirm", s.needApprovals(s.totpConfirm))

@@ -101,6 +101,10 @@ func (ts *testServer) do(t *testing.T, method, path, body string, headers ...str
 	}
 	req, _ := nethttp.NewRequest(method, ts.url+path, rd)
 	for i := 0; i+1 < len(headers); i += 2 {
+		if strings.EqualFold(headers[i], "Host") {
+			req.Host = headers[i+1] // net/http ignores a Host header
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	res, err := nethttp.DefaultClient.Do(req)
@@ -182,10 +186,13 @@ func TestAuthSchemesAndFailuresAreAudited(t *testing.T) {
 			}
 		}
 	}
+	// Failed authentications are audited in aggregate (authFailures):
+	// write out the counts instead of waiting for the timer.
+	ts.authFailures.flush()
 	failures := 0
 	for _, e := range ts.recent(t, 50) {
 		if e.EventType == "auth_failed" {
-			failures++
+			failures += failureCount(t, e)
 			if e.Outcome != "denied" || e.SourceIP != "127.0.0.1" || strings.Contains(e.Details, testKey[:10]) {
 				t.Errorf("auth_failed entry = %+v", e)
 			}
@@ -290,6 +297,39 @@ func TestRateLimitAnswers429WithRetryAfter(t *testing.T) {
 	if r := ts2.authed(t, "GET", "/api/audit/recent", ""); r.status != 429 {
 		t.Fatalf("second audit read (cost 5 of 6): %d", r.status)
 	}
+}
+
+// SetRateLimits (config reload) changes the quota of the running server and
+// can turn the limiter on and off.
+func TestSetRateLimitSwapsTheQuota(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 0 })
+	for i := range 10 {
+		if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
+			t.Fatalf("unlimited request %d: %d", i, r.status)
+		}
+	}
+	ts.SetRateLimits(RateLimits{PerMinute: 2})
+	ts.do(t, "GET", "/api/health", "")
+	ts.do(t, "GET", "/api/health", "")
+	if r := ts.do(t, "GET", "/api/health", ""); r.status != 429 {
+		t.Fatalf("3rd request under a quota of 2: %d", r.status)
+	}
+	if st := ts.limiterState(t); st != kernel.StateActive {
+		t.Fatalf("gcra_rate_limiter = %s after SetRateLimit(2)", st)
+	}
+	ts.SetRateLimits(RateLimits{})
+	if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
+		t.Fatalf("after the limiter was turned off: %d", r.status)
+	}
+	if st := ts.limiterState(t); st != kernel.StateInactive {
+		t.Fatalf("gcra_rate_limiter = %s after SetRateLimit(0)", st)
+	}
+}
+
+// limiterState is the rate limiter's entry in the security systems.
+func (ts *testServer) limiterState(t *testing.T) kernel.State {
+	t.Helper()
+	return ts.deps.Kernel.Security.Status()["gcra_rate_limiter"]
 }
 
 func TestRateLimitLoopbackExemption(t *testing.T) {
@@ -501,6 +541,10 @@ func (ts *testServer) openStream(t *testing.T, path string, headers ...string) (
 	req, _ := nethttp.NewRequestWithContext(ctx, "GET", ts.url+path, nil)
 	req.Header.Set("Authorization", "Bearer "+testKey)
 	for i := 0; i+1 < len(headers); i += 2 {
+		if strings.EqualFold(headers[i], "Host") {
+			req.Host = headers[i+1] // net/http ignores a Host header
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	res, err := nethttp.DefaultClient.Do(req)

@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -103,9 +104,15 @@ func refusal(host string, ip netip.Addr, class string) *Error {
 // Guard checks and dials outbound addresses.
 type Guard struct {
 	resolver Resolver
-	allowNet []netip.Prefix
-	allowHst []string // lower-case literals or "*.suffix" globs
-	dialer   *net.Dialer
+	// allow is swapped whole by SetAllowHosts (config reload); every
+	// check reads one consistent list.
+	allow  atomic.Pointer[allowList]
+	dialer *net.Dialer
+}
+
+type allowList struct {
+	nets  []netip.Prefix
+	hosts []string // lower-case literals or "*.suffix" globs
 }
 
 // Option configures a Guard.
@@ -124,41 +131,52 @@ func New(allowHosts []string, opts ...Option) (*Guard, error) {
 	for _, o := range opts {
 		o(g)
 	}
+	if err := g.SetAllowHosts(allowHosts); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// SetAllowHosts replaces the allowlist (same forms as New). A bad entry is
+// an error that names it, and the list in force stays as it was.
+func (g *Guard) SetAllowHosts(allowHosts []string) error {
+	l := &allowList{}
 	for _, raw := range allowHosts {
 		entry := strings.ToLower(strings.TrimSpace(raw))
 		switch {
 		case entry == "":
-			return nil, errors.New("allow_hosts: empty entry")
+			return errors.New("allow_hosts: empty entry")
 		case strings.Contains(entry, "/"):
 			p, err := netip.ParsePrefix(entry)
 			if err != nil {
-				return nil, fmt.Errorf("allow_hosts: %q is not a valid CIDR", raw)
+				return fmt.Errorf("allow_hosts: %q is not a valid CIDR", raw)
 			}
 			p = p.Masked()
 			if p.Addr().Is4In6() {
 				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 			}
-			g.allowNet = append(g.allowNet, p)
+			l.nets = append(l.nets, p)
 		default:
 			if ip, err := netip.ParseAddr(entry); err == nil {
 				ip = ip.Unmap()
-				g.allowNet = append(g.allowNet, netip.PrefixFrom(ip, ip.BitLen()))
+				l.nets = append(l.nets, netip.PrefixFrom(ip, ip.BitLen()))
 				continue
 			}
 			host := strings.TrimPrefix(entry, "*.")
 			if host == "" || strings.ContainsAny(host, "*:@ ") {
-				return nil, fmt.Errorf("allow_hosts: %q is not a host name, a *.suffix glob or a CIDR", raw)
+				return fmt.Errorf("allow_hosts: %q is not a host name, a *.suffix glob or a CIDR", raw)
 			}
-			g.allowHst = append(g.allowHst, entry)
+			l.hosts = append(l.hosts, entry)
 		}
 	}
-	return g, nil
+	g.allow.Store(l)
+	return nil
 }
 
 // hostAllowed reports whether the host name is on the allowlist.
 func (g *Guard) hostAllowed(host string) bool {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	for _, h := range g.allowHst {
+	for _, h := range g.allow.Load().hosts {
 		if suffix, ok := strings.CutPrefix(h, "*."); ok {
 			if strings.HasSuffix(host, "."+suffix) {
 				return true
@@ -177,7 +195,7 @@ func (g *Guard) addrAllowed(ip netip.Addr, hostOK bool) (bool, string) {
 	if linkLocal(ip) {
 		return false, "link-local"
 	}
-	for _, p := range g.allowNet {
+	for _, p := range g.allow.Load().nets {
 		if p.Contains(ip) {
 			return true, ""
 		}

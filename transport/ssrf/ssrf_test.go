@@ -142,6 +142,39 @@ func TestCheckResolvesAndRefusesPrivateTargets(t *testing.T) {
 	}
 }
 
+// SetAllowHosts (config reload) changes what the same guard admits; a bad
+// list is refused whole and the list in force stays.
+func TestSetAllowHostsSwapsTheList(t *testing.T) {
+	g, err := New(nil, WithResolver(fakeResolver{"lan.home": {"192.168.1.20"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := g.Check(ctx, "http://127.0.0.1:9/"); !IsBlocked(err) {
+		t.Fatalf("loopback before the allowlist: %v", err)
+	}
+	if err := g.SetAllowHosts([]string{"127.0.0.1/32", "*.home"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []string{"http://127.0.0.1:9/", "http://lan.home/"} {
+		if _, err := g.Check(ctx, ok); err != nil {
+			t.Errorf("Check(%s) after SetAllowHosts: %v", ok, err)
+		}
+	}
+	if err := g.SetAllowHosts([]string{"10.0.0.0/8", "10.0.0.0/33"}); err == nil {
+		t.Fatal("a bad allowlist was accepted")
+	}
+	if _, err := g.Check(ctx, "http://127.0.0.1:9/"); err != nil {
+		t.Fatalf("the refused list changed the one in force: %v", err)
+	}
+	if err := g.SetAllowHosts(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Check(ctx, "http://127.0.0.1:9/"); !IsBlocked(err) {
+		t.Fatalf("loopback after the allowlist was emptied: %v", err)
+	}
+}
+
 func TestNewRejectsBadAllowlistEntries(t *testing.T) {
 	for _, bad := range []string{"", "10.0.0.0/33", "not/a/cidr", "a*b.com", "*."} {
 		if _, err := New([]string{bad}); err == nil {
