@@ -17,6 +17,10 @@ const (
 	anthKey = "sk-ant-fangd-test-77d2e3aa"
 )
 
+// loopbackPolicy lets fangd reach fake platforms and receivers on
+// loopback, which the network policy refuses unless allow-listed.
+const loopbackPolicy = "\n[network_policy]\nallow_hosts = [\"127.0.0.1/32\"]\n"
+
 // keyEnv hands the fake providers' keys to the daemon's environment.
 var keyEnv = []string{"FANGD_TEST_OAI_KEY=" + oaiKey, "FANGD_TEST_ANTH_KEY=" + anthKey}
 
@@ -59,11 +63,6 @@ cached_input_per_m = 0.3
 output_per_m = 15.0
 context_window = 200000
 %s`, oai.BaseURL, anth.BaseURL, extra)
-	if !strings.Contains(extra, "[network_policy]") {
-		// Fake platforms and receivers listen on loopback, which the
-		// network policy refuses unless allow-listed.
-		cfg += "\n[network_policy]\nallow_hosts = [\"127.0.0.1/32\"]\n"
-	}
 	return oai, anth, cfg
 }
 

@@ -127,7 +127,7 @@ allow_hosts = ["127.0.0.1/32"]
 // LLM, Telegram is down when the reply should go out, the daemon is killed
 // with SIGKILL, and after the restart the queued reply reaches the chat.
 func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
-	oai, _, config := fakes(t, "")
+	oai, _, config := fakes(t, loopbackPolicy)
 	tg := telegramfake.New("333:agent")
 	defer tg.Close()
 	home := t.TempDir()
