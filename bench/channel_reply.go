@@ -86,6 +86,7 @@ func runChannelReply(ctx context.Context, env *Env) ([]Row, error) {
 [providers.benchllm]
 api = "openai"
 base_url = %q
+trusted = true # a local fake on loopback
 api_key_env = %q
 
 [[models]]

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/transport/neterr"
 )
 
 const (
@@ -100,7 +101,7 @@ func (a *channelActor) Receive(c actor.Context) {
 	case *reconfigure:
 		a.stopRun()
 		a.attempt = 0
-		a.status.LastError = ""
+		a.status.LastError, a.status.LastErrorCode = "", ""
 		a.status.NextRetryAt = nil
 		a.load()
 		a.publish(c)
@@ -111,7 +112,7 @@ func (a *channelActor) Receive(c actor.Context) {
 		}
 		now := time.Now()
 		a.status.State = StateConnected
-		a.status.LastError = ""
+		a.status.LastError, a.status.LastErrorCode = "", ""
 		a.status.NextRetryAt = nil
 		a.status.ConnectedSince = &now
 		id := m.id
@@ -235,7 +236,14 @@ func (a *channelActor) load() {
 		return
 	}
 	a.cfg = &Config{Name: a.name, Adapter: rec.Adapter, Spec: spec, Values: rec.Values, Lists: rec.Lists,
-		Secrets: secrets, Log: a.log}
+		Secrets: secrets, Log: a.log, Net: a.rt.net}
+	// Stored by an earlier run, possibly under another allow_hosts: a URL
+	// the policy refuses now is never dialled.
+	if err := checkURLs(a.cfg); err != nil {
+		a.fail(kernel.PublicMessage(err))
+		a.status.LastErrorCode = kernel.AsError(err).Code
+		return
+	}
 	ad, err := build(a.cfg)
 	if err != nil {
 		a.fail("invalid configuration: " + err.Error())
@@ -325,9 +333,9 @@ func (a *channelActor) runEnded(c actor.Context, m *runEnded) {
 		err = errors.New("the platform closed the connection")
 	}
 	a.status.ConnectedSince = nil
-	a.status.LastError = err.Error()
+	a.status.LastError, a.status.LastErrorCode = linkError(err)
 	if IsPermanent(err) {
-		a.fail(err.Error())
+		a.fail(a.status.LastError)
 		a.publish(c)
 		return
 	}
@@ -962,7 +970,8 @@ func (a *channelActor) sendDone(c actor.Context, m *sendDone) {
 			a.pausedUntil = time.Now().Add(hint)
 		}
 		m.item.retryAt = time.Now().Add(d)
-		a.status.LastError = "sending failed, will retry: " + m.err.Error()
+		msg, code := linkError(m.err)
+		a.status.LastError, a.status.LastErrorCode = "sending failed, will retry: "+msg, code
 		a.kickLater(d)
 	}
 	a.status.OutboxPending = len(a.outbox)
@@ -1012,8 +1021,27 @@ func (a *channelActor) test(m *testRequest) {
 	}()
 }
 
+// upstream is a failed test call as the API answers it: a network failure
+// with its own code (host_not_found, connection_refused, tls_failed ...),
+// anything else as platform_error.
 func upstream(display string, err error) error {
+	if neterr.Network(err) {
+		e := *neterr.Classify(err, display)
+		e.Err = nil
+		return &e
+	}
 	return kernel.Errorf(kernel.KindUpstream, "platform_error", "%s: %s", display, err.Error())
+}
+
+// linkError is what the status says about a failure: for a network
+// failure its cause and code, never the URL (a Telegram URL holds the bot
+// token); otherwise the adapter's own text.
+func linkError(err error) (msg, code string) {
+	if neterr.Network(err) {
+		code, msg = neterr.Cause(err)
+		return msg, code
+	}
+	return err.Error(), ""
 }
 
 // publish reports the status to the supervisor.

@@ -254,8 +254,12 @@ const (
 
 // Status is a channel's live state.
 type Status struct {
-	State          string     `json:"status"`
-	LastError      string     `json:"last_error"`
+	State     string `json:"status"`
+	LastError string `json:"last_error"`
+	// LastErrorCode is the network failure's code (host_not_found,
+	// connection_refused, upstream_timeout, tls_failed, url_not_allowed
+	// ...) when the last error was one.
+	LastErrorCode  string     `json:"last_error_code,omitempty"`
 	ConnectedSince *time.Time `json:"connected_since"`
 	LastMessageAt  *time.Time `json:"last_message_at"`
 	NextRetryAt    *time.Time `json:"next_retry_at,omitempty"`

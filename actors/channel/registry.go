@@ -28,6 +28,10 @@ type Field struct {
 	Placeholder string `json:"placeholder,omitempty"`
 	Help        string `json:"help,omitempty"`
 	Advanced    bool   `json:"advanced"`
+	// Dialed marks a URL fangd connects to (an API base, a homeserver, a
+	// gateway): the runtime checks it against the network policy at
+	// configure time, and adapters dial it through the policy.
+	Dialed bool `json:"-"`
 }
 
 // Spec is one adapter's entry in the registry: static metadata and the
@@ -126,7 +130,7 @@ func text(key, label string, required bool) Field {
 // baseURL is the API base URL field every adapter has, so self-hosted
 // servers (and tests) can be used.
 func baseURL(key, label, def string, required bool) Field {
-	return Field{Key: key, Label: label, Type: TypeText, Required: required, Default: def, Placeholder: def, Advanced: !required}
+	return Field{Key: key, Label: label, Type: TypeText, Required: required, Default: def, Placeholder: def, Advanced: !required, Dialed: true}
 }
 
 func number(key, label, def string) Field {

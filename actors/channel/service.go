@@ -43,6 +43,10 @@ type Options struct {
 	// names with <key>_env (or leaves to the field's default variable);
 	// nil means os.Getenv.
 	Env func(string) string
+	// Network is the outbound policy ([network_policy] allow_hosts) URL
+	// fields are checked against and adapters dial through; nil checks
+	// nothing (tests).
+	Network Network
 }
 
 // runtime is what the supervisor, every channel actor and the Service share:
@@ -55,6 +59,7 @@ type runtime struct {
 	agents   Agents
 	bus      Bus
 	commands Commands
+	net      Network
 	log      zerolog.Logger
 	backoff  kernel.Backoff
 	records  *store.Collection[record]
@@ -110,7 +115,7 @@ func Start(opts Options) (*Service, error) {
 	}
 	q := newQueues(opts.DB)
 	rt := &runtime{k: opts.Kernel, db: opts.DB, vault: opts.Vault, builders: opts.Builders,
-		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, backoff: opts.Backoff, metrics: m,
+		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, net: opts.Network, backoff: opts.Backoff, metrics: m,
 		log:     opts.Kernel.Log.With().Str("component", "channels").Logger(),
 		records: store.NewCollection[record](opts.DB, "channels"),
 		cursors: q.cursors, queues: q}
@@ -503,9 +508,12 @@ func (s *Service) merge(name string, spec *Spec, cur *record, p *parsedFields) (
 // validate checks required fields, builds the adapter once (its own
 // checks, no I/O) and resolves the bound agent.
 func (s *Service) validate(ctx context.Context, spec *Spec, rec *record, secrets map[string]string) (*Config, error) {
-	cfg := &Config{Name: rec.Name, Adapter: spec.Name, Spec: spec, Values: rec.Values, Lists: rec.Lists, Secrets: secrets, Log: s.rt.log}
+	cfg := &Config{Name: rec.Name, Adapter: spec.Name, Spec: spec, Values: rec.Values, Lists: rec.Lists, Secrets: secrets, Log: s.rt.log, Net: s.rt.net}
 	if err := checkRequired(cfg); err != nil {
 		return nil, fieldErr(err)
+	}
+	if err := checkURLs(cfg); err != nil {
+		return nil, err
 	}
 	if _, err := s.rt.builders[spec.Name](cfg); err != nil {
 		return nil, fieldErr(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/transport/neterr"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
@@ -171,14 +172,12 @@ func (e *Engine) latest() (uint64, error) {
 	return q.Last, nil
 }
 
-// checkURL runs the SSRF guard, turning its refusal into a 400.
+// checkURL runs the SSRF guard: a refusal is a 400 naming the rule
+// (url_not_allowed, invalid_url), a host that does not resolve is
+// host_not_found, not a refusal.
 func (e *Engine) checkURL(ctx context.Context, raw string) error {
 	if _, err := e.opts.Guard.Check(ctx, raw); err != nil {
-		var se *ssrf.Error
-		if errors.As(err, &se) {
-			return kernel.Errorf(kernel.KindInvalid, "invalid_url", "url: %s", se.Reason)
-		}
-		return err
+		return neterr.Classify(err, "url")
 	}
 	return nil
 }

@@ -624,6 +624,12 @@ func (o *outbox) test(c actor.Context) {
 		msgID := "msg_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")
 		r := post(ctx, client, url, msgID, payload("webhook.test", t, data), signer, headers, ua)
 		if r.status == 0 {
+			// The network's own code (host_not_found, connection_refused,
+			// upstream_timeout, tls_failed ...) tells the operator what to fix.
+			if ke := kernel.AsError(r.err); ke != nil {
+				sys.Root.Send(sender, &kernel.Error{Kind: ke.Kind, Code: ke.Code, Msg: "test delivery failed: " + ke.Msg})
+				return
+			}
 			sys.Root.Send(sender, kernel.Errorf(kernel.KindUpstream, "webhook_test_failed", "test delivery failed: %v", r.err))
 			return
 		}

@@ -18,7 +18,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/fangd/fangd/transport/httpretry"
-	"github.com/fangd/fangd/transport/ssrf"
+	"github.com/fangd/fangd/transport/neterr"
 )
 
 // signingKey is the HMAC key for the Standard Webhooks signature: a
@@ -150,19 +150,11 @@ func post(ctx context.Context, client *http.Client, url, msgID string, body []by
 // back in an hour" is kept rather than capped at httpretry.MaxWait.
 const maxRetryAfter = 24 * time.Hour
 
-// describe turns a transport error into a message without the URL's query
-// (which may hold a token).
+// describe turns a transport error into a domain error with
+// transport/neterr's code and a message without the URL (whose query may
+// hold a token). It keeps no cause: its text is what attempts record.
 func describe(err error) error {
-	var se *ssrf.Error
-	if errors.As(err, &se) {
-		return se
-	}
-	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout") {
-		return errors.New("timed out")
-	}
-	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 {
-		msg = msg[i+2:]
-	}
-	return errors.New(msg)
+	e := *neterr.Classify(err, "")
+	e.Err = nil
+	return &e
 }

@@ -479,11 +479,11 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 		p    Patch
 		code string
 	}{
-		{Patch{Name: ptr("x"), URL: ptr("ftp://public.example/"), Events: &[]string{"*"}}, "invalid_url"},
+		{Patch{Name: ptr("x"), URL: ptr("ftp://public.example/"), Events: &[]string{"*"}}, "url_not_allowed"},
 		{Patch{Name: ptr("x"), URL: ptr("not a url"), Events: &[]string{"*"}}, "invalid_url"},
-		{Patch{Name: ptr("x"), URL: ptr("http://internal.example/"), Events: &[]string{"*"}}, "invalid_url"},
-		{Patch{Name: ptr("x"), URL: ptr("http://127.0.0.1:9/"), Events: &[]string{"*"}}, "invalid_url"},
-		{Patch{Name: ptr("x"), URL: ptr("http://[::ffff:169.254.169.254]/"), Events: &[]string{"*"}}, "invalid_url"},
+		{Patch{Name: ptr("x"), URL: ptr("http://internal.example/"), Events: &[]string{"*"}}, "url_not_allowed"},
+		{Patch{Name: ptr("x"), URL: ptr("http://127.0.0.1:9/"), Events: &[]string{"*"}}, "url_not_allowed"},
+		{Patch{Name: ptr("x"), URL: ptr("http://[::ffff:169.254.169.254]/"), Events: &[]string{"*"}}, "url_not_allowed"},
 		{Patch{Name: ptr("x"), URL: ptr("https://public.example/"), Events: &[]string{"agent.spwned"}}, "unknown_event_type"},
 		{Patch{Name: ptr("x"), URL: ptr("https://public.example/"), Events: &[]string{}}, "invalid_input"},
 		{Patch{Name: ptr("x"), URL: ptr("https://public.example/")}, "invalid_input"},
@@ -517,7 +517,7 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 	if _, err := e.eng.Get(KindOutbound, v.ID); kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatal("event webhook visible as an outbound webhook")
 	}
-	if _, err := e.eng.Update(ctx, KindEvent, v.ID, Patch{URL: ptr("http://internal.example/")}); kernel.AsError(err).Code != "invalid_url" {
+	if _, err := e.eng.Update(ctx, KindEvent, v.ID, Patch{URL: ptr("http://internal.example/")}); kernel.AsError(err).Code != "url_not_allowed" {
 		t.Fatalf("update to a private url: %v", err)
 	}
 	if err := e.eng.Delete(KindEvent, "nope"); kernel.AsError(err).Kind != kernel.KindNotFound {

@@ -57,7 +57,7 @@ func TestApprovalsOnTheBinary(t *testing.T) {
 second_factor = "totp"
 totp_tools = ["shell_*"]
 timeout_secs = 600
-`)
+`+loopbackPolicy)
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	var a agentJSON
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "ops", "model": "fakeoai/gpt-test"}, &a)
@@ -161,7 +161,7 @@ timeout_secs = 600
 }
 
 func TestApprovalExpiresAndThenIsGone(t *testing.T) {
-	_, _, cfg := fakes(t, "[approval]\ntimeout_secs = 1\n")
+	_, _, cfg := fakes(t, "[approval]\ntimeout_secs = 1\n"+loopbackPolicy)
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "ops", "model": "fakeoai/gpt-test"}, nil)
 	var rec approvalJSON
@@ -207,7 +207,7 @@ timeout_secs = 600
 channel = "telegram"
 chat_id = "-1001"
 approvers = ["@alice", "4242"]
-`)
+`+loopbackPolicy)
 	p := startFangd(t, t.TempDir(), cfg, append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)...)
 	if code, body := p.request(t, "POST", "/api/agents", `{"name":"ops","model":"fakeoai/gpt-test"}`); code != 201 {
 		t.Fatalf("%d %s", code, body)

@@ -72,6 +72,9 @@ adapter = "telegram"
 bot_token_env = "FILEBOT_TOKEN"
 api_url = "` + fileBot.URL() + `"
 poll_interval_secs = 1
+
+[network_policy]
+allow_hosts = ["127.0.0.1/32"]
 `
 	env := []string{"FANGD_API_KEY=" + e2eKey, "FILEBOT_TOKEN=222:file"}
 	p := startFangd(t, home, config, env...)
@@ -124,7 +127,7 @@ poll_interval_secs = 1
 // LLM, Telegram is down when the reply should go out, the daemon is killed
 // with SIGKILL, and after the restart the queued reply reaches the chat.
 func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
-	oai, _, config := fakes(t, "")
+	oai, _, config := fakes(t, loopbackPolicy)
 	tg := telegramtest.New("333:agent")
 	defer tg.Close()
 	home := t.TempDir()

@@ -363,7 +363,7 @@ func TestChannelRepliesQueuedAcrossKill9(t *testing.T) {
 }
 
 func runKillCase(t *testing.T, c killCase) {
-	oai, _, config := fakes(t, "")
+	oai, _, config := fakes(t, loopbackPolicy)
 	peer := c.peer(t)
 	var logs []*bytes.Buffer
 	t.Cleanup(func() {

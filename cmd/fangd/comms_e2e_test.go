@@ -602,7 +602,7 @@ loop_guard_max_bounces = 2
 // /api/comms/send to "channel:telegram:<chat>" reaches the chat; the
 // channel is a node of the topology.
 func TestCommsThroughARealChannel(t *testing.T) {
-	_, _, config := fakes(t, "")
+	_, _, config := fakes(t, loopbackPolicy)
 	tg := telegramtest.New("444:comms")
 	defer tg.Close()
 	p := startFangd(t, t.TempDir(), config, append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)...)

@@ -21,6 +21,7 @@ import (
 	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
@@ -318,9 +319,15 @@ func (c *Config) validate() error {
 }
 
 // llmOptions maps [providers], [[models]] and [llm] onto the registry's options.
+// An untrusted base_url goes through [network_policy] like every other
+// URL fangd dials (a bad allow_hosts is reported by validateComms).
 func (c *Config) llmOptions() llm.Options {
-	return llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
+	o := llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
 		DefaultInputPerM: c.LLM.DefaultInputPerM, DefaultOutputPerM: c.LLM.DefaultOutputPerM}
+	if g, err := ssrf.New(c.NetworkPolicy.AllowHosts); err == nil {
+		o.Guard = g
+	}
+	return o
 }
 
 // mcpSpecs turns [[mcp_servers]] into checked specs, naming the entry at

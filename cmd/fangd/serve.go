@@ -23,6 +23,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
+	"github.com/fangd/fangd/actors/channel/whatsapp"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -31,6 +32,7 @@ import (
 	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // shutdownDeadline bounds a graceful stop: in-flight requests, then actors.
@@ -195,8 +197,15 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	d.bus = bus
+	// The daemon's one outbound network policy ([network_policy]
+	// allow_hosts, reloaded on SIGHUP): webhooks, MCP, A2A, channel URLs
+	// and untrusted LLM base URLs all dial through it.
+	guard, err := ssrf.New(cfg.NetworkPolicy.AllowHosts)
+	if err != nil {
+		return nil, err
+	}
 	lopts := cfg.llmOptions()
-	lopts.Metrics = d.kernel.Metrics
+	lopts.Metrics, lopts.Guard = d.kernel.Metrics, guard
 	reg, err := llm.NewRegistry(lopts)
 	if err != nil {
 		return nil, err
@@ -219,11 +228,11 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	d.reloads.approvals = approvals
-	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}, approvalCommands{approvals}); err != nil {
+	if d.channels, err = startChannels(d, cfg, vault, guard, channelAgents{agents}, approvalCommands{approvals}); err != nil {
 		return nil, err
 	}
 	approvals.SetNotifier(approvalNotifier{d.channels})
-	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, cfg, cs)
+	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, guard, cfg, cs)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +335,7 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *co
 // stored by earlier runs) and applies config.toml's [channels.*] tables. A
 // table that does not validate is logged and skipped, like on reload, so
 // one bad channel does not keep the daemon down.
-func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents, commands channel.Commands) (*channel.Service, error) {
+func startChannels(d *daemon, cfg Config, vault *store.Vault, guard *ssrf.Guard, agents channel.Agents, commands channel.Commands) (*channel.Service, error) {
 	path := cfg.path
 	load := func() (map[string]map[string]any, error) {
 		c, err := loadConfig(path, false)
@@ -335,8 +344,12 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		}
 		return c.Channels, nil
 	}
+	// Channel API URLs, gateways and homeservers go through the same
+	// network policy as webhooks, MCP and A2A: [network_policy] allow_hosts.
+	whatsapp.UseNetwork(guard)
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands,
+		Network: guard})
 	if err != nil {
 		return nil, err
 	}

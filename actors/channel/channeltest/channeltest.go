@@ -43,6 +43,7 @@ type Harness struct {
 	builders channel.Builders
 	backoff  kernel.Backoff
 	env      func(string) string
+	net      channel.Network
 }
 
 // Option changes a Harness before it starts.
@@ -55,6 +56,9 @@ func WithBackoff(b kernel.Backoff) Option { return func(h *Harness) { h.backoff 
 func WithEnv(env map[string]string) Option {
 	return func(h *Harness) { h.env = func(k string) string { return env[k] } }
 }
+
+// WithNetwork sets the network policy adapters dial through.
+func WithNetwork(n channel.Network) Option { return func(h *Harness) { h.net = n } }
 
 // FastBackoff reconnects within tens of milliseconds.
 var FastBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 20, Window: time.Minute}
@@ -84,7 +88,7 @@ func (h *Harness) start() {
 	}
 	h.Kernel = kernel.New(zerolog.New(zerolog.NewTestWriter(h.T)).Level(zerolog.WarnLevel))
 	h.Service, err = channel.Start(channel.Options{Kernel: h.Kernel, DB: db, Vault: h.Vault, Builders: h.builders,
-		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env})
+		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env, Network: h.net})
 	if err != nil {
 		h.T.Fatal(err)
 	}

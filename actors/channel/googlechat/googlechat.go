@@ -80,7 +80,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "token_url", Msg: err.Error()}
 	}
 	a := &Adapter{jwt: jc, api: strings.TrimRight(cfg.Text("api_url"), "/"), audience: cfg.Text("audience"),
-		legacy: cfg.Secret("verification_token"), http: &http.Client{Timeout: 30 * time.Second},
+		legacy: cfg.Secret("verification_token"), http: cfg.HTTPClient(30 * time.Second),
 		keys: &keyCache{}, refreshReq: make(chan struct{}, 1)}
 	if err := checkURL(a.api); err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}

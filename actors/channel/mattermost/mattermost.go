@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -29,6 +30,7 @@ type Adapter struct {
 	server string // base URL without trailing slash
 	token  string
 	http   *http.Client
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error) // the network policy's, if any
 
 	mu     sync.Mutex
 	selfID string // the bot's user id, learned from /users/me
@@ -41,7 +43,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://mattermost.example.com"}
 	}
-	return &Adapter{server: server, token: cfg.Secret("token"), http: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &Adapter{server: server, token: cfg.Secret("token"), http: cfg.HTTPClient(30 * time.Second), dial: cfg.DialContext()}, nil
 }
 
 // Capabilities are Mattermost's.

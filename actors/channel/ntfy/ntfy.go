@@ -60,7 +60,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if !topicPattern.MatchString(topic) {
 		return nil, &channel.FieldError{Field: "topic", Msg: "must be 1-64 letters, digits, '-' or '_'"}
 	}
-	a := &Adapter{server: server, topic: topic, http: &http.Client{Timeout: 30 * time.Second}, stream: &http.Client{}}
+	a := &Adapter{server: server, topic: topic, http: cfg.HTTPClient(30 * time.Second), stream: cfg.HTTPClient(0)}
 	if tok := cfg.Secret("token"); tok != "" {
 		// An access token (tk_...) is a bearer token; "user:password" is
 		// basic auth, which ntfy also accepts.

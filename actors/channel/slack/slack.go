@@ -13,7 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -32,6 +32,7 @@ type Adapter struct {
 	api           *goslack.Client
 	appToken      string
 	signingSecret string
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error) // the network policy's, if any
 
 	mu   sync.Mutex
 	self string // our bot user id, once known
@@ -57,11 +58,11 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if !strings.HasSuffix(apiURL, "/") {
 		apiURL += "/"
 	}
-	opts := []goslack.Option{goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second})}
+	opts := []goslack.Option{goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(cfg.HTTPClient(30 * time.Second))}
 	if app != "" {
 		opts = append(opts, goslack.OptionAppLevelToken(app))
 	}
-	return &Adapter{api: goslack.New(bot, opts...), appToken: app, signingSecret: signing}, nil
+	return &Adapter{api: goslack.New(bot, opts...), appToken: app, signingSecret: signing, dial: cfg.DialContext()}, nil
 }
 
 // Capabilities: Slack truncates text past 40,000 characters and advises
@@ -125,7 +126,9 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 		<-ctx.Done()
 		return nil
 	}
-	smc := socketmode.New(a.api, socketmode.OptionDialer(&websocket.Dialer{HandshakeTimeout: 20 * time.Second}))
+	// The Socket Mode URL comes from apps.connections.open: it is dialled
+	// through the network policy like api_url.
+	smc := socketmode.New(a.api, socketmode.OptionDialer(&websocket.Dialer{HandshakeTimeout: 20 * time.Second, NetDialContext: a.dial}))
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)

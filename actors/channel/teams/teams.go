@@ -67,7 +67,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		}
 	}
 	appID := strings.TrimSpace(cfg.Text("app_id"))
-	hc := &http.Client{Timeout: 30 * time.Second}
+	hc := cfg.HTTPClient(30 * time.Second)
 	return &Adapter{
 		appID: appID,
 		creds: clientcredentials.Config{ClientID: appID, ClientSecret: cfg.Secret("app_password"),

@@ -52,9 +52,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	return &Adapter{secret: []byte(secret), callback: cb,
 		// Redirects are not followed: a receiver that moves must be
 		// reconfigured, and a signed body must not land somewhere else.
-		http: &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		}}}, nil
+		http: noRedirects(cfg.HTTPClient(30 * time.Second))}, nil
 }
 
 // Capabilities of a generic webhook: whatever the receiver accepts.
@@ -223,4 +221,10 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// noRedirects makes c return a 3xx as the answer instead of following it.
+func noRedirects(c *http.Client) *http.Client {
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
 }

@@ -48,7 +48,7 @@ type Adapter struct {
 func New(cfg *channel.Config) (channel.Adapter, error) {
 	a := &Adapter{token: cfg.Secret("access_token"), phoneID: cfg.Text("phone_number_id"),
 		appSecret: []byte(cfg.Secret("app_secret")), verifyToken: cfg.Secret("verify_token"),
-		http: &http.Client{Timeout: 30 * time.Second}}
+		http: cfg.HTTPClient(30 * time.Second)}
 	if a.token == "" {
 		gw := cfg.Text("gateway_url")
 		if gw == "" {
