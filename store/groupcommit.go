@@ -48,9 +48,17 @@ type GroupCommitOptions[T any] struct {
 	// must not touch the owner's state.
 	Commit func(batch []T) error
 	// Done answers one item's waiter with the outcome of its commit (nil:
-	// durable). It runs in the owner (inside Add, Committed, Stop and
-	// Drain), so it may touch the owner's state. Nil: nobody waits.
+	// durable). It runs in the owner (inside Add, Committed, Fail, Stop
+	// and Drain), so it may touch the owner's state. Nil: nobody waits.
 	Done func(item T, err error)
+	// Durable, if set, answers a committed batch's waiters instead of
+	// Done(item, nil), from the commit goroutine before it reports: a
+	// caller whose answer needs no owner state (a reply channel) then
+	// does not wait for the report to reach the front of a busy mailbox.
+	// The usage ledger, answering settles at 50k/s, runs at less than
+	// half that speed without it. It must touch no owner state; Done
+	// still answers failures.
+	Durable func(batch []T)
 }
 
 // Committed is the message the commit goroutine sends when a batch is
@@ -95,9 +103,12 @@ func (g *GroupCommit[T]) Flush(send func(msg any)) {
 	m := &Committed[T]{Batch: g.take()}
 	g.flight = m
 	g.writer.Add(1)
-	commit := g.opts.Commit
+	commit, durable := g.opts.Commit, g.opts.Durable
 	go func() {
 		m.Err = commit(m.Batch)
+		if m.Err == nil && durable != nil {
+			durable(m.Batch)
+		}
 		// Done before send: Stop, once it has waited, answers this batch
 		// itself, and the message then arrives stale (or never).
 		g.writer.Done()
@@ -195,6 +206,9 @@ func (g *GroupCommit[T]) Drain() error {
 	for len(g.pending) > 0 {
 		batch := g.take()
 		err := g.opts.Commit(batch)
+		if err == nil && g.opts.Durable != nil {
+			g.opts.Durable(batch)
+		}
 		g.answer(batch, err)
 		if err != nil {
 			g.Fail(err)
@@ -217,7 +231,12 @@ func (g *GroupCommit[T]) settle() {
 	}
 }
 
+// answer tells batch's waiters the outcome of its commit, unless Durable
+// already did.
 func (g *GroupCommit[T]) answer(batch []T, err error) {
+	if err == nil && g.opts.Durable != nil {
+		return
+	}
 	for _, it := range batch {
 		g.done(it, err)
 	}

@@ -274,3 +274,32 @@ func ExampleGroupCommit() {
 	fmt.Println(log)
 	// Output: [a durable: true b durable: true c durable: true]
 }
+
+// With Durable, a committed batch is answered from the commit goroutine
+// before its report is sent, and not again by Committed or Stop; failures
+// still go to Done.
+func TestGroupCommitDurableAnswersBeforeTheReport(t *testing.T) {
+	boom := errors.New("disk says no")
+	durable := make(chan []int, 4)
+	h := newGCHarness(t, GroupCommitOptions[int]{MaxCount: 1})
+	h.g.opts.Durable = func(batch []int) { durable <- batch }
+	h.add(1, 2, 3)
+	<-h.started
+	h.release <- nil
+	if b := <-durable; !reflect.DeepEqual(b, []int{1}) {
+		t.Fatalf("Durable got %v", b)
+	}
+	if _, _, ok := h.g.Committed((<-h.msgs).(*Committed[int])); !ok || len(h.answers) != 0 {
+		t.Fatalf("Committed ok=%v, Done answered %v for a batch Durable answered", ok, h.answers)
+	}
+	h.g.Flush(h.send)
+	<-h.started
+	go func() { h.release <- nil }()
+	h.g.Stop(boom) // answers 2 through Durable, fails 3 through Done
+	if b := <-durable; !reflect.DeepEqual(b, []int{2}) {
+		t.Fatalf("Durable got %v", b)
+	}
+	if want := map[int]error{3: boom}; !reflect.DeepEqual(h.answers, want) {
+		t.Fatalf("Done answered %v, want %v", h.answers, want)
+	}
+}
