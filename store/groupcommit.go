@@ -7,11 +7,12 @@ import (
 
 // GroupCommit is the group-commit state machine that every single-writer
 // owner of durable state runs (the audit writer, the event bus, the A2A
-// journal, the webhook outboxes): items arriving while a commit is in
-// flight wait, and go together in the next commit, so that one synced
-// transaction carries many callers' writes; each caller is answered only
-// when its item is durable. It is written once here, so that a crash edge
-// is fixed once (model: nats-server's one generic ipQueue).
+// journal, the webhook outboxes, the usage ledger): items arriving while a
+// commit is in flight wait, and go together in the next commit, so that
+// one synced transaction carries many callers' writes; each caller is
+// answered only when its item is durable. It is written once here, so
+// that a crash edge is fixed once (model: nats-server's one generic
+// ipQueue).
 //
 // One owner drives it, from one goroutine at a time: an actor's Receive
 // (the usual case) or a plain goroutine. The commit itself runs in a
