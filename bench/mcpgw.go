@@ -40,9 +40,6 @@ import (
 // machine noise hits all three alike; the rows give medians over rounds and
 // the range of the per-round ratios.
 
-// mcpGWLevels are the concurrencies measured.
-var mcpGWLevels = []int{1, 16, 64}
-
 // mcpSystem is one way to reach server-everything's echo.
 type mcpSystem struct {
 	name string
@@ -122,7 +119,7 @@ auto_approve = ["mcp_everything_echo"]
 	tool := map[string]string{"stdio": "echo", "fangd": "mcp_everything_echo", "mcp-proxy": "echo"}
 
 	var rows []Row
-	for _, n := range mcpGWLevels {
+	for _, n := range env.Opts.MCPClients {
 		sessions := map[string][]*sdk.ClientSession{}
 		closeAll := func() {
 			for _, ss := range sessions {

@@ -81,6 +81,7 @@ type Options struct {
 	LLMLatency  time.Duration // the fake LLM's fixed answer time in channel-reply
 	MCPDuration time.Duration // each timed run of the MCP gateway scenario
 	MCPRounds   int           // alternating rounds per concurrency in the MCP gateway scenario
+	MCPClients  []int         // the MCP gateway scenario's concurrencies (1, 16, 64)
 	DaemonPprof string        // loopback address for the measured daemon's pprof (FANGD_PPROF_LISTEN)
 }
 
