@@ -12,8 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -213,8 +211,7 @@ func gwRows(n int, res map[string][]gwRound) []Row {
 	default:
 		rows = append(rows, infoRow(fmt.Sprintf("  fangd / mcp-proxy calls/s, %d clients", n), fmt.Sprintf("%.2fx (median of %d rounds, %.2f-%.2fx)", fp, rounds, fl, fh)))
 	}
-	_, pl, ph := ratio("fangd", "mcp-proxy", p50)
-	pp, _, _ := ratio("fangd", "mcp-proxy", p50)
+	pp, pl, ph := ratio("fangd", "mcp-proxy", p50)
 	rows = append(rows, infoRow(fmt.Sprintf("  fangd / mcp-proxy p50, %d client(s)", n), fmt.Sprintf("%.2fx (%.2f-%.2fx)", pp, pl, ph)))
 	return rows
 }
@@ -223,62 +220,36 @@ func gwRows(n int, res map[string][]gwRound) []Row {
 // i % len(ss), for d (or, when d is 0, count calls each). Every answer must
 // be the echo of the message sent.
 func gwRun(ctx context.Context, ss []*sdk.ClientSession, n int, tool string, d time.Duration, count int) (gwRound, error) {
-	var (
-		mu    sync.Mutex
-		lat   []time.Duration
-		calls atomic.Int64
-		fail  atomic.Value
-		wg    sync.WaitGroup
-	)
 	stop := time.Now().Add(d)
-	begin := time.Now()
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := ss[i%len(ss)]
-			mine := make([]time.Duration, 0, 1024)
-			msg := "bench " + strconv.Itoa(i)
-			args := map[string]any{"message": msg}
-			for k := 0; ; k++ {
-				if d > 0 && !time.Now().Before(stop) || d == 0 && k >= count || ctx.Err() != nil || fail.Load() != nil {
-					break
-				}
-				c, cancel := context.WithTimeout(ctx, 30*time.Second)
-				start := time.Now()
-				r, err := s.CallTool(c, &sdk.CallToolParams{Name: tool, Arguments: args})
-				l := time.Since(start)
-				cancel()
-				if err == nil && (r.IsError || len(r.Content) == 0) {
-					err = fmt.Errorf("tool error: %+v", r.Content)
-				}
-				if err == nil {
-					if t, ok := r.Content[0].(*sdk.TextContent); !ok || !strings.Contains(t.Text, msg) {
-						err = fmt.Errorf("echo answered %+v", r.Content[0])
-					}
-				}
-				if err != nil {
-					fail.Store(err)
-					break
-				}
-				mine = append(mine, l)
-				calls.Add(1)
+	more := func(k int) bool { return d > 0 && time.Now().Before(stop) || d == 0 && k < count }
+	lat, elapsed, err := callLoops(ctx, n, more, func(i int) func() (time.Duration, error) {
+		s := ss[i%len(ss)]
+		msg := "bench " + strconv.Itoa(i)
+		args := map[string]any{"message": msg}
+		return func() (time.Duration, error) {
+			c, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			r, err := s.CallTool(c, &sdk.CallToolParams{Name: tool, Arguments: args})
+			l := time.Since(start)
+			if err == nil && (r.IsError || len(r.Content) == 0) {
+				err = fmt.Errorf("tool error: %+v", r.Content)
 			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
-		}()
+			if err == nil {
+				if t, ok := r.Content[0].(*sdk.TextContent); !ok || !strings.Contains(t.Text, msg) {
+					err = fmt.Errorf("echo answered %+v", r.Content[0])
+				}
+			}
+			return l, err
+		}
+	})
+	if err == nil {
+		err = ctx.Err()
 	}
-	wg.Wait()
-	elapsed := time.Since(begin)
-	if err, _ := fail.Load().(error); err != nil {
+	if err != nil {
 		return gwRound{}, err
 	}
-	if err := ctx.Err(); err != nil {
-		return gwRound{}, err
-	}
-	slices.Sort(lat)
-	return gwRound{calls: int(calls.Load()), elapsed: elapsed, lat: lat}, nil
+	return gwRound{calls: len(lat), elapsed: elapsed, lat: lat}, nil
 }
 
 func newMCPClient() *sdk.Client {
