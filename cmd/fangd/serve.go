@@ -78,6 +78,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := startPprof(); err != nil {
+		return err
+	}
 	d, err := startDaemon(home, cfg, os.Stderr)
 	if err != nil {
 		return err

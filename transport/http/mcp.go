@@ -56,6 +56,7 @@ func (s *Server) mcpRoutes() {
 	}
 	if s.deps.MCPServer != nil {
 		s.mcpEndpoint = newMCPEndpoint(s.deps.MCPServer.Server, s.cfg.MCP, s.log, s.streamWriter)
+		s.mcpEndpoint.audits = &s.deps.MCPServer.Audits
 		for _, m := range []string{"POST", "GET", "DELETE"} {
 			s.handle(m, "/mcp", s.mcpHTTP, routeOpts{loopbackHost: true})
 		}
@@ -244,6 +245,9 @@ type mcpEndpoint struct {
 	stateful  fasthttp.RequestHandler
 	stateless fasthttp.RequestHandler
 	plain     fasthttp.RequestHandler
+	// audits says whether the exposer audited a request's tools/call
+	// (nil: the chain audits every request).
+	audits *mcp.CallAudits
 }
 
 func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream streamWrap) *mcpEndpoint {
@@ -299,6 +303,7 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 	// The exposer trusts these: only we may set them.
 	h.Del(mcp.HeaderActor)
 	h.Del(mcp.HeaderSourceIP)
+	h.Del(mcp.HeaderAuditToken)
 	actor, _ := ctx.UserValue(userActor).(string)
 	h.Set(mcp.HeaderActor, actor)
 	h.Set(mcp.HeaderSourceIP, clientIP(ctx).String())
@@ -335,6 +340,19 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 	defer rpcErrorBody(ctx, body)
 	// The SDK adds its own Cache-Control; keep the one API value.
 	defer ctx.Response.Header.Set("Cache-Control", "no-store")
+	method := rpcMethod(body)
+	if method == "tools/call" && e.audits != nil {
+		// One synced commit per call instead of two in series: when the
+		// exposer confirms the call's tool_invoked entry is durable, the
+		// chain's api_request entry is left out (mcp.CallAudits).
+		token := e.audits.Begin()
+		h.Set(mcp.HeaderAuditToken, token)
+		defer func() {
+			if e.audits.End(token) && ctx.Response.StatusCode() < 400 {
+				ctx.SetUserValue(userAuditedBelow, true)
+			}
+		}()
+	}
 	accept := strings.ToLower(string(h.Peek("Accept")))
 	switch {
 	case !strings.Contains(accept, "text/event-stream"):
@@ -345,7 +363,7 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		e.plain(ctx)
 	case e.cfg.Stateless:
 		e.stateless(ctx)
-	case len(h.Peek("Mcp-Session-Id")) > 0 || isInitialize(body):
+	case len(h.Peek("Mcp-Session-Id")) > 0 || method == "initialize" || method == "" && isInitialize(body):
 		e.stateful(ctx)
 	default:
 		// No session and no initialize: a 2026-07-28 (stateless protocol)
@@ -439,6 +457,22 @@ func writeRPCError(ctx *fasthttp.RequestCtx, e *rpcError) {
 		"jsonrpc": "2.0", "id": nil,
 		"error": map[string]any{"code": e.code, "message": e.msg},
 	})
+}
+
+// rpcMethod is the method of a single JSON-RPC request, "" for a batch
+// or a response.
+func rpcMethod(body []byte) string {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return ""
+	}
+	var one struct {
+		Method string `json:"method"`
+	}
+	if json.Unmarshal(body, &one) != nil {
+		return ""
+	}
+	return one.Method
 }
 
 func isInitialize(body []byte) bool {
