@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -1034,14 +1035,19 @@ func upstream(display string, err error) error {
 }
 
 // linkError is what the status says about a failure: for a network
-// failure its cause and code, never the URL (a Telegram URL holds the bot
-// token); otherwise the adapter's own text.
+// failure its code, and its cause instead of the text when the text comes
+// from an HTTP client and so names the URL (a Telegram URL holds the bot
+// token); otherwise the adapter's own text, which may say what to do about
+// it (an email server's private CA: set ca_cert_pem).
 func linkError(err error) (msg, code string) {
-	if neterr.Network(err) {
-		code, msg = neterr.Cause(err)
-		return msg, code
+	if !neterr.Network(err) {
+		return err.Error(), ""
 	}
-	return err.Error(), ""
+	code, cause := neterr.Cause(err)
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return cause, code
+	}
+	return err.Error(), code
 }
 
 // publish reports the status to the supervisor.
