@@ -271,7 +271,10 @@ func (w *walAllocator) scan() error {
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".mem")
 		if fid, err := strconv.Atoi(name); ok && err == nil {
-			if err := w.allocate(w.path(fid)); err != nil {
+			// Badger flushes a replayed memtable and removes its log in
+			// the background once Open returned: a log that went away
+			// between ReadDir and here needs no room.
+			if err := w.allocate(w.path(fid)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 			if fid >= w.next {

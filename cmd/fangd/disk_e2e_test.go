@@ -162,7 +162,7 @@ func TestFullDiskIsAnErrorAnswer(t *testing.T) {
 	if r := td.do("POST", "/api/agents", map[string]any{"name": "late", "model": "fakeoai/gpt-test"}); r.status != 507 {
 		t.Fatalf("write on the full disk: %d %s", r.status, r.raw)
 	}
-	if !strings.Contains(td.p.stderr.String(), "below the free-space reserve") {
+	if !td.p.log.contains("below the free-space reserve") {
 		t.Fatalf("the condition is not logged:\n%s", td.p.stderr)
 	}
 
