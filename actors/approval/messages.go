@@ -172,9 +172,9 @@ type Decide struct {
 	// Modify sends the call back with Reason as feedback (StatusModified)
 	// instead of rejecting it; Approve must be false.
 	Modify bool
-	Code    string // TOTP or recovery code, for approvals that need one
-	Reason  string
-	By      Decider
+	Code   string // TOTP or recovery code, for approvals that need one
+	Reason string
+	By     Decider
 }
 
 // Cancel withdraws a pending request (its agent was deleted). Answered
