@@ -1,10 +1,14 @@
 package http
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/channel/whatsapp"
+	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
 )
 
 // LibreFang's GET /api/logs/stream starts with a backfill of its last 200
@@ -29,4 +33,57 @@ func TestLogStreamBackfillsWithoutQuery(t *testing.T) {
 	// Then live lines.
 	ts.log.Warn().Msg("live now")
 	readEvents(t, br, 1, func(e sseEvent) bool { return strings.Contains(e.data, "live now") })
+}
+
+// LibreFang's GET /api/channels/registry is a JSON array of channel
+// metadata (ChannelMeta: id, name, description, category, tags, icon,
+// protocol, i18n); before, "registry" was taken for a channel's name.
+func TestChannelRegistryAndQRContract(t *testing.T) {
+	gw := whatsapptest.NewGateway()
+	defer gw.Close()
+	t.Setenv(whatsapp.GatewayEnv, "")
+	ts := whatsappServer(t)
+	r := ts.authed(t, "GET", "/api/channels/registry", "")
+	var reg []map[string]any
+	if err := json.Unmarshal(r.body, &reg); err != nil || r.status != 200 || len(reg) != 44 {
+		t.Fatalf("registry: %d %.300s", r.status, r.body)
+	}
+	var wa map[string]any
+	for _, e := range reg {
+		for _, k := range []string{"id", "name", "description", "category", "tags", "icon", "protocol", "i18n", "metadata", "setup_type", "supported"} {
+			if _, ok := e[k]; !ok {
+				t.Fatalf("registry entry without %q: %v", k, e)
+			}
+		}
+		if e["id"] == "whatsapp" {
+			wa = e
+		}
+	}
+	if wa == nil || wa["name"] != "WhatsApp" || wa["setup_type"] != "qr" {
+		t.Fatalf("whatsapp entry: %v", wa)
+	}
+
+	// GET /api/channels/{name}/qr: 404 when no QR login can run (LibreFang:
+	// "sidecar not running"), the login state when it can.
+	for path, code := range map[string]string{"/api/channels/telegram/qr": "qr_not_supported",
+		"/api/channels/whatsapp/qr": "qr_gateway_not_running", "/api/channels/nosuch/qr": ""} {
+		r := ts.authed(t, "GET", path, "")
+		if r.status != 404 || (code != "" && !strings.Contains(string(r.body), code)) {
+			t.Fatalf("%s: %d %s", path, r.status, r.body)
+		}
+	}
+	t.Setenv(whatsapp.GatewayEnv, gw.URL)
+	if r := ts.authed(t, "POST", "/api/channels/whatsapp/qr/start", ""); r.status != 200 {
+		t.Fatalf("start: %d %s", r.status, r.body)
+	}
+	r = ts.authed(t, "GET", "/api/channels/whatsapp/qr", "")
+	var st map[string]any
+	if err := json.Unmarshal(r.body, &st); err != nil || r.status != 200 || st["available"] != true || st["status"] != "pending" {
+		t.Fatalf("qr: %d %s", r.status, r.body)
+	}
+	gw.Authenticate()
+	r = ts.authed(t, "GET", "/api/channels/whatsapp/qr", "")
+	if r.status != 200 || !strings.Contains(string(r.body), `"status":"authenticated"`) {
+		t.Fatalf("qr after scan: %d %s", r.status, r.body)
+	}
 }
