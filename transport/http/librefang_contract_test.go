@@ -87,3 +87,43 @@ func TestChannelRegistryAndQRContract(t *testing.T) {
 		t.Fatalf("qr after scan: %d %s", r.status, r.body)
 	}
 }
+
+// LibreFang's audit answers (routes/audit.rs): recent's items carry seq,
+// action and detail (with offset, limit, tip_hash); verify says valid and
+// entries. The seed page's entries/id/event_type/details and status stay.
+func TestAuditRecentAndVerifyLibreFangFields(t *testing.T) {
+	ts := newTestServer(t, nil)
+	for range 3 {
+		if r := ts.authed(t, "PUT", "/api/logs/level", `{"level":"info"}`); r.status != 200 {
+			t.Fatalf("put level: %d %s", r.status, r.body)
+		}
+	}
+	r := ts.authed(t, "GET", "/api/audit/recent?limit=2", "")
+	var rec struct {
+		Entries []map[string]any `json:"entries"`
+		Items   []map[string]any `json:"items"`
+		Total   float64          `json:"total"`
+		Limit   *float64         `json:"limit"`
+		Offset  *float64         `json:"offset"`
+		TipHash string           `json:"tip_hash"`
+	}
+	if err := json.Unmarshal(r.body, &rec); err != nil || r.status != 200 || len(rec.Entries) != 2 || len(rec.Items) != 2 ||
+		rec.Limit == nil || *rec.Limit != 2 || rec.Offset == nil || rec.Total < 3 {
+		t.Fatalf("recent: %d %s", r.status, r.body)
+	}
+	for i, e := range rec.Items {
+		if e["seq"] != e["id"] || e["action"] != e["event_type"] || e["detail"] != e["details"] || e["hash"] == nil ||
+			rec.Entries[i]["seq"] != e["seq"] {
+			t.Fatalf("item %d: %v", i, e)
+		}
+	}
+	if rec.TipHash != rec.Items[0]["hash"] {
+		t.Fatalf("tip_hash %q, newest hash %v", rec.TipHash, rec.Items[0]["hash"])
+	}
+	r = ts.authed(t, "GET", "/api/audit/verify", "")
+	var v map[string]any
+	if err := json.Unmarshal(r.body, &v); err != nil || r.status != 200 || v["status"] != "valid" || v["valid"] != true ||
+		v["entries"] != v["chain_length"] || v["tip_hash"] == nil {
+		t.Fatalf("verify: %d %s", r.status, r.body)
+	}
+}
