@@ -26,13 +26,20 @@ func TestLogStreamBackfillsWithoutQuery(t *testing.T) {
 	ts.log.Info().Msg("the last line before")
 	br, stop := ts.openStream(t, "/api/logs/stream")
 	defer stop()
-	got := readEvents(t, br, n, isLog)
-	if !strings.Contains(got[0].data, `"n":1,`) || !strings.Contains(got[n-1].data, "the last line before") {
-		t.Fatalf("backfill runs %q .. %q", got[0].data, got[n-1].data)
-	}
-	// Then live lines.
+	// The stream is subscribed once its headers arrive: a line logged now
+	// is live, and everything before it on the stream is backfill.
 	ts.log.Warn().Msg("live now")
-	readEvents(t, br, 1, func(e sseEvent) bool { return strings.Contains(e.data, "live now") })
+	var got []sseEvent
+	for {
+		e := readEvents(t, br, 1, isLog)[0]
+		if strings.Contains(e.data, "live now") {
+			break
+		}
+		got = append(got, e)
+	}
+	if len(got) != n || !strings.Contains(got[0].data, `"n":1,`) || !strings.Contains(got[n-1].data, "the last line before") {
+		t.Fatalf("backfill of %d lines, want %d: %+v", len(got), n, got)
+	}
 }
 
 // LibreFang's GET /api/channels/registry is a JSON array of channel
