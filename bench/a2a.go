@@ -56,6 +56,7 @@ func runA2A(ctx context.Context, env *Env) ([]Row, error) {
 [providers.fakebench]
 api = "openai"
 base_url = %q
+trusted = true # a local fake on loopback
 api_key_env = "FANGD_BENCH_LLM_KEY"
 
 [[models]]

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
@@ -63,16 +63,16 @@ func runChannelReply(ctx context.Context, env *Env) ([]Row, error) {
 		}
 	}
 	var unmatched atomic.Int64
-	onSent := func(s telegramfake.Sent) {
+	onSent := func(s telegramtest.Sent) {
 		now := time.Now().UnixNano()
 		seq, err := strconv.Atoi(strings.TrimPrefix(s.Text, "echo: m"))
 		if err != nil || seq < 0 || seq >= total || !sentAt[seq].CompareAndSwap(0, now) {
 			unmatched.Add(1)
 		}
 	}
-	fakes := make([]*telegramfake.Server, replyChannels)
+	fakes := make([]*telegramtest.Server, replyChannels)
 	for i := range fakes {
-		f := telegramfake.New(fmt.Sprintf("%d:reply-bench", 200000+i))
+		f := telegramtest.New(fmt.Sprintf("%d:reply-bench", 200000+i))
 		f.OnSent = onSent
 		env.onClose(f.Close)
 		fakes[i] = f
@@ -86,6 +86,7 @@ func runChannelReply(ctx context.Context, env *Env) ([]Row, error) {
 [providers.benchllm]
 api = "openai"
 base_url = %q
+trusted = true # a local fake on loopback
 api_key_env = %q
 
 [[models]]

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 )
 
 // idleChannels is how many channels the channels-idle scenario runs.
@@ -23,7 +23,7 @@ const idleChannels = 1000
 // until all of them are connected again, and the RSS above the same
 // daemon's RSS before any channel existed.
 func runChannelsIdle(ctx context.Context, env *Env) ([]Row, error) {
-	fake := telegramfake.New("0:unused")
+	fake := telegramtest.New("0:unused")
 	fake.AnyToken = true
 	env.onClose(fake.Close)
 	home, err := env.tempDir("fangd-channels-")

@@ -67,6 +67,11 @@ func StartDaemonWith(ctx context.Context, bin, home, extraConfig string, env []s
 	d := &Daemon{Home: home, Addr: addr, APIKey: hex.EncodeToString(key), stderr: &tailBuffer{max: 64 << 10}, exited: make(chan struct{})}
 	cfgPath := filepath.Join(home, "config.toml")
 	cfg := fmt.Sprintf("api_listen = %q\napi_key = %q\n\n[rate_limit]\napi_requests_per_minute = 0\nexempt_loopback = true\n\n[log]\nlevel = \"warn\"\n", addr, d.APIKey) + extraConfig
+	if !strings.Contains(extraConfig, "[network_policy]") {
+		// The scenarios' fake platforms and receivers listen on loopback,
+		// which the network policy refuses unless allow-listed.
+		cfg += "\n[network_policy]\nallow_hosts = [\"127.0.0.1/32\"]\n"
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

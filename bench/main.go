@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,13 +42,25 @@ func run() int {
 	flag.DurationVar(&opts.ReplyFor, "reply-duration", 10*time.Second, "measured length of channel-reply (after a 2s warm-up)")
 	flag.IntVar(&opts.ReplyRate, "reply-rate", 500, "channel-reply: inbound messages per second over all 100 channels")
 	flag.DurationVar(&opts.LLMLatency, "llm-latency", 50*time.Millisecond, "channel-reply: the fake LLM's fixed latency, subtracted from each round trip")
+	flag.DurationVar(&opts.MCPDuration, "mcp-duration", 3*time.Second, "mcp-gateway: each timed run (one system, one concurrency)")
+	flag.IntVar(&opts.MCPRounds, "mcp-rounds", 3, "mcp-gateway: alternating rounds per concurrency (stdio, fangd, mcp-proxy each)")
+	flag.StringVar(&opts.DaemonPprof, "daemon-pprof", "", "mcp-gateway: serve the measured fangd's net/http/pprof on this loopback address (e.g. 127.0.0.1:6061), with block and mutex profiling on")
+	mcpClients := flag.String("mcp-clients", "1,16,64", "mcp-gateway: the client counts measured, comma-separated")
 	out := flag.String("out", "bench/out/latest.md", "where to write the result table (empty: nowhere)")
 	only := flag.String("run", "", "run only scenarios whose name matches this regexp (e.g. 'health|audit-recent')")
 	cpuprofile := flag.String("cpuprofile", "", "write the harness's own CPU profile here (covers in-process scenarios such as audit-append)")
 	flag.Parse()
-	if opts.Duration < time.Second || opts.Rounds < 1 || opts.Connections < 1 || opts.Writers < 1 || opts.AppendFor <= 0 {
+	if opts.Duration < time.Second || opts.Rounds < 1 || opts.MCPRounds < 1 || opts.MCPDuration <= 0 || opts.Connections < 1 || opts.Writers < 1 || opts.AppendFor <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -duration must be >= 1s; -rounds, -connections, -writers and -append-duration must be positive")
 		return 2
+	}
+	for _, f := range strings.Split(*mcpClients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintln(os.Stderr, "bench: -mcp-clients: want positive integers, got", *mcpClients)
+			return 2
+		}
+		opts.MCPClients = append(opts.MCPClients, n)
 	}
 	filter, err := regexp.Compile(*only)
 	if err != nil {

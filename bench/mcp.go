@@ -55,28 +55,44 @@ func runMCPBuiltin(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, err
 	}
 	env.logf("POST /mcp tools/call file_list, %d clients, %s", env.Opts.Connections, env.Opts.Duration)
-	var (
-		mu    sync.Mutex
-		lat   []time.Duration
-		fail  atomic.Value
-		count atomic.Int64
-		wg    sync.WaitGroup
-	)
 	deadline := time.Now().Add(env.Opts.Duration)
+	more := func(int) bool { return time.Now().Before(deadline) }
+	lat, elapsed, err := callLoops(ctx, env.Opts.Connections, more, func(int) func() (time.Duration, error) { return call })
+	if err != nil {
+		return nil, err
+	}
+	perSec := float64(len(lat)) / elapsed.Seconds()
+	return []Row{
+		{Metric: "POST /mcp tools/call (built-in) calls/s", Value: thousands(perSec), Target: ">= 2,000/s", Verdict: verdict(perSec >= 2000)},
+		infoRow("POST /mcp tools/call p50 / p99", ms(pct(lat, 50))+" / "+ms(pct(lat, 99))),
+	}, nil
+}
+
+// callLoops runs n clients at once: client i makes calls with mk(i) while
+// more(k) holds before its k-th call and ctx lasts. It returns every
+// latency, sorted, the wall time, and the first error, which stops all
+// clients.
+func callLoops(ctx context.Context, n int, more func(k int) bool, mk func(i int) func() (time.Duration, error)) ([]time.Duration, time.Duration, error) {
+	var (
+		mu   sync.Mutex
+		lat  []time.Duration
+		fail atomic.Value
+		wg   sync.WaitGroup
+	)
 	begin := time.Now()
-	for range env.Opts.Connections {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var mine []time.Duration
-			for time.Now().Before(deadline) && ctx.Err() == nil {
+			call := mk(i)
+			mine := make([]time.Duration, 0, 1024)
+			for k := 0; more(k) && ctx.Err() == nil && fail.Load() == nil; k++ {
 				l, err := call()
 				if err != nil {
 					fail.Store(err)
-					return
+					break
 				}
 				mine = append(mine, l)
-				count.Add(1)
 			}
 			mu.Lock()
 			lat = append(lat, mine...)
@@ -86,14 +102,10 @@ func runMCPBuiltin(ctx context.Context, env *Env) ([]Row, error) {
 	wg.Wait()
 	elapsed := time.Since(begin)
 	if err, _ := fail.Load().(error); err != nil {
-		return nil, err
+		return nil, elapsed, err
 	}
 	slices.Sort(lat)
-	perSec := float64(count.Load()) / elapsed.Seconds()
-	return []Row{
-		{Metric: "POST /mcp tools/call (built-in) calls/s", Value: thousands(perSec), Target: ">= 2,000/s", Verdict: verdict(perSec >= 2000)},
-		infoRow("POST /mcp tools/call p50 / p99", ms(pct(lat, 50))+" / "+ms(pct(lat, 99))),
-	}, nil
+	return lat, elapsed, nil
 }
 
 func pct(sorted []time.Duration, p int) time.Duration {

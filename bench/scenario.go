@@ -27,6 +27,7 @@ var scenarios = []Scenario{
 	{Name: "approvals", About: "10,000 pending approvals (RSS) and the approve round trip", Run: runApprovals},
 	{Name: "channels-idle", About: "1,000 configured idle Telegram channels: start to all connected, RSS", Run: runChannelsIdle},
 	{Name: "mcp-builtin", About: "POST /mcp tools/call to a built-in tool, plain JSON-RPC, concurrent clients", Run: runMCPBuiltin},
+	{Name: "mcp-gateway", About: "tools/call echo at 1/16/64 clients: stdio floor vs fangd POST /mcp vs npm mcp-proxy, same run", Run: runMCPGateway},
 	{Name: "mcp-proxy", About: "proxied MCP echo overhead and recovery after kill -9 (server-everything over stdio, in-process)", Run: runMCPProxy},
 }
 
@@ -78,6 +79,10 @@ type Options struct {
 	ReplyFor    time.Duration // the measured part of channel-reply
 	ReplyRate   int           // channel-reply's messages per second, all channels together
 	LLMLatency  time.Duration // the fake LLM's fixed answer time in channel-reply
+	MCPDuration time.Duration // each timed run of the MCP gateway scenario
+	MCPRounds   int           // alternating rounds per concurrency in the MCP gateway scenario
+	MCPClients  []int         // the MCP gateway scenario's concurrencies (1, 16, 64)
+	DaemonPprof string        // loopback address for the measured daemon's pprof (FANGD_PPROF_LISTEN)
 }
 
 // Env is what scenarios share: the options, one running daemon and the

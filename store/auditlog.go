@@ -2,6 +2,8 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 )
 
 var auditPrefix = []byte("audit/e/")
@@ -29,17 +31,24 @@ type AuditRecord struct {
 	Raw []byte
 }
 
-// Append writes a batch of entries in one synced transaction.
+// Append writes a batch of entries in one synced transaction. The audit
+// log may use the free-space reserve down to its floor, so that running
+// short of space, and what was refused meanwhile, is still recorded.
 func (l *AuditLog) Append(batch []AuditRecord) error {
-	return l.db.Write(func(tx *Txn) error {
+	return l.db.write(func(tx *Txn) error {
 		for _, r := range batch {
 			if err := tx.Set(auditKey(r.ID), r.Raw); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}, true)
 }
+
+// Admits answers ErrInsufficientStorage when an append would be refused
+// now for lack of space. The audit writer asks before it chains an entry:
+// a refused batch would otherwise fail every entry chained behind it.
+func (l *AuditLog) Admits() error { return l.db.space.admit(0, true) }
 
 // Last returns the newest entry; ErrNotFound when the log is empty.
 func (l *AuditLog) Last() (AuditRecord, error) {
@@ -75,4 +84,73 @@ func (l *AuditLog) Overwrite(r AuditRecord) error { return l.Append([]AuditRecor
 // Remove deletes one stored entry (tests use it to simulate a truncated tail).
 func (l *AuditLog) Remove(id uint64) error {
 	return l.db.Update(func(tx *Txn) error { return tx.Delete(auditKey(id)) })
+}
+
+// auditCheckpointKey holds the retention checkpoint: how long the trimmed
+// prefix of the chain was and its tip hash. It sits outside auditPrefix.
+var auditCheckpointKey = []byte("audit/checkpoint")
+
+// AuditCheckpoint says that entries 1..Length were trimmed (exported
+// first), that entry Length had hash Tip, and which entry of the chain
+// (Entry, an audit_checkpoint) commits to both.
+type AuditCheckpoint struct {
+	Length uint64 `json:"trimmed_length"`
+	Tip    string `json:"trimmed_tip"`
+	Entry  uint64 `json:"checkpoint_entry"`
+}
+
+// Checkpoint reads the retention checkpoint; ok is false when the chain
+// was never trimmed.
+func (l *AuditLog) Checkpoint() (cp AuditCheckpoint, ok bool, err error) {
+	err = l.db.View(func(tx *Txn) error {
+		raw, err := tx.Get(auditCheckpointKey)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ok = true
+		return json.Unmarshal(raw, &cp)
+	})
+	return cp, ok, err
+}
+
+// SetCheckpoint records the retention checkpoint durably.
+func (l *AuditLog) SetCheckpoint(cp AuditCheckpoint) error {
+	raw, err := json.Marshal(cp)
+	if err != nil {
+		return err
+	}
+	return l.db.Update(func(tx *Txn) error { return tx.Set(auditCheckpointKey, raw) })
+}
+
+// DeleteThrough removes every entry with an id up to last, oldest first,
+// in transactions of a bounded size.
+func (l *AuditLog) DeleteThrough(last uint64) error {
+	const batch = 10000
+	for {
+		var ids []uint64
+		err := l.Scan(0, false, func(r AuditRecord) (bool, error) {
+			if r.ID > last {
+				return false, nil
+			}
+			ids = append(ids, r.ID)
+			return len(ids) < batch, nil
+		})
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		err = l.db.Update(func(tx *Txn) error {
+			for _, id := range ids {
+				if err := tx.Delete(auditKey(id)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -39,6 +39,17 @@ type asyncWrite struct {
 	done func(error)
 }
 
+// deletesOnly: a write that only deletes may use the free-space reserve
+// down to its floor (freeing space must stay possible).
+func (w *asyncWrite) deletesOnly() bool {
+	for _, o := range w.ops {
+		if !o.del {
+			return false
+		}
+	}
+	return len(w.ops) > 0
+}
+
 type writeQueue struct {
 	db        *DB
 	mu        sync.Mutex
@@ -158,7 +169,11 @@ func (q *writeQueue) commit(batch []asyncWrite) error {
 			}
 		}
 	}
-	if err := txn.Commit(); err != nil {
+	err := txn.Commit()
+	// A commit may have started a new memtable log file: give it its
+	// blocks before the next commit writes into it.
+	q.db.wal.afterCommit()
+	if err != nil {
 		return fmt.Errorf("%w: %w", errCommit, err)
 	}
 	return nil

@@ -20,6 +20,8 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/transport/neterr"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // ExternalAgent is an A2A agent fangd discovered and may send tasks to.
@@ -134,7 +136,7 @@ func (s *Service) Discover(ctx context.Context, rawURL string, token []byte) (Ex
 		return ExternalAgent{}, false, err
 	}
 	if _, err := s.guard.Check(ctx, canonical); err != nil {
-		return ExternalAgent{}, false, kernel.Errorf(kernel.KindInvalid, "a2a_ssrf_blocked", "url refused: %s", err.Error())
+		return ExternalAgent{}, false, netError(err, "agent")
 	}
 	card, cardURL, err := s.fetchCard(ctx, canonical)
 	if err != nil {
@@ -187,11 +189,13 @@ func (s *Service) fetchCard(ctx context.Context, canonical string) (*a2a.AgentCa
 		if err == nil {
 			return card, cu, nil
 		}
-		problems = append(problems, cu+": "+err.Error())
+		// A refusal or a network failure is the same for every
+		// candidate: say it once, with its own code.
 		var de *kernel.Error
-		if errors.As(err, &de) && de.Code == "a2a_ssrf_blocked" {
+		if errors.As(err, &de) && de.Code != "" {
 			return nil, "", err
 		}
+		problems = append(problems, cu+": "+err.Error())
 	}
 	return nil, "", kernel.Errorf(kernel.KindUpstream, "a2a_discovery_failed", "no usable agent card: %s", strings.Join(problems, "; "))
 }
@@ -206,7 +210,7 @@ func (s *Service) fetchOne(ctx context.Context, client *http.Client, cardURL str
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, errors.New(fetchError(err))
+		return nil, netError(err, "agent card")
 	}
 	defer resp.Body.Close()
 	switch {
@@ -217,7 +221,7 @@ func (s *Service) fetchOne(ctx context.Context, client *http.Client, cardURL str
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.opts.MaxCardBytes+1))
 	if err != nil {
-		return nil, errors.New(fetchError(err))
+		return nil, netError(err, "agent card")
 	}
 	if int64(len(body)) > s.opts.MaxCardBytes {
 		return nil, fmt.Errorf("card is larger than %d bytes", s.opts.MaxCardBytes)
@@ -225,17 +229,24 @@ func (s *Service) fetchOne(ctx context.Context, client *http.Client, cardURL str
 	return s.parseCard(ctx, body)
 }
 
-// fetchError describes a transport failure without internals.
-func fetchError(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
+// netError is a guard refusal or a network failure as a domain error:
+// a2a_ssrf_blocked (LibreFang's code) naming the rule for a refusal, and
+// transport/neterr's codes (host_not_found, connection_refused,
+// upstream_timeout, tls_failed ...) for the rest, never the URL itself.
+// A Guard that is not transport/ssrf (tests) has its refusal text shown.
+func netError(err error, target string) *kernel.Error {
+	if !neterr.Network(err) || ssrf.IsBlocked(err) {
+		msg := err.Error()
+		if code, cause := neterr.Cause(err); neterr.IsPolicy(code) {
+			msg = cause
+		}
+		return &kernel.Error{Kind: kernel.KindInvalid, Code: "a2a_ssrf_blocked", Msg: target + ": " + msg, Err: err}
 	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timed out"
+	e := neterr.Classify(err, target)
+	if neterr.IsPolicy(e.Code) {
+		e.Code = "a2a_ssrf_blocked"
 	}
-	return err.Error()
+	return e
 }
 
 // parseCard accepts a 1.0 card, a 0.3 card, or the seed's card (name, url,
@@ -274,8 +285,14 @@ func (s *Service) parseCard(ctx context.Context, body []byte) (*a2a.AgentCard, e
 			continue
 		}
 		if _, err := s.guard.Check(ctx, in.URL); err != nil {
-			refused = append(refused, in.URL+": "+err.Error())
-			continue
+			if neterr.Network(err) && !ssrf.IsBlocked(err) {
+				// Not a refusal: a name that does not resolve now may
+				// later, and every call dials through the guard again.
+				s.log.Warn().Str("endpoint", in.URL).Str("problem", err.Error()).Msg("a2a: card endpoint does not resolve now")
+			} else {
+				refused = append(refused, in.URL+": "+err.Error())
+				continue
+			}
 		}
 		if in.ProtocolVersion == "" {
 			in.ProtocolVersion = a2av0.Version
@@ -316,10 +333,11 @@ func (s *Service) discoverStatic(list []StaticAgent) {
 
 func (s *supervisor) loadAgents() error {
 	s.agents = map[string]ExternalAgent{}
-	return s.ext.Each(func(id string, a ExternalAgent) bool {
+	_, err := s.ext.EachOrQuarantine(func(id string, a ExternalAgent) bool {
 		s.agents[id] = a
 		return true
 	})
+	return err
 }
 
 func (s *supervisor) putAgent(c actor.Context, m *putAgent) {

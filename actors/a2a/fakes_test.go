@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -227,13 +228,4 @@ func peer(name string) context.Context {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var eventually = kerneltest.WaitFor

@@ -19,62 +19,54 @@ type journalWrite struct {
 	done chan error
 }
 
-// journalCommitted is sent by the commit goroutine back to the journal.
-type journalCommitted struct {
-	batch []journalWrite
-	err   error
-}
-
 // journal is the "a2a-journal" actor: task actors write their records
 // through it, and writes arriving while a commit is in flight go together
-// in the next synced transaction (group commit). One synced transaction
-// per task update would cap the daemon at a few thousand updates a second;
-// batching lifts that to what the disk's fsync rate times the batch allows.
+// in the next synced transaction (group commit, store.GroupCommit). One
+// synced transaction per task update would cap the daemon at a few
+// thousand updates a second; batching lifts that to what the disk's fsync
+// rate times the batch allows.
 type journal struct {
-	db       *store.DB
-	pending  []journalWrite
-	inFlight bool
+	db   *store.DB
+	gc   *store.GroupCommit[journalWrite]
+	send func(any)
 }
 
 func (j *journal) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
+	case *actor.Started:
+		self, root := c.Self(), c.ActorSystem().Root
+		j.send = func(msg any) { root.Send(self, msg) }
+		j.gc = store.NewGroupCommit(store.GroupCommitOptions[journalWrite]{
+			MaxCount: journalMaxBatch,
+			MaxBytes: j.db.MaxBatchBytes(),
+			Size:     func(w journalWrite) int { return len(w.key) + len(w.raw) + 64 },
+			Commit:   j.commit,
+			Done:     func(w journalWrite, err error) { w.done <- err },
+		})
 	case *journalWrite:
-		j.pending = append(j.pending, *m)
-		if !j.inFlight {
-			j.flush(c)
+		j.gc.Add(*m)
+		j.gc.Flush(j.send)
+	case *store.Committed[journalWrite]:
+		if _, err, ok := j.gc.Committed(m); ok && err != nil {
+			// Its waiters and the writes queued behind it were failed.
+			// Each record stands alone (nothing is chained onto another),
+			// so there is no memory to reload: take writes again.
+			j.gc.Reset()
 		}
-	case *journalCommitted:
-		for _, w := range m.batch {
-			w.done <- m.err
-		}
-		j.inFlight = false
-		j.flush(c)
+		j.gc.Flush(j.send)
 	case *actor.Stopping:
-		for _, w := range j.pending {
-			w.done <- errors.New("a2a journal is shutting down")
-		}
-		j.pending = nil
+		j.gc.Stop(errors.New("a2a journal is shutting down"))
 	}
 }
 
-func (j *journal) flush(c actor.Context) {
-	if len(j.pending) == 0 {
-		return
-	}
-	n := min(len(j.pending), journalMaxBatch)
-	batch := j.pending[:n:n]
-	j.pending = j.pending[n:]
-	j.inFlight = true
-	self, root := c.Self(), c.ActorSystem().Root
-	go func() {
-		err := j.db.Write(func(tx *store.Txn) error {
-			for _, w := range batch {
-				if err := tx.Set(w.key, w.raw); err != nil {
-					return err
-				}
+// commit writes a batch in one synced transaction; it runs off the actor.
+func (j *journal) commit(batch []journalWrite) error {
+	return j.db.Write(func(tx *store.Txn) error {
+		for _, w := range batch {
+			if err := tx.Set(w.key, w.raw); err != nil {
+				return err
 			}
-			return nil
-		})
-		root.Send(self, &journalCommitted{batch: batch, err: err})
-	}()
+		}
+		return nil
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/neterr"
 )
 
 // OutboundRequest is a task for an external agent (POST /api/a2a/send, the
@@ -315,9 +316,10 @@ func (r *outboundRun) run(ctx context.Context) {
 				break
 			}
 			attempts++
-			r.send(&remoteAttempt{gen: r.gen, err: err})
+			shown := remoteError(err)
+			r.send(&remoteAttempt{gen: r.gen, err: shown})
 			if !r.svc.transient(err) || attempts >= r.svc.opts.MaxAttempts || ctx.Err() != nil {
-				r.send(&remoteDone{gen: r.gen, err: fmt.Errorf("%s after %d attempt(s)", err.Error(), attempts)})
+				r.send(&remoteDone{gen: r.gen, err: fmt.Errorf("%s after %d attempt(s)", shown.Error(), attempts)})
 				return
 			}
 			if !sleep(ctx, r.svc.opts.RetryBackoff.Jittered(attempts)) {
@@ -333,6 +335,17 @@ func (r *outboundRun) run(ctx context.Context) {
 		}
 	}
 	r.send(&remoteDone{gen: r.gen})
+}
+
+// remoteError is what a task's last_error and status say about a failed
+// attempt: for a network failure its code and cause (the SDK's text
+// carries the peer's full URL), otherwise the error as it is.
+func remoteError(err error) error {
+	if !neterr.Network(err) {
+		return err
+	}
+	code, cause := neterr.Cause(err)
+	return fmt.Errorf("%s: %s", code, cause)
 }
 
 // deliver sends the message once: streaming when the peer streams.

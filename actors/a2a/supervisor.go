@@ -318,7 +318,7 @@ func (s *supervisor) restore(c actor.Context) error {
 	var resume []taskRecord
 	var failed []taskRecord
 	now := time.Now().UTC()
-	err := s.tasks.Each(func(id string, rec taskRecord) bool {
+	_, err := s.tasks.EachOrQuarantine(func(id string, rec taskRecord) bool {
 		if rec.State.Terminal() {
 			return true
 		}

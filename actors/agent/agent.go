@@ -35,11 +35,18 @@ type Options struct {
 	// Directory checks the tools a manifest names (see checkTools); nil
 	// accepts any name.
 	Directory ToolDirectory
+	// MaxAgents bounds how many agents exist ([agents] max_agents); a
+	// create beyond it is refused (409 agent_limit_reached). An idle agent
+	// costs about 22 KiB, so the default bounds that to about 22 MiB.
+	MaxAgents int
 }
+
+// DefaultMaxAgents is [agents] max_agents' default.
+const DefaultMaxAgents = 1000
 
 // DefaultOptions are the bounds fangd uses.
 func DefaultOptions() Options {
-	return Options{HistoryMessages: 40, HistoryChars: 200_000, MaxSessions: 100, QueuePerSession: 8}
+	return Options{HistoryMessages: 40, HistoryChars: 200_000, MaxSessions: 100, QueuePerSession: 8, MaxAgents: DefaultMaxAgents}
 }
 
 type waiter struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 	"github.com/fangd/fangd/actors/usage"
@@ -43,6 +44,8 @@ type harness struct {
 	anthropicAPI bool
 	// maxSessions overrides Options.MaxSessions when set.
 	maxSessions int
+	// maxAgents overrides Options.MaxAgents when set.
+	maxAgents int
 
 	mu     sync.Mutex
 	events []any
@@ -92,7 +95,7 @@ func (h *harness) start() {
 	if h.meter, err = usage.Start(h.k, h.db, h.audit, usage.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{QueuePerSession: 2, MaxSessions: h.maxSessions}
+	opts := Options{QueuePerSession: 2, MaxSessions: h.maxSessions, MaxAgents: h.maxAgents}
 	if h.tools != nil {
 		opts.Tools = h.tools
 	}
@@ -147,17 +150,7 @@ func (h *harness) auditTypes() []string {
 	return out
 }
 
-// waitFor polls cond (ordering only, never a timing assertion).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = kerneltest.WaitFor
 
 // sawMessage reports whether the fake provider received a request whose
 // last message is text.

@@ -38,6 +38,9 @@ func Start(k *kernel.Kernel, db *store.DB, auditLog *audit.Log, reg *llm.Registr
 	if opts.QueuePerSession <= 0 {
 		opts.QueuePerSession = def.QueuePerSession
 	}
+	if opts.MaxAgents <= 0 {
+		opts.MaxAgents = def.MaxAgents
+	}
 	d := &deps{k: k, db: db, audit: auditLog, llm: reg, meter: meter, opts: opts,
 		manifests: store.NewCollection[Manifest](db, "agents"),
 		log:       k.Log.With().Str("component", "agents").Logger()}

@@ -99,7 +99,7 @@ func (s *supervisor) Receive(c actor.Context) {
 // restart land here alike.
 func (s *supervisor) load(c actor.Context) error {
 	s.byID, s.byName = map[string]*entry{}, map[string]*entry{}
-	return s.d.manifests.Each(func(id string, m Manifest) bool {
+	_, err := s.d.manifests.EachOrQuarantine(func(id string, m Manifest) bool {
 		e := &entry{m: m}
 		s.byID[id], s.byName[nameKey(m.Name)] = e, e
 		pid, err := s.spawn(c, m)
@@ -109,6 +109,7 @@ func (s *supervisor) load(c actor.Context) error {
 		e.pid = pid
 		return true
 	})
+	return err
 }
 
 func (s *supervisor) spawn(c actor.Context, m Manifest) (*actor.PID, error) {
@@ -172,6 +173,11 @@ func (s *supervisor) create(c actor.Context, m *Create) {
 	}
 	if _, taken := s.byName[nameKey(man.Name)]; taken {
 		c.Respond(kernel.Errorf(kernel.KindConflict, "agent_name_taken", "an agent named %s already exists", man.Name))
+		return
+	}
+	if len(s.byID) >= s.d.opts.MaxAgents {
+		c.Respond(kernel.Errorf(kernel.KindConflict, "agent_limit_reached",
+			"%d agents exist, the most this daemon allows ([agents] max_agents); delete one or raise the limit", len(s.byID)))
 		return
 	}
 	now := time.Now().UTC()

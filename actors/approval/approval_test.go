@@ -412,3 +412,31 @@ func TestAnswersWaitForTheirEventsToBeDurable(t *testing.T) {
 		t.Fatalf("durable events when the waiter was released: %v", ev)
 	}
 }
+
+// An index entry or a decided record that does not decode is moved aside;
+// the supervisor loads the rest instead of failing on every start.
+func TestUndecodableRecordsAreQuarantined(t *testing.T) {
+	h := newHarness(t, policy(nil), nil)
+	keep := h.create("a1", "shell_exec")
+	broken := h.create("a2", "file_write")
+	decided := h.create("a3", "file_write")
+	if _, err := h.a.Decide(Decide{ID: decided.ID, Approve: true, By: api("api_key")}); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	h.db.Update(func(tx *store.Txn) error {
+		if err := tx.Set([]byte("approvals-index/"+broken.ID), []byte(`{"status":`)); err != nil {
+			return err
+		}
+		return tx.Set([]byte("approvals/"+decided.ID), []byte(`[`))
+	})
+	h.start()
+	page, err := h.a.List("", 0, 10)
+	if err != nil || page.Total != 1 || page.Approvals[0].ID != keep.ID {
+		t.Fatalf("list after damage: %+v %v", page, err)
+	}
+	keys, total, _ := h.db.QuarantinedKeys(10)
+	if total != 2 {
+		t.Fatalf("quarantined: %v", keys)
+	}
+}

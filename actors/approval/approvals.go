@@ -368,6 +368,11 @@ func (a *Approvals) TOTPConfirm(code string, who Decider) (*TOTPResult, error) {
 	return ask[*TOTPResult](a, a.env.totp, &TOTPConfirm{Code: code, Who: who})
 }
 
+// TOTPCancel drops the enrolment awaiting confirmation.
+func (a *Approvals) TOTPCancel(who Decider) (*TOTPResult, error) {
+	return ask[*TOTPResult](a, a.env.totp, &TOTPCancel{Who: who})
+}
+
 // TOTPRevoke removes the enrolment.
 func (a *Approvals) TOTPRevoke(code string, who Decider) (*TOTPResult, error) {
 	return ask[*TOTPResult](a, a.env.totp, &TOTPRevoke{Code: code, Who: who})
@@ -396,23 +401,32 @@ func (e *env) auditThenRespond(c actor.Context, ev audit.Event, reply any) {
 	}()
 }
 
-// save writes a record and its index entry in one synced transaction.
-func (e *env) save(rec *Approval) error {
-	return e.db.Update(func(tx *store.Txn) error {
+// saveThen writes a record and its index entry without waiting for the
+// sync (UpdateAsync: no synced write in an actor's Receive, see
+// docs/architecture.md) and continues with then in the calling actor's
+// Receive once they are durable or failed (the actor handles *persisted).
+// The write is ordered before every later read and write of the store, so
+// the actor needs to hold back only what depends on it being durable: its
+// answers, and decisions about the same request.
+func (e *env) saveThen(c actor.Context, rec *Approval, then func(c actor.Context, err error)) {
+	self, root := c.Self(), c.ActorSystem().Root
+	e.db.UpdateAsync(func(tx *store.Txn) error {
 		if err := e.records.PutTx(tx, rec.ID, *rec); err != nil {
 			return err
 		}
 		return e.index.PutTx(tx, rec.ID, indexOf(rec))
-	})
+	}, func(err error) { root.Send(self, &persisted{then: then, err: err}) })
 }
 
-// remove deletes records and their index entries, in synced transactions
-// of at most removeBatch requests.
-func (e *env) remove(ids ...string) error {
+// removeAsync deletes records and their index entries without waiting,
+// in transactions of at most removeBatch requests; a failure is logged
+// (the records then come back as kept decisions after a restart).
+func (e *env) removeAsync(ids ...string) {
 	for len(ids) > 0 {
-		n := min(len(ids), removeBatch)
-		err := e.db.Update(func(tx *store.Txn) error {
-			for _, id := range ids[:n] {
+		batch := ids[:min(len(ids), removeBatch)]
+		ids = ids[len(batch):]
+		e.db.UpdateAsync(func(tx *store.Txn) error {
+			for _, id := range batch {
 				if err := e.records.DeleteTx(tx, id); err != nil {
 					return err
 				}
@@ -421,13 +435,12 @@ func (e *env) remove(ids ...string) error {
 				}
 			}
 			return nil
+		}, func(err error) {
+			if err != nil {
+				e.log.Warn().Err(err).Msg("could not remove old decided approvals")
+			}
 		})
-		if err != nil {
-			return err
-		}
-		ids = ids[n:]
 	}
-	return nil
 }
 
 const removeBatch = 1000

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
@@ -45,8 +46,15 @@ func parseCommand(text string) (verb, id, rest string, ok bool) {
 		id = fields[1]
 	}
 	if len(fields) > 2 {
-		// The reason keeps its own spacing.
-		rest = strings.TrimSpace(t[strings.Index(t, fields[1])+len(fields[1]):])
+		// The reason keeps its own spacing: it is the text after the
+		// second word (found by position: the id's bytes may also occur
+		// inside "/approve", as "a" does).
+		after := t
+		for range 2 {
+			after = strings.TrimLeftFunc(after, unicode.IsSpace)
+			after = after[strings.IndexFunc(after, unicode.IsSpace):]
+		}
+		rest = strings.TrimSpace(after)
 	}
 	return verb, id, rest, true
 }

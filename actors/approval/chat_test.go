@@ -17,6 +17,9 @@ func TestParseCommand(t *testing.T) {
 		{"  /approve@fangd_bot 1a2b3c4d 123456 ", "approve", "1a2b3c4d", "123456", true},
 		{"/reject 1a2b3c4d too risky,  really", "reject", "1a2b3c4d", "too risky,  really", true},
 		{"/REJECT", "reject", "", "", true},
+		// The id's bytes also occur in the command word: the code is still the third word.
+		{"/approve a 123456", "approve", "a", "123456", true},
+		{"/reject ec not  now", "reject", "ec", "not  now", true},
 		{"/approved 1a2b", "", "", "", false},
 		{"please /approve 1a2b", "", "", "", false},
 		{"hello", "", "", "", false},

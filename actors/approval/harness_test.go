@@ -18,6 +18,7 @@ import (
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -238,17 +239,7 @@ func (h *harness) auditTypes(id string) []string {
 	return out
 }
 
-// waitFor polls cond (ordering only, never a timing assertion).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = kerneltest.WaitFor
 
 var _ = actor.PID{}
 

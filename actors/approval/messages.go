@@ -195,6 +195,13 @@ type Resolve struct{ Prefix string }
 // chain then shows the request before its decision).
 type announced struct{ id string }
 
+// persisted reports an asynchronous save (env.saveThen) to the actor that
+// made it, which continues with then.
+type persisted struct {
+	then func(c actor.Context, err error)
+	err  error
+}
+
 // expire is the request's timer firing; gen tells a stale timer apart.
 type expire struct{ gen int }
 

@@ -24,6 +24,11 @@ type request struct {
 	waiters []waiter
 	timer   *time.Timer
 	gen     int
+	// saving: a change of the record is being written (env.saveThen);
+	// messages wait in deferred until it is durable, so that nobody hears
+	// of a decision before it is durable and decisions stay serial.
+	saving   bool
+	deferred []heldMsg
 }
 
 func (r *request) Receive(c actor.Context) {
@@ -56,9 +61,25 @@ func (r *request) Receive(c actor.Context) {
 			r.schedule(c)
 		}
 	case *Gate, *Await, *Decide, *Cancel, *expire:
+		if r.saving {
+			r.deferred = append(r.deferred, heldMsg{msg: m, sender: c.Sender()})
+			return
+		}
 		r.handle(c, m, c.Sender())
+	case *persisted:
+		r.saving = false
+		m.then(c, m.err)
+		for len(r.deferred) > 0 && !r.saving {
+			h := r.deferred[0]
+			r.deferred = r.deferred[1:]
+			r.handle(c, h.msg, h.sender)
+		}
 	case *actor.Stopping:
 		r.stopTimer()
+		for _, h := range r.deferred {
+			reply(c, h.sender, kernel.Unavailable("approval %s is stopping; ask again", r.rec.ID))
+		}
+		r.deferred = nil
 		if r.rec != nil && r.rec.Pending() {
 			r.release(c, kernel.Unavailable("approval %s is stopping; ask again", r.rec.ID))
 		}
@@ -198,11 +219,25 @@ func (r *request) finalize(c actor.Context, status string, by Decider, factor, r
 	next := *r.rec
 	next.Status, next.DecidedAt, next.DecidedBy, next.DecidedVia = status, &now, by.Identity, by.Via
 	next.SecondFactor, next.Reason = factor, reason
-	if err := r.env.save(&next); err != nil {
-		reply(c, sender, err)
-		return
-	}
-	rec := &next
+	r.save(c, &next, func(c actor.Context, err error) {
+		if err != nil {
+			reply(c, sender, err)
+			return
+		}
+		r.finalized(c, &next, by, factor, reason, sender)
+	})
+}
+
+// save writes next without waiting and continues with then once it is
+// durable; until then the actor's other messages wait.
+func (r *request) save(c actor.Context, next *Approval, then func(c actor.Context, err error)) {
+	r.saving = true
+	r.env.saveThen(c, next, then)
+}
+
+// finalized tells everyone of a decision that is durable.
+func (r *request) finalized(c actor.Context, rec *Approval, by Decider, factor, reason string, sender *actor.PID) {
+	status := rec.Status
 	r.rec = rec
 	r.stopTimer()
 	waiters := r.waiters
@@ -289,7 +324,13 @@ func (r *request) escalate(c actor.Context) {
 	next.Escalations++
 	next.ExpiresAt = next.ExpiresAt.Add(time.Duration(pol.EscalateSecs) * time.Second)
 	next.TimeoutSecs += pol.EscalateSecs
-	if err := r.env.save(&next); err != nil {
+	r.save(c, &next, func(c actor.Context, err error) { r.escalated(c, &next, err) })
+}
+
+// escalated takes an escalation's write.
+func (r *request) escalated(c actor.Context, next *Approval, err error) {
+	pol := r.env.policy.Load()
+	if err != nil {
 		// Try again shortly rather than expire a request we could not
 		// extend.
 		r.env.log.Error().Err(err).Str("approval_id", next.ID).Msg("could not record an escalation")
@@ -299,7 +340,7 @@ func (r *request) escalate(c actor.Context) {
 		r.timer = time.AfterFunc(time.Second, func() { system.Root.Send(self, &expire{gen: gen}) })
 		return
 	}
-	rec := &next
+	rec := next
 	r.rec = rec
 	r.schedule(c)
 	c.Send(c.Parent(), &changed{rec: rec})

@@ -79,10 +79,20 @@ type supervisor struct {
 	// stopping: the daemon is shutting down, so request actors stopping
 	// is expected and not an error.
 	stopping bool
+	// creating: requests whose creation is being written; messages about
+	// them wait here until it is durable (or failed). creatingByAgent
+	// counts them against max_pending_per_agent.
+	creating        map[string][]heldMsg
+	creatingByAgent map[string]int
 }
 
 func (s *supervisor) Receive(c actor.Context) {
+	if s.holdWhileCreating(c) {
+		return
+	}
 	switch m := c.Message().(type) {
+	case *persisted:
+		m.then(c, m.err)
 	case *actor.Started:
 		if err := s.load(c); err != nil {
 			panic(fmt.Errorf("approvals: load: %w", err))
@@ -170,6 +180,7 @@ func (s *supervisor) load(c actor.Context) error {
 	e := s.env
 	s.props = e.k.Props(func() actor.Actor { return &request{env: e} })
 	s.byID, s.pendingByAgent, s.agents, s.decided, s.expiry = map[string]*entry{}, map[string]int{}, map[string]string{}, nil, nil
+	s.creating, s.creatingByAgent = map[string][]heldMsg{}, map[string]int{}
 	if _, err := e.meta.Get(indexVersionKey); errors.Is(err, store.ErrNotFound) {
 		if err := s.buildIndex(); err != nil {
 			return err
@@ -178,11 +189,14 @@ func (s *supervisor) load(c actor.Context) error {
 		return err
 	}
 	var head indexFields
-	var decidedIDs []string
+	var decidedIDs, badIndex []string
+	var badErr error
 	err := e.index.EachRaw(func(id, raw []byte) (bool, error) {
 		head = indexFields{}
 		if err := json.Unmarshal(raw, &head); err != nil {
-			return false, fmt.Errorf("decode approval index entry %s: %w", id, err)
+			// Moved aside after the walk; the rest loads.
+			badIndex, badErr = append(badIndex, string(id)), err
+			return true, nil
 		}
 		if head.Status != StatusPending {
 			decidedIDs = append(decidedIDs, string(id))
@@ -197,10 +211,23 @@ func (s *supervisor) load(c actor.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(badIndex) > 0 {
+		if _, err := e.index.QuarantineRaw(badIndex, fmt.Errorf("approval index entry does not decode: %w", badErr)); err != nil {
+			return err
+		}
+	}
 	heap.Init(&s.expiry)
 	for _, id := range decidedIDs {
 		rec, err := e.records.Get(id)
 		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &syntax) || errors.As(err, &typ) {
+			if _, qerr := e.records.QuarantineRaw([]string{id}, err); qerr != nil {
+				return qerr
+			}
 			continue
 		}
 		if err != nil {
@@ -461,7 +488,7 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 		return
 	}
 	pol := env.policy.Load() // one policy for the whole request
-	if n := s.pendingByAgent[req.AgentID]; n >= pol.MaxPendingPerAgent {
+	if n := s.pendingByAgent[req.AgentID] + s.creatingByAgent[req.AgentID]; n >= pol.MaxPendingPerAgent {
 		c.Respond(kernel.Errorf(kernel.KindRateLimited, "too_many_pending_approvals",
 			"agent %s already has %d approval requests waiting (max_pending_per_agent); decide those first", req.AgentID, n))
 		return
@@ -478,36 +505,60 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 	if rec.ActionSummary == "" {
 		rec.ActionSummary = summarize(rec)
 	}
-	if err := env.save(rec); err != nil {
-		c.Respond(err)
-		return
-	}
+	// The record is written without stalling the index (no synced write
+	// in Receive): the request exists once it is durable, and until then
+	// messages about it wait and the caller is not answered.
+	msg, sender := c.Message(), c.Sender()
+	s.creating[rec.ID] = nil
+	s.creatingByAgent[rec.AgentID]++
+	env.saveThen(c, rec, func(c actor.Context, err error) {
+		held := s.creating[rec.ID]
+		delete(s.creating, rec.ID)
+		if s.creatingByAgent[rec.AgentID]--; s.creatingByAgent[rec.AgentID] <= 0 {
+			delete(s.creatingByAgent, rec.AgentID)
+		}
+		if err != nil {
+			reply(c, sender, err)
+		} else {
+			s.created(c, rec, req.SourceIP, gate, msg, sender)
+		}
+		for _, h := range held {
+			c.RequestWithCustomSender(c.Self(), h.msg, h.sender)
+		}
+	})
+}
+
+// created starts a request whose record is durable: its actor (for a
+// Gate, which then keeps the caller until the decision) or its place in
+// the expiry heap, its audit entry and its event.
+func (s *supervisor) created(c actor.Context, rec *Approval, sourceIP string, gate bool, msg any, sender *actor.PID) {
+	env := s.env
 	en := &entry{id: rec.ID, requested: rec.RequestedAt.UnixNano(), expires: rec.ExpiresAt.UnixNano(), heapIdx: -1}
 	if gate {
 		// A gated tool call waits on it from now: start its actor, which
 		// keeps the caller until the decision.
 		pid, err := s.spawn(c, rec)
 		if err != nil {
-			_ = env.remove(rec.ID)
-			c.Respond(err)
+			env.removeAsync(rec.ID)
+			reply(c, sender, err)
 			return
 		}
 		en.pid = pid
 		s.addPending(en, rec.AgentID)
-		c.Forward(pid)
+		c.RequestWithCustomSender(pid, msg, sender)
 	} else {
 		// Nobody waits yet: passive until someone does.
 		s.addPending(en, rec.AgentID)
 		heap.Push(&s.expiry, en)
 		s.arm(c)
 	}
-	ev := audit.Event{EventType: "approval_requested", AgentID: rec.AgentID, Outcome: "pending", Actor: rec.RequestedBy, SourceIP: req.SourceIP,
+	ev := audit.Event{EventType: "approval_requested", AgentID: rec.AgentID, Outcome: "pending", Actor: rec.RequestedBy, SourceIP: sourceIP,
 		Details: fmt.Sprintf("id=%s action=%s risk=%s expires_at=%s second_factor_required=%t", rec.ID, rec.Action, rec.RiskLevel,
 			rec.ExpiresAt.Format("2006-01-02T15:04:05Z"), rec.SecondFactorRequired)}
 	// The creation is answered once both its audit entry and its event are
 	// durable: a crash right after a 201 must not lose either.
 	published := env.publish("approval.requested", rec, rec.RequestedBy)
-	sender, system, self := c.Sender(), c.ActorSystem(), c.Self()
+	system, self := c.ActorSystem(), c.Self()
 	go func() {
 		err := env.appendAudit(ev)
 		if perr := published(); err == nil {
@@ -523,6 +574,37 @@ func (s *supervisor) create(c actor.Context, req Request, gate bool) {
 		}
 	}()
 	env.post(requestNotice(rec), NotifyTarget{})
+}
+
+// holdWhileCreating keeps a message about a request whose creation is
+// being written until it is durable (then it is sent again); true if held.
+func (s *supervisor) holdWhileCreating(c actor.Context) bool {
+	if len(s.creating) == 0 {
+		return false
+	}
+	var id string
+	switch m := c.Message().(type) {
+	case *Create:
+		id = m.Req.ID
+	case *Gate:
+		id = m.Req.ID
+	case *Get:
+		id = m.ID
+	case *Await:
+		id = m.ID
+	case *Decide:
+		id = m.ID
+	case *Cancel:
+		id = m.ID
+	default:
+		return false
+	}
+	held, ok := s.creating[id]
+	if !ok || id == "" {
+		return false
+	}
+	s.creating[id] = append(held, heldMsg{msg: c.Message(), sender: c.Sender()})
+	return true
 }
 
 func summarize(rec *Approval) string {
@@ -576,10 +658,7 @@ func (s *supervisor) trim(force bool) {
 	for i, rec := range s.decided[:n] {
 		ids[i] = rec.ID
 	}
-	if err := s.env.remove(ids...); err != nil {
-		s.env.log.Warn().Err(err).Msg("could not trim old decided approvals")
-		return
-	}
+	s.env.removeAsync(ids...)
 	for _, id := range ids {
 		delete(s.byID, id)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/telegram"
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/llm/llmtest"
@@ -88,7 +88,7 @@ func (s *shell) runs() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.ran)
 // chat (whose agent turn is still waiting), the tool runs and the agent's
 // answer arrives. Someone not on the approver list is refused.
 func TestApproveInTelegramChat(t *testing.T) {
-	tg := telegramfake.New("4242:approvals")
+	tg := telegramtest.New("4242:approvals")
 	defer tg.Close()
 	fake := llmtest.NewOpenAI("")
 	defer fake.Close()
@@ -158,7 +158,7 @@ func TestApproveInTelegramChat(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sent := func(n int) []telegramfake.Sent {
+	sent := func(n int) []telegramtest.Sent {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for len(tg.Sent()) < n {

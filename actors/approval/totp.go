@@ -83,7 +83,16 @@ type TOTPRevoke struct {
 	Who  Decider
 }
 
-// TOTPResult answers TOTPConfirm and TOTPRevoke.
+// TOTPCancel drops the enrolment awaiting confirmation, without a code:
+// its secret was shown once, in the setup answer, and if that answer was
+// lost nobody can produce a code for it. Dropping it weakens nothing (a
+// confirmed enrolment stays in force). Answered with *TOTPResult; 400
+// totp_not_pending when none awaits confirmation.
+type TOTPCancel struct {
+	Who Decider
+}
+
+// TOTPResult answers TOTPConfirm, TOTPRevoke and TOTPCancel.
 type TOTPResult struct {
 	Status  string `json:"status"`
 	Message string `json:"message"`
@@ -159,6 +168,8 @@ func (t *totpActor) Receive(c actor.Context) {
 		t.confirm(c, m)
 	case *TOTPRevoke:
 		t.revoke(c, m)
+	case *TOTPCancel:
+		t.cancel(c, m)
 	case *verify:
 		t.verify(c, m)
 	}
@@ -226,10 +237,6 @@ var (
 	totpCodeRe     = regexp.MustCompile(`^[0-9]{6}$`)
 	recoveryCodeRe = regexp.MustCompile(`^[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}$`)
 )
-
-func validateOpts() totp.ValidateOpts {
-	return totp.ValidateOpts{Period: totpPeriod, Skew: totpSkew, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
-}
 
 // matchTOTP finds the step (within the skew) whose code is code, comparing
 // in constant time through the library. It returns -1 when none matches.
@@ -351,7 +358,7 @@ func (t *totpActor) setup(c actor.Context, m *TOTPSetup) {
 	}
 	if t.pending {
 		c.Respond(kernel.Errorf(kernel.KindConflict, "totp_pending_confirmation",
-			"a TOTP enrolment is awaiting confirmation: confirm it with POST /api/approvals/totp/confirm, or revoke it with DELETE /api/approvals/totp"))
+			"a TOTP enrolment is awaiting confirmation: confirm it with POST /api/approvals/totp/confirm, or cancel it with DELETE /api/approvals/totp/setup"))
 		return
 	}
 	if t.active {
@@ -519,6 +526,24 @@ func (t *totpActor) revoke(c actor.Context, m *TOTPRevoke) {
 	}
 	t.env.auditThenRespond(c, audit.Event{EventType: "totp_revoked", Outcome: "ok", Actor: m.Who.Identity, SourceIP: m.Who.SourceIP,
 		Details: "verified_with=" + factor}, &TOTPResult{Status: "revoked", Message: "TOTP enrolment removed; approvals no longer ask for a code"})
+}
+
+func (t *totpActor) cancel(c actor.Context, m *TOTPCancel) {
+	if !t.pending {
+		c.Respond(kernel.Errorf(kernel.KindInvalid, "totp_not_pending", "no TOTP enrolment awaits confirmation"))
+		return
+	}
+	if err := t.env.vault.Delete(vaultPending); err != nil {
+		c.Respond(err)
+		return
+	}
+	t.pending = false
+	details := "pending enrolment dropped; TOTP stays not enrolled"
+	if t.active {
+		details = "pending re-enrolment dropped; the confirmed secret stays active"
+	}
+	t.env.auditThenRespond(c, audit.Event{EventType: "totp_setup_cancelled", Outcome: "ok", Actor: m.Who.Identity, SourceIP: m.Who.SourceIP, Details: details},
+		&TOTPResult{Status: "cancelled", Message: "the TOTP enrolment awaiting confirmation was removed; start a new one with POST /api/approvals/totp/setup"})
 }
 
 func (t *totpActor) verify(c actor.Context, m *verify) {

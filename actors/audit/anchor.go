@@ -20,6 +20,9 @@ type Anchor struct {
 	Tip    string
 }
 
+// String says what the anchor records, as mismatch messages quote it.
+func (a Anchor) String() string { return fmt.Sprintf("%d entries ending in %s", a.Length, a.Tip) }
+
 // AnchorPath is where the anchor lives under a fangd home.
 func AnchorPath(home string) string { return filepath.Join(home, "audit.anchor") }
 

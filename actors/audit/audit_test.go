@@ -25,18 +25,31 @@ type harness struct {
 
 func start(t *testing.T, home string) *harness {
 	t.Helper()
+	h, err := startWith(t, home, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// startWith starts the log on home with opts (AnchorPath is set); on an
+// error everything it opened is closed again.
+func startWith(t *testing.T, home string, opts Options) (*harness, error) {
+	t.Helper()
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := kernel.New(zerolog.Nop())
-	l, err := Start(k, db, Options{AnchorPath: AnchorPath(home)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts.AnchorPath = AnchorPath(home)
+	l, err := Start(k, db, opts)
 	h := &harness{home: home, db: db, k: k, log: l}
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
 	t.Cleanup(h.stop)
-	return h
+	return h, nil
 }
 
 func (h *harness) stop() {
@@ -171,7 +184,14 @@ func TestVerifyDetectsTruncatedTail(t *testing.T) {
 	if rep.Valid() || rep.BrokenAt != 9 || rep.AnchorStatus != "mismatch" {
 		t.Fatalf("offline report = %+v", rep)
 	}
-	h2 := start(t, home)
+	// A restart does not rewrite the evidence away: start-up refuses.
+	if _, err := startWith(t, home, Options{}); err == nil || !strings.Contains(err.Error(), "2 entries missing") {
+		t.Fatalf("start on a truncated chain: %v", err)
+	}
+	h2, err := startWith(t, home, Options{OnMismatch: OnMismatchDegraded})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep, _ = h2.log.Verify()
 	if rep.Valid() || rep.AnchorStatus != "mismatch" {
 		t.Fatalf("online report after restart = %+v", rep)

@@ -2,6 +2,8 @@ package audit
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -17,7 +19,23 @@ type Options struct {
 	// MaxBatch caps how many appends share one commit. 1 turns group commit
 	// off (one fsync per append); the bench compares the two.
 	MaxBatch int
+	// OnMismatch is what start-up does when the anchor and the stored
+	// chain disagree: "refuse" (the default: Start returns the *Mismatch)
+	// or "degraded" (start, and report the audit trail broken until an
+	// operator runs `fangd audit accept`).
+	OnMismatch string
+	// RetainEntries keeps only the newest entries of the chain, trimming
+	// (exported to ArchiveDir first, with a checkpoint entry) at start and
+	// every ten minutes; 0 keeps everything.
+	RetainEntries uint64
+	ArchiveDir    string
 }
+
+// Mismatch modes ([audit] on_anchor_mismatch).
+const (
+	OnMismatchRefuse   = "refuse"
+	OnMismatchDegraded = "degraded"
+)
 
 // Log is the handle other packages use to append to and read the chain.
 type Log struct {
@@ -25,12 +43,34 @@ type Log struct {
 	pid        *actor.PID
 	store      *store.AuditLog
 	anchorPath string
+	broken     *Mismatch
+
+	stopRetention chan struct{}
 }
 
 // Start spawns the audit writer as the root actor "audit".
 func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Log, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
+	}
+	al := db.AuditLog()
+	cur, broken, err := CheckAnchor(al, opts.AnchorPath, db.Fresh())
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	switch {
+	case broken != nil && opts.OnMismatch != OnMismatchDegraded:
+		return nil, broken
+	case broken != nil:
+		k.Log.Error().Str("component", "audit").Str("anchor_status", broken.AnchorStatus).
+			Str("expected", broken.Expected).Str("found", broken.Found).
+			Msg("audit anchor mismatch: running degraded, the audit trail reads broken until `fangd audit accept`")
+	default:
+		// New, or behind the chain after a crash between a commit and
+		// its anchor write: catch it up.
+		if err := WriteAnchor(opts.AnchorPath, cur); err != nil {
+			return nil, fmt.Errorf("write the audit anchor: %w", err)
+		}
 	}
 	appends := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fangd_audit_appends_total", Help: "Audit entries durably appended."})
@@ -41,21 +81,28 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Log, error) {
 			return nil, err
 		}
 	}
-	al := db.AuditLog()
 	pid, err := k.SpawnRoot("audit", func() actor.Actor {
-		return &writer{log: al, anchorPath: opts.AnchorPath, maxBatch: opts.MaxBatch,
+		return &writer{log: al, anchorPath: opts.AnchorPath, maxBatch: opts.MaxBatch, broken: broken,
 			appends: appends, commits: commits, logger: k.Log.With().Str("component", "audit").Logger()}
 	}, actor.WithDispatcher(kernel.PinnedDispatcher(300))) // every audited call passes through it
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{k: k, pid: pid, store: al, anchorPath: opts.AnchorPath}
+	l := &Log{k: k, pid: pid, store: al, anchorPath: opts.AnchorPath, broken: broken}
 	k.Security.Register("merkle_audit_trail", l.state)
+	if opts.RetainEntries > 0 && opts.ArchiveDir == "" {
+		opts.ArchiveDir = filepath.Join(filepath.Dir(opts.AnchorPath), "audit-archive")
+	}
+	l.startRetention(opts.RetainEntries, opts.ArchiveDir)
 	return l, nil
 }
 
-// state is active while the writer is alive.
+// state is active while the writer is alive, degraded while an anchor
+// mismatch found at start-up is not accepted.
 func (l *Log) state() kernel.State {
+	if l.broken != nil {
+		return kernel.StateDegraded
+	}
 	if _, ok := l.k.System.ProcessRegistry.Get(l.pid); ok {
 		return kernel.StateActive
 	}
@@ -64,6 +111,12 @@ func (l *Log) state() kernel.State {
 
 // Append records ev and returns once its entry is durable.
 func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
+	if err := l.store.Admits(); err != nil {
+		// The disk is below even the audit log's share of the reserve:
+		// refuse before the entry is chained, not after (a failed commit
+		// restarts the writer).
+		return Entry{}, err
+	}
 	done := make(chan appendResult, 1)
 	l.k.Root.Send(l.pid, &appendRequest{event: ev, done: done})
 	select {
@@ -102,8 +155,25 @@ func (l *Log) Verify() (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	return Verify(l.store, l.anchorPath, snap.Length)
+	rep, err := Verify(l.store, l.anchorPath, snap.Length)
+	if err == nil && l.broken != nil {
+		rep.markMismatch(l.broken)
+	}
+	return rep, err
 }
+
+// Stop ends the retention goroutine; the daemon calls it before stopping
+// the actors.
+func (l *Log) Stop() {
+	if l.stopRetention != nil {
+		close(l.stopRetention)
+		l.stopRetention = nil
+	}
+}
+
+// Broken is the anchor mismatch this daemon started with (degraded mode),
+// nil when the anchor matched.
+func (l *Log) Broken() *Mismatch { return l.broken }
 
 // AppendTimeout bounds how long a request waits for its audit entry.
 const AppendTimeout = 10 * time.Second

@@ -67,9 +67,3 @@ type SnapshotReply struct {
 	Length uint64
 	Tip    string
 }
-
-// batchCommitted is sent by the commit goroutine back to the writer.
-type batchCommitted struct {
-	batch []pendingAppend
-	err   error
-}

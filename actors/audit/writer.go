@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,11 +37,12 @@ type writer struct {
 
 	nextID    uint64
 	tip       string
-	pending   []pendingAppend
-	inFlight  bool
+	gc        *store.GroupCommit[pendingAppend]
+	send      func(any) // to the writer itself: the commit's report
 	committed SnapshotReply
 	recent    rawRing // the newest committed raw entries
 	anchor    *anchorWriter
+	broken    *Mismatch // the anchor mismatch found at start-up (degraded mode)
 }
 
 func (w *writer) Receive(c actor.Context) {
@@ -51,16 +51,19 @@ func (w *writer) Receive(c actor.Context) {
 		if err := w.load(); err != nil {
 			panic(err)
 		}
-		w.anchor = startAnchorWriter(w.anchorPath, func(err error) {
-			w.logger.Error().Err(err).Msg("audit anchor write failed; it stays at the last good state")
-		})
+		if w.broken == nil {
+			// A broken anchor stays as it was found, the evidence that the
+			// offline verifier reads too, until `fangd audit accept`.
+			w.anchor = startAnchorWriter(w.anchorPath, func(err error) {
+				w.logger.Error().Err(err).Msg("audit anchor write failed; it stays at the last good state")
+			})
+		}
+		w.startGroupCommit(c)
 	case *appendRequest:
 		w.chain(m)
-		if !w.inFlight {
-			w.flush(c)
-		}
-	case *batchCommitted:
-		w.committedBatch(c, m)
+		w.gc.Flush(w.send)
+	case *store.Committed[pendingAppend]:
+		w.committedBatch(m)
 	case *Recent:
 		c.Respond(w.recentReply(m.Limit))
 	case *recentRequest:
@@ -68,7 +71,7 @@ func (w *writer) Receive(c actor.Context) {
 	case *Snapshot:
 		c.Respond(&w.committed)
 	case *actor.Stopping:
-		w.failPending(errors.New("audit log is shutting down"))
+		w.gc.Stop(errors.New("audit log is shutting down"))
 		w.closeAnchor()
 	case *actor.Restarting:
 		w.closeAnchor()
@@ -85,7 +88,7 @@ func (w *writer) closeAnchor() {
 // load restores the tip and the recent ring from the store. A restart after
 // a failed commit lands here too, so memory never runs ahead of disk.
 func (w *writer) load() error {
-	w.nextID, w.tip, w.inFlight, w.pending = 1, Genesis, false, nil
+	w.nextID, w.tip = 1, Genesis
 	var newestFirst [][]byte
 	err := w.log.Scan(0, true, func(r store.AuditRecord) (bool, error) {
 		if newestFirst == nil {
@@ -106,98 +109,63 @@ func (w *writer) load() error {
 		w.recent.push(newestFirst[i])
 	}
 	w.committed = SnapshotReply{Length: w.nextID - 1, Tip: w.tip}
-	return w.checkAnchorOnStart()
-}
-
-func (w *writer) checkAnchorOnStart() error {
-	a, err := ReadAnchor(w.anchorPath)
-	switch {
-	case errors.Is(err, ErrNoAnchor) && w.committed.Length == 0:
-		return WriteAnchor(w.anchorPath, Anchor{Length: 0, Tip: Genesis})
-	case err != nil:
-		w.logger.Error().Err(err).Msg("audit anchor unreadable: GET /api/audit/verify will report the chain broken")
-	case a.Length > w.committed.Length:
-		w.logger.Error().Uint64("anchor_length", a.Length).Uint64("stored_length", w.committed.Length).
-			Msg("audit log is shorter than its anchor: entries were removed; GET /api/audit/verify will report the chain broken")
-	case a.Length < w.committed.Length:
-		// The daemon died between a commit and its anchor write.
-		return WriteAnchor(w.anchorPath, Anchor(w.committed))
-	}
 	return nil
 }
 
 func (w *writer) chain(m *appendRequest) {
-	e := Entry{
-		ID:        w.nextID,
-		Timestamp: time.Now().UTC().Format(time.RFC3339Nano),
-		EventType: clean(m.event.EventType),
-		AgentID:   clean(orDefault(m.event.AgentID, "system")),
-		Details:   clean(m.event.Details),
-		Outcome:   clean(orDefault(m.event.Outcome, "ok")),
-		Actor:     clean(m.event.Actor),
-		SourceIP:  clean(m.event.SourceIP),
-		PrevHash:  w.tip,
-	}
-	e.Hash = Hash(&e)
-	raw, err := marshalEntry(&e)
-	if err != nil {
-		m.done <- appendResult{err: err}
-		return
-	}
+	e, raw := newEntry(w.nextID, w.tip, m.event)
 	w.nextID, w.tip = e.ID+1, e.Hash
-	w.pending = append(w.pending, pendingAppend{entry: e, raw: raw, done: m.done})
+	w.gc.Add(pendingAppend{entry: e, raw: raw, done: m.done})
 }
 
-func (w *writer) flush(c actor.Context) {
-	if len(w.pending) == 0 {
+// startGroupCommit sets up the group commit: appends arriving while a
+// commit is in flight go together in the next one.
+func (w *writer) startGroupCommit(c actor.Context) {
+	self, root, anchor := c.Self(), c.ActorSystem().Root, w.anchor
+	w.send = func(msg any) { root.Send(self, msg) }
+	w.gc = store.NewGroupCommit(store.GroupCommitOptions[pendingAppend]{
+		MaxCount: w.maxBatch,
+		Commit: func(batch []pendingAppend) error {
+			recs := make([]store.AuditRecord, len(batch))
+			for i, p := range batch {
+				recs[i] = store.AuditRecord{ID: p.entry.ID, Raw: p.raw}
+			}
+			err := w.log.Append(recs)
+			if err == nil && anchor != nil {
+				tip := batch[len(batch)-1].entry
+				anchor.set(Anchor{Length: tip.ID, Tip: tip.Hash})
+			}
+			return err
+		},
+		Done: func(p pendingAppend, err error) {
+			if err != nil {
+				p.done <- appendResult{err: err}
+			} else {
+				p.done <- appendResult{entry: p.entry}
+			}
+		},
+	})
+}
+
+func (w *writer) committedBatch(m *store.Committed[pendingAppend]) {
+	batch, err, ok := w.gc.Committed(m)
+	if !ok {
 		return
 	}
-	n := min(len(w.pending), w.maxBatch)
-	batch := w.pending[:n:n]
-	w.pending = w.pending[n:]
-	w.inFlight = true
-	self, system := c.Self(), c.ActorSystem()
-	tip, anchor := batch[n-1].entry, w.anchor
-	go func() {
-		recs := make([]store.AuditRecord, len(batch))
-		for i, p := range batch {
-			recs[i] = store.AuditRecord{ID: p.entry.ID, Raw: p.raw}
-		}
-		err := w.log.Append(recs)
-		if err == nil {
-			anchor.set(Anchor{Length: tip.ID, Tip: tip.Hash})
-		}
-		system.Root.Send(self, &batchCommitted{batch: batch, err: err})
-	}()
-}
-
-func (w *writer) committedBatch(c actor.Context, m *batchCommitted) {
-	w.inFlight = false
-	if m.err != nil {
-		// Entries queued behind the failed batch were chained onto it: fail
-		// them all and restart, which reloads the chain from disk.
-		for _, p := range m.batch {
-			p.done <- appendResult{err: m.err}
-		}
-		w.failPending(m.err)
-		panic(fmt.Errorf("audit commit failed: %w", m.err))
+	if err != nil {
+		// Entries queued behind the failed batch were chained onto it: the
+		// group commit failed them all; restart, which reloads the chain
+		// from disk.
+		panic(fmt.Errorf("audit commit failed: %w", err))
 	}
-	for _, p := range m.batch {
+	for _, p := range batch {
 		w.remember(p.raw)
-		p.done <- appendResult{entry: p.entry}
 	}
-	last := m.batch[len(m.batch)-1].entry
+	last := batch[len(batch)-1].entry
 	w.committed = SnapshotReply{Length: last.ID, Tip: last.Hash}
-	w.appends.Add(float64(len(m.batch)))
+	w.appends.Add(float64(len(batch)))
 	w.commits.Inc()
-	w.flush(c)
-}
-
-func (w *writer) failPending(err error) {
-	for _, p := range w.pending {
-		p.done <- appendResult{err: err}
-	}
-	w.pending = nil
+	w.gc.Flush(w.send)
 }
 
 func (w *writer) remember(raw []byte) { w.recent.push(raw) }

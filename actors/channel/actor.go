@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/transport/neterr"
 )
 
 const (
@@ -60,12 +62,15 @@ type channelActor struct {
 	global  *rate.Limiter
 	chatLim map[string]*rate.Limiter
 
-	status   Status
-	gen      int
-	cancel   context.CancelFunc // the current Run
-	attempt  int
-	upSince  time.Time
-	traffic  time.Time
+	status  Status
+	gen     int
+	cancel  context.CancelFunc // the current Run
+	attempt int
+	upSince time.Time
+	traffic time.Time
+	// degraded is the adapter's last Host.Degraded report on this link;
+	// published as state "degraded" while the link is connected.
+	degraded string
 	probing  bool
 	watchdog time.Duration
 	timers   []*time.Timer
@@ -97,7 +102,7 @@ func (a *channelActor) Receive(c actor.Context) {
 	case *reconfigure:
 		a.stopRun()
 		a.attempt = 0
-		a.status.LastError = ""
+		a.status.LastError, a.status.LastErrorCode = "", ""
 		a.status.NextRetryAt = nil
 		a.load()
 		a.publish(c)
@@ -108,7 +113,7 @@ func (a *channelActor) Receive(c actor.Context) {
 		}
 		now := time.Now()
 		a.status.State = StateConnected
-		a.status.LastError = ""
+		a.status.LastError, a.status.LastErrorCode = "", ""
 		a.status.NextRetryAt = nil
 		a.status.ConnectedSince = &now
 		id := m.id
@@ -129,6 +134,12 @@ func (a *channelActor) Receive(c actor.Context) {
 	case *alive:
 		if m.gen == a.gen {
 			a.traffic = time.Now()
+		}
+	case *degraded:
+		if m.gen == a.gen && a.status.State == StateConnected && m.msg != a.degraded {
+			a.degraded = m.msg
+			a.status.LastError = m.msg
+			a.publish(c)
 		}
 	case *watchdogTick:
 		a.checkWatchdog()
@@ -226,7 +237,14 @@ func (a *channelActor) load() {
 		return
 	}
 	a.cfg = &Config{Name: a.name, Adapter: rec.Adapter, Spec: spec, Values: rec.Values, Lists: rec.Lists,
-		Secrets: secrets, Log: a.log}
+		Secrets: secrets, Log: a.log, Net: a.rt.net}
+	// Stored by an earlier run, possibly under another allow_hosts: a URL
+	// the policy refuses now is never dialled.
+	if err := checkURLs(a.cfg); err != nil {
+		a.fail(kernel.PublicMessage(err))
+		a.status.LastErrorCode = kernel.AsError(err).Code
+		return
+	}
 	ad, err := build(a.cfg)
 	if err != nil {
 		a.fail("invalid configuration: " + err.Error())
@@ -263,6 +281,7 @@ func (a *channelActor) connect() {
 	ctx, cancel := context.WithCancel(a.base)
 	a.cancel = cancel
 	a.status.State = StateConnecting
+	a.degraded = ""
 	a.status.ConnectedSince = nil
 	a.upSince = time.Time{}
 	h := &host{rt: a.rt, self: a.self, gen: gen, name: a.name, log: a.log}
@@ -315,9 +334,9 @@ func (a *channelActor) runEnded(c actor.Context, m *runEnded) {
 		err = errors.New("the platform closed the connection")
 	}
 	a.status.ConnectedSince = nil
-	a.status.LastError = err.Error()
+	a.status.LastError, a.status.LastErrorCode = linkError(err)
 	if IsPermanent(err) {
-		a.fail(err.Error())
+		a.fail(a.status.LastError)
 		a.publish(c)
 		return
 	}
@@ -719,7 +738,7 @@ func (a *channelActor) turnDone(c actor.Context, m *turnDone) {
 		m.item.Attempts++
 		d := a.rt.backoff.Jittered(m.item.Attempts + 3)
 		a.turnAfter[chat] = time.Now().Add(d)
-		a.status.LastError = "agent turn failed, retrying: " + errText(m.err)
+		a.status.LastError = "agent turn failed, retrying: " + kernel.PublicMessage(m.err)
 		a.schedule(d, &kick{})
 	} else {
 		delete(a.turnAfter, chat)
@@ -736,8 +755,8 @@ func (a *channelActor) turnDone(c actor.Context, m *turnDone) {
 		a.pending--
 		a.status.InboxPending = a.pending
 		if m.err != nil {
-			a.status.LastError = "agent turn failed: " + errText(m.err)
-			a.log.Warn().Str("chat", chat).Str("error", errText(m.err)).Msg("agent turn failed; message not answered")
+			a.status.LastError = "agent turn failed: " + kernel.PublicMessage(m.err)
+			a.log.Warn().Str("chat", chat).Str("error", kernel.PublicMessage(m.err)).Msg("agent turn failed; message not answered")
 		}
 		a.outbox = append(a.outbox, m.out...)
 		a.status.OutboxPending = len(a.outbox)
@@ -745,16 +764,6 @@ func (a *channelActor) turnDone(c actor.Context, m *turnDone) {
 	a.startTurns()
 	a.pump()
 	a.publish(c)
-}
-
-func errText(err error) string {
-	if e := kernel.AsError(err); e != nil {
-		return e.Msg
-	}
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 // --- outbound ---
@@ -823,9 +832,10 @@ func (a *channelActor) enqueue(m *sendRequest) {
 }
 
 // pump starts sends for the oldest message of each chat that is free, up
-// to maxInflight, while the link is up.
+// to maxInflight, while the link is up (or, for a LinkFreeSender, while it
+// is being re-established).
 func (a *channelActor) pump() {
-	if a.status.State != StateConnected || a.adapter == nil || len(a.outbox) == 0 {
+	if !a.canSend() || len(a.outbox) == 0 {
 		return
 	}
 	now := time.Now()
@@ -856,6 +866,20 @@ func (a *channelActor) pump() {
 		a.inflight[chat] = true
 		a.send(it)
 	}
+}
+
+func (a *channelActor) canSend() bool {
+	if a.adapter == nil {
+		return false
+	}
+	switch a.status.State {
+	case StateConnected:
+		return true
+	case StateConnecting, StateBackoff:
+		_, ok := a.adapter.(LinkFreeSender)
+		return ok
+	}
+	return false
 }
 
 func (a *channelActor) kickLater(d time.Duration) {
@@ -947,7 +971,8 @@ func (a *channelActor) sendDone(c actor.Context, m *sendDone) {
 			a.pausedUntil = time.Now().Add(hint)
 		}
 		m.item.retryAt = time.Now().Add(d)
-		a.status.LastError = "sending failed, will retry: " + m.err.Error()
+		msg, code := linkError(m.err)
+		a.status.LastError, a.status.LastErrorCode = "sending failed, will retry: "+msg, code
 		a.kickLater(d)
 	}
 	a.status.OutboxPending = len(a.outbox)
@@ -997,14 +1022,42 @@ func (a *channelActor) test(m *testRequest) {
 	}()
 }
 
+// upstream is a failed test call as the API answers it: a network failure
+// with its own code (host_not_found, connection_refused, tls_failed ...),
+// anything else as platform_error.
 func upstream(display string, err error) error {
+	if neterr.Network(err) {
+		e := *neterr.Classify(err, display)
+		e.Err = nil
+		return &e
+	}
 	return kernel.Errorf(kernel.KindUpstream, "platform_error", "%s: %s", display, err.Error())
+}
+
+// linkError is what the status says about a failure: for a network
+// failure its code, and its cause instead of the text when the text comes
+// from an HTTP client and so names the URL (a Telegram URL holds the bot
+// token); otherwise the adapter's own text, which may say what to do about
+// it (an email server's private CA: set ca_cert_pem).
+func linkError(err error) (msg, code string) {
+	if !neterr.Network(err) {
+		return err.Error(), ""
+	}
+	code, cause := neterr.Cause(err)
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return cause, code
+	}
+	return err.Error(), code
 }
 
 // publish reports the status to the supervisor.
 func (a *channelActor) publish(c actor.Context) {
 	if p := c.Parent(); p != nil {
-		c.Send(p, &statusChanged{name: a.name, status: a.status})
+		st := a.status
+		if st.State == StateConnected && a.degraded != "" {
+			st.State = StateDegraded
+		}
+		c.Send(p, &statusChanged{name: a.name, status: st})
 	}
 }
 
@@ -1026,6 +1079,8 @@ type host struct {
 }
 
 func (h *host) Connected(id Identity) { h.rt.k.Root.Send(h.self, &connected{gen: h.gen, id: id}) }
+
+func (h *host) Degraded(msg string) { h.rt.k.Root.Send(h.self, &degraded{gen: h.gen, msg: msg}) }
 
 func (h *host) Deliver(ctx context.Context, msgs ...Inbound) error {
 	if len(msgs) == 0 {

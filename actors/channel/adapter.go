@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // Adapter is one chat platform, seen from the runtime. A channel actor
@@ -54,6 +56,16 @@ type WebhookReceiver interface {
 	Webhook(ctx context.Context, req *WebhookRequest) (*WebhookResponse, []Inbound, error)
 }
 
+// LinkFreeSender is implemented by adapters whose Send needs nothing Run
+// set up (email: replies go over SMTP, a server separate from the IMAP link
+// Run watches). The runtime then drains their outbox also while Run is
+// connecting or backing off, so an outage of the inbound link does not hold
+// outgoing messages back. A channel in "error" or "stopped" still sends
+// nothing.
+type LinkFreeSender interface {
+	LinkFreeSender()
+}
+
 // Builder makes an Adapter from a configuration that already passed the
 // registry's schema checks (required fields present, types right). It
 // checks what only the adapter knows (URL syntax, enum values) and returns
@@ -75,6 +87,11 @@ type Host interface {
 	// these messages): one sync instead of two, and never one without the
 	// other. It saves the cursor also when msgs is empty.
 	DeliverAndSave(ctx context.Context, cursor Cursor, msgs ...Inbound) error
+	// Degraded reports that the link is up but part of what was configured
+	// does not work (an XMPP room the bot could not join): the channel's
+	// status becomes "degraded" with msg as last_error, until Degraded("")
+	// or a reconnect clears it.
+	Degraded(msg string)
 	// Alive notes traffic from the platform that carried no message (a
 	// long poll that came back empty, a sync response, a server PING), so
 	// the "linked but deaf" watchdog knows the link still works.
@@ -214,9 +231,11 @@ func Permanent(err error) error { return &classified{err: err, class: classPerma
 func Rejected(err error) error { return &classified{err: err, class: classRejected} }
 
 // RetryAfter marks a transient failure that names when to retry (a 429's
-// Retry-After or retry_after).
+// Retry-After or retry_after). The wait is capped at httpretry.MaxWait
+// whatever its source (a header, a JSON retry_after, retry_after_ms), so
+// that a hostile or buggy hint cannot park the channel.
 func RetryAfter(err error, d time.Duration) error {
-	return &classified{err: err, class: classTransient, retryAfter: d}
+	return &classified{err: err, class: classTransient, retryAfter: min(d, httpretry.MaxWait)}
 }
 
 // IsPermanent reports whether err was marked Permanent.

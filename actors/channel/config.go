@@ -23,6 +23,9 @@ type Config struct {
 	Lists   map[string][]string // list fields
 	Secrets map[string]string   // secret fields; in memory only, never logged
 	Log     zerolog.Logger
+	// Net is the network policy to dial through (nil in adapter unit
+	// tests); use HTTPClient and DialContext rather than reading it.
+	Net Network
 }
 
 // Text returns a text/number/bool field's value, or its default.

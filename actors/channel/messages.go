@@ -149,6 +149,13 @@ type runEnded struct {
 
 type alive struct{ gen int }
 
+// degraded is Host.Degraded: msg is what is not working ("" when it works
+// again).
+type degraded struct {
+	gen int
+	msg string
+}
+
 // inbound carries messages from Run (done answers once they are durable)
 // or from a webhook.
 type inbound struct {
@@ -247,8 +254,12 @@ const (
 
 // Status is a channel's live state.
 type Status struct {
-	State          string     `json:"status"`
-	LastError      string     `json:"last_error"`
+	State     string `json:"status"`
+	LastError string `json:"last_error"`
+	// LastErrorCode is the network failure's code (host_not_found,
+	// connection_refused, upstream_timeout, tls_failed, url_not_allowed
+	// ...) when the last error was one.
+	LastErrorCode  string     `json:"last_error_code,omitempty"`
 	ConnectedSince *time.Time `json:"connected_since"`
 	LastMessageAt  *time.Time `json:"last_message_at"`
 	NextRetryAt    *time.Time `json:"next_retry_at,omitempty"`
@@ -264,7 +275,10 @@ type Status struct {
 
 // States a channel can be in.
 const (
-	StateConnected    = "connected"
+	StateConnected = "connected"
+	// StateDegraded is connected with part of the configuration not
+	// working (Host.Degraded); last_error says what.
+	StateDegraded     = "degraded"
 	StateConnecting   = "connecting"
 	StateBackoff      = "backoff"
 	StateError        = "error"

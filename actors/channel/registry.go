@@ -28,6 +28,10 @@ type Field struct {
 	Placeholder string `json:"placeholder,omitempty"`
 	Help        string `json:"help,omitempty"`
 	Advanced    bool   `json:"advanced"`
+	// Dialed marks a URL fangd connects to (an API base, a homeserver, a
+	// gateway): the runtime checks it against the network policy at
+	// configure time, and adapters dial it through the policy.
+	Dialed bool `json:"-"`
 }
 
 // Spec is one adapter's entry in the registry: static metadata and the
@@ -126,7 +130,7 @@ func text(key, label string, required bool) Field {
 // baseURL is the API base URL field every adapter has, so self-hosted
 // servers (and tests) can be used.
 func baseURL(key, label, def string, required bool) Field {
-	return Field{Key: key, Label: label, Type: TypeText, Required: required, Default: def, Placeholder: def, Advanced: !required}
+	return Field{Key: key, Label: label, Type: TypeText, Required: required, Default: def, Placeholder: def, Advanced: !required, Dialed: true}
 }
 
 func number(key, label, def string) Field {
@@ -218,6 +222,7 @@ var registry = []Spec{
 			text("smtp_security", "SMTP security: tls, starttls or none", false),
 			text("from_address", "From address (default: username)", false),
 			text("mailbox", "Mailbox to watch", false),
+			text("ca_cert_pem", "PEM CA certificate(s) trusted for IMAP and SMTP instead of the system's (a private CA)", false),
 			list("allowed_senders", "Allowed sender addresses", false),
 		}},
 	{Name: "line", DisplayName: "LINE", Category: "messaging", Description: "LINE Messaging API", Webhook: true,
@@ -303,8 +308,9 @@ var registry = []Spec{
 			number("port", "Port", "6697"),
 			boolean("use_tls", "Use TLS", "true"),
 			boolean("tls_insecure_skip_verify", "Skip TLS certificate verification", "false"),
-			secret("password", "SASL PLAIN password (or server password)", "IRC_PASSWORD", false),
+			secret("password", "SASL PLAIN password (SASL is then required)", "IRC_PASSWORD", false),
 			text("sasl_user", "SASL account (default: nick)", false),
+			secret("server_password", "Server password (PASS)", "IRC_SERVER_PASSWORD", false),
 			text("username", "Username (ident)", false),
 			text("realname", "Real name", false),
 			list("allowed_users", "Allowed nicks", false),

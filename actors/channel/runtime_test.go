@@ -18,14 +18,16 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // platform is an in-memory chat platform the fake adapter talks to.
 type platform struct {
 	mu       sync.Mutex
 	token    string
-	down     bool // every call fails (an outage)
-	deaf     bool // Run stays "connected" but delivers nothing; Probe fails
+	down     bool          // every call fails (an outage)
+	limited  time.Duration // every call fails with a 429 asking for this wait
+	deaf     bool          // Run stays "connected" but delivers nothing; Probe fails
 	inbox    chan channel.Inbound
 	sent     []channel.Outbound
 	connects atomic.Int32
@@ -46,6 +48,9 @@ func (p *platform) check(token string) error {
 	defer p.mu.Unlock()
 	if p.down {
 		return errors.New("connection refused")
+	}
+	if p.limited > 0 {
+		return channel.RetryAfter(errors.New("429 Too Many Requests"), p.limited)
 	}
 	if token != p.token {
 		return channel.Permanent(errors.New("401 Unauthorized: invalid token"))
@@ -251,6 +256,19 @@ func TestOutageBacksOffAndRecovers(t *testing.T) {
 	}
 	p.inbox <- channel.Inbound{ChatID: "5", Text: "back?"}
 	h.WaitFor("reply after recovery", func() bool { return len(p.messages()) == 1 })
+}
+
+// A hostile or buggy platform answering "Retry-After: 999999999" must not
+// park the channel for 31 years: the hint is capped at httpretry.MaxWait.
+func TestHostileRetryHintIsCapped(t *testing.T) {
+	p := newPlatform("good")
+	h := setup(t, p)
+	p.set(func(p *platform) { p.limited = 999999999 * time.Second })
+	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName})
+	v := h.WaitState("telegram", channel.StateBackoff)
+	if v.NextRetryAt == nil || time.Until(*v.NextRetryAt) > httpretry.MaxWait {
+		t.Fatalf("next retry at %v, more than %v away", v.NextRetryAt, httpretry.MaxWait)
+	}
 }
 
 func TestRepliesQueuedDuringOutageSurviveRestart(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,10 @@ type Options struct {
 	// names with <key>_env (or leaves to the field's default variable);
 	// nil means os.Getenv.
 	Env func(string) string
+	// Network is the outbound policy ([network_policy] allow_hosts) URL
+	// fields are checked against and adapters dial through; nil checks
+	// nothing (tests).
+	Network Network
 }
 
 // runtime is what the supervisor, every channel actor and the Service share:
@@ -54,6 +59,7 @@ type runtime struct {
 	agents   Agents
 	bus      Bus
 	commands Commands
+	net      Network
 	log      zerolog.Logger
 	backoff  kernel.Backoff
 	records  *store.Collection[record]
@@ -109,7 +115,7 @@ func Start(opts Options) (*Service, error) {
 	}
 	q := newQueues(opts.DB)
 	rt := &runtime{k: opts.Kernel, db: opts.DB, vault: opts.Vault, builders: opts.Builders,
-		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, backoff: opts.Backoff, metrics: m,
+		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, net: opts.Network, backoff: opts.Backoff, metrics: m,
 		log:     opts.Kernel.Log.With().Str("component", "channels").Logger(),
 		records: store.NewCollection[record](opts.DB, "channels"),
 		cursors: q.cursors, queues: q}
@@ -228,7 +234,7 @@ func (s *Service) view(spec *Spec, snap *snapshot) View {
 		if rec != nil {
 			switch f.Type {
 			case TypeSecret:
-				fv.HasValue = contains(rec.Secrets, f.Key)
+				fv.HasValue = slices.Contains(rec.Secrets, f.Key)
 			case TypeList:
 				if l := rec.Lists[f.Key]; len(l) > 0 {
 					fv.HasValue, fv.Value = true, l
@@ -248,15 +254,6 @@ func (s *Service) view(spec *Spec, snap *snapshot) View {
 		v.HasToken = false
 	}
 	return v
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Service) snapshots() (map[string]snapshot, error) {
@@ -438,12 +435,11 @@ func (s *Service) Configure(ctx context.Context, name string, body map[string]an
 
 // resolveAdapter finds the adapter a configure call is about.
 func (s *Service) resolveAdapter(name, adapter string) (*Spec, error) {
-	if spec, ok := Lookup(name); ok {
+	if _, ok := Lookup(name); ok {
 		if adapter != "" && adapter != name {
 			return nil, kernel.Invalid("channel %s is the %s adapter; pick another name for a %s instance", name, name, adapter)
 		}
 		adapter = name
-		_ = spec
 	}
 	if adapter == "" {
 		return nil, kernel.NotFound("Unknown channel: %s (name a registry adapter, or give \"adapter\" for an extra instance)", name)
@@ -512,9 +508,12 @@ func (s *Service) merge(name string, spec *Spec, cur *record, p *parsedFields) (
 // validate checks required fields, builds the adapter once (its own
 // checks, no I/O) and resolves the bound agent.
 func (s *Service) validate(ctx context.Context, spec *Spec, rec *record, secrets map[string]string) (*Config, error) {
-	cfg := &Config{Name: rec.Name, Adapter: spec.Name, Spec: spec, Values: rec.Values, Lists: rec.Lists, Secrets: secrets, Log: s.rt.log}
+	cfg := &Config{Name: rec.Name, Adapter: spec.Name, Spec: spec, Values: rec.Values, Lists: rec.Lists, Secrets: secrets, Log: s.rt.log, Net: s.rt.net}
 	if err := checkRequired(cfg); err != nil {
 		return nil, fieldErr(err)
+	}
+	if err := checkURLs(cfg); err != nil {
+		return nil, err
 	}
 	if _, err := s.rt.builders[spec.Name](cfg); err != nil {
 		return nil, fieldErr(err)
@@ -677,7 +676,7 @@ func (s *Service) Apply(ctx context.Context, tables map[string]map[string]any) (
 	for _, name := range names {
 		d, err := s.fromTable(ctx, name, tables[name])
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernelMsg(err)))
+			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernel.PublicMessage(err)))
 			continue
 		}
 		desired = append(desired, *d)
@@ -718,17 +717,10 @@ func (s *Service) check(ctx context.Context, tables map[string]map[string]any) [
 	var problems []string
 	for _, name := range names {
 		if _, err := s.fromTable(ctx, name, tables[name]); err != nil {
-			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernelMsg(err)))
+			problems = append(problems, fmt.Sprintf("channels.%s: %s", name, kernel.PublicMessage(err)))
 		}
 	}
 	return problems
-}
-
-func kernelMsg(err error) string {
-	if e := kernel.AsError(err); e != nil {
-		return e.Msg
-	}
-	return err.Error()
 }
 
 // fromTable turns one [channels.<name>] table into a desired channel.

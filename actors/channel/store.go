@@ -207,14 +207,22 @@ const seqBlock = 1000
 // seqSource hands out a channel's message sequence numbers: strictly
 // increasing across restarts, so a message key is never reused (a Matrix
 // homeserver would drop a reused transaction id as a duplicate). It
-// durably reserves blocks of numbers; after a crash it continues after the
-// last reserved block.
+// durably reserves blocks of numbers and hands out only numbers of a block
+// whose reservation is durable; after a crash it continues after the last
+// reserved block.
+//
+// The reservation is an asynchronous write (no synced write from an
+// actor's Receive, docs/architecture.md): the next block is reserved when
+// half of the current one is used, so next waits for the disk only if a
+// channel uses half a block faster than one commit, or on its first number.
 type seqSource struct {
-	rt      *runtime
-	name    string
-	mu      sync.Mutex
-	cur     uint64
-	ceiling uint64
+	rt        *runtime
+	name      string
+	mu        sync.Mutex
+	landed    *sync.Cond // signalled when a reservation lands
+	cur       uint64
+	ceiling   uint64 // numbers up to it are reserved durably
+	reserving bool   // a reservation is being written
 }
 
 func (s *seqSource) init(floor uint64) error {
@@ -222,23 +230,53 @@ func (s *seqSource) init(floor uint64) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	s.landed = sync.NewCond(&s.mu)
 	s.cur = max(floor, parseSeq(saved))
 	s.ceiling = s.cur
+	s.mu.Lock()
+	s.reserve()
+	s.mu.Unlock()
 	return nil
 }
 
-// next returns the next number, reserving a new block when needed. If the
-// reservation cannot be written it still returns a number above every
-// one handed out before in this run.
+// reserve starts writing the next block's reservation unless one is being
+// written; s.mu is held.
+func (s *seqSource) reserve() {
+	if s.reserving {
+		return
+	}
+	s.reserving = true
+	ceiling := s.ceiling + seqBlock
+	s.rt.cursors.PutAsync(s.name+"/$seq", strconv.FormatUint(ceiling, 10), func(err error) {
+		// Not inline: done may run in PutAsync itself, under s.mu.
+		go s.reserved(ceiling, err)
+	})
+}
+
+// reserved takes a reservation that landed. If it could not be written
+// the numbers are still handed out: above every one handed out before in
+// this run, as they always were.
+func (s *seqSource) reserved(ceiling uint64, err error) {
+	if err != nil {
+		s.rt.log.Error().Err(err).Str("channel", s.name).Msg("reserving message sequence numbers failed")
+	}
+	s.mu.Lock()
+	s.ceiling, s.reserving = ceiling, false
+	s.landed.Broadcast()
+	s.mu.Unlock()
+}
+
+// next returns the next number once it is durably reserved.
 func (s *seqSource) next() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cur++
-	if s.cur > s.ceiling {
-		s.ceiling = s.cur + seqBlock
-		if err := s.rt.cursors.Put(s.name+"/$seq", strconv.FormatUint(s.ceiling, 10)); err != nil {
-			s.rt.log.Error().Err(err).Str("channel", s.name).Msg("reserving message sequence numbers failed")
-		}
+	for s.cur > s.ceiling {
+		s.reserve()
+		s.landed.Wait()
+	}
+	if s.ceiling-s.cur < seqBlock/2 {
+		s.reserve()
 	}
 	return s.cur
 }

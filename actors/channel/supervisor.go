@@ -106,7 +106,7 @@ func (s *supervisor) start(c actor.Context) {
 	s.accounts = map[string]string{}
 	s.removing = map[string]bool{}
 	var recs []record
-	err := s.rt.records.Each(func(_ string, r record) bool { recs = append(recs, r); return true })
+	_, err := s.rt.records.EachOrQuarantine(func(_ string, r record) bool { recs = append(recs, r); return true })
 	if err != nil {
 		panic(err) // the store is unreadable: let supervision retry
 	}
@@ -315,7 +315,7 @@ func (s *supervisor) reload(c actor.Context, desired []desiredChannel) ReloadRes
 		r := s.configure(c, d.rec, d.secrets, d.account)
 		switch {
 		case r.err != nil:
-			res.Errors = append(res.Errors, "channels."+d.rec.Name+": "+kernelMsg(r.err))
+			res.Errors = append(res.Errors, "channels."+d.rec.Name+": "+kernel.PublicMessage(r.err))
 		case r.created:
 			res.Started = append(res.Started, d.rec.Name)
 		default:

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -247,9 +246,9 @@ type bus struct {
 	self   *Bus
 
 	nextID   uint64
-	pending  []pendingEvent
-	inFlight bool
-	writer   sync.WaitGroup // the in-flight commit, awaited on stop
+	gc       *store.GroupCommit[pendingEvent]
+	send     func(any) // to the bus itself: the commit's report
+	stopping bool      // a failed answer says the bus is shutting down
 
 	ring     []*Record // committed events, oldest first, at most LogSize
 	head     int       // index of the oldest when full
@@ -264,15 +263,24 @@ type edgeKey struct{ from, to, kind string }
 func (b *bus) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
+		self, root := c.Self(), c.ActorSystem().Root
+		b.send = func(msg any) { root.Send(self, msg) }
+		b.gc = store.NewGroupCommit(store.GroupCommitOptions[pendingEvent]{
+			MaxCount: b.opts.MaxBatch,
+			// Larger commits go faster (fsync is per commit) until
+			// Badger's transaction limit; count the bytes to stay under it.
+			MaxBytes: b.log.DB().MaxBatchBytes(),
+			Size:     func(p pendingEvent) int { return len(p.rec.JSON) + 64 },
+			Commit:   b.commit,
+			Done:     b.answer,
+		})
 		if err := b.load(); err != nil {
 			panic(err)
 		}
 	case *publish:
 		b.accept(m)
-		if !b.inFlight {
-			b.flush(c)
-		}
-	case *committed:
+		b.gc.Flush(b.send)
+	case *store.Committed[pendingEvent]:
 		b.committed(c, m)
 	case *Query:
 		c.Respond(b.query(m))
@@ -298,7 +306,6 @@ func (b *bus) Receive(c actor.Context) {
 		// then commit what arrived meanwhile: a graceful stop drains the
 		// mailbox first (kernel.Shutdown poisons), so every event published
 		// before it is kept, as it would be had the daemon stayed up.
-		b.writer.Wait()
 		b.drainOnStop()
 		for s := range b.subs {
 			b.drop(s, false)
@@ -308,7 +315,8 @@ func (b *bus) Receive(c actor.Context) {
 
 // load rebuilds the ring, the edge counts and the next id from the log.
 func (b *bus) load() error {
-	b.ring, b.head, b.pending, b.inFlight = make([]*Record, 0, min(b.opts.LogSize, 65536)), 0, nil, false
+	b.ring, b.head = make([]*Record, 0, min(b.opts.LogSize, 65536)), 0
+	b.gc.Reset()
 	b.edges, b.nextID = map[edgeKey]int{}, 1
 	if b.subs == nil {
 		b.subs, b.perKey = map[*Subscription]struct{}{}, map[string]int{}
@@ -360,7 +368,7 @@ func (b *bus) accept(m *publish) {
 	detail := m.detail
 	id := b.nextID
 	b.nextID++
-	b.pending = append(b.pending, pendingEvent{
+	b.gc.Add(pendingEvent{
 		rec:  &Record{ID: id, Type: m.typ, Source: m.source, Target: m.target, Edge: m.edge, JSON: encodeEvent(id, time.Now().UTC(), m, detail)},
 		done: m.done,
 	})
@@ -391,41 +399,10 @@ func withField(detail json.RawMessage, key, value string) json.RawMessage {
 	return out
 }
 
-func (b *bus) flush(c actor.Context) {
-	if len(b.pending) == 0 {
-		return
-	}
-	batch := b.take()
-	b.inFlight = true
-	b.writer.Add(1)
-	self, system, size := c.Self(), c.ActorSystem(), uint64(b.opts.LogSize)
-	go func() {
-		defer b.writer.Done()
-		err := b.commit(batch, size)
-		system.Root.Send(self, &committed{batch: batch, err: err})
-	}()
-}
-
-// take removes the next batch from pending: as many events as fit in one
-// transaction. Larger commits go faster (fsync is per commit) until
-// Badger's transaction limit; it counts the bytes to stay under it.
-func (b *bus) take() []pendingEvent {
-	limit, n, bytes := b.log.DB().MaxBatchBytes(), 0, 0
-	for n < len(b.pending) && n < b.opts.MaxBatch {
-		bytes += len(b.pending[n].rec.JSON) + 64
-		if n > 0 && bytes > limit {
-			break
-		}
-		n++
-	}
-	batch := b.pending[:n:n]
-	b.pending = b.pending[n:]
-	return batch
-}
-
 // commit writes a batch in one synced transaction, trimming the log to
 // size. It touches no actor state: the in-flight writer runs it.
-func (b *bus) commit(batch []pendingEvent, size uint64) error {
+func (b *bus) commit(batch []pendingEvent) error {
+	size := uint64(b.opts.LogSize)
 	return b.log.DB().Write(func(tx *store.Txn) error {
 		for _, p := range batch {
 			if err := b.log.Put(tx, p.rec.ID, p.rec.JSON); err != nil {
@@ -441,64 +418,54 @@ func (b *bus) commit(batch []pendingEvent, size uint64) error {
 	})
 }
 
+// answer tells a publisher that waits whether its event is durable.
+func (b *bus) answer(p pendingEvent, err error) {
+	switch {
+	case p.done == nil:
+	case err == nil:
+		p.done <- publishResult{id: p.rec.ID}
+	case b.stopping:
+		p.done <- publishResult{err: errors.New("event bus is shutting down: " + err.Error())}
+	default:
+		p.done <- publishResult{err: err}
+	}
+}
+
 // drainOnStop commits what is still pending when the bus stops, in the
 // actor (nothing else is served any more), and answers every waiter.
 // Subscribers and watchers are not told: they are closed or stopping, and
 // watchers catch up from the stored log when they start (Since).
 func (b *bus) drainOnStop() {
-	for len(b.pending) > 0 {
-		batch := b.take()
-		err := b.commit(batch, uint64(b.opts.LogSize))
-		if err != nil {
-			b.logger.Error().Err(err).Int("events", len(batch)+len(b.pending)).Msg("could not commit the last events on shutdown")
-			batch = append(batch, b.pending...)
-			b.pending = nil
-		}
-		for _, p := range batch {
-			if p.done == nil {
-				continue
-			}
-			if err != nil {
-				p.done <- publishResult{err: errors.New("event bus is shutting down: " + err.Error())}
-			} else {
-				p.done <- publishResult{id: p.rec.ID}
-			}
-		}
+	b.stopping = true
+	lost := b.gc.Pending()
+	if err := b.gc.Drain(); err != nil {
+		b.logger.Error().Err(err).Int("events", lost).Msg("could not commit the last events on shutdown")
 	}
-	b.pending = nil
 }
 
-func (b *bus) committed(c actor.Context, m *committed) {
-	b.inFlight = false
-	if m.err != nil {
-		for _, p := range m.batch {
-			if p.done != nil {
-				p.done <- publishResult{err: m.err}
-			}
-		}
-		for _, p := range b.pending {
-			if p.done != nil {
-				p.done <- publishResult{err: m.err}
-			}
-		}
-		b.pending = nil
-		// Restart: ids are reloaded from what is on disk.
-		panic(fmt.Errorf("comms event commit failed: %w", m.err))
+// committed publishes a durable batch: its publishers were answered (by
+// the group commit), now the ring, subscribers and watchers see it.
+func (b *bus) committed(c actor.Context, m *store.Committed[pendingEvent]) {
+	batch, err, ok := b.gc.Committed(m)
+	if !ok {
+		return
 	}
-	recs := make([]*Record, len(m.batch))
-	for i, p := range m.batch {
+	if err != nil {
+		// Its publishers and every event queued behind it were failed.
+		// Restart: ids are reloaded from what is on disk.
+		panic(fmt.Errorf("comms event commit failed: %w", err))
+	}
+	recs := make([]*Record, len(batch))
+	for i, p := range batch {
 		recs[i] = p.rec
 		b.remember(p.rec)
-		if p.done != nil {
-			p.done <- publishResult{id: p.rec.ID}
-		}
 	}
 	b.m.published.Add(float64(len(recs)))
 	b.fanOut(recs)
 	for _, w := range b.watchers {
 		c.Send(w, &Batch{Records: recs})
 	}
-	b.flush(c)
+	b.gc.Flush(b.send)
 }
 
 // remember appends r to the ring, evicting (and uncounting) the oldest.

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -337,7 +338,7 @@ func TestSendToAgentRunsATurnAndRecordsTheRoute(t *testing.T) {
 		t.Fatal("unknown sender agent accepted")
 	}
 	// Wait for the delivered events, then check topology edges.
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		q, _ := h.bus.Query(Query{Limit: 100, Type: "message.delivered"})
 		return len(q.Events) == 2
 	})
@@ -363,17 +364,6 @@ func TestSendToAgentRunsATurnAndRecordsTheRoute(t *testing.T) {
 	}
 	if len(agents.turnList()) != 2 {
 		t.Fatalf("turns %v", agents.turnList())
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -403,7 +393,7 @@ func TestLoopGuardBlocksBouncingAgents(t *testing.T) {
 	if _, err := r.Send(ctx, "system", "agent:writer", "hi"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		q, _ := h.bus.Query(Query{Limit: 10, Type: "loop.blocked"})
 		return len(q.Events) == 1 && q.Events[0].Source == "agent:a1" && q.Events[0].Target == "agent:a2"
 	})
@@ -450,7 +440,7 @@ func TestTaskRoutingExplainsItsChoice(t *testing.T) {
 	if _, err := r.Dispatch(ctx, DispatchTask{Title: "x", AssignTo: "ghost"}); kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatalf("unknown assignee: %v", err)
 	}
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		got, err := r.Task(ctx, task.ID)
 		return err == nil && got.Status == TaskCompleted
 	})
@@ -505,7 +495,7 @@ func TestWakeNowAndNext(t *testing.T) {
 	if _, err := r.Wake(ctx, Wake{Text: "now please", Agent: "coder", Via: "hook:wake"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(agents.turnList()) == 2 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(agents.turnList()) == 2 })
 	if turns := agents.turnList(); !strings.HasPrefix(turns[1], "a1|[wake] now please") || strings.Contains(turns[1], "build is red") {
 		t.Fatalf("turns %v", turns)
 	}

@@ -130,12 +130,6 @@ type Edge struct {
 // EdgesReply answers EdgesQuery.
 type EdgesReply struct{ Edges []Edge }
 
-// committed is sent by the commit goroutine back to the bus.
-type committed struct {
-	batch []pendingEvent
-	err   error
-}
-
 // --- what the router accepts (see router.go) ---
 
 // SendMessage routes Content to To ("agent:<id|name>" or

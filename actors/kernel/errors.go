@@ -24,6 +24,9 @@ const (
 	KindUnsupported
 	KindUpstream
 	KindUnavailable
+	// KindInsufficientStorage: the store is below its free-space reserve;
+	// writes are refused until space returns (HTTP 507).
+	KindInsufficientStorage
 )
 
 // Error is a domain error with a kind, a stable machine code and a message
@@ -76,6 +79,19 @@ func AsError(err error) *Error {
 		return e
 	}
 	return nil
+}
+
+// PublicMessage is the text of err that may be shown to an API client or
+// stored in a status field: a domain error's Msg (written for users, free
+// of secrets and internals), otherwise err's own text; "" for nil.
+func PublicMessage(err error) string {
+	if err == nil {
+		return ""
+	}
+	if e := AsError(err); e != nil {
+		return e.Msg
+	}
+	return err.Error()
 }
 
 // permanentError marks a failure that retrying cannot fix (bad credentials,

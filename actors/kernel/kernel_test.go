@@ -12,6 +12,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 type syncBuffer struct {
@@ -41,6 +43,26 @@ func newKernel(t *testing.T) (*Kernel, *syncBuffer) {
 		k.Shutdown(ctx)
 	})
 	return k, buf
+}
+
+func TestSpreadStaysWithinBounds(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := Spread(8, 12)
+		if d < 8 || d > 12 {
+			t.Fatalf("Spread(8, 12) = %v", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 3 {
+		t.Fatalf("Spread does not spread: %v", seen)
+	}
+	if d := Spread(5, 5); d != 5 {
+		t.Fatalf("Spread(5, 5) = %v", d)
+	}
+	if d := Spread(5, 1); d != 5 {
+		t.Fatalf("Spread(5, 1) = %v", d)
+	}
 }
 
 func TestBackoffDelayIsCappedExponential(t *testing.T) {
@@ -76,16 +98,7 @@ func (c *crasher) Receive(ctx actor.Context) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = kerneltest.WaitFor
 
 func TestTransientFailureRestartsAndLogsStack(t *testing.T) {
 	k, logs := newKernel(t)

@@ -12,6 +12,9 @@ const (
 	StateInactive State = "inactive"
 	// StateUnavailable: not built in this version of fangd.
 	StateUnavailable State = "unavailable"
+	// StateDegraded: on, but not to be trusted now (the audit trail after
+	// an anchor mismatch that no operator has accepted yet).
+	StateDegraded State = "degraded"
 )
 
 // SecuritySystems are the 16 systems GET /api/security reports, in the

@@ -37,10 +37,18 @@ func (b Backoff) Delay(n int) time.Duration {
 // children failing together do not retry in lockstep.
 func (b Backoff) Jittered(n int) time.Duration {
 	d := b.Delay(n)
-	if d <= 1 {
-		return d
+	return Spread(d/2, d)
+}
+
+// Spread returns a delay drawn uniformly from [lo, hi]: the one jitter
+// helper for every retry schedule (Backoff.Jittered above, the webhook
+// outbox's fixed schedule ±20%), so that peers failing together do not
+// retry in lockstep. It returns lo when hi <= lo.
+func Spread(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
 	}
-	return d/2 + rand.N(d/2+1)
+	return lo + rand.N(hi-lo+1)
 }
 
 // Strategy returns the supervisor strategy for b.

@@ -3,12 +3,12 @@ package llm
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // ProviderError is a failed provider call. It unwraps to a kernel domain
@@ -19,7 +19,8 @@ type ProviderError struct {
 	Provider   string
 	Outcome    string // one of the Outcome constants
 	HTTPStatus int    // the provider's status, 0 when it never answered
-	// Retry is the provider's Retry-After, when it sent one.
+	// Retry is the provider's Retry-After, when it sent one, capped at a
+	// day: it is passed on to the API client, never waited on here.
 	Retry  time.Duration
 	domain *kernel.Error
 }
@@ -89,23 +90,7 @@ func statusError(prov string, resp *http.Response, reason string) *ProviderError
 	if reason = cleanReason(reason); reason != "" {
 		msg += ": " + reason
 	}
-	return newProviderError(prov, outcome, status, retryAfter(resp.Header.Get("Retry-After")), msg)
-}
-
-// retryAfter parses Retry-After as seconds or an HTTP date.
-func retryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
-		return time.Duration(min(secs, 86400)) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return min(d, 24*time.Hour)
-		}
-	}
-	return 0
+	return newProviderError(prov, outcome, status, httpretry.ParseUpTo(resp.Header.Get("Retry-After"), time.Now(), 24*time.Hour), msg)
 }
 
 // cleanReason makes a provider's text safe to show and log: printable,

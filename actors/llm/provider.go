@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/neterr"
 )
 
 // The two wire APIs a provider can speak.
@@ -30,6 +31,21 @@ type ProviderConfig struct {
 	API       string `toml:"api" json:"api"`
 	BaseURL   string `toml:"base_url" json:"base_url"`
 	APIKeyEnv string `toml:"api_key_env" json:"api_key_env"`
+	// Trusted dials base_url directly instead of through the network
+	// policy ([network_policy] allow_hosts): for a model server on
+	// loopback or the LAN that the operator vouches for. The built-in
+	// base URLs (Ollama's http://localhost:11434/v1 among them) are
+	// trusted; a configured base_url is not unless this says so.
+	Trusted bool `toml:"trusted" json:"trusted"`
+}
+
+// Guard is the outbound network policy (transport/ssrf.Guard) that
+// untrusted base URLs go through.
+type Guard interface {
+	// CheckStatic refuses a URL the policy can judge without a lookup.
+	CheckStatic(raw string) (*url.URL, error)
+	// Client dials through the policy, pinning the checked address.
+	Client(timeout time.Duration) *http.Client
 }
 
 // WellKnown are the providers that work with no [providers] entry. An entry
@@ -60,6 +76,9 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// HTTPClient replaces the default client (tests).
 	HTTPClient *http.Client
+	// Guard, when set, is the network policy every untrusted provider's
+	// calls go through (see ProviderConfig.Trusted).
+	Guard Guard
 	// Getenv replaces os.Getenv for reading API keys (tests).
 	Getenv func(string) string
 }
@@ -90,6 +109,7 @@ type provider struct {
 	name   string
 	cfg    ProviderConfig
 	client chatClient
+	hc     *http.Client // the registry's, or the guard's for an untrusted base_url
 }
 
 // Registry resolves "provider/model" names to a provider and a price, and
@@ -110,6 +130,7 @@ type Registry struct {
 func ValidateProviders(cfg map[string]ProviderConfig) (map[string]ProviderConfig, error) {
 	out := make(map[string]ProviderConfig, len(WellKnown)+len(cfg))
 	for name, p := range WellKnown {
+		p.Trusted = true
 		out[name] = p
 	}
 	names := make([]string, 0, len(cfg))
@@ -137,7 +158,8 @@ func ValidateProviders(cfg map[string]ProviderConfig) (map[string]ProviderConfig
 			if !known {
 				return nil, fmt.Errorf("%s.base_url is required for a provider fangd does not know", field)
 			}
-			p.BaseURL = base.BaseURL
+			// fangd's own default, not a URL anyone supplied.
+			p.BaseURL, p.Trusted = base.BaseURL, true
 		}
 		u, err := url.Parse(p.BaseURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
@@ -162,8 +184,36 @@ func ValidateConfig(opts Options) error {
 	if err != nil {
 		return err
 	}
+	if err := checkPolicy(provs, opts.Guard); err != nil {
+		return err
+	}
 	_, err = NewCatalog(opts.Models, provs, opts.DefaultInputPerM, opts.DefaultOutputPerM)
 	return err
+}
+
+// checkPolicy refuses an untrusted base_url the network policy refuses
+// without a lookup (a literal loopback or private address, localhost), so
+// the operator learns it at startup rather than at the first call; names
+// are judged when dialled.
+func checkPolicy(provs map[string]ProviderConfig, guard Guard) error {
+	if guard == nil {
+		return nil
+	}
+	names := make([]string, 0, len(provs))
+	for n := range provs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := provs[n]
+		if p.Trusted {
+			continue
+		}
+		if _, err := guard.CheckStatic(p.BaseURL); err != nil {
+			return fmt.Errorf("providers.%s.base_url: %v (or set providers.%s.trusted = true for a server you vouch for)", n, err, n)
+		}
+	}
+	return nil
 }
 
 // NewRegistry validates opts and builds the registry.
@@ -174,6 +224,9 @@ func NewRegistry(opts Options) (*Registry, error) {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
+	}
+	if err := checkPolicy(provs, opts.Guard); err != nil {
+		return nil, err
 	}
 	cat, err := NewCatalog(opts.Models, provs, opts.DefaultInputPerM, opts.DefaultOutputPerM)
 	if err != nil {
@@ -203,7 +256,14 @@ func NewRegistry(opts Options) (*Registry, error) {
 		if p.API == APIAnthropic {
 			c = anthropicClient{}
 		}
-		r.providers[name] = &provider{name: name, cfg: p, client: c}
+		hc := r.hc
+		if !p.Trusted && opts.Guard != nil && opts.HTTPClient == nil {
+			// No proxy, no redirects, the resolved address checked and
+			// pinned: like every other user-supplied URL. The registry's
+			// timeout bounds the call through its context.
+			hc = opts.Guard.Client(0)
+		}
+		r.providers[name] = &provider{name: name, cfg: p, client: c, hc: hc}
 	}
 	r.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fangd_llm_calls_total", Help: "LLM provider calls by provider and outcome."}, []string{"provider", "outcome"})
@@ -274,6 +334,9 @@ type ProviderInfo struct {
 	APIKeyEnv string `json:"api_key_env"`
 	HasKey    bool   `json:"has_key"`
 	NeedsKey  bool   `json:"needs_key"`
+	// Trusted: base_url is dialled directly, not through the network
+	// policy (a built-in URL, or trusted = true in the config).
+	Trusted bool `json:"trusted"`
 }
 
 // Providers lists the effective providers by name.
@@ -282,7 +345,7 @@ func (r *Registry) Providers() []ProviderInfo {
 	for _, n := range r.providerNames() {
 		p := r.providers[n]
 		out = append(out, ProviderInfo{Name: n, API: p.cfg.API, BaseURL: p.cfg.BaseURL, APIKeyEnv: p.cfg.APIKeyEnv,
-			NeedsKey: p.cfg.APIKeyEnv != "", HasKey: p.cfg.APIKeyEnv != "" && r.getenv(p.cfg.APIKeyEnv) != ""})
+			NeedsKey: p.cfg.APIKeyEnv != "", HasKey: p.cfg.APIKeyEnv != "" && r.getenv(p.cfg.APIKeyEnv) != "", Trusted: p.cfg.Trusted})
 	}
 	return out
 }
@@ -307,7 +370,7 @@ func (r *Registry) Chat(ctx context.Context, route Route, req Request) (*Respons
 	callCtx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	start := time.Now()
-	resp, err := p.client.chat(callCtx, r.hc, p.name, p.cfg.BaseURL, key, req)
+	resp, err := p.client.chat(callCtx, p.hc, p.name, p.cfg.BaseURL, key, req)
 	elapsed := time.Since(start)
 	r.latency.WithLabelValues(p.name).Observe(elapsed.Seconds())
 	if err != nil {
@@ -344,5 +407,16 @@ func (r *Registry) classify(parent, call context.Context, prov, key string, err 
 	case errors.Is(call.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
 		return newProviderError(prov, OutcomeTimeout, 0, 0, fmt.Sprintf("provider %s did not answer within %s", prov, r.timeout))
 	}
-	return newProviderError(prov, OutcomeUnreachable, 0, 0, fmt.Sprintf("provider %s is unreachable", prov)).withCause(err)
+	// The cause (no such host, refused, TLS, refused by the policy) is
+	// what the operator must fix; neterr says it without the URL.
+	code, cause := neterr.Cause(err)
+	pe = newProviderError(prov, OutcomeUnreachable, 0, 0, fmt.Sprintf("provider %s is unreachable: %s", prov, cause)).withCause(err)
+	pe.domain.Code = code
+	if code == neterr.Timeout {
+		pe.Outcome, pe.domain.Kind = OutcomeTimeout, kernel.KindUnavailable
+	}
+	if key != "" {
+		pe.scrub(key)
+	}
+	return pe
 }

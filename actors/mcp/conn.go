@@ -20,6 +20,8 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/mcp/stdio"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/transport/neterr"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // conn is the actor "mcp/<name>": one server connection. Its mailbox
@@ -189,7 +191,7 @@ func (a *conn) connected(c actor.Context, m *connectResult) {
 	a.st.Reconnecting = false
 	a.st.ConnectedSince = now
 	a.st.LastOK = now
-	a.st.LastError = ""
+	a.st.LastError, a.st.LastErrorCode = "", ""
 	a.st.ConsecutiveFailures = 0
 	if m.proc != nil {
 		a.st.Pid = m.proc.Pid()
@@ -214,11 +216,14 @@ func (a *conn) down(c actor.Context, err error) {
 	wasUp := a.st.Status == StatusConnected
 	a.st.Pid = 0
 	a.st.ConnectedSince = time.Time{}
-	msg := "connection closed"
-	if err != nil {
+	msg, code := "connection closed", ""
+	if neterr.Network(err) {
+		// The cause, without the URL (its query may hold a token).
+		code, msg = neterr.Cause(err)
+	} else if err != nil {
 		msg = err.Error()
 	}
-	a.st.LastError = msg
+	a.st.LastError, a.st.LastErrorCode = msg, code
 	b := a.env.opts.Backoff
 	a.attempts++
 	switch {
@@ -427,6 +432,10 @@ func (a *conn) call(c actor.Context, m *callTool) {
 			if !errors.As(err, &rpcErr) {
 				failure = err
 			}
+			if neterr.Network(err) {
+				err = neterr.Classify(err, fmt.Sprintf("mcp server %s: %s", a.spec.Name, m.tool))
+				break
+			}
 			err = &kernel.Error{Kind: kernel.KindUpstream, Code: "mcp_call_failed",
 				Msg: fmt.Sprintf("mcp server %s: %s: %v", a.spec.Name, m.tool, err)}
 		}
@@ -465,15 +474,10 @@ func (a *conn) report(c actor.Context) {
 	}
 }
 
-// permanentError marks a failure that retrying cannot fix.
-type permanentError struct{ err error }
-
-func (p permanentError) Error() string { return p.err.Error() }
-func (p permanentError) Unwrap() error { return p.err }
-
+// isPermanent reports a failure that retrying cannot fix: one marked
+// kernel.Permanent, or a command that is not installed.
 func isPermanent(err error) bool {
-	var p permanentError
-	return errors.As(err, &p) || errors.Is(err, stdio.ErrCommandNotFound)
+	return kernel.IsPermanent(err) || errors.Is(err, stdio.ErrCommandNotFound)
 }
 
 // dial makes one connection attempt: resolve the spec's values, start the
@@ -483,7 +487,7 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 	res := &connectResult{gen: gen}
 	r, err := resolve(spec, e.vault, e.opts.Environ)
 	if err != nil {
-		res.err = permanentError{err}
+		res.err = kernel.Permanent(err)
 		return res
 	}
 	var transport sdk.Transport
@@ -493,7 +497,7 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 	case TransportStdio:
 		dir := filepath.Join(e.opts.Home, "mcp", "work", spec.Name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			res.err = permanentError{fmt.Errorf("working directory: %w", err)}
+			res.err = kernel.Permanent(fmt.Errorf("working directory: %w", err))
 			return res
 		}
 		proc = stdio.New(stdio.Options{
@@ -506,7 +510,12 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 	case TransportHTTP, TransportSSE:
 		if e.opts.Policy != nil {
 			if _, err := e.opts.Policy.Check(ctx, spec.Transport.URL); err != nil {
-				res.err = permanentError{err}
+				// A refusal stays a refusal; a name that does not resolve
+				// may resolve on the next attempt.
+				if ssrf.IsBlocked(err) {
+					err = kernel.Permanent(err)
+				}
+				res.err = err
 				return res
 			}
 		}
@@ -519,7 +528,7 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 			transport = &sdk.SSEClientTransport{Endpoint: spec.Transport.URL, HTTPClient: remote.Client}
 		}
 	default:
-		res.err = permanentError{fmt.Errorf("transport type %q is not supported", spec.Transport.Type)}
+		res.err = kernel.Permanent(fmt.Errorf("transport type %q is not supported", spec.Transport.Type))
 		return res
 	}
 	client := sdk.NewClient(&sdk.Implementation{Name: "fangd", Version: e.opts.Version}, &sdk.ClientOptions{
@@ -574,7 +583,7 @@ func (e *env) connectError(err error, proc *stdio.Transport, remote *remoteClien
 		}
 	}
 	if remote != nil && remote.denied() {
-		return permanentError{fmt.Errorf("server refused the credentials (HTTP %d): %w", remote.lastStatus.Load(), err)}
+		return kernel.Permanent(fmt.Errorf("server refused the credentials (HTTP %d): %w", remote.lastStatus.Load(), err))
 	}
 	return err
 }

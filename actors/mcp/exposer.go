@@ -68,6 +68,9 @@ type ExposerOptions struct {
 // server's tools, proxied. Mount Server with the SDK's HTTP handlers.
 type Exposer struct {
 	Server *sdk.Server
+	// Audits reports the calls it audited to the HTTP layer (see
+	// CallAudits).
+	Audits CallAudits
 	opts   ExposerOptions
 
 	mu       sync.Mutex
@@ -423,7 +426,7 @@ func (x *Exposer) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 			}
 			f, err := x.opts.Agents.ToolFilter(ctx, agentID)
 			if err != nil {
-				return nil, &jsonrpc.Error{Code: CodeIdentity, Message: "agent " + agentID + ": " + errMsg(err)}
+				return nil, &jsonrpc.Error{Code: CodeIdentity, Message: "agent " + agentID + ": " + kernel.PublicMessage(err)}
 			}
 			allow = f
 		}
@@ -485,8 +488,12 @@ func (x *Exposer) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 		if errors.As(err, &rpcErr) && (rpcErr.Code == jsonrpc.CodeInvalidParams || rpcErr.Code == CodeToolDenied) {
 			outcome = "denied"
 		}
-		if aerr := AuditToolCall(ctx, x.opts.Audit, caller, server, tool, args, outcome, time.Since(start)); aerr != nil && err == nil {
-			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the call could not be audited"}
+		if aerr := AuditToolCall(ctx, x.opts.Audit, caller, server, tool, args, outcome, time.Since(start)); aerr != nil {
+			if err == nil {
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the call could not be audited"}
+			}
+		} else if x.opts.Audit != nil {
+			x.Audits.audited(get(HeaderAuditToken))
 		}
 		return res, err
 	}
@@ -501,11 +508,4 @@ func sender(req *sdk.CallToolRequest) string {
 		}
 	}
 	return "mcp"
-}
-
-func errMsg(err error) string {
-	if de := kernel.AsError(err); de != nil {
-		return de.Msg
-	}
-	return err.Error()
 }

@@ -3,7 +3,6 @@ package mcp
 import (
 	"context"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/ssrf"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 // tools/list_changed from the server makes fangd list again: a tool added
@@ -338,12 +339,35 @@ func TestAddRefusesBadDefinitions(t *testing.T) {
 	}
 }
 
-// The network policy refuses a URL at add time and is the only dialer.
+// The network policy refuses a URL at add time, naming the rule, and is
+// the only dialer. A name that does not resolve is host_not_found, not a
+// refusal; a port nothing listens on shows connection_refused in the
+// status.
 func TestURLPolicyRefusesAtAdd(t *testing.T) {
-	h := newHarness(t, t.TempDir(), func(o *Options) { o.Policy = denyAll{} })
-	_, err := h.m.Add(AddRequest{Spec: Spec{Name: "x", Transport: Transport{Type: TransportHTTP, URL: "http://10.0.0.1/mcp"}}})
-	if kindOf(err) != kernel.KindInvalid || !strings.Contains(err.Error(), "network policy") {
+	guard, err := ssrf.New([]string{"127.0.0.1/32"}, ssrf.WithResolver(ssrftest.Resolver{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, t.TempDir(), func(o *Options) { o.Policy = guard })
+	_, err = h.m.Add(AddRequest{Spec: Spec{Name: "x", Transport: Transport{Type: TransportHTTP, URL: "http://127.0.0.2:4797/mcp"}}})
+	if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindInvalid || e.Code != "url_not_allowed" ||
+		!strings.Contains(e.Msg, "loopback") || !strings.Contains(e.Msg, "allow_hosts") {
 		t.Fatalf("policy: %v", err)
+	}
+	_, err = h.m.Add(AddRequest{Spec: Spec{Name: "y", Transport: Transport{Type: TransportHTTP, URL: "http://mcp.nowhere.invalid/mcp"}}})
+	if e := kernel.AsError(err); e == nil || e.Code != "host_not_found" || !strings.Contains(e.Msg, "does not resolve") {
+		t.Fatalf("unresolvable host: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	h.add(Spec{Name: "z", Transport: Transport{Type: TransportHTTP, URL: "http://" + closed + "/mcp"}})
+	v := h.waitFor("z", "connection refused", func(v ServerView) bool { return v.LastErrorCode != "" })
+	if v.LastErrorCode != "connection_refused" || !strings.Contains(v.LastError, "refused") {
+		t.Fatalf("status: %q %q", v.LastErrorCode, v.LastError)
 	}
 }
 
@@ -451,15 +475,6 @@ func TestServersSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-type denyAll struct{}
-
-func (denyAll) Check(context.Context, string) (*url.URL, error) { return nil, errDenied }
-func (denyAll) DialContext(context.Context, string, string) (net.Conn, error) {
-	return nil, errDenied
-}
-
-var errDenied = &kernel.Error{Kind: kernel.KindForbidden, Code: "denied", Msg: "address is not allowed"}
 
 // A tool's readOnlyHint reaches fangd's view and index (the approval
 // policy lets it run at once), and a tool that starts claiming it after

@@ -171,9 +171,12 @@ type callDone struct {
 
 // serverState is a connection's externally visible state.
 type serverState struct {
-	Status              string
-	LastOK              time.Time
-	LastError           string
+	Status    string
+	LastOK    time.Time
+	LastError string
+	// LastErrorCode is the network error's code (transport/neterr) when
+	// the last failure was one: host_not_found, connection_refused ...
+	LastErrorCode       string
 	ConsecutiveFailures int
 	ReconnectAttempts   int
 	ConnectedSince      time.Time

@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/neterr"
 )
 
 // Where a definition comes from: config.toml (read-only through the API;
@@ -126,7 +127,7 @@ func (s *supervisor) started(c actor.Context) {
 	for _, sp := range s.m.configSpecs() {
 		s.defs[sp.Name] = definition{spec: sp, source: sourceConfig}
 	}
-	err := s.env.servers.Each(func(name string, sp Spec) bool {
+	_, err := s.env.servers.EachOrQuarantine(func(name string, sp Spec) bool {
 		if d, dup := s.defs[name]; dup && d.source == sourceConfig {
 			s.env.log.Warn().Str("mcp_server", name).Msg("a server added through the API has the name of one in config.toml; config.toml wins")
 			return true
@@ -291,7 +292,9 @@ func (s *supervisor) checkReachable(spec Spec) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := s.env.opts.Policy.Check(ctx, spec.Transport.URL); err != nil {
-		return kernel.Errorf(kernel.KindInvalid, "url_not_allowed", "transport.url is refused by the network policy: %v", err)
+		// url_not_allowed names the rule; a host that does not resolve is
+		// host_not_found, not a refusal.
+		return neterr.Classify(err, "transport.url")
 	}
 	return nil
 }

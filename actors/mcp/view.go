@@ -55,6 +55,7 @@ type ServerView struct {
 	Tools           []ToolInfo `json:"tools"`
 	ToolsChanged    bool       `json:"tools_changed"`
 	LastError       string     `json:"last_error,omitempty"`
+	LastErrorCode   string     `json:"last_error_code,omitempty"`
 	Pid             int        `json:"pid,omitempty"`
 	ProtocolVersion string     `json:"protocol_version,omitempty"`
 	ServerInfo      string     `json:"server_info,omitempty"`
@@ -68,6 +69,7 @@ type HealthEntry struct {
 	ToolCount           int     `json:"tool_count"`
 	LastOK              *string `json:"last_ok"`
 	LastError           *string `json:"last_error"`
+	LastErrorCode       string  `json:"last_error_code,omitempty"`
 	ConsecutiveFailures int     `json:"consecutive_failures"`
 	Reconnecting        bool    `json:"reconnecting"`
 	ReconnectAttempts   int     `json:"reconnect_attempts"`
@@ -92,7 +94,7 @@ func view(d definition, st serverState) ServerView {
 		Connected: st.Status == StatusConnected, Status: st.Status, TemplateID: s.TemplateID,
 		TimeoutSecs: int(s.Timeout() / time.Second), Env: []string{}, Headers: []string{},
 		Source: d.source, Disabled: s.Disabled, Tools: st.Tools, ToolsChanged: st.ToolsChanged,
-		LastError: st.LastError, Pid: st.Pid, ProtocolVersion: st.ProtocolVersion, ServerInfo: st.ServerInfo,
+		LastError: st.LastError, LastErrorCode: st.LastErrorCode, Pid: st.Pid, ProtocolVersion: st.ProtocolVersion, ServerInfo: st.ServerInfo,
 	}
 	if v.Status == "" {
 		v.Status = StatusConnecting
@@ -135,7 +137,7 @@ func health(name string, st serverState) HealthEntry {
 	h.ConnectedSince = timePtr(st.ConnectedSince)
 	if st.LastError != "" {
 		e := st.LastError
-		h.LastError = &e
+		h.LastError, h.LastErrorCode = &e, st.LastErrorCode
 	}
 	return h
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -19,15 +20,14 @@ import (
 // transactions over ~15% of its memtable).
 const maxBatch = 256
 
-// maxInFlight is how many synced batches may be on their way to disk at
-// once. The writer supports more (Badger's single writer syncs waiting
-// transactions together and keeps them in the order they were handed over,
-// so a later batch is never durable before an earlier one), but on the
-// 2-core machine the ledger is measured on, CPU and not the sync is the
-// limit: with 2 in flight, batches were a third smaller (21 events instead
-// of 32 with 64 callers), so more roll-up keys and syncs per event, and
-// reserve+settle ran at 39-46k/s against 54-55k/s with one, back to back.
-const maxInFlight = 1
+// One batch is on its way to disk at a time (store.GroupCommit). More
+// would be possible (Badger's single writer syncs waiting transactions
+// together and keeps them in the order they were handed over, so a later
+// batch is never durable before an earlier one), but on the 2-core machine
+// the ledger is measured on, CPU and not the sync is the limit: with 2 in
+// flight, batches were a third smaller (21 events instead of 32 with 64
+// callers), so more roll-up keys and syncs per event, and reserve+settle
+// ran at 39-46k/s against 54-55k/s with one, back to back.
 
 type reservation struct {
 	agent  string
@@ -66,12 +66,11 @@ type ledger struct {
 	lastSweep    time.Time
 	lastDay      int32
 
-	pending  []settleWaiter   // settled, applied in memory, not yet handed to the writer
-	spares   [][]settleWaiter // landed batches' waiter arrays, reused for pending
+	pending  []settleWaiter // settled, applied in memory, not yet in a batch
+	spare    []settleWaiter // a landed batch's waiter array, reused for pending
 	dirty    dirtySet
-	writer   *batchWriter
-	inFlight int  // batches handed to the writer and not yet reported back
-	failed   bool // a batch failed: refuse settles until the rest land, then reload
+	gc       *store.GroupCommit[*batch]
+	send     func(any) // to the ledger itself: the commit's report
 	stopping bool
 
 	compacting bool
@@ -90,14 +89,34 @@ func (l *ledger) Receive(c actor.Context) {
 		if err := l.load(); err != nil {
 			panic(fmt.Errorf("usage ledger: load: %w", err))
 		}
-		l.writer = startWriter(l.db, c.Self(), c.ActorSystem())
+		self, root := c.Self(), c.ActorSystem().Root
+		l.send = func(msg any) { root.Send(self, msg) }
+		// Each batch is sealed by flush (it carries the roll-ups as they
+		// are when it goes), so the group commit holds one at a time.
+		l.gc = store.NewGroupCommit(store.GroupCommitOptions[*batch]{
+			MaxCount: 1,
+			Commit:   func(b []*batch) error { return l.db.Write(func(tx *store.Txn) error { return setKVs(tx, b[0].pairs) }) },
+			// Answer from the commit goroutine: a stopping ledger still
+			// lets the batch's callers through, and callers do not wait
+			// for the report to pass the settles queued in the mailbox.
+			Durable: func(b []*batch) {
+				for _, w := range b[0].waiters {
+					w.reply <- settleReply{event: w.event}
+				}
+			},
+			Done: func(b *batch, _ error) {
+				for _, w := range b.waiters {
+					w.reply <- settleReply{err: errWithheld}
+				}
+			},
+		})
 		l.startCompaction(c)
 	case *Reserve:
 		res, err := l.reserve(c, m)
 		m.reply <- reserveReply{res, err}
 	case *Settle:
 		l.settle(c, m)
-	case *batchCommitted:
+	case *store.Committed[*batch]:
 		l.committed(m)
 	case *UsageQuery:
 		c.Respond(l.usageReport(m.Period))
@@ -134,13 +153,13 @@ func (l *ledger) Receive(c actor.Context) {
 			l.ticker.Stop()
 			close(l.done)
 		}
-		// A batch in flight still answers its callers when it lands (its
-		// callback does); the ones not yet flushed cannot be written.
+		// A batch in flight still answers its callers when it lands;
+		// the ones not yet flushed cannot be written.
+		l.gc.Stop(errWithheld)
 		l.failPending(kernel.Unavailable("usage ledger is shutting down"))
-		l.writer.stop()
 	case *actor.Restarting:
+		l.gc.Stop(errWithheld)
 		l.failPending(kernel.Unavailable("usage ledger restarted"))
-		l.writer.stop()
 	}
 }
 
@@ -162,22 +181,20 @@ func (l *ledger) load() error {
 		l.agentRes = map[string]int64{}
 	}
 	var stale [][]byte
+	// A per-agent budget that does not decode is moved aside, not fatal.
+	limits := store.NewCollection[AgentLimits](l.db, strings.TrimSuffix(pAgentLimit, "/"))
+	if _, err := limits.EachOrQuarantine(func(id string, al AgentLimits) bool {
+		l.agentLimits[id] = al
+		return true
+	}); err != nil {
+		return err
+	}
 	err = l.db.View(func(tx *store.Txn) error {
 		if raw, err := tx.Get([]byte(kBudget)); err == nil {
 			if err := json.Unmarshal(raw, &l.limits); err != nil {
 				return fmt.Errorf("global budget: %w", err)
 			}
 		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		if err := tx.Iterate([]byte(pAgentLimit), nil, false, func(k, v []byte) (bool, error) {
-			var al AgentLimits
-			if err := json.Unmarshal(v, &al); err != nil {
-				return false, fmt.Errorf("agent budget %s: %w", k, err)
-			}
-			l.agentLimits[string(k[len(pAgentLimit):])] = al
-			return true, nil
-		}); err != nil {
 			return err
 		}
 		return tx.Iterate([]byte(pAlert), nil, false, func(k, _ []byte) (bool, error) {
@@ -265,12 +282,6 @@ func (l *ledger) settle(c actor.Context, m *Settle) {
 		return
 	}
 	l.release(m.ReservationID)
-	if l.failed {
-		// The roll-ups in memory are about to be reloaded from the store;
-		// applying to them now would be lost.
-		m.reply <- settleReply{err: kernel.Unavailable("usage could not be recorded; the call's result is withheld")}
-		return
-	}
 	e := m.Event
 	now := l.now().UTC()
 	// Event keys are time-ordered and unique: never reuse or go back.
@@ -286,9 +297,8 @@ func (l *ledger) settle(c actor.Context, m *Settle) {
 		l.lastDay = d
 	}
 	l.r.apply(&e, l.dirty)
-	if l.pending == nil && len(l.spares) > 0 {
-		l.pending = l.spares[len(l.spares)-1]
-		l.spares = l.spares[:len(l.spares)-1]
+	if l.pending == nil && l.spare != nil {
+		l.pending, l.spare = l.spare, nil
 	}
 	l.pending = append(l.pending, settleWaiter{event: e, reply: m.reply})
 	l.metrics.settled.Inc()
@@ -296,67 +306,53 @@ func (l *ledger) settle(c actor.Context, m *Settle) {
 	l.flush()
 }
 
-// flush hands batches to the writer while fewer than maxInFlight are on
-// their way: each carries up to maxBatch queued events and every roll-up
-// changed so far (its value now; a later batch carries later values and
-// lands after it). Roll-ups are encoded here because the counters keep
-// changing once the actor moves on.
+// flush seals the next batch and starts its commit unless one is in
+// flight: up to maxBatch queued events and every roll-up changed so far
+// (its value now; a later batch carries later values and lands after it).
+// Roll-ups are encoded here because the counters keep changing once the
+// actor moves on.
 func (l *ledger) flush() {
-	for !l.failed && !l.stopping && l.inFlight < maxInFlight && (len(l.pending) > 0 || len(l.dirty) > 0) {
-		n := min(len(l.pending), maxBatch)
-		// Waiters are answered by the batch that carries their event; with
-		// more than maxBatch queued, the rest ride the next batch.
-		waiters := l.pending[:n:n]
-		l.pending = l.pending[n:]
-		if len(l.pending) == 0 {
-			l.pending = nil // let the next settle start a fresh array
-		}
-		pairs := encodeBatch(l.dirty, waiters)
-		clear(l.dirty)
-		l.inFlight++
-		l.writer.ch <- &batch{pairs: pairs, waiters: waiters}
+	if l.stopping || l.gc.InFlight() || (len(l.pending) == 0 && len(l.dirty) == 0) {
+		return
 	}
+	n := min(len(l.pending), maxBatch)
+	// Waiters are answered by the batch that carries their event; with
+	// more than maxBatch queued, the rest ride the next batch.
+	waiters := l.pending[:n:n]
+	l.pending = l.pending[n:]
+	if len(l.pending) == 0 {
+		l.pending = nil // let the next settle start a fresh array
+	}
+	pairs := encodeBatch(l.dirty, waiters)
+	clear(l.dirty)
+	l.gc.Add(&batch{pairs: pairs, waiters: waiters})
+	l.gc.Flush(l.send)
 }
 
-func (l *ledger) committed(m *batchCommitted) {
-	if m.writer != l.writer {
-		// A batch of an earlier incarnation (the ledger restarted): its
-		// successful callers were answered; this one only reports failure.
-		for _, w := range m.waiters {
-			w.reply <- settleReply{err: kernel.Unavailable("usage could not be recorded; the call's result is withheld")}
-		}
-		return
+// errWithheld is what a settle whose event could not be written gets.
+var errWithheld = kernel.Unavailable("usage could not be recorded; the call's result is withheld")
+
+func (l *ledger) committed(m *store.Committed[*batch]) {
+	landed, err, ok := l.gc.Committed(m)
+	if !ok {
+		return // of an earlier incarnation: Stop answered it
 	}
-	l.inFlight--
-	if m.err != nil {
+	if err != nil {
 		// Memory ran ahead of a write that failed: fail everyone whose
-		// event is not on disk, stop writing, and once the batches already
-		// handed over have landed (or failed), reload the roll-ups from the
-		// store. A batch behind the failed one that still lands carries
-		// roll-ups that count the failed batch's events too: the store then
-		// over-counts usage, never under-counts it. Reservations are kept:
-		// they are holds, not spend.
-		l.log.Error().Err(m.err).Msg("usage batch write failed; reloading roll-ups from the store")
-		err := kernel.Unavailable("usage could not be recorded; the call's result is withheld")
-		for _, w := range m.waiters {
-			w.reply <- settleReply{err: err}
+		// event is not on disk and reload the roll-ups from the store
+		// (nothing else is in flight). Reservations are kept: they are
+		// holds, not spend.
+		l.log.Error().Err(err).Msg("usage batch write failed; reloading roll-ups from the store")
+		l.failPending(errWithheld)
+		if lerr := l.load(); lerr != nil {
+			panic(fmt.Errorf("usage ledger: reload after failed write: %w", lerr))
 		}
-		l.failPending(err)
-		l.failed = true
-	} else {
-		l.metrics.commits.Inc()
-		if m.spare != nil && len(l.spares) < maxInFlight {
-			l.spares = append(l.spares, m.spare)
-		}
-	}
-	if l.failed {
-		if l.inFlight == 0 {
-			if lerr := l.load(); lerr != nil {
-				panic(fmt.Errorf("usage ledger: reload after failed write: %w", lerr))
-			}
-			l.failed = false
-		}
+		l.gc.Reset()
 		return
+	}
+	l.metrics.commits.Inc()
+	if l.spare == nil {
+		l.spare = landed[0].waiters[:0] // answered: reuse its array
 	}
 	l.flush()
 }
@@ -372,47 +368,6 @@ func (l *ledger) failPending(err error) {
 type batch struct {
 	pairs   []kv
 	waiters []settleWaiter
-}
-
-// batchWriter hands batches to the store in the order the ledger made
-// them, from one long-lived goroutine (so the actor never waits on the
-// store, and Badger orders the transactions as they were made), and reports
-// each back to the ledger when it is synced.
-type batchWriter struct {
-	ch      chan *batch
-	stopped bool // read and written by the ledger only
-}
-
-func startWriter(db *store.DB, self *actor.PID, system *actor.ActorSystem) *batchWriter {
-	// Room for every batch in flight: the ledger never blocks sending.
-	w := &batchWriter{ch: make(chan *batch, maxInFlight)}
-	go func() {
-		for b := range w.ch {
-			db.UpdateAsync(func(tx *store.Txn) error { return setKVs(tx, b.pairs) }, func(err error) {
-				waiters := b.waiters
-				var spare []settleWaiter
-				if err == nil {
-					// Answer here rather than from the actor: a ledger
-					// stopping for shutdown still lets this batch's
-					// callers through.
-					for _, w := range waiters {
-						w.reply <- settleReply{event: w.event}
-					}
-					spare, waiters = waiters[:0], nil
-				}
-				system.Root.Send(self, &batchCommitted{writer: w, waiters: waiters, spare: spare, err: err})
-			})
-		}
-	}()
-	return w
-}
-
-// stop ends the writer once the batches already handed over are sent on.
-func (w *batchWriter) stop() {
-	if w != nil && !w.stopped {
-		w.stopped = true
-		close(w.ch)
-	}
 }
 
 // ---- retention ----

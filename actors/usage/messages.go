@@ -250,14 +250,6 @@ type BudgetExceeded struct{ BudgetAlert }
 
 // ---- internal ----
 
-// batchCommitted is sent by the commit goroutine back to the ledger.
-type batchCommitted struct {
-	writer  *batchWriter
-	waiters []settleWaiter // not answered: the write failed
-	spare   []settleWaiter // the answered waiters' array, for reuse
-	err     error
-}
-
 // compactTick starts a retention pass.
 type compactTick struct{}
 

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 // BenchmarkSignedDeliveries50Endpoints delivers b.N events to each of 50
@@ -27,7 +29,7 @@ func BenchmarkSignedDeliveries50Endpoints(b *testing.B) {
 	const endpoints = 50
 	for range endpoints {
 		p := Patch{Name: ptr("bench"), URL: ptr(rcv.URL), Events: &[]string{"hook.wake"}, Secret: ptr("bench-secret-value")}
-		waitFor(b, func() bool { _, err := e.eng.Create(context.Background(), KindOutbound, p); return err == nil })
+		kerneltest.WaitFor(b, "condition", func() bool { _, err := e.eng.Create(context.Background(), KindOutbound, p); return err == nil })
 	}
 	want := int64(b.N * endpoints)
 	b.ResetTimer()

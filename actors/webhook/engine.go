@@ -14,6 +14,7 @@ import (
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/transport/neterr"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
@@ -38,7 +39,10 @@ type Options struct {
 	// to the dead-letter list, where replay can pick them up (default
 	// 100000).
 	MaxPending int
-	UserAgent  string
+	// MaxEndpoints bounds the outbound and event webhooks together
+	// (default MaxEndpoints, LibreFang's 100); beyond: 409 too_many_webhooks.
+	MaxEndpoints int
+	UserAgent    string
 }
 
 // Engine is the handle the HTTP layer uses.
@@ -80,6 +84,9 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Engine, error) {
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 100_000
+	}
+	if opts.MaxEndpoints <= 0 {
+		opts.MaxEndpoints = MaxEndpoints
 	}
 	if opts.UserAgent == "" {
 		opts.UserAgent = "fangd-webhook/1"
@@ -165,14 +172,12 @@ func (e *Engine) latest() (uint64, error) {
 	return q.Last, nil
 }
 
-// checkURL runs the SSRF guard, turning its refusal into a 400.
+// checkURL runs the SSRF guard: a refusal is a 400 naming the rule
+// (url_not_allowed, invalid_url), a host that does not resolve is
+// host_not_found, not a refusal.
 func (e *Engine) checkURL(ctx context.Context, raw string) error {
 	if _, err := e.opts.Guard.Check(ctx, raw); err != nil {
-		var se *ssrf.Error
-		if errors.As(err, &se) {
-			return kernel.Errorf(kernel.KindInvalid, "invalid_url", "url: %s", se.Reason)
-		}
-		return err
+		return neterr.Classify(err, "url")
 	}
 	return nil
 }
@@ -273,7 +278,7 @@ func (s *supervisor) Receive(c actor.Context) {
 // stored log and the live batches meet without a gap.
 func (s *supervisor) load(c actor.Context) error {
 	var eps []Endpoint
-	if err := s.sh.endpoints.Each(func(_ string, ep Endpoint) bool { eps = append(eps, ep); return true }); err != nil {
+	if _, err := s.sh.endpoints.EachOrQuarantine(func(_ string, ep Endpoint) bool { eps = append(eps, ep); return true }); err != nil {
 		return err
 	}
 	sortByCreation(eps)
@@ -458,7 +463,7 @@ func (s *supervisor) count(kind string) (n, max int, what string) {
 	if kind == KindPush {
 		return n, MaxPushEndpoints, "A2A push endpoints"
 	}
-	return n, MaxEndpoints, "webhooks"
+	return n, s.sh.opts.MaxEndpoints, "webhooks ([webhooks] max_endpoints)"
 }
 
 func secretName(id string) string  { return "webhook/" + id + "/secret" }

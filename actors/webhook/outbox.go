@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -62,9 +60,8 @@ type outbox struct {
 	timer      *time.Timer
 	timerAt    time.Time
 
-	writing bool
-	ops     []op
-	writer  sync.WaitGroup // the in-flight commit, awaited on stop
+	gc   *store.GroupCommit[op] // the serialised writer (see write)
+	send func(any)              // to the outbox itself: the commit's report
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,17 +75,18 @@ type op struct {
 	done  func()
 }
 
-type written struct {
-	gen context.Context
-	ops []op
-	err error
-}
-
 func (o *outbox) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
 		o.self, o.sys = c.Self(), c.ActorSystem()
 		o.ctx, o.cancel = context.WithCancel(context.Background())
+		self, root := o.self, o.sys.Root
+		o.send = func(msg any) { root.Send(self, msg) }
+		o.gc = store.NewGroupCommit(store.GroupCommitOptions[op]{Commit: o.sh.commit, Done: func(w op, err error) {
+			if err == nil && w.done != nil {
+				w.done()
+			}
+		}})
 		if err := o.load(); err != nil {
 			panic(err)
 		}
@@ -98,18 +96,13 @@ func (o *outbox) Receive(c actor.Context) {
 		o.enqueue(m.events)
 	case *push:
 		o.enqueuePush(c, m)
-	case *written:
-		if m.gen != o.ctx {
+	case *store.Committed[op]:
+		_, err, ok := o.gc.Committed(m)
+		if !ok {
 			return // from before a restart: the store was reloaded since
 		}
-		o.writing = false
-		if m.err != nil {
-			panic(fmt.Errorf("webhook %s: commit failed: %w", o.ep.ID, m.err))
-		}
-		for _, op := range m.ops {
-			if op.done != nil {
-				op.done()
-			}
+		if err != nil {
+			panic(fmt.Errorf("webhook %s: commit failed: %w", o.ep.ID, err))
 		}
 		o.flush()
 		o.report()
@@ -136,7 +129,7 @@ func (o *outbox) Receive(c actor.Context) {
 		// A commit in flight finishes before the actor is gone, so that
 		// nothing writes after a delete drops the endpoint's data or the
 		// daemon closes the store.
-		o.writer.Wait()
+		o.gc.Wait()
 		if o.timer != nil {
 			o.timer.Stop()
 		}
@@ -151,7 +144,8 @@ func (o *outbox) Receive(c actor.Context) {
 func (o *outbox) load() error {
 	id := o.ep.ID
 	o.q, o.dl, o.att = store.NewSeqLog(o.sh.db, outboxName(id)), store.NewSeqLog(o.sh.db, deadName(id)), store.NewSeqLog(o.sh.db, attemptsName(id))
-	o.queue, o.loadedUpTo, o.pending, o.dead, o.inFlight, o.writing, o.ops = nil, 0, 0, 0, false, false, nil
+	o.queue, o.loadedUpTo, o.pending, o.dead, o.inFlight = nil, 0, 0, 0, false
+	o.gc.Reset()
 	if err := o.loadSecrets(); err != nil {
 		return err
 	}
@@ -318,31 +312,32 @@ func deadLetter(m *message) DeadLetter {
 
 // write queues an op; ops commit in order, batched, with the bookkeeping.
 func (o *outbox) write(w op) {
-	o.ops = append(o.ops, w)
+	o.gc.Add(w)
 	o.flush()
 }
 
+// flush starts the next commit unless one is in flight: everything queued
+// so far, and the bookkeeping as it is now, last (ops change it as they
+// are made, so it is saved with the batch that carries them).
 func (o *outbox) flush() {
-	if o.writing || len(o.ops) == 0 {
+	if o.gc.InFlight() || o.gc.Pending() == 0 {
 		return
 	}
-	ops := o.ops
-	o.ops = nil
-	o.writing = true
-	o.writer.Add(1)
-	m, id, metas, db, self, sys, gen := o.meta, o.ep.ID, o.sh.metas, o.sh.db, o.self, o.sys, o.ctx
-	go func() {
-		defer o.writer.Done()
-		err := db.Update(func(tx *store.Txn) error {
-			for _, w := range ops {
-				if err := w.apply(tx); err != nil {
-					return err
-				}
+	metas, id, m := o.sh.metas, o.ep.ID, o.meta
+	o.gc.Add(op{apply: func(tx *store.Txn) error { return metas.PutTx(tx, id, m) }})
+	o.gc.Flush(o.send)
+}
+
+// commit applies a batch of ops in one synced transaction, off the actor.
+func (sh *shared) commit(ops []op) error {
+	return sh.db.Update(func(tx *store.Txn) error {
+		for _, w := range ops {
+			if err := w.apply(tx); err != nil {
+				return err
 			}
-			return metas.PutTx(tx, id, m)
-		})
-		sys.Root.Send(self, &written{gen: gen, ops: ops, err: err})
-	}()
+		}
+		return nil
+	})
 }
 
 // kick starts the next delivery if one is due, or arms a timer for it.
@@ -376,11 +371,9 @@ func (o *outbox) kick() {
 	go func() {
 		r := post(ctx, client, url, msg.MsgID, msg.Body, signer, headers, ua)
 		sys.Root.Send(self, &attempted{gen: ctx, msg: &msg, attempt: Attempt{StatusCode: r.status, LatencyMS: r.latency.Milliseconds()},
-			outcome: classify(r), err: errOrNil(r), retryAfter: r.retryAfter})
+			outcome: classify(r), err: r.err, retryAfter: r.retryAfter})
 	}()
 }
-
-func errOrNil(r result) error { return r.err }
 
 // attempted records one attempt's outcome and schedules what follows.
 func (o *outbox) attempted(m *attempted) {
@@ -427,7 +420,8 @@ func (o *outbox) attempted(m *attempted) {
 		o.sh.m.failed.Inc()
 		n := msg.Attempts
 		if n <= len(o.sh.opts.Backoff) {
-			delay := jitter(o.sh.opts.Backoff[n-1])
+			d := o.sh.opts.Backoff[n-1]
+			delay := kernel.Spread(d-d/5, d+d/5) // ±20%
 			if m.retryAfter > delay {
 				delay = m.retryAfter
 			}
@@ -488,19 +482,6 @@ func (o *outbox) attempted(m *attempted) {
 			}
 		},
 	})
-}
-
-// jitter spreads d over ±20% so that endpoints failing together do not
-// retry in lockstep.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	spread := int64(d) * 2 / 5
-	if spread <= 0 {
-		return d
-	}
-	return time.Duration(int64(d) - spread/2 + rand.Int64N(spread+1))
 }
 
 func (o *outbox) disable(reason string) {
@@ -639,6 +620,12 @@ func (o *outbox) test(c actor.Context) {
 		msgID := "msg_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")
 		r := post(ctx, client, url, msgID, payload("webhook.test", t, data), signer, headers, ua)
 		if r.status == 0 {
+			// The network's own code (host_not_found, connection_refused,
+			// upstream_timeout, tls_failed ...) tells the operator what to fix.
+			if ke := kernel.AsError(r.err); ke != nil {
+				sys.Root.Send(sender, &kernel.Error{Kind: ke.Kind, Code: ke.Code, Msg: "test delivery failed: " + ke.Msg})
+				return
+			}
 			sys.Root.Send(sender, kernel.Errorf(kernel.KindUpstream, "webhook_test_failed", "test delivery failed: %v", r.err))
 			return
 		}

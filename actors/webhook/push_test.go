@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 // A2A push endpoints: fed by Push (not the bus), the body sent as given,
@@ -16,7 +17,7 @@ func TestPushEndpointsSendExactlyWhatIsPushed(t *testing.T) {
 	r.setScript(500) // the first attempt fails: the engine retries
 	var id string
 	var err error
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		id, err = e.eng.CreatePush(context.Background(), "a2a-push/task/cfg", r.srv.URL+"/hook", "client-token-1234",
 			map[string]string{"A2A-Notification-Token": "client-token-1234", "Authorization": "Bearer cred"})
 		de := kernel.AsError(err)
@@ -34,7 +35,7 @@ func TestPushEndpointsSendExactlyWhatIsPushed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return len(r.delivered()) == 2 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(r.delivered()) == 2 })
 	e.settled(t, id)
 	r.check()
 	got := r.delivered()

@@ -17,7 +17,8 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/fangd/fangd/transport/ssrf"
+	"github.com/fangd/fangd/transport/httpretry"
+	"github.com/fangd/fangd/transport/neterr"
 )
 
 // signingKey is the HMAC key for the Standard Webhooks signature: a
@@ -135,7 +136,7 @@ func post(ctx context.Context, client *http.Client, url, msgID string, body []by
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	r := result{status: resp.StatusCode, latency: lat}
-	r.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	r.retryAfter = httpretry.ParseUpTo(resp.Header.Get("Retry-After"), time.Now(), maxRetryAfter)
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		r.err = fmt.Errorf("receiver answered %d (redirects are not followed)", resp.StatusCode)
 	} else if resp.StatusCode >= 400 {
@@ -144,42 +145,16 @@ func post(ctx context.Context, client *http.Client, url, msgID string, body []by
 	return r
 }
 
-// describe turns a transport error into a message without the URL's query
-// (which may hold a token).
-func describe(err error) error {
-	var se *ssrf.Error
-	if errors.As(err, &se) {
-		return se
-	}
-	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout") {
-		return errors.New("timed out")
-	}
-	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 {
-		msg = msg[i+2:]
-	}
-	return errors.New(msg)
-}
-
-// maxRetryAfter caps how long a receiver may push a retry out.
+// maxRetryAfter caps how long a receiver may push a retry out: the outbox
+// counts attempts against a schedule of hours, so a receiver's honest "come
+// back in an hour" is kept rather than capped at httpretry.MaxWait.
 const maxRetryAfter = 24 * time.Hour
 
-// parseRetryAfter reads delay-seconds or an HTTP date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return min(time.Duration(secs)*time.Second, maxRetryAfter)
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return min(d, maxRetryAfter)
-		}
-	}
-	return 0
+// describe turns a transport error into a domain error with
+// transport/neterr's code and a message without the URL (whose query may
+// hold a token). It keeps no cause: its text is what attempts record.
+func describe(err error) error {
+	e := *neterr.Classify(err, "")
+	e.Err = nil
+	return &e
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 	"github.com/fangd/fangd/transport/ssrf"
 )
@@ -234,7 +235,7 @@ func (e *env) create(t *testing.T, url, secret string, events ...string) View {
 	var v View
 	var err error
 	// The engine answers 503 for the moment it takes to start.
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		v, err = e.eng.Create(context.Background(), KindOutbound, p)
 		de := kernel.AsError(err)
 		return de == nil || de.Kind != kernel.KindUnavailable
@@ -258,21 +259,10 @@ func (e *env) publish(t *testing.T, n int, typ string) {
 // durable and reported).
 func (e *env) settled(t *testing.T, id string) {
 	t.Helper()
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		v, err := e.eng.Get("", id)
 		return err == nil && v.Pending == 0
 	})
-}
-
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in time")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func eventN(d delivery) int {
@@ -289,7 +279,7 @@ func TestSignedDeliveryInOrderExactlyOnce(t *testing.T) {
 	}
 	e.publish(t, 5, "agent.spawned") // not subscribed
 	e.publish(t, 50, "hook.wake")
-	waitFor(t, func() bool { return len(rcv.delivered()) == 50 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 50 })
 	e.settled(t, v.ID)
 	rcv.check()
 	for i, d := range rcv.delivered() {
@@ -309,7 +299,7 @@ func TestLegacySecretAndRetriesKeepWebhookID(t *testing.T) {
 	e := start(t, t.TempDir(), Options{})
 	v := e.create(t, rcv.srv.URL, "plain-librefang-secret", "*")
 	e.publish(t, 1, "hook.wake")
-	waitFor(t, func() bool { return len(rcv.delivered()) == 1 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 1 })
 	e.settled(t, v.ID)
 	rcv.check()
 	att, _ := e.eng.Deliveries(v.ID, 10)
@@ -342,7 +332,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	e := start(t, t.TempDir(), Options{})
 	v := e.create(t, rcv.srv.URL, "", "hook.wake")
 	e.publish(t, 1, "hook.wake")
-	waitFor(t, func() bool { return len(rcv.delivered()) == 1 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 1 })
 	e.settled(t, v.ID)
 	rcv.check()
 	att, _ := e.eng.Deliveries(v.ID, 10)
@@ -361,7 +351,7 @@ func TestGoneDisablesEndpointUntilReenabled(t *testing.T) {
 	e := start(t, t.TempDir(), Options{})
 	v := e.create(t, rcv.srv.URL, "", "hook.wake")
 	e.publish(t, 1, "hook.wake")
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		got, _ := e.eng.Get("", v.ID)
 		return !got.Enabled
 	})
@@ -369,7 +359,7 @@ func TestGoneDisablesEndpointUntilReenabled(t *testing.T) {
 	if got.DisabledReason == "" || got.Pending != 1 {
 		t.Fatalf("after 410: %+v", got)
 	}
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		q, _ := e.bus.Query(comms.Query{Limit: 10, Type: "webhook.disabled"})
 		return len(q.Events) == 1
 	})
@@ -382,7 +372,7 @@ func TestGoneDisablesEndpointUntilReenabled(t *testing.T) {
 	if _, err := e.eng.Update(context.Background(), KindOutbound, v.ID, Patch{Enabled: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(rcv.delivered()) == 1 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 1 })
 	rcv.check()
 }
 
@@ -398,7 +388,7 @@ func TestPersistentFailureDeadLettersDisablesAndReplays(t *testing.T) {
 	v := e.create(t, rcv.srv.URL, "", "hook.wake")
 	e.publish(t, 3, "hook.wake")
 	// 2 messages x 4 attempts = 8 failures, then disabled: the third waits.
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		got, _ := e.eng.Get("", v.ID)
 		return !got.Enabled && got.DeadLetters == 2
 	})
@@ -422,12 +412,12 @@ func TestPersistentFailureDeadLettersDisablesAndReplays(t *testing.T) {
 	if _, err := e.eng.Update(context.Background(), "", v.ID, Patch{Enabled: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(rcv.delivered()) == 2 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 2 })
 	res, _ = e.eng.Replay(v.ID, nil)
 	if res.Replayed != 1 {
 		t.Fatalf("replay all: %+v", res)
 	}
-	waitFor(t, func() bool { return len(rcv.delivered()) == 3 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 3 })
 	rcv.check()
 	// In order: the pending third message first, then the replays in turn.
 	ns := []int{}
@@ -457,7 +447,7 @@ func TestRestartResumesPendingDeliveries(t *testing.T) {
 	e := start(t, home, Options{Backoff: slow})
 	v := e.create(t, rcv.srv.URL, "s3cret-value", "hook.wake")
 	e.publish(t, 200, "hook.wake")
-	waitFor(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		got, _ := e.eng.Get("", v.ID)
 		return got.Pending == 200
 	})
@@ -465,7 +455,7 @@ func TestRestartResumesPendingDeliveries(t *testing.T) {
 	rcv.setScript()
 
 	e = start(t, home, Options{Backoff: slow})
-	waitFor(t, func() bool { return len(rcv.delivered()) == 200 })
+	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 200 })
 	e.settled(t, v.ID)
 	rcv.check()
 	for i, d := range rcv.delivered() {
@@ -484,16 +474,16 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 	guard, _ := ssrf.New(nil, ssrf.WithResolver(res))
 	e := start(t, t.TempDir(), Options{Guard: guard})
 	ctx := context.Background()
-	waitFor(t, func() bool { _, err := e.eng.List(""); return err == nil })
+	kerneltest.WaitFor(t, "condition", func() bool { _, err := e.eng.List(""); return err == nil })
 	cases := []struct {
 		p    Patch
 		code string
 	}{
-		{Patch{Name: ptr("x"), URL: ptr("ftp://public.example/"), Events: &[]string{"*"}}, "invalid_url"},
+		{Patch{Name: ptr("x"), URL: ptr("ftp://public.example/"), Events: &[]string{"*"}}, "url_not_allowed"},
 		{Patch{Name: ptr("x"), URL: ptr("not a url"), Events: &[]string{"*"}}, "invalid_url"},
-		{Patch{Name: ptr("x"), URL: ptr("http://internal.example/"), Events: &[]string{"*"}}, "invalid_url"},
-		{Patch{Name: ptr("x"), URL: ptr("http://127.0.0.1:9/"), Events: &[]string{"*"}}, "invalid_url"},
-		{Patch{Name: ptr("x"), URL: ptr("http://[::ffff:169.254.169.254]/"), Events: &[]string{"*"}}, "invalid_url"},
+		{Patch{Name: ptr("x"), URL: ptr("http://internal.example/"), Events: &[]string{"*"}}, "url_not_allowed"},
+		{Patch{Name: ptr("x"), URL: ptr("http://127.0.0.1:9/"), Events: &[]string{"*"}}, "url_not_allowed"},
+		{Patch{Name: ptr("x"), URL: ptr("http://[::ffff:169.254.169.254]/"), Events: &[]string{"*"}}, "url_not_allowed"},
 		{Patch{Name: ptr("x"), URL: ptr("https://public.example/"), Events: &[]string{"agent.spwned"}}, "unknown_event_type"},
 		{Patch{Name: ptr("x"), URL: ptr("https://public.example/"), Events: &[]string{}}, "invalid_input"},
 		{Patch{Name: ptr("x"), URL: ptr("https://public.example/")}, "invalid_input"},
@@ -527,7 +517,7 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 	if _, err := e.eng.Get(KindOutbound, v.ID); kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatal("event webhook visible as an outbound webhook")
 	}
-	if _, err := e.eng.Update(ctx, KindEvent, v.ID, Patch{URL: ptr("http://internal.example/")}); kernel.AsError(err).Code != "invalid_url" {
+	if _, err := e.eng.Update(ctx, KindEvent, v.ID, Patch{URL: ptr("http://internal.example/")}); kernel.AsError(err).Code != "url_not_allowed" {
 		t.Fatalf("update to a private url: %v", err)
 	}
 	if err := e.eng.Delete(KindEvent, "nope"); kernel.AsError(err).Kind != kernel.KindNotFound {

@@ -22,6 +22,7 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2acompat/a2av0"
 
 	"github.com/fangd/fangd/actors/a2a/a2atest"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
@@ -342,16 +343,7 @@ func (b bearer) Before(ctx context.Context, req *a2aclient.Request) (context.Con
 	return ctx, nil, nil
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitUntil = kerneltest.WaitFor
 
 // Push notifications go through the webhook engine: the client's URL gets
 // each update as the spec's StreamResponse JSON, with the A2A token it

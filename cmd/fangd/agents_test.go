@@ -17,6 +17,10 @@ const (
 	anthKey = "sk-ant-fangd-test-77d2e3aa"
 )
 
+// loopbackPolicy lets fangd reach fake platforms and receivers on
+// loopback, which the network policy refuses unless allow-listed.
+const loopbackPolicy = "\n[network_policy]\nallow_hosts = [\"127.0.0.1/32\"]\n"
+
 // keyEnv hands the fake providers' keys to the daemon's environment.
 var keyEnv = []string{"FANGD_TEST_OAI_KEY=" + oaiKey, "FANGD_TEST_ANTH_KEY=" + anthKey}
 
@@ -34,11 +38,13 @@ api_requests_per_minute = 0
 [providers.fakeoai]
 api = "openai"
 base_url = %q
+trusted = true # a local fake on loopback
 api_key_env = "FANGD_TEST_OAI_KEY"
 
 [providers.fakeanth]
 api = "anthropic"
 base_url = %q
+trusted = true # a local fake on loopback
 api_key_env = "FANGD_TEST_ANTH_KEY"
 
 [[models]]

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 )
 
 type approvalJSON struct {
@@ -57,7 +57,7 @@ func TestApprovalsOnTheBinary(t *testing.T) {
 second_factor = "totp"
 totp_tools = ["shell_*"]
 timeout_secs = 600
-`)
+`+loopbackPolicy)
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	var a agentJSON
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "ops", "model": "fakeoai/gpt-test"}, &a)
@@ -161,7 +161,7 @@ timeout_secs = 600
 }
 
 func TestApprovalExpiresAndThenIsGone(t *testing.T) {
-	_, _, cfg := fakes(t, "[approval]\ntimeout_secs = 1\n")
+	_, _, cfg := fakes(t, "[approval]\ntimeout_secs = 1\n"+loopbackPolicy)
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "ops", "model": "fakeoai/gpt-test"}, nil)
 	var rec approvalJSON
@@ -197,7 +197,7 @@ func TestBadApprovalConfigNamesTheField(t *testing.T) {
 // /approve there decides it and the answer is posted back; a stranger's
 // is refused; a decision made through the API is announced in the chat.
 func TestApproveFromTelegramOnTheBinary(t *testing.T) {
-	tg := telegramfake.New("555:approve")
+	tg := telegramtest.New("555:approve")
 	defer tg.Close()
 	_, _, cfg := fakes(t, `
 [approval]
@@ -207,7 +207,7 @@ timeout_secs = 600
 channel = "telegram"
 chat_id = "-1001"
 approvers = ["@alice", "4242"]
-`)
+`+loopbackPolicy)
 	p := startFangd(t, t.TempDir(), cfg, append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)...)
 	if code, body := p.request(t, "POST", "/api/agents", `{"name":"ops","model":"fakeoai/gpt-test"}`); code != 201 {
 		t.Fatalf("%d %s", code, body)
@@ -217,7 +217,7 @@ approvers = ["@alice", "4242"]
 		t.Fatalf("configure: %d %s", code, body)
 	}
 	waitChannels(t, p, "connected", connected("telegram"))
-	sent := func(n int) []telegramfake.Sent {
+	sent := func(n int) []telegramtest.Sent {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for len(tg.Sent()) < n && time.Now().Before(deadline) {

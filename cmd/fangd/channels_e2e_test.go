@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
@@ -63,7 +63,7 @@ func connected(names ...string) func(map[string]map[string]any) bool {
 // vault without answering an old update twice; then reload drops the
 // file's channel when its table goes.
 func TestChannelsSurviveKill9(t *testing.T) {
-	apiBot, fileBot := telegramfake.New("111:api"), telegramfake.New("222:file")
+	apiBot, fileBot := telegramtest.New("111:api"), telegramtest.New("222:file")
 	defer apiBot.Close()
 	defer fileBot.Close()
 	home := t.TempDir()
@@ -72,6 +72,9 @@ adapter = "telegram"
 bot_token_env = "FILEBOT_TOKEN"
 api_url = "` + fileBot.URL() + `"
 poll_interval_secs = 1
+
+[network_policy]
+allow_hosts = ["127.0.0.1/32"]
 `
 	env := []string{"FANGD_API_KEY=" + e2eKey, "FILEBOT_TOKEN=222:file"}
 	p := startFangd(t, home, config, env...)
@@ -124,8 +127,8 @@ poll_interval_secs = 1
 // LLM, Telegram is down when the reply should go out, the daemon is killed
 // with SIGKILL, and after the restart the queued reply reaches the chat.
 func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
-	oai, _, config := fakes(t, "")
-	tg := telegramfake.New("333:agent")
+	oai, _, config := fakes(t, loopbackPolicy)
+	tg := telegramtest.New("333:agent")
 	defer tg.Close()
 	home := t.TempDir()
 	env := append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)

@@ -29,16 +29,16 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/fangd/fangd/actors/channel/discord/discordfake"
+	"github.com/fangd/fangd/actors/channel/discord/discordtest"
 	"github.com/fangd/fangd/actors/channel/googlechat/googlechattest"
 	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
-	"github.com/fangd/fangd/actors/channel/matrix/matrixfake"
+	"github.com/fangd/fangd/actors/channel/matrix/matrixtest"
 	"github.com/fangd/fangd/actors/channel/mattermost/mattermosttest"
 	"github.com/fangd/fangd/actors/channel/ntfy"
 	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
-	"github.com/fangd/fangd/actors/channel/slack/slackfake"
+	"github.com/fangd/fangd/actors/channel/slack/slacktest"
 	"github.com/fangd/fangd/actors/channel/teams/teamstest"
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/actors/channel/webhook/webhooktest"
 	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
 	"github.com/fangd/fangd/actors/llm/llmtest"
@@ -71,7 +71,7 @@ type killCase struct {
 func killCases() []killCase {
 	return []killCase{
 		{"telegram", func(t *testing.T) killPeer {
-			tg := telegramfake.New("555:kill")
+			tg := telegramtest.New("555:kill")
 			t.Cleanup(tg.Close)
 			return killPeer{
 				configure: map[string]any{"token": "555:kill", "api_url": tg.URL(), "poll_interval_secs": 1},
@@ -89,7 +89,7 @@ func killCases() []killCase {
 			}
 		}},
 		{"discord", func(t *testing.T) killPeer {
-			dc := discordfake.New("MTAx.kill.bot-token")
+			dc := discordtest.New("MTAx.kill.bot-token")
 			t.Cleanup(dc.Close)
 			return killPeer{
 				configure: map[string]any{"token": "MTAx.kill.bot-token", "api_url": dc.APIURL()},
@@ -108,7 +108,7 @@ func killCases() []killCase {
 			}
 		}},
 		{"slack", func(t *testing.T) killPeer {
-			sl := slackfake.New("xoxb-kill", "xapp-kill")
+			sl := slacktest.New("xoxb-kill", "xapp-kill")
 			t.Cleanup(sl.Close)
 			return killPeer{
 				configure: map[string]any{"token": "xoxb-kill", "app_token": "xapp-kill", "api_url": sl.APIURL()},
@@ -128,7 +128,7 @@ func killCases() []killCase {
 		}},
 		{"matrix", func(t *testing.T) killPeer {
 			const room = "!lobby:fake.test"
-			mx := matrixfake.New("syt_kill")
+			mx := matrixtest.New("syt_kill")
 			t.Cleanup(mx.Close)
 			mx.Invite(room)
 			return killPeer{
@@ -323,7 +323,7 @@ func killCases() []killCase {
 			irc := startKillIRC(t)
 			return killPeer{
 				configure: map[string]any{"server": "127.0.0.1", "port": irc.port, "nick": "fangdbot", "use_tls": false,
-					"token": killIRCPassword},
+					"server_password": killIRCPassword},
 				chat:    "alice",
 				inbound: func(_ *testing.T, _, text string) { irc.say(text) },
 				down:    irc.setDown, // the server stops (the links with it) and comes back with alice online
@@ -363,7 +363,7 @@ func TestChannelRepliesQueuedAcrossKill9(t *testing.T) {
 }
 
 func runKillCase(t *testing.T, c killCase) {
-	oai, _, config := fakes(t, "")
+	oai, _, config := fakes(t, loopbackPolicy)
 	peer := c.peer(t)
 	var logs []*bytes.Buffer
 	t.Cleanup(func() {

@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 )
 
 const hookToken = "hook-token-0123456789abcdef0123456789"
@@ -602,8 +602,8 @@ loop_guard_max_bounces = 2
 // /api/comms/send to "channel:telegram:<chat>" reaches the chat; the
 // channel is a node of the topology.
 func TestCommsThroughARealChannel(t *testing.T) {
-	_, _, config := fakes(t, "")
-	tg := telegramfake.New("444:comms")
+	_, _, config := fakes(t, loopbackPolicy)
+	tg := telegramtest.New("444:comms")
 	defer tg.Close()
 	p := startFangd(t, t.TempDir(), config, append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)...)
 	code, body := p.request(t, "POST", "/api/agents", `{"name":"helper","model":"fakeoai/gpt-test"}`)

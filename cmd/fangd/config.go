@@ -13,11 +13,15 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
+	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // Config is config.toml. Key names follow LibreFang's where it has them.
@@ -39,6 +43,11 @@ type Config struct {
 	Log            LogConfig       `toml:"log"`
 	HTTP           HTTPConfig      `toml:"http"`
 	Audit          AuditConfig     `toml:"audit"`
+
+	// MinFreeDiskBytes is the free-space reserve of the data directory's
+	// filesystem: below it writes answer 507 and start-up refuses (a full
+	// disk would otherwise be a SIGBUS in Badger's memory-mapped files).
+	MinFreeDiskBytes int64 `toml:"min_free_disk_bytes"`
 	// A2A: config_a2a.go.
 	A2A A2AConfig `toml:"a2a"`
 	// Comms, webhooks, network policy and inbound hooks: config_comms.go.
@@ -59,6 +68,7 @@ type Config struct {
 	Models []llm.ModelConfig `toml:"models"`
 	LLM    LLMConfig         `toml:"llm"`
 	Usage  UsageConfig       `toml:"usage"`
+	Agents AgentsConfig      `toml:"agents"`
 	// Approval is [approval]: which tool calls wait for a human, timeouts,
 	// the second factor, approvers and the chats requests are posted to.
 	Approval approval.Policy `toml:"approval"`
@@ -118,6 +128,14 @@ type MCPServerConfig struct {
 	SessionTimeoutSecs int    `toml:"session_timeout_secs"`
 	WorkspaceDir       string `toml:"workspace_dir"` // default $FANGD_HOME/workspace
 	MaxBodyBytes       int    `toml:"max_body_bytes"`
+	// MaxSessions bounds the live /mcp sessions (429 beyond).
+	MaxSessions int `toml:"max_sessions"`
+}
+
+// AgentsConfig is [agents].
+type AgentsConfig struct {
+	// MaxAgents bounds how many agents exist (409 agent_limit_reached).
+	MaxAgents int `toml:"max_agents"`
 }
 
 // RateLimitConfig is [rate_limit].
@@ -134,6 +152,8 @@ type LogConfig struct {
 	Level    string `toml:"level"`     // trace, debug, info, warn, error
 	Format   string `toml:"format"`    // json or pretty
 	RingSize int    `toml:"ring_size"` // lines kept for GET /api/logs/stream
+	// MaxStreams bounds the open GET /api/logs/stream subscribers.
+	MaxStreams int `toml:"max_streams"`
 }
 
 // HTTPConfig is [http].
@@ -148,22 +168,30 @@ type AuditConfig struct {
 	// AuthFailureIntervalSecs is how often failed authentications are
 	// written, one auth_failed entry per source address with a count.
 	AuthFailureIntervalSecs int `toml:"auth_failure_interval_secs"`
+	// OnAnchorMismatch is what start-up does when the anchor and the stored
+	// chain disagree: "refuse" (default) or "degraded".
+	OnAnchorMismatch string `toml:"on_anchor_mismatch"`
+	// RetainEntries keeps the newest N entries (older ones are exported to
+	// $FANGD_HOME/audit-archive and trimmed behind a checkpoint); 0 keeps all.
+	RetainEntries int64 `toml:"retain_entries"`
 }
 
 func defaultConfig() Config {
 	return Config{
 		APIListen:           "127.0.0.1:4545",
 		MaxRequestBodyBytes: 8 << 20,
+		MinFreeDiskBytes:    store.DefaultMinFreeBytes,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Audit:               AuditConfig{AuthFailureIntervalSecs: 60},
-		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000},
+		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000, MaxStreams: fhttp.DefaultMaxLogStreams},
 		A2A:                 defaultA2AConfig(),
 		Comms:               defaultCommsConfig(),
 		Webhooks:            defaultWebhooksConfig(),
 		WebhookTriggers:     defaultWebhookTriggersConfig(),
 		MCP:                 MCPConfig{FailureThreshold: 3},
-		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 600, MaxBodyBytes: 1 << 20},
+		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 120, MaxBodyBytes: 1 << 20, MaxSessions: fhttp.DefaultMCPSessions},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
+		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
 	}
@@ -223,14 +251,15 @@ func (c *Config) validate() error {
 	if c.MaxRequestBodyBytes <= 0 {
 		bad(errors.New("max_request_body_bytes must be positive"))
 	}
+	if c.MinFreeDiskBytes < 0 {
+		bad(errors.New("min_free_disk_bytes must be >= 0 (0 turns the free-space guard off)"))
+	}
 	if c.RateLimit.APIRequestsPerMinute < 0 {
 		bad(errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)"))
 	}
-	if err := c.httpConfig().ValidateEdge(); err != nil {
-		return err
-	}
+	bad(c.httpConfig().ValidateEdge())
 	if c.Audit.AuthFailureIntervalSecs < 1 || c.Audit.AuthFailureIntervalSecs > 3600 {
-		return errors.New("audit.auth_failure_interval_secs must be between 1 and 3600")
+		bad(errors.New("audit.auth_failure_interval_secs must be between 1 and 3600"))
 	}
 	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
 		bad(fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level))
@@ -240,6 +269,15 @@ func (c *Config) validate() error {
 	}
 	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
 		bad(errors.New("log.ring_size must be between 1 and 1000000"))
+	}
+	if c.Log.MaxStreams < 1 || c.Log.MaxStreams > 10_000 {
+		bad(errors.New("log.max_streams must be between 1 and 10000"))
+	}
+	if m := c.Audit.OnAnchorMismatch; m != "" && m != audit.OnMismatchRefuse && m != audit.OnMismatchDegraded {
+		bad(fmt.Errorf("audit.on_anchor_mismatch %q: want %q or %q", m, audit.OnMismatchRefuse, audit.OnMismatchDegraded))
+	}
+	if c.Audit.RetainEntries < 0 {
+		bad(errors.New("audit.retain_entries must be >= 0 (0 keeps every entry)"))
 	}
 	_, err := c.a2aSettings()
 	bad(err)
@@ -259,6 +297,12 @@ func (c *Config) validate() error {
 	if c.MCPServer.SessionTimeoutSecs < 1 {
 		bad(errors.New("mcp_server.session_timeout_secs must be at least 1"))
 	}
+	if c.MCPServer.MaxSessions < 1 || c.MCPServer.MaxSessions > 100_000 {
+		bad(errors.New("mcp_server.max_sessions must be between 1 and 100000"))
+	}
+	if c.Agents.MaxAgents < 1 || c.Agents.MaxAgents > 1_000_000 {
+		bad(errors.New("agents.max_agents must be between 1 and 1000000"))
+	}
 	if c.MCPServer.MaxBodyBytes < 1024 {
 		bad(errors.New("mcp_server.max_body_bytes must be at least 1024"))
 	}
@@ -275,9 +319,15 @@ func (c *Config) validate() error {
 }
 
 // llmOptions maps [providers], [[models]] and [llm] onto the registry's options.
+// An untrusted base_url goes through [network_policy] like every other
+// URL fangd dials (a bad allow_hosts is reported by validateComms).
 func (c *Config) llmOptions() llm.Options {
-	return llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
+	o := llm.Options{Providers: c.Providers, Models: c.Models, Timeout: time.Duration(c.LLM.TimeoutSecs) * time.Second,
 		DefaultInputPerM: c.LLM.DefaultInputPerM, DefaultOutputPerM: c.LLM.DefaultOutputPerM}
+	if g, err := ssrf.New(c.NetworkPolicy.AllowHosts); err == nil {
+		o.Guard = g
+	}
+	return o
 }
 
 // mcpSpecs turns [[mcp_servers]] into checked specs, naming the entry at
@@ -332,9 +382,11 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.AuthFailureInterval = time.Duration(c.Audit.AuthFailureIntervalSecs) * time.Second
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
+	h.MaxLogStreams = c.Log.MaxStreams
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,
+		MaxSessions:    c.MCPServer.MaxSessions,
 		MaxBodyBytes:   c.MCPServer.MaxBodyBytes,
 	}
 	return h

@@ -187,7 +187,7 @@ func (c *Config) a2aSettings() (a2aSettings, error) {
 	}
 	for i, e := range a.ExternalAgents {
 		if _, err := a2a.CanonicalURL(e.URL); err != nil {
-			return s, fmt.Errorf("a2a.external_agents[%d].url %q: %s", i, e.URL, kernelMsg(err))
+			return s, fmt.Errorf("a2a.external_agents[%d].url %q: %s", i, e.URL, kernel.PublicMessage(err))
 		}
 		sa := a2a.StaticAgent{Name: e.Name, URL: e.URL}
 		if e.TokenEnv != "" {
@@ -200,11 +200,4 @@ func (c *Config) a2aSettings() (a2aSettings, error) {
 	o.Version = version
 	s.opts = o
 	return s, nil
-}
-
-func kernelMsg(err error) string {
-	if de := kernel.AsError(err); de != nil {
-		return de.Msg
-	}
-	return err.Error()
 }

@@ -41,10 +41,12 @@ type WebhooksConfig struct {
 	DisableAfter int `toml:"disable_after"`
 	// MaxPending caps one endpoint's outbox (beyond: dead letters).
 	MaxPending int `toml:"max_pending"`
+	// MaxEndpoints bounds the outbound and event webhooks (409 beyond).
+	MaxEndpoints int `toml:"max_endpoints"`
 }
 
 func defaultWebhooksConfig() WebhooksConfig {
-	return WebhooksConfig{RetryBackoff: []string{"5s", "30s", "2m", "10m", "1h", "6h"}, Timeout: "15s", DisableAfter: 3, MaxPending: 100_000}
+	return WebhooksConfig{RetryBackoff: []string{"5s", "30s", "2m", "10m", "1h", "6h"}, Timeout: "15s", DisableAfter: 3, MaxPending: 100_000, MaxEndpoints: webhook.MaxEndpoints}
 }
 
 // NetworkPolicyConfig is [network_policy]: what outbound requests to
@@ -130,6 +132,9 @@ func (c *Config) commsSettings() (commsSettings, error) {
 	}
 	if w.DisableAfter < 0 {
 		return s, errors.New("webhooks.disable_after must be >= 0 (0 = never disable)")
+	}
+	if w.MaxEndpoints < 1 || w.MaxEndpoints > 10_000 {
+		return s, errors.New("webhooks.max_endpoints must be between 1 and 10000")
 	}
 	if w.MaxPending < 1 || w.MaxPending > 10_000_000 {
 		return s, errors.New("webhooks.max_pending must be between 1 and 10000000")

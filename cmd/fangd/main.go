@@ -3,6 +3,7 @@
 //	fangd serve [--listen ADDR] [--home DIR] [--config FILE]
 //	fangd config check [--config FILE] [--home DIR]
 //	fangd audit verify [--home DIR]
+//	fangd audit accept --reason TEXT [--home DIR]
 //	fangd version
 package main
 
@@ -24,6 +25,7 @@ const usage = `usage:
                                              (SIGHUP reloads the config, SIGINT/SIGTERM stop it)
   fangd config check [--config FILE] [--home DIR]            validate a config file without starting
   fangd audit verify [--home DIR]                            check a stopped daemon's audit log
+  fangd audit accept --reason TEXT [--home DIR]              record an audit anchor mismatch and re-anchor (daemon stopped)
   fangd version                                              print the version
 `
 
@@ -63,6 +65,9 @@ func run(ctx context.Context, args []string) error {
 	case "audit":
 		if len(args) > 1 && args[1] == "verify" {
 			return (&auditVerifyCommand{}).Run(ctx, args[2:])
+		}
+		if len(args) > 1 && args[1] == "accept" {
+			return (&auditAcceptCommand{}).Run(ctx, args[2:])
 		}
 	case "version", "--version", "-v":
 		fmt.Println("fangd", version)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
+	"github.com/fangd/fangd/actors/channel/whatsapp"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -30,6 +32,7 @@ import (
 	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // shutdownDeadline bounds a graceful stop: in-flight requests, then actors.
@@ -75,6 +78,9 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := startPprof(); err != nil {
+		return err
+	}
 	d, err := startDaemon(home, cfg, os.Stderr)
 	if err != nil {
 		return err
@@ -101,6 +107,10 @@ type daemon struct {
 	// stop is closed by close, for the daemon's own goroutines.
 	stop    chan struct{}
 	reloads *reloadParts
+
+	// auditLog is audit for spaceChanged, which the store may call from
+	// any goroutine.
+	auditLog atomic.Pointer[audit.Log]
 }
 
 func newLogger(cfg LogConfig, ring *logs.Ring, console *consoleSink) zerolog.Logger {
@@ -108,6 +118,31 @@ func newLogger(cfg LogConfig, ring *logs.Ring, console *consoleSink) zerolog.Log
 	zerolog.SetGlobalLevel(level)
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(zerolog.MultiLevelWriter(console, ring)).With().Timestamp().Logger()
+}
+
+// spaceChanged logs and audits the store going below its free-space
+// reserve and back, once per change. It runs while a write is being
+// admitted, so the audit append (which the reserve lets through) goes
+// on its own goroutine.
+func (d *daemon) spaceChanged(st store.SpaceState) {
+	ev := audit.Event{EventType: "storage_low", Outcome: "denied",
+		Details: fmt.Sprintf("free=%d reserve=%d: writes answer 507 insufficient_storage until space is freed", st.Free, st.Reserve)}
+	if st.Low {
+		d.log.Error().Uint64("free_bytes", st.Free).Uint64("reserve_bytes", st.Reserve).
+			Msg("disk below the free-space reserve (min_free_disk_bytes): writes are refused with 507 until space is freed")
+	} else {
+		ev = audit.Event{EventType: "storage_recovered", Outcome: "ok", Details: fmt.Sprintf("free=%d reserve=%d: writes resumed", st.Free, st.Reserve)}
+		d.log.Warn().Uint64("free_bytes", st.Free).Uint64("reserve_bytes", st.Reserve).Msg("free space is back above the reserve: writes resumed")
+	}
+	if a := d.auditLog.Load(); a != nil {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := a.Append(ctx, ev); err != nil {
+				d.log.Error().Err(err).Str("event", ev.EventType).Msg("storage condition not audited")
+			}
+		}()
+	}
 }
 
 func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err error) {
@@ -126,6 +161,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	}
 	opts := store.DefaultOptions(store.DataDir(home))
 	opts.Logger = d.log.With().Str("component", "badger").Logger()
+	opts.MinFreeBytes = uint64(cfg.MinFreeDiskBytes)
+	opts.OnSpaceChange = d.spaceChanged
 	if d.db, err = store.Open(opts); err != nil {
 		return nil, err
 	}
@@ -140,9 +177,18 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if anchor == "" {
 		anchor = audit.AnchorPath(home)
 	}
-	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor}); err != nil {
+	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor, OnMismatch: cfg.Audit.OnAnchorMismatch,
+		RetainEntries: uint64(cfg.Audit.RetainEntries), ArchiveDir: filepath.Join(home, "audit-archive")}); err != nil {
+		var m *audit.Mismatch
+		if errors.As(err, &m) {
+			return nil, refuseMismatch(m, home)
+		}
 		return nil, err
 	}
+	// Records that do not decode are moved aside as supervisors load
+	// them (store.EachOrQuarantine): logged and audited here.
+	d.db.OnQuarantine(d.audit.ReportQuarantined)
+	d.auditLog.Store(d.audit)
 	cs, err := cfg.commsSettings()
 	if err != nil {
 		return nil, err
@@ -154,8 +200,15 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	d.bus = bus
+	// The daemon's one outbound network policy ([network_policy]
+	// allow_hosts, reloaded on SIGHUP): webhooks, MCP, A2A, channel URLs
+	// and untrusted LLM base URLs all dial through it.
+	guard, err := ssrf.New(cfg.NetworkPolicy.AllowHosts)
+	if err != nil {
+		return nil, err
+	}
 	lopts := cfg.llmOptions()
-	lopts.Metrics = d.kernel.Metrics
+	lopts.Metrics, lopts.Guard = d.kernel.Metrics, guard
 	reg, err := llm.NewRegistry(lopts)
 	if err != nil {
 		return nil, err
@@ -173,16 +226,16 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	tools := &agentToolbox{}
 	catalog := &toolCatalog{box: tools}
 	approvals.SetTools(catalog)
-	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools, Directory: catalog})
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools, Directory: catalog, MaxAgents: cfg.Agents.MaxAgents})
 	if err != nil {
 		return nil, err
 	}
 	d.reloads.approvals = approvals
-	if d.channels, err = startChannels(d, cfg, vault, channelAgents{agents}, approvalCommands{approvals}); err != nil {
+	if d.channels, err = startChannels(d, cfg, vault, guard, channelAgents{agents}, approvalCommands{approvals}); err != nil {
 		return nil, err
 	}
 	approvals.SetNotifier(approvalNotifier{d.channels})
-	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, cfg, cs)
+	c, err := startComms(d.kernel, d.db, vault, d.audit, bus, agents, d.channels, guard, cfg, cs)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +338,7 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *co
 // stored by earlier runs) and applies config.toml's [channels.*] tables. A
 // table that does not validate is logged and skipped, like on reload, so
 // one bad channel does not keep the daemon down.
-func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Agents, commands channel.Commands) (*channel.Service, error) {
+func startChannels(d *daemon, cfg Config, vault *store.Vault, guard *ssrf.Guard, agents channel.Agents, commands channel.Commands) (*channel.Service, error) {
 	path := cfg.path
 	load := func() (map[string]map[string]any, error) {
 		c, err := loadConfig(path, false)
@@ -294,8 +347,12 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		}
 		return c.Channels, nil
 	}
+	// Channel API URLs, gateways and homeservers go through the same
+	// network policy as webhooks, MCP and A2A: [network_policy] allow_hosts.
+	whatsapp.UseNetwork(guard)
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
-		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands})
+		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands,
+		Network: guard})
 	if err != nil {
 		return nil, err
 	}
@@ -309,6 +366,21 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, agents channel.Age
 		}
 	}
 	return svc, nil
+}
+
+// refuseMismatch is the start-up error for an audit anchor that does not
+// match the stored chain: what differs, and what the operator can do.
+func refuseMismatch(m *audit.Mismatch, home string) error {
+	return fmt.Errorf(`%w
+fangd refuses to start: the audit log does not match its anchor, so audit entries were removed or rewritten,
+or the store lost acknowledged writes (a damaged, truncated or deleted file). Starting would hide it.
+What you can do:
+  - see what is wrong:     fangd audit verify --home %[2]s
+  - restore the home from a backup taken before the damage (docs/architecture.md, "Damage and recovery")
+  - accept the loss, recorded as an entry in the audit log, then start again:
+                           fangd audit accept --home %[2]s --reason "why"
+  - start anyway, with the audit trail reported broken until accepted:
+                           [audit] on_anchor_mismatch = "degraded" in config.toml`, m, home)
 }
 
 // registerStoreProbes reports the security systems the store layer owns:
@@ -351,6 +423,7 @@ serve:
 	if d.expose != nil {
 		d.expose.Close()
 	}
+	d.audit.Stop()
 	d.record("daemon_stopped", "graceful shutdown")
 	if d.bus != nil {
 		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -383,6 +456,9 @@ func (d *daemon) close() {
 	}
 	if d.expose != nil {
 		d.expose.Close()
+	}
+	if d.audit != nil {
+		d.audit.Stop()
 	}
 	if d.kernel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownDeadline)

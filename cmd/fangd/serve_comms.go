@@ -70,20 +70,16 @@ func budgetDetail(a metering.BudgetAlert) map[string]any {
 // startComms starts the message router (wired to the agent runtime) and
 // the webhook engine (which watches the bus); shutdown runs in reverse.
 func startComms(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.Log, bus *comms.Bus, agents *agent.Agents,
-	channels *channel.Service, cfg Config, cs commsSettings) (*commsParts, error) {
+	channels *channel.Service, guard *ssrf.Guard, cfg Config, cs commsSettings) (*commsParts, error) {
 	router, err := comms.StartRouter(k, db, comms.RouterOptions{Bus: bus, Audit: auditLog, Agents: agentRuntime{agents},
 		Channels: channels, LoopMaxBounces: cfg.Comms.LoopGuardMaxBounces, LoopWindow: cs.loopWindow, TurnTimeout: cs.turnTimeout})
 	if err != nil {
 		return nil, err
 	}
 	router.AddNodeSource(channelNodes{channels})
-	guard, err := ssrf.New(cfg.NetworkPolicy.AllowHosts)
-	if err != nil {
-		return nil, err
-	}
 	eng, err := webhook.Start(k, db, webhook.Options{Bus: bus, Vault: vault, Guard: guard, Backoff: cs.backoff,
 		Timeout: cs.webhookTimeout, DisableAfter: cfg.Webhooks.DisableAfter, MaxPending: cfg.Webhooks.MaxPending,
-		UserAgent: "fangd-webhook/" + version})
+		MaxEndpoints: cfg.Webhooks.MaxEndpoints, UserAgent: "fangd-webhook/" + version})
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +33,6 @@ const peerTok = "peer-token-0123456789abcdef"
 // stubAgents is a two-agent runtime whose turns echo, or block until
 // cancelled when the text is "block".
 type stubAgents struct {
-	mu      sync.Mutex
 	started chan struct{}
 	ended   chan error
 }
@@ -609,7 +607,7 @@ func TestA2AManagementDiscoverSendStatus(t *testing.T) {
 	if r := ts.authed(t, "POST", "/api/a2a/discover", `{"url":"http://10.0.0.5"}`); r.status != 400 || r.envelope(t).Code != "a2a_ssrf_blocked" {
 		t.Fatalf("private address: %d %s", r.status, r.body)
 	}
-	if r := ts.authed(t, "POST", "/api/a2a/discover", `{"url":"http://127.0.0.1:1"}`); r.status != 502 || r.envelope(t).Code != "a2a_discovery_failed" {
+	if r := ts.authed(t, "POST", "/api/a2a/discover", `{"url":"http://127.0.0.1:1"}`); r.status != 502 || r.envelope(t).Code != "connection_refused" {
 		t.Fatalf("unreachable: %d %s", r.status, r.body)
 	}
 	r = ts.authed(t, "GET", "/api/v1/a2a/agents", "")

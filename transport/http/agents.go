@@ -23,29 +23,22 @@ func agentRef(ctx *fasthttp.RequestCtx) (agent.Ref, error) {
 // listAgents serves GET /api/agents?offset=&limit= in LibreFang's paginated
 // envelope, oldest agent first; limit defaults to and is clamped at 100.
 func (s *Server) listAgents(ctx *fasthttp.RequestCtx) error {
-	offset, err := intQuery(ctx, 0, 0, 1<<30, "offset")
+	offset, limit, err := pageParams(ctx, 100, 100)
 	if err != nil {
 		return err
 	}
-	limit, err := intQuery(ctx, 100, 1, 1<<30, "limit")
-	if err != nil {
-		return err
-	}
-	limit = min(limit, 100) // LibreFang clamps rather than refuses
 	all, err := s.deps.Agents.List()
 	if err != nil {
 		return err
 	}
-	items := []agent.Agent{}
-	if offset < len(all) {
-		items = all[offset:min(len(all), offset+limit)]
-	}
+	items := page(all, offset, limit)
 	writeJSON(ctx, fasthttp.StatusOK, struct {
 		Items  []agent.Agent `json:"items"`
 		Total  int           `json:"total"`
 		Offset int           `json:"offset"`
 		Limit  int           `json:"limit"`
-	}{items, len(all), offset, limit})
+		Next   *int          `json:"next_offset"`
+	}{items, len(all), offset, limit, nextOffset(len(all), offset, limit)})
 	return nil
 }
 

@@ -284,6 +284,19 @@ func (s *Server) totpStatus(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
+// totpCancel serves DELETE /api/approvals/totp/setup: it drops an
+// enrolment awaiting confirmation (whose setup answer may have been lost)
+// without a code; a confirmed enrolment is untouched.
+func (s *Server) totpCancel(ctx *fasthttp.RequestCtx) error {
+	r, err := s.deps.Approvals.TOTPCancel(decider(ctx))
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, "TOTP enrolment awaiting confirmation cancelled")
+	writeJSON(ctx, fasthttp.StatusOK, r)
+	return nil
+}
+
 // totpRevoke serves DELETE /api/approvals/totp (and LibreFang's
 // POST /api/approvals/totp/revoke).
 func (s *Server) totpRevoke(ctx *fasthttp.RequestCtx) error {

@@ -415,3 +415,48 @@ func TestTOTPRevoke(t *testing.T) {
 	}
 	ts.mustStatus(t, 400, "DELETE", "/api/approvals/totp", `{"code":"`+enr.RecoveryCodes[6]+`"}`)
 }
+
+// A setup answer that never arrived leaves an enrolment whose secret
+// nobody has: it can be neither confirmed nor revoked with a code, and it
+// blocks a new setup. DELETE /api/approvals/totp/setup drops it, audited,
+// and leaves a confirmed enrolment in force.
+func TestTOTPCancelPendingSetup(t *testing.T) {
+	extra, _ := withApprovals(t, func(p *approval.Policy) { p.SecondFactor = "totp" })
+	ts := newTestServer(t, nil, extra)
+	if e := ts.mustStatus(t, 400, "DELETE", "/api/approvals/totp/setup", ``).envelope(t); e.Code != "totp_not_pending" {
+		t.Fatal(e)
+	}
+	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/setup", `{}`) // the answer is "lost"
+	ts.mustStatus(t, 409, "POST", "/api/approvals/totp/setup", `{}`)
+	var res approval.TOTPResult
+	ts.mustStatus(t, 200, "DELETE", "/api/approvals/totp/setup", ``).json(t, &res)
+	if res.Status != "cancelled" {
+		t.Fatalf("%+v", res)
+	}
+	var st approval.TOTPStatus
+	ts.mustStatus(t, 200, "GET", "/api/approvals/totp/status", "").json(t, &st)
+	if st.Enrolled || st.PendingConfirmation || st.Confirmed {
+		t.Fatalf("after cancel: %+v", st)
+	}
+
+	// With a confirmed enrolment, cancelling a pending re-enrolment keeps
+	// the confirmed secret enforced.
+	var enr approval.Enrolment
+	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/setup", `{}`).json(t, &enr)
+	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+totpCode(t, enr.Secret, time.Now())+`"}`)
+	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/setup", `{"current_code":"`+enr.RecoveryCodes[0]+`"}`)
+	ts.mustStatus(t, 200, "DELETE", "/api/approvals/totp/setup", ``)
+	ts.mustStatus(t, 200, "GET", "/api/approvals/totp/status", "").json(t, &st)
+	if !st.Confirmed || !st.Enforced || st.PendingConfirmation || st.RemainingRecoveryCodes != 7 {
+		t.Fatalf("after cancelling a re-enrolment: %+v", st)
+	}
+	n := 0
+	for _, e := range ts.recent(t, 100) {
+		if e.EventType == "totp_setup_cancelled" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d totp_setup_cancelled audit entries, want 2", n)
+	}
+}

@@ -63,9 +63,15 @@ func describeLimits(daily, monthly, threshold *float64, tokens *int64) string {
 	return strings.Join(parts, " ")
 }
 
-// budgetAgents serves GET /api/budget/agents: every agent, ranked by
-// lifetime spend, then today's.
+// budgetAgents serves GET /api/budget/agents: the agents ranked by
+// lifetime spend, then today's, paged with ?offset=&limit= (default 100,
+// max 1000). The seed's shape is a bare array: the total and the next
+// page are in the X-Total-Count and Link headers.
 func (s *Server) budgetAgents(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 100, 1000)
+	if err != nil {
+		return err
+	}
 	agents, err := s.deps.Agents.List()
 	if err != nil {
 		return err
@@ -90,7 +96,8 @@ func (s *Server) budgetAgents(ctx *fasthttp.RequestCtx) error {
 		}
 		return out[i].TodayCostUSD > out[j].TodayCostUSD
 	})
-	writeJSON(ctx, fasthttp.StatusOK, out)
+	setPageHeaders(ctx, len(out), offset, limit)
+	writeJSON(ctx, fasthttp.StatusOK, page(out, offset, limit))
 	return nil
 }
 

@@ -232,8 +232,12 @@ func (s *Server) channelWebhook(ctx *fasthttp.RequestCtx) error {
 	}
 	req := &channel.WebhookRequest{Method: string(ctx.Method()), Query: url.Values{}, Header: http.Header{},
 		Body: append([]byte(nil), ctx.PostBody()...), RemoteIP: clientIP(ctx).String()}
-	ctx.QueryArgs().VisitAll(func(k, v []byte) { req.Query.Add(string(k), string(v)) })
-	ctx.Request.Header.VisitAll(func(k, v []byte) { req.Header.Add(string(k), string(v)) })
+	for k, v := range ctx.QueryArgs().All() {
+		req.Query.Add(string(k), string(v))
+	}
+	for k, v := range ctx.Request.Header.All() {
+		req.Header.Add(string(k), string(v))
+	}
 	resp, err := svc.Webhook(pathName(ctx), req)
 	if err != nil {
 		return err

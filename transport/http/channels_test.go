@@ -10,16 +10,16 @@ import (
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/telegram"
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/store"
 )
 
 const tgToken = "123:abcDEF"
 
-func channelServer(t *testing.T) (*testServer, *telegramfake.Server) {
+func channelServer(t *testing.T) (*testServer, *telegramtest.Server) {
 	t.Helper()
 	t.Setenv(store.VaultKeyEnv, strings.Repeat("cd", 32))
-	fake := telegramfake.New(tgToken)
+	fake := telegramtest.New(tgToken)
 	t.Cleanup(fake.Close)
 	ts := newTestServer(t, nil, func(s *Server) {
 		v, err := store.OpenVault(s.deps.Store, t.TempDir())

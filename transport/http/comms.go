@@ -204,14 +204,33 @@ func (s *Server) commsTopology(ctx *fasthttp.RequestCtx) error {
 	if err := s.needComms(); err != nil {
 		return err
 	}
+	offset, limit, err := pageParams(ctx, 500, 1000)
+	if err != nil {
+		return err
+	}
 	c, cancel := context.WithTimeout(context.Background(), kernel.DefaultAskTimeout)
 	defer cancel()
 	t, err := s.deps.Router.Topology(c)
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, t)
+	// Nodes and edges are two lists, paged with the same offset and limit;
+	// next_offset is set while either has more.
+	total := max(len(t.Nodes), len(t.Edges))
+	writeJSON(ctx, fasthttp.StatusOK, topologyPage{Nodes: page(t.Nodes, offset, limit), Edges: page(t.Edges, offset, limit),
+		TotalNodes: len(t.Nodes), TotalEdges: len(t.Edges), Offset: offset, Limit: limit, Next: nextOffset(total, offset, limit)})
 	return nil
+}
+
+// topologyPage is the seed's {nodes, edges} with the paging fields added.
+type topologyPage struct {
+	Nodes      []comms.Node `json:"nodes"`
+	Edges      []comms.Edge `json:"edges"`
+	TotalNodes int          `json:"total_nodes"`
+	TotalEdges int          `json:"total_edges"`
+	Offset     int          `json:"offset"`
+	Limit      int          `json:"limit"`
+	Next       *int         `json:"next_offset"`
 }
 
 // sendBody is the seed's shape ({to, content, from}); LibreFang's

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 	"github.com/fangd/fangd/transport/ssrf"
@@ -73,6 +74,12 @@ type commsServer struct {
 
 func newCommsServer(t *testing.T) *commsServer {
 	t.Helper()
+	return newCommsServerWith(t, nil)
+}
+
+// newCommsServerWith lets a test change the webhook engine's options.
+func newCommsServerWith(t *testing.T, hooks func(*webhook.Options)) *commsServer {
+	t.Helper()
 	cs := &commsServer{agents: &fakeAgents{agents: []comms.Agent{
 		{ID: "a-1", Name: "coder", Description: "reviews Go code", Tags: []string{"code"}, State: "running"},
 		{ID: "a-2", Name: "writer", Description: "writes docs", Tags: []string{"docs"}, State: "running"},
@@ -93,8 +100,11 @@ func newCommsServer(t *testing.T) *commsServer {
 			t.Fatal(err)
 		}
 		guard, _ := ssrf.New([]string{"127.0.0.1/32"})
-		eng, err := webhook.Start(k, db, webhook.Options{Bus: bus, Vault: vault, Guard: guard,
-			Backoff: []time.Duration{10 * time.Millisecond}})
+		wo := webhook.Options{Bus: bus, Vault: vault, Guard: guard, Backoff: []time.Duration{10 * time.Millisecond}}
+		if hooks != nil {
+			hooks(&wo)
+		}
+		eng, err := webhook.Start(k, db, wo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,17 +121,6 @@ func decodeTo[T any](t *testing.T, r response) T {
 		t.Fatalf("status %d body %s: %v", r.status, r.body, err)
 	}
 	return v
-}
-
-func eventuallyHTTP(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
@@ -165,7 +164,7 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 	if r.status != 201 || task.AssignedTo != "a-1" || task.Status != "running" || task.Reason == "" {
 		t.Fatalf("task: %d %s", r.status, r.body)
 	}
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		r := ts.authed(t, "GET", "/api/comms/tasks/"+task.ID, "")
 		return r.status == 200 && decodeTo[comms.Task](t, r).Status == "completed"
 	})
@@ -176,7 +175,7 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 		t.Fatalf("empty title: %d", r.status)
 	}
 
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		topo := decodeTo[comms.Topology](t, ts.authed(t, "GET", "/api/comms/topology", ""))
 		return len(topo.Edges) == 4
 	})
@@ -190,6 +189,15 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 		if edges[want] != 1 {
 			t.Fatalf("edge %s missing: %v", want, edges)
 		}
+	}
+	// Paged: the same offset and limit over nodes and edges, the totals
+	// and the next offset added to the seed's {nodes, edges}.
+	pg := decodeTo[topologyPage](t, ts.authed(t, "GET", "/api/comms/topology?limit=3&offset=2", ""))
+	if len(pg.Edges) != 2 || pg.TotalEdges != 4 || pg.TotalNodes != len(topo.Nodes) || len(pg.Nodes) != min(3, max(0, len(topo.Nodes)-2)) {
+		t.Fatalf("topology page %+v (all: %d nodes)", pg, len(topo.Nodes))
+	}
+	if (pg.Next != nil) != (len(topo.Nodes) > 5) {
+		t.Fatalf("next_offset %v with %d nodes", pg.Next, len(topo.Nodes))
 	}
 
 	r = ts.authed(t, "GET", "/api/comms/events?limit=2&type=message.*", "")
@@ -222,7 +230,7 @@ func TestLoopGuardOverHTTP(t *testing.T) {
 	if r.status != 429 || r.envelope(t).Code != "loop_blocked" {
 		t.Fatalf("4th bounce: %d %s", r.status, r.body)
 	}
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		for _, e := range ts.recent(t, 20) {
 			if e.EventType == "loop_blocked" && e.Outcome == "denied" {
 				return true
@@ -282,7 +290,7 @@ func TestHooksAgentAndWake(t *testing.T) {
 	if r.status != 200 || decodeTo[comms.WakeResult](t, r).AgentID != "a-1" {
 		t.Fatalf("wake: %d %s", r.status, r.body)
 	}
-	eventuallyHTTP(t, func() bool { return ts.agents.turns.Load() == turns+1 })
+	kerneltest.WaitFor(t, "condition", func() bool { return ts.agents.turns.Load() == turns+1 })
 	// Failed hook auth is audited; the token never is.
 	for _, e := range ts.recent(t, 50) {
 		if strings.Contains(e.Details, testHookToken) || strings.Contains(e.Details, "wrong-token") {
@@ -322,14 +330,14 @@ func TestWebhookRoutes(t *testing.T) {
 	}
 	// A routed message reaches both endpoints.
 	ts.authed(t, "POST", "/api/comms/send", `{"to":"agent:coder","content":"x"}`)
-	eventuallyHTTP(t, func() bool { return hits.Load() == 2 })
+	kerneltest.WaitFor(t, "condition", func() bool { return hits.Load() == 2 })
 	// The receiver counts a hit before the engine has recorded the attempt:
 	// wait for the record too.
 	type deliveries struct {
 		Deliveries []webhook.Attempt `json:"deliveries"`
 	}
 	var d deliveries
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		r = ts.authed(t, "GET", "/api/webhooks/"+v.ID+"/deliveries", "")
 		d = decodeTo[deliveries](t, r)
 		return len(d.Deliveries) >= 1

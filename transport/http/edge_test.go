@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 var countRE = regexp.MustCompile(`^count=(\d+) `)
@@ -376,7 +377,7 @@ func TestFailedAuthIsAuditedInAggregate(t *testing.T) {
 	// The timer writes the counts without any flush call.
 	timed := newTestServer(t, func(c *Config) { c.AuthFailureInterval = 20 * time.Millisecond })
 	timed.do(t, "GET", "/api/health/detail", "")
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "an auth_failed entry written by the timer", func() bool {
 		for _, e := range timed.recent(t, 10) {
 			if e.EventType == "auth_failed" && failureCount(t, e) == 1 {
 				return true

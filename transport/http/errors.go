@@ -3,6 +3,7 @@ package http
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
 )
 
 // errorBody is the one error envelope every 4xx/5xx carries.
@@ -33,19 +35,38 @@ func badRequest(code, msg string) error { return &apiError{fasthttp.StatusBadReq
 
 // statusOf is the one place that maps domain error kinds to HTTP statuses.
 var statusOf = map[kernel.Kind]int{
-	kernel.KindInvalid:            fasthttp.StatusBadRequest,
-	kernel.KindUnauthorized:       fasthttp.StatusUnauthorized,
-	kernel.KindPaymentRequired:    fasthttp.StatusPaymentRequired,
-	kernel.KindForbidden:          fasthttp.StatusForbidden,
-	kernel.KindNotFound:           fasthttp.StatusNotFound,
-	kernel.KindConflict:           fasthttp.StatusConflict,
-	kernel.KindGone:               fasthttp.StatusGone,
-	kernel.KindPreconditionFailed: fasthttp.StatusPreconditionFailed,
-	kernel.KindTooLarge:           fasthttp.StatusRequestEntityTooLarge,
-	kernel.KindRateLimited:        fasthttp.StatusTooManyRequests,
-	kernel.KindUnsupported:        fasthttp.StatusNotImplemented,
-	kernel.KindUpstream:           fasthttp.StatusBadGateway,
-	kernel.KindUnavailable:        fasthttp.StatusServiceUnavailable,
+	kernel.KindInvalid:             fasthttp.StatusBadRequest,
+	kernel.KindUnauthorized:        fasthttp.StatusUnauthorized,
+	kernel.KindPaymentRequired:     fasthttp.StatusPaymentRequired,
+	kernel.KindForbidden:           fasthttp.StatusForbidden,
+	kernel.KindNotFound:            fasthttp.StatusNotFound,
+	kernel.KindConflict:            fasthttp.StatusConflict,
+	kernel.KindGone:                fasthttp.StatusGone,
+	kernel.KindPreconditionFailed:  fasthttp.StatusPreconditionFailed,
+	kernel.KindTooLarge:            fasthttp.StatusRequestEntityTooLarge,
+	kernel.KindRateLimited:         fasthttp.StatusTooManyRequests,
+	kernel.KindUnsupported:         fasthttp.StatusNotImplemented,
+	kernel.KindUpstream:            fasthttp.StatusBadGateway,
+	kernel.KindUnavailable:         fasthttp.StatusServiceUnavailable,
+	kernel.KindInsufficientStorage: fasthttp.StatusInsufficientStorage,
+}
+
+// storageError is the domain error of a write the store refused below its
+// free-space reserve, however an actor wrapped it on the way up.
+func storageError(err error) *kernel.Error {
+	msg := "insufficient storage: the disk is below fangd's free-space reserve; writes resume when space is freed"
+	var se *store.StorageError
+	if errors.As(err, &se) {
+		msg = fmt.Sprintf("insufficient storage: %s free, below the %s reserve (min_free_disk_bytes); reads work, writes resume when space is freed", humanBytes(se.Free), humanBytes(se.Reserve))
+	}
+	return kernel.Errorf(kernel.KindInsufficientStorage, "insufficient_storage", "%s", msg)
+}
+
+func humanBytes(n uint64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // writeError answers with the envelope for err. Internal errors are logged
@@ -55,6 +76,11 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.As(err, &ae) {
 		s.fail(ctx, ae.status, ae.code, ae.msg)
 		return
+	}
+	if errors.Is(err, store.ErrInsufficientStorage) {
+		// Checked before the domain kind: an actor may have wrapped the
+		// store's refusal in an internal error.
+		err = storageError(err)
 	}
 	var ra interface{ RetryAfter() time.Duration }
 	if errors.As(err, &ra) && ra.RetryAfter() > 0 {

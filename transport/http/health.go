@@ -7,20 +7,31 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
 )
 
 // healthStatus is "ok" while the actors that every write depends on are
-// running, "degraded" otherwise.
-func (s *Server) healthStatus() string {
+// running and the store takes writes, "degraded" otherwise, with a reason
+// when the store is below its free-space reserve.
+func (s *Server) healthStatus() (status, reason string) {
 	if s.deps.Kernel.Security.State("merkle_audit_trail") != kernel.StateActive {
-		return "degraded"
+		return "degraded", ""
 	}
-	return "ok"
+	if s.deps.Store != nil && s.deps.Store.Space().Low {
+		return "degraded", reasonStorage
+	}
+	return "ok", ""
 }
+
+// reasonStorage: the disk is below min_free_disk_bytes, writes answer 507.
+const reasonStorage = "insufficient_storage"
 
 type healthBody struct {
 	Status  string `json:"status"`
 	Version string `json:"version"`
+	// Reason says why the daemon is degraded, when it is a condition the
+	// operator can act on (a machine code, nothing internal).
+	Reason string `json:"reason,omitempty"`
 }
 
 // health is public and redacted: status and version, nothing an attacker
@@ -29,7 +40,10 @@ type healthBody struct {
 // the bytes are the same) and copied out.
 func (s *Server) health(ctx *fasthttp.RequestCtx) error {
 	body := s.healthOK
-	if s.healthStatus() != "ok" {
+	switch status, reason := s.healthStatus(); {
+	case reason == reasonStorage:
+		body = s.healthNoSpace
+	case status != "ok":
 		body = s.healthDegraded
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -40,12 +54,13 @@ func (s *Server) health(ctx *fasthttp.RequestCtx) error {
 
 // encodeHealthBodies prepares the bodies health serves.
 func (s *Server) encodeHealthBodies() {
-	encode := func(status string) []byte {
+	encode := func(status, reason string) []byte {
 		var ctx fasthttp.RequestCtx
-		writeJSON(&ctx, fasthttp.StatusOK, healthBody{status, s.cfg.Version})
+		writeJSON(&ctx, fasthttp.StatusOK, healthBody{status, s.cfg.Version, reason})
 		return append([]byte(nil), ctx.Response.Body()...)
 	}
-	s.healthOK, s.healthDegraded = encode("ok"), encode("degraded")
+	s.healthOK, s.healthDegraded = encode("ok", ""), encode("degraded", "")
+	s.healthNoSpace = encode("degraded", reasonStorage)
 }
 
 type healthDetail struct {
@@ -57,12 +72,27 @@ type healthDetail struct {
 	StoreBytes    int64          `json:"store_size_bytes"`
 	Goroutines    int            `json:"goroutines"`
 	AuditLength   uint64         `json:"audit_chain_length"`
+	// AuditStatus is "ok", or "degraded" with AuditError saying why: an
+	// anchor mismatch found at start-up that no operator has accepted.
+	AuditStatus string `json:"audit_status"`
+	AuditError  string `json:"audit_error,omitempty"`
+	// Quarantined counts the records moved aside at start-up because they
+	// do not decode (store.EachOrQuarantine); QuarantinedKeys lists the
+	// first of them by their original key.
+	Quarantined     int      `json:"quarantined"`
+	QuarantinedKeys []string `json:"quarantined_keys"`
+	Reason          string   `json:"reason,omitempty"`
+	// Storage is the data directory's free space against the reserve.
+	Storage store.SpaceState `json:"storage"`
 }
 
 func (s *Server) healthDetail(ctx *fasthttp.RequestCtx) error {
 	k := s.deps.Kernel
+	status, reason := s.healthStatus()
 	d := healthDetail{
-		Status:        s.healthStatus(),
+		Status:        status,
+		Reason:        reason,
+		Storage:       s.deps.Store.Space(),
 		Version:       s.cfg.Version,
 		StartedAt:     k.Started.UTC().Format(time.RFC3339),
 		UptimeSeconds: time.Since(k.Started).Seconds(),
@@ -72,6 +102,21 @@ func (s *Server) healthDetail(ctx *fasthttp.RequestCtx) error {
 	}
 	if rec, err := s.deps.Audit.Recent(0); err == nil {
 		d.AuditLength = rec.Total
+	}
+	if keys, total, err := s.deps.Store.QuarantinedKeys(100); err == nil {
+		d.Quarantined, d.QuarantinedKeys = total, keys
+	}
+	if d.QuarantinedKeys == nil {
+		d.QuarantinedKeys = []string{}
+	}
+	d.AuditStatus = "ok"
+	if st := k.Security.State("merkle_audit_trail"); st != kernel.StateActive {
+		d.AuditStatus = "degraded"
+		if m := s.deps.Audit.Broken(); m != nil {
+			d.AuditError = m.Error()
+		} else {
+			d.AuditError = "the audit writer is " + string(st)
+		}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, d)
 	return nil

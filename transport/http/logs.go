@@ -11,6 +11,9 @@ import (
 	"github.com/fangd/fangd/transport/sse"
 )
 
+// DefaultMaxLogStreams is [log] max_streams' default.
+const DefaultMaxLogStreams = 32
+
 // streamBuffer is how many lines a log stream subscriber may fall behind
 // before it is dropped.
 const streamBuffer = 1024
@@ -46,10 +49,17 @@ func (s *Server) logStream(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	if n := s.logStreams.Add(1); s.cfg.MaxLogStreams > 0 && n > int64(s.cfg.MaxLogStreams) {
+		s.logStreams.Add(-1)
+		ctx.Response.Header.Set("Retry-After", "5")
+		return &apiError{fasthttp.StatusTooManyRequests, "log_stream_limit",
+			fmt.Sprintf("%d log streams are open, the most allowed ([log] max_streams)", s.cfg.MaxLogStreams)}
+	}
 	sub, replay := s.deps.Logs.Subscribe(after, tail, minLevel, streamBuffer)
 	conn, heartbeat, closing := ctx.Conn(), s.cfg.SSEHeartbeat, s.closing
 	sse.Begin(ctx)
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
+		defer s.logStreams.Add(-1)
 		defer sub.Close()
 		w := sse.NewWriter(bw, conn, s.cfg.StreamWriteTimeout)
 		w.Retry(2 * time.Second)

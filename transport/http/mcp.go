@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	nethttp "net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,7 +32,13 @@ type MCPConfig struct {
 	// MaxBodyBytes caps a POST /mcp body (protocol routes take less than
 	// the API's cap).
 	MaxBodyBytes int
+	// MaxSessions bounds the live sessions (about 89 KiB each); an
+	// initialize beyond it is 429 mcp_session_limit. 0: DefaultMCPSessions.
+	MaxSessions int
 }
+
+// DefaultMCPSessions is [mcp_server] max_sessions' default.
+const DefaultMCPSessions = 256
 
 func (s *Server) mcpRoutes() {
 	if s.deps.MCP != nil {
@@ -48,6 +56,7 @@ func (s *Server) mcpRoutes() {
 	}
 	if s.deps.MCPServer != nil {
 		s.mcpEndpoint = newMCPEndpoint(s.deps.MCPServer.Server, s.cfg.MCP, s.log, s.streamWriter)
+		s.mcpEndpoint.audits = &s.deps.MCPServer.Audits
 		for _, m := range []string{"POST", "GET", "DELETE"} {
 			s.handle(m, "/mcp", s.mcpHTTP, routeOpts{loopbackHost: true})
 		}
@@ -232,9 +241,13 @@ func (s *Server) mcpReload(ctx *fasthttp.RequestCtx) error {
 // like the seed's bare tools/list POST.
 type mcpEndpoint struct {
 	cfg       MCPConfig
+	srv       *sdk.Server
 	stateful  fasthttp.RequestHandler
 	stateless fasthttp.RequestHandler
 	plain     fasthttp.RequestHandler
+	// audits says whether the exposer audited a request's tools/call
+	// (nil: the chain audits every request).
+	audits *mcp.CallAudits
 }
 
 func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream streamWrap) *mcpEndpoint {
@@ -242,7 +255,10 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream s
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	if cfg.SessionTimeout <= 0 {
-		cfg.SessionTimeout = 10 * time.Minute
+		cfg.SessionTimeout = 2 * time.Minute
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMCPSessions
 	}
 	slogger := slog.New(zerolog.NewSlogHandler(log.With().Str("component", "mcp-sdk").Logger().Level(zerolog.WarnLevel)))
 	get := func(*nethttp.Request) *sdk.Server { return srv }
@@ -256,7 +272,7 @@ func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream s
 			DisableLocalhostProtection: true,
 		}), stream))
 	}
-	return &mcpEndpoint{cfg: cfg, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}
+	return &mcpEndpoint{cfg: cfg, srv: srv, stateful: mk(false, false), stateless: mk(true, false), plain: mk(true, true)}
 }
 
 // ownContext gives the SDK a context of its own instead of the one
@@ -287,6 +303,7 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 	// The exposer trusts these: only we may set them.
 	h.Del(mcp.HeaderActor)
 	h.Del(mcp.HeaderSourceIP)
+	h.Del(mcp.HeaderAuditToken)
 	actor, _ := ctx.UserValue(userActor).(string)
 	h.Set(mcp.HeaderActor, actor)
 	h.Set(mcp.HeaderSourceIP, clientIP(ctx).String())
@@ -311,9 +328,31 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		writeRPCError(ctx, rpcErr)
 		return nil
 	}
+	if !e.cfg.Stateless && len(h.Peek("Mcp-Session-Id")) == 0 && isInitialize(body) &&
+		strings.Contains(strings.ToLower(string(h.Peek("Accept"))), "text/event-stream") {
+		// A new session: refused at the cap, before the SDK builds it.
+		if n := e.sessions(); n >= e.cfg.MaxSessions {
+			ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(e.cfg.SessionTimeout.Seconds())))
+			return &apiError{fasthttp.StatusTooManyRequests, "mcp_session_limit",
+				fmt.Sprintf("%d MCP sessions are open, the most allowed ([mcp_server] max_sessions); close one (DELETE /mcp) or wait for an idle one to expire", n)}
+		}
+	}
 	defer rpcErrorBody(ctx, body)
 	// The SDK adds its own Cache-Control; keep the one API value.
 	defer ctx.Response.Header.Set("Cache-Control", "no-store")
+	method := rpcMethod(body)
+	if method == "tools/call" && e.audits != nil {
+		// One synced commit per call instead of two in series: when the
+		// exposer confirms the call's tool_invoked entry is durable, the
+		// chain's api_request entry is left out (mcp.CallAudits).
+		token := e.audits.Begin()
+		h.Set(mcp.HeaderAuditToken, token)
+		defer func() {
+			if e.audits.End(token) && ctx.Response.StatusCode() < 400 {
+				ctx.SetUserValue(userAuditedBelow, true)
+			}
+		}()
+	}
 	accept := strings.ToLower(string(h.Peek("Accept")))
 	switch {
 	case !strings.Contains(accept, "text/event-stream"):
@@ -324,7 +363,7 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		e.plain(ctx)
 	case e.cfg.Stateless:
 		e.stateless(ctx)
-	case len(h.Peek("Mcp-Session-Id")) > 0 || isInitialize(body):
+	case len(h.Peek("Mcp-Session-Id")) > 0 || method == "initialize" || method == "" && isInitialize(body):
 		e.stateful(ctx)
 	default:
 		// No session and no initialize: a 2026-07-28 (stateless protocol)
@@ -333,6 +372,15 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		e.stateless(ctx)
 	}
 	return nil
+}
+
+// sessions counts the live stateful sessions.
+func (e *mcpEndpoint) sessions() int {
+	n := 0
+	for range e.srv.Sessions() {
+		n++
+	}
+	return n
 }
 
 type rpcError struct {
@@ -409,6 +457,22 @@ func writeRPCError(ctx *fasthttp.RequestCtx, e *rpcError) {
 		"jsonrpc": "2.0", "id": nil,
 		"error": map[string]any{"code": e.code, "message": e.msg},
 	})
+}
+
+// rpcMethod is the method of a single JSON-RPC request, "" for a batch
+// or a response.
+func rpcMethod(body []byte) string {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return ""
+	}
+	var one struct {
+		Method string `json:"method"`
+	}
+	if json.Unmarshal(body, &one) != nil {
+		return ""
+	}
+	return one.Method
 }
 
 func isInitialize(body []byte) bool {

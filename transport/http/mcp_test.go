@@ -24,6 +24,7 @@ import (
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/mcp/mcptest"
@@ -696,12 +697,70 @@ func TestMCPCallWaitsForApprovalAndExpires(t *testing.T) {
 		!strings.Contains(toJSON(res), rec["id"].(string)) {
 		t.Fatalf("record %v, answer %v", rec, res)
 	}
-	eventuallyHTTP(t, func() bool {
+	kerneltest.WaitFor(t, "condition", func() bool {
 		_, body := s.api(t, "GET", "/api/audit/recent?limit=50", "")
 		return strings.Contains(toJSON(body), "tool=shout outcome=expired")
 	})
 	_, out = s.api(t, "GET", "/api/approvals/policy", "")
 	if !strings.Contains(toJSON(out), `{"gated":true,"name":"mcp_p_shout","read_only":false,"reason":"not_read_only","server":"p"}`) {
 		t.Fatalf("policy %v", out)
+	}
+}
+
+// A POST /mcp tools/call gets one durable audit entry, the exposer's
+// tool_invoked, not also the chain's "POST /mcp -> 200" api_request entry,
+// which said nothing more and cost a second synced commit in series per
+// call. Other /mcp requests keep their api_request entry. Plain JSON-RPC
+// and a stateful Go SDK session alike.
+func TestMCPToolCallAuditedOnce(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{})
+	s.addPeer(t, "peer", peer(t))
+	counts := func() (calls, requests int) {
+		t.Helper()
+		rec, err := s.audit.Recent(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, raw := range rec.Entries {
+			var e audit.Entry
+			json.Unmarshal(raw, &e)
+			switch {
+			case e.EventType == "tool_invoked" && strings.Contains(e.Details, "tool=shout"):
+				calls++
+			case e.EventType == "api_request" && strings.HasPrefix(e.Details, "POST /mcp -> "):
+				requests++
+			}
+		}
+		return calls, requests
+	}
+	c0, r0 := counts()
+	s.rpc(t, `{"jsonrpc":"2.0","method":"tools/list","id":1}`, nil)
+	if c, r := counts(); c != c0 || r != r0+1 {
+		t.Fatalf("tools/list: %d tool entries, %d request entries; want %d, %d", c, r, c0, r0+1)
+	}
+	_, body := s.rpc(t, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"mcp_peer_shout","arguments":{"message":"hey"}}}`,
+		map[string]string{mcp.HeaderAuditToken: "1"}) // a client's value is dropped
+	if !strings.Contains(toJSON(body["result"]), "HEY") {
+		t.Fatalf("proxied call: %v", body)
+	}
+	if c, r := counts(); c != c0+1 || r != r0+1 {
+		t.Fatalf("plain tools/call: %d tool entries, %d request entries; want %d, %d", c, r, c0+1, r0+1)
+	}
+
+	cs, err := goClient(t, s.url, &hostRewriter{key: testKey}, "2025-11-25")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if cs.ID() == "" {
+		t.Fatal("no session")
+	}
+	c1, r1 := counts()
+	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "mcp_peer_shout", Arguments: map[string]any{"message": "go"}})
+	if err != nil || res.Content[0].(*sdk.TextContent).Text != "GO" {
+		t.Fatalf("proxied: %v %v", res, err)
+	}
+	if c, r := counts(); c != c1+1 || r != r1 {
+		t.Fatalf("session tools/call: %d tool entries, %d request entries; want %d, %d", c, r, c1+1, r1)
 	}
 }

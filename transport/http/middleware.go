@@ -70,6 +70,9 @@ const (
 	// userAuthRefused marks a request refused by a handler's own
 	// authentication (hooks), audited in aggregate instead.
 	userAuthRefused = "fangd.auth_refused"
+	// userAuditedBelow marks a request whose handler already made its
+	// durable audit entry (a POST /mcp tools/call: mcp.CallAudits).
+	userAuditedBelow = "fangd.audited_below"
 )
 
 // chain wraps h in the middleware every route gets, outermost first:
@@ -131,7 +134,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		if err != nil {
 			s.writeError(ctx, err)
 		}
-		if isMutating(ctx) && (!o.platformCallback || ctx.Response.StatusCode() >= 400) && ctx.UserValue(userAuthRefused) == nil {
+		if isMutating(ctx) && (!o.platformCallback || ctx.Response.StatusCode() >= 400) && ctx.UserValue(userAuthRefused) == nil && ctx.UserValue(userAuditedBelow) == nil {
 			s.auditRequest(ctx)
 		}
 	}

@@ -67,6 +67,9 @@ type Config struct {
 	IdleTimeout     time.Duration
 	// SSEHeartbeat is the interval of keep-alive comments on SSE streams.
 	SSEHeartbeat time.Duration
+	// MaxLogStreams bounds the open GET /api/logs/stream subscribers (each
+	// holds a 1024-line buffer); beyond it 429 log_stream_limit.
+	MaxLogStreams int
 	// StreamWriteTimeout bounds one write of a long-lived stream (SSE,
 	// the A2A and MCP streams): a client that stops reading that long is
 	// cut. WriteTimeout is one-shot per response and would cut every
@@ -107,6 +110,7 @@ func DefaultConfig() Config {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
 		SSEHeartbeat:       15 * time.Second,
+		MaxLogStreams:      DefaultMaxLogStreams,
 		StreamWriteTimeout: 30 * time.Second,
 		A2AMaxBodyBytes:    1 << 20,
 	}
@@ -166,6 +170,10 @@ type Server struct {
 	mcpEndpoint              *mcpEndpoint
 	// hooks starts as deps.Hooks; SetHooks swaps it.
 	hooks atomic.Pointer[HooksConfig]
+	// healthNoSpace is its body below the free-space reserve.
+	healthNoSpace []byte
+	// logStreams counts the open /api/logs/stream subscribers.
+	logStreams atomic.Int64
 }
 
 // New builds the server and its routes.
@@ -275,6 +283,7 @@ func (s *Server) routes() {
 	s.api("GET", "/approvals/policy", s.needApprovals(s.approvalPolicy))
 	s.api("GET", "/approvals/totp/status", s.needApprovals(s.totpStatus))
 	s.api("POST", "/approvals/totp/setup", s.needApprovals(s.totpSetup))
+	s.api("DELETE", "/approvals/totp/setup", s.needApprovals(s.totpCancel))
 	s.api("POST", "/approvals/totp/confirm", s.needApprovals(s.totpConfirm))
 	s.api("POST", "/approvals/totp/revoke", s.needApprovals(s.totpRevoke))
 	s.api("DELETE", "/approvals/totp", s.needApprovals(s.totpRevoke))

@@ -29,21 +29,76 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
-// Error is a refused or unusable URL. Reason is safe to show to the caller.
+// Error is a refused or unusable URL. Reason is safe to show to the caller:
+// it names the host and the rule, never the URL's path or query (a
+// Telegram bot token lives in the path).
 type Error struct {
 	URL    string
 	Reason string
-	// Code is a stable machine code: bad_url, bad_scheme, blocked_address,
-	// unresolvable_host.
+	// Code is a stable machine code. Refusals by the policy: bad_url,
+	// bad_scheme, blocked_address. Not a refusal, the name lookup failed:
+	// host_not_found (the name does not exist or has no address),
+	// dns_failed (the resolver did not answer).
 	Code string
+	// Class is the address class a blocked_address refusal is about
+	// ("loopback", "private", "link-local" ...).
+	Class string
+	// Err is the resolver's error for host_not_found and dns_failed.
+	Err error
 }
 
 func (e *Error) Error() string { return e.Reason }
+func (e *Error) Unwrap() error { return e.Err }
 
-// IsBlocked reports whether err is (or wraps) a refusal by the guard.
+// Policy reports whether e is a refusal by the network policy (as opposed
+// to a name that did not resolve).
+func (e *Error) Policy() bool {
+	switch e.Code {
+	case CodeBadURL, CodeBadScheme, CodeBlocked:
+		return true
+	}
+	return false
+}
+
+// The codes of Error.
+const (
+	CodeBadURL       = "bad_url"
+	CodeBadScheme    = "bad_scheme"
+	CodeBlocked      = "blocked_address"
+	CodeHostNotFound = "host_not_found"
+	CodeDNSFailed    = "dns_failed"
+)
+
+// IsBlocked reports whether err is (or wraps) a refusal by the network
+// policy. A host that merely does not resolve is not blocked: it may
+// resolve later, and saying "refused" would send the operator to the
+// allowlist for nothing.
 func IsBlocked(err error) bool {
 	var e *Error
-	return errors.As(err, &e)
+	return errors.As(err, &e) && e.Policy()
+}
+
+// neverAllowed are the address classes no allowlist entry admits: saying
+// "add it to allow_hosts" about them would be a lie.
+func neverAllowed(class string) bool { return strings.HasPrefix(class, "link-local") }
+
+// refusal builds the blocked_address error for host at ip of class,
+// naming the rule and, when there is one, the way to allow it.
+func refusal(host string, ip netip.Addr, class string) *Error {
+	var b strings.Builder
+	b.WriteString("host ")
+	b.WriteString(host)
+	if ip.IsValid() && host != ip.String() {
+		b.WriteString(" resolves to ")
+		b.WriteString(ip.String())
+		b.WriteString(",")
+	}
+	if neverAllowed(class) {
+		b.WriteString(" a " + class + " address (cloud metadata and link-local services): never allowed, whatever allow_hosts says")
+	} else {
+		b.WriteString(" a " + class + " address, which [network_policy] allow_hosts does not list; add the address, its CIDR or the host name to allow_hosts to permit it")
+	}
+	return &Error{Code: CodeBlocked, Class: class, Reason: b.String()}
 }
 
 // Guard checks and dials outbound addresses.
@@ -158,27 +213,27 @@ func (g *Guard) addrAllowed(ip netip.Addr, hostOK bool) (bool, string) {
 // host, no user info. It returns the parsed URL.
 func Parse(raw string) (*url.URL, error) {
 	if len(raw) > 2048 {
-		return nil, &Error{URL: raw, Code: "bad_url", Reason: "url is longer than 2048 characters"}
+		return nil, &Error{URL: raw, Code: CodeBadURL, Reason: "url is longer than 2048 characters"}
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, &Error{URL: raw, Code: "bad_url", Reason: "url does not parse"}
+		return nil, &Error{URL: raw, Code: CodeBadURL, Reason: "url does not parse"}
 	}
 	switch u.Scheme {
 	case "http", "https":
 	case "":
-		return nil, &Error{URL: raw, Code: "bad_url", Reason: "url must be absolute (http:// or https://)"}
+		return nil, &Error{URL: raw, Code: CodeBadURL, Reason: "url must be absolute (http:// or https://)"}
 	default:
-		return nil, &Error{URL: raw, Code: "bad_scheme", Reason: "url scheme " + u.Scheme + " is not allowed; use http or https"}
+		return nil, &Error{URL: raw, Code: CodeBadScheme, Reason: "url scheme " + u.Scheme + " is not allowed; use http or https"}
 	}
 	if u.Hostname() == "" {
-		return nil, &Error{URL: raw, Code: "bad_url", Reason: "url has no host"}
+		return nil, &Error{URL: raw, Code: CodeBadURL, Reason: "url has no host"}
 	}
 	if u.User != nil {
-		return nil, &Error{URL: raw, Code: "bad_url", Reason: "url must not carry user:password; use headers or a secret"}
+		return nil, &Error{URL: raw, Code: CodeBadURL, Reason: "url must not carry user:password; use headers or a secret"}
 	}
 	if u.Fragment != "" {
-		return nil, &Error{URL: raw, Code: "bad_url", Reason: "url must not have a #fragment"}
+		return nil, &Error{URL: raw, Code: CodeBadURL, Reason: "url must not have a #fragment"}
 	}
 	return u, nil
 }
@@ -201,6 +256,36 @@ func (g *Guard) Check(ctx context.Context, raw string) (*url.URL, error) {
 	return u, nil
 }
 
+// CheckStatic is Check without a name lookup: it refuses a malformed URL,
+// a scheme other than http(s), localhost and a literal address the policy
+// does not allow, and lets every other host name through to be judged when
+// it is dialled (through Client or DialContext). Use it where a lookup is
+// unwelcome (config loading, a configure call with default URLs) and the
+// dial goes through the guard anyway.
+func (g *Guard) CheckStatic(raw string) (*url.URL, error) {
+	u, err := Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	host := u.Hostname()
+	hostOK := g.hostAllowed(host)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ip = ip.WithZone("").Unmap()
+		if ok, why := g.addrAllowed(ip, hostOK); !ok {
+			e := refusal(host, ip, why)
+			e.URL = raw
+			return nil, e
+		}
+		return u, nil
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") && !hostOK {
+		e := refusal(host, netip.Addr{}, "loopback")
+		e.URL = raw
+		return nil, e
+	}
+	return u, nil
+}
+
 // resolve returns the host's addresses if all of them are allowed. A host
 // that resolves to a mix of public and private addresses is refused as a
 // whole: picking the public one would let a rebinding attacker flip it.
@@ -211,21 +296,37 @@ func (g *Guard) resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 		addrs = []netip.Addr{ip.WithZone("")}
 	} else {
 		if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") && !hostOK {
-			return nil, &Error{Code: "blocked_address", Reason: "host localhost is not allowed (loopback); add it to [network_policy] allow_hosts to permit it"}
+			return nil, refusal(host, netip.Addr{}, "loopback")
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		addrs, err = g.resolver.LookupNetIP(rctx, "ip", host)
 		if err != nil || len(addrs) == 0 {
-			return nil, &Error{Code: "unresolvable_host", Reason: "host " + host + " does not resolve"}
+			return nil, lookupError(host, err)
 		}
 	}
 	for _, ip := range addrs {
 		if ok, why := g.addrAllowed(ip, hostOK); !ok {
-			return nil, &Error{Code: "blocked_address", Reason: fmt.Sprintf("host %s resolves to %s, a %s address, which is not allowed; add it to [network_policy] allow_hosts to permit it", host, ip.Unmap(), why)}
+			return nil, refusal(host, ip.Unmap(), why)
 		}
 	}
 	return addrs, nil
+}
+
+// lookupError tells a name that does not exist (or has no address) from a
+// resolver that failed to answer: the first is the operator's typo, the
+// second a DNS outage.
+func lookupError(host string, err error) *Error {
+	var de *net.DNSError
+	switch {
+	case err == nil:
+		return &Error{Code: CodeHostNotFound, Reason: "host " + host + " does not resolve (no address)"}
+	case errors.As(err, &de) && de.IsNotFound:
+		return &Error{Code: CodeHostNotFound, Reason: "host " + host + " does not resolve (no such host)", Err: err}
+	case errors.As(err, &de) && de.IsTimeout, errors.Is(err, context.DeadlineExceeded):
+		return &Error{Code: CodeDNSFailed, Reason: "host " + host + " could not be looked up: the DNS resolver did not answer in time", Err: err}
+	}
+	return &Error{Code: CodeDNSFailed, Reason: "host " + host + " could not be looked up: the DNS resolver failed", Err: err}
 }
 
 // DialContext resolves addr's host, checks every address and connects to

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -17,7 +18,7 @@ type fakeResolver map[string][]string
 func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
 	ips, ok := f[host]
 	if !ok {
-		return nil, errors.New("no such host")
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
 	var out []netip.Addr
 	for _, s := range ips {
@@ -130,7 +131,7 @@ func TestCheckResolvesAndRefusesPrivateTargets(t *testing.T) {
 		"http://100.64.1.1/":                      "blocked_address",
 		"http://localhost:8080/":                  "blocked_address",
 		"http://0.0.0.0/":                         "blocked_address",
-		"https://nowhere.example/":                "unresolvable_host",
+		"https://nowhere.example/":                "host_not_found",
 		"ftp://public.example/":                   "bad_scheme",
 	} {
 		_, err := g.Check(ctx, in)
@@ -232,5 +233,49 @@ func TestClientPinsAllowedAddressAndRefusesRedirects(t *testing.T) {
 	}
 	if hits != 2 {
 		t.Fatalf("refused requests reached the receiver: %d hits", hits)
+	}
+}
+
+// CheckStatic judges what it can without a lookup and leaves names to the
+// dial; refusals name the rule, and offer the allowlist only where an
+// entry would help.
+func TestCheckStaticAndRefusalText(t *testing.T) {
+	var e *Error
+	g, err := New([]string{"127.0.0.1/32", "printer.lan"}, WithResolver(fakeResolver{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for raw, want := range map[string]string{
+		"http://127.0.0.1:8081/":           "",
+		"https://api.telegram.org/":        "", // a name: judged when dialled, no lookup now
+		"http://printer.lan/":              "",
+		"http://127.0.0.2:4797/":           CodeBlocked,
+		"http://localhost:11434/v1":        CodeBlocked,
+		"http://[::1]/":                    CodeBlocked,
+		"http://10.0.0.1/":                 CodeBlocked,
+		"http://169.254.169.254/":          CodeBlocked,
+		"gopher://x.example/":              CodeBadScheme,
+		"http://user:pw@api.example.test/": CodeBadURL,
+	} {
+		_, err := g.CheckStatic(raw)
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s refused: %v", raw, err)
+		case want != "" && (!errors.As(err, &e) || e.Code != want || !e.Policy()):
+			t.Errorf("%s: %v, want %s", raw, err, want)
+		}
+	}
+	_, err = g.CheckStatic("http://127.0.0.2:4797/")
+	if !strings.Contains(err.Error(), "loopback") || !strings.Contains(err.Error(), "allow_hosts") || !IsBlocked(err) {
+		t.Fatalf("loopback refusal: %v", err)
+	}
+	_, err = g.CheckStatic("http://169.254.169.254/latest")
+	if !strings.Contains(err.Error(), "never allowed") || strings.Contains(err.Error(), "add ") {
+		t.Fatalf("link-local refusal suggests the allowlist: %v", err)
+	}
+	// A name that does not resolve is not a refusal.
+	_, err = g.Check(context.Background(), "http://gone.example/")
+	if !errors.As(err, &e) || e.Code != CodeHostNotFound || IsBlocked(err) {
+		t.Fatalf("unresolvable name: %v", err)
 	}
 }

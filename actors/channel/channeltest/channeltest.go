@@ -20,6 +20,7 @@ import (
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -42,6 +43,7 @@ type Harness struct {
 	builders channel.Builders
 	backoff  kernel.Backoff
 	env      func(string) string
+	net      channel.Network
 }
 
 // Option changes a Harness before it starts.
@@ -54,6 +56,9 @@ func WithBackoff(b kernel.Backoff) Option { return func(h *Harness) { h.backoff 
 func WithEnv(env map[string]string) Option {
 	return func(h *Harness) { h.env = func(k string) string { return env[k] } }
 }
+
+// WithNetwork sets the network policy adapters dial through.
+func WithNetwork(n channel.Network) Option { return func(h *Harness) { h.net = n } }
 
 // FastBackoff reconnects within tens of milliseconds.
 var FastBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 20, Window: time.Minute}
@@ -83,7 +88,7 @@ func (h *Harness) start() {
 	}
 	h.Kernel = kernel.New(zerolog.New(zerolog.NewTestWriter(h.T)).Level(zerolog.WarnLevel))
 	h.Service, err = channel.Start(channel.Options{Kernel: h.Kernel, DB: db, Vault: h.Vault, Builders: h.builders,
-		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env})
+		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env, Network: h.net})
 	if err != nil {
 		h.T.Fatal(err)
 	}
@@ -157,17 +162,7 @@ func (h *Harness) WaitState(name, state string) *channel.View {
 // describes the last observed state in the failure.
 func (h *Harness) WaitFor(what string, cond func() bool, detail ...func() string) {
 	h.T.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := "timed out waiting for " + what
-			for _, d := range detail {
-				msg += " (" + d() + ")"
-			}
-			h.T.Fatal(msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	kerneltest.WaitFor(h.T, what, cond, detail...)
 }
 
 // Agents is a fake agent runtime: it knows AgentName and answers every
@@ -252,6 +247,7 @@ type Host struct {
 	log         zerolog.Logger
 	mu          sync.Mutex
 	cursors     map[string]string
+	degraded    string
 }
 
 // NewHost makes a Host with room for a few connections and messages.
@@ -281,6 +277,20 @@ func (h *Host) DeliverAndSave(ctx context.Context, cur channel.Cursor, msgs ...c
 
 // Alive implements channel.Host.
 func (h *Host) Alive() {}
+
+// Degraded records the adapter's last report.
+func (h *Host) Degraded(msg string) {
+	h.mu.Lock()
+	h.degraded = msg
+	h.mu.Unlock()
+}
+
+// LastDegraded is the adapter's last Degraded report.
+func (h *Host) LastDegraded() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.degraded
+}
 
 // Cursor implements channel.Host.
 func (h *Host) Cursor(k string) (string, error) {

@@ -6,10 +6,13 @@
 // from GET /gateway like on Discord.
 package discord
 
+//lint:file-ignore ST1005 errors here become the channel's status message and begin with a proper noun (the platform's name, Socket Mode), spelt as the operator knows it.
+
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,6 +35,7 @@ type Adapter struct {
 	intents        int
 	requireMention bool
 	client         *http.Client
+	dial           func(ctx context.Context, network, addr string) (net.Conn, error) // the network policy's, if any
 
 	mu   sync.Mutex
 	sess *discordgo.Session // the live gateway session
@@ -48,7 +52,12 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "bot_token", Msg: "is not a bot token"}
 	}
 	a := &Adapter{token: token, api: api, intents: cfg.Int("intents"), requireMention: cfg.Bool("require_mention")}
-	a.client = &http.Client{Timeout: 30 * time.Second, Transport: &rewrite{to: api, base: http.DefaultTransport}}
+	base := http.DefaultTransport
+	if cfg.Net != nil {
+		base = cfg.HTTPClient(0).Transport
+		a.dial = cfg.DialContext()
+	}
+	a.client = &http.Client{Timeout: 30 * time.Second, Transport: &rewrite{to: api, base: base}}
 	return a, nil
 }
 
@@ -87,6 +96,11 @@ func (a *Adapter) session() (*discordgo.Session, error) {
 	}
 	s.Client = a.client
 	s.Dialer = &websocket.Dialer{HandshakeTimeout: 20 * time.Second, Proxy: http.ProxyFromEnvironment}
+	if a.dial != nil {
+		// The gateway URL comes from GET /gateway: dialled through the
+		// network policy like api_url.
+		s.Dialer.Proxy, s.Dialer.NetDialContext = nil, a.dial
+	}
 	// Reconnects and retries belong to the runtime.
 	s.ShouldReconnectOnError = false
 	s.ShouldRetryOnRateLimit = false

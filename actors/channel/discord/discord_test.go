@@ -9,13 +9,13 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/discord"
-	"github.com/fangd/fangd/actors/channel/discord/discordfake"
+	"github.com/fangd/fangd/actors/channel/discord/discordtest"
 )
 
 const token = "MTAx.fake.bot-token"
 
-func setup(t *testing.T, tok string) (*channeltest.Harness, *discordfake.Server) {
-	fake := discordfake.New(token)
+func setup(t *testing.T, tok string) (*channeltest.Harness, *discordtest.Server) {
+	fake := discordtest.New(token)
 	t.Cleanup(fake.Close)
 	h := channeltest.New(t, channel.Builders{"discord": discord.New})
 	h.Configure("discord", map[string]any{"token": tok, "api_url": fake.APIURL(), "agent_name": channeltest.AgentName})

@@ -4,12 +4,16 @@
 // last processed UID (with the mailbox's UIDVALIDITY) is kept durably, so
 // a restart neither loses nor repeats mail; the backlog that was there
 // before the channel was first configured is not answered.
+//
+// SMTP is a separate server from IMAP: Send dials SMTP on its own, so
+// replies go out while the IMAP link is down (see channel.LinkFreeSender).
 package email
 
 import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -42,7 +46,15 @@ type Adapter struct {
 	imapHost, smtpHost string
 	user, pass, from   string
 	mailbox            string
+	// roots are the CAs trusted for IMAP and SMTP: the system's, or only
+	// those of ca_cert_pem (a private CA) when it is set.
+	roots *x509.CertPool
 }
+
+// maxReferences bounds the References chain a reply carries: the thread's
+// first message and the most recent ones, as RFC 5322 3.6.4 allows
+// trimming.
+const maxReferences = 20
 
 // New builds the adapter (no I/O).
 func New(cfg *channel.Config) (channel.Adapter, error) {
@@ -72,6 +84,12 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	}
 	if sp <= 0 || sp > 65535 {
 		return nil, &channel.FieldError{Field: "smtp_port", Msg: "must be between 1 and 65535"}
+	}
+	if pem := cfg.Text("ca_cert_pem"); pem != "" {
+		a.roots = x509.NewCertPool()
+		if !a.roots.AppendCertsFromPEM([]byte(pem)) {
+			return nil, &channel.FieldError{Field: "ca_cert_pem", Msg: "holds no PEM certificate"}
+		}
 	}
 	a.imapAddr = net.JoinHostPort(a.imapHost, strconv.Itoa(ip))
 	a.smtpAddr = net.JoinHostPort(a.smtpHost, strconv.Itoa(sp))
@@ -107,16 +125,43 @@ func (a *Adapter) Capabilities() channel.Capabilities {
 		Pace: channel.Pace{PerSecond: 1, Burst: 5}}
 }
 
+// LinkFreeSender: Send needs nothing Run set up.
+func (a *Adapter) LinkFreeSender() {}
+
+func (a *Adapter) tlsConfig(host string) *tls.Config {
+	return &tls.Config{ServerName: host, RootCAs: a.roots, MinVersion: tls.VersionTLS12}
+}
+
 func (a *Adapter) dialIMAP(opts *imapclient.Options) (*imapclient.Client, error) {
-	opts.TLSConfig = &tls.Config{ServerName: a.imapHost, MinVersion: tls.VersionTLS12}
+	opts.TLSConfig = a.tlsConfig(a.imapHost)
 	opts.Dialer = &net.Dialer{Timeout: 20 * time.Second}
+	var c *imapclient.Client
+	var err error
 	switch a.imapSec {
 	case "tls":
-		return imapclient.DialTLS(a.imapAddr, opts)
+		c, err = imapclient.DialTLS(a.imapAddr, opts)
 	case "starttls":
-		return imapclient.DialStartTLS(a.imapAddr, opts)
+		c, err = imapclient.DialStartTLS(a.imapAddr, opts)
+	default:
+		c, err = imapclient.DialInsecure(a.imapAddr, opts)
 	}
-	return imapclient.DialInsecure(a.imapAddr, opts)
+	return c, certError("IMAP", err)
+}
+
+// certError marks a server certificate that does not verify permanent:
+// retrying cannot make it trusted, only a new configuration can
+// (ca_cert_pem for a private CA). Other errors pass through.
+func certError(service string, err error) error {
+	var (
+		verr *tls.CertificateVerificationError
+		uerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+		cerr x509.CertificateInvalidError
+	)
+	if err != nil && (errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &cerr)) {
+		return channel.Permanent(fmt.Errorf("the %s server's TLS certificate is not trusted (set ca_cert_pem for a private CA): %w", service, err))
+	}
+	return err
 }
 
 // loginError marks authentication failures permanent.
@@ -138,7 +183,7 @@ func (a *Adapter) Probe(ctx context.Context) (channel.Identity, error) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	if err := c.Login(a.user, a.pass).Wait(); err != nil {
-		return channel.Identity{}, loginError(err)
+		return channel.Identity{}, certError("IMAP", loginError(err))
 	}
 	c.Logout().Wait()
 	return channel.Identity{ID: a.user, Name: a.from}, nil
@@ -165,7 +210,7 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	if err := c.Login(a.user, a.pass).Wait(); err != nil {
-		return loginError(err)
+		return certError("IMAP", loginError(err))
 	}
 	sel, err := c.Select(a.mailbox, &imap.SelectOptions{ReadOnly: false}).Wait()
 	if err != nil {
@@ -270,7 +315,14 @@ func (a *Adapter) parse(raw []byte) (channel.Inbound, bool) {
 		return channel.Inbound{}, false
 	}
 	subject, _ := hdr.Subject()
-	msgID := hdr.Get("Message-Id")
+	msgID := msgIDs(hdr.Get("Message-Id"))
+	if len(msgID) != 1 {
+		msgID = nil // none, or not one well-formed id: reply unthreaded
+	}
+	// The thread's References chain (the parent's References plus the
+	// parent's Message-ID, RFC 5322 3.6.4) rides in ThreadID, which the
+	// runtime hands back with the reply.
+	thread := append(msgIDs(hdr.Get("References")), msgID...)
 	var body string
 	for {
 		p, err := r.NextPart()
@@ -292,7 +344,53 @@ func (a *Adapter) parse(raw []byte) (channel.Inbound, bool) {
 	}
 	date, _ := hdr.Date()
 	return channel.Inbound{ChatID: sender, UserID: sender, UserName: from[0].Name, Text: body, Subject: subject,
-		MessageID: msgID, Direct: true, At: date}, true
+		MessageID: strings.Join(msgID, ""), ThreadID: strings.Join(trimReferences(thread), " "), Direct: true, At: date}, true
+}
+
+// msgIDs returns the "<...>" message ids in a header value, skipping any
+// that holds a character a header must not (controls, spaces, 8-bit):
+// they are written back into our replies' headers.
+func msgIDs(v string) []string {
+	var out []string
+	for {
+		start := strings.IndexByte(v, '<')
+		if start < 0 {
+			return out
+		}
+		end := strings.IndexByte(v[start:], '>')
+		if end < 0 {
+			return out
+		}
+		id := v[start : start+end+1]
+		v = v[start+end+1:]
+		ok := len(id) > 2 && len(id) <= 250
+		for i := 0; ok && i < len(id); i++ {
+			ok = id[i] > ' ' && id[i] < 0x7f
+		}
+		if ok {
+			out = append(out, id)
+		}
+	}
+}
+
+// trimReferences keeps the first id and the latest maxReferences-1.
+func trimReferences(ids []string) []string {
+	if len(ids) <= maxReferences {
+		return ids
+	}
+	return append([]string{ids[0]}, ids[len(ids)-maxReferences+1:]...)
+}
+
+// headerText makes text safe for a header value: control characters (CR
+// and LF would end the header and start another, "x\r\nBcc: ...") become
+// spaces.
+func headerText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // stripQuoted drops the quoted tail of a reply ("On ... wrote:" and ">"
@@ -350,7 +448,7 @@ func (a *Adapter) wait(ctx context.Context, c *imapclient.Client, canIdle bool, 
 // Send mails m.Text to m.ChatID (an address) over SMTP.
 func (a *Adapter) Send(ctx context.Context, m channel.Outbound) (string, error) {
 	to, err := mail.ParseAddress(m.ChatID)
-	if err != nil {
+	if err != nil || headerText(to.Address) != to.Address {
 		return "", channel.Rejected(fmt.Errorf("%q is not an email address", m.ChatID))
 	}
 	domain := a.from[strings.LastIndex(a.from, "@")+1:]
@@ -359,15 +457,19 @@ func (a *Adapter) Send(ctx context.Context, m channel.Outbound) (string, error) 
 		key = strconv.FormatInt(time.Now().UnixNano(), 36)
 	}
 	msgID := "<" + key + "@" + domain + ">"
-	subject := m.Subject
-	if subject == "" {
+	subject := headerText(m.Subject)
+	if strings.TrimSpace(subject) == "" {
 		subject = "Message from " + a.from
 	}
 	var buf bytes.Buffer
 	fmt.Fprintf(&buf, "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: %s\r\n", a.from, to.Address,
 		mime.QEncoding.Encode("utf-8", subject), time.Now().UTC().Format(time.RFC1123Z), msgID)
-	if m.ReplyTo != "" && !strings.ContainsAny(m.ReplyTo, "\r\n") {
-		fmt.Fprintf(&buf, "In-Reply-To: %s\r\nReferences: %s\r\n", m.ReplyTo, m.ReplyTo)
+	if parent := msgIDs(m.ReplyTo); len(parent) == 1 {
+		refs := msgIDs(m.ThreadID)
+		if len(refs) == 0 || refs[len(refs)-1] != parent[0] {
+			refs = append(refs, parent[0])
+		}
+		fmt.Fprintf(&buf, "In-Reply-To: %s\r\nReferences: %s\r\n", parent[0], strings.Join(trimReferences(refs), "\r\n "))
 	}
 	buf.WriteString("Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")
 	qp := quotedprintable.NewWriter(&buf)
@@ -400,12 +502,21 @@ func (a *Adapter) dialSMTP(ctx context.Context) (*smtp.Client, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
-	tc := &tls.Config{ServerName: a.smtpHost, MinVersion: tls.VersionTLS12}
+	tc := a.tlsConfig(a.smtpHost)
 	switch a.smtpSec {
 	case "tls":
-		return smtp.NewClient(tls.Client(conn, tc)), nil
+		tconn := tls.Client(conn, tc)
+		if err := tconn.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, certError("SMTP", err)
+		}
+		return smtp.NewClient(tconn), nil
 	case "starttls":
-		return smtp.NewClientStartTLS(conn, tc)
+		c, err := smtp.NewClientStartTLS(conn, tc)
+		if err != nil {
+			conn.Close()
+		}
+		return c, certError("SMTP", err)
 	}
 	return smtp.NewClient(conn), nil
 }

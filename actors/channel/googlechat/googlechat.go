@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +26,7 @@ import (
 	xjwt "golang.org/x/oauth2/jwt"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // ChatScope is the scope a Chat app calls the API with.
@@ -80,7 +80,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "token_url", Msg: err.Error()}
 	}
 	a := &Adapter{jwt: jc, api: strings.TrimRight(cfg.Text("api_url"), "/"), audience: cfg.Text("audience"),
-		legacy: cfg.Secret("verification_token"), http: &http.Client{Timeout: 30 * time.Second},
+		legacy: cfg.Secret("verification_token"), http: cfg.HTTPClient(30 * time.Second),
 		keys: &keyCache{}, refreshReq: make(chan struct{}, 1)}
 	if err := checkURL(a.api); err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}
@@ -334,12 +334,7 @@ func statusError(resp *http.Response, data []byte) *channel.StatusError {
 	return &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("google_chat: %s (HTTP %d)", desc, resp.StatusCode)}
 }
 
-func retryAfter(h http.Header) time.Duration {
-	if n, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After"))); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	return 0
-}
+func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
 
 func unwrapURL(err error) error {
 	var ue *url.Error

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -28,6 +29,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // Stream timing: Gotify pings every 45 s by default (server.stream.pingperiodseconds).
@@ -39,6 +41,7 @@ type Adapter struct {
 	appToken    string
 	clientToken string
 	http        *http.Client
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error) // the network policy's, if any
 
 	mu     sync.Mutex
 	ownApp int64
@@ -52,7 +55,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://gotify.example.com"}
 	}
 	return &Adapter{server: server, appToken: cfg.Secret("app_token"), clientToken: cfg.Secret("client_token"),
-		http: &http.Client{Timeout: 30 * time.Second}}, nil
+		http: cfg.HTTPClient(30 * time.Second), dial: cfg.DialContext()}, nil
 }
 
 // Capabilities are Gotify's: no length limit worth the name (LibreFang
@@ -128,6 +131,9 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 	}
 	wsURL := "ws" + strings.TrimPrefix(a.server, "http") + "/stream"
 	dialer := websocket.Dialer{HandshakeTimeout: 20 * time.Second, Proxy: http.ProxyFromEnvironment}
+	if a.dial != nil {
+		dialer.Proxy, dialer.NetDialContext = nil, a.dial
+	}
 	conn, resp, err := dialer.DialContext(ctx, wsURL, http.Header{"X-Gotify-Key": {a.clientToken}})
 	if err != nil {
 		if resp != nil {
@@ -314,11 +320,7 @@ func classify(resp *http.Response, data []byte) error {
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		return channel.Permanent(err)
 	case s == http.StatusTooManyRequests:
-		var wait time.Duration
-		if n, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && n >= 0 {
-			wait = time.Duration(n) * time.Second
-		}
-		return channel.RetryAfter(err, wait)
+		return channel.RetryAfter(err, httpretry.After(resp.Header, time.Now()))
 	case s >= 400 && s < 500:
 		return channel.Rejected(err)
 	}

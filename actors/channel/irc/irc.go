@@ -1,7 +1,12 @@
 // Package irc is the IRC adapter: a small client for the RFC 1459/2812 line
 // protocol with IRCv3 capability negotiation for SASL PLAIN, TLS, a server
-// password (PASS) when SASL is not offered, PING/PONG, rejoin after a KICK
-// and on every reconnect, and replies split to the 512-byte line limit.
+// password (PASS), PING/PONG, rejoin after a KICK and on every reconnect,
+// and replies split to the 512-byte line limit.
+//
+// A SASL password makes SASL mandatory: when the server does not offer it
+// (its services are down) or it fails, registration fails and the runtime
+// backs off and retries; the password is never sent another way, and the
+// bot never runs unidentified. A server password is a separate field.
 //
 // It is hand-written because no IRC client module (ergochat/irc-go,
 // lrstanley/girc, ...) can be fetched from this project's Go module proxy;
@@ -33,10 +38,26 @@ import (
 // room for long hostmasks.
 const maxLineBytes = 350
 
+// maxInLine bounds one line from the server: 512 bytes (RFC 1459) plus
+// up to 8191 bytes of IRCv3 message tags. A longer line is a broken or
+// hostile server; without a bound, one line without LF would grow memory
+// without end.
+const maxInLine = 8191 + 512
+
+// readLine reads one line of at most maxInLine bytes.
+func readLine(r *bufio.Reader) (string, error) {
+	b, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return "", fmt.Errorf("the IRC server sent a line longer than %d bytes", maxInLine)
+	}
+	return string(b), err
+}
+
 // Adapter is one IRC connection.
 type Adapter struct {
 	addr, nick, user, realname string
 	saslUser, password         string
+	serverPassword             string
 	useTLS, insecure           bool
 	channels                   []string
 	requireMention             bool
@@ -56,7 +77,7 @@ type Adapter struct {
 // New builds the adapter (no I/O).
 func New(cfg *channel.Config) (channel.Adapter, error) {
 	a := &Adapter{nick: cfg.Text("nick"), user: cfg.Text("username"), realname: cfg.Text("realname"),
-		saslUser: cfg.Text("sasl_user"), password: cfg.Secret("password"), useTLS: cfg.Bool("use_tls"),
+		saslUser: cfg.Text("sasl_user"), password: cfg.Secret("password"), serverPassword: cfg.Secret("server_password"), useTLS: cfg.Bool("use_tls"),
 		insecure: cfg.Bool("tls_insecure_skip_verify"), requireMention: cfg.Bool("require_mention"),
 		lines: rate.NewLimiter(rate.Every(700*time.Millisecond), 5)}
 	host := cfg.Text("server")
@@ -156,10 +177,49 @@ func parse(line string) (*message, error) {
 	if m.command == "" {
 		return nil, errors.New("empty line")
 	}
+	if !validCommand(m.command) {
+		return nil, errors.New("not an IRC command")
+	}
 	return m, nil
 }
 
-// write sends one line (paced). Newlines are not allowed inside.
+// validCommand: a command is letters, or a three-digit numeric reply
+// (RFC 2812 2.3.1).
+func validCommand(c string) bool {
+	if len(c) == 3 && c[0] >= '0' && c[0] <= '9' && c[1] >= '0' && c[1] <= '9' && c[2] >= '0' && c[2] <= '9' {
+		return true
+	}
+	for i := 0; i < len(c); i++ {
+		if (c[i] < 'A' || c[i] > 'Z') && (c[i] < 'a' || c[i] > 'z') {
+			return false
+		}
+	}
+	return c != ""
+}
+
+// lineSafe neutralises the bytes that end or corrupt an IRC line: CR and
+// LF would end it early and let the rest run as a command of its own
+// ("hi\rJOIN #x"), NUL is forbidden anywhere in a message (RFC 1459
+// 2.3.1). Each becomes a space. Other control characters are IRC's own
+// formatting codes (bold, colour, CTCP) and stay.
+func lineSafe(s string) string {
+	if !strings.ContainsAny(s, "\r\n\x00") {
+		return s
+	}
+	// Byte by byte: IRC text need not be UTF-8, and other bytes stay as
+	// they are.
+	b := []byte(s)
+	for i, c := range b {
+		if c == '\r' || c == '\n' || c == 0 {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// write sends one line (paced). Whatever the line carries (a reply, a
+// token echoed back in PONG, a channel name from a KICK) goes through
+// lineSafe, so nothing can smuggle a second command onto the wire.
 func (a *Adapter) write(ctx context.Context, line string) error {
 	if err := a.lines.Wait(ctx); err != nil {
 		return err
@@ -170,7 +230,7 @@ func (a *Adapter) write(ctx context.Context, line string) error {
 		return errors.New("not connected to the IRC server")
 	}
 	a.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if _, err := a.w.WriteString(line + "\r\n"); err != nil {
+	if _, err := a.w.WriteString(lineSafe(line) + "\r\n"); err != nil {
 		return err
 	}
 	return a.w.Flush()
@@ -208,7 +268,7 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 	})
 	defer stop()
 
-	r := bufio.NewReaderSize(conn, 4096)
+	r := bufio.NewReaderSize(conn, maxInLine)
 	if err := a.register(ctx, r); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -223,7 +283,7 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 	}
 	for {
 		conn.SetReadDeadline(time.Now().Add(5 * time.Minute))
-		line, err := r.ReadString('\n')
+		line, err := readLine(r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -249,35 +309,48 @@ func (a *Adapter) writeNow(line string) {
 	defer a.mu.Unlock()
 	if a.conn != nil {
 		a.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		a.w.WriteString(line + "\r\n")
+		a.w.WriteString(lineSafe(line) + "\r\n")
 		a.w.Flush()
 	}
 }
 
-// register negotiates SASL when the server offers it and we have a
-// password (else sends PASS), then NICK/USER, until RPL_WELCOME.
+// errNoSASL is why registration stopped when SASL was required but the
+// server did not offer it or refused it. It is transient: the usual cause is
+// the network's services being down, and the runtime retries with backoff.
+var errNoSASL = errors.New("the IRC server does not offer SASL (are its services down?); not connecting unidentified")
+
+// register negotiates SASL when a SASL password is configured (and then
+// insists on it), sends PASS when a server password is, then NICK/USER,
+// until RPL_WELCOME.
 func (a *Adapter) register(ctx context.Context, r *bufio.Reader) error {
 	a.conn.SetReadDeadline(time.Now().Add(60 * time.Second))
-	if a.password != "" {
+	sasl := a.password != ""
+	if sasl {
 		if err := a.write(ctx, "CAP LS 302"); err != nil {
 			return err
 		}
 	}
-	usedPass := false
+	usedPass := a.serverPassword != ""
+	if usedPass {
+		if err := a.write(ctx, "PASS :"+a.serverPassword); err != nil {
+			return err
+		}
+	}
 	sendIdentity := func() error {
 		if err := a.write(ctx, "NICK "+a.me); err != nil {
 			return err
 		}
 		return a.write(ctx, "USER "+a.user+" 0 * :"+a.realname)
 	}
-	if a.password == "" {
+	if !sasl {
 		if err := sendIdentity(); err != nil {
 			return err
 		}
 	}
-	capDone := a.password == ""
+	capDone := !sasl
+	offered, identified := false, false
 	for {
-		line, err := r.ReadString('\n')
+		line, err := readLine(r)
 		if err != nil {
 			if usedPass {
 				// ngircd and others close the link after a bad PASS.
@@ -296,32 +369,31 @@ func (a *Adapter) register(ctx context.Context, r *bufio.Reader) error {
 			sub := strings.ToUpper(m.param(1))
 			switch {
 			case sub == "LS" && !capDone:
-				caps := m.param(len(m.params) - 1)
+				if hasCap(m.param(len(m.params)-1), "sasl") {
+					offered = true
+				}
 				if m.param(2) == "*" { // more CAP LS lines follow
-					if hasCap(caps, "sasl") {
-						continue // wait for the last line, which may repeat it
-					}
 					continue
 				}
-				if hasCap(caps, "sasl") {
-					if err := a.write(ctx, "CAP REQ :sasl"); err != nil {
-						return err
-					}
-				} else {
-					capDone = true
-					usedPass = true
+				capDone = true
+				if !offered {
 					a.write(ctx, "CAP END")
-					a.write(ctx, "PASS :"+a.password)
-					if err := sendIdentity(); err != nil {
-						return err
-					}
+					return errNoSASL
+				}
+				if err := a.write(ctx, "CAP REQ :sasl"); err != nil {
+					return err
 				}
 			case sub == "ACK":
 				if err := a.write(ctx, "AUTHENTICATE PLAIN"); err != nil {
 					return err
 				}
 			case sub == "NAK":
-				return channel.Permanent(errors.New("the IRC server refused the SASL capability"))
+				a.write(ctx, "CAP END")
+				return errNoSASL
+			}
+		case "421": // ERR_UNKNOWNCOMMAND: a server without CAP (or AUTHENTICATE)
+			if sasl && (strings.EqualFold(m.param(1), "CAP") || strings.EqualFold(m.param(1), "AUTHENTICATE")) {
+				return errNoSASL
 			}
 		case "AUTHENTICATE":
 			if m.param(0) == "+" {
@@ -331,13 +403,17 @@ func (a *Adapter) register(ctx context.Context, r *bufio.Reader) error {
 				}
 			}
 		case "903": // RPL_SASLSUCCESS
-			capDone = true
+			identified = true
 			a.write(ctx, "CAP END")
 			if err := sendIdentity(); err != nil {
 				return err
 			}
-		case "904", "905", "906", "908": // SASL failed / aborted
-			return channel.Permanent(fmt.Errorf("SASL authentication failed: %s", m.param(len(m.params)-1)))
+		case "904", "905", "906", "908": // SASL failed / aborted / mechanisms
+			// Not permanent: with services down some servers answer 904
+			// to every attempt; the backoff retries until they are back
+			// (and a wrong password shows in last_error meanwhile).
+			a.write(ctx, "CAP END")
+			return fmt.Errorf("SASL authentication failed (%s): %s", m.command, m.param(len(m.params)-1))
 		case "464": // ERR_PASSWDMISMATCH
 			return channel.Permanent(errors.New("the IRC server rejected the password"))
 		case "465": // ERR_YOUREBANNEDCREEP
@@ -359,6 +435,11 @@ func (a *Adapter) register(ctx context.Context, r *bufio.Reader) error {
 			}
 			return fmt.Errorf("the IRC server closed the link: %s", text)
 		case "001": // RPL_WELCOME: registered
+			if sasl && !identified {
+				// A server that registers us before SASL finished (it
+				// ignored CAP): we would run unidentified.
+				return errNoSASL
+			}
 			if nick := m.param(0); nick != "" {
 				a.mu.Lock()
 				a.me = nick
@@ -456,13 +537,15 @@ func addressed(text, nick string) (string, bool) {
 }
 
 // Send writes the text as PRIVMSG lines: one per line of text, each cut to
-// the byte budget on a rune boundary.
+// the byte budget on a rune boundary; write neutralises what is left (NUL).
 func (a *Adapter) Send(ctx context.Context, m channel.Outbound) (string, error) {
 	if strings.ContainsAny(m.ChatID, " ,\r\n\x00") || m.ChatID == "" {
 		return "", channel.Rejected(fmt.Errorf("%q is not an IRC target", m.ChatID))
 	}
-	for _, line := range strings.Split(m.Text, "\n") {
-		line = strings.TrimRight(line, "\r")
+	// A bare CR is a line break too (as the server would read it), so
+	// "before\rJOIN #x" is two lines of text, never a command.
+	lines := strings.FieldsFunc(m.Text, func(r rune) bool { return r == '\n' || r == '\r' })
+	for _, line := range lines {
 		if strings.TrimSpace(line) == "" {
 			continue
 		}

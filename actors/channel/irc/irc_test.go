@@ -181,7 +181,7 @@ func (u *user) has(want string) bool {
 
 func configure(h *channeltest.Harness, port int, password string) {
 	h.Configure("irc", map[string]any{"server": "127.0.0.1", "port": port, "nick": "fangdbot", "use_tls": false,
-		"token": password, "channels": []string{"#fangd"}, "agent_name": channeltest.AgentName})
+		"server_password": password, "channels": []string{"#fangd"}, "agent_name": channeltest.AgentName})
 }
 
 func TestIRCRoundTrip(t *testing.T) {

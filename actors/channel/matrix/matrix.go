@@ -48,7 +48,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	}
 	// The runtime retries; mautrix must not retry on its own.
 	cli.DefaultHTTPRetries = 0
-	cli.Client = &http.Client{Timeout: (pollSecs + 15) * time.Second}
+	cli.Client = cfg.HTTPClient((pollSecs + 15) * time.Second)
 	return &Adapter{cli: cli, autoJoin: cfg.Bool("auto_join")}, nil
 }
 

@@ -10,13 +10,13 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/matrix"
-	"github.com/fangd/fangd/actors/channel/matrix/matrixfake"
+	"github.com/fangd/fangd/actors/channel/matrix/matrixtest"
 )
 
 const room = "!lobby:fake.test"
 
-func setup(t *testing.T, token string) (*channeltest.Harness, *matrixfake.Server) {
-	fake := matrixfake.New("syt_good")
+func setup(t *testing.T, token string) (*channeltest.Harness, *matrixtest.Server) {
+	fake := matrixtest.New("syt_good")
 	t.Cleanup(fake.Close)
 	h := channeltest.New(t, channel.Builders{"matrix": matrix.New})
 	h.Configure("matrix", map[string]any{"token": token, "homeserver_url": fake.URL, "agent_name": channeltest.AgentName})

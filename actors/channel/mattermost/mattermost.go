@@ -11,14 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // MaxPostRunes is the server's limit on a post's message (16383 runes).
@@ -29,6 +30,7 @@ type Adapter struct {
 	server string // base URL without trailing slash
 	token  string
 	http   *http.Client
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error) // the network policy's, if any
 
 	mu     sync.Mutex
 	selfID string // the bot's user id, learned from /users/me
@@ -41,7 +43,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://mattermost.example.com"}
 	}
-	return &Adapter{server: server, token: cfg.Secret("token"), http: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &Adapter{server: server, token: cfg.Secret("token"), http: cfg.HTTPClient(30 * time.Second), dial: cfg.DialContext()}, nil
 }
 
 // Capabilities are Mattermost's.
@@ -189,12 +191,7 @@ func classify(resp *http.Response, data []byte) error {
 // retryAfter reads the wait a 429 asks for: Mattermost's limiter sets
 // X-Ratelimit-Reset (seconds until the bucket refills) and Retry-After.
 func retryAfter(h http.Header) time.Duration {
-	for _, k := range []string{"Retry-After", "X-Ratelimit-Reset"} {
-		if n, err := strconv.Atoi(strings.TrimSpace(h.Get(k))); err == nil && n >= 0 {
-			return time.Duration(n) * time.Second
-		}
-	}
-	return 0
+	return httpretry.After(h, time.Now(), "X-Ratelimit-Reset")
 }
 
 // scrub drops the request URL from a transport error: it is harmless here

@@ -9,6 +9,7 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/mattermost/mattermosttest"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // host records what an adapter reports, standing in for the runtime.
@@ -138,6 +139,11 @@ func TestSendErrors(t *testing.T) {
 	_, err := a.Send(ctx, channel.Outbound{ChatID: mattermosttest.TownSquare.ID, Text: "x"})
 	if channel.IsPermanent(err) || channel.IsRejected(err) || channel.RetryHint(err) != 7*time.Second {
 		t.Fatalf("429: err=%v hint=%v", err, channel.RetryHint(err))
+	}
+	srv.RateLimitNext(1, 999999999) // hostile or buggy: must not park the channel for decades
+	_, err = a.Send(ctx, channel.Outbound{ChatID: mattermosttest.TownSquare.ID, Text: "x"})
+	if channel.RetryHint(err) != httpretry.MaxWait {
+		t.Fatalf("hostile 429: hint=%v, want the cap %v", channel.RetryHint(err), httpretry.MaxWait)
 	}
 	if _, err := a.Send(ctx, channel.Outbound{ChatID: "nochannel00000000000000000", Text: "x"}); !channel.IsRejected(err) {
 		t.Fatalf("unknown channel: %v, want rejected", err)

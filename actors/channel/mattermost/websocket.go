@@ -52,6 +52,9 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 	}
 	wsURL := "ws" + strings.TrimPrefix(a.server, "http") + "/api/v4/websocket"
 	dialer := websocket.Dialer{HandshakeTimeout: 20 * time.Second, Proxy: http.ProxyFromEnvironment}
+	if a.dial != nil {
+		dialer.Proxy, dialer.NetDialContext = nil, a.dial
+	}
 	conn, resp, err := dialer.DialContext(ctx, wsURL, http.Header{"Authorization": {"Bearer " + a.token}})
 	if err != nil {
 		if resp != nil {

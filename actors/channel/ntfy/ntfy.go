@@ -19,12 +19,12 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // ReplyTag marks messages fangd published.
@@ -60,7 +60,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if !topicPattern.MatchString(topic) {
 		return nil, &channel.FieldError{Field: "topic", Msg: "must be 1-64 letters, digits, '-' or '_'"}
 	}
-	a := &Adapter{server: server, topic: topic, http: &http.Client{Timeout: 30 * time.Second}, stream: &http.Client{}}
+	a := &Adapter{server: server, topic: topic, http: cfg.HTTPClient(30 * time.Second), stream: cfg.HTTPClient(0)}
 	if tok := cfg.Secret("token"); tok != "" {
 		// An access token (tk_...) is a bearer token; "user:password" is
 		// basic auth, which ntfy also accepts.
@@ -302,12 +302,7 @@ func classify(resp *http.Response, data []byte) error {
 	return err
 }
 
-func retryAfter(h http.Header) time.Duration {
-	if n, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After"))); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	return 0
-}
+func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
 
 func scrub(err error) error {
 	var ue *url.Error

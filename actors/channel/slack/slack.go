@@ -6,12 +6,14 @@
 // (app_mention), in a thread under them.
 package slack
 
+//lint:file-ignore ST1005 errors here become the channel's status message and begin with a proper noun (the platform's name, Socket Mode), spelt as the operator knows it.
+
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -30,6 +32,7 @@ type Adapter struct {
 	api           *goslack.Client
 	appToken      string
 	signingSecret string
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error) // the network policy's, if any
 
 	mu   sync.Mutex
 	self string // our bot user id, once known
@@ -55,11 +58,11 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if !strings.HasSuffix(apiURL, "/") {
 		apiURL += "/"
 	}
-	opts := []goslack.Option{goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second})}
+	opts := []goslack.Option{goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(cfg.HTTPClient(30 * time.Second))}
 	if app != "" {
 		opts = append(opts, goslack.OptionAppLevelToken(app))
 	}
-	return &Adapter{api: goslack.New(bot, opts...), appToken: app, signingSecret: signing}, nil
+	return &Adapter{api: goslack.New(bot, opts...), appToken: app, signingSecret: signing, dial: cfg.DialContext()}, nil
 }
 
 // Capabilities: Slack truncates text past 40,000 characters and advises
@@ -123,7 +126,9 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 		<-ctx.Done()
 		return nil
 	}
-	smc := socketmode.New(a.api, socketmode.OptionDialer(&websocket.Dialer{HandshakeTimeout: 20 * time.Second}))
+	// The Socket Mode URL comes from apps.connections.open: it is dialled
+	// through the network policy like api_url.
+	smc := socketmode.New(a.api, socketmode.OptionDialer(&websocket.Dialer{HandshakeTimeout: 20 * time.Second, NetDialContext: a.dial}))
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
@@ -244,6 +249,10 @@ func (a *Adapter) Send(ctx context.Context, m channel.Outbound) (string, error) 
 	}
 	return ts, nil
 }
+
+// The runtime routes /channels/<name>/webhook only to adapters that
+// implement channel.WebhookReceiver: a misspelt method must not compile.
+var _ channel.WebhookReceiver = (*Adapter)(nil)
 
 // Webhook takes Events API callbacks after checking X-Slack-Signature
 // (and its timestamp) with the signing secret; it answers url_verification.

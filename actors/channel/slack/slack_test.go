@@ -15,7 +15,7 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/slack"
-	"github.com/fangd/fangd/actors/channel/slack/slackfake"
+	"github.com/fangd/fangd/actors/channel/slack/slacktest"
 	"github.com/fangd/fangd/actors/kernel"
 )
 
@@ -25,8 +25,8 @@ const (
 	signing  = "8f742231b10e8888abcd99yyyzzz85a5"
 )
 
-func setup(t *testing.T, body map[string]any) (*channeltest.Harness, *slackfake.Server) {
-	fake := slackfake.New(botToken, appToken)
+func setup(t *testing.T, body map[string]any) (*channeltest.Harness, *slacktest.Server) {
+	fake := slacktest.New(botToken, appToken)
 	t.Cleanup(fake.Close)
 	h := channeltest.New(t, channel.Builders{"slack": slack.New})
 	b := map[string]any{"api_url": fake.APIURL(), "agent_name": channeltest.AgentName}

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // Constants of the Bot Framework protocol.
@@ -67,7 +67,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		}
 	}
 	appID := strings.TrimSpace(cfg.Text("app_id"))
-	hc := &http.Client{Timeout: 30 * time.Second}
+	hc := cfg.HTTPClient(30 * time.Second)
 	return &Adapter{
 		appID: appID,
 		creds: clientcredentials.Config{ClientID: appID, ClientSecret: cfg.Secret("app_password"),
@@ -291,16 +291,7 @@ func (a *Adapter) serviceURL(conv string) string {
 
 func serviceKey(conv string) string { return "service_url:" + conv }
 
-func retryAfter(h http.Header) time.Duration {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0)
-	}
-	return 0
-}
+func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
 
 // activity is the part of a Bot Framework activity the adapter reads.
 type activity struct {
@@ -330,6 +321,10 @@ type activity struct {
 
 // mentionTag is how Teams writes an @mention in the text.
 var mentionTag = regexp.MustCompile(`<at>[^<]*</at>`)
+
+// The runtime routes /channels/<name>/webhook only to adapters that
+// implement channel.WebhookReceiver: a misspelt method must not compile.
+var _ channel.WebhookReceiver = (*Adapter)(nil)
 
 // Webhook verifies the Bot Connector's token and turns a message activity
 // into an inbound message. Other activity types (conversationUpdate,

@@ -44,6 +44,16 @@ import (
 type botClient struct {
 	mu    sync.Mutex
 	hosts map[string]*fasthttp.HostClient // by scheme://host:port
+	// dial, when set, connects through the network policy (the channel
+	// runtime's); the environment's proxy is not used then, since a proxy
+	// would make the policy's view of the address meaningless.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// newBotClient is a client of its own for an adapter that dials through
+// a network policy.
+func newBotClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *botClient {
+	return &botClient{hosts: map[string]*fasthttp.HostClient{}, dial: dial}
 }
 
 const (
@@ -84,6 +94,13 @@ func (c *botClient) host(uri *fasthttp.URI) *fasthttp.HostClient {
 	dial, err := d.GetDialFuncForTLS(true, tls)
 	if err != nil {
 		dial = func(string) (net.Conn, error) { return nil, fmt.Errorf("proxy from the environment: %w", err) }
+	}
+	if c.dial != nil {
+		dial = func(addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+			defer cancel()
+			return c.dial(ctx, "tcp", addr)
+		}
 	}
 	hc := &fasthttp.HostClient{Addr: addr, IsTLS: tls, Dial: dial, DialDualStack: true,
 		MaxConns: 1 << 30, MaxIdleConnDuration: maxIdle, ReadBufferSize: readBufferSize,

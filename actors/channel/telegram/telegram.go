@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // MaxMessageLength is sendMessage's text limit (1-4096 characters after
@@ -35,6 +36,7 @@ type Adapter struct {
 	timeout int // long-poll seconds
 	hookURL string
 	secret  string
+	client  *botClient
 }
 
 // New builds the adapter from its configuration (no I/O).
@@ -48,7 +50,10 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}
 	}
 	a := &Adapter{base: api + "/bot" + token + "/", token: token, timeout: cfg.Int("poll_interval_secs"),
-		hookURL: cfg.Text("webhook_url"), secret: cfg.Secret("webhook_secret")}
+		hookURL: cfg.Text("webhook_url"), secret: cfg.Secret("webhook_secret"), client: client}
+	if cfg.Net != nil {
+		a.client = newBotClient(cfg.DialContext())
+	}
 	if a.timeout <= 0 || a.timeout > 50 {
 		if cfg.Values["poll_interval_secs"] != "" {
 			return nil, &channel.FieldError{Field: "poll_interval_secs", Msg: "must be between 1 and 50"}
@@ -172,7 +177,7 @@ func (a *Adapter) callWith(ctx context.Context, method string, params any, out a
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	res, err := client.post(ctx, a.base+method, body, deadline, heavy)
+	res, err := a.client.post(ctx, a.base+method, body, deadline, heavy)
 	heavy(func() {
 		if err != nil {
 			err = a.scrub(fmt.Errorf("%s: %w", method, err))
@@ -241,12 +246,7 @@ func (a *Adapter) classify(method string, res *reply, r *response) error {
 	return err
 }
 
-func (r *reply) retryAfterHint() time.Duration {
-	if s, err := strconv.Atoi(r.retryAfter); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	return 0
-}
+func (r *reply) retryAfterHint() time.Duration { return httpretry.Parse(r.retryAfter, time.Now()) }
 
 // scrub removes the token from transport errors (net/http puts the URL,
 // which contains it, in every error).
@@ -254,8 +254,19 @@ func (a *Adapter) scrub(err error) error {
 	if a.token == "" {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), a.token, "<token>"))
+	return &scrubbed{msg: strings.ReplaceAll(err.Error(), a.token, "<token>"), err: err}
 }
+
+// scrubbed is an error whose text has the token masked. It unwraps to the
+// original so that the runtime can still tell a network failure's cause
+// (transport/neterr reads the error's fields, never its URL).
+type scrubbed struct {
+	msg string
+	err error
+}
+
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
 
 // Probe is getMe.
 func (a *Adapter) Probe(ctx context.Context) (channel.Identity, error) {
@@ -418,6 +429,10 @@ func chatID(s string) any {
 	}
 	return s
 }
+
+// The runtime routes /channels/<name>/webhook only to adapters that
+// implement channel.WebhookReceiver: a misspelt method must not compile.
+var _ channel.WebhookReceiver = (*Adapter)(nil)
 
 // Webhook takes an Update from Telegram after checking the secret token.
 func (a *Adapter) Webhook(_ context.Context, r *channel.WebhookRequest) (*channel.WebhookResponse, []channel.Inbound, error) {

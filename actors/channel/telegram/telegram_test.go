@@ -14,20 +14,20 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/telegram"
-	"github.com/fangd/fangd/actors/channel/telegram/telegramfake"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/actors/kernel"
 )
 
 const token = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
 
-func setup(t *testing.T) (*channeltest.Harness, *telegramfake.Server) {
-	fake := telegramfake.New(token)
+func setup(t *testing.T) (*channeltest.Harness, *telegramtest.Server) {
+	fake := telegramtest.New(token)
 	t.Cleanup(fake.Close)
 	h := channeltest.New(t, channel.Builders{"telegram": telegram.New})
 	return h, fake
 }
 
-func configure(h *channeltest.Harness, fake *telegramfake.Server, extra map[string]any) {
+func configure(h *channeltest.Harness, fake *telegramtest.Server, extra map[string]any) {
 	body := map[string]any{"token": token, "agent_name": channeltest.AgentName, "api_url": fake.URL(), "poll_interval_secs": 1}
 	for k, v := range extra {
 		body[k] = v
@@ -193,7 +193,7 @@ func TestConfigValidation(t *testing.T) {
 // the connection of the waiting getUpdates close, long before the poll's
 // 50 s would have run out.
 func TestStopCancelsLongPoll(t *testing.T) {
-	fake := telegramfake.New(token)
+	fake := telegramtest.New(token)
 	t.Cleanup(fake.Close)
 	// Connections in a request (a waiting poll), by the server's view.
 	var mu sync.Mutex

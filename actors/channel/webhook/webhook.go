@@ -19,11 +19,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // SignatureHeader carries the body's HMAC in both directions.
@@ -52,9 +52,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	return &Adapter{secret: []byte(secret), callback: cb,
 		// Redirects are not followed: a receiver that moves must be
 		// reconfigured, and a signed body must not land somewhere else.
-		http: &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		}}}, nil
+		http: noRedirects(cfg.HTTPClient(30 * time.Second))}, nil
 }
 
 // Capabilities of a generic webhook: whatever the receiver accepts.
@@ -156,10 +154,7 @@ func (a *Adapter) post(ctx context.Context, cb Callback) (string, error) {
 	if len(desc) > 200 {
 		desc = desc[:200]
 	}
-	var wait time.Duration
-	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n >= 0 {
-		wait = time.Duration(n) * time.Second
-	}
+	wait := httpretry.After(resp.Header, time.Now())
 	if resp.StatusCode/100 == 3 {
 		return "", channel.Permanent(fmt.Errorf("webhook: callback answered a redirect (HTTP %d); configure the final URL", resp.StatusCode))
 	}
@@ -176,6 +171,10 @@ type Inbound struct {
 	IsGroup    bool           `json:"is_group"`
 	Metadata   map[string]any `json:"metadata"`
 }
+
+// The runtime routes /channels/<name>/webhook only to adapters that
+// implement channel.WebhookReceiver: a misspelt method must not compile.
+var _ channel.WebhookReceiver = (*Adapter)(nil)
 
 // Webhook verifies the signature and turns the body into one message.
 func (a *Adapter) Webhook(ctx context.Context, req *channel.WebhookRequest) (*channel.WebhookResponse, []channel.Inbound, error) {
@@ -222,4 +221,10 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// noRedirects makes c return a 3xx as the answer instead of following it.
+func noRedirects(c *http.Client) *http.Client {
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
 }

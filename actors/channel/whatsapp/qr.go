@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/neterr"
 )
 
 // GatewayEnv names the WhatsApp Web gateway when no channel configuration
@@ -22,7 +23,8 @@ const GatewayEnv = "WHATSAPP_WEB_GATEWAY_URL"
 
 // gatewayHelp is shown when no gateway is configured.
 const gatewayHelp = "Run a WhatsApp Web gateway (LibreFang's packages/whatsapp-gateway, default http://127.0.0.1:3009) and set gateway_url " +
-	"with POST /api/channels/whatsapp/configure, or the " + GatewayEnv + " environment variable."
+	"with POST /api/channels/whatsapp/configure, or the " + GatewayEnv + " environment variable. " +
+	"A gateway on loopback or the LAN must be listed in [network_policy] allow_hosts (e.g. \"127.0.0.1/32\")."
 
 // GatewayURL picks the gateway: the whatsapp channel's gateway_url if
 // configured, else $WHATSAPP_WEB_GATEWAY_URL; "" when neither is set.
@@ -57,7 +59,23 @@ type QRStatus struct {
 	Help      string `json:"help,omitempty"`
 }
 
+// gatewayClient calls the QR gateway; UseNetwork puts it behind the
+// daemon's network policy.
 var gatewayClient = &http.Client{Timeout: 30 * time.Second}
+
+// UseNetwork sends every QR gateway call through n (the daemon's network
+// policy), like every other URL fangd dials. Call it once, before the API
+// serves.
+func UseNetwork(n channel.Network) { gatewayClient = n.Client(30 * time.Second) }
+
+// gatewayError describes a failed gateway call without its URL.
+func gatewayError(err error) string {
+	if neterr.Network(err) {
+		code, cause := neterr.Cause(err)
+		return cause + " (" + code + ")"
+	}
+	return err.Error()
+}
 
 // StartQR asks the gateway for a login QR code. It never fails: an absent
 // or unreachable gateway is reported with available: false, as LibreFang
@@ -76,7 +94,7 @@ func StartQR(ctx context.Context, gateway string) QRStart {
 	ctx, cancel := context.WithTimeout(ctx, 25*time.Second)
 	defer cancel()
 	if err := gatewayCall(ctx, gatewayClient, http.MethodPost, gateway+"/login/start", struct{}{}, &r); err != nil {
-		return QRStart{Available: false, Message: "Could not reach WhatsApp Web gateway: " + err.Error(), Help: gatewayHelp}
+		return QRStart{Available: false, Message: "Could not reach WhatsApp Web gateway: " + gatewayError(err), Help: gatewayHelp}
 	}
 	status := "pending"
 	if r.Connected {
@@ -106,7 +124,7 @@ func PollQR(ctx context.Context, gateway, sessionID string) QRStatus {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := gatewayCall(ctx, gatewayClient, http.MethodGet, u, nil, &r); err != nil {
-		return QRStatus{Available: false, SessionID: sessionID, Status: "unknown", Message: "Gateway unreachable: " + err.Error()}
+		return QRStatus{Available: false, SessionID: sessionID, Status: "unknown", Message: "Gateway unreachable: " + gatewayError(err)}
 	}
 	st := "pending"
 	switch {

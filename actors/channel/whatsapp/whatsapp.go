@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/transport/httpretry"
 )
 
 // MaxTextRunes is the Cloud API's limit on a text message body.
@@ -47,7 +48,7 @@ type Adapter struct {
 func New(cfg *channel.Config) (channel.Adapter, error) {
 	a := &Adapter{token: cfg.Secret("access_token"), phoneID: cfg.Text("phone_number_id"),
 		appSecret: []byte(cfg.Secret("app_secret")), verifyToken: cfg.Secret("verify_token"),
-		http: &http.Client{Timeout: 30 * time.Second}}
+		http: cfg.HTTPClient(30 * time.Second)}
 	if a.token == "" {
 		gw := cfg.Text("gateway_url")
 		if gw == "" {
@@ -243,10 +244,7 @@ func classify(resp *http.Response, data []byte) error {
 		desc = desc[:300]
 	}
 	err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("whatsapp: %s (code %d, HTTP %d)", desc, ge.Code, resp.StatusCode)}
-	var wait time.Duration
-	if n, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && n >= 0 {
-		wait = time.Duration(n) * time.Second
-	}
+	wait := httpretry.After(resp.Header, time.Now())
 	switch c := ge.Code; {
 	case c == 190 || c == 10 || c == 3 || (c >= 200 && c <= 299) || (c == 100 && ge.Subcode == 33):
 		return channel.Permanent(err)
@@ -259,6 +257,10 @@ func classify(resp *http.Response, data []byte) error {
 	}
 	return channel.HTTPStatusError(resp.StatusCode, err.Description, wait)
 }
+
+// The runtime routes /channels/<name>/webhook only to adapters that
+// implement channel.WebhookReceiver: a misspelt method must not compile.
+var _ channel.WebhookReceiver = (*Adapter)(nil)
 
 // Webhook answers Meta's subscription handshake (GET) and turns signed
 // notifications (POST) into inbound messages.

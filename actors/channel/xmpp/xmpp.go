@@ -1,14 +1,26 @@
 // Package xmpp is the XMPP adapter on github.com/xmppo/go-xmpp: one-to-one
 // chat and multi-user chat rooms (XEP-0045), STARTTLS or direct TLS, XEP-0199
 // ping as the probe.
+//
+// Room joins are checked: the room's answer to our join presence is either
+// our own presence in it (joined) or a presence error, and a room that did
+// not let us in makes the channel "degraded" with the room named in
+// last_error. When we own a room (we just created it, so the server holds
+// it locked until it is configured, XEP-0045 10.1.2), we submit the
+// default configuration ("instant room"), which unlocks it for everyone
+// else. A private message from a room occupant (room@service/nick, type
+// chat) is answered privately to that occupant, never in the room.
 package xmpp
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +42,10 @@ type Adapter struct {
 	mu     sync.Mutex
 	client *goxmpp.Client
 	pongs  chan struct{}
+	// joins is each configured room's state on this link: "" while the
+	// join is unanswered, "joined", or why we are not in it. Only Run's
+	// goroutine touches it.
+	joins map[string]string
 	// wmu serialises writes: go-xmpp's Client has no lock of its own.
 	wmu sync.Mutex
 }
@@ -139,7 +155,9 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 		a.wmu.Unlock()
 	})
 	defer stop()
+	a.joins = map[string]string{}
 	for room := range a.rooms {
+		a.joins[room] = ""
 		a.wmu.Lock()
 		_, err := c.JoinMUCNoHistory(room, a.roomNick)
 		a.wmu.Unlock()
@@ -169,8 +187,20 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 				}
 				return err
 			}
+		case goxmpp.Presence:
+			h.Alive()
+			if err := a.roomPresence(c, h, v); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
 		case goxmpp.IQ:
 			h.Alive()
+			if room, ok := strings.CutPrefix(v.ID, configIQ); ok {
+				a.roomConfigured(h, room, v)
+				continue
+			}
 			if v.Type == "result" || v.Type == "error" {
 				select {
 				case a.pongs <- struct{}{}:
@@ -181,6 +211,75 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 			h.Alive()
 		}
 	}
+}
+
+// configIQ prefixes the id of the instant-room form we submit; the rest
+// is the room.
+const configIQ = "fangd-room-config:"
+
+// roomPresence follows our own presence in the configured rooms: joined,
+// refused (a presence error), or gone (kicked, room destroyed).
+func (a *Adapter) roomPresence(c *goxmpp.Client, h channel.Host, p goxmpp.Presence) error {
+	room := bare(p.From)
+	if _, ok := a.joins[room]; !ok || !strings.EqualFold(resource(p.From), a.roomNick) {
+		return nil
+	}
+	switch p.Type {
+	case "error":
+		cond := p.Error
+		if cond == "" {
+			cond = "refused"
+		}
+		a.joins[room] = "could not join room " + room + ": " + cond
+	case "unavailable":
+		a.joins[room] = "left room " + room + " (kicked, banned or the room was closed)"
+	default:
+		if a.joins[room] == "joined" {
+			return nil // a presence update while in the room
+		}
+		a.joins[room] = "joined"
+		if p.Affiliation == "owner" {
+			// We own the room, and when we have just created it the
+			// server keeps it locked (item-not-found for everyone else)
+			// until it is configured. An empty submitted form accepts
+			// the defaults (XEP-0045 10.1.2); for an existing room it
+			// changes nothing.
+			var esc bytes.Buffer
+			xml.EscapeText(&esc, []byte(room))
+			a.wmu.Lock()
+			_, err := c.SendOrg("<iq type='set' to='" + esc.String() + "' id='" + configIQ + esc.String() + "'>" +
+				"<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")
+			a.wmu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	a.reportRooms(h)
+	return nil
+}
+
+// roomConfigured notes the answer to the instant-room form.
+func (a *Adapter) roomConfigured(h channel.Host, room string, iq goxmpp.IQ) {
+	if iq.Type != "error" {
+		return
+	}
+	if _, ok := a.joins[room]; ok {
+		a.joins[room] = "room " + room + " stays locked: the server refused its default configuration"
+		a.reportRooms(h)
+	}
+}
+
+// reportRooms tells the runtime which rooms are not working.
+func (a *Adapter) reportRooms(h channel.Host) {
+	var bad []string
+	for _, st := range a.joins {
+		if st != "" && st != "joined" {
+			bad = append(bad, st)
+		}
+	}
+	slices.Sort(bad)
+	h.Degraded(strings.Join(bad, "; "))
 }
 
 // classify marks authentication failures permanent.
@@ -235,6 +334,17 @@ func (a *Adapter) inbound(v goxmpp.Chat) (channel.Inbound, bool) {
 	if from == a.jid {
 		return channel.Inbound{}, false
 	}
+	if a.rooms[from] {
+		// A private message from a room occupant (XEP-0045 7.5): only
+		// the full room@service/nick reaches them, and the reply must go
+		// there, privately, not to the room.
+		nick := resource(v.Remote)
+		if nick == "" || strings.EqualFold(nick, a.roomNick) {
+			return channel.Inbound{}, false // the room itself, or our own echo
+		}
+		in.ChatID, in.UserID, in.UserName, in.Direct = from+"/"+nick, from+"/"+nick, nick, true
+		return in, true
+	}
 	in.ChatID, in.UserID, in.UserName, in.Direct = from, from, from, true
 	return in, true
 }
@@ -257,7 +367,9 @@ func (a *Adapter) live() *goxmpp.Client {
 	return a.client
 }
 
-// Send sends a chat message, or a groupchat message to a joined room.
+// Send sends a groupchat message to a configured room (a bare room JID),
+// and a chat message to anyone else, including an occupant's full
+// room@service/nick (a private message in the room).
 func (a *Adapter) Send(_ context.Context, m channel.Outbound) (string, error) {
 	c := a.live()
 	if c == nil {
@@ -268,8 +380,8 @@ func (a *Adapter) Send(_ context.Context, m channel.Outbound) (string, error) {
 		return "", channel.Rejected(fmt.Errorf("%q is not a JID", to))
 	}
 	typ := "chat"
-	if a.rooms[bare(to)] {
-		typ, to = "groupchat", bare(to)
+	if resource(to) == "" && a.rooms[strings.ToLower(to)] {
+		typ, to = "groupchat", strings.ToLower(to)
 	}
 	a.wmu.Lock()
 	defer a.wmu.Unlock()

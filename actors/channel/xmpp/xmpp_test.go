@@ -40,6 +40,14 @@ func freePort(t *testing.T) int {
 }
 
 func startProsody(t *testing.T) *prosody {
+	return startProsodyWith(t, "    muc_room_locking = false\n")
+}
+
+// startLockingProsody keeps prosody's default: a room stays locked until
+// its creator configures it.
+func startLockingProsody(t *testing.T) *prosody { return startProsodyWith(t, "") }
+
+func startProsodyWith(t *testing.T, mucOptions string) *prosody {
 	t.Helper()
 	if _, err := exec.LookPath("prosody"); err != nil {
 		t.Fatal("prosody is not installed: run `make test-deps` (apt-get install prosody)")
@@ -62,8 +70,7 @@ modules_enabled = { "roster", "saslauth", "disco", "ping", "posix", "offline" }
 modules_disabled = { "s2s" }
 VirtualHost "localhost"
 Component "conference.localhost" "muc"
-    muc_room_locking = false
-`, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), dir, p.port)
+%s`, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), dir, p.port, mucOptions)
 	os.MkdirAll(filepath.Join(dir, "data"), 0o755)
 	if err := os.WriteFile(p.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

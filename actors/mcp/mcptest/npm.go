@@ -90,7 +90,13 @@ func (p Peers) Script(t testing.TB, name string) string {
 // TestdataDir is the repository's testdata directory.
 func TestdataDir() string { return filepath.Dir(sourceDir()) }
 
-func install() (Peers, error) {
+func install() (Peers, error) { return InstallFrom(sourceDir()) }
+
+// InstallFrom installs the package.json and package-lock.json of the
+// directory src (npm ci, once per lockfile, into the same cache folder as
+// the test peers) and returns where. The bench installs its peers (bench/npm)
+// with it.
+func InstallFrom(src string) (Peers, error) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		return Peers{}, fmt.Errorf("node is not installed: %w", err)
@@ -99,7 +105,6 @@ func install() (Peers, error) {
 	if err != nil {
 		return Peers{}, fmt.Errorf("npm is not installed: %w", err)
 	}
-	src := sourceDir()
 	pkg, err := os.ReadFile(filepath.Join(src, "package.json"))
 	if err != nil {
 		return Peers{}, err

@@ -16,16 +16,16 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // ChatIssuer is the issuer of the bearer tokens Chat sends to apps
@@ -92,14 +92,11 @@ type Server struct {
 	chatKid string
 	hookKey string
 
-	mu        sync.Mutex
-	spaces    map[string]Space
-	created   []Created
-	tokens    map[string]time.Time
-	down      bool
-	limitNext int
-	requests  map[string]int
-	notify    chan struct{}
+	channeltest.FakeState
+
+	spaces  map[string]Space
+	created []Created
+	tokens  map[string]time.Time
 }
 
 // New starts a fake for a Chat app in project "123456789012" with one
@@ -109,15 +106,30 @@ func New() *Server {
 	ck, _ := rsa.GenerateKey(rand.Reader, 2048)
 	s := &Server{ProjectNumber: "123456789012", ClientEmail: "fangd-bot@fangd-test.iam.gserviceaccount.com",
 		saKey: sa, chatKey: ck, chatKid: "chat-key-1", hookKey: randomString(16),
-		spaces:   map[string]Space{"spaces/AAAA": {Name: "spaces/AAAA", Type: "ROOM", SpaceType: "SPACE", DisplayName: "Team room"}},
-		tokens:   map[string]time.Time{},
-		requests: map[string]int{}, notify: make(chan struct{})}
+		spaces: map[string]Space{"spaces/AAAA": {Name: "spaces/AAAA", Type: "ROOM", SpaceType: "SPACE", DisplayName: "Team room"}},
+		tokens: map[string]time.Time{},
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.token)
 	mux.HandleFunc("GET "+JWKSPath, s.jwks)
 	mux.HandleFunc("GET /v1/spaces", s.listSpaces)
 	mux.HandleFunc("POST /v1/spaces/{space}/messages", s.createMessage)
-	s.Server = httptest.NewServer(s.gate(mux))
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		Route: func(r *http.Request) string {
+			if strings.HasPrefix(r.URL.Path, "/v1/spaces/") && r.Method == http.MethodPost {
+				return "POST /v1/spaces/{space}/messages"
+			}
+			return r.Method + " " + r.URL.Path
+		},
+		Limits: func(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/v1/") },
+		Down: func(w http.ResponseWriter) {
+			googleError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "The service is currently unavailable.")
+		},
+		Limited: func(w http.ResponseWriter, _ int) {
+			googleError(w, http.StatusTooManyRequests, "RESOURCE_EXHAUSTED",
+				"Quota exceeded for quota metric 'Write requests' and limit 'Write requests per minute per space' of service 'chat.googleapis.com'.")
+		},
+	}, mux))
 	return s
 }
 
@@ -158,37 +170,19 @@ func (s *Server) IncomingWebhookURL(space string) string {
 
 // AddSpace registers a space.
 func (s *Server) AddSpace(sp Space) {
-	s.mu.Lock()
+	s.Lock()
 	s.spaces[sp.Name] = sp
-	s.mu.Unlock()
-}
-
-// SetDown makes every request answer 503 until SetDown(false).
-func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	s.mu.Unlock()
+	s.Unlock()
 }
 
 // RateLimitNext makes the next n Chat API calls fail with 429
 // RESOURCE_EXHAUSTED.
-func (s *Server) RateLimitNext(n int) {
-	s.mu.Lock()
-	s.limitNext = n
-	s.mu.Unlock()
-}
-
-// Requests counts requests to "METHOD /path".
-func (s *Server) Requests(route string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[route]
-}
+func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
 
 // Created lists messages the app created in space ("" = all).
 func (s *Server) Created(space string) []Created {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	var out []Created
 	for _, c := range s.created {
 		if space == "" || c.Space == space {
@@ -200,56 +194,7 @@ func (s *Server) Created(space string) []Created {
 
 // WaitCreated waits for a created message matching match.
 func (s *Server) WaitCreated(ctx context.Context, match func(Created) bool) (Created, error) {
-	for {
-		s.mu.Lock()
-		for _, c := range s.created {
-			if match(c) {
-				s.mu.Unlock()
-				return c, nil
-			}
-		}
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return Created{}, fmt.Errorf("googlechattest: no matching message: %w", ctx.Err())
-		}
-	}
-}
-
-func (s *Server) changed() {
-	close(s.notify)
-	s.notify = make(chan struct{})
-}
-
-func (s *Server) gate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := r.Method + " " + r.URL.Path
-		if strings.HasPrefix(r.URL.Path, "/v1/spaces/") && r.Method == http.MethodPost {
-			route = "POST /v1/spaces/{space}/messages"
-		}
-		s.mu.Lock()
-		s.requests[route]++
-		down := s.down
-		limited := false
-		if !down && s.limitNext > 0 && strings.HasPrefix(r.URL.Path, "/v1/") {
-			s.limitNext--
-			limited = true
-		}
-		s.changed()
-		s.mu.Unlock()
-		if down {
-			googleError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "The service is currently unavailable.")
-			return
-		}
-		if limited {
-			googleError(w, http.StatusTooManyRequests, "RESOURCE_EXHAUSTED",
-				"Quota exceeded for quota metric 'Write requests' and limit 'Write requests per minute per space' of service 'chat.googleapis.com'.")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return channeltest.WaitMatch(ctx, &s.FakeState, "googlechattest: no matching message", func() []Created { return s.created }, match)
 }
 
 // googleError writes the google.rpc.Status JSON error body.
@@ -284,9 +229,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := "ya29." + randomString(40)
-	s.mu.Lock()
+	s.Lock()
 	s.tokens[tok] = time.Now().Add(time.Hour)
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": 3599, "token_type": "Bearer"})
 }
 
@@ -295,8 +240,8 @@ func (s *Server) bearerOK(r *http.Request) bool {
 	if !strings.HasPrefix(h, "Bearer ") {
 		return false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	exp, ok := s.tokens[strings.TrimPrefix(h, "Bearer ")]
 	return ok && time.Now().Before(exp)
 }
@@ -308,12 +253,12 @@ func (s *Server) listSpaces(w http.ResponseWriter, r *http.Request) {
 		googleError(w, http.StatusUnauthorized, "UNAUTHENTICATED", unauthenticated)
 		return
 	}
-	s.mu.Lock()
+	s.Lock()
 	var list []Space
 	for _, sp := range s.spaces {
 		list = append(list, sp)
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"spaces": list})
 }
 
@@ -329,9 +274,9 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	space := "spaces/" + r.PathValue("space")
-	s.mu.Lock()
+	s.Lock()
 	sp, ok := s.spaces[space]
-	s.mu.Unlock()
+	s.Unlock()
 	if !ok {
 		googleError(w, http.StatusNotFound, "NOT_FOUND", "Requested entity was not found.")
 		return
@@ -359,10 +304,10 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 	m.Sender = &User{Name: "users/" + strconv.Itoa(100), DisplayName: "fangd", Type: "BOT"}
 	m.CreateTime = time.Now().UTC().Format(time.RFC3339Nano)
 	m.Space = &sp
-	s.mu.Lock()
+	s.Lock()
 	s.created = append(s.created, Created{Space: space, Message: m, ReplyOption: opt, ViaWebhook: viaHook})
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, m)
 }
 

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Message is a Gotify message.
@@ -53,16 +55,13 @@ const (
 type Server struct {
 	*httptest.Server
 
-	mu        sync.Mutex
-	apps      []Application
-	clients   map[string]string // client token -> user name
-	messages  []Message
-	conns     map[*websocket.Conn]*sync.Mutex
-	nextID    int64
-	down      bool
-	limitNext int
-	requests  map[string]int
-	notify    chan struct{}
+	channeltest.FakeState
+
+	apps     []Application
+	clients  map[string]string // client token -> user name
+	messages []Message
+	conns    map[*websocket.Conn]*sync.Mutex
+	nextID   int64
 }
 
 // New starts a server with two applications ("fangd" = BotAppToken,
@@ -73,9 +72,8 @@ func New() *Server {
 			{ID: 1, Token: BotAppToken, Name: "fangd", Image: "static/defaultapp.png"},
 			{ID: 2, Token: PhoneAppToken, Name: "phone", Image: "static/defaultapp.png"},
 		},
-		clients:  map[string]string{BotClientToken: "admin"},
-		conns:    map[*websocket.Conn]*sync.Mutex{},
-		requests: map[string]int{}, notify: make(chan struct{}),
+		clients: map[string]string{BotClientToken: "admin"},
+		conns:   map[*websocket.Conn]*sync.Mutex{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -89,7 +87,13 @@ func New() *Server {
 	mux.HandleFunc("POST /message", s.createMessage)
 	mux.HandleFunc("GET /message", s.listMessages)
 	mux.HandleFunc("GET /stream", s.stream)
-	s.Server = httptest.NewServer(s.gate(mux))
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		Limits: func(r *http.Request) bool { return r.Method == http.MethodPost },
+		Limited: func(w http.ResponseWriter, secs int) {
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			gotifyError(w, http.StatusTooManyRequests, "too many requests")
+		},
+	}, mux))
 	return s
 }
 
@@ -102,32 +106,19 @@ func (s *Server) Close() {
 // SetDown makes every request answer 503 and drops websockets, until
 // SetDown(false).
 func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	s.mu.Unlock()
+	s.FakeState.SetDown(down)
 	if down {
 		s.dropConns()
 	}
 }
 
 // RateLimitNext makes the next n POST /message answer 429 with Retry-After.
-func (s *Server) RateLimitNext(n int) {
-	s.mu.Lock()
-	s.limitNext = n
-	s.mu.Unlock()
-}
-
-// Requests counts requests to "METHOD /path".
-func (s *Server) Requests(route string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[route]
-}
+func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 1) }
 
 // Streams is the number of open /stream websockets.
 func (s *Server) Streams() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	return len(s.conns)
 }
 
@@ -143,8 +134,8 @@ func (s *Server) Push(appToken, title, message string) (Message, error) {
 
 // Messages lists messages from appID (0 = all).
 func (s *Server) Messages(appID int64) []Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	var out []Message
 	for _, m := range s.messages {
 		if appID == 0 || m.AppID == appID {
@@ -156,69 +147,12 @@ func (s *Server) Messages(appID int64) []Message {
 
 // WaitMessage waits for a message matching match.
 func (s *Server) WaitMessage(ctx context.Context, match func(Message) bool) (Message, error) {
-	for {
-		s.mu.Lock()
-		for _, m := range s.messages {
-			if match(m) {
-				s.mu.Unlock()
-				return m, nil
-			}
-		}
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return Message{}, fmt.Errorf("gotifytest: no matching message: %w", ctx.Err())
-		}
-	}
+	return channeltest.WaitMatch(ctx, &s.FakeState, "gotifytest: no matching message", func() []Message { return s.messages }, match)
 }
 
 // WaitStreams waits until n websockets are open.
 func (s *Server) WaitStreams(ctx context.Context, n int) error {
-	for {
-		if s.Streams() >= n {
-			return nil
-		}
-		s.mu.Lock()
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("gotifytest: %d streams not open: %w", n, ctx.Err())
-		}
-	}
-}
-
-func (s *Server) changed() {
-	close(s.notify)
-	s.notify = make(chan struct{})
-}
-
-func (s *Server) gate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.requests[r.Method+" "+r.URL.Path]++
-		down := s.down
-		limited := false
-		if !down && s.limitNext > 0 && r.Method == http.MethodPost {
-			s.limitNext--
-			limited = true
-		}
-		s.changed()
-		s.mu.Unlock()
-		if down {
-			http.Error(w, "503 Service Unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		if limited {
-			w.Header().Set("Retry-After", "1")
-			gotifyError(w, http.StatusTooManyRequests, "too many requests")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return s.Wait(ctx, fmt.Sprintf("gotifytest: %d streams not open", n), func() bool { return len(s.conns) >= n })
 }
 
 func gotifyError(w http.ResponseWriter, status int, desc string) {
@@ -248,8 +182,8 @@ func token(r *http.Request) string {
 const unauthorized = "you need to provide a valid access token or user credentials to access this api"
 
 func (s *Server) app(tok string) (Application, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	for _, a := range s.apps {
 		if a.Token == tok {
 			return a, true
@@ -259,9 +193,9 @@ func (s *Server) app(tok string) (Application, bool) {
 }
 
 func (s *Server) client(w http.ResponseWriter, r *http.Request) bool {
-	s.mu.Lock()
+	s.Lock()
 	_, ok := s.clients[token(r)]
-	s.mu.Unlock()
+	s.Unlock()
 	if !ok {
 		gotifyError(w, http.StatusUnauthorized, unauthorized)
 	}
@@ -272,9 +206,9 @@ func (s *Server) currentUser(w http.ResponseWriter, r *http.Request) {
 	if !s.client(w, r) {
 		return
 	}
-	s.mu.Lock()
+	s.Lock()
 	name := s.clients[token(r)]
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"id": 1, "name": name, "admin": true})
 }
 
@@ -282,9 +216,9 @@ func (s *Server) applications(w http.ResponseWriter, r *http.Request) {
 	if !s.client(w, r) {
 		return
 	}
-	s.mu.Lock()
+	s.Lock()
 	apps := append([]Application(nil), s.apps...)
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, apps)
 }
 
@@ -329,7 +263,7 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) add(appID int64, title, message string, prio int) Message {
-	s.mu.Lock()
+	s.Lock()
 	s.nextID++
 	m := Message{ID: s.nextID, AppID: appID, Title: title, Message: message, Priority: prio,
 		Date: time.Now().UTC().Format(time.RFC3339Nano)}
@@ -338,8 +272,8 @@ func (s *Server) add(appID int64, title, message string, prio int) Message {
 	for c, mu := range s.conns {
 		conns[c] = mu
 	}
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	for c, mu := range conns {
 		mu.Lock()
 		_ = c.WriteJSON(m)
@@ -361,14 +295,14 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 	if v, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64); err == nil && v > 0 {
 		since = v
 	}
-	s.mu.Lock()
+	s.Lock()
 	out := []Message{}
 	for i := len(s.messages) - 1; i >= 0 && len(out) < limit; i-- {
 		if since == 0 || s.messages[i].ID < since {
 			out = append(out, s.messages[i])
 		}
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"paging": map[string]any{"size": len(out), "since": since, "limit": limit}, "messages": out})
 }
 
@@ -382,15 +316,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	s.mu.Lock()
+	s.Lock()
 	s.conns[c] = &sync.Mutex{}
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	defer func() {
-		s.mu.Lock()
+		s.Lock()
 		delete(s.conns, c)
-		s.changed()
-		s.mu.Unlock()
+		s.Changed()
+		s.Unlock()
 		_ = c.Close()
 	}()
 	for { // the stream is server-to-client; read only to notice close
@@ -401,12 +335,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) dropConns() {
-	s.mu.Lock()
+	s.Lock()
 	var cs []*websocket.Conn
 	for c := range s.conns {
 		cs = append(cs, c)
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	for _, c := range cs {
 		_ = c.Close()
 	}

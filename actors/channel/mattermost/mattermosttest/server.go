@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // MaxPostRunes is the server's post length limit (model.PostMessageMaxRunesV2).
@@ -71,19 +73,14 @@ type Channel struct {
 type Server struct {
 	*httptest.Server
 
-	mu        sync.Mutex
-	users     map[string]User   // by id
-	tokens    map[string]string // token -> user id
-	channels  map[string]Channel
-	posts     []Post
-	conns     map[*wsConn]struct{}
-	seq       int64
-	down      bool
-	limitNext int
-	limitWait int
-	requests  map[string]int
-	notify    chan struct{}
-	pending   map[string]pendingPost // pending_post_id -> post, for 30 s
+	channeltest.FakeState
+
+	users    map[string]User   // by id
+	tokens   map[string]string // token -> user id
+	channels map[string]Channel
+	posts    []Post
+	conns    map[*wsConn]struct{}
+	pending  map[string]pendingPost // pending_post_id -> post, for 30 s
 }
 
 type pendingPost struct {
@@ -117,8 +114,6 @@ func New() *Server {
 		tokens:   map[string]string{BotToken: Bot.ID},
 		channels: map[string]Channel{TownSquare.ID: TownSquare},
 		conns:    map[*wsConn]struct{}{},
-		requests: map[string]int{},
-		notify:   make(chan struct{}),
 		pending:  map[string]pendingPost{},
 	}
 	mux := http.NewServeMux()
@@ -129,7 +124,18 @@ func New() *Server {
 	mux.HandleFunc("GET /api/v4/users/{user}/channels", s.userChannels)
 	mux.HandleFunc("POST /api/v4/users/ids", s.usersByIDs)
 	mux.HandleFunc("GET /api/v4/channels/{channel}/posts", s.channelPosts)
-	s.Server = httptest.NewServer(s.gate(mux))
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		Limits: func(*http.Request) bool { return true },
+		Limited: func(w http.ResponseWriter, wait int) {
+			// Mattermost's rate limiter (throttled) answers in plain text
+			// with these headers; Reset is seconds until the bucket refills.
+			w.Header().Set("X-Ratelimit-Limit", "10")
+			w.Header().Set("X-Ratelimit-Remaining", "0")
+			w.Header().Set("X-Ratelimit-Reset", strconv.Itoa(wait))
+			w.Header().Set("Retry-After", strconv.Itoa(wait))
+			http.Error(w, "limit exceeded", http.StatusTooManyRequests)
+		},
+	}, mux))
 	return s
 }
 
@@ -142,33 +148,20 @@ func (s *Server) Close() {
 // SetDown makes the server unreachable in effect: every request answers 503
 // and open websockets are closed, until SetDown(false).
 func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	s.mu.Unlock()
+	s.FakeState.SetDown(down)
 	if down {
 		s.dropConns()
 	}
 }
 
-// RateLimitNext makes the next n API requests answer 429 the way
-// Mattermost's throttled limiter does, asking the client to wait resetSecs.
-func (s *Server) RateLimitNext(n, resetSecs int) {
-	s.mu.Lock()
-	s.limitNext, s.limitWait = n, resetSecs
-	s.mu.Unlock()
-}
-
-// Requests reports how many requests hit "METHOD /path" so far.
-func (s *Server) Requests(route string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[route]
-}
-
 // Connections is the number of authenticated websocket connections.
 func (s *Server) Connections() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
+	return s.connections()
+}
+
+func (s *Server) connections() int {
 	n := 0
 	for c := range s.conns {
 		if c.userID != "" {
@@ -180,17 +173,17 @@ func (s *Server) Connections() int {
 
 // AddChannel registers a channel.
 func (s *Server) AddChannel(c Channel) {
-	s.mu.Lock()
+	s.Lock()
 	s.channels[c.ID] = c
-	s.mu.Unlock()
+	s.Unlock()
 }
 
 // AddToken registers a further personal access token for user.
 func (s *Server) AddToken(token string, u User) {
-	s.mu.Lock()
+	s.Lock()
 	s.users[u.ID] = u
 	s.tokens[token] = u.ID
-	s.mu.Unlock()
+	s.Unlock()
 }
 
 // Say creates a post by user in channel (as if typed in a client) and
@@ -203,8 +196,8 @@ func (s *Server) Say(u User, channelID, message, rootID string) Post {
 
 // Posts returns a copy of every post in channelID ("" = all channels).
 func (s *Server) Posts(channelID string) []Post {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	var out []Post
 	for _, p := range s.posts {
 		if channelID == "" || p.ChannelID == channelID {
@@ -216,75 +209,12 @@ func (s *Server) Posts(channelID string) []Post {
 
 // WaitPost waits until a post matching match exists and returns it.
 func (s *Server) WaitPost(ctx context.Context, match func(Post) bool) (Post, error) {
-	for {
-		s.mu.Lock()
-		for _, p := range s.posts {
-			if match(p) {
-				s.mu.Unlock()
-				return p, nil
-			}
-		}
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return Post{}, fmt.Errorf("mattermosttest: no matching post: %w", ctx.Err())
-		}
-	}
+	return channeltest.WaitMatch(ctx, &s.FakeState, "mattermosttest: no matching post", func() []Post { return s.posts }, match)
 }
 
 // WaitConnected waits until n websockets are authenticated.
 func (s *Server) WaitConnected(ctx context.Context, n int) error {
-	for {
-		if s.Connections() >= n {
-			return nil
-		}
-		s.mu.Lock()
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("mattermosttest: %d websockets not connected: %w", n, ctx.Err())
-		}
-	}
-}
-
-// changed wakes waiters; call with s.mu held.
-func (s *Server) changed() {
-	close(s.notify)
-	s.notify = make(chan struct{})
-}
-
-func (s *Server) gate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.requests[r.Method+" "+r.URL.Path]++
-		down := s.down
-		limited, wait := false, 0
-		if !down && s.limitNext > 0 {
-			s.limitNext--
-			limited, wait = true, s.limitWait
-		}
-		s.changed()
-		s.mu.Unlock()
-		if down {
-			http.Error(w, "503 Service Unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		if limited {
-			// Mattermost's rate limiter (throttled) answers in plain text
-			// with these headers; Reset is seconds until the bucket refills.
-			w.Header().Set("X-Ratelimit-Limit", "10")
-			w.Header().Set("X-Ratelimit-Remaining", "0")
-			w.Header().Set("X-Ratelimit-Reset", strconv.Itoa(wait))
-			w.Header().Set("Retry-After", strconv.Itoa(wait))
-			http.Error(w, "limit exceeded", http.StatusTooManyRequests)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return s.Wait(ctx, fmt.Sprintf("mattermosttest: %d websockets not connected", n), func() bool { return s.connections() >= n })
 }
 
 // AppError is Mattermost's error body (model.AppError).
@@ -317,8 +247,8 @@ func (s *Server) userFor(r *http.Request) string {
 	case strings.HasPrefix(strings.ToLower(h), "token "):
 		tok = h[len("token "):]
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	return s.tokens[tok]
 }
 
@@ -341,9 +271,9 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.mu.Lock()
+	s.Lock()
 	u := s.users[uid]
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, u)
 }
 
@@ -363,9 +293,9 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 		writeAppError(w, http.StatusBadRequest, "api.context.invalid_body_param.app_error", "Invalid or missing post in request body.")
 		return
 	}
-	s.mu.Lock()
+	s.Lock()
 	_, known := s.channels[in.ChannelID]
-	s.mu.Unlock()
+	s.Unlock()
 	if !known {
 		writeAppError(w, http.StatusForbidden, "api.context.permissions.app_error", "You do not have the appropriate permissions.")
 		return
@@ -382,9 +312,9 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 	// Like the server's deduplicateCreatePost: a repeat of a pending post
 	// id within 30 s gets the post created the first time.
 	if in.Pending != "" {
-		s.mu.Lock()
+		s.Lock()
 		prev, seen := s.pending[in.Pending]
-		s.mu.Unlock()
+		s.Unlock()
 		if seen && time.Since(prev.at) < 30*time.Second {
 			writeJSON(w, http.StatusCreated, prev.post)
 			return
@@ -393,9 +323,9 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 	p := s.addPost(uid, in.ChannelID, in.Message, in.RootID)
 	if in.Pending != "" {
 		p.PendingPostID = in.Pending
-		s.mu.Lock()
+		s.Lock()
 		s.pending[in.Pending] = pendingPost{post: p, at: time.Now()}
-		s.mu.Unlock()
+		s.Unlock()
 	}
 	writeJSON(w, http.StatusCreated, p)
 }
@@ -411,7 +341,7 @@ func (s *Server) userChannels(w http.ResponseWriter, r *http.Request) {
 		writeAppError(w, http.StatusForbidden, "api.context.permissions.app_error", "You do not have the appropriate permissions.")
 		return
 	}
-	s.mu.Lock()
+	s.Lock()
 	out := []map[string]any{}
 	for _, c := range s.channels {
 		var last int64
@@ -423,7 +353,7 @@ func (s *Server) userChannels(w http.ResponseWriter, r *http.Request) {
 		out = append(out, map[string]any{"id": c.ID, "team_id": c.TeamID, "type": c.Type, "display_name": c.DisplayName,
 			"name": c.Name, "last_post_at": last, "delete_at": 0})
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -437,14 +367,14 @@ func (s *Server) usersByIDs(w http.ResponseWriter, r *http.Request) {
 		writeAppError(w, http.StatusBadRequest, "api.context.invalid_body_param.app_error", "Invalid or missing user_ids in request body.")
 		return
 	}
-	s.mu.Lock()
+	s.Lock()
 	out := []User{}
 	for _, id := range ids {
 		if u, ok := s.users[id]; ok {
 			out = append(out, u)
 		}
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -456,7 +386,7 @@ func (s *Server) channelPosts(w http.ResponseWriter, r *http.Request) {
 	}
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	ch := r.PathValue("channel")
-	s.mu.Lock()
+	s.Lock()
 	order := []string{}
 	posts := map[string]Post{}
 	for i := len(s.posts) - 1; i >= 0; i-- {
@@ -466,7 +396,7 @@ func (s *Server) channelPosts(w http.ResponseWriter, r *http.Request) {
 			posts[p.ID] = p
 		}
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"order": order, "posts": posts, "next_post_id": "", "prev_post_id": ""})
 }
 
@@ -474,7 +404,7 @@ func (s *Server) addPost(uid, channelID, message, rootID string) Post {
 	now := time.Now().UnixMilli()
 	p := Post{ID: newID(), CreateAt: now, UpdateAt: now, UserID: uid, ChannelID: channelID,
 		RootID: rootID, Message: message, Props: map[string]any{}}
-	s.mu.Lock()
+	s.Lock()
 	s.posts = append(s.posts, p)
 	ch := s.channels[channelID]
 	sender := s.users[uid]
@@ -484,8 +414,8 @@ func (s *Server) addPost(uid, channelID, message, rootID string) Post {
 			conns = append(conns, c)
 		}
 	}
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 
 	// The real server JSON-encodes the post a second time inside data.post.
 	postJSON, _ := json.Marshal(p)
@@ -516,14 +446,14 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wc := &wsConn{c: c}
-	s.mu.Lock()
+	s.Lock()
 	s.conns[wc] = struct{}{}
-	s.mu.Unlock()
+	s.Unlock()
 	defer func() {
-		s.mu.Lock()
+		s.Lock()
 		delete(s.conns, wc)
-		s.changed()
-		s.mu.Unlock()
+		s.Changed()
+		s.Unlock()
 		_ = c.Close()
 	}()
 	if uid != "" {
@@ -545,9 +475,9 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 		switch req.Action {
 		case "authentication_challenge":
 			tok, _ := req.Data["token"].(string)
-			s.mu.Lock()
+			s.Lock()
 			id := s.tokens[tok]
-			s.mu.Unlock()
+			s.Unlock()
 			if id == "" {
 				wc.write(map[string]any{"status": "FAIL", "seq_reply": req.Seq, "error": AppError{
 					ID: "api.web_socket_router.not_authenticated.app_error", Message: "Invalid or expired session, please login again.", StatusCode: 401}})
@@ -569,10 +499,10 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authenticate(wc *wsConn, uid string) {
-	s.mu.Lock()
+	s.Lock()
 	wc.userID = uid
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	wc.send(map[string]any{"event": "hello", "data": map[string]any{"server_version": "9.11.0.fangd-fake", "connection_id": newID()},
 		"broadcast": map[string]any{"user_id": uid}})
 }
@@ -593,12 +523,12 @@ func (c *wsConn) write(v any) {
 }
 
 func (s *Server) dropConns() {
-	s.mu.Lock()
+	s.Lock()
 	conns := make([]*wsConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	for _, c := range conns {
 		_ = c.c.Close()
 	}

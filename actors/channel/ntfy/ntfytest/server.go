@@ -16,8 +16,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // MaxMessageBytes is ntfy's default message size limit; longer bodies
@@ -45,16 +46,13 @@ type Server struct {
 	// Keepalive is the interval of keepalive events on open streams.
 	Keepalive time.Duration
 
-	mu        sync.Mutex
+	channeltest.FakeState
+
 	tokens    map[string]string // token -> username
 	protected bool              // anonymous access denied
 	messages  []Message
 	subs      map[chan Message]string // chan -> topic
 	streams   map[*http.Request]context.CancelFunc
-	down      bool
-	limitNext int
-	requests  map[string]int
-	notify    chan struct{}
 }
 
 // BotToken is an access token of user "fangbot".
@@ -67,63 +65,56 @@ var topicRE = regexp.MustCompile(`^[-_A-Za-z0-9]{1,64}$`)
 func New() *Server {
 	s := &Server{Keepalive: 45 * time.Second, tokens: map[string]string{BotToken: "fangbot"}, protected: true,
 		subs: map[chan Message]string{}, streams: map[*http.Request]context.CancelFunc{},
-		requests: map[string]int{}, notify: make(chan struct{})}
-	s.Server = httptest.NewServer(s.gate(http.HandlerFunc(s.route)))
+	}
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{}, http.HandlerFunc(s.route)))
 	return s
 }
 
 // Close ends open streams and stops the server.
 func (s *Server) Close() {
-	s.mu.Lock()
+	s.Lock()
 	for _, c := range s.streams {
 		c()
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	s.Server.Close()
 }
 
 // AllowAnonymous lets requests without a token read and write.
 func (s *Server) AllowAnonymous() {
-	s.mu.Lock()
+	s.Lock()
 	s.protected = false
-	s.mu.Unlock()
+	s.Unlock()
 }
 
 // SetDown makes every request answer 503 and ends open streams, until
 // SetDown(false).
 func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
+	s.FakeState.SetDown(down)
+	s.Lock()
 	var cancels []context.CancelFunc
 	if down {
 		for _, c := range s.streams {
 			cancels = append(cancels, c)
 		}
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	for _, c := range cancels {
 		c()
 	}
 }
 
 // RateLimitNext makes the next n publishes fail with 429 (code 42901).
-func (s *Server) RateLimitNext(n int) {
-	s.mu.Lock()
-	s.limitNext = n
-	s.mu.Unlock()
-}
-
-// Requests counts requests to "METHOD /path".
-func (s *Server) Requests(route string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[route]
-}
+func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
 
 // Subscribers is the number of open streams on topic.
 func (s *Server) Subscribers(topic string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
+	return s.subscribers(topic)
+}
+
+func (s *Server) subscribers(topic string) int {
 	n := 0
 	for _, t := range s.subs {
 		if t == topic {
@@ -140,8 +131,8 @@ func (s *Server) Publish(topic, title, message string) Message {
 
 // Messages lists messages on topic.
 func (s *Server) Messages(topic string) []Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	var out []Message
 	for _, m := range s.messages {
 		if m.Topic == topic {
@@ -153,44 +144,12 @@ func (s *Server) Messages(topic string) []Message {
 
 // WaitMessage waits for a message matching match.
 func (s *Server) WaitMessage(ctx context.Context, match func(Message) bool) (Message, error) {
-	for {
-		s.mu.Lock()
-		for _, m := range s.messages {
-			if match(m) {
-				s.mu.Unlock()
-				return m, nil
-			}
-		}
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return Message{}, fmt.Errorf("ntfytest: no matching message: %w", ctx.Err())
-		}
-	}
+	return channeltest.WaitMatch(ctx, &s.FakeState, "ntfytest: no matching message", func() []Message { return s.messages }, match)
 }
 
 // WaitSubscribers waits until topic has n open streams.
 func (s *Server) WaitSubscribers(ctx context.Context, topic string, n int) error {
-	for {
-		if s.Subscribers(topic) >= n {
-			return nil
-		}
-		s.mu.Lock()
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("ntfytest: %d subscribers on %s not reached: %w", n, topic, ctx.Err())
-		}
-	}
-}
-
-func (s *Server) changed() {
-	close(s.notify)
-	s.notify = make(chan struct{})
+	return s.Wait(ctx, fmt.Sprintf("ntfytest: %d subscribers on %s not reached", n, topic), func() bool { return s.subscribers(topic) >= n })
 }
 
 // ntfyError writes ntfy's error body: {"code","http","error","link"}.
@@ -202,21 +161,6 @@ func ntfyError(w http.ResponseWriter, status, code int, msg, link string) {
 		body["link"] = link
 	}
 	_ = json.NewEncoder(w).Encode(body)
-}
-
-func (s *Server) gate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.requests[r.Method+" "+r.URL.Path]++
-		down := s.down
-		s.changed()
-		s.mu.Unlock()
-		if down {
-			http.Error(w, "503 Service Unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // user authenticates the request: ok=false means a token was presented but
@@ -235,8 +179,8 @@ func (s *Server) user(r *http.Request) (string, bool) {
 	default:
 		return "", false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	u, ok := s.tokens[tok]
 	return u, ok
 }
@@ -247,9 +191,9 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request) bool {
 		ntfyError(w, http.StatusUnauthorized, 40101, "unauthorized", "https://ntfy.sh/docs/publish/#authentication")
 		return false
 	}
-	s.mu.Lock()
+	s.Lock()
 	protected := s.protected
-	s.mu.Unlock()
+	s.Unlock()
 	if u == "" && protected {
 		ntfyError(w, http.StatusForbidden, 40301, "forbidden", "https://ntfy.sh/docs/publish/#authentication")
 		return false
@@ -284,12 +228,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) limited(w http.ResponseWriter) bool {
-	s.mu.Lock()
-	l := s.limitNext > 0
-	if l {
-		s.limitNext--
-	}
-	s.mu.Unlock()
+	l, _ := s.TakeLimit()
 	if l {
 		ntfyError(w, http.StatusTooManyRequests, 42901, "limit reached: too many requests", "https://ntfy.sh/docs/publish/#limitations")
 	}
@@ -362,7 +301,7 @@ func (s *Server) publish(m Message) Message {
 	m.Time = time.Now().Unix()
 	m.Expires = m.Time + 12*3600
 	m.Event = "message"
-	s.mu.Lock()
+	s.Lock()
 	s.messages = append(s.messages, m)
 	var subs []chan Message
 	for ch, t := range s.subs {
@@ -370,8 +309,8 @@ func (s *Server) publish(m Message) Message {
 			subs = append(subs, ch)
 		}
 	}
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	for _, ch := range subs {
 		select {
 		case ch <- m:
@@ -393,21 +332,21 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, topic string)
 	// Collect the backlog asked for with since= and register in one step so
 	// no message falls between them.
 	since := r.URL.Query().Get("since")
-	s.mu.Lock()
+	s.Lock()
 	var backlog []Message
 	if since != "" {
 		backlog = s.backlog(topic, since)
 	}
 	s.subs[ch] = topic
 	s.streams[r] = cancel
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	defer func() {
-		s.mu.Lock()
+		s.Lock()
 		delete(s.subs, ch)
 		delete(s.streams, r)
-		s.changed()
-		s.mu.Unlock()
+		s.Changed()
+		s.Unlock()
 	}()
 
 	w.Header().Set("Content-Type", "application/x-ndjson; charset=utf-8")
@@ -423,9 +362,9 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request, topic string)
 	if flusher != nil {
 		flusher.Flush()
 	}
-	s.mu.Lock()
+	s.Lock()
 	ka := s.Keepalive
-	s.mu.Unlock()
+	s.Unlock()
 	tick := time.NewTicker(ka)
 	defer tick.Stop()
 	for {

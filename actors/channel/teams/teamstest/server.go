@@ -13,16 +13,16 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Issuer is the issuer of tokens the Bot Connector service sends to bots.
@@ -81,15 +81,11 @@ type Server struct {
 	key *rsa.PrivateKey
 	kid string
 
-	mu        sync.Mutex
-	convs     map[string]bool
-	sent      []Sent
-	issued    map[string]time.Time // access token -> expiry
-	down      bool
-	limitNext int
-	limitWait int
-	requests  map[string]int
-	notify    chan struct{}
+	channeltest.FakeState
+
+	convs  map[string]bool
+	sent   []Sent
+	issued map[string]time.Time // access token -> expiry
 }
 
 // New starts a fake for a bot registered as appID/password in tenant
@@ -100,7 +96,7 @@ func New(appID, password string) *Server {
 		panic(err)
 	}
 	s := &Server{AppID: appID, AppPassword: password, TenantID: "tenant-1", key: key, kid: "fake-key-1",
-		convs: map[string]bool{}, issued: map[string]time.Time{}, requests: map[string]int{}, notify: make(chan struct{})}
+		convs: map[string]bool{}, issued: map[string]time.Time{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.token)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.token)
@@ -108,7 +104,24 @@ func New(appID, password string) *Server {
 	mux.HandleFunc("GET "+KeysPath, s.keys)
 	mux.HandleFunc("POST /v3/conversations/{conv}/activities", s.sendActivity)
 	mux.HandleFunc("POST /v3/conversations/{conv}/activities/{id}", s.sendActivity)
-	s.Server = httptest.NewServer(s.gate(mux))
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		// Token requests are counted under "POST "+TokenPath whatever the
+		// tenant segment.
+		Route: func(r *http.Request) string {
+			if strings.HasSuffix(r.URL.Path, "/oauth2/v2.0/token") {
+				return "POST " + TokenPath
+			}
+			return r.Method + " " + r.URL.Path
+		},
+		// The Bot Connector limits a bot that sends too fast; AAD does not.
+		Limits: func(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/v3/") },
+		Down:   func(w http.ResponseWriter) { http.Error(w, "Service Unavailable", http.StatusServiceUnavailable) },
+		Limited: func(w http.ResponseWriter, wait int) {
+			w.Header().Set("Retry-After", strconv.Itoa(wait))
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": map[string]string{
+				"code": "TooManyRequests", "message": "Too many requests. Please retry after some time."}})
+		},
+	}, mux))
 	return s
 }
 
@@ -118,33 +131,10 @@ func (s *Server) TokenURL() string { return s.URL + TokenPath }
 // MetadataURL is the OpenID metadata URL to configure in the bot.
 func (s *Server) MetadataURL() string { return s.URL + MetadataPath }
 
-// SetDown makes every request answer 503 until SetDown(false).
-func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	s.mu.Unlock()
-}
-
-// RateLimitNext makes the next n connector requests answer 429 with
-// Retry-After: secs, as the Bot Connector does when a bot sends too fast.
-func (s *Server) RateLimitNext(n, secs int) {
-	s.mu.Lock()
-	s.limitNext, s.limitWait = n, secs
-	s.mu.Unlock()
-}
-
-// Requests counts requests to "METHOD /path" (token requests are counted
-// under "POST "+TokenPath whatever the tenant segment).
-func (s *Server) Requests(route string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[route]
-}
-
 // Sent returns the activities the bot sent to conversationID ("" = all).
 func (s *Server) Sent(conversationID string) []Sent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	var out []Sent
 	for _, a := range s.sent {
 		if conversationID == "" || a.ConversationID == conversationID {
@@ -156,57 +146,7 @@ func (s *Server) Sent(conversationID string) []Sent {
 
 // WaitSent waits for a sent activity matching match.
 func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
-	for {
-		s.mu.Lock()
-		for _, a := range s.sent {
-			if match(a) {
-				s.mu.Unlock()
-				return a, nil
-			}
-		}
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return Sent{}, fmt.Errorf("teamstest: no matching activity: %w", ctx.Err())
-		}
-	}
-}
-
-func (s *Server) changed() {
-	close(s.notify)
-	s.notify = make(chan struct{})
-}
-
-func (s *Server) gate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := r.Method + " " + r.URL.Path
-		if strings.HasSuffix(r.URL.Path, "/oauth2/v2.0/token") {
-			route = "POST " + TokenPath
-		}
-		s.mu.Lock()
-		s.requests[route]++
-		down := s.down
-		limited, wait := false, 0
-		if !down && s.limitNext > 0 && strings.HasPrefix(r.URL.Path, "/v3/") {
-			s.limitNext--
-			limited, wait = true, s.limitWait
-		}
-		s.changed()
-		s.mu.Unlock()
-		if down {
-			http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		if limited {
-			w.Header().Set("Retry-After", strconv.Itoa(wait))
-			writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": map[string]string{
-				"code": "TooManyRequests", "message": "Too many requests. Please retry after some time."}})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return channeltest.WaitMatch(ctx, &s.FakeState, "teamstest: no matching activity", func() []Sent { return s.sent }, match)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -237,9 +177,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, aadError("invalid_client", "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.", 7000215))
 	default:
 		tok := randomString(32)
-		s.mu.Lock()
+		s.Lock()
 		s.issued[tok] = time.Now().Add(time.Hour)
-		s.mu.Unlock()
+		s.Unlock()
 		writeJSON(w, http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": tok})
 	}
 }
@@ -271,17 +211,17 @@ func (s *Server) keys(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) sendActivity(w http.ResponseWriter, r *http.Request) {
 	auth := r.Header.Get("Authorization")
-	s.mu.Lock()
+	s.Lock()
 	exp, ok := s.issued[strings.TrimPrefix(auth, "Bearer ")]
-	s.mu.Unlock()
+	s.Unlock()
 	if !strings.HasPrefix(auth, "Bearer ") || !ok || time.Now().After(exp) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "Authorization has been denied for this request."})
 		return
 	}
 	conv := r.PathValue("conv")
-	s.mu.Lock()
+	s.Lock()
 	known := s.convs[conv]
-	s.mu.Unlock()
+	s.Unlock()
 	if !known {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "ConversationNotFound", "message": "Conversation not found."}})
 		return
@@ -301,10 +241,10 @@ func (s *Server) sendActivity(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := "1:" + randomString(12)
-	s.mu.Lock()
+	s.Lock()
 	s.sent = append(s.sent, Sent{ConversationID: conv, ReplyToID: r.PathValue("id"), Activity: a})
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	writeJSON(w, http.StatusCreated, map[string]string{"id": id})
 }
 
@@ -331,9 +271,9 @@ func (s *Server) Activity(m Message) Activity {
 	if tenant == "" {
 		tenant = s.TenantID
 	}
-	s.mu.Lock()
+	s.Lock()
 	s.convs[m.ConversationID] = true
-	s.mu.Unlock()
+	s.Unlock()
 	cd, _ := json.Marshal(map[string]any{"tenant": map[string]string{"id": tenant}})
 	ct := "personal"
 	if m.IsGroup {

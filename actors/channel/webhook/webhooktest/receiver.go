@@ -12,12 +12,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"sync"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Callback is the JSON body fangd POSTs to the callback URL.
@@ -37,97 +37,60 @@ type Receiver struct {
 	*httptest.Server
 	Secret string
 
-	mu        sync.Mutex
-	got       []Callback
-	down      bool
-	limitNext int
-	limitWait int
-	requests  int
-	rejected  int
-	notify    chan struct{}
+	channeltest.FakeState
+
+	got      []Callback
+	rejected int
 }
 
 // NewReceiver starts a receiver that accepts callbacks signed with secret.
 func NewReceiver(secret string) *Receiver {
-	r := &Receiver{Secret: secret, notify: make(chan struct{})}
-	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
+	r := &Receiver{Secret: secret}
+	r.Server = httptest.NewServer(r.Gate(channeltest.Gate{
+		Route:  func(*http.Request) string { return callbackRoute },
+		Limits: func(*http.Request) bool { return true },
+		Down:   func(w http.ResponseWriter) { http.Error(w, "Service Unavailable", http.StatusServiceUnavailable) },
+		Limited: func(w http.ResponseWriter, secs int) {
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			http.Error(w, "Too Many Requests", http.StatusTooManyRequests)
+		},
+	}, http.HandlerFunc(r.serve)))
 	return r
 }
 
-// SetDown makes the receiver answer 503 until SetDown(false).
-func (r *Receiver) SetDown(down bool) {
-	r.mu.Lock()
-	r.down = down
-	r.mu.Unlock()
-}
-
-// RateLimitNext makes the next n callbacks answer 429 with Retry-After: secs.
-func (r *Receiver) RateLimitNext(n, secs int) {
-	r.mu.Lock()
-	r.limitNext, r.limitWait = n, secs
-	r.mu.Unlock()
-}
-
 // Requests is the number of callbacks received (accepted or not).
-func (r *Receiver) Requests() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.requests
-}
+func (r *Receiver) Requests() int { return r.FakeState.Requests(callbackRoute) }
+
+// callbackRoute is the one route the receiver counts: every request is a
+// callback, whatever its method or path.
+const callbackRoute = "callback"
 
 // Rejected is the number of callbacks refused for a bad signature.
 func (r *Receiver) Rejected() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.Lock()
+	defer r.Unlock()
 	return r.rejected
 }
 
 // Got lists accepted callbacks.
 func (r *Receiver) Got() []Callback {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.Lock()
+	defer r.Unlock()
 	return append([]Callback(nil), r.got...)
 }
 
 // Wait waits for an accepted callback matching match.
 func (r *Receiver) Wait(ctx context.Context, match func(Callback) bool) (Callback, error) {
-	for {
-		r.mu.Lock()
-		for _, c := range r.got {
-			if match(c) {
-				r.mu.Unlock()
-				return c, nil
-			}
-		}
-		ch := r.notify
-		r.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return Callback{}, fmt.Errorf("webhooktest: no matching callback: %w", ctx.Err())
-		}
-	}
+	return channeltest.WaitMatch(ctx, &r.FakeState, "webhooktest: no matching callback", func() []Callback { return r.got }, match)
 }
 
 func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
-	r.mu.Lock()
+	r.Lock()
 	defer func() {
-		close(r.notify)
-		r.notify = make(chan struct{})
-		r.mu.Unlock()
+		r.Changed()
+		r.Unlock()
 	}()
-	r.requests++
-	if r.down {
-		http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
-		return
-	}
-	if r.limitNext > 0 {
-		r.limitNext--
-		w.Header().Set("Retry-After", strconv.Itoa(r.limitWait))
-		http.Error(w, "Too Many Requests", http.StatusTooManyRequests)
-		return
-	}
 	if req.Method != http.MethodPost {
 		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
 		return

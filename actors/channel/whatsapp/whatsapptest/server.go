@@ -15,16 +15,16 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Version is the Graph API version the fake serves (any vNN.N is accepted).
@@ -55,52 +55,42 @@ type Server struct {
 	AppSecret     string
 	WABAID        string
 
-	mu        sync.Mutex
-	sent      []Sent
-	down      bool
-	limitNext int
-	requests  map[string]int
-	notify    chan struct{}
+	channeltest.FakeState
+
+	sent []Sent
 }
 
 // New starts a Cloud API fake for phone number id "106540352242922".
 func New(accessToken, appSecret string) *Server {
-	s := &Server{PhoneNumberID: "106540352242922", AccessToken: accessToken, AppSecret: appSecret, WABAID: "102290129340398",
-		requests: map[string]int{}, notify: make(chan struct{})}
+	s := &Server{PhoneNumberID: "106540352242922", AccessToken: accessToken, AppSecret: appSecret, WABAID: "102290129340398"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{version}/{id}", s.phoneNumber)
 	mux.HandleFunc("POST /{version}/{id}/messages", s.messages)
-	s.Server = httptest.NewServer(s.gate(mux))
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		// Requests are counted with the version segment written as {version}.
+		Route: func(r *http.Request) string {
+			parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)
+			route := r.Method + " /{version}"
+			if len(parts) == 2 {
+				route += "/" + parts[1]
+			}
+			return route
+		},
+		Down: func(w http.ResponseWriter) {
+			graphError(w, http.StatusServiceUnavailable, GraphError{Message: "Service temporarily unavailable", Type: "OAuthException", Code: 2})
+		},
+	}, mux))
 	return s
-}
-
-// SetDown makes every request answer 503 until SetDown(false).
-func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	s.mu.Unlock()
 }
 
 // RateLimitNext makes the next n sends fail with Cloud API error 130429
 // ("Rate limit hit").
-func (s *Server) RateLimitNext(n int) {
-	s.mu.Lock()
-	s.limitNext = n
-	s.mu.Unlock()
-}
-
-// Requests counts requests to "METHOD /path" with the version segment
-// written as {version}.
-func (s *Server) Requests(route string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.requests[route]
-}
+func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
 
 // Sent lists messages sent to `to` ("" = all).
 func (s *Server) Sent(to string) []Sent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	var out []Sent
 	for _, m := range s.sent {
 		if to == "" || m.To == to {
@@ -112,47 +102,7 @@ func (s *Server) Sent(to string) []Sent {
 
 // WaitSent waits for a sent message matching match.
 func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
-	for {
-		s.mu.Lock()
-		for _, m := range s.sent {
-			if match(m) {
-				s.mu.Unlock()
-				return m, nil
-			}
-		}
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return Sent{}, fmt.Errorf("whatsapptest: no matching message: %w", ctx.Err())
-		}
-	}
-}
-
-func (s *Server) changed() {
-	close(s.notify)
-	s.notify = make(chan struct{})
-}
-
-func (s *Server) gate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)
-		route := r.Method + " /{version}"
-		if len(parts) == 2 {
-			route += "/" + parts[1]
-		}
-		s.mu.Lock()
-		s.requests[route]++
-		down := s.down
-		s.changed()
-		s.mu.Unlock()
-		if down {
-			graphError(w, http.StatusServiceUnavailable, GraphError{Message: "Service temporarily unavailable", Type: "OAuthException", Code: 2})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return channeltest.WaitMatch(ctx, &s.FakeState, "whatsapptest: no matching message", func() []Sent { return s.sent }, match)
 }
 
 func graphError(w http.ResponseWriter, status int, e GraphError) {
@@ -205,13 +155,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 		graphError(w, http.StatusBadRequest, GraphError{Message: "Unsupported post request. Object with ID '" + r.PathValue("id") + "' does not exist, cannot be loaded due to missing permissions, or does not support this operation.", Type: "GraphMethodException", Code: 100, ErrorSubcode: 33})
 		return
 	}
-	s.mu.Lock()
-	limited := s.limitNext > 0
-	if limited {
-		s.limitNext--
-	}
-	s.mu.Unlock()
-	if limited {
+	if limited, _ := s.TakeLimit(); limited {
 		graphError(w, http.StatusTooManyRequests, GraphError{Message: "(#130429) Rate limit hit", Type: "OAuthException", Code: 130429})
 		return
 	}
@@ -255,10 +199,10 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 	if in.Context != nil {
 		m.ContextID = in.Context.MessageID
 	}
-	s.mu.Lock()
+	s.Lock()
 	s.sent = append(s.sent, m)
-	s.changed()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"messaging_product": "whatsapp",
 		"contacts": []map[string]string{{"input": in.To, "wa_id": strings.TrimPrefix(in.To, "+")}},
 		"messages": []map[string]string{{"id": id}}})

@@ -1,10 +1,10 @@
-// Package telegramfake is a local fake of the Telegram Bot API for tests:
+// Package telegramtest is a local fake of the Telegram Bot API for tests:
 // the same paths (/bot<token>/<method>), JSON envelope ({"ok", "result"} or
 // {"ok": false, "error_code", "description", "parameters"}), 401 for a bad
 // token, 429 with retry_after, getUpdates long polling with offset
 // confirmation, and setWebhook/deleteWebhook (getUpdates is 409 while a
 // webhook is set, as on Telegram).
-package telegramfake
+package telegramtest
 
 import (
 	"encoding/json"

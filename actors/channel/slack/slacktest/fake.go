@@ -1,9 +1,9 @@
-// Package slackfake is a local fake of Slack for tests: Web API methods
+// Package slacktest is a local fake of Slack for tests: Web API methods
 // under /api/ (auth.test, apps.connections.open, chat.postMessage; bearer
 // tokens; {"ok": false, "error": "invalid_auth"} failures; 429 with
 // Retry-After) and a Socket Mode websocket that sends hello, events_api
 // envelopes (which the client must acknowledge) and WebSocket pings.
-package slackfake
+package slacktest
 
 import (
 	"encoding/json"

@@ -1,10 +1,10 @@
-// Package discordfake is a local fake of Discord for tests: the REST API
+// Package discordtest is a local fake of Discord for tests: the REST API
 // under /api/v9 (and /api/v10) (GET /gateway, GET /users/@me, POST
 // /channels/{id}/messages; "Bot <token>" auth, 401 and 429 bodies as
 // Discord sends them) and a gateway websocket speaking the v10 JSON
 // protocol (HELLO, IDENTIFY, READY, heartbeats, MESSAGE_CREATE dispatches,
 // close code 4004 for a bad token).
-package discordfake
+package discordtest
 
 import (
 	"encoding/json"
@@ -29,15 +29,13 @@ type Server struct {
 	Token string
 	BotID string
 
-	mu        sync.Mutex
-	conns     map[*websocket.Conn]*sync.Mutex
-	seq       int
-	nextID    int
-	sent      []Sent
-	calls     map[string]int
-	down      bool
-	deaf      bool // gateway stays open but dispatches nothing
-	identifes int
+	mu     sync.Mutex
+	conns  map[*websocket.Conn]*sync.Mutex
+	seq    int
+	nextID int
+	sent   []Sent
+	calls  map[string]int
+	down   bool
 }
 
 // New starts a fake Discord where token is the bot's token.

@@ -1,9 +1,9 @@
-// Package matrixfake is a local fake of the Matrix client-server API (v3)
+// Package matrixtest is a local fake of the Matrix client-server API (v3)
 // for tests: whoami, /sync long polling with next_batch tokens, invites and
 // joins, and idempotent PUT .../send/{type}/{txnId}; errors use the spec's
 // {"errcode", "error"} bodies (M_UNKNOWN_TOKEN 401, M_LIMIT_EXCEEDED 429
 // with retry_after_ms).
-package matrixfake
+package matrixtest
 
 import (
 	"encoding/json"

@@ -1,0 +1,152 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// retentionInterval is how often the retention goroutine looks at the
+// chain's length.
+const retentionInterval = 10 * time.Minute
+
+// Trim applies retention: when more than retain entries are stored, it
+// keeps the newest retain and removes the older ones so that what remains
+// still verifies. In order, each step safe to stop after:
+//
+//  1. export the prefix to archiveDir/audit-<first>-<last>.jsonl (the
+//     stored JSON, one entry per line; written, synced, renamed);
+//  2. append an audit_checkpoint entry that commits to the prefix's length
+//     and tip hash;
+//  3. record the checkpoint in the store (Verify walks from it);
+//  4. delete the prefix.
+//
+// It returns how many entries it removed.
+func (l *Log) Trim(retain uint64, archiveDir string) (uint64, error) {
+	if retain == 0 {
+		return 0, nil
+	}
+	if l.broken != nil {
+		return 0, errors.New("audit retention is paused while the anchor mismatch is not accepted")
+	}
+	snap, err := kernel.Ask[*SnapshotReply](l.k, l.pid, &Snapshot{}, kernel.DefaultAskTimeout)
+	if err != nil {
+		return 0, err
+	}
+	if snap.Length <= retain {
+		return 0, nil
+	}
+	last := snap.Length - retain
+	cp, _, err := l.store.Checkpoint()
+	if err != nil {
+		return 0, err
+	}
+	first := cp.Length + 1
+	if last < first {
+		return 0, nil
+	}
+	tip, file, err := exportPrefix(l.store, first, last, archiveDir)
+	if err != nil {
+		return 0, fmt.Errorf("export the audit prefix: %w", err)
+	}
+	next := store.AuditCheckpoint{Length: last, Tip: tip}
+	ctx, cancel := context.WithTimeout(context.Background(), AppendTimeout)
+	e, err := l.Append(ctx, Event{EventType: "audit_checkpoint", Actor: "daemon",
+		Details: fmt.Sprintf("retention: entries %d..%d trimmed, exported to %s; %s", first, last, file, checkpointClaim(next))})
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	next.Entry = e.ID
+	if err := l.store.SetCheckpoint(next); err != nil {
+		return 0, err
+	}
+	if err := l.store.DeleteThrough(last); err != nil {
+		return 0, err
+	}
+	return last - first + 1, nil
+}
+
+// exportPrefix writes entries first..last as JSON lines and returns the
+// hash of entry last and the file's name.
+func exportPrefix(log *store.AuditLog, first, last uint64, dir string) (tip, name string, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	name = filepath.Join(dir, fmt.Sprintf("audit-%d-%d.jsonl", first, last))
+	tmp := name + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", "", err
+	}
+	defer os.Remove(tmp)
+	want := first
+	err = log.Scan(first, false, func(r store.AuditRecord) (bool, error) {
+		if r.ID > last {
+			return false, nil
+		}
+		if r.ID != want {
+			return false, fmt.Errorf("entry %d is missing", want)
+		}
+		var e Entry
+		if err := json.Unmarshal(r.Raw, &e); err != nil {
+			return false, fmt.Errorf("entry %d does not decode: %w", r.ID, err)
+		}
+		tip, want = e.Hash, want+1
+		if _, err := f.Write(append(r.Raw, '\n')); err != nil {
+			return false, err
+		}
+		return true, nil
+	})
+	if err == nil && want != last+1 {
+		err = fmt.Errorf("entry %d is missing", want)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err == nil {
+		if d, derr := os.Open(dir); derr == nil {
+			err = d.Sync()
+			d.Close()
+		}
+	}
+	return tip, name, err
+}
+
+// startRetention trims at start and then every retentionInterval until
+// stop is closed.
+func (l *Log) startRetention(retain uint64, archiveDir string) {
+	if retain == 0 {
+		return
+	}
+	l.stopRetention = make(chan struct{})
+	go func() {
+		t := time.NewTicker(retentionInterval)
+		defer t.Stop()
+		for {
+			if n, err := l.Trim(retain, archiveDir); err != nil {
+				l.k.Log.Error().Err(err).Str("component", "audit").Msg("audit retention failed; nothing was removed that is not exported")
+			} else if n > 0 {
+				l.k.Log.Info().Str("component", "audit").Uint64("trimmed", n).Str("archive", archiveDir).Msg("audit retention trimmed the oldest entries")
+			}
+			select {
+			case <-t.C:
+			case <-l.stopRetention:
+				return
+			}
+		}
+	}()
+}

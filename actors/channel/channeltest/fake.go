@@ -1,0 +1,174 @@
+package channeltest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+)
+
+// FakeState is the kit every platform fake (gotifytest, teamstest, ...)
+// embeds: one lock for the fake's own data, change notification so tests
+// wait for a condition instead of sleeping, per-route request counts, and
+// the outage and rate-limit switches behind Gate. A fake keeps only what is
+// its platform's: routes, wire formats, error bodies.
+//
+// The fake guards its own fields with Lock/Unlock, and calls Changed (with
+// the lock held) whenever something a test may wait for changed.
+type FakeState struct {
+	mu        sync.Mutex
+	notify    chan struct{}
+	requests  map[string]int
+	down      bool
+	limitNext int
+	limitWait int
+}
+
+// Lock locks the fake's state (FakeState's and the embedding fake's).
+func (f *FakeState) Lock() { f.mu.Lock() }
+
+// Unlock unlocks it.
+func (f *FakeState) Unlock() { f.mu.Unlock() }
+
+// Changed wakes every Wait. The caller holds the lock.
+func (f *FakeState) Changed() {
+	if f.notify != nil {
+		close(f.notify)
+	}
+	f.notify = make(chan struct{})
+}
+
+// Wait blocks until done reports true or ctx ends. done runs with the lock
+// held, after every Changed; the error names what was awaited.
+func (f *FakeState) Wait(ctx context.Context, what string, done func() bool) error {
+	for {
+		f.mu.Lock()
+		if done() {
+			f.mu.Unlock()
+			return nil
+		}
+		if f.notify == nil {
+			f.notify = make(chan struct{})
+		}
+		ch := f.notify
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+	}
+}
+
+// SetDown makes every request through Gate answer the platform's outage
+// error until SetDown(false).
+func (f *FakeState) SetDown(down bool) {
+	f.mu.Lock()
+	f.down = down
+	f.Changed()
+	f.mu.Unlock()
+}
+
+// Down reports the outage switch. The caller holds the lock.
+func (f *FakeState) Down() bool { return f.down }
+
+// RateLimitNext makes the next n rate-limited requests answer 429 asking
+// for a wait of secs.
+func (f *FakeState) RateLimitNext(n, secs int) {
+	f.mu.Lock()
+	f.limitNext, f.limitWait = n, secs
+	f.mu.Unlock()
+}
+
+// TakeLimit consumes one armed rate limit, for fakes that limit inside one
+// handler rather than in Gate: ok reports whether this request is limited,
+// secs is the wait to ask for. It takes the lock itself.
+func (f *FakeState) TakeLimit() (ok bool, secs int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.takeLimit()
+}
+
+func (f *FakeState) takeLimit() (bool, int) {
+	if f.limitNext <= 0 {
+		return false, 0
+	}
+	f.limitNext--
+	return true, f.limitWait
+}
+
+// Requests counts requests Gate saw for route (by default "METHOD /path").
+func (f *FakeState) Requests(route string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.requests[route]
+}
+
+// Gate says how a fake's front door behaves in an outage and under a rate
+// limit, in its platform's own words.
+type Gate struct {
+	// Route names a request for Requests; nil means "METHOD /path".
+	Route func(*http.Request) string
+	// Limits reports whether an armed rate limit applies to r; nil means
+	// none does here (the fake calls TakeLimit in its handler instead).
+	Limits func(r *http.Request) bool
+	// Down writes the outage answer; nil means a plain-text 503.
+	Down func(w http.ResponseWriter)
+	// Limited writes the 429 asking for secs; nil means a plain-text 429
+	// with Retry-After.
+	Limited func(w http.ResponseWriter, secs int)
+}
+
+// Gate wraps next: it counts the request, then answers for an outage or
+// an armed rate limit, or passes the request on.
+func (f *FakeState) Gate(g Gate, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route := r.Method + " " + r.URL.Path
+		if g.Route != nil {
+			route = g.Route(r)
+		}
+		f.mu.Lock()
+		if f.requests == nil {
+			f.requests = map[string]int{}
+		}
+		f.requests[route]++
+		down := f.down
+		limited, wait := false, 0
+		if !down && g.Limits != nil && g.Limits(r) {
+			limited, wait = f.takeLimit()
+		}
+		f.Changed()
+		f.mu.Unlock()
+		switch {
+		case down && g.Down != nil:
+			g.Down(w)
+		case down:
+			http.Error(w, "503 Service Unavailable", http.StatusServiceUnavailable)
+		case limited && g.Limited != nil:
+			g.Limited(w, wait)
+		case limited:
+			w.Header().Set("Retry-After", strconv.Itoa(wait))
+			http.Error(w, "429 Too Many Requests", http.StatusTooManyRequests)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// WaitMatch waits until one of items (read with f's lock held) matches,
+// and returns it: the "wait for the message the adapter sent" every fake
+// offers.
+func WaitMatch[T any](ctx context.Context, f *FakeState, what string, items func() []T, match func(T) bool) (T, error) {
+	var got T
+	err := f.Wait(ctx, what, func() bool {
+		for _, it := range items() {
+			if match(it) {
+				got = it
+				return true
+			}
+		}
+		return false
+	})
+	return got, err
+}

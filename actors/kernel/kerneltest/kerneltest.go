@@ -1,0 +1,32 @@
+// Package kerneltest holds test support for code built on fangd's actors,
+// whose effects land asynchronously: a test waits for a condition instead
+// of sleeping for a guess. It imports nothing of fangd, so every package's
+// tests can use it, kernel's own included. Model: tailscale tstest.WaitFor.
+package kerneltest
+
+import (
+	"testing"
+	"time"
+)
+
+// MaxWait is how long WaitFor polls before failing the test. It is long
+// because the shared 2-core machine that runs the suite can stall for
+// seconds; a condition that holds returns at once, so it costs nothing.
+const MaxWait = 20 * time.Second
+
+// WaitFor polls cond until it holds, and fails t with "timed out waiting
+// for <what>" (plus each detail's text, read at the time) after MaxWait.
+func WaitFor(t testing.TB, what string, cond func() bool, detail ...func() string) {
+	t.Helper()
+	deadline := time.Now().Add(MaxWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			msg := "timed out waiting for " + what
+			for _, d := range detail {
+				msg += " (" + d() + ")"
+			}
+			t.Fatal(msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
