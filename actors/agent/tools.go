@@ -323,6 +323,8 @@ func (a *agentActor) decided(c actor.Context, t *turn, res any, err error) {
 				why = " Reason given: " + v.Reason
 			}
 			a.toolResult(t, call, fmt.Sprintf("Not run: a human rejected this tool call (approval %s, decided by %s).%s Do not retry it; tell the user it was rejected.", id, v.DecidedBy, why), true, "rejected", id)
+		case approval.StatusModified:
+			a.toolResult(t, call, fmt.Sprintf("Not run: a human sent this tool call back for changes (approval %s, decided by %s). Feedback: %s Change the call as the feedback asks and try again.", id, v.DecidedBy, v.Reason), true, "modified", id)
 		case approval.StatusExpired:
 			a.toolResult(t, call, fmt.Sprintf("Not run: nobody approved this tool call in time (approval %s expired). Tell the user it needs approval.", id), true, "expired", id)
 		default:

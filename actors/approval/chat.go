@@ -162,6 +162,8 @@ func decisionNotice(rec *Approval) string {
 			r = ": " + truncate(rec.Reason, 200)
 		}
 		return fmt.Sprintf("❌ Approval %s (%s) rejected by %s%s.", short(rec.ID), rec.Action, who, r)
+	case StatusModified:
+		return fmt.Sprintf("✏️ Approval %s (%s) sent back for changes by %s: %s.", short(rec.ID), rec.Action, who, truncate(rec.Reason, 200))
 	case StatusExpired:
 		return fmt.Sprintf("⌛ Approval %s (%s) expired without a decision; the action was not run.", short(rec.ID), rec.Action)
 	case StatusCancelled:

@@ -33,6 +33,10 @@ const (
 	StatusRejected  = "rejected"
 	StatusExpired   = "expired"
 	StatusCancelled = "cancelled"
+	// StatusModified: a person sent the call back with feedback (LibreFang's
+	// modify_and_retry): it does not run, and the agent is told to change
+	// it as the feedback (Reason) says and try again.
+	StatusModified = "modified"
 )
 
 // How a decision was made (decided_via).
@@ -165,9 +169,12 @@ type Await struct {
 type Decide struct {
 	ID      string
 	Approve bool
-	Code    string // TOTP or recovery code, for approvals that need one
-	Reason  string
-	By      Decider
+	// Modify sends the call back with Reason as feedback (StatusModified)
+	// instead of rejecting it; Approve must be false.
+	Modify bool
+	Code   string // TOTP or recovery code, for approvals that need one
+	Reason string
+	By     Decider
 }
 
 // Cancel withdraws a pending request (its agent was deleted). Answered

@@ -178,6 +178,10 @@ func (r *request) decide(c actor.Context, m *Decide, sender *actor.PID) {
 			"%s is not on the approver list ([approval] approvers) and cannot decide approvals", m.By.Identity))
 		return
 	}
+	if m.Modify {
+		r.finalize(c, StatusModified, m.By, FactorNone, m.Reason, sender)
+		return
+	}
 	if !m.Approve {
 		r.finalize(c, StatusRejected, m.By, FactorNone, m.Reason, sender)
 		return

@@ -96,6 +96,8 @@ func notRun(rec *approval.Approval) *sdk.CallToolResult {
 		if rec.Reason != "" {
 			msg += " Reason given: " + rec.Reason
 		}
+	case approval.StatusModified:
+		msg = fmt.Sprintf("Not run: approval %s was sent back for changes by %s. Feedback: %s", rec.ID, rec.DecidedBy, rec.Reason)
 	case approval.StatusExpired:
 		msg = fmt.Sprintf("Not run: approval %s expired; nobody approved the call in time.", rec.ID)
 	default:

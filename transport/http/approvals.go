@@ -51,7 +51,7 @@ func truncateText(s string, n int) string {
 }
 
 var approvalStatuses = map[string]bool{"": true, approval.StatusPending: true, approval.StatusApproved: true,
-	approval.StatusRejected: true, approval.StatusExpired: true, approval.StatusCancelled: true}
+	approval.StatusRejected: true, approval.StatusExpired: true, approval.StatusCancelled: true, approval.StatusModified: true}
 
 // listApprovals serves GET /api/approvals?status=&limit=&offset=: pending
 // requests first (oldest first), then recent decisions (newest first).

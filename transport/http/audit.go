@@ -1,9 +1,13 @@
 package http
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/fangd/fangd/actors/audit"
 )
 
 // auditRecent serves GET /api/audit/recent?limit=N (n is accepted too):
@@ -18,22 +22,68 @@ func (s *Server) auditRecent(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	// The entries are already JSON as stored: splice them into the
-	// response's pooled body buffer, don't re-encode or copy them twice.
+	// response's pooled body buffer, don't re-encode them. Each gets
+	// LibreFang's names for three of its fields (seq, action, detail) and
+	// the list goes out twice, as fangd's entries and LibreFang's items.
+	var arr []byte
+	arr = append(arr, '[')
+	tip := ""
+	for i, e := range rec.Entries {
+		var f struct {
+			ID        uint64 `json:"id"`
+			EventType string `json:"event_type"`
+			Details   string `json:"details"`
+			Hash      string `json:"hash"`
+		}
+		if err := json.Unmarshal(e, &f); err != nil || len(e) < 2 || e[len(e)-1] != '}' {
+			return fmt.Errorf("audit entry %d is not a JSON object: %w", i, err)
+		}
+		if i == 0 {
+			tip = f.Hash // newest first: the chain's tip
+		} else {
+			arr = append(arr, ',')
+		}
+		arr = append(arr, e[:len(e)-1]...)
+		arr = append(arr, `,"seq":`...)
+		arr = strconv.AppendUint(arr, f.ID, 10)
+		arr = append(arr, `,"action":`...)
+		arr, _ = appendJSONString(arr, f.EventType)
+		arr = append(arr, `,"detail":`...)
+		arr, _ = appendJSONString(arr, f.Details)
+		arr = append(arr, '}')
+	}
+	arr = append(arr, ']')
 	resp := &ctx.Response
 	resp.ResetBody()
-	resp.AppendBodyString(`{"entries":[`)
-	for i, e := range rec.Entries {
-		if i > 0 {
-			resp.AppendBodyString(",")
-		}
-		resp.AppendBody(e)
-	}
-	resp.AppendBodyString(`],"total":`)
+	resp.AppendBodyString(`{"entries":`)
+	resp.AppendBody(arr)
+	resp.AppendBodyString(`,"items":`)
+	resp.AppendBody(arr)
+	resp.AppendBodyString(`,"total":`)
 	var num [20]byte
 	resp.AppendBody(strconv.AppendUint(num[:0], rec.Total, 10))
+	resp.AppendBodyString(`,"offset":0,"limit":`)
+	resp.AppendBody(strconv.AppendInt(num[:0], int64(limit), 10))
+	resp.AppendBodyString(`,"tip_hash":`)
+	resp.AppendBody(strconv.AppendQuote(num[:0], tip))
 	resp.AppendBodyString("}\n")
 	ctx.SetContentType("application/json")
 	return nil
+}
+
+// appendJSONString appends s as a JSON string (strconv.Quote's escapes are
+// Go's, not JSON's, for control and non-ASCII characters).
+func appendJSONString(dst []byte, s string) ([]byte, error) {
+	b, err := json.Marshal(s)
+	return append(dst, b...), err
+}
+
+// verifyReport is the chain check with LibreFang's names alongside:
+// valid (status == "valid") and entries (the chain's length).
+type verifyReport struct {
+	audit.Report
+	Valid   bool   `json:"valid"`
+	Entries uint64 `json:"entries"`
 }
 
 // auditVerify walks the whole chain. A broken chain is still a 200: the
@@ -43,6 +93,6 @@ func (s *Server) auditVerify(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, rep)
+	writeJSON(ctx, fasthttp.StatusOK, verifyReport{Report: rep, Valid: rep.Valid(), Entries: rep.ChainLength})
 	return nil
 }

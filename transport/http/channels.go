@@ -23,6 +23,8 @@ const webhookBodyCap = 1 << 20
 func (s *Server) channelRoutes() {
 	s.api("GET", "/channels", s.listChannels)
 	s.api("POST", "/channels/reload", s.reloadChannels)
+	s.api("GET", "/channels/registry", s.channelRegistry)
+	s.api("GET", "/channels/{name}/qr", s.channelQR)
 	s.api("GET", "/channels/{name}", s.getChannel)
 	s.api("POST", "/channels/{name}/configure", s.configureChannel)
 	s.api("DELETE", "/channels/{name}/configure", s.deleteChannel)

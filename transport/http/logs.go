@@ -18,10 +18,16 @@ const DefaultMaxLogStreams = 32
 // before it is dropped.
 const streamBuffer = 1024
 
+// LogBackfill is how many recent lines GET /api/logs/stream replays when
+// the client names no starting point (LibreFang's backfill is 200).
+const LogBackfill = 200
+
 // logStream serves GET /api/logs/stream: the daemon's log lines as SSE.
 // ?level= filters (trace|debug|info|warn|error), Last-Event-ID (or
 // ?last_event_id=) resumes from what the ring still holds, ?tail=N starts
-// with the last N lines.
+// with the last N lines. With neither a cursor nor ?tail=, the stream
+// starts with the last LogBackfill lines, as LibreFang's does, so a client
+// that cannot pass a query sees something at once.
 func (s *Server) logStream(ctx *fasthttp.RequestCtx) error {
 	minLevel := zerolog.TraceLevel
 	if raw := ctx.QueryArgs().Peek("level"); len(raw) > 0 {
@@ -31,11 +37,15 @@ func (s *Server) logStream(ctx *fasthttp.RequestCtx) error {
 		}
 		minLevel = l
 	}
-	after, _, err := sse.LastEventID(ctx)
+	after, resume, err := sse.LastEventID(ctx)
 	if err != nil {
 		return badRequest("invalid_last_event_id", "Last-Event-ID must be a non-negative integer")
 	}
-	tail, err := intQuery(ctx, 0, 0, s.deps.Logs.Size(), "tail")
+	def := 0
+	if !resume {
+		def = min(LogBackfill, s.deps.Logs.Size())
+	}
+	tail, err := intQuery(ctx, def, 0, s.deps.Logs.Size(), "tail")
 	if err != nil {
 		return err
 	}

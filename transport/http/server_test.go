@@ -563,7 +563,7 @@ func TestLogStreamDeliversAndResumes(t *testing.T) {
 	ts := newTestServer(t, nil)
 	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
 	zerolog.SetGlobalLevel(zerolog.TraceLevel)
-	br, stop := ts.openStream(t, "/api/logs/stream")
+	br, stop := ts.openStream(t, "/api/logs/stream?tail=0")
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		for i := range 3 {
