@@ -210,11 +210,17 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		keys := make([]string, len(undecoded))
-		for i, k := range undecoded {
-			keys[i] = k.String()
+	var keys []string
+	for _, k := range md.Undecoded() {
+		// [[mcp_servers]] entries are decoded loosely, so the keys of a
+		// nested table (LibreFang's transport = { type = ... }) count as
+		// undecoded here; mcp.ParseSpec refuses their unknown keys itself.
+		if len(k) > 1 && k[0] == "mcp_servers" {
+			continue
 		}
+		keys = append(keys, k.String())
+	}
+	if len(keys) > 0 {
 		return cfg, fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(keys, ", "))
 	}
 	return cfg, nil
