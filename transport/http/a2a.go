@@ -134,16 +134,23 @@ type cardList struct {
 	Items  []json.RawMessage `json:"items"`
 	Total  int               `json:"total"`
 	Offset int               `json:"offset"`
-	Limit  *int              `json:"limit"`
+	Limit  int               `json:"limit"`
+	Next   *int              `json:"next_offset"`
 }
 
-// a2aLocalCards serves GET /a2a/agents: one card per local agent.
+// a2aLocalCards serves GET /a2a/agents?offset=&limit=: one card per local
+// agent, paged like /api/agents (default and max 100).
 func (s *Server) a2aLocalCards(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 100, 100)
+	if err != nil {
+		return err
+	}
 	cards, err := s.deps.A2A.LocalCards(ctx)
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, cardList{Items: cards, Total: len(cards)})
+	writeJSON(ctx, fasthttp.StatusOK, cardList{Items: page(cards, offset, limit), Total: len(cards),
+		Offset: offset, Limit: limit, Next: nextOffset(len(cards), offset, limit)})
 	return nil
 }
 
@@ -376,16 +383,23 @@ type externalAgentList struct {
 	Items  []a2a.ExternalAgent `json:"items"`
 	Total  int                 `json:"total"`
 	Offset int                 `json:"offset"`
-	Limit  *int                `json:"limit"`
+	Limit  int                 `json:"limit"`
+	Next   *int                `json:"next_offset"`
 }
 
-// a2aExternalAgents serves GET /api/a2a/agents.
+// a2aExternalAgents serves GET /api/a2a/agents?offset=&limit= (default
+// and max 100).
 func (s *Server) a2aExternalAgents(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 100, 100)
+	if err != nil {
+		return err
+	}
 	all, err := s.deps.A2A.ExternalAgents()
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, externalAgentList{Items: all, Total: len(all)})
+	writeJSON(ctx, fasthttp.StatusOK, externalAgentList{Items: page(all, offset, limit), Total: len(all),
+		Offset: offset, Limit: limit, Next: nextOffset(len(all), offset, limit)})
 	return nil
 }
 

@@ -3,8 +3,13 @@ package http
 import (
 	"encoding/json"
 	"fmt"
+	nethttp "net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	sdk "github.com/a2aproject/a2a-go/v2/a2a"
+	"github.com/a2aproject/a2a-go/v2/a2asrv"
 
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
@@ -72,4 +77,63 @@ func TestWebhookListsPaged(t *testing.T) {
 		t.Fatalf("headers %v", r.header)
 	}
 	cs.mustStatus(t, 400, "GET", "/api/webhooks/events?offset=x", "")
+}
+
+// GET /api/mcp/servers answered every server at once; it pages.
+func TestMCPServersPaged(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{})
+	for i := 0; i < 3; i++ {
+		// Nothing listens on port 9 of loopback: the server is configured,
+		// not connected, which is all the list needs.
+		code, body := s.api(t, "POST", "/api/mcp/servers", fmt.Sprintf(`{"name":"p%d","transport":{"type":"http","url":"http://127.0.0.1:9/mcp"}}`, i))
+		if code != 201 {
+			t.Fatalf("add: %d %v", code, body)
+		}
+	}
+	code, body := s.api(t, "GET", "/api/mcp/servers?offset=1&limit=1", "")
+	raw, _ := json.Marshal(body)
+	if code != 200 {
+		t.Fatalf("%d %s", code, raw)
+	}
+	checkEnvelope(t, raw, "servers", 1, 3, 1, 1, intp(2))
+	code, body = s.api(t, "GET", "/api/mcp/servers?limit=-1", "")
+	if code != 400 {
+		t.Fatalf("limit=-1: %d %v", code, body)
+	}
+}
+
+// The A2A lists (local agent cards and discovered external agents) said
+// "limit": null and answered everything; they page.
+func TestA2AListsPaged(t *testing.T) {
+	ts := newA2AServer(t)
+	r := ts.do(t, "GET", "/a2a/agents?limit=1", "")
+	if r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	checkEnvelope(t, r.body, "items", 1, 2, 0, 1, intp(1))
+	r = ts.do(t, "GET", "/a2a/agents?offset=1&limit=5", "")
+	checkEnvelope(t, r.body, "items", 1, 2, 1, 5, nil)
+
+	for i := 0; i < 3; i++ {
+		mux := nethttp.NewServeMux()
+		peer := httptest.NewServer(mux)
+		t.Cleanup(peer.Close)
+		card := &sdk.AgentCard{Name: fmt.Sprintf("Remote%d", i), Description: "peer", Version: "1",
+			SupportedInterfaces: []*sdk.AgentInterface{sdk.NewAgentInterface(peer.URL+"/rpc", sdk.TransportProtocolJSONRPC)},
+			Skills:              []sdk.AgentSkill{{ID: "s", Name: "S", Description: "d", Tags: []string{}}}}
+		mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
+		if r := ts.authed(t, "POST", "/api/a2a/discover", `{"url":"`+peer.URL+`"}`); r.status != 201 {
+			t.Fatalf("discover: %d %s", r.status, r.body)
+		}
+	}
+	r = ts.authed(t, "GET", "/api/a2a/agents?limit=2", "")
+	if r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	checkEnvelope(t, r.body, "items", 2, 3, 0, 2, intp(2))
+	r = ts.authed(t, "GET", "/api/a2a/agents?offset=2&limit=2", "")
+	checkEnvelope(t, r.body, "items", 1, 3, 2, 2, nil)
+	if r := ts.authed(t, "GET", "/api/a2a/agents?limit=abc", ""); r.status != 400 {
+		t.Fatalf("limit=abc: %d %s", r.status, r.body)
+	}
 }
