@@ -1,17 +1,26 @@
 package http
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	nethttp "net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
 
+	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
+	"github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/store"
 )
 
 // pageEnvelope is the paging fields added beside a seed object's list.
@@ -135,5 +144,60 @@ func TestA2AListsPaged(t *testing.T) {
 	checkEnvelope(t, r.body, "items", 1, 3, 2, 2, nil)
 	if r := ts.authed(t, "GET", "/api/a2a/agents?limit=abc", ""); r.status != 400 {
 		t.Fatalf("limit=abc: %d %s", r.status, r.body)
+	}
+}
+
+// GET /api/usage/by-model answered every model at once; it pages.
+func TestUsageByModelPaged(t *testing.T) {
+	db, err := store.Open(store.DefaultOptions(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	now := time.Now().UTC()
+	var evs []usage.Event
+	for i := 0; i < 3; i++ {
+		evs = append(evs, usage.Event{Time: now.Add(-time.Duration(i+1) * time.Minute), AgentID: "a", AgentName: "a",
+			Provider: "groq", Model: fmt.Sprintf("model-%d", i), InputTokens: 10, OutputTokens: 2, CostNanos: 1000, Outcome: "ok"})
+	}
+	if err := usage.Seed(db, evs); err != nil {
+		t.Fatal(err)
+	}
+	k := kernel.New(zerolog.Nop())
+	t.Cleanup(func() { k.Shutdown(context.Background()) })
+	meter, err := usage.Start(k, db, nil, usage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.APIKey = testKey
+	srv, err := New(cfg, Deps{Kernel: k, Store: db, Meter: meter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(uri string) (int, []byte) {
+		var req fasthttp.Request
+		req.SetRequestURI(uri)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+		srv.Handler()(&ctx)
+		return ctx.Response.StatusCode(), append([]byte(nil), ctx.Response.Body()...)
+	}
+	code, body := get("/api/usage/by-model?limit=1")
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	checkEnvelope(t, body, "models", 1, 3, 0, 1, intp(1))
+	if !strings.Contains(string(body), `"period":`) {
+		t.Fatalf("seed field period lost: %s", body)
+	}
+	code, body = get("/api/usage/by-model?period=day&offset=1&limit=2")
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	checkEnvelope(t, body, "models", 2, 3, 1, 2, nil)
+	if code, body = get("/api/usage/by-model?limit=0"); code != 400 {
+		t.Fatalf("limit=0: %d %s", code, body)
 	}
 }
