@@ -165,8 +165,9 @@ func TestChannelListStreamsWriteJSONBytes(t *testing.T) {
 		if shown == nil {
 			shown = []channel.View{}
 		}
-		writeJSON(&want, 200, map[string]any{"channels": shown, "total": len(shown), "configured_count": 1})
-		writeChannelList(&got, shown, 1)
+		p := channelPage{Channels: shown, Configured: 1, Total: len(shown) + 2, Offset: 1, Limit: 3, Next: nextOffset(len(shown)+2, 1, 3)}
+		writeJSON(&want, 200, p)
+		writeChannelList(&got, p)
 		if !got.Response.IsBodyStream() {
 			t.Fatal("the list is not streamed")
 		}

@@ -201,3 +201,20 @@ func TestUsageByModelPaged(t *testing.T) {
 		t.Fatalf("limit=0: %d %s", code, body)
 	}
 }
+
+// GET /api/channels answered the whole catalog and every instance at
+// once; it pages, still streamed, total and configured_count over the
+// whole list.
+func TestChannelListPaged(t *testing.T) {
+	ts, _ := channelServer(t)
+	r := ts.mustStatus(t, 200, "GET", "/api/channels?limit=1", "")
+	checkEnvelope(t, r.body, "channels", 1, 44, 0, 1, intp(1))
+	if !strings.Contains(string(r.body), `"name":"telegram"`) || !strings.Contains(string(r.body), `"configured_count":0`) {
+		t.Fatalf("first page %s", r.body)
+	}
+	r = ts.mustStatus(t, 200, "GET", "/api/channels?offset=40&limit=10", "")
+	checkEnvelope(t, r.body, "channels", 4, 44, 40, 10, nil)
+	r = ts.mustStatus(t, 200, "GET", "/api/channels?configured=true&offset=5", "")
+	checkEnvelope(t, r.body, "channels", 0, 0, 5, 1000, nil)
+	ts.mustStatus(t, 400, "GET", "/api/channels?limit=x", "")
+}
