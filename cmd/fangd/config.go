@@ -315,6 +315,9 @@ func (c *Config) validate() error {
 	bad(c.Approval.Validate())
 	bad(llm.ValidateConfig(c.llmOptions()))
 	bad(c.validateComms())
+	if c.Comms.MaxStreams < 1 || c.Comms.MaxStreams > 100_000 {
+		bad(errors.New("comms.max_streams must be between 1 and 100000"))
+	}
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,21 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// [comms] max_streams is validated with the other keys: every bad key is
+// reported, not only the first.
+func TestConfigBoundsValidated(t *testing.T) {
+	c := defaultConfig()
+	if err := c.validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	c.Comms.MaxStreams = 0
+	c.MaxRequestBodyBytes = 0
+	err := c.validate()
+	if err == nil || !strings.Contains(err.Error(), "comms.max_streams must be") || !strings.Contains(err.Error(), "max_request_body_bytes") {
+		t.Fatalf("bad keys: %v", err)
+	}
+}
