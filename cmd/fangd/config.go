@@ -16,6 +16,7 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
@@ -76,6 +77,9 @@ type Config struct {
 	// validated against its adapter's schema when the channels start (and
 	// on POST /api/channels/reload). See docs/channels.md.
 	Channels map[string]map[string]any `toml:"channels"`
+	// ChannelLimits is [channel_limits]: its own table, since every key
+	// under [channels] is a channel's name.
+	ChannelLimits ChannelLimitsConfig `toml:"channel_limits"`
 	// path is the file this config was read from ("" for none).
 	path string
 }
@@ -176,6 +180,13 @@ type AuditConfig struct {
 	RetainEntries int64 `toml:"retain_entries"`
 }
 
+// ChannelLimitsConfig bounds the chat channels.
+type ChannelLimitsConfig struct {
+	// MaxChannels caps the configured channels, API and config.toml
+	// together; a new one beyond it is 409 too_many_channels.
+	MaxChannels int `toml:"max_channels"`
+}
+
 func defaultConfig() Config {
 	return Config{
 		APIListen:           "127.0.0.1:4545",
@@ -187,6 +198,7 @@ func defaultConfig() Config {
 		A2A:                 defaultA2AConfig(),
 		Comms:               defaultCommsConfig(),
 		Webhooks:            defaultWebhooksConfig(),
+		ChannelLimits:       ChannelLimitsConfig{MaxChannels: channel.DefaultMaxChannels},
 		WebhookTriggers:     defaultWebhookTriggersConfig(),
 		MCP:                 MCPConfig{FailureThreshold: 3},
 		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 120, MaxBodyBytes: 1 << 20, MaxSessions: fhttp.DefaultMCPSessions},
@@ -315,6 +327,9 @@ func (c *Config) validate() error {
 	bad(c.Approval.Validate())
 	bad(llm.ValidateConfig(c.llmOptions()))
 	bad(c.validateComms())
+	if c.ChannelLimits.MaxChannels < 1 || c.ChannelLimits.MaxChannels > 100_000 {
+		bad(errors.New("channel_limits.max_channels must be between 1 and 100000"))
+	}
 	if c.Comms.MaxStreams < 1 || c.Comms.MaxStreams > 100_000 {
 		bad(errors.New("comms.max_streams must be between 1 and 100000"))
 	}

@@ -349,7 +349,7 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, guard *ssrf.Guard,
 	whatsapp.UseNetwork(guard)
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
 		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands,
-		Network: guard})
+		Network: guard, MaxChannels: cfg.ChannelLimits.MaxChannels})
 	if err != nil {
 		return nil, err
 	}

@@ -13,8 +13,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/telegram"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
+	"github.com/fangd/fangd/store"
 )
 
 // mcpInitialize opens a stateful /mcp session and returns its status,
@@ -126,5 +130,36 @@ func TestWebhookEndpointCap(t *testing.T) {
 	r := cs.authed(t, "POST", "/api/webhooks", `{"name":"w3","url":"http://127.0.0.1:9/in","events":["agent.*"]}`)
 	if r.status != 409 || r.envelope(t).Code != "too_many_webhooks" {
 		t.Fatalf("third webhook: %d %s", r.status, r.body)
+	}
+}
+
+// Nothing bounded the configured channels (each an actor, goroutines and
+// a poller): beyond [channel_limits] max_channels a new one is 409
+// too_many_channels, and nothing is stored; reconfiguring one is fine.
+func TestChannelCap(t *testing.T) {
+	t.Setenv(store.VaultKeyEnv, strings.Repeat("cd", 32))
+	fake := telegramtest.New(tgToken)
+	t.Cleanup(fake.Close)
+	ts := newTestServer(t, nil, func(s *Server) {
+		v, err := store.OpenVault(s.deps.Store, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := channel.Start(channel.Options{Kernel: s.deps.Kernel, DB: s.deps.Store, Vault: v,
+			Builders: channel.Builders{"telegram": telegram.New}, MaxChannels: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.deps.Channels = svc
+	})
+	body := `{"token":"` + tgToken + `","api_url":"` + fake.URL() + `","poll_interval_secs":1}`
+	ts.mustStatus(t, 200, "POST", "/api/channels/telegram/configure", body)
+	ts.mustStatus(t, 200, "POST", "/api/channels/telegram/configure", body)
+	r := ts.authed(t, "POST", "/api/channels/tg-2/configure", `{"adapter":"telegram","token":"456:otherTOKEN","api_url":"`+fake.URL()+`"}`)
+	if r.status != 409 || r.envelope(t).Code != "too_many_channels" {
+		t.Fatalf("second channel: %d %s", r.status, r.body)
+	}
+	if r := ts.mustStatus(t, 200, "GET", "/api/channels?configured=true", ""); !strings.Contains(string(r.body), `"total":1`) {
+		t.Fatalf("configured list: %s", r.body)
 	}
 }
