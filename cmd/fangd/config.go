@@ -178,6 +178,9 @@ type AuditConfig struct {
 	// RetainEntries keeps the newest N entries (older ones are exported to
 	// $FANGD_HOME/audit-archive and trimmed behind a checkpoint); 0 keeps all.
 	RetainEntries int64 `toml:"retain_entries"`
+	// RetainDays trims, the same way, the entries older than N days; 0
+	// keeps entries of any age. Either limit trims.
+	RetainDays int `toml:"retain_days"`
 }
 
 // ChannelLimitsConfig bounds the chat channels.
@@ -290,6 +293,9 @@ func (c *Config) validate() error {
 	}
 	if c.Audit.RetainEntries < 0 {
 		bad(errors.New("audit.retain_entries must be >= 0 (0 keeps every entry)"))
+	}
+	if c.Audit.RetainDays < 0 || c.Audit.RetainDays > 36_500 {
+		bad(errors.New("audit.retain_days must be between 0 and 36500 (0 keeps entries of any age)"))
 	}
 	_, err := c.a2aSettings()
 	bad(err)

@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-// [comms] max_streams and [channel_limits] max_channels are validated with the other keys: every bad key is
+// [comms] max_streams, [channel_limits] max_channels and [audit]
+// retain_days are validated with the other keys: every bad key is
 // reported, not only the first.
 func TestConfigBoundsValidated(t *testing.T) {
 	c := defaultConfig()
@@ -15,9 +16,10 @@ func TestConfigBoundsValidated(t *testing.T) {
 	c.Comms.MaxStreams = 0
 	c.MaxRequestBodyBytes = 0
 	c.ChannelLimits.MaxChannels = -1
+	c.Audit.RetainDays = -1
 	err := c.validate()
 	if err == nil || !strings.Contains(err.Error(), "comms.max_streams must be") || !strings.Contains(err.Error(), "max_request_body_bytes") ||
-		!strings.Contains(err.Error(), "channel_limits.max_channels must be") {
+		!strings.Contains(err.Error(), "channel_limits.max_channels must be") || !strings.Contains(err.Error(), "audit.retain_days must be") {
 		t.Fatalf("bad keys: %v", err)
 	}
 }

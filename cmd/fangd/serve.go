@@ -175,7 +175,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		anchor = audit.AnchorPath(home)
 	}
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor, OnMismatch: cfg.Audit.OnAnchorMismatch,
-		RetainEntries: uint64(cfg.Audit.RetainEntries), ArchiveDir: filepath.Join(home, "audit-archive")}); err != nil {
+		RetainEntries: uint64(cfg.Audit.RetainEntries), RetainAge: time.Duration(cfg.Audit.RetainDays) * 24 * time.Hour, ArchiveDir: filepath.Join(home, "audit-archive")}); err != nil {
 		var m *audit.Mismatch
 		if errors.As(err, &m) {
 			return nil, refuseMismatch(m, home)
