@@ -333,6 +333,9 @@ func (c *Config) validate() error {
 	bad(c.Approval.Validate())
 	bad(llm.ValidateConfig(c.llmOptions()))
 	bad(c.validateComms())
+	if c.A2A.MaxStreams < 1 || c.A2A.MaxStreams > 100_000 {
+		bad(errors.New("a2a.max_streams must be between 1 and 100000"))
+	}
 	if c.ChannelLimits.MaxChannels < 1 || c.ChannelLimits.MaxChannels > 100_000 {
 		bad(errors.New("channel_limits.max_channels must be between 1 and 100000"))
 	}
@@ -407,6 +410,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MaxLogStreams = c.Log.MaxStreams
+	h.MaxA2AStreams = c.A2A.MaxStreams
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,

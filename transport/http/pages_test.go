@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	nethttp "net/http"
 	"net/http/httptest"
@@ -217,4 +218,52 @@ func TestChannelListPaged(t *testing.T) {
 	r = ts.mustStatus(t, 200, "GET", "/api/channels?configured=true&offset=5", "")
 	checkEnvelope(t, r.body, "channels", 0, 0, 5, 1000, nil)
 	ts.mustStatus(t, 400, "GET", "/api/channels?limit=x", "")
+}
+
+// a2aStream opens a JSON-RPC stream on alpha with text; the response is
+// the caller's to read and close.
+func a2aStream(t *testing.T, ts *a2aServer, id, text string) *nethttp.Response {
+	t.Helper()
+	body := `{"jsonrpc":"2.0","id":"` + id + `","method":"SendStreamingMessage","params":{"message":{"messageId":"` + id + `","role":"ROLE_USER","parts":[{"text":"` + text + `"}]}}}`
+	req, _ := nethttp.NewRequest("POST", ts.url+"/a2a/agents/alpha", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+peerTok)
+	resp, err := nethttp.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// A2A streams (message/stream, tasks/resubscribe) had no cap at all:
+// beyond [a2a] max_streams one is 429 a2a_stream_limit, and a finished
+// stream gives its slot back.
+func TestA2AStreamCap(t *testing.T) {
+	ts := newA2AServer(t, func(c *Config) { c.MaxA2AStreams = 1 })
+	for i := 0; i < 2; i++ {
+		resp := a2aStream(t, ts, fmt.Sprintf("s%d", i), "hi")
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(raw), "echo: hi") {
+			t.Fatalf("stream %d: %d %s", i, resp.StatusCode, raw)
+		}
+	}
+	held := a2aStream(t, ts, "held", "block")
+	defer held.Body.Close()
+	<-ts.agents.started
+	if held.StatusCode != 200 {
+		t.Fatalf("held stream: %d", held.StatusCode)
+	}
+	resp := a2aStream(t, ts, "over", "hi")
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 429 || !strings.Contains(string(raw), "a2a_stream_limit") {
+		t.Fatalf("stream over the cap: %d %s", resp.StatusCode, raw)
+	}
+	// A plain call is not a stream and is not refused.
+	r := ts.authed(t, "POST", "/a2a/agents/alpha", `{"jsonrpc":"2.0","id":2,"method":"SendMessage","params":{"message":{"messageId":"m9","role":"ROLE_USER","parts":[{"text":"plain"}]}}}`)
+	if r.status != 200 {
+		t.Fatalf("plain call: %d %s", r.status, r.body)
+	}
 }
