@@ -74,6 +74,19 @@ func (l *Log) TrimPolicy(r Retention, archiveDir string, now time.Time) (uint64,
 		}
 		last = max(last, old)
 	}
+	// The anchor file follows the commits asynchronously and may still
+	// name an entry the prefix holds: trimming that entry would make
+	// verify (and the next start) report an anchor mismatch. The anchored
+	// entry and everything after it stay; a later round trims the rest.
+	if l.anchorPath != "" {
+		a, err := ReadAnchor(l.anchorPath)
+		if err != nil {
+			return 0, fmt.Errorf("read the audit anchor: %w", err)
+		}
+		if a.Length <= last {
+			last = a.Length - 1
+		}
+	}
 	if last < first {
 		return 0, nil
 	}
