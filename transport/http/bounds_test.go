@@ -14,11 +14,8 @@ import (
 
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/channel"
-	"github.com/fangd/fangd/actors/channel/telegram"
-	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
-	"github.com/fangd/fangd/store"
 )
 
 // mcpInitialize opens a stateful /mcp session and returns its status,
@@ -137,21 +134,7 @@ func TestWebhookEndpointCap(t *testing.T) {
 // a poller): beyond [channel_limits] max_channels a new one is 409
 // too_many_channels, and nothing is stored; reconfiguring one is fine.
 func TestChannelCap(t *testing.T) {
-	t.Setenv(store.VaultKeyEnv, strings.Repeat("cd", 32))
-	fake := telegramtest.New(tgToken)
-	t.Cleanup(fake.Close)
-	ts := newTestServer(t, nil, func(s *Server) {
-		v, err := store.OpenVault(s.deps.Store, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc, err := channel.Start(channel.Options{Kernel: s.deps.Kernel, DB: s.deps.Store, Vault: v,
-			Builders: channel.Builders{"telegram": telegram.New}, MaxChannels: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.deps.Channels = svc
-	})
+	ts, fake := channelServerWith(t, func(o *channel.Options) { o.MaxChannels = 1 })
 	body := `{"token":"` + tgToken + `","api_url":"` + fake.URL() + `","poll_interval_secs":1}`
 	ts.mustStatus(t, 200, "POST", "/api/channels/telegram/configure", body)
 	ts.mustStatus(t, 200, "POST", "/api/channels/telegram/configure", body)
