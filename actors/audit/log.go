@@ -28,7 +28,10 @@ type Options struct {
 	// (exported to ArchiveDir first, with a checkpoint entry) at start and
 	// every ten minutes; 0 keeps everything.
 	RetainEntries uint64
-	ArchiveDir    string
+	// RetainAge trims, the same way, the entries older than it; 0 keeps
+	// entries of any age.
+	RetainAge  time.Duration
+	ArchiveDir string
 }
 
 // Mismatch modes ([audit] on_anchor_mismatch).
@@ -90,10 +93,10 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Log, error) {
 	}
 	l := &Log{k: k, pid: pid, store: al, anchorPath: opts.AnchorPath, broken: broken}
 	k.Security.Register("merkle_audit_trail", l.state)
-	if opts.RetainEntries > 0 && opts.ArchiveDir == "" {
+	if (opts.RetainEntries > 0 || opts.RetainAge > 0) && opts.ArchiveDir == "" {
 		opts.ArchiveDir = filepath.Join(filepath.Dir(opts.AnchorPath), "audit-archive")
 	}
-	l.startRetention(opts.RetainEntries, opts.ArchiveDir)
+	l.startRetention(Retention{Entries: opts.RetainEntries, MaxAge: opts.RetainAge}, opts.ArchiveDir)
 	return l, nil
 }
 

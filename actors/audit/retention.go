@@ -30,7 +30,25 @@ const retentionInterval = 10 * time.Minute
 //
 // It returns how many entries it removed.
 func (l *Log) Trim(retain uint64, archiveDir string) (uint64, error) {
-	if retain == 0 {
+	return l.TrimPolicy(Retention{Entries: retain}, archiveDir, time.Now())
+}
+
+// Retention is what the chain keeps: at most Entries entries (0: no
+// count limit) and none older than MaxAge (0: no age limit). An entry
+// goes when either says so.
+type Retention struct {
+	Entries uint64
+	MaxAge  time.Duration
+}
+
+func (r Retention) on() bool { return r.Entries > 0 || r.MaxAge > 0 }
+
+// TrimPolicy is Trim for a whole Retention, ages measured from now: the
+// prefix removed (exported, checkpointed, deleted, as Trim does) is the
+// longer of the one beyond r.Entries and the run of oldest entries whose
+// timestamp is before now-r.MaxAge.
+func (l *Log) TrimPolicy(r Retention, archiveDir string, now time.Time) (uint64, error) {
+	if !r.on() {
 		return 0, nil
 	}
 	if l.broken != nil {
@@ -40,15 +58,35 @@ func (l *Log) Trim(retain uint64, archiveDir string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if snap.Length <= retain {
-		return 0, nil
-	}
-	last := snap.Length - retain
 	cp, _, err := l.store.Checkpoint()
 	if err != nil {
 		return 0, err
 	}
 	first := cp.Length + 1
+	var last uint64
+	if r.Entries > 0 && snap.Length > r.Entries {
+		last = snap.Length - r.Entries
+	}
+	if r.MaxAge > 0 {
+		old, err := olderThan(l.store, first, snap.Length, now.Add(-r.MaxAge))
+		if err != nil {
+			return 0, err
+		}
+		last = max(last, old)
+	}
+	// The anchor file follows the commits asynchronously and may still
+	// name an entry the prefix holds: trimming that entry would make
+	// verify (and the next start) report an anchor mismatch. The anchored
+	// entry and everything after it stay; a later round trims the rest.
+	if l.anchorPath != "" {
+		a, err := ReadAnchor(l.anchorPath)
+		if err != nil {
+			return 0, fmt.Errorf("read the audit anchor: %w", err)
+		}
+		if a.Length <= last {
+			last = a.Length - 1
+		}
+	}
 	if last < first {
 		return 0, nil
 	}
@@ -72,6 +110,32 @@ func (l *Log) Trim(retain uint64, archiveDir string) (uint64, error) {
 		return 0, err
 	}
 	return last - first + 1, nil
+}
+
+// olderThan is the id of the last entry of the run from first (up to
+// length) whose timestamps are before cutoff; first-1 when there is none.
+// The run ends at the first entry that is not older, so one entry with a
+// clock set back cannot take newer entries with it.
+func olderThan(log *store.AuditLog, first, length uint64, cutoff time.Time) (uint64, error) {
+	last := first - 1
+	err := log.Scan(first, false, func(r store.AuditRecord) (bool, error) {
+		if r.ID > length {
+			return false, nil
+		}
+		var e struct {
+			Timestamp string `json:"timestamp"`
+		}
+		if err := json.Unmarshal(r.Raw, &e); err != nil {
+			return false, fmt.Errorf("entry %d does not decode: %w", r.ID, err)
+		}
+		ts, err := time.Parse(time.RFC3339Nano, e.Timestamp)
+		if err != nil || !ts.Before(cutoff) {
+			return false, nil
+		}
+		last = r.ID
+		return true, nil
+	})
+	return last, err
 }
 
 // exportPrefix writes entries first..last as JSON lines and returns the
@@ -128,8 +192,8 @@ func exportPrefix(log *store.AuditLog, first, last uint64, dir string) (tip, nam
 
 // startRetention trims at start and then every retentionInterval until
 // stop is closed.
-func (l *Log) startRetention(retain uint64, archiveDir string) {
-	if retain == 0 {
+func (l *Log) startRetention(retain Retention, archiveDir string) {
+	if !retain.on() {
 		return
 	}
 	l.stopRetention = make(chan struct{})
@@ -137,7 +201,7 @@ func (l *Log) startRetention(retain uint64, archiveDir string) {
 		t := time.NewTicker(retentionInterval)
 		defer t.Stop()
 		for {
-			if n, err := l.Trim(retain, archiveDir); err != nil {
+			if n, err := l.TrimPolicy(retain, archiveDir, time.Now()); err != nil {
 				l.k.Log.Error().Err(err).Str("component", "audit").Msg("audit retention failed; nothing was removed that is not exported")
 			} else if n > 0 {
 				l.k.Log.Info().Str("component", "audit").Uint64("trimmed", n).Str("archive", archiveDir).Msg("audit retention trimmed the oldest entries")

@@ -47,7 +47,17 @@ type Options struct {
 	// fields are checked against and adapters dial through; nil checks
 	// nothing (tests).
 	Network Network
+	// MaxChannels caps the configured channels, from the API and
+	// config.toml together (default DefaultMaxChannels): each runs an
+	// actor, its goroutines and a poller or socket. A new channel beyond
+	// it is 409 too_many_channels; reconfiguring an existing one is not
+	// refused.
+	MaxChannels int
 }
+
+// DefaultMaxChannels is Options.MaxChannels' default ([channel_limits]
+// max_channels).
+const DefaultMaxChannels = 1000
 
 // runtime is what the supervisor, every channel actor and the Service share:
 // immutable wiring and goroutine-safe stores.
@@ -60,6 +70,7 @@ type runtime struct {
 	bus      Bus
 	commands Commands
 	net      Network
+	max      int
 	log      zerolog.Logger
 	backoff  kernel.Backoff
 	records  *store.Collection[record]
@@ -106,6 +117,9 @@ func Start(opts Options) (*Service, error) {
 	if opts.Backoff == (kernel.Backoff{}) {
 		opts.Backoff = kernel.DefaultBackoff
 	}
+	if opts.MaxChannels <= 0 {
+		opts.MaxChannels = DefaultMaxChannels
+	}
 	if opts.Env == nil {
 		opts.Env = osGetenv
 	}
@@ -115,7 +129,7 @@ func Start(opts Options) (*Service, error) {
 	}
 	q := newQueues(opts.DB)
 	rt := &runtime{k: opts.Kernel, db: opts.DB, vault: opts.Vault, builders: opts.Builders,
-		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, net: opts.Network, backoff: opts.Backoff, metrics: m,
+		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, net: opts.Network, max: opts.MaxChannels, backoff: opts.Backoff, metrics: m,
 		log:     opts.Kernel.Log.With().Str("component", "channels").Logger(),
 		records: store.NewCollection[record](opts.DB, "channels"),
 		cursors: q.cursors, queues: q}

@@ -165,6 +165,10 @@ func (s *supervisor) configure(c actor.Context, rec record, secrets map[string]s
 		}
 	}
 	ch := s.children[name]
+	if ch == nil && len(s.children) >= s.rt.max {
+		return configureResult{err: kernel.Errorf(kernel.KindConflict, "too_many_channels",
+			"%d channels are configured, the most allowed ([channel_limits] max_channels); delete one first", s.rt.max)}
+	}
 	if ch != nil && ch.rec.Epoch != "" {
 		rec.Epoch = ch.rec.Epoch
 	}

@@ -21,6 +21,10 @@ import (
 	"github.com/fangd/fangd/store"
 )
 
+// DefaultMaxStreams is the daemon-wide default of BusOptions.MaxStreams
+// ([comms] max_streams).
+const DefaultMaxStreams = 1024
+
 // BusOptions size the bus.
 type BusOptions struct {
 	// LogSize is how many events the persisted log keeps (default 10000).
@@ -28,6 +32,10 @@ type BusOptions struct {
 	// MaxStreamsPerKey caps concurrent live subscriptions per caller key
 	// (default 64, LibreFang's number).
 	MaxStreamsPerKey int
+	// MaxStreams caps concurrent live subscriptions daemon-wide (default
+	// DefaultMaxStreams): the per-key cap alone let many credentials or
+	// loopback addresses hold a buffered subscription each, without bound.
+	MaxStreams int
 	// MaxBatch caps how many events share one commit (default 4096); the
 	// store's transaction size caps the bytes.
 	MaxBatch int
@@ -47,6 +55,9 @@ func Start(k *kernel.Kernel, db *store.DB, opts BusOptions) (*Bus, error) {
 	}
 	if opts.MaxStreamsPerKey <= 0 {
 		opts.MaxStreamsPerKey = 64
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 4096
@@ -561,6 +572,10 @@ func (b *bus) query(q *Query) *QueryReply {
 }
 
 func (b *bus) subscribe(m *Subscribe) (*SubscribeReply, error) {
+	if len(b.subs) >= b.opts.MaxStreams {
+		return nil, kernel.Errorf(kernel.KindRateLimited, "comms_stream_limit",
+			"too many active communication event streams (%d) on this daemon ([comms] max_streams)", b.opts.MaxStreams)
+	}
 	if b.perKey[m.Key] >= b.opts.MaxStreamsPerKey {
 		return nil, kernel.Errorf(kernel.KindRateLimited, "comms_stream_limit",
 			"too many active communication event streams (%d) for this caller", b.opts.MaxStreamsPerKey)

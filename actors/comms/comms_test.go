@@ -227,6 +227,29 @@ func TestStreamCapPerKey(t *testing.T) {
 	}
 }
 
+// The per-key cap alone let every credential (and every loopback
+// address) hold 64 buffered subscriptions: there is a daemon-wide cap.
+func TestStreamCapDaemonWide(t *testing.T) {
+	h := startBus(t, t.TempDir(), BusOptions{MaxStreamsPerKey: 2, MaxStreams: 3})
+	a, err := h.bus.Subscribe(Subscribe{Key: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"bob", "carol"} {
+		if _, err := h.bus.Subscribe(Subscribe{Key: k}); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	_, err = h.bus.Subscribe(Subscribe{Key: "dave"})
+	if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindRateLimited || de.Code != "comms_stream_limit" {
+		t.Fatalf("fourth stream: %v", err)
+	}
+	a.Sub.Close()
+	if _, err := h.bus.Subscribe(Subscribe{Key: "dave"}); err != nil {
+		t.Fatalf("after close: %v", err)
+	}
+}
+
 func TestNormalizeFilter(t *testing.T) {
 	for in, want := range map[string]string{"*": "*", "agent.*": "agent.*", "agent.spawned": "agent.spawned",
 		"agent_spawned": "agent.spawned", "all": "*", "webhook.*": "webhook.*", "channel.message.*": "channel.message.*"} {

@@ -16,6 +16,7 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
 	metering "github.com/fangd/fangd/actors/usage"
@@ -76,6 +77,9 @@ type Config struct {
 	// validated against its adapter's schema when the channels start (and
 	// on POST /api/channels/reload). See docs/channels.md.
 	Channels map[string]map[string]any `toml:"channels"`
+	// ChannelLimits is [channel_limits]: its own table, since every key
+	// under [channels] is a channel's name.
+	ChannelLimits ChannelLimitsConfig `toml:"channel_limits"`
 	// path is the file this config was read from ("" for none).
 	path string
 }
@@ -174,6 +178,16 @@ type AuditConfig struct {
 	// RetainEntries keeps the newest N entries (older ones are exported to
 	// $FANGD_HOME/audit-archive and trimmed behind a checkpoint); 0 keeps all.
 	RetainEntries int64 `toml:"retain_entries"`
+	// RetainDays trims, the same way, the entries older than N days; 0
+	// keeps entries of any age. Either limit trims.
+	RetainDays int `toml:"retain_days"`
+}
+
+// ChannelLimitsConfig bounds the chat channels.
+type ChannelLimitsConfig struct {
+	// MaxChannels caps the configured channels, API and config.toml
+	// together; a new one beyond it is 409 too_many_channels.
+	MaxChannels int `toml:"max_channels"`
 }
 
 func defaultConfig() Config {
@@ -187,6 +201,7 @@ func defaultConfig() Config {
 		A2A:                 defaultA2AConfig(),
 		Comms:               defaultCommsConfig(),
 		Webhooks:            defaultWebhooksConfig(),
+		ChannelLimits:       ChannelLimitsConfig{MaxChannels: channel.DefaultMaxChannels},
 		WebhookTriggers:     defaultWebhookTriggersConfig(),
 		MCP:                 MCPConfig{FailureThreshold: 3},
 		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 120, MaxBodyBytes: 1 << 20, MaxSessions: fhttp.DefaultMCPSessions},
@@ -285,6 +300,9 @@ func (c *Config) validate() error {
 	if c.Audit.RetainEntries < 0 {
 		bad(errors.New("audit.retain_entries must be >= 0 (0 keeps every entry)"))
 	}
+	if c.Audit.RetainDays < 0 || c.Audit.RetainDays > 36_500 {
+		bad(errors.New("audit.retain_days must be between 0 and 36500 (0 keeps entries of any age)"))
+	}
 	_, err := c.a2aSettings()
 	bad(err)
 	_, err = c.mcpSpecs()
@@ -321,6 +339,15 @@ func (c *Config) validate() error {
 	bad(c.Approval.Validate())
 	bad(llm.ValidateConfig(c.llmOptions()))
 	bad(c.validateComms())
+	if c.A2A.MaxStreams < 1 || c.A2A.MaxStreams > 100_000 {
+		bad(errors.New("a2a.max_streams must be between 1 and 100000"))
+	}
+	if c.ChannelLimits.MaxChannels < 1 || c.ChannelLimits.MaxChannels > 100_000 {
+		bad(errors.New("channel_limits.max_channels must be between 1 and 100000"))
+	}
+	if c.Comms.MaxStreams < 1 || c.Comms.MaxStreams > 100_000 {
+		bad(errors.New("comms.max_streams must be between 1 and 100000"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -389,6 +416,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MaxLogStreams = c.Log.MaxStreams
+	h.MaxA2AStreams = c.A2A.MaxStreams
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,

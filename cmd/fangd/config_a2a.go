@@ -33,6 +33,9 @@ type A2AConfig struct {
 	SyncWait        string `toml:"sync_wait"`
 	Streaming       *bool  `toml:"streaming"`
 	MaxBodyBytes    int    `toml:"max_body_bytes"`
+	// MaxStreams caps the open JSON-RPC streams (message/stream,
+	// tasks/resubscribe and their v1 names) daemon-wide; beyond: 429.
+	MaxStreams int `toml:"max_streams"`
 
 	DiscoveryTimeout string `toml:"discovery_timeout"`
 	MaxCardBytes     int64  `toml:"max_card_bytes"`
@@ -74,6 +77,7 @@ func defaultA2AConfig() A2AConfig {
 		TaskRetention:    "24h",
 		TurnTimeout:      "10m",
 		SyncWait:         "5m",
+		MaxStreams:       fhttp.DefaultMaxA2AStreams,
 		MaxBodyBytes:     1 << 20,
 		DiscoveryTimeout: "10s",
 		MaxCardBytes:     256 << 10,

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/transport/ssrf"
 )
@@ -17,6 +18,9 @@ type CommsConfig struct {
 	EventLogSize int `toml:"event_log_size"`
 	// MaxStreamsPerKey caps concurrent SSE streams per credential (429).
 	MaxStreamsPerKey int `toml:"max_streams_per_key"`
+	// MaxStreams caps concurrent SSE streams daemon-wide, every credential
+	// and loopback address together (429 comms_stream_limit).
+	MaxStreams int `toml:"max_streams"`
 	// LoopGuardMaxBounces is how many messages may pass between the same
 	// two agents within LoopGuardWindow; 0 turns the loop guard off.
 	LoopGuardMaxBounces int    `toml:"loop_guard_max_bounces"`
@@ -26,7 +30,7 @@ type CommsConfig struct {
 }
 
 func defaultCommsConfig() CommsConfig {
-	return CommsConfig{EventLogSize: 10000, MaxStreamsPerKey: 64, LoopGuardMaxBounces: 8, LoopGuardWindow: "60s", TurnTimeout: "120s"}
+	return CommsConfig{EventLogSize: 10000, MaxStreamsPerKey: 64, MaxStreams: comms.DefaultMaxStreams, LoopGuardMaxBounces: 8, LoopGuardWindow: "60s", TurnTimeout: "120s"}
 }
 
 // WebhooksConfig is [webhooks]: the outbound delivery engine.

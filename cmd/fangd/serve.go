@@ -178,7 +178,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		anchor = audit.AnchorPath(home)
 	}
 	if d.audit, err = audit.Start(d.kernel, d.db, audit.Options{AnchorPath: anchor, OnMismatch: cfg.Audit.OnAnchorMismatch,
-		RetainEntries: uint64(cfg.Audit.RetainEntries), ArchiveDir: filepath.Join(home, "audit-archive")}); err != nil {
+		RetainEntries: uint64(cfg.Audit.RetainEntries), RetainAge: time.Duration(cfg.Audit.RetainDays) * 24 * time.Hour, ArchiveDir: filepath.Join(home, "audit-archive")}); err != nil {
 		var m *audit.Mismatch
 		if errors.As(err, &m) {
 			return nil, refuseMismatch(m, home)
@@ -352,7 +352,7 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, guard *ssrf.Guard,
 	whatsapp.UseNetwork(guard)
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
 		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands,
-		Network: guard})
+		Network: guard, MaxChannels: cfg.ChannelLimits.MaxChannels})
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,8 @@ type commsParts struct {
 // startBus starts the event bus and subscribes it to what other actors
 // publish on the actor system's EventStream (agents, budgets).
 func startBus(k *kernel.Kernel, db *store.DB, cfg Config) (*comms.Bus, error) {
-	bus, err := comms.Start(k, db, comms.BusOptions{LogSize: cfg.Comms.EventLogSize, MaxStreamsPerKey: cfg.Comms.MaxStreamsPerKey})
+	bus, err := comms.Start(k, db, comms.BusOptions{LogSize: cfg.Comms.EventLogSize, MaxStreamsPerKey: cfg.Comms.MaxStreamsPerKey,
+		MaxStreams: cfg.Comms.MaxStreams})
 	if err != nil {
 		return nil, err
 	}

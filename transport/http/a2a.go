@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net"
 	nethttp "net/http"
 	"strings"
@@ -134,16 +135,23 @@ type cardList struct {
 	Items  []json.RawMessage `json:"items"`
 	Total  int               `json:"total"`
 	Offset int               `json:"offset"`
-	Limit  *int              `json:"limit"`
+	Limit  int               `json:"limit"`
+	Next   *int              `json:"next_offset"`
 }
 
-// a2aLocalCards serves GET /a2a/agents: one card per local agent.
+// a2aLocalCards serves GET /a2a/agents?offset=&limit=: one card per local
+// agent, paged like /api/agents (default and max 100).
 func (s *Server) a2aLocalCards(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 100, 100)
+	if err != nil {
+		return err
+	}
 	cards, err := s.deps.A2A.LocalCards(ctx)
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, cardList{Items: cards, Total: len(cards)})
+	writeJSON(ctx, fasthttp.StatusOK, cardList{Items: page(cards, offset, limit), Total: len(cards),
+		Offset: offset, Limit: limit, Next: nextOffset(len(cards), offset, limit)})
 	return nil
 }
 
@@ -172,6 +180,16 @@ func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 	if head.Method != "" && len(head.Method) <= 64 {
 		auditDetails(ctx, "A2A JSON-RPC "+head.Method)
 	}
+	if a2aStreamMethods[head.Method] {
+		if n := s.a2aStreams.Add(1); s.cfg.MaxA2AStreams > 0 && n > int64(s.cfg.MaxA2AStreams) {
+			s.a2aStreams.Add(-1)
+			ctx.Response.Header.Set("Retry-After", "5")
+			return &apiError{fasthttp.StatusTooManyRequests, "a2a_stream_limit",
+				fmt.Sprintf("%d A2A streams are open, the most allowed ([a2a] max_streams)", s.cfg.MaxA2AStreams)}
+		}
+		// rpcBridge gives the slot back when the stream's handler returns.
+		ctx.SetUserValue(userStreamSlot, true)
+	}
 	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
 	h, ok := s.rpcHandlers.Load(agentID)
 	if !ok {
@@ -182,6 +200,17 @@ func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 	h.(fasthttp.RequestHandler)(ctx)
 	return nil
 }
+
+// DefaultMaxA2AStreams is [a2a] max_streams' default.
+const DefaultMaxA2AStreams = 256
+
+// a2aStreamMethods are the JSON-RPC methods answered with a stream, in
+// the v0.3 and v1 spellings.
+var a2aStreamMethods = map[string]bool{"message/stream": true, "tasks/resubscribe": true,
+	"SendStreamingMessage": true, "SubscribeToTask": true}
+
+// userStreamSlot marks a request that holds an A2A stream slot.
+const userStreamSlot = "fangd.a2a.stream"
 
 // userConn carries the request's connection to rpcBridge.
 const userConn = "fangd.conn"
@@ -201,6 +230,9 @@ type connRef struct{ c net.Conn }
 func (s *Server) rpcBridge(h nethttp.Handler) nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		rc := r.Context()
+		if slot, _ := rc.Value(userStreamSlot).(bool); slot {
+			defer s.a2aStreams.Add(-1)
+		}
 		caller, _ := rc.Value(a2a.CallerKey).(a2a.Caller)
 		conn, _ := rc.Value(userConn).(connRef)
 		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), a2a.CallerKey, caller))
@@ -376,16 +408,23 @@ type externalAgentList struct {
 	Items  []a2a.ExternalAgent `json:"items"`
 	Total  int                 `json:"total"`
 	Offset int                 `json:"offset"`
-	Limit  *int                `json:"limit"`
+	Limit  int                 `json:"limit"`
+	Next   *int                `json:"next_offset"`
 }
 
-// a2aExternalAgents serves GET /api/a2a/agents.
+// a2aExternalAgents serves GET /api/a2a/agents?offset=&limit= (default
+// and max 100).
 func (s *Server) a2aExternalAgents(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 100, 100)
+	if err != nil {
+		return err
+	}
 	all, err := s.deps.A2A.ExternalAgents()
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, externalAgentList{Items: all, Total: len(all)})
+	writeJSON(ctx, fasthttp.StatusOK, externalAgentList{Items: page(all, offset, limit), Total: len(all),
+		Offset: offset, Limit: limit, Next: nextOffset(len(all), offset, limit)})
 	return nil
 }
 

@@ -506,15 +506,7 @@ func TestA2AJSONRPCErrorsUseTheSpecCodes(t *testing.T) {
 
 func TestA2AStreamingOverSSE(t *testing.T) {
 	ts := newA2AServer(t)
-	body := `{"jsonrpc":"2.0","id":"s1","method":"SendStreamingMessage","params":{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"sse"}]}}}`
-	req, _ := nethttp.NewRequest("POST", ts.url+"/a2a/agents/alpha", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+peerTok)
-	resp, err := nethttp.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := a2aStream(t, ts, "s1", "sse")
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("stream answer %d %v", resp.StatusCode, resp.Header)

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
 )
@@ -126,5 +127,22 @@ func TestWebhookEndpointCap(t *testing.T) {
 	r := cs.authed(t, "POST", "/api/webhooks", `{"name":"w3","url":"http://127.0.0.1:9/in","events":["agent.*"]}`)
 	if r.status != 409 || r.envelope(t).Code != "too_many_webhooks" {
 		t.Fatalf("third webhook: %d %s", r.status, r.body)
+	}
+}
+
+// Nothing bounded the configured channels (each an actor, goroutines and
+// a poller): beyond [channel_limits] max_channels a new one is 409
+// too_many_channels, and nothing is stored; reconfiguring one is fine.
+func TestChannelCap(t *testing.T) {
+	ts, fake := channelServerWith(t, func(o *channel.Options) { o.MaxChannels = 1 })
+	body := `{"token":"` + tgToken + `","api_url":"` + fake.URL() + `","poll_interval_secs":1}`
+	ts.mustStatus(t, 200, "POST", "/api/channels/telegram/configure", body)
+	ts.mustStatus(t, 200, "POST", "/api/channels/telegram/configure", body)
+	r := ts.authed(t, "POST", "/api/channels/tg-2/configure", `{"adapter":"telegram","token":"456:otherTOKEN","api_url":"`+fake.URL()+`"}`)
+	if r.status != 409 || r.envelope(t).Code != "too_many_channels" {
+		t.Fatalf("second channel: %d %s", r.status, r.body)
+	}
+	if r := ts.mustStatus(t, 200, "GET", "/api/channels?configured=true", ""); !strings.Contains(string(r.body), `"total":1`) {
+		t.Fatalf("configured list: %s", r.body)
 	}
 }

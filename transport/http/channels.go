@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/valyala/fasthttp"
@@ -47,9 +48,15 @@ func pathName(ctx *fasthttp.RequestCtx) string {
 	return n
 }
 
-// listChannels serves GET /api/channels[?configured=true]: all 44 registry
-// adapters plus extra instances, or only the configured ones.
+// listChannels serves GET /api/channels[?configured=true][&offset=&limit=]:
+// all 44 registry adapters plus extra instances, or only the configured
+// ones, a page at a time (default and max 1000, the [channels]
+// max_channels default).
 func (s *Server) listChannels(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 1000, 1000)
+	if err != nil {
+		return err
+	}
 	svc, err := s.channels()
 	if err != nil {
 		return err
@@ -74,20 +81,31 @@ func (s *Server) listChannels(ctx *fasthttp.RequestCtx) error {
 			configured++
 		}
 	}
-	if list == nil {
-		list = []channel.View{}
-	}
-	writeChannelList(ctx, list, configured)
+	writeChannelList(ctx, channelPage{Channels: page(list, offset, limit), Configured: configured,
+		Total: len(list), Offset: offset, Limit: limit, Next: nextOffset(len(list), offset, limit)})
 	return nil
 }
 
-// writeChannelList writes {"channels": [...], "configured_count", "total"}
-// (the bytes writeJSON would write) one channel at a time as the client
+// channelPage is one page of GET /api/channels: the seed's channels and
+// total (every channel of the list, not this page's), configured_count
+// over the whole list, and the paging fields.
+type channelPage struct {
+	Channels   []channel.View `json:"channels"`
+	Configured int            `json:"configured_count"`
+	Total      int            `json:"total"`
+	Offset     int            `json:"offset"`
+	Limit      int            `json:"limit"`
+	Next       *int           `json:"next_offset"`
+}
+
+// writeChannelList writes the page (the bytes writeJSON would write for
+// it, keys in that order) one channel at a time as the client
 // reads it. A thousand channels are a few MB of JSON: encoded whole, as
 // writeJSON does, they cost that twice (the encoder's buffer and the
 // response body, both kept in pools afterwards), and a dashboard polling
 // the list kept the daemon's heap high.
-func writeChannelList(ctx *fasthttp.RequestCtx, list []channel.View, configured int) {
+func writeChannelList(ctx *fasthttp.RequestCtx, p channelPage) {
+	list := p.Channels
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
@@ -105,7 +123,12 @@ func writeChannelList(ctx *fasthttp.RequestCtx, list []channel.View, configured 
 			}
 			w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 		}
-		fmt.Fprintf(w, "],\"configured_count\":%d,\"total\":%d}\n", configured, len(list))
+		next := "null"
+		if p.Next != nil {
+			next = strconv.Itoa(*p.Next)
+		}
+		fmt.Fprintf(w, "],\"configured_count\":%d,\"total\":%d,\"offset\":%d,\"limit\":%d,\"next_offset\":%s}\n",
+			p.Configured, p.Total, p.Offset, p.Limit, next)
 	})
 }
 

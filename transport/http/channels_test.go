@@ -18,6 +18,13 @@ const tgToken = "123:abcDEF"
 
 func channelServer(t *testing.T) (*testServer, *telegramtest.Server) {
 	t.Helper()
+	return channelServerWith(t, nil)
+}
+
+// channelServerWith is channelServer with its channel.Options changed by
+// opts (nil: unchanged).
+func channelServerWith(t *testing.T, opts func(*channel.Options)) (*testServer, *telegramtest.Server) {
+	t.Helper()
 	t.Setenv(store.VaultKeyEnv, strings.Repeat("cd", 32))
 	fake := telegramtest.New(tgToken)
 	t.Cleanup(fake.Close)
@@ -26,8 +33,12 @@ func channelServer(t *testing.T) (*testServer, *telegramtest.Server) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		svc, err := channel.Start(channel.Options{Kernel: s.deps.Kernel, DB: s.deps.Store, Vault: v,
-			Builders: channel.Builders{"telegram": telegram.New}})
+		o := channel.Options{Kernel: s.deps.Kernel, DB: s.deps.Store, Vault: v,
+			Builders: channel.Builders{"telegram": telegram.New}}
+		if opts != nil {
+			opts(&o)
+		}
+		svc, err := channel.Start(o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,8 +176,9 @@ func TestChannelListStreamsWriteJSONBytes(t *testing.T) {
 		if shown == nil {
 			shown = []channel.View{}
 		}
-		writeJSON(&want, 200, map[string]any{"channels": shown, "total": len(shown), "configured_count": 1})
-		writeChannelList(&got, shown, 1)
+		p := channelPage{Channels: shown, Configured: 1, Total: len(shown) + 2, Offset: 1, Limit: 3, Next: nextOffset(len(shown)+2, 1, 3)}
+		writeJSON(&want, 200, p)
+		writeChannelList(&got, p)
 		if !got.Response.IsBodyStream() {
 			t.Fatal("the list is not streamed")
 		}

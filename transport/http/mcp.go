@@ -63,12 +63,19 @@ func (s *Server) mcpRoutes() {
 	}
 }
 
+// mcpServers serves GET /api/mcp/servers?offset=&limit= (default and max
+// 100): the seed's {servers, total} plus the paging fields.
 func (s *Server) mcpServers(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 100, 100)
+	if err != nil {
+		return err
+	}
 	views, err := s.deps.MCP.Servers()
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"servers": views, "total": len(views)})
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"servers": page(views, offset, limit), "total": len(views),
+		"offset": offset, "limit": limit, "next_offset": nextOffset(len(views), offset, limit)})
 	return nil
 }
 

@@ -70,6 +70,10 @@ type Config struct {
 	// MaxLogStreams bounds the open GET /api/logs/stream subscribers (each
 	// holds a 1024-line buffer); beyond it 429 log_stream_limit.
 	MaxLogStreams int
+	// MaxA2AStreams bounds the open A2A JSON-RPC streams (message/stream,
+	// tasks/resubscribe), each a goroutine and an agent turn's events held
+	// for as long as the client reads; beyond it 429 a2a_stream_limit.
+	MaxA2AStreams int
 	// StreamWriteTimeout bounds one write of a long-lived stream (SSE,
 	// the A2A and MCP streams): a client that stops reading that long is
 	// cut. WriteTimeout is one-shot per response and would cut every
@@ -111,6 +115,7 @@ func DefaultConfig() Config {
 		IdleTimeout:        2 * time.Minute,
 		SSEHeartbeat:       15 * time.Second,
 		MaxLogStreams:      DefaultMaxLogStreams,
+		MaxA2AStreams:      DefaultMaxA2AStreams,
 		StreamWriteTimeout: 30 * time.Second,
 		A2AMaxBodyBytes:    1 << 20,
 	}
@@ -174,6 +179,7 @@ type Server struct {
 	healthNoSpace []byte
 	// logStreams counts the open /api/logs/stream subscribers.
 	logStreams atomic.Int64
+	a2aStreams atomic.Int64
 }
 
 // New builds the server and its routes.

@@ -43,9 +43,15 @@ func (s *Server) usageSummary(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
-// usageByModel serves GET /api/usage/by-model[?period=] (all time by default).
+// usageByModel serves GET /api/usage/by-model[?period=][&offset=&limit=]
+// (all time by default; default and max 1000 models a page): the seed's
+// {period, models} plus the paging fields.
 func (s *Server) usageByModel(ctx *fasthttp.RequestCtx) error {
 	p, err := period(ctx, "")
+	if err != nil {
+		return err
+	}
+	offset, limit, err := pageParams(ctx, 1000, 1000)
 	if err != nil {
 		return err
 	}
@@ -53,7 +59,14 @@ func (s *Server) usageByModel(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, bm)
+	total := len(bm.Models)
+	writeJSON(ctx, fasthttp.StatusOK, struct {
+		*usage.ByModel
+		Total  int  `json:"total"`
+		Offset int  `json:"offset"`
+		Limit  int  `json:"limit"`
+		Next   *int `json:"next_offset"`
+	}{&usage.ByModel{Period: bm.Period, Models: page(bm.Models, offset, limit)}, total, offset, limit, nextOffset(total, offset, limit)})
 	return nil
 }
 

@@ -67,7 +67,15 @@ func (b *eventWebhookBody) patch() (webhook.Patch, error) {
 	return p, nil
 }
 
+// listEventWebhooks serves GET /api/webhooks/events?offset=&limit=
+// (default and max 1000, above the [webhooks] max_endpoints default).
+// LibreFang answers a bare array here: the total and the next page are in
+// the X-Total-Count and Link headers.
 func (s *Server) listEventWebhooks(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 1000, 1000)
+	if err != nil {
+		return err
+	}
 	e, err := s.engine()
 	if err != nil {
 		return err
@@ -76,8 +84,8 @@ func (s *Server) listEventWebhooks(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	// LibreFang answers a bare array here.
-	writeJSON(ctx, fasthttp.StatusOK, views)
+	setPageHeaders(ctx, len(views), offset, limit)
+	writeJSON(ctx, fasthttp.StatusOK, page(views, offset, limit))
 	return nil
 }
 
@@ -178,9 +186,19 @@ func (b *webhookBody) patch() webhook.Patch {
 type webhookList struct {
 	Webhooks []webhook.View `json:"webhooks"`
 	Total    int            `json:"total"`
+	Offset   int            `json:"offset"`
+	Limit    int            `json:"limit"`
+	Next     *int           `json:"next_offset"`
 }
 
+// listWebhooks serves GET /api/webhooks?offset=&limit= (default and max
+// 1000): the seed's {webhooks, total}, total counting every webhook, plus
+// the paging fields.
 func (s *Server) listWebhooks(ctx *fasthttp.RequestCtx) error {
+	offset, limit, err := pageParams(ctx, 1000, 1000)
+	if err != nil {
+		return err
+	}
 	e, err := s.engine()
 	if err != nil {
 		return err
@@ -189,7 +207,8 @@ func (s *Server) listWebhooks(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, webhookList{Webhooks: views, Total: len(views)})
+	writeJSON(ctx, fasthttp.StatusOK, webhookList{Webhooks: page(views, offset, limit), Total: len(views),
+		Offset: offset, Limit: limit, Next: nextOffset(len(views), offset, limit)})
 	return nil
 }
 
