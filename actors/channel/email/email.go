@@ -283,12 +283,15 @@ func (a *Adapter) fetchNew(ctx context.Context, h channel.Host, c *imapclient.Cl
 	if max == last {
 		return last, nil
 	}
-	if len(in) > 0 {
-		if err := h.Deliver(ctx, in...); err != nil {
-			return last, err
-		}
+	// The mail and the cursor past it are stored in one write: saved
+	// apart, a stop between the two (a restart while the cursor's write
+	// waits for the sync) leaves the mail stored and the cursor behind, and
+	// the next run delivers it again, so the agent answers it twice.
+	cur := channel.Cursor{Key: "uid", Value: fmt.Sprintf("%d:%d", validity, max)}
+	if err := h.DeliverAndSave(ctx, cur, in...); err != nil {
+		return last, err
 	}
-	return max, h.SaveCursor("uid", fmt.Sprintf("%d:%d", validity, max))
+	return max, nil
 }
 
 // parse reads a message's sender, subject, id and plain-text body; it

@@ -12,10 +12,12 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-sasl"
@@ -24,6 +26,7 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/email"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 const (
@@ -56,13 +59,38 @@ func startIMAP(t *testing.T) *imapPeer {
 func (p *imapPeer) serve(ln net.Listener) {
 	p.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return p.mem.NewSession(), nil, nil
+			return idleChecking{p.mem.NewSession().(imapserver.SessionIMAP4rev2)}, nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}, imap.CapIdle: {}},
 		InsecureAuth: true,
 		Logger:       nopLogger{},
 	})
 	go p.srv.Serve(ln)
+}
+
+// idleChecking makes IDLE report what changed before it began, as real
+// servers do (Dovecot checks the mailbox when IDLE starts, then on change).
+// imapmemserver's own IDLE reports only changes that happen after it has
+// registered for them, and keeps the rest until the next command: mail that
+// lands between the client's NOOP and that registration (a gap the client
+// cannot see or close) would wait for the next IDLE refresh, 25 minutes, and
+// the tests that deliver right after "connected" would time out now and then.
+// Checking the mailbox while idling has no such gap.
+type idleChecking struct{ imapserver.SessionIMAP4rev2 }
+
+func (s idleChecking) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := s.Poll(w, true); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 func (p *imapPeer) stop() { p.srv.Close() }
@@ -233,4 +261,134 @@ func TestEmailOutageAndQueuedReplies(t *testing.T) {
 		t.Fatalf("mail = %s", sm.received()[0])
 	}
 	_ = context.Background
+}
+
+// TestFakeIMAPReportsMailQueuedBeforeIdle pins the property idleChecking
+// gives the fake server, which the tests above rely on: mail that arrived
+// after the client's last command but before its IDLE is reported once
+// IDLE starts. (With imapmemserver's own IDLE it never is.)
+func TestFakeIMAPReportsMailQueuedBeforeIdle(t *testing.T) {
+	im := startIMAP(t)
+	exists := make(chan struct{}, 1)
+	c, err := imapclient.DialInsecure(im.addr, &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				select {
+				case exists <- struct{}{}:
+				default:
+				}
+			}
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(botAddr, botPass).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	im.deliver("ann@fangd.test", "gap", "between NOOP and IDLE", "<gap@fangd.test>")
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	kerneltest.WaitFor(t, "EXISTS while idling", func() bool {
+		select {
+		case <-exists:
+			return true
+		default:
+			return false
+		}
+	})
+}
+
+// stoppingHost is a store that stops right after it has taken a delivery:
+// no write after that lands, as when the daemon stops (or dies) there.
+type stoppingHost struct {
+	*channeltest.Host
+	stopped atomic.Bool
+	stop    context.CancelFunc
+}
+
+var errStopped = errors.New("store closed")
+
+func (h *stoppingHost) Deliver(ctx context.Context, msgs ...channel.Inbound) error {
+	if h.stopped.Load() {
+		return errStopped
+	}
+	err := h.Host.Deliver(ctx, msgs...)
+	h.stopped.Store(true)
+	h.stop()
+	return err
+}
+
+func (h *stoppingHost) DeliverAndSave(ctx context.Context, cur channel.Cursor, msgs ...channel.Inbound) error {
+	if h.stopped.Load() {
+		return errStopped
+	}
+	err := h.Host.DeliverAndSave(ctx, cur, msgs...)
+	h.stopped.Store(true)
+	h.stop()
+	return err
+}
+
+func (h *stoppingHost) SaveCursor(k, v string) error {
+	if h.stopped.Load() {
+		return errStopped
+	}
+	return h.Host.SaveCursor(k, v)
+}
+
+// A stop right after a mail was delivered must not deliver it again on the
+// next run: the UID cursor is saved with the delivery, not after it (when
+// it was, TestEmailOutageAndQueuedReplies answered its mail twice now and
+// then, as its restart came between the two writes).
+func TestEmailStopAfterDeliveryDoesNotDeliverAgain(t *testing.T) {
+	im := startIMAP(t)
+	ih, ip := hostPort(im.addr)
+	spec, _ := channel.Lookup("email")
+	ad, err := email.New(&channel.Config{Spec: spec, Values: map[string]string{"username": botAddr, "imap_host": ih, "imap_port": ip,
+		"smtp_host": "127.0.0.1", "smtp_port": "25", "imap_security": "none", "smtp_security": "none"},
+		Secrets: map[string]string{"password": botPass}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := channeltest.NewHost()
+	run := func() (*stoppingHost, chan error) {
+		ctx, cancel := context.WithCancel(t.Context())
+		h := &stoppingHost{Host: base, stop: cancel}
+		done, finished := make(chan error, 1), make(chan struct{})
+		go func() { done <- ad.Run(ctx, h); close(finished) }()
+		t.Cleanup(func() { cancel(); <-finished })
+		<-base.Connections
+		return h, done
+	}
+
+	h, done := run()
+	im.deliver("ann@fangd.test", "Once", "answer me once", "<once@fangd.test>")
+	select {
+	case m := <-base.Delivered:
+		if m.MessageID != "<once@fangd.test>" {
+			t.Fatalf("delivered %+v", m)
+		}
+	case err := <-done:
+		t.Fatalf("Run ended before delivering: %v", err)
+	}
+	<-done
+	if !h.stopped.Load() {
+		t.Fatal("the host never stopped")
+	}
+
+	// The next run sees only new mail.
+	run()
+	im.deliver("ann@fangd.test", "Next", "new mail", "<next@fangd.test>")
+	if m := <-base.Delivered; m.MessageID != "<next@fangd.test>" {
+		t.Fatalf("delivered %s again after the restart, want only <next@fangd.test>", m.MessageID)
+	}
 }
