@@ -174,7 +174,14 @@ func (g *spaceGuard) measureLocked(now time.Time) {
 	low := free < floor
 	if low {
 		g.budget = 0
-		g.releaseBallastLocked()
+		// The bytes given back are what the reserved writes (the audit
+		// entry recording this very condition) may use: count them now,
+		// not at the next measurement.
+		if g.releaseBallastLocked() {
+			if f, _, err := g.statfs(g.dir); err == nil {
+				g.free = f
+			}
+		}
 	} else {
 		g.holdBallastLocked()
 		g.budget = int64(g.free-g.reserve) / 4 // re-measure after a quarter of the headroom
@@ -191,13 +198,16 @@ func (g *spaceGuard) measureLocked(now time.Time) {
 	}
 }
 
-func (g *spaceGuard) releaseBallastLocked() {
+// releaseBallastLocked gives the ballast back; true when it did.
+func (g *spaceGuard) releaseBallastLocked() bool {
 	if g.ballast == "" || !g.ballastHeld {
-		return
+		return false
 	}
-	if err := os.Truncate(g.ballast, 0); err == nil {
-		g.ballastHeld = false
+	if err := os.Truncate(g.ballast, 0); err != nil {
+		return false
 	}
+	g.ballastHeld = false
+	return true
 }
 
 // holdBallastLocked allocates the ballast again once the filesystem has

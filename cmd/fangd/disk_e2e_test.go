@@ -145,13 +145,21 @@ func TestFullDiskIsAnErrorAnswer(t *testing.T) {
 	checkAgents := func(want []string) {
 		t.Helper()
 		var list struct {
-			Items []struct{ Name string }
-			Total int
+			Items      []struct{ Name string }
+			Total      int
+			NextOffset *int `json:"next_offset"`
 		}
-		td.must(200, "GET", "/api/agents?limit=100", nil, &list)
 		have := map[string]bool{}
-		for _, a := range list.Items {
-			have[a.Name] = true
+		for offset := 0; ; {
+			list.NextOffset = nil
+			td.must(200, "GET", fmt.Sprintf("/api/agents?limit=100&offset=%d", offset), nil, &list)
+			for _, a := range list.Items {
+				have[a.Name] = true
+			}
+			if list.NextOffset == nil {
+				break
+			}
+			offset = *list.NextOffset
 		}
 		for _, n := range want {
 			if !have[n] {
