@@ -1,11 +1,6 @@
 package a2a
 
 import (
-	"io"
-	"log"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -28,21 +23,7 @@ func TestDiscoverReportsNetworkCauses(t *testing.T) {
 		o.Guard = guard
 		o.DiscoveryTimeout = 2 * time.Second
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
-	mute, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mute.Close()
-	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	tlsSrv.StartTLS()
-	defer tlsSrv.Close()
+	targets := ssrftest.Unreachable(t)
 
 	cases := []struct {
 		url, code string
@@ -50,9 +31,9 @@ func TestDiscoverReportsNetworkCauses(t *testing.T) {
 		says      []string
 	}{
 		{"http://agent.nowhere.invalid", "host_not_found", kernel.KindUpstream, []string{"does not resolve"}},
-		{"http://" + closed, "connection_refused", kernel.KindUpstream, []string{"refused"}},
-		{"http://" + mute.Addr().String(), "upstream_timeout", kernel.KindUnavailable, []string{"time"}},
-		{tlsSrv.URL, "tls_failed", kernel.KindUpstream, []string{"TLS"}},
+		{"http://" + targets.Closed, "connection_refused", kernel.KindUpstream, []string{"refused"}},
+		{"http://" + targets.Mute, "upstream_timeout", kernel.KindUnavailable, []string{"time"}},
+		{targets.UntrustedTLS, "tls_failed", kernel.KindUpstream, []string{"TLS"}},
 		{"http://127.0.0.2:4797", "a2a_ssrf_blocked", kernel.KindInvalid, []string{"loopback", "allow_hosts"}},
 		{"http://169.254.169.254", "a2a_ssrf_blocked", kernel.KindInvalid, []string{"link-local", "never allowed"}},
 	}

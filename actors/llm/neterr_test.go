@@ -2,11 +2,6 @@ package llm
 
 import (
 	"context"
-	"io"
-	"log"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -31,23 +26,14 @@ func testGuard(t *testing.T) *ssrf.Guard {
 // certificate is not trusted. Untrusted base URLs go through the network
 // policy, trusted ones are dialled directly; only loopback is reached.
 func TestProviderNetworkCauses(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
-	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	tlsSrv.StartTLS()
-	defer tlsSrv.Close()
+	targets := ssrftest.Unreachable(t)
 
 	r, err := NewRegistry(Options{Guard: testGuard(t), Metrics: prometheus.NewRegistry(), Timeout: time.Minute,
 		Getenv: func(string) string { return testKey },
 		Providers: map[string]ProviderConfig{
 			"gone":   {BaseURL: "http://llm.nowhere.invalid/v1", APIKeyEnv: "K"},
-			"closed": {BaseURL: "http://" + closed + "/v1", APIKeyEnv: "K"},
-			"tls":    {BaseURL: tlsSrv.URL + "/v1", APIKeyEnv: "K", Trusted: true},
+			"closed": {BaseURL: "http://" + targets.Closed + "/v1", APIKeyEnv: "K"},
+			"tls":    {BaseURL: targets.UntrustedTLS + "/v1", APIKeyEnv: "K", Trusted: true},
 		}})
 	if err != nil {
 		t.Fatal(err)

@@ -3,11 +3,7 @@ package neterr
 import (
 	"context"
 	"errors"
-	"io"
-	"log"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -15,6 +11,7 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/transport/ssrf"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 // nxResolver answers every name with NXDOMAIN, except the ones it maps; it
@@ -58,27 +55,7 @@ func get(t *testing.T, g *ssrf.Guard, timeout time.Duration, url string) *kernel
 func TestClassifyNamesEachCause(t *testing.T) {
 	g := guard(t, nxResolver{"loop.test": "127.0.0.1"})
 
-	// A closed loopback port: connection refused.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := ln.Addr().String()
-	ln.Close()
-
-	// A listener that accepts into the backlog but never answers.
-	mute, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mute.Close()
-
-	// A TLS server whose certificate nobody trusts.
-	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	tlsSrv.StartTLS()
-	defer tlsSrv.Close()
-	tlsURL := tlsSrv.URL
+	targets := ssrftest.Unreachable(t)
 
 	cases := []struct {
 		name, url, code string
@@ -87,9 +64,9 @@ func TestClassifyNamesEachCause(t *testing.T) {
 		says            string
 	}{
 		{"nxdomain", "http://nowhere.invalid/x", HostNotFound, kernel.KindUpstream, time.Minute, "does not resolve"},
-		{"refused", "http://" + closedAddr + "/", Refused, kernel.KindUpstream, time.Minute, "refused"},
-		{"timeout", "http://" + mute.Addr().String() + "/", Timeout, kernel.KindUnavailable, 200 * time.Millisecond, "time"},
-		{"tls", tlsURL + "/", TLSFailed, kernel.KindUpstream, time.Minute, "unknown authority"},
+		{"refused", "http://" + targets.Closed + "/", Refused, kernel.KindUpstream, time.Minute, "refused"},
+		{"timeout", "http://" + targets.Mute + "/", Timeout, kernel.KindUnavailable, 200 * time.Millisecond, "time"},
+		{"tls", targets.UntrustedTLS + "/", TLSFailed, kernel.KindUpstream, time.Minute, "unknown authority"},
 		{"policy", "http://127.0.0.2:9/", NotAllowed, kernel.KindInvalid, time.Minute, "loopback"},
 	}
 	for _, c := range cases {

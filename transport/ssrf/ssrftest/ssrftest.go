@@ -1,5 +1,6 @@
 // Package ssrftest has what tests of code behind the network policy need:
-// a resolver that never touches DNS.
+// a resolver that never touches DNS, and loopback targets that fail in
+// each classified way.
 package ssrftest
 
 import (
