@@ -100,23 +100,6 @@ url = %q
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	pending := func() approvalJSON {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			var page struct {
-				Approvals []approvalJSON `json:"approvals"`
-				Total     int            `json:"total"`
-			}
-			td.must(200, "GET", "/api/approvals?status=pending", nil, &page)
-			if page.Total == 1 {
-				return page.Approvals[0]
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Fatal("no pending approval")
-		return approvalJSON{}
-	}
 	type turnJSON struct {
 		Response  string `json:"response"`
 		ToolCalls []struct {
@@ -138,7 +121,7 @@ url = %q
 
 	// An agent's call of the unannotated tool waits, and runs once approved.
 	reply := send("note from the agent")
-	rec := pending()
+	rec := td.onePending()
 	if rec.Action != "mcp_notes_write_note" || rec.AgentName != "ops" {
 		t.Fatalf("%+v", rec)
 	}
@@ -170,7 +153,7 @@ url = %q
 		return out
 	}
 	answer := rpc(1, "mcp_notes_write_note", map[string]string{"text": "rejected one"})
-	rec = pending()
+	rec = td.onePending()
 	if rec.Action != "mcp_notes_write_note" || rec.AgentID != "mcp:loopback" {
 		t.Fatalf("POST /mcp request %+v", rec)
 	}
@@ -223,7 +206,7 @@ url = %q
 	case <-ctx.Done():
 		t.Fatal("no progress notification while the call waits")
 	}
-	if rec = pending(); rec.ID != id {
+	if rec = td.onePending(); rec.ID != id {
 		t.Fatalf("progress names %s, pending is %s", id, rec.ID)
 	}
 	td.must(200, "POST", "/api/approvals/"+id+"/approve", map[string]any{}, nil)

@@ -70,23 +70,6 @@ timeout_secs = 20
 	waitConnected()
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "ops", "model": "fakeoai/gpt-test", "tools": []string{"mcp_everything_*"}}, nil)
 
-	pending := func() approvalJSON {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			var page struct {
-				Approvals []approvalJSON `json:"approvals"`
-				Total     int            `json:"total"`
-			}
-			td.must(200, "GET", "/api/approvals?status=pending", nil, &page)
-			if page.Total == 1 {
-				return page.Approvals[0]
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Fatal("no pending approval")
-		return approvalJSON{}
-	}
 	send := func(text string) chan response {
 		out := make(chan response, 1)
 		go func() { out <- td.do("POST", "/api/agents/ops/message", map[string]any{"message": text}) }()
@@ -102,7 +85,7 @@ timeout_secs = 20
 
 	// Approved: the server's answer reaches the agent's reply.
 	reply := send("echo hello approvals")
-	rec := pending()
+	rec := td.onePending()
 	if rec.Action != "mcp_everything_echo" || rec.AgentName != "ops" {
 		t.Fatalf("%+v", rec)
 	}
@@ -115,7 +98,7 @@ timeout_secs = 20
 
 	// Rejected: the model is told, the server is not called.
 	reply = send("echo do not run this")
-	rec = pending()
+	rec = td.onePending()
 	td.must(200, "POST", "/api/approvals/"+rec.ID+"/reject", map[string]any{"reason": "no"}, nil)
 	(<-reply).json(t, &turn)
 	if !strings.Contains(turn.Response, "rejected") || turn.ToolCalls[0].Outcome != "rejected" || strings.Contains(turn.Response, "Echo: do not run this") {
@@ -133,12 +116,12 @@ timeout_secs = 20
 		}
 		cut <- err
 	}()
-	before := pending()
+	before := td.onePending()
 	td.p.cmd.Process.Signal(syscall.SIGTERM)
 	<-cut // answered 503 or cut off as the daemon stops
 	td.p.done <- <-td.p.done
 	td.start()
-	after := pending()
+	after := td.onePending()
 	if after.ID != before.ID || !after.ExpiresAt.Equal(before.ExpiresAt) {
 		t.Fatalf("before %+v after %+v", before, after)
 	}

@@ -115,3 +115,22 @@ func (td *testDaemon) must(want int, method, path string, body, v any) response 
 	}
 	return r
 }
+
+// onePending waits until exactly one approval is pending and returns it.
+func (td *testDaemon) onePending() approvalJSON {
+	td.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var page struct {
+			Approvals []approvalJSON `json:"approvals"`
+			Total     int            `json:"total"`
+		}
+		td.must(200, "GET", "/api/approvals?status=pending", nil, &page)
+		if page.Total == 1 {
+			return page.Approvals[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	td.t.Fatal("no pending approval")
+	return approvalJSON{}
+}
