@@ -46,7 +46,6 @@ type OAuthServer struct {
 
 type grant struct {
 	client, challenge, redirect string
-	scopes                      []string
 }
 
 // NewOAuthServer starts the server with one tool, "echo".
