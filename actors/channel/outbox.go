@@ -221,6 +221,10 @@ func (a *channelActor) kickLater(d time.Duration) {
 func (a *channelActor) send(it *outItem) {
 	ad, global, chatLim := a.adapter, a.outbox.global, a.outbox.chatLimiter(it.Msg.ChatID)
 	q, name, self, root, base, rt, adapterName, epoch := a.rt.queues, a.name, a.self, a.rt.k.Root, a.base, a.rt, a.rec.Adapter, a.rec.Epoch
+	target := "" // a reply is the bound agent's delivery (GET /api/agents/{id}/deliveries)
+	if it.Source == "reply" && a.rec.AgentID != "" {
+		target = "agent:" + a.rec.AgentID
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -247,7 +251,7 @@ func (a *channelActor) send(it *outItem) {
 			})
 		}
 		if err == nil {
-			rt.publishEvent(Event{Type: EventSent, Source: "channel:" + name + ":" + it.Msg.ChatID, Detail: map[string]any{
+			rt.publishEvent(Event{Type: EventSent, Source: "channel:" + name + ":" + it.Msg.ChatID, Target: target, Detail: map[string]any{
 				"channel": name, "adapter": adapterName, "chat_id": it.Msg.ChatID, "message_id": id, "source": it.Source,
 				"length": len([]rune(it.Msg.Text))}})
 		}

@@ -277,6 +277,8 @@ func (s *Server) routes() {
 	s.api("PATCH", "/agents/{id}", s.patchAgent)
 	s.api("DELETE", "/agents/{id}", s.deleteAgent)
 	s.api("POST", "/agents/{id}/message", s.messageAgent)
+	s.agentBindingRoutes()
+	s.agentActivityRoutes()
 	s.api("GET", "/models", s.listModels)
 	s.api("GET", "/providers", s.listProviders)
 	s.api("GET", "/usage", s.usageTotals)
