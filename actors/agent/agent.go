@@ -147,6 +147,12 @@ func (a *agentActor) Receive(c actor.Context) {
 		if a.current(m.t) && m.t.p.Gate != "" {
 			a.awaitDecision(c, m.t)
 		}
+	case *turnRecorded:
+		a.turnRecorded(c, m)
+	case *decisionRecorded:
+		if a.current(m.t) {
+			a.applyDecision(c, m.t, m.res)
+		}
 	case *manifestChanged:
 		a.setManifest(m.m)
 	case *terminate:
@@ -391,9 +397,7 @@ func (a *agentActor) finish(c actor.Context, t *turn, answer string, err error) 
 		t.release()
 	}
 	if t.id != "" {
-		if derr := a.turns.Delete(t.id); derr != nil {
-			a.d.log.Warn().Err(derr).Str("agent_id", t.agentID).Msg("could not drop a finished turn's record")
-		}
+		a.dropTurnRecord(t.id, t.agentID, "a finished turn's")
 	}
 	var res *TurnResult
 	waits := t.settles

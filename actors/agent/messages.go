@@ -246,6 +246,22 @@ type toolDone struct {
 // regate asks the approvals supervisor again after it could not answer.
 type regate struct{ t *turn }
 
+// turnRecorded: the record of a turn that waits for approval is durable
+// (or could not be written); only then is the approval asked for.
+type turnRecorded struct {
+	t    *turn
+	call llm.ToolCall
+	err  error
+}
+
+// decisionRecorded: the turn's record is deleted for good now that its
+// approval is decided; only then does the decision take effect, so a
+// restart can never run the tool a second time.
+type decisionRecorded struct {
+	t   *turn
+	res any
+}
+
 // turnCancelled: the caller's context of a turn was cancelled.
 type turnCancelled struct{ t *turn }
 

@@ -268,13 +268,37 @@ func (a *agentActor) requestApproval(c actor.Context, t *turn, call llm.ToolCall
 	if t.id == "" {
 		t.id = uuid.NewString()
 	}
-	if err := a.turns.Put(t.id, t.saved()); err != nil {
-		a.d.log.Error().Err(err).Str("agent_id", t.agentID).Msg("could not record a turn waiting for approval")
-		a.toolResult(t, call, "Not run: this tool needs human approval and the request could not be recorded.", true, "error", "")
+	self, system := c.Self(), c.ActorSystem()
+	a.turns.PutAsync(t.id, t.saved(), func(err error) {
+		system.Root.Send(self, &turnRecorded{t: t, call: call, err: err})
+	})
+}
+
+// turnRecorded asks for the decision once the turn's record is durable,
+// so a restart finds every turn whose approval was asked for.
+func (a *agentActor) turnRecorded(c actor.Context, m *turnRecorded) {
+	t := m.t
+	if !a.current(t) {
+		return
+	}
+	if m.err != nil {
+		a.d.log.Error().Err(m.err).Str("agent_id", t.agentID).Msg("could not record a turn waiting for approval")
+		a.toolResult(t, m.call, "Not run: this tool needs human approval and the request could not be recorded.", true, "error", "")
 		a.nextCall(c, t)
 		return
 	}
 	a.awaitDecision(c, t)
+}
+
+// dropTurnRecord deletes a turn's record without waiting (No synced
+// write in Receive); a failure is logged.
+func (a *agentActor) dropTurnRecord(id, agentID, what string) {
+	log := a.d.log
+	a.turns.DeleteAsync(id, func(err error) {
+		if err != nil {
+			log.Warn().Err(err).Str("agent_id", agentID).Msg("could not drop " + what + " record")
+		}
+	})
 }
 
 // awaitDecision asks the approvals supervisor for the decision on the
@@ -299,7 +323,6 @@ func (a *agentActor) decided(c actor.Context, t *turn, res any, err error) {
 	if !a.current(t) || t.p.Gate == "" {
 		return
 	}
-	call, id := t.p.Calls[t.p.Next], t.p.Gate
 	if err != nil || isUnavailable(res) {
 		// Timed out or the approvals actor was restarting: the request is
 		// durable and Gate is idempotent, so ask again.
@@ -307,13 +330,27 @@ func (a *agentActor) decided(c actor.Context, t *turn, res any, err error) {
 		time.AfterFunc(regateDelay, func() { system.Root.Send(self, &regate{t: t}) })
 		return
 	}
-	// The decision is made: the wait is over, whatever happens next (a
-	// restart from here on does not run the tool twice).
-	if t.id != "" {
-		if derr := a.turns.Delete(t.id); derr != nil {
+	// The decision is made: the wait is over, whatever happens next. The
+	// record goes first, durably, so a restart from here on does not run
+	// the tool twice.
+	if t.id == "" {
+		a.applyDecision(c, t, res)
+		return
+	}
+	self, system := c.Self(), c.ActorSystem()
+	a.turns.DeleteAsync(t.id, func(derr error) {
+		if derr != nil {
+			// The decision still stands; a restart before the record
+			// goes could ask for it again (and find it decided).
 			a.d.log.Warn().Err(derr).Str("agent_id", t.agentID).Msg("could not drop a resumed turn record")
 		}
-	}
+		system.Root.Send(self, &decisionRecorded{t: t, res: res})
+	})
+}
+
+// applyDecision runs the tool, or tells the model why not.
+func (a *agentActor) applyDecision(c actor.Context, t *turn, res any) {
+	call, id := t.p.Calls[t.p.Next], t.p.Gate
 	switch v := res.(type) {
 	case *approval.Approval:
 		switch v.Status {
@@ -383,7 +420,7 @@ func (a *agentActor) resume(c actor.Context) error {
 			// Nothing to resume with (approvals switched off, the model
 			// gone, or a second turn on the session): drop it.
 			a.d.log.Warn().Str("agent_id", a.m.ID).Str("turn", s.ID).Msg("dropping a turn that cannot be resumed")
-			_ = a.turns.Delete(s.ID)
+			a.dropTurnRecord(s.ID, a.m.ID, "an unresumable turn's")
 			continue
 		}
 		h, err := a.history(s.SessionID, st)
