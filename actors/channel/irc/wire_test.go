@@ -13,9 +13,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // wireServer is a minimal IRC server: it registers whoever sends USER,
@@ -235,7 +237,10 @@ func TestIRCServerPasswordIsPASS(t *testing.T) {
 
 func TestIRCOverlongLineIsAnError(t *testing.T) {
 	srv := startWire(t)
-	h := channeltest.New(t, channel.Builders{"irc": New})
+	// A slow backoff holds the backoff state long enough to be seen (with
+	// the fast one the link is back before a poll can catch it).
+	slow := kernel.Backoff{Initial: time.Minute, Max: time.Minute, MaxRetries: 5, Window: time.Hour}
+	h := channeltest.New(t, channel.Builders{"irc": New}, channeltest.WithBackoff(slow))
 	h.Configure("irc", map[string]any{"server": "127.0.0.1", "port": srv.port(), "nick": "fangdbot", "use_tls": false,
 		"agent_name": channeltest.AgentName})
 	h.WaitState("irc", channel.StateConnected)
