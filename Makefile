@@ -2,9 +2,10 @@
 GO      ?= go
 BIN     := bin/fangd
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
-.PHONY: build run test test-deps vet staticcheck fmt-check bench fuzz clean
+.PHONY: build run test test-short test-deps vet staticcheck fmt-check bench fuzz clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/fangd
@@ -16,6 +17,11 @@ run: build
 # detector.
 test: fmt-check vet staticcheck test-deps
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The fast inner loop: no race detector, no vet or staticcheck, and tests
+# that wait for long timeouts skip themselves (-short). Not the gate.
+test-short:
+	$(GO) test -short -count=1 ./...
 
 # Real servers and peers some tests run on loopback, installed into a cache
 # folder: ngircd (IRC), prosody (XMPP) and node/npm from Debian; from npm the

@@ -86,7 +86,7 @@ func (a *channelActor) runEnded(c actor.Context, m *runEnded) {
 	next := time.Now().Add(delay)
 	a.status.State = StateBackoff
 	a.status.NextRetryAt = &next
-	a.log.Warn().Err(err).Dur("retry_in", delay).Int("attempt", a.attempt).Msg("channel link failed; reconnecting")
+	a.log.Warn().Err(err).Dur("retry_in_ms", delay).Int("attempt", a.attempt).Msg("channel link failed; reconnecting")
 	a.schedule(delay, &reconnectNow{gen: a.gen})
 	a.publish(c)
 }

@@ -53,7 +53,7 @@ func (a *channelActor) probeDone(c actor.Context, m *probeDone) {
 		return
 	}
 	quiet := time.Since(a.traffic).Round(time.Second)
-	a.log.Warn().Err(m.err).Dur("quiet", quiet).Msg("no traffic and the probe failed: reconnecting")
+	a.log.Warn().Err(m.err).Dur("quiet_ms", quiet).Msg("no traffic and the probe failed: reconnecting")
 	gen := a.gen
 	a.stopRun()
 	// Report it as the Run failing, so backoff and status are the same.

@@ -246,7 +246,7 @@ func (a *conn) down(c actor.Context, err error) {
 		gen, self, sys := a.gen, a.self, c.ActorSystem()
 		delay := b.Jittered(a.attempts)
 		time.AfterFunc(delay, func() { sys.Root.Send(self, &retryConnect{gen: gen}) })
-		a.log().Warn().Str("error", msg).Dur("retry_in", delay).Msg("mcp server is down")
+		a.log().Warn().Str("error", msg).Dur("retry_in_ms", delay).Msg("mcp server is down")
 	}
 	a.report(c)
 	if wasUp {

@@ -162,6 +162,8 @@ type LogConfig struct {
 	RingSize int    `toml:"ring_size"` // lines kept for GET /api/logs/stream
 	// MaxStreams bounds the open GET /api/logs/stream subscribers.
 	MaxStreams int `toml:"max_streams"`
+	// AccessLog writes one line per HTTP request at info level.
+	AccessLog bool `toml:"access_log"`
 }
 
 // HTTPConfig is [http].
@@ -425,6 +427,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MaxLogStreams = c.Log.MaxStreams
+	h.AccessLog = c.Log.AccessLog
 	h.MaxA2AStreams = c.A2A.MaxStreams
 	h.MCPOAuthRedirectBase = c.MCP.OAuthRedirectBase
 	h.MCP = fhttp.MCPConfig{

@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string) error {
 			return (&auditAcceptCommand{}).Run(ctx, args[2:])
 		}
 	case "version", "--version", "-v":
-		fmt.Println("fangd", version)
+		fmt.Println(readBuildInfo())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Print(usage)

@@ -173,6 +173,9 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	d.kernel = kernel.New(d.log)
 	d.kernel.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreProbes(d.kernel)
+	if err := registerBuildInfo(d.kernel.Metrics, readBuildInfo()); err != nil {
+		return nil, err
+	}
 	anchor := cfg.Audit.AnchorPath
 	if anchor == "" {
 		anchor = audit.AnchorPath(home)

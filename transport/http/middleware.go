@@ -84,6 +84,9 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 	metrics := s.metrics.route(route)
 	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
+		if s.cfg.AccessLog {
+			defer s.accessLog(ctx, route, start) // last, once the status is final
+		}
 		s.startRequest(ctx)
 		if o.rpc {
 			ctx.SetUserValue(userRPC, true)

@@ -84,6 +84,8 @@ type Config struct {
 	// TurnTimeout is how long comms waits for an agent turn (requests
 	// that run one wait a little longer).
 	TurnTimeout time.Duration
+	// AccessLog writes one log line per request ([log] access_log).
+	AccessLog bool
 	// MCP configures POST /mcp.
 	MCP MCPConfig
 	// MCPOAuthRedirectBase is the public base URL of fangd that MCP OAuth
@@ -265,6 +267,7 @@ func (s *Server) routes() {
 
 	s.api("GET", "/health", s.health, public)
 	s.api("GET", "/health/detail", s.healthDetail)
+	s.api("GET", "/ready", s.ready, public)
 	s.api("GET", "/security", s.security)
 	s.api("GET", "/audit/recent", s.auditRecent)
 	s.api("GET", "/audit/verify", s.auditVerify)
