@@ -27,7 +27,15 @@ func (m *Mismatch) Error() string {
 
 // storedTip is the stored chain's length and newest hash.
 func storedTip(log *store.AuditLog) (Anchor, error) {
-	last, err := log.Last()
+	return tipOf(log.Last())
+}
+
+// TipIn is the chain's length and newest hash in tx's snapshot.
+func TipIn(log *store.AuditLog, tx *store.Txn) (Anchor, error) {
+	return tipOf(log.LastIn(tx))
+}
+
+func tipOf(last store.AuditRecord, err error) (Anchor, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return Anchor{Length: 0, Tip: Genesis}, nil
 	}
