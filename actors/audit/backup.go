@@ -55,4 +55,6 @@ func ParseBackupHeader(raw []byte) (BackupHeader, error) {
 }
 
 // Anchor is the header's audit anchor.
-func (h BackupHeader) Anchor() Anchor { return Anchor{Length: h.AuditAnchor.Length, Tip: h.AuditAnchor.Tip} }
+func (h BackupHeader) Anchor() Anchor {
+	return Anchor{Length: h.AuditAnchor.Length, Tip: h.AuditAnchor.Tip}
+}
