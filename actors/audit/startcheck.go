@@ -117,6 +117,19 @@ func CheckAnchor(log *store.AuditLog, anchorPath string, fresh bool) (Anchor, *M
 	return cur, nil, nil
 }
 
+// AcceptEvent is the entry that records an accepted anchor mismatch: what
+// the anchor expected, what the store held, who accepted it and why. The
+// offline `fangd audit accept` and POST /api/audit/accept append the same.
+func AcceptEvent(m *Mismatch, who, reason string) Event {
+	return Event{
+		EventType: "audit_anchor_accepted",
+		Details: fmt.Sprintf("audit anchor %s accepted by %s: expected %s; found %s; reason: %s",
+			m.AnchorStatus, who, m.Expected, m.Found, reason),
+		Outcome: "ok",
+		Actor:   who,
+	}
+}
+
 // AppendOffline chains one event onto the stored log of a stopped daemon
 // and returns the entry. Only `fangd audit accept` uses it: while the
 // daemon runs, the writer actor is the only one that appends.

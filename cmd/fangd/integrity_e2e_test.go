@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -345,4 +346,72 @@ func TestAuditRetentionKeepsTheChainVerifiable(t *testing.T) {
 		t.Fatalf("no archive of the trimmed prefix: %v", m)
 	}
 	startFangd(t, home, "[audit]\nretain_entries = 10\n", "FANGD_API_KEY="+e2eKey) // the anchor still matches
+}
+
+// POST /api/audit/accept does for a running, degraded daemon what
+// `fangd audit accept` does offline: the same entry, then a new anchor.
+func TestAuditAcceptThroughTheAPI(t *testing.T) {
+	home := homeWithHistory(t, 3, false)
+	path := audit.AnchorPath(home)
+	a, _ := audit.ReadAnchor(path)
+	audit.WriteAnchor(path, audit.Anchor{Length: a.Length + 2, Tip: a.Tip})
+	p := startFangd(t, home, "[audit]\non_anchor_mismatch = \"degraded\"\n", "FANGD_API_KEY="+e2eKey)
+
+	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"  "}`); code != 400 {
+		t.Fatalf("accept without a reason: %d %s", code, body)
+	}
+	res, err := http.Post(p.url+"/api/audit/accept", "application/json", strings.NewReader(`{"reason":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 {
+		t.Fatalf("accept without the API key: %d", res.StatusCode)
+	}
+	if rep := verifyOnline(t, p); rep.Valid() {
+		t.Fatalf("verify before accept: %+v", rep)
+	}
+
+	code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"restored from backup, tail lost"}`)
+	var accepted audit.Entry
+	json.Unmarshal(body, &accepted)
+	if code != 200 || accepted.EventType != "audit_anchor_accepted" || accepted.Actor != "api_key" ||
+		!strings.Contains(accepted.Details, "reason: restored from backup, tail lost") ||
+		!strings.Contains(accepted.Details, "2 entries missing") {
+		t.Fatalf("accept: %d %s", code, body)
+	}
+	if rep := verifyOnline(t, p); !rep.Valid() || rep.StartupMismatch != "" {
+		t.Fatalf("verify after accept: %+v", rep)
+	}
+	if _, body := p.request(t, "GET", "/api/health", ""); !strings.Contains(string(body), `"status":"ok"`) {
+		t.Fatalf("health after accept: %s", body)
+	}
+	var sec struct {
+		Systems map[string]string `json:"security_systems"`
+	}
+	_, body = p.request(t, "GET", "/api/security", "")
+	json.Unmarshal(body, &sec)
+	if sec.Systems["merkle_audit_trail"] != "active" {
+		t.Fatalf("security after accept: %s", body)
+	}
+	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"again"}`); code != 409 || !strings.Contains(string(body), "nothing_to_accept") {
+		t.Fatalf("a second accept: %d %s", code, body)
+	}
+	if an, _ := audit.ReadAnchor(path); an.Length < accepted.ID {
+		t.Fatalf("anchor after accept: %+v, accepted entry %d", an, accepted.ID)
+	}
+	p.request(t, "PUT", "/api/logs/level", `{"level":"warn"}`) // the anchor follows again
+	p.stop(t, syscall.SIGTERM)
+	if rep, code := verifyOffline(t, home); code != 0 || !rep.Valid() || rep.ChainLength <= accepted.ID {
+		t.Fatalf("offline verify after the API accept: %d %+v", code, rep)
+	}
+	startFangd(t, home, "", "FANGD_API_KEY="+e2eKey) // refuse mode: the anchor matches
+}
+
+// A daemon whose anchor matched has nothing to accept.
+func TestAuditAcceptWithNothingToAccept(t *testing.T) {
+	p := startFangd(t, t.TempDir(), "", "FANGD_API_KEY="+e2eKey)
+	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"why not"}`); code != 409 || !strings.Contains(string(body), "nothing_to_accept") {
+		t.Fatalf("accept on a matching anchor: %d %s", code, body)
+	}
 }
