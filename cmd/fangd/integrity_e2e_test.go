@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -414,4 +415,69 @@ func TestAuditAcceptWithNothingToAccept(t *testing.T) {
 	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"why not"}`); code != 409 || !strings.Contains(string(body), "nothing_to_accept") {
 		t.Fatalf("accept on a matching anchor: %d %s", code, body)
 	}
+}
+
+// retain_days trims the entries older than it, behind a checkpoint entry
+// that commits to the trimmed prefix; the rest of the chain still
+// verifies, online and offline, and the next start finds the anchor whole.
+func TestAuditRetentionByAgeKeepsTheChainVerifiable(t *testing.T) {
+	home := homeWithHistory(t, 12, false) // 14 entries
+	// Backdate all but the newest four, re-chaining every entry.
+	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []audit.Entry
+	db.AuditLog().Scan(0, false, func(r store.AuditRecord) (bool, error) {
+		var e audit.Entry
+		json.Unmarshal(r.Raw, &e)
+		entries = append(entries, e)
+		return true, nil
+	})
+	old := len(entries) - 4
+	prev := audit.Genesis
+	for i := range entries {
+		e := &entries[i]
+		if i < old {
+			e.Timestamp = time.Now().Add(-10*24*time.Hour + time.Duration(i)*time.Second).UTC().Format(time.RFC3339Nano)
+		}
+		e.PrevHash = prev
+		e.Hash = audit.Hash(e)
+		prev = e.Hash
+		raw, _ := json.Marshal(e)
+		if err := db.AuditLog().Overwrite(store.AuditRecord{ID: e.ID, Raw: raw}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	audit.WriteAnchor(audit.AnchorPath(home), audit.Anchor{Length: uint64(len(entries)), Tip: prev})
+
+	config := "[audit]\nretain_days = 3\n"
+	p := startFangd(t, home, config, "FANGD_API_KEY="+e2eKey)
+	var rep audit.Report
+	deadline := time.Now().Add(15 * time.Second)
+	for rep = verifyOnline(t, p); rep.TrimmedLength == 0; rep = verifyOnline(t, p) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing trimmed: %+v", rep)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !rep.Valid() || rep.TrimmedLength != uint64(old) {
+		t.Fatalf("verify after trimming by age: %+v (want %d trimmed)", rep, old)
+	}
+	_, body := p.request(t, "GET", "/api/audit/recent?limit=10", "")
+	if !strings.Contains(string(body), `"event_type":"audit_checkpoint"`) ||
+		!strings.Contains(string(body), fmt.Sprintf("retention: entries 1..%d trimmed", old)) {
+		t.Fatalf("no checkpoint entry for the trimmed prefix: %s", body)
+	}
+	p.request(t, "PUT", "/api/logs/level", `{"level":"warn"}`)
+	p.stop(t, syscall.SIGTERM)
+	off, code := verifyOffline(t, home)
+	if code != 0 || !off.Valid() || off.TrimmedLength != uint64(old) {
+		t.Fatalf("offline verify after trimming by age: %d %+v", code, off)
+	}
+	if m, _ := filepath.Glob(filepath.Join(home, "audit-archive", "audit-1-*.jsonl")); len(m) != 1 {
+		t.Fatalf("no archive of the trimmed prefix: %v", m)
+	}
+	startFangd(t, home, config, "FANGD_API_KEY="+e2eKey) // the anchor still matches
 }
