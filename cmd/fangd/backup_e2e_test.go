@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/store"
 )
 
 // fangdCmd runs the binary and returns its exit code and output.
@@ -153,5 +154,35 @@ func TestBackupRefusesAnUnacceptedAnchorMismatch(t *testing.T) {
 	}
 	if _, err := os.Stat(file); err == nil {
 		t.Fatal("a refused backup left a file")
+	}
+}
+
+// A backup whose chain does not verify (an entry edited inside it, which
+// the anchor at the tip does not show) is restored nowhere: restore exits
+// 1 and leaves the new home empty.
+func TestRestoreRefusesABrokenChain(t *testing.T) {
+	home := homeWithHistory(t, 4, false)
+	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e audit.Entry
+	db.AuditLog().Scan(2, false, func(r store.AuditRecord) (bool, error) { return false, json.Unmarshal(r.Raw, &e) })
+	e.Details = "edited"
+	raw, _ := json.Marshal(e)
+	db.AuditLog().Overwrite(store.AuditRecord{ID: e.ID, Raw: raw})
+	db.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "b")
+	if code, out := fangdCmd(t, "backup", "--out", file, "--home", home); code != 0 {
+		t.Fatalf("backup: %d %s", code, out)
+	}
+	target := filepath.Join(dir, "restored")
+	code, out := fangdCmd(t, "restore", "--in", file, "--home", target)
+	if code != 1 || !strings.Contains(out, `"status": "broken"`) || !strings.Contains(out, "undone") {
+		t.Fatalf("restore of a broken chain: %d %s", code, out)
+	}
+	if entries, _ := os.ReadDir(target); len(entries) > 0 {
+		t.Fatalf("a refused restore left %v in the home", entries)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/store"
@@ -90,13 +91,11 @@ func (c *restoreCommand) Run(_ context.Context, args []string) (err error) {
 }
 
 // clear removes everything the restore wrote into the home, which was
-// empty when it began.
+// empty when it began, its lock file too (released just after), so that
+// the restore can be run again into the same directory.
 func (c *restoreCommand) clear() {
 	entries, _ := os.ReadDir(c.home)
 	for _, e := range entries {
-		if e.Name() == "fangd.lock" {
-			continue // still held; an empty lock file is harmless
-		}
-		os.RemoveAll(c.home + string(os.PathSeparator) + e.Name())
+		os.RemoveAll(filepath.Join(c.home, e.Name()))
 	}
 }
