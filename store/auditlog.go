@@ -63,6 +63,20 @@ func (l *AuditLog) Last() (AuditRecord, error) {
 	return rec, err
 }
 
+// LastIn is Last inside tx: the newest entry of tx's snapshot (a backup
+// records the tip of the very snapshot it writes).
+func (l *AuditLog) LastIn(tx *Txn) (AuditRecord, error) {
+	rec := AuditRecord{}
+	err := tx.Iterate(auditPrefix, nil, true, func(k, v []byte) (bool, error) {
+		rec = AuditRecord{ID: auditID(k), Raw: v}
+		return false, nil
+	})
+	if err == nil && rec.Raw == nil {
+		err = ErrNotFound
+	}
+	return rec, err
+}
+
 // Scan visits entries starting at id from (0 = the oldest, or the newest
 // when reverse), in id order or reverse id order, until fn returns false.
 func (l *AuditLog) Scan(from uint64, reverse bool, fn func(AuditRecord) (bool, error)) error {

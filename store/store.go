@@ -105,7 +105,9 @@ func (db *DB) leave() { db.inflight.Add(-1) }
 //
 // Badger is opened to detect damage rather than to work around it: every
 // table and block read is checked against its checksum, and so is every
-// value read from the value log. A data directory that holds Badger's files
+// value read from the value log; the memtable and value logs are scanned
+// before Badger replays them, which would silently drop everything after a
+// damaged entry (checkLogs). A data directory that holds Badger's files
 // but no MANIFEST is refused before Badger sees it: Badger would delete
 // every table the (new, empty) MANIFEST does not list and start empty. A
 // panic inside Badger while opening (a truncated table file) becomes an
@@ -164,6 +166,9 @@ func Open(opts Options) (_ *DB, err error) {
 		WithVerifyValueChecksum(true).
 		WithLogger(badgerLogger{l: opts.Logger, errs: errs})
 	if err := checkTables(opts.Dir, bo); err != nil {
+		return nil, &DamageError{Dir: opts.Dir, Err: err}
+	}
+	if err := checkLogs(opts.Dir); err != nil {
 		return nil, &DamageError{Dir: opts.Dir, Err: err}
 	}
 	var bdb *badger.DB

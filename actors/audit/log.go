@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -46,7 +47,9 @@ type Log struct {
 	pid        *actor.PID
 	store      *store.AuditLog
 	anchorPath string
-	broken     *Mismatch
+	// broken is the anchor mismatch found at start-up (degraded mode); the
+	// writer clears it once an acceptance is durable (Accept).
+	broken atomic.Pointer[Mismatch]
 
 	stopRetention chan struct{}
 }
@@ -84,14 +87,16 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Log, error) {
 			return nil, err
 		}
 	}
+	l := &Log{k: k, store: al, anchorPath: opts.AnchorPath}
+	l.broken.Store(broken)
 	pid, err := k.SpawnRoot("audit", func() actor.Actor {
-		return &writer{log: al, anchorPath: opts.AnchorPath, maxBatch: opts.MaxBatch, broken: broken,
+		return &writer{log: al, anchorPath: opts.AnchorPath, maxBatch: opts.MaxBatch, broken: &l.broken,
 			appends: appends, commits: commits, logger: k.Log.With().Str("component", "audit").Logger()}
 	}, actor.WithDispatcher(kernel.PinnedDispatcher(300))) // every audited call passes through it
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{k: k, pid: pid, store: al, anchorPath: opts.AnchorPath, broken: broken}
+	l.pid = pid
 	k.Security.Register("merkle_audit_trail", l.state)
 	if (opts.RetainEntries > 0 || opts.RetainAge > 0) && opts.ArchiveDir == "" {
 		opts.ArchiveDir = filepath.Join(filepath.Dir(opts.AnchorPath), "audit-archive")
@@ -103,7 +108,7 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Log, error) {
 // state is active while the writer is alive, degraded while an anchor
 // mismatch found at start-up is not accepted.
 func (l *Log) state() kernel.State {
-	if l.broken != nil {
+	if l.broken.Load() != nil {
 		return kernel.StateDegraded
 	}
 	if _, ok := l.k.System.ProcessRegistry.Get(l.pid); ok {
@@ -159,8 +164,8 @@ func (l *Log) Verify() (Report, error) {
 		return Report{}, err
 	}
 	rep, err := Verify(l.store, l.anchorPath, snap.Length)
-	if err == nil && l.broken != nil {
-		rep.markMismatch(l.broken)
+	if m := l.broken.Load(); err == nil && m != nil {
+		rep.markMismatch(m)
 	}
 	return rep, err
 }
@@ -176,7 +181,35 @@ func (l *Log) Stop() {
 
 // Broken is the anchor mismatch this daemon started with (degraded mode),
 // nil when the anchor matched.
-func (l *Log) Broken() *Mismatch { return l.broken }
+func (l *Log) Broken() *Mismatch { return l.broken.Load() }
+
+// ErrNothingToAccept is Accept's answer when the anchor matched at
+// start-up, or its mismatch is accepted already.
+var ErrNothingToAccept = &kernel.Error{Kind: kernel.KindConflict, Code: "nothing_to_accept",
+	Msg: "the audit anchor matches the stored chain: there is no mismatch to accept"}
+
+// Accept is `fangd audit accept` for a running, degraded daemon: it
+// appends the same audit_anchor_accepted entry (AcceptEvent), and only
+// once that entry is durable does the writer re-anchor on it, so the
+// anchor never moves past a break that is not on the record. From then on
+// the audit trail verifies and the daemon is no longer degraded. who
+// names the caller in the entry.
+func (l *Log) Accept(ctx context.Context, reason, who, sourceIP string) (Entry, error) {
+	m := l.broken.Load()
+	if m == nil {
+		return Entry{}, ErrNothingToAccept
+	}
+	ev := AcceptEvent(m, who, reason)
+	ev.SourceIP = sourceIP
+	done := make(chan appendResult, 1)
+	l.k.Root.Send(l.pid, &appendRequest{event: ev, done: done, accept: true})
+	select {
+	case r := <-done:
+		return r.entry, r.err
+	case <-ctx.Done():
+		return Entry{}, kernel.Unavailable("audit log did not confirm the acceptance in time")
+	}
+}
 
 // AppendTimeout bounds how long a request waits for its audit entry.
 const AppendTimeout = 10 * time.Second

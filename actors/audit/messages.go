@@ -33,6 +33,9 @@ type Entry struct {
 type appendRequest struct {
 	event Event
 	done  chan appendResult
+	// accept marks an `audit accept` (Log.Accept): once the entry is
+	// durable the writer re-anchors on it and degraded mode ends.
+	accept bool
 }
 
 type appendResult struct {

@@ -51,7 +51,7 @@ func (l *Log) TrimPolicy(r Retention, archiveDir string, now time.Time) (uint64,
 	if !r.on() {
 		return 0, nil
 	}
-	if l.broken != nil {
+	if l.broken.Load() != nil {
 		return 0, errors.New("audit retention is paused while the anchor mismatch is not accepted")
 	}
 	snap, err := kernel.Ask[*SnapshotReply](l.k, l.pid, &Snapshot{}, kernel.DefaultAskTimeout)

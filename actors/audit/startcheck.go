@@ -27,7 +27,15 @@ func (m *Mismatch) Error() string {
 
 // storedTip is the stored chain's length and newest hash.
 func storedTip(log *store.AuditLog) (Anchor, error) {
-	last, err := log.Last()
+	return tipOf(log.Last())
+}
+
+// TipIn is the chain's length and newest hash in tx's snapshot.
+func TipIn(log *store.AuditLog, tx *store.Txn) (Anchor, error) {
+	return tipOf(log.LastIn(tx))
+}
+
+func tipOf(last store.AuditRecord, err error) (Anchor, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return Anchor{Length: 0, Tip: Genesis}, nil
 	}
@@ -107,6 +115,19 @@ func CheckAnchor(log *store.AuditLog, anchorPath string, fresh bool) (Anchor, *M
 			Found:    fmt.Sprintf("entry %d with hash %s, in %s", a.Length, h, found())}, nil
 	}
 	return cur, nil, nil
+}
+
+// AcceptEvent is the entry that records an accepted anchor mismatch: what
+// the anchor expected, what the store held, who accepted it and why. The
+// offline `fangd audit accept` and POST /api/audit/accept append the same.
+func AcceptEvent(m *Mismatch, who, reason string) Event {
+	return Event{
+		EventType: "audit_anchor_accepted",
+		Details: fmt.Sprintf("audit anchor %s accepted by %s: expected %s; found %s; reason: %s",
+			m.AnchorStatus, who, m.Expected, m.Found, reason),
+		Outcome: "ok",
+		Actor:   who,
+	}
 }
 
 // AppendOffline chains one event onto the stored log of a stopped daemon

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +23,10 @@ type pendingAppend struct {
 	entry Entry
 	raw   []byte
 	done  chan appendResult
+	// accept: the entry records an accepted anchor mismatch; the commit
+	// re-anchors on it, and reports a failure to do so in anchorErr.
+	accept    bool
+	anchorErr error
 }
 
 // writer is the only actor that appends to the chain. Appends arriving while
@@ -41,8 +47,13 @@ type writer struct {
 	send      func(any) // to the writer itself: the commit's report
 	committed SnapshotReply
 	recent    rawRing // the newest committed raw entries
-	anchor    *anchorWriter
-	broken    *Mismatch // the anchor mismatch found at start-up (degraded mode)
+	// anchor is read by the commit goroutine, and set by it when an
+	// acceptance ends degraded mode.
+	anchor atomic.Pointer[anchorWriter]
+	// broken is the Log's: the anchor mismatch found at start-up
+	// (degraded mode), nil once matched or accepted.
+	broken    *atomic.Pointer[Mismatch]
+	accepting bool // an acceptance is chained, not yet committed
 }
 
 func (w *writer) Receive(c actor.Context) {
@@ -51,15 +62,18 @@ func (w *writer) Receive(c actor.Context) {
 		if err := w.load(); err != nil {
 			panic(err)
 		}
-		if w.broken == nil {
+		if w.broken.Load() == nil {
 			// A broken anchor stays as it was found, the evidence that the
 			// offline verifier reads too, until `fangd audit accept`.
-			w.anchor = startAnchorWriter(w.anchorPath, func(err error) {
-				w.logger.Error().Err(err).Msg("audit anchor write failed; it stays at the last good state")
-			})
+			w.startAnchor()
 		}
 		w.startGroupCommit(c)
 	case *appendRequest:
+		if m.accept && (w.accepting || w.broken.Load() == nil) {
+			m.done <- appendResult{err: ErrNothingToAccept}
+			return
+		}
+		w.accepting = w.accepting || m.accept
 		w.chain(m)
 		w.gc.Flush(w.send)
 	case *store.Committed[pendingAppend]:
@@ -79,10 +93,34 @@ func (w *writer) Receive(c actor.Context) {
 }
 
 func (w *writer) closeAnchor() {
-	if w.anchor != nil {
-		w.anchor.close()
-		w.anchor = nil
+	if a := w.anchor.Swap(nil); a != nil {
+		a.close()
 	}
+}
+
+func (w *writer) startAnchor() {
+	w.anchor.Store(startAnchorWriter(w.anchorPath, func(err error) {
+		w.logger.Error().Err(err).Msg("audit anchor write failed; it stays at the last good state")
+	}))
+}
+
+// reanchor ends degraded mode once the acceptance is durable (it is in
+// batch, just committed): the anchor is written at once, before the
+// acceptance is answered, and kept up to date from then on.
+func (w *writer) reanchor(batch []pendingAppend, tip Anchor) {
+	err := WriteAnchor(w.anchorPath, tip)
+	for i := range batch {
+		if batch[i].accept {
+			batch[i].anchorErr = err
+		}
+	}
+	if err != nil {
+		w.logger.Error().Err(err).Msg("the anchor mismatch is accepted in the chain, but the anchor could not be written: still degraded")
+		return
+	}
+	w.broken.Store(nil)
+	w.startAnchor()
+	w.logger.Warn().Uint64("length", tip.Length).Msg("audit anchor mismatch accepted; re-anchored")
 }
 
 // load restores the tip and the recent ring from the store. A restart after
@@ -115,13 +153,13 @@ func (w *writer) load() error {
 func (w *writer) chain(m *appendRequest) {
 	e, raw := newEntry(w.nextID, w.tip, m.event)
 	w.nextID, w.tip = e.ID+1, e.Hash
-	w.gc.Add(pendingAppend{entry: e, raw: raw, done: m.done})
+	w.gc.Add(pendingAppend{entry: e, raw: raw, done: m.done, accept: m.accept})
 }
 
 // startGroupCommit sets up the group commit: appends arriving while a
 // commit is in flight go together in the next one.
 func (w *writer) startGroupCommit(c actor.Context) {
-	self, root, anchor := c.Self(), c.ActorSystem().Root, w.anchor
+	self, root := c.Self(), c.ActorSystem().Root
 	w.send = func(msg any) { root.Send(self, msg) }
 	w.gc = store.NewGroupCommit(store.GroupCommitOptions[pendingAppend]{
 		MaxCount: w.maxBatch,
@@ -130,14 +168,25 @@ func (w *writer) startGroupCommit(c actor.Context) {
 			for i, p := range batch {
 				recs[i] = store.AuditRecord{ID: p.entry.ID, Raw: p.raw}
 			}
-			err := w.log.Append(recs)
-			if err == nil && anchor != nil {
-				tip := batch[len(batch)-1].entry
-				anchor.set(Anchor{Length: tip.ID, Tip: tip.Hash})
+			if err := w.log.Append(recs); err != nil {
+				return err
 			}
-			return err
+			last := batch[len(batch)-1].entry
+			tip := Anchor{Length: last.ID, Tip: last.Hash}
+			if a := w.anchor.Load(); a != nil {
+				a.set(tip)
+			} else if slices.ContainsFunc(batch, func(p pendingAppend) bool { return p.accept }) {
+				w.reanchor(batch, tip)
+			}
+			return nil
 		},
 		Done: func(p pendingAppend, err error) {
+			if err == nil && p.accept {
+				w.accepting = false
+				if p.anchorErr != nil {
+					err = fmt.Errorf("the acceptance is recorded as entry %d, but the anchor could not be written: %w", p.entry.ID, p.anchorErr)
+				}
+			}
 			if err != nil {
 				p.done <- appendResult{err: err}
 			} else {

@@ -44,13 +44,9 @@ func (c *auditAcceptCommand) Run(_ context.Context, args []string) error {
 		return nil
 	}
 	who := operatorName()
-	e, err := audit.AppendOffline(log, audit.Event{
-		EventType: "audit_anchor_accepted",
-		Details: fmt.Sprintf("audit anchor %s accepted by %s: expected %s; found %s; reason: %s",
-			m.AnchorStatus, who, m.Expected, m.Found, c.reason),
-		Outcome: "ok",
-		Actor:   "operator:" + who,
-	})
+	ev := audit.AcceptEvent(m, who, c.reason)
+	ev.Actor = "operator:" + who
+	e, err := audit.AppendOffline(log, ev)
 	if err != nil {
 		return fmt.Errorf("record the accepted mismatch: %w", err)
 	}

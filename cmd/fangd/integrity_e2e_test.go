@@ -6,6 +6,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,7 +237,7 @@ func TestDamagedStoreIsRefusedWithAMessage(t *testing.T) {
 			}
 			raw[end/3] ^= 0x20
 			os.WriteFile(wal, raw, 0o600)
-		}, "entries missing"},
+		}, "but a valid entry follows"},
 		{"deleted WAL", true, func(t *testing.T, data string) {
 			m, _ := filepath.Glob(filepath.Join(data, "*.mem"))
 			for _, f := range m {
@@ -250,7 +252,7 @@ func TestDamagedStoreIsRefusedWithAMessage(t *testing.T) {
 			if out := serveRefused(t, home); !strings.Contains(out, c.says) {
 				t.Fatalf("refusal does not say %q:\n%s", c.says, out)
 			}
-			if out := verifyRefused(t, home); !c.kill9 && !strings.Contains(out, c.says) {
+			if out := verifyRefused(t, home); c.name != "deleted WAL" && !strings.Contains(out, c.says) {
 				t.Fatalf("audit verify does not say %q:\n%s", c.says, out)
 			}
 		})
@@ -345,4 +347,137 @@ func TestAuditRetentionKeepsTheChainVerifiable(t *testing.T) {
 		t.Fatalf("no archive of the trimmed prefix: %v", m)
 	}
 	startFangd(t, home, "[audit]\nretain_entries = 10\n", "FANGD_API_KEY="+e2eKey) // the anchor still matches
+}
+
+// POST /api/audit/accept does for a running, degraded daemon what
+// `fangd audit accept` does offline: the same entry, then a new anchor.
+func TestAuditAcceptThroughTheAPI(t *testing.T) {
+	home := homeWithHistory(t, 3, false)
+	path := audit.AnchorPath(home)
+	a, _ := audit.ReadAnchor(path)
+	audit.WriteAnchor(path, audit.Anchor{Length: a.Length + 2, Tip: a.Tip})
+	p := startFangd(t, home, "[audit]\non_anchor_mismatch = \"degraded\"\n", "FANGD_API_KEY="+e2eKey)
+
+	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"  "}`); code != 400 {
+		t.Fatalf("accept without a reason: %d %s", code, body)
+	}
+	res, err := http.Post(p.url+"/api/audit/accept", "application/json", strings.NewReader(`{"reason":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 {
+		t.Fatalf("accept without the API key: %d", res.StatusCode)
+	}
+	if rep := verifyOnline(t, p); rep.Valid() {
+		t.Fatalf("verify before accept: %+v", rep)
+	}
+
+	code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"restored from backup, tail lost"}`)
+	var accepted audit.Entry
+	json.Unmarshal(body, &accepted)
+	if code != 200 || accepted.EventType != "audit_anchor_accepted" || accepted.Actor != "api_key" ||
+		!strings.Contains(accepted.Details, "reason: restored from backup, tail lost") ||
+		!strings.Contains(accepted.Details, "2 entries missing") {
+		t.Fatalf("accept: %d %s", code, body)
+	}
+	if rep := verifyOnline(t, p); !rep.Valid() || rep.StartupMismatch != "" {
+		t.Fatalf("verify after accept: %+v", rep)
+	}
+	if _, body := p.request(t, "GET", "/api/health", ""); !strings.Contains(string(body), `"status":"ok"`) {
+		t.Fatalf("health after accept: %s", body)
+	}
+	var sec struct {
+		Systems map[string]string `json:"security_systems"`
+	}
+	_, body = p.request(t, "GET", "/api/security", "")
+	json.Unmarshal(body, &sec)
+	if sec.Systems["merkle_audit_trail"] != "active" {
+		t.Fatalf("security after accept: %s", body)
+	}
+	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"again"}`); code != 409 || !strings.Contains(string(body), "nothing_to_accept") {
+		t.Fatalf("a second accept: %d %s", code, body)
+	}
+	if an, _ := audit.ReadAnchor(path); an.Length < accepted.ID {
+		t.Fatalf("anchor after accept: %+v, accepted entry %d", an, accepted.ID)
+	}
+	p.request(t, "PUT", "/api/logs/level", `{"level":"warn"}`) // the anchor follows again
+	p.stop(t, syscall.SIGTERM)
+	if rep, code := verifyOffline(t, home); code != 0 || !rep.Valid() || rep.ChainLength <= accepted.ID {
+		t.Fatalf("offline verify after the API accept: %d %+v", code, rep)
+	}
+	startFangd(t, home, "", "FANGD_API_KEY="+e2eKey) // refuse mode: the anchor matches
+}
+
+// A daemon whose anchor matched has nothing to accept.
+func TestAuditAcceptWithNothingToAccept(t *testing.T) {
+	p := startFangd(t, t.TempDir(), "", "FANGD_API_KEY="+e2eKey)
+	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"why not"}`); code != 409 || !strings.Contains(string(body), "nothing_to_accept") {
+		t.Fatalf("accept on a matching anchor: %d %s", code, body)
+	}
+}
+
+// retain_days trims the entries older than it, behind a checkpoint entry
+// that commits to the trimmed prefix; the rest of the chain still
+// verifies, online and offline, and the next start finds the anchor whole.
+func TestAuditRetentionByAgeKeepsTheChainVerifiable(t *testing.T) {
+	home := homeWithHistory(t, 12, false) // 14 entries
+	// Backdate all but the newest four, re-chaining every entry.
+	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []audit.Entry
+	db.AuditLog().Scan(0, false, func(r store.AuditRecord) (bool, error) {
+		var e audit.Entry
+		json.Unmarshal(r.Raw, &e)
+		entries = append(entries, e)
+		return true, nil
+	})
+	old := len(entries) - 4
+	prev := audit.Genesis
+	for i := range entries {
+		e := &entries[i]
+		if i < old {
+			e.Timestamp = time.Now().Add(-10*24*time.Hour + time.Duration(i)*time.Second).UTC().Format(time.RFC3339Nano)
+		}
+		e.PrevHash = prev
+		e.Hash = audit.Hash(e)
+		prev = e.Hash
+		raw, _ := json.Marshal(e)
+		if err := db.AuditLog().Overwrite(store.AuditRecord{ID: e.ID, Raw: raw}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	audit.WriteAnchor(audit.AnchorPath(home), audit.Anchor{Length: uint64(len(entries)), Tip: prev})
+
+	config := "[audit]\nretain_days = 3\n"
+	p := startFangd(t, home, config, "FANGD_API_KEY="+e2eKey)
+	var rep audit.Report
+	deadline := time.Now().Add(15 * time.Second)
+	for rep = verifyOnline(t, p); rep.TrimmedLength == 0; rep = verifyOnline(t, p) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing trimmed: %+v", rep)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !rep.Valid() || rep.TrimmedLength != uint64(old) {
+		t.Fatalf("verify after trimming by age: %+v (want %d trimmed)", rep, old)
+	}
+	_, body := p.request(t, "GET", "/api/audit/recent?limit=10", "")
+	if !strings.Contains(string(body), `"event_type":"audit_checkpoint"`) ||
+		!strings.Contains(string(body), fmt.Sprintf("retention: entries 1..%d trimmed", old)) {
+		t.Fatalf("no checkpoint entry for the trimmed prefix: %s", body)
+	}
+	p.request(t, "PUT", "/api/logs/level", `{"level":"warn"}`)
+	p.stop(t, syscall.SIGTERM)
+	off, code := verifyOffline(t, home)
+	if code != 0 || !off.Valid() || off.TrimmedLength != uint64(old) {
+		t.Fatalf("offline verify after trimming by age: %d %+v", code, off)
+	}
+	if m, _ := filepath.Glob(filepath.Join(home, "audit-archive", "audit-1-*.jsonl")); len(m) != 1 {
+		t.Fatalf("no archive of the trimmed prefix: %v", m)
+	}
+	startFangd(t, home, config, "FANGD_API_KEY="+e2eKey) // the anchor still matches
 }

@@ -1,13 +1,16 @@
 package http
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // auditRecent serves GET /api/audit/recent?limit=N (n is accepted too):
@@ -96,3 +99,38 @@ func (s *Server) auditVerify(ctx *fasthttp.RequestCtx) error {
 	writeJSON(ctx, fasthttp.StatusOK, verifyReport{Report: rep, Valid: rep.Valid(), Entries: rep.ChainLength})
 	return nil
 }
+
+// auditAccept serves POST /api/audit/accept {"reason": "..."}: what
+// `fangd audit accept` does for a stopped daemon, for one running degraded
+// (on_anchor_mismatch = "degraded"). It appends the same
+// audit_anchor_accepted entry, and re-anchors once that entry is durable;
+// verify then reads valid and health ok. 409 nothing_to_accept when the
+// anchor matched.
+func (s *Server) auditAccept(ctx *fasthttp.RequestCtx) error {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := decodeJSON(ctx, &body); err != nil {
+		return err
+	}
+	reason := strings.TrimSpace(body.Reason)
+	if reason == "" {
+		return kernel.Invalid("reason is required: it is recorded in the audit log")
+	}
+	if len(reason) > maxAcceptReason {
+		return kernel.Invalid("reason is longer than %d bytes", maxAcceptReason)
+	}
+	actor, _ := ctx.UserValue(userActor).(string)
+	c, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
+	defer cancel()
+	e, err := s.deps.Audit.Accept(c, reason, actor, clientIP(ctx).String())
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, fmt.Sprintf("audit anchor mismatch accepted as entry %d", e.ID))
+	writeJSON(ctx, fasthttp.StatusOK, e)
+	return nil
+}
+
+// maxAcceptReason bounds the reason an acceptance records.
+const maxAcceptReason = 2000

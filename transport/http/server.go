@@ -271,6 +271,8 @@ func (s *Server) routes() {
 	s.api("GET", "/security", s.security)
 	s.api("GET", "/audit/recent", s.auditRecent)
 	s.api("GET", "/audit/verify", s.auditVerify)
+	s.api("GET", "/admin/backup", s.adminBackup)
+	s.api("POST", "/audit/accept", s.auditAccept)
 	s.api("GET", "/logs/stream", s.logStream)
 	s.api("GET", "/logs/level", s.logLevel)
 	s.api("PUT", "/logs/level", s.setLogLevel)
