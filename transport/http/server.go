@@ -264,6 +264,8 @@ func (s *Server) routes() {
 	s.api("GET", "/security", s.security)
 	s.api("GET", "/audit/recent", s.auditRecent)
 	s.api("GET", "/audit/verify", s.auditVerify)
+	s.api("GET", "/audit/query", s.auditQuery)
+	s.api("GET", "/audit/export", s.auditExport)
 	s.api("GET", "/logs/stream", s.logStream)
 	s.api("GET", "/logs/level", s.logLevel)
 	s.api("PUT", "/logs/level", s.setLogLevel)
