@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"embed"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+// The agent templates fangd ships: its own versions of the LibreFang
+// templates whose work is conversation (no LibreFang built-in tools),
+// each an agent.toml that ImportManifest reads. They are in the binary.
+//
+//go:embed templates/*.toml
+var templateFS embed.FS
+
+// TemplateInfo is one template as GET /api/templates lists it.
+type TemplateInfo struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+}
+
+// templateName is LibreFang's rule for a template name.
+var templateName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Templates lists the shipped templates by name.
+func Templates() []TemplateInfo {
+	ents, _ := templateFS.ReadDir("templates")
+	out := make([]TemplateInfo, 0, len(ents))
+	for _, e := range ents {
+		name := strings.TrimSuffix(e.Name(), ".toml")
+		text, _ := Template(name)
+		var m struct {
+			Description string `toml:"description"`
+		}
+		_, _ = toml.Decode(text, &m) // shipped files; TestTemplatesImport checks each
+		out = append(out, TemplateInfo{Name: name, Description: m.Description})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Template returns a shipped template's agent.toml: 400 for a name that
+// cannot be one, 404 for one that is not shipped.
+func Template(name string) (string, error) {
+	if !templateName.MatchString(name) {
+		return "", kernel.Errorf(kernel.KindInvalid, "invalid_template_name", "template name %q must be 1-64 letters, digits, '-' or '_'", truncate(name, 80))
+	}
+	raw, err := templateFS.ReadFile("templates/" + name + ".toml")
+	if err != nil {
+		return "", kernel.Errorf(kernel.KindNotFound, "template_not_found", "template %q is not one fangd ships (GET /api/templates lists them)", name)
+	}
+	return string(raw), nil
+}
