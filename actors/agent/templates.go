@@ -56,3 +56,43 @@ func Template(name string) (string, error) {
 	}
 	return string(raw), nil
 }
+
+// TemplateManifest is the part of a template GET /api/templates/{name}
+// shows (LibreFang's fields: name, description, module, tags,
+// model{provider, model}, capabilities{tools, network}).
+type TemplateManifest struct {
+	Name        string   `json:"name" toml:"name"`
+	Description string   `json:"description" toml:"description"`
+	Module      string   `json:"module" toml:"module"`
+	Tags        []string `json:"tags" toml:"tags"`
+	Model       struct {
+		Provider string `json:"provider" toml:"provider"`
+		Model    string `json:"model" toml:"model"`
+	} `json:"model" toml:"model"`
+	Capabilities struct {
+		Tools   []string `json:"tools" toml:"tools"`
+		Network []string `json:"network" toml:"network"`
+	} `json:"capabilities" toml:"capabilities"`
+}
+
+// TemplateDetail returns a shipped template's manifest summary and text.
+func TemplateDetail(name string) (TemplateManifest, string, error) {
+	var m TemplateManifest
+	text, err := Template(name)
+	if err != nil {
+		return m, "", err
+	}
+	if _, err := toml.Decode(text, &m); err != nil {
+		return m, "", err
+	}
+	if m.Tags == nil {
+		m.Tags = []string{}
+	}
+	if m.Capabilities.Tools == nil {
+		m.Capabilities.Tools = []string{}
+	}
+	if m.Capabilities.Network == nil {
+		m.Capabilities.Network = []string{}
+	}
+	return m, text, nil
+}
