@@ -510,13 +510,8 @@ func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	byURL := strings.TrimSpace(b.URL) != ""
-	switch {
-	case byURL && strings.TrimSpace(b.AgentID) != "":
-		// LibreFang picks no agent behind a URL; fangd names agents by
-		// their discovery URL too, so the two would name one agent twice.
-		return badRequest("a2a_ambiguous_target", "give url or agent_id, not both (picking one remote agent among several a peer serves is not supported yet)")
-	case !byURL && strings.TrimSpace(b.AgentID) == "":
-		return badRequest("missing_agent_id", "agent_id (a discovered agent's id or name) or url is required")
+	if !byURL && strings.TrimSpace(b.AgentID) == "" {
+		return badRequest("missing_agent_id", "agent_id (a discovered agent's id or name, or one agent a discovered peer serves) or url is required")
 	}
 	if !b.Message.IsSet() {
 		return badRequest("a2a_missing_message", "message is required: a string or {\"role\": \"user\", \"parts\": [{\"text\": \"...\"}]}")
@@ -531,8 +526,11 @@ func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
 	}
 	sum := sha256.Sum256(ctx.PostBody())
 	a2aCaller(ctx)
-	discovered := ""
+	discovered, remote := "", ""
 	if byURL {
+		// With url naming the peer, agent_id picks one of the agents it
+		// serves (a fangd peer serves several behind one URL).
+		remote = strings.TrimSpace(b.AgentID)
 		// LibreFang sends only to agents it discovered (and an operator
 		// approved). fangd trusts an agent when an API key holder
 		// discovers it, and this caller holds the key: a URL not
@@ -550,7 +548,7 @@ func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
 		b.AgentID = agent.ID
 	}
 	receipt, replayed, err := s.deps.A2A.SendOutbound(ctx, a2a.OutboundRequest{
-		AgentRef: b.AgentID, Message: m, ContextID: firstNonEmpty(b.ContextID, b.SessionID),
+		AgentRef: b.AgentID, RemoteAgent: remote, Message: m, ContextID: firstNonEmpty(b.ContextID, b.SessionID),
 		IdempotencyKey: key, BodyHash: hex.EncodeToString(sum[:]),
 	})
 	if err != nil {
@@ -586,9 +584,10 @@ func (s *Server) a2aSendWait(ctx *fasthttp.RequestCtx, receipt a2a.SendReceipt) 
 	}
 	writeJSON(ctx, status, struct {
 		a2a.LibreFangTask
-		TaskID  string `json:"task_id"`
-		AgentID string `json:"agent_id"`
-	}{snap.LibreFang(), receipt.TaskID, receipt.AgentID})
+		TaskID        string `json:"task_id"`
+		AgentID       string `json:"agent_id"`
+		RemoteAgentID string `json:"remote_agent_id,omitempty"`
+	}{snap.LibreFang(), receipt.TaskID, receipt.AgentID, receipt.RemoteAgentID})
 	return nil
 }
 

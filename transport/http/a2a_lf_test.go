@@ -1,6 +1,9 @@
 package http
 
 import (
+	"context"
+	"fmt"
+	"iter"
 	nethttp "net/http"
 	"net/http/httptest"
 	"net/url"
@@ -79,7 +82,7 @@ func TestA2ASendByURLLibreFangShape(t *testing.T) {
 		status     int
 		code       string
 	}{
-		{"/api/a2a/send", `{"url":"` + peer.URL + `","agent_id":"` + id + `","message":"x"}`, 400, "a2a_ambiguous_target"},
+		{"/api/a2a/send", `{"url":"` + peer.URL + `","agent_id":"nobody","message":"x"}`, 400, "a2a_unknown_remote_agent"},
 		{"/api/a2a/send", `{"url":"ftp://x.example","message":"x"}`, 400, "a2a_invalid_url"},
 		{"/api/a2a/send", `{"url":"http://10.0.0.5","message":"x"}`, 400, "a2a_ssrf_blocked"},
 		{"/api/a2a/send", `{"url":"` + peer.URL + `"}`, 400, "a2a_missing_message"},
@@ -94,5 +97,75 @@ func TestA2ASendByURLLibreFangShape(t *testing.T) {
 	}
 	if agents := jsonOf(t, ts.authed(t, "GET", "/api/a2a/agents", "").body); agents["total"].(float64) != 1 {
 		t.Fatalf("refused sends discovered something: %v", agents)
+	}
+}
+
+// multiPeer serves several agents behind one URL, as a fangd peer does:
+// its card lists one skill per agent and it routes by the message's
+// metadata.agent_id, answering "<agent>: <text>" (or refusing a message
+// that names none, as fangd's shared endpoint does).
+type multiPeer struct{}
+
+func (multiPeer) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[sdk.Event, error] {
+	return func(yield func(sdk.Event, error) bool) {
+		who, _ := ec.Message.Metadata["agent_id"].(string)
+		if who == "" {
+			yield(nil, fmt.Errorf("%w: several agents are served here; name one in metadata.agent_id", sdk.ErrInvalidParams))
+			return
+		}
+		if ec.StoredTask == nil && !yield(sdk.NewSubmittedTask(ec, ec.Message), nil) {
+			return
+		}
+		if !yield(sdk.NewArtifactEvent(ec, sdk.NewTextPart(who+": "+ec.Message.Parts[0].Text())), nil) {
+			return
+		}
+		yield(sdk.NewStatusUpdateEvent(ec, sdk.TaskStateCompleted, nil), nil)
+	}
+}
+
+func (multiPeer) Cancel(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[sdk.Event, error] {
+	return func(yield func(sdk.Event, error) bool) {
+		yield(sdk.NewStatusUpdateEvent(ec, sdk.TaskStateCanceled, nil), nil)
+	}
+}
+
+// A peer that serves several agents: url names the peer and agent_id one of
+// its agents (by the card skill's id or name), or agent_id alone names an
+// agent exactly one discovered peer serves. The peer gets it in the
+// message's metadata.agent_id.
+func TestA2ASendPicksOneRemoteAgent(t *testing.T) {
+	ts := newA2AServer(t)
+	mux := nethttp.NewServeMux()
+	peer := httptest.NewServer(mux)
+	defer peer.Close()
+	caps := sdk.AgentCapabilities{}
+	card := &sdk.AgentCard{Name: "Fleet", Description: "two agents", Version: "1", Capabilities: caps,
+		SupportedInterfaces: []*sdk.AgentInterface{sdk.NewAgentInterface(peer.URL+"/a2a", sdk.TransportProtocolJSONRPC)},
+		Skills: []sdk.AgentSkill{{ID: "c1", Name: "coder", Description: "d", Tags: []string{}},
+			{ID: "w1", Name: "writer", Description: "d", Tags: []string{}}}}
+	mux.Handle("/a2a", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(multiPeer{}, a2asrv.WithCapabilityChecks(&caps))))
+	mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
+
+	r := ts.authed(t, "POST", "/api/a2a/send", `{"url":"`+peer.URL+`","agent_id":"writer","message":"hi"}`)
+	task := jsonOf(t, r.body)
+	if r.status != 200 || task["remote_agent_id"] != "w1" || task["status"].(map[string]any)["state"] != "completed" {
+		t.Fatalf("url + agent_id: %d %s", r.status, r.body)
+	}
+	if txt := task["artifacts"].([]any)[0].(map[string]any)["parts"].([]any)[0].(map[string]any)["text"]; txt != "w1: hi" {
+		t.Fatalf("the peer's agent: %v", txt)
+	}
+	// agent_id alone: no external agent is called "coder", one peer serves it.
+	r = ts.authed(t, "POST", "/api/a2a/send", `{"agent_id":"coder","message":"build"}`)
+	rec := jsonOf(t, r.body)
+	if r.status != 202 || rec["remote_agent_id"] != "c1" || rec["agent_id"] != task["agent_id"] {
+		t.Fatalf("agent_id of a remote agent: %d %s", r.status, r.body)
+	}
+	// Without a pick, this peer refuses the task: it fails, as before.
+	r = ts.authed(t, "POST", "/api/a2a/send", `{"url":"`+peer.URL+`","message":"whoever"}`)
+	if st := jsonOf(t, r.body)["status"].(map[string]any)["state"]; st == "completed" {
+		t.Fatalf("a message naming no agent completed: %s", r.body)
+	}
+	if r := ts.authed(t, "POST", "/api/a2a/send", `{"agent_id":"nobody","message":"x"}`); r.status != 404 {
+		t.Fatalf("unknown agent: %d %s", r.status, r.body)
 	}
 }
