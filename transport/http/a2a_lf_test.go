@@ -169,3 +169,26 @@ func TestA2ASendPicksOneRemoteAgent(t *testing.T) {
 		t.Fatalf("unknown agent: %d %s", r.status, r.body)
 	}
 }
+
+// The bug of issue 16 item 3, against fangd's own A2A server: a fangd peer
+// serving two agents (alpha, beta) refused every task sent to its URL;
+// naming one with agent_id now reaches it. The test server is its own
+// peer, on loopback.
+func TestA2ASendToAFangdPeerServingSeveralAgents(t *testing.T) {
+	ts := newA2AServer(t)
+	if r := ts.authed(t, "POST", "/api/a2a/discover", `{"url":"`+ts.url+`","token":"`+testKey+`"}`); r.status != 201 {
+		t.Fatalf("discover self: %d %s", r.status, r.body)
+	}
+	r := ts.authed(t, "POST", "/api/a2a/send", `{"url":"`+ts.url+`","message":"which one?"}`)
+	if st := jsonOf(t, r.body)["status"].(map[string]any)["state"]; st != "failed" {
+		t.Fatalf("no agent named: %d %s", r.status, r.body)
+	}
+	r = ts.authed(t, "POST", "/api/a2a/send", `{"url":"`+ts.url+`","agent_id":"beta","message":"hi beta"}`)
+	task := jsonOf(t, r.body)
+	if r.status != 200 || task["remote_agent_id"] != agentB.ID || task["status"].(map[string]any)["state"] != "completed" {
+		t.Fatalf("beta: %d %s", r.status, r.body)
+	}
+	if txt := task["artifacts"].([]any)[0].(map[string]any)["parts"].([]any)[0].(map[string]any)["text"]; txt != "echo: hi beta" {
+		t.Fatalf("answer %v", txt)
+	}
+}
