@@ -474,6 +474,7 @@ func (a *agentActor) report(c actor.Context, t *turn, res *TurnResult, answerCha
 		reply = err
 	} else {
 		ev.InputTokens, ev.OutputTokens, ev.CostUSD = res.InputTokens, res.OutputTokens, res.CostUSD
+		ev.Model, ev.Provider, ev.LatencyMS, ev.ToolCalls = res.Model, res.Provider, res.LatencyMS, len(res.ToolCalls)
 		details += fmt.Sprintf(" model=%s input_tokens=%d output_tokens=%d cost_usd=%.6f", t.route.Name(), res.InputTokens, res.OutputTokens, res.CostUSD)
 		if len(res.ToolCalls) > 0 {
 			details += fmt.Sprintf(" tool_calls=%d", len(res.ToolCalls))

@@ -37,6 +37,7 @@ type harness struct {
 	reg    *llm.Registry
 	// Set by newToolHarness: a toolbox, and approvals gating it.
 	tools     *fakeTools
+	toolbox   Toolbox // used instead of tools when set
 	policy    *approval.Policy
 	vault     *store.Vault
 	approvals *approval.Approvals
@@ -98,6 +99,9 @@ func (h *harness) start() {
 	opts := Options{QueuePerSession: 2, MaxSessions: h.maxSessions, MaxAgents: h.maxAgents}
 	if h.tools != nil {
 		opts.Tools = h.tools
+	}
+	if h.toolbox != nil {
+		opts.Tools = h.toolbox
 	}
 	if h.policy != nil {
 		if h.vault == nil {

@@ -71,15 +71,21 @@ type lfManifest struct {
 	Capabilities struct {
 		Tools []string `toml:"tools"`
 	} `toml:"capabilities"`
-	MCPServers     []string `toml:"mcp_servers"`
-	MCPDisabled    bool     `toml:"mcp_disabled"`
-	ToolAllowlist  []string `toml:"tool_allowlist"`
-	ToolBlocklist  []string `toml:"tool_blocklist"`
-	ToolsDisabled  bool     `toml:"tools_disabled"`
-	Channels       []string `toml:"channels"`
-	FallbackModels []any    `toml:"fallback_models"`
-	Schedule       any      `toml:"schedule"`
+	MCPServers     serverList `toml:"mcp_servers"`
+	MCPDisabled    bool       `toml:"mcp_disabled"`
+	ToolAllowlist  []string   `toml:"tool_allowlist"`
+	ToolBlocklist  []string   `toml:"tool_blocklist"`
+	ToolsDisabled  bool       `toml:"tools_disabled"`
+	Channels       []string   `toml:"channels"`
+	FallbackModels []any      `toml:"fallback_models"`
+	Schedule       any        `toml:"schedule"`
 }
+
+// serverList is a manifest's mcp_servers.
+type serverList []string
+
+// all reports whether the list names every server (LibreFang's ["*"]).
+func (l serverList) all() bool { return slices.Contains(l, "*") }
 
 // keyRule is what a manifest key does in fangd.
 type keyRule int
@@ -100,11 +106,11 @@ var manifestKeys = map[string]keyRule{
 	"model.max_tokens": keyMapped, "model.system_prompt": keyMapped,
 	"resources": keyMapped, "resources.max_cost_per_day_usd": keyMapped, "resources.max_cost_per_month_usd": keyMapped,
 	"capabilities": keyMapped, "capabilities.tools": keyMapped,
-	"mcp_servers": keyMapped, "mcp_disabled": keyMapped, "tool_allowlist": keyMapped, "tool_blocklist": keyMapped,
+	"mcp_servers": keyMapped, "mcp_disabled": keyMapped, "channels": keyMapped, "tool_allowlist": keyMapped, "tool_blocklist": keyMapped,
 	"tools_disabled": keyMapped,
 
 	// Limits fangd does not enforce (yet): fine at LibreFang's "none".
-	"module": keyChecked, "enabled": keyChecked, "channels": keyChecked, "fallback_models": keyChecked, "schedule": keyChecked,
+	"module": keyChecked, "enabled": keyChecked, "fallback_models": keyChecked, "schedule": keyChecked,
 	"resources.max_cost_per_hour_usd": keyChecked, "resources.max_llm_tokens_per_hour": keyChecked,
 	"resources.max_tool_calls_per_minute": keyChecked, "resources.max_network_bytes_per_hour": keyChecked,
 	"resources.burst_ratio": keyChecked,
@@ -145,7 +151,6 @@ var refusedWhy = map[string]string{
 	"resources.burst_ratio":                "token budgets are not built yet",
 	"module":                               `fangd runs chat agents only ("builtin:chat")`,
 	"enabled":                              "every agent fangd has runs",
-	"channels":                             "channel bindings are configured on the channel",
 	"fallback_models":                      "fangd has no fallback model chain",
 	"schedule":                             "fangd runs no scheduled agents (only the reactive default)",
 }
@@ -248,6 +253,14 @@ func ImportManifest(text, defaultModel string) (*Imported, error) {
 	if s.Tools, err = manifestTools(&m); err != nil {
 		return nil, err
 	}
+	// channels and mcp_servers are allow-lists on fangd's agents too (an
+	// empty one allows all there; LibreFang's "*" is that). The MCP
+	// servers' tools are also in Tools, as globs: the list of tools is
+	// what offers them.
+	s.Channels = m.Channels
+	if !m.MCPServers.all() && !m.MCPDisabled {
+		s.MCPServers = m.MCPServers
+	}
 	for _, c := range []struct {
 		key string
 		v   float64
@@ -272,7 +285,6 @@ func checkValues(m *lfManifest, md toml.MetaData) []string {
 	for key, bad := range map[string]bool{
 		"module":                               m.Module != "" && m.Module != "builtin:chat",
 		"enabled":                              m.Enabled != nil && !*m.Enabled,
-		"channels":                             len(m.Channels) > 0,
 		"fallback_models":                      len(m.FallbackModels) > 0,
 		"schedule":                             m.Schedule != nil && !isReactive(m.Schedule),
 		"resources.max_cost_per_hour_usd":      r.MaxCostPerHourUSD != 0,
@@ -341,7 +353,10 @@ func manifestTools(m *lfManifest) ([]string, error) {
 		}
 		tools = slices.Clone(p)
 	}
-	if !m.MCPDisabled {
+	if m.MCPDisabled {
+		// LibreFang's belt and braces: no MCP tool at all, even one named.
+		tools = slices.DeleteFunc(tools, func(t string) bool { return strings.HasPrefix(t, "mcp_") })
+	} else {
 		for _, srv := range m.MCPServers {
 			if srv == "*" {
 				tools = append(tools, "mcp_*")

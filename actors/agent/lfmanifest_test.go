@@ -62,6 +62,14 @@ func TestImportManifestMapsLibreFangFields(t *testing.T) {
 	if fmt.Sprint(s.Tools) != "[file_read file_list mcp_memory_* mcp_web_fetch_*]" {
 		t.Fatalf("tools: %v", s.Tools)
 	}
+	// mcp_servers and channels are allow-lists on fangd's agents too.
+	if fmt.Sprint(s.MCPServers) != "[memory web-fetch]" || len(s.Channels) != 0 {
+		t.Fatalf("allow-lists: %v %v", s.MCPServers, s.Channels)
+	}
+	imp2, err := ImportManifest("name = \"x\"\nchannels = [\"telegram\"]\nmcp_servers = [\"*\"]\n[model]\nprovider = \"g\"\nmodel = \"m\"\n", "")
+	if err != nil || fmt.Sprint(imp2.Spec.Channels) != "[telegram]" || len(imp2.Spec.MCPServers) != 0 || fmt.Sprint(imp2.Spec.Tools) != "[mcp_*]" {
+		t.Fatalf("channels, all servers: %+v %v", imp2, err)
+	}
 	if imp.DailyUSD == nil || *imp.DailyUSD != 2.5 || imp.MonthlyUSD != nil {
 		t.Fatalf("budget: %v %v", imp.DailyUSD, imp.MonthlyUSD)
 	}
@@ -108,6 +116,7 @@ func TestImportManifestTools(t *testing.T) {
 		{"tools_disabled = true\n[capabilities]\ntools = [\"file_read\"]\n", "[]", ""},
 		{"mcp_servers = [\"*\"]\n", "[mcp_*]", ""},
 		{"mcp_servers = [\"gh\"]\nmcp_disabled = true\n", "[]", ""},
+		{"mcp_disabled = true\n[capabilities]\ntools = [\"file_read\", \"mcp_gh_x\"]\n", "[file_read]", ""},
 		{"profile = \"minimal\"\n", "[file_read file_list]", ""},
 		{"profile = \"full\"\n", "[*]", ""},
 		{"profile = \"nope\"\n", "", "profile"},
@@ -141,7 +150,6 @@ func TestImportManifestRefusesWhatItCannotHonour(t *testing.T) {
 		{"name = \"x\"" + model + "[resources]\nmax_tool_calls_per_minute = 60\n", "unsupported_manifest_field", "max_tool_calls_per_minute"},
 		{"name = \"x\"\nmodule = \"wasm:agent.wasm\"" + model, "unsupported_manifest_field", "module"},
 		{"name = \"x\"\nenabled = false" + model, "unsupported_manifest_field", "enabled"},
-		{"name = \"x\"\nchannels = [\"telegram\"]" + model, "unsupported_manifest_field", "channels"},
 		{"name = \"x\"" + model + "[schedule]\nperiodic = { cron = \"every 5m\" }\n", "unsupported_manifest_field", "schedule"},
 		{"name = \"x\"" + model + "[[fallback_models]]\nprovider = \"groq\"\nmodel = \"y\"\n", "unsupported_manifest_field", "fallback_models"},
 		{"name = \"x\"\nresponse_format = \"json_object\"" + model, "unsupported_manifest_field", "response_format"},

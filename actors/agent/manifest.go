@@ -2,6 +2,7 @@ package agent
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -26,6 +27,8 @@ var (
 	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 	toolRe = regexp.MustCompile(`^[A-Za-z0-9_.:*-]{1,64}$`)
 	capRe  = regexp.MustCompile(`^[A-Za-z0-9_.:*/-]{1,128}$`)
+	// bindRe: channel and MCP server names (their own rules are stricter).
+	bindRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 )
 
 // ParseRef reads an agent reference from a URL: a UUID is an id, anything
@@ -153,13 +156,32 @@ func validate(reg *llm.Registry, m *Manifest) error {
 	if m.Tools, err = checkList("tools", m.Tools, toolRe); err != nil {
 		return err
 	}
-	m.Capabilities, err = checkList("capabilities", m.Capabilities, capRe)
+	if m.Capabilities, err = checkList("capabilities", m.Capabilities, capRe); err != nil {
+		return err
+	}
+	if m.Channels, err = checkList("channels", m.Channels, bindRe); err != nil {
+		return err
+	}
+	m.MCPServers, err = checkList("mcp_servers", m.MCPServers, bindRe)
 	return err
+}
+
+// AllowsChannel reports whether the agent answers messages from the
+// channel named name (an empty allow-list allows every channel).
+func (m *Manifest) AllowsChannel(name string) bool {
+	return len(m.Channels) == 0 || slices.Contains(m.Channels, name)
+}
+
+// AllowsMCPServer reports whether the agent is offered the tools of the
+// MCP server named server ("" for tools that are not an MCP server's).
+func (m *Manifest) AllowsMCPServer(server string) bool {
+	return server == "" || len(m.MCPServers) == 0 || slices.Contains(m.MCPServers, server)
 }
 
 func (s *Spec) manifest() Manifest {
 	m := Manifest{Name: s.Name, Description: s.Description, Model: s.Model, SystemPrompt: s.SystemPrompt,
-		MaxTokens: DefaultMaxTokens, Tags: s.Tags, Tools: s.Tools, Capabilities: s.Capabilities}
+		MaxTokens: DefaultMaxTokens, Tags: s.Tags, Tools: s.Tools, Capabilities: s.Capabilities,
+		Channels: s.Channels, MCPServers: s.MCPServers}
 	if s.MaxTokens != nil {
 		m.MaxTokens = *s.MaxTokens
 	}
@@ -191,12 +213,19 @@ func (p *Patch) apply(m Manifest) Manifest {
 	if p.Capabilities != nil {
 		m.Capabilities = *p.Capabilities
 	}
+	if p.Channels != nil {
+		m.Channels = *p.Channels
+	}
+	if p.MCPServers != nil {
+		m.MCPServers = *p.MCPServers
+	}
 	return m
 }
 
 func (p *Patch) empty() bool {
 	return p.Name == nil && p.Description == nil && p.Model == nil && p.SystemPrompt == nil &&
-		p.MaxTokens == nil && p.Tags == nil && p.Tools == nil && p.Capabilities == nil
+		p.MaxTokens == nil && p.Tags == nil && p.Tools == nil && p.Capabilities == nil &&
+		p.Channels == nil && p.MCPServers == nil
 }
 
 // defaultSession is the session an agent's messages join when they name

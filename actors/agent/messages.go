@@ -26,12 +26,17 @@ type Manifest struct {
 	SystemPrompt string `json:"system_prompt"`
 	// MaxTokens caps output tokens per turn: sent to the provider and
 	// reserved against budgets.
-	MaxTokens    int       `json:"max_tokens"`
-	Tags         []string  `json:"tags"`
-	Tools        []string  `json:"tools"`
-	Capabilities []string  `json:"capabilities"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	MaxTokens    int      `json:"max_tokens"`
+	Tags         []string `json:"tags"`
+	Tools        []string `json:"tools"`
+	Capabilities []string `json:"capabilities"`
+	// Channels and MCPServers are allow-lists (LibreFang's): the channels
+	// whose messages the agent answers and the MCP servers whose tools it
+	// is offered. Empty means all.
+	Channels   []string  `json:"channels"`
+	MCPServers []string  `json:"mcp_servers"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // Agent is an agent as the API shows it.
@@ -65,6 +70,8 @@ type Spec struct {
 	Tags         []string `json:"tags"`
 	Tools        []string `json:"tools"`
 	Capabilities []string `json:"capabilities"`
+	Channels     []string `json:"channels"`
+	MCPServers   []string `json:"mcp_servers"`
 }
 
 // Patch is what PATCH /api/agents/{id} accepts; absent fields stay.
@@ -77,6 +84,8 @@ type Patch struct {
 	Tags         *[]string `json:"tags"`
 	Tools        *[]string `json:"tools"`
 	Capabilities *[]string `json:"capabilities"`
+	Channels     *[]string `json:"channels"`
+	MCPServers   *[]string `json:"mcp_servers"`
 }
 
 // ---- what the "agents" supervisor accepts ----
@@ -265,6 +274,9 @@ type AgentMessage struct {
 	InputTokens              int64
 	OutputTokens             int64
 	CostUSD                  float64
+	Model, Provider          string
+	LatencyMS                int64
+	ToolCalls                int
 	Outcome                  string // "ok", "denied" (budget), "error"
 	At                       time.Time
 }

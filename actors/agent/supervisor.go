@@ -79,6 +79,11 @@ func (s *supervisor) Receive(c actor.Context) {
 			c.Respond(kernel.Errorf(kernel.KindUnavailable, "agent_failed", "agent %s failed and was stopped; it starts again with the daemon", e.m.Name))
 			return
 		}
+		if ch, ok := channelOf(m.From); ok && !e.m.AllowsChannel(ch) {
+			c.Respond(kernel.Errorf(kernel.KindForbidden, "channel_not_allowed",
+				"agent %s does not answer channel %s: it is not in the agent's channels allow-list", e.m.Name, ch))
+			return
+		}
 		c.Forward(e.pid)
 	case *actor.Stopping:
 		s.stopping = true
@@ -143,7 +148,7 @@ func (s *supervisor) view(e *entry) *Agent {
 	if e.pid == nil {
 		a.State = "failed"
 	}
-	for _, l := range []*[]string{&a.Tags, &a.Tools, &a.Capabilities} {
+	for _, l := range []*[]string{&a.Tags, &a.Tools, &a.Capabilities, &a.Channels, &a.MCPServers} {
 		if *l == nil {
 			*l = []string{}
 		}
@@ -287,4 +292,15 @@ func (s *supervisor) auditThenRespond(c actor.Context, ev audit.Event, reply any
 			system.Root.Send(sender, reply)
 		}
 	}()
+}
+
+// channelOf reads the channel name out of a chat message's sender,
+// "channel:<name>:<chat id>" (actors/channel).
+func channelOf(from string) (string, bool) {
+	rest, ok := strings.CutPrefix(from, "channel:")
+	if !ok {
+		return "", false
+	}
+	name, _, _ := strings.Cut(rest, ":")
+	return name, name != ""
 }

@@ -77,6 +77,9 @@ func (a *agentActor) offeredTools() []llm.Tool {
 	}
 	var out []llm.Tool
 	for _, t := range a.d.opts.Tools.Tools() {
+		if !a.m.AllowsMCPServer(t.Server) {
+			continue
+		}
 		for _, want := range a.m.Tools {
 			if ok, _ := path.Match(want, t.Name); ok {
 				out = append(out, t)

@@ -561,7 +561,7 @@ func (b *bus) query(q *Query) *QueryReply {
 		if r.ID <= q.SinceID {
 			break
 		}
-		if Match(q.Type, r.Type) {
+		if Match(q.Type, r.Type) && (q.Target == "" || r.Target == q.Target) {
 			out.Matched++
 			if len(out.Events) < q.Limit {
 				out.Events = append(out.Events, r)

@@ -62,6 +62,9 @@ type Query struct {
 	Limit   int
 	Type    string
 	SinceID uint64
+	// Target, when set, keeps only events with exactly this target
+	// ("agent:<id>").
+	Target string
 }
 
 // QueryReply answers Query. Last is the newest committed id.

@@ -43,6 +43,9 @@ type Tool struct {
 	// InputSchema is the JSON Schema of the arguments (an object schema);
 	// empty means "no arguments".
 	InputSchema json.RawMessage `json:"input_schema,omitempty"`
+	// Server is the MCP server that serves the tool ("" for others); it
+	// is never sent to a provider.
+	Server string `json:"-"`
 }
 
 // ToolCall is one call the model asked for. Arguments is the JSON the

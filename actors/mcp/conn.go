@@ -217,11 +217,15 @@ func (a *conn) down(c actor.Context, err error) {
 	a.st.Pid = 0
 	a.st.ConnectedSince = time.Time{}
 	msg, code := "connection closed", ""
+	var ke *kernel.Error
 	if neterr.Network(err) {
 		// The cause, without the URL (its query may hold a token).
 		code, msg = neterr.Cause(err)
 	} else if err != nil {
 		msg = err.Error()
+		if errors.As(err, &ke) && ke.Code == codeAuthRequired {
+			code = codeAuthRequired
+		}
 	}
 	a.st.LastError, a.st.LastErrorCode = msg, code
 	b := a.env.opts.Backoff
@@ -519,7 +523,12 @@ func (e *env) dial(ctx context.Context, spec Spec, gen uint64, self *actor.PID, 
 				return res
 			}
 		}
-		remote = newRemoteClient(r.headers, e.opts.Policy, spec.Timeout())
+		tokens, err := e.tokensFor(spec.Name)
+		if err != nil {
+			res.err = err
+			return res
+		}
+		remote = newRemoteClient(r.headers, e.opts.Policy, spec.Timeout(), tokens)
 		if spec.Transport.Type == TransportHTTP {
 			// No SDK-level stream retries: a lost stream ends the session at
 			// once and the actor reconnects with the kernel's backoff.
@@ -583,7 +592,10 @@ func (e *env) connectError(err error, proc *stdio.Transport, remote *remoteClien
 		}
 	}
 	if remote != nil && remote.denied() {
-		return kernel.Permanent(fmt.Errorf("server refused the credentials (HTTP %d): %w", remote.lastStatus.Load(), err))
+		// Permanent: only new credentials (a PUT, or an OAuth flow started
+		// with POST /api/mcp/servers/{name}/auth/start) can fix it.
+		return kernel.Permanent(kernel.Errorf(kernel.KindUpstream, codeAuthRequired,
+			"server refused the credentials (HTTP %d): %v", remote.lastStatus.Load(), err))
 	}
 	return err
 }

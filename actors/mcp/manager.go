@@ -80,6 +80,8 @@ type Manager struct {
 	catalog atomic.Pointer[Catalog]
 	index   atomic.Pointer[toolIndex]
 
+	oauth oauthFlows
+
 	mu        sync.Mutex
 	cfgSpecs  []Spec
 	listeners []chan struct{}

@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -18,7 +19,9 @@ type remoteClient struct {
 	lastStatus atomic.Int32
 }
 
-func newRemoteClient(headers http.Header, policy URLPolicy, timeout time.Duration) *remoteClient {
+// tokens, when not nil, puts the server's stored OAuth access token into
+// every request that carries no configured Authorization header.
+func newRemoteClient(headers http.Header, policy URLPolicy, timeout time.Duration, tokens *storedTokens) *remoteClient {
 	base := &http.Transport{
 		Proxy:                 nil, // a proxy would bypass the policy's view of the address
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -33,7 +36,7 @@ func newRemoteClient(headers http.Header, policy URLPolicy, timeout time.Duratio
 	}
 	rc := &remoteClient{}
 	rc.Client = &http.Client{
-		Transport: &headerTransport{base: base, headers: headers, rc: rc},
+		Transport: &headerTransport{base: base, headers: headers, tokens: tokens, rc: rc},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
@@ -44,15 +47,26 @@ func newRemoteClient(headers http.Header, policy URLPolicy, timeout time.Duratio
 type headerTransport struct {
 	base    http.RoundTripper
 	headers http.Header
+	tokens  *storedTokens
 	rc      *remoteClient
 }
 
 func (t *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if len(t.headers) > 0 {
+	if len(t.headers) > 0 || t.tokens != nil {
 		req = req.Clone(req.Context())
 		for k, vs := range t.headers {
 			req.Header[k] = vs
 		}
+	}
+	if t.tokens != nil && req.Header.Get("Authorization") == "" {
+		tok, err := t.tokens.Token()
+		if err != nil {
+			if errors.Is(err, errAuthRequired) {
+				t.rc.lastStatus.Store(http.StatusUnauthorized)
+			}
+			return nil, err
+		}
+		tok.SetAuthHeader(req)
 	}
 	resp, err := t.base.RoundTrip(req)
 	if err == nil {

@@ -63,6 +63,9 @@ func vaultKeys(s Spec) []string {
 	for _, h := range s.Headers {
 		keys = append(keys, headerKey(s.Name, headerName(h)))
 	}
+	if s.Transport.Type == TransportHTTP || s.Transport.Type == TransportSSE {
+		keys = append(keys, oauthKey(s.Name))
+	}
 	return keys
 }
 

@@ -376,6 +376,10 @@ func (s *supervisor) update(c actor.Context, name string, spec Spec) (ServerView
 	for _, k := range vaultKeys(stored) {
 		keep[k] = true
 	}
+	if stored.Transport.URL != d.spec.Transport.URL {
+		// Tokens are bound to the server that issued them.
+		delete(keep, oauthKey(name))
+	}
 	var drop []string
 	for _, k := range vaultKeys(d.spec) {
 		if !keep[k] {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,6 +118,9 @@ type MCPConfig struct {
 	// reconnect (default 3).
 	FailureThreshold int              `toml:"failure_threshold"`
 	Sandbox          MCPSandboxConfig `toml:"sandbox"`
+	// OAuthRedirectBase is fangd's public base URL for MCP OAuth
+	// redirects (behind a reverse proxy); empty: the request's own host.
+	OAuthRedirectBase string `toml:"oauth_redirect_base"`
 }
 
 // MCPSandboxConfig is [mcp.sandbox] for stdio servers.
@@ -325,6 +329,11 @@ func (c *Config) validate() error {
 	bad(err)
 	_, err = c.mcpSpecs()
 	bad(err)
+	if b := c.MCP.OAuthRedirectBase; b != "" {
+		if u, err := url.Parse(b); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad(fmt.Errorf("mcp.oauth_redirect_base %q must be an absolute http(s) URL without query or fragment", b))
+		}
+	}
 	if c.MCP.FailureThreshold < 1 || c.MCP.FailureThreshold > 1000 {
 		bad(errors.New("mcp.failure_threshold must be between 1 and 1000"))
 	}
@@ -444,6 +453,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MaxLogStreams = c.Log.MaxStreams
 	h.MaxA2AStreams = c.A2A.MaxStreams
+	h.MCPOAuthRedirectBase = c.MCP.OAuthRedirectBase
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,

@@ -48,7 +48,8 @@ func forwardEvent(bus *comms.Bus, evt any) {
 		}
 		bus.Publish(typ, e.From, "agent:"+e.AgentID, map[string]any{"agent_id": e.AgentID, "name": e.Name,
 			"session_id": e.SessionID, "from": e.From, "outcome": e.Outcome, "message_chars": e.MessageChars,
-			"response_chars": e.ResponseChars, "input_tokens": e.InputTokens, "output_tokens": e.OutputTokens, "cost_usd": e.CostUSD})
+			"response_chars": e.ResponseChars, "input_tokens": e.InputTokens, "output_tokens": e.OutputTokens, "cost_usd": e.CostUSD,
+			"model": e.Model, "provider": e.Provider, "latency_ms": e.LatencyMS, "tool_calls": e.ToolCalls})
 	case *metering.BudgetWarning:
 		bus.Publish("budget.warning", "usage", budgetTarget(e.BudgetAlert), budgetDetail(e.BudgetAlert))
 	case *metering.BudgetExceeded:

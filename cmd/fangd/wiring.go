@@ -108,7 +108,8 @@ func (t *agentToolbox) Tools() []llm.Tool {
 	var out []llm.Tool
 	if m := t.m.Load(); m != nil {
 		for _, i := range m.Tools() {
-			out = append(out, llm.Tool{Name: i.Name, Description: i.Description, InputSchema: i.InputSchema})
+			server, _, _ := m.ToolHints(i.Name)
+			out = append(out, llm.Tool{Name: i.Name, Description: i.Description, InputSchema: i.InputSchema, Server: server})
 		}
 	}
 	if t.a2a.Load() != nil {

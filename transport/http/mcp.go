@@ -53,6 +53,7 @@ func (s *Server) mcpRoutes() {
 		s.api("GET", "/mcp/catalog/{id}", s.mcpCatalogEntry)
 		s.api("GET", "/mcp/health", s.mcpHealth)
 		s.api("POST", "/mcp/reload", s.mcpReload)
+		s.mcpAuthRoutes()
 	}
 	if s.deps.MCPServer != nil {
 		s.mcpEndpoint = newMCPEndpoint(s.deps.MCPServer.Server, s.cfg.MCP, s.log, s.streamWriter)

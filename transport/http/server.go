@@ -86,6 +86,10 @@ type Config struct {
 	TurnTimeout time.Duration
 	// MCP configures POST /mcp.
 	MCP MCPConfig
+	// MCPOAuthRedirectBase is the public base URL of fangd that MCP OAuth
+	// redirects go to ([mcp] oauth_redirect_base); empty: the request's
+	// own scheme and Host.
+	MCPOAuthRedirectBase string
 	// A2APeers are the per-peer tokens ([[a2a.peers]]) accepted on the
 	// A2A protocol routes besides the API key.
 	A2APeers []PeerToken
@@ -275,6 +279,8 @@ func (s *Server) routes() {
 	s.api("PATCH", "/agents/{id}", s.patchAgent)
 	s.api("DELETE", "/agents/{id}", s.deleteAgent)
 	s.api("POST", "/agents/{id}/message", s.messageAgent)
+	s.agentBindingRoutes()
+	s.agentActivityRoutes()
 	s.api("GET", "/templates", s.listTemplates)
 	s.api("GET", "/templates/{name}", s.getTemplate)
 	s.api("GET", "/templates/{name}/toml", s.getTemplateTOML)

@@ -1,43 +1,30 @@
-// Package adapters is the table of chat platform adapters built into fangd:
-// one line per adapter, each implemented in its own package under
-// actors/channel/<platform>/. A registry adapter with no line here is listed
-// with supported: false and configuring it is a 501.
+// Package adapters links the chat platform adapters built into fangd: one
+// import per adapter, each implemented in its own package under
+// actors/channel/<platform>/, whose init registers its configuration
+// schema and builder with channel.Register (the way litestream's replica
+// clients register themselves). A LibreFang catalog adapter with no
+// package linked here is listed with supported: false and configuring it
+// is a 501.
 package adapters
 
 import (
 	"github.com/fangd/fangd/actors/channel"
-	"github.com/fangd/fangd/actors/channel/discord"
-	"github.com/fangd/fangd/actors/channel/email"
-	"github.com/fangd/fangd/actors/channel/googlechat"
-	"github.com/fangd/fangd/actors/channel/gotify"
-	"github.com/fangd/fangd/actors/channel/irc"
-	"github.com/fangd/fangd/actors/channel/matrix"
-	"github.com/fangd/fangd/actors/channel/mattermost"
-	"github.com/fangd/fangd/actors/channel/ntfy"
-	"github.com/fangd/fangd/actors/channel/slack"
-	"github.com/fangd/fangd/actors/channel/teams"
-	"github.com/fangd/fangd/actors/channel/telegram"
-	"github.com/fangd/fangd/actors/channel/webhook"
-	"github.com/fangd/fangd/actors/channel/whatsapp"
-	"github.com/fangd/fangd/actors/channel/xmpp"
+
+	_ "github.com/fangd/fangd/actors/channel/discord"
+	_ "github.com/fangd/fangd/actors/channel/email"
+	_ "github.com/fangd/fangd/actors/channel/googlechat"
+	_ "github.com/fangd/fangd/actors/channel/gotify"
+	_ "github.com/fangd/fangd/actors/channel/irc"
+	_ "github.com/fangd/fangd/actors/channel/matrix"
+	_ "github.com/fangd/fangd/actors/channel/mattermost"
+	_ "github.com/fangd/fangd/actors/channel/ntfy"
+	_ "github.com/fangd/fangd/actors/channel/slack"
+	_ "github.com/fangd/fangd/actors/channel/teams"
+	_ "github.com/fangd/fangd/actors/channel/telegram"
+	_ "github.com/fangd/fangd/actors/channel/webhook"
+	_ "github.com/fangd/fangd/actors/channel/whatsapp"
+	_ "github.com/fangd/fangd/actors/channel/xmpp"
 )
 
 // Builders returns the built-in adapters by registry name.
-func Builders() channel.Builders {
-	return channel.Builders{
-		"discord":     discord.New,
-		"email":       email.New,
-		"google_chat": googlechat.New,
-		"gotify":      gotify.New,
-		"irc":         irc.New,
-		"matrix":      matrix.New,
-		"mattermost":  mattermost.New,
-		"ntfy":        ntfy.New,
-		"slack":       slack.New,
-		"teams":       teams.New,
-		"telegram":    telegram.New,
-		"webhook":     webhook.New,
-		"whatsapp":    whatsapp.New,
-		"xmpp":        xmpp.New,
-	}
-}
+func Builders() channel.Builders { return channel.Registered() }

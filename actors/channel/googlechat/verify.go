@@ -131,10 +131,6 @@ type event struct {
 	} `json:"message"`
 }
 
-// The runtime routes /channels/<name>/webhook only to adapters that
-// implement channel.WebhookReceiver: a misspelt method must not compile.
-var _ channel.WebhookReceiver = (*Adapter)(nil)
-
 // Webhook verifies an interaction event and turns a MESSAGE into an
 // inbound message. Other events (ADDED_TO_SPACE, CARD_CLICKED...) are
 // acknowledged with an empty answer, which Chat takes as "no reply".

@@ -250,10 +250,6 @@ func (a *Adapter) Send(ctx context.Context, m channel.Outbound) (string, error) 
 	return ts, nil
 }
 
-// The runtime routes /channels/<name>/webhook only to adapters that
-// implement channel.WebhookReceiver: a misspelt method must not compile.
-var _ channel.WebhookReceiver = (*Adapter)(nil)
-
 // Webhook takes Events API callbacks after checking X-Slack-Signature
 // (and its timestamp) with the signing secret; it answers url_verification.
 func (a *Adapter) Webhook(_ context.Context, r *channel.WebhookRequest) (*channel.WebhookResponse, []channel.Inbound, error) {

@@ -322,10 +322,6 @@ type activity struct {
 // mentionTag is how Teams writes an @mention in the text.
 var mentionTag = regexp.MustCompile(`<at>[^<]*</at>`)
 
-// The runtime routes /channels/<name>/webhook only to adapters that
-// implement channel.WebhookReceiver: a misspelt method must not compile.
-var _ channel.WebhookReceiver = (*Adapter)(nil)
-
 // Webhook verifies the Bot Connector's token and turns a message activity
 // into an inbound message. Other activity types (conversationUpdate,
 // typing, invoke...) are acknowledged and ignored.

@@ -430,10 +430,6 @@ func chatID(s string) any {
 	return s
 }
 
-// The runtime routes /channels/<name>/webhook only to adapters that
-// implement channel.WebhookReceiver: a misspelt method must not compile.
-var _ channel.WebhookReceiver = (*Adapter)(nil)
-
 // Webhook takes an Update from Telegram after checking the secret token.
 func (a *Adapter) Webhook(_ context.Context, r *channel.WebhookRequest) (*channel.WebhookResponse, []channel.Inbound, error) {
 	if a.secret == "" {

@@ -172,10 +172,6 @@ type Inbound struct {
 	Metadata   map[string]any `json:"metadata"`
 }
 
-// The runtime routes /channels/<name>/webhook only to adapters that
-// implement channel.WebhookReceiver: a misspelt method must not compile.
-var _ channel.WebhookReceiver = (*Adapter)(nil)
-
 // Webhook verifies the signature and turns the body into one message.
 func (a *Adapter) Webhook(ctx context.Context, req *channel.WebhookRequest) (*channel.WebhookResponse, []channel.Inbound, error) {
 	if req.Method != http.MethodPost {

@@ -258,10 +258,6 @@ func classify(resp *http.Response, data []byte) error {
 	return channel.HTTPStatusError(resp.StatusCode, err.Description, wait)
 }
 
-// The runtime routes /channels/<name>/webhook only to adapters that
-// implement channel.WebhookReceiver: a misspelt method must not compile.
-var _ channel.WebhookReceiver = (*Adapter)(nil)
-
 // Webhook answers Meta's subscription handshake (GET) and turns signed
 // notifications (POST) into inbound messages.
 func (a *Adapter) Webhook(ctx context.Context, req *channel.WebhookRequest) (*channel.WebhookResponse, []channel.Inbound, error) {

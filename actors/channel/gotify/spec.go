@@ -1,0 +1,25 @@
+package gotify
+
+import "github.com/fangd/fangd/actors/channel"
+
+// The gotify adapter registers its configuration schema and its builder
+// with the channel runtime when the package is linked in (see
+// actors/channel/adapters). Whether it takes webhooks is not declared:
+// it follows from *Adapter implementing channel.WebhookReceiver.
+func init() { channel.Register[*Adapter](spec, New) }
+
+// The optional interfaces *Adapter implements, checked at compile time:
+// the runtime finds them by type assertion, so a method whose signature
+// drifted would otherwise silently switch the behaviour off.
+var (
+	_ channel.Adapter = (*Adapter)(nil)
+)
+
+// spec is the gotify channel's configuration schema: LibreFang's keys
+// (secrets without the "_env" suffix); the runtime appends the fields
+// every channel has (agent_name, enabled, watchdog_secs). New checks
+// what the schema cannot (URL syntax, enum values).
+var spec = channel.Spec{Name: "gotify", DisplayName: "Gotify", Category: "notifications", Description: "Gotify: REST publish and websocket stream",
+	Account: []string{"server_url", "client_token"},
+	Fields: []channel.Field{channel.SecretField("app_token", "Application token (publish)", "GOTIFY_APP_TOKEN", true),
+		channel.SecretField("client_token", "Client token (stream)", "GOTIFY_CLIENT_TOKEN", true), channel.URLField("server_url", "Server URL", "", true)}}
