@@ -27,6 +27,11 @@ type OutboundRequest struct {
 	Message  *a2a.Message
 	// ContextID continues a conversation with the peer (its contextId).
 	ContextID string
+	// RemoteAgent picks one of the agents the peer serves (a skill of its
+	// card, by id or name: a fangd peer lists one per agent) and names it
+	// in the message's metadata.agent_id, which a fangd peer's shared
+	// endpoint routes by. Empty: the peer picks.
+	RemoteAgent string
 	// IdempotencyKey and BodyHash make a retried request replay the first
 	// answer instead of sending twice.
 	IdempotencyKey string
@@ -38,13 +43,15 @@ type SendReceipt struct {
 	TaskID  string `json:"task_id"`
 	Status  string `json:"status"`
 	AgentID string `json:"agent_id"`
+	// RemoteAgentID is the peer's agent the message was addressed to.
+	RemoteAgentID string `json:"remote_agent_id,omitempty"`
 }
 
 // SendOutbound creates an outbound task and returns at once; the task's
 // actor delivers the message and follows the peer's task to its end.
 // replayed is true when the Idempotency-Key was seen with the same body.
 func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendReceipt, bool, error) {
-	agent, err := s.ExternalAgent(req.AgentRef)
+	agent, remote, err := s.outboundTarget(req.AgentRef, req.RemoteAgent)
 	if err != nil {
 		return SendReceipt{}, false, err
 	}
@@ -58,6 +65,14 @@ func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendRe
 	id := newID()
 	msg := *req.Message
 	msg.ContextID = req.ContextID
+	if remote != "" {
+		md := make(map[string]any, len(msg.Metadata)+1)
+		for k, v := range msg.Metadata {
+			md[k] = v
+		}
+		md["agent_id"] = remote
+		msg.Metadata = md
+	}
 	rec := &taskRecord{
 		ID: id, Direction: Outbound, AgentID: agent.ID, AgentName: agent.Name, ContextID: req.ContextID,
 		State: a2a.TaskStateSubmitted, History: []*a2a.Message{&msg}, Caller: CallerFrom(ctx).Name,
@@ -77,10 +92,10 @@ func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendRe
 	case error: // Ask[any] hands error answers back as values
 		return SendReceipt{}, false, v
 	case *idemReplay:
-		return SendReceipt{TaskID: v.TaskID, Status: SeedStatus(v.State), AgentID: v.AgentID}, true, nil
+		return SendReceipt{TaskID: v.TaskID, Status: SeedStatus(v.State), AgentID: v.AgentID, RemoteAgentID: remote}, true, nil
 	case *TaskSnapshot:
 		s.sent(rec)
-		return SendReceipt{TaskID: v.ID(), Status: SeedStatus(v.State()), AgentID: agent.ID}, false, nil
+		return SendReceipt{TaskID: v.ID(), Status: SeedStatus(v.State()), AgentID: agent.ID, RemoteAgentID: remote}, false, nil
 	}
 	return SendReceipt{}, false, fmt.Errorf("a2a: unexpected answer %T", res)
 }

@@ -39,6 +39,9 @@ type Options struct {
 	// create beyond it is refused (409 agent_limit_reached). An idle agent
 	// costs about 22 KiB, so the default bounds that to about 22 MiB.
 	MaxAgents int
+	// DefaultModel ("provider/model", [default_model]) is what a LibreFang
+	// manifest's "default" provider and model stand for; empty: none.
+	DefaultModel string
 }
 
 // DefaultMaxAgents is [agents] max_agents' default.

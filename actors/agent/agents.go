@@ -20,6 +20,9 @@ type Agents struct {
 	pid         *actor.PID
 	turnTimeout time.Duration
 	dir         ToolDirectory
+	// meter and defaultModel serve Import (LibreFang's manifests).
+	meter        *usage.Meter
+	defaultModel string
 }
 
 // Start spawns the "agents" supervisor, which starts every stored agent.
@@ -61,7 +64,7 @@ func Start(k *kernel.Kernel, db *store.DB, auditLog *audit.Log, reg *llm.Registr
 	if opts.Gate != nil {
 		wait += opts.Gate.MaxWait()
 	}
-	return &Agents{k: k, pid: pid, turnTimeout: wait, dir: opts.Directory}, nil
+	return &Agents{k: k, pid: pid, turnTimeout: wait, dir: opts.Directory, meter: meter, defaultModel: opts.DefaultModel}, nil
 }
 
 func ask[T any](a *Agents, msg any) (T, error) {

@@ -71,6 +71,10 @@ type Config struct {
 	LLM    LLMConfig         `toml:"llm"`
 	Usage  UsageConfig       `toml:"usage"`
 	Agents AgentsConfig      `toml:"agents"`
+	// DefaultModel is LibreFang's [default_model]: what an agent manifest's
+	// "default" provider and model stand for (POST /api/agents with
+	// manifest_toml or template).
+	DefaultModel DefaultModelConfig `toml:"default_model"`
 	// Approval is [approval]: which tool calls wait for a human, timeouts,
 	// the second factor, approvers and the chats requests are posted to.
 	Approval approval.Policy `toml:"approval"`
@@ -144,6 +148,20 @@ type MCPServerConfig struct {
 type AgentsConfig struct {
 	// MaxAgents bounds how many agents exist (409 agent_limit_reached).
 	MaxAgents int `toml:"max_agents"`
+}
+
+// DefaultModelConfig is [default_model].
+type DefaultModelConfig struct {
+	Provider string `toml:"provider"`
+	Model    string `toml:"model"`
+}
+
+// route is "provider/model", or "" when unset.
+func (d DefaultModelConfig) route() string {
+	if d.Provider == "" {
+		return ""
+	}
+	return d.Provider + "/" + d.Model
 }
 
 // RateLimitConfig is [rate_limit].
@@ -337,6 +355,15 @@ func (c *Config) validate() error {
 	}
 	if c.Agents.MaxAgents < 1 || c.Agents.MaxAgents > 1_000_000 {
 		bad(errors.New("agents.max_agents must be between 1 and 1000000"))
+	}
+	if dm := c.DefaultModel; (dm.Provider == "") != (dm.Model == "") || strings.ContainsAny(dm.Provider, "/ \t") {
+		bad(errors.New(`default_model needs both provider (a [providers] name) and model (the provider's model id)`))
+	} else if p := dm.Provider; p != "" {
+		if _, ok := c.llmOptions().Providers[p]; !ok {
+			if _, ok := llm.WellKnown[p]; !ok {
+				bad(fmt.Errorf("default_model.provider %q is not a configured or well-known provider", p))
+			}
+		}
 	}
 	if c.MCPServer.MaxBodyBytes < 1024 {
 		bad(errors.New("mcp_server.max_body_bytes must be at least 1024"))

@@ -229,7 +229,8 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	tools := &agentToolbox{}
 	catalog := &toolCatalog{box: tools}
 	approvals.SetTools(catalog)
-	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools, Directory: catalog, MaxAgents: cfg.Agents.MaxAgents})
+	agents, err := agent.Start(d.kernel, d.db, d.audit, reg, meter, agent.Options{Gate: approvals, Tools: tools, Directory: catalog, MaxAgents: cfg.Agents.MaxAgents,
+		DefaultModel: cfg.DefaultModel.route()})
 	if err != nil {
 		return nil, err
 	}

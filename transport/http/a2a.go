@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	nethttp "net/http"
+	"net/url"
 	"strings"
 
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
@@ -53,6 +54,7 @@ func (s *Server) a2aRoutes() {
 	s.api("GET", "/a2a/agents", s.a2aExternalAgents)
 	s.api("GET", "/a2a/agents/{id}", s.a2aExternalAgent)
 	s.api("DELETE", "/a2a/agents/{id}", s.a2aDeleteExternalAgent)
+	s.api("POST", "/a2a/agents/{id}/approve", s.a2aApprove)
 	s.api("POST", "/a2a/send", s.a2aSend)
 	s.api("GET", "/a2a/tasks/{id}/status", s.a2aOutboundStatus)
 }
@@ -450,10 +452,46 @@ func (s *Server) a2aDeleteExternalAgent(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
+// a2aApprove serves POST /api/a2a/agents/{id}/approve, LibreFang's step
+// between discovery and sending. {id} is the agent's id or name, or (as
+// LibreFang's clients send it) its discovery URL, percent-encoded. fangd
+// trusts an agent when an API key holder discovers it, so a discovered
+// agent is already trusted: the answer says so and changes nothing; one
+// never discovered is a 404 (discover it first).
+func (s *Server) a2aApprove(ctx *fasthttp.RequestCtx) error {
+	raw := ctx.UserValue("id").(string)
+	ref, err := url.PathUnescape(raw)
+	if err != nil {
+		return badRequest("a2a_invalid_url", "the agent in the path is not valid percent-encoding")
+	}
+	var agent a2a.ExternalAgent
+	if strings.Contains(ref, "://") {
+		var found bool
+		if agent, found, err = s.deps.A2A.ExternalAgentByURL(ctx, ref); err != nil {
+			return err
+		}
+		if !found {
+			return kernel.Errorf(kernel.KindNotFound, "agent_not_found", "no external agent was discovered at %s: POST /api/a2a/discover it first", truncateText(ref, 200))
+		}
+	} else if agent, err = s.deps.A2A.ExternalAgent(ref); err != nil {
+		return err
+	}
+	auditDetails(ctx, "A2A agent "+agent.ID+" ("+agent.Name+") approved: already trusted since its discovery")
+	writeJSON(ctx, fasthttp.StatusOK, struct {
+		URL     string            `json:"url"`
+		Status  string            `json:"status"`
+		Agent   a2a.ExternalAgent `json:"agent"`
+		Message string            `json:"message"`
+	}{agent.URL, agent.Status, agent.Summary(), "Agent is trusted: fangd trusts an agent when an API key holder discovers it. It can receive tasks via POST /api/a2a/send."})
+	return nil
+}
+
 // a2aSendBody is POST /api/a2a/send: the seed's {"agent_id", "message"},
 // message a string or {"role", "parts"}.
 type a2aSendBody struct {
-	AgentID   string           `json:"agent_id"`
+	AgentID string `json:"agent_id"`
+	// URL is LibreFang's way to name the external agent: its discovery URL.
+	URL       string           `json:"url"`
 	Message   a2a.MessageInput `json:"message"`
 	ContextID string           `json:"context_id"`
 	SessionID string           `json:"session_id"`
@@ -471,8 +509,9 @@ func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
 	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
-	if strings.TrimSpace(b.AgentID) == "" {
-		return badRequest("missing_agent_id", "agent_id is required")
+	byURL := strings.TrimSpace(b.URL) != ""
+	if !byURL && strings.TrimSpace(b.AgentID) == "" {
+		return badRequest("missing_agent_id", "agent_id (a discovered agent's id or name, or one agent a discovered peer serves) or url is required")
 	}
 	if !b.Message.IsSet() {
 		return badRequest("a2a_missing_message", "message is required: a string or {\"role\": \"user\", \"parts\": [{\"text\": \"...\"}]}")
@@ -487,8 +526,29 @@ func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
 	}
 	sum := sha256.Sum256(ctx.PostBody())
 	a2aCaller(ctx)
+	discovered, remote := "", ""
+	if byURL {
+		// With url naming the peer, agent_id picks one of the agents it
+		// serves (a fangd peer serves several behind one URL).
+		remote = strings.TrimSpace(b.AgentID)
+		// LibreFang sends only to agents it discovered (and an operator
+		// approved). fangd trusts an agent when an API key holder
+		// discovers it, and this caller holds the key: a URL not
+		// discovered yet is discovered first (SSRF-checked as always).
+		agent, found, err := s.deps.A2A.ExternalAgentByURL(ctx, b.URL)
+		if err != nil {
+			return err
+		}
+		if !found {
+			if agent, _, err = s.deps.A2A.Discover(ctx, b.URL, nil); err != nil {
+				return err
+			}
+			discovered = "discovered " + agent.URL + " and "
+		}
+		b.AgentID = agent.ID
+	}
 	receipt, replayed, err := s.deps.A2A.SendOutbound(ctx, a2a.OutboundRequest{
-		AgentRef: b.AgentID, Message: m, ContextID: firstNonEmpty(b.ContextID, b.SessionID),
+		AgentRef: b.AgentID, RemoteAgent: remote, Message: m, ContextID: firstNonEmpty(b.ContextID, b.SessionID),
 		IdempotencyKey: key, BodyHash: hex.EncodeToString(sum[:]),
 	})
 	if err != nil {
@@ -498,9 +558,36 @@ func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
 		ctx.Response.Header.Set("Idempotency-Replayed", "true")
 		auditDetails(ctx, "A2A send replayed for Idempotency-Key: task "+receipt.TaskID)
 	} else {
-		auditDetails(ctx, "A2A task "+receipt.TaskID+" sent to external agent "+receipt.AgentID)
+		auditDetails(ctx, "A2A "+discovered+"task "+receipt.TaskID+" sent to external agent "+receipt.AgentID)
+	}
+	if byURL {
+		return s.a2aSendWait(ctx, receipt)
 	}
 	writeJSON(ctx, fasthttp.StatusAccepted, receipt)
+	return nil
+}
+
+// a2aSendWait answers a send by URL as LibreFang does: once the peer's
+// task has finished (up to [a2a] sync_wait), 200 with the task in
+// LibreFang's shape; a task still running then is 202 in the same shape.
+// The receipt's task_id and agent_id go beside it.
+func (s *Server) a2aSendWait(ctx *fasthttp.RequestCtx, receipt a2a.SendReceipt) error {
+	wctx, cancel := context.WithTimeout(ctx, s.deps.A2A.SyncWait())
+	defer cancel()
+	snap, err := s.deps.A2A.WaitOutbound(wctx, receipt.TaskID)
+	if err != nil {
+		return err
+	}
+	status := fasthttp.StatusOK
+	if !snap.Terminal() {
+		status = fasthttp.StatusAccepted
+	}
+	writeJSON(ctx, status, struct {
+		a2a.LibreFangTask
+		TaskID        string `json:"task_id"`
+		AgentID       string `json:"agent_id"`
+		RemoteAgentID string `json:"remote_agent_id,omitempty"`
+	}{snap.LibreFang(), receipt.TaskID, receipt.AgentID, receipt.RemoteAgentID})
 	return nil
 }
 

@@ -2,6 +2,7 @@ package http
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
@@ -42,18 +43,78 @@ func (s *Server) listAgents(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
+// createAgentBody is POST /api/agents: the seed's fields (agent.Spec), or
+// LibreFang's SpawnRequest (manifest_toml or template, with name; fangd
+// also takes model beside them).
+type createAgentBody struct {
+	agent.Spec
+	ManifestTOML   *string `json:"manifest_toml"`
+	Template       *string `json:"template"`
+	SignedManifest *string `json:"signed_manifest"`
+}
+
+// createdAgent is the answer: the agent, and LibreFang's agent_id (its
+// SpawnResponse is {agent_id, name}).
+type createdAgent struct {
+	*agent.Agent
+	AgentID string `json:"agent_id"`
+}
+
 func (s *Server) createAgent(ctx *fasthttp.RequestCtx) error {
-	var spec agent.Spec
-	if err := decodeJSON(ctx, &spec); err != nil {
+	var body createAgentBody
+	if err := decodeJSON(ctx, &body); err != nil {
 		return err
 	}
-	a, err := s.deps.Agents.Create(spec, who(ctx))
-	if err != nil {
+	var (
+		a    *agent.Agent
+		err  error
+		from string
+	)
+	if body.ManifestTOML != nil || body.Template != nil || body.SignedManifest != nil {
+		is, err := importSpec(&body)
+		if err != nil {
+			return err
+		}
+		if a, err = s.deps.Agents.Import(ctx, is, who(ctx)); err != nil {
+			return err
+		}
+		from = " from manifest_toml"
+		if strings.TrimSpace(is.ManifestTOML) == "" {
+			from = " from template " + is.Template
+		}
+	} else if a, err = s.deps.Agents.Create(body.Spec, who(ctx)); err != nil {
 		return err
 	}
-	auditDetails(ctx, fmt.Sprintf("agent %s (%s) created", a.Name, a.ID))
-	writeJSON(ctx, fasthttp.StatusCreated, a)
+	auditDetails(ctx, fmt.Sprintf("agent %s (%s) created%s", a.Name, a.ID, from))
+	writeJSON(ctx, fasthttp.StatusCreated, createdAgent{a, a.ID})
 	return nil
+}
+
+// importSpec checks a LibreFang-shaped create: besides manifest_toml or
+// template only name and model may be given (the manifest says the rest).
+func importSpec(b *createAgentBody) (agent.ImportSpec, error) {
+	if b.SignedManifest != nil {
+		return agent.ImportSpec{}, badRequest("unsupported_field", "signed_manifest is not supported: fangd verifies no manifest signatures; send manifest_toml alone")
+	}
+	sp := &b.Spec
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"description", sp.Description != ""}, {"system_prompt", sp.SystemPrompt != ""}, {"max_tokens", sp.MaxTokens != nil},
+		{"tags", sp.Tags != nil}, {"tools", sp.Tools != nil}, {"capabilities", sp.Capabilities != nil},
+		{"channels", sp.Channels != nil}, {"mcp_servers", sp.MCPServers != nil}} {
+		if f.set {
+			return agent.ImportSpec{}, badRequest("invalid_input", f.name+" cannot be combined with manifest_toml or template: set it in the manifest")
+		}
+	}
+	is := agent.ImportSpec{Name: sp.Name, Model: sp.Model}
+	if b.ManifestTOML != nil {
+		is.ManifestTOML = *b.ManifestTOML
+	}
+	if b.Template != nil {
+		is.Template = *b.Template
+	}
+	return is, nil
 }
 
 func (s *Server) getAgent(ctx *fasthttp.RequestCtx) error {
