@@ -82,7 +82,13 @@ args = [%q, "stdio"]
 auto_approve = ["mcp_everything_echo"]
 `, everyCmd, everyArgs[0])
 	var denv []string
-	if env.Opts.DaemonPprof != "" {
+	prof, err := newDaemonProfiler(env, env.Opts.DaemonPprof)
+	if err != nil {
+		return nil, err
+	}
+	if prof != nil {
+		denv = prof.pprofEnv()
+	} else if env.Opts.DaemonPprof != "" {
 		denv = append(denv, "FANGD_PPROF_LISTEN="+env.Opts.DaemonPprof)
 	}
 	d, err := StartDaemonWith(ctx, env.Opts.Fangd, home, extra, denv)
@@ -146,7 +152,12 @@ auto_approve = ["mcp_everything_echo"]
 		res := map[string][]gwRound{}
 		for round := range env.Opts.MCPRounds {
 			for _, sys := range systems {
+				wait := func() {}
+				if sys.name == "fangd" {
+					wait = prof.start(ctx, fmt.Sprintf("mcpgw-fangd-c%d-r%d", n, round+1), env.Opts.MCPDuration)
+				}
 				r, err := gwRun(ctx, sessions[sys.name], n, tool[sys.name], env.Opts.MCPDuration, 0)
+				wait()
 				if err != nil {
 					closeAll()
 					return rows, fmt.Errorf("%s, %d clients, round %d: %w", sys.name, n, round+1, err)
