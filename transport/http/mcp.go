@@ -369,16 +369,33 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		h.Set("Accept", "application/json, text/event-stream")
 		e.plain(ctx)
 	case e.cfg.Stateless:
-		e.stateless(ctx)
+		e.serveStateless(ctx, method)
 	case len(h.Peek("Mcp-Session-Id")) > 0 || method == "initialize" || method == "" && isInitialize(body):
 		e.stateful(ctx)
 	default:
 		// No session and no initialize: a 2026-07-28 (stateless protocol)
 		// request, or a session-less call; the stateful handler would
 		// refuse both.
-		e.stateless(ctx)
+		e.serveStateless(ctx, method)
 	}
 	return nil
+}
+
+// serveStateless answers a stateless tools/call as one application/json
+// body, which streamable HTTP lets a server choose for any request, rather
+// than as a one-event SSE stream: the stream is written through the
+// fasthttp adaptor as a chunked body stream with a flush per event, ~6% of
+// the daemon's CPU per call in the mcp-gateway profiles (docs/bench.md).
+// A stateless exchange has no stream for anything but the answer, and no
+// tool fangd serves sends progress or log notifications while it runs, so
+// the JSON answer carries everything the stream did. Other methods keep
+// the SSE answer (subscriptions/listen, for one, is a stream by nature).
+func (e *mcpEndpoint) serveStateless(ctx *fasthttp.RequestCtx, method string) {
+	if method == "tools/call" {
+		e.plain(ctx)
+		return
+	}
+	e.stateless(ctx)
 }
 
 // sessions counts the live stateful sessions.

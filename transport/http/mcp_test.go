@@ -1,6 +1,7 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -762,5 +764,72 @@ func TestMCPToolCallAuditedOnce(t *testing.T) {
 	}
 	if c, r := counts(); c != c1+1 || r != r1 {
 		t.Fatalf("session tools/call: %d tool entries, %d request entries; want %d, %d", c, r, c1+1, r1)
+	}
+}
+
+// callTypes records the Content-Type of every tools/call answer.
+type callTypes struct {
+	next  nethttp.RoundTripper
+	mu    sync.Mutex
+	types []string
+}
+
+func (c *callTypes) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	res, err := c.next.RoundTrip(r)
+	if err == nil && rpcMethod(body) == "tools/call" {
+		c.mu.Lock()
+		c.types = append(c.types, res.Header.Get("Content-Type"))
+		c.mu.Unlock()
+	}
+	return res, err
+}
+
+// A session-less (2026-07-28) tools/call is answered as one JSON body, not
+// a one-event SSE stream (serveStateless); a 2025 session keeps its SSE
+// answers. Either way the Go SDK client gets the same result.
+func TestMCPStatelessToolCallAnsweredAsJSON(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{})
+	s.addPeer(t, "peer", peer(t))
+	for _, tc := range []struct{ version, want string }{{"", "application/json"}, {"2025-11-25", "text/event-stream"}} {
+		rec := &callTypes{next: &hostRewriter{key: testKey}}
+		c := sdk.NewClient(&sdk.Implementation{Name: "go-test-client", Version: "1"}, nil)
+		var opts *sdk.ClientSessionOptions
+		if tc.version != "" {
+			opts = &sdk.ClientSessionOptions{ProtocolVersion: tc.version}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cs, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: s.url + "/mcp", HTTPClient: &nethttp.Client{Transport: rec}, MaxRetries: -1}, opts)
+		if err != nil {
+			cancel()
+			t.Fatalf("connect (%q): %v", tc.version, err)
+		}
+		for _, call := range []struct{ tool, arg, want string }{{"mcp_peer_shout", "message", "GO"}, {"file_list", "path", "hello.txt"}} {
+			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: call.tool, Arguments: map[string]any{call.arg: map[string]string{"message": "go", "path": "docs"}[call.arg]}})
+			if err != nil || res.IsError || !strings.Contains(res.Content[0].(*sdk.TextContent).Text, call.want) {
+				t.Fatalf("%q %s: %+v %v", tc.version, call.tool, res, err)
+			}
+		}
+		// An unknown tool's error arrives the same way.
+		if res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "no_such_tool"}); err == nil && !res.IsError {
+			t.Fatalf("%q: an unknown tool answered %+v", tc.version, res)
+		}
+		cs.Close()
+		cancel()
+		rec.mu.Lock()
+		types := rec.types
+		rec.mu.Unlock()
+		if len(types) != 3 {
+			t.Fatalf("%q: %d tools/call answers recorded, want 3", tc.version, len(types))
+		}
+		for _, ct := range types {
+			if !strings.HasPrefix(ct, tc.want) {
+				t.Errorf("%q: a tools/call was answered as %q, want %s", tc.version, ct, tc.want)
+			}
+		}
 	}
 }
