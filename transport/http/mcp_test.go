@@ -147,7 +147,7 @@ func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 }
 
 // api calls the REST API with the key.
-func (s *mcpServer) api(t *testing.T, method, path, body string) (int, map[string]any) {
+func (s *mcpServer) api(t testing.TB, method, path, body string) (int, map[string]any) {
 	t.Helper()
 	req, _ := nethttp.NewRequest(method, s.url+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testKey)
@@ -168,7 +168,7 @@ func (s *mcpServer) api(t *testing.T, method, path, body string) (int, map[strin
 }
 
 // rpc posts a raw JSON-RPC body the way a plain client does.
-func (s *mcpServer) rpc(t *testing.T, body string, header map[string]string) (int, map[string]any) {
+func (s *mcpServer) rpc(t testing.TB, body string, header map[string]string) (int, map[string]any) {
 	t.Helper()
 	req, _ := nethttp.NewRequest("POST", s.url+"/mcp", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -193,7 +193,7 @@ func (s *mcpServer) rpc(t *testing.T, body string, header map[string]string) (in
 }
 
 // peer is a Go SDK MCP server on loopback, to be proxied.
-func peer(t *testing.T) string {
+func peer(t testing.TB) string {
 	t.Helper()
 	srv := sdk.NewServer(&sdk.Implementation{Name: "peer", Version: "1"}, nil)
 	type in struct {
@@ -208,7 +208,7 @@ func peer(t *testing.T) string {
 	return hs.URL
 }
 
-func (s *mcpServer) addPeer(t *testing.T, name, url string) {
+func (s *mcpServer) addPeer(t testing.TB, name, url string) {
 	t.Helper()
 	code, body := s.api(t, "POST", "/api/mcp/servers", `{"name":"`+name+`","transport":{"type":"http","url":"`+url+`"}}`)
 	if code != 201 {
@@ -344,7 +344,7 @@ func (h *hostRewriter) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) 
 	return res, err
 }
 
-func goClient(t *testing.T, url string, rt *hostRewriter, version string) (*sdk.ClientSession, error) {
+func goClient(t testing.TB, url string, rt nethttp.RoundTripper, version string) (*sdk.ClientSession, error) {
 	t.Helper()
 	c := sdk.NewClient(&sdk.Implementation{Name: "go-test-client", Version: "1"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
