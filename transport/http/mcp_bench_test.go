@@ -107,8 +107,14 @@ func (c *captureCall) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) {
 		body, _ = io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	if c.body == nil && rpcMethod(body) == "tools/call" {
+	if c.body == nil && parsedMethod(body) == "tools/call" {
 		c.header, c.body = r.Header.Clone(), body
 	}
 	return c.next.RoundTrip(r)
+}
+
+// parsedMethod is the method of a single JSON-RPC request body.
+func parsedMethod(body []byte) string {
+	rpc, _ := checkJSONRPC(body)
+	return rpc.method
 }

@@ -781,7 +781,7 @@ func (c *callTypes) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	res, err := c.next.RoundTrip(r)
-	if err == nil && rpcMethod(body) == "tools/call" {
+	if err == nil && parsedMethod(body) == "tools/call" {
 		c.mu.Lock()
 		c.types = append(c.types, res.Header.Get("Content-Type"))
 		c.mu.Unlock()
@@ -831,5 +831,30 @@ func TestMCPStatelessToolCallAnsweredAsJSON(t *testing.T) {
 				t.Errorf("%q: a tools/call was answered as %q, want %s", tc.version, ct, tc.want)
 			}
 		}
+	}
+}
+
+// checkJSONRPC reads the routing facts in the pass that validates the body.
+func TestCheckJSONRPCReadsMethodAndInitialize(t *testing.T) {
+	for _, c := range []struct {
+		body   string
+		method string
+		init   bool
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`, "tools/call", false},
+		{` {"jsonrpc":"2.0","id":1,"method":"initialize","params":{}} `, "initialize", true},
+		{`[{"jsonrpc":"2.0","id":1,"method":"initialize"},{"jsonrpc":"2.0","method":"notifications/initialized"}]`, "", true},
+		{`[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]`, "", false},
+		{`{"jsonrpc":"2.0","id":1,"result":{}}`, "", false},
+		{`{"jsonrpc":"2.0","id":1,"method":7}`, "", false},
+		{`{"jsonrpc":"2.0","id":1,"Method":"initialize","method":"tools/list"}`, "tools/list", false},
+	} {
+		got, err := checkJSONRPC([]byte(c.body))
+		if err != nil || got.method != c.method || got.initialize != c.init {
+			t.Errorf("%s: %+v %v, want method %q initialize %t", c.body, got, err, c.method, c.init)
+		}
+	}
+	if _, err := checkJSONRPC([]byte(`{"jsonrpc":"1.0","method":"x"}`)); err == nil || err.code != -32600 {
+		t.Errorf("jsonrpc 1.0 accepted: %v", err)
 	}
 }
