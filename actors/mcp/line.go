@@ -38,6 +38,13 @@ type callLine struct {
 	target atomic.Pointer[callTarget]
 	// lastOK is when a success was last reported to the actor (unix ns).
 	lastOK atomic.Int64
+	// failed is set when a failure is reported and cleared by the next
+	// success, which is then reported too: the actor's count is of
+	// consecutive failures in the order its reports arrive, and a caller's
+	// reports arrive in the order it sent them. (The published target's
+	// failing flag alone would miss a success that starts before the
+	// actor has handled the failure before it.)
+	failed atomic.Bool
 }
 
 // lastOKEvery is how often, at most, a success is reported to the actor
@@ -99,11 +106,17 @@ func (l *callLine) call(ctx context.Context, t *callTarget, tool string, args js
 		return nil, quarantined(t.server, tool)
 	}
 	res, err, failure := callSession(ctx, t.session, t.server, tool, args, t.timeout)
-	now := time.Now().UnixNano()
-	if failure != nil || t.failing || now-l.lastOK.Load() >= int64(lastOKEvery) {
-		if failure == nil {
+	report := failure != nil
+	if report {
+		l.failed.Store(true)
+	} else {
+		now := time.Now().UnixNano()
+		if l.failed.Swap(false) || t.failing || now-l.lastOK.Load() >= int64(lastOKEvery) {
 			l.lastOK.Store(now)
+			report = true
 		}
+	}
+	if report {
 		t.sys.Root.Send(t.self, &callDone{gen: t.gen, failure: failure})
 	}
 	return res, err
