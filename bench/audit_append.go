@@ -54,7 +54,7 @@ func runAuditAppend(ctx context.Context, env *Env) ([]Row, error) {
 		infoRow("audit appends/s, one fsync per append ("+w+" writers)", thousands(single.perSec())),
 		infoRow("audit appends/s, group commit ("+w+" writers)",
 			fmt.Sprintf("%s (%.1f appends per commit)", thousands(group.perSec()), float64(group.appends)/max(group.commits, 1))),
-		{Metric: "group commit speed-up", Value: fmt.Sprintf("%.1fx", speedup), Target: ">= 10x", Verdict: verdict(speedup >= 10)},
+		{Metric: "group commit speed-up", Value: fmt.Sprintf("%.1fx", speedup), Target: ">= 12x", Verdict: verdict(speedup >= 12)},
 		{Metric: "audit append p99, group commit (" + w + " writers)", Value: ms(group.p99) + " (p50 " + ms(group.p50) + ")",
 			Target: "< 20 ms", Verdict: verdict(group.p99 < 20*time.Millisecond)},
 	}, nil

@@ -23,7 +23,7 @@ func runAuditRecent(ctx context.Context, env *Env) ([]Row, error) {
 	if err := seedAudit(d, recentSeed); err != nil {
 		return nil, err
 	}
-	return loadRows(ctx, env, httpRead{Label: "GET /api/audit/recent?limit=20", Path: "/api/audit/recent?limit=20", Auth: true, MinRatio: 0.40})
+	return loadRows(ctx, env, httpRead{Label: "GET /api/audit/recent?limit=20", Path: "/api/audit/recent?limit=20", Auth: true, MinRatio: 0.65})
 }
 
 // seedAudit makes n audited calls (PUT /api/logs/level to the level the

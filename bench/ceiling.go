@@ -31,7 +31,7 @@ func (e *Env) ceilingRun(ctx context.Context) (WrkResult, error) {
 	if err != nil {
 		return WrkResult{}, err
 	}
-	res, err := e.load(ctx, "http://"+addr+"/api/health", nil)
+	res, err := e.load(ctx, "http://"+addr+"/api/health", nil, "")
 	if err != nil {
 		return res, err
 	}

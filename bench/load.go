@@ -45,7 +45,7 @@ func loadRows(ctx context.Context, env *Env, r httpRead) ([]Row, error) {
 	ceilings := []WrkResult{first}
 	var rps, ratios, p50s, p99s []float64
 	for i := range max(1, env.Opts.Rounds) {
-		res, err := env.load(ctx, d.URL(r.Path), headers)
+		res, err := env.load(ctx, d.URL(r.Path), headers, fmt.Sprintf("wrk-%s-r%d", profileSlug(r.Path), i+1))
 		if err != nil {
 			return nil, err
 		}
@@ -107,10 +107,11 @@ func median(v []float64) float64 {
 }
 
 // load runs wrk against url: a discarded warm-up the first time, then the
-// measured run.
+// measured run, profiled as profName when -profile is set (the shared
+// daemon's runs only; "" for the ceiling).
 // A run with error responses or socket errors measured the wrong thing and
 // is an error.
-func (e *Env) load(ctx context.Context, url string, headers []string) (WrkResult, error) {
+func (e *Env) load(ctx context.Context, url string, headers []string, profName string) (WrkResult, error) {
 	e.mu.Lock()
 	e.lastCeiling = nil // whatever runs now, the next route needs a fresh ceiling
 	e.mu.Unlock()
@@ -130,7 +131,15 @@ func (e *Env) load(ctx context.Context, url string, headers []string) (WrkResult
 		}
 	}
 	e.logf("wrk -t1 -c%d -d%s %s", e.Opts.Connections, e.Opts.Duration, url)
+	wait := func() {}
+	if profName != "" {
+		e.mu.Lock()
+		prof := e.prof
+		e.mu.Unlock()
+		wait = prof.start(ctx, profName, e.Opts.Duration)
+	}
 	res, err := run(e.Opts.Duration)
+	wait()
 	if err != nil {
 		return res, err
 	}

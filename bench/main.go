@@ -45,6 +45,7 @@ func run() int {
 	flag.DurationVar(&opts.MCPDuration, "mcp-duration", 3*time.Second, "mcp-gateway: each timed run (one system, one concurrency)")
 	flag.IntVar(&opts.MCPRounds, "mcp-rounds", 3, "mcp-gateway: alternating rounds per concurrency (stdio, fangd, mcp-proxy each)")
 	flag.StringVar(&opts.DaemonPprof, "daemon-pprof", "", "mcp-gateway: serve the measured fangd's net/http/pprof on this loopback address (e.g. 127.0.0.1:6061), with block and mutex profiling on")
+	flag.StringVar(&opts.ProfileDir, "profile", "", "write the measured daemon's CPU, block and mutex profiles of each measured run into this directory (mcp-gateway: each fangd round; wrk scenarios: each route run)")
 	mcpClients := flag.String("mcp-clients", "1,16,64", "mcp-gateway: the client counts measured, comma-separated")
 	out := flag.String("out", "bench/out/latest.md", "where to write the result table (empty: nowhere)")
 	only := flag.String("run", "", "run only scenarios whose name matches this regexp (e.g. 'health|audit-recent')")

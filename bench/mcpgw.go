@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	nethttp "net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -41,6 +42,9 @@ import (
 // mcpSystem is one way to reach server-everything's echo.
 type mcpSystem struct {
 	name string
+	// pid is the gateway's own process, whose CPU time per call the rows
+	// show (0: none, the floor has no gateway).
+	pid int
 	// open returns n sessions (stdio: one, used by all n callers).
 	open func(ctx context.Context, n int) ([]*sdk.ClientSession, error)
 }
@@ -50,9 +54,48 @@ type gwRound struct {
 	calls   int
 	elapsed time.Duration
 	lat     []time.Duration // sorted
+	cpu     time.Duration   // the gateway process's CPU time over the run
 }
 
 func (r gwRound) perSec() float64 { return float64(r.calls) / r.elapsed.Seconds() }
+
+// cpuPerCall is the gateway's CPU time per call: on a machine shared with
+// other work, throughput and latency follow the neighbours, while the CPU
+// a call costs moves much less.
+func (r gwRound) cpuPerCall() time.Duration {
+	if r.calls == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.calls)
+}
+
+// processCPU is pid's user+system CPU time so far (0 for pid 0 or when
+// /proc cannot tell).
+func processCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is field 3, utime 14 and stime 15 (clock ticks).
+	rest := string(raw)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticksPerSec = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticksPerSec
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
 
 func runMCPGateway(ctx context.Context, env *Env) ([]Row, error) {
 	peers, err := mcptest.Install()
@@ -82,7 +125,13 @@ args = [%q, "stdio"]
 auto_approve = ["mcp_everything_echo"]
 `, everyCmd, everyArgs[0])
 	var denv []string
-	if env.Opts.DaemonPprof != "" {
+	prof, err := newDaemonProfiler(env, env.Opts.DaemonPprof)
+	if err != nil {
+		return nil, err
+	}
+	if prof != nil {
+		denv = prof.pprofEnv()
+	} else if env.Opts.DaemonPprof != "" {
 		denv = append(denv, "FANGD_PPROF_LISTEN="+env.Opts.DaemonPprof)
 	}
 	d, err := StartDaemonWith(ctx, env.Opts.Fangd, home, extra, denv)
@@ -97,7 +146,7 @@ auto_approve = ["mcp_everything_echo"]
 		return nil, err
 	}
 
-	proxyURL, err := startMCPProxy(ctx, env, gw, everyCmd, everyArgs)
+	proxyURL, proxyPid, err := startMCPProxy(ctx, env, gw, everyCmd, everyArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -110,8 +159,8 @@ auto_approve = ["mcp_everything_echo"]
 			}
 			return []*sdk.ClientSession{s}, nil
 		}},
-		{name: "fangd", open: httpSessions(d.URL("/mcp"), "Bearer "+d.APIKey)},
-		{name: "mcp-proxy", open: httpSessions(proxyURL, "")},
+		{name: "fangd", pid: d.cmd.Process.Pid, open: httpSessions(d.URL("/mcp"), "Bearer "+d.APIKey)},
+		{name: "mcp-proxy", pid: proxyPid, open: httpSessions(proxyURL, "")},
 	}
 	// The tool's name differs: fangd prefixes its servers' tools.
 	tool := map[string]string{"stdio": "echo", "fangd": "mcp_everything_echo", "mcp-proxy": "echo"}
@@ -146,12 +195,19 @@ auto_approve = ["mcp_everything_echo"]
 		res := map[string][]gwRound{}
 		for round := range env.Opts.MCPRounds {
 			for _, sys := range systems {
+				wait := func() {}
+				if sys.name == "fangd" {
+					wait = prof.start(ctx, fmt.Sprintf("mcpgw-fangd-c%d-r%d", n, round+1), env.Opts.MCPDuration)
+				}
+				cpu0 := processCPU(sys.pid)
 				r, err := gwRun(ctx, sessions[sys.name], n, tool[sys.name], env.Opts.MCPDuration, 0)
+				r.cpu = processCPU(sys.pid) - cpu0
+				wait()
 				if err != nil {
 					closeAll()
 					return rows, fmt.Errorf("%s, %d clients, round %d: %w", sys.name, n, round+1, err)
 				}
-				env.logf("mcp gateway %d clients round %d: %s %s calls/s, p50 %s", n, round+1, sys.name, thousands(r.perSec()), ms(pct(r.lat, 50)))
+				env.logf("mcp gateway %d clients round %d: %s %s calls/s, p50 %s, gateway CPU %s per call", n, round+1, sys.name, thousands(r.perSec()), ms(pct(r.lat, 50)), us(r.cpuPerCall()))
 				res[sys.name] = append(res[sys.name], r)
 			}
 		}
@@ -187,6 +243,10 @@ func gwRows(n int, res map[string][]gwRound) []Row {
 	for _, sys := range []string{"stdio", "fangd", "mcp-proxy"} {
 		rows = append(rows, infoRow(fmt.Sprintf("MCP echo, %d client(s): %s calls/s (p50 / p99)", n, sys),
 			fmt.Sprintf("%s (%s / %s)", thousands(med(sys, rate)), ms(time.Duration(med(sys, p50))), ms(time.Duration(med(sys, p99))))))
+	}
+	cpu := func(r gwRound) float64 { return float64(r.cpuPerCall()) }
+	for _, sys := range []string{"fangd", "mcp-proxy"} {
+		rows = append(rows, infoRow(fmt.Sprintf("  %s process CPU per call, %d client(s)", sys, n), us(time.Duration(med(sys, cpu)))))
 	}
 	fp, fl, fh := ratio("fangd", "mcp-proxy", rate)
 	rounds := len(res["fangd"])
@@ -311,10 +371,10 @@ func benchNPMDir() string {
 // startMCPProxy starts the npm mcp-proxy on a free loopback port in front
 // of server-everything over stdio, streamable HTTP only, and returns its
 // /mcp URL once it answers.
-func startMCPProxy(ctx context.Context, env *Env, gw mcptest.Peers, cmd string, args []string) (string, error) {
+func startMCPProxy(ctx context.Context, env *Env, gw mcptest.Peers, cmd string, args []string) (string, int, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	host, port, _ := net.SplitHostPort(addr)
 	bin := filepath.Join(gw.Modules, "mcp-proxy", "dist", "bin", "mcp-proxy.mjs")
@@ -325,7 +385,7 @@ func startMCPProxy(ctx context.Context, env *Env, gw mcptest.Peers, cmd string, 
 	p.Stdout, p.Stderr = logs, logs
 	p.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := p.Start(); err != nil {
-		return "", fmt.Errorf("start mcp-proxy: %w", err)
+		return "", 0, fmt.Errorf("start mcp-proxy: %w", err)
 	}
 	env.onClose(func() {
 		// Its whole group: node and the server-everything it spawned.
@@ -344,14 +404,14 @@ func startMCPProxy(ctx context.Context, env *Env, gw mcptest.Peers, cmd string, 
 			cancel()
 			if err == nil {
 				ss[0].Close()
-				return url, nil
+				return url, p.Process.Pid, nil
 			}
 			if time.Now().After(deadline) {
-				return "", fmt.Errorf("mcp-proxy: %w; its output: %s", err, logs.String())
+				return "", 0, fmt.Errorf("mcp-proxy: %w; its output: %s", err, logs.String())
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return "", errors.Join(ctx.Err(), fmt.Errorf("mcp-proxy did not listen within 60 s: %s", logs.String()))
+			return "", 0, errors.Join(ctx.Err(), fmt.Errorf("mcp-proxy did not listen within 60 s: %s", logs.String()))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

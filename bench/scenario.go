@@ -83,6 +83,7 @@ type Options struct {
 	MCPRounds   int           // alternating rounds per concurrency in the MCP gateway scenario
 	MCPClients  []int         // the MCP gateway scenario's concurrencies (1, 16, 64)
 	DaemonPprof string        // loopback address for the measured daemon's pprof (FANGD_PPROF_LISTEN)
+	ProfileDir  string        // where daemon profiles of the measured runs go (-profile; empty: none)
 }
 
 // Env is what scenarios share: the options, one running daemon and the
@@ -100,6 +101,7 @@ type Env struct {
 	ceiling     string
 	lastCeiling *WrkResult
 	warmed      map[string]bool // URLs that had their warm-up run
+	prof        *daemonProfiler // the shared daemon's, with -profile
 }
 
 // onClose registers f to run at Close, last registered first.
@@ -156,7 +158,14 @@ func (e *Env) startDaemon(ctx context.Context) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := StartDaemon(ctx, e.Opts.Fangd, home)
+	prof, err := newDaemonProfiler(e, "")
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.prof = prof
+	e.mu.Unlock()
+	d, err := StartDaemonWith(ctx, e.Opts.Fangd, home, "", prof.pprofEnv())
 	if d != nil {
 		e.onClose(func() {
 			if err := d.Stop(); err != nil {

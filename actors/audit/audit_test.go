@@ -260,21 +260,22 @@ func TestGroupCommitBatches(t *testing.T) {
 
 func TestRawRingKeepsNewestInOrder(t *testing.T) {
 	var r rawRing
+	entry := func(s string) recentEntry { return recentEntry{raw: []byte(s), item: []byte("item " + s)} }
 	for i := 1; i <= recentCap+7; i++ {
-		r.push([]byte(fmt.Sprint(i)))
+		r.push(entry(fmt.Sprint(i)))
 	}
-	got := r.newest(3)
-	if string(got[0]) != fmt.Sprint(recentCap+7) || string(got[2]) != fmt.Sprint(recentCap+5) {
-		t.Fatalf("newest 3 = %q", got)
+	got, items := r.newest(3)
+	if string(got[0]) != fmt.Sprint(recentCap+7) || string(got[2]) != fmt.Sprint(recentCap+5) || string(items[2]) != "item "+fmt.Sprint(recentCap+5) {
+		t.Fatalf("newest 3 = %q %q", got, items)
 	}
-	all := r.newest(recentCap + 100)
+	all, _ := r.newest(recentCap + 100)
 	if len(all) != recentCap || string(all[recentCap-1]) != "8" {
 		t.Fatalf("oldest kept = %q of %d", all[len(all)-1], len(all))
 	}
 	var small rawRing
-	small.push([]byte("a"))
-	small.push([]byte("b"))
-	if got := small.newest(5); len(got) != 2 || string(got[0]) != "b" {
+	small.push(entry("a"))
+	small.push(entry("b"))
+	if got, _ := small.newest(5); len(got) != 2 || string(got[0]) != "b" {
 		t.Fatalf("partial ring = %q", got)
 	}
 }

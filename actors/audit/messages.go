@@ -47,10 +47,14 @@ type appendResult struct {
 type Recent struct{ Limit int }
 
 // RecentReply is the answer to Recent. Entries holds each entry's stored
-// JSON, so serving it costs no re-encoding.
+// JSON, so serving it costs no re-encoding; Items the same entries with
+// LibreFang's names for three fields added (seq, action, detail), built
+// once per entry. Tip is the committed chain's tip hash.
 type RecentReply struct {
 	Entries [][]byte
+	Items   [][]byte
 	Total   uint64
+	Tip     string
 }
 
 // recentRequest is how Log.Recent asks for Recent: the writer answers on

@@ -49,3 +49,57 @@ func TestRecentOfAStoppedLogIsUnavailableAtOnce(t *testing.T) {
 		t.Fatalf("err = %#v, want Unavailable actor_unavailable", err)
 	}
 }
+
+// Recent's Items are the stored entries with LibreFang's seq, action and
+// detail added, the same whether the entry was just committed or loaded
+// at start, and Tip is the newest entry's hash.
+func TestRecentItemsCarryLibreFangNames(t *testing.T) {
+	home := t.TempDir()
+	h := start(t, home)
+	details := []string{`PUT /x -> 200`, "quote \" backslash \\ <tag> & \n\t\u2028 ünï", ""}
+	for _, d := range details {
+		if _, err := h.log.Append(context.Background(), Event{EventType: "kind <" + d + ">", Details: d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string, l *Log) {
+		t.Helper()
+		rec, err := l.Recent(10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.Items) != len(details) || len(rec.Entries) != len(details) {
+			t.Fatalf("%s: %d items, %d entries", when, len(rec.Items), len(rec.Entries))
+		}
+		for i := range rec.Items {
+			var stored, item map[string]any
+			if err := json.Unmarshal(rec.Entries[i], &stored); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(rec.Items[i], &item); err != nil {
+				t.Fatalf("%s: item %d is not JSON: %s", when, i, rec.Items[i])
+			}
+			for k, v := range stored {
+				if item[k] != v {
+					t.Fatalf("%s: item %d field %s = %v, stored %v", when, i, k, item[k], v)
+				}
+			}
+			if item["seq"] != stored["id"] || item["action"] != stored["event_type"] || item["detail"] != stored["details"] ||
+				len(item) != len(stored)+3 {
+				t.Fatalf("%s: item %d = %s for %s", when, i, rec.Items[i], rec.Entries[i])
+			}
+			if want := details[len(details)-1-i]; item["detail"] != want {
+				t.Fatalf("%s: item %d detail %q, want %q", when, i, item["detail"], want)
+			}
+		}
+		var newest Entry
+		if err := json.Unmarshal(rec.Entries[0], &newest); err != nil || rec.Tip != newest.Hash {
+			t.Fatalf("%s: tip %q, newest entry %s", when, rec.Tip, rec.Entries[0])
+		}
+	}
+	check("committed", h.log)
+	h.stop()
+	h = start(t, home)
+	defer h.stop()
+	check("loaded", h.log)
+}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 
@@ -31,6 +30,7 @@ type conn struct {
 	env  *env
 	spec Spec
 	self *actor.PID
+	line *callLine // what callers read to call without a hop (line.go)
 
 	// gen increases with every connection attempt; messages from an older
 	// attempt's goroutines are recognised and ignored.
@@ -48,8 +48,8 @@ type conn struct {
 	stopping bool
 }
 
-func newConn(e *env, spec Spec) *conn {
-	return &conn{env: e, spec: spec}
+func newConn(e *env, spec Spec, line *callLine) *conn {
+	return &conn{env: e, spec: spec, line: line}
 }
 
 func (a *conn) log() *zerolog.Logger {
@@ -58,6 +58,8 @@ func (a *conn) log() *zerolog.Logger {
 }
 
 func (a *conn) Receive(c actor.Context) {
+	// Whatever the message changed, callers see it from the next call on.
+	defer a.publish(c)
 	switch m := c.Message().(type) {
 	case *actor.Started:
 		a.self = c.Self()
@@ -409,40 +411,16 @@ func (a *conn) call(c actor.Context, m *callTool) {
 		return
 	}
 	if _, ok := a.tools[m.tool]; !ok {
-		m.reply <- callResult{err: kernel.Errorf(kernel.KindNotFound, "unknown_tool", "mcp server %s has no tool %q", a.spec.Name, m.tool)}
+		m.reply <- callResult{err: unknownTool(a.spec.Name, m.tool)}
 		return
 	}
 	if _, changed := a.pins.Changed[m.tool]; changed && a.env.opts.QuarantineChanged {
-		m.reply <- callResult{err: kernel.Errorf(kernel.KindForbidden, "tool_quarantined",
-			"tool %s of mcp server %s changed since it was pinned and is quarantined until accepted (POST /api/mcp/servers/%s/tools/accept)",
-			m.tool, a.spec.Name, a.spec.Name)}
+		m.reply <- callResult{err: quarantined(a.spec.Name, m.tool)}
 		return
 	}
-	session, gen, self, sys, timeout := a.session, a.gen, a.self, c.ActorSystem(), a.spec.Timeout()
+	session, gen, self, sys, timeout, name := a.session, a.gen, a.self, c.ActorSystem(), a.spec.Timeout(), a.spec.Name
 	go func() {
-		ctx, cancel := context.WithTimeout(m.ctx, timeout)
-		defer cancel()
-		res, err := session.CallTool(ctx, &sdk.CallToolParams{Name: m.tool, Arguments: m.args})
-		var failure error
-		switch {
-		case err == nil:
-		case errors.Is(err, context.DeadlineExceeded) && m.ctx.Err() == nil:
-			failure = fmt.Errorf("tool call timed out after %s", timeout)
-			err = kernel.Errorf(kernel.KindUpstream, "mcp_timeout", "mcp server %s did not answer %s within %s", a.spec.Name, m.tool, timeout)
-		case m.ctx.Err() != nil:
-			// The caller went away; says nothing about the server.
-		default:
-			var rpcErr *jsonrpc.Error
-			if !errors.As(err, &rpcErr) {
-				failure = err
-			}
-			if neterr.Network(err) {
-				err = neterr.Classify(err, fmt.Sprintf("mcp server %s: %s", a.spec.Name, m.tool))
-				break
-			}
-			err = &kernel.Error{Kind: kernel.KindUpstream, Code: "mcp_call_failed",
-				Msg: fmt.Sprintf("mcp server %s: %s: %v", a.spec.Name, m.tool, err)}
-		}
+		res, err, failure := callSession(m.ctx, session, name, m.tool, m.args, timeout)
 		m.reply <- callResult{res: res, err: err}
 		sys.Root.Send(self, &callDone{gen: gen, failure: failure})
 	}()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -517,4 +518,65 @@ func TestReadOnlyHintIsSeenAndPinned(t *testing.T) {
 			t.Fatalf("an unchanged read-only tool was flagged: %+v", ti)
 		}
 	}
+}
+
+// Calls run on the connection's published call line, not in its actor
+// (line.go); the actor must still hear what its failure count needs. A
+// success after a failure resets the count, so two failures that are not
+// consecutive never force a reconnect, while two in a row do.
+func TestCallLineKeepsTheFailureCount(t *testing.T) {
+	g := newGoServer(t, false, "")
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	sdk.AddTool(g.srv, &sdk.Tool{Name: "hang"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return &sdk.CallToolResult{}, nil, nil
+	})
+	sdk.AddTool(g.srv, &sdk.Tool{Name: "fine"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "fine"}}}, nil, nil
+	})
+	// Only the failure count may make a success reach the actor here, not
+	// the periodic LastOK report.
+	every := lastOKEvery
+	lastOKEvery = time.Hour
+	t.Cleanup(func() { lastOKEvery = every })
+	h := newHarness(t, t.TempDir(), func(o *Options) { o.FailureThreshold = 2 })
+	h.add(Spec{Name: "flaky", TimeoutSecs: 1, Transport: Transport{Type: TransportHTTP, URL: g.url()}})
+	h.waitConnected("flaky")
+	// settled returns once the connection actor has handled every report
+	// sent before it (its mailbox is in order), and the health it shows.
+	settled := func() HealthEntry {
+		t.Helper()
+		if _, err := h.m.AcceptTools("flaky", nil); err != nil {
+			t.Fatal(err)
+		}
+		hr, err := h.m.Health()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hr.Health[0]
+	}
+	for range 2 {
+		if _, err := h.call("mcp_flaky_hang", map[string]any{}); kindOf(err) != kernel.KindUpstream {
+			t.Fatalf("a hanging call ended with %v", err)
+		}
+		if _, err := h.call("mcp_flaky_fine", map[string]any{}); err != nil {
+			t.Fatalf("a good call failed: %v", err)
+		}
+	}
+	if hc := settled(); hc.ReconnectAttempts != 0 || hc.Status != StatusConnected {
+		t.Fatalf("two failures, each followed by a success, forced a reconnect: %+v", hc)
+	}
+	for range 2 {
+		if _, err := h.call("mcp_flaky_hang", map[string]any{}); kindOf(err) != kernel.KindUpstream {
+			t.Fatalf("a hanging call ended with %v", err)
+		}
+	}
+	eventually(t, "two failures in a row renew the connection", func() bool {
+		hc := settled()
+		return hc.ReconnectAttempts >= 1 && hc.Status == StatusConnected
+	})
 }

@@ -267,6 +267,7 @@ func (m *Manager) Health() (*HealthReply, error) {
 type indexedTool struct {
 	Server string
 	PID    *actor.PID
+	line   *callLine // the connection's published state, for calls without a hop
 	Info   ToolInfo
 }
 
@@ -350,6 +351,11 @@ func (m *Manager) callProxied(ctx context.Context, name string, args json.RawMes
 	if !ok {
 		return nil, "", name, kernel.Errorf(kernel.KindNotFound, "unknown_tool", "unknown tool %q", name)
 	}
+	if t := it.line.load(); t != nil {
+		res, err := it.line.call(ctx, t, it.Info.OriginalName, args)
+		return res, it.Server, it.Info.OriginalName, err
+	}
+	// No session: the actor answers at once why.
 	reply := make(chan callResult, 1)
 	m.env.k.Root.Send(it.PID, &callTool{ctx: ctx, tool: it.Info.OriginalName, args: args, reply: reply})
 	select {

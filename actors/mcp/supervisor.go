@@ -36,7 +36,8 @@ type supervisor struct {
 	m        *Manager
 	defs     map[string]definition
 	children map[string]*actor.PID
-	byPID    map[string]string // child pid id -> server name
+	lines    map[string]*callLine // each child's call line, for the tool index
+	byPID    map[string]string    // child pid id -> server name
 	states   map[string]serverState
 	// A removed server's actor may still be stopping when the same name is
 	// added again; the new one is spawned when the old one has terminated.
@@ -120,6 +121,7 @@ func notFound(name string) error {
 func (s *supervisor) started(c actor.Context) {
 	s.defs = map[string]definition{}
 	s.children = map[string]*actor.PID{}
+	s.lines = map[string]*callLine{}
 	s.byPID = map[string]string{}
 	s.states = map[string]serverState{}
 	s.stoppingNames = map[string]bool{}
@@ -150,19 +152,22 @@ func (s *supervisor) spawn(c actor.Context, name string) {
 		return
 	}
 	spec := s.defs[name].spec
-	pid, err := c.SpawnNamed(s.env.k.Props(func() actor.Actor { return newConn(s.env, spec) }), name)
+	line := &callLine{}
+	pid, err := c.SpawnNamed(s.env.k.Props(func() actor.Actor { return newConn(s.env, spec, line) }), name)
 	if err != nil {
 		s.env.log.Error().Err(err).Str("mcp_server", name).Msg("could not start the connection actor")
 		s.states[name] = serverState{Status: StatusError, LastError: "could not start: " + err.Error()}
 		return
 	}
 	s.children[name] = pid
+	s.lines[name] = line
 	s.byPID[pid.Id] = name
 }
 
 func (s *supervisor) stopChild(c actor.Context, name string) {
 	if pid, ok := s.children[name]; ok {
 		delete(s.children, name)
+		delete(s.lines, name)
 		s.stoppingNames[name] = true
 		c.Stop(pid)
 	}
@@ -187,6 +192,7 @@ func (s *supervisor) terminated(c actor.Context, m *actor.Terminated) {
 	// Stopped by supervision (it kept crashing): the definition stays, the
 	// server is reported down until it is reconfigured or reloaded.
 	delete(s.children, name)
+	delete(s.lines, name)
 	if _, still := s.defs[name]; still {
 		st := s.states[name]
 		st.Status = StatusError
@@ -552,14 +558,14 @@ func (s *supervisor) publishIndex() {
 		for _, t := range st.Tools {
 			if t.Quarantined && st.Status == StatusConnected {
 				// Routed, so that a call is refused with the reason.
-				idx.byName[t.Name] = indexedTool{Server: n, PID: pid, Info: t}
+				idx.byName[t.Name] = indexedTool{Server: n, PID: pid, line: s.lines[n], Info: t}
 				continue
 			}
 			if prev, clash := idx.byName[t.Name]; clash {
 				s.env.log.Warn().Str("tool", t.Name).Str("kept", prev.Server).Str("dropped", n).Msg("two MCP servers map to the same tool name")
 				continue
 			}
-			it := indexedTool{Server: n, PID: pid, Info: t}
+			it := indexedTool{Server: n, PID: pid, line: s.lines[n], Info: t}
 			idx.byName[t.Name] = it
 			if st.Status == StatusConnected {
 				idx.list = append(idx.list, it)

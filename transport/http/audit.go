@@ -2,7 +2,6 @@ package http
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -24,45 +23,26 @@ func (s *Server) auditRecent(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	// The entries are already JSON as stored: splice them into the
-	// response's pooled body buffer, don't re-encode them. Each gets
-	// LibreFang's names for three of its fields (seq, action, detail) and
-	// the list goes out twice, as fangd's entries and LibreFang's items.
-	var arr []byte
-	arr = append(arr, '[')
+	// The entries are already JSON as served, LibreFang's names for three
+	// fields included (audit.RecentReply.Items): splice them into the
+	// response's pooled body buffer, twice, as fangd's entries and
+	// LibreFang's items. Nothing is decoded or encoded per request.
 	tip := ""
-	for i, e := range rec.Entries {
-		var f struct {
-			ID        uint64 `json:"id"`
-			EventType string `json:"event_type"`
-			Details   string `json:"details"`
-			Hash      string `json:"hash"`
-		}
-		if err := json.Unmarshal(e, &f); err != nil || len(e) < 2 || e[len(e)-1] != '}' {
-			return fmt.Errorf("audit entry %d is not a JSON object: %w", i, err)
-		}
-		if i == 0 {
-			tip = f.Hash // newest first: the chain's tip
-		} else {
-			arr = append(arr, ',')
-		}
-		arr = append(arr, e[:len(e)-1]...)
-		arr = append(arr, `,"seq":`...)
-		arr = strconv.AppendUint(arr, f.ID, 10)
-		arr = append(arr, `,"action":`...)
-		arr, _ = appendJSONString(arr, f.EventType)
-		arr = append(arr, `,"detail":`...)
-		arr, _ = appendJSONString(arr, f.Details)
-		arr = append(arr, '}')
+	if len(rec.Items) > 0 {
+		tip = rec.Tip // newest first: the first is the chain's tip
 	}
-	arr = append(arr, ']')
 	resp := &ctx.Response
 	resp.ResetBody()
-	resp.AppendBodyString(`{"entries":`)
-	resp.AppendBody(arr)
-	resp.AppendBodyString(`,"items":`)
-	resp.AppendBody(arr)
-	resp.AppendBodyString(`,"total":`)
+	for _, key := range [...]string{`{"entries":[`, `],"items":[`} {
+		resp.AppendBodyString(key)
+		for i, item := range rec.Items {
+			if i > 0 {
+				resp.AppendBodyString(",")
+			}
+			resp.AppendBody(item)
+		}
+	}
+	resp.AppendBodyString(`],"total":`)
 	var num [20]byte
 	resp.AppendBody(strconv.AppendUint(num[:0], rec.Total, 10))
 	resp.AppendBodyString(`,"offset":0,"limit":`)
@@ -72,13 +52,6 @@ func (s *Server) auditRecent(ctx *fasthttp.RequestCtx) error {
 	resp.AppendBodyString("}\n")
 	ctx.SetContentType("application/json")
 	return nil
-}
-
-// appendJSONString appends s as a JSON string (strconv.Quote's escapes are
-// Go's, not JSON's, for control and non-ASCII characters).
-func appendJSONString(dst []byte, s string) ([]byte, error) {
-	b, err := json.Marshal(s)
-	return append(dst, b...), err
 }
 
 // verifyReport is the chain check with LibreFang's names alongside:

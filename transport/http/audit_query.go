@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/store"
 	"github.com/fangd/fangd/transport/sse"
 )
 
@@ -99,9 +100,9 @@ func lfEntry(dst []byte, m *audit.Match) []byte {
 	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendUint(dst, m.Entry.ID, 10)
 	dst = append(dst, `,"action":`...)
-	dst, _ = appendJSONString(dst, m.Entry.EventType)
+	dst = store.AppendJSONString(dst, m.Entry.EventType)
 	dst = append(dst, `,"detail":`...)
-	dst, _ = appendJSONString(dst, m.Entry.Details)
+	dst = store.AppendJSONString(dst, m.Entry.Details)
 	dst = append(dst, `,"user_id":`...)
 	if u, err := uuid.Parse(m.Entry.Actor); err == nil && len(m.Entry.Actor) == 36 {
 		dst = strconv.AppendQuote(dst, u.String())

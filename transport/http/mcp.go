@@ -332,11 +332,12 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 	if len(body) > e.cfg.MaxBodyBytes {
 		return &apiError{fasthttp.StatusRequestEntityTooLarge, "body_too_large", "MCP request body exceeds the limit"}
 	}
-	if rpcErr := checkJSONRPC(body); rpcErr != nil {
+	rpc, rpcErr := checkJSONRPC(body)
+	if rpcErr != nil {
 		writeRPCError(ctx, rpcErr)
 		return nil
 	}
-	if !e.cfg.Stateless && len(h.Peek("Mcp-Session-Id")) == 0 && isInitialize(body) &&
+	if !e.cfg.Stateless && len(h.Peek("Mcp-Session-Id")) == 0 && rpc.initialize &&
 		strings.Contains(strings.ToLower(string(h.Peek("Accept"))), "text/event-stream") {
 		// A new session: refused at the cap, before the SDK builds it.
 		if n := e.sessions(); n >= e.cfg.MaxSessions {
@@ -348,7 +349,7 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 	defer rpcErrorBody(ctx, body)
 	// The SDK adds its own Cache-Control; keep the one API value.
 	defer ctx.Response.Header.Set("Cache-Control", "no-store")
-	method := rpcMethod(body)
+	method := rpc.method
 	if method == "tools/call" && e.audits != nil {
 		// One synced commit per call instead of two in series: when the
 		// exposer confirms the call's tool_invoked entry is durable, the
@@ -370,16 +371,33 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		h.Set("Accept", "application/json, text/event-stream")
 		e.plain(ctx)
 	case e.cfg.Stateless:
-		e.stateless(ctx)
-	case len(h.Peek("Mcp-Session-Id")) > 0 || method == "initialize" || method == "" && isInitialize(body):
+		e.serveStateless(ctx, method)
+	case len(h.Peek("Mcp-Session-Id")) > 0 || rpc.initialize:
 		e.stateful(ctx)
 	default:
 		// No session and no initialize: a 2026-07-28 (stateless protocol)
 		// request, or a session-less call; the stateful handler would
 		// refuse both.
-		e.stateless(ctx)
+		e.serveStateless(ctx, method)
 	}
 	return nil
+}
+
+// serveStateless answers a stateless tools/call as one application/json
+// body, which streamable HTTP lets a server choose for any request, rather
+// than as a one-event SSE stream: the stream is written through the
+// fasthttp adaptor as a chunked body stream with a flush per event, ~6% of
+// the daemon's CPU per call in the mcp-gateway profiles (docs/bench.md).
+// A stateless exchange has no stream for anything but the answer, and no
+// tool fangd serves sends progress or log notifications while it runs, so
+// the JSON answer carries everything the stream did. Other methods keep
+// the SSE answer (subscriptions/listen, for one, is a stream by nature).
+func (e *mcpEndpoint) serveStateless(ctx *fasthttp.RequestCtx, method string) {
+	if method == "tools/call" {
+		e.plain(ctx)
+		return
+	}
+	e.stateless(ctx)
 }
 
 // sessions counts the live stateful sessions.
@@ -396,41 +414,60 @@ type rpcError struct {
 	msg  string
 }
 
+// rpcShape is what the endpoint routes a valid JSON-RPC body by.
+type rpcShape struct {
+	// method is the method of a single request, "" for a batch or a
+	// response.
+	method string
+	// initialize: the request, or one in the batch, is an initialize.
+	initialize bool
+}
+
 // checkJSONRPC refuses a body that is not JSON (-32700) or not a JSON-RPC
 // message or batch (-32600), answering with a JSON-RPC error object rather
-// than the SDK's plain-text 400.
-func checkJSONRPC(body []byte) *rpcError {
+// than the SDK's plain-text 400, and reads what the routing needs in the
+// same pass (it used to decode the body twice more for that).
+func checkJSONRPC(body []byte) (rpcShape, *rpcError) {
+	var out rpcShape
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 || !json.Valid(body) {
-		return &rpcError{-32700, "Parse error: the body is not valid JSON"}
+		return out, &rpcError{-32700, "Parse error: the body is not valid JSON"}
 	}
 	if jsonDepth(body) > MaxJSONDepth {
-		return &rpcError{-32600, "Invalid Request: JSON nesting is too deep"}
+		return out, &rpcError{-32600, "Invalid Request: JSON nesting is too deep"}
 	}
 	var msgs []map[string]json.RawMessage
-	if body[0] == '[' {
+	batch := body[0] == '['
+	if batch {
 		if json.Unmarshal(body, &msgs) != nil || len(msgs) == 0 {
-			return &rpcError{-32600, "Invalid Request: a batch must be a non-empty array of JSON-RPC objects"}
+			return out, &rpcError{-32600, "Invalid Request: a batch must be a non-empty array of JSON-RPC objects"}
 		}
 	} else {
 		var one map[string]json.RawMessage
 		if json.Unmarshal(body, &one) != nil {
-			return &rpcError{-32600, "Invalid Request: expected a JSON-RPC object"}
+			return out, &rpcError{-32600, "Invalid Request: expected a JSON-RPC object"}
 		}
 		msgs = append(msgs, one)
 	}
 	for _, m := range msgs {
 		if string(m["jsonrpc"]) != `"2.0"` {
-			return &rpcError{-32600, `Invalid Request: "jsonrpc" must be "2.0"`}
+			return out, &rpcError{-32600, `Invalid Request: "jsonrpc" must be "2.0"`}
 		}
-		_, hasMethod := m["method"]
+		raw, hasMethod := m["method"]
 		_, hasResult := m["result"]
 		_, hasError := m["error"]
 		if !hasMethod && !hasResult && !hasError {
-			return &rpcError{-32600, "Invalid Request: no method"}
+			return out, &rpcError{-32600, "Invalid Request: no method"}
+		}
+		var method string
+		if hasMethod && json.Unmarshal(raw, &method) == nil {
+			if !batch {
+				out.method = method
+			}
+			out.initialize = out.initialize || method == "initialize"
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // rpcErrorBody turns the SDK's plain-text 400 for a request it refuses
@@ -465,42 +502,4 @@ func writeRPCError(ctx *fasthttp.RequestCtx, e *rpcError) {
 		"jsonrpc": "2.0", "id": nil,
 		"error": map[string]any{"code": e.code, "message": e.msg},
 	})
-}
-
-// rpcMethod is the method of a single JSON-RPC request, "" for a batch
-// or a response.
-func rpcMethod(body []byte) string {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 || body[0] != '{' {
-		return ""
-	}
-	var one struct {
-		Method string `json:"method"`
-	}
-	if json.Unmarshal(body, &one) != nil {
-		return ""
-	}
-	return one.Method
-}
-
-func isInitialize(body []byte) bool {
-	var one struct {
-		Method string `json:"method"`
-	}
-	body = bytes.TrimSpace(body)
-	if len(body) > 0 && body[0] == '[' {
-		var many []struct {
-			Method string `json:"method"`
-		}
-		if json.Unmarshal(body, &many) != nil {
-			return false
-		}
-		for _, m := range many {
-			if m.Method == "initialize" {
-				return true
-			}
-		}
-		return false
-	}
-	return json.Unmarshal(body, &one) == nil && one.Method == "initialize"
 }

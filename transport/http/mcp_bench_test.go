@@ -1,10 +1,15 @@
 package http
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"io"
 	nethttp "net/http"
 	"strings"
 	"testing"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // Throughput of POST /mcp to a built-in tool, plain JSON-RPC, 16 clients
@@ -35,4 +40,81 @@ func BenchmarkMCPBuiltinCall(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}
+
+// CPU and allocations of one proxied tools/call through POST /mcp, as the
+// Go SDK client sends it in the 2026-07-28 (session-less) protocol, to a
+// Go SDK server on loopback: the HTTP chain, the SDK's server side, the
+// exposer (audit entry included, durable), the connection to the peer.
+// The request is captured once from a real SDK client and replayed over
+// plain net/http, so the client's own cost stays small and fixed.
+//
+//	go test ./transport/http -run '^$' -bench MCPProxiedCall -benchmem -benchtime 3000x
+func BenchmarkMCPProxiedCall(b *testing.B) {
+	s := newMCPServer(b, mcpSetup{})
+	s.addPeer(b, "peer", peer(b))
+	rec := &captureCall{next: &hostRewriter{key: testKey}}
+	cs, err := goClient(b, s.url, rec, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "mcp_peer_shout", Arguments: map[string]any{"message": "go"}}); err != nil {
+		b.Fatal(err)
+	}
+	cs.Close()
+	if rec.body == nil {
+		b.Fatal("no tools/call captured")
+	}
+	client := &nethttp.Client{Transport: &nethttp.Transport{MaxIdleConnsPerHost: 64}}
+	call := func() {
+		req, _ := nethttp.NewRequest("POST", s.url+"/mcp", bytes.NewReader(rec.body))
+		req.Header = rec.header.Clone()
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		res, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.Contains(string(raw), `"GO"`) {
+			b.Fatalf("%d %s", res.StatusCode, raw)
+		}
+	}
+	for _, clients := range []int{1, 16} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism((clients + 1) / 2) // GOMAXPROCS is 2 here
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					call()
+				}
+			})
+		})
+	}
+}
+
+// captureCall keeps the headers and body of the first tools/call it sees.
+type captureCall struct {
+	next   nethttp.RoundTripper
+	header nethttp.Header
+	body   []byte
+}
+
+func (c *captureCall) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	if c.body == nil && parsedMethod(body) == "tools/call" {
+		c.header, c.body = r.Header.Clone(), body
+	}
+	return c.next.RoundTrip(r)
+}
+
+// parsedMethod is the method of a single JSON-RPC request body.
+func parsedMethod(body []byte) string {
+	rpc, _ := checkJSONRPC(body)
+	return rpc.method
 }

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,7 +147,7 @@ func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 }
 
 // api calls the REST API with the key.
-func (s *mcpServer) api(t *testing.T, method, path, body string) (int, map[string]any) {
+func (s *mcpServer) api(t testing.TB, method, path, body string) (int, map[string]any) {
 	t.Helper()
 	req, _ := nethttp.NewRequest(method, s.url+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testKey)
@@ -166,7 +168,7 @@ func (s *mcpServer) api(t *testing.T, method, path, body string) (int, map[strin
 }
 
 // rpc posts a raw JSON-RPC body the way a plain client does.
-func (s *mcpServer) rpc(t *testing.T, body string, header map[string]string) (int, map[string]any) {
+func (s *mcpServer) rpc(t testing.TB, body string, header map[string]string) (int, map[string]any) {
 	t.Helper()
 	req, _ := nethttp.NewRequest("POST", s.url+"/mcp", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -191,7 +193,7 @@ func (s *mcpServer) rpc(t *testing.T, body string, header map[string]string) (in
 }
 
 // peer is a Go SDK MCP server on loopback, to be proxied.
-func peer(t *testing.T) string {
+func peer(t testing.TB) string {
 	t.Helper()
 	srv := sdk.NewServer(&sdk.Implementation{Name: "peer", Version: "1"}, nil)
 	type in struct {
@@ -206,7 +208,7 @@ func peer(t *testing.T) string {
 	return hs.URL
 }
 
-func (s *mcpServer) addPeer(t *testing.T, name, url string) {
+func (s *mcpServer) addPeer(t testing.TB, name, url string) {
 	t.Helper()
 	code, body := s.api(t, "POST", "/api/mcp/servers", `{"name":"`+name+`","transport":{"type":"http","url":"`+url+`"}}`)
 	if code != 201 {
@@ -342,7 +344,7 @@ func (h *hostRewriter) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) 
 	return res, err
 }
 
-func goClient(t *testing.T, url string, rt *hostRewriter, version string) (*sdk.ClientSession, error) {
+func goClient(t testing.TB, url string, rt nethttp.RoundTripper, version string) (*sdk.ClientSession, error) {
 	t.Helper()
 	c := sdk.NewClient(&sdk.Implementation{Name: "go-test-client", Version: "1"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -762,5 +764,97 @@ func TestMCPToolCallAuditedOnce(t *testing.T) {
 	}
 	if c, r := counts(); c != c1+1 || r != r1 {
 		t.Fatalf("session tools/call: %d tool entries, %d request entries; want %d, %d", c, r, c1+1, r1)
+	}
+}
+
+// callTypes records the Content-Type of every tools/call answer.
+type callTypes struct {
+	next  nethttp.RoundTripper
+	mu    sync.Mutex
+	types []string
+}
+
+func (c *callTypes) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	res, err := c.next.RoundTrip(r)
+	if err == nil && parsedMethod(body) == "tools/call" {
+		c.mu.Lock()
+		c.types = append(c.types, res.Header.Get("Content-Type"))
+		c.mu.Unlock()
+	}
+	return res, err
+}
+
+// A session-less (2026-07-28) tools/call is answered as one JSON body, not
+// a one-event SSE stream (serveStateless); a 2025 session keeps its SSE
+// answers. Either way the Go SDK client gets the same result.
+func TestMCPStatelessToolCallAnsweredAsJSON(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{})
+	s.addPeer(t, "peer", peer(t))
+	for _, tc := range []struct{ version, want string }{{"", "application/json"}, {"2025-11-25", "text/event-stream"}} {
+		rec := &callTypes{next: &hostRewriter{key: testKey}}
+		c := sdk.NewClient(&sdk.Implementation{Name: "go-test-client", Version: "1"}, nil)
+		var opts *sdk.ClientSessionOptions
+		if tc.version != "" {
+			opts = &sdk.ClientSessionOptions{ProtocolVersion: tc.version}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cs, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: s.url + "/mcp", HTTPClient: &nethttp.Client{Transport: rec}, MaxRetries: -1}, opts)
+		if err != nil {
+			cancel()
+			t.Fatalf("connect (%q): %v", tc.version, err)
+		}
+		for _, call := range []struct{ tool, arg, want string }{{"mcp_peer_shout", "message", "GO"}, {"file_list", "path", "hello.txt"}} {
+			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: call.tool, Arguments: map[string]any{call.arg: map[string]string{"message": "go", "path": "docs"}[call.arg]}})
+			if err != nil || res.IsError || !strings.Contains(res.Content[0].(*sdk.TextContent).Text, call.want) {
+				t.Fatalf("%q %s: %+v %v", tc.version, call.tool, res, err)
+			}
+		}
+		// An unknown tool's error arrives the same way.
+		if res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "no_such_tool"}); err == nil && !res.IsError {
+			t.Fatalf("%q: an unknown tool answered %+v", tc.version, res)
+		}
+		cs.Close()
+		cancel()
+		rec.mu.Lock()
+		types := rec.types
+		rec.mu.Unlock()
+		if len(types) != 3 {
+			t.Fatalf("%q: %d tools/call answers recorded, want 3", tc.version, len(types))
+		}
+		for _, ct := range types {
+			if !strings.HasPrefix(ct, tc.want) {
+				t.Errorf("%q: a tools/call was answered as %q, want %s", tc.version, ct, tc.want)
+			}
+		}
+	}
+}
+
+// checkJSONRPC reads the routing facts in the pass that validates the body.
+func TestCheckJSONRPCReadsMethodAndInitialize(t *testing.T) {
+	for _, c := range []struct {
+		body   string
+		method string
+		init   bool
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`, "tools/call", false},
+		{` {"jsonrpc":"2.0","id":1,"method":"initialize","params":{}} `, "initialize", true},
+		{`[{"jsonrpc":"2.0","id":1,"method":"initialize"},{"jsonrpc":"2.0","method":"notifications/initialized"}]`, "", true},
+		{`[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]`, "", false},
+		{`{"jsonrpc":"2.0","id":1,"result":{}}`, "", false},
+		{`{"jsonrpc":"2.0","id":1,"method":7}`, "", false},
+		{`{"jsonrpc":"2.0","id":1,"Method":"initialize","method":"tools/list"}`, "tools/list", false},
+	} {
+		got, err := checkJSONRPC([]byte(c.body))
+		if err != nil || got.method != c.method || got.initialize != c.init {
+			t.Errorf("%s: %+v %v, want method %q initialize %t", c.body, got, err, c.method, c.init)
+		}
+	}
+	if _, err := checkJSONRPC([]byte(`{"jsonrpc":"1.0","method":"x"}`)); err == nil || err.code != -32600 {
+		t.Errorf("jsonrpc 1.0 accepted: %v", err)
 	}
 }

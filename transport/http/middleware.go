@@ -106,7 +106,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 				// Browsers send preflights without credentials: they
 				// spend the client address's cells and are answered
 				// before auth.
-				if err := s.rateLimit(ctx, bucketKey(clientIP(ctx).String(), "", false)); err != nil {
+				if err := s.rateLimit(ctx, "", false); err != nil {
 					s.writeError(ctx, err)
 					return
 				}
@@ -119,7 +119,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 			return
 		}
 		actor, refused := s.authenticate(ctx, o)
-		if err := s.rateLimit(ctx, bucketKey(clientIP(ctx).String(), actor, refused != nil)); err != nil {
+		if err := s.rateLimit(ctx, actor, refused != nil); err != nil {
 			s.writeError(ctx, err)
 			return
 		}
@@ -127,7 +127,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 			s.refuseAuth(ctx, refused)
 			return
 		}
-		ctx.SetUserValue(userActor, actor)
+		ctx.SetUserValue(userActor, boxActor(actor))
 		if o.maxBody > 0 && len(ctx.Request.Body()) > o.maxBody {
 			s.writeError(ctx, &apiError{fasthttp.StatusRequestEntityTooLarge, "body_too_large",
 				fmt.Sprintf("request body exceeds %d bytes", o.maxBody)})
@@ -225,13 +225,17 @@ func (s *Server) recoverPanic(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, bucket string) error {
+// rateLimit spends the request's cells in the bucket of its client
+// address and actor (bucketKey). The key is built only when the request is
+// limited at all: with the limiter off or the client exempt, building it
+// was one of the three allocations of a GET /api/health (docs/bench.md).
+func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, actor string, authFailed bool) error {
 	l := s.limits.Load()
 	if l.g == nil || (l.ExemptLoopback && loopbackClient(ctx)) {
 		return nil
 	}
 	cost := routeCost(string(ctx.Method()), string(ctx.Path()))
-	ok, wait := l.g.allow(bucket, cost)
+	ok, wait := l.g.allow(bucketKey(clientIP(ctx).String(), actor, authFailed), cost)
 	if ok {
 		return nil
 	}
@@ -239,6 +243,26 @@ func (s *Server) rateLimit(ctx *fasthttp.RequestCtx, bucket string) error {
 	ctx.Response.Header.Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	s.metrics.rateLimited.Inc()
 	return &apiError{fasthttp.StatusTooManyRequests, "rate_limited", "rate limit exceeded; retry after " + strconv.Itoa(max(secs, 1)) + "s"}
+}
+
+// The actors authenticate answers most, boxed once: storing a string as a
+// user value boxes it, an allocation per request otherwise.
+var (
+	boxedAnonymous any = "anonymous"
+	boxedLoopback  any = "loopback"
+	boxedAPIKey    any = "api_key"
+)
+
+func boxActor(actor string) any {
+	switch actor {
+	case "anonymous":
+		return boxedAnonymous
+	case "loopback":
+		return boxedLoopback
+	case "api_key":
+		return boxedAPIKey
+	}
+	return actor
 }
 
 func hashKey(k string) [32]byte { return sha256.Sum256([]byte(k)) }
