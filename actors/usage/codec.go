@@ -32,6 +32,8 @@ func encodeBatch(dirty dirtySet, waiters []settleWaiter) []kv {
 			buf = x.appendJSON(buf)
 		case *agentTotal:
 			buf = x.appendJSON(buf)
+		case *latency:
+			buf = x.appendJSON(buf)
 		case nil:
 			p.del = true
 		default:
@@ -91,6 +93,19 @@ func (a *agentTotal) appendJSON(b []byte) []byte {
 	return append(a.Counters.appendFields(b), '}')
 }
 
+// appendJSON encodes a model's latency with its stored field names.
+func (l *latency) appendJSON(b []byte) []byte {
+	b = append(b, `{"n":`...)
+	b = strconv.AppendInt(b, l.N, 10)
+	b = append(b, `,"sum":`...)
+	b = strconv.AppendInt(b, l.Sum, 10)
+	b = append(b, `,"min":`...)
+	b = strconv.AppendInt(b, l.Min, 10)
+	b = append(b, `,"max":`...)
+	b = strconv.AppendInt(b, l.Max, 10)
+	return append(b, '}')
+}
+
 // encodeEvent is json.Marshal(e) without reflection; json.Unmarshal reads
 // it back into an Event.
 func encodeEvent(e *Event) []byte { return appendEvent(make([]byte, 0, 320), e) }
@@ -127,12 +142,22 @@ func appendEvent(b []byte, e *Event) []byte {
 	if e.UsageEstimated {
 		b = append(b, `,"usage_estimated":true`...)
 	}
+	if e.User != "" {
+		b = append(b, `,"user":`...)
+		b = store.AppendJSONString(b, e.User)
+	}
 	return append(b, '}')
 }
 
 // eventFormatBinary is the first byte of a binary-encoded event. Events
 // were stored as JSON (first byte '{') before; decodeEvent reads both.
-const eventFormatBinary = 1
+// eventFormatBinaryUser is the same with the user appended as a seventh
+// string: an event without a user is still written in the first format,
+// byte for byte as before.
+const (
+	eventFormatBinary     = 1
+	eventFormatBinaryUser = 2
+)
 
 // appendEventBinary encodes e compactly: the format byte, the time (unix
 // nanos), the strings length-prefixed, the counts as varints, and a flags
@@ -140,11 +165,19 @@ const eventFormatBinary = 1
 // settlement writes, and Badger's cost (WAL, memtable, flushes,
 // compaction) grows with bytes.
 func appendEventBinary(b []byte, e *Event) []byte {
-	b = append(b, eventFormatBinary)
+	format := byte(eventFormatBinary)
+	if e.User != "" {
+		format = eventFormatBinaryUser
+	}
+	b = append(b, format)
 	b = binary.AppendVarint(b, e.Time.UnixNano())
 	for _, s := range [...]string{e.AgentID, e.AgentName, e.SessionID, e.Provider, e.Model, e.Outcome} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
+	}
+	if format == eventFormatBinaryUser {
+		b = binary.AppendUvarint(b, uint64(len(e.User)))
+		b = append(b, e.User...)
 	}
 	for _, v := range [...]int64{e.InputTokens, e.CachedInputTokens, e.CacheWriteTokens, e.OutputTokens, e.CostNanos, e.LatencyMS} {
 		b = binary.AppendVarint(b, v)
@@ -164,7 +197,7 @@ func decodeEvent(raw []byte, e *Event) error {
 	if len(raw) > 0 && raw[0] == '{' {
 		return json.Unmarshal(raw, e)
 	}
-	if len(raw) == 0 || raw[0] != eventFormatBinary {
+	if len(raw) == 0 || (raw[0] != eventFormatBinary && raw[0] != eventFormatBinaryUser) {
 		return errors.New("unknown event encoding")
 	}
 	b := raw[1:]
@@ -182,7 +215,12 @@ func decodeEvent(raw []byte, e *Event) error {
 		return bad
 	}
 	e.Time = time.Unix(0, nanos).UTC()
-	for _, dst := range [...]*string{&e.AgentID, &e.AgentName, &e.SessionID, &e.Provider, &e.Model, &e.Outcome} {
+	strs := [...]*string{&e.AgentID, &e.AgentName, &e.SessionID, &e.Provider, &e.Model, &e.Outcome, &e.User}
+	n := len(strs) - 1
+	if raw[0] == eventFormatBinaryUser {
+		n++
+	}
+	for _, dst := range strs[:n] {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
 			return bad

@@ -21,8 +21,13 @@ import (
 //	usage/da/<day BE4><agent id>                Counters per day and agent
 //	usage/m/<provider>\x00<model>               lifetime Counters per model
 //	usage/a/<agent id>                          lifetime agentTotal
+//	usage/du/<day BE4><user>                    Counters per day and user
+//	usage/u/<user>                              lifetime Counters per user
+//	usage/mp/<provider>\x00<model>              lifetime latency per model
 //	usage/budget/global                         Limits
 //	usage/budget/agent/<agent id>               AgentLimits
+//	usage/budget/provider/<provider>            ProviderLimits
+//	usage/budget/user/<user>                    UserLimits
 //	usage/alert/<kind>|<scope>|<limit>|<window> alert already raised in that window
 const (
 	pEvent      = "usage/e/"
@@ -32,8 +37,13 @@ const (
 	pDayAgent   = "usage/da/"
 	pModel      = "usage/m/"
 	pAgent      = "usage/a/"
+	pDayUser    = "usage/du/"
+	pUser       = "usage/u/"
+	pModelPerf  = "usage/mp/"
 	kBudget     = "usage/budget/global"
 	pAgentLimit = "usage/budget/agent/"
+	pProvLimit  = "usage/budget/provider/"
+	pUserLimit  = "usage/budget/user/"
 	pAlert      = "usage/alert/"
 )
 
@@ -67,7 +77,8 @@ func parseModelKey(b []byte) (modelKey, error) {
 // dirtyKey names a stored roll-up an event changed. Keys are built as
 // bytes only when a batch is flushed, so the per-event path allocates none.
 type dirtyKey struct {
-	kind byte // 'd' day, 'h' hour, 'M' day+model, 'A' day+agent, 'm' model, 'a' agent, 'x' raw key in s1
+	kind byte // 'd' day, 'h' hour, 'M' day+model, 'A' day+agent, 'm' model, 'a' agent,
+	// 'U' day+user, 'u' user, 'p' model latency, 'x' raw key in s1
 	day  int32
 	hour int64
 	s1   string
@@ -90,6 +101,12 @@ func (k dirtyKey) appendTo(b []byte) []byte {
 		return append(append(append(append(b, pModel...), k.s1...), 0), k.s2...)
 	case 'a':
 		return append(append(b, pAgent...), k.s1...)
+	case 'U':
+		return append(binary.BigEndian.AppendUint32(append(b, pDayUser...), uint32(k.day)), k.s1...)
+	case 'u':
+		return append(append(b, pUser...), k.s1...)
+	case 'p':
+		return append(append(append(append(b, pModelPerf...), k.s1...), 0), k.s2...)
 	}
 	return append(b, k.s1...)
 }

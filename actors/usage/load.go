@@ -59,7 +59,11 @@ func loadRollups(db *store.DB, now time.Time, all bool) (*rollups, error) {
 				}
 				c := &Counters{}
 				r.dayModels[d][mk] = c
-				return dec(v, c)
+				if err := dec(v, c); err != nil {
+					return err
+				}
+				countIn(r.dayProviders, d, mk.provider).plus(c)
+				return nil
 			}},
 			{pDayAgent, string(append([]byte(pDayAgent), be4(max(fromDetail, 0))...)), func(k, v []byte) error {
 				d := int32(binary.BigEndian.Uint32(k[len(pDayAgent):]))
@@ -83,6 +87,24 @@ func loadRollups(db *store.DB, now time.Time, all bool) (*rollups, error) {
 				a := &agentTotal{}
 				r.agents[string(k[len(pAgent):])] = a
 				return dec(v, a)
+			}},
+			{pDayUser, string(append([]byte(pDayUser), be4(max(fromDetail, 0))...)), func(k, v []byte) error {
+				d := int32(binary.BigEndian.Uint32(k[len(pDayUser):]))
+				return dec(v, countIn(r.dayUsers, d, string(k[len(pDayUser)+4:])))
+			}},
+			{pUser, pUser, func(k, v []byte) error {
+				c := &Counters{}
+				r.users[string(k[len(pUser):])] = c
+				return dec(v, c)
+			}},
+			{pModelPerf, pModelPerf, func(k, v []byte) error {
+				mk, err := parseModelKey(k[len(pModelPerf):])
+				if err != nil {
+					return err
+				}
+				p := &latency{}
+				r.perf[mk] = p
+				return dec(v, p)
 			}},
 		}
 		for _, s := range steps {
@@ -117,14 +139,7 @@ func loadRollups(db *store.DB, now time.Time, all bool) (*rollups, error) {
 			if err := decodeEvent(v, &e); err != nil {
 				return false, fmt.Errorf("usage event: %w", err)
 			}
-			b := r.bucket(minuteOf(e.Time))
-			b.add(&e)
-			b.agents[e.AgentID] = struct{}{}
-			mk := modelKey{e.Provider, e.Model}
-			if b.models[mk] == nil {
-				b.models[mk] = &Counters{}
-			}
-			b.models[mk].add(&e)
+			r.bucket(minuteOf(e.Time)).addEvent(&e)
 			return true, nil
 		})
 	})

@@ -50,12 +50,64 @@ type modelKey struct{ provider, model string }
 
 const bucketMinutes = 60
 
+// latency is a model's provider latency over every call, in ms.
+type latency struct {
+	N   int64 `json:"n"`
+	Sum int64 `json:"sum"`
+	Min int64 `json:"min"`
+	Max int64 `json:"max"`
+}
+
+func (l *latency) add(ms int64) {
+	if l.N == 0 || ms < l.Min {
+		l.Min = ms
+	}
+	if ms > l.Max {
+		l.Max = ms
+	}
+	l.N++
+	l.Sum += ms
+}
+
+// hourUse is one scope's (an agent's, a provider's, a user's) cost and
+// tokens within a minute of the rolling hour.
+type hourUse struct{ cost, tokens int64 }
+
+func addUse(m map[string]*hourUse, id string, e *Event) {
+	u := m[id]
+	if u == nil {
+		u = &hourUse{}
+		m[id] = u
+	}
+	u.cost += e.CostNanos
+	u.tokens += e.InputTokens + e.OutputTokens
+}
+
 // minuteBucket holds one minute of the rolling hour.
 type minuteBucket struct {
 	minute int64 // unix minute; buckets whose minute is out of the window are stale
 	Counters
-	agents map[string]struct{}
-	models map[modelKey]*Counters
+	agents    map[string]*hourUse
+	providers map[string]*hourUse
+	users     map[string]*hourUse
+	models    map[modelKey]*Counters
+}
+
+// addEvent counts e into the minute.
+func (b *minuteBucket) addEvent(e *Event) {
+	b.add(e)
+	addUse(b.agents, e.AgentID, e)
+	addUse(b.providers, e.Provider, e)
+	if e.User != "" {
+		addUse(b.users, e.User, e)
+	}
+	mk := modelKey{e.Provider, e.Model}
+	bm := b.models[mk]
+	if bm == nil {
+		bm = &Counters{}
+		b.models[mk] = bm
+	}
+	bm.add(e)
 }
 
 // rollups is the in-memory mirror of the stored roll-ups that queries and
@@ -69,16 +121,24 @@ type rollups struct {
 	dayAgents map[int32]map[string]*Counters
 	models    map[modelKey]*Counters
 	agents    map[string]*agentTotal
-	minutes   [bucketMinutes]minuteBucket
-	firstDay  int32 // earliest day with usage; noDay when none
-	lastNanos int64 // time key of the newest event
-	loadedDay int32 // day maps are complete from this day on
-	loadedHr  int64
+	// dayUsers and users count calls made on a user's behalf;
+	// dayProviders sums dayModels per provider (memory only).
+	dayUsers     map[int32]map[string]*Counters
+	users        map[string]*Counters
+	dayProviders map[int32]map[string]*Counters
+	perf         map[modelKey]*latency
+	minutes      [bucketMinutes]minuteBucket
+	firstDay     int32 // earliest day with usage; noDay when none
+	lastNanos    int64 // time key of the newest event
+	loadedDay    int32 // day maps are complete from this day on
+	loadedHr     int64
 	// month-to-date totals, see month()
 	monthDay   int32
 	monthFirst int32
 	monthCost  int64
 	agentMonth map[string]int64
+	provMonth  map[string]int64
+	userMonth  map[string]int64
 }
 
 const noDay = int32(-1 << 31)
@@ -88,6 +148,8 @@ func newRollups() *rollups {
 		days: map[int32]*Counters{}, hours: map[int64]*Counters{},
 		dayModels: map[int32]map[modelKey]*Counters{}, dayAgents: map[int32]map[string]*Counters{},
 		models: map[modelKey]*Counters{}, agents: map[string]*agentTotal{}, firstDay: noDay,
+		dayUsers: map[int32]map[string]*Counters{}, users: map[string]*Counters{},
+		dayProviders: map[int32]map[string]*Counters{}, perf: map[modelKey]*latency{},
 	}
 }
 
@@ -170,15 +232,28 @@ func (r *rollups) apply(e *Event, dirty dirtySet) {
 	a.add(e)
 	dirty[dirtyKey{kind: 'a', s1: e.AgentID}] = a
 
-	b := r.bucket(mi)
-	b.add(e)
-	b.agents[e.AgentID] = struct{}{}
-	bm := b.models[mk]
-	if bm == nil {
-		bm = &Counters{}
-		b.models[mk] = bm
+	countIn(r.dayProviders, d, e.Provider).add(e)
+	if e.User != "" {
+		c = countIn(r.dayUsers, d, e.User)
+		c.add(e)
+		dirty[dirtyKey{kind: 'U', day: d, s1: e.User}] = c
+		u := r.users[e.User]
+		if u == nil {
+			u = &Counters{}
+			r.users[e.User] = u
+		}
+		u.add(e)
+		dirty[dirtyKey{kind: 'u', s1: e.User}] = u
 	}
-	bm.add(e)
+	p := r.perf[mk]
+	if p == nil {
+		p = &latency{}
+		r.perf[mk] = p
+	}
+	p.add(e.LatencyMS)
+	dirty[dirtyKey{kind: 'p', s1: mk.provider, s2: mk.model}] = p
+
+	r.bucket(mi).addEvent(e)
 
 	if r.firstDay == noDay || d < r.firstDay {
 		r.firstDay = d
@@ -186,7 +261,26 @@ func (r *rollups) apply(e *Event, dirty dirtySet) {
 	if r.monthFirst != 0 && d >= r.monthFirst {
 		r.monthCost += e.CostNanos
 		r.agentMonth[e.AgentID] += e.CostNanos
+		r.provMonth[e.Provider] += e.CostNanos
+		if e.User != "" {
+			r.userMonth[e.User] += e.CostNanos
+		}
 	}
+}
+
+// countIn returns day d's counters for id in m, created if need be.
+func countIn(m map[int32]map[string]*Counters, d int32, id string) *Counters {
+	dm := m[d]
+	if dm == nil {
+		dm = map[string]*Counters{}
+		m[d] = dm
+	}
+	c := dm[id]
+	if c == nil {
+		c = &Counters{}
+		dm[id] = c
+	}
+	return c
 }
 
 // month makes the month-to-date totals describe now's month and returns
@@ -202,10 +296,16 @@ func (r *rollups) month(now time.Time) int32 {
 	if first != r.monthFirst {
 		r.monthFirst = first
 		r.monthCost = r.costRange(first, today)
-		r.agentMonth = map[string]int64{}
+		r.agentMonth, r.provMonth, r.userMonth = map[string]int64{}, map[string]int64{}, map[string]int64{}
 		for d := first; d <= today; d++ {
 			for a, c := range r.dayAgents[d] {
 				r.agentMonth[a] += c.CostNanos
+			}
+			for p, c := range r.dayProviders[d] {
+				r.provMonth[p] += c.CostNanos
+			}
+			for u, c := range r.dayUsers[d] {
+				r.userMonth[u] += c.CostNanos
 			}
 		}
 	}
@@ -219,11 +319,84 @@ func (r *rollups) agentMonthCost(agent string, now time.Time) int64 {
 	return r.agentMonth[agent]
 }
 
+// providerMonthCost and userMonthCost are one provider's and one user's
+// spend this month.
+func (r *rollups) providerMonthCost(p string, now time.Time) int64 {
+	r.month(now)
+	return r.provMonth[p]
+}
+func (r *rollups) userMonthCost(u string, now time.Time) int64 {
+	r.month(now)
+	return r.userMonth[u]
+}
+
+// dayCost is one scope's spend on day d: kind 'a' agent, 'p' provider,
+// 'u' user.
+func (r *rollups) dayCost(kind byte, id string, d int32) int64 {
+	var c *Counters
+	switch kind {
+	case 'a':
+		c = r.dayAgents[d][id]
+	case 'p':
+		c = r.dayProviders[d][id]
+	case 'u':
+		c = r.dayUsers[d][id]
+	}
+	if c == nil {
+		return 0
+	}
+	return c.CostNanos
+}
+
+// monthCostOf is one scope's spend this month (kinds as dayCost).
+func (r *rollups) monthCostOf(kind byte, id string, now time.Time) int64 {
+	switch kind {
+	case 'a':
+		return r.agentMonthCost(id, now)
+	case 'p':
+		return r.providerMonthCost(id, now)
+	case 'u':
+		return r.userMonthCost(id, now)
+	}
+	return r.monthCostNow(now)
+}
+
+// hourUse sums the rolling hour ending at now: kind 'g' everything, 'a'
+// one agent, 'p' one provider, 'u' one user.
+func (r *rollups) hourUse(kind byte, id string, now time.Time) (cost, tokens int64) {
+	nm := minuteOf(now)
+	for i := range r.minutes {
+		b := &r.minutes[i]
+		if !b.live(nm) {
+			continue
+		}
+		var m map[string]*hourUse
+		switch kind {
+		case 'g':
+			cost += b.CostNanos
+			tokens += b.InputTokens + b.OutputTokens
+			continue
+		case 'a':
+			m = b.agents
+		case 'p':
+			m = b.providers
+		case 'u':
+			m = b.users
+		}
+		if u := m[id]; u != nil {
+			cost += u.cost
+			tokens += u.tokens
+		}
+	}
+	return cost, tokens
+}
+
 // bucket returns minute mi's bucket, clearing it if it held an older minute.
 func (r *rollups) bucket(mi int64) *minuteBucket {
 	b := &r.minutes[mi%bucketMinutes]
 	if b.minute != mi {
-		*b = minuteBucket{minute: mi, agents: map[string]struct{}{}, models: map[modelKey]*Counters{}}
+		*b = minuteBucket{minute: mi, agents: map[string]*hourUse{}, providers: map[string]*hourUse{},
+			users: map[string]*hourUse{}, models: map[modelKey]*Counters{}}
 	}
 	return b
 }
@@ -314,6 +487,16 @@ func (r *rollups) prune(now time.Time) {
 	for d := range r.dayAgents {
 		if d < keepDetail {
 			delete(r.dayAgents, d)
+		}
+	}
+	for d := range r.dayUsers {
+		if d < keepDetail {
+			delete(r.dayUsers, d)
+		}
+	}
+	for d := range r.dayProviders {
+		if d < keepDetail {
+			delete(r.dayProviders, d)
 		}
 	}
 	for h := range r.hours {

@@ -13,16 +13,20 @@ func TestRollupsApplyMarksEveryStoredKey(t *testing.T) {
 	dirty := dirtySet{}
 	at := time.Date(2026, 11, 28, 14, 30, 0, 0, time.UTC)
 	e := Event{Time: at, AgentID: "a1", AgentName: "coder", Provider: "groq", Model: "m", InputTokens: 10, OutputTokens: 5,
-		CostNanos: 700, Outcome: "ok"}
+		CostNanos: 700, Outcome: "ok", User: "telegram:42", LatencyMS: 300}
 	r.apply(&e, dirty)
 	e2 := e
-	e2.Outcome, e2.Time = "timeout", at.Add(time.Minute)
+	e2.Outcome, e2.Time, e2.LatencyMS = "timeout", at.Add(time.Minute), 100
 	r.apply(&e2, dirty)
 
 	d, h := dayOf(at), hourOf(at)
 	want := []dirtyKey{{kind: 'd', day: d}, {kind: 'h', hour: h}, {kind: 'M', day: d, s1: "groq", s2: "m"},
-		{kind: 'A', day: d, s1: "a1"}, {kind: 'm', s1: "groq", s2: "m"}, {kind: 'a', s1: "a1"}}
-	if len(dirty) != len(want) {
+		{kind: 'A', day: d, s1: "a1"}, {kind: 'm', s1: "groq", s2: "m"}, {kind: 'a', s1: "a1"},
+		{kind: 'U', day: d, s1: "telegram:42"}, {kind: 'u', s1: "telegram:42"}}
+	if p, _ := dirty[dirtyKey{kind: 'p', s1: "groq", s2: "m"}].(*latency); p == nil || *p != (latency{N: 2, Sum: 400, Min: 100, Max: 300}) {
+		t.Fatalf("model latency %+v", p)
+	}
+	if len(dirty) != len(want)+1 {
 		t.Fatalf("dirty keys %v, want %v", dirty, want)
 	}
 	for _, k := range want {
@@ -46,6 +50,40 @@ func TestRollupsApplyMarksEveryStoredKey(t *testing.T) {
 	}
 	if r.firstDay != d {
 		t.Fatalf("first day %d, want %d", r.firstDay, d)
+	}
+}
+
+func TestRollupsHourAndMonthPerScope(t *testing.T) {
+	r := newRollups()
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	add := func(at time.Time, agent, provider, user string, cost int64) {
+		r.apply(&Event{Time: at, AgentID: agent, Provider: provider, Model: "m", User: user, InputTokens: 10, OutputTokens: 5,
+			CostNanos: cost, Outcome: "ok"}, dirtySet{})
+	}
+	add(now.Add(-90*time.Minute), "a1", "groq", "u1", 1) // this month and day, not the rolling hour
+	add(now.Add(-30*time.Minute), "a1", "groq", "u1", 10)
+	add(now.Add(-10*time.Minute), "a2", "openai", "u1", 100)
+	add(now.AddDate(0, -1, 0), "a1", "groq", "u1", 1000) // last month
+	for _, c := range []struct {
+		kind               byte
+		id                 string
+		hour, tok, day, mo int64
+	}{
+		{'g', "", 110, 30, 111, 111},
+		{'a', "a1", 10, 15, 11, 11},
+		{'p', "groq", 10, 15, 11, 11},
+		{'p', "openai", 100, 15, 100, 100},
+		{'u', "u1", 110, 30, 111, 111},
+		{'u', "nobody", 0, 0, 0, 0},
+	} {
+		h, tok := r.hourUse(c.kind, c.id, now)
+		day := r.costRange(dayOf(now), dayOf(now))
+		if c.kind != 'g' {
+			day = r.dayCost(c.kind, c.id, dayOf(now))
+		}
+		if h != c.hour || tok != c.tok || day != c.day || r.monthCostOf(c.kind, c.id, now) != c.mo {
+			t.Fatalf("%c %s: hour %d tokens %d day %d month %d", c.kind, c.id, h, tok, day, r.monthCostOf(c.kind, c.id, now))
+		}
 	}
 }
 
