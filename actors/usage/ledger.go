@@ -210,26 +210,13 @@ func (l *ledger) load() error {
 		l.provRes, l.userRes = map[string]held{}, map[string]held{}
 	}
 	var stale [][]byte
-	// A per-agent budget that does not decode is moved aside, not fatal.
-	limits := store.NewCollection[AgentLimits](l.db, strings.TrimSuffix(pAgentLimit, "/"))
-	if _, err := limits.EachOrQuarantine(func(id string, al AgentLimits) bool {
-		l.agentLimits[id] = al
-		return true
-	}); err != nil {
+	if err := loadLimits(l.db, pAgentLimit, l.agentLimits); err != nil {
 		return err
 	}
-	provs := store.NewCollection[ProviderLimits](l.db, strings.TrimSuffix(pProvLimit, "/"))
-	if _, err := provs.EachOrQuarantine(func(id string, pl ProviderLimits) bool {
-		l.provLimits[id] = pl
-		return true
-	}); err != nil {
+	if err := loadLimits(l.db, pProvLimit, l.provLimits); err != nil {
 		return err
 	}
-	users := store.NewCollection[UserLimits](l.db, strings.TrimSuffix(pUserLimit, "/"))
-	if _, err := users.EachOrQuarantine(func(id string, ul UserLimits) bool {
-		l.userLimits[id] = ul
-		return true
-	}); err != nil {
+	if err := loadLimits(l.db, pUserLimit, l.userLimits); err != nil {
 		return err
 	}
 	err = l.db.View(func(tx *store.Txn) error {
@@ -263,6 +250,18 @@ func (l *ledger) load() error {
 		}
 	}
 	return nil
+}
+
+// loadLimits reads the per-agent, per-provider or per-user budgets stored
+// under prefix into into. One that does not decode is moved aside, not
+// fatal.
+func loadLimits[T any](db *store.DB, prefix string, into map[string]T) error {
+	c := store.NewCollection[T](db, strings.TrimSuffix(prefix, "/"))
+	_, err := c.EachOrQuarantine(func(id string, v T) bool {
+		into[id] = v
+		return true
+	})
+	return err
 }
 
 // reserve admits a call if its worst case fits under every applicable

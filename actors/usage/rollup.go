@@ -474,35 +474,20 @@ func (r *rollups) costRange(from, to int32) int64 {
 // roll-ups stay).
 func (r *rollups) prune(now time.Time) {
 	keepDay, keepDetail, keepHour := loadWindows(now)
-	for d := range r.days {
-		if d < keepDay {
-			delete(r.days, d)
-		}
-	}
-	for d := range r.dayModels {
-		if d < keepDetail {
-			delete(r.dayModels, d)
-		}
-	}
-	for d := range r.dayAgents {
-		if d < keepDetail {
-			delete(r.dayAgents, d)
-		}
-	}
-	for d := range r.dayUsers {
-		if d < keepDetail {
-			delete(r.dayUsers, d)
-		}
-	}
-	for d := range r.dayProviders {
-		if d < keepDetail {
-			delete(r.dayProviders, d)
-		}
-	}
-	for h := range r.hours {
-		if h < keepHour {
-			delete(r.hours, h)
-		}
-	}
+	dropBefore(r.days, keepDay)
+	dropBefore(r.dayModels, keepDetail)
+	dropBefore(r.dayAgents, keepDetail)
+	dropBefore(r.dayUsers, keepDetail)
+	dropBefore(r.dayProviders, keepDetail)
+	dropBefore(r.hours, keepHour)
 	r.loadedDay, r.loadedHr = keepDay, keepHour
+}
+
+// dropBefore deletes m's entries for days (or hours) before keep.
+func dropBefore[K int32 | int64, V any](m map[K]V, keep K) {
+	for k := range m {
+		if k < keep {
+			delete(m, k)
+		}
+	}
 }
