@@ -186,7 +186,11 @@ func (l *ledger) capsOf(s scope) (caps, float64) {
 	switch s.kind {
 	case 'a':
 		al := l.agentLimits[s.id]
-		return caps{nanos(al.HourlyLimitUSD), nanos(al.DailyLimitUSD), nanos(al.MonthlyLimitUSD), l.agentTokenLimit(s.id)}, thr
+		tok := l.limits.DefaultAgentTokensPerHour
+		if al.TokensPerHour != nil {
+			tok = *al.TokensPerHour
+		}
+		return caps{nanos(al.HourlyLimitUSD), nanos(al.DailyLimitUSD), nanos(al.MonthlyLimitUSD), tok}, thr
 	case 'p':
 		pl := l.provLimits[s.id]
 		return caps{nanos(pl.HourlyLimitUSD), nanos(pl.DailyLimitUSD), nanos(pl.MonthlyLimitUSD), pl.TokensPerHour}, thr
