@@ -84,6 +84,12 @@ func (l *ledger) setProviderBudget(c actor.Context, m *SetProviderBudget) any {
 		return &ProviderLimitsSet{Provider: m.Provider}
 	}
 	next := l.provLimits[m.Provider]
+	if m.HourlyLimitUSD == nil && m.DailyLimitUSD == nil && m.MonthlyLimitUSD == nil && m.TokensPerHour == nil {
+		// Nothing to change (LibreFang's empty partial update): answer
+		// the caps as they are, without making the provider configured.
+		return &ProviderLimitsSet{Provider: m.Provider, MaxCostPerHourUSD: next.HourlyLimitUSD, MaxCostPerDayUSD: next.DailyLimitUSD,
+			MaxCostPerMonthUSD: next.MonthlyLimitUSD, MaxTokensPerHour: next.TokensPerHour}
+	}
 	for _, err := range []error{
 		setUSD("max_cost_per_hour_usd", m.HourlyLimitUSD, &next.HourlyLimitUSD),
 		setUSD("max_cost_per_day_usd", m.DailyLimitUSD, &next.DailyLimitUSD),

@@ -244,6 +244,13 @@ func TestLibreFangProviderBudgetContract(t *testing.T) {
 	if row["cap_daily_usd"] != cost || row["cap_monthly_usd"] != 0.0 {
 		t.Fatalf("a refused change leaked: %v", row)
 	}
+	// An empty partial update changes nothing, not even "configured".
+	if e := ts.mustStatus(t, 200, "PUT", "/api/budget/providers/groq", `{}`).obj(t); e["provider"] != "groq" || e["max_cost_per_day_usd"] != 0.0 {
+		t.Fatalf("empty PUT %v", e)
+	}
+	if row := ts.mustStatus(t, 200, "GET", "/api/budget/providers/groq", "").obj(t); row["unconfigured"] != true {
+		t.Fatalf("empty PUT configured the provider: %v", row)
+	}
 	if r := ts.authed(t, "DELETE", "/api/budget/providers/fake", ""); r.status != 204 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
 	}
