@@ -113,7 +113,8 @@ type messageBody struct {
 
 // turnUser is on whose behalf a message runs, for per-user budgets: the
 // sender the caller names ("<channel_type>:<sender_id>", or sender_id
-// alone), else the caller's own credential ("api_key", "loopback"). fangd
+// alone), else the caller's own credential ("api_key", "loopback",
+// "peer:<name>"). fangd
 // has no user accounts; a caller holding the API key may name any sender,
 // as it may spend the whole global budget.
 func turnUser(ctx *fasthttp.RequestCtx, b *messageBody) (string, error) {
