@@ -83,7 +83,7 @@ type settleReply struct {
 // today) or "month" (this UTC calendar month). Answered with *UsageReport.
 type UsageQuery struct {
 	Period        string
-	Offset, Limit int // the page of Items (Limit 0: none)
+	Offset, Limit int // the page of AgentItems (Limit 0: none)
 }
 
 // UsageReport is GET /api/usage.
@@ -97,9 +97,15 @@ type UsageReport struct {
 	RequestCount           int64   `json:"request_count"`
 	FailedRequests         int64   `json:"failed_requests"`
 	ActiveAgents           int     `json:"active_agents"`
-	// Items is LibreFang's answer to the same route: lifetime totals per
-	// agent that has usage (deleted agents included), costliest first;
-	// Total counts them all, Offset and Limit say which page this is.
+	// AgentItems is LibreFang's answer to the same route; nil (and left
+	// out) when the query asked for no page of it.
+	*AgentItems
+}
+
+// AgentItems is LibreFang's GET /api/usage: lifetime totals per agent
+// that has usage (deleted agents included), costliest first; Total counts
+// them all, Offset and Limit say which page this is.
+type AgentItems struct {
 	Items  []AgentUsage `json:"items"`
 	Total  int          `json:"total"`
 	Offset int          `json:"offset"`

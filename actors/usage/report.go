@@ -69,13 +69,15 @@ func (l *ledger) usageReport(q *UsageQuery) any {
 	}
 	rep.TotalInputTokens, rep.TotalCachedInputTokens, rep.TotalOutputTokens = c.InputTokens, c.CachedInputTokens, c.OutputTokens
 	rep.TotalCostUSD, rep.RequestCount, rep.FailedRequests, rep.ActiveAgents = dollars(c.CostNanos), c.Requests, c.Failed, agents
-	rep.Items, rep.Total, rep.Offset, rep.Limit = l.agentItems(q.Offset, q.Limit)
+	if q.Limit > 0 {
+		rep.AgentItems = l.agentItems(q.Offset, q.Limit)
+	}
 	return rep
 }
 
 // agentItems is one page of LibreFang's per-agent lifetime usage,
 // costliest first, and how many agents there are.
-func (l *ledger) agentItems(offset, limit int) ([]AgentUsage, int, int, int) {
+func (l *ledger) agentItems(offset, limit int) *AgentItems {
 	all := make([]AgentUsage, 0, len(l.r.agents))
 	for id, t := range l.r.agents {
 		cost := dollars(t.CostNanos)
@@ -91,7 +93,7 @@ func (l *ledger) agentItems(offset, limit int) ([]AgentUsage, int, int, int) {
 	total := len(all)
 	offset = min(max(offset, 0), total)
 	end := min(offset+max(limit, 0), total)
-	return all[offset:end:end], total, offset, limit
+	return &AgentItems{Items: all[offset:end:end], Total: total, Offset: offset, Limit: limit}
 }
 
 func (l *ledger) summary() *Summary {

@@ -279,6 +279,15 @@ func TestLibreFangUsageContract(t *testing.T) {
 		t.Fatalf("usage item %v", it)
 	}
 
+	// A query naming a period gets the seed's totals alone, unless it
+	// asks for a page of the items.
+	if u := ts.mustStatus(t, 200, "GET", "/api/usage?period=week", "").obj(t); u["items"] != nil || u["request_count"] != 2.0 {
+		t.Fatalf("usage with a period %v", u)
+	}
+	if u := ts.mustStatus(t, 200, "GET", "/api/usage?period=week&limit=1", "").obj(t); len(u["items"].([]any)) != 1 || u["limit"] != 1.0 {
+		t.Fatalf("usage with a period and a page %v", u)
+	}
+
 	s := ts.mustStatus(t, 200, "GET", "/api/usage/summary", "").obj(t)
 	hasKeys(t, "summary", s, "today", "quota", "total_input_tokens", "total_output_tokens", "total_cost_usd", "call_count")
 	if s["call_count"] != 2.0 || !approx(s["total_cost_usd"].(float64), cost) {

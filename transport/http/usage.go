@@ -23,15 +23,22 @@ func period(ctx *fasthttp.RequestCtx, def string) (string, error) {
 
 // usageTotals serves GET /api/usage?period=hour|day|week|month (default
 // day): the seed page's totals of the period, and LibreFang's per-agent
-// lifetime items (?offset=&limit=, default and at most 1000).
+// lifetime items (?offset=&limit=, default and at most 1000) unless the
+// query names a period and no page.
 func (s *Server) usageTotals(ctx *fasthttp.RequestCtx) error {
 	p, err := period(ctx, usage.PeriodDay)
 	if err != nil {
 		return err
 	}
+	// LibreFang's per-agent items cost more than the totals (a sort and
+	// an encoding per agent): they come when the query names no period
+	// (LibreFang's clients send none) or asks for a page of them.
 	offset, limit, err := pageParams(ctx, 1000, 1000)
 	if err != nil {
 		return err
+	}
+	if args := ctx.QueryArgs(); args.Has("period") && !args.Has("offset") && !args.Has("limit") {
+		limit = 0
 	}
 	rep, err := s.deps.Meter.UsageOf(context.Background(), usage.UsageQuery{Period: p, Offset: offset, Limit: limit})
 	if err != nil {
