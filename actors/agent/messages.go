@@ -129,6 +129,10 @@ type Send struct {
 	SessionID string // "" = the agent's default session
 	From      string // who speaks: "api" for the REST API
 	Who       Who
+	// User is on whose behalf the turn runs, for per-user budgets: the
+	// sender of a chat message or of an API request ("" = nobody's; see
+	// docs/usage-budget.md).
+	User string
 	// Ctx, when set, bounds this turn: cancelling it cancels the provider
 	// call and the caller gets the error (A2A's CancelTask needs a turn
 	// that really stops). Local only; never serialised.

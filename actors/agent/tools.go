@@ -60,6 +60,7 @@ type savedTurn struct {
 	Text      string        `json:"text"`
 	From      string        `json:"from"`
 	Who       Who           `json:"who"`
+	User      string        `json:"user,omitempty"`
 	Messages  []llm.Message `json:"messages"`
 	Started   time.Time     `json:"started"`
 	Progress  progress      `json:"progress"`
@@ -399,7 +400,7 @@ func (t *turn) who() Who {
 }
 
 func (t *turn) saved() savedTurn {
-	return savedTurn{ID: t.id, SessionID: t.sessionID, Text: t.w.send.Text, From: t.w.send.From, Who: t.w.send.Who,
+	return savedTurn{ID: t.id, SessionID: t.sessionID, Text: t.w.send.Text, From: t.w.send.From, Who: t.w.send.Who, User: t.w.send.User,
 		Messages: t.req.Messages, Started: t.started, Progress: t.p}
 }
 
@@ -427,7 +428,7 @@ func (a *agentActor) resume(c actor.Context) error {
 		if err != nil {
 			return err
 		}
-		send := &Send{Ref: Ref{ID: a.m.ID}, Text: s.Text, SessionID: s.SessionID, From: s.From, Who: s.Who}
+		send := &Send{Ref: Ref{ID: a.m.ID}, Text: s.Text, SessionID: s.SessionID, From: s.From, Who: s.Who, User: s.User}
 		t := &turn{id: s.ID, sessionID: s.SessionID, w: waiter{send: send}, agentID: a.m.ID, agentName: a.m.Name,
 			route: a.route, history: h, started: s.Started, p: s.Progress, ctx: a.ctx}
 		t.req = llm.Request{System: a.m.SystemPrompt, Messages: s.Messages, MaxTokens: a.m.MaxTokens, Tools: a.offeredTools()}

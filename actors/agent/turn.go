@@ -39,13 +39,14 @@ func (d *deps) runStep(ctx context.Context, t *turn, req llm.Request) (res *step
 	}()
 	prompt := llm.PromptTokensUpperBound(req.System, req.Messages) + llm.ToolsTokensUpperBound(req.Tools)
 	maxOut := int64(req.MaxTokens)
+	user := t.w.send.User
 	held, err := d.meter.Reserve(usage.Reserve{AgentID: t.agentID, AgentName: t.agentName, Provider: t.route.Provider,
-		Model: t.route.Model, CostNanos: t.route.Pricing.WorstCaseNanos(prompt, maxOut), Tokens: prompt + maxOut})
+		Model: t.route.Model, User: user, CostNanos: t.route.Pricing.WorstCaseNanos(prompt, maxOut), Tokens: prompt + maxOut})
 	if err != nil {
 		return nil, err
 	}
 	ev := usage.Event{AgentID: t.agentID, AgentName: t.agentName, SessionID: t.sessionID, Provider: t.route.Provider,
-		Model: t.route.Model, PricingKnown: t.route.Pricing.PricingKnown}
+		Model: t.route.Model, PricingKnown: t.route.Pricing.PricingKnown, User: user}
 	start := time.Now()
 	resp, callErr := d.llm.Chat(ctx, t.route, req)
 	elapsed := time.Since(start)

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -23,18 +25,64 @@ const MaxLimitUSD = 1e9
 // MaxHourlyTokens bounds hourly_token_limit.
 const MaxHourlyTokens = int64(1e15)
 
-// Limits are the global budget. 0 means unlimited.
+// Limits are the global budget. 0 means unlimited. Fields added after
+// the first release are omitted when unset, so a budget stored before them
+// reads and writes the same.
 type Limits struct {
 	DailyLimitUSD    float64 `json:"daily_limit_usd"`
 	MonthlyLimitUSD  float64 `json:"monthly_limit_usd"`
 	AlertThreshold   float64 `json:"alert_threshold"`
 	HourlyTokenLimit int64   `json:"hourly_token_limit"`
+	HourlyLimitUSD   float64 `json:"hourly_limit_usd,omitempty"`
+	// DefaultAgentTokensPerHour applies to every agent without its own.
+	DefaultAgentTokensPerHour int64 `json:"default_max_llm_tokens_per_hour,omitempty"`
 }
 
 // AgentLimits are one agent's budget. 0 means unlimited.
 type AgentLimits struct {
 	DailyLimitUSD   float64 `json:"daily_limit_usd"`
 	MonthlyLimitUSD float64 `json:"monthly_limit_usd"`
+	HourlyLimitUSD  float64 `json:"hourly_limit_usd,omitempty"`
+	// TokensPerHour is the agent's own hourly token limit (0 unlimited);
+	// nil takes the global default.
+	TokensPerHour *int64 `json:"max_llm_tokens_per_hour,omitempty"`
+}
+
+// ProviderLimits are one LLM provider's budget, over every agent's calls
+// to it. 0 means unlimited.
+type ProviderLimits struct {
+	HourlyLimitUSD  float64 `json:"hourly_limit_usd"`
+	DailyLimitUSD   float64 `json:"daily_limit_usd"`
+	MonthlyLimitUSD float64 `json:"monthly_limit_usd"`
+	TokensPerHour   int64   `json:"max_tokens_per_hour"`
+}
+
+// UserLimits are one user's budget (LibreFang's UserBudgetConfig), over
+// the calls made on the user's behalf. 0 means unlimited; AlertThreshold
+// is the user's own warning share.
+type UserLimits struct {
+	MaxHourlyUSD   float64 `json:"max_hourly_usd"`
+	MaxDailyUSD    float64 `json:"max_daily_usd"`
+	MaxMonthlyUSD  float64 `json:"max_monthly_usd"`
+	AlertThreshold float64 `json:"alert_threshold"`
+}
+
+// MaxScopeID bounds a provider or user id.
+const MaxScopeID = 128
+
+// CheckScopeID validates a provider or user id (what names it in a path
+// and in the store): 1 to MaxScopeID bytes of UTF-8 with no control
+// characters.
+func CheckScopeID(what, id string) error {
+	if id == "" || len(id) > MaxScopeID || !utf8.ValidString(id) {
+		return kernel.Invalid("%s must be 1 to %d bytes of UTF-8", what, MaxScopeID)
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return kernel.Invalid("%s must not contain control characters", what)
+		}
+	}
+	return nil
 }
 
 // Status values.
@@ -73,10 +121,11 @@ func CheckUSD(field string, v float64) error {
 
 // violation is a limit a reservation would pass, or spend has reached.
 type violation struct {
-	scope     string // "global" or "agent"
+	scope     string // "global", "agent", "provider" or "user"
 	agentID   string
 	agentName string
-	limit     string // "daily", "monthly", "hourly_tokens"
+	id        string // the provider or user
+	limit     string // "hourly", "daily", "monthly", "hourly_tokens"
 	window    string
 	spent     int64 // nano-USD, or tokens for hourly_tokens
 	held      int64 // reserved by calls in flight
@@ -93,8 +142,11 @@ func (v *violation) amount(n int64) string {
 }
 
 func (v *violation) who() string {
-	if v.scope == "agent" {
+	switch v.scope {
+	case "agent":
 		return fmt.Sprintf("agent %s's", orID(v.agentName, v.agentID))
+	case "provider", "user":
+		return fmt.Sprintf("%s %s's", v.scope, v.id)
 	}
 	return "the global"
 }
@@ -115,92 +167,167 @@ func (v *violation) message(m *Reserve) string {
 		v.who(), strings.ReplaceAll(v.limit, "_", " "), v.amount(v.max), v.amount(v.spent), v.amount(v.held), v.amount(want))
 }
 
+// scope is one set of limits a call counts against: kind 'a' its agent,
+// 'g' global, 'p' its provider, 'u' its user (the kinds of rollups.hourUse).
+type scope struct {
+	kind byte
+	id   string
+}
+
+var scopeNames = map[byte]string{'a': "agent", 'g': "global", 'p': "provider", 'u': "user"}
+
+// caps are a scope's limits in nano-USD (hourly is the rolling 60
+// minutes) and tokens per rolling hour; 0 means none.
+type caps struct{ hourly, daily, monthly, tokens int64 }
+
+// capsOf returns s's limits and, for alerts, its warning threshold.
+func (l *ledger) capsOf(s scope) (caps, float64) {
+	thr := l.limits.AlertThreshold
+	switch s.kind {
+	case 'a':
+		al := l.agentLimits[s.id]
+		tok := l.limits.DefaultAgentTokensPerHour
+		if al.TokensPerHour != nil {
+			tok = *al.TokensPerHour
+		}
+		return caps{nanos(al.HourlyLimitUSD), nanos(al.DailyLimitUSD), nanos(al.MonthlyLimitUSD), tok}, thr
+	case 'p':
+		pl := l.provLimits[s.id]
+		return caps{nanos(pl.HourlyLimitUSD), nanos(pl.DailyLimitUSD), nanos(pl.MonthlyLimitUSD), pl.TokensPerHour}, thr
+	case 'u':
+		ul, ok := l.userLimits[s.id]
+		if ok {
+			thr = ul.AlertThreshold
+		}
+		return caps{nanos(ul.MaxHourlyUSD), nanos(ul.MaxDailyUSD), nanos(ul.MaxMonthlyUSD), 0}, thr
+	}
+	g := l.limits
+	return caps{nanos(g.HourlyLimitUSD), nanos(g.DailyLimitUSD), nanos(g.MonthlyLimitUSD), g.HourlyTokenLimit}, thr
+}
+
+// agentTokenLimit is the hourly token limit in force for an agent.
+func (l *ledger) agentTokenLimit(id string) int64 {
+	if t := l.agentLimits[id].TokensPerHour; t != nil {
+		return *t
+	}
+	return l.limits.DefaultAgentTokensPerHour
+}
+
+// heldBy is what calls in flight hold against s.
+func (l *ledger) heldBy(s scope) (cost, tokens int64) {
+	switch s.kind {
+	case 'a':
+		return l.agentRes[s.id], l.agentResTok[s.id]
+	case 'p':
+		h := l.provRes[s.id]
+		return h.cost, h.tokens
+	case 'u':
+		return l.userRes[s.id].cost, 0
+	}
+	return l.reservedCost, l.reservedTok
+}
+
+// spend is what s has spent in each window at now; hour and tokens are
+// summed only when asked (they walk the rolling hour's minutes).
+type spend struct{ hour, day, month, tokens int64 }
+
+func (l *ledger) spendOf(s scope, now time.Time, hour bool) spend {
+	var sp spend
+	if hour {
+		sp.hour, sp.tokens = l.r.hourUse(s.kind, s.id, now)
+	}
+	if s.kind == 'g' {
+		sp.day = l.r.costRange(dayOf(now), dayOf(now))
+	} else {
+		sp.day = l.r.dayCost(s.kind, s.id, dayOf(now))
+	}
+	sp.month = l.r.monthCostOf(s.kind, s.id, now)
+	return sp
+}
+
+// scopesOf lists the scopes a call counts against, in the order their
+// limits are checked.
+func scopesOf(agentID, provider, user string) [4]scope {
+	return [4]scope{{'a', agentID}, {'g', ""}, {'p', provider}, {'u', user}}
+}
+
 // check returns the first limit m's worst case would pass, or nil.
 func (l *ledger) check(now time.Time, m *Reserve) (violation, bool) {
-	today := dayOf(now)
-	al := l.agentLimits[m.AgentID]
-	held := l.agentRes[m.AgentID]
-	// A fixed array, filled in place: this runs on every reservation and
-	// must not allocate.
-	cands := [5]struct {
-		v    violation
-		want int64
-	}{
-		{violation{scope: "agent", limit: "daily", max: nanos(al.DailyLimitUSD),
-			spent: l.r.agentRange(m.AgentID, today, today), held: held}, m.CostNanos},
-		{violation{scope: "agent", limit: "monthly", max: nanos(al.MonthlyLimitUSD),
-			spent: l.r.agentMonthCost(m.AgentID, now), held: held}, m.CostNanos},
-		{violation{scope: "global", limit: "daily", max: nanos(l.limits.DailyLimitUSD),
-			spent: l.r.costRange(today, today), held: l.reservedCost}, m.CostNanos},
-		{violation{scope: "global", limit: "monthly", max: nanos(l.limits.MonthlyLimitUSD),
-			spent: l.r.monthCostNow(now), held: l.reservedCost}, m.CostNanos},
-	}
-	if l.limits.HourlyTokenLimit > 0 {
-		used, _ := l.r.hourTokens(now)
-		cands[4].v = violation{scope: "global", limit: "hourly_tokens", max: l.limits.HourlyTokenLimit,
-			spent: used, held: l.reservedTok}
-		cands[4].want = m.Tokens
-	}
-	for i := range cands {
-		c := &cands[i]
-		if c.v.max <= 0 {
+	// Scopes and limits are fixed arrays filled in place: this runs on
+	// every reservation and must not allocate.
+	for _, s := range scopesOf(m.AgentID, m.Provider, m.User) {
+		if s.kind == 'u' && s.id == "" {
 			continue
 		}
-		// Admit only if everything already spent, everything held by calls
-		// in flight and this call's worst case together stay within the
-		// limit: then no interleaving of settlements can pass it.
-		if c.v.spent+c.v.held+c.want > c.v.max {
-			c.v.agentID, c.v.agentName = m.AgentID, m.AgentName
-			c.v.window = windowOf(c.v.limit, now)
-			return c.v, true
+		c, _ := l.capsOf(s)
+		if c == (caps{}) {
+			continue
+		}
+		heldCost, heldTok := l.heldBy(s)
+		sp := l.spendOf(s, now, c.hourly > 0 || c.tokens > 0)
+		lims := [4]struct {
+			name       string
+			max, spent int64
+			held, want int64
+		}{
+			{"daily", c.daily, sp.day, heldCost, m.CostNanos},
+			{"monthly", c.monthly, sp.month, heldCost, m.CostNanos},
+			{"hourly", c.hourly, sp.hour, heldCost, m.CostNanos},
+			{"hourly_tokens", c.tokens, sp.tokens, heldTok, m.Tokens},
+		}
+		for _, x := range lims {
+			// Admit only if everything already spent, everything held by
+			// calls in flight and this call's worst case together stay
+			// within the limit: then no interleaving of settlements can
+			// pass it.
+			if x.max <= 0 || x.spent+x.held+x.want <= x.max {
+				continue
+			}
+			v := violation{scope: scopeNames[s.kind], limit: x.name, max: x.max, spent: x.spent, held: x.held,
+				agentID: m.AgentID, agentName: m.AgentName, window: windowOf(x.name, now)}
+			if s.kind == 'p' || s.kind == 'u' {
+				v.id = s.id
+			}
+			return v, true
 		}
 	}
 	return violation{}, false
 }
 
-// checkAlerts raises budget_warning / budget_exceeded for limits that
-// settled spend has crossed.
-func (l *ledger) checkAlerts(c actor.Context, now time.Time, agentID, agentName string) {
-	thr := l.limits.AlertThreshold
-	today := dayOf(now)
-	// A fixed array: this runs on every settlement and must not allocate.
-	var vs [5]violation
-	n := 0
-	add := func(v violation) {
-		if v.max > 0 {
-			vs[n] = v
-			n++
+// checkAlerts raises budget_warning / budget_exceeded for limits of the
+// scopes given that settled spend has crossed (global always; agent,
+// provider and user when named).
+func (l *ledger) checkAlerts(c actor.Context, now time.Time, agentID, agentName, provider, user string) {
+	for _, s := range scopesOf(agentID, provider, user) {
+		if s.kind != 'g' && s.id == "" {
+			continue
 		}
-	}
-	if l.limits.DailyLimitUSD > 0 {
-		add(violation{scope: "global", limit: "daily", max: nanos(l.limits.DailyLimitUSD), spent: l.r.costRange(today, today)})
-	}
-	if l.limits.MonthlyLimitUSD > 0 {
-		add(violation{scope: "global", limit: "monthly", max: nanos(l.limits.MonthlyLimitUSD), spent: l.r.monthCostNow(now)})
-	}
-	if l.limits.HourlyTokenLimit > 0 {
-		used, _ := l.r.hourTokens(now)
-		add(violation{scope: "global", limit: "hourly_tokens", max: l.limits.HourlyTokenLimit, spent: used})
-	}
-	if al, ok := l.agentLimits[agentID]; ok && agentID != "" {
-		if al.DailyLimitUSD > 0 {
-			add(violation{scope: "agent", agentID: agentID, agentName: agentName, limit: "daily",
-				max: nanos(al.DailyLimitUSD), spent: l.r.agentRange(agentID, today, today)})
+		lim, thr := l.capsOf(s)
+		if lim == (caps{}) {
+			continue
 		}
-		if al.MonthlyLimitUSD > 0 {
-			add(violation{scope: "agent", agentID: agentID, agentName: agentName, limit: "monthly",
-				max: nanos(al.MonthlyLimitUSD), spent: l.r.agentMonthCost(agentID, now)})
-		}
-	}
-	for i := 0; i < n; i++ {
-		v := &vs[i]
-		switch status(v.spent, v.max, thr) {
-		case StatusExceeded:
-			v.window = windowOf(v.limit, now)
-			l.raise(c, "budget_exceeded", v, now, false)
-		case StatusWarning:
-			v.window = windowOf(v.limit, now)
-			l.raise(c, "budget_warning", v, now, false)
+		sp := l.spendOf(s, now, lim.hourly > 0 || lim.tokens > 0)
+		for _, x := range [4]struct {
+			name       string
+			max, spent int64
+		}{{"daily", lim.daily, sp.day}, {"monthly", lim.monthly, sp.month}, {"hourly", lim.hourly, sp.hour}, {"hourly_tokens", lim.tokens, sp.tokens}} {
+			kind := ""
+			switch status(x.spent, x.max, thr) {
+			case StatusExceeded:
+				kind = "budget_exceeded"
+			case StatusWarning:
+				kind = "budget_warning"
+			default:
+				continue
+			}
+			v := violation{scope: scopeNames[s.kind], limit: x.name, max: x.max, spent: x.spent, window: windowOf(x.name, now)}
+			switch s.kind {
+			case 'a':
+				v.agentID, v.agentName = agentID, agentName
+			case 'p', 'u':
+				v.id = s.id
+			}
+			l.raise(c, kind, &v, now, false, thr)
 		}
 	}
 }
@@ -231,10 +358,13 @@ func worst(statuses ...string) string {
 }
 
 // raise records, publishes and audits an alert, once per limit and window.
-func (l *ledger) raise(c actor.Context, kind string, v *violation, now time.Time, refused bool) {
+func (l *ledger) raise(c actor.Context, kind string, v *violation, now time.Time, refused bool, threshold float64) {
 	scope := v.scope
-	if scope == "agent" {
+	switch scope {
+	case "agent":
 		scope = "agent:" + v.agentID
+	case "provider", "user":
+		scope += ":" + v.id
 	}
 	key := kind + "|" + scope + "|" + v.limit + "|" + v.window
 	if l.alerts[key] {
@@ -242,7 +372,7 @@ func (l *ledger) raise(c actor.Context, kind string, v *violation, now time.Time
 	}
 	l.alerts[key] = true
 	l.dirty[dirtyKey{kind: 'x', s1: pAlert + key}] = []byte(`"` + now.Format(time.RFC3339Nano) + `"`)
-	alert := BudgetAlert{Scope: v.scope, AgentID: v.agentID, AgentName: v.agentName, Limit: v.limit, Window: v.window,
+	alert := BudgetAlert{Scope: v.scope, AgentID: v.agentID, AgentName: v.agentName, ScopeID: v.id, Limit: v.limit, Window: v.window,
 		Spent: dollars(v.spent), Max: dollars(v.max), Refused: refused, At: now}
 	if v.tokens() {
 		alert.Spent, alert.Max = float64(v.spent), float64(v.max)
@@ -251,7 +381,7 @@ func (l *ledger) raise(c actor.Context, kind string, v *violation, now time.Time
 	if kind == "budget_warning" {
 		c.ActorSystem().EventStream.Publish(&BudgetWarning{alert})
 		details = fmt.Sprintf("%s %s spend %s reached %.0f%% of its limit %s (window %s)",
-			v.who(), strings.ReplaceAll(v.limit, "_", " "), v.amount(v.spent), l.limits.AlertThreshold*100, v.amount(v.max), v.window)
+			v.who(), strings.ReplaceAll(v.limit, "_", " "), v.amount(v.spent), threshold*100, v.amount(v.max), v.window)
 	} else {
 		c.ActorSystem().EventStream.Publish(&BudgetExceeded{alert})
 		details = fmt.Sprintf("%s %s limit %s reached: spent %s (window %s)",
@@ -289,48 +419,89 @@ func (l *ledger) alertCurrent(key string, now time.Time) bool {
 	return w == dayWindow(now) || w == monthWindow(now) || w == hourWindow(now)
 }
 
+// pct is spend as a fraction of limit, 0 without a limit (LibreFang's).
+func pct(spent, limit int64) float64 {
+	if limit <= 0 {
+		return 0
+	}
+	return float64(spent) / float64(limit)
+}
+
+func window(spent, limit int64) Window {
+	return Window{Spend: dollars(spent), Limit: dollars(limit), Pct: pct(spent, limit)}
+}
+
 func (l *ledger) budgetStatus() *BudgetStatus {
 	now := l.now().UTC()
-	today := dayOf(now)
-	spentDay, spentMonth := l.r.costRange(today, today), l.r.monthCostNow(now)
-	used, _ := l.r.hourTokens(now)
 	lim := l.limits
+	c, thr := l.capsOf(scope{kind: 'g'})
+	sp := l.spendOf(scope{kind: 'g'}, now, true)
 	return &BudgetStatus{
 		DailyLimitUSD: lim.DailyLimitUSD, MonthlyLimitUSD: lim.MonthlyLimitUSD,
-		TodaySpentUSD: dollars(spentDay), MonthSpentUSD: dollars(spentMonth),
-		Status: worst(status(spentDay, nanos(lim.DailyLimitUSD), lim.AlertThreshold),
-			status(spentMonth, nanos(lim.MonthlyLimitUSD), lim.AlertThreshold),
-			status(used, lim.HourlyTokenLimit, lim.AlertThreshold)),
-		HourlyTokenLimit: lim.HourlyTokenLimit, HourlyTokensUsed: used, AlertThreshold: lim.AlertThreshold,
+		TodaySpentUSD: dollars(sp.day), MonthSpentUSD: dollars(sp.month),
+		Status: worst(status(sp.day, c.daily, thr), status(sp.month, c.monthly, thr),
+			status(sp.hour, c.hourly, thr), status(sp.tokens, c.tokens, thr)),
+		HourlyLimitUSD: lim.HourlyLimitUSD, HourSpentUSD: dollars(sp.hour),
+		HourlyTokenLimit: lim.HourlyTokenLimit, HourlyTokensUsed: sp.tokens, AlertThreshold: thr,
 		ReservedUSD: dollars(l.reservedCost), Reservations: len(l.reservations),
+
+		HourlySpend: dollars(sp.hour), HourlyLimit: lim.HourlyLimitUSD, HourlyPct: pct(sp.hour, c.hourly),
+		DailySpend: dollars(sp.day), DailyLimit: lim.DailyLimitUSD, DailyPct: pct(sp.day, c.daily),
+		MonthlySpend: dollars(sp.month), MonthlyLimit: lim.MonthlyLimitUSD, MonthlyPct: pct(sp.month, c.monthly),
+		DefaultMaxLLMTokensPerHour: lim.DefaultAgentTokensPerHour,
 	}
+}
+
+// setUSD validates and applies one optional USD limit.
+func setUSD(field string, v *float64, dst *float64) error {
+	if v == nil {
+		return nil
+	}
+	if err := CheckUSD(field, *v); err != nil {
+		return err
+	}
+	*dst = *v
+	return nil
+}
+
+// setTokens validates and applies one optional token limit.
+func setTokens(field string, v *int64, dst *int64) error {
+	if v == nil {
+		return nil
+	}
+	if t := *v; t < 0 || t > MaxHourlyTokens {
+		return kernel.Invalid("%s must be an integer from 0 (unlimited) to %d, got %d", field, MaxHourlyTokens, t)
+	}
+	*dst = *v
+	return nil
+}
+
+// checkThreshold validates an alert threshold.
+func checkThreshold(t float64) error {
+	if math.IsNaN(t) || t < 0 || t > 1 {
+		return kernel.Invalid("alert_threshold must be a number from 0 (no warnings) to 1, got %v", t)
+	}
+	return nil
 }
 
 func (l *ledger) setBudget(c actor.Context, m *SetBudget) any {
 	next := l.limits
-	if m.DailyLimitUSD != nil {
-		if err := CheckUSD("daily_limit_usd", *m.DailyLimitUSD); err != nil {
-			return err
-		}
-		next.DailyLimitUSD = *m.DailyLimitUSD
-	}
-	if m.MonthlyLimitUSD != nil {
-		if err := CheckUSD("monthly_limit_usd", *m.MonthlyLimitUSD); err != nil {
-			return err
-		}
-		next.MonthlyLimitUSD = *m.MonthlyLimitUSD
-	}
 	if m.AlertThreshold != nil {
-		if t := *m.AlertThreshold; math.IsNaN(t) || t < 0 || t > 1 {
-			return kernel.Invalid("alert_threshold must be a number from 0 (no warnings) to 1, got %v", t)
+		if err := checkThreshold(*m.AlertThreshold); err != nil {
+			return err
 		}
 		next.AlertThreshold = *m.AlertThreshold
 	}
-	if m.HourlyTokenLimit != nil {
-		if t := *m.HourlyTokenLimit; t < 0 || t > MaxHourlyTokens {
-			return kernel.Invalid("hourly_token_limit must be an integer from 0 (unlimited) to %d, got %d", MaxHourlyTokens, t)
+	for _, err := range []error{
+		setUSD("hourly_limit_usd", m.HourlyLimitUSD, &next.HourlyLimitUSD),
+		setUSD("daily_limit_usd", m.DailyLimitUSD, &next.DailyLimitUSD),
+		setUSD("monthly_limit_usd", m.MonthlyLimitUSD, &next.MonthlyLimitUSD),
+		setTokens("hourly_token_limit", m.HourlyTokenLimit, &next.HourlyTokenLimit),
+		setTokens("default_max_llm_tokens_per_hour", m.DefaultAgentTokensPerHour, &next.DefaultAgentTokensPerHour),
+	} {
+		if err != nil {
+			return err
 		}
-		next.HourlyTokenLimit = *m.HourlyTokenLimit
 	}
 	raw, _ := json.Marshal(next)
 	if err := writeKVs(l.db, []kv{{key: []byte(kBudget), val: raw}}); err != nil {
@@ -338,20 +509,27 @@ func (l *ledger) setBudget(c actor.Context, m *SetBudget) any {
 	}
 	l.limits = next
 	// New limits may put today's spend over a threshold already.
-	l.checkAlerts(c, l.now().UTC(), "", "")
+	l.checkAlerts(c, l.now().UTC(), "", "", "", "")
 	return l.budgetStatus()
 }
 
 func (l *ledger) agentBudget(id, name string) *AgentBudget {
 	now := l.now().UTC()
-	today := dayOf(now)
 	al := l.agentLimits[id]
-	spentDay, spentMonth := l.r.agentRange(id, today, today), l.r.agentMonthCost(id, now)
+	s := scope{kind: 'a', id: id}
+	c, thr := l.capsOf(s)
+	sp := l.spendOf(s, now, true)
 	b := &AgentBudget{AgentID: id, AgentName: name, DailyLimitUSD: al.DailyLimitUSD, MonthlyLimitUSD: al.MonthlyLimitUSD,
-		TodaySpentUSD: dollars(spentDay), MonthSpentUSD: dollars(spentMonth), ReservedUSD: dollars(l.agentRes[id]),
-		AlertThreshold: l.limits.AlertThreshold,
-		Status: worst(status(spentDay, nanos(al.DailyLimitUSD), l.limits.AlertThreshold),
-			status(spentMonth, nanos(al.MonthlyLimitUSD), l.limits.AlertThreshold))}
+		TodaySpentUSD: dollars(sp.day), MonthSpentUSD: dollars(sp.month), ReservedUSD: dollars(l.agentRes[id]),
+		AlertThreshold: thr,
+		Status: worst(status(sp.day, c.daily, thr), status(sp.month, c.monthly, thr),
+			status(sp.hour, c.hourly, thr), status(sp.tokens, c.tokens, thr)),
+		HourlyLimitUSD: al.HourlyLimitUSD, HourSpentUSD: dollars(sp.hour),
+		Hourly: window(sp.hour, c.hourly), Daily: window(sp.day, c.daily), Monthly: window(sp.month, c.monthly),
+		Tokens:            TokenWindow{Used: sp.tokens, Limit: c.tokens, Pct: pct(sp.tokens, c.tokens)},
+		MaxCostPerHourUSD: al.HourlyLimitUSD, MaxCostPerDayUSD: al.DailyLimitUSD, MaxCostPerMonthUSD: al.MonthlyLimitUSD,
+		MaxLLMTokensPerHour: al.TokensPerHour,
+	}
 	if t := l.r.agents[id]; t != nil {
 		b.TotalCostUSD = dollars(t.CostNanos)
 	}
@@ -360,24 +538,28 @@ func (l *ledger) agentBudget(id, name string) *AgentBudget {
 
 func (l *ledger) setAgentBudget(c actor.Context, m *SetAgentBudget) any {
 	next := l.agentLimits[m.AgentID]
-	if m.DailyLimitUSD != nil {
-		if err := CheckUSD("daily_limit_usd", *m.DailyLimitUSD); err != nil {
+	for _, err := range []error{
+		setUSD("max_cost_per_hour_usd", m.HourlyLimitUSD, &next.HourlyLimitUSD),
+		setUSD("daily_limit_usd", m.DailyLimitUSD, &next.DailyLimitUSD),
+		setUSD("monthly_limit_usd", m.MonthlyLimitUSD, &next.MonthlyLimitUSD),
+	} {
+		if err != nil {
 			return err
 		}
-		next.DailyLimitUSD = *m.DailyLimitUSD
 	}
-	if m.MonthlyLimitUSD != nil {
-		if err := CheckUSD("monthly_limit_usd", *m.MonthlyLimitUSD); err != nil {
+	if m.TokensPerHour != nil {
+		var t int64
+		if err := setTokens("max_llm_tokens_per_hour", m.TokensPerHour, &t); err != nil {
 			return err
 		}
-		next.MonthlyLimitUSD = *m.MonthlyLimitUSD
+		next.TokensPerHour = &t
 	}
 	raw, _ := json.Marshal(next)
 	if err := writeKVs(l.db, []kv{{key: []byte(pAgentLimit + m.AgentID), val: raw}}); err != nil {
 		return err
 	}
 	l.agentLimits[m.AgentID] = next
-	l.checkAlerts(c, l.now().UTC(), m.AgentID, m.AgentName)
+	l.checkAlerts(c, l.now().UTC(), m.AgentID, m.AgentName, "", "")
 	return l.agentBudget(m.AgentID, m.AgentName)
 }
 

@@ -17,6 +17,10 @@ func FuzzDecodeEvent(f *testing.F) {
 		CostNanos: -3, LatencyMS: 40, Outcome: "ok", PricingKnown: true, UsageEstimated: true}
 	f.Add(appendEventBinary(nil, e))
 	f.Add(encodeEvent(e))
+	withUser := *e
+	withUser.User = "telegram:42"
+	f.Add(appendEventBinary(nil, &withUser))
+	f.Add(encodeEvent(&withUser))
 	f.Add([]byte{eventFormatBinary})
 	f.Add([]byte{eventFormatBinary, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte(`{"ts":"x"}`))
@@ -25,7 +29,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		if err := decodeEvent(raw, &got); err != nil {
 			return
 		}
-		n := len(got.AgentID) + len(got.AgentName) + len(got.SessionID) + len(got.Provider) + len(got.Model) + len(got.Outcome)
+		n := len(got.AgentID) + len(got.AgentName) + len(got.SessionID) + len(got.Provider) + len(got.Model) + len(got.Outcome) + len(got.User)
 		if n > len(raw) {
 			t.Fatalf("%d bytes of strings from %d bytes", n, len(raw))
 		}
@@ -38,7 +42,7 @@ func FuzzDecodeEvent(f *testing.F) {
 				t.Fatalf("binary round trip: %+v -> %+v (%v)", got, bin, err)
 			}
 		}
-		for _, s := range []string{got.AgentID, got.AgentName, got.SessionID, got.Provider, got.Model, got.Outcome} {
+		for _, s := range []string{got.AgentID, got.AgentName, got.SessionID, got.Provider, got.Model, got.Outcome, got.User} {
 			if !utf8.ValidString(s) {
 				return // JSON carries text only: invalid UTF-8 comes back as U+FFFD
 			}

@@ -30,10 +30,12 @@ const maxBatch = 256
 // ran at 39-46k/s against 54-55k/s with one, back to back.
 
 type reservation struct {
-	agent  string
-	cost   int64
-	tokens int64
-	at     time.Time
+	agent    string
+	provider string
+	user     string
+	cost     int64
+	tokens   int64
+	at       time.Time
 }
 
 type settleWaiter struct {
@@ -57,12 +59,17 @@ type ledger struct {
 	r            *rollups
 	limits       Limits
 	agentLimits  map[string]AgentLimits
+	provLimits   map[string]ProviderLimits
+	userLimits   map[string]UserLimits
 	alerts       map[string]bool
 	reservations map[uint64]reservation
 	nextRes      uint64
 	reservedCost int64
 	reservedTok  int64
 	agentRes     map[string]int64
+	agentResTok  map[string]int64
+	provRes      map[string]held
+	userRes      map[string]held
 	lastSweep    time.Time
 	lastDay      int32
 
@@ -119,7 +126,7 @@ func (l *ledger) Receive(c actor.Context) {
 	case *store.Committed[*batch]:
 		l.committed(m)
 	case *UsageQuery:
-		c.Respond(l.usageReport(m.Period))
+		c.Respond(l.usageReport(m))
 	case *SummaryQuery:
 		c.Respond(l.summary())
 	case *ByModelQuery:
@@ -138,6 +145,25 @@ func (l *ledger) Receive(c actor.Context) {
 		c.Respond(l.setAgentBudget(c, m))
 	case *ForgetAgent:
 		c.Respond(l.forgetAgent(m.AgentID))
+	case *ModelPerfQuery:
+		c.Respond(l.modelPerf())
+	case *ProviderBudgetsQuery:
+		c.Respond(l.providerBudgets())
+	case *ProviderBudgetQuery:
+		if err := CheckScopeID("provider id", m.Provider); err != nil {
+			c.Respond(err)
+			break
+		}
+		row := l.providerRow(m.Provider, l.now().UTC())
+		c.Respond(&row)
+	case *SetProviderBudget:
+		c.Respond(l.setProviderBudget(c, m))
+	case *UserBudgetsQuery:
+		c.Respond(l.userBudgets(m.Limit))
+	case *UserBudgetQuery:
+		c.Respond(l.userBudget(m.User))
+	case *SetUserBudget:
+		c.Respond(l.setUserBudget(c, m))
 	case *compactTick:
 		l.compact(c)
 	case *compacted:
@@ -175,18 +201,22 @@ func (l *ledger) load() error {
 	l.dirty = dirtySet{}
 	l.limits = Limits{AlertThreshold: DefaultAlertThreshold}
 	l.agentLimits = map[string]AgentLimits{}
+	l.provLimits = map[string]ProviderLimits{}
+	l.userLimits = map[string]UserLimits{}
 	l.alerts = map[string]bool{}
 	if l.reservations == nil {
 		l.reservations = map[uint64]reservation{}
-		l.agentRes = map[string]int64{}
+		l.agentRes, l.agentResTok = map[string]int64{}, map[string]int64{}
+		l.provRes, l.userRes = map[string]held{}, map[string]held{}
 	}
 	var stale [][]byte
-	// A per-agent budget that does not decode is moved aside, not fatal.
-	limits := store.NewCollection[AgentLimits](l.db, strings.TrimSuffix(pAgentLimit, "/"))
-	if _, err := limits.EachOrQuarantine(func(id string, al AgentLimits) bool {
-		l.agentLimits[id] = al
-		return true
-	}); err != nil {
+	if err := loadLimits(l.db, pAgentLimit, l.agentLimits); err != nil {
+		return err
+	}
+	if err := loadLimits(l.db, pProvLimit, l.provLimits); err != nil {
+		return err
+	}
+	if err := loadLimits(l.db, pUserLimit, l.userLimits); err != nil {
 		return err
 	}
 	err = l.db.View(func(tx *store.Txn) error {
@@ -222,6 +252,18 @@ func (l *ledger) load() error {
 	return nil
 }
 
+// loadLimits reads the per-agent, per-provider or per-user budgets stored
+// under prefix into into. One that does not decode is moved aside, not
+// fatal.
+func loadLimits[T any](db *store.DB, prefix string, into map[string]T) error {
+	c := store.NewCollection[T](db, strings.TrimSuffix(prefix, "/"))
+	_, err := c.EachOrQuarantine(func(id string, v T) bool {
+		into[id] = v
+		return true
+	})
+	return err
+}
+
 // reserve admits a call if its worst case fits under every applicable
 // limit, counting the calls already admitted and not yet settled.
 func (l *ledger) reserve(c actor.Context, m *Reserve) (*Reservation, error) {
@@ -232,15 +274,20 @@ func (l *ledger) reserve(c actor.Context, m *Reserve) (*Reservation, error) {
 	}
 	if v, over := l.check(now, m); over {
 		l.metrics.refused.Inc()
-		l.raise(c, "budget_exceeded", &v, now, true)
+		l.raise(c, "budget_exceeded", &v, now, true, l.limits.AlertThreshold)
 		return nil, kernel.Errorf(kernel.KindPaymentRequired, "budget_exceeded", "%s", v.message(m))
 	}
 	l.nextRes++
 	id := l.nextRes
-	l.reservations[id] = reservation{agent: m.AgentID, cost: m.CostNanos, tokens: m.Tokens, at: now}
+	l.reservations[id] = reservation{agent: m.AgentID, provider: m.Provider, user: m.User, cost: m.CostNanos, tokens: m.Tokens, at: now}
 	l.reservedCost += m.CostNanos
 	l.reservedTok += m.Tokens
 	l.agentRes[m.AgentID] += m.CostNanos
+	l.agentResTok[m.AgentID] += m.Tokens
+	hold(l.provRes, m.Provider, m.CostNanos, m.Tokens)
+	if m.User != "" {
+		hold(l.userRes, m.User, m.CostNanos, m.Tokens)
+	}
 	l.metrics.reserved.Inc()
 	return &Reservation{ID: id, CostNanos: m.CostNanos, Tokens: m.Tokens}, nil
 }
@@ -256,6 +303,26 @@ func (l *ledger) release(id uint64) {
 	if l.agentRes[res.agent] -= res.cost; l.agentRes[res.agent] == 0 {
 		delete(l.agentRes, res.agent)
 	}
+	if l.agentResTok[res.agent] -= res.tokens; l.agentResTok[res.agent] == 0 {
+		delete(l.agentResTok, res.agent)
+	}
+	hold(l.provRes, res.provider, -res.cost, -res.tokens)
+	if res.user != "" {
+		hold(l.userRes, res.user, -res.cost, -res.tokens)
+	}
+}
+
+// hold adds to (or, negative, takes from) what calls in flight hold
+// against id, forgetting it at zero.
+func hold(m map[string]held, id string, cost, tokens int64) {
+	h := m[id]
+	h.cost += cost
+	h.tokens += tokens
+	if h == (held{}) {
+		delete(m, id)
+		return
+	}
+	m[id] = h
 }
 
 // sweepReservations releases holds whose caller never settled (it would
@@ -302,7 +369,7 @@ func (l *ledger) settle(c actor.Context, m *Settle) {
 	}
 	l.pending = append(l.pending, settleWaiter{event: e, reply: m.reply})
 	l.metrics.settled.Inc()
-	l.checkAlerts(c, now, e.AgentID, e.AgentName)
+	l.checkAlerts(c, now, e.AgentID, e.AgentName, e.Provider, e.User)
 	l.flush()
 }
 

@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -132,7 +133,7 @@ func ask[T any](m *Meter, msg any) (T, error) {
 
 // Usage answers GET /api/usage.
 func (m *Meter) Usage(period string) (*UsageReport, error) {
-	return ask[*UsageReport](m, &UsageQuery{Period: period})
+	return ask[*UsageReport](m, &UsageQuery{Period: period, Limit: 1000})
 }
 
 // Summary answers GET /api/usage/summary.
@@ -168,5 +169,80 @@ func (m *Meter) SetAgentBudget(s SetAgentBudget) (*AgentBudget, error) {
 // ForgetAgent drops a deleted agent's limits.
 func (m *Meter) ForgetAgent(id string) error {
 	_, err := ask[*ForgetAgent](m, &ForgetAgent{AgentID: id})
+	return err
+}
+
+// askCtx is ask bounded by ctx too: its deadline shortens the timeout and
+// its end stops the wait (the ledger may still act on the message).
+func askCtx[T any](ctx context.Context, m *Meter, msg any) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, kernel.Errorf(kernel.KindUnavailable, "request_cancelled", "the request ended before the usage ledger was asked: %v", err)
+	}
+	timeout := kernel.DefaultAskTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(min(timeout, time.Until(d)), time.Millisecond)
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := kernel.Ask[T](m.k, m.pid, msg, timeout)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		return zero, kernel.Errorf(kernel.KindUnavailable, "request_cancelled", "the request ended before the usage ledger answered: %v", ctx.Err())
+	}
+}
+
+// UsageOf answers GET /api/usage with one page (q.Offset, q.Limit) of
+// LibreFang's per-agent items.
+func (m *Meter) UsageOf(ctx context.Context, q UsageQuery) (*UsageReport, error) {
+	return askCtx[*UsageReport](ctx, m, &q)
+}
+
+// ModelPerformance answers GET /api/usage/by-model/performance.
+func (m *Meter) ModelPerformance(ctx context.Context) (*ModelPerformance, error) {
+	return askCtx[*ModelPerformance](ctx, m, &ModelPerfQuery{})
+}
+
+// ProviderBudgets answers GET /api/budget/providers.
+func (m *Meter) ProviderBudgets(ctx context.Context) (*ProviderBudgets, error) {
+	return askCtx[*ProviderBudgets](ctx, m, &ProviderBudgetsQuery{})
+}
+
+// ProviderBudget answers GET /api/budget/providers/{id}.
+func (m *Meter) ProviderBudget(ctx context.Context, provider string) (*ProviderBudget, error) {
+	return askCtx[*ProviderBudget](ctx, m, &ProviderBudgetQuery{Provider: provider})
+}
+
+// SetProviderBudget changes (or clears) a provider's limits durably.
+func (m *Meter) SetProviderBudget(ctx context.Context, s SetProviderBudget) (*ProviderLimitsSet, error) {
+	return askCtx[*ProviderLimitsSet](ctx, m, &s)
+}
+
+// UserBudgets answers GET /api/budget/users (limit rows at most).
+func (m *Meter) UserBudgets(ctx context.Context, limit int) (*UserBudgets, error) {
+	return askCtx[*UserBudgets](ctx, m, &UserBudgetsQuery{Limit: limit})
+}
+
+// UserBudget answers GET /api/budget/users/{id}.
+func (m *Meter) UserBudget(ctx context.Context, user string) (*UserBudget, error) {
+	return askCtx[*UserBudget](ctx, m, &UserBudgetQuery{User: user})
+}
+
+// SetUserBudget replaces a user's limits durably.
+func (m *Meter) SetUserBudget(ctx context.Context, user string, l UserLimits) (*UserLimits, error) {
+	return askCtx[*UserLimits](ctx, m, &SetUserBudget{User: user, Limits: &l})
+}
+
+// ClearUserBudget removes a user's limits durably.
+func (m *Meter) ClearUserBudget(ctx context.Context, user string) error {
+	_, err := askCtx[*SetUserBudget](ctx, m, &SetUserBudget{User: user})
 	return err
 }

@@ -33,7 +33,8 @@ func periodDays(p string, now time.Time) (from, to int32) {
 	return to, to
 }
 
-func (l *ledger) usageReport(period string) any {
+func (l *ledger) usageReport(q *UsageQuery) any {
+	period := q.Period
 	if !ValidPeriod(period) {
 		return kernel.Invalid("period must be hour, day, week or month, got %q", period)
 	}
@@ -68,7 +69,31 @@ func (l *ledger) usageReport(period string) any {
 	}
 	rep.TotalInputTokens, rep.TotalCachedInputTokens, rep.TotalOutputTokens = c.InputTokens, c.CachedInputTokens, c.OutputTokens
 	rep.TotalCostUSD, rep.RequestCount, rep.FailedRequests, rep.ActiveAgents = dollars(c.CostNanos), c.Requests, c.Failed, agents
+	if q.Limit > 0 {
+		rep.AgentItems = l.agentItems(q.Offset, q.Limit)
+	}
 	return rep
+}
+
+// agentItems is one page of LibreFang's per-agent lifetime usage,
+// costliest first, and how many agents there are.
+func (l *ledger) agentItems(offset, limit int) *AgentItems {
+	all := make([]AgentUsage, 0, len(l.r.agents))
+	for id, t := range l.r.agents {
+		cost := dollars(t.CostNanos)
+		all = append(all, AgentUsage{AgentID: id, Name: t.Name, TotalTokens: t.InputTokens + t.OutputTokens,
+			InputTokens: t.InputTokens, OutputTokens: t.OutputTokens, TotalCostUSD: cost, Cost: cost, CallCount: t.Requests})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].TotalCostUSD != all[j].TotalCostUSD {
+			return all[i].TotalCostUSD > all[j].TotalCostUSD
+		}
+		return all[i].AgentID < all[j].AgentID
+	})
+	total := len(all)
+	offset = min(max(offset, 0), total)
+	end := min(offset+max(limit, 0), total)
+	return &AgentItems{Items: all[offset:end:end], Total: total, Offset: offset, Limit: limit}
 }
 
 func (l *ledger) summary() *Summary {
@@ -80,7 +105,41 @@ func (l *ledger) summary() *Summary {
 	used, reset := l.r.hourTokens(now)
 	s.Quota.HourlyTokenLimit, s.Quota.HourlyTokensUsed, s.Quota.HourlyReservedTokens = l.limits.HourlyTokenLimit, used, l.reservedTok
 	s.Quota.HourlyResetAt = reset.Format(time.RFC3339)
+	for _, c := range l.r.models {
+		s.TotalInputTokens += c.InputTokens
+		s.TotalOutputTokens += c.OutputTokens
+		s.TotalCostUSD += dollars(c.CostNanos)
+		s.CallCount += c.Requests
+	}
 	return s
+}
+
+// modelPerf is every model's lifetime totals and latency, costliest first.
+func (l *ledger) modelPerf() *ModelPerformance {
+	out := &ModelPerformance{Models: make([]ModelPerf, 0, len(l.r.models))}
+	for k, c := range l.r.models {
+		m := ModelPerf{Model: k.model, Provider: k.provider, TotalCostUSD: dollars(c.CostNanos), TotalInputTokens: c.InputTokens,
+			TotalOutputTokens: c.OutputTokens, CallCount: c.Requests}
+		if c.Requests > 0 {
+			m.CostPerCall = m.TotalCostUSD / float64(c.Requests)
+		}
+		// Latency is rolled up from the release that added it on; calls
+		// before it count in the totals, not in the latency.
+		if p := l.r.perf[k]; p != nil && p.N > 0 {
+			m.AvgLatencyMS = float64(p.Sum) / float64(p.N)
+			m.MinLatencyMS, m.MaxLatencyMS = p.Min, p.Max
+			m.AvgLatencyPerCall = m.AvgLatencyMS
+		}
+		out.Models = append(out.Models, m)
+	}
+	sort.Slice(out.Models, func(i, j int) bool {
+		a, b := out.Models[i], out.Models[j]
+		if a.TotalCostUSD != b.TotalCostUSD {
+			return a.TotalCostUSD > b.TotalCostUSD
+		}
+		return a.Provider+"/"+a.Model < b.Provider+"/"+b.Model
+	})
+	return out
 }
 
 func (l *ledger) byModel(period string) any {
@@ -119,7 +178,8 @@ func (l *ledger) byModel(period string) any {
 	}
 	for k, c := range sum {
 		out.Models = append(out.Models, ModelUsage{Model: k.model, Provider: k.provider, InputTokens: c.InputTokens,
-			CachedInputTokens: c.CachedInputTokens, OutputTokens: c.OutputTokens, CostUSD: dollars(c.CostNanos), RequestCount: c.Requests})
+			CachedInputTokens: c.CachedInputTokens, OutputTokens: c.OutputTokens, CostUSD: dollars(c.CostNanos), RequestCount: c.Requests,
+			TotalCostUSD: dollars(c.CostNanos), TotalInputTokens: c.InputTokens, TotalOutputTokens: c.OutputTokens, CallCount: c.Requests})
 	}
 	sort.Slice(out.Models, func(i, j int) bool {
 		a, b := out.Models[i], out.Models[j]
@@ -149,6 +209,7 @@ func (l *ledger) daily(days int) any {
 		row := DayUsage{Date: string(appendDate(buf[:0], d))}
 		if c := l.r.days[d]; c != nil {
 			row.InputTokens, row.OutputTokens, row.CostUSD, row.Requests = c.InputTokens, c.OutputTokens, dollars(c.CostNanos), c.Requests
+			row.Tokens, row.Calls = c.InputTokens+c.OutputTokens, c.Requests
 		}
 		out.Days = append(out.Days, row)
 	}
@@ -162,15 +223,31 @@ func (l *ledger) daily(days int) any {
 	return out
 }
 
+// agentSpend lists every agent with usage or limits: its spend and its
+// limits (the token limit in force, the default for agents without one).
 func (l *ledger) agentSpend() []AgentSpend {
 	today := dayOf(l.now().UTC())
 	out := make([]AgentSpend, 0, len(l.r.agents))
-	for id, t := range l.r.agents {
-		s := AgentSpend{AgentID: id, AgentName: t.Name, TotalCostUSD: dollars(t.CostNanos)}
+	row := func(id, name string, t *agentTotal) AgentSpend {
+		al := l.agentLimits[id]
+		s := AgentSpend{AgentID: id, AgentName: name, Name: name, HourlyLimit: al.HourlyLimitUSD, DailyLimit: al.DailyLimitUSD,
+			MonthlyLimit: al.MonthlyLimitUSD, MaxLLMTokensPerHour: l.agentTokenLimit(id)}
+		if t != nil {
+			s.TotalCostUSD = dollars(t.CostNanos)
+		}
 		if c := l.r.dayAgents[today][id]; c != nil {
 			s.TodayCostUSD = dollars(c.CostNanos)
+			s.DailyCostUSD = s.TodayCostUSD
 		}
-		out = append(out, s)
+		return s
+	}
+	for id, t := range l.r.agents {
+		out = append(out, row(id, t.Name, t))
+	}
+	for id := range l.agentLimits {
+		if l.r.agents[id] == nil {
+			out = append(out, row(id, "", nil))
+		}
 	}
 	return out
 }
@@ -203,6 +280,10 @@ func (d *Daily) MarshalJSON() ([]byte, error) {
 		b = strconv.AppendFloat(b, row.CostUSD, 'f', -1, 64)
 		b = append(b, `,"requests":`...)
 		b = strconv.AppendInt(b, row.Requests, 10)
+		b = append(b, `,"tokens":`...)
+		b = strconv.AppendInt(b, row.Tokens, 10)
+		b = append(b, `,"calls":`...)
+		b = strconv.AppendInt(b, row.Calls, 10)
 		b = append(b, '}')
 	}
 	b = append(b, `],"today_cost_usd":`...)

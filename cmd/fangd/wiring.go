@@ -45,8 +45,11 @@ func (c channelAgents) Turn(_ context.Context, agentID, session, message string)
 		ns = uuid.NameSpaceURL
 	}
 	sid := uuid.NewSHA1(ns, []byte(session)).String()
+	// The chat is the user its turns spend for ("<channel>:<chat_id>"):
+	// per-user budgets then hold per person in a direct chat, per group in
+	// a group (the runtime does not pass the sender of a group message).
 	res, err := c.a.Send(agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, SessionID: sid, From: session,
-		Who: agent.Who{Actor: session}})
+		Who: agent.Who{Actor: session}, User: strings.TrimPrefix(session, "channel:")})
 	if err != nil {
 		return "", err
 	}

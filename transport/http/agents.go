@@ -7,6 +7,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/usage"
 )
 
 // who is the caller as the domain actors audit it.
@@ -165,6 +166,33 @@ func (s *Server) deleteAgent(ctx *fasthttp.RequestCtx) error {
 type messageBody struct {
 	Message   string `json:"message"`
 	SessionID string `json:"session_id"`
+	// LibreFang's sender fields name the user the message is from, whose
+	// budget the turn's LLM calls count against (see turnUser).
+	SenderID    string `json:"sender_id"`
+	ChannelType string `json:"channel_type"`
+}
+
+// turnUser is on whose behalf a message runs, for per-user budgets: the
+// sender the caller names ("<channel_type>:<sender_id>", or sender_id
+// alone), else the caller's own credential ("api_key", "loopback",
+// "peer:<name>"). fangd
+// has no user accounts; a caller holding the API key may name any sender,
+// as it may spend the whole global budget.
+func turnUser(ctx *fasthttp.RequestCtx, b *messageBody) (string, error) {
+	if b.SenderID == "" {
+		if b.ChannelType != "" {
+			return "", badRequest("invalid_input", "channel_type needs sender_id")
+		}
+		return who(ctx).Actor, nil
+	}
+	user := b.SenderID
+	if b.ChannelType != "" {
+		user = b.ChannelType + ":" + b.SenderID
+	}
+	if err := usage.CheckScopeID("sender_id", user); err != nil {
+		return "", err
+	}
+	return user, nil
 }
 
 // messageAgent serves POST /api/agents/{id}/message: one LLM turn.
@@ -185,7 +213,11 @@ func (s *Server) messageAgent(ctx *fasthttp.RequestCtx) error {
 			return err
 		}
 	}
-	res, err := s.deps.Agents.Send(agent.Send{Ref: ref, Text: body.Message, SessionID: body.SessionID, From: "api", Who: who(ctx)})
+	user, err := turnUser(ctx, &body)
+	if err != nil {
+		return err
+	}
+	res, err := s.deps.Agents.Send(agent.Send{Ref: ref, Text: body.Message, SessionID: body.SessionID, From: "api", Who: who(ctx), User: user})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package http
 
 import (
+	"context"
+
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/usage"
@@ -19,13 +21,26 @@ func period(ctx *fasthttp.RequestCtx, def string) (string, error) {
 	return p, nil
 }
 
-// usageTotals serves GET /api/usage?period=hour|day|week|month (default day).
+// usageTotals serves GET /api/usage?period=hour|day|week|month (default
+// day): the seed page's totals of the period, and LibreFang's per-agent
+// lifetime items (?offset=&limit=, default and at most 1000) unless the
+// query names a period and no page.
 func (s *Server) usageTotals(ctx *fasthttp.RequestCtx) error {
 	p, err := period(ctx, usage.PeriodDay)
 	if err != nil {
 		return err
 	}
-	rep, err := s.deps.Meter.Usage(p)
+	// LibreFang's per-agent items cost more than the totals (a sort and
+	// an encoding per agent): they come when the query names no period
+	// (LibreFang's clients send none) or asks for a page of them.
+	offset, limit, err := pageParams(ctx, 1000, 1000)
+	if err != nil {
+		return err
+	}
+	if args := ctx.QueryArgs(); args.Has("period") && !args.Has("offset") && !args.Has("limit") {
+		limit = 0
+	}
+	rep, err := s.deps.Meter.UsageOf(context.Background(), usage.UsageQuery{Period: p, Offset: offset, Limit: limit})
 	if err != nil {
 		return err
 	}
@@ -89,5 +104,16 @@ func (s *Server) usageDaily(ctx *fasthttp.RequestCtx) error {
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")
 	ctx.Write(append(body, '\n'))
+	return nil
+}
+
+// usageModelPerformance serves GET /api/usage/by-model/performance:
+// LibreFang's per-model lifetime totals with provider latency.
+func (s *Server) usageModelPerformance(ctx *fasthttp.RequestCtx) error {
+	res, err := s.deps.Meter.ModelPerformance(context.Background())
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, res)
 	return nil
 }
