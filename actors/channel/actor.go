@@ -348,7 +348,7 @@ func (a *channelActor) runEnded(c actor.Context, m *runEnded) {
 	if hint := RetryHint(err); hint > delay {
 		delay = hint
 	}
-	next := time.Now().Add(delay)
+	next := a.rt.clock.Now().Add(delay)
 	a.status.State = StateBackoff
 	a.status.NextRetryAt = &next
 	a.log.Warn().Err(err).Dur("retry_in", delay).Int("attempt", a.attempt).Msg("channel link failed; reconnecting")
@@ -361,7 +361,7 @@ func (a *channelActor) runEnded(c actor.Context, m *runEnded) {
 // state, and shutdown cancels base so late ones find nothing to do.
 func (a *channelActor) schedule(d time.Duration, msg any) {
 	self, root, base := a.self, a.rt.k.Root, a.base
-	time.AfterFunc(d, func() {
+	a.rt.clock.AfterFunc(d, func() {
 		if base.Err() == nil {
 			root.Send(self, msg)
 		}
@@ -838,7 +838,7 @@ func (a *channelActor) pump() {
 	if !a.canSend() || len(a.outbox) == 0 {
 		return
 	}
-	now := time.Now()
+	now := a.rt.clock.Now()
 	if now.Before(a.pausedUntil) {
 		a.kickLater(a.pausedUntil.Sub(now))
 		return
@@ -859,7 +859,7 @@ func (a *channelActor) pump() {
 		if it.held() {
 			continue // inboxStored pumps again
 		}
-		if wait := time.Until(it.notBefore()); wait > 0 {
+		if wait := it.notBefore().Sub(now); wait > 0 {
 			a.kickLater(wait)
 			continue
 		}
@@ -883,8 +883,9 @@ func (a *channelActor) canSend() bool {
 }
 
 func (a *channelActor) kickLater(d time.Duration) {
-	at := time.Now().Add(d)
-	if !a.kickAt.IsZero() && a.kickAt.Before(at) && time.Until(a.kickAt) > 0 {
+	now := a.rt.clock.Now()
+	at := now.Add(d)
+	if !a.kickAt.IsZero() && a.kickAt.Before(at) && a.kickAt.After(now) {
 		return
 	}
 	a.kickAt = at
@@ -968,9 +969,9 @@ func (a *channelActor) sendDone(c actor.Context, m *sendDone) {
 		d := a.rt.backoff.Jittered(m.item.attempts)
 		if hint := RetryHint(m.err); hint > 0 {
 			d = max(d, hint)
-			a.pausedUntil = time.Now().Add(hint)
+			a.pausedUntil = a.rt.clock.Now().Add(hint)
 		}
-		m.item.retryAt = time.Now().Add(d)
+		m.item.retryAt = a.rt.clock.Now().Add(d)
 		msg, code := linkError(m.err)
 		a.status.LastError, a.status.LastErrorCode = "sending failed, will retry: "+msg, code
 		a.kickLater(d)

@@ -44,6 +44,7 @@ type Harness struct {
 	backoff  kernel.Backoff
 	env      func(string) string
 	net      channel.Network
+	clock    kernel.Clock
 }
 
 // Option changes a Harness before it starts.
@@ -59,6 +60,10 @@ func WithEnv(env map[string]string) Option {
 
 // WithNetwork sets the network policy adapters dial through.
 func WithNetwork(n channel.Network) Option { return func(h *Harness) { h.net = n } }
+
+// WithClock sets the clock the runtime paces reconnects and retries by
+// (a *FakeClock holds them until the test advances it).
+func WithClock(c kernel.Clock) Option { return func(h *Harness) { h.clock = c } }
 
 // FastBackoff reconnects within tens of milliseconds.
 var FastBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 20, Window: time.Minute}
@@ -88,7 +93,7 @@ func (h *Harness) start() {
 	}
 	h.Kernel = kernel.New(zerolog.New(zerolog.NewTestWriter(h.T)).Level(zerolog.WarnLevel))
 	h.Service, err = channel.Start(channel.Options{Kernel: h.Kernel, DB: db, Vault: h.Vault, Builders: h.builders,
-		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env, Network: h.net})
+		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env, Network: h.net, Clock: h.clock})
 	if err != nil {
 		h.T.Fatal(err)
 	}

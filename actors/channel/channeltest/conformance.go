@@ -1,0 +1,292 @@
+package channeltest
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fangd/fangd/actors/channel"
+)
+
+// Platform is one adapter's fake platform as the conformance suite drives
+// it: the small per-adapter harness. A new one is made for every case.
+type Platform interface {
+	// Configure configures the suite's channel on h against the fake. With
+	// bad, the credential is one the platform refuses.
+	Configure(h *Harness, bad bool)
+	// Ready returns once a connected adapter can receive: its stream or
+	// long poll is open, its room joined. Webhook platforms return at once.
+	Ready(ctx context.Context) error
+	// Inject makes a user send text to the bot. It may be called during
+	// an outage: a platform that keeps messages (polled, streamed) keeps
+	// it for the adapter to catch up on; one that pushes by webhook
+	// pushes it to fangd, which queues the reply.
+	Inject(ctx context.Context, text string) error
+	// WaitReply waits until the platform has received the bot's message
+	// text. With a context that is already done it reports whether the
+	// message is there now (FakeState.Wait checks before it waits).
+	WaitReply(ctx context.Context, text string) error
+	// SetDown starts or ends an outage: the fake answers every request as
+	// the platform does when it is down, and drops open connections.
+	SetDown(down bool)
+	// LinkRequests counts the requests (or connections) that establish
+	// the link and check the credential.
+	LinkRequests() int
+}
+
+// RateLimiter is a Platform that can refuse sends with its rate-limit
+// answer (HTTP 429 with Retry-After, or the platform's equivalent).
+type RateLimiter interface {
+	// RateLimitNext makes the next n sends answer the rate limit and
+	// returns the wait the platform asks for.
+	RateLimitNext(n int) time.Duration
+}
+
+// Forger is a Platform whose inbound arrives by signed webhook.
+type Forger interface {
+	// InjectForged posts text to fangd's webhook with a signature that is
+	// wrong and returns the HTTP status fangd answered.
+	InjectForged(ctx context.Context, text string) (int, error)
+}
+
+// Case names one conformance case.
+type Case string
+
+// The cases every adapter runs.
+const (
+	CaseRoundTrip    Case = "InboundReachesAgentAndReplyArrives"
+	CaseBadToken     Case = "BadTokenIsPermanentWithoutRetryStorm"
+	CaseOutage       Case = "OutageBacksOffAndCatchesUp"
+	CaseRestart      Case = "QueuedRepliesSurviveRestart"
+	CaseRateLimit    Case = "RateLimitIsHonoured"
+	CaseBadSignature Case = "WrongWebhookSignatureIsRefused"
+)
+
+// Suite describes one adapter for Conformance.
+type Suite struct {
+	// Name is the channel's name, which is also its adapter's.
+	Name     string
+	Builders channel.Builders
+	// New starts a fresh fake for one case; it stops at t's cleanup.
+	New func(t *testing.T) Platform
+	// BadTokenError is a piece of last_error when the credential is bad.
+	BadTokenError string
+	// BadTokenRequests is how many LinkRequests a bad credential costs
+	// before the channel is in error (default 1).
+	BadTokenRequests int
+	// Skip gives, for a case the adapter cannot support, the reason.
+	Skip map[Case]string
+	// Options are extra Harness options.
+	Options []Option
+}
+
+// Context is a test's context: it ends at 15 s or at cleanup.
+func Context(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// Conformance runs the runtime's guarantees against one adapter and its
+// fake: every adapter runs it, so each case is written once. Model:
+// litestream's RunWithReplicaClient.
+func Conformance(t *testing.T, s Suite) {
+	if s.BadTokenRequests == 0 {
+		s.BadTokenRequests = 1
+	}
+	cases := []struct {
+		c  Case
+		fn func(*testing.T, Suite)
+	}{
+		{CaseRoundTrip, roundTrip},
+		{CaseBadToken, badToken},
+		{CaseOutage, outage},
+		{CaseRestart, restart},
+		{CaseRateLimit, rateLimit},
+		{CaseBadSignature, badSignature},
+	}
+	for _, tc := range cases {
+		t.Run(string(tc.c), func(t *testing.T) {
+			if reason, ok := s.Skip[tc.c]; ok {
+				t.Skip(reason)
+			}
+			tc.fn(t, s)
+		})
+	}
+}
+
+// start makes the platform and a harness and configures the channel.
+func (s Suite) start(t *testing.T, bad bool, opts ...Option) (*Harness, Platform) {
+	p := s.New(t)
+	h := New(t, s.Builders, append(append([]Option(nil), s.Options...), opts...)...)
+	p.Configure(h, bad)
+	return h, p
+}
+
+// connected starts a working channel and waits until it can receive.
+func (s Suite) connected(t *testing.T, opts ...Option) (*Harness, Platform) {
+	h, p := s.start(t, false, opts...)
+	h.WaitState(s.Name, channel.StateConnected)
+	if err := p.Ready(Context(t)); err != nil {
+		t.Fatal(err)
+	}
+	return h, p
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// settle proves nothing more is coming: it sends one more message and
+// waits for its answer. Per chat, inbound is answered in order, so any
+// redelivery of what came before would have been answered (and counted)
+// first.
+func settle(t *testing.T, s Suite, h *Harness, p Platform) {
+	t.Helper()
+	must(t, p.Inject(Context(t), "fence"))
+	must(t, p.WaitReply(Context(t), "echo: fence"))
+	h.WaitFor("the queues to drain", func() bool {
+		v := h.Get(s.Name)
+		return v.InboxPending == 0 && v.OutboxPending == 0
+	})
+}
+
+func turnTexts(h *Harness) []string {
+	var out []string
+	for _, tr := range h.Agents.Turns() {
+		out = append(out, tr.Message)
+	}
+	return out
+}
+
+func wantTurns(t *testing.T, h *Harness, want ...string) {
+	t.Helper()
+	if got := turnTexts(h); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("agent turns %q, want %q", got, want)
+	}
+}
+
+// roundTrip: a user's message reaches the agent, the agent's reply reaches
+// the user, and the bot's own messages are not answered.
+func roundTrip(t *testing.T, s Suite) {
+	h, p := s.connected(t)
+	must(t, p.Inject(Context(t), "hello agent"))
+	must(t, p.WaitReply(Context(t), "echo: hello agent"))
+	must(t, p.Inject(Context(t), "again"))
+	must(t, p.WaitReply(Context(t), "echo: again"))
+	settle(t, s, h, p)
+	wantTurns(t, h, "hello agent", "again", "fence")
+	if v := h.Get(s.Name); v.MessagesIn != 3 || v.MessagesOut != 3 {
+		t.Fatalf("messages in %d, out %d; want 3 and 3", v.MessagesIn, v.MessagesOut)
+	}
+}
+
+// badToken: a refused credential is an error state at once, with no
+// retries by the adapter and no reconnect scheduled by the runtime. The
+// clock is held still, so "no reconnect" is read from the timers, not
+// guessed from a sleep.
+func badToken(t *testing.T, s Suite) {
+	clock := NewFakeClock()
+	h, p := s.start(t, true, WithClock(clock))
+	v := h.WaitState(s.Name, channel.StateError)
+	if !strings.Contains(v.LastError, s.BadTokenError) {
+		t.Fatalf("last_error %q does not say %q", v.LastError, s.BadTokenError)
+	}
+	if n := p.LinkRequests(); n != s.BadTokenRequests {
+		t.Fatalf("%d link requests with a bad credential, want %d", n, s.BadTokenRequests)
+	}
+	for _, d := range clock.PendingSince(0) {
+		if d <= h.backoff.Max {
+			t.Fatalf("a timer is pending in %s: a refused credential must not be retried", d)
+		}
+	}
+	if v := h.Get(s.Name); v.State != channel.StateError || v.Restarts != 0 {
+		t.Fatalf("state %s after %d restarts", v.State, v.Restarts)
+	}
+}
+
+// outage: while the platform is down the channel backs off and keeps
+// trying; when it is back, what was sent meanwhile is answered.
+func outage(t *testing.T, s Suite) {
+	h, p := s.connected(t)
+	p.SetDown(true)
+	h.WaitState(s.Name, channel.StateBackoff)
+	n := p.LinkRequests()
+	h.WaitFor("reconnect attempts", func() bool { return p.LinkRequests() >= n+2 })
+	must(t, p.Inject(Context(t), "while you were away"))
+	p.SetDown(false)
+	h.WaitState(s.Name, channel.StateConnected)
+	must(t, p.WaitReply(Context(t), "echo: while you were away"))
+	settle(t, s, h, p)
+	wantTurns(t, h, "while you were away", "fence")
+}
+
+// restart: a reply the platform could not take yet is on disk; after a
+// daemon restart on the same store it is still queued and is delivered,
+// and the message it answers is not answered twice.
+func restart(t *testing.T, s Suite) {
+	h, p := s.connected(t)
+	h.Agents.SetReply(func(_, m string) (string, error) {
+		p.SetDown(true)
+		return "pong", nil
+	})
+	must(t, p.Inject(Context(t), "ping"))
+	h.WaitFor("reply queued", func() bool { return h.Get(s.Name).OutboxPending == 1 })
+	h.Restart()
+	h.WaitFor("reply still queued", func() bool { return h.Get(s.Name).OutboxPending == 1 })
+	h.Agents.SetReply(func(_, m string) (string, error) { return "echo: " + m, nil })
+	p.SetDown(false)
+	must(t, p.WaitReply(Context(t), "pong"))
+	h.WaitState(s.Name, channel.StateConnected)
+	must(t, p.Ready(Context(t)))
+	settle(t, s, h, p)
+	wantTurns(t, h, "ping", "fence")
+}
+
+// rateLimit: a send refused with the platform's rate limit is retried,
+// and not before the wait the platform asked for. The clock is held
+// still until the suite advances it past that wait.
+func rateLimit(t *testing.T, s Suite) {
+	clock := NewFakeClock()
+	h, p := s.connected(t, WithClock(clock))
+	rl, ok := p.(RateLimiter)
+	if !ok {
+		t.Fatal("the platform has no rate limit: implement channeltest.RateLimiter or give a reason in Suite.Skip")
+	}
+	wait := rl.RateLimitNext(1)
+	mark := clock.Mark()
+	must(t, p.Inject(Context(t), "busy"))
+	d, err := clock.WaitPending(Context(t), mark, "a retry after the rate limit's wait", func(d time.Duration) bool { return d >= wait })
+	must(t, err)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if p.WaitReply(done, "echo: busy") == nil {
+		t.Fatal("the reply went out before the rate limit's wait had passed")
+	}
+	// The retry is due at the later of the hint and the jittered backoff.
+	clock.Advance(d + 2*h.backoff.Max)
+	must(t, p.WaitReply(Context(t), "echo: busy"))
+	wantTurns(t, h, "busy")
+}
+
+// badSignature: a webhook whose signature is wrong is refused with 401
+// and reaches nothing.
+func badSignature(t *testing.T, s Suite) {
+	h, p := s.connected(t)
+	f, ok := p.(Forger)
+	if !ok {
+		t.Fatal("the platform takes no webhooks: implement channeltest.Forger or give a reason in Suite.Skip")
+	}
+	st, err := f.InjectForged(Context(t), "transfer the money")
+	must(t, err)
+	if st != http.StatusUnauthorized {
+		t.Fatalf("forged webhook answered %d, want 401", st)
+	}
+	settle(t, s, h, p)
+	wantTurns(t, h, "fence")
+}
