@@ -175,6 +175,9 @@ func wantTurns(t *testing.T, h *Harness, want ...string) {
 // the user, and the bot's own messages are not answered.
 func roundTrip(t *testing.T, s Suite) {
 	h, p := s.connected(t)
+	if v := h.Get(s.Name); v.Identity == nil || v.Identity.Name == "" {
+		t.Fatalf("connected without an identity: %+v", v.Identity)
+	}
 	must(t, p.Inject(Context(t), "hello agent"))
 	must(t, p.WaitReply(Context(t), "echo: hello agent"))
 	must(t, p.Inject(Context(t), "again"))
@@ -183,6 +186,9 @@ func roundTrip(t *testing.T, s Suite) {
 	wantTurns(t, h, "hello agent", "again", "fence")
 	if v := h.Get(s.Name); v.MessagesIn != 3 || v.MessagesOut != 3 {
 		t.Fatalf("messages in %d, out %d; want 3 and 3", v.MessagesIn, v.MessagesOut)
+	}
+	if n := len(h.Bus.Events(channel.EventReceived)); n != 3 {
+		t.Fatalf("%d %s events, want 3", n, channel.EventReceived)
 	}
 }
 
@@ -211,9 +217,13 @@ func badToken(t *testing.T, s Suite) {
 }
 
 // outage: while the platform is down the channel backs off and keeps
-// trying; when it is back, what was sent meanwhile is answered.
+// trying; when it is back, what was sent meanwhile is answered. One
+// message goes before the outage: an adapter that starts from "now" on
+// first start catches up from the last message it saw.
 func outage(t *testing.T, s Suite) {
 	h, p := s.connected(t)
+	must(t, p.Inject(Context(t), "before"))
+	must(t, p.WaitReply(Context(t), "echo: before"))
 	p.SetDown(true)
 	h.WaitState(s.Name, channel.StateBackoff)
 	n := p.LinkRequests()
@@ -223,7 +233,7 @@ func outage(t *testing.T, s Suite) {
 	h.WaitState(s.Name, channel.StateConnected)
 	must(t, p.WaitReply(Context(t), "echo: while you were away"))
 	settle(t, s, h, p)
-	wantTurns(t, h, "while you were away", "fence")
+	wantTurns(t, h, "before", "while you were away", "fence")
 }
 
 // restart: a reply the platform could not take yet is on disk; after a
