@@ -2,6 +2,7 @@ package channeltest
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -76,10 +77,24 @@ type Suite struct {
 	// BadTokenRequests is how many LinkRequests a bad credential costs
 	// before the channel is in error (default 1).
 	BadTokenRequests int
+	// Pushed says inbound arrives by webhook and the link is only checked
+	// when it connects (a token fetch, an identity probe): an outage shows
+	// when the channel connects and when a reply is sent, not as a
+	// dropped connection.
+	Pushed bool
 	// Skip gives, for a case the adapter cannot support, the reason.
 	Skip map[Case]string
 	// Options are extra Harness options.
 	Options []Option
+}
+
+// Accepted turns a webhook post's answer into an error unless it is 200:
+// what a webhook platform's Inject returns.
+func Accepted(status int, err error) error {
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("webhook answered %d", status)
+	}
+	return err
 }
 
 // Context is a test's context: it ends at 15 s or at cleanup.
@@ -221,6 +236,10 @@ func badToken(t *testing.T, s Suite) {
 // message goes before the outage: an adapter that starts from "now" on
 // first start catches up from the last message it saw.
 func outage(t *testing.T, s Suite) {
+	if s.Pushed {
+		pushedOutage(t, s)
+		return
+	}
 	h, p := s.connected(t)
 	must(t, p.Inject(Context(t), "before"))
 	must(t, p.WaitReply(Context(t), "echo: before"))
@@ -234,6 +253,35 @@ func outage(t *testing.T, s Suite) {
 	must(t, p.WaitReply(Context(t), "echo: while you were away"))
 	settle(t, s, h, p)
 	wantTurns(t, h, "before", "while you were away", "fence")
+}
+
+// pushedOutage is outage for a Pushed platform: down while the channel
+// connects, it backs off and keeps trying; down while a reply is sent,
+// the reply waits in the outbox and goes out when the platform is back.
+func pushedOutage(t *testing.T, s Suite) {
+	p := s.New(t)
+	h := New(t, s.Builders, s.Options...)
+	p.SetDown(true)
+	p.Configure(h, false)
+	h.WaitState(s.Name, channel.StateBackoff)
+	h.WaitFor("reconnect attempts", func() bool { return p.LinkRequests() >= 3 })
+	p.SetDown(false)
+	h.WaitState(s.Name, channel.StateConnected)
+	must(t, p.Ready(Context(t)))
+	h.Agents.SetReply(func(_, m string) (string, error) {
+		p.SetDown(true)
+		return "echo: " + m, nil
+	})
+	must(t, p.Inject(Context(t), "while you were away"))
+	h.WaitFor("the reply to be retried", func() bool {
+		v := h.Get(s.Name)
+		return v.OutboxPending == 1 && strings.Contains(v.LastError, "will retry")
+	})
+	h.Agents.SetReply(func(_, m string) (string, error) { return "echo: " + m, nil })
+	p.SetDown(false)
+	must(t, p.WaitReply(Context(t), "echo: while you were away"))
+	settle(t, s, h, p)
+	wantTurns(t, h, "while you were away", "fence")
 }
 
 // restart: a reply the platform could not take yet is on disk; after a
