@@ -101,4 +101,3 @@ func TestMissingAudienceIsConfigError(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
-

@@ -56,7 +56,6 @@ func TestForgedActivitiesAre401(t *testing.T) {
 	}
 }
 
-
 func TestReplyAnswersItsActivityAndTheTokenIsCached(t *testing.T) {
 	h, ms, endpoint := setup(t)
 	configure(h, ms, password)

@@ -61,4 +61,3 @@ func TestBadSignatureIs401AndNothingRouted(t *testing.T) {
 		t.Fatalf("routed a forged message: %+v", v.Status)
 	}
 }
-
