@@ -105,6 +105,18 @@ func (f *FakeState) Requests(route string) int {
 	return f.requests[route]
 }
 
+// Count counts one more request for route, for what a fake sees outside
+// Gate (a websocket frame such as Discord's IDENTIFY). It takes the lock.
+func (f *FakeState) Count(route string) {
+	f.mu.Lock()
+	if f.requests == nil {
+		f.requests = map[string]int{}
+	}
+	f.requests[route]++
+	f.Changed()
+	f.mu.Unlock()
+}
+
 // Gate says how a fake's front door behaves in an outage and under a rate
 // limit, in its platform's own words.
 type Gate struct {
