@@ -1,6 +1,7 @@
 package channeltest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -99,6 +100,26 @@ func Accepted(status int, err error) error {
 		err = fmt.Errorf("webhook answered %d", status)
 	}
 	return err
+}
+
+// Post POSTs a JSON body to a webhook endpoint with header and returns
+// the status: how a platform fake plays its side of a webhook.
+func Post(endpoint string, body []byte, header http.Header) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header = header.Clone()
+	if req.Header == nil {
+		req.Header = http.Header{}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // Context is a test's context: it ends at 15 s or at cleanup.

@@ -1,7 +1,6 @@
 package slack_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -56,15 +55,8 @@ func (p *platform) RateLimitNext(n int) time.Duration {
 // with the app's signing secret.
 func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 	body, _ := json.Marshal(p.DM("D1", "U42", text))
-	req, _ := http.NewRequest(http.MethodPost, p.endpoint, bytes.NewReader(body))
-	req.Header.Set("X-Slack-Request-Timestamp", strconv.FormatInt(time.Now().Unix(), 10))
-	req.Header.Set("X-Slack-Signature", "v0=deadbeef")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
+	return channeltest.Post(p.endpoint, body, http.Header{
+		"X-Slack-Request-Timestamp": {strconv.FormatInt(time.Now().Unix(), 10)}, "X-Slack-Signature": {"v0=deadbeef"}})
 }
 
 func TestConformance(t *testing.T) {
