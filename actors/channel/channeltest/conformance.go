@@ -323,6 +323,12 @@ func restart(t *testing.T, s Suite) {
 	h, p := s.connected(t)
 	h.Agents.SetReply(func(_, m string) (string, error) {
 		p.SetDown(true)
+		if !s.Pushed {
+			// A write on a link the platform just dropped can still
+			// "succeed" (IRC has no acknowledgement): answer once the
+			// runtime has seen the link go.
+			linkDown(h, s.Name)
+		}
 		return "pong", nil
 	})
 	must(t, p.Inject(Context(t), "ping"))
@@ -336,6 +342,16 @@ func restart(t *testing.T, s Suite) {
 	must(t, p.Ready(Context(t)))
 	settle(t, s, h, p)
 	wantTurns(t, h, "ping", "fence")
+}
+
+// linkDown waits (at most 15 s, from the fake agent's goroutine, where a
+// test may not fail) until channel name is no longer connected.
+func linkDown(h *Harness, name string) {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if v, err := h.Service.Get(name); err == nil && v.State != channel.StateConnected && v.State != channel.StateDegraded {
+			return
+		}
+	}
 }
 
 // rateLimit: a send refused with the platform's rate limit is retried,
