@@ -182,4 +182,3 @@ func TestXMPPChatAndRoom(t *testing.T) {
 		t.Fatalf("ping probe: %v", err)
 	}
 }
-
