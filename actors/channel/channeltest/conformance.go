@@ -13,14 +13,15 @@ import (
 )
 
 // Platform is one adapter's fake platform as the conformance suite drives
-// it: the small per-adapter harness. A new one is made for every case.
+// it: the small per-adapter harness. A new one is made for every case. A
+// fake that embeds FakeState (or a Proxy) already has SetDown and
+// Requests, and RateLimitNext; its Platform adds the four lines that are
+// the platform's own: how fangd is configured, how a user writes, what a
+// reply looks like.
 type Platform interface {
 	// Configure configures the suite's channel on h against the fake. With
 	// bad, the credential is one the platform refuses.
 	Configure(h *Harness, bad bool)
-	// Ready returns once a connected adapter can receive: its stream or
-	// long poll is open, its room joined. Webhook platforms return at once.
-	Ready(ctx context.Context) error
 	// Inject makes a user send text to the bot. It may be called during
 	// an outage: a platform that keeps messages (polled, streamed) keeps
 	// it for the adapter to catch up on; one that pushes by webhook
@@ -33,17 +34,26 @@ type Platform interface {
 	// SetDown starts or ends an outage: the fake answers every request as
 	// the platform does when it is down, and drops open connections.
 	SetDown(down bool)
-	// LinkRequests counts the requests (or connections) that establish
-	// the link and check the credential.
-	LinkRequests() int
+	// Requests counts the requests the fake saw on a route; the suite
+	// reads Suite.LinkRoute, the one that establishes the link and checks
+	// the credential.
+	Requests(route string) int
+}
+
+// Readier is a Platform that can tell when a connected adapter can
+// receive (its stream or long poll is open, its room joined). Without it
+// the suite takes "connected" to mean ready.
+type Readier interface {
+	Ready(ctx context.Context) error
 }
 
 // RateLimiter is a Platform that can refuse sends with its rate-limit
-// answer (HTTP 429 with Retry-After, or the platform's equivalent).
+// answer (HTTP 429 with Retry-After, or the platform's equivalent);
+// FakeState has it.
 type RateLimiter interface {
-	// RateLimitNext makes the next n sends answer the rate limit and
-	// returns the wait the platform asks for.
-	RateLimitNext(n int) time.Duration
+	// RateLimitNext makes the next n sends answer the rate limit, asking
+	// for a wait of secs where the platform names one.
+	RateLimitNext(n, secs int)
 }
 
 // Forger is a Platform whose inbound arrives by signed webhook.
@@ -75,9 +85,16 @@ type Suite struct {
 	New func(t *testing.T) Platform
 	// BadTokenError is a piece of last_error when the credential is bad.
 	BadTokenError string
-	// BadTokenRequests is how many LinkRequests a bad credential costs
-	// before the channel is in error (default 1).
+	// LinkRoute is the route (Platform.Requests) that establishes the
+	// link and checks the credential: "GET /current/user", or
+	// ProxyConnect.
+	LinkRoute string
+	// BadTokenRequests is how many LinkRoute requests a bad credential
+	// costs before the channel is in error (default 1).
 	BadTokenRequests int
+	// NoRetryAfter says the platform's rate-limit answer names no wait
+	// (the outbox then retries on its own backoff).
+	NoRetryAfter bool
 	// Pushed says inbound arrives by webhook and the link is only checked
 	// when it connects (a token fetch, an identity probe): an outage shows
 	// when the channel connects and when a reply is sent, not as a
@@ -91,6 +108,14 @@ type Suite struct {
 	Skip map[Case]string
 	// Options are extra Harness options.
 	Options []Option
+}
+
+// Credential is good, or wrong when bad: Platform.Configure's choice.
+func Credential(bad bool, good, wrong string) string {
+	if bad {
+		return wrong
+	}
+	return good
 }
 
 // Accepted turns a webhook post's answer into an error unless it is 200:
@@ -169,11 +194,18 @@ func (s Suite) start(t *testing.T, bad bool, opts ...Option) (*Harness, Platform
 func (s Suite) connected(t *testing.T, opts ...Option) (*Harness, Platform) {
 	h, p := s.start(t, false, opts...)
 	h.WaitState(s.Name, channel.StateConnected)
-	if err := p.Ready(Context(t)); err != nil {
-		t.Fatal(err)
-	}
+	ready(t, p)
 	return h, p
 }
+
+func ready(t *testing.T, p Platform) {
+	t.Helper()
+	if r, ok := p.(Readier); ok {
+		must(t, r.Ready(Context(t)))
+	}
+}
+
+func (s Suite) linkRequests(p Platform) int { return p.Requests(s.LinkRoute) }
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -243,7 +275,7 @@ func badToken(t *testing.T, s Suite) {
 	if !strings.Contains(v.LastError, s.BadTokenError) {
 		t.Fatalf("last_error %q does not say %q", v.LastError, s.BadTokenError)
 	}
-	if n := p.LinkRequests(); n != s.BadTokenRequests {
+	if n := s.linkRequests(p); n != s.BadTokenRequests {
 		t.Fatalf("%d link requests with a bad credential, want %d", n, s.BadTokenRequests)
 	}
 	for _, d := range clock.PendingSince(0) {
@@ -270,8 +302,8 @@ func outage(t *testing.T, s Suite) {
 	must(t, p.WaitReply(Context(t), "echo: before"))
 	p.SetDown(true)
 	h.WaitState(s.Name, channel.StateBackoff)
-	n := p.LinkRequests()
-	h.WaitFor("reconnect attempts", func() bool { return p.LinkRequests() >= n+2 })
+	n := s.linkRequests(p)
+	h.WaitFor("reconnect attempts", func() bool { return s.linkRequests(p) >= n+2 })
 	if s.NoCatchUp == "" {
 		must(t, p.Inject(Context(t), "while you were away"))
 	}
@@ -279,7 +311,7 @@ func outage(t *testing.T, s Suite) {
 	h.WaitState(s.Name, channel.StateConnected)
 	if s.NoCatchUp != "" {
 		t.Log("no catch-up:", s.NoCatchUp)
-		must(t, p.Ready(Context(t)))
+		ready(t, p)
 		must(t, p.Inject(Context(t), "while you were away"))
 	}
 	must(t, p.WaitReply(Context(t), "echo: while you were away"))
@@ -296,10 +328,10 @@ func pushedOutage(t *testing.T, s Suite) {
 	p.SetDown(true)
 	p.Configure(h, false)
 	h.WaitState(s.Name, channel.StateBackoff)
-	h.WaitFor("reconnect attempts", func() bool { return p.LinkRequests() >= 3 })
+	h.WaitFor("reconnect attempts", func() bool { return s.linkRequests(p) >= 3 })
 	p.SetDown(false)
 	h.WaitState(s.Name, channel.StateConnected)
-	must(t, p.Ready(Context(t)))
+	ready(t, p)
 	h.Agents.SetReply(func(_, m string) (string, error) {
 		p.SetDown(true)
 		return "echo: " + m, nil
@@ -339,7 +371,7 @@ func restart(t *testing.T, s Suite) {
 	p.SetDown(false)
 	must(t, p.WaitReply(Context(t), "pong"))
 	h.WaitState(s.Name, channel.StateConnected)
-	must(t, p.Ready(Context(t)))
+	ready(t, p)
 	settle(t, s, h, p)
 	wantTurns(t, h, "ping", "fence")
 }
@@ -364,7 +396,12 @@ func rateLimit(t *testing.T, s Suite) {
 	if !ok {
 		t.Fatal("the platform has no rate limit: implement channeltest.RateLimiter or give a reason in Suite.Skip")
 	}
-	wait := rl.RateLimitNext(1)
+	const secs = 2
+	rl.RateLimitNext(1, secs)
+	wait := secs * time.Second
+	if s.NoRetryAfter {
+		wait = 0
+	}
 	mark := clock.Mark()
 	must(t, p.Inject(Context(t), "busy"))
 	d, err := clock.WaitPending(Context(t), mark, "a retry after the rate limit's wait", func(d time.Duration) bool { return d >= wait })

@@ -3,7 +3,6 @@ package discord_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -11,16 +10,13 @@ import (
 	"github.com/fangd/fangd/actors/channel/discord/discordtest"
 )
 
-// platform drives discordtest for the conformance suite: user 42 writes
-// to the bot in a DM over the gateway; replies are REST posts.
+// platform: user 42 writes to the bot in a DM over the gateway; replies
+// are REST posts.
 type platform struct{ *discordtest.Server }
 
 func (p platform) Configure(h *channeltest.Harness, bad bool) {
-	tok := token
-	if bad {
-		tok = "wrong.token"
-	}
-	h.Configure("discord", map[string]any{"token": tok, "api_url": p.APIURL(), "agent_name": channeltest.AgentName})
+	h.Configure("discord", map[string]any{"token": channeltest.Credential(bad, token, "wrong.token"), "api_url": p.APIURL(),
+		"agent_name": channeltest.AgentName})
 }
 
 func (p platform) Ready(ctx context.Context) error { return p.WaitConnected(ctx, 1) }
@@ -35,17 +31,9 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p platform) LinkRequests() int { return p.Calls("GET /users/@me") }
-
-func (p platform) RateLimitNext(n int) time.Duration {
-	p.FakeState.RateLimitNext(n, 2)
-	return 2 * time.Second
-}
-
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "discord",
-		Builders: channel.Builders{"discord": discord.New},
+		Name: "discord", Builders: channel.Builders{"discord": discord.New}, LinkRoute: "GET /users/@me",
 		New: func(t *testing.T) channeltest.Platform {
 			fake := discordtest.New(token)
 			t.Cleanup(fake.Close)
@@ -53,8 +41,6 @@ func TestConformance(t *testing.T) {
 		},
 		BadTokenError: "Unauthorized",
 		NoCatchUp:     "a new gateway session (IDENTIFY) gets no backlog; only RESUME replays, and a dropped session is not resumed",
-		Skip: map[channeltest.Case]string{
-			channeltest.CaseBadSignature: "Discord delivers over the gateway websocket; interactions webhooks are not used",
-		},
+		Skip:          map[channeltest.Case]string{channeltest.CaseBadSignature: "Discord delivers over the gateway websocket; interactions webhooks are not used"},
 	})
 }

@@ -24,16 +24,10 @@ type platform struct {
 }
 
 func (p platform) Configure(h *channeltest.Harness, bad bool) {
-	pass := botPass
-	if bad {
-		pass = "wrong"
-	}
 	proxied := *p.im
 	proxied.addr = fmt.Sprintf("127.0.0.1:%d", p.Port)
-	configure(h, &proxied, p.sm, pass)
+	configure(h, &proxied, p.sm, channeltest.Credential(bad, botPass, "wrong"))
 }
-
-func (p platform) Ready(context.Context) error { return nil }
 
 func (p platform) Inject(_ context.Context, text string) error {
 	n := p.n.Add(1)
@@ -48,12 +42,11 @@ func (p platform) SetDown(down bool) {
 	p.Proxy.SetDown(down)
 }
 
-func (p platform) LinkRequests() int { return p.Connections() }
-
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "email",
-		Builders: channel.Builders{"email": email.New},
+		LinkRoute: channeltest.ProxyConnect,
+		Name:      "email",
+		Builders:  channel.Builders{"email": email.New},
 		New: func(t *testing.T) channeltest.Platform {
 			im, sm := startIMAP(t), startSMTP(t)
 			return platform{Proxy: channeltest.NewProxy(t, im.addr), im: im, sm: sm, n: new(atomic.Int64)}

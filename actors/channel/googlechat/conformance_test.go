@@ -3,7 +3,6 @@ package googlechat_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -11,9 +10,8 @@ import (
 	"github.com/fangd/fangd/actors/channel/googlechat/googlechattest"
 )
 
-// platform drives googlechattest for the conformance suite: Chat posts
-// Alice's signed interaction events to fangd's endpoint; replies are
-// created in her room through the Chat API.
+// platform: Chat posts Alice's signed interaction events to fangd's
+// endpoint; replies are created in her room through the Chat API.
 type platform struct {
 	*googlechattest.Server
 	endpoint string
@@ -21,14 +19,8 @@ type platform struct {
 
 func (p *platform) Configure(h *channeltest.Harness, bad bool) {
 	p.endpoint = h.WebhookURL("google_chat")
-	sa := p.ServiceAccountJSON()
-	if bad {
-		sa = p.UnknownServiceAccountJSON()
-	}
-	configure(h, p.Server, sa, nil)
+	configure(h, p.Server, channeltest.Credential(bad, p.ServiceAccountJSON(), p.UnknownServiceAccountJSON()), nil)
 }
-
-func (p *platform) Ready(context.Context) error { return nil }
 
 func (p *platform) Inject(_ context.Context, text string) error {
 	return channeltest.Accepted(p.SendMessage(p.endpoint, googlechattest.Event{Space: room, Sender: alice, Text: text}))
@@ -39,14 +31,6 @@ func (p *platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p *platform) LinkRequests() int { return p.Requests("POST " + googlechattest.TokenPath) }
-
-// RateLimitNext: Chat's RESOURCE_EXHAUSTED names no wait.
-func (p *platform) RateLimitNext(n int) time.Duration {
-	p.Server.RateLimitNext(n)
-	return 0
-}
-
 // InjectForged signs for another project's audience.
 func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 	return p.Post(p.endpoint, p.EventBody(googlechattest.Event{Space: room, Sender: alice, Text: text}), p.SignedToken("999999999999"))
@@ -54,14 +38,13 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "google_chat",
-		Builders: channel.Builders{"google_chat": googlechat.New},
+		Name: "google_chat", Builders: channel.Builders{"google_chat": googlechat.New}, LinkRoute: "POST " + googlechattest.TokenPath,
+		Pushed: true, NoRetryAfter: true, // Chat's RESOURCE_EXHAUSTED names no wait
 		New: func(t *testing.T) channeltest.Platform {
 			g := googlechattest.New()
 			t.Cleanup(g.Close)
 			return &platform{Server: g}
 		},
 		BadTokenError: "invalid_grant",
-		Pushed:        true,
 	})
 }

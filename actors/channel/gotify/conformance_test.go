@@ -3,7 +3,6 @@ package gotify_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -11,18 +10,13 @@ import (
 	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
 )
 
-// platform drives gotifytest for the conformance suite: a phone script
-// pushes with its own application token; fangd replies as the "fangd"
-// application (id 1) and reads the client stream.
+// platform: a phone script pushes with its own application token; fangd
+// reads the client stream and replies as the "fangd" application (id 1).
 type platform struct{ *gotifytest.Server }
 
 func (p platform) Configure(h *channeltest.Harness, bad bool) {
-	client := gotifytest.BotClientToken
-	if bad {
-		client = "Cnope"
-	}
-	h.Configure("gotify", map[string]any{"app_token": gotifytest.BotAppToken, "client_token": client,
-		"server_url": p.URL, "agent_name": channeltest.AgentName})
+	h.Configure("gotify", map[string]any{"app_token": gotifytest.BotAppToken, "server_url": p.URL,
+		"client_token": channeltest.Credential(bad, gotifytest.BotClientToken, "Cnope"), "agent_name": channeltest.AgentName})
 }
 
 func (p platform) Ready(ctx context.Context) error { return p.WaitStreams(ctx, 1) }
@@ -37,25 +31,15 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p platform) LinkRequests() int { return p.Requests("GET /current/user") }
-
-func (p platform) RateLimitNext(n int) time.Duration {
-	p.Server.RateLimitNext(n)
-	return time.Second
-}
-
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "gotify",
-		Builders: channel.Builders{"gotify": gotify.New},
+		Name: "gotify", Builders: channel.Builders{"gotify": gotify.New}, LinkRoute: "GET /current/user",
 		New: func(t *testing.T) channeltest.Platform {
 			srv := gotifytest.New()
 			t.Cleanup(srv.Close)
 			return platform{srv}
 		},
 		BadTokenError: "valid access token",
-		Skip: map[channeltest.Case]string{
-			channeltest.CaseBadSignature: "Gotify delivers over the client's websocket stream; there is no webhook to sign",
-		},
+		Skip:          map[channeltest.Case]string{channeltest.CaseBadSignature: "Gotify delivers over the client's websocket stream; there is no webhook to sign"},
 	})
 }

@@ -121,7 +121,7 @@ func TestBadTokens(t *testing.T) {
 		t.Fatalf("send with bad app token: %v", err)
 	}
 	a := build(t, srv, gotifytest.BotAppToken, gotifytest.BotClientToken)
-	srv.RateLimitNext(1)
+	srv.RateLimitNext(1, 1)
 	_, err := a.Send(context.Background(), channel.Outbound{Text: "x"})
 	if channel.RetryHint(err) != time.Second || channel.IsPermanent(err) {
 		t.Fatalf("429: %v", err)

@@ -19,14 +19,8 @@ type platform struct {
 }
 
 func (p platform) Configure(h *channeltest.Harness, bad bool) {
-	pw := serverPassword
-	if bad {
-		pw = "wrong"
-	}
-	configure(h, p.Port, pw)
+	configure(h, p.Port, channeltest.Credential(bad, serverPassword, "wrong"))
 }
-
-func (p platform) Ready(context.Context) error { return nil }
 
 func (p platform) Inject(_ context.Context, text string) error {
 	p.alice.say("PRIVMSG fangdbot :" + text)
@@ -34,15 +28,14 @@ func (p platform) Inject(_ context.Context, text string) error {
 }
 
 func (p platform) WaitReply(ctx context.Context, text string) error {
-	return p.alice.wait(ctx, "fangdbot>alice>"+text)
+	return p.alice.wait(ctx, text)
 }
-
-func (p platform) LinkRequests() int { return p.Connections() }
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "irc",
-		Builders: channel.Builders{"irc": New},
+		LinkRoute: channeltest.ProxyConnect,
+		Name:      "irc",
+		Builders:  channel.Builders{"irc": New},
 		New: func(t *testing.T) channeltest.Platform {
 			srv := startNgircd(t)
 			return platform{Proxy: channeltest.NewProxy(t, "127.0.0.1:"+strconv.Itoa(srv.port)), alice: connectUser(t, srv.port, "alice")}

@@ -152,10 +152,15 @@ func (u *user) received() []string {
 	return append([]string(nil), u.got...)
 }
 
-// wait waits until she got want.
-func (u *user) wait(ctx context.Context, want string) error {
-	_, err := channeltest.WaitMatch(ctx, &u.FakeState, "no PRIVMSG "+want, func() []string { return u.got },
-		func(g string) bool { return g == want })
+// wait waits until she got text privately from the bot, under its nick or
+// the alternative it takes while a dropped session of its own still holds
+// the nick on the server (433: fangdbot_).
+func (u *user) wait(ctx context.Context, text string) error {
+	_, err := channeltest.WaitMatch(ctx, &u.FakeState, "no PRIVMSG "+text, func() []string { return u.got },
+		func(g string) bool {
+			from, rest, _ := strings.Cut(g, ">")
+			return strings.TrimRight(from, "_") == "fangdbot" && rest == "alice>"+text
+		})
 	return err
 }
 

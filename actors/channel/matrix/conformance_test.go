@@ -3,7 +3,6 @@ package matrix_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -11,17 +10,14 @@ import (
 	"github.com/fangd/fangd/actors/channel/matrix/matrixtest"
 )
 
-// platform drives matrixtest for the conformance suite: the bot is
-// invited to the lobby, where Alice talks; fangd reads /sync.
+// platform: the bot is invited to the lobby, where Alice talks; fangd
+// reads /sync.
 type platform struct{ *matrixtest.Server }
 
 func (p platform) Configure(h *channeltest.Harness, bad bool) {
-	tok := "syt_good"
-	if bad {
-		tok = "syt_bad"
-	}
 	p.Invite(room)
-	h.Configure("matrix", map[string]any{"token": tok, "homeserver_url": p.URL, "agent_name": channeltest.AgentName})
+	h.Configure("matrix", map[string]any{"token": channeltest.Credential(bad, "syt_good", "syt_bad"), "homeserver_url": p.URL,
+		"agent_name": channeltest.AgentName})
 }
 
 func (p platform) Ready(ctx context.Context) error { return p.WaitJoined(ctx, room) }
@@ -36,25 +32,15 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p platform) LinkRequests() int { return p.Calls("whoami") }
-
-func (p platform) RateLimitNext(n int) time.Duration {
-	p.FakeState.RateLimitNext(n, 2)
-	return 2 * time.Second
-}
-
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "matrix",
-		Builders: channel.Builders{"matrix": matrix.New},
+		Name: "matrix", Builders: channel.Builders{"matrix": matrix.New}, LinkRoute: "whoami",
 		New: func(t *testing.T) channeltest.Platform {
 			fake := matrixtest.New("syt_good")
 			t.Cleanup(fake.Close)
 			return platform{fake}
 		},
 		BadTokenError: "M_UNKNOWN_TOKEN",
-		Skip: map[channeltest.Case]string{
-			channeltest.CaseBadSignature: "the Matrix adapter reads /sync as a client; it takes no application-service pushes",
-		},
+		Skip:          map[channeltest.Case]string{channeltest.CaseBadSignature: "the Matrix adapter reads /sync as a client; it takes no application-service pushes"},
 	})
 }

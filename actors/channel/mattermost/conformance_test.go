@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -12,16 +11,13 @@ import (
 	mm "github.com/fangd/fangd/actors/channel/mattermost/mattermosttest"
 )
 
-// platform drives mattermosttest for the conformance suite: Alice posts
-// in Town Square; fangd reads the websocket and posts as the bot.
+// platform: Alice posts in Town Square; fangd reads the websocket and
+// posts as the bot.
 type platform struct{ *mm.Server }
 
 func (p platform) Configure(h *channeltest.Harness, bad bool) {
-	token := mm.BotToken
-	if bad {
-		token = "not-a-token"
-	}
-	h.Configure("mattermost", map[string]any{"token": token, "server_url": p.URL, "agent_name": channeltest.AgentName})
+	h.Configure("mattermost", map[string]any{"token": channeltest.Credential(bad, mm.BotToken, "not-a-token"),
+		"server_url": p.URL, "agent_name": channeltest.AgentName})
 }
 
 func (p platform) Ready(ctx context.Context) error { return p.WaitConnected(ctx, 1) }
@@ -36,13 +32,6 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p platform) LinkRequests() int { return p.Requests("GET /api/v4/users/me") }
-
-func (p platform) RateLimitNext(n int) time.Duration {
-	p.FakeState.RateLimitNext(n, 1)
-	return time.Second
-}
-
 func newPlatform(t *testing.T) channeltest.Platform {
 	srv := mm.New()
 	t.Cleanup(srv.Close)
@@ -51,13 +40,9 @@ func newPlatform(t *testing.T) channeltest.Platform {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:          "mattermost",
-		Builders:      channel.Builders{"mattermost": mattermost.New},
-		New:           newPlatform,
-		BadTokenError: "Invalid or expired session",
-		Skip: map[channeltest.Case]string{
-			channeltest.CaseBadSignature: "Mattermost delivers posts over the websocket; fangd takes no outgoing webhooks from it",
-		},
+		Name: "mattermost", Builders: channel.Builders{"mattermost": mattermost.New}, LinkRoute: "GET /api/v4/users/me",
+		New: newPlatform, BadTokenError: "Invalid or expired session",
+		Skip: map[channeltest.Case]string{channeltest.CaseBadSignature: "Mattermost delivers posts over the websocket; fangd takes no outgoing webhooks from it"},
 	})
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -12,17 +11,13 @@ import (
 	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
 )
 
-// platform drives ntfytest for the conformance suite: a phone publishes
-// to the topic "fang"; fangd subscribes to it and publishes its replies
-// there with ntfy.ReplyTag.
+// platform: a phone publishes to the topic "fang"; fangd subscribes to it
+// and publishes its replies there tagged ntfy.ReplyTag.
 type platform struct{ *ntfytest.Server }
 
 func (p platform) Configure(h *channeltest.Harness, bad bool) {
-	token := ntfytest.BotToken
-	if bad {
-		token = "tk_nope"
-	}
-	h.Configure("ntfy", map[string]any{"token": token, "server_url": p.URL, "topic": "fang", "agent_name": channeltest.AgentName})
+	h.Configure("ntfy", map[string]any{"token": channeltest.Credential(bad, ntfytest.BotToken, "tk_nope"),
+		"server_url": p.URL, "topic": "fang", "agent_name": channeltest.AgentName})
 }
 
 func (p platform) Ready(ctx context.Context) error { return p.WaitSubscribers(ctx, "fang", 1) }
@@ -37,26 +32,16 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p platform) LinkRequests() int { return p.Requests("GET /v1/account") }
-
-// RateLimitNext: ntfy's 429 (code 42901) names no wait.
-func (p platform) RateLimitNext(n int) time.Duration {
-	p.Server.RateLimitNext(n)
-	return 0
-}
-
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "ntfy",
-		Builders: channel.Builders{"ntfy": ntfy.New},
+		Name: "ntfy", Builders: channel.Builders{"ntfy": ntfy.New}, LinkRoute: "GET /v1/account",
 		New: func(t *testing.T) channeltest.Platform {
 			srv := ntfytest.New()
 			t.Cleanup(srv.Close)
 			return platform{srv}
 		},
 		BadTokenError: "unauthorized",
-		Skip: map[channeltest.Case]string{
-			channeltest.CaseBadSignature: "ntfy delivers over a subscription stream; there is no webhook to sign",
-		},
+		NoRetryAfter:  true, // ntfy's 429 (code 42901) names no wait
+		Skip:          map[channeltest.Case]string{channeltest.CaseBadSignature: "ntfy delivers over a subscription stream; there is no webhook to sign"},
 	})
 }

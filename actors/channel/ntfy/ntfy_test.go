@@ -140,7 +140,7 @@ func TestSendLimitsAndSplit(t *testing.T) {
 	defer srv.Close()
 	a := build(t, srv, ntfytest.BotToken)
 	ctx := context.Background()
-	srv.RateLimitNext(1)
+	srv.RateLimitNext(1, 1)
 	if _, err := a.Send(ctx, channel.Outbound{ChatID: "fang", Text: "x"}); channel.IsPermanent(err) || channel.IsRejected(err) || err == nil {
 		t.Fatalf("429: %v", err)
 	}

@@ -24,11 +24,7 @@ type platform struct {
 
 func (p *platform) Configure(h *channeltest.Harness, bad bool) {
 	p.endpoint = h.WebhookURL("slack")
-	tok := botToken
-	if bad {
-		tok = "xoxb-bad"
-	}
-	h.Configure("slack", map[string]any{"token": tok, "app_token": appToken, "signing_secret": signing,
+	h.Configure("slack", map[string]any{"token": channeltest.Credential(bad, botToken, "xoxb-bad"), "app_token": appToken, "signing_secret": signing,
 		"api_url": p.APIURL(), "agent_name": channeltest.AgentName})
 }
 
@@ -44,13 +40,6 @@ func (p *platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p *platform) LinkRequests() int { return p.Calls("auth.test") }
-
-func (p *platform) RateLimitNext(n int) time.Duration {
-	p.FakeState.RateLimitNext(n, 2)
-	return 2 * time.Second
-}
-
 // InjectForged posts an Events API callback whose signature is not made
 // with the app's signing secret.
 func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
@@ -61,8 +50,7 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "slack",
-		Builders: channel.Builders{"slack": slack.New},
+		Name: "slack", Builders: channel.Builders{"slack": slack.New}, LinkRoute: "auth.test",
 		New: func(t *testing.T) channeltest.Platform {
 			fake := slacktest.New(botToken, appToken)
 			t.Cleanup(fake.Close)

@@ -3,7 +3,6 @@ package teams_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -11,9 +10,9 @@ import (
 	"github.com/fangd/fangd/actors/channel/teams/teamstest"
 )
 
-// platform drives teamstest for the conformance suite: the Teams channel
-// service posts Alice's signed activities to fangd's messaging endpoint;
-// the Bot Connector takes the replies.
+// platform: the Teams channel service posts Alice's signed activities,
+// @mentioning the bot, to fangd's messaging endpoint; the Bot Connector
+// takes the replies.
 type platform struct {
 	*teamstest.Server
 	endpoint string
@@ -21,12 +20,9 @@ type platform struct {
 
 func (p *platform) Configure(h *channeltest.Harness, bad bool) {
 	p.endpoint = h.WebhookURL("teams")
-	configure(h, p.Server, map[bool]string{false: password, true: "wrong-password"}[bad])
+	configure(h, p.Server, channeltest.Credential(bad, password, "wrong-password"))
 }
 
-func (p *platform) Ready(context.Context) error { return nil }
-
-// Inject @mentions the bot, as a user in Teams does; the adapter strips it.
 func (p *platform) Inject(_ context.Context, text string) error {
 	return channeltest.Accepted(p.SendMessage(p.endpoint, teamstest.Message{ConversationID: conv, From: alice, Text: "<at>fangd</at> " + text}))
 }
@@ -36,29 +32,19 @@ func (p *platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p *platform) LinkRequests() int { return p.Requests("POST " + teamstest.TokenPath) }
-
-func (p *platform) RateLimitNext(n int) time.Duration {
-	p.Server.RateLimitNext(n, 1)
-	return time.Second
-}
-
 // InjectForged signs with a key the Bot Framework never published.
 func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
-	act := p.Activity(teamstest.Message{ConversationID: conv, From: alice, Text: text})
-	return p.Post(p.endpoint, act, p.ForgedToken())
+	return p.Post(p.endpoint, p.Activity(teamstest.Message{ConversationID: conv, From: alice, Text: text}), p.ForgedToken())
 }
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "teams",
-		Builders: channel.Builders{"teams": teams.New},
+		Name: "teams", Builders: channel.Builders{"teams": teams.New}, LinkRoute: "POST " + teamstest.TokenPath, Pushed: true,
 		New: func(t *testing.T) channeltest.Platform {
 			ms := teamstest.New(appID, password)
 			t.Cleanup(ms.Close)
 			return &platform{Server: ms}
 		},
 		BadTokenError: "AADSTS7000215",
-		Pushed:        true,
 	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -25,19 +24,13 @@ type platform struct {
 }
 
 func (p *platform) Configure(h *channeltest.Harness, bad bool) {
-	tok := token
-	if bad {
-		tok = "999:wrong"
-	}
-	body := map[string]any{"token": tok, "agent_name": channeltest.AgentName, "api_url": p.URL(), "poll_interval_secs": 1}
+	body := map[string]any{"token": channeltest.Credential(bad, token, "999:wrong"), "agent_name": channeltest.AgentName, "api_url": p.URL(), "poll_interval_secs": 1}
 	if p.webhook {
 		p.endpoint = h.WebhookURL("telegram")
 		body["webhook_url"], body["webhook_secret"] = "https://bot.example.org/channels/telegram/webhook", hookSecret
 	}
 	h.Configure("telegram", body)
 }
-
-func (p *platform) Ready(context.Context) error { return nil }
 
 func (p *platform) Inject(_ context.Context, text string) error {
 	if !p.webhook {
@@ -56,21 +49,13 @@ func (p *platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p *platform) LinkRequests() int { return p.Calls("getMe") }
-
-func (p *platform) RateLimitNext(n int) time.Duration {
-	p.Server.RateLimitNext(n, 2)
-	return 2 * time.Second
-}
-
 func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 	return p.post(p.Update(42, 7, "alice", text), "wrong")
 }
 
 func suite(webhook bool) channeltest.Suite {
 	s := channeltest.Suite{
-		Name:     "telegram",
-		Builders: channel.Builders{"telegram": telegram.New},
+		Name: "telegram", Builders: channel.Builders{"telegram": telegram.New}, LinkRoute: "getMe",
 		New: func(t *testing.T) channeltest.Platform {
 			fake := telegramtest.New(token)
 			t.Cleanup(fake.Close)

@@ -3,7 +3,6 @@ package whatsapp_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -13,9 +12,8 @@ import (
 
 const customer = "15551234567"
 
-// platform drives whatsapptest for the conformance suite (Cloud API
-// mode): Meta posts the customer's signed notifications to fangd's
-// endpoint; replies go to the Graph API's /messages.
+// platform (Cloud API mode): Meta posts the customer's signed
+// notifications to fangd's endpoint; replies go to the Graph API.
 type platform struct {
 	*whatsapptest.Server
 	endpoint string
@@ -23,14 +21,8 @@ type platform struct {
 
 func (p *platform) Configure(h *channeltest.Harness, bad bool) {
 	p.endpoint = h.WebhookURL("whatsapp")
-	token := accessToken
-	if bad {
-		token = "EAAGexpired"
-	}
-	configure(h, p.Server, token)
+	configure(h, p.Server, channeltest.Credential(bad, accessToken, "EAAGexpired"))
 }
-
-func (p *platform) Ready(context.Context) error { return nil }
 
 func (p *platform) Inject(_ context.Context, text string) error {
 	return channeltest.Accepted(p.Deliver(p.endpoint, whatsapptest.Inbound{From: customer, Name: "Alice", Text: text}))
@@ -41,14 +33,6 @@ func (p *platform) WaitReply(ctx context.Context, text string) error {
 	return err
 }
 
-func (p *platform) LinkRequests() int { return p.Requests("GET /{version}/" + p.PhoneNumberID) }
-
-// RateLimitNext: the Graph API's 130429 names no wait.
-func (p *platform) RateLimitNext(n int) time.Duration {
-	p.Server.RateLimitNext(n)
-	return 0
-}
-
 // InjectForged signs with a secret that is not the app's.
 func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 	body := p.NotificationBody(whatsapptest.Inbound{From: customer, Text: text})
@@ -57,14 +41,13 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "whatsapp",
-		Builders: channel.Builders{"whatsapp": whatsapp.New},
+		Name: "whatsapp", Builders: channel.Builders{"whatsapp": whatsapp.New}, LinkRoute: "GET /{version}/" + whatsapptest.PhoneNumberID,
+		Pushed: true, NoRetryAfter: true, // the Graph API's 130429 names no wait
 		New: func(t *testing.T) channeltest.Platform {
 			srv := whatsapptest.New(accessToken, appSecret)
 			t.Cleanup(srv.Close)
 			return &platform{Server: srv}
 		},
 		BadTokenError: "Error validating access token",
-		Pushed:        true,
 	})
 }

@@ -21,14 +21,8 @@ type platform struct {
 }
 
 func (p platform) Configure(h *channeltest.Harness, bad bool) {
-	pw := "botpw"
-	if bad {
-		pw = "wrong"
-	}
-	configure(h, p.Port, pw)
+	configure(h, p.Port, channeltest.Credential(bad, "botpw", "wrong"))
 }
-
-func (p platform) Ready(context.Context) error { return nil }
 
 func (p platform) Inject(_ context.Context, text string) error {
 	_, _, err := p.alice.c.Send(goxmpp.Chat{Remote: "bot@localhost", Type: "chat", Text: text})
@@ -39,12 +33,11 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 	return p.alice.wait(ctx, "bot@localhost", text)
 }
 
-func (p platform) LinkRequests() int { return p.Connections() }
-
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name:     "xmpp",
-		Builders: channel.Builders{"xmpp": New},
+		LinkRoute: channeltest.ProxyConnect,
+		Name:      "xmpp",
+		Builders:  channel.Builders{"xmpp": New},
 		New: func(t *testing.T) channeltest.Platform {
 			srv := startProsody(t)
 			return platform{Proxy: channeltest.NewProxy(t, "127.0.0.1:"+strconv.Itoa(srv.port)), alice: login(t, srv.port)}

@@ -175,10 +175,6 @@ func (s *Server) AddSpace(sp Space) {
 	s.Unlock()
 }
 
-// RateLimitNext makes the next n Chat API calls fail with 429
-// RESOURCE_EXHAUSTED.
-func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
-
 // Created lists messages the app created in space ("" = all).
 func (s *Server) Created(space string) []Created {
 	s.Lock()

@@ -112,9 +112,6 @@ func (s *Server) SetDown(down bool) {
 	}
 }
 
-// RateLimitNext makes the next n POST /message answer 429 with Retry-After.
-func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 1) }
-
 // Streams is the number of open /stream websockets.
 func (s *Server) Streams() int {
 	s.Lock()

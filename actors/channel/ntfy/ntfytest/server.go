@@ -104,9 +104,6 @@ func (s *Server) SetDown(down bool) {
 	}
 }
 
-// RateLimitNext makes the next n publishes fail with 429 (code 42901).
-func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
-
 // Subscribers is the number of open streams on topic.
 func (s *Server) Subscribers(topic string) int {
 	s.Lock()

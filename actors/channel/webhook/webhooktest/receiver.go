@@ -47,7 +47,7 @@ type Receiver struct {
 func NewReceiver(secret string) *Receiver {
 	r := &Receiver{Secret: secret}
 	r.Server = httptest.NewServer(r.Gate(channeltest.Gate{
-		Route:  func(*http.Request) string { return callbackRoute },
+		Route:  func(*http.Request) string { return CallbackRoute },
 		Limits: func(*http.Request) bool { return true },
 		Down:   func(w http.ResponseWriter) { http.Error(w, "Service Unavailable", http.StatusServiceUnavailable) },
 		Limited: func(w http.ResponseWriter, secs int) {
@@ -58,12 +58,9 @@ func NewReceiver(secret string) *Receiver {
 	return r
 }
 
-// Requests is the number of callbacks received (accepted or not).
-func (r *Receiver) Requests() int { return r.FakeState.Requests(callbackRoute) }
-
-// callbackRoute is the one route the receiver counts: every request is a
-// callback, whatever its method or path.
-const callbackRoute = "callback"
+// CallbackRoute is the one route the receiver counts (Requests): every
+// request is a callback, accepted or not, whatever its method or path.
+const CallbackRoute = "callback"
 
 // Rejected is the number of callbacks refused for a bad signature.
 func (r *Receiver) Rejected() int {

@@ -47,6 +47,9 @@ type GraphError struct {
 	FBTraceID    string `json:"fbtrace_id"`
 }
 
+// PhoneNumberID is the business phone number's id in every fake.
+const PhoneNumberID = "106540352242922"
+
 // Server is the Cloud API fake.
 type Server struct {
 	*httptest.Server
@@ -62,7 +65,7 @@ type Server struct {
 
 // New starts a Cloud API fake for phone number id "106540352242922".
 func New(accessToken, appSecret string) *Server {
-	s := &Server{PhoneNumberID: "106540352242922", AccessToken: accessToken, AppSecret: appSecret, WABAID: "102290129340398"}
+	s := &Server{PhoneNumberID: PhoneNumberID, AccessToken: accessToken, AppSecret: appSecret, WABAID: "102290129340398"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{version}/{id}", s.phoneNumber)
 	mux.HandleFunc("POST /{version}/{id}/messages", s.messages)
@@ -82,10 +85,6 @@ func New(accessToken, appSecret string) *Server {
 	}, mux))
 	return s
 }
-
-// RateLimitNext makes the next n sends fail with Cloud API error 130429
-// ("Rate limit hit").
-func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
 
 // Sent lists messages sent to `to` ("" = all).
 func (s *Server) Sent(to string) []Sent {
