@@ -1,7 +1,31 @@
-// Package channeltest runs the channels runtime in-process for adapter
-// tests: a kernel, a temp store and vault, the channels supervisor with the
-// builders under test, a fake agent runtime that answers "echo: <text>" and
-// a bus that records events.
+// Package channeltest is what every channel adapter's tests are built on.
+// Model: litestream's RunWithReplicaClient and tailscale's tstest.
+//
+// The runtime: Harness runs the channels runtime in-process (a kernel, a
+// temp store and vault, the channels supervisor with the builders under
+// test, a fake agent runtime that answers "echo: <text>", a bus that
+// records events), on the wall clock or on a FakeClock.
+//
+// The conformance suite: Conformance runs the runtime's guarantees against
+// one adapter and its fake (inbound reaches the agent and the reply
+// arrives; a refused credential is an error with no retry; an outage backs
+// off and catches up; queued replies survive a restart; a rate limit's
+// wait is honoured; a forged webhook is refused). Every adapter's
+// conformance_test.go implements Platform in a few lines and calls it; a
+// case an adapter cannot support is named in Suite.Skip with the reason,
+// and the suite skips it with that reason. A new adapter starts there.
+//
+// The fake toolkit: a platform fake embeds FakeState (its lock, change
+// notification with Wait and WaitMatch instead of sleeps, per-route request
+// counts, and the outage and rate-limit switches behind Gate); a platform
+// that is not HTTP sits behind a Proxy, which counts connections and plays
+// the outage in front of a real server. A fake writes only what is its
+// platform's own: routes, wire formats, error bodies.
+//
+// Naming rule for fakes: the fake of platform P is the package
+// actors/channel/<p>/<p>test (telegramtest, discordtest, gotifytest, ...),
+// never <p>fake or testutil; its doc comment names the documented API it
+// follows.
 package channeltest
 
 import (
