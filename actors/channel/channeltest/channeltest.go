@@ -376,3 +376,30 @@ func (h *Harness) WebhookURL(name string) string {
 	t.Cleanup(srv.Close)
 	return srv.URL + "/channels/" + name + "/webhook"
 }
+
+// Recv takes the next value from ch (what a Host reports), failing t after
+// 10 s.
+func Recv[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for the adapter")
+	}
+	var zero T
+	return zero
+}
+
+// Build builds adapter name with its registered spec, as the runtime
+// would, from values and secrets, for tests that drive it without the
+// runtime (with a Host); it fails t on error.
+func Build(t testing.TB, b channel.Builder, name string, values, secrets map[string]string) channel.Adapter {
+	t.Helper()
+	spec, _ := channel.Lookup(name)
+	a, err := b(&channel.Config{Name: name, Adapter: name, Spec: spec, Values: values, Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+
+	"github.com/gorilla/websocket"
 )
 
 // FakeState is the kit every platform fake (gotifytest, teamstest, ...)
@@ -23,6 +25,9 @@ type FakeState struct {
 	down      bool
 	limitNext int
 	limitWait int
+	// sockets are the websockets the fake serves to the adapter, each
+	// with its write lock (gorilla allows one writer at a time).
+	sockets map[*websocket.Conn]*sync.Mutex
 }
 
 // Lock locks the fake's state (FakeState's and the embedding fake's).
@@ -62,12 +67,83 @@ func (f *FakeState) Wait(ctx context.Context, what string, done func() bool) err
 }
 
 // SetDown makes every request through Gate answer the platform's outage
-// error until SetDown(false).
+// error until SetDown(false); starting an outage drops every attached
+// websocket.
 func (f *FakeState) SetDown(down bool) {
 	f.mu.Lock()
 	f.down = down
 	f.Changed()
 	f.mu.Unlock()
+	if down {
+		f.DropSockets()
+	}
+}
+
+// Attach adds a websocket the fake serves (a stream, a gateway session) to
+// the set that Broadcast writes to and an outage drops. Call the returned
+// detach when the connection ends.
+func (f *FakeState) Attach(c *websocket.Conn) (detach func()) {
+	f.mu.Lock()
+	if f.sockets == nil {
+		f.sockets = map[*websocket.Conn]*sync.Mutex{}
+	}
+	f.sockets[c] = &sync.Mutex{}
+	f.Changed()
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		delete(f.sockets, c)
+		f.Changed()
+		f.mu.Unlock()
+		_ = c.Close()
+	}
+}
+
+// Sockets is the number of attached websockets. The caller holds the lock.
+func (f *FakeState) Sockets() int { return len(f.sockets) }
+
+// WaitSockets waits until n websockets are attached.
+func (f *FakeState) WaitSockets(ctx context.Context, n int) error {
+	return f.Wait(ctx, fmt.Sprintf("%d websockets not open", n), func() bool { return len(f.sockets) >= n })
+}
+
+// Write runs write on c holding c's write lock (c need not be attached:
+// before Attach only the fake's own handler writes to it).
+func (f *FakeState) Write(c *websocket.Conn, write func(*websocket.Conn) error) error {
+	f.mu.Lock()
+	wmu := f.sockets[c]
+	f.mu.Unlock()
+	if wmu != nil {
+		wmu.Lock()
+		defer wmu.Unlock()
+	}
+	return write(c)
+}
+
+// Broadcast writes one text message to every attached websocket.
+func (f *FakeState) Broadcast(data []byte) {
+	f.mu.Lock()
+	cs := make([]*websocket.Conn, 0, len(f.sockets))
+	for c := range f.sockets {
+		cs = append(cs, c)
+	}
+	f.mu.Unlock()
+	for _, c := range cs {
+		_ = f.Write(c, func(c *websocket.Conn) error { return c.WriteMessage(websocket.TextMessage, data) })
+	}
+}
+
+// DropSockets closes every attached websocket (an outage, Close).
+func (f *FakeState) DropSockets() {
+	f.mu.Lock()
+	cs := make([]*websocket.Conn, 0, len(f.sockets))
+	for c := range f.sockets {
+		cs = append(cs, c)
+	}
+	f.mu.Unlock()
+	for _, c := range cs {
+		_ = c.Close()
+	}
 }
 
 // Down reports the outage switch. The caller holds the lock.

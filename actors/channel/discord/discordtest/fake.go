@@ -14,7 +14,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -35,7 +34,6 @@ type Server struct {
 
 	channeltest.FakeState
 
-	conns  map[*websocket.Conn]*sync.Mutex
 	seq    int
 	nextID int
 	sent   []Sent
@@ -45,7 +43,7 @@ type Server struct {
 // REST and the gateway answer 502; a rate-limited message post answers
 // Discord's 429 body with retry_after.
 func New(token string) *Server {
-	s := &Server{Token: token, BotID: "900", conns: map[*websocket.Conn]*sync.Mutex{}}
+	s := &Server{Token: token, BotID: "900"}
 	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
 		Route: func(r *http.Request) string { return r.Method + " " + apiPath(r) },
 		Limits: func(r *http.Request) bool {
@@ -87,34 +85,16 @@ func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, err
 // "IDENTIFY".
 func (s *Server) Calls(key string) int { return s.Requests(key) }
 
-// SetDown makes REST answer 502 and drops every gateway connection.
-func (s *Server) SetDown(down bool) {
-	s.FakeState.SetDown(down)
-	if !down {
-		return
-	}
-	s.Lock()
-	var conns []*websocket.Conn
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
-}
-
-// Connected is how many gateway sessions are identified now.
+// Connected is how many gateway sessions are identified now (an outage,
+// SetDown, drops them).
 func (s *Server) Connected() int {
 	s.Lock()
 	defer s.Unlock()
-	return len(s.conns)
+	return s.Sockets()
 }
 
 // WaitConnected waits until n gateway sessions are identified.
-func (s *Server) WaitConnected(ctx context.Context, n int) error {
-	return s.Wait(ctx, fmt.Sprintf("discordtest: %d gateway sessions not identified", n), func() bool { return len(s.conns) >= n })
-}
+func (s *Server) WaitConnected(ctx context.Context, n int) error { return s.WaitSockets(ctx, n) }
 
 // UserMessage dispatches MESSAGE_CREATE from a user. guildID "" is a DM;
 // mention adds the bot to the mentions.
@@ -141,20 +121,8 @@ func (s *Server) dispatch(t string, d any) {
 	s.Lock()
 	s.seq++
 	payload, _ := json.Marshal(map[string]any{"op": 0, "t": t, "s": s.seq, "d": d})
-	type target struct {
-		c  *websocket.Conn
-		mu *sync.Mutex
-	}
-	var ts []target
-	for c, mu := range s.conns {
-		ts = append(ts, target{c, mu})
-	}
 	s.Unlock()
-	for _, x := range ts {
-		x.mu.Lock()
-		x.c.WriteMessage(websocket.TextMessage, payload)
-		x.mu.Unlock()
-	}
+	s.Broadcast(payload)
 }
 
 func apiError(w http.ResponseWriter, status, code int, msg string) {
@@ -227,20 +195,12 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Close()
-	wmu := &sync.Mutex{}
-	write := func(v any) {
-		wmu.Lock()
-		c.WriteJSON(v)
-		wmu.Unlock()
-	}
+	// Writes share the session's lock with dispatches once it is attached.
+	write := func(v any) { s.Write(c, func(c *websocket.Conn) error { return c.WriteJSON(v) }) }
 	write(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 41250}})
 	identified := false
-	defer func() {
-		s.Lock()
-		delete(s.conns, c)
-		s.Changed()
-		s.Unlock()
-	}()
+	detach := func() {}
+	defer func() { detach() }()
 	for {
 		_, raw, err := c.ReadMessage()
 		if err != nil {
@@ -263,9 +223,9 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 			json.Unmarshal(p.D, &id)
 			s.Count("IDENTIFY")
 			if id.Token != "Bot "+s.Token || identified {
-				wmu.Lock()
-				c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4004, "Authentication failed."))
-				wmu.Unlock()
+				s.Write(c, func(c *websocket.Conn) error {
+					return c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4004, "Authentication failed."))
+				})
 				return
 			}
 			identified = true
@@ -277,10 +237,7 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 				"resume_gateway_url": "ws" + strings.TrimPrefix(s.URL, "http") + "/gateway-ws",
 				"user":               map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true}, "guilds": []any{},
 				"private_channels": []any{}}})
-			s.Lock()
-			s.conns[c] = wmu
-			s.Changed()
-			s.Unlock()
+			detach = s.Attach(c)
 		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -32,7 +31,6 @@ type Server struct {
 
 	channeltest.FakeState
 
-	conns  map[*websocket.Conn]*sync.Mutex
 	acks   map[string]bool
 	sent   []Sent
 	nextID int
@@ -42,8 +40,7 @@ type Server struct {
 // Socket Mode refuses to connect; a rate-limited chat.postMessage answers
 // 429 with Retry-After, as Slack's tier limits do.
 func New(botToken, appToken string) *Server {
-	s := &Server{BotToken: botToken, AppToken: appToken, BotUserID: "UBOT", conns: map[*websocket.Conn]*sync.Mutex{},
-		acks: map[string]bool{}}
+	s := &Server{BotToken: botToken, AppToken: appToken, BotUserID: "UBOT", acks: map[string]bool{}}
 	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
 		Route:  func(r *http.Request) string { return strings.TrimPrefix(r.URL.Path, "/api/") },
 		Limits: func(r *http.Request) bool { return r.URL.Path == "/api/chat.postMessage" },
@@ -86,30 +83,11 @@ func (s *Server) Acked(envelopeID string) bool {
 func (s *Server) Connected() int {
 	s.Lock()
 	defer s.Unlock()
-	return len(s.conns)
+	return s.Sockets()
 }
 
 // WaitConnected waits until n Socket Mode connections are live.
-func (s *Server) WaitConnected(ctx context.Context, n int) error {
-	return s.Wait(ctx, fmt.Sprintf("slacktest: %d sockets not connected", n), func() bool { return len(s.conns) >= n })
-}
-
-// SetDown makes the Web API answer 503 and drops Socket Mode connections.
-func (s *Server) SetDown(down bool) {
-	s.FakeState.SetDown(down)
-	if !down {
-		return
-	}
-	s.Lock()
-	var cs []*websocket.Conn
-	for c := range s.conns {
-		cs = append(cs, c)
-	}
-	s.Unlock()
-	for _, c := range cs {
-		c.Close()
-	}
-}
+func (s *Server) WaitConnected(ctx context.Context, n int) error { return s.WaitSockets(ctx, n) }
 
 // Event builds an event_callback payload for an inner event.
 func (s *Server) Event(inner map[string]any) map[string]any {
@@ -139,22 +117,10 @@ func (s *Server) Push(payload map[string]any) string {
 	s.Lock()
 	s.nextID++
 	env := fmt.Sprintf("env-%d", s.nextID)
+	s.Unlock()
 	raw, _ := json.Marshal(map[string]any{"envelope_id": env, "type": "events_api", "accepts_response_payload": false,
 		"retry_attempt": 0, "retry_reason": "", "payload": payload})
-	type t struct {
-		c  *websocket.Conn
-		mu *sync.Mutex
-	}
-	var ts []t
-	for c, mu := range s.conns {
-		ts = append(ts, t{c, mu})
-	}
-	s.Unlock()
-	for _, x := range ts {
-		x.mu.Lock()
-		x.c.WriteMessage(websocket.TextMessage, raw)
-		x.mu.Unlock()
-	}
+	s.Broadcast(raw)
 	return env
 }
 
@@ -216,22 +182,9 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	defer c.Close()
-	mu := &sync.Mutex{}
-	mu.Lock()
 	c.WriteJSON(map[string]any{"type": "hello", "num_connections": 1, "connection_info": map[string]any{"app_id": "A1"},
 		"debug_info": map[string]any{"host": "fake", "approximate_connection_time": 3600}})
-	mu.Unlock()
-	s.Lock()
-	s.conns[c] = mu
-	s.Changed()
-	s.Unlock()
-	defer func() {
-		s.Lock()
-		delete(s.conns, c)
-		s.Changed()
-		s.Unlock()
-	}()
+	defer s.Attach(c)()
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() { // Slack pings the client; socketmode treats silence as death
@@ -242,9 +195,9 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 			case <-stop:
 				return
 			case <-t.C:
-				mu.Lock()
-				c.WriteControl(websocket.PingMessage, []byte("ping"), time.Now().Add(time.Second))
-				mu.Unlock()
+				s.Write(c, func(c *websocket.Conn) error {
+					return c.WriteControl(websocket.PingMessage, []byte("ping"), time.Now().Add(time.Second))
+				})
 			}
 		}
 	}()
