@@ -3,6 +3,8 @@ package channeltest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strings"
@@ -138,13 +140,42 @@ func Post(endpoint string, body []byte, header http.Header) (int, error) {
 	if req.Header == nil {
 		req.Header = http.Header{}
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// Header builds a request header from name, value pairs, leaving out a
+// pair whose value is empty (a webhook sent without its signature).
+func Header(pairs ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] != "" {
+			h.Set(pairs[i], pairs[i+1])
+		}
+	}
+	return h
+}
+
+// Bearer is "Bearer <token>", or "" for no token.
+func Bearer(token string) string {
+	if token == "" {
+		return ""
+	}
+	return "Bearer " + token
+}
+
+// RandomID is n random URL-safe characters (n <= 64): ids a fake makes up.
+func RandomID(n int) string {
+	b := make([]byte, 48)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)[:n]
 }
 
 // Context is a test's context: it ends at 15 s or at cleanup.

@@ -260,3 +260,18 @@ func WaitMatch[T any](ctx context.Context, f *FakeState, what string, items func
 	})
 	return got, err
 }
+
+// Select copies the items (read with f's lock held) that keep accepts (nil
+// keeps all): the "what did the adapter send" every fake offers, safe to
+// use after the lock is released.
+func Select[T any](f *FakeState, items func() []T, keep func(T) bool) []T {
+	f.Lock()
+	defer f.Unlock()
+	var out []T
+	for _, it := range items() {
+		if keep == nil || keep(it) {
+			out = append(out, it)
+		}
+	}
+	return out
+}

@@ -71,9 +71,7 @@ func (s *Server) APIURL() string { return s.URL + "/api/v9" }
 
 // Sent returns the bot's messages.
 func (s *Server) Sent() []Sent {
-	s.Lock()
-	defer s.Unlock()
-	return append([]Sent(nil), s.sent...)
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
 }
 
 // WaitSent waits for a message of the bot matching match.

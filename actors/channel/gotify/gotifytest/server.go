@@ -119,15 +119,7 @@ func (s *Server) Push(appToken, title, message string) (Message, error) {
 
 // Messages lists messages from appID (0 = all).
 func (s *Server) Messages(appID int64) []Message {
-	s.Lock()
-	defer s.Unlock()
-	var out []Message
-	for _, m := range s.messages {
-		if appID == 0 || m.AppID == appID {
-			out = append(out, m)
-		}
-	}
-	return out
+	return channeltest.Select(&s.FakeState, func() []Message { return s.messages }, func(m Message) bool { return appID == 0 || m.AppID == appID })
 }
 
 // WaitMessage waits for a message matching match.

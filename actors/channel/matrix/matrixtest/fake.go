@@ -115,9 +115,7 @@ func (s *Server) Say(room, sender, body string) string {
 
 // Sent returns what the bot sent.
 func (s *Server) Sent() []Sent {
-	s.Lock()
-	defer s.Unlock()
-	return append([]Sent(nil), s.sent...)
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
 }
 
 // WaitSent waits for a message of the bot matching match.

@@ -128,15 +128,7 @@ func (s *Server) Publish(topic, title, message string) Message {
 
 // Messages lists messages on topic.
 func (s *Server) Messages(topic string) []Message {
-	s.Lock()
-	defer s.Unlock()
-	var out []Message
-	for _, m := range s.messages {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
+	return channeltest.Select(&s.FakeState, func() []Message { return s.messages }, func(m Message) bool { return m.Topic == topic })
 }
 
 // WaitMessage waits for a message matching match.

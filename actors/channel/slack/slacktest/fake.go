@@ -59,9 +59,7 @@ func (s *Server) APIURL() string { return s.URL + "/api/" }
 
 // Sent returns the bot's messages.
 func (s *Server) Sent() []Sent {
-	s.Lock()
-	defer s.Unlock()
-	return append([]Sent(nil), s.sent...)
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
 }
 
 // WaitSent waits for a chat.postMessage matching match.

@@ -122,9 +122,7 @@ func (s *Server) Update(chatID, userID int64, username, text string) []byte {
 
 // Sent returns what the bot sent so far.
 func (s *Server) Sent() []Sent {
-	s.Lock()
-	defer s.Unlock()
-	return append([]Sent(nil), s.sent...)
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
 }
 
 // WaitSent waits for a message of the bot matching match.

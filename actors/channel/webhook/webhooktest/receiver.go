@@ -6,7 +6,6 @@
 package webhooktest
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -71,9 +70,7 @@ func (r *Receiver) Rejected() int {
 
 // Got lists accepted callbacks.
 func (r *Receiver) Got() []Callback {
-	r.Lock()
-	defer r.Unlock()
-	return append([]Callback(nil), r.got...)
+	return channeltest.Select(&r.FakeState, func() []Callback { return r.got }, nil)
 }
 
 // Wait waits for an accepted callback matching match.
@@ -137,15 +134,5 @@ func Send(endpoint, secret string, in Inbound) (int, error) {
 
 // Post POSTs body with signature ("" = no header).
 func Post(endpoint string, body []byte, signature string) (int, error) {
-	req, _ := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if signature != "" {
-		req.Header.Set("X-Webhook-Signature", signature)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode, nil
+	return channeltest.Post(endpoint, body, channeltest.Header("X-Webhook-Signature", signature))
 }
