@@ -122,28 +122,28 @@ func (f *FakeState) Write(c *websocket.Conn, write func(*websocket.Conn) error) 
 
 // Broadcast writes one text message to every attached websocket.
 func (f *FakeState) Broadcast(data []byte) {
-	f.mu.Lock()
-	cs := make([]*websocket.Conn, 0, len(f.sockets))
-	for c := range f.sockets {
-		cs = append(cs, c)
-	}
-	f.mu.Unlock()
-	for _, c := range cs {
+	for _, c := range f.socketList() {
 		_ = f.Write(c, func(c *websocket.Conn) error { return c.WriteMessage(websocket.TextMessage, data) })
 	}
 }
 
 // DropSockets closes every attached websocket (an outage, Close).
 func (f *FakeState) DropSockets() {
+	for _, c := range f.socketList() {
+		_ = c.Close()
+	}
+}
+
+// socketList copies the attached websockets, to write to or close them
+// without the lock.
+func (f *FakeState) socketList() []*websocket.Conn {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	cs := make([]*websocket.Conn, 0, len(f.sockets))
 	for c := range f.sockets {
 		cs = append(cs, c)
 	}
-	f.mu.Unlock()
-	for _, c := range cs {
-		_ = c.Close()
-	}
+	return cs
 }
 
 // Down reports the outage switch. The caller holds the lock.
