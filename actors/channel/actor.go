@@ -274,7 +274,7 @@ func (a *channelActor) shutdown() {
 // state, and shutdown cancels base so late ones find nothing to do.
 func (a *channelActor) schedule(d time.Duration, msg any) {
 	self, root, base := a.self, a.rt.k.Root, a.base
-	time.AfterFunc(d, func() {
+	a.rt.clock.AfterFunc(d, func() {
 		if base.Err() == nil {
 			root.Send(self, msg)
 		}

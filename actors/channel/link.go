@@ -83,7 +83,7 @@ func (a *channelActor) runEnded(c actor.Context, m *runEnded) {
 	if hint := RetryHint(err); hint > delay {
 		delay = hint
 	}
-	next := time.Now().Add(delay)
+	next := a.rt.clock.Now().Add(delay)
 	a.status.State = StateBackoff
 	a.status.NextRetryAt = &next
 	a.log.Warn().Err(err).Dur("retry_in_ms", delay).Int("attempt", a.attempt).Msg("channel link failed; reconnecting")

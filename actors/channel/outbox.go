@@ -188,7 +188,7 @@ func (a *channelActor) pump() {
 	if !a.canSend() {
 		return
 	}
-	send, wake := a.outbox.due(time.Now())
+	send, wake := a.outbox.due(a.rt.clock.Now())
 	if wake > 0 {
 		a.kickLater(wake)
 	}
@@ -213,7 +213,7 @@ func (a *channelActor) canSend() bool {
 
 // kickLater pumps again in d, unless a wake-up already set comes sooner.
 func (a *channelActor) kickLater(d time.Duration) {
-	if a.outbox.wakeAfter(time.Now(), d) {
+	if a.outbox.wakeAfter(a.rt.clock.Now(), d) {
 		a.schedule(d, &kick{})
 	}
 }
@@ -279,7 +279,7 @@ func (a *channelActor) sendDone(c actor.Context, m *sendDone) {
 		a.status.LastError = fmt.Sprintf("message to %s rejected: %s", chat, m.err.Error())
 		a.log.Warn().Str("chat", chat).Err(m.err).Msg("platform rejected a message; dropped")
 	default:
-		d := a.outbox.retry(m.item, RetryHint(m.err), time.Now(), a.rt.backoff.Jittered)
+		d := a.outbox.retry(m.item, RetryHint(m.err), a.rt.clock.Now(), a.rt.backoff.Jittered)
 		msg, code := linkError(m.err)
 		a.status.LastError, a.status.LastErrorCode = "sending failed, will retry: "+msg, code
 		a.kickLater(d)

@@ -223,13 +223,18 @@ func TestAllowListFilters(t *testing.T) {
 
 func TestBadTokenIsErrorWithoutRetryStorm(t *testing.T) {
 	p := newPlatform("good")
-	h := setup(t, p)
+	clock := channeltest.NewFakeClock() // held still: a reconnect would be a pending timer
+	h := setup(t, p, channeltest.WithClock(clock))
 	h.Configure("telegram", map[string]any{"token": "bad"})
 	v := h.WaitState("telegram", channel.StateError)
 	if !strings.Contains(v.LastError, "invalid token") {
 		t.Fatalf("last_error = %q", v.LastError)
 	}
-	time.Sleep(300 * time.Millisecond) // longer than the whole backoff schedule's first steps
+	for _, d := range clock.PendingSince(0) {
+		if d <= channeltest.FastBackoff.Max {
+			t.Fatalf("a timer is pending in %s: a refused token must not be retried", d)
+		}
+	}
 	if n := p.connects.Load(); n != 1 {
 		t.Fatalf("adapter connected %d times with a bad token, want 1", n)
 	}

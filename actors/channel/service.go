@@ -53,6 +53,9 @@ type Options struct {
 	// it is 409 too_many_channels; reconfiguring an existing one is not
 	// refused.
 	MaxChannels int
+	// Clock paces reconnects and the outbox's retries and rate-limit
+	// pauses; nil means the wall clock (tests inject a fake one).
+	Clock kernel.Clock
 }
 
 // DefaultMaxChannels is Options.MaxChannels' default ([channel_limits]
@@ -73,6 +76,7 @@ type runtime struct {
 	max      int
 	log      zerolog.Logger
 	backoff  kernel.Backoff
+	clock    kernel.Clock
 	records  *store.Collection[record]
 	cursors  *store.Collection[string]
 	queues   *queues
@@ -123,6 +127,9 @@ func Start(opts Options) (*Service, error) {
 	if opts.Env == nil {
 		opts.Env = osGetenv
 	}
+	if opts.Clock == nil {
+		opts.Clock = kernel.RealClock{}
+	}
 	m, err := newMetrics(opts.Kernel.Metrics)
 	if err != nil {
 		return nil, err
@@ -130,6 +137,7 @@ func Start(opts Options) (*Service, error) {
 	q := newQueues(opts.DB)
 	rt := &runtime{k: opts.Kernel, db: opts.DB, vault: opts.Vault, builders: opts.Builders,
 		agents: opts.Agents, bus: opts.Bus, commands: opts.Commands, net: opts.Network, max: opts.MaxChannels, backoff: opts.Backoff, metrics: m,
+		clock:   opts.Clock,
 		log:     opts.Kernel.Log.With().Str("component", "channels").Logger(),
 		records: store.NewCollection[record](opts.DB, "channels"),
 		cursors: q.cursors, queues: q}

@@ -1,7 +1,31 @@
-// Package channeltest runs the channels runtime in-process for adapter
-// tests: a kernel, a temp store and vault, the channels supervisor with the
-// builders under test, a fake agent runtime that answers "echo: <text>" and
-// a bus that records events.
+// Package channeltest is what every channel adapter's tests are built on.
+// Model: litestream's RunWithReplicaClient and tailscale's tstest.
+//
+// The runtime: Harness runs the channels runtime in-process (a kernel, a
+// temp store and vault, the channels supervisor with the builders under
+// test, a fake agent runtime that answers "echo: <text>", a bus that
+// records events), on the wall clock or on a FakeClock.
+//
+// The conformance suite: Conformance runs the runtime's guarantees against
+// one adapter and its fake (inbound reaches the agent and the reply
+// arrives; a refused credential is an error with no retry; an outage backs
+// off and catches up; queued replies survive a restart; a rate limit's
+// wait is honoured; a forged webhook is refused). Every adapter's
+// conformance_test.go implements Platform in a few lines and calls it; a
+// case an adapter cannot support is named in Suite.Skip with the reason,
+// and the suite skips it with that reason. A new adapter starts there.
+//
+// The fake toolkit: a platform fake embeds FakeState (its lock, change
+// notification with Wait and WaitMatch instead of sleeps, per-route request
+// counts, and the outage and rate-limit switches behind Gate); a platform
+// that is not HTTP sits behind a Proxy, which counts connections and plays
+// the outage in front of a real server. A fake writes only what is its
+// platform's own: routes, wire formats, error bodies.
+//
+// Naming rule for fakes: the fake of platform P is the package
+// actors/channel/<p>/<p>test (telegramtest, discordtest, gotifytest, ...),
+// never <p>fake or testutil; its doc comment names the documented API it
+// follows.
 package channeltest
 
 import (
@@ -44,6 +68,7 @@ type Harness struct {
 	backoff  kernel.Backoff
 	env      func(string) string
 	net      channel.Network
+	clock    kernel.Clock
 }
 
 // Option changes a Harness before it starts.
@@ -59,6 +84,10 @@ func WithEnv(env map[string]string) Option {
 
 // WithNetwork sets the network policy adapters dial through.
 func WithNetwork(n channel.Network) Option { return func(h *Harness) { h.net = n } }
+
+// WithClock sets the clock the runtime paces reconnects and retries by
+// (a *FakeClock holds them until the test advances it).
+func WithClock(c kernel.Clock) Option { return func(h *Harness) { h.clock = c } }
 
 // FastBackoff reconnects within tens of milliseconds.
 var FastBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 20, Window: time.Minute}
@@ -88,7 +117,7 @@ func (h *Harness) start() {
 	}
 	h.Kernel = kernel.New(zerolog.New(zerolog.NewTestWriter(h.T)).Level(zerolog.WarnLevel))
 	h.Service, err = channel.Start(channel.Options{Kernel: h.Kernel, DB: db, Vault: h.Vault, Builders: h.builders,
-		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env, Network: h.net})
+		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env, Network: h.net, Clock: h.clock})
 	if err != nil {
 		h.T.Fatal(err)
 	}
@@ -346,4 +375,31 @@ func (h *Harness) WebhookURL(name string) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL + "/channels/" + name + "/webhook"
+}
+
+// Recv takes the next value from ch (what a Host reports), failing t after
+// 10 s.
+func Recv[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for the adapter")
+	}
+	var zero T
+	return zero
+}
+
+// Build builds adapter name with its registered spec, as the runtime
+// would, from values and secrets, for tests that drive it without the
+// runtime (with a Host); it fails t on error.
+func Build(t testing.TB, b channel.Builder, name string, values, secrets map[string]string) channel.Adapter {
+	t.Helper()
+	spec, _ := channel.Lookup(name)
+	a, err := b(&channel.Config{Name: name, Adapter: name, Spec: spec, Values: values, Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

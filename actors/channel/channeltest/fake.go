@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+
+	"github.com/gorilla/websocket"
 )
 
 // FakeState is the kit every platform fake (gotifytest, teamstest, ...)
@@ -23,6 +25,9 @@ type FakeState struct {
 	down      bool
 	limitNext int
 	limitWait int
+	// sockets are the websockets the fake serves to the adapter, each
+	// with its write lock (gorilla allows one writer at a time).
+	sockets map[*websocket.Conn]*sync.Mutex
 }
 
 // Lock locks the fake's state (FakeState's and the embedding fake's).
@@ -62,12 +67,83 @@ func (f *FakeState) Wait(ctx context.Context, what string, done func() bool) err
 }
 
 // SetDown makes every request through Gate answer the platform's outage
-// error until SetDown(false).
+// error until SetDown(false); starting an outage drops every attached
+// websocket.
 func (f *FakeState) SetDown(down bool) {
 	f.mu.Lock()
 	f.down = down
 	f.Changed()
 	f.mu.Unlock()
+	if down {
+		f.DropSockets()
+	}
+}
+
+// Attach adds a websocket the fake serves (a stream, a gateway session) to
+// the set that Broadcast writes to and an outage drops. Call the returned
+// detach when the connection ends.
+func (f *FakeState) Attach(c *websocket.Conn) (detach func()) {
+	f.mu.Lock()
+	if f.sockets == nil {
+		f.sockets = map[*websocket.Conn]*sync.Mutex{}
+	}
+	f.sockets[c] = &sync.Mutex{}
+	f.Changed()
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		delete(f.sockets, c)
+		f.Changed()
+		f.mu.Unlock()
+		_ = c.Close()
+	}
+}
+
+// Sockets is the number of attached websockets. The caller holds the lock.
+func (f *FakeState) Sockets() int { return len(f.sockets) }
+
+// WaitSockets waits until n websockets are attached.
+func (f *FakeState) WaitSockets(ctx context.Context, n int) error {
+	return f.Wait(ctx, fmt.Sprintf("%d websockets not open", n), func() bool { return len(f.sockets) >= n })
+}
+
+// Write runs write on c holding c's write lock (c need not be attached:
+// before Attach only the fake's own handler writes to it).
+func (f *FakeState) Write(c *websocket.Conn, write func(*websocket.Conn) error) error {
+	f.mu.Lock()
+	wmu := f.sockets[c]
+	f.mu.Unlock()
+	if wmu != nil {
+		wmu.Lock()
+		defer wmu.Unlock()
+	}
+	return write(c)
+}
+
+// Broadcast writes one text message to every attached websocket.
+func (f *FakeState) Broadcast(data []byte) {
+	for _, c := range f.socketList() {
+		_ = f.Write(c, func(c *websocket.Conn) error { return c.WriteMessage(websocket.TextMessage, data) })
+	}
+}
+
+// DropSockets closes every attached websocket (an outage, Close).
+func (f *FakeState) DropSockets() {
+	for _, c := range f.socketList() {
+		_ = c.Close()
+	}
+}
+
+// socketList copies the attached websockets, to write to or close them
+// without the lock.
+func (f *FakeState) socketList() []*websocket.Conn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cs := make([]*websocket.Conn, 0, len(f.sockets))
+	for c := range f.sockets {
+		cs = append(cs, c)
+	}
+	return cs
 }
 
 // Down reports the outage switch. The caller holds the lock.
@@ -103,6 +179,18 @@ func (f *FakeState) Requests(route string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.requests[route]
+}
+
+// Count counts one more request for route, for what a fake sees outside
+// Gate (a websocket frame such as Discord's IDENTIFY). It takes the lock.
+func (f *FakeState) Count(route string) {
+	f.mu.Lock()
+	if f.requests == nil {
+		f.requests = map[string]int{}
+	}
+	f.requests[route]++
+	f.Changed()
+	f.mu.Unlock()
 }
 
 // Gate says how a fake's front door behaves in an outage and under a rate
@@ -171,4 +259,19 @@ func WaitMatch[T any](ctx context.Context, f *FakeState, what string, items func
 		return false
 	})
 	return got, err
+}
+
+// Select copies the items (read with f's lock held) that keep accepts (nil
+// keeps all): the "what did the adapter send" every fake offers, safe to
+// use after the lock is released.
+func Select[T any](f *FakeState, items func() []T, keep func(T) bool) []T {
+	f.Lock()
+	defer f.Unlock()
+	var out []T
+	for _, it := range items() {
+		if keep == nil || keep(it) {
+			out = append(out, it)
+		}
+	}
+	return out
 }

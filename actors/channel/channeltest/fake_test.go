@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -64,5 +65,34 @@ func TestWaitWakesOnChangeAndHonoursContext(t *testing.T) {
 	stop()
 	if err := f.Wait(done, "never", func() bool { return false }); err == nil {
 		t.Fatal("Wait ignored a cancelled context")
+	}
+}
+
+func TestFakeClockFiresDueTimersInOrderOnlyWhenAdvanced(t *testing.T) {
+	c := NewFakeClock()
+	start := c.Now()
+	var fired []string
+	c.AfterFunc(2*time.Second, func() { fired = append(fired, "2s") })
+	c.AfterFunc(time.Second, func() { fired = append(fired, "1s") })
+	stopped := c.AfterFunc(1500*time.Millisecond, func() { fired = append(fired, "stopped") })
+	mark := c.Mark()
+	c.AfterFunc(time.Minute, func() { fired = append(fired, "1m") })
+	if !stopped.Stop() || stopped.Stop() {
+		t.Fatal("Stop reports whether it prevented the call")
+	}
+	if got := c.PendingSince(mark); len(got) != 1 || got[0] != time.Minute {
+		t.Fatalf("pending since mark = %v", got)
+	}
+	c.Advance(999 * time.Millisecond)
+	if len(fired) != 0 {
+		t.Fatalf("fired before due: %v", fired)
+	}
+	c.Advance(2 * time.Second)
+	if strings.Join(fired, ",") != "1s,2s" || c.Now().Sub(start) != 2999*time.Millisecond {
+		t.Fatalf("fired %v at %s", fired, c.Now().Sub(start))
+	}
+	d, err := c.WaitPending(context.Background(), mark, "the minute timer", func(d time.Duration) bool { return d > 50*time.Second })
+	if err != nil || d != time.Minute-2999*time.Millisecond {
+		t.Fatalf("WaitPending = %s, %v", d, err)
 	}
 }

@@ -113,6 +113,12 @@ func (a *Adapter) session() (*discordgo.Session, error) {
 
 // classify maps discordgo errors to the runtime's classes.
 func classify(err error) error {
+	// With ShouldRetryOnRateLimit off, a 429 comes back as this, not as
+	// a RESTError; its retry_after is the wait Discord asks for.
+	var rl *discordgo.RateLimitError
+	if errors.As(err, &rl) && rl.RateLimit != nil && rl.TooManyRequests != nil {
+		return channel.HTTPStatusError(http.StatusTooManyRequests, rl.Message, max(rl.RetryAfter, time.Second))
+	}
 	var re *discordgo.RESTError
 	if errors.As(err, &re) && re.Response != nil {
 		desc := http.StatusText(re.Response.StatusCode)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -53,18 +52,6 @@ func TestDiscordLongReplySplit(t *testing.T) {
 	h.WaitFor("gateway session", func() bool { return fake.Connected() == 1 })
 	fake.UserMessage("c1", "", "42", "essay please", false)
 	h.WaitFor("three pieces", func() bool { return len(fake.Sent()) == 3 })
-}
-
-func TestDiscordBadToken(t *testing.T) {
-	h, fake := setup(t, "wrong.token")
-	v := h.WaitState("discord", channel.StateError)
-	if !strings.Contains(v.LastError, "Unauthorized") {
-		t.Fatalf("last_error = %q", v.LastError)
-	}
-	time.Sleep(300 * time.Millisecond)
-	if n := fake.Calls("GET /users/@me"); n != 1 {
-		t.Fatalf("REST called %d times with a bad token", n)
-	}
 }
 
 func TestDiscordOutageAndQueuedReplies(t *testing.T) {

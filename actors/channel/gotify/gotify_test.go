@@ -11,30 +11,16 @@ import (
 	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
 )
 
-// host records what an adapter reports, standing in for the runtime.
+// host records what an adapter reports, standing in for the runtime;
+// wait takes its next report.
 var newHost = channeltest.NewHost
 
-func wait[T any](t *testing.T, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatal("timed out")
-	}
-	var zero T
-	return zero
-}
+func wait[T any](t *testing.T, ch <-chan T) T { return channeltest.Recv(t, ch) }
 
 func build(t *testing.T, srv *gotifytest.Server, app, client string) *Adapter {
 	t.Helper()
-	spec, _ := channel.Lookup("gotify")
-	a, err := New(&channel.Config{Name: "gotify", Adapter: "gotify", Spec: spec,
-		Values: map[string]string{"server_url": srv.URL}, Secrets: map[string]string{"app_token": app, "client_token": client}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a.(*Adapter)
+	return channeltest.Build(t, New, "gotify", map[string]string{"server_url": srv.URL},
+		map[string]string{"app_token": app, "client_token": client}).(*Adapter)
 }
 
 func TestStreamReceiveReplyNoEcho(t *testing.T) {
@@ -121,7 +107,7 @@ func TestBadTokens(t *testing.T) {
 		t.Fatalf("send with bad app token: %v", err)
 	}
 	a := build(t, srv, gotifytest.BotAppToken, gotifytest.BotClientToken)
-	srv.RateLimitNext(1)
+	srv.RateLimitNext(1, 1)
 	_, err := a.Send(context.Background(), channel.Outbound{Text: "x"})
 	if channel.RetryHint(err) != time.Second || channel.IsPermanent(err) {
 		t.Fatalf("429: %v", err)

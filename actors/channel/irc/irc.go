@@ -352,9 +352,12 @@ func (a *Adapter) register(ctx context.Context, r *bufio.Reader) error {
 	for {
 		line, err := readLine(r)
 		if err != nil {
+			// Transient even after a PASS: a server that refuses the
+			// password says so first (ERROR, 464, handled below), while a
+			// link that merely drops here (a restart, the network) must
+			// be retried, not stop the channel for good.
 			if usedPass {
-				// ngircd and others close the link after a bad PASS.
-				return channel.Permanent(errors.New("the IRC server closed the connection during registration: wrong server password?"))
+				return fmt.Errorf("registration on %s: %w (the server closed the link without a reason; a wrong server password?)", a.addr, err)
 			}
 			return fmt.Errorf("registration on %s: %w", a.addr, err)
 		}

@@ -252,3 +252,38 @@ func TestIRCOverlongLineIsAnError(t *testing.T) {
 		t.Fatalf("last_error = %q", v.LastError)
 	}
 }
+
+// A link that drops during registration is retried even though a server
+// password was sent: a server that refuses the password says so (ERROR or
+// 464) before it closes; one that closes without a word may just be
+// restarting.
+func TestIRCDropDuringRegistrationIsRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r := bufio.NewReader(c)
+			for { // read the registration, then hang up without a reason
+				line, err := r.ReadString('\n')
+				if err != nil || strings.HasPrefix(line, "USER ") {
+					break
+				}
+			}
+			c.Close()
+		}
+	}()
+	h := channeltest.New(t, channel.Builders{"irc": New})
+	h.Configure("irc", map[string]any{"server": "127.0.0.1", "port": ln.Addr().(*net.TCPAddr).Port, "nick": "fangdbot",
+		"use_tls": false, "server_password": "letmein", "agent_name": channeltest.AgentName})
+	v := h.WaitState("irc", channel.StateBackoff)
+	if !strings.Contains(v.LastError, "without a reason") {
+		t.Fatalf("last_error = %q", v.LastError)
+	}
+}

@@ -12,30 +12,16 @@ import (
 	"github.com/fangd/fangd/transport/httpretry"
 )
 
-// host records what an adapter reports, standing in for the runtime.
+// host records what an adapter reports, standing in for the runtime;
+// wait takes its next report.
 var newHost = channeltest.NewHost
+
+func wait[T any](t *testing.T, ch <-chan T) T { return channeltest.Recv(t, ch) }
 
 func build(t *testing.T, srv *mattermosttest.Server, token string) *Adapter {
 	t.Helper()
-	spec, _ := channel.Lookup("mattermost")
-	a, err := New(&channel.Config{Name: "mattermost", Adapter: "mattermost", Spec: spec,
-		Values: map[string]string{"server_url": srv.URL}, Secrets: map[string]string{"token": token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a.(*Adapter)
-}
-
-func wait[T any](t *testing.T, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatal("timed out")
-	}
-	var zero T
-	return zero
+	return channeltest.Build(t, New, "mattermost", map[string]string{"server_url": srv.URL},
+		map[string]string{"token": token}).(*Adapter)
 }
 
 func TestConnectReceiveReply(t *testing.T) {

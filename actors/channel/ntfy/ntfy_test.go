@@ -11,30 +11,16 @@ import (
 	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
 )
 
-// host records what an adapter reports, standing in for the runtime.
+// host records what an adapter reports, standing in for the runtime;
+// wait takes its next report.
 var newHost = channeltest.NewHost
 
-func wait[T any](t *testing.T, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatal("timed out")
-	}
-	var zero T
-	return zero
-}
+func wait[T any](t *testing.T, ch <-chan T) T { return channeltest.Recv(t, ch) }
 
 func build(t *testing.T, srv *ntfytest.Server, token string) *Adapter {
 	t.Helper()
-	spec, _ := channel.Lookup("ntfy")
-	a, err := New(&channel.Config{Name: "ntfy", Adapter: "ntfy", Spec: spec,
-		Values: map[string]string{"server_url": srv.URL, "topic": "fang"}, Secrets: map[string]string{"token": token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a.(*Adapter)
+	return channeltest.Build(t, New, "ntfy", map[string]string{"server_url": srv.URL, "topic": "fang"},
+		map[string]string{"token": token}).(*Adapter)
 }
 
 func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
@@ -140,7 +126,7 @@ func TestSendLimitsAndSplit(t *testing.T) {
 	defer srv.Close()
 	a := build(t, srv, ntfytest.BotToken)
 	ctx := context.Background()
-	srv.RateLimitNext(1)
+	srv.RateLimitNext(1, 1)
 	if _, err := a.Send(ctx, channel.Outbound{ChatID: "fang", Text: "x"}); channel.IsPermanent(err) || channel.IsRejected(err) || err == nil {
 		t.Fatalf("429: %v", err)
 	}

@@ -26,8 +26,8 @@ func configureRooms(h *channeltest.Harness, port int, rooms ...string) {
 
 // got reports whether alice received text from `from` as a stanza of type typ.
 func (h *human) gotAs(from, typ, text string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.Lock()
+	defer h.Unlock()
 	for _, m := range h.got {
 		if m.Remote == from && m.Type == typ && m.Text == text {
 			return true

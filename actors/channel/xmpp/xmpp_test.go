@@ -6,13 +6,11 @@ package xmpp
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,15 +28,6 @@ type prosody struct {
 	cmd  *exec.Cmd
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func startProsody(t *testing.T) *prosody {
 	return startProsodyWith(t, "    muc_room_locking = false\n")
 }
@@ -53,7 +42,7 @@ func startProsodyWith(t *testing.T, mucOptions string) *prosody {
 		t.Fatal("prosody is not installed: run `make test-deps` (apt-get install prosody)")
 	}
 	dir := t.TempDir()
-	p := &prosody{t: t, dir: dir, conf: filepath.Join(dir, "prosody.cfg.lua"), port: freePort(t)}
+	p := &prosody{t: t, dir: dir, conf: filepath.Join(dir, "prosody.cfg.lua"), port: channeltest.FreePort(t)}
 	conf := fmt.Sprintf(`run_as_root = true
 daemonize = false
 pidfile = %q
@@ -92,18 +81,7 @@ func (p *prosody) start() {
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(p.port))
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("prosody did not listen: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	channeltest.WaitListening(p.t, "prosody", p.port)
 }
 
 func (p *prosody) stop() {
@@ -116,8 +94,8 @@ func (p *prosody) stop() {
 
 // human is alice on her own XMPP client.
 type human struct {
+	channeltest.FakeState
 	c   *goxmpp.Client
-	mu  sync.Mutex
 	got []goxmpp.Chat
 }
 
@@ -139,9 +117,10 @@ func login(t *testing.T, port int) *human {
 				return
 			}
 			if m, ok := st.(goxmpp.Chat); ok && m.Text != "" {
-				h.mu.Lock()
+				h.Lock()
 				h.got = append(h.got, m)
-				h.mu.Unlock()
+				h.Changed()
+				h.Unlock()
 			}
 		}
 	}()
@@ -149,8 +128,8 @@ func login(t *testing.T, port int) *human {
 }
 
 func (h *human) has(from, text string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.Lock()
+	defer h.Unlock()
 	for _, m := range h.got {
 		if strings.HasPrefix(m.Remote, from) && m.Text == text {
 			return true
@@ -159,9 +138,16 @@ func (h *human) has(from, text string) bool {
 	return false
 }
 
+// wait waits until she got text from from.
+func (h *human) wait(ctx context.Context, from, text string) error {
+	_, err := channeltest.WaitMatch(ctx, &h.FakeState, "no message "+text+" from "+from, func() []goxmpp.Chat { return h.got },
+		func(m goxmpp.Chat) bool { return strings.HasPrefix(m.Remote, from) && m.Text == text })
+	return err
+}
+
 func (h *human) dump() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.Lock()
+	defer h.Unlock()
 	var s []string
 	for _, m := range h.got {
 		s = append(s, m.Remote+": "+m.Text)
@@ -195,35 +181,4 @@ func TestXMPPChatAndRoom(t *testing.T) {
 	if _, err := h.Service.Test("xmpp", ""); err != nil {
 		t.Fatalf("ping probe: %v", err)
 	}
-}
-
-func TestXMPPBadPassword(t *testing.T) {
-	srv := startProsody(t)
-	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configure(h, srv.port, "wrong")
-	v := h.WaitState("xmpp", channel.StateError)
-	if !strings.Contains(v.LastError, "login failed") {
-		t.Fatalf("last_error = %q", v.LastError)
-	}
-	time.Sleep(300 * time.Millisecond)
-	if v := h.Get("xmpp"); v.State != channel.StateError || v.Restarts != 0 {
-		t.Fatalf("retried: %+v", v.Status)
-	}
-}
-
-func TestXMPPOutageAndQueuedReplies(t *testing.T) {
-	srv := startProsody(t)
-	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configure(h, srv.port, "botpw")
-	h.WaitState("xmpp", channel.StateConnected)
-	srv.stop()
-	h.WaitState("xmpp", channel.StateBackoff)
-	if _, err := h.Service.SendMessage(context.Background(), "xmpp", "alice@localhost", "queued while down", "system"); err != nil {
-		t.Fatal(err)
-	}
-	h.Restart() // the daemon restarts too, with the reply still queued
-	srv.start()
-	h.WaitState("xmpp", channel.StateConnected)
-	alice := login(t, srv.port)
-	h.WaitFor("queued reply delivered", func() bool { return alice.has("bot@localhost", "queued while down") }, alice.dump)
 }

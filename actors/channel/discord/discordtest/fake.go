@@ -7,15 +7,18 @@
 package discordtest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Sent is a message the bot posted.
@@ -29,20 +32,38 @@ type Server struct {
 	Token string
 	BotID string
 
-	mu     sync.Mutex
-	conns  map[*websocket.Conn]*sync.Mutex
+	channeltest.FakeState
+
 	seq    int
 	nextID int
 	sent   []Sent
-	calls  map[string]int
-	down   bool
 }
 
-// New starts a fake Discord where token is the bot's token.
+// New starts a fake Discord where token is the bot's token. In an outage
+// REST and the gateway answer 502; a rate-limited message post answers
+// Discord's 429 body with retry_after.
 func New(token string) *Server {
-	s := &Server{Token: token, BotID: "900", conns: map[*websocket.Conn]*sync.Mutex{}, calls: map[string]int{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	s := &Server{Token: token, BotID: "900"}
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		Route: func(r *http.Request) string { return r.Method + " " + apiPath(r) },
+		Limits: func(r *http.Request) bool {
+			return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/messages")
+		},
+		Down: func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) },
+		Limited: func(w http.ResponseWriter, secs int) {
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			json.NewEncoder(w).Encode(map[string]any{"message": "You are being rate limited.", "retry_after": float64(secs), "global": false})
+		},
+	}, http.HandlerFunc(s.serve)))
 	return s
+}
+
+// apiPath is the REST path without its API version: discordgo speaks v9;
+// v10 has the same shapes for what is faked.
+func apiPath(r *http.Request) string {
+	return strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/api/v10"), "/api/v9")
 }
 
 // APIURL is the api_url to configure.
@@ -50,46 +71,33 @@ func (s *Server) APIURL() string { return s.URL + "/api/v9" }
 
 // Sent returns the bot's messages.
 func (s *Server) Sent() []Sent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Sent(nil), s.sent...)
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
+}
+
+// WaitSent waits for a message of the bot matching match.
+func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
+	return channeltest.WaitMatch(ctx, &s.FakeState, "discordtest: no matching message", func() []Sent { return s.sent }, match)
 }
 
 // Calls counts REST calls by "METHOD path" and gateway identifies as
 // "IDENTIFY".
-func (s *Server) Calls(key string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[key]
-}
+func (s *Server) Calls(key string) int { return s.Requests(key) }
 
-// SetDown makes REST answer 502 and drops every gateway connection.
-func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	var conns []*websocket.Conn
-	if down {
-		for c := range s.conns {
-			conns = append(conns, c)
-		}
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
-}
-
-// Connected is how many gateway sessions are identified now.
+// Connected is how many gateway sessions are identified now (an outage,
+// SetDown, drops them).
 func (s *Server) Connected() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
+	s.Lock()
+	defer s.Unlock()
+	return s.Sockets()
 }
+
+// WaitConnected waits until n gateway sessions are identified.
+func (s *Server) WaitConnected(ctx context.Context, n int) error { return s.WaitSockets(ctx, n) }
 
 // UserMessage dispatches MESSAGE_CREATE from a user. guildID "" is a DM;
 // mention adds the bot to the mentions.
 func (s *Server) UserMessage(channelID, guildID, userID, content string, mention bool) string {
-	s.mu.Lock()
+	s.Lock()
 	s.nextID++
 	id := fmt.Sprintf("%d", 5000+s.nextID)
 	mentions := []any{}
@@ -102,29 +110,17 @@ func (s *Server) UserMessage(channelID, guildID, userID, content string, mention
 	if guildID != "" {
 		d["guild_id"] = guildID
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	s.dispatch("MESSAGE_CREATE", d)
 	return id
 }
 
 func (s *Server) dispatch(t string, d any) {
-	s.mu.Lock()
+	s.Lock()
 	s.seq++
 	payload, _ := json.Marshal(map[string]any{"op": 0, "t": t, "s": s.seq, "d": d})
-	type target struct {
-		c  *websocket.Conn
-		mu *sync.Mutex
-	}
-	var ts []target
-	for c, mu := range s.conns {
-		ts = append(ts, target{c, mu})
-	}
-	s.mu.Unlock()
-	for _, x := range ts {
-		x.mu.Lock()
-		x.c.WriteMessage(websocket.TextMessage, payload)
-		x.mu.Unlock()
-	}
+	s.Unlock()
+	s.Broadcast(payload)
 }
 
 func apiError(w http.ResponseWriter, status, code int, msg string) {
@@ -143,16 +139,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.gateway(w, r)
 		return
 	}
-	// discordgo speaks API v9; v10 has the same shapes for what is faked.
-	path := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/api/v10"), "/api/v9")
-	s.mu.Lock()
-	s.calls[r.Method+" "+path]++
-	down := s.down
-	s.mu.Unlock()
-	if down {
-		w.WriteHeader(http.StatusBadGateway)
-		return
-	}
+	path := apiPath(r)
 	if path == "/gateway" || path == "/gateway/bot" {
 		writeJSON(w, map[string]any{"url": "ws" + strings.TrimPrefix(s.URL, "http") + "/gateway-ws", "shards": 1})
 		return
@@ -181,7 +168,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, 50035, "Invalid Form Body")
 			return
 		}
-		s.mu.Lock()
+		s.Lock()
 		s.nextID++
 		id := fmt.Sprintf("%d", 9000+s.nextID)
 		m := Sent{ChannelID: ch, Content: body.Content}
@@ -189,7 +176,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			m.ReplyTo = body.MessageReference.MessageID
 		}
 		s.sent = append(s.sent, m)
-		s.mu.Unlock()
+		s.Changed()
+		s.Unlock()
 		writeJSON(w, map[string]any{"id": id, "channel_id": ch, "content": body.Content, "timestamp": time.Now().Format(time.RFC3339),
 			"author": map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true}})
 	default:
@@ -200,31 +188,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 
 func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	down := s.down
-	s.mu.Unlock()
-	if down {
-		w.WriteHeader(http.StatusBadGateway)
-		return
-	}
 	c, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
 	}
 	defer c.Close()
-	wmu := &sync.Mutex{}
-	write := func(v any) {
-		wmu.Lock()
-		c.WriteJSON(v)
-		wmu.Unlock()
-	}
+	// Writes share the session's lock with dispatches once it is attached.
+	write := func(v any) { s.Write(c, func(c *websocket.Conn) error { return c.WriteJSON(v) }) }
 	write(map[string]any{"op": 10, "d": map[string]any{"heartbeat_interval": 41250}})
 	identified := false
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	detach := func() {}
+	defer func() { detach() }()
 	for {
 		_, raw, err := c.ReadMessage()
 		if err != nil {
@@ -245,27 +219,23 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 				Token string `json:"token"`
 			}
 			json.Unmarshal(p.D, &id)
-			s.mu.Lock()
-			s.calls["IDENTIFY"]++
-			s.mu.Unlock()
+			s.Count("IDENTIFY")
 			if id.Token != "Bot "+s.Token || identified {
-				wmu.Lock()
-				c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4004, "Authentication failed."))
-				wmu.Unlock()
+				s.Write(c, func(c *websocket.Conn) error {
+					return c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4004, "Authentication failed."))
+				})
 				return
 			}
 			identified = true
-			s.mu.Lock()
+			s.Lock()
 			s.seq++
 			seq := s.seq
-			s.mu.Unlock()
+			s.Unlock()
 			write(map[string]any{"op": 0, "t": "READY", "s": seq, "d": map[string]any{"v": 10, "session_id": "sess",
 				"resume_gateway_url": "ws" + strings.TrimPrefix(s.URL, "http") + "/gateway-ws",
 				"user":               map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true}, "guilds": []any{},
 				"private_channels": []any{}}})
-			s.mu.Lock()
-			s.conns[c] = wmu
-			s.mu.Unlock()
+			detach = s.Attach(c)
 		}
 	}
 }

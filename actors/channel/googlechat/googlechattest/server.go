@@ -8,7 +8,6 @@
 package googlechattest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -105,7 +104,7 @@ func New() *Server {
 	sa, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ck, _ := rsa.GenerateKey(rand.Reader, 2048)
 	s := &Server{ProjectNumber: "123456789012", ClientEmail: "fangd-bot@fangd-test.iam.gserviceaccount.com",
-		saKey: sa, chatKey: ck, chatKid: "chat-key-1", hookKey: randomString(16),
+		saKey: sa, chatKey: ck, chatKid: "chat-key-1", hookKey: channeltest.RandomID(16),
 		spaces: map[string]Space{"spaces/AAAA": {Name: "spaces/AAAA", Type: "ROOM", SpaceType: "SPACE", DisplayName: "Team room"}},
 		tokens: map[string]time.Time{},
 	}
@@ -165,7 +164,7 @@ func (s *Server) serviceAccount(k *rsa.PrivateKey) string {
 
 // IncomingWebhookURL is the incoming-webhook URL of space (send-only).
 func (s *Server) IncomingWebhookURL(space string) string {
-	return s.URL + "/v1/" + space + "/messages?key=" + s.hookKey + "&token=" + randomString(12)
+	return s.URL + "/v1/" + space + "/messages?key=" + s.hookKey + "&token=" + channeltest.RandomID(12)
 }
 
 // AddSpace registers a space.
@@ -175,21 +174,9 @@ func (s *Server) AddSpace(sp Space) {
 	s.Unlock()
 }
 
-// RateLimitNext makes the next n Chat API calls fail with 429
-// RESOURCE_EXHAUSTED.
-func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
-
 // Created lists messages the app created in space ("" = all).
 func (s *Server) Created(space string) []Created {
-	s.Lock()
-	defer s.Unlock()
-	var out []Created
-	for _, c := range s.created {
-		if space == "" || c.Space == space {
-			out = append(out, c)
-		}
-	}
-	return out
+	return channeltest.Select(&s.FakeState, func() []Created { return s.created }, func(c Created) bool { return space == "" || c.Space == space })
 }
 
 // WaitCreated waits for a created message matching match.
@@ -228,7 +215,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_scope", "error_description": "Invalid OAuth scope or ID token audience provided."})
 		return
 	}
-	tok := "ya29." + randomString(40)
+	tok := "ya29." + channeltest.RandomID(40)
 	s.Lock()
 	s.tokens[tok] = time.Now().Add(time.Hour)
 	s.Unlock()
@@ -296,11 +283,11 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	opt := r.URL.Query().Get("messageReplyOption")
 	if m.Thread == nil || (m.Thread.Name == "" && m.Thread.ThreadKey == "") {
-		m.Thread = &Thread{Name: space + "/threads/" + randomString(11)}
+		m.Thread = &Thread{Name: space + "/threads/" + channeltest.RandomID(11)}
 	} else if m.Thread.Name == "" {
 		m.Thread.Name = space + "/threads/" + m.Thread.ThreadKey
 	}
-	m.Name = space + "/messages/" + randomString(11) + "." + randomString(11)
+	m.Name = space + "/messages/" + channeltest.RandomID(11) + "." + channeltest.RandomID(11)
 	m.Sender = &User{Name: "users/" + strconv.Itoa(100), DisplayName: "fangd", Type: "BOT"}
 	m.CreateTime = time.Now().UTC().Format(time.RFC3339Nano)
 	m.Space = &sp
@@ -348,17 +335,17 @@ func (s *Server) EventBody(e Event) []byte {
 	}
 	thread := e.Thread
 	if thread == "" {
-		thread = e.Space.Name + "/threads/" + randomString(11)
+		thread = e.Space.Name + "/threads/" + channeltest.RandomID(11)
 	}
 	sender := e.Sender
 	if sender.Type == "" {
 		sender.Type = "HUMAN"
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	msg := Message{Name: e.Space.Name + "/messages/" + randomString(11), Sender: &sender, CreateTime: now,
+	msg := Message{Name: e.Space.Name + "/messages/" + channeltest.RandomID(11), Sender: &sender, CreateTime: now,
 		Text: e.Text, ArgumentText: e.Text, Thread: &Thread{Name: thread}, Space: &e.Space}
 	b, _ := json.Marshal(map[string]any{"type": typ, "eventTime": now, "message": msg, "user": sender, "space": e.Space,
-		"configCompleteRedirectUrl": "https://chat.google.com/api/bot_config_complete?token=" + randomString(8)})
+		"configCompleteRedirectUrl": "https://chat.google.com/api/bot_config_complete?token=" + channeltest.RandomID(8)})
 	return b
 }
 
@@ -375,22 +362,5 @@ func (s *Server) SignedToken(audience string) string {
 
 // Post POSTs body to endpoint with the bearer token ("" = none).
 func (s *Server) Post(endpoint string, body []byte, token string) (int, error) {
-	req, _ := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "Google-Dynamite")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-func randomString(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)[:n]
+	return channeltest.Post(endpoint, body, channeltest.Header("User-Agent", "Google-Dynamite", "Authorization", channeltest.Bearer(token)))
 }

@@ -14,7 +14,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -60,7 +59,6 @@ type Server struct {
 	apps     []Application
 	clients  map[string]string // client token -> user name
 	messages []Message
-	conns    map[*websocket.Conn]*sync.Mutex
 	nextID   int64
 }
 
@@ -73,7 +71,6 @@ func New() *Server {
 			{ID: 2, Token: PhoneAppToken, Name: "phone", Image: "static/defaultapp.png"},
 		},
 		clients: map[string]string{BotClientToken: "admin"},
-		conns:   map[*websocket.Conn]*sync.Mutex{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -99,27 +96,15 @@ func New() *Server {
 
 // Close drops websockets and stops the server.
 func (s *Server) Close() {
-	s.dropConns()
+	s.DropSockets()
 	s.Server.Close()
 }
-
-// SetDown makes every request answer 503 and drops websockets, until
-// SetDown(false).
-func (s *Server) SetDown(down bool) {
-	s.FakeState.SetDown(down)
-	if down {
-		s.dropConns()
-	}
-}
-
-// RateLimitNext makes the next n POST /message answer 429 with Retry-After.
-func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 1) }
 
 // Streams is the number of open /stream websockets.
 func (s *Server) Streams() int {
 	s.Lock()
 	defer s.Unlock()
-	return len(s.conns)
+	return s.Sockets()
 }
 
 // Push sends a message from the application with appToken, as `curl
@@ -134,15 +119,7 @@ func (s *Server) Push(appToken, title, message string) (Message, error) {
 
 // Messages lists messages from appID (0 = all).
 func (s *Server) Messages(appID int64) []Message {
-	s.Lock()
-	defer s.Unlock()
-	var out []Message
-	for _, m := range s.messages {
-		if appID == 0 || m.AppID == appID {
-			out = append(out, m)
-		}
-	}
-	return out
+	return channeltest.Select(&s.FakeState, func() []Message { return s.messages }, func(m Message) bool { return appID == 0 || m.AppID == appID })
 }
 
 // WaitMessage waits for a message matching match.
@@ -151,9 +128,7 @@ func (s *Server) WaitMessage(ctx context.Context, match func(Message) bool) (Mes
 }
 
 // WaitStreams waits until n websockets are open.
-func (s *Server) WaitStreams(ctx context.Context, n int) error {
-	return s.Wait(ctx, fmt.Sprintf("gotifytest: %d streams not open", n), func() bool { return len(s.conns) >= n })
-}
+func (s *Server) WaitStreams(ctx context.Context, n int) error { return s.WaitSockets(ctx, n) }
 
 func gotifyError(w http.ResponseWriter, status int, desc string) {
 	writeJSON(w, status, map[string]any{"error": http.StatusText(status), "errorCode": status, "errorDescription": desc})
@@ -268,17 +243,10 @@ func (s *Server) add(appID int64, title, message string, prio int) Message {
 	m := Message{ID: s.nextID, AppID: appID, Title: title, Message: message, Priority: prio,
 		Date: time.Now().UTC().Format(time.RFC3339Nano)}
 	s.messages = append(s.messages, m)
-	conns := make(map[*websocket.Conn]*sync.Mutex, len(s.conns))
-	for c, mu := range s.conns {
-		conns[c] = mu
-	}
 	s.Changed()
 	s.Unlock()
-	for c, mu := range conns {
-		mu.Lock()
-		_ = c.WriteJSON(m)
-		mu.Unlock()
-	}
+	raw, _ := json.Marshal(m)
+	s.Broadcast(raw)
 	return m
 }
 
@@ -316,32 +284,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	s.Lock()
-	s.conns[c] = &sync.Mutex{}
-	s.Changed()
-	s.Unlock()
-	defer func() {
-		s.Lock()
-		delete(s.conns, c)
-		s.Changed()
-		s.Unlock()
-		_ = c.Close()
-	}()
+	defer s.Attach(c)()
 	for { // the stream is server-to-client; read only to notice close
 		if _, _, err := c.ReadMessage(); err != nil {
 			return
 		}
-	}
-}
-
-func (s *Server) dropConns() {
-	s.Lock()
-	var cs []*websocket.Conn
-	for c := range s.conns {
-		cs = append(cs, c)
-	}
-	s.Unlock()
-	for _, c := range cs {
-		_ = c.Close()
 	}
 }

@@ -6,14 +6,16 @@
 package matrixtest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Sent is a message the bot sent.
@@ -27,15 +29,13 @@ type Server struct {
 	Token  string
 	UserID string
 
-	mu      sync.Mutex
-	changed chan struct{}
+	channeltest.FakeState
+
 	events  []roomEvent // the timeline, in order; batch token = index
 	invites []string
 	joined  map[string]bool
 	sent    []Sent
 	txns    map[string]string
-	down    bool
-	calls   map[string]int
 	nextID  int
 }
 
@@ -44,64 +44,87 @@ type roomEvent struct {
 	raw  map[string]any
 }
 
-// New starts a homeserver where token logs in as @bot:fake.test.
+// New starts a homeserver where token logs in as @bot:fake.test. In an
+// outage every request answers 502; a rate-limited send answers
+// M_LIMIT_EXCEEDED with retry_after_ms.
 func New(token string) *Server {
-	s := &Server{Token: token, UserID: "@bot:fake.test", changed: make(chan struct{}), joined: map[string]bool{},
-		txns: map[string]string{}, calls: map[string]int{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	s := &Server{Token: token, UserID: "@bot:fake.test", joined: map[string]bool{}, txns: map[string]string{}}
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		Route:  func(r *http.Request) string { name, _ := endpoint(r); return name },
+		Limits: func(r *http.Request) bool { name, _ := endpoint(r); return name == "send" },
+		Down:   func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) },
+		Limited: func(w http.ResponseWriter, secs int) {
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"errcode": "M_LIMIT_EXCEEDED",
+				"error": "Too Many Requests", "retry_after_ms": secs * 1000})
+		},
+	}, http.HandlerFunc(s.serve)))
 	return s
 }
 
-func (s *Server) notify() { close(s.changed); s.changed = make(chan struct{}) }
+// endpoint names a request ("whoami", "sync", "send", "join", "other")
+// and gives its path below /_matrix/client/v3.
+func endpoint(r *http.Request) (name, path string) {
+	path = strings.TrimPrefix(r.URL.Path, "/_matrix/client/v3")
+	switch {
+	case path == "/account/whoami":
+		return "whoami", path
+	case path == "/sync":
+		return "sync", path
+	case strings.HasPrefix(path, "/rooms/") && strings.Contains(path, "/send/"):
+		return "send", path
+	case strings.HasPrefix(path, "/join/"):
+		return "join", path
+	case strings.HasPrefix(path, "/rooms/") && strings.HasSuffix(path, "/join"):
+		// POST /rooms/{roomId}/join is the same as /join/{roomIdOrAlias}.
+		return "join", "/join/" + strings.TrimSuffix(strings.TrimPrefix(path, "/rooms/"), "/join")
+	}
+	return "other", path
+}
 
 // Invite invites the bot to room.
 func (s *Server) Invite(room string) {
-	s.mu.Lock()
+	s.Lock()
 	s.invites = append(s.invites, room)
-	s.notify()
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 }
 
 // Joined reports whether the bot joined room.
 func (s *Server) Joined(room string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	return s.joined[room]
+}
+
+// WaitJoined waits until the bot has joined room.
+func (s *Server) WaitJoined(ctx context.Context, room string) error {
+	return s.Wait(ctx, "matrixtest: not joined to "+room, func() bool { return s.joined[room] })
 }
 
 // Say posts a text message from sender in room.
 func (s *Server) Say(room, sender, body string) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	s.nextID++
 	evID := fmt.Sprintf("$ev%d", s.nextID)
 	s.events = append(s.events, roomEvent{room: room, raw: map[string]any{"type": "m.room.message", "event_id": evID,
 		"sender": sender, "origin_server_ts": time.Now().UnixMilli(), "content": map[string]any{"msgtype": "m.text", "body": body}}})
-	s.notify()
+	s.Changed()
 	return evID
 }
 
 // Sent returns what the bot sent.
 func (s *Server) Sent() []Sent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Sent(nil), s.sent...)
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
+}
+
+// WaitSent waits for a message of the bot matching match.
+func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
+	return channeltest.WaitMatch(ctx, &s.FakeState, "matrixtest: no matching message", func() []Sent { return s.sent }, match)
 }
 
 // Calls counts requests to an endpoint name ("whoami", "sync", "send").
-func (s *Server) Calls(name string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[name]
-}
-
-// SetDown makes every request fail with 502.
-func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	s.notify()
-	s.mu.Unlock()
-}
+func (s *Server) Calls(name string) int { return s.Requests(name) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -110,29 +133,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	path := strings.TrimPrefix(r.URL.Path, "/_matrix/client/v3")
-	name := "other"
-	switch {
-	case path == "/account/whoami":
-		name = "whoami"
-	case path == "/sync":
-		name = "sync"
-	case strings.HasPrefix(path, "/rooms/") && strings.Contains(path, "/send/"):
-		name = "send"
-	case strings.HasPrefix(path, "/join/"):
-		name = "join"
-	case strings.HasPrefix(path, "/rooms/") && strings.HasSuffix(path, "/join"):
-		// POST /rooms/{roomId}/join is the same as /join/{roomIdOrAlias}.
-		name, path = "join", "/join/"+strings.TrimSuffix(strings.TrimPrefix(path, "/rooms/"), "/join")
-	}
-	s.mu.Lock()
-	s.calls[name]++
-	down := s.down
-	s.mu.Unlock()
-	if down {
-		w.WriteHeader(http.StatusBadGateway)
-		return
-	}
+	name, path := endpoint(r)
 	if r.Header.Get("Authorization") != "Bearer "+s.Token {
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"errcode": "M_UNKNOWN_TOKEN", "error": "Invalid access token passed.", "soft_logout": false})
 		return
@@ -144,7 +145,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.sync(w, r)
 	case "join":
 		room := strings.TrimPrefix(path, "/join/")
-		s.mu.Lock()
+		s.Lock()
 		s.joined[room] = true
 		var left []string
 		for _, x := range s.invites {
@@ -153,7 +154,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.invites = left
-		s.mu.Unlock()
+		s.Changed()
+		s.Unlock()
 		writeJSON(w, 200, map[string]any{"room_id": room})
 	case "send":
 		// /rooms/{roomId}/send/{eventType}/{txnId}
@@ -172,8 +174,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			} `json:"m.relates_to"`
 		}
 		json.NewDecoder(r.Body).Decode(&content)
-		s.mu.Lock()
-		defer s.mu.Unlock()
+		s.Lock()
+		defer s.Unlock()
 		if !s.joined[room] {
 			writeJSON(w, 403, map[string]any{"errcode": "M_FORBIDDEN", "error": "User not in room"})
 			return
@@ -190,6 +192,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			sent.InReplyTo = content.RelatesTo.InReplyTo.EventID
 		}
 		s.sent = append(s.sent, sent)
+		s.Changed()
 		s.events = append(s.events, roomEvent{room: room, raw: map[string]any{"type": "m.room.message", "event_id": ev,
 			"sender": s.UserID, "origin_server_ts": time.Now().UnixMilli(), "content": map[string]any{"msgtype": "m.text", "body": content.Body}}})
 		writeJSON(w, 200, map[string]any{"event_id": ev})
@@ -201,15 +204,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	since, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Query().Get("since"), "b"))
 	timeout, _ := strconv.Atoi(r.URL.Query().Get("timeout"))
-	deadline := time.Now().Add(time.Duration(timeout) * time.Millisecond)
-	for {
-		s.mu.Lock()
-		if s.down {
-			s.mu.Unlock()
-			w.WriteHeader(http.StatusBadGateway)
-			return
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(timeout)*time.Millisecond)
+	defer cancel()
+	var down bool
+	var join, invite map[string]any
+	var next string
+	// Long poll: answer as soon as there is something for the bot (or
+	// an outage begins), or empty at the timeout.
+	_ = s.Wait(ctx, "sync", func() bool {
+		if down = s.Down(); down {
+			return true
 		}
-		join := map[string]any{}
+		join, invite = map[string]any{}, map[string]any{}
 		for _, e := range s.events[min(since, len(s.events)):] {
 			if !s.joined[e.room] {
 				continue
@@ -222,22 +228,17 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 			tl := room["timeline"].(map[string]any)
 			tl["events"] = append(tl["events"].([]any), e.raw)
 		}
-		invite := map[string]any{}
 		for _, room := range s.invites {
 			invite[room] = map[string]any{"invite_state": map[string]any{"events": []any{}}}
 		}
-		next := "b" + strconv.Itoa(len(s.events))
-		changed := s.changed
-		s.mu.Unlock()
-		if len(join) > 0 || len(invite) > 0 || time.Now().After(deadline) {
-			writeJSON(w, 200, map[string]any{"next_batch": next, "rooms": map[string]any{"join": join, "invite": invite}})
-			return
-		}
-		select {
-		case <-changed:
-		case <-time.After(time.Until(deadline)):
-		case <-r.Context().Done():
-			return
-		}
+		next = "b" + strconv.Itoa(len(s.events))
+		return len(join) > 0 || len(invite) > 0
+	})
+	switch {
+	case r.Context().Err() != nil:
+	case down:
+		w.WriteHeader(http.StatusBadGateway)
+	default:
+		writeJSON(w, 200, map[string]any{"next_batch": next, "rooms": map[string]any{"join": join, "invite": invite}})
 	}
 }

@@ -196,15 +196,7 @@ func (s *Server) Say(u User, channelID, message, rootID string) Post {
 
 // Posts returns a copy of every post in channelID ("" = all channels).
 func (s *Server) Posts(channelID string) []Post {
-	s.Lock()
-	defer s.Unlock()
-	var out []Post
-	for _, p := range s.posts {
-		if channelID == "" || p.ChannelID == channelID {
-			out = append(out, p)
-		}
-	}
-	return out
+	return channeltest.Select(&s.FakeState, func() []Post { return s.posts }, func(p Post) bool { return channelID == "" || p.ChannelID == channelID })
 }
 
 // WaitPost waits until a post matching match exists and returns it.

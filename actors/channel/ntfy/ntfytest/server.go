@@ -104,9 +104,6 @@ func (s *Server) SetDown(down bool) {
 	}
 }
 
-// RateLimitNext makes the next n publishes fail with 429 (code 42901).
-func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
-
 // Subscribers is the number of open streams on topic.
 func (s *Server) Subscribers(topic string) int {
 	s.Lock()
@@ -131,15 +128,7 @@ func (s *Server) Publish(topic, title, message string) Message {
 
 // Messages lists messages on topic.
 func (s *Server) Messages(topic string) []Message {
-	s.Lock()
-	defer s.Unlock()
-	var out []Message
-	for _, m := range s.messages {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
+	return channeltest.Select(&s.FakeState, func() []Message { return s.messages }, func(m Message) bool { return m.Topic == topic })
 }
 
 // WaitMessage waits for a message matching match.

@@ -6,15 +6,18 @@
 package slacktest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Sent is a chat.postMessage call.
@@ -26,20 +29,28 @@ type Server struct {
 	BotToken, AppToken string
 	BotUserID          string
 
-	mu     sync.Mutex
-	conns  map[*websocket.Conn]*sync.Mutex
+	channeltest.FakeState
+
 	acks   map[string]bool
 	sent   []Sent
-	calls  map[string]int
-	down   bool
 	nextID int
 }
 
-// New starts a fake workspace.
+// New starts a fake workspace. In an outage the Web API answers 503 and
+// Socket Mode refuses to connect; a rate-limited chat.postMessage answers
+// 429 with Retry-After, as Slack's tier limits do.
 func New(botToken, appToken string) *Server {
-	s := &Server{BotToken: botToken, AppToken: appToken, BotUserID: "UBOT", conns: map[*websocket.Conn]*sync.Mutex{},
-		acks: map[string]bool{}, calls: map[string]int{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	s := &Server{BotToken: botToken, AppToken: appToken, BotUserID: "UBOT", acks: map[string]bool{}}
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		Route:  func(r *http.Request) string { return strings.TrimPrefix(r.URL.Path, "/api/") },
+		Limits: func(r *http.Request) bool { return r.URL.Path == "/api/chat.postMessage" },
+		Limited: func(w http.ResponseWriter, secs int) {
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "ratelimited"})
+		},
+	}, http.HandlerFunc(s.serve)))
 	return s
 }
 
@@ -48,54 +59,40 @@ func (s *Server) APIURL() string { return s.URL + "/api/" }
 
 // Sent returns the bot's messages.
 func (s *Server) Sent() []Sent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Sent(nil), s.sent...)
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
+}
+
+// WaitSent waits for a chat.postMessage matching match.
+func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
+	return channeltest.WaitMatch(ctx, &s.FakeState, "slacktest: no matching message", func() []Sent { return s.sent }, match)
 }
 
 // Calls counts Web API calls by method name.
-func (s *Server) Calls(method string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[method]
-}
+func (s *Server) Calls(method string) int { return s.Requests(method) }
 
 // Acked reports whether an envelope was acknowledged.
 func (s *Server) Acked(envelopeID string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	return s.acks[envelopeID]
 }
 
 // Connected is the number of live Socket Mode connections.
 func (s *Server) Connected() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
+	s.Lock()
+	defer s.Unlock()
+	return s.Sockets()
 }
 
-// SetDown makes the Web API answer 503 and drops Socket Mode connections.
-func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	var cs []*websocket.Conn
-	if down {
-		for c := range s.conns {
-			cs = append(cs, c)
-		}
-	}
-	s.mu.Unlock()
-	for _, c := range cs {
-		c.Close()
-	}
-}
+// WaitConnected waits until n Socket Mode connections are live.
+func (s *Server) WaitConnected(ctx context.Context, n int) error { return s.WaitSockets(ctx, n) }
 
 // Event builds an event_callback payload for an inner event.
 func (s *Server) Event(inner map[string]any) map[string]any {
-	s.mu.Lock()
+	s.Lock()
 	s.nextID++
 	id := s.nextID
-	s.mu.Unlock()
+	s.Unlock()
 	return map[string]any{"token": "verif", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
 		"event_id": fmt.Sprintf("Ev%d", id), "event_time": time.Now().Unix(), "event": inner}
 }
@@ -115,25 +112,13 @@ func (s *Server) Mention(channel, user, text string) map[string]any {
 // Push sends payload over Socket Mode as an events_api envelope and
 // returns the envelope id.
 func (s *Server) Push(payload map[string]any) string {
-	s.mu.Lock()
+	s.Lock()
 	s.nextID++
 	env := fmt.Sprintf("env-%d", s.nextID)
+	s.Unlock()
 	raw, _ := json.Marshal(map[string]any{"envelope_id": env, "type": "events_api", "accepts_response_payload": false,
 		"retry_attempt": 0, "retry_reason": "", "payload": payload})
-	type t struct {
-		c  *websocket.Conn
-		mu *sync.Mutex
-	}
-	var ts []t
-	for c, mu := range s.conns {
-		ts = append(ts, t{c, mu})
-	}
-	s.mu.Unlock()
-	for _, x := range ts {
-		x.mu.Lock()
-		x.c.WriteMessage(websocket.TextMessage, raw)
-		x.mu.Unlock()
-	}
+	s.Broadcast(raw)
 	return env
 }
 
@@ -149,14 +134,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	method := strings.TrimPrefix(r.URL.Path, "/api/")
 	r.ParseForm()
-	s.mu.Lock()
-	s.calls[method]++
-	down := s.down
-	s.mu.Unlock()
-	if down {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
 	auth := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if auth == "" {
 		auth = r.Form.Get("token")
@@ -184,11 +161,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			reply(w, map[string]any{"ok": false, "error": "channel_not_found"})
 			return
 		}
-		s.mu.Lock()
+		s.Lock()
 		s.sent = append(s.sent, Sent{Channel: ch, Text: text, ThreadTS: r.Form.Get("thread_ts")})
 		s.nextID++
 		ts := fmt.Sprintf("%d.%06d", time.Now().Unix(), s.nextID)
-		s.mu.Unlock()
+		s.Changed()
+		s.Unlock()
 		reply(w, map[string]any{"ok": true, "channel": ch, "ts": ts, "message": map[string]any{"text": text, "ts": ts}})
 	default:
 		reply(w, map[string]any{"ok": false, "error": "unknown_method"})
@@ -202,20 +180,9 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	defer c.Close()
-	mu := &sync.Mutex{}
-	mu.Lock()
 	c.WriteJSON(map[string]any{"type": "hello", "num_connections": 1, "connection_info": map[string]any{"app_id": "A1"},
 		"debug_info": map[string]any{"host": "fake", "approximate_connection_time": 3600}})
-	mu.Unlock()
-	s.mu.Lock()
-	s.conns[c] = mu
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	defer s.Attach(c)()
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() { // Slack pings the client; socketmode treats silence as death
@@ -226,9 +193,9 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 			case <-stop:
 				return
 			case <-t.C:
-				mu.Lock()
-				c.WriteControl(websocket.PingMessage, []byte("ping"), time.Now().Add(time.Second))
-				mu.Unlock()
+				s.Write(c, func(c *websocket.Conn) error {
+					return c.WriteControl(websocket.PingMessage, []byte("ping"), time.Now().Add(time.Second))
+				})
 			}
 		}
 	}()
@@ -241,9 +208,10 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 			EnvelopeID string `json:"envelope_id"`
 		}
 		if json.Unmarshal(raw, &ack) == nil && ack.EnvelopeID != "" {
-			s.mu.Lock()
+			s.Lock()
 			s.acks[ack.EnvelopeID] = true
-			s.mu.Unlock()
+			s.Changed()
+			s.Unlock()
 		}
 	}
 }

@@ -7,7 +7,6 @@
 package teamstest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -133,15 +132,7 @@ func (s *Server) MetadataURL() string { return s.URL + MetadataPath }
 
 // Sent returns the activities the bot sent to conversationID ("" = all).
 func (s *Server) Sent(conversationID string) []Sent {
-	s.Lock()
-	defer s.Unlock()
-	var out []Sent
-	for _, a := range s.sent {
-		if conversationID == "" || a.ConversationID == conversationID {
-			out = append(out, a)
-		}
-	}
-	return out
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, func(a Sent) bool { return conversationID == "" || a.ConversationID == conversationID })
 }
 
 // WaitSent waits for a sent activity matching match.
@@ -176,7 +167,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	case secret != s.AppPassword:
 		writeJSON(w, http.StatusUnauthorized, aadError("invalid_client", "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.", 7000215))
 	default:
-		tok := randomString(32)
+		tok := channeltest.RandomID(32)
 		s.Lock()
 		s.issued[tok] = time.Now().Add(time.Hour)
 		s.Unlock()
@@ -186,7 +177,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 
 func aadError(code, desc string, n int) map[string]any {
 	return map[string]any{"error": code, "error_description": desc, "error_codes": []int{n},
-		"timestamp": time.Now().UTC().Format("2006-01-02 15:04:05Z"), "trace_id": randomString(8), "correlation_id": randomString(8)}
+		"timestamp": time.Now().UTC().Format("2006-01-02 15:04:05Z"), "trace_id": channeltest.RandomID(8), "correlation_id": channeltest.RandomID(8)}
 }
 
 func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
@@ -240,7 +231,7 @@ func (s *Server) sendActivity(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]string{"code": "MissingProperty", "message": "Activity type is required."}})
 		return
 	}
-	id := "1:" + randomString(12)
+	id := "1:" + channeltest.RandomID(12)
 	s.Lock()
 	s.sent = append(s.sent, Sent{ConversationID: conv, ReplyToID: r.PathValue("id"), Activity: a})
 	s.Changed()
@@ -280,7 +271,7 @@ func (s *Server) Activity(m Message) Activity {
 		ct = "groupChat"
 	}
 	return Activity{
-		Type: "message", ID: "1" + randomString(12), Timestamp: time.Now().UTC().Format(time.RFC3339Nano),
+		Type: "message", ID: "1" + channeltest.RandomID(12), Timestamp: time.Now().UTC().Format(time.RFC3339Nano),
 		ServiceURL: s.URL + "/", ChannelID: "msteams", From: &m.From,
 		Conversation: &Conversation{ID: m.ConversationID, IsGroup: m.IsGroup, ConversationType: ct, TenantID: tenant},
 		Recipient:    &Account{ID: "28:" + s.AppID, Name: "fangd"}, Text: m.Text, TextFormat: "plain", ChannelData: cd,
@@ -318,21 +309,5 @@ func (s *Server) ForgedToken() string {
 // no header) and returns the status.
 func (s *Server) Post(endpoint string, a Activity, token string) (int, error) {
 	body, _ := json.Marshal(a)
-	req, _ := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-func randomString(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)[:n]
+	return channeltest.Post(endpoint, body, channeltest.Header("Content-Type", "application/json; charset=utf-8", "Authorization", channeltest.Bearer(token)))
 }

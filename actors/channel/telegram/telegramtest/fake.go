@@ -7,12 +7,15 @@
 package telegramtest
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Sent is one message the bot sent.
@@ -37,41 +40,53 @@ type Server struct {
 	// message the bot sends as it arrives (the bench times replies with it).
 	OnSent func(Sent)
 
-	mu        sync.Mutex
-	changed   chan struct{} // closed and replaced whenever updates/down change
+	channeltest.FakeState
+
 	updates   []json.RawMessage
 	ids       []int64
 	nextID    int64
 	nextMsg   int64
 	sent      []Sent
-	calls     map[string]int
-	down      bool
-	limit     int // answer this many next calls with 429
 	hookURL   string
 	hookToken string
 }
 
-// New starts a fake for a bot with token.
+// New starts a fake for a bot with token. In an outage every call answers
+// Telegram's front end's 502 page; a rate-limited sendMessage answers 429
+// with parameters.retry_after.
 func New(token string) *Server {
-	s := &Server{Token: token, BotID: 777, Username: "fangd_test_bot", changed: make(chan struct{}),
-		nextID: 1000, nextMsg: 1, calls: map[string]int{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	s := &Server{Token: token, BotID: 777, Username: "fangd_test_bot", nextID: 1000, nextMsg: 1}
+	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
+		Route:  func(r *http.Request) string { _, method, _ := split(r); return method },
+		Limits: func(r *http.Request) bool { _, method, _ := split(r); return method == "sendMessage" },
+		Down: func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusBadGateway)
+			w.Write([]byte("<html><body><h1>502 Bad Gateway</h1></body></html>"))
+		},
+		Limited: func(w http.ResponseWriter, secs int) {
+			reply(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error_code": 429,
+				"description": "Too Many Requests: retry after " + strconv.Itoa(secs), "parameters": map[string]any{"retry_after": secs}})
+		},
+	}, http.HandlerFunc(s.serve)))
 	return s
+}
+
+// split takes /bot<token>/<method> apart.
+func split(r *http.Request) (token, method string, ok bool) {
+	rest, found := strings.CutPrefix(r.URL.Path, "/bot")
+	token, method, found2 := strings.Cut(rest, "/")
+	return token, method, found && found2
 }
 
 // URL is the api_url to configure.
 func (s *Server) URL() string { return s.Server.URL }
 
-func (s *Server) notify() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
 // UserMessage queues a text message from user (id, username) in chat and
 // returns its update id.
 func (s *Server) UserMessage(chatID, userID int64, username, text string) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	s.nextID++
 	s.nextMsg++
 	chatType := "private"
@@ -85,15 +100,15 @@ func (s *Server) UserMessage(chatID, userID int64, username, text string) int64 
 	raw, _ := json.Marshal(u)
 	s.updates = append(s.updates, raw)
 	s.ids = append(s.ids, s.nextID)
-	s.notify()
+	s.Changed()
 	return s.nextID
 }
 
 // Update returns an update as Telegram would POST it to a webhook.
 func (s *Server) Update(chatID, userID int64, username, text string) []byte {
 	id := s.UserMessage(chatID, userID, username, text)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	for i, x := range s.ids {
 		if x == id {
 			raw := s.updates[i]
@@ -107,45 +122,31 @@ func (s *Server) Update(chatID, userID int64, username, text string) []byte {
 
 // Sent returns what the bot sent so far.
 func (s *Server) Sent() []Sent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Sent(nil), s.sent...)
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
+}
+
+// WaitSent waits for a message of the bot matching match.
+func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
+	return channeltest.WaitMatch(ctx, &s.FakeState, "telegramtest: no matching message", func() []Sent { return s.sent }, match)
 }
 
 // Pending is how many updates are not yet confirmed by an offset.
 func (s *Server) Pending() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	return len(s.updates)
 }
 
 // Calls is how many times method was called (any token).
-func (s *Server) Calls(method string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[method]
-}
+func (s *Server) Calls(method string) int { return s.Requests(method) }
 
-// SetDown makes every call fail with 502 (as Telegram's front end does
-// during an outage) until SetDown(false).
-func (s *Server) SetDown(down bool) {
-	s.mu.Lock()
-	s.down = down
-	s.notify()
-	s.mu.Unlock()
-}
-
-// RateLimit answers the next n calls with 429 retry_after 1.
-func (s *Server) RateLimit(n int) {
-	s.mu.Lock()
-	s.limit = n
-	s.mu.Unlock()
-}
+// RateLimit answers the next n sendMessage calls with 429 retry_after 1.
+func (s *Server) RateLimit(n int) { s.RateLimitNext(n, 1) }
 
 // Webhook is the registered webhook URL and secret token.
 func (s *Server) Webhook() (string, string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	return s.hookURL, s.hookToken
 }
 
@@ -164,9 +165,8 @@ func ok(w http.ResponseWriter, result any) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	rest, found := strings.CutPrefix(r.URL.Path, "/bot")
-	token, method, found2 := strings.Cut(rest, "/")
-	if !found || !found2 {
+	token, method, found := split(r)
+	if !found {
 		fail(w, http.StatusNotFound, "Not Found")
 		return
 	}
@@ -176,28 +176,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		dec.UseNumber()
 		_ = dec.Decode(&params)
 	}
-	s.mu.Lock()
-	s.calls[method]++
-	if s.down {
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "text/html")
-		w.WriteHeader(http.StatusBadGateway)
-		w.Write([]byte("<html><body><h1>502 Bad Gateway</h1></body></html>"))
-		return
-	}
 	if token != s.Token && !(s.AnyToken && strings.Contains(token, ":")) {
-		s.mu.Unlock()
 		fail(w, http.StatusUnauthorized, "Unauthorized")
 		return
 	}
-	if s.limit > 0 {
-		s.limit--
-		s.mu.Unlock()
-		reply(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error_code": 429,
-			"description": "Too Many Requests: retry after 1", "parameters": map[string]any{"retry_after": 1}})
-		return
-	}
-	s.mu.Unlock()
 	switch method {
 	case "getMe":
 		ok(w, map[string]any{"id": s.BotID, "is_bot": true, "first_name": "fangd test", "username": s.Username})
@@ -206,15 +188,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "sendMessage":
 		s.sendMessage(w, params)
 	case "setWebhook":
-		s.mu.Lock()
+		s.Lock()
 		s.hookURL, _ = params["url"].(string)
 		s.hookToken, _ = params["secret_token"].(string)
-		s.mu.Unlock()
+		s.Changed()
+		s.Unlock()
 		ok(w, true)
 	case "deleteWebhook":
-		s.mu.Lock()
+		s.Lock()
 		s.hookURL, s.hookToken = "", ""
-		s.mu.Unlock()
+		s.Changed()
+		s.Unlock()
 		ok(w, true)
 	default:
 		fail(w, http.StatusNotFound, "Not Found: method not found")
@@ -231,42 +215,31 @@ func num(v any) int64 {
 
 func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request, params map[string]any) {
 	offset, timeout := num(params["offset"]), num(params["timeout"])
-	deadline := time.Now().Add(time.Duration(timeout) * time.Second)
-	for {
-		s.mu.Lock()
-		if s.hookURL != "" {
-			s.mu.Unlock()
-			fail(w, http.StatusConflict, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first")
-			return
-		}
-		if s.down {
-			s.mu.Unlock()
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(timeout)*time.Second)
+	defer cancel()
+	var hooked, down bool
+	var out []json.RawMessage
+	// Long poll: answer as soon as there are updates (or a webhook is set,
+	// or an outage begins), or empty at the timeout.
+	_ = s.Wait(ctx, "getUpdates", func() bool {
+		hooked, down = s.hookURL != "", s.Down()
 		// An offset confirms every update below it.
 		for len(s.ids) > 0 && offset > 0 && s.ids[0] < offset {
 			s.ids, s.updates = s.ids[1:], s.updates[1:]
 		}
-		if len(s.updates) > 0 {
-			out := append([]json.RawMessage(nil), s.updates...)
-			s.mu.Unlock()
-			ok(w, out)
-			return
-		}
-		changed := s.changed
-		s.mu.Unlock()
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			ok(w, []any{})
-			return
-		}
-		select {
-		case <-changed:
-		case <-time.After(wait):
-		case <-r.Context().Done():
-			return
-		}
+		out = append([]json.RawMessage(nil), s.updates...)
+		return hooked || down || len(out) > 0
+	})
+	switch {
+	case r.Context().Err() != nil:
+	case hooked:
+		fail(w, http.StatusConflict, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first")
+	case down:
+		w.WriteHeader(http.StatusBadGateway)
+	case len(out) == 0:
+		ok(w, []any{})
+	default:
+		ok(w, out)
 	}
 }
 
@@ -295,11 +268,12 @@ func (s *Server) sendMessage(w http.ResponseWriter, params map[string]any) {
 	if rp, ok := params["reply_parameters"].(map[string]any); ok {
 		replyTo = num(rp["message_id"])
 	}
-	s.mu.Lock()
+	s.Lock()
 	s.nextMsg++
 	m := Sent{ChatID: chat, Text: text, ReplyTo: replyTo, ThreadID: num(params["message_thread_id"]), MessageID: s.nextMsg}
 	s.sent = append(s.sent, m)
-	s.mu.Unlock()
+	s.Changed()
+	s.Unlock()
 	if s.OnSent != nil {
 		s.OnSent(m)
 	}

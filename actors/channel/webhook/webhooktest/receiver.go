@@ -6,7 +6,6 @@
 package webhooktest
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -47,7 +46,7 @@ type Receiver struct {
 func NewReceiver(secret string) *Receiver {
 	r := &Receiver{Secret: secret}
 	r.Server = httptest.NewServer(r.Gate(channeltest.Gate{
-		Route:  func(*http.Request) string { return callbackRoute },
+		Route:  func(*http.Request) string { return CallbackRoute },
 		Limits: func(*http.Request) bool { return true },
 		Down:   func(w http.ResponseWriter) { http.Error(w, "Service Unavailable", http.StatusServiceUnavailable) },
 		Limited: func(w http.ResponseWriter, secs int) {
@@ -58,12 +57,9 @@ func NewReceiver(secret string) *Receiver {
 	return r
 }
 
-// Requests is the number of callbacks received (accepted or not).
-func (r *Receiver) Requests() int { return r.FakeState.Requests(callbackRoute) }
-
-// callbackRoute is the one route the receiver counts: every request is a
-// callback, whatever its method or path.
-const callbackRoute = "callback"
+// CallbackRoute is the one route the receiver counts (Requests): every
+// request is a callback, accepted or not, whatever its method or path.
+const CallbackRoute = "callback"
 
 // Rejected is the number of callbacks refused for a bad signature.
 func (r *Receiver) Rejected() int {
@@ -74,9 +70,7 @@ func (r *Receiver) Rejected() int {
 
 // Got lists accepted callbacks.
 func (r *Receiver) Got() []Callback {
-	r.Lock()
-	defer r.Unlock()
-	return append([]Callback(nil), r.got...)
+	return channeltest.Select(&r.FakeState, func() []Callback { return r.got }, nil)
 }
 
 // Wait waits for an accepted callback matching match.
@@ -140,15 +134,5 @@ func Send(endpoint, secret string, in Inbound) (int, error) {
 
 // Post POSTs body with signature ("" = no header).
 func Post(endpoint string, body []byte, signature string) (int, error) {
-	req, _ := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if signature != "" {
-		req.Header.Set("X-Webhook-Signature", signature)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode, nil
+	return channeltest.Post(endpoint, body, channeltest.Header("X-Webhook-Signature", signature))
 }

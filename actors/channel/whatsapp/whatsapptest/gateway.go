@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // Gateway fakes LibreFang's WhatsApp Web gateway (packages/whatsapp-gateway):
@@ -103,7 +105,7 @@ func (g *Gateway) start(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"qr_data_url": "", "session_id": g.sessionID, "message": "Already connected to WhatsApp", "connected": true})
 		return
 	}
-	g.sessionID = randomString(16)
+	g.sessionID = channeltest.RandomID(16)
 	g.qr = qrPNG()
 	g.state = "qr_ready"
 	writeJSON(w, http.StatusOK, map[string]any{"qr_data_url": g.qr, "session_id": g.sessionID, "message": g.message(), "connected": false})

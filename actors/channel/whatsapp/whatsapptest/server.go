@@ -7,12 +7,9 @@
 package whatsapptest
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -47,6 +44,9 @@ type GraphError struct {
 	FBTraceID    string `json:"fbtrace_id"`
 }
 
+// PhoneNumberID is the business phone number's id in every fake.
+const PhoneNumberID = "106540352242922"
+
 // Server is the Cloud API fake.
 type Server struct {
 	*httptest.Server
@@ -62,7 +62,7 @@ type Server struct {
 
 // New starts a Cloud API fake for phone number id "106540352242922".
 func New(accessToken, appSecret string) *Server {
-	s := &Server{PhoneNumberID: "106540352242922", AccessToken: accessToken, AppSecret: appSecret, WABAID: "102290129340398"}
+	s := &Server{PhoneNumberID: PhoneNumberID, AccessToken: accessToken, AppSecret: appSecret, WABAID: "102290129340398"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{version}/{id}", s.phoneNumber)
 	mux.HandleFunc("POST /{version}/{id}/messages", s.messages)
@@ -83,21 +83,9 @@ func New(accessToken, appSecret string) *Server {
 	return s
 }
 
-// RateLimitNext makes the next n sends fail with Cloud API error 130429
-// ("Rate limit hit").
-func (s *Server) RateLimitNext(n int) { s.FakeState.RateLimitNext(n, 0) }
-
 // Sent lists messages sent to `to` ("" = all).
 func (s *Server) Sent(to string) []Sent {
-	s.Lock()
-	defer s.Unlock()
-	var out []Sent
-	for _, m := range s.sent {
-		if to == "" || m.To == to {
-			out = append(out, m)
-		}
-	}
-	return out
+	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, func(m Sent) bool { return to == "" || m.To == to })
 }
 
 // WaitSent waits for a sent message matching match.
@@ -106,7 +94,7 @@ func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, err
 }
 
 func graphError(w http.ResponseWriter, status int, e GraphError) {
-	e.FBTraceID = randomString(11)
+	e.FBTraceID = channeltest.RandomID(11)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("WWW-Authenticate", `OAuth "Facebook Platform" "`+e.Type+`" "`+e.Message+`"`)
 	w.WriteHeader(status)
@@ -194,7 +182,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 		graphError(w, http.StatusBadRequest, GraphError{Message: "(#100) Param text['body'] must be at most 4096 characters long.", Type: "OAuthException", Code: 100})
 		return
 	}
-	id := "wamid." + randomString(40)
+	id := "wamid." + channeltest.RandomID(40)
 	m := Sent{To: in.To, Body: in.Text.Body, ID: id}
 	if in.Context != nil {
 		m.ContextID = in.Context.MessageID
@@ -233,7 +221,7 @@ type Inbound struct {
 // NotificationBody builds the webhook body Meta sends for a text message.
 func (s *Server) NotificationBody(in Inbound) []byte {
 	if in.ID == "" {
-		in.ID = "wamid." + randomString(40)
+		in.ID = "wamid." + channeltest.RandomID(40)
 	}
 	msg := map[string]any{"from": in.From, "id": in.ID, "timestamp": strconv.FormatInt(time.Now().Unix(), 10),
 		"type": "text", "text": map[string]string{"body": in.Text}}
@@ -278,22 +266,5 @@ func Signature(appSecret string, body []byte) string {
 
 // Post POSTs body with the given X-Hub-Signature-256 ("" = none).
 func Post(endpoint string, body []byte, signature string) (int, error) {
-	req, _ := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "facebookexternalua")
-	if signature != "" {
-		req.Header.Set("X-Hub-Signature-256", signature)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-func randomString(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)[:n]
+	return channeltest.Post(endpoint, body, channeltest.Header("User-Agent", "facebookexternalua", "X-Hub-Signature-256", signature))
 }
