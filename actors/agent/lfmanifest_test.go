@@ -104,7 +104,7 @@ func TestImportManifestDefaults(t *testing.T) {
 	if err != nil || imp.Spec.Model != "anthropic/claude-x" {
 		t.Fatalf("model alias name: %v %v", imp, err)
 	}
-	imp, err = ImportManifest("name = \"x\"\nschedule = \"reactive\"\nenabled = true\n[model]\nprovider = \"groq\"\nmodel = \"m\"\n", "")
+	_, err = ImportManifest("name = \"x\"\nschedule = \"reactive\"\nenabled = true\n[model]\nprovider = \"groq\"\nmodel = \"m\"\n", "")
 	if err != nil {
 		t.Fatalf("LibreFang's defaults written out: %v", err)
 	}

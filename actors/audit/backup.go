@@ -36,7 +36,7 @@ func Backup(db *store.DB, w io.Writer, version string) (BackupHeader, int64, err
 			return nil, err
 		}
 		h = BackupHeader{CreatedAt: time.Now().UTC().Format(time.RFC3339), Version: version,
-			AuditAnchor: BackupAnchor{Length: tip.Length, Tip: tip.Tip}}
+			AuditAnchor: BackupAnchor(tip)}
 		return json.Marshal(h)
 	})
 	return h, n, err

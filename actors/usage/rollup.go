@@ -450,16 +450,6 @@ func (r *rollups) dayRange(from, to int32, countAgents bool) (Counters, int) {
 	return c, len(agents)
 }
 
-func (r *rollups) agentRange(agent string, from, to int32) int64 {
-	var n int64
-	for d := from; d <= to; d++ {
-		if c := r.dayAgents[d][agent]; c != nil {
-			n += c.CostNanos
-		}
-	}
-	return n
-}
-
 func (r *rollups) costRange(from, to int32) int64 {
 	var n int64
 	for d := from; d <= to; d++ {

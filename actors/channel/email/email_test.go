@@ -92,16 +92,6 @@ func (s idleChecking) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) err
 	}
 }
 
-func (p *imapPeer) stop() { p.srv.Close() }
-
-func (p *imapPeer) restart() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.serve(ln)
-}
-
 type nopLogger struct{}
 
 func (nopLogger) Printf(string, ...any) {}
