@@ -85,7 +85,10 @@ type Response struct {
 	Text string
 	// ToolCalls are the tools the model wants run before it answers;
 	// StopReason is then "tool_calls" (OpenAI) or "tool_use" (Anthropic).
-	ToolCalls  []ToolCall
+	ToolCalls []ToolCall
+	// Reasoning is the model's reasoning text, when the provider streams
+	// it (Anthropic's thinking, DeepSeek's reasoning_content).
+	Reasoning  string
 	Model      string // the model that answered, as the provider names it
 	StopReason string
 	Usage      Usage
