@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -141,5 +142,14 @@ func (a *Agents) Delete(ref Ref, who Who) (*Deleted, error) {
 
 // Send runs one turn and waits for its answer.
 func (a *Agents) Send(s Send) (*TurnResult, error) {
+	return kernel.Ask[*TurnResult](a.k, a.pid, &s, a.turnTimeout)
+}
+
+// Stream runs one turn like Send, handing its events to out as they
+// happen (see Send.Stream); out must be read until Stream returns.
+// Cancelling ctx cancels the turn: the provider call in flight is
+// closed and the answer is a turn_cancelled error.
+func (a *Agents) Stream(ctx context.Context, s Send, out chan<- StreamEvent) (*TurnResult, error) {
+	s.Ctx, s.Stream = ctx, out
 	return kernel.Ask[*TurnResult](a.k, a.pid, &s, a.turnTimeout)
 }
