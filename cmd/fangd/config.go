@@ -148,6 +148,9 @@ type MCPServerConfig struct {
 type AgentsConfig struct {
 	// MaxAgents bounds how many agents exist (409 agent_limit_reached).
 	MaxAgents int `toml:"max_agents"`
+	// MaxStreams bounds the open POST /api/agents/{id}/message/stream
+	// answers (429 agent_stream_limit beyond).
+	MaxStreams int `toml:"max_streams"`
 }
 
 // DefaultModelConfig is [default_model].
@@ -230,7 +233,7 @@ func defaultConfig() Config {
 		MCP:                 MCPConfig{FailureThreshold: 3},
 		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 120, MaxBodyBytes: 1 << 20, MaxSessions: fhttp.DefaultMCPSessions},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
-		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents},
+		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents, MaxStreams: fhttp.DefaultMaxAgentStreams},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
 	}
@@ -356,6 +359,9 @@ func (c *Config) validate() error {
 	if c.Agents.MaxAgents < 1 || c.Agents.MaxAgents > 1_000_000 {
 		bad(errors.New("agents.max_agents must be between 1 and 1000000"))
 	}
+	if c.Agents.MaxStreams < 1 || c.Agents.MaxStreams > 100_000 {
+		bad(errors.New("agents.max_streams must be between 1 and 100000"))
+	}
 	if dm := c.DefaultModel; (dm.Provider == "") != (dm.Model == "") || strings.ContainsAny(dm.Provider, "/ \t") {
 		bad(errors.New(`default_model needs both provider (a [providers] name) and model (the provider's model id)`))
 	} else if p := dm.Provider; p != "" {
@@ -456,6 +462,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.MaxLogStreams = c.Log.MaxStreams
 	h.AccessLog = c.Log.AccessLog
 	h.MaxA2AStreams = c.A2A.MaxStreams
+	h.MaxAgentStreams = c.Agents.MaxStreams
 	h.MCPOAuthRedirectBase = c.MCP.OAuthRedirectBase
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,

@@ -74,6 +74,10 @@ type Config struct {
 	// tasks/resubscribe), each a goroutine and an agent turn's events held
 	// for as long as the client reads; beyond it 429 a2a_stream_limit.
 	MaxA2AStreams int
+	// MaxAgentStreams bounds the open POST /api/agents/{id}/message/stream
+	// answers, each a turn in flight ([agents] max_streams); beyond it 429
+	// agent_stream_limit.
+	MaxAgentStreams int
 	// StreamWriteTimeout bounds one write of a long-lived stream (SSE,
 	// the A2A and MCP streams): a client that stops reading that long is
 	// cut. WriteTimeout is one-shot per response and would cut every
@@ -122,6 +126,7 @@ func DefaultConfig() Config {
 		SSEHeartbeat:       15 * time.Second,
 		MaxLogStreams:      DefaultMaxLogStreams,
 		MaxA2AStreams:      DefaultMaxA2AStreams,
+		MaxAgentStreams:    DefaultMaxAgentStreams,
 		StreamWriteTimeout: 30 * time.Second,
 		A2AMaxBodyBytes:    1 << 20,
 	}
@@ -186,6 +191,8 @@ type Server struct {
 	// logStreams counts the open /api/logs/stream subscribers.
 	logStreams atomic.Int64
 	a2aStreams atomic.Int64
+	// agentStreams counts the open agent message streams.
+	agentStreams atomic.Int64
 }
 
 // New builds the server and its routes.
@@ -284,6 +291,7 @@ func (s *Server) routes() {
 	s.api("PATCH", "/agents/{id}", s.patchAgent)
 	s.api("DELETE", "/agents/{id}", s.deleteAgent)
 	s.api("POST", "/agents/{id}/message", s.messageAgent)
+	s.api("POST", "/agents/{id}/message/stream", s.messageAgentStream)
 	s.agentBindingRoutes()
 	s.agentActivityRoutes()
 	s.api("GET", "/templates", s.listTemplates)
