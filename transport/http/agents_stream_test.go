@@ -246,3 +246,31 @@ func TestAgentMessageStreamDisconnectCancelsTheProviderCall(t *testing.T) {
 		return len(evs) > 0 && evs[len(evs)-1].name == "done"
 	})
 }
+
+// A failure after the stream began ends it with phase "error" and an
+// error event carrying the envelope /message would have answered.
+func TestAgentMessageStreamEndsWithTheErrorEnvelope(t *testing.T) {
+	extra, fake := withStreamingAgents(t, llm.APIOpenAI)
+	ts := newTestServer(t, nil, extra)
+	var a agent.Agent
+	ts.mustStatus(t, 201, "POST", "/api/agents", `{"name":"broke","model":"fake/m"}`).json(t, &a)
+	tiny := 1e-9
+	if _, err := ts.deps.Meter.SetAgentBudget(usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
+		t.Fatal(err)
+	}
+	res := ts.openTurnStream(t, context.Background(), "broke", `{"message":"hi"}`)
+	defer res.Body.Close()
+	events := readTurnEvents(t, res.Body, nil)
+	if res.StatusCode != 200 || len(events) != 3 || events[0].data["phase"] != "thinking" ||
+		events[1].name != "phase" || events[1].data["phase"] != "error" || events[1].data["detail"] == nil || events[2].name != "error" {
+		t.Fatalf("%d: %+v", res.StatusCode, events)
+	}
+	e := events[2].data
+	if e["code"] != "budget_exceeded" || e["status"] != float64(402) || e["error"] != events[1].data["detail"] ||
+		e["request_id"] != res.Header.Get("X-Request-Id") {
+		t.Fatalf("error event %v", e)
+	}
+	if len(fake.Requests()) != 0 {
+		t.Fatal("a call over budget reached the provider")
+	}
+}
