@@ -5,8 +5,9 @@
 // model catalog that turns token counts into dollars.
 //
 // Nothing here is an actor: the registry is immutable configuration plus
-// goroutine-safe HTTP clients. The agent actor calls Chat from the goroutine
-// that runs one turn, never from its Receive.
+// goroutine-safe HTTP clients. The agent actor calls Chat (or ChatStream,
+// for a streamed turn) from the goroutine that runs one turn, never from
+// its Receive.
 package llm
 
 import (

@@ -3,6 +3,9 @@ package llm
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +166,78 @@ func TestStreamCancelClosesTheProviderConnection(t *testing.T) {
 				t.Fatal("the provider never saw the connection close")
 			}
 		})
+	}
+}
+
+// rawProvider answers every call with body as contentType.
+func rawProvider(t *testing.T, api, contentType, body string) (*Registry, Route) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	base := srv.URL
+	if api == APIOpenAI {
+		base += "/v1"
+	}
+	reg := newTestRegistry(t, map[string]ProviderConfig{"raw": {API: api, BaseURL: base}}, nil, time.Minute)
+	route, err := reg.Resolve("raw/m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, route
+}
+
+func TestStreamEdgeCases(t *testing.T) {
+	req := Request{Messages: []Message{{Role: RoleUser, Content: "hi"}}, MaxTokens: 50}
+	run := func(api, ct, body string) (*Response, []Delta, error) {
+		reg, route := rawProvider(t, api, ct, body)
+		var deltas []Delta
+		resp, err := reg.ChatStream(context.Background(), route, req, collect(&deltas))
+		return resp, deltas, err
+	}
+	outcome := func(err error) string {
+		var pe *ProviderError
+		if errors.As(err, &pe) {
+			return pe.Outcome
+		}
+		return ""
+	}
+	// A server that ignores "stream" answers with one body: still read.
+	resp, deltas, err := run(APIOpenAI, "application/json", `{"model":"m","choices":[{"message":{"content":"whole"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`)
+	if err != nil || resp.Text != "whole" || len(deltas) != 1 || deltas[0].Text != "whole" || resp.Usage.InputTokens != 3 {
+		t.Fatalf("whole answer: %+v %+v %v", resp, deltas, err)
+	}
+	// Comments, multi-line data and a missing usage chunk (estimated).
+	resp, _, err = run(APIOpenAI, "text/event-stream", ": hello\n\ndata: {\"model\":\"m\",\ndata: \"choices\":[{\"delta\":{\"content\":\"ab\"},\"finish_reason\":null}]}\n\n"+
+		"data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hmm\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	if err != nil || resp.Text != "ab" || resp.Reasoning != "hmm" || !resp.UsageEstimated || resp.StopReason != "stop" {
+		t.Fatalf("comments and multi-line data: %+v %v", resp, err)
+	}
+	// Streams cut before their end are broken answers, not short ones.
+	_, _, err = run(APIOpenAI, "text/event-stream", "data: {\"choices\":[{\"delta\":{\"content\":\"ab\"},\"finish_reason\":null}]}\n\n")
+	if outcome(err) != OutcomeBadResponse {
+		t.Fatalf("openai cut: %v", err)
+	}
+	_, _, err = run(APIAnthropic, "text/event-stream", "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n")
+	if outcome(err) != OutcomeBadResponse {
+		t.Fatalf("anthropic cut: %v", err)
+	}
+	// Anthropic's newer message_delta carries the input counts too, and
+	// thinking comes as reasoning.
+	resp, deltas, err = run(APIAnthropic, "text/event-stream", strings.Join([]string{
+		`event: message_start` + "\n" + `data: {"type":"message_start","message":{"model":"m","usage":{"input_tokens":5,"output_tokens":1}}}`,
+		`event: content_block_start` + "\n" + `data: {"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}`,
+		`event: content_block_delta` + "\n" + `data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"let me see"}}`,
+		`event: content_block_stop` + "\n" + `data: {"type":"content_block_stop","index":0}`,
+		`event: content_block_start` + "\n" + `data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"now","input":{}}}`,
+		`event: content_block_stop` + "\n" + `data: {"type":"content_block_stop","index":1}`,
+		`event: message_delta` + "\n" + `data: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"input_tokens":5,"cache_read_input_tokens":7,"output_tokens":20}}`,
+		`event: message_stop` + "\n" + `data: {"type":"message_stop"}`,
+	}, "\n\n")+"\n\n")
+	if err != nil || resp.Reasoning != "let me see" || len(resp.ToolCalls) != 1 || string(resp.ToolCalls[0].Arguments) != "{}" ||
+		resp.Usage != (Usage{InputTokens: 12, CachedInputTokens: 7, OutputTokens: 20}) || deltas[0].Reasoning != "let me see" {
+		t.Fatalf("anthropic thinking and tool without input: %+v %+v %v", resp, deltas, err)
 	}
 }
