@@ -63,6 +63,16 @@ func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) e
 	return err
 }
 
+// DeletePush removes push endpoint id with its queued messages.
+func (e *Engine) DeletePush(ctx context.Context, id string) error {
+	timeout := kernel.DefaultAskTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	_, err := kernel.Ask[bool](e.k, e.pid, &remove{id: id, kind: KindPush}, timeout)
+	return err
+}
+
 // enqueuePush puts one pushed message at the tail of the outbox and
 // answers the sender once the write is durable.
 func (o *outbox) enqueuePush(c actor.Context, m *push) {
