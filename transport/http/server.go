@@ -27,6 +27,7 @@ import (
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
+	"github.com/fangd/fangd/actors/pairing"
 	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
@@ -97,6 +98,11 @@ type Config struct {
 	A2APeers []PeerToken
 	// A2AMaxBodyBytes caps bodies on the A2A protocol routes (1 MiB).
 	A2AMaxBodyBytes int
+	// Users are the named API keys of [[users]], each with its role.
+	Users []User
+	// PairingPerMinute limits the public pairing routes (complete,
+	// action) per client address ([pairing] attempts_per_minute, 10).
+	PairingPerMinute int
 }
 
 // PeerToken is one A2A peer's credential.
@@ -153,6 +159,9 @@ type Deps struct {
 	MCP *mcp.Manager
 	// MCPServer, when set, serves POST /mcp.
 	MCPServer *mcp.Exposer
+	// Pairing, when set, serves /api/pairing/* and authenticates paired
+	// devices; nil answers its routes 404 pairing_disabled.
+	Pairing *pairing.Pairing
 }
 
 // Server is fangd's HTTP API.
@@ -186,6 +195,8 @@ type Server struct {
 	// logStreams counts the open /api/logs/stream subscribers.
 	logStreams atomic.Int64
 	a2aStreams atomic.Int64
+	// pairingLimit is the public pairing routes' own limiter.
+	pairingLimit pairingLimiter
 }
 
 // New builds the server and its routes.
@@ -336,6 +347,7 @@ func (s *Server) routes() {
 	s.mcpRoutes()
 	s.channelRoutes()
 	s.whatsappQRRoutes()
+	s.pairingRoutes()
 }
 
 // api registers path under both /api and /api/v1.
