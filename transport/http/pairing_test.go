@@ -317,7 +317,9 @@ func TestRolesOfNamedKeys(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) {
 		c.Users = []User{{Name: "olga", Role: RoleOperator, KeyHash: hash(opKey)}, {Name: "vic", Role: RoleViewer, KeyHash: hash(viewKey)}}
 	})
-	bearer := func(k string) []string { return []string{"Authorization", "Bearer " + k, "Content-Type", "application/json"} }
+	bearer := func(k string) []string {
+		return []string{"Authorization", "Bearer " + k, "Content-Type", "application/json"}
+	}
 	for _, c := range []struct {
 		key, method, path, body string
 		want                    int
