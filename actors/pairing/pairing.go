@@ -66,6 +66,11 @@ type Options struct {
 	// BaseURL is where devices reach fangd (public_base_url, else the
 	// listen address); action buttons point there.
 	BaseURL string
+	// Broadcast is LibreFang's push_provider: one ntfy topic or gotify
+	// application that every notification also goes to. Approval
+	// notifications reach it without action buttons: whoever reads a
+	// shared topic must not be able to decide.
+	Broadcast *Target
 	Now     func() time.Time
 }
 
@@ -80,6 +85,9 @@ type Pairing struct {
 	lastSeen sync.Map // device id -> time.Time, since start
 	key      []byte   // action token HMAC key
 	log      zerolog.Logger
+	// broadcast is the Broadcast target's push endpoint, as a pseudo
+	// device "broadcast"; nil without one.
+	broadcast *Device
 }
 
 const vaultActionKey = "pairing/action-key"
@@ -111,6 +119,11 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Pairing, error) {
 		return nil, err
 	}
 	p.pid = pid
+	if opts.Broadcast != nil {
+		if p.broadcast, err = startBroadcast(db, opts.Push, opts.Broadcast); err != nil {
+			return nil, err
+		}
+	}
 	// Wait for the load: a device token must authenticate from the first
 	// request on.
 	if _, err := kernel.Ask[[]Device](k, pid, &ListDevices{}, 30*time.Second); err != nil {
@@ -310,6 +323,9 @@ func (p *Pairing) Notify(ctx context.Context, n *Notification) (*NotifyResult, e
 	if err != nil {
 		return nil, err
 	}
+	if p.broadcast != nil {
+		devs = append(devs, *p.broadcast)
+	}
 	return p.notify(ctx, devs, func(Device) *Notification { return n }), nil
 }
 
@@ -359,14 +375,21 @@ func (p *Pairing) approvalRequested(devs []Device, ev approvalEvent) {
 	}
 	url := strings.TrimRight(p.opts.BaseURL, "/") + "/api/pairing/action"
 	build := func(d Device) *Notification {
+		n := &Notification{Title: "Approval needed: " + ev.Action, Priority: 4, ApprovalID: ev.ID,
+			Message: fmt.Sprintf("Agent %s asks to run %s (risk %s).", ev.AgentName, ev.Action, ev.RiskLevel)}
+		if d.ID == broadcastID {
+			return n
+		}
 		act := func(label, decision string) Action {
 			tok := signAction(p.key, actionClaims{Approval: ev.ID, Decision: decision, Device: d.ID, Exp: exp.Unix(), JTI: uuid.NewString()})
 			body, _ := json.Marshal(map[string]string{"token": tok})
 			return Action{Label: label, URL: url, Method: "POST", Body: string(body)}
 		}
-		return &Notification{Title: "Approval needed: " + ev.Action, Priority: 4, ApprovalID: ev.ID,
-			Message: fmt.Sprintf("Agent %s asks to run %s (risk %s).", ev.AgentName, ev.Action, ev.RiskLevel),
-			Actions: []Action{act("Approve", "approve"), act("Reject", "reject")}}
+		n.Actions = []Action{act("Approve", "approve"), act("Reject", "reject")}
+		return n
+	}
+	if p.broadcast != nil {
+		devs = append(devs, *p.broadcast)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -689,7 +712,7 @@ func (a *pairingActor) onBatch(b *comms.Batch) {
 			reqs = append(reqs, ev.Detail)
 		}
 	}
-	if len(reqs) == 0 || len(a.devs) == 0 {
+	if len(reqs) == 0 || (len(a.devs) == 0 && a.p.broadcast == nil) {
 		return
 	}
 	devs := a.list()
@@ -699,4 +722,45 @@ func (a *pairingActor) onBatch(b *comms.Batch) {
 			a.p.approvalRequested(devs, ev)
 		}
 	}()
+}
+
+const broadcastID = "broadcast"
+
+// broadcastRecord remembers the broadcast endpoint across restarts, with
+// the target it was made for (a changed target gets a new endpoint).
+type broadcastRecord struct {
+	Endpoint string `json:"endpoint"`
+	Target   string `json:"target"`
+}
+
+func startBroadcast(db *store.DB, push Pusher, t *Target) (*Device, error) {
+	if err := t.Validate(); err != nil {
+		return nil, fmt.Errorf("pairing.push_provider: %w", err)
+	}
+	u, secret, headers := t.endpoint()
+	key := t.Type + " " + u + " " + t.Topic + " " + TokenHash([]byte(t.Token))
+	meta := store.NewCollection[broadcastRecord](db, "pairing/meta")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rec, err := meta.Get(broadcastID)
+	switch {
+	case err == nil && rec.Target == key:
+	case err == nil || errors.Is(err, store.ErrNotFound):
+		if rec.Endpoint != "" {
+			_ = push.DeletePush(ctx, rec.Endpoint)
+		}
+		id, err := push.CreatePush(ctx, "pairing:broadcast", u, secret, headers)
+		if err != nil {
+			return nil, fmt.Errorf("pairing broadcast endpoint: %w", err)
+		}
+		rec = broadcastRecord{Endpoint: id, Target: key}
+		if err := meta.Put(broadcastID, rec); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, err
+	}
+	shown := *t
+	shown.Token, shown.Secret = "", ""
+	return &Device{ID: broadcastID, Name: "push_provider", Push: &shown, Endpoint: rec.Endpoint}, nil
 }

@@ -85,6 +85,10 @@ type Config struct {
 	// ChannelLimits is [channel_limits]: its own table, since every key
 	// under [channels] is a channel's name.
 	ChannelLimits ChannelLimitsConfig `toml:"channel_limits"`
+	// Pairing is [pairing] (docs/pairing.md).
+	Pairing PairingConfig `toml:"pairing"`
+	// Users are the named API keys with roles ([[users]]).
+	Users []UserConfig `toml:"users"`
 	// path is the file this config was read from ("" for none).
 	path string
 }
@@ -233,6 +237,7 @@ func defaultConfig() Config {
 		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
+		Pairing:             defaultPairingConfig(),
 	}
 }
 
@@ -386,6 +391,12 @@ func (c *Config) validate() error {
 	if c.Comms.MaxStreams < 1 || c.Comms.MaxStreams > 100_000 {
 		bad(errors.New("comms.max_streams must be between 1 and 100000"))
 	}
+	if c.Pairing.Enabled {
+		_, _, err := c.pairingSettings()
+		bad(err)
+	}
+	_, err = c.users()
+	bad(err)
 	return errors.Join(errs...)
 }
 
@@ -457,6 +468,8 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.AccessLog = c.Log.AccessLog
 	h.MaxA2AStreams = c.A2A.MaxStreams
 	h.MCPOAuthRedirectBase = c.MCP.OAuthRedirectBase
+	h.Users, _ = c.users() // validated
+	h.PairingPerMinute = c.Pairing.AttemptsPerMinute
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,

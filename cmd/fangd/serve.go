@@ -263,7 +263,11 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		c.router.AddNodeSource(a2aNodes{a2aSvc})
 		tools.setA2A(a2aSvc)
 	}
-	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
+	pairing, err := d.startPairing(cfg, vault, c.webhooks)
+	if err != nil {
+		return nil, err
+	}
+	d.http, err = fhttp.New(hc, fhttp.Deps{Pairing: pairing,Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
 		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, Approvals: approvals,
 		Bus: bus, Router: c.router, Webhooks: c.webhooks,
 		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},

@@ -89,7 +89,7 @@ func operatorDenied(method, route string) bool {
 	switch {
 	case strings.HasPrefix(route, "/admin/"),
 		route == "/audit/export", route == "/audit/accept",
-		route == "/pairing/request", route == "/pairing/qr", strings.HasPrefix(route, "/pairing/devices"),
+		route == "/pairing/request", strings.HasPrefix(route, "/pairing/devices") && method != "GET",
 		strings.HasPrefix(route, "/approvals/totp") && method != "GET",
 		strings.HasPrefix(route, "/budget") && method != "GET",
 		route == "/logs/level" && method != "GET",

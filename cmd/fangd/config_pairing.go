@@ -1,0 +1,198 @@
+package main
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/pairing"
+	"github.com/fangd/fangd/actors/webhook"
+	"github.com/fangd/fangd/store"
+	fhttp "github.com/fangd/fangd/transport/http"
+)
+
+// PairingConfig is [pairing]: LibreFang's keys (enabled, max_devices,
+// token_expiry_secs, public_base_url, push_provider, ntfy_url,
+// ntfy_topic) and fangd's own (docs/pairing.md).
+type PairingConfig struct {
+	Enabled         bool   `toml:"enabled"`
+	MaxDevices      int    `toml:"max_devices"`
+	TokenExpirySecs int    `toml:"token_expiry_secs"`
+	PublicBaseURL   string `toml:"public_base_url"`
+	// PushProvider is LibreFang's broadcast target: "none", "ntfy"
+	// (ntfy_url + ntfy_topic) or "gotify" (gotify_url + the app token in
+	// the env var gotify_token_env, LibreFang's GOTIFY_SERVER_URL and
+	// GOTIFY_APP_TOKEN when unset).
+	PushProvider   string `toml:"push_provider"`
+	NtfyURL        string `toml:"ntfy_url"`
+	NtfyTopic      string `toml:"ntfy_topic"`
+	NtfyTokenEnv   string `toml:"ntfy_token_env"`
+	GotifyURL      string `toml:"gotify_url"`
+	GotifyTokenEnv string `toml:"gotify_token_env"`
+	// fangd's: the pending-code cap, the lockout and the public routes'
+	// own rate limit, and the life of an approval action token.
+	MaxPending        int `toml:"max_pending"`
+	LockoutAfter      int `toml:"lockout_after"`
+	LockoutSecs       int `toml:"lockout_secs"`
+	BurnAfter         int `toml:"burn_after"`
+	AttemptsPerMinute int `toml:"attempts_per_minute"`
+	ActionTTLSecs     int `toml:"action_ttl_secs"`
+}
+
+func defaultPairingConfig() PairingConfig {
+	d := pairing.DefaultConfig()
+	return PairingConfig{MaxDevices: d.MaxDevices, TokenExpirySecs: int(d.CodeTTL / time.Second), PushProvider: "none",
+		NtfyURL: "https://ntfy.sh", MaxPending: d.MaxPending, LockoutAfter: d.LockoutAfter, LockoutSecs: int(d.LockoutFor / time.Second),
+		BurnAfter: d.BurnAfter, AttemptsPerMinute: fhttp.DefaultPairingPerMinute, ActionTTLSecs: int(d.ActionTTL / time.Second)}
+}
+
+// UserConfig is one [[users]] entry: a named API key with a role.
+// LibreFang's roles map onto fangd's: owner and admin are admin, user is
+// operator, viewer is viewer.
+type UserConfig struct {
+	Name string `toml:"name"`
+	Role string `toml:"role"`
+	// APIKeyHash is LibreFang's "$sha256$<hex>"; APIKeyEnv (fangd's)
+	// names an environment variable holding the key itself.
+	APIKeyHash string `toml:"api_key_hash"`
+	APIKeyEnv  string `toml:"api_key_env"`
+}
+
+func userRole(r string) (string, bool) {
+	switch r {
+	case "", "user", fhttp.RoleOperator:
+		return fhttp.RoleOperator, true // LibreFang's default role is user
+	case "owner", fhttp.RoleAdmin:
+		return fhttp.RoleAdmin, true
+	case fhttp.RoleViewer:
+		return fhttp.RoleViewer, true
+	}
+	return "", false
+}
+
+// users resolves [[users]] into the HTTP layer's keys.
+func (c *Config) users() ([]fhttp.User, error) {
+	var out []fhttp.User
+	var errs []error
+	seen := map[string]bool{}
+	for i, u := range c.Users {
+		field := fmt.Sprintf("users[%d]", i)
+		if u.Name == "" || strings.ContainsAny(u.Name, ": \t") || len(u.Name) > 64 {
+			errs = append(errs, fmt.Errorf("%s.name must be 1-64 characters without ':' or spaces", field))
+		}
+		if seen[u.Name] {
+			errs = append(errs, fmt.Errorf("%s.name %q is used twice", field, u.Name))
+		}
+		seen[u.Name] = true
+		role, ok := userRole(u.Role)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s.role %q: want admin, operator, viewer (or LibreFang's owner, user)", field, u.Role))
+		}
+		user := fhttp.User{Name: u.Name, Role: role}
+		switch {
+		case u.APIKeyHash != "" && u.APIKeyEnv != "":
+			errs = append(errs, fmt.Errorf("%s: set api_key_hash or api_key_env, not both", field))
+		case u.APIKeyHash != "":
+			h, ok := fhttp.ParseKeyHash(u.APIKeyHash)
+			if !ok {
+				errs = append(errs, fmt.Errorf(`%s.api_key_hash must be "$sha256$<64 hex>" (Argon2id hashes are not supported)`, field))
+			}
+			user.KeyHash = h
+		case u.APIKeyEnv != "":
+			key := os.Getenv(u.APIKeyEnv)
+			if len(key) < 16 {
+				errs = append(errs, fmt.Errorf("%s.api_key_env: $%s must hold a key of at least 16 characters", field, u.APIKeyEnv))
+			}
+			user.KeyHash = sha256.Sum256([]byte(key))
+		default:
+			errs = append(errs, fmt.Errorf("%s needs api_key_hash or api_key_env", field))
+		}
+		out = append(out, user)
+	}
+	return out, errors.Join(errs...)
+}
+
+// pairingSettings validates [pairing] into the actor's config and the
+// broadcast target.
+func (c *Config) pairingSettings() (pairing.Config, *pairing.Target, error) {
+	p := c.Pairing
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if p.MaxDevices < 1 || p.MaxDevices > 10_000 {
+		bad("pairing.max_devices must be between 1 and 10000")
+	}
+	if p.TokenExpirySecs < 30 || p.TokenExpirySecs > 3600 {
+		bad("pairing.token_expiry_secs must be between 30 and 3600")
+	}
+	if p.MaxPending < 1 || p.MaxPending > 100 {
+		bad("pairing.max_pending must be between 1 and 100")
+	}
+	if p.LockoutAfter < 1 || p.LockoutAfter > 100 || p.BurnAfter < p.LockoutAfter || p.BurnAfter > 10_000 {
+		bad("pairing.lockout_after must be between 1 and 100, and burn_after between lockout_after and 10000")
+	}
+	if p.LockoutSecs < 1 || p.LockoutSecs > 86_400 {
+		bad("pairing.lockout_secs must be between 1 and 86400")
+	}
+	if p.AttemptsPerMinute < 1 || p.AttemptsPerMinute > 1000 {
+		bad("pairing.attempts_per_minute must be between 1 and 1000")
+	}
+	if p.ActionTTLSecs < 30 || p.ActionTTLSecs > 86_400 {
+		bad("pairing.action_ttl_secs must be between 30 and 86400")
+	}
+	if b := p.PublicBaseURL; b != "" {
+		if u, err := url.Parse(b); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+			bad("pairing.public_base_url %q must be an absolute http(s) URL without a query", b)
+		}
+	}
+	var target *pairing.Target
+	switch p.PushProvider {
+	case "", "none":
+	case "ntfy":
+		target = &pairing.Target{Type: pairing.TargetNtfy, Server: p.NtfyURL, Topic: p.NtfyTopic}
+		if p.NtfyTokenEnv != "" {
+			target.Token = os.Getenv(p.NtfyTokenEnv)
+		}
+	case "gotify":
+		srv, env := p.GotifyURL, p.GotifyTokenEnv
+		if srv == "" {
+			srv = os.Getenv("GOTIFY_SERVER_URL")
+		}
+		if env == "" {
+			env = "GOTIFY_APP_TOKEN"
+		}
+		target = &pairing.Target{Type: pairing.TargetGotify, Server: srv, Token: os.Getenv(env)}
+	default:
+		bad("pairing.push_provider %q: want none, ntfy or gotify", p.PushProvider)
+	}
+	if target != nil {
+		if err := target.Validate(); err != nil {
+			bad("pairing.push_provider %s: %s", p.PushProvider, kernel.PublicMessage(err))
+		}
+	}
+	cfg := pairing.Config{Enabled: p.Enabled, MaxDevices: p.MaxDevices, CodeTTL: time.Duration(p.TokenExpirySecs) * time.Second,
+		MaxPending: p.MaxPending, PublicBaseURL: strings.TrimRight(p.PublicBaseURL, "/"), LockoutAfter: p.LockoutAfter,
+		LockoutFor: time.Duration(p.LockoutSecs) * time.Second, BurnAfter: p.BurnAfter, ActionTTL: time.Duration(p.ActionTTLSecs) * time.Second}
+	return cfg, target, errors.Join(errs...)
+}
+
+// startPairing starts the pairing actor when [pairing] is enabled; nil
+// otherwise (its routes answer 404 pairing_disabled).
+func (d *daemon) startPairing(cfg Config, vault *store.Vault, eng *webhook.Engine) (*pairing.Pairing, error) {
+	if !cfg.Pairing.Enabled {
+		return nil, nil
+	}
+	pc, target, err := cfg.pairingSettings()
+	if err != nil {
+		return nil, err
+	}
+	base := pc.PublicBaseURL
+	if base == "" {
+		base = "http://" + cfg.APIListen
+	}
+	return pairing.Start(d.kernel, d.db, pairing.Options{Config: pc, Push: eng, Vault: vault, Bus: d.bus, BaseURL: base, Broadcast: target})
+}
