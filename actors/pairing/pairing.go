@@ -71,7 +71,7 @@ type Options struct {
 	// notifications reach it without action buttons: whoever reads a
 	// shared topic must not be able to decide.
 	Broadcast *Target
-	Now     func() time.Time
+	Now       func() time.Time
 }
 
 // Pairing is the handle the HTTP layer uses.
