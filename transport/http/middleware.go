@@ -307,9 +307,17 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) (string, *a
 		}
 	}
 	presented := bearer(ctx)
+	// A signed-in user's session (bearer or cookie), a paired device's
+	// token, then a [[users]] key: each has its own role (authorize),
+	// whether or not an API key is set.
+	if sess, fromCookie := s.sessionOf(ctx, presented); sess != nil {
+		if fromCookie && isMutating(ctx) && !csrfOK(ctx, sess) {
+			return "", refusedCSRF
+		}
+		ctx.SetUserValue(userRoleKey, sess.Role)
+		return sess.Identity(), nil
+	}
 	if presented != nil {
-		// A paired device's token, then a [[users]] key: each has its
-		// own role (authorize), whether or not an API key is set.
 		if id, ok := s.deps.Pairing.Authenticate(presented); ok {
 			return "device:" + id, nil
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/auth"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
@@ -98,6 +99,9 @@ type Config struct {
 	A2APeers []PeerToken
 	// A2AMaxBodyBytes caps bodies on the A2A protocol routes (1 MiB).
 	A2AMaxBodyBytes int
+	// PublicHTTPS marks session cookies Secure even on a plain listener
+	// (TLS ends at a reverse proxy: [external_auth] redirect_url is https).
+	PublicHTTPS bool
 	// Users are the named API keys of [[users]], each with its role.
 	Users []User
 	// PairingPerMinute limits the public pairing routes (complete,
@@ -162,6 +166,9 @@ type Deps struct {
 	// Pairing, when set, serves /api/pairing/* and authenticates paired
 	// devices; nil answers its routes 404 pairing_disabled.
 	Pairing *pairing.Pairing
+	// Auth, when set, is OIDC sign-in ([external_auth]): its sessions
+	// authenticate with the user's role.
+	Auth *auth.Service
 }
 
 // Server is fangd's HTTP API.
@@ -348,6 +355,7 @@ func (s *Server) routes() {
 	s.channelRoutes()
 	s.whatsappQRRoutes()
 	s.pairingRoutes()
+	s.oauthRoutes()
 }
 
 // api registers path under both /api and /api/v1.
