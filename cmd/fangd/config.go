@@ -87,6 +87,8 @@ type Config struct {
 	ChannelLimits ChannelLimitsConfig `toml:"channel_limits"`
 	// Pairing is [pairing] (docs/pairing.md).
 	Pairing PairingConfig `toml:"pairing"`
+	// ExternalAuth is [external_auth]: OIDC sign-in (docs/pairing.md).
+	ExternalAuth ExternalAuthConfig `toml:"external_auth"`
 	// Users are the named API keys with roles ([[users]]).
 	Users []UserConfig `toml:"users"`
 	// path is the file this config was read from ("" for none).
@@ -238,6 +240,7 @@ func defaultConfig() Config {
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
 		Pairing:             defaultPairingConfig(),
+		ExternalAuth:        ExternalAuthConfig{SessionTTLSecs: 86_400, Scopes: []string{"openid", "profile", "email"}},
 	}
 }
 
@@ -397,6 +400,10 @@ func (c *Config) validate() error {
 	}
 	_, err = c.users()
 	bad(err)
+	if c.ExternalAuth.Enabled {
+		_, err := c.authSettings()
+		bad(err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -470,6 +477,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.MCPOAuthRedirectBase = c.MCP.OAuthRedirectBase
 	h.Users, _ = c.users() // validated
 	h.PairingPerMinute = c.Pairing.AttemptsPerMinute
+	h.PublicHTTPS = c.publicHTTPS()
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,

@@ -9,11 +9,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fangd/fangd/actors/auth"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/pairing"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
+	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // PairingConfig is [pairing]: LibreFang's keys (enabled, max_devices,
@@ -195,4 +197,157 @@ func (d *daemon) startPairing(cfg Config, vault *store.Vault, eng *webhook.Engin
 		base = "http://" + cfg.APIListen
 	}
 	return pairing.Start(d.kernel, d.db, pairing.Options{Config: pc, Push: eng, Vault: vault, Bus: d.bus, BaseURL: base, Broadcast: target})
+}
+
+// ExternalAuthConfig is [external_auth], LibreFang's ExternalAuthConfig
+// names plus fangd's groups and role mapping (docs/pairing.md).
+type ExternalAuthConfig struct {
+	Enabled              bool             `toml:"enabled"`
+	IssuerURL            string           `toml:"issuer_url"`
+	ClientID             string           `toml:"client_id"`
+	ClientSecretEnv      string           `toml:"client_secret_env"`
+	RedirectURL          string           `toml:"redirect_url"`
+	Scopes               []string         `toml:"scopes"`
+	AllowedDomains       []string         `toml:"allowed_domains"`
+	Audience             string           `toml:"audience"`
+	SessionTTLSecs       int              `toml:"session_ttl_secs"`
+	RequireEmailVerified *bool            `toml:"require_email_verified"`
+	Providers            []ProviderConfig `toml:"providers"`
+	// fangd's: where groups are read, which groups may sign in, which
+	// role a group gives, and the role of everyone else.
+	GroupsClaim   string            `toml:"groups_claim"`
+	AllowedGroups []string          `toml:"allowed_groups"`
+	RoleMap       map[string]string `toml:"role_map"`
+	DefaultRole   string            `toml:"default_role"`
+}
+
+// ProviderConfig is one [[external_auth.providers]] entry.
+type ProviderConfig struct {
+	ID              string   `toml:"id"`
+	DisplayName     string   `toml:"display_name"`
+	IssuerURL       string   `toml:"issuer_url"`
+	ClientID        string   `toml:"client_id"`
+	ClientSecretEnv string   `toml:"client_secret_env"`
+	RedirectURL     string   `toml:"redirect_url"`
+	Scopes          []string `toml:"scopes"`
+	AllowedDomains  []string `toml:"allowed_domains"`
+	Audience        string   `toml:"audience"`
+	// LibreFang's endpoints for providers without discovery: read so that
+	// the error says what is missing (fangd needs OIDC discovery).
+	AuthURL     string `toml:"auth_url"`
+	TokenURL    string `toml:"token_url"`
+	UserinfoURL string `toml:"userinfo_url"`
+	JWKSURI     string `toml:"jwks_uri"`
+	// fangd's, per provider (default: the [external_auth] ones).
+	GroupsClaim   string            `toml:"groups_claim"`
+	AllowedGroups []string          `toml:"allowed_groups"`
+	RoleMap       map[string]string `toml:"role_map"`
+}
+
+// authSettings validates [external_auth] into the service's config.
+func (c *Config) authSettings() (auth.Config, error) {
+	e := c.ExternalAuth
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	provs := e.Providers
+	if len(provs) == 0 {
+		provs = []ProviderConfig{{ID: "default", DisplayName: "SSO", IssuerURL: e.IssuerURL, ClientID: e.ClientID,
+			ClientSecretEnv: e.ClientSecretEnv, RedirectURL: e.RedirectURL, Scopes: e.Scopes, AllowedDomains: e.AllowedDomains, Audience: e.Audience}}
+	}
+	out := auth.Config{SessionTTL: time.Duration(e.SessionTTLSecs) * time.Second, RequireEmailVerified: e.RequireEmailVerified == nil || *e.RequireEmailVerified,
+		DefaultRole: e.DefaultRole}
+	if out.DefaultRole == "" {
+		out.DefaultRole = fhttp.RoleViewer
+	}
+	if r, ok := userRole(out.DefaultRole); !ok || r != out.DefaultRole {
+		bad("external_auth.default_role %q: want admin, operator or viewer", e.DefaultRole)
+	}
+	if e.SessionTTLSecs < 60 || e.SessionTTLSecs > 90*86_400 {
+		bad("external_auth.session_ttl_secs must be between 60 and 7776000")
+	}
+	seen := map[string]bool{}
+	for i, p := range provs {
+		field := fmt.Sprintf("external_auth.providers[%d]", i)
+		if len(e.Providers) == 0 {
+			field = "external_auth"
+		}
+		if p.ID == "" || seen[p.ID] || strings.ContainsAny(p.ID, "/ ") {
+			bad("%s.id %q must be unique, without '/' or spaces", field, p.ID)
+		}
+		seen[p.ID] = true
+		if u, err := url.Parse(p.IssuerURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("%s.issuer_url %q must be the provider's http(s) issuer URL (OIDC discovery)", field, p.IssuerURL)
+		}
+		if p.AuthURL != "" || p.TokenURL != "" || p.UserinfoURL != "" || p.JWKSURI != "" {
+			bad("%s: auth_url, token_url, userinfo_url and jwks_uri are not supported; fangd reads them from the issuer's discovery document", field)
+		}
+		if p.ClientID == "" {
+			bad("%s.client_id is required", field)
+		}
+		env := p.ClientSecretEnv
+		if env == "" {
+			env = "LIBREFANG_OAUTH_CLIENT_SECRET"
+		}
+		if p.RedirectURL != "" {
+			if u, err := url.Parse(p.RedirectURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				bad("%s.redirect_url %q must be an absolute http(s) URL", field, p.RedirectURL)
+			}
+		}
+		dn := p.DisplayName
+		if dn == "" {
+			dn = p.ID
+		}
+		gc, ag, rm := p.GroupsClaim, p.AllowedGroups, p.RoleMap
+		if gc == "" {
+			gc = e.GroupsClaim
+		}
+		if ag == nil {
+			ag = e.AllowedGroups
+		}
+		if rm == nil {
+			rm = e.RoleMap
+		}
+		roles := map[string]string{}
+		for g, r := range rm {
+			role, ok := userRole(r)
+			if !ok || r == "" {
+				bad("%s.role_map[%q] = %q: want admin, operator or viewer", field, g, r)
+			}
+			roles[g] = role
+		}
+		domains := make([]string, 0, len(p.AllowedDomains))
+		for _, d := range p.AllowedDomains {
+			domains = append(domains, strings.ToLower(strings.TrimPrefix(d, "@")))
+		}
+		out.Providers = append(out.Providers, auth.Provider{ID: p.ID, DisplayName: dn, IssuerURL: p.IssuerURL, ClientID: p.ClientID,
+			ClientSecret: os.Getenv(env), RedirectURL: p.RedirectURL, Scopes: p.Scopes, AllowedDomains: domains, Audience: p.Audience,
+			AllowedGroups: ag, GroupsClaim: gc, RoleMap: roles})
+	}
+	return out, errors.Join(errs...)
+}
+
+// publicHTTPS: a redirect_url on https means TLS ends at a proxy, so
+// session cookies are Secure.
+func (c *Config) publicHTTPS() bool {
+	if strings.HasPrefix(c.ExternalAuth.RedirectURL, "https://") || strings.HasPrefix(c.Pairing.PublicBaseURL, "https://") {
+		return true
+	}
+	for _, p := range c.ExternalAuth.Providers {
+		if strings.HasPrefix(p.RedirectURL, "https://") {
+			return true
+		}
+	}
+	return false
+}
+
+// startAuth starts OIDC sign-in when [external_auth] is enabled.
+func (d *daemon) startAuth(cfg Config, guard *ssrf.Guard) (*auth.Service, error) {
+	if !cfg.ExternalAuth.Enabled {
+		return nil, nil
+	}
+	ac, err := cfg.authSettings()
+	if err != nil {
+		return nil, err
+	}
+	return auth.Start(d.kernel, d.db, auth.Options{Config: ac, HTTPClient: guard.Client(15 * time.Second)})
 }

@@ -267,7 +267,11 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if err != nil {
 		return nil, err
 	}
-	d.http, err = fhttp.New(hc, fhttp.Deps{Pairing: pairing, Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
+	authSvc, err := d.startAuth(cfg, c.guard)
+	if err != nil {
+		return nil, err
+	}
+	d.http, err = fhttp.New(hc, fhttp.Deps{Pairing: pairing, Auth: authSvc, Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
 		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, Approvals: approvals,
 		Bus: bus, Router: c.router, Webhooks: c.webhooks,
 		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},
