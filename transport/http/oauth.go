@@ -8,6 +8,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/auth"
 )
 
@@ -154,13 +155,22 @@ func (s *Server) authCallback(ctx *fasthttp.RequestCtx) error {
 		return badRequest("invalid_input", "code and state are required")
 	}
 	token, sess, returnTo, err := s.deps.Auth.Callback(ctx, b.Code, b.State, string(ctx.Request.Header.Cookie(bindCookie)))
+	// Sign-ins are audited here, GET callbacks included (the chain
+	// audits only mutating methods).
+	ctx.SetUserValue(userAuditedBelow, true)
 	if err != nil {
-		auditDetails(ctx, "sign-in refused: "+errorCode(err))
+		s.appendAuditAsync(audit.Event{EventType: "oidc_sign_in", Outcome: "denied", Actor: "anonymous",
+			SourceIP: clientIP(ctx).String(), Details: "sign-in refused: " + errorCode(err)})
 		return err
 	}
 	s.setCookie(ctx, bindCookie, "", "/api", 0, true)
 	ctx.SetUserValue(userActor, sess.Identity())
-	auditDetails(ctx, "signed in as "+sess.Identity()+" with role "+sess.Role)
+	if err := s.appendAudit(audit.Event{EventType: "oidc_sign_in", Outcome: "ok", Actor: sess.Identity(),
+		SourceIP: clientIP(ctx).String(), Details: "signed in with role " + sess.Role}); err != nil {
+		// Not shown in the audit log: the session must not be used.
+		_ = s.deps.Auth.Logout(ctx, token)
+		return err
+	}
 	ttl := time.Until(sess.ExpiresAt)
 	s.setCookie(ctx, SessionCookie, token, "/", ttl, true)
 	s.setCookie(ctx, CSRFCookie, sess.CSRF, "/", ttl, false)

@@ -150,11 +150,12 @@ func TestOIDCBrowserFlowSessionRolesCSRFAndLogout(t *testing.T) {
 	if r := os.do(t, "GET", "/api/audit/recent", "", "Authorization", "Bearer "+session); r.status != 200 {
 		t.Fatalf("session bearer: %d", r.status)
 	}
-	var signedIn bool
+	var signedIn, acted bool
 	for _, e := range os.recent(t, 30) {
-		signedIn = signedIn || e.Actor == "oidc:default:ops@example.com" && strings.Contains(e.Details, "/api/auth/introspect")
+		signedIn = signedIn || e.Actor == "oidc:default:ops@example.com" && e.EventType == "oidc_sign_in" && strings.Contains(e.Details, "role operator")
+		acted = acted || e.Actor == "oidc:default:ops@example.com" && strings.Contains(e.Details, "/api/auth/introspect")
 	}
-	if !signedIn {
+	if !signedIn || !acted {
 		t.Fatal("the session user's actions are not audited under its identity")
 	}
 

@@ -182,6 +182,16 @@ func TestPairingEndToEndNtfyActionAndRevoke(t *testing.T) {
 		t.Fatalf("reject after the approval was decided: %d %s", r.status, r.body)
 	}
 
+	// A device answers an approval with its own token too.
+	ap2, err := ps.apps.Create(approval.Request{AgentID: "a-1", AgentName: "coder", Action: "shell_exec", Description: "make"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := ps.do(t, "POST", "/api/approvals/"+ap2.ID+"/reject", `{}`, append(asDevice(token), "Content-Type", "application/json")...); r.status != 200 ||
+		!strings.Contains(string(r.body), `"status":"rejected"`) {
+		t.Fatalf("device rejects with its token: %d %s", r.status, r.body)
+	}
+
 	// notify reports per-device results; the message arrives.
 	nr := ps.authed(t, "POST", "/api/pairing/notify", `{"title":"hello","message":"build done","priority":4}`)
 	var res pairing.NotifyResult
