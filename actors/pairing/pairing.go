@@ -2,6 +2,7 @@ package pairing
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,7 @@ func DefaultConfig() Config {
 type Pusher interface {
 	CreatePush(ctx context.Context, name, url, secret string, headers map[string]string) (string, error)
 	Push(ctx context.Context, id, msgID, typ string, body []byte) error
+	PushRaw(ctx context.Context, id, msgID, typ string, body []byte, headers map[string]string) error
 	DeletePush(ctx context.Context, id string) error
 }
 
@@ -71,7 +73,10 @@ type Options struct {
 	// notifications reach it without action buttons: whoever reads a
 	// shared topic must not be able to decide.
 	Broadcast *Target
-	Now       func() time.Time
+	// VAPIDSubject is the sub claim of Web Push's VAPID tokens
+	// ("mailto:..." or an https URL; vapid_subject).
+	VAPIDSubject string
+	Now          func() time.Time
 }
 
 // Pairing is the handle the HTTP layer uses.
@@ -84,6 +89,7 @@ type Pairing struct {
 	auth     atomic.Pointer[map[string]string]
 	lastSeen sync.Map // device id -> time.Time, since start
 	key      []byte   // action token HMAC key
+	vapid    *ecdsa.PrivateKey
 	log      zerolog.Logger
 	// broadcast is the Broadcast target's push endpoint, as a pseudo
 	// device "broadcast"; nil without one.
@@ -109,6 +115,9 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Pairing, error) {
 		return nil, err
 	}
 	p.key = key
+	if p.vapid, err = vapidKey(opts.Vault); err != nil {
+		return nil, err
+	}
 	pid, err := k.SpawnRoot("pairing", func() actor.Actor {
 		return &pairingActor{p: p, db: db,
 			devices: store.NewCollection[Device](db, "pairing/devices"),
@@ -206,19 +215,32 @@ func (p *Pairing) Complete(ctx context.Context, r CompleteRequest) (*Paired, err
 	}
 	dev := Device{ID: cl.deviceID, Name: r.Name, Platform: r.Platform, PairedAt: p.opts.Now().UTC().Truncate(time.Second),
 		PushToken: r.PushToken}
+	// After the claim, a failure that is not the device's gives the code
+	// back so that a corrected target can use it.
+	giveBack := func() {
+		if r.Push != nil && r.Push.Type == TargetWebPush {
+			_ = p.opts.Vault.Delete(subscriptionName(dev.ID))
+		}
+		if _, uerr := ask[bool](context.WithoutCancel(ctx), p, &unclaim{deviceID: dev.ID, hash: cl.hash, expires: cl.expires}); uerr != nil {
+			p.log.Warn().Err(uerr).Msg("could not return a pairing code")
+		}
+	}
+	if r.Push != nil && r.Push.Type == TargetWebPush {
+		sub, _ := json.Marshal(subscription{P256DH: r.Push.P256DH, Auth: r.Push.AuthSecret})
+		if err := p.opts.Vault.Put(subscriptionName(dev.ID), sub); err != nil {
+			giveBack()
+			return nil, err
+		}
+	}
 	if r.Push != nil {
 		u, secret, headers := r.Push.endpoint()
 		id, err := p.opts.Push.CreatePush(ctx, "device:"+dev.ID, u, secret, headers)
 		if err != nil {
-			// Not the device's fault as far as the code goes: give the
-			// code back so that a corrected target can use it.
-			if _, uerr := ask[bool](context.WithoutCancel(ctx), p, &unclaim{deviceID: dev.ID, hash: cl.hash, expires: cl.expires}); uerr != nil {
-				p.log.Warn().Err(uerr).Msg("could not return a pairing code")
-			}
+			giveBack()
 			return nil, err
 		}
 		t := *r.Push
-		t.Token, t.Secret = "", ""
+		t.Token, t.Secret, t.P256DH, t.AuthSecret = "", "", "", ""
 		dev.Push, dev.Endpoint = &t, id
 	}
 	token, hash := newDeviceToken()
@@ -294,6 +316,11 @@ func (p *Pairing) Revoke(ctx context.Context, id string) (*View, error) {
 			p.log.Warn().Err(err).Str("device_id", id).Msg("could not delete a revoked device's push endpoint")
 		}
 	}
+	if d.Push != nil && d.Push.Type == TargetWebPush {
+		if err := p.opts.Vault.Delete(subscriptionName(id)); err != nil {
+			p.log.Warn().Err(err).Str("device_id", id).Msg("could not delete a revoked device's push subscription")
+		}
+	}
 	p.lastSeen.Delete(id)
 	v := p.view(*d)
 	return &v, nil
@@ -340,7 +367,17 @@ func (p *Pairing) notify(ctx context.Context, devs []Device, build func(Device) 
 		}
 		del.Target = d.Push.Type
 		del.MessageID = "msg_" + uuid.NewString()
-		if err := p.opts.Push.Push(ctx, d.Endpoint, del.MessageID, "pairing.notification", d.Push.body(build(d))); err != nil {
+		var err error
+		if d.Push.Type == TargetWebPush {
+			var body []byte
+			var headers map[string]string
+			if body, headers, err = p.webPushMessage(d, build(d)); err == nil {
+				err = p.opts.Push.PushRaw(ctx, d.Endpoint, del.MessageID, "pairing.notification", body, headers)
+			}
+		} else {
+			err = p.opts.Push.Push(ctx, d.Endpoint, del.MessageID, "pairing.notification", d.Push.body(build(d)))
+		}
+		if err != nil {
 			del.Status, del.Error, del.MessageID = "failed", kernel.PublicMessage(err), ""
 			res.Failed++
 		} else {

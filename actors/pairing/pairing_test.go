@@ -46,6 +46,10 @@ func (f *fakePusher) Push(_ context.Context, id, _, _ string, body []byte) error
 	return nil
 }
 
+func (f *fakePusher) PushRaw(ctx context.Context, id, msgID, typ string, body []byte, _ map[string]string) error {
+	return f.Push(ctx, id, msgID, typ, body)
+}
+
 func (f *fakePusher) DeletePush(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -265,8 +269,8 @@ func TestMaxDevicesAndFailedPushReturnsTheCode(t *testing.T) {
 	if _, err := h.p.Request(ctx); codeOf(err) != "max_devices" {
 		t.Fatalf("request beyond max_devices: %v", err)
 	}
-	if _, err := h.p.Complete(ctx, CompleteRequest{Code: "x", Push: &Target{Type: TargetWebPush}}); kindOf(err) != kernel.KindUnsupported {
-		t.Fatalf("webpush: %v", err)
+	if _, err := h.p.Complete(ctx, CompleteRequest{Code: "x", Push: &Target{Type: TargetWebPush, URL: "https://push.example/x", P256DH: "AAAA", AuthSecret: "AAAA"}}); kindOf(err) != kernel.KindInvalid {
+		t.Fatalf("webpush with bad keys: %v", err)
 	}
 }
 

@@ -15,7 +15,7 @@ const (
 	TargetNtfy    = "ntfy"    // POST <server>/ with ntfy's JSON publish body
 	TargetGotify  = "gotify"  // POST <server>/message, X-Gotify-Key
 	TargetWebhook = "webhook" // POST <url>, Standard Webhooks signature
-	TargetWebPush = "webpush" // RFC 8030/8291: not built yet, refused
+	TargetWebPush = "webpush" // RFC 8030 + RFC 8291 encryption + VAPID (webpush.go)
 )
 
 // Target is how a device is reached. Token and Secret are write-only:
@@ -27,6 +27,9 @@ type Target struct {
 	URL    string `json:"url,omitempty"`    // webhook
 	Token  string `json:"-"`                // ntfy access token, gotify app token
 	Secret string `json:"-"`                // webhook signing secret
+	// A Web Push subscription's keys (url is its endpoint).
+	P256DH     string `json:"-"`
+	AuthSecret string `json:"-"`
 }
 
 // Validate checks a target's shape (the webhook engine checks the URL
@@ -52,12 +55,11 @@ func (t *Target) Validate() error {
 			return err
 		}
 	case TargetWebPush:
-		return kernel.Errorf(kernel.KindUnsupported, "push_type_unsupported",
-			"push.type webpush (RFC 8030/8291) is not implemented yet; use ntfy, gotify or webhook")
+		return t.validateWebPush()
 	case "":
-		return kernel.Invalid("push.type is required (ntfy, gotify or webhook)")
+		return kernel.Invalid("push.type is required (ntfy, gotify, webhook or webpush)")
 	default:
-		return kernel.Invalid("push.type %q is unknown (ntfy, gotify or webhook)", t.Type)
+		return kernel.Invalid("push.type %q is unknown (ntfy, gotify, webhook or webpush)", t.Type)
 	}
 	return nil
 }
@@ -98,6 +100,8 @@ func (t *Target) endpoint() (u, secret string, headers map[string]string) {
 		headers["X-Gotify-Key"] = t.Token
 	case TargetWebhook:
 		u, secret = t.URL, t.Secret
+	case TargetWebPush:
+		u = t.URL // each message brings its own headers (webPushMessage)
 	}
 	return u, secret, headers
 }

@@ -44,6 +44,9 @@ type PairingConfig struct {
 	BurnAfter         int `toml:"burn_after"`
 	AttemptsPerMinute int `toml:"attempts_per_minute"`
 	ActionTTLSecs     int `toml:"action_ttl_secs"`
+	// VAPIDSubject is the contact in Web Push's VAPID tokens ("mailto:"
+	// or https URL; RFC 8292).
+	VAPIDSubject string `toml:"vapid_subject"`
 }
 
 func defaultPairingConfig() PairingConfig {
@@ -146,6 +149,9 @@ func (c *Config) pairingSettings() (pairing.Config, *pairing.Target, error) {
 	if p.ActionTTLSecs < 30 || p.ActionTTLSecs > 86_400 {
 		bad("pairing.action_ttl_secs must be between 30 and 86400")
 	}
+	if v := p.VAPIDSubject; v != "" && !strings.HasPrefix(v, "mailto:") && !strings.HasPrefix(v, "https://") {
+		bad("pairing.vapid_subject %q must be a mailto: or https: URI", v)
+	}
 	if b := p.PublicBaseURL; b != "" {
 		if u, err := url.Parse(b); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
 			bad("pairing.public_base_url %q must be an absolute http(s) URL without a query", b)
@@ -196,7 +202,8 @@ func (d *daemon) startPairing(cfg Config, vault *store.Vault, eng *webhook.Engin
 	if base == "" {
 		base = "http://" + cfg.APIListen
 	}
-	return pairing.Start(d.kernel, d.db, pairing.Options{Config: pc, Push: eng, Vault: vault, Bus: d.bus, BaseURL: base, Broadcast: target})
+	return pairing.Start(d.kernel, d.db, pairing.Options{Config: pc, Push: eng, Vault: vault, Bus: d.bus, BaseURL: base, Broadcast: target,
+		VAPIDSubject: cfg.Pairing.VAPIDSubject})
 }
 
 // ExternalAuthConfig is [external_auth], LibreFang's ExternalAuthConfig

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -26,6 +27,7 @@ func (s *Server) pairingRoutes() {
 	s.api("GET", "/pairing/devices", s.needPairing(s.pairingDevices))
 	s.api("DELETE", "/pairing/devices/{id}", s.needPairing(s.pairingRevoke))
 	s.api("GET", "/pairing/me", s.needPairing(s.pairingMe))
+	s.api("GET", "/pairing/vapid", s.needPairing(s.pairingVAPID), public)
 	s.api("POST", "/pairing/notify", s.needPairing(s.pairingNotify))
 }
 
@@ -132,6 +134,16 @@ type pushBody struct {
 	URL    string `json:"url"`
 	Token  string `json:"token"`
 	Secret string `json:"secret"`
+	// Web Push: a browser's PushSubscription as its toJSON() gives it
+	// (endpoint, expirationTime, keys), or url + p256dh + auth.
+	Endpoint       string          `json:"endpoint"`
+	ExpirationTime json.RawMessage `json:"expirationTime"`
+	Keys           *struct {
+		P256DH string `json:"p256dh"`
+		Auth   string `json:"auth"`
+	} `json:"keys"`
+	P256DH string `json:"p256dh"`
+	Auth   string `json:"auth"`
 }
 
 type completeBody struct {
@@ -173,9 +185,18 @@ func (s *Server) pairingComplete(ctx *fasthttp.RequestCtx) error {
 		return badRequest("invalid_input", "display_name (100), platform (50), pairing_code (16) or push_token (4096) too long")
 	}
 	req := pairing.CompleteRequest{Code: code, Name: name, Platform: platform, PushToken: b.PushToken, SourceIP: clientIP(ctx).String()}
-	if b.Push != nil {
-		req.Push = &pairing.Target{Type: b.Push.Type, Server: b.Push.Server, Topic: b.Push.Topic, URL: b.Push.URL,
-			Token: b.Push.Token, Secret: b.Push.Secret}
+	if pb := b.Push; pb != nil {
+		req.Push = &pairing.Target{Type: pb.Type, Server: pb.Server, Topic: pb.Topic, URL: pb.URL,
+			Token: pb.Token, Secret: pb.Secret, P256DH: pb.P256DH, AuthSecret: pb.Auth}
+		if pb.Endpoint != "" && pb.URL == "" {
+			req.Push.URL = pb.Endpoint
+		}
+		if pb.Keys != nil {
+			req.Push.P256DH, req.Push.AuthSecret = pb.Keys.P256DH, pb.Keys.Auth
+		}
+		if req.Push.Type == "" && pb.Endpoint != "" {
+			req.Push.Type = pairing.TargetWebPush
+		}
 	}
 	paired, err := s.deps.Pairing.Complete(ctx, req)
 	if err != nil {
@@ -192,6 +213,14 @@ func (s *Server) pairingComplete(ctx *fasthttp.RequestCtx) error {
 	}
 	auditDetails(ctx, fmt.Sprintf("device %s paired (%q, %s, push %s)", paired.DeviceID, paired.Name, paired.Platform, target))
 	writeJSON(ctx, fasthttp.StatusOK, paired)
+	return nil
+}
+
+// pairingVAPID serves GET /api/pairing/vapid: the VAPID public key a
+// browser subscribes to Web Push with (applicationServerKey). Public: it
+// is needed before the browser has any credential.
+func (s *Server) pairingVAPID(ctx *fasthttp.RequestCtx) error {
+	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"public_key": s.deps.Pairing.VAPIDPublicKey()})
 	return nil
 }
 

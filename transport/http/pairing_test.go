@@ -3,6 +3,15 @@ package http
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -15,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/fangd/fangd/actors/approval"
@@ -251,10 +261,20 @@ func TestPairingGotifyAndSignedWebhookTargets(t *testing.T) {
 		ps.code(t), hook.URL, secret)); st != 200 {
 		t.Fatalf("webhook device: %d %v", st, out)
 	}
-	if st, out := ps.complete(t, fmt.Sprintf(`{"pairing_code":%q,"push":{"type":"webpush"}}`, ps.code(t))); st != 501 || out["code"] != "push_type_unsupported" {
-		t.Fatalf("webpush: %d %v", st, out)
+	if st, out := ps.complete(t, fmt.Sprintf(`{"pairing_code":%q,"push":{"type":"webpush","url":"https://push.example/x"}}`, ps.code(t))); st != 400 {
+		t.Fatalf("webpush without keys: %d %v", st, out)
 	}
-	if r := ps.authed(t, "POST", "/api/pairing/notify", `{"message":"deploy finished"}`); r.status != 200 || !strings.Contains(string(r.body), `"notified":2`) {
+	wp := newWebPushReceiver(t)
+	r := ps.do(t, "GET", "/api/pairing/vapid", "")
+	var vapid struct {
+		PublicKey string `json:"public_key"`
+	}
+	json.Unmarshal(r.body, &vapid)
+	wp.vapidKey = vapid.PublicKey
+	if st, out := ps.complete(t, fmt.Sprintf(`{"pairing_code":%q,"display_name":"browser","push":%s}`, ps.code(t), wp.subscription())); st != 200 {
+		t.Fatalf("webpush device: %d %v", st, out)
+	}
+	if r := ps.authed(t, "POST", "/api/pairing/notify", `{"message":"deploy finished"}`); r.status != 200 || !strings.Contains(string(r.body), `"notified":3`) {
 		t.Fatalf("notify: %d %s", r.status, r.body)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -277,6 +297,105 @@ func TestPairingGotifyAndSignedWebhookTargets(t *testing.T) {
 	if !strings.Contains(string(got[0]), `"message":"deploy finished"`) {
 		t.Fatalf("webhook body: %s", got[0])
 	}
+	select {
+	case plain := <-wp.got:
+		if !strings.Contains(string(plain), `"body":"deploy finished"`) {
+			t.Fatalf("web push plaintext: %s", plain)
+		}
+	case <-ctx.Done():
+		t.Fatal("web push not delivered")
+	}
+}
+
+// webPushReceiver is a push service endpoint that checks the VAPID token
+// and decrypts the message with the subscription's private key: RFC 8291
+// and RFC 8188 written out again here with HMAC (not crypto/hkdf), so a
+// mistake in fangd's encryption is not mirrored.
+type webPushReceiver struct {
+	*httptest.Server
+	ua       *ecdh.PrivateKey
+	auth     []byte
+	vapidKey string
+	got      chan []byte
+}
+
+func newWebPushReceiver(t *testing.T) *webPushReceiver {
+	ua, _ := ecdh.P256().GenerateKey(rand.Reader)
+	w := &webPushReceiver{ua: ua, auth: make([]byte, 16), got: make(chan []byte, 4)}
+	rand.Read(w.auth)
+	w.Server = httptest.NewServer(nethttp.HandlerFunc(func(rw nethttp.ResponseWriter, r *nethttp.Request) {
+		body, _ := io.ReadAll(r.Body)
+		plain, err := w.check(r, body)
+		if err != nil {
+			t.Errorf("web push receiver: %v", err)
+			rw.WriteHeader(400)
+			return
+		}
+		w.got <- plain
+		rw.WriteHeader(201) // RFC 8030: 201 Created
+	}))
+	t.Cleanup(w.Close)
+	return w
+}
+
+func (w *webPushReceiver) subscription() string {
+	b, _ := json.Marshal(map[string]any{"endpoint": w.URL + "/push/abc", "expirationTime": nil, "keys": map[string]string{
+		"p256dh": base64.RawURLEncoding.EncodeToString(w.ua.PublicKey().Bytes()), "auth": base64.RawURLEncoding.EncodeToString(w.auth)}})
+	return string(b)
+}
+
+func hmacSum(key, data []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(data)
+	return m.Sum(nil)
+}
+
+func (w *webPushReceiver) check(r *nethttp.Request, body []byte) ([]byte, error) {
+	if r.Header.Get("Content-Encoding") != "aes128gcm" || r.Header.Get("TTL") == "" {
+		return nil, fmt.Errorf("headers %v", r.Header)
+	}
+	// VAPID: "vapid t=<jwt>, k=<key>"; k is the key the browser subscribed with.
+	a := strings.TrimPrefix(r.Header.Get("Authorization"), "vapid ")
+	parts := strings.Split(a, ", ")
+	if len(parts) != 2 || parts[1] != "k="+w.vapidKey {
+		return nil, fmt.Errorf("authorization %q", a)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(w.vapidKey)
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := jwt.Parse(strings.TrimPrefix(parts[0], "t="), func(*jwt.Token) (any, error) { return pub, nil }, jwt.WithValidMethods([]string{"ES256"}))
+	if err != nil || tok.Claims.(jwt.MapClaims)["aud"] != w.URL {
+		return nil, fmt.Errorf("vapid token: %v %v", err, tok)
+	}
+	if len(body) < 21 {
+		return nil, fmt.Errorf("short body")
+	}
+	salt, idlen := body[:16], int(body[20])
+	asRaw, ct := body[21:21+idlen], body[21+idlen:]
+	as, err := ecdh.P256().NewPublicKey(asRaw)
+	if err != nil {
+		return nil, err
+	}
+	shared, _ := w.ua.ECDH(as)
+	prkKey := hmacSum(w.auth, shared)
+	info := append(append([]byte("WebPush: info\x00"), w.ua.PublicKey().Bytes()...), asRaw...)
+	ikm := hmacSum(prkKey, append(info, 1))[:32]
+	prk := hmacSum(salt, ikm)
+	cek := hmacSum(prk, append([]byte("Content-Encoding: aes128gcm\x00"), 1))[:16]
+	nonce := hmacSum(prk, append([]byte("Content-Encoding: nonce\x00"), 1))[:12]
+	block, _ := aes.NewCipher(cek)
+	gcm, _ := cipher.NewGCM(block)
+	plain, err := gcm.Open(nil, nonce, ct, nil)
+	if err != nil {
+		return nil, err
+	}
+	plain = bytes.TrimRight(plain, "\x00")
+	if len(plain) == 0 || plain[len(plain)-1] != 2 {
+		return nil, fmt.Errorf("no last-record delimiter")
+	}
+	return plain[:len(plain)-1], nil
 }
 
 func TestPairingCompleteLockoutRateLimitAndBadInput(t *testing.T) {
