@@ -626,8 +626,9 @@ func (a *sessionsActor) load() error {
 	}); err != nil {
 		return err
 	}
-	if err := a.coll.DeleteMany(stale); err != nil {
-		return err
+	// Expired sessions go with async deletes: no synced write in Receive.
+	for _, id := range stale {
+		a.coll.DeleteAsync(id, func(error) {})
 	}
 	a.publish()
 	return nil

@@ -539,8 +539,9 @@ func (a *pairingActor) load() error {
 	}); err != nil {
 		return err
 	}
-	if err := a.codes.DeleteMany(stale); err != nil {
-		return err
+	// Expired leftovers go with async deletes: no synced write in Receive.
+	for _, id := range stale {
+		a.codes.DeleteAsync(id, func(error) {})
 	}
 	stale = stale[:0]
 	if err := a.actions.Each(func(id string, exp int64) bool {
@@ -553,8 +554,8 @@ func (a *pairingActor) load() error {
 	}); err != nil {
 		return err
 	}
-	if err := a.actions.DeleteMany(stale); err != nil {
-		return err
+	for _, id := range stale {
+		a.actions.DeleteAsync(id, func(error) {})
 	}
 	a.publishAuth()
 	return nil
