@@ -480,3 +480,31 @@ func TestRolesOfNamedKeys(t *testing.T) {
 		t.Fatal("ParseKeyHash")
 	}
 }
+
+// LibreFang's shapes: request answers token, qr_uri and expires_at;
+// complete takes {token, display_name, platform, push_token} and answers
+// api_key; devices lists {device_id, display_name, platform, paired_at,
+// last_seen}.
+func TestPairingAcceptsLibreFangShapes(t *testing.T) {
+	ps := newPairingServer(t, nil, nil)
+	code := ps.code(t)
+	st, out := ps.complete(t, fmt.Sprintf(`{"token":%q,"display_name":"lf-phone","platform":"ios","push_token":"apns-abc"}`, code))
+	if st != 200 || out["api_key"] == nil || out["api_key"] != out["device_token"] || out["display_name"] != "lf-phone" || out["paired_at"] == nil {
+		t.Fatalf("LibreFang complete: %d %v", st, out)
+	}
+	key := out["api_key"].(string)
+	r := ps.authed(t, "GET", "/api/pairing/devices", "")
+	var list struct {
+		Devices []map[string]any `json:"devices"`
+	}
+	json.Unmarshal(r.body, &list)
+	if len(list.Devices) != 1 || list.Devices[0]["platform"] != "ios" || strings.Contains(string(r.body), "apns-abc") {
+		t.Fatalf("devices: %s", r.body)
+	}
+	if _, ok := list.Devices[0]["last_seen"]; !ok {
+		t.Fatalf("no last_seen: %s", r.body)
+	}
+	if r := ps.do(t, "GET", "/api/pairing/me", "", "X-API-Key", key); r.status != 200 {
+		t.Fatalf("the api_key as X-API-Key: %d %s", r.status, r.body)
+	}
+}
