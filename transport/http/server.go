@@ -27,6 +27,7 @@ import (
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
+	ofppeer "github.com/fangd/fangd/actors/peer"
 	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
@@ -153,6 +154,8 @@ type Deps struct {
 	MCP *mcp.Manager
 	// MCPServer, when set, serves POST /mcp.
 	MCPServer *mcp.Exposer
+	// Network is the OFP peer network; nil when network_enabled is off.
+	Network *ofppeer.Network
 }
 
 // Server is fangd's HTTP API.
@@ -331,6 +334,7 @@ func (s *Server) routes() {
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.a2aRoutes()
 	s.commsRoutes()
+	s.peerRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
 	s.mcpRoutes()

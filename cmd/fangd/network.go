@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/peer"
+	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/transport/ofp"
+)
+
+// peerAgents lets OFP peers discover and talk to this node's agents
+// (peer.Local over agent.Agents).
+type peerAgents struct{ a *agent.Agents }
+
+func (p peerAgents) Agents(context.Context) ([]ofp.RemoteAgent, error) {
+	list, err := p.a.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ofp.RemoteAgent, 0, len(list))
+	for _, ag := range list {
+		out = append(out, remoteAgent(ag))
+	}
+	return out, nil
+}
+
+func remoteAgent(ag agent.Agent) ofp.RemoteAgent {
+	return ofp.RemoteAgent{ID: ag.ID, Name: ag.Name, Description: ag.Description, Tags: ag.Tags, Tools: ag.Tools, State: ag.State}
+}
+
+// Turn runs the turn in a session of its own per remote sender
+// ("peer:<node id>[/<sender>]"), which is also who the turn is audited
+// and budgeted for.
+func (p peerAgents) Turn(ctx context.Context, ref, message, sender string) (string, uint64, error) {
+	r, err := agent.ParseRef(ref)
+	if err != nil {
+		return "", 0, err
+	}
+	ag, err := p.a.Get(r)
+	if err != nil {
+		return "", 0, err
+	}
+	ns, err := uuid.Parse(ag.ID)
+	if err != nil {
+		ns = uuid.NameSpaceURL
+	}
+	res, err := p.a.Send(agent.Send{Ref: agent.Ref{ID: ag.ID}, Text: message, SessionID: uuid.NewSHA1(ns, []byte(sender)).String(),
+		From: sender, Who: agent.Who{Actor: sender}, User: sender, Ctx: ctx})
+	if err != nil {
+		return "", 0, err
+	}
+	return res.Response, uint64(max(0, res.InputTokens+res.OutputTokens)), nil
+}
+
+var _ peer.Local = peerAgents{}
+
+// startNetwork starts the OFP peer network when [network] switches it on
+// and reports ofp_hmac_auth either way: active while the network runs
+// with its shared secret, inactive when it is off.
+func (d *daemon) startNetwork(cfg Config, vault *store.Vault, agents *agent.Agents, turnTimeout time.Duration) error {
+	s, err := cfg.networkSettings()
+	if err != nil {
+		return err
+	}
+	if !s.enabled {
+		d.kernel.Security.Register("ofp_hmac_auth", func() kernel.State { return kernel.StateInactive })
+		return nil
+	}
+	secret, err := s.resolveSecret(vault)
+	if err != nil {
+		return err
+	}
+	id, err := peer.LoadIdentity(vault, s.nodeName)
+	if err != nil {
+		return err
+	}
+	pins, err := peer.OpenPins(d.db)
+	if err != nil {
+		return err
+	}
+	n, err := peer.Start(d.kernel, peer.Options{Identity: id, SharedSecret: secret, Listen: s.listen, Bootstrap: s.bootstrap,
+		MaxPeers: s.maxPeers, MaxMessagesPerMinute: s.perMinute, MaxTokensPerHour: s.tokensPerHour, MaxConcurrent: s.maxConcurrent,
+		Keepalive: s.keepalive, ReconnectInitial: s.reconnectInitial, ReconnectMax: s.reconnectMax, TurnTimeout: turnTimeout,
+		Pins: pins, Local: peerAgents{agents}, Audit: d.audit, Log: d.log.With().Str("component", "ofp").Logger()})
+	if err != nil {
+		return err
+	}
+	d.network = n
+	d.kernel.Security.Register("ofp_hmac_auth", func() kernel.State { return kernel.StateActive })
+	d.log.Info().Str("node_id", id.NodeID).Str("node_name", id.NodeName).Str("listen", n.ListenAddr()).
+		Str("identity_fingerprint", n.Fingerprint()).Int("bootstrap_peers", len(s.bootstrap)).Msg("ofp peer network listening")
+	return nil
+}
