@@ -162,7 +162,7 @@ func (l *link) Receive(c actor.Context) {
 	case *request:
 		l.request(c, m)
 	case *notify:
-		for _, cn := range l.conns {
+		if cn := l.primary(); cn != nil {
 			l.send(cn, uuid.NewString(), ofp.TypeNotification, m.event, m.body)
 		}
 	}

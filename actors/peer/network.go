@@ -141,6 +141,12 @@ func ask[T any](ctx context.Context, k *kernel.Kernel, pid *actor.PID, msg any) 
 	return kernel.Ask[T](k, pid, msg, timeout)
 }
 
+// Running reports whether the registry (and with it the listener) runs.
+func (n *Network) Running() bool {
+	_, ok := n.e.k.System.ProcessRegistry.Get(n.sup)
+	return ok
+}
+
 // NodeID is this node's id.
 func (n *Network) NodeID() string { return n.e.opts.Identity.NodeID }
 

@@ -460,3 +460,27 @@ func TestBadMACDropsTheLink(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// ofp_send: the tool an agent calls runs one turn on the peer, the
+// sender being the calling agent; bad arguments are readable errors.
+func TestOFPSendTool(t *testing.T) {
+	a := newNode(t, "a", nil, nil)
+	b := newNode(t, "b", []string{a.addr}, nil)
+	kerneltest.WaitFor(t, "linked", func() bool { return b.connectedTo(a.net.NodeID()) })
+	out, err := b.net.CallTool(context.Background(), "agent-7", []byte(`{"peer":"a","agent":"echo","message":"tool call"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`{"node_id":%q,"node_name":"a","answer":"a: tool call (from peer:%s/agent:agent-7)"}`, a.net.NodeID(), b.net.NodeID())
+	if out != want {
+		t.Fatalf("tool answer %s, want %s", out, want)
+	}
+	for _, bad := range []string{`{"peer":"a","agent":"echo"}`, `{"peer":"a","agent":"echo","message":"x","extra":1}`, `nope`} {
+		if _, err := b.net.CallTool(context.Background(), "agent-7", []byte(bad)); err == nil || !strings.HasPrefix(err.Error(), "ofp_send:") {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	if _, err := b.net.CallTool(context.Background(), "agent-7", []byte(`{"peer":"nowhere","agent":"echo","message":"x"}`)); err == nil || !strings.Contains(err.Error(), "Peer not found") {
+		t.Fatalf("unknown peer: %v", err)
+	}
+}

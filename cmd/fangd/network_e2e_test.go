@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 const ofpSecret = "e2e-ofp-shared-secret-0123"
@@ -82,6 +84,17 @@ func (n *networkNode) state(t *testing.T, name string) string {
 	return ""
 }
 
+// aID is node-a's id as n lists it.
+func aID(t *testing.T, n *networkNode) string {
+	for _, p := range n.peers(t).Peers {
+		if p.NodeName == "node-a" {
+			return p.NodeID
+		}
+	}
+	t.Fatalf("%s does not list node-a", n.name)
+	return ""
+}
+
 func (n *networkNode) status(t *testing.T) map[string]any {
 	code, body := n.p.request(t, "GET", "/api/network/status", "")
 	if code != 200 {
@@ -96,7 +109,8 @@ func (n *networkNode) status(t *testing.T) map[string]any {
 // intervals and connected again after its restart.
 func TestOFPThreeDaemons(t *testing.T) {
 	const keepalive = time.Second
-	_, _, base := fakes(t, "")
+	oai, _, base := fakes(t, "")
+	oai.SetReply(func(r llmtest.Request) string { return "a's agent says: " + r.Messages[len(r.Messages)-1].Content })
 	mk := func(name string, boot ...string) *networkNode {
 		n := &networkNode{name: name, home: t.TempDir(), ofp: freeAddr(t)}
 		n.config = base + networkConfig(name, n.ofp, keepalive.String(), boot...)
@@ -160,6 +174,39 @@ func TestOFPThreeDaemons(t *testing.T) {
 	if _, body := a.p.request(t, "GET", "/api/audit/query?action=ofp_pin_forgotten", ""); !strings.Contains(string(body), bID) {
 		t.Fatalf("the forgotten pin is not audited: %s", body)
 	}
+
+	// Cross-node messaging: an agent created on a after the links are up
+	// is announced to c (agent_spawned), answers c's comms/send with one
+	// turn, and appears in c's topology; deleting it is announced too.
+	agentID := a.p.agentOn(t, "assistant")
+	eventually(t, 20*time.Second, "c to learn a's new agent", func() bool {
+		_, body := c.p.request(t, "GET", "/api/comms/topology", "")
+		return strings.Contains(string(body), `"id":"peer:`+aID(t, c)+`/agent:`+agentID+`","kind":"remote_agent","name":"assistant"`)
+	})
+	code, body = c.p.request(t, "POST", "/api/comms/send", `{"to":"peer:node-a/agent:assistant","content":"hello from c"}`)
+	if code != 200 {
+		t.Fatalf("comms/send to a's agent: %d %s", code, body)
+	}
+	sent := decodeMap(t, body)
+	node, _ := sent["node"].(map[string]any)
+	if sent["status"] != "delivered" || sent["response"] != "a's agent says: hello from c" || sent["agent_id"] != agentID ||
+		node == nil || node["node_name"] != "node-a" || sent["to"] != "peer:"+aID(t, c)+"/agent:"+agentID {
+		t.Fatalf("comms/send answer: %s", body)
+	}
+	eventually(t, 20*time.Second, "the route in c's topology", func() bool {
+		_, body := c.p.request(t, "GET", "/api/comms/topology", "")
+		return strings.Contains(string(body), `"to":"peer:`+aID(t, c)+`/agent:`+agentID+`","kind":"ofp_message"`)
+	})
+	if code, body := c.p.request(t, "POST", "/api/comms/send", `{"to":"peer:node-a/agent:nobody","content":"x"}`); code != 404 {
+		t.Fatalf("unknown remote agent: %d %s", code, body)
+	}
+	if code, body := a.p.request(t, "DELETE", "/api/agents/"+agentID, ""); code != 204 {
+		t.Fatalf("delete agent: %d %s", code, body)
+	}
+	eventually(t, 20*time.Second, "c to forget a's deleted agent", func() bool {
+		_, body := c.p.request(t, "GET", "/api/comms/topology", "")
+		return !strings.Contains(string(body), `agent:`+agentID+`","kind":"remote_agent"`)
+	})
 
 	// A node with the wrong secret is refused and audited, and listed nowhere.
 	bad := mk("node-bad", a.ofp)

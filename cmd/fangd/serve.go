@@ -247,7 +247,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	}
 	d.vault = vault
 	d.reloads.guard = c.guard
-	if err := d.startNetwork(cfg, vault, agents, cs.turnTimeout); err != nil {
+	if err := d.startNetwork(cfg, vault, agents, c.router, tools, cs.turnTimeout); err != nil {
 		return nil, err
 	}
 	if err = d.startMCP(home, cfg, agents, bus, c, approvals); err != nil {
