@@ -112,8 +112,14 @@ type link struct {
 
 type pendingRequest struct {
 	asker    *actor.PID
+	conn     int
 	deadline time.Time
 }
+
+// maxLinksPerPeer bounds the connections one node may hold open with this
+// one (LibreFang opens one per request and closes it; a fangd node keeps
+// one or two). Beyond it a new connection is refused and audited.
+const maxLinksPerPeer = 16
 
 func newLink(e *env, nodeID string, stats *counters) *link {
 	return &link{e: e, nodeID: nodeID, stats: stats, conns: map[int]*conn{}, pending: map[string]pendingRequest{}}
@@ -183,6 +189,11 @@ func ticker(sys *actor.ActorSystem, pid *actor.PID, d time.Duration, stop <-chan
 }
 
 func (l *link) attach(c actor.Context, m *attach) {
+	if len(l.conns) >= maxLinksPerPeer {
+		m.c.Close()
+		l.e.record("ofp_link_dropped", "denied", l.nodeID, m.c.RemoteAddr().String(), "more than 16 open connections from one node")
+		return
+	}
 	first := len(l.conns) == 0
 	l.nextConn++
 	cn := &conn{id: l.nextConn, c: m.c, key: m.sess.Key, out: make(chan []byte, outQueue), inbound: m.dialAddr == "",
@@ -301,11 +312,15 @@ func (l *link) down(c actor.Context, m *connDown) {
 		l.e.record("ofp_link_dropped", "denied", l.nodeID, cn.remote, m.err.Error())
 	}
 	l.drop(m.conn)
-	if len(l.conns) == 0 {
-		for id, p := range l.pending {
+	// A response can only come back on the connection its request went
+	// out on: those requests fail now rather than at their deadline.
+	for id, p := range l.pending {
+		if p.conn == m.conn {
 			c.Send(p.asker, kernel.Unavailable("the link to peer %s closed before it answered", l.nodeID))
 			delete(l.pending, id)
 		}
+	}
+	if len(l.conns) == 0 {
 		l.scheduleRedial(c)
 	}
 	l.publish(c)
@@ -444,7 +459,7 @@ func (l *link) request(c actor.Context, m *request) {
 	if m.method == ofp.MethodDiscover {
 		timeout = kernel.DefaultAskTimeout
 	}
-	l.pending[id] = pendingRequest{asker: c.Sender(), deadline: time.Now().Add(timeout)}
+	l.pending[id] = pendingRequest{asker: c.Sender(), conn: cn.id, deadline: time.Now().Add(timeout)}
 	l.send(cn, id, ofp.TypeRequest, m.method, m.body)
 }
 

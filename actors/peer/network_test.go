@@ -484,3 +484,34 @@ func TestOFPSendTool(t *testing.T) {
 		t.Fatalf("unknown peer: %v", err)
 	}
 }
+
+// A request in flight fails as soon as the link it went out on closes,
+// not at its deadline.
+func TestInFlightRequestFailsWhenItsLinkCloses(t *testing.T) {
+	a := newNode(t, "a", nil, nil)
+	a.local.hold = make(chan struct{})
+	defer close(a.local.hold)
+	b := newNode(t, "b", []string{a.addr}, func(o *Options) { o.TurnTimeout = time.Hour })
+	kerneltest.WaitFor(t, "linked", func() bool { return b.connectedTo(a.net.NodeID()) })
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		_, err := b.net.SendAgent(ctx, "a", "echo", "never answered", "")
+		done <- err
+	}()
+	kerneltest.WaitFor(t, "the turn running on a", func() bool { return a.local.turns.Load() == 1 })
+	a.stop()
+	var err error
+	kerneltest.WaitFor(t, "the request to fail", func() bool {
+		select {
+		case err = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if !isKind(err, kernel.KindUnavailable) || !strings.Contains(err.Error(), "closed before it answered") {
+		t.Fatalf("in-flight request: %v", err)
+	}
+}
