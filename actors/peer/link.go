@@ -514,31 +514,31 @@ func (l *link) notification(c actor.Context, m *ofp.Message) {
 		if m.Body(&b) != nil || b.Agent.ID == "" {
 			return
 		}
-		agents := l.info.remote[:0:0]
-		for _, a := range l.info.remote {
-			if a.ID != b.Agent.ID {
-				agents = append(agents, a)
-			}
-		}
-		l.info.remote = append(agents, b.Agent)
+		l.info.remote = append(without(l.info.remote, b.Agent.ID), b.Agent)
 		l.publish(c)
 	case ofp.EventAgentTerm:
 		var b ofp.AgentTerminated
 		if m.Body(&b) != nil {
 			return
 		}
-		agents := l.info.remote[:0:0]
-		for _, a := range l.info.remote {
-			if a.ID != b.AgentID {
-				agents = append(agents, a)
-			}
-		}
-		l.info.remote = agents
+		l.info.remote = without(l.info.remote, b.AgentID)
 		l.publish(c)
 	case ofp.EventShuttingDown:
 		// The peer is going away: its links close on their own; nothing
 		// is redialled sooner than the backoff says.
 	}
+}
+
+// without is agents less the one with id id, in a new slice (published
+// snapshots share the old one).
+func without(agents []ofp.RemoteAgent, id string) []ofp.RemoteAgent {
+	out := make([]ofp.RemoteAgent, 0, len(agents))
+	for _, a := range agents {
+		if a.ID != id {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // serve answers one request from the peer.

@@ -112,17 +112,6 @@ func parseOFPAddr(s string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-func networkDuration(field, v string, lo, hi time.Duration) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("network.%s %q: not a duration (e.g. \"15s\")", field, v)
-	}
-	if d < lo || d > hi {
-		return 0, fmt.Errorf("network.%s %q: must be between %s and %s", field, v, lo, hi)
-	}
-	return d, nil
-}
-
 // networkSettings checks [network]; every error names its key. The
 // checks apply even when the network is off, so that switching it on
 // later cannot surface an old mistake.
@@ -177,11 +166,11 @@ func (c *Config) networkSettings() (networkSettings, error) {
 		bad(errors.New("network.node_name must be at most 128 characters"))
 	}
 	var err error
-	s.keepalive, err = networkDuration("keepalive_interval", n.KeepaliveInterval, 50*time.Millisecond, time.Hour)
+	s.keepalive, err = parseDuration("network.keepalive_interval", n.KeepaliveInterval, 50*time.Millisecond, time.Hour)
 	bad(err)
-	s.reconnectInitial, err = networkDuration("reconnect_initial", n.ReconnectInitial, 10*time.Millisecond, time.Hour)
+	s.reconnectInitial, err = parseDuration("network.reconnect_initial", n.ReconnectInitial, 10*time.Millisecond, time.Hour)
 	bad(err)
-	s.reconnectMax, err = networkDuration("reconnect_max", n.ReconnectMax, 10*time.Millisecond, 24*time.Hour)
+	s.reconnectMax, err = parseDuration("network.reconnect_max", n.ReconnectMax, 10*time.Millisecond, 24*time.Hour)
 	bad(err)
 	if err == nil && s.reconnectMax < s.reconnectInitial {
 		bad(errors.New("network.reconnect_max must not be below network.reconnect_initial"))
