@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/llm/llmtest"
+	"github.com/fangd/fangd/store"
 )
 
 const ofpSecret = "e2e-ofp-shared-secret-0123"
@@ -253,5 +256,58 @@ func TestOFPOffByDefault(t *testing.T) {
 	}
 	if code, body := p.request(t, "GET", "/api/security", ""); code != 200 || !strings.Contains(string(body), `"ofp_hmac_auth":"inactive"`) {
 		t.Fatalf("security: %d %s", code, body)
+	}
+}
+
+// A node that comes back under the same node id with another identity key
+// is refused by the node that pinned it (audited ofp_pin_mismatch) until
+// an operator forgets the pin; then it links again.
+func TestOFPSwappedIdentityKey(t *testing.T) {
+	_, _, base := fakes(t, "")
+	a := &networkNode{name: "node-a", home: t.TempDir(), ofp: freeAddr(t)}
+	a.config = base + networkConfig(a.name, a.ofp, "1s")
+	b := &networkNode{name: "node-b", home: t.TempDir(), ofp: freeAddr(t)}
+	b.config = base + networkConfig(b.name, b.ofp, "1s", a.ofp)
+	a.start(t, ofpSecret)
+	b.start(t, ofpSecret)
+	eventually(t, 20*time.Second, "a lists b connected", func() bool { return a.state(t, "node-b") == "connected" })
+	bID := ""
+	for _, p := range a.peers(t).Peers {
+		bID = p.NodeID
+	}
+	b.p.stop(t, syscall.SIGTERM)
+
+	// b's identity in its vault: same node id, a new key.
+	db, err := store.Open(store.DefaultOptions(store.DataDir(b.home)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault, err := store.OpenVault(db, b.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	raw, _ := json.Marshal(map[string]string{"node_id": bID, "public_key": base64.StdEncoding.EncodeToString(pub),
+		"private_key": base64.StdEncoding.EncodeToString(priv.Seed())})
+	if err := vault.Put("network/identity", raw); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	b.start(t, ofpSecret)
+	eventually(t, 20*time.Second, "a to audit the pin mismatch", func() bool {
+		_, body := a.p.request(t, "GET", "/api/audit/query?action=ofp_pin_mismatch", "")
+		return strings.Contains(string(body), "different identity key")
+	})
+	if s := a.state(t, "node-b"); s != "disconnected" {
+		t.Fatalf("b with a swapped key is %q on a", s)
+	}
+	if code, body := a.p.request(t, "DELETE", "/api/network/trusted-peers/"+bID, ""); code != 200 {
+		t.Fatalf("forget b's pin: %d %s", code, body)
+	}
+	eventually(t, 20*time.Second, "b linked again under its new key", func() bool { return a.state(t, "node-b") == "connected" })
+	_, body := a.p.request(t, "GET", "/api/network/trusted-peers", "")
+	if !strings.Contains(string(body), base64.StdEncoding.EncodeToString(pub)) {
+		t.Fatalf("the new key is not pinned: %s", body)
 	}
 }
