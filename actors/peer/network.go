@@ -43,7 +43,7 @@ func Start(k *kernel.Kernel, opts Options) (*Network, error) {
 		opts.ReconnectInitial = 500 * time.Millisecond
 	}
 	if opts.ReconnectMax < opts.ReconnectInitial {
-		opts.ReconnectMax = max(30*time.Second, opts.ReconnectInitial)
+		opts.ReconnectMax = max(5*time.Second, opts.ReconnectInitial)
 	}
 	if opts.TurnTimeout <= 0 {
 		opts.TurnTimeout = 5 * time.Minute

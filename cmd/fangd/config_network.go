@@ -43,12 +43,13 @@ type NetworkConfig struct {
 
 func defaultNetworkConfig() NetworkConfig {
 	return NetworkConfig{
-		ListenAddresses:              []string{"/ip4/0.0.0.0/tcp/0"},
-		MaxPeers:                     50,
-		MaxMessagesPerPeerPerMinute:  60,
-		KeepaliveInterval:            "15s",
-		ReconnectInitial:             "500ms",
-		ReconnectMax:                 "30s",
+		ListenAddresses:             []string{"/ip4/0.0.0.0/tcp/0"},
+		MaxPeers:                    50,
+		MaxMessagesPerPeerPerMinute: 60,
+		KeepaliveInterval:           "15s",
+		ReconnectInitial:            "500ms",
+		// A peer back from a restart is redialled within 5 s.
+		ReconnectMax:                 "5s",
 		MaxConcurrentInboundRequests: 16,
 	}
 }
