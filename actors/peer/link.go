@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -50,6 +51,17 @@ type conn struct {
 	// why is set by the actor when it ends the connection itself, so the
 	// reader's "closed" error does not hide the reason.
 	why error
+}
+
+// close ends the connection at once. A TLS link's socket is closed under
+// it: tls.Conn.Close would first try to send close_notify, which can wait
+// seconds on a peer that does not read.
+func (cn *conn) close() {
+	if tc, ok := cn.c.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	cn.c.Close()
 }
 
 // Messages of a peer actor (unexported: the supervisor and the actor's
@@ -210,6 +222,9 @@ func (l *link) attach(c actor.Context, m *attach) {
 		l.info.Fingerprint = ofp.Fingerprint(s.PeerPublicKey)
 	}
 	l.info.LinkMode = "ofp-hmac/" + s.Mode
+	if s.TLS {
+		l.info.LinkMode = "tls1.3+" + l.info.LinkMode
+	}
 	if first {
 		l.info.ConnectedAt = time.Now().UTC().Format(time.RFC3339)
 		l.failures = 0
@@ -252,7 +267,7 @@ func (l *link) write(sys *actor.ActorSystem, self *actor.PID, cn *conn) {
 	for b := range cn.out {
 		cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if err := ofp.WriteAuthFrame(cn.c, b, cn.key); err != nil {
-			cn.c.Close()
+			cn.close()
 			sys.Root.Send(self, &connDown{conn: cn.id, err: err})
 			for range cn.out { // the actor closes it when it drops the conn
 			}
@@ -277,13 +292,13 @@ func (l *link) send(cn *conn, id, typ, name string, body any) {
 	case cn.out <- b:
 	default:
 		l.e.log().Warn().Str("peer", l.nodeID).Msg("ofp peer does not read its frames: link dropped")
-		cn.c.Close() // the reader reports it down
+		cn.close() // the reader reports it down
 	}
 }
 
 func (l *link) drop(id int) {
 	if cn, ok := l.conns[id]; ok {
-		cn.c.Close()
+		cn.close()
 		close(cn.out)
 		delete(l.conns, id)
 	}
@@ -343,7 +358,7 @@ func (l *link) keepalive(c actor.Context) {
 	for id, cn := range l.conns {
 		if now.Sub(time.Unix(0, cn.lastRecv.Load())) > k+k/2 {
 			cn.why = errKeepalive
-			cn.c.Close()
+			cn.close()
 			c.Send(c.Self(), &connDown{conn: id, err: errKeepalive})
 		}
 	}

@@ -52,6 +52,13 @@ type Options struct {
 	// ReconnectInitial and ReconnectMax pace redials of a lost link
 	// (doubling, jittered, capped).
 	ReconnectInitial, ReconnectMax time.Duration
+	// EncryptLinks offers TLS 1.3 to peers in the handshake; links with
+	// fangd peers that offer it too are encrypted (LibreFang peers never
+	// offer it and stay in their plaintext + HMAC mode).
+	EncryptLinks bool
+	// RequireEncryption refuses every link that is not encrypted, and with
+	// it every LibreFang peer.
+	RequireEncryption bool
 	// TurnTimeout bounds one inbound or outbound agent turn.
 	TurnTimeout time.Duration
 	Pins        *Pins
@@ -82,7 +89,8 @@ type PeerInfo struct {
 	// LinkMode is how the link is protected: LibreFang's plaintext frames
 	// with a per-frame HMAC under a session key, derived by X25519 + HKDF
 	// ("ofp-hmac/ecdh") or, with peers predating the key exchange, from
-	// the shared secret ("ofp-hmac/legacy"). No link is encrypted.
+	// the shared secret ("ofp-hmac/legacy"); "tls1.3+" in front when the
+	// link runs inside TLS 1.3 (fangd peers that both offered it).
 	LinkMode    string `json:"link_mode"`
 	Links       int    `json:"links"`
 	Fingerprint string `json:"identity_fingerprint"`

@@ -52,7 +52,19 @@ func Start(k *kernel.Kernel, opts Options) (*Network, error) {
 		opts.MaxPeers = 50
 	}
 	e := &env{k: k, opts: opts, totals: &counters{}, start: time.Now()}
+	if opts.RequireEncryption {
+		opts.EncryptLinks = true
+		e.opts.EncryptLinks = true
+	}
+	if opts.EncryptLinks {
+		cert, err := identityCert(opts.Identity)
+		if err != nil {
+			return nil, err
+		}
+		e.cert = cert
+	}
 	e.hs = &ofp.Config{Identity: opts.Identity, SharedSecret: opts.SharedSecret, Pins: opts.Pins, Replay: &ofp.MemoryReplay{},
+		OfferTLS: opts.EncryptLinks,
 		Agents: func() []ofp.RemoteAgent {
 			if opts.Local == nil {
 				return nil
@@ -113,12 +125,16 @@ func (n *Network) respond(c net.Conn) {
 			err = errors.New(msg)
 		}
 	}
+	var sc net.Conn
+	if err == nil {
+		sc, err = n.e.agree(c, sess, false)
+	}
 	if err != nil {
 		c.Close()
 		n.e.record(refusalEvent(err), "denied", "", remote, "inbound handshake from "+remote+": "+err.Error())
 		return
 	}
-	n.e.k.Root.Send(n.sup, &linked{c: c, sess: sess})
+	n.e.k.Root.Send(n.sup, &linked{c: sc, sess: sess})
 }
 
 func refusalEvent(err error) string {
@@ -155,6 +171,19 @@ func (n *Network) NodeName() string { return n.e.opts.Identity.NodeName }
 
 // ListenAddr is the address inbound links are accepted on.
 func (n *Network) ListenAddr() string { return n.ln.Addr().String() }
+
+// LinkEncryption is the encryption policy: "required" (every link in
+// TLS 1.3), "negotiated" (TLS 1.3 with fangd peers that offer it,
+// LibreFang's plaintext + HMAC with the others) or "none".
+func (n *Network) LinkEncryption() string {
+	switch {
+	case n.e.opts.RequireEncryption:
+		return "required"
+	case n.e.opts.EncryptLinks:
+		return "negotiated"
+	}
+	return "none"
+}
 
 // Fingerprint is hex(SHA-256(public key base64)) of this node's identity.
 func (n *Network) Fingerprint() string {

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/url"
@@ -26,6 +27,20 @@ type env struct {
 	totals *counters
 	sup    *actor.PID // set by the supervisor's Started
 	start  time.Time
+	cert   tls.Certificate // the identity's self-signed certificate (tls.go)
+}
+
+// agree finishes a handshaken connection: it continues inside TLS when
+// the handshake agreed it, and is refused when encryption is required
+// but was not agreed.
+func (e *env) agree(c net.Conn, sess *ofp.Session, client bool) (net.Conn, error) {
+	if sess.TLS {
+		return e.secure(c, sess, client)
+	}
+	if e.opts.RequireEncryption {
+		return nil, errors.New("require_encrypted_links: the peer did not agree to TLS")
+	}
+	return c, nil
 }
 
 func (e *env) log() *zerolog.Logger { return &e.opts.Log }
@@ -76,7 +91,13 @@ func (e *env) dial(addr, nodeID string) (net.Conn, *ofp.Session, error) {
 		e.record("ofp_handshake_failed", "denied", "", addr, "outbound handshake with "+addr+": "+herr)
 		return nil, nil, errors.New(herr)
 	}
-	return c, sess, nil
+	sc, err := e.agree(c, sess, true)
+	if err != nil {
+		c.Close()
+		e.record("ofp_handshake_failed", "denied", sess.PeerID, addr, "outbound link to "+addr+": "+err.Error())
+		return nil, nil, err
+	}
+	return sc, sess, nil
 }
 
 // handshakeEvent names a handshake failure's audit event: a pinned key

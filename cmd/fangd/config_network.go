@@ -39,6 +39,12 @@ type NetworkConfig struct {
 	ReconnectInitial             string  `toml:"reconnect_initial"`
 	ReconnectMax                 string  `toml:"reconnect_max"`
 	MaxConcurrentInboundRequests int     `toml:"max_concurrent_requests"`
+	// EncryptLinks offers TLS 1.3 to peers (fangd's; LibreFang peers do
+	// not take it up and keep their plaintext + HMAC mode). Default true.
+	EncryptLinks *bool `toml:"encrypt_links"`
+	// RequireEncryptedLinks refuses every unencrypted link, LibreFang
+	// peers included.
+	RequireEncryptedLinks bool `toml:"require_encrypted_links"`
 }
 
 func defaultNetworkConfig() NetworkConfig {
@@ -65,20 +71,21 @@ func configSecretName(name string) string { return "config/" + name }
 // networkSettings is [network] checked and parsed; the secret itself is
 // read by resolveSecret, once the vault is open.
 type networkSettings struct {
-	enabled           bool
-	listen            string
-	bootstrap         []string
-	maxPeers          int
-	perMinute         int
-	tokensPerHour     uint64
-	nodeName          string
-	keepalive         time.Duration
-	reconnectInitial  time.Duration
-	reconnectMax      time.Duration
-	maxConcurrent     int
-	secret, secretEnv string
-	secretVault       string // the vault entry's name, or ""
-	secretConfigured  bool
+	encrypt, requireEnc bool
+	enabled             bool
+	listen              string
+	bootstrap           []string
+	maxPeers            int
+	perMinute           int
+	tokensPerHour       uint64
+	nodeName            string
+	keepalive           time.Duration
+	reconnectInitial    time.Duration
+	reconnectMax        time.Duration
+	maxConcurrent       int
+	secret, secretEnv   string
+	secretVault         string // the vault entry's name, or ""
+	secretConfigured    bool
 }
 
 // networkEnabled is LibreFang's switch: top-level network_enabled, or
@@ -120,6 +127,8 @@ func (c *Config) networkSettings() (networkSettings, error) {
 	n := &c.Network
 	s := networkSettings{enabled: c.networkEnabled(), maxPeers: n.MaxPeers, perMinute: n.MaxMessagesPerPeerPerMinute,
 		nodeName: strings.TrimSpace(n.NodeName), maxConcurrent: n.MaxConcurrentInboundRequests}
+	s.encrypt = n.EncryptLinks == nil || *n.EncryptLinks
+	s.requireEnc = n.RequireEncryptedLinks
 	var errs []error
 	bad := func(err error) {
 		if err != nil {
@@ -162,6 +171,9 @@ func (c *Config) networkSettings() (networkSettings, error) {
 	}
 	if n.MaxConcurrentInboundRequests < 1 || n.MaxConcurrentInboundRequests > 10_000 {
 		bad(errors.New("network.max_concurrent_requests must be between 1 and 10000"))
+	}
+	if s.requireEnc && !s.encrypt {
+		bad(errors.New("network.require_encrypted_links needs network.encrypt_links"))
 	}
 	if len(s.nodeName) > 128 {
 		bad(errors.New("network.node_name must be at most 128 characters"))

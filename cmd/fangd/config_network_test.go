@@ -66,19 +66,20 @@ node_name = "node-a"
 // Each mistake is refused with its key named, before anything starts.
 func TestNetworkConfigRefusals(t *testing.T) {
 	for body, want := range map[string]string{
-		"network_enabled = true\n":                                        "network_enabled needs network.shared_secret",
-		"[network]\nnetwork_enabled = true\n":                             "network_enabled needs network.shared_secret",
-		"[network]\nlisten_addresses = [\"/ip4/1.2.3.4/udp/9\"]\n":        "network.listen_addresses[0]",
-		"[network]\nbootstrap_peers = [\"nohost\"]\n":                     "network.bootstrap_peers[0]",
-		"[network]\nbootstrap_peers = [\"127.0.0.1:0\"]\n":                "port 0 cannot be dialled",
-		"[network]\nmax_peers = 0\n":                                      "network.max_peers",
-		"[network]\nkeepalive_interval = \"soon\"\n":                      "network.keepalive_interval",
-		"[network]\nreconnect_initial = \"5s\"\nreconnect_max = \"1s\"\n": "network.reconnect_max must not be below",
-		"[network]\nshared_secret = \"x\"\nshared_secret_env = \"Y\"\n":   "set one, not both",
-		"[network]\nshared_secret = \"vault:\"\n":                         "names no vault entry",
-		"[network]\nmax_llm_tokens_per_peer_per_hour = 0\n":               "max_llm_tokens_per_peer_per_hour",
-		"[network]\nmax_messages_per_peer_per_minute = -1\n":              "max_messages_per_peer_per_minute",
-		"[network]\nsharedsecret = \"x\"\n":                               "network.sharedsecret",
+		"network_enabled = true\n":                                           "network_enabled needs network.shared_secret",
+		"[network]\nnetwork_enabled = true\n":                                "network_enabled needs network.shared_secret",
+		"[network]\nlisten_addresses = [\"/ip4/1.2.3.4/udp/9\"]\n":           "network.listen_addresses[0]",
+		"[network]\nbootstrap_peers = [\"nohost\"]\n":                        "network.bootstrap_peers[0]",
+		"[network]\nbootstrap_peers = [\"127.0.0.1:0\"]\n":                   "port 0 cannot be dialled",
+		"[network]\nmax_peers = 0\n":                                         "network.max_peers",
+		"[network]\nkeepalive_interval = \"soon\"\n":                         "network.keepalive_interval",
+		"[network]\nreconnect_initial = \"5s\"\nreconnect_max = \"1s\"\n":    "network.reconnect_max must not be below",
+		"[network]\nshared_secret = \"x\"\nshared_secret_env = \"Y\"\n":      "set one, not both",
+		"[network]\nshared_secret = \"vault:\"\n":                            "names no vault entry",
+		"[network]\nmax_llm_tokens_per_peer_per_hour = 0\n":                  "max_llm_tokens_per_peer_per_hour",
+		"[network]\nmax_messages_per_peer_per_minute = -1\n":                 "max_messages_per_peer_per_minute",
+		"[network]\nsharedsecret = \"x\"\n":                                  "network.sharedsecret",
+		"[network]\nencrypt_links = false\nrequire_encrypted_links = true\n": "require_encrypted_links needs",
 	} {
 		_, err := networkConfigFrom(t, body)
 		if err == nil || !strings.Contains(err.Error(), want) {

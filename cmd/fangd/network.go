@@ -137,6 +137,7 @@ func (d *daemon) startNetwork(cfg Config, vault *store.Vault, agents *agent.Agen
 	}
 	n, err := peer.Start(d.kernel, peer.Options{Identity: id, SharedSecret: secret, Listen: s.listen, Bootstrap: s.bootstrap,
 		MaxPeers: s.maxPeers, MaxMessagesPerMinute: s.perMinute, MaxTokensPerHour: s.tokensPerHour, MaxConcurrent: s.maxConcurrent,
+		EncryptLinks: s.encrypt, RequireEncryption: s.requireEnc,
 		Keepalive: s.keepalive, ReconnectInitial: s.reconnectInitial, ReconnectMax: s.reconnectMax, TurnTimeout: turnTimeout,
 		Pins: pins, Local: peerAgents{agents}, Audit: d.audit, Log: d.log.With().Str("component", "ofp").Logger()})
 	if err != nil {

@@ -138,13 +138,13 @@ func TestOFPThreeDaemons(t *testing.T) {
 		t.Fatalf("c's peers: %+v", pa)
 	}
 	for _, p := range pa.Peers {
-		if p.Protocol != 1 || p.LastSeen == "" || p.ConnectedAt == "" || p.NodeID == "" || p.LinkMode != "ofp-hmac/ecdh" || p.Address == "" {
+		if p.Protocol != 1 || p.LastSeen == "" || p.ConnectedAt == "" || p.NodeID == "" || p.LinkMode != "tls1.3+ofp-hmac/ecdh" || p.Address == "" {
 			t.Fatalf("c's peer entry: %+v", p)
 		}
 	}
 	st := a.status(t)
 	if st["online"] != true || st["connected_peers"].(float64) != 2 || st["pinned_peers"].(float64) != 2 ||
-		st["identity_fingerprint"] == nil || st["listen_address"] != a.ofp || st["protocol_version"] != "ofp/1" || st["messages_in"].(float64) == 0 {
+		st["identity_fingerprint"] == nil || st["listen_address"] != a.ofp || st["protocol_version"] != "ofp/1" || st["link_encryption"] != "negotiated" || st["messages_in"].(float64) == 0 {
 		t.Fatalf("a's network status: %v", st)
 	}
 	if code, body := a.p.request(t, "GET", "/api/security", ""); code != 200 || !strings.Contains(string(body), `"ofp_hmac_auth":"active"`) {

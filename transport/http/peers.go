@@ -76,8 +76,9 @@ type networkStatus struct {
 	PinnedPeers         int     `json:"pinned_peers"`
 	ofppeer.Counters
 	ofppeer.Rates
-	// LinkEncryption says what protects links: LibreFang's plaintext
-	// frames with a per-frame HMAC; fangd encrypts no link.
+	// LinkEncryption is the policy: "negotiated" (TLS 1.3 with fangd
+	// peers that offer it, LibreFang's plaintext + HMAC with the others),
+	// "required", or "none"; each peer's link_mode says what it uses.
 	LinkEncryption string `json:"link_encryption"`
 }
 
@@ -98,6 +99,7 @@ func (s *Server) networkStatus(ctx *fasthttp.RequestCtx) error {
 		st.ConnectedPeers, st.TotalPeers, st.PeerCount = ns.Connected, ns.Total, ns.Connected
 		st.IdentityFingerprint, st.PinnedPeers = &fp, ns.Pinned
 		st.Counters, st.Rates = ns.Totals, ns.Rates
+		st.LinkEncryption = n.LinkEncryption()
 	}
 	writeJSON(ctx, fasthttp.StatusOK, st)
 	return nil
