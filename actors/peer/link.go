@@ -336,7 +336,7 @@ func (l *link) down(c actor.Context, m *connDown) {
 		}
 	}
 	if len(l.conns) == 0 {
-		l.scheduleRedial(c)
+		l.scheduleRedial(c, nil)
 	}
 	l.publish(c)
 }
@@ -376,13 +376,13 @@ func (l *link) keepalive(c actor.Context) {
 	}
 }
 
-func (l *link) scheduleRedial(c actor.Context) {
+func (l *link) scheduleRedial(c actor.Context, err error) {
 	if l.dialAddr == "" || l.dialing || len(l.conns) > 0 {
 		return
 	}
 	l.failures++
 	l.dialing = true
-	d := kernel.Backoff{Initial: l.e.opts.ReconnectInitial, Max: l.e.opts.ReconnectMax}.Jittered(l.failures)
+	d := l.e.redialDelay(l.failures, err)
 	sys, self := c.ActorSystem(), c.Self()
 	stop := l.stop
 	go func() {
@@ -409,7 +409,7 @@ func (l *link) dial(c actor.Context) {
 func (l *link) dialed(c actor.Context, m *dialDone) {
 	l.dialing = false
 	if m.err != nil {
-		l.scheduleRedial(c)
+		l.scheduleRedial(c, m.err)
 		return
 	}
 	if l.stop == nil { // stopping

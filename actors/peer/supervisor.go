@@ -100,6 +100,21 @@ func (e *env) dial(addr, nodeID string) (net.Conn, *ofp.Session, error) {
 	return sc, sess, nil
 }
 
+// refusedRedialMax caps the redial delay after the peer refused the
+// handshake (wrong secret, pin mismatch): that does not mend itself, and
+// every attempt is audited on both nodes.
+const refusedRedialMax = 5 * time.Minute
+
+// redialDelay is the wait before dial attempt n+1 after err.
+func (e *env) redialDelay(n int, err error) time.Duration {
+	b := kernel.Backoff{Initial: e.opts.ReconnectInitial, Max: e.opts.ReconnectMax}
+	var he *ofp.HandshakeError
+	if errors.As(err, &he) {
+		b.Max = max(b.Max, refusedRedialMax)
+	}
+	return b.Jittered(n)
+}
+
 // handshakeEvent names a handshake failure's audit event: a pinned key
 // that does not match gets its own.
 func handshakeEvent(err error) string {
@@ -308,7 +323,6 @@ func (s *supervisor) linked(c actor.Context, m *linked) {
 // bootstrap dials addr until a handshake succeeds, then hands the link
 // over; from then on the peer's actor redials it.
 func (s *supervisor) bootstrap(ctx context.Context, addr string) {
-	backoff := kernel.Backoff{Initial: s.e.opts.ReconnectInitial, Max: s.e.opts.ReconnectMax}
 	for n := 1; ; n++ {
 		c, sess, err := s.e.dial(addr, "")
 		if err == nil {
@@ -321,7 +335,7 @@ func (s *supervisor) bootstrap(ctx context.Context, addr string) {
 		}
 		s.e.log().Debug().Err(err).Str("address", addr).Msg("ofp bootstrap peer not reached; retrying")
 		select {
-		case <-time.After(backoff.Jittered(n)):
+		case <-time.After(s.e.redialDelay(n, err)):
 		case <-ctx.Done():
 			return
 		}
