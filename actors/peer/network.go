@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
@@ -77,6 +78,22 @@ func Start(k *kernel.Kernel, opts Options) (*Network, error) {
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("network.listen_addresses: listen on %s: %w", opts.Listen, err)
+	}
+	for _, c := range []struct {
+		name, help string
+		v          func() uint64
+	}{
+		{"fangd_ofp_messages_in_total", "OFP frames received from peers.", e.totals.msgsIn.Load},
+		{"fangd_ofp_messages_out_total", "OFP frames sent to peers.", e.totals.msgsOut.Load},
+		{"fangd_ofp_bytes_in_total", "OFP bytes received from peers (whole frames).", e.totals.bytesIn.Load},
+		{"fangd_ofp_bytes_out_total", "OFP bytes sent to peers (whole frames).", e.totals.bytesOut.Load},
+	} {
+		v := c.v
+		if err := k.Metrics.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
+			func() float64 { return float64(v()) })); err != nil {
+			ln.Close()
+			return nil, err
+		}
 	}
 	n := &Network{e: e, ln: ln}
 	sup := &supervisor{e: e, ln: ln}

@@ -149,6 +149,9 @@ func TestOFPThreeDaemons(t *testing.T) {
 		st["identity_fingerprint"] == nil || st["listen_address"] != a.ofp || st["protocol_version"] != "ofp/1" || st["link_encryption"] != "negotiated" || st["messages_in"].(float64) == 0 {
 		t.Fatalf("a's network status: %v", st)
 	}
+	if code, body := a.p.request(t, "GET", "/metrics", ""); code != 200 || !strings.Contains(string(body), "fangd_ofp_messages_in_total") {
+		t.Fatalf("metrics: %d", code)
+	}
 	if code, body := a.p.request(t, "GET", "/api/security", ""); code != 200 || !strings.Contains(string(body), `"ofp_hmac_auth":"active"`) {
 		t.Fatalf("security: %d %s", code, body)
 	}
