@@ -46,6 +46,11 @@ type Config struct {
 	HTTP           HTTPConfig      `toml:"http"`
 	Audit          AuditConfig     `toml:"audit"`
 
+	// NetworkEnabled is LibreFang's switch of the OFP peer network
+	// ([network], config_network.go).
+	NetworkEnabled bool          `toml:"network_enabled"`
+	Network        NetworkConfig `toml:"network"`
+
 	// MinFreeDiskBytes is the free-space reserve of the data directory's
 	// filesystem: below it writes answer 507 and start-up refuses (a full
 	// disk would otherwise be a SIGBUS in Badger's memory-mapped files).
@@ -229,6 +234,7 @@ func defaultConfig() Config {
 		Audit:               AuditConfig{AuthFailureIntervalSecs: 60},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000, MaxStreams: fhttp.DefaultMaxLogStreams},
 		A2A:                 defaultA2AConfig(),
+		Network:             defaultNetworkConfig(),
 		Comms:               defaultCommsConfig(),
 		Webhooks:            defaultWebhooksConfig(),
 		ChannelLimits:       ChannelLimitsConfig{MaxChannels: channel.DefaultMaxChannels},
@@ -336,6 +342,8 @@ func (c *Config) validate() error {
 		bad(errors.New("audit.retain_days must be between 0 and 36500 (0 keeps entries of any age)"))
 	}
 	_, err := c.a2aSettings()
+	bad(err)
+	_, err = c.networkSettings()
 	bad(err)
 	_, err = c.mcpSpecs()
 	bad(err)

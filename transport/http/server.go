@@ -29,6 +29,7 @@ import (
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/pairing"
+	ofppeer "github.com/fangd/fangd/actors/peer"
 	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
@@ -169,6 +170,8 @@ type Deps struct {
 	// Auth, when set, is OIDC sign-in ([external_auth]): its sessions
 	// authenticate with the user's role.
 	Auth *auth.Service
+	// Network is the OFP peer network; nil when network_enabled is off.
+	Network *ofppeer.Network
 }
 
 // Server is fangd's HTTP API.
@@ -349,6 +352,7 @@ func (s *Server) routes() {
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.a2aRoutes()
 	s.commsRoutes()
+	s.peerRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
 	s.mcpRoutes()
