@@ -409,7 +409,7 @@ func (c *Config) validate() error {
 	_, err = c.users()
 	bad(err)
 	if c.ExternalAuth.Enabled {
-		_, err := c.authSettings()
+		_, _, err := c.authSettings()
 		bad(err)
 	}
 	return errors.Join(errs...)

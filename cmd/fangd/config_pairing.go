@@ -209,10 +209,13 @@ func (d *daemon) startPairing(cfg Config, vault *store.Vault, eng *webhook.Engin
 // ExternalAuthConfig is [external_auth], LibreFang's ExternalAuthConfig
 // names plus fangd's groups and role mapping (docs/pairing.md).
 type ExternalAuthConfig struct {
-	Enabled              bool             `toml:"enabled"`
-	IssuerURL            string           `toml:"issuer_url"`
-	ClientID             string           `toml:"client_id"`
-	ClientSecretEnv      string           `toml:"client_secret_env"`
+	Enabled         bool   `toml:"enabled"`
+	IssuerURL       string `toml:"issuer_url"`
+	ClientID        string `toml:"client_id"`
+	ClientSecretEnv string `toml:"client_secret_env"`
+	// ClientSecret (fangd's) is "vault:NAME" only: the secret stored by
+	// `fangd vault set NAME`, never the secret itself in the file.
+	ClientSecret         string           `toml:"client_secret"`
 	RedirectURL          string           `toml:"redirect_url"`
 	Scopes               []string         `toml:"scopes"`
 	AllowedDomains       []string         `toml:"allowed_domains"`
@@ -235,6 +238,7 @@ type ProviderConfig struct {
 	IssuerURL       string   `toml:"issuer_url"`
 	ClientID        string   `toml:"client_id"`
 	ClientSecretEnv string   `toml:"client_secret_env"`
+	ClientSecret    string   `toml:"client_secret"` // "vault:NAME"
 	RedirectURL     string   `toml:"redirect_url"`
 	Scopes          []string `toml:"scopes"`
 	AllowedDomains  []string `toml:"allowed_domains"`
@@ -252,16 +256,19 @@ type ProviderConfig struct {
 }
 
 // authSettings validates [external_auth] into the service's config.
-func (c *Config) authSettings() (auth.Config, error) {
+// vaultNames maps a provider id to the vault entry its client secret is
+// read from once the vault is open ("vault:NAME").
+func (c *Config) authSettings() (out auth.Config, vaultNames map[string]string, err error) {
 	e := c.ExternalAuth
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	provs := e.Providers
 	if len(provs) == 0 {
 		provs = []ProviderConfig{{ID: "default", DisplayName: "SSO", IssuerURL: e.IssuerURL, ClientID: e.ClientID,
-			ClientSecretEnv: e.ClientSecretEnv, RedirectURL: e.RedirectURL, Scopes: e.Scopes, AllowedDomains: e.AllowedDomains, Audience: e.Audience}}
+			ClientSecretEnv: e.ClientSecretEnv, ClientSecret: e.ClientSecret, RedirectURL: e.RedirectURL, Scopes: e.Scopes, AllowedDomains: e.AllowedDomains, Audience: e.Audience}}
 	}
-	out := auth.Config{SessionTTL: time.Duration(e.SessionTTLSecs) * time.Second, RequireEmailVerified: e.RequireEmailVerified == nil || *e.RequireEmailVerified,
+	vaultNames = map[string]string{}
+	out = auth.Config{SessionTTL: time.Duration(e.SessionTTLSecs) * time.Second, RequireEmailVerified: e.RequireEmailVerified == nil || *e.RequireEmailVerified,
 		DefaultRole: e.DefaultRole}
 	if out.DefaultRole == "" {
 		out.DefaultRole = fhttp.RoleViewer
@@ -295,6 +302,14 @@ func (c *Config) authSettings() (auth.Config, error) {
 		if env == "" {
 			env = "LIBREFANG_OAUTH_CLIENT_SECRET"
 		}
+		secret := os.Getenv(env)
+		if p.ClientSecret != "" {
+			name, ok := strings.CutPrefix(p.ClientSecret, vaultSecretPrefix)
+			if !ok || name == "" {
+				bad(`%s.client_secret must be "vault:NAME" (store it with fangd vault set NAME); or name an env var in client_secret_env`, field)
+			}
+			vaultNames[p.ID], secret = name, ""
+		}
 		if p.RedirectURL != "" {
 			if u, err := url.Parse(p.RedirectURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 				bad("%s.redirect_url %q must be an absolute http(s) URL", field, p.RedirectURL)
@@ -327,10 +342,10 @@ func (c *Config) authSettings() (auth.Config, error) {
 			domains = append(domains, strings.ToLower(strings.TrimPrefix(d, "@")))
 		}
 		out.Providers = append(out.Providers, auth.Provider{ID: p.ID, DisplayName: dn, IssuerURL: p.IssuerURL, ClientID: p.ClientID,
-			ClientSecret: os.Getenv(env), RedirectURL: p.RedirectURL, Scopes: p.Scopes, AllowedDomains: domains, Audience: p.Audience,
+			ClientSecret: secret, RedirectURL: p.RedirectURL, Scopes: p.Scopes, AllowedDomains: domains, Audience: p.Audience,
 			AllowedGroups: ag, GroupsClaim: gc, RoleMap: roles})
 	}
-	return out, errors.Join(errs...)
+	return out, vaultNames, errors.Join(errs...)
 }
 
 // publicHTTPS: a redirect_url on https means TLS ends at a proxy, so
@@ -352,9 +367,18 @@ func (d *daemon) startAuth(cfg Config, guard *ssrf.Guard) (*auth.Service, error)
 	if !cfg.ExternalAuth.Enabled {
 		return nil, nil
 	}
-	ac, err := cfg.authSettings()
+	ac, vaultNames, err := cfg.authSettings()
 	if err != nil {
 		return nil, err
+	}
+	for i := range ac.Providers {
+		name, ok := vaultNames[ac.Providers[i].ID]
+		if !ok {
+			continue
+		}
+		if err := d.vault.With(configSecretName(name), func(b []byte) error { ac.Providers[i].ClientSecret = string(b); return nil }); err != nil {
+			return nil, fmt.Errorf("external_auth client_secret vault:%s: %w (store it with fangd vault set %s)", name, err, name)
+		}
 	}
 	return auth.Start(d.kernel, d.db, auth.Options{Config: ac, HTTPClient: guard.Client(15 * time.Second)})
 }

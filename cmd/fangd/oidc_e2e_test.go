@@ -26,11 +26,20 @@ func TestOIDCSignInOnTheBinary(t *testing.T) {
 enabled = true
 issuer_url = %q
 client_id = "fangd"
-client_secret_env = "E2E_OIDC_SECRET"
+client_secret = "vault:oidc-client"
 allowed_domains = ["example.com"]
 role_map = { ops = "operator" }
 `, e2eKey, idp.URL) + loopbackPolicy
-	td := runFangd(t, t.TempDir(), cfg, "E2E_OIDC_SECRET=s3cret-0123456789")
+	home := t.TempDir()
+	// The client secret lives in the vault (fangd vault set, on a stopped
+	// daemon's home), not in the file.
+	td := runFangd(t, home, fmt.Sprintf("api_key = %q\n", e2eKey))
+	td.stop()
+	if err := (&vaultSetCommand{in: strings.NewReader("s3cret-0123456789\n")}).Run(t.Context(), []string{"--home", home, "oidc-client"}); err != nil {
+		t.Fatal(err)
+	}
+	td.config = cfg
+	td.start()
 
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, _ []*http.Request) error {

@@ -140,8 +140,9 @@ func TestPairingAndUsersConfigValidated(t *testing.T) {
 	c.Pairing.TokenExpirySecs = 5
 	c.Pairing.PushProvider = "pigeon"
 	c.Users = []UserConfig{{Name: "a b", Role: "god", APIKeyHash: "$argon2id$x"}}
+	c.ExternalAuth = ExternalAuthConfig{Enabled: true, IssuerURL: "https://idp.example", ClientID: "c", ClientSecret: "plain-secret", SessionTTLSecs: 86400}
 	err := c.validate()
-	for _, want := range []string{"pairing.token_expiry_secs", "pairing.push_provider \"pigeon\"", "users[0].name", "users[0].role", "users[0].api_key_hash"} {
+	for _, want := range []string{"pairing.token_expiry_secs", "pairing.push_provider \"pigeon\"", "users[0].name", "users[0].role", "users[0].api_key_hash", "external_auth.client_secret must be \"vault:NAME\""} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("want %q in %v", want, err)
 		}
