@@ -55,11 +55,9 @@ func (e *Engine) CreatePush(ctx context.Context, name, url, secret string, heade
 // durable. msgID is the webhook-id: stable for one update, so a receiver
 // can drop a repeat.
 func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) error {
-	timeout := kernel.DefaultAskTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	_, err := askChild[bool](e, id, &push{msgID: msgID, typ: typ, body: body}, timeout)
+	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
+	defer cancel()
+	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &forward{id: id, msg: &push{msgID: msgID, typ: typ, body: body}})
 	return err
 }
 

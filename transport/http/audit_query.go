@@ -138,7 +138,7 @@ func (s *Server) auditQuery(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	w, err := s.deps.Audit.Walk(ctx, f, true)
+	w, err := s.deps.Audit.Walk(s.reqCtx(ctx), f, true)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func (s *Server) auditQuery(ctx *fasthttp.RequestCtx) error {
 	seen, kept := uint64(0), 0
 	var lastID uint64
 	for !w.Done() {
-		ms, err := w.Next(ctx)
+		ms, err := w.Next(s.reqCtxWait(ctx))
 		if err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func (s *Server) auditExport(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	w, err := s.deps.Audit.Walk(ctx, f, newest)
+	w, err := s.deps.Audit.Walk(s.reqCtx(ctx), f, newest)
 	if err != nil {
 		return err
 	}
