@@ -242,8 +242,7 @@ type Caller struct {
 type callerKeyType struct{}
 
 // CallerKey is the request value under which the HTTP layer stores the
-// Caller (fasthttp's RequestCtx is the context the SDK handlers get).
-var CallerKey any = callerKeyType{}
+// Caller (transport/http carries it into its request contexts).
 
 // CallerFrom reads the Caller from a request context; a context without
 // one is an anonymous non-admin caller.
