@@ -371,14 +371,14 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		h.Set("Accept", "application/json, text/event-stream")
 		e.plain(ctx)
 	case e.cfg.Stateless:
-		e.serveStateless(ctx, method)
+		e.serveStateless(ctx, rpc)
 	case len(h.Peek("Mcp-Session-Id")) > 0 || rpc.initialize:
 		e.stateful(ctx)
 	default:
 		// No session and no initialize: a 2026-07-28 (stateless protocol)
 		// request, or a session-less call; the stateful handler would
 		// refuse both.
-		e.serveStateless(ctx, method)
+		e.serveStateless(ctx, rpc)
 	}
 	return nil
 }
@@ -388,12 +388,13 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 // than as a one-event SSE stream: the stream is written through the
 // fasthttp adaptor as a chunked body stream with a flush per event, ~6% of
 // the daemon's CPU per call in the mcp-gateway profiles (docs/bench.md).
-// A stateless exchange has no stream for anything but the answer, and no
-// tool fangd serves sends progress or log notifications while it runs, so
-// the JSON answer carries everything the stream did. Other methods keep
-// the SSE answer (subscriptions/listen, for one, is a stream by nature).
-func (e *mcpEndpoint) serveStateless(ctx *fasthttp.RequestCtx, method string) {
-	if method == "tools/call" {
+// A call that asked for progress keeps the stream: a call held for human
+// approval reports its wait as notifications/progress, which a JSON answer
+// would drop (the Go SDK client speaks the session-less protocol by
+// default). Other methods keep the SSE answer (subscriptions/listen, for
+// one, is a stream by nature).
+func (e *mcpEndpoint) serveStateless(ctx *fasthttp.RequestCtx, rpc rpcShape) {
+	if rpc.method == "tools/call" && !rpc.progress {
 		e.plain(ctx)
 		return
 	}
@@ -421,6 +422,8 @@ type rpcShape struct {
 	method string
 	// initialize: the request, or one in the batch, is an initialize.
 	initialize bool
+	// progress: a single request whose params carry _meta.progressToken.
+	progress bool
 }
 
 // checkJSONRPC refuses a body that is not JSON (-32700) or not a JSON-RPC
@@ -467,7 +470,24 @@ func checkJSONRPC(body []byte) (rpcShape, *rpcError) {
 			out.initialize = out.initialize || method == "initialize"
 		}
 	}
+	if !batch && out.method != "" {
+		out.progress = asksProgress(msgs[0]["params"])
+	}
 	return out, nil
+}
+
+// asksProgress says whether a request's params carry a progress token; the
+// substring test spares the decode on the calls that carry none.
+func asksProgress(params json.RawMessage) bool {
+	if !bytes.Contains(params, []byte(`"progressToken"`)) {
+		return false
+	}
+	var p struct {
+		Meta struct {
+			Token json.RawMessage `json:"progressToken"`
+		} `json:"_meta"`
+	}
+	return json.Unmarshal(params, &p) == nil && len(p.Meta.Token) > 0 && string(p.Meta.Token) != "null"
 }
 
 // rpcErrorBody turns the SDK's plain-text 400 for a request it refuses

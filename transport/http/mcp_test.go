@@ -858,3 +858,45 @@ func TestCheckJSONRPCReadsMethodAndInitialize(t *testing.T) {
 		t.Errorf("jsonrpc 1.0 accepted: %v", err)
 	}
 }
+
+// A session-less tools/call that asks for progress keeps its SSE answer, so
+// the notifications/progress of a call held for approval reach the client
+// (a JSON answer dropped them: the default Go SDK client never saw one).
+func TestMCPStatelessToolCallWithProgressTokenStreams(t *testing.T) {
+	s := newMCPServer(t, mcpSetup{})
+	s.addPeer(t, "peer", peer(t))
+	rec := &callTypes{next: &hostRewriter{key: testKey}}
+	c := sdk.NewClient(&sdk.Implementation{Name: "go-test-client", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: s.url + "/mcp", HTTPClient: &nethttp.Client{Transport: rec}, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	params := &sdk.CallToolParams{Name: "mcp_peer_shout", Arguments: map[string]any{"message": "go"}}
+	params.SetProgressToken("p1")
+	if res, err := cs.CallTool(ctx, params); err != nil || res.IsError {
+		t.Fatalf("call with a progress token: %+v %v", res, err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.types) != 1 || !strings.HasPrefix(rec.types[0], "text/event-stream") {
+		t.Fatalf("tools/call with a progress token answered as %q, want one SSE answer", rec.types)
+	}
+}
+
+func TestCheckJSONRPCReadsProgressToken(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"p1"}}}`: true,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":7}}}`:    true,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":null}}}`: false,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"progressToken"}}`:                    false,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`:                                false,
+	} {
+		got, err := checkJSONRPC([]byte(body))
+		if err != nil || got.progress != want {
+			t.Errorf("%s: progress %t %v, want %t", body, got.progress, err, want)
+		}
+	}
+}
