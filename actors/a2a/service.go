@@ -243,6 +243,7 @@ type callerKeyType struct{}
 
 // CallerKey is the request value under which the HTTP layer stores the
 // Caller (transport/http carries it into its request contexts).
+var CallerKey any = callerKeyType{}
 
 // CallerFrom reads the Caller from a request context; a context without
 // one is an anonymous non-admin caller.
