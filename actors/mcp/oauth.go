@@ -330,6 +330,7 @@ func (m *Manager) afterAuth(name string, err error) {
 	}
 	m.env.record(audit.Event{EventType: "mcp_oauth_authorized", Outcome: outcome, Actor: "mcp", Details: detail})
 	if err == nil {
+		// Nobody waits for this reconnect: the callback has answered.
 		if _, rerr := m.Reconnect(context.Background(), name); rerr != nil {
 			m.env.log.Warn().Err(rerr).Str("mcp_server", name).Msg("reconnect after authorization")
 		}

@@ -347,7 +347,7 @@ func (h *Harness) WebhookURL(name string) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/channels/"), "/webhook")
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		resp, err := h.Service.Webhook(context.Background(), name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
+		resp, err := h.Service.Webhook(r.Context(), name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
 			Header: r.Header, Body: body, RemoteIP: "127.0.0.1"})
 		if err != nil {
 			status := http.StatusBadRequest
