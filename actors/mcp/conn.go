@@ -157,12 +157,16 @@ func (a *conn) connect(c actor.Context) {
 	spec, self, sys := a.spec, a.self, c.ActorSystem()
 	go func() {
 		res := a.env.dial(ctx, spec, gen, self, sys)
-		if ctx.Err() != nil && res.session != nil {
-			// Dropped while connecting: nobody will own this session.
-			res.session.Close()
-			return
+		if res.session != nil {
+			// Dropping the attempt closes its session, whoever holds it
+			// then: an actor that stopped between the dial and this send
+			// never takes it (the result goes to dead letters), and its
+			// open stream would outlive the daemon's stop.
+			context.AfterFunc(ctx, func() { res.session.Close() })
 		}
-		sys.Root.Send(self, res)
+		if ctx.Err() == nil {
+			sys.Root.Send(self, res)
+		}
 	}()
 }
 

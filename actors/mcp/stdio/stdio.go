@@ -152,15 +152,19 @@ type Process struct {
 	grace  time.Duration
 	log    zerolog.Logger
 
-	done    chan struct{}
-	exitErr error
-	stopped sync.Once
+	done       chan struct{}
+	stderrDone chan struct{} // closed when the stderr reader has stopped
+	exitErr    error
+	stopped    sync.Once
 
 	mu     sync.Mutex
 	stderr []string // last lines, for error reports
 }
 
 const stderrKeep = 20
+
+// stderrDrain bounds how long an exit waits for the rest of stderr.
+const stderrDrain = 250 * time.Millisecond
 
 func start(o Options) (*Process, error) {
 	path, err := exec.LookPath(o.Command)
@@ -229,13 +233,14 @@ func start(o Options) (*Process, error) {
 		return nil, err
 	}
 	p := &Process{cmd: cmd, pgid: cmd.Process.Pid, stdin: inW, stdout: outR,
-		grace: o.Grace, log: o.Log, done: make(chan struct{})}
+		grace: o.Grace, log: o.Log, done: make(chan struct{}), stderrDone: make(chan struct{})}
 	go p.readStderr(errR)
 	go p.wait()
 	return p, nil
 }
 
 func (p *Process) readStderr(r io.ReadCloser) {
+	defer close(p.stderrDone)
 	defer r.Close()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 64*1024)
@@ -257,6 +262,13 @@ func (p *Process) readStderr(r io.ReadCloser) {
 func (p *Process) wait() {
 	err := p.cmd.Wait()
 	_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
+	// Wait does not wait for our own stderr pipe: let the reader take the
+	// server's last words first, so ExitError quotes them (the group is
+	// dead, so EOF is near; the bound covers a grandchild that escaped it).
+	select {
+	case <-p.stderrDone:
+	case <-time.After(stderrDrain):
+	}
 	p.exitErr = err
 	close(p.done)
 }

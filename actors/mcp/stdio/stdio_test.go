@@ -53,3 +53,26 @@ func TestRlimitsApply(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A server's last stderr line is in ExitError as soon as Done is closed:
+// Wait does not wait for our own stderr pipe, so without the drain the
+// reader sometimes lost the race ("exit status 3" with no reason).
+func TestExitErrorQuotesLastStderrLine(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		tr := New(Options{Command: "/bin/sh", Args: []string{"-c", "echo broken config >&2; exit 3"}, Dir: t.TempDir()})
+		conn, err := tr.Connect(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := tr.Process()
+		select {
+		case <-p.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatal("the shell did not exit")
+		}
+		if e := p.ExitError(); e == nil || !strings.Contains(e.Error(), "broken config") {
+			t.Fatalf("run %d: exit error %v lacks the last stderr line", i, e)
+		}
+		conn.Close()
+	}
+}
