@@ -28,6 +28,7 @@ const usage = `usage:
   fangd config check [--config FILE] [--home DIR]            validate a config file without starting
   fangd audit verify [--home DIR]                            check a stopped daemon's audit log
   fangd audit accept --reason TEXT [--home DIR]              record an audit anchor mismatch and re-anchor (daemon stopped)
+  fangd vault set NAME [--home DIR] < secret                 store a config secret ("vault:NAME") in a stopped daemon's vault
   fangd backup --out FILE [--home DIR | --url URL --key KEY] back up a home (through the daemon when it runs)
   fangd restore --in FILE --home NEWHOME                     restore a backup into a new, empty home
   fangd version                                              print the version
@@ -72,6 +73,10 @@ func run(ctx context.Context, args []string) error {
 		}
 		if len(args) > 1 && args[1] == "accept" {
 			return (&auditAcceptCommand{}).Run(ctx, args[2:])
+		}
+	case "vault":
+		if len(args) > 1 && args[1] == "set" {
+			return (&vaultSetCommand{in: os.Stdin}).Run(ctx, args[2:])
 		}
 	case "backup":
 		return (&backupCommand{}).Run(ctx, args[1:])
