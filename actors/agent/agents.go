@@ -154,5 +154,9 @@ func (a *Agents) Send(ctx context.Context, s Send) (*TurnResult, error) {
 // closed and the answer is a turn_cancelled error.
 func (a *Agents) Stream(ctx context.Context, s Send, out chan<- StreamEvent) (*TurnResult, error) {
 	s.Ctx, s.Stream = ctx, out
-	return kernel.Ask[*TurnResult](a.k, a.pid, &s, a.turnTimeout)
+	// The ask outlives ctx: cancelling ctx cancels the turn, which then
+	// answers turn_cancelled, so Stream returns once the turn has ended.
+	askCtx, cancel := kernel.WithDefaultTimeout(context.WithoutCancel(ctx), a.turnTimeout)
+	defer cancel()
+	return kernel.Ask[*TurnResult](askCtx, a.k, a.pid, &s)
 }

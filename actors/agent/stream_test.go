@@ -89,7 +89,7 @@ func TestStreamedTurnRunsTheToolLoopAndMetersLikeANormalOne(t *testing.T) {
 		}
 		// Each provider call metered once, with the provider's counts.
 		reqs := h.fake.Requests()
-		rep, err := h.meter.Usage("day")
+		rep, err := h.meter.Usage(context.Background(), "day")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,12 +140,12 @@ func TestStreamCutByTheBudgetEndsWithAnErrorAndDoesNotOverspend(t *testing.T) {
 	}
 	<-gt.began
 	// The first call is settled; its spend uses up the agent's budget.
-	before, err := h.meter.Usage("day")
+	before, err := h.meter.Usage(context.Background(), "day")
 	if err != nil || before.RequestCount != 1 || before.TotalCostUSD <= 0 {
 		t.Fatalf("after the first call: %+v %v", before, err)
 	}
 	tiny := before.TotalCostUSD
-	if _, err := h.meter.SetAgentBudget(usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
+	if _, err := h.meter.SetAgentBudget(context.Background(), usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
 		t.Fatal(err)
 	}
 	close(gt.release)
@@ -160,7 +160,7 @@ func TestStreamCutByTheBudgetEndsWithAnErrorAndDoesNotOverspend(t *testing.T) {
 	if n := len(h.fake.Requests()); n != 1 {
 		t.Fatalf("the provider got %d calls; the second was over budget", n)
 	}
-	after, _ := h.meter.Usage("day")
+	after, _ := h.meter.Usage(context.Background(), "day")
 	if after.RequestCount != 1 || after.TotalCostUSD != before.TotalCostUSD || after.TotalCostUSD > tiny {
 		t.Fatalf("spend went from %+v to %+v", before, after)
 	}
@@ -203,10 +203,10 @@ func TestCancelledStreamClosesTheProviderCallAndMetersWhatArrived(t *testing.T) 
 		}
 		// Metered once, as a cancelled call with the tokens that arrived.
 		waitFor(t, "the cancelled call's usage", func() bool {
-			rep, err := h.meter.Usage("day")
+			rep, err := h.meter.Usage(context.Background(), "day")
 			return err == nil && rep.RequestCount == 1
 		})
-		rep, _ := h.meter.Usage("day")
+		rep, _ := h.meter.Usage(context.Background(), "day")
 		if rep.FailedRequests != 1 || rep.TotalOutputTokens == 0 || rep.TotalInputTokens == 0 {
 			t.Fatalf("usage %+v", rep)
 		}

@@ -2,7 +2,6 @@ package http
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -107,7 +106,7 @@ func (s *Server) messageAgentStream(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	ag, err := s.deps.Agents.Get(send.Ref)
+	ag, err := s.deps.Agents.Get(s.reqCtx(ctx), send.Ref)
 	if err != nil {
 		return err
 	}
@@ -119,12 +118,15 @@ func (s *Server) messageAgentStream(ctx *fasthttp.RequestCtx) error {
 			fmt.Sprintf("%d agent streams are open, the most allowed ([agents] max_streams)", s.cfg.MaxAgentStreams)}
 	}
 	auditDetails(ctx, fmt.Sprintf("agent %s streamed a turn", ag.ID))
-	conn, heartbeat, closing, reqID, path := ctx.Conn(), s.cfg.SSEHeartbeat, s.closing, requestID(ctx), string(ctx.Path())
+	conn, heartbeat, reqID, path := ctx.Conn(), s.cfg.SSEHeartbeat, requestID(ctx), string(ctx.Path())
 	agents := s.deps.Agents
 	sse.Begin(ctx)
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
 		defer s.agentStreams.Add(-1)
-		turnCtx, cancel := context.WithCancel(context.Background())
+		// The turn's context: cancelled when the client is gone (below)
+		// and by shutdown, whose turn_cancelled error event ends the
+		// stream.
+		turnCtx, cancel := s.streamCtx()
 		defer cancel()
 		events := make(chan agent.StreamEvent, streamEventBuffer)
 		type outcome struct {
@@ -182,11 +184,6 @@ func (s *Server) messageAgentStream(ctx *fasthttp.RequestCtx) error {
 				return
 			case <-tick.C:
 				w.Comment("keep-alive")
-			case <-closing:
-				// Shutting down: the turn is cancelled and its error
-				// event ends the stream.
-				cancel()
-				closing = nil
 			}
 			if w.Flush() != nil {
 				gone()

@@ -255,7 +255,7 @@ func TestAgentMessageStreamEndsWithTheErrorEnvelope(t *testing.T) {
 	var a agent.Agent
 	ts.mustStatus(t, 201, "POST", "/api/agents", `{"name":"broke","model":"fake/m"}`).json(t, &a)
 	tiny := 1e-9
-	if _, err := ts.deps.Meter.SetAgentBudget(usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
+	if _, err := ts.deps.Meter.SetAgentBudget(context.Background(), usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
 		t.Fatal(err)
 	}
 	res := ts.openTurnStream(t, context.Background(), "broke", `{"message":"hi"}`)
