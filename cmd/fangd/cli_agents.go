@@ -67,6 +67,10 @@ func agentsListCmd(o *clientOptions) *cobra.Command {
 				printRaw(stdout(cmd), raw)
 				return nil
 			}
+			if page.Total == 0 {
+				fmt.Fprintln(stderr(cmd), "no agents yet: fangd agents create NAME --model PROVIDER/MODEL")
+				return nil
+			}
 			rows := make([][]string, 0, len(page.Items))
 			for _, a := range page.Items {
 				rows = append(rows, []string{a.Name, a.ID, orDash(a.Model), a.State, since(a.CreatedAt)})

@@ -59,6 +59,14 @@ prefix that matches one pending approval is accepted by approve and reject.`,
 				printRaw(stdout(cmd), raw)
 				return nil
 			}
+			if page.Total == 0 {
+				what := status + " "
+				if status == "all" {
+					what = ""
+				}
+				fmt.Fprintf(stderr(cmd), "no %sapprovals\n", what)
+				return nil
+			}
 			rows := make([][]string, 0, len(page.Approvals))
 			for _, a := range page.Approvals {
 				agent := a.AgentName

@@ -129,7 +129,7 @@ first unless --order asc, to stdout or --out FILE (written 0600, refused if it
 exists). The filters are the API's: --action, --agent, --user, --outcome, and
 --from/--to as RFC 3339 times.`,
 		Example: `  fangd audit export --format jsonl --out audit.jsonl
-  fangd audit export --format csv --action agent_created --from 2026-12-01T00:00:00Z`,
+  fangd audit export --format csv --action agent_spawned --from 2026-12-01T00:00:00Z`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newClient(o)

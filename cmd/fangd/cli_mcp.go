@@ -44,6 +44,10 @@ func mcpListCmd(o *clientOptions) *cobra.Command {
 				printRaw(stdout(cmd), raw)
 				return nil
 			}
+			if page.Total == 0 {
+				fmt.Fprintln(stderr(cmd), "no MCP servers ([[mcp_servers]] in the config, or POST /api/mcp/servers; docs/mcp.md)")
+				return nil
+			}
 			rows := make([][]string, 0, len(page.Servers))
 			for _, s := range page.Servers {
 				target := s.URL
