@@ -159,6 +159,8 @@ type SendResult struct {
 	InputTokens  int     `json:"input_tokens,omitempty"`
 	OutputTokens int     `json:"output_tokens,omitempty"`
 	CostUSD      float64 `json:"cost_usd,omitempty"`
+	// Node is the node that answered a "peer:" message.
+	Node *RemoteNode `json:"node,omitempty"`
 }
 
 // DispatchTask assigns a task to an agent and runs it. The router answers

@@ -42,6 +42,7 @@ type Router struct {
 	opts  RouterOptions
 	tasks *store.Collection[Task]
 	nodes []NodeSource
+	peers Peers // nil: "peer:" targets answer 503 (peers.go)
 }
 
 // StartRouter spawns the router as the root actor "comms-router".
@@ -79,6 +80,9 @@ func (r *Router) AddNodeSource(s NodeSource) { r.nodes = append(r.nodes, s) }
 
 // Send routes a message and waits for the outcome.
 func (r *Router) Send(ctx context.Context, from, to, content string) (*SendResult, error) {
+	if strings.HasPrefix(to, "peer:") {
+		return r.sendPeer(ctx, from, to, content)
+	}
 	reply := make(chan SendOutcome, 1)
 	r.k.Root.Send(r.pid, &SendMessage{From: from, To: to, Content: content, Reply: reply})
 	select {
@@ -147,7 +151,7 @@ type target struct {
 func ParseTarget(to string) (target, error) {
 	kind, rest, ok := strings.Cut(to, ":")
 	if !ok || rest == "" {
-		return target{}, kernel.Invalid(`"to" must be "agent:<id or name>" or "channel:<name>:<chat_id>"`)
+		return target{}, kernel.Invalid(`"to" must be "agent:<id or name>", "channel:<name>:<chat_id>" or "peer:<node>/agent:<id or name>"`)
 	}
 	switch kind {
 	case "agent":

@@ -135,16 +135,21 @@ type DeadLetter struct {
 // message is one outbox entry, as stored. Body is exactly the bytes that
 // are signed and sent; MsgID is the webhook-id, stable across retries.
 type message struct {
-	Seq        uint64          `json:"seq"`
-	MsgID      string          `json:"msg_id"`
-	EventID    uint64          `json:"event_id,omitempty"`
-	Type       string          `json:"type"`
-	Body       json.RawMessage `json:"body"`
-	Attempts   int             `json:"attempts"`
-	NextAt     time.Time       `json:"next_at"`
-	LastStatus int             `json:"last_status,omitempty"`
-	LastError  string          `json:"last_error,omitempty"`
-	Enqueued   time.Time       `json:"enqueued"`
+	Seq     uint64          `json:"seq"`
+	MsgID   string          `json:"msg_id"`
+	EventID uint64          `json:"event_id,omitempty"`
+	Type    string          `json:"type"`
+	Body    json.RawMessage `json:"body"`
+	// Raw, when set, is sent instead of Body, with Headers added to the
+	// endpoint's (a Web Push message: encrypted bytes, its own
+	// Content-Encoding and VAPID authorization).
+	Raw        []byte            `json:"raw,omitempty"`
+	Headers    map[string]string `json:"headers,omitempty"`
+	Attempts   int               `json:"attempts"`
+	NextAt     time.Time         `json:"next_at"`
+	LastStatus int               `json:"last_status,omitempty"`
+	LastError  string            `json:"last_error,omitempty"`
+	Enqueued   time.Time         `json:"enqueued"`
 }
 
 // meta is an endpoint's bookkeeping, stored beside its outbox.

@@ -369,7 +369,17 @@ func (o *outbox) kick() {
 	ctx, client, url, signer, headers, ua, self, sys := o.ctx, o.sh.client, o.ep.URL, o.signer, o.headers, o.sh.opts.UserAgent, o.self, o.sys
 	msg := *head
 	go func() {
-		r := post(ctx, client, url, msg.MsgID, msg.Body, signer, headers, ua)
+		body, hs := []byte(msg.Body), headers
+		if msg.Raw != nil {
+			body, hs = msg.Raw, make(map[string]string, len(headers)+len(msg.Headers))
+			for k, v := range headers {
+				hs[k] = v
+			}
+			for k, v := range msg.Headers {
+				hs[k] = v
+			}
+		}
+		r := post(ctx, client, url, msg.MsgID, body, signer, hs, ua)
 		sys.Root.Send(self, &attempted{gen: ctx, msg: &msg, attempt: Attempt{StatusCode: r.status, LatencyMS: r.latency.Milliseconds()},
 			outcome: classify(r), err: r.err, retryAfter: r.retryAfter})
 	}()

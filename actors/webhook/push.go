@@ -32,6 +32,8 @@ const MaxPushEndpoints = 10_000
 type push struct {
 	msgID, typ string
 	body       []byte
+	raw        bool
+	headers    map[string]string
 }
 
 // CreatePush adds a push endpoint named name (the caller's key for it)
@@ -63,6 +65,28 @@ func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) e
 	return err
 }
 
+// PushRaw is Push for a body that is not JSON (a Web Push message's
+// encrypted bytes), sent with headers added to the endpoint's for this
+// message only. Such a message is not replayable from the dead-letter list.
+func (e *Engine) PushRaw(ctx context.Context, id, msgID, typ string, body []byte, headers map[string]string) error {
+	timeout := kernel.DefaultAskTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	_, err := askChild[bool](e, id, &push{msgID: msgID, typ: typ, body: body, raw: true, headers: headers}, timeout)
+	return err
+}
+
+// DeletePush removes push endpoint id with its queued messages.
+func (e *Engine) DeletePush(ctx context.Context, id string) error {
+	timeout := kernel.DefaultAskTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	_, err := kernel.Ask[bool](e.k, e.pid, &remove{id: id, kind: KindPush}, timeout)
+	return err
+}
+
 // enqueuePush puts one pushed message at the tail of the outbox and
 // answers the sender once the write is durable.
 func (o *outbox) enqueuePush(c actor.Context, m *push) {
@@ -80,6 +104,9 @@ func (o *outbox) enqueuePush(c actor.Context, m *push) {
 	}
 	t := time.Now().UTC()
 	msg := &message{Seq: o.meta.NextSeq, MsgID: m.msgID, Type: m.typ, Body: m.body, NextAt: t, Enqueued: t}
+	if m.raw {
+		msg.Body, msg.Raw, msg.Headers = nil, m.body, m.headers
+	}
 	o.meta.NextSeq++
 	o.pending++
 	q, sender, sys := o.q, c.Sender(), o.sys

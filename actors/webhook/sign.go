@@ -111,10 +111,10 @@ func post(ctx context.Context, client *http.Client, url, msgID string, body []by
 	if err != nil {
 		return result{err: err}
 	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
 	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v) // a Web Push message sets its own Content-Type
+	}
 	req.Header.Set("User-Agent", userAgent)
 	req.Header["webhook-id"] = []string{msgID}
 	req.Header["webhook-timestamp"] = []string{strconv.FormatInt(ts.Unix(), 10)}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -120,7 +121,7 @@ error, 3 the server cannot be reached or failed (5xx). See docs/cli.md.`,
 	root.AddGroup(&cobra.Group{ID: "daemon", Title: "Daemon (local):"},
 		&cobra.Group{ID: "client", Title: "Client (speak to a running daemon):"},
 		&cobra.Group{ID: "other", Title: "Other:"})
-	for _, c := range []*cobra.Command{serveCmd(), configCmd(), backupCmd(), restoreCmd(), versionCmd()} {
+	for _, c := range []*cobra.Command{serveCmd(), configCmd(), vaultCmd(), backupCmd(), restoreCmd(), versionCmd()} {
 		c.GroupID = "daemon"
 		root.AddCommand(c)
 	}
@@ -198,6 +199,24 @@ func configCmd() *cobra.Command {
 	check.Flags().StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
 	check.Flags().StringVar(&c.config, "config", "", "config file (default $FANGD_HOME/config.toml)")
 	return group("config", "Check the config file", "  fangd config check", check)
+}
+
+func vaultCmd() *cobra.Command {
+	c := &vaultSetCommand{in: os.Stdin}
+	set := &cobra.Command{
+		Use:   "set NAME",
+		Short: `Store a config secret ("vault:NAME") in a stopped daemon's vault, read from stdin`,
+		Long: `Store a secret that config.toml names as "vault:NAME" in a stopped daemon's
+vault. The secret is the first line of stdin, so that it never appears in a
+command line or a shell history.`,
+		Example: `  fangd vault set ofp_secret < secret.txt
+  printf '%s\n' "$SECRET" | fangd vault set github_client_secret --home /var/lib/fangd`,
+		// The name is checked by Run, as it always was (exit 1).
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, a []string) error { return c.Run(cmd.Context(), a) },
+	}
+	set.Flags().StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
+	return group("vault", "Store config secrets in a stopped daemon's vault", "  fangd vault set ofp_secret < secret.txt", set)
 }
 
 func backupCmd() *cobra.Command {

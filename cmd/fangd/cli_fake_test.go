@@ -150,3 +150,17 @@ func TestCLITailResumesWithLastEventID(t *testing.T) {
 		t.Fatalf("requests: %q", got)
 	}
 }
+
+// A server without /api/peers (a fangd before the peer network) is said
+// to have none, exit 1.
+func TestCLIPeersWithoutPeerNetwork(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(404)
+		fmt.Fprint(w, `{"error":"no route for GET /api/peers","code":"not_found","request_id":"r"}`)
+	}))
+	defer srv.Close()
+	r := runInProcess(t, "peers", "list", "--url", srv.URL).want(t, 1, "peers list")
+	if !strings.Contains(r.errOut, "has no peer network") {
+		t.Fatalf("peers list: %q", r.errOut)
+	}
+}

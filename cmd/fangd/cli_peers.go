@@ -1,27 +1,15 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 
 	"github.com/spf13/cobra"
-)
 
-// peerView is one OFP peer of GET /api/peers, as far as the table shows
-// it (the peer actors live on another branch; --json has every field).
-type peerView struct {
-	NodeID        string            `json:"node_id"`
-	NodeName      string            `json:"node_name"`
-	Address       string            `json:"address"`
-	State         string            `json:"state"`
-	Authenticated bool              `json:"authenticated"`
-	LastSeen      string            `json:"last_seen"`
-	Agents        []json.RawMessage `json:"agents"`
-	LinkMode      string            `json:"link_mode"`
-}
+	ofppeer "github.com/fangd/fangd/actors/peer"
+)
 
 func peersCmd() *cobra.Command {
 	o := &clientOptions{}
@@ -40,10 +28,10 @@ network answers 404 on /api/peers: that is said plainly (exit 1).`,
 				return err
 			}
 			var page struct {
-				Items  []peerView `json:"items"`
-				Total  int        `json:"total"`
-				Offset int        `json:"offset"`
-				Next   *int       `json:"next_offset"`
+				Items  []ofppeer.PeerInfo `json:"items"`
+				Total  int                `json:"total"`
+				Offset int                `json:"offset"`
+				Next   *int               `json:"next_offset"`
 			}
 			raw, err := c.get(cmd.Context(), "/api/peers", p.query(), &page)
 			var se *serverError
@@ -58,7 +46,14 @@ network answers 404 on /api/peers: that is said plainly (exit 1).`,
 				return nil
 			}
 			if page.Total == 0 {
-				fmt.Fprintln(stderr(cmd), "no peers (is [network] enabled in the daemon's config? see docs/ofp.md)")
+				var st struct {
+					Enabled bool `json:"enabled"`
+				}
+				if _, err := c.get(cmd.Context(), "/api/network/status", nil, &st); err == nil && !st.Enabled {
+					fmt.Fprintln(stderr(cmd), "no peers: the daemon's peer network is off ([network] in its config; docs/ofp.md)")
+				} else {
+					fmt.Fprintln(stderr(cmd), "no peers connected or known")
+				}
 				return nil
 			}
 			rows := make([][]string, 0, len(page.Items))

@@ -140,6 +140,12 @@ func TestCLIAgentsRoundTrip(t *testing.T) {
 		t.Fatalf("audit export of agent_spawned: %d lines\n%s", n, r.out)
 	}
 	runCLI(t, env, "audit", "verify", "--home", t.TempDir(), "--json").want(t, 2, "offline verify with an online flag")
+
+	// No [network]: no peers, and the CLI says why.
+	r = runCLI(t, env, "peers", "list").want(t, 0, "peers list")
+	if r.out != "" || !strings.Contains(r.errOut, "peer network is off") {
+		t.Fatalf("peers list with the network off: %q %q", r.out, r.errOut)
+	}
 }
 
 // send prints the agent's reply: streamed when the server streams, else

@@ -46,6 +46,11 @@ type Config struct {
 	HTTP           HTTPConfig      `toml:"http"`
 	Audit          AuditConfig     `toml:"audit"`
 
+	// NetworkEnabled is LibreFang's switch of the OFP peer network
+	// ([network], config_network.go).
+	NetworkEnabled bool          `toml:"network_enabled"`
+	Network        NetworkConfig `toml:"network"`
+
 	// MinFreeDiskBytes is the free-space reserve of the data directory's
 	// filesystem: below it writes answer 507 and start-up refuses (a full
 	// disk would otherwise be a SIGBUS in Badger's memory-mapped files).
@@ -85,6 +90,12 @@ type Config struct {
 	// ChannelLimits is [channel_limits]: its own table, since every key
 	// under [channels] is a channel's name.
 	ChannelLimits ChannelLimitsConfig `toml:"channel_limits"`
+	// Pairing is [pairing] (docs/pairing.md).
+	Pairing PairingConfig `toml:"pairing"`
+	// ExternalAuth is [external_auth]: OIDC sign-in (docs/pairing.md).
+	ExternalAuth ExternalAuthConfig `toml:"external_auth"`
+	// Users are the named API keys with roles ([[users]]).
+	Users []UserConfig `toml:"users"`
 	// path is the file this config was read from ("" for none).
 	path string
 }
@@ -223,6 +234,7 @@ func defaultConfig() Config {
 		Audit:               AuditConfig{AuthFailureIntervalSecs: 60},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000, MaxStreams: fhttp.DefaultMaxLogStreams},
 		A2A:                 defaultA2AConfig(),
+		Network:             defaultNetworkConfig(),
 		Comms:               defaultCommsConfig(),
 		Webhooks:            defaultWebhooksConfig(),
 		ChannelLimits:       ChannelLimitsConfig{MaxChannels: channel.DefaultMaxChannels},
@@ -233,6 +245,8 @@ func defaultConfig() Config {
 		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
+		Pairing:             defaultPairingConfig(),
+		ExternalAuth:        ExternalAuthConfig{SessionTTLSecs: 86_400, Scopes: []string{"openid", "profile", "email"}},
 	}
 }
 
@@ -329,6 +343,8 @@ func (c *Config) validate() error {
 	}
 	_, err := c.a2aSettings()
 	bad(err)
+	_, err = c.networkSettings()
+	bad(err)
 	_, err = c.mcpSpecs()
 	bad(err)
 	if b := c.MCP.OAuthRedirectBase; b != "" {
@@ -385,6 +401,16 @@ func (c *Config) validate() error {
 	}
 	if c.Comms.MaxStreams < 1 || c.Comms.MaxStreams > 100_000 {
 		bad(errors.New("comms.max_streams must be between 1 and 100000"))
+	}
+	if c.Pairing.Enabled {
+		_, _, err := c.pairingSettings()
+		bad(err)
+	}
+	_, err = c.users()
+	bad(err)
+	if c.ExternalAuth.Enabled {
+		_, _, err := c.authSettings()
+		bad(err)
 	}
 	return errors.Join(errs...)
 }
@@ -457,6 +483,9 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.AccessLog = c.Log.AccessLog
 	h.MaxA2AStreams = c.A2A.MaxStreams
 	h.MCPOAuthRedirectBase = c.MCP.OAuthRedirectBase
+	h.Users, _ = c.users() // validated
+	h.PairingPerMinute = c.Pairing.AttemptsPerMinute
+	h.PublicHTTPS = c.publicHTTPS()
 	h.MCP = fhttp.MCPConfig{
 		Stateless:      c.MCPServer.Stateless,
 		SessionTimeout: time.Duration(c.MCPServer.SessionTimeoutSecs) * time.Second,

@@ -5,6 +5,7 @@
 //	fangd config check [--config FILE] [--home DIR]
 //	fangd audit verify --home DIR | --offline      (a stopped daemon's chain)
 //	fangd audit accept --reason TEXT [--home DIR]
+//	fangd vault set NAME [--home DIR] < secret
 //	fangd backup --out FILE [--home DIR | --url URL --key KEY]
 //	fangd restore --in FILE --home NEWHOME
 //	fangd version

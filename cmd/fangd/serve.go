@@ -28,6 +28,7 @@ import (
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
+	"github.com/fangd/fangd/actors/peer"
 	metering "github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
@@ -93,6 +94,7 @@ type daemon struct {
 	vault    *store.Vault
 	mcp      *mcp.Manager
 	expose   *mcp.Exposer
+	network  *peer.Network // nil unless network_enabled
 	http     *fhttp.Server
 	ln       net.Listener
 	served   chan error
@@ -237,6 +239,9 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	}
 	d.vault = vault
 	d.reloads.guard = c.guard
+	if err := d.startNetwork(cfg, vault, agents, c.router, tools, cs.turnTimeout); err != nil {
+		return nil, err
+	}
 	if err = d.startMCP(home, cfg, agents, bus, c, approvals); err != nil {
 		return nil, err
 	}
@@ -255,11 +260,19 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		c.router.AddNodeSource(a2aNodes{a2aSvc})
 		tools.setA2A(a2aSvc)
 	}
-	d.http, err = fhttp.New(hc, fhttp.Deps{Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
+	pairing, err := d.startPairing(cfg, vault, c.webhooks)
+	if err != nil {
+		return nil, err
+	}
+	authSvc, err := d.startAuth(cfg, c.guard)
+	if err != nil {
+		return nil, err
+	}
+	d.http, err = fhttp.New(hc, fhttp.Deps{Pairing: pairing, Auth: authSvc, Kernel: d.kernel, Audit: d.audit, Store: d.db, Logs: ring,
 		Agents: agents, LLM: reg, Meter: meter, Channels: d.channels, Approvals: approvals,
 		Bus: bus, Router: c.router, Webhooks: c.webhooks,
 		Hooks: fhttp.HooksConfig{Token: cs.hookToken, Secret: cs.hookSecret, MaxPayload: cfg.WebhookTriggers.MaxPayloadBytes},
-		MCP:   d.mcp, MCPServer: d.expose, A2A: a2aSvc})
+		MCP:   d.mcp, MCPServer: d.expose, A2A: a2aSvc, Network: d.network})
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/mcp"
+	"github.com/fangd/fangd/actors/peer"
 )
 
 // channelAgents lets chat channels talk to the agent runtime
@@ -96,6 +97,8 @@ var _ approval.Notifier = approvalNotifier{}
 type agentToolbox struct {
 	m   atomic.Pointer[mcp.Manager]
 	a2a atomic.Pointer[a2aTool]
+	// ofp is the peer network when network_enabled: ofp_send.
+	ofp atomic.Pointer[peer.Network]
 }
 
 // a2aTool is what the toolbox needs of the A2A service.
@@ -118,6 +121,9 @@ func (t *agentToolbox) Tools() []llm.Tool {
 	if t.a2a.Load() != nil {
 		out = append(out, llm.Tool{Name: a2a.ToolName, Description: a2a.ToolDescription, InputSchema: a2a.ToolSchema})
 	}
+	if t.ofp.Load() != nil {
+		out = append(out, llm.Tool{Name: peer.ToolName, Description: peer.ToolDescription, InputSchema: peer.ToolSchema})
+	}
 	return out
 }
 
@@ -131,6 +137,17 @@ func (t *agentToolbox) Call(ctx context.Context, inv agent.ToolInvocation) (agen
 		if err != nil {
 			// Bad arguments, unknown agents and failed peers are answers the
 			// model can act on, not failures of the turn.
+			return agent.ToolOutput{Text: err.Error(), IsError: true}, nil
+		}
+		return agent.ToolOutput{Text: text}, nil
+	}
+	if inv.Tool == peer.ToolName {
+		n := t.ofp.Load()
+		if n == nil {
+			return agent.ToolOutput{}, kernel.Unavailable("the peer network is off (network_enabled)")
+		}
+		text, err := n.CallTool(ctx, inv.AgentID, inv.Arguments)
+		if err != nil {
 			return agent.ToolOutput{Text: err.Error(), IsError: true}, nil
 		}
 		return agent.ToolOutput{Text: text}, nil
@@ -198,6 +215,10 @@ func (c *toolCatalog) ToolHints(name string) (approval.ToolHints, bool) {
 		}
 	}
 	if name == a2a.ToolName && c.box.a2a.Load() != nil {
+		return approval.ToolHints{}, true
+	}
+	// Like a2a_send: it acts elsewhere, so never read-only.
+	if name == peer.ToolName && c.box.ofp.Load() != nil {
 		return approval.ToolHints{}, true
 	}
 	if m := c.box.m.Load(); m != nil {

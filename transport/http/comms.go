@@ -268,7 +268,7 @@ func (s *Server) commsSend(ctx *fasthttp.RequestCtx) error {
 		b.Content = b.Message
 	}
 	if b.To == "" {
-		return badRequest("invalid_input", `"to" is required ("agent:<id or name>" or "channel:<name>:<chat_id>")`)
+		return badRequest("invalid_input", `"to" is required ("agent:<id or name>", "channel:<name>:<chat_id>" or "peer:<node>/agent:<id or name>")`)
 	}
 	c, cancel := context.WithTimeout(context.Background(), s.turnWait())
 	defer cancel()

@@ -128,6 +128,13 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 			return
 		}
 		ctx.SetUserValue(userActor, boxActor(actor))
+		if err := s.authorize(ctx, actor, route); err != nil {
+			// A role's refusal is audited, reads included (LibreFang's
+			// PermissionDenied), and changes nothing.
+			s.writeError(ctx, err)
+			s.auditRequest(ctx)
+			return
+		}
 		if o.maxBody > 0 && len(ctx.Request.Body()) > o.maxBody {
 			s.writeError(ctx, &apiError{fasthttp.StatusRequestEntityTooLarge, "body_too_large",
 				fmt.Sprintf("request body exceeds %d bytes", o.maxBody)})
@@ -299,17 +306,39 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, o routeOpts) (string, *a
 			return "peer:" + name, nil
 		}
 	}
+	presented := bearer(ctx)
+	// A signed-in user's session (bearer or cookie), a paired device's
+	// token, then a [[users]] key: each has its own role (authorize),
+	// whether or not an API key is set.
+	if sess, fromCookie := s.sessionOf(ctx, presented); sess != nil {
+		if fromCookie && isMutating(ctx) && !csrfOK(ctx, sess) {
+			return "", refusedCSRF
+		}
+		ctx.SetUserValue(userRoleKey, sess.Role)
+		return sess.Identity(), nil
+	}
+	if presented != nil {
+		if id, ok := s.deps.Pairing.Authenticate(presented); ok {
+			return "device:" + id, nil
+		}
+	}
+	var sum [32]byte
+	if presented != nil && len(s.cfg.Users) > 0 {
+		sum = sha256.Sum256(presented)
+		if u, ok := s.userKey(sum); ok {
+			return "user:" + u.Name, nil
+		}
+	}
 	if s.cfg.APIKey == "" {
 		if loopbackClient(ctx) {
 			return "loopback", nil
 		}
 		return "", refusedNotLoopback
 	}
-	presented := bearer(ctx)
 	if presented == nil {
 		return "", refusedMissing
 	}
-	sum := sha256.Sum256(presented)
+	sum = sha256.Sum256(presented)
 	if subtle.ConstantTimeCompare(sum[:], s.keyHash[:]) != 1 {
 		return "", refusedInvalid
 	}

@@ -21,12 +21,15 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
+	"github.com/fangd/fangd/actors/auth"
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/actors/mcp"
+	"github.com/fangd/fangd/actors/pairing"
+	ofppeer "github.com/fangd/fangd/actors/peer"
 	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
@@ -97,6 +100,14 @@ type Config struct {
 	A2APeers []PeerToken
 	// A2AMaxBodyBytes caps bodies on the A2A protocol routes (1 MiB).
 	A2AMaxBodyBytes int
+	// PublicHTTPS marks session cookies Secure even on a plain listener
+	// (TLS ends at a reverse proxy: [external_auth] redirect_url is https).
+	PublicHTTPS bool
+	// Users are the named API keys of [[users]], each with its role.
+	Users []User
+	// PairingPerMinute limits the public pairing routes (complete,
+	// action) per client address ([pairing] attempts_per_minute, 10).
+	PairingPerMinute int
 }
 
 // PeerToken is one A2A peer's credential.
@@ -153,6 +164,14 @@ type Deps struct {
 	MCP *mcp.Manager
 	// MCPServer, when set, serves POST /mcp.
 	MCPServer *mcp.Exposer
+	// Pairing, when set, serves /api/pairing/* and authenticates paired
+	// devices; nil answers its routes 404 pairing_disabled.
+	Pairing *pairing.Pairing
+	// Auth, when set, is OIDC sign-in ([external_auth]): its sessions
+	// authenticate with the user's role.
+	Auth *auth.Service
+	// Network is the OFP peer network; nil when network_enabled is off.
+	Network *ofppeer.Network
 }
 
 // Server is fangd's HTTP API.
@@ -186,6 +205,8 @@ type Server struct {
 	// logStreams counts the open /api/logs/stream subscribers.
 	logStreams atomic.Int64
 	a2aStreams atomic.Int64
+	// pairingLimit is the public pairing routes' own limiter.
+	pairingLimit pairingLimiter
 }
 
 // New builds the server and its routes.
@@ -331,11 +352,14 @@ func (s *Server) routes() {
 	s.handle("GET", "/metrics", s.prometheus, routeOpts{})
 	s.a2aRoutes()
 	s.commsRoutes()
+	s.peerRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
 	s.mcpRoutes()
 	s.channelRoutes()
 	s.whatsappQRRoutes()
+	s.pairingRoutes()
+	s.oauthRoutes()
 }
 
 // api registers path under both /api and /api/v1.

@@ -149,7 +149,14 @@ type Handshake struct {
 	PublicKey         string        `json:"public_key,omitempty"`
 	IdentitySignature string        `json:"identity_signature,omitempty"`
 	EphemeralPubkey   string        `json:"ephemeral_pubkey,omitempty"`
+	// LinkEncryption is fangd's offer to continue the link inside TLS 1.3
+	// ("tls13"); LibreFang ignores the unknown field and never offers it,
+	// so its links stay in its plaintext + HMAC mode.
+	LinkEncryption string `json:"fangd_link_encryption,omitempty"`
 }
+
+// OfferTLS13 is the LinkEncryption value fangd sends.
+const OfferTLS13 = "tls13"
 
 // Discover asks for the agents matching a query (name, description, tags).
 type Discover struct {

@@ -44,6 +44,9 @@ type Config struct {
 	// Legacy sends no ephemeral key, as nodes before LibreFang's key
 	// exchange do (tests of the fallback).
 	Legacy bool
+	// OfferTLS offers to continue the link inside TLS 1.3 (fangd peers
+	// only; Session.TLS says whether both sides offered).
+	OfferTLS bool
 }
 
 // Session is the outcome of a handshake.
@@ -57,6 +60,9 @@ type Session struct {
 	Key string
 	// Mode is "ecdh" (X25519 + HKDF) or "legacy" (HMAC of the nonces).
 	Mode string
+	// TLS: both sides offered TLS 1.3, so the link continues inside it
+	// (the caller wraps the connection; the frames keep their MAC).
+	TLS bool
 }
 
 // HandshakeError is a refusal with LibreFang's error code, sent to the
@@ -86,6 +92,9 @@ func (c *Config) hello(nonce, recipient string, eph *Ephemeral) Handshake {
 	h.AuthHMAC = AuthHMAC(c.SharedSecret, auth)
 	if eph != nil {
 		h.EphemeralPubkey = eph.PublicB64
+	}
+	if c.OfferTLS {
+		h.LinkEncryption = OfferTLS13
 	}
 	if c.Key != nil {
 		h.PublicKey = PublicKeyB64(c.Key)
@@ -178,7 +187,8 @@ func Initiate(conn net.Conn, c *Config, recipient string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{PeerID: ack.NodeID, PeerName: ack.NodeName, PeerAgents: ack.Agents, PeerPublicKey: ack.PublicKey, Key: key, Mode: mode}, nil
+	return &Session{PeerID: ack.NodeID, PeerName: ack.NodeName, PeerAgents: ack.Agents, PeerPublicKey: ack.PublicKey, Key: key, Mode: mode,
+		TLS: c.OfferTLS && c.Key != nil && ack.LinkEncryption == OfferTLS13 && ack.PublicKey != ""}, nil
 }
 
 // Respond runs the handshake as the accepting side: it reads the first
@@ -199,6 +209,12 @@ func Respond(conn net.Conn, c *Config) (*Session, error) {
 		eph = nil
 	}
 	ack := c.hello(nonceR, hello.NodeID, eph)
+	// TLS is agreed only when the initiator offered it and has an
+	// identity key to bind the TLS certificate to.
+	s.TLS = c.OfferTLS && c.Key != nil && hello.LinkEncryption == OfferTLS13 && hello.PublicKey != ""
+	if !s.TLS {
+		ack.LinkEncryption = ""
+	}
 	if err := writeMessage(conn, m.ID, TypeResponse, MethodHandshakeAck, ack); err != nil {
 		return nil, err
 	}

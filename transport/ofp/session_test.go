@@ -71,6 +71,19 @@ func TestHandshakeLegacyFallback(t *testing.T) {
 	}
 }
 
+// TLS is agreed only when both sides offer it; both then say so, and a
+// side that does not offer (LibreFang) sees no offer in the ack.
+func TestHandshakeNegotiatesTLS(t *testing.T) {
+	for _, c := range []struct{ ini, resp, want bool }{{true, true, true}, {true, false, false}, {false, true, false}, {false, false, false}} {
+		a, b := node(idA, 1, "s3cret"), node(idB, 2, "s3cret")
+		a.OfferTLS, b.OfferTLS = c.ini, c.resp
+		ri, rr := handshake(t, a, b, idB)
+		if ri.err != nil || rr.err != nil || ri.s.TLS != c.want || rr.s.TLS != c.want {
+			t.Fatalf("offers %v/%v: %+v %v / %+v %v", c.ini, c.resp, ri.s, ri.err, rr.s, rr.err)
+		}
+	}
+}
+
 func wantRefusal(t *testing.T, what string, r result, code int32) {
 	t.Helper()
 	var he *HandshakeError

@@ -37,6 +37,19 @@ type Message struct {
 	Title    string   `json:"title,omitempty"`
 	Tags     []string `json:"tags,omitempty"`
 	Priority int      `json:"priority,omitempty"`
+	// Actions are the message's action buttons, as published.
+	Actions []Action `json:"actions,omitempty"`
+}
+
+// Action is an ntfy action button (docs.ntfy.sh/publish/#action-buttons).
+type Action struct {
+	Action  string            `json:"action"`
+	Label   string            `json:"label"`
+	URL     string            `json:"url"`
+	Method  string            `json:"method,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Body    string            `json:"body,omitempty"`
+	Clear   bool              `json:"clear,omitempty"`
 }
 
 // Server is the fake.
@@ -251,6 +264,7 @@ func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
 		Title    string   `json:"title"`
 		Tags     []string `json:"tags"`
 		Priority int      `json:"priority"`
+		Actions  []Action `json:"actions"`
 	}
 	if json.NewDecoder(r.Body).Decode(&in) != nil || !topicRE.MatchString(in.Topic) {
 		ntfyError(w, http.StatusBadRequest, 40017, "invalid request: request body must be message JSON", "")
@@ -260,7 +274,7 @@ func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
 		ntfyError(w, http.StatusRequestEntityTooLarge, 41301, "too large for attachment", "")
 		return
 	}
-	writeJSON(w, http.StatusOK, s.publish(Message{Topic: in.Topic, Message: in.Message, Title: in.Title, Tags: in.Tags, Priority: in.Priority}))
+	writeJSON(w, http.StatusOK, s.publish(Message{Topic: in.Topic, Message: in.Message, Title: in.Title, Tags: in.Tags, Priority: in.Priority, Actions: in.Actions}))
 }
 
 func header(r *http.Request, names ...string) string {

@@ -1,0 +1,653 @@
+// Package auth is OAuth 2.0 / OpenID Connect sign-in ([external_auth]):
+// the authorization code flow with PKCE S256, a signed short-lived state
+// bound to the browser, a nonce, ID-token verification by
+// github.com/coreos/go-oidc (issuer, audience, expiry, signature against
+// the provider's JWKS), allowed email domains or groups, role mapping from
+// claims, and server-side sessions. The root actor "auth-sessions" owns
+// the sessions in Badger (written asynchronously, answered once durable);
+// every request reads them from a map it swaps whole, without asking.
+// docs/pairing.md ("Sign-in with OIDC") has the recipe.
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
+
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// Provider is one identity provider, LibreFang's ExternalAuthConfig names.
+type Provider struct {
+	ID             string
+	DisplayName    string
+	IssuerURL      string
+	ClientID       string
+	ClientSecret   string
+	RedirectURL    string
+	Scopes         []string
+	AllowedDomains []string
+	// Audience the ID token must carry (default ClientID).
+	Audience string
+	// fangd's: groups (from GroupsClaim) of which the user must be in
+	// one, when set; RoleMap maps a group or role claim value to a role.
+	AllowedGroups []string
+	GroupsClaim   string
+	RoleMap       map[string]string
+}
+
+// Config is [external_auth], validated.
+type Config struct {
+	Providers            []Provider
+	SessionTTL           time.Duration
+	RequireEmailVerified bool
+	// DefaultRole is the role of a signed-in user no RoleMap entry
+	// matches (viewer).
+	DefaultRole string
+	// StateKey signs the state parameter (random per start when empty).
+	StateKey []byte
+}
+
+// Options wire the service.
+type Options struct {
+	Config Config
+	// HTTPClient reaches the providers (discovery, JWKS, token, userinfo);
+	// the daemon passes its SSRF-guarded client.
+	HTTPClient *http.Client
+	Now        func() time.Time
+}
+
+// Session is a signed-in user, as stored (keyed by its token's hash).
+type Session struct {
+	ID        string    `json:"id"`
+	Provider  string    `json:"provider"`
+	Subject   string    `json:"sub"`
+	Email     string    `json:"email,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Groups    []string  `json:"groups,omitempty"`
+	Role      string    `json:"role"`
+	Issuer    string    `json:"iss"`
+	CSRF      string    `json:"csrf"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Identity is the audit identity of a session's user.
+func (s *Session) Identity() string {
+	who := s.Email
+	if who == "" {
+		who = s.Subject
+	}
+	return "oidc:" + s.Provider + ":" + who
+}
+
+// Service is the handle the HTTP layer uses.
+type Service struct {
+	k    *kernel.Kernel
+	pid  *actor.PID
+	opts Options
+	// sessions maps token hash -> session; swapped whole by the actor.
+	sessions atomic.Pointer[map[string]*Session]
+	log      zerolog.Logger
+
+	mu        sync.Mutex
+	providers map[string]*resolved
+	// logins are the flows under way: state id -> login, single use.
+	logins map[string]*login
+}
+
+// resolved is a provider after discovery.
+type resolved struct {
+	p        *oidc.Provider
+	oauth    *oauth2.Config
+	verifier *oidc.IDTokenVerifier
+}
+
+type login struct {
+	provider string
+	redirect string
+	nonce    string
+	verifier string // PKCE code verifier
+	bind     string // hash of the browser-binding cookie
+	returnTo string
+	expires  time.Time
+}
+
+// StateTTL is how long a login may take.
+const StateTTL = 10 * time.Minute
+
+// Start spawns "auth-sessions" and loads the stored sessions.
+func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+	}
+	if len(opts.Config.StateKey) == 0 {
+		opts.Config.StateKey = make([]byte, 32)
+		if _, err := rand.Read(opts.Config.StateKey); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Config.DefaultRole == "" {
+		opts.Config.DefaultRole = "viewer"
+	}
+	s := &Service{k: k, opts: opts, log: k.Log.With().Str("component", "auth").Logger(),
+		providers: map[string]*resolved{}, logins: map[string]*login{}}
+	empty := map[string]*Session{}
+	s.sessions.Store(&empty)
+	pid, err := k.SpawnRoot("auth-sessions", func() actor.Actor {
+		return &sessionsActor{s: s, coll: store.NewCollection[Session](db, "auth/sessions")}
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.pid = pid
+	if _, err := kernel.Ask[bool](k, pid, &sync0{}, 30*time.Second); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ProviderView is one provider as GET /api/auth/providers lists it.
+type ProviderView struct {
+	ID          string `json:"id"`
+	DisplayName string `json:"display_name"`
+}
+
+// Providers lists the configured providers, the default first.
+func (s *Service) Providers() []ProviderView {
+	out := make([]ProviderView, 0, len(s.opts.Config.Providers))
+	for _, p := range s.opts.Config.Providers {
+		out = append(out, ProviderView{ID: p.ID, DisplayName: p.DisplayName})
+	}
+	return out
+}
+
+func (s *Service) provider(id string) (*Provider, error) {
+	if id == "" && len(s.opts.Config.Providers) > 0 {
+		return &s.opts.Config.Providers[0], nil
+	}
+	for i := range s.opts.Config.Providers {
+		if s.opts.Config.Providers[i].ID == id {
+			return &s.opts.Config.Providers[i], nil
+		}
+	}
+	return nil, kernel.NotFound("no identity provider %q", id)
+}
+
+// resolve runs discovery once per provider (go-oidc caches the JWKS).
+func (s *Service) resolve(ctx context.Context, p *Provider) (*resolved, error) {
+	s.mu.Lock()
+	r := s.providers[p.ID]
+	s.mu.Unlock()
+	if r != nil {
+		return r, nil
+	}
+	cctx := oidc.ClientContext(ctx, s.opts.HTTPClient)
+	op, err := oidc.NewProvider(cctx, p.IssuerURL)
+	if err != nil {
+		return nil, &kernel.Error{Kind: kernel.KindUpstream, Code: "oidc_discovery_failed",
+			Msg: "the identity provider's discovery document could not be read", Err: err}
+	}
+	aud := p.Audience
+	if aud == "" {
+		aud = p.ClientID
+	}
+	scopes := p.Scopes
+	if len(scopes) == 0 {
+		scopes = []string{oidc.ScopeOpenID, "profile", "email"}
+	}
+	r = &resolved{p: op,
+		oauth:    &oauth2.Config{ClientID: p.ClientID, ClientSecret: p.ClientSecret, RedirectURL: p.RedirectURL, Endpoint: op.Endpoint(), Scopes: scopes},
+		verifier: op.VerifierContext(oidc.ClientContext(context.Background(), s.opts.HTTPClient), &oidc.Config{ClientID: aud, Now: s.opts.Now})}
+	s.mu.Lock()
+	s.providers[p.ID] = r
+	s.mu.Unlock()
+	return r, nil
+}
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func hashOf(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// SafeReturnTo accepts only a same-origin path ("/x", not "//host" or a
+// URL): the redirect after sign-in never leaves fangd.
+func SafeReturnTo(s string) bool {
+	return s == "" || (strings.HasPrefix(s, "/") && !strings.HasPrefix(s, "//") && !strings.HasPrefix(s, "/\\") &&
+		!strings.ContainsAny(s, "\r\n\\") && len(s) <= 1024)
+}
+
+// LoginStart is what a login redirect needs.
+type LoginStart struct {
+	URL string
+	// Binding is the browser-binding cookie's value: the callback must
+	// come from the browser that started the login.
+	Binding string
+}
+
+// Login starts an authorization code flow with PKCE S256 at provider
+// ("" = the default).
+// redirect is the callback URL to use when the provider has no
+// redirect_url configured (the HTTP layer derives it from the request).
+func (s *Service) Login(ctx context.Context, providerID, returnTo, redirect string) (*LoginStart, error) {
+	if !SafeReturnTo(returnTo) {
+		return nil, kernel.Invalid("return_to must be a path on this server")
+	}
+	p, err := s.provider(providerID)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.resolve(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	now := s.opts.Now()
+	id, bind := randomToken(16), randomToken(24)
+	if p.RedirectURL != "" {
+		redirect = p.RedirectURL
+	}
+	l := &login{provider: p.ID, redirect: redirect, nonce: randomToken(16), verifier: oauth2.GenerateVerifier(), bind: hashOf(bind),
+		returnTo: returnTo, expires: now.Add(StateTTL)}
+	s.mu.Lock()
+	for k, v := range s.logins {
+		if !v.expires.After(now) {
+			delete(s.logins, k)
+		}
+	}
+	if len(s.logins) >= maxLogins {
+		s.mu.Unlock()
+		return nil, kernel.Errorf(kernel.KindRateLimited, "too_many_logins", "too many sign-ins under way; try again shortly")
+	}
+	s.logins[id] = l
+	s.mu.Unlock()
+	state := s.signState(id, l.expires)
+	oc := *r.oauth
+	oc.RedirectURL = redirect
+	u := oc.AuthCodeURL(state, oidc.Nonce(l.nonce), oauth2.S256ChallengeOption(l.verifier))
+	return &LoginStart{URL: u, Binding: bind}, nil
+}
+
+// maxLogins bounds the flows under way (each is a few hundred bytes).
+const maxLogins = 10_000
+
+func (s *Service) signState(id string, exp time.Time) string {
+	p := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("%s.%d", id, exp.Unix())))
+	mac := hmac.New(sha256.New, s.opts.Config.StateKey)
+	mac.Write([]byte(p))
+	return p + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+var errBadState = kernel.Errorf(kernel.KindInvalid, "invalid_state", "the sign-in state is invalid, expired, already used or from another browser")
+
+// takeLogin checks the state's signature and expiry and the browser
+// binding, and removes the login: a state works once.
+func (s *Service) takeLogin(state, binding string) (*login, error) {
+	p, sig, ok := strings.Cut(state, ".")
+	if !ok {
+		return nil, errBadState
+	}
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	mac := hmac.New(sha256.New, s.opts.Config.StateKey)
+	mac.Write([]byte(p))
+	if err != nil || !hmac.Equal(got, mac.Sum(nil)) {
+		return nil, errBadState
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(p)
+	if err != nil {
+		return nil, errBadState
+	}
+	id, _, _ := strings.Cut(string(raw), ".")
+	s.mu.Lock()
+	l := s.logins[id]
+	if l != nil && hmac.Equal([]byte(l.bind), []byte(hashOf(binding))) {
+		delete(s.logins, id)
+	} else {
+		l = nil
+	}
+	s.mu.Unlock()
+	if l == nil || !l.expires.After(s.opts.Now()) {
+		return nil, errBadState
+	}
+	return l, nil
+}
+
+// claims are the ID-token claims fangd reads.
+type claims struct {
+	Subject       string `json:"sub"`
+	Email         string `json:"email"`
+	EmailVerified *bool  `json:"email_verified"`
+	Name          string `json:"name"`
+	Nonce         string `json:"nonce"`
+}
+
+// Callback finishes a flow: state and binding, code exchange with the
+// PKCE verifier, ID-token verification, nonce, email and domain or group
+// checks, role mapping; then a durable session. It returns the session's
+// token (shown once, as the cookie) and the session.
+func (s *Service) Callback(ctx context.Context, code, state, binding string) (string, *Session, string, error) {
+	l, err := s.takeLogin(state, binding)
+	if err != nil {
+		return "", nil, "", err
+	}
+	if code == "" {
+		return "", nil, "", kernel.Invalid("code is required")
+	}
+	p, err := s.provider(l.provider)
+	if err != nil {
+		return "", nil, "", err
+	}
+	r, err := s.resolve(ctx, p)
+	if err != nil {
+		return "", nil, "", err
+	}
+	cctx := oidc.ClientContext(ctx, s.opts.HTTPClient)
+	oc := *r.oauth
+	oc.RedirectURL = l.redirect
+	tok, err := oc.Exchange(cctx, code, oauth2.VerifierOption(l.verifier))
+	if err != nil {
+		return "", nil, "", &kernel.Error{Kind: kernel.KindUnauthorized, Code: "code_exchange_failed",
+			Msg: "the identity provider refused the authorization code", Err: err}
+	}
+	rawID, _ := tok.Extra("id_token").(string)
+	if rawID == "" {
+		return "", nil, "", kernel.Errorf(kernel.KindUnauthorized, "no_id_token", "the identity provider sent no ID token")
+	}
+	idt, err := r.verifier.Verify(cctx, rawID)
+	if err != nil {
+		return "", nil, "", &kernel.Error{Kind: kernel.KindUnauthorized, Code: "invalid_id_token", Msg: "the ID token does not verify", Err: err}
+	}
+	var c claims
+	if err := idt.Claims(&c); err != nil {
+		return "", nil, "", kernel.Errorf(kernel.KindUnauthorized, "invalid_id_token", "the ID token's claims do not decode")
+	}
+	if !hmac.Equal([]byte(c.Nonce), []byte(l.nonce)) {
+		return "", nil, "", kernel.Errorf(kernel.KindUnauthorized, "invalid_nonce", "the ID token's nonce does not match this sign-in")
+	}
+	var all map[string]any
+	_ = idt.Claims(&all)
+	sess, err := s.admit(p, idt.Issuer, c, all)
+	if err != nil {
+		return "", nil, "", err
+	}
+	token := "fss_" + randomToken(32)
+	if _, err := kernel.Ask[bool](s.k, s.pid, &put{hash: hashOf(token), sess: sess}, kernel.DefaultAskTimeout); err != nil {
+		return "", nil, "", err
+	}
+	return token, sess, l.returnTo, nil
+}
+
+// admit applies the email, domain and group rules and maps the role.
+func (s *Service) admit(p *Provider, iss string, c claims, all map[string]any) (*Session, error) {
+	cfg := s.opts.Config
+	if cfg.RequireEmailVerified && (c.EmailVerified == nil || !*c.EmailVerified) {
+		return nil, kernel.Errorf(kernel.KindForbidden, "email_not_verified", "the identity provider does not vouch for this email address")
+	}
+	if len(p.AllowedDomains) > 0 {
+		_, domain, _ := strings.Cut(strings.ToLower(c.Email), "@")
+		if !slices.Contains(p.AllowedDomains, domain) {
+			return nil, kernel.Errorf(kernel.KindForbidden, "domain_not_allowed", "email domain %q is not authorized", domain)
+		}
+	}
+	groups := stringsClaim(all, p.GroupsClaim)
+	if len(p.AllowedGroups) > 0 && !slices.ContainsFunc(groups, func(g string) bool { return slices.Contains(p.AllowedGroups, g) }) {
+		return nil, kernel.Errorf(kernel.KindForbidden, "group_not_allowed", "the user is in none of the allowed groups")
+	}
+	role := mapRole(p.RoleMap, groups, cfg.DefaultRole)
+	now := s.opts.Now().UTC()
+	return &Session{ID: randomToken(9), Provider: p.ID, Subject: c.Subject, Email: c.Email, Name: c.Name, Groups: groups,
+		Role: role, Issuer: iss, CSRF: randomToken(18), CreatedAt: now, ExpiresAt: now.Add(cfg.SessionTTL)}, nil
+}
+
+// rank orders roles: a user in several mapped groups gets the highest.
+var rank = map[string]int{"viewer": 1, "operator": 2, "admin": 3}
+
+func mapRole(m map[string]string, groups []string, def string) string {
+	role := def
+	for _, g := range groups {
+		if r, ok := m[g]; ok && rank[r] > rank[role] {
+			role = r
+		}
+	}
+	return role
+}
+
+func stringsClaim(all map[string]any, name string) []string {
+	if name == "" {
+		name = "groups"
+	}
+	switch v := all[name].(type) {
+	case string:
+		return []string{v}
+	case []any:
+		var out []string
+		for _, x := range v {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// Session finds a live session by its token, without asking an actor.
+func (s *Service) Session(token string) (*Session, bool) {
+	if s == nil || !strings.HasPrefix(token, "fss_") {
+		return nil, false
+	}
+	sess, ok := (*s.sessions.Load())[hashOf(token)]
+	if !ok || !sess.ExpiresAt.After(s.opts.Now()) {
+		return nil, false
+	}
+	return sess, true
+}
+
+// Logout ends a session.
+func (s *Service) Logout(ctx context.Context, token string) error {
+	_, err := kernel.Ask[bool](s.k, s.pid, &drop{hash: hashOf(token)}, askTimeout(ctx))
+	return err
+}
+
+func askTimeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return min(kernel.DefaultAskTimeout, time.Until(d))
+	}
+	return kernel.DefaultAskTimeout
+}
+
+// Introspection is RFC 7662's answer.
+type Introspection struct {
+	Active   bool     `json:"active"`
+	Subject  string   `json:"sub,omitempty"`
+	Email    string   `json:"email,omitempty"`
+	Name     string   `json:"name,omitempty"`
+	Role     string   `json:"role,omitempty"`
+	Groups   []string `json:"groups,omitempty"`
+	Issuer   string   `json:"iss,omitempty"`
+	Audience string   `json:"aud,omitempty"`
+	Exp      int64    `json:"exp,omitempty"`
+	Iat      int64    `json:"iat,omitempty"`
+	Provider string   `json:"provider,omitempty"`
+	Type     string   `json:"token_type,omitempty"`
+}
+
+// Introspect says whether token is a live session token or an ID token
+// one of the providers signed for fangd; anything else is inactive.
+func (s *Service) Introspect(ctx context.Context, token string) *Introspection {
+	if sess, ok := s.Session(token); ok {
+		return &Introspection{Active: true, Subject: sess.Subject, Email: sess.Email, Name: sess.Name, Role: sess.Role, Groups: sess.Groups,
+			Issuer: sess.Issuer, Exp: sess.ExpiresAt.Unix(), Iat: sess.CreatedAt.Unix(), Provider: sess.Provider, Type: "session"}
+	}
+	if strings.Count(token, ".") != 2 {
+		return &Introspection{Active: false}
+	}
+	for i := range s.opts.Config.Providers {
+		p := &s.opts.Config.Providers[i]
+		r, err := s.resolve(ctx, p)
+		if err != nil {
+			continue
+		}
+		idt, err := r.verifier.Verify(oidc.ClientContext(ctx, s.opts.HTTPClient), token)
+		if err != nil {
+			continue
+		}
+		var c claims
+		_ = idt.Claims(&c)
+		var all map[string]any
+		_ = idt.Claims(&all)
+		groups := stringsClaim(all, p.GroupsClaim)
+		return &Introspection{Active: true, Subject: c.Subject, Email: c.Email, Name: c.Name, Groups: groups,
+			Role: mapRole(p.RoleMap, groups, s.opts.Config.DefaultRole), Issuer: idt.Issuer, Audience: strings.Join(idt.Audience, " "),
+			Exp: idt.Expiry.Unix(), Iat: idt.IssuedAt.Unix(), Provider: p.ID, Type: "id_token"}
+	}
+	return &Introspection{Active: false}
+}
+
+// UserInfo asks the providers' userinfo endpoints about an access token;
+// the first that answers wins. Unknown everywhere: 401.
+func (s *Service) UserInfo(ctx context.Context, accessToken string) (string, map[string]any, error) {
+	for i := range s.opts.Config.Providers {
+		p := &s.opts.Config.Providers[i]
+		r, err := s.resolve(ctx, p)
+		if err != nil || r.p.UserInfoEndpoint() == "" {
+			continue
+		}
+		ui, err := r.p.UserInfo(oidc.ClientContext(ctx, s.opts.HTTPClient), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: accessToken}))
+		if err != nil {
+			continue
+		}
+		var m map[string]any
+		if err := ui.Claims(&m); err == nil {
+			return p.ID, m, nil
+		}
+	}
+	return "", nil, kernel.Errorf(kernel.KindUnauthorized, "invalid_token", "the token is not a session or an access token of a configured provider")
+}
+
+// ---- the sessions actor ----
+
+type sync0 struct{}
+
+type put struct {
+	hash string
+	sess *Session
+}
+
+type drop struct{ hash string }
+
+type sessionsActor struct {
+	s    *Service
+	coll *store.Collection[Session]
+	m    map[string]*Session
+}
+
+func (a *sessionsActor) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		if err := a.load(); err != nil {
+			panic(fmt.Errorf("auth-sessions: load: %w", err))
+		}
+	case *sync0:
+		c.Respond(true)
+	case *put:
+		a.prune()
+		self, sender, root := c.Self(), c.Sender(), c.ActorSystem().Root
+		a.coll.PutAsync(m.hash, *m.sess, func(err error) {
+			root.Send(self, &published{put: m, sender: sender, err: err})
+		})
+	case *published:
+		// A new session authenticates only once it is durable.
+		if m.err != nil {
+			c.Send(m.sender, m.err)
+			return
+		}
+		a.m[m.put.hash] = m.put.sess
+		a.publish()
+		c.Send(m.sender, true)
+	case *drop:
+		// Out of the map first: the session stops now.
+		delete(a.m, m.hash)
+		a.publish()
+		sender, root := c.Sender(), c.ActorSystem().Root
+		a.coll.DeleteAsync(m.hash, func(err error) {
+			if err != nil {
+				root.Send(sender, err)
+				return
+			}
+			root.Send(sender, true)
+		})
+	}
+}
+
+type published struct {
+	put    *put
+	sender *actor.PID
+	err    error
+}
+
+func (a *sessionsActor) load() error {
+	a.m = map[string]*Session{}
+	now := a.s.opts.Now()
+	var stale []string
+	if err := a.coll.Each(func(id string, v Session) bool {
+		if v.ExpiresAt.After(now) {
+			a.m[id] = &v
+		} else {
+			stale = append(stale, id)
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	// Expired sessions go with async deletes: no synced write in Receive.
+	for _, id := range stale {
+		a.coll.DeleteAsync(id, func(error) {})
+	}
+	a.publish()
+	return nil
+}
+
+func (a *sessionsActor) prune() {
+	now := a.s.opts.Now()
+	for h, v := range a.m {
+		if !v.ExpiresAt.After(now) {
+			delete(a.m, h)
+			a.coll.DeleteAsync(h, func(error) {})
+		}
+	}
+}
+
+func (a *sessionsActor) publish() {
+	cp := make(map[string]*Session, len(a.m))
+	for k, v := range a.m {
+		cp[k] = v
+	}
+	a.s.sessions.Store(&cp)
+}

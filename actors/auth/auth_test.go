@@ -1,0 +1,110 @@
+package auth
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/auth/authtest"
+	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/store"
+)
+
+// signIn runs the flow without a browser: the provider's authorize
+// redirect carries the code and state back.
+func signIn(t *testing.T, s *Service) (string, *Session) {
+	t.Helper()
+	ctx := context.Background()
+	ls, err := s.Login(ctx, "", "", "http://127.0.0.1:1/api/auth/callback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := c.Get(ls.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	loc, _ := url.Parse(res.Header.Get("Location"))
+	tok, sess, _, err := s.Callback(ctx, loc.Query().Get("code"), loc.Query().Get("state"), ls.Binding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, sess
+}
+
+func TestSessionsSurviveRestartExpireAndEndOnLogout(t *testing.T) {
+	idp := authtest.New("c", "secret-0123456789")
+	defer idp.Close()
+	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true, Groups: []string{"admins", "ops"}})
+	home := t.TempDir()
+	now := &atomic.Int64{}
+	now.Store(time.Now().UnixNano())
+	var stop func()
+	start := func() *Service {
+		db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := kernel.New(zerolog.Nop())
+		s, err := Start(k, db, Options{Now: func() time.Time { return time.Unix(0, now.Load()) }, Config: Config{SessionTTL: time.Hour,
+			Providers: []Provider{{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789",
+				RoleMap: map[string]string{"ops": "operator", "admins": "admin"}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop = func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			k.Shutdown(ctx)
+			db.Close()
+		}
+		return s
+	}
+	s := start()
+	defer func() { stop() }()
+	tok, sess := signIn(t, s)
+	if sess.Role != "admin" {
+		t.Fatalf("the highest mapped role wins: %q", sess.Role)
+	}
+	if _, ok := s.Session(tok); !ok {
+		t.Fatal("new session does not authenticate")
+	}
+	stop()
+	s = start()
+	if got, ok := s.Session(tok); !ok || got.Email != "a@example.com" {
+		t.Fatal("session lost on restart")
+	}
+	tok2, _ := signIn(t, s)
+	if err := s.Logout(context.Background(), tok2); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Session(tok2); ok {
+		t.Fatal("session survives logout")
+	}
+	now.Add(int64(time.Hour + time.Second))
+	if _, ok := s.Session(tok); ok {
+		t.Fatal("expired session authenticates")
+	}
+	stop()
+	s = start()
+	if _, ok := s.Session(tok2); ok {
+		t.Fatal("logged-out session back after restart")
+	}
+}
+
+func TestReturnToIsSameOriginOnly(t *testing.T) {
+	for in, want := range map[string]bool{"": true, "/dashboard/": true, "/a?b=c": true, "//evil.com": false, "/\\evil.com": false,
+		"https://evil.com": false, "evil": false, "/x\r\nSet-Cookie: a=b": false} {
+		if SafeReturnTo(in) != want {
+			t.Fatalf("SafeReturnTo(%q) = %v", in, !want)
+		}
+	}
+}
