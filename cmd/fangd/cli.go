@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	code, msg := classify(err)
 	if msg != "" {
-		fmt.Fprintln(stderr, "fangd: "+scrubSecrets(msg))
+		fmt.Fprintln(stderr, "fangd: "+printable(scrubSecrets(msg)))
 	}
 	if code == exitUsage && msg != "" && cmd != nil {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())

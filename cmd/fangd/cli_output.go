@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 )
 
 // table prints rows under a header, columns aligned (text/tabwriter).
@@ -36,9 +37,21 @@ func fields(w io.Writer, pairs ...string) error {
 
 func oneLine(s string) string {
 	return strings.Map(func(r rune) rune {
-		switch r {
-		case '\t', '\n', '\r':
+		if unicode.IsControl(r) {
 			return ' '
+		}
+		return r
+	}, s)
+}
+
+// printable drops control characters but newlines and tabs from text
+// that came from the server (an agent's reply, an error message, a log
+// line): an escape sequence in it must not drive the user's terminal.
+// --json output needs none of this: JSON escapes control characters.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r != '\n' && r != '\t' && unicode.IsControl(r) {
+			return -1
 		}
 		return r
 	}, s)

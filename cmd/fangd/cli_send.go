@@ -108,7 +108,7 @@ A turn has no time limit: it may wait for a human approval.`,
 			if err := decodeAnswer(raw, &ans); err != nil {
 				return err
 			}
-			fmt.Fprintln(stdout(cmd), ans.Response)
+			fmt.Fprintln(stdout(cmd), printable(ans.Response))
 			return nil
 		},
 	}
@@ -145,7 +145,7 @@ func (c *client) streamTurn(cmd *cobra.Command, path string, body any) error {
 		if err := decodeAnswer(raw, &ans); err != nil {
 			return err
 		}
-		fmt.Fprintln(out, ans.Response)
+		fmt.Fprintln(out, printable(ans.Response))
 		return nil
 	}
 	var (
@@ -161,7 +161,7 @@ func (c *client) streamTurn(cmd *cobra.Command, path string, body any) error {
 				Content string `json:"content"`
 			}
 			if json.Unmarshal(ev.Data, &ch) == nil && ch.Content != "" && !c.json {
-				io.WriteString(out, ch.Content)
+				io.WriteString(out, printable(ch.Content))
 				printed, endsInNewline = true, strings.HasSuffix(ch.Content, "\n")
 			}
 		case "tool_use":
@@ -173,7 +173,7 @@ func (c *client) streamTurn(cmd *cobra.Command, path string, body any) error {
 					io.WriteString(out, "\n")
 					endsInNewline = true
 				}
-				fmt.Fprintf(stderr(cmd), "[tool %s]\n", tu.Tool)
+				fmt.Fprintf(stderr(cmd), "[tool %s]\n", oneLine(tu.Tool))
 			}
 		case "done":
 			finished = true
@@ -185,7 +185,7 @@ func (c *client) streamTurn(cmd *cobra.Command, path string, body any) error {
 			json.Unmarshal(ev.Data, &ans)
 			switch {
 			case !printed && ans.Response != "":
-				fmt.Fprintln(out, ans.Response)
+				fmt.Fprintln(out, printable(ans.Response))
 			case printed && !endsInNewline:
 				io.WriteString(out, "\n")
 			}

@@ -191,7 +191,7 @@ sent it, one a line. Ctrl-C (or --count) ends the tail with exit 0.`,
 			t := &tail{c: c, path: "/api/comms/events/stream", query: q, lastID: f.since, count: f.count,
 				handle: func(ev streamEvent) (bool, error) {
 					if ev.Event == "resync" {
-						fmt.Fprintf(stderr(cmd), "fangd: resync: %s\n", ev.Data)
+						fmt.Fprintf(stderr(cmd), "fangd: resync: %s\n", oneLine(string(ev.Data)))
 						return false, nil
 					}
 					if c.json {
@@ -222,7 +222,7 @@ func printEvent(w io.Writer, data []byte) {
 		Detail    json.RawMessage `json:"detail"`
 	}
 	if json.Unmarshal(data, &e) != nil {
-		printRaw(w, data)
+		printRaw(w, []byte(oneLine(string(data))))
 		return
 	}
 	route := orDash(e.Source)
@@ -236,7 +236,7 @@ func printEvent(w io.Writer, data []byte) {
 			detail = "  " + b.String()
 		}
 	}
-	fmt.Fprintf(w, "%s  #%d  %s  %s%s\n", e.Timestamp, e.ID, e.Type, route, detail)
+	fmt.Fprintln(w, oneLine(fmt.Sprintf("%s  #%d  %s  %s%s", e.Timestamp, e.ID, e.Type, route, detail)))
 }
 
 func logsCmd() *cobra.Command {
@@ -289,7 +289,7 @@ line's JSON as the daemon logged it. Ctrl-C (or --count) ends with exit 0.`,
 				handle: func(ev streamEvent) (bool, error) {
 					switch ev.Event {
 					case "gap":
-						fmt.Fprintf(stderr(cmd), "fangd: log lines were missed: %s\n", ev.Data)
+						fmt.Fprintf(stderr(cmd), "fangd: log lines were missed: %s\n", oneLine(string(ev.Data)))
 						return false, nil
 					case "log":
 						if c.json {
@@ -316,7 +316,7 @@ line's JSON as the daemon logged it. Ctrl-C (or --count) ends with exit 0.`,
 func printLogLine(w io.Writer, data []byte) {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(data, &m) != nil {
-		printRaw(w, data)
+		printRaw(w, []byte(oneLine(string(data))))
 		return
 	}
 	str := func(k string) string {
@@ -343,5 +343,5 @@ func printLogLine(w io.Writer, data []byte) {
 		}
 		fmt.Fprintf(&b, " %s=%s", k, oneLine(v))
 	}
-	fmt.Fprintln(w, b.String())
+	fmt.Fprintln(w, oneLine(b.String()))
 }
