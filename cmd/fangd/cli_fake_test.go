@@ -68,9 +68,8 @@ func TestCLISendFallsBackWithoutStreaming(t *testing.T) {
 }
 
 // Text is printed as it streams (without control characters), tool calls
-// are noted on stderr; an error
-// event exits as the plain call's status would (402: 1; 502: 3), and a
-// stream cut before done is exit 3.
+// are noted on stderr; an error event exits as the plain call's status
+// would (402: 1; 502: 3), and a stream cut before done is exit 3.
 func TestCLISendStreams(t *testing.T) {
 	ending := "done"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
