@@ -26,7 +26,7 @@ func runInProcess(t *testing.T, args ...string) cliResult {
 	return cliResult{code: code, out: out.String(), errOut: errOut.String()}
 }
 
-func sse(w http.ResponseWriter, events ...string) {
+func writeSSE(w http.ResponseWriter, events ...string) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	for _, e := range events {
 		fmt.Fprint(w, e+"\n\n")
@@ -86,7 +86,7 @@ func TestCLISendStreams(t *testing.T) {
 		case "502":
 			evs = append(evs, `event: error`+"\n"+`data: {"error":"provider down","code":"provider_unreachable","request_id":"r","status":502}`)
 		}
-		sse(w, evs...)
+		writeSSE(w, evs...)
 	}))
 	defer srv.Close()
 	r := runInProcess(t, "send", "ops", "hi", "--url", srv.URL).want(t, 0, "streamed send")
@@ -127,12 +127,12 @@ func TestCLITailResumesWithLastEventID(t *testing.T) {
 		}
 		switch n {
 		case 1: // two events, then the stream ends (a restart)
-			sse(w, "retry: 10", ev(1), ev(2))
+			writeSSE(w, "retry: 10", ev(1), ev(2))
 		case 2:
 			w.WriteHeader(503) // still starting
 		default:
 			if r.Header.Get("Last-Event-ID") == "2" {
-				sse(w, `event: resync`+"\n"+`data: {"reason":"gap"}`, ev(3), ev(4))
+				writeSSE(w, `event: resync`+"\n"+`data: {"reason":"gap"}`, ev(3), ev(4))
 			}
 		}
 	}))

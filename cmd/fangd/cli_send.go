@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fangd/fangd/transport/sse"
 )
 
 // maxStdinMessage bounds a message or manifest read from stdin (the
@@ -153,8 +155,8 @@ func (c *client) streamTurn(cmd *cobra.Command, path string, body any) error {
 		result                 error
 		finished               bool
 	)
-	rd := &sseReader{}
-	err = rd.read(resp.Body, func(ev streamEvent) error {
+	rd := &sse.Reader{}
+	err = rd.Read(resp.Body, func(ev sse.Event) error {
 		switch ev.Event {
 		case "chunk":
 			var ch struct {
@@ -179,7 +181,7 @@ func (c *client) streamTurn(cmd *cobra.Command, path string, body any) error {
 			finished = true
 			if c.json {
 				printRaw(out, ev.Data)
-				return errStopStream
+				return sse.ErrStop
 			}
 			var ans turnAnswer
 			json.Unmarshal(ev.Data, &ans)
@@ -189,7 +191,7 @@ func (c *client) streamTurn(cmd *cobra.Command, path string, body any) error {
 			case printed && !endsInNewline:
 				io.WriteString(out, "\n")
 			}
-			return errStopStream
+			return sse.ErrStop
 		case "error":
 			finished = true
 			var e struct {
@@ -206,7 +208,7 @@ func (c *client) streamTurn(cmd *cobra.Command, path string, body any) error {
 				io.WriteString(out, "\n")
 			}
 			result = &serverError{Method: "POST", Path: path, Status: e.Status, Code: e.Code, Message: e.Error, RequestID: e.RequestID}
-			return errStopStream
+			return sse.ErrStop
 		}
 		return nil
 	})

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fangd/fangd/transport/sse"
 )
 
 // tailReconnectFor is how long a tail keeps trying to reconnect to a
@@ -36,12 +38,12 @@ type tail struct {
 	lastID  string
 	count   int // stop after this many counted events (0: never)
 	// handle prints one event and says whether it counts towards count.
-	handle func(streamEvent) (bool, error)
+	handle func(sse.Event) (bool, error)
 }
 
 func (t *tail) run(cmd *cobra.Command) error {
 	ctx := cmd.Context()
-	rd := &sseReader{retry: defaultRetry}
+	rd := &sse.Reader{Retry: defaultRetry}
 	var (
 		seen         int
 		connected    bool
@@ -75,13 +77,13 @@ func (t *tail) run(cmd *cobra.Command) error {
 			if time.Since(failingSince) > tailReconnectFor {
 				return err
 			}
-			if !sleepCtx(ctx, rd.retry) {
+			if !sleepCtx(ctx, rd.Retry) {
 				return nil
 			}
 			continue
 		}
 		connected, failingSince = true, time.Time{}
-		err = rd.read(resp.Body, func(ev streamEvent) error {
+		err = rd.Read(resp.Body, func(ev sse.Event) error {
 			if ev.ID != "" {
 				t.lastID = ev.ID
 			}
@@ -92,7 +94,7 @@ func (t *tail) run(cmd *cobra.Command) error {
 			if counted {
 				seen++
 				if t.count > 0 && seen >= t.count {
-					return errStopStream
+					return sse.ErrStop
 				}
 			}
 			return nil
@@ -111,7 +113,7 @@ func (t *tail) run(cmd *cobra.Command) error {
 			from = "after id " + t.lastID
 		}
 		fmt.Fprintf(stderr(cmd), "fangd: %s; reconnecting from %s\n", why, from)
-		if !sleepCtx(ctx, rd.retry) {
+		if !sleepCtx(ctx, rd.Retry) {
 			return nil
 		}
 	}
@@ -189,7 +191,7 @@ sent it, one a line. Ctrl-C (or --count) ends the tail with exit 0.`,
 			}
 			out := stdout(cmd)
 			t := &tail{c: c, path: "/api/comms/events/stream", query: q, lastID: f.since, count: f.count,
-				handle: func(ev streamEvent) (bool, error) {
+				handle: func(ev sse.Event) (bool, error) {
 					if ev.Event == "resync" {
 						fmt.Fprintf(stderr(cmd), "fangd: resync: %s\n", oneLine(string(ev.Data)))
 						return false, nil
@@ -286,7 +288,7 @@ line's JSON as the daemon logged it. Ctrl-C (or --count) ends with exit 0.`,
 			}
 			out := stdout(cmd)
 			t := &tail{c: c, path: "/api/logs/stream", query: q, resumed: resumed, lastID: f.since, count: f.count,
-				handle: func(ev streamEvent) (bool, error) {
+				handle: func(ev sse.Event) (bool, error) {
 					switch ev.Event {
 					case "gap":
 						fmt.Fprintf(stderr(cmd), "fangd: log lines were missed: %s\n", oneLine(string(ev.Data)))

@@ -1,4 +1,4 @@
-package main
+package sse
 
 import (
 	"bufio"
@@ -9,33 +9,35 @@ import (
 	"time"
 )
 
-// maxSSELine bounds one line of an event stream: a log line or an event
-// is far smaller; a server sending more is not one to trust with memory.
-const maxSSELine = 16 << 20
+// MaxLine bounds one line of a stream Reader reads: a log line or an
+// event is far smaller; a server sending more is not one to trust with
+// memory.
+const MaxLine = 16 << 20
 
-// streamEvent is one dispatched Server-Sent Event.
-type streamEvent struct {
+// Event is one dispatched Server-Sent Event, as a Reader reads it.
+type Event struct {
 	ID    string // "" when the event had no id: field
 	Event string // "message" when the event had no event: field
 	Data  []byte
 }
 
-// errStopStream is returned by an event handler that wants no more.
-var errStopStream = errors.New("stop")
+// ErrStop is returned by a Reader's handler that wants no more events.
+var ErrStop = errors.New("stop")
 
-// sseReader parses an event stream (the WHATWG EventSource format, as
-// transport/sse writes it) and remembers the server's retry: interval.
-type sseReader struct {
-	retry time.Duration
+// Reader is the client side of Writer: it parses an event stream (the
+// WHATWG EventSource format, less a lone CR as a line end, which Writer
+// never sends) and remembers the server's retry: interval.
+type Reader struct {
+	Retry time.Duration
 }
 
-// read calls fn for each event until the stream ends (nil), fn returns an
-// error (errStopStream is returned as nil), or reading fails.
-func (s *sseReader) read(r io.Reader, fn func(streamEvent) error) error {
+// Read calls fn for each event until the stream ends (nil), fn returns an
+// error (ErrStop is returned as nil), or reading fails.
+func (s *Reader) Read(r io.Reader, fn func(Event) error) error {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxSSELine)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxLine)
 	var (
-		ev      streamEvent
+		ev      Event
 		data    bytes.Buffer
 		hasData bool
 	)
@@ -48,13 +50,13 @@ func (s *sseReader) read(r io.Reader, fn func(streamEvent) error) error {
 					ev.Event = "message"
 				}
 				if err := fn(ev); err != nil {
-					if errors.Is(err, errStopStream) {
+					if errors.Is(err, ErrStop) {
 						return nil
 					}
 					return err
 				}
 			}
-			ev, hasData = streamEvent{}, false
+			ev, hasData = Event{}, false
 			data.Reset()
 			continue
 		}
@@ -76,7 +78,7 @@ func (s *sseReader) read(r io.Reader, fn func(streamEvent) error) error {
 			hasData = true
 		case "retry":
 			if ms, err := strconv.Atoi(string(value)); err == nil && ms >= 0 {
-				s.retry = time.Duration(ms) * time.Millisecond
+				s.Retry = time.Duration(ms) * time.Millisecond
 			}
 		}
 	}
