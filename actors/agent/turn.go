@@ -40,7 +40,7 @@ func (d *deps) runStep(ctx context.Context, t *turn, req llm.Request) (res *step
 	prompt := llm.PromptTokensUpperBound(req.System, req.Messages) + llm.ToolsTokensUpperBound(req.Tools)
 	maxOut := int64(req.MaxTokens)
 	user := t.w.send.User
-	held, err := d.meter.Reserve(usage.Reserve{AgentID: t.agentID, AgentName: t.agentName, Provider: t.route.Provider,
+	held, err := d.meter.Reserve(ctx, usage.Reserve{AgentID: t.agentID, AgentName: t.agentName, Provider: t.route.Provider,
 		Model: t.route.Model, User: user, CostNanos: t.route.Pricing.WorstCaseNanos(prompt, maxOut), Tokens: prompt + maxOut})
 	if err != nil {
 		return nil, err
@@ -66,8 +66,10 @@ func (d *deps) runStep(ctx context.Context, t *turn, req llm.Request) (res *step
 	// The usage event syncs while the turn goes on; the turn's answer
 	// waits for it (no answer without its usage on disk).
 	settled := make(chan error, 1)
+	// Not the turn's ctx: a turn given up on still has its usage
+	// confirmed (SettleTimeout bounds the wait).
 	go func() {
-		_, serr := d.meter.Settle(held.ID, ev)
+		_, serr := d.meter.Settle(context.Background(), held.ID, ev)
 		settled <- serr
 	}()
 	if callErr != nil {

@@ -198,6 +198,10 @@ type LogConfig struct {
 // HTTPConfig is [http].
 type HTTPConfig struct {
 	SecurityHeaders *bool `toml:"security_headers"`
+	// RequestTimeoutSecs bounds a request's domain calls together; the
+	// handlers that wait longer by design (agent turns, approval waits,
+	// A2A sends, MCP reconnects) keep their own limits.
+	RequestTimeoutSecs int `toml:"request_timeout_secs"`
 }
 
 // AuditConfig is [audit].
@@ -232,6 +236,7 @@ func defaultConfig() Config {
 		MinFreeDiskBytes:    store.DefaultMinFreeBytes,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Audit:               AuditConfig{AuthFailureIntervalSecs: 60},
+		HTTP:                HTTPConfig{RequestTimeoutSecs: 5},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000, MaxStreams: fhttp.DefaultMaxLogStreams},
 		A2A:                 defaultA2AConfig(),
 		Network:             defaultNetworkConfig(),
@@ -317,6 +322,9 @@ func (c *Config) validate() error {
 		bad(errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)"))
 	}
 	bad(c.httpConfig().ValidateEdge())
+	if c.HTTP.RequestTimeoutSecs < 1 || c.HTTP.RequestTimeoutSecs > 3600 {
+		bad(errors.New("http.request_timeout_secs must be between 1 and 3600"))
+	}
 	if c.Audit.AuthFailureIntervalSecs < 1 || c.Audit.AuthFailureIntervalSecs > 3600 {
 		bad(errors.New("audit.auth_failure_interval_secs must be between 1 and 3600"))
 	}
@@ -477,6 +485,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.CORSOrigins = append(append([]string(nil), c.CORSOrigins...), c.CORSOrigin...)
 	h.TrustedProxies = c.TrustedProxies
 	h.AuthFailureInterval = time.Duration(c.Audit.AuthFailureIntervalSecs) * time.Second
+	h.RequestTimeout = time.Duration(c.HTTP.RequestTimeoutSecs) * time.Second
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MaxLogStreams = c.Log.MaxStreams

@@ -87,6 +87,10 @@ type Config struct {
 	// TurnTimeout is how long comms waits for an agent turn (requests
 	// that run one wait a little longer).
 	TurnTimeout time.Duration
+	// RequestTimeout bounds a request's domain calls together ([http]
+	// request_timeout_secs); handlers that wait longer by design use
+	// reqCtxWait instead. Zero means DefaultRequestTimeout.
+	RequestTimeout time.Duration
 	// AccessLog writes one log line per request ([log] access_log).
 	AccessLog bool
 	// MCP configures POST /mcp.
@@ -135,6 +139,7 @@ func DefaultConfig() Config {
 		MaxA2AStreams:      DefaultMaxA2AStreams,
 		StreamWriteTimeout: 30 * time.Second,
 		A2AMaxBodyBytes:    1 << 20,
+		RequestTimeout:     DefaultRequestTimeout,
 	}
 }
 
@@ -195,6 +200,9 @@ type Server struct {
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
+	// baseCtx is every request's context's parent, cancelled with closing.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
 	mcpEndpoint              *mcpEndpoint
@@ -217,6 +225,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.StreamWriteTimeout <= 0 {
 		cfg.StreamWriteTimeout = 30 * time.Second
 	}
+	cfg.RequestTimeout = requestTimeout(cfg.RequestTimeout)
 	e, err := newEdge(cfg)
 	if err != nil {
 		return nil, err
@@ -230,6 +239,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		router:  router.New(),
 		closing: make(chan struct{}),
 	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.keyHash = hashKey(cfg.APIKey)
 	s.SetHooks(deps.Hooks)
 	for _, p := range cfg.A2APeers {
@@ -265,7 +275,7 @@ func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 // requests until ctx is done, and then audits the failed authentications
 // counted since the last aggregated entry.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.closeOnce.Do(func() { close(s.closing); s.cancelBase() })
 	err := s.srv.ShutdownWithContext(ctx)
 	s.authFailures.close()
 	return err
