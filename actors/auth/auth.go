@@ -16,6 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -86,6 +87,12 @@ type Session struct {
 	CSRF      string    `json:"csrf"`
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// RefreshedAt is when the session was last rotated by Refresh.
+	RefreshedAt time.Time `json:"refreshed_at,omitzero"`
+	// upstream is the provider's refresh token, kept server-side only
+	// (never in a response): Refresh uses it to ask the provider whether
+	// it still vouches for the user. Stored with the session.
+	Upstream string `json:"upstream_refresh,omitempty"`
 }
 
 // Identity is the audit identity of a session's user.
@@ -154,7 +161,7 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 	empty := map[string]*Session{}
 	s.sessions.Store(&empty)
 	pid, err := k.SpawnRoot("auth-sessions", func() actor.Actor {
-		return &sessionsActor{s: s, coll: store.NewCollection[Session](db, "auth/sessions")}
+		return &sessionsActor{s: s, db: db, coll: store.NewCollection[Session](db, "auth/sessions")}
 	})
 	if err != nil {
 		return nil, err
@@ -399,6 +406,7 @@ func (s *Service) Callback(ctx context.Context, code, state, binding string) (st
 	if err != nil {
 		return "", nil, "", err
 	}
+	sess.Upstream = tok.RefreshToken
 	token := "fss_" + randomToken(32)
 	if _, err := kernel.Ask[bool](ctx, s.k, s.pid, &put{hash: hashOf(token), sess: sess}); err != nil {
 		return "", nil, "", err
@@ -547,6 +555,81 @@ func (s *Service) UserInfo(ctx context.Context, accessToken string) (string, map
 	return "", nil, kernel.Errorf(kernel.KindUnauthorized, "invalid_token", "the token is not a session or an access token of a configured provider")
 }
 
+// ErrNotRefreshable is the one answer for a token that is no live
+// session: which of "unknown", "expired" or "logged out" is not told.
+var ErrNotRefreshable = kernel.Errorf(kernel.KindUnauthorized, "invalid_session", "the token is not a live fangd session")
+
+// Refresh rotates a live session (POST /api/auth/refresh): a new session
+// token, a new CSRF token and a new expiry, and the old token stops
+// working once the new one is durable (one atomic write). When the
+// provider gave a refresh token at sign-in, the provider is asked first
+// (refresh_token grant): a refusal ends the session, because the
+// provider no longer vouches for the user; a new ID token, when sent,
+// is verified and must name the same subject, and its claims re-run the
+// domain, group and role rules. Without a provider refresh token the
+// session is rotated on fangd's word alone (Refreshed says which).
+func (s *Service) Refresh(ctx context.Context, token string) (string, *Session, bool, error) {
+	old, ok := s.Session(token)
+	if !ok {
+		return "", nil, false, ErrNotRefreshable
+	}
+	next := *old
+	upstream := false
+	if old.Upstream != "" {
+		p, err := s.provider(old.Provider)
+		if err != nil {
+			return "", nil, false, err
+		}
+		r, err := s.resolve(ctx, p)
+		if err != nil {
+			return "", nil, false, err
+		}
+		cctx := oidc.ClientContext(ctx, s.opts.HTTPClient)
+		// An expired token makes the source use the refresh token at once.
+		tok, err := r.oauth.TokenSource(cctx, &oauth2.Token{RefreshToken: old.Upstream, Expiry: time.Unix(1, 0)}).Token()
+		if err != nil {
+			var re *oauth2.RetrieveError
+			if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+				_ = s.Logout(ctx, token)
+				return "", nil, false, &kernel.Error{Kind: kernel.KindUnauthorized, Code: "refresh_refused",
+					Msg: "the identity provider refused to refresh the sign-in; the session has ended, sign in again", Err: err}
+			}
+			return "", nil, false, &kernel.Error{Kind: kernel.KindUpstream, Code: "refresh_failed",
+				Msg: "the identity provider could not be reached to refresh the sign-in", Err: err}
+		}
+		if rawID, _ := tok.Extra("id_token").(string); rawID != "" {
+			idt, err := r.verifier.Verify(cctx, rawID)
+			if err != nil {
+				return "", nil, false, &kernel.Error{Kind: kernel.KindUnauthorized, Code: "invalid_id_token", Msg: "the refreshed ID token does not verify", Err: err}
+			}
+			var c claims
+			var all map[string]any
+			if idt.Claims(&c) != nil || idt.Claims(&all) != nil || c.Subject != old.Subject {
+				return "", nil, false, kernel.Errorf(kernel.KindUnauthorized, "invalid_id_token", "the refreshed ID token names another user")
+			}
+			fresh, err := s.admit(p, idt.Issuer, c, all)
+			if err != nil {
+				_ = s.Logout(ctx, token)
+				return "", nil, false, err
+			}
+			next.Email, next.Name, next.Groups, next.Role = fresh.Email, fresh.Name, fresh.Groups, fresh.Role
+		}
+		// Providers that rotate refresh tokens send a new one; others
+		// keep the old one valid (RFC 6749 section 6).
+		if tok.RefreshToken != "" {
+			next.Upstream = tok.RefreshToken
+		}
+		upstream = true
+	}
+	now := s.opts.Now().UTC()
+	next.CSRF, next.RefreshedAt, next.ExpiresAt = randomToken(18), now, now.Add(s.opts.Config.SessionTTL)
+	nt := "fss_" + randomToken(32)
+	if _, err := kernel.Ask[bool](ctx, s.k, s.pid, &rotate{old: hashOf(token), put: put{hash: hashOf(nt), sess: &next}}); err != nil {
+		return "", nil, false, err
+	}
+	return nt, &next, upstream, nil
+}
+
 // ---- the sessions actor ----
 
 type sync0 struct{}
@@ -558,10 +641,26 @@ type put struct {
 
 type drop struct{ hash string }
 
+// rotate replaces the session under old with put, in one write.
+type rotate struct {
+	old string
+	put put
+}
+
+type rotated struct {
+	r      *rotate
+	sender *actor.PID
+	err    error
+}
+
 type sessionsActor struct {
 	s    *Service
+	db   *store.DB
 	coll *store.Collection[Session]
 	m    map[string]*Session
+	// rotating are the old hashes of rotations under way: a second
+	// refresh of the same token is refused, not a second new session.
+	rotating map[string]bool
 }
 
 func (a *sessionsActor) Receive(c actor.Context) {
@@ -587,6 +686,31 @@ func (a *sessionsActor) Receive(c actor.Context) {
 		a.m[m.put.hash] = m.put.sess
 		a.publish()
 		c.Send(m.sender, true)
+	case *rotate:
+		if _, ok := a.m[m.old]; !ok || a.rotating[m.old] {
+			// Logged out (or rotated by a concurrent refresh) meanwhile.
+			c.Respond(ErrNotRefreshable)
+			return
+		}
+		self, sender, root := c.Self(), c.Sender(), c.ActorSystem().Root
+		sess := *m.put.sess
+		a.rotating[m.old] = true
+		a.db.UpdateAsync(func(tx *store.Txn) error {
+			if err := a.coll.DeleteTx(tx, m.old); err != nil {
+				return err
+			}
+			return a.coll.PutTx(tx, m.put.hash, sess)
+		}, func(err error) { root.Send(self, &rotated{r: m, sender: sender, err: err}) })
+	case *rotated:
+		delete(a.rotating, m.r.old)
+		if m.err != nil {
+			c.Send(m.sender, m.err)
+			return
+		}
+		delete(a.m, m.r.old)
+		a.m[m.r.put.hash] = m.r.put.sess
+		a.publish()
+		c.Send(m.sender, true)
 	case *drop:
 		// Out of the map first: the session stops now.
 		delete(a.m, m.hash)
@@ -610,6 +734,7 @@ type published struct {
 
 func (a *sessionsActor) load() error {
 	a.m = map[string]*Session{}
+	a.rotating = map[string]bool{}
 	now := a.s.opts.Now()
 	var stale []string
 	if err := a.coll.Each(func(id string, v Session) bool {

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -106,5 +107,68 @@ func TestReturnToIsSameOriginOnly(t *testing.T) {
 		if SafeReturnTo(in) != want {
 			t.Fatalf("SafeReturnTo(%q) = %v", in, !want)
 		}
+	}
+}
+
+// startWith starts a service on a fresh store for one provider config.
+func startWith(t *testing.T, p Provider) *Service {
+	t.Helper()
+	db, err := store.Open(store.DefaultOptions(store.DataDir(t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := kernel.New(zerolog.Nop())
+	s, err := Start(k, db, Options{Config: Config{SessionTTL: time.Hour, Providers: []Provider{p}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		k.Shutdown(ctx)
+		db.Close()
+	})
+	return s
+}
+
+func TestRefreshRotatesSessionWithProviderRefreshToken(t *testing.T) {
+	idp := authtest.New("c", "secret-0123456789")
+	defer idp.Close()
+	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true, Groups: []string{"ops"}})
+	s := startWith(t, Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789",
+		RoleMap: map[string]string{"ops": "operator", "admins": "admin"}})
+	ctx := context.Background()
+	tok, sess := signIn(t, s)
+	if sess.Upstream == "" {
+		t.Fatal("the provider's refresh token was not kept")
+	}
+	// The provider now says the user is an admin: the refresh re-maps.
+	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true, Groups: []string{"admins"}})
+	nt, ns, upstream, err := s.Refresh(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !upstream || idp.Refreshes() != 1 {
+		t.Fatalf("provider not asked: upstream=%v refreshes=%d", upstream, idp.Refreshes())
+	}
+	if nt == tok || ns.CSRF == sess.CSRF || ns.ID != sess.ID || ns.Role != "admin" || ns.Upstream == sess.Upstream {
+		t.Fatalf("not rotated: %+v", ns)
+	}
+	if _, ok := s.Session(tok); ok {
+		t.Fatal("the old token still works after refresh")
+	}
+	if got, ok := s.Session(nt); !ok || got.Role != "admin" {
+		t.Fatal("the new token does not work")
+	}
+	if _, _, _, err := s.Refresh(ctx, tok); !errors.Is(err, ErrNotRefreshable) {
+		t.Fatalf("refreshing a spent token: %v", err)
+	}
+	// Signed out at the provider: the refresh ends the session.
+	idp.RevokeRefreshTokens()
+	if _, _, _, err := s.Refresh(ctx, nt); kernel.AsError(err) == nil || kernel.AsError(err).Code != "refresh_refused" {
+		t.Fatalf("refused refresh: %v", err)
+	}
+	if _, ok := s.Session(nt); ok {
+		t.Fatal("session survives the provider's refusal")
 	}
 }

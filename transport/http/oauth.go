@@ -36,6 +36,10 @@ func (s *Server) oauthRoutes() {
 	s.api("GET", "/auth/callback", s.authCallback, public)
 	s.api("POST", "/auth/callback", s.authCallback, public)
 	s.api("POST", "/auth/logout", s.authLogout)
+	// Public: the session token in the body (or bearer, or cookie) is
+	// the credential, as for LibreFang; it may be the only one a
+	// dashboard holds.
+	s.api("POST", "/auth/refresh", s.authRefresh, public)
 	s.api("GET", "/auth/userinfo", s.authUserinfo, public)
 	s.api("POST", "/auth/introspect", s.authIntrospect)
 }
@@ -274,5 +278,84 @@ func (s *Server) authIntrospect(ctx *fasthttp.RequestCtx) error {
 		return nil
 	}
 	writeJSON(ctx, fasthttp.StatusOK, res)
+	return nil
+}
+
+// refreshBody is LibreFang's RefreshRequest. fangd keeps the provider's
+// refresh token server-side, so the credential here is the fangd session
+// token the callback returned (as "token"), in either field.
+type refreshBody struct {
+	RefreshToken string `json:"refresh_token"`
+	AccessToken  string `json:"access_token"`
+	Provider     string `json:"provider"`
+}
+
+// authRefresh serves POST /api/auth/refresh: rotates the caller's
+// session (new token, new CSRF token, new expiry; the old token stops),
+// asking the provider first when it gave a refresh token at sign-in.
+func (s *Server) authRefresh(ctx *fasthttp.RequestCtx) error {
+	if s.deps.Auth == nil {
+		return errAuthDisabled
+	}
+	var b refreshBody
+	if len(bytes.TrimSpace(ctx.Request.Body())) > 0 {
+		if err := decodeJSON(ctx, &b); err != nil {
+			return err
+		}
+	}
+	token, fromCookie := strings.TrimSpace(b.RefreshToken), false
+	if token == "" {
+		token = strings.TrimSpace(b.AccessToken)
+	}
+	if token == "" {
+		token = string(bearer(ctx))
+	}
+	if token == "" {
+		if c := ctx.Request.Header.Cookie(SessionCookie); len(c) > 0 {
+			token, fromCookie = string(c), true
+		}
+	}
+	if token == "" {
+		return badRequest("invalid_input", "provide the session token the sign-in returned, as refresh_token or access_token (or as the bearer or session cookie)")
+	}
+	if !strings.HasPrefix(token, "fss_") {
+		return badRequest("unsupported_token", "fangd keeps the identity provider's tokens server-side: refresh with the fangd session token the sign-in returned (fss_...)")
+	}
+	ctx.SetUserValue(userAuditedBelow, true)
+	old, ok := s.deps.Auth.Session(token)
+	if ok && fromCookie && !csrfOK(ctx, old) {
+		return refusedCSRF.err
+	}
+	if ok && b.Provider != "" && b.Provider != old.Provider {
+		return badRequest("provider_mismatch", "the session was signed in with another provider")
+	}
+	nt, sess, upstream, err := s.deps.Auth.Refresh(s.reqCtxWait(ctx), token)
+	if err != nil {
+		who := "anonymous"
+		if old != nil {
+			who = old.Identity()
+		}
+		s.appendAuditAsync(audit.Event{EventType: "oidc_refresh", Outcome: "denied", Actor: who,
+			SourceIP: clientIP(ctx).String(), Details: "session refresh refused: " + errorCode(err)})
+		return err
+	}
+	ctx.SetUserValue(userActor, sess.Identity())
+	how := "fangd session rotated (no provider refresh token kept)"
+	if upstream {
+		how = "fangd session rotated after the identity provider refreshed the sign-in, role " + sess.Role
+	}
+	if err := s.appendAudit(audit.Event{EventType: "oidc_refresh", Outcome: "ok", Actor: sess.Identity(),
+		SourceIP: clientIP(ctx).String(), Details: how}); err != nil {
+		_ = s.deps.Auth.Logout(s.reqCtx(ctx), nt)
+		return err
+	}
+	ttl := time.Until(sess.ExpiresAt)
+	if string(ctx.Request.Header.Cookie(SessionCookie)) == token {
+		s.setCookie(ctx, SessionCookie, nt, "/", ttl, true)
+		s.setCookie(ctx, CSRFCookie, sess.CSRF, "/", ttl, false)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"token": nt, "token_type": "Bearer", "expires_in": int(ttl / time.Second),
+		"expires_at": sess.ExpiresAt, "provider": sess.Provider, "role": sess.Role, "csrf_token": sess.CSRF,
+		"provider_refreshed": upstream})
 	return nil
 }

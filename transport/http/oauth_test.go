@@ -251,3 +251,69 @@ func TestOIDCDisabled(t *testing.T) {
 		t.Fatalf("userinfo with the key: %d %s", r.status, r.body)
 	}
 }
+
+func TestOIDCRefreshRotatesSessionLibreFangShape(t *testing.T) {
+	os := newOIDCServer(t)
+	os.idp.SetUser(authtest.User{Subject: "u-7", Email: "ops@example.com", EmailVerified: true, Name: "Olga", Groups: []string{"ops"}})
+	br := newBrowser()
+	if r := br.do(t, "GET", os.url+"/api/auth/login?return_to=/dashboard/", ""); r.status != 302 {
+		t.Fatalf("sign-in: %d %s", r.status, r.body)
+	}
+	session, csrf := br.cookie(os.url, SessionCookie), br.cookie(os.url, CSRFCookie)
+	js := "application/json"
+
+	// Bad input: 400, nothing changes.
+	for body, code := range map[string]string{`{}`: "invalid_input", `{"refresh_token":"  "}`: "invalid_input",
+		`{"refresh_token":"rt_from_the_provider"}`: "unsupported_token"} {
+		if r := os.do(t, "POST", "/api/auth/refresh", body, "Content-Type", js); r.status != 400 || !strings.Contains(string(r.body), code) {
+			t.Fatalf("refresh %s: %d %s", body, r.status, r.body)
+		}
+	}
+	if r := os.do(t, "POST", "/api/auth/refresh", `{"refresh_token":"fss_unknown"}`, "Content-Type", js); r.status != 401 {
+		t.Fatalf("unknown session: %d %s", r.status, r.body)
+	}
+	// The cookie path needs the CSRF token.
+	if r := br.do(t, "POST", os.url+"/api/auth/refresh", ""); r.status != 403 || !strings.Contains(string(r.body), "csrf_failed") {
+		t.Fatalf("cookie refresh without CSRF: %d %s", r.status, r.body)
+	}
+	if r := os.do(t, "GET", "/api/audit/recent", "", "Authorization", "Bearer "+session); r.status != 200 {
+		t.Fatalf("refused refreshes changed the session: %d", r.status)
+	}
+
+	// LibreFang's shape, with the session token in access_token.
+	r := os.do(t, "POST", "/api/auth/refresh", `{"access_token":"`+session+`","provider":"default"}`, "Content-Type", js)
+	var out struct {
+		Token, TokenType, CSRF, Role string
+		Refreshed                    bool
+	}
+	var raw map[string]any
+	json.Unmarshal(r.body, &raw)
+	out.Token, _ = raw["token"].(string)
+	out.TokenType, _ = raw["token_type"].(string)
+	out.CSRF, _ = raw["csrf_token"].(string)
+	out.Role, _ = raw["role"].(string)
+	out.Refreshed, _ = raw["provider_refreshed"].(bool)
+	if r.status != 200 || !strings.HasPrefix(out.Token, "fss_") || out.Token == session || out.TokenType != "Bearer" ||
+		out.CSRF == "" || out.CSRF == csrf || out.Role != RoleOperator || !out.Refreshed || raw["expires_in"] == nil {
+		t.Fatalf("refresh: %d %s", r.status, r.body)
+	}
+	if _, leaked := raw["refresh_token"]; leaked || strings.Contains(string(r.body), "rt_") {
+		t.Fatalf("the provider's refresh token leaked: %s", r.body)
+	}
+	if r := os.do(t, "GET", "/api/audit/recent", "", "Authorization", "Bearer "+session); r.status != 401 {
+		t.Fatalf("old session token after refresh: %d", r.status)
+	}
+	if r := os.do(t, "GET", "/api/audit/recent", "", "Authorization", "Bearer "+out.Token); r.status != 200 {
+		t.Fatalf("new session token: %d", r.status)
+	}
+	if os.idp.Refreshes() != 1 {
+		t.Fatalf("provider refreshes: %d", os.idp.Refreshes())
+	}
+	var audited bool
+	for _, e := range os.recent(t, 30) {
+		audited = audited || e.EventType == "oidc_refresh" && e.Outcome == "ok" && e.Actor == "oidc:default:ops@example.com"
+	}
+	if !audited {
+		t.Fatal("refresh not audited")
+	}
+}

@@ -2,7 +2,8 @@
 // discovery (/.well-known/openid-configuration), a JWKS, an authorization
 // endpoint that signs the configured user in at once (redirecting with a
 // code), a token endpoint that checks the client, the redirect URI and the
-// PKCE S256 verifier and uses each code once, and a userinfo endpoint.
+// PKCE S256 verifier and uses each code once (and answers the
+// refresh_token grant, rotating refresh tokens), and a userinfo endpoint.
 // ID tokens are real RS256 JWTs. Knobs let a test break one check at a
 // time: another issuer or audience, a wrong nonce, an expired token.
 package authtest
@@ -44,6 +45,9 @@ type Provider struct {
 	codes map[string]*grant
 	// access tokens -> user, for userinfo
 	access map[string]User
+	// refresh tokens -> user; each works once (the fake rotates them).
+	refresh   map[string]User
+	refreshes int
 	// Knobs.
 	Issuer   string // "" = the server's URL
 	Audience string // "" = ClientID
@@ -62,7 +66,7 @@ func New(clientID, secret string) *Provider {
 	if err != nil {
 		panic(err)
 	}
-	p := &Provider{ClientID: clientID, ClientSecret: secret, key: key, codes: map[string]*grant{}, access: map[string]User{},
+	p := &Provider{ClientID: clientID, ClientSecret: secret, key: key, codes: map[string]*grant{}, access: map[string]User{}, refresh: map[string]User{},
 		user: User{Subject: "u-1", Email: "ada@example.com", EmailVerified: true, Name: "Ada"}, TTL: time.Hour}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
@@ -156,6 +160,10 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if r.PostForm.Get("grant_type") == "refresh_token" {
+		p.refreshGrant(w, r.PostForm.Get("refresh_token"))
+		return
+	}
 	g := p.codes[r.PostForm.Get("code")]
 	delete(p.codes, r.PostForm.Get("code")) // a code works once
 	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
@@ -168,16 +176,57 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	if p.Nonce != "" {
 		nonce = p.Nonce
 	}
+	p.issue(w, g.user, nonce)
+}
+
+// refreshGrant is RFC 6749 section 6: a known refresh token gets a new
+// access token, a new ID token (no nonce, OIDC Core 12.2) for the user
+// as they are now (SetUser), and a new refresh token; the old one is spent.
+func (p *Provider) refreshGrant(w http.ResponseWriter, rt string) {
+	u, ok := p.refresh[rt]
+	delete(p.refresh, rt)
+	if !ok {
+		writeJSON(w, 400, map[string]string{"error": "invalid_grant"})
+		return
+	}
+	p.refreshes++
+	cur := p.user
+	if cur.Subject == u.Subject {
+		u = cur
+	}
+	p.issue(w, u, "")
+}
+
+// Refreshes counts the refresh grants answered.
+func (p *Provider) Refreshes() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refreshes
+}
+
+// RevokeRefreshTokens forgets every refresh token issued (the user was
+// signed out at the provider).
+func (p *Provider) RevokeRefreshTokens() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.refresh)
+}
+
+// issue answers a token request for u; called with p.mu held.
+func (p *Provider) issue(w http.ResponseWriter, u User, nonce string) {
 	aud := p.Audience
 	if aud == "" {
 		aud = p.ClientID
 	}
 	now := time.Now()
-	claims := jwt.MapClaims{"iss": p.issuer(), "aud": aud, "sub": g.user.Subject, "email": g.user.Email,
-		"email_verified": g.user.EmailVerified, "name": g.user.Name, "nonce": nonce,
+	claims := jwt.MapClaims{"iss": p.issuer(), "aud": aud, "sub": u.Subject, "email": u.Email,
+		"email_verified": u.EmailVerified, "name": u.Name,
 		"iat": now.Unix(), "exp": now.Add(p.TTL).Unix()}
-	if g.user.Groups != nil {
-		claims["groups"] = g.user.Groups
+	if nonce != "" {
+		claims["nonce"] = nonce
+	}
+	if u.Groups != nil {
+		claims["groups"] = u.Groups
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	t.Header["kid"] = "k1"
@@ -186,9 +235,11 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 500, map[string]string{"error": err.Error()})
 		return
 	}
-	access := "at_" + random()
-	p.access[access] = g.user
-	writeJSON(w, 200, map[string]any{"access_token": access, "token_type": "Bearer", "expires_in": 3600, "id_token": idToken})
+	access, refresh := "at_"+random(), "rt_"+random()
+	p.access[access] = u
+	p.refresh[refresh] = u
+	writeJSON(w, 200, map[string]any{"access_token": access, "token_type": "Bearer", "expires_in": 3600, "id_token": idToken,
+		"refresh_token": refresh})
 }
 
 // IDToken signs an ID token for the current user outside a flow (for
