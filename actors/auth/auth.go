@@ -46,6 +46,12 @@ type Provider struct {
 	AllowedDomains []string
 	// Audience the ID token must carry (default ClientID).
 	Audience string
+	// Endpoints for a provider without OIDC discovery (LibreFang's
+	// auth_url, token_url, jwks_uri, userinfo_url): when AuthURL is set
+	// the provider is built from these and IssuerURL (the "iss" its ID
+	// tokens carry) and no discovery document is read. UserInfoURL may
+	// be empty.
+	AuthURL, TokenURL, JWKSURI, UserInfoURL string
 	// fangd's: groups (from GroupsClaim) of which the user must be in
 	// one, when set; RoleMap maps a group or role claim value to a role.
 	AllowedGroups []string
@@ -212,7 +218,16 @@ func (s *Service) resolve(ctx context.Context, p *Provider) (*resolved, error) {
 		return r, nil
 	}
 	cctx := oidc.ClientContext(ctx, s.opts.HTTPClient)
-	op, err := oidc.NewProvider(cctx, p.IssuerURL)
+	var op *oidc.Provider
+	var err error
+	if p.AuthURL != "" {
+		// No discovery: go-oidc builds the provider from the endpoints;
+		// the JWKS is still fetched (and cached) from JWKSURI.
+		op = (&oidc.ProviderConfig{IssuerURL: p.IssuerURL, AuthURL: p.AuthURL, TokenURL: p.TokenURL, JWKSURL: p.JWKSURI,
+			UserInfoURL: p.UserInfoURL, Algorithms: []string{oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512, oidc.PS256}}).NewProvider(cctx)
+	} else {
+		op, err = oidc.NewProvider(cctx, p.IssuerURL)
+	}
 	if err != nil {
 		return nil, &kernel.Error{Kind: kernel.KindUpstream, Code: "oidc_discovery_failed",
 			Msg: "the identity provider's discovery document could not be read", Err: err}

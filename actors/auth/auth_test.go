@@ -172,3 +172,38 @@ func TestRefreshRotatesSessionWithProviderRefreshToken(t *testing.T) {
 		t.Fatal("session survives the provider's refusal")
 	}
 }
+
+func TestProviderWithoutDiscoveryConfiguredByEndpoints(t *testing.T) {
+	idp := authtest.New("c", "secret-0123456789")
+	defer idp.Close()
+	idp.Set(func(p *authtest.Provider) { p.NoDiscovery = true })
+	ctx := context.Background()
+	// Discovery alone fails, clearly.
+	s := startWith(t, Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789"})
+	if _, err := s.Login(ctx, "", "", "http://127.0.0.1:1/api/auth/callback"); kernel.AsError(err) == nil || kernel.AsError(err).Code != "oidc_discovery_failed" {
+		t.Fatalf("no discovery document: %v", err)
+	}
+	// With the endpoints, the whole flow works and the ID token verifies
+	// against jwks_uri; userinfo uses userinfo_url.
+	s = startWith(t, Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789",
+		AuthURL: idp.URL + "/authorize", TokenURL: idp.URL + "/token", JWKSURI: idp.URL + "/jwks", UserInfoURL: idp.URL + "/userinfo"})
+	tok, sess := signIn(t, s)
+	if sess.Email != "ada@example.com" || sess.Issuer != idp.URL {
+		t.Fatalf("session: %+v", sess)
+	}
+	if in := s.Introspect(ctx, idp.IDToken("c")); !in.Active {
+		t.Fatal("an ID token signed by the manual provider is inactive")
+	}
+	if in := s.Introspect(ctx, idp.IDToken("other")); in.Active {
+		t.Fatal("audience not checked on the manual provider")
+	}
+	if _, _, up, err := s.Refresh(ctx, tok); err != nil || !up {
+		t.Fatalf("refresh through token_url: %v %v", up, err)
+	}
+	// The issuer is still checked: a provider whose tokens name another
+	// issuer is refused.
+	idp.Set(func(p *authtest.Provider) { p.Issuer = "https://elsewhere.example" })
+	if in := s.Introspect(ctx, idp.IDToken("c")); in.Active {
+		t.Fatal("issuer not checked on the manual provider")
+	}
+}

@@ -243,8 +243,9 @@ type ProviderConfig struct {
 	Scopes          []string `toml:"scopes"`
 	AllowedDomains  []string `toml:"allowed_domains"`
 	Audience        string   `toml:"audience"`
-	// LibreFang's endpoints for providers without discovery: read so that
-	// the error says what is missing (fangd needs OIDC discovery).
+	// LibreFang's endpoints for a provider without OIDC discovery: with
+	// auth_url set, auth_url, token_url and jwks_uri are required (fangd
+	// verifies an ID token) and no discovery document is read.
 	AuthURL     string `toml:"auth_url"`
 	TokenURL    string `toml:"token_url"`
 	UserinfoURL string `toml:"userinfo_url"`
@@ -290,10 +291,19 @@ func (c *Config) authSettings() (out auth.Config, vaultNames map[string]string, 
 		}
 		seen[p.ID] = true
 		if u, err := url.Parse(p.IssuerURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("%s.issuer_url %q must be the provider's http(s) issuer URL (OIDC discovery)", field, p.IssuerURL)
+			bad("%s.issuer_url %q must be the provider's http(s) issuer URL (discovery is read from it; with auth_url, it is the iss its ID tokens carry)", field, p.IssuerURL)
 		}
 		if p.AuthURL != "" || p.TokenURL != "" || p.UserinfoURL != "" || p.JWKSURI != "" {
-			bad("%s: auth_url, token_url, userinfo_url and jwks_uri are not supported; fangd reads them from the issuer's discovery document", field)
+			// Manual endpoints: all three that a sign-in needs, or none.
+			for _, f := range []struct{ name, v string }{{"auth_url", p.AuthURL}, {"token_url", p.TokenURL}, {"jwks_uri", p.JWKSURI}, {"userinfo_url", p.UserinfoURL}} {
+				if f.v == "" && f.name != "userinfo_url" {
+					bad("%s.%s is required when any of auth_url, token_url, jwks_uri is set (fangd verifies the provider's ID token; OAuth2-only providers without one are not supported)", field, f.name)
+					continue
+				}
+				if u, err := url.Parse(f.v); f.v != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+					bad("%s.%s %q must be an absolute http(s) URL", field, f.name, f.v)
+				}
+			}
 		}
 		if p.ClientID == "" {
 			bad("%s.client_id is required", field)
@@ -343,6 +353,7 @@ func (c *Config) authSettings() (out auth.Config, vaultNames map[string]string, 
 		}
 		out.Providers = append(out.Providers, auth.Provider{ID: p.ID, DisplayName: dn, IssuerURL: p.IssuerURL, ClientID: p.ClientID,
 			ClientSecret: secret, RedirectURL: p.RedirectURL, Scopes: p.Scopes, AllowedDomains: domains, Audience: p.Audience,
+			AuthURL: p.AuthURL, TokenURL: p.TokenURL, JWKSURI: p.JWKSURI, UserInfoURL: p.UserinfoURL,
 			AllowedGroups: ag, GroupsClaim: gc, RoleMap: roles})
 	}
 	return out, vaultNames, errors.Join(errs...)

@@ -155,3 +155,23 @@ func TestPairingAndUsersConfigValidated(t *testing.T) {
 		t.Fatalf("ntfy without a topic: %v", err)
 	}
 }
+
+func TestExternalAuthManualEndpointsValidated(t *testing.T) {
+	c := defaultConfig()
+	c.ExternalAuth = ExternalAuthConfig{Enabled: true, SessionTTLSecs: 86400, Providers: []ProviderConfig{
+		{ID: "gh", IssuerURL: "https://idp.example", ClientID: "c", AuthURL: "https://idp.example/authorize"},
+		{ID: "ok", IssuerURL: "https://idp2.example", ClientID: "c", AuthURL: "https://idp2.example/a", TokenURL: "https://idp2.example/t",
+			JWKSURI: "https://idp2.example/k", UserinfoURL: "ftp://x"}}}
+	err := c.validate()
+	for _, want := range []string{"providers[0].token_url is required", "providers[0].jwks_uri is required", "providers[1].userinfo_url \"ftp://x\""} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("want %q in %v", want, err)
+		}
+	}
+	c.ExternalAuth.Providers = c.ExternalAuth.Providers[1:]
+	c.ExternalAuth.Providers[0].UserinfoURL = ""
+	out, _, err := c.authSettings()
+	if err != nil || out.Providers[0].JWKSURI != "https://idp2.example/k" || out.Providers[0].AuthURL != "https://idp2.example/a" {
+		t.Fatalf("manual endpoints not passed on: %v %+v", err, out.Providers)
+	}
+}

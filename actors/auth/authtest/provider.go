@@ -53,6 +53,9 @@ type Provider struct {
 	Audience string // "" = ClientID
 	Nonce    string // non-empty replaces the nonce asked for
 	TTL      time.Duration
+	// NoDiscovery makes the discovery document 404 (a provider that
+	// must be configured by its endpoints).
+	NoDiscovery bool
 }
 
 type grant struct {
@@ -105,7 +108,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
+func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	off := p.NoDiscovery
+	p.mu.Unlock()
+	if off {
+		http.NotFound(w, r)
+		return
+	}
 	writeJSON(w, 200, map[string]any{
 		"issuer": p.URL, "authorization_endpoint": p.URL + "/authorize", "token_endpoint": p.URL + "/token",
 		"userinfo_endpoint": p.URL + "/userinfo", "jwks_uri": p.URL + "/jwks",
