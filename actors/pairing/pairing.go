@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -122,7 +123,8 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Pairing, error) {
 		return &pairingActor{p: p, db: db,
 			devices: store.NewCollection[Device](db, "pairing/devices"),
 			codes:   store.NewCollection[pending](db, "pairing/codes"),
-			actions: store.NewCollection[int64](db, "pairing/actions")}
+			actions: store.NewCollection[int64](db, "pairing/actions"),
+			locks:   store.NewCollection[lockState](db, "pairing/lockouts")}
 	})
 	if err != nil {
 		return nil, err
@@ -447,6 +449,9 @@ type pairingActor struct {
 	devices *store.Collection[Device]
 	codes   *store.Collection[pending]
 	actions *store.Collection[int64]
+	// locks keeps the wrong-code state, so a restart does not lift a
+	// lockout: one entry per address, and allFailures for the burn window.
+	locks *store.Collection[lockState]
 
 	devs     map[string]*Device
 	pending  map[string]time.Time // code hash -> expiry
@@ -461,6 +466,18 @@ type failures struct {
 	n           int
 	lockedUntil time.Time
 }
+
+// lockState is failures (or, under allFailures, the burn window) as
+// stored in pairing/lockouts.
+type lockState struct {
+	N           int         `json:"n,omitempty"`
+	LockedUntil time.Time   `json:"locked_until,omitzero"`
+	Recent      []time.Time `json:"recent,omitempty"`
+}
+
+// allFailures is the lockouts key of the burn window (no address
+// starts with "_").
+const allFailures = "_all"
 
 // registered and revoked come back from the write queue once durable.
 type registered struct {
@@ -551,6 +568,31 @@ func (a *pairingActor) load() error {
 	for _, id := range stale {
 		a.actions.DeleteAsync(id, func(error) {})
 	}
+	// Wrong-code counts: a lockout that has run out, like the window's
+	// old failures, is dropped (and deleted) as wrongCode would.
+	stale = stale[:0]
+	cfg := a.p.opts.Config
+	if err := a.locks.Each(func(id string, st lockState) bool {
+		if id == allFailures {
+			for _, t := range st.Recent {
+				if t.After(now.Add(-cfg.LockoutFor)) {
+					a.recent = append(a.recent, t)
+				}
+			}
+			return true
+		}
+		if st.N >= cfg.LockoutAfter && !now.Before(st.LockedUntil) {
+			stale = append(stale, id)
+			return true
+		}
+		a.fails[id] = &failures{n: st.N, lockedUntil: st.LockedUntil}
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, id := range stale {
+		a.locks.DeleteAsync(id, func(error) {})
+	}
 	a.publishAuth()
 	return nil
 }
@@ -637,7 +679,10 @@ func (a *pairingActor) claim(c actor.Context, m *claim) {
 			delete(a.pending, h)
 			a.codes.DeleteAsync(h, func(error) {})
 		}
-		c.Respond(a.wrongCode(m.sourceIP, now))
+		werr := a.wrongCode(m.sourceIP, now)
+		// Answered once the count is durable: a restart (or a crash)
+		// right after cannot forget a failure the caller saw.
+		a.saveFailures(m.sourceIP, a.answer(c, werr))
 		return
 	}
 	if len(a.devs)+a.reserved >= cfg.MaxDevices {
@@ -645,7 +690,10 @@ func (a *pairingActor) claim(c actor.Context, m *claim) {
 		return
 	}
 	delete(a.pending, h)
-	delete(a.fails, m.sourceIP)
+	if _, had := a.fails[m.sourceIP]; had {
+		delete(a.fails, m.sourceIP)
+		a.locks.DeleteAsync(m.sourceIP, func(error) {})
+	}
 	a.reserved++
 	a.codes.DeleteAsync(h, a.answer(c, &claimed{deviceID: uuid.NewString(), hash: h, expires: exp}))
 }
@@ -668,6 +716,11 @@ func (a *pairingActor) wrongCode(ip string, now time.Time) error {
 		}
 	}
 	a.recent = append(keep, now)
+	// Only whether BurnAfter are in the window matters: keep no more
+	// (the list is stored on every failure).
+	if n := len(a.recent) - max(cfg.BurnAfter, 1); n > 0 {
+		a.recent = slices.Delete(a.recent, 0, n)
+	}
 	if len(a.recent) >= cfg.BurnAfter && len(a.pending) > 0 {
 		a.p.log.Warn().Int("failures", len(a.recent)).Msg("pairing: too many wrong codes from all addresses; every pending code is void")
 		for h := range a.pending {
@@ -681,6 +734,21 @@ func (a *pairingActor) wrongCode(ip string, now time.Time) error {
 			"too many wrong pairing codes from this address; locked until %s", f.lockedUntil.UTC().Format(time.RFC3339))
 	}
 	return errBadCode
+}
+
+// saveFailures writes ip's count and the burn window in one async write.
+func (a *pairingActor) saveFailures(ip string, done func(error)) {
+	st := lockState{}
+	if f := a.fails[ip]; f != nil {
+		st = lockState{N: f.n, LockedUntil: f.lockedUntil}
+	}
+	all := lockState{Recent: slices.Clone(a.recent)}
+	a.db.UpdateAsync(func(tx *store.Txn) error {
+		if err := a.locks.PutTx(tx, ip, st); err != nil {
+			return err
+		}
+		return a.locks.PutTx(tx, allFailures, all)
+	}, done)
 }
 
 func (a *pairingActor) register(c actor.Context, m *register) {

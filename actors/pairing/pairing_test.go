@@ -310,3 +310,47 @@ func TestActionTokensAreSingleUseExpiringAndDieWithTheDevice(t *testing.T) {
 		t.Fatalf("action of a revoked device: %v", err)
 	}
 }
+
+func TestLockoutSurvivesRestart(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.LockoutAfter = 3; c.BurnAfter = 6 })
+	ctx := context.Background()
+	wrong := func(ip string) error {
+		_, err := h.p.Complete(ctx, CompleteRequest{Code: "AAA-AAA", SourceIP: ip})
+		return err
+	}
+	// Two wrong codes, a restart, a third: the count was kept.
+	wrong("10.0.0.9")
+	wrong("10.0.0.9")
+	h.restart()
+	if err := wrong("10.0.0.9"); codeOf(err) != "pairing_locked" {
+		t.Fatalf("third wrong code after a restart: %v", err)
+	}
+	// The lockout itself survives a restart, against the right code too.
+	h.restart()
+	good, _ := h.p.Request(ctx)
+	if _, err := h.p.Complete(ctx, CompleteRequest{Code: good.Code, SourceIP: "10.0.0.9", Name: "x"}); codeOf(err) != "pairing_locked" {
+		t.Fatalf("lockout lifted by a restart: %v", err)
+	}
+	// The burn window too: 3 failures so far, 2 more, a restart, 1 more
+	// voids every pending code.
+	wrong("10.1.0.1")
+	wrong("10.1.0.2")
+	h.restart()
+	wrong("10.1.0.3")
+	if _, err := h.p.Complete(ctx, CompleteRequest{Code: good.Code, SourceIP: "10.2.0.1", Name: "x"}); codeOf(err) != "invalid_pairing_code" {
+		t.Fatalf("burn window forgotten on restart: %v", err)
+	}
+	// It lifts after LockoutFor, restart or not, and a success clears
+	// the address's count.
+	h.advance(16 * time.Minute)
+	h.restart()
+	good, _ = h.p.Request(ctx)
+	if _, err := h.p.Complete(ctx, CompleteRequest{Code: good.Code, SourceIP: "10.0.0.9", Name: "x"}); err != nil {
+		t.Fatalf("after the lockout ran out: %v", err)
+	}
+	wrong("10.0.0.9") // the success cleared the count: two are no lockout
+	h.restart()
+	if err := wrong("10.0.0.9"); codeOf(err) != "invalid_pairing_code" {
+		t.Fatalf("count kept after a success: %v", err)
+	}
+}
