@@ -291,6 +291,22 @@ func (p *Pairing) Device(ctx context.Context, id string) (*View, error) {
 	return nil, kernel.NotFound("no paired device %q", id)
 }
 
+// PushEndpoint is the webhook engine's push endpoint of device id, whose
+// delivery records are the device's delivery history ("" when the
+// device has no push target); 404 unknown device.
+func (p *Pairing) PushEndpoint(ctx context.Context, id string) (string, error) {
+	devs, err := kernel.Ask[[]Device](ctx, p.k, p.pid, &ListDevices{})
+	if err != nil {
+		return "", err
+	}
+	for _, d := range devs {
+		if d.ID == id {
+			return d.Endpoint, nil
+		}
+	}
+	return "", kernel.NotFound("no paired device %q", id)
+}
+
 func (p *Pairing) view(d Device) View {
 	v := View{ID: d.ID, Name: d.Name, Platform: d.Platform, PairedAt: d.PairedAt, Push: d.Push}
 	if t, ok := p.lastSeen.Load(d.ID); ok {

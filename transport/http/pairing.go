@@ -14,6 +14,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/pairing"
+	"github.com/fangd/fangd/actors/webhook"
 )
 
 // Pairing routes (docs/pairing.md). Without [pairing] enabled every one
@@ -26,6 +27,7 @@ func (s *Server) pairingRoutes() {
 	s.api("POST", "/pairing/action", s.needPairing(s.pairingStrict(s.pairingAction)), strict)
 	s.api("GET", "/pairing/devices", s.needPairing(s.pairingDevices))
 	s.api("DELETE", "/pairing/devices/{id}", s.needPairing(s.pairingRevoke))
+	s.api("GET", "/pairing/devices/{id}/deliveries", s.needPairing(s.pairingDeliveries))
 	s.api("GET", "/pairing/me", s.needPairing(s.pairingMe))
 	s.api("GET", "/pairing/vapid", s.needPairing(s.pairingVAPID), public)
 	s.api("POST", "/pairing/notify", s.needPairing(s.pairingNotify))
@@ -231,6 +233,35 @@ func (s *Server) pairingDevices(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"devices": devs, "total": len(devs)})
+	return nil
+}
+
+// pairingDeliveries serves GET /api/pairing/devices/{id}/deliveries: the
+// device's push attempts from the webhook engine's
+// delivery records of its push endpoint (the shape of
+// GET /api/webhooks/{id}/deliveries). A device without a push target has
+// none.
+func (s *Server) pairingDeliveries(ctx *fasthttp.RequestCtx) error {
+	limit, err := intQuery(ctx, 50, 1, 200, "limit")
+	if err != nil {
+		return err
+	}
+	id, _ := ctx.UserValue("id").(string)
+	ep, err := s.deps.Pairing.PushEndpoint(s.reqCtx(ctx), id)
+	if err != nil {
+		return err
+	}
+	a := []webhook.Attempt{}
+	if ep != "" {
+		e, err := s.engine()
+		if err != nil {
+			return err
+		}
+		if a, err = e.Deliveries(s.reqCtx(ctx), ep, limit); err != nil {
+			return err
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"device_id": id, "deliveries": a, "total": len(a)})
 	return nil
 }
 
