@@ -68,6 +68,9 @@ func (c ClusterConfig) validate() error {
 	if c.BindPort < 0 || c.BindPort > 65535 {
 		errs = append(errs, errors.New("cluster.bind_port must be between 0 and 65535"))
 	}
+	if c.AdvertisedHost != "" && c.BindPort == 0 {
+		errs = append(errs, errors.New("cluster.advertised_host needs a fixed cluster.bind_port (the others dial that port)"))
+	}
 	if c.BindHost != "" && net.ParseIP(c.BindHost) == nil && c.BindHost != "localhost" {
 		errs = append(errs, fmt.Errorf("cluster.bind_host %q: want an IP address", c.BindHost))
 	}

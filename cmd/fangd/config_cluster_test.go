@@ -32,6 +32,7 @@ func TestClusterConfigValidate(t *testing.T) {
 		{Etcd: []string{"h:1"}, Name: "bad/name"},
 		{Etcd: []string{"h:1"}, BindPort: 70000},
 		{Etcd: []string{"h:1"}, BindHost: "not an ip"},
+		{Etcd: []string{"h:1"}, AdvertisedHost: "10.0.0.1"},
 		{Etcd: []string{"h:1"}, NodeName: strings.Repeat("x", 129)},
 	} {
 		if err := c.validate(); err == nil {

@@ -5,7 +5,6 @@ package clustertest
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -291,6 +290,6 @@ func TestBadClusterFlag(t *testing.T) {
 			t.Fatalf("exit %v, log:\n%s", err, n.log)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal(fmt.Sprintf("bad flag accepted\n%s", n.log))
+		t.Fatalf("bad flag accepted\n%s", n.log)
 	}
 }
