@@ -76,8 +76,10 @@ type Node struct {
 	etcd    *clientv3.Client
 	lease   clientv3.LeaseID
 	memberI string
-	stop    chan struct{}
-	done    chan struct{}
+	// ctx ends when Stop begins: the loop's etcd calls give up at once.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	mu       sync.Mutex
 	last     string // last record written
@@ -137,7 +139,8 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 		return nil, err
 	}
 	// The etcd provider names members "<cluster>@<actor system id>".
-	n := &Node{opts: opts, C: c, etcd: cli, memberI: opts.Name + "@" + k.System.ID, stop: make(chan struct{}), done: make(chan struct{})}
+	n := &Node{opts: opts, C: c, etcd: cli, memberI: opts.Name + "@" + k.System.ID, done: make(chan struct{})}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.register(); err != nil {
 		c.Shutdown(true)
 		cli.Close()
@@ -180,7 +183,7 @@ func (n *Node) record() Record {
 }
 
 func (n *Node) register() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
 	lease, err := n.etcd.Grant(ctx, recordTTL)
 	if err != nil {
@@ -209,11 +212,14 @@ func (n *Node) loop() {
 	started := time.Now()
 	for {
 		select {
-		case <-n.stop:
+		case <-n.ctx.Done():
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), refreshEvery)
+		if n.ctx.Err() != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, refreshEvery)
 		if _, err := n.etcd.KeepAliveOnce(ctx, n.lease); err != nil {
 			// The lease expired (etcd unreachable longer than its TTL):
 			// a new one and a fresh record.
@@ -337,14 +343,29 @@ func (n *Node) Endpoints() []string { return append([]string{}, n.opts.Endpoints
 // move) and removes the node record. Upstream's Shutdown also shuts the
 // actor system down, so it runs after fangd's root actors have stopped.
 func (n *Node) Stop() {
-	close(n.stop)
+	n.cancel()
 	<-n.done
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_, _ = n.etcd.Revoke(ctx, n.lease)
 	cancel()
-	n.C.Shutdown(true)
+	// Upstream deregisters with no deadline: with etcd gone it would
+	// hang the daemon's stop forever. Bounded here; the member's etcd
+	// key then expires with its lease (3 s).
+	left := make(chan struct{})
+	go func() {
+		n.C.Shutdown(true)
+		close(left)
+	}()
+	select {
+	case <-left:
+	case <-time.After(leaveDeadline):
+		n.opts.Log.Warn().Dur("after", leaveDeadline).Msg("leaving the cluster did not finish (etcd unreachable?); stopping anyway")
+	}
 	n.etcd.Close()
 }
+
+// leaveDeadline bounds a graceful leave (upstream sleeps 2 s of it).
+const leaveDeadline = 5 * time.Second
 
 func recoverUnary(log zerolog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {

@@ -21,6 +21,9 @@ type Server struct {
 	etcd *embed.Etcd
 	// Endpoint is host:port of its client listener.
 	Endpoint string
+	// Closer, when set, is what Close calls instead (tests that close
+	// etcd early and in cleanup, once).
+	Closer func()
 }
 
 // Start runs etcd with its data in dir, serving clients on clientAddr
@@ -61,7 +64,13 @@ func Start(dir, clientAddr string) (*Server, error) {
 }
 
 // Close stops etcd.
-func (s *Server) Close() { s.etcd.Close() }
+func (s *Server) Close() {
+	if s.Closer != nil {
+		s.Closer()
+		return
+	}
+	s.etcd.Close()
+}
 
 // freeAddr resolves a ":0" port to a free one (etcd's URLs need the real
 // port up front). A fixed port is returned as given.

@@ -67,12 +67,18 @@ type node struct {
 
 func startEtcd(t *testing.T) string {
 	t.Helper()
+	return startEtcdServer(t).Endpoint
+}
+
+func startEtcdServer(t *testing.T) *devetcd.Server {
+	t.Helper()
 	s, err := devetcd.Start(t.TempDir(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
-	return s.Endpoint
+	var once sync.Once
+	t.Cleanup(func() { once.Do(s.Close) })
+	return &devetcd.Server{Endpoint: s.Endpoint, Closer: func() { once.Do(s.Close) }}
 }
 
 func freeAddr(t *testing.T) string {
@@ -263,6 +269,24 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 	// A graceful leave revokes the record and deregisters from etcd at
 	// once: no waiting for a lease to run out.
 	waitMembers(t, nodes[0], "n1", 3*time.Second)
+}
+
+// With etcd gone, a graceful stop still ends: upstream's deregistration
+// has no deadline and used to hang the daemon forever.
+func TestStopWithEtcdGone(t *testing.T) {
+	etcd := startEtcdServer(t)
+	n := startNode(t, etcd.Endpoint, "orphan")
+	waitMembers(t, n, "orphan", 10*time.Second)
+	etcd.Closer()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-n.done:
+		n.done <- err
+	case <-time.After(30 * time.Second):
+		n.cmd.Process.Signal(syscall.SIGQUIT)
+		time.Sleep(2 * time.Second)
+		t.Fatalf("fangd did not stop with etcd gone\n%s", n.log)
+	}
 }
 
 // An etcd that does not answer is a clear start-up error, not a hang or
