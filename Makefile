@@ -26,8 +26,8 @@ test: fmt-check vet staticcheck test-deps
 # report upstream's races. fangd's own cluster code (config, HTTP) is
 # tested under -race by the target above. About 1 minute.
 test-cluster:
-	$(GO) vet -tags cluster ./cmd/fangd/clustertest/
-	$(GO) test -tags cluster -count=1 -timeout 5m ./cmd/fangd/clustertest/
+	$(GO) vet -tags cluster ./cmd/fangd/clustertest/ ./actors/cluster/
+	$(GO) test -tags cluster -count=1 -timeout 5m ./cmd/fangd/clustertest/ ./actors/cluster/
 
 # A local three-node cluster: an embedded etcd (cmd/fangd-devetcd, dev
 # only) on 127.0.0.1:23790 and nodes on 127.0.0.1:4601-4603. Ctrl-C stops it.
