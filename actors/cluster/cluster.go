@@ -57,7 +57,7 @@ type Options struct {
 	Kinds []*pcluster.Kind
 	// Hosted reports how many entities of each kind this node hosts now;
 	// it is read each time the node record is refreshed.
-	Hosted func() map[string]int
+	Hosted func(ctx context.Context) map[string]int
 	Log    zerolog.Logger
 }
 
@@ -176,7 +176,9 @@ func (n *Node) recordKey(member string) string {
 func (n *Node) record() Record {
 	hosted := map[string]int{}
 	if n.opts.Hosted != nil {
-		hosted = n.opts.Hosted()
+		ctx, cancel := context.WithTimeout(n.ctx, refreshEvery)
+		hosted = n.opts.Hosted(ctx)
+		cancel()
 	}
 	return Record{MemberID: n.memberI, NodeName: n.opts.NodeName, HTTPURL: n.opts.HTTPURL,
 		Address: n.Address(), Hosted: hosted}

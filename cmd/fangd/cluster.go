@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/fangd/fangd/actors/agent"
 	fcluster "github.com/fangd/fangd/actors/cluster"
 )
@@ -17,12 +19,12 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 		BindHost: cc.BindHost, BindPort: cc.BindPort, AdvertisedHost: cc.AdvertisedHost,
 		// How many of each per-node kind this node runs, read every
 		// refresh (2 s) for the node record in etcd.
-		Hosted: func() map[string]int {
+		Hosted: func(ctx context.Context) map[string]int {
 			h := map[string]int{}
-			if vs, err := channels.List(true); err == nil {
+			if vs, err := channels.List(ctx, true); err == nil {
 				h[fcluster.KindChannel] = len(vs)
 			}
-			if as, err := agents.List(); err == nil {
+			if as, err := agents.List(ctx); err == nil {
 				h[fcluster.KindAgent] = len(as)
 			}
 			return h

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -46,27 +45,17 @@ type serveCommand struct {
 	cluster, clusterName, nodeName string
 }
 
-func (c *serveCommand) Run(ctx context.Context, args []string) error {
+func (c *serveCommand) Run(ctx context.Context) error {
 	// SIGHUP reloads the config; caught from the start so that one sent
 	// while the daemon starts is applied once it serves, not fatal.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.StringVar(&c.listen, "listen", "", "listen address (default api_listen, 127.0.0.1:4545)")
-	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
-	fs.StringVar(&c.config, "config", "", "config file (default $FANGD_HOME/config.toml)")
-	fs.StringVar(&c.cluster, "cluster", "", "cluster mode: etcd://HOST:2379[,HOST:2379] (default [cluster] etcd; none: single node)")
-	fs.StringVar(&c.clusterName, "cluster-name", "", "cluster name (default [cluster] name, \"fangd\")")
-	fs.StringVar(&c.nodeName, "node-name", "", "this node's name in the cluster (default [cluster] node_name, host name and API port)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
 	var clusterEtcd []string
 	if c.cluster != "" {
 		eps, err := parseClusterURL(c.cluster)
 		if err != nil {
-			return err
+			return &usageError{err.Error()}
 		}
 		clusterEtcd = eps
 	}
