@@ -5,6 +5,7 @@ package clustertest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -310,7 +311,9 @@ func TestBadClusterFlag(t *testing.T) {
 	select {
 	case err := <-n.done:
 		n.done <- err
-		if err == nil || !strings.Contains(n.log.String(), "etcd://") {
+		// A bad flag value is a usage error: exit 2, as for every command.
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(n.log.String(), "etcd://") {
 			t.Fatalf("exit %v, log:\n%s", err, n.log)
 		}
 	case <-time.After(10 * time.Second):
