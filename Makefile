@@ -33,7 +33,7 @@ test-cluster:
 # only) on 127.0.0.1:23790 and nodes on 127.0.0.1:4601-4603. Ctrl-C stops it.
 cluster: build
 	$(GO) build -o bin/fangd-devetcd ./cmd/fangd-devetcd
-	./scripts/cluster.sh
+	./cmd/fangd-devetcd/cluster.sh
 
 # The fast inner loop: no race detector, no vet or staticcheck, and tests
 # that wait for long timeouts skip themselves (-short). Not the gate.

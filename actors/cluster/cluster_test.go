@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fangd/fangd/actors/kernel"
-	"github.com/fangd/fangd/internal/devetcd"
+	"github.com/fangd/fangd/actors/cluster/devetcd"
 )
 
 // A message batch naming a type or serializer the receiver does not have

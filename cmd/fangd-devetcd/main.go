@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/fangd/fangd/internal/devetcd"
+	"github.com/fangd/fangd/actors/cluster/devetcd"
 )
 
 func main() {

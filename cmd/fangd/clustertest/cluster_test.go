@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fangd/fangd/internal/devetcd"
+	"github.com/fangd/fangd/actors/cluster/devetcd"
 )
 
 // Built without -race: see doc.go.
