@@ -239,16 +239,16 @@ func gateRoundTrips(ctx context.Context, env *Env) (p50, p99 time.Duration, err 
 	}
 	var lat []time.Duration
 	for i := 0; i < 2*roundTrips && ctx.Err() == nil; i++ {
-		rec, err := apps.Create(approval.Request{AgentID: "bench", Action: "shell_exec"})
+		rec, err := apps.Create(context.Background(), approval.Request{AgentID: "bench", Action: "shell_exec"})
 		if err != nil {
 			return 0, 0, err
 		}
 		f := k.Root.RequestFuture(apps.PID(), &approval.Gate{Req: approval.Request{ID: rec.ID, AgentID: "bench", Action: "shell_exec"}}, 30*time.Second)
-		if _, err := apps.Get(rec.ID); err != nil { // the Gate is in place once this answers
+		if _, err := apps.Get(context.Background(), rec.ID); err != nil { // the Gate is in place once this answers
 			return 0, 0, err
 		}
 		t0 := time.Now()
-		if _, err := apps.Decide(approval.Decide{ID: rec.ID, Approve: true, By: approval.Decider{Identity: "bench", Via: approval.ViaAPI}}); err != nil {
+		if _, err := apps.Decide(context.Background(), approval.Decide{ID: rec.ID, Approve: true, By: approval.Decider{Identity: "bench", Via: approval.ViaAPI}}); err != nil {
 			return 0, 0, err
 		}
 		res, err := f.Result()

@@ -124,7 +124,7 @@ func measureAppends(ctx context.Context, env *Env, maxBatch int) (appendStats, e
 	st.p99 = all[min(len(all)-1, len(all)*99/100)]
 	st.commits = counterValue(k, "fangd_audit_commits_total")
 
-	rep, err := al.Verify()
+	rep, err := al.Verify(context.Background())
 	if err != nil {
 		return st, err
 	}

@@ -90,7 +90,7 @@ func busThroughput(ctx context.Context, env *Env, n, subs int) (float64, int, er
 	var wg sync.WaitGroup
 	var cut atomic.Int32
 	for range subs {
-		r, err := c.bus.Subscribe(comms.Subscribe{Key: "bench", Buffer: 1 << 16})
+		r, err := c.bus.Subscribe(context.Background(), comms.Subscribe{Key: "bench", Buffer: 1 << 16})
 		if err != nil {
 			return 0, 0, err
 		}
@@ -146,7 +146,7 @@ func busFanout(ctx context.Context, env *Env, subs, perSec int, d time.Duration)
 	var wg sync.WaitGroup
 	var subsList []*comms.Subscription
 	for range subs {
-		r, err := c.bus.Subscribe(comms.Subscribe{Key: "bench", Buffer: 4096})
+		r, err := c.bus.Subscribe(context.Background(), comms.Subscribe{Key: "bench", Buffer: 4096})
 		if err != nil {
 			return 0, 0, err
 		}

@@ -93,7 +93,7 @@ func measureReserveSettle(ctx context.Context, env *Env) (settleStats, error) {
 		return st, err
 	}
 	daily := 1e6 // a limit to check on every reservation, never reached
-	if _, err := m.SetBudget(usage.SetBudget{DailyLimitUSD: &daily}); err != nil {
+	if _, err := m.SetBudget(context.Background(), usage.SetBudget{DailyLimitUSD: &daily}); err != nil {
 		stopAll()
 		return st, err
 	}
@@ -109,12 +109,12 @@ func measureReserveSettle(ctx context.Context, env *Env) (settleStats, error) {
 			defer wg.Done()
 			agent := fmt.Sprintf("agent-%d", w%16)
 			for time.Now().Before(stop) && ctx.Err() == nil {
-				res, err := m.Reserve(usage.Reserve{AgentID: agent, Provider: "groq", Model: "llama-3.3-70b-versatile", CostNanos: 3000, Tokens: 100})
+				res, err := m.Reserve(context.Background(), usage.Reserve{AgentID: agent, Provider: "groq", Model: "llama-3.3-70b-versatile", CostNanos: 3000, Tokens: 100})
 				if err != nil {
 					errs[w] = err
 					return
 				}
-				if _, err := m.Settle(res.ID, usage.Event{AgentID: agent, Provider: "groq", Model: "llama-3.3-70b-versatile",
+				if _, err := m.Settle(context.Background(), res.ID, usage.Event{AgentID: agent, Provider: "groq", Model: "llama-3.3-70b-versatile",
 					InputTokens: 50, OutputTokens: 20, CostNanos: 1500, LatencyMS: 300, Outcome: "ok"}); err != nil {
 					errs[w] = err
 					return
@@ -151,13 +151,13 @@ func measureReserveSettle(ctx context.Context, env *Env) (settleStats, error) {
 	if m, err = usage.Start(k, db, nil, usage.Options{}); err != nil {
 		return st, err
 	}
-	rep, err := m.Usage("month")
+	rep, err := m.Usage(context.Background(), "month")
 	if err != nil {
 		return st, err
 	}
 	// A run across midnight UTC on the 1st would split the month: the
 	// lifetime per-model totals hold every event whatever the date.
-	byModel, err := m.ByModel("")
+	byModel, err := m.ByModel(context.Background(), "")
 	if err != nil {
 		return st, err
 	}

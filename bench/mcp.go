@@ -154,7 +154,7 @@ func runMCPProxy(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, err
 	}
 	cmd, args := peers.Everything("stdio")
-	if _, err := m.Add(mcp.AddRequest{Spec: mcp.Spec{Name: "everything", Transport: mcp.Transport{Type: mcp.TransportStdio, Command: cmd, Args: args}}}); err != nil {
+	if _, err := m.Add(context.Background(), mcp.AddRequest{Spec: mcp.Spec{Name: "everything", Transport: mcp.Transport{Type: mcp.TransportStdio, Command: cmd, Args: args}}}); err != nil {
 		return nil, err
 	}
 	raw := json.RawMessage(`{"message":"bench"}`)
@@ -213,7 +213,7 @@ func runMCPProxy(ctx context.Context, env *Env) ([]Row, error) {
 	env.logf("recovery: 20 x kill -9 of the stdio server")
 	var rec []time.Duration
 	for range 20 {
-		v, err := m.Server("everything")
+		v, err := m.Server(context.Background(), "everything")
 		if err != nil || v.Pid == 0 {
 			return nil, fmt.Errorf("no server process: %+v %v", v, err)
 		}
@@ -222,7 +222,7 @@ func runMCPProxy(ctx context.Context, env *Env) ([]Row, error) {
 			return nil, err
 		}
 		for {
-			cur, _ := m.Server("everything")
+			cur, _ := m.Server(context.Background(), "everything")
 			if cur.Pid != v.Pid {
 				break
 			}

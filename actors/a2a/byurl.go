@@ -23,7 +23,7 @@ func (s *Service) ExternalAgentByURL(ctx context.Context, rawURL string) (a Exte
 	if err := ctx.Err(); err != nil {
 		return a, false, err
 	}
-	x, err := ask[*ExternalAgent](s, &getAgent{id: agentIDFor(canon)})
+	x, err := kernel.Ask[*ExternalAgent](ctx, s.k, s.sup, &getAgent{id: agentIDFor(canon)})
 	if err != nil {
 		if de := kernel.AsError(err); de != nil && de.Kind == kernel.KindNotFound {
 			return a, false, nil
@@ -49,8 +49,8 @@ func (s *Service) SyncWait() time.Duration { return s.opts.SyncWait }
 // id). With no remote and no external agent named ref, ref may name one
 // agent served by exactly one discovered peer: then that peer and that
 // agent.
-func (s *Service) outboundTarget(ref, remote string) (ExternalAgent, string, error) {
-	agent, err := s.ExternalAgent(ref)
+func (s *Service) outboundTarget(ctx context.Context, ref, remote string) (ExternalAgent, string, error) {
+	agent, err := s.ExternalAgent(ctx, ref)
 	if err == nil {
 		if remote == "" {
 			return agent, "", nil
@@ -76,7 +76,7 @@ func (s *Service) outboundTarget(ref, remote string) (ExternalAgent, string, err
 	if de == nil || de.Kind != kernel.KindNotFound {
 		return agent, "", err
 	}
-	all, lerr := ask[[]ExternalAgent](s, &listAgents{})
+	all, lerr := kernel.Ask[[]ExternalAgent](ctx, s.k, s.sup, &listAgents{})
 	if lerr != nil {
 		return agent, "", err
 	}

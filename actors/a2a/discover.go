@@ -158,7 +158,7 @@ func (s *Service) Discover(ctx context.Context, rawURL string, token []byte) (Ex
 	if len(token) > 0 {
 		tok = bytes.Clone(token)
 	}
-	reply, err := ask[*putAgentReply](s, &putAgent{agent: agent, token: tok})
+	reply, err := kernel.Ask[*putAgentReply](ctx, s.k, s.sup, &putAgent{agent: agent, token: tok})
 	if err != nil {
 		return ExternalAgent{}, false, err
 	}
@@ -387,8 +387,8 @@ func (s *supervisor) deleteAgent(c actor.Context, m *deleteAgent) {
 }
 
 // ExternalAgents lists the discovered agents (without raw cards).
-func (s *Service) ExternalAgents() ([]ExternalAgent, error) {
-	all, err := ask[[]ExternalAgent](s, &listAgents{})
+func (s *Service) ExternalAgents(ctx context.Context) ([]ExternalAgent, error) {
+	all, err := kernel.Ask[[]ExternalAgent](ctx, s.k, s.sup, &listAgents{})
 	if err != nil {
 		return nil, err
 	}
@@ -400,12 +400,12 @@ func (s *Service) ExternalAgents() ([]ExternalAgent, error) {
 
 // ExternalAgent returns one discovered agent, by id, or by name when no id
 // matches.
-func (s *Service) ExternalAgent(ref string) (ExternalAgent, error) {
-	a, err := ask[*ExternalAgent](s, &getAgent{id: ref})
+func (s *Service) ExternalAgent(ctx context.Context, ref string) (ExternalAgent, error) {
+	a, err := kernel.Ask[*ExternalAgent](ctx, s.k, s.sup, &getAgent{id: ref})
 	if err == nil {
 		return *a, nil
 	}
-	all, lerr := ask[[]ExternalAgent](s, &listAgents{})
+	all, lerr := kernel.Ask[[]ExternalAgent](ctx, s.k, s.sup, &listAgents{})
 	if lerr != nil {
 		return ExternalAgent{}, err
 	}
@@ -418,7 +418,7 @@ func (s *Service) ExternalAgent(ref string) (ExternalAgent, error) {
 }
 
 // DeleteExternalAgent forgets a discovered agent and its token.
-func (s *Service) DeleteExternalAgent(id string) error {
-	_, err := ask[*ack](s, &deleteAgent{id: id})
+func (s *Service) DeleteExternalAgent(ctx context.Context, id string) error {
+	_, err := kernel.Ask[*ack](ctx, s.k, s.sup, &deleteAgent{id: id})
 	return err
 }

@@ -43,7 +43,7 @@ func (h *protocolHandler) GetTask(ctx context.Context, req *a2a.GetTaskRequest) 
 	if req.HistoryLength != nil && *req.HistoryLength < 0 {
 		return nil, a2a.NewError(a2a.ErrInvalidParams, "historyLength must not be negative")
 	}
-	snap, err := ask[*TaskSnapshot](h.svc, &getTask{id: string(req.ID), scope: h.scope(ctx)})
+	snap, err := kernel.Ask[*TaskSnapshot](ctx, h.svc.k, h.svc.sup, &getTask{id: string(req.ID), scope: h.scope(ctx)})
 	if err != nil {
 		return nil, toProtocol(err)
 	}
@@ -65,7 +65,7 @@ func (h *protocolHandler) ListTasks(ctx context.Context, req *a2a.ListTasksReque
 	if req.StatusTimestampAfter != nil {
 		f.After = *req.StatusTimestampAfter
 	}
-	page, err := ask[*TaskPage](h.svc, &listTasks{filter: f, scope: h.scope(ctx)})
+	page, err := kernel.Ask[*TaskPage](ctx, h.svc.k, h.svc.sup, &listTasks{filter: f, scope: h.scope(ctx)})
 	if err != nil {
 		return nil, toProtocol(err)
 	}
@@ -86,7 +86,7 @@ func (h *protocolHandler) CancelTask(ctx context.Context, req *a2a.CancelTaskReq
 	if req == nil || req.ID == "" {
 		return nil, a2a.NewError(a2a.ErrInvalidParams, "id is required")
 	}
-	snap, err := ask[*TaskSnapshot](h.svc, &cancelTask{id: string(req.ID), scope: h.scope(ctx)})
+	snap, err := kernel.Ask[*TaskSnapshot](ctx, h.svc.k, h.svc.sup, &cancelTask{id: string(req.ID), scope: h.scope(ctx)})
 	if err != nil {
 		return nil, toProtocol(err)
 	}
@@ -144,7 +144,7 @@ func (h *protocolHandler) SubscribeToTask(ctx context.Context, req *a2a.Subscrib
 			return
 		}
 		sub := newSubscriber()
-		snap, err := ask[*TaskSnapshot](h.svc, &subscribeTask{id: string(req.ID), scope: h.scope(ctx), sub: sub})
+		snap, err := kernel.Ask[*TaskSnapshot](ctx, h.svc.k, h.svc.sup, &subscribeTask{id: string(req.ID), scope: h.scope(ctx), sub: sub})
 		if err != nil {
 			yield(nil, toProtocol(err))
 			return
@@ -259,7 +259,7 @@ func (s *Service) startInbound(ctx context.Context, agentID string, req *a2a.Sen
 		rec.Push = []PushTarget{p}
 	}
 	sub := newSubscriber()
-	if _, err := ask[*TaskSnapshot](s, &createTask{rec: rec, sub: sub}); err != nil {
+	if _, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &createTask{rec: rec, sub: sub}); err != nil {
 		return nil, "", err
 	}
 	s.received(rec)
@@ -292,7 +292,7 @@ func newID() string { return uuid.Must(uuid.NewV7()).String() }
 // agents finish a task in one turn (follow-ups share the context instead),
 // so a task never waits for more input.
 func (s *Service) continueTask(ctx context.Context, agentID string, msg *a2a.Message) error {
-	snap, err := ask[*TaskSnapshot](s, &getTask{id: string(msg.TaskID), scope: CallerFrom(ctx).scope(Inbound, agentID)})
+	snap, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &getTask{id: string(msg.TaskID), scope: CallerFrom(ctx).scope(Inbound, agentID)})
 	if err != nil {
 		return err
 	}
@@ -418,7 +418,7 @@ func (h *protocolHandler) GetTaskPushConfig(ctx context.Context, req *a2a.GetTas
 	if h.svc.pusher == nil {
 		return nil, toProtocol(errPushUnsupported)
 	}
-	p, err := ask[*PushTarget](h.svc, &getPush{id: string(req.TaskID), configID: req.ID, scope: h.scope(ctx)})
+	p, err := kernel.Ask[*PushTarget](ctx, h.svc.k, h.svc.sup, &getPush{id: string(req.TaskID), configID: req.ID, scope: h.scope(ctx)})
 	if err != nil {
 		return nil, toProtocol(err)
 	}
@@ -430,7 +430,7 @@ func (h *protocolHandler) ListTaskPushConfigs(ctx context.Context, req *a2a.List
 	if h.svc.pusher == nil {
 		return nil, toProtocol(errPushUnsupported)
 	}
-	ps, err := ask[[]PushTarget](h.svc, &listPush{id: string(req.TaskID), scope: h.scope(ctx)})
+	ps, err := kernel.Ask[[]PushTarget](ctx, h.svc.k, h.svc.sup, &listPush{id: string(req.TaskID), scope: h.scope(ctx)})
 	if err != nil {
 		return nil, toProtocol(err)
 	}
@@ -453,7 +453,7 @@ func (h *protocolHandler) CreateTaskPushConfig(ctx context.Context, req *a2a.Pus
 	if err := h.svc.validatePushTarget(ctx, &p); err != nil {
 		return nil, toProtocol(err)
 	}
-	saved, err := ask[*PushTarget](h.svc, &setPush{id: string(req.TaskID), scope: h.scope(ctx), target: p})
+	saved, err := kernel.Ask[*PushTarget](ctx, h.svc.k, h.svc.sup, &setPush{id: string(req.TaskID), scope: h.scope(ctx), target: p})
 	if err != nil {
 		return nil, toProtocol(err)
 	}
@@ -465,7 +465,7 @@ func (h *protocolHandler) DeleteTaskPushConfig(ctx context.Context, req *a2a.Del
 	if h.svc.pusher == nil {
 		return toProtocol(errPushUnsupported)
 	}
-	_, err := ask[*ack](h.svc, &deletePush{id: string(req.TaskID), configID: req.ID, scope: h.scope(ctx)})
+	_, err := kernel.Ask[*ack](ctx, h.svc.k, h.svc.sup, &deletePush{id: string(req.TaskID), configID: req.ID, scope: h.scope(ctx)})
 	return toProtocol(err)
 }
 
@@ -493,22 +493,22 @@ func (s *Service) SendSeed(ctx context.Context, agentRef string, msg *a2a.Messag
 	msg.ContextID = contextID
 	rec := newInboundRecord(agent, CallerFrom(ctx), msg)
 	sub := newSubscriber()
-	if _, err := ask[*TaskSnapshot](s, &createTask{rec: rec, sub: sub}); err != nil {
+	if _, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &createTask{rec: rec, sub: sub}); err != nil {
 		return nil, err
 	}
 	s.received(rec)
 	if _, err := s.await(ctx, sub, false); err != nil && !errors.Is(err, context.Canceled) {
 		return nil, err
 	}
-	return ask[*TaskSnapshot](s, &getTask{id: rec.ID, scope: CallerFrom(ctx).scope(Inbound, "")})
+	return kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &getTask{id: rec.ID, scope: CallerFrom(ctx).scope(Inbound, "")})
 }
 
 // InboundTask serves GET /a2a/tasks/{id}.
 func (s *Service) InboundTask(ctx context.Context, id string) (*TaskSnapshot, error) {
-	return ask[*TaskSnapshot](s, &getTask{id: id, scope: CallerFrom(ctx).scope(Inbound, "")})
+	return kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &getTask{id: id, scope: CallerFrom(ctx).scope(Inbound, "")})
 }
 
 // CancelInbound serves POST /a2a/tasks/{id}/cancel.
 func (s *Service) CancelInbound(ctx context.Context, id string) (*TaskSnapshot, error) {
-	return ask[*TaskSnapshot](s, &cancelTask{id: id, scope: CallerFrom(ctx).scope(Inbound, "")})
+	return kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &cancelTask{id: id, scope: CallerFrom(ctx).scope(Inbound, "")})
 }

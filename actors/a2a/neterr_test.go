@@ -1,6 +1,7 @@
 package a2a
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ func TestDiscoverReportsNetworkCauses(t *testing.T) {
 			t.Errorf("%s: %q suggests allow-listing link-local", c.url, de.Msg)
 		}
 	}
-	if list, _ := h.svc.ExternalAgents(); len(list) != 0 {
+	if list, _ := h.svc.ExternalAgents(context.Background()); len(list) != 0 {
 		t.Fatalf("failed discoveries stored agents: %+v", list)
 	}
 }

@@ -51,7 +51,7 @@ type SendReceipt struct {
 // actor delivers the message and follows the peer's task to its end.
 // replayed is true when the Idempotency-Key was seen with the same body.
 func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendReceipt, bool, error) {
-	agent, remote, err := s.outboundTarget(req.AgentRef, req.RemoteAgent)
+	agent, remote, err := s.outboundTarget(ctx, req.AgentRef, req.RemoteAgent)
 	if err != nil {
 		return SendReceipt{}, false, err
 	}
@@ -84,7 +84,7 @@ func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendRe
 		idem = &idemEntry{key: hex.EncodeToString(sum[:]),
 			rec: idemRecord{BodyHash: req.BodyHash, TaskID: id, AgentID: agent.ID, State: rec.State, CreatedAt: now}}
 	}
-	res, err := kernel.Ask[any](s.k, s.sup, &createTask{rec: rec, idem: idem}, askTimeout)
+	res, err := kernel.Ask[any](ctx, s.k, s.sup, &createTask{rec: rec, idem: idem})
 	if err != nil {
 		return SendReceipt{}, false, err
 	}
@@ -102,14 +102,14 @@ func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendRe
 
 // OutboundTask returns an outbound task's state as the peer reported it.
 func (s *Service) OutboundTask(ctx context.Context, id string) (*TaskSnapshot, error) {
-	return ask[*TaskSnapshot](s, &getTask{id: id, scope: CallerFrom(ctx).scope(Outbound, "")})
+	return kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &getTask{id: id, scope: CallerFrom(ctx).scope(Outbound, "")})
 }
 
 // WaitOutbound waits until an outbound task finishes or ctx ends, and
 // returns its state then.
 func (s *Service) WaitOutbound(ctx context.Context, id string) (*TaskSnapshot, error) {
 	sub := newSubscriber()
-	snap, err := ask[*TaskSnapshot](s, &subscribeTask{id: id, scope: CallerFrom(ctx).scope(Outbound, ""), sub: sub})
+	snap, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &subscribeTask{id: id, scope: CallerFrom(ctx).scope(Outbound, ""), sub: sub})
 	if err != nil {
 		return nil, err
 	}

@@ -140,15 +140,15 @@ func TestDiscoverStoresTheAgentWithAStableID(t *testing.T) {
 		t.Fatalf("rediscovery: %+v created=%v err=%v", again, created, err)
 	}
 	h.restart()
-	list, err := h.svc.ExternalAgents()
+	list, err := h.svc.ExternalAgents(context.Background())
 	if err != nil || len(list) != 1 || list[0].ID != a.ID || list[0].Card != nil {
 		t.Fatalf("after restart: %+v %v", list, err)
 	}
-	byName, err := h.svc.ExternalAgent("peer agent")
+	byName, err := h.svc.ExternalAgent(context.Background(), "peer agent")
 	if err != nil || byName.ID != a.ID {
 		t.Fatalf("by name: %+v %v", byName, err)
 	}
-	if _, err := h.svc.ExternalAgent("nope"); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindNotFound {
+	if _, err := h.svc.ExternalAgent(context.Background(), "nope"); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatalf("unknown agent: %v", err)
 	}
 }
@@ -369,7 +369,7 @@ func TestDiscoveryRefusesBadCardsAndPlaces(t *testing.T) {
 	if a.CardURL != srv.URL+"/.well-known/agent.json" || len(a.Interfaces) != 1 || a.Interfaces[0].ProtocolVersion != "0.3" || a.Interfaces[0].URL != srv.URL+"/a2a" {
 		t.Fatalf("seed card agent %+v", a)
 	}
-	if list, _ := h.svc.ExternalAgents(); len(list) != 1 {
+	if list, _ := h.svc.ExternalAgents(context.Background()); len(list) != 1 {
 		t.Fatalf("failed discoveries stored agents: %+v", list)
 	}
 }

@@ -230,12 +230,6 @@ func (s *Service) supervisorTasks() *store.Collection[taskRecord] {
 	return store.NewCollection[taskRecord](s.db, tasksCollection)
 }
 
-// askTimeout bounds asks to the supervisor and task actors; they answer
-// from memory or one store read.
-const askTimeout = kernel.DefaultAskTimeout
-
-func ask[T any](s *Service, msg any) (T, error) { return kernel.Ask[T](s.k, s.sup, msg, askTimeout) }
-
 // Caller is who is calling, as the HTTP layer authenticated them.
 type Caller struct {
 	// Name is "api_key", "loopback" or "peer:<name>".
@@ -248,7 +242,7 @@ type Caller struct {
 type callerKeyType struct{}
 
 // CallerKey is the request value under which the HTTP layer stores the
-// Caller (fasthttp's RequestCtx is the context the SDK handlers get).
+// Caller (transport/http carries it into its request contexts).
 var CallerKey any = callerKeyType{}
 
 // CallerFrom reads the Caller from a request context; a context without

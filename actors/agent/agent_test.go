@@ -133,7 +133,7 @@ func f64(v float64) *float64 { return &v }
 
 func (h *harness) create(name string) *Agent {
 	h.t.Helper()
-	a, err := h.agents.Create(Spec{Name: name, Model: "fake/m", SystemPrompt: "you are " + name}, Who{Actor: "test"})
+	a, err := h.agents.Create(context.Background(), Spec{Name: name, Model: "fake/m", SystemPrompt: "you are " + name}, Who{Actor: "test"})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func (h *harness) create(name string) *Agent {
 }
 
 func (h *harness) auditTypes() []string {
-	rec, err := h.audit.Recent(500)
+	rec, err := h.audit.Recent(context.Background(), 500)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestAgentLifecycleAndLookup(t *testing.T) {
 	if a.MaxTokens != DefaultMaxTokens || a.Provider != "fake" || a.ModelID != "m" || a.State != "running" || len(a.ID) != 36 {
 		t.Fatalf("created %+v", a)
 	}
-	if _, err := h.agents.Create(Spec{Name: "CODER", Model: "fake/m"}, Who{}); code(err) != "agent_name_taken" {
+	if _, err := h.agents.Create(context.Background(), Spec{Name: "CODER", Model: "fake/m"}, Who{}); code(err) != "agent_name_taken" {
 		t.Fatalf("duplicate name (case-insensitive): %v", err)
 	}
 	for _, bad := range []Spec{
@@ -188,31 +188,31 @@ func TestAgentLifecycleAndLookup(t *testing.T) {
 		{Name: a.ID, Model: "fake/m"}, {Name: "x", Model: "fake/m", MaxTokens: new(int)},
 		{Name: "x", Model: "fake/m", Tools: []string{"bad tool"}},
 	} {
-		if _, err := h.agents.Create(bad, Who{}); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
+		if _, err := h.agents.Create(context.Background(), bad, Who{}); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
 			t.Fatalf("%+v: %v", bad, err)
 		}
 	}
-	byName, err := h.agents.Get(Ref{Name: "Coder"})
+	byName, err := h.agents.Get(context.Background(), Ref{Name: "Coder"})
 	if err != nil || byName.ID != a.ID {
 		t.Fatalf("by name: %+v %v", byName, err)
 	}
 	name2, desc := "coder2", "writes code"
-	up, err := h.agents.Update(Ref{ID: a.ID}, Patch{Name: &name2, Description: &desc}, Who{})
+	up, err := h.agents.Update(context.Background(), Ref{ID: a.ID}, Patch{Name: &name2, Description: &desc}, Who{})
 	if err != nil || up.Name != "coder2" || up.Description != desc || !up.UpdatedAt.After(a.CreatedAt) {
 		t.Fatalf("update %+v %v", up, err)
 	}
-	if _, err := h.agents.Get(Ref{Name: "coder"}); code(err) != "agent_not_found" {
+	if _, err := h.agents.Get(context.Background(), Ref{Name: "coder"}); code(err) != "agent_not_found" {
 		t.Fatalf("old name still resolves: %v", err)
 	}
 	h.create("coder") // the old name is free again
-	list, _ := h.agents.List()
+	list, _ := h.agents.List(context.Background())
 	if len(list) != 2 || list[0].ID != a.ID {
 		t.Fatalf("list %+v", list)
 	}
-	if _, err := h.agents.Delete(Ref{Name: "coder2"}, Who{}); err != nil {
+	if _, err := h.agents.Delete(context.Background(), Ref{Name: "coder2"}, Who{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.agents.Get(Ref{ID: a.ID}); code(err) != "agent_not_found" {
+	if _, err := h.agents.Get(context.Background(), Ref{ID: a.ID}); code(err) != "agent_not_found" {
 		t.Fatalf("deleted agent: %v", err)
 	}
 	types := strings.Join(h.auditTypes(), " ")
@@ -232,7 +232,7 @@ func TestAgentLifecycleAndLookup(t *testing.T) {
 func TestTurnsKeepHistoryPerSessionAndSurviveRestart(t *testing.T) {
 	h := newHarness(t)
 	a := h.create("chat")
-	r1, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "first", From: "api"})
+	r1, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "first", From: "api"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,12 +240,12 @@ func TestTurnsKeepHistoryPerSessionAndSurviveRestart(t *testing.T) {
 		t.Fatalf("turn %+v", r1)
 	}
 	other := "5f8e7f5e-8a39-4a4a-9f5e-1f2b3c4d5e6f"
-	if _, err := h.agents.Send(Send{Ref: Ref{Name: "chat"}, Text: "elsewhere", SessionID: other}); err != nil {
+	if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{Name: "chat"}, Text: "elsewhere", SessionID: other}); err != nil {
 		t.Fatal(err)
 	}
 	h.stop()
 	h.start()
-	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "second"}); err != nil {
+	if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "second"}); err != nil {
 		t.Fatal(err)
 	}
 	reqs := h.fake.Requests()
@@ -257,7 +257,7 @@ func TestTurnsKeepHistoryPerSessionAndSurviveRestart(t *testing.T) {
 	if reqs[1].Messages[0].Content != "elsewhere" || len(reqs[1].Messages) != 1 {
 		t.Fatalf("another session starts empty: %+v", reqs[1].Messages)
 	}
-	rep, _ := h.meter.Usage("day")
+	rep, _ := h.meter.Usage(context.Background(), "day")
 	if rep.RequestCount != 3 || rep.ActiveAgents != 1 {
 		t.Fatalf("usage %+v", rep)
 	}
@@ -278,7 +278,7 @@ func TestHistoriesOutliveTheMemoryCacheAndForgottenSessionsStayGone(t *testing.T
 	sid := func(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", i) }
 	send := func(i int, text string) {
 		t.Helper()
-		if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: text, SessionID: sid(i)}); err != nil {
+		if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: text, SessionID: sid(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -348,7 +348,7 @@ func TestSessionsSerialiseButDoNotBlockEachOther(t *testing.T) {
 	var mu sync.Mutex
 	send := func(text, session string) {
 		defer wg.Done()
-		r, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: text, SessionID: session})
+		r, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: text, SessionID: session})
 		if err != nil {
 			t.Error(text, err)
 			return
@@ -388,13 +388,13 @@ func TestQueueBoundAndBudgetRefusal(t *testing.T) {
 	})
 	errs := make(chan error, 6)
 	go func() {
-		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "first"})
+		_, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "first"})
 		errs <- err
 	}()
 	waitFor(t, "the first call to reach the provider", func() bool { return h.sawMessage("first") })
 	for i := 0; i < 5; i++ {
 		go func() {
-			_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "more"})
+			_, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "more"})
 			errs <- err
 		}()
 	}
@@ -413,11 +413,11 @@ func TestQueueBoundAndBudgetRefusal(t *testing.T) {
 		}
 	}
 	tiny := 1e-9
-	if _, err := h.meter.SetAgentBudget(usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
+	if _, err := h.meter.SetAgentBudget(context.Background(), usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {
 		t.Fatal(err)
 	}
 	before := len(h.fake.Requests())
-	_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hi"})
+	_, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "hi"})
 	if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindPaymentRequired || de.Code != "budget_exceeded" {
 		t.Fatalf("over budget: %v", err)
 	}
@@ -432,17 +432,17 @@ func TestQueueBoundAndBudgetRefusal(t *testing.T) {
 func TestDeleteDuringTurnAnswersCallerAndRemovesSessions(t *testing.T) {
 	h := newHarness(t)
 	a := h.create("gone")
-	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "keep me"}); err != nil {
+	if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "keep me"}); err != nil {
 		t.Fatal(err)
 	}
 	h.fake.SetLatency(2 * time.Second)
 	done := make(chan error, 1)
 	go func() {
-		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "in flight"})
+		_, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "in flight"})
 		done <- err
 	}()
 	waitFor(t, "the call to reach the provider", func() bool { return h.sawMessage("in flight") })
-	if _, err := h.agents.Delete(Ref{ID: a.ID}, Who{}); err != nil {
+	if _, err := h.agents.Delete(context.Background(), Ref{ID: a.ID}, Who{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; code(err) != "agent_deleted" {
@@ -511,11 +511,11 @@ func TestRefsAndMessages(t *testing.T) {
 func TestRestartedAgentUsesLatestManifest(t *testing.T) {
 	h := newHarness(t)
 	a := h.create("phoenix")
-	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "before"}); err != nil {
+	if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "before"}); err != nil {
 		t.Fatal(err)
 	}
 	prompt := "you are reborn"
-	if _, err := h.agents.Update(Ref{ID: a.ID}, Patch{SystemPrompt: &prompt}, Who{}); err != nil {
+	if _, err := h.agents.Update(context.Background(), Ref{ID: a.ID}, Patch{SystemPrompt: &prompt}, Who{}); err != nil {
 		t.Fatal(err)
 	}
 	proc, ok := h.k.System.ProcessRegistry.GetLocal("agents/agent/" + a.ID)
@@ -523,7 +523,7 @@ func TestRestartedAgentUsesLatestManifest(t *testing.T) {
 		t.Fatal("no agent actor")
 	}
 	proc.SendSystemMessage(nil, &actor.Restart{})
-	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "after"}); err != nil {
+	if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "after"}); err != nil {
 		t.Fatal(err)
 	}
 	reqs := h.fake.Requests()

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -67,28 +68,28 @@ func Start(k *kernel.Kernel, db *store.DB, auditLog *audit.Log, reg *llm.Registr
 	return &Agents{k: k, pid: pid, turnTimeout: wait, dir: opts.Directory, meter: meter, defaultModel: opts.DefaultModel}, nil
 }
 
-func ask[T any](a *Agents, msg any) (T, error) {
-	return kernel.Ask[T](a.k, a.pid, msg, kernel.DefaultAskTimeout)
-}
-
 // Create spawns an agent.
-func (a *Agents) Create(spec Spec, who Who) (*Agent, error) {
+func (a *Agents) Create(ctx context.Context, spec Spec, who Who) (*Agent, error) {
 	warnings, err := checkTools(a.dir, spec.Tools)
 	if err != nil {
 		return nil, err
 	}
-	ag, err := ask[*Agent](a, &Create{Spec: spec, Who: who})
+	ag, err := kernel.Ask[*Agent](ctx, a.k, a.pid, &Create{Spec: spec, Who: who})
 	return withWarnings(ag, warnings), err
 }
 
 // Get finds an agent by id or name.
-func (a *Agents) Get(ref Ref) (*Agent, error) { return ask[*Agent](a, &Get{Ref: ref}) }
+func (a *Agents) Get(ctx context.Context, ref Ref) (*Agent, error) {
+	return kernel.Ask[*Agent](ctx, a.k, a.pid, &Get{Ref: ref})
+}
 
 // List returns every agent, oldest first.
-func (a *Agents) List() ([]Agent, error) { return ask[[]Agent](a, &List{}) }
+func (a *Agents) List(ctx context.Context) ([]Agent, error) {
+	return kernel.Ask[[]Agent](ctx, a.k, a.pid, &List{})
+}
 
 // Update patches an agent.
-func (a *Agents) Update(ref Ref, p Patch, who Who) (*Agent, error) {
+func (a *Agents) Update(ctx context.Context, ref Ref, p Patch, who Who) (*Agent, error) {
 	var warnings []string
 	if p.Tools != nil {
 		var err error
@@ -96,7 +97,7 @@ func (a *Agents) Update(ref Ref, p Patch, who Who) (*Agent, error) {
 			return nil, err
 		}
 	}
-	ag, err := ask[*Agent](a, &Update{Ref: ref, Patch: p, Who: who})
+	ag, err := kernel.Ask[*Agent](ctx, a.k, a.pid, &Update{Ref: ref, Patch: p, Who: who})
 	return withWarnings(ag, warnings), err
 }
 
@@ -135,11 +136,27 @@ func withWarnings(ag *Agent, warnings []string) *Agent {
 }
 
 // Delete removes an agent.
-func (a *Agents) Delete(ref Ref, who Who) (*Deleted, error) {
-	return ask[*Deleted](a, &Delete{Ref: ref, Who: who})
+func (a *Agents) Delete(ctx context.Context, ref Ref, who Who) (*Deleted, error) {
+	return kernel.Ask[*Deleted](ctx, a.k, a.pid, &Delete{Ref: ref, Who: who})
 }
 
-// Send runs one turn and waits for its answer.
-func (a *Agents) Send(s Send) (*TurnResult, error) {
-	return kernel.Ask[*TurnResult](a.k, a.pid, &s, a.turnTimeout)
+// Send runs one turn and waits for its answer: until ctx's deadline, or
+// the turn's own worst case when ctx has none.
+func (a *Agents) Send(ctx context.Context, s Send) (*TurnResult, error) {
+	ctx, cancel := kernel.WithDefaultTimeout(ctx, a.turnTimeout)
+	defer cancel()
+	return kernel.Ask[*TurnResult](ctx, a.k, a.pid, &s)
+}
+
+// Stream runs one turn like Send, handing its events to out as they
+// happen (see Send.Stream); out must be read until Stream returns.
+// Cancelling ctx cancels the turn: the provider call in flight is
+// closed and the answer is a turn_cancelled error.
+func (a *Agents) Stream(ctx context.Context, s Send, out chan<- StreamEvent) (*TurnResult, error) {
+	s.Ctx, s.Stream = ctx, out
+	// The ask outlives ctx: cancelling ctx cancels the turn, which then
+	// answers turn_cancelled, so Stream returns once the turn has ended.
+	askCtx, cancel := kernel.WithDefaultTimeout(context.WithoutCancel(ctx), a.turnTimeout)
+	defer cancel()
+	return kernel.Ask[*TurnResult](askCtx, a.k, a.pid, &s)
 }

@@ -36,28 +36,28 @@ func offeredNames(h *harness) []string {
 // is offered; tools of no server (a2a_send) are not affected; [] is all.
 func TestMCPServersAllowListFiltersOfferedTools(t *testing.T) {
 	h := newHarnessWith(t, &harness{t: t, home: t.TempDir(), fake: llmtest.NewOpenAI(key), toolbox: serverTools{}})
-	a, err := h.agents.Create(Spec{Name: "picky", Model: "fake/m", Tools: []string{"*"}, MCPServers: []string{"a"}}, Who{Actor: "test"})
+	a, err := h.agents.Create(context.Background(), Spec{Name: "picky", Model: "fake/m", Tools: []string{"*"}, MCPServers: []string{"a"}}, Who{Actor: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hi", From: "api"}); err != nil {
+	if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "hi", From: "api"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := offeredNames(h); !slices.Equal(got, []string{"a2a_send", "mcp_a_x"}) {
 		t.Fatalf("offered %v with mcp_servers [a]", got)
 	}
 	all := []string{}
-	if _, err := h.agents.Update(Ref{ID: a.ID}, Patch{MCPServers: &all}, Who{Actor: "test"}); err != nil {
+	if _, err := h.agents.Update(context.Background(), Ref{ID: a.ID}, Patch{MCPServers: &all}, Who{Actor: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hi", From: "api"}); err != nil {
+	if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "hi", From: "api"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := offeredNames(h); !slices.Equal(got, []string{"a2a_send", "mcp_a_x", "mcp_b_y"}) {
 		t.Fatalf("offered %v with mcp_servers []", got)
 	}
 	bad := []string{"no spaces allowed"}
-	if _, err := h.agents.Update(Ref{ID: a.ID}, Patch{MCPServers: &bad}, Who{Actor: "test"}); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
+	if _, err := h.agents.Update(context.Background(), Ref{ID: a.ID}, Patch{MCPServers: &bad}, Who{Actor: "test"}); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
 		t.Fatalf("a bad server name: %v", err)
 	}
 }
@@ -67,12 +67,12 @@ func TestMCPServersAllowListFiltersOfferedTools(t *testing.T) {
 // are not affected; the list survives a restart.
 func TestChannelsAllowListRefusesOtherChannels(t *testing.T) {
 	h := newHarness(t)
-	a, err := h.agents.Create(Spec{Name: "ops", Model: "fake/m", Channels: []string{"slack-ops"}}, Who{Actor: "test"})
+	a, err := h.agents.Create(context.Background(), Spec{Name: "ops", Model: "fake/m", Channels: []string{"slack-ops"}}, Who{Actor: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := len(h.fake.Requests())
-	_, err = h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hi", From: "channel:telegram:42"})
+	_, err = h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "hi", From: "channel:telegram:42"})
 	var ke *kernel.Error
 	if !errors.As(err, &ke) || ke.Kind != kernel.KindForbidden || ke.Code != "channel_not_allowed" {
 		t.Fatalf("a message from a channel not allowed: %v", err)
@@ -81,13 +81,13 @@ func TestChannelsAllowListRefusesOtherChannels(t *testing.T) {
 		t.Fatal("a refused message reached the provider")
 	}
 	for _, from := range []string{"channel:slack-ops:C1", "api", "agent:x"} {
-		if _, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hi", From: from}); err != nil {
+		if _, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "hi", From: from}); err != nil {
 			t.Fatalf("from %s: %v", from, err)
 		}
 	}
 	h.stop()
 	h.start()
-	got, err := h.agents.Get(Ref{ID: a.ID})
+	got, err := h.agents.Get(context.Background(), Ref{ID: a.ID})
 	if err != nil || !slices.Equal(got.Channels, []string{"slack-ops"}) || len(got.MCPServers) != 0 || got.MCPServers == nil {
 		t.Fatalf("after a restart: channels %v mcp_servers %#v (%v)", got.Channels, got.MCPServers, err)
 	}

@@ -19,7 +19,7 @@ func TestSendContextCancelsTheProviderCall(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "never answered", SessionID: sid, From: "test", Ctx: ctx})
+		_, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "never answered", SessionID: sid, From: "test", Ctx: ctx})
 		done <- err
 	}()
 	waitFor(t, "the provider call", func() bool { return h.sawMessage("never answered") })
@@ -33,7 +33,7 @@ func TestSendContextCancelsTheProviderCall(t *testing.T) {
 		t.Fatal("cancelling the context did not stop the turn")
 	}
 	h.fake.SetLatency(0)
-	res, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "next", SessionID: sid, From: "test"})
+	res, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "next", SessionID: sid, From: "test"})
 	if err != nil || res.Response != "echo: next" {
 		t.Fatalf("the session stayed busy: %+v %v", res, err)
 	}

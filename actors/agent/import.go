@@ -51,19 +51,16 @@ func (a *Agents) Import(ctx context.Context, is ImportSpec, who Who) (*Agent, er
 	if budget && a.meter == nil {
 		return nil, kernel.Unavailable("the manifest sets a budget and budgets are not available")
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, kernel.Unavailable("create agent: %v", err)
-	}
-	ag, err := a.Create(imp.Spec, who)
+	ag, err := a.Create(ctx, imp.Spec, who)
 	if err != nil {
 		return nil, err
 	}
 	if budget {
 		// The agent exists only with its caps: if they cannot be stored,
 		// it goes again rather than run unbudgeted.
-		if _, err := a.meter.SetAgentBudget(usage.SetAgentBudget{AgentID: ag.ID, AgentName: ag.Name,
+		if _, err := a.meter.SetAgentBudget(ctx, usage.SetAgentBudget{AgentID: ag.ID, AgentName: ag.Name,
 			DailyLimitUSD: imp.DailyUSD, MonthlyLimitUSD: imp.MonthlyUSD}); err != nil {
-			if _, derr := a.Delete(Ref{ID: ag.ID}, who); derr != nil {
+			if _, derr := a.Delete(context.WithoutCancel(ctx), Ref{ID: ag.ID}, who); derr != nil {
 				return nil, kernel.Errorf(kernel.KindInternal, "budget_failed", "agent %s was created but its budget could not be stored (%v) nor the agent removed (%v)", ag.ID, err, derr)
 			}
 			return nil, err

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"testing"
 
 	"github.com/fangd/fangd/actors/kernel"
@@ -14,17 +15,17 @@ func TestMaxAgents(t *testing.T) {
 	a := h.create("a")
 	h.create("b")
 	h.create("c")
-	_, err := h.agents.Create(Spec{Name: "d", Model: "fake/m"}, Who{})
+	_, err := h.agents.Create(context.Background(), Spec{Name: "d", Model: "fake/m"}, Who{})
 	if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindConflict || e.Code != "agent_limit_reached" {
 		t.Fatalf("fourth agent: %v", err)
 	}
-	if all, _ := h.agents.List(); len(all) != 3 {
+	if all, _ := h.agents.List(context.Background()); len(all) != 3 {
 		t.Fatalf("%d agents after a refused create", len(all))
 	}
-	if _, err := h.agents.Delete(Ref{ID: a.ID}, Who{}); err != nil {
+	if _, err := h.agents.Delete(context.Background(), Ref{ID: a.ID}, Who{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.agents.Create(Spec{Name: "d", Model: "fake/m"}, Who{}); err != nil {
+	if _, err := h.agents.Create(context.Background(), Spec{Name: "d", Model: "fake/m"}, Who{}); err != nil {
 		t.Fatalf("after a delete: %v", err)
 	}
 }

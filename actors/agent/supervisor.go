@@ -266,7 +266,7 @@ func (s *supervisor) delete(c actor.Context, m *Delete) {
 	c.ActorSystem().EventStream.Publish(&AgentTerminated{AgentID: e.m.ID, Name: e.m.Name, At: now})
 	meter, id := s.d.meter, e.m.ID
 	go func() {
-		if err := meter.ForgetAgent(id); err != nil {
+		if err := meter.ForgetAgent(context.Background(), id); err != nil {
 			s.d.log.Warn().Err(err).Str("agent_id", id).Msg("could not drop a deleted agent's budget")
 		}
 	}()

@@ -94,7 +94,7 @@ func newToolHarness(t *testing.T, anthropic bool, p *approval.Policy) *harness {
 
 func (h *harness) createWithTools(name string, tools ...string) *Agent {
 	h.t.Helper()
-	a, err := h.agents.Create(Spec{Name: name, Model: "fake/m", SystemPrompt: "you are " + name, Tools: tools}, Who{Actor: "test"})
+	a, err := h.agents.Create(context.Background(), Spec{Name: name, Model: "fake/m", SystemPrompt: "you are " + name, Tools: tools}, Who{Actor: "test"})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func (h *harness) createWithTools(name string, tools ...string) *Agent {
 func (h *harness) sendAsync(a *Agent, text string) <-chan any {
 	out := make(chan any, 1)
 	go func() {
-		r, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: text, From: "api", Who: Who{Actor: "test"}})
+		r, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: text, From: "api", Who: Who{Actor: "test"}})
 		if err != nil {
 			out <- err
 			return
@@ -135,7 +135,7 @@ func (h *harness) pendingApproval() *approval.Approval {
 	h.t.Helper()
 	var rec *approval.Approval
 	waitFor(h.t, "a pending approval", func() bool {
-		p, err := h.approvals.List(approval.StatusPending, 0, 10)
+		p, err := h.approvals.List(context.Background(), approval.StatusPending, 0, 10)
 		if err == nil && p.Total == 1 {
 			rec = p.Approvals[0]
 			return true
@@ -164,7 +164,7 @@ func TestUngatedToolRunsAndTheModelSeesItsResult(t *testing.T) {
 			t.Fatalf("ran %+v", ran)
 		}
 		// Both provider calls are metered and summed.
-		if rep, _ := h.meter.Usage("day"); rep.RequestCount != 2 || r.InputTokens < llmtest.InputTokens(reqs[0])+llmtest.InputTokens(reqs[1]) {
+		if rep, _ := h.meter.Usage(context.Background(), "day"); rep.RequestCount != 2 || r.InputTokens < llmtest.InputTokens(reqs[0])+llmtest.InputTokens(reqs[1]) {
 			t.Fatalf("usage %+v, turn %+v", rep, r)
 		}
 		// An agent that lists no tools is offered none.
@@ -217,7 +217,7 @@ func TestGatedToolWaitsForApproval(t *testing.T) {
 		}
 		// The agent keeps serving: another session gets its answer, and
 		// an ungated tool runs, while the first turn waits.
-		other, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "what is the weather?", SessionID: "00000000-0000-4000-8000-000000000002"})
+		other, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "what is the weather?", SessionID: "00000000-0000-4000-8000-000000000002"})
 		if err != nil || !strings.Contains(other.Response, "sunny") {
 			t.Fatalf("while waiting: %+v %v", other, err)
 		}
@@ -226,7 +226,7 @@ func TestGatedToolWaitsForApproval(t *testing.T) {
 			t.Fatalf("the turn finished without a decision: %v", v)
 		default:
 		}
-		if _, err := h.approvals.Decide(approval.Decide{ID: rec.ID, Approve: true, By: approval.Decider{Identity: "api_key", Via: approval.ViaAPI}}); err != nil {
+		if _, err := h.approvals.Decide(context.Background(), approval.Decide{ID: rec.ID, Approve: true, By: approval.Decider{Identity: "api_key", Via: approval.ViaAPI}}); err != nil {
 			t.Fatal(err)
 		}
 		r := turnResult(t, done)
@@ -273,7 +273,7 @@ func TestRejectedOrExpiredToolIsNotRunAndTheModelIsTold(t *testing.T) {
 	b := h2.createWithTools("ops", "shell_exec")
 	done := h2.sendAsync(b, "run shutdown now")
 	rec := h2.pendingApproval()
-	if _, err := h2.approvals.Decide(approval.Decide{ID: rec.ID, Approve: false, Reason: "not during business hours",
+	if _, err := h2.approvals.Decide(context.Background(), approval.Decide{ID: rec.ID, Approve: false, Reason: "not during business hours",
 		By: approval.Decider{Identity: "api_key", Via: approval.ViaAPI}}); err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func TestRestartInTheMiddleOfAnApproval(t *testing.T) {
 	if len(h.tools.ran()) != 0 {
 		t.Fatal("the tool ran on restart")
 	}
-	if _, err := h.approvals.Decide(approval.Decide{ID: after.ID, Approve: true, By: approval.Decider{Identity: "api_key", Via: approval.ViaAPI}}); err != nil {
+	if _, err := h.approvals.Decide(context.Background(), approval.Decide{ID: after.ID, Approve: true, By: approval.Decider{Identity: "api_key", Via: approval.ViaAPI}}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the resumed turn to run the tool", func() bool { return len(h.tools.ran()) == 1 })
@@ -321,7 +321,7 @@ func TestRestartInTheMiddleOfAnApproval(t *testing.T) {
 	}
 	waitFor(t, "the turn record to go", func() bool { n, _ := turnCount(h, a.ID); return n == 0 })
 	// The session is free again.
-	r, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "thanks"})
+	r, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "thanks"})
 	if err != nil || r.Response != "echo: thanks" {
 		t.Fatalf("%+v %v", r, err)
 	}
@@ -332,14 +332,14 @@ func TestDeletingAnAgentWithdrawsItsApproval(t *testing.T) {
 	a := h.createWithTools("ops", "shell_exec")
 	done := h.sendAsync(a, "run ls")
 	rec := h.pendingApproval()
-	if _, err := h.agents.Delete(Ref{ID: a.ID}, Who{}); err != nil {
+	if _, err := h.agents.Delete(context.Background(), Ref{ID: a.ID}, Who{}); err != nil {
 		t.Fatal(err)
 	}
 	if err, ok := (<-done).(error); !ok || code(err) != "agent_deleted" {
 		t.Fatalf("caller got %v", err)
 	}
 	waitFor(t, "the request to be withdrawn", func() bool {
-		got, err := h.approvals.Get(rec.ID)
+		got, err := h.approvals.Get(context.Background(), rec.ID)
 		return err == nil && got.Status == approval.StatusCancelled
 	})
 	if len(h.tools.ran()) != 0 {
@@ -375,7 +375,7 @@ func TestCancellingATurnWithdrawsItsApproval(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "run sleep 100", Ctx: ctx})
+		_, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "run sleep 100", Ctx: ctx})
 		done <- err
 	}()
 	rec := h.pendingApproval()
@@ -384,13 +384,13 @@ func TestCancellingATurnWithdrawsItsApproval(t *testing.T) {
 		t.Fatalf("caller got %v", err)
 	}
 	waitFor(t, "the request to be withdrawn", func() bool {
-		got, err := h.approvals.Get(rec.ID)
+		got, err := h.approvals.Get(context.Background(), rec.ID)
 		return err == nil && got.Status == approval.StatusCancelled
 	})
 	if n, _ := turnCount(h, a.ID); n != 0 || len(h.tools.ran()) != 0 {
 		t.Fatalf("turn records %d, ran %d", n, len(h.tools.ran()))
 	}
-	if r, err := h.agents.Send(Send{Ref: Ref{ID: a.ID}, Text: "hello"}); err != nil || r.Response != "echo: hello" {
+	if r, err := h.agents.Send(context.Background(), Send{Ref: Ref{ID: a.ID}, Text: "hello"}); err != nil || r.Response != "echo: hello" {
 		t.Fatalf("the session stayed busy: %+v %v", r, err)
 	}
 }

@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -25,8 +26,8 @@ func TestApproveReleasesTheWaiterOnceAndOnlyOnce(t *testing.T) {
 	id := uuid.NewString()
 	wait := h.gate(Request{ID: id, AgentID: "a1", AgentName: "ops", Action: "shell_exec",
 		Description: "run ls", Payload: json.RawMessage(`{"cmd":"ls"}`), RequestedBy: "agent:a1"})
-	waitFor(t, "the request to exist", func() bool { _, err := h.a.Get(id); return err == nil })
-	rec, _ := h.a.Get(id)
+	waitFor(t, "the request to exist", func() bool { _, err := h.a.Get(context.Background(), id); return err == nil })
+	rec, _ := h.a.Get(context.Background(), id)
 	if rec.Status != StatusPending || rec.AgentName != "ops" || rec.ToolName != "shell_exec" || rec.RiskLevel != RiskHigh ||
 		!rec.ExpiresAt.Equal(rec.RequestedAt.Add(300*time.Second)) || rec.TimeoutSecs != 300 || rec.DecidedAt != nil {
 		t.Fatalf("pending record %+v", rec)
@@ -36,7 +37,7 @@ func TestApproveReleasesTheWaiterOnceAndOnlyOnce(t *testing.T) {
 		t.Fatalf("the waiter was answered before any decision: %v", v)
 	default:
 	}
-	got, err := h.a.Decide(Decide{ID: id, Approve: true, By: api("api_key")})
+	got, err := h.a.Decide(context.Background(), Decide{ID: id, Approve: true, By: api("api_key")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestApproveReleasesTheWaiterOnceAndOnlyOnce(t *testing.T) {
 	}
 	// A decision is final.
 	for _, approve := range []bool{true, false} {
-		_, err = h.a.Decide(Decide{ID: id, Approve: approve, By: api("api_key")})
+		_, err = h.a.Decide(context.Background(), Decide{ID: id, Approve: approve, By: api("api_key")})
 		if k, code := kindOf(err); k != kernel.KindConflict || code != "approval_already_decided" {
 			t.Fatalf("re-deciding: %v", err)
 		}
@@ -71,8 +72,8 @@ func TestRejectCarriesTheReason(t *testing.T) {
 	h := newHarness(t, policy(nil), nil)
 	id := uuid.NewString()
 	wait := h.gate(Request{ID: id, AgentID: "a1", Action: "file_delete"})
-	waitFor(t, "the request", func() bool { _, err := h.a.Get(id); return err == nil })
-	rec, err := h.a.Decide(Decide{ID: id, Approve: false, Reason: "not on a Friday", By: api("loopback")})
+	waitFor(t, "the request", func() bool { _, err := h.a.Get(context.Background(), id); return err == nil })
+	rec, err := h.a.Decide(context.Background(), Decide{ID: id, Approve: false, Reason: "not on a Friday", By: api("loopback")})
 	if err != nil || rec.Status != StatusRejected || rec.Reason != "not on a Friday" {
 		t.Fatalf("%+v %v", rec, err)
 	}
@@ -89,7 +90,7 @@ func TestExpiryDeniesAndAnExpiredRequestCannotBeDecided(t *testing.T) {
 		t.Fatalf("expired record %+v", rec)
 	}
 	for _, approve := range []bool{true, false} {
-		_, err := h.a.Decide(Decide{ID: id, Approve: approve, By: api("api_key")})
+		_, err := h.a.Decide(context.Background(), Decide{ID: id, Approve: approve, By: api("api_key")})
 		k, code := kindOf(err)
 		if k != kernel.KindGone || code != "approval_expired" || !strings.Contains(err.Error(), "expired") {
 			t.Fatalf("deciding an expired request: %v", err)
@@ -155,15 +156,15 @@ func TestRestartKeepsPendingAndTheirDeadlines(t *testing.T) {
 
 	c.Add(30 * time.Second)
 	h.start()
-	got, err := h.a.Get(keep.ID)
+	got, err := h.a.Get(context.Background(), keep.ID)
 	if err != nil || got.Status != StatusPending || !got.ExpiresAt.Equal(keep.ExpiresAt) || !got.RequestedAt.Equal(keep.RequestedAt) {
 		t.Fatalf("after restart: %+v %v", got, err)
 	}
-	page, _ := h.a.List(StatusPending, 0, 10)
+	page, _ := h.a.List(context.Background(), StatusPending, 0, 10)
 	if page.Total != 2 || page.Approvals[0].ID != keep.ID {
 		t.Fatalf("pending list %+v", page)
 	}
-	if got, _ := h.a.Decide(Decide{ID: keep.ID, Approve: true, By: api("api_key")}); got == nil || got.Status != StatusApproved {
+	if got, _ := h.a.Decide(context.Background(), Decide{ID: keep.ID, Approve: true, By: api("api_key")}); got == nil || got.Status != StatusApproved {
 		t.Fatalf("decide after restart: %+v", got)
 	}
 
@@ -177,7 +178,7 @@ func TestRestartKeepsPendingAndTheirDeadlines(t *testing.T) {
 		t.Fatalf("lapsed while down: %+v %v", rec, err)
 	}
 	// Decided ones stay listed, newest first, after the pending.
-	page, _ = h.a.List("", 0, 10)
+	page, _ = h.a.List(context.Background(), "", 0, 10)
 	if page.Total != 2 || page.Approvals[0].ID != lapse.ID || page.Approvals[1].ID != keep.ID {
 		t.Fatalf("list after restart %+v", page.Approvals)
 	}
@@ -198,7 +199,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{Request{AgentID: "a1", Action: "x", Description: strings.Repeat("d", MaxDescription+1)}, kernel.KindTooLarge},
 	}
 	for i, c := range cases {
-		if _, err := h.a.Create(c.req); err == nil {
+		if _, err := h.a.Create(context.Background(), c.req); err == nil {
 			t.Fatalf("case %d accepted", i)
 		} else if k, _ := kindOf(err); k != c.kind {
 			t.Fatalf("case %d: %v", i, err)
@@ -206,23 +207,23 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	a := h.create("a1", "x")
 	h.create("a1", "y")
-	if _, err := h.a.Create(Request{AgentID: "a1", Action: "z"}); err == nil {
+	if _, err := h.a.Create(context.Background(), Request{AgentID: "a1", Action: "z"}); err == nil {
 		t.Fatal("a third pending request for the agent was accepted")
 	} else if k, code := kindOf(err); k != kernel.KindRateLimited || code != "too_many_pending_approvals" {
 		t.Fatal(err)
 	}
 	h.create("a2", "z") // the cap is per agent
-	if _, err := h.a.Get(uuid.NewString()); err == nil {
+	if _, err := h.a.Get(context.Background(), uuid.NewString()); err == nil {
 		t.Fatal("unknown id found")
 	}
-	_, err := h.a.Decide(Decide{ID: a.ID, Approve: true, By: api("loopback")})
+	_, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, By: api("loopback")})
 	if k, code := kindOf(err); k != kernel.KindForbidden || code != "not_an_approver" {
 		t.Fatalf("decision by a non-approver: %v", err)
 	}
-	if rec, _ := h.a.Get(a.ID); rec.Status != StatusPending {
+	if rec, _ := h.a.Get(context.Background(), a.ID); rec.Status != StatusPending {
 		t.Fatal("a refused decision changed the request")
 	}
-	page, _ := h.a.List("", 0, 50)
+	page, _ := h.a.List(context.Background(), "", 0, 50)
 	if page.Total != 3 {
 		t.Fatalf("%d requests", page.Total)
 	}
@@ -240,8 +241,8 @@ func TestCancelWithdraws(t *testing.T) {
 	h := newHarness(t, policy(nil), nil)
 	id := uuid.NewString()
 	wait := h.gate(Request{ID: id, AgentID: "a1", Action: "shell_exec"})
-	waitFor(t, "the request", func() bool { _, err := h.a.Get(id); return err == nil })
-	if _, err := h.a.Cancel(id, "agent deleted"); err != nil {
+	waitFor(t, "the request", func() bool { _, err := h.a.Get(context.Background(), id); return err == nil })
+	if _, err := h.a.Cancel(context.Background(), id, "agent deleted"); err != nil {
 		t.Fatal(err)
 	}
 	if w := recv(t, wait); w.Status != StatusCancelled || w.Reason != "agent deleted" {
@@ -254,18 +255,18 @@ func TestKeepDecidedTrimsTheOldest(t *testing.T) {
 	var ids []string
 	for i := 0; i < 8; i++ {
 		rec := h.create("a1", "x")
-		if _, err := h.a.Decide(Decide{ID: rec.ID, By: api("api_key")}); err != nil {
+		if _, err := h.a.Decide(context.Background(), Decide{ID: rec.ID, By: api("api_key")}); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, rec.ID)
 	}
-	waitFor(t, "the index", func() bool { p, _ := h.a.List("", 0, 50); return p.Total <= 6 })
+	waitFor(t, "the index", func() bool { p, _ := h.a.List(context.Background(), "", 0, 50); return p.Total <= 6 })
 	h.restart()
-	p, _ := h.a.List(StatusRejected, 0, 50)
+	p, _ := h.a.List(context.Background(), StatusRejected, 0, 50)
 	if p.Total != 3 || p.Approvals[0].ID != ids[7] || p.Approvals[2].ID != ids[5] {
 		t.Fatalf("kept %d: %+v", p.Total, p.Approvals)
 	}
-	if _, err := h.a.Get(ids[0]); err == nil {
+	if _, err := h.a.Get(context.Background(), ids[0]); err == nil {
 		t.Fatal("the oldest decision is still kept")
 	}
 }
@@ -307,7 +308,7 @@ func TestLoadBuildsTheIndexOfAnOlderStore(t *testing.T) {
 	h := newHarness(t, policy(func(p *Policy) { p.TimeoutSecs = 60 }), c)
 	lapse := h.create("a2", "file_write")
 	done := h.create("a1", "file_write")
-	if _, err := h.a.Decide(Decide{ID: done.ID, Approve: false, Reason: "no", By: api("api_key")}); err != nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: done.ID, Approve: false, Reason: "no", By: api("api_key")}); err != nil {
 		t.Fatal(err)
 	}
 	c.Add(10 * time.Second)
@@ -330,10 +331,10 @@ func TestLoadBuildsTheIndexOfAnOlderStore(t *testing.T) {
 			}
 		}
 		waitFor(t, "the expiry to be indexed", func() bool {
-			p, _ := h.a.List(StatusPending, 0, 10)
+			p, _ := h.a.List(context.Background(), StatusPending, 0, 10)
 			return p != nil && p.Total == 1
 		})
-		page, err := h.a.List("", 0, 10)
+		page, err := h.a.List(context.Background(), "", 0, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,7 +346,7 @@ func TestLoadBuildsTheIndexOfAnOlderStore(t *testing.T) {
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Fatalf("round %d: listed %v, want %v", round, got, want)
 		}
-		if rec, err := h.a.Get(keep.ID); err != nil || rec.Description != "wants shell_exec" || !rec.ExpiresAt.Equal(keep.ExpiresAt) {
+		if rec, err := h.a.Get(context.Background(), keep.ID); err != nil || rec.Description != "wants shell_exec" || !rec.ExpiresAt.Equal(keep.ExpiresAt) {
 			t.Fatalf("round %d: pending record %+v %v", round, rec, err)
 		}
 		h.stop()
@@ -363,7 +364,7 @@ func TestAPassiveRequestExpiresWithoutAWaiter(t *testing.T) {
 	second := h.create("a2", "shell_exec")
 	for _, id := range []string{first.ID, second.ID} {
 		waitFor(t, "the expiry", func() bool {
-			rec, err := h.a.Get(id)
+			rec, err := h.a.Get(context.Background(), id)
 			return err == nil && rec.Status == StatusExpired
 		})
 		// The record is stored before its event is published: no caller
@@ -375,7 +376,7 @@ func TestAPassiveRequestExpiresWithoutAWaiter(t *testing.T) {
 			return strings.Join(h.auditTypes(id), ",") == "approval_requested:pending,approval_expired:expired"
 		})
 	}
-	if p, _ := h.a.List(StatusPending, 0, 10); p.Total != 0 {
+	if p, _ := h.a.List(context.Background(), StatusPending, 0, 10); p.Total != 0 {
 		t.Fatalf("still pending: %+v", p)
 	}
 }
@@ -386,14 +387,14 @@ func TestAPassiveRequestExpiresWithoutAWaiter(t *testing.T) {
 // that says it happened.
 func TestAnswersWaitForTheirEventsToBeDurable(t *testing.T) {
 	h := newHarness(t, policy(nil), nil)
-	rec, err := h.a.Create(Request{AgentID: "a1", Action: "delete_file"})
+	rec, err := h.a.Create(context.Background(), Request{AgentID: "a1", Action: "delete_file"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ev := h.events.durableTypes(rec.ID); strings.Join(ev, ",") != "approval.requested" {
 		t.Fatalf("durable events when the creation was answered: %v", ev)
 	}
-	if _, err := h.a.Decide(Decide{ID: rec.ID, Approve: true, By: api("api_key")}); err != nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: rec.ID, Approve: true, By: api("api_key")}); err != nil {
 		t.Fatal(err)
 	}
 	if ev := h.events.durableTypes(rec.ID); strings.Join(ev, ",") != "approval.requested,approval.approved" {
@@ -403,8 +404,8 @@ func TestAnswersWaitForTheirEventsToBeDurable(t *testing.T) {
 	// event is durable too.
 	id := uuid.NewString()
 	wait := h.gate(Request{ID: id, AgentID: "a1", Action: "shell_exec"})
-	waitFor(t, "the request to exist", func() bool { _, err := h.a.Get(id); return err == nil })
-	go h.a.Decide(Decide{ID: id, Approve: false, Reason: "no", By: api("api_key")})
+	waitFor(t, "the request to exist", func() bool { _, err := h.a.Get(context.Background(), id); return err == nil })
+	go h.a.Decide(context.Background(), Decide{ID: id, Approve: false, Reason: "no", By: api("api_key")})
 	if w := recv(t, wait); w.Status != StatusRejected {
 		t.Fatalf("waiter got %+v", w)
 	}
@@ -420,7 +421,7 @@ func TestUndecodableRecordsAreQuarantined(t *testing.T) {
 	keep := h.create("a1", "shell_exec")
 	broken := h.create("a2", "file_write")
 	decided := h.create("a3", "file_write")
-	if _, err := h.a.Decide(Decide{ID: decided.ID, Approve: true, By: api("api_key")}); err != nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: decided.ID, Approve: true, By: api("api_key")}); err != nil {
 		t.Fatal(err)
 	}
 	h.stop()
@@ -431,7 +432,7 @@ func TestUndecodableRecordsAreQuarantined(t *testing.T) {
 		return tx.Set([]byte("approvals/"+decided.ID), []byte(`[`))
 	})
 	h.start()
-	page, err := h.a.List("", 0, 10)
+	page, err := h.a.List(context.Background(), "", 0, 10)
 	if err != nil || page.Total != 1 || page.Approvals[0].ID != keep.ID {
 		t.Fatalf("list after damage: %+v %v", page, err)
 	}

@@ -3,7 +3,6 @@ package approval
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -236,48 +235,39 @@ func (a *Approvals) MaxWait() time.Duration { return a.env.policy.Load().MaxWait
 // start after agents, which start after approvals).
 func (a *Approvals) SetNotifier(n Notifier) { a.env.notifier.Store(&notifierBox{n}) }
 
-func ask[T any](a *Approvals, pid *actor.PID, msg any) (T, error) {
-	return kernel.Ask[T](a.env.k, pid, msg, kernel.DefaultAskTimeout)
-}
-
 // Create makes a request and returns it once durable and audited.
-func (a *Approvals) Create(req Request) (*Approval, error) {
-	return ask[*Approval](a, a.pid, &Create{Req: req})
+func (a *Approvals) Create(ctx context.Context, req Request) (*Approval, error) {
+	return kernel.Ask[*Approval](ctx, a.env.k, a.pid, &Create{Req: req})
 }
 
 // Get returns one request.
-func (a *Approvals) Get(id string) (*Approval, error) { return ask[*Approval](a, a.pid, &Get{ID: id}) }
+func (a *Approvals) Get(ctx context.Context, id string) (*Approval, error) {
+	return kernel.Ask[*Approval](ctx, a.env.k, a.pid, &Get{ID: id})
+}
 
 // List returns a page of requests.
-func (a *Approvals) List(status string, offset, limit int) (*Page, error) {
-	return ask[*Page](a, a.pid, &List{Status: status, Offset: offset, Limit: limit})
+func (a *Approvals) List(ctx context.Context, status string, offset, limit int) (*Page, error) {
+	return kernel.Ask[*Page](ctx, a.env.k, a.pid, &List{Status: status, Offset: offset, Limit: limit})
 }
 
 // Wait returns the request once it is decided, or its current state after
-// d (a long poll).
+// d (a long poll) or when ctx ends (shutting down: answer with what there
+// is).
 func (a *Approvals) Wait(ctx context.Context, id string, d time.Duration) (*Approval, error) {
-	cur, err := a.Get(id)
+	cur, err := a.Get(ctx, id)
 	if err != nil || !cur.Pending() || d <= 0 {
 		return cur, err
 	}
-	f := a.env.k.Root.RequestFuture(a.pid, &Await{ID: id, Until: time.Now().Add(d)}, d)
-	done := make(chan struct{})
-	var res any
-	var ferr error
-	go func() { res, ferr = f.Result(); close(done) }()
-	select {
-	case <-done:
-		if ferr == nil {
-			if rec, ok := res.(*Approval); ok {
-				return rec, nil
-			}
-			if err, ok := res.(error); ok {
-				return nil, err
-			}
-		}
-	case <-ctx.Done():
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	rec, err := kernel.Ask[*Approval](wctx, a.env.k, a.pid, &Await{ID: id, Until: time.Now().Add(d)})
+	if err == nil {
+		return rec, nil
 	}
-	return a.Get(id)
+	if e := kernel.AsError(err); e == nil || (e.Code != "actor_timeout" && e.Code != "request_cancelled" && e.Code != "actor_unavailable") {
+		return nil, err
+	}
+	return a.Get(context.WithoutCancel(ctx), id)
 }
 
 // regateDelay is the pause before asking the supervisor again when it
@@ -295,46 +285,43 @@ func (a *Approvals) GateCall(ctx context.Context, req Request, interval time.Dur
 	if req.ID == "" {
 		req.ID = uuid.NewString()
 	}
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
 	if tick != nil {
 		tick(req.ID)
+		// The ticks go on beside the ask; they are over when GateCall
+		// returns.
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			ticker := time.NewTicker(interval)
+			defer ticker.Stop()
+			for {
+				select {
+				case <-ticker.C:
+					tick(req.ID)
+				case <-stop:
+					return
+				}
+			}
+		}()
+		defer func() { close(stop); <-stopped }()
 	}
 	for {
-		f := a.env.k.Root.RequestFuture(a.pid, &Gate{Req: req}, a.MaxWait()+time.Minute)
-		done := make(chan struct{})
-		var res any
-		var ferr error
-		go func() { res, ferr = f.Result(); close(done) }()
-	wait:
-		for {
-			select {
-			case <-done:
-				break wait
-			case <-ticker.C:
-				if tick != nil {
-					tick(req.ID)
-				}
-			case <-ctx.Done():
-				if _, err := a.Cancel(req.ID, "the caller stopped waiting"); err != nil {
-					// Conflict: decided meanwhile, nothing to withdraw.
-					if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindConflict {
-						a.env.log.Warn().Err(err).Str("approval_id", req.ID).Msg("could not withdraw an approval nobody waits for")
-					}
-				}
-				return nil, ctx.Err()
-			}
-		}
-		if rec, ok := res.(*Approval); ok && ferr == nil {
+		gctx, cancel := context.WithTimeout(ctx, a.MaxWait()+time.Minute)
+		rec, err := kernel.Ask[*Approval](gctx, a.env.k, a.pid, &Gate{Req: req})
+		cancel()
+		if err == nil {
 			return rec, nil
 		}
-		err, _ := res.(error)
-		if ferr != nil {
-			err = ferr
-		} else if err == nil {
-			return nil, fmt.Errorf("approvals: unexpected answer %T to a gate", res)
+		if ctx.Err() != nil {
+			if _, err := a.Cancel(context.WithoutCancel(ctx), req.ID, "the caller stopped waiting"); err != nil {
+				// Conflict: decided meanwhile, nothing to withdraw.
+				if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindConflict {
+					a.env.log.Warn().Err(err).Str("approval_id", req.ID).Msg("could not withdraw an approval nobody waits for")
+				}
+			}
+			return nil, ctx.Err()
 		}
-		if de := kernel.AsError(err); ferr == nil && (de == nil || de.Kind != kernel.KindUnavailable) {
+		if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindUnavailable {
 			return nil, err
 		}
 		// Timed out or the supervisor was restarting: the request is
@@ -348,39 +335,41 @@ func (a *Approvals) GateCall(ctx context.Context, req Request, interval time.Dur
 }
 
 // Decide approves or rejects a request.
-func (a *Approvals) Decide(d Decide) (*Approval, error) {
+func (a *Approvals) Decide(ctx context.Context, d Decide) (*Approval, error) {
 	// A TOTP check and the audit append sit on this path.
-	return kernel.Ask[*Approval](a.env.k, a.pid, &d, kernel.DefaultAskTimeout+audit.AppendTimeout)
+	ctx, cancel := kernel.WithDefaultTimeout(ctx, kernel.DefaultAskTimeout+audit.AppendTimeout)
+	defer cancel()
+	return kernel.Ask[*Approval](ctx, a.env.k, a.pid, &d)
 }
 
 // Cancel withdraws a pending request.
-func (a *Approvals) Cancel(id, reason string) (*Approval, error) {
-	return ask[*Approval](a, a.pid, &Cancel{ID: id, Reason: reason})
+func (a *Approvals) Cancel(ctx context.Context, id, reason string) (*Approval, error) {
+	return kernel.Ask[*Approval](ctx, a.env.k, a.pid, &Cancel{ID: id, Reason: reason})
 }
 
 // TOTPSetup, TOTPConfirm, TOTPRevoke and TOTPStatus manage the second factor.
-func (a *Approvals) TOTPSetup(currentCode string, who Decider) (*Enrolment, error) {
-	return ask[*Enrolment](a, a.env.totp, &TOTPSetup{CurrentCode: currentCode, Who: who})
+func (a *Approvals) TOTPSetup(ctx context.Context, currentCode string, who Decider) (*Enrolment, error) {
+	return kernel.Ask[*Enrolment](ctx, a.env.k, a.env.totp, &TOTPSetup{CurrentCode: currentCode, Who: who})
 }
 
 // TOTPConfirm proves a pending enrolment.
-func (a *Approvals) TOTPConfirm(code string, who Decider) (*TOTPResult, error) {
-	return ask[*TOTPResult](a, a.env.totp, &TOTPConfirm{Code: code, Who: who})
+func (a *Approvals) TOTPConfirm(ctx context.Context, code string, who Decider) (*TOTPResult, error) {
+	return kernel.Ask[*TOTPResult](ctx, a.env.k, a.env.totp, &TOTPConfirm{Code: code, Who: who})
 }
 
 // TOTPCancel drops the enrolment awaiting confirmation.
-func (a *Approvals) TOTPCancel(who Decider) (*TOTPResult, error) {
-	return ask[*TOTPResult](a, a.env.totp, &TOTPCancel{Who: who})
+func (a *Approvals) TOTPCancel(ctx context.Context, who Decider) (*TOTPResult, error) {
+	return kernel.Ask[*TOTPResult](ctx, a.env.k, a.env.totp, &TOTPCancel{Who: who})
 }
 
 // TOTPRevoke removes the enrolment.
-func (a *Approvals) TOTPRevoke(code string, who Decider) (*TOTPResult, error) {
-	return ask[*TOTPResult](a, a.env.totp, &TOTPRevoke{Code: code, Who: who})
+func (a *Approvals) TOTPRevoke(ctx context.Context, code string, who Decider) (*TOTPResult, error) {
+	return kernel.Ask[*TOTPResult](ctx, a.env.k, a.env.totp, &TOTPRevoke{Code: code, Who: who})
 }
 
 // TOTPStatus reports the enrolment.
-func (a *Approvals) TOTPStatus() (*TOTPStatus, error) {
-	return ask[*TOTPStatus](a, a.env.totp, &TOTPStatusQuery{})
+func (a *Approvals) TOTPStatus(ctx context.Context) (*TOTPStatus, error) {
+	return kernel.Ask[*TOTPStatus](ctx, a.env.k, a.env.totp, &TOTPStatusQuery{})
 }
 
 // auditThenRespond answers the sender once ev is durable (in a goroutine:

@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"context"
 	"encoding/json"
 	"runtime"
 	"slices"
@@ -19,7 +20,7 @@ func BenchmarkPendingHeap(b *testing.B) {
 	h := newHarness(b, policy(func(p *Policy) { p.MaxPendingPerAgent = 1_000_000; p.TimeoutSecs = 3600 }), nil)
 	defer h.stop()
 	for i := 0; i < b.N; i++ {
-		if _, err := h.a.Create(Request{AgentID: "a1", AgentName: "bench", Action: "shell_exec", Description: "bench request",
+		if _, err := h.a.Create(context.Background(), Request{AgentID: "a1", AgentName: "bench", Action: "shell_exec", Description: "bench request",
 			Payload: json.RawMessage(`{"cmd":"echo 1"}`)}); err != nil {
 			b.Fatal(err)
 		}
@@ -56,17 +57,17 @@ func BenchmarkApproveRoundTrip(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		rec, err := h.a.Create(Request{AgentID: "a1", Action: "shell_exec"})
+		rec, err := h.a.Create(context.Background(), Request{AgentID: "a1", Action: "shell_exec"})
 		if err != nil {
 			b.Fatal(err)
 		}
 		f := h.k.Root.RequestFuture(h.a.PID(), &Gate{Req: Request{ID: rec.ID, AgentID: "a1", Action: "shell_exec"}}, 30*time.Second)
-		if _, err := h.a.Get(rec.ID); err != nil { // the Gate is in place once this answers
+		if _, err := h.a.Get(context.Background(), rec.ID); err != nil { // the Gate is in place once this answers
 			b.Fatal(err)
 		}
 		b.StartTimer()
 		t0 := time.Now()
-		if _, err := h.a.Decide(Decide{ID: rec.ID, Approve: true, By: api("bench")}); err != nil {
+		if _, err := h.a.Decide(context.Background(), Decide{ID: rec.ID, Approve: true, By: api("bench")}); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := f.Result(); err != nil {

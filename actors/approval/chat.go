@@ -81,7 +81,7 @@ func (a *Approvals) HandleChat(ctx context.Context, m ChatMessage) (reply string
 	if prefix == "" {
 		return "Usage: /approve <id> [code] or /reject <id> [reason]", true
 	}
-	id, err := kernel.Ask[string](a.env.k, a.pid, &Resolve{Prefix: prefix}, kernel.DefaultAskTimeout)
+	id, err := kernel.Ask[string](ctx, a.env.k, a.pid, &Resolve{Prefix: prefix})
 	if err != nil {
 		return "⚠️ " + errText(err), true
 	}
@@ -92,7 +92,7 @@ func (a *Approvals) HandleChat(ctx context.Context, m ChatMessage) (reply string
 	} else {
 		d.Reason = truncate(rest, MaxReason)
 	}
-	rec, err := a.Decide(d)
+	rec, err := a.Decide(ctx, d)
 	if err != nil {
 		return "⚠️ " + errText(err), true
 	}

@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func TestDecideFromChat(t *testing.T) {
 	if reply, _ := h.a.HandleChat(ctx, ChatMessage{Channel: "tg", ChatID: "-100", UserName: "carol", Text: "/approve " + id}); !strings.Contains(reply, "not on the approver list") {
 		t.Fatalf("%q", reply)
 	}
-	if rec, _ := h.a.Get(id); rec.Status != StatusPending {
+	if rec, _ := h.a.Get(context.Background(), id); rec.Status != StatusPending {
 		t.Fatal("a refused chat command decided")
 	}
 	// Too short an id prefix.
@@ -94,7 +95,7 @@ func TestDecideFromChat(t *testing.T) {
 	secret, _ := enrol(t, h)
 	id2 := uuid.NewString()
 	wait2 := h.gate(Request{ID: id2, AgentID: "a1", Action: "shell_exec"})
-	waitFor(t, "the request", func() bool { _, err := h.a.Get(id2); return err == nil })
+	waitFor(t, "the request", func() bool { _, err := h.a.Get(context.Background(), id2); return err == nil })
 	if reply, _ := h.a.HandleChat(ctx, ChatMessage{Channel: "irc", ChatID: "#ops", UserName: "carol", Text: "/approve " + id2}); !strings.Contains(reply, "TOTP code is required") {
 		t.Fatalf("%q", reply)
 	}
@@ -106,7 +107,7 @@ func TestDecideFromChat(t *testing.T) {
 	// Reject with a reason.
 	id3 := uuid.NewString()
 	wait3 := h.gate(Request{ID: id3, AgentID: "a1", Action: "shell_exec"})
-	waitFor(t, "the request", func() bool { _, err := h.a.Get(id3); return err == nil })
+	waitFor(t, "the request", func() bool { _, err := h.a.Get(context.Background(), id3); return err == nil })
 	reply, _ = h.a.HandleChat(ctx, ChatMessage{Channel: "tg", ChatID: "555", UserName: "alice", Text: "/reject " + id3[:10] + " not today"})
 	if !strings.Contains(reply, "rejected by tg:@alice: not today") {
 		t.Fatalf("%q", reply)

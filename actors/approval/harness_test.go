@@ -165,7 +165,7 @@ func (h *harness) restart() { h.stop(); h.start() }
 
 func (h *harness) create(agentID, action string) *Approval {
 	h.t.Helper()
-	rec, err := h.a.Create(Request{AgentID: agentID, AgentName: "bot-" + agentID, Action: action,
+	rec, err := h.a.Create(context.Background(), Request{AgentID: agentID, AgentName: "bot-" + agentID, Action: action,
 		Description: "wants " + action, Payload: json.RawMessage(`{"path":"/tmp/x"}`), RequestedBy: "api_key"})
 	if err != nil {
 		h.t.Fatal(err)
@@ -216,7 +216,7 @@ func kindOf(err error) (kernel.Kind, string) {
 }
 
 func (h *harness) auditEntries() []audit.Entry {
-	rec, err := h.audit.Recent(1000)
+	rec, err := h.audit.Recent(context.Background(), 1000)
 	if err != nil {
 		h.t.Fatal(err)
 	}

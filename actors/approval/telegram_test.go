@@ -34,7 +34,7 @@ func (c chatAgents) Resolve(_ context.Context, ref string) (string, string, erro
 	if err != nil {
 		return "", "", err
 	}
-	ag, err := c.a.Get(r)
+	ag, err := c.a.Get(context.Background(), r)
 	if err != nil {
 		return "", "", err
 	}
@@ -43,7 +43,7 @@ func (c chatAgents) Resolve(_ context.Context, ref string) (string, string, erro
 
 func (c chatAgents) Turn(_ context.Context, agentID, session, message string) (string, error) {
 	sid := uuid.NewSHA1(uuid.MustParse(agentID), []byte(session)).String()
-	res, err := c.a.Send(agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, SessionID: sid, From: session})
+	res, err := c.a.Send(context.Background(), agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, SessionID: sid, From: session})
 	if err != nil {
 		return "", err
 	}
@@ -150,7 +150,7 @@ func TestApproveInTelegramChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	apps.SetNotifier(chatNotifier{svc})
-	if _, err := agents.Create(agent.Spec{Name: "ops", Model: "fake/m", Tools: []string{"shell_exec"}}, agent.Who{}); err != nil {
+	if _, err := agents.Create(context.Background(), agent.Spec{Name: "ops", Model: "fake/m", Tools: []string{"shell_exec"}}, agent.Who{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.Configure(context.Background(), "telegram", map[string]any{"token": "4242:approvals", "agent_name": "ops",
@@ -174,7 +174,7 @@ func TestApproveInTelegramChat(t *testing.T) {
 	if notice.ChatID != "5" || !strings.Contains(notice.Text, "Approval needed") || !strings.Contains(notice.Text, "shell_exec") {
 		t.Fatalf("notice %+v", notice)
 	}
-	page, _ := apps.List(approval.StatusPending, 0, 10)
+	page, _ := apps.List(context.Background(), approval.StatusPending, 0, 10)
 	if page.Total != 1 || tools.runs() != 0 {
 		t.Fatalf("pending %+v, ran %d", page, tools.runs())
 	}
@@ -184,7 +184,7 @@ func TestApproveInTelegramChat(t *testing.T) {
 	if m := sent(2)[1]; !strings.Contains(m.Text, "not on the approver list") || m.ReplyTo == 0 {
 		t.Fatalf("refusal %+v", m)
 	}
-	if rec, _ := apps.Get(id); rec.Status != approval.StatusPending {
+	if rec, _ := apps.Get(context.Background(), id); rec.Status != approval.StatusPending {
 		t.Fatal("a non-approver decided")
 	}
 	tg.UserMessage(5, 100, "alice", "/approve@fangd_test_bot "+id[:8])
@@ -192,7 +192,7 @@ func TestApproveInTelegramChat(t *testing.T) {
 	if !strings.Contains(msgs[2].Text, "approved by telegram:@alice") || msgs[3].Text != "Uptime says: load average: 0.42" {
 		t.Fatalf("after approval: %+v", msgs[2:])
 	}
-	rec, _ := apps.Get(id)
+	rec, _ := apps.Get(context.Background(), id)
 	if rec.Status != approval.StatusApproved || rec.DecidedVia != approval.ViaChannel || tools.runs() != 1 {
 		t.Fatalf("%+v ran %d", rec, tools.runs())
 	}

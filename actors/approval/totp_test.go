@@ -2,6 +2,7 @@ package approval
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"image/png"
@@ -23,7 +24,7 @@ func totpPolicy() Policy {
 func enrol(t *testing.T, h *harness) (string, []string) {
 	t.Helper()
 	me := api("api_key")
-	e, err := h.a.TOTPSetup("", me)
+	e, err := h.a.TOTPSetup(context.Background(), "", me)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,23 +53,23 @@ func enrol(t *testing.T, h *harness) (string, []string) {
 	if len(e.RecoveryCodes) != 8 {
 		t.Fatalf("%d recovery codes", len(e.RecoveryCodes))
 	}
-	st, _ := h.a.TOTPStatus()
+	st, _ := h.a.TOTPStatus(context.Background())
 	if !st.Enrolled || st.Confirmed || st.Enforced || !st.PendingConfirmation {
 		t.Fatalf("status before confirmation %+v", st)
 	}
 	// A second setup while one awaits confirmation is a conflict.
-	if _, err := h.a.TOTPSetup("", me); err == nil {
+	if _, err := h.a.TOTPSetup(context.Background(), "", me); err == nil {
 		t.Fatal("second setup accepted")
 	} else if k, _ := kindOf(err); k != kernel.KindConflict {
 		t.Fatal(err)
 	}
-	if _, err := h.a.TOTPConfirm("000000", me); err == nil {
+	if _, err := h.a.TOTPConfirm(context.Background(), "000000", me); err == nil {
 		t.Fatal("a wrong confirmation code was accepted")
 	}
-	if _, err := h.a.TOTPConfirm(rfc6238(t, e.Secret, h.clock.Now()), me); err != nil {
+	if _, err := h.a.TOTPConfirm(context.Background(), rfc6238(t, e.Secret, h.clock.Now()), me); err != nil {
 		t.Fatal(err)
 	}
-	st, _ = h.a.TOTPStatus()
+	st, _ = h.a.TOTPStatus(context.Background())
 	if !st.Enrolled || !st.Confirmed || !st.Enforced || st.PendingConfirmation || st.RemainingRecoveryCodes != 8 || st.Scope != "totp" {
 		t.Fatalf("status after confirmation %+v", st)
 	}
@@ -86,7 +87,7 @@ func TestApprovingWithTOTP(t *testing.T) {
 	if !free.SecondFactorRequired {
 		t.Fatal("the policy should want a second factor")
 	}
-	if rec, err := h.a.Decide(Decide{ID: free.ID, Approve: true, By: me}); err != nil || rec.SecondFactor != FactorNone {
+	if rec, err := h.a.Decide(context.Background(), Decide{ID: free.ID, Approve: true, By: me}); err != nil || rec.SecondFactor != FactorNone {
 		t.Fatalf("%+v %v", rec, err)
 	}
 
@@ -99,42 +100,42 @@ func TestApprovingWithTOTP(t *testing.T) {
 		{rfc6238(t, secret, c.Now().Add(-90*time.Second)), "totp_invalid"},  // stale: three steps old
 		{rfc6238(t, secret, c.Now().Add(-30*time.Second)), "totp_replayed"}, // the confirmation's step
 	} {
-		_, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: bad.code, By: me})
+		_, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: bad.code, By: me})
 		if k, code := kindOf(err); k != kernel.KindInvalid || code != bad.want {
 			t.Fatalf("code %q: %v, want %s", bad.code, err, bad.want)
 		}
 	}
-	if rec, _ := h.a.Get(a.ID); rec.Status != StatusPending {
+	if rec, _ := h.a.Get(context.Background(), a.ID); rec.Status != StatusPending {
 		t.Fatal("a refused code changed the request")
 	}
 	// Rejecting needs no code.
 	rej := h.create("a1", "shell_exec")
-	if _, err := h.a.Decide(Decide{ID: rej.ID, Approve: false, By: me}); err != nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: rej.ID, Approve: false, By: me}); err != nil {
 		t.Fatal(err)
 	}
 	// The clock one step ahead of the server is still accepted (skew).
 	code := rfc6238(t, secret, c.Now().Add(30*time.Second))
-	rec, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: code, By: me})
+	rec, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: code, By: me})
 	if err != nil || rec.Status != StatusApproved || rec.SecondFactor != FactorTOTP {
 		t.Fatalf("%+v %v", rec, err)
 	}
 	// The same code, and any code of an older step, is refused once used.
 	b := h.create("a1", "shell_exec")
 	for _, old := range []string{code, rfc6238(t, secret, c.Now())} {
-		if _, err := h.a.Decide(Decide{ID: b.ID, Approve: true, Code: old, By: me}); err == nil {
+		if _, err := h.a.Decide(context.Background(), Decide{ID: b.ID, Approve: true, Code: old, By: me}); err == nil {
 			t.Fatalf("replayed code %s accepted", old)
 		}
 	}
 	// A recovery code works once, in any case and with or without dashes.
 	rc := strings.ToUpper(strings.ReplaceAll(recovery[3], "-", ""))
-	if rec, err := h.a.Decide(Decide{ID: b.ID, Approve: true, Code: rc, By: me}); err != nil || rec.SecondFactor != FactorRecovery {
+	if rec, err := h.a.Decide(context.Background(), Decide{ID: b.ID, Approve: true, Code: rc, By: me}); err != nil || rec.SecondFactor != FactorRecovery {
 		t.Fatalf("recovery code: %+v %v", rec, err)
 	}
 	cc := h.create("a1", "shell_exec")
-	if _, err := h.a.Decide(Decide{ID: cc.ID, Approve: true, Code: recovery[3], By: me}); err == nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: cc.ID, Approve: true, Code: recovery[3], By: me}); err == nil {
 		t.Fatal("a spent recovery code was accepted")
 	}
-	if st, _ := h.a.TOTPStatus(); st.RemainingRecoveryCodes != 7 {
+	if st, _ := h.a.TOTPStatus(context.Background()); st.RemainingRecoveryCodes != 7 {
 		t.Fatalf("remaining %d", st.RemainingRecoveryCodes)
 	}
 	// Actions outside totp_tools need no code.
@@ -183,12 +184,12 @@ func TestLockoutAfterFiveBadCodes(t *testing.T) {
 	secret, recovery := enrol(t, h)
 	a := h.create("a1", "shell_exec")
 	for i := 0; i < MaxFailures-1; i++ {
-		if _, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: "000000", By: me}); err == nil {
+		if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: "000000", By: me}); err == nil {
 			t.Fatal("wrong code accepted")
 		}
 	}
 	// The fifth failure locks: 429 with a Retry-After of five minutes.
-	_, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: "000001", By: me})
+	_, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: "000001", By: me})
 	var ra interface{ RetryAfter() time.Duration }
 	if k, code := kindOf(err); k != kernel.KindRateLimited || code != "totp_locked" || !errors.As(err, &ra) || ra.RetryAfter() != LockoutDuration {
 		t.Fatalf("fifth failure: %v", err)
@@ -198,25 +199,31 @@ func TestLockoutAfterFiveBadCodes(t *testing.T) {
 	h.restart()
 	for _, try := range []func() error{
 		func() error {
-			_, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me})
+			_, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me})
 			return err
 		},
 		func() error {
-			_, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: recovery[0], By: me})
+			_, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: recovery[0], By: me})
 			return err
 		},
-		func() error { _, err := h.a.TOTPRevoke(rfc6238(t, secret, c.Now()), me); return err },
-		func() error { _, err := h.a.TOTPSetup(rfc6238(t, secret, c.Now()), me); return err },
+		func() error {
+			_, err := h.a.TOTPRevoke(context.Background(), rfc6238(t, secret, c.Now()), me)
+			return err
+		},
+		func() error {
+			_, err := h.a.TOTPSetup(context.Background(), rfc6238(t, secret, c.Now()), me)
+			return err
+		},
 	} {
 		if k, _ := kindOf(try()); k != kernel.KindRateLimited {
 			t.Fatal("a locked second factor accepted a code")
 		}
 	}
-	if st, _ := h.a.TOTPStatus(); st.LockedUntil == nil {
+	if st, _ := h.a.TOTPStatus(context.Background()); st.LockedUntil == nil {
 		t.Fatal("status does not show the lock")
 	}
 	c.Add(LockoutDuration + time.Second)
-	if rec, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me}); err != nil || rec.Status != StatusApproved {
+	if rec, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me}); err != nil || rec.Status != StatusApproved {
 		t.Fatalf("after the lock: %+v %v", rec, err)
 	}
 	waitFor(t, "audited lockout", func() bool {
@@ -235,48 +242,48 @@ func TestReenrolAndRevoke(t *testing.T) {
 	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	h := newHarness(t, totpPolicy(), c)
 	me := api("api_key")
-	if _, err := h.a.TOTPRevoke("123456", me); err == nil {
+	if _, err := h.a.TOTPRevoke(context.Background(), "123456", me); err == nil {
 		t.Fatal("revoke without enrolment")
 	} else if k, code := kindOf(err); k != kernel.KindInvalid || code != "totp_not_enrolled" {
 		t.Fatal(err)
 	}
-	if _, err := h.a.TOTPConfirm("123456", me); err == nil {
+	if _, err := h.a.TOTPConfirm(context.Background(), "123456", me); err == nil {
 		t.Fatal("confirm without enrolment")
 	}
 	secret, recovery := enrol(t, h)
 	// Re-enrolling a confirmed secret needs a current code.
-	if _, err := h.a.TOTPSetup("", me); err == nil {
+	if _, err := h.a.TOTPSetup(context.Background(), "", me); err == nil {
 		t.Fatal("re-enrolment without a code")
 	}
-	next, err := h.a.TOTPSetup(rfc6238(t, secret, c.Now()), me)
+	next, err := h.a.TOTPSetup(context.Background(), rfc6238(t, secret, c.Now()), me)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Until the new secret is confirmed the old one stays in force.
 	c.Add(30 * time.Second)
 	a := h.create("a1", "shell_exec")
-	if _, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: rfc6238(t, next.Secret, c.Now()), By: me}); err == nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: rfc6238(t, next.Secret, c.Now()), By: me}); err == nil {
 		t.Fatal("the unconfirmed secret approved")
 	}
-	if _, err := h.a.TOTPConfirm(rfc6238(t, next.Secret, c.Now()), me); err != nil {
+	if _, err := h.a.TOTPConfirm(context.Background(), rfc6238(t, next.Secret, c.Now()), me); err != nil {
 		t.Fatal(err)
 	}
 	c.Add(30 * time.Second)
-	if _, err := h.a.Decide(Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me}); err == nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me}); err == nil {
 		t.Fatal("the replaced secret still approves")
 	}
 	// Old recovery codes died with the old secret; revoke with the new one.
-	if _, err := h.a.TOTPRevoke(recovery[0], me); err == nil {
+	if _, err := h.a.TOTPRevoke(context.Background(), recovery[0], me); err == nil {
 		t.Fatal("an old recovery code revoked")
 	}
-	if _, err := h.a.TOTPRevoke(next.RecoveryCodes[0], me); err != nil {
+	if _, err := h.a.TOTPRevoke(context.Background(), next.RecoveryCodes[0], me); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := h.a.TOTPStatus()
+	st, _ := h.a.TOTPStatus(context.Background())
 	if st.Enrolled || st.Confirmed || st.Enforced {
 		t.Fatalf("after revoke %+v", st)
 	}
-	if rec, err := h.a.Decide(Decide{ID: a.ID, Approve: true, By: me}); err != nil || rec.SecondFactor != FactorNone {
+	if rec, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, By: me}); err != nil || rec.SecondFactor != FactorNone {
 		t.Fatalf("after revoke, approving needs no code: %+v %v", rec, err)
 	}
 	waitFor(t, "audit", func() bool {

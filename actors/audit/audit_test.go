@@ -89,14 +89,14 @@ func appendN(t *testing.T, l *Log, writers, each int) {
 func TestConcurrentAppendsFormOneValidChain(t *testing.T) {
 	h := start(t, t.TempDir())
 	appendN(t, h.log, 32, 25)
-	rep, err := h.log.Verify()
+	rep, err := h.log.Verify(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !rep.Valid() || rep.ChainLength != 800 || rep.AnchorStatus != "ok" {
 		t.Fatalf("report = %+v", rep)
 	}
-	rec, err := h.log.Recent(3)
+	rec, err := h.log.Recent(context.Background(), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestChainSurvivesRestartAndContinues(t *testing.T) {
 	if e.ID != 41 {
 		t.Fatalf("id after restart = %d, want 41", e.ID)
 	}
-	rep, _ := h2.log.Verify()
+	rep, _ := h2.log.Verify(context.Background())
 	if !rep.Valid() || rep.ChainLength != 41 {
 		t.Fatalf("report = %+v", rep)
 	}
@@ -142,7 +142,7 @@ func TestVerifyDetectsAlteredEntry(t *testing.T) {
 	if err := al.Overwrite(store.AuditRecord{ID: 5, Raw: []byte(altered)}); err != nil {
 		t.Fatal(err)
 	}
-	rep, _ := h.log.Verify()
+	rep, _ := h.log.Verify(context.Background())
 	if rep.Valid() || rep.BrokenAt != 5 || !strings.Contains(rep.Error, "hash mismatch") {
 		t.Fatalf("report = %+v", rep)
 	}
@@ -160,7 +160,7 @@ func TestVerifyDetectsRehashedEntry(t *testing.T) {
 	e.Hash = Hash(&e)
 	raw, _ := json.Marshal(&e)
 	al.Overwrite(store.AuditRecord{ID: 5, Raw: raw})
-	rep, _ := h.log.Verify()
+	rep, _ := h.log.Verify(context.Background())
 	if rep.Valid() || rep.BrokenAt != 6 || !strings.Contains(rep.Error, "chain break") {
 		t.Fatalf("report = %+v", rep)
 	}
@@ -192,7 +192,7 @@ func TestVerifyDetectsTruncatedTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, _ = h2.log.Verify()
+	rep, _ = h2.log.Verify(context.Background())
 	if rep.Valid() || rep.AnchorStatus != "mismatch" {
 		t.Fatalf("online report after restart = %+v", rep)
 	}
@@ -215,7 +215,7 @@ func TestAnchorLaggingOneBatchIsRepairedOnStart(t *testing.T) {
 	db.Close()
 	WriteAnchor(AnchorPath(home), Anchor{Length: 4, Tip: tipAt4})
 	h2 := start(t, home)
-	rep, _ := h2.log.Verify()
+	rep, _ := h2.log.Verify(context.Background())
 	if !rep.Valid() {
 		t.Fatalf("report = %+v", rep)
 	}
@@ -239,7 +239,7 @@ func TestGroupCommitBatches(t *testing.T) {
 	// anchor writes (one per batch) is far below the number of entries.
 	h := start(t, t.TempDir())
 	appendN(t, h.log, 64, 20)
-	rep, _ := h.log.Verify()
+	rep, _ := h.log.Verify(context.Background())
 	if !rep.Valid() || rep.ChainLength != 1280 {
 		t.Fatalf("report = %+v", rep)
 	}

@@ -137,29 +137,30 @@ func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
 
 // Recent returns up to limit newest committed entries, newest first. It
 // answers like kernel.Ask (503 actor_unavailable when the writer is not
-// running, actor_timeout after DefaultAskTimeout) but waits on a reply
-// channel rather than a request future, which is cheaper on this hot path.
-func (l *Log) Recent(limit int) (*RecentReply, error) {
+// running, actor_timeout at ctx's deadline or after DefaultAskTimeout,
+// request_cancelled when ctx ends) but waits on a reply channel rather
+// than a reply process: GET /api/audit/recent is a measured hot path
+// (docs/architecture.md, "Asking an actor").
+func (l *Log) Recent(ctx context.Context, limit int) (*RecentReply, error) {
 	if _, alive := l.k.System.ProcessRegistry.Get(l.pid); !alive {
 		return nil, &kernel.Error{Kind: kernel.KindUnavailable, Code: "actor_unavailable",
 			Msg: l.pid.Id + " is not running", Err: actor.ErrDeadLetter}
 	}
+	ctx, cancel := kernel.WithDefaultTimeout(ctx, kernel.DefaultAskTimeout)
+	defer cancel()
 	done := make(chan *RecentReply, 1)
 	l.k.Root.Send(l.pid, &recentRequest{limit: limit, done: done})
-	timer := time.NewTimer(kernel.DefaultAskTimeout)
-	defer timer.Stop()
 	select {
 	case r := <-done:
 		return r, nil
-	case <-timer.C:
-		return nil, &kernel.Error{Kind: kernel.KindUnavailable, Code: "actor_timeout",
-			Msg: l.pid.Id + " did not answer in time", Err: actor.ErrTimeout}
+	case <-ctx.Done():
+		return nil, kernel.AskEnded(l.pid, ctx.Err())
 	}
 }
 
 // Verify walks the whole committed chain and checks the anchor.
-func (l *Log) Verify() (Report, error) {
-	snap, err := kernel.Ask[*SnapshotReply](l.k, l.pid, &Snapshot{}, kernel.DefaultAskTimeout)
+func (l *Log) Verify(ctx context.Context) (Report, error) {
+	snap, err := kernel.Ask[*SnapshotReply](ctx, l.k, l.pid, &Snapshot{})
 	if err != nil {
 		return Report{}, err
 	}

@@ -115,10 +115,7 @@ type Walker struct {
 // Walk starts a walk over the entries committed now that pass f, newest
 // first or oldest first.
 func (l *Log) Walk(ctx context.Context, f Filter, newestFirst bool) (*Walker, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, kernel.Unavailable("audit walk: %v", err)
-	}
-	snap, err := kernel.Ask[*SnapshotReply](l.k, l.pid, &Snapshot{}, kernel.DefaultAskTimeout)
+	snap, err := kernel.Ask[*SnapshotReply](ctx, l.k, l.pid, &Snapshot{})
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ func TestRecentIsNewestFirstAndBounded(t *testing.T) {
 	h := start(t, t.TempDir())
 	appendN(t, h.log, 1, 12)
 	for _, c := range []struct{ limit, want int }{{0, 0}, {1, 1}, {5, 5}, {12, 12}, {500, 12}} {
-		rec, err := h.log.Recent(c.limit)
+		rec, err := h.log.Recent(context.Background(), c.limit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +35,7 @@ func TestRecentOfAStoppedLogIsUnavailableAtOnce(t *testing.T) {
 	defer cancel()
 	h.k.Shutdown(ctx)
 	done := make(chan error, 1)
-	go func() { _, err := h.log.Recent(5); done <- err }()
+	go func() { _, err := h.log.Recent(context.Background(), 5); done <- err }()
 	var err error
 	select {
 	case err = <-done:
@@ -64,7 +64,7 @@ func TestRecentItemsCarryLibreFangNames(t *testing.T) {
 	}
 	check := func(when string, l *Log) {
 		t.Helper()
-		rec, err := l.Recent(10)
+		rec, err := l.Recent(context.Background(), 10)
 		if err != nil {
 			t.Fatal(err)
 		}

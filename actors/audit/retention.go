@@ -29,8 +29,8 @@ const retentionInterval = 10 * time.Minute
 //  4. delete the prefix.
 //
 // It returns how many entries it removed.
-func (l *Log) Trim(retain uint64, archiveDir string) (uint64, error) {
-	return l.TrimPolicy(Retention{Entries: retain}, archiveDir, time.Now())
+func (l *Log) Trim(ctx context.Context, retain uint64, archiveDir string) (uint64, error) {
+	return l.TrimPolicy(ctx, Retention{Entries: retain}, archiveDir, time.Now())
 }
 
 // Retention is what the chain keeps: at most Entries entries (0: no
@@ -47,14 +47,14 @@ func (r Retention) on() bool { return r.Entries > 0 || r.MaxAge > 0 }
 // prefix removed (exported, checkpointed, deleted, as Trim does) is the
 // longer of the one beyond r.Entries and the run of oldest entries whose
 // timestamp is before now-r.MaxAge.
-func (l *Log) TrimPolicy(r Retention, archiveDir string, now time.Time) (uint64, error) {
+func (l *Log) TrimPolicy(ctx context.Context, r Retention, archiveDir string, now time.Time) (uint64, error) {
 	if !r.on() {
 		return 0, nil
 	}
 	if l.broken.Load() != nil {
 		return 0, errors.New("audit retention is paused while the anchor mismatch is not accepted")
 	}
-	snap, err := kernel.Ask[*SnapshotReply](l.k, l.pid, &Snapshot{}, kernel.DefaultAskTimeout)
+	snap, err := kernel.Ask[*SnapshotReply](ctx, l.k, l.pid, &Snapshot{})
 	if err != nil {
 		return 0, err
 	}
@@ -196,19 +196,27 @@ func (l *Log) startRetention(retain Retention, archiveDir string) {
 	if !retain.on() {
 		return
 	}
-	l.stopRetention = make(chan struct{})
+	stop := make(chan struct{})
+	l.stopRetention = stop
 	go func() {
 		t := time.NewTicker(retentionInterval)
 		defer t.Stop()
+		// Stop ends a round in progress too.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			<-stop
+			cancel()
+		}()
 		for {
-			if n, err := l.TrimPolicy(retain, archiveDir, time.Now()); err != nil {
+			if n, err := l.TrimPolicy(ctx, retain, archiveDir, time.Now()); err != nil {
 				l.k.Log.Error().Err(err).Str("component", "audit").Msg("audit retention failed; nothing was removed that is not exported")
 			} else if n > 0 {
 				l.k.Log.Info().Str("component", "audit").Uint64("trimmed", n).Str("archive", archiveDir).Msg("audit retention trimmed the oldest entries")
 			}
 			select {
 			case <-t.C:
-			case <-l.stopRetention:
+			case <-stop:
 				return
 			}
 		}

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -18,11 +19,11 @@ func TestRetentionTrimsAndTheRestVerifies(t *testing.T) {
 	h := start(t, home)
 	appendN(t, h.log, 1, 30)
 	waitAnchor(t, home, 30) // the anchored entry is never trimmed
-	n, err := h.log.Trim(10, archive)
+	n, err := h.log.Trim(context.Background(), 10, archive)
 	if err != nil || n != 20 {
 		t.Fatalf("trim: %d %v", n, err)
 	}
-	rep, _ := h.log.Verify()
+	rep, _ := h.log.Verify(context.Background())
 	if !rep.Valid() || rep.TrimmedLength != 20 || rep.ChainLength != 31 {
 		t.Fatalf("after trim: %+v", rep)
 	}
@@ -40,7 +41,7 @@ func TestRetentionTrimsAndTheRestVerifies(t *testing.T) {
 	// A second trim starts where the first ended.
 	appendN(t, h.log, 1, 20)
 	waitAnchor(t, home, 51)
-	if n, err := h.log.Trim(10, archive); err != nil || n != 21 {
+	if n, err := h.log.Trim(context.Background(), 10, archive); err != nil || n != 21 {
 		t.Fatalf("second trim: %d %v", n, err)
 	}
 	h.stop()
@@ -50,12 +51,12 @@ func TestRetentionTrimsAndTheRestVerifies(t *testing.T) {
 	// Restart: the anchor still matches, the chain goes on.
 	h2 := start(t, home)
 	appendN(t, h2.log, 1, 1)
-	if rep, _ := h2.log.Verify(); !rep.Valid() || rep.ChainLength != 53 {
+	if rep, _ := h2.log.Verify(context.Background()); !rep.Valid() || rep.ChainLength != 53 {
 		t.Fatalf("after restart: %+v", rep)
 	}
 	// Deleting beyond the checkpoint is seen.
 	h2.db.AuditLog().Remove(43)
-	if rep, _ := h2.log.Verify(); rep.Valid() {
+	if rep, _ := h2.log.Verify(context.Background()); rep.Valid() {
 		t.Fatalf("an entry after the checkpoint was removed, verify says %+v", rep)
 	}
 }
@@ -75,25 +76,25 @@ func TestRetentionByAge(t *testing.T) {
 	waitAnchor(t, h.home, 15)
 	day := 24 * time.Hour
 	// Nothing is older than a day.
-	if n, err := h.log.TrimPolicy(Retention{MaxAge: day}, archive, cutoff.Add(time.Hour)); err != nil || n != 0 {
+	if n, err := h.log.TrimPolicy(context.Background(), Retention{MaxAge: day}, archive, cutoff.Add(time.Hour)); err != nil || n != 0 {
 		t.Fatalf("young chain: %d %v", n, err)
 	}
 	// A day after the cutoff, the ten entries before it (and only those)
 	// are older than a day.
-	n, err := h.log.TrimPolicy(Retention{MaxAge: day, Entries: 1000}, archive, cutoff.Add(day))
+	n, err := h.log.TrimPolicy(context.Background(), Retention{MaxAge: day, Entries: 1000}, archive, cutoff.Add(day))
 	if err != nil || n != 10 {
 		t.Fatalf("trim by age: %d %v", n, err)
 	}
 	if _, err := os.Stat(filepath.Join(archive, "audit-1-10.jsonl")); err != nil {
 		t.Fatal(err)
 	}
-	rep, _ := h.log.Verify()
+	rep, _ := h.log.Verify(context.Background())
 	if !rep.Valid() || rep.TrimmedLength != 10 || rep.ChainLength != 16 {
 		t.Fatalf("after trim: %+v", rep)
 	}
 	// The count limit still applies when it trims more than the age.
 	waitAnchor(t, h.home, 16)
-	if n, err := h.log.TrimPolicy(Retention{MaxAge: day, Entries: 2}, archive, cutoff.Add(day)); err != nil || n != 4 {
+	if n, err := h.log.TrimPolicy(context.Background(), Retention{MaxAge: day, Entries: 2}, archive, cutoff.Add(day)); err != nil || n != 4 {
 		t.Fatalf("count over age: %d %v", n, err)
 	}
 	h.stop()
@@ -132,11 +133,11 @@ func TestRetentionKeepsTheAnchoredEntry(t *testing.T) {
 	if err := WriteAnchor(AnchorPath(home), Anchor{Length: 3, Tip: tip3}); err != nil {
 		t.Fatal(err)
 	}
-	n, err := h.log.TrimPolicy(Retention{Entries: 1}, filepath.Join(home, "audit-archive"), time.Now())
+	n, err := h.log.TrimPolicy(context.Background(), Retention{Entries: 1}, filepath.Join(home, "audit-archive"), time.Now())
 	if err != nil || n != 2 {
 		t.Fatalf("trim: %d %v", n, err)
 	}
-	if rep, _ := h.log.Verify(); !rep.Valid() || rep.TrimmedLength != 2 {
+	if rep, _ := h.log.Verify(context.Background()); !rep.Valid() || rep.TrimmedLength != 2 {
 		t.Fatalf("after trim: %+v", rep)
 	}
 }

@@ -93,7 +93,7 @@ func TestDegradedUntilAccepted(t *testing.T) {
 	// Appends go on; the evidence stays, online and offline, also once the
 	// chain has grown past the anchor's length.
 	appendN(t, h.log, 1, 4)
-	rep, _ := h.log.Verify()
+	rep, _ := h.log.Verify(context.Background())
 	if rep.Valid() || rep.StartupMismatch == "" {
 		t.Fatalf("online verify while degraded: %+v", rep)
 	}
@@ -121,7 +121,7 @@ func TestDegradedUntilAccepted(t *testing.T) {
 		t.Fatalf("offline verify after accept: %+v", rep)
 	}
 	h2 := start(t, home)
-	if rep, _ := h2.log.Verify(); !rep.Valid() {
+	if rep, _ := h2.log.Verify(context.Background()); !rep.Valid() {
 		t.Fatalf("online verify after accept: %+v", rep)
 	}
 	if st := h2.k.Security.State("merkle_audit_trail"); st != kernel.StateActive {

@@ -160,7 +160,10 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s.pid = pid
-	if _, err := kernel.Ask[bool](k, pid, &sync0{}, 30*time.Second); err != nil {
+	// Wait for the load (start-up: generous).
+	loadCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := kernel.Ask[bool](loadCtx, k, pid, &sync0{}); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -397,7 +400,7 @@ func (s *Service) Callback(ctx context.Context, code, state, binding string) (st
 		return "", nil, "", err
 	}
 	token := "fss_" + randomToken(32)
-	if _, err := kernel.Ask[bool](s.k, s.pid, &put{hash: hashOf(token), sess: sess}, kernel.DefaultAskTimeout); err != nil {
+	if _, err := kernel.Ask[bool](ctx, s.k, s.pid, &put{hash: hashOf(token), sess: sess}); err != nil {
 		return "", nil, "", err
 	}
 	return token, sess, l.returnTo, nil
@@ -471,15 +474,8 @@ func (s *Service) Session(token string) (*Session, bool) {
 
 // Logout ends a session.
 func (s *Service) Logout(ctx context.Context, token string) error {
-	_, err := kernel.Ask[bool](s.k, s.pid, &drop{hash: hashOf(token)}, askTimeout(ctx))
+	_, err := kernel.Ask[bool](ctx, s.k, s.pid, &drop{hash: hashOf(token)})
 	return err
-}
-
-func askTimeout(ctx context.Context) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
-		return min(kernel.DefaultAskTimeout, time.Until(d))
-	}
-	return kernel.DefaultAskTimeout
 }
 
 // Introspection is RFC 7662's answer.

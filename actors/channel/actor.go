@@ -150,6 +150,7 @@ func (a *channelActor) Receive(c actor.Context) {
 		a.accept(m.msgs, m.cursor, func(err error) { m.done <- err })
 		a.publish(c)
 	case *webhookCall:
+		m.reply = kernel.ReplierOf(c)
 		a.webhook(c, m)
 	case *turnDone:
 		a.turnDone(c, m)
@@ -165,6 +166,7 @@ func (a *channelActor) Receive(c actor.Context) {
 		a.startTurns()
 		a.pump()
 	case *sendRequest:
+		m.reply = kernel.ReplierOf(c)
 		a.enqueue(m)
 	case *enqueued:
 		a.outbox.add(m.items...)
@@ -174,6 +176,7 @@ func (a *channelActor) Receive(c actor.Context) {
 	case *sendDone:
 		a.sendDone(c, m)
 	case *testRequest:
+		m.reply = kernel.ReplierOf(c)
 		a.test(m)
 	}
 }
@@ -284,8 +287,8 @@ func (a *channelActor) schedule(d time.Duration, msg any) {
 // test answers POST /api/channels/{name}/test from a goroutine.
 func (a *channelActor) test(m *testRequest) {
 	if a.adapter == nil {
-		m.reply <- testResult{err: kernel.Errorf(kernel.KindPreconditionFailed, "not_ready",
-			"channel %s has no working configuration: %s", a.name, a.status.LastError)}
+		m.reply.Respond(testResult{err: kernel.Errorf(kernel.KindPreconditionFailed, "not_ready",
+			"channel %s has no working configuration: %s", a.name, a.status.LastError)})
 		return
 	}
 	ad, name, base, display := a.adapter, a.name, a.base, a.cfg.Spec.DisplayName
@@ -297,20 +300,20 @@ func (a *channelActor) test(m *testRequest) {
 		if m.chatID == "" {
 			id, err := ad.Probe(ctx)
 			if err != nil {
-				m.reply <- testResult{err: upstream(display, err)}
+				m.reply.Respond(testResult{err: upstream(display, err)})
 				return
 			}
-			m.reply <- testResult{res: &TestResult{Status: "ok", Channel: name, Identity: &id,
-				Message: fmt.Sprintf("Connected to %s as %s. Provide chat_id or channel_id to send a test message.", display, id.Name)}}
+			m.reply.Respond(testResult{res: &TestResult{Status: "ok", Channel: name, Identity: &id,
+				Message: fmt.Sprintf("Connected to %s as %s. Provide chat_id or channel_id to send a test message.", display, id.Name)}})
 			return
 		}
 		msgID, err := ad.Send(ctx, Outbound{ChatID: m.chatID, Text: TestText})
 		if err != nil {
-			m.reply <- testResult{err: upstream(display, err)}
+			m.reply.Respond(testResult{err: upstream(display, err)})
 			return
 		}
-		m.reply <- testResult{res: &TestResult{Status: "ok", Channel: name, ChatID: m.chatID, MessageID: msgID,
-			Message: fmt.Sprintf("Test message sent to %s chat %s.", display, m.chatID)}}
+		m.reply.Respond(testResult{res: &TestResult{Status: "ok", Channel: name, ChatID: m.chatID, MessageID: msgID,
+			Message: fmt.Sprintf("Test message sent to %s chat %s.", display, m.chatID)}})
 	}()
 }
 

@@ -156,17 +156,17 @@ func (a *channelActor) inboxFailed(c actor.Context, m *inboxFailed) {
 
 func (a *channelActor) webhook(c actor.Context, m *webhookCall) {
 	if a.adapter == nil {
-		m.reply <- webhookResult{err: kernel.Errorf(kernel.KindUnavailable, "channel_not_running",
-			"channel %s is not running: %s", a.name, a.status.LastError)}
+		m.reply.Respond(webhookResult{err: kernel.Errorf(kernel.KindUnavailable, "channel_not_running",
+			"channel %s is not running: %s", a.name, a.status.LastError)})
 		return
 	}
 	wr, ok := a.adapter.(WebhookReceiver)
 	if !ok {
-		m.reply <- webhookResult{err: kernel.NotFound("channel %s (%s) does not take webhooks", a.name, a.rec.Adapter)}
+		m.reply.Respond(webhookResult{err: kernel.NotFound("channel %s (%s) does not take webhooks", a.name, a.rec.Adapter)})
 		return
 	}
 	if !a.cfg.Enabled() {
-		m.reply <- webhookResult{err: kernel.Errorf(kernel.KindUnavailable, "channel_disabled", "channel %s is disabled", a.name)}
+		m.reply.Respond(webhookResult{err: kernel.Errorf(kernel.KindUnavailable, "channel_disabled", "channel %s is disabled", a.name)})
 		return
 	}
 	ctx, cancel := context.WithTimeout(a.base, 5*time.Second)
@@ -179,16 +179,16 @@ func (a *channelActor) webhook(c actor.Context, m *webhookCall) {
 		} else if kernel.AsError(err) == nil {
 			err = kernel.Invalid("%s", err.Error())
 		}
-		m.reply <- webhookResult{err: err}
+		m.reply.Respond(webhookResult{err: err})
 		return
 	}
 	a.traffic = time.Now()
 	a.accept(msgs, nil, func(err error) {
 		if err != nil {
-			m.reply <- webhookResult{err: err}
+			m.reply.Respond(webhookResult{err: err})
 			return
 		}
-		m.reply <- webhookResult{resp: resp}
+		m.reply.Respond(webhookResult{resp: resp})
 	})
 	a.publish(c)
 }
@@ -198,8 +198,11 @@ func (a *channelActor) webhook(c actor.Context, m *webhookCall) {
 // a command was taken before its answer is safe. A command is not kept in
 // the inbox: after a crash between the two it is simply not answered, and
 // the user sends it again.
+// commandStoreTimeout bounds the wait for a command's answer to be queued.
+const commandStoreTimeout = time.Minute
+
 func (a *channelActor) runCommands(cmds []Inbound, done func(error)) {
-	cmd, name, self, root, base := a.rt.commands, a.name, a.self, a.rt.k.Root, a.base
+	cmd, name, self, k, base := a.rt.commands, a.name, a.self, a.rt.k, a.base
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -211,14 +214,16 @@ func (a *channelActor) runCommands(cmds []Inbound, done func(error)) {
 			if answer == "" || base.Err() != nil {
 				continue
 			}
-			reply := make(chan sendResult, 1)
-			root.Send(self, &sendRequest{chatID: m.ChatID, text: answer, from: "commands", replyTo: m.MessageID, threadID: m.ThreadID, reply: reply})
-			select {
-			case r := <-reply:
-				if r.err != nil && first == nil {
-					first = r.err
-				}
-			case <-base.Done():
+			// Stored answers come in milliseconds; the bound only keeps
+			// a wedged outbox from holding the command forever.
+			sctx, cancel := context.WithTimeout(base, commandStoreTimeout)
+			r, err := kernel.Ask[sendResult](sctx, k, self, &sendRequest{chatID: m.ChatID, text: answer, from: "commands", replyTo: m.MessageID, threadID: m.ThreadID})
+			cancel()
+			if err == nil {
+				err = r.err
+			}
+			if err != nil && base.Err() == nil && first == nil {
+				first = err
 			}
 		}
 		done(first)

@@ -12,6 +12,8 @@ package channel
 import (
 	"context"
 	"time"
+
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // --- what the "channels" supervisor accepts (Service wraps these) ---
@@ -22,7 +24,6 @@ type configure struct {
 	rec     record
 	secrets map[string]string // the full set after merging, in memory only
 	account string            // account fingerprint ("" when none)
-	reply   chan configureResult
 }
 
 type configureResult struct {
@@ -33,17 +34,15 @@ type configureResult struct {
 
 // remove stops a channel and deletes its configuration, secrets and queues.
 type remove struct {
-	name  string
-	reply chan error
+	name string
 }
 
 // listChannels asks for every configured channel's record and status.
-type listChannels struct{ reply chan []snapshot }
+type listChannels struct{}
 
 // getChannel asks for one configured channel (ok false when unknown).
 type getChannel struct {
-	name  string
-	reply chan snapshotResult
+	name string
 }
 
 type snapshotResult struct {
@@ -55,7 +54,6 @@ type snapshotResult struct {
 // ones. Each entry is a fully validated desired configuration.
 type reload struct {
 	desired []desiredChannel
-	reply   chan ReloadResult
 }
 
 type desiredChannel struct {
@@ -94,7 +92,7 @@ type sendRequest struct {
 	// replyTo and threadID place the message under an inbound one (the
 	// answer to a chat command); empty for a fresh message.
 	replyTo, threadID string
-	reply             chan sendResult
+	reply             kernel.Replier // set from the asker on receipt
 }
 
 type sendResult struct {
@@ -106,7 +104,7 @@ type sendResult struct {
 // identity when chatID is empty.
 type testRequest struct {
 	chatID string
-	reply  chan testResult
+	reply  kernel.Replier // set from the asker on receipt
 }
 
 type testResult struct {
@@ -127,7 +125,7 @@ type TestResult struct {
 // webhookCall is a platform callback for this channel.
 type webhookCall struct {
 	req   *WebhookRequest
-	reply chan webhookResult
+	reply kernel.Replier // set from the asker on receipt
 }
 
 type webhookResult struct {

@@ -169,7 +169,7 @@ func (a *channelActor) enqueue(m *sendRequest) {
 		stored := make(chan error, 1)
 		q.finishTurn(name, nil, items, func(err error) { stored <- err })
 		if err := <-stored; err != nil {
-			m.reply <- sendResult{err: err}
+			m.reply.Respond(sendResult{err: err})
 			return
 		}
 		ids := make([]string, len(items))
@@ -177,7 +177,7 @@ func (a *channelActor) enqueue(m *sendRequest) {
 			ids[i] = fmt.Sprintf("%s-%d", name, it.Seq)
 		}
 		root.Send(self, &enqueued{items: items})
-		m.reply <- sendResult{ids: ids}
+		m.reply.Respond(sendResult{ids: ids})
 	}()
 }
 

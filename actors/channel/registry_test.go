@@ -2,6 +2,7 @@ package channel_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"os"
@@ -94,7 +95,7 @@ func TestRegistrySchemaIsPinned(t *testing.T) {
 func TestRegistryListingIsPinned(t *testing.T) {
 	t.Setenv(whatsapp.GatewayEnv, "")
 	h := channeltest.New(t, adapters.Builders())
-	list, err := h.Service.List(false)
+	list, err := h.Service.List(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

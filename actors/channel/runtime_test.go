@@ -465,14 +465,14 @@ func TestOneAccountOneChannel(t *testing.T) {
 	p2 := newPlatform("other")
 	_ = p2
 	h.Configure("support", map[string]any{"adapter": "telegram", "token": "other"})
-	list, err := h.Service.List(false)
+	list, err := h.Service.List(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(list) != 45 || list[44].Name != "support" || list[44].Adapter != "telegram" {
 		t.Fatalf("list has %d entries, last %+v", len(list), list[len(list)-1].Name)
 	}
-	conf, _ := h.Service.List(true)
+	conf, _ := h.Service.List(context.Background(), true)
 	if len(conf) != 2 {
 		t.Fatalf("configured = %d", len(conf))
 	}
@@ -495,7 +495,7 @@ func TestRemoveStopsAndForgets(t *testing.T) {
 	h := setup(t, p)
 	h.Configure("telegram", map[string]any{"token": "good"})
 	h.WaitState("telegram", channel.StateConnected)
-	if err := h.Service.Remove("telegram"); err != nil {
+	if err := h.Service.Remove(context.Background(), "telegram"); err != nil {
 		t.Fatal(err)
 	}
 	if v := h.Get("telegram"); v.Configured || v.State != channel.StateUnconfigured {
@@ -504,7 +504,7 @@ func TestRemoveStopsAndForgets(t *testing.T) {
 	if ok, _ := h.Vault.Has("channel/telegram/bot_token"); ok {
 		t.Fatal("secret left in the vault")
 	}
-	if err := h.Service.Remove("telegram"); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindNotFound {
+	if err := h.Service.Remove(context.Background(), "telegram"); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatalf("second delete: %v", err)
 	}
 	// Same token again is allowed after delete.
@@ -518,13 +518,13 @@ func TestWebhookSignature(t *testing.T) {
 	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName, "webhook_secret": "s3cret"})
 	h.WaitState("telegram", channel.StateConnected)
 	body := []byte(`{"chat":"77","user":"u","text":"via hook"}`)
-	_, err := h.Service.Webhook("telegram", &channel.WebhookRequest{Method: "POST", Header: http.Header{"X-Signature": {"00"}}, Body: body})
+	_, err := h.Service.Webhook(context.Background(), "telegram", &channel.WebhookRequest{Method: "POST", Header: http.Header{"X-Signature": {"00"}}, Body: body})
 	if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindUnauthorized {
 		t.Fatalf("bad signature: %v", err)
 	}
 	mac := hmac.New(sha256.New, []byte("s3cret"))
 	mac.Write(body)
-	resp, err := h.Service.Webhook("telegram", &channel.WebhookRequest{Method: "POST",
+	resp, err := h.Service.Webhook(context.Background(), "telegram", &channel.WebhookRequest{Method: "POST",
 		Header: http.Header{"X-Signature": {hex.EncodeToString(mac.Sum(nil))}}, Body: body})
 	if err != nil || string(resp.Body) != "ok" {
 		t.Fatalf("good signature: %v %v", resp, err)
@@ -568,7 +568,7 @@ func TestReloadReconciles(t *testing.T) {
 	if strings.Join(res.Stopped, ",") != "telegram" {
 		t.Fatalf("fourth apply = %+v", res)
 	}
-	h.WaitFor("second gone", func() bool { v, _ := h.Service.Get("second"); return v == nil })
+	h.WaitFor("second gone", func() bool { v, _ := h.Service.Get(context.Background(), "second"); return v == nil })
 	if !h.Service.Has("api-one") {
 		t.Fatal("reload stopped an API-configured channel")
 	}
@@ -595,20 +595,20 @@ func TestCheckValidatesWithoutApplying(t *testing.T) {
 func TestTestEndpoint(t *testing.T) {
 	p := newPlatform("good")
 	h := setup(t, p)
-	if _, err := h.Service.Test("telegram", ""); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindPreconditionFailed {
+	if _, err := h.Service.Test(context.Background(), "telegram", ""); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindPreconditionFailed {
 		t.Fatalf("unconfigured test: %v", err)
 	}
 	h.Configure("telegram", map[string]any{"token": "good"})
-	r, err := h.Service.Test("telegram", "")
+	r, err := h.Service.Test(context.Background(), "telegram", "")
 	if err != nil || r.Identity == nil || r.Identity.Name != "fakebot" {
 		t.Fatalf("probe test: %+v %v", r, err)
 	}
-	r, err = h.Service.Test("telegram", "123")
+	r, err = h.Service.Test(context.Background(), "telegram", "123")
 	if err != nil || r.Status != "ok" || len(p.messages()) != 1 || p.messages()[0].Text != channel.TestText {
 		t.Fatalf("send test: %+v %v", r, err)
 	}
 	p.set(func(p *platform) { p.down = true })
-	if _, err := h.Service.Test("telegram", "123"); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindUpstream {
+	if _, err := h.Service.Test(context.Background(), "telegram", "123"); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindUpstream {
 		t.Fatalf("test while down: %v", err)
 	}
 }

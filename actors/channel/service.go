@@ -148,21 +148,6 @@ func Start(opts Options) (*Service, error) {
 	return &Service{rt: rt, pid: pid, loadConfig: opts.LoadConfig, env: opts.Env}, nil
 }
 
-// askTimeout bounds how long an API call waits for the channels actors.
-const askTimeout = kernel.DefaultAskTimeout
-
-// call sends msg to pid and waits for the answer on reply.
-func call[T any](s *Service, pid *actor.PID, msg any, reply chan T) (T, error) {
-	s.rt.k.Root.Send(pid, msg)
-	var zero T
-	select {
-	case r := <-reply:
-		return r, nil
-	case <-time.After(askTimeout):
-		return zero, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "%s did not answer in time", pid.Id)
-	}
-}
-
 // childPID is the address of channel name's actor.
 func (s *Service) childPID(name string) (*actor.PID, bool) {
 	pid := actor.NewPID(s.rt.k.System.Address(), s.pid.Id+"/channel/"+name)
@@ -278,9 +263,8 @@ func (s *Service) view(spec *Spec, snap *snapshot) View {
 	return v
 }
 
-func (s *Service) snapshots() (map[string]snapshot, error) {
-	reply := make(chan []snapshot, 1)
-	snaps, err := call(s, s.pid, &listChannels{reply: reply}, reply)
+func (s *Service) snapshots(ctx context.Context) (map[string]snapshot, error) {
+	snaps, err := kernel.Ask[[]snapshot](ctx, s.rt.k, s.pid, &listChannels{})
 	if err != nil {
 		return nil, err
 	}
@@ -293,8 +277,8 @@ func (s *Service) snapshots() (map[string]snapshot, error) {
 
 // List returns every registry adapter (configured or not) and every extra
 // configured instance; configuredOnly keeps the configured ones.
-func (s *Service) List(configuredOnly bool) ([]View, error) {
-	snaps, err := s.snapshots()
+func (s *Service) List(ctx context.Context, configuredOnly bool) ([]View, error) {
+	snaps, err := s.snapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -325,9 +309,8 @@ func (s *Service) List(configuredOnly bool) ([]View, error) {
 
 // Get returns one channel: a configured one by its name, or a registry
 // adapter that is not configured.
-func (s *Service) Get(name string) (*View, error) {
-	reply := make(chan snapshotResult, 1)
-	res, err := call(s, s.pid, &getChannel{name: name, reply: reply}, reply)
+func (s *Service) Get(ctx context.Context, name string) (*View, error) {
+	res, err := kernel.Ask[snapshotResult](ctx, s.rt.k, s.pid, &getChannel{name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -414,8 +397,7 @@ func (s *Service) Configure(ctx context.Context, name string, body map[string]an
 	// Merge over the current configuration: a reconfigure need not repeat
 	// the token.
 	var cur *record
-	reply := make(chan snapshotResult, 1)
-	res, err := call(s, s.pid, &getChannel{name: name, reply: reply}, reply)
+	res, err := kernel.Ask[snapshotResult](ctx, s.rt.k, s.pid, &getChannel{name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -434,8 +416,7 @@ func (s *Service) Configure(ctx context.Context, name string, body map[string]an
 	if err != nil {
 		return nil, err
 	}
-	r := make(chan configureResult, 1)
-	out, err := call(s, s.pid, &configure{rec: rec, secrets: secrets, account: accountKey(cfg), reply: r}, r)
+	out, err := kernel.Ask[configureResult](ctx, s.rt.k, s.pid, &configure{rec: rec, secrets: secrets, account: accountKey(cfg)})
 	if err == nil {
 		err = out.err
 	}
@@ -594,18 +575,14 @@ func accountKey(cfg *Config) string {
 
 // Remove stops channel name and deletes its configuration, secrets and
 // queued messages.
-func (s *Service) Remove(name string) error {
-	reply := make(chan error, 1)
-	err, cerr := call(s, s.pid, &remove{name: name, reply: reply}, reply)
-	if cerr != nil {
-		return cerr
-	}
+func (s *Service) Remove(ctx context.Context, name string) error {
+	_, err := kernel.Ask[bool](ctx, s.rt.k, s.pid, &remove{name: name})
 	return err
 }
 
 // Test sends a test message to chatID through the channel, or probes the
 // platform identity when chatID is empty.
-func (s *Service) Test(name, chatID string) (*TestResult, error) {
+func (s *Service) Test(ctx context.Context, name, chatID string) (*TestResult, error) {
 	pid, ok := s.childPID(name)
 	if !ok {
 		if _, known := Lookup(name); !known {
@@ -613,15 +590,14 @@ func (s *Service) Test(name, chatID string) (*TestResult, error) {
 		}
 		return nil, kernel.Errorf(kernel.KindPreconditionFailed, "not_configured", "channel %s is not configured", name)
 	}
-	reply := make(chan testResult, 1)
 	// The platform call itself has its own timeout, shorter than ours.
-	s.rt.k.Root.Send(pid, &testRequest{chatID: chatID, reply: reply})
-	select {
-	case r := <-reply:
-		return r.res, r.err
-	case <-time.After(testTimeout + 5*time.Second):
-		return nil, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "channel %s did not answer in time", name)
+	ctx, cancel := kernel.WithDefaultTimeout(ctx, testTimeout+5*time.Second)
+	defer cancel()
+	r, err := kernel.Ask[testResult](ctx, s.rt.k, pid, &testRequest{chatID: chatID})
+	if err != nil {
+		return nil, err
 	}
+	return r.res, r.err
 }
 
 // Send queues content for chatID on channel name through its durable
@@ -643,32 +619,27 @@ func (s *Service) SendMessage(ctx context.Context, name, chatID, content, from s
 	if strings.TrimSpace(content) == "" {
 		return nil, kernel.Invalid("content is empty")
 	}
-	reply := make(chan sendResult, 1)
-	s.rt.k.Root.Send(pid, &sendRequest{chatID: chatID, text: content, from: from, reply: reply})
-	select {
-	case r := <-reply:
-		return r.ids, r.err
-	case <-ctx.Done():
-		return nil, kernel.Unavailable("channel %s did not confirm the message in time", name)
-	case <-time.After(askTimeout):
-		return nil, kernel.Unavailable("channel %s did not confirm the message in time", name)
+	// At most DefaultAskTimeout, as before ctx came in.
+	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
+	defer cancel()
+	r, err := kernel.Ask[sendResult](ctx, s.rt.k, pid, &sendRequest{chatID: chatID, text: content, from: from})
+	if err != nil {
+		return nil, err
 	}
+	return r.ids, r.err
 }
 
 // Webhook hands a platform callback to channel name.
-func (s *Service) Webhook(name string, req *WebhookRequest) (*WebhookResponse, error) {
+func (s *Service) Webhook(ctx context.Context, name string, req *WebhookRequest) (*WebhookResponse, error) {
 	pid, ok := s.childPID(name)
 	if !ok {
 		return nil, kernel.NotFound("no channel named %s takes webhooks", name)
 	}
-	reply := make(chan webhookResult, 1)
-	s.rt.k.Root.Send(pid, &webhookCall{req: req, reply: reply})
-	select {
-	case r := <-reply:
-		return r.resp, r.err
-	case <-time.After(askTimeout):
-		return nil, kernel.Unavailable("channel %s did not answer in time", name)
+	r, err := kernel.Ask[webhookResult](ctx, s.rt.k, pid, &webhookCall{req: req})
+	if err != nil {
+		return nil, err
 	}
+	return r.resp, r.err
 }
 
 // Reload re-reads config.toml's [channels.*] tables and reconciles.
@@ -703,8 +674,7 @@ func (s *Service) Apply(ctx context.Context, tables map[string]map[string]any) (
 		}
 		desired = append(desired, *d)
 	}
-	reply := make(chan ReloadResult, 1)
-	res, err := call(s, s.pid, &reload{desired: desired, reply: reply}, reply)
+	res, err := kernel.Ask[ReloadResult](ctx, s.rt.k, s.pid, &reload{desired: desired})
 	if err != nil {
 		return nil, err
 	}

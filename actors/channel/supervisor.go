@@ -40,7 +40,7 @@ func newSupervisor(rt *runtime) *supervisor { return &supervisor{rt: rt} }
 type removed struct {
 	name  string
 	err   error
-	reply chan error
+	reply kernel.Replier
 }
 
 func (s *supervisor) Receive(c actor.Context) {
@@ -48,32 +48,34 @@ func (s *supervisor) Receive(c actor.Context) {
 	case *actor.Started:
 		s.start(c)
 	case *configure:
-		m.reply <- s.configure(c, m.rec, m.secrets, m.account)
+		c.Respond(s.configure(c, m.rec, m.secrets, m.account))
 	case *remove:
-		s.remove(c, m.name, m.reply)
+		s.remove(c, m.name, kernel.ReplierOf(c))
 	case *removed:
 		delete(s.removing, m.name)
 		if m.err != nil {
 			s.rt.log.Error().Err(m.err).Str("channel", m.name).Msg("deleting a channel's data failed")
 		}
-		if m.reply != nil {
-			m.reply <- m.err
+		if m.err != nil {
+			m.reply.Respond(m.err)
+		} else {
+			m.reply.Respond(true)
 		}
 	case *listChannels:
 		out := make([]snapshot, 0, len(s.children))
 		for _, ch := range s.children {
 			out = append(out, snapshot{rec: ch.rec, status: ch.status})
 		}
-		m.reply <- out
+		c.Respond(out)
 	case *getChannel:
 		ch, ok := s.children[m.name]
 		if !ok {
-			m.reply <- snapshotResult{}
+			c.Respond(snapshotResult{})
 			return
 		}
-		m.reply <- snapshotResult{snap: snapshot{rec: ch.rec, status: ch.status}, ok: true}
+		c.Respond(snapshotResult{snap: snapshot{rec: ch.rec, status: ch.status}, ok: true})
 	case *reload:
-		m.reply <- s.reload(c, m.desired)
+		c.Respond(s.reload(c, m.desired))
 	case *statusChanged:
 		if ch, ok := s.children[m.name]; ok {
 			ch.status = m.status
@@ -237,16 +239,14 @@ func (rt *runtime) loadSecrets(rec *record) (map[string]string, error) {
 }
 
 // remove stops the channel; once it and its goroutines are gone its data
-// is deleted and reply answered.
-func (s *supervisor) remove(c actor.Context, name string, reply chan error) {
+// is deleted and reply answered (true, or the error).
+func (s *supervisor) remove(c actor.Context, name string, reply kernel.Replier) {
 	ch, ok := s.children[name]
 	if !ok {
-		if reply != nil {
-			if _, known := Lookup(name); known {
-				reply <- kernel.NotFound("channel %s is not configured", name)
-			} else {
-				reply <- kernel.NotFound("Unknown channel: %s", name)
-			}
+		if _, known := Lookup(name); known {
+			reply.Respond(kernel.NotFound("channel %s is not configured", name))
+		} else {
+			reply.Respond(kernel.NotFound("Unknown channel: %s", name))
 		}
 		return
 	}
@@ -306,7 +306,7 @@ func (s *supervisor) reload(c actor.Context, desired []desiredChannel) ReloadRes
 	names := slices.Sorted(maps.Keys(s.children))
 	for _, name := range names {
 		if ch := s.children[name]; ch.rec.Source == SourceConfig && !want[name] {
-			s.remove(c, name, nil)
+			s.remove(c, name, kernel.Replier{})
 			res.Stopped = append(res.Stopped, name)
 		}
 	}

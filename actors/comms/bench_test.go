@@ -1,6 +1,7 @@
 package comms
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ func BenchmarkPublishWith10Subscribers(b *testing.B) {
 	var mu sync.Mutex
 	target := uint64(b.N)
 	for range 10 {
-		r, err := h.bus.Subscribe(Subscribe{Key: "bench", Buffer: 1 << 16})
+		r, err := h.bus.Subscribe(context.Background(), Subscribe{Key: "bench", Buffer: 1 << 16})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -178,13 +178,13 @@ func encodeDetail(detail any) json.RawMessage {
 }
 
 // Query returns committed events, newest first.
-func (b *Bus) Query(q Query) (*QueryReply, error) {
-	return kernel.Ask[*QueryReply](b.k, b.pid, &q, kernel.DefaultAskTimeout)
+func (b *Bus) Query(ctx context.Context, q Query) (*QueryReply, error) {
+	return kernel.Ask[*QueryReply](ctx, b.k, b.pid, &q)
 }
 
 // Subscribe opens a live subscription (see Subscribe).
-func (b *Bus) Subscribe(s Subscribe) (*SubscribeReply, error) {
-	return kernel.Ask[*SubscribeReply](b.k, b.pid, &s, kernel.DefaultAskTimeout)
+func (b *Bus) Subscribe(ctx context.Context, s Subscribe) (*SubscribeReply, error) {
+	return kernel.Ask[*SubscribeReply](ctx, b.k, b.pid, &s)
 }
 
 // Watch registers an actor to receive every committed *Batch. The bus
@@ -194,8 +194,8 @@ func (b *Bus) Subscribe(s Subscribe) (*SubscribeReply, error) {
 func (b *Bus) Watch(pid *actor.PID) { b.k.Root.Send(b.pid, &Watch{PID: pid}) }
 
 // Edges returns the routes observed in the retained log.
-func (b *Bus) Edges() ([]Edge, error) {
-	r, err := kernel.Ask[*EdgesReply](b.k, b.pid, &EdgesQuery{}, kernel.DefaultAskTimeout)
+func (b *Bus) Edges(ctx context.Context) ([]Edge, error) {
+	r, err := kernel.Ask[*EdgesReply](ctx, b.k, b.pid, &EdgesQuery{})
 	if err != nil {
 		return nil, err
 	}

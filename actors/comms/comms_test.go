@@ -80,18 +80,18 @@ func TestQueryNewestFirstWithFilters(t *testing.T) {
 	if last != 10 {
 		t.Fatalf("last id %d, want 10", last)
 	}
-	r, err := h.bus.Query(Query{Limit: 3})
+	r, err := h.bus.Query(context.Background(), Query{Limit: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(r.Events) != 3 || r.Events[0].ID != 10 || r.Events[2].ID != 8 {
 		t.Fatalf("newest first: got %v", ids(r.Events))
 	}
-	r, _ = h.bus.Query(Query{Limit: 100, Type: "agent.*"})
+	r, _ = h.bus.Query(context.Background(), Query{Limit: 100, Type: "agent.*"})
 	if len(r.Events) != 5 || r.Events[0].ID != 5 {
 		t.Fatalf("prefix filter: %v", ids(r.Events))
 	}
-	r, _ = h.bus.Query(Query{Limit: 100, Type: "hook.wake", SinceID: 8})
+	r, _ = h.bus.Query(context.Background(), Query{Limit: 100, Type: "hook.wake", SinceID: 8})
 	if got := ids(r.Events); fmt.Sprint(got) != "[10 9]" {
 		t.Fatalf("since_id: %v", got)
 	}
@@ -116,7 +116,7 @@ func TestLogIsBoundedAndSurvivesRestart(t *testing.T) {
 	h.stop()
 
 	h = startBus(t, home, BusOptions{LogSize: 50})
-	r, err := h.bus.Query(Query{Limit: 500})
+	r, err := h.bus.Query(context.Background(), Query{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestSubscribeReplaysThenGoesLive(t *testing.T) {
 	h := startBus(t, t.TempDir(), BusOptions{LogSize: 20})
 	publishN(t, h.bus, 30, "hook.wake")
 
-	r, err := h.bus.Subscribe(Subscribe{Resume: true, After: 25, Key: "k"})
+	r, err := h.bus.Subscribe(context.Background(), Subscribe{Resume: true, After: 25, Key: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,19 +155,19 @@ func TestSubscribeReplaysThenGoesLive(t *testing.T) {
 	r.Sub.Close()
 
 	// A resume point older than the log is announced as a gap.
-	r, _ = h.bus.Subscribe(Subscribe{Resume: true, After: 3, Key: "k"})
+	r, _ = h.bus.Subscribe(context.Background(), Subscribe{Resume: true, After: 3, Key: "k"})
 	if r.Gap == nil || r.Gap.Reason != "trimmed" || r.Gap.Missed != 9 || r.Gap.OldestAvailable != 13 || len(r.Replay) != 20 {
 		t.Fatalf("gap %+v replay %d", r.Gap, len(r.Replay))
 	}
 	r.Sub.Close()
 	// A resume point ahead of the log (another daemon's id) too.
-	r, _ = h.bus.Subscribe(Subscribe{Resume: true, After: 999, Key: "k"})
+	r, _ = h.bus.Subscribe(context.Background(), Subscribe{Resume: true, After: 999, Key: "k"})
 	if r.Gap == nil || r.Gap.Reason != "unknown_id" || len(r.Replay) != 0 {
 		t.Fatalf("gap %+v", r.Gap)
 	}
 	r.Sub.Close()
 	// Filters apply to replay and live events.
-	r, _ = h.bus.Subscribe(Subscribe{Resume: true, After: 30, Type: "agent.*", Key: "k"})
+	r, _ = h.bus.Subscribe(context.Background(), Subscribe{Resume: true, After: 30, Type: "agent.*", Key: "k"})
 	h.bus.Publish("hook.wake", "system", "", nil)
 	publishN(t, h.bus, 1, "agent.spawned")
 	if e := <-r.Sub.Events(); e.Type != "agent.spawned" {
@@ -178,11 +178,11 @@ func TestSubscribeReplaysThenGoesLive(t *testing.T) {
 
 func TestSlowSubscriberIsCutAndBusGoesOn(t *testing.T) {
 	h := startBus(t, t.TempDir(), BusOptions{})
-	slow, err := h.bus.Subscribe(Subscribe{Key: "slow", Buffer: 4})
+	slow, err := h.bus.Subscribe(context.Background(), Subscribe{Key: "slow", Buffer: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast, _ := h.bus.Subscribe(Subscribe{Key: "fast", Buffer: 1000})
+	fast, _ := h.bus.Subscribe(context.Background(), Subscribe{Key: "fast", Buffer: 1000})
 	var got []uint64
 	done := make(chan struct{})
 	go func() {
@@ -211,18 +211,18 @@ func TestSlowSubscriberIsCutAndBusGoesOn(t *testing.T) {
 
 func TestStreamCapPerKey(t *testing.T) {
 	h := startBus(t, t.TempDir(), BusOptions{MaxStreamsPerKey: 2})
-	a, _ := h.bus.Subscribe(Subscribe{Key: "alice"})
-	h.bus.Subscribe(Subscribe{Key: "alice"})
-	_, err := h.bus.Subscribe(Subscribe{Key: "alice"})
+	a, _ := h.bus.Subscribe(context.Background(), Subscribe{Key: "alice"})
+	h.bus.Subscribe(context.Background(), Subscribe{Key: "alice"})
+	_, err := h.bus.Subscribe(context.Background(), Subscribe{Key: "alice"})
 	if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindRateLimited || de.Code != "comms_stream_limit" {
 		t.Fatalf("third stream: %v", err)
 	}
-	if _, err := h.bus.Subscribe(Subscribe{Key: "bob"}); err != nil {
+	if _, err := h.bus.Subscribe(context.Background(), Subscribe{Key: "bob"}); err != nil {
 		t.Fatalf("other key refused: %v", err)
 	}
 	a.Sub.Close()
 	// The close is processed before the next subscribe (same mailbox).
-	if _, err := h.bus.Subscribe(Subscribe{Key: "alice"}); err != nil {
+	if _, err := h.bus.Subscribe(context.Background(), Subscribe{Key: "alice"}); err != nil {
 		t.Fatalf("after close: %v", err)
 	}
 }
@@ -231,21 +231,21 @@ func TestStreamCapPerKey(t *testing.T) {
 // address) hold 64 buffered subscriptions: there is a daemon-wide cap.
 func TestStreamCapDaemonWide(t *testing.T) {
 	h := startBus(t, t.TempDir(), BusOptions{MaxStreamsPerKey: 2, MaxStreams: 3})
-	a, err := h.bus.Subscribe(Subscribe{Key: "alice"})
+	a, err := h.bus.Subscribe(context.Background(), Subscribe{Key: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"bob", "carol"} {
-		if _, err := h.bus.Subscribe(Subscribe{Key: k}); err != nil {
+		if _, err := h.bus.Subscribe(context.Background(), Subscribe{Key: k}); err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}
 	}
-	_, err = h.bus.Subscribe(Subscribe{Key: "dave"})
+	_, err = h.bus.Subscribe(context.Background(), Subscribe{Key: "dave"})
 	if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindRateLimited || de.Code != "comms_stream_limit" {
 		t.Fatalf("fourth stream: %v", err)
 	}
 	a.Sub.Close()
-	if _, err := h.bus.Subscribe(Subscribe{Key: "dave"}); err != nil {
+	if _, err := h.bus.Subscribe(context.Background(), Subscribe{Key: "dave"}); err != nil {
 		t.Fatalf("after close: %v", err)
 	}
 }
@@ -362,7 +362,7 @@ func TestSendToAgentRunsATurnAndRecordsTheRoute(t *testing.T) {
 	}
 	// Wait for the delivered events, then check topology edges.
 	kerneltest.WaitFor(t, "condition", func() bool {
-		q, _ := h.bus.Query(Query{Limit: 100, Type: "message.delivered"})
+		q, _ := h.bus.Query(context.Background(), Query{Limit: 100, Type: "message.delivered"})
 		return len(q.Events) == 2
 	})
 	topo, err := r.Topology(ctx)
@@ -417,7 +417,7 @@ func TestLoopGuardBlocksBouncingAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 	kerneltest.WaitFor(t, "condition", func() bool {
-		q, _ := h.bus.Query(Query{Limit: 10, Type: "loop.blocked"})
+		q, _ := h.bus.Query(context.Background(), Query{Limit: 10, Type: "loop.blocked"})
 		return len(q.Events) == 1 && q.Events[0].Source == "agent:a1" && q.Events[0].Target == "agent:a2"
 	})
 	if h.k.Security.Status()["loop_guard"] != kernel.StateActive {
@@ -526,7 +526,7 @@ func TestWakeNowAndNext(t *testing.T) {
 	if err != nil || res.AgentID != "" {
 		t.Fatalf("agentless wake: %+v %v", res, err)
 	}
-	q, _ := h.bus.Query(Query{Limit: 10, Type: "hook.wake"})
+	q, _ := h.bus.Query(context.Background(), Query{Limit: 10, Type: "hook.wake"})
 	if len(q.Events) != 3 {
 		t.Fatalf("%d hook.wake events", len(q.Events))
 	}
@@ -586,7 +586,7 @@ func TestChannelRoutesCountAsEdgesAcrossRestart(t *testing.T) {
 	}
 	check := func() {
 		t.Helper()
-		edges, err := h.bus.Edges()
+		edges, err := h.bus.Edges(context.Background())
 		if err != nil || len(edges) != 1 || edges[0] != (Edge{From: "channel:telegram:42", To: "agent:a1", Kind: "channel_message", Messages: 2}) {
 			t.Fatalf("edges %+v %v", edges, err)
 		}
@@ -595,7 +595,7 @@ func TestChannelRoutesCountAsEdgesAcrossRestart(t *testing.T) {
 	h.stop()
 	h = startBus(t, home, BusOptions{})
 	check()
-	q, _ := h.bus.Query(Query{Limit: 1, Type: "channel.message.received"})
+	q, _ := h.bus.Query(context.Background(), Query{Limit: 1, Type: "channel.message.received"})
 	if e := decode(t, q.Events[0]); !strings.Contains(string(e.Detail), `"route":"channel_message"`) {
 		t.Fatalf("stored detail %s", e.Detail)
 	}
@@ -613,7 +613,7 @@ func TestGracefulStopKeepsEveryPublishedEvent(t *testing.T) {
 	h.stop()
 
 	h = startBus(t, home, BusOptions{})
-	r, err := h.bus.Query(Query{Limit: n + 10})
+	r, err := h.bus.Query(context.Background(), Query{Limit: n + 10})
 	if err != nil {
 		t.Fatal(err)
 	}

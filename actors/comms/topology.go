@@ -17,7 +17,7 @@ type Topology struct {
 // end that is no known node (a hook, "system", a caller's own name) is
 // listed as a node of kind "external", so every edge has both ends.
 func (r *Router) Topology(ctx context.Context) (*Topology, error) {
-	edges, err := r.opts.Bus.Edges()
+	edges, err := r.opts.Bus.Edges(ctx)
 	if err != nil {
 		return nil, err
 	}

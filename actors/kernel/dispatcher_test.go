@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func TestPinnedDispatcherDeliversInOrderAndRestartsAfterIdle(t *testing.T) {
 		wg.Wait()
 	}
 	send(8, 2000, 0)
-	res, err := Ask[*seqResult](k, pid, &seqCheck{}, 5*time.Second)
+	res, err := Ask[*seqResult](context.Background(), k, pid, &seqCheck{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestPinnedDispatcherDeliversInOrderAndRestartsAfterIdle(t *testing.T) {
 	// must start a new one.
 	time.Sleep(1200 * time.Millisecond)
 	send(2, 500, 100)
-	res, err = Ask[*seqResult](k, pid, &seqCheck{}, 5*time.Second)
+	res, err = Ask[*seqResult](context.Background(), k, pid, &seqCheck{})
 	if err != nil {
 		t.Fatal(err)
 	}

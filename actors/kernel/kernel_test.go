@@ -33,7 +33,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newKernel(t *testing.T) (*Kernel, *syncBuffer) {
+func newKernel(t testing.TB) (*Kernel, *syncBuffer) {
 	t.Helper()
 	buf := &syncBuffer{}
 	k := New(zerolog.New(buf))
@@ -114,7 +114,7 @@ func TestTransientFailureRestartsAndLogsStack(t *testing.T) {
 		t.Fatalf("panic not logged with stack and message type:\n%s", out)
 	}
 	waitFor(t, "restart metric", func() bool { return strings.Contains(logs.String(), "actor restarted by supervisor") })
-	if got, err := Ask[string](k, pid, "ping", time.Second); err != nil || got != "pong" {
+	if got, err := Ask[string](within(t, time.Second), k, pid, "ping"); err != nil || got != "pong" {
 		t.Fatalf("after restart: %q %v", got, err)
 	}
 }
@@ -133,7 +133,7 @@ func TestPermanentFailureStopsWithoutRetry(t *testing.T) {
 	if !strings.Contains(logs.String(), "actor stopped by supervisor") {
 		t.Fatal("stop not logged")
 	}
-	_, err := Ask[string](k, pid, "ping", 200*time.Millisecond)
+	_, err := Ask[string](within(t, 200*time.Millisecond), k, pid, "ping")
 	if e := AsError(err); e == nil || e.Kind != KindUnavailable {
 		t.Fatalf("ask of a stopped actor = %v, want Unavailable", err)
 	}
@@ -163,7 +163,7 @@ func (silent) Receive(actor.Context) {}
 func TestAskTimeoutIsUnavailable(t *testing.T) {
 	k, _ := newKernel(t)
 	pid, _ := k.SpawnRoot("silent", func() actor.Actor { return silent{} })
-	_, err := Ask[string](k, pid, "anyone?", 50*time.Millisecond)
+	_, err := Ask[string](within(t, 50*time.Millisecond), k, pid, "anyone?")
 	e := AsError(err)
 	if e == nil || e.Kind != KindUnavailable || e.Code != "actor_timeout" {
 		t.Fatalf("err = %v", err)

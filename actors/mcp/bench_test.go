@@ -23,7 +23,7 @@ func BenchmarkProxiedEchoThroughFangd(b *testing.B) {
 	peers := mcptest.NPM(b)
 	h := newHarness(b, b.TempDir(), nil)
 	cmd, args := peers.Everything("stdio")
-	if _, err := h.m.Add(AddRequest{Spec: Spec{Name: "everything", Transport: Transport{Type: TransportStdio, Command: cmd, Args: args}}}); err != nil {
+	if _, err := h.m.Add(context.Background(), AddRequest{Spec: Spec{Name: "everything", Transport: Transport{Type: TransportStdio, Command: cmd, Args: args}}}); err != nil {
 		b.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -73,7 +73,7 @@ func BenchmarkRecoveryAfterKill(b *testing.B) {
 	peers := mcptest.NPM(b)
 	h := newHarness(b, b.TempDir(), nil)
 	cmd, args := peers.Everything("stdio")
-	if _, err := h.m.Add(AddRequest{Spec: Spec{Name: "everything", Transport: Transport{Type: TransportStdio, Command: cmd, Args: args}}}); err != nil {
+	if _, err := h.m.Add(context.Background(), AddRequest{Spec: Spec{Name: "everything", Transport: Transport{Type: TransportStdio, Command: cmd, Args: args}}}); err != nil {
 		b.Fatal(err)
 	}
 	raw := json.RawMessage(`{"message":"x"}`)
@@ -89,7 +89,7 @@ func BenchmarkRecoveryAfterKill(b *testing.B) {
 	var lat []time.Duration
 	b.ResetTimer()
 	for b.Loop() {
-		v, err := h.m.Server("everything")
+		v, err := h.m.Server(context.Background(), "everything")
 		if err != nil || v.Pid == 0 {
 			b.Fatalf("no process: %+v %v", v, err)
 		}
@@ -97,7 +97,7 @@ func BenchmarkRecoveryAfterKill(b *testing.B) {
 		syscall.Kill(v.Pid, syscall.SIGKILL)
 		// Wait until fangd has seen the death, then until a call works.
 		for {
-			if cur, _ := h.m.Server("everything"); cur.Pid != v.Pid {
+			if cur, _ := h.m.Server(context.Background(), "everything"); cur.Pid != v.Pid {
 				break
 			}
 			time.Sleep(time.Millisecond)
@@ -126,7 +126,7 @@ func BenchmarkProxiedEchoThroughFangdUnaudited(b *testing.B) {
 	peers := mcptest.NPM(b)
 	h := newHarness(b, b.TempDir(), nil)
 	cmd, args := peers.Everything("stdio")
-	if _, err := h.m.Add(AddRequest{Spec: Spec{Name: "everything", Transport: Transport{Type: TransportStdio, Command: cmd, Args: args}}}); err != nil {
+	if _, err := h.m.Add(context.Background(), AddRequest{Spec: Spec{Name: "everything", Transport: Transport{Type: TransportStdio, Command: cmd, Args: args}}}); err != nil {
 		b.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)

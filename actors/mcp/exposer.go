@@ -246,7 +246,7 @@ func (x *Exposer) addBuiltins() {
 		add("audit_recent", true)
 		sdk.AddTool(x.Server, &sdk.Tool{Name: "audit_recent", Description: "Recent entries of fangd's tamper-evident audit log, newest first.", Annotations: ro},
 			func(ctx context.Context, req *sdk.CallToolRequest, in limitArgs) (*sdk.CallToolResult, any, error) {
-				rec, err := x.opts.Audit.Recent(clampLimit(in.Limit))
+				rec, err := x.opts.Audit.Recent(ctx, clampLimit(in.Limit))
 				if err != nil {
 					return nil, nil, err
 				}

@@ -39,7 +39,7 @@ func TestToolListChangedRefreshes(t *testing.T) {
 
 // reconnectAttempts reads a server's reconnect counter from health.
 func reconnectAttempts(h *harness, name string) int {
-	hr, err := h.m.Health()
+	hr, err := h.m.Health(context.Background())
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -98,15 +98,15 @@ func TestToolPinningQuarantineAndAccept(t *testing.T) {
 	if !h.sink.has("mcp.tools_changed:bank") {
 		t.Fatalf("no mcp.tools_changed event: %v", h.sink.events)
 	}
-	hr, _ := h.m.Health()
+	hr, _ := h.m.Health(context.Background())
 	if !hr.Health[0].ToolsChanged {
 		t.Fatal("health does not show tools_changed")
 	}
 
-	if _, err := h.m.AcceptTools("bank", []string{"echo"}); kindOf(err) != kernel.KindInvalid {
+	if _, err := h.m.AcceptTools(context.Background(), "bank", []string{"echo"}); kindOf(err) != kernel.KindInvalid {
 		t.Fatalf("accepting an unchanged tool: %v", err)
 	}
-	acc, err := h.m.AcceptTools("bank", nil)
+	acc, err := h.m.AcceptTools(context.Background(), "bank", nil)
 	if err != nil || len(acc.Accepted) != 1 || acc.Accepted[0] != "transfer" {
 		t.Fatalf("accept: %+v %v", acc, err)
 	}
@@ -157,7 +157,7 @@ func TestHTTPHeadersAndUnauthorizedIsPermanent(t *testing.T) {
 	if !strings.Contains(v.LastError, "401") {
 		t.Fatalf("last_error %q does not say the credentials were refused", v.LastError)
 	}
-	hr, _ := h.m.Health()
+	hr, _ := h.m.Health(context.Background())
 	for _, e := range hr.Health {
 		if e.ID == "refused" && (e.Reconnecting || e.ReconnectAttempts != 0) {
 			t.Fatalf("a permanent failure is being retried: %+v", e)
@@ -167,17 +167,17 @@ func TestHTTPHeadersAndUnauthorizedIsPermanent(t *testing.T) {
 		t.Fatalf("aggregate %q with one of three servers down", hr.Status)
 	}
 	// Reconnecting by hand after fixing nothing reports the error.
-	r, err := h.m.Reconnect("refused")
+	r, err := h.m.Reconnect(context.Background(), "refused")
 	if err != nil || r.Status != StatusError || r.ToolCount != 0 {
 		t.Fatalf("reconnect: %+v %v", r, err)
 	}
 	// Updating the credential fixes it.
-	if _, err := h.m.Update("refused", Spec{Transport: Transport{Type: TransportHTTP, URL: g.url()}, Headers: []string{"Authorization: Bearer s3cret-token"}}); err != nil {
+	if _, err := h.m.Update(context.Background(), "refused", Spec{Transport: Transport{Type: TransportHTTP, URL: g.url()}, Headers: []string{"Authorization: Bearer s3cret-token"}}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitConnected("refused")
 	// A PUT naming the header without a value keeps the stored secret.
-	if _, err := h.m.Update("refused", Spec{Transport: Transport{Type: TransportHTTP, URL: g.url()}, Headers: []string{"Authorization"}, TimeoutSecs: 7}); err != nil {
+	if _, err := h.m.Update(context.Background(), "refused", Spec{Transport: Transport{Type: TransportHTTP, URL: g.url()}, Headers: []string{"Authorization"}, TimeoutSecs: 7}); err != nil {
 		t.Fatal(err)
 	}
 	v = h.waitFor("refused", "reconnected with the kept header", func(v ServerView) bool { return v.Status == StatusConnected && v.TimeoutSecs == 7 })
@@ -206,7 +206,7 @@ func TestDownServerFailsFast(t *testing.T) {
 	if !strings.Contains(v.LastError, "broken config") {
 		t.Fatalf("last_error %q lacks the server's own stderr", v.LastError)
 	}
-	pid, err := h.m.child("dies")
+	pid, err := h.m.child(context.Background(), "dies")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestConsecutiveFailuresForceReconnect(t *testing.T) {
 		}
 	}
 	eventually(t, "the connection is renewed", func() bool {
-		hr, _ := h.m.Health()
+		hr, _ := h.m.Health(context.Background())
 		return hr.Health[0].ReconnectAttempts >= 1 && hr.Health[0].Status == StatusConnected
 	})
 }
@@ -277,17 +277,17 @@ is_secret = true
 	}
 	h := newHarness(t, home, nil)
 
-	if _, err := h.m.Add(AddRequest{Install: true, TemplateID: "nope"}); kindOf(err) != kernel.KindNotFound {
+	if _, err := h.m.Add(context.Background(), AddRequest{Install: true, TemplateID: "nope"}); kindOf(err) != kernel.KindNotFound {
 		t.Fatalf("unknown template: %v", err)
 	}
-	_, err := h.m.Add(AddRequest{Install: true, TemplateID: "local-api", Credentials: map[string]string{}})
+	_, err := h.m.Add(context.Background(), AddRequest{Install: true, TemplateID: "local-api", Credentials: map[string]string{}})
 	if kindOf(err) != kernel.KindInvalid || !strings.Contains(err.Error(), "API_TOKEN") {
 		t.Fatalf("missing credential: %v", err)
 	}
-	if _, err := h.m.Server("local-api"); kindOf(err) != kernel.KindNotFound {
+	if _, err := h.m.Server(context.Background(), "local-api"); kindOf(err) != kernel.KindNotFound {
 		t.Fatal("a failed install left a server behind")
 	}
-	v, err := h.m.Add(AddRequest{Install: true, TemplateID: "local-api", Credentials: map[string]string{"API_TOKEN": "tok-123"}})
+	v, err := h.m.Add(context.Background(), AddRequest{Install: true, TemplateID: "local-api", Credentials: map[string]string{"API_TOKEN": "tok-123"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ is_secret = true
 	if has, _ := h.vault.Has(envKey("local-api", "API_TOKEN")); !has {
 		t.Fatal("the credential is not in the vault")
 	}
-	cat, err := h.m.Catalog()
+	cat, err := h.m.Catalog(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,10 +307,10 @@ is_secret = true
 			t.Fatal("catalog does not mark the entry installed")
 		}
 	}
-	if _, err := h.m.Add(AddRequest{Install: true, TemplateID: "local-api", Credentials: map[string]string{"API_TOKEN": "x"}}); kindOf(err) != kernel.KindConflict {
+	if _, err := h.m.Add(context.Background(), AddRequest{Install: true, TemplateID: "local-api", Credentials: map[string]string{"API_TOKEN": "x"}}); kindOf(err) != kernel.KindConflict {
 		t.Fatalf("duplicate install: %v", err)
 	}
-	if err := h.m.Remove("local-api"); err != nil {
+	if err := h.m.Remove(context.Background(), "local-api"); err != nil {
 		t.Fatal(err)
 	}
 	if has, _ := h.vault.Has(envKey("local-api", "API_TOKEN")); has {
@@ -330,11 +330,11 @@ func TestAddRefusesBadDefinitions(t *testing.T) {
 		"header no value":   {Name: "e", Transport: Transport{Type: TransportHTTP, URL: "http://127.0.0.1:1/"}, Headers: []string{"X-Key"}},
 	}
 	for what, spec := range cases {
-		if _, err := h.m.Add(AddRequest{Spec: spec}); kindOf(err) != kernel.KindInvalid {
+		if _, err := h.m.Add(context.Background(), AddRequest{Spec: spec}); kindOf(err) != kernel.KindInvalid {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
-	views, _ := h.m.Servers()
+	views, _ := h.m.Servers(context.Background())
 	if len(views) != 0 {
 		t.Fatalf("refused definitions were stored: %+v", views)
 	}
@@ -350,12 +350,12 @@ func TestURLPolicyRefusesAtAdd(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarness(t, t.TempDir(), func(o *Options) { o.Policy = guard })
-	_, err = h.m.Add(AddRequest{Spec: Spec{Name: "x", Transport: Transport{Type: TransportHTTP, URL: "http://127.0.0.2:4797/mcp"}}})
+	_, err = h.m.Add(context.Background(), AddRequest{Spec: Spec{Name: "x", Transport: Transport{Type: TransportHTTP, URL: "http://127.0.0.2:4797/mcp"}}})
 	if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindInvalid || e.Code != "url_not_allowed" ||
 		!strings.Contains(e.Msg, "loopback") || !strings.Contains(e.Msg, "allow_hosts") {
 		t.Fatalf("policy: %v", err)
 	}
-	_, err = h.m.Add(AddRequest{Spec: Spec{Name: "y", Transport: Transport{Type: TransportHTTP, URL: "http://mcp.nowhere.invalid/mcp"}}})
+	_, err = h.m.Add(context.Background(), AddRequest{Spec: Spec{Name: "y", Transport: Transport{Type: TransportHTTP, URL: "http://mcp.nowhere.invalid/mcp"}}})
 	if e := kernel.AsError(err); e == nil || e.Code != "host_not_found" || !strings.Contains(e.Msg, "does not resolve") {
 		t.Fatalf("unresolvable host: %v", err)
 	}
@@ -390,7 +390,7 @@ func TestReloadAppliesConfigDifference(t *testing.T) {
 	for _, n := range []string{"keep", "change", "drop"} {
 		h.waitConnected(n)
 	}
-	if err := h.m.Remove("keep"); kindOf(err) != kernel.KindConflict {
+	if err := h.m.Remove(context.Background(), "keep"); kindOf(err) != kernel.KindConflict {
 		t.Fatalf("removing a config server through the API: %v", err)
 	}
 	keepSince := h.waitConnected("keep")
@@ -399,7 +399,7 @@ func TestReloadAppliesConfigDifference(t *testing.T) {
 		{Name: "change", TimeoutSecs: 9, Transport: Transport{Type: TransportHTTP, URL: b.url()}},
 		{Name: "new", Transport: Transport{Type: TransportHTTP, URL: c.url()}},
 	}
-	r, err := h.m.Reload()
+	r, err := h.m.Reload(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,10 +408,10 @@ func TestReloadAppliesConfigDifference(t *testing.T) {
 	}
 	h.waitConnected("new")
 	h.waitFor("change", "reconnected", func(v ServerView) bool { return v.Status == StatusConnected && v.TimeoutSecs == 9 })
-	if _, err := h.m.Server("drop"); kindOf(err) != kernel.KindNotFound {
+	if _, err := h.m.Server(context.Background(), "drop"); kindOf(err) != kernel.KindNotFound {
 		t.Fatal("dropped server still configured")
 	}
-	hr, _ := h.m.Health()
+	hr, _ := h.m.Health(context.Background())
 	for _, e := range hr.Health {
 		if e.ID == "keep" && (e.ReconnectAttempts != 0 || *e.ConnectedSince != *timePtrView(keepSince, hr)) {
 			t.Fatalf("an unchanged server was reconnected: %+v", e)
@@ -419,10 +419,10 @@ func TestReloadAppliesConfigDifference(t *testing.T) {
 	}
 	// A broken config changes nothing.
 	next = []Spec{{Name: "bad", Transport: Transport{Type: "nope"}}}
-	if _, err := h.m.Reload(); kindOf(err) != kernel.KindInvalid {
+	if _, err := h.m.Reload(context.Background()); kindOf(err) != kernel.KindInvalid {
 		t.Fatalf("bad reload: %v", err)
 	}
-	if _, err := h.m.Server("keep"); err != nil {
+	if _, err := h.m.Server(context.Background(), "keep"); err != nil {
 		t.Fatal("a failed reload changed the servers")
 	}
 }
@@ -437,7 +437,7 @@ func TestReloadServersTakesTheGivenServers(t *testing.T) {
 		o.LoadServers = func() ([]Spec, error) { loaded = true; return nil, nil }
 	})
 	h.waitConnected("old")
-	r, err := h.m.ReloadServers([]Spec{{Name: "fresh", Transport: Transport{Type: TransportHTTP, URL: a.url()}}})
+	r, err := h.m.ReloadServers(context.Background(), []Spec{{Name: "fresh", Transport: Transport{Type: TransportHTTP, URL: a.url()}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestReloadServersTakesTheGivenServers(t *testing.T) {
 		t.Fatalf("reload: %+v (file re-read: %t)", r, loaded)
 	}
 	h.waitConnected("fresh")
-	if _, err := h.m.Server("old"); kindOf(err) != kernel.KindNotFound {
+	if _, err := h.m.Server(context.Background(), "old"); kindOf(err) != kernel.KindNotFound {
 		t.Fatalf("removed server still configured: %v", err)
 	}
 }
@@ -550,10 +550,10 @@ func TestCallLineKeepsTheFailureCount(t *testing.T) {
 	// sent before it (its mailbox is in order), and the health it shows.
 	settled := func() HealthEntry {
 		t.Helper()
-		if _, err := h.m.AcceptTools("flaky", nil); err != nil {
+		if _, err := h.m.AcceptTools(context.Background(), "flaky", nil); err != nil {
 			t.Fatal(err)
 		}
-		hr, err := h.m.Health()
+		hr, err := h.m.Health(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}

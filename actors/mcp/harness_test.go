@@ -81,7 +81,7 @@ func (h *harness) waitFor(name string, what string, ok func(ServerView) bool) Se
 	var v ServerView
 	var err error
 	for time.Now().Before(deadline) {
-		v, err = h.m.Server(name)
+		v, err = h.m.Server(context.Background(), name)
 		if err == nil && ok(v) {
 			return v
 		}
@@ -98,7 +98,7 @@ func (h *harness) waitConnected(name string) ServerView {
 
 func (h *harness) add(spec Spec) ServerView {
 	h.t.Helper()
-	v, err := h.m.Add(AddRequest{Spec: spec})
+	v, err := h.m.Add(context.Background(), AddRequest{Spec: spec})
 	if err != nil {
 		h.t.Fatalf("add %s: %v", spec.Name, err)
 	}
@@ -113,7 +113,7 @@ func (h *harness) call(name string, args any) (*sdk.CallToolResult, error) {
 }
 
 func (h *harness) auditHas(eventType, contains string) bool {
-	rec, err := h.audit.Recent(500)
+	rec, err := h.audit.Recent(context.Background(), 500)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -159,76 +159,77 @@ func (m *Manager) setConfigSpecs(s []Spec) {
 }
 
 // Servers lists every configured server.
-func (m *Manager) Servers() ([]ServerView, error) {
-	return kernel.Ask[[]ServerView](m.env.k, m.pid, &listServers{}, kernel.DefaultAskTimeout)
+func (m *Manager) Servers(ctx context.Context) ([]ServerView, error) {
+	return kernel.Ask[[]ServerView](ctx, m.env.k, m.pid, &listServers{})
 }
 
 // Server returns one server.
-func (m *Manager) Server(name string) (ServerView, error) {
-	return kernel.Ask[ServerView](m.env.k, m.pid, &getServer{name: name}, kernel.DefaultAskTimeout)
+func (m *Manager) Server(ctx context.Context, name string) (ServerView, error) {
+	return kernel.Ask[ServerView](ctx, m.env.k, m.pid, &getServer{name: name})
 }
 
 // Add installs from the catalog or adds a raw spec; the connection starts
 // in the background.
-func (m *Manager) Add(req AddRequest) (ServerView, error) {
-	return kernel.Ask[ServerView](m.env.k, m.pid, &addServer{req: req}, kernel.DefaultAskTimeout)
+func (m *Manager) Add(ctx context.Context, req AddRequest) (ServerView, error) {
+	return kernel.Ask[ServerView](ctx, m.env.k, m.pid, &addServer{req: req})
 }
 
 // Update replaces a server's definition and reconnects it.
-func (m *Manager) Update(name string, spec Spec) (ServerView, error) {
-	return kernel.Ask[ServerView](m.env.k, m.pid, &updateServer{name: name, spec: spec}, kernel.DefaultAskTimeout)
+func (m *Manager) Update(ctx context.Context, name string, spec Spec) (ServerView, error) {
+	return kernel.Ask[ServerView](ctx, m.env.k, m.pid, &updateServer{name: name, spec: spec})
 }
 
 // Remove stops a server and deletes its definition, pins and credentials.
-func (m *Manager) Remove(name string) error {
-	_, err := kernel.Ask[*removed](m.env.k, m.pid, &removeServer{name: name}, kernel.DefaultAskTimeout)
+func (m *Manager) Remove(ctx context.Context, name string) error {
+	_, err := kernel.Ask[*removed](ctx, m.env.k, m.pid, &removeServer{name: name})
 	return err
 }
 
 // Reload re-reads the catalog directory and config.toml.
-func (m *Manager) Reload() (*ReloadReply, error) {
-	return kernel.Ask[*ReloadReply](m.env.k, m.pid, &reload{}, kernel.DefaultAskTimeout)
+func (m *Manager) Reload(ctx context.Context) (*ReloadReply, error) {
+	return kernel.Ask[*ReloadReply](ctx, m.env.k, m.pid, &reload{})
 }
 
 // ReloadServers is Reload with config.toml's servers already read and
 // checked by the caller (the daemon's SIGHUP reload, which validates the
 // whole file first): added servers connect, removed ones stop, changed
 // ones reconnect.
-func (m *Manager) ReloadServers(servers []Spec) (*ReloadReply, error) {
-	return kernel.Ask[*ReloadReply](m.env.k, m.pid, &reload{servers: servers, given: true}, kernel.DefaultAskTimeout)
+func (m *Manager) ReloadServers(ctx context.Context, servers []Spec) (*ReloadReply, error) {
+	return kernel.Ask[*ReloadReply](ctx, m.env.k, m.pid, &reload{servers: servers, given: true})
 }
 
-func (m *Manager) child(name string) (*actor.PID, error) {
-	return kernel.Ask[*actor.PID](m.env.k, m.pid, &childOf{name: name}, kernel.DefaultAskTimeout)
+func (m *Manager) child(ctx context.Context, name string) (*actor.PID, error) {
+	return kernel.Ask[*actor.PID](ctx, m.env.k, m.pid, &childOf{name: name})
 }
 
 // Reconnect drops a server's session and connects again, waiting for the
 // outcome (at most the server's timeout plus a margin).
-func (m *Manager) Reconnect(name string) (*ReconnectReply, error) {
-	v, err := m.Server(name)
+func (m *Manager) Reconnect(ctx context.Context, name string) (*ReconnectReply, error) {
+	v, err := m.Server(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	pid, err := m.child(name)
+	pid, err := m.child(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	wait := time.Duration(v.TimeoutSecs)*time.Second + 5*time.Second
-	return kernel.Ask[*ReconnectReply](m.env.k, pid, &reconnectNow{}, wait)
+	ctx, cancel := kernel.WithDefaultTimeout(ctx, time.Duration(v.TimeoutSecs)*time.Second+5*time.Second)
+	defer cancel()
+	return kernel.Ask[*ReconnectReply](ctx, m.env.k, pid, &reconnectNow{})
 }
 
 // AcceptTools re-pins changed tools (all when tools is empty).
-func (m *Manager) AcceptTools(name string, tools []string) (*AcceptReply, error) {
-	pid, err := m.child(name)
+func (m *Manager) AcceptTools(ctx context.Context, name string, tools []string) (*AcceptReply, error) {
+	pid, err := m.child(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return kernel.Ask[*AcceptReply](m.env.k, pid, &acceptTools{tools: tools}, kernel.DefaultAskTimeout)
+	return kernel.Ask[*AcceptReply](ctx, m.env.k, pid, &acceptTools{tools: tools})
 }
 
 // Catalog lists the catalog entries with their installed flag.
-func (m *Manager) Catalog() ([]CatalogEntry, error) {
-	r, err := kernel.Ask[*catalogReply](m.env.k, m.pid, &getCatalog{}, kernel.DefaultAskTimeout)
+func (m *Manager) Catalog(ctx context.Context) ([]CatalogEntry, error) {
+	r, err := kernel.Ask[*catalogReply](ctx, m.env.k, m.pid, &getCatalog{})
 	if err != nil {
 		return nil, err
 	}
@@ -240,8 +241,8 @@ func (m *Manager) Catalog() ([]CatalogEntry, error) {
 }
 
 // CatalogEntry returns one entry.
-func (m *Manager) CatalogEntry(id string) (CatalogEntry, error) {
-	r, err := kernel.Ask[*catalogReply](m.env.k, m.pid, &getCatalog{}, kernel.DefaultAskTimeout)
+func (m *Manager) CatalogEntry(ctx context.Context, id string) (CatalogEntry, error) {
+	r, err := kernel.Ask[*catalogReply](ctx, m.env.k, m.pid, &getCatalog{})
 	if err != nil {
 		return CatalogEntry{}, err
 	}
@@ -254,8 +255,8 @@ func (m *Manager) CatalogEntry(id string) (CatalogEntry, error) {
 }
 
 // Health reports every server's health and the aggregate.
-func (m *Manager) Health() (*HealthReply, error) {
-	r, err := kernel.Ask[[]HealthEntry](m.env.k, m.pid, &healthQuery{}, kernel.DefaultAskTimeout)
+func (m *Manager) Health(ctx context.Context) (*HealthReply, error) {
+	r, err := kernel.Ask[[]HealthEntry](ctx, m.env.k, m.pid, &healthQuery{})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -55,7 +56,7 @@ func TestEverythingStdioConnectCallAndRecoverFromKill(t *testing.T) {
 	if !strings.Contains(textOf(res), "5") {
 		t.Fatalf("get-sum after reconnect answered %q", textOf(res))
 	}
-	hr, err := h.m.Health()
+	hr, err := h.m.Health(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func TestStdioSandboxEnvironmentGroupAndCwd(t *testing.T) {
 		t.Fatalf("cwd %s, want %s", cwd, want)
 	}
 
-	if err := h.m.Remove("sandboxed"); err != nil {
+	if err := h.m.Remove(context.Background(), "sandboxed"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the process group is gone after remove", func() bool {
@@ -149,7 +150,7 @@ func TestStdioStopKillsChildren(t *testing.T) {
 	if syscall.Kill(child, 0) != nil {
 		t.Fatal("the child is not running")
 	}
-	if err := h.m.Remove("parent"); err != nil {
+	if err := h.m.Remove(context.Background(), "parent"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the spawned child is killed with its server", func() bool {

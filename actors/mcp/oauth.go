@@ -234,7 +234,7 @@ func (fl *oauthFlows) cancel(server string) {
 
 // remoteView returns a remote server's view, or a clear error for a stdio one.
 func (m *Manager) remoteView(ctx context.Context, name string) (ServerView, error) {
-	v, err := m.Server(name)
+	v, err := m.Server(ctx, name)
 	if err != nil {
 		return v, err
 	}
@@ -330,7 +330,8 @@ func (m *Manager) afterAuth(name string, err error) {
 	}
 	m.env.record(audit.Event{EventType: "mcp_oauth_authorized", Outcome: outcome, Actor: "mcp", Details: detail})
 	if err == nil {
-		if _, rerr := m.Reconnect(name); rerr != nil {
+		// Nobody waits for this reconnect: the callback has answered.
+		if _, rerr := m.Reconnect(context.Background(), name); rerr != nil {
 			m.env.log.Warn().Err(rerr).Str("mcp_server", name).Msg("reconnect after authorization")
 		}
 	}
@@ -367,7 +368,7 @@ func (m *Manager) CompleteAuth(ctx context.Context, name string, p CallbackParam
 // waiting for its redirect, the last failure, the stored token, or what
 // the connection saw.
 func (m *Manager) AuthStatus(ctx context.Context, name string) (AuthStatus, error) {
-	v, err := m.Server(name)
+	v, err := m.Server(ctx, name)
 	if err != nil {
 		return AuthStatus{}, err
 	}
@@ -423,7 +424,7 @@ func (m *Manager) RevokeAuth(ctx context.Context, name string) (AuthStatus, erro
 	}
 	m.env.record(audit.Event{EventType: "mcp_oauth_revoked", Outcome: "ok", Actor: "mcp",
 		Details: fmt.Sprintf("server %s (stored tokens: %t)", name, had)})
-	if _, err := m.Reconnect(name); err != nil {
+	if _, err := m.Reconnect(ctx, name); err != nil {
 		m.env.log.Warn().Err(err).Str("mcp_server", name).Msg("reconnect after revoke")
 	}
 	return m.AuthStatus(ctx, name)

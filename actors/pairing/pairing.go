@@ -135,7 +135,9 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Pairing, error) {
 	}
 	// Wait for the load: a device token must authenticate from the first
 	// request on.
-	if _, err := kernel.Ask[[]Device](k, pid, &ListDevices{}, 30*time.Second); err != nil {
+	loadCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := kernel.Ask[[]Device](loadCtx, k, pid, &ListDevices{}); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -168,17 +170,9 @@ func (p *Pairing) Config() Config { return p.opts.Config }
 // BaseURL is where devices reach fangd.
 func (p *Pairing) BaseURL() string { return p.opts.BaseURL }
 
-func ask[T any](ctx context.Context, p *Pairing, msg any) (T, error) {
-	timeout := kernel.DefaultAskTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	return kernel.Ask[T](p.k, p.pid, msg, timeout)
-}
-
 // Request makes a pairing code.
 func (p *Pairing) Request(ctx context.Context) (*Code, error) {
-	return ask[*Code](ctx, p, &RequestCode{})
+	return kernel.Ask[*Code](ctx, p.k, p.pid, &RequestCode{})
 }
 
 // CompleteRequest is POST /api/pairing/complete, decoded.
@@ -209,7 +203,7 @@ func (p *Pairing) Complete(ctx context.Context, r CompleteRequest) (*Paired, err
 			return nil, err
 		}
 	}
-	cl, err := ask[*claimed](ctx, p, &claim{code: r.Code, sourceIP: r.SourceIP})
+	cl, err := kernel.Ask[*claimed](ctx, p.k, p.pid, &claim{code: r.Code, sourceIP: r.SourceIP})
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +215,7 @@ func (p *Pairing) Complete(ctx context.Context, r CompleteRequest) (*Paired, err
 		if r.Push != nil && r.Push.Type == TargetWebPush {
 			_ = p.opts.Vault.Delete(subscriptionName(dev.ID))
 		}
-		if _, uerr := ask[bool](context.WithoutCancel(ctx), p, &unclaim{deviceID: dev.ID, hash: cl.hash, expires: cl.expires}); uerr != nil {
+		if _, uerr := kernel.Ask[bool](context.WithoutCancel(ctx), p.k, p.pid, &unclaim{deviceID: dev.ID, hash: cl.hash, expires: cl.expires}); uerr != nil {
 			p.log.Warn().Err(uerr).Msg("could not return a pairing code")
 		}
 	}
@@ -245,7 +239,7 @@ func (p *Pairing) Complete(ctx context.Context, r CompleteRequest) (*Paired, err
 	}
 	token, hash := newDeviceToken()
 	dev.TokenHash = hash
-	if _, err := ask[bool](ctx, p, &register{dev: dev}); err != nil {
+	if _, err := kernel.Ask[bool](ctx, p.k, p.pid, &register{dev: dev}); err != nil {
 		if dev.Endpoint != "" {
 			_ = p.opts.Push.DeletePush(context.WithoutCancel(ctx), dev.Endpoint)
 		}
@@ -269,7 +263,7 @@ func (p *Pairing) Authenticate(token []byte) (string, bool) {
 
 // Devices lists the paired devices, oldest first.
 func (p *Pairing) Devices(ctx context.Context) ([]View, error) {
-	devs, err := ask[[]Device](ctx, p, &ListDevices{})
+	devs, err := kernel.Ask[[]Device](ctx, p.k, p.pid, &ListDevices{})
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +276,7 @@ func (p *Pairing) Devices(ctx context.Context) ([]View, error) {
 
 // Device returns one device's view; 404 unknown.
 func (p *Pairing) Device(ctx context.Context, id string) (*View, error) {
-	devs, err := ask[[]Device](ctx, p, &ListDevices{})
+	devs, err := kernel.Ask[[]Device](ctx, p.k, p.pid, &ListDevices{})
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +301,7 @@ func (p *Pairing) view(d Device) View {
 // Revoke unpairs a device: its token fails from the next request on, and
 // its push endpoint (with its queued notifications) is deleted.
 func (p *Pairing) Revoke(ctx context.Context, id string) (*View, error) {
-	d, err := ask[*Device](ctx, p, &Revoke{ID: id})
+	d, err := kernel.Ask[*Device](ctx, p.k, p.pid, &Revoke{ID: id})
 	if err != nil {
 		return nil, err
 	}
@@ -346,7 +340,7 @@ type NotifyResult struct {
 // Notify queues n for every paired device with a push target; each is
 // durable in the device's outbox when this returns.
 func (p *Pairing) Notify(ctx context.Context, n *Notification) (*NotifyResult, error) {
-	devs, err := ask[[]Device](ctx, p, &ListDevices{})
+	devs, err := kernel.Ask[[]Device](ctx, p.k, p.pid, &ListDevices{})
 	if err != nil {
 		return nil, err
 	}
@@ -397,7 +391,7 @@ func (p *Pairing) Action(ctx context.Context, token string) (*ActionClaims, erro
 	if err != nil {
 		return nil, err
 	}
-	if _, err := ask[bool](ctx, p, &claimAction{jti: c.JTI, exp: c.Expires, device: c.DeviceID}); err != nil {
+	if _, err := kernel.Ask[bool](ctx, p.k, p.pid, &claimAction{jti: c.JTI, exp: c.Expires, device: c.DeviceID}); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -161,19 +161,6 @@ func refusalEvent(err error) string {
 	return "ofp_handshake_refused"
 }
 
-// ask waits for pid's answer within ctx's deadline (or the default).
-func ask[T any](ctx context.Context, k *kernel.Kernel, pid *actor.PID, msg any) (T, error) {
-	timeout := kernel.DefaultAskTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	if timeout <= 0 {
-		var zero T
-		return zero, kernel.Unavailable("request deadline passed")
-	}
-	return kernel.Ask[T](k, pid, msg, timeout)
-}
-
 // Running reports whether the registry (and with it the listener) runs.
 func (n *Network) Running() bool {
 	_, ok := n.e.k.System.ProcessRegistry.Get(n.sup)
@@ -209,7 +196,7 @@ func (n *Network) Fingerprint() string {
 
 // Peers lists every peer node seen since start, in node id order.
 func (n *Network) Peers(ctx context.Context) ([]PeerInfo, error) {
-	r, err := ask[*peerList](ctx, n.e.k, n.sup, &listPeers{})
+	r, err := kernel.Ask[*peerList](ctx, n.e.k, n.sup, &listPeers{})
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +205,7 @@ func (n *Network) Peers(ctx context.Context) ([]PeerInfo, error) {
 
 // Peer is one peer, by node id or node name.
 func (n *Network) Peer(ctx context.Context, id string) (PeerInfo, error) {
-	r, err := ask[*found](ctx, n.e.k, n.sup, &lookupPeer{peer: id})
+	r, err := kernel.Ask[*found](ctx, n.e.k, n.sup, &lookupPeer{peer: id})
 	if err != nil {
 		return PeerInfo{}, err
 	}
@@ -235,7 +222,7 @@ type Status struct {
 
 // Status measures the network now.
 func (n *Network) Status(ctx context.Context) (Status, error) {
-	r, err := ask[*registryStatus](ctx, n.e.k, n.sup, &statusAsk{})
+	r, err := kernel.Ask[*registryStatus](ctx, n.e.k, n.sup, &statusAsk{})
 	if err != nil {
 		return Status{}, err
 	}
@@ -273,7 +260,7 @@ func (n *Network) SendAgent(ctx context.Context, peer, agent, message, sender st
 	if len(message) > MaxAgentMessage {
 		return AgentReply{}, kernel.Errorf(kernel.KindTooLarge, "message_too_large", "an OFP agent message is at most 64 KiB")
 	}
-	f, err := ask[*found](ctx, n.e.k, n.sup, &lookupPeer{peer: peer})
+	f, err := kernel.Ask[*found](ctx, n.e.k, n.sup, &lookupPeer{peer: peer})
 	if err != nil {
 		return AgentReply{}, err
 	}
@@ -281,7 +268,7 @@ func (n *Network) SendAgent(ctx context.Context, peer, agent, message, sender st
 	if sender != "" {
 		s = &sender
 	}
-	m, err := ask[*ofp.Message](ctx, n.e.k, f.pid, &request{method: ofp.MethodAgentMessage, body: ofp.AgentMessage{Agent: agent, Message: message, Sender: s}})
+	m, err := kernel.Ask[*ofp.Message](ctx, n.e.k, f.pid, &request{method: ofp.MethodAgentMessage, body: ofp.AgentMessage{Agent: agent, Message: message, Sender: s}})
 	if err != nil {
 		return AgentReply{}, err
 	}
@@ -294,11 +281,11 @@ func (n *Network) SendAgent(ctx context.Context, peer, agent, message, sender st
 
 // Discover asks one peer for its agents matching query.
 func (n *Network) Discover(ctx context.Context, peer, query string) ([]ofp.RemoteAgent, error) {
-	f, err := ask[*found](ctx, n.e.k, n.sup, &lookupPeer{peer: peer})
+	f, err := kernel.Ask[*found](ctx, n.e.k, n.sup, &lookupPeer{peer: peer})
 	if err != nil {
 		return nil, err
 	}
-	m, err := ask[*ofp.Message](ctx, n.e.k, f.pid, &request{method: ofp.MethodDiscover, body: ofp.Discover{Query: query}})
+	m, err := kernel.Ask[*ofp.Message](ctx, n.e.k, f.pid, &request{method: ofp.MethodDiscover, body: ofp.Discover{Query: query}})
 	if err != nil {
 		return nil, err
 	}

@@ -132,7 +132,7 @@ func (n *node) connectedTo(id string) bool {
 // audited reports whether the audit log has an entry of eventType whose
 // details contain text.
 func (n *node) audited(eventType, text string) bool {
-	r, err := n.audit.Recent(500)
+	r, err := n.audit.Recent(context.Background(), 500)
 	if err != nil {
 		return false
 	}
@@ -146,7 +146,7 @@ func (n *node) audited(eventType, text string) bool {
 }
 
 func (n *node) auditText() string {
-	r, _ := n.audit.Recent(500)
+	r, _ := n.audit.Recent(context.Background(), 500)
 	var b strings.Builder
 	for _, e := range r.Entries {
 		b.Write(e)

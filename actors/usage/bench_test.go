@@ -31,7 +31,7 @@ func BenchmarkReserveSettle(b *testing.B) {
 		b.Fatal(err)
 	}
 	daily := 1e6
-	m.SetBudget(SetBudget{DailyLimitUSD: &daily})
+	m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &daily})
 	agents := make([]string, 16)
 	for i := range agents {
 		agents[i] = fmt.Sprintf("agent-%d", i)
@@ -44,12 +44,12 @@ func BenchmarkReserveSettle(b *testing.B) {
 		for pb.Next() {
 			i++
 			agent := agents[i%16]
-			res, err := m.Reserve(Reserve{AgentID: agent, Provider: "p", Model: "m", CostNanos: 3000, Tokens: 100})
+			res, err := m.Reserve(context.Background(), Reserve{AgentID: agent, Provider: "p", Model: "m", CostNanos: 3000, Tokens: 100})
 			if err != nil {
 				b.Error(err)
 				return
 			}
-			if _, err := m.Settle(res.ID, Event{AgentID: agent, Provider: "p", Model: "m", InputTokens: 50, OutputTokens: 20, CostNanos: 1500, Outcome: "ok"}); err != nil {
+			if _, err := m.Settle(context.Background(), res.ID, Event{AgentID: agent, Provider: "p", Model: "m", InputTokens: 50, OutputTokens: 20, CostNanos: 1500, Outcome: "ok"}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -77,12 +77,12 @@ func BenchmarkReserveRelease(b *testing.B) {
 	defer k.Shutdown(context.Background())
 	m, _ := Start(k, db, nil, Options{})
 	daily := 1e6
-	m.SetBudget(SetBudget{DailyLimitUSD: &daily})
+	m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &daily})
 	b.ResetTimer()
 	start, cpu0 := time.Now(), cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := m.Reserve(Reserve{AgentID: "a", CostNanos: 3000, Tokens: 100}); err != nil {
+			if _, err := m.Reserve(context.Background(), Reserve{AgentID: "a", CostNanos: 3000, Tokens: 100}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -125,7 +125,7 @@ func BenchmarkQueriesOverMillionEvents(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := m.Usage("day"); err != nil { // waits for the load
+	if _, err := m.Usage(context.Background(), "day"); err != nil { // waits for the load
 		b.Fatal(err)
 	}
 	b.Logf("ledger loaded 1M events' roll-ups in %s", time.Since(begin))
@@ -133,8 +133,8 @@ func BenchmarkQueriesOverMillionEvents(b *testing.B) {
 		name string
 		fn   func() error
 	}{
-		{"usage_month", func() error { _, err := m.Usage("month"); return err }},
-		{"daily_366", func() error { _, err := m.Daily(366); return err }},
+		{"usage_month", func() error { _, err := m.Usage(context.Background(), "month"); return err }},
+		{"daily_366", func() error { _, err := m.Daily(context.Background(), 366); return err }},
 	} {
 		b.Run(q.name, func(b *testing.B) {
 			lat := make([]time.Duration, 0, b.N)

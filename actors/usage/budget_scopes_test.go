@@ -14,12 +14,12 @@ import (
 // the event.
 func (h *harness) callAs(user, provider string, worstUSD float64, tokens int64, e Event) error {
 	e.User, e.Provider = user, provider
-	res, err := h.m.Reserve(Reserve{AgentID: e.AgentID, AgentName: e.AgentName, Provider: provider, Model: e.Model, User: user,
+	res, err := h.m.Reserve(context.Background(), Reserve{AgentID: e.AgentID, AgentName: e.AgentName, Provider: provider, Model: e.Model, User: user,
 		CostNanos: nanos(worstUSD), Tokens: tokens})
 	if err != nil {
 		return err
 	}
-	_, err = h.m.Settle(res.ID, e)
+	_, err = h.m.Settle(context.Background(), res.ID, e)
 	return err
 }
 
@@ -40,7 +40,7 @@ func n(v int64) *int64     { return &v }
 func TestGlobalHourlyLimitRollsAndSurvivesRestart(t *testing.T) {
 	h := newHarness(t, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC))
 	ctx := context.Background()
-	if _, err := h.m.SetBudget(SetBudget{HourlyLimitUSD: f(1)}); err != nil {
+	if _, err := h.m.SetBudget(context.Background(), SetBudget{HourlyLimitUSD: f(1)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.call(0.7, 0, ev("a", "m", 1, 1, 0.6)); err != nil {
@@ -48,7 +48,7 @@ func TestGlobalHourlyLimitRollsAndSurvivesRestart(t *testing.T) {
 	}
 	h.clk.Advance(20 * time.Minute)
 	h.restart()
-	st, _ := h.m.Budget()
+	st, _ := h.m.Budget(context.Background())
 	if st.HourlyLimit != 1 || st.HourlyLimitUSD != 1 || !near(st.HourlySpend, 0.6) || !near(st.HourlyPct, 0.6) || !near(st.HourSpentUSD, 0.6) {
 		t.Fatalf("after restart: %+v", st)
 	}
@@ -68,10 +68,10 @@ func TestGlobalHourlyLimitRollsAndSurvivesRestart(t *testing.T) {
 // for agents without their own.
 func TestAgentHourlyLimits(t *testing.T) {
 	h := newHarness(t, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC))
-	if _, err := h.m.SetAgentBudget(SetAgentBudget{AgentID: "a1", HourlyLimitUSD: f(0.5), TokensPerHour: n(1000)}); err != nil {
+	if _, err := h.m.SetAgentBudget(context.Background(), SetAgentBudget{AgentID: "a1", HourlyLimitUSD: f(0.5), TokensPerHour: n(1000)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.m.SetBudget(SetBudget{DefaultAgentTokensPerHour: n(100)}); err != nil {
+	if _, err := h.m.SetBudget(context.Background(), SetBudget{DefaultAgentTokensPerHour: n(100)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.call(0.1, 900, ev("a1", "m", 400, 400, 0.1)); err != nil {
@@ -85,12 +85,12 @@ func TestAgentHourlyLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.restart()
-	ab, _ := h.m.AgentBudget("a1", "x")
+	ab, _ := h.m.AgentBudget(context.Background(), "a1", "x")
 	if ab.Tokens.Used != 800 || ab.Tokens.Limit != 1000 || ab.MaxLLMTokensPerHour == nil || *ab.MaxLLMTokensPerHour != 1000 ||
 		ab.MaxCostPerHourUSD != 0.5 || !near(ab.Hourly.Spend, 0.1) || !near(ab.Hourly.Pct, 0.2) {
 		t.Fatalf("agent budget after restart %+v", ab)
 	}
-	ab, _ = h.m.AgentBudget("a2", "x")
+	ab, _ = h.m.AgentBudget(context.Background(), "a2", "x")
 	if ab.Tokens.Limit != 100 || ab.MaxLLMTokensPerHour != nil {
 		t.Fatalf("default token limit %+v", ab)
 	}
@@ -208,18 +208,18 @@ func TestBadScopedLimitsChangeNothing(t *testing.T) {
 		t.Fatal("overlong user id accepted")
 	}
 	for _, s := range []SetBudget{{HourlyLimitUSD: f(-1)}, {DefaultAgentTokensPerHour: n(-1)}} {
-		if _, err := h.m.SetBudget(s); err == nil {
+		if _, err := h.m.SetBudget(context.Background(), s); err == nil {
 			t.Fatalf("%+v accepted", s)
 		}
 	}
-	if _, err := h.m.SetAgentBudget(SetAgentBudget{AgentID: "a", TokensPerHour: n(-5)}); err == nil {
+	if _, err := h.m.SetAgentBudget(context.Background(), SetAgentBudget{AgentID: "a", TokensPerHour: n(-5)}); err == nil {
 		t.Fatal("negative agent token limit accepted")
 	}
 	h.restart()
 	row, _ := h.m.ProviderBudget(ctx, "groq")
 	ub, _ := h.m.UserBudget(ctx, "u1")
-	st, _ := h.m.Budget()
-	ab, _ := h.m.AgentBudget("a", "a")
+	st, _ := h.m.Budget(context.Background())
+	ab, _ := h.m.AgentBudget(context.Background(), "a", "a")
 	if row.CapDailyUSD != 2 || row.CapMonthlyUSD != 0 || row.CapHourlyUSD != 0 || ub.Configured || st.HourlyLimitUSD != 0 ||
 		st.DefaultMaxLLMTokensPerHour != 0 || ab.MaxLLMTokensPerHour != nil {
 		t.Fatalf("a refused change leaked: %+v %+v %+v %+v", row, ub, st, ab)

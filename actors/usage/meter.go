@@ -73,7 +73,11 @@ func (m *Meter) PID() *actor.PID { return m.pid }
 // Reserve holds a call's worst case against every applicable limit. The
 // error is a KindPaymentRequired "budget_exceeded" when a limit would be
 // passed.
-func (m *Meter) Reserve(r Reserve) (*Reservation, error) {
+//
+// It waits on a pooled reply channel, not kernel.Ask: every LLM call
+// makes one Reserve and one Settle (docs/architecture.md, "Asking an
+// actor"). ctx ends the wait early; the pooled timer bounds it otherwise.
+func (m *Meter) Reserve(ctx context.Context, r Reserve) (*Reservation, error) {
 	call := getCall(kernel.DefaultAskTimeout)
 	r.reply = call.reserve
 	m.k.Root.Send(m.pid, &r)
@@ -84,12 +88,15 @@ func (m *Meter) Reserve(r Reserve) (*Reservation, error) {
 	case <-call.timer.C:
 		// The late answer would land in this call's channel: not reused.
 		return nil, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "usage ledger did not answer in time")
+	case <-ctx.Done():
+		return nil, kernel.AskEnded(m.pid, ctx.Err())
 	}
 }
 
 // Settle releases the reservation (0 for none) and records e; it returns
-// once the event is on disk, with its timestamp set.
-func (m *Meter) Settle(reservationID uint64, e Event) (Event, error) {
+// once the event is on disk, with its timestamp set, or when ctx ends (the
+// event may still be written).
+func (m *Meter) Settle(ctx context.Context, reservationID uint64, e Event) (Event, error) {
 	call := getCall(SettleTimeout)
 	m.k.Root.Send(m.pid, &Settle{ReservationID: reservationID, Event: e, reply: call.settle})
 	select {
@@ -98,6 +105,8 @@ func (m *Meter) Settle(reservationID uint64, e Event) (Event, error) {
 		return rep.event, rep.err
 	case <-call.timer.C:
 		return Event{}, kernel.Errorf(kernel.KindUnavailable, "actor_timeout", "usage ledger did not confirm the write in time")
+	case <-ctx.Done():
+		return Event{}, kernel.AskEnded(m.pid, ctx.Err())
 	}
 }
 
@@ -127,122 +136,100 @@ func putCall(c *call) {
 	calls.Put(c)
 }
 
-func ask[T any](m *Meter, msg any) (T, error) {
-	return kernel.Ask[T](m.k, m.pid, msg, kernel.DefaultAskTimeout)
-}
-
 // Usage answers GET /api/usage.
-func (m *Meter) Usage(period string) (*UsageReport, error) {
-	return ask[*UsageReport](m, &UsageQuery{Period: period, Limit: 1000})
+func (m *Meter) Usage(ctx context.Context, period string) (*UsageReport, error) {
+	return kernel.Ask[*UsageReport](ctx, m.k, m.pid, &UsageQuery{Period: period, Limit: 1000})
 }
 
 // Summary answers GET /api/usage/summary.
-func (m *Meter) Summary() (*Summary, error) { return ask[*Summary](m, &SummaryQuery{}) }
+func (m *Meter) Summary(ctx context.Context) (*Summary, error) {
+	return kernel.Ask[*Summary](ctx, m.k, m.pid, &SummaryQuery{})
+}
 
 // ByModel answers GET /api/usage/by-model.
-func (m *Meter) ByModel(period string) (*ByModel, error) {
-	return ask[*ByModel](m, &ByModelQuery{Period: period})
+func (m *Meter) ByModel(ctx context.Context, period string) (*ByModel, error) {
+	return kernel.Ask[*ByModel](ctx, m.k, m.pid, &ByModelQuery{Period: period})
 }
 
 // Daily answers GET /api/usage/daily.
-func (m *Meter) Daily(days int) (*Daily, error) { return ask[*Daily](m, &DailyQuery{Days: days}) }
+func (m *Meter) Daily(ctx context.Context, days int) (*Daily, error) {
+	return kernel.Ask[*Daily](ctx, m.k, m.pid, &DailyQuery{Days: days})
+}
 
 // AgentSpend lists every agent's spend.
-func (m *Meter) AgentSpend() ([]AgentSpend, error) { return ask[[]AgentSpend](m, &AgentSpendQuery{}) }
+func (m *Meter) AgentSpend(ctx context.Context) ([]AgentSpend, error) {
+	return kernel.Ask[[]AgentSpend](ctx, m.k, m.pid, &AgentSpendQuery{})
+}
 
 // Budget answers GET /api/budget.
-func (m *Meter) Budget() (*BudgetStatus, error) { return ask[*BudgetStatus](m, &BudgetQuery{}) }
+func (m *Meter) Budget(ctx context.Context) (*BudgetStatus, error) {
+	return kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &BudgetQuery{})
+}
 
 // SetBudget changes the global limits durably.
-func (m *Meter) SetBudget(s SetBudget) (*BudgetStatus, error) { return ask[*BudgetStatus](m, &s) }
+func (m *Meter) SetBudget(ctx context.Context, s SetBudget) (*BudgetStatus, error) {
+	return kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &s)
+}
 
 // AgentBudget answers GET /api/budget/agents/{id}.
-func (m *Meter) AgentBudget(id, name string) (*AgentBudget, error) {
-	return ask[*AgentBudget](m, &AgentBudgetQuery{AgentID: id, AgentName: name})
+func (m *Meter) AgentBudget(ctx context.Context, id, name string) (*AgentBudget, error) {
+	return kernel.Ask[*AgentBudget](ctx, m.k, m.pid, &AgentBudgetQuery{AgentID: id, AgentName: name})
 }
 
 // SetAgentBudget changes an agent's limits durably.
-func (m *Meter) SetAgentBudget(s SetAgentBudget) (*AgentBudget, error) {
-	return ask[*AgentBudget](m, &s)
+func (m *Meter) SetAgentBudget(ctx context.Context, s SetAgentBudget) (*AgentBudget, error) {
+	return kernel.Ask[*AgentBudget](ctx, m.k, m.pid, &s)
 }
 
 // ForgetAgent drops a deleted agent's limits.
-func (m *Meter) ForgetAgent(id string) error {
-	_, err := ask[*ForgetAgent](m, &ForgetAgent{AgentID: id})
+func (m *Meter) ForgetAgent(ctx context.Context, id string) error {
+	_, err := kernel.Ask[*ForgetAgent](ctx, m.k, m.pid, &ForgetAgent{AgentID: id})
 	return err
-}
-
-// askCtx is ask bounded by ctx too: its deadline shortens the timeout and
-// its end stops the wait (the ledger may still act on the message).
-func askCtx[T any](ctx context.Context, m *Meter, msg any) (T, error) {
-	var zero T
-	if err := ctx.Err(); err != nil {
-		return zero, kernel.Errorf(kernel.KindUnavailable, "request_cancelled", "the request ended before the usage ledger was asked: %v", err)
-	}
-	timeout := kernel.DefaultAskTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = max(min(timeout, time.Until(d)), time.Millisecond)
-	}
-	type result struct {
-		v   T
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		v, err := kernel.Ask[T](m.k, m.pid, msg, timeout)
-		done <- result{v, err}
-	}()
-	select {
-	case r := <-done:
-		return r.v, r.err
-	case <-ctx.Done():
-		return zero, kernel.Errorf(kernel.KindUnavailable, "request_cancelled", "the request ended before the usage ledger answered: %v", ctx.Err())
-	}
 }
 
 // UsageOf answers GET /api/usage with one page (q.Offset, q.Limit) of
 // LibreFang's per-agent items.
 func (m *Meter) UsageOf(ctx context.Context, q UsageQuery) (*UsageReport, error) {
-	return askCtx[*UsageReport](ctx, m, &q)
+	return kernel.Ask[*UsageReport](ctx, m.k, m.pid, &q)
 }
 
 // ModelPerformance answers GET /api/usage/by-model/performance.
 func (m *Meter) ModelPerformance(ctx context.Context) (*ModelPerformance, error) {
-	return askCtx[*ModelPerformance](ctx, m, &ModelPerfQuery{})
+	return kernel.Ask[*ModelPerformance](ctx, m.k, m.pid, &ModelPerfQuery{})
 }
 
 // ProviderBudgets answers GET /api/budget/providers.
 func (m *Meter) ProviderBudgets(ctx context.Context) (*ProviderBudgets, error) {
-	return askCtx[*ProviderBudgets](ctx, m, &ProviderBudgetsQuery{})
+	return kernel.Ask[*ProviderBudgets](ctx, m.k, m.pid, &ProviderBudgetsQuery{})
 }
 
 // ProviderBudget answers GET /api/budget/providers/{id}.
 func (m *Meter) ProviderBudget(ctx context.Context, provider string) (*ProviderBudget, error) {
-	return askCtx[*ProviderBudget](ctx, m, &ProviderBudgetQuery{Provider: provider})
+	return kernel.Ask[*ProviderBudget](ctx, m.k, m.pid, &ProviderBudgetQuery{Provider: provider})
 }
 
 // SetProviderBudget changes (or clears) a provider's limits durably.
 func (m *Meter) SetProviderBudget(ctx context.Context, s SetProviderBudget) (*ProviderLimitsSet, error) {
-	return askCtx[*ProviderLimitsSet](ctx, m, &s)
+	return kernel.Ask[*ProviderLimitsSet](ctx, m.k, m.pid, &s)
 }
 
 // UserBudgets answers GET /api/budget/users (limit rows at most).
 func (m *Meter) UserBudgets(ctx context.Context, limit int) (*UserBudgets, error) {
-	return askCtx[*UserBudgets](ctx, m, &UserBudgetsQuery{Limit: limit})
+	return kernel.Ask[*UserBudgets](ctx, m.k, m.pid, &UserBudgetsQuery{Limit: limit})
 }
 
 // UserBudget answers GET /api/budget/users/{id}.
 func (m *Meter) UserBudget(ctx context.Context, user string) (*UserBudget, error) {
-	return askCtx[*UserBudget](ctx, m, &UserBudgetQuery{User: user})
+	return kernel.Ask[*UserBudget](ctx, m.k, m.pid, &UserBudgetQuery{User: user})
 }
 
 // SetUserBudget replaces a user's limits durably.
 func (m *Meter) SetUserBudget(ctx context.Context, user string, l UserLimits) (*UserLimits, error) {
-	return askCtx[*UserLimits](ctx, m, &SetUserBudget{User: user, Limits: &l})
+	return kernel.Ask[*UserLimits](ctx, m.k, m.pid, &SetUserBudget{User: user, Limits: &l})
 }
 
 // ClearUserBudget removes a user's limits durably.
 func (m *Meter) ClearUserBudget(ctx context.Context, user string) error {
-	_, err := askCtx[*SetUserBudget](ctx, m, &SetUserBudget{User: user})
+	_, err := kernel.Ask[*SetUserBudget](ctx, m.k, m.pid, &SetUserBudget{User: user})
 	return err
 }

@@ -86,7 +86,7 @@ func (h *harness) restart() { h.stop(); h.start() }
 
 func (h *harness) alerts() (warns, exceeded int) {
 	// Publishing is synchronous in the ledger; one query round-trip orders us after it.
-	if _, err := h.m.Budget(); err != nil {
+	if _, err := h.m.Budget(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}
 	h.mu.Lock()
@@ -101,12 +101,12 @@ func ev(agent, model string, in, out int64, costUSD float64) Event {
 
 // call reserves worst, then settles e; it returns the settle error or the reserve error.
 func (h *harness) call(worstUSD float64, tokens int64, e Event) error {
-	res, err := h.m.Reserve(Reserve{AgentID: e.AgentID, AgentName: e.AgentName, Provider: e.Provider, Model: e.Model,
+	res, err := h.m.Reserve(context.Background(), Reserve{AgentID: e.AgentID, AgentName: e.AgentName, Provider: e.Provider, Model: e.Model,
 		CostNanos: nanos(worstUSD), Tokens: tokens})
 	if err != nil {
 		return err
 	}
-	_, err = h.m.Settle(res.ID, e)
+	_, err = h.m.Settle(context.Background(), res.ID, e)
 	return err
 }
 
@@ -122,11 +122,11 @@ func TestUsageReportsFromRollups(t *testing.T) {
 	}
 	failed := ev("a3", "m1", 0, 0, 0)
 	failed.Outcome = "rate_limited"
-	if _, err := h.m.Settle(0, failed); err != nil {
+	if _, err := h.m.Settle(context.Background(), 0, failed); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"hour", "day", "week", "month"} {
-		rep, err := h.m.Usage(p)
+		rep, err := h.m.Usage(context.Background(), p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,33 +135,33 @@ func TestUsageReportsFromRollups(t *testing.T) {
 			t.Fatalf("%s: %+v", p, rep)
 		}
 	}
-	if _, err := h.m.Usage("year"); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
+	if _, err := h.m.Usage(context.Background(), "year"); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
 		t.Fatalf("bad period: %v", err)
 	}
-	sum, _ := h.m.Summary()
+	sum, _ := h.m.Summary(context.Background())
 	if sum.Today.InputTokens != 350 || sum.Today.Requests != 4 || sum.Quota.HourlyTokensUsed != 385 ||
 		sum.Quota.HourlyResetAt != "2026-03-15T13:00:00Z" {
 		t.Fatalf("summary %+v", sum)
 	}
-	bm, _ := h.m.ByModel("")
+	bm, _ := h.m.ByModel(context.Background(), "")
 	if len(bm.Models) != 2 || bm.Models[0].Model != "m2" || bm.Models[1].RequestCount != 3 || bm.Models[1].InputTokens != 150 {
 		t.Fatalf("by model %+v", bm)
 	}
 	// Later in the month: the day and week periods have moved on, month has not.
 	h.clk.Advance(8 * 24 * time.Hour)
-	if rep, _ := h.m.Usage("day"); rep.RequestCount != 0 || rep.ActiveAgents != 0 {
+	if rep, _ := h.m.Usage(context.Background(), "day"); rep.RequestCount != 0 || rep.ActiveAgents != 0 {
 		t.Fatalf("a new day starts empty: %+v", rep)
 	}
-	if rep, _ := h.m.Usage("week"); rep.RequestCount != 0 {
+	if rep, _ := h.m.Usage(context.Background(), "week"); rep.RequestCount != 0 {
 		t.Fatalf("8 days later the week is empty: %+v", rep)
 	}
-	if rep, _ := h.m.Usage("month"); rep.RequestCount != 4 || rep.ActiveAgents != 3 {
+	if rep, _ := h.m.Usage(context.Background(), "month"); rep.RequestCount != 4 || rep.ActiveAgents != 3 {
 		t.Fatalf("month keeps it: %+v", rep)
 	}
-	if rep, _ := h.m.Usage("hour"); rep.RequestCount != 0 {
+	if rep, _ := h.m.Usage(context.Background(), "hour"); rep.RequestCount != 0 {
 		t.Fatalf("the rolling hour is empty: %+v", rep)
 	}
-	d, err := h.m.Daily(10)
+	d, err := h.m.Daily(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,10 +169,10 @@ func TestUsageReportsFromRollups(t *testing.T) {
 		d.Days[9].Date != "2026-03-23" || d.Days[9].Requests != 0 || d.FirstEventDate == nil || *d.FirstEventDate != "2026-03-15" {
 		t.Fatalf("daily %+v", d)
 	}
-	if _, err := h.m.Daily(367); err == nil {
+	if _, err := h.m.Daily(context.Background(), 367); err == nil {
 		t.Fatal("367 days accepted")
 	}
-	spend, _ := h.m.AgentSpend()
+	spend, _ := h.m.AgentSpend(context.Background())
 	if len(spend) != 3 {
 		t.Fatalf("agent spend %+v", spend)
 	}
@@ -181,11 +181,11 @@ func TestUsageReportsFromRollups(t *testing.T) {
 func TestRestartKeepsUsageBudgetsAndAlerts(t *testing.T) {
 	h := newHarness(t, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC))
 	daily := 1.0
-	if _, err := h.m.SetBudget(SetBudget{DailyLimitUSD: &daily}); err != nil {
+	if _, err := h.m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &daily}); err != nil {
 		t.Fatal(err)
 	}
 	agentDaily := 0.5
-	if _, err := h.m.SetAgentBudget(SetAgentBudget{AgentID: "a1", DailyLimitUSD: &agentDaily}); err != nil {
+	if _, err := h.m.SetAgentBudget(context.Background(), SetAgentBudget{AgentID: "a1", DailyLimitUSD: &agentDaily}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.call(0.46, 0, ev("a1", "m", 10, 10, 0.45)); err != nil { // 90% of the agent's limit: warning
@@ -195,11 +195,11 @@ func TestRestartKeepsUsageBudgetsAndAlerts(t *testing.T) {
 		t.Fatalf("%d warnings", w)
 	}
 	h.restart()
-	st, _ := h.m.Budget()
+	st, _ := h.m.Budget(context.Background())
 	if st.DailyLimitUSD != 1 || !near(st.TodaySpentUSD, 0.45) {
 		t.Fatalf("after restart %+v", st)
 	}
-	ab, _ := h.m.AgentBudget("a1", "x")
+	ab, _ := h.m.AgentBudget(context.Background(), "a1", "x")
 	if ab.DailyLimitUSD != 0.5 || !near(ab.TodaySpentUSD, 0.45) || ab.Status != StatusWarning {
 		t.Fatalf("agent budget after restart %+v", ab)
 	}
@@ -210,7 +210,7 @@ func TestRestartKeepsUsageBudgetsAndAlerts(t *testing.T) {
 	if w, _ := h.alerts(); w != 1 {
 		t.Fatalf("warned again in the same window after restart: %d warnings", w)
 	}
-	if rep, _ := h.m.Usage("hour"); rep.RequestCount != 2 {
+	if rep, _ := h.m.Usage(context.Background(), "hour"); rep.RequestCount != 2 {
 		t.Fatalf("rolling hour rebuilt from events: %+v", rep)
 	}
 }
@@ -218,7 +218,7 @@ func TestRestartKeepsUsageBudgetsAndAlerts(t *testing.T) {
 func TestAlertsOncePerWindow(t *testing.T) {
 	h := newHarness(t, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC))
 	daily := 1.0
-	h.m.SetBudget(SetBudget{DailyLimitUSD: &daily})
+	h.m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &daily})
 	for i := 0; i < 7; i++ { // 0.7
 		if err := h.call(0.1, 0, ev("a", "m", 1, 1, 0.1)); err != nil {
 			t.Fatal(err)
@@ -245,7 +245,7 @@ func TestAlertsOncePerWindow(t *testing.T) {
 	if w, x := h.alerts(); w != 1 || x != 1 {
 		t.Fatalf("one warning and one exceeded per window, got %d and %d", w, x)
 	}
-	if st, _ := h.m.Budget(); st.Status != StatusExceeded || !near(st.TodaySpentUSD, 1.0) {
+	if st, _ := h.m.Budget(context.Background()); st.Status != StatusExceeded || !near(st.TodaySpentUSD, 1.0) {
 		t.Fatalf("status %+v", st)
 	}
 	// A new day is a new window: spend starts over and may alert again.
@@ -276,8 +276,8 @@ func TestConcurrentCallsNeverOverspend(t *testing.T) {
 		h := newHarness(t, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC))
 		const worst = 0.003 // USD per call, worst case
 		globalDaily, agentDaily := 0.1, 0.05
-		h.m.SetBudget(SetBudget{DailyLimitUSD: &globalDaily})
-		h.m.SetAgentBudget(SetAgentBudget{AgentID: "a0", DailyLimitUSD: &agentDaily})
+		h.m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &globalDaily})
+		h.m.SetAgentBudget(context.Background(), SetAgentBudget{AgentID: "a0", DailyLimitUSD: &agentDaily})
 		var ok, refused atomic.Int64
 		var wg sync.WaitGroup
 		start := make(chan struct{})
@@ -302,8 +302,8 @@ func TestConcurrentCallsNeverOverspend(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
-		st, _ := h.m.Budget()
-		ab, _ := h.m.AgentBudget("a0", "")
+		st, _ := h.m.Budget(context.Background())
+		ab, _ := h.m.AgentBudget(context.Background(), "a0", "")
 		if st.TodaySpentUSD > globalDaily+1e-12 || ab.TodaySpentUSD > agentDaily+1e-12 {
 			t.Fatalf("round %d: overspent: global %.9f of %.2f, agent a0 %.9f of %.2f", round, st.TodaySpentUSD, globalDaily, ab.TodaySpentUSD, agentDaily)
 		}
@@ -324,7 +324,7 @@ func TestConcurrentCallsNeverOverspend(t *testing.T) {
 func TestHourlyTokenLimitIsRolling(t *testing.T) {
 	h := newHarness(t, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC))
 	limit := int64(1000)
-	h.m.SetBudget(SetBudget{HourlyTokenLimit: &limit})
+	h.m.SetBudget(context.Background(), SetBudget{HourlyTokenLimit: &limit})
 	if err := h.call(0, 600, ev("a", "m", 300, 300, 0)); err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestHourlyTokenLimitIsRolling(t *testing.T) {
 	if err := h.call(0, 500, ev("a", "m", 1, 1, 0)); err != nil {
 		t.Fatalf("61 minutes later the window has rolled: %v", err)
 	}
-	if sum, _ := h.m.Summary(); sum.Quota.HourlyTokensUsed != 2 || sum.Quota.HourlyTokenLimit != 1000 {
+	if sum, _ := h.m.Summary(context.Background()); sum.Quota.HourlyTokensUsed != 2 || sum.Quota.HourlyTokenLimit != 1000 {
 		t.Fatalf("quota %+v", sum.Quota)
 	}
 }
@@ -347,20 +347,20 @@ func TestHourlyTokenLimitIsRolling(t *testing.T) {
 func TestBadLimitsChangeNothing(t *testing.T) {
 	h := newHarness(t, time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC))
 	ok := 5.0
-	h.m.SetBudget(SetBudget{DailyLimitUSD: &ok})
+	h.m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &ok})
 	neg, nan, inf, big, thr := -1.0, math.NaN(), math.Inf(1), 2e9, 1.5
 	negTok := int64(-1)
 	for _, s := range []SetBudget{{DailyLimitUSD: &neg}, {MonthlyLimitUSD: &nan}, {DailyLimitUSD: &inf},
 		{DailyLimitUSD: &big}, {AlertThreshold: &thr}, {HourlyTokenLimit: &negTok}, {DailyLimitUSD: &ok, MonthlyLimitUSD: &neg}} {
-		if _, err := h.m.SetBudget(s); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
+		if _, err := h.m.SetBudget(context.Background(), s); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindInvalid {
 			t.Fatalf("%+v accepted: %v", s, err)
 		}
 	}
-	if _, err := h.m.SetAgentBudget(SetAgentBudget{AgentID: "a", MonthlyLimitUSD: &neg}); err == nil {
+	if _, err := h.m.SetAgentBudget(context.Background(), SetAgentBudget{AgentID: "a", MonthlyLimitUSD: &neg}); err == nil {
 		t.Fatal("negative agent limit accepted")
 	}
 	h.restart()
-	st, _ := h.m.Budget()
+	st, _ := h.m.Budget(context.Background())
 	if st.DailyLimitUSD != 5 || st.MonthlyLimitUSD != 0 || st.AlertThreshold != DefaultAlertThreshold {
 		t.Fatalf("a refused change leaked: %+v", st)
 	}
@@ -388,13 +388,13 @@ func TestSeededHistoryAndRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, _ := m.Daily(366)
+	d, _ := m.Daily(context.Background(), 366)
 	for _, row := range d.Days {
 		if row.Requests != 1 {
 			t.Fatalf("day %s: %+v", row.Date, row)
 		}
 	}
-	if rep, _ := m.Usage("month"); rep.RequestCount != 15 {
+	if rep, _ := m.Usage(context.Background(), "month"); rep.RequestCount != 15 {
 		t.Fatalf("march 1-15: %+v", rep)
 	}
 	// The retention pass runs at start: raw events older than 30 days go,
@@ -413,7 +413,7 @@ func TestSeededHistoryAndRetention(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if d2, _ := m.Daily(366); d2.Days[0].Requests != 1 {
+	if d2, _ := m.Daily(context.Background(), 366); d2.Days[0].Requests != 1 {
 		t.Fatal("retention changed the roll-ups")
 	}
 }

@@ -126,7 +126,7 @@ func (e *Engine) Create(ctx context.Context, kind string, p Patch) (View, error)
 	if err := e.checkURL(ctx, *p.URL); err != nil {
 		return View{}, err
 	}
-	latest, err := e.latest()
+	latest, err := e.latest(ctx)
 	if err != nil {
 		return View{}, err
 	}
@@ -144,7 +144,7 @@ func (e *Engine) Create(ctx context.Context, kind string, p Patch) (View, error)
 	if p.Headers != nil {
 		c.headers = *p.Headers
 	}
-	return kernel.Ask[View](e.k, e.pid, c, kernel.DefaultAskTimeout)
+	return kernel.Ask[View](ctx, e.k, e.pid, c)
 }
 
 // Update applies p to endpoint id of kind ("" = either kind).
@@ -157,15 +157,15 @@ func (e *Engine) Update(ctx context.Context, kind, id string, p Patch) (View, er
 			return View{}, err
 		}
 	}
-	latest, err := e.latest()
+	latest, err := e.latest(ctx)
 	if err != nil {
 		return View{}, err
 	}
-	return kernel.Ask[View](e.k, e.pid, &update{id: id, kind: kind, patch: p, latest: latest}, kernel.DefaultAskTimeout)
+	return kernel.Ask[View](ctx, e.k, e.pid, &update{id: id, kind: kind, patch: p, latest: latest})
 }
 
-func (e *Engine) latest() (uint64, error) {
-	q, err := e.opts.Bus.Query(comms.Query{Limit: 0})
+func (e *Engine) latest(ctx context.Context) (uint64, error) {
+	q, err := e.opts.Bus.Query(ctx, comms.Query{Limit: 0})
 	if err != nil {
 		return 0, err
 	}
@@ -183,45 +183,41 @@ func (e *Engine) checkURL(ctx context.Context, raw string) error {
 }
 
 // Delete removes endpoint id of kind.
-func (e *Engine) Delete(kind, id string) error {
-	_, err := kernel.Ask[bool](e.k, e.pid, &remove{id: id, kind: kind}, kernel.DefaultAskTimeout)
+func (e *Engine) Delete(ctx context.Context, kind, id string) error {
+	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &remove{id: id, kind: kind})
 	return err
 }
 
 // Get returns endpoint id of kind ("" = either).
-func (e *Engine) Get(kind, id string) (View, error) {
-	return kernel.Ask[View](e.k, e.pid, &get{id: id, kind: kind}, kernel.DefaultAskTimeout)
+func (e *Engine) Get(ctx context.Context, kind, id string) (View, error) {
+	return kernel.Ask[View](ctx, e.k, e.pid, &get{id: id, kind: kind})
 }
 
 // List returns every endpoint of kind, oldest first.
-func (e *Engine) List(kind string) ([]View, error) {
-	return kernel.Ask[[]View](e.k, e.pid, &list{kind: kind}, kernel.DefaultAskTimeout)
+func (e *Engine) List(ctx context.Context, kind string) ([]View, error) {
+	return kernel.Ask[[]View](ctx, e.k, e.pid, &list{kind: kind})
 }
 
 // Deliveries lists endpoint id's recent attempts, newest first.
-func (e *Engine) Deliveries(id string, limit int) ([]Attempt, error) {
-	return askChild[[]Attempt](e, id, &Deliveries{Limit: limit}, kernel.DefaultAskTimeout)
+func (e *Engine) Deliveries(ctx context.Context, id string, limit int) ([]Attempt, error) {
+	return kernel.Ask[[]Attempt](ctx, e.k, e.pid, &forward{id: id, msg: &Deliveries{Limit: limit}})
 }
 
 // DeadLetters lists endpoint id's dead letters, newest first.
-func (e *Engine) DeadLetters(id string, limit int) ([]DeadLetter, error) {
-	return askChild[[]DeadLetter](e, id, &DeadLetters{Limit: limit}, kernel.DefaultAskTimeout)
+func (e *Engine) DeadLetters(ctx context.Context, id string, limit int) ([]DeadLetter, error) {
+	return kernel.Ask[[]DeadLetter](ctx, e.k, e.pid, &forward{id: id, msg: &DeadLetters{Limit: limit}})
 }
 
 // Replay moves dead letters back to the outbox.
-func (e *Engine) Replay(id string, ids []string) (*ReplayResult, error) {
-	return askChild[*ReplayResult](e, id, &Replay{IDs: ids}, kernel.DefaultAskTimeout)
+func (e *Engine) Replay(ctx context.Context, id string, ids []string) (*ReplayResult, error) {
+	return kernel.Ask[*ReplayResult](ctx, e.k, e.pid, &forward{id: id, msg: &Replay{IDs: ids}})
 }
 
 // Test sends a signed test event to endpoint id now.
-func (e *Engine) Test(id string) (*TestResult, error) {
-	return askChild[*TestResult](e, id, &Test{}, e.opts.Timeout+5*time.Second)
-}
-
-// askChild sends msg through the supervisor to endpoint id's actor, which
-// answers the caller directly.
-func askChild[T any](e *Engine, id string, msg any, timeout time.Duration) (T, error) {
-	return kernel.Ask[T](e.k, e.pid, &forward{id: id, msg: msg}, timeout)
+func (e *Engine) Test(ctx context.Context, id string) (*TestResult, error) {
+	ctx, cancel := kernel.WithDefaultTimeout(ctx, e.opts.Timeout+5*time.Second)
+	defer cancel()
+	return kernel.Ask[*TestResult](ctx, e.k, e.pid, &forward{id: id, msg: &Test{}})
 }
 
 // supervisor owns the endpoint records and fans bus batches out to the

@@ -52,7 +52,7 @@ func TestNetworkCausesAreReported(t *testing.T) {
 	}
 	e := start(t, t.TempDir(), Options{Guard: guard})
 	ctx := context.Background()
-	kerneltest.WaitFor(t, "the webhook engine answers", func() bool { _, err := e.eng.List(""); return err == nil })
+	kerneltest.WaitFor(t, "the webhook engine answers", func() bool { _, err := e.eng.List(context.Background(), ""); return err == nil })
 
 	_, err = e.eng.Create(ctx, KindOutbound, Patch{Name: ptr("x"), URL: ptr("http://gone.invalid/"), Events: &[]string{"*"}})
 	if de := kernel.AsError(err); de == nil || de.Code != "host_not_found" {
@@ -70,11 +70,11 @@ func TestNetworkCausesAreReported(t *testing.T) {
 
 	port := rcv.srv.Listener.Addr().(*net.TCPAddr).Port
 	v := e.create(t, "http://hooks.test:"+strconv.Itoa(port)+"/", "test-secret-1", "hook.wake")
-	if r, err := e.eng.Test(v.ID); err != nil || r.ResponseStatus != 204 {
+	if r, err := e.eng.Test(context.Background(), v.ID); err != nil || r.ResponseStatus != 204 {
 		t.Fatalf("test through the name: %+v %v", r, err)
 	}
 	res.forget("hooks.test")
-	_, err = e.eng.Test(v.ID)
+	_, err = e.eng.Test(context.Background(), v.ID)
 	de := kernel.AsError(err)
 	if de == nil || de.Code != "host_not_found" || !strings.Contains(de.Msg, "hooks.test does not resolve") {
 		t.Fatalf("test delivery to a name that no longer resolves: %v", err)

@@ -57,11 +57,9 @@ func (e *Engine) CreatePush(ctx context.Context, name, url, secret string, heade
 // durable. msgID is the webhook-id: stable for one update, so a receiver
 // can drop a repeat.
 func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) error {
-	timeout := kernel.DefaultAskTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	_, err := askChild[bool](e, id, &push{msgID: msgID, typ: typ, body: body}, timeout)
+	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
+	defer cancel()
+	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &forward{id: id, msg: &push{msgID: msgID, typ: typ, body: body}})
 	return err
 }
 
@@ -69,21 +67,17 @@ func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) e
 // encrypted bytes), sent with headers added to the endpoint's for this
 // message only. Such a message is not replayable from the dead-letter list.
 func (e *Engine) PushRaw(ctx context.Context, id, msgID, typ string, body []byte, headers map[string]string) error {
-	timeout := kernel.DefaultAskTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	_, err := askChild[bool](e, id, &push{msgID: msgID, typ: typ, body: body, raw: true, headers: headers}, timeout)
+	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
+	defer cancel()
+	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &forward{id: id, msg: &push{msgID: msgID, typ: typ, body: body, raw: true, headers: headers}})
 	return err
 }
 
 // DeletePush removes push endpoint id with its queued messages.
 func (e *Engine) DeletePush(ctx context.Context, id string) error {
-	timeout := kernel.DefaultAskTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	_, err := kernel.Ask[bool](e.k, e.pid, &remove{id: id, kind: KindPush}, timeout)
+	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
+	defer cancel()
+	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &remove{id: id, kind: KindPush})
 	return err
 }
 

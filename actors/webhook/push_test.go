@@ -46,7 +46,7 @@ func TestPushEndpointsSendExactlyWhatIsPushed(t *testing.T) {
 		}
 	}
 	for _, kind := range []string{KindOutbound, KindEvent} {
-		if views, _ := e.eng.List(kind); len(views) != 0 {
+		if views, _ := e.eng.List(context.Background(), kind); len(views) != 0 {
 			t.Fatalf("push endpoint listed as %s: %+v", kind, views)
 		}
 	}
@@ -55,7 +55,7 @@ func TestPushEndpointsSendExactlyWhatIsPushed(t *testing.T) {
 	if err := e.eng.Push(context.Background(), out.ID, "x", "a2a.task.status", []byte(`{}`)); kernel.AsError(err) == nil {
 		t.Fatalf("an outbound webhook took a pushed message: %v", err)
 	}
-	if err := e.eng.Delete(KindPush, id); err != nil {
+	if err := e.eng.Delete(context.Background(), KindPush, id); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.eng.Push(context.Background(), id, "y", "a2a.task.status", []byte(`{}`)); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindNotFound {

@@ -260,7 +260,7 @@ func (e *env) publish(t *testing.T, n int, typ string) {
 func (e *env) settled(t *testing.T, id string) {
 	t.Helper()
 	kerneltest.WaitFor(t, "condition", func() bool {
-		v, err := e.eng.Get("", id)
+		v, err := e.eng.Get(context.Background(), "", id)
 		return err == nil && v.Pending == 0
 	})
 }
@@ -287,7 +287,7 @@ func TestSignedDeliveryInOrderExactlyOnce(t *testing.T) {
 			t.Fatalf("delivery %d: %+v", i, d.body)
 		}
 	}
-	att, err := e.eng.Deliveries(v.ID, 100)
+	att, err := e.eng.Deliveries(context.Background(), v.ID, 100)
 	if err != nil || len(att) != 50 || att[0].Outcome != "delivered" || att[0].StatusCode != 200 || att[0].EventType != "hook.wake" {
 		t.Fatalf("deliveries: %d %+v %v", len(att), att[0], err)
 	}
@@ -302,7 +302,7 @@ func TestLegacySecretAndRetriesKeepWebhookID(t *testing.T) {
 	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 1 })
 	e.settled(t, v.ID)
 	rcv.check()
-	att, _ := e.eng.Deliveries(v.ID, 10)
+	att, _ := e.eng.Deliveries(context.Background(), v.ID, 10)
 	if len(att) != 3 {
 		t.Fatalf("attempts %+v", att)
 	}
@@ -314,7 +314,7 @@ func TestLegacySecretAndRetriesKeepWebhookID(t *testing.T) {
 		t.Fatalf("webhook-id not stable across retries: %+v", att)
 	}
 	// Failures were published, but never delivered to the endpoint itself.
-	q, _ := e.bus.Query(comms.Query{Limit: 10, Type: "webhook.delivery_failed"})
+	q, _ := e.bus.Query(context.Background(), comms.Query{Limit: 10, Type: "webhook.delivery_failed"})
 	if len(q.Events) != 2 {
 		t.Fatalf("%d delivery_failed events", len(q.Events))
 	}
@@ -335,7 +335,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 1 })
 	e.settled(t, v.ID)
 	rcv.check()
-	att, _ := e.eng.Deliveries(v.ID, 10)
+	att, _ := e.eng.Deliveries(context.Background(), v.ID, 10)
 	first := att[1]
 	at, _ := time.Parse(time.RFC3339Nano, first.At)
 	next, _ := time.Parse(time.RFC3339Nano, first.NextAttemptAt)
@@ -352,20 +352,20 @@ func TestGoneDisablesEndpointUntilReenabled(t *testing.T) {
 	v := e.create(t, rcv.srv.URL, "", "hook.wake")
 	e.publish(t, 1, "hook.wake")
 	kerneltest.WaitFor(t, "condition", func() bool {
-		got, _ := e.eng.Get("", v.ID)
+		got, _ := e.eng.Get(context.Background(), "", v.ID)
 		return !got.Enabled
 	})
-	got, _ := e.eng.Get(KindOutbound, v.ID)
+	got, _ := e.eng.Get(context.Background(), KindOutbound, v.ID)
 	if got.DisabledReason == "" || got.Pending != 1 {
 		t.Fatalf("after 410: %+v", got)
 	}
 	kerneltest.WaitFor(t, "condition", func() bool {
-		q, _ := e.bus.Query(comms.Query{Limit: 10, Type: "webhook.disabled"})
+		q, _ := e.bus.Query(context.Background(), comms.Query{Limit: 10, Type: "webhook.disabled"})
 		return len(q.Events) == 1
 	})
 	// While disabled, new events are not queued.
 	e.publish(t, 3, "hook.wake")
-	got, _ = e.eng.Get(KindOutbound, v.ID)
+	got, _ = e.eng.Get(context.Background(), KindOutbound, v.ID)
 	if got.Pending != 1 {
 		t.Fatalf("disabled endpoint queued events: %+v", got)
 	}
@@ -389,23 +389,23 @@ func TestPersistentFailureDeadLettersDisablesAndReplays(t *testing.T) {
 	e.publish(t, 3, "hook.wake")
 	// 2 messages x 4 attempts = 8 failures, then disabled: the third waits.
 	kerneltest.WaitFor(t, "condition", func() bool {
-		got, _ := e.eng.Get("", v.ID)
+		got, _ := e.eng.Get(context.Background(), "", v.ID)
 		return !got.Enabled && got.DeadLetters == 2
 	})
-	got, _ := e.eng.Get("", v.ID)
+	got, _ := e.eng.Get(context.Background(), "", v.ID)
 	if got.Pending != 1 || !strings.Contains(got.DisabledReason, "2 consecutive") {
 		t.Fatalf("endpoint %+v", got)
 	}
-	dls, err := e.eng.DeadLetters(v.ID, 10)
+	dls, err := e.eng.DeadLetters(context.Background(), v.ID, 10)
 	if err != nil || len(dls) != 2 || dls[0].Attempts != 4 || dls[1].LastStatus != 500 {
 		t.Fatalf("dead letters %+v %v", dls, err)
 	}
-	att, _ := e.eng.Deliveries(v.ID, 100)
+	att, _ := e.eng.Deliveries(context.Background(), v.ID, 100)
 	if att[len(att)-1].StatusCode != http.StatusFound || !strings.Contains(att[len(att)-1].Error, "redirect") {
 		t.Fatalf("first attempt %+v", att[len(att)-1])
 	}
 	// Replay one by id; unknown ids are reported.
-	res, err := e.eng.Replay(v.ID, []string{dls[1].MessageID, "msg_nope"})
+	res, err := e.eng.Replay(context.Background(), v.ID, []string{dls[1].MessageID, "msg_nope"})
 	if err != nil || res.Replayed != 1 || len(res.Missing) != 1 {
 		t.Fatalf("replay %+v %v", res, err)
 	}
@@ -413,7 +413,7 @@ func TestPersistentFailureDeadLettersDisablesAndReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 2 })
-	res, _ = e.eng.Replay(v.ID, nil)
+	res, _ = e.eng.Replay(context.Background(), v.ID, nil)
 	if res.Replayed != 1 {
 		t.Fatalf("replay all: %+v", res)
 	}
@@ -448,7 +448,7 @@ func TestRestartResumesPendingDeliveries(t *testing.T) {
 	v := e.create(t, rcv.srv.URL, "s3cret-value", "hook.wake")
 	e.publish(t, 200, "hook.wake")
 	kerneltest.WaitFor(t, "condition", func() bool {
-		got, _ := e.eng.Get("", v.ID)
+		got, _ := e.eng.Get(context.Background(), "", v.ID)
 		return got.Pending == 200
 	})
 	e.stop()
@@ -463,7 +463,7 @@ func TestRestartResumesPendingDeliveries(t *testing.T) {
 			t.Fatalf("delivery %d carries event %d", i, eventN(d))
 		}
 	}
-	got, _ := e.eng.Get("", v.ID)
+	got, _ := e.eng.Get(context.Background(), "", v.ID)
 	if got.Pending != 0 || got.DeadLetters != 0 {
 		t.Fatalf("after delivery: %+v", got)
 	}
@@ -474,7 +474,7 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 	guard, _ := ssrf.New(nil, ssrf.WithResolver(res))
 	e := start(t, t.TempDir(), Options{Guard: guard})
 	ctx := context.Background()
-	kerneltest.WaitFor(t, "condition", func() bool { _, err := e.eng.List(""); return err == nil })
+	kerneltest.WaitFor(t, "condition", func() bool { _, err := e.eng.List(context.Background(), ""); return err == nil })
 	cases := []struct {
 		p    Patch
 		code string
@@ -499,7 +499,7 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 			t.Errorf("case %d: %v, want %s", i, err, c.code)
 		}
 	}
-	if l, _ := e.eng.List(""); len(l) != 0 {
+	if l, _ := e.eng.List(context.Background(), ""); len(l) != 0 {
 		t.Fatalf("bad input stored %d endpoints", len(l))
 	}
 	v, err := e.eng.Create(ctx, KindEvent, Patch{URL: ptr("https://public.example/"), Events: &[]string{"agent_spawned"},
@@ -514,19 +514,19 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 	if strings.Contains(string(raw), "hunter2") {
 		t.Fatal("header value leaked")
 	}
-	if _, err := e.eng.Get(KindOutbound, v.ID); kernel.AsError(err).Kind != kernel.KindNotFound {
+	if _, err := e.eng.Get(context.Background(), KindOutbound, v.ID); kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatal("event webhook visible as an outbound webhook")
 	}
 	if _, err := e.eng.Update(ctx, KindEvent, v.ID, Patch{URL: ptr("http://internal.example/")}); kernel.AsError(err).Code != "url_not_allowed" {
 		t.Fatalf("update to a private url: %v", err)
 	}
-	if err := e.eng.Delete(KindEvent, "nope"); kernel.AsError(err).Kind != kernel.KindNotFound {
+	if err := e.eng.Delete(context.Background(), KindEvent, "nope"); kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatal("delete unknown")
 	}
-	if err := e.eng.Delete(KindEvent, v.ID); err != nil {
+	if err := e.eng.Delete(context.Background(), KindEvent, v.ID); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := e.eng.List(""); len(l) != 0 {
+	if l, _ := e.eng.List(context.Background(), ""); len(l) != 0 {
 		t.Fatal("delete did not delete")
 	}
 }
@@ -546,7 +546,7 @@ func TestTestEndpoint(t *testing.T) {
 	rcv.setScript(204)
 	e := start(t, t.TempDir(), Options{})
 	v := e.create(t, rcv.srv.URL, "test-secret-1", "hook.wake")
-	res, err := e.eng.Test(v.ID)
+	res, err := e.eng.Test(context.Background(), v.ID)
 	if err != nil || res.Status != "sent" || res.ResponseStatus != 204 {
 		t.Fatalf("test %+v %v", res, err)
 	}
@@ -555,11 +555,11 @@ func TestTestEndpoint(t *testing.T) {
 		t.Fatalf("test payload %+v", d)
 	}
 	rcv.srv.Close()
-	_, err = e.eng.Test(v.ID)
+	_, err = e.eng.Test(context.Background(), v.ID)
 	if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindUpstream {
 		t.Fatalf("test to a dead receiver: %v", err)
 	}
-	if _, err := e.eng.Test("nope"); kernel.AsError(err).Kind != kernel.KindNotFound {
+	if _, err := e.eng.Test(context.Background(), "nope"); kernel.AsError(err).Kind != kernel.KindNotFound {
 		t.Fatal("test unknown")
 	}
 }

@@ -62,7 +62,7 @@ func (g a2aAgents) Resolve(_ context.Context, ref string) (a2a.Agent, error) {
 	if err != nil {
 		return a2a.Agent{}, kernel.Errorf(kernel.KindNotFound, "agent_not_found", "no local agent %q", ref)
 	}
-	x, err := g.a.Get(r)
+	x, err := g.a.Get(context.Background(), r)
 	if err != nil {
 		return a2a.Agent{}, err
 	}
@@ -70,7 +70,7 @@ func (g a2aAgents) Resolve(_ context.Context, ref string) (a2a.Agent, error) {
 }
 
 func (g a2aAgents) List(context.Context) ([]a2a.Agent, error) {
-	all, err := g.a.List()
+	all, err := g.a.List(context.Background())
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ var a2aSessions = uuid.MustParse("6f1d4c9e-2a3b-5c7d-8e9f-a2a0c0de7e57")
 // cancels the provider call.
 func (g a2aAgents) Turn(ctx context.Context, req a2a.TurnRequest) (a2a.TurnResult, error) {
 	sid := uuid.NewSHA1(a2aSessions, []byte(req.SessionID)).String()
-	res, err := g.a.Send(agent.Send{Ref: agent.Ref{ID: req.AgentID}, Text: req.Text, SessionID: sid,
+	res, err := g.a.Send(ctx, agent.Send{Ref: agent.Ref{ID: req.AgentID}, Text: req.Text, SessionID: sid,
 		From: "a2a:" + req.Caller, Who: agent.Who{Actor: req.Caller}, Ctx: ctx})
 	if err != nil {
 		return a2a.TurnResult{}, err
@@ -117,7 +117,7 @@ func (p *a2aPusher) loadLocked() error {
 	if p.loaded {
 		return nil
 	}
-	views, err := p.eng.List(webhook.KindPush)
+	views, err := p.eng.List(context.Background(), webhook.KindPush)
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ func (p *a2aPusher) Push(ctx context.Context, d a2a.PushDelivery) error {
 	return p.eng.Push(ctx, id, d.ID, d.Type, d.Body)
 }
 
-func (p *a2aPusher) Forget(_ context.Context, key string) error {
+func (p *a2aPusher) Forget(ctx context.Context, key string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.loadLocked(); err != nil {
@@ -175,7 +175,7 @@ func (p *a2aPusher) Forget(_ context.Context, key string) error {
 		return nil
 	}
 	delete(p.ids, key)
-	return p.eng.Delete(webhook.KindPush, id)
+	return p.eng.Delete(ctx, webhook.KindPush, id)
 }
 
 // a2aEvents publishes A2A routes on the comms bus without holding up the
@@ -190,8 +190,8 @@ func (e a2aEvents) Route(typ, source, target, edge string, detail map[string]str
 // ("a2a:<id>", the target of a2a.task.sent routes).
 type a2aNodes struct{ svc *a2a.Service }
 
-func (n a2aNodes) Nodes(context.Context) ([]comms.Node, error) {
-	agents, err := n.svc.ExternalAgents()
+func (n a2aNodes) Nodes(ctx context.Context) ([]comms.Node, error) {
+	agents, err := n.svc.ExternalAgents(ctx)
 	if err != nil {
 		return nil, err
 	}

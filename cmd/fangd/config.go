@@ -159,6 +159,9 @@ type MCPServerConfig struct {
 type AgentsConfig struct {
 	// MaxAgents bounds how many agents exist (409 agent_limit_reached).
 	MaxAgents int `toml:"max_agents"`
+	// MaxStreams bounds the open POST /api/agents/{id}/message/stream
+	// answers (429 agent_stream_limit beyond).
+	MaxStreams int `toml:"max_streams"`
 }
 
 // DefaultModelConfig is [default_model].
@@ -198,6 +201,10 @@ type LogConfig struct {
 // HTTPConfig is [http].
 type HTTPConfig struct {
 	SecurityHeaders *bool `toml:"security_headers"`
+	// RequestTimeoutSecs bounds a request's domain calls together; the
+	// handlers that wait longer by design (agent turns, approval waits,
+	// A2A sends, MCP reconnects) keep their own limits.
+	RequestTimeoutSecs int `toml:"request_timeout_secs"`
 }
 
 // AuditConfig is [audit].
@@ -232,6 +239,7 @@ func defaultConfig() Config {
 		MinFreeDiskBytes:    store.DefaultMinFreeBytes,
 		RateLimit:           RateLimitConfig{APIRequestsPerMinute: 500},
 		Audit:               AuditConfig{AuthFailureIntervalSecs: 60},
+		HTTP:                HTTPConfig{RequestTimeoutSecs: 5},
 		Log:                 LogConfig{Level: "info", Format: "json", RingSize: 2000, MaxStreams: fhttp.DefaultMaxLogStreams},
 		A2A:                 defaultA2AConfig(),
 		Network:             defaultNetworkConfig(),
@@ -242,7 +250,7 @@ func defaultConfig() Config {
 		MCP:                 MCPConfig{FailureThreshold: 3},
 		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 120, MaxBodyBytes: 1 << 20, MaxSessions: fhttp.DefaultMCPSessions},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
-		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents},
+		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents, MaxStreams: fhttp.DefaultMaxAgentStreams},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
 		Pairing:             defaultPairingConfig(),
@@ -317,6 +325,9 @@ func (c *Config) validate() error {
 		bad(errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)"))
 	}
 	bad(c.httpConfig().ValidateEdge())
+	if c.HTTP.RequestTimeoutSecs < 1 || c.HTTP.RequestTimeoutSecs > 3600 {
+		bad(errors.New("http.request_timeout_secs must be between 1 and 3600"))
+	}
 	if c.Audit.AuthFailureIntervalSecs < 1 || c.Audit.AuthFailureIntervalSecs > 3600 {
 		bad(errors.New("audit.auth_failure_interval_secs must be between 1 and 3600"))
 	}
@@ -371,6 +382,9 @@ func (c *Config) validate() error {
 	}
 	if c.Agents.MaxAgents < 1 || c.Agents.MaxAgents > 1_000_000 {
 		bad(errors.New("agents.max_agents must be between 1 and 1000000"))
+	}
+	if c.Agents.MaxStreams < 1 || c.Agents.MaxStreams > 100_000 {
+		bad(errors.New("agents.max_streams must be between 1 and 100000"))
 	}
 	if dm := c.DefaultModel; (dm.Provider == "") != (dm.Model == "") || strings.ContainsAny(dm.Provider, "/ \t") {
 		bad(errors.New(`default_model needs both provider (a [providers] name) and model (the provider's model id)`))
@@ -477,11 +491,13 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.CORSOrigins = append(append([]string(nil), c.CORSOrigins...), c.CORSOrigin...)
 	h.TrustedProxies = c.TrustedProxies
 	h.AuthFailureInterval = time.Duration(c.Audit.AuthFailureIntervalSecs) * time.Second
+	h.RequestTimeout = time.Duration(c.HTTP.RequestTimeoutSecs) * time.Second
 	h.Version = version
 	h.A2AMaxBodyBytes = c.A2A.MaxBodyBytes
 	h.MaxLogStreams = c.Log.MaxStreams
 	h.AccessLog = c.Log.AccessLog
 	h.MaxA2AStreams = c.A2A.MaxStreams
+	h.MaxAgentStreams = c.Agents.MaxStreams
 	h.MCPOAuthRedirectBase = c.MCP.OAuthRedirectBase
 	h.Users, _ = c.users() // validated
 	h.PairingPerMinute = c.Pairing.AttemptsPerMinute

@@ -17,7 +17,7 @@ func (t agentTools) ToolFilter(_ context.Context, ref string) (func(string) bool
 	if err != nil {
 		return nil, err
 	}
-	a, err := t.agents.Get(r)
+	a, err := t.agents.Get(context.Background(), r)
 	if err != nil {
 		return nil, err
 	}
@@ -60,8 +60,8 @@ func (t commsTools) SendToChannel(ctx context.Context, from, channel, chatID, me
 }
 
 // RecentEvents backs comms_events: the bus's newest events as stored.
-func (t commsTools) RecentEvents(_ context.Context, limit int) ([]map[string]any, error) {
-	r, err := t.bus.Query(comms.Query{Limit: limit})
+func (t commsTools) RecentEvents(ctx context.Context, limit int) ([]map[string]any, error) {
+	r, err := t.bus.Query(ctx, comms.Query{Limit: limit})
 	if err != nil {
 		return nil, err
 	}

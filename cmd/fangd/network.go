@@ -18,8 +18,8 @@ import (
 // (peer.Local over agent.Agents).
 type peerAgents struct{ a *agent.Agents }
 
-func (p peerAgents) Agents(context.Context) ([]ofp.RemoteAgent, error) {
-	list, err := p.a.List()
+func (p peerAgents) Agents(ctx context.Context) ([]ofp.RemoteAgent, error) {
+	list, err := p.a.List(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func (p peerAgents) Turn(ctx context.Context, ref, message, sender string) (stri
 	if err != nil {
 		return "", 0, err
 	}
-	ag, err := p.a.Get(r)
+	ag, err := p.a.Get(ctx, r)
 	if err != nil {
 		return "", 0, err
 	}
@@ -50,7 +50,7 @@ func (p peerAgents) Turn(ctx context.Context, ref, message, sender string) (stri
 	if err != nil {
 		ns = uuid.NameSpaceURL
 	}
-	res, err := p.a.Send(agent.Send{Ref: agent.Ref{ID: ag.ID}, Text: message, SessionID: uuid.NewSHA1(ns, []byte(sender)).String(),
+	res, err := p.a.Send(ctx, agent.Send{Ref: agent.Ref{ID: ag.ID}, Text: message, SessionID: uuid.NewSHA1(ns, []byte(sender)).String(),
 		From: sender, Who: agent.Who{Actor: sender}, User: sender, Ctx: ctx})
 	if err != nil {
 		return "", 0, err

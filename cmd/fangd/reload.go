@@ -176,7 +176,7 @@ func (d *daemon) checkEntities(next Config) error {
 	}
 	specs, _ := next.mcpSpecs() // validated already
 	if len(specs) > 0 && !reflect.DeepEqual(next.MCPServers, d.reloads.cfg.MCPServers) {
-		views, err := d.mcp.Servers()
+		views, err := d.mcp.Servers(context.Background())
 		if err != nil {
 			return err
 		}
@@ -267,7 +267,7 @@ func (d *daemon) apply(cur, next Config, rep *reloadReport) Config {
 		if specs == nil {
 			specs = []mcp.Spec{}
 		}
-		res, err := d.mcp.ReloadServers(specs)
+		res, err := d.mcp.ReloadServers(context.Background(), specs)
 		if err != nil {
 			fail("mcp_servers", err)
 		} else {

@@ -103,8 +103,8 @@ func (b channelBus) Publish(ev channel.Event) {
 // channelNodes lists configured channels as topology nodes.
 type channelNodes struct{ s *channel.Service }
 
-func (c channelNodes) Nodes(context.Context) ([]comms.Node, error) {
-	views, err := c.s.List(true)
+func (c channelNodes) Nodes(ctx context.Context) ([]comms.Node, error) {
+	views, err := c.s.List(ctx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func (r agentRuntime) Resolve(_ context.Context, ref string) (*comms.Agent, erro
 	if err != nil {
 		return nil, err
 	}
-	a, err := r.a.Get(rf)
+	a, err := r.a.Get(context.Background(), rf)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ func (r agentRuntime) Resolve(_ context.Context, ref string) (*comms.Agent, erro
 }
 
 func (r agentRuntime) List(context.Context) ([]comms.Agent, error) {
-	all, err := r.a.List()
+	all, err := r.a.List(context.Background())
 	if err != nil {
 		return nil, err
 	}
@@ -148,8 +148,8 @@ func (r agentRuntime) List(context.Context) ([]comms.Agent, error) {
 
 // Turn runs in the agent's default session; the agent runtime bounds it
 // with its own timeout (provider, ledger and audit included).
-func (r agentRuntime) Turn(_ context.Context, agentID, from, message string) (*comms.TurnResult, error) {
-	res, err := r.a.Send(agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, From: from, Who: agent.Who{Actor: "comms"}})
+func (r agentRuntime) Turn(ctx context.Context, agentID, from, message string) (*comms.TurnResult, error) {
+	res, err := r.a.Send(ctx, agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, From: from, Who: agent.Who{Actor: "comms"}})
 	if err != nil {
 		return nil, err
 	}

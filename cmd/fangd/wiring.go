@@ -31,7 +31,7 @@ func (c channelAgents) Resolve(_ context.Context, ref string) (string, string, e
 	if err != nil {
 		return "", "", err
 	}
-	ag, err := c.a.Get(r)
+	ag, err := c.a.Get(context.Background(), r)
 	if err != nil {
 		return "", "", err
 	}
@@ -49,7 +49,7 @@ func (c channelAgents) Turn(_ context.Context, agentID, session, message string)
 	// The chat is the user its turns spend for ("<channel>:<chat_id>"):
 	// per-user budgets then hold per person in a direct chat, per group in
 	// a group (the runtime does not pass the sender of a group message).
-	res, err := c.a.Send(agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, SessionID: sid, From: session,
+	res, err := c.a.Send(context.Background(), agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, SessionID: sid, From: session,
 		Who: agent.Who{Actor: session}, User: strings.TrimPrefix(session, "channel:")})
 	if err != nil {
 		return "", err
@@ -252,7 +252,7 @@ func (c *toolCatalog) ServerNames() []string {
 	if m == nil {
 		return nil
 	}
-	views, err := m.Servers()
+	views, err := m.Servers(context.Background())
 	if err != nil {
 		return nil
 	}
@@ -276,7 +276,7 @@ func (c *toolCatalog) WaitingServer(name string) string {
 	if m == nil {
 		return ""
 	}
-	views, err := m.Servers()
+	views, err := m.Servers(context.Background())
 	if err != nil {
 		return ""
 	}

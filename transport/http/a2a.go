@@ -100,7 +100,7 @@ func etagMatches(header []byte, etag string) bool {
 
 // a2aSeedCard serves GET /.well-known/agent.json: the seed's card shape.
 func (s *Server) a2aSeedCard(ctx *fasthttp.RequestCtx) error {
-	body, err := s.deps.A2A.SeedCardJSON(ctx)
+	body, err := s.deps.A2A.SeedCardJSON(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (s *Server) a2aSeedCard(ctx *fasthttp.RequestCtx) error {
 // a2aCard serves GET /.well-known/agent-card.json: the A2A 1.0 card (in
 // the SDK's 1.0 + 0.3 union form) of the daemon's shared endpoint.
 func (s *Server) a2aCard(ctx *fasthttp.RequestCtx) error {
-	body, err := s.deps.A2A.CardJSON(ctx, "")
+	body, err := s.deps.A2A.CardJSON(s.reqCtx(ctx), "")
 	if err != nil {
 		return err
 	}
@@ -121,11 +121,11 @@ func (s *Server) a2aCard(ctx *fasthttp.RequestCtx) error {
 
 // a2aAgentCard serves one local agent's card.
 func (s *Server) a2aAgentCard(ctx *fasthttp.RequestCtx) error {
-	agent, err := s.deps.A2A.LocalAgent(ctx, ctx.UserValue("id").(string))
+	agent, err := s.deps.A2A.LocalAgent(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		return err
 	}
-	body, err := s.deps.A2A.CardJSON(ctx, agent.ID)
+	body, err := s.deps.A2A.CardJSON(s.reqCtx(ctx), agent.ID)
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func (s *Server) a2aLocalCards(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	cards, err := s.deps.A2A.LocalCards(ctx)
+	cards, err := s.deps.A2A.LocalCards(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ func (s *Server) a2aRPC(ctx *fasthttp.RequestCtx) error {
 
 // a2aAgentRPC serves the JSON-RPC binding of one local agent (by id or name).
 func (s *Server) a2aAgentRPC(ctx *fasthttp.RequestCtx) error {
-	agent, err := s.deps.A2A.LocalAgent(ctx, ctx.UserValue("id").(string))
+	agent, err := s.deps.A2A.LocalAgent(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		return err
 	}
@@ -237,16 +237,9 @@ func (s *Server) rpcBridge(h nethttp.Handler) nethttp.Handler {
 		}
 		caller, _ := rc.Value(a2a.CallerKey).(a2a.Caller)
 		conn, _ := rc.Value(userConn).(connRef)
-		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), a2a.CallerKey, caller))
+		ctx, cancel := s.streamCtx()
 		defer cancel()
-		go func() {
-			select {
-			case <-s.closing:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		r = r.WithContext(ctx)
+		r = r.WithContext(context.WithValue(ctx, a2a.CallerKey, caller))
 		h.ServeHTTP(s.streamWriter(w, conn), r)
 	})
 }
@@ -328,7 +321,7 @@ func (s *Server) a2aTasksSend(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	a2aCaller(ctx)
-	snap, err := s.deps.A2A.SendSeed(ctx, agent, m, session)
+	snap, err := s.deps.A2A.SendSeed(s.reqCtxWait(ctx), agent, m, session)
 	if err != nil {
 		return err
 	}
@@ -356,7 +349,7 @@ func firstNonEmpty(vals ...string) string {
 // a2aTaskGet serves GET /a2a/tasks/{id}.
 func (s *Server) a2aTaskGet(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
-	snap, err := s.deps.A2A.InboundTask(ctx, ctx.UserValue("id").(string))
+	snap, err := s.deps.A2A.InboundTask(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		return err
 	}
@@ -369,7 +362,7 @@ func (s *Server) a2aTaskGet(ctx *fasthttp.RequestCtx) error {
 func (s *Server) a2aTaskCancel(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
 	id := ctx.UserValue("id").(string)
-	snap, err := s.deps.A2A.CancelInbound(ctx, id)
+	snap, err := s.deps.A2A.CancelInbound(s.reqCtx(ctx), id)
 	if err != nil {
 		return err
 	}
@@ -393,7 +386,7 @@ func (s *Server) a2aDiscover(ctx *fasthttp.RequestCtx) error {
 	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
-	agent, created, err := s.deps.A2A.Discover(ctx, b.URL, []byte(b.Token))
+	agent, created, err := s.deps.A2A.Discover(s.reqCtxWait(ctx), b.URL, []byte(b.Token))
 	if err != nil {
 		return err
 	}
@@ -421,7 +414,7 @@ func (s *Server) a2aExternalAgents(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	all, err := s.deps.A2A.ExternalAgents()
+	all, err := s.deps.A2A.ExternalAgents(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -433,7 +426,7 @@ func (s *Server) a2aExternalAgents(ctx *fasthttp.RequestCtx) error {
 // a2aExternalAgent serves GET /api/a2a/agents/{id} (id or name), with the
 // agent's card.
 func (s *Server) a2aExternalAgent(ctx *fasthttp.RequestCtx) error {
-	a, err := s.deps.A2A.ExternalAgent(ctx.UserValue("id").(string))
+	a, err := s.deps.A2A.ExternalAgent(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		return err
 	}
@@ -444,7 +437,7 @@ func (s *Server) a2aExternalAgent(ctx *fasthttp.RequestCtx) error {
 // a2aDeleteExternalAgent serves DELETE /api/a2a/agents/{id}.
 func (s *Server) a2aDeleteExternalAgent(ctx *fasthttp.RequestCtx) error {
 	id := ctx.UserValue("id").(string)
-	if err := s.deps.A2A.DeleteExternalAgent(id); err != nil {
+	if err := s.deps.A2A.DeleteExternalAgent(s.reqCtx(ctx), id); err != nil {
 		return err
 	}
 	auditDetails(ctx, "A2A agent "+id+" removed")
@@ -467,13 +460,13 @@ func (s *Server) a2aApprove(ctx *fasthttp.RequestCtx) error {
 	var agent a2a.ExternalAgent
 	if strings.Contains(ref, "://") {
 		var found bool
-		if agent, found, err = s.deps.A2A.ExternalAgentByURL(ctx, ref); err != nil {
+		if agent, found, err = s.deps.A2A.ExternalAgentByURL(s.reqCtx(ctx), ref); err != nil {
 			return err
 		}
 		if !found {
 			return kernel.Errorf(kernel.KindNotFound, "agent_not_found", "no external agent was discovered at %s: POST /api/a2a/discover it first", truncateText(ref, 200))
 		}
-	} else if agent, err = s.deps.A2A.ExternalAgent(ref); err != nil {
+	} else if agent, err = s.deps.A2A.ExternalAgent(s.reqCtx(ctx), ref); err != nil {
 		return err
 	}
 	auditDetails(ctx, "A2A agent "+agent.ID+" ("+agent.Name+") approved: already trusted since its discovery")
@@ -535,19 +528,19 @@ func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
 		// approved). fangd trusts an agent when an API key holder
 		// discovers it, and this caller holds the key: a URL not
 		// discovered yet is discovered first (SSRF-checked as always).
-		agent, found, err := s.deps.A2A.ExternalAgentByURL(ctx, b.URL)
+		agent, found, err := s.deps.A2A.ExternalAgentByURL(s.reqCtx(ctx), b.URL)
 		if err != nil {
 			return err
 		}
 		if !found {
-			if agent, _, err = s.deps.A2A.Discover(ctx, b.URL, nil); err != nil {
+			if agent, _, err = s.deps.A2A.Discover(s.reqCtxWait(ctx), b.URL, nil); err != nil {
 				return err
 			}
 			discovered = "discovered " + agent.URL + " and "
 		}
 		b.AgentID = agent.ID
 	}
-	receipt, replayed, err := s.deps.A2A.SendOutbound(ctx, a2a.OutboundRequest{
+	receipt, replayed, err := s.deps.A2A.SendOutbound(s.reqCtxWait(ctx), a2a.OutboundRequest{
 		AgentRef: b.AgentID, RemoteAgent: remote, Message: m, ContextID: firstNonEmpty(b.ContextID, b.SessionID),
 		IdempotencyKey: key, BodyHash: hex.EncodeToString(sum[:]),
 	})
@@ -572,7 +565,7 @@ func (s *Server) a2aSend(ctx *fasthttp.RequestCtx) error {
 // LibreFang's shape; a task still running then is 202 in the same shape.
 // The receipt's task_id and agent_id go beside it.
 func (s *Server) a2aSendWait(ctx *fasthttp.RequestCtx, receipt a2a.SendReceipt) error {
-	wctx, cancel := context.WithTimeout(ctx, s.deps.A2A.SyncWait())
+	wctx, cancel := context.WithTimeout(s.reqCtxWait(ctx), s.deps.A2A.SyncWait())
 	defer cancel()
 	snap, err := s.deps.A2A.WaitOutbound(wctx, receipt.TaskID)
 	if err != nil {
@@ -594,7 +587,7 @@ func (s *Server) a2aSendWait(ctx *fasthttp.RequestCtx, receipt a2a.SendReceipt) 
 // a2aOutboundStatus serves GET /api/a2a/tasks/{id}/status.
 func (s *Server) a2aOutboundStatus(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
-	snap, err := s.deps.A2A.OutboundTask(ctx, ctx.UserValue("id").(string))
+	snap, err := s.deps.A2A.OutboundTask(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		if de := kernel.AsError(err); de != nil && de.Code == "task_not_found" {
 			return kernel.Errorf(kernel.KindNotFound, "task_not_found", "no outbound A2A task %s", ctx.UserValue("id"))

@@ -29,7 +29,7 @@ func (s *Server) listAgents(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	all, err := s.deps.Agents.List()
+	all, err := s.deps.Agents.List(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -76,14 +76,14 @@ func (s *Server) createAgent(ctx *fasthttp.RequestCtx) error {
 		if err != nil {
 			return err
 		}
-		if a, err = s.deps.Agents.Import(ctx, is, who(ctx)); err != nil {
+		if a, err = s.deps.Agents.Import(s.reqCtx(ctx), is, who(ctx)); err != nil {
 			return err
 		}
 		from = " from manifest_toml"
 		if strings.TrimSpace(is.ManifestTOML) == "" {
 			from = " from template " + is.Template
 		}
-	} else if a, err = s.deps.Agents.Create(body.Spec, who(ctx)); err != nil {
+	} else if a, err = s.deps.Agents.Create(s.reqCtx(ctx), body.Spec, who(ctx)); err != nil {
 		return err
 	}
 	auditDetails(ctx, fmt.Sprintf("agent %s (%s) created%s", a.Name, a.ID, from))
@@ -123,7 +123,7 @@ func (s *Server) getAgent(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	a, err := s.deps.Agents.Get(ref)
+	a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func (s *Server) patchAgent(ctx *fasthttp.RequestCtx) error {
 	if err := decodeJSON(ctx, &p); err != nil {
 		return err
 	}
-	a, err := s.deps.Agents.Update(ref, p, who(ctx))
+	a, err := s.deps.Agents.Update(s.reqCtx(ctx), ref, p, who(ctx))
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (s *Server) deleteAgent(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	d, err := s.deps.Agents.Delete(ref, who(ctx))
+	d, err := s.deps.Agents.Delete(s.reqCtx(ctx), ref, who(ctx))
 	if err != nil {
 		return err
 	}
@@ -195,29 +195,38 @@ func turnUser(ctx *fasthttp.RequestCtx, b *messageBody) (string, error) {
 	return user, nil
 }
 
-// messageAgent serves POST /api/agents/{id}/message: one LLM turn.
-func (s *Server) messageAgent(ctx *fasthttp.RequestCtx) error {
+// messageSend reads POST /api/agents/{id}/message[/stream]'s request.
+func messageSend(ctx *fasthttp.RequestCtx) (agent.Send, error) {
 	ref, err := agentRef(ctx)
 	if err != nil {
-		return err
+		return agent.Send{}, err
 	}
 	var body messageBody
 	if err := decodeJSON(ctx, &body); err != nil {
-		return err
+		return agent.Send{}, err
 	}
 	if err := agent.CheckMessage(body.Message); err != nil {
-		return err
+		return agent.Send{}, err
 	}
 	if body.SessionID != "" {
 		if body.SessionID, err = agent.ParseSessionID(body.SessionID); err != nil {
-			return err
+			return agent.Send{}, err
 		}
 	}
 	user, err := turnUser(ctx, &body)
 	if err != nil {
+		return agent.Send{}, err
+	}
+	return agent.Send{Ref: ref, Text: body.Message, SessionID: body.SessionID, From: "api", Who: who(ctx), User: user}, nil
+}
+
+// messageAgent serves POST /api/agents/{id}/message: one LLM turn.
+func (s *Server) messageAgent(ctx *fasthttp.RequestCtx) error {
+	send, err := messageSend(ctx)
+	if err != nil {
 		return err
 	}
-	res, err := s.deps.Agents.Send(agent.Send{Ref: ref, Text: body.Message, SessionID: body.SessionID, From: "api", Who: who(ctx), User: user})
+	res, err := s.deps.Agents.Send(s.reqCtxWait(ctx), send)
 	if err != nil {
 		return err
 	}

@@ -32,11 +32,11 @@ func (s *Server) agentEventsOf(ctx *fasthttp.RequestCtx, typ string, def, hi int
 	if err != nil {
 		return "", nil, err
 	}
-	a, err := s.deps.Agents.Get(ref)
+	a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
 	if err != nil {
 		return "", nil, err
 	}
-	r, err := s.deps.Bus.Query(comms.Query{Limit: limit, Type: typ, Target: "agent:" + a.ID})
+	r, err := s.deps.Bus.Query(s.reqCtx(ctx), comms.Query{Limit: limit, Type: typ, Target: "agent:" + a.ID})
 	if err != nil {
 		return "", nil, err
 	}

@@ -2,6 +2,7 @@ package http
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -29,18 +30,18 @@ type binding struct {
 	field     string
 	list      func(*agent.Manifest) []string
 	patch     func(*agent.Patch, []string)
-	available func(*Server) ([]string, error)
+	available func(context.Context, *Server) ([]string, error)
 }
 
 var channelsBinding = binding{
 	field: "channels",
 	list:  func(m *agent.Manifest) []string { return m.Channels },
 	patch: func(p *agent.Patch, v []string) { p.Channels = &v },
-	available: func(s *Server) ([]string, error) {
+	available: func(c context.Context, s *Server) ([]string, error) {
 		if s.deps.Channels == nil {
 			return []string{}, nil
 		}
-		views, err := s.deps.Channels.List(true)
+		views, err := s.deps.Channels.List(c, true)
 		if err != nil {
 			return nil, err
 		}
@@ -56,11 +57,11 @@ var mcpBinding = binding{
 	field: "mcp_servers",
 	list:  func(m *agent.Manifest) []string { return m.MCPServers },
 	patch: func(p *agent.Patch, v []string) { p.MCPServers = &v },
-	available: func(s *Server) ([]string, error) {
+	available: func(c context.Context, s *Server) ([]string, error) {
 		if s.deps.MCP == nil {
 			return []string{}, nil
 		}
-		views, err := s.deps.MCP.Servers()
+		views, err := s.deps.MCP.Servers(c)
 		if err != nil {
 			return nil, err
 		}
@@ -74,8 +75,8 @@ var mcpBinding = binding{
 
 // bindingView is LibreFang's answer ({assigned, available, mode}) plus
 // the agent and the assigned names that name nothing configured now.
-func (b binding) view(s *Server, a *agent.Agent) (map[string]any, error) {
-	avail, err := b.available(s)
+func (b binding) view(c context.Context, s *Server, a *agent.Agent) (map[string]any, error) {
+	avail, err := b.available(c, s)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +100,11 @@ func (s *Server) agentBinding(b binding) handlerFunc {
 		if err != nil {
 			return err
 		}
-		a, err := s.deps.Agents.Get(ref)
+		a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
 		if err != nil {
 			return err
 		}
-		out, err := b.view(s, a)
+		out, err := b.view(s.reqCtx(ctx), s, a)
 		if err != nil {
 			return err
 		}
@@ -126,12 +127,12 @@ func (s *Server) setAgentBinding(b binding) handlerFunc {
 		}
 		var p agent.Patch
 		b.patch(&p, names)
-		a, err := s.deps.Agents.Update(ref, p, who(ctx))
+		a, err := s.deps.Agents.Update(s.reqCtx(ctx), ref, p, who(ctx))
 		if err != nil {
 			return err
 		}
 		auditDetails(ctx, fmt.Sprintf("agent %s (%s) %s set to [%s]", a.Name, a.ID, b.field, strings.Join(b.list(&a.Manifest), ",")))
-		out, err := b.view(s, a)
+		out, err := b.view(s.reqCtx(ctx), s, a)
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package http
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -68,7 +67,7 @@ func (s *Server) listApprovals(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	page, err := s.deps.Approvals.List(status, offset, limit)
+	page, err := s.deps.Approvals.List(s.reqCtx(ctx), status, offset, limit)
 	if err != nil {
 		return err
 	}
@@ -125,12 +124,12 @@ func (s *Server) createApproval(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	a, err := s.deps.Agents.Get(ref)
+	a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
 	if err != nil {
 		return err
 	}
 	w := who(ctx)
-	rec, err := s.deps.Approvals.Create(approval.Request{AgentID: a.ID, AgentName: a.Name, Action: action,
+	rec, err := s.deps.Approvals.Create(s.reqCtx(ctx), approval.Request{AgentID: a.ID, AgentName: a.Name, Action: action,
 		Description: b.Description, ActionSummary: b.ActionSummary, Payload: b.Payload, RiskLevel: b.RiskLevel,
 		SessionID: b.SessionID, RequestedBy: w.Actor, SourceIP: w.SourceIP})
 	if err != nil {
@@ -155,18 +154,10 @@ func (s *Server) getApproval(ctx *fasthttp.RequestCtx) error {
 	}
 	var rec *approval.Approval
 	if wait == 0 {
-		rec, err = s.deps.Approvals.Get(id)
+		rec, err = s.deps.Approvals.Get(s.reqCtx(ctx), id)
 	} else {
-		c, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-s.closing: // shutting down: answer with what we have
-				cancel()
-			case <-c.Done():
-			}
-		}()
-		rec, err = s.deps.Approvals.Wait(c, id, time.Duration(wait)*time.Second)
+		// reqCtxWait ends at shutdown: Wait answers with what it has.
+		rec, err = s.deps.Approvals.Wait(s.reqCtxWait(ctx), id, time.Duration(wait)*time.Second)
 	}
 	if err != nil {
 		return err
@@ -201,7 +192,7 @@ func (s *Server) approveApproval(ctx *fasthttp.RequestCtx) error {
 	if len([]rune(b.Reason)) > approval.MaxReason {
 		return badRequest("invalid_input", fmt.Sprintf("reason has more than %d characters", approval.MaxReason))
 	}
-	rec, err := s.deps.Approvals.Decide(approval.Decide{ID: id, Approve: true, Code: b.TOTPCode, Reason: b.Reason, By: decider(ctx)})
+	rec, err := s.deps.Approvals.Decide(s.reqCtxWait(ctx), approval.Decide{ID: id, Approve: true, Code: b.TOTPCode, Reason: b.Reason, By: decider(ctx)})
 	if err != nil {
 		auditDetails(ctx, "approval "+id+" not approved")
 		return err
@@ -224,7 +215,7 @@ func (s *Server) rejectApproval(ctx *fasthttp.RequestCtx) error {
 	if len([]rune(b.Reason)) > approval.MaxReason {
 		return badRequest("invalid_input", fmt.Sprintf("reason has more than %d characters", approval.MaxReason))
 	}
-	rec, err := s.deps.Approvals.Decide(approval.Decide{ID: id, Approve: false, Reason: strings.TrimSpace(b.Reason), By: decider(ctx)})
+	rec, err := s.deps.Approvals.Decide(s.reqCtxWait(ctx), approval.Decide{ID: id, Approve: false, Reason: strings.TrimSpace(b.Reason), By: decider(ctx)})
 	if err != nil {
 		auditDetails(ctx, "approval "+id+" not rejected")
 		return err
@@ -249,7 +240,7 @@ func (s *Server) totpSetup(ctx *fasthttp.RequestCtx) error {
 	if err := decodeOptionalJSON(ctx, &b); err != nil {
 		return err
 	}
-	e, err := s.deps.Approvals.TOTPSetup(b.CurrentCode, decider(ctx))
+	e, err := s.deps.Approvals.TOTPSetup(s.reqCtx(ctx), b.CurrentCode, decider(ctx))
 	if err != nil {
 		return err
 	}
@@ -266,7 +257,7 @@ func (s *Server) totpConfirm(ctx *fasthttp.RequestCtx) error {
 	if strings.TrimSpace(b.Code) == "" {
 		return badRequest("totp_required", "code is required: the 6-digit code your authenticator app shows")
 	}
-	r, err := s.deps.Approvals.TOTPConfirm(b.Code, decider(ctx))
+	r, err := s.deps.Approvals.TOTPConfirm(s.reqCtx(ctx), b.Code, decider(ctx))
 	if err != nil {
 		return err
 	}
@@ -276,7 +267,7 @@ func (s *Server) totpConfirm(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) totpStatus(ctx *fasthttp.RequestCtx) error {
-	st, err := s.deps.Approvals.TOTPStatus()
+	st, err := s.deps.Approvals.TOTPStatus(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -288,7 +279,7 @@ func (s *Server) totpStatus(ctx *fasthttp.RequestCtx) error {
 // enrolment awaiting confirmation (whose setup answer may have been lost)
 // without a code; a confirmed enrolment is untouched.
 func (s *Server) totpCancel(ctx *fasthttp.RequestCtx) error {
-	r, err := s.deps.Approvals.TOTPCancel(decider(ctx))
+	r, err := s.deps.Approvals.TOTPCancel(s.reqCtx(ctx), decider(ctx))
 	if err != nil {
 		return err
 	}
@@ -304,7 +295,7 @@ func (s *Server) totpRevoke(ctx *fasthttp.RequestCtx) error {
 	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
-	r, err := s.deps.Approvals.TOTPRevoke(b.Code, decider(ctx))
+	r, err := s.deps.Approvals.TOTPRevoke(s.reqCtx(ctx), b.Code, decider(ctx))
 	if err != nil {
 		return err
 	}

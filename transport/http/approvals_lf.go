@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -23,10 +24,10 @@ const MaxApprovalBatch = 100
 // allApprovals pages through the index for every record with status
 // (bounded: pending requests by max_pending_per_agent, decided ones by
 // keep_decided).
-func (s *Server) allApprovals(status string) ([]*approval.Approval, error) {
+func (s *Server) allApprovals(c context.Context, status string) ([]*approval.Approval, error) {
 	var out []*approval.Approval
 	for off := 0; ; {
-		p, err := s.deps.Approvals.List(status, off, 500)
+		p, err := s.deps.Approvals.List(c, status, off, 500)
 		if err != nil {
 			return nil, err
 		}
@@ -40,7 +41,7 @@ func (s *Server) allApprovals(status string) ([]*approval.Approval, error) {
 
 // approvalCount serves GET /api/approvals/count: {"pending": n}.
 func (s *Server) approvalCount(ctx *fasthttp.RequestCtx) error {
-	p, err := s.deps.Approvals.List(approval.StatusPending, 0, 1)
+	p, err := s.deps.Approvals.List(s.reqCtx(ctx), approval.StatusPending, 0, 1)
 	if err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func (s *Server) approvalAudit(ctx *fasthttp.RequestCtx) error {
 	}
 	agentID := string(ctx.QueryArgs().Peek("agent_id"))
 	tool := string(ctx.QueryArgs().Peek("tool_name"))
-	all, err := s.allApprovals("")
+	all, err := s.allApprovals(s.reqCtx(ctx), "")
 	if err != nil {
 		return err
 	}
@@ -122,7 +123,7 @@ func (s *Server) modifyApproval(ctx *fasthttp.RequestCtx) error {
 	if len([]rune(fb)) > approval.MaxReason {
 		return badRequest("invalid_input", fmt.Sprintf("feedback has more than %d characters", approval.MaxReason))
 	}
-	rec, err := s.deps.Approvals.Decide(approval.Decide{ID: id, Modify: true, Reason: fb, By: decider(ctx)})
+	rec, err := s.deps.Approvals.Decide(s.reqCtxWait(ctx), approval.Decide{ID: id, Modify: true, Reason: fb, By: decider(ctx)})
 	if err != nil {
 		auditDetails(ctx, "approval "+id+" not sent back")
 		return err
@@ -152,7 +153,7 @@ type batchResult struct {
 
 // totpBlocks reports whether approving rec needs a TOTP code now, so a
 // bulk approval must refuse it (codes are one per decision).
-func (s *Server) totpBlocks(recs []*approval.Approval) (bool, error) {
+func (s *Server) totpBlocks(c context.Context, recs []*approval.Approval) (bool, error) {
 	need := false
 	for _, r := range recs {
 		need = need || (r.Pending() && r.SecondFactorRequired)
@@ -160,7 +161,7 @@ func (s *Server) totpBlocks(recs []*approval.Approval) (bool, error) {
 	if !need {
 		return false, nil
 	}
-	st, err := s.deps.Approvals.TOTPStatus()
+	st, err := s.deps.Approvals.TOTPStatus(c)
 	if err != nil {
 		return false, err
 	}
@@ -171,7 +172,7 @@ func (s *Server) totpBlocks(recs []*approval.Approval) (bool, error) {
 func (s *Server) decideEach(ctx *fasthttp.RequestCtx, ids []string, approve bool, reason string) []batchResult {
 	out := make([]batchResult, 0, len(ids))
 	for _, id := range ids {
-		rec, err := s.deps.Approvals.Decide(approval.Decide{ID: id, Approve: approve, Reason: reason, By: decider(ctx)})
+		rec, err := s.deps.Approvals.Decide(s.reqCtxWait(ctx), approval.Decide{ID: id, Approve: approve, Reason: reason, By: decider(ctx)})
 		if err != nil {
 			// Only a domain error's message is shown; anything else
 			// stays in the log, as writeError does.
@@ -233,11 +234,11 @@ func (s *Server) batchApprovals(ctx *fasthttp.RequestCtx) error {
 	if approve {
 		var recs []*approval.Approval
 		for _, id := range valid {
-			if r, err := s.deps.Approvals.Get(id); err == nil {
+			if r, err := s.deps.Approvals.Get(s.reqCtx(ctx), id); err == nil {
 				recs = append(recs, r)
 			}
 		}
-		blocked, err := s.totpBlocks(recs)
+		blocked, err := s.totpBlocks(s.reqCtx(ctx), recs)
 		if err != nil {
 			return err
 		}
@@ -267,7 +268,7 @@ func (s *Server) sessionPending(ctx *fasthttp.RequestCtx) (string, []*approval.A
 	if err != nil {
 		return "", nil, err
 	}
-	all, err := s.allApprovals(approval.StatusPending)
+	all, err := s.allApprovals(s.reqCtx(ctx), approval.StatusPending)
 	if err != nil {
 		return "", nil, err
 	}
@@ -335,7 +336,7 @@ func (s *Server) sessionApproveAll(ctx *fasthttp.RequestCtx) error {
 			return &apiError{fasthttp.StatusConflict, "pending_changed", "the session's pending approvals are not the expected_ids; refresh and try again"}
 		}
 	}
-	blocked, err := s.totpBlocks(pending)
+	blocked, err := s.totpBlocks(s.reqCtx(ctx), pending)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ func (s *Server) auditRecent(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.deps.Audit.Recent(limit)
+	rec, err := s.deps.Audit.Recent(s.reqCtx(ctx), limit)
 	if err != nil {
 		return err
 	}
@@ -65,7 +65,7 @@ type verifyReport struct {
 // auditVerify walks the whole chain. A broken chain is still a 200: the
 // request succeeded, its answer is "broken".
 func (s *Server) auditVerify(ctx *fasthttp.RequestCtx) error {
-	rep, err := s.deps.Audit.Verify()
+	rep, err := s.deps.Audit.Verify(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func (s *Server) auditAccept(ctx *fasthttp.RequestCtx) error {
 		return kernel.Invalid("reason is longer than %d bytes", maxAcceptReason)
 	}
 	actor, _ := ctx.UserValue(userActor).(string)
-	c, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
+	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), audit.AppendTimeout)
 	defer cancel()
 	e, err := s.deps.Audit.Accept(c, reason, actor, clientIP(ctx).String())
 	if err != nil {

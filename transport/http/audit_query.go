@@ -138,7 +138,7 @@ func (s *Server) auditQuery(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	w, err := s.deps.Audit.Walk(ctx, f, true)
+	w, err := s.deps.Audit.Walk(s.reqCtx(ctx), f, true)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func (s *Server) auditQuery(ctx *fasthttp.RequestCtx) error {
 	seen, kept := uint64(0), 0
 	var lastID uint64
 	for !w.Done() {
-		ms, err := w.Next(ctx)
+		ms, err := w.Next(s.reqCtxWait(ctx))
 		if err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func (s *Server) auditExport(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	w, err := s.deps.Audit.Walk(ctx, f, newest)
+	w, err := s.deps.Audit.Walk(s.reqCtx(ctx), f, newest)
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,8 @@ func (s *Server) auditExport(ctx *fasthttp.RequestCtx) error {
 	ctx.SetContentType(ft.contentType)
 	ctx.Response.Header.Set("Content-Disposition", `attachment; filename="audit.`+ft.ext+`"`)
 	ctx.Response.Header.Set("X-Librefang-Audit-History-Truncated", strconv.FormatBool(trimmed))
-	ctx.Response.SetBodyStream(&exportStream{w: w, format: ft.ext, left: limit, closing: s.closing,
+	sctx, cancel := s.streamCtx()
+	ctx.Response.SetBodyStream(&exportStream{w: w, ctx: sctx, cancel: cancel, format: ft.ext, left: limit, closing: s.closing,
 		deadline: sse.NewDeadline(ctx.Conn(), s.cfg.StreamWriteTimeout)}, -1)
 	return nil
 }
@@ -269,6 +270,8 @@ func (s *Server) auditExport(ctx *fasthttp.RequestCtx) error {
 // stream writer, with no way to fail, would give for JSON Lines and CSV).
 type exportStream struct {
 	w        *audit.Walker
+	ctx      context.Context // the walk's: ends with Close or shutdown
+	cancel   context.CancelFunc
 	format   string
 	left     int
 	closing  <-chan struct{}
@@ -301,6 +304,7 @@ func (x *exportStream) Read(p []byte) (int, error) {
 // Close ends the walk (fasthttp closes the stream when the response is
 // written, or when the client went away).
 func (x *exportStream) Close() error {
+	x.cancel()
 	x.finished = true
 	x.buf = nil
 	return nil
@@ -324,7 +328,7 @@ func (x *exportStream) fill() error {
 		}
 	}
 	if x.left > 0 && !x.w.Done() {
-		ms, err := x.w.Next(context.Background())
+		ms, err := x.w.Next(x.ctx)
 		if err != nil {
 			return err
 		}

@@ -267,7 +267,8 @@ func TestAuditExportMemoryIsBoundedByThePage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := &exportStream{w: w, format: "jsonl", left: 1 << 30, closing: ts.closing}
+	sctx, cancel := ts.streamCtx()
+	x := &exportStream{w: w, ctx: sctx, cancel: cancel, format: "jsonl", left: 1 << 30, closing: ts.closing}
 	lines := 0
 	sc := bufio.NewScanner(io.LimitReader(x, 1<<30))
 	sc.Buffer(make([]byte, 64<<10), 64<<10)

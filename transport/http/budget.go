@@ -12,7 +12,7 @@ import (
 
 // getBudget serves GET /api/budget.
 func (s *Server) getBudget(ctx *fasthttp.RequestCtx) error {
-	st, err := s.deps.Meter.Budget()
+	st, err := s.deps.Meter.Budget(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (s *Server) putBudget(ctx *fasthttp.RequestCtx) error {
 		return badRequest("invalid_input", "provide at least one of daily_limit_usd, monthly_limit_usd, alert_threshold, hourly_token_limit, "+
 			"max_hourly_usd, max_daily_usd, max_monthly_usd, default_max_llm_tokens_per_hour")
 	}
-	st, err := s.deps.Meter.SetBudget(set)
+	st, err := s.deps.Meter.SetBudget(s.reqCtx(ctx), set)
 	if err != nil {
 		return err
 	}
@@ -130,16 +130,16 @@ func (s *Server) budgetAgents(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	agents, err := s.deps.Agents.List()
+	agents, err := s.deps.Agents.List(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
-	spend, err := s.deps.Meter.AgentSpend()
+	spend, err := s.deps.Meter.AgentSpend(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
 	// Agents the ledger has no row for take the global default token limit.
-	global, err := s.deps.Meter.Budget()
+	global, err := s.deps.Meter.Budget(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -173,11 +173,11 @@ func (s *Server) agentBudget(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	a, err := s.deps.Agents.Get(ref)
+	a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
 	if err != nil {
 		return err
 	}
-	b, err := s.deps.Meter.AgentBudget(a.ID, a.Name)
+	b, err := s.deps.Meter.AgentBudget(s.reqCtx(ctx), a.ID, a.Name)
 	if err != nil {
 		return err
 	}
@@ -224,12 +224,12 @@ func (s *Server) putAgentBudget(ctx *fasthttp.RequestCtx) error {
 		return badRequest("invalid_input", "provide at least one of daily_limit_usd, monthly_limit_usd, "+
 			"max_cost_per_hour_usd, max_cost_per_day_usd, max_cost_per_month_usd, max_llm_tokens_per_hour")
 	}
-	a, err := s.deps.Agents.Get(ref)
+	a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
 	if err != nil {
 		return err
 	}
 	set.AgentID, set.AgentName = a.ID, a.Name
-	res, err := s.deps.Meter.SetAgentBudget(set)
+	res, err := s.deps.Meter.SetAgentBudget(s.reqCtx(ctx), set)
 	if err != nil {
 		return err
 	}

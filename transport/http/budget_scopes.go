@@ -5,7 +5,6 @@ package http
 // stores and enforces.
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 
@@ -17,7 +16,7 @@ import (
 // providerBudgets serves GET /api/budget/providers: every provider with a
 // budget or with usage this month, by name.
 func (s *Server) providerBudgets(ctx *fasthttp.RequestCtx) error {
-	res, err := s.deps.Meter.ProviderBudgets(context.Background())
+	res, err := s.deps.Meter.ProviderBudgets(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -28,7 +27,7 @@ func (s *Server) providerBudgets(ctx *fasthttp.RequestCtx) error {
 // providerBudget serves GET /api/budget/providers/{id}: one provider's row
 // (a provider with neither budget nor usage is unconfigured, all zeros).
 func (s *Server) providerBudget(ctx *fasthttp.RequestCtx) error {
-	res, err := s.deps.Meter.ProviderBudget(context.Background(), scopeID(ctx))
+	res, err := s.deps.Meter.ProviderBudget(s.reqCtx(ctx), scopeID(ctx))
 	if err != nil {
 		return err
 	}
@@ -54,7 +53,7 @@ func (s *Server) putProviderBudget(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	id := scopeID(ctx)
-	res, err := s.deps.Meter.SetProviderBudget(context.Background(), usage.SetProviderBudget{Provider: id,
+	res, err := s.deps.Meter.SetProviderBudget(s.reqCtx(ctx), usage.SetProviderBudget{Provider: id,
 		HourlyLimitUSD: b.MaxCostPerHourUSD, DailyLimitUSD: b.MaxCostPerDayUSD, MonthlyLimitUSD: b.MaxCostPerMonthUSD,
 		TokensPerHour: b.MaxTokensPerHour})
 	if err != nil {
@@ -70,7 +69,7 @@ func (s *Server) putProviderBudget(ctx *fasthttp.RequestCtx) error {
 // provider is unlimited again (204, also when it had no budget).
 func (s *Server) deleteProviderBudget(ctx *fasthttp.RequestCtx) error {
 	id := scopeID(ctx)
-	if _, err := s.deps.Meter.SetProviderBudget(context.Background(), usage.SetProviderBudget{Provider: id, Clear: true}); err != nil {
+	if _, err := s.deps.Meter.SetProviderBudget(s.reqCtx(ctx), usage.SetProviderBudget{Provider: id, Clear: true}); err != nil {
 		return err
 	}
 	auditDetails(ctx, fmt.Sprintf("budget of provider %q removed", id))
@@ -85,7 +84,7 @@ func (s *Server) userBudgets(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.deps.Meter.UserBudgets(context.Background(), limit)
+	res, err := s.deps.Meter.UserBudgets(s.reqCtx(ctx), limit)
 	if err != nil {
 		return err
 	}
@@ -106,7 +105,7 @@ func scopeID(ctx *fasthttp.RequestCtx) string {
 
 // userBudget serves GET /api/budget/users/{id}.
 func (s *Server) userBudget(ctx *fasthttp.RequestCtx) error {
-	res, err := s.deps.Meter.UserBudget(context.Background(), scopeID(ctx))
+	res, err := s.deps.Meter.UserBudget(s.reqCtx(ctx), scopeID(ctx))
 	if err != nil {
 		return err
 	}
@@ -138,7 +137,7 @@ func (s *Server) putUserBudget(ctx *fasthttp.RequestCtx) error {
 		}
 	}
 	id := scopeID(ctx)
-	res, err := s.deps.Meter.SetUserBudget(context.Background(), id, usage.UserLimits{MaxHourlyUSD: *b.MaxHourlyUSD,
+	res, err := s.deps.Meter.SetUserBudget(s.reqCtx(ctx), id, usage.UserLimits{MaxHourlyUSD: *b.MaxHourlyUSD,
 		MaxDailyUSD: *b.MaxDailyUSD, MaxMonthlyUSD: *b.MaxMonthlyUSD, AlertThreshold: *b.AlertThreshold})
 	if err != nil {
 		return err
@@ -153,7 +152,7 @@ func (s *Server) putUserBudget(ctx *fasthttp.RequestCtx) error {
 // the user had no budget).
 func (s *Server) deleteUserBudget(ctx *fasthttp.RequestCtx) error {
 	id := scopeID(ctx)
-	if err := s.deps.Meter.ClearUserBudget(context.Background(), id); err != nil {
+	if err := s.deps.Meter.ClearUserBudget(s.reqCtx(ctx), id); err != nil {
 		return err
 	}
 	auditDetails(ctx, fmt.Sprintf("budget of user %q removed", id))

@@ -3,7 +3,6 @@ package http
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -71,7 +70,7 @@ func (s *Server) listChannels(ctx *fasthttp.RequestCtx) error {
 			return badRequest("invalid_query", `query parameter "configured" must be true or false`)
 		}
 	}
-	list, err := svc.List(onlyConfigured)
+	list, err := svc.List(s.reqCtx(ctx), onlyConfigured)
 	if err != nil {
 		return err
 	}
@@ -137,7 +136,7 @@ func (s *Server) getChannel(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	v, err := svc.Get(pathName(ctx))
+	v, err := svc.Get(s.reqCtx(ctx), pathName(ctx))
 	if err != nil {
 		return err
 	}
@@ -160,7 +159,7 @@ func (s *Server) configureChannel(ctx *fasthttp.RequestCtx) error {
 		return badRequest("invalid_json", "the body must be a JSON object")
 	}
 	name := pathName(ctx)
-	res, err := svc.Configure(context.Background(), name, body)
+	res, err := svc.Configure(s.reqCtxWait(ctx), name, body)
 	if err != nil {
 		return err
 	}
@@ -176,7 +175,7 @@ func (s *Server) deleteChannel(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	name := pathName(ctx)
-	if err := svc.Remove(name); err != nil {
+	if err := svc.Remove(s.reqCtx(ctx), name); err != nil {
 		return err
 	}
 	auditDetails(ctx, "channel "+name+" deleted with its secrets and queued messages")
@@ -217,7 +216,7 @@ func (s *Server) testChannel(ctx *fasthttp.RequestCtx) error {
 		}
 	}
 	name := pathName(ctx)
-	res, err := svc.Test(name, target)
+	res, err := svc.Test(s.reqCtxWait(ctx), name, target)
 	if err != nil {
 		return err
 	}
@@ -233,7 +232,7 @@ func (s *Server) reloadChannels(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	res, err := svc.Reload(context.Background())
+	res, err := svc.Reload(s.reqCtxWait(ctx))
 	if err != nil {
 		return err
 	}
@@ -261,7 +260,7 @@ func (s *Server) channelWebhook(ctx *fasthttp.RequestCtx) error {
 	for k, v := range ctx.Request.Header.All() {
 		req.Header.Add(string(k), string(v))
 	}
-	resp, err := svc.Webhook(pathName(ctx), req)
+	resp, err := svc.Webhook(s.reqCtx(ctx), pathName(ctx), req)
 	if err != nil {
 		return err
 	}

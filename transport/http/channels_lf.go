@@ -1,8 +1,6 @@
 package http
 
 import (
-	"context"
-
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/channel/whatsapp"
@@ -35,7 +33,7 @@ func (s *Server) channelRegistry(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	list, err := svc.List(false)
+	list, err := svc.List(s.reqCtx(ctx), false)
 	if err != nil {
 		return err
 	}
@@ -61,14 +59,14 @@ func (s *Server) channelQR(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	v, err := svc.Get(pathName(ctx))
+	v, err := svc.Get(s.reqCtx(ctx), pathName(ctx))
 	if err != nil {
 		return err
 	}
 	if v.Adapter != "whatsapp" {
 		return &apiError{fasthttp.StatusNotFound, "qr_not_supported", "channel " + v.Name + " has no QR login (only whatsapp logs in by QR)"}
 	}
-	gw := s.whatsappGateway()
+	gw := s.whatsappGateway(s.reqCtx(ctx))
 	if gw == "" {
 		return &apiError{fasthttp.StatusNotFound, "qr_gateway_not_running",
 			"the WhatsApp Web gateway is not configured: set the whatsapp channel's gateway_url or WHATSAPP_WEB_GATEWAY_URL"}
@@ -77,6 +75,6 @@ func (s *Server) channelQR(ctx *fasthttp.RequestCtx) error {
 	if len(sid) > 256 {
 		return badRequest("invalid_query", "session_id is too long")
 	}
-	writeJSON(ctx, fasthttp.StatusOK, whatsapp.PollQR(context.Background(), gw, sid))
+	writeJSON(ctx, fasthttp.StatusOK, whatsapp.PollQR(s.reqCtxWait(ctx), gw, sid))
 	return nil
 }

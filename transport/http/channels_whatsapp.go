@@ -18,10 +18,10 @@ func (s *Server) whatsappQRRoutes() {
 	s.api("GET", "/channels/whatsapp/qr/status", s.whatsappQRStatus)
 }
 
-func (s *Server) whatsappGateway() string {
+func (s *Server) whatsappGateway(c context.Context) string {
 	configured := ""
 	if svc := s.deps.Channels; svc != nil {
-		if v, err := svc.Get("whatsapp"); err == nil && v.Configured {
+		if v, err := svc.Get(c, "whatsapp"); err == nil && v.Configured {
 			for _, f := range v.Fields {
 				if f.Key == "gateway_url" {
 					configured, _ = f.Value.(string)
@@ -36,7 +36,7 @@ func (s *Server) whatsappGateway() string {
 // gateway for a QR code (the gateway may take ~15 s to produce one).
 func (s *Server) whatsappQRStart(ctx *fasthttp.RequestCtx) error {
 	auditDetails(ctx, "whatsapp QR login started")
-	writeJSON(ctx, fasthttp.StatusOK, whatsapp.StartQR(context.Background(), s.whatsappGateway()))
+	writeJSON(ctx, fasthttp.StatusOK, whatsapp.StartQR(s.reqCtxWait(ctx), s.whatsappGateway(s.reqCtx(ctx))))
 	return nil
 }
 
@@ -46,6 +46,6 @@ func (s *Server) whatsappQRStatus(ctx *fasthttp.RequestCtx) error {
 	if len(sid) > 256 {
 		return badRequest("invalid_query", "session_id is too long")
 	}
-	writeJSON(ctx, fasthttp.StatusOK, whatsapp.PollQR(context.Background(), s.whatsappGateway(), sid))
+	writeJSON(ctx, fasthttp.StatusOK, whatsapp.PollQR(s.reqCtxWait(ctx), s.whatsappGateway(s.reqCtx(ctx)), sid))
 	return nil
 }

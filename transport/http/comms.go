@@ -86,7 +86,7 @@ func (s *Server) commsEvents(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.deps.Bus.Query(comms.Query{Limit: limit, Type: typ, SinceID: since})
+	r, err := s.deps.Bus.Query(s.reqCtx(ctx), comms.Query{Limit: limit, Type: typ, SinceID: since})
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func (s *Server) commsStream(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.deps.Bus.Subscribe(comms.Subscribe{Resume: resume, After: after, Type: typ,
+	r, err := s.deps.Bus.Subscribe(s.reqCtx(ctx), comms.Subscribe{Resume: resume, After: after, Type: typ,
 		Key: streamKey(ctx), Buffer: commsStreamBuffer})
 	if err != nil {
 		return err
@@ -208,7 +208,7 @@ func (s *Server) commsTopology(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	c, cancel := context.WithTimeout(context.Background(), kernel.DefaultAskTimeout)
+	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), kernel.DefaultAskTimeout)
 	defer cancel()
 	t, err := s.deps.Router.Topology(c)
 	if err != nil {
@@ -270,7 +270,7 @@ func (s *Server) commsSend(ctx *fasthttp.RequestCtx) error {
 	if b.To == "" {
 		return badRequest("invalid_input", `"to" is required ("agent:<id or name>", "channel:<name>:<chat_id>" or "peer:<node>/agent:<id or name>")`)
 	}
-	c, cancel := context.WithTimeout(context.Background(), s.turnWait())
+	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), s.turnWait())
 	defer cancel()
 	res, err := s.deps.Router.Send(c, b.From, b.To, b.Content)
 	if err != nil {
@@ -309,7 +309,7 @@ func (s *Server) commsTask(ctx *fasthttp.RequestCtx) error {
 	if b.AssignTo == "" {
 		b.AssignTo = b.AssignedTo
 	}
-	c, cancel := context.WithTimeout(context.Background(), 2*kernel.DefaultAskTimeout)
+	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), 2*kernel.DefaultAskTimeout)
 	defer cancel()
 	t, err := s.deps.Router.Dispatch(c, comms.DispatchTask{Title: b.Title, Description: b.Description, AssignTo: b.AssignTo, Tags: b.Tags})
 	if err != nil {
@@ -325,7 +325,7 @@ func (s *Server) commsGetTask(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	id, _ := ctx.UserValue("id").(string)
-	c, cancel := context.WithTimeout(context.Background(), kernel.DefaultAskTimeout)
+	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), kernel.DefaultAskTimeout)
 	defer cancel()
 	t, err := s.deps.Router.Task(c, id)
 	if err != nil {

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/netip"
@@ -396,7 +397,7 @@ func TestFailedAuthIsFlushedAtShutdown(t *testing.T) {
 	if err := ts.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := ts.audit.Recent(10)
+	rec, err := ts.audit.Recent(context.Background(), 10)
 	if err != nil {
 		t.Fatal(err)
 	}

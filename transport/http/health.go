@@ -100,7 +100,7 @@ func (s *Server) healthDetail(ctx *fasthttp.RequestCtx) error {
 		StoreBytes:    s.deps.Store.Size(),
 		Goroutines:    runtime.NumGoroutine(),
 	}
-	if rec, err := s.deps.Audit.Recent(0); err == nil {
+	if rec, err := s.deps.Audit.Recent(s.reqCtx(ctx), 0); err == nil {
 		d.AuditLength = rec.Total
 	}
 	if keys, total, err := s.deps.Store.QuarantinedKeys(100); err == nil {

@@ -86,7 +86,7 @@ func (s *Server) authenticateHook(ctx *fasthttp.RequestCtx) error {
 			}
 			return s.hookDenied(ctx, why)
 		}
-		c, cancel := context.WithTimeout(context.Background(), kernel.DefaultAskTimeout)
+		c, cancel := context.WithTimeout(s.reqCtxWait(ctx), kernel.DefaultAskTimeout)
 		defer cancel()
 		if err := s.deps.Router.ClaimHookID(c, hdr.Get("webhook-id")); err != nil {
 			if de := kernel.AsError(err); de != nil && de.Code == "webhook_replayed" {
@@ -134,7 +134,7 @@ func (s *Server) hookWake(ctx *fasthttp.RequestCtx) error {
 	if err := hookText("text", b.Text, maxWakeText); err != nil {
 		return err
 	}
-	c, cancel := context.WithTimeout(context.Background(), 2*kernel.DefaultAskTimeout)
+	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), 2*kernel.DefaultAskTimeout)
 	defer cancel()
 	res, err := s.deps.Router.Wake(c, comms.Wake{Text: b.Text, Mode: b.Mode, Agent: b.Agent, Via: "hook:wake"})
 	if err != nil {
@@ -218,7 +218,7 @@ func (s *Server) hookAgent(ctx *fasthttp.RequestCtx) error {
 		}
 		channel = b.Deliver
 	}
-	c, cancel := context.WithTimeout(context.Background(), s.turnWait())
+	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), s.turnWait())
 	defer cancel()
 	agent := b.Agent
 	if agent == "" {

@@ -71,7 +71,7 @@ func (s *Server) mcpServers(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	views, err := s.deps.MCP.Servers()
+	views, err := s.deps.MCP.Servers(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func (s *Server) mcpServers(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) mcpServer(ctx *fasthttp.RequestCtx) error {
-	v, err := s.deps.MCP.Server(pathID(ctx))
+	v, err := s.deps.MCP.Server(s.reqCtx(ctx), pathID(ctx))
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func (s *Server) mcpAddServer(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	v, err := s.deps.MCP.Add(req)
+	v, err := s.deps.MCP.Add(s.reqCtx(ctx), req)
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func (s *Server) mcpUpdateServer(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	v, err := s.deps.MCP.Update(pathID(ctx), spec)
+	v, err := s.deps.MCP.Update(s.reqCtx(ctx), pathID(ctx), spec)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (s *Server) mcpUpdateServer(ctx *fasthttp.RequestCtx) error {
 
 func (s *Server) mcpRemoveServer(ctx *fasthttp.RequestCtx) error {
 	id := pathID(ctx)
-	if err := s.deps.MCP.Remove(id); err != nil {
+	if err := s.deps.MCP.Remove(s.reqCtx(ctx), id); err != nil {
 		return err
 	}
 	auditDetails(ctx, "mcp server "+id+" removed with its credentials")
@@ -165,7 +165,7 @@ func (s *Server) mcpRemoveServer(ctx *fasthttp.RequestCtx) error {
 // mcpReconnect answers {id, status, tool_count} when the server came back,
 // and 502 with the same fields and the error when it did not.
 func (s *Server) mcpReconnect(ctx *fasthttp.RequestCtx) error {
-	r, err := s.deps.MCP.Reconnect(pathID(ctx))
+	r, err := s.deps.MCP.Reconnect(s.reqCtxWait(ctx), pathID(ctx))
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func (s *Server) mcpAcceptTools(ctx *fasthttp.RequestCtx) error {
 			return err
 		}
 	}
-	r, err := s.deps.MCP.AcceptTools(pathID(ctx), body.Tools)
+	r, err := s.deps.MCP.AcceptTools(s.reqCtx(ctx), pathID(ctx), body.Tools)
 	if err != nil {
 		return err
 	}
@@ -203,7 +203,7 @@ func (s *Server) mcpAcceptTools(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) mcpCatalog(ctx *fasthttp.RequestCtx) error {
-	entries, err := s.deps.MCP.Catalog()
+	entries, err := s.deps.MCP.Catalog(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -212,7 +212,7 @@ func (s *Server) mcpCatalog(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) mcpCatalogEntry(ctx *fasthttp.RequestCtx) error {
-	e, err := s.deps.MCP.CatalogEntry(pathID(ctx))
+	e, err := s.deps.MCP.CatalogEntry(s.reqCtx(ctx), pathID(ctx))
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,7 @@ func (s *Server) mcpCatalogEntry(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) mcpHealth(ctx *fasthttp.RequestCtx) error {
-	h, err := s.deps.MCP.Health()
+	h, err := s.deps.MCP.Health(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -230,7 +230,7 @@ func (s *Server) mcpHealth(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) mcpReload(ctx *fasthttp.RequestCtx) error {
-	r, err := s.deps.MCP.Reload()
+	r, err := s.deps.MCP.Reload(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}

@@ -41,12 +41,12 @@ func notBuilt(route string) handlerFunc {
 
 // mcpAuthCtx bounds an OAuth call: discovery and the code exchange talk to
 // the authorization server.
-func mcpAuthCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 60*time.Second)
+func (s *Server) mcpAuthCtx(ctx *fasthttp.RequestCtx) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.reqCtxWait(ctx), 60*time.Second)
 }
 
 func (s *Server) mcpAuthStatus(ctx *fasthttp.RequestCtx) error {
-	c, cancel := mcpAuthCtx()
+	c, cancel := s.mcpAuthCtx(ctx)
 	defer cancel()
 	st, err := s.deps.MCP.AuthStatus(c, pathID(ctx))
 	if err != nil {
@@ -63,7 +63,7 @@ func (s *Server) mcpAuthStart(ctx *fasthttp.RequestCtx) error {
 			return err
 		}
 	}
-	c, cancel := mcpAuthCtx()
+	c, cancel := s.mcpAuthCtx(ctx)
 	defer cancel()
 	name := pathID(ctx)
 	authURL, err := s.deps.MCP.StartAuth(c, name, s.mcpCallbackURL(ctx, name))
@@ -77,7 +77,7 @@ func (s *Server) mcpAuthStart(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) mcpAuthRevoke(ctx *fasthttp.RequestCtx) error {
-	c, cancel := mcpAuthCtx()
+	c, cancel := s.mcpAuthCtx(ctx)
 	defer cancel()
 	name := pathID(ctx)
 	st, err := s.deps.MCP.RevokeAuth(c, name)
@@ -95,7 +95,7 @@ func (s *Server) mcpAuthCallback(ctx *fasthttp.RequestCtx) error {
 	q := ctx.QueryArgs()
 	p := mcp.CallbackParams{Code: string(q.Peek("code")), State: string(q.Peek("state")), Iss: string(q.Peek("iss")),
 		Error: string(q.Peek("error")), ErrorDescription: string(q.Peek("error_description"))}
-	c, cancel := mcpAuthCtx()
+	c, cancel := s.mcpAuthCtx(ctx)
 	defer cancel()
 	err := s.deps.MCP.CompleteAuth(c, pathID(ctx), p)
 	ctx.SetContentType("text/plain; charset=utf-8")

@@ -299,7 +299,7 @@ func TestMCPPlainJSONRPCLikeTheSeed(t *testing.T) {
 	// Every call is audited with the arguments hashed, never shown.
 	args := `{"message":"hey"}`
 	sum := sha256.Sum256([]byte(args))
-	rec, err := s.audit.Recent(200)
+	rec, err := s.audit.Recent(context.Background(), 200)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +516,7 @@ func TestMCPAgentRestrictionAndAgentTools(t *testing.T) {
 	}
 	// A spoofed internal header is overwritten by the HTTP layer.
 	_, _ = s.rpc(t, `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"file_list","arguments":{}}}`, map[string]string{mcp.HeaderActor: "admin", mcp.HeaderSourceIP: "8.8.8.8"})
-	rec, _ := s.audit.Recent(50)
+	rec, _ := s.audit.Recent(context.Background(), 50)
 	for _, raw := range rec.Entries {
 		if strings.Contains(string(raw), "8.8.8.8") || strings.Contains(string(raw), `"actor":"admin"`) {
 			t.Fatalf("a client forged the audited identity: %s", raw)
@@ -719,7 +719,7 @@ func TestMCPToolCallAuditedOnce(t *testing.T) {
 	s.addPeer(t, "peer", peer(t))
 	counts := func() (calls, requests int) {
 		t.Helper()
-		rec, err := s.audit.Recent(1000)
+		rec, err := s.audit.Recent(context.Background(), 1000)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -141,6 +141,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 			return
 		}
 		err := h(ctx)
+		endRequest(ctx)
 		if err != nil {
 			s.writeError(ctx, err)
 		}

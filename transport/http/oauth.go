@@ -115,7 +115,7 @@ func (s *Server) authLogin(ctx *fasthttp.RequestCtx) error {
 	if s.secureCookies(ctx) {
 		scheme = "https"
 	}
-	ls, err := s.deps.Auth.Login(ctx, provider, string(ctx.QueryArgs().Peek("return_to")), scheme+"://"+string(ctx.Host())+"/api/auth/callback")
+	ls, err := s.deps.Auth.Login(s.reqCtxWait(ctx), provider, string(ctx.QueryArgs().Peek("return_to")), scheme+"://"+string(ctx.Host())+"/api/auth/callback")
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (s *Server) authCallback(ctx *fasthttp.RequestCtx) error {
 	if b.Code == "" || b.State == "" {
 		return badRequest("invalid_input", "code and state are required")
 	}
-	token, sess, returnTo, err := s.deps.Auth.Callback(ctx, b.Code, b.State, string(ctx.Request.Header.Cookie(bindCookie)))
+	token, sess, returnTo, err := s.deps.Auth.Callback(s.reqCtxWait(ctx), b.Code, b.State, string(ctx.Request.Header.Cookie(bindCookie)))
 	// Sign-ins are audited here, GET callbacks included (the chain
 	// audits only mutating methods).
 	ctx.SetUserValue(userAuditedBelow, true)
@@ -168,7 +168,7 @@ func (s *Server) authCallback(ctx *fasthttp.RequestCtx) error {
 	if err := s.appendAudit(audit.Event{EventType: "oidc_sign_in", Outcome: "ok", Actor: sess.Identity(),
 		SourceIP: clientIP(ctx).String(), Details: "signed in with role " + sess.Role}); err != nil {
 		// Not shown in the audit log: the session must not be used.
-		_ = s.deps.Auth.Logout(ctx, token)
+		_ = s.deps.Auth.Logout(s.reqCtx(ctx), token)
 		return err
 	}
 	ttl := time.Until(sess.ExpiresAt)
@@ -204,7 +204,7 @@ func (s *Server) authLogout(ctx *fasthttp.RequestCtx) error {
 	if _, ok := s.deps.Auth.Session(string(token)); !ok {
 		return badRequest("not_a_session", "the caller is not signed in with a session")
 	}
-	if err := s.deps.Auth.Logout(ctx, string(token)); err != nil {
+	if err := s.deps.Auth.Logout(s.reqCtx(ctx), string(token)); err != nil {
 		return err
 	}
 	s.setCookie(ctx, SessionCookie, "", "/", 0, true)
@@ -235,7 +235,7 @@ func (s *Server) authUserinfo(ctx *fasthttp.RequestCtx) error {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="fangd"`)
 		return &apiError{fasthttp.StatusUnauthorized, "unauthorized", "sign in first, or send a provider's access token as a bearer"}
 	}
-	provider, claims, err := s.deps.Auth.UserInfo(ctx, string(presented))
+	provider, claims, err := s.deps.Auth.UserInfo(s.reqCtxWait(ctx), string(presented))
 	if err != nil {
 		return err
 	}
@@ -268,7 +268,7 @@ func (s *Server) authIntrospect(ctx *fasthttp.RequestCtx) error {
 		writeJSON(ctx, fasthttp.StatusOK, map[string]bool{"active": false})
 		return nil
 	}
-	res := s.deps.Auth.Introspect(ctx, token)
+	res := s.deps.Auth.Introspect(s.reqCtxWait(ctx), token)
 	if !res.Active {
 		writeJSON(ctx, fasthttp.StatusOK, map[string]bool{"active": false})
 		return nil

@@ -21,7 +21,7 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) error {
 	checks := map[string]string{}
 	ok := true
 	check := func(name string, fn func(context.Context) error) {
-		c, cancel := context.WithTimeout(context.Background(), readyTimeout)
+		c, cancel := context.WithTimeout(s.reqCtxWait(ctx), readyTimeout)
 		defer cancel()
 		if err := fn(c); err != nil {
 			checks[name], ok = "failed", false
@@ -42,12 +42,12 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) error {
 		return err
 	})
 	check("audit", func(context.Context) error {
-		_, err := s.deps.Audit.Recent(0)
+		_, err := s.deps.Audit.Recent(s.reqCtx(ctx), 0)
 		return err
 	})
 	if s.deps.Agents != nil {
 		check("agents", func(context.Context) error {
-			_, err := s.deps.Agents.List()
+			_, err := s.deps.Agents.List(s.reqCtx(ctx))
 			return err
 		})
 	}

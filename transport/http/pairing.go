@@ -99,7 +99,7 @@ func (s *Server) pairingRequest(ctx *fasthttp.RequestCtx) error {
 	if err := decodeOptionalJSON(ctx, &struct{}{}); err != nil {
 		return err
 	}
-	c, err := s.deps.Pairing.Request(ctx)
+	c, err := s.deps.Pairing.Request(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -198,7 +198,7 @@ func (s *Server) pairingComplete(ctx *fasthttp.RequestCtx) error {
 			req.Push.Type = pairing.TargetWebPush
 		}
 	}
-	paired, err := s.deps.Pairing.Complete(ctx, req)
+	paired, err := s.deps.Pairing.Complete(s.reqCtxWait(ctx), req)
 	if err != nil {
 		auditDetails(ctx, "pairing refused: "+errorCode(err))
 		if errorCode(err) == "pairing_locked" {
@@ -226,7 +226,7 @@ func (s *Server) pairingVAPID(ctx *fasthttp.RequestCtx) error {
 
 // pairingDevices serves GET /api/pairing/devices.
 func (s *Server) pairingDevices(ctx *fasthttp.RequestCtx) error {
-	devs, err := s.deps.Pairing.Devices(ctx)
+	devs, err := s.deps.Pairing.Devices(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func (s *Server) pairingMe(ctx *fasthttp.RequestCtx) error {
 	if !ok {
 		return &apiError{fasthttp.StatusNotFound, "not_a_device", "the caller is not a paired device"}
 	}
-	v, err := s.deps.Pairing.Device(ctx, id)
+	v, err := s.deps.Pairing.Device(s.reqCtx(ctx), id)
 	if err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func (s *Server) pairingMe(ctx *fasthttp.RequestCtx) error {
 // pairingRevoke serves DELETE /api/pairing/devices/{id}: 204.
 func (s *Server) pairingRevoke(ctx *fasthttp.RequestCtx) error {
 	id, _ := ctx.UserValue("id").(string)
-	v, err := s.deps.Pairing.Revoke(ctx, id)
+	v, err := s.deps.Pairing.Revoke(s.reqCtx(ctx), id)
 	if err != nil {
 		return err
 	}
@@ -294,7 +294,7 @@ func (s *Server) pairingNotify(ctx *fasthttp.RequestCtx) error {
 			a.Method = "POST"
 		}
 	}
-	res, err := s.deps.Pairing.Notify(ctx, &pairing.Notification{Title: b.Title, Message: b.Message, Priority: b.Priority, Actions: b.Actions})
+	res, err := s.deps.Pairing.Notify(s.reqCtxWait(ctx), &pairing.Notification{Title: b.Title, Message: b.Message, Priority: b.Priority, Actions: b.Actions})
 	if err != nil {
 		return err
 	}
@@ -323,7 +323,7 @@ func (s *Server) pairingAction(ctx *fasthttp.RequestCtx) error {
 	if b.Token == "" || len(b.TOTPCode) > 64 {
 		return badRequest("invalid_input", "token is required")
 	}
-	c, err := s.deps.Pairing.Action(ctx, b.Token)
+	c, err := s.deps.Pairing.Action(s.reqCtxWait(ctx), b.Token)
 	if err != nil {
 		auditDetails(ctx, "device action refused: "+errorCode(err))
 		return err
@@ -334,7 +334,7 @@ func (s *Server) pairingAction(ctx *fasthttp.RequestCtx) error {
 	if c.Approve {
 		verb = "approved"
 	}
-	rec, err := s.deps.Approvals.Decide(approval.Decide{ID: c.ApprovalID, Approve: c.Approve, Code: b.TOTPCode, By: who,
+	rec, err := s.deps.Approvals.Decide(s.reqCtxWait(ctx), approval.Decide{ID: c.ApprovalID, Approve: c.Approve, Code: b.TOTPCode, By: who,
 		Reason: "answered from a paired device's notification"})
 	if err != nil {
 		auditDetails(ctx, "approval "+c.ApprovalID+" not "+verb+" from a device action: "+errorCode(err))

@@ -162,7 +162,7 @@ func TestPairingEndToEndNtfyActionAndRevoke(t *testing.T) {
 	}
 
 	// An approval notifies the phone with approve/reject actions.
-	ap, err := ps.apps.Create(approval.Request{AgentID: "a-1", AgentName: "coder", Action: "shell_exec", Description: "rm -rf build"})
+	ap, err := ps.apps.Create(context.Background(), approval.Request{AgentID: "a-1", AgentName: "coder", Action: "shell_exec", Description: "rm -rf build"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestPairingEndToEndNtfyActionAndRevoke(t *testing.T) {
 	if r.status != 200 || !strings.Contains(string(r.body), `"status":"approved"`) || !strings.Contains(string(r.body), "device:"+devID) {
 		t.Fatalf("approve from the action: %d %s", r.status, r.body)
 	}
-	if got, _ := ps.apps.Get(ap.ID); got.Status != approval.StatusApproved {
+	if got, _ := ps.apps.Get(context.Background(), ap.ID); got.Status != approval.StatusApproved {
 		t.Fatalf("approval status %q", got.Status)
 	}
 	if r := press(msg.Actions[0]); r.status != 409 || r.envelope(t).Code != "action_used" {
@@ -193,7 +193,7 @@ func TestPairingEndToEndNtfyActionAndRevoke(t *testing.T) {
 	}
 
 	// A device answers an approval with its own token too.
-	ap2, err := ps.apps.Create(approval.Request{AgentID: "a-1", AgentName: "coder", Action: "shell_exec", Description: "make"})
+	ap2, err := ps.apps.Create(context.Background(), approval.Request{AgentID: "a-1", AgentName: "coder", Action: "shell_exec", Description: "make"})
 	if err != nil {
 		t.Fatal(err)
 	}

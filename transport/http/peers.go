@@ -32,7 +32,7 @@ func (s *Server) listPeers(ctx *fasthttp.RequestCtx) error {
 	}
 	all := []ofppeer.PeerInfo{}
 	if s.deps.Network != nil {
-		if all, err = s.deps.Network.Peers(ctx); err != nil {
+		if all, err = s.deps.Network.Peers(s.reqCtx(ctx)); err != nil {
 			return err
 		}
 	}
@@ -53,7 +53,7 @@ func (s *Server) getPeer(ctx *fasthttp.RequestCtx) error {
 	if s.deps.Network == nil {
 		return errNetworkOff()
 	}
-	p, err := s.deps.Network.Peer(ctx, ctx.UserValue("id").(string))
+	p, err := s.deps.Network.Peer(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ type networkStatus struct {
 func (s *Server) networkStatus(ctx *fasthttp.RequestCtx) error {
 	st := networkStatus{ProtocolVersion: "ofp/1", LinkEncryption: "none"}
 	if n := s.deps.Network; n != nil {
-		ns, err := n.Status(ctx)
+		ns, err := n.Status(s.reqCtxWait(ctx))
 		if err != nil {
 			return err
 		}
@@ -130,7 +130,7 @@ func (s *Server) forgetPeer(ctx *fasthttp.RequestCtx) error {
 	}
 	id := ctx.UserValue("id").(string)
 	w := who(ctx)
-	if err := s.deps.Network.Forget(ctx, id, w.Actor, w.SourceIP); err != nil {
+	if err := s.deps.Network.Forget(s.reqCtxWait(ctx), id, w.Actor, w.SourceIP); err != nil {
 		return err
 	}
 	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "forgotten", "node_id": id})

@@ -77,6 +77,10 @@ type Config struct {
 	// tasks/resubscribe), each a goroutine and an agent turn's events held
 	// for as long as the client reads; beyond it 429 a2a_stream_limit.
 	MaxA2AStreams int
+	// MaxAgentStreams bounds the open POST /api/agents/{id}/message/stream
+	// answers, each a turn in flight ([agents] max_streams); beyond it 429
+	// agent_stream_limit.
+	MaxAgentStreams int
 	// StreamWriteTimeout bounds one write of a long-lived stream (SSE,
 	// the A2A and MCP streams): a client that stops reading that long is
 	// cut. WriteTimeout is one-shot per response and would cut every
@@ -87,6 +91,10 @@ type Config struct {
 	// TurnTimeout is how long comms waits for an agent turn (requests
 	// that run one wait a little longer).
 	TurnTimeout time.Duration
+	// RequestTimeout bounds a request's domain calls together ([http]
+	// request_timeout_secs); handlers that wait longer by design use
+	// reqCtxWait instead. Zero means DefaultRequestTimeout.
+	RequestTimeout time.Duration
 	// AccessLog writes one log line per request ([log] access_log).
 	AccessLog bool
 	// MCP configures POST /mcp.
@@ -133,8 +141,10 @@ func DefaultConfig() Config {
 		SSEHeartbeat:       15 * time.Second,
 		MaxLogStreams:      DefaultMaxLogStreams,
 		MaxA2AStreams:      DefaultMaxA2AStreams,
+		MaxAgentStreams:    DefaultMaxAgentStreams,
 		StreamWriteTimeout: 30 * time.Second,
 		A2AMaxBodyBytes:    1 << 20,
+		RequestTimeout:     DefaultRequestTimeout,
 	}
 }
 
@@ -195,6 +205,9 @@ type Server struct {
 	// closing is closed when shutdown begins, so long-lived streams end.
 	closing   chan struct{}
 	closeOnce sync.Once
+	// baseCtx is every request's context's parent, cancelled with closing.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
 	// healthOK and healthDegraded are GET /api/health's two bodies.
 	healthOK, healthDegraded []byte
 	mcpEndpoint              *mcpEndpoint
@@ -205,6 +218,8 @@ type Server struct {
 	// logStreams counts the open /api/logs/stream subscribers.
 	logStreams atomic.Int64
 	a2aStreams atomic.Int64
+	// agentStreams counts the open agent message streams.
+	agentStreams atomic.Int64
 	// pairingLimit is the public pairing routes' own limiter.
 	pairingLimit pairingLimiter
 	// registered lists every handle call, in order: the OpenAPI
@@ -221,6 +236,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.StreamWriteTimeout <= 0 {
 		cfg.StreamWriteTimeout = 30 * time.Second
 	}
+	cfg.RequestTimeout = requestTimeout(cfg.RequestTimeout)
 	e, err := newEdge(cfg)
 	if err != nil {
 		return nil, err
@@ -234,6 +250,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		router:  router.New(),
 		closing: make(chan struct{}),
 	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.keyHash = hashKey(cfg.APIKey)
 	s.SetHooks(deps.Hooks)
 	for _, p := range cfg.A2APeers {
@@ -272,7 +289,7 @@ func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 // requests until ctx is done, and then audits the failed authentications
 // counted since the last aggregated entry.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.closeOnce.Do(func() { close(s.closing); s.cancelBase() })
 	err := s.srv.ShutdownWithContext(ctx)
 	s.authFailures.close()
 	return err
@@ -313,6 +330,7 @@ func (s *Server) routes() {
 	s.api("PATCH", "/agents/{id}", s.patchAgent)
 	s.api("DELETE", "/agents/{id}", s.deleteAgent)
 	s.api("POST", "/agents/{id}/message", s.messageAgent)
+	s.api("POST", "/agents/{id}/message/stream", s.messageAgentStream)
 	s.agentBindingRoutes()
 	s.agentActivityRoutes()
 	s.api("GET", "/templates", s.listTemplates)

@@ -1,8 +1,6 @@
 package http
 
 import (
-	"context"
-
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/usage"
@@ -40,7 +38,7 @@ func (s *Server) usageTotals(ctx *fasthttp.RequestCtx) error {
 	if args := ctx.QueryArgs(); args.Has("period") && !args.Has("offset") && !args.Has("limit") {
 		limit = 0
 	}
-	rep, err := s.deps.Meter.UsageOf(context.Background(), usage.UsageQuery{Period: p, Offset: offset, Limit: limit})
+	rep, err := s.deps.Meter.UsageOf(s.reqCtx(ctx), usage.UsageQuery{Period: p, Offset: offset, Limit: limit})
 	if err != nil {
 		return err
 	}
@@ -50,7 +48,7 @@ func (s *Server) usageTotals(ctx *fasthttp.RequestCtx) error {
 
 // usageSummary serves GET /api/usage/summary.
 func (s *Server) usageSummary(ctx *fasthttp.RequestCtx) error {
-	sum, err := s.deps.Meter.Summary()
+	sum, err := s.deps.Meter.Summary(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
@@ -70,7 +68,7 @@ func (s *Server) usageByModel(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	bm, err := s.deps.Meter.ByModel(p)
+	bm, err := s.deps.Meter.ByModel(s.reqCtx(ctx), p)
 	if err != nil {
 		return err
 	}
@@ -91,7 +89,7 @@ func (s *Server) usageDaily(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	d, err := s.deps.Meter.Daily(days)
+	d, err := s.deps.Meter.Daily(s.reqCtx(ctx), days)
 	if err != nil {
 		return err
 	}
@@ -110,7 +108,7 @@ func (s *Server) usageDaily(ctx *fasthttp.RequestCtx) error {
 // usageModelPerformance serves GET /api/usage/by-model/performance:
 // LibreFang's per-model lifetime totals with provider latency.
 func (s *Server) usageModelPerformance(ctx *fasthttp.RequestCtx) error {
-	res, err := s.deps.Meter.ModelPerformance(context.Background())
+	res, err := s.deps.Meter.ModelPerformance(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func (s *Server) listEventWebhooks(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	views, err := e.List(webhook.KindEvent)
+	views, err := e.List(s.reqCtx(ctx), webhook.KindEvent)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (s *Server) createEventWebhook(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	rc, cancel := reqContext()
+	rc, cancel := s.reqContext(ctx)
 	defer cancel()
 	v, err := e.Create(rc, webhook.KindEvent, p)
 	if err != nil {
@@ -129,7 +129,7 @@ func (s *Server) updateEventWebhook(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	rc, cancel := reqContext()
+	rc, cancel := s.reqContext(ctx)
 	defer cancel()
 	v, err := e.Update(rc, webhook.KindEvent, pathID(ctx), p)
 	if err != nil {
@@ -152,7 +152,7 @@ func (s *Server) deleteKind(ctx *fasthttp.RequestCtx, kind string) error {
 	if err != nil {
 		return err
 	}
-	if err := e.Delete(kind, pathID(ctx)); err != nil {
+	if err := e.Delete(s.reqCtx(ctx), kind, pathID(ctx)); err != nil {
 		return err
 	}
 	auditDetails(ctx, kind+" webhook "+pathID(ctx)+" deleted")
@@ -166,8 +166,8 @@ func pathID(ctx *fasthttp.RequestCtx) string {
 }
 
 // reqContext bounds the URL check (DNS) and the actor round trip.
-func reqContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 2*kernel.DefaultAskTimeout)
+func (s *Server) reqContext(ctx *fasthttp.RequestCtx) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.reqCtxWait(ctx), 2*kernel.DefaultAskTimeout)
 }
 
 type webhookBody struct {
@@ -203,7 +203,7 @@ func (s *Server) listWebhooks(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	views, err := e.List(webhook.KindOutbound)
+	views, err := e.List(s.reqCtx(ctx), webhook.KindOutbound)
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,7 @@ func (s *Server) createWebhook(ctx *fasthttp.RequestCtx) error {
 	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
-	rc, cancel := reqContext()
+	rc, cancel := s.reqContext(ctx)
 	defer cancel()
 	v, err := e.Create(rc, webhook.KindOutbound, b.patch())
 	if err != nil {
@@ -237,7 +237,7 @@ func (s *Server) getWebhook(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	v, err := e.Get(webhook.KindOutbound, pathID(ctx))
+	v, err := e.Get(s.reqCtx(ctx), webhook.KindOutbound, pathID(ctx))
 	if err != nil {
 		return err
 	}
@@ -254,7 +254,7 @@ func (s *Server) updateWebhook(ctx *fasthttp.RequestCtx) error {
 	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
-	rc, cancel := reqContext()
+	rc, cancel := s.reqContext(ctx)
 	defer cancel()
 	v, err := e.Update(rc, webhook.KindOutbound, pathID(ctx), b.patch())
 	if err != nil {
@@ -270,7 +270,7 @@ func (s *Server) testWebhook(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	res, err := e.Test(pathID(ctx))
+	res, err := e.Test(s.reqCtxWait(ctx), pathID(ctx))
 	if err != nil {
 		return err
 	}
@@ -293,7 +293,7 @@ func (s *Server) webhookDeliveries(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	a, err := e.Deliveries(pathID(ctx), limit)
+	a, err := e.Deliveries(s.reqCtx(ctx), pathID(ctx), limit)
 	if err != nil {
 		return err
 	}
@@ -315,7 +315,7 @@ func (s *Server) webhookDeadLetters(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	d, err := e.DeadLetters(pathID(ctx), limit)
+	d, err := e.DeadLetters(s.reqCtx(ctx), pathID(ctx), limit)
 	if err != nil {
 		return err
 	}
@@ -343,7 +343,7 @@ func (s *Server) replayWebhook(ctx *fasthttp.RequestCtx) error {
 	if len(b.IDs) > 10000 {
 		return badRequest("invalid_input", `"ids" may list at most 10000 messages`)
 	}
-	res, err := e.Replay(pathID(ctx), b.IDs)
+	res, err := e.Replay(s.reqCtx(ctx), pathID(ctx), b.IDs)
 	if err != nil {
 		return err
 	}

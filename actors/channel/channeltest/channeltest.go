@@ -169,7 +169,7 @@ func (h *Harness) TryConfigure(name string, body map[string]any) (*channel.Confi
 // Get returns the channel's view, failing the test on error.
 func (h *Harness) Get(name string) *channel.View {
 	h.T.Helper()
-	v, err := h.Service.Get(name)
+	v, err := h.Service.Get(context.Background(), name)
 	if err != nil {
 		h.T.Fatalf("get %s: %v", name, err)
 	}
@@ -347,7 +347,7 @@ func (h *Harness) WebhookURL(name string) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/channels/"), "/webhook")
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		resp, err := h.Service.Webhook(name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
+		resp, err := h.Service.Webhook(r.Context(), name, &channel.WebhookRequest{Method: r.Method, Query: r.URL.Query(),
 			Header: r.Header, Body: body, RemoteIP: "127.0.0.1"})
 		if err != nil {
 			status := http.StatusBadRequest

@@ -411,7 +411,7 @@ func restart(t *testing.T, s Suite) {
 // test may not fail) until channel name is no longer connected.
 func linkDown(h *Harness, name string) {
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if v, err := h.Service.Get(name); err == nil && v.State != channel.StateConnected && v.State != channel.StateDegraded {
+		if v, err := h.Service.Get(context.Background(), name); err == nil && v.State != channel.StateConnected && v.State != channel.StateDegraded {
 			return
 		}
 	}

@@ -199,7 +199,7 @@ func TestIRCRoundTrip(t *testing.T) {
 		t.Fatalf("turns = %+v", turns)
 	}
 	// The watchdog's probe is a PING on the live link.
-	if _, err := h.Service.Test("irc", ""); err != nil {
+	if _, err := h.Service.Test(context.Background(), "irc", ""); err != nil {
 		t.Fatalf("probe: %v", err)
 	}
 }

@@ -86,18 +86,18 @@ func TestSlackEventsAPIWebhook(t *testing.T) {
 	h.WaitState("slack", channel.StateConnected)
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	challenge := []byte(`{"token":"x","challenge":"c-123","type":"url_verification"}`)
-	resp, err := h.Service.Webhook("slack", &channel.WebhookRequest{Method: "POST", Body: challenge, Header: http.Header{
+	resp, err := h.Service.Webhook(context.Background(), "slack", &channel.WebhookRequest{Method: "POST", Body: challenge, Header: http.Header{
 		"X-Slack-Request-Timestamp": {ts}, "X-Slack-Signature": {sign(challenge, ts)}}})
 	if err != nil || string(resp.Body) != "c-123" {
 		t.Fatalf("url_verification: %+v %v", resp, err)
 	}
 	body, _ := json.Marshal(fake.DM("D2", "U7", "via events api"))
-	_, err = h.Service.Webhook("slack", &channel.WebhookRequest{Method: "POST", Body: body, Header: http.Header{
+	_, err = h.Service.Webhook(context.Background(), "slack", &channel.WebhookRequest{Method: "POST", Body: body, Header: http.Header{
 		"X-Slack-Request-Timestamp": {ts}, "X-Slack-Signature": {"v0=deadbeef"}}})
 	if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindUnauthorized {
 		t.Fatalf("bad signature: %v", err)
 	}
-	if _, err := h.Service.Webhook("slack", &channel.WebhookRequest{Method: "POST", Body: body, Header: http.Header{
+	if _, err := h.Service.Webhook(context.Background(), "slack", &channel.WebhookRequest{Method: "POST", Body: body, Header: http.Header{
 		"X-Slack-Request-Timestamp": {ts}, "X-Slack-Signature": {sign(body, ts)}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package telegram_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -84,7 +85,7 @@ func TestTestWithBadTokenIsUpstreamError(t *testing.T) {
 	h, fake := setup(t)
 	h.Configure("telegram", map[string]any{"token": "999:wrong", "api_url": fake.URL()})
 	h.WaitState("telegram", channel.StateError)
-	if _, err := h.Service.Test("telegram", ""); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindUpstream {
+	if _, err := h.Service.Test(context.Background(), "telegram", ""); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindUpstream {
 		t.Fatalf("test with bad token: %v", err)
 	}
 }

@@ -178,7 +178,7 @@ func TestXMPPChatAndRoom(t *testing.T) {
 	if len(turns) != 2 || turns[0].Session != "channel:xmpp:alice@localhost" || turns[1].Session != "channel:xmpp:lobby@conference.localhost" {
 		t.Fatalf("turns = %+v", turns)
 	}
-	if _, err := h.Service.Test("xmpp", ""); err != nil {
+	if _, err := h.Service.Test(context.Background(), "xmpp", ""); err != nil {
 		t.Fatalf("ping probe: %v", err)
 	}
 }
