@@ -78,3 +78,20 @@ func TestEchoProviderRefusesURLAndKey(t *testing.T) {
 		t.Fatalf("priced echo: %+v", p)
 	}
 }
+
+func TestEchoProviderStreamsWordByWord(t *testing.T) {
+	r, err := NewRegistry(Options{Providers: map[string]ProviderConfig{"echo": {API: APIEcho}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	route, _ := r.Resolve("echo/echo")
+	var pieces []string
+	req := Request{Messages: []Message{{Role: RoleUser, Content: "one two three"}}}
+	resp, err := r.ChatStream(context.Background(), route, req, func(d Delta) error {
+		pieces = append(pieces, d.Text)
+		return nil
+	})
+	if err != nil || resp.Text != "one two three" || strings.Join(pieces, "|") != "one |two |three" || !resp.UsageEstimated {
+		t.Fatalf("stream: %q %+v %v", pieces, resp, err)
+	}
+}
