@@ -1,9 +1,9 @@
 package approval
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // metrics are the approvals' Prometheus series. Both are moved only by
@@ -26,25 +26,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.pending, err = register(reg, m.pending); err != nil {
+	if m.pending, err = kernel.RegisterMetric(reg, m.pending); err != nil {
 		return nil, err
 	}
-	if m.decided, err = register(reg, m.decided); err != nil {
+	if m.decided, err = kernel.RegisterMetric(reg, m.decided); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered
-// under its name (approvals restarted on the same kernel keep counting
-// into the same series).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }
