@@ -80,6 +80,7 @@ fuzz:
 	$(GO) test ./actors/comms -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 30s
 	$(GO) test ./actors/usage -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s
 	$(GO) test ./transport/sse -run '^$$' -fuzz FuzzLastEventID -fuzztime 30s
+	$(GO) test ./transport/sse -run '^$$' -fuzz FuzzReader -fuzztime 30s
 	$(GO) test ./transport/http -run '^$$' -fuzz FuzzHookSignature -fuzztime 30s
 	$(GO) test ./transport/http -run '^$$' -fuzz FuzzForwardedClient -fuzztime 30s
 	$(GO) test ./transport/http -run '^$$' -fuzz FuzzHostName -fuzztime 30s

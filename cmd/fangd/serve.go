@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -43,19 +42,12 @@ type serveCommand struct {
 	listen, home, config string
 }
 
-func (c *serveCommand) Run(ctx context.Context, args []string) error {
+func (c *serveCommand) Run(ctx context.Context) error {
 	// SIGHUP reloads the config; caught from the start so that one sent
 	// while the daemon starts is applied once it serves, not fatal.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.StringVar(&c.listen, "listen", "", "listen address (default api_listen, 127.0.0.1:4545)")
-	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
-	fs.StringVar(&c.config, "config", "", "config file (default $FANGD_HOME/config.toml)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
 	home, err := resolveHome(c.home)
 	if err != nil {
 		return err
