@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/cluster/devetcd"
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // A message batch naming a type or serializer the receiver does not have
