@@ -186,11 +186,13 @@ type Deps struct {
 
 // Server is fangd's HTTP API.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	log    zerolog.Logger
-	router *router.Router
-	srv    *fasthttp.Server
+	cfg  Config
+	deps Deps
+	// cluster is the cluster membership (nil: single node), SetCluster.
+	cluster ClusterView
+	log     zerolog.Logger
+	router  *router.Router
+	srv     *fasthttp.Server
 	// limits is the rate limiter in force (SetRateLimits).
 	limits  atomic.Pointer[limiter]
 	edge    edge
@@ -371,6 +373,7 @@ func (s *Server) routes() {
 	s.a2aRoutes()
 	s.commsRoutes()
 	s.peerRoutes()
+	s.clusterRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
 	s.mcpRoutes()
