@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -191,12 +190,10 @@ func (a *Adapter) Probe(ctx context.Context) (channel.Identity, error) {
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.api+"/spaces?pageSize=1", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 1<<20)
 	if err != nil {
-		return channel.Identity{}, fmt.Errorf("google_chat: %w", unwrapURL(err))
+		return channel.Identity{}, fmt.Errorf("google_chat: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
 		err := statusError(resp, data)
 		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
@@ -287,12 +284,10 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 1<<20)
 	if err != nil {
-		return "", fmt.Errorf("google_chat: %w", unwrapURL(err))
+		return "", fmt.Errorf("google_chat: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode == http.StatusOK {
 		var m message
 		_ = json.Unmarshal(data, &m)
@@ -328,18 +323,7 @@ func statusError(resp *http.Response, data []byte) *channel.StatusError {
 	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
 		desc = e.Error.Status + ": " + e.Error.Message
 	}
-	if len(desc) > 300 {
-		desc = desc[:300]
-	}
-	return &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("google_chat: %s (HTTP %d)", desc, resp.StatusCode)}
+	return &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("google_chat: %s (HTTP %d)", channel.Clip(desc, 300), resp.StatusCode)}
 }
 
 func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
-
-func unwrapURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}

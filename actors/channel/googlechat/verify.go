@@ -43,7 +43,7 @@ func (a *Adapter) loadKeys(ctx context.Context) error {
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("google_chat: signing keys: %w", unwrapURL(err))
+		return fmt.Errorf("google_chat: signing keys: %w", channel.NetCause(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -206,16 +205,10 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 64<<10)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		return "", fmt.Errorf("teams: connector: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 == 2 {
 		var r struct {
 			ID string `json:"id"`
