@@ -25,6 +25,7 @@ import (
 	xjwt "golang.org/x/oauth2/jwt"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/jwtkeys"
 	"github.com/fangd/fangd/transport/httpretry"
 )
 
@@ -48,17 +49,16 @@ var (
 
 // Adapter is one Chat app.
 type Adapter struct {
-	jwt        *xjwt.Config
-	api        string
-	audience   string
-	byNumber   bool // audience is a project number (else an endpoint URL)
-	certsURL   string
-	legacy     string // verification token of old-style apps
-	hookURL    string
-	hookSpace  string
-	http       *http.Client
-	keys       *keyCache
-	refreshReq chan struct{}
+	jwt       *xjwt.Config
+	api       string
+	audience  string
+	byNumber  bool // audience is a project number (else an endpoint URL)
+	certsURL  string
+	legacy    string // verification token of old-style apps
+	hookURL   string
+	hookSpace string
+	http      *http.Client
+	keys      *jwtkeys.Keys
 
 	mu  sync.Mutex
 	tok *oauth2.Token
@@ -80,7 +80,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	}
 	a := &Adapter{jwt: jc, api: strings.TrimRight(cfg.Text("api_url"), "/"), audience: cfg.Text("audience"),
 		legacy: cfg.Secret("verification_token"), http: cfg.HTTPClient(30 * time.Second),
-		keys: &keyCache{}, refreshReq: make(chan struct{}, 1)}
+		keys: jwtkeys.New()}
 	if err := checkURL(a.api); err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}
 	}
@@ -221,27 +221,14 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 		}
 	}
 	host.Connected(id)
-	tick := time.NewTicker(keyRefresh)
-	defer tick.Stop()
-	var last time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		case <-a.refreshReq:
-			if time.Since(last) < 5*time.Minute {
-				continue
-			}
-		}
-		last = time.Now()
+	return a.keys.Keep(ctx, keyRefresh, func(ctx context.Context) error {
 		if a.audience == "" {
-			continue
+			return nil
 		}
-		if err := a.loadKeys(ctx); err != nil && ctx.Err() == nil {
-			host.Log().Warn().Err(err).Msg("google_chat: could not refresh Google's signing keys; keeping the old ones")
-		}
-	}
+		return a.loadKeys(ctx)
+	}, func(err error) {
+		host.Log().Warn().Err(err).Msg("google_chat: could not refresh Google's signing keys; keeping the old ones")
+	})
 }
 
 // message is the Chat message resource (the parts used here).
