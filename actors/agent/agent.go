@@ -410,7 +410,7 @@ func (a *agentActor) finish(c actor.Context, t *turn, answer string, err error) 
 		res = &TurnResult{Response: answer, InputTokens: p.InputTokens, CachedInputTokens: p.CachedInputTokens,
 			OutputTokens: p.OutputTokens, CostUSD: float64(p.CostNanos) / 1e9, Model: t.route.Model,
 			Provider: t.route.Provider, PricingKnown: t.route.Pricing.PricingKnown, AgentID: t.agentID,
-			SessionID: t.sessionID, LatencyMS: p.LatencyMS, ToolCalls: p.Records}
+			SessionID: t.sessionID, LatencyMS: p.LatencyMS, ToolCalls: p.Records, Iterations: p.Iterations}
 	}
 	a.report(c, t, res, len([]rune(answer)), err, waits)
 	if len(st.queue) > 0 {

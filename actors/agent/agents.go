@@ -147,3 +147,16 @@ func (a *Agents) Send(ctx context.Context, s Send) (*TurnResult, error) {
 	defer cancel()
 	return kernel.Ask[*TurnResult](ctx, a.k, a.pid, &s)
 }
+
+// Stream runs one turn like Send, handing its events to out as they
+// happen (see Send.Stream); out must be read until Stream returns.
+// Cancelling ctx cancels the turn: the provider call in flight is
+// closed and the answer is a turn_cancelled error.
+func (a *Agents) Stream(ctx context.Context, s Send, out chan<- StreamEvent) (*TurnResult, error) {
+	s.Ctx, s.Stream = ctx, out
+	// The ask outlives ctx: cancelling ctx cancels the turn, which then
+	// answers turn_cancelled, so Stream returns once the turn has ended.
+	askCtx, cancel := kernel.WithDefaultTimeout(context.WithoutCancel(ctx), a.turnTimeout)
+	defer cancel()
+	return kernel.Ask[*TurnResult](askCtx, a.k, a.pid, &s)
+}

@@ -137,7 +137,42 @@ type Send struct {
 	// call and the caller gets the error (A2A's CancelTask needs a turn
 	// that really stops). Local only; never serialised.
 	Ctx context.Context
+	// Stream, when set, receives the turn's events as they happen: the
+	// answer's text in pieces, the tool calls as the model writes them,
+	// each tool run and each provider call. Sends wait for the reader, so
+	// it must keep reading until the turn's answer comes, or cancel Ctx
+	// (which Stream needs set). Local only, like Ctx.
+	Stream chan<- StreamEvent
 }
+
+// StreamEvent is one event of a streamed turn (Send.Stream).
+type StreamEvent struct {
+	Type string
+	// Text is a piece of the answer (StreamText).
+	Text string
+	// Tool and ToolCallID name the call of StreamToolUse, StreamToolInput
+	// and StreamToolRun; Input is its arguments (StreamToolInput).
+	Tool       string
+	ToolCallID string
+	Input      json.RawMessage
+	// Iteration is which provider call of the turn begins (StreamStep),
+	// from 1.
+	Iteration int
+}
+
+// The types of StreamEvent.
+const (
+	// StreamStep: a provider call begins (before its budget is reserved).
+	StreamStep = "step"
+	// StreamText: a piece of the model's text.
+	StreamText = "text"
+	// StreamToolUse: the model began writing a tool call.
+	StreamToolUse = "tool_use"
+	// StreamToolInput: the tool call is complete, with its arguments.
+	StreamToolInput = "tool_input"
+	// StreamToolRun: the tool is being run (after any approval).
+	StreamToolRun = "tool_run"
+)
 
 // TurnResult is POST /api/agents/{id}/message's answer.
 type TurnResult struct {
@@ -157,6 +192,9 @@ type TurnResult struct {
 	// ToolCalls lists the tools the model asked for during the turn and
 	// how each ended.
 	ToolCalls []ToolCallRecord `json:"tool_calls,omitempty"`
+	// Iterations is the provider calls (LLM round trips) of the turn:
+	// one, plus one per round of tool calls (LibreFang's field).
+	Iterations int `json:"iterations"`
 }
 
 // ToolCallRecord is one tool call of a turn.

@@ -45,6 +45,7 @@ type progress struct {
 	CostNanos         int64            `json:"cost_nanos"`
 	LatencyMS         int64            `json:"latency_ms"`
 	Rounds            int              `json:"rounds"`
+	Iterations        int              `json:"iterations"`
 	Calls             []llm.ToolCall   `json:"calls"` // the model's current tool calls
 	Next              int              `json:"next"`  // the index of the call in hand
 	Gate              string           `json:"gate"`  // the approval the call in hand waits for
@@ -133,8 +134,12 @@ func (a *agentActor) cancelled(c actor.Context, t *turn) {
 func (a *agentActor) step(c actor.Context, t *turn) {
 	req := t.req
 	req.Messages = append([]llm.Message(nil), t.req.Messages...)
-	self, system, d, ctx := c.Self(), c.ActorSystem(), a.d, t.ctx
+	self, system, d, ctx, n := c.Self(), c.ActorSystem(), a.d, t.ctx, t.p.Iterations+1
 	go func() {
+		if err := t.emit(ctx, StreamEvent{Type: StreamStep, Iteration: n}); err != nil {
+			system.Root.Send(self, &stepDone{t: t, err: err})
+			return
+		}
 		res, err := d.runStep(ctx, t, req)
 		system.Root.Send(self, &stepDone{t: t, step: res, err: err})
 	}()
@@ -230,6 +235,10 @@ func (a *agentActor) runTool(c actor.Context, t *turn, call llm.ToolCall, approv
 	go func() {
 		ctx, cancel := context.WithTimeout(base, toolTimeout)
 		defer cancel()
+		if err := t.emit(ctx, StreamEvent{Type: StreamToolRun, Tool: call.Name, ToolCallID: call.ID}); err != nil {
+			system.Root.Send(self, &toolDone{t: t, err: err})
+			return
+		}
 		out, err := box.Call(ctx, inv)
 		system.Root.Send(self, &toolDone{t: t, out: out, err: err})
 	}()

@@ -48,7 +48,13 @@ func (d *deps) runStep(ctx context.Context, t *turn, req llm.Request) (res *step
 	ev := usage.Event{AgentID: t.agentID, AgentName: t.agentName, SessionID: t.sessionID, Provider: t.route.Provider,
 		Model: t.route.Model, PricingKnown: t.route.Pricing.PricingKnown, User: user}
 	start := time.Now()
-	resp, callErr := d.llm.Chat(ctx, t.route, req)
+	var resp *llm.Response
+	var callErr error
+	if t.streams() {
+		resp, callErr = d.llm.ChatStream(ctx, t.route, req, func(dl llm.Delta) error { return t.forward(ctx, dl) })
+	} else {
+		resp, callErr = d.llm.Chat(ctx, t.route, req)
+	}
 	elapsed := time.Since(start)
 	ev.LatencyMS = elapsed.Milliseconds()
 	if callErr != nil {
@@ -58,8 +64,13 @@ func (d *deps) runStep(ctx context.Context, t *turn, req llm.Request) (res *step
 			ev.Outcome = pe.Outcome
 		}
 	} else {
-		u := resp.Usage
 		ev.Outcome = llm.OutcomeOK
+	}
+	if resp != nil {
+		// A stream that broke still comes with what the provider will
+		// bill for (reported or estimated, within the reservation: the
+		// provider stops at max_tokens).
+		u := resp.Usage
 		ev.InputTokens, ev.CachedInputTokens, ev.CacheWriteTokens, ev.OutputTokens = u.InputTokens, u.CachedInputTokens, u.CacheWriteTokens, u.OutputTokens
 		ev.CostNanos, ev.UsageEstimated = t.route.Pricing.CostNanos(u), resp.UsageEstimated
 	}
@@ -87,4 +98,36 @@ func (p *progress) add(s *stepResult) {
 	p.OutputTokens += s.outputTokens
 	p.CostNanos += s.costNanos
 	p.LatencyMS += s.latency.Milliseconds()
+	p.Iterations++
+}
+
+// streams reports whether the turn's caller reads its events.
+func (t *turn) streams() bool { return t.w.send != nil && t.w.send.Stream != nil }
+
+// emit hands ev to the turn's stream, if it has one, waiting for the
+// reader or for ctx. It runs in the turn's goroutines, never in Receive.
+func (t *turn) emit(ctx context.Context, ev StreamEvent) error {
+	if !t.streams() {
+		return nil
+	}
+	select {
+	case t.w.send.Stream <- ev:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// forward passes a provider's delta on as a stream event. Reasoning is
+// not passed on: LibreFang's stream does not carry it either.
+func (t *turn) forward(ctx context.Context, d llm.Delta) error {
+	switch {
+	case d.Text != "":
+		return t.emit(ctx, StreamEvent{Type: StreamText, Text: d.Text})
+	case d.ToolStart != nil:
+		return t.emit(ctx, StreamEvent{Type: StreamToolUse, Tool: d.ToolStart.Name, ToolCallID: d.ToolStart.ID})
+	case d.ToolEnd != nil:
+		return t.emit(ctx, StreamEvent{Type: StreamToolInput, Tool: d.ToolEnd.Name, ToolCallID: d.ToolEnd.ID, Input: d.ToolEnd.Arguments})
+	}
+	return nil
 }

@@ -22,6 +22,7 @@ type anthRequest struct {
 	System    string        `json:"system,omitempty"`
 	Messages  []anthMessage `json:"messages"`
 	Tools     []anthTool    `json:"tools,omitempty"`
+	Stream    bool          `json:"stream,omitempty"`
 }
 
 // anthMessage's Content is a string for plain text and a list of blocks
@@ -98,13 +99,27 @@ type anthResponse struct {
 		Name  string          `json:"name"`
 		Input json.RawMessage `json:"input"`
 	} `json:"content"`
-	StopReason string `json:"stop_reason"`
-	Usage      *struct {
-		InputTokens              int64 `json:"input_tokens"`
-		OutputTokens             int64 `json:"output_tokens"`
-		CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
-		CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
-	} `json:"usage"`
+	StopReason string     `json:"stop_reason"`
+	Usage      *anthUsage `json:"usage"`
+}
+
+type anthUsage struct {
+	InputTokens              int64 `json:"input_tokens"`
+	OutputTokens             int64 `json:"output_tokens"`
+	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+	CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
+}
+
+// usage normalises Anthropic's counts: its input_tokens excludes the
+// cached parts; fangd's InputTokens counts the whole prompt, as OpenAI's
+// API does.
+func (u *anthUsage) usage() Usage {
+	return Usage{
+		InputTokens:       u.InputTokens + u.CacheReadInputTokens + u.CacheCreationInputTokens,
+		CachedInputTokens: u.CacheReadInputTokens,
+		CacheWriteTokens:  u.CacheCreationInputTokens,
+		OutputTokens:      u.OutputTokens,
+	}
 }
 
 type anthError struct {
@@ -115,8 +130,9 @@ type anthError struct {
 	} `json:"error"`
 }
 
-func (anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request) (*Response, error) {
-	body := anthRequest{Model: req.Model, MaxTokens: req.MaxTokens, System: req.System, Messages: anthMessages(req.Messages)}
+// post sends the Messages API request; stream asks for server-sent events.
+func (anthropicClient) post(ctx context.Context, hc *http.Client, baseURL, key string, req Request, stream bool) (*http.Response, error) {
+	body := anthRequest{Model: req.Model, MaxTokens: req.MaxTokens, System: req.System, Messages: anthMessages(req.Messages), Stream: stream}
 	for _, t := range req.Tools {
 		body.Tools = append(body.Tools, anthTool{Name: t.Name, Description: t.Description, InputSchema: schemaOf(t)})
 	}
@@ -129,12 +145,30 @@ func (anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL,
 		return nil, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "application/json")
+	if stream {
+		hreq.Header.Set("Accept", "text/event-stream")
+	} else {
+		hreq.Header.Set("Accept", "application/json")
+	}
 	hreq.Header.Set("anthropic-version", anthropicVersion)
 	if key != "" {
 		hreq.Header.Set("x-api-key", key)
 	}
-	resp, err := hc.Do(hreq)
+	return hc.Do(hreq)
+}
+
+// anthStatusError is the error for a non-2xx answer.
+func anthStatusError(prov string, resp *http.Response, data []byte) *ProviderError {
+	var e anthError
+	reason := strings.TrimSpace(string(data[:min(len(data), 300)]))
+	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+		reason = e.Error.Type + ": " + e.Error.Message
+	}
+	return statusError(prov, resp, reason)
+}
+
+func (c anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request) (*Response, error) {
+	resp, err := c.post(ctx, hc, baseURL, key, req, false)
 	if err != nil {
 		return nil, err
 	}
@@ -144,19 +178,19 @@ func (anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL,
 		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		var e anthError
-		reason := strings.TrimSpace(string(data[:min(len(data), 300)]))
-		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
-			reason = e.Error.Type + ": " + e.Error.Message
-		}
-		return nil, statusError(prov, resp, reason)
+		return nil, anthStatusError(prov, resp, data)
 	}
+	return decodeAnth(prov, resp.StatusCode, data, req)
+}
+
+// decodeAnth reads a whole (not streamed) Messages API message.
+func decodeAnth(prov string, status int, data []byte, req Request) (*Response, error) {
 	if len(data) > maxResponseBytes {
-		return nil, newProviderError(prov, OutcomeBadResponse, resp.StatusCode, 0, fmt.Sprintf("provider %s sent a response over %d bytes", prov, maxResponseBytes))
+		return nil, newProviderError(prov, OutcomeBadResponse, status, 0, fmt.Sprintf("provider %s sent a response over %d bytes", prov, maxResponseBytes))
 	}
 	var out anthResponse
 	if err := json.Unmarshal(data, &out); err != nil || out.Type != "message" {
-		pe := newProviderError(prov, OutcomeBadResponse, resp.StatusCode, 0, fmt.Sprintf("provider %s sent a response that is not a Messages API message", prov))
+		pe := newProviderError(prov, OutcomeBadResponse, status, 0, fmt.Sprintf("provider %s sent a response that is not a Messages API message", prov))
 		if err != nil {
 			pe.withCause(err)
 		}
@@ -170,21 +204,14 @@ func (anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL,
 			text.WriteString(c.Text)
 		case "tool_use":
 			if c.ID == "" || c.Name == "" {
-				return nil, newProviderError(prov, OutcomeBadResponse, resp.StatusCode, 0, fmt.Sprintf("provider %s sent a tool_use block without id or name", prov))
+				return nil, newProviderError(prov, OutcomeBadResponse, status, 0, fmt.Sprintf("provider %s sent a tool_use block without id or name", prov))
 			}
 			r.ToolCalls = append(r.ToolCalls, ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Input})
 		}
 	}
 	r.Text = text.String()
-	if u := out.Usage; u != nil {
-		// Anthropic's input_tokens excludes the cached parts; fangd's
-		// InputTokens counts the whole prompt, as OpenAI's API does.
-		r.Usage = Usage{
-			InputTokens:       u.InputTokens + u.CacheReadInputTokens + u.CacheCreationInputTokens,
-			CachedInputTokens: u.CacheReadInputTokens,
-			CacheWriteTokens:  u.CacheCreationInputTokens,
-			OutputTokens:      u.OutputTokens,
-		}
+	if out.Usage != nil {
+		r.Usage = out.Usage.usage()
 	} else {
 		r.Usage, r.UsageEstimated = estimateUsage(req, r.Text+callsText(r.ToolCalls)), true
 	}

@@ -5,8 +5,9 @@
 // model catalog that turns token counts into dollars.
 //
 // Nothing here is an actor: the registry is immutable configuration plus
-// goroutine-safe HTTP clients. The agent actor calls Chat from the goroutine
-// that runs one turn, never from its Receive.
+// goroutine-safe HTTP clients. The agent actor calls Chat (or ChatStream,
+// for a streamed turn) from the goroutine that runs one turn, never from
+// its Receive.
 package llm
 
 import (
@@ -85,7 +86,10 @@ type Response struct {
 	Text string
 	// ToolCalls are the tools the model wants run before it answers;
 	// StopReason is then "tool_calls" (OpenAI) or "tool_use" (Anthropic).
-	ToolCalls  []ToolCall
+	ToolCalls []ToolCall
+	// Reasoning is the model's reasoning text, when the provider streams
+	// it (Anthropic's thinking, DeepSeek's reasoning_content).
+	Reasoning  string
 	Model      string // the model that answered, as the provider names it
 	StopReason string
 	Usage      Usage

@@ -103,6 +103,7 @@ var (
 // chatClient is one wire API.
 type chatClient interface {
 	chat(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request) (*Response, error)
+	streamClient
 }
 
 type provider struct {
@@ -354,6 +355,21 @@ func (r *Registry) Providers() []ProviderInfo {
 // It times the call and counts its outcome. A failure is a *ProviderError
 // whose domain error the HTTP layer maps to 502 or 503.
 func (r *Registry) Chat(ctx context.Context, route Route, req Request) (*Response, error) {
+	return r.call(ctx, route, req, nil)
+}
+
+// ChatStream is Chat with the answer streamed: on receives the deltas
+// as they arrive (from this goroutine) and the whole Response is returned
+// at the end, as Chat's. When the stream breaks after it began (the
+// provider failed mid-stream, on or ctx stopped it, the timeout) the
+// error comes with a Response too: what arrived, with the usage the
+// provider reported or an estimate (UsageEstimated), so the caller can
+// meter what the provider will bill.
+func (r *Registry) ChatStream(ctx context.Context, route Route, req Request, on OnDelta) (*Response, error) {
+	return r.call(ctx, route, req, on)
+}
+
+func (r *Registry) call(ctx context.Context, route Route, req Request, on OnDelta) (*Response, error) {
 	p, ok := r.providers[route.Provider]
 	if !ok {
 		return nil, kernel.Errorf(kernel.KindInvalid, "unknown_provider", "unknown provider %q", route.Provider)
@@ -370,9 +386,19 @@ func (r *Registry) Chat(ctx context.Context, route Route, req Request) (*Respons
 	callCtx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	start := time.Now()
-	resp, err := p.client.chat(callCtx, p.hc, p.name, p.cfg.BaseURL, key, req)
+	var resp *Response
+	var err error
+	if on != nil {
+		resp, err = p.client.stream(callCtx, p.hc, p.name, p.cfg.BaseURL, key, req, on)
+	} else {
+		resp, err = p.client.chat(callCtx, p.hc, p.name, p.cfg.BaseURL, key, req)
+	}
 	elapsed := time.Since(start)
 	r.latency.WithLabelValues(p.name).Observe(elapsed.Seconds())
+	if resp != nil {
+		resp.Latency = elapsed
+		r.countTokens(p.name, resp.Usage)
+	}
 	if err != nil {
 		err = r.classify(ctx, callCtx, p.name, key, err)
 		var pe *ProviderError
@@ -381,14 +407,16 @@ func (r *Registry) Chat(ctx context.Context, route Route, req Request) (*Respons
 			outcome = pe.Outcome
 		}
 		r.calls.WithLabelValues(p.name, outcome).Inc()
-		return nil, err
+		return resp, err
 	}
-	resp.Latency = elapsed
 	r.calls.WithLabelValues(p.name, OutcomeOK).Inc()
-	r.tokens.WithLabelValues(p.name, "input").Add(float64(resp.Usage.InputTokens))
-	r.tokens.WithLabelValues(p.name, "cached_input").Add(float64(resp.Usage.CachedInputTokens))
-	r.tokens.WithLabelValues(p.name, "output").Add(float64(resp.Usage.OutputTokens))
 	return resp, nil
+}
+
+func (r *Registry) countTokens(prov string, u Usage) {
+	r.tokens.WithLabelValues(prov, "input").Add(float64(u.InputTokens))
+	r.tokens.WithLabelValues(prov, "cached_input").Add(float64(u.CachedInputTokens))
+	r.tokens.WithLabelValues(prov, "output").Add(float64(u.OutputTokens))
 }
 
 // classify turns transport failures into ProviderErrors and scrubs the key

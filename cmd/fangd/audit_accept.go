@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/user"
@@ -18,13 +17,7 @@ import (
 // who accepted it and why. It is the only way past a mismatch.
 type auditAcceptCommand struct{ home, reason string }
 
-func (c *auditAcceptCommand) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("audit accept", flag.ContinueOnError)
-	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
-	fs.StringVar(&c.reason, "reason", "", "why the mismatch is accepted (required; recorded in the audit log)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+func (c *auditAcceptCommand) Run(_ context.Context) error {
 	c.reason = strings.TrimSpace(c.reason)
 	if c.reason == "" {
 		return errors.New(`audit accept: --reason "..." is required: it is recorded in the audit log`)

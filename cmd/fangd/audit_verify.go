@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,12 +15,7 @@ import (
 // 0 when the chain is valid and 1 when it is broken.
 type auditVerifyCommand struct{ home string }
 
-func (c *auditVerifyCommand) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+func (c *auditVerifyCommand) Run(_ context.Context) error {
 	h, err := openHomeOffline(c.home)
 	if err != nil {
 		return err

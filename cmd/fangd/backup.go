@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -25,15 +24,7 @@ import (
 // renamed to --out: a file at --out is always a complete backup.
 type backupCommand struct{ home, out, url, key string }
 
-func (c *backupCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
-	fs.StringVar(&c.out, "out", "", "backup file to write (required; must not exist)")
-	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
-	fs.StringVar(&c.url, "url", "", "a running daemon's base URL (default: its api_listen, when the home is in use)")
-	fs.StringVar(&c.key, "key", "", "API key for --url (default $FANGD_API_KEY or the config's api_key)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+func (c *backupCommand) Run(ctx context.Context) error {
 	if c.out == "" {
 		return errors.New("backup: --out FILE is required")
 	}

@@ -50,6 +50,8 @@ type Config struct {
 	// ([network], config_network.go).
 	NetworkEnabled bool          `toml:"network_enabled"`
 	Network        NetworkConfig `toml:"network"`
+	// Cluster is [cluster]: cluster mode (config_cluster.go).
+	Cluster ClusterConfig `toml:"cluster"`
 
 	// MinFreeDiskBytes is the free-space reserve of the data directory's
 	// filesystem: below it writes answer 507 and start-up refuses (a full
@@ -159,6 +161,9 @@ type MCPServerConfig struct {
 type AgentsConfig struct {
 	// MaxAgents bounds how many agents exist (409 agent_limit_reached).
 	MaxAgents int `toml:"max_agents"`
+	// MaxStreams bounds the open POST /api/agents/{id}/message/stream
+	// answers (429 agent_stream_limit beyond).
+	MaxStreams int `toml:"max_streams"`
 }
 
 // DefaultModelConfig is [default_model].
@@ -247,7 +252,7 @@ func defaultConfig() Config {
 		MCP:                 MCPConfig{FailureThreshold: 3},
 		MCPServer:           MCPServerConfig{SessionTimeoutSecs: 120, MaxBodyBytes: 1 << 20, MaxSessions: fhttp.DefaultMCPSessions},
 		LLM:                 LLMConfig{TimeoutSecs: int(llm.DefaultTimeout / time.Second)},
-		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents},
+		Agents:              AgentsConfig{MaxAgents: agent.DefaultMaxAgents, MaxStreams: fhttp.DefaultMaxAgentStreams},
 		Usage:               UsageConfig{RetentionDays: int(metering.DefaultRetention / (24 * time.Hour))},
 		Approval:            approval.DefaultPolicy(),
 		Pairing:             defaultPairingConfig(),
@@ -322,6 +327,7 @@ func (c *Config) validate() error {
 		bad(errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)"))
 	}
 	bad(c.httpConfig().ValidateEdge())
+	bad(c.Cluster.validate())
 	if c.HTTP.RequestTimeoutSecs < 1 || c.HTTP.RequestTimeoutSecs > 3600 {
 		bad(errors.New("http.request_timeout_secs must be between 1 and 3600"))
 	}
@@ -379,6 +385,9 @@ func (c *Config) validate() error {
 	}
 	if c.Agents.MaxAgents < 1 || c.Agents.MaxAgents > 1_000_000 {
 		bad(errors.New("agents.max_agents must be between 1 and 1000000"))
+	}
+	if c.Agents.MaxStreams < 1 || c.Agents.MaxStreams > 100_000 {
+		bad(errors.New("agents.max_streams must be between 1 and 100000"))
 	}
 	if dm := c.DefaultModel; (dm.Provider == "") != (dm.Model == "") || strings.ContainsAny(dm.Provider, "/ \t") {
 		bad(errors.New(`default_model needs both provider (a [providers] name) and model (the provider's model id)`))
@@ -491,6 +500,7 @@ func (c *Config) httpConfig() fhttp.Config {
 	h.MaxLogStreams = c.Log.MaxStreams
 	h.AccessLog = c.Log.AccessLog
 	h.MaxA2AStreams = c.A2A.MaxStreams
+	h.MaxAgentStreams = c.Agents.MaxStreams
 	h.MCPOAuthRedirectBase = c.MCP.OAuthRedirectBase
 	h.Users, _ = c.users() // validated
 	h.PairingPerMinute = c.Pairing.AttemptsPerMinute

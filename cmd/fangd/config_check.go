@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -20,16 +19,7 @@ type configCheckCommand struct {
 	out, errOut  io.Writer
 }
 
-func (c *configCheckCommand) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
-	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
-	fs.StringVar(&c.config, "config", "", "config file (default $FANGD_HOME/config.toml)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("config check: unexpected argument %q", fs.Arg(0))
-	}
+func (c *configCheckCommand) Run(_ context.Context) error {
 	path, explicit := c.config, c.config != ""
 	if !explicit {
 		home, err := homePath(c.home)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,13 +18,7 @@ import (
 // it removes what it wrote, so the home is as empty as it was.
 type restoreCommand struct{ home, in string }
 
-func (c *restoreCommand) Run(_ context.Context, args []string) (err error) {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
-	fs.StringVar(&c.in, "in", "", "backup file to restore (required)")
-	fs.StringVar(&c.home, "home", "", "new home directory: absent or empty (required)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+func (c *restoreCommand) Run(_ context.Context) (err error) {
 	if c.in == "" || c.home == "" {
 		return errors.New("restore: --in FILE and --home NEWHOME are required")
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +23,7 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
 	"github.com/fangd/fangd/actors/channel/whatsapp"
+	fcluster "github.com/fangd/fangd/actors/cluster"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -41,20 +41,23 @@ const shutdownDeadline = 10 * time.Second
 
 type serveCommand struct {
 	listen, home, config string
+	// cluster mode flags (config_cluster.go); they override [cluster].
+	cluster, clusterName, nodeName string
 }
 
-func (c *serveCommand) Run(ctx context.Context, args []string) error {
+func (c *serveCommand) Run(ctx context.Context) error {
 	// SIGHUP reloads the config; caught from the start so that one sent
 	// while the daemon starts is applied once it serves, not fatal.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.StringVar(&c.listen, "listen", "", "listen address (default api_listen, 127.0.0.1:4545)")
-	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
-	fs.StringVar(&c.config, "config", "", "config file (default $FANGD_HOME/config.toml)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	var clusterEtcd []string
+	if c.cluster != "" {
+		eps, err := parseClusterURL(c.cluster)
+		if err != nil {
+			return &usageError{err.Error()}
+		}
+		clusterEtcd = eps
 	}
 	home, err := resolveHome(c.home)
 	if err != nil {
@@ -72,6 +75,15 @@ func (c *serveCommand) Run(ctx context.Context, args []string) error {
 		cfg.applyEnv()
 		if c.listen != "" {
 			cfg.APIListen = c.listen
+		}
+		if clusterEtcd != nil {
+			cfg.Cluster.Etcd = clusterEtcd
+		}
+		if c.clusterName != "" {
+			cfg.Cluster.Name = c.clusterName
+		}
+		if c.nodeName != "" {
+			cfg.Cluster.NodeName = c.nodeName
 		}
 		return cfg, cfg.validate()
 	}
@@ -102,7 +114,8 @@ type daemon struct {
 	vault    *store.Vault
 	mcp      *mcp.Manager
 	expose   *mcp.Exposer
-	network  *peer.Network // nil unless network_enabled
+	network  *peer.Network  // nil unless network_enabled
+	cluster  *fcluster.Node // nil unless cluster mode
 	http     *fhttp.Server
 	ln       net.Listener
 	served   chan error
@@ -290,6 +303,14 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if a2aSvc != nil && cfg.A2A.PublicURL == "" {
 		a2aSvc.SetBaseURL(a2aBaseURL(d.ln))
 	}
+	// Cluster mode joins once the API address is known: the node record
+	// in etcd carries the URL other nodes route requests to.
+	if cfg.Cluster.enabled() {
+		if err := d.startCluster(cfg, agents); err != nil {
+			return nil, err
+		}
+		d.http.SetCluster(d.cluster)
+	}
 	// Recorded and published before the first request is served, so that
 	// daemon.started precedes every event a request can cause.
 	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
@@ -451,6 +472,7 @@ serve:
 		d.log.Warn().Strs("actors", late).Msg("actors did not stop in time")
 	}
 	d.kernel = nil
+	d.stopCluster()
 	d.close()
 	d.log.Info().Msg("stopped")
 	if serveErr != nil && !errors.Is(serveErr, net.ErrClosed) {
@@ -482,6 +504,7 @@ func (d *daemon) close() {
 		d.kernel.Shutdown(ctx)
 		cancel()
 	}
+	d.stopCluster()
 	if d.db != nil {
 		if err := d.db.Close(); err != nil {
 			d.log.Error().Err(err).Msg("closing the store")

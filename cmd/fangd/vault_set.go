@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,15 +21,10 @@ type vaultSetCommand struct {
 }
 
 func (c *vaultSetCommand) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("vault set", flag.ContinueOnError)
-	fs.StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 || !validVaultName(fs.Arg(0)) {
+	if len(args) != 1 || !validVaultName(args[0]) {
 		return errors.New("vault set: want one NAME (letters, digits, '-', '_', '.'); the secret is read from stdin")
 	}
-	name := fs.Arg(0)
+	name := args[0]
 	line, err := bufio.NewReader(c.in).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err

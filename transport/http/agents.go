@@ -195,29 +195,38 @@ func turnUser(ctx *fasthttp.RequestCtx, b *messageBody) (string, error) {
 	return user, nil
 }
 
-// messageAgent serves POST /api/agents/{id}/message: one LLM turn.
-func (s *Server) messageAgent(ctx *fasthttp.RequestCtx) error {
+// messageSend reads POST /api/agents/{id}/message[/stream]'s request.
+func messageSend(ctx *fasthttp.RequestCtx) (agent.Send, error) {
 	ref, err := agentRef(ctx)
 	if err != nil {
-		return err
+		return agent.Send{}, err
 	}
 	var body messageBody
 	if err := decodeJSON(ctx, &body); err != nil {
-		return err
+		return agent.Send{}, err
 	}
 	if err := agent.CheckMessage(body.Message); err != nil {
-		return err
+		return agent.Send{}, err
 	}
 	if body.SessionID != "" {
 		if body.SessionID, err = agent.ParseSessionID(body.SessionID); err != nil {
-			return err
+			return agent.Send{}, err
 		}
 	}
 	user, err := turnUser(ctx, &body)
 	if err != nil {
+		return agent.Send{}, err
+	}
+	return agent.Send{Ref: ref, Text: body.Message, SessionID: body.SessionID, From: "api", Who: who(ctx), User: user}, nil
+}
+
+// messageAgent serves POST /api/agents/{id}/message: one LLM turn.
+func (s *Server) messageAgent(ctx *fasthttp.RequestCtx) error {
+	send, err := messageSend(ctx)
+	if err != nil {
 		return err
 	}
-	res, err := s.deps.Agents.Send(s.reqCtxWait(ctx), agent.Send{Ref: ref, Text: body.Message, SessionID: body.SessionID, From: "api", Who: who(ctx), User: user})
+	res, err := s.deps.Agents.Send(s.reqCtxWait(ctx), send)
 	if err != nil {
 		return err
 	}

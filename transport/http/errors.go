@@ -87,17 +87,24 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
 		// An upstream asked us to wait (a provider's 429): pass it on.
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(ra.RetryAfter().Seconds())))))
 	}
+	status, code, msg := s.describeError(err, requestID(ctx), string(ctx.Path()))
+	s.fail(ctx, status, code, msg)
+}
+
+// describeError is the status, code and message a domain error answers
+// with (writeError's, and a streamed answer's error event's). Causes are
+// logged, never shown; anything unknown is an internal error.
+func (s *Server) describeError(err error, reqID, path string) (status int, code, msg string) {
 	if de := kernel.AsError(err); de != nil {
 		if status, ok := statusOf[de.Kind]; ok {
 			if de.Err != nil {
-				s.log.Warn().Err(de.Err).Str("code", de.Code).Str("request_id", requestID(ctx)).Msg(de.Msg)
+				s.log.Warn().Err(de.Err).Str("code", de.Code).Str("request_id", reqID).Msg(de.Msg)
 			}
-			s.fail(ctx, status, de.Code, de.Msg)
-			return
+			return status, de.Code, de.Msg
 		}
 	}
-	s.log.Error().Err(err).Str("request_id", requestID(ctx)).Str("path", string(ctx.Path())).Msg("request failed")
-	s.fail(ctx, fasthttp.StatusInternalServerError, "internal_error", "internal server error")
+	s.log.Error().Err(err).Str("request_id", reqID).Str("path", path).Msg("request failed")
+	return fasthttp.StatusInternalServerError, "internal_error", "internal server error"
 }
 
 // fail writes the error envelope with status, or on a JSON-RPC route the

@@ -77,6 +77,10 @@ type Config struct {
 	// tasks/resubscribe), each a goroutine and an agent turn's events held
 	// for as long as the client reads; beyond it 429 a2a_stream_limit.
 	MaxA2AStreams int
+	// MaxAgentStreams bounds the open POST /api/agents/{id}/message/stream
+	// answers, each a turn in flight ([agents] max_streams); beyond it 429
+	// agent_stream_limit.
+	MaxAgentStreams int
 	// StreamWriteTimeout bounds one write of a long-lived stream (SSE,
 	// the A2A and MCP streams): a client that stops reading that long is
 	// cut. WriteTimeout is one-shot per response and would cut every
@@ -137,6 +141,7 @@ func DefaultConfig() Config {
 		SSEHeartbeat:       15 * time.Second,
 		MaxLogStreams:      DefaultMaxLogStreams,
 		MaxA2AStreams:      DefaultMaxA2AStreams,
+		MaxAgentStreams:    DefaultMaxAgentStreams,
 		StreamWriteTimeout: 30 * time.Second,
 		A2AMaxBodyBytes:    1 << 20,
 		RequestTimeout:     DefaultRequestTimeout,
@@ -181,11 +186,13 @@ type Deps struct {
 
 // Server is fangd's HTTP API.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	log    zerolog.Logger
-	router *router.Router
-	srv    *fasthttp.Server
+	cfg  Config
+	deps Deps
+	// cluster is the cluster membership (nil: single node), SetCluster.
+	cluster ClusterView
+	log     zerolog.Logger
+	router  *router.Router
+	srv     *fasthttp.Server
 	// limits is the rate limiter in force (SetRateLimits).
 	limits  atomic.Pointer[limiter]
 	edge    edge
@@ -213,6 +220,8 @@ type Server struct {
 	// logStreams counts the open /api/logs/stream subscribers.
 	logStreams atomic.Int64
 	a2aStreams atomic.Int64
+	// agentStreams counts the open agent message streams.
+	agentStreams atomic.Int64
 	// pairingLimit is the public pairing routes' own limiter.
 	pairingLimit pairingLimiter
 }
@@ -315,6 +324,7 @@ func (s *Server) routes() {
 	s.api("PATCH", "/agents/{id}", s.patchAgent)
 	s.api("DELETE", "/agents/{id}", s.deleteAgent)
 	s.api("POST", "/agents/{id}/message", s.messageAgent)
+	s.api("POST", "/agents/{id}/message/stream", s.messageAgentStream)
 	s.agentBindingRoutes()
 	s.agentActivityRoutes()
 	s.api("GET", "/templates", s.listTemplates)
@@ -363,6 +373,7 @@ func (s *Server) routes() {
 	s.a2aRoutes()
 	s.commsRoutes()
 	s.peerRoutes()
+	s.clusterRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
 	s.mcpRoutes()

@@ -33,6 +33,9 @@ type Request struct {
 	MaxTokensField string
 	// Tools are the tools offered, by name.
 	Tools []Tool
+	// Stream is set when the request asked for a streamed answer, and
+	// IncludeUsage when it asked for OpenAI's usage chunk at the end.
+	Stream, IncludeUsage bool
 }
 
 // Message is one message of a received request. A "tool" message (an
@@ -82,6 +85,10 @@ type Fake struct {
 	requests  []Request
 	reply     func(Request) Reply
 	calls     int
+	// streaming knobs (stream.go)
+	chunkDelay time.Duration
+	midFail    *midFailure
+	cuts       chan struct{}
 	// OnHeld, when set before the first call, is told how long each
 	// request was really held for its latency (the latency plus the
 	// timer's own overshoot), so that a benchmark can subtract the
@@ -99,7 +106,7 @@ func NewOpenAI(key string) *Fake { return start("openai", key) }
 func NewAnthropic(key string) *Fake { return start("anthropic", key) }
 
 func start(api, key string) *Fake {
-	f := &Fake{api: api, key: key, outTokens: 12}
+	f := &Fake{api: api, key: key, outTokens: 12, cuts: make(chan struct{}, 64)}
 	mux := http.NewServeMux()
 	if api == "openai" {
 		mux.HandleFunc("POST /v1/chat/completions", f.openAI)
@@ -335,12 +342,20 @@ func (f *Fake) openAI(w http.ResponseWriter, req *http.Request) {
 		MaxTokens           int  `json:"max_tokens"`
 		MaxCompletionTokens int  `json:"max_completion_tokens"`
 		Stream              bool `json:"stream"`
+		StreamOptions       *struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
 	}
-	if err := json.NewDecoder(req.Body).Decode(&body); err != nil || body.Model == "" || len(body.Messages) == 0 || body.Stream {
+	if err := json.NewDecoder(req.Body).Decode(&body); err != nil || body.Model == "" || len(body.Messages) == 0 {
 		f.writeError(w, http.StatusBadRequest, "invalid_request_error", "We could not parse the JSON body of your request.")
 		return
 	}
-	r := Request{Model: body.Model, MaxTokens: body.MaxTokens, MaxTokensField: "max_tokens"}
+	if body.StreamOptions != nil && !body.Stream {
+		f.writeError(w, http.StatusBadRequest, "invalid_request_error", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+		return
+	}
+	r := Request{Model: body.Model, MaxTokens: body.MaxTokens, MaxTokensField: "max_tokens", Stream: body.Stream,
+		IncludeUsage: body.StreamOptions != nil && body.StreamOptions.IncludeUsage}
 	if body.MaxCompletionTokens > 0 {
 		r.MaxTokens, r.MaxTokensField = body.MaxCompletionTokens, "max_completion_tokens"
 	}
@@ -399,6 +414,10 @@ func (f *Fake) openAI(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		return
 	}
+	if r.Stream {
+		f.streamOpenAI(w, req, r, rep, in, cached, out, usage && r.IncludeUsage)
+		return
+	}
 	msg := map[string]any{"role": "assistant", "content": rep.Text, "refusal": nil}
 	finish := "stop"
 	if len(rep.ToolCalls) > 0 {
@@ -453,12 +472,13 @@ func (f *Fake) anthropic(w http.ResponseWriter, req *http.Request) {
 			Description string          `json:"description"`
 			InputSchema json.RawMessage `json:"input_schema"`
 		} `json:"tools"`
+		Stream bool `json:"stream"`
 	}
 	if err := json.NewDecoder(req.Body).Decode(&body); err != nil || body.Model == "" || body.MaxTokens < 1 || len(body.Messages) == 0 {
 		f.writeError(w, http.StatusBadRequest, "invalid_request_error", "model, max_tokens and messages are required")
 		return
 	}
-	r := Request{Model: body.Model, System: body.System, MaxTokens: body.MaxTokens, MaxTokensField: "max_tokens"}
+	r := Request{Model: body.Model, System: body.System, MaxTokens: body.MaxTokens, MaxTokensField: "max_tokens", Stream: body.Stream}
 	for i, t := range body.Tools {
 		var schema struct {
 			Type string `json:"type"`
@@ -552,6 +572,10 @@ func (f *Fake) anthropic(w http.ResponseWriter, req *http.Request) {
 	}
 	rep, in, cached, out, usage, ok := f.answer(w, req, r)
 	if !ok {
+		return
+	}
+	if r.Stream {
+		f.streamAnthropic(w, req, r, rep, in, cached, out, usage)
 		return
 	}
 	content := []any{}
