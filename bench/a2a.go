@@ -32,6 +32,25 @@ const benchLLMKey = "sk-fangd-bench-0f1e2d3c"
 // (and a new agent session) for every request, so one body serves the run.
 const a2aSendBody = `{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"bench","role":"ROLE_USER","parts":[{"text":"bench"}]}}}`
 
+// fakeProviderConfig is the config of the fake provider at baseURL, model
+// fakebench/instant (the daemon reads its key from FANGD_BENCH_LLM_KEY).
+func fakeProviderConfig(baseURL string) string {
+	return fmt.Sprintf(`
+[providers.fakebench]
+api = "openai"
+base_url = %q
+trusted = true # a local fake on loopback
+api_key_env = "FANGD_BENCH_LLM_KEY"
+
+[[models]]
+provider = "fakebench"
+id = "instant"
+input_per_m = 0.1
+output_per_m = 0.1
+context_window = 128000
+`, baseURL)
+}
+
 // keptTasks is how many finished tasks the in-process memory run keeps.
 const keptTasks = 2000
 
@@ -52,20 +71,7 @@ func runA2A(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	extra := fmt.Sprintf(`
-[providers.fakebench]
-api = "openai"
-base_url = %q
-trusted = true # a local fake on loopback
-api_key_env = "FANGD_BENCH_LLM_KEY"
-
-[[models]]
-provider = "fakebench"
-id = "instant"
-input_per_m = 0.1
-output_per_m = 0.1
-context_window = 128000
-`, fake.BaseURL)
+	extra := fakeProviderConfig(fake.BaseURL)
 	prof, err := newDaemonProfiler(env, "")
 	if err != nil {
 		return nil, err

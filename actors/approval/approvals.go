@@ -69,6 +69,8 @@ type env struct {
 	// or loaded (id -> *Approval), so it is neither read back nor decoded
 	// twice; a restarted actor finds nothing here and reads the store.
 	boot sync.Map
+	// metrics are fangd_approvals_pending and _decided_total.
+	metrics *metrics
 }
 
 type notifierBox struct{ n Notifier }
@@ -115,6 +117,9 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 	pol := opts.Policy
 	e.policy.Store(&pol)
 	var err error
+	if e.metrics, err = newMetrics(k.Metrics); err != nil {
+		return nil, err
+	}
 	if e.totp, err = k.SpawnRoot("approvals-totp", func() actor.Actor { return &totpActor{env: e} }); err != nil {
 		return nil, err
 	}

@@ -180,6 +180,7 @@ func (s *supervisor) load(c actor.Context) error {
 	e := s.env
 	s.props = e.k.Props(func() actor.Actor { return &request{env: e} })
 	s.byID, s.pendingByAgent, s.agents, s.decided, s.expiry = map[string]*entry{}, map[string]int{}, map[string]string{}, nil, nil
+	e.metrics.pending.Set(0) // recounted by addPending below
 	s.creating, s.creatingByAgent = map[string][]heldMsg{}, map[string]int{}
 	if _, err := e.meta.Get(indexVersionKey); errors.Is(err, store.ErrNotFound) {
 		if err := s.buildIndex(); err != nil {
@@ -304,6 +305,7 @@ func (s *supervisor) addPending(en *entry, agentID string) {
 	en.agentID = agentID
 	s.byID[en.id] = en
 	s.pendingByAgent[agentID]++
+	s.env.metrics.pending.Inc()
 }
 
 func decidedBefore(a, b *Approval) bool {
@@ -628,6 +630,8 @@ func (s *supervisor) onDecided(c actor.Context, rec *Approval) {
 		return
 	}
 	e.rec = rec
+	s.env.metrics.pending.Dec()
+	s.env.metrics.decided.WithLabelValues(rec.Status).Inc()
 	if s.pendingByAgent[e.agentID]--; s.pendingByAgent[e.agentID] <= 0 {
 		delete(s.pendingByAgent, e.agentID)
 		delete(s.agents, e.agentID)

@@ -42,7 +42,8 @@ type Pricing struct {
 	// PricingKnown is false when the model is not in the catalog and is
 	// priced by the configured default.
 	PricingKnown bool `json:"pricing_known"`
-	// Source is "catalog", "config" or "default".
+	// Source is "catalog", "config", "default", or "echo_test_provider"
+	// (the free models of an api = "echo" provider).
 	Source string `json:"source"`
 }
 
@@ -115,6 +116,13 @@ func NewCatalog(overrides []ModelConfig, providers map[string]ProviderConfig, de
 	for i, m := range overrides {
 		if err := c.apply(fmt.Sprintf("models[%d]", i), m, "config", providers); err != nil {
 			return nil, err
+		}
+	}
+	for name, p := range providers {
+		// Every model of the echo test provider is free, unless [[models]]
+		// prices it (to try budgets with it).
+		if _, ok := c.models[name+"\x00*"]; p.API == APIEcho && !ok {
+			c.models[name+"\x00*"] = Pricing{Provider: name, ID: "*", PricingKnown: true, Source: echoSource}
 		}
 	}
 	return c, nil

@@ -152,8 +152,17 @@ func ValidateProviders(cfg map[string]ProviderConfig) (map[string]ProviderConfig
 				p.API = APIOpenAI
 			}
 		}
+		if p.API == APIEcho {
+			// The test provider calls nothing: no URL, no key.
+			if p.BaseURL != "" || p.APIKeyEnv != "" {
+				return nil, fmt.Errorf("%s: api = \"echo\" is the built-in offline test provider; it takes no base_url or api_key_env", field)
+			}
+			p.Trusted = true
+			out[name] = p
+			continue
+		}
 		if p.API != APIOpenAI && p.API != APIAnthropic {
-			return nil, fmt.Errorf("%s.api %q: want \"openai\" (OpenAI-compatible chat completions) or \"anthropic\"", field, p.API)
+			return nil, fmt.Errorf("%s.api %q: want \"openai\" (OpenAI-compatible chat completions), \"anthropic\", or \"echo\" (the offline test provider)", field, p.API)
 		}
 		if p.BaseURL == "" {
 			if !known {
@@ -254,8 +263,11 @@ func NewRegistry(opts Options) (*Registry, error) {
 	}
 	for name, p := range provs {
 		var c chatClient = openAIClient{maxCompletionTokens: name == "openai"}
-		if p.API == APIAnthropic {
+		switch p.API {
+		case APIAnthropic:
 			c = anthropicClient{}
+		case APIEcho:
+			c = echoClient{}
 		}
 		hc := r.hc
 		if !p.Trusted && opts.Guard != nil && opts.HTTPClient == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/audit"
@@ -64,7 +65,12 @@ type Options struct {
 
 // env is what every MCP actor shares.
 type env struct {
-	k       *kernel.Kernel
+	k *kernel.Kernel
+	// calls and latency are fangd_mcp_tool_calls_total{server,outcome}
+	// and fangd_mcp_tool_call_duration_seconds{server}: every proxied
+	// call, an agent's or POST /mcp's.
+	calls   *prometheus.CounterVec
+	latency *prometheus.HistogramVec
 	vault   *store.Vault
 	servers *store.Collection[Spec]
 	pins    *store.Collection[pinState]
@@ -126,6 +132,17 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 		servers: store.NewCollection[Spec](db, "mcp_servers"),
 		pins:    store.NewCollection[pinState](db, "mcp_pins"),
 		log:     k.Log.With().Str("component", "mcp").Logger()}
+	e.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fangd_mcp_tool_calls_total",
+		Help: "Calls of MCP servers' tools, by server and outcome (ok, tool_error, error, denied)."}, []string{"server", "outcome"})
+	e.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "fangd_mcp_tool_call_duration_seconds",
+		Help:    "MCP tool call latency, by server.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"server"})
+	if e.calls, err = kernel.RegisterMetric(k.Metrics, e.calls); err != nil {
+		return nil, err
+	}
+	if e.latency, err = kernel.RegisterMetric(k.Metrics, e.latency); err != nil {
+		return nil, err
+	}
 	m := &Manager{env: e, cfgSpecs: opts.Servers}
 	m.catalog.Store(cat)
 	m.index.Store(&toolIndex{byName: map[string]indexedTool{}})
@@ -352,6 +369,11 @@ func (m *Manager) callProxied(ctx context.Context, name string, args json.RawMes
 	if !ok {
 		return nil, "", name, kernel.Errorf(kernel.KindNotFound, "unknown_tool", "unknown tool %q", name)
 	}
+	start := time.Now()
+	defer func() {
+		m.env.latency.WithLabelValues(it.Server).Observe(time.Since(start).Seconds())
+		m.env.calls.WithLabelValues(it.Server, Outcome(res, err)).Inc()
+	}()
 	if t := it.line.load(); t != nil {
 		res, err := it.line.call(ctx, t, it.Info.OriginalName, args)
 		return res, it.Server, it.Info.OriginalName, err

@@ -140,15 +140,12 @@ func TestBackupFromARunningDaemonRestores(t *testing.T) {
 // A home whose audit anchor does not match is not backed up: the backup
 // would carry the broken chain under a fresh, matching anchor.
 func TestBackupRefusesAnUnacceptedAnchorMismatch(t *testing.T) {
-	home := homeWithHistory(t, 3, false)
-	path := audit.AnchorPath(home)
-	a, _ := audit.ReadAnchor(path)
-	audit.WriteAnchor(path, audit.Anchor{Length: a.Length + 2, Tip: a.Tip})
+	home, _ := mismatchedHome(t)
 	file := filepath.Join(t.TempDir(), "b")
 	if code, out := fangdCmd(t, "backup", "--out", file, "--home", home); code == 0 || !strings.Contains(out, "fangd audit accept") {
 		t.Fatalf("offline backup of a mismatched home: %d %s", code, out)
 	}
-	p := startFangd(t, home, "[audit]\non_anchor_mismatch = \"degraded\"\n", "FANGD_API_KEY="+e2eKey)
+	p := startFangd(t, home, degradedAudit, "FANGD_API_KEY="+e2eKey)
 	if code, body := p.request(t, "GET", "/api/admin/backup", ""); code != 409 || !strings.Contains(string(body), "audit_anchor_mismatch") {
 		t.Fatalf("online backup while degraded: %d %s", code, body)
 	}

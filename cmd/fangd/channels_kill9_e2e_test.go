@@ -10,12 +10,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"mime/quotedprintable"
 	"net"
-	"net/mail"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,10 +23,9 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 
 	"github.com/fangd/fangd/actors/channel/discord/discordtest"
+	"github.com/fangd/fangd/actors/channel/email/emailtest"
 	"github.com/fangd/fangd/actors/channel/googlechat/googlechattest"
 	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
 	"github.com/fangd/fangd/actors/channel/matrix/matrixtest"
@@ -307,16 +303,16 @@ func killCases() []killCase {
 			}
 		}},
 		{"email", func(t *testing.T) killPeer {
-			im, sm := startKillIMAP(t), startKillSMTP(t)
+			im, sm := startKillIMAP(t), emailtest.StartSMTP(t)
 			ih, ip, _ := net.SplitHostPort(im.addr)
-			sh, sp, _ := net.SplitHostPort(sm.addr)
+			sh, sp, _ := net.SplitHostPort(sm.Addr)
 			return killPeer{
 				configure: map[string]any{"username": killMailBot, "token": killMailPass, "imap_host": ih, "imap_port": ip,
 					"smtp_host": sh, "smtp_port": sp, "imap_security": "none", "smtp_security": "none"},
 				chat:    "ann@fangd.test",
 				inbound: func(t *testing.T, _, text string) { im.deliver(t, "ann@fangd.test", text) },
-				down:    sm.setDown, // SMTP answers 451; IMAP stays up
-				sent:    func() []string { return sm.bodies(t, "ann@fangd.test") },
+				down:    sm.SetDown, // SMTP answers 451; IMAP stays up
+				sent:    func() []string { return sm.Bodies(t, "ann@fangd.test") },
 			}
 		}},
 		{"irc", func(t *testing.T) killPeer {
@@ -326,7 +322,7 @@ func killCases() []killCase {
 					"server_password": killIRCPassword},
 				chat:    "alice",
 				inbound: func(_ *testing.T, _, text string) { irc.say(text) },
-				down:    irc.setDown, // the server stops (the links with it) and comes back with alice online
+				down:    switchDown(irc.down, irc.up), // the server stops (the links with it) and comes back with alice online
 				sent:    irc.sent,
 			}
 		}},
@@ -337,7 +333,7 @@ func killCases() []killCase {
 					"starttls": false},
 				chat:    "alice@localhost",
 				inbound: func(t *testing.T, _, text string) { x.say(t, text) },
-				down:    x.setDown, // prosody stops and comes back with alice online
+				down:    switchDown(x.down, x.up), // prosody stops and comes back with alice online
 				sent:    x.sent,
 			}
 		}},
@@ -445,12 +441,12 @@ func runKillCase(t *testing.T, c killCase) {
 	}
 }
 
-// Email peers: go-imap's in-memory IMAP server and a go-smtp server that
-// records mail and can refuse it (451) for an outage.
+// Email peers: go-imap's in-memory IMAP server and emailtest's SMTP server,
+// which records mail and can refuse it (451) for an outage.
 
 const (
-	killMailBot  = "bot@fangd.test"
-	killMailPass = "hunter2"
+	killMailBot  = emailtest.Bot
+	killMailPass = emailtest.Password
 )
 
 type killIMAP struct {
@@ -504,89 +500,40 @@ func (p *killIMAP) deliver(t *testing.T, from, body string) {
 	}
 }
 
-type killSMTP struct {
-	addr string
-	mu   sync.Mutex
-	mail []struct{ rcpt, data string }
-	down bool
+// killProc is the server process of a real-server peer (ngircd, prosody):
+// started by the peer's up, killed, every session with it, by its down.
+type killProc struct {
+	mu      sync.Mutex
+	running *exec.Cmd
 }
 
-func startKillSMTP(t *testing.T) *killSMTP {
-	p := &killSMTP{}
-	s := smtp.NewServer(p)
-	s.AllowInsecureAuth = true
-	s.Domain = "mx.fangd.test"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+func (k *killProc) start(t *testing.T, name string, args ...string) {
+	cmd := exec.Command(name, args...)
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p.addr = ln.Addr().String()
-	go s.Serve(ln)
-	t.Cleanup(func() { s.Close() })
-	return p
+	k.mu.Lock()
+	k.running = cmd
+	k.mu.Unlock()
 }
 
-func (p *killSMTP) NewSession(*smtp.Conn) (smtp.Session, error) { return &killSMTPSession{p: p}, nil }
-
-func (p *killSMTP) setDown(d bool) { p.mu.Lock(); p.down = d; p.mu.Unlock() }
-
-// bodies decodes the text of each mail accepted for rcpt.
-func (p *killSMTP) bodies(t *testing.T, rcpt string) (out []string) {
-	p.mu.Lock()
-	mails := append([]struct{ rcpt, data string }(nil), p.mail...)
-	p.mu.Unlock()
-	for _, m := range mails {
-		if m.rcpt != rcpt {
-			continue
-		}
-		msg, err := mail.ReadMessage(strings.NewReader(m.data))
-		if err != nil {
-			t.Fatalf("mail: %v", err)
-		}
-		var r io.Reader = msg.Body
-		if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-			r = quotedprintable.NewReader(r)
-		}
-		b, _ := io.ReadAll(r)
-		out = append(out, strings.TrimSpace(string(b)))
+// kill stops the server; the caller holds mu.
+func (k *killProc) kill() {
+	if k.running != nil {
+		k.running.Process.Kill()
+		k.running.Wait()
+		k.running = nil
 	}
-	return out
 }
 
-type killSMTPSession struct {
-	p      *killSMTP
-	authed bool
-	rcpt   string
-}
-
-func (s *killSMTPSession) AuthMechanisms() []string { return []string{sasl.Plain} }
-func (s *killSMTPSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if user != killMailBot || pass != killMailPass {
-			return errors.New("bad credentials")
+// switchDown is a real-server peer's outage switch: true stops the server,
+// false starts it again with the human back online before anything is sent.
+func switchDown(down, up func()) func(bool) {
+	return func(d bool) {
+		if d {
+			down()
+			return
 		}
-		s.authed = true
-		return nil
-	}), nil
-}
-func (s *killSMTPSession) Mail(string, *smtp.MailOptions) error {
-	s.p.mu.Lock()
-	defer s.p.mu.Unlock()
-	if s.p.down {
-		return &smtp.SMTPError{Code: 451, Message: "try again later"}
+		up()
 	}
-	if !s.authed {
-		return &smtp.SMTPError{Code: 530, Message: "authentication required"}
-	}
-	return nil
 }
-func (s *killSMTPSession) Rcpt(to string, _ *smtp.RcptOptions) error { s.rcpt = to; return nil }
-func (s *killSMTPSession) Data(r io.Reader) error {
-	b, _ := io.ReadAll(r)
-	s.p.mu.Lock()
-	s.p.mail = append(s.p.mail, struct{ rcpt, data string }{s.rcpt, string(b)})
-	s.p.mu.Unlock()
-	return nil
-}
-func (s *killSMTPSession) Reset()        {}
-func (s *killSMTPSession) Logout() error { return nil }

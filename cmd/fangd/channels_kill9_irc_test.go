@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 const killIRCPassword = "letmein"
@@ -26,11 +28,9 @@ type killIRC struct {
 	conf string
 	bin  string
 
-	running *exec.Cmd
-
-	mu   sync.Mutex
-	conn net.Conn
-	got  []string // "<from>><target>><text>" of every PRIVMSG the human saw
+	killProc // under mu: conn, got
+	conn     net.Conn
+	got      []string // "<from>><target>><text>" of every PRIVMSG the human saw
 }
 
 func startKillIRC(t *testing.T) *killIRC {
@@ -49,12 +49,7 @@ func startKillIRC(t *testing.T) *killIRC {
 	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755) // ngircd drops root for "nobody", who must read the file
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &killIRC{t: t, port: ln.Addr().(*net.TCPAddr).Port, conf: filepath.Join(dir, "ngircd.conf")}
-	ln.Close()
+	n := &killIRC{t: t, port: channeltest.FreePort(t), conf: filepath.Join(dir, "ngircd.conf")}
 	conf := fmt.Sprintf("[Global]\nName = irc.fangd.test\nInfo = fangd test server\nListen = 127.0.0.1\nPorts = %d\nPassword = %s\n"+
 		"MotdPhrase = \"fangd test\"\nAdminInfo1 = fangd tests\nAdminEMail = tests@fangd.invalid\n[Limits]\nMaxConnectionsIP = 0\n"+
 		"PingTimeout = 120\n[Options]\nPAM = no\nIdent = no\nDNS = no\n", n.port, killIRCPassword)
@@ -70,24 +65,11 @@ func startKillIRC(t *testing.T) *killIRC {
 // up starts the server and connects the human as alice.
 func (n *killIRC) up() {
 	t := n.t
-	cmd := exec.Command(n.bin, "-n", "-f", n.conf)
-	if err := cmd.Start(); err != nil {
+	n.start(t, n.bin, "-n", "-f", n.conf)
+	channeltest.WaitListening(t, "ngircd", n.port)
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.port))
+	if err != nil {
 		t.Fatal(err)
-	}
-	n.mu.Lock()
-	n.running = cmd
-	n.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	var c net.Conn
-	for {
-		var err error
-		if c, err = net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.port)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ngircd did not listen: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	welcome := make(chan struct{})
 	go func() {
@@ -128,24 +110,12 @@ func (n *killIRC) up() {
 	n.mu.Unlock()
 }
 
-// setDown stops the server (every connection with it) or starts it again
-// and brings alice back before anything is sent to her.
-func (n *killIRC) setDown(down bool) {
-	if down {
-		n.down()
-		return
-	}
-	n.up()
-}
-
+// down stops the server, every connection with it (setDown(false) starts
+// it again and brings alice back before anything is sent to her).
 func (n *killIRC) down() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.running != nil {
-		n.running.Process.Kill()
-		n.running.Wait()
-		n.running = nil
-	}
+	n.kill()
 	if n.conn != nil {
 		n.conn.Close()
 	}

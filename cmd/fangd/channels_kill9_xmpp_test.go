@@ -6,17 +6,16 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	goxmpp "github.com/xmppo/go-xmpp"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 type killXMPP struct {
@@ -24,10 +23,9 @@ type killXMPP struct {
 	conf string
 	port int
 
-	mu      sync.Mutex
-	running *exec.Cmd
-	alice   *goxmpp.Client
-	got     []string // what bot@localhost said to alice, over all her sessions
+	killProc // under mu: alice, got
+	alice    *goxmpp.Client
+	got      []string // what bot@localhost said to alice, over all her sessions
 }
 
 func startKillXMPP(t *testing.T) *killXMPP {
@@ -36,12 +34,7 @@ func startKillXMPP(t *testing.T) *killXMPP {
 		t.Fatal("prosody is not installed: run `make test-deps` (apt-get install prosody)")
 	}
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &killXMPP{t: t, conf: filepath.Join(dir, "prosody.cfg.lua"), port: ln.Addr().(*net.TCPAddr).Port}
-	ln.Close()
+	p := &killXMPP{t: t, conf: filepath.Join(dir, "prosody.cfg.lua"), port: channeltest.FreePort(t)}
 	conf := fmt.Sprintf(`run_as_root = true
 daemonize = false
 pidfile = %q
@@ -75,25 +68,8 @@ VirtualHost "localhost"
 // up starts prosody and logs alice in.
 func (p *killXMPP) up() {
 	t := p.t
-	cmd := exec.Command("prosody", "--config", p.conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.running = cmd
-	p.mu.Unlock()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(p.port))
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prosody did not listen: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.start(t, "prosody", "--config", p.conf)
+	channeltest.WaitListening(t, "prosody", p.port)
 	c, err := goxmpp.Options{Host: "127.0.0.1:" + strconv.Itoa(p.port), User: "alice@localhost", Password: "alicepw",
 		NoTLS: true, InsecureAllowUnencryptedAuth: true, Mechanism: "PLAIN", Session: true, Resource: "phone"}.NewClient()
 	if err != nil {
@@ -117,24 +93,12 @@ func (p *killXMPP) up() {
 	p.mu.Unlock()
 }
 
-// setDown stops prosody (every session with it) or starts it again with
-// alice online before anything is sent to her.
-func (p *killXMPP) setDown(down bool) {
-	if down {
-		p.down()
-		return
-	}
-	p.up()
-}
-
+// down stops prosody, every session with it (setDown(false) starts it
+// again with alice online before anything is sent to her).
 func (p *killXMPP) down() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.running != nil {
-		p.running.Process.Kill()
-		p.running.Wait()
-		p.running = nil
-	}
+	p.kill()
 }
 
 func (p *killXMPP) say(t *testing.T, text string) {

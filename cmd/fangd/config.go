@@ -50,6 +50,8 @@ type Config struct {
 	// ([network], config_network.go).
 	NetworkEnabled bool          `toml:"network_enabled"`
 	Network        NetworkConfig `toml:"network"`
+	// Cluster is [cluster]: cluster mode (config_cluster.go).
+	Cluster ClusterConfig `toml:"cluster"`
 
 	// MinFreeDiskBytes is the free-space reserve of the data directory's
 	// filesystem: below it writes answer 507 and start-up refuses (a full
@@ -325,6 +327,7 @@ func (c *Config) validate() error {
 		bad(errors.New("rate_limit.api_requests_per_minute must be >= 0 (0 turns it off)"))
 	}
 	bad(c.httpConfig().ValidateEdge())
+	bad(c.Cluster.validate())
 	if c.HTTP.RequestTimeoutSecs < 1 || c.HTTP.RequestTimeoutSecs > 3600 {
 		bad(errors.New("http.request_timeout_secs must be between 1 and 3600"))
 	}

@@ -44,6 +44,19 @@ func homeWithHistory(t *testing.T, n int, kill9 bool) string {
 	return home
 }
 
+// degradedAudit starts fangd degraded, not refused, on an anchor mismatch.
+const degradedAudit = "[audit]\non_anchor_mismatch = \"degraded\"\n"
+
+// mismatchedHome is a home with 3 audit entries whose anchor claims 2
+// more ("2 entries missing"), and the anchor that matched it.
+func mismatchedHome(t *testing.T) (string, audit.Anchor) {
+	home := homeWithHistory(t, 3, false)
+	path := audit.AnchorPath(home)
+	a, _ := audit.ReadAnchor(path)
+	audit.WriteAnchor(path, audit.Anchor{Length: a.Length + 2, Tip: a.Tip})
+	return home, a
+}
+
 // serveRefused runs `fangd serve` on home, which must exit non-zero by
 // itself, with a message and no Go panic trace; it returns the output.
 func serveRefused(t *testing.T, home string, env ...string) string {
@@ -123,13 +136,8 @@ func TestStartRefusesADamagedAnchor(t *testing.T) {
 }
 
 func TestDegradedModeReportsBrokenUntilAccepted(t *testing.T) {
-	home := homeWithHistory(t, 3, false)
-	path := audit.AnchorPath(home)
-	a, _ := audit.ReadAnchor(path)
-	audit.WriteAnchor(path, audit.Anchor{Length: a.Length + 2, Tip: a.Tip})
-	config := "[audit]\non_anchor_mismatch = \"degraded\"\n"
-
-	p := startFangd(t, home, config, "FANGD_API_KEY="+e2eKey)
+	home, a := mismatchedHome(t)
+	p := startFangd(t, home, degradedAudit, "FANGD_API_KEY="+e2eKey)
 	var rep audit.Report
 	_, body := p.request(t, "GET", "/api/audit/verify", "")
 	json.Unmarshal(body, &rep)
@@ -181,7 +189,7 @@ func TestDegradedModeReportsBrokenUntilAccepted(t *testing.T) {
 	if rep, code := verifyOffline(t, home); code != 0 || !rep.Valid() || rep.ChainLength != accepted.ID {
 		t.Fatalf("offline verify after accept: %d %+v", code, rep)
 	}
-	p2 := startFangd(t, home, config, "FANGD_API_KEY="+e2eKey)
+	p2 := startFangd(t, home, degradedAudit, "FANGD_API_KEY="+e2eKey)
 	_, body = p2.request(t, "GET", "/api/audit/verify", "")
 	json.Unmarshal(body, &rep)
 	if !rep.Valid() {
@@ -352,11 +360,8 @@ func TestAuditRetentionKeepsTheChainVerifiable(t *testing.T) {
 // POST /api/audit/accept does for a running, degraded daemon what
 // `fangd audit accept` does offline: the same entry, then a new anchor.
 func TestAuditAcceptThroughTheAPI(t *testing.T) {
-	home := homeWithHistory(t, 3, false)
-	path := audit.AnchorPath(home)
-	a, _ := audit.ReadAnchor(path)
-	audit.WriteAnchor(path, audit.Anchor{Length: a.Length + 2, Tip: a.Tip})
-	p := startFangd(t, home, "[audit]\non_anchor_mismatch = \"degraded\"\n", "FANGD_API_KEY="+e2eKey)
+	home, _ := mismatchedHome(t)
+	p := startFangd(t, home, degradedAudit, "FANGD_API_KEY="+e2eKey)
 
 	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"  "}`); code != 400 {
 		t.Fatalf("accept without a reason: %d %s", code, body)
@@ -398,7 +403,7 @@ func TestAuditAcceptThroughTheAPI(t *testing.T) {
 	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"again"}`); code != 409 || !strings.Contains(string(body), "nothing_to_accept") {
 		t.Fatalf("a second accept: %d %s", code, body)
 	}
-	if an, _ := audit.ReadAnchor(path); an.Length < accepted.ID {
+	if an, _ := audit.ReadAnchor(audit.AnchorPath(home)); an.Length < accepted.ID {
 		t.Fatalf("anchor after accept: %+v, accepted entry %d", an, accepted.ID)
 	}
 	p.request(t, "PUT", "/api/logs/level", `{"level":"warn"}`) // the anchor follows again

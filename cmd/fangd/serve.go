@@ -23,6 +23,7 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/adapters"
 	"github.com/fangd/fangd/actors/channel/whatsapp"
+	fcluster "github.com/fangd/fangd/actors/cluster"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
@@ -40,6 +41,8 @@ const shutdownDeadline = 10 * time.Second
 
 type serveCommand struct {
 	listen, home, config string
+	// cluster mode flags (config_cluster.go); they override [cluster].
+	cluster, clusterName, nodeName string
 }
 
 func (c *serveCommand) Run(ctx context.Context) error {
@@ -48,6 +51,14 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	var clusterEtcd []string
+	if c.cluster != "" {
+		eps, err := parseClusterURL(c.cluster)
+		if err != nil {
+			return &usageError{err.Error()}
+		}
+		clusterEtcd = eps
+	}
 	home, err := resolveHome(c.home)
 	if err != nil {
 		return err
@@ -64,6 +75,15 @@ func (c *serveCommand) Run(ctx context.Context) error {
 		cfg.applyEnv()
 		if c.listen != "" {
 			cfg.APIListen = c.listen
+		}
+		if clusterEtcd != nil {
+			cfg.Cluster.Etcd = clusterEtcd
+		}
+		if c.clusterName != "" {
+			cfg.Cluster.Name = c.clusterName
+		}
+		if c.nodeName != "" {
+			cfg.Cluster.NodeName = c.nodeName
 		}
 		return cfg, cfg.validate()
 	}
@@ -94,7 +114,8 @@ type daemon struct {
 	vault    *store.Vault
 	mcp      *mcp.Manager
 	expose   *mcp.Exposer
-	network  *peer.Network // nil unless network_enabled
+	network  *peer.Network  // nil unless network_enabled
+	cluster  *fcluster.Node // nil unless cluster mode
 	http     *fhttp.Server
 	ln       net.Listener
 	served   chan error
@@ -282,6 +303,14 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	if a2aSvc != nil && cfg.A2A.PublicURL == "" {
 		a2aSvc.SetBaseURL(a2aBaseURL(d.ln))
 	}
+	// Cluster mode joins once the API address is known: the node record
+	// in etcd carries the URL other nodes route requests to.
+	if cfg.Cluster.enabled() {
+		if err := d.startCluster(cfg, agents); err != nil {
+			return nil, err
+		}
+		d.http.SetCluster(d.cluster)
+	}
 	// Recorded and published before the first request is served, so that
 	// daemon.started precedes every event a request can cause.
 	d.record("daemon_started", "fangd "+version+" listening on "+d.ln.Addr().String())
@@ -443,6 +472,7 @@ serve:
 		d.log.Warn().Strs("actors", late).Msg("actors did not stop in time")
 	}
 	d.kernel = nil
+	d.stopCluster()
 	d.close()
 	d.log.Info().Msg("stopped")
 	if serveErr != nil && !errors.Is(serveErr, net.ErrClosed) {
@@ -474,6 +504,7 @@ func (d *daemon) close() {
 		d.kernel.Shutdown(ctx)
 		cancel()
 	}
+	d.stopCluster()
 	if d.db != nil {
 		if err := d.db.Close(); err != nil {
 			d.log.Error().Err(err).Msg("closing the store")

@@ -133,14 +133,6 @@ func (s *Server) a2aAgentCard(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
-type cardList struct {
-	Items  []json.RawMessage `json:"items"`
-	Total  int               `json:"total"`
-	Offset int               `json:"offset"`
-	Limit  int               `json:"limit"`
-	Next   *int              `json:"next_offset"`
-}
-
 // a2aLocalCards serves GET /a2a/agents?offset=&limit=: one card per local
 // agent, paged like /api/agents (default and max 100).
 func (s *Server) a2aLocalCards(ctx *fasthttp.RequestCtx) error {
@@ -152,8 +144,7 @@ func (s *Server) a2aLocalCards(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, cardList{Items: page(cards, offset, limit), Total: len(cards),
-		Offset: offset, Limit: limit, Next: nextOffset(len(cards), offset, limit)})
+	writeJSON(ctx, fasthttp.StatusOK, pageItems(cards, offset, limit))
 	return nil
 }
 
@@ -399,14 +390,6 @@ func (s *Server) a2aDiscover(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
-type externalAgentList struct {
-	Items  []a2a.ExternalAgent `json:"items"`
-	Total  int                 `json:"total"`
-	Offset int                 `json:"offset"`
-	Limit  int                 `json:"limit"`
-	Next   *int                `json:"next_offset"`
-}
-
 // a2aExternalAgents serves GET /api/a2a/agents?offset=&limit= (default
 // and max 100).
 func (s *Server) a2aExternalAgents(ctx *fasthttp.RequestCtx) error {
@@ -418,8 +401,7 @@ func (s *Server) a2aExternalAgents(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, externalAgentList{Items: page(all, offset, limit), Total: len(all),
-		Offset: offset, Limit: limit, Next: nextOffset(len(all), offset, limit)})
+	writeJSON(ctx, fasthttp.StatusOK, pageItems(all, offset, limit))
 	return nil
 }
 
@@ -427,11 +409,7 @@ func (s *Server) a2aExternalAgents(ctx *fasthttp.RequestCtx) error {
 // agent's card.
 func (s *Server) a2aExternalAgent(ctx *fasthttp.RequestCtx) error {
 	a, err := s.deps.A2A.ExternalAgent(s.reqCtx(ctx), ctx.UserValue("id").(string))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, a)
-	return nil
+	return reply(ctx, a, err)
 }
 
 // a2aDeleteExternalAgent serves DELETE /api/a2a/agents/{id}.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"iter"
-	"net"
 	nethttp "net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,12 +18,9 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2aclient/agentcard"
 	"github.com/a2aproject/a2a-go/v2/a2acompat/a2av0"
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
-	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/a2a"
-	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
-	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/store"
 )
 
@@ -92,25 +88,12 @@ type a2aServer struct {
 
 func newA2AServer(t testing.TB, mutate ...func(*Config)) *a2aServer {
 	t.Helper()
-	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	b := newTestBase(t)
+	vault, err := store.OpenVault(b.db, b.home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring := logs.NewRing(100)
-	logger := zerolog.New(ring).With().Timestamp().Logger()
-	k := kernel.New(logger)
-	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.APIKey = testKey
-	cfg.Version = "test"
+	cfg := testConfig()
 	cfg.A2APeers = []PeerToken{{Name: "friend", Token: peerTok}}
 	for _, m := range mutate {
 		m(&cfg)
@@ -123,29 +106,17 @@ func newA2AServer(t testing.TB, mutate ...func(*Config)) *a2aServer {
 	// Streams write a keep-alive well within the write timeout, which each
 	// write pushes forward (as cmd/fangd sets it).
 	opts.StreamKeepAlive = min(15*time.Second, cfg.WriteTimeout/3)
-	svc, err := a2a.Start(k, db, opts)
+	svc, err := a2a.Start(b.k, b.db, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: ring, A2A: svc})
+	s, err := New(cfg, Deps{Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring, A2A: svc})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.SetBaseURL("http://" + ln.Addr().String())
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		k.Shutdown(ctx)
-		db.Close()
-	})
-	ts := &testServer{Server: s, url: "http://" + ln.Addr().String(), db: db, audit: al, log: logger, home: home}
-	return &a2aServer{testServer: ts, svc: svc, agents: agents}
+	url := b.serve(t, s)
+	svc.SetBaseURL(url)
+	return &a2aServer{testServer: b.testServer(s, url), svc: svc, agents: agents}
 }
 
 func jsonOf(t *testing.T, b []byte) map[string]any {

@@ -68,11 +68,7 @@ func (s *Server) listApprovals(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	page, err := s.deps.Approvals.List(s.reqCtx(ctx), status, offset, limit)
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, page)
-	return nil
+	return reply(ctx, page, err)
 }
 
 // approvalPolicy serves GET /api/approvals/policy: the policy in force,
@@ -268,11 +264,7 @@ func (s *Server) totpConfirm(ctx *fasthttp.RequestCtx) error {
 
 func (s *Server) totpStatus(ctx *fasthttp.RequestCtx) error {
 	st, err := s.deps.Approvals.TOTPStatus(s.reqCtx(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, st)
-	return nil
+	return reply(ctx, st, err)
 }
 
 // totpCancel serves DELETE /api/approvals/totp/setup: it drops an

@@ -13,11 +13,7 @@ import (
 // getBudget serves GET /api/budget.
 func (s *Server) getBudget(ctx *fasthttp.RequestCtx) error {
 	st, err := s.deps.Meter.Budget(s.reqCtx(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, st)
-	return nil
+	return reply(ctx, st, err)
 }
 
 // budgetBody is PUT /api/budget: the seed page's names, fangd's own and
@@ -178,11 +174,7 @@ func (s *Server) agentBudget(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	b, err := s.deps.Meter.AgentBudget(s.reqCtx(ctx), a.ID, a.Name)
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, b)
-	return nil
+	return reply(ctx, b, err)
 }
 
 // agentBudgetBody is PUT /api/budget/agents/{id}: the seed page's names

@@ -17,22 +17,14 @@ import (
 // budget or with usage this month, by name.
 func (s *Server) providerBudgets(ctx *fasthttp.RequestCtx) error {
 	res, err := s.deps.Meter.ProviderBudgets(s.reqCtx(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return reply(ctx, res, err)
 }
 
 // providerBudget serves GET /api/budget/providers/{id}: one provider's row
 // (a provider with neither budget nor usage is unconfigured, all zeros).
 func (s *Server) providerBudget(ctx *fasthttp.RequestCtx) error {
 	res, err := s.deps.Meter.ProviderBudget(s.reqCtx(ctx), scopeID(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return reply(ctx, res, err)
 }
 
 // providerBudgetBody is LibreFang's partial provider budget; null or
@@ -85,11 +77,7 @@ func (s *Server) userBudgets(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	res, err := s.deps.Meter.UserBudgets(s.reqCtx(ctx), limit)
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return reply(ctx, res, err)
 }
 
 // scopeID reads {id}, a provider or a user as fangd names them (see
@@ -106,11 +94,7 @@ func scopeID(ctx *fasthttp.RequestCtx) string {
 // userBudget serves GET /api/budget/users/{id}.
 func (s *Server) userBudget(ctx *fasthttp.RequestCtx) error {
 	res, err := s.deps.Meter.UserBudget(s.reqCtx(ctx), scopeID(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return reply(ctx, res, err)
 }
 
 // userBudgetBody is LibreFang's UserBudgetConfig: a full replacement,

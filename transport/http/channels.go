@@ -81,7 +81,7 @@ func (s *Server) listChannels(ctx *fasthttp.RequestCtx) error {
 		}
 	}
 	writeChannelList(ctx, channelPage{Channels: page(list, offset, limit), Configured: configured,
-		Total: len(list), Offset: offset, Limit: limit, Next: nextOffset(len(list), offset, limit)})
+		pageInfo: pageOf(len(list), offset, limit)})
 	return nil
 }
 
@@ -91,10 +91,7 @@ func (s *Server) listChannels(ctx *fasthttp.RequestCtx) error {
 type channelPage struct {
 	Channels   []channel.View `json:"channels"`
 	Configured int            `json:"configured_count"`
-	Total      int            `json:"total"`
-	Offset     int            `json:"offset"`
-	Limit      int            `json:"limit"`
-	Next       *int           `json:"next_offset"`
+	pageInfo
 }
 
 // writeChannelList writes the page (the bytes writeJSON would write for
@@ -137,11 +134,7 @@ func (s *Server) getChannel(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	v, err := svc.Get(s.reqCtx(ctx), pathName(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, v)
-	return nil
+	return reply(ctx, v, err)
 }
 
 // configureChannel serves POST /api/channels/{name}/configure with the

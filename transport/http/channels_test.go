@@ -176,7 +176,7 @@ func TestChannelListStreamsWriteJSONBytes(t *testing.T) {
 		if shown == nil {
 			shown = []channel.View{}
 		}
-		p := channelPage{Channels: shown, Configured: 1, Total: len(shown) + 2, Offset: 1, Limit: 3, Next: nextOffset(len(shown)+2, 1, 3)}
+		p := channelPage{Channels: shown, Configured: 1, pageInfo: pageOf(len(shown)+2, 1, 3)}
 		writeJSON(&want, 200, p)
 		writeChannelList(&got, p)
 		if !got.Response.IsBodyStream() {

@@ -328,9 +328,5 @@ func (s *Server) commsGetTask(ctx *fasthttp.RequestCtx) error {
 	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), kernel.DefaultAskTimeout)
 	defer cancel()
 	t, err := s.deps.Router.Task(c, id)
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, t)
-	return nil
+	return reply(ctx, t, err)
 }

@@ -118,6 +118,16 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, status int, code, msg string) {
 	writeJSON(ctx, status, errorBody{Error: msg, Code: code, RequestID: requestID(ctx)})
 }
 
+// reply ends a handler that answers v with 200, or err for writeError: the
+// tail every read-or-write-then-answer handler shares.
+func reply(ctx *fasthttp.RequestCtx, v any, err error) error {
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")

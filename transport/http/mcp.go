@@ -82,11 +82,7 @@ func (s *Server) mcpServers(ctx *fasthttp.RequestCtx) error {
 
 func (s *Server) mcpServer(ctx *fasthttp.RequestCtx) error {
 	v, err := s.deps.MCP.Server(s.reqCtx(ctx), pathID(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, v)
-	return nil
+	return reply(ctx, v, err)
 }
 
 // jsonBody checks the content type, emptiness and nesting depth of a JSON
@@ -213,20 +209,12 @@ func (s *Server) mcpCatalog(ctx *fasthttp.RequestCtx) error {
 
 func (s *Server) mcpCatalogEntry(ctx *fasthttp.RequestCtx) error {
 	e, err := s.deps.MCP.CatalogEntry(s.reqCtx(ctx), pathID(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, e)
-	return nil
+	return reply(ctx, e, err)
 }
 
 func (s *Server) mcpHealth(ctx *fasthttp.RequestCtx) error {
 	h, err := s.deps.MCP.Health(s.reqCtx(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, h)
-	return nil
+	return reply(ctx, h, err)
 }
 
 func (s *Server) mcpReload(ctx *fasthttp.RequestCtx) error {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	nethttp "net/http"
 	"net/http/httptest"
 	"os"
@@ -21,7 +20,6 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
@@ -75,17 +73,9 @@ func (c exposerCatalog) ServerNames() []string { return nil }
 
 func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 	t.Helper()
-	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newTestBase(t)
+	home, db, k, al := b.home, b.db, b.k, b.al
 	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := kernel.New(zerolog.Nop())
-	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,9 +109,7 @@ func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 	if apps != nil {
 		apps.SetTools(exposerCatalog{m, x})
 	}
-	cfg := DefaultConfig()
-	cfg.APIKey = testKey
-	cfg.Version = "test"
+	cfg := testConfig()
 	cfg.RateLimitPerMinute = 0
 	if setup.cfg != nil {
 		setup.cfg(&cfg)
@@ -130,20 +118,8 @@ func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		x.Close()
-		k.Shutdown(ctx)
-		db.Close()
-	})
-	return &mcpServer{Server: s, url: "http://" + ln.Addr().String(), audit: al, m: m, x: x, workspace: ws}
+	url := b.serve(t, s, func() { x.Close() })
+	return &mcpServer{Server: s, url: url, audit: al, m: m, x: x, workspace: ws}
 }
 
 // api calls the REST API with the key.

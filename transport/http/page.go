@@ -32,6 +32,30 @@ func page[T any](all []T, offset, limit int) []T {
 	return all[offset:min(len(all), offset+limit)]
 }
 
+// pageInfo is the paging half of a list envelope: total counts the whole
+// list (not this page), next_offset is null on the last page.
+type pageInfo struct {
+	Total  int  `json:"total"`
+	Offset int  `json:"offset"`
+	Limit  int  `json:"limit"`
+	Next   *int `json:"next_offset"`
+}
+
+func pageOf(total, offset, limit int) pageInfo {
+	return pageInfo{Total: total, Offset: offset, Limit: limit, Next: nextOffset(total, offset, limit)}
+}
+
+// itemsPage is LibreFang's {items, total, offset, limit, next_offset}.
+type itemsPage[T any] struct {
+	Items []T `json:"items"`
+	pageInfo
+}
+
+// pageItems is one page of all in the items envelope.
+func pageItems[T any](all []T, offset, limit int) itemsPage[T] {
+	return itemsPage[T]{Items: page(all, offset, limit), pageInfo: pageOf(len(all), offset, limit)}
+}
+
 // nextOffset is the offset of the page after this one; nil on the last.
 func nextOffset(total, offset, limit int) *int {
 	if offset+limit >= total {

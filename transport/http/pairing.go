@@ -272,11 +272,7 @@ func (s *Server) pairingMe(ctx *fasthttp.RequestCtx) error {
 		return &apiError{fasthttp.StatusNotFound, "not_a_device", "the caller is not a paired device"}
 	}
 	v, err := s.deps.Pairing.Device(s.reqCtx(ctx), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, v)
-	return nil
+	return reply(ctx, v, err)
 }
 
 // pairingRevoke serves DELETE /api/pairing/devices/{id}: 204.

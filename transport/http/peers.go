@@ -3,6 +3,7 @@ package http
 import (
 	"github.com/valyala/fasthttp"
 
+	fcluster "github.com/fangd/fangd/actors/cluster"
 	ofppeer "github.com/fangd/fangd/actors/peer"
 )
 
@@ -80,6 +81,16 @@ type networkStatus struct {
 	// peers that offer it, LibreFang's plaintext + HMAC with the others),
 	// "required", or "none"; each peer's link_mode says what it uses.
 	LinkEncryption string `json:"link_encryption"`
+	// Cluster is fangd's cluster mode (GET /api/cluster): its members
+	// are this daemon's own nodes, not OFP peers.
+	Cluster networkCluster `json:"cluster"`
+}
+
+type networkCluster struct {
+	Enabled bool              `json:"enabled"`
+	Name    string            `json:"name,omitempty"`
+	Members []fcluster.Member `json:"members"`
+	Error   string            `json:"error,omitempty"`
 }
 
 // networkStatus is LibreFang's status object plus the seed's throughput:
@@ -100,6 +111,12 @@ func (s *Server) networkStatus(ctx *fasthttp.RequestCtx) error {
 		st.IdentityFingerprint, st.PinnedPeers = &fp, ns.Pinned
 		st.Counters, st.Rates = ns.Totals, ns.Rates
 		st.LinkEncryption = n.LinkEncryption()
+	}
+	st.Cluster.Members = []fcluster.Member{}
+	if cs, err := s.clusterStatus(ctx); err != nil {
+		st.Cluster.Enabled, st.Cluster.Error = true, "etcd did not answer"
+	} else {
+		st.Cluster.Enabled, st.Cluster.Name, st.Cluster.Members = cs.Enabled, cs.Name, cs.Members
 	}
 	writeJSON(ctx, fasthttp.StatusOK, st)
 	return nil

@@ -186,11 +186,13 @@ type Deps struct {
 
 // Server is fangd's HTTP API.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	log    zerolog.Logger
-	router *router.Router
-	srv    *fasthttp.Server
+	cfg  Config
+	deps Deps
+	// cluster is the cluster membership (nil: single node), SetCluster.
+	cluster ClusterView
+	log     zerolog.Logger
+	router  *router.Router
+	srv     *fasthttp.Server
 	// limits is the rate limiter in force (SetRateLimits).
 	limits  atomic.Pointer[limiter]
 	edge    edge
@@ -222,6 +224,10 @@ type Server struct {
 	agentStreams atomic.Int64
 	// pairingLimit is the public pairing routes' own limiter.
 	pairingLimit pairingLimiter
+	// registered lists every handle call, in order: the OpenAPI
+	// document's paths (openapi.go).
+	registered []registeredRoute
+	openapiDoc []byte
 }
 
 // New builds the server and its routes.
@@ -259,6 +265,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.registerSecurityProbes()
 	s.encodeHealthBodies()
 	s.routes()
+	if s.openapiDoc, err = s.openAPIDocument(); err != nil {
+		return nil, err
+	}
 	s.authFailures = newAuthFailures(cfg.AuthFailureInterval, s.appendAudit, s.log)
 	s.srv = &fasthttp.Server{
 		Handler:               s.router.Handler,
@@ -307,6 +316,7 @@ func (s *Server) routes() {
 	s.api("GET", "/health/detail", s.healthDetail)
 	s.api("GET", "/ready", s.ready, public)
 	s.api("GET", "/security", s.security)
+	s.api("GET", "/openapi.json", s.openapi, public)
 	s.api("GET", "/audit/recent", s.auditRecent)
 	s.api("GET", "/audit/verify", s.auditVerify)
 	s.api("GET", "/admin/backup", s.adminBackup)
@@ -371,6 +381,7 @@ func (s *Server) routes() {
 	s.a2aRoutes()
 	s.commsRoutes()
 	s.peerRoutes()
+	s.clusterRoutes()
 	s.webhookRoutes()
 	s.hookRoutes()
 	s.mcpRoutes()
@@ -391,6 +402,7 @@ func (s *Server) api(method, path string, h handlerFunc, opts ...routeOpts) {
 // sends the headers without the body), so health checkers that use HEAD work.
 func (s *Server) handle(method, path string, h handlerFunc, o routeOpts) {
 	handler := s.chain(path, o, h)
+	s.registered = append(s.registered, registeredRoute{method, path, o})
 	s.router.Handle(method, path, handler)
 	if method == "GET" {
 		s.router.Handle("HEAD", path, handler)

@@ -33,46 +33,83 @@ type testServer struct {
 	home  string
 }
 
-func newTestServer(t *testing.T, mutate func(*Config), extra ...func(*Server)) *testServer {
+// testBase is what every test server stands on: a store in a fresh home,
+// a kernel logging into ring, the audit log.
+type testBase struct {
+	home string
+	db   *store.DB
+	ring *logs.Ring
+	log  zerolog.Logger
+	k    *kernel.Kernel
+	al   *audit.Log
+}
+
+func newTestBase(t testing.TB) *testBase {
 	t.Helper()
-	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	b := &testBase{home: t.TempDir(), ring: logs.NewRing(100)}
+	db, err := store.Open(store.DefaultOptions(store.DataDir(b.home)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ring := logs.NewRing(100)
-	logger := zerolog.New(ring).With().Timestamp().Logger()
-	k := kernel.New(logger)
-	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
-	if err != nil {
+	b.db = db
+	b.log = zerolog.New(b.ring).With().Timestamp().Logger()
+	b.k = kernel.New(b.log)
+	if b.al, err = audit.Start(b.k, db, audit.Options{AnchorPath: audit.AnchorPath(b.home)}); err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+// testConfig is the default config with the test key.
+func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.APIKey = testKey
 	cfg.Version = "test"
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: ring})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range extra {
-		f(s)
-	}
+	return cfg
+}
+
+// serve serves s on loopback and, when the test ends, shuts it down, then
+// closes (services the server used), the kernel and the store. It answers
+// the base URL.
+func (b *testBase) serve(t testing.TB, s *Server, closes ...func()) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go s.Serve(ln)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
-		k.Shutdown(ctx)
-		db.Close()
+		for _, c := range closes {
+			c()
+		}
+		b.k.Shutdown(ctx)
+		b.db.Close()
 	})
-	return &testServer{Server: s, url: "http://" + ln.Addr().String(), db: db, audit: al, log: logger, home: home}
+	return "http://" + ln.Addr().String()
+}
+
+func (b *testBase) testServer(s *Server, url string) *testServer {
+	return &testServer{Server: s, url: url, db: b.db, audit: b.al, log: b.log, home: b.home}
+}
+
+func newTestServer(t *testing.T, mutate func(*Config), extra ...func(*Server)) *testServer {
+	t.Helper()
+	b := newTestBase(t)
+	cfg := testConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := New(cfg, Deps{Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range extra {
+		f(s)
+	}
+	return b.testServer(s, b.serve(t, s))
 }
 
 type response struct {

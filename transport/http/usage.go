@@ -39,21 +39,13 @@ func (s *Server) usageTotals(ctx *fasthttp.RequestCtx) error {
 		limit = 0
 	}
 	rep, err := s.deps.Meter.UsageOf(s.reqCtx(ctx), usage.UsageQuery{Period: p, Offset: offset, Limit: limit})
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, rep)
-	return nil
+	return reply(ctx, rep, err)
 }
 
 // usageSummary serves GET /api/usage/summary.
 func (s *Server) usageSummary(ctx *fasthttp.RequestCtx) error {
 	sum, err := s.deps.Meter.Summary(s.reqCtx(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, sum)
-	return nil
+	return reply(ctx, sum, err)
 }
 
 // usageByModel serves GET /api/usage/by-model[?period=][&offset=&limit=]
@@ -75,11 +67,8 @@ func (s *Server) usageByModel(ctx *fasthttp.RequestCtx) error {
 	total := len(bm.Models)
 	writeJSON(ctx, fasthttp.StatusOK, struct {
 		*usage.ByModel
-		Total  int  `json:"total"`
-		Offset int  `json:"offset"`
-		Limit  int  `json:"limit"`
-		Next   *int `json:"next_offset"`
-	}{&usage.ByModel{Period: bm.Period, Models: page(bm.Models, offset, limit)}, total, offset, limit, nextOffset(total, offset, limit)})
+		pageInfo
+	}{&usage.ByModel{Period: bm.Period, Models: page(bm.Models, offset, limit)}, pageOf(total, offset, limit)})
 	return nil
 }
 
@@ -109,9 +98,5 @@ func (s *Server) usageDaily(ctx *fasthttp.RequestCtx) error {
 // LibreFang's per-model lifetime totals with provider latency.
 func (s *Server) usageModelPerformance(ctx *fasthttp.RequestCtx) error {
 	res, err := s.deps.Meter.ModelPerformance(s.reqCtx(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return reply(ctx, res, err)
 }

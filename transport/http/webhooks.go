@@ -37,6 +37,34 @@ func (s *Server) engine() (*webhook.Engine, error) {
 	return s.deps.Webhooks, nil
 }
 
+// engineBody is the engine and the decoded body a webhook write starts
+// with; no engine is 503 before the body is read.
+func engineBody[T any](s *Server, ctx *fasthttp.RequestCtx) (*webhook.Engine, T, error) {
+	var b T
+	e, err := s.engine()
+	if err != nil {
+		return nil, b, err
+	}
+	return e, b, decodeJSON(ctx, &b)
+}
+
+// hookWritten ends a webhook create (201) or update (200): the audit line
+// names the hook (and, when created, its host: paths may carry tokens),
+// the answer is its view.
+func hookWritten(ctx *fasthttp.RequestCtx, label string, created bool, v webhook.View, err error) error {
+	if err != nil {
+		return err
+	}
+	if created {
+		auditDetails(ctx, label+" "+v.ID+" created for "+urlHost(v.URL))
+		writeJSON(ctx, fasthttp.StatusCreated, v)
+		return nil
+	}
+	auditDetails(ctx, label+" "+v.ID+" updated")
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
 // urlHost is what audit entries say about a URL: its host only (paths and
 // queries may carry tokens).
 func urlHost(raw string) string {
@@ -90,12 +118,8 @@ func (s *Server) listEventWebhooks(ctx *fasthttp.RequestCtx) error {
 }
 
 func (s *Server) createEventWebhook(ctx *fasthttp.RequestCtx) error {
-	e, err := s.engine()
+	e, b, err := engineBody[eventWebhookBody](s, ctx)
 	if err != nil {
-		return err
-	}
-	var b eventWebhookBody
-	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
 	if b.EventType == nil && b.Events == nil {
@@ -108,21 +132,12 @@ func (s *Server) createEventWebhook(ctx *fasthttp.RequestCtx) error {
 	rc, cancel := s.reqContext(ctx)
 	defer cancel()
 	v, err := e.Create(rc, webhook.KindEvent, p)
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "event webhook "+v.ID+" created for "+urlHost(v.URL))
-	writeJSON(ctx, fasthttp.StatusCreated, v)
-	return nil
+	return hookWritten(ctx, "event webhook", true, v, err)
 }
 
 func (s *Server) updateEventWebhook(ctx *fasthttp.RequestCtx) error {
-	e, err := s.engine()
+	e, b, err := engineBody[eventWebhookBody](s, ctx)
 	if err != nil {
-		return err
-	}
-	var b eventWebhookBody
-	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
 	p, err := b.patch()
@@ -132,12 +147,7 @@ func (s *Server) updateEventWebhook(ctx *fasthttp.RequestCtx) error {
 	rc, cancel := s.reqContext(ctx)
 	defer cancel()
 	v, err := e.Update(rc, webhook.KindEvent, pathID(ctx), p)
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "event webhook "+v.ID+" updated")
-	writeJSON(ctx, fasthttp.StatusOK, v)
-	return nil
+	return hookWritten(ctx, "event webhook", false, v, err)
 }
 
 func (s *Server) deleteEventWebhook(ctx *fasthttp.RequestCtx) error {
@@ -185,10 +195,7 @@ func (b *webhookBody) patch() webhook.Patch {
 
 type webhookList struct {
 	Webhooks []webhook.View `json:"webhooks"`
-	Total    int            `json:"total"`
-	Offset   int            `json:"offset"`
-	Limit    int            `json:"limit"`
-	Next     *int           `json:"next_offset"`
+	pageInfo
 }
 
 // listWebhooks serves GET /api/webhooks?offset=&limit= (default and max
@@ -207,29 +214,19 @@ func (s *Server) listWebhooks(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, webhookList{Webhooks: page(views, offset, limit), Total: len(views),
-		Offset: offset, Limit: limit, Next: nextOffset(len(views), offset, limit)})
+	writeJSON(ctx, fasthttp.StatusOK, webhookList{Webhooks: page(views, offset, limit), pageInfo: pageOf(len(views), offset, limit)})
 	return nil
 }
 
 func (s *Server) createWebhook(ctx *fasthttp.RequestCtx) error {
-	e, err := s.engine()
+	e, b, err := engineBody[webhookBody](s, ctx)
 	if err != nil {
-		return err
-	}
-	var b webhookBody
-	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
 	rc, cancel := s.reqContext(ctx)
 	defer cancel()
 	v, err := e.Create(rc, webhook.KindOutbound, b.patch())
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "webhook "+v.ID+" created for "+urlHost(v.URL))
-	writeJSON(ctx, fasthttp.StatusCreated, v)
-	return nil
+	return hookWritten(ctx, "webhook", true, v, err)
 }
 
 func (s *Server) getWebhook(ctx *fasthttp.RequestCtx) error {
@@ -238,31 +235,18 @@ func (s *Server) getWebhook(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	v, err := e.Get(s.reqCtx(ctx), webhook.KindOutbound, pathID(ctx))
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, v)
-	return nil
+	return reply(ctx, v, err)
 }
 
 func (s *Server) updateWebhook(ctx *fasthttp.RequestCtx) error {
-	e, err := s.engine()
+	e, b, err := engineBody[webhookBody](s, ctx)
 	if err != nil {
-		return err
-	}
-	var b webhookBody
-	if err := decodeJSON(ctx, &b); err != nil {
 		return err
 	}
 	rc, cancel := s.reqContext(ctx)
 	defer cancel()
 	v, err := e.Update(rc, webhook.KindOutbound, pathID(ctx), b.patch())
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "webhook "+v.ID+" updated")
-	writeJSON(ctx, fasthttp.StatusOK, v)
-	return nil
+	return hookWritten(ctx, "webhook", false, v, err)
 }
 
 func (s *Server) testWebhook(ctx *fasthttp.RequestCtx) error {
@@ -279,47 +263,31 @@ func (s *Server) testWebhook(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
-type deliveriesReply struct {
-	Deliveries []webhook.Attempt `json:"deliveries"`
-	Total      int               `json:"total"`
-}
-
 func (s *Server) webhookDeliveries(ctx *fasthttp.RequestCtx) error {
-	e, err := s.engine()
-	if err != nil {
-		return err
-	}
-	limit, err := intQuery(ctx, 50, 1, 200, "limit")
-	if err != nil {
-		return err
-	}
-	a, err := e.Deliveries(s.reqCtx(ctx), pathID(ctx), limit)
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, deliveriesReply{Deliveries: a, Total: len(a)})
-	return nil
-}
-
-type deadLettersReply struct {
-	DeadLetters []webhook.DeadLetter `json:"dead_letters"`
-	Total       int                  `json:"total"`
+	return webhookHistory(s, ctx, "deliveries", 50, 200, (*webhook.Engine).Deliveries)
 }
 
 func (s *Server) webhookDeadLetters(ctx *fasthttp.RequestCtx) error {
+	return webhookHistory(s, ctx, "dead_letters", 100, 1000, (*webhook.Engine).DeadLetters)
+}
+
+// webhookHistory answers one of a hook's histories as {<key>: rows,
+// "total": n}, at most ?limit= rows (def when absent, 1 to max).
+func webhookHistory[T any](s *Server, ctx *fasthttp.RequestCtx, key string, def, max int,
+	read func(e *webhook.Engine, c context.Context, id string, limit int) ([]T, error)) error {
 	e, err := s.engine()
 	if err != nil {
 		return err
 	}
-	limit, err := intQuery(ctx, 100, 1, 1000, "limit")
+	limit, err := intQuery(ctx, def, 1, max, "limit")
 	if err != nil {
 		return err
 	}
-	d, err := e.DeadLetters(s.reqCtx(ctx), pathID(ctx), limit)
+	rows, err := read(e, s.reqCtx(ctx), pathID(ctx), limit)
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, deadLettersReply{DeadLetters: d, Total: len(d)})
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{key: rows, "total": len(rows)})
 	return nil
 }
 

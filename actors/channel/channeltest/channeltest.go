@@ -391,6 +391,29 @@ func Recv[T any](t testing.TB, ch <-chan T) T {
 	return zero
 }
 
+// Run starts a.Run against h in the background, as the runtime would;
+// cancel ends it and done takes what Run returned.
+func Run(a channel.Adapter, h *Host) (cancel context.CancelFunc, done <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := make(chan error, 1)
+	go func() { d <- a.Run(ctx, h) }()
+	return cancel, d
+}
+
+// Outage takes the platform down (goDown) under a running adapter whose
+// Run reports to done: Run must end with a transient error, and a new Run
+// against h must fail transiently too while it stays down.
+func Outage(t testing.TB, a channel.Adapter, h *Host, done <-chan error, goDown func()) {
+	t.Helper()
+	goDown()
+	if err := Recv(t, done); err == nil || channel.IsPermanent(err) {
+		t.Fatalf("Run during an outage = %v, want a transient error", err)
+	}
+	if err := a.Run(context.Background(), h); err == nil || channel.IsPermanent(err) {
+		t.Fatalf("reconnect during an outage = %v, want a transient error", err)
+	}
+}
+
 // Build builds adapter name with its registered spec, as the runtime
 // would, from values and secrets, for tests that drive it without the
 // runtime (with a Host); it fails t on error.

@@ -9,6 +9,7 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/email"
+	"github.com/fangd/fangd/actors/channel/email/emailtest"
 )
 
 // platform drives the in-process IMAP and SMTP servers for the
@@ -19,7 +20,7 @@ import (
 type platform struct {
 	*channeltest.Proxy
 	im *imapPeer
-	sm *smtpPeer
+	sm *emailtest.SMTP
 	n  *atomic.Int64
 }
 
@@ -35,7 +36,7 @@ func (p platform) Inject(_ context.Context, text string) error {
 	return nil
 }
 
-func (p platform) WaitReply(ctx context.Context, text string) error { return p.sm.wait(ctx, text) }
+func (p platform) WaitReply(ctx context.Context, text string) error { return p.sm.Wait(ctx, text) }
 
 func (p platform) SetDown(down bool) {
 	p.sm.SetDown(down)
@@ -48,7 +49,7 @@ func TestConformance(t *testing.T) {
 		Name:      "email",
 		Builders:  channel.Builders{"email": email.New},
 		New: func(t *testing.T) channeltest.Platform {
-			im, sm := startIMAP(t), startSMTP(t)
+			im, sm := startIMAP(t), emailtest.StartSMTP(t)
 			return platform{Proxy: channeltest.NewProxy(t, im.addr), im: im, sm: sm, n: new(atomic.Int64)}
 		},
 		BadTokenError: "login failed",

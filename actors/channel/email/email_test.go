@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -19,18 +18,17 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/email"
+	"github.com/fangd/fangd/actors/channel/email/emailtest"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 const (
-	botAddr = "bot@fangd.test"
-	botPass = "hunter2"
+	botAddr = emailtest.Bot
+	botPass = emailtest.Password
 )
 
 type imapPeer struct {
@@ -106,101 +104,24 @@ func (p *imapPeer) deliver(from, subject, body, msgID string) {
 	}
 }
 
-// smtpPeer records the mail it accepts; in an outage (SetDown) it answers
-// 451 to MAIL FROM.
-type smtpPeer struct {
-	channeltest.FakeState
-	addr string
-	mail []string
-}
-
-func startSMTP(t *testing.T) *smtpPeer {
-	p := &smtpPeer{}
-	s := smtp.NewServer(p)
-	s.AllowInsecureAuth = true
-	s.Domain = "mx.fangd.test"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	go s.Serve(ln)
-	t.Cleanup(func() { s.Close() })
-	return p
-}
-
-func (p *smtpPeer) NewSession(*smtp.Conn) (smtp.Session, error) { return &smtpSession{p: p}, nil }
-
-func (p *smtpPeer) received() []string {
-	p.Lock()
-	defer p.Unlock()
-	return append([]string(nil), p.mail...)
-}
-
-// wait waits for a mail containing text.
-func (p *smtpPeer) wait(ctx context.Context, text string) error {
-	_, err := channeltest.WaitMatch(ctx, &p.FakeState, "no mail with "+text, func() []string { return p.mail },
-		func(m string) bool { return strings.Contains(m, "\r\n"+text+"\r\n") })
-	return err
-}
-
-type smtpSession struct {
-	p      *smtpPeer
-	authed bool
-	rcpt   string
-}
-
-func (s *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
-func (s *smtpSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if user != botAddr || pass != botPass {
-			return errors.New("bad credentials")
-		}
-		s.authed = true
-		return nil
-	}), nil
-}
-func (s *smtpSession) Mail(string, *smtp.MailOptions) error {
-	s.p.Lock()
-	defer s.p.Unlock()
-	if s.p.Down() {
-		return &smtp.SMTPError{Code: 451, Message: "try again later"}
-	}
-	if !s.authed {
-		return &smtp.SMTPError{Code: 530, Message: "authentication required"}
-	}
-	return nil
-}
-func (s *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error { s.rcpt = to; return nil }
-func (s *smtpSession) Data(r io.Reader) error {
-	b, _ := io.ReadAll(r)
-	s.p.Lock()
-	s.p.mail = append(s.p.mail, "RCPT "+s.rcpt+"\r\n"+string(b))
-	s.p.Changed()
-	s.p.Unlock()
-	return nil
-}
-func (s *smtpSession) Reset()        {}
-func (s *smtpSession) Logout() error { return nil }
-
 func hostPort(addr string) (string, string) { h, p, _ := net.SplitHostPort(addr); return h, p }
 
-func configure(h *channeltest.Harness, im *imapPeer, sm *smtpPeer, pass string) {
+func configure(h *channeltest.Harness, im *imapPeer, sm *emailtest.SMTP, pass string) {
 	ih, ip := hostPort(im.addr)
-	sh, sp := hostPort(sm.addr)
+	sh, sp := hostPort(sm.Addr)
 	h.Configure("email", map[string]any{"username": botAddr, "token": pass, "imap_host": ih, "imap_port": ip,
 		"smtp_host": sh, "smtp_port": sp, "imap_security": "none", "smtp_security": "none", "agent_name": channeltest.AgentName})
 }
 
 func TestEmailRoundTrip(t *testing.T) {
-	im, sm := startIMAP(t), startSMTP(t)
+	im, sm := startIMAP(t), emailtest.StartSMTP(t)
 	im.deliver("old@fangd.test", "backlog", "mail from before the bot", "<old@fangd.test>") // not answered
 	h := channeltest.New(t, channel.Builders{"email": email.New})
 	configure(h, im, sm, botPass)
 	h.WaitState("email", channel.StateConnected)
 	im.deliver("ann@fangd.test", "Question", "What is the plan?\r\n\r\nOn Mon, Bob wrote:\r\n> old stuff", "<q1@fangd.test>")
-	h.WaitFor("reply mailed", func() bool { return len(sm.received()) == 1 })
-	got := sm.received()[0]
+	h.WaitFor("reply mailed", func() bool { return len(sm.Received()) == 1 })
+	got := sm.Received()[0]
 	for _, want := range []string{"RCPT ann@fangd.test", "Subject: Re: Question", "In-Reply-To: <q1@fangd.test>", "echo: What is the plan?"} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("reply lacks %q:\n%s", want, got)
@@ -215,7 +136,7 @@ func TestEmailRoundTrip(t *testing.T) {
 	im.deliver("ann@fangd.test", "Again", "second", "<q2@fangd.test>")
 	// Mail is answered in UID order: had q1 been answered again, it would
 	// have been before this one.
-	if err := sm.wait(channeltest.Context(t), "echo: second"); err != nil {
+	if err := sm.Wait(channeltest.Context(t), "echo: second"); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(h.Agents.Turns()); n != 2 {

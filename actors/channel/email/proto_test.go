@@ -23,11 +23,11 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
-	"github.com/emersion/go-smtp"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/email"
+	"github.com/fangd/fangd/actors/channel/email/emailtest"
 )
 
 // deliverRaw puts a raw message (header lines, then body) into the INBOX.
@@ -51,14 +51,14 @@ func parsed(t *testing.T, captured string) *mail.Message {
 }
 
 func TestEmailReplyCarriesTheReferencesChain(t *testing.T) {
-	im, sm := startIMAP(t), startSMTP(t)
+	im, sm := startIMAP(t), emailtest.StartSMTP(t)
 	h := channeltest.New(t, channel.Builders{"email": email.New})
 	configure(h, im, sm, botPass)
 	h.WaitState("email", channel.StateConnected)
 	im.deliverRaw("Subject: Re: plan\r\nMessage-ID: <c3@fangd.test>\r\nIn-Reply-To: <b2@fangd.test>\r\n"+
 		"References: <a1@fangd.test>\r\n <b2@fangd.test>\r\n", "and the third")
-	h.WaitFor("reply mailed", func() bool { return len(sm.received()) == 1 })
-	m := parsed(t, sm.received()[0])
+	h.WaitFor("reply mailed", func() bool { return len(sm.Received()) == 1 })
+	m := parsed(t, sm.Received()[0])
 	if got := m.Header.Get("In-Reply-To"); got != "<c3@fangd.test>" {
 		t.Fatalf("In-Reply-To = %q", got)
 	}
@@ -68,7 +68,7 @@ func TestEmailReplyCarriesTheReferencesChain(t *testing.T) {
 }
 
 func TestEmailHeadersCannotBeInjected(t *testing.T) {
-	im, sm := startIMAP(t), startSMTP(t)
+	im, sm := startIMAP(t), emailtest.StartSMTP(t)
 	h := channeltest.New(t, channel.Builders{"email": email.New})
 	configure(h, im, sm, botPass)
 	h.WaitState("email", channel.StateConnected)
@@ -76,8 +76,8 @@ func TestEmailHeadersCannotBeInjected(t *testing.T) {
 	// References id carries a control byte.
 	im.deliverRaw("Subject: =?utf-8?q?hi=0D=0ABcc:_victim@fangd.test=07?=\r\nMessage-ID: <q9@fangd.test>\r\n"+
 		"References: <ok@fangd.test> <bad\x01id@fangd.test>\r\n", "hello")
-	h.WaitFor("reply mailed", func() bool { return len(sm.received()) == 1 })
-	raw := sm.received()[0]
+	h.WaitFor("reply mailed", func() bool { return len(sm.Received()) == 1 })
+	raw := sm.Received()[0]
 	m := parsed(t, raw)
 	if len(m.Header["Bcc"]) != 0 {
 		t.Fatalf("a Bcc header got in:\n%s", raw)
@@ -98,7 +98,7 @@ func TestEmailHeadersCannotBeInjected(t *testing.T) {
 }
 
 func TestEmailSendsWhileIMAPIsDown(t *testing.T) {
-	sm := startSMTP(t)
+	sm := emailtest.StartSMTP(t)
 	// IMAP is down from the start (nothing listens on its port); SMTP is a
 	// separate server.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -113,7 +113,7 @@ func TestEmailSendsWhileIMAPIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The SMTP server has the mail before the outbox has recorded it sent.
-	h.WaitFor("mail sent while IMAP is down", func() bool { return len(sm.received()) == 1 && h.Get("email").OutboxPending == 0 },
+	h.WaitFor("mail sent while IMAP is down", func() bool { return len(sm.Received()) == 1 && h.Get("email").OutboxPending == 0 },
 		func() string {
 			v := h.Get("email")
 			return fmt.Sprintf("%s %q pending=%d", v.State, v.LastError, v.OutboxPending)
@@ -156,23 +156,9 @@ func startIMAPTLS(t *testing.T, cert tls.Certificate) *imapPeer {
 	return p
 }
 
-func startSMTPTLS(t *testing.T, cert tls.Certificate) *smtpPeer {
-	p := &smtpPeer{}
-	s := smtp.NewServer(p)
-	s.Domain = "mx.fangd.test"
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	go s.Serve(ln)
-	t.Cleanup(func() { s.Close() })
-	return p
-}
-
-func configureTLS(h *channeltest.Harness, im *imapPeer, sm *smtpPeer, caPEM string) (*channel.ConfigureResult, error) {
+func configureTLS(h *channeltest.Harness, im *imapPeer, sm *emailtest.SMTP, caPEM string) (*channel.ConfigureResult, error) {
 	ih, ip := hostPort(im.addr)
-	sh, sp := hostPort(sm.addr)
+	sh, sp := hostPort(sm.Addr)
 	body := map[string]any{"username": botAddr, "token": botPass, "imap_host": ih, "imap_port": ip,
 		"smtp_host": sh, "smtp_port": sp, "imap_security": "tls", "smtp_security": "tls", "agent_name": channeltest.AgentName}
 	if caPEM != "" {
@@ -184,7 +170,7 @@ func configureTLS(h *channeltest.Harness, im *imapPeer, sm *smtpPeer, caPEM stri
 func TestEmailPrivateCA(t *testing.T) {
 	imapCert, imapPEM := selfSigned(t, "imap.fangd.test")
 	smtpCert, _ := selfSigned(t, "smtp.fangd.test")
-	im, sm := startIMAPTLS(t, imapCert), startSMTPTLS(t, smtpCert)
+	im, sm := startIMAPTLS(t, imapCert), emailtest.StartSMTPTLS(t, smtpCert)
 	h := channeltest.New(t, channel.Builders{"email": email.New})
 
 	// Not trusted: a permanent error, not a retry loop.

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -26,6 +25,7 @@ import (
 	xjwt "golang.org/x/oauth2/jwt"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/jwtkeys"
 	"github.com/fangd/fangd/transport/httpretry"
 )
 
@@ -49,17 +49,16 @@ var (
 
 // Adapter is one Chat app.
 type Adapter struct {
-	jwt        *xjwt.Config
-	api        string
-	audience   string
-	byNumber   bool // audience is a project number (else an endpoint URL)
-	certsURL   string
-	legacy     string // verification token of old-style apps
-	hookURL    string
-	hookSpace  string
-	http       *http.Client
-	keys       *keyCache
-	refreshReq chan struct{}
+	jwt       *xjwt.Config
+	api       string
+	audience  string
+	byNumber  bool // audience is a project number (else an endpoint URL)
+	certsURL  string
+	legacy    string // verification token of old-style apps
+	hookURL   string
+	hookSpace string
+	http      *http.Client
+	keys      *jwtkeys.Keys
 
 	mu  sync.Mutex
 	tok *oauth2.Token
@@ -81,7 +80,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	}
 	a := &Adapter{jwt: jc, api: strings.TrimRight(cfg.Text("api_url"), "/"), audience: cfg.Text("audience"),
 		legacy: cfg.Secret("verification_token"), http: cfg.HTTPClient(30 * time.Second),
-		keys: &keyCache{}, refreshReq: make(chan struct{}, 1)}
+		keys: jwtkeys.New()}
 	if err := checkURL(a.api); err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}
 	}
@@ -191,12 +190,10 @@ func (a *Adapter) Probe(ctx context.Context) (channel.Identity, error) {
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.api+"/spaces?pageSize=1", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 1<<20)
 	if err != nil {
-		return channel.Identity{}, fmt.Errorf("google_chat: %w", unwrapURL(err))
+		return channel.Identity{}, fmt.Errorf("google_chat: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
 		err := statusError(resp, data)
 		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
@@ -224,27 +221,14 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 		}
 	}
 	host.Connected(id)
-	tick := time.NewTicker(keyRefresh)
-	defer tick.Stop()
-	var last time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		case <-a.refreshReq:
-			if time.Since(last) < 5*time.Minute {
-				continue
-			}
-		}
-		last = time.Now()
+	return a.keys.Keep(ctx, keyRefresh, func(ctx context.Context) error {
 		if a.audience == "" {
-			continue
+			return nil
 		}
-		if err := a.loadKeys(ctx); err != nil && ctx.Err() == nil {
-			host.Log().Warn().Err(err).Msg("google_chat: could not refresh Google's signing keys; keeping the old ones")
-		}
-	}
+		return a.loadKeys(ctx)
+	}, func(err error) {
+		host.Log().Warn().Err(err).Msg("google_chat: could not refresh Google's signing keys; keeping the old ones")
+	})
 }
 
 // message is the Chat message resource (the parts used here).
@@ -287,12 +271,10 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 1<<20)
 	if err != nil {
-		return "", fmt.Errorf("google_chat: %w", unwrapURL(err))
+		return "", fmt.Errorf("google_chat: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode == http.StatusOK {
 		var m message
 		_ = json.Unmarshal(data, &m)
@@ -328,18 +310,7 @@ func statusError(resp *http.Response, data []byte) *channel.StatusError {
 	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
 		desc = e.Error.Status + ": " + e.Error.Message
 	}
-	if len(desc) > 300 {
-		desc = desc[:300]
-	}
-	return &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("google_chat: %s (HTTP %d)", desc, resp.StatusCode)}
+	return &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("google_chat: %s (HTTP %d)", channel.Clip(desc, 300), resp.StatusCode)}
 }
 
 func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
-
-func unwrapURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}

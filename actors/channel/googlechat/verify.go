@@ -4,15 +4,12 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/fangd/fangd/actors/channel"
@@ -23,19 +20,6 @@ import (
 // one in advance.
 const keyRefresh = 6 * time.Hour
 
-// keyCache holds Google's current keys; filled by Run, read by Webhook
-// (which must not do I/O: it runs inside the channel actor).
-type keyCache struct {
-	mu sync.RWMutex
-	kf keyfunc.Keyfunc
-}
-
-func (c *keyCache) get() keyfunc.Keyfunc {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.kf
-}
-
 func (a *Adapter) loadKeys(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.certsURL, nil)
 	if err != nil {
@@ -43,7 +27,7 @@ func (a *Adapter) loadKeys(ctx context.Context) error {
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("google_chat: signing keys: %w", unwrapURL(err))
+		return fmt.Errorf("google_chat: signing keys: %w", channel.NetCause(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -53,13 +37,9 @@ func (a *Adapter) loadKeys(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("google_chat: signing keys: %w", err)
 	}
-	kf, err := keyfunc.NewJWKSetJSON(raw)
-	if err != nil {
+	if err := a.keys.Set(raw); err != nil {
 		return fmt.Errorf("google_chat: signing keys: %w", err)
 	}
-	a.keys.mu.Lock()
-	a.keys.kf = kf
-	a.keys.mu.Unlock()
 	return nil
 }
 
@@ -78,7 +58,7 @@ func (a *Adapter) verifyBearer(header string) error {
 	if !ok || raw == "" {
 		return fmt.Errorf("google_chat: no bearer token: %w", channel.ErrBadSignature)
 	}
-	kf := a.keys.get()
+	kf := a.keys.Keyfunc()
 	if kf == nil {
 		return kernel.Unavailable("google_chat: Google's signing keys are not loaded yet")
 	}
@@ -89,12 +69,7 @@ func (a *Adapter) verifyBearer(header string) error {
 	}
 	var c idClaims
 	if _, err := jwt.ParseWithClaims(raw, &c, kf.Keyfunc, opts...); err != nil {
-		if errors.Is(err, keyfunc.ErrKeyfunc) {
-			select {
-			case a.refreshReq <- struct{}{}:
-			default:
-			}
-		}
+		a.keys.Rejected(err)
 		return fmt.Errorf("google_chat: token rejected (%v): %w", err, channel.ErrBadSignature)
 	}
 	if !a.byNumber {

@@ -11,7 +11,6 @@
 package gotify
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -264,13 +263,9 @@ func (a *Adapter) handle(ctx context.Context, host channel.Host, m message) erro
 // call does one request with a token in X-Gotify-Key (never in the URL,
 // where proxies would log it).
 func (a *Adapter) call(ctx context.Context, method, path, token string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
+	body, err := channel.JSONBody(in)
+	if err != nil {
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.server+path, body)
 	if err != nil {
@@ -281,16 +276,10 @@ func (a *Adapter) call(ctx context.Context, method, path, token string, in, out 
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 4<<20)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		return fmt.Errorf("gotify: %s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if resp.StatusCode/100 != 2 {
 		return classify(resp, data)
 	}
@@ -312,17 +301,6 @@ func classify(resp *http.Response, data []byte) error {
 	if json.Unmarshal(data, &e) == nil && (e.Description != "" || e.Error != "") {
 		desc = strings.TrimSpace(e.Error + ": " + e.Description)
 	}
-	if len(desc) > 300 {
-		desc = desc[:300]
-	}
-	err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("gotify: %s (HTTP %d)", desc, resp.StatusCode)}
-	switch s := resp.StatusCode; {
-	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		return channel.Permanent(err)
-	case s == http.StatusTooManyRequests:
-		return channel.RetryAfter(err, httpretry.After(resp.Header, time.Now()))
-	case s >= 400 && s < 500:
-		return channel.Rejected(err)
-	}
-	return err
+	return channel.HTTPStatusError(resp.StatusCode, fmt.Sprintf("gotify: %s (HTTP %d)", channel.Clip(desc, 300), resp.StatusCode),
+		httpretry.After(resp.Header, time.Now()))
 }

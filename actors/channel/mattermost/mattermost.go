@@ -5,12 +5,9 @@
 package mattermost
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -133,13 +130,9 @@ type appError struct {
 // only (a channel the bot may not post in); 429 carries the limiter's
 // reset time; 5xx and network errors are transient.
 func (a *Adapter) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
+	body, err := channel.JSONBody(in)
+	if err != nil {
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.server+path, body)
 	if err != nil {
@@ -150,12 +143,10 @@ func (a *Adapter) call(ctx context.Context, method, path string, in, out any) er
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 1<<20)
 	if err != nil {
-		return fmt.Errorf("mattermost: %s %s: %w", method, path, scrub(err))
+		return fmt.Errorf("mattermost: %s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 == 2 {
 		if out != nil {
 			if err := json.Unmarshal(data, out); err != nil {
@@ -173,10 +164,7 @@ func classify(resp *http.Response, data []byte) error {
 	if json.Unmarshal(data, &ae) == nil && ae.Message != "" {
 		desc = ae.Message
 	}
-	if len(desc) > 300 {
-		desc = desc[:300]
-	}
-	err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("mattermost: %s (HTTP %d)", desc, resp.StatusCode)}
+	err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("mattermost: %s (HTTP %d)", channel.Clip(desc, 300), resp.StatusCode)}
 	switch s := resp.StatusCode; {
 	case s == http.StatusUnauthorized:
 		return channel.Permanent(err)
@@ -192,17 +180,6 @@ func classify(resp *http.Response, data []byte) error {
 // X-Ratelimit-Reset (seconds until the bucket refills) and Retry-After.
 func retryAfter(h http.Header) time.Duration {
 	return httpretry.After(h, time.Now(), "X-Ratelimit-Reset")
-}
-
-// scrub drops the request URL from a transport error: it is harmless here
-// (the token travels in a header), but errors end up in status fields and
-// short is better.
-func scrub(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 func (a *Adapter) self() string {

@@ -12,12 +12,6 @@ import (
 	"github.com/fangd/fangd/transport/httpretry"
 )
 
-// host records what an adapter reports, standing in for the runtime;
-// wait takes its next report.
-var newHost = channeltest.NewHost
-
-func wait[T any](t *testing.T, ch <-chan T) T { return channeltest.Recv(t, ch) }
-
 func build(t *testing.T, srv *mattermosttest.Server, token string) *Adapter {
 	t.Helper()
 	return channeltest.Build(t, New, "mattermost", map[string]string{"server_url": srv.URL},
@@ -28,19 +22,18 @@ func TestConnectReceiveReply(t *testing.T) {
 	srv := mattermosttest.New()
 	defer srv.Close()
 	a := build(t, srv, mattermosttest.BotToken)
-	h := newHost()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, h) }()
+	h := channeltest.NewHost()
+	ctx := context.Background()
+	cancel, done := channeltest.Run(a, h)
 
-	id := wait(t, h.Connections)
+	id := channeltest.Recv(t, h.Connections)
 	if id.ID != mattermosttest.Bot.ID || id.Name != "fangbot" {
 		t.Fatalf("identity = %+v", id)
 	}
 	// The bot's own post (echoed by the server) must not come back in.
 	srv.Say(mattermosttest.Bot, mattermosttest.TownSquare.ID, "I am the bot", "")
 	p := srv.Say(mattermosttest.Alice, mattermosttest.TownSquare.ID, "hello bot", "")
-	in := wait(t, h.Delivered)
+	in := channeltest.Recv(t, h.Delivered)
 	if in.Text != "hello bot" || in.ChatID != mattermosttest.TownSquare.ID || in.UserID != mattermosttest.Alice.ID ||
 		in.UserName != "alice" || in.MessageID != p.ID || in.Direct {
 		t.Fatalf("inbound = %+v", in)
@@ -63,7 +56,7 @@ func TestConnectReceiveReply(t *testing.T) {
 	default:
 	}
 	cancel()
-	if err := wait(t, done); err != nil {
+	if err := channeltest.Recv(t, done); err != nil {
 		t.Fatalf("Run after cancel = %v", err)
 	}
 }
@@ -72,7 +65,7 @@ func TestBadTokenIsPermanent(t *testing.T) {
 	srv := mattermosttest.New()
 	defer srv.Close()
 	a := build(t, srv, "wrong-token")
-	err := a.Run(context.Background(), newHost())
+	err := a.Run(context.Background(), channeltest.NewHost())
 	if !channel.IsPermanent(err) {
 		t.Fatalf("Run = %v, want permanent", err)
 	}
@@ -91,26 +84,18 @@ func TestOutageIsTransientAndRecovers(t *testing.T) {
 	srv := mattermosttest.New()
 	defer srv.Close()
 	a := build(t, srv, mattermosttest.BotToken)
-	h := newHost()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(context.Background(), h) }()
-	wait(t, h.Connections)
+	h := channeltest.NewHost()
+	stop, done := channeltest.Run(a, h)
+	defer stop()
+	channeltest.Recv(t, h.Connections)
 
-	srv.SetDown(true)
-	err := wait(t, done)
-	if err == nil || channel.IsPermanent(err) {
-		t.Fatalf("Run during outage = %v, want transient error", err)
-	}
-	if err := a.Run(context.Background(), newHost()); err == nil || channel.IsPermanent(err) {
-		t.Fatalf("reconnect during outage = %v, want transient", err)
-	}
+	channeltest.Outage(t, a, h, done, func() { srv.SetDown(true) })
 	srv.SetDown(false)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { done <- a.Run(ctx, h) }()
-	wait(t, h.Connections)
+	restart, _ := channeltest.Run(a, h)
+	defer restart()
+	channeltest.Recv(t, h.Connections)
 	srv.Say(mattermosttest.Alice, mattermosttest.TownSquare.ID, "back?", "")
-	if in := wait(t, h.Delivered); in.Text != "back?" {
+	if in := channeltest.Recv(t, h.Delivered); in.Text != "back?" {
 		t.Fatalf("inbound = %+v", in)
 	}
 }

@@ -165,7 +165,7 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 	a.authorize(req)
 	resp, err := a.stream.Do(req)
 	if err != nil {
-		return fmt.Errorf("ntfy: subscribe: %w", scrub(err))
+		return fmt.Errorf("ntfy: subscribe: %w", channel.NetCause(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -258,12 +258,10 @@ func (a *Adapter) call(ctx context.Context, method, path string, hdr http.Header
 		req.Header[k] = v
 	}
 	a.authorize(req)
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 1<<20)
 	if err != nil {
-		return fmt.Errorf("ntfy: %s %s: %w", method, path, scrub(err))
+		return fmt.Errorf("ntfy: %s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
 		return classify(resp, data)
 	}
@@ -287,30 +285,10 @@ func classify(resp *http.Response, data []byte) error {
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
 		desc = fmt.Sprintf("%s (code %d)", e.Error, e.Code)
 	}
-	if len(desc) > 300 {
-		desc = desc[:300]
-	}
-	err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("ntfy: %s (HTTP %d)", desc, resp.StatusCode)}
-	switch s := resp.StatusCode; {
-	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		return channel.Permanent(err)
-	case s == http.StatusTooManyRequests:
-		return channel.RetryAfter(err, retryAfter(resp.Header))
-	case s >= 400 && s < 500:
-		return channel.Rejected(err)
-	}
-	return err
+	return channel.HTTPStatusError(resp.StatusCode, fmt.Sprintf("ntfy: %s (HTTP %d)", channel.Clip(desc, 300), resp.StatusCode), retryAfter(resp.Header))
 }
 
 func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
-
-func scrub(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
 
 // splitBytes cuts s into pieces of at most n bytes at rune boundaries,
 // preferring the last newline in each piece.

@@ -11,12 +11,6 @@ import (
 	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
 )
 
-// host records what an adapter reports, standing in for the runtime;
-// wait takes its next report.
-var newHost = channeltest.NewHost
-
-func wait[T any](t *testing.T, ch <-chan T) T { return channeltest.Recv(t, ch) }
-
 func build(t *testing.T, srv *ntfytest.Server, token string) *Adapter {
 	t.Helper()
 	return channeltest.Build(t, New, "ntfy", map[string]string{"server_url": srv.URL, "topic": "fang"},
@@ -27,18 +21,17 @@ func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
 	srv := ntfytest.New()
 	defer srv.Close()
 	a := build(t, srv, ntfytest.BotToken)
-	h := newHost()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, h) }()
-	if id := wait(t, h.Connections); id.Name != "fangbot" {
+	h := channeltest.NewHost()
+	ctx := context.Background()
+	cancel, done := channeltest.Run(a, h)
+	if id := channeltest.Recv(t, h.Connections); id.Name != "fangbot" {
 		t.Fatalf("identity %+v", id)
 	}
 	if err := srv.WaitSubscribers(ctx, "fang", 1); err != nil {
 		t.Fatal(err)
 	}
 	m := srv.Publish("fang", "phone", "what's up?")
-	in := wait(t, h.Delivered)
+	in := channeltest.Recv(t, h.Delivered)
 	if in.Text != "what's up?" || in.ChatID != "fang" || in.UserName != "phone" || in.MessageID != m.ID {
 		t.Fatalf("inbound %+v", in)
 	}
@@ -53,14 +46,14 @@ func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
 	// The reply comes back on the stream; it must not be delivered. A
 	// later user message proves the stream moved past it.
 	srv.Publish("fang", "phone", "thanks")
-	if in := wait(t, h.Delivered); in.Text != "thanks" {
+	if in := channeltest.Recv(t, h.Delivered); in.Text != "thanks" {
 		t.Fatalf("echo delivered: %+v", in)
 	}
 	if c, _ := h.Cursor("since"); c == "" {
 		t.Fatal("cursor not saved")
 	}
 	cancel()
-	if err := wait(t, done); err != nil {
+	if err := channeltest.Recv(t, done); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -69,29 +62,22 @@ func TestResumeFromCursorAfterOutage(t *testing.T) {
 	srv := ntfytest.New()
 	defer srv.Close()
 	a := build(t, srv, ntfytest.BotToken)
-	h := newHost()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(context.Background(), h) }()
-	wait(t, h.Connections)
+	h := channeltest.NewHost()
+	stop, done := channeltest.Run(a, h)
+	defer stop()
+	channeltest.Recv(t, h.Connections)
 	_ = srv.WaitSubscribers(context.Background(), "fang", 1)
 	srv.Publish("fang", "phone", "one")
-	wait(t, h.Delivered)
+	channeltest.Recv(t, h.Delivered)
 
-	srv.SetDown(true)
-	if err := wait(t, done); err == nil || channel.IsPermanent(err) {
-		t.Fatalf("outage: %v", err)
-	}
-	if err := a.Run(context.Background(), h); err == nil || channel.IsPermanent(err) {
-		t.Fatalf("during outage: %v", err)
-	}
+	channeltest.Outage(t, a, h, done, func() { srv.SetDown(true) })
 	// Messages published while fangd was away (the server caches them).
 	srv.SetDown(false)
 	srv.Publish("fang", "phone", "two")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { done <- a.Run(ctx, h) }()
-	wait(t, h.Connections)
-	if in := wait(t, h.Delivered); in.Text != "two" {
+	restart, _ := channeltest.Run(a, h)
+	defer restart()
+	channeltest.Recv(t, h.Connections)
+	if in := channeltest.Recv(t, h.Delivered); in.Text != "two" {
 		t.Fatalf("after outage got %+v", in)
 	}
 	select {
@@ -105,7 +91,7 @@ func TestBadTokenPermanentNoStorm(t *testing.T) {
 	srv := ntfytest.New()
 	defer srv.Close()
 	a := build(t, srv, "tk_wrong")
-	if err := a.Run(context.Background(), newHost()); !channel.IsPermanent(err) {
+	if err := a.Run(context.Background(), channeltest.NewHost()); !channel.IsPermanent(err) {
 		t.Fatalf("Run = %v", err)
 	}
 	if n := srv.Requests("GET /v1/account"); n != 1 {
@@ -116,7 +102,7 @@ func TestBadTokenPermanentNoStorm(t *testing.T) {
 	}
 	// Anonymous on a protected server: 403 on subscribe is permanent too.
 	anon := build(t, srv, "")
-	if err := anon.Run(context.Background(), newHost()); !channel.IsPermanent(err) {
+	if err := anon.Run(context.Background(), channeltest.NewHost()); !channel.IsPermanent(err) {
 		t.Fatalf("anonymous Run = %v", err)
 	}
 }

@@ -8,10 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/fangd/fangd/actors/channel"
@@ -21,26 +19,6 @@ import (
 // keyRefresh is how often the signing keys are re-read; Microsoft rolls
 // them over rarely and announces new ones in advance.
 const keyRefresh = 12 * time.Hour
-
-// keyCache holds the Bot Framework's current signing keys. It is filled
-// from Run (network) and read by Webhook (no network: Webhook runs inside
-// the channel actor).
-type keyCache struct {
-	mu sync.RWMutex
-	kf keyfunc.Keyfunc
-}
-
-func (c *keyCache) get() keyfunc.Keyfunc {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.kf
-}
-
-func (c *keyCache) set(kf keyfunc.Keyfunc) {
-	c.mu.Lock()
-	c.kf = kf
-	c.mu.Unlock()
-}
 
 // loadKeys reads the OpenID metadata document, then the JWK set it names.
 func (a *Adapter) loadKeys(ctx context.Context) error {
@@ -57,11 +35,9 @@ func (a *Adapter) loadKeys(ctx context.Context) error {
 	if err := a.getJSON(ctx, meta.JWKSURI, &raw); err != nil {
 		return fmt.Errorf("teams: signing keys: %w", err)
 	}
-	kf, err := keyfunc.NewJWKSetJSON(raw)
-	if err != nil {
+	if err := a.keys.Set(raw); err != nil {
 		return fmt.Errorf("teams: signing keys: %w", err)
 	}
-	a.keys.set(kf)
 	return nil
 }
 
@@ -96,7 +72,7 @@ func (a *Adapter) verify(header string) (*connectorClaims, error) {
 	if !ok || raw == "" {
 		return nil, fmt.Errorf("teams: no bearer token: %w", channel.ErrBadSignature)
 	}
-	kf := a.keys.get()
+	kf := a.keys.Keyfunc()
 	if kf == nil {
 		return nil, kernel.Unavailable("teams: the Bot Framework signing keys are not loaded yet")
 	}
@@ -105,12 +81,7 @@ func (a *Adapter) verify(header string) (*connectorClaims, error) {
 		jwt.WithValidMethods([]string{"RS256"}), jwt.WithIssuer(connectorIssuer), jwt.WithAudience(a.appID),
 		jwt.WithLeeway(5*time.Minute), jwt.WithExpirationRequired())
 	if err != nil {
-		if errors.Is(err, keyfunc.ErrKeyfunc) {
-			select { // unknown key id: ask Run to re-read the keys
-			case a.refreshReq <- struct{}{}:
-			default:
-			}
-		}
+		a.keys.Rejected(err) // unknown key id: ask Run to re-read the keys
 		return nil, fmt.Errorf("teams: token rejected (%v): %w", err, channel.ErrBadSignature)
 	}
 	return &claims, nil

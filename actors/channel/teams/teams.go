@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/jwtkeys"
 	"github.com/fangd/fangd/transport/httpretry"
 )
 
@@ -45,12 +45,11 @@ const MaxTextRunes = 7000
 
 // Adapter is one bot registration.
 type Adapter struct {
-	appID      string
-	creds      clientcredentials.Config
-	openidURL  string
-	http       *http.Client
-	keys       *keyCache
-	refreshReq chan struct{}
+	appID     string
+	creds     clientcredentials.Config
+	openidURL string
+	http      *http.Client
+	keys      *jwtkeys.Keys
 
 	mu       sync.Mutex
 	tok      *oauth2.Token
@@ -72,11 +71,10 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		appID: appID,
 		creds: clientcredentials.Config{ClientID: appID, ClientSecret: cfg.Secret("app_password"),
 			TokenURL: cfg.Text("auth_url"), Scopes: []string{connectorScope}, AuthStyle: oauth2.AuthStyleInParams},
-		openidURL:  cfg.Text("openid_url"),
-		http:       hc,
-		keys:       &keyCache{},
-		refreshReq: make(chan struct{}, 1),
-		services:   map[string]string{},
+		openidURL: cfg.Text("openid_url"),
+		http:      hc,
+		keys:      jwtkeys.New(),
+		services:  map[string]string{},
 	}, nil
 }
 
@@ -163,27 +161,9 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 	a.host = host
 	a.mu.Unlock()
 	host.Connected(id)
-	tick := time.NewTicker(keyRefresh)
-	defer tick.Stop()
-	var last time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		case <-a.refreshReq:
-			// An unknown key id: the keys may have rolled over. At most
-			// once every few minutes, so forged tokens cannot make us
-			// hammer the metadata endpoint.
-			if time.Since(last) < 5*time.Minute {
-				continue
-			}
-		}
-		last = time.Now()
-		if err := a.loadKeys(ctx); err != nil && ctx.Err() == nil {
-			host.Log().Warn().Err(err).Msg("teams: could not refresh Bot Framework signing keys; keeping the old ones")
-		}
-	}
+	return a.keys.Keep(ctx, keyRefresh, a.loadKeys, func(err error) {
+		host.Log().Warn().Err(err).Msg("teams: could not refresh Bot Framework signing keys; keeping the old ones")
+	})
 }
 
 // Send posts a message activity to the conversation, as a reply to the
@@ -206,16 +186,10 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 64<<10)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		return "", fmt.Errorf("teams: connector: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 == 2 {
 		var r struct {
 			ID string `json:"id"`

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -133,16 +132,10 @@ func (a *Adapter) post(ctx context.Context, cb Callback) (string, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(SignatureHeader, Sign(a.secret, body))
 	req.Header.Set("User-Agent", "fangd-webhook")
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 64<<10)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		return "", fmt.Errorf("webhook: callback: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 == 2 {
 		var ack struct {
 			ID string `json:"id"`
@@ -151,9 +144,7 @@ func (a *Adapter) post(ctx context.Context, cb Callback) (string, error) {
 		return ack.ID, nil
 	}
 	desc := strings.TrimSpace(string(data))
-	if len(desc) > 200 {
-		desc = desc[:200]
-	}
+	desc = channel.Clip(desc, 200)
 	wait := httpretry.After(resp.Header, time.Now())
 	if resp.StatusCode/100 == 3 {
 		return "", channel.Permanent(fmt.Errorf("webhook: callback answered a redirect (HTTP %d); configure the final URL", resp.StatusCode))

@@ -1,12 +1,9 @@
 package whatsapp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -157,10 +154,9 @@ func gatewaySend(ctx context.Context, c *http.Client, gateway, to, text string) 
 }
 
 func gatewayCall(ctx context.Context, c *http.Client, method, u string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, _ := json.Marshal(in)
-		body = bytes.NewReader(b)
+	body, err := channel.JSONBody(in)
+	if err != nil {
+		return channel.Permanent(err)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
@@ -169,16 +165,10 @@ func gatewayCall(ctx context.Context, c *http.Client, method, u string, in, out 
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.Do(req)
+	resp, data, err := channel.Do(c, req, 1<<20)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		return fmt.Errorf("whatsapp gateway: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error string `json:"error"`
@@ -187,10 +177,7 @@ func gatewayCall(ctx context.Context, c *http.Client, method, u string, in, out 
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			desc = e.Error
 		}
-		if len(desc) > 200 {
-			desc = desc[:200]
-		}
-		err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("whatsapp gateway: %s (HTTP %d)", desc, resp.StatusCode)}
+		err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("whatsapp gateway: %s (HTTP %d)", channel.Clip(desc, 200), resp.StatusCode)}
 		if resp.StatusCode == http.StatusBadRequest {
 			return channel.Rejected(err)
 		}

@@ -10,7 +10,6 @@
 package whatsapp
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -19,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -168,13 +166,9 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 
 // graph does one Graph API call with the access token as a bearer.
 func (a *Adapter) graph(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
+	body, err := channel.JSONBody(in)
+	if err != nil {
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.api+path, body)
 	if err != nil {
@@ -184,16 +178,10 @@ func (a *Adapter) graph(ctx context.Context, method, path string, in, out any) e
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := a.http.Do(req)
+	resp, data, err := channel.Do(a.http, req, 1<<20)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		return fmt.Errorf("whatsapp: graph API: %w", err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 == 2 {
 		if out != nil {
 			if err := json.Unmarshal(data, out); err != nil {
@@ -240,10 +228,7 @@ func classify(resp *http.Response, data []byte) error {
 	if ge.ErrorData.Details != "" {
 		desc += ": " + ge.ErrorData.Details
 	}
-	if len(desc) > 300 {
-		desc = desc[:300]
-	}
-	err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("whatsapp: %s (code %d, HTTP %d)", desc, ge.Code, resp.StatusCode)}
+	err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("whatsapp: %s (code %d, HTTP %d)", channel.Clip(desc, 300), ge.Code, resp.StatusCode)}
 	wait := httpretry.After(resp.Header, time.Now())
 	switch c := ge.Code; {
 	case c == 190 || c == 10 || c == 3 || (c >= 200 && c <= 299) || (c == 100 && ge.Subcode == 33):

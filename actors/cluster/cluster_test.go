@@ -1,0 +1,72 @@
+//go:build cluster
+
+// Behind the "cluster" build tag and run without -race by `make
+// test-cluster`: upstream's cluster package is racy (see
+// cmd/fangd/clustertest/doc.go).
+package cluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fangd/fangd/actors/cluster/devetcd"
+	"github.com/fangd/fangd/actors/kernel"
+)
+
+// A message batch naming a type or serializer the receiver does not have
+// makes upstream's endpoint reader index out of range; without the
+// recovering interceptor that panic kills the whole node. With it the
+// stream is refused and the node serves on.
+func TestUnknownMessageDoesNotCrashTheNode(t *testing.T) {
+	etcd, err := devetcd.Start(t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	k := kernel.New(zerolog.Nop())
+	n, err := Start(k, Options{Endpoints: []string{etcd.Endpoint}, Name: "t", NodeName: "a", Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+
+	conn, err := grpc.NewClient(n.Address(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, env := range []*remote.MessageEnvelope{
+		{Target: 0, TypeId: 7, SerializerId: 0},                         // no such type name
+		{Target: 0, TypeId: 0, SerializerId: 9, MessageData: []byte{1}}, // no such serializer
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		stream, err := remote.NewRemotingClient(conn).Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = stream.Send(&remote.RemoteMessage{MessageType: &remote.RemoteMessage_MessageBatch{MessageBatch: &remote.MessageBatch{
+			TypeNames: []string{"fangd.Unknown"},
+			Targets:   []*actor.PID{{Address: n.Address(), Id: "nobody"}},
+			Envelopes: []*remote.MessageEnvelope{env},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err == nil {
+			t.Fatal("the bad batch was not refused")
+		}
+		cancel()
+	}
+	// Still a member, still answering.
+	ms, err := n.Members(context.Background())
+	if err != nil || len(ms) != 1 || !ms[0].Self {
+		t.Fatalf("%+v %v", ms, err)
+	}
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+
+	"github.com/fangd/fangd/actors/agent"
+	fcluster "github.com/fangd/fangd/actors/cluster"
+)
+
+// startCluster joins the cluster named by [cluster] / --cluster (audited).
+// Nothing is moved to the cluster yet: every entity kind still runs per
+// node (fcluster.Kinds says so, and GET /api/cluster reports it).
+func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
+	cc := cfg.Cluster
+	channels := d.channels
+	n, err := fcluster.Start(d.kernel, fcluster.Options{
+		Endpoints: cc.Etcd, Name: cc.clusterName(), NodeName: cc.nodeName(d.ln.Addr().String()),
+		HTTPURL:  "http://" + d.ln.Addr().String(),
+		BindHost: cc.BindHost, BindPort: cc.BindPort, AdvertisedHost: cc.AdvertisedHost,
+		// How many of each per-node kind this node runs, read every
+		// refresh (2 s) for the node record in etcd.
+		Hosted: func(ctx context.Context) map[string]int {
+			h := map[string]int{}
+			if vs, err := channels.List(ctx, true); err == nil {
+				h[fcluster.KindChannel] = len(vs)
+			}
+			if as, err := agents.List(ctx); err == nil {
+				h[fcluster.KindAgent] = len(as)
+			}
+			return h
+		},
+		Log: d.log.With().Str("component", "cluster").Logger(),
+	})
+	if err != nil {
+		return err
+	}
+	d.cluster = n
+	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
+	d.log.Info().Str("cluster", n.Name()).Str("node", n.NodeName()).Str("member_id", n.MemberID()).
+		Str("address", n.Address()).Strs("etcd", n.Endpoints()).Msg("joined the cluster")
+	return nil
+}
+
+// stopCluster leaves the cluster; it runs after the root actors stopped,
+// since upstream's cluster shutdown also shuts the actor system down.
+func (d *daemon) stopCluster() {
+	if d.cluster == nil {
+		return
+	}
+	d.cluster.Stop()
+	d.cluster = nil
+}

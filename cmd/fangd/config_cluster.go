@@ -1,0 +1,96 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+)
+
+// ClusterConfig is [cluster]: cluster mode (docs/cluster.md). Empty Etcd
+// (and no --cluster flag) is a single node: no etcd, no remoting.
+type ClusterConfig struct {
+	// Etcd are the etcd client endpoints, host:port.
+	Etcd []string `toml:"etcd"`
+	// Name is the cluster's name (default "fangd"): nodes sharing etcd
+	// and name form one cluster.
+	Name string `toml:"name"`
+	// NodeName names this node (default: host name and API port).
+	NodeName string `toml:"node_name"`
+	// BindHost and BindPort are where the node listens for the other
+	// members (default 127.0.0.1, port 0: a free port); AdvertisedHost is
+	// the host the others dial when it differs (NAT, containers).
+	BindHost       string `toml:"bind_host"`
+	BindPort       int    `toml:"bind_port"`
+	AdvertisedHost string `toml:"advertised_host"`
+}
+
+var clusterNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// parseClusterURL reads --cluster etcd://HOST:PORT[,HOST:PORT...].
+func parseClusterURL(s string) ([]string, error) {
+	rest, ok := strings.CutPrefix(s, "etcd://")
+	if !ok {
+		return nil, fmt.Errorf("--cluster %q: want etcd://HOST:PORT[,HOST:PORT]", s)
+	}
+	var eps []string
+	for _, ep := range strings.Split(rest, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			eps = append(eps, ep)
+		}
+	}
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("--cluster %q: no etcd endpoint", s)
+	}
+	return eps, nil
+}
+
+func (c ClusterConfig) enabled() bool { return len(c.Etcd) > 0 }
+
+func (c ClusterConfig) validate() error {
+	if !c.enabled() {
+		return nil
+	}
+	var errs []error
+	for _, ep := range c.Etcd {
+		if _, port, err := net.SplitHostPort(ep); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("cluster.etcd %q: want host:port", ep))
+		}
+	}
+	if !clusterNameRe.MatchString(c.clusterName()) {
+		errs = append(errs, fmt.Errorf("cluster.name %q: 1-64 letters, digits, '_', '.' or '-'", c.Name))
+	}
+	if len(c.NodeName) > 128 {
+		errs = append(errs, errors.New("cluster.node_name must be at most 128 characters"))
+	}
+	if c.BindPort < 0 || c.BindPort > 65535 {
+		errs = append(errs, errors.New("cluster.bind_port must be between 0 and 65535"))
+	}
+	if c.AdvertisedHost != "" && c.BindPort == 0 {
+		errs = append(errs, errors.New("cluster.advertised_host needs a fixed cluster.bind_port (the others dial that port)"))
+	}
+	if c.BindHost != "" && net.ParseIP(c.BindHost) == nil && c.BindHost != "localhost" {
+		errs = append(errs, fmt.Errorf("cluster.bind_host %q: want an IP address", c.BindHost))
+	}
+	return errors.Join(errs...)
+}
+
+func (c ClusterConfig) clusterName() string {
+	if c.Name == "" {
+		return "fangd"
+	}
+	return c.Name
+}
+
+// nodeName is the configured name or host name plus API port, which is
+// unique among nodes sharing a machine.
+func (c ClusterConfig) nodeName(apiAddr string) string {
+	if c.NodeName != "" {
+		return c.NodeName
+	}
+	host, _ := os.Hostname()
+	_, port, _ := net.SplitHostPort(apiAddr)
+	return host + "-" + port
+}

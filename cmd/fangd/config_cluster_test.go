@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseClusterURL(t *testing.T) {
+	eps, err := parseClusterURL("etcd://127.0.0.1:2379, 127.0.0.2:2379")
+	if err != nil || strings.Join(eps, " ") != "127.0.0.1:2379 127.0.0.2:2379" {
+		t.Fatalf("%v %v", eps, err)
+	}
+	for _, bad := range []string{"127.0.0.1:2379", "http://h:1", "etcd://", "etcd://,"} {
+		if _, err := parseClusterURL(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// Without etcd endpoints [cluster] is off and nothing in it is checked;
+// with them every key is.
+func TestClusterConfigValidate(t *testing.T) {
+	if err := (ClusterConfig{Name: "bad/name", BindPort: -1}).validate(); err != nil {
+		t.Fatalf("off but checked: %v", err)
+	}
+	ok := ClusterConfig{Etcd: []string{"127.0.0.1:2379"}}
+	if err := ok.validate(); err != nil || ok.clusterName() != "fangd" {
+		t.Fatalf("%v %q", err, ok.clusterName())
+	}
+	for _, c := range []ClusterConfig{
+		{Etcd: []string{"nohost"}},
+		{Etcd: []string{"h:1"}, Name: "bad/name"},
+		{Etcd: []string{"h:1"}, BindPort: 70000},
+		{Etcd: []string{"h:1"}, BindHost: "not an ip"},
+		{Etcd: []string{"h:1"}, AdvertisedHost: "10.0.0.1"},
+		{Etcd: []string{"h:1"}, NodeName: strings.Repeat("x", 129)},
+	} {
+		if err := c.validate(); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+	cfg := defaultConfig()
+	cfg.Cluster = ClusterConfig{Etcd: []string{"nohost"}}
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "cluster.etcd") {
+		t.Fatalf("config validate: %v", err)
+	}
+}

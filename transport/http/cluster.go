@@ -1,0 +1,65 @@
+package http
+
+import (
+	"context"
+
+	"github.com/valyala/fasthttp"
+
+	fcluster "github.com/fangd/fangd/actors/cluster"
+)
+
+// Cluster mode: GET /api/cluster (docs/cluster.md). Single node: enabled
+// false, no members, every kind "single_node".
+
+// ClusterView is what the HTTP layer needs of a cluster member.
+type ClusterView interface {
+	Name() string
+	NodeName() string
+	MemberID() string
+	Members(ctx context.Context) ([]fcluster.Member, error)
+}
+
+// SetCluster hands over the cluster membership, which starts after the
+// server is built (it needs the listener's address); call before Serve.
+func (s *Server) SetCluster(c ClusterView) { s.cluster = c }
+
+func (s *Server) clusterRoutes() {
+	s.api("GET", "/cluster", s.getCluster)
+}
+
+type clusterStatus struct {
+	Enabled  bool                `json:"enabled"`
+	Mode     string              `json:"mode"`
+	Name     string              `json:"name,omitempty"`
+	NodeName string              `json:"node_name,omitempty"`
+	MemberID string              `json:"member_id,omitempty"`
+	Members  []fcluster.Member   `json:"members"`
+	Kinds    []fcluster.KindInfo `json:"kinds"`
+}
+
+func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
+	st := clusterStatus{Mode: "single_node", Members: []fcluster.Member{}}
+	if s.cluster == nil {
+		for _, k := range fcluster.Kinds {
+			st.Kinds = append(st.Kinds, fcluster.KindInfo{Kind: k.Kind, Mode: "single_node", Note: "cluster mode is off"})
+		}
+		return st, nil
+	}
+	ms, err := s.cluster.Members(ctx)
+	if err != nil {
+		return st, &apiError{fasthttp.StatusServiceUnavailable, "cluster_unavailable", "etcd did not answer"}
+	}
+	st.Enabled, st.Mode = true, "cluster"
+	st.Name, st.NodeName, st.MemberID = s.cluster.Name(), s.cluster.NodeName(), s.cluster.MemberID()
+	st.Members, st.Kinds = ms, fcluster.Kinds
+	return st, nil
+}
+
+func (s *Server) getCluster(ctx *fasthttp.RequestCtx) error {
+	st, err := s.clusterStatus(ctx)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, st)
+	return nil
+}

@@ -1,0 +1,96 @@
+package http
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	fcluster "github.com/fangd/fangd/actors/cluster"
+)
+
+// fakeCluster is a membership view as actors/cluster.Node gives it; the
+// real one is exercised with etcd and separate processes in
+// cmd/fangd/clustertest.
+type fakeCluster struct {
+	members []fcluster.Member
+	err     error
+}
+
+func (f fakeCluster) Name() string     { return "c1" }
+func (f fakeCluster) NodeName() string { return "n1" }
+func (f fakeCluster) MemberID() string { return "c1@abc" }
+func (f fakeCluster) Members(context.Context) ([]fcluster.Member, error) {
+	return f.members, f.err
+}
+
+type clusterBody struct {
+	Enabled  bool                `json:"enabled"`
+	Mode     string              `json:"mode"`
+	Name     string              `json:"name"`
+	NodeName string              `json:"node_name"`
+	Members  []fcluster.Member   `json:"members"`
+	Kinds    []fcluster.KindInfo `json:"kinds"`
+}
+
+type netClusterBody struct {
+	Cluster networkCluster `json:"cluster"`
+}
+
+// Without cluster mode nothing claims a cluster: enabled false, no
+// members, every kind "single_node"; /api/network/status says the same.
+func TestClusterSingleNode(t *testing.T) {
+	ts := newTestServer(t, nil)
+	var st clusterBody
+	ts.mustStatus(t, 200, "GET", "/api/cluster", "").json(t, &st)
+	if st.Enabled || st.Mode != "single_node" || st.Members == nil || len(st.Members) != 0 || len(st.Kinds) != len(fcluster.Kinds) {
+		t.Fatalf("%+v", st)
+	}
+	for _, k := range st.Kinds {
+		if k.Mode != "single_node" {
+			t.Fatalf("kind %+v", k)
+		}
+	}
+	var ns netClusterBody
+	ts.mustStatus(t, 200, "GET", "/api/network/status", "").json(t, &ns)
+	if ns.Cluster.Enabled || ns.Cluster.Members == nil || len(ns.Cluster.Members) != 0 {
+		t.Fatalf("%+v", ns.Cluster)
+	}
+}
+
+// In cluster mode the members come from the membership view, the kinds
+// table is the honest per-node one, and an etcd failure is a 503 on
+// /api/cluster but does not break /api/network/status.
+func TestClusterMembersAndEtcdDown(t *testing.T) {
+	fc := &fakeCluster{members: []fcluster.Member{
+		{NodeName: "n1", MemberID: "c1@abc", Address: "127.0.0.1:7001", State: "up", Self: true, Kinds: []string{}, Hosted: map[string]int{"agent": 2}},
+		{NodeName: "n2", MemberID: "c1@def", Address: "127.0.0.1:7002", State: "excluded", Kinds: []string{}, Hosted: map[string]int{}},
+	}}
+	ts := newTestServer(t, nil, func(s *Server) { s.SetCluster(fc) })
+	var st clusterBody
+	ts.mustStatus(t, 200, "GET", "/api/cluster", "").json(t, &st)
+	if !st.Enabled || st.Mode != "cluster" || st.Name != "c1" || st.NodeName != "n1" || len(st.Members) != 2 ||
+		st.Members[0].Hosted["agent"] != 2 || st.Members[1].State != "excluded" {
+		t.Fatalf("%+v", st)
+	}
+	for _, k := range st.Kinds {
+		if k.Mode != "per_node" {
+			t.Fatalf("kind %+v claims more than this version does", k)
+		}
+	}
+	var ns netClusterBody
+	ts.mustStatus(t, 200, "GET", "/api/network/status", "").json(t, &ns)
+	if !ns.Cluster.Enabled || ns.Cluster.Name != "c1" || len(ns.Cluster.Members) != 2 {
+		t.Fatalf("%+v", ns.Cluster)
+	}
+
+	fc.err = errors.New("etcd: context deadline exceeded")
+	e := ts.mustStatus(t, 503, "GET", "/api/cluster", "").envelope(t)
+	if e.Code != "cluster_unavailable" {
+		t.Fatalf("%+v", e)
+	}
+	ns = netClusterBody{}
+	ts.mustStatus(t, 200, "GET", "/api/network/status", "").json(t, &ns)
+	if !ns.Cluster.Enabled || ns.Cluster.Error == "" || len(ns.Cluster.Members) != 0 {
+		t.Fatalf("%+v", ns.Cluster)
+	}
+}
