@@ -216,15 +216,16 @@ var routeDocs = map[string]opDoc{
 	"POST /api/channels/whatsapp/qr/start":  {summary: "Start WhatsApp QR pairing"},
 	"GET /api/channels/whatsapp/qr/status":  {summary: "WhatsApp QR pairing status"},
 
-	"POST /api/pairing/request":        {summary: "Start device pairing"},
-	"GET /api/pairing/qr":              {summary: "Pairing QR code"},
-	"POST /api/pairing/complete":       {summary: "Complete device pairing"},
-	"POST /api/pairing/action":         {summary: "A paired device decides an action"},
-	"GET /api/pairing/devices":         {summary: "Paired devices"},
-	"DELETE /api/pairing/devices/{id}": {summary: "Revoke a paired device"},
-	"GET /api/pairing/me":              {summary: "The calling device"},
-	"GET /api/pairing/vapid":           {summary: "Web Push VAPID public key (public)"},
-	"POST /api/pairing/notify":         {summary: "Push a notification to paired devices"},
+	"POST /api/pairing/request":                {summary: "Start device pairing"},
+	"GET /api/pairing/qr":                      {summary: "Pairing QR code"},
+	"POST /api/pairing/complete":               {summary: "Complete device pairing"},
+	"POST /api/pairing/action":                 {summary: "A paired device decides an action"},
+	"GET /api/pairing/devices":                 {summary: "Paired devices"},
+	"DELETE /api/pairing/devices/{id}":         {summary: "Revoke a paired device"},
+	"GET /api/pairing/devices/{id}/deliveries": {summary: "A paired device's push delivery history"},
+	"GET /api/pairing/me":                      {summary: "The calling device"},
+	"GET /api/pairing/vapid":                   {summary: "Web Push VAPID public key (public)"},
+	"POST /api/pairing/notify":                 {summary: "Push a notification to paired devices"},
 
 	"GET /api/auth/providers":        {summary: "Sign-in providers (public)"},
 	"GET /api/auth/login":            {summary: "Start OIDC sign-in (public)"},
@@ -234,6 +235,7 @@ var routeDocs = map[string]opDoc{
 	"POST /api/auth/logout":          {summary: "Sign out"},
 	"GET /api/auth/userinfo":         {summary: "The signed-in user (public: answers for the caller's own session)"},
 	"POST /api/auth/introspect":      {summary: "Introspect a token"},
+	"POST /api/auth/refresh":         {summary: "Rotate a sign-in session (public: the session token is the credential)"},
 }
 
 // openAPIDocument builds the document from the registered routes.
