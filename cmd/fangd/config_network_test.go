@@ -103,11 +103,11 @@ func TestNetworkSecretSources(t *testing.T) {
 		t.Fatalf("env secret %q %v", v, err)
 	}
 
-	set := &vaultSetCommand{in: strings.NewReader("from-the-vault\n")}
-	if err := set.Run(t.Context(), []string{"--home", home, "ofp-secret"}); err != nil {
+	set := &vaultSetCommand{home: home, in: strings.NewReader("from-the-vault\n")}
+	if err := set.Run(t.Context(), []string{"ofp-secret"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&vaultSetCommand{in: strings.NewReader("x\n")}).Run(t.Context(), []string{"--home", home, "../identity"}); err == nil {
+	if err := (&vaultSetCommand{home: home, in: strings.NewReader("x\n")}).Run(t.Context(), []string{"../identity"}); err == nil {
 		t.Fatal("a vault name with a path in it was accepted")
 	}
 	cfg, err = networkConfigFrom(t, "network_enabled = true\n[network]\nshared_secret = \"vault:ofp-secret\"\n")

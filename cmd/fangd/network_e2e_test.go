@@ -144,7 +144,14 @@ func TestOFPThreeDaemons(t *testing.T) {
 			t.Fatalf("c's peer entry: %+v", p)
 		}
 	}
-	st := a.status(t)
+	// The first messages on a link (discover, agent lists) follow its
+	// handshake: wait for a to count one rather than race them.
+	var st map[string]any
+	eventually(t, 20*time.Second, "a to count messages in", func() bool {
+		st = a.status(t)
+		n, _ := st["messages_in"].(float64)
+		return n > 0
+	})
 	if st["online"] != true || st["connected_peers"].(float64) != 2 || st["pinned_peers"].(float64) != 2 ||
 		st["identity_fingerprint"] == nil || st["listen_address"] != a.ofp || st["protocol_version"] != "ofp/1" || st["link_encryption"] != "negotiated" || st["messages_in"].(float64) == 0 {
 		t.Fatalf("a's network status: %v", st)

@@ -35,7 +35,7 @@ role_map = { ops = "operator" }
 	// daemon's home), not in the file.
 	td := runFangd(t, home, fmt.Sprintf("api_key = %q\n", e2eKey))
 	td.stop()
-	if err := (&vaultSetCommand{in: strings.NewReader("s3cret-0123456789\n")}).Run(t.Context(), []string{"--home", home, "oidc-client"}); err != nil {
+	if err := (&vaultSetCommand{home: home, in: strings.NewReader("s3cret-0123456789\n")}).Run(t.Context(), []string{"oidc-client"}); err != nil {
 		t.Fatal(err)
 	}
 	td.config = cfg
