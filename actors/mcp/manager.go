@@ -151,6 +151,12 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 		return nil, err
 	}
 	m.pid = pid
+	// A manager restarted on the same kernel replaces the previous one's
+	// collector (same descriptions), so scrapes read the live supervisor.
+	k.Metrics.Unregister(serverCollector{m: m})
+	if err := k.Metrics.Register(serverCollector{m: m}); err != nil {
+		return nil, err
+	}
 	// Every stdio server runs with a cleared environment, in its own
 	// process group and working directory; there is no switch to turn
 	// that off, so the system is active while the supervisor runs.
