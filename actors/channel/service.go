@@ -145,7 +145,14 @@ func Start(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{rt: rt, pid: pid, loadConfig: opts.LoadConfig, env: opts.Env}, nil
+	s := &Service{rt: rt, pid: pid, loadConfig: opts.LoadConfig, env: opts.Env}
+	// A service restarted on the same kernel replaces the previous one's
+	// collector (same descriptions), so scrapes read the live supervisor.
+	opts.Kernel.Metrics.Unregister(stateCollector{s: s})
+	if err := opts.Kernel.Metrics.Register(stateCollector{s: s}); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // childPID is the address of channel name's actor.
