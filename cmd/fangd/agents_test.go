@@ -450,7 +450,9 @@ func TestProviderFailuresMapTo502And503(t *testing.T) {
 	}
 	metrics := string(td.must(200, "GET", "/metrics", nil, nil).raw)
 	for _, want := range []string{`fangd_llm_calls_total{outcome="rate_limited",provider="fakeoai"} 1`,
-		`fangd_llm_calls_total{outcome="timeout",provider="fakeoai"} 1`, `fangd_llm_calls_total{outcome="rejected",provider="fakeoai"} 1`} {
+		`fangd_llm_calls_total{outcome="timeout",provider="fakeoai"} 1`, `fangd_llm_calls_total{outcome="rejected",provider="fakeoai"} 1`,
+		// The scrape-time collectors answer in the whole daemon too.
+		`fangd_mcp_servers{status="connected"} 0`} {
 		if !strings.Contains(metrics, want) {
 			t.Fatalf("metrics lack %s", want)
 		}
