@@ -315,8 +315,12 @@ func (s *supervisor) linked(c actor.Context, m *linked) {
 		s.entries[id] = en
 	}
 	// Counted as connected at once, so that max_peers holds while the
-	// actor has not published yet.
+	// actor has not published yet; the connection has passed its
+	// handshake, so it is authenticated too (a listing in between read
+	// "connected" beside the stale "authenticated": false of the last
+	// disconnect).
 	en.info.State = StateConnected
+	en.info.Authenticated = true
 	c.Send(en.pid, &attach{c: m.c, sess: m.sess, dialAddr: m.dialAddr})
 }
 
