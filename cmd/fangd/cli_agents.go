@@ -49,23 +49,14 @@ func agentsListCmd(o *clientOptions) *cobra.Command {
   fangd agents list --json | jq -r '.items[].name'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient(o)
-			if err != nil {
-				return err
-			}
 			var page struct {
 				Items  []agent.Agent `json:"items"`
 				Total  int           `json:"total"`
 				Offset int           `json:"offset"`
 				Next   *int          `json:"next_offset"`
 			}
-			raw, err := c.get(cmd.Context(), "/api/agents", p.query(), &page)
-			if err != nil {
+			if _, printed, err := getPage(cmd, o, "/api/agents", &p, &page); err != nil || printed {
 				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
 			}
 			if page.Total == 0 {
 				fmt.Fprintln(stderr(cmd), "no agents yet: fangd agents create NAME --model PROVIDER/MODEL")

@@ -351,3 +351,19 @@ func printRaw(w io.Writer, raw []byte) {
 
 // pathEscape makes one path segment of a user-given name or id.
 func pathEscape(s string) string { return url.PathEscape(s) }
+
+// getPage fetches one page of a list into v. With --json it prints the
+// server's answer as is and reports printed, leaving the table to the
+// caller otherwise.
+func getPage(cmd *cobra.Command, o *clientOptions, path string, p *pageFlags, v any) (c *client, printed bool, err error) {
+	c, err = newClient(o)
+	if err != nil {
+		return nil, false, err
+	}
+	raw, err := c.get(cmd.Context(), path, p.query(), v)
+	if err != nil || !c.json {
+		return c, false, err
+	}
+	printRaw(stdout(cmd), raw)
+	return c, true, nil
+}

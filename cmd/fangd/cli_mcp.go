@@ -26,23 +26,14 @@ func mcpListCmd(o *clientOptions) *cobra.Command {
   fangd mcp list --json | jq -r '.servers[] | select(.connected | not) | .name'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient(o)
-			if err != nil {
-				return err
-			}
 			var page struct {
 				Servers []mcp.ServerView `json:"servers"`
 				Total   int              `json:"total"`
 				Offset  int              `json:"offset"`
 				Next    *int             `json:"next_offset"`
 			}
-			raw, err := c.get(cmd.Context(), "/api/mcp/servers", p.query(), &page)
-			if err != nil {
+			if _, printed, err := getPage(cmd, o, "/api/mcp/servers", &p, &page); err != nil || printed {
 				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
 			}
 			if page.Total == 0 {
 				fmt.Fprintln(stderr(cmd), "no MCP servers ([[mcp_servers]] in the config, or POST /api/mcp/servers; docs/mcp.md)")

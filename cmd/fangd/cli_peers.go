@@ -23,27 +23,19 @@ network answers 404 on /api/peers: that is said plainly (exit 1).`,
   fangd peers list --json | jq -r '.items[].node_name'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient(o)
-			if err != nil {
-				return err
-			}
 			var page struct {
 				Items  []ofppeer.PeerInfo `json:"items"`
 				Total  int                `json:"total"`
 				Offset int                `json:"offset"`
 				Next   *int               `json:"next_offset"`
 			}
-			raw, err := c.get(cmd.Context(), "/api/peers", p.query(), &page)
+			c, printed, err := getPage(cmd, o, "/api/peers", &p, &page)
 			var se *serverError
 			if errors.As(err, &se) && se.Status == http.StatusNotFound {
 				return fmt.Errorf("the server at %s has no peer network: GET /api/peers answered 404 (this fangd has no OFP peer support)", c.base)
 			}
-			if err != nil {
+			if err != nil || printed {
 				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
 			}
 			if page.Total == 0 {
 				var st struct {
