@@ -453,6 +453,10 @@ func (a *conn) callDone(c actor.Context, m *callDone) {
 }
 
 func (a *conn) report(c actor.Context) {
+	// Publish first: whoever reads this report (or the answer that follows
+	// it) may call at once, and the deferred publish in Receive runs only
+	// after both have gone out.
+	a.publish(c)
 	st := a.st
 	st.Tools = slices.Clone(a.st.Tools)
 	if c.Parent() != nil {

@@ -110,6 +110,10 @@ func TestToolPinningQuarantineAndAccept(t *testing.T) {
 	if err != nil || len(acc.Accepted) != 1 || acc.Accepted[0] != "transfer" {
 		t.Fatalf("accept: %+v %v", acc, err)
 	}
+	// Callable as soon as the accept is answered, not a moment later.
+	if _, err := h.call("mcp_bank_transfer", map[string]any{"message": "1"}); err != nil {
+		t.Fatalf("the accepted tool is blocked right after the accept answered: %v", err)
+	}
 	v = h.waitFor("bank", "accepted", func(v ServerView) bool { return !v.ToolsChanged })
 	eventually(t, "the accepted tool is exposed again", func() bool { return h.m.HasTool("mcp_bank_transfer") })
 	if _, err := h.call("mcp_bank_transfer", map[string]any{"message": "1"}); err != nil {
