@@ -102,7 +102,7 @@ func importSpec(b *createAgentBody) (agent.ImportSpec, error) {
 		name string
 		set  bool
 	}{{"description", sp.Description != ""}, {"system_prompt", sp.SystemPrompt != ""}, {"max_tokens", sp.MaxTokens != nil},
-		{"tags", sp.Tags != nil}, {"tools", sp.Tools != nil}, {"capabilities", sp.Capabilities != nil},
+		{"temperature", sp.Temperature != nil}, {"tags", sp.Tags != nil}, {"tools", sp.Tools != nil}, {"capabilities", sp.Capabilities != nil},
 		{"channels", sp.Channels != nil}, {"mcp_servers", sp.MCPServers != nil}} {
 		if f.set {
 			return agent.ImportSpec{}, badRequest("invalid_input", f.name+" cannot be combined with manifest_toml or template: set it in the manifest")

@@ -40,11 +40,13 @@ func TestCreateAgentFromLibreFangManifest(t *testing.T) {
 	var a map[string]any
 	r.json(t, &a)
 	if a["agent_id"] != a["id"] || a["agent_id"] == nil || a["name"] != "researcher" || a["model"] != "fake/m" ||
-		a["system_prompt"] != "You research." || a["max_tokens"] != float64(512) || a["description"] != "Answers questions." {
+		a["system_prompt"] != "You research." || a["max_tokens"] != float64(512) || a["description"] != "Answers questions." ||
+		a["temperature"] != 0.3 {
 		t.Fatalf("created: %s", r.body)
 	}
 	w, _ := json.Marshal(a["warnings"])
-	if !strings.Contains(string(w), "model.temperature") || !strings.Contains(string(w), "capabilities.network") {
+	// [model] temperature is applied (sent to the provider), so no warning.
+	if strings.Contains(string(w), "temperature") || !strings.Contains(string(w), "capabilities.network") {
 		t.Fatalf("warnings: %s", w)
 	}
 	// [resources] max_cost_per_day_usd is the agent's budget.
