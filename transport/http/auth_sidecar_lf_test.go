@@ -46,12 +46,14 @@ func TestLibreFangDashboardAuthRoutes(t *testing.T) {
 
 // LibreFang's POST /api/auth/callback takes {code, state} as JSON (its
 // SPA posts what the provider handed it) and answers the session; fangd
-// finishes the same sign-in as the GET redirect does.
+// finishes the same sign-in as the GET redirect does. The flow starts at
+// LibreFang's per-provider login route.
 func TestOIDCCallbackByPostLibreFangShape(t *testing.T) {
 	os := newOIDCServer(t)
 	b := newBrowser()
 	b.c.CheckRedirect = func(req *nethttp.Request, via []*nethttp.Request) error { return nethttp.ErrUseLastResponse }
-	r := b.do(t, "GET", os.url+"/api/auth/login", "")
+	// LibreFang's GET /api/auth/login/{provider}: a redirect to that provider.
+	r := b.do(t, "GET", os.url+"/api/auth/login/default", "")
 	u, err := url.Parse(r.header.Get("Location"))
 	if r.status != 302 || err != nil {
 		t.Fatalf("login: %d %s", r.status, r.body)

@@ -219,6 +219,12 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 	if len(evs.Items) != 2 || evs.Items[0].ID < evs.Items[1].ID || evs.Total < 6 || !strings.HasPrefix(evs.Items[0].Type, "message.") {
 		t.Fatalf("events: %s", r.body)
 	}
+	// LibreFang's CommsEvent fields beside the seed's.
+	for _, e := range decodeTo[struct{ Items []map[string]any }](t, r).Items {
+		if e["kind"] == nil || e["source_id"] == nil || e["source_name"] == nil || e["target_id"] == nil || e["target_name"] == nil {
+			t.Fatalf("event without LibreFang's fields: %v", e)
+		}
+	}
 	for _, q := range []string{"limit=0", "limit=501", "type=bogus", "since_id=-1"} {
 		if r := ts.authed(t, "GET", "/api/comms/events?"+q, ""); r.status != 400 {
 			t.Errorf("%s: %d", q, r.status)
