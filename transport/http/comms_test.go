@@ -279,6 +279,18 @@ func TestHooksAgentAndWake(t *testing.T) {
 	if r := hook("/api/hooks/agent", `{"message":"hi"}`, testHookToken); r.status != 200 || decodeTo[map[string]any](t, r)["agent_id"] != "a-1" {
 		t.Fatalf("default agent: %d %s", r.status, r.body)
 	}
+	// LibreFang's AgentHookPayload: deliver is a bool with the target in
+	// channel, timeout_secs bounds the turn.
+	r = hook("/api/hooks/agent", `{"message":"again","agent":"writer","deliver":true,"channel":"telegram:8","timeout_secs":30}`, testHookToken)
+	if got := decodeTo[map[string]any](t, r); r.status != 200 || got["status"] != "completed" || got["delivered_to"] != "channel:telegram:8" {
+		t.Fatalf("librefang deliver: %d %s", r.status, r.body)
+	}
+	if sent := ts.channels.list(); len(sent) != 2 || sent[1] != "telegram/8: reply to again" {
+		t.Fatalf("not delivered the LibreFang way: %v", sent)
+	}
+	if r := hook("/api/hooks/agent", `{"message":"x","deliver":false,"timeout_secs":120}`, testHookToken); r.status != 200 {
+		t.Fatalf("deliver false: %d %s", r.status, r.body)
+	}
 	turns := ts.agents.turns.Load()
 	for _, c := range []struct {
 		path, body, token string
@@ -287,6 +299,14 @@ func TestHooksAgentAndWake(t *testing.T) {
 		{"/hooks/agent", `{"message":"x","agent":"ghost"}`, testHookToken, 404},
 		{"/hooks/agent", `{"message":"x","deliver":"channel:slack:1"}`, testHookToken, 404},
 		{"/hooks/agent", `{"message":"x","deliver":"agent:coder"}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","deliver":true}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","deliver":true,"channel":"telegram"}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","channel":"telegram:1"}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","deliver":"channel:telegram:1","channel":"telegram:1"}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","deliver":1}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","timeout_secs":5}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","timeout_secs":601}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","model":"gpt-4o"}`, testHookToken, 400},
 		{"/hooks/agent", `{"message":""}`, testHookToken, 400},
 		{"/hooks/agent", `{"message":"x"}`, "wrong-token", 401},
 		{"/hooks/agent", `{"message":"x"}`, testKey, 401},
