@@ -51,8 +51,8 @@ type Node struct {
 	Name  string `json:"name"`
 	State string `json:"state"`
 	// Model is an agent's "provider/model" (LibreFang's TopoNode.model);
-	// empty for other nodes.
-	Model string `json:"model"`
+	// absent on other nodes (LibreFang's topology has agents only).
+	Model string `json:"model,omitempty"`
 }
 
 // NodeSource contributes topology nodes (channels, peers, external A2A
