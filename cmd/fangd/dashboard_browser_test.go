@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/fangd/fangd/actors/auth/authtest"
 )
 
 // chromiumPath finds the browser. Without one the test skips, unless
@@ -245,11 +247,12 @@ timeout_secs = 600
 	)
 	for _, c := range []struct{ id, factor string }{{plain.ID, "none"}, {gated.ID, "totp"}} {
 		var a struct {
-			Status, DecidedBy, DecidedVia string
-			SecondFactor                  string `json:"second_factor"`
+			Status       string
+			DecidedBy    string `json:"decided_by"`
+			SecondFactor string `json:"second_factor"`
 		}
 		mustJSON(t, p, 200, "GET", "/api/approvals/"+c.id, "", &a)
-		if a.Status != "approved" || a.SecondFactor != c.factor {
+		if a.Status != "approved" || a.SecondFactor != c.factor || a.DecidedBy != "api_key" {
 			t.Fatalf("approval %s after the click: %+v", c.id, a)
 		}
 	}
@@ -313,6 +316,70 @@ timeout_secs = 600
 	)
 	if errs := blog.all(); len(errs) > 0 {
 		t.Fatalf("the browser reported errors (CSP violations, script errors): %v", errs)
+	}
+}
+
+// TestDashboardOIDCSignIn signs in through a local OIDC provider (it signs
+// the user in at once): the dashboard offers the provider's button, the
+// session cookie lets it in with the user's role, and a write from the
+// dashboard (an approval) passes the session's CSRF check.
+func TestDashboardOIDCSignIn(t *testing.T) {
+	ctx, blog := browser(t)
+	shots := artifactsDir(t)
+	idp := authtest.New("fangd", "s3cret-0123456789")
+	defer idp.Close()
+	idp.SetUser(authtest.User{Subject: "u-9", Email: "olga@example.com", EmailVerified: true, Name: "Olga", Groups: []string{"ops"}})
+	p := startFangd(t, t.TempDir(), fmt.Sprintf(`api_key = %q
+
+[providers.echo]
+api = "echo"
+
+[external_auth]
+enabled = true
+issuer_url = %q
+client_id = "fangd"
+client_secret_env = "FANGD_TEST_OIDC_SECRET"
+allowed_domains = ["example.com"]
+role_map = { ops = "operator" }
+`, e2eKey, idp.URL)+loopbackPolicy, "FANGD_TEST_OIDC_SECRET=s3cret-0123456789")
+	mustJSON(t, p, 201, "POST", "/api/agents", `{"name":"ops-agent","model":"echo/echo"}`, nil)
+	var pending struct{ ID string }
+	mustJSON(t, p, 201, "POST", "/api/approvals", `{"agent_id":"ops-agent","action":"delete_file","description":"clean up"}`, &pending)
+
+	var who string
+	var shot []byte
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(p.url+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#signin-providers a")),
+		// The provider redirects straight back; the callback sets the
+		// session cookie and returns to /.
+		chromedp.Click(chromedp.CSS("#signin-providers a")),
+		chromedp.WaitVisible(chromedp.CSS("#nav")),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#who").textContent !== ""`, chromedp.WithPollingTimeout(20*time.Second)),
+		keep(chromedp.Text(chromedp.CSS("#who")), &who),
+		chromedp.Click(chromedp.CSS(`#nav a[href="#approvals"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.approval[data-id="`+pending.ID+`"] button.approve`)),
+		chromedp.Click(chromedp.CSS(`.approval[data-id="`+pending.ID+`"] button.approve`)),
+		chromedp.Poll[chromedp.Void](`!document.querySelector('.approval[data-id="`+pending.ID+`"]')`, chromedp.WithPollingTimeout(20*time.Second)),
+		keep(chromedp.FullScreenshot(100), &shot),
+	)
+	if err != nil {
+		t.Fatalf("%v\nbrowser errors: %v\ndaemon log tail: %s", err, blog.all(), lastBytes(p.stderr.String(), 2000))
+	}
+	os.WriteFile(filepath.Join(shots, "oidc-approvals.png"), shot, 0o644)
+	if who != "olga@example.com (operator)" {
+		t.Fatalf("signed in as %q", who)
+	}
+	var a struct {
+		Status    string
+		DecidedBy string `json:"decided_by"`
+	}
+	mustJSON(t, p, 200, "GET", "/api/approvals/"+pending.ID, "", &a)
+	if a.Status != "approved" || !strings.HasPrefix(a.DecidedBy, "oidc:") {
+		t.Fatalf("approval after the session's click: %+v", a)
+	}
+	if errs := blog.all(); len(errs) > 0 {
+		t.Fatalf("the browser reported errors: %v", errs)
 	}
 }
 
