@@ -25,6 +25,9 @@ function setState(id, s) {
 }
 
 let eventsFeed = null;
+// eventsGen tells a show() still waiting for the backlog that the panel
+// was left (or re-filtered) meanwhile, so it opens no stream.
+let eventsGen = 0;
 
 function eventRow(ev) {
   return el('tr', { dataset: { id: ev.id, type: ev.type } },
@@ -38,6 +41,7 @@ function eventRow(ev) {
 export const events = {
   async show() {
     events.hide();
+    const gen = eventsGen;
     const t = $('events-table');
     t.replaceChildren(el('thead', {}, el('tr', {}, ['id', 'time', 'type', 'route', 'detail'].map((h) => el('th', {}, h)))), el('tbody'));
     const type = $('events-type').value.trim();
@@ -52,6 +56,7 @@ export const events = {
       setState('events-state', 'error: ' + errText(e));
       return;
     }
+    if (gen !== eventsGen) return;
     eventsFeed = follow('/api/comms/events/stream' + q, (m) => {
       if (m.event === 'resync') {
         prepend(t, el('tr', { class: 'gap' }, el('td', { colspan: 5 }, 'resync: ' + m.data)));
@@ -61,6 +66,7 @@ export const events = {
     }, (s) => setState('events-state', s), since);
   },
   hide() {
+    eventsGen++;
     if (eventsFeed) eventsFeed.stop();
     eventsFeed = null;
   },
