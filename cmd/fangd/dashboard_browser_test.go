@@ -21,6 +21,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/fangd/fangd/actors/auth/authtest"
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 // chromiumPath finds the browser. Without one the test skips, unless
@@ -134,6 +136,11 @@ func (b *browserLog) all() []string {
 func TestDashboardInBrowser(t *testing.T) {
 	ctx, blog := browser(t)
 	shots := artifactsDir(t)
+	// An MCP server and a Telegram channel, both local fakes, so the
+	// MCP and Channels panels show live ones.
+	notes := newNotesPeer(t)
+	bot := telegramtest.New("333:web")
+	defer bot.Close()
 	p := startFangd(t, t.TempDir(), `api_key = "`+e2eKey+`"
 
 [providers.echo]
@@ -143,7 +150,23 @@ api = "echo"
 second_factor = "totp"
 totp_tools = ["shell_*"]
 timeout_secs = 600
-`)
+
+[[mcp_servers]]
+name = "notes"
+transport = "http"
+url = "`+notes.url+`"
+
+[channels.filebot]
+adapter = "telegram"
+bot_token_env = "FILEBOT_TOKEN"
+api_url = "`+bot.URL()+`"
+poll_interval_secs = 1
+`+loopbackPolicy, "FILEBOT_TOKEN=333:web")
+	waitChannels(t, p, "filebot connected", connected("filebot"))
+	kerneltest.WaitFor(t, "the notes MCP server connected", func() bool {
+		_, b := p.request(t, "GET", "/api/mcp/servers/notes", "")
+		return strings.Contains(string(b), `"status":"connected"`)
+	})
 	n := 0
 	shot := func(name string) chromedp.Action[chromedp.Void] {
 		return chromedp.Func(func(c context.Context, tg *chromedp.Target) error {
@@ -290,10 +313,27 @@ timeout_secs = 600
 
 	// Logs, channels, MCP, topology: each renders from its API.
 	run("logs", nav("logs"), waitJS(`document.querySelector("#logs-state").dataset.state === "live" && document.querySelectorAll("#logs-table tbody tr").length > 0`), shot("logs"))
-	run("channels", nav("channels"), waitJS(`document.querySelectorAll("#channels-table tbody tr").length > 0`), shot("channels"))
+	// A row's cells as text, for the panels' tables.
+	rowHas := func(table, first, text string) string {
+		return `[...document.querySelectorAll("` + table + ` tbody tr")].some(r => r.cells[0].textContent.startsWith("` + first + `") && r.textContent.includes("` + text + `"))`
+	}
+	run("channels", nav("channels"), waitJS(rowHas("#channels-table", "filebot", "connected")), shot("channels"))
 	run("channels all", chromedp.Click(chromedp.CSS("#channels-all")), waitJS(`document.querySelectorAll("#channels-table tbody tr").length > 40`), shot("channels-all"))
-	run("mcp", nav("mcp"), waitJS(`document.querySelectorAll("#mcp-table tbody tr").length > 0 && document.querySelector("#mcp-overall").textContent.includes("servers")`), shot("mcp"))
-	run("topology", nav("topology"), waitJS(`[...document.querySelectorAll("#topology-svg .node-label")].some(n => n.textContent === "webchat")`), shot("topology"))
+	run("mcp",
+		nav("mcp"),
+		waitJS(rowHas("#mcp-table", "notes", "connected")+` && document.querySelector("#mcp-overall").textContent.includes("1 servers")`),
+		shot("mcp"),
+		chromedp.Click(chromedp.CSS("#mcp-table tbody tr button")),
+		waitJS(`document.querySelector("#toast").textContent === "notes: connected, 2 tools"`),
+	)
+	// A routed message makes the topology's one edge: system → the agent.
+	mustJSON(t, p, 200, "POST", "/api/comms/send", `{"to":"agent:webchat","content":"status?","from":"system"}`, nil)
+	run("topology",
+		nav("topology"),
+		waitJS(`(l => l.includes("webchat") && l.includes("filebot") && l.includes("system"))([...document.querySelectorAll("#topology-svg .node-label")].map(n => n.textContent))`),
+		waitJS(rowHas("#topology-edges", "system", "agent_message")+` && document.querySelectorAll("#topology-svg line.edge").length === 1`),
+		shot("topology"),
+	)
 
 	// Audit: the chain verifies as valid.
 	var chain string

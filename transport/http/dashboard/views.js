@@ -144,9 +144,13 @@ export const topology = {
       }
       if (!nodes.length) parts.push(svg('text', { x: cx, y: cy, class: 'node-label' }, 'no agents, channels or routes yet'));
       pic.replaceChildren(...parts);
+      const label = (id) => {
+        const n = nodes.find((x) => x.id === id);
+        return n && n.name && n.name !== id ? n.name + ' (' + id + ')' : id;
+      };
       table($('topology-edges'), [
-        { title: 'from', value: (e) => e.from },
-        { title: 'to', value: (e) => e.to },
+        { title: 'from', value: (e) => label(e.from) },
+        { title: 'to', value: (e) => label(e.to) },
         { title: 'kind', value: (e) => e.kind },
         { title: 'messages', value: (e) => String(e.messages) },
       ], edges, 'No routes observed yet: edges appear as messages are routed (docs/events.md).');
