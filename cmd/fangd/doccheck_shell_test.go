@@ -18,7 +18,11 @@ package main
 //     shows that status as the expected output (`# 409 {...}`, or a trailing
 //     `# 204` on the command); an expected-output comment that is JSON has
 //     its top-level keys checked against the real answer; a stream
-//     (`curl -N`, `fangd ... tail` without --count) is followed for 2 s.
+//     (`curl -N`, `fangd ... tail` without --count) is followed for 3 s,
+//     long enough for its headers under load;
+//   - `npx -y @modelcontextprotocol/server-filesystem` (docs/mcp.md) run
+//     from the test's pinned copy (npxShim), so nothing is fetched;
+//   - a doc that points fangd at the receiver must show something reach it.
 //
 // A block that cannot run in a test (make targets, go test/bench commands,
 // docker, systemd, real third-party platforms) carries
@@ -325,7 +329,7 @@ curl() {
   done
   local hdr body rc=0 max=20
   hdr=$(mktemp "$__DC_DIR/hdr.XXXXXX"); body=$(mktemp "$__DC_DIR/body.XXXXXX")
-  [ $stream = 1 ] && max=2
+  [ $stream = 1 ] && max=3
   command curl -sS --max-time $max -D "$hdr" -o "$body" "${args[@]}" || rc=$?
   [ $stream = 1 ] && [ $rc = 28 ] && rc=0
   cat "$body" 2>/dev/null || true
@@ -357,7 +361,7 @@ fangd() {
     [[ $a == --count* ]] && count=1
   done
   if [ $tail = 1 ] && [ $count = 0 ]; then
-    timeout 2 fangd "$@" || rc=$?
+    timeout 3 fangd "$@" || rc=$?
     [ $rc = 124 ] && rc=0
     return $rc
   fi
