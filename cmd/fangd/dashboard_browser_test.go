@@ -438,12 +438,6 @@ func mustJSON(t *testing.T, p *proc, want int, method, path, body string, out an
 	}
 }
 
-func lastBytes(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
 
 // keep runs a and keeps its value in dst.
 func keep[T any](a chromedp.Action[T], dst *T) chromedp.Action[chromedp.Void] {
