@@ -438,7 +438,6 @@ func mustJSON(t *testing.T, p *proc, want int, method, path, body string, out an
 	}
 }
 
-
 // keep runs a and keeps its value in dst.
 func keep[T any](a chromedp.Action[T], dst *T) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
