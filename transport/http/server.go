@@ -390,6 +390,7 @@ func (s *Server) routes() {
 	s.pairingRoutes()
 	s.oauthRoutes()
 	s.authLibreFangRoutes()
+	s.dashboardRoutes()
 }
 
 // api registers path under both /api and /api/v1.
