@@ -119,19 +119,36 @@ func (l *Log) state() kernel.State {
 
 // Append records ev and returns once its entry is durable.
 func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
+	es, err := l.AppendAll(ctx, ev)
+	if err != nil {
+		return Entry{}, err
+	}
+	return es[0], nil
+}
+
+// AppendAll records evs as consecutive entries of the chain, in their
+// order, and returns once all of them are durable. They reach the writer
+// in one message and are committed in one synced transaction: a caller
+// with two entries to make for one action (a POST /mcp tools/call: the
+// exposer's tool_invoked and the request's api_request) waits for one
+// commit, not two in series.
+func (l *Log) AppendAll(ctx context.Context, evs ...Event) ([]Entry, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
 	if err := l.store.Admits(); err != nil {
 		// The disk is below even the audit log's share of the reserve:
 		// refuse before the entry is chained, not after (a failed commit
 		// restarts the writer).
-		return Entry{}, err
+		return nil, err
 	}
 	done := make(chan appendResult, 1)
-	l.k.Root.Send(l.pid, &appendRequest{event: ev, done: done})
+	l.k.Root.Send(l.pid, &appendRequest{events: evs, done: done})
 	select {
 	case r := <-done:
-		return r.entry, r.err
+		return r.entries, r.err
 	case <-ctx.Done():
-		return Entry{}, kernel.Unavailable("audit log did not confirm the write in time")
+		return nil, kernel.Unavailable("audit log did not confirm the write in time")
 	}
 }
 
@@ -203,10 +220,13 @@ func (l *Log) Accept(ctx context.Context, reason, who, sourceIP string) (Entry, 
 	ev := AcceptEvent(m, who, reason)
 	ev.SourceIP = sourceIP
 	done := make(chan appendResult, 1)
-	l.k.Root.Send(l.pid, &appendRequest{event: ev, done: done, accept: true})
+	l.k.Root.Send(l.pid, &appendRequest{events: []Event{ev}, done: done, accept: true})
 	select {
 	case r := <-done:
-		return r.entry, r.err
+		if r.err != nil {
+			return Entry{}, r.err
+		}
+		return r.entries[0], nil
 	case <-ctx.Done():
 		return Entry{}, kernel.Unavailable("audit log did not confirm the acceptance in time")
 	}

@@ -19,15 +19,19 @@ import (
 // GET /api/audit/recent (whose maximum limit is 500).
 const recentCap = 500
 
+// pendingAppend is one appendRequest, chained: its entries are consecutive
+// and are committed together (one group-commit item).
 type pendingAppend struct {
-	entry Entry
-	raw   []byte
-	done  chan appendResult
+	entries []Entry
+	raws    [][]byte
+	done    chan appendResult
 	// accept: the entry records an accepted anchor mismatch; the commit
 	// re-anchors on it, and reports a failure to do so in anchorErr.
 	accept    bool
 	anchorErr error
 }
+
+func (p *pendingAppend) last() *Entry { return &p.entries[len(p.entries)-1] }
 
 // writer is the only actor that appends to the chain. Appends arriving while
 // a commit is in flight are chained at once and committed together in the
@@ -151,9 +155,13 @@ func (w *writer) load() error {
 }
 
 func (w *writer) chain(m *appendRequest) {
-	e, raw := newEntry(w.nextID, w.tip, m.event)
-	w.nextID, w.tip = e.ID+1, e.Hash
-	w.gc.Add(pendingAppend{entry: e, raw: raw, done: m.done, accept: m.accept})
+	p := pendingAppend{entries: make([]Entry, len(m.events)), raws: make([][]byte, len(m.events)), done: m.done, accept: m.accept}
+	for i, ev := range m.events {
+		e, raw := newEntry(w.nextID, w.tip, ev)
+		w.nextID, w.tip = e.ID+1, e.Hash
+		p.entries[i], p.raws[i] = e, raw
+	}
+	w.gc.Add(p)
 }
 
 // startGroupCommit sets up the group commit: appends arriving while a
@@ -164,14 +172,16 @@ func (w *writer) startGroupCommit(c actor.Context) {
 	w.gc = store.NewGroupCommit(store.GroupCommitOptions[pendingAppend]{
 		MaxCount: w.maxBatch,
 		Commit: func(batch []pendingAppend) error {
-			recs := make([]store.AuditRecord, len(batch))
-			for i, p := range batch {
-				recs[i] = store.AuditRecord{ID: p.entry.ID, Raw: p.raw}
+			recs := make([]store.AuditRecord, 0, len(batch))
+			for _, p := range batch {
+				for i := range p.entries {
+					recs = append(recs, store.AuditRecord{ID: p.entries[i].ID, Raw: p.raws[i]})
+				}
 			}
 			if err := w.log.Append(recs); err != nil {
 				return err
 			}
-			last := batch[len(batch)-1].entry
+			last := batch[len(batch)-1].last()
 			tip := Anchor{Length: last.ID, Tip: last.Hash}
 			if a := w.anchor.Load(); a != nil {
 				a.set(tip)
@@ -184,13 +194,13 @@ func (w *writer) startGroupCommit(c actor.Context) {
 			if err == nil && p.accept {
 				w.accepting = false
 				if p.anchorErr != nil {
-					err = fmt.Errorf("the acceptance is recorded as entry %d, but the anchor could not be written: %w", p.entry.ID, p.anchorErr)
+					err = fmt.Errorf("the acceptance is recorded as entry %d, but the anchor could not be written: %w", p.entries[0].ID, p.anchorErr)
 				}
 			}
 			if err != nil {
 				p.done <- appendResult{err: err}
 			} else {
-				p.done <- appendResult{entry: p.entry}
+				p.done <- appendResult{entries: p.entries}
 			}
 		},
 	})
@@ -207,12 +217,16 @@ func (w *writer) committedBatch(m *store.Committed[pendingAppend]) {
 		// from disk.
 		panic(fmt.Errorf("audit commit failed: %w", err))
 	}
-	for i := range batch {
-		w.recent.push(newRecentEntry(batch[i].raw, &batch[i].entry))
+	n := 0
+	for _, p := range batch {
+		for i := range p.entries {
+			w.recent.push(newRecentEntry(p.raws[i], &p.entries[i]))
+		}
+		n += len(p.entries)
 	}
-	last := batch[len(batch)-1].entry
+	last := batch[len(batch)-1].last()
 	w.committed = SnapshotReply{Length: last.ID, Tip: last.Hash}
-	w.appends.Add(float64(len(batch)))
+	w.appends.Add(float64(n))
 	w.commits.Inc()
 	w.gc.Flush(w.send)
 }

@@ -84,12 +84,16 @@ func BenchmarkMCPProxiedCall(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism((clients + 1) / 2) // GOMAXPROCS is 2 here
+			c0 := auditCommits(b, s.Server)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					call()
 				}
 			})
+			b.StopTimer()
+			// Synced audit commits per call: the fsyncs a call pays for.
+			b.ReportMetric((auditCommits(b, s.Server)-c0)/float64(b.N), "commits/op")
 		})
 	}
 }
@@ -117,4 +121,17 @@ func (c *captureCall) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) {
 func parsedMethod(body []byte) string {
 	rpc, _ := checkJSONRPC(body)
 	return rpc.method
+}
+
+// auditCommits reads fangd_audit_commits_total.
+func auditCommits(t testing.TB, s *Server) float64 {
+	t.Helper()
+	families, _ := s.deps.Kernel.Metrics.Gather()
+	for _, f := range families {
+		if f.GetName() == "fangd_audit_commits_total" {
+			return f.Metric[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no fangd_audit_commits_total")
+	return 0
 }
