@@ -165,44 +165,56 @@ func (w *writer) chain(m *appendRequest) {
 }
 
 // startGroupCommit sets up the group commit: appends arriving while a
-// commit is in flight go together in the next one.
+// commit is in flight go together in the next one. A batch goes straight
+// into the store's write queue (AuditLog.AppendAsync), and its callers are
+// answered from the queue's goroutine once it is synced (Durable), after
+// the report to this actor is sent: a caller's hand-offs are caller →
+// writer → write queue → Badger → caller, where a goroutine per commit
+// waited on the queue and the answers went back through this actor's
+// mailbox (two more hops per append; docs/bench.md).
 func (w *writer) startGroupCommit(c actor.Context) {
 	self, root := c.Self(), c.ActorSystem().Root
 	w.send = func(msg any) { root.Send(self, msg) }
 	w.gc = store.NewGroupCommit(store.GroupCommitOptions[pendingAppend]{
 		MaxCount: w.maxBatch,
-		Commit: func(batch []pendingAppend) error {
+		CommitAsync: func(batch []pendingAppend, done func(error)) {
 			recs := make([]store.AuditRecord, 0, len(batch))
 			for _, p := range batch {
 				for i := range p.entries {
 					recs = append(recs, store.AuditRecord{ID: p.entries[i].ID, Raw: p.raws[i]})
 				}
 			}
-			if err := w.log.Append(recs); err != nil {
-				return err
-			}
 			last := batch[len(batch)-1].last()
 			tip := Anchor{Length: last.ID, Tip: last.Hash}
-			if a := w.anchor.Load(); a != nil {
-				a.set(tip)
-			} else if slices.ContainsFunc(batch, func(p pendingAppend) bool { return p.accept }) {
-				w.reanchor(batch, tip)
-			}
-			return nil
+			w.log.AppendAsync(recs, func(err error) {
+				switch a := w.anchor.Load(); {
+				case err != nil:
+				case a != nil:
+					a.set(tip)
+				case slices.ContainsFunc(batch, func(p pendingAppend) bool { return p.accept }):
+					// Writing the anchor file would hold up the write
+					// queue: an acceptance (rare) re-anchors in a
+					// goroutine of its own, before it is answered.
+					go func() {
+						w.reanchor(batch, tip)
+						done(nil)
+					}()
+					return
+				}
+				done(err)
+			})
 		},
-		Done: func(p pendingAppend, err error) {
-			if err == nil && p.accept {
-				w.accepting = false
-				if p.anchorErr != nil {
-					err = fmt.Errorf("the acceptance is recorded as entry %d, but the anchor could not be written: %w", p.entries[0].ID, p.anchorErr)
+		Durable: func(batch []pendingAppend) {
+			for _, p := range batch {
+				if p.accept && p.anchorErr != nil {
+					p.done <- appendResult{err: fmt.Errorf("the acceptance is recorded as entry %d, but the anchor could not be written: %w", p.entries[0].ID, p.anchorErr)}
+				} else {
+					p.done <- appendResult{entries: p.entries}
 				}
 			}
-			if err != nil {
-				p.done <- appendResult{err: err}
-			} else {
-				p.done <- appendResult{entries: p.entries}
-			}
 		},
+		// Failures only: Durable answers the rest.
+		Done: func(p pendingAppend, err error) { p.done <- appendResult{err: err} },
 	})
 }
 
@@ -219,6 +231,9 @@ func (w *writer) committedBatch(m *store.Committed[pendingAppend]) {
 	}
 	n := 0
 	for _, p := range batch {
+		if p.accept {
+			w.accepting = false
+		}
 		for i := range p.entries {
 			w.recent.push(newRecentEntry(p.raws[i], &p.entries[i]))
 		}
