@@ -59,15 +59,6 @@ type RecentReply struct {
 	Tip     string
 }
 
-// recentRequest is how Log.Recent asks for Recent: the writer answers on
-// done instead of through a request future. GET /api/audit/recent makes one
-// per request, and a future (registry entry, timer, condition variable)
-// cost more than the rest of the hop.
-type recentRequest struct {
-	limit int
-	done  chan *RecentReply // buffered 1: the writer never blocks on it
-}
-
 // Snapshot asks for the committed chain's length and tip.
 type Snapshot struct{}
 
