@@ -27,7 +27,7 @@ type KindInfo struct {
 
 // Kinds is the honest table of where each kind runs.
 var Kinds = []KindInfo{
-	{KindChannel, "cluster", "one activation cluster-wide: records in etcd, each adapter runs on the node holding its lease-fenced owner key, cursor and queues in etcd; another node takes over within about 5-8 s of its host dying (see channels for where each runs)"},
+	{KindChannel, "cluster", "one activation cluster-wide: records in etcd, each adapter runs on the node holding its lease-fenced owner key, cursor and queues in etcd; another node takes over within about 4-7 s of its host dying (see channels for where each runs)"},
 	{KindAgent, "per_node", "agents live in the node's own store"},
 	{KindMCP, "per_node", "each node keeps its own MCP server connections"},
 	{KindBudget, "per_node", "budgets hold per node: N nodes may spend up to N times a limit"},
