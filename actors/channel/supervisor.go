@@ -78,7 +78,9 @@ func (s *supervisor) Receive(c actor.Context) {
 	case *reload:
 		c.Respond(s.reload(c, m.desired))
 	case *statusChanged:
-		if ch, ok := s.children[m.name]; ok && ch.pid != nil {
+		// In cluster mode a channel stopped because it moved reports no
+		// more: its status is the new host's.
+		if ch, ok := s.children[m.name]; ok && (s.rt.clu == nil || ch.pid != nil) {
 			node := ch.status.Node
 			ch.status = m.status
 			ch.status.Node = node
