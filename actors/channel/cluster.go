@@ -158,7 +158,11 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 		}
 		ch.rec = rec
 		switch {
+		case cc.Mine && ch.pid == nil && ch.crashed && !changed:
+			// Stopped after repeated crashes: kept in error, as on a
+			// single node, until reconfigured through any node.
 		case cc.Mine && ch.pid == nil:
+			ch.crashed = false
 			ch.status = Status{Node: cc.Node}
 			s.spawn(c, ch)
 			s.rt.log.Info().Str("channel", cc.Name).Msg("channel taken over by this node")

@@ -33,6 +33,9 @@ type child struct {
 	status  Status
 	account string
 	wg      *sync.WaitGroup // the child's goroutines, awaited before purging
+	// crashed: its actor was stopped after repeated crashes; in cluster
+	// mode ownership rounds do not respawn it until it is reconfigured.
+	crashed bool
 }
 
 func newSupervisor(rt *runtime) *supervisor { return &supervisor{rt: rt} }
@@ -97,10 +100,10 @@ func (s *supervisor) Receive(c actor.Context) {
 		// after too many crashes. Keep it listed, in error, until it is
 		// reconfigured; do not respawn it into a crash loop.
 		for name, ch := range s.children {
-			if ch.pid.Equal(m.Who) {
+			if ch.pid != nil && ch.pid.Equal(m.Who) {
 				ch.status.State = StateError
 				ch.status.LastError = "the channel actor crashed repeatedly and was stopped; reconfigure it to restart"
-				ch.pid = nil
+				ch.pid, ch.crashed = nil, true
 				s.rt.log.Error().Str("channel", name).Msg("channel actor stopped after repeated crashes")
 			}
 		}
@@ -200,7 +203,7 @@ func (s *supervisor) configure(c actor.Context, rec record, secrets map[string]s
 		} else if ch.account != "" {
 			delete(s.accounts, ch.account)
 		}
-		ch.rec, ch.account = rec, account
+		ch.rec, ch.account, ch.crashed = rec, account, false
 		if account != "" {
 			s.accounts[account] = name
 		}

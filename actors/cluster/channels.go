@@ -514,15 +514,22 @@ func (c *Channels) Commit(ctx context.Context, name string, ops []channel.StateO
 // nodes take this node's channels at once (graceful leave). Call it after
 // the channel actors stopped.
 func (c *Channels) stop() {
+	// Read before cancelling: the keep-alive goroutine forgets the lease
+	// as soon as its context ends.
+	c.mu.Lock()
+	before := c.lease
+	c.mu.Unlock()
 	c.cancel()
 	<-c.done
 	c.mu.Lock()
-	lease := c.lease
+	after := c.lease
 	c.lease = 0
 	c.mu.Unlock()
-	if lease != 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, _ = c.cli.Revoke(ctx, lease)
-		cancel()
+	for i, lease := range []clientv3.LeaseID{before, after} {
+		if lease != 0 && (i == 0 || lease != before) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, _ = c.cli.Revoke(ctx, lease)
+			cancel()
+		}
 	}
 }
