@@ -132,7 +132,10 @@ func TestClusterModeRunsOnlyOwnedChannels(t *testing.T) {
 
 	h.Service.ApplyCluster(cl.round("me", true))
 	h.WaitFor("connected here", func() bool { v := h.Get("telegram"); return v.State == channel.StateConnected && v.Node == "me" },
-		func() string { v := h.Get("telegram"); return fmt.Sprintf("%s on %q: %s", v.State, v.Node, v.LastError) })
+		func() string {
+			v := h.Get("telegram")
+			return fmt.Sprintf("%s on %q: %s", v.State, v.Node, v.LastError)
+		})
 	p.inbox <- channel.Inbound{ChatID: "42", UserID: "7", Text: "hello", MessageID: "m1"}
 	h.WaitFor("reply", func() bool { return len(p.messages()) == 1 })
 	h.WaitFor("state in the cluster store", func() bool {
