@@ -63,6 +63,9 @@ var routeDocs = map[string]opDoc{
 	"GET /api/security":      {summary: "Security features and whether each is active"},
 	"GET /metrics":           {summary: "Prometheus metrics (keyed)", raw: "text/plain"},
 
+	"GET /":                   {summary: "The WebChat dashboard's page (public: it holds no data; docs/dashboard.md)", raw: "text/html"},
+	"GET /dashboard/{path:*}": {summary: "The dashboard's scripts and styles (public)", raw: "text/javascript"},
+
 	"GET /api/audit/recent":  {summary: "Most recent audit entries"},
 	"GET /api/audit/verify":  {summary: "Verify the audit hash chain and its anchor", res: "AuditVerify"},
 	"POST /api/audit/accept": {summary: "Accept the current audit chain tip after an anchor mismatch"},
@@ -349,6 +352,9 @@ func operationID(method, p string) string {
 
 // openAPITag groups by the first path segment after /api[/v1].
 func openAPITag(p string) string {
+	if p == "/" {
+		return "dashboard"
+	}
 	p = strings.TrimPrefix(p, "/api")
 	p = strings.TrimPrefix(p, "/v1")
 	seg := strings.Split(strings.TrimPrefix(p, "/"), "/")[0]

@@ -389,6 +389,7 @@ func (s *Server) routes() {
 	s.whatsappQRRoutes()
 	s.pairingRoutes()
 	s.oauthRoutes()
+	s.dashboardRoutes()
 }
 
 // api registers path under both /api and /api/v1.
