@@ -188,7 +188,7 @@ var libreFangOps = []lfOp{
 	{"GET", "/api/mcp/health", "TestMCPOnTheBinary", "", ""},
 	{"POST", "/api/mcp/reload", "TestMCPRestEndpoints", "", ""},
 	{"GET", "/api/mcp/servers", "TestDefaultPolicyGatesUnannotatedToolsOnTheBinary", "", ""},
-	{"POST", "/api/mcp/servers", "TestDefaultPolicyGatesUnannotatedToolsOnTheBinary", "", ""},
+	{"POST", "/api/mcp/servers", "TestMCPRestEndpoints", "", ""},
 	{"GET", "/api/mcp/servers/{name}", "TestDefaultPolicyGatesUnannotatedToolsOnTheBinary", "", ""},
 	{"PUT", "/api/mcp/servers/{name}", "TestMCPRestEndpoints", "", ""},
 	{"DELETE", "/api/mcp/servers/{name}", "TestMCPOAuthEndToEnd", "", ""},

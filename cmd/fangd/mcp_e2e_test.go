@@ -192,8 +192,13 @@ func TestMCPHTTPServerThroughNetworkPolicy(t *testing.T) {
 
 	p = startFangd(t, t.TempDir(), "[rate_limit]\napi_requests_per_minute = 0\n[network_policy]\nallow_hosts = [\"127.0.0.1\"]\n", "FANGD_API_KEY="+e2eKey)
 	code, body = p.request(t, "POST", "/api/mcp/servers", `{"name":"local","transport":{"type":"http","url":"`+peerURL+`"}}`)
-	if code != 201 {
-		t.Fatalf("allowlisted loopback MCP server: %d %s", code, body)
+	var added struct {
+		Status, Name, Reload string
+		ConnectionStatus     string `json:"connection_status"`
+	}
+	if err := json.Unmarshal(body, &added); code != 201 || err != nil || added.Status != "added" || added.Name != "local" ||
+		added.Reload != "applied" || added.ConnectionStatus != "connecting" {
+		t.Fatalf("allowlisted loopback MCP server (LibreFang's status/reload, fangd's connection_status): %d %s", code, body)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -119,8 +119,34 @@ func (s *Server) mcpAddServer(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	auditDetails(ctx, "mcp server "+v.Name+" added ("+v.Transport+", template "+orDash(v.TemplateID)+")")
-	writeJSON(ctx, fasthttp.StatusCreated, v)
+	writeJSON(ctx, fasthttp.StatusCreated, changeAnswer(v, "added"))
 	return nil
+}
+
+// mcpChangeAnswer is POST /api/mcp/servers' and PUT /api/mcp/servers/{id}'s
+// answer: the server view plus LibreFang's fields. LibreFang's clients read
+// status as what was done ("added", "updated") and reload as whether the
+// change took effect, so status carries that here and the view's
+// connection state moves to connection_status (connected stays as is).
+type mcpChangeAnswer struct {
+	mcp.ServerView
+	// Status shadows the view's status (an outer field wins in
+	// encoding/json).
+	Status           string `json:"status"`
+	ConnectionStatus string `json:"connection_status"`
+	// Reload is LibreFang's reload outcome. Always "applied": the
+	// supervisor stores the definition and starts (or restarts) its
+	// connection before it answers, and any failure before that is an
+	// error answer that changed nothing, so LibreFang's other outcomes
+	// ("applied_partial", "saved_reload_failed": config.toml written, the
+	// reload failing afterwards) cannot happen here.
+	Reload string `json:"reload"`
+}
+
+const mcpReloadApplied = "applied"
+
+func changeAnswer(v mcp.ServerView, status string) mcpChangeAnswer {
+	return mcpChangeAnswer{ServerView: v, Status: status, ConnectionStatus: v.Status, Reload: mcpReloadApplied}
 }
 
 func orDash(s string) string {
@@ -144,7 +170,7 @@ func (s *Server) mcpUpdateServer(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	auditDetails(ctx, "mcp server "+v.Name+" replaced; reconnecting")
-	writeJSON(ctx, fasthttp.StatusOK, v)
+	writeJSON(ctx, fasthttp.StatusOK, changeAnswer(v, "updated"))
 	return nil
 }
 

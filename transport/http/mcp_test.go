@@ -555,6 +555,44 @@ func TestMCPRestEndpoints(t *testing.T) {
 	if code != 201 || body["name"] != "flat" || body["transport"] != "http" || body["url"] != url {
 		t.Fatalf("flat add: %d %v", code, body)
 	}
+	// LibreFang's add answer (201 {status: "added", name, template_id,
+	// reload}) with fangd's view; the connection state is under
+	// connection_status, as the new server's first state.
+	checkChange := func(what string, code int, body map[string]any, wantCode int, status string) {
+		t.Helper()
+		if code != wantCode || body["status"] != status || body["reload"] != "applied" || body["name"] == nil {
+			t.Fatalf("%s: %d %v", what, code, body)
+		}
+		for _, k := range []string{"template_id", "transport", "connected", "connection_status", "timeout_secs", "tools", "source"} {
+			if _, ok := body[k]; !ok {
+				t.Errorf("%s answer lacks %s: %v", what, k, body)
+			}
+		}
+		switch body["connection_status"] {
+		case mcp.StatusConnecting, mcp.StatusConnected, mcp.StatusReconnecting, mcp.StatusError:
+		default:
+			t.Errorf("%s: connection_status %v is no connection state", what, body["connection_status"])
+		}
+	}
+	checkChange("flat add", code, body, 201, "added")
+	if body["connection_status"] != mcp.StatusConnecting || body["connected"] != false {
+		t.Fatalf("a new server starts connecting: %v", body)
+	}
+	// LibreFang's raw entry (nested transport, timeout_secs, template_id
+	// absent): the same answer. Nothing listens on port 9 of loopback.
+	code, body = s.api(t, "POST", "/api/mcp/servers", `{"name":"lf","transport":{"type":"http","url":"http://127.0.0.1:9/mcp"},"timeout_secs":10}`)
+	checkChange("librefang add", code, body, 201, "added")
+	if body["name"] != "lf" || body["template_id"] != "" || body["timeout_secs"] != float64(10) {
+		t.Fatalf("librefang add: %v", body)
+	}
+	code, body = s.api(t, "PUT", "/api/mcp/servers/lf", `{"name":"lf","transport":{"type":"http","url":"http://127.0.0.1:9/mcp"},"timeout_secs":12}`)
+	checkChange("librefang update", code, body, 200, "updated")
+	if body["timeout_secs"] != float64(12) {
+		t.Fatalf("librefang update: %v", body)
+	}
+	if code, body = s.api(t, "DELETE", "/api/mcp/servers/lf", ""); code != 200 {
+		t.Fatalf("delete lf: %d %v", code, body)
+	}
 	code, body = s.api(t, "POST", "/api/mcp/servers", `{"name":"flat","transport":{"type":"http","url":"`+url+`"}}`)
 	if code != 409 || body["code"] != "conflict" {
 		t.Fatalf("duplicate: %d %v", code, body)
@@ -607,6 +645,7 @@ func TestMCPRestEndpoints(t *testing.T) {
 	if code != 200 || body["timeout_secs"] != float64(5) || toJSON(body["headers"]) != `["X-Token: ***"]` {
 		t.Fatalf("put: %d %v", code, body)
 	}
+	checkChange("put", code, body, 200, "updated")
 	if code, _ = s.api(t, "GET", "/api/mcp/servers/nope", ""); code != 404 {
 		t.Fatalf("unknown server: %d", code)
 	}
