@@ -151,14 +151,19 @@ type SendOutcome struct {
 
 // SendResult is what POST /api/comms/send returns.
 type SendResult struct {
-	MessageID    string  `json:"message_id"`
-	Status       string  `json:"status"` // "delivered" (agent answered), "queued" (channel)
-	To           string  `json:"to"`
-	AgentID      string  `json:"agent_id,omitempty"`
-	Response     *string `json:"response,omitempty"`
-	InputTokens  int     `json:"input_tokens,omitempty"`
-	OutputTokens int     `json:"output_tokens,omitempty"`
-	CostUSD      float64 `json:"cost_usd,omitempty"`
+	MessageID string  `json:"message_id"`
+	Status    string  `json:"status"` // "delivered" (agent answered), "queued" (channel)
+	To        string  `json:"to"`
+	AgentID   string  `json:"agent_id,omitempty"`
+	Response  *string `json:"response,omitempty"`
+	// Tokens and cost are what this node spent on the send, always
+	// present as in POST /api/agents/{id}/message's answer (a client
+	// reading cost_usd gets 0, not nothing, for a free turn): 0 for a
+	// channel send, which runs no model, and for a "peer:" send, whose
+	// turn the other node meters.
+	InputTokens  int     `json:"input_tokens"`
+	OutputTokens int     `json:"output_tokens"`
+	CostUSD      float64 `json:"cost_usd"`
 	// Node is the node that answered a "peer:" message.
 	Node *RemoteNode `json:"node,omitempty"`
 }

@@ -131,6 +131,11 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 		got["agent_id"] != "a-1" || got["ok"] != true || !strings.HasPrefix(got["message_id"].(string), "msg-") {
 		t.Fatalf("send: %d %s", r.status, r.body)
 	}
+	// A free turn (the fake prices nothing) still says cost_usd 0, as
+	// /message does; it was left out.
+	if got["cost_usd"] != float64(0) || got["input_tokens"] != float64(7) || got["output_tokens"] != float64(5) {
+		t.Fatalf("send lacks cost_usd or tokens: %s", r.body)
+	}
 	// LibreFang's handler shape works too (CommsSendRequest: thread_id is
 	// echoed; attachments, image URLs, are refused: agents take text).
 	r = ts.authed(t, "POST", "/api/v1/comms/send", `{"from_agent_id":"a-2","to_agent_id":"a-1","message":"hi","thread_id":"th-1","attachments":[]}`)
@@ -142,7 +147,8 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 		t.Fatalf("attachments: %d %s", r.status, r.body)
 	}
 	r = ts.authed(t, "POST", "/api/comms/send", `{"to":"channel:telegram:42","content":"hello chat"}`)
-	if r.status != 200 || decodeTo[map[string]any](t, r)["status"] != "queued" || ts.channels.list()[0] != "telegram/42: hello chat" {
+	if got := decodeTo[map[string]any](t, r); r.status != 200 || got["status"] != "queued" || got["cost_usd"] != float64(0) ||
+		got["input_tokens"] != float64(0) || ts.channels.list()[0] != "telegram/42: hello chat" {
 		t.Fatalf("channel send: %d %s %v", r.status, r.body, ts.channels.list())
 	}
 	for _, c := range []struct {
