@@ -275,3 +275,29 @@ func Select[T any](f *FakeState, items func() []T, keep func(T) bool) []T {
 	}
 	return out
 }
+
+// Recorder is FakeState for a fake that records what the adapter sent it
+// (the bot's messages), with the two reads every such fake offers: Sent and
+// WaitSent. The fake embeds it instead of FakeState and calls Record, with
+// the lock held, for each message it takes.
+type Recorder[T any] struct {
+	FakeState
+	sent []T
+}
+
+// Record adds one sent message and wakes every Wait. The caller holds the
+// lock.
+func (r *Recorder[T]) Record(v T) {
+	r.sent = append(r.sent, v)
+	r.Changed()
+}
+
+// Sent returns the bot's messages so far.
+func (r *Recorder[T]) Sent() []T {
+	return Select(&r.FakeState, func() []T { return r.sent }, nil)
+}
+
+// WaitSent waits for a message of the bot matching match.
+func (r *Recorder[T]) WaitSent(ctx context.Context, match func(T) bool) (T, error) {
+	return WaitMatch(ctx, &r.FakeState, "no matching message sent", func() []T { return r.sent }, match)
+}
