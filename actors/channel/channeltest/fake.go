@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"testing"
 
 	"github.com/gorilla/websocket"
 )
@@ -300,4 +301,12 @@ func (r *Recorder[T]) Sent() []T {
 // WaitSent waits for a message of the bot matching match.
 func (r *Recorder[T]) WaitSent(ctx context.Context, match func(T) bool) (T, error) {
 	return WaitMatch(ctx, &r.FakeState, "no matching message sent", func() []T { return r.sent }, match)
+}
+
+// Cleanup closes fake when t ends (after the adapter it serves has
+// stopped, which the harness registered later) and returns it: the start
+// of every test that runs against a platform fake.
+func Cleanup[F interface{ Close() }](t testing.TB, fake F) F {
+	t.Cleanup(fake.Close)
+	return fake
 }

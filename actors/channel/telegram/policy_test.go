@@ -85,8 +85,7 @@ func TestAPIURLFollowsNetworkPolicy(t *testing.T) {
 		t.Fatalf("status: %q", v.LastError)
 	}
 
-	fake := telegramtest.New(token)
-	defer fake.Close()
+	fake := channeltest.Cleanup(t, telegramtest.New(token))
 	h.Configure("telegram", map[string]any{"token": token, "api_url": fake.URL(), "poll_interval_secs": 1})
 	h.WaitState("telegram", channel.StateConnected)
 	if n := hits.Load(); n != 0 {
