@@ -2,6 +2,7 @@ package channeltest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -309,4 +310,21 @@ func (r *Recorder[T]) WaitSent(ctx context.Context, match func(T) bool) (T, erro
 func Cleanup[F interface{ Close() }](t testing.TB, fake F) F {
 	t.Cleanup(fake.Close)
 	return fake
+}
+
+// ReadJSON is a fake's websocket read loop: it decodes each frame from c
+// as JSON into a fresh T and hands it to fn (with the decode error, for the
+// fake to answer as its platform does) until c ends or fn returns false.
+func ReadJSON[T any](c *websocket.Conn, fn func(v T, err error) bool) {
+	for {
+		_, raw, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		var v T
+		err = json.Unmarshal(raw, &v)
+		if !fn(v, err) {
+			return
+		}
+	}
 }

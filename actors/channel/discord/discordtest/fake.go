@@ -187,17 +187,9 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 	identified := false
 	detach := func() {}
 	defer func() { detach() }()
-	for {
-		_, raw, err := c.ReadMessage()
+	channeltest.ReadJSON(c, func(p gatewayFrame, err error) bool {
 		if err != nil {
-			return
-		}
-		var p struct {
-			Op int             `json:"op"`
-			D  json.RawMessage `json:"d"`
-		}
-		if json.Unmarshal(raw, &p) != nil {
-			return
+			return false
 		}
 		switch p.Op {
 		case 1: // heartbeat
@@ -212,7 +204,7 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 				s.Write(c, func(c *websocket.Conn) error {
 					return c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4004, "Authentication failed."))
 				})
-				return
+				return false
 			}
 			identified = true
 			s.Lock()
@@ -225,5 +217,12 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 				"private_channels": []any{}}})
 			detach = s.Attach(c)
 		}
-	}
+		return true
+	})
+}
+
+// gatewayFrame is a gateway payload the client sends.
+type gatewayFrame struct {
+	Op int             `json:"op"`
+	D  json.RawMessage `json:"d"`
 }

@@ -187,19 +187,18 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	for {
-		_, raw, err := c.ReadMessage()
-		if err != nil {
-			return
-		}
-		var ack struct {
-			EnvelopeID string `json:"envelope_id"`
-		}
-		if json.Unmarshal(raw, &ack) == nil && ack.EnvelopeID != "" {
+	channeltest.ReadJSON(c, func(ack envelopeAck, err error) bool {
+		if err == nil && ack.EnvelopeID != "" {
 			s.Lock()
 			s.acks[ack.EnvelopeID] = true
 			s.Changed()
 			s.Unlock()
 		}
-	}
+		return true
+	})
+}
+
+// envelopeAck is the client's acknowledgement of an envelope.
+type envelopeAck struct {
+	EnvelopeID string `json:"envelope_id"`
 }
