@@ -47,17 +47,8 @@ func connectUser(t *testing.T, port int, nick string) *user {
 	t.Cleanup(func() { c.Close() })
 	welcome := make(chan struct{})
 	go func() {
-		r := bufio.NewReader(c)
 		once := sync.Once{}
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			m, err := parse(line)
-			if err != nil {
-				continue
-			}
+		readMessages(bufio.NewReader(c), func(m *message) {
 			switch m.command {
 			case "PING":
 				fmt.Fprintf(c, "PONG :%s\r\n", m.param(0))
@@ -69,7 +60,7 @@ func connectUser(t *testing.T, port int, nick string) *user {
 				u.Changed()
 				u.Unlock()
 			}
-		}
+		})
 	}()
 	fmt.Fprintf(c, "PASS %s\r\nNICK %s\r\nUSER %s 0 * :test user\r\n", serverPassword, nick, nick)
 	select {
