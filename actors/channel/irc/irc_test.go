@@ -160,10 +160,10 @@ func TestParseAndCut(t *testing.T) {
 			t.Fatalf("piece %q", p)
 		}
 	}
-	if _, ok := addressed("fangdbot: hi", "fangdbot"); !ok {
+	if _, ok := channel.Addressed("fangdbot: hi", "fangdbot"); !ok {
 		t.Fatal("addressed")
 	}
-	if _, ok := addressed("fangdbotty hi", "fangdbot"); ok {
+	if _, ok := channel.Addressed("fangdbotty hi", "fangdbot"); ok {
 		t.Fatal("not addressed")
 	}
 }
