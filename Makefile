@@ -14,9 +14,12 @@ run: build
 	./$(BIN) serve
 
 # The gate: formatting, vet, staticcheck, and every test under the race
-# detector, then the cluster-mode tests (below) without it.
+# detector, then the cluster-mode tests (below) without it. The dashboard's
+# browser test must run here (FANGD_REQUIRE_BROWSER: a missing chromium
+# fails it instead of skipping it); its screenshots go to artifacts/.
+FANGD_ARTIFACTS ?= $(CURDIR)/artifacts
 test: fmt-check vet staticcheck test-deps
-	$(GO) test -race -count=1 -timeout 15m ./...
+	FANGD_REQUIRE_BROWSER=1 FANGD_ARTIFACTS="$(FANGD_ARTIFACTS)" $(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) test-cluster
 
 # Cluster mode's black-box tests (embedded etcd, real fangd processes on
@@ -41,7 +44,8 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 # Real servers and peers some tests run on loopback, installed into a cache
-# folder: ngircd (IRC), prosody (XMPP) and node/npm from Debian; from npm the
+# folder: ngircd (IRC), prosody (XMPP), node/npm and chromium (the
+# dashboard's browser test, driven headless over DevTools) from Debian; from npm the
 # telegram-test-api Bot API emulator and the official A2A JavaScript SDK
 # (testdata/a2a-js/package.json). Idempotent: installs only what is missing.
 TEST_DEPS ?= $(HOME)/.cache/fangd-test
@@ -51,6 +55,7 @@ test-deps:
 	command -v ngircd >/dev/null 2>&1 || [ -x /usr/sbin/ngircd ] || missing="$$missing ngircd"; \
 	command -v prosody >/dev/null 2>&1 || [ -x /usr/bin/prosody ] || missing="$$missing prosody"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

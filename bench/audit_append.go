@@ -25,6 +25,14 @@ type appendStats struct {
 	commits float64 // synced batches
 	p50     time.Duration
 	p99     time.Duration
+	cpu     time.Duration // the process's CPU time over the run
+}
+
+// cpuPerAppend is the harness process's CPU time per append (the writers,
+// the audit writer and the store): unlike the rates, hardly moved by
+// other processes on a shared machine.
+func (s appendStats) cpuPerAppend() string {
+	return fmt.Sprintf("%.1f µs", float64(s.cpu)/float64(time.Microsecond)/float64(max(s.appends, 1)))
 }
 
 func (s appendStats) perSec() float64 { return float64(s.appends) / s.elapsed.Seconds() }
@@ -54,6 +62,7 @@ func runAuditAppend(ctx context.Context, env *Env) ([]Row, error) {
 		infoRow("audit appends/s, one fsync per append ("+w+" writers)", thousands(single.perSec())),
 		infoRow("audit appends/s, group commit ("+w+" writers)",
 			fmt.Sprintf("%s (%.1f appends per commit)", thousands(group.perSec()), float64(group.appends)/max(group.commits, 1))),
+		infoRow("  CPU per append (the harness process), one fsync per append / group commit", single.cpuPerAppend()+" / "+group.cpuPerAppend()),
 		{Metric: "group commit speed-up", Value: fmt.Sprintf("%.1fx", speedup), Target: ">= 12x", Verdict: verdict(speedup >= 12)},
 		{Metric: "audit append p99, group commit (" + w + " writers)", Value: ms(group.p99) + " (p50 " + ms(group.p50) + ")",
 			Target: "< 20 ms", Verdict: verdict(group.p99 < 20*time.Millisecond)},
@@ -86,7 +95,7 @@ func measureAppends(ctx context.Context, env *Env, maxBatch int) (appendStats, e
 	}
 
 	env.logf("audit appends: %d writers for %s, MaxBatch %d", env.Opts.Writers, env.Opts.AppendFor, maxBatch)
-	begin := time.Now()
+	begin, cpu0 := time.Now(), cpuTime()
 	stop := begin.Add(env.Opts.AppendFor)
 	lat := make([][]time.Duration, env.Opts.Writers)
 	errs := make([]error, env.Opts.Writers)
@@ -110,7 +119,7 @@ func measureAppends(ctx context.Context, env *Env, maxBatch int) (appendStats, e
 		}()
 	}
 	wg.Wait()
-	st.elapsed = time.Since(begin)
+	st.elapsed, st.cpu = time.Since(begin), cpuTime()-cpu0
 	if err := errors.Join(errs...); err != nil {
 		return st, err
 	}

@@ -178,6 +178,18 @@ func measureUsageReads(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The daemon creates its store and audit anchor first: since the
+	// integrity checks, a store with data and no anchor is a home that
+	// lost its audit log, and fangd refuses to start on it.
+	first, err := StartDaemon(ctx, env.Opts.Fangd, home)
+	if first != nil {
+		if serr := first.Stop(); err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating the home: %w", err)
+	}
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
 	if err != nil {
 		return nil, err

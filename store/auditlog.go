@@ -45,6 +45,22 @@ func (l *AuditLog) Append(batch []AuditRecord) error {
 	}, true)
 }
 
+// AppendAsync is Append without the wait: the entries join the write
+// queue's next synced transaction, and done is called from the queue's
+// goroutine once they are durable (nil) or failed (see DB.UpdateAsync; done
+// must not block). The audit writer's group commit hands its batches over
+// this way, so that no goroutine of its own waits on each commit.
+func (l *AuditLog) AppendAsync(batch []AuditRecord, done func(error)) {
+	l.db.updateAsync(func(tx *Txn) error {
+		for _, r := range batch {
+			if err := tx.Set(auditKey(r.ID), r.Raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, done, true)
+}
+
 // Admits answers ErrInsufficientStorage when an append would be refused
 // now for lack of space. The audit writer asks before it chains an entry:
 // a refused batch would otherwise fail every entry chained behind it.

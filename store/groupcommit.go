@@ -35,7 +35,8 @@ type GroupCommit[T any] struct {
 	writer  sync.WaitGroup
 }
 
-// GroupCommitOptions configure a GroupCommit. Commit is required.
+// GroupCommitOptions configure a GroupCommit. Commit or CommitAsync is
+// required.
 type GroupCommitOptions[T any] struct {
 	// MaxCount bounds the items in one batch (0: no bound).
 	MaxCount int
@@ -48,6 +49,16 @@ type GroupCommitOptions[T any] struct {
 	// Commit writes a batch durably. It runs in the commit goroutine and
 	// must not touch the owner's state.
 	Commit func(batch []T) error
+	// CommitAsync, set instead of Commit, hands a batch to a writer that
+	// calls done once it is durable (nil) or failed, from any goroutine
+	// and possibly before CommitAsync returns: the store's write queue
+	// (DB.UpdateAsync, AuditLog.AppendAsync). No commit goroutine is
+	// started then, and the owner's report is sent before Durable
+	// answers, so that a caller that hears its item is durable and asks
+	// the owner something next finds the report handled first. It is
+	// called from the owner and must not touch the owner's state after
+	// returning; neither may done.
+	CommitAsync func(batch []T, done func(error))
 	// Done answers one item's waiter with the outcome of its commit (nil:
 	// durable). It runs in the owner (inside Add, Committed, Fail, Stop
 	// and Drain), so it may touch the owner's state. Nil: nobody waits.
@@ -105,6 +116,17 @@ func (g *GroupCommit[T]) Flush(send func(msg any)) {
 	g.flight = m
 	g.writer.Add(1)
 	commit, durable := g.opts.Commit, g.opts.Durable
+	if async := g.opts.CommitAsync; async != nil {
+		async(m.Batch, func(err error) {
+			m.Err = err
+			send(m)
+			if err == nil && durable != nil {
+				durable(m.Batch)
+			}
+			g.writer.Done()
+		})
+		return
+	}
 	go func() {
 		m.Err = commit(m.Batch)
 		if m.Err == nil && durable != nil {
@@ -206,7 +228,7 @@ func (g *GroupCommit[T]) Drain() error {
 	}
 	for len(g.pending) > 0 {
 		batch := g.take()
-		err := g.opts.Commit(batch)
+		err := g.commitNow(batch)
 		if err == nil && g.opts.Durable != nil {
 			g.opts.Durable(batch)
 		}
@@ -218,6 +240,16 @@ func (g *GroupCommit[T]) Drain() error {
 	}
 	g.failed = errStopped
 	return nil
+}
+
+// commitNow commits batch in the calling goroutine.
+func (g *GroupCommit[T]) commitNow(batch []T) error {
+	if g.opts.CommitAsync == nil {
+		return g.opts.Commit(batch)
+	}
+	done := make(chan error, 1)
+	g.opts.CommitAsync(batch, func(err error) { done <- err })
+	return <-done
 }
 
 // settle waits for the commit in flight and answers its batch.

@@ -303,3 +303,67 @@ func TestGroupCommitDurableAnswersBeforeTheReport(t *testing.T) {
 		t.Fatalf("Done answered %v, want %v", h.answers, want)
 	}
 }
+
+// With CommitAsync no commit goroutine waits: the batch is handed to a
+// writer that calls done (here the test, as the write queue would). The
+// report reaches the owner before Durable answers the batch's waiters, items
+// added meanwhile go together in the next batch, a failure fails the batch,
+// everything pending and later Adds, and Drain commits what is left.
+func TestGroupCommitAsyncReportsBeforeDurable(t *testing.T) {
+	type handed struct {
+		batch []int
+		done  func(error)
+	}
+	commits := make(chan handed, 4)
+	var events []string
+	msgs := make(chan any, 4)
+	send := func(m any) { events = append(events, "report"); msgs <- m }
+	answers := map[int]error{}
+	g := NewGroupCommit(GroupCommitOptions[int]{
+		CommitAsync: func(batch []int, done func(error)) { commits <- handed{append([]int(nil), batch...), done} },
+		Durable:     func(batch []int) { events = append(events, fmt.Sprint("durable ", batch)) },
+		Done:        func(item int, err error) { answers[item] = err },
+	})
+	g.Add(1)
+	g.Flush(send)
+	c := <-commits
+	g.Add(2)
+	g.Add(3)
+	g.Flush(send) // one in flight: waits
+	if len(commits) != 0 || !g.InFlight() || g.Pending() != 2 {
+		t.Fatalf("a second commit started while one was in flight (pending %d)", g.Pending())
+	}
+	c.done(nil)
+	if want := []string{"report", "durable [1]"}; !reflect.DeepEqual(events, want) {
+		t.Fatalf("events %v, want %v", events, want)
+	}
+	if batch, err, ok := g.Committed((<-msgs).(*Committed[int])); !ok || err != nil || !reflect.DeepEqual(batch, []int{1}) || len(answers) != 0 {
+		t.Fatalf("Committed %v %v %v, Done answered %v", batch, err, ok, answers)
+	}
+	g.Flush(send)
+	c = <-commits
+	if !reflect.DeepEqual(c.batch, []int{2, 3}) {
+		t.Fatalf("second batch %v", c.batch)
+	}
+	g.Add(4)
+	boom := errors.New("disk says no")
+	c.done(boom)
+	if _, err, ok := g.Committed((<-msgs).(*Committed[int])); !ok || err != boom {
+		t.Fatalf("failed commit reported %v %v", err, ok)
+	}
+	g.Add(5)
+	if want := map[int]error{2: boom, 3: boom, 4: boom, 5: boom}; !reflect.DeepEqual(answers, want) {
+		t.Fatalf("answers %v, want %v", answers, want)
+	}
+
+	// Drain waits for the writer's done in the calling goroutine.
+	drained := NewGroupCommit(GroupCommitOptions[int]{
+		CommitAsync: func(batch []int, done func(error)) { go done(nil) },
+		Done:        func(item int, err error) { answers[item+100] = err },
+	})
+	drained.Add(1)
+	drained.Add(2)
+	if err := drained.Drain(); err != nil || answers[101] != nil || answers[102] != nil || len(answers) != 6 {
+		t.Fatalf("Drain %v, answers %v", err, answers)
+	}
+}

@@ -100,13 +100,23 @@ func createVaultKey(path string) ([]byte, error) {
 
 // Put encrypts plaintext under name and wipes plaintext.
 func (v *Vault) Put(name string, plaintext []byte) error {
+	sealed, err := v.Seal(name, plaintext)
+	if err != nil {
+		return err
+	}
+	return v.db.Update(func(tx *Txn) error { return tx.Set([]byte(vaultPrefix+name), sealed) })
+}
+
+// Seal encrypts plaintext under name without storing it and wipes
+// plaintext: cluster mode keeps channel secrets sealed in etcd, readable
+// only by nodes that share this vault key (docs/cluster.md).
+func (v *Vault) Seal(name string, plaintext []byte) ([]byte, error) {
 	defer Wipe(plaintext)
 	nonce := make([]byte, v.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
-		return err
+		return nil, err
 	}
-	sealed := v.aead.Seal(nonce, nonce, plaintext, []byte(name))
-	return v.db.Update(func(tx *Txn) error { return tx.Set([]byte(vaultPrefix+name), sealed) })
+	return v.aead.Seal(nonce, nonce, plaintext, []byte(name)), nil
 }
 
 // With decrypts the secret name, passes it to fn and wipes it when fn returns.
@@ -121,6 +131,12 @@ func (v *Vault) With(name string, fn func(secret []byte) error) error {
 	if err != nil {
 		return err
 	}
+	return v.Open(name, sealed, fn)
+}
+
+// Open decrypts what Seal sealed under name, passes it to fn and wipes it
+// when fn returns. fn must not keep the slice.
+func (v *Vault) Open(name string, sealed []byte, fn func(secret []byte) error) error {
 	ns := v.aead.NonceSize()
 	if len(sealed) < ns {
 		return fmt.Errorf("vault entry %q is corrupt", name)

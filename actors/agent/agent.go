@@ -382,7 +382,7 @@ func buildRequest(m Manifest, route llm.Route, hist []llm.Message, text string) 
 			msgs = msgs[2:] // one user/assistant exchange
 		}
 	}
-	return llm.Request{System: m.SystemPrompt, Messages: msgs, MaxTokens: m.MaxTokens}
+	return llm.Request{System: m.SystemPrompt, Messages: msgs, MaxTokens: m.MaxTokens, Temperature: m.Temperature}
 }
 
 // finish records a finished turn: on success the exchange joins the

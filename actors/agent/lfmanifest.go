@@ -53,11 +53,12 @@ type lfManifest struct {
 	Enabled     *bool    `toml:"enabled"`
 	Profile     string   `toml:"profile"`
 	Model       struct {
-		Provider     string  `toml:"provider"`
-		Model        string  `toml:"model"`
-		Name         string  `toml:"name"` // LibreFang's alias of model
-		MaxTokens    *int64  `toml:"max_tokens"`
-		SystemPrompt *string `toml:"system_prompt"`
+		Provider     string   `toml:"provider"`
+		Model        string   `toml:"model"`
+		Name         string   `toml:"name"` // LibreFang's alias of model
+		MaxTokens    *int64   `toml:"max_tokens"`
+		Temperature  *float64 `toml:"temperature"`
+		SystemPrompt *string  `toml:"system_prompt"`
 	} `toml:"model"`
 	Resources struct {
 		MaxCostPerHourUSD      float64  `toml:"max_cost_per_hour_usd"`
@@ -103,7 +104,7 @@ const (
 var manifestKeys = map[string]keyRule{
 	"name": keyMapped, "description": keyMapped, "tags": keyMapped, "profile": keyMapped,
 	"model": keyMapped, "model.provider": keyMapped, "model.model": keyMapped, "model.name": keyMapped,
-	"model.max_tokens": keyMapped, "model.system_prompt": keyMapped,
+	"model.max_tokens": keyMapped, "model.system_prompt": keyMapped, "model.temperature": keyMapped,
 	"resources": keyMapped, "resources.max_cost_per_day_usd": keyMapped, "resources.max_cost_per_month_usd": keyMapped,
 	"capabilities": keyMapped, "capabilities.tools": keyMapped,
 	"mcp_servers": keyMapped, "mcp_disabled": keyMapped, "channels": keyMapped, "tool_allowlist": keyMapped, "tool_blocklist": keyMapped,
@@ -119,7 +120,7 @@ var manifestKeys = map[string]keyRule{
 	// do not have (a shell, memory namespaces, WASM limits, skills,
 	// workspaces): dropping a grant leaves the agent with less, never more.
 	"version": keyIgnored, "author": keyIgnored, "metadata": keyIgnored, "i18n": keyIgnored,
-	"model.temperature": keyIgnored, "priority": keyIgnored, "is_hand": keyIgnored, "pinned_model": keyIgnored,
+	"priority": keyIgnored, "is_hand": keyIgnored, "pinned_model": keyIgnored,
 	"session_mode": keyIgnored, "generate_identity_files": keyIgnored, "auto_evolve": keyIgnored,
 	"show_progress": keyIgnored, "inherit_parent_context": keyIgnored, "skills": keyIgnored,
 	"skills_disabled": keyIgnored, "allowed_plugins": keyIgnored, "workspace": keyIgnored, "workspaces": keyIgnored,
@@ -246,6 +247,8 @@ func ImportManifest(text, defaultModel string) (*Imported, error) {
 	}
 	mt := int(maxTokens)
 	s.MaxTokens = &mt
+	// Checked against the provider's range by the Create that follows.
+	s.Temperature = m.Model.Temperature
 	s.SystemPrompt = DefaultManifestPrompt
 	if m.Model.SystemPrompt != nil {
 		s.SystemPrompt = strings.TrimSpace(*m.Model.SystemPrompt)

@@ -55,7 +55,7 @@ func TestImportManifestMapsLibreFangFields(t *testing.T) {
 	}
 	s := imp.Spec
 	if s.Name != "my-custom-agent" || s.Description != "A friendly assistant that helps with daily tasks." ||
-		s.Model != "groq/llama-3.3-70b-versatile" || *s.MaxTokens != 2048 || s.SystemPrompt != "You are a helpful assistant." ||
+		s.Model != "groq/llama-3.3-70b-versatile" || *s.MaxTokens != 2048 || s.Temperature == nil || *s.Temperature != 0.6 || s.SystemPrompt != "You are a helpful assistant." ||
 		fmt.Sprint(s.Tags) != "[assistant example]" {
 		t.Fatalf("spec: %+v", s)
 	}
@@ -74,13 +74,14 @@ func TestImportManifestMapsLibreFangFields(t *testing.T) {
 		t.Fatalf("budget: %v %v", imp.DailyUSD, imp.MonthlyUSD)
 	}
 	got := strings.Join(imp.Ignored, ",")
-	for _, k := range []string{"version", "author", "skills", "skills_disabled", "metadata", "model.temperature",
+	for _, k := range []string{"version", "author", "skills", "skills_disabled", "metadata",
 		"capabilities.network", "capabilities.memory_read", "capabilities.agent_spawn", "i18n"} {
 		if !strings.Contains(","+got+",", ","+k+",") {
 			t.Errorf("ignored %q not listed: %s", k, got)
 		}
 	}
-	if w := imp.Warnings(); len(w) != 1 || !strings.Contains(w[0], "model.temperature") {
+	// model.temperature is applied now (sent to the provider), not ignored.
+	if w := imp.Warnings(); len(w) != 1 || strings.Contains(w[0], "model.temperature") || strings.Contains(got, "temperature") {
 		t.Fatalf("warnings: %v", w)
 	}
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -135,6 +136,19 @@ func checkModel(reg *llm.Registry, model string, maxTokens int) (llm.Route, erro
 	return route, nil
 }
 
+// checkTemperature refuses a temperature outside what the route's
+// provider API takes (0-2 OpenAI-compatible, 0-1 Anthropic): sent as is,
+// the provider would fail every turn with a 400 of its own.
+func checkTemperature(reg *llm.Registry, route llm.Route, t *float64) error {
+	if t == nil {
+		return nil
+	}
+	if hi := reg.MaxTemperature(route.Provider); math.IsNaN(*t) || *t < 0 || *t > hi {
+		return kernel.Invalid("temperature must be between 0 and %g for %s, got %v", hi, route.Provider, *t)
+	}
+	return nil
+}
+
 // validate checks a whole manifest (after a Spec or a Patch was applied).
 func validate(reg *llm.Registry, m *Manifest) error {
 	if err := validName(m.Name); err != nil {
@@ -146,10 +160,13 @@ func validate(reg *llm.Registry, m *Manifest) error {
 	if err := checkText("system_prompt", m.SystemPrompt, MaxPromptChars); err != nil {
 		return err
 	}
-	if _, err := checkModel(reg, m.Model, m.MaxTokens); err != nil {
+	route, err := checkModel(reg, m.Model, m.MaxTokens)
+	if err != nil {
 		return err
 	}
-	var err error
+	if err := checkTemperature(reg, route, m.Temperature); err != nil {
+		return err
+	}
 	if m.Tags, err = checkList("tags", m.Tags, nil); err != nil {
 		return err
 	}
@@ -185,6 +202,7 @@ func (s *Spec) manifest() Manifest {
 	if s.MaxTokens != nil {
 		m.MaxTokens = *s.MaxTokens
 	}
+	m.Temperature = s.Temperature
 	return m
 }
 
@@ -203,6 +221,9 @@ func (p *Patch) apply(m Manifest) Manifest {
 	}
 	if p.MaxTokens != nil {
 		m.MaxTokens = *p.MaxTokens
+	}
+	if p.Temperature != nil {
+		m.Temperature = p.Temperature
 	}
 	if p.Tags != nil {
 		m.Tags = *p.Tags
@@ -224,7 +245,7 @@ func (p *Patch) apply(m Manifest) Manifest {
 
 func (p *Patch) empty() bool {
 	return p.Name == nil && p.Description == nil && p.Model == nil && p.SystemPrompt == nil &&
-		p.MaxTokens == nil && p.Tags == nil && p.Tools == nil && p.Capabilities == nil &&
+		p.MaxTokens == nil && p.Temperature == nil && p.Tags == nil && p.Tools == nil && p.Capabilities == nil &&
 		p.Channels == nil && p.MCPServers == nil
 }
 

@@ -26,7 +26,10 @@ type Manifest struct {
 	SystemPrompt string `json:"system_prompt"`
 	// MaxTokens caps output tokens per turn: sent to the provider and
 	// reserved against budgets.
-	MaxTokens    int      `json:"max_tokens"`
+	MaxTokens int `json:"max_tokens"`
+	// Temperature is the sampling temperature sent with every call; null
+	// (the default) sends none and the provider's default applies.
+	Temperature  *float64 `json:"temperature"`
 	Tags         []string `json:"tags"`
 	Tools        []string `json:"tools"`
 	Capabilities []string `json:"capabilities"`
@@ -67,6 +70,7 @@ type Spec struct {
 	Model        string   `json:"model"`
 	SystemPrompt string   `json:"system_prompt"`
 	MaxTokens    *int     `json:"max_tokens"`
+	Temperature  *float64 `json:"temperature"`
 	Tags         []string `json:"tags"`
 	Tools        []string `json:"tools"`
 	Capabilities []string `json:"capabilities"`
@@ -81,6 +85,7 @@ type Patch struct {
 	Model        *string   `json:"model"`
 	SystemPrompt *string   `json:"system_prompt"`
 	MaxTokens    *int      `json:"max_tokens"`
+	Temperature  *float64  `json:"temperature"`
 	Tags         *[]string `json:"tags"`
 	Tools        *[]string `json:"tools"`
 	Capabilities *[]string `json:"capabilities"`

@@ -440,7 +440,8 @@ func (a *agentActor) resume(c actor.Context) error {
 		send := &Send{Ref: Ref{ID: a.m.ID}, Text: s.Text, SessionID: s.SessionID, From: s.From, Who: s.Who, User: s.User}
 		t := &turn{id: s.ID, sessionID: s.SessionID, w: waiter{send: send}, agentID: a.m.ID, agentName: a.m.Name,
 			route: a.route, history: h, started: s.Started, p: s.Progress, ctx: a.ctx}
-		t.req = llm.Request{System: a.m.SystemPrompt, Messages: s.Messages, MaxTokens: a.m.MaxTokens, Tools: a.offeredTools()}
+		t.req = llm.Request{System: a.m.SystemPrompt, Messages: s.Messages, MaxTokens: a.m.MaxTokens, Temperature: a.m.Temperature,
+			Tools: a.offeredTools()}
 		st.current = t
 		a.d.log.Info().Str("agent_id", a.m.ID).Str("approval_id", s.Progress.Gate).Msg("resuming a turn that waits for approval")
 		a.awaitDecision(c, t)

@@ -28,19 +28,21 @@ type Entry struct {
 	Hash      string `json:"hash"`
 }
 
-// appendRequest asks the writer to chain and durably store one event. The
-// writer answers on done once the entry is on disk (or failed).
+// appendRequest asks the writer to chain and durably store events, as
+// consecutive entries in their order. The writer answers on done once all
+// of them are on disk (or failed): they are one item of the group commit,
+// so they are in the same synced transaction.
 type appendRequest struct {
-	event Event
-	done  chan appendResult
+	events []Event
+	done   chan appendResult
 	// accept marks an `audit accept` (Log.Accept): once the entry is
 	// durable the writer re-anchors on it and degraded mode ends.
 	accept bool
 }
 
 type appendResult struct {
-	entry Entry
-	err   error
+	entries []Entry
+	err     error
 }
 
 // Recent asks for the newest committed entries, newest first.
@@ -55,15 +57,6 @@ type RecentReply struct {
 	Items   [][]byte
 	Total   uint64
 	Tip     string
-}
-
-// recentRequest is how Log.Recent asks for Recent: the writer answers on
-// done instead of through a request future. GET /api/audit/recent makes one
-// per request, and a future (registry entry, timer, condition variable)
-// cost more than the rest of the hop.
-type recentRequest struct {
-	limit int
-	done  chan *RecentReply // buffered 1: the writer never blocks on it
 }
 
 // Snapshot asks for the committed chain's length and tip.

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -103,3 +104,51 @@ func TestRecentItemsCarryLibreFangNames(t *testing.T) {
 	defer h.stop()
 	check("loaded", h.log)
 }
+
+// Recent reads what the writer publishes, not the writer itself: an
+// append's caller, once answered, finds its entry there (the batch is
+// published before its callers hear), with many writers appending at once.
+func TestRecentShowsAnAppendOnceItIsAnswered(t *testing.T) {
+	h := start(t, t.TempDir())
+	errs := make(chan error, 8*26)
+	for w := range 8 {
+		go func() {
+			for range 25 {
+				e, err := h.log.Append(context.Background(), Event{EventType: "test", Details: "w" + string(rune('a'+w))})
+				if err != nil {
+					errs <- err
+					return
+				}
+				rec, err := h.log.Recent(context.Background(), 500)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, raw := range rec.Entries {
+					var got Entry
+					if rec.Total >= e.ID && json.Unmarshal(raw, &got) == nil && got.ID == e.ID && got.Hash == e.Hash {
+						errs <- nil // seen
+						break
+					}
+				}
+			}
+			errs <- errDone
+		}()
+	}
+	seen, done := 0, 0
+	for done < 8 {
+		switch err := <-errs; err {
+		case nil:
+			seen++
+		case errDone:
+			done++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if seen != 200 {
+		t.Fatalf("%d of 200 answered appends were in Recent right after", seen)
+	}
+}
+
+var errDone = errors.New("done")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -19,15 +20,20 @@ import (
 // GET /api/audit/recent (whose maximum limit is 500).
 const recentCap = 500
 
+// pendingAppend is one appendRequest, chained: its entries are consecutive
+// and are committed together (one group-commit item).
 type pendingAppend struct {
-	entry Entry
-	raw   []byte
-	done  chan appendResult
+	entries []Entry
+	raws    [][]byte
+	served  []recentEntry // the entries as GET /api/audit/recent serves them
+	done    chan appendResult
 	// accept: the entry records an accepted anchor mismatch; the commit
 	// re-anchors on it, and reports a failure to do so in anchorErr.
 	accept    bool
 	anchorErr error
 }
+
+func (p *pendingAppend) last() *Entry { return &p.entries[len(p.entries)-1] }
 
 // writer is the only actor that appends to the chain. Appends arriving while
 // a commit is in flight are chained at once and committed together in the
@@ -46,7 +52,9 @@ type writer struct {
 	gc        *store.GroupCommit[pendingAppend]
 	send      func(any) // to the writer itself: the commit's report
 	committed SnapshotReply
-	recent    rawRing // the newest committed raw entries
+	// recent is the newest committed entries, shared with Log.Recent,
+	// which reads it without a trip through this actor.
+	recent *recentView
 	// anchor is read by the commit goroutine, and set by it when an
 	// acceptance ends degraded mode.
 	anchor atomic.Pointer[anchorWriter]
@@ -79,9 +87,7 @@ func (w *writer) Receive(c actor.Context) {
 	case *store.Committed[pendingAppend]:
 		w.committedBatch(m)
 	case *Recent:
-		c.Respond(w.recentReply(m.Limit))
-	case *recentRequest:
-		m.done <- w.recentReply(m.limit)
+		c.Respond(w.recent.reply(m.Limit))
 	case *Snapshot:
 		c.Respond(&w.committed)
 	case *actor.Stopping:
@@ -142,57 +148,84 @@ func (w *writer) load() error {
 	if err != nil {
 		return err
 	}
-	w.recent = rawRing{}
-	for i := len(newestFirst) - 1; i >= 0; i-- {
-		w.recent.push(newestFirst[i])
-	}
 	w.committed = SnapshotReply{Length: w.nextID - 1, Tip: w.tip}
+	w.recent.mu.Lock()
+	defer w.recent.mu.Unlock()
+	w.recent.ring = rawRing{}
+	for i := len(newestFirst) - 1; i >= 0; i-- {
+		w.recent.ring.push(newestFirst[i])
+	}
+	w.recent.committed = w.committed
 	return nil
 }
 
 func (w *writer) chain(m *appendRequest) {
-	e, raw := newEntry(w.nextID, w.tip, m.event)
-	w.nextID, w.tip = e.ID+1, e.Hash
-	w.gc.Add(pendingAppend{entry: e, raw: raw, done: m.done, accept: m.accept})
+	n := len(m.events)
+	p := pendingAppend{entries: make([]Entry, n), raws: make([][]byte, n), served: make([]recentEntry, n), done: m.done, accept: m.accept}
+	for i, ev := range m.events {
+		e, raw := newEntry(w.nextID, w.tip, ev)
+		w.nextID, w.tip = e.ID+1, e.Hash
+		p.entries[i], p.raws[i], p.served[i] = e, raw, newRecentEntry(raw, &e)
+	}
+	w.gc.Add(p)
 }
 
 // startGroupCommit sets up the group commit: appends arriving while a
-// commit is in flight go together in the next one.
+// commit is in flight go together in the next one. A batch goes straight
+// into the store's write queue (AuditLog.AppendAsync), and its callers are
+// answered from the queue's goroutine once it is synced (Durable), after
+// the report to this actor is sent: a caller's hand-offs are caller →
+// writer → write queue → Badger → caller, where a goroutine per commit
+// waited on the queue and the answers went back through this actor's
+// mailbox (two more hops per append; docs/bench.md).
 func (w *writer) startGroupCommit(c actor.Context) {
 	self, root := c.Self(), c.ActorSystem().Root
 	w.send = func(msg any) { root.Send(self, msg) }
 	w.gc = store.NewGroupCommit(store.GroupCommitOptions[pendingAppend]{
 		MaxCount: w.maxBatch,
-		Commit: func(batch []pendingAppend) error {
-			recs := make([]store.AuditRecord, len(batch))
-			for i, p := range batch {
-				recs[i] = store.AuditRecord{ID: p.entry.ID, Raw: p.raw}
-			}
-			if err := w.log.Append(recs); err != nil {
-				return err
-			}
-			last := batch[len(batch)-1].entry
-			tip := Anchor{Length: last.ID, Tip: last.Hash}
-			if a := w.anchor.Load(); a != nil {
-				a.set(tip)
-			} else if slices.ContainsFunc(batch, func(p pendingAppend) bool { return p.accept }) {
-				w.reanchor(batch, tip)
-			}
-			return nil
-		},
-		Done: func(p pendingAppend, err error) {
-			if err == nil && p.accept {
-				w.accepting = false
-				if p.anchorErr != nil {
-					err = fmt.Errorf("the acceptance is recorded as entry %d, but the anchor could not be written: %w", p.entry.ID, p.anchorErr)
+		CommitAsync: func(batch []pendingAppend, done func(error)) {
+			recs := make([]store.AuditRecord, 0, len(batch))
+			for _, p := range batch {
+				for i := range p.entries {
+					recs = append(recs, store.AuditRecord{ID: p.entries[i].ID, Raw: p.raws[i]})
 				}
 			}
-			if err != nil {
-				p.done <- appendResult{err: err}
-			} else {
-				p.done <- appendResult{entry: p.entry}
+			last := batch[len(batch)-1].last()
+			tip := Anchor{Length: last.ID, Tip: last.Hash}
+			w.log.AppendAsync(recs, func(err error) {
+				if err == nil {
+					// Readers see a batch before its callers are
+					// answered: an append's caller finds it in Recent.
+					w.recent.publish(batch)
+				}
+				switch a := w.anchor.Load(); {
+				case err != nil:
+				case a != nil:
+					a.set(tip)
+				case slices.ContainsFunc(batch, func(p pendingAppend) bool { return p.accept }):
+					// Writing the anchor file would hold up the write
+					// queue: an acceptance (rare) re-anchors in a
+					// goroutine of its own, before it is answered.
+					go func() {
+						w.reanchor(batch, tip)
+						done(nil)
+					}()
+					return
+				}
+				done(err)
+			})
+		},
+		Durable: func(batch []pendingAppend) {
+			for _, p := range batch {
+				if p.accept && p.anchorErr != nil {
+					p.done <- appendResult{err: fmt.Errorf("the acceptance is recorded as entry %d, but the anchor could not be written: %w", p.entries[0].ID, p.anchorErr)}
+				} else {
+					p.done <- appendResult{entries: p.entries}
+				}
 			}
 		},
+		// Failures only: Durable answers the rest.
+		Done: func(p pendingAppend, err error) { p.done <- appendResult{err: err} },
 	})
 }
 
@@ -207,19 +240,52 @@ func (w *writer) committedBatch(m *store.Committed[pendingAppend]) {
 		// from disk.
 		panic(fmt.Errorf("audit commit failed: %w", err))
 	}
-	for i := range batch {
-		w.recent.push(newRecentEntry(batch[i].raw, &batch[i].entry))
+	n := 0
+	for _, p := range batch {
+		if p.accept {
+			w.accepting = false
+		}
+		n += len(p.entries)
 	}
-	last := batch[len(batch)-1].entry
+	last := batch[len(batch)-1].last()
 	w.committed = SnapshotReply{Length: last.ID, Tip: last.Hash}
-	w.appends.Add(float64(len(batch)))
+	w.appends.Add(float64(n))
 	w.commits.Inc()
 	w.gc.Flush(w.send)
 }
 
-func (w *writer) recentReply(limit int) *RecentReply {
-	entries, items := w.recent.newest(limit)
-	return &RecentReply{Entries: entries, Items: items, Total: w.committed.Length, Tip: w.committed.Tip}
+// recentView is the newest committed entries and the committed chain's
+// length and tip, as the writer last published them. Log.Recent reads it
+// under the read lock instead of asking the writer: GET
+// /api/audit/recent is a measured hot path, and the hop through the
+// writer's mailbox (a send, a wake of its pinned goroutine, a reply
+// channel) was ~18% of a read's CPU in BenchmarkHotAuditRecent's profile
+// and a wait behind every append queued ahead of it (docs/bench.md).
+type recentView struct {
+	mu        sync.RWMutex
+	ring      rawRing
+	committed SnapshotReply
+}
+
+// publish adds a committed batch. The write queue's goroutine calls it,
+// one batch at a time in commit order, before the batch's callers hear.
+func (v *recentView) publish(batch []pendingAppend) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, p := range batch {
+		for _, e := range p.served {
+			v.ring.push(e)
+		}
+	}
+	last := batch[len(batch)-1].last()
+	v.committed = SnapshotReply{Length: last.ID, Tip: last.Hash}
+}
+
+func (v *recentView) reply(limit int) *RecentReply {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	entries, items := v.ring.newest(limit)
+	return &RecentReply{Entries: entries, Items: items, Total: v.committed.Length, Tip: v.committed.Tip}
 }
 
 // recentEntry is one committed entry as GET /api/audit/recent serves it:

@@ -207,7 +207,7 @@ func (a *channelActor) started(c actor.Context) {
 // connects. A configuration that no longer builds is an error state.
 func (a *channelActor) load() {
 	a.adapter = nil
-	rec, err := a.rt.records.Get(a.name)
+	rec, err := a.rt.record(a.name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			a.fail("configuration is missing from the store")

@@ -2,14 +2,11 @@ package channel
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
-
-	"github.com/fangd/fangd/store"
 )
 
 // host is the runtime as an adapter's Run sees it (the Host interface):
@@ -69,15 +66,11 @@ func (h *host) DeliverAndSave(ctx context.Context, cursor Cursor, msgs ...Inboun
 }
 
 func (h *host) Cursor(key string) (string, error) {
-	v, err := h.rt.cursors.Get(cursorKey(h.name, key))
-	if errors.Is(err, store.ErrNotFound) {
-		return "", nil
-	}
-	return v, err
+	return h.rt.queues.cursor(h.name, key)
 }
 
 func (h *host) SaveCursor(key, value string) error {
-	return h.rt.cursors.Put(cursorKey(h.name, key), value)
+	return h.rt.queues.saveCursor(h.name, key, value)
 }
 
 func (h *host) Log() *zerolog.Logger { return &h.log }

@@ -269,6 +269,9 @@ type Status struct {
 	OutboxPending  int        `json:"outbox_pending"`
 	InboxPending   int        `json:"inbox_pending"`
 	Identity       *Identity  `json:"identity,omitempty"`
+	// Node is the cluster node hosting the channel (cluster mode only;
+	// "" while no node holds it).
+	Node string `json:"node,omitempty"`
 }
 
 // States a channel can be in.

@@ -222,7 +222,7 @@ func (a *channelActor) send(it *outItem) {
 	ad, global, chatLim := a.adapter, a.outbox.global, a.outbox.chatLimiter(it.Msg.ChatID)
 	q, name, self, root, base, rt, adapterName, epoch := a.rt.queues, a.name, a.self, a.rt.k.Root, a.base, a.rt, a.rec.Adapter, a.rec.Epoch
 	target := "" // a reply is the bound agent's delivery (GET /api/agents/{id}/deliveries)
-	if it.Source == "reply" && a.rec.AgentID != "" {
+	if it.Source == "reply" && a.rec.AgentID != "" && a.rt.clu == nil {
 		target = "agent:" + a.rec.AgentID
 	}
 	a.wg.Add(1)

@@ -19,7 +19,8 @@ func TestSeqSourceNeverHandsOutAnUnreservedNumber(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rt := &runtime{db: db, log: zerolog.Nop(), cursors: store.NewCollection[string](db, "channel-cursor")}
+	q := newQueues(db)
+	rt := &runtime{db: db, log: zerolog.Nop(), cursors: q.cursors, queues: q}
 	var last uint64
 	for run := range 3 {
 		s := &seqSource{rt: rt, name: "c"}

@@ -53,6 +53,11 @@ type Options struct {
 	// it is 409 too_many_channels; reconfiguring an existing one is not
 	// refused.
 	MaxChannels int
+	// Clustered keeps channel records, secrets (sealed with the vault
+	// key) and queues in etcd, and runs a channel only on the node that
+	// holds it (cluster mode, docs/cluster.md): the supervisor starts
+	// empty and waits for UseCluster and ApplyCluster.
+	Clustered bool
 	// Clock paces reconnects and the outbox's retries and rate-limit
 	// pauses; nil means the wall clock (tests inject a fake one).
 	Clock kernel.Clock
@@ -79,8 +84,11 @@ type runtime struct {
 	clock    kernel.Clock
 	records  *store.Collection[record]
 	cursors  *store.Collection[string]
-	queues   *queues
-	metrics  *metrics
+	queues   queueStore
+	badgerQ  *queues
+	// clu is the cluster side (cluster.go); nil on a single node.
+	clu     *clusterState
+	metrics *metrics
 }
 
 type metrics struct {
@@ -140,7 +148,11 @@ func Start(opts Options) (*Service, error) {
 		clock:   opts.Clock,
 		log:     opts.Kernel.Log.With().Str("component", "channels").Logger(),
 		records: store.NewCollection[record](opts.DB, "channels"),
-		cursors: q.cursors, queues: q}
+		cursors: q.cursors, queues: q, badgerQ: q}
+	if opts.Clustered {
+		rt.clu = &clusterState{recs: map[string]record{}, raw: map[string]string{}, sealed: map[string]map[string][]byte{}}
+		rt.queues = newClusterQueues(rt.clu)
+	}
 	pid, err := opts.Kernel.SpawnRoot("channels", func() actor.Actor { return newSupervisor(rt) })
 	if err != nil {
 		return nil, err
@@ -334,6 +346,23 @@ func (s *Service) Get(ctx context.Context, name string) (*View, error) {
 	return &v, nil
 }
 
+// elsewhere is the answer for a cluster channel configured but not hosted
+// on this node: its actor (and its fenced outbox) runs on the host only.
+// Requests are not routed between nodes yet (docs/cluster.md).
+func (s *Service) elsewhere(ctx context.Context, name string, local bool) error {
+	if s.rt.clu == nil || local {
+		return nil
+	}
+	res, err := kernel.Ask[snapshotResult](ctx, s.rt.k, s.pid, &getChannel{name: name})
+	if err != nil || !res.ok {
+		return err
+	}
+	if n := res.snap.status.Node; n != "" {
+		return kernel.Errorf(kernel.KindConflict, "hosted_elsewhere", "channel %s runs on cluster node %s; send this request to that node", name, n)
+	}
+	return kernel.Errorf(kernel.KindUnavailable, "not_hosted", "channel %s is not running on any cluster node yet; try again in a few seconds", name)
+}
+
 // Has reports whether channel name is configured (comms.Channels).
 func (s *Service) Has(name string) bool {
 	_, ok := s.childPID(name)
@@ -486,7 +515,7 @@ func (s *Service) merge(name string, spec *Spec, cur *record, p *parsedFields) (
 			if _, resubmitted := p.secrets[k]; resubmitted || p.cleared[k] {
 				continue
 			}
-			err := s.rt.vault.With(secretName(name, k), func(b []byte) error { secrets[k] = string(b); return nil })
+			err := s.rt.withSecret(name, k, func(b []byte) error { secrets[k] = string(b); return nil })
 			if err != nil && !errors.Is(err, store.ErrNotFound) {
 				return rec, nil, err
 			}
@@ -591,6 +620,9 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 // platform identity when chatID is empty.
 func (s *Service) Test(ctx context.Context, name, chatID string) (*TestResult, error) {
 	pid, ok := s.childPID(name)
+	if err := s.elsewhere(ctx, name, ok); err != nil {
+		return nil, err
+	}
 	if !ok {
 		if _, known := Lookup(name); !known {
 			return nil, kernel.NotFound("Unknown channel: %s", name)
@@ -617,6 +649,9 @@ func (s *Service) Send(ctx context.Context, name, chatID, content string) error 
 // SendMessage is Send that also returns the queued message ids.
 func (s *Service) SendMessage(ctx context.Context, name, chatID, content, from string) ([]string, error) {
 	pid, ok := s.childPID(name)
+	if err := s.elsewhere(ctx, name, ok); err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, kernel.NotFound("channel %q is not configured", name)
 	}
@@ -666,6 +701,12 @@ func (s *Service) Reload(ctx context.Context) (*ReloadResult, error) {
 // changed ones, leave the rest alone. A table that does not validate is
 // reported and skipped; the others still apply.
 func (s *Service) Apply(ctx context.Context, tables map[string]map[string]any) (*ReloadResult, error) {
+	if s.rt.clu != nil {
+		// Every node has its own config.toml; etcd has one set of
+		// channels. Cluster channels are configured through the API.
+		return nil, kernel.Errorf(kernel.KindConflict, "cluster_mode",
+			"config.toml channels are not applied in cluster mode; configure channels through the API (stored cluster-wide in etcd)")
+	}
 	var desired []desiredChannel
 	var problems []string
 	names := make([]string, 0, len(tables))

@@ -1,7 +1,6 @@
 package channel
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -226,8 +225,8 @@ type seqSource struct {
 }
 
 func (s *seqSource) init(floor uint64) error {
-	saved, err := s.rt.cursors.Get(s.name + "/$seq")
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	saved, err := s.rt.queues.cursor(s.name, "$seq")
+	if err != nil {
 		return err
 	}
 	s.landed = sync.NewCond(&s.mu)
@@ -247,7 +246,7 @@ func (s *seqSource) reserve() {
 	}
 	s.reserving = true
 	ceiling := s.ceiling + seqBlock
-	s.rt.cursors.PutAsync(s.name+"/$seq", strconv.FormatUint(ceiling, 10), func(err error) {
+	s.rt.queues.saveCursorAsync(s.name, "$seq", strconv.FormatUint(ceiling, 10), func(err error) {
 		// Not inline: done may run in PutAsync itself, under s.mu.
 		go s.reserved(ceiling, err)
 	})

@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"slices"
@@ -32,6 +33,9 @@ type child struct {
 	status  Status
 	account string
 	wg      *sync.WaitGroup // the child's goroutines, awaited before purging
+	// crashed: its actor was stopped after repeated crashes; in cluster
+	// mode ownership rounds do not respawn it until it is reconfigured.
+	crashed bool
 }
 
 func newSupervisor(rt *runtime) *supervisor { return &supervisor{rt: rt} }
@@ -77,9 +81,15 @@ func (s *supervisor) Receive(c actor.Context) {
 	case *reload:
 		c.Respond(s.reload(c, m.desired))
 	case *statusChanged:
-		if ch, ok := s.children[m.name]; ok {
+		// In cluster mode a channel stopped because it moved reports no
+		// more: its status is the new host's.
+		if ch, ok := s.children[m.name]; ok && (s.rt.clu == nil || ch.pid != nil) {
+			node := ch.status.Node
 			ch.status = m.status
+			ch.status.Node = node
 		}
+	case *clusterView:
+		s.applyCluster(c, m)
 	case *actor.Stopping:
 		s.stopping = true
 	case *actor.Terminated:
@@ -90,10 +100,10 @@ func (s *supervisor) Receive(c actor.Context) {
 		// after too many crashes. Keep it listed, in error, until it is
 		// reconfigured; do not respawn it into a crash loop.
 		for name, ch := range s.children {
-			if ch.pid.Equal(m.Who) {
+			if ch.pid != nil && ch.pid.Equal(m.Who) {
 				ch.status.State = StateError
 				ch.status.LastError = "the channel actor crashed repeatedly and was stopped; reconfigure it to restart"
-				ch.pid = nil
+				ch.pid, ch.crashed = nil, true
 				s.rt.log.Error().Str("channel", name).Msg("channel actor stopped after repeated crashes")
 			}
 		}
@@ -107,6 +117,11 @@ func (s *supervisor) start(c actor.Context) {
 	s.children = map[string]*child{}
 	s.accounts = map[string]string{}
 	s.removing = map[string]bool{}
+	if s.rt.clu != nil {
+		// Cluster mode: the records are in etcd; ownership rounds
+		// (ApplyCluster) say which to run here.
+		return
+	}
 	var recs []record
 	_, err := s.rt.records.EachOrQuarantine(func(_ string, r record) bool { recs = append(recs, r); return true })
 	if err != nil {
@@ -174,10 +189,29 @@ func (s *supervisor) configure(c actor.Context, rec record, secrets map[string]s
 	if ch != nil && ch.rec.Epoch != "" {
 		rec.Epoch = ch.rec.Epoch
 	}
-	if err := s.rt.persist(rec, secrets, ch); err != nil {
+	if err := s.rt.persist(rec, secrets, ch, account); err != nil {
 		return configureResult{err: err}
 	}
 	enabled := rec.Values[FieldEnabled] != "false"
+	if s.rt.clu != nil {
+		// Stored cluster-wide; the node that holds (or next takes) the
+		// channel's lease runs it.
+		created := ch == nil
+		if created {
+			ch = &child{wg: &sync.WaitGroup{}, status: Status{State: StateRemote}}
+			s.children[name] = ch
+		} else if ch.account != "" {
+			delete(s.accounts, ch.account)
+		}
+		ch.rec, ch.account, ch.crashed = rec, account, false
+		if account != "" {
+			s.accounts[account] = name
+		}
+		if ch.pid != nil {
+			c.Send(ch.pid, &reconfigure{})
+		}
+		return configureResult{activated: enabled, created: created}
+	}
 	if ch != nil {
 		if ch.account != "" {
 			delete(s.accounts, ch.account)
@@ -204,8 +238,12 @@ func (s *supervisor) configure(c actor.Context, rec record, secrets map[string]s
 }
 
 // persist writes secrets to the vault (dropping ones no longer set) and
-// the record to the store.
-func (rt *runtime) persist(rec record, secrets map[string]string, prev *child) error {
+// the record to the store; in cluster mode both go to etcd, the secrets
+// sealed with the vault key.
+func (rt *runtime) persist(rec record, secrets map[string]string, prev *child, account string) error {
+	if rt.clu != nil {
+		return rt.persistCluster(rec, secrets, account)
+	}
 	for k, v := range secrets {
 		if err := rt.vault.Put(secretName(rec.Name, k), []byte(v)); err != nil {
 			return err
@@ -227,7 +265,7 @@ func (rt *runtime) persist(rec record, secrets map[string]string, prev *child) e
 func (rt *runtime) loadSecrets(rec *record) (map[string]string, error) {
 	out := make(map[string]string, len(rec.Secrets))
 	for _, k := range rec.Secrets {
-		err := rt.vault.With(secretName(rec.Name, k), func(b []byte) error { out[k] = string(b); return nil })
+		err := rt.withSecret(rec.Name, k, func(b []byte) error { out[k] = string(b); return nil })
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -280,11 +318,28 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 
 // purge deletes everything stored for a channel.
 func (rt *runtime) purge(rec record) error {
+	if rt.clu != nil {
+		cl := rt.clu.store()
+		if cl == nil {
+			return errNoCluster
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := cl.DeleteChannel(ctx, rec.Name); err != nil {
+			return err
+		}
+		rt.clu.mu.Lock()
+		delete(rt.clu.recs, rec.Name)
+		delete(rt.clu.raw, rec.Name)
+		delete(rt.clu.sealed, rec.Name)
+		rt.clu.mu.Unlock()
+		return nil
+	}
 	var errs []error
 	for _, k := range rec.Secrets {
 		errs = append(errs, rt.vault.Delete(secretName(rec.Name, k)))
 	}
-	errs = append(errs, rt.queues.purge(rec.Name))
+	errs = append(errs, rt.badgerQ.purge(rec.Name))
 	var cursorKeys []string
 	page, err := rt.cursors.List(rec.Name+"/", "", 1000)
 	errs = append(errs, err)

@@ -128,9 +128,11 @@ func (a *channelActor) runTurn(it *inItem) {
 	if a.cfg != nil {
 		ref = a.cfg.AgentName()
 	}
-	if id := a.rec.AgentID; id != "" {
+	if id := a.rec.AgentID; id != "" && a.rt.clu == nil {
 		ref = id // resolved at configure time; survives a rename
 	}
+	// In cluster mode agents live per node: the hosting node answers with
+	// its own agent of that name (docs/cluster.md).
 	limit, utf16 := a.caps.MaxMessageLength, a.caps.LengthInUTF16
 	q, self, root, base, rt := a.rt.queues, a.self, a.rt.k.Root, a.base, a.rt
 	msg := it.Msg

@@ -84,6 +84,7 @@ type Node struct {
 	mu       sync.Mutex
 	last     string // last record written
 	excluded bool
+	channels *Channels // cluster-wide channels, once started
 }
 
 // Record is a node's entry in etcd.
@@ -345,6 +346,12 @@ func (n *Node) Endpoints() []string { return append([]string{}, n.opts.Endpoints
 // move) and removes the node record. Upstream's Shutdown also shuts the
 // actor system down, so it runs after fangd's root actors have stopped.
 func (n *Node) Stop() {
+	n.mu.Lock()
+	ch := n.channels
+	n.mu.Unlock()
+	if ch != nil {
+		ch.stop()
+	}
 	n.cancel()
 	<-n.done
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -1,8 +1,8 @@
 package cluster
 
-// Entity kinds fangd runs. In this version every kind still runs on each
-// node separately (Mode "per_node"): none is a grain yet, so none has
-// exactly-one activation or failover across nodes. GET /api/cluster
+// Entity kinds fangd runs. Channel adapters are cluster-wide (Mode
+// "cluster": one activation, failover; channels.go); every other kind
+// still runs on each node separately (Mode "per_node"). GET /api/cluster
 // reports this table as is, so nobody mistakes membership for more.
 const (
 	KindChannel  = "channel_adapter"
@@ -19,14 +19,15 @@ const (
 // KindInfo says where one kind of entity lives.
 type KindInfo struct {
 	Kind string `json:"kind"`
-	// Mode is "per_node": each node runs its own, from its own store.
+	// Mode is "cluster" (one activation cluster-wide, state in etcd) or
+	// "per_node" (each node runs its own, from its own store).
 	Mode string `json:"mode"`
 	Note string `json:"note"`
 }
 
 // Kinds is the honest table of where each kind runs.
 var Kinds = []KindInfo{
-	{KindChannel, "per_node", "each node runs the channels configured on it; configure a bot account on one node only (two nodes polling one token would both answer)"},
+	{KindChannel, "cluster", "one activation cluster-wide: records in etcd, each adapter runs on the node holding its lease-fenced owner key, cursor and queues in etcd; another node takes over within about 4-7 s of its host dying (see channels for where each runs)"},
 	{KindAgent, "per_node", "agents live in the node's own store"},
 	{KindMCP, "per_node", "each node keeps its own MCP server connections"},
 	{KindBudget, "per_node", "budgets hold per node: N nodes may spend up to N times a limit"},

@@ -50,6 +50,9 @@ type Node struct {
 	Kind  string `json:"kind"` // agent, channel, peer, a2a_agent, external
 	Name  string `json:"name"`
 	State string `json:"state"`
+	// Model is an agent's "provider/model" (LibreFang's TopoNode.model);
+	// absent on other nodes (LibreFang's topology has agents only).
+	Model string `json:"model,omitempty"`
 }
 
 // NodeSource contributes topology nodes (channels, peers, external A2A

@@ -635,5 +635,51 @@ func encodeEvent(id uint64, t time.Time, m *publish, detail json.RawMessage) []b
 	b = store.AppendJSONString(b, m.target)
 	b = append(b, `,"detail":`...)
 	b = append(b, detail...)
+	// LibreFang's CommsEvent fields beside the seed's: kind, and the ends
+	// as ids and names. The bus knows no agent names; LibreFang itself
+	// falls back to the id when it cannot resolve one, and so does this.
+	b = append(b, `,"kind":`...)
+	b = store.AppendJSONString(b, lfKind(m.typ, m.edge))
+	src, dst := lfEnd(m.source), lfEnd(m.target)
+	b = append(b, `,"source_id":`...)
+	b = store.AppendJSONString(b, src)
+	b = append(b, `,"source_name":`...)
+	b = store.AppendJSONString(b, src)
+	b = append(b, `,"target_id":`...)
+	b = store.AppendJSONString(b, dst)
+	b = append(b, `,"target_name":`...)
+	b = store.AppendJSONString(b, dst)
 	return append(b, '}')
+}
+
+// lfKind is LibreFang's CommsEventKind for an event type (agent_message,
+// agent_spawned, agent_terminated, task_posted, task_completed); other
+// events, which LibreFang's feed does not have, say their own type in
+// snake case.
+func lfKind(typ, edge string) string {
+	switch typ {
+	case "agent.message":
+		return "agent_message"
+	case "message.routed":
+		if edge == "agent_message" {
+			return "agent_message"
+		}
+	case "agent.spawned":
+		return "agent_spawned"
+	case "agent.terminated":
+		return "agent_terminated"
+	case "task.created":
+		return "task_posted"
+	case "task.completed":
+		return "task_completed"
+	}
+	return strings.ReplaceAll(typ, ".", "_")
+}
+
+// lfEnd is an event end as LibreFang names it: an agent by its bare id.
+func lfEnd(end string) string {
+	if id, ok := strings.CutPrefix(end, "agent:"); ok && !strings.Contains(id, "/") {
+		return id
+	}
+	return end
 }

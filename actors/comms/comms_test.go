@@ -563,6 +563,21 @@ func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 		if back.Source != want.Source || back.Target != want.Target || back.Timestamp != want.Timestamp || string(back.Detail) != `{"a":1}` {
 			t.Fatalf("%q: round trip %+v", s, back)
 		}
+		var lf map[string]any
+		if err := json.Unmarshal(got, &lf); err != nil || lf["kind"] != "hook_wake" || lf["source_id"] != want.Source ||
+			lf["source_name"] != want.Source || lf["target_id"] != strings.ToValidUTF8(s, "\ufffd") || lf["target_name"] != lf["target_id"] {
+			t.Fatalf("%q: LibreFang's fields %v", s, lf)
+		}
+	}
+	// LibreFang's CommsEventKind for the events its feed has.
+	for typ, want := range map[string]string{"agent.message": "agent_message", "agent.spawned": "agent_spawned",
+		"agent.terminated": "agent_terminated", "task.created": "task_posted", "task.completed": "task_completed"} {
+		if k := lfKind(typ, ""); k != want {
+			t.Errorf("%s: kind %s, want %s", typ, k, want)
+		}
+	}
+	if lfKind("message.routed", "agent_message") != "agent_message" || lfKind("message.routed", "task") != "message_routed" {
+		t.Error("message.routed kinds")
 	}
 }
 

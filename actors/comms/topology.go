@@ -29,7 +29,7 @@ func (r *Router) Topology(ctx context.Context) (*Topology, error) {
 			return nil, err
 		}
 		for _, a := range agents {
-			n := Node{ID: "agent:" + a.ID, Kind: "agent", Name: a.Name, State: a.State}
+			n := Node{ID: "agent:" + a.ID, Kind: "agent", Name: a.Name, State: a.State, Model: a.Model}
 			t.Nodes = append(t.Nodes, n)
 			seen[n.ID] = true
 		}

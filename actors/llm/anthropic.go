@@ -21,7 +21,10 @@ type anthRequest struct {
 	System    string        `json:"system,omitempty"`
 	Messages  []anthMessage `json:"messages"`
 	Tools     []anthTool    `json:"tools,omitempty"`
-	Stream    bool          `json:"stream,omitempty"`
+	// Temperature is 0-1 on Anthropic's API (agents are validated
+	// against MaxTemperature).
+	Temperature *float64 `json:"temperature,omitempty"`
+	Stream      bool     `json:"stream,omitempty"`
 }
 
 // anthMessage's Content is a string for plain text and a list of blocks
@@ -131,7 +134,8 @@ type anthError struct {
 
 // post sends the Messages API request; stream asks for server-sent events.
 func (anthropicClient) post(ctx context.Context, hc *http.Client, baseURL, key string, req Request, stream bool) (*http.Response, error) {
-	body := anthRequest{Model: req.Model, MaxTokens: req.MaxTokens, System: req.System, Messages: anthMessages(req.Messages), Stream: stream}
+	body := anthRequest{Model: req.Model, MaxTokens: req.MaxTokens, System: req.System, Messages: anthMessages(req.Messages),
+		Temperature: req.Temperature, Stream: stream}
 	for _, t := range req.Tools {
 		body.Tools = append(body.Tools, anthTool{Name: t.Name, Description: t.Description, InputSchema: schemaOf(t)})
 	}

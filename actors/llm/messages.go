@@ -65,6 +65,9 @@ type Request struct {
 	System    string
 	Messages  []Message
 	MaxTokens int
+	// Temperature is the sampling temperature; nil leaves the provider's
+	// default (the field is then not sent at all).
+	Temperature *float64
 	// Tools are offered to the model; none means a plain chat.
 	Tools []Tool
 }

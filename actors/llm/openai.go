@@ -60,6 +60,7 @@ type oaiRequest struct {
 	Tools               []oaiTool    `json:"tools,omitempty"`
 	MaxTokens           int          `json:"max_tokens,omitempty"`
 	MaxCompletionTokens int          `json:"max_completion_tokens,omitempty"`
+	Temperature         *float64     `json:"temperature,omitempty"`
 	Stream              bool         `json:"stream"`
 	// StreamOptions asks for the usage chunk at the end of a stream.
 	StreamOptions *oaiStreamOptions `json:"stream_options,omitempty"`
@@ -155,7 +156,7 @@ func (u *oaiUsage) usage() Usage {
 // post sends the chat completion request; stream asks for server-sent
 // events with the usage in a last chunk (stream_options.include_usage).
 func (c openAIClient) post(ctx context.Context, hc *http.Client, baseURL, key string, req Request, stream bool) (*http.Response, error) {
-	body := oaiRequest{Model: req.Model, Messages: oaiMessages(req), Stream: stream}
+	body := oaiRequest{Model: req.Model, Messages: oaiMessages(req), Temperature: req.Temperature, Stream: stream}
 	if len(req.Tools) > 0 {
 		body.Tools = oaiTools(req.Tools)
 	}

@@ -295,6 +295,16 @@ func NewRegistry(opts Options) (*Registry, error) {
 	return r, nil
 }
 
+// MaxTemperature is the highest sampling temperature provider's API
+// takes: 1 on Anthropic's Messages API, 2 on OpenAI-compatible ones (and
+// for an unknown provider, which Resolve refuses anyway).
+func (r *Registry) MaxTemperature(provider string) float64 {
+	if p, ok := r.providers[provider]; ok && p.cfg.API == APIAnthropic {
+		return 1
+	}
+	return 2
+}
+
 // Catalog is the model catalog the registry prices with.
 func (r *Registry) Catalog() *Catalog { return r.catalog }
 

@@ -68,7 +68,8 @@ type ExposerOptions struct {
 // server's tools, proxied. Mount Server with the SDK's HTTP handlers.
 type Exposer struct {
 	Server *sdk.Server
-	// Audits reports the calls it audited to the HTTP layer (see
+	// Audits hands the tool_invoked entry of a POST /mcp tools/call to the
+	// HTTP layer, which commits it with the request's own entry (see
 	// CallAudits).
 	Audits CallAudits
 	opts   ExposerOptions
@@ -488,12 +489,13 @@ func (x *Exposer) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 		if errors.As(err, &rpcErr) && (rpcErr.Code == jsonrpc.CodeInvalidParams || rpcErr.Code == CodeToolDenied) {
 			outcome = "denied"
 		}
-		if aerr := AuditToolCall(ctx, x.opts.Audit, caller, server, tool, args, outcome, time.Since(start)); aerr != nil {
-			if err == nil {
-				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the call could not be audited"}
-			}
-		} else if x.opts.Audit != nil {
-			x.Audits.audited(get(HeaderAuditToken))
+		d := time.Since(start)
+		if x.opts.Audit != nil && x.Audits.handOver(get(HeaderAuditToken), ToolCallEvent(caller, server, tool, args, outcome, d)) {
+			// The request commits the entry with its own before it answers.
+			return res, err
+		}
+		if aerr := AuditToolCall(ctx, x.opts.Audit, caller, server, tool, args, outcome, d); aerr != nil && err == nil {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the call could not be audited"}
 		}
 		return res, err
 	}

@@ -416,6 +416,14 @@ func AuditToolCall(ctx context.Context, log *audit.Log, caller Caller, server, t
 	if log == nil {
 		return nil
 	}
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), audit.AppendTimeout)
+	defer cancel()
+	_, err := log.Append(c, ToolCallEvent(caller, server, tool, args, outcome, d))
+	return err
+}
+
+// ToolCallEvent is the tool_invoked entry AuditToolCall records.
+func ToolCallEvent(caller Caller, server, tool string, args json.RawMessage, outcome string, d time.Duration) audit.Event {
 	sum := sha256.Sum256(args)
 	if server == "" {
 		server = "-"
@@ -426,11 +434,8 @@ func AuditToolCall(ctx context.Context, log *audit.Log, caller Caller, server, t
 	if actorName == "" {
 		actorName = caller.Via
 	}
-	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), audit.AppendTimeout)
-	defer cancel()
-	_, err := log.Append(c, audit.Event{EventType: "tool_invoked", AgentID: caller.AgentID, Details: details,
-		Outcome: outcome, Actor: actorName, SourceIP: caller.SourceIP})
-	return err
+	return audit.Event{EventType: "tool_invoked", AgentID: caller.AgentID, Details: details,
+		Outcome: outcome, Actor: actorName, SourceIP: caller.SourceIP}
 }
 
 func schemaJSON(v any) json.RawMessage {

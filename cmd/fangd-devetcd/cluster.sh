@@ -7,6 +7,13 @@ ETCD_BIN=${ETCD_BIN:-bin/fangd-devetcd}
 DIR=${CLUSTER_DIR:-$(mktemp -d /tmp/fangd-cluster.XXXXXX)}
 ETCD=${CLUSTER_ETCD:-127.0.0.1:23790}
 mkdir -p "$DIR"
+# One vault key for all nodes: cluster channels keep their secrets in etcd
+# sealed with it (docs/cluster.md). Kept beside the homes for a restart.
+if [ -z "${FANGD_VAULT_KEY:-}" ]; then
+	[ -s "$DIR/vault.key" ] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$DIR/vault.key")
+	FANGD_VAULT_KEY=$(cat "$DIR/vault.key")
+fi
+export FANGD_VAULT_KEY
 pids=""
 cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup INT TERM EXIT

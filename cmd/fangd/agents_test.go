@@ -299,8 +299,9 @@ func TestAgentTurnsUsageAndBudgetOverHTTP(t *testing.T) {
 		t.Fatalf("agent budget %+v", ab)
 	}
 
-	// Delete: 204, then 404 everywhere.
-	if r := td.do("DELETE", "/api/agents/writer", nil); r.status != 204 || len(r.raw) != 0 {
+	// Delete: 200 with LibreFang's {status: "killed", agent_id}, then 404 everywhere.
+	if r := td.do("DELETE", "/api/agents/writer", nil); r.status != 200 || !strings.Contains(string(r.raw), `"status":"killed"`) ||
+		!strings.Contains(string(r.raw), `"agent_id":"`+writer.ID+`"`) {
 		t.Fatalf("delete: %d %s", r.status, r.raw)
 	}
 	for _, p := range []string{"/api/agents/writer", "/api/agents/" + writer.ID, "/api/budget/agents/writer"} {

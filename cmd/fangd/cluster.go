@@ -8,7 +8,7 @@ import (
 )
 
 // startCluster joins the cluster named by [cluster] / --cluster (audited).
-// Nothing is moved to the cluster yet: every entity kind still runs per
+// Channels become cluster-wide; every other entity kind still runs per
 // node (fcluster.Kinds says so, and GET /api/cluster reports it).
 func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 	cc := cfg.Cluster
@@ -21,8 +21,8 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 		// refresh (2 s) for the node record in etcd.
 		Hosted: func(ctx context.Context) map[string]int {
 			h := map[string]int{}
-			if vs, err := channels.List(ctx, true); err == nil {
-				h[fcluster.KindChannel] = len(vs)
+			if cl := d.clusterChannels(); cl != nil {
+				h[fcluster.KindChannel] = cl.Hosted()
 			}
 			if as, err := agents.List(ctx); err == nil {
 				h[fcluster.KindAgent] = len(as)
@@ -35,11 +35,16 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 		return err
 	}
 	d.cluster = n
+	// Channels are cluster-wide: records and state in etcd, each adapter
+	// on the one node holding its owner lease.
+	d.clusterCh.Store(n.StartChannels(channels))
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
 	d.log.Info().Str("cluster", n.Name()).Str("node", n.NodeName()).Str("member_id", n.MemberID()).
 		Str("address", n.Address()).Strs("etcd", n.Endpoints()).Msg("joined the cluster")
 	return nil
 }
+
+func (d *daemon) clusterChannels() *fcluster.Channels { return d.clusterCh.Load() }
 
 // stopCluster leaves the cluster; it runs after the root actors stopped,
 // since upstream's cluster shutdown also shuts the actor system down.

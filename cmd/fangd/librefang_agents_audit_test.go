@@ -37,7 +37,7 @@ memory_read = ["self.*"]
 `
 
 func TestLibreFangAgentManifestsAndTemplates(t *testing.T) {
-	_, _, cfg := fakes(t, "\n[default_model]\nprovider = \"fakeoai\"\nmodel = \"gpt-test\"\n")
+	oai, _, cfg := fakes(t, "\n[default_model]\nprovider = \"fakeoai\"\nmodel = \"gpt-test\"\n")
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 
 	// A template by name: the daemon's [default_model] stands for
@@ -53,8 +53,20 @@ func TestLibreFangAgentManifestsAndTemplates(t *testing.T) {
 	// effect here is named in warnings.
 	a = nil
 	td.must(201, "POST", "/api/agents", map[string]any{"manifest_toml": lfManifest}, &a)
-	if a["name"] != "support-bot" || a["max_tokens"] != float64(256) || !strings.Contains(a["warnings"].([]any)[0].(string), "model.temperature") {
+	if a["name"] != "support-bot" || a["max_tokens"] != float64(256) || a["temperature"] != 0.3 ||
+		strings.Contains(a["warnings"].([]any)[0].(string), "temperature") {
 		t.Fatalf("from manifest: %v", a)
+	}
+	// A temperature out of the provider's range is a 400 that creates
+	// nothing, in a manifest and in fangd's own body.
+	hot := strings.Replace(strings.Replace(lfManifest, "temperature = 0.3", "temperature = 2.5", 1), `"support-bot"`, `"hot"`, 1)
+	for _, body := range []map[string]any{{"manifest_toml": hot}, {"name": "hot", "model": "fakeoai/gpt-test", "temperature": -1}} {
+		if r := td.do("POST", "/api/agents", body); r.status != 400 || !strings.Contains(string(r.raw), "temperature") {
+			t.Fatalf("bad temperature: %d %s", r.status, r.raw)
+		}
+	}
+	if r := td.do("GET", "/api/agents/hot", nil); r.status != 404 {
+		t.Fatalf("a refused temperature left an agent: %d", r.status)
 	}
 	botID := a["id"].(string)
 	var b map[string]any
@@ -96,6 +108,11 @@ func TestLibreFangAgentManifestsAndTemplates(t *testing.T) {
 	if turn.Response == "" || turn.Model != "gpt-test" {
 		t.Fatalf("turn: %+v", turn)
 	}
+	// The manifest's temperature survived the restart and reached the provider.
+	reqs := oai.Requests()
+	if got := reqs[len(reqs)-1].Temperature; got == nil || *got != 0.3 {
+		t.Fatalf("the provider got temperature %v", got)
+	}
 	td.must(200, "GET", "/api/budget/agents/"+botID, nil, &b)
 	if b["monthly_limit_usd"] != 12.5 {
 		t.Fatalf("budget after restart: %v", b)
@@ -109,7 +126,7 @@ func TestLibreFangAuditQueryAndExport(t *testing.T) {
 	for _, n := range []string{"a1", "a2", "a3"} {
 		td.must(201, "POST", "/api/agents", map[string]any{"name": n, "model": "fakeoai/gpt-test"}, nil)
 	}
-	td.must(204, "DELETE", "/api/agents/a2", nil, nil)
+	td.must(200, "DELETE", "/api/agents/a2", nil, nil)
 
 	// LibreFang's action names; its item fields beside fangd's.
 	var q struct {

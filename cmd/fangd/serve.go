@@ -116,9 +116,12 @@ type daemon struct {
 	expose   *mcp.Exposer
 	network  *peer.Network  // nil unless network_enabled
 	cluster  *fcluster.Node // nil unless cluster mode
-	http     *fhttp.Server
-	ln       net.Listener
-	served   chan error
+	// clusterCh is the cluster-wide channel store (read by the node
+	// record's refresh goroutine, set once the node joined).
+	clusterCh atomic.Pointer[fcluster.Channels]
+	http      *fhttp.Server
+	ln        net.Listener
+	served    chan error
 	// stop is closed by close, for the daemon's own goroutines.
 	stop    chan struct{}
 	reloads *reloadParts
@@ -390,11 +393,13 @@ func startChannels(d *daemon, cfg Config, vault *store.Vault, guard *ssrf.Guard,
 	whatsapp.UseNetwork(guard)
 	svc, err := channel.Start(channel.Options{Kernel: d.kernel, DB: d.db, Vault: vault,
 		Builders: adapters.Builders(), LoadConfig: load, Agents: agents, Bus: channelBus{d.bus}, Commands: commands,
-		Network: guard, MaxChannels: cfg.ChannelLimits.MaxChannels})
+		Network: guard, MaxChannels: cfg.ChannelLimits.MaxChannels, Clustered: cfg.Cluster.enabled()})
 	if err != nil {
 		return nil, err
 	}
-	if len(cfg.Channels) > 0 {
+	if len(cfg.Channels) > 0 && cfg.Cluster.enabled() {
+		d.log.Warn().Int("tables", len(cfg.Channels)).Msg("config.toml channels are not applied in cluster mode; configure channels through the API (stored in etcd)")
+	} else if len(cfg.Channels) > 0 {
 		res, err := svc.Apply(context.Background(), cfg.Channels)
 		if err != nil {
 			return nil, err

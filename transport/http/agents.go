@@ -102,7 +102,7 @@ func importSpec(b *createAgentBody) (agent.ImportSpec, error) {
 		name string
 		set  bool
 	}{{"description", sp.Description != ""}, {"system_prompt", sp.SystemPrompt != ""}, {"max_tokens", sp.MaxTokens != nil},
-		{"tags", sp.Tags != nil}, {"tools", sp.Tools != nil}, {"capabilities", sp.Capabilities != nil},
+		{"temperature", sp.Temperature != nil}, {"tags", sp.Tags != nil}, {"tools", sp.Tools != nil}, {"capabilities", sp.Capabilities != nil},
 		{"channels", sp.Channels != nil}, {"mcp_servers", sp.MCPServers != nil}} {
 		if f.set {
 			return agent.ImportSpec{}, badRequest("invalid_input", f.name+" cannot be combined with manifest_toml or template: set it in the manifest")
@@ -136,17 +136,40 @@ func (s *Server) patchAgent(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	var p agent.Patch
+	var p patchAgentBody
 	if err := decodeJSON(ctx, &p); err != nil {
 		return err
 	}
-	a, err := s.deps.Agents.Update(s.reqCtx(ctx), ref, p, who(ctx))
+	if p.Provider != nil {
+		// LibreFang's {"model": "<id>", "provider": "<name>"}: fangd's
+		// model is "<provider>/<id>".
+		if p.Model == nil || *p.Model == "" || strings.TrimSpace(*p.Provider) == "" {
+			return badRequest("invalid_input", `"provider" needs "model" beside it (or give "model" as "<provider>/<model id>" alone)`)
+		}
+		if !strings.HasPrefix(*p.Model, *p.Provider+"/") {
+			m := *p.Provider + "/" + *p.Model
+			p.Model = &m
+		}
+	}
+	a, err := s.deps.Agents.Update(s.reqCtx(ctx), ref, p.Patch, who(ctx))
 	if err != nil {
 		return err
 	}
 	auditDetails(ctx, fmt.Sprintf("agent %s (%s) updated", a.Name, a.ID))
-	writeJSON(ctx, fasthttp.StatusOK, a)
+	// LibreFang answers {status: "ok", agent_id, name}; fangd the agent.
+	writeJSON(ctx, fasthttp.StatusOK, struct {
+		Status string `json:"status"`
+		*agent.Agent
+		AgentID string `json:"agent_id"`
+	}{"ok", a, a.ID})
 	return nil
+}
+
+// patchAgentBody is fangd's Patch plus LibreFang's provider, which
+// qualifies a bare model id.
+type patchAgentBody struct {
+	agent.Patch
+	Provider *string `json:"provider"`
 }
 
 func (s *Server) deleteAgent(ctx *fasthttp.RequestCtx) error {
@@ -159,7 +182,11 @@ func (s *Server) deleteAgent(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	auditDetails(ctx, fmt.Sprintf("agent %s (%s) deleted", d.Name, d.ID))
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	// LibreFang's answer (kill_agent): 200 {status: "killed", agent_id,
+	// identity_purged}; fangd removes the manifest and the sessions, so
+	// the id is purged too. LibreFang's ?confirm=true is accepted (the
+	// query is not read: a DELETE is the confirmation here).
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "killed", "agent_id": d.ID, "name": d.Name, "identity_purged": true})
 	return nil
 }
 

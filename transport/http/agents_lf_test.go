@@ -40,11 +40,13 @@ func TestCreateAgentFromLibreFangManifest(t *testing.T) {
 	var a map[string]any
 	r.json(t, &a)
 	if a["agent_id"] != a["id"] || a["agent_id"] == nil || a["name"] != "researcher" || a["model"] != "fake/m" ||
-		a["system_prompt"] != "You research." || a["max_tokens"] != float64(512) || a["description"] != "Answers questions." {
+		a["system_prompt"] != "You research." || a["max_tokens"] != float64(512) || a["description"] != "Answers questions." ||
+		a["temperature"] != 0.3 {
 		t.Fatalf("created: %s", r.body)
 	}
 	w, _ := json.Marshal(a["warnings"])
-	if !strings.Contains(string(w), "model.temperature") || !strings.Contains(string(w), "capabilities.network") {
+	// [model] temperature is applied (sent to the provider), so no warning.
+	if strings.Contains(string(w), "temperature") || !strings.Contains(string(w), "capabilities.network") {
 		t.Fatalf("warnings: %s", w)
 	}
 	// [resources] max_cost_per_day_usd is the agent's budget.
@@ -153,5 +155,36 @@ func TestCreateAgentLibreFangBadInput(t *testing.T) {
 	ts.mustStatus(t, 200, "GET", "/api/agents", "").json(t, &list)
 	if list.Total != 0 {
 		t.Fatalf("%d agents exist after refused creates", list.Total)
+	}
+}
+
+// LibreFang's PATCH /api/agents/{id} (lifecycle.rs patch_agent) takes a
+// bare model with provider beside it and answers {status: "ok", agent_id,
+// name}; DELETE (kill_agent) answers 200 {status: "killed", agent_id}.
+// fangd's fields stay in both answers; a bad patch changes nothing.
+func TestPatchAndDeleteAgentLibreFangShape(t *testing.T) {
+	extra, _ := withApprovals(t, nil)
+	ts := newTestServer(t, nil, extra)
+	var a map[string]any
+	ts.mustStatus(t, 201, "POST", "/api/agents", `{"name":"ops","model":"fake/m"}`).json(t, &a)
+	id := a["id"].(string)
+	for _, bad := range []string{`{"provider":"fake"}`, `{"provider":"nobody","model":"m"}`, `{"model":"m","provider":"fake","temperature":9}`, `{"schedule":"continuous"}`} {
+		if r := ts.authed(t, "PATCH", "/api/agents/"+id, bad); r.status != 400 {
+			t.Fatalf("%s: %d %s", bad, r.status, r.body)
+		}
+	}
+	var p map[string]any
+	ts.mustStatus(t, 200, "PATCH", "/api/agents/"+id, `{"name":"ops2","description":"d","model":"m","provider":"fake","system_prompt":"be brief","temperature":0.2}`).json(t, &p)
+	if p["status"] != "ok" || p["agent_id"] != id || p["id"] != id || p["name"] != "ops2" || p["model"] != "fake/m" ||
+		p["system_prompt"] != "be brief" || p["temperature"] != 0.2 {
+		t.Fatalf("patch: %v", p)
+	}
+	var d map[string]any
+	ts.mustStatus(t, 200, "DELETE", "/api/agents/"+id+"?confirm=true", "").json(t, &d)
+	if d["status"] != "killed" || d["agent_id"] != id || d["name"] != "ops2" {
+		t.Fatalf("delete: %v", d)
+	}
+	if r := ts.authed(t, "GET", "/api/agents/"+id, ""); r.status != 404 {
+		t.Fatalf("after delete: %d", r.status)
 	}
 }

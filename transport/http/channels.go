@@ -24,6 +24,8 @@ func (s *Server) channelRoutes() {
 	s.api("GET", "/channels", s.listChannels)
 	s.api("POST", "/channels/reload", s.reloadChannels)
 	s.api("GET", "/channels/registry", s.channelRegistry)
+	s.api("POST", "/channels/sidecar/{name}/configure", s.configureSidecarChannel)
+	s.api("DELETE", "/channels/sidecar/{name}", s.deleteSidecarChannel)
 	s.api("GET", "/channels/{name}/qr", s.channelQR)
 	s.api("GET", "/channels/{name}", s.getChannel)
 	s.api("POST", "/channels/{name}/configure", s.configureChannel)

@@ -35,6 +35,8 @@ type clusterStatus struct {
 	MemberID string              `json:"member_id,omitempty"`
 	Members  []fcluster.Member   `json:"members"`
 	Kinds    []fcluster.KindInfo `json:"kinds"`
+	// Channels says which node hosts each channel (cluster mode).
+	Channels []fcluster.ChannelHost `json:"channels,omitempty"`
 }
 
 func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
@@ -52,6 +54,9 @@ func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
 	st.Enabled, st.Mode = true, "cluster"
 	st.Name, st.NodeName, st.MemberID = s.cluster.Name(), s.cluster.NodeName(), s.cluster.MemberID()
 	st.Members, st.Kinds = ms, fcluster.Kinds
+	if ch, ok := s.cluster.(interface{ ChannelHosts() []fcluster.ChannelHost }); ok {
+		st.Channels = ch.ChannelHosts()
+	}
 	return st, nil
 }
 

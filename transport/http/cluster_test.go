@@ -22,14 +22,18 @@ func (f fakeCluster) MemberID() string { return "c1@abc" }
 func (f fakeCluster) Members(context.Context) ([]fcluster.Member, error) {
 	return f.members, f.err
 }
+func (f fakeCluster) ChannelHosts() []fcluster.ChannelHost {
+	return []fcluster.ChannelHost{{Name: "tg", Node: "n2"}, {Name: "slack", Node: ""}}
+}
 
 type clusterBody struct {
-	Enabled  bool                `json:"enabled"`
-	Mode     string              `json:"mode"`
-	Name     string              `json:"name"`
-	NodeName string              `json:"node_name"`
-	Members  []fcluster.Member   `json:"members"`
-	Kinds    []fcluster.KindInfo `json:"kinds"`
+	Enabled  bool                   `json:"enabled"`
+	Mode     string                 `json:"mode"`
+	Name     string                 `json:"name"`
+	NodeName string                 `json:"node_name"`
+	Members  []fcluster.Member      `json:"members"`
+	Kinds    []fcluster.KindInfo    `json:"kinds"`
+	Channels []fcluster.ChannelHost `json:"channels"`
 }
 
 type netClusterBody struct {
@@ -58,7 +62,8 @@ func TestClusterSingleNode(t *testing.T) {
 }
 
 // In cluster mode the members come from the membership view, the kinds
-// table is the honest per-node one, and an etcd failure is a 503 on
+// table says channel adapters are cluster-wide (and where each runs) and
+// every other kind per node, and an etcd failure is a 503 on
 // /api/cluster but does not break /api/network/status.
 func TestClusterMembersAndEtcdDown(t *testing.T) {
 	fc := &fakeCluster{members: []fcluster.Member{
@@ -73,9 +78,16 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 	for _, k := range st.Kinds {
-		if k.Mode != "per_node" {
-			t.Fatalf("kind %+v claims more than this version does", k)
+		want := "per_node"
+		if k.Kind == fcluster.KindChannel {
+			want = "cluster"
 		}
+		if k.Mode != want {
+			t.Fatalf("kind %+v, want mode %s", k, want)
+		}
+	}
+	if len(st.Channels) != 2 || st.Channels[0] != (fcluster.ChannelHost{Name: "tg", Node: "n2"}) || st.Channels[1].Node != "" {
+		t.Fatalf("channels %+v", st.Channels)
 	}
 	var ns netClusterBody
 	ts.mustStatus(t, 200, "GET", "/api/network/status", "").json(t, &ns)

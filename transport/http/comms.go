@@ -242,11 +242,18 @@ type sendBody struct {
 	ToAgentID   string `json:"to_agent_id"`
 	FromAgentID string `json:"from_agent_id"`
 	Message     string `json:"message"`
+	// ThreadID is LibreFang's: it only echoes it in the answer, and so
+	// does fangd.
+	ThreadID *string `json:"thread_id"`
+	// Attachments are LibreFang's image URLs; fangd's agents take text
+	// only, so a non-empty list is refused rather than dropped.
+	Attachments []json.RawMessage `json:"attachments"`
 }
 
 type sendReply struct {
 	OK bool `json:"ok"`
 	*comms.SendResult
+	ThreadID *string `json:"thread_id,omitempty"`
 }
 
 // commsSend serves POST /api/comms/send.
@@ -267,6 +274,9 @@ func (s *Server) commsSend(ctx *fasthttp.RequestCtx) error {
 	if b.Content == "" {
 		b.Content = b.Message
 	}
+	if len(b.Attachments) > 0 {
+		return badRequest("unsupported_field", "attachments are not supported: fangd's agents take text messages only")
+	}
 	if b.To == "" {
 		return badRequest("invalid_input", `"to" is required ("agent:<id or name>", "channel:<name>:<chat_id>" or "peer:<node>/agent:<id or name>")`)
 	}
@@ -277,7 +287,7 @@ func (s *Server) commsSend(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	auditDetails(ctx, "message "+res.MessageID+" from "+b.From+" to "+res.To)
-	writeJSON(ctx, fasthttp.StatusOK, sendReply{OK: true, SendResult: res})
+	writeJSON(ctx, fasthttp.StatusOK, sendReply{OK: true, SendResult: res, ThreadID: b.ThreadID})
 	return nil
 }
 
@@ -316,7 +326,11 @@ func (s *Server) commsTask(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	auditDetails(ctx, "task "+t.ID+" assigned to agent "+t.AssignedTo)
-	writeJSON(ctx, fasthttp.StatusCreated, t)
+	// LibreFang answers {ok, task_id}; the task carries task_id.
+	writeJSON(ctx, fasthttp.StatusCreated, struct {
+		OK bool `json:"ok"`
+		*comms.Task
+	}{true, t})
 	return nil
 }
 

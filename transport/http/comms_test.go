@@ -81,8 +81,8 @@ func newCommsServer(t *testing.T) *commsServer {
 func newCommsServerWith(t *testing.T, hooks func(*webhook.Options)) *commsServer {
 	t.Helper()
 	cs := &commsServer{agents: &fakeAgents{agents: []comms.Agent{
-		{ID: "a-1", Name: "coder", Description: "reviews Go code", Tags: []string{"code"}, State: "running"},
-		{ID: "a-2", Name: "writer", Description: "writes docs", Tags: []string{"docs"}, State: "running"},
+		{ID: "a-1", Name: "coder", Description: "reviews Go code", Tags: []string{"code"}, State: "running", Model: "fake/m"},
+		{ID: "a-2", Name: "writer", Description: "writes docs", Tags: []string{"docs"}, State: "running", Model: "fake/m"},
 	}}, channels: &fakeChannels{}}
 	cs.testServer = newTestServer(t, nil, func(s *Server) {
 		k, db := s.deps.Kernel, s.deps.Store
@@ -131,10 +131,15 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 		got["agent_id"] != "a-1" || got["ok"] != true || !strings.HasPrefix(got["message_id"].(string), "msg-") {
 		t.Fatalf("send: %d %s", r.status, r.body)
 	}
-	// LibreFang's handler shape works too.
-	r = ts.authed(t, "POST", "/api/v1/comms/send", `{"from_agent_id":"a-2","to_agent_id":"a-1","message":"hi"}`)
-	if r.status != 200 {
+	// LibreFang's handler shape works too (CommsSendRequest: thread_id is
+	// echoed; attachments, image URLs, are refused: agents take text).
+	r = ts.authed(t, "POST", "/api/v1/comms/send", `{"from_agent_id":"a-2","to_agent_id":"a-1","message":"hi","thread_id":"th-1","attachments":[]}`)
+	got = decodeTo[map[string]any](t, r)
+	if r.status != 200 || got["ok"] != true || got["response"] != "reply to hi" || got["input_tokens"] == nil || got["output_tokens"] == nil || got["thread_id"] != "th-1" {
 		t.Fatalf("librefang shape: %d %s", r.status, r.body)
+	}
+	if r := ts.authed(t, "POST", "/api/comms/send", `{"from_agent_id":"a-2","to_agent_id":"a-1","message":"hi","attachments":[{"url":"https://x/y.png"}]}`); r.status != 400 || r.envelope(t).Code != "unsupported_field" {
+		t.Fatalf("attachments: %d %s", r.status, r.body)
 	}
 	r = ts.authed(t, "POST", "/api/comms/send", `{"to":"channel:telegram:42","content":"hello chat"}`)
 	if r.status != 200 || decodeTo[map[string]any](t, r)["status"] != "queued" || ts.channels.list()[0] != "telegram/42: hello chat" {
@@ -161,7 +166,7 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 
 	r = ts.authed(t, "POST", "/api/comms/task", `{"title":"Review the code","description":"check the Go code for races","tags":["code"]}`)
 	task := decodeTo[comms.Task](t, r)
-	if r.status != 201 || task.AssignedTo != "a-1" || task.Status != "running" || task.Reason == "" {
+	if r.status != 201 || task.AssignedTo != "a-1" || task.Status != "running" || task.Reason == "" || decodeTo[map[string]any](t, r)["ok"] != true {
 		t.Fatalf("task: %d %s", r.status, r.body)
 	}
 	kerneltest.WaitFor(t, "condition", func() bool {
@@ -180,6 +185,12 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 		return len(topo.Edges) == 4
 	})
 	topo := decodeTo[comms.Topology](t, ts.authed(t, "GET", "/api/comms/topology", ""))
+	// LibreFang's TopoNode {id, name, state, model}: agents say their model.
+	for _, n := range topo.Nodes {
+		if n.Kind == "agent" && n.Model == "" {
+			t.Fatalf("agent node without its model: %+v", n)
+		}
+	}
 	edges := map[string]int{}
 	for _, e := range topo.Edges {
 		edges[e.From+">"+e.To+":"+e.Kind] = e.Messages
@@ -207,6 +218,12 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 	}](t, r)
 	if len(evs.Items) != 2 || evs.Items[0].ID < evs.Items[1].ID || evs.Total < 6 || !strings.HasPrefix(evs.Items[0].Type, "message.") {
 		t.Fatalf("events: %s", r.body)
+	}
+	// LibreFang's CommsEvent fields beside the seed's.
+	for _, e := range decodeTo[struct{ Items []map[string]any }](t, r).Items {
+		if e["kind"] == nil || e["source_id"] == nil || e["source_name"] == nil || e["target_id"] == nil || e["target_name"] == nil {
+			t.Fatalf("event without LibreFang's fields: %v", e)
+		}
 	}
 	for _, q := range []string{"limit=0", "limit=501", "type=bogus", "since_id=-1"} {
 		if r := ts.authed(t, "GET", "/api/comms/events?"+q, ""); r.status != 400 {
@@ -262,6 +279,18 @@ func TestHooksAgentAndWake(t *testing.T) {
 	if r := hook("/api/hooks/agent", `{"message":"hi"}`, testHookToken); r.status != 200 || decodeTo[map[string]any](t, r)["agent_id"] != "a-1" {
 		t.Fatalf("default agent: %d %s", r.status, r.body)
 	}
+	// LibreFang's AgentHookPayload: deliver is a bool with the target in
+	// channel, timeout_secs bounds the turn.
+	r = hook("/api/hooks/agent", `{"message":"again","agent":"writer","deliver":true,"channel":"telegram:8","timeout_secs":30}`, testHookToken)
+	if got := decodeTo[map[string]any](t, r); r.status != 200 || got["status"] != "completed" || got["delivered_to"] != "channel:telegram:8" {
+		t.Fatalf("librefang deliver: %d %s", r.status, r.body)
+	}
+	if sent := ts.channels.list(); len(sent) != 2 || sent[1] != "telegram/8: reply to again" {
+		t.Fatalf("not delivered the LibreFang way: %v", sent)
+	}
+	if r := hook("/api/hooks/agent", `{"message":"x","deliver":false,"timeout_secs":120}`, testHookToken); r.status != 200 {
+		t.Fatalf("deliver false: %d %s", r.status, r.body)
+	}
 	turns := ts.agents.turns.Load()
 	for _, c := range []struct {
 		path, body, token string
@@ -270,6 +299,14 @@ func TestHooksAgentAndWake(t *testing.T) {
 		{"/hooks/agent", `{"message":"x","agent":"ghost"}`, testHookToken, 404},
 		{"/hooks/agent", `{"message":"x","deliver":"channel:slack:1"}`, testHookToken, 404},
 		{"/hooks/agent", `{"message":"x","deliver":"agent:coder"}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","deliver":true}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","deliver":true,"channel":"telegram"}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","channel":"telegram:1"}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","deliver":"channel:telegram:1","channel":"telegram:1"}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","deliver":1}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","timeout_secs":5}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","timeout_secs":601}`, testHookToken, 400},
+		{"/hooks/agent", `{"message":"x","model":"gpt-4o"}`, testHookToken, 400},
 		{"/hooks/agent", `{"message":""}`, testHookToken, 400},
 		{"/hooks/agent", `{"message":"x"}`, "wrong-token", 401},
 		{"/hooks/agent", `{"message":"x"}`, testKey, 401},

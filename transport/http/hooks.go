@@ -1,12 +1,16 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
@@ -168,8 +172,51 @@ func hookText(field, s string, max int) error {
 type hookAgentBody struct {
 	Message string `json:"message"`
 	Agent   string `json:"agent"`
-	// Deliver sends the response on to a channel: "channel:<name>:<chat_id>".
-	Deliver string `json:"deliver"`
+	// Deliver sends the response on to a channel: fangd's
+	// "channel:<name>:<chat_id>", or LibreFang's true with the target in
+	// Channel (AgentHookPayload: deliver bool, channel).
+	Deliver json.RawMessage `json:"deliver"`
+	Channel *string         `json:"channel"`
+	// Model is LibreFang's per-call model override: refused, fangd's
+	// agents run on their own model.
+	Model *string `json:"model"`
+	// TimeoutSecs bounds the turn (LibreFang's, 10..600, default 120).
+	TimeoutSecs *int `json:"timeout_secs"`
+}
+
+// deliverTarget reads deliver (and channel): "" when nothing is to be
+// delivered, else the "channel:<name>:<chat_id>" target.
+func (b *hookAgentBody) deliverTarget() (string, error) {
+	var target string
+	switch d := bytes.TrimSpace(b.Deliver); {
+	case len(d) == 0, string(d) == "null", string(d) == "false":
+		if b.Channel != nil && *b.Channel != "" {
+			return "", badRequest("invalid_input", `"channel" is only used with "deliver": true`)
+		}
+		return "", nil
+	case string(d) == "true":
+		if b.Channel == nil || *b.Channel == "" {
+			return "", badRequest("invalid_input", `"deliver": true needs "channel": "<name>:<chat_id>"`)
+		}
+		target = *b.Channel
+		if !strings.HasPrefix(target, "channel:") {
+			target = "channel:" + target
+		}
+		if strings.Count(target, ":") < 2 {
+			return "", badRequest("invalid_input", `"channel" must name the chat too, "<name>:<chat_id>": fangd delivers to one chat, not to a channel's default`)
+		}
+	default:
+		if err := json.Unmarshal(d, &target); err != nil || target == "" {
+			return "", badRequest("invalid_input", `"deliver" must be true (with "channel") or "channel:<name>:<chat_id>"`)
+		}
+		if b.Channel != nil {
+			return "", badRequest("invalid_input", `give the target either in "deliver" or in "channel", not both`)
+		}
+	}
+	if len(target) > 200 {
+		return "", badRequest("invalid_input", `the delivery target is longer than 200 characters`)
+	}
+	return target, nil
 }
 
 type hookUsage struct {
@@ -204,21 +251,33 @@ func (s *Server) hookAgent(ctx *fasthttp.RequestCtx) error {
 	if err := hookText("message", b.Message, maxHookMessage); err != nil {
 		return err
 	}
-	var channel string
-	if b.Deliver != "" {
-		if _, err := comms.ParseTarget(b.Deliver); err != nil {
+	if b.Model != nil {
+		return badRequest("unsupported_field", `"model" is not supported: the agent answers with its own model (PATCH /api/agents/{id} changes it)`)
+	}
+	wait := s.turnWait()
+	if b.TimeoutSecs != nil {
+		if *b.TimeoutSecs < 10 || *b.TimeoutSecs > 600 {
+			return badRequest("invalid_input", fmt.Sprintf(`"timeout_secs" must be between 10 and 600, got %d`, *b.TimeoutSecs))
+		}
+		wait = min(wait, time.Duration(*b.TimeoutSecs)*time.Second)
+	}
+	channel, err := b.deliverTarget()
+	if err != nil {
+		return err
+	}
+	if channel != "" {
+		if _, err := comms.ParseTarget(channel); err != nil {
 			return err
 		}
-		if !strings.HasPrefix(b.Deliver, "channel:") {
+		if !strings.HasPrefix(channel, "channel:") {
 			return badRequest("invalid_input", `"deliver" must be "channel:<name>:<chat_id>"`)
 		}
-		name := strings.SplitN(b.Deliver, ":", 3)[1]
+		name := strings.SplitN(channel, ":", 3)[1]
 		if !s.deps.Router.HasChannel(name) {
 			return kernel.NotFound("channel %q is not configured", name)
 		}
-		channel = b.Deliver
 	}
-	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), s.turnWait())
+	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), wait)
 	defer cancel()
 	agent := b.Agent
 	if agent == "" {

@@ -241,8 +241,9 @@ type mcpEndpoint struct {
 	stateful  fasthttp.RequestHandler
 	stateless fasthttp.RequestHandler
 	plain     fasthttp.RequestHandler
-	// audits says whether the exposer audited a request's tools/call
-	// (nil: the chain audits every request).
+	// audits carries a request's tool_invoked entry from the exposer to
+	// the chain, which commits it with the api_request entry (nil: the
+	// exposer commits its entries itself).
 	audits *mcp.CallAudits
 }
 
@@ -339,14 +340,15 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 	defer ctx.Response.Header.Set("Cache-Control", "no-store")
 	method := rpc.method
 	if method == "tools/call" && e.audits != nil {
-		// One synced commit per call instead of two in series: when the
-		// exposer confirms the call's tool_invoked entry is durable, the
-		// chain's api_request entry is left out (mcp.CallAudits).
+		// One synced commit per call instead of two in series: the
+		// exposer hands the call's tool_invoked entry over, and the chain
+		// appends it together with the request's api_request entry
+		// (auditRequest) before the answer goes out (mcp.CallAudits).
 		token := e.audits.Begin()
 		h.Set(mcp.HeaderAuditToken, token)
 		defer func() {
-			if e.audits.End(token) && ctx.Response.StatusCode() < 400 {
-				ctx.SetUserValue(userAuditedBelow, true)
+			if evs := e.audits.End(token); len(evs) > 0 {
+				ctx.SetUserValue(userAuditFirst, evs)
 			}
 		}()
 	}

@@ -27,15 +27,17 @@ func (s *Server) mcpAuthRoutes() {
 	s.api("GET", "/mcp/servers/{id}/auth/callback", s.mcpAuthCallback, public)
 	// Taint tracking belongs to the security systems, not built yet: say
 	// so by route rather than answer 404 as if the route did not exist.
-	s.api("PATCH", "/mcp/servers/{id}/taint", notBuilt("PATCH /api/mcp/servers/{name}/taint"))
-	s.api("GET", "/mcp/taint-rules", notBuilt("GET /api/mcp/taint-rules"))
+	s.api("PATCH", "/mcp/servers/{id}/taint", notBuilt("PATCH /api/mcp/servers/{name}/taint", whyNoTaint))
+	s.api("GET", "/mcp/taint-rules", notBuilt("GET /api/mcp/taint-rules", whyNoTaint))
 }
 
-// notBuilt answers 501 for a LibreFang route fangd does not implement.
-func notBuilt(route string) handlerFunc {
+const whyNoTaint = "MCP taint tracking is part of the security systems, which are not built yet"
+
+// notBuilt answers 501 for a LibreFang route fangd does not implement,
+// naming the route and why.
+func notBuilt(route, why string) handlerFunc {
 	return func(*fasthttp.RequestCtx) error {
-		return kernel.Errorf(kernel.KindUnsupported, "not_implemented",
-			"%s is not implemented by fangd: MCP taint tracking is part of the security systems, which are not built yet", route)
+		return kernel.Errorf(kernel.KindUnsupported, "not_implemented", "%s is not implemented by fangd: %s", route, why)
 	}
 }
 

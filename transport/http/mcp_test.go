@@ -685,15 +685,17 @@ func TestMCPCallWaitsForApprovalAndExpires(t *testing.T) {
 	}
 }
 
-// A POST /mcp tools/call gets one durable audit entry, the exposer's
-// tool_invoked, not also the chain's "POST /mcp -> 200" api_request entry,
-// which said nothing more and cost a second synced commit in series per
-// call. Other /mcp requests keep their api_request entry. Plain JSON-RPC
-// and a stateful Go SDK session alike.
-func TestMCPToolCallAuditedOnce(t *testing.T) {
+// A POST /mcp tools/call gets its two audit entries, the exposer's
+// tool_invoked and the chain's "POST /mcp -> 200" api_request, next to each
+// other in that order and in one synced commit (the exposer hands its entry
+// to the request: mcp.CallAudits), where they used to be two commits in
+// series. Plain JSON-RPC, the Go SDK's session-less calls and a stateful
+// Go SDK session alike; other /mcp requests keep their one entry.
+func TestMCPToolCallAuditedInOneCommit(t *testing.T) {
 	s := newMCPServer(t, mcpSetup{})
 	s.addPeer(t, "peer", peer(t))
-	counts := func() (calls, requests int) {
+	type pair struct{ calls, requests, adjacent int }
+	counts := func() (p pair) {
 		t.Helper()
 		rec, err := s.audit.Recent(context.Background(), 1000)
 		if err != nil {
@@ -704,25 +706,51 @@ func TestMCPToolCallAuditedOnce(t *testing.T) {
 			json.Unmarshal(raw, &e)
 			switch {
 			case e.EventType == "tool_invoked" && strings.Contains(e.Details, "tool=shout"):
-				calls++
+				p.calls++
 			case e.EventType == "api_request" && strings.HasPrefix(e.Details, "POST /mcp -> "):
-				requests++
+				p.requests++
 			}
 		}
-		return calls, requests
+		// Adjacent pairs: a call entry directly followed (one id later) by
+		// its request's entry.
+		for i := 1; i < len(rec.Entries); i++ {
+			var older, newer audit.Entry
+			json.Unmarshal(rec.Entries[i], &older)
+			json.Unmarshal(rec.Entries[i-1], &newer)
+			if older.EventType == "tool_invoked" && strings.Contains(older.Details, "tool=shout") &&
+				newer.EventType == "api_request" && strings.HasPrefix(newer.Details, "POST /mcp -> 200") && newer.ID == older.ID+1 {
+				p.adjacent++
+			}
+		}
+		return p
 	}
-	c0, r0 := counts()
+	commits := func() float64 { return auditCommits(t, s.Server) }
+	p0 := counts()
 	s.rpc(t, `{"jsonrpc":"2.0","method":"tools/list","id":1}`, nil)
-	if c, r := counts(); c != c0 || r != r0+1 {
-		t.Fatalf("tools/list: %d tool entries, %d request entries; want %d, %d", c, r, c0, r0+1)
+	if p := counts(); p.calls != p0.calls || p.requests != p0.requests+1 {
+		t.Fatalf("tools/list: %+v; want %+v with one more request entry", p, p0)
 	}
+	p0, c0 := counts(), commits()
 	_, body := s.rpc(t, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"mcp_peer_shout","arguments":{"message":"hey"}}}`,
 		map[string]string{mcp.HeaderAuditToken: "1"}) // a client's value is dropped
 	if !strings.Contains(toJSON(body["result"]), "HEY") {
 		t.Fatalf("proxied call: %v", body)
 	}
-	if c, r := counts(); c != c0+1 || r != r0+1 {
-		t.Fatalf("plain tools/call: %d tool entries, %d request entries; want %d, %d", c, r, c0+1, r0+1)
+	if p, c := counts(), commits(); p.calls != p0.calls+1 || p.requests != p0.requests+1 || p.adjacent != p0.adjacent+1 || c != c0+1 {
+		t.Fatalf("plain tools/call: %+v after %+v, %v commits after %v; want both entries, adjacent, in one commit", p, p0, c, c0)
+	}
+
+	stateless, err := goClient(t, s.url, &hostRewriter{key: testKey}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stateless.Close()
+	p0, c0 = counts(), commits()
+	if res, err := stateless.CallTool(context.Background(), &sdk.CallToolParams{Name: "mcp_peer_shout", Arguments: map[string]any{"message": "go"}}); err != nil || res.Content[0].(*sdk.TextContent).Text != "GO" {
+		t.Fatalf("proxied (session-less): %v %v", res, err)
+	}
+	if p, c := counts(), commits(); p.calls != p0.calls+1 || p.requests != p0.requests+1 || p.adjacent != p0.adjacent+1 || c != c0+1 {
+		t.Fatalf("session-less tools/call: %+v after %+v, %v commits after %v; want both entries, adjacent, in one commit", p, p0, c, c0)
 	}
 
 	cs, err := goClient(t, s.url, &hostRewriter{key: testKey}, "2025-11-25")
@@ -733,13 +761,13 @@ func TestMCPToolCallAuditedOnce(t *testing.T) {
 	if cs.ID() == "" {
 		t.Fatal("no session")
 	}
-	c1, r1 := counts()
+	p1 := counts()
 	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "mcp_peer_shout", Arguments: map[string]any{"message": "go"}})
 	if err != nil || res.Content[0].(*sdk.TextContent).Text != "GO" {
 		t.Fatalf("proxied: %v %v", res, err)
 	}
-	if c, r := counts(); c != c1+1 || r != r1 {
-		t.Fatalf("session tools/call: %d tool entries, %d request entries; want %d, %d", c, r, c1+1, r1)
+	if p := counts(); p.calls != p1.calls+1 || p.requests != p1.requests+1 {
+		t.Fatalf("session tools/call: %+v after %+v; want one more of each entry", p, p1)
 	}
 }
 

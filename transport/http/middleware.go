@@ -71,8 +71,12 @@ const (
 	// authentication (hooks), audited in aggregate instead.
 	userAuthRefused = "fangd.auth_refused"
 	// userAuditedBelow marks a request whose handler already made its
-	// durable audit entry (a POST /mcp tools/call: mcp.CallAudits).
+	// durable audit entry (the OIDC sign-in and refresh).
 	userAuditedBelow = "fangd.audited_below"
+	// userAuditFirst holds entries ([]audit.Event) the handler left to the
+	// chain, to be committed ahead of the request's api_request entry in
+	// the same synced commit (a POST /mcp tools/call: mcp.CallAudits).
+	userAuditFirst = "fangd.audit_first"
 )
 
 // chain wraps h in the middleware every route gets, outermost first:
@@ -421,8 +425,14 @@ func (s *Server) auditRequest(ctx *fasthttp.RequestCtx) {
 		details += ": " + d
 	}
 	actor, _ := ctx.UserValue(userActor).(string)
-	err := s.appendAudit(audit.Event{EventType: "api_request", Details: details, Outcome: outcome,
-		Actor: actor, SourceIP: clientIP(ctx).String()})
+	ev := audit.Event{EventType: "api_request", Details: details, Outcome: outcome,
+		Actor: actor, SourceIP: clientIP(ctx).String()}
+	var err error
+	if first, _ := ctx.UserValue(userAuditFirst).([]audit.Event); len(first) > 0 {
+		err = s.appendAuditAll(append(first, ev)...)
+	} else {
+		err = s.appendAudit(ev)
+	}
 	if err != nil && status < 400 {
 		// The change happened but could not be recorded: do not report
 		// success for something the audit log does not show.
@@ -430,9 +440,13 @@ func (s *Server) auditRequest(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (s *Server) appendAudit(ev audit.Event) error {
+func (s *Server) appendAudit(ev audit.Event) error { return s.appendAuditAll(ev) }
+
+// appendAuditAll records evs, in order, in one synced commit and returns
+// once they are durable.
+func (s *Server) appendAuditAll(evs ...audit.Event) error {
 	c, cancel := context.WithTimeout(context.Background(), audit.AppendTimeout)
 	defer cancel()
-	_, err := s.deps.Audit.Append(c, ev)
+	_, err := s.deps.Audit.AppendAll(c, evs...)
 	return err
 }

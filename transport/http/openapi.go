@@ -63,6 +63,9 @@ var routeDocs = map[string]opDoc{
 	"GET /api/security":      {summary: "Security features and whether each is active"},
 	"GET /metrics":           {summary: "Prometheus metrics (keyed)", raw: "text/plain"},
 
+	"GET /":                   {summary: "The WebChat dashboard's page (public: it holds no data; docs/dashboard.md)", raw: "text/html"},
+	"GET /dashboard/{path:*}": {summary: "The dashboard's scripts and styles (public)", raw: "text/javascript"},
+
 	"GET /api/audit/recent":  {summary: "Most recent audit entries"},
 	"GET /api/audit/verify":  {summary: "Verify the audit hash chain and its anchor", res: "AuditVerify"},
 	"POST /api/audit/accept": {summary: "Accept the current audit chain tip after an anchor mismatch"},
@@ -159,7 +162,7 @@ var routeDocs = map[string]opDoc{
 	"GET /api/peers":                         {summary: "OFP peers"},
 	"GET /api/peers/{id}":                    {summary: "One OFP peer"},
 	"GET /api/network/status":                {summary: "Peer network status"},
-	"GET /api/cluster":                       {summary: "Cluster members, what each hosts, and which entity kinds run per node"},
+	"GET /api/cluster":                       {summary: "Cluster members, what each hosts, which entity kinds run cluster-wide or per node, and which node hosts each channel"},
 	"GET /api/network/trusted-peers":         {summary: "Trusted peers"},
 	"DELETE /api/network/trusted-peers/{id}": {summary: "Forget a trusted peer"},
 
@@ -203,18 +206,20 @@ var routeDocs = map[string]opDoc{
 	"GET /mcp":                                 {summary: "fangd as an MCP server: server-to-client stream", sse: true},
 	"DELETE /mcp":                              {summary: "End an MCP session"},
 
-	"GET /api/channels":                     {summary: "Channels and their state"},
-	"POST /api/channels/reload":             {summary: "Reload channels from the config"},
-	"GET /api/channels/registry":            {summary: "Every channel type fangd knows"},
-	"GET /api/channels/{name}/qr":           {summary: "Pairing QR code of a channel"},
-	"GET /api/channels/{name}":              {summary: "One channel"},
-	"POST /api/channels/{name}/configure":   {summary: "Configure a channel"},
-	"DELETE /api/channels/{name}/configure": {summary: "Remove a channel's configuration"},
-	"POST /api/channels/{name}/test":        {summary: "Send a test message through a channel"},
-	"POST /channels/{name}/webhook":         {summary: "Platform callback (signature checked, public)"},
-	"GET /channels/{name}/webhook":          {summary: "Platform verification handshake (public)"},
-	"POST /api/channels/whatsapp/qr/start":  {summary: "Start WhatsApp QR pairing"},
-	"GET /api/channels/whatsapp/qr/status":  {summary: "WhatsApp QR pairing status"},
+	"GET /api/channels":                           {summary: "Channels and their state"},
+	"POST /api/channels/reload":                   {summary: "Reload channels from the config"},
+	"GET /api/channels/registry":                  {summary: "Every channel type fangd knows"},
+	"POST /api/channels/sidecar/{name}/configure": {summary: "LibreFang's sidecar form ({values}): configures the channel in process"},
+	"DELETE /api/channels/sidecar/{name}":         {summary: "LibreFang's sidecar removal: stops and removes the channel"},
+	"GET /api/channels/{name}/qr":                 {summary: "Pairing QR code of a channel"},
+	"GET /api/channels/{name}":                    {summary: "One channel"},
+	"POST /api/channels/{name}/configure":         {summary: "Configure a channel"},
+	"DELETE /api/channels/{name}/configure":       {summary: "Remove a channel's configuration"},
+	"POST /api/channels/{name}/test":              {summary: "Send a test message through a channel"},
+	"POST /channels/{name}/webhook":               {summary: "Platform callback (signature checked, public)"},
+	"GET /channels/{name}/webhook":                {summary: "Platform verification handshake (public)"},
+	"POST /api/channels/whatsapp/qr/start":        {summary: "Start WhatsApp QR pairing"},
+	"GET /api/channels/whatsapp/qr/status":        {summary: "WhatsApp QR pairing status"},
 
 	"POST /api/pairing/request":                {summary: "Start device pairing"},
 	"GET /api/pairing/qr":                      {summary: "Pairing QR code"},
@@ -236,6 +241,16 @@ var routeDocs = map[string]opDoc{
 	"GET /api/auth/userinfo":         {summary: "The signed-in user (public: answers for the caller's own session)"},
 	"POST /api/auth/introspect":      {summary: "Introspect a token"},
 	"POST /api/auth/refresh":         {summary: "Rotate a sign-in session (public: the session token is the credential)"},
+	"GET /api/auth/dashboard-check":  {summary: "LibreFang's dashboard auth mode: api_key or none (public)"},
+
+	"POST /api/auth/dashboard-login":                {summary: "Not built (no dashboard accounts): answers 501", status: 501},
+	"POST /api/auth/change-password":                {summary: "Not built (no dashboard accounts): answers 501", status: 501},
+	"POST /api/auth/passkey/registration-options":   {summary: "Not built (no passkeys): answers 501", status: 501},
+	"POST /api/auth/passkey/registration-verify":    {summary: "Not built (no passkeys): answers 501", status: 501},
+	"POST /api/auth/passkey/authentication-options": {summary: "Not built (no passkeys): answers 501", status: 501},
+	"POST /api/auth/passkey/authentication-verify":  {summary: "Not built (no passkeys): answers 501", status: 501},
+	"GET /api/auth/passkey/credentials":             {summary: "Not built (no passkeys): answers 501", status: 501},
+	"DELETE /api/auth/passkey/credentials/{id}":     {summary: "Not built (no passkeys): answers 501", status: 501},
 }
 
 // openAPIDocument builds the document from the registered routes.
@@ -349,6 +364,9 @@ func operationID(method, p string) string {
 
 // openAPITag groups by the first path segment after /api[/v1].
 func openAPITag(p string) string {
+	if p == "/" {
+		return "dashboard"
+	}
 	p = strings.TrimPrefix(p, "/api")
 	p = strings.TrimPrefix(p, "/v1")
 	seg := strings.Split(strings.TrimPrefix(p, "/"), "/")[0]

@@ -389,6 +389,8 @@ func (s *Server) routes() {
 	s.whatsappQRRoutes()
 	s.pairingRoutes()
 	s.oauthRoutes()
+	s.authLibreFangRoutes()
+	s.dashboardRoutes()
 }
 
 // api registers path under both /api and /api/v1.

@@ -69,6 +69,7 @@ type Harness struct {
 	env      func(string) string
 	net      channel.Network
 	clock    kernel.Clock
+	cluster  channel.Cluster
 }
 
 // Option changes a Harness before it starts.
@@ -88,6 +89,10 @@ func WithNetwork(n channel.Network) Option { return func(h *Harness) { h.net = n
 // WithClock sets the clock the runtime paces reconnects and retries by
 // (a *FakeClock holds them until the test advances it).
 func WithClock(c kernel.Clock) Option { return func(h *Harness) { h.clock = c } }
+
+// WithCluster runs the runtime in cluster mode on cl (channels start only
+// when an ApplyCluster round says this node owns them).
+func WithCluster(cl channel.Cluster) Option { return func(h *Harness) { h.cluster = cl } }
 
 // FastBackoff reconnects within tens of milliseconds.
 var FastBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 20, Window: time.Minute}
@@ -117,9 +122,13 @@ func (h *Harness) start() {
 	}
 	h.Kernel = kernel.New(zerolog.New(zerolog.NewTestWriter(h.T)).Level(zerolog.WarnLevel))
 	h.Service, err = channel.Start(channel.Options{Kernel: h.Kernel, DB: db, Vault: h.Vault, Builders: h.builders,
-		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env, Network: h.net, Clock: h.clock})
+		Agents: h.Agents, Bus: h.Bus, Backoff: h.backoff, Env: h.env, Network: h.net, Clock: h.clock,
+		Clustered: h.cluster != nil})
 	if err != nil {
 		h.T.Fatal(err)
+	}
+	if h.cluster != nil {
+		h.Service.UseCluster(h.cluster)
 	}
 }
 

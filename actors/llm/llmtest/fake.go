@@ -33,6 +33,8 @@ type Request struct {
 	MaxTokensField string
 	// Tools are the tools offered, by name.
 	Tools []Tool
+	// Temperature is the sampling temperature sent; nil when absent.
+	Temperature *float64
 	// Stream is set when the request asked for a streamed answer, and
 	// IncludeUsage when it asked for OpenAI's usage chunk at the end.
 	Stream, IncludeUsage bool
@@ -339,9 +341,10 @@ func (f *Fake) openAI(w http.ResponseWriter, req *http.Request) {
 				Parameters  json.RawMessage `json:"parameters"`
 			} `json:"function"`
 		} `json:"tools"`
-		MaxTokens           int  `json:"max_tokens"`
-		MaxCompletionTokens int  `json:"max_completion_tokens"`
-		Stream              bool `json:"stream"`
+		MaxTokens           int      `json:"max_tokens"`
+		MaxCompletionTokens int      `json:"max_completion_tokens"`
+		Temperature         *float64 `json:"temperature"`
+		Stream              bool     `json:"stream"`
 		StreamOptions       *struct {
 			IncludeUsage bool `json:"include_usage"`
 		} `json:"stream_options"`
@@ -354,8 +357,13 @@ func (f *Fake) openAI(w http.ResponseWriter, req *http.Request) {
 		f.writeError(w, http.StatusBadRequest, "invalid_request_error", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
 		return
 	}
+	// OpenAI documents temperature as a number between 0 and 2.
+	if t := body.Temperature; t != nil && (*t < 0 || *t > 2) {
+		f.writeError(w, http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got %v instead.", *t))
+		return
+	}
 	r := Request{Model: body.Model, MaxTokens: body.MaxTokens, MaxTokensField: "max_tokens", Stream: body.Stream,
-		IncludeUsage: body.StreamOptions != nil && body.StreamOptions.IncludeUsage}
+		IncludeUsage: body.StreamOptions != nil && body.StreamOptions.IncludeUsage, Temperature: body.Temperature}
 	if body.MaxCompletionTokens > 0 {
 		r.MaxTokens, r.MaxTokensField = body.MaxCompletionTokens, "max_completion_tokens"
 	}
@@ -472,13 +480,20 @@ func (f *Fake) anthropic(w http.ResponseWriter, req *http.Request) {
 			Description string          `json:"description"`
 			InputSchema json.RawMessage `json:"input_schema"`
 		} `json:"tools"`
-		Stream bool `json:"stream"`
+		Temperature *float64 `json:"temperature"`
+		Stream      bool     `json:"stream"`
 	}
 	if err := json.NewDecoder(req.Body).Decode(&body); err != nil || body.Model == "" || body.MaxTokens < 1 || len(body.Messages) == 0 {
 		f.writeError(w, http.StatusBadRequest, "invalid_request_error", "model, max_tokens and messages are required")
 		return
 	}
-	r := Request{Model: body.Model, System: body.System, MaxTokens: body.MaxTokens, MaxTokensField: "max_tokens", Stream: body.Stream}
+	// Anthropic documents temperature as ranging from 0.0 to 1.0.
+	if t := body.Temperature; t != nil && (*t < 0 || *t > 1) {
+		f.writeError(w, http.StatusBadRequest, "invalid_request_error", "temperature: range: 0..1")
+		return
+	}
+	r := Request{Model: body.Model, System: body.System, MaxTokens: body.MaxTokens, MaxTokensField: "max_tokens", Stream: body.Stream,
+		Temperature: body.Temperature}
 	for i, t := range body.Tools {
 		var schema struct {
 			Type string `json:"type"`

@@ -95,9 +95,16 @@ func freeAddr(t *testing.T) string {
 // launch runs `fangd serve` with args on a fresh home and a free port.
 func launch(t *testing.T, name string, args ...string) *node {
 	t.Helper()
+	return launchIn(t, name, t.TempDir(), nil, args...)
+}
+
+// launchIn runs `fangd serve` with args on home, with env added.
+func launchIn(t *testing.T, name, home string, env []string, args ...string) *node {
+	t.Helper()
 	addr := freeAddr(t)
-	args = append([]string{"serve", "--home", t.TempDir(), "--listen", addr}, args...)
+	args = append([]string{"serve", "--home", home, "--listen", addr}, args...)
 	cmd := exec.Command(fangdBin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	n := &node{name: name, url: "http://" + addr, cmd: cmd, log: &lockedBuf{}, done: make(chan error, 1)}
 	cmd.Stderr = n.log
 	if err := cmd.Start(); err != nil {
@@ -117,7 +124,12 @@ func launch(t *testing.T, name string, args ...string) *node {
 
 func startNode(t *testing.T, etcd, name string) *node {
 	t.Helper()
-	n := launch(t, name, "--cluster", "etcd://"+etcd, "--cluster-name", "test", "--node-name", name)
+	return startNodeIn(t, etcd, name, t.TempDir(), nil)
+}
+
+func startNodeIn(t *testing.T, etcd, name, home string, env []string) *node {
+	t.Helper()
+	n := launchIn(t, name, home, env, "--cluster", "etcd://"+etcd, "--cluster-name", "test", "--node-name", name)
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -228,13 +240,18 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 				t.Fatalf("%s: member %+v, want url %s", n.name, m, owner.url)
 			}
 		}
-		// Nothing is a grain yet: the table says every kind is per node.
+		// Channel adapters are cluster-wide; every other kind still
+		// runs per node, and the table says so.
 		if len(st.Kinds) == 0 {
 			t.Fatal("no kinds reported")
 		}
 		for _, k := range st.Kinds {
-			if k.Mode != "per_node" {
-				t.Fatalf("%s: kind %+v claims more than per_node", n.name, k)
+			want := "per_node"
+			if k.Kind == "channel_adapter" {
+				want = "cluster"
+			}
+			if k.Mode != want {
+				t.Fatalf("%s: kind %+v, want mode %s", n.name, k, want)
 			}
 		}
 		var ns struct {
