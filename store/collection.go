@@ -62,6 +62,28 @@ func (c *Collection[T]) DeleteAsync(id string, done func(error)) {
 	c.db.UpdateAsync(func(tx *Txn) error { return tx.Delete(c.key(id)) }, done)
 }
 
+// LoadLive loads c's entries that are still live into m (conv says what
+// to keep of an entry, and whether it is live) and deletes the others with
+// async deletes: it runs in an actor's Receive, where no write may wait for
+// a sync. The load of a set whose entries expire (sessions, codes).
+func LoadLive[T, V any](c *Collection[T], m map[string]V, conv func(v T) (V, bool)) error {
+	var stale []string
+	if err := c.Each(func(id string, v T) bool {
+		if kept, live := conv(v); live {
+			m[id] = kept
+		} else {
+			stale = append(stale, id)
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, id := range stale {
+		c.DeleteAsync(id, func(error) {})
+	}
+	return nil
+}
+
 // Delete removes one value; deleting a missing id is not an error.
 func (c *Collection[T]) Delete(id string) error {
 	return c.db.Update(func(tx *Txn) error { return tx.Delete(c.key(id)) })

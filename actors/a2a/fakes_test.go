@@ -203,14 +203,10 @@ func (h *harness) start() {
 
 // stop shuts the actors down and closes the store, as a daemon stop does.
 func (h *harness) stop() {
-	if h.k == nil {
-		return
+	if h.k != nil {
+		kerneltest.Stop(h.k, h.db)
+		h.k = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	h.k.Shutdown(ctx)
-	h.db.Close()
-	h.k = nil
 }
 
 // restart is a daemon restart on the same store.

@@ -337,7 +337,7 @@ func (r *outboundRun) run(ctx context.Context) {
 				r.send(&remoteDone{gen: r.gen, err: fmt.Errorf("%s after %d attempt(s)", shown.Error(), attempts)})
 				return
 			}
-			if !sleep(ctx, r.svc.opts.RetryBackoff.Jittered(attempts)) {
+			if !kernel.Sleep(ctx, r.svc.opts.RetryBackoff.Jittered(attempts)) {
 				r.send(&remoteDone{gen: r.gen, err: errors.New("gave up: " + ctx.Err().Error())})
 				return
 			}
@@ -433,23 +433,12 @@ func (r *outboundRun) follow(ctx context.Context, client *a2aclient.Client, atte
 				return fmt.Errorf("lost track of the peer's task %s: %s", r.remoteID, err.Error())
 			}
 		}
-		if !sleep(ctx, delay) {
+		if !kernel.Sleep(ctx, delay) {
 			return fmt.Errorf("no final answer from the peer within %s", r.svc.opts.OutboundTimeout)
 		}
 		delay = min(delay*2, r.svc.opts.PollMax)
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // newClient builds an SDK client for the agent's card: JSON-RPC and

@@ -1,7 +1,6 @@
 package a2a
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/google/uuid"
+
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // ToolName is the tool local agents use to ask external A2A agents.
@@ -52,18 +53,13 @@ const toolTimeout = 5 * time.Minute
 // Bad arguments and unknown agents are errors the model can read.
 func (s *Service) CallTool(ctx context.Context, agentID string, raw json.RawMessage) (string, error) {
 	var args ToolArgs
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&args); err != nil {
-		return "", fmt.Errorf("a2a_send: bad arguments: %s", err.Error())
+	ctx, cancel, err := kernel.StartToolCall(ctx, ToolName, raw, &args, toolTimeout)
+	defer cancel()
+	if err != nil {
+		return "", err
 	}
 	if strings.TrimSpace(args.Agent) == "" || strings.TrimSpace(args.Message) == "" {
 		return "", errors.New("a2a_send: agent and message are required")
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, toolTimeout)
-		defer cancel()
 	}
 	ctx = context.WithValue(ctx, CallerKey, Caller{Name: "agent:" + agentID})
 	msg := &a2a.Message{ID: uuid.NewString(), Role: a2a.MessageRoleUser, Parts: a2a.ContentParts{a2a.NewTextPart(args.Message)}}

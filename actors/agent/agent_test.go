@@ -120,13 +120,10 @@ func (h *harness) start() {
 }
 
 func (h *harness) stop() {
-	if h.k == nil {
-		return
+	if h.k != nil {
+		kerneltest.Stop(h.k)
+		h.k = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h.k.Shutdown(ctx)
-	h.k = nil
 }
 
 func f64(v float64) *float64 { return &v }

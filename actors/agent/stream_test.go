@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 	"github.com/fangd/fangd/actors/usage"
 )
@@ -139,10 +140,17 @@ func TestStreamCutByTheBudgetEndsWithAnErrorAndDoesNotOverspend(t *testing.T) {
 		}
 	}
 	<-gt.began
-	// The first call is settled; its spend uses up the agent's budget.
-	before, err := h.meter.Usage(context.Background(), "day")
-	if err != nil || before.RequestCount != 1 || before.TotalCostUSD <= 0 {
-		t.Fatalf("after the first call: %+v %v", before, err)
+	// The first call's settle runs beside the turn (the turn's answer
+	// waits for it, a tool run does not), so wait until it is on record;
+	// its spend then uses up the agent's budget.
+	var before *usage.UsageReport
+	kerneltest.WaitFor(t, "the first call settled", func() bool {
+		s, err := h.meter.Usage(context.Background(), "day")
+		before = s
+		return err == nil && s.RequestCount == 1
+	})
+	if before.TotalCostUSD <= 0 {
+		t.Fatalf("after the first call: %+v", before)
 	}
 	tiny := before.TotalCostUSD
 	if _, err := h.meter.SetAgentBudget(context.Background(), usage.SetAgentBudget{AgentID: a.ID, DailyLimitUSD: &tiny}); err != nil {

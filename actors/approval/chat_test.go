@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/fangd/fangd/actors/approval/approvaltest"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -99,7 +101,7 @@ func TestDecideFromChat(t *testing.T) {
 	if reply, _ := h.a.HandleChat(ctx, ChatMessage{Channel: "irc", ChatID: "#ops", UserName: "carol", Text: "/approve " + id2}); !strings.Contains(reply, "TOTP code is required") {
 		t.Fatalf("%q", reply)
 	}
-	reply, _ = h.a.HandleChat(ctx, ChatMessage{Channel: "irc", ChatID: "#ops", UserName: "Carol", Text: "/approve " + id2 + " " + rfc6238(t, secret, c.Now())})
+	reply, _ = h.a.HandleChat(ctx, ChatMessage{Channel: "irc", ChatID: "#ops", UserName: "Carol", Text: "/approve " + id2 + " " + approvaltest.TOTP(t, secret, c.Now())})
 	if !strings.Contains(reply, "approved by irc:@Carol with totp") {
 		t.Fatalf("%q", reply)
 	}

@@ -2,10 +2,6 @@ package approval
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base32"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -152,13 +148,10 @@ func (h *harness) start() {
 }
 
 func (h *harness) stop() {
-	if h.k == nil {
-		return
+	if h.k != nil {
+		kerneltest.Stop(h.k)
+		h.k = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h.k.Shutdown(ctx)
-	h.k = nil
 }
 
 func (h *harness) restart() { h.stop(); h.start() }
@@ -242,39 +235,3 @@ func (h *harness) auditTypes(id string) []string {
 var waitFor = kerneltest.WaitFor
 
 var _ = actor.PID{}
-
-// ---- an RFC 6238 implementation of the test's own ----
-
-// rfc6238 computes the TOTP code of a base32 secret at time t: HMAC-SHA-1
-// over the big-endian 30-second step counter, dynamic truncation (RFC 4226
-// section 5.3), six digits. It shares no code with fangd or its library.
-func rfc6238(t *testing.T, secret string, at time.Time) string {
-	t.Helper()
-	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(strings.ToUpper(strings.TrimRight(secret, "=")))
-	if err != nil {
-		t.Fatalf("secret is not base32: %v", err)
-	}
-	var msg [8]byte
-	binary.BigEndian.PutUint64(msg[:], uint64(at.Unix()/30))
-	mac := hmac.New(sha1.New, key)
-	mac.Write(msg[:])
-	sum := mac.Sum(nil)
-	off := sum[len(sum)-1] & 0x0f
-	bin := (uint32(sum[off])&0x7f)<<24 | uint32(sum[off+1])<<16 | uint32(sum[off+2])<<8 | uint32(sum[off+3])
-	return fmt.Sprintf("%06d", bin%1_000_000)
-}
-
-// The RFC's own test vector (Appendix B, SHA-1, T = 59 s) checks the
-// test's implementation before it is trusted to check fangd.
-func TestRFC6238VectorForTheTestImplementation(t *testing.T) {
-	secret := base32.StdEncoding.EncodeToString([]byte("12345678901234567890"))
-	// The RFC lists 8-digit codes; the last six digits are the 6-digit code.
-	for _, v := range []struct {
-		unix int64
-		want string
-	}{{59, "287082"}, {1111111109, "081804"}, {1234567890, "005924"}, {2000000000, "279037"}} {
-		if got := rfc6238(t, secret, time.Unix(v.unix, 0)); got != v.want {
-			t.Fatalf("T=%d: %s, want %s", v.unix, got, v.want)
-		}
-	}
-}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -27,29 +26,6 @@ import (
 
 // The wiring cmd/fangd does, in small: channels reach agents, chat
 // commands reach approvals, approval notices reach chats.
-type chatAgents struct{ a *agent.Agents }
-
-func (c chatAgents) Resolve(_ context.Context, ref string) (string, string, error) {
-	r, err := agent.ParseRef(ref)
-	if err != nil {
-		return "", "", err
-	}
-	ag, err := c.a.Get(context.Background(), r)
-	if err != nil {
-		return "", "", err
-	}
-	return ag.ID, ag.Name, nil
-}
-
-func (c chatAgents) Turn(_ context.Context, agentID, session, message string) (string, error) {
-	sid := uuid.NewSHA1(uuid.MustParse(agentID), []byte(session)).String()
-	res, err := c.a.Send(context.Background(), agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, SessionID: sid, From: session})
-	if err != nil {
-		return "", err
-	}
-	return res.Response, nil
-}
-
 type chatCommands struct{ a *approval.Approvals }
 
 func (c chatCommands) Match(text string) bool { return approval.IsCommand(text) }
@@ -145,7 +121,7 @@ func TestApproveInTelegramChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc, err := channel.Start(channel.Options{Kernel: k, DB: db, Vault: vault, Builders: channel.Builders{"telegram": telegram.New},
-		Agents: chatAgents{agents}, Commands: chatCommands{apps}})
+		Agents: agent.ChatAgents{Agents: agents}, Commands: chatCommands{apps}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fangd/fangd/actors/approval/approvaltest"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store"
 )
@@ -66,7 +67,7 @@ func enrol(t *testing.T, h *harness) (string, []string) {
 	if _, err := h.a.TOTPConfirm(context.Background(), "000000", me); err == nil {
 		t.Fatal("a wrong confirmation code was accepted")
 	}
-	if _, err := h.a.TOTPConfirm(context.Background(), rfc6238(t, e.Secret, h.clock.Now()), me); err != nil {
+	if _, err := h.a.TOTPConfirm(context.Background(), approvaltest.TOTP(t, e.Secret, h.clock.Now()), me); err != nil {
 		t.Fatal(err)
 	}
 	st, _ = h.a.TOTPStatus(context.Background())
@@ -97,8 +98,8 @@ func TestApprovingWithTOTP(t *testing.T) {
 		{"", "totp_required"},
 		{"12345", "totp_invalid"},
 		{"abcdef", "totp_invalid"},
-		{rfc6238(t, secret, c.Now().Add(-90*time.Second)), "totp_invalid"},  // stale: three steps old
-		{rfc6238(t, secret, c.Now().Add(-30*time.Second)), "totp_replayed"}, // the confirmation's step
+		{approvaltest.TOTP(t, secret, c.Now().Add(-90*time.Second)), "totp_invalid"},  // stale: three steps old
+		{approvaltest.TOTP(t, secret, c.Now().Add(-30*time.Second)), "totp_replayed"}, // the confirmation's step
 	} {
 		_, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: bad.code, By: me})
 		if k, code := kindOf(err); k != kernel.KindInvalid || code != bad.want {
@@ -114,14 +115,14 @@ func TestApprovingWithTOTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The clock one step ahead of the server is still accepted (skew).
-	code := rfc6238(t, secret, c.Now().Add(30*time.Second))
+	code := approvaltest.TOTP(t, secret, c.Now().Add(30*time.Second))
 	rec, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: code, By: me})
 	if err != nil || rec.Status != StatusApproved || rec.SecondFactor != FactorTOTP {
 		t.Fatalf("%+v %v", rec, err)
 	}
 	// The same code, and any code of an older step, is refused once used.
 	b := h.create("a1", "shell_exec")
-	for _, old := range []string{code, rfc6238(t, secret, c.Now())} {
+	for _, old := range []string{code, approvaltest.TOTP(t, secret, c.Now())} {
 		if _, err := h.a.Decide(context.Background(), Decide{ID: b.ID, Approve: true, Code: old, By: me}); err == nil {
 			t.Fatalf("replayed code %s accepted", old)
 		}
@@ -199,7 +200,7 @@ func TestLockoutAfterFiveBadCodes(t *testing.T) {
 	h.restart()
 	for _, try := range []func() error{
 		func() error {
-			_, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me})
+			_, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: approvaltest.TOTP(t, secret, c.Now()), By: me})
 			return err
 		},
 		func() error {
@@ -207,11 +208,11 @@ func TestLockoutAfterFiveBadCodes(t *testing.T) {
 			return err
 		},
 		func() error {
-			_, err := h.a.TOTPRevoke(context.Background(), rfc6238(t, secret, c.Now()), me)
+			_, err := h.a.TOTPRevoke(context.Background(), approvaltest.TOTP(t, secret, c.Now()), me)
 			return err
 		},
 		func() error {
-			_, err := h.a.TOTPSetup(context.Background(), rfc6238(t, secret, c.Now()), me)
+			_, err := h.a.TOTPSetup(context.Background(), approvaltest.TOTP(t, secret, c.Now()), me)
 			return err
 		},
 	} {
@@ -223,7 +224,7 @@ func TestLockoutAfterFiveBadCodes(t *testing.T) {
 		t.Fatal("status does not show the lock")
 	}
 	c.Add(LockoutDuration + time.Second)
-	if rec, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me}); err != nil || rec.Status != StatusApproved {
+	if rec, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: approvaltest.TOTP(t, secret, c.Now()), By: me}); err != nil || rec.Status != StatusApproved {
 		t.Fatalf("after the lock: %+v %v", rec, err)
 	}
 	waitFor(t, "audited lockout", func() bool {
@@ -255,21 +256,21 @@ func TestReenrolAndRevoke(t *testing.T) {
 	if _, err := h.a.TOTPSetup(context.Background(), "", me); err == nil {
 		t.Fatal("re-enrolment without a code")
 	}
-	next, err := h.a.TOTPSetup(context.Background(), rfc6238(t, secret, c.Now()), me)
+	next, err := h.a.TOTPSetup(context.Background(), approvaltest.TOTP(t, secret, c.Now()), me)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Until the new secret is confirmed the old one stays in force.
 	c.Add(30 * time.Second)
 	a := h.create("a1", "shell_exec")
-	if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: rfc6238(t, next.Secret, c.Now()), By: me}); err == nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: approvaltest.TOTP(t, next.Secret, c.Now()), By: me}); err == nil {
 		t.Fatal("the unconfirmed secret approved")
 	}
-	if _, err := h.a.TOTPConfirm(context.Background(), rfc6238(t, next.Secret, c.Now()), me); err != nil {
+	if _, err := h.a.TOTPConfirm(context.Background(), approvaltest.TOTP(t, next.Secret, c.Now()), me); err != nil {
 		t.Fatal(err)
 	}
 	c.Add(30 * time.Second)
-	if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: rfc6238(t, secret, c.Now()), By: me}); err == nil {
+	if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: approvaltest.TOTP(t, secret, c.Now()), By: me}); err == nil {
 		t.Fatal("the replaced secret still approves")
 	}
 	// Old recovery codes died with the old secret; revoke with the new one.

@@ -8,11 +8,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -53,14 +53,10 @@ func startWith(t *testing.T, home string, opts Options) (*harness, error) {
 }
 
 func (h *harness) stop() {
-	if h.db == nil {
-		return
+	if h.db != nil {
+		kerneltest.Stop(h.k, h.db)
+		h.db = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h.k.Shutdown(ctx)
-	h.db.Close()
-	h.db = nil
 }
 
 func appendN(t *testing.T, l *Log, writers, each int) {

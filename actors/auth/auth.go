@@ -751,20 +751,9 @@ func (a *sessionsActor) load() error {
 	a.m = map[string]*Session{}
 	a.rotating = map[string]bool{}
 	now := a.s.opts.Now()
-	var stale []string
-	if err := a.coll.Each(func(id string, v Session) bool {
-		if v.ExpiresAt.After(now) {
-			a.m[id] = &v
-		} else {
-			stale = append(stale, id)
-		}
-		return true
-	}); err != nil {
-		return err
-	}
 	// Expired sessions go with async deletes: no synced write in Receive.
-	for _, id := range stale {
-		a.coll.DeleteAsync(id, func(error) {})
+	if err := store.LoadLive(a.coll, a.m, func(v Session) (*Session, bool) { return &v, v.ExpiresAt.After(now) }); err != nil {
+		return err
 	}
 	a.publish()
 	return nil

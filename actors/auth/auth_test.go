@@ -14,6 +14,7 @@ import (
 
 	"github.com/fangd/fangd/actors/auth/authtest"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -62,10 +63,7 @@ func TestSessionsSurviveRestartExpireAndEndOnLogout(t *testing.T) {
 			t.Fatal(err)
 		}
 		stop = func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			k.Shutdown(ctx)
-			db.Close()
+			kerneltest.Stop(k, db)
 		}
 		return s
 	}
@@ -123,10 +121,7 @@ func startWith(t *testing.T, p Provider) *Service {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		k.Shutdown(ctx)
-		db.Close()
+		kerneltest.Stop(k, db)
 	})
 	return s
 }

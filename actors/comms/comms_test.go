@@ -42,14 +42,10 @@ func startBus(t testing.TB, home string, opts BusOptions) *harness {
 }
 
 func (h *harness) stop() {
-	if h.db == nil {
-		return
+	if h.db != nil {
+		kerneltest.Stop(h.k, h.db)
+		h.db = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h.k.Shutdown(ctx)
-	h.db.Close()
-	h.db = nil
 }
 
 func publishN(t *testing.T, b *Bus, n int, typ string) uint64 {

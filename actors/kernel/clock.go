@@ -1,6 +1,9 @@
 package kernel
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Clock is the time an actor paces itself by: the reconnect backoff, the
 // outbox's retry and rate-limit pauses. Production code uses RealClock; a
@@ -29,3 +32,16 @@ func (RealClock) Now() time.Time { return time.Now() }
 
 // AfterFunc is time.AfterFunc.
 func (RealClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// Sleep waits d, or less when ctx ends first (then it reports false): the
+// pause between retries and polls that must not outlive its caller.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -38,9 +38,7 @@ func newKernel(t testing.TB) (*Kernel, *syncBuffer) {
 	buf := &syncBuffer{}
 	k := New(zerolog.New(buf))
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		k.Shutdown(ctx)
+		kerneltest.Stop(k)
 	})
 	return k, buf
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 )
@@ -172,19 +171,16 @@ func anthStatusError(prov string, resp *http.Response, data []byte) *ProviderErr
 }
 
 func (c anthropicClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request) (*Response, error) {
-	resp, err := c.post(ctx, hc, baseURL, key, req, false)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, anthStatusError(prov, resp, data)
-	}
-	return decodeAnth(prov, resp.StatusCode, data, req)
+	_, r, err := exchange(prov, req, nil, anthWire, func(stream bool) (*http.Response, error) { return c.post(ctx, hc, baseURL, key, req, stream) })
+	return r, err
+}
+
+// anthWire is Anthropic's error and whole-answer format.
+var anthWire = wire{
+	statusErr: func(prov string, resp *http.Response, data []byte) error {
+		return anthStatusError(prov, resp, data)
+	},
+	decode: decodeAnth,
 }
 
 // decodeAnth reads a whole (not streamed) Messages API message.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 )
@@ -188,19 +187,16 @@ func (c openAIClient) post(ctx context.Context, hc *http.Client, baseURL, key st
 }
 
 func (c openAIClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request) (*Response, error) {
-	resp, err := c.post(ctx, hc, baseURL, key, req, false)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, statusError(prov, resp, openAIErrorText(data))
-	}
-	return decodeOAI(prov, resp.StatusCode, data, req)
+	_, r, err := exchange(prov, req, nil, oaiWire, func(stream bool) (*http.Response, error) { return c.post(ctx, hc, baseURL, key, req, stream) })
+	return r, err
+}
+
+// oaiWire is OpenAI's error and whole-answer format.
+var oaiWire = wire{
+	statusErr: func(prov string, resp *http.Response, data []byte) error {
+		return statusError(prov, resp, openAIErrorText(data))
+	},
+	decode: decodeOAI,
 }
 
 // decodeOAI reads a whole (not streamed) chat completion.

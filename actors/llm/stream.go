@@ -110,6 +110,49 @@ func isEventStream(resp *http.Response) bool {
 	return mt == "text/event-stream"
 }
 
+// wire is what one provider API family (OpenAI's, Anthropic's) says in its
+// own words around a call: its error answer and its whole, unstreamed one.
+type wire struct {
+	statusErr func(prov string, resp *http.Response, data []byte) error
+	decode    func(prov string, status int, data []byte, req Request) (*Response, error)
+}
+
+// exchange is one call's round trip, the same for every wire: post, then
+// for a stream (on is set) the open event stream, which the caller reads
+// and closes; otherwise the whole answer read and decoded (a non-2xx
+// status is the wire's error). A compatible server that answers a stream
+// with one JSON body gets the whole-answer path, handed to on as deltas.
+func exchange(prov string, req Request, on OnDelta, w wire, post func(stream bool) (*http.Response, error)) (*http.Response, *Response, error) {
+	stream := on != nil
+	resp, err := post(stream)
+	if err != nil {
+		return nil, nil, err
+	}
+	ok := resp.StatusCode >= 200 && resp.StatusCode <= 299
+	if stream && ok && isEventStream(resp) {
+		return resp, nil, nil
+	}
+	defer resp.Body.Close()
+	if stream && !ok {
+		// A stream's error body is read with a small cap, and a failed
+		// read still reports the status.
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, nil, w.statusErr(prov, resp, data)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ok {
+		return nil, nil, w.statusErr(prov, resp, data)
+	}
+	r, err := w.decode(prov, resp.StatusCode, data, req)
+	if err != nil || !stream {
+		return nil, r, err
+	}
+	return nil, r, wholeAnswer(r, on)
+}
+
 // wholeAnswer hands an answer that came in one piece on as deltas.
 func wholeAnswer(r *Response, on OnDelta) error {
 	if r.Text != "" {
@@ -173,26 +216,11 @@ type oaiPending struct {
 }
 
 func (c openAIClient) stream(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request, on OnDelta) (*Response, error) {
-	resp, err := c.post(ctx, hc, baseURL, key, req, true)
-	if err != nil {
-		return nil, err
+	resp, whole, err := exchange(prov, req, on, oaiWire, func(stream bool) (*http.Response, error) { return c.post(ctx, hc, baseURL, key, req, stream) })
+	if resp == nil {
+		return whole, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return nil, statusError(prov, resp, openAIErrorText(data))
-	}
-	if !isEventStream(resp) {
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-		if err != nil {
-			return nil, err
-		}
-		r, err := decodeOAI(prov, resp.StatusCode, data, req)
-		if err != nil {
-			return nil, err
-		}
-		return r, wholeAnswer(r, on)
-	}
 	r := &Response{}
 	var text, reasoning strings.Builder
 	calls := map[int]*oaiPending{}
@@ -349,26 +377,11 @@ type anthPending struct {
 }
 
 func (c anthropicClient) stream(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request, on OnDelta) (*Response, error) {
-	resp, err := c.post(ctx, hc, baseURL, key, req, true)
-	if err != nil {
-		return nil, err
+	resp, whole, err := exchange(prov, req, on, anthWire, func(stream bool) (*http.Response, error) { return c.post(ctx, hc, baseURL, key, req, stream) })
+	if resp == nil {
+		return whole, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return nil, anthStatusError(prov, resp, data)
-	}
-	if !isEventStream(resp) {
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-		if err != nil {
-			return nil, err
-		}
-		r, err := decodeAnth(prov, resp.StatusCode, data, req)
-		if err != nil {
-			return nil, err
-		}
-		return r, wholeAnswer(r, on)
-	}
 	r := &Response{}
 	var text, reasoning strings.Builder
 	var u anthUsage

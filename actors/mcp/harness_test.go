@@ -17,6 +17,7 @@ import (
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -63,14 +64,10 @@ func newHarness(t testing.TB, home string, mutate func(*Options)) *harness {
 }
 
 func (h *harness) stop() {
-	if h.db == nil {
-		return
+	if h.db != nil {
+		kerneltest.Stop(h.k, h.db)
+		h.db = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	h.k.Shutdown(ctx)
-	h.db.Close()
-	h.db = nil
 }
 
 // waitFor polls the server view until ok, failing after a generous

@@ -555,38 +555,16 @@ func (a *pairingActor) load() error {
 		return err
 	}
 	now := a.p.opts.Now()
-	var stale []string
-	if err := a.codes.Each(func(id string, c pending) bool {
-		if c.Expires.After(now) {
-			a.pending[id] = c.Expires
-		} else {
-			stale = append(stale, id)
-		}
-		return true
-	}); err != nil {
-		return err
-	}
 	// Expired leftovers go with async deletes: no synced write in Receive.
-	for _, id := range stale {
-		a.codes.DeleteAsync(id, func(error) {})
-	}
-	stale = stale[:0]
-	if err := a.actions.Each(func(id string, exp int64) bool {
-		if t := time.Unix(exp, 0); t.After(now) {
-			a.used[id] = t
-		} else {
-			stale = append(stale, id)
-		}
-		return true
-	}); err != nil {
+	if err := store.LoadLive(a.codes, a.pending, func(c pending) (time.Time, bool) { return c.Expires, c.Expires.After(now) }); err != nil {
 		return err
 	}
-	for _, id := range stale {
-		a.actions.DeleteAsync(id, func(error) {})
+	if err := store.LoadLive(a.actions, a.used, func(exp int64) (time.Time, bool) { t := time.Unix(exp, 0); return t, t.After(now) }); err != nil {
+		return err
 	}
 	// Wrong-code counts: a lockout that has run out, like the window's
 	// old failures, is dropped (and deleted) as wrongCode would.
-	stale = stale[:0]
+	var stale []string
 	cfg := a.p.opts.Config
 	if err := a.locks.Each(func(id string, st lockState) bool {
 		if id == allFailures {

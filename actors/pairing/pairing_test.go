@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -92,10 +93,7 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 			t.Fatal(err)
 		}
 		h.stop = func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			k.Shutdown(ctx)
-			db.Close()
+			kerneltest.Stop(k, db)
 		}
 		h.p = p
 		return p

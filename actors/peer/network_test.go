@@ -109,14 +109,10 @@ func (n *node) start() {
 }
 
 func (n *node) stop() {
-	if n.db == nil {
-		return
+	if n.db != nil {
+		kerneltest.Stop(n.k, n.db)
+		n.db = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n.k.Shutdown(ctx)
-	n.db.Close()
-	n.db = nil
 }
 
 func (n *node) peer(id string) (PeerInfo, bool) {

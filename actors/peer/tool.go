@@ -1,12 +1,13 @@
 package peer
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // ToolName is the tool local agents use to ask an agent on a peer node.
@@ -42,18 +43,13 @@ type ToolResult struct {
 // errors the model can read.
 func (n *Network) CallTool(ctx context.Context, agentID string, raw json.RawMessage) (string, error) {
 	var args ToolArgs
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&args); err != nil {
-		return "", fmt.Errorf("ofp_send: bad arguments: %s", err.Error())
+	ctx, cancel, err := kernel.StartToolCall(ctx, ToolName, raw, &args, n.e.opts.TurnTimeout)
+	defer cancel()
+	if err != nil {
+		return "", err
 	}
 	if strings.TrimSpace(args.Peer) == "" || strings.TrimSpace(args.Agent) == "" || strings.TrimSpace(args.Message) == "" {
 		return "", errors.New("ofp_send: peer, agent and message are required")
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.e.opts.TurnTimeout)
-		defer cancel()
 	}
 	r, err := n.SendAgent(ctx, args.Peer, args.Agent, args.Message, "agent:"+agentID)
 	if err != nil {

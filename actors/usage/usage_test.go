@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -73,13 +74,10 @@ func (h *harness) start() {
 }
 
 func (h *harness) stop() {
-	if h.k == nil {
-		return
+	if h.k != nil {
+		kerneltest.Stop(h.k)
+		h.k = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h.k.Shutdown(ctx)
-	h.k = nil
 }
 
 func (h *harness) restart() { h.stop(); h.start() }

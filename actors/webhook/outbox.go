@@ -223,6 +223,18 @@ func (o *outbox) fill() error {
 	})
 }
 
+// admit puts messages just written to the outbox straight into memory,
+// each only if nothing older waits on disk and the window has room (fill
+// loads the rest later, in order).
+func (o *outbox) admit(msgs []*message) {
+	for _, m := range msgs {
+		if o.loadedUpTo == m.Seq-1 && len(o.queue) < window {
+			o.queue = append(o.queue, m)
+			o.loadedUpTo = m.Seq
+		}
+	}
+}
+
 // enqueue turns committed bus events into outbox messages and writes them.
 // The cursor moves in the same transaction, so after a crash an event is
 // either in the outbox or will be caught up again, never both.
@@ -268,13 +280,7 @@ func (o *outbox) enqueue(evs []event) {
 			return nil
 		},
 		done: func() {
-			for _, m := range msgs {
-				// Straight into memory only if nothing older waits on disk.
-				if o.loadedUpTo == m.Seq-1 && len(o.queue) < window {
-					o.queue = append(o.queue, m)
-					o.loadedUpTo = m.Seq
-				}
-			}
+			o.admit(msgs)
 			if len(overflow) > 0 {
 				o.sh.m.dead.Add(float64(len(overflow)))
 				o.sh.log.Warn().Str("webhook", o.ep.ID).Int("messages", len(overflow)).Msg("webhook outbox full: events dead-lettered")
@@ -607,12 +613,7 @@ func (o *outbox) replay(c actor.Context, m *Replay) {
 			return nil
 		},
 		done: func() {
-			for _, m := range msgs {
-				if o.loadedUpTo == m.Seq-1 && len(o.queue) < window {
-					o.queue = append(o.queue, m)
-					o.loadedUpTo = m.Seq
-				}
-			}
+			o.admit(msgs)
 			o.sys.Root.Send(sender, res)
 		},
 	})

@@ -214,14 +214,10 @@ func start(t testing.TB, home string, opts Options) *env {
 }
 
 func (e *env) stop() {
-	if e.db == nil {
-		return
+	if e.db != nil {
+		kerneltest.Stop(e.k, e.db)
+		e.db = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	e.k.Shutdown(ctx)
-	e.db.Close()
-	e.db = nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -1,12 +1,7 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base32"
-	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fangd/fangd/actors/approval/approvaltest"
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 )
 
@@ -31,22 +27,6 @@ type approvalJSON struct {
 	DecidedBy    string     `json:"decided_by"`
 	DecidedVia   string     `json:"decided_via"`
 	SecondFactor string     `json:"second_factor"`
-}
-
-// rfc6238 is the test's own TOTP (RFC 6238: HMAC-SHA-1, 30 s, 6 digits).
-func rfc6238(t *testing.T, secret string, at time.Time) string {
-	t.Helper()
-	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msg [8]byte
-	binary.BigEndian.PutUint64(msg[:], uint64(at.Unix()/30))
-	m := hmac.New(sha1.New, key)
-	m.Write(msg[:])
-	s := m.Sum(nil)
-	o := s[19] & 15
-	return fmt.Sprintf("%06d", ((uint32(s[o])&0x7f)<<24|uint32(s[o+1])<<16|uint32(s[o+2])<<8|uint32(s[o+3]))%1e6)
 }
 
 // Pending approvals and the TOTP enrolment live through a graceful
@@ -81,7 +61,7 @@ timeout_secs = 600
 		RecoveryCodes []string `json:"recovery_codes"`
 	}
 	td.must(200, "POST", "/api/approvals/totp/setup", map[string]any{}, &enr)
-	td.must(200, "POST", "/api/approvals/totp/confirm", map[string]any{"code": rfc6238(t, enr.Secret, time.Now())}, nil)
+	td.must(200, "POST", "/api/approvals/totp/confirm", map[string]any{"code": approvaltest.TOTP(t, enr.Secret, time.Now())}, nil)
 	var gated approvalJSON
 	td.must(201, "POST", "/api/approvals", map[string]any{"agent_id": "ops", "action": "shell_exec", "payload": map[string]any{"cmd": "uptime"}}, &gated)
 	td.p.cmd.Process.Signal(syscall.SIGKILL)
@@ -112,7 +92,7 @@ timeout_secs = 600
 	if r := td.do("POST", "/api/approvals/"+gated.ID+"/approve", map[string]any{}); r.status != 400 || r.code() != "totp_required" {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
-	td.must(200, "POST", "/api/approvals/"+gated.ID+"/approve", map[string]any{"totp_code": rfc6238(t, enr.Secret, time.Now().Add(30*time.Second))}, &got)
+	td.must(200, "POST", "/api/approvals/"+gated.ID+"/approve", map[string]any{"totp_code": approvaltest.TOTP(t, enr.Secret, time.Now().Add(30*time.Second))}, &got)
 	if got.SecondFactor != "totp" {
 		t.Fatalf("%+v", got)
 	}

@@ -12,9 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -28,6 +26,7 @@ import (
 	"github.com/fangd/fangd/actors/channel/email/emailtest"
 	"github.com/fangd/fangd/actors/channel/googlechat/googlechattest"
 	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
+	"github.com/fangd/fangd/actors/channel/irc/irctest"
 	"github.com/fangd/fangd/actors/channel/matrix/matrixtest"
 	"github.com/fangd/fangd/actors/channel/mattermost/mattermosttest"
 	"github.com/fangd/fangd/actors/channel/ntfy"
@@ -318,8 +317,8 @@ func killCases() []killCase {
 		{"irc", func(t *testing.T) killPeer {
 			irc := startKillIRC(t)
 			return killPeer{
-				configure: map[string]any{"server": "127.0.0.1", "port": irc.port, "nick": "fangdbot", "use_tls": false,
-					"server_password": killIRCPassword},
+				configure: map[string]any{"server": "127.0.0.1", "port": irc.Port, "nick": "fangdbot", "use_tls": false,
+					"server_password": irctest.Password},
 				chat:    "alice",
 				inbound: func(_ *testing.T, _, text string) { irc.say(text) },
 				down:    switchDown(irc.down, irc.up), // the server stops (the links with it) and comes back with alice online
@@ -329,7 +328,7 @@ func killCases() []killCase {
 		{"xmpp", func(t *testing.T) killPeer {
 			x := startKillXMPP(t)
 			return killPeer{
-				configure: map[string]any{"jid": "bot@localhost", "token": "botpw", "server": "127.0.0.1", "port": x.port,
+				configure: map[string]any{"jid": "bot@localhost", "token": "botpw", "server": "127.0.0.1", "port": x.Port,
 					"starttls": false},
 				chat:    "alice@localhost",
 				inbound: func(t *testing.T, _, text string) { x.say(t, text) },
@@ -497,32 +496,6 @@ func (p *killIMAP) deliver(t *testing.T, from, body string) {
 		from, killMailBot, id, time.Now().Format(time.RFC1123Z), body)
 	if _, err := p.user.Append("INBOX", bytes.NewReader([]byte(raw)), &imap.AppendOptions{Time: time.Now()}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// killProc is the server process of a real-server peer (ngircd, prosody):
-// started by the peer's up, killed, every session with it, by its down.
-type killProc struct {
-	mu      sync.Mutex
-	running *exec.Cmd
-}
-
-func (k *killProc) start(t *testing.T, name string, args ...string) {
-	cmd := exec.Command(name, args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	k.mu.Lock()
-	k.running = cmd
-	k.mu.Unlock()
-}
-
-// kill stops the server; the caller holds mu.
-func (k *killProc) kill() {
-	if k.running != nil {
-		k.running.Process.Kill()
-		k.running.Wait()
-		k.running = nil
 	}
 }
 

@@ -8,55 +8,27 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/irc/irctest"
 )
 
-const killIRCPassword = "letmein"
-
 type killIRC struct {
-	t    *testing.T
-	port int
-	conf string
-	bin  string
+	t *testing.T
+	*irctest.Ngircd
 
-	killProc // under mu: conn, got
-	conn     net.Conn
-	got      []string // "<from>><target>><text>" of every PRIVMSG the human saw
+	mu   sync.Mutex // guards conn, got
+	conn net.Conn
+	got  []string // "<from>><target>><text>" of every PRIVMSG the human saw
 }
 
 func startKillIRC(t *testing.T) *killIRC {
 	t.Helper()
-	bin := ""
-	for _, p := range []string{"/usr/sbin/ngircd", "/usr/bin/ngircd"} {
-		if _, err := os.Stat(p); err == nil {
-			bin = p
-		}
-	}
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("ngircd"); err != nil {
-			t.Fatal("ngircd is not installed: run `make test-deps` (apt-get install ngircd)")
-		}
-	}
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755) // ngircd drops root for "nobody", who must read the file
-	n := &killIRC{t: t, port: channeltest.FreePort(t), conf: filepath.Join(dir, "ngircd.conf")}
-	conf := fmt.Sprintf("[Global]\nName = irc.fangd.test\nInfo = fangd test server\nListen = 127.0.0.1\nPorts = %d\nPassword = %s\n"+
-		"MotdPhrase = \"fangd test\"\nAdminInfo1 = fangd tests\nAdminEMail = tests@fangd.invalid\n[Limits]\nMaxConnectionsIP = 0\n"+
-		"PingTimeout = 120\n[Options]\nPAM = no\nIdent = no\nDNS = no\n", n.port, killIRCPassword)
-	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n.bin = bin
+	n := &killIRC{t: t, Ngircd: irctest.NewNgircd(t, "")}
 	n.up()
 	t.Cleanup(n.down)
 	return n
@@ -65,9 +37,8 @@ func startKillIRC(t *testing.T) *killIRC {
 // up starts the server and connects the human as alice.
 func (n *killIRC) up() {
 	t := n.t
-	n.start(t, n.bin, "-n", "-f", n.conf)
-	channeltest.WaitListening(t, "ngircd", n.port)
-	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.port))
+	n.Start(t)
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.Port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +70,7 @@ func (n *killIRC) up() {
 			}
 		}
 	}()
-	fmt.Fprintf(c, "PASS %s\r\nNICK alice\r\nUSER alice 0 * :Alice\r\n", killIRCPassword)
+	fmt.Fprintf(c, "PASS %s\r\nNICK alice\r\nUSER alice 0 * :Alice\r\n", irctest.Password)
 	select {
 	case <-welcome:
 	case <-time.After(10 * time.Second):
@@ -115,7 +86,7 @@ func (n *killIRC) up() {
 func (n *killIRC) down() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.kill()
+	n.Stop()
 	if n.conn != nil {
 		n.conn.Close()
 	}

@@ -5,61 +5,28 @@ package main
 // bot and alice, who uses go-xmpp as her client.
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	goxmpp "github.com/xmppo/go-xmpp"
 
-	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/xmpp/xmpptest"
 )
 
 type killXMPP struct {
-	t    *testing.T
-	conf string
-	port int
+	t *testing.T
+	*xmpptest.Prosody
 
-	killProc // under mu: alice, got
-	alice    *goxmpp.Client
-	got      []string // what bot@localhost said to alice, over all her sessions
+	mu    sync.Mutex // guards alice, got
+	alice *goxmpp.Client
+	got   []string // what bot@localhost said to alice, over all her sessions
 }
 
 func startKillXMPP(t *testing.T) *killXMPP {
 	t.Helper()
-	if _, err := exec.LookPath("prosody"); err != nil {
-		t.Fatal("prosody is not installed: run `make test-deps` (apt-get install prosody)")
-	}
-	dir := t.TempDir()
-	p := &killXMPP{t: t, conf: filepath.Join(dir, "prosody.cfg.lua"), port: channeltest.FreePort(t)}
-	conf := fmt.Sprintf(`run_as_root = true
-daemonize = false
-pidfile = %q
-data_path = %q
-certificates = %q
-log = { { levels = { min = "error" }, to = "console" } }
-interfaces = { "127.0.0.1" }
-c2s_ports = { %d }
-s2s_ports = { }
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-authentication = "internal_plain"
-modules_enabled = { "roster", "saslauth", "disco", "ping", "posix", "offline" }
-modules_disabled = { "s2s" }
-VirtualHost "localhost"
-`, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), dir, p.port)
-	os.MkdirAll(filepath.Join(dir, "data"), 0o755)
-	if err := os.WriteFile(p.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for user, pw := range map[string]string{"bot": "botpw", "alice": "alicepw"} {
-		if out, err := exec.Command("prosodyctl", "--config", p.conf, "register", user, "localhost", pw).CombinedOutput(); err != nil {
-			t.Fatalf("prosodyctl register %s: %v\n%s", user, err, out)
-		}
-	}
+	p := &killXMPP{t: t, Prosody: xmpptest.NewProsody(t, "")}
 	p.up()
 	t.Cleanup(p.down)
 	return p
@@ -68,9 +35,8 @@ VirtualHost "localhost"
 // up starts prosody and logs alice in.
 func (p *killXMPP) up() {
 	t := p.t
-	p.start(t, "prosody", "--config", p.conf)
-	channeltest.WaitListening(t, "prosody", p.port)
-	c, err := goxmpp.Options{Host: "127.0.0.1:" + strconv.Itoa(p.port), User: "alice@localhost", Password: "alicepw",
+	p.Start(t)
+	c, err := goxmpp.Options{Host: "127.0.0.1:" + strconv.Itoa(p.Port), User: "alice@localhost", Password: "alicepw",
 		NoTLS: true, InsecureAllowUnencryptedAuth: true, Mechanism: "PLAIN", Session: true, Resource: "phone"}.NewClient()
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +64,7 @@ func (p *killXMPP) up() {
 func (p *killXMPP) down() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.kill()
+	p.Stop()
 }
 
 func (p *killXMPP) say(t *testing.T, text string) {

@@ -51,13 +51,8 @@ prefix that matches one pending approval is accepted by approve and reject.`,
 				q.Set("status", status)
 			}
 			var page approval.Page
-			raw, err := c.get(cmd.Context(), "/api/approvals", q, &page)
-			if err != nil {
+			if printed, err := c.fetch(cmd, request{method: "GET", path: "/api/approvals", query: q}, &page); err != nil || printed {
 				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
 			}
 			if page.Total == 0 {
 				what := status + " "
@@ -133,16 +128,8 @@ matches none.`, strings.ToUpper(verb[:1])+verb[1:], verb),
 			if totp != "" {
 				body["totp_code"] = totp
 			}
-			raw, err := c.call(cmd.Context(), request{method: "POST", path: "/api/approvals/" + id + "/" + verb, body: body})
-			if err != nil {
-				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
-			}
 			var rec approval.Approval
-			if err := decodeAnswer(raw, &rec); err != nil {
+			if printed, err := c.fetch(cmd, request{method: "POST", path: "/api/approvals/" + id + "/" + verb, body: body}, &rec); err != nil || printed {
 				return err
 			}
 			pairs := []string{past, rec.ID, "action", rec.Action, "agent", orDash(rec.AgentName), "status", rec.Status}

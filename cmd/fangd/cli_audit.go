@@ -60,13 +60,11 @@ Either way the exit code is 1 when the chain is broken.`,
 				return err
 			}
 			var rep audit.Report
-			raw, err := c.get(cmd.Context(), "/api/audit/verify", nil, &rep)
+			printed, err := c.fetch(cmd, request{method: "GET", path: "/api/audit/verify"}, &rep)
 			if err != nil {
 				return err
 			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-			} else {
+			if !printed {
 				pairs := []string{"status", rep.Status, "chain length", u64(rep.ChainLength), "anchor", rep.AnchorStatus,
 					"tip hash", orDash(rep.TipHash), "first entry", strOrDash(rep.FirstEntry), "last entry", strOrDash(rep.LastEntry)}
 				if rep.TrimmedLength > 0 {

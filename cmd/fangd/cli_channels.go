@@ -47,13 +47,8 @@ func channelsListCmd(o *clientOptions) *cobra.Command {
 				q.Set("configured", "true")
 			}
 			var page channelPage
-			raw, err := c.get(cmd.Context(), "/api/channels", q, &page)
-			if err != nil {
+			if printed, err := c.fetch(cmd, request{method: "GET", path: "/api/channels", query: q}, &page); err != nil || printed {
 				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
 			}
 			rows := make([][]string, 0, len(page.Channels))
 			for _, v := range page.Channels {
@@ -92,13 +87,8 @@ With NAME: that channel in detail (GET /api/channels/{name}).`,
 			}
 			if len(a) == 1 {
 				var v channel.View
-				raw, err := c.get(cmd.Context(), "/api/channels/"+pathEscape(a[0]), nil, &v)
-				if err != nil {
+				if printed, err := c.fetch(cmd, request{method: "GET", path: "/api/channels/" + pathEscape(a[0])}, &v); err != nil || printed {
 					return err
-				}
-				if c.json {
-					printRaw(stdout(cmd), raw)
-					return nil
 				}
 				return fields(stdout(cmd), "name", v.Name, "adapter", v.Adapter, "configured", yesNo(v.Configured),
 					"enabled", yesNo(v.Enabled), "status", orDash(v.State), "connected since", timeOrDash(v.ConnectedSince),
@@ -108,13 +98,8 @@ With NAME: that channel in detail (GET /api/channels/{name}).`,
 					"next retry", timeOrDash(v.NextRetryAt), "last error", orDash(v.LastError))
 			}
 			var page channelPage
-			raw, err := c.get(cmd.Context(), "/api/channels", map[string][]string{"configured": {"true"}}, &page)
-			if err != nil {
+			if printed, err := c.fetch(cmd, request{method: "GET", path: "/api/channels", query: map[string][]string{"configured": {"true"}}}, &page); err != nil || printed {
 				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
 			}
 			if len(page.Channels) == 0 {
 				stderr(cmd).Write([]byte("no channel is configured ([channels.<name>] in the config, or POST /api/channels/{name}/configure)\n"))
@@ -147,16 +132,8 @@ func channelsTestCmd(o *clientOptions) *cobra.Command {
 			if chat != "" {
 				body["chat_id"] = chat
 			}
-			raw, err := c.call(cmd.Context(), request{method: "POST", path: "/api/channels/" + pathEscape(a[0]) + "/test", body: body})
-			if err != nil {
-				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
-			}
 			var res channel.TestResult
-			if err := decodeAnswer(raw, &res); err != nil {
+			if printed, err := c.fetch(cmd, request{method: "POST", path: "/api/channels/" + pathEscape(a[0]) + "/test", body: body}, &res); err != nil || printed {
 				return err
 			}
 			pairs := []string{"channel", res.Channel, "status", res.Status, "message", orDash(res.Message)}

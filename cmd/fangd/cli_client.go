@@ -360,10 +360,21 @@ func getPage(cmd *cobra.Command, o *clientOptions, path string, p *pageFlags, v 
 	if err != nil {
 		return nil, false, err
 	}
-	raw, err := c.get(cmd.Context(), path, p.query(), v)
-	if err != nil || !c.json {
-		return c, false, err
+	printed, err = c.fetch(cmd, request{method: "GET", path: path, query: p.query()}, v)
+	return c, printed, err
+}
+
+// fetch makes one call for a verb's answer: with --json it prints the
+// server's answer as is and reports printed, otherwise it decodes the
+// answer into v for the caller to print.
+func (c *client) fetch(cmd *cobra.Command, r request, v any) (printed bool, err error) {
+	raw, err := c.call(cmd.Context(), r)
+	if err != nil {
+		return false, err
 	}
-	printRaw(stdout(cmd), raw)
-	return c, true, nil
+	if c.json {
+		printRaw(stdout(cmd), raw)
+		return true, nil
+	}
+	return false, decodeAnswer(raw, v)
 }

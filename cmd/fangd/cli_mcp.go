@@ -83,13 +83,8 @@ scripts).`,
 				return err
 			}
 			var h mcp.HealthReply
-			raw, err := c.get(cmd.Context(), "/api/mcp/health", nil, &h)
-			if err != nil {
+			if printed, err := c.fetch(cmd, request{method: "GET", path: "/api/mcp/health"}, &h); err != nil || printed {
 				return err
-			}
-			if c.json {
-				printRaw(stdout(cmd), raw)
-				return nil
 			}
 			fmt.Fprintf(stdout(cmd), "status: %s (%d servers)\n", h.Status, h.Count)
 			if len(h.Health) == 0 {

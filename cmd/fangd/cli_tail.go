@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/transport/sse"
 )
 
@@ -77,7 +77,7 @@ func (t *tail) run(cmd *cobra.Command) error {
 			if time.Since(failingSince) > tailReconnectFor {
 				return err
 			}
-			if !sleepCtx(ctx, rd.Retry) {
+			if !kernel.Sleep(ctx, rd.Retry) {
 				return nil
 			}
 			continue
@@ -113,21 +113,9 @@ func (t *tail) run(cmd *cobra.Command) error {
 			from = "after id " + t.lastID
 		}
 		fmt.Fprintf(stderr(cmd), "fangd: %s; reconnecting from %s\n", why, from)
-		if !sleepCtx(ctx, rd.Retry) {
+		if !kernel.Sleep(ctx, rd.Retry) {
 			return nil
 		}
-	}
-}
-
-// sleepCtx waits d, or less when ctx ends first (false).
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/fangd/fangd/actors/approval/approvaltest"
 	"github.com/fangd/fangd/actors/auth/authtest"
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
@@ -243,7 +244,7 @@ poll_interval_secs = 1
 	// Approvals: one plain, one that needs a TOTP code.
 	var enr struct{ Secret string }
 	mustJSON(t, p, 200, "POST", "/api/approvals/totp/setup", `{}`, &enr)
-	mustJSON(t, p, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+rfc6238(t, enr.Secret, time.Now())+`"}`, nil)
+	mustJSON(t, p, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+approvaltest.TOTP(t, enr.Secret, time.Now())+`"}`, nil)
 	var plain, gated struct {
 		ID                   string
 		SecondFactorRequired bool `json:"second_factor_required"`
@@ -265,7 +266,7 @@ poll_interval_secs = 1
 		// Without the code the server says totp_required and the card stays.
 		chromedp.Click(chromedp.CSS(card(gated.ID)+" button.approve")),
 		waitJS(`document.querySelector('`+card(gated.ID)+` .error').textContent.includes("totp_required")`),
-		chromedp.SendKeys(chromedp.CSS(card(gated.ID)+" input.totp"), rfc6238(t, enr.Secret, time.Now().Add(30*time.Second))),
+		chromedp.SendKeys(chromedp.CSS(card(gated.ID)+" input.totp"), approvaltest.TOTP(t, enr.Secret, time.Now().Add(30*time.Second))),
 		chromedp.Click(chromedp.CSS(card(gated.ID)+" button.approve")),
 		waitJS(`!document.querySelector('`+card(gated.ID)+`')`),
 		shot("approvals-decided"),

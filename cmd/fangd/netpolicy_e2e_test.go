@@ -1,11 +1,11 @@
 package main
 
 import (
-	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
+
+	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
 // TestChannelURLFollowsNetworkPolicy is issue 12's report on the real
@@ -15,25 +15,10 @@ import (
 // would be in the path); a link-local api_url is refused without
 // suggesting the allowlist.
 func TestChannelURLFollowsNetworkPolicy(t *testing.T) {
-	trap, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Skipf("no 127.0.0.2 on this machine: %v", err)
-	}
-	defer trap.Close()
-	var hits atomic.Int32
-	go func() {
-		for {
-			c, err := trap.Accept()
-			if err != nil {
-				return
-			}
-			hits.Add(1)
-			c.Close()
-		}
-	}()
+	trapPort, hits := channeltest.Trap(t)
 	p := startFangd(t, t.TempDir(), "[network_policy]\nallow_hosts = [\"127.0.0.1/32\"]\n", "FANGD_API_KEY="+e2eKey)
 	const token = "4242:AAE-policy-test-token"
-	apiURL := "http://127.0.0.2:" + strconv.Itoa(trap.Addr().(*net.TCPAddr).Port)
+	apiURL := "http://127.0.0.2:" + strconv.Itoa(trapPort)
 	code, body := p.request(t, "POST", "/api/channels/telegram/configure", `{"token":"`+token+`","api_url":"`+apiURL+`","poll_interval_secs":1}`)
 	if code != 400 || !strings.Contains(string(body), `"code":"url_not_allowed"`) || !strings.Contains(string(body), "loopback") ||
 		!strings.Contains(string(body), "allow_hosts") || strings.Contains(string(body), token) {

@@ -253,7 +253,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		return nil, err
 	}
 	d.reloads.approvals = approvals
-	if d.channels, err = startChannels(d, cfg, vault, guard, channelAgents{agents}, approvalCommands{approvals}); err != nil {
+	if d.channels, err = startChannels(d, cfg, vault, guard, agent.ChatAgents{Agents: agents}, approvalCommands{approvals}); err != nil {
 		return nil, err
 	}
 	approvals.SetNotifier(approvalNotifier{d.channels})

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/fangd/fangd/actors/a2a"
@@ -22,42 +21,7 @@ import (
 	"github.com/fangd/fangd/actors/peer"
 )
 
-// channelAgents lets chat channels talk to the agent runtime
-// (channel.Agents over agent.Agents).
-type channelAgents struct{ a *agent.Agents }
-
-func (c channelAgents) Resolve(_ context.Context, ref string) (string, string, error) {
-	r, err := agent.ParseRef(ref)
-	if err != nil {
-		return "", "", err
-	}
-	ag, err := c.a.Get(context.Background(), r)
-	if err != nil {
-		return "", "", err
-	}
-	return ag.ID, ag.Name, nil
-}
-
-// Turn runs the turn in a session of its own per chat: the channel passes
-// "channel:<name>:<chat_id>", which becomes a stable UUID under the agent.
-func (c channelAgents) Turn(_ context.Context, agentID, session, message string) (string, error) {
-	ns, err := uuid.Parse(agentID)
-	if err != nil {
-		ns = uuid.NameSpaceURL
-	}
-	sid := uuid.NewSHA1(ns, []byte(session)).String()
-	// The chat is the user its turns spend for ("<channel>:<chat_id>"):
-	// per-user budgets then hold per person in a direct chat, per group in
-	// a group (the runtime does not pass the sender of a group message).
-	res, err := c.a.Send(context.Background(), agent.Send{Ref: agent.Ref{ID: agentID}, Text: message, SessionID: sid, From: session,
-		Who: agent.Who{Actor: session}, User: strings.TrimPrefix(session, "channel:")})
-	if err != nil {
-		return "", err
-	}
-	return res.Response, nil
-}
-
-var _ channel.Agents = channelAgents{}
+var _ channel.Agents = agent.ChatAgents{}
 
 // approvalCommands lets chat users decide approvals with /approve and
 // /reject (channel.Commands over approval.Approvals).

@@ -1,9 +1,7 @@
 package http
 
 import (
-	"context"
 	"fmt"
-	"iter"
 	nethttp "net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,7 +23,7 @@ func sdkPeerServer(t *testing.T) *httptest.Server {
 	card := &sdk.AgentCard{Name: "Remote", Description: "sdk peer", Version: "9", Capabilities: caps,
 		SupportedInterfaces: []*sdk.AgentInterface{sdk.NewAgentInterface(peer.URL+"/rpc", sdk.TransportProtocolJSONRPC)},
 		Skills:              []sdk.AgentSkill{{ID: "s", Name: "S", Description: "d", Tags: []string{}}}}
-	mux.Handle("/rpc", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(sdkPeer{}, a2asrv.WithCapabilityChecks(&caps))))
+	mux.Handle("/rpc", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(remotePeer, a2asrv.WithCapabilityChecks(&caps))))
 	mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
 	return peer
 }
@@ -104,30 +102,13 @@ func TestA2ASendByURLLibreFangShape(t *testing.T) {
 // its card lists one skill per agent and it routes by the message's
 // metadata.agent_id, answering "<agent>: <text>" (or refusing a message
 // that names none, as fangd's shared endpoint does).
-type multiPeer struct{}
-
-func (multiPeer) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[sdk.Event, error] {
-	return func(yield func(sdk.Event, error) bool) {
-		who, _ := ec.Message.Metadata["agent_id"].(string)
-		if who == "" {
-			yield(nil, fmt.Errorf("%w: several agents are served here; name one in metadata.agent_id", sdk.ErrInvalidParams))
-			return
-		}
-		if ec.StoredTask == nil && !yield(sdk.NewSubmittedTask(ec, ec.Message), nil) {
-			return
-		}
-		if !yield(sdk.NewArtifactEvent(ec, sdk.NewTextPart(who+": "+ec.Message.Parts[0].Text())), nil) {
-			return
-		}
-		yield(sdk.NewStatusUpdateEvent(ec, sdk.TaskStateCompleted, nil), nil)
+var multiPeer = sdkPeer(func(ec *a2asrv.ExecutorContext) (string, error) {
+	who, _ := ec.Message.Metadata["agent_id"].(string)
+	if who == "" {
+		return "", fmt.Errorf("%w: several agents are served here; name one in metadata.agent_id", sdk.ErrInvalidParams)
 	}
-}
-
-func (multiPeer) Cancel(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[sdk.Event, error] {
-	return func(yield func(sdk.Event, error) bool) {
-		yield(sdk.NewStatusUpdateEvent(ec, sdk.TaskStateCanceled, nil), nil)
-	}
-}
+	return who + ": " + ec.Message.Parts[0].Text(), nil
+})
 
 // A peer that serves several agents: url names the peer and agent_id one of
 // its agents (by the card skill's id or name), or agent_id alone names an
@@ -143,7 +124,7 @@ func TestA2ASendPicksOneRemoteAgent(t *testing.T) {
 		SupportedInterfaces: []*sdk.AgentInterface{sdk.NewAgentInterface(peer.URL+"/a2a", sdk.TransportProtocolJSONRPC)},
 		Skills: []sdk.AgentSkill{{ID: "c1", Name: "coder", Description: "d", Tags: []string{}},
 			{ID: "w1", Name: "writer", Description: "d", Tags: []string{}}}}
-	mux.Handle("/a2a", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(multiPeer{}, a2asrv.WithCapabilityChecks(&caps))))
+	mux.Handle("/a2a", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(multiPeer, a2asrv.WithCapabilityChecks(&caps))))
 	mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
 
 	r := ts.authed(t, "POST", "/api/a2a/send", `{"url":"`+peer.URL+`","agent_id":"writer","message":"hi"}`)

@@ -522,15 +522,27 @@ func TestA2APeerTokensOnlyOpenTheProtocolRoutes(t *testing.T) {
 	}
 }
 
-// sdkPeer is an external agent built with the official SDK.
-type sdkPeer struct{}
+// sdkPeer is an external agent built with the official SDK: it answers
+// each message with one text artifact, answer's (whose error refuses the
+// message instead).
+type sdkPeer func(ec *a2asrv.ExecutorContext) (string, error)
 
-func (sdkPeer) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[sdk.Event, error] {
+// remotePeer answers "remote: <text>".
+var remotePeer = sdkPeer(func(ec *a2asrv.ExecutorContext) (string, error) {
+	return "remote: " + ec.Message.Parts[0].Text(), nil
+})
+
+func (answer sdkPeer) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[sdk.Event, error] {
 	return func(yield func(sdk.Event, error) bool) {
+		text, err := answer(ec)
+		if err != nil {
+			yield(nil, err)
+			return
+		}
 		if ec.StoredTask == nil && !yield(sdk.NewSubmittedTask(ec, ec.Message), nil) {
 			return
 		}
-		if !yield(sdk.NewArtifactEvent(ec, sdk.NewTextPart("remote: "+ec.Message.Parts[0].Text())), nil) {
+		if !yield(sdk.NewArtifactEvent(ec, sdk.NewTextPart(text)), nil) {
 			return
 		}
 		yield(sdk.NewStatusUpdateEvent(ec, sdk.TaskStateCompleted, nil), nil)
@@ -552,7 +564,7 @@ func TestA2AManagementDiscoverSendStatus(t *testing.T) {
 	card := &sdk.AgentCard{Name: "Remote", Description: "sdk peer", Version: "9", Capabilities: caps,
 		SupportedInterfaces: []*sdk.AgentInterface{sdk.NewAgentInterface(peer.URL+"/rpc", sdk.TransportProtocolJSONRPC)},
 		Skills:              []sdk.AgentSkill{{ID: "s", Name: "S", Description: "d", Tags: []string{}}}}
-	mux.Handle("/rpc", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(sdkPeer{}, a2asrv.WithCapabilityChecks(&caps))))
+	mux.Handle("/rpc", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(remotePeer, a2asrv.WithCapabilityChecks(&caps))))
 	mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
 
 	r := ts.authed(t, "POST", "/api/a2a/discover", `{"url":"`+peer.URL+`","token":"remote-secret-token"}`)

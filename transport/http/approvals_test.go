@@ -2,12 +2,7 @@ package http
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base32"
-	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +13,7 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/approval/approvaltest"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 	"github.com/fangd/fangd/actors/usage"
@@ -289,25 +285,6 @@ func TestOnlyApproversDecide(t *testing.T) {
 	}
 }
 
-// totpCode is RFC 6238 written out in the test (HMAC-SHA-1 over the
-// 30-second counter, dynamic truncation, six digits), so fangd's library
-// is checked against an independent implementation.
-func totpCode(t *testing.T, secret string, at time.Time) string {
-	t.Helper()
-	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msg [8]byte
-	binary.BigEndian.PutUint64(msg[:], uint64(at.Unix()/30))
-	m := hmac.New(sha1.New, key)
-	m.Write(msg[:])
-	s := m.Sum(nil)
-	o := s[19] & 15
-	v := (uint32(s[o])&0x7f)<<24 | uint32(s[o+1])<<16 | uint32(s[o+2])<<8 | uint32(s[o+3])
-	return fmt.Sprintf("%06d", v%1e6)
-}
-
 func TestTOTPEndpoints(t *testing.T) {
 	extra, _ := withApprovals(t, func(p *approval.Policy) { p.SecondFactor = "totp"; p.MaxPendingPerAgent = 50 })
 	ts := newTestServer(t, nil, extra)
@@ -328,7 +305,7 @@ func TestTOTPEndpoints(t *testing.T) {
 	}
 	ts.mustStatus(t, 409, "POST", "/api/approvals/totp/setup", `{}`)
 	ts.mustStatus(t, 400, "POST", "/api/approvals/totp/confirm", `{"code":"000000"}`)
-	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+totpCode(t, enr.Secret, time.Now())+`"}`)
+	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+approvaltest.TOTP(t, enr.Secret, time.Now())+`"}`)
 	ts.mustStatus(t, 200, "GET", "/api/approvals/totp/status", "").json(t, &st)
 	if !st.Enrolled || !st.Confirmed || !st.Enforced || st.RemainingRecoveryCodes != 8 {
 		t.Fatalf("%+v", st)
@@ -352,7 +329,7 @@ func TestTOTPEndpoints(t *testing.T) {
 	}
 	// The confirmation used the current step; the next step's code is
 	// within the allowed skew and new.
-	next := totpCode(t, enr.Secret, time.Now().Add(30*time.Second))
+	next := approvaltest.TOTP(t, enr.Secret, time.Now().Add(30*time.Second))
 	var rec approval.Approval
 	ts.mustStatus(t, 200, "POST", "/api/approvals/"+id+"/approve", `{"totp_code":"`+next+`"}`).json(t, &rec)
 	if rec.SecondFactor != "totp" {
@@ -404,7 +381,7 @@ func TestTOTPRevoke(t *testing.T) {
 	ts := newTestServer(t, nil, extra)
 	var enr approval.Enrolment
 	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/setup", `{}`).json(t, &enr)
-	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+totpCode(t, enr.Secret, time.Now())+`"}`)
+	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+approvaltest.TOTP(t, enr.Secret, time.Now())+`"}`)
 	ts.mustStatus(t, 400, "POST", "/api/approvals/totp/setup", `{}`) // confirmed: needs a current code
 	ts.mustStatus(t, 400, "DELETE", "/api/approvals/totp", `{"code":"1234-5678-9abc-def0"}`)
 	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/revoke", `{"code":"`+enr.RecoveryCodes[7]+`"}`)
@@ -443,7 +420,7 @@ func TestTOTPCancelPendingSetup(t *testing.T) {
 	// the confirmed secret enforced.
 	var enr approval.Enrolment
 	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/setup", `{}`).json(t, &enr)
-	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+totpCode(t, enr.Secret, time.Now())+`"}`)
+	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/confirm", `{"code":"`+approvaltest.TOTP(t, enr.Secret, time.Now())+`"}`)
 	ts.mustStatus(t, 200, "POST", "/api/approvals/totp/setup", `{"current_code":"`+enr.RecoveryCodes[0]+`"}`)
 	ts.mustStatus(t, 200, "DELETE", "/api/approvals/totp/setup", ``)
 	ts.mustStatus(t, 200, "GET", "/api/approvals/totp/status", "").json(t, &st)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/store"
 )
@@ -272,10 +273,7 @@ func benchRequest(b *testing.B, uri string, headers ...string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		k.Shutdown(ctx)
-		db.Close()
+		kerneltest.Stop(k, db)
 	})
 	cfg := DefaultConfig()
 	cfg.APIKey, cfg.RateLimitPerMinute = testKey, 0

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/approval/approvaltest"
 	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
@@ -33,7 +34,7 @@ func TestPairingActionPressDoesNotBypassTOTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ps.apps.TOTPConfirm(ctx, totpCode(t, enr.Secret, time.Now()), admin); err != nil {
+	if _, err := ps.apps.TOTPConfirm(ctx, approvaltest.TOTP(t, enr.Secret, time.Now()), admin); err != nil {
 		t.Fatal(err)
 	}
 
@@ -65,7 +66,7 @@ func TestPairingActionPressDoesNotBypassTOTP(t *testing.T) {
 		t.Fatalf("second press: %d %s", r.status, r.body)
 	}
 	// The device answers with its own token and the code.
-	code := totpCode(t, enr.Secret, time.Now().Add(30*time.Second))
+	code := approvaltest.TOTP(t, enr.Secret, time.Now().Add(30*time.Second))
 	r = ps.do(t, "POST", "/api/approvals/"+ap.ID+"/approve", `{"totp_code":"`+code+`"}`, append(asDevice(token), "Content-Type", "application/json")...)
 	if r.status != 200 || !strings.Contains(string(r.body), `"status":"approved"`) || !strings.Contains(string(r.body), `"second_factor":"totp"`) {
 		t.Fatalf("device approves with the code: %d %s", r.status, r.body)

@@ -134,14 +134,10 @@ func (h *Harness) start() {
 
 // Stop shuts the runtime down (idempotent).
 func (h *Harness) Stop() {
-	if h.Kernel == nil {
-		return
+	if h.Kernel != nil {
+		kerneltest.Stop(h.Kernel, h.DB)
+		h.Kernel = nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	h.Kernel.Shutdown(ctx)
-	h.DB.Close()
-	h.Kernel = nil
 }
 
 // Restart stops everything and starts again on the same store, as a

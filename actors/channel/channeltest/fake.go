@@ -2,10 +2,12 @@ package channeltest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
+	"testing"
 
 	"github.com/gorilla/websocket"
 )
@@ -274,4 +276,55 @@ func Select[T any](f *FakeState, items func() []T, keep func(T) bool) []T {
 		}
 	}
 	return out
+}
+
+// Recorder is FakeState for a fake that records what the adapter sent it
+// (the bot's messages), with the two reads every such fake offers: Sent and
+// WaitSent. The fake embeds it instead of FakeState and calls Record, with
+// the lock held, for each message it takes.
+type Recorder[T any] struct {
+	FakeState
+	sent []T
+}
+
+// Record adds one sent message and wakes every Wait. The caller holds the
+// lock.
+func (r *Recorder[T]) Record(v T) {
+	r.sent = append(r.sent, v)
+	r.Changed()
+}
+
+// Sent returns the bot's messages so far.
+func (r *Recorder[T]) Sent() []T {
+	return Select(&r.FakeState, func() []T { return r.sent }, nil)
+}
+
+// WaitSent waits for a message of the bot matching match.
+func (r *Recorder[T]) WaitSent(ctx context.Context, match func(T) bool) (T, error) {
+	return WaitMatch(ctx, &r.FakeState, "no matching message sent", func() []T { return r.sent }, match)
+}
+
+// Cleanup closes fake when t ends (after the adapter it serves has
+// stopped, which the harness registered later) and returns it: the start
+// of every test that runs against a platform fake.
+func Cleanup[F interface{ Close() }](t testing.TB, fake F) F {
+	t.Cleanup(fake.Close)
+	return fake
+}
+
+// ReadJSON is a fake's websocket read loop: it decodes each frame from c
+// as JSON into a fresh T and hands it to fn (with the decode error, for the
+// fake to answer as its platform does) until c ends or fn returns false.
+func ReadJSON[T any](c *websocket.Conn, fn func(v T, err error) bool) {
+	for {
+		_, raw, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		var v T
+		err = json.Unmarshal(raw, &v)
+		if !fn(v, err) {
+			return
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -140,4 +141,28 @@ func WaitListening(t testing.TB, what string, port int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Trap listens on 127.0.0.2, a loopback address a network policy that
+// allows only 127.0.0.1 keeps an adapter away from, and counts the
+// connections it gets: a test of the policy expects none. It skips t where
+// the machine has no 127.0.0.2; it closes when t ends.
+func Trap(t testing.TB) (port int, hits *atomic.Int32) {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this machine: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	hits = new(atomic.Int32)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hits.Add(1)
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port, hits
 }

@@ -35,9 +35,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		Name: "discord", Builders: channel.Builders{"discord": discord.New}, LinkRoute: "GET /users/@me",
 		New: func(t *testing.T) channeltest.Platform {
-			fake := discordtest.New(token)
-			t.Cleanup(fake.Close)
-			return platform{fake}
+			return platform{channeltest.Cleanup(t, discordtest.New(token))}
 		},
 		BadTokenError: "Unauthorized",
 		NoCatchUp:     "a new gateway session (IDENTIFY) gets no backlog; only RESUME replays, and a dropped session is not resumed",

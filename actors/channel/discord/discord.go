@@ -43,8 +43,8 @@ type Adapter struct {
 
 // New builds the adapter (no I/O).
 func New(cfg *channel.Config) (channel.Adapter, error) {
-	api, err := url.Parse(strings.TrimRight(cfg.Text("api_url"), "/"))
-	if err != nil || (api.Scheme != "http" && api.Scheme != "https") || api.Host == "" {
+	api, err := channel.HTTPURL(strings.TrimRight(cfg.Text("api_url"), "/"))
+	if err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: "must be an http(s) URL"}
 	}
 	token := strings.TrimPrefix(cfg.Secret("bot_token"), "Bot ")

@@ -14,8 +14,7 @@ import (
 const token = "MTAx.fake.bot-token"
 
 func setup(t *testing.T, tok string) (*channeltest.Harness, *discordtest.Server) {
-	fake := discordtest.New(token)
-	t.Cleanup(fake.Close)
+	fake := channeltest.Cleanup(t, discordtest.New(token))
 	h := channeltest.New(t, channel.Builders{"discord": discord.New})
 	h.Configure("discord", map[string]any{"token": tok, "api_url": fake.APIURL(), "agent_name": channeltest.AgentName})
 	return h, fake

@@ -40,14 +40,19 @@ type imapPeer struct {
 }
 
 func startIMAP(t *testing.T) *imapPeer {
-	p := &imapPeer{t: t, mem: imapmemserver.New(), user: imapmemserver.NewUser(botAddr, botPass)}
-	p.user.Create("INBOX", nil)
-	p.mem.AddUser(p.user)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startIMAPOn(t, ln, err)
+}
+
+// startIMAPOn serves the bot's mailbox (an empty INBOX) on ln, the
+// listener just opened (err is its error).
+func startIMAPOn(t *testing.T, ln net.Listener, err error) *imapPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.addr = ln.Addr().String()
+	p := &imapPeer{t: t, mem: imapmemserver.New(), user: imapmemserver.NewUser(botAddr, botPass), addr: ln.Addr().String()}
+	p.user.Create("INBOX", nil)
+	p.mem.AddUser(p.user)
 	p.serve(ln)
 	t.Cleanup(func() { p.srv.Close() })
 	return p

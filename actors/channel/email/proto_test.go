@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
@@ -143,17 +142,8 @@ func selfSigned(t *testing.T, name string) (tls.Certificate, string) {
 }
 
 func startIMAPTLS(t *testing.T, cert tls.Certificate) *imapPeer {
-	p := &imapPeer{t: t, mem: imapmemserver.New(), user: imapmemserver.NewUser(botAddr, botPass)}
-	p.user.Create("INBOX", nil)
-	p.mem.AddUser(p.user)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(func() { p.srv.Close() })
-	return p
+	return startIMAPOn(t, ln, err)
 }
 
 func configureTLS(h *channeltest.Harness, im *imapPeer, sm *emailtest.SMTP, caPEM string) (*channel.ConfigureResult, error) {

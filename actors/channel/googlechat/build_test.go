@@ -5,12 +5,12 @@ import (
 	"testing"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/googlechat/googlechattest"
 )
 
 func TestBuild(t *testing.T) {
-	g := googlechattest.New()
-	defer g.Close()
+	g := channeltest.Cleanup(t, googlechattest.New())
 	spec, _ := channel.Lookup("google_chat")
 	sa := g.ServiceAccountJSON()
 	build := func(values map[string]string, secret string) error {
@@ -52,8 +52,7 @@ func TestBuild(t *testing.T) {
 }
 
 func TestLegacyVerificationToken(t *testing.T) {
-	g := googlechattest.New()
-	defer g.Close()
+	g := channeltest.Cleanup(t, googlechattest.New())
 	spec, _ := channel.Lookup("google_chat")
 	a, err := New(&channel.Config{Spec: spec, Secrets: map[string]string{"service_account": g.ServiceAccountJSON(), "verification_token": "legacy-tok"}})
 	if err != nil {

@@ -41,9 +41,7 @@ func TestConformance(t *testing.T) {
 		Name: "google_chat", Builders: channel.Builders{"google_chat": googlechat.New}, LinkRoute: "POST " + googlechattest.TokenPath,
 		Pushed: true, NoRetryAfter: true, // Chat's RESOURCE_EXHAUSTED names no wait
 		New: func(t *testing.T) channeltest.Platform {
-			g := googlechattest.New()
-			t.Cleanup(g.Close)
-			return &platform{Server: g}
+			return &platform{Server: channeltest.Cleanup(t, googlechattest.New())}
 		},
 		BadTokenError: "invalid_grant",
 	})

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -75,13 +74,13 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if v := cfg.Values["token_url"]; v != "" {
 		jc.TokenURL = v
 	}
-	if err := checkURL(jc.TokenURL); err != nil {
+	if _, err := channel.HTTPURL(jc.TokenURL); err != nil {
 		return nil, &channel.FieldError{Field: "token_url", Msg: err.Error()}
 	}
 	a := &Adapter{jwt: jc, api: strings.TrimRight(cfg.Text("api_url"), "/"), audience: cfg.Text("audience"),
 		legacy: cfg.Secret("verification_token"), http: cfg.HTTPClient(30 * time.Second),
 		keys: jwtkeys.New()}
-	if err := checkURL(a.api); err != nil {
+	if _, err := channel.HTTPURL(a.api); err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}
 	}
 	if a.audience == "" && a.legacy == "" {
@@ -90,14 +89,14 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if a.audience != "" {
 		a.byNumber = digits.MatchString(a.audience)
 		if !a.byNumber {
-			if err := checkURL(a.audience); err != nil {
+			if _, err := channel.HTTPURL(a.audience); err != nil {
 				return nil, &channel.FieldError{Field: "audience", Msg: "must be a project number or the app's https endpoint URL"}
 			}
 		}
 		a.certsURL = cfg.Text("certs_url")
 		switch {
 		case a.certsURL != "":
-			if err := checkURL(a.certsURL); err != nil {
+			if _, err := channel.HTTPURL(a.certsURL); err != nil {
 				return nil, &channel.FieldError{Field: "certs_url", Msg: err.Error()}
 			}
 		case a.byNumber:
@@ -107,8 +106,8 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		}
 	}
 	if hook := cfg.Secret("incoming_webhook_url"); hook != "" {
-		u, err := url.Parse(hook)
-		if err != nil || checkURL(hook) != nil || u.Query().Get("key") == "" {
+		u, err := channel.HTTPURL(hook)
+		if err != nil || u.Query().Get("key") == "" {
 			return nil, &channel.FieldError{Field: "incoming_webhook_url", Msg: "must be a space's incoming webhook URL (…/v1/spaces/…/messages?key=…&token=…)"}
 		}
 		i := strings.Index(u.Path, "spaces/")
@@ -118,14 +117,6 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		a.hookURL, a.hookSpace = hook, strings.TrimSuffix(u.Path[i:], "/messages")
 	}
 	return a, nil
-}
-
-func checkURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("must be an http(s) URL")
-	}
-	return nil
 }
 
 // Capabilities of Google Chat: threads, its own markdown-like text format

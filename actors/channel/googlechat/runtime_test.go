@@ -17,8 +17,7 @@ var (
 )
 
 func setup(t *testing.T) (*channeltest.Harness, *googlechattest.Server, string) {
-	g := googlechattest.New()
-	t.Cleanup(g.Close)
+	g := channeltest.Cleanup(t, googlechattest.New())
 	h := channeltest.New(t, channel.Builders{"google_chat": googlechat.New})
 	return h, g, h.WebhookURL("google_chat")
 }

@@ -35,9 +35,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		Name: "gotify", Builders: channel.Builders{"gotify": gotify.New}, LinkRoute: "GET /current/user",
 		New: func(t *testing.T) channeltest.Platform {
-			srv := gotifytest.New()
-			t.Cleanup(srv.Close)
-			return platform{srv}
+			return platform{channeltest.Cleanup(t, gotifytest.New())}
 		},
 		BadTokenError: "valid access token",
 		Skip:          map[channeltest.Case]string{channeltest.CaseBadSignature: "Gotify delivers over the client's websocket stream; there is no webhook to sign"},

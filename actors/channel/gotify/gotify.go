@@ -18,7 +18,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,8 +48,8 @@ type Adapter struct {
 // New builds an adapter from a validated configuration; it does no I/O.
 func New(cfg *channel.Config) (channel.Adapter, error) {
 	server := strings.TrimRight(cfg.Text("server_url"), "/")
-	u, err := url.Parse(server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	_, err := channel.HTTPURL(server)
+	if err != nil {
 		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://gotify.example.com"}
 	}
 	return &Adapter{server: server, appToken: cfg.Secret("app_token"), clientToken: cfg.Secret("client_token"),

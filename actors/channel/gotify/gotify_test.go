@@ -18,8 +18,7 @@ func build(t *testing.T, srv *gotifytest.Server, app, client string) *Adapter {
 }
 
 func TestStreamReceiveReplyNoEcho(t *testing.T) {
-	srv := gotifytest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, gotifytest.New())
 	_, _ = srv.Push(gotifytest.PhoneAppToken, "old", "history before fangd started")
 	a := build(t, srv, gotifytest.BotAppToken, gotifytest.BotClientToken)
 	h := channeltest.NewHost()
@@ -55,8 +54,7 @@ func TestStreamReceiveReplyNoEcho(t *testing.T) {
 }
 
 func TestOutageCatchUp(t *testing.T) {
-	srv := gotifytest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, gotifytest.New())
 	a := build(t, srv, gotifytest.BotAppToken, gotifytest.BotClientToken)
 	h := channeltest.NewHost()
 	stop, done := channeltest.Run(a, h)
@@ -75,8 +73,7 @@ func TestOutageCatchUp(t *testing.T) {
 }
 
 func TestBadTokens(t *testing.T) {
-	srv := gotifytest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, gotifytest.New())
 	if err := build(t, srv, gotifytest.BotAppToken, "Cwrong").Run(context.Background(), channeltest.NewHost()); !channel.IsPermanent(err) {
 		t.Fatalf("bad client token: %v", err)
 	}

@@ -38,7 +38,7 @@ func TestConformance(t *testing.T) {
 		Builders:  channel.Builders{"irc": New},
 		New: func(t *testing.T) channeltest.Platform {
 			srv := startNgircd(t)
-			return platform{Proxy: channeltest.NewProxy(t, "127.0.0.1:"+strconv.Itoa(srv.port)), alice: connectUser(t, srv.port, "alice")}
+			return platform{Proxy: channeltest.NewProxy(t, "127.0.0.1:"+strconv.Itoa(srv.Port)), alice: connectUser(t, srv.Port, "alice")}
 		},
 		BadTokenError: "password",
 		NoCatchUp:     "IRC keeps no backlog: a PRIVMSG to a nick that is not connected is refused (ERR_NOSUCHNICK), not stored",

@@ -516,7 +516,7 @@ func (a *Adapter) privmsg(ctx context.Context, h channel.Host, m *message) error
 	} else {
 		in.ChatID = target
 		if a.requireMention {
-			rest, ok := addressed(text, me)
+			rest, ok := channel.Addressed(text, me)
 			if !ok {
 				h.Alive()
 				return nil
@@ -525,18 +525,6 @@ func (a *Adapter) privmsg(ctx context.Context, h channel.Host, m *message) error
 		}
 	}
 	return h.Deliver(ctx, in)
-}
-
-// addressed reports whether text starts with "nick:" or "nick,".
-func addressed(text, nick string) (string, bool) {
-	if len(text) <= len(nick) || !strings.EqualFold(text[:len(nick)], nick) {
-		return "", false
-	}
-	rest := text[len(nick):]
-	if rest[0] != ':' && rest[0] != ',' {
-		return "", false
-	}
-	return strings.TrimSpace(rest[1:]), true
 }
 
 // Send writes the text as PRIVMSG lines: one per line of text, each cut to

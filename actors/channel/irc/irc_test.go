@@ -8,9 +8,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,77 +16,16 @@ import (
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/irc/irctest"
 )
 
-const serverPassword = "letmein"
+const serverPassword = irctest.Password
 
-type ngircd struct {
-	t    *testing.T
-	port int
-	conf string
-	cmd  *exec.Cmd
-}
-
-func ngircdPath(t *testing.T) string {
-	for _, p := range []string{"/usr/sbin/ngircd", "/usr/bin/ngircd"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("ngircd"); err == nil {
-		return p
-	}
-	t.Fatal("ngircd is not installed: run `make test-deps` (apt-get install ngircd)")
-	return ""
-}
-
-func startNgircd(t *testing.T) *ngircd {
+func startNgircd(t *testing.T) *irctest.Ngircd {
 	t.Helper()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755) // ngircd drops root for "nobody", who must read the file
-	n := &ngircd{t: t, port: channeltest.FreePort(t), conf: filepath.Join(dir, "ngircd.conf")}
-	conf := fmt.Sprintf(`[Global]
-Name = irc.fangd.test
-Info = fangd test server
-Listen = 127.0.0.1
-Ports = %d
-Password = %s
-MotdPhrase = "fangd test"
-AdminInfo1 = fangd tests
-AdminEMail = tests@fangd.invalid
-[Limits]
-MaxConnectionsIP = 0
-PingTimeout = 120
-[Options]
-PAM = no
-Ident = no
-DNS = no
-[Channel]
-Name = #fangd
-`, n.port, serverPassword)
-	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n.start()
-	t.Cleanup(n.stop)
+	n := irctest.NewNgircd(t, "[Channel]\nName = #fangd\n")
+	n.Start(t)
 	return n
-}
-
-func (n *ngircd) start() {
-	n.t.Helper()
-	n.cmd = exec.Command(ngircdPath(n.t), "-n", "-f", n.conf)
-	if err := n.cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	channeltest.WaitListening(n.t, "ngircd", n.port)
-}
-
-func (n *ngircd) stop() {
-	if n.cmd != nil && n.cmd.Process != nil {
-		n.cmd.Process.Kill()
-		n.cmd.Wait()
-		n.cmd = nil
-	}
 }
 
 // user is a human on the IRC server, speaking raw protocol. The PRIVMSGs
@@ -111,17 +47,8 @@ func connectUser(t *testing.T, port int, nick string) *user {
 	t.Cleanup(func() { c.Close() })
 	welcome := make(chan struct{})
 	go func() {
-		r := bufio.NewReader(c)
 		once := sync.Once{}
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			m, err := parse(line)
-			if err != nil {
-				continue
-			}
+		readMessages(bufio.NewReader(c), func(m *message) {
 			switch m.command {
 			case "PING":
 				fmt.Fprintf(c, "PONG :%s\r\n", m.param(0))
@@ -133,7 +60,7 @@ func connectUser(t *testing.T, port int, nick string) *user {
 				u.Changed()
 				u.Unlock()
 			}
-		}
+		})
 	}()
 	fmt.Fprintf(c, "PASS %s\r\nNICK %s\r\nUSER %s 0 * :test user\r\n", serverPassword, nick, nick)
 	select {
@@ -181,12 +108,12 @@ func configure(h *channeltest.Harness, port int, password string) {
 func TestIRCRoundTrip(t *testing.T) {
 	srv := startNgircd(t)
 	h := channeltest.New(t, channel.Builders{"irc": New})
-	configure(h, srv.port, serverPassword)
+	configure(h, srv.Port, serverPassword)
 	v := h.WaitState("irc", channel.StateConnected)
 	if v.Identity == nil || v.Identity.Name != "fangdbot" {
 		t.Fatalf("identity = %+v", v.Identity)
 	}
-	alice := connectUser(t, srv.port, "alice")
+	alice := connectUser(t, srv.Port, "alice")
 	alice.say("JOIN #fangd")
 	alice.say("PRIVMSG fangdbot :hello bot")
 	h.WaitFor("direct reply", func() bool { return alice.has("fangdbot>alice>echo: hello bot") }, func() string { return strings.Join(alice.received(), " | ") })
@@ -207,13 +134,13 @@ func TestIRCRoundTrip(t *testing.T) {
 func TestIRCOutageRecoversAndRejoins(t *testing.T) {
 	srv := startNgircd(t)
 	h := channeltest.New(t, channel.Builders{"irc": New})
-	configure(h, srv.port, serverPassword)
+	configure(h, srv.Port, serverPassword)
 	h.WaitState("irc", channel.StateConnected)
-	srv.stop()
+	srv.Stop()
 	h.WaitState("irc", channel.StateBackoff)
-	srv.start()
+	srv.Start(t)
 	h.WaitState("irc", channel.StateConnected)
-	bob := connectUser(t, srv.port, "bob")
+	bob := connectUser(t, srv.Port, "bob")
 	bob.say("JOIN #fangd")
 	// The bot rejoined #fangd after the reconnect, so it hears the channel.
 	h.WaitFor("channel reply after reconnect", func() bool {
@@ -233,10 +160,10 @@ func TestParseAndCut(t *testing.T) {
 			t.Fatalf("piece %q", p)
 		}
 	}
-	if _, ok := addressed("fangdbot: hi", "fangdbot"); !ok {
+	if _, ok := channel.Addressed("fangdbot: hi", "fangdbot"); !ok {
 		t.Fatal("addressed")
 	}
-	if _, ok := addressed("fangdbotty hi", "fangdbot"); ok {
+	if _, ok := channel.Addressed("fangdbotty hi", "fangdbot"); ok {
 		t.Fatal("not addressed")
 	}
 }

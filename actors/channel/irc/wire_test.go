@@ -96,16 +96,7 @@ func (r recorder) Write(p []byte) (int, error) {
 }
 
 func (s *wireServer) serve(c net.Conn) {
-	r := bufio.NewReader(io.TeeReader(c, recorder{s}))
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		m, err := parse(line)
-		if err != nil {
-			continue
-		}
+	readMessages(bufio.NewReader(io.TeeReader(c, recorder{s})), func(m *message) {
 		s.mu.Lock()
 		sasl, result := s.sasl, s.saslResult
 		s.mu.Unlock()
@@ -126,6 +117,20 @@ func (s *wireServer) serve(c net.Conn) {
 			io.WriteString(c, ":srv 001 fangdbot :Welcome\r\n")
 		case m.command == "PING":
 			fmt.Fprintf(c, ":srv PONG srv :%s\r\n", m.param(0))
+		}
+	})
+}
+
+// readMessages hands fn each IRC message read from r, passing over lines
+// that do not parse, until r ends: the read loop of every fake peer.
+func readMessages(r *bufio.Reader, fn func(m *message)) {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if m, err := parse(line); err == nil {
+			fn(m)
 		}
 	}
 }

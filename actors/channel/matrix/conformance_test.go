@@ -36,9 +36,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		Name: "matrix", Builders: channel.Builders{"matrix": matrix.New}, LinkRoute: "whoami",
 		New: func(t *testing.T) channeltest.Platform {
-			fake := matrixtest.New("syt_good")
-			t.Cleanup(fake.Close)
-			return platform{fake}
+			return platform{channeltest.Cleanup(t, matrixtest.New("syt_good"))}
 		},
 		BadTokenError: "M_UNKNOWN_TOKEN",
 		Skip:          map[channeltest.Case]string{channeltest.CaseBadSignature: "the Matrix adapter reads /sync as a client; it takes no application-service pushes"},

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -32,8 +31,8 @@ type Adapter struct {
 // New builds the adapter (no I/O).
 func New(cfg *channel.Config) (channel.Adapter, error) {
 	hs := strings.TrimRight(cfg.Text("homeserver_url"), "/")
-	u, err := url.Parse(hs)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	_, err := channel.HTTPURL(hs)
+	if err != nil {
 		return nil, &channel.FieldError{Field: "homeserver_url", Msg: "must be an http(s) URL"}
 	}
 	uid := cfg.Text("user_id")

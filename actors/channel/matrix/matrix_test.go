@@ -15,8 +15,7 @@ import (
 const room = "!lobby:fake.test"
 
 func setup(t *testing.T, token string) (*channeltest.Harness, *matrixtest.Server) {
-	fake := matrixtest.New("syt_good")
-	t.Cleanup(fake.Close)
+	fake := channeltest.Cleanup(t, matrixtest.New("syt_good"))
 	h := channeltest.New(t, channel.Builders{"matrix": matrix.New})
 	h.Configure("matrix", map[string]any{"token": token, "homeserver_url": fake.URL, "agent_name": channeltest.AgentName})
 	return h, fake

@@ -19,8 +19,7 @@ func build(t *testing.T, srv *mattermosttest.Server, token string) *Adapter {
 }
 
 func TestConnectReceiveReply(t *testing.T) {
-	srv := mattermosttest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, mattermosttest.New())
 	a := build(t, srv, mattermosttest.BotToken)
 	h := channeltest.NewHost()
 	ctx := context.Background()
@@ -62,8 +61,7 @@ func TestConnectReceiveReply(t *testing.T) {
 }
 
 func TestBadTokenIsPermanent(t *testing.T) {
-	srv := mattermosttest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, mattermosttest.New())
 	a := build(t, srv, "wrong-token")
 	err := a.Run(context.Background(), channeltest.NewHost())
 	if !channel.IsPermanent(err) {
@@ -81,8 +79,7 @@ func TestBadTokenIsPermanent(t *testing.T) {
 }
 
 func TestOutageIsTransientAndRecovers(t *testing.T) {
-	srv := mattermosttest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, mattermosttest.New())
 	a := build(t, srv, mattermosttest.BotToken)
 	h := channeltest.NewHost()
 	stop, done := channeltest.Run(a, h)
@@ -101,8 +98,7 @@ func TestOutageIsTransientAndRecovers(t *testing.T) {
 }
 
 func TestSendErrors(t *testing.T) {
-	srv := mattermosttest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, mattermosttest.New())
 	a := build(t, srv, mattermosttest.BotToken)
 	ctx := context.Background()
 
@@ -137,8 +133,7 @@ func TestBuildRejectsBadURL(t *testing.T) {
 }
 
 func TestRetriedSendIsNotDuplicated(t *testing.T) {
-	srv := mattermosttest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, mattermosttest.New())
 	a := build(t, srv, mattermosttest.BotToken)
 	if _, err := a.Probe(context.Background()); err != nil {
 		t.Fatal(err)

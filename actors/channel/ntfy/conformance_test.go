@@ -36,9 +36,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		Name: "ntfy", Builders: channel.Builders{"ntfy": ntfy.New}, LinkRoute: "GET /v1/account",
 		New: func(t *testing.T) channeltest.Platform {
-			srv := ntfytest.New()
-			t.Cleanup(srv.Close)
-			return platform{srv}
+			return platform{channeltest.Cleanup(t, ntfytest.New())}
 		},
 		BadTokenError: "unauthorized",
 		NoRetryAfter:  true, // ntfy's 429 (code 42901) names no wait

@@ -52,8 +52,8 @@ type Adapter struct {
 // New builds an adapter from a validated configuration; it does no I/O.
 func New(cfg *channel.Config) (channel.Adapter, error) {
 	server := strings.TrimRight(cfg.Text("server_url"), "/")
-	u, err := url.Parse(server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	_, err := channel.HTTPURL(server)
+	if err != nil {
 		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://ntfy.sh"}
 	}
 	topic := cfg.Text("topic")

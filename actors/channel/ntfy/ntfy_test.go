@@ -18,8 +18,7 @@ func build(t *testing.T, srv *ntfytest.Server, token string) *Adapter {
 }
 
 func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
-	srv := ntfytest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, ntfytest.New())
 	a := build(t, srv, ntfytest.BotToken)
 	h := channeltest.NewHost()
 	ctx := context.Background()
@@ -59,8 +58,7 @@ func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
 }
 
 func TestResumeFromCursorAfterOutage(t *testing.T) {
-	srv := ntfytest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, ntfytest.New())
 	a := build(t, srv, ntfytest.BotToken)
 	h := channeltest.NewHost()
 	stop, done := channeltest.Run(a, h)
@@ -88,8 +86,7 @@ func TestResumeFromCursorAfterOutage(t *testing.T) {
 }
 
 func TestBadTokenPermanentNoStorm(t *testing.T) {
-	srv := ntfytest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, ntfytest.New())
 	a := build(t, srv, "tk_wrong")
 	if err := a.Run(context.Background(), channeltest.NewHost()); !channel.IsPermanent(err) {
 		t.Fatalf("Run = %v", err)
@@ -108,8 +105,7 @@ func TestBadTokenPermanentNoStorm(t *testing.T) {
 }
 
 func TestSendLimitsAndSplit(t *testing.T) {
-	srv := ntfytest.New()
-	defer srv.Close()
+	srv := channeltest.Cleanup(t, ntfytest.New())
 	a := build(t, srv, ntfytest.BotToken)
 	ctx := context.Background()
 	srv.RateLimitNext(1, 1)

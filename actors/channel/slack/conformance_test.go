@@ -52,9 +52,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		Name: "slack", Builders: channel.Builders{"slack": slack.New}, LinkRoute: "auth.test",
 		New: func(t *testing.T) channeltest.Platform {
-			fake := slacktest.New(botToken, appToken)
-			t.Cleanup(fake.Close)
-			return &platform{Server: fake}
+			return &platform{Server: channeltest.Cleanup(t, slacktest.New(botToken, appToken))}
 		},
 		BadTokenError: "invalid_auth",
 		NoCatchUp:     "Slack redelivers an unacknowledged event on its own schedule (retry_attempt, minutes apart), which the fake does not model",

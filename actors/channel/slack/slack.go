@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -51,8 +50,8 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "app_token", Msg: "set app_token for Socket Mode, or signing_secret for the Events API webhook"}
 	}
 	apiURL := cfg.Text("api_url")
-	u, err := url.Parse(apiURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	_, err := channel.HTTPURL(apiURL)
+	if err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: "must be an http(s) URL"}
 	}
 	if !strings.HasSuffix(apiURL, "/") {

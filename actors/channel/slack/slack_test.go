@@ -25,8 +25,7 @@ const (
 )
 
 func setup(t *testing.T, body map[string]any) (*channeltest.Harness, *slacktest.Server) {
-	fake := slacktest.New(botToken, appToken)
-	t.Cleanup(fake.Close)
+	fake := channeltest.Cleanup(t, slacktest.New(botToken, appToken))
 	h := channeltest.New(t, channel.Builders{"slack": slack.New})
 	b := map[string]any{"api_url": fake.APIURL(), "agent_name": channeltest.AgentName}
 	for k, v := range body {

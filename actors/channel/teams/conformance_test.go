@@ -41,9 +41,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		Name: "teams", Builders: channel.Builders{"teams": teams.New}, LinkRoute: "POST " + teamstest.TokenPath, Pushed: true,
 		New: func(t *testing.T) channeltest.Platform {
-			ms := teamstest.New(appID, password)
-			t.Cleanup(ms.Close)
-			return &platform{Server: ms}
+			return &platform{Server: channeltest.Cleanup(t, teamstest.New(appID, password))}
 		},
 		BadTokenError: "AADSTS7000215",
 	})

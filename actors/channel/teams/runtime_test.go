@@ -19,8 +19,7 @@ const (
 var alice = teamstest.Account{ID: "29:1alice", Name: "Alice", AADObjectID: "aad-alice"}
 
 func setup(t *testing.T) (*channeltest.Harness, *teamstest.Server, string) {
-	ms := teamstest.New(appID, password)
-	t.Cleanup(ms.Close)
+	ms := channeltest.Cleanup(t, teamstest.New(appID, password))
 	h := channeltest.New(t, channel.Builders{"teams": teams.New})
 	return h, ms, h.WebhookURL("teams")
 }

@@ -60,8 +60,8 @@ type Adapter struct {
 // New builds an adapter from a validated configuration; it does no I/O.
 func New(cfg *channel.Config) (channel.Adapter, error) {
 	for _, k := range []string{"auth_url", "openid_url"} {
-		u, err := url.Parse(cfg.Text(k))
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		_, err := channel.HTTPURL(cfg.Text(k))
+		if err != nil {
 			return nil, &channel.FieldError{Field: k, Msg: "must be an http(s) URL"}
 		}
 	}

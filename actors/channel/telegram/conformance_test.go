@@ -57,8 +57,7 @@ func suite(webhook bool) channeltest.Suite {
 	s := channeltest.Suite{
 		Name: "telegram", Builders: channel.Builders{"telegram": telegram.New}, LinkRoute: "getMe",
 		New: func(t *testing.T) channeltest.Platform {
-			fake := telegramtest.New(token)
-			t.Cleanup(fake.Close)
+			fake := channeltest.Cleanup(t, telegramtest.New(token))
 			return &platform{Server: fake, webhook: webhook}
 		},
 		BadTokenError: "Unauthorized",

@@ -2,10 +2,8 @@ package telegram_test
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/fangd/fangd/actors/channel"
@@ -32,23 +30,8 @@ func TestAPIURLFollowsNetworkPolicy(t *testing.T) {
 
 	// A listener on a loopback address the policy does not allow, counting
 	// connections.
-	trap, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Skipf("no 127.0.0.2 on this machine: %v", err)
-	}
-	defer trap.Close()
-	var hits atomic.Int32
-	go func() {
-		for {
-			c, err := trap.Accept()
-			if err != nil {
-				return
-			}
-			hits.Add(1)
-			c.Close()
-		}
-	}()
-	port := strconv.Itoa(trap.Addr().(*net.TCPAddr).Port)
+	trapPort, hits := channeltest.Trap(t)
+	port := strconv.Itoa(trapPort)
 
 	for url, says := range map[string][]string{
 		"http://127.0.0.2:" + port:     {"field api_url", "loopback", "allow_hosts"},
@@ -85,8 +68,7 @@ func TestAPIURLFollowsNetworkPolicy(t *testing.T) {
 		t.Fatalf("status: %q", v.LastError)
 	}
 
-	fake := telegramtest.New(token)
-	defer fake.Close()
+	fake := channeltest.Cleanup(t, telegramtest.New(token))
 	h.Configure("telegram", map[string]any{"token": token, "api_url": fake.URL(), "poll_interval_secs": 1})
 	h.WaitState("telegram", channel.StateConnected)
 	if n := hits.Load(); n != 0 {

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -46,7 +45,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "bot_token", Msg: "is not a bot token (expected 123456:ABC...)"}
 	}
 	api := strings.TrimRight(cfg.Text("api_url"), "/")
-	if err := checkURL(api); err != nil {
+	if _, err := channel.HTTPURL(api); err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}
 	}
 	a := &Adapter{base: api + "/bot" + token + "/", token: token, timeout: cfg.Int("poll_interval_secs"),
@@ -61,7 +60,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		a.timeout = 30
 	}
 	if a.hookURL != "" {
-		if err := checkURL(a.hookURL); err != nil || !strings.HasPrefix(a.hookURL, "https://") && !isLoopbackURL(a.hookURL) {
+		if _, err := channel.HTTPURL(a.hookURL); err != nil || !strings.HasPrefix(a.hookURL, "https://") && !isLoopbackURL(a.hookURL) {
 			return nil, &channel.FieldError{Field: "webhook_url", Msg: "must be an https URL that reaches /channels/" + cfg.Name + "/webhook"}
 		}
 		if a.secret == "" {
@@ -72,14 +71,6 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "webhook_secret", Msg: "must be 1-256 characters of A-Z, a-z, 0-9, _ and -"}
 	}
 	return a, nil
-}
-
-func checkURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("must be an http(s) URL")
-	}
-	return nil
 }
 
 func isLoopbackURL(s string) bool {

@@ -20,8 +20,7 @@ import (
 const token = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
 
 func setup(t *testing.T) (*channeltest.Harness, *telegramtest.Server) {
-	fake := telegramtest.New(token)
-	t.Cleanup(fake.Close)
+	fake := channeltest.Cleanup(t, telegramtest.New(token))
 	h := channeltest.New(t, channel.Builders{"telegram": telegram.New})
 	return h, fake
 }
@@ -123,8 +122,7 @@ func TestConfigValidation(t *testing.T) {
 // the connection of the waiting getUpdates close, long before the poll's
 // 50 s would have run out.
 func TestStopCancelsLongPoll(t *testing.T) {
-	fake := telegramtest.New(token)
-	t.Cleanup(fake.Close)
+	fake := channeltest.Cleanup(t, telegramtest.New(token))
 	// Connections in a request (a waiting poll), by the server's view.
 	var mu sync.Mutex
 	active := map[net.Conn]bool{}

@@ -42,9 +42,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		Name: "webhook", Builders: channel.Builders{"webhook": webhook.New}, LinkRoute: webhooktest.CallbackRoute, Pushed: true,
 		New: func(t *testing.T) channeltest.Platform {
-			rcv := webhooktest.NewReceiver(secret)
-			t.Cleanup(rcv.Close)
-			return &platform{Receiver: rcv}
+			return &platform{Receiver: channeltest.Cleanup(t, webhooktest.NewReceiver(secret))}
 		},
 		BadTokenError: "HTTP 401",
 	})

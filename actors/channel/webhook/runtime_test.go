@@ -13,8 +13,7 @@ import (
 const secret = "0123456789abcdef-shared"
 
 func setup(t *testing.T, receiverSecret string) (*channeltest.Harness, *webhooktest.Receiver, string) {
-	rcv := webhooktest.NewReceiver(receiverSecret)
-	t.Cleanup(rcv.Close)
+	rcv := channeltest.Cleanup(t, webhooktest.NewReceiver(receiverSecret))
 	h := channeltest.New(t, channel.Builders{"webhook": webhook.New})
 	return h, rcv, h.WebhookURL("webhook")
 }

@@ -43,8 +43,8 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	}
 	cb := cfg.Text("callback_url")
 	if cb != "" {
-		u, err := url.Parse(cb)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		_, err := channel.HTTPURL(cb)
+		if err != nil {
 			return nil, &channel.FieldError{Field: "callback_url", Msg: "must be an http(s) URL"}
 		}
 	}
@@ -99,13 +99,7 @@ func (a *Adapter) Probe(ctx context.Context) (channel.Identity, error) {
 // Run has no connection to hold: inbound arrives through Webhook. It
 // checks the callback once, reports the channel connected and waits.
 func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
-	id, err := a.Probe(ctx)
-	if err != nil {
-		return err
-	}
-	host.Connected(id)
-	<-ctx.Done()
-	return nil
+	return channel.RunPushed(ctx, host, a.Probe)
 }
 
 // Send POSTs a reply to the callback URL.

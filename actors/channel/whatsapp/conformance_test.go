@@ -44,9 +44,7 @@ func TestConformance(t *testing.T) {
 		Name: "whatsapp", Builders: channel.Builders{"whatsapp": whatsapp.New}, LinkRoute: "GET /{version}/" + whatsapptest.PhoneNumberID,
 		Pushed: true, NoRetryAfter: true, // the Graph API's 130429 names no wait
 		New: func(t *testing.T) channeltest.Platform {
-			srv := whatsapptest.New(accessToken, appSecret)
-			t.Cleanup(srv.Close)
-			return &platform{Server: srv}
+			return &platform{Server: channeltest.Cleanup(t, whatsapptest.New(accessToken, appSecret))}
 		},
 		BadTokenError: "Error validating access token",
 	})

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
 )
 
@@ -41,8 +42,7 @@ func TestQRGatewayUnreachable(t *testing.T) {
 }
 
 func TestQRFlow(t *testing.T) {
-	gw := whatsapptest.NewGateway()
-	defer gw.Close()
+	gw := channeltest.Cleanup(t, whatsapptest.NewGateway())
 	t.Setenv(GatewayEnv, gw.URL+"/")
 	url := GatewayURL("")
 	if url != gw.URL {

@@ -18,8 +18,7 @@ const (
 )
 
 func setup(t *testing.T) (*channeltest.Harness, *whatsapptest.Server, string) {
-	srv := whatsapptest.New(accessToken, appSecret)
-	t.Cleanup(srv.Close)
+	srv := channeltest.Cleanup(t, whatsapptest.New(accessToken, appSecret))
 	h := channeltest.New(t, channel.Builders{"whatsapp": whatsapp.New})
 	return h, srv, h.WebhookURL("whatsapp")
 }
@@ -86,8 +85,7 @@ func TestBadSignatureIs401(t *testing.T) {
 }
 
 func TestGatewayModeSendsThroughGateway(t *testing.T) {
-	gw := whatsapptest.NewGateway()
-	defer gw.Close()
+	gw := channeltest.Cleanup(t, whatsapptest.NewGateway())
 	h := channeltest.New(t, channel.Builders{"whatsapp": whatsapp.New})
 	h.Configure("whatsapp", map[string]any{"gateway_url": gw.URL})
 	// Not linked yet: the channel waits (backoff), it does not give up.

@@ -52,14 +52,14 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		if gw == "" {
 			return nil, &channel.FieldError{Field: "access_token", Msg: "is required (Cloud API), or set gateway_url for a WhatsApp Web gateway"}
 		}
-		if err := checkURL(gw); err != nil {
+		if _, err := channel.HTTPURL(gw); err != nil {
 			return nil, &channel.FieldError{Field: "gateway_url", Msg: err.Error()}
 		}
 		a.gateway = strings.TrimRight(gw, "/")
 		return a, nil
 	}
 	a.api = strings.TrimRight(cfg.Text("api_url"), "/")
-	if err := checkURL(a.api); err != nil {
+	if _, err := channel.HTTPURL(a.api); err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}
 	}
 	if a.phoneID == "" {
@@ -74,14 +74,6 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 		return nil, &channel.FieldError{Field: "app_secret", Msg: "is required to verify X-Hub-Signature-256 on webhook deliveries"}
 	}
 	return a, nil
-}
-
-func checkURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("must be an http(s) URL")
-	}
-	return nil
 }
 
 // Capabilities of WhatsApp: 4096-character texts, replies quote the
@@ -127,13 +119,7 @@ func (a *Adapter) Probe(ctx context.Context) (channel.Identity, error) {
 // Run has no connection of its own in Cloud API mode (messages arrive as
 // webhooks): it checks the credentials, reports connected and waits.
 func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
-	id, err := a.Probe(ctx)
-	if err != nil {
-		return err
-	}
-	host.Connected(id)
-	<-ctx.Done()
-	return nil
+	return channel.RunPushed(ctx, host, a.Probe)
 }
 
 // Send delivers one text message; a reply quotes the message it answers.

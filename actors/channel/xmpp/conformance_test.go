@@ -40,7 +40,7 @@ func TestConformance(t *testing.T) {
 		Builders:  channel.Builders{"xmpp": New},
 		New: func(t *testing.T) channeltest.Platform {
 			srv := startProsody(t)
-			return platform{Proxy: channeltest.NewProxy(t, "127.0.0.1:"+strconv.Itoa(srv.port)), alice: login(t, srv.port)}
+			return platform{Proxy: channeltest.NewProxy(t, "127.0.0.1:"+strconv.Itoa(srv.Port)), alice: login(t, srv.Port)}
 		},
 		BadTokenError: "login failed",
 		Skip: map[channeltest.Case]string{

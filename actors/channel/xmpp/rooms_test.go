@@ -39,9 +39,9 @@ func (h *human) gotAs(from, typ, text string) bool {
 func TestXMPPCreatedRoomIsUnlockedForOthers(t *testing.T) {
 	srv := startLockingProsody(t)
 	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configureRooms(h, srv.port, "fresh@conference.localhost") // the bot creates it
+	configureRooms(h, srv.Port, "fresh@conference.localhost") // the bot creates it
 	h.WaitState("xmpp", channel.StateConnected)
-	alice := login(t, srv.port)
+	alice := login(t, srv.Port)
 	// Until the bot configures the room, prosody answers alice's join with
 	// item-not-found and her message never reaches the bot.
 	h.WaitFor("alice in the room, answered there", func() bool {
@@ -57,13 +57,13 @@ func TestXMPPCreatedRoomIsUnlockedForOthers(t *testing.T) {
 
 func TestXMPPRoomJoinFailureIsReported(t *testing.T) {
 	srv := startLockingProsody(t)
-	alice := login(t, srv.port)
+	alice := login(t, srv.Port)
 	// alice creates the room and holds it (locked, unconfigured), so the
 	// bot's join is refused.
 	alice.c.JoinMUCNoHistory("busy@conference.localhost", "alice")
 	time.Sleep(200 * time.Millisecond)
 	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configureRooms(h, srv.port, "busy@conference.localhost")
+	configureRooms(h, srv.Port, "busy@conference.localhost")
 	v := h.WaitState("xmpp", channel.StateDegraded)
 	if !strings.Contains(v.LastError, "could not join room busy@conference.localhost") {
 		t.Fatalf("last_error = %q", v.LastError)
@@ -76,9 +76,9 @@ func TestXMPPRoomJoinFailureIsReported(t *testing.T) {
 func TestXMPPPrivateRoomMessageIsAnsweredPrivately(t *testing.T) {
 	srv := startProsody(t)
 	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configureRooms(h, srv.port, "lobby@conference.localhost")
+	configureRooms(h, srv.Port, "lobby@conference.localhost")
 	h.WaitState("xmpp", channel.StateConnected)
-	alice := login(t, srv.port)
+	alice := login(t, srv.Port)
 	alice.c.JoinMUCNoHistory("lobby@conference.localhost", "alice")
 	time.Sleep(200 * time.Millisecond)
 	alice.c.Send(goxmpp.Chat{Remote: "lobby@conference.localhost/bot", Type: "chat", Text: "a private question"})
@@ -124,7 +124,7 @@ func TestXMPPStanzasCarryNoControlCharacters(t *testing.T) {
 	srv := startProsody(t)
 	spec, _ := channel.Lookup("xmpp")
 	ad, err := New(&channel.Config{Spec: spec, Values: map[string]string{"jid": "bot@localhost", "server": "127.0.0.1",
-		"port": strconv.Itoa(srv.port), "starttls": "false"}, Secrets: map[string]string{"password": "botpw"}})
+		"port": strconv.Itoa(srv.Port), "starttls": "false"}, Secrets: map[string]string{"password": "botpw"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestXMPPStanzasCarryNoControlCharacters(t *testing.T) {
 	go func() { done <- a.Run(ctx, host) }()
 	defer func() { cancel(); <-done }()
 	<-host.Connections
-	alice := login(t, srv.port)
+	alice := login(t, srv.Port)
 
 	text := "line\r\nnul\x00 esc\x1b bell\x07 end</body></message><presence type='unavailable'/>\ufffe"
 	if _, err := a.Send(ctx, channel.Outbound{ChatID: "alice@localhost", Text: text, ThreadID: "t\x01h"}); err != nil {

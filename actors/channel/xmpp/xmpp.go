@@ -322,7 +322,7 @@ func (a *Adapter) inbound(v goxmpp.Chat) (channel.Inbound, bool) {
 		}
 		in.ChatID, in.UserID, in.UserName = room, v.Remote, nick
 		if a.requireMention {
-			rest, ok := addressed(text, a.roomNick)
+			rest, ok := channel.Addressed(text, a.roomNick)
 			if !ok {
 				return channel.Inbound{}, false
 			}
@@ -347,18 +347,6 @@ func (a *Adapter) inbound(v goxmpp.Chat) (channel.Inbound, bool) {
 	}
 	in.ChatID, in.UserID, in.UserName, in.Direct = from, from, from, true
 	return in, true
-}
-
-// addressed reports whether text starts with "nick:" or "nick,".
-func addressed(text, nick string) (string, bool) {
-	if len(text) <= len(nick) || !strings.EqualFold(text[:len(nick)], nick) {
-		return "", false
-	}
-	rest := text[len(nick):]
-	if rest[0] != ':' && rest[0] != ',' {
-		return "", false
-	}
-	return strings.TrimSpace(rest[1:]), true
 }
 
 func (a *Adapter) live() *goxmpp.Client {

@@ -5,10 +5,6 @@ package xmpp
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,78 +14,22 @@ import (
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
+	"github.com/fangd/fangd/actors/channel/xmpp/xmpptest"
 )
 
-type prosody struct {
-	t    *testing.T
-	dir  string
-	conf string
-	port int
-	cmd  *exec.Cmd
-}
-
-func startProsody(t *testing.T) *prosody {
+func startProsody(t *testing.T) *xmpptest.Prosody {
 	return startProsodyWith(t, "    muc_room_locking = false\n")
 }
 
 // startLockingProsody keeps prosody's default: a room stays locked until
 // its creator configures it.
-func startLockingProsody(t *testing.T) *prosody { return startProsodyWith(t, "") }
+func startLockingProsody(t *testing.T) *xmpptest.Prosody { return startProsodyWith(t, "") }
 
-func startProsodyWith(t *testing.T, mucOptions string) *prosody {
+func startProsodyWith(t *testing.T, mucOptions string) *xmpptest.Prosody {
 	t.Helper()
-	if _, err := exec.LookPath("prosody"); err != nil {
-		t.Fatal("prosody is not installed: run `make test-deps` (apt-get install prosody)")
-	}
-	dir := t.TempDir()
-	p := &prosody{t: t, dir: dir, conf: filepath.Join(dir, "prosody.cfg.lua"), port: channeltest.FreePort(t)}
-	conf := fmt.Sprintf(`run_as_root = true
-daemonize = false
-pidfile = %q
-data_path = %q
-certificates = %q
-log = { { levels = { min = "error" }, to = "console" } }
-interfaces = { "127.0.0.1" }
-c2s_ports = { %d }
-s2s_ports = { }
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-authentication = "internal_plain"
-modules_enabled = { "roster", "saslauth", "disco", "ping", "posix", "offline" }
-modules_disabled = { "s2s" }
-VirtualHost "localhost"
-Component "conference.localhost" "muc"
-%s`, filepath.Join(dir, "prosody.pid"), filepath.Join(dir, "data"), dir, p.port, mucOptions)
-	os.MkdirAll(filepath.Join(dir, "data"), 0o755)
-	if err := os.WriteFile(p.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for user, pw := range map[string]string{"bot": "botpw", "alice": "alicepw"} {
-		out, err := exec.Command("prosodyctl", "--config", p.conf, "register", user, "localhost", pw).CombinedOutput()
-		if err != nil {
-			t.Fatalf("prosodyctl register %s: %v\n%s", user, err, out)
-		}
-	}
-	p.start()
-	t.Cleanup(p.stop)
+	p := xmpptest.NewProsody(t, "Component \"conference.localhost\" \"muc\"\n"+mucOptions)
+	p.Start(t)
 	return p
-}
-
-func (p *prosody) start() {
-	p.t.Helper()
-	p.cmd = exec.Command("prosody", "--config", p.conf)
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	channeltest.WaitListening(p.t, "prosody", p.port)
-}
-
-func (p *prosody) stop() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		p.cmd = nil
-	}
 }
 
 // human is alice on her own XMPP client.
@@ -163,9 +103,9 @@ func configure(h *channeltest.Harness, port int, password string) {
 func TestXMPPChatAndRoom(t *testing.T) {
 	srv := startProsody(t)
 	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configure(h, srv.port, "botpw")
+	configure(h, srv.Port, "botpw")
 	h.WaitState("xmpp", channel.StateConnected)
-	alice := login(t, srv.port)
+	alice := login(t, srv.Port)
 	alice.c.Send(goxmpp.Chat{Remote: "bot@localhost", Type: "chat", Text: "hello bot"})
 	h.WaitFor("direct reply", func() bool { return alice.has("bot@localhost", "echo: hello bot") }, alice.dump)
 

@@ -5,6 +5,8 @@
 package kerneltest
 
 import (
+	"context"
+	"io"
 	"testing"
 	"time"
 )
@@ -28,5 +30,26 @@ func WaitFor(t testing.TB, what string, cond func() bool, detail ...func() strin
 			t.Fatal(msg)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ShutdownWait bounds how long Stop waits for the actors to stop.
+const ShutdownWait = 10 * time.Second
+
+// Shutdowner is a kernel (kerneltest imports nothing of fangd, so it names
+// only the method it calls).
+type Shutdowner interface {
+	Shutdown(ctx context.Context) []string
+}
+
+// Stop is every test harness's stop, as a daemon stop does it: shut k's
+// actors down (waiting at most ShutdownWait), then close each of closers
+// (the store) in order, once nothing writes to them any more.
+func Stop(k Shutdowner, closers ...io.Closer) {
+	ctx, cancel := context.WithTimeout(context.Background(), ShutdownWait)
+	defer cancel()
+	k.Shutdown(ctx)
+	for _, c := range closers {
+		_ = c.Close()
 	}
 }

@@ -32,11 +32,10 @@ type Server struct {
 	Token string
 	BotID string
 
-	channeltest.FakeState
+	channeltest.Recorder[Sent]
 
 	seq    int
 	nextID int
-	sent   []Sent
 }
 
 // New starts a fake Discord where token is the bot's token. In an outage
@@ -68,16 +67,6 @@ func apiPath(r *http.Request) string {
 
 // APIURL is the api_url to configure.
 func (s *Server) APIURL() string { return s.URL + "/api/v9" }
-
-// Sent returns the bot's messages.
-func (s *Server) Sent() []Sent {
-	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
-}
-
-// WaitSent waits for a message of the bot matching match.
-func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
-	return channeltest.WaitMatch(ctx, &s.FakeState, "discordtest: no matching message", func() []Sent { return s.sent }, match)
-}
 
 // Calls counts REST calls by "METHOD path" and gateway identifies as
 // "IDENTIFY".
@@ -175,8 +164,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		if body.MessageReference != nil {
 			m.ReplyTo = body.MessageReference.MessageID
 		}
-		s.sent = append(s.sent, m)
-		s.Changed()
+		s.Record(m)
 		s.Unlock()
 		writeJSON(w, map[string]any{"id": id, "channel_id": ch, "content": body.Content, "timestamp": time.Now().Format(time.RFC3339),
 			"author": map[string]any{"id": s.BotID, "username": "fangdbot", "bot": true}})
@@ -199,17 +187,9 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 	identified := false
 	detach := func() {}
 	defer func() { detach() }()
-	for {
-		_, raw, err := c.ReadMessage()
+	channeltest.ReadJSON(c, func(p gatewayFrame, err error) bool {
 		if err != nil {
-			return
-		}
-		var p struct {
-			Op int             `json:"op"`
-			D  json.RawMessage `json:"d"`
-		}
-		if json.Unmarshal(raw, &p) != nil {
-			return
+			return false
 		}
 		switch p.Op {
 		case 1: // heartbeat
@@ -224,7 +204,7 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 				s.Write(c, func(c *websocket.Conn) error {
 					return c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4004, "Authentication failed."))
 				})
-				return
+				return false
 			}
 			identified = true
 			s.Lock()
@@ -237,5 +217,12 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 				"private_channels": []any{}}})
 			detach = s.Attach(c)
 		}
-	}
+		return true
+	})
+}
+
+// gatewayFrame is a gateway payload the client sends.
+type gatewayFrame struct {
+	Op int             `json:"op"`
+	D  json.RawMessage `json:"d"`
 }

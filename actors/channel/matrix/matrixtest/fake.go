@@ -29,12 +29,11 @@ type Server struct {
 	Token  string
 	UserID string
 
-	channeltest.FakeState
+	channeltest.Recorder[Sent]
 
 	events  []roomEvent // the timeline, in order; batch token = index
 	invites []string
 	joined  map[string]bool
-	sent    []Sent
 	txns    map[string]string
 	nextID  int
 }
@@ -113,16 +112,6 @@ func (s *Server) Say(room, sender, body string) string {
 	return evID
 }
 
-// Sent returns what the bot sent.
-func (s *Server) Sent() []Sent {
-	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
-}
-
-// WaitSent waits for a message of the bot matching match.
-func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
-	return channeltest.WaitMatch(ctx, &s.FakeState, "matrixtest: no matching message", func() []Sent { return s.sent }, match)
-}
-
 // Calls counts requests to an endpoint name ("whoami", "sync", "send").
 func (s *Server) Calls(name string) int { return s.Requests(name) }
 
@@ -191,8 +180,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		if content.RelatesTo != nil && content.RelatesTo.InReplyTo != nil {
 			sent.InReplyTo = content.RelatesTo.InReplyTo.EventID
 		}
-		s.sent = append(s.sent, sent)
-		s.Changed()
+		s.Record(sent)
 		s.events = append(s.events, roomEvent{room: room, raw: map[string]any{"type": "m.room.message", "event_id": ev,
 			"sender": s.UserID, "origin_server_ts": time.Now().UnixMilli(), "content": map[string]any{"msgtype": "m.text", "body": content.Body}}})
 		writeJSON(w, 200, map[string]any{"event_id": ev})

@@ -451,18 +451,9 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 	if uid != "" {
 		s.authenticate(wc, uid)
 	}
-	for {
-		_, data, err := c.ReadMessage()
+	channeltest.ReadJSON(c, func(req wsRequest, err error) bool {
 		if err != nil {
-			return
-		}
-		var req struct {
-			Seq    int64          `json:"seq"`
-			Action string         `json:"action"`
-			Data   map[string]any `json:"data"`
-		}
-		if json.Unmarshal(data, &req) != nil {
-			continue
+			return true
 		}
 		switch req.Action {
 		case "authentication_challenge":
@@ -473,7 +464,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 			if id == "" {
 				wc.write(map[string]any{"status": "FAIL", "seq_reply": req.Seq, "error": AppError{
 					ID: "api.web_socket_router.not_authenticated.app_error", Message: "Invalid or expired session, please login again.", StatusCode: 401}})
-				continue
+				return true
 			}
 			wc.write(map[string]any{"status": "OK", "seq_reply": req.Seq})
 			if wc.userID == "" {
@@ -483,11 +474,19 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 			if wc.userID == "" {
 				wc.write(map[string]any{"status": "FAIL", "seq_reply": req.Seq, "error": AppError{
 					ID: "api.web_socket_router.not_authenticated.app_error", Message: "Invalid or expired session, please login again.", StatusCode: 401}})
-				continue
+				return true
 			}
 			wc.write(map[string]any{"status": "OK", "seq_reply": req.Seq})
 		}
-	}
+		return true
+	})
+}
+
+// wsRequest is a request the client sends on the websocket.
+type wsRequest struct {
+	Seq    int64          `json:"seq"`
+	Action string         `json:"action"`
+	Data   map[string]any `json:"data"`
 }
 
 func (s *Server) authenticate(wc *wsConn, uid string) {

@@ -29,10 +29,9 @@ type Server struct {
 	BotToken, AppToken string
 	BotUserID          string
 
-	channeltest.FakeState
+	channeltest.Recorder[Sent]
 
 	acks   map[string]bool
-	sent   []Sent
 	nextID int
 }
 
@@ -56,16 +55,6 @@ func New(botToken, appToken string) *Server {
 
 // APIURL is the api_url to configure.
 func (s *Server) APIURL() string { return s.URL + "/api/" }
-
-// Sent returns the bot's messages.
-func (s *Server) Sent() []Sent {
-	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
-}
-
-// WaitSent waits for a chat.postMessage matching match.
-func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
-	return channeltest.WaitMatch(ctx, &s.FakeState, "slacktest: no matching message", func() []Sent { return s.sent }, match)
-}
 
 // Calls counts Web API calls by method name.
 func (s *Server) Calls(method string) int { return s.Requests(method) }
@@ -162,10 +151,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.Lock()
-		s.sent = append(s.sent, Sent{Channel: ch, Text: text, ThreadTS: r.Form.Get("thread_ts")})
+		s.Record(Sent{Channel: ch, Text: text, ThreadTS: r.Form.Get("thread_ts")})
 		s.nextID++
 		ts := fmt.Sprintf("%d.%06d", time.Now().Unix(), s.nextID)
-		s.Changed()
 		s.Unlock()
 		reply(w, map[string]any{"ok": true, "channel": ch, "ts": ts, "message": map[string]any{"text": text, "ts": ts}})
 	default:
@@ -199,19 +187,18 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	for {
-		_, raw, err := c.ReadMessage()
-		if err != nil {
-			return
-		}
-		var ack struct {
-			EnvelopeID string `json:"envelope_id"`
-		}
-		if json.Unmarshal(raw, &ack) == nil && ack.EnvelopeID != "" {
+	channeltest.ReadJSON(c, func(ack envelopeAck, err error) bool {
+		if err == nil && ack.EnvelopeID != "" {
 			s.Lock()
 			s.acks[ack.EnvelopeID] = true
 			s.Changed()
 			s.Unlock()
 		}
-	}
+		return true
+	})
+}
+
+// envelopeAck is the client's acknowledgement of an envelope.
+type envelopeAck struct {
+	EnvelopeID string `json:"envelope_id"`
 }

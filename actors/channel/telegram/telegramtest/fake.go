@@ -40,13 +40,12 @@ type Server struct {
 	// message the bot sends as it arrives (the bench times replies with it).
 	OnSent func(Sent)
 
-	channeltest.FakeState
+	channeltest.Recorder[Sent]
 
 	updates   []json.RawMessage
 	ids       []int64
 	nextID    int64
 	nextMsg   int64
-	sent      []Sent
 	hookURL   string
 	hookToken string
 }
@@ -118,16 +117,6 @@ func (s *Server) Update(chatID, userID int64, username, text string) []byte {
 		}
 	}
 	return nil
-}
-
-// Sent returns what the bot sent so far.
-func (s *Server) Sent() []Sent {
-	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, nil)
-}
-
-// WaitSent waits for a message of the bot matching match.
-func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
-	return channeltest.WaitMatch(ctx, &s.FakeState, "telegramtest: no matching message", func() []Sent { return s.sent }, match)
 }
 
 // Pending is how many updates are not yet confirmed by an offset.
@@ -271,8 +260,7 @@ func (s *Server) sendMessage(w http.ResponseWriter, params map[string]any) {
 	s.Lock()
 	s.nextMsg++
 	m := Sent{ChatID: chat, Text: text, ReplyTo: replyTo, ThreadID: num(params["message_thread_id"]), MessageID: s.nextMsg}
-	s.sent = append(s.sent, m)
-	s.Changed()
+	s.Record(m)
 	s.Unlock()
 	if s.OnSent != nil {
 		s.OnSent(m)

@@ -123,12 +123,21 @@ func (s *Server) authOK(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-func (s *Server) phoneNumber(w http.ResponseWriter, r *http.Request) {
+// phoneOK is authOK for a phone number's node: an unknown id is Graph's
+// "Unsupported <verb> request" error.
+func (s *Server) phoneOK(w http.ResponseWriter, r *http.Request, verb string) bool {
 	if !s.authOK(w, r) {
-		return
+		return false
 	}
 	if r.PathValue("id") != s.PhoneNumberID {
-		graphError(w, http.StatusBadRequest, GraphError{Message: "Unsupported get request. Object with ID '" + r.PathValue("id") + "' does not exist, cannot be loaded due to missing permissions, or does not support this operation.", Type: "GraphMethodException", Code: 100, ErrorSubcode: 33})
+		graphError(w, http.StatusBadRequest, GraphError{Message: "Unsupported " + verb + " request. Object with ID '" + r.PathValue("id") + "' does not exist, cannot be loaded due to missing permissions, or does not support this operation.", Type: "GraphMethodException", Code: 100, ErrorSubcode: 33})
+		return false
+	}
+	return true
+}
+
+func (s *Server) phoneNumber(w http.ResponseWriter, r *http.Request) {
+	if !s.phoneOK(w, r, "get") {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"verified_name": "Fang Test Bot", "display_phone_number": "+1 555-010-0000",
@@ -136,11 +145,7 @@ func (s *Server) phoneNumber(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
-	if !s.authOK(w, r) {
-		return
-	}
-	if r.PathValue("id") != s.PhoneNumberID {
-		graphError(w, http.StatusBadRequest, GraphError{Message: "Unsupported post request. Object with ID '" + r.PathValue("id") + "' does not exist, cannot be loaded due to missing permissions, or does not support this operation.", Type: "GraphMethodException", Code: 100, ErrorSubcode: 33})
+	if !s.phoneOK(w, r, "post") {
 		return
 	}
 	if limited, _ := s.TakeLimit(); limited {
