@@ -182,7 +182,9 @@ func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if s := tg.Sent(); len(s) != 2 || s[1].Text != "the answer you waited for" || s[1].ChatID != "5" {
-		t.Fatalf("after kill -9: %+v", s)
+		// The channel's state says where the reply is stuck (not
+		// connected, outbox empty, retrying).
+		t.Fatalf("after kill -9: %+v; channel: %v", s, channelStates(t, p)["telegram"])
 	}
 	waitChannels(t, p, "queue empty", func(m map[string]map[string]any) bool {
 		return m["telegram"]["outbox_pending"].(float64) == 0 && m["telegram"]["status"] == "connected"
