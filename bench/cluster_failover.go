@@ -61,6 +61,8 @@ api_key_env = %q
 [[models]]
 provider = "fakeoai"
 id = "gpt-test"
+input_per_m = 0.0
+output_per_m = 0.0
 context_window = 128000
 `, etcd.Endpoint, name, llm.BaseURL, llmKeyEnv)
 		d, err := StartDaemonWith(ctx, env.Opts.Fangd, mkTemp(env, name), cfg, envVars)
