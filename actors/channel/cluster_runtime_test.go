@@ -129,6 +129,16 @@ func TestClusterModeRunsOnlyOwnedChannels(t *testing.T) {
 	if _, err := h.Service.SendMessage(context.Background(), "telegram", "42", "hi", ""); err == nil || !bytes.Contains([]byte(err.Error()), []byte("n2")) {
 		t.Fatalf("send through a node that does not host the channel: %v", err)
 	}
+	// What the HTTP layer routes on: the host named in the error, and the
+	// channel counted as configured here (comms sends reach Send).
+	_, err := h.Service.Test(context.Background(), "telegram", "42")
+	var he *channel.HostedElsewhere
+	if !errors.As(err, &he) || he.Node != "n2" || he.Channel != "telegram" {
+		t.Fatalf("test through a node that does not host the channel: %#v", err)
+	}
+	if !h.Service.Has("telegram") {
+		t.Fatal("a channel another node hosts must count as configured")
+	}
 
 	h.Service.ApplyCluster(cl.round("me", true))
 	h.WaitFor("connected here", func() bool { v := h.Get("telegram"); return v.State == channel.StateConnected && v.Node == "me" },

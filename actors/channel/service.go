@@ -346,9 +346,22 @@ func (s *Service) Get(ctx context.Context, name string) (*View, error) {
 	return &v, nil
 }
 
+// HostedElsewhere is the cause of a "hosted_elsewhere" error: channel
+// Channel runs on cluster node Node. transport/http forwards the request
+// to that node (docs/cluster.md "Request routing"); the 409 is what a
+// caller sees only when forwarding does not apply (an already forwarded
+// request).
+type HostedElsewhere struct {
+	Channel string
+	Node    string
+}
+
+func (h *HostedElsewhere) Error() string {
+	return "channel " + h.Channel + " is hosted on node " + h.Node
+}
+
 // elsewhere is the answer for a cluster channel configured but not hosted
 // on this node: its actor (and its fenced outbox) runs on the host only.
-// Requests are not routed between nodes yet (docs/cluster.md).
 func (s *Service) elsewhere(ctx context.Context, name string, local bool) error {
 	if s.rt.clu == nil || local {
 		return nil
@@ -358,15 +371,25 @@ func (s *Service) elsewhere(ctx context.Context, name string, local bool) error 
 		return err
 	}
 	if n := res.snap.status.Node; n != "" {
-		return kernel.Errorf(kernel.KindConflict, "hosted_elsewhere", "channel %s runs on cluster node %s; send this request to that node", name, n)
+		e := kernel.Errorf(kernel.KindConflict, "hosted_elsewhere", "channel %s runs on cluster node %s; send this request to that node", name, n)
+		e.Err = &HostedElsewhere{Channel: name, Node: n}
+		return e
 	}
 	return kernel.Errorf(kernel.KindUnavailable, "not_hosted", "channel %s is not running on any cluster node yet; try again in a few seconds", name)
 }
 
-// Has reports whether channel name is configured (comms.Channels).
+// Has reports whether channel name is configured (comms.Channels). In
+// cluster mode a channel another node hosts counts: Send then answers
+// hosted_elsewhere, which the HTTP layer routes to the host.
 func (s *Service) Has(name string) bool {
-	_, ok := s.childPID(name)
-	return ok
+	if _, ok := s.childPID(name); ok {
+		return true
+	}
+	if s.rt.clu == nil {
+		return false
+	}
+	_, err := s.rt.record(name)
+	return err == nil
 }
 
 // ConfigureResult answers POST /api/channels/{name}/configure.

@@ -399,3 +399,19 @@ func recoverStream(log zerolog.Logger) grpc.StreamServerInterceptor {
 		return h(srv, ss)
 	}
 }
+
+// NodeURL is the HTTP API base URL of the live member named nodeName, read
+// from the node records in etcd, for routing a request to the node that
+// hosts an entity. An error if no such member is up.
+func (n *Node) NodeURL(ctx context.Context, nodeName string) (string, error) {
+	ms, err := n.Members(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range ms {
+		if m.NodeName == nodeName && m.State == "up" && m.HTTPURL != "" {
+			return m.HTTPURL, nil
+		}
+	}
+	return "", fmt.Errorf("cluster: node %s is not up", nodeName)
+}

@@ -313,7 +313,12 @@ func (r *router) route(c actor.Context, m *resolved) {
 			ctx, cancel := context.WithTimeout(context.Background(), r.opts.TurnTimeout)
 			defer cancel()
 			if err := channels.Send(ctx, m.target.ref, m.target.chatID, req.Content); err != nil {
-				bus.Publish("message.failed", req.From, m.target.display, map[string]any{"message_id": msgID, "error": err.Error()})
+				// A channel another cluster node hosts has not failed:
+				// the HTTP layer forwards the send to its host, which
+				// reports the outcome on its own bus.
+				if de := kernel.AsError(err); de == nil || de.Code != "hosted_elsewhere" {
+					bus.Publish("message.failed", req.From, m.target.display, map[string]any{"message_id": msgID, "error": err.Error()})
+				}
 				req.Reply <- SendOutcome{Err: err}
 				return
 			}

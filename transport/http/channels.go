@@ -136,6 +136,14 @@ func (s *Server) getChannel(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	v, err := svc.Get(s.reqCtx(ctx), pathName(ctx))
+	if err == nil && v.State == channel.StateRemote && v.Node != "" && s.hosts != nil {
+		// The live status is on the host: route there. If the host does
+		// not answer (or this is a forwarded request), this node's view
+		// ("remote", naming the node) is the answer.
+		if s.hosts.route(ctx, &channel.HostedElsewhere{Channel: v.Name, Node: v.Node}) == nil {
+			return nil
+		}
+	}
 	return reply(ctx, v, err)
 }
 

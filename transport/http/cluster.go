@@ -21,7 +21,16 @@ type ClusterView interface {
 
 // SetCluster hands over the cluster membership, which starts after the
 // server is built (it needs the listener's address); call before Serve.
-func (s *Server) SetCluster(c ClusterView) { s.cluster = c }
+// Requests for an entity another node hosts are forwarded to it when c
+// can name a node's HTTP URL (forward.go).
+func (s *Server) SetCluster(c ClusterView) {
+	s.cluster = c
+	if l, ok := c.(interface {
+		NodeURL(ctx context.Context, node string) (string, error)
+	}); ok {
+		s.hosts = newHostRouter(c.NodeName(), l.NodeURL, s.log)
+	}
+}
 
 func (s *Server) clusterRoutes() {
 	s.api("GET", "/cluster", s.getCluster)

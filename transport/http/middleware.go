@@ -146,6 +146,9 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		}
 		err := h(ctx)
 		endRequest(ctx)
+		if err != nil && s.hosts != nil {
+			err = s.hosts.route(ctx, err)
+		}
 		if err != nil {
 			s.writeError(ctx, err)
 		}

@@ -190,6 +190,7 @@ type Server struct {
 	deps Deps
 	// cluster is the cluster membership (nil: single node), SetCluster.
 	cluster ClusterView
+	hosts   *hostRouter // nil on a single node
 	log     zerolog.Logger
 	router  *router.Router
 	srv     *fasthttp.Server
