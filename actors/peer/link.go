@@ -221,10 +221,7 @@ func (l *link) attach(c actor.Context, m *attach) {
 	if s.PeerPublicKey != "" {
 		l.info.Fingerprint = ofp.Fingerprint(s.PeerPublicKey)
 	}
-	l.info.LinkMode = "ofp-hmac/" + s.Mode
-	if s.TLS {
-		l.info.LinkMode = "tls1.3+" + l.info.LinkMode
-	}
+	l.info.LinkMode = linkMode(s)
 	if first {
 		l.info.ConnectedAt = time.Now().UTC().Format(time.RFC3339)
 		l.failures = 0
@@ -233,6 +230,14 @@ func (l *link) attach(c actor.Context, m *attach) {
 	go l.read(c.ActorSystem(), c.Self(), cn)
 	go l.write(c.ActorSystem(), c.Self(), cn)
 	l.publish(c)
+}
+
+// linkMode names how a session's link is protected.
+func linkMode(s *ofp.Session) string {
+	if s.TLS {
+		return "tls1.3+ofp-hmac/" + s.Mode
+	}
+	return "ofp-hmac/" + s.Mode
 }
 
 // read turns frames into messages for the actor until the connection

@@ -606,3 +606,29 @@ func TestEncryptedLinks(t *testing.T) {
 		t.Fatalf("strict lists %+v", ps)
 	}
 }
+
+// A peer listed connected already shows its link mode: the supervisor
+// counts a link connected before the link's actor publishes, and a
+// listing in that window once read a connected link with mode "" (CI
+// failed TestEncryptedLinks on it). Polling as fast as the registry
+// answers while nodes link catches that window.
+func TestListedConnectedPeerHasLinkMode(t *testing.T) {
+	a := newNode(t, "a", nil, nil)
+	aid := a.net.NodeID()
+	for i := 0; i < 4; i++ {
+		b := newNode(t, fmt.Sprintf("b%d", i), []string{a.addr}, nil)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			p, ok := b.peer(aid)
+			if ok && p.State == StateConnected && p.LinkMode == "" {
+				t.Fatalf("listed connected with no link mode: %+v", p)
+			}
+			if ok && p.State == StateConnected {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("never linked")
+			}
+		}
+	}
+}

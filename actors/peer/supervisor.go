@@ -318,9 +318,11 @@ func (s *supervisor) linked(c actor.Context, m *linked) {
 	// actor has not published yet; the connection has passed its
 	// handshake, so it is authenticated too (a listing in between read
 	// "connected" beside the stale "authenticated": false of the last
-	// disconnect).
+	// disconnect). Its link mode is known from the handshake already, so
+	// a listing in between does not show a connected link with none.
 	en.info.State = StateConnected
 	en.info.Authenticated = true
+	en.info.LinkMode = linkMode(m.sess)
 	c.Send(en.pid, &attach{c: m.c, sess: m.sess, dialAddr: m.dialAddr})
 }
 
