@@ -227,15 +227,7 @@ func TestDownServerFailsFast(t *testing.T) {
 // drops the session and reconnects.
 func TestConsecutiveFailuresForceReconnect(t *testing.T) {
 	g := newGoServer(t, false, "")
-	block := make(chan struct{})
-	t.Cleanup(func() { close(block) })
-	sdk.AddTool(g.srv, &sdk.Tool{Name: "hang"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
-		select {
-		case <-block:
-		case <-ctx.Done():
-		}
-		return &sdk.CallToolResult{}, nil, nil
-	})
+	g.addHang(t)
 	h := newHarness(t, t.TempDir(), func(o *Options) { o.FailureThreshold = 2 })
 	h.add(Spec{Name: "slow", TimeoutSecs: 1, Transport: Transport{Type: TransportHTTP, URL: g.url()}})
 	h.waitConnected("slow")
@@ -530,15 +522,7 @@ func TestReadOnlyHintIsSeenAndPinned(t *testing.T) {
 // consecutive never force a reconnect, while two in a row do.
 func TestCallLineKeepsTheFailureCount(t *testing.T) {
 	g := newGoServer(t, false, "")
-	block := make(chan struct{})
-	t.Cleanup(func() { close(block) })
-	sdk.AddTool(g.srv, &sdk.Tool{Name: "hang"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
-		select {
-		case <-block:
-		case <-ctx.Done():
-		}
-		return &sdk.CallToolResult{}, nil, nil
-	})
+	g.addHang(t)
 	sdk.AddTool(g.srv, &sdk.Tool{Name: "fine"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
 		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "fine"}}}, nil, nil
 	})

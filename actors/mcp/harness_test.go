@@ -210,6 +210,20 @@ func newGoServer(t *testing.T, sse bool, auth string) *goServer {
 
 func (g *goServer) url() string { return g.http.URL }
 
+// addHang adds the tool "hang", whose calls answer only when the caller
+// gives up (or the test ends).
+func (g *goServer) addHang(t *testing.T) {
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	sdk.AddTool(g.srv, &sdk.Tool{Name: "hang"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return &sdk.CallToolResult{}, nil, nil
+	})
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -104,16 +104,9 @@ func TestOAuthFlowConnectsAndSurvivesRestart(t *testing.T) {
 // An expired stored token is refreshed, and the new one saved, so the
 // next restart does not refresh again with a spent token.
 func TestOAuthRefreshesExpiredTokenAndSavesIt(t *testing.T) {
-	home := t.TempDir()
-	o := mcptest.NewOAuthServer(t)
-	h := newHarness(t, home, nil)
-	h.add(Spec{Name: "o", Transport: Transport{Type: TransportHTTP, URL: o.URL}})
-	authorize(t, h, o, "o")
-	h.waitConnected("o")
-	h.stop()
-	expireStored(t, home, "o")
+	home, o := expiredHome(t)
 	o.ExpireAccessTokens()
-	h = newHarness(t, home, nil)
+	h := newHarness(t, home, nil)
 	h.waitConnected("o")
 	if _, _, refreshes := o.Counts(); refreshes != 1 {
 		t.Fatalf("%d refreshes, want 1", refreshes)
@@ -122,6 +115,21 @@ func TestOAuthRefreshesExpiredTokenAndSavesIt(t *testing.T) {
 	if time.Until(rec.Token.Expiry) < 30*time.Minute {
 		t.Fatalf("the refreshed token was not saved: expiry %s", rec.Token.Expiry)
 	}
+}
+
+// expiredHome is where every refresh test starts: server "o" authorized
+// against a fresh OAuth server in a new home, the manager stopped, and the
+// stored token expired.
+func expiredHome(t *testing.T) (string, *mcptest.OAuthServer) {
+	home := t.TempDir()
+	o := mcptest.NewOAuthServer(t)
+	h := newHarness(t, home, nil)
+	h.add(Spec{Name: "o", Transport: Transport{Type: TransportHTTP, URL: o.URL}})
+	authorize(t, h, o, "o")
+	h.waitConnected("o")
+	h.stop()
+	expireStored(t, home, "o")
+	return home, o
 }
 
 // expireStored rewrites a stopped home's stored token as expired.
@@ -149,16 +157,9 @@ func expireStored(t *testing.T, home, name string) {
 // A refresh the authorization server refuses (the user revoked the
 // grant) is permanent: status expired, no retry storm.
 func TestOAuthRefusedRefreshIsExpiredNotRetried(t *testing.T) {
-	home := t.TempDir()
-	o := mcptest.NewOAuthServer(t)
-	h := newHarness(t, home, nil)
-	h.add(Spec{Name: "o", Transport: Transport{Type: TransportHTTP, URL: o.URL}})
-	authorize(t, h, o, "o")
-	h.waitConnected("o")
-	h.stop()
-	expireStored(t, home, "o")
+	home, o := expiredHome(t)
 	o.SetRefuseRefresh(true)
-	h = newHarness(t, home, nil)
+	h := newHarness(t, home, nil)
 	v := h.waitFor("o", "refused", func(v ServerView) bool { return v.Status == StatusError })
 	if v.LastErrorCode != codeAuthRequired {
 		t.Fatalf("last error %q (%s)", v.LastErrorCode, v.LastError)
