@@ -254,10 +254,5 @@ func (s *Server) messageAgent(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	res, err := s.deps.Agents.Send(s.reqCtxWait(ctx), send)
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("agent %s answered in session %s", res.AgentID, res.SessionID))
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string { return fmt.Sprintf("agent %s answered in session %s", res.AgentID, res.SessionID) })
 }

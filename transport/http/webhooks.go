@@ -255,12 +255,7 @@ func (s *Server) testWebhook(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	res, err := e.Test(s.reqCtxWait(ctx), pathID(ctx))
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "webhook "+pathID(ctx)+" test sent")
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string { return "webhook " + pathID(ctx) + " test sent" })
 }
 
 func (s *Server) webhookDeliveries(ctx *fasthttp.RequestCtx) error {
@@ -312,10 +307,5 @@ func (s *Server) replayWebhook(ctx *fasthttp.RequestCtx) error {
 		return badRequest("invalid_input", `"ids" may list at most 10000 messages`)
 	}
 	res, err := e.Replay(s.reqCtx(ctx), pathID(ctx), b.IDs)
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "webhook "+pathID(ctx)+" replayed dead letters")
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string { return "webhook " + pathID(ctx) + " replayed dead letters" })
 }
