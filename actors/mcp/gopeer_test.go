@@ -2,7 +2,6 @@ package mcp
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -355,12 +354,7 @@ func TestURLPolicyRefusesAtAdd(t *testing.T) {
 	if e := kernel.AsError(err); e == nil || e.Code != "host_not_found" || !strings.Contains(e.Msg, "does not resolve") {
 		t.Fatalf("unresolvable host: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	closed := ssrftest.ClosedAddr(t)
 	h.add(Spec{Name: "z", Transport: Transport{Type: TransportHTTP, URL: "http://" + closed + "/mcp"}})
 	v := h.waitFor("z", "connection refused", func(v ServerView) bool { return v.LastErrorCode != "" })
 	if v.LastErrorCode != "connection_refused" || !strings.Contains(v.LastError, "refused") {
