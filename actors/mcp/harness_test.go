@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 type harness struct {
@@ -36,14 +37,7 @@ var testBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time
 
 func newHarness(t testing.TB, home string, mutate func(*Options)) *harness {
 	t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	k := kernel.New(zerolog.Nop())
 	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/mcp/mcptest"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 const testRedirect = "http://127.0.0.1:4545/api/mcp/servers/o/auth/callback"
@@ -135,15 +135,8 @@ func expiredHome(t *testing.T) (string, *mcptest.OAuthServer) {
 // expireStored rewrites a stopped home's stored token as expired.
 func expireStored(t *testing.T, home, name string) {
 	t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	defer db.Close()
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec, err := loadOAuth(vault, name)
 	if err != nil || rec == nil {
 		t.Fatalf("stored record: %v %v", rec, err)
