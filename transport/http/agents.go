@@ -118,17 +118,19 @@ func importSpec(b *createAgentBody) (agent.ImportSpec, error) {
 	return is, nil
 }
 
-func (s *Server) getAgent(ctx *fasthttp.RequestCtx) error {
+// pathAgent is the agent {id} names: 400 for a malformed ref, 404 for
+// an unknown agent.
+func (s *Server) pathAgent(ctx *fasthttp.RequestCtx) (*agent.Agent, error) {
 	ref, err := agentRef(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, a)
-	return nil
+	return s.deps.Agents.Get(s.reqCtx(ctx), ref)
+}
+
+func (s *Server) getAgent(ctx *fasthttp.RequestCtx) error {
+	a, err := s.pathAgent(ctx)
+	return reply(ctx, a, err)
 }
 
 func (s *Server) patchAgent(ctx *fasthttp.RequestCtx) error {

@@ -37,6 +37,20 @@ func (s *Server) engine() (*webhook.Engine, error) {
 	return s.deps.Webhooks, nil
 }
 
+// webhookPage reads ?offset=&limit= (default and max 1000, above the
+// [webhooks] max_endpoints default) and lists the webhooks of kind.
+func (s *Server) webhookPage(ctx *fasthttp.RequestCtx, kind string) (views []webhook.View, offset, limit int, err error) {
+	if offset, limit, err = pageParams(ctx, 1000, 1000); err != nil {
+		return nil, 0, 0, err
+	}
+	e, err := s.engine()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	views, err = e.List(s.reqCtx(ctx), kind)
+	return views, offset, limit, err
+}
+
 // engineBody is the engine and the decoded body a webhook write starts
 // with; no engine is 503 before the body is read.
 func engineBody[T any](s *Server, ctx *fasthttp.RequestCtx) (*webhook.Engine, T, error) {
@@ -100,15 +114,7 @@ func (b *eventWebhookBody) patch() (webhook.Patch, error) {
 // LibreFang answers a bare array here: the total and the next page are in
 // the X-Total-Count and Link headers.
 func (s *Server) listEventWebhooks(ctx *fasthttp.RequestCtx) error {
-	offset, limit, err := pageParams(ctx, 1000, 1000)
-	if err != nil {
-		return err
-	}
-	e, err := s.engine()
-	if err != nil {
-		return err
-	}
-	views, err := e.List(s.reqCtx(ctx), webhook.KindEvent)
+	views, offset, limit, err := s.webhookPage(ctx, webhook.KindEvent)
 	if err != nil {
 		return err
 	}
@@ -202,15 +208,7 @@ type webhookList struct {
 // 1000): the seed's {webhooks, total}, total counting every webhook, plus
 // the paging fields.
 func (s *Server) listWebhooks(ctx *fasthttp.RequestCtx) error {
-	offset, limit, err := pageParams(ctx, 1000, 1000)
-	if err != nil {
-		return err
-	}
-	e, err := s.engine()
-	if err != nil {
-		return err
-	}
-	views, err := e.List(s.reqCtx(ctx), webhook.KindOutbound)
+	views, offset, limit, err := s.webhookPage(ctx, webhook.KindOutbound)
 	if err != nil {
 		return err
 	}
