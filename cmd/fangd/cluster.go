@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"strconv"
+	"time"
 
 	"github.com/fangd/fangd/actors/agent"
 	fcluster "github.com/fangd/fangd/actors/cluster"
@@ -29,6 +31,23 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 			}
 			return h
 		},
+		Watchdog: fcluster.Watchdog{
+			Grace: time.Duration(cc.watchdogGrace()) * time.Second,
+			Excluded: func(member string) {
+				d.record("cluster_member_excluded", "this node (member "+member+") dropped out of the cluster topology (etcd blip); its channels stop here; watchdog action "+cc.watchdogAction()+" in "+strconv.Itoa(cc.watchdogGrace())+" s")
+			},
+			Expired: func(member string, after time.Duration) {
+				if cc.watchdogAction() != "exit" {
+					return
+				}
+				d.record("cluster_watchdog_exit", "member "+member+" still excluded after "+after.Round(time.Second).String()+": stopping with exit status "+strconv.Itoa(exitClusterExcluded)+" for the supervisor to restart it with a fresh member id")
+				select {
+				case d.watchdogExit <- struct{}{}:
+				default:
+				}
+			},
+		},
+		TLS: tlsFiles(cc),
 		Log: d.log.With().Str("component", "cluster").Logger(),
 	})
 	if err != nil {
@@ -42,6 +61,13 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 	d.log.Info().Str("cluster", n.Name()).Str("node", n.NodeName()).Str("member_id", n.MemberID()).
 		Str("address", n.Address()).Strs("etcd", n.Endpoints()).Msg("joined the cluster")
 	return nil
+}
+
+func tlsFiles(cc ClusterConfig) *fcluster.TLSFiles {
+	if !cc.tlsEnabled() {
+		return nil
+	}
+	return &fcluster.TLSFiles{Cert: cc.TLSCert, Key: cc.TLSKey, CA: cc.TLSCA}
 }
 
 func (d *daemon) clusterChannels() *fcluster.Channels { return d.clusterCh.Load() }

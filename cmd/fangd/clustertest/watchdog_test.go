@@ -1,0 +1,148 @@
+//go:build cluster
+
+package clustertest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// etcdClient is a client of the test's etcd, closed with the test.
+func etcdClient(t *testing.T, endpoint string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// selfMember is the member id a node reports for itself.
+func selfMember(t *testing.T, n *node) string {
+	t.Helper()
+	var st clusterStatus
+	if code := getJSON(t, n.url+"/api/cluster", &st); code != 200 {
+		t.Fatalf("%s: GET /api/cluster %d", n.name, code)
+	}
+	for _, m := range st.Members {
+		if m.Self {
+			return m.MemberID
+		}
+	}
+	t.Fatalf("%s: no self member in %+v", n.name, st.Members)
+	return ""
+}
+
+// stateOf is the state node `of` has in n's GET /api/cluster ("" if absent).
+func stateOf(t *testing.T, n *node, of string) string {
+	t.Helper()
+	var st clusterStatus
+	if getJSON(t, n.url+"/api/cluster", &st) != 200 {
+		return ""
+	}
+	for _, m := range st.Members {
+		if m.NodeName == of {
+			return m.State
+		}
+	}
+	return ""
+}
+
+func getBody(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
+}
+
+// Issue 18's watchdog, against upstream's etcd-rejoin trap reproduced for
+// real: the lease of n3's member key in etcd is revoked, which is what
+// an etcd blip longer than the provider's 3 s TTL does (the key goes,
+// the provider puts it back under a new lease a second later). n3 drops
+// out of its own topology (upstream skips puts of its own key), n1 and n2
+// block its member id for good, so it can never come back in-process.
+// The watchdog audits the exclusion, and after its grace stops the node
+// gracefully with exit status 75; restarted the way a supervisor would
+// (same home), n3 joins with a fresh member id and is "up" in every
+// node's GET /api/cluster again, its audit chain holding both events.
+func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
+	etcdSrv := startEtcdServer(t)
+	etcd := etcdSrv.Endpoint
+	home3 := t.TempDir()
+	cfg := "[cluster]\nwatchdog_grace_secs = 3\nwatchdog_action = \"exit\"\n"
+	if err := os.WriteFile(filepath.Join(home3, "config.toml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := startNode(t, etcd, "n1"), startNode(t, etcd, "n2")
+	n3 := startNodeIn(t, etcd, "n3", home3, nil)
+	for _, n := range []*node{n1, n2, n3} {
+		waitMembers(t, n, "n1,n2,n3", 20*time.Second)
+	}
+	old := selfMember(t, n3)
+
+	cli := etcdClient(t, etcd)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := "/fangd/members/test/" + old
+	resp, err := cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("member key %s: %v %+v", key, err, resp)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The trap: the others no longer count n3 as up (they blocked its
+	// id), although its process and its node record are alive.
+	deadline := time.Now().Add(20 * time.Second)
+	for stateOf(t, n1, "n3") == "up" {
+		if time.Now().After(deadline) {
+			t.Fatal("n1 still sees n3 up after its member key's lease was revoked")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	select {
+	case err := <-n3.done:
+		n3.done <- err
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 75 {
+			t.Fatalf("n3 exited with %v, want exit status 75\n%s", err, n3.log)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatalf("the watchdog did not stop the excluded node\n%s", n3.log)
+	}
+	if !strings.Contains(n3.log.String(), "excluded from the cluster") {
+		t.Fatalf("no watchdog message in n3's log\n%s", n3.log)
+	}
+
+	// The supervisor's restart: same home, same config.
+	n3b := startNodeIn(t, etcd, "n3", home3, nil)
+	for _, n := range []*node{n1, n2, n3b} {
+		waitMembers(t, n, "n1,n2,n3", 30*time.Second)
+	}
+	if now := selfMember(t, n3b); now == old {
+		t.Fatalf("n3 rejoined under its blocked member id %s", old)
+	}
+	audit := getBody(t, n3b.url+"/api/audit/recent?limit=50")
+	for _, ev := range []string{"cluster_member_excluded", "cluster_watchdog_exit", "cluster_joined"} {
+		if !strings.Contains(audit, `"event_type":"`+ev+`"`) {
+			t.Fatalf("n3's audit lacks %s: %s", ev, audit)
+		}
+	}
+}
