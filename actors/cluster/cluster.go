@@ -92,6 +92,7 @@ type Node struct {
 	excluded bool
 	channels *Channels // cluster-wide channels, once started
 	wd       *watch
+	cache    recordCache // watched node records (records.go)
 }
 
 // Record is a node's entry in etcd.
@@ -170,6 +171,7 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 		return nil, err
 	}
 	go n.loop()
+	go n.watchRecords()
 	return n, nil
 }
 
@@ -453,6 +455,12 @@ func recoverStream(log zerolog.Logger) grpc.StreamServerInterceptor {
 // from the node records in etcd, for routing a request to the node that
 // hosts an entity. An error if no such member is up.
 func (n *Node) NodeURL(ctx context.Context, nodeName string) (string, error) {
+	if url, found, ok := n.cachedNodeURL(nodeName); ok {
+		if !found {
+			return "", fmt.Errorf("cluster: node %s is not up", nodeName)
+		}
+		return url, nil
+	}
 	ms, err := n.Members(ctx)
 	if err != nil {
 		return "", err
