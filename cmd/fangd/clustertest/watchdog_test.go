@@ -106,6 +106,7 @@ func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
 		t.Fatal(err)
 	}
+	revoked := time.Now()
 
 	// The trap: the others no longer count n3 as up (they blocked its
 	// id), although its process and its node record are alive.
@@ -116,6 +117,7 @@ func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	t.Logf("n1 shows n3 %q %v after the revoke", stateOf(t, n1, "n3"), time.Since(revoked).Round(100*time.Millisecond))
 
 	select {
 	case err := <-n3.done:
@@ -127,15 +129,18 @@ func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 	case <-time.After(40 * time.Second):
 		t.Fatalf("the watchdog did not stop the excluded node\n%s", n3.log)
 	}
+	t.Logf("n3 exited with 75 %v after the revoke", time.Since(revoked).Round(100*time.Millisecond))
 	if !strings.Contains(n3.log.String(), "excluded from the cluster") {
 		t.Fatalf("no watchdog message in n3's log\n%s", n3.log)
 	}
 
 	// The supervisor's restart: same home, same config.
+	restarted := time.Now()
 	n3b := startNodeIn(t, etcd, "n3", home3, nil)
 	for _, n := range []*node{n1, n2, n3b} {
 		waitMembers(t, n, "n1,n2,n3", 30*time.Second)
 	}
+	t.Logf("n3 up everywhere %v after its restart began", time.Since(restarted).Round(100*time.Millisecond))
 	if now := selfMember(t, n3b); now == old {
 		t.Fatalf("n3 rejoined under its blocked member id %s", old)
 	}
