@@ -4,15 +4,8 @@ package clustertest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,68 +16,36 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fangd/fangd/actors/cluster/devcerts"
 )
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
+// newTestCA is a throw-away CA for one test.
+func newTestCA(t *testing.T, name string) *devcerts.CA {
+	t.Helper()
+	ca, err := devcerts.NewCA(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+// issue is ca.Issue, failing the test on an error.
+func issue(t *testing.T, ca *devcerts.CA, dir, name string) (cert, key, caFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, key, caFile, err := ca.Issue(dir, name)
 	if err != nil {
 		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue writes a node certificate (for 127.0.0.1, client and server use)
-// and key signed by ca, with ca's certificate, into dir; the paths.
-func (ca *testCA) issue(t *testing.T, dir, name string) (cert, key, caFile string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(k)
-	cert, key, caFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), filepath.Join(dir, "ca.crt")
-	for f, b := range map[string][]byte{
-		cert:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		key:    pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}),
-		caFile: ca.pem,
-	} {
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return cert, key, caFile
 }
 
 // tlsHome is a node home whose config turns on TLS between nodes with a
 // certificate from ca.
-func tlsHome(t *testing.T, ca *testCA, name string) string {
+func tlsHome(t *testing.T, ca *devcerts.CA, name string) string {
 	t.Helper()
 	home := t.TempDir()
-	cert, key, caFile := ca.issue(t, home, name)
+	cert, key, caFile := issue(t, ca, home, name)
 	cfg := "[cluster]\ntls_cert = \"" + cert + "\"\ntls_key = \"" + key + "\"\ntls_ca = \"" + caFile + "\"\n"
 	if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -143,7 +104,7 @@ func TestRemotingMutualTLS(t *testing.T) {
 	}
 	// TLS that trusts the CA but has no client certificate.
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca.pem)
+	pool.AppendCertsFromPEM(ca.PEM)
 	anon, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +116,7 @@ func TestRemotingMutualTLS(t *testing.T) {
 	// With a certificate from the CA the transport works (the remoting
 	// server has no health service: "Unimplemented" is an answer).
 	dir := t.TempDir()
-	cf, kf, _ := ca.issue(t, dir, "client")
+	cf, kf, _ := issue(t, ca, dir, "client")
 	pair, err := tls.LoadX509KeyPair(cf, kf)
 	if err != nil {
 		t.Fatal(err)
