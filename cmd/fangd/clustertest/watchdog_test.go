@@ -5,6 +5,7 @@ package clustertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
+	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 // etcdClient is a client of the test's etcd, closed with the test.
@@ -149,5 +153,78 @@ func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 		if !strings.Contains(audit, `"event_type":"`+ev+`"`) {
 			t.Fatalf("n3's audit lacks %s: %s", ev, audit)
 		}
+	}
+}
+
+// The interplay of the watchdog and channels: the node hosting a channel
+// is excluded for real (its member key's lease revoked) and, with
+// watchdog_action = "log", stays alive and excluded. It gives the channel
+// up at once: the other node runs it, both nodes say so, and a message
+// sent to the bot afterwards gets exactly one reply. The excluded node
+// audited the exclusion and did not exit.
+func TestExcludedHostGivesItsChannelUp(t *testing.T) {
+	etcd := startEtcd(t)
+	oai := llmtest.NewOpenAI(llmKey)
+	t.Cleanup(oai.Close)
+	tg := telegramtest.New(botToken)
+	t.Cleanup(tg.Close)
+	nodes := channelNodesWith(t, etcd, oai, "\n[cluster]\nwatchdog_action = \"log\"\nwatchdog_grace_secs = 1\n", "n1", "n2")
+	cfg := fmt.Sprintf(`{"adapter":"telegram","token":%q,"api_url":%q,"agent_name":"helper","poll_interval_secs":1}`, botToken, tg.URL())
+	if code, body := post(t, nodes[0].url+"/api/channels/tg/configure", cfg); code != 200 {
+		t.Fatalf("configure: %d %s", code, body)
+	}
+	var host, other *node
+	for deadline := time.Now().Add(20 * time.Second); host == nil; time.Sleep(100 * time.Millisecond) {
+		for i, n := range nodes {
+			if st, on := channelState(n, "tg"); st == "connected" && on == n.name {
+				host, other = n, nodes[1-i]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no node runs the channel")
+		}
+	}
+
+	cli := etcdClient(t, etcd)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := "/fangd/members/test/" + selfMember(t, host)
+	resp, err := cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("member key %s: %v", key, err)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		st, on := channelState(other, "tg")
+		if st == "connected" && on == other.name && hostOf(host, "tg") == other.name {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the channel did not leave the excluded node: %s says %s on %q, %s says host %q",
+				other.name, st, on, host.name, hostOf(host, "tg"))
+		}
+	}
+	t.Logf("the channel ran on %s %v after %s's exclusion", other.name, time.Since(revoked).Round(100*time.Millisecond), host.name)
+
+	tg.UserMessage(7, 9, "bob", "after the exclusion")
+	if _, err := tg.WaitSent(ctx, func(s telegramtest.Sent) bool { return s.Text == "echo: after the exclusion" }); err != nil {
+		t.Fatalf("no reply after the exclusion: %v", err)
+	}
+	time.Sleep(2 * time.Second)
+	if n := countSent(tg, "echo: after the exclusion"); n != 1 {
+		t.Fatalf("%d replies, want 1", n)
+	}
+	select {
+	case err := <-host.done:
+		host.done <- err
+		t.Fatalf("with watchdog_action = \"log\" the excluded node exited: %v", err)
+	default:
+	}
+	audit := getBody(t, host.url+"/api/audit/recent?limit=50")
+	if !strings.Contains(audit, `"event_type":"cluster_member_excluded"`) || strings.Contains(audit, "cluster_watchdog_exit") {
+		t.Fatalf("the excluded node's audit: %s", audit)
 	}
 }
