@@ -312,7 +312,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	// Cluster mode joins once the API address is known: the node record
 	// in etcd carries the URL other nodes route requests to.
 	if cfg.Cluster.enabled() {
-		if err := d.startCluster(cfg, agents); err != nil {
+		if err := d.startCluster(home, cfg, agents); err != nil {
 			return nil, err
 		}
 		d.http.SetCluster(d.cluster)

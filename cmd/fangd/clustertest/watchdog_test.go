@@ -82,8 +82,9 @@ func getBody(t *testing.T, url string) string {
 // block its member id for good, so it can never come back in-process.
 // The watchdog audits the exclusion, and after its grace stops the node
 // gracefully with exit status 75; restarted the way a supervisor would
-// (same home), n3 joins with a fresh member id and is "up" in every
-// node's GET /api/cluster again, its audit chain holding both events.
+// (same home), n3 joins with a fresh member id, audits cluster_rejoined
+// and is "up" in every node's GET /api/cluster again, its audit chain
+// holding every event.
 func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 	etcdSrv := startEtcdServer(t)
 	etcd := etcdSrv.Endpoint
@@ -148,8 +149,11 @@ func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 	if now := selfMember(t, n3b); now == old {
 		t.Fatalf("n3 rejoined under its blocked member id %s", old)
 	}
+	if _, err := os.Stat(filepath.Join(home3, "cluster-watchdog-exit")); !os.IsNotExist(err) {
+		t.Fatalf("the watchdog marker is still there after the rejoin: %v", err)
+	}
 	audit := getBody(t, n3b.url+"/api/audit/recent?limit=50")
-	for _, ev := range []string{"cluster_member_excluded", "cluster_watchdog_exit", "cluster_joined"} {
+	for _, ev := range []string{"cluster_member_excluded", "cluster_watchdog_exit", "cluster_joined", "cluster_rejoined"} {
 		if !strings.Contains(audit, `"event_type":"`+ev+`"`) {
 			t.Fatalf("n3's audit lacks %s: %s", ev, audit)
 		}
