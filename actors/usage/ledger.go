@@ -71,7 +71,10 @@ type ledger struct {
 	provRes      map[string]held
 	userRes      map[string]held
 	lastSweep    time.Time
-	lastDay      int32
+	// view is the cluster's spend of some scopes while a clusterView is
+	// answered (cluster.go), nil otherwise.
+	view    map[scope]ScopeSpend
+	lastDay int32
 
 	pending  []settleWaiter // settled, applied in memory, not yet in a batch
 	spare    []settleWaiter // a landed batch's waiter array, reused for pending
@@ -186,6 +189,8 @@ func (l *ledger) Receive(c actor.Context) {
 	case *actor.Restarting:
 		l.gc.Stop(errWithheld)
 		l.failPending(kernel.Unavailable("usage ledger restarted"))
+	default:
+		l.receiveCluster(c, m)
 	}
 }
 

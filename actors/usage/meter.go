@@ -3,6 +3,7 @@ package usage
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -34,6 +35,8 @@ const SettleTimeout = 10 * time.Second
 type Meter struct {
 	k   *kernel.Kernel
 	pid *actor.PID
+	// cl is the cluster-wide budget store in cluster mode (cluster.go).
+	cl atomic.Pointer[clusterBox]
 }
 
 // Start spawns the ledger as the root actor "usage". auditLog may be nil
@@ -78,6 +81,9 @@ func (m *Meter) PID() *actor.PID { return m.pid }
 // makes one Reserve and one Settle (docs/architecture.md, "Asking an
 // actor"). ctx ends the wait early; the pooled timer bounds it otherwise.
 func (m *Meter) Reserve(ctx context.Context, r Reserve) (*Reservation, error) {
+	if cl := m.cluster(); cl != nil {
+		return m.reserveCluster(ctx, cl, r)
+	}
 	call := getCall(kernel.DefaultAskTimeout)
 	r.reply = call.reserve
 	m.k.Root.Send(m.pid, &r)
@@ -97,6 +103,14 @@ func (m *Meter) Reserve(ctx context.Context, r Reserve) (*Reservation, error) {
 // once the event is on disk, with its timestamp set, or when ctx ends (the
 // event may still be written).
 func (m *Meter) Settle(ctx context.Context, reservationID uint64, e Event) (Event, error) {
+	if cl := m.cluster(); cl != nil {
+		return m.settleCluster(ctx, cl, reservationID, e)
+	}
+	return m.settleLocal(ctx, reservationID, e)
+}
+
+// settleLocal is Settle in this node's ledger.
+func (m *Meter) settleLocal(ctx context.Context, reservationID uint64, e Event) (Event, error) {
 	call := getCall(SettleTimeout)
 	m.k.Root.Send(m.pid, &Settle{ReservationID: reservationID, Event: e, reply: call.settle})
 	select {
@@ -163,6 +177,9 @@ func (m *Meter) AgentSpend(ctx context.Context) ([]AgentSpend, error) {
 
 // Budget answers GET /api/budget.
 func (m *Meter) Budget(ctx context.Context) (*BudgetStatus, error) {
+	if cl := m.cluster(); cl != nil {
+		return view[*BudgetStatus](ctx, m, cl, &BudgetQuery{}, []scope{{kind: 'g'}}, []Scope{{Kind: 'g'}})
+	}
 	return kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &BudgetQuery{})
 }
 
@@ -173,6 +190,10 @@ func (m *Meter) SetBudget(ctx context.Context, s SetBudget) (*BudgetStatus, erro
 
 // AgentBudget answers GET /api/budget/agents/{id}.
 func (m *Meter) AgentBudget(ctx context.Context, id, name string) (*AgentBudget, error) {
+	if cl := m.cluster(); cl != nil {
+		return view[*AgentBudget](ctx, m, cl, &AgentBudgetQuery{AgentID: id, AgentName: name},
+			[]scope{{kind: 'a', id: id}}, []Scope{{Kind: 'a', ID: name}})
+	}
 	return kernel.Ask[*AgentBudget](ctx, m.k, m.pid, &AgentBudgetQuery{AgentID: id, AgentName: name})
 }
 
@@ -205,6 +226,10 @@ func (m *Meter) ProviderBudgets(ctx context.Context) (*ProviderBudgets, error) {
 
 // ProviderBudget answers GET /api/budget/providers/{id}.
 func (m *Meter) ProviderBudget(ctx context.Context, provider string) (*ProviderBudget, error) {
+	if cl := m.cluster(); cl != nil && CheckScopeID("provider id", provider) == nil {
+		return view[*ProviderBudget](ctx, m, cl, &ProviderBudgetQuery{Provider: provider},
+			[]scope{{kind: 'p', id: provider}}, []Scope{{Kind: 'p', ID: provider}})
+	}
 	return kernel.Ask[*ProviderBudget](ctx, m.k, m.pid, &ProviderBudgetQuery{Provider: provider})
 }
 
@@ -220,6 +245,10 @@ func (m *Meter) UserBudgets(ctx context.Context, limit int) (*UserBudgets, error
 
 // UserBudget answers GET /api/budget/users/{id}.
 func (m *Meter) UserBudget(ctx context.Context, user string) (*UserBudget, error) {
+	if cl := m.cluster(); cl != nil && CheckScopeID("user id", user) == nil {
+		return view[*UserBudget](ctx, m, cl, &UserBudgetQuery{User: user},
+			[]scope{{kind: 'u', id: user}}, []Scope{{Kind: 'u', ID: user}})
+	}
 	return kernel.Ask[*UserBudget](ctx, m.k, m.pid, &UserBudgetQuery{User: user})
 }
 

@@ -5,12 +5,14 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	fcluster "github.com/fangd/fangd/actors/cluster"
+	"github.com/fangd/fangd/actors/usage"
 )
 
 // startCluster joins the cluster named by [cluster] / --cluster (audited).
-// Channels become cluster-wide; every other entity kind still runs per
-// node (fcluster.Kinds says so, and GET /api/cluster reports it).
-func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
+// Channels and budget admission become cluster-wide; every other entity
+// kind still runs per node (fcluster.Kinds says so, and GET /api/cluster
+// reports it).
+func (d *daemon) startCluster(cfg Config, agents *agent.Agents, meter *usage.Meter) error {
 	cc := cfg.Cluster
 	channels := d.channels
 	n, err := fcluster.Start(d.kernel, fcluster.Options{
@@ -38,6 +40,14 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 	// Channels are cluster-wide: records and state in etcd, each adapter
 	// on the one node holding its owner lease.
 	d.clusterCh.Store(n.StartChannels(channels))
+	// Budgets: spend and open reservations in etcd, so that a limit
+	// holds for the cluster, not per node (docs/cluster.md).
+	b, err := n.StartBudget(d.kernel.Metrics)
+	if err != nil {
+		return err
+	}
+	d.clusterBudget = b
+	meter.UseCluster(b)
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
 	d.log.Info().Str("cluster", n.Name()).Str("node", n.NodeName()).Str("member_id", n.MemberID()).
 		Str("address", n.Address()).Strs("etcd", n.Endpoints()).Msg("joined the cluster")
@@ -51,6 +61,9 @@ func (d *daemon) clusterChannels() *fcluster.Channels { return d.clusterCh.Load(
 func (d *daemon) stopCluster() {
 	if d.cluster == nil {
 		return
+	}
+	if d.clusterBudget != nil {
+		d.clusterBudget.Stop()
 	}
 	d.cluster.Stop()
 	d.cluster = nil

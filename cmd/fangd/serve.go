@@ -119,9 +119,11 @@ type daemon struct {
 	// clusterCh is the cluster-wide channel store (read by the node
 	// record's refresh goroutine, set once the node joined).
 	clusterCh atomic.Pointer[fcluster.Channels]
-	http      *fhttp.Server
-	ln        net.Listener
-	served    chan error
+	// clusterBudget is the cluster-wide budget ledger (cluster mode).
+	clusterBudget *fcluster.Budget
+	http          *fhttp.Server
+	ln            net.Listener
+	served        chan error
 	// stop is closed by close, for the daemon's own goroutines.
 	stop    chan struct{}
 	reloads *reloadParts
@@ -309,7 +311,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	// Cluster mode joins once the API address is known: the node record
 	// in etcd carries the URL other nodes route requests to.
 	if cfg.Cluster.enabled() {
-		if err := d.startCluster(cfg, agents); err != nil {
+		if err := d.startCluster(cfg, agents, meter); err != nil {
 			return nil, err
 		}
 		d.http.SetCluster(d.cluster)
