@@ -51,6 +51,7 @@ type Budget struct {
 
 	reserveSeconds prometheus.Histogram
 	conflicts      prometheus.Counter
+	commits        prometheus.Counter
 
 	mu      sync.Mutex
 	lease   clientv3.LeaseID
@@ -110,7 +111,7 @@ type budgetReply struct {
 // usage meter (Meter.UseCluster) before serving. reg gets its metrics.
 func (n *Node) StartBudget(reg prometheus.Registerer) (*Budget, error) {
 	b := newBudget(n.etcd, n.opts.Name, n.opts.Log)
-	for _, c := range []prometheus.Collector{b.reserveSeconds, b.conflicts} {
+	for _, c := range []prometheus.Collector{b.reserveSeconds, b.conflicts, b.commits} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -127,6 +128,8 @@ func newBudget(cli *clientv3.Client, cluster string, log zerolog.Logger) *Budget
 			Buckets: []float64{.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .2, .5, 1, 2}}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "fangd_cluster_budget_conflicts_total",
 			Help: "Cluster budget Txns retried because another node changed a scope they read."}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "fangd_cluster_budget_commits_total",
+			Help: "Cluster budget Txns etcd applied (each carries the reserves and settles queued on this node)."}),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b
@@ -521,6 +524,7 @@ func (b *Budget) round(pending []*budgetOp) []*budgetOp {
 			b.conflicts.Inc()
 			return pending // another node wrote first: decide again
 		}
+		b.commits.Inc()
 	}
 	b.mu.Lock()
 	for id := range released {
