@@ -613,6 +613,81 @@ func (b *Budget) myLease() clientv3.LeaseID {
 	return g.ID
 }
 
+func (b *Budget) limKey(kind, id string) string {
+	return b.pre + "lim/" + kind + "/" + url.PathEscape(id)
+}
+
+// PutLimits implements usage.Cluster: lim/<kind>/<id> holds a limit set's
+// JSON; the last one written wins on every node (WatchLimits).
+func (b *Budget) PutLimits(ctx context.Context, kind, id string, raw []byte) error {
+	var err error
+	if raw == nil {
+		_, err = b.cli.Delete(ctx, b.limKey(kind, id))
+	} else {
+		_, err = b.cli.Put(ctx, b.limKey(kind, id), string(raw))
+	}
+	return err
+}
+
+// WatchLimits applies the shared limits now (before the node serves) and
+// every change after, in etcd's order, until Stop; a broken watch starts
+// over from a fresh read.
+func (b *Budget) WatchLimits(apply func(kind, id string, raw []byte)) error {
+	rev, err := b.loadLimits(apply)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for b.ctx.Err() == nil {
+			wch := b.cli.Watch(clientv3.WithRequireLeader(b.ctx), b.pre+"lim/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+			for resp := range wch {
+				if resp.Err() != nil {
+					break
+				}
+				for _, ev := range resp.Events {
+					var raw []byte
+					if ev.Type == clientv3.EventTypePut {
+						raw = ev.Kv.Value
+					}
+					b.applyLimit(apply, string(ev.Kv.Key), raw)
+					rev = ev.Kv.ModRevision
+				}
+			}
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			if r, err := b.loadLimits(apply); err == nil {
+				rev = r
+			}
+		}
+	}()
+	return nil
+}
+
+func (b *Budget) loadLimits(apply func(kind, id string, raw []byte)) (int64, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, budgetRound)
+	defer cancel()
+	r, err := b.cli.Get(ctx, b.pre+"lim/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("cluster: budget limits: %w", err)
+	}
+	for _, kv := range r.Kvs {
+		b.applyLimit(apply, string(kv.Key), kv.Value)
+	}
+	return r.Header.Revision, nil
+}
+
+func (b *Budget) applyLimit(apply func(kind, id string, raw []byte), key string, raw []byte) {
+	kind, esc, ok := strings.Cut(strings.TrimPrefix(key, b.pre+"lim/"), "/")
+	id, err := url.PathUnescape(esc)
+	if !ok || err != nil {
+		return
+	}
+	apply(kind, id, raw)
+}
+
 // Stop ends the writer and revokes the lease (releasing this node's open
 // reservations). Call it after the callers stopped.
 func (b *Budget) Stop() {

@@ -196,3 +196,44 @@ func TestBudgetWindows(t *testing.T) {
 		t.Fatalf("60 tokens in the hour + 41 against 100: refusal %+v, want hourly_tokens", ref)
 	}
 }
+
+// Limits put through one node reach every node's watcher in etcd's order,
+// including a node that starts after them (applied before it serves) and
+// a clear (nil).
+func TestBudgetLimitsSharedThroughEtcd(t *testing.T) {
+	ep := testEtcd(t)
+	a, b := testBudget(t, testClient(t, ep)), testBudget(t, testClient(t, ep))
+	ctx := context.Background()
+	if err := a.PutLimits(ctx, usage.LimitsGlobal, "", []byte(`{"daily_limit_usd":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	type lim struct {
+		kind, id, raw string
+		cleared       bool
+	}
+	got := make(chan lim, 16)
+	apply := func(kind, id string, raw []byte) { got <- lim{kind, id, string(raw), raw == nil} }
+	if err := b.WatchLimits(apply); err != nil {
+		t.Fatal(err)
+	}
+	// Applied before WatchLimits returned.
+	if l := <-got; l != (lim{kind: "global", raw: `{"daily_limit_usd":1}`}) {
+		t.Fatalf("first: %+v", l)
+	}
+	if err := a.PutLimits(ctx, usage.LimitsUser, "al/ice", []byte(`{"max_daily_usd":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PutLimits(ctx, usage.LimitsUser, "al/ice", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []lim{{kind: "user", id: "al/ice", raw: `{"max_daily_usd":2}`}, {kind: "user", id: "al/ice", cleared: true}} {
+		select {
+		case l := <-got:
+			if l != want {
+				t.Fatalf("got %+v, want %+v", l, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %+v within 5 s", want)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package usage
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -67,7 +69,19 @@ type Cluster interface {
 	Settle(ctx context.Context, now time.Time, hold uint64, scopes []Scope, costNanos, tokens int64) error
 	// Spend reads scopes' cluster-wide spend.
 	Spend(ctx context.Context, now time.Time, scopes []Scope) ([]ScopeSpend, error)
+	// PutLimits shares a limit set (kind LimitsGlobal, LimitsProvider or
+	// LimitsUser; raw is its stored JSON, nil when cleared) with every
+	// node, which applies it through ApplyClusterLimits.
+	PutLimits(ctx context.Context, kind, id string, raw []byte) error
 }
+
+// Kinds of limits shared in cluster mode. Per-agent limits are not: an
+// agent's id differs on each node (docs/cluster.md).
+const (
+	LimitsGlobal   = "global"
+	LimitsProvider = "provider"
+	LimitsUser     = "user"
+)
 
 // Admit checks one scope's spend, holds and a call's worst case against
 // its caps in the order the single-node ledger does (daily, monthly,
@@ -207,11 +221,115 @@ func view[T any](ctx context.Context, m *Meter, cl Cluster, q any, scopes []scop
 	return kernel.Ask[T](ctx, m.k, m.pid, &clusterView{q: q, spends: spends})
 }
 
+// publishLimits shares this node's limits of kind/id with the cluster
+// after a change through its API.
+func (m *Meter) publishLimits(ctx context.Context, cl Cluster, kind, id string) error {
+	raw, err := kernel.Ask[*limitsRaw](ctx, m.k, m.pid, &limitsRaw{kind: kind, id: id})
+	if err != nil {
+		return err
+	}
+	if err := cl.PutLimits(ctx, kind, id, raw.raw); err != nil {
+		return kernel.Errorf(kernel.KindUnavailable, "budget_unavailable",
+			"the limits changed on this node but could not be shared with the cluster (etcd did not answer); set them again: %v", err)
+	}
+	return nil
+}
+
+// ApplyClusterLimits applies limits another node (or this one) shared,
+// in etcd's order, so every node ends with the last one set.
+func (m *Meter) ApplyClusterLimits(kind, id string, raw []byte) {
+	m.k.Root.Send(m.pid, &limitsRaw{kind: kind, id: id, raw: raw, apply: true})
+}
+
+// limitsRaw asks for a limit set's stored JSON (nil: none), or with apply
+// replaces it. Answered with *limitsRaw.
+type limitsRaw struct {
+	kind, id string
+	raw      []byte
+	apply    bool
+}
+
+func (l *ledger) limitsJSON(kind, id string) []byte {
+	var v any
+	switch kind {
+	case LimitsGlobal:
+		v = l.limits
+	case LimitsProvider:
+		pl, ok := l.provLimits[id]
+		if !ok {
+			return nil
+		}
+		v = pl
+	case LimitsUser:
+		ul, ok := l.userLimits[id]
+		if !ok {
+			return nil
+		}
+		v = ul
+	default:
+		return nil
+	}
+	raw, _ := json.Marshal(v)
+	return raw
+}
+
+// applyLimits replaces kind/id's limits with raw (shared through etcd),
+// durably, as a change through the API would.
+func (l *ledger) applyLimits(c actor.Context, m *limitsRaw) error {
+	if string(l.limitsJSON(m.kind, m.id)) == string(m.raw) {
+		return nil // this node's own change coming back, or no change
+	}
+	var key string
+	var set func() error
+	switch m.kind {
+	case LimitsGlobal:
+		var v Limits
+		key, set = kBudget, func() error { l.limits = v; return nil }
+		if err := json.Unmarshal(m.raw, &v); err != nil || m.raw == nil {
+			return fmt.Errorf("global limits: %v", err)
+		}
+	case LimitsProvider:
+		var v ProviderLimits
+		key, set = pProvLimit+m.id, func() error { l.provLimits[m.id] = v; return nil }
+		if m.raw == nil {
+			set = func() error { delete(l.provLimits, m.id); return nil }
+		} else if err := json.Unmarshal(m.raw, &v); err != nil {
+			return err
+		}
+	case LimitsUser:
+		var v UserLimits
+		key, set = pUserLimit+m.id, func() error { l.userLimits[m.id] = v; return nil }
+		if m.raw == nil {
+			set = func() error { delete(l.userLimits, m.id); return nil }
+		} else if err := json.Unmarshal(m.raw, &v); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown limits kind %q", m.kind)
+	}
+	if err := writeKVs(l.db, []kv{{key: []byte(key), val: m.raw, del: m.raw == nil}}); err != nil {
+		return err
+	}
+	_ = set()
+	l.checkAlerts(c, l.now().UTC(), "", "", "", "")
+	return nil
+}
+
 // receiveCluster handles the cluster-mode messages; false if m is not one.
 func (l *ledger) receiveCluster(c actor.Context, m any) bool {
 	switch m := m.(type) {
 	case *capsQuery:
 		c.Respond(l.capsFor(m))
+	case *limitsRaw:
+		if !m.apply {
+			c.Respond(&limitsRaw{kind: m.kind, id: m.id, raw: l.limitsJSON(m.kind, m.id)})
+			break
+		}
+		if err := l.applyLimits(c, m); err != nil {
+			l.log.Error().Err(err).Str("kind", m.kind).Str("id", m.id).Msg("limits shared by the cluster not applied")
+		} else {
+			l.log.Info().Str("kind", m.kind).Str("id", m.id).Msg("limits shared by the cluster applied")
+		}
 	case *clusterRefused:
 		l.metrics.refused.Inc()
 		l.raise(c, "budget_exceeded", &m.v, l.now().UTC(), true, l.limits.AlertThreshold)

@@ -20,6 +20,18 @@ type memCluster struct {
 	next      uint64
 	reserves  []ClusterReserve
 	settleErr error
+	// appliers are the meters that share limits through this store.
+	appliers []func(kind, id string, raw []byte)
+}
+
+func (c *memCluster) PutLimits(_ context.Context, kind, id string, raw []byte) error {
+	c.mu.Lock()
+	appliers := c.appliers
+	c.mu.Unlock()
+	for _, a := range appliers {
+		a(kind, id, raw)
+	}
+	return nil
 }
 
 func newMemCluster() *memCluster {
@@ -160,5 +172,48 @@ func TestClusterModeAdmitsInTheClusterStore(t *testing.T) {
 	_, err = h.m.Settle(ctx, hold.ID, ev("a1", "m", 1, 1, 0.05))
 	if de := kernel.AsError(err); de == nil || de.Kind != kernel.KindUnavailable || de.Code != "usage_unrecorded" {
 		t.Fatalf("settle with the cluster store down: %v", err)
+	}
+}
+
+// Global, provider and user limits set through one node's meter apply on
+// every node sharing the cluster store, durably (they survive a restart);
+// clearing a user's limits clears them everywhere.
+func TestClusterModeSharesLimits(t *testing.T) {
+	start := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	h1, h2 := newHarness(t, start), newHarness(t, start)
+	cl := newMemCluster()
+	for _, h := range []*harness{h1, h2} {
+		h.m.UseCluster(cl)
+		cl.appliers = append(cl.appliers, h.m.ApplyClusterLimits)
+	}
+	ctx := context.Background()
+	daily, provHourly := 2.5, 0.25
+	if _, err := h1.m.SetBudget(ctx, SetBudget{DailyLimitUSD: &daily}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.m.SetProviderBudget(ctx, SetProviderBudget{Provider: "fake", HourlyLimitUSD: &provHourly}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.m.SetUserBudget(ctx, "alice", UserLimits{MaxDailyUSD: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.m.ClearUserBudget(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	h2.restart()
+	h2.m.UseCluster(cl)
+	for i, h := range []*harness{h1, h2} {
+		b, err := h.m.Budget(ctx)
+		if err != nil || b.DailyLimitUSD != daily {
+			t.Fatalf("node %d: global %+v %v, want daily limit %v", i+1, b, err, daily)
+		}
+		p, err := h.m.ProviderBudget(ctx, "fake")
+		if err != nil || p.CapHourlyUSD != provHourly {
+			t.Fatalf("node %d: provider %+v %v", i+1, p, err)
+		}
+		u, err := h.m.UserBudget(ctx, "alice")
+		if err != nil || u.Configured {
+			t.Fatalf("node %d: user %+v %v, want cleared", i+1, u, err)
+		}
 	}
 }

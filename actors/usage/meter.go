@@ -185,7 +185,14 @@ func (m *Meter) Budget(ctx context.Context) (*BudgetStatus, error) {
 
 // SetBudget changes the global limits durably.
 func (m *Meter) SetBudget(ctx context.Context, s SetBudget) (*BudgetStatus, error) {
-	return kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &s)
+	st, err := kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &s)
+	if cl := m.cluster(); cl != nil && err == nil {
+		if err := m.publishLimits(ctx, cl, LimitsGlobal, ""); err != nil {
+			return nil, err
+		}
+		return m.Budget(ctx)
+	}
+	return st, err
 }
 
 // AgentBudget answers GET /api/budget/agents/{id}.
@@ -235,7 +242,11 @@ func (m *Meter) ProviderBudget(ctx context.Context, provider string) (*ProviderB
 
 // SetProviderBudget changes (or clears) a provider's limits durably.
 func (m *Meter) SetProviderBudget(ctx context.Context, s SetProviderBudget) (*ProviderLimitsSet, error) {
-	return kernel.Ask[*ProviderLimitsSet](ctx, m.k, m.pid, &s)
+	set, err := kernel.Ask[*ProviderLimitsSet](ctx, m.k, m.pid, &s)
+	if cl := m.cluster(); cl != nil && err == nil {
+		err = m.publishLimits(ctx, cl, LimitsProvider, s.Provider)
+	}
+	return set, err
 }
 
 // UserBudgets answers GET /api/budget/users (limit rows at most).
@@ -254,11 +265,18 @@ func (m *Meter) UserBudget(ctx context.Context, user string) (*UserBudget, error
 
 // SetUserBudget replaces a user's limits durably.
 func (m *Meter) SetUserBudget(ctx context.Context, user string, l UserLimits) (*UserLimits, error) {
-	return kernel.Ask[*UserLimits](ctx, m.k, m.pid, &SetUserBudget{User: user, Limits: &l})
+	set, err := kernel.Ask[*UserLimits](ctx, m.k, m.pid, &SetUserBudget{User: user, Limits: &l})
+	if cl := m.cluster(); cl != nil && err == nil {
+		err = m.publishLimits(ctx, cl, LimitsUser, user)
+	}
+	return set, err
 }
 
 // ClearUserBudget removes a user's limits durably.
 func (m *Meter) ClearUserBudget(ctx context.Context, user string) error {
 	_, err := kernel.Ask[*SetUserBudget](ctx, m.k, m.pid, &SetUserBudget{User: user})
+	if cl := m.cluster(); cl != nil && err == nil {
+		err = m.publishLimits(ctx, cl, LimitsUser, user)
+	}
 	return err
 }

@@ -48,6 +48,11 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents, meter *usage.Met
 	}
 	d.clusterBudget = b
 	meter.UseCluster(b)
+	// Global, provider and user limits set through any node apply on
+	// every node (per-agent limits stay per node: agent ids differ).
+	if err := b.WatchLimits(meter.ApplyClusterLimits); err != nil {
+		return err
+	}
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
 	d.log.Info().Str("cluster", n.Name()).Str("node", n.NodeName()).Str("member_id", n.MemberID()).
 		Str("address", n.Address()).Strs("etcd", n.Endpoints()).Msg("joined the cluster")
