@@ -104,6 +104,7 @@ type budgetOp struct {
 type budgetReply struct {
 	hold    uint64
 	refused *usage.Refusal
+	spends  []usage.ScopeSpend // a settle's scopes right after it
 	err     error
 }
 
@@ -170,23 +171,23 @@ func (b *Budget) Reserve(ctx context.Context, now time.Time, r usage.ClusterRese
 func (b *Budget) release(hold uint64, now time.Time) {
 	ctx, cancel := context.WithTimeout(b.ctx, usage.SettleTimeout)
 	defer cancel()
-	_ = b.Settle(ctx, now, hold, nil, 0, 0)
+	_, _ = b.Settle(ctx, now, hold, nil, 0, 0)
 }
 
 // Settle implements usage.Cluster. The settle stays queued after ctx
 // ends (the cost was incurred) until a Txn records it.
-func (b *Budget) Settle(ctx context.Context, now time.Time, hold uint64, scopes []usage.Scope, cost, tokens int64) error {
+func (b *Budget) Settle(ctx context.Context, now time.Time, hold uint64, scopes []usage.Scope, cost, tokens int64) ([]usage.ScopeSpend, error) {
 	op := &budgetOp{settle: true, now: now, scopes: scopes, cost: cost, tokens: tokens, hold: hold, ctx: ctx, reply: make(chan budgetReply, 1)}
 	if err := b.enqueue(ctx, op); err != nil {
-		return err
+		return nil, err
 	}
 	select {
 	case rep := <-op.reply:
-		return rep.err
+		return rep.spends, rep.err
 	case <-ctx.Done():
-		return fmt.Errorf("cluster: budget: settle not confirmed: %w", ctx.Err())
+		return nil, fmt.Errorf("cluster: budget: settle not confirmed: %w", ctx.Err())
 	case <-b.done:
-		return ErrBudgetStopped
+		return nil, ErrBudgetStopped
 	}
 }
 
@@ -403,6 +404,7 @@ func (b *Budget) round(pending []*budgetOp) []*budgetOp {
 	newHolds := map[uint64]heldKey{}
 	released := map[uint64]bool{}
 	replies := make([]budgetReply, len(batch))
+	var settles []int
 	b.mu.Lock()
 	seq := b.seq
 	for i, op := range batch {
@@ -428,6 +430,7 @@ func (b *Budget) round(pending []*budgetOp) []*budgetOp {
 					dirty[st][k] = true
 				}
 			}
+			settles = append(settles, i)
 			continue
 		}
 		if lease == 0 {
@@ -462,6 +465,15 @@ func (b *Budget) round(pending []*budgetOp) []*budgetOp {
 		replies[i] = budgetReply{hold: seq}
 	}
 	b.mu.Unlock()
+	// A settle's answer is its scopes' spend after the whole batch (what
+	// etcd holds once it commits).
+	for _, i := range settles {
+		op := batch[i]
+		replies[i].spends = make([]usage.ScopeSpend, len(op.scopes))
+		for j, s := range op.scopes {
+			replies[i].spends[j] = states[s].spend(op.now)
+		}
+	}
 	for st, keys := range dirty {
 		for k := range keys {
 			val, _ := json.Marshal(st.counters[k])

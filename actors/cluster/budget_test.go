@@ -62,7 +62,7 @@ func TestBudgetConcurrentReservesNeverOverspendAcrossNodes(t *testing.T) {
 			}
 			admitted.Add(1)
 			real := int64(400 + i%300) // at most the worst case
-			if err := b.Settle(ctx, time.Now().UTC(), hold, scopes, real, 8); err != nil {
+			if _, err := b.Settle(ctx, time.Now().UTC(), hold, scopes, real, 8); err != nil {
 				t.Error(err)
 				return
 			}
@@ -111,7 +111,7 @@ func TestBudgetDeadNodesHoldReleasedWithItsLease(t *testing.T) {
 	if ref != nil {
 		t.Fatal(ref)
 	}
-	if err := a.Settle(ctx, time.Now().UTC(), h, scopes, 200, 0); err != nil {
+	if _, err := a.Settle(ctx, time.Now().UTC(), h, scopes, 200, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, ref := res(a, 700); ref != nil {
@@ -166,7 +166,7 @@ func TestBudgetWindows(t *testing.T) {
 		{now.Add(-59 * time.Minute), 2, 20},
 		{now, 4, 40},
 	} {
-		if err := b.Settle(ctx, c.at, 0, scopes, c.cost, c.tokens); err != nil {
+		if _, err := b.Settle(ctx, c.at, 0, scopes, c.cost, c.tokens); err != nil {
 			t.Fatal(err)
 		}
 	}

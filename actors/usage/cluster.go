@@ -65,8 +65,9 @@ type Cluster interface {
 	// this node dies. A refusal is not an error.
 	Reserve(ctx context.Context, now time.Time, r ClusterReserve) (hold uint64, refused *Refusal, err error)
 	// Settle replaces hold (0: none) with the real cost and tokens in
-	// every scope, durably, before it returns.
-	Settle(ctx context.Context, now time.Time, hold uint64, scopes []Scope, costNanos, tokens int64) error
+	// every scope, durably, before it returns; it answers with scopes'
+	// spend right after (for the alerts).
+	Settle(ctx context.Context, now time.Time, hold uint64, scopes []Scope, costNanos, tokens int64) ([]ScopeSpend, error)
 	// Spend reads scopes' cluster-wide spend.
 	Spend(ctx context.Context, now time.Time, scopes []Scope) ([]ScopeSpend, error)
 	// PutLimits shares a limit set (kind LimitsGlobal, LimitsProvider or
@@ -191,18 +192,36 @@ func (m *Meter) reserveCluster(ctx context.Context, cl Cluster, r Reserve) (*Res
 func (m *Meter) settleCluster(ctx context.Context, cl Cluster, id uint64, e Event) (Event, error) {
 	local := make(chan settleReply, 1)
 	go func() {
-		ev, err := m.settleLocal(ctx, 0, e)
+		ev, err := m.settleLocal(ctx, 0, e, true)
 		local <- settleReply{event: ev, err: err}
 	}()
 	cctx, cancel := context.WithTimeout(ctx, SettleTimeout)
-	cerr := cl.Settle(cctx, time.Now().UTC(), id, clusterScopes(e.AgentName, e.Provider, e.User), e.CostNanos, e.InputTokens+e.OutputTokens)
+	scopes := clusterScopes(e.AgentName, e.Provider, e.User)
+	spends, cerr := cl.Settle(cctx, time.Now().UTC(), id, scopes, e.CostNanos, e.InputTokens+e.OutputTokens)
 	cancel()
 	rep := <-local
 	if cerr != nil {
 		return Event{}, kernel.Errorf(kernel.KindUnavailable, "usage_unrecorded",
 			"the call's cost could not be recorded in the cluster budget ledger; the call's result is withheld: %v", cerr)
 	}
+	// Warnings and exceeded alerts follow the cluster's spend.
+	view := make(map[scope]ScopeSpend, len(spends))
+	for i, s := range scopes {
+		k := scope{kind: s.Kind, id: s.ID}
+		if s.Kind == 'a' {
+			k.id = e.AgentID
+		}
+		view[k] = spends[i]
+	}
+	m.k.Root.Send(m.pid, &clusterAlerts{spends: view, e: e})
 	return rep.event, rep.err
+}
+
+// clusterAlerts has the ledger raise the alerts a settle's cluster-wide
+// spend calls for.
+type clusterAlerts struct {
+	spends map[scope]ScopeSpend
+	e      Event
 }
 
 // view asks the ledger q with the cluster's spend of scopes (ledger
@@ -330,6 +349,10 @@ func (l *ledger) receiveCluster(c actor.Context, m any) bool {
 		} else {
 			l.log.Info().Str("kind", m.kind).Str("id", m.id).Msg("limits shared by the cluster applied")
 		}
+	case *clusterAlerts:
+		l.view = m.spends
+		l.checkAlerts(c, l.now().UTC(), m.e.AgentID, m.e.AgentName, m.e.Provider, m.e.User)
+		l.view = nil
 	case *clusterRefused:
 		l.metrics.refused.Inc()
 		l.raise(c, "budget_exceeded", &m.v, l.now().UTC(), true, l.limits.AlertThreshold)

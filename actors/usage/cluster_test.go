@@ -60,11 +60,11 @@ func (c *memCluster) Reserve(_ context.Context, _ time.Time, r ClusterReserve) (
 	return c.next, nil, nil
 }
 
-func (c *memCluster) Settle(_ context.Context, _ time.Time, hold uint64, scopes []Scope, cost, tokens int64) error {
+func (c *memCluster) Settle(_ context.Context, _ time.Time, hold uint64, scopes []Scope, cost, tokens int64) ([]ScopeSpend, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.settleErr != nil {
-		return c.settleErr
+		return nil, c.settleErr
 	}
 	if r, ok := c.holds[hold]; ok {
 		delete(c.holds, hold)
@@ -84,7 +84,11 @@ func (c *memCluster) Settle(_ context.Context, _ time.Time, hold uint64, scopes 
 		sp.Tokens += tokens
 		c.spend[s] = sp
 	}
-	return nil
+	out := make([]ScopeSpend, len(scopes))
+	for i, s := range scopes {
+		out[i] = c.spend[s]
+	}
+	return out, nil
 }
 
 func (c *memCluster) Spend(_ context.Context, _ time.Time, scopes []Scope) ([]ScopeSpend, error) {
@@ -99,7 +103,8 @@ func (c *memCluster) Spend(_ context.Context, _ time.Time, scopes []Scope) ([]Sc
 
 // In cluster mode the meter asks the cluster store with this node's
 // limits (the agent's scope by name), refuses as one node does (402
-// budget_exceeded, the same message, an alert raised), settles in both
+// budget_exceeded, the same message, an alert raised), warns from the
+// cluster's spend, settles in both
 // the cluster store and this node's ledger, and the budget views show
 // the cluster's spend and holds, not this node's.
 func TestClusterModeAdmitsInTheClusterStore(t *testing.T) {
@@ -128,6 +133,11 @@ func TestClusterModeAdmitsInTheClusterStore(t *testing.T) {
 	}
 	if g := cl.spend[Scope{Kind: 'g'}]; g.Day != nanos(0.85) || g.Tokens != 30 || g.Holds != 0 {
 		t.Fatalf("cluster global spend %+v after the settle", g)
+	}
+	// The warning follows the cluster's spend (0.85 of 1), not this
+	// node's (0.15).
+	if warns, _ := h.alerts(); warns != 1 {
+		t.Fatalf("%d budget warnings after the cluster's spend passed 80%%, want 1", warns)
 	}
 	// The event is in this node's reports too.
 	if u, err := h.m.Usage(ctx, "day"); err != nil || u.RequestCount != 1 || !near(u.TotalCostUSD, 0.15) {

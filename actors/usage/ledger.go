@@ -374,7 +374,9 @@ func (l *ledger) settle(c actor.Context, m *Settle) {
 	}
 	l.pending = append(l.pending, settleWaiter{event: e, reply: m.reply})
 	l.metrics.settled.Inc()
-	l.checkAlerts(c, now, e.AgentID, e.AgentName, e.Provider, e.User)
+	if !m.clusterAlerts {
+		l.checkAlerts(c, now, e.AgentID, e.AgentName, e.Provider, e.User)
+	}
 	l.flush()
 }
 

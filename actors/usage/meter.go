@@ -106,13 +106,13 @@ func (m *Meter) Settle(ctx context.Context, reservationID uint64, e Event) (Even
 	if cl := m.cluster(); cl != nil {
 		return m.settleCluster(ctx, cl, reservationID, e)
 	}
-	return m.settleLocal(ctx, reservationID, e)
+	return m.settleLocal(ctx, reservationID, e, false)
 }
 
 // settleLocal is Settle in this node's ledger.
-func (m *Meter) settleLocal(ctx context.Context, reservationID uint64, e Event) (Event, error) {
+func (m *Meter) settleLocal(ctx context.Context, reservationID uint64, e Event, clusterAlerts bool) (Event, error) {
 	call := getCall(SettleTimeout)
-	m.k.Root.Send(m.pid, &Settle{ReservationID: reservationID, Event: e, reply: call.settle})
+	m.k.Root.Send(m.pid, &Settle{ReservationID: reservationID, Event: e, reply: call.settle, clusterAlerts: clusterAlerts})
 	select {
 	case rep := <-call.settle:
 		putCall(call)
