@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/fangd/fangd/actors/cluster/devetcd"
 	"github.com/fangd/fangd/actors/usage"
 )
 
@@ -235,5 +236,59 @@ func TestBudgetLimitsSharedThroughEtcd(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("no %+v within 5 s", want)
 		}
+	}
+}
+
+// etcd down: a reservation is refused with an error (not admitted blind);
+// a settle is not confirmed (its caller withholds the result) but stays
+// queued, and once etcd is back (same data) the spend is counted, once.
+func TestBudgetSettleOutlastsAnEtcdOutage(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := devetcd.Start(dir, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := srv.Endpoint
+	cli := testClient(t, ep)
+	b := testBudget(t, cli)
+	ctx := context.Background()
+	scopes, caps := []usage.Scope{globalScope}, []usage.Caps{{Daily: 1000}}
+	hold, ref, err := b.Reserve(ctx, time.Now().UTC(), usage.ClusterReserve{Scopes: scopes, Caps: caps, CostNanos: 300})
+	if err != nil || ref != nil {
+		t.Fatal(ref, err)
+	}
+	srv.Close()
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	_, _, err = b.Reserve(short, time.Now().UTC(), usage.ClusterReserve{Scopes: scopes, Caps: caps, CostNanos: 1})
+	cancel()
+	if err == nil {
+		t.Fatal("a reservation with etcd down was admitted")
+	}
+	short, cancel = context.WithTimeout(ctx, time.Second)
+	_, err = b.Settle(short, time.Now().UTC(), hold, scopes, 250, 0)
+	cancel()
+	if err == nil {
+		t.Fatal("a settle with etcd down was confirmed")
+	}
+	srv, err = devetcd.Start(dir, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	back := time.Now()
+	deadline := back.Add(30 * time.Second)
+	for {
+		sp, err := b.Spend(ctx, time.Now().UTC(), scopes)
+		if err == nil && sp[0].Day == 250 {
+			if sp[0].Holds != 0 {
+				t.Fatalf("spend %+v: the hold should be gone with its settle", sp[0])
+			}
+			t.Logf("recorded %v after etcd came back", time.Since(back).Round(10*time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the queued settle was not recorded after etcd came back: %+v %v", sp, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
