@@ -185,7 +185,7 @@ func (l *ledger) capsOf(s scope) (caps, float64) {
 	thr := l.limits.AlertThreshold
 	switch s.kind {
 	case 'a':
-		al := l.agentLimits[s.id]
+		al := l.agentLimitsOf(s.id)
 		tok := l.limits.DefaultAgentTokensPerHour
 		if al.TokensPerHour != nil {
 			tok = *al.TokensPerHour
@@ -207,7 +207,7 @@ func (l *ledger) capsOf(s scope) (caps, float64) {
 
 // agentTokenLimit is the hourly token limit in force for an agent.
 func (l *ledger) agentTokenLimit(id string) int64 {
-	if t := l.agentLimits[id].TokensPerHour; t != nil {
+	if t := l.agentLimitsOf(id).TokensPerHour; t != nil {
 		return *t
 	}
 	return l.limits.DefaultAgentTokensPerHour
@@ -526,7 +526,7 @@ func (l *ledger) setBudget(c actor.Context, m *SetBudget) any {
 
 func (l *ledger) agentBudget(id, name string) *AgentBudget {
 	now := l.now().UTC()
-	al := l.agentLimits[id]
+	al := l.agentLimitsOf(id)
 	s := scope{kind: 'a', id: id}
 	c, thr := l.capsOf(s)
 	sp := l.spendOf(s, now, true)
@@ -549,7 +549,7 @@ func (l *ledger) agentBudget(id, name string) *AgentBudget {
 }
 
 func (l *ledger) setAgentBudget(c actor.Context, m *SetAgentBudget) any {
-	next := l.agentLimits[m.AgentID]
+	next := l.agentLimitsOf(m.AgentID)
 	for _, err := range []error{
 		setUSD("max_cost_per_hour_usd", m.HourlyLimitUSD, &next.HourlyLimitUSD),
 		setUSD("daily_limit_usd", m.DailyLimitUSD, &next.DailyLimitUSD),

@@ -76,13 +76,38 @@ type Cluster interface {
 	PutLimits(ctx context.Context, kind, id string, raw []byte) error
 }
 
-// Kinds of limits shared in cluster mode. Per-agent limits are not: an
-// agent's id differs on each node (docs/cluster.md).
+// Kinds of limits shared in cluster mode. An agent's are shared by its
+// name (its id differs on each node; docs/cluster.md).
 const (
 	LimitsGlobal   = "global"
 	LimitsProvider = "provider"
 	LimitsUser     = "user"
+	LimitsAgent    = "agent"
 )
+
+// agentLimitsOf is the limits in force for agent id: in cluster mode the
+// ones shared for its name, if any; else this node's.
+func (l *ledger) agentLimitsOf(id string) AgentLimits {
+	if l.sharedAgent != nil {
+		if sh, ok := l.sharedAgent[l.agentNames[id]]; ok {
+			return sh
+		}
+	}
+	return l.agentLimits[id]
+}
+
+// learnName remembers agent id's name (cluster mode: shared limits are
+// found by name).
+func (l *ledger) learnName(id, name string) {
+	if id == "" || name == "" {
+		return
+	}
+	if l.agentNames == nil {
+		l.agentNames = map[string]string{}
+		l.sharedAgent = map[string]AgentLimits{}
+	}
+	l.agentNames[id] = name
+}
 
 // Admit checks one scope's spend, holds and a call's worst case against
 // its caps in the order the single-node ledger does (daily, monthly,
@@ -130,7 +155,7 @@ func clusterScopes(agentName, provider, user string) []Scope {
 
 // capsQuery asks the ledger for the caps of a call's scopes (in
 // clusterScopes' order). Answered with *capsAnswer.
-type capsQuery struct{ agentID, provider, user string }
+type capsQuery struct{ agentID, agentName, provider, user string }
 
 type capsAnswer struct {
 	caps      []Caps
@@ -149,6 +174,7 @@ type clusterView struct {
 }
 
 func (l *ledger) capsFor(m *capsQuery) *capsAnswer {
+	l.learnName(m.agentID, m.agentName)
 	a := &capsAnswer{threshold: l.limits.AlertThreshold}
 	for _, s := range scopesOf(m.agentID, m.provider, m.user) {
 		if s.kind == 'u' && s.id == "" {
@@ -164,7 +190,7 @@ func (m *Meter) reserveCluster(ctx context.Context, cl Cluster, r Reserve) (*Res
 	if r.CostNanos < 0 || r.Tokens < 0 {
 		return nil, kernel.Invalid("reservation must not be negative")
 	}
-	caps, err := kernel.Ask[*capsAnswer](ctx, m.k, m.pid, &capsQuery{agentID: r.AgentID, provider: r.Provider, user: r.User})
+	caps, err := kernel.Ask[*capsAnswer](ctx, m.k, m.pid, &capsQuery{agentID: r.AgentID, agentName: r.AgentName, provider: r.Provider, user: r.User})
 	if err != nil {
 		return nil, err
 	}
@@ -242,8 +268,8 @@ func view[T any](ctx context.Context, m *Meter, cl Cluster, q any, scopes []scop
 
 // publishLimits shares this node's limits of kind/id with the cluster
 // after a change through its API.
-func (m *Meter) publishLimits(ctx context.Context, cl Cluster, kind, id string) error {
-	raw, err := kernel.Ask[*limitsRaw](ctx, m.k, m.pid, &limitsRaw{kind: kind, id: id})
+func (m *Meter) publishLimits(ctx context.Context, cl Cluster, kind, id, agentID string) error {
+	raw, err := kernel.Ask[*limitsRaw](ctx, m.k, m.pid, &limitsRaw{kind: kind, id: id, agentID: agentID})
 	if err != nil {
 		return err
 	}
@@ -264,13 +290,20 @@ func (m *Meter) ApplyClusterLimits(kind, id string, raw []byte) {
 // replaces it. Answered with *limitsRaw.
 type limitsRaw struct {
 	kind, id string
+	agentID  string // LimitsAgent: this node's id of agent id (a name)
 	raw      []byte
 	apply    bool
 }
 
-func (l *ledger) limitsJSON(kind, id string) []byte {
+func (l *ledger) limitsJSON(kind, id, agentID string) []byte {
 	var v any
 	switch kind {
+	case LimitsAgent:
+		al, ok := l.agentLimits[agentID]
+		if !ok {
+			return nil
+		}
+		v = al
 	case LimitsGlobal:
 		v = l.limits
 	case LimitsProvider:
@@ -295,7 +328,23 @@ func (l *ledger) limitsJSON(kind, id string) []byte {
 // applyLimits replaces kind/id's limits with raw (shared through etcd),
 // durably, as a change through the API would.
 func (l *ledger) applyLimits(c actor.Context, m *limitsRaw) error {
-	if string(l.limitsJSON(m.kind, m.id)) == string(m.raw) {
+	if m.kind == LimitsAgent {
+		// Kept in memory (etcd is their store, read again at start).
+		if l.sharedAgent == nil {
+			l.agentNames, l.sharedAgent = map[string]string{}, map[string]AgentLimits{}
+		}
+		if m.raw == nil {
+			delete(l.sharedAgent, m.id)
+			return nil
+		}
+		var v AgentLimits
+		if err := json.Unmarshal(m.raw, &v); err != nil {
+			return err
+		}
+		l.sharedAgent[m.id] = v
+		return nil
+	}
+	if string(l.limitsJSON(m.kind, m.id, "")) == string(m.raw) {
 		return nil // this node's own change coming back, or no change
 	}
 	var key string
@@ -341,7 +390,17 @@ func (l *ledger) receiveCluster(c actor.Context, m any) bool {
 		c.Respond(l.capsFor(m))
 	case *limitsRaw:
 		if !m.apply {
-			c.Respond(&limitsRaw{kind: m.kind, id: m.id, raw: l.limitsJSON(m.kind, m.id)})
+			raw := l.limitsJSON(m.kind, m.id, m.agentID)
+			if m.kind == LimitsAgent {
+				// This node's change is in force here at once (the
+				// shared value for the name would hide it until the
+				// watch brings it back).
+				l.learnName(m.agentID, m.id)
+				if v, ok := l.agentLimits[m.agentID]; ok {
+					l.sharedAgent[m.id] = v
+				}
+			}
+			c.Respond(&limitsRaw{kind: m.kind, id: m.id, raw: raw})
 			break
 		}
 		if err := l.applyLimits(c, m); err != nil {
@@ -350,6 +409,7 @@ func (l *ledger) receiveCluster(c actor.Context, m any) bool {
 			l.log.Info().Str("kind", m.kind).Str("id", m.id).Msg("limits shared by the cluster applied")
 		}
 	case *clusterAlerts:
+		l.learnName(m.e.AgentID, m.e.AgentName)
 		l.view = m.spends
 		l.checkAlerts(c, l.now().UTC(), m.e.AgentID, m.e.AgentName, m.e.Provider, m.e.User)
 		l.view = nil
@@ -363,6 +423,7 @@ func (l *ledger) receiveCluster(c actor.Context, m any) bool {
 		case *BudgetQuery:
 			c.Respond(l.budgetStatus())
 		case *AgentBudgetQuery:
+			l.learnName(q.AgentID, q.AgentName)
 			c.Respond(l.agentBudget(q.AgentID, q.AgentName))
 		case *ProviderBudgetQuery:
 			row := l.providerRow(q.Provider, l.now().UTC())

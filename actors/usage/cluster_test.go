@@ -187,7 +187,8 @@ func TestClusterModeAdmitsInTheClusterStore(t *testing.T) {
 
 // Global, provider and user limits set through one node's meter apply on
 // every node sharing the cluster store, durably (they survive a restart);
-// clearing a user's limits clears them everywhere.
+// clearing a user's limits clears them everywhere; an agent's limits
+// apply to the agent of the same name on every node.
 func TestClusterModeSharesLimits(t *testing.T) {
 	start := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	h1, h2 := newHarness(t, start), newHarness(t, start)
@@ -212,6 +213,15 @@ func TestClusterModeSharesLimits(t *testing.T) {
 	}
 	h2.restart()
 	h2.m.UseCluster(cl)
+	cl.mu.Lock()
+	cl.appliers[1] = h2.m.ApplyClusterLimits
+	cl.mu.Unlock()
+	// An agent's limits are shared by its name: the agent of that name
+	// on the other node (another id) has them, others do not.
+	agentDaily := 0.75
+	if _, err := h1.m.SetAgentBudget(ctx, SetAgentBudget{AgentID: "id-on-1", AgentName: "coder", DailyLimitUSD: &agentDaily}); err != nil {
+		t.Fatal(err)
+	}
 	for i, h := range []*harness{h1, h2} {
 		b, err := h.m.Budget(ctx)
 		if err != nil || b.DailyLimitUSD != daily {
@@ -225,5 +235,20 @@ func TestClusterModeSharesLimits(t *testing.T) {
 		if err != nil || u.Configured {
 			t.Fatalf("node %d: user %+v %v, want cleared", i+1, u, err)
 		}
+	}
+	a2, err := h2.m.AgentBudget(ctx, "id-on-2", "coder")
+	if err != nil || a2.DailyLimitUSD != agentDaily {
+		t.Fatalf("node 2's coder: %+v %v, want the daily limit set through node 1", a2, err)
+	}
+	if o, err := h2.m.AgentBudget(ctx, "id-other", "other"); err != nil || o.DailyLimitUSD != 0 {
+		t.Fatalf("node 2's other agent: %+v %v", o, err)
+	}
+	// And admission on node 2 uses it.
+	cl.mu.Lock()
+	cl.spend[Scope{Kind: 'a', ID: "coder"}] = ScopeSpend{Day: nanos(0.7)}
+	cl.mu.Unlock()
+	_, err = h2.m.Reserve(ctx, Reserve{AgentID: "id-on-2", AgentName: "coder", Provider: "fake", CostNanos: nanos(0.1)})
+	if de := kernel.AsError(err); de == nil || de.Code != "budget_exceeded" || !strings.Contains(de.Msg, "agent coder's daily limit") {
+		t.Fatalf("node 2's coder past the shared limit: %v", err)
 	}
 }

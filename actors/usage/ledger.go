@@ -73,8 +73,13 @@ type ledger struct {
 	lastSweep    time.Time
 	// view is the cluster's spend of some scopes while a clusterView is
 	// answered (cluster.go), nil otherwise.
-	view    map[scope]ScopeSpend
-	lastDay int32
+	view map[scope]ScopeSpend
+	// sharedAgent are per-agent limits shared in cluster mode, by agent
+	// name (etcd is their store); agentNames the names of the agent ids
+	// cluster-mode calls and queries named. Both nil on a single node.
+	sharedAgent map[string]AgentLimits
+	agentNames  map[string]string
+	lastDay     int32
 
 	pending  []settleWaiter // settled, applied in memory, not yet in a batch
 	spare    []settleWaiter // a landed batch's waiter array, reused for pending

@@ -187,7 +187,7 @@ func (m *Meter) Budget(ctx context.Context) (*BudgetStatus, error) {
 func (m *Meter) SetBudget(ctx context.Context, s SetBudget) (*BudgetStatus, error) {
 	st, err := kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &s)
 	if cl := m.cluster(); cl != nil && err == nil {
-		if err := m.publishLimits(ctx, cl, LimitsGlobal, ""); err != nil {
+		if err := m.publishLimits(ctx, cl, LimitsGlobal, "", ""); err != nil {
 			return nil, err
 		}
 		return m.Budget(ctx)
@@ -206,7 +206,15 @@ func (m *Meter) AgentBudget(ctx context.Context, id, name string) (*AgentBudget,
 
 // SetAgentBudget changes an agent's limits durably.
 func (m *Meter) SetAgentBudget(ctx context.Context, s SetAgentBudget) (*AgentBudget, error) {
-	return kernel.Ask[*AgentBudget](ctx, m.k, m.pid, &s)
+	b, err := kernel.Ask[*AgentBudget](ctx, m.k, m.pid, &s)
+	if cl := m.cluster(); cl != nil && err == nil && s.AgentName != "" {
+		// Shared by the agent's name: the same-named agent on every node.
+		if err := m.publishLimits(ctx, cl, LimitsAgent, s.AgentName, s.AgentID); err != nil {
+			return nil, err
+		}
+		return m.AgentBudget(ctx, s.AgentID, s.AgentName)
+	}
+	return b, err
 }
 
 // ForgetAgent drops a deleted agent's limits.
@@ -244,7 +252,7 @@ func (m *Meter) ProviderBudget(ctx context.Context, provider string) (*ProviderB
 func (m *Meter) SetProviderBudget(ctx context.Context, s SetProviderBudget) (*ProviderLimitsSet, error) {
 	set, err := kernel.Ask[*ProviderLimitsSet](ctx, m.k, m.pid, &s)
 	if cl := m.cluster(); cl != nil && err == nil {
-		err = m.publishLimits(ctx, cl, LimitsProvider, s.Provider)
+		err = m.publishLimits(ctx, cl, LimitsProvider, s.Provider, "")
 	}
 	return set, err
 }
@@ -267,7 +275,7 @@ func (m *Meter) UserBudget(ctx context.Context, user string) (*UserBudget, error
 func (m *Meter) SetUserBudget(ctx context.Context, user string, l UserLimits) (*UserLimits, error) {
 	set, err := kernel.Ask[*UserLimits](ctx, m.k, m.pid, &SetUserBudget{User: user, Limits: &l})
 	if cl := m.cluster(); cl != nil && err == nil {
-		err = m.publishLimits(ctx, cl, LimitsUser, user)
+		err = m.publishLimits(ctx, cl, LimitsUser, user, "")
 	}
 	return set, err
 }
@@ -276,7 +284,7 @@ func (m *Meter) SetUserBudget(ctx context.Context, user string, l UserLimits) (*
 func (m *Meter) ClearUserBudget(ctx context.Context, user string) error {
 	_, err := kernel.Ask[*SetUserBudget](ctx, m.k, m.pid, &SetUserBudget{User: user})
 	if cl := m.cluster(); cl != nil && err == nil {
-		err = m.publishLimits(ctx, cl, LimitsUser, user)
+		err = m.publishLimits(ctx, cl, LimitsUser, user, "")
 	}
 	return err
 }

@@ -48,8 +48,8 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents, meter *usage.Met
 	}
 	d.clusterBudget = b
 	meter.UseCluster(b)
-	// Global, provider and user limits set through any node apply on
-	// every node (per-agent limits stay per node: agent ids differ).
+	// Limits set through any node apply on every node (an agent's to the
+	// agents of its name: ids differ per node).
 	if err := b.WatchLimits(meter.ApplyClusterLimits); err != nil {
 		return err
 	}
