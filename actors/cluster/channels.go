@@ -47,6 +47,9 @@ type Channels struct {
 	// members are the member ids of this node's cluster topology.
 	members func() []string
 	apply   func([]channel.ClusterChannel)
+	// excluded reports that this node dropped out of its own topology
+	// (upstream's etcd-rejoin trap): it then holds no channel (nil: never).
+	excluded func() bool
 
 	kick   chan struct{}
 	ctx    context.Context
@@ -96,6 +99,7 @@ func (n *Node) StartChannels(rt ChannelRuntime) *Channels {
 		}
 		return ids
 	}, rt.ApplyCluster)
+	c.excluded = n.Excluded
 	n.mu.Lock()
 	n.channels = c
 	n.mu.Unlock()
@@ -199,7 +203,16 @@ type ownerRec struct {
 
 // round is one ownership round.
 func (c *Channels) round() {
-	c.ensureLease()
+	if c.excluded != nil && c.excluded() {
+		// The other members no longer see this node and route nothing
+		// to it: its channels must run elsewhere. Giving up the owner
+		// lease frees every owner key at once (its fenced writes fail
+		// from then on); no new lease while excluded, so nothing is
+		// taken.
+		c.dropLease()
+	} else {
+		c.ensureLease()
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, 2*roundEvery)
 	defer cancel()
 	resp, err := c.cli.Txn(ctx).Then(
@@ -293,6 +306,22 @@ func (c *Channels) round() {
 		}
 	}
 	c.apply(out)
+}
+
+// dropLease revokes the owner lease, if any: every channel this node owns
+// is free for the others at once.
+func (c *Channels) dropLease() {
+	c.mu.Lock()
+	lease := c.lease
+	c.lease = 0
+	c.mu.Unlock()
+	if lease == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+	_, err := c.cli.Revoke(ctx, lease)
+	cancel()
+	c.log.Error().Err(err).Msg("this node is excluded from the cluster: channel owner lease given up, its channels stop here and move")
 }
 
 // applyLost tells the supervisor this node holds nothing any more (its
