@@ -395,7 +395,9 @@ func (t *inboundTask) Receive(c actor.Context) {
 		t.cancel = nil
 		t.turnFinished(c, m)
 	case *firstStored:
-		if t.done {
+		if t.done || t.pending != nil {
+			// Settled already: the final write, queued behind this one,
+			// decides (finalStored).
 			return
 		}
 		if m.err != nil {
