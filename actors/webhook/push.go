@@ -7,7 +7,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fangd/fangd/actors/kernel"
-	"github.com/fangd/fangd/store"
 )
 
 // Push endpoints carry A2A push notifications (docs/a2a.md). The A2A
@@ -59,6 +58,10 @@ func (e *Engine) CreatePush(ctx context.Context, name, url, secret string, heade
 func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
 	defer cancel()
+	if cl := e.sh.cluster(); cl != nil {
+		t := time.Now().UTC()
+		return e.pushCluster(ctx, cl, id, &message{MsgID: msgID, Type: typ, Body: body, NextAt: t, Enqueued: t})
+	}
 	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &forward{id: id, msg: &push{msgID: msgID, typ: typ, body: body}})
 	return err
 }
@@ -69,6 +72,10 @@ func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) e
 func (e *Engine) PushRaw(ctx context.Context, id, msgID, typ string, body []byte, headers map[string]string) error {
 	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
 	defer cancel()
+	if cl := e.sh.cluster(); cl != nil {
+		t := time.Now().UTC()
+		return e.pushCluster(ctx, cl, id, &message{MsgID: msgID, Type: typ, Raw: body, Headers: headers, NextAt: t, Enqueued: t})
+	}
 	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &forward{id: id, msg: &push{msgID: msgID, typ: typ, body: body, raw: true, headers: headers}})
 	return err
 }
@@ -97,24 +104,14 @@ func (o *outbox) enqueuePush(c actor.Context, m *push) {
 		return
 	}
 	t := time.Now().UTC()
-	msg := &message{Seq: o.meta.NextSeq, MsgID: m.msgID, Type: m.typ, Body: m.body, NextAt: t, Enqueued: t}
+	msg := &message{MsgID: m.msgID, Type: m.typ, Body: m.body, NextAt: t, Enqueued: t}
 	if m.raw {
 		msg.Body, msg.Raw, msg.Headers = nil, m.body, m.headers
 	}
-	o.meta.NextSeq++
-	o.pending++
-	q, sender, sys := o.q, c.Sender(), o.sys
-	o.write(op{
-		apply: func(tx *store.Txn) error { return putJSON(tx, q, msg.Seq, msg) },
-		done: func() {
-			// Straight into memory only if nothing older waits on disk.
-			if o.loadedUpTo == msg.Seq-1 && len(o.queue) < window {
-				o.queue = append(o.queue, msg)
-				o.loadedUpTo = msg.Seq
-			}
-			if sender != nil {
-				sys.Root.Send(sender, true)
-			}
-		},
+	sender, sys := c.Sender(), o.sys
+	o.queueMessages([]*message{msg}, nil, func() {
+		if sender != nil {
+			sys.Root.Send(sender, true)
+		}
 	})
 }
