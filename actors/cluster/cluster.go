@@ -85,6 +85,7 @@ type Node struct {
 	last     string // last record written
 	excluded bool
 	channels *Channels // cluster-wide channels, once started
+	webhooks *Webhooks // cluster-wide webhook endpoints, once started
 }
 
 // Record is a node's entry in etcd.
@@ -347,10 +348,13 @@ func (n *Node) Endpoints() []string { return append([]string{}, n.opts.Endpoints
 // actor system down, so it runs after fangd's root actors have stopped.
 func (n *Node) Stop() {
 	n.mu.Lock()
-	ch := n.channels
+	ch, wh := n.channels, n.webhooks
 	n.mu.Unlock()
 	if ch != nil {
 		ch.stop()
+	}
+	if wh != nil {
+		wh.stop()
 	}
 	n.cancel()
 	<-n.done

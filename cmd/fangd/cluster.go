@@ -8,8 +8,8 @@ import (
 )
 
 // startCluster joins the cluster named by [cluster] / --cluster (audited).
-// Channels become cluster-wide; every other entity kind still runs per
-// node (fcluster.Kinds says so, and GET /api/cluster reports it).
+// Channels and webhook endpoints become cluster-wide; every other entity
+// kind still runs per node (fcluster.Kinds says so, and GET /api/cluster reports it).
 func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 	cc := cfg.Cluster
 	channels := d.channels
@@ -23,6 +23,9 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 			h := map[string]int{}
 			if cl := d.clusterChannels(); cl != nil {
 				h[fcluster.KindChannel] = cl.Hosted()
+			}
+			if wh := d.clusterWh.Load(); wh != nil {
+				h[fcluster.KindWebhook] = wh.Hosted()
 			}
 			if as, err := agents.List(ctx); err == nil {
 				h[fcluster.KindAgent] = len(as)
@@ -38,6 +41,9 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 	// Channels are cluster-wide: records and state in etcd, each adapter
 	// on the one node holding its owner lease.
 	d.clusterCh.Store(n.StartChannels(channels))
+	// So are webhook endpoints: records in etcd, each outbox on the one
+	// node holding its owner lease, every node appending its events.
+	d.clusterWh.Store(n.StartWebhooks(d.webhooks))
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
 	d.log.Info().Str("cluster", n.Name()).Str("node", n.NodeName()).Str("member_id", n.MemberID()).
 		Str("address", n.Address()).Strs("etcd", n.Endpoints()).Msg("joined the cluster")

@@ -25,6 +25,7 @@ import (
 	"github.com/fangd/fangd/actors/channel/whatsapp"
 	fcluster "github.com/fangd/fangd/actors/cluster"
 	"github.com/fangd/fangd/actors/comms"
+	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/logs"
@@ -119,6 +120,9 @@ type daemon struct {
 	// clusterCh is the cluster-wide channel store (read by the node
 	// record's refresh goroutine, set once the node joined).
 	clusterCh atomic.Pointer[fcluster.Channels]
+	// clusterWh is the cluster-wide webhook store, the same way.
+	clusterWh atomic.Pointer[fcluster.Webhooks]
+	webhooks  *webhook.Engine
 	http      *fhttp.Server
 	ln        net.Listener
 	served    chan error
@@ -309,6 +313,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	// Cluster mode joins once the API address is known: the node record
 	// in etcd carries the URL other nodes route requests to.
 	if cfg.Cluster.enabled() {
+		d.webhooks = c.webhooks
 		if err := d.startCluster(cfg, agents); err != nil {
 			return nil, err
 		}
