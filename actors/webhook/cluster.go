@@ -466,13 +466,31 @@ func (s *supervisor) persistCluster(ep Endpoint, sealed map[string][]byte) error
 	return nil
 }
 
+// HostedElsewhere is the cause of a "hosted_elsewhere" error: webhook
+// Webhook's outbox runs on cluster node Node. transport/http forwards the
+// request there (docs/cluster.md "Request routing"); the 409 is what a
+// caller sees only when forwarding does not apply.
+type HostedElsewhere struct {
+	Webhook string
+	Node    string
+}
+
+func (h *HostedElsewhere) Error() string {
+	return "webhook " + h.Webhook + " is hosted on node " + h.Node
+}
+
+// Host names the endpoint and its node, for request routing.
+func (h *HostedElsewhere) Host() (what, node string) { return "webhook " + h.Webhook, h.Node }
+
 // notHere answers a request that needs the outbox actor of an endpoint
-// another node hosts.
+// another node hosts (a test delivery, a replay).
 func notHere(e *entry) error {
 	if e.node == "" {
 		return kernel.Errorf(kernel.KindUnavailable, "not_hosted", "no cluster node hosts webhook %s right now; try again in a few seconds", e.ep.ID)
 	}
-	return kernel.Errorf(kernel.KindConflict, "hosted_elsewhere", "webhook %s is hosted on cluster node %s; send this request to that node", e.ep.ID, e.node)
+	ke := kernel.Errorf(kernel.KindConflict, "hosted_elsewhere", "webhook %s is hosted on cluster node %s; send this request to that node", e.ep.ID, e.node)
+	ke.Err = &HostedElsewhere{Webhook: e.ep.ID, Node: e.node}
+	return ke
 }
 
 // --- the producer: this node's events into every endpoint's intake ---
@@ -499,6 +517,15 @@ func newProducer(sh *shared, appended func(string)) *producer {
 func (p *producer) set(eps []Endpoint) {
 	p.mu.Lock()
 	p.eps = eps
+	known := make(map[string]bool, len(eps))
+	for _, ep := range eps {
+		known[ep.ID] = true
+	}
+	for id := range p.cur {
+		if !known[id] {
+			delete(p.cur, id)
+		}
+	}
 	p.mu.Unlock()
 	p.poke()
 }
@@ -541,6 +568,11 @@ func (p *producer) run(ctx context.Context) {
 const appendBatch = 100
 
 func (p *producer) produce(ctx context.Context, ep Endpoint) error {
+	if !ep.Enabled {
+		// The cursor stays: a re-enable sets ResumeAt, and what came
+		// before it is skipped then, with no gap after it.
+		return nil
+	}
 	cl := p.sh.cluster()
 	p.mu.Lock()
 	cur, known := p.cur[ep.ID]
@@ -559,7 +591,7 @@ func (p *producer) produce(ctx context.Context, ep Endpoint) error {
 		self := "webhook:" + ep.ID
 		err := p.sh.opts.Bus.Since(cur, func(r *comms.Record) bool {
 			last = r.ID
-			if !ep.Enabled || r.Source == self || !comms.MatchAny(ep.Events, r.Type) {
+			if r.Source == self || !comms.MatchAny(ep.Events, r.Type) {
 				return true
 			}
 			var hdr struct {

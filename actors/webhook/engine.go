@@ -330,6 +330,14 @@ func (s *supervisor) Receive(c actor.Context) {
 			delete(s.removed, m.Who.Id)
 			s.dropData(id)
 		}
+		for _, e := range s.entries {
+			if e.pid != nil && e.pid.Id == m.Who.Id {
+				// Cluster mode: an outbox that stopped itself after a
+				// refused write; the next round starts it again from
+				// etcd if this node still holds it.
+				e.pid = nil
+			}
+		}
 	case *create, *update, *remove, *get, *list, *forward:
 		if !s.ready {
 			c.Respond(kernel.Unavailable("the webhook engine is still starting"))

@@ -109,10 +109,13 @@ func (o *outbox) Receive(c actor.Context) {
 		}
 		if err != nil {
 			if o.sh.opts.Clustered {
-				// Another node holds the endpoint now (or etcd is
-				// gone): stop here; nothing more is written.
+				// Another node holds the endpoint now, or etcd did not
+				// answer: what is in memory may differ from etcd, so
+				// stop; the supervisor's next round starts the outbox
+				// again from etcd if this node still holds it.
 				o.fenced = true
-				o.sh.log.Warn().Err(err).Str("webhook", o.ep.ID).Msg("webhook outbox write refused; this node stops delivering it")
+				o.sh.log.Warn().Err(err).Str("webhook", o.ep.ID).Msg("webhook outbox write refused; stopping it here")
+				c.Stop(o.self)
 				return
 			}
 			panic(fmt.Errorf("webhook %s: commit failed: %w", o.ep.ID, err))

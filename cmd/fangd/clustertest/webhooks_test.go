@@ -256,6 +256,39 @@ timeout = "2s"
 	if bad != 0 {
 		t.Fatalf("%d requests with a wrong signature", bad)
 	}
+	// A test delivery asked of a node that does not host the outbox is
+	// forwarded to the host; the attempt history reads through any node.
+	var asked *node
+	for _, n := range alive {
+		if n.name != newHost {
+			asked = n
+		}
+	}
+	// Each node learns the new host on its next round (within 1 s);
+	// until then it names the dead one: 503 host_unreachable, try again.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		code, body = post(t, asked.url+"/api/webhooks/"+created.ID+"/test", "")
+		if code != 503 || !strings.Contains(string(body), "host_unreachable") || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != 200 || !strings.Contains(string(body), `"status":"sent"`) {
+		t.Fatalf("test delivery through %s (host %s): %d %s", asked.name, newHost, code, body)
+	}
+	var hist struct {
+		Deliveries []struct {
+			Outcome string `json:"outcome"`
+		} `json:"deliveries"`
+	}
+	getJSON(t, asked.url+"/api/webhooks/"+created.ID+"/deliveries", &hist)
+	outcomes := map[string]int{}
+	for _, d := range hist.Deliveries {
+		outcomes[d.Outcome]++
+	}
+	if outcomes["delivered"] < len(want) || outcomes["retrying"] == 0 {
+		t.Fatalf("history through %s: %v", asked.name, outcomes)
+	}
+
 	// Nothing left queued, as every live node sees it.
 	deadline = time.Now().Add(10 * time.Second)
 	for _, n := range alive {
