@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -164,9 +165,15 @@ func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
 	})
 	asked := len(oai.Requests())
 
-	// The second reply cannot go out: Telegram fails while the agent thinks.
+	// The second reply cannot go out: Telegram fails while the agent
+	// thinks. Only the first time: outbox_pending counts the reply while
+	// its write syncs, so a kill in that window runs the turn again after
+	// the restart (by design: an answer twice, never none), and taking
+	// Telegram down again then kept the reply from ever leaving (CI under
+	// load: status backoff, outbox_pending 1).
+	var downOnce sync.Once
 	oai.SetReply(func(llmtest.Request) string {
-		tg.SetDown(true)
+		downOnce.Do(func() { tg.SetDown(true) })
 		return "the answer you waited for"
 	})
 	tg.UserMessage(5, 9, "bob", "second question")
