@@ -391,6 +391,11 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 			s.entries[ep.ID] = e
 			s.order = append(s.order, ep.ID)
 		}
+		if newer(e.ep.UpdatedAt, ep.UpdatedAt) {
+			// This node changed it (an outbox that disabled itself)
+			// and the write is still on its way to etcd: keep ours.
+			ep = e.ep
+		}
 		changed := e.ep.UpdatedAt != ep.UpdatedAt || e.ep.Enabled != ep.Enabled
 		e.ep, e.node, e.st.enabled = ep, ce.Node, ep.Enabled
 		switch {
@@ -426,6 +431,13 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 	sortEntries(s)
 	s.ready = true
 	s.prod.set(eps)
+}
+
+// newer reports whether RFC 3339 time a is after b.
+func newer(a, b string) bool {
+	ta, err1 := time.Parse(time.RFC3339Nano, a)
+	tb, err2 := time.Parse(time.RFC3339Nano, b)
+	return err1 == nil && err2 == nil && ta.After(tb)
 }
 
 func sameSealed(a, b map[string][]byte) bool {
@@ -504,6 +516,7 @@ type producer struct {
 	sh      *shared
 	kick    chan struct{}
 	appends func(id string) // an endpoint got new intake
+	done    chan struct{}   // closed when run returns
 
 	mu  sync.Mutex
 	eps []Endpoint
@@ -511,7 +524,7 @@ type producer struct {
 }
 
 func newProducer(sh *shared, appended func(string)) *producer {
-	return &producer{sh: sh, kick: make(chan struct{}, 1), appends: appended, cur: map[string]uint64{}}
+	return &producer{sh: sh, kick: make(chan struct{}, 1), appends: appended, cur: map[string]uint64{}, done: make(chan struct{})}
 }
 
 func (p *producer) set(eps []Endpoint) {
@@ -540,6 +553,7 @@ func (p *producer) poke() {
 // run appends until ctx ends: on every bus batch (poke) and every second
 // (a failed append is retried).
 func (p *producer) run(ctx context.Context) {
+	defer close(p.done)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -648,10 +662,25 @@ func (p *producer) loadCursor(ctx context.Context, cl *clusterLink, ep Endpoint)
 	if err != nil {
 		return 0, err
 	}
-	if len(kvs) == 1 && kvs[0].Key == key {
-		return strconv.ParseUint(string(kvs[0].Value), 10, 64)
+	if len(kvs) != 1 || kvs[0].Key != key {
+		return 0, nil
 	}
-	return 0, nil
+	cur, err := strconv.ParseUint(string(kvs[0].Value), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	q, err := p.sh.opts.Bus.Query(c, comms.Query{Limit: 0})
+	if err != nil {
+		return 0, err
+	}
+	if cur > q.Last {
+		// Past the end of this node's bus: the node name was reused
+		// with a new home. Start over; resume_at skips the old.
+		p.sh.log.Warn().Str("webhook", ep.ID).Uint64("cursor", cur).Uint64("bus_last", q.Last).
+			Msg("webhook producer cursor is past this node's bus (new home under an old node name); starting from its beginning")
+		return 0, nil
+	}
+	return cur, nil
 }
 
 // pushCluster appends one pushed message to push endpoint id's intake.

@@ -301,7 +301,9 @@ func (s *supervisor) Receive(c actor.Context) {
 		}
 	case *actor.Stopping:
 		if s.stopProd != nil {
+			// Its reads of the bus end before the store closes.
 			s.stopProd()
+			<-s.prod.done
 		}
 	case *clusterView:
 		s.applyCluster(c, m)
