@@ -265,10 +265,12 @@ timeout = "2s"
 		}
 	}
 	// Each node learns the new host on its next round (within 1 s);
-	// until then it names the dead one: 503 host_unreachable, try again.
+	// until then it names the dead one or none: 503 host_unreachable or
+	// not_hosted, both "try again".
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		code, body = post(t, asked.url+"/api/webhooks/"+created.ID+"/test", "")
-		if code != 503 || !strings.Contains(string(body), "host_unreachable") || time.Now().After(deadline) {
+		retry := strings.Contains(string(body), "host_unreachable") || strings.Contains(string(body), "not_hosted")
+		if code != 503 || !retry || time.Now().After(deadline) {
 			break
 		}
 	}
