@@ -55,6 +55,7 @@ type ChannelRuntime interface {
 // ownership rounds, whose results go to rt.ApplyCluster.
 func (n *Node) StartChannels(rt ChannelRuntime) *Channels {
 	c := newChannels(n.etcd, n.opts.Name, n.memberI, n.opts.NodeName, n.opts.Log, n.topology, rt.ApplyCluster)
+	c.excluded = n.Excluded
 	n.mu.Lock()
 	n.channels = c
 	n.mu.Unlock()
@@ -83,7 +84,7 @@ func (c *Channels) stKey(name string) string  { return c.pre + "st/" + name + "/
 
 // round is one ownership round.
 func (c *Channels) round() {
-	c.ensureLease()
+	c.claimLease()
 	ctx, cancel := context.WithTimeout(c.ctx, 2*roundEvery)
 	defer cancel()
 	resp, err := c.cli.Txn(ctx).Then(

@@ -264,3 +264,77 @@ func TestChannelCommitCollapsesRepeatedKeys(t *testing.T) {
 		t.Fatalf("write after delete: %v", err)
 	}
 }
+
+// A node that finds itself excluded from its own topology (upstream's
+// etcd-rejoin trap) gives its channels up at once: its owner lease is
+// revoked, its own round reports the channel as not its own (the
+// supervisor stops the actor), its writes are fenced, it takes nothing
+// while excluded, and the other node takes the channel on its next round
+// without waiting for a lease to run out.
+func TestChannelExcludedNodeGivesChannelsUp(t *testing.T) {
+	ep := testEtcd(t)
+	cliA, cliB := testClient(t, ep), testClient(t, ep)
+	both := func() []string { return []string{"a", "b"} }
+	var mu sync.Mutex
+	excluded := false
+	a := newTestNode(t, cliA, "a", both)
+	// b's topology loses a when a is excluded (it blocked a's id).
+	b := newTestNode(t, cliB, "b", func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		if excluded {
+			return []string{"b"}
+		}
+		return both()
+	})
+	a.excluded = func() bool { mu.Lock(); defer mu.Unlock(); return excluded }
+	// The channel name whose rendezvous choice is a, so a takes it first.
+	name := ""
+	for _, cand := range []string{"tg", "tg1", "tg2", "tg3", "tg4", "tg5", "tg6", "tg7"} {
+		if rendezvous(cand, both()) == "a" {
+			name = cand
+			break
+		}
+	}
+	if name == "" {
+		t.Fatal("no channel name hashes to a")
+	}
+	ctx := context.Background()
+	if err := a.PutChannel(ctx, name, []byte(`{}`), nil, "fp-"+name); err != nil {
+		t.Fatal(err)
+	}
+	a.round()
+	b.round()
+	if !a.view(name).Mine || b.view(name).Mine {
+		t.Fatalf("before: a %+v, b %+v; want a the owner", a.view(name), b.view(name))
+	}
+	op := []channel.StateOp{{Key: "cur/offset", Value: []byte("7")}}
+	if err := a.Commit(ctx, name, op); err != nil {
+		t.Fatal(err)
+	}
+
+	mu.Lock()
+	excluded = true
+	mu.Unlock()
+	a.round()
+	if v := a.view(name); v.Mine {
+		t.Fatalf("an excluded node still runs %s: %+v", name, v)
+	}
+	if err := a.Commit(ctx, name, op); !errors.Is(err, ErrFenced) {
+		t.Fatalf("the excluded node's write: %v, want ErrFenced", err)
+	}
+	b.round()
+	if v := b.view(name); !v.Mine || v.Node != "node-b" {
+		t.Fatalf("b did not take %s from the excluded node at once: %+v", name, v)
+	}
+	// Still excluded, even past the takeover grace: a takes nothing.
+	if err := a.PutChannel(ctx, name+"-x", []byte(`{}`), nil, "fp-x"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(takeoverGrace + 100*time.Millisecond)
+	a.round()
+	a.round()
+	if v := a.view(name + "-x"); v.Mine {
+		t.Fatalf("an excluded node took a channel: %+v", v)
+	}
+}

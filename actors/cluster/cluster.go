@@ -58,7 +58,13 @@ type Options struct {
 	// Hosted reports how many entities of each kind this node hosts now;
 	// it is read each time the node record is refreshed.
 	Hosted func(ctx context.Context) map[string]int
-	Log    zerolog.Logger
+	// Watchdog acts when this node drops out of its own topology
+	// (watchdog.go); zero value: logged only.
+	Watchdog Watchdog
+	// TLS, if set, is mutual TLS between the members' remoting
+	// listeners (tls.go).
+	TLS *TLSFiles
+	Log zerolog.Logger
 }
 
 // recordTTL is the lease of a node's record: a node killed with -9
@@ -86,6 +92,8 @@ type Node struct {
 	excluded bool
 	channels *Channels // cluster-wide channels, once started
 	webhooks *Webhooks // cluster-wide webhook endpoints, once started
+	wd       *watch
+	cache    recordCache // watched node records (records.go)
 }
 
 // Record is a node's entry in etcd.
@@ -124,11 +132,25 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 		cli.Close()
 		return nil, fmt.Errorf("cluster: etcd provider: %w", err)
 	}
-	ropts := []remote.ConfigOption{
-		// An unknown or undecodable message must not take the receiver
-		// down: upstream remote panics on one (DESIGN.md "Cluster mode").
-		remote.WithServerOptions(grpc.ChainUnaryInterceptor(recoverUnary(opts.Log)), grpc.ChainStreamInterceptor(recoverStream(opts.Log))),
+	// An unknown or undecodable message must not take the receiver
+	// down: upstream remote panics on one (DESIGN.md "Cluster mode").
+	sopts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(recoverUnary(opts.Log)), grpc.ChainStreamInterceptor(recoverStream(opts.Log))}
+	var ropts []remote.ConfigOption
+	if opts.TLS != nil {
+		srv, dial, client, err := tlsOptions(*opts.TLS, opts.Log)
+		if err != nil {
+			cli.Close()
+			return nil, err
+		}
+		if err := checkPeersTLS(context.Background(), peerAddrs(cli, opts.Name), client); err != nil {
+			cli.Close()
+			return nil, err
+		}
+		sopts = append(sopts, srv...)
+		// Replaces upstream's default, an insecure dial.
+		ropts = append(ropts, remote.WithDialOptions(dial...))
 	}
+	ropts = append(ropts, remote.WithServerOptions(sopts...))
 	if opts.AdvertisedHost != "" {
 		ropts = append(ropts, remote.WithAdvertisedHost(net.JoinHostPort(opts.AdvertisedHost, strconv.Itoa(opts.BindPort))))
 	}
@@ -141,7 +163,8 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 		return nil, err
 	}
 	// The etcd provider names members "<cluster>@<actor system id>".
-	n := &Node{opts: opts, C: c, etcd: cli, memberI: opts.Name + "@" + k.System.ID, done: make(chan struct{})}
+	n := &Node{opts: opts, C: c, etcd: cli, memberI: opts.Name + "@" + k.System.ID, done: make(chan struct{}),
+		wd: &watch{w: opts.Watchdog}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.register(); err != nil {
 		c.Shutdown(true)
@@ -149,7 +172,27 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 		return nil, err
 	}
 	go n.loop()
+	go n.watchRecords()
 	return n, nil
+}
+
+// peerAddrs are the member addresses in the node records of the cluster's
+// live nodes (empty if etcd does not say).
+func peerAddrs(cli *clientv3.Client, cluster string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/fangd/nodes/"+cluster+"/", clientv3.WithPrefix())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		var r Record
+		if json.Unmarshal(kv.Value, &r) == nil && r.Address != "" {
+			out = append(out, r.Address)
+		}
+	}
+	return out
 }
 
 // startMember runs upstream's StartMember, which panics on a provider
@@ -257,8 +300,20 @@ func (n *Node) loop() {
 		now := n.excluded
 		n.mu.Unlock()
 		if now && !was {
-			n.opts.Log.Error().Str("member_id", n.memberI).Msg("this node is no longer in the cluster topology (etcd blip?); restart it to rejoin")
+			n.opts.Log.Error().Str("member_id", n.memberI).Msg("this node is no longer in the cluster topology (etcd blip?); its channels and webhook outboxes stop here; only a restart rejoins")
+			// Its channels and outboxes go to the members that still
+			// see each other.
+			n.mu.Lock()
+			ch, wh := n.channels, n.webhooks
+			n.mu.Unlock()
+			if ch != nil {
+				ch.Kick()
+			}
+			if wh != nil {
+				wh.Kick()
+			}
 		}
+		n.wd.observe(n.memberI, now, time.Now())
 	}
 }
 
@@ -408,6 +463,12 @@ func recoverStream(log zerolog.Logger) grpc.StreamServerInterceptor {
 // from the node records in etcd, for routing a request to the node that
 // hosts an entity. An error if no such member is up.
 func (n *Node) NodeURL(ctx context.Context, nodeName string) (string, error) {
+	if url, found, ok := n.cachedNodeURL(nodeName); ok {
+		if !found {
+			return "", fmt.Errorf("cluster: node %s is not up", nodeName)
+		}
+		return url, nil
+	}
 	ms, err := n.Members(ctx)
 	if err != nil {
 		return "", err

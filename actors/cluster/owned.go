@@ -31,6 +31,9 @@ type owned struct {
 	log      zerolog.Logger
 	// members are the member ids of this node's cluster topology.
 	members func() []string
+	// excluded reports that this node dropped out of its own topology
+	// (upstream's etcd-rejoin trap): it then holds nothing (nil: never).
+	excluded func() bool
 
 	kick   chan struct{}
 	ctx    context.Context
@@ -110,6 +113,35 @@ func (o *owned) myLease() clientv3.LeaseID {
 		return 0
 	}
 	return o.lease
+}
+
+// claimLease starts a round: an excluded node gives its owner lease up
+// (the other members no longer see it and route nothing to it: its
+// entities must run elsewhere; revoking frees every owner key at once and
+// fences its writes from then on) and takes no new one while excluded;
+// any other node makes sure it holds one.
+func (o *owned) claimLease() {
+	if o.excluded != nil && o.excluded() {
+		o.dropLease()
+		return
+	}
+	o.ensureLease()
+}
+
+// dropLease revokes the owner lease, if any: every entity this node owns
+// is free for the others at once.
+func (o *owned) dropLease() {
+	o.mu.Lock()
+	lease := o.lease
+	o.lease = 0
+	o.mu.Unlock()
+	if lease == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
+	_, err := o.cli.Revoke(ctx, lease)
+	cancel()
+	o.log.Error().Err(err).Msgf("this node is excluded from the cluster: %s owner lease given up, its %ss stop here and move", o.what, o.what)
 }
 
 // ensureLease grants the owner lease and keeps it alive; a lost lease

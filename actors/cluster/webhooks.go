@@ -43,6 +43,7 @@ type WebhookRuntime interface {
 // ownership rounds, whose results go to rt.ApplyCluster.
 func (n *Node) StartWebhooks(rt WebhookRuntime) *Webhooks {
 	w := newWebhooks(n.etcd, n.opts.Name, n.memberI, n.opts.NodeName, n.opts.Log, n.topology, rt.ApplyCluster)
+	w.excluded = n.Excluded
 	n.mu.Lock()
 	n.webhooks = w
 	n.mu.Unlock()
@@ -62,7 +63,7 @@ func (w *Webhooks) stKey(id string) string  { return w.pre + "e/" + id + "/" }
 
 // round is one ownership round.
 func (w *Webhooks) round() {
-	w.ensureLease()
+	w.claimLease()
 	ctx, cancel := context.WithTimeout(w.ctx, 2*roundEvery)
 	defer cancel()
 	resp, err := w.cli.Txn(ctx).Then(

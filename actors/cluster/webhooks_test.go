@@ -229,3 +229,60 @@ func TestWebhookCommitBeyondOneTxnAndPagedReads(t *testing.T) {
 		t.Fatalf("descending below 7: %+v %v", kvs, err)
 	}
 }
+
+// The exclusion check is the shared owner's (owned.go): an excluded node
+// gives its webhook outboxes up at once too, its writes are fenced, and
+// the other node takes them on its next round.
+func TestWebhookExcludedNodeGivesOutboxesUp(t *testing.T) {
+	ep := testEtcd(t)
+	both := func() []string { return []string{"a", "b"} }
+	var mu sync.Mutex
+	excluded := false
+	a := newHookNode(t, testClient(t, ep), "a", both)
+	b := newHookNode(t, testClient(t, ep), "b", func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		if excluded {
+			return []string{"b"}
+		}
+		return both()
+	})
+	a.excluded = func() bool { mu.Lock(); defer mu.Unlock(); return excluded }
+	id := ""
+	for _, cand := range []string{"w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7"} {
+		if rendezvous(cand, both()) == "a" {
+			id = cand
+			break
+		}
+	}
+	if id == "" {
+		t.Fatal("no id hashes to a")
+	}
+	ctx := context.Background()
+	if err := a.PutEndpoint(ctx, id, []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	a.round()
+	b.round()
+	if !a.view(id).Mine || b.view(id).Mine {
+		t.Fatalf("before: a %+v, b %+v; want a the owner", a.view(id), b.view(id))
+	}
+	op := []webhook.StateOp{{Key: "meta", Value: []byte(`{}`)}}
+	if err := a.Commit(ctx, id, op); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	excluded = true
+	mu.Unlock()
+	a.round()
+	if a.view(id).Mine {
+		t.Fatalf("an excluded node still hosts %s", id)
+	}
+	if err := a.Commit(ctx, id, op); !errors.Is(err, ErrFenced) {
+		t.Fatalf("the excluded node's write: %v, want ErrFenced", err)
+	}
+	b.round()
+	if v := b.view(id); !v.Mine || v.Node != "node-b" {
+		t.Fatalf("b did not take %s from the excluded node at once: %+v", id, v)
+	}
+}

@@ -19,6 +19,8 @@ import (
 //	2  usage: unknown command or flag, missing or extra arguments, an
 //	   unreadable client config
 //	3  the server could not be reached, or it failed (a 5xx answer)
+//
+// and fangd serve's 75 (exitClusterExcluded, config_cluster.go).
 const (
 	exitOK          = 0
 	exitRefused     = 1

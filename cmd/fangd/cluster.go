@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
 
 	"github.com/fangd/fangd/actors/agent"
 	fcluster "github.com/fangd/fangd/actors/cluster"
@@ -10,8 +14,9 @@ import (
 // startCluster joins the cluster named by [cluster] / --cluster (audited).
 // Channels and webhook endpoints become cluster-wide; every other entity
 // kind still runs per node (fcluster.Kinds says so, and GET /api/cluster reports it).
-func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
+func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents) error {
 	cc := cfg.Cluster
+	marker := filepath.Join(home, watchdogMarker)
 	channels := d.channels
 	n, err := fcluster.Start(d.kernel, fcluster.Options{
 		Endpoints: cc.Etcd, Name: cc.clusterName(), NodeName: cc.nodeName(d.ln.Addr().String()),
@@ -32,6 +37,27 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 			}
 			return h
 		},
+		Watchdog: fcluster.Watchdog{
+			Grace: time.Duration(cc.watchdogGrace()) * time.Second,
+			Excluded: func(member string) {
+				d.record("cluster_member_excluded", "this node (member "+member+") dropped out of the cluster topology (etcd blip); its channels stop here; watchdog action "+cc.watchdogAction()+" in "+strconv.Itoa(cc.watchdogGrace())+" s")
+			},
+			Expired: func(member string, after time.Duration) {
+				if cc.watchdogAction() != "exit" {
+					return
+				}
+				d.record("cluster_watchdog_exit", "member "+member+" still excluded after "+after.Round(time.Second).String()+": stopping with exit status "+strconv.Itoa(exitClusterExcluded)+" for the supervisor to restart it with a fresh member id")
+				// The next start says it rejoined (cluster_rejoined).
+				if err := os.WriteFile(marker, []byte(member), 0o600); err != nil {
+					d.log.Warn().Err(err).Msg("cluster watchdog marker not written")
+				}
+				select {
+				case d.watchdogExit <- struct{}{}:
+				default:
+				}
+			},
+		},
+		TLS: tlsFiles(cc),
 		Log: d.log.With().Str("component", "cluster").Logger(),
 	})
 	if err != nil {
@@ -45,9 +71,24 @@ func (d *daemon) startCluster(cfg Config, agents *agent.Agents) error {
 	// node holding its owner lease, every node appending its events.
 	d.clusterWh.Store(n.StartWebhooks(d.webhooks))
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
+	if old, err := os.ReadFile(marker); err == nil {
+		d.record("cluster_rejoined", "back in cluster "+n.Name()+" as member "+n.MemberID()+" after the watchdog stopped member "+string(old))
+		_ = os.Remove(marker)
+	}
 	d.log.Info().Str("cluster", n.Name()).Str("node", n.NodeName()).Str("member_id", n.MemberID()).
 		Str("address", n.Address()).Strs("etcd", n.Endpoints()).Msg("joined the cluster")
 	return nil
+}
+
+// watchdogMarker, in the home, holds the member id the watchdog stopped,
+// until the next start has rejoined and audited cluster_rejoined.
+const watchdogMarker = "cluster-watchdog-exit"
+
+func tlsFiles(cc ClusterConfig) *fcluster.TLSFiles {
+	if !cc.tlsEnabled() {
+		return nil
+	}
+	return &fcluster.TLSFiles{Cert: cc.TLSCert, Key: cc.TLSKey, CA: cc.TLSCA}
 }
 
 func (d *daemon) clusterChannels() *fcluster.Channels { return d.clusterCh.Load() }

@@ -25,7 +25,45 @@ type ClusterConfig struct {
 	BindHost       string `toml:"bind_host"`
 	BindPort       int    `toml:"bind_port"`
 	AdvertisedHost string `toml:"advertised_host"`
+	// WatchdogGraceSecs is how long a node may stay excluded from its own
+	// topology (upstream's etcd-rejoin trap) before the watchdog acts
+	// (default 10); WatchdogAction is what it does: "exit" (default: a
+	// graceful stop and exit status 75 for the supervisor to restart the
+	// process with a fresh member id) or "log" (audit it, stop its
+	// channels, stay excluded). There is no in-process rejoin: see
+	// docs/cluster.md "Watchdog".
+	WatchdogGraceSecs int    `toml:"watchdog_grace_secs"`
+	WatchdogAction    string `toml:"watchdog_action"`
+	// TLSCert, TLSKey and TLSCA turn on mutual TLS between the members'
+	// remoting listeners (PEM files; all three or none).
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	TLSCA   string `toml:"tls_ca"`
 }
+
+// exitClusterExcluded is fangd serve's exit status when the watchdog
+// stopped a node excluded from the cluster (EX_TEMPFAIL): distinct from
+// every other status, so a supervisor restarts it (systemd
+// Restart=on-failure, or RestartForceExitStatus=75).
+const exitClusterExcluded = 75
+
+const defaultWatchdogGrace = 10
+
+func (c ClusterConfig) watchdogGrace() int {
+	if c.WatchdogGraceSecs == 0 {
+		return defaultWatchdogGrace
+	}
+	return c.WatchdogGraceSecs
+}
+
+func (c ClusterConfig) watchdogAction() string {
+	if c.WatchdogAction == "" {
+		return "exit"
+	}
+	return c.WatchdogAction
+}
+
+func (c ClusterConfig) tlsEnabled() bool { return c.TLSCert != "" || c.TLSKey != "" || c.TLSCA != "" }
 
 var clusterNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -73,6 +111,25 @@ func (c ClusterConfig) validate() error {
 	}
 	if c.BindHost != "" && net.ParseIP(c.BindHost) == nil && c.BindHost != "localhost" {
 		errs = append(errs, fmt.Errorf("cluster.bind_host %q: want an IP address", c.BindHost))
+	}
+	if c.WatchdogGraceSecs < 0 || c.WatchdogGraceSecs > 3600 {
+		errs = append(errs, errors.New("cluster.watchdog_grace_secs must be between 1 and 3600 (0: the default, 10)"))
+	}
+	switch c.WatchdogAction {
+	case "", "exit", "log":
+	case "rejoin":
+		errs = append(errs, errors.New(`cluster.watchdog_action "rejoin" is not supported: upstream blocks the member id for good and a fresh id needs a fresh actor system, i.e. a restart; use "exit" with a supervisor that restarts fangd`))
+	default:
+		errs = append(errs, fmt.Errorf("cluster.watchdog_action %q: want \"exit\" or \"log\"", c.WatchdogAction))
+	}
+	if c.tlsEnabled() {
+		for _, f := range []struct{ key, path string }{{"tls_cert", c.TLSCert}, {"tls_key", c.TLSKey}, {"tls_ca", c.TLSCA}} {
+			if f.path == "" {
+				errs = append(errs, fmt.Errorf("cluster.%s is missing: TLS between nodes needs tls_cert, tls_key and tls_ca", f.key))
+			} else if _, err := os.Stat(f.path); err != nil {
+				errs = append(errs, fmt.Errorf("cluster.%s: %v", f.key, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

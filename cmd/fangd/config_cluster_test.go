@@ -34,10 +34,22 @@ func TestClusterConfigValidate(t *testing.T) {
 		{Etcd: []string{"h:1"}, BindHost: "not an ip"},
 		{Etcd: []string{"h:1"}, AdvertisedHost: "10.0.0.1"},
 		{Etcd: []string{"h:1"}, NodeName: strings.Repeat("x", 129)},
+		{Etcd: []string{"h:1"}, WatchdogGraceSecs: -1},
+		{Etcd: []string{"h:1"}, WatchdogAction: "reboot"},
+		// No in-process rejoin exists (docs/cluster.md "Watchdog").
+		{Etcd: []string{"h:1"}, WatchdogAction: "rejoin"},
+		{Etcd: []string{"h:1"}, TLSCert: "/nonexistent/cert.pem"},
+		{Etcd: []string{"h:1"}, TLSCert: "/etc/hostname", TLSKey: "/etc/hostname", TLSCA: "/nonexistent/ca.pem"},
 	} {
 		if err := c.validate(); err == nil {
 			t.Errorf("%+v accepted", c)
 		}
+	}
+	if ok.watchdogGrace() != 10 || ok.watchdogAction() != "exit" || ok.tlsEnabled() {
+		t.Fatalf("defaults: grace %d action %q tls %v", ok.watchdogGrace(), ok.watchdogAction(), ok.tlsEnabled())
+	}
+	if err := (ClusterConfig{Etcd: []string{"h:1"}, WatchdogGraceSecs: 30, WatchdogAction: "log"}).validate(); err != nil {
+		t.Fatalf("a valid watchdog refused: %v", err)
 	}
 	cfg := defaultConfig()
 	cfg.Cluster = ClusterConfig{Etcd: []string{"nohost"}}

@@ -126,6 +126,9 @@ type daemon struct {
 	http      *fhttp.Server
 	ln        net.Listener
 	served    chan error
+	// watchdogExit asks wait to stop the daemon: the cluster watchdog
+	// found this node excluded for longer than its grace.
+	watchdogExit chan struct{}
 	// stop is closed by close, for the daemon's own goroutines.
 	stop    chan struct{}
 	reloads *reloadParts
@@ -171,7 +174,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	begin := time.Now()
 	ring := logs.NewRing(cfg.Log.RingSize)
 	sink := newConsoleSink(console, cfg.Log.Format)
-	d := &daemon{log: newLogger(cfg.Log, ring, sink), served: make(chan error, 1), stop: make(chan struct{})}
+	d := &daemon{log: newLogger(cfg.Log, ring, sink), served: make(chan error, 1), watchdogExit: make(chan struct{}, 1), stop: make(chan struct{})}
 	d.reloads = &reloadParts{cfg: cfg, console: sink, load: func() (Config, error) { return cfg, nil }}
 	defer func() {
 		if err != nil {
@@ -314,7 +317,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	// in etcd carries the URL other nodes route requests to.
 	if cfg.Cluster.enabled() {
 		d.webhooks = c.webhooks
-		if err := d.startCluster(cfg, agents); err != nil {
+		if err := d.startCluster(home, cfg, agents); err != nil {
 			return nil, err
 		}
 		d.http.SetCluster(d.cluster)
@@ -449,11 +452,16 @@ func (d *daemon) record(eventType, details string) { d.recordOutcome(eventType, 
 // reverse dependency order, close the store.
 func (d *daemon) wait(ctx context.Context, reloads <-chan os.Signal) error {
 	var serveErr error
+	var exit error
 serve:
 	for {
 		select {
 		case <-ctx.Done():
 			d.log.Info().Msg("shutting down")
+			break serve
+		case <-d.watchdogExit:
+			d.log.Error().Int("exit_status", exitClusterExcluded).Msg("excluded from the cluster: shutting down for the supervisor to restart this node")
+			exit = exitError(exitClusterExcluded)
 			break serve
 		case serveErr = <-d.served:
 			d.log.Error().Err(serveErr).Msg("listener failed")
@@ -488,7 +496,7 @@ serve:
 	if serveErr != nil && !errors.Is(serveErr, net.ErrClosed) {
 		return serveErr
 	}
-	return nil
+	return exit
 }
 
 // close releases whatever was started, in reverse order.

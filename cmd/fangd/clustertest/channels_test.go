@@ -114,17 +114,18 @@ context_window = 128000
 // channel answers with its own agent of the bound name.
 func channelNodes(t *testing.T, etcd string, oai *llmtest.Fake, names ...string) []*node {
 	t.Helper()
-	return configuredNodes(t, etcd, clusterConfig(oai), names...)
+	return channelNodesWith(t, etcd, oai, "", names...)
 }
 
-// configuredNodes is channelNodes with config.toml cfg.
-func configuredNodes(t *testing.T, etcd, cfg string, names ...string) []*node {
+// channelNodesWith is channelNodes with extra appended to each node's
+// config.toml.
+func channelNodesWith(t *testing.T, etcd string, oai *llmtest.Fake, extra string, names ...string) []*node {
 	t.Helper()
 	env := []string{"FANGD_TEST_OAI_KEY=" + llmKey, "FANGD_VAULT_KEY=" + vaultKey}
 	var nodes []*node
 	for _, name := range names {
 		home := t.TempDir()
-		if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte(cfg), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte(clusterConfig(oai)+extra), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		nodes = append(nodes, startNodeIn(t, etcd, name, home, env))

@@ -126,12 +126,12 @@ func TestWebhookOutboxOnceClusterWideFailoverAfterKill9(t *testing.T) {
 	oai := llmtest.NewOpenAI(llmKey)
 	t.Cleanup(oai.Close)
 	recv := newHookReceiver(t)
-	cfg := clusterConfig(oai) + `
+	extra := `
 [webhooks]
 retry_backoff = ["1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s","1s"]
 timeout = "2s"
 `
-	nodes := configuredNodes(t, etcd, cfg, "a", "b", "c")
+	nodes := channelNodesWith(t, etcd, oai, extra, "a", "b", "c")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	byName := map[string]*node{"a": a, "b": b, "c": c}
 

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
+	"github.com/fangd/fangd/actors/cluster/devetcd"
+)
+
+// routeRequests is how many reads cluster-route sends to each node, after
+// routeWarmup discarded ones.
+const (
+	routeRequests = 3000
+	routeWarmup   = 300
+)
+
+// runClusterRoute measures issue 18's cross-node request overhead: three
+// fangd nodes in cluster mode on an embedded etcd, one Telegram channel
+// (the telegramtest fake) hosted on one of them (A). The same read, GET
+// /api/channels/{name} (the live status, which only the host has), is
+// sent to A directly and to another node B, which forwards it to A
+// (docs/cluster.md "Request routing"); sequential requests alternate
+// between the two so both see the same machine load. The overhead is the
+// difference of the two distributions' percentiles.
+func runClusterRoute(ctx context.Context, env *Env) ([]Row, error) {
+	etcd, err := devetcd.Start(mkTemp(env, "etcd"), "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	env.onClose(etcd.Close)
+	tg := telegramtest.New("4343:route")
+	env.onClose(tg.Close)
+	// A forwarded request carries the caller's credential and the host
+	// checks it again: every node needs the same API key, and the same
+	// vault key to open the channel's sealed token.
+	key := make([]byte, 56)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	apiKey, vaultKey := hex.EncodeToString(key[:24]), hex.EncodeToString(key[24:])
+	nodes := map[string]*Daemon{}
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("r%d", i)
+		cfg := fmt.Sprintf("\n[cluster]\netcd = [%q]\nname = \"route\"\nnode_name = %q\n", etcd.Endpoint, name)
+		d, err := StartDaemonWith(ctx, env.Opts.Fangd, mkTemp(env, name), cfg, []string{"FANGD_API_KEY=" + apiKey, "FANGD_VAULT_KEY=" + vaultKey})
+		if d != nil {
+			env.onClose(func() { _ = d.Stop() })
+		}
+		if err != nil {
+			return nil, err
+		}
+		d.APIKey = apiKey
+		nodes[name] = d
+	}
+	resp, err := channelRequest(ctx, nodes["r1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
+		"token": "4343:route", "api_url": tg.URL(), "poll_interval_secs": 30})
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("configure the channel: %d", resp.StatusCode)
+	}
+	var host string
+	for begin := time.Now(); host == "" && time.Since(begin) < 30*time.Second; {
+		for name, d := range nodes {
+			if v, err := getJSON(d, "/api/channels/tg"); err == nil && v["status"] == "connected" && v["node"] == name {
+				host = name
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if host == "" {
+		return nil, fmt.Errorf("no node ran the channel within 30 s")
+	}
+	var other string
+	for name := range nodes {
+		if name != host {
+			other = name
+			break
+		}
+	}
+	// The forwarded answer is the host's live status, not B's "remote",
+	// once B's ownership round has seen the channel (a second or so).
+	for begin := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		v, err := getJSON(nodes[other], "/api/channels/tg")
+		if err == nil && v["status"] == "connected" {
+			break
+		}
+		if time.Since(begin) > 30*time.Second {
+			return nil, fmt.Errorf("GET /api/channels/tg on %s (not the host): %v %v", other, v, err)
+		}
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	get := func(d *Daemon) (time.Duration, error) {
+		req, err := http.NewRequestWithContext(ctx, "GET", d.URL("/api/channels/tg"), nil)
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Authorization", "Bearer "+d.APIKey)
+		begin := time.Now()
+		res, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		took := time.Since(begin)
+		if res.StatusCode != 200 {
+			return 0, fmt.Errorf("GET /api/channels/tg on %s: %d", d.URL(""), res.StatusCode)
+		}
+		return took, nil
+	}
+	direct := make([]time.Duration, 0, routeRequests)
+	routed := make([]time.Duration, 0, routeRequests)
+	for i := range routeWarmup + routeRequests {
+		a, err := get(nodes[host])
+		if err != nil {
+			return nil, err
+		}
+		b, err := get(nodes[other])
+		if err != nil {
+			return nil, err
+		}
+		if i >= routeWarmup {
+			direct, routed = append(direct, a), append(routed, b)
+		}
+	}
+	slices.Sort(direct)
+	slices.Sort(routed)
+	pct := func(s []time.Duration, q float64) time.Duration { return s[min(len(s)-1, int(float64(len(s))*q))] }
+	d50, d99, r50, r99 := pct(direct, 0.5), pct(direct, 0.99), pct(routed, 0.5), pct(routed, 0.99)
+	fmt.Fprintf(env.Log, "  cluster-route: host %s, forwarded through %s\n", host, other)
+	return []Row{
+		infoRow(fmt.Sprintf("GET /api/channels/{name} on the host, p50 / p99 (%d sequential)", routeRequests), ms(d50)+" / "+ms(d99)),
+		{Metric: "the same read sent to a node that does not host the channel (forwarded), p99", Value: ms(r99) + " (p50 " + ms(r50) + ")",
+			Target: "< 2 ms", Verdict: verdict(r99 < 2*time.Millisecond)},
+		infoRow("cross-node overhead (forwarded minus direct), p50 / p99", ms(r50-d50)+" / "+ms(r99-d99)),
+	}, nil
+}
