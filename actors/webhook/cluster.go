@@ -197,8 +197,9 @@ func (sh *shared) cluster() *clusterLink { return sh.cl.Load() }
 // openSecret opens one of endpoint id's secrets: from the vault on a
 // single node, from its sealed copy in etcd (the last round's) in cluster
 // mode.
-func (sh *shared) openSecret(id, name string, fn func([]byte) error) error {
-	if sh.cluster() == nil {
+func (sh *shared) openSecret(ep *Endpoint, name string, fn func([]byte) error) error {
+	id := ep.ID
+	if !sh.clusteredKind(ep.Kind) {
 		return sh.opts.Vault.With(name, fn)
 	}
 	key := sealedSecret
@@ -350,7 +351,7 @@ func (c clusterState) meta(id string) (meta, error) {
 // outbox plus what waits in its intake.
 func (e *Engine) counts(ctx context.Context, v *View) {
 	cl := e.sh.cluster()
-	if cl == nil {
+	if cl == nil || !e.sh.clusteredKind(v.Kind) {
 		return
 	}
 	q, err1 := cl.cl.Count(ctx, v.ID, logQueue+"/")
@@ -419,7 +420,7 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 		}
 	}
 	for id, e := range s.entries {
-		if seen[id] {
+		if seen[id] || !s.sh.clusteredKind(e.ep.Kind) {
 			continue
 		}
 		// Deleted through another node.
@@ -429,7 +430,7 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 		s.forget(id)
 	}
 	sortEntries(s)
-	s.ready = true
+	s.rounds = true
 	s.prod.set(eps)
 }
 
@@ -567,9 +568,6 @@ func (p *producer) run(ctx context.Context) {
 		eps := p.eps
 		p.mu.Unlock()
 		for _, ep := range eps {
-			if ep.Kind == KindPush {
-				continue // fed by Push, which appends itself
-			}
 			if err := p.produce(ctx, ep); err != nil && ctx.Err() == nil {
 				p.sh.log.Warn().Err(err).Str("webhook", ep.ID).Msg("webhook events not appended to the cluster intake; retrying")
 			}
@@ -681,34 +679,6 @@ func (p *producer) loadCursor(ctx context.Context, cl *clusterLink, ep Endpoint)
 		return 0, nil
 	}
 	return cur, nil
-}
-
-// pushCluster appends one pushed message to push endpoint id's intake.
-func (e *Engine) pushCluster(ctx context.Context, cl *clusterLink, id string, msg *message) error {
-	v, err := e.Get(ctx, KindPush, id)
-	if err != nil {
-		return err
-	}
-	if !v.Enabled {
-		return kernel.Errorf(kernel.KindUnavailable, "webhook_disabled", "the push endpoint is disabled: %s", v.DisabledReason)
-	}
-	if v.Pending >= e.opts.MaxPending {
-		return kernel.Errorf(kernel.KindRateLimited, "outbox_full", "the push endpoint has %d messages waiting", v.Pending)
-	}
-	raw, err := json.Marshal(msg)
-	if err != nil {
-		return err
-	}
-	key := fmt.Sprintf("%s/%s/p%020d-%s", logIntake, cl.node, msg.Enqueued.UnixNano(), msg.MsgID)
-	ok, err := cl.cl.Append(ctx, id, []StateOp{{Key: key, Value: raw}})
-	if err != nil {
-		return kernel.Errorf(kernel.KindUnavailable, "cluster_unavailable", "queuing the push message in etcd failed: %s", err.Error())
-	}
-	if !ok {
-		return kernel.NotFound("webhook %s not found", id)
-	}
-	e.k.Root.Send(e.pid, &appended{id: id})
-	return nil
 }
 
 // appended says endpoint id got new intake (from this node).

@@ -82,9 +82,17 @@ type shared struct {
 	sealed   map[string]map[string][]byte
 }
 
-// state is where endpoint state lives: etcd in cluster mode, else Badger.
-func (sh *shared) state() backend {
-	if sh.opts.Clustered {
+// clusteredKind reports whether endpoints of kind live in etcd: in
+// cluster mode every kind but push endpoints, which serve per-node
+// entities (A2A tasks, paired devices) and are created before the node
+// joins.
+func (sh *shared) clusteredKind(kind string) bool {
+	return sh.opts.Clustered && kind != KindPush
+}
+
+// stateFor is where the state of an endpoint of kind lives.
+func (sh *shared) stateFor(kind string) backend {
+	if sh.clusteredKind(kind) {
 		return clusterState{sh}
 	}
 	return sh.badger
@@ -233,10 +241,13 @@ func (e *Engine) List(ctx context.Context, kind string) ([]View, error) {
 // cluster mode read from etcd, on any node).
 func (e *Engine) Deliveries(ctx context.Context, id string, limit int) ([]Attempt, error) {
 	if e.Clustered() {
-		if _, err := e.Get(ctx, "", id); err != nil {
+		v, err := e.Get(ctx, "", id)
+		if err != nil {
 			return nil, err
 		}
-		return readAttempts(e.sh.state(), id, limit), nil
+		if e.sh.clusteredKind(v.Kind) {
+			return readAttempts(e.sh.stateFor(v.Kind), id, limit), nil
+		}
 	}
 	return kernel.Ask[[]Attempt](ctx, e.k, e.pid, &forward{id: id, msg: &Deliveries{Limit: limit}})
 }
@@ -245,10 +256,13 @@ func (e *Engine) Deliveries(ctx context.Context, id string, limit int) ([]Attemp
 // mode read from etcd, on any node).
 func (e *Engine) DeadLetters(ctx context.Context, id string, limit int) ([]DeadLetter, error) {
 	if e.Clustered() {
-		if _, err := e.Get(ctx, "", id); err != nil {
+		v, err := e.Get(ctx, "", id)
+		if err != nil {
 			return nil, err
 		}
-		return readDeadLetters(e.sh.state(), id, limit), nil
+		if e.sh.clusteredKind(v.Kind) {
+			return readDeadLetters(e.sh.stateFor(v.Kind), id, limit), nil
+		}
 	}
 	return kernel.Ask[[]DeadLetter](ctx, e.k, e.pid, &forward{id: id, msg: &DeadLetters{Limit: limit}})
 }
@@ -272,6 +286,7 @@ type supervisor struct {
 	k        *kernel.Kernel
 	prod     *producer          // cluster mode: this node's events into the intakes
 	stopProd context.CancelFunc // ends prod
+	rounds   bool               // cluster mode: the first ownership round arrived
 	ready    bool
 	lastSeen uint64
 	entries  map[string]*entry
@@ -290,7 +305,7 @@ type entry struct {
 func (s *supervisor) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
-		s.ready, s.entries, s.order, s.removed = false, map[string]*entry{}, nil, map[string]string{}
+		s.ready, s.rounds, s.entries, s.order, s.removed = false, false, map[string]*entry{}, nil, map[string]string{}
 		s.sh.opts.Bus.Watch(c.Self())
 		if s.sh.opts.Clustered && s.prod == nil {
 			self, root := c.Self(), c.ActorSystem().Root
@@ -313,7 +328,7 @@ func (s *supervisor) Receive(c actor.Context) {
 		}
 	case *comms.Watching:
 		s.lastSeen = max(s.lastSeen, m.Latest)
-		if !s.ready && !s.sh.opts.Clustered {
+		if !s.ready {
 			if err := s.load(c); err != nil {
 				panic(err)
 			}
@@ -341,7 +356,7 @@ func (s *supervisor) Receive(c actor.Context) {
 			}
 		}
 	case *create, *update, *remove, *get, *list, *forward:
-		if !s.ready {
+		if !s.ready || (s.sh.opts.Clustered && !s.rounds && !pushOnly(m)) {
 			c.Respond(kernel.Unavailable("the webhook engine is still starting"))
 			return
 		}
@@ -363,6 +378,17 @@ func (s *supervisor) load(c actor.Context) error {
 	for _, ep := range eps {
 		known[ep.ID] = true
 	}
+	if s.sh.opts.Clustered {
+		// Only push endpoints stay in Badger in cluster mode; records of
+		// other kinds from before it are left alone (not loaded).
+		var push []Endpoint
+		for _, ep := range eps {
+			if !s.sh.clusteredKind(ep.Kind) {
+				push = append(push, ep)
+			}
+		}
+		eps = push
+	}
 	var orphans []string
 	_ = s.sh.metas.Each(func(id string, _ meta) bool {
 		if !known[id] {
@@ -379,6 +405,24 @@ func (s *supervisor) load(c actor.Context) error {
 		}
 	}
 	return nil
+}
+
+// pushOnly reports whether a request is about push endpoints only (those
+// stay per node in cluster mode, so they need no ownership round).
+func pushOnly(m any) bool {
+	switch m := m.(type) {
+	case *create:
+		return m.ep.Kind == KindPush
+	case *remove:
+		return m.kind == KindPush
+	case *update:
+		return m.kind == KindPush
+	case *get:
+		return m.kind == KindPush
+	case *list:
+		return m.kind == KindPush
+	}
+	return false
 }
 
 func sortByCreation(eps []Endpoint) {
@@ -456,7 +500,7 @@ func (s *supervisor) onStats(m *stats) {
 	if e.ep.Enabled && !m.enabled {
 		// The endpoint disabled itself (410 or persistent failure).
 		e.ep.Enabled, e.ep.DisabledReason, e.ep.UpdatedAt = false, m.disabledReason, now()
-		if s.sh.opts.Clustered {
+		if s.sh.clusteredKind(e.ep.Kind) {
 			ep := e.ep
 			go func() {
 				if err := s.persistCluster(ep, nil); err != nil {
@@ -545,7 +589,7 @@ func (s *supervisor) create(c actor.Context, m *create) (View, error) {
 	if ep.Events == nil {
 		ep.Events = []string{}
 	}
-	if s.sh.opts.Clustered {
+	if s.sh.clusteredKind(ep.Kind) {
 		// Producers on every node send what their bus commits from now.
 		ep.ResumeAt = ep.CreatedAt
 		sealed, err := s.sh.sealSecrets(ep.ID, m.secret, m.headers, true, true)
@@ -657,7 +701,7 @@ func (s *supervisor) update(c actor.Context, m *update) (View, error) {
 		ep.HeaderNames = headerNames(*p.Headers)
 	}
 	ep.UpdatedAt = now()
-	if s.sh.opts.Clustered {
+	if s.sh.clusteredKind(ep.Kind) {
 		if reenabled {
 			ep.ResumeAt = ep.UpdatedAt // events while disabled are not sent
 		}
@@ -707,7 +751,7 @@ func (s *supervisor) remove(c actor.Context, m *remove) error {
 	if err != nil {
 		return err
 	}
-	if s.sh.opts.Clustered {
+	if s.sh.clusteredKind(e.ep.Kind) {
 		// Record, secrets, outbox and owner go in one Txn; the host's
 		// next write is fenced and its next round stops the actor.
 		cl, err := (clusterState{s.sh}).link()

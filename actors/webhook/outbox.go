@@ -86,7 +86,7 @@ func (o *outbox) Receive(c actor.Context) {
 		o.ctx, o.cancel = context.WithCancel(context.Background())
 		self, root := o.self, o.sys.Root
 		o.send = func(msg any) { root.Send(self, msg) }
-		st, id := o.sh.state(), o.ep.ID
+		st, id := o.sh.stateFor(o.ep.Kind), o.ep.ID
 		o.st = st
 		o.gc = store.NewGroupCommit(store.GroupCommitOptions[op]{Commit: func(ops []op) error { return st.commit(id, ops) }, Done: func(w op, err error) {
 			if err == nil && w.done != nil {
@@ -108,7 +108,7 @@ func (o *outbox) Receive(c actor.Context) {
 			return // from before a restart: the store was reloaded since
 		}
 		if err != nil {
-			if o.sh.opts.Clustered {
+			if o.sh.clusteredKind(o.ep.Kind) {
 				// Another node holds the endpoint now, or etcd did not
 				// answer: what is in memory may differ from etcd, so
 				// stop; the supervisor's next round starts the outbox
@@ -183,7 +183,7 @@ func (o *outbox) load() error {
 	if err := o.fill(); err != nil {
 		return err
 	}
-	if o.sh.opts.Clustered {
+	if o.sh.clusteredKind(o.ep.Kind) {
 		// Cluster mode: every node's producer appends this endpoint's
 		// events to its intake in etcd; move what waits there.
 		o.intake()
@@ -210,7 +210,7 @@ func (o *outbox) loadSecrets() error {
 	o.signer.Wipe()
 	o.signer, o.headers = nil, nil
 	if o.ep.HasSecret {
-		err := o.sh.openSecret(o.ep.ID, secretName(o.ep.ID), func(secret []byte) error {
+		err := o.sh.openSecret(&o.ep, secretName(o.ep.ID), func(secret []byte) error {
 			s, err := NewSigner(string(secret))
 			o.signer = s
 			return err
@@ -220,7 +220,7 @@ func (o *outbox) loadSecrets() error {
 		}
 	}
 	if len(o.ep.HeaderNames) > 0 {
-		err := o.sh.openSecret(o.ep.ID, headersName(o.ep.ID), func(raw []byte) error {
+		err := o.sh.openSecret(&o.ep, headersName(o.ep.ID), func(raw []byte) error {
 			return json.Unmarshal(raw, &o.headers)
 		})
 		if err != nil {

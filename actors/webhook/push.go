@@ -58,10 +58,6 @@ func (e *Engine) CreatePush(ctx context.Context, name, url, secret string, heade
 func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
 	defer cancel()
-	if cl := e.sh.cluster(); cl != nil {
-		t := time.Now().UTC()
-		return e.pushCluster(ctx, cl, id, &message{MsgID: msgID, Type: typ, Body: body, NextAt: t, Enqueued: t})
-	}
 	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &forward{id: id, msg: &push{msgID: msgID, typ: typ, body: body}})
 	return err
 }
@@ -72,10 +68,6 @@ func (e *Engine) Push(ctx context.Context, id, msgID, typ string, body []byte) e
 func (e *Engine) PushRaw(ctx context.Context, id, msgID, typ string, body []byte, headers map[string]string) error {
 	ctx, cancel := context.WithTimeout(ctx, kernel.DefaultAskTimeout)
 	defer cancel()
-	if cl := e.sh.cluster(); cl != nil {
-		t := time.Now().UTC()
-		return e.pushCluster(ctx, cl, id, &message{MsgID: msgID, Type: typ, Raw: body, Headers: headers, NextAt: t, Enqueued: t})
-	}
 	_, err := kernel.Ask[bool](ctx, e.k, e.pid, &forward{id: id, msg: &push{msgID: msgID, typ: typ, body: body, raw: true, headers: headers}})
 	return err
 }
