@@ -186,19 +186,34 @@ timeout = "2s"
 		}
 	}
 	// All queued in etcd (pending, as any node sees it), and the head
-	// already tried and refused.
+	// already tried, refused and its retry scheduled in etcd.
+	retrying := func(n *node) int {
+		var hist struct {
+			Deliveries []struct {
+				Outcome string `json:"outcome"`
+			} `json:"deliveries"`
+		}
+		getJSON(t, n.url+"/api/webhooks/"+created.ID+"/deliveries", &hist)
+		r := 0
+		for _, d := range hist.Deliveries {
+			if d.Outcome == "retrying" {
+				r++
+			}
+		}
+		return r
+	}
 	deadline = time.Now().Add(15 * time.Second)
 	for {
 		var v struct {
 			Pending int `json:"pending"`
 		}
 		getJSON(t, b.url+"/api/webhooks/"+created.ID, &v)
-		_, _, tries := recv.delivered()
-		if v.Pending == len(want) && tries > 0 {
+		r := retrying(b)
+		if v.Pending == len(want) && r > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pending %d, tries %d; want %d pending and a refused try", v.Pending, tries, len(want))
+			t.Fatalf("pending %d, retrying %d; want %d pending and a retry scheduled", v.Pending, r, len(want))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
