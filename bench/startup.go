@@ -7,10 +7,6 @@ import (
 	"time"
 )
 
-// idleSettle is how long the daemon sits idle before its RSS is read, so
-// start-up allocations that are about to be collected settle.
-const idleSettle = 2 * time.Second
-
 // runStartup starts fangd on an empty home Opts.Starts times, measuring
 // process start until GET /api/health answers 200 each time. The last
 // start stays up as the daemon the HTTP scenarios load, and its RSS after a
@@ -47,12 +43,7 @@ func runStartup(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return rows, err
 	}
-	select {
-	case <-time.After(idleSettle):
-	case <-ctx.Done():
-		return rows, ctx.Err()
-	}
-	rss, err := d.RSS()
+	rss, err := d.SettledRSS(ctx)
 	if err != nil {
 		return rows, err
 	}

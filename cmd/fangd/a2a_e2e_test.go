@@ -18,8 +18,6 @@ import (
 
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2aclient"
-	"github.com/a2aproject/a2a-go/v2/a2aclient/agentcard"
-	"github.com/a2aproject/a2a-go/v2/a2acompat/a2av0"
 
 	"github.com/fangd/fangd/actors/a2a/a2atest"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
@@ -319,29 +317,7 @@ func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 	}
 }
 
-func goClient(t *testing.T, base string) *a2aclient.Client {
-	t.Helper()
-	ctx := context.Background()
-	card, err := (&agentcard.Resolver{CardParser: a2av0.NewAgentCardParser()}).Resolve(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := a2aclient.NewFromCard(ctx, card, a2aclient.WithCallInterceptors(bearer{token: e2eKey}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-type bearer struct {
-	a2aclient.PassthroughInterceptor
-	token string
-}
-
-func (b bearer) Before(ctx context.Context, req *a2aclient.Request) (context.Context, any, error) {
-	req.ServiceParams.Append("Authorization", "Bearer "+b.token)
-	return ctx, nil, nil
-}
+func goClient(t *testing.T, base string) *a2aclient.Client { return a2atest.GoClient(t, base, e2eKey) }
 
 var waitUntil = kerneltest.WaitFor
 

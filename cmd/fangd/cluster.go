@@ -9,12 +9,14 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	fcluster "github.com/fangd/fangd/actors/cluster"
+	"github.com/fangd/fangd/actors/usage"
 )
 
 // startCluster joins the cluster named by [cluster] / --cluster (audited).
-// Channels and webhook endpoints become cluster-wide; every other entity
-// kind still runs per node (fcluster.Kinds says so, and GET /api/cluster reports it).
-func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents) error {
+// Channels, webhook endpoints and budget admission become cluster-wide;
+// every other entity kind still runs per node (fcluster.Kinds says so, and
+// GET /api/cluster reports it).
+func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, meter *usage.Meter) error {
 	cc := cfg.Cluster
 	marker := filepath.Join(home, watchdogMarker)
 	channels := d.channels
@@ -40,7 +42,7 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents) err
 		Watchdog: fcluster.Watchdog{
 			Grace: time.Duration(cc.watchdogGrace()) * time.Second,
 			Excluded: func(member string) {
-				d.record("cluster_member_excluded", "this node (member "+member+") dropped out of the cluster topology (etcd blip); its channels stop here; watchdog action "+cc.watchdogAction()+" in "+strconv.Itoa(cc.watchdogGrace())+" s")
+				d.record("cluster_member_excluded", "this node (member "+member+") dropped out of the cluster topology (etcd blip); its channels and webhook outboxes stop here; watchdog action "+cc.watchdogAction()+" in "+strconv.Itoa(cc.watchdogGrace())+" s")
 			},
 			Expired: func(member string, after time.Duration) {
 				if cc.watchdogAction() != "exit" {
@@ -70,6 +72,19 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents) err
 	// So are webhook endpoints: records in etcd, each outbox on the one
 	// node holding its owner lease, every node appending its events.
 	d.clusterWh.Store(n.StartWebhooks(d.webhooks))
+	// Budgets: spend and open reservations in etcd, so that a limit
+	// holds for the cluster, not per node (docs/cluster.md).
+	b, err := n.StartBudget(d.kernel.Metrics)
+	if err != nil {
+		return err
+	}
+	d.clusterBudget = b
+	meter.UseCluster(b)
+	// Limits set through any node apply on every node (an agent's to the
+	// agents of its name: ids differ per node).
+	if err := b.WatchLimits(meter.ApplyClusterLimits); err != nil {
+		return err
+	}
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
 	if old, err := os.ReadFile(marker); err == nil {
 		d.record("cluster_rejoined", "back in cluster "+n.Name()+" as member "+n.MemberID()+" after the watchdog stopped member "+string(old))
@@ -98,6 +113,9 @@ func (d *daemon) clusterChannels() *fcluster.Channels { return d.clusterCh.Load(
 func (d *daemon) stopCluster() {
 	if d.cluster == nil {
 		return
+	}
+	if d.clusterBudget != nil {
+		d.clusterBudget.Stop()
 	}
 	d.cluster.Stop()
 	d.cluster = nil

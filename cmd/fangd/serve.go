@@ -123,9 +123,11 @@ type daemon struct {
 	// clusterWh is the cluster-wide webhook store, the same way.
 	clusterWh atomic.Pointer[fcluster.Webhooks]
 	webhooks  *webhook.Engine
-	http      *fhttp.Server
-	ln        net.Listener
-	served    chan error
+	// clusterBudget is the cluster-wide budget ledger (cluster mode).
+	clusterBudget *fcluster.Budget
+	http          *fhttp.Server
+	ln            net.Listener
+	served        chan error
 	// watchdogExit asks wait to stop the daemon: the cluster watchdog
 	// found this node excluded for longer than its grace.
 	watchdogExit chan struct{}
@@ -317,7 +319,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	// in etcd carries the URL other nodes route requests to.
 	if cfg.Cluster.enabled() {
 		d.webhooks = c.webhooks
-		if err := d.startCluster(home, cfg, agents); err != nil {
+		if err := d.startCluster(home, cfg, agents, meter); err != nil {
 			return nil, err
 		}
 		d.http.SetCluster(d.cluster)
