@@ -230,6 +230,37 @@ func TestSeparatorCannotForgeFields(t *testing.T) {
 	}
 }
 
+// counters reads the append and commit counters.
+func (h *harness) counters() (appends, commits float64) {
+	families, _ := h.k.Metrics.Gather()
+	for _, f := range families {
+		switch f.GetName() {
+		case "fangd_audit_appends_total":
+			appends = f.Metric[0].GetCounter().GetValue()
+		case "fangd_audit_commits_total":
+			commits = f.Metric[0].GetCounter().GetValue()
+		}
+	}
+	return appends, commits
+}
+
+// An append's caller finds its commit counted when it is answered: the
+// counters were bumped when the writer actor heard of the commit, after
+// the callers, and TestMCPToolCallAuditedInOneCommit read a count one
+// commit short under CI load.
+func TestCommitCountedBeforeTheCallerHears(t *testing.T) {
+	h := start(t, t.TempDir())
+	a0, _ := h.counters()
+	for i := 1; i <= 200; i++ {
+		if _, err := h.log.Append(context.Background(), Event{EventType: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		if appends, _ := h.counters(); appends != a0+float64(i) {
+			t.Fatalf("after append %d the counter says %v appends", i, appends-a0)
+		}
+	}
+}
+
 func TestGroupCommitBatches(t *testing.T) {
 	// With 64 concurrent writers, appends must share commits: the number of
 	// anchor writes (one per batch) is far below the number of entries.
@@ -239,16 +270,7 @@ func TestGroupCommitBatches(t *testing.T) {
 	if !rep.Valid() || rep.ChainLength != 1280 {
 		t.Fatalf("report = %+v", rep)
 	}
-	families, _ := h.k.Metrics.Gather()
-	var appends, commits float64
-	for _, f := range families {
-		switch f.GetName() {
-		case "fangd_audit_appends_total":
-			appends = f.Metric[0].GetCounter().GetValue()
-		case "fangd_audit_commits_total":
-			commits = f.Metric[0].GetCounter().GetValue()
-		}
-	}
+	appends, commits := h.counters()
 	if appends != 1280 || commits == 0 || commits > appends/2 {
 		t.Fatalf("appends=%v commits=%v: appends are not sharing commits", appends, commits)
 	}

@@ -195,8 +195,12 @@ func (w *writer) startGroupCommit(c actor.Context) {
 			w.log.AppendAsync(recs, func(err error) {
 				if err == nil {
 					// Readers see a batch before its callers are
-					// answered: an append's caller finds it in Recent.
+					// answered: an append's caller finds it in Recent,
+					// and in the commit and append counters (counted
+					// here, not when this actor hears of the commit,
+					// which is after the callers).
 					w.recent.publish(batch)
+					w.countCommit(batch)
 				}
 				switch a := w.anchor.Load(); {
 				case err != nil:
@@ -240,18 +244,24 @@ func (w *writer) committedBatch(m *store.Committed[pendingAppend]) {
 		// from disk.
 		panic(fmt.Errorf("audit commit failed: %w", err))
 	}
-	n := 0
 	for _, p := range batch {
 		if p.accept {
 			w.accepting = false
 		}
-		n += len(p.entries)
 	}
 	last := batch[len(batch)-1].last()
 	w.committed = SnapshotReply{Length: last.ID, Tip: last.Hash}
+	w.gc.Flush(w.send)
+}
+
+// countCommit counts a synced batch and its entries.
+func (w *writer) countCommit(batch []pendingAppend) {
+	n := 0
+	for _, p := range batch {
+		n += len(p.entries)
+	}
 	w.appends.Add(float64(n))
 	w.commits.Inc()
-	w.gc.Flush(w.send)
 }
 
 // recentView is the newest committed entries and the committed chain's
