@@ -87,12 +87,13 @@ type Node struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex
-	last     string // last record written
-	excluded bool
-	channels *Channels // cluster-wide channels, once started
-	wd       *watch
-	cache    recordCache // watched node records (records.go)
+	mu        sync.Mutex
+	last      string // last record written
+	excluded  bool
+	channels  *Channels  // cluster-wide channels, once started
+	approvals *Approvals // cluster-wide approvals, once started
+	wd        *watch
+	cache     recordCache // watched node records (records.go)
 }
 
 // Record is a node's entry in etcd.
@@ -398,10 +399,13 @@ func (n *Node) Endpoints() []string { return append([]string{}, n.opts.Endpoints
 // actor system down, so it runs after fangd's root actors have stopped.
 func (n *Node) Stop() {
 	n.mu.Lock()
-	ch := n.channels
+	ch, ap := n.channels, n.approvals
 	n.mu.Unlock()
 	if ch != nil {
 		ch.stop()
+	}
+	if ap != nil {
+		ap.stop()
 	}
 	n.cancel()
 	<-n.done

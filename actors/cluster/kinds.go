@@ -1,7 +1,8 @@
 package cluster
 
 // Entity kinds fangd runs. Channel adapters are cluster-wide (Mode
-// "cluster": one activation, failover; channels.go); every other kind
+// "cluster": one activation, failover; channels.go), and so are approval
+// requests (approvals.go); every other kind
 // still runs on each node separately (Mode "per_node"). GET /api/cluster
 // reports this table as is, so nobody mistakes membership for more.
 const (
@@ -31,7 +32,7 @@ var Kinds = []KindInfo{
 	{KindAgent, "per_node", "agents live in the node's own store"},
 	{KindMCP, "per_node", "each node keeps its own MCP server connections"},
 	{KindBudget, "per_node", "budgets hold per node: N nodes may spend up to N times a limit"},
-	{KindApproval, "per_node", "pending approvals live on the node that raised them"},
+	{KindApproval, "cluster", "one record per request in etcd: any node lists and decides it (one compare-and-swap wins), the raising node's waiting call resumes, and any node's sweep expires it at its deadline"},
 	{KindWebhook, "per_node", "webhook outboxes live on the node that queued them"},
 	{KindA2ATask, "per_node", "A2A task records live on the node that runs them"},
 	{KindAudit, "per_node", "each node keeps its own hash chain and anchor"},

@@ -64,6 +64,8 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents) err
 	// Channels are cluster-wide: records and state in etcd, each adapter
 	// on the one node holding its owner lease.
 	d.clusterCh.Store(n.StartChannels(channels))
+	// Approval requests are cluster-wide: a record per request in etcd.
+	n.StartApprovals(d.reloads.approvals)
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
 	if old, err := os.ReadFile(marker); err == nil {
 		d.record("cluster_rejoined", "back in cluster "+n.Name()+" as member "+n.MemberID()+" after the watchdog stopped member "+string(old))
