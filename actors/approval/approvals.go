@@ -288,6 +288,9 @@ func (a *Approvals) Wait(ctx context.Context, id string, d time.Duration) (*Appr
 	if err != nil || !cur.Pending() || d <= 0 {
 		return cur, err
 	}
+	if cur.Node != "" {
+		return a.waitRemote(ctx, cur, d)
+	}
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	rec, err := kernel.Ask[*Approval](wctx, a.env.k, a.pid, &Await{ID: id, Until: time.Now().Add(d)})

@@ -287,6 +287,33 @@ func (a *Approvals) others(ctx context.Context, cl Cluster) ([]ClusterRecord, er
 	return out, nil
 }
 
+// remotePoll is how often a long poll on another node's request reads
+// etcd.
+const remotePoll = 250 * time.Millisecond
+
+// waitRemote is the long poll on a request another node raised: its
+// record is read from etcd until it is decided or d passes.
+func (a *Approvals) waitRemote(ctx context.Context, cur *Approval, d time.Duration) (*Approval, error) {
+	t := time.NewTicker(remotePoll)
+	defer t.Stop()
+	end := time.After(d)
+	for cur.Pending() {
+		select {
+		case <-ctx.Done():
+			return cur, nil
+		case <-end:
+			return cur, nil
+		case <-t.C:
+		}
+		next, err := a.Get(ctx, cur.ID)
+		if err != nil {
+			return cur, nil
+		}
+		cur = next
+	}
+	return cur, nil
+}
+
 func isNotFound(err error) bool {
 	var ke *kernel.Error
 	return errors.As(err, &ke) && ke.Kind == kernel.KindNotFound

@@ -132,6 +132,12 @@ func TestApprovalDecidedOnAnotherNodeResumesTheWaiter(t *testing.T) {
 	if got, err := b.a.Get(context.Background(), id); err != nil || got.Status != approval.StatusPending {
 		t.Fatalf("B gets %+v, %v", got, err)
 	}
+	// A long poll on B (GET /api/approvals/{id}?wait=) follows etcd.
+	polled := make(chan *approval.Approval, 1)
+	go func() {
+		rec, _ := b.a.Wait(context.Background(), id, 20*time.Second)
+		polled <- rec
+	}()
 	got, err := b.a.Decide(context.Background(), approval.Decide{ID: id, Approve: true, By: api()})
 	if err != nil || got.Status != approval.StatusApproved || got.DecidedBy != "api_key" {
 		t.Fatalf("B decides %+v, %v", got, err)
@@ -144,6 +150,9 @@ func TestApprovalDecidedOnAnotherNodeResumesTheWaiter(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("A's waiting call did not resume")
+	}
+	if rec := <-polled; rec == nil || rec.Status != approval.StatusApproved {
+		t.Fatalf("B's long poll got %+v", rec)
 	}
 	// Final on both nodes: the same 409 the single node gives.
 	for _, n := range []*approvalNode{a, b} {
