@@ -25,9 +25,9 @@ import (
 type approvalNode struct {
 	once sync.Once
 	k    *kernel.Kernel
-	al *audit.Log
-	a  *approval.Approvals
-	cl *Approvals
+	al   *audit.Log
+	a    *approval.Approvals
+	cl   *Approvals
 }
 
 // newApprovalNode starts node name's approvals on cli; its watch and
