@@ -149,8 +149,9 @@ func (a *Approvals) Decide(ctx context.Context, id string, next func(approval.Cl
 			return cur, false, true, nil
 		}
 		want, won := next(cur), true
-		if now := a.now(); !now.Before(cur.Deadline) && want.Status != approval.StatusExpired {
-			// Too late: the deadline holds whoever decides.
+		if now := a.now(); !now.Before(cur.Deadline) && want.Status != approval.StatusExpired && want.DecidedVia != approval.ViaTimeout {
+			// Too late: the deadline holds whoever decides (the origin's
+			// own timeout action, e.g. approving a low-risk call, passes).
 			want, won = a.expired(cur, now), false
 		}
 		b, err := json.Marshal(want)
