@@ -276,3 +276,32 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// With etcd away from the origin, a decision through its API is refused
+// (503) and changes nothing, but its own deadline still holds: the waiter
+// hears the expiry.
+func TestApprovalOriginExpiresWithEtcdAway(t *testing.T) {
+	ep := testEtcd(t)
+	cliA := testClient(t, ep)
+	a := newApprovalNode(t, cliA, "node-a", 3, false)
+	id := uuid.NewString()
+	wait := a.gate(id)
+	kerneltest.WaitFor(t, "the record in etcd", func() bool {
+		_, ok, _ := a.cl.Get(context.Background(), id)
+		return ok
+	})
+	cliA.Close() // every etcd call of node a fails from now on
+	_, err := a.a.Decide(context.Background(), approval.Decide{ID: id, Approve: true, By: api()})
+	if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindUnavailable {
+		t.Fatalf("a decision with etcd away: %v", err)
+	}
+	select {
+	case v := <-wait:
+		rec, ok := v.(*approval.Approval)
+		if !ok || rec.Status != approval.StatusExpired {
+			t.Fatalf("the waiter got %v", v)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the deadline did not hold with etcd away")
+	}
+}
