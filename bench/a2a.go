@@ -14,13 +14,10 @@ import (
 	"time"
 
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
-	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/a2a"
-	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/llm/llmtest"
-	"github.com/fangd/fangd/store"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
@@ -225,21 +222,12 @@ func liveTaskActors(d *Daemon) (int, error) {
 // keptTasks blocking messages to an agent that answers at once, and
 // measures the live heap they leave behind (after a GC on both sides).
 func keptTaskHeap(ctx context.Context, env *Env) (float64, int, error) {
-	dir, err := env.tempDir("fangd-a2a-heap-")
+	n, err := startInProc(env, "fangd-a2a-heap-")
 	if err != nil {
 		return 0, 0, err
 	}
-	db, err := store.Open(store.DefaultOptions(dir))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer db.Close()
-	k := kernel.New(zerolog.Nop())
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		k.Shutdown(c)
-	}()
+	defer n.close()
+	k, db := n.k, n.db
 	guard, err := ssrf.New(nil)
 	if err != nil {
 		return 0, 0, err

@@ -15,12 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
-	"github.com/fangd/fangd/actors/kernel"
-	"github.com/fangd/fangd/store"
 )
 
 // Sizes of the approvals scenario.
@@ -79,12 +75,7 @@ func runApprovals(ctx context.Context, env *Env) ([]Row, error) {
 	if code, err := call("POST", "/api/agents", map[string]any{"name": "bench", "model": "openai/gpt-4o-mini"}, nil); err != nil || code != 201 {
 		return nil, fmt.Errorf("create agent: %d %v", code, err)
 	}
-	select {
-	case <-time.After(idleSettle):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	base, err := d.RSS()
+	base, err := d.SettledRSS(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -143,12 +134,7 @@ func runApprovals(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, fmt.Errorf("pending after restart: %d %v %d", code, err, page.Total)
 	}
 	loaded := time.Since(loadBegin)
-	select {
-	case <-time.After(idleSettle):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	rss, err := d.RSS()
+	rss, err := d.SettledRSS(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -208,26 +194,17 @@ func runApprovals(ctx context.Context, env *Env) ([]Row, error) {
 // a real store and audit log, the way an agent waits: a Gate future per
 // request, then a decision, timed until the future resolves.
 func gateRoundTrips(ctx context.Context, env *Env) (p50, p99 time.Duration, err error) {
-	home, err := env.tempDir("approvals-gate-")
+	n, err := startInProc(env, "approvals-gate-")
 	if err != nil {
 		return 0, 0, err
 	}
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	defer n.close()
+	k, db := n.k, n.db
+	vault, err := n.vault()
 	if err != nil {
 		return 0, 0, err
 	}
-	defer db.Close()
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		return 0, 0, err
-	}
-	k := kernel.New(zerolog.Nop())
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		k.Shutdown(c)
-	}()
-	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
+	al, err := n.audit(audit.Options{})
 	if err != nil {
 		return 0, 0, err
 	}

@@ -11,11 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
-	"github.com/fangd/fangd/store"
 )
 
 // appendStats is one audit-append run.
@@ -74,22 +71,12 @@ func runAuditAppend(ctx context.Context, env *Env) ([]Row, error) {
 // chain they built.
 func measureAppends(ctx context.Context, env *Env, maxBatch int) (appendStats, error) {
 	var st appendStats
-	home, err := env.tempDir("audit-append-")
+	n, err := startInProc(env, "audit-append-")
 	if err != nil {
 		return st, err
 	}
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		return st, err
-	}
-	defer db.Close()
-	k := kernel.New(zerolog.Nop())
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		k.Shutdown(c)
-	}()
-	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home), MaxBatch: maxBatch})
+	defer n.close()
+	al, err := n.audit(audit.Options{MaxBatch: maxBatch})
 	if err != nil {
 		return st, err
 	}
@@ -131,7 +118,7 @@ func measureAppends(ctx context.Context, env *Env, maxBatch int) (appendStats, e
 	st.appends = len(all)
 	st.p50 = all[len(all)/2]
 	st.p99 = all[min(len(all)-1, len(all)*99/100)]
-	st.commits = counterValue(k, "fangd_audit_commits_total")
+	st.commits = counterValue(n.k, "fangd_audit_commits_total")
 
 	rep, err := al.Verify(context.Background())
 	if err != nil {

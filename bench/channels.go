@@ -37,12 +37,7 @@ func runChannelsIdle(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case <-time.After(idleSettle):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	base, err := d.RSS()
+	base, err := d.SettledRSS(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -69,12 +64,7 @@ func runChannelsIdle(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, err
 	}
 	startAll := time.Since(begin)
-	select {
-	case <-time.After(idleSettle):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	rss, err := d2.RSS()
+	rss, err := d2.SettledRSS(ctx)
 	if err != nil {
 		return nil, err
 	}

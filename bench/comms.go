@@ -11,46 +11,29 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/webhook"
-	"github.com/fangd/fangd/store"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // commsEnv is an in-process kernel, store and event bus in a temp dir.
 type commsEnv struct {
-	home string
-	db   *store.DB
-	k    *kernel.Kernel
-	bus  *comms.Bus
+	*inProc
+	bus *comms.Bus
 }
 
 func startCommsEnv(env *Env, pattern string, opts comms.BusOptions) (*commsEnv, error) {
-	home, err := env.tempDir(pattern)
+	p, err := startInProc(env, pattern)
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	bus, err := comms.Start(p.k, p.db, opts)
 	if err != nil {
+		p.close()
 		return nil, err
 	}
-	k := kernel.New(zerolog.Nop())
-	bus, err := comms.Start(k, db, opts)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	return &commsEnv{home: home, db: db, k: k, bus: bus}, nil
-}
-
-func (c *commsEnv) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c.k.Shutdown(ctx)
-	c.db.Close()
+	return &commsEnv{inProc: p, bus: bus}, nil
 }
 
 // runCommsBus measures the event bus in-process on a real store: every
@@ -204,7 +187,7 @@ func runWebhookDeliveries(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, err
 	}
 	defer c.close()
-	vault, err := store.OpenVault(c.db, c.home)
+	vault, err := c.vault()
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,10 @@ import (
 )
 
 const (
+	// idleSettle is how long the daemon sits idle before SettledRSS reads
+	// its RSS, so start-up allocations that are about to be collected
+	// settle.
+	idleSettle    = 2 * time.Second
 	healthTimeout = 15 * time.Second // start to healthy, before giving up
 	stopTimeout   = 15 * time.Second // SIGTERM to exit, before SIGKILL
 )
@@ -164,6 +168,18 @@ func (d *Daemon) AuthHeader() string { return "Authorization: Bearer " + d.APIKe
 
 // RSS is the daemon's resident set (VmRSS) in bytes, now.
 func (d *Daemon) RSS() (int64, error) { return vmRSS(d.cmd.Process.Pid) }
+
+// SettledRSS is RSS after the daemon has sat idle for idleSettle, so
+// allocations about to be collected (start-up, a restart's load) do not
+// count; it gives up when ctx ends.
+func (d *Daemon) SettledRSS(ctx context.Context) (int64, error) {
+	select {
+	case <-time.After(idleSettle):
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return d.RSS()
+}
 
 // Stop sends SIGTERM and waits for a graceful exit; after stopTimeout it
 // kills the process. A non-zero exit is an error: the daemon promises 0.

@@ -12,14 +12,11 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/audit"
-	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/mcp/mcptest"
-	"github.com/fangd/fangd/store"
 )
 
 // runMCPBuiltin drives POST /mcp on the running daemon with plain
@@ -126,30 +123,20 @@ func runMCPProxy(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("npm peers: %w", err)
 	}
-	home, err := env.tempDir("mcp-")
+	node, err := startInProc(env, "mcp-")
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	defer node.close()
+	vault, err := node.vault()
 	if err != nil {
 		return nil, err
 	}
-	defer db.Close()
-	vault, err := store.OpenVault(db, home)
+	al, err := node.audit(audit.Options{})
 	if err != nil {
 		return nil, err
 	}
-	k := kernel.New(zerolog.Nop())
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		k.Shutdown(c)
-	}()
-	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
-	if err != nil {
-		return nil, err
-	}
-	m, err := mcp.Start(k, db, vault, al, mcp.Options{Home: home, Version: "bench"})
+	m, err := mcp.Start(node.k, node.db, vault, al, mcp.Options{Home: node.home, Version: "bench"})
 	if err != nil {
 		return nil, err
 	}

@@ -11,9 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fangd/fangd/actors/audit"
-	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/peer"
-	"github.com/fangd/fangd/store"
 	"github.com/fangd/fangd/transport/ofp"
 )
 
@@ -33,27 +31,22 @@ func (instantLocal) Turn(_ context.Context, _, message, _ string) (string, uint6
 // linkNode is one in-process peer network on a real store, vault and
 // audit log.
 type linkNode struct {
-	k   *kernel.Kernel
-	db  *store.DB
+	*inProc
 	net *peer.Network
 }
 
 func startLinkNode(env *Env, name string, boot []string, encrypt bool) (*linkNode, error) {
-	home, err := env.tempDir("ofp-link-")
+	p, err := startInProc(env, "ofp-link-")
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
+	n := &linkNode{inProc: p}
+	env.onClose(n.close)
+	vault, err := n.vault()
 	if err != nil {
 		return nil, err
 	}
-	n := &linkNode{k: kernel.New(zerolog.Nop()), db: db}
-	env.onClose(n.stop)
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		return nil, err
-	}
-	log, err := audit.Start(n.k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
+	log, err := n.audit(audit.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +54,7 @@ func startLinkNode(env *Env, name string, boot []string, encrypt bool) (*linkNod
 	if err != nil {
 		return nil, err
 	}
-	pins, err := peer.OpenPins(db)
+	pins, err := peer.OpenPins(n.db)
 	if err != nil {
 		return nil, err
 	}
@@ -69,13 +62,6 @@ func startLinkNode(env *Env, name string, boot []string, encrypt bool) (*linkNod
 		MaxPeers: 10, MaxConcurrent: 10000, Keepalive: ofpKeepalive, ReconnectInitial: 500 * time.Millisecond, ReconnectMax: 5 * time.Second,
 		TurnTimeout: 30 * time.Second, EncryptLinks: encrypt, Pins: pins, Local: instantLocal{}, Audit: log, Log: zerolog.Nop()})
 	return n, err
-}
-
-func (n *linkNode) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n.k.Shutdown(ctx)
-	n.db.Close()
 }
 
 // ofpLinkRate measures, in this process, OFP requests per second over the

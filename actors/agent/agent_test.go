@@ -21,6 +21,7 @@ import (
 	"github.com/fangd/fangd/actors/llm/llmtest"
 	"github.com/fangd/fangd/actors/usage"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 const key = "sk-agent-test-key-0001"
@@ -60,10 +61,7 @@ func newHarness(t *testing.T) *harness {
 func newHarnessWith(t *testing.T, h *harness) *harness {
 	t.Helper()
 	t.Cleanup(h.fake.Close)
-	db, err := store.Open(store.DefaultOptions(store.DataDir(h.home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, h.home)
 	h.db = db
 	t.Cleanup(func() { h.stop(); db.Close() })
 	h.start()

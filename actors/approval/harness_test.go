@@ -16,6 +16,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // clock is a settable time source for expiry and lockout tests.
@@ -117,14 +118,8 @@ type harness struct {
 func newHarness(t testing.TB, p Policy, c *clock) *harness {
 	t.Helper()
 	h := &harness{t: t, home: t.TempDir(), policy: p, clock: c, events: &sink{}, posts: &posts{}}
-	db, err := store.Open(store.DefaultOptions(store.DataDir(h.home)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.db = db
-	if h.vault, err = store.OpenVault(db, h.home); err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, h.home)
+	h.db, h.vault = db, vault
 	t.Cleanup(func() { h.stop(); db.Close() })
 	h.start()
 	return h

@@ -21,7 +21,7 @@ import (
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 	"github.com/fangd/fangd/actors/usage"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // The wiring cmd/fangd does, in small: channels reach agents, chat
@@ -80,15 +80,8 @@ func TestApproveInTelegramChat(t *testing.T) {
 	})
 
 	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	defer db.Close()
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := kernel.New(zerolog.Nop())
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

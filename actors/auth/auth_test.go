@@ -16,6 +16,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // signIn runs the flow without a browser: the provider's authorize
@@ -51,10 +52,7 @@ func TestSessionsSurviveRestartExpireAndEndOnLogout(t *testing.T) {
 	now.Store(time.Now().UnixNano())
 	var stop func()
 	start := func() *Service {
-		db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := storetest.Open(t, home)
 		k := kernel.New(zerolog.Nop())
 		s, err := Start(k, db, Options{Now: func() time.Time { return time.Unix(0, now.Load()) }, Config: Config{SessionTTL: time.Hour,
 			Providers: []Provider{{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789",

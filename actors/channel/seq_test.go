@@ -6,7 +6,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // Sequence numbers keep increasing across restarts of the source, and
@@ -14,10 +14,7 @@ import (
 // wait for queued writes, so the stored ceiling is what a restart sees).
 func TestSeqSourceNeverHandsOutAnUnreservedNumber(t *testing.T) {
 	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, home)
 	defer db.Close()
 	q := newQueues(db)
 	rt := &runtime{db: db, log: zerolog.Nop(), cursors: q.cursors, queues: q}

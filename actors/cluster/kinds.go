@@ -1,8 +1,8 @@
 package cluster
 
 // Entity kinds fangd runs. Channel adapters are cluster-wide (Mode
-// "cluster": one activation, failover; channels.go), and so are approval
-// requests (approvals.go); every other kind
+// "cluster": one activation, failover; channels.go), and so are budget
+// admission (budget.go) and approval requests (approvals.go); every other kind
 // still runs on each node separately (Mode "per_node"). GET /api/cluster
 // reports this table as is, so nobody mistakes membership for more.
 const (
@@ -31,7 +31,7 @@ var Kinds = []KindInfo{
 	{KindChannel, "cluster", "one activation cluster-wide: records in etcd, each adapter runs on the node holding its lease-fenced owner key, cursor and queues in etcd; another node takes over within about 4-7 s of its host dying (see channels for where each runs)"},
 	{KindAgent, "per_node", "agents live in the node's own store"},
 	{KindMCP, "per_node", "each node keeps its own MCP server connections"},
-	{KindBudget, "per_node", "budgets hold per node: N nodes may spend up to N times a limit"},
+	{KindBudget, "cluster", "admission is cluster-wide: each scope's spend and the open reservations are in etcd, changed by compare-and-swap Txns; a dead node's reservations are released with its lease (5 s); limits are shared through etcd (an agent's by its name); usage reports stay per node"},
 	{KindApproval, "cluster", "one record per request in etcd: any node lists and decides it (one compare-and-swap wins), the raising node's waiting call resumes, and any node's sweep expires it at its deadline"},
 	{KindWebhook, "per_node", "webhook outboxes live on the node that queued them"},
 	{KindA2ATask, "per_node", "A2A task records live on the node that runs them"},

@@ -17,6 +17,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 type harness struct {
@@ -27,10 +28,7 @@ type harness struct {
 
 func startBus(t testing.TB, home string, opts BusOptions) *harness {
 	t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, home)
 	k := kernel.New(zerolog.Nop())
 	b, err := Start(k, db, opts)
 	if err != nil {

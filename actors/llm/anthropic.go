@@ -139,25 +139,7 @@ func (anthropicClient) post(ctx context.Context, hc *http.Client, baseURL, key s
 	for _, t := range req.Tools {
 		body.Tools = append(body.Tools, anthTool{Name: t.Name, Description: t.Description, InputSchema: schemaOf(t)})
 	}
-	raw, err := json.Marshal(body)
-	if err != nil {
-		return nil, err
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/v1/messages", bytes.NewReader(raw))
-	if err != nil {
-		return nil, err
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	if stream {
-		hreq.Header.Set("Accept", "text/event-stream")
-	} else {
-		hreq.Header.Set("Accept", "application/json")
-	}
-	hreq.Header.Set("anthropic-version", anthropicVersion)
-	if key != "" {
-		hreq.Header.Set("x-api-key", key)
-	}
-	return hc.Do(hreq)
+	return postJSON(ctx, hc, baseURL+"/v1/messages", body, stream, "anthropic-version", anthropicVersion, "x-api-key", key)
 }
 
 // anthStatusError is the error for a non-2xx answer.

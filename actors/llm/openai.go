@@ -1,7 +1,6 @@
 package llm
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -165,25 +164,14 @@ func (c openAIClient) post(ctx context.Context, hc *http.Client, baseURL, key st
 	} else {
 		body.MaxTokens = req.MaxTokens
 	}
-	accept := "application/json"
 	if stream {
 		body.StreamOptions = &oaiStreamOptions{IncludeUsage: true}
-		accept = "text/event-stream"
 	}
-	raw, err := json.Marshal(body)
-	if err != nil {
-		return nil, err
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/chat/completions", bytes.NewReader(raw))
-	if err != nil {
-		return nil, err
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", accept)
+	auth := ""
 	if key != "" {
-		hreq.Header.Set("Authorization", "Bearer "+key)
+		auth = "Bearer " + key
 	}
-	return hc.Do(hreq)
+	return postJSON(ctx, hc, baseURL+"/chat/completions", body, stream, "Authorization", auth)
 }
 
 func (c openAIClient) chat(ctx context.Context, hc *http.Client, prov, baseURL, key string, req Request) (*Response, error) {

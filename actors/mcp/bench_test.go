@@ -20,6 +20,17 @@ import (
 //
 //	go test ./actors/mcp -run '^$' -bench ProxiedEcho -benchtime 3000x
 func BenchmarkProxiedEchoThroughFangd(b *testing.B) {
+	h := everythingHarness(b)
+	raw := json.RawMessage(`{"message":"bench"}`)
+	benchP50(b, func(ctx context.Context) error {
+		_, err := h.m.CallTool(ctx, Caller{Via: "bench"}, "mcp_everything_echo", raw)
+		return err
+	})
+}
+
+// everythingHarness is a manager with server-everything (from npm) added
+// over stdio, once its echo tool is listed (or 30 s have passed).
+func everythingHarness(b *testing.B) *harness {
 	peers := mcptest.NPM(b)
 	h := newHarness(b, b.TempDir(), nil)
 	cmd, args := peers.Everything("stdio")
@@ -30,13 +41,17 @@ func BenchmarkProxiedEchoThroughFangd(b *testing.B) {
 	for !h.m.HasTool("mcp_everything_echo") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	raw := json.RawMessage(`{"message":"bench"}`)
+	return h
+}
+
+// benchP50 times call b.N times and reports the median.
+func benchP50(b *testing.B, call func(context.Context) error) {
 	ctx := context.Background()
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for b.Loop() {
 		start := time.Now()
-		if _, err := h.m.CallTool(ctx, Caller{Via: "bench"}, "mcp_everything_echo", raw); err != nil {
+		if err := call(ctx); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))
@@ -48,34 +63,22 @@ func BenchmarkProxiedEchoDirectSDK(b *testing.B) {
 	peers := mcptest.NPM(b)
 	cmd, args := peers.Everything("stdio")
 	c := sdk.NewClient(&sdk.Implementation{Name: "bench", Version: "1"}, nil)
-	ctx := context.Background()
-	s, err := c.Connect(ctx, &sdk.CommandTransport{Command: exec.Command(cmd, args...)}, nil)
+	s, err := c.Connect(context.Background(), &sdk.CommandTransport{Command: exec.Command(cmd, args...)}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for b.Loop() {
-		start := time.Now()
-		if _, err := s.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "bench"}}); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-	}
-	reportP50(b, lat)
+	benchP50(b, func(ctx context.Context) error {
+		_, err := s.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "bench"}})
+		return err
+	})
 }
 
 // Recovery: kill the stdio server, time until a call succeeds again.
 //
 //	go test ./actors/mcp -run '^$' -bench Recovery -benchtime 20x
 func BenchmarkRecoveryAfterKill(b *testing.B) {
-	peers := mcptest.NPM(b)
-	h := newHarness(b, b.TempDir(), nil)
-	cmd, args := peers.Everything("stdio")
-	if _, err := h.m.Add(context.Background(), AddRequest{Spec: Spec{Name: "everything", Transport: Transport{Type: TransportStdio, Command: cmd, Args: args}}}); err != nil {
-		b.Fatal(err)
-	}
+	h := everythingHarness(b)
 	raw := json.RawMessage(`{"message":"x"}`)
 	ctx := context.Background()
 	call := func() bool {
@@ -123,26 +126,10 @@ func reportP50(b *testing.B, lat []time.Duration) {
 // The same call without its audit entry, to show what the durable audit
 // append costs.
 func BenchmarkProxiedEchoThroughFangdUnaudited(b *testing.B) {
-	peers := mcptest.NPM(b)
-	h := newHarness(b, b.TempDir(), nil)
-	cmd, args := peers.Everything("stdio")
-	if _, err := h.m.Add(context.Background(), AddRequest{Spec: Spec{Name: "everything", Transport: Transport{Type: TransportStdio, Command: cmd, Args: args}}}); err != nil {
-		b.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !h.m.HasTool("mcp_everything_echo") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	h := everythingHarness(b)
 	raw := json.RawMessage(`{"message":"bench"}`)
-	ctx := context.Background()
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for b.Loop() {
-		start := time.Now()
-		if _, _, _, err := h.m.callProxied(ctx, "mcp_everything_echo", raw); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-	}
-	reportP50(b, lat)
+	benchP50(b, func(ctx context.Context) error {
+		_, _, _, err := h.m.callProxied(ctx, "mcp_everything_echo", raw)
+		return err
+	})
 }

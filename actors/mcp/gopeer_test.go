@@ -2,7 +2,6 @@ package mcp
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,15 +226,7 @@ func TestDownServerFailsFast(t *testing.T) {
 // drops the session and reconnects.
 func TestConsecutiveFailuresForceReconnect(t *testing.T) {
 	g := newGoServer(t, false, "")
-	block := make(chan struct{})
-	t.Cleanup(func() { close(block) })
-	sdk.AddTool(g.srv, &sdk.Tool{Name: "hang"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
-		select {
-		case <-block:
-		case <-ctx.Done():
-		}
-		return &sdk.CallToolResult{}, nil, nil
-	})
+	g.addHang(t)
 	h := newHarness(t, t.TempDir(), func(o *Options) { o.FailureThreshold = 2 })
 	h.add(Spec{Name: "slow", TimeoutSecs: 1, Transport: Transport{Type: TransportHTTP, URL: g.url()}})
 	h.waitConnected("slow")
@@ -363,12 +354,7 @@ func TestURLPolicyRefusesAtAdd(t *testing.T) {
 	if e := kernel.AsError(err); e == nil || e.Code != "host_not_found" || !strings.Contains(e.Msg, "does not resolve") {
 		t.Fatalf("unresolvable host: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	closed := ssrftest.ClosedAddr(t)
 	h.add(Spec{Name: "z", Transport: Transport{Type: TransportHTTP, URL: "http://" + closed + "/mcp"}})
 	v := h.waitFor("z", "connection refused", func(v ServerView) bool { return v.LastErrorCode != "" })
 	if v.LastErrorCode != "connection_refused" || !strings.Contains(v.LastError, "refused") {
@@ -530,15 +516,7 @@ func TestReadOnlyHintIsSeenAndPinned(t *testing.T) {
 // consecutive never force a reconnect, while two in a row do.
 func TestCallLineKeepsTheFailureCount(t *testing.T) {
 	g := newGoServer(t, false, "")
-	block := make(chan struct{})
-	t.Cleanup(func() { close(block) })
-	sdk.AddTool(g.srv, &sdk.Tool{Name: "hang"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
-		select {
-		case <-block:
-		case <-ctx.Done():
-		}
-		return &sdk.CallToolResult{}, nil, nil
-	})
+	g.addHang(t)
 	sdk.AddTool(g.srv, &sdk.Tool{Name: "fine"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
 		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "fine"}}}, nil, nil
 	})

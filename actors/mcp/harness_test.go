@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 type harness struct {
@@ -36,14 +37,7 @@ var testBackoff = kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time
 
 func newHarness(t testing.TB, home string, mutate func(*Options)) *harness {
 	t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	k := kernel.New(zerolog.Nop())
 	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
 	if err != nil {
@@ -209,6 +203,20 @@ func newGoServer(t *testing.T, sse bool, auth string) *goServer {
 }
 
 func (g *goServer) url() string { return g.http.URL }
+
+// addHang adds the tool "hang", whose calls answer only when the caller
+// gives up (or the test ends).
+func (g *goServer) addHang(t *testing.T) {
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	sdk.AddTool(g.srv, &sdk.Tool{Name: "hang"}, func(ctx context.Context, req *sdk.CallToolRequest, in struct{}) (*sdk.CallToolResult, any, error) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return &sdk.CallToolResult{}, nil, nil
+	})
+}
 
 func freePort(t *testing.T) int {
 	t.Helper()

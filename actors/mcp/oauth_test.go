@@ -10,7 +10,7 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/mcp/mcptest"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 const testRedirect = "http://127.0.0.1:4545/api/mcp/servers/o/auth/callback"
@@ -104,16 +104,9 @@ func TestOAuthFlowConnectsAndSurvivesRestart(t *testing.T) {
 // An expired stored token is refreshed, and the new one saved, so the
 // next restart does not refresh again with a spent token.
 func TestOAuthRefreshesExpiredTokenAndSavesIt(t *testing.T) {
-	home := t.TempDir()
-	o := mcptest.NewOAuthServer(t)
-	h := newHarness(t, home, nil)
-	h.add(Spec{Name: "o", Transport: Transport{Type: TransportHTTP, URL: o.URL}})
-	authorize(t, h, o, "o")
-	h.waitConnected("o")
-	h.stop()
-	expireStored(t, home, "o")
+	home, o := expiredHome(t)
 	o.ExpireAccessTokens()
-	h = newHarness(t, home, nil)
+	h := newHarness(t, home, nil)
 	h.waitConnected("o")
 	if _, _, refreshes := o.Counts(); refreshes != 1 {
 		t.Fatalf("%d refreshes, want 1", refreshes)
@@ -124,18 +117,26 @@ func TestOAuthRefreshesExpiredTokenAndSavesIt(t *testing.T) {
 	}
 }
 
+// expiredHome is where every refresh test starts: server "o" authorized
+// against a fresh OAuth server in a new home, the manager stopped, and the
+// stored token expired.
+func expiredHome(t *testing.T) (string, *mcptest.OAuthServer) {
+	home := t.TempDir()
+	o := mcptest.NewOAuthServer(t)
+	h := newHarness(t, home, nil)
+	h.add(Spec{Name: "o", Transport: Transport{Type: TransportHTTP, URL: o.URL}})
+	authorize(t, h, o, "o")
+	h.waitConnected("o")
+	h.stop()
+	expireStored(t, home, "o")
+	return home, o
+}
+
 // expireStored rewrites a stopped home's stored token as expired.
 func expireStored(t *testing.T, home, name string) {
 	t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	defer db.Close()
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec, err := loadOAuth(vault, name)
 	if err != nil || rec == nil {
 		t.Fatalf("stored record: %v %v", rec, err)
@@ -149,16 +150,9 @@ func expireStored(t *testing.T, home, name string) {
 // A refresh the authorization server refuses (the user revoked the
 // grant) is permanent: status expired, no retry storm.
 func TestOAuthRefusedRefreshIsExpiredNotRetried(t *testing.T) {
-	home := t.TempDir()
-	o := mcptest.NewOAuthServer(t)
-	h := newHarness(t, home, nil)
-	h.add(Spec{Name: "o", Transport: Transport{Type: TransportHTTP, URL: o.URL}})
-	authorize(t, h, o, "o")
-	h.waitConnected("o")
-	h.stop()
-	expireStored(t, home, "o")
+	home, o := expiredHome(t)
 	o.SetRefuseRefresh(true)
-	h = newHarness(t, home, nil)
+	h := newHarness(t, home, nil)
 	v := h.waitFor("o", "refused", func(v ServerView) bool { return v.Status == StatusError })
 	if v.LastErrorCode != codeAuthRequired {
 		t.Fatalf("last error %q (%s)", v.LastErrorCode, v.LastError)

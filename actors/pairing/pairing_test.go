@@ -13,7 +13,7 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // fakePusher records what the engine would be asked to do.
@@ -78,14 +78,7 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 		mutate(&h.cfg)
 	}
 	h.start = func() *Pairing {
-		db, err := store.Open(store.DefaultOptions(store.DataDir(h.home)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		vault, err := store.OpenVault(db, h.home)
-		if err != nil {
-			t.Fatal(err)
-		}
+		db, vault := storetest.OpenWithVault(t, h.home)
 		k := kernel.New(zerolog.Nop())
 		p, err := Start(k, db, Options{Config: h.cfg, Push: h.push, Vault: vault, BaseURL: "http://127.0.0.1:4545",
 			Now: func() time.Time { return time.Unix(0, h.now.Load()) }})

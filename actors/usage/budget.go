@@ -185,7 +185,7 @@ func (l *ledger) capsOf(s scope) (caps, float64) {
 	thr := l.limits.AlertThreshold
 	switch s.kind {
 	case 'a':
-		al := l.agentLimits[s.id]
+		al := l.agentLimitsOf(s.id)
 		tok := l.limits.DefaultAgentTokensPerHour
 		if al.TokensPerHour != nil {
 			tok = *al.TokensPerHour
@@ -207,7 +207,7 @@ func (l *ledger) capsOf(s scope) (caps, float64) {
 
 // agentTokenLimit is the hourly token limit in force for an agent.
 func (l *ledger) agentTokenLimit(id string) int64 {
-	if t := l.agentLimits[id].TokensPerHour; t != nil {
+	if t := l.agentLimitsOf(id).TokensPerHour; t != nil {
 		return *t
 	}
 	return l.limits.DefaultAgentTokensPerHour
@@ -215,6 +215,9 @@ func (l *ledger) agentTokenLimit(id string) int64 {
 
 // heldBy is what calls in flight hold against s.
 func (l *ledger) heldBy(s scope) (cost, tokens int64) {
+	if v, ok := l.view[s]; ok {
+		return v.HeldCost, v.HeldTokens
+	}
 	switch s.kind {
 	case 'a':
 		return l.agentRes[s.id], l.agentResTok[s.id]
@@ -232,6 +235,9 @@ func (l *ledger) heldBy(s scope) (cost, tokens int64) {
 type spend struct{ hour, day, month, tokens int64 }
 
 func (l *ledger) spendOf(s scope, now time.Time, hour bool) spend {
+	if v, ok := l.view[s]; ok {
+		return spend{hour: v.Hour, day: v.Day, month: v.Month, tokens: v.Tokens}
+	}
 	var sp spend
 	if hour {
 		sp.hour, sp.tokens = l.r.hourUse(s.kind, s.id, now)
@@ -436,6 +442,11 @@ func (l *ledger) budgetStatus() *BudgetStatus {
 	lim := l.limits
 	c, thr := l.capsOf(scope{kind: 'g'})
 	sp := l.spendOf(scope{kind: 'g'}, now, true)
+	held, _ := l.heldBy(scope{kind: 'g'})
+	holds := len(l.reservations)
+	if v, ok := l.view[scope{kind: 'g'}]; ok {
+		holds = v.Holds
+	}
 	return &BudgetStatus{
 		DailyLimitUSD: lim.DailyLimitUSD, MonthlyLimitUSD: lim.MonthlyLimitUSD,
 		TodaySpentUSD: dollars(sp.day), MonthSpentUSD: dollars(sp.month),
@@ -443,7 +454,7 @@ func (l *ledger) budgetStatus() *BudgetStatus {
 			status(sp.hour, c.hourly, thr), status(sp.tokens, c.tokens, thr)),
 		HourlyLimitUSD: lim.HourlyLimitUSD, HourSpentUSD: dollars(sp.hour),
 		HourlyTokenLimit: lim.HourlyTokenLimit, HourlyTokensUsed: sp.tokens, AlertThreshold: thr,
-		ReservedUSD: dollars(l.reservedCost), Reservations: len(l.reservations),
+		ReservedUSD: dollars(held), Reservations: holds,
 
 		HourlySpend: dollars(sp.hour), HourlyLimit: lim.HourlyLimitUSD, HourlyPct: pct(sp.hour, c.hourly),
 		DailySpend: dollars(sp.day), DailyLimit: lim.DailyLimitUSD, DailyPct: pct(sp.day, c.daily),
@@ -515,12 +526,13 @@ func (l *ledger) setBudget(c actor.Context, m *SetBudget) any {
 
 func (l *ledger) agentBudget(id, name string) *AgentBudget {
 	now := l.now().UTC()
-	al := l.agentLimits[id]
+	al := l.agentLimitsOf(id)
 	s := scope{kind: 'a', id: id}
 	c, thr := l.capsOf(s)
 	sp := l.spendOf(s, now, true)
+	heldCost, _ := l.heldBy(s)
 	b := &AgentBudget{AgentID: id, AgentName: name, DailyLimitUSD: al.DailyLimitUSD, MonthlyLimitUSD: al.MonthlyLimitUSD,
-		TodaySpentUSD: dollars(sp.day), MonthSpentUSD: dollars(sp.month), ReservedUSD: dollars(l.agentRes[id]),
+		TodaySpentUSD: dollars(sp.day), MonthSpentUSD: dollars(sp.month), ReservedUSD: dollars(heldCost),
 		AlertThreshold: thr,
 		Status: worst(status(sp.day, c.daily, thr), status(sp.month, c.monthly, thr),
 			status(sp.hour, c.hourly, thr), status(sp.tokens, c.tokens, thr)),
@@ -537,7 +549,7 @@ func (l *ledger) agentBudget(id, name string) *AgentBudget {
 }
 
 func (l *ledger) setAgentBudget(c actor.Context, m *SetAgentBudget) any {
-	next := l.agentLimits[m.AgentID]
+	next := l.agentLimitsOf(m.AgentID)
 	for _, err := range []error{
 		setUSD("max_cost_per_hour_usd", m.HourlyLimitUSD, &next.HourlyLimitUSD),
 		setUSD("daily_limit_usd", m.DailyLimitUSD, &next.DailyLimitUSD),

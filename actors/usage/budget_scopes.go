@@ -20,10 +20,11 @@ func (l *ledger) providerRow(id string, now time.Time) ProviderBudget {
 	pl, configured := l.provLimits[id]
 	c, thr := l.capsOf(s)
 	sp := l.spendOf(s, now, true)
+	heldCost, _ := l.heldBy(s)
 	row := ProviderBudget{Provider: id, Unconfigured: !configured,
 		CapHourlyUSD: pl.HourlyLimitUSD, CapDailyUSD: pl.DailyLimitUSD, CapMonthlyUSD: pl.MonthlyLimitUSD, CapTokensPerHour: pl.TokensPerHour,
 		SpendHourlyUSD: dollars(sp.hour), SpendDailyUSD: dollars(sp.day), SpendMonthlyUSD: dollars(sp.month), TokensThisHour: sp.tokens,
-		ReservedUSD: dollars(l.provRes[id].cost),
+		ReservedUSD: dollars(heldCost),
 		Status: worst(status(sp.day, c.daily, thr), status(sp.month, c.monthly, thr),
 			status(sp.hour, c.hourly, thr), status(sp.tokens, c.tokens, thr)),
 	}
@@ -161,10 +162,11 @@ func (l *ledger) userBudget(id string) any {
 	s := scope{kind: 'u', id: id}
 	c, thr := l.capsOf(s)
 	sp := l.spendOf(s, now, true)
+	heldCost, _ := l.heldBy(s)
 	ul, ok := l.userLimits[id]
 	b := &UserBudget{UserID: id, Name: id, Hourly: window(sp.hour, c.hourly), Daily: window(sp.day, c.daily),
 		Monthly: window(sp.month, c.monthly), AlertThreshold: thr, Enforced: true, Configured: ok,
-		ReservedUSD: dollars(l.userRes[id].cost),
+		ReservedUSD: dollars(heldCost),
 		Status:      worst(status(sp.day, c.daily, thr), status(sp.month, c.monthly, thr), status(sp.hour, c.hourly, thr))}
 	if ok {
 		b.Limits = &ul

@@ -71,7 +71,15 @@ type ledger struct {
 	provRes      map[string]held
 	userRes      map[string]held
 	lastSweep    time.Time
-	lastDay      int32
+	// view is the cluster's spend of some scopes while a clusterView is
+	// answered (cluster.go), nil otherwise.
+	view map[scope]ScopeSpend
+	// sharedAgent are per-agent limits shared in cluster mode, by agent
+	// name (etcd is their store); agentNames the names of the agent ids
+	// cluster-mode calls and queries named. Both nil on a single node.
+	sharedAgent map[string]AgentLimits
+	agentNames  map[string]string
+	lastDay     int32
 
 	pending  []settleWaiter // settled, applied in memory, not yet in a batch
 	spare    []settleWaiter // a landed batch's waiter array, reused for pending
@@ -186,6 +194,8 @@ func (l *ledger) Receive(c actor.Context) {
 	case *actor.Restarting:
 		l.gc.Stop(errWithheld)
 		l.failPending(kernel.Unavailable("usage ledger restarted"))
+	default:
+		l.receiveCluster(c, m)
 	}
 }
 
@@ -369,7 +379,9 @@ func (l *ledger) settle(c actor.Context, m *Settle) {
 	}
 	l.pending = append(l.pending, settleWaiter{event: e, reply: m.reply})
 	l.metrics.settled.Inc()
-	l.checkAlerts(c, now, e.AgentID, e.AgentName, e.Provider, e.User)
+	if !m.clusterAlerts {
+		l.checkAlerts(c, now, e.AgentID, e.AgentName, e.Provider, e.User)
+	}
 	l.flush()
 }
 

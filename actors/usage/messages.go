@@ -69,6 +69,9 @@ type Settle struct {
 	ReservationID uint64
 	Event         Event
 	reply         chan settleReply
+	// clusterAlerts: cluster mode, where alerts follow the cluster's
+	// spend (cluster.go), not this node's.
+	clusterAlerts bool
 }
 
 type settleReply struct {

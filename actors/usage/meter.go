@@ -3,6 +3,7 @@ package usage
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -34,6 +35,8 @@ const SettleTimeout = 10 * time.Second
 type Meter struct {
 	k   *kernel.Kernel
 	pid *actor.PID
+	// cl is the cluster-wide budget store in cluster mode (cluster.go).
+	cl atomic.Pointer[clusterBox]
 }
 
 // Start spawns the ledger as the root actor "usage". auditLog may be nil
@@ -78,6 +81,9 @@ func (m *Meter) PID() *actor.PID { return m.pid }
 // makes one Reserve and one Settle (docs/architecture.md, "Asking an
 // actor"). ctx ends the wait early; the pooled timer bounds it otherwise.
 func (m *Meter) Reserve(ctx context.Context, r Reserve) (*Reservation, error) {
+	if cl := m.cluster(); cl != nil {
+		return m.reserveCluster(ctx, cl, r)
+	}
 	call := getCall(kernel.DefaultAskTimeout)
 	r.reply = call.reserve
 	m.k.Root.Send(m.pid, &r)
@@ -97,8 +103,16 @@ func (m *Meter) Reserve(ctx context.Context, r Reserve) (*Reservation, error) {
 // once the event is on disk, with its timestamp set, or when ctx ends (the
 // event may still be written).
 func (m *Meter) Settle(ctx context.Context, reservationID uint64, e Event) (Event, error) {
+	if cl := m.cluster(); cl != nil {
+		return m.settleCluster(ctx, cl, reservationID, e)
+	}
+	return m.settleLocal(ctx, reservationID, e, false)
+}
+
+// settleLocal is Settle in this node's ledger.
+func (m *Meter) settleLocal(ctx context.Context, reservationID uint64, e Event, clusterAlerts bool) (Event, error) {
 	call := getCall(SettleTimeout)
-	m.k.Root.Send(m.pid, &Settle{ReservationID: reservationID, Event: e, reply: call.settle})
+	m.k.Root.Send(m.pid, &Settle{ReservationID: reservationID, Event: e, reply: call.settle, clusterAlerts: clusterAlerts})
 	select {
 	case rep := <-call.settle:
 		putCall(call)
@@ -163,22 +177,44 @@ func (m *Meter) AgentSpend(ctx context.Context) ([]AgentSpend, error) {
 
 // Budget answers GET /api/budget.
 func (m *Meter) Budget(ctx context.Context) (*BudgetStatus, error) {
+	if cl := m.cluster(); cl != nil {
+		return view[*BudgetStatus](ctx, m, cl, &BudgetQuery{}, []scope{{kind: 'g'}}, []Scope{{Kind: 'g'}})
+	}
 	return kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &BudgetQuery{})
 }
 
 // SetBudget changes the global limits durably.
 func (m *Meter) SetBudget(ctx context.Context, s SetBudget) (*BudgetStatus, error) {
-	return kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &s)
+	st, err := kernel.Ask[*BudgetStatus](ctx, m.k, m.pid, &s)
+	if cl := m.cluster(); cl != nil && err == nil {
+		if err := m.publishLimits(ctx, cl, LimitsGlobal, "", ""); err != nil {
+			return nil, err
+		}
+		return m.Budget(ctx)
+	}
+	return st, err
 }
 
 // AgentBudget answers GET /api/budget/agents/{id}.
 func (m *Meter) AgentBudget(ctx context.Context, id, name string) (*AgentBudget, error) {
+	if cl := m.cluster(); cl != nil {
+		return view[*AgentBudget](ctx, m, cl, &AgentBudgetQuery{AgentID: id, AgentName: name},
+			[]scope{{kind: 'a', id: id}}, []Scope{{Kind: 'a', ID: name}})
+	}
 	return kernel.Ask[*AgentBudget](ctx, m.k, m.pid, &AgentBudgetQuery{AgentID: id, AgentName: name})
 }
 
 // SetAgentBudget changes an agent's limits durably.
 func (m *Meter) SetAgentBudget(ctx context.Context, s SetAgentBudget) (*AgentBudget, error) {
-	return kernel.Ask[*AgentBudget](ctx, m.k, m.pid, &s)
+	b, err := kernel.Ask[*AgentBudget](ctx, m.k, m.pid, &s)
+	if cl := m.cluster(); cl != nil && err == nil && s.AgentName != "" {
+		// Shared by the agent's name: the same-named agent on every node.
+		if err := m.publishLimits(ctx, cl, LimitsAgent, s.AgentName, s.AgentID); err != nil {
+			return nil, err
+		}
+		return m.AgentBudget(ctx, s.AgentID, s.AgentName)
+	}
+	return b, err
 }
 
 // ForgetAgent drops a deleted agent's limits.
@@ -205,12 +241,20 @@ func (m *Meter) ProviderBudgets(ctx context.Context) (*ProviderBudgets, error) {
 
 // ProviderBudget answers GET /api/budget/providers/{id}.
 func (m *Meter) ProviderBudget(ctx context.Context, provider string) (*ProviderBudget, error) {
+	if cl := m.cluster(); cl != nil && CheckScopeID("provider id", provider) == nil {
+		return view[*ProviderBudget](ctx, m, cl, &ProviderBudgetQuery{Provider: provider},
+			[]scope{{kind: 'p', id: provider}}, []Scope{{Kind: 'p', ID: provider}})
+	}
 	return kernel.Ask[*ProviderBudget](ctx, m.k, m.pid, &ProviderBudgetQuery{Provider: provider})
 }
 
 // SetProviderBudget changes (or clears) a provider's limits durably.
 func (m *Meter) SetProviderBudget(ctx context.Context, s SetProviderBudget) (*ProviderLimitsSet, error) {
-	return kernel.Ask[*ProviderLimitsSet](ctx, m.k, m.pid, &s)
+	set, err := kernel.Ask[*ProviderLimitsSet](ctx, m.k, m.pid, &s)
+	if cl := m.cluster(); cl != nil && err == nil {
+		err = m.publishLimits(ctx, cl, LimitsProvider, s.Provider, "")
+	}
+	return set, err
 }
 
 // UserBudgets answers GET /api/budget/users (limit rows at most).
@@ -220,16 +264,27 @@ func (m *Meter) UserBudgets(ctx context.Context, limit int) (*UserBudgets, error
 
 // UserBudget answers GET /api/budget/users/{id}.
 func (m *Meter) UserBudget(ctx context.Context, user string) (*UserBudget, error) {
+	if cl := m.cluster(); cl != nil && CheckScopeID("user id", user) == nil {
+		return view[*UserBudget](ctx, m, cl, &UserBudgetQuery{User: user},
+			[]scope{{kind: 'u', id: user}}, []Scope{{Kind: 'u', ID: user}})
+	}
 	return kernel.Ask[*UserBudget](ctx, m.k, m.pid, &UserBudgetQuery{User: user})
 }
 
 // SetUserBudget replaces a user's limits durably.
 func (m *Meter) SetUserBudget(ctx context.Context, user string, l UserLimits) (*UserLimits, error) {
-	return kernel.Ask[*UserLimits](ctx, m.k, m.pid, &SetUserBudget{User: user, Limits: &l})
+	set, err := kernel.Ask[*UserLimits](ctx, m.k, m.pid, &SetUserBudget{User: user, Limits: &l})
+	if cl := m.cluster(); cl != nil && err == nil {
+		err = m.publishLimits(ctx, cl, LimitsUser, user, "")
+	}
+	return set, err
 }
 
 // ClearUserBudget removes a user's limits durably.
 func (m *Meter) ClearUserBudget(ctx context.Context, user string) error {
 	_, err := kernel.Ask[*SetUserBudget](ctx, m.k, m.pid, &SetUserBudget{User: user})
+	if cl := m.cluster(); cl != nil && err == nil {
+		err = m.publishLimits(ctx, cl, LimitsUser, user, "")
+	}
 	return err
 }

@@ -229,7 +229,7 @@ func (l *ledger) agentSpend() []AgentSpend {
 	today := dayOf(l.now().UTC())
 	out := make([]AgentSpend, 0, len(l.r.agents))
 	row := func(id, name string, t *agentTotal) AgentSpend {
-		al := l.agentLimits[id]
+		al := l.agentLimitsOf(id)
 		s := AgentSpend{AgentID: id, AgentName: name, Name: name, HourlyLimit: al.HourlyLimitUSD, DailyLimit: al.DailyLimitUSD,
 			MonthlyLimit: al.MonthlyLimitUSD, MaxLLMTokensPerHour: l.agentTokenLimit(id)}
 		if t != nil {

@@ -18,8 +18,6 @@ import (
 
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2aclient"
-	"github.com/a2aproject/a2a-go/v2/a2aclient/agentcard"
-	"github.com/a2aproject/a2a-go/v2/a2acompat/a2av0"
 
 	"github.com/fangd/fangd/actors/a2a/a2atest"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
@@ -319,29 +317,55 @@ func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 	}
 }
 
-func goClient(t *testing.T, base string) *a2aclient.Client {
-	t.Helper()
-	ctx := context.Background()
-	card, err := (&agentcard.Resolver{CardParser: a2av0.NewAgentCardParser()}).Resolve(ctx, base)
-	if err != nil {
-		t.Fatal(err)
+// Every task a blocking SendMessage answered as completed is stored as
+// completed: the answer waits for the task's final write (overlapped with
+// the request's audit entry, not skipped), so a kill -9 right after the
+// last answer loses none of them.
+func TestA2ACompletedAnswersSurviveKill(t *testing.T) {
+	_, _, cfg := fakes(t, "")
+	home := t.TempDir()
+	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "quick")
+	c := goClient(t, p.url+"/a2a/agents/"+id)
+	const n = 24
+	ids := make(chan string, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			res, err := c.SendMessage(context.Background(), &sdk.SendMessageRequest{
+				Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart(fmt.Sprintf("job %d", i)))})
+			if err != nil {
+				errs <- err
+				return
+			}
+			task, ok := res.(*sdk.Task)
+			if !ok || task.Status.State != sdk.TaskStateCompleted {
+				errs <- fmt.Errorf("answer %#v: want a completed task", res)
+				return
+			}
+			ids <- string(task.ID)
+		}()
 	}
-	c, err := a2aclient.NewFromCard(ctx, card, a2aclient.WithCallInterceptors(bearer{token: e2eKey}))
-	if err != nil {
-		t.Fatal(err)
+	var got []string
+	for range n {
+		select {
+		case id := <-ids:
+			got = append(got, id)
+		case err := <-errs:
+			t.Fatal(err)
+		}
 	}
-	return c
+	p.stop(t, syscall.SIGKILL)
+	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	for _, taskID := range got {
+		code, body := p.request(t, "GET", "/a2a/tasks/"+taskID, "")
+		if m := decodeMap(t, body); code != 200 || m["status"] != "completed" {
+			t.Fatalf("task %s answered completed before kill -9, after the restart: %d %s", taskID, code, body)
+		}
+	}
 }
 
-type bearer struct {
-	a2aclient.PassthroughInterceptor
-	token string
-}
-
-func (b bearer) Before(ctx context.Context, req *a2aclient.Request) (context.Context, any, error) {
-	req.ServiceParams.Append("Authorization", "Bearer "+b.token)
-	return ctx, nil, nil
-}
+func goClient(t *testing.T, base string) *a2aclient.Client { return a2atest.GoClient(t, base, e2eKey) }
 
 var waitUntil = kerneltest.WaitFor
 

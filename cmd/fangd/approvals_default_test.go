@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/fangd/fangd/actors/llm/llmtest"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 // notesPeer is an MCP server on loopback with one tool that writes (no
@@ -253,12 +253,7 @@ url = %q
 // approval patterns that match no tool, in the API and in its log.
 func TestManifestToolsAndUnmatchedPatternsOnTheBinary(t *testing.T) {
 	// A port nothing listens on: the server stays configured, never connected.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := "http://" + ln.Addr().String()
-	ln.Close()
+	down := "http://" + ssrftest.ClosedAddr(t)
 	_, _, cfg := fakes(t, fmt.Sprintf(`
 [network_policy]
 allow_hosts = ["127.0.0.1"]

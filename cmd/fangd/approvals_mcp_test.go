@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,23 +19,10 @@ import (
 // the request pending and the resumed turn still runs the tool when it is
 // approved.
 func TestGatedMCPToolOnTheBinary(t *testing.T) {
-	peers := mcptest.NPM(t)
-	node, args := peers.Everything("stdio")
-	quoted := make([]string, len(args))
-	for i, a := range args {
-		quoted[i] = strconv.Quote(a)
-	}
-	oai, _, cfg := fakes(t, fmt.Sprintf(`
+	oai, _, cfg := fakes(t, `
 [approval]
 require_approval = ["mcp_everything_echo"]
-
-[[mcp_servers]]
-name = "everything"
-transport = "stdio"
-command = %q
-args = [%s]
-timeout_secs = 20
-`, node, strings.Join(quoted, ", ")))
+`+mcptest.NPM(t).EverythingConfig())
 	oai.SetResponder(func(r llmtest.Request) llmtest.Reply {
 		last := r.LastMessage()
 		if last.Role == "tool" {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // fangdCmd runs the binary and returns its exit code and output.
@@ -159,10 +160,7 @@ func TestBackupRefusesAnUnacceptedAnchorMismatch(t *testing.T) {
 // 1 and leaves the new home empty.
 func TestRestoreRefusesABrokenChain(t *testing.T) {
 	home := homeWithHistory(t, 4, false)
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, home)
 	var e audit.Entry
 	db.AuditLog().Scan(2, false, func(r store.AuditRecord) (bool, error) { return false, json.Unmarshal(r.Raw, &e) })
 	e.Details = "edited"

@@ -62,15 +62,9 @@ func agentsListCmd(o *clientOptions) *cobra.Command {
 				fmt.Fprintln(stderr(cmd), "no agents yet: fangd agents create NAME --model PROVIDER/MODEL")
 				return nil
 			}
-			rows := make([][]string, 0, len(page.Items))
-			for _, a := range page.Items {
-				rows = append(rows, []string{a.Name, a.ID, orDash(a.Model), a.State, since(a.CreatedAt)})
-			}
-			if err := table(stdout(cmd), []string{"NAME", "ID", "MODEL", "STATE", "CREATED"}, rows); err != nil {
-				return err
-			}
-			pageNote(stderr(cmd), len(page.Items), page.Offset, page.Total, page.Next)
-			return nil
+			return pagedTable(cmd, []string{"NAME", "ID", "MODEL", "STATE", "CREATED"}, page.Items, page.Offset, page.Total, page.Next, func(a agent.Agent) []string {
+				return []string{a.Name, a.ID, orDash(a.Model), a.State, since(a.CreatedAt)}
+			})
 		},
 	}
 	p.add(cmd)

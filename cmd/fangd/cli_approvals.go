@@ -62,8 +62,11 @@ prefix that matches one pending approval is accepted by approve and reject.`,
 				fmt.Fprintf(stderr(cmd), "no %sapprovals\n", what)
 				return nil
 			}
-			rows := make([][]string, 0, len(page.Approvals))
-			for _, a := range page.Approvals {
+			var next *int
+			if end := page.Offset + len(page.Approvals); end < page.Total {
+				next = &end
+			}
+			return pagedTable(cmd, []string{"ID", "AGENT", "ACTION", "RISK", "STATUS", "REQUESTED", "EXPIRES", "DESCRIPTION"}, page.Approvals, page.Offset, page.Total, next, func(a *approval.Approval) []string {
 				agent := a.AgentName
 				if agent == "" {
 					agent = a.AgentID
@@ -76,18 +79,9 @@ prefix that matches one pending approval is accepted by approve and reject.`,
 				if a.SecondFactorRequired {
 					tfa = " (totp)"
 				}
-				rows = append(rows, []string{shortID(a.ID), agent, a.Action, orDash(a.RiskLevel) + tfa, a.Status,
-					since(a.RequestedAt), expires, clip(orDash(a.Description), 60)})
-			}
-			if err := table(stdout(cmd), []string{"ID", "AGENT", "ACTION", "RISK", "STATUS", "REQUESTED", "EXPIRES", "DESCRIPTION"}, rows); err != nil {
-				return err
-			}
-			var next *int
-			if end := page.Offset + len(page.Approvals); end < page.Total {
-				next = &end
-			}
-			pageNote(stderr(cmd), len(page.Approvals), page.Offset, page.Total, next)
-			return nil
+				return []string{shortID(a.ID), agent, a.Action, orDash(a.RiskLevel) + tfa, a.Status,
+					since(a.RequestedAt), expires, clip(orDash(a.Description), 60)}
+			})
 		},
 	}
 	cmd.Flags().StringVar(&status, "status", approval.StatusPending, "pending, approved, rejected, expired, cancelled, modified, or all")

@@ -50,20 +50,14 @@ func channelsListCmd(o *clientOptions) *cobra.Command {
 			if printed, err := c.fetch(cmd, request{method: "GET", path: "/api/channels", query: q}, &page); err != nil || printed {
 				return err
 			}
-			rows := make([][]string, 0, len(page.Channels))
-			for _, v := range page.Channels {
+			return pagedTable(cmd, []string{"NAME", "ADAPTER", "CATEGORY", "CONFIGURED", "ENABLED", "STATUS", "LAST ERROR"}, page.Channels, page.Offset, page.Total, page.Next, func(v channel.View) []string {
 				state := "-"
 				if v.Configured {
 					state = orDash(v.State)
 				}
-				rows = append(rows, []string{v.Name, v.Adapter, v.Category, yesNo(v.Configured), yesNo(v.Enabled), state,
-					clip(orDash(v.LastError), 60)})
-			}
-			if err := table(stdout(cmd), []string{"NAME", "ADAPTER", "CATEGORY", "CONFIGURED", "ENABLED", "STATUS", "LAST ERROR"}, rows); err != nil {
-				return err
-			}
-			pageNote(stderr(cmd), len(page.Channels), page.Offset, page.Total, page.Next)
-			return nil
+				return []string{v.Name, v.Adapter, v.Category, yesNo(v.Configured), yesNo(v.Enabled), state,
+					clip(orDash(v.LastError), 60)}
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&configured, "configured", false, "only configured channels")
@@ -105,12 +99,10 @@ With NAME: that channel in detail (GET /api/channels/{name}).`,
 				stderr(cmd).Write([]byte("no channel is configured ([channels.<name>] in the config, or POST /api/channels/{name}/configure)\n"))
 				return nil
 			}
-			rows := make([][]string, 0, len(page.Channels))
-			for _, v := range page.Channels {
-				rows = append(rows, []string{v.Name, v.Adapter, orDash(v.State), timeOrDash(v.ConnectedSince),
-					u64(v.MessagesIn), u64(v.MessagesOut), u64(v.MessagesFailed), strconv.Itoa(v.OutboxPending), clip(orDash(v.LastError), 60)})
-			}
-			return table(stdout(cmd), []string{"NAME", "ADAPTER", "STATUS", "CONNECTED", "IN", "OUT", "FAILED", "OUTBOX", "LAST ERROR"}, rows)
+			return tableOf(stdout(cmd), []string{"NAME", "ADAPTER", "STATUS", "CONNECTED", "IN", "OUT", "FAILED", "OUTBOX", "LAST ERROR"}, page.Channels, func(v channel.View) []string {
+				return []string{v.Name, v.Adapter, orDash(v.State), timeOrDash(v.ConnectedSince),
+					u64(v.MessagesIn), u64(v.MessagesOut), u64(v.MessagesFailed), strconv.Itoa(v.OutboxPending), clip(orDash(v.LastError), 60)}
+			})
 		},
 	}
 }

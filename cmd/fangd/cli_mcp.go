@@ -39,8 +39,7 @@ func mcpListCmd(o *clientOptions) *cobra.Command {
 				fmt.Fprintln(stderr(cmd), "no MCP servers ([[mcp_servers]] in the config, or POST /api/mcp/servers; docs/mcp.md)")
 				return nil
 			}
-			rows := make([][]string, 0, len(page.Servers))
-			for _, s := range page.Servers {
+			return pagedTable(cmd, []string{"NAME", "TRANSPORT", "TARGET", "STATUS", "TOOLS", "SOURCE", "LAST ERROR"}, page.Servers, page.Offset, page.Total, page.Next, func(s mcp.ServerView) []string {
 				target := s.URL
 				if target == "" {
 					target = s.Command
@@ -52,14 +51,9 @@ func mcpListCmd(o *clientOptions) *cobra.Command {
 				if s.ToolsChanged {
 					status += " (tools changed)"
 				}
-				rows = append(rows, []string{s.Name, s.Transport, clip(orDash(target), 40), status, strconv.Itoa(s.ToolCount),
-					s.Source, clip(orDash(s.LastError), 60)})
-			}
-			if err := table(stdout(cmd), []string{"NAME", "TRANSPORT", "TARGET", "STATUS", "TOOLS", "SOURCE", "LAST ERROR"}, rows); err != nil {
-				return err
-			}
-			pageNote(stderr(cmd), len(page.Servers), page.Offset, page.Total, page.Next)
-			return nil
+				return []string{s.Name, s.Transport, clip(orDash(target), 40), status, strconv.Itoa(s.ToolCount),
+					s.Source, clip(orDash(s.LastError), 60)}
+			})
 		},
 	}
 	p.add(cmd)
@@ -90,16 +84,14 @@ scripts).`,
 			if len(h.Health) == 0 {
 				return nil
 			}
-			rows := make([][]string, 0, len(h.Health))
-			for _, e := range h.Health {
+			return tableOf(stdout(cmd), []string{"SERVER", "STATUS", "TOOLS", "FAILURES", "LAST OK", "LAST ERROR"}, h.Health, func(e mcp.HealthEntry) []string {
 				status := e.Status
 				if e.Reconnecting {
 					status += fmt.Sprintf(" (reconnecting, attempt %d)", e.ReconnectAttempts)
 				}
-				rows = append(rows, []string{e.ID, status, strconv.Itoa(e.ToolCount), strconv.Itoa(e.ConsecutiveFailures),
-					strOrDash(e.LastOK), clip(strOrDash(e.LastError), 60)})
-			}
-			return table(stdout(cmd), []string{"SERVER", "STATUS", "TOOLS", "FAILURES", "LAST OK", "LAST ERROR"}, rows)
+				return []string{e.ID, status, strconv.Itoa(e.ToolCount), strconv.Itoa(e.ConsecutiveFailures),
+					strOrDash(e.LastOK), clip(strOrDash(e.LastError), 60)}
+			})
 		},
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"github.com/spf13/cobra"
 )
 
 // table prints rows under a header, columns aligned (text/tabwriter).
@@ -24,6 +26,25 @@ func table(w io.Writer, header []string, rows [][]string) error {
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
+}
+
+// tableOf prints items as a table under header, one row each.
+func tableOf[T any](w io.Writer, header []string, items []T, row func(T) []string) error {
+	rows := make([][]string, 0, len(items))
+	for _, it := range items {
+		rows = append(rows, row(it))
+	}
+	return table(w, header, rows)
+}
+
+// pagedTable prints one page of a list as tableOf does on stdout, then,
+// when there is a next page, the note on stderr saying how to get it.
+func pagedTable[T any](cmd *cobra.Command, header []string, items []T, offset, total int, next *int, row func(T) []string) error {
+	if err := tableOf(stdout(cmd), header, items, row); err != nil {
+		return err
+	}
+	pageNote(stderr(cmd), len(items), offset, total, next)
+	return nil
 }
 
 // fields prints name/value pairs, one a line, values aligned.

@@ -48,16 +48,10 @@ network answers 404 on /api/peers: that is said plainly (exit 1).`,
 				}
 				return nil
 			}
-			rows := make([][]string, 0, len(page.Items))
-			for _, pv := range page.Items {
-				rows = append(rows, []string{orDash(pv.NodeName), pv.NodeID, orDash(pv.Address), pv.State, yesNo(pv.Authenticated),
-					orDash(pv.LinkMode), strconv.Itoa(len(pv.Agents)), orDash(pv.LastSeen)})
-			}
-			if err := table(stdout(cmd), []string{"NAME", "NODE ID", "ADDRESS", "STATE", "AUTH", "LINK", "AGENTS", "LAST SEEN"}, rows); err != nil {
-				return err
-			}
-			pageNote(stderr(cmd), len(page.Items), page.Offset, page.Total, page.Next)
-			return nil
+			return pagedTable(cmd, []string{"NAME", "NODE ID", "ADDRESS", "STATE", "AUTH", "LINK", "AGENTS", "LAST SEEN"}, page.Items, page.Offset, page.Total, page.Next, func(pv ofppeer.PeerInfo) []string {
+				return []string{orDash(pv.NodeName), pv.NodeID, orDash(pv.Address), pv.State, yesNo(pv.Authenticated),
+					orDash(pv.LinkMode), strconv.Itoa(len(pv.Agents)), orDash(pv.LastSeen)}
+			})
 		},
 	}
 	p.add(list)

@@ -129,16 +129,17 @@ func (f *tailFlags) add(cmd *cobra.Command, what string) {
 	cmd.Flags().IntVar(&f.count, "count", 0, "stop after this many "+what+"s (default: follow until interrupted)")
 }
 
-func (f *tailFlags) check() error {
+// client checks the flags, then makes the tail's client.
+func (f *tailFlags) client(o *clientOptions) (*client, error) {
 	if f.since != "" {
 		if _, err := strconv.ParseUint(f.since, 10, 64); err != nil {
-			return usagef("--since %q: want a non-negative integer id", f.since)
+			return nil, usagef("--since %q: want a non-negative integer id", f.since)
 		}
 	}
 	if f.count < 0 {
-		return usagef("--count must not be negative")
+		return nil, usagef("--count must not be negative")
 	}
-	return nil
+	return newClient(o)
 }
 
 func eventsCmd() *cobra.Command {
@@ -166,10 +167,7 @@ sent it, one a line. Ctrl-C (or --count) ends the tail with exit 0.`,
   fangd events tail --since 120`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.check(); err != nil {
-				return err
-			}
-			c, err := newClient(o)
+			c, err := f.client(o)
 			if err != nil {
 				return err
 			}
@@ -253,10 +251,7 @@ line's JSON as the daemon logged it. Ctrl-C (or --count) ends with exit 0.`,
   fangd logs tail --json | jq 'select(.level == "error")'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.check(); err != nil {
-				return err
-			}
-			c, err := newClient(o)
+			c, err := f.client(o)
 			if err != nil {
 				return err
 			}

@@ -9,12 +9,14 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	fcluster "github.com/fangd/fangd/actors/cluster"
+	"github.com/fangd/fangd/actors/usage"
 )
 
 // startCluster joins the cluster named by [cluster] / --cluster (audited).
-// Channels become cluster-wide; every other entity kind still runs per
-// node (fcluster.Kinds says so, and GET /api/cluster reports it).
-func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents) error {
+// Channels and budget admission become cluster-wide; every other entity
+// kind still runs per node (fcluster.Kinds says so, and GET /api/cluster
+// reports it).
+func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, meter *usage.Meter) error {
 	cc := cfg.Cluster
 	marker := filepath.Join(home, watchdogMarker)
 	channels := d.channels
@@ -64,6 +66,19 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents) err
 	// Channels are cluster-wide: records and state in etcd, each adapter
 	// on the one node holding its owner lease.
 	d.clusterCh.Store(n.StartChannels(channels))
+	// Budgets: spend and open reservations in etcd, so that a limit
+	// holds for the cluster, not per node (docs/cluster.md).
+	b, err := n.StartBudget(d.kernel.Metrics)
+	if err != nil {
+		return err
+	}
+	d.clusterBudget = b
+	meter.UseCluster(b)
+	// Limits set through any node apply on every node (an agent's to the
+	// agents of its name: ids differ per node).
+	if err := b.WatchLimits(meter.ApplyClusterLimits); err != nil {
+		return err
+	}
 	// Approval requests are cluster-wide: a record per request in etcd.
 	n.StartApprovals(d.reloads.approvals)
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
@@ -94,6 +109,9 @@ func (d *daemon) clusterChannels() *fcluster.Channels { return d.clusterCh.Load(
 func (d *daemon) stopCluster() {
 	if d.cluster == nil {
 		return
+	}
+	if d.clusterBudget != nil {
+		d.clusterBudget.Stop()
 	}
 	d.cluster.Stop()
 	d.cluster = nil

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 func networkConfigFrom(t *testing.T, body string) (Config, error) {
@@ -115,15 +115,8 @@ func TestNetworkSecretSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, _ = cfg.networkSettings()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	defer db.Close()
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if v, err := s.resolveSecret(vault); err != nil || v != "from-the-vault" {
 		t.Fatalf("vault secret %q %v", v, err)
 	}

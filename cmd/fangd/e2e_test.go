@@ -23,6 +23,7 @@ import (
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 var fangdBin string
@@ -383,10 +384,7 @@ func TestTamperedEntryIsReportedOnlineAndOffline(t *testing.T) {
 	}
 	p.stop(t, syscall.SIGTERM)
 
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, home)
 	al := db.AuditLog()
 	var raw []byte
 	al.Scan(3, false, func(r store.AuditRecord) (bool, error) { raw = r.Raw; return false, nil })

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // homeWithHistory runs a daemon on a new home, makes n audited changes and
@@ -280,10 +281,7 @@ func TestCorruptAgentRecordIsQuarantined(t *testing.T) {
 		ids = append(ids, a.ID)
 	}
 	td.stop()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, home)
 	bad := "agents/" + ids[1]
 	db.Update(func(tx *store.Txn) error { return tx.Set([]byte(bad), []byte(`{"id":"`+ids[1]+`","name":`)) })
 	db.Close()
@@ -428,10 +426,7 @@ func TestAuditAcceptWithNothingToAccept(t *testing.T) {
 func TestAuditRetentionByAgeKeepsTheChainVerifiable(t *testing.T) {
 	home := homeWithHistory(t, 12, false) // 14 entries
 	// Backdate all but the newest four, re-chaining every entry.
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, home)
 	var entries []audit.Entry
 	db.AuditLog().Scan(0, false, func(r store.AuditRecord) (bool, error) {
 		var e audit.Entry

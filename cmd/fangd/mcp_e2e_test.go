@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,26 +24,14 @@ import (
 // back on its own.
 func TestMCPOnTheBinary(t *testing.T) {
 	peers := mcptest.NPM(t)
-	node, args := peers.Everything("stdio")
-	quoted := make([]string, len(args))
-	for i, a := range args {
-		quoted[i] = strconv.Quote(a)
-	}
 	home := t.TempDir()
-	config := fmt.Sprintf(`[rate_limit]
+	config := `[rate_limit]
 api_requests_per_minute = 0
 
 # This test is about the MCP plumbing: the echo tool runs without a human.
 [approval]
 auto_approve = ["mcp_everything_*"]
-
-[[mcp_servers]]
-name = "everything"
-transport = "stdio"
-command = %q
-args = [%s]
-timeout_secs = 20
-`, node, strings.Join(quoted, ", "))
+` + peers.EverythingConfig()
 	p := startFangd(t, home, config, "FANGD_API_KEY="+e2eKey)
 
 	var view struct {

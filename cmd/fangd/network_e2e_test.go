@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/llm/llmtest"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 const ofpSecret = "e2e-ofp-shared-secret-0123"
@@ -290,14 +290,7 @@ func TestOFPSwappedIdentityKey(t *testing.T) {
 	b.p.stop(t, syscall.SIGTERM)
 
 	// b's identity in its vault: same node id, a new key.
-	db, err := store.Open(store.DefaultOptions(store.DataDir(b.home)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, b.home)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, b.home)
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	raw, _ := json.Marshal(map[string]string{"node_id": bID, "public_key": base64.StdEncoding.EncodeToString(pub),
 		"private_key": base64.StdEncoding.EncodeToString(priv.Seed())})

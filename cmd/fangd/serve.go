@@ -119,9 +119,11 @@ type daemon struct {
 	// clusterCh is the cluster-wide channel store (read by the node
 	// record's refresh goroutine, set once the node joined).
 	clusterCh atomic.Pointer[fcluster.Channels]
-	http      *fhttp.Server
-	ln        net.Listener
-	served    chan error
+	// clusterBudget is the cluster-wide budget ledger (cluster mode).
+	clusterBudget *fcluster.Budget
+	http          *fhttp.Server
+	ln            net.Listener
+	served        chan error
 	// watchdogExit asks wait to stop the daemon: the cluster watchdog
 	// found this node excluded for longer than its grace.
 	watchdogExit chan struct{}
@@ -312,7 +314,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	// Cluster mode joins once the API address is known: the node record
 	// in etcd carries the URL other nodes route requests to.
 	if cfg.Cluster.enabled() {
-		if err := d.startCluster(home, cfg, agents); err != nil {
+		if err := d.startCluster(home, cfg, agents, meter); err != nil {
 			return nil, err
 		}
 		d.http.SetCluster(d.cluster)

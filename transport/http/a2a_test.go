@@ -20,6 +20,7 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
 
 	"github.com/fangd/fangd/actors/a2a"
+	"github.com/fangd/fangd/actors/a2a/a2atest"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/store"
 )
@@ -305,35 +306,10 @@ func TestA2ASeedCancelStopsTheTurn(t *testing.T) {
 	}
 }
 
-// bearerInterceptor adds a bearer token to every SDK client call.
-type bearerInterceptor struct {
-	a2aclient.PassthroughInterceptor
-	token string
-}
-
-func (b bearerInterceptor) Before(ctx context.Context, req *a2aclient.Request) (context.Context, any, error) {
-	req.ServiceParams.Append("Authorization", "Bearer "+b.token)
-	return ctx, nil, nil
-}
-
-func sdkClient(t *testing.T, ts *a2aServer, base, token string) *a2aclient.Client {
-	t.Helper()
-	ctx := context.Background()
-	card, err := (&agentcard.Resolver{CardParser: a2av0.NewAgentCardParser()}).Resolve(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := a2aclient.NewFromCard(ctx, card, a2aclient.WithCallInterceptors(bearerInterceptor{token: token}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func TestA2AGoClientAgainstFangd(t *testing.T) {
 	ts := newA2AServer(t)
 	ctx := context.Background()
-	c := sdkClient(t, ts, ts.url+"/a2a/agents/"+agentA.ID, testKey)
+	c := a2atest.GoClient(t, ts.url+"/a2a/agents/"+agentA.ID, testKey)
 	res, err := c.SendMessage(ctx, &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("hello from go"))})
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +349,7 @@ func TestA2AGoClientAgainstFangd(t *testing.T) {
 	legacy := a2aclient.NewFactory(
 		a2aclient.WithDefaultsDisabled(),
 		a2aclient.WithCompatTransport(a2av0.Version, sdk.TransportProtocolJSONRPC, a2av0.NewJSONRPCTransportFactory(a2av0.JSONRPCTransportConfig{})),
-		a2aclient.WithCallInterceptors(bearerInterceptor{token: peerTok}),
+		a2aclient.WithCallInterceptors(a2atest.Bearer{Token: peerTok}),
 	)
 	card, err := (&agentcard.Resolver{CardParser: a2av0.NewAgentCardParser()}).Resolve(ctx, ts.url)
 	if err != nil {

@@ -118,17 +118,19 @@ func importSpec(b *createAgentBody) (agent.ImportSpec, error) {
 	return is, nil
 }
 
-func (s *Server) getAgent(ctx *fasthttp.RequestCtx) error {
+// pathAgent is the agent {id} names: 400 for a malformed ref, 404 for
+// an unknown agent.
+func (s *Server) pathAgent(ctx *fasthttp.RequestCtx) (*agent.Agent, error) {
 	ref, err := agentRef(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
-	if err != nil {
-		return err
-	}
-	writeJSON(ctx, fasthttp.StatusOK, a)
-	return nil
+	return s.deps.Agents.Get(s.reqCtx(ctx), ref)
+}
+
+func (s *Server) getAgent(ctx *fasthttp.RequestCtx) error {
+	a, err := s.pathAgent(ctx)
+	return reply(ctx, a, err)
 }
 
 func (s *Server) patchAgent(ctx *fasthttp.RequestCtx) error {
@@ -254,10 +256,5 @@ func (s *Server) messageAgent(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	res, err := s.deps.Agents.Send(s.reqCtxWait(ctx), send)
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("agent %s answered in session %s", res.AgentID, res.SessionID))
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string { return fmt.Sprintf("agent %s answered in session %s", res.AgentID, res.SessionID) })
 }

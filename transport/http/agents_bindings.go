@@ -10,7 +10,9 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/agent"
+	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/mcp"
 )
 
 // An agent's allow-lists (LibreFang's routes): which channels it answers
@@ -42,14 +44,7 @@ var channelsBinding = binding{
 			return []string{}, nil
 		}
 		views, err := s.deps.Channels.List(c, true)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]string, 0, len(views))
-		for _, v := range views {
-			out = append(out, v.Name)
-		}
-		return out, nil
+		return namesOf(views, err, func(v channel.View) string { return v.Name })
 	},
 }
 
@@ -62,15 +57,20 @@ var mcpBinding = binding{
 			return []string{}, nil
 		}
 		views, err := s.deps.MCP.Servers(c)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]string, 0, len(views))
-		for _, v := range views {
-			out = append(out, v.Name)
-		}
-		return out, nil
+		return namesOf(views, err, func(v mcp.ServerView) string { return v.Name })
 	},
+}
+
+// namesOf is the name of each view, in order, or err.
+func namesOf[T any](views []T, err error, name func(T) string) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(views))
+	for _, v := range views {
+		out = append(out, name(v))
+	}
+	return out, nil
 }
 
 // bindingView is LibreFang's answer ({assigned, available, mode}) plus
@@ -96,11 +96,7 @@ func (b binding) view(c context.Context, s *Server, a *agent.Agent) (map[string]
 
 func (s *Server) agentBinding(b binding) handlerFunc {
 	return func(ctx *fasthttp.RequestCtx) error {
-		ref, err := agentRef(ctx)
-		if err != nil {
-			return err
-		}
-		a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
+		a, err := s.pathAgent(ctx)
 		if err != nil {
 			return err
 		}

@@ -28,16 +28,7 @@ func withStreamingAgents(t *testing.T, api string) (func(*Server), *llmtest.Fake
 		fake = llmtest.NewAnthropic("")
 	}
 	t.Cleanup(fake.Close)
-	fake.SetResponder(func(r llmtest.Request) llmtest.Reply {
-		last := r.LastMessage()
-		if last.Role == "tool" {
-			return llmtest.Reply{Text: "tool said: " + last.Content}
-		}
-		if i := strings.Index(last.Content, "run "); i >= 0 && len(r.Tools) > 0 {
-			return llmtest.Reply{ToolCalls: []llmtest.ToolCall{{Name: "shell_exec", Arguments: `{"cmd":"` + last.Content[i+4:] + `"}`}}}
-		}
-		return llmtest.Reply{Text: "echo: " + last.Content}
-	})
+	fake.SetResponder(shellModel)
 	return func(s *Server) {
 		reg, err := llm.NewRegistry(llm.Options{Providers: map[string]llm.ProviderConfig{"fake": {API: api, BaseURL: fake.BaseURL}},
 			Metrics: prometheus.NewRegistry()})

@@ -237,12 +237,7 @@ func (s *Server) totpSetup(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	e, err := s.deps.Approvals.TOTPSetup(s.reqCtx(ctx), b.CurrentCode, decider(ctx))
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "TOTP enrolment started (awaiting confirmation)")
-	writeJSON(ctx, fasthttp.StatusOK, e)
-	return nil
+	return replyAudited(ctx, e, err, func() string { return "TOTP enrolment started (awaiting confirmation)" })
 }
 
 func (s *Server) totpConfirm(ctx *fasthttp.RequestCtx) error {
@@ -254,12 +249,7 @@ func (s *Server) totpConfirm(ctx *fasthttp.RequestCtx) error {
 		return badRequest("totp_required", "code is required: the 6-digit code your authenticator app shows")
 	}
 	r, err := s.deps.Approvals.TOTPConfirm(s.reqCtx(ctx), b.Code, decider(ctx))
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "TOTP enrolment confirmed")
-	writeJSON(ctx, fasthttp.StatusOK, r)
-	return nil
+	return replyAudited(ctx, r, err, func() string { return "TOTP enrolment confirmed" })
 }
 
 func (s *Server) totpStatus(ctx *fasthttp.RequestCtx) error {
@@ -272,12 +262,7 @@ func (s *Server) totpStatus(ctx *fasthttp.RequestCtx) error {
 // without a code; a confirmed enrolment is untouched.
 func (s *Server) totpCancel(ctx *fasthttp.RequestCtx) error {
 	r, err := s.deps.Approvals.TOTPCancel(s.reqCtx(ctx), decider(ctx))
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "TOTP enrolment awaiting confirmation cancelled")
-	writeJSON(ctx, fasthttp.StatusOK, r)
-	return nil
+	return replyAudited(ctx, r, err, func() string { return "TOTP enrolment awaiting confirmation cancelled" })
 }
 
 // totpRevoke serves DELETE /api/approvals/totp (and LibreFang's
@@ -288,12 +273,7 @@ func (s *Server) totpRevoke(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	r, err := s.deps.Approvals.TOTPRevoke(s.reqCtx(ctx), b.Code, decider(ctx))
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "TOTP enrolment revoked")
-	writeJSON(ctx, fasthttp.StatusOK, r)
-	return nil
+	return replyAudited(ctx, r, err, func() string { return "TOTP enrolment revoked" })
 }
 
 // needApprovals answers 503 when the daemon runs without the approvals

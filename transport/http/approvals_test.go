@@ -45,21 +45,26 @@ func (s *shellTool) Call(_ context.Context, inv agent.ToolInvocation) (agent.Too
 
 // withApprovals adds agents (on a fake OpenAI provider whose model calls
 // shell_exec when asked to "run" something) and approvals to a test server.
+// shellModel is the fake model the approval tests talk to: "run CMD"
+// (with tools offered) calls shell_exec with CMD, a tool result is
+// answered "tool said: ...", anything else is echoed.
+func shellModel(r llmtest.Request) llmtest.Reply {
+	last := r.LastMessage()
+	if last.Role == "tool" {
+		return llmtest.Reply{Text: "tool said: " + last.Content}
+	}
+	if i := strings.Index(last.Content, "run "); i >= 0 && len(r.Tools) > 0 {
+		return llmtest.Reply{ToolCalls: []llmtest.ToolCall{{Name: "shell_exec", Arguments: `{"cmd":"` + last.Content[i+4:] + `"}`}}}
+	}
+	return llmtest.Reply{Text: "echo: " + last.Content}
+}
+
 func withApprovals(t *testing.T, mod func(*approval.Policy)) (func(*Server), *shellTool) {
 	tools := &shellTool{}
 	return func(s *Server) {
 		fake := llmtest.NewOpenAI("")
 		t.Cleanup(fake.Close)
-		fake.SetResponder(func(r llmtest.Request) llmtest.Reply {
-			last := r.LastMessage()
-			if last.Role == "tool" {
-				return llmtest.Reply{Text: "tool said: " + last.Content}
-			}
-			if i := strings.Index(last.Content, "run "); i >= 0 && len(r.Tools) > 0 {
-				return llmtest.Reply{ToolCalls: []llmtest.ToolCall{{Name: "shell_exec", Arguments: `{"cmd":"` + last.Content[i+4:] + `"}`}}}
-			}
-			return llmtest.Reply{Text: "echo: " + last.Content}
-		})
+		fake.SetResponder(shellModel)
 		reg, err := llm.NewRegistry(llm.Options{Providers: map[string]llm.ProviderConfig{"fake": {BaseURL: fake.BaseURL}},
 			Metrics: prometheus.NewRegistry()})
 		if err != nil {

@@ -165,11 +165,7 @@ func (s *Server) budgetAgents(ctx *fasthttp.RequestCtx) error {
 
 // agentBudget serves GET /api/budget/agents/{id}; 404 for an unknown agent.
 func (s *Server) agentBudget(ctx *fasthttp.RequestCtx) error {
-	ref, err := agentRef(ctx)
-	if err != nil {
-		return err
-	}
-	a, err := s.deps.Agents.Get(s.reqCtx(ctx), ref)
+	a, err := s.pathAgent(ctx)
 	if err != nil {
 		return err
 	}

@@ -48,13 +48,10 @@ func (s *Server) putProviderBudget(ctx *fasthttp.RequestCtx) error {
 	res, err := s.deps.Meter.SetProviderBudget(s.reqCtx(ctx), usage.SetProviderBudget{Provider: id,
 		HourlyLimitUSD: b.MaxCostPerHourUSD, DailyLimitUSD: b.MaxCostPerDayUSD, MonthlyLimitUSD: b.MaxCostPerMonthUSD,
 		TokensPerHour: b.MaxTokensPerHour})
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("budget of provider %q set: hourly=%g daily=%g monthly=%g tokens_per_hour=%d", id,
-		res.MaxCostPerHourUSD, res.MaxCostPerDayUSD, res.MaxCostPerMonthUSD, res.MaxTokensPerHour))
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string {
+		return fmt.Sprintf("budget of provider %q set: hourly=%g daily=%g monthly=%g tokens_per_hour=%d", id,
+			res.MaxCostPerHourUSD, res.MaxCostPerDayUSD, res.MaxCostPerMonthUSD, res.MaxTokensPerHour)
+	})
 }
 
 // deleteProviderBudget serves DELETE /api/budget/providers/{id}: the
@@ -123,13 +120,10 @@ func (s *Server) putUserBudget(ctx *fasthttp.RequestCtx) error {
 	id := scopeID(ctx)
 	res, err := s.deps.Meter.SetUserBudget(s.reqCtx(ctx), id, usage.UserLimits{MaxHourlyUSD: *b.MaxHourlyUSD,
 		MaxDailyUSD: *b.MaxDailyUSD, MaxMonthlyUSD: *b.MaxMonthlyUSD, AlertThreshold: *b.AlertThreshold})
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("budget of user %q set: hourly=%g daily=%g monthly=%g alert_threshold=%g", id,
-		res.MaxHourlyUSD, res.MaxDailyUSD, res.MaxMonthlyUSD, res.AlertThreshold))
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string {
+		return fmt.Sprintf("budget of user %q set: hourly=%g daily=%g monthly=%g alert_threshold=%g", id,
+			res.MaxHourlyUSD, res.MaxDailyUSD, res.MaxMonthlyUSD, res.AlertThreshold)
+	})
 }
 
 // deleteUserBudget serves DELETE /api/budget/users/{id} (204, also when

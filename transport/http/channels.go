@@ -236,13 +236,10 @@ func (s *Server) reloadChannels(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	res, err := svc.Reload(s.reqCtxWait(ctx))
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("channels reloaded from config.toml: started %v, stopped %v, restarted %v",
-		res.Started, res.Stopped, res.Restarted))
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string {
+		return fmt.Sprintf("channels reloaded from config.toml: started %v, stopped %v, restarted %v",
+			res.Started, res.Stopped, res.Restarted)
+	})
 }
 
 // channelWebhook hands a platform callback to its channel, which verifies

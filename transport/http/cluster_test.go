@@ -62,8 +62,8 @@ func TestClusterSingleNode(t *testing.T) {
 }
 
 // In cluster mode the members come from the membership view, the kinds
-// table says channel adapters are cluster-wide (and where each runs) and
-// every other kind per node, and an etcd failure is a 503 on
+// table says channel adapters (and where each runs) and budget admission
+// are cluster-wide and every other kind per node, and an etcd failure is a 503 on
 // /api/cluster but does not break /api/network/status.
 func TestClusterMembersAndEtcdDown(t *testing.T) {
 	fc := &fakeCluster{members: []fcluster.Member{
@@ -79,7 +79,7 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 	}
 	for _, k := range st.Kinds {
 		want := "per_node"
-		if k.Kind == fcluster.KindChannel {
+		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindBudget {
 			want = "cluster"
 		}
 		if k.Mode != want {

@@ -166,36 +166,12 @@ func (s *Server) commsStream(ctx *fasthttp.RequestCtx) error {
 		if w.Comment("live") != nil || w.Flush() != nil {
 			return
 		}
-		tick := time.NewTicker(heartbeat)
-		defer tick.Stop()
-		for {
-			select {
-			case e, ok := <-sub.Events():
-				if !ok {
-					if sub.Cut() {
-						w.Event(0, "resync", []byte(`{"reason":"slow_consumer"}`))
-						w.Flush()
-					}
-					return
-				}
-				w.Event(e.ID, e.Type, e.JSON)
-				// Send whatever else is already queued in the same write.
-				for n := len(sub.Events()); n > 0; n-- {
-					e, ok := <-sub.Events()
-					if !ok {
-						break
-					}
-					w.Event(e.ID, e.Type, e.JSON)
-				}
-			case <-tick.C:
-				w.Comment("ping")
-			case <-closing:
-				return
+		sse.Follow(w, sub.Events(), heartbeat, closing, func(e *comms.Record) { w.Event(e.ID, e.Type, e.JSON) }, func() {
+			if sub.Cut() {
+				w.Event(0, "resync", []byte(`{"reason":"slow_consumer"}`))
+				w.Flush()
 			}
-			if w.Flush() != nil {
-				return
-			}
-		}
+		})
 	})
 	return nil
 }

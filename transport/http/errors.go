@@ -128,6 +128,18 @@ func reply(ctx *fasthttp.RequestCtx, v any, err error) error {
 	return nil
 }
 
+// replyAudited is reply for a call that changed something: once it has
+// succeeded, detail (which may read v) says what in the request's audit
+// entry, before the 200 goes out.
+func replyAudited(ctx *fasthttp.RequestCtx, v any, err error, detail func() string) error {
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, detail())
+	writeJSON(ctx, fasthttp.StatusOK, v)
+	return nil
+}
+
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 const fwdSecret = "sk-fangd-forward-secret-93ab"
@@ -132,12 +132,7 @@ func TestForwardLoopGuardAndOtherErrors(t *testing.T) {
 }
 
 func TestForwardUnreachableHostIs503AndLogsNoSecret(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close() // nothing listens there now: connection refused
+	dead := "http://" + ssrftest.ClosedAddr(t) // connection refused
 	var logs bytes.Buffer
 	r := testRouter(map[string]string{"n2": dead}, &logs)
 	for name, node := range map[string]string{"refused": "n2", "not up": "n9"} {

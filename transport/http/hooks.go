@@ -141,12 +141,7 @@ func (s *Server) hookWake(ctx *fasthttp.RequestCtx) error {
 	c, cancel := context.WithTimeout(s.reqCtxWait(ctx), 2*kernel.DefaultAskTimeout)
 	defer cancel()
 	res, err := s.deps.Router.Wake(c, comms.Wake{Text: b.Text, Mode: b.Mode, Agent: b.Agent, Via: "hook:wake"})
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "wake ("+res.Mode+") event "+itoa(res.EventID))
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string { return "wake (" + res.Mode + ") event " + itoa(res.EventID) })
 }
 
 // hookText enforces LibreFang's text rules: not empty, bounded, no

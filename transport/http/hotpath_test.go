@@ -22,7 +22,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/logs"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // inproc runs one request through the full handler chain in-process, from
@@ -263,10 +263,7 @@ func TestRequestMetricsByRouteMethodAndStatus(t *testing.T) {
 
 func benchRequest(b *testing.B, uri string, headers ...string) {
 	home := b.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		b.Fatal(err)
-	}
+	db := storetest.Open(b, home)
 	k := kernel.New(zerolog.Nop())
 	al, err := audit.Start(k, db, audit.Options{AnchorPath: audit.AnchorPath(home)})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/transport/sse"
 )
 
@@ -72,34 +73,10 @@ func (s *Server) logStream(ctx *fasthttp.RequestCtx) error {
 		if w.Flush() != nil {
 			return
 		}
-		tick := time.NewTicker(heartbeat)
-		defer tick.Stop()
-		for {
-			select {
-			case l, ok := <-sub.Lines():
-				if !ok {
-					w.Comment("dropped: client too slow")
-					w.Flush()
-					return
-				}
-				w.Event(l.ID, "log", l.JSON)
-				// Send whatever else is already queued in the same write.
-				for n := len(sub.Lines()); n > 0; n-- {
-					l, ok := <-sub.Lines()
-					if !ok {
-						break
-					}
-					w.Event(l.ID, "log", l.JSON)
-				}
-			case <-tick.C:
-				w.Comment("ping")
-			case <-closing:
-				return
-			}
-			if w.Flush() != nil {
-				return
-			}
-		}
+		sse.Follow(w, sub.Lines(), heartbeat, closing, func(l logs.Line) { w.Event(l.ID, "log", l.JSON) }, func() {
+			w.Comment("dropped: client too slow")
+			w.Flush()
+		})
 	})
 	return nil
 }

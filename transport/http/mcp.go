@@ -216,12 +216,7 @@ func (s *Server) mcpAcceptTools(ctx *fasthttp.RequestCtx) error {
 		}
 	}
 	r, err := s.deps.MCP.AcceptTools(s.reqCtx(ctx), pathID(ctx), body.Tools)
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "mcp server "+r.ID+" tools accepted: "+strings.Join(r.Accepted, ","))
-	writeJSON(ctx, fasthttp.StatusOK, r)
-	return nil
+	return replyAudited(ctx, r, err, func() string { return "mcp server " + r.ID + " tools accepted: " + strings.Join(r.Accepted, ",") })
 }
 
 func (s *Server) mcpCatalog(ctx *fasthttp.RequestCtx) error {
@@ -245,12 +240,9 @@ func (s *Server) mcpHealth(ctx *fasthttp.RequestCtx) error {
 
 func (s *Server) mcpReload(ctx *fasthttp.RequestCtx) error {
 	r, err := s.deps.MCP.Reload(s.reqCtx(ctx))
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "mcp reloaded: added "+strings.Join(r.Added, ",")+"; removed "+strings.Join(r.Removed, ",")+"; reconnected "+strings.Join(r.Reconnected, ","))
-	writeJSON(ctx, fasthttp.StatusOK, r)
-	return nil
+	return replyAudited(ctx, r, err, func() string {
+		return "mcp reloaded: added " + strings.Join(r.Added, ",") + "; removed " + strings.Join(r.Removed, ",") + "; reconnected " + strings.Join(r.Reconnected, ",")
+	})
 }
 
 // ---- POST /mcp: fangd as an MCP server ----

@@ -322,12 +322,9 @@ func (s *Server) pairingNotify(ctx *fasthttp.RequestCtx) error {
 		}
 	}
 	res, err := s.deps.Pairing.Notify(s.reqCtxWait(ctx), &pairing.Notification{Title: b.Title, Message: b.Message, Priority: b.Priority, Actions: b.Actions})
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("notification queued for %d device(s), %d failed", res.Notified, res.Failed))
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string {
+		return fmt.Sprintf("notification queued for %d device(s), %d failed", res.Notified, res.Failed)
+	})
 }
 
 type actionBody struct {

@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/logs"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 const testKey = "test-key-0123456789abcdef"
@@ -47,13 +48,11 @@ type testBase struct {
 func newTestBase(t testing.TB) *testBase {
 	t.Helper()
 	b := &testBase{home: t.TempDir(), ring: logs.NewRing(100)}
-	db, err := store.Open(store.DefaultOptions(store.DataDir(b.home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, b.home)
 	b.db = db
 	b.log = zerolog.New(b.ring).With().Timestamp().Logger()
 	b.k = kernel.New(b.log)
+	var err error
 	if b.al, err = audit.Start(b.k, db, audit.Options{AnchorPath: audit.AnchorPath(b.home)}); err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,20 @@ func (s *Server) engine() (*webhook.Engine, error) {
 	return s.deps.Webhooks, nil
 }
 
+// webhookPage reads ?offset=&limit= (default and max 1000, above the
+// [webhooks] max_endpoints default) and lists the webhooks of kind.
+func (s *Server) webhookPage(ctx *fasthttp.RequestCtx, kind string) (views []webhook.View, offset, limit int, err error) {
+	if offset, limit, err = pageParams(ctx, 1000, 1000); err != nil {
+		return nil, 0, 0, err
+	}
+	e, err := s.engine()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	views, err = e.List(s.reqCtx(ctx), kind)
+	return views, offset, limit, err
+}
+
 // engineBody is the engine and the decoded body a webhook write starts
 // with; no engine is 503 before the body is read.
 func engineBody[T any](s *Server, ctx *fasthttp.RequestCtx) (*webhook.Engine, T, error) {
@@ -100,15 +114,7 @@ func (b *eventWebhookBody) patch() (webhook.Patch, error) {
 // LibreFang answers a bare array here: the total and the next page are in
 // the X-Total-Count and Link headers.
 func (s *Server) listEventWebhooks(ctx *fasthttp.RequestCtx) error {
-	offset, limit, err := pageParams(ctx, 1000, 1000)
-	if err != nil {
-		return err
-	}
-	e, err := s.engine()
-	if err != nil {
-		return err
-	}
-	views, err := e.List(s.reqCtx(ctx), webhook.KindEvent)
+	views, offset, limit, err := s.webhookPage(ctx, webhook.KindEvent)
 	if err != nil {
 		return err
 	}
@@ -202,15 +208,7 @@ type webhookList struct {
 // 1000): the seed's {webhooks, total}, total counting every webhook, plus
 // the paging fields.
 func (s *Server) listWebhooks(ctx *fasthttp.RequestCtx) error {
-	offset, limit, err := pageParams(ctx, 1000, 1000)
-	if err != nil {
-		return err
-	}
-	e, err := s.engine()
-	if err != nil {
-		return err
-	}
-	views, err := e.List(s.reqCtx(ctx), webhook.KindOutbound)
+	views, offset, limit, err := s.webhookPage(ctx, webhook.KindOutbound)
 	if err != nil {
 		return err
 	}
@@ -255,12 +253,7 @@ func (s *Server) testWebhook(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	res, err := e.Test(s.reqCtxWait(ctx), pathID(ctx))
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "webhook "+pathID(ctx)+" test sent")
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string { return "webhook " + pathID(ctx) + " test sent" })
 }
 
 func (s *Server) webhookDeliveries(ctx *fasthttp.RequestCtx) error {
@@ -312,10 +305,5 @@ func (s *Server) replayWebhook(ctx *fasthttp.RequestCtx) error {
 		return badRequest("invalid_input", `"ids" may list at most 10000 messages`)
 	}
 	res, err := e.Replay(s.reqCtx(ctx), pathID(ctx), b.IDs)
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, "webhook "+pathID(ctx)+" replayed dead letters")
-	writeJSON(ctx, fasthttp.StatusOK, res)
-	return nil
+	return replyAudited(ctx, res, err, func() string { return "webhook " + pathID(ctx) + " replayed dead letters" })
 }

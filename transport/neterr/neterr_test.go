@@ -120,12 +120,7 @@ func TestPolicyRefusalNamesTheRule(t *testing.T) {
 // *url.Error does) is reported without its path: Telegram's bot token
 // lives there.
 func TestMessagesCarryNoURL(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := ssrftest.ClosedAddr(t)
 	const token = "123456:SECRETtokenSECRET"
 	g := guard(t, nxResolver{})
 	for _, u := range []string{"http://" + addr + "/bot" + token + "/getMe", "http://nowhere.invalid/bot" + token + "/getMe"} {

@@ -97,3 +97,37 @@ func LastEventID(ctx *fasthttp.RequestCtx) (id uint64, ok bool, err error) {
 	id, err = strconv.ParseUint(string(raw), 10, 64)
 	return id, err == nil, err
 }
+
+// Follow streams what arrives on ch until it closes, the server closes
+// (closing), or a write fails: event writes one item, and whatever else is
+// already queued goes out in the same write; a "ping" comment is sent
+// every heartbeat so proxies and clients see a live connection. When ch
+// closes, closed writes the stream's last words (and flushes them).
+func Follow[T any](w *Writer, ch <-chan T, heartbeat time.Duration, closing <-chan struct{}, event func(T), closed func()) {
+	tick := time.NewTicker(heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case v, ok := <-ch:
+			if !ok {
+				closed()
+				return
+			}
+			event(v)
+			for n := len(ch); n > 0; n-- {
+				v, ok := <-ch
+				if !ok {
+					break
+				}
+				event(v)
+			}
+		case <-tick.C:
+			w.Comment("ping")
+		case <-closing:
+			return
+		}
+		if w.Flush() != nil {
+			return
+		}
+	}
+}

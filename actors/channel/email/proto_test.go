@@ -27,6 +27,7 @@ import (
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/email"
 	"github.com/fangd/fangd/actors/channel/email/emailtest"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 // deliverRaw puts a raw message (header lines, then body) into the INBOX.
@@ -100,13 +101,8 @@ func TestEmailSendsWhileIMAPIsDown(t *testing.T) {
 	sm := emailtest.StartSMTP(t)
 	// IMAP is down from the start (nothing listens on its port); SMTP is a
 	// separate server.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.Close()
 	h := channeltest.New(t, channel.Builders{"email": email.New})
-	configure(h, &imapPeer{addr: ln.Addr().String()}, sm, botPass)
+	configure(h, &imapPeer{addr: ssrftest.ClosedAddr(t)}, sm, botPass)
 	h.WaitState("email", channel.StateBackoff)
 	if _, err := h.Service.SendMessage(t.Context(), "email", "ann@fangd.test", "sent without IMAP", "system"); err != nil {
 		t.Fatal(err)

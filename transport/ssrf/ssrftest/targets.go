@@ -23,15 +23,22 @@ type Targets struct {
 	UntrustedTLS string
 }
 
-// Unreachable starts the targets; they are closed when t ends.
-func Unreachable(t testing.TB) Targets {
+// ClosedAddr is a loopback host:port where nothing listens (a port the
+// kernel just gave out, closed again): a dial is refused.
+func ClosedAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := ln.Addr().String()
-	ln.Close()
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Unreachable starts the targets; they are closed when t ends.
+func Unreachable(t testing.TB) Targets {
+	t.Helper()
+	closed := ClosedAddr(t)
 	mute, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -12,10 +12,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -86,9 +84,8 @@ type Server struct {
 	ProjectNumber string
 	ClientEmail   string
 
-	saKey   *rsa.PrivateKey // the app's service account key
-	chatKey *rsa.PrivateKey // Google's key signing tokens sent to the app
-	chatKid string
+	saKey   *rsa.PrivateKey        // the app's service account key
+	chatKey channeltest.SigningKey // Google's key signing tokens sent to the app
 	hookKey string
 
 	channeltest.FakeState
@@ -102,9 +99,8 @@ type Server struct {
 // space, "spaces/AAAA".
 func New() *Server {
 	sa, _ := rsa.GenerateKey(rand.Reader, 2048)
-	ck, _ := rsa.GenerateKey(rand.Reader, 2048)
 	s := &Server{ProjectNumber: "123456789012", ClientEmail: "fangd-bot@fangd-test.iam.gserviceaccount.com",
-		saKey: sa, chatKey: ck, chatKid: "chat-key-1", hookKey: channeltest.RandomID(16),
+		saKey: sa, chatKey: channeltest.NewSigningKey("chat-key-1"), hookKey: channeltest.RandomID(16),
 		spaces: map[string]Space{"spaces/AAAA": {Name: "spaces/AAAA", Type: "ROOM", SpaceType: "SPACE", DisplayName: "Team room"}},
 		tokens: map[string]time.Time{},
 	}
@@ -299,12 +295,7 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
-	pub := s.chatKey.PublicKey
-	writeJSON(w, http.StatusOK, map[string]any{"keys": []map[string]string{{
-		"kty": "RSA", "alg": "RS256", "use": "sig", "kid": s.chatKid,
-		"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
-	}}})
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []map[string]any{s.chatKey.JWK(map[string]any{"alg": "RS256"})}})
 }
 
 // Event describes a user's message for SendMessage.
@@ -353,11 +344,7 @@ func (s *Server) EventBody(e Event) []byte {
 // audience: a JWT from chat@system.gserviceaccount.com.
 func (s *Server) SignedToken(audience string) string {
 	now := time.Now()
-	t := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
-		"iss": ChatIssuer, "aud": audience, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})
-	t.Header["kid"] = s.chatKid
-	signed, _ := t.SignedString(s.chatKey)
-	return signed
+	return s.chatKey.Sign(jwt.MapClaims{"iss": ChatIssuer, "aud": audience, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})
 }
 
 // Post POSTs body to endpoint with the bearer token ("" = none).

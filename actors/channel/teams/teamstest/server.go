@@ -8,11 +8,7 @@ package teamstest
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -77,8 +73,7 @@ type Server struct {
 	*httptest.Server
 	AppID, AppPassword, TenantID string
 
-	key *rsa.PrivateKey
-	kid string
+	key channeltest.SigningKey // signs the activities the fake pushes
 
 	channeltest.FakeState
 
@@ -90,11 +85,7 @@ type Server struct {
 // New starts a fake for a bot registered as appID/password in tenant
 // "tenant-1". Conversations are created by SendMessage.
 func New(appID, password string) *Server {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		panic(err)
-	}
-	s := &Server{AppID: appID, AppPassword: password, TenantID: "tenant-1", key: key, kid: "fake-key-1",
+	s := &Server{AppID: appID, AppPassword: password, TenantID: "tenant-1", key: channeltest.NewSigningKey("fake-key-1"),
 		convs: map[string]bool{}, issued: map[string]time.Time{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.token)
@@ -191,13 +182,7 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) keys(w http.ResponseWriter, r *http.Request) {
-	pub := s.key.PublicKey
-	writeJSON(w, http.StatusOK, map[string]any{"keys": []map[string]any{{
-		"kty": "RSA", "use": "sig", "kid": s.kid,
-		"n":            base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		"e":            base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
-		"endorsements": []string{"msteams", "webchat"},
-	}}})
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []map[string]any{s.key.JWK(map[string]any{"endorsements": []string{"msteams", "webchat"}})}})
 }
 
 func (s *Server) sendActivity(w http.ResponseWriter, r *http.Request) {
@@ -282,27 +267,15 @@ func (s *Server) Activity(m Message) Activity {
 // signed by the fake's published key.
 func (s *Server) SignedToken(audience, serviceURL string) string {
 	now := time.Now()
-	t := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
-		"iss": Issuer, "aud": audience, "serviceurl": serviceURL + "/",
-		"nbf": now.Add(-time.Minute).Unix(), "exp": now.Add(time.Hour).Unix(),
-	})
-	t.Header["kid"] = s.kid
-	signed, err := t.SignedString(s.key)
-	if err != nil {
-		panic(err)
-	}
-	return signed
+	return s.key.Sign(jwt.MapClaims{"iss": Issuer, "aud": audience, "serviceurl": serviceURL + "/",
+		"nbf": now.Add(-time.Minute).Unix(), "exp": now.Add(time.Hour).Unix()})
 }
 
 // ForgedToken is a token with the right claims signed by a key the fake
 // does not publish.
 func (s *Server) ForgedToken() string {
-	other, _ := rsa.GenerateKey(rand.Reader, 2048)
-	t := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+	return channeltest.NewSigningKey(s.key.Kid).Sign(jwt.MapClaims{
 		"iss": Issuer, "aud": s.AppID, "serviceurl": s.URL + "/", "exp": time.Now().Add(time.Hour).Unix()})
-	t.Header["kid"] = s.kid
-	signed, _ := t.SignedString(other)
-	return signed
 }
 
 // Post POSTs activity to endpoint with "Authorization: Bearer token" ("" =
