@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/webhook"
 )
 
 // Request routing in cluster mode (docs/cluster.md "Request routing"): a
@@ -37,6 +38,19 @@ const (
 // credential (the host authenticates and authorizes the caller itself),
 // the body's type and the request id for tracing across nodes.
 var forwardHeaders = []string{"Authorization", "X-Api-Key", "Content-Type", "Accept", "X-Request-Id"}
+
+// hostedElsewhere is the cause of an error that says which cluster node
+// hosts the entity a request needs (channel.HostedElsewhere,
+// webhook.HostedElsewhere): what names the entity ("channel tg").
+type hostedElsewhere interface {
+	error
+	Host() (what, node string)
+}
+
+var (
+	_ hostedElsewhere = (*channel.HostedElsewhere)(nil)
+	_ hostedElsewhere = (*webhook.HostedElsewhere)(nil)
+)
 
 // hostRouter forwards requests for entities hosted on other nodes.
 type hostRouter struct {
@@ -71,8 +85,12 @@ func newHostRouter(self string, nodeURL func(context.Context, string) (string, e
 // is written), or a 503 if the host does not answer. Any other error is
 // returned unchanged.
 func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
-	var he *channel.HostedElsewhere
-	if r == nil || !errors.As(err, &he) || he.Node == "" || he.Node == r.self {
+	var h hostedElsewhere
+	if r == nil || !errors.As(err, &h) {
+		return err
+	}
+	what, node := h.Host()
+	if node == "" || node == r.self {
 		return err
 	}
 	if len(ctx.Request.Header.Peek(forwardedHeader)) > 0 {
@@ -81,25 +99,25 @@ func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
 		return err
 	}
 	c, cancel := context.WithTimeout(context.Background(), forwardDialTimeout)
-	base, lerr := r.nodeURL(c, he.Node)
+	base, lerr := r.nodeURL(c, node)
 	cancel()
 	if lerr != nil {
-		r.log.Warn().Err(lerr).Str("node", he.Node).Str("path", string(ctx.Path())).Msg("cluster: hosting node not found; request not forwarded")
+		r.log.Warn().Err(lerr).Str("node", node).Str("path", string(ctx.Path())).Msg("cluster: hosting node not found; request not forwarded")
 		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
-			fmt.Sprintf("channel %s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", he.Channel, he.Node)}
+			fmt.Sprintf("%s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", what, node)}
 	}
 	if ferr := r.forward(ctx, base); ferr != nil {
 		if errors.Is(ferr, fasthttp.ErrTimeout) {
 			// Sent but unanswered: the host may have acted on it.
-			r.log.Warn().Str("node", he.Node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarded request timed out")
+			r.log.Warn().Str("node", node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarded request timed out")
 			return &apiError{fasthttp.StatusGatewayTimeout, "host_timeout",
-				fmt.Sprintf("channel %s is hosted on cluster node %s, which did not answer in %s; the request may have reached it", he.Channel, he.Node, r.timeout)}
+				fmt.Sprintf("%s is hosted on cluster node %s, which did not answer in %s; the request may have reached it", what, node, r.timeout)}
 		}
-		r.log.Warn().Err(ferr).Str("node", he.Node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarding to the hosting node failed")
+		r.log.Warn().Err(ferr).Str("node", node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarding to the hosting node failed")
 		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
-			fmt.Sprintf("channel %s is hosted on cluster node %s, which did not answer; nothing was changed, try again", he.Channel, he.Node)}
+			fmt.Sprintf("%s is hosted on cluster node %s, which did not answer; nothing was changed, try again", what, node)}
 	}
-	auditDetails(ctx, "forwarded to cluster node "+he.Node)
+	auditDetails(ctx, "forwarded to cluster node "+node)
 	return nil
 }
 

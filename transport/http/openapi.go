@@ -164,7 +164,7 @@ var routeDocs = map[string]opDoc{
 	"GET /api/peers":                         {summary: "OFP peers"},
 	"GET /api/peers/{id}":                    {summary: "One OFP peer"},
 	"GET /api/network/status":                {summary: "Peer network status"},
-	"GET /api/cluster":                       {summary: "Cluster members, what each hosts, which entity kinds run cluster-wide or per node, and which node hosts each channel"},
+	"GET /api/cluster":                       {summary: "Cluster members, what each hosts, which entity kinds run cluster-wide or per node, and which node hosts each channel and each webhook outbox"},
 	"GET /api/network/trusted-peers":         {summary: "Trusted peers"},
 	"DELETE /api/network/trusted-peers/{id}": {summary: "Forget a trusted peer"},
 
