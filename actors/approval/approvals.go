@@ -71,6 +71,8 @@ type env struct {
 	boot sync.Map
 	// metrics are fangd_approvals_pending and _decided_total.
 	metrics *metrics
+	// cluster is the etcd side in cluster mode (cluster.go); nil otherwise.
+	cluster atomic.Pointer[clusterBox]
 }
 
 type notifierBox struct{ n Notifier }
@@ -245,14 +247,37 @@ func (a *Approvals) Create(ctx context.Context, req Request) (*Approval, error) 
 	return kernel.Ask[*Approval](ctx, a.env.k, a.pid, &Create{Req: req})
 }
 
-// Get returns one request.
+// Get returns one request; in cluster mode also one another node raised.
 func (a *Approvals) Get(ctx context.Context, id string) (*Approval, error) {
-	return kernel.Ask[*Approval](ctx, a.env.k, a.pid, &Get{ID: id})
+	rec, err := kernel.Ask[*Approval](ctx, a.env.k, a.pid, &Get{ID: id})
+	if cl := a.env.clusterStore(); cl != nil && isNotFound(err) {
+		cur, ok, cerr := cl.Get(ctx, id)
+		if cerr != nil {
+			return nil, kernel.Unavailable("the cluster store did not answer: %v", cerr)
+		}
+		if ok && cur.Node != cl.NodeName() {
+			return approvalOf(cur), nil
+		}
+	}
+	return rec, err
 }
 
-// List returns a page of requests.
+// List returns a page of requests; in cluster mode with the other nodes'
+// requests merged in (cluster.go).
 func (a *Approvals) List(ctx context.Context, status string, offset, limit int) (*Page, error) {
-	return kernel.Ask[*Page](ctx, a.env.k, a.pid, &List{Status: status, Offset: offset, Limit: limit})
+	cl := a.env.clusterStore()
+	if cl == nil {
+		return kernel.Ask[*Page](ctx, a.env.k, a.pid, &List{Status: status, Offset: offset, Limit: limit})
+	}
+	others, err := a.others(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	local, err := kernel.Ask[*Page](ctx, a.env.k, a.pid, &List{Status: status, Offset: 0, Limit: offset + limit})
+	if err != nil {
+		return nil, err
+	}
+	return mergeCluster(local, others, status, offset, limit), nil
 }
 
 // Wait returns the request once it is decided, or its current state after
@@ -262,6 +287,9 @@ func (a *Approvals) Wait(ctx context.Context, id string, d time.Duration) (*Appr
 	cur, err := a.Get(ctx, id)
 	if err != nil || !cur.Pending() || d <= 0 {
 		return cur, err
+	}
+	if cur.Node != "" {
+		return a.waitRemote(ctx, cur, d)
 	}
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -344,7 +372,12 @@ func (a *Approvals) Decide(ctx context.Context, d Decide) (*Approval, error) {
 	// A TOTP check and the audit append sit on this path.
 	ctx, cancel := kernel.WithDefaultTimeout(ctx, kernel.DefaultAskTimeout+audit.AppendTimeout)
 	defer cancel()
-	return kernel.Ask[*Approval](ctx, a.env.k, a.pid, &d)
+	rec, err := kernel.Ask[*Approval](ctx, a.env.k, a.pid, &d)
+	if cl := a.env.clusterStore(); cl != nil && isNotFound(err) {
+		// Raised on another node: decided here, through etcd.
+		return a.decideRemote(ctx, cl, d)
+	}
+	return rec, err
 }
 
 // Cancel withdraws a pending request.

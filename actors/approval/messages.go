@@ -91,6 +91,9 @@ type Approval struct {
 	// SecondFactorRequired says the policy wants a TOTP code to approve
 	// this action (it is asked for once an enrolment is confirmed).
 	SecondFactorRequired bool `json:"second_factor_required"`
+	// Node is, in cluster mode, the node that raised a request another
+	// node shows (its agent waits there); empty for this node's own.
+	Node string `json:"node,omitempty"`
 }
 
 // Pending reports whether the request still waits for a decision.

@@ -60,7 +60,7 @@ func (r *request) Receive(c actor.Context) {
 		if r.rec.Pending() {
 			r.schedule(c)
 		}
-	case *Gate, *Await, *Decide, *Cancel, *expire:
+	case *Gate, *Await, *Decide, *Cancel, *expire, *clusterDecided:
 		if r.saving {
 			r.deferred = append(r.deferred, heldMsg{msg: m, sender: c.Sender()})
 			return
@@ -111,6 +111,8 @@ func (r *request) handle(c actor.Context, msg any, sender *actor.PID) {
 		if m.gen == r.gen {
 			r.expire(c)
 		}
+	case *clusterDecided:
+		r.applyCluster(c, m.rec)
 	}
 }
 
@@ -214,8 +216,52 @@ func (r *request) decide(c actor.Context, m *Decide, sender *actor.PID) {
 
 // finalize records the decision durably, then (once its audit entry is
 // durable) answers the decider and every waiter and tells the supervisor.
+// In cluster mode the decision is first the compare-and-swap in etcd
+// (cluster.go): when another node decided first, its decision is applied
+// here instead and this one refused.
 func (r *request) finalize(c actor.Context, status string, by Decider, factor, reason string, sender *actor.PID) {
 	now := r.env.now().UTC()
+	if r.env.clusterStore() == nil {
+		r.commit(c, status, by, factor, reason, now, sender)
+		return
+	}
+	r.saving = true // decisions wait for the etcd answer as for a write
+	self, root, rec := c.Self(), c.ActorSystem().Root, r.rec
+	go func() {
+		lost, err := r.env.clusterDecide(rec, status, by, reason, now)
+		root.Send(self, &persisted{err: err, then: func(c actor.Context, err error) {
+			switch {
+			case err != nil:
+				reply(c, sender, err)
+			case lost != nil:
+				reply(c, sender, alreadyDecided(approvalOf(*lost)))
+				r.applyCluster(c, *lost)
+			default:
+				r.commit(c, status, by, factor, reason, now, sender)
+			}
+		}})
+	}()
+}
+
+// applyCluster records a decision etcd holds (made through another node,
+// or an expiry a sweep marked) for this pending request.
+func (r *request) applyCluster(c actor.Context, rec ClusterRecord) {
+	if !r.rec.Pending() || rec.Status == StatusPending {
+		return
+	}
+	at := r.env.now().UTC()
+	if rec.DecidedAt != nil {
+		at = *rec.DecidedAt
+	}
+	reason := rec.Reason
+	if rec.DecidedOn != "" {
+		reason = strings.TrimSpace("decided on cluster node " + rec.DecidedOn + " " + reason)
+	}
+	r.commit(c, rec.Status, Decider{Identity: rec.DecidedBy, Via: rec.DecidedVia}, FactorNone, reason, at, nil)
+}
+
+// commit saves a decision and tells everyone once it is durable.
+func (r *request) commit(c actor.Context, status string, by Decider, factor, reason string, now time.Time, sender *actor.PID) {
 	next := *r.rec
 	next.Status, next.DecidedAt, next.DecidedBy, next.DecidedVia = status, &now, by.Identity, by.Via
 	next.SecondFactor, next.Reason = factor, reason

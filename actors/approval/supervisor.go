@@ -131,6 +131,12 @@ func (s *supervisor) Receive(c actor.Context) {
 		s.route(c, m.ID, m.Approve, m.By)
 	case *Cancel:
 		s.route(c, m.ID, false, Decider{Identity: "system", Via: ViaSystem})
+	case *clusterDecided:
+		// Decided through another node or a sweep; silently ignored when
+		// it is no longer pending here.
+		if e := s.byID[m.rec.ID]; e != nil && e.pending() {
+			s.deliver(c, e, m, nil)
+		}
 	case *Resolve:
 		c.Respond(s.resolve(m.Prefix))
 	case *changed:
@@ -566,6 +572,8 @@ func (s *supervisor) created(c actor.Context, rec *Approval, sourceIP string, ga
 		if perr := published(); err == nil {
 			err = perr
 		}
+		// In etcd before any decision is let through (cluster mode).
+		env.publishCluster(rec)
 		system.Root.Send(self, &announced{id: rec.ID})
 		if !gate && sender != nil {
 			var reply any = rec

@@ -87,13 +87,14 @@ type Node struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex
-	last     string // last record written
-	excluded bool
-	channels *Channels // cluster-wide channels, once started
-	webhooks *Webhooks // cluster-wide webhook endpoints, once started
-	wd       *watch
-	cache    recordCache // watched node records (records.go)
+	mu        sync.Mutex
+	last      string // last record written
+	excluded  bool
+	channels  *Channels  // cluster-wide channels, once started
+	webhooks  *Webhooks  // cluster-wide webhook endpoints, once started
+	approvals *Approvals // cluster-wide approvals, once started
+	wd        *watch
+	cache     recordCache // watched node records (records.go)
 }
 
 // Record is a node's entry in etcd.
@@ -403,13 +404,16 @@ func (n *Node) Endpoints() []string { return append([]string{}, n.opts.Endpoints
 // actor system down, so it runs after fangd's root actors have stopped.
 func (n *Node) Stop() {
 	n.mu.Lock()
-	ch, wh := n.channels, n.webhooks
+	ch, wh, ap := n.channels, n.webhooks, n.approvals
 	n.mu.Unlock()
 	if ch != nil {
 		ch.stop()
 	}
 	if wh != nil {
 		wh.stop()
+	}
+	if ap != nil {
+		ap.stop()
 	}
 	n.cancel()
 	<-n.done

@@ -2,7 +2,8 @@ package cluster
 
 // Entity kinds fangd runs. Channel adapters and webhook outboxes are
 // cluster-wide (Mode "cluster": one activation, failover; channels.go,
-// webhooks.go), and so is budget admission (budget.go); every other kind
+// webhooks.go), and so are budget admission (budget.go) and approval
+// requests (approvals.go); every other kind
 // still runs on each node separately (Mode "per_node"). GET /api/cluster
 // reports this table as is, so nobody mistakes membership for more.
 const (
@@ -32,7 +33,7 @@ var Kinds = []KindInfo{
 	{KindAgent, "per_node", "agents live in the node's own store"},
 	{KindMCP, "per_node", "each node keeps its own MCP server connections"},
 	{KindBudget, "cluster", "admission is cluster-wide: each scope's spend and the open reservations are in etcd, changed by compare-and-swap Txns; a dead node's reservations are released with its lease (5 s); limits are shared through etcd (an agent's by its name); usage reports stay per node"},
-	{KindApproval, "per_node", "pending approvals live on the node that raised them"},
+	{KindApproval, "cluster", "one record per request in etcd: any node lists and decides it (one compare-and-swap wins), the raising node's waiting call resumes, and any node's sweep expires it at its deadline"},
 	{KindWebhook, "cluster", "one activation cluster-wide: subscriptions in etcd, each endpoint's outbox runs on the node holding its lease-fenced owner key with its state in etcd; every node appends its matching events; another node takes over within about 4-7 s of its host dying (see webhooks for where each runs)"},
 	{KindA2ATask, "per_node", "A2A task records live on the node that runs them"},
 	{KindAudit, "per_node", "each node keeps its own hash chain and anchor"},

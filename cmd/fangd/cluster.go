@@ -85,6 +85,8 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	if err := b.WatchLimits(meter.ApplyClusterLimits); err != nil {
 		return err
 	}
+	// Approval requests are cluster-wide: a record per request in etcd.
+	n.StartApprovals(d.reloads.approvals)
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
 	if old, err := os.ReadFile(marker); err == nil {
 		d.record("cluster_rejoined", "back in cluster "+n.Name()+" as member "+n.MemberID()+" after the watchdog stopped member "+string(old))

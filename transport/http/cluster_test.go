@@ -83,7 +83,7 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 	}
 	for _, k := range st.Kinds {
 		want := "per_node"
-		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindWebhook || k.Kind == fcluster.KindBudget {
+		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindWebhook || k.Kind == fcluster.KindBudget || k.Kind == fcluster.KindApproval {
 			want = "cluster"
 		}
 		if k.Mode != want {
