@@ -211,3 +211,17 @@ func (d *AgentDir) Sync(ctx context.Context, local map[string]string) (conflicts
 	}
 	return conflicts, nil
 }
+
+// Rename moves agent id's name from old to name: claims name (refused
+// with *AgentNameTaken if another agent holds it), then frees old while it
+// still names id.
+func (d *AgentDir) Rename(ctx context.Context, id, old, name string) error {
+	if err := d.Register(ctx, id, name); err != nil {
+		return err
+	}
+	ok := d.nameKey(old)
+	if _, err := d.etcd.Txn(ctx).If(clientv3.Compare(clientv3.Value(ok), "=", id)).Then(clientv3.OpDelete(ok)).Commit(); err != nil {
+		return fmt.Errorf("agent directory: %w", err)
+	}
+	return nil
+}

@@ -71,8 +71,8 @@ func newHostRouter(self string, nodeURL func(context.Context, string) (string, e
 // is written), or a 503 if the host does not answer. Any other error is
 // returned unchanged.
 func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
-	var he *channel.HostedElsewhere
-	if r == nil || !errors.As(err, &he) || he.Node == "" || he.Node == r.self {
+	what, node := hostedElsewhere(err)
+	if r == nil || node == "" || node == r.self {
 		return err
 	}
 	if len(ctx.Request.Header.Peek(forwardedHeader)) > 0 {
@@ -81,31 +81,50 @@ func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
 		return err
 	}
 	c, cancel := context.WithTimeout(context.Background(), forwardDialTimeout)
-	base, lerr := r.nodeURL(c, he.Node)
+	base, lerr := r.nodeURL(c, node)
 	cancel()
 	if lerr != nil {
-		r.log.Warn().Err(lerr).Str("node", he.Node).Str("path", string(ctx.Path())).Msg("cluster: hosting node not found; request not forwarded")
+		r.log.Warn().Err(lerr).Str("node", node).Str("path", string(ctx.Path())).Msg("cluster: hosting node not found; request not forwarded")
 		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
-			fmt.Sprintf("channel %s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", he.Channel, he.Node)}
+			fmt.Sprintf("%s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", what, node)}
 	}
-	if ferr := r.forward(ctx, base); ferr != nil {
+	timeout := r.timeout
+	var ae *agentElsewhere
+	if errors.As(err, &ae) && ae.Timeout > timeout {
+		timeout = ae.Timeout
+	}
+	if ferr := r.forward(ctx, base, timeout); ferr != nil {
 		if errors.Is(ferr, fasthttp.ErrTimeout) {
 			// Sent but unanswered: the host may have acted on it.
-			r.log.Warn().Str("node", he.Node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarded request timed out")
+			r.log.Warn().Str("node", node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarded request timed out")
 			return &apiError{fasthttp.StatusGatewayTimeout, "host_timeout",
-				fmt.Sprintf("channel %s is hosted on cluster node %s, which did not answer in %s; the request may have reached it", he.Channel, he.Node, r.timeout)}
+				fmt.Sprintf("%s is hosted on cluster node %s, which did not answer in %s; the request may have reached it", what, node, timeout)}
 		}
-		r.log.Warn().Err(ferr).Str("node", he.Node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarding to the hosting node failed")
+		r.log.Warn().Err(ferr).Str("node", node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarding to the hosting node failed")
 		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
-			fmt.Sprintf("channel %s is hosted on cluster node %s, which did not answer; nothing was changed, try again", he.Channel, he.Node)}
+			fmt.Sprintf("%s is hosted on cluster node %s, which did not answer; nothing was changed, try again", what, node)}
 	}
-	auditDetails(ctx, "forwarded to cluster node "+he.Node)
+	auditDetails(ctx, "forwarded to cluster node "+node)
 	return nil
+}
+
+// hostedElsewhere names the entity err says another node hosts ("channel
+// x", "agent y") and that node; node is "" for any other error.
+func hostedElsewhere(err error) (what, node string) {
+	var he *channel.HostedElsewhere
+	if errors.As(err, &he) {
+		return "channel " + he.Channel, he.Node
+	}
+	var ae *agentElsewhere
+	if errors.As(err, &ae) {
+		return "agent " + ae.Agent, ae.Node
+	}
+	return "", ""
 }
 
 // forward sends ctx's request to base (the host's API base URL) and copies
 // the answer's status, body and content type into ctx's response.
-func (r *hostRouter) forward(ctx *fasthttp.RequestCtx, base string) error {
+func (r *hostRouter) forward(ctx *fasthttp.RequestCtx, base string, timeout time.Duration) error {
 	req := fasthttp.AcquireRequest()
 	res := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -119,7 +138,7 @@ func (r *hostRouter) forward(ctx *fasthttp.RequestCtx, base string) error {
 	}
 	req.Header.Set(forwardedHeader, r.self)
 	req.SetBody(ctx.Request.Body())
-	if err := r.client.DoTimeout(req, res, r.timeout); err != nil {
+	if err := r.client.DoTimeout(req, res, timeout); err != nil {
 		return err
 	}
 	ctx.Response.ResetBody()
