@@ -5,17 +5,18 @@ package cluster
 
 import (
 	"context"
-	"errors"
+	"reflect"
 	"testing"
 
 	"github.com/rs/zerolog"
 )
 
-func TestAgentDirRegisterLookupRemove(t *testing.T) {
+func TestAgentDirRegisterLookupRenameRemove(t *testing.T) {
 	cli := testClient(t, testEtcd(t))
 	ctx := context.Background()
 	a := newAgentDir(cli, "t", "node-a", zerolog.Nop())
 	b := newAgentDir(cli, "t", "node-b", zerolog.Nop())
+	other := newAgentDir(cli, "other-cluster", "node-a", zerolog.Nop())
 
 	if err := a.Register(ctx, "id-1", "coder"); err != nil {
 		t.Fatal(err)
@@ -23,54 +24,57 @@ func TestAgentDirRegisterLookupRemove(t *testing.T) {
 	if err := a.Register(ctx, "id-1", "coder"); err != nil {
 		t.Fatalf("registering again: %v", err)
 	}
-	// Another node's create with the same name is refused, nothing written.
-	var taken *AgentNameTaken
-	if err := b.Register(ctx, "id-2", "coder"); !errors.As(err, &taken) || taken.Node != "node-a" || taken.ID != "id-1" {
-		t.Fatalf("clash: %v", err)
-	}
-	if _, ok, _ := b.Lookup(ctx, "id-2", ""); ok {
-		t.Fatal("the refused agent was recorded")
-	}
-	for _, q := range [][2]string{{"id-1", ""}, {"", "coder"}} {
-		r, ok, err := b.Lookup(ctx, q[0], q[1])
-		if err != nil || !ok || r != (AgentRecord{ID: "id-1", Name: "coder", Node: "node-a"}) {
-			t.Fatalf("lookup %v: %+v %v %v", q, r, ok, err)
-		}
-	}
-	if err := b.Register(ctx, "id-3", "writer"); err != nil {
-		t.Fatal(err)
-	}
-	all, err := a.List(ctx)
-	if err != nil || len(all) != 2 || all[0].Name != "coder" || all[1].Node != "node-b" {
-		t.Fatalf("list: %+v %v", all, err)
-	}
-	if err := a.Remove(ctx, "id-1", "coder"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, _ := b.Lookup(ctx, "", "coder"); ok {
-		t.Fatal("removed agent still found by name")
-	}
-	// The name is free again.
+	// The same name on another node is another agent.
 	if err := b.Register(ctx, "id-2", "coder"); err != nil {
 		t.Fatal(err)
 	}
-	// Removing a stale id must not free a name another agent now holds.
+	got, err := b.Lookup(ctx, "id-1", "")
+	if err != nil || !reflect.DeepEqual(got, []AgentRecord{{ID: "id-1", Name: "coder", Node: "node-a"}}) {
+		t.Fatalf("by id: %+v %v", got, err)
+	}
+	got, err = a.Lookup(ctx, "", "coder")
+	want := []AgentRecord{{"id-1", "coder", "node-a"}, {"id-2", "coder", "node-b"}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("by name: %+v %v", got, err)
+	}
+	if got, _ := a.Lookup(ctx, "", "cod"); len(got) != 0 {
+		t.Fatalf("a name prefix matched: %+v", got)
+	}
+	if all, _ := other.List(ctx); len(all) != 0 {
+		t.Fatalf("another cluster sees %+v", all)
+	}
+
+	if err := b.Rename(ctx, "id-2", "coder", "writer"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := a.List(ctx)
+	want = []AgentRecord{{"id-1", "coder", "node-a"}, {"id-2", "writer", "node-b"}}
+	if err != nil || !reflect.DeepEqual(all, want) {
+		t.Fatalf("list after rename: %+v %v", all, err)
+	}
+	if got, _ := a.Lookup(ctx, "", "coder"); len(got) != 1 || got[0].ID != "id-1" {
+		t.Fatalf("old name still resolves to the renamed agent: %+v", got)
+	}
+
 	if err := a.Remove(ctx, "id-1", "coder"); err != nil {
 		t.Fatal(err)
 	}
-	if r, ok, _ := a.Lookup(ctx, "", "coder"); !ok || r.ID != "id-2" {
-		t.Fatalf("name lost: %+v %v", r, ok)
+	if got, _ := b.Lookup(ctx, "", "coder"); len(got) != 0 {
+		t.Fatalf("removed agent found by name: %+v", got)
+	}
+	if got, _ := b.Lookup(ctx, "id-1", ""); len(got) != 0 {
+		t.Fatalf("removed agent found by id: %+v", got)
 	}
 }
 
-// At start a node re-registers what it hosts and drops its stale records;
-// other nodes' records are left alone, and a name clash is reported.
+// At start a node re-registers what it hosts and drops its stale entries;
+// other nodes' entries are left alone.
 func TestAgentDirSync(t *testing.T) {
 	cli := testClient(t, testEtcd(t))
 	ctx := context.Background()
 	a := newAgentDir(cli, "t", "node-a", zerolog.Nop())
 	b := newAgentDir(cli, "t", "node-b", zerolog.Nop())
-	for _, r := range [][2]string{{"a1", "one"}, {"a2", "gone"}} {
+	for _, r := range [][2]string{{"a1", "one"}, {"a2", "gone"}, {"a5", "renamed-offline"}} {
 		if err := a.Register(ctx, r[0], r[1]); err != nil {
 			t.Fatal(err)
 		}
@@ -78,25 +82,17 @@ func TestAgentDirSync(t *testing.T) {
 	if err := b.Register(ctx, "b1", "theirs"); err != nil {
 		t.Fatal(err)
 	}
-	conflicts, err := a.Sync(ctx, map[string]string{"a1": "one", "a3": "new", "a4": "theirs"})
-	if err != nil || len(conflicts) != 1 || conflicts[0] != "theirs" {
-		t.Fatalf("sync: %v %v", conflicts, err)
+	if err := a.Sync(ctx, map[string]string{"a1": "one", "a3": "new", "a5": "now"}); err != nil {
+		t.Fatal(err)
 	}
 	all, _ := a.List(ctx)
-	got := map[string]string{}
-	for _, r := range all {
-		got[r.ID] = r.Node + "/" + r.Name
+	want := []AgentRecord{{"a3", "new", "node-a"}, {"a5", "now", "node-a"}, {"a1", "one", "node-a"}, {"b1", "theirs", "node-b"}}
+	if !reflect.DeepEqual(all, want) {
+		t.Fatalf("after sync: %+v", all)
 	}
-	want := map[string]string{"a1": "node-a/one", "a3": "node-a/new", "b1": "node-b/theirs"}
-	if len(got) != len(want) {
-		t.Fatalf("after sync: %v", got)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Fatalf("after sync: %v", got)
+	for _, n := range []string{"gone", "renamed-offline"} {
+		if got, _ := a.Lookup(ctx, "", n); len(got) != 0 {
+			t.Fatalf("stale name %s kept: %+v", n, got)
 		}
-	}
-	if _, ok, _ := a.Lookup(ctx, "", "gone"); ok {
-		t.Fatal("stale name key kept")
 	}
 }

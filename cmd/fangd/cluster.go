@@ -125,8 +125,7 @@ func (d *daemon) stopCluster() {
 
 // syncAgentDirectory registers this node's agents in the cluster's agent
 // directory and removes entries naming this node for agents it no longer
-// has. A local agent whose name another node's agent holds stays out of
-// the directory (reachable on this node only) and is audited.
+// has.
 func (d *daemon) syncAgentDirectory(n *fcluster.Node, agents *agent.Agents) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -138,12 +137,8 @@ func (d *daemon) syncAgentDirectory(n *fcluster.Node, agents *agent.Agents) erro
 	for _, a := range as {
 		local[a.ID] = a.Name
 	}
-	conflicts, err := n.Agents().Sync(ctx, local)
-	if err != nil {
+	if err := n.Agents().Sync(ctx, local); err != nil {
 		return fmt.Errorf("cluster: agent directory: %w", err)
-	}
-	for _, name := range conflicts {
-		d.record("cluster_agent_name_conflict", "agent "+name+" on this node is not in the cluster's agent directory: another node's agent has that name; it answers on this node only until renamed")
 	}
 	return nil
 }

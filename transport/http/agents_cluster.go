@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"strings"
 	"time"
 
@@ -27,7 +26,7 @@ type agentDirectory interface {
 	Register(ctx context.Context, id, name string) error
 	Rename(ctx context.Context, id, old, name string) error
 	Remove(ctx context.Context, id, name string) error
-	Lookup(ctx context.Context, id, name string) (fcluster.AgentRecord, bool, error)
+	Lookup(ctx context.Context, id, name string) ([]fcluster.AgentRecord, error)
 	List(ctx context.Context) ([]fcluster.AgentRecord, error)
 }
 
@@ -103,22 +102,38 @@ func (s *Server) agentHost(ctx *fasthttp.RequestCtx, route string, err error) er
 		return err
 	}
 	c, cancel := context.WithTimeout(s.reqCtx(ctx), dirTimeout)
-	rec, ok, lerr := s.agentDir.Lookup(c, ref.ID, ref.Name)
+	recs, lerr := s.agentDir.Lookup(c, ref.ID, ref.Name)
 	cancel()
 	if lerr != nil {
 		s.log.Warn().Err(lerr).Str("path", string(ctx.Path())).Msg("cluster: agent directory lookup failed")
 		return errDirectory("the agent may be hosted on another node; nothing was changed, try again")
 	}
-	if !ok || rec.Node == s.agentDir.NodeName() {
-		return err
+	self := s.agentDir.NodeName()
+	var remote []fcluster.AgentRecord
+	for _, r := range recs {
+		if r.Node != self {
+			remote = append(remote, r)
+		}
 	}
-	return &agentElsewhere{Agent: rec.Name, Node: rec.Node, Timeout: s.turnWait() + 5*time.Second}
+	switch len(remote) {
+	case 0:
+		// Unknown, or an entry naming this node for an agent it does
+		// not have (removed at the next start): this node's 404.
+		return err
+	case 1:
+		return &agentElsewhere{Agent: remote[0].Name, Node: remote[0].Node, Timeout: s.turnWait() + 5*time.Second}
+	}
+	where := make([]string, len(remote))
+	for i, r := range remote {
+		where[i] = r.ID + " on " + r.Node
+	}
+	return kernel.Errorf(kernel.KindConflict, "agent_name_ambiguous",
+		"this node has no agent named %s and %d other nodes have one (%s); name it by id, or ask one of those nodes", ref.Name, len(remote), strings.Join(where, ", "))
 }
 
 // registerAgent records a just-created agent in the directory before the
-// create is answered. A name another node's agent holds is the single
-// node's 409 agent_name_taken; then, or when etcd does not answer, the
-// local agent is deleted again and the create fails.
+// create is answered; when etcd does not answer, the local agent is
+// deleted again and the create fails (503, nothing kept).
 func (s *Server) registerAgent(ctx *fasthttp.RequestCtx, a *agent.Agent) error {
 	if s.agentDir == nil {
 		return nil
@@ -132,17 +147,12 @@ func (s *Server) registerAgent(ctx *fasthttp.RequestCtx, a *agent.Agent) error {
 	if _, derr := s.deps.Agents.Delete(s.reqCtx(ctx), agent.Ref{ID: a.ID}, who(ctx)); derr != nil {
 		s.log.Error().Err(derr).Str("agent", a.ID).Msg("cluster: agent not registered in the directory and not deleted again")
 	}
-	var taken *fcluster.AgentNameTaken
-	if errors.As(err, &taken) {
-		return kernel.Errorf(kernel.KindConflict, "agent_name_taken", "an agent named %s already exists (on cluster node %s)", a.Name, taken.Node)
-	}
 	s.log.Warn().Err(err).Msg("cluster: agent directory register failed")
 	return errDirectory("the agent was not created")
 }
 
-// renameAgent moves a renamed agent's directory entry; when the new name
-// is taken cluster-wide or etcd does not answer, the local rename is
-// undone and the PATCH fails.
+// renameAgent moves a renamed agent's directory entry; when etcd does not
+// answer, the local rename is undone and the PATCH fails (503).
 func (s *Server) renameAgent(ctx *fasthttp.RequestCtx, a *agent.Agent, old string) error {
 	if s.agentDir == nil || a.Name == old {
 		return nil
@@ -154,11 +164,7 @@ func (s *Server) renameAgent(ctx *fasthttp.RequestCtx, a *agent.Agent, old strin
 		return nil
 	}
 	if _, uerr := s.deps.Agents.Update(s.reqCtx(ctx), agent.Ref{ID: a.ID}, agent.Patch{Name: &old}, who(ctx)); uerr != nil {
-		s.log.Error().Err(uerr).Str("agent", a.ID).Msg("cluster: agent rename not undone after the directory refused it")
-	}
-	var taken *fcluster.AgentNameTaken
-	if errors.As(err, &taken) {
-		return kernel.Errorf(kernel.KindConflict, "agent_name_taken", "an agent named %s already exists (on cluster node %s)", a.Name, taken.Node)
+		s.log.Error().Err(uerr).Str("agent", a.ID).Msg("cluster: agent rename not undone after the directory failed")
 	}
 	s.log.Warn().Err(err).Msg("cluster: agent directory rename failed")
 	return errDirectory("the agent was not renamed")
