@@ -101,7 +101,8 @@ func (s *Server) agentHost(ctx *fasthttp.RequestCtx, route string, err error) er
 	default:
 		return err
 	}
-	c, cancel := context.WithTimeout(s.reqCtx(ctx), dirTimeout)
+	// The request's own context has ended with its handler (endRequest).
+	c, cancel := context.WithTimeout(context.Background(), dirTimeout)
 	recs, lerr := s.agentDir.Lookup(c, ref.ID, ref.Name)
 	cancel()
 	if lerr != nil {
