@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fangd/fangd/actors/approval"
@@ -83,33 +81,17 @@ func runApprovals(ctx context.Context, env *Env) ([]Row, error) {
 
 	env.logf("approvals: creating %d pending approvals", pendingApprovals)
 	ids := make([]string, pendingApprovals)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
 	begin := time.Now()
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= pendingApprovals || ctx.Err() != nil {
-					return
-				}
-				var rec struct{ ID string }
-				code, err := call("POST", "/api/approvals", map[string]any{"agent_id": "bench", "action": "shell_exec",
-					"description": "bench request", "payload": map[string]any{"cmd": fmt.Sprintf("echo %d", i)}}, &rec)
-				if err != nil || code != 201 {
-					errs <- fmt.Errorf("create approval %d: %d %v", i, code, err)
-					return
-				}
-				ids[i] = rec.ID
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := forEach(ctx, 8, pendingApprovals, func(i int) error {
+		var rec struct{ ID string }
+		code, err := call("POST", "/api/approvals", map[string]any{"agent_id": "bench", "action": "shell_exec",
+			"description": "bench request", "payload": map[string]any{"cmd": fmt.Sprintf("echo %d", i)}}, &rec)
+		if err != nil || code != 201 {
+			return fmt.Errorf("create approval %d: %d %v", i, code, err)
+		}
+		ids[i] = rec.ID
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	created := time.Since(begin)

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
@@ -98,36 +96,19 @@ func channelRequest(ctx context.Context, d *Daemon, method, path string, body an
 
 // configureChannels creates the channels, 8 requests at a time.
 func configureChannels(ctx context.Context, d *Daemon, api string) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= idleChannels || ctx.Err() != nil {
-					return
-				}
-				body := map[string]any{"adapter": "telegram", "token": fmt.Sprintf("%d:bench-token", 100000+i),
-					"api_url": api, "poll_interval_secs": 30}
-				res, err := channelRequest(ctx, d, "POST", fmt.Sprintf("/api/channels/tg-%04d/configure", i), body)
-				if err != nil {
-					errs <- err
-					return
-				}
-				res.Body.Close()
-				if res.StatusCode != 200 {
-					errs <- fmt.Errorf("configure tg-%04d: HTTP %d", i, res.StatusCode)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return forEach(ctx, 8, idleChannels, func(i int) error {
+		body := map[string]any{"adapter": "telegram", "token": fmt.Sprintf("%d:bench-token", 100000+i),
+			"api_url": api, "poll_interval_secs": 30}
+		res, err := channelRequest(ctx, d, "POST", fmt.Sprintf("/api/channels/tg-%04d/configure", i), body)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("configure tg-%04d: HTTP %d", i, res.StatusCode)
+		}
+		return nil
+	})
 }
 
 // waitConnected polls the channel list until n channels are connected.

@@ -47,12 +47,21 @@ func runStartup(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return rows, err
 	}
-	return append(rows, Row{
+	rows = append(rows, Row{
 		Metric:  fmt.Sprintf("idle RSS (%s after start)", idleSettle),
 		Value:   mib(rss),
 		Target:  "< 40 MiB",
 		Verdict: verdict(rss < 40<<20),
-	}), nil
+	})
+	// The split says which half moved: the anonymous part is what the
+	// daemon allocates (heap, stacks, Badger's memtable arena as far as
+	// touched); the file-backed part is almost all the fangd binary's own
+	// mapped pages, which grow with the binary (docs/bench.md, "Idle RSS
+	// and start-up").
+	if anon, file, err := rssParts(d.cmd.Process.Pid); err == nil {
+		rows = append(rows, infoRow("  of which anonymous (heap, stacks) / file-backed (mostly the binary's mapped pages)", mib(anon)+" / "+mib(file)))
+	}
+	return rows, nil
 }
 
 // runLoadedRSS reports the daemon's RSS after the HTTP scenarios: no

@@ -105,9 +105,19 @@ func (h *protocolHandler) SendMessage(ctx context.Context, req *a2a.SendMessageR
 		hl = req.Config.HistoryLength
 	}
 	immediate := req.Config != nil && req.Config.ReturnImmediately
-	last, err := h.svc.await(ctx, sub, immediate)
+	last, durable, err := h.svc.await(ctx, sub, immediate)
 	if err != nil {
 		return nil, toProtocol(err)
+	}
+	if durable != nil {
+		// The answer shows the task's final state: it leaves once that is
+		// on disk. Under the HTTP layer the wait overlaps the request's
+		// audit entry (PendingWrites); elsewhere it is here.
+		if pw := pendingWritesFrom(ctx); pw != nil {
+			pw.add(durable)
+		} else if err := durable.wait(ctx); err != nil && ctx.Err() != nil {
+			return nil, toProtocol(ctx.Err())
+		}
 	}
 	if hl != nil {
 		last = trimHistory(last, *hl)
@@ -167,6 +177,10 @@ func (s *Service) stream(ctx context.Context, id string, sub *subscriber, yield 
 			if !ok {
 				return
 			}
+			if u.durable != nil && u.durable.wait(ctx) != nil && ctx.Err() != nil {
+				s.k.Root.Send(s.sup, &unsubscribe{id: id, sub: sub})
+				return
+			}
 			if !yield(u.Event, nil) {
 				s.k.Root.Send(s.sup, &unsubscribe{id: id, sub: sub})
 				return
@@ -180,35 +194,38 @@ func (s *Service) stream(ctx context.Context, id string, sub *subscriber, yield 
 
 // await waits for a task's final state (or its first update when
 // immediate) within SyncWait, and returns the task as it then is.
-func (s *Service) await(ctx context.Context, sub *subscriber, immediate bool) (*a2a.Task, error) {
+// The fence it returns, when not nil, is the write the task is ahead of:
+// the caller shows the task to nobody before it is done.
+func (s *Service) await(ctx context.Context, sub *subscriber, immediate bool) (*a2a.Task, *fence, error) {
 	timer := time.NewTimer(s.opts.SyncWait)
 	defer timer.Stop()
 	var last *a2a.Task
+	var durable *fence
 	for {
 		select {
 		case u, ok := <-sub.C():
 			if !ok {
 				if last == nil {
-					return nil, kernel.Errorf(kernel.KindInternal, "task_lost", "the task ended without any update")
+					return nil, nil, kernel.Errorf(kernel.KindInternal, "task_lost", "the task ended without any update")
 				}
-				return last, nil
+				return last, durable, nil
 			}
-			last = u.Task
+			last, durable = u.Task, u.durable
 			if immediate {
 				s.k.Root.Send(s.sup, &unsubscribe{id: string(last.ID), sub: sub})
-				return last, nil
+				return last, durable, nil
 			}
 		case <-timer.C:
 			if last == nil {
-				return nil, kernel.Unavailable("the task did not start within %s", s.opts.SyncWait)
+				return nil, nil, kernel.Unavailable("the task did not start within %s", s.opts.SyncWait)
 			}
 			s.k.Root.Send(s.sup, &unsubscribe{id: string(last.ID), sub: sub})
-			return last, nil
+			return last, durable, nil
 		case <-ctx.Done():
 			if last != nil {
 				s.k.Root.Send(s.sup, &unsubscribe{id: string(last.ID), sub: sub})
 			}
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 	}
 }
@@ -497,7 +514,9 @@ func (s *Service) SendSeed(ctx context.Context, agentRef string, msg *a2a.Messag
 		return nil, err
 	}
 	s.received(rec)
-	if _, err := s.await(ctx, sub, false); err != nil && !errors.Is(err, context.Canceled) {
+	// The task's own answer below waits for its final write (deferred
+	// while it is in flight), so await's fence needs no wait here.
+	if _, _, err := s.await(ctx, sub, false); err != nil && !errors.Is(err, context.Canceled) {
 		return nil, err
 	}
 	return kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &getTask{id: rec.ID, scope: CallerFrom(ctx).scope(Inbound, "")})

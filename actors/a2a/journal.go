@@ -1,6 +1,7 @@
 package a2a
 
 import (
+	"context"
 	"errors"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -17,6 +18,32 @@ type journalWrite struct {
 	key  []byte
 	raw  []byte
 	done chan error
+	// fence, when set, is finished instead of answering on done.
+	fence *fence
+}
+
+// fence is one journal write that any number of goroutines wait for:
+// finished (once) with the write's outcome when it is synced or failed.
+type fence struct {
+	done chan struct{}
+	err  error
+}
+
+func newFence() *fence { return &fence{done: make(chan struct{})} }
+
+func (f *fence) finish(err error) {
+	f.err = err
+	close(f.done)
+}
+
+// wait returns the write's outcome once it is done, or ctx's error.
+func (f *fence) wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // journal is the "a2a-journal" actor: task actors write their records
@@ -27,6 +54,7 @@ type journalWrite struct {
 // rate times the batch allows.
 type journal struct {
 	db   *store.DB
+	gate func(records [][]byte) // Options.journalGate
 	gc   *store.GroupCommit[journalWrite]
 	send func(any)
 }
@@ -41,7 +69,13 @@ func (j *journal) Receive(c actor.Context) {
 			MaxBytes: j.db.MaxBatchBytes(),
 			Size:     func(w journalWrite) int { return len(w.key) + len(w.raw) + 64 },
 			Commit:   j.commit,
-			Done:     func(w journalWrite, err error) { w.done <- err },
+			Done: func(w journalWrite, err error) {
+				if w.fence != nil {
+					w.fence.finish(err)
+				} else {
+					w.done <- err
+				}
+			},
 		})
 	case *journalWrite:
 		j.gc.Add(*m)
@@ -61,6 +95,13 @@ func (j *journal) Receive(c actor.Context) {
 
 // commit writes a batch in one synced transaction; it runs off the actor.
 func (j *journal) commit(batch []journalWrite) error {
+	if j.gate != nil {
+		records := make([][]byte, len(batch))
+		for i, w := range batch {
+			records[i] = w.raw
+		}
+		j.gate(records)
+	}
 	return j.db.Write(func(tx *store.Txn) error {
 		for _, w := range batch {
 			if err := tx.Set(w.key, w.raw); err != nil {

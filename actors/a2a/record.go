@@ -210,6 +210,9 @@ func (sc scope) allows(r *taskRecord) bool {
 type update struct {
 	Event a2a.Event
 	Task  *a2a.Task
+	// durable, when set, is the write this update is ahead of: a reader
+	// shows the update to nobody before it is done (fence.wait).
+	durable *fence
 }
 
 // subscriberBuffer is how many updates a subscriber may fall behind before

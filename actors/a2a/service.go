@@ -76,6 +76,9 @@ type Options struct {
 	// Events, when set, gets a2a.task.received and a2a.task.sent.
 	Events Events
 	Vault  *store.Vault
+	// journalGate, when set (tests only), runs before each journal
+	// commit with the batch's records: a test holds a commit back with it.
+	journalGate func(records [][]byte)
 }
 
 // StaticAgent is one [[a2a.external_agents]] entry.
@@ -182,7 +185,7 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 	}
 	var err error
 	// Both see every task at least twice.
-	if s.journal, err = k.SpawnRoot("a2a-journal", func() actor.Actor { return &journal{db: db} }, actor.WithDispatcher(kernel.PinnedDispatcher(300))); err != nil {
+	if s.journal, err = k.SpawnRoot("a2a-journal", func() actor.Actor { return &journal{db: db, gate: opts.journalGate} }, actor.WithDispatcher(kernel.PinnedDispatcher(300))); err != nil {
 		return nil, err
 	}
 	if s.sup, err = k.SpawnRoot("a2a", func() actor.Actor { return newSupervisor(s) }, actor.WithDispatcher(kernel.PinnedDispatcher(300))); err != nil {

@@ -37,7 +37,23 @@ type taskBase struct {
 	// it goes out once the record is durable (announced).
 	opening   update
 	announced bool
+	// pending is the final write of a task settled by settleFenced while
+	// it is in flight. The updates sent meanwhile carry it (their readers
+	// wait for it), and requests about the task wait in deferred until it
+	// is done: answered from memory they would be ahead of the disk.
+	pending  *fence
+	deferred []deferredRequest
 }
+
+// deferredRequest is a request that arrived while the final write was in
+// flight, with whom to answer.
+type deferredRequest struct {
+	msg    any
+	sender *actor.PID
+}
+
+// finalStored reports that settleFenced's final write is done.
+type finalStored struct{ err error }
 
 func newTaskBase(svc *Service, rec taskRecord, subs []*subscriber, stored, fresh bool) taskBase {
 	return taskBase{svc: svc, rec: rec, subs: subs, stored: stored, fresh: fresh}
@@ -61,14 +77,26 @@ func (t *taskBase) persist() error {
 // returns the channel its outcome arrives on. The journal commits in
 // order, so a later confirmed write implies this one.
 func (t *taskBase) persistAsync() (chan error, error) {
+	done := make(chan error, 1)
+	return done, t.queueRecord(&journalWrite{done: done})
+}
+
+// persistFenced is persistAsync answering on a fence.
+func (t *taskBase) persistFenced() (*fence, error) {
+	f := newFence()
+	return f, t.queueRecord(&journalWrite{fence: f})
+}
+
+// queueRecord sends w, carrying the record's current state, to the journal.
+func (t *taskBase) queueRecord(w *journalWrite) error {
 	t.rec.UpdatedAt = time.Now().UTC()
 	raw, err := json.Marshal(&t.rec)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	done := make(chan error, 1)
-	t.svc.k.Root.Send(t.svc.journal, &journalWrite{key: taskKey(t.rec.ID), raw: raw, done: done})
-	return done, nil
+	w.key, w.raw = taskKey(t.rec.ID), raw
+	t.svc.k.Root.Send(t.svc.journal, w)
+	return nil
 }
 
 func awaitJournal(done chan error) error {
@@ -89,8 +117,10 @@ func (t *taskBase) announce() {
 		return
 	}
 	t.announced = true
+	opening := t.opening
+	opening.durable = t.pending
 	for _, s := range t.subs {
-		s.ch <- t.opening // a subscriber's first update always has room
+		s.ch <- opening // a subscriber's first update always has room
 	}
 }
 
@@ -107,7 +137,7 @@ func (t *taskBase) reload() {
 // whose buffer is full is cut off: it never holds the task back.
 func (t *taskBase) emit(ev a2a.Event) {
 	snap := (&TaskSnapshot{rec: t.rec.clone()}).A2A(nil)
-	u := update{Event: ev, Task: snap}
+	u := update{Event: ev, Task: snap, durable: t.pending}
 	kept := t.subs[:0]
 	for _, s := range t.subs {
 		select {
@@ -186,6 +216,99 @@ func (t *taskBase) settle(c actor.Context, state a2a.TaskState, reason string, e
 	t.finish(c)
 }
 
+// settleFenced is settle without waiting for the final write in Receive:
+// the write is queued, the updates go out carrying it (every reader waits
+// for it before showing them: stream, await and the HTTP layer's answer,
+// see PendingWrites), and the actor finishes once it is done, answering
+// the requests that arrived meanwhile then. The synchronous SendMessage's
+// final write thereby overlaps the request's own audit entry instead of
+// preceding it, and the actor's mailbox is not held by a synced write.
+// Push notifications leave the daemon as they are emitted, so a task with
+// push targets settles the synchronous way.
+func (t *taskBase) settleFenced(c actor.Context, state a2a.TaskState, reason string, events ...a2a.Event) {
+	if len(t.rec.Push) > 0 {
+		t.settle(c, state, reason, events...)
+		return
+	}
+	t.rec.State, t.rec.Reason = state, reason
+	f, err := t.persistFenced()
+	if err != nil {
+		t.settle(c, state, reason, events...) // logs the failed write
+		return
+	}
+	t.pending = f
+	t.announce()
+	for _, ev := range events {
+		t.emit(ev)
+	}
+	var msg *a2a.Message
+	if state == a2a.TaskStateCompleted {
+		msg = t.rec.result()
+	} else if reason != "" {
+		msg = statusMessage(&t.rec, reason)
+	}
+	t.emit(t.statusEvent(msg))
+	// The subscribers have every update: their channels end now (a
+	// blocking SendMessage returns its answer with the fence), the
+	// actor lives on until the write is done.
+	for _, s := range t.subs {
+		close(s.ch)
+	}
+	t.subs = nil
+	t.stopWork()
+	self, root := c.Self(), c.ActorSystem().Root
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), persistTimeout)
+		defer cancel()
+		err := f.wait(ctx)
+		if ctx.Err() != nil {
+			err = errors.New("the a2a journal did not confirm the write in time")
+		}
+		root.Send(self, &finalStored{err: err})
+	}()
+}
+
+// finalStored ends a fenced settle: as settle does once its write
+// returned, then the deferred requests are answered.
+func (t *inboundTask) finalStored(c actor.Context, m *finalStored) {
+	t.pending = nil
+	if m.err != nil {
+		t.svc.log.Error().Err(m.err).Str("task", t.rec.ID).Msg("a2a: could not store the final state of a task")
+	} else {
+		t.stored = true
+	}
+	t.finish(c)
+	deferred := t.deferred
+	t.deferred = nil
+	for _, d := range deferred {
+		sender := d.sender
+		respond := func(answer any) {
+			if sender != nil {
+				c.Send(sender, answer)
+			}
+		}
+		if m, ok := d.msg.(*cancelTask); ok {
+			t.cancelTask(c, m, respond)
+		} else {
+			t.handleRequest(d.msg, respond)
+		}
+	}
+}
+
+// deferWhilePending keeps a request about the task for finalStored while
+// the final write is in flight; it reports whether it did.
+func (t *taskBase) deferWhilePending(c actor.Context) bool {
+	if t.pending == nil {
+		return false
+	}
+	switch c.Message().(type) {
+	case *getTask, *subscribeTask, *unsubscribe, *getPush, *listPush, *setPush, *deletePush, *cancelTask:
+		t.deferred = append(t.deferred, deferredRequest{msg: c.Message(), sender: c.Sender()})
+		return true
+	}
+	return false
+}
+
 func (t *taskBase) stopWork() {
 	if t.cancel != nil {
 		t.cancel()
@@ -196,17 +319,23 @@ func (t *taskBase) stopWork() {
 // handleCommon answers the requests every task actor handles the same way.
 // It reports whether it handled the message.
 func (t *taskBase) handleCommon(c actor.Context) bool {
-	switch m := c.Message().(type) {
+	return t.handleRequest(c.Message(), c.Respond)
+}
+
+// handleRequest is handleCommon for msg, answering with respond (a
+// deferred request is answered after its Receive).
+func (t *taskBase) handleRequest(msg any, respond func(any)) bool {
+	switch m := msg.(type) {
 	case *getTask:
 		if !m.scope.allows(&t.rec) {
-			c.Respond(errTaskNotFound(m.id))
+			respond(errTaskNotFound(m.id))
 			return true
 		}
-		c.Respond(t.rec.snapshot())
+		respond(t.rec.snapshot())
 	case *subscribeTask:
 		if !m.scope.allows(&t.rec) {
 			close(m.sub.ch)
-			c.Respond(errTaskNotFound(m.id))
+			respond(errTaskNotFound(m.id))
 			return true
 		}
 		switch {
@@ -220,7 +349,7 @@ func (t *taskBase) handleCommon(c actor.Context) bool {
 			// The task is not on disk yet: the opening update follows.
 			t.subs = append(t.subs, m.sub)
 		}
-		c.Respond(t.rec.snapshot())
+		respond(t.rec.snapshot())
 	case *unsubscribe:
 		for i, s := range t.subs {
 			if s == m.sub {
@@ -230,13 +359,13 @@ func (t *taskBase) handleCommon(c actor.Context) bool {
 			}
 		}
 	case *getPush:
-		c.Respond(answerGetPush(&t.rec, m))
+		respond(answerGetPush(&t.rec, m))
 	case *listPush:
-		c.Respond(answerListPush(&t.rec, m.scope))
+		respond(answerListPush(&t.rec, m.scope))
 	case *setPush:
-		c.Respond(t.setPush(m))
+		respond(t.setPush(m))
 	case *deletePush:
-		c.Respond(t.deletePush(m))
+		respond(t.deletePush(m))
 	default:
 		return false
 	}
@@ -249,7 +378,7 @@ type inboundTask struct {
 }
 
 func (t *inboundTask) Receive(c actor.Context) {
-	if t.handleCommon(c) {
+	if t.deferWhilePending(c) || t.handleCommon(c) {
 		return
 	}
 	switch m := c.Message().(type) {
@@ -266,7 +395,9 @@ func (t *inboundTask) Receive(c actor.Context) {
 		t.cancel = nil
 		t.turnFinished(c, m)
 	case *firstStored:
-		if t.done {
+		if t.done || t.pending != nil {
+			// Settled already: the final write, queued behind this one,
+			// decides (finalStored).
 			return
 		}
 		if m.err != nil {
@@ -282,7 +413,9 @@ func (t *inboundTask) Receive(c actor.Context) {
 		t.stored = true
 		t.announce()
 	case *cancelTask:
-		t.cancelTask(c, m)
+		t.cancelTask(c, m, c.Respond)
+	case *finalStored:
+		t.finalStored(c, m)
 	}
 }
 
@@ -338,7 +471,7 @@ func (t *inboundTask) turnFinished(c actor.Context, m *turnDone) {
 			t.svc.log.Error().Err(m.err).Str("task", t.rec.ID).Msg("a2a: agent turn failed")
 			reason = "the agent's turn failed with an internal error"
 		}
-		t.settle(c, state, reason)
+		t.settleFenced(c, state, reason)
 		return
 	}
 	reply := &a2a.Message{
@@ -352,7 +485,7 @@ func (t *inboundTask) turnFinished(c actor.Context, m *turnDone) {
 	t.rec.History = append(t.rec.History, reply)
 	t.rec.Artifacts = append(t.rec.Artifacts, art)
 	t.rec.Usage = &Usage{Model: m.result.Model, InputTokens: m.result.InputTokens, OutputTokens: m.result.OutputTokens, CostUSD: m.result.CostUSD}
-	t.settle(c, a2a.TaskStateCompleted, "", &a2a.TaskArtifactUpdateEvent{
+	t.settleFenced(c, a2a.TaskStateCompleted, "", &a2a.TaskArtifactUpdateEvent{
 		TaskID: a2a.TaskID(t.rec.ID), ContextID: t.rec.ContextID, Artifact: art, LastChunk: true,
 	})
 }
@@ -375,13 +508,13 @@ func classifyTurnError(err error, timeout time.Duration) (a2a.TaskState, string)
 	return a2a.TaskStateFailed, de.Msg
 }
 
-func (t *inboundTask) cancelTask(c actor.Context, m *cancelTask) {
+func (t *inboundTask) cancelTask(c actor.Context, m *cancelTask, respond func(any)) {
 	if !m.scope.allows(&t.rec) {
-		c.Respond(errTaskNotFound(m.id))
+		respond(errTaskNotFound(m.id))
 		return
 	}
 	if t.done || t.rec.State.Terminal() {
-		c.Respond(finishedCancelAnswer(&t.rec))
+		respond(finishedCancelAnswer(&t.rec))
 		return
 	}
 	// Cancelling the context stops the turn where it is, down to the
@@ -393,7 +526,7 @@ func (t *inboundTask) cancelTask(c actor.Context, m *cancelTask) {
 		who = "the caller"
 	}
 	t.settle(c, a2a.TaskStateCanceled, "canceled by "+who)
-	c.Respond(t.rec.snapshot())
+	respond(t.rec.snapshot())
 }
 
 // promptText turns the user's messages into the text of the agent turn.

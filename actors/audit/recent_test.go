@@ -30,6 +30,36 @@ func TestRecentIsNewestFirstAndBounded(t *testing.T) {
 	}
 }
 
+// RecentItems serves what Recent's Items holds, appended to the caller's
+// slice, with the same length and tip.
+func TestRecentItemsMatchRecent(t *testing.T) {
+	h := start(t, t.TempDir())
+	appendN(t, h.log, 1, 12)
+	for _, limit := range []int{0, 1, 5, 12, 500} {
+		rec, err := h.log.Recent(context.Background(), limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf [4][]byte
+		items, total, tip, err := h.log.RecentItems(context.Background(), limit, buf[:0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if total != rec.Total || tip != rec.Tip || len(items) != len(rec.Items) {
+			t.Fatalf("limit %d: %d items, total %d, tip %q; Recent: %d, %d, %q", limit, len(items), total, tip, len(rec.Items), rec.Total, rec.Tip)
+		}
+		for i := range items {
+			if string(items[i]) != string(rec.Items[i]) {
+				t.Fatalf("limit %d: item %d = %s, Recent's %s", limit, i, items[i], rec.Items[i])
+			}
+		}
+	}
+	h.stop()
+	if _, _, _, err := h.log.RecentItems(context.Background(), 5, nil); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindUnavailable {
+		t.Fatalf("stopped log: %v, want unavailable", err)
+	}
+}
+
 func TestRecentOfAStoppedLogIsUnavailableAtOnce(t *testing.T) {
 	h := start(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

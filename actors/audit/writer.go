@@ -288,6 +288,13 @@ func (v *recentView) reply(limit int) *RecentReply {
 	return &RecentReply{Entries: entries, Items: items, Total: v.committed.Length, Tip: v.committed.Tip}
 }
 
+// items appends up to limit items, newest first, to dst.
+func (v *recentView) items(limit int, dst [][]byte) (items [][]byte, total uint64, tip string) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.ring.appendNewest(dst, limit), v.committed.Length, v.committed.Tip
+}
+
 // recentEntry is one committed entry as GET /api/audit/recent serves it:
 // its stored JSON, and the same with LibreFang's names for three of its
 // fields added (seq, action, detail). The second is built once, when the
@@ -339,6 +346,19 @@ func (r *rawRing) newest(n int) (entries, items [][]byte) {
 		entries[i], items[i] = e.raw, e.item
 	}
 	return entries, items
+}
+
+// appendNewest appends up to n items to dst, newest first.
+func (r *rawRing) appendNewest(dst [][]byte, n int) [][]byte {
+	n = min(n, len(r.buf))
+	last := len(r.buf) - 1
+	if len(r.buf) == recentCap {
+		last = (r.next + recentCap - 1) % recentCap
+	}
+	for i := range n {
+		dst = append(dst, r.buf[(last-i+len(r.buf))%len(r.buf)].item)
+	}
+	return dst
 }
 
 func orDefault(s, def string) string {

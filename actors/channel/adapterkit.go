@@ -6,8 +6,10 @@ package channel
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // HTTPURL parses raw as an http(s) URL with a host: the form of every URL
@@ -46,4 +48,28 @@ func RunPushed(ctx context.Context, host Host, probe func(context.Context) (Iden
 	host.Connected(id)
 	<-ctx.Done()
 	return nil
+}
+
+// BearerSendError classifies a refused send of an adapter that sends with
+// a cached OAuth bearer token (Teams, Google Chat). A 401 drops the cached
+// token, since it may have been revoked, and is transient, so the outbox
+// retries with a new one; but a token fetched for this very call that is
+// refused means the registration is wrong: permanent. 429 waits
+// retryAfter, another 4xx rejects this message, anything else is
+// transient. drop is nil when the send carried no token (a 401 is then
+// a rejection like any 4xx).
+func BearerSendError(err error, status int, retryAfter time.Duration, fetched bool, drop func()) error {
+	switch {
+	case status == http.StatusUnauthorized && drop != nil:
+		drop()
+		if fetched {
+			return Permanent(err)
+		}
+		return err
+	case status == http.StatusTooManyRequests:
+		return RetryAfter(err, retryAfter)
+	case status >= 400 && status < 500:
+		return Rejected(err)
+	}
+	return err
 }

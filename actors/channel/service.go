@@ -360,6 +360,9 @@ func (h *HostedElsewhere) Error() string {
 	return "channel " + h.Channel + " is hosted on node " + h.Node
 }
 
+// Host names the channel and its node, for request routing.
+func (h *HostedElsewhere) Host() (what, node string) { return "channel " + h.Channel, h.Node }
+
 // elsewhere is the answer for a cluster channel configured but not hosted
 // on this node: its actor (and its fenced outbox) runs on the host only.
 func (s *Service) elsewhere(ctx context.Context, name string, local bool) error {

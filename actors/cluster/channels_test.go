@@ -171,7 +171,7 @@ func TestChannelGracefulStopHandsOver(t *testing.T) {
 	if !a.view(name).Mine {
 		t.Fatalf("a did not take its channel: %+v", a.view(name))
 	}
-	go a.loop()
+	go a.loop(a.round)
 	a.stop()
 	b.round()
 	// The grace for a channel that was owned a moment ago has not begun:

@@ -91,6 +91,7 @@ type Node struct {
 	last     string // last record written
 	excluded bool
 	channels *Channels // cluster-wide channels, once started
+	webhooks *Webhooks // cluster-wide webhook endpoints, once started
 	wd       *watch
 	cache    recordCache // watched node records (records.go)
 }
@@ -299,13 +300,17 @@ func (n *Node) loop() {
 		now := n.excluded
 		n.mu.Unlock()
 		if now && !was {
-			n.opts.Log.Error().Str("member_id", n.memberI).Msg("this node is no longer in the cluster topology (etcd blip?); its channels stop here; only a restart rejoins")
-			// Its channels go to the members that still see each other.
+			n.opts.Log.Error().Str("member_id", n.memberI).Msg("this node is no longer in the cluster topology (etcd blip?); its channels and webhook outboxes stop here; only a restart rejoins")
+			// Its channels and outboxes go to the members that still
+			// see each other.
 			n.mu.Lock()
-			ch := n.channels
+			ch, wh := n.channels, n.webhooks
 			n.mu.Unlock()
 			if ch != nil {
 				ch.Kick()
+			}
+			if wh != nil {
+				wh.Kick()
 			}
 		}
 		n.wd.observe(n.memberI, now, time.Now())
@@ -398,10 +403,13 @@ func (n *Node) Endpoints() []string { return append([]string{}, n.opts.Endpoints
 // actor system down, so it runs after fangd's root actors have stopped.
 func (n *Node) Stop() {
 	n.mu.Lock()
-	ch := n.channels
+	ch, wh := n.channels, n.webhooks
 	n.mu.Unlock()
 	if ch != nil {
 		ch.stop()
+	}
+	if wh != nil {
+		wh.stop()
 	}
 	n.cancel()
 	<-n.done

@@ -1,9 +1,10 @@
 package cluster
 
-// Entity kinds fangd runs. Channel adapters are cluster-wide (Mode
-// "cluster": one activation, failover; channels.go), and so is budget
-// admission (budget.go); agents are "routed" (each runs on the node that
-// created it, found through the etcd agent directory, agents.go); every other kind
+// Entity kinds fangd runs. Channel adapters and webhook outboxes are
+// cluster-wide (Mode "cluster": one activation, failover; channels.go,
+// webhooks.go), and so is budget admission (budget.go); agents are
+// "routed" (each runs on the node that created it, found through the etcd
+// agent directory, agents.go); every other kind
 // still runs on each node separately (Mode "per_node"). GET /api/cluster
 // reports this table as is, so nobody mistakes membership for more.
 const (
@@ -36,7 +37,7 @@ var Kinds = []KindInfo{
 	{KindMCP, "per_node", "each node keeps its own MCP server connections"},
 	{KindBudget, "cluster", "admission is cluster-wide: each scope's spend and the open reservations are in etcd, changed by compare-and-swap Txns; a dead node's reservations are released with its lease (5 s); limits are shared through etcd (an agent's by its name); usage reports stay per node"},
 	{KindApproval, "per_node", "pending approvals live on the node that raised them"},
-	{KindWebhook, "per_node", "webhook outboxes live on the node that queued them"},
+	{KindWebhook, "cluster", "one activation cluster-wide: subscriptions in etcd, each endpoint's outbox runs on the node holding its lease-fenced owner key with its state in etcd; every node appends its matching events; another node takes over within about 4-7 s of its host dying (see webhooks for where each runs)"},
 	{KindA2ATask, "per_node", "A2A task records live on the node that runs them"},
 	{KindAudit, "per_node", "each node keeps its own hash chain and anchor"},
 	{KindEventBus, "per_node", "each node has its own event bus; there is no cluster-wide ordered view"},

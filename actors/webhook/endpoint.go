@@ -41,6 +41,9 @@ type Endpoint struct {
 	DisabledReason string   `json:"disabled_reason,omitempty"`
 	CreatedAt      string   `json:"created_at"`
 	UpdatedAt      string   `json:"updated_at"`
+	// ResumeAt (cluster mode) is when the endpoint was created or last
+	// re-enabled: each node's producer skips bus events from before it.
+	ResumeAt string `json:"resume_at,omitempty"`
 }
 
 // View is an endpoint as the API shows it: secrets as "***".

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -43,6 +45,10 @@ type Options struct {
 	// (default MaxEndpoints, LibreFang's 100); beyond: 409 too_many_webhooks.
 	MaxEndpoints int
 	UserAgent    string
+	// Clustered keeps endpoints, their sealed secrets and outbox state in
+	// etcd (cluster.go): the engine starts empty and waits for UseCluster
+	// and the ownership rounds (ApplyCluster).
+	Clustered bool
 }
 
 // Engine is the handle the HTTP layer uses.
@@ -50,6 +56,7 @@ type Engine struct {
 	k    *kernel.Kernel
 	pid  *actor.PID
 	opts Options
+	sh   *shared
 }
 
 type metrics struct {
@@ -63,9 +70,32 @@ type shared struct {
 	db        *store.DB
 	endpoints *store.Collection[Endpoint]
 	metas     *store.Collection[meta]
+	badger    *badgerState
 	client    *http.Client
 	m         metrics
 	log       zerolog.Logger
+
+	// Cluster mode: the etcd link (set by UseCluster) and each
+	// endpoint's sealed secrets as the last round saw them.
+	cl       atomic.Pointer[clusterLink]
+	sealedMu sync.Mutex
+	sealed   map[string]map[string][]byte
+}
+
+// clusteredKind reports whether endpoints of kind live in etcd: in
+// cluster mode every kind but push endpoints, which serve per-node
+// entities (A2A tasks, paired devices) and are created before the node
+// joins.
+func (sh *shared) clusteredKind(kind string) bool {
+	return sh.opts.Clustered && kind != KindPush
+}
+
+// stateFor is where the state of an endpoint of kind lives.
+func (sh *shared) stateFor(kind string) backend {
+	if sh.clusteredKind(kind) {
+		return clusterState{sh}
+	}
+	return sh.badger
 }
 
 // Start spawns the supervisor as the root actor "webhooks".
@@ -105,7 +135,8 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Engine, error) {
 	}
 	sh := &shared{opts: opts, db: db, endpoints: store.NewCollection[Endpoint](db, "webhooks/endpoints"),
 		metas: store.NewCollection[meta](db, "webhooks/meta"), client: opts.Guard.Client(opts.Timeout), m: m,
-		log: k.Log.With().Str("component", "webhooks").Logger()}
+		log: k.Log.With().Str("component", "webhooks").Logger(), sealed: map[string]map[string][]byte{}}
+	sh.badger = &badgerState{db: db, metas: sh.metas}
 	pid, err := k.SpawnRoot("webhooks", func() actor.Actor {
 		return &supervisor{sh: sh, k: k}
 	})
@@ -115,7 +146,7 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Engine, error) {
 	// Every outbound URL goes through the guard: at configuration and at
 	// every dial.
 	k.Security.Register("ssrf_protection", func() kernel.State { return kernel.StateActive })
-	return &Engine{k: k, pid: pid, opts: opts}, nil
+	return &Engine{k: k, pid: pid, opts: opts, sh: sh}, nil
 }
 
 // Create validates and stores a new endpoint of kind.
@@ -190,21 +221,49 @@ func (e *Engine) Delete(ctx context.Context, kind, id string) error {
 
 // Get returns endpoint id of kind ("" = either).
 func (e *Engine) Get(ctx context.Context, kind, id string) (View, error) {
-	return kernel.Ask[View](ctx, e.k, e.pid, &get{id: id, kind: kind})
+	v, err := kernel.Ask[View](ctx, e.k, e.pid, &get{id: id, kind: kind})
+	if err == nil {
+		e.counts(ctx, &v)
+	}
+	return v, err
 }
 
 // List returns every endpoint of kind, oldest first.
 func (e *Engine) List(ctx context.Context, kind string) ([]View, error) {
-	return kernel.Ask[[]View](ctx, e.k, e.pid, &list{kind: kind})
+	vs, err := kernel.Ask[[]View](ctx, e.k, e.pid, &list{kind: kind})
+	for i := range vs {
+		e.counts(ctx, &vs[i])
+	}
+	return vs, err
 }
 
-// Deliveries lists endpoint id's recent attempts, newest first.
+// Deliveries lists endpoint id's recent attempts, newest first (in
+// cluster mode read from etcd, on any node).
 func (e *Engine) Deliveries(ctx context.Context, id string, limit int) ([]Attempt, error) {
+	if e.Clustered() {
+		v, err := e.Get(ctx, "", id)
+		if err != nil {
+			return nil, err
+		}
+		if e.sh.clusteredKind(v.Kind) {
+			return readAttempts(e.sh.stateFor(v.Kind), id, limit), nil
+		}
+	}
 	return kernel.Ask[[]Attempt](ctx, e.k, e.pid, &forward{id: id, msg: &Deliveries{Limit: limit}})
 }
 
-// DeadLetters lists endpoint id's dead letters, newest first.
+// DeadLetters lists endpoint id's dead letters, newest first (in cluster
+// mode read from etcd, on any node).
 func (e *Engine) DeadLetters(ctx context.Context, id string, limit int) ([]DeadLetter, error) {
+	if e.Clustered() {
+		v, err := e.Get(ctx, "", id)
+		if err != nil {
+			return nil, err
+		}
+		if e.sh.clusteredKind(v.Kind) {
+			return readDeadLetters(e.sh.stateFor(v.Kind), id, limit), nil
+		}
+	}
 	return kernel.Ask[[]DeadLetter](ctx, e.k, e.pid, &forward{id: id, msg: &DeadLetters{Limit: limit}})
 }
 
@@ -225,6 +284,9 @@ func (e *Engine) Test(ctx context.Context, id string) (*TestResult, error) {
 type supervisor struct {
 	sh       *shared
 	k        *kernel.Kernel
+	prod     *producer          // cluster mode: this node's events into the intakes
+	stopProd context.CancelFunc // ends prod
+	rounds   bool               // cluster mode: the first ownership round arrived
 	ready    bool
 	lastSeen uint64
 	entries  map[string]*entry
@@ -234,15 +296,36 @@ type supervisor struct {
 
 type entry struct {
 	ep  Endpoint
-	pid *actor.PID
+	pid *actor.PID // nil while another node hosts it (cluster mode)
 	st  stats
+	// node hosts the endpoint's outbox in cluster mode ("" for none).
+	node string
 }
 
 func (s *supervisor) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
-		s.ready, s.entries, s.order, s.removed = false, map[string]*entry{}, nil, map[string]string{}
+		s.ready, s.rounds, s.entries, s.order, s.removed = false, false, map[string]*entry{}, nil, map[string]string{}
 		s.sh.opts.Bus.Watch(c.Self())
+		if s.sh.opts.Clustered && s.prod == nil {
+			self, root := c.Self(), c.ActorSystem().Root
+			s.prod = newProducer(s.sh, func(id string) { root.Send(self, &appended{id: id}) })
+			ctx, cancel := context.WithCancel(context.Background())
+			s.stopProd = cancel
+			go s.prod.run(ctx)
+		}
+	case *actor.Stopping:
+		if s.stopProd != nil {
+			// Its reads of the bus end before the store closes.
+			s.stopProd()
+			<-s.prod.done
+		}
+	case *clusterView:
+		s.applyCluster(c, m)
+	case *appended:
+		if e := s.entries[m.id]; e != nil && e.pid != nil {
+			c.Send(e.pid, &intakeKick{})
+		}
 	case *comms.Watching:
 		s.lastSeen = max(s.lastSeen, m.Latest)
 		if !s.ready {
@@ -252,6 +335,10 @@ func (s *supervisor) Receive(c actor.Context) {
 			s.ready = true
 		}
 	case *comms.Batch:
+		if s.prod != nil {
+			s.prod.poke()
+			return
+		}
 		s.fanOut(c, m)
 	case *stats:
 		s.onStats(m)
@@ -260,8 +347,16 @@ func (s *supervisor) Receive(c actor.Context) {
 			delete(s.removed, m.Who.Id)
 			s.dropData(id)
 		}
+		for _, e := range s.entries {
+			if e.pid != nil && e.pid.Id == m.Who.Id {
+				// Cluster mode: an outbox that stopped itself after a
+				// refused write; the next round starts it again from
+				// etcd if this node still holds it.
+				e.pid = nil
+			}
+		}
 	case *create, *update, *remove, *get, *list, *forward:
-		if !s.ready {
+		if !s.ready || (s.sh.opts.Clustered && !s.rounds && !pushOnly(m)) {
 			c.Respond(kernel.Unavailable("the webhook engine is still starting"))
 			return
 		}
@@ -283,6 +378,17 @@ func (s *supervisor) load(c actor.Context) error {
 	for _, ep := range eps {
 		known[ep.ID] = true
 	}
+	if s.sh.opts.Clustered {
+		// Only push endpoints stay in Badger in cluster mode; records of
+		// other kinds from before it are left alone (not loaded).
+		var push []Endpoint
+		for _, ep := range eps {
+			if !s.sh.clusteredKind(ep.Kind) {
+				push = append(push, ep)
+			}
+		}
+		eps = push
+	}
 	var orphans []string
 	_ = s.sh.metas.Each(func(id string, _ meta) bool {
 		if !known[id] {
@@ -301,6 +407,24 @@ func (s *supervisor) load(c actor.Context) error {
 	return nil
 }
 
+// pushOnly reports whether a request is about push endpoints only (those
+// stay per node in cluster mode, so they need no ownership round).
+func pushOnly(m any) bool {
+	switch m := m.(type) {
+	case *create:
+		return m.ep.Kind == KindPush
+	case *remove:
+		return m.kind == KindPush
+	case *update:
+		return m.kind == KindPush
+	case *get:
+		return m.kind == KindPush
+	case *list:
+		return m.kind == KindPush
+	}
+	return false
+}
+
 func sortByCreation(eps []Endpoint) {
 	for i := 1; i < len(eps); i++ {
 		for j := i; j > 0 && eps[j].CreatedAt < eps[j-1].CreatedAt; j-- {
@@ -310,14 +434,36 @@ func sortByCreation(eps []Endpoint) {
 }
 
 func (s *supervisor) spawn(c actor.Context, ep Endpoint) error {
+	e := &entry{ep: ep, st: stats{id: ep.ID, enabled: ep.Enabled}}
+	if err := s.spawnActor(c, e); err != nil {
+		return err
+	}
+	s.entries[ep.ID] = e
+	s.order = append(s.order, ep.ID)
+	return nil
+}
+
+// spawnActor starts e's outbox actor.
+func (s *supervisor) spawnActor(c actor.Context, e *entry) error {
+	ep := e.ep
 	props := s.k.Props(func() actor.Actor { return &outbox{sh: s.sh, ep: ep, parent: c.Self()} })
 	pid, err := c.SpawnNamed(props, "webhook/"+ep.ID)
 	if err != nil {
 		return err
 	}
-	s.entries[ep.ID] = &entry{ep: ep, pid: pid, st: stats{id: ep.ID, enabled: ep.Enabled}}
-	s.order = append(s.order, ep.ID)
+	e.pid = pid
 	return nil
+}
+
+// forget drops endpoint id from the supervisor's lists.
+func (s *supervisor) forget(id string) {
+	delete(s.entries, id)
+	for i, o := range s.order {
+		if o == id {
+			s.order = append(s.order[:i], s.order[i+1:]...)
+			break
+		}
+	}
 }
 
 func (s *supervisor) fanOut(c actor.Context, b *comms.Batch) {
@@ -354,6 +500,15 @@ func (s *supervisor) onStats(m *stats) {
 	if e.ep.Enabled && !m.enabled {
 		// The endpoint disabled itself (410 or persistent failure).
 		e.ep.Enabled, e.ep.DisabledReason, e.ep.UpdatedAt = false, m.disabledReason, now()
+		if s.sh.clusteredKind(e.ep.Kind) {
+			ep := e.ep
+			go func() {
+				if err := s.persistCluster(ep, nil); err != nil {
+					s.sh.log.Error().Err(err).Str("webhook", ep.ID).Msg("could not persist the endpoint's disabled state")
+				}
+			}()
+			return
+		}
 		if err := s.sh.endpoints.Put(e.ep.ID, e.ep); err != nil {
 			s.sh.log.Error().Err(err).Str("webhook", e.ep.ID).Msg("could not persist the endpoint's disabled state")
 		}
@@ -393,6 +548,10 @@ func (s *supervisor) crud(c actor.Context, msg any) {
 			c.Respond(err)
 			return
 		}
+		if e.pid == nil {
+			c.Respond(notHere(e))
+			return
+		}
 		c.RequestWithCustomSender(e.pid, m.msg, c.Sender())
 	case *create:
 		v, err := s.create(c, m)
@@ -429,6 +588,21 @@ func (s *supervisor) create(c actor.Context, m *create) (View, error) {
 	ep.HeaderNames = headerNames(m.headers)
 	if ep.Events == nil {
 		ep.Events = []string{}
+	}
+	if s.sh.clusteredKind(ep.Kind) {
+		// Producers on every node send what their bus commits from now.
+		ep.ResumeAt = ep.CreatedAt
+		sealed, err := s.sh.sealSecrets(ep.ID, m.secret, m.headers, true, true)
+		if err != nil {
+			return View{}, err
+		}
+		if err := s.persistCluster(ep, sealed); err != nil {
+			return View{}, err
+		}
+		s.entries[ep.ID] = &entry{ep: ep, st: stats{id: ep.ID, enabled: ep.Enabled}}
+		s.order = append(s.order, ep.ID)
+		s.sh.cluster().cl.Kick() // persistCluster succeeded: joined
+		return ep.view(s.entries[ep.ID].st), nil
 	}
 	// Order matters for a crash in the middle: secrets and bookkeeping
 	// first, the endpoint record last, so a half-created endpoint is
@@ -527,11 +701,38 @@ func (s *supervisor) update(c actor.Context, m *update) (View, error) {
 		ep.HeaderNames = headerNames(*p.Headers)
 	}
 	ep.UpdatedAt = now()
-	if err := putSecrets(s.sh.opts.Vault, ep.ID, rc.secret, rc.headers, rc.setSecret, rc.setHeaders); err != nil {
-		return View{}, err
-	}
-	if err := s.sh.endpoints.Put(ep.ID, ep); err != nil {
-		return View{}, err
+	if s.sh.clusteredKind(ep.Kind) {
+		if reenabled {
+			ep.ResumeAt = ep.UpdatedAt // events while disabled are not sent
+		}
+		sealed, err := s.sh.sealSecrets(ep.ID, rc.secret, rc.headers, rc.setSecret, rc.setHeaders)
+		if err != nil {
+			return View{}, err
+		}
+		if err := s.persistCluster(ep, sealed); err != nil {
+			return View{}, err
+		}
+		s.sh.sealedMu.Lock()
+		merged := map[string][]byte{}
+		for k, v := range s.sh.sealed[ep.ID] {
+			merged[k] = v
+		}
+		for k, v := range sealed {
+			if v == nil {
+				delete(merged, k)
+			} else {
+				merged[k] = v
+			}
+		}
+		s.sh.sealed[ep.ID] = merged
+		s.sh.sealedMu.Unlock()
+	} else {
+		if err := putSecrets(s.sh.opts.Vault, ep.ID, rc.secret, rc.headers, rc.setSecret, rc.setHeaders); err != nil {
+			return View{}, err
+		}
+		if err := s.sh.endpoints.Put(ep.ID, ep); err != nil {
+			return View{}, err
+		}
 	}
 	e.ep = ep
 	e.st.enabled = ep.Enabled
@@ -539,7 +740,9 @@ func (s *supervisor) update(c actor.Context, m *update) (View, error) {
 		e.st.consecutiveDead = 0
 	}
 	rc.ep = ep
-	c.Send(e.pid, rc)
+	if e.pid != nil {
+		c.Send(e.pid, rc)
+	}
 	return ep.view(e.st), nil
 }
 
@@ -548,16 +751,28 @@ func (s *supervisor) remove(c actor.Context, m *remove) error {
 	if err != nil {
 		return err
 	}
+	if s.sh.clusteredKind(e.ep.Kind) {
+		// Record, secrets, outbox and owner go in one Txn; the host's
+		// next write is fenced and its next round stops the actor.
+		cl, err := (clusterState{s.sh}).link()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
+		defer cancel()
+		if err := cl.cl.DeleteEndpoint(ctx, e.ep.ID); err != nil {
+			return kernel.Errorf(kernel.KindUnavailable, "cluster_unavailable", "deleting the webhook in etcd failed: %s", err.Error())
+		}
+		if e.pid != nil {
+			c.Stop(e.pid)
+		}
+		s.forget(e.ep.ID)
+		return nil
+	}
 	if err := s.sh.endpoints.Delete(e.ep.ID); err != nil {
 		return err
 	}
-	delete(s.entries, e.ep.ID)
-	for i, id := range s.order {
-		if id == e.ep.ID {
-			s.order = append(s.order[:i], s.order[i+1:]...)
-			break
-		}
-	}
+	s.forget(e.ep.ID)
 	// The endpoint record is gone, so it will never be loaded again; its
 	// outbox, history and secrets are dropped once its actor has stopped
 	// (see Terminated), so no write of its own can land after the drop.

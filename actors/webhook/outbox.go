@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -49,8 +48,7 @@ type outbox struct {
 	signer  *Signer
 	headers map[string]string
 	meta    meta
-	q, dl   *store.SeqLog
-	att     *store.SeqLog
+	st      backend
 
 	queue      []*message // loaded head of the outbox, in order
 	loadedUpTo uint64     // highest seq ever loaded into queue
@@ -63,6 +61,12 @@ type outbox struct {
 	gc   *store.GroupCommit[op] // the serialised writer (see write)
 	send func(any)              // to the outbox itself: the commit's report
 
+	// Cluster mode: intaking while a move of appended messages from
+	// the intake into the queue is read or written; again when asked
+	// for one meanwhile; fenced once a write was refused because
+	// another node took the endpoint (the supervisor stops this actor).
+	intaking, again, fenced bool
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	self   *actor.PID
@@ -71,8 +75,8 @@ type outbox struct {
 
 // op is one queued write and what to do once it is durable.
 type op struct {
-	apply func(tx *store.Txn) error
-	done  func()
+	w    []wr
+	done func()
 }
 
 func (o *outbox) Receive(c actor.Context) {
@@ -82,7 +86,9 @@ func (o *outbox) Receive(c actor.Context) {
 		o.ctx, o.cancel = context.WithCancel(context.Background())
 		self, root := o.self, o.sys.Root
 		o.send = func(msg any) { root.Send(self, msg) }
-		o.gc = store.NewGroupCommit(store.GroupCommitOptions[op]{Commit: o.sh.commit, Done: func(w op, err error) {
+		st, id := o.sh.stateFor(o.ep.Kind), o.ep.ID
+		o.st = st
+		o.gc = store.NewGroupCommit(store.GroupCommitOptions[op]{Commit: func(ops []op) error { return st.commit(id, ops) }, Done: func(w op, err error) {
 			if err == nil && w.done != nil {
 				w.done()
 			}
@@ -102,6 +108,16 @@ func (o *outbox) Receive(c actor.Context) {
 			return // from before a restart: the store was reloaded since
 		}
 		if err != nil {
+			if o.sh.clusteredKind(o.ep.Kind) {
+				// Another node holds the endpoint now, or etcd did not
+				// answer: what is in memory may differ from etcd, so
+				// stop; the supervisor's next round starts the outbox
+				// again from etcd if this node still holds it.
+				o.fenced = true
+				o.sh.log.Warn().Err(err).Str("webhook", o.ep.ID).Msg("webhook outbox write refused; stopping it here")
+				c.Stop(o.self)
+				return
+			}
 			panic(fmt.Errorf("webhook %s: commit failed: %w", o.ep.ID, err))
 		}
 		o.flush()
@@ -109,6 +125,10 @@ func (o *outbox) Receive(c actor.Context) {
 		o.kick()
 	case *attempted:
 		o.attempted(m)
+	case *intakeKick:
+		o.intake()
+	case *intaken:
+		o.intook(m)
 	case *tick:
 		o.timer, o.timerAt = nil, time.Time{}
 		o.kick()
@@ -143,27 +163,31 @@ func (o *outbox) Receive(c actor.Context) {
 // since its cursor (while it was down or restarting).
 func (o *outbox) load() error {
 	id := o.ep.ID
-	o.q, o.dl, o.att = store.NewSeqLog(o.sh.db, outboxName(id)), store.NewSeqLog(o.sh.db, deadName(id)), store.NewSeqLog(o.sh.db, attemptsName(id))
 	o.queue, o.loadedUpTo, o.pending, o.dead, o.inFlight = nil, 0, 0, 0, false
+	o.intaking, o.again, o.fenced = false, false, false
 	o.gc.Reset()
 	if err := o.loadSecrets(); err != nil {
 		return err
 	}
-	m, err := o.sh.metas.Get(id)
-	if errors.Is(err, store.ErrNotFound) {
-		m = meta{NextSeq: 1, NextAttempt: 1}
-	} else if err != nil {
+	m, err := metaOrNew(o.st, id)
+	if err != nil {
 		return err
 	}
 	o.meta = m
-	if err := o.q.Scan(0, false, func(uint64, []byte) (bool, error) { o.pending++; return true, nil }); err != nil {
+	if err := o.st.scan(id, logQueue, 0, false, func(uint64, []byte) (bool, error) { o.pending++; return true, nil }); err != nil {
 		return err
 	}
-	if err := o.dl.Scan(0, false, func(uint64, []byte) (bool, error) { o.dead++; return true, nil }); err != nil {
+	if err := o.st.scan(id, logDead, 0, false, func(uint64, []byte) (bool, error) { o.dead++; return true, nil }); err != nil {
 		return err
 	}
 	if err := o.fill(); err != nil {
 		return err
+	}
+	if o.sh.clusteredKind(o.ep.Kind) {
+		// Cluster mode: every node's producer appends this endpoint's
+		// events to its intake in etcd; move what waits there.
+		o.intake()
+		return nil
 	}
 	if !o.ep.Enabled {
 		return nil
@@ -186,7 +210,7 @@ func (o *outbox) loadSecrets() error {
 	o.signer.Wipe()
 	o.signer, o.headers = nil, nil
 	if o.ep.HasSecret {
-		err := o.sh.opts.Vault.With(secretName(o.ep.ID), func(secret []byte) error {
+		err := o.sh.openSecret(&o.ep, secretName(o.ep.ID), func(secret []byte) error {
 			s, err := NewSigner(string(secret))
 			o.signer = s
 			return err
@@ -196,7 +220,7 @@ func (o *outbox) loadSecrets() error {
 		}
 	}
 	if len(o.ep.HeaderNames) > 0 {
-		err := o.sh.opts.Vault.With(headersName(o.ep.ID), func(raw []byte) error {
+		err := o.sh.openSecret(&o.ep, headersName(o.ep.ID), func(raw []byte) error {
 			return json.Unmarshal(raw, &o.headers)
 		})
 		if err != nil {
@@ -212,7 +236,7 @@ func (o *outbox) fill() error {
 	if len(o.queue) > 0 || o.pending == 0 {
 		return nil
 	}
-	return o.q.Scan(o.loadedUpTo+1, false, func(seq uint64, raw []byte) (bool, error) {
+	return o.st.scan(o.ep.ID, logQueue, o.loadedUpTo+1, false, func(seq uint64, raw []byte) (bool, error) {
 		var m message
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return false, fmt.Errorf("webhook %s: outbox entry %d does not decode: %w", o.ep.ID, seq, err)
@@ -242,51 +266,64 @@ func (o *outbox) enqueue(evs []event) {
 	if !o.ep.Enabled {
 		return
 	}
-	var msgs, overflow []*message
+	var msgs []*message
 	t := time.Now().UTC()
 	for _, e := range evs {
 		if e.id <= o.meta.Cursor {
 			continue
 		}
 		o.meta.Cursor = e.id
-		m := &message{Seq: o.meta.NextSeq, MsgID: "msg_" + strings.ReplaceAll(uuid.NewString(), "-", ""), EventID: e.id,
-			Type: e.typ, Body: payload(e.typ, t, e.json), NextAt: t, Enqueued: t}
+		msgs = append(msgs, newMessage(e, t))
+	}
+	o.queueMessages(msgs, nil, nil)
+}
+
+// newMessage is bus event e as an outbox message, with a new webhook-id.
+func newMessage(e event, t time.Time) *message {
+	return &message{MsgID: "msg_" + strings.ReplaceAll(uuid.NewString(), "-", ""), EventID: e.id,
+		Type: e.typ, Body: payload(e.typ, t, e.json), NextAt: t, Enqueued: t}
+}
+
+// queueMessages numbers msgs and writes them to the outbox tail, those
+// beyond MaxPending to the dead letters, together with extra writes (the
+// intake keys they came from), then runs done.
+func (o *outbox) queueMessages(msgs []*message, extra []wr, done func()) {
+	var queued, overflow []*message
+	for _, m := range msgs {
+		m.Seq = o.meta.NextSeq
 		o.meta.NextSeq++
-		if o.pending+len(msgs) >= o.sh.opts.MaxPending {
+		if o.pending+len(queued) >= o.sh.opts.MaxPending {
 			m.LastError = fmt.Sprintf("outbox full (%d pending)", o.sh.opts.MaxPending)
 			overflow = append(overflow, m)
 			continue
 		}
-		msgs = append(msgs, m)
+		queued = append(queued, m)
 	}
-	if len(msgs) == 0 && len(overflow) == 0 {
+	if len(queued) == 0 && len(overflow) == 0 && len(extra) == 0 {
+		if done != nil {
+			done()
+		}
 		return
 	}
-	q, dl := o.q, o.dl
-	o.pending += len(msgs)
+	o.pending += len(queued)
 	o.dead += len(overflow)
-	o.write(op{
-		apply: func(tx *store.Txn) error {
-			for _, m := range msgs {
-				if err := putJSON(tx, q, m.Seq, m); err != nil {
-					return err
-				}
-			}
-			for _, m := range overflow {
-				if err := putJSON(tx, dl, m.Seq, deadLetter(m)); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-		done: func() {
-			o.admit(msgs)
-			if len(overflow) > 0 {
-				o.sh.m.dead.Add(float64(len(overflow)))
-				o.sh.log.Warn().Str("webhook", o.ep.ID).Int("messages", len(overflow)).Msg("webhook outbox full: events dead-lettered")
-			}
-		},
-	})
+	w := extra
+	for _, m := range queued {
+		w = append(w, putWr(logQueue, m.Seq, m))
+	}
+	for _, m := range overflow {
+		w = append(w, putWr(logDead, m.Seq, deadLetter(m)))
+	}
+	o.write(op{w: w, done: func() {
+		o.admit(queued)
+		if len(overflow) > 0 {
+			o.sh.m.dead.Add(float64(len(overflow)))
+			o.sh.log.Warn().Str("webhook", o.ep.ID).Int("messages", len(overflow)).Msg("webhook outbox full: events dead-lettered")
+		}
+		if done != nil {
+			done()
+		}
+	}})
 }
 
 // payload is the Standard Webhooks body: {"type","timestamp","data"},
@@ -301,14 +338,6 @@ func payload(typ string, t time.Time, data []byte) json.RawMessage {
 	b = append(b, `","data":`...)
 	b = append(b, data...)
 	return append(b, '}')
-}
-
-func putJSON(tx *store.Txn, l *store.SeqLog, seq uint64, v any) error {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return l.Put(tx, seq, raw)
 }
 
 func deadLetter(m *message) DeadLetter {
@@ -329,26 +358,14 @@ func (o *outbox) flush() {
 	if o.gc.InFlight() || o.gc.Pending() == 0 {
 		return
 	}
-	metas, id, m := o.sh.metas, o.ep.ID, o.meta
-	o.gc.Add(op{apply: func(tx *store.Txn) error { return metas.PutTx(tx, id, m) }})
+	m := o.meta
+	o.gc.Add(op{w: []wr{{log: logMeta, meta: &m}}})
 	o.gc.Flush(o.send)
-}
-
-// commit applies a batch of ops in one synced transaction, off the actor.
-func (sh *shared) commit(ops []op) error {
-	return sh.db.Update(func(tx *store.Txn) error {
-		for _, w := range ops {
-			if err := w.apply(tx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 // kick starts the next delivery if one is due, or arms a timer for it.
 func (o *outbox) kick() {
-	if !o.ep.Enabled || o.inFlight {
+	if !o.ep.Enabled || o.inFlight || o.fenced {
 		return
 	}
 	if len(o.queue) == 0 {
@@ -407,8 +424,8 @@ func (o *outbox) attempted(m *attempted) {
 		a.Error = m.err.Error()
 		msg.LastError, msg.LastStatus = a.Error, a.StatusCode
 	}
-	q, dl, att, attID := o.q, o.dl, o.att, a.ID
-	var apply func(tx *store.Txn) error
+	attID := a.ID
+	var w []wr
 	var after func()
 	bus, source, host := o.sh.opts.Bus, "webhook:"+o.ep.ID, urlHost(o.ep.URL)
 	switch m.outcome {
@@ -420,7 +437,7 @@ func (o *outbox) attempted(m *attempted) {
 			o.meta.ConsecutiveDead = 0
 		}
 		o.sh.m.delivered.Inc()
-		apply = func(tx *store.Txn) error { return q.Delete(tx, msg.Seq) }
+		w = []wr{delWr(logQueue, msg.Seq)}
 	case gone:
 		// 410: the receiver says this endpoint is gone for good. The
 		// message stays queued, so re-enabling the endpoint resumes it.
@@ -431,7 +448,6 @@ func (o *outbox) attempted(m *attempted) {
 		after = func() {
 			bus.Publish("webhook.disabled", source, host, map[string]any{"webhook_id": o.ep.ID, "reason": reason})
 		}
-		apply = func(tx *store.Txn) error { return nil }
 	default:
 		o.sh.m.failed.Inc()
 		n := msg.Attempts
@@ -444,7 +460,7 @@ func (o *outbox) attempted(m *attempted) {
 			msg.NextAt = at.Add(delay)
 			a.Outcome, a.NextAttemptAt = "retrying", msg.NextAt.Format(time.RFC3339Nano)
 			o.queue[0] = msg
-			apply = func(tx *store.Txn) error { return putJSON(tx, q, msg.Seq, msg) }
+			w = []wr{putWr(logQueue, msg.Seq, msg)}
 			after = func() {
 				bus.Publish("webhook.delivery_failed", source, host, map[string]any{"webhook_id": o.ep.ID,
 					"message_id": msg.MsgID, "event_type": msg.Type, "attempt": n, "status_code": a.StatusCode,
@@ -459,12 +475,7 @@ func (o *outbox) attempted(m *attempted) {
 		o.meta.ConsecutiveDead++
 		o.sh.m.dead.Inc()
 		dlv := deadLetter(msg)
-		apply = func(tx *store.Txn) error {
-			if err := q.Delete(tx, msg.Seq); err != nil {
-				return err
-			}
-			return putJSON(tx, dl, msg.Seq, dlv)
-		}
+		w = []wr{delWr(logQueue, msg.Seq), putWr(logDead, msg.Seq, dlv)}
 		disableNow := o.sh.opts.DisableAfter > 0 && o.meta.ConsecutiveDead >= o.sh.opts.DisableAfter
 		reason := fmt.Sprintf("%d consecutive messages exhausted their retries", o.meta.ConsecutiveDead)
 		if disableNow {
@@ -478,19 +489,12 @@ func (o *outbox) attempted(m *attempted) {
 			}
 		}
 	}
+	w = append(w, putWr(logAttempts, attID, a))
+	if attID > attemptsKept {
+		w = append(w, delWr(logAttempts, attID-attemptsKept))
+	}
 	o.write(op{
-		apply: func(tx *store.Txn) error {
-			if err := apply(tx); err != nil {
-				return err
-			}
-			if err := putJSON(tx, att, attID, a); err != nil {
-				return err
-			}
-			if attID > attemptsKept {
-				return att.Delete(tx, attID-attemptsKept)
-			}
-			return nil
-		},
+		w: w,
 		done: func() {
 			o.inFlight = false
 			if after != nil {
@@ -523,15 +527,20 @@ func (o *outbox) reconfigure(m *reconfigure) {
 		// Events published while the endpoint was disabled are not sent.
 		o.meta.Cursor = max(o.meta.Cursor, m.latest)
 		o.meta.ConsecutiveDead = 0
-		o.write(op{apply: func(*store.Txn) error { return nil }})
+		o.write(op{})
 	}
 	o.report()
 	o.kick()
 }
 
-func (o *outbox) deliveries(limit int) []Attempt {
+func (o *outbox) deliveries(limit int) []Attempt { return readAttempts(o.st, o.ep.ID, limit) }
+
+func (o *outbox) deadLetters(limit int) []DeadLetter { return readDeadLetters(o.st, o.ep.ID, limit) }
+
+// readAttempts is endpoint id's attempt history, newest first.
+func readAttempts(st backend, id string, limit int) []Attempt {
 	out := []Attempt{}
-	_ = o.att.Scan(0, true, func(_ uint64, raw []byte) (bool, error) {
+	_ = st.scan(id, logAttempts, 0, true, func(_ uint64, raw []byte) (bool, error) {
 		var a Attempt
 		if json.Unmarshal(raw, &a) == nil {
 			out = append(out, a)
@@ -541,9 +550,10 @@ func (o *outbox) deliveries(limit int) []Attempt {
 	return out
 }
 
-func (o *outbox) deadLetters(limit int) []DeadLetter {
+// readDeadLetters is endpoint id's dead-letter list, newest first.
+func readDeadLetters(st backend, id string, limit int) []DeadLetter {
 	out := []DeadLetter{}
-	_ = o.dl.Scan(0, true, func(_ uint64, raw []byte) (bool, error) {
+	_ = st.scan(id, logDead, 0, true, func(_ uint64, raw []byte) (bool, error) {
 		var d DeadLetter
 		if json.Unmarshal(raw, &d) == nil {
 			out = append(out, d)
@@ -565,7 +575,7 @@ func (o *outbox) replay(c actor.Context, m *Replay) {
 		msg    *message
 	}
 	var picked []found
-	err := o.dl.Scan(0, false, func(seq uint64, raw []byte) (bool, error) {
+	err := o.st.scan(o.ep.ID, logDead, 0, false, func(seq uint64, raw []byte) (bool, error) {
 		var d DeadLetter
 		if err := json.Unmarshal(raw, &d); err != nil {
 			return false, err
@@ -599,19 +609,13 @@ func (o *outbox) replay(c actor.Context, m *Replay) {
 	}
 	o.pending += len(msgs)
 	o.dead -= len(msgs)
-	q, dl, sender := o.q, o.dl, c.Sender()
+	sender := c.Sender()
+	var w []wr
+	for i, p := range picked {
+		w = append(w, delWr(logDead, p.oldSeq), putWr(logQueue, msgs[i].Seq, msgs[i]))
+	}
 	o.write(op{
-		apply: func(tx *store.Txn) error {
-			for i, p := range picked {
-				if err := dl.Delete(tx, p.oldSeq); err != nil {
-					return err
-				}
-				if err := putJSON(tx, q, msgs[i].Seq, msgs[i]); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
+		w: w,
 		done: func() {
 			o.admit(msgs)
 			o.sys.Root.Send(sender, res)

@@ -7,7 +7,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fangd/fangd/actors/kernel"
-	"github.com/fangd/fangd/store"
 )
 
 // Push endpoints carry A2A push notifications (docs/a2a.md). The A2A
@@ -97,24 +96,14 @@ func (o *outbox) enqueuePush(c actor.Context, m *push) {
 		return
 	}
 	t := time.Now().UTC()
-	msg := &message{Seq: o.meta.NextSeq, MsgID: m.msgID, Type: m.typ, Body: m.body, NextAt: t, Enqueued: t}
+	msg := &message{MsgID: m.msgID, Type: m.typ, Body: m.body, NextAt: t, Enqueued: t}
 	if m.raw {
 		msg.Body, msg.Raw, msg.Headers = nil, m.body, m.headers
 	}
-	o.meta.NextSeq++
-	o.pending++
-	q, sender, sys := o.q, c.Sender(), o.sys
-	o.write(op{
-		apply: func(tx *store.Txn) error { return putJSON(tx, q, msg.Seq, msg) },
-		done: func() {
-			// Straight into memory only if nothing older waits on disk.
-			if o.loadedUpTo == msg.Seq-1 && len(o.queue) < window {
-				o.queue = append(o.queue, msg)
-				o.loadedUpTo = msg.Seq
-			}
-			if sender != nil {
-				sys.Root.Send(sender, true)
-			}
-		},
+	sender, sys := c.Sender(), o.sys
+	o.queueMessages([]*message{msg}, nil, func() {
+		if sender != nil {
+			sys.Root.Send(sender, true)
+		}
 	})
 }

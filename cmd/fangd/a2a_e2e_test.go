@@ -317,6 +317,54 @@ func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 	}
 }
 
+// Every task a blocking SendMessage answered as completed is stored as
+// completed: the answer waits for the task's final write (overlapped with
+// the request's audit entry, not skipped), so a kill -9 right after the
+// last answer loses none of them.
+func TestA2ACompletedAnswersSurviveKill(t *testing.T) {
+	_, _, cfg := fakes(t, "")
+	home := t.TempDir()
+	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "quick")
+	c := goClient(t, p.url+"/a2a/agents/"+id)
+	const n = 24
+	ids := make(chan string, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			res, err := c.SendMessage(context.Background(), &sdk.SendMessageRequest{
+				Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart(fmt.Sprintf("job %d", i)))})
+			if err != nil {
+				errs <- err
+				return
+			}
+			task, ok := res.(*sdk.Task)
+			if !ok || task.Status.State != sdk.TaskStateCompleted {
+				errs <- fmt.Errorf("answer %#v: want a completed task", res)
+				return
+			}
+			ids <- string(task.ID)
+		}()
+	}
+	var got []string
+	for range n {
+		select {
+		case id := <-ids:
+			got = append(got, id)
+		case err := <-errs:
+			t.Fatal(err)
+		}
+	}
+	p.stop(t, syscall.SIGKILL)
+	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	for _, taskID := range got {
+		code, body := p.request(t, "GET", "/a2a/tasks/"+taskID, "")
+		if m := decodeMap(t, body); code != 200 || m["status"] != "completed" {
+			t.Fatalf("task %s answered completed before kill -9, after the restart: %d %s", taskID, code, body)
+		}
+	}
+}
+
 func goClient(t *testing.T, base string) *a2aclient.Client { return a2atest.GoClient(t, base, e2eKey) }
 
 var waitUntil = kerneltest.WaitFor

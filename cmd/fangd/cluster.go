@@ -14,8 +14,8 @@ import (
 )
 
 // startCluster joins the cluster named by [cluster] / --cluster (audited).
-// Channels and budget admission become cluster-wide, agents are routed to
-// the node that created them; every other entity
+// Channels, webhook endpoints and budget admission become cluster-wide,
+// agents are routed to the node that created them; every other entity
 // kind still runs per node (fcluster.Kinds says so, and GET /api/cluster
 // reports it).
 func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, meter *usage.Meter) error {
@@ -33,6 +33,9 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 			if cl := d.clusterChannels(); cl != nil {
 				h[fcluster.KindChannel] = cl.Hosted()
 			}
+			if wh := d.clusterWh.Load(); wh != nil {
+				h[fcluster.KindWebhook] = wh.Hosted()
+			}
 			if as, err := agents.List(ctx); err == nil {
 				h[fcluster.KindAgent] = len(as)
 			}
@@ -41,7 +44,7 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 		Watchdog: fcluster.Watchdog{
 			Grace: time.Duration(cc.watchdogGrace()) * time.Second,
 			Excluded: func(member string) {
-				d.record("cluster_member_excluded", "this node (member "+member+") dropped out of the cluster topology (etcd blip); its channels stop here; watchdog action "+cc.watchdogAction()+" in "+strconv.Itoa(cc.watchdogGrace())+" s")
+				d.record("cluster_member_excluded", "this node (member "+member+") dropped out of the cluster topology (etcd blip); its channels and webhook outboxes stop here; watchdog action "+cc.watchdogAction()+" in "+strconv.Itoa(cc.watchdogGrace())+" s")
 			},
 			Expired: func(member string, after time.Duration) {
 				if cc.watchdogAction() != "exit" {
@@ -74,6 +77,9 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	// Channels are cluster-wide: records and state in etcd, each adapter
 	// on the one node holding its owner lease.
 	d.clusterCh.Store(n.StartChannels(channels))
+	// So are webhook endpoints: records in etcd, each outbox on the one
+	// node holding its owner lease, every node appending its events.
+	d.clusterWh.Store(n.StartWebhooks(d.webhooks))
 	// Budgets: spend and open reservations in etcd, so that a limit
 	// holds for the cluster, not per node (docs/cluster.md).
 	b, err := n.StartBudget(d.kernel.Metrics)

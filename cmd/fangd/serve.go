@@ -31,6 +31,7 @@ import (
 	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/peer"
 	metering "github.com/fangd/fangd/actors/usage"
+	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
 	fhttp "github.com/fangd/fangd/transport/http"
 	"github.com/fangd/fangd/transport/ssrf"
@@ -119,6 +120,9 @@ type daemon struct {
 	// clusterCh is the cluster-wide channel store (read by the node
 	// record's refresh goroutine, set once the node joined).
 	clusterCh atomic.Pointer[fcluster.Channels]
+	// clusterWh is the cluster-wide webhook store, the same way.
+	clusterWh atomic.Pointer[fcluster.Webhooks]
+	webhooks  *webhook.Engine
 	// clusterBudget is the cluster-wide budget ledger (cluster mode).
 	clusterBudget *fcluster.Budget
 	http          *fhttp.Server
@@ -314,6 +318,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 	// Cluster mode joins once the API address is known: the node record
 	// in etcd carries the URL other nodes route requests to.
 	if cfg.Cluster.enabled() {
+		d.webhooks = c.webhooks
 		if err := d.startCluster(home, cfg, agents, meter); err != nil {
 			return nil, err
 		}

@@ -81,7 +81,7 @@ func startComms(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *au
 	router.AddNodeSource(channelNodes{channels})
 	eng, err := webhook.Start(k, db, webhook.Options{Bus: bus, Vault: vault, Guard: guard, Backoff: cs.backoff,
 		Timeout: cs.webhookTimeout, DisableAfter: cfg.Webhooks.DisableAfter, MaxPending: cfg.Webhooks.MaxPending,
-		MaxEndpoints: cfg.Webhooks.MaxEndpoints, UserAgent: "fangd-webhook/" + version})
+		MaxEndpoints: cfg.Webhooks.MaxEndpoints, UserAgent: "fangd-webhook/" + version, Clustered: cfg.Cluster.enabled()})
 	if err != nil {
 		return nil, err
 	}

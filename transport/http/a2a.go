@@ -182,6 +182,10 @@ func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 		}
 		// rpcBridge gives the slot back when the stream's handler returns.
 		ctx.SetUserValue(userStreamSlot, true)
+	} else {
+		// A plain answer waits for the task writes it is ahead of after
+		// the handler, alongside the request's audit entry (chain).
+		ctx.SetUserValue(userPendingWrites, a2a.NewPendingWrites())
 	}
 	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
 	h, ok := s.rpcHandlers.Load(agentID)
@@ -204,6 +208,26 @@ var a2aStreamMethods = map[string]bool{"message/stream": true, "tasks/resubscrib
 
 // userStreamSlot marks a request that holds an A2A stream slot.
 const userStreamSlot = "fangd.a2a.stream"
+
+// userPendingWrites carries a JSON-RPC request's *a2a.PendingWrites from
+// serveRPC to rpcBridge (which hands it to the protocol handler) and to
+// the chain (which waits for it before the answer leaves).
+const userPendingWrites = "fangd.a2a.pending"
+
+// awaitPendingWrites waits for the task writes the answer is ahead of
+// (a2a.PendingWrites). It runs after the request's audit entry has been
+// appended, so the two commits overlap; no answer leaves before both.
+func (s *Server) awaitPendingWrites(ctx *fasthttp.RequestCtx) {
+	pw, _ := ctx.UserValue(userPendingWrites).(*a2a.PendingWrites)
+	if pw == nil {
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), a2a.PendingWritesTimeout)
+	defer cancel()
+	if err := pw.Wait(c); err != nil {
+		s.writeError(ctx, kernel.Unavailable("the task's final state was not confirmed stored in time"))
+	}
+}
 
 // userConn carries the request's connection to rpcBridge.
 const userConn = "fangd.conn"
@@ -230,7 +254,11 @@ func (s *Server) rpcBridge(h nethttp.Handler) nethttp.Handler {
 		conn, _ := rc.Value(userConn).(connRef)
 		ctx, cancel := s.streamCtx()
 		defer cancel()
-		r = r.WithContext(context.WithValue(ctx, a2a.CallerKey, caller))
+		rctx := context.WithValue(ctx, a2a.CallerKey, caller)
+		if pw, _ := rc.Value(userPendingWrites).(*a2a.PendingWrites); pw != nil {
+			rctx = a2a.WithPendingWrites(rctx, pw)
+		}
+		r = r.WithContext(rctx)
 		h.ServeHTTP(s.streamWriter(w, conn), r)
 	})
 }

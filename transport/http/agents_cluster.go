@@ -40,6 +40,9 @@ type agentElsewhere struct {
 
 func (e *agentElsewhere) Error() string { return "agent " + e.Agent + " is hosted on node " + e.Node }
 
+// Host is hostedElsewhere's.
+func (e *agentElsewhere) Host() (what, node string) { return "agent " + e.Agent, e.Node }
+
 // dirTimeout bounds one agent directory call made for a request.
 const dirTimeout = 5 * time.Second
 

@@ -49,6 +49,8 @@ type clusterStatus struct {
 	Kinds    []fcluster.KindInfo `json:"kinds"`
 	// Channels says which node hosts each channel (cluster mode).
 	Channels []fcluster.ChannelHost `json:"channels,omitempty"`
+	// Webhooks says which node hosts each webhook endpoint's outbox.
+	Webhooks []fcluster.WebhookHost `json:"webhooks,omitempty"`
 }
 
 func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
@@ -68,6 +70,9 @@ func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
 	st.Members, st.Kinds = ms, fcluster.Kinds
 	if ch, ok := s.cluster.(interface{ ChannelHosts() []fcluster.ChannelHost }); ok {
 		st.Channels = ch.ChannelHosts()
+	}
+	if wh, ok := s.cluster.(interface{ WebhookHosts() []fcluster.WebhookHost }); ok {
+		st.Webhooks = wh.WebhookHosts()
 	}
 	return st, nil
 }

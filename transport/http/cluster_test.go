@@ -25,6 +25,9 @@ func (f fakeCluster) Members(context.Context) ([]fcluster.Member, error) {
 func (f fakeCluster) ChannelHosts() []fcluster.ChannelHost {
 	return []fcluster.ChannelHost{{Name: "tg", Node: "n2"}, {Name: "slack", Node: ""}}
 }
+func (f fakeCluster) WebhookHosts() []fcluster.WebhookHost {
+	return []fcluster.WebhookHost{{ID: "wh-1", Node: "n1"}}
+}
 
 type clusterBody struct {
 	Enabled  bool                   `json:"enabled"`
@@ -34,6 +37,7 @@ type clusterBody struct {
 	Members  []fcluster.Member      `json:"members"`
 	Kinds    []fcluster.KindInfo    `json:"kinds"`
 	Channels []fcluster.ChannelHost `json:"channels"`
+	Webhooks []fcluster.WebhookHost `json:"webhooks"`
 }
 
 type netClusterBody struct {
@@ -79,7 +83,7 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 	}
 	for _, k := range st.Kinds {
 		want := "per_node"
-		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindBudget {
+		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindWebhook || k.Kind == fcluster.KindBudget {
 			want = "cluster"
 		}
 		if k.Kind == fcluster.KindAgent {
@@ -91,6 +95,9 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 	}
 	if len(st.Channels) != 2 || st.Channels[0] != (fcluster.ChannelHost{Name: "tg", Node: "n2"}) || st.Channels[1].Node != "" {
 		t.Fatalf("channels %+v", st.Channels)
+	}
+	if len(st.Webhooks) != 1 || st.Webhooks[0] != (fcluster.WebhookHost{ID: "wh-1", Node: "n1"}) {
+		t.Fatalf("webhooks %+v", st.Webhooks)
 	}
 	var ns netClusterBody
 	ts.mustStatus(t, 200, "GET", "/api/network/status", "").json(t, &ns)

@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/webhook"
 )
 
 // Request routing in cluster mode (docs/cluster.md "Request routing"): a
@@ -37,6 +38,20 @@ const (
 // credential (the host authenticates and authorizes the caller itself),
 // the body's type and the request id for tracing across nodes.
 var forwardHeaders = []string{"Authorization", "X-Api-Key", "Content-Type", "Accept", "X-Request-Id"}
+
+// hostedElsewhere is the cause of an error that says which cluster node
+// hosts the entity a request needs (channel.HostedElsewhere,
+// webhook.HostedElsewhere, agentElsewhere): what names the entity ("channel tg").
+type hostedElsewhere interface {
+	error
+	Host() (what, node string)
+}
+
+var (
+	_ hostedElsewhere = (*channel.HostedElsewhere)(nil)
+	_ hostedElsewhere = (*webhook.HostedElsewhere)(nil)
+	_ hostedElsewhere = (*agentElsewhere)(nil)
+)
 
 // hostRouter forwards requests for entities hosted on other nodes.
 type hostRouter struct {
@@ -71,8 +86,12 @@ func newHostRouter(self string, nodeURL func(context.Context, string) (string, e
 // is written), or a 503 if the host does not answer. Any other error is
 // returned unchanged.
 func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
-	what, node := hostedElsewhere(err)
-	if r == nil || node == "" || node == r.self {
+	var h hostedElsewhere
+	if r == nil || !errors.As(err, &h) {
+		return err
+	}
+	what, node := h.Host()
+	if node == "" || node == r.self {
 		return err
 	}
 	if len(ctx.Request.Header.Peek(forwardedHeader)) > 0 {
@@ -106,20 +125,6 @@ func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
 	}
 	auditDetails(ctx, "forwarded to cluster node "+node)
 	return nil
-}
-
-// hostedElsewhere names the entity err says another node hosts ("channel
-// x", "agent y") and that node; node is "" for any other error.
-func hostedElsewhere(err error) (what, node string) {
-	var he *channel.HostedElsewhere
-	if errors.As(err, &he) {
-		return "channel " + he.Channel, he.Node
-	}
-	var ae *agentElsewhere
-	if errors.As(err, &ae) {
-		return "agent " + ae.Agent, ae.Node
-	}
-	return "", ""
 }
 
 // forward sends ctx's request to base (the host's API base URL) and copies

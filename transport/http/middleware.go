@@ -155,6 +155,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		if isMutating(ctx) && (!o.platformCallback || ctx.Response.StatusCode() >= 400) && ctx.UserValue(userAuthRefused) == nil && ctx.UserValue(userAuditedBelow) == nil {
 			s.auditRequest(ctx)
 		}
+		s.awaitPendingWrites(ctx)
 	}
 }
 

@@ -129,6 +129,18 @@ func (r response) envelope(t *testing.T) errorBody {
 	return e
 }
 
+// setHeaders sets name/value pairs on req; a Host pair sets req.Host,
+// since net/http ignores a Host header.
+func setHeaders(req *nethttp.Request, headers []string) {
+	for i := 0; i+1 < len(headers); i += 2 {
+		if strings.EqualFold(headers[i], "Host") {
+			req.Host = headers[i+1]
+			continue
+		}
+		req.Header.Set(headers[i], headers[i+1])
+	}
+}
+
 func (ts *testServer) do(t *testing.T, method, path, body string, headers ...string) response {
 	t.Helper()
 	var rd io.Reader
@@ -136,13 +148,7 @@ func (ts *testServer) do(t *testing.T, method, path, body string, headers ...str
 		rd = strings.NewReader(body)
 	}
 	req, _ := nethttp.NewRequest(method, ts.url+path, rd)
-	for i := 0; i+1 < len(headers); i += 2 {
-		if strings.EqualFold(headers[i], "Host") {
-			req.Host = headers[i+1] // net/http ignores a Host header
-			continue
-		}
-		req.Header.Set(headers[i], headers[i+1])
-	}
+	setHeaders(req, headers)
 	res, err := nethttp.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -576,13 +582,7 @@ func (ts *testServer) openStream(t *testing.T, path string, headers ...string) (
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := nethttp.NewRequestWithContext(ctx, "GET", ts.url+path, nil)
 	req.Header.Set("Authorization", "Bearer "+testKey)
-	for i := 0; i+1 < len(headers); i += 2 {
-		if strings.EqualFold(headers[i], "Host") {
-			req.Host = headers[i+1] // net/http ignores a Host header
-			continue
-		}
-		req.Header.Set(headers[i], headers[i+1])
-	}
+	setHeaders(req, headers)
 	res, err := nethttp.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -271,22 +271,19 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 		_ = json.Unmarshal(data, &m)
 		return m.Name, nil
 	}
-	serr := statusError(resp, data)
-	switch s := resp.StatusCode; {
-	case s == http.StatusUnauthorized && !viaHook:
-		a.mu.Lock()
-		a.tok = nil
-		a.mu.Unlock()
-		if fetched {
-			return "", channel.Permanent(serr)
-		}
-		return "", serr
-	case s == http.StatusTooManyRequests:
-		return "", channel.RetryAfter(serr, retryAfter(resp.Header))
-	case s >= 400 && s < 500: // 403 app not in the space, 404 no such space, 400 bad text
-		return "", channel.Rejected(serr)
+	// A 403 is the app not in the space, a 404 no such space, a 400 bad text.
+	var drop func()
+	if !viaHook {
+		drop = a.dropToken
 	}
-	return "", serr
+	return "", channel.BearerSendError(statusError(resp, data), resp.StatusCode, retryAfter(resp.Header), fetched, drop)
+}
+
+// dropToken forgets the cached access token.
+func (a *Adapter) dropToken() {
+	a.mu.Lock()
+	a.tok = nil
+	a.mu.Unlock()
 }
 
 // statusError reads Google's {"error":{"code","message","status"}} body.

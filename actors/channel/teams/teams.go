@@ -199,24 +199,16 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 	}
 	desc := connectorError(data)
 	serr := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("teams: connector: %s (HTTP %d)", desc, resp.StatusCode)}
-	switch s := resp.StatusCode; {
-	case s == http.StatusUnauthorized:
-		// A cached token may have been revoked: drop it and retry with a
-		// new one; a token fetched for this very call that is refused
-		// means the registration is wrong.
-		a.mu.Lock()
-		a.tok = nil
-		a.mu.Unlock()
-		if fetched {
-			return "", channel.Permanent(serr)
-		}
-		return "", serr
-	case s == http.StatusTooManyRequests:
-		return "", channel.RetryAfter(serr, retryAfter(resp.Header))
-	case s >= 400 && s < 500: // 403 blocked by the user, 404 unknown conversation, 413 too big
-		return "", channel.Rejected(serr)
-	}
-	return "", serr
+	// A 403 is the bot blocked by the user, a 404 an unknown conversation, a
+	// 413 a message too big.
+	return "", channel.BearerSendError(serr, resp.StatusCode, retryAfter(resp.Header), fetched, a.dropToken)
+}
+
+// dropToken forgets the cached access token.
+func (a *Adapter) dropToken() {
+	a.mu.Lock()
+	a.tok = nil
+	a.mu.Unlock()
 }
 
 func connectorError(data []byte) string {

@@ -240,14 +240,14 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 				t.Fatalf("%s: member %+v, want url %s", n.name, m, owner.url)
 			}
 		}
-		// Channel adapters and budget admission are cluster-wide; every
+		// Channel adapters, webhook outboxes and budget admission are cluster-wide; every
 		// other kind still runs per node, and the table says so.
 		if len(st.Kinds) == 0 {
 			t.Fatal("no kinds reported")
 		}
 		for _, k := range st.Kinds {
 			want := "per_node"
-			if k.Kind == "channel_adapter" || k.Kind == "budget_ledger" {
+			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" {
 				want = "cluster"
 			}
 			if k.Kind == "agent" {

@@ -1,0 +1,372 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// owned is the lease-fenced ownership both cluster-wide kinds share
+// (channels.go, webhooks.go; docs/cluster.md): one owner lease per node
+// and kind, kept alive by the etcd client; an owner key <pre>own/<name>
+// per entity bound to its owner's lease and taken only when absent; a
+// round every second that places unowned entities by rendezvous hashing;
+// and state writes as Txns conditioned on the owner key still carrying
+// the writer's lease.
+type owned struct {
+	cli      *clientv3.Client
+	pre      string
+	what     string // "channel", "webhook": for logs
+	memberID string
+	nodeName string
+	log      zerolog.Logger
+	// members are the member ids of this node's cluster topology.
+	members func() []string
+	// excluded reports that this node dropped out of its own topology
+	// (upstream's etcd-rejoin trap): it then holds nothing (nil: never).
+	excluded func() bool
+
+	kick   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	lease   clientv3.LeaseID
+	leaseOK time.Time // last keep-alive the etcd server acknowledged
+	unowned map[string]time.Time
+}
+
+const (
+	// ownerTTL is the owner lease: a killed host's entities are free this
+	// long after its last keep-alive.
+	ownerTTL = 4
+	// fenceAfter: a node that has not had a keep-alive acknowledged for
+	// this long treats its entities as lost and stops them itself, before
+	// the lease can expire on the server.
+	fenceAfter = 3 * time.Second
+	roundEvery = time.Second
+	// takeoverGrace is how long any node waits before taking an entity
+	// whose rendezvous choice has not.
+	takeoverGrace = 2 * time.Second
+)
+
+// Limits of one state Txn: etcd refuses more than 128 operations
+// (--max-txn-ops) or 1.5 MiB (--max-request-bytes) per request by default;
+// the fencing compare and a margin are left.
+const (
+	maxTxnOps   = 120
+	maxTxnBytes = 1 << 20
+)
+
+// ErrFenced is a state write refused because this node no longer holds
+// the entity's owner lease.
+var ErrFenced = errors.New("cluster: this node no longer owns the entity (fenced)")
+
+func newOwned(cli *clientv3.Client, pre, what, memberID, nodeName string, log zerolog.Logger, members func() []string) *owned {
+	o := &owned{cli: cli, pre: pre, what: what, memberID: memberID, nodeName: nodeName, log: log, members: members,
+		kick: make(chan struct{}, 1), done: make(chan struct{}), unowned: map[string]time.Time{}}
+	o.ctx, o.cancel = context.WithCancel(context.Background())
+	return o
+}
+
+func (o *owned) ownKey(name string) string { return o.pre + "own/" + name }
+
+// Kick runs a round now.
+func (o *owned) Kick() {
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop runs round every roundEvery and on Kick until stop.
+func (o *owned) loop(round func()) {
+	defer close(o.done)
+	t := time.NewTicker(roundEvery)
+	defer t.Stop()
+	for {
+		round()
+		select {
+		case <-o.ctx.Done():
+			return
+		case <-t.C:
+		case <-o.kick:
+		}
+	}
+}
+
+// myLease is the owner lease if it is healthy, else 0.
+func (o *owned) myLease() clientv3.LeaseID {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.lease == 0 || time.Since(o.leaseOK) > fenceAfter {
+		return 0
+	}
+	return o.lease
+}
+
+// claimLease starts a round: an excluded node gives its owner lease up
+// (the other members no longer see it and route nothing to it: its
+// entities must run elsewhere; revoking frees every owner key at once and
+// fences its writes from then on) and takes no new one while excluded;
+// any other node makes sure it holds one.
+func (o *owned) claimLease() {
+	if o.excluded != nil && o.excluded() {
+		o.dropLease()
+		return
+	}
+	o.ensureLease()
+}
+
+// dropLease revokes the owner lease, if any: every entity this node owns
+// is free for the others at once.
+func (o *owned) dropLease() {
+	o.mu.Lock()
+	lease := o.lease
+	o.lease = 0
+	o.mu.Unlock()
+	if lease == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
+	_, err := o.cli.Revoke(ctx, lease)
+	cancel()
+	o.log.Error().Err(err).Msgf("this node is excluded from the cluster: %s owner lease given up, its %ss stop here and move", o.what, o.what)
+}
+
+// ensureLease grants the owner lease and keeps it alive; a lost lease
+// (keep-alive channel closed: expired, or the client closed) is granted
+// again on the next round, with every entity of the old one lost.
+func (o *owned) ensureLease() {
+	o.mu.Lock()
+	have := o.lease != 0
+	o.mu.Unlock()
+	if have {
+		return
+	}
+	ctx, cancel := context.WithTimeout(o.ctx, roundEvery)
+	g, err := o.cli.Grant(ctx, ownerTTL)
+	cancel()
+	if err != nil {
+		o.log.Warn().Err(err).Msgf("%s owner lease not granted; retrying", o.what)
+		return
+	}
+	ch, err := o.cli.KeepAlive(o.ctx, g.ID)
+	if err != nil {
+		return
+	}
+	o.mu.Lock()
+	o.lease, o.leaseOK = g.ID, time.Now()
+	o.mu.Unlock()
+	go func() {
+		for range ch {
+			o.mu.Lock()
+			o.leaseOK = time.Now()
+			o.mu.Unlock()
+		}
+		o.mu.Lock()
+		if o.lease == g.ID {
+			o.lease = 0
+		}
+		o.mu.Unlock()
+		if o.ctx.Err() == nil {
+			o.log.Warn().Msgf("%s owner lease lost; this node's %ss stop here and may move", o.what, o.what)
+		}
+	}()
+}
+
+type ownerRec struct {
+	MemberID string `json:"member_id"`
+	NodeName string `json:"node_name"`
+}
+
+// placement is where one entity runs after a round: Node hosts it ("" while
+// nobody does); Mine when it is this node, with its lease alive.
+type placement struct {
+	Node string
+	Mine bool
+}
+
+// assign is the ownership part of a round: given the entities that exist
+// (names) and the owner keys read in the same Txn, it takes the unowned
+// ones this node should have (the rendezvous choice among the topology's
+// members, or any node once takeoverGrace passed), drops owner keys of
+// entities that no longer exist, and says where each runs.
+func (o *owned) assign(ctx context.Context, names []string, owns []*mvccpb.KeyValue) map[string]placement {
+	type owner struct {
+		rec   ownerRec
+		lease clientv3.LeaseID
+	}
+	owners := map[string]owner{}
+	for _, kv := range owns {
+		var r ownerRec
+		_ = json.Unmarshal(kv.Value, &r)
+		owners[strings.TrimPrefix(string(kv.Key), o.pre+"own/")] = owner{rec: r, lease: clientv3.LeaseID(kv.Lease)}
+	}
+	lease := o.myLease()
+	members := o.members()
+	me := ownerRec{MemberID: o.memberID, NodeName: o.nodeName}
+	now := time.Now()
+	out := make(map[string]placement, len(names))
+	for _, name := range names {
+		ow, ok := owners[name]
+		if !ok {
+			o.mu.Lock()
+			since, seen := o.unowned[name]
+			if !seen {
+				since = now
+				o.unowned[name] = now
+			}
+			o.mu.Unlock()
+			if lease != 0 && (rendezvous(name, members) == o.memberID || now.Sub(since) >= takeoverGrace) {
+				if o.take(ctx, name, me, lease) {
+					ow, ok = owner{rec: me, lease: lease}, true
+				}
+			}
+		}
+		var p placement
+		if ok {
+			o.mu.Lock()
+			delete(o.unowned, name)
+			o.mu.Unlock()
+			p = placement{Node: ow.rec.NodeName, Mine: lease != 0 && ow.lease == lease}
+		}
+		out[name] = p
+	}
+	o.mu.Lock()
+	for name := range o.unowned {
+		if _, ok := out[name]; !ok {
+			delete(o.unowned, name)
+		}
+	}
+	o.mu.Unlock()
+	// An owner key whose entity was deleted while this node held it.
+	for name, ow := range owners {
+		if _, ok := out[name]; !ok && lease != 0 && ow.lease == lease {
+			_, _ = o.cli.Delete(ctx, o.ownKey(name))
+		}
+	}
+	return out
+}
+
+// take claims an unowned entity for this node's lease.
+func (o *owned) take(ctx context.Context, name string, me ownerRec, lease clientv3.LeaseID) bool {
+	b, _ := json.Marshal(me)
+	r, err := o.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(o.ownKey(name)), "=", 0)).
+		Then(clientv3.OpPut(o.ownKey(name), string(b), clientv3.WithLease(lease))).
+		Commit()
+	if err != nil || !r.Succeeded {
+		return false
+	}
+	o.log.Info().Str(o.what, name).Msgf("took the %s's owner lease", o.what)
+	return true
+}
+
+// rendezvous is the member with the highest FNV-1a score for the
+// entity's name (rendezvous hashing, as the cluster's disthash lookup
+// places grains), "" when there is none.
+func rendezvous(name string, members []string) string {
+	best, bestScore := "", uint32(0)
+	for _, m := range members {
+		h := fnv.New32a()
+		h.Write([]byte(name))
+		h.Write([]byte(m))
+		if s := h.Sum32(); best == "" || s > bestScore {
+			best, bestScore = m, s
+		}
+	}
+	return best
+}
+
+// stateOp is one write under an entity's state prefix: a put or a delete.
+type stateOp struct {
+	key    string
+	value  []byte
+	delete bool
+}
+
+// commit applies ops (keys relative to base) in order, in as few Txns as
+// etcd's limits allow, each conditioned on name's owner key still carrying
+// this node's lease. Several ops on one key collapse into the last, which
+// etcd requires within a Txn and which leaves the same result.
+func (o *owned) commit(ctx context.Context, name, base string, ops []stateOp) error {
+	lease := o.myLease()
+	if lease == 0 {
+		return ErrFenced
+	}
+	last := map[string]int{}
+	for i, op := range ops {
+		last[op.key] = i
+	}
+	var tops []clientv3.Op
+	size := 0
+	flush := func() error {
+		if len(tops) == 0 {
+			return nil
+		}
+		r, err := o.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.LeaseValue(o.ownKey(name)), "=", lease)).
+			Then(tops...).Commit()
+		tops, size = tops[:0], 0
+		if err != nil {
+			return fmt.Errorf("cluster: etcd: %w", err)
+		}
+		if !r.Succeeded {
+			return ErrFenced
+		}
+		return nil
+	}
+	for i, op := range ops {
+		if last[op.key] != i {
+			continue
+		}
+		b := len(op.key) + len(base) + len(op.value) + 64
+		if len(tops) > 0 && (len(tops) >= maxTxnOps || size+b > maxTxnBytes) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if op.delete {
+			tops = append(tops, clientv3.OpDelete(base+op.key))
+		} else {
+			tops = append(tops, clientv3.OpPut(base+op.key, string(op.value)))
+		}
+		size += b
+	}
+	return flush()
+}
+
+// stop ends the rounds and revokes the owner lease, so that the other
+// nodes take this node's entities at once (graceful leave). Call it after
+// the entities' actors stopped.
+func (o *owned) stop() {
+	// Read before cancelling: the keep-alive goroutine forgets the lease
+	// as soon as its context ends.
+	o.mu.Lock()
+	before := o.lease
+	o.mu.Unlock()
+	o.cancel()
+	<-o.done
+	o.mu.Lock()
+	after := o.lease
+	o.lease = 0
+	o.mu.Unlock()
+	for i, lease := range []clientv3.LeaseID{before, after} {
+		if lease != 0 && (i == 0 || lease != before) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, _ = o.cli.Revoke(ctx, lease)
+			cancel()
+		}
+	}
+}
