@@ -3,7 +3,9 @@ package cluster
 // Entity kinds fangd runs. Channel adapters and webhook outboxes are
 // cluster-wide (Mode "cluster": one activation, failover; channels.go,
 // webhooks.go), and so are budget admission (budget.go) and approval
-// requests (approvals.go); every other kind
+// requests (approvals.go); agents are "routed" (each runs on the node
+// that created it, found through the etcd agent directory, agents.go);
+// every other kind
 // still runs on each node separately (Mode "per_node"). GET /api/cluster
 // reports this table as is, so nobody mistakes membership for more.
 const (
@@ -21,8 +23,10 @@ const (
 // KindInfo says where one kind of entity lives.
 type KindInfo struct {
 	Kind string `json:"kind"`
-	// Mode is "cluster" (one activation cluster-wide, state in etcd) or
-	// "per_node" (each node runs its own, from its own store).
+	// Mode is "cluster" (one activation cluster-wide, state in etcd),
+	// "routed" (one activation on its creating node, reachable from every
+	// node, no failover) or "per_node" (each node runs its own, from its
+	// own store).
 	Mode string `json:"mode"`
 	Note string `json:"note"`
 }
@@ -30,7 +34,7 @@ type KindInfo struct {
 // Kinds is the honest table of where each kind runs.
 var Kinds = []KindInfo{
 	{KindChannel, "cluster", "one activation cluster-wide: records in etcd, each adapter runs on the node holding its lease-fenced owner key, cursor and queues in etcd; another node takes over within about 4-7 s of its host dying (see channels for where each runs)"},
-	{KindAgent, "per_node", "agents live in the node's own store"},
+	{KindAgent, "routed", "one activation, on the node that created it, from that node's own store, not failed over: an etcd directory names each agent's node and any node forwards requests for it there; while its node is down its requests answer 503 host_unreachable"},
 	{KindMCP, "per_node", "each node keeps its own MCP server connections"},
 	{KindBudget, "cluster", "admission is cluster-wide: each scope's spend and the open reservations are in etcd, changed by compare-and-swap Txns; a dead node's reservations are released with its lease (5 s); limits are shared through etcd (an agent's by its name); usage reports stay per node"},
 	{KindApproval, "cluster", "one record per request in etcd: any node lists and decides it (one compare-and-swap wins), the raising node's waiting call resumes, and any node's sweep expires it at its deadline"},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,9 +14,10 @@ import (
 )
 
 // startCluster joins the cluster named by [cluster] / --cluster (audited).
-// Channels, webhook endpoints and budget admission become cluster-wide;
-// every other entity kind still runs per node (fcluster.Kinds says so, and
-// GET /api/cluster reports it).
+// Channels, webhook endpoints and budget admission become cluster-wide,
+// agents are routed to the node that created them; every other entity
+// kind still runs per node (fcluster.Kinds says so, and GET /api/cluster
+// reports it).
 func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, meter *usage.Meter) error {
 	cc := cfg.Cluster
 	marker := filepath.Join(home, watchdogMarker)
@@ -66,6 +68,12 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 		return err
 	}
 	d.cluster = n
+	// Agents are routed: the directory in etcd names each agent's node.
+	// Re-register the ones this node hosts and drop its stale entries
+	// (an agent deleted while etcd did not answer) before serving.
+	if err := d.syncAgentDirectory(n, agents); err != nil {
+		return err
+	}
 	// Channels are cluster-wide: records and state in etcd, each adapter
 	// on the one node holding its owner lease.
 	d.clusterCh.Store(n.StartChannels(channels))
@@ -121,4 +129,24 @@ func (d *daemon) stopCluster() {
 	}
 	d.cluster.Stop()
 	d.cluster = nil
+}
+
+// syncAgentDirectory registers this node's agents in the cluster's agent
+// directory and removes entries naming this node for agents it no longer
+// has.
+func (d *daemon) syncAgentDirectory(n *fcluster.Node, agents *agent.Agents) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	as, err := agents.List(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: listing agents for the directory: %w", err)
+	}
+	local := make(map[string]string, len(as))
+	for _, a := range as {
+		local[a.ID] = a.Name
+	}
+	if err := n.Agents().Sync(ctx, local); err != nil {
+		return fmt.Errorf("cluster: agent directory: %w", err)
+	}
+	return nil
 }

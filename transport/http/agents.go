@@ -29,18 +29,33 @@ func (s *Server) listAgents(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	all, err := s.deps.Agents.List(s.reqCtx(ctx))
+	local, err := s.deps.Agents.List(s.reqCtx(ctx))
 	if err != nil {
 		return err
 	}
-	items := page(all, offset, limit)
+	if s.agentDir != nil {
+		// Cluster mode: every node's agents (agents_cluster.go).
+		all, ok := s.clusterAgents(ctx, local)
+		writeJSON(ctx, fasthttp.StatusOK, struct {
+			Items  []any `json:"items"`
+			Total  int   `json:"total"`
+			Offset int   `json:"offset"`
+			Limit  int   `json:"limit"`
+			Next   *int  `json:"next_offset"`
+			// RemoteUnavailable: etcd did not answer, only this node's
+			// agents are listed.
+			RemoteUnavailable bool `json:"remote_unavailable,omitempty"`
+		}{page(all, offset, limit), len(all), offset, limit, nextOffset(len(all), offset, limit), !ok})
+		return nil
+	}
+	items := page(local, offset, limit)
 	writeJSON(ctx, fasthttp.StatusOK, struct {
 		Items  []agent.Agent `json:"items"`
 		Total  int           `json:"total"`
 		Offset int           `json:"offset"`
 		Limit  int           `json:"limit"`
 		Next   *int          `json:"next_offset"`
-	}{items, len(all), offset, limit, nextOffset(len(all), offset, limit)})
+	}{items, len(local), offset, limit, nextOffset(len(local), offset, limit)})
 	return nil
 }
 
@@ -84,6 +99,9 @@ func (s *Server) createAgent(ctx *fasthttp.RequestCtx) error {
 			from = " from template " + is.Template
 		}
 	} else if a, err = s.deps.Agents.Create(s.reqCtx(ctx), body.Spec, who(ctx)); err != nil {
+		return err
+	}
+	if err := s.registerAgent(ctx, a); err != nil {
 		return err
 	}
 	auditDetails(ctx, fmt.Sprintf("agent %s (%s) created%s", a.Name, a.ID, from))
@@ -153,9 +171,21 @@ func (s *Server) patchAgent(ctx *fasthttp.RequestCtx) error {
 			p.Model = &m
 		}
 	}
+	var old *agent.Agent
+	if s.agentDir != nil && p.Name != nil {
+		// Cluster mode: a rename moves the directory entry too.
+		if old, err = s.deps.Agents.Get(s.reqCtx(ctx), ref); err != nil {
+			return err
+		}
+	}
 	a, err := s.deps.Agents.Update(s.reqCtx(ctx), ref, p.Patch, who(ctx))
 	if err != nil {
 		return err
+	}
+	if old != nil {
+		if err := s.renameAgent(ctx, a, old.Name); err != nil {
+			return err
+		}
 	}
 	auditDetails(ctx, fmt.Sprintf("agent %s (%s) updated", a.Name, a.ID))
 	// LibreFang answers {status: "ok", agent_id, name}; fangd the agent.
@@ -183,6 +213,7 @@ func (s *Server) deleteAgent(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	s.unregisterAgent(ctx, d)
 	auditDetails(ctx, fmt.Sprintf("agent %s (%s) deleted", d.Name, d.ID))
 	// LibreFang's answer (kill_agent): 200 {status: "killed", agent_id,
 	// identity_purged}; fangd removes the manifest and the sessions, so

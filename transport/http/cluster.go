@@ -30,6 +30,9 @@ func (s *Server) SetCluster(c ClusterView) {
 	}); ok {
 		s.hosts = newHostRouter(c.NodeName(), l.NodeURL, s.log)
 	}
+	if l, ok := c.(interface{ Agents() *fcluster.AgentDir }); ok {
+		s.agentDir = l.Agents()
+	}
 }
 
 func (s *Server) clusterRoutes() {

@@ -86,6 +86,9 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindWebhook || k.Kind == fcluster.KindBudget || k.Kind == fcluster.KindApproval {
 			want = "cluster"
 		}
+		if k.Kind == fcluster.KindAgent {
+			want = "routed"
+		}
 		if k.Mode != want {
 			t.Fatalf("kind %+v, want mode %s", k, want)
 		}

@@ -41,7 +41,7 @@ var forwardHeaders = []string{"Authorization", "X-Api-Key", "Content-Type", "Acc
 
 // hostedElsewhere is the cause of an error that says which cluster node
 // hosts the entity a request needs (channel.HostedElsewhere,
-// webhook.HostedElsewhere): what names the entity ("channel tg").
+// webhook.HostedElsewhere, agentElsewhere): what names the entity ("channel tg").
 type hostedElsewhere interface {
 	error
 	Host() (what, node string)
@@ -50,6 +50,7 @@ type hostedElsewhere interface {
 var (
 	_ hostedElsewhere = (*channel.HostedElsewhere)(nil)
 	_ hostedElsewhere = (*webhook.HostedElsewhere)(nil)
+	_ hostedElsewhere = (*agentElsewhere)(nil)
 )
 
 // hostRouter forwards requests for entities hosted on other nodes.
@@ -106,12 +107,17 @@ func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
 		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
 			fmt.Sprintf("%s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", what, node)}
 	}
-	if ferr := r.forward(ctx, base); ferr != nil {
+	timeout := r.timeout
+	var ae *agentElsewhere
+	if errors.As(err, &ae) && ae.Timeout > timeout {
+		timeout = ae.Timeout
+	}
+	if ferr := r.forward(ctx, base, timeout); ferr != nil {
 		if errors.Is(ferr, fasthttp.ErrTimeout) {
 			// Sent but unanswered: the host may have acted on it.
 			r.log.Warn().Str("node", node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarded request timed out")
 			return &apiError{fasthttp.StatusGatewayTimeout, "host_timeout",
-				fmt.Sprintf("%s is hosted on cluster node %s, which did not answer in %s; the request may have reached it", what, node, r.timeout)}
+				fmt.Sprintf("%s is hosted on cluster node %s, which did not answer in %s; the request may have reached it", what, node, timeout)}
 		}
 		r.log.Warn().Err(ferr).Str("node", node).Str("url", base).Str("path", string(ctx.Path())).Msg("cluster: forwarding to the hosting node failed")
 		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
@@ -123,7 +129,7 @@ func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
 
 // forward sends ctx's request to base (the host's API base URL) and copies
 // the answer's status, body and content type into ctx's response.
-func (r *hostRouter) forward(ctx *fasthttp.RequestCtx, base string) error {
+func (r *hostRouter) forward(ctx *fasthttp.RequestCtx, base string, timeout time.Duration) error {
 	req := fasthttp.AcquireRequest()
 	res := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -137,7 +143,7 @@ func (r *hostRouter) forward(ctx *fasthttp.RequestCtx, base string) error {
 	}
 	req.Header.Set(forwardedHeader, r.self)
 	req.SetBody(ctx.Request.Body())
-	if err := r.client.DoTimeout(req, res, r.timeout); err != nil {
+	if err := r.client.DoTimeout(req, res, timeout); err != nil {
 		return err
 	}
 	ctx.Response.ResetBody()

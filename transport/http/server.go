@@ -191,9 +191,11 @@ type Server struct {
 	// cluster is the cluster membership (nil: single node), SetCluster.
 	cluster ClusterView
 	hosts   *hostRouter // nil on a single node
-	log     zerolog.Logger
-	router  *router.Router
-	srv     *fasthttp.Server
+	// agentDir is the cluster's agent directory (nil on a single node).
+	agentDir agentDirectory
+	log      zerolog.Logger
+	router   *router.Router
+	srv      *fasthttp.Server
 	// limits is the rate limiter in force (SetRateLimits).
 	limits  atomic.Pointer[limiter]
 	edge    edge

@@ -1,0 +1,98 @@
+package cluster
+
+// The agent directory against a real embedded etcd, under -race (no
+// protoactor cluster runs here).
+
+import (
+	"context"
+	"reflect"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+func TestAgentDirRegisterLookupRenameRemove(t *testing.T) {
+	cli := testClient(t, testEtcd(t))
+	ctx := context.Background()
+	a := newAgentDir(cli, "t", "node-a", zerolog.Nop())
+	b := newAgentDir(cli, "t", "node-b", zerolog.Nop())
+	other := newAgentDir(cli, "other-cluster", "node-a", zerolog.Nop())
+
+	if err := a.Register(ctx, "id-1", "coder"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Register(ctx, "id-1", "coder"); err != nil {
+		t.Fatalf("registering again: %v", err)
+	}
+	// The same name on another node is another agent.
+	if err := b.Register(ctx, "id-2", "coder"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Lookup(ctx, "id-1", "")
+	if err != nil || !reflect.DeepEqual(got, []AgentRecord{{ID: "id-1", Name: "coder", Node: "node-a"}}) {
+		t.Fatalf("by id: %+v %v", got, err)
+	}
+	got, err = a.Lookup(ctx, "", "coder")
+	want := []AgentRecord{{"id-1", "coder", "node-a"}, {"id-2", "coder", "node-b"}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("by name: %+v %v", got, err)
+	}
+	if got, _ := a.Lookup(ctx, "", "cod"); len(got) != 0 {
+		t.Fatalf("a name prefix matched: %+v", got)
+	}
+	if all, _ := other.List(ctx); len(all) != 0 {
+		t.Fatalf("another cluster sees %+v", all)
+	}
+
+	if err := b.Rename(ctx, "id-2", "coder", "writer"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := a.List(ctx)
+	want = []AgentRecord{{"id-1", "coder", "node-a"}, {"id-2", "writer", "node-b"}}
+	if err != nil || !reflect.DeepEqual(all, want) {
+		t.Fatalf("list after rename: %+v %v", all, err)
+	}
+	if got, _ := a.Lookup(ctx, "", "coder"); len(got) != 1 || got[0].ID != "id-1" {
+		t.Fatalf("old name still resolves to the renamed agent: %+v", got)
+	}
+
+	if err := a.Remove(ctx, "id-1", "coder"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.Lookup(ctx, "", "coder"); len(got) != 0 {
+		t.Fatalf("removed agent found by name: %+v", got)
+	}
+	if got, _ := b.Lookup(ctx, "id-1", ""); len(got) != 0 {
+		t.Fatalf("removed agent found by id: %+v", got)
+	}
+}
+
+// At start a node re-registers what it hosts and drops its stale entries;
+// other nodes' entries are left alone.
+func TestAgentDirSync(t *testing.T) {
+	cli := testClient(t, testEtcd(t))
+	ctx := context.Background()
+	a := newAgentDir(cli, "t", "node-a", zerolog.Nop())
+	b := newAgentDir(cli, "t", "node-b", zerolog.Nop())
+	for _, r := range [][2]string{{"a1", "one"}, {"a2", "gone"}, {"a5", "renamed-offline"}} {
+		if err := a.Register(ctx, r[0], r[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Register(ctx, "b1", "theirs"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sync(ctx, map[string]string{"a1": "one", "a3": "new", "a5": "now"}); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := a.List(ctx)
+	want := []AgentRecord{{"a3", "new", "node-a"}, {"a5", "now", "node-a"}, {"a1", "one", "node-a"}, {"b1", "theirs", "node-b"}}
+	if !reflect.DeepEqual(all, want) {
+		t.Fatalf("after sync: %+v", all)
+	}
+	for _, n := range []string{"gone", "renamed-offline"} {
+		if got, _ := a.Lookup(ctx, "", n); len(got) != 0 {
+			t.Fatalf("stale name %s kept: %+v", n, got)
+		}
+	}
+}
