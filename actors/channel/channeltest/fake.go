@@ -86,6 +86,15 @@ func (f *FakeState) SetDown(down bool) {
 // detach when the connection ends.
 func (f *FakeState) Attach(c *websocket.Conn) (detach func()) {
 	f.mu.Lock()
+	if f.down {
+		// An outage that began while this connection was being set up
+		// (a fake answers its handshake, then attaches) drops it too;
+		// otherwise it outlived the outage and the client never saw one
+		// (TestDiscordOutageAndQueuedReplies under CI load).
+		f.mu.Unlock()
+		_ = c.Close()
+		return func() {}
+	}
 	if f.sockets == nil {
 		f.sockets = map[*websocket.Conn]*sync.Mutex{}
 	}

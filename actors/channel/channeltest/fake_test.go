@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 func TestGateCountsAndAnswersOutagesAndLimits(t *testing.T) {
@@ -94,5 +96,44 @@ func TestFakeClockFiresDueTimersInOrderOnlyWhenAdvanced(t *testing.T) {
 	d, err := c.WaitPending(context.Background(), mark, "the minute timer", func(d time.Duration) bool { return d > 50*time.Second })
 	if err != nil || d != time.Minute-2999*time.Millisecond {
 		t.Fatalf("WaitPending = %s, %v", d, err)
+	}
+}
+
+// A websocket attached during an outage is dropped at once, like those
+// open when it began.
+func TestAttachDuringAnOutageDrops(t *testing.T) {
+	var f FakeState
+	attached := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		f.SetDown(true) // the outage starts between handshake and Attach
+		detach := f.Attach(c)
+		defer detach()
+		close(attached)
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-attached
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := c.ReadMessage(); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("the socket attached during the outage stayed open: %v", err)
+	}
+	f.mu.Lock()
+	n := f.Sockets()
+	f.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d sockets attached during an outage", n)
 	}
 }
