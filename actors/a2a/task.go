@@ -202,6 +202,13 @@ func (t *taskBase) settle(c actor.Context, state a2a.TaskState, reason string, e
 	if err := t.persist(); err != nil {
 		t.svc.log.Error().Err(err).Str("task", t.rec.ID).Msg("a2a: could not store the final state of a task")
 	}
+	t.announceFinal(state, reason, events)
+	t.finish(c)
+}
+
+// announceFinal sends a settled task's last updates: events, then the
+// final status with its result or reason.
+func (t *taskBase) announceFinal(state a2a.TaskState, reason string, events []a2a.Event) {
 	t.announce()
 	for _, ev := range events {
 		t.emit(ev)
@@ -213,7 +220,6 @@ func (t *taskBase) settle(c actor.Context, state a2a.TaskState, reason string, e
 		msg = statusMessage(&t.rec, reason)
 	}
 	t.emit(t.statusEvent(msg))
-	t.finish(c)
 }
 
 // settleFenced is settle without waiting for the final write in Receive:
@@ -237,17 +243,7 @@ func (t *taskBase) settleFenced(c actor.Context, state a2a.TaskState, reason str
 		return
 	}
 	t.pending = f
-	t.announce()
-	for _, ev := range events {
-		t.emit(ev)
-	}
-	var msg *a2a.Message
-	if state == a2a.TaskStateCompleted {
-		msg = t.rec.result()
-	} else if reason != "" {
-		msg = statusMessage(&t.rec, reason)
-	}
-	t.emit(t.statusEvent(msg))
+	t.announceFinal(state, reason, events)
 	// The subscribers have every update: their channels end now (a
 	// blocking SendMessage returns its answer with the fence), the
 	// actor lives on until the write is done.
