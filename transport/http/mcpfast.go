@@ -196,7 +196,10 @@ func fastMeta(raw json.RawMessage) bool {
 // case, encoding/json also without: it sees every key the SDK sees).
 type mcpClientCapabilities struct {
 	sdk.ClientCapabilities
-	Roots *sdk.RootCapabilities `json:"roots,omitempty"`
+	// Roots has sdk.RootCapabilities' shape (the type is deprecated).
+	Roots *struct {
+		ListChanged bool `json:"listChanged,omitempty"`
+	} `json:"roots,omitempty"`
 }
 
 func isJSONObject(raw json.RawMessage) bool {
