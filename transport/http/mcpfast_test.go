@@ -15,6 +15,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/mcp"
 )
@@ -180,6 +181,7 @@ func TestMCPFastToolCallMatchesTheSDK(t *testing.T) {
 		{name: "Accept without JSON", header: map[string]string{"Accept": "text/event-stream"}},
 		{name: "Content-Type not JSON", header: map[string]string{"Content-Type": "text/plain"}},
 		{name: "Last-Event-ID", header: map[string]string{"Last-Event-ID": "1"}},
+		{name: "an agent's restriction", header: map[string]string{mcp.HeaderAgentID: "a1"}},
 		{name: "unknown session", header: map[string]string{"Mcp-Session-Id": "nope"}},
 		{name: "missing session (2025 call without initialize)", params: func(p, _ map[string]any) { delete(p, "_meta") },
 			header: map[string]string{"Mcp-Protocol-Version": "2025-11-25", "Mcp-Method": "", "Mcp-Name": ""}},
@@ -249,4 +251,31 @@ func TestMCPFastToolCallMatchesTheSDK(t *testing.T) {
 func (s *mcpServer) exposes(t testing.TB, name string) bool {
 	_, l := s.rpc(t, `{"jsonrpc":"2.0","id":9,"method":"tools/list"}`, nil)
 	return strings.Contains(toJSON(l), `"`+name+`"`)
+}
+
+// A proxied tool the approval policy holds for a person is never served by
+// the fast path: the call waits for a decision as on the SDK path (and
+// expires here, nobody deciding).
+func TestMCPFastToolCallKeepsTheApprovalGate(t *testing.T) {
+	p := approval.DefaultPolicy()
+	p.TimeoutSecs = 1
+	s := newMCPServer(t, mcpSetup{policy: &p})
+	s.addPeer(t, "p", peer(t))
+	cs, err := goClient(t, s.url, &hostRewriter{key: testKey}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	n0 := s.mcpEndpoint.fastCalls.Load()
+	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "mcp_p_shout", Arguments: map[string]any{"message": "hi"}})
+	if err != nil || !res.IsError || strings.Contains(toJSON(res), "HI") || !strings.Contains(toJSON(res), "expired") {
+		t.Fatalf("a gated call: %s %v", toJSON(res), err)
+	}
+	if n := s.mcpEndpoint.fastCalls.Load(); n != n0 {
+		t.Fatalf("the fast path answered %d gated calls", n-n0)
+	}
+	// A read-only built-in runs at once, on the SDK path.
+	if res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "file_list", Arguments: map[string]any{"path": "docs"}}); err != nil || res.IsError {
+		t.Fatalf("file_list: %s %v", toJSON(res), err)
+	}
 }
