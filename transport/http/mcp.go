@@ -368,8 +368,12 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 		return nil
 	}
 	defer rpcErrorBody(ctx, body)
-	// The SDK adds its own Cache-Control; keep the one API value.
-	defer ctx.Response.Header.Set("Cache-Control", "no-store")
+	// The SDK adds its own Cache-Control; keep the one API value. (Set
+	// alone replaced only the first of the two the adaptor leaves.)
+	defer func() {
+		ctx.Response.Header.Del("Cache-Control")
+		ctx.Response.Header.Set("Cache-Control", "no-store")
+	}()
 	method := rpc.method
 	if method == "tools/call" && e.audits != nil {
 		// One synced commit per call instead of two in series: the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	nethttp "net/http"
 	"net/http/httptest"
@@ -71,6 +72,7 @@ type rpcAnswer struct {
 	ctype  string
 	body   any // decoded JSON, or the raw text
 	tool   string
+	header string // the response's headers but those that differ per request
 }
 
 // durationRE is the one part of a tool_invoked entry that differs between
@@ -133,6 +135,11 @@ func TestMCPFastToolCallMatchesTheSDK(t *testing.T) {
 		raw, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		a := rpcAnswer{status: res.StatusCode, ctype: res.Header.Get("Content-Type")}
+		hs := res.Header.Clone()
+		for _, k := range []string{"Date", "Content-Length", "X-Request-Id"} {
+			hs.Del(k)
+		}
+		a.header = fmt.Sprint(hs)
 		var v any
 		if json.Unmarshal(raw, &v) == nil {
 			a.body = v
@@ -218,8 +225,8 @@ func TestMCPFastToolCallMatchesTheSDK(t *testing.T) {
 		e.noFast.Store(true)
 		slow := send(body, header)
 		if !reflect.DeepEqual(fast, slow) {
-			t.Errorf("%s: the answers differ\nfast: %d %s %s\n      audit %q\n SDK: %d %s %s\n      audit %q",
-				c.name, fast.status, fast.ctype, toJSON(fast.body), fast.tool, slow.status, slow.ctype, toJSON(slow.body), slow.tool)
+			t.Errorf("%s: the answers differ\nfast: %d %s %s\n      %s\n      audit %q\n SDK: %d %s %s\n      %s\n      audit %q",
+				c.name, fast.status, fast.ctype, toJSON(fast.body), fast.header, fast.tool, slow.status, slow.ctype, toJSON(slow.body), slow.header, slow.tool)
 		}
 	}
 	for _, c := range cases {
