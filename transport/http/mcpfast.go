@@ -137,21 +137,27 @@ func fastID(raw json.RawMessage) (json.RawMessage, bool) {
 }
 
 // fastParams reads a tools/call's params when the SDK would read the same
-// from them: exactly the keys _meta, name and arguments (a key the SDK
-// matches differently, or one that asks for more, such as inputResponses,
-// is left to it), the arguments an object, and a _meta that passes the
+// from them: exactly the keys _meta, name and arguments or the first two
+// (a key the SDK matches differently, or one that asks for more, such as
+// inputResponses, is left to it), the arguments an object, and a _meta
+// that passes the
 // SDK's 2026-07-28 checks (the protocol version, the client's capabilities
 // and, when given, its identity).
 func fastParams(raw json.RawMessage) (name string, args json.RawMessage, ok bool) {
 	var p map[string]json.RawMessage
-	if json.Unmarshal(raw, &p) != nil || len(p) != 3 {
+	if json.Unmarshal(raw, &p) != nil {
 		return "", nil, false
 	}
 	meta, hasMeta := p["_meta"]
 	rawName, hasName := p["name"]
 	args, hasArgs := p["arguments"]
-	if !hasMeta || !hasName || !hasArgs || json.Unmarshal(rawName, &name) != nil || name == "" ||
-		len(args) == 0 || args[0] != '{' || !fastMeta(meta) {
+	// Without arguments (a tool that takes none) the SDK passes none on.
+	want := 2
+	if hasArgs {
+		want = 3
+	}
+	if len(p) != want || !hasMeta || !hasName ||
+		json.Unmarshal(rawName, &name) != nil || name == "" || (hasArgs && args[0] != '{') || !fastMeta(meta) {
 		return "", nil, false
 	}
 	return name, args, true
