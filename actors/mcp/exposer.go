@@ -382,19 +382,14 @@ func (x *Exposer) addProxied(t ToolInfo) (err error) {
 		func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
 			res, _, _, err := x.opts.Manager.callProxied(ctx, name, req.Params.Arguments)
 			if err != nil {
-				return nil, toRPCError(err)
+				return nil, rpcError(err)
 			}
 			return res, nil
 		})
 	return nil
 }
 
-// toRPCError turns a domain error into a JSON-RPC error object.
-func toRPCError(err error) error {
-	return rpcError(err)
-}
-
-// rpcError is toRPCError's object.
+// rpcError turns a domain error into a JSON-RPC error object.
 func rpcError(err error) *jsonrpc.Error {
 	de := kernel.AsError(err)
 	if de == nil {
