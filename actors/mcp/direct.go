@@ -25,9 +25,9 @@ import (
 // gate, the audit entry) is decided by the same code as on the SDK path,
 // and anything this path does not reproduce exactly goes to the SDK.
 
-// MetaServerInfo is the key under which a 2026-07-28 result names the
+// metaServerInfo is the key under which a 2026-07-28 result names the
 // server that made it (the SDK's MetaKeyServerInfo, SEP-2575).
-const MetaServerInfo = sdk.MetaKeyServerInfo
+const metaServerInfo = sdk.MetaKeyServerInfo
 
 // DirectAnswer is the JSON-RPC answer to a direct call: Result (the
 // encoded result member) or Err, and the call's tool_invoked entry, which
@@ -124,12 +124,12 @@ func (x *Exposer) encodeResult(res *sdk.CallToolResult) (json.RawMessage, error)
 	} else if out.Content == nil {
 		out.Content = []sdk.Content{}
 	}
-	if _, named := out.Meta[MetaServerInfo]; !named {
+	if _, named := out.Meta[metaServerInfo]; !named {
 		meta := make(sdk.Meta, len(out.Meta)+1)
 		for k, v := range out.Meta {
 			meta[k] = v
 		}
-		meta[MetaServerInfo] = x.impl
+		meta[metaServerInfo] = x.impl
 		out.Meta = meta
 	}
 	wire := struct {
