@@ -86,6 +86,7 @@ type fastCase struct {
 	params func(p, meta map[string]any) // changes the captured params
 	msg    func(m map[string]any)       // changes the captured message
 	header map[string]string            // "" deletes
+	raw    func([]byte) []byte          // changes the encoded body
 	fast   bool                         // the fast path answers it
 }
 
@@ -183,6 +184,9 @@ func (f *fastCompare) run(c fastCase) {
 		c.msg(m)
 	}
 	body, _ := json.Marshal(m)
+	if c.raw != nil {
+		body = c.raw(body)
+	}
 	header := f.rec.header.Clone()
 	for k, v := range c.header {
 		if v == "" {
@@ -235,6 +239,12 @@ func TestMCPFastToolCallMatchesTheSDK(t *testing.T) {
 		{name: "an extra params key", params: func(p, _ map[string]any) { p["requestState"] = "x" }},
 		{name: "name not a string", params: func(p, _ map[string]any) { p["name"] = 7 }},
 		{name: "name in another case", params: func(p, _ map[string]any) { p["Name"] = p["name"]; delete(p, "name") }},
+		{name: "duplicate name keys", raw: func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`"name":"mcp_peer_shout"`), []byte(`"name":"mcp_peer_fail","name":"mcp_peer_shout"`), 1)
+		}, fast: true},
+		{name: "duplicate method keys", raw: func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`"method":"tools/call"`), []byte(`"method":"tools/list","method":"tools/call"`), 1)
+		}, fast: true},
 		{name: "fractional id", msg: func(m map[string]any) { m["id"] = 1.5 }},
 		{name: "wrong protocol version header", header: map[string]string{"Mcp-Protocol-Version": "2025-06-18"}},
 		{name: "unknown protocol version header", header: map[string]string{"Mcp-Protocol-Version": "1999-01-01"}},
