@@ -135,7 +135,7 @@ func TestChannelOwnerExclusiveFencedAndTakenOver(t *testing.T) {
 	// A write still carrying the dead owner's lease (a paused process
 	// waking up) is refused by etcd itself.
 	stale := newTestNode(t, other.cli, "zombie", func() []string { return nil })
-	stale.lease, stale.leaseOK = deadLease, time.Now()
+	stale.lease.id, stale.lease.ok = deadLease, time.Now()
 	if err := stale.Commit(ctx, "tg", []channel.StateOp{{Key: "cur/offset", Value: []byte("999")}}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("a write under the dead lease: %v, want ErrFenced", err)
 	}

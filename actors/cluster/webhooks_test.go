@@ -150,7 +150,7 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 		t.Fatalf("the new owner's write: %v", err)
 	}
 	stale := newHookNode(t, other.cli, "zombie", func() []string { return nil })
-	stale.lease, stale.leaseOK = deadLease, time.Now()
+	stale.lease.id, stale.lease.ok = deadLease, time.Now()
 	if err := stale.Commit(ctx, "wh1", []webhook.StateOp{{Key: "q/00000000000000000002", Delete: true}}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("a write under the dead lease: %v, want ErrFenced", err)
 	}
