@@ -4,11 +4,8 @@ package clustertest
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,22 +165,6 @@ type clusterStatus struct {
 	} `json:"kinds"`
 }
 
-func getJSON(t *testing.T, url string, v any) int {
-	t.Helper()
-	res, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode == 200 {
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("%s: %v: %s", url, err, b)
-		}
-	}
-	return res.StatusCode
-}
-
 // upNames are the names of the members a node sees "up", sorted.
 func upNames(st clusterStatus) string {
 	var names []string
@@ -270,8 +251,7 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 		}
 	}
 
-	nodes[2].cmd.Process.Signal(syscall.SIGKILL)
-	killed := time.Now()
+	killed := nodes[2].kill(t)
 	waitMembers(t, nodes[0], "n1,n2", 20*time.Second)
 	waitMembers(t, nodes[1], "n1,n2", 20*time.Second)
 	t.Logf("a killed node left both views after %v", time.Since(killed).Round(100*time.Millisecond))
