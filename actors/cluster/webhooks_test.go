@@ -22,30 +22,14 @@ import (
 // hookNode is one node's Webhooks with its last applied round.
 type hookNode struct {
 	*Webhooks
-	mu   sync.Mutex
-	last []webhook.ClusterEndpoint
+	lastRound[webhook.ClusterEndpoint]
 }
 
 func newHookNode(t *testing.T, cli *clientv3.Client, id string, members func() []string) *hookNode {
-	n := &hookNode{}
-	n.Webhooks = newWebhooks(cli, "t", id, "node-"+id, zerolog.Nop(), members, func(eps []webhook.ClusterEndpoint) {
-		n.mu.Lock()
-		n.last = eps
-		n.mu.Unlock()
-	})
+	n := &hookNode{lastRound: lastRound[webhook.ClusterEndpoint]{name: func(e webhook.ClusterEndpoint) string { return e.ID }}}
+	n.Webhooks = newWebhooks(cli, "t", id, "node-"+id, zerolog.Nop(), members, n.keep)
 	t.Cleanup(func() { n.cancel() })
 	return n
-}
-
-func (n *hookNode) view(id string) webhook.ClusterEndpoint {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, e := range n.last {
-		if e.ID == id {
-			return e
-		}
-	}
-	return webhook.ClusterEndpoint{}
 }
 
 func readAll(t *testing.T, n *hookNode, id, prefix string) map[string]string {
@@ -75,14 +59,7 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 	if err := b.PutEndpoint(ctx, "wh1", []byte(`{"id":"wh1"}`), map[string][]byte{"secret": []byte("sealed")}); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	for _, n := range []*hookNode{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); n.round() }()
-	}
-	wg.Wait()
-	a.round()
-	b.round()
+	roundsAtOnce(a.round, b.round)
 	va, vb := a.view("wh1"), b.view("wh1")
 	if va.Mine == vb.Mine || va.Node == "" || va.Node != vb.Node {
 		t.Fatalf("ownership: a %+v, b %+v; want exactly one owner both agree on", va, vb)
@@ -129,18 +106,10 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 	deadLease := owner.myLease()
 
 	owner.cancel()
-	if owner == a {
-		cliA.Close()
-	} else {
-		cliB.Close()
-	}
+	owner.cli.Close()
 	killed := time.Now()
-	for !other.view("wh1").Mine {
-		if time.Since(killed) > 10*time.Second {
-			t.Fatalf("not taken over within 10 s: %+v", other.view("wh1"))
-		}
-		time.Sleep(200 * time.Millisecond)
-		other.round()
+	if !roundUntil(10*time.Second, 200*time.Millisecond, other.round, func() bool { return other.view("wh1").Mine }) {
+		t.Fatalf("not taken over within 10 s: %+v", other.view("wh1"))
 	}
 	t.Logf("taken over %v after the owner's death", time.Since(killed).Round(100*time.Millisecond))
 	if q := readAll(t, other, "wh1", "q/"); q["q/00000000000000000002"] != "ev1" {
@@ -193,8 +162,8 @@ func TestWebhookDeleteStopsAppendsAndFencesTheHost(t *testing.T) {
 		t.Fatalf("the old host's write after delete: %v", err)
 	}
 	a.round()
-	if len(a.last) != 0 {
-		t.Fatalf("a deleted endpoint in the round: %+v", a.last)
+	if len(a.seen) != 0 {
+		t.Fatalf("a deleted endpoint in the round: %+v", a.seen)
 	}
 }
 
