@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fangd/fangd/actors/cluster/devetcd"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
@@ -38,45 +35,22 @@ const (
 // reservation latency is each node's fangd_cluster_budget_reserve_seconds
 // histogram (request to committed hold in etcd), merged.
 func runClusterBudget(ctx context.Context, env *Env) ([]Row, error) {
-	etcd, err := devetcd.Start(mkTemp(env, "etcd"), "127.0.0.1:0")
+	c, err := startCluster(env, "bench")
 	if err != nil {
 		return nil, err
 	}
-	env.onClose(etcd.Close)
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	vaultKey, err := randomHex(32)
+	if err != nil {
 		return nil, err
 	}
 	llm := llmtest.NewOpenAI("bench-budget")
 	env.onClose(llm.Close)
 	llm.SetOutputTokens(1000)
 	llm.SetLatency(100 * time.Millisecond)
-	envVars := []string{"FANGD_VAULT_KEY=" + hex.EncodeToString(key), llmKeyEnv + "=bench-budget"}
+	envVars := []string{"FANGD_VAULT_KEY=" + vaultKey, llmKeyEnv + "=bench-budget"}
 	var nodes []*Daemon
 	for i := 1; i <= 3; i++ {
-		cfg := fmt.Sprintf(`
-[cluster]
-etcd = [%q]
-name = "bench"
-node_name = "n%d"
-
-[providers.fakeoai]
-api = "openai"
-base_url = %q
-trusted = true
-api_key_env = %q
-
-[[models]]
-provider = "fakeoai"
-id = "gpt-test"
-input_per_m = 1.0
-output_per_m = 1.0
-context_window = 128000
-`, etcd.Endpoint, i, llm.BaseURL, llmKeyEnv)
-		d, err := StartDaemonWith(ctx, env.Opts.Fangd, mkTemp(env, fmt.Sprintf("budget-n%d", i)), cfg, envVars)
-		if d != nil {
-			env.onClose(func() { _ = d.Stop() })
-		}
+		d, err := c.node(ctx, fmt.Sprintf("budget-n%d", i), fmt.Sprintf("n%d", i), fakeOAIConfig(llm.BaseURL, 1), envVars)
 		if err != nil {
 			return nil, err
 		}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +10,6 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
-	"github.com/fangd/fangd/actors/cluster/devetcd"
 	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
@@ -28,47 +25,24 @@ const failoverRuns = 10
 // there are always three. After each failover a message is sent through
 // the fake; at the end every message must have exactly one reply.
 func runClusterFailover(ctx context.Context, env *Env) ([]Row, error) {
-	etcd, err := devetcd.Start(mkTemp(env, "etcd"), "127.0.0.1:0")
+	c, err := startCluster(env, "bench")
 	if err != nil {
 		return nil, err
 	}
-	env.onClose(etcd.Close)
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	vaultKey, err := randomHex(32)
+	if err != nil {
 		return nil, err
 	}
 	llm := llmtest.NewOpenAI("bench-failover")
 	env.onClose(llm.Close)
 	tg := telegramtest.New("4242:failover")
 	env.onClose(tg.Close)
-	envVars := []string{"FANGD_VAULT_KEY=" + hex.EncodeToString(key), llmKeyEnv + "=bench-failover"}
+	envVars := []string{"FANGD_VAULT_KEY=" + vaultKey, llmKeyEnv + "=bench-failover"}
 	seq := 0
 	start := func() (*Daemon, string, error) {
 		seq++
 		name := fmt.Sprintf("b%d", seq)
-		cfg := fmt.Sprintf(`
-[cluster]
-etcd = [%q]
-name = "bench"
-node_name = %q
-
-[providers.fakeoai]
-api = "openai"
-base_url = %q
-trusted = true
-api_key_env = %q
-
-[[models]]
-provider = "fakeoai"
-id = "gpt-test"
-input_per_m = 0.0
-output_per_m = 0.0
-context_window = 128000
-`, etcd.Endpoint, name, llm.BaseURL, llmKeyEnv)
-		d, err := StartDaemonWith(ctx, env.Opts.Fangd, mkTemp(env, name), cfg, envVars)
-		if d != nil {
-			env.onClose(func() { _ = d.Stop() })
-		}
+		d, err := c.node(ctx, name, name, fakeOAIConfig(llm.BaseURL, 0), envVars)
 		if err != nil {
 			return nil, "", err
 		}
