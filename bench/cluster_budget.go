@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 const (
@@ -39,28 +37,22 @@ func runClusterBudget(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	vaultKey, err := randomHex(32)
-	if err != nil {
-		return nil, err
-	}
-	llm := llmtest.NewOpenAI("bench-budget")
-	env.onClose(llm.Close)
+	llm := c.withLLM("bench-budget")
 	llm.SetOutputTokens(1000)
 	llm.SetLatency(100 * time.Millisecond)
-	envVars := []string{"FANGD_VAULT_KEY=" + vaultKey, llmKeyEnv + "=bench-budget"}
 	var nodes []*Daemon
 	for i := 1; i <= 3; i++ {
-		d, err := c.node(ctx, fmt.Sprintf("budget-n%d", i), fmt.Sprintf("n%d", i), fakeOAIConfig(llm.BaseURL, 1), envVars)
+		d, err := c.node(ctx, fmt.Sprintf("budget-n%d", i), fmt.Sprintf("n%d", i), fakeOAIConfig(llm.BaseURL, 1))
 		if err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, d)
 		for a := 1; a <= budgetWorkers; a++ {
-			if err := budgetCall(ctx, d, "POST", "/api/agents", map[string]any{"name": fmt.Sprintf("w%d", a), "model": "fakeoai/gpt-test", "max_tokens": 1000}, 201, nil); err != nil {
+			if err := requestWant(ctx, d, "POST", "/api/agents", map[string]any{"name": fmt.Sprintf("w%d", a), "model": "fakeoai/gpt-test", "max_tokens": 1000}, 201, nil); err != nil {
 				return nil, fmt.Errorf("n%d: create agent: %w", i, err)
 			}
 		}
-		if err := budgetCall(ctx, d, "PUT", "/api/budget", map[string]any{"daily_limit_usd": budgetLimitUSD}, 200, nil); err != nil {
+		if err := requestWant(ctx, d, "PUT", "/api/budget", map[string]any{"daily_limit_usd": budgetLimitUSD}, 200, nil); err != nil {
 			return nil, fmt.Errorf("n%d: set the limit: %w", i, err)
 		}
 	}
@@ -112,7 +104,7 @@ func runClusterBudget(ctx context.Context, env *Env) ([]Row, error) {
 		var b struct {
 			TodaySpentUSD float64 `json:"today_spent_usd"`
 		}
-		if err := budgetCall(ctx, d, "GET", "/api/budget", nil, 200, &b); err != nil {
+		if err := requestWant(ctx, d, "GET", "/api/budget", nil, 200, &b); err != nil {
 			return nil, err
 		}
 		views = append(views, fmt.Sprintf("n%d %.6f", i+1, b.TodaySpentUSD))
@@ -135,23 +127,6 @@ func runClusterBudget(ctx context.Context, env *Env) ([]Row, error) {
 		infoRow("cluster-budget: etcd Txns per call (reserve + settle, batched per node) / CAS conflicts per call",
 			fmt.Sprintf("%.2f / %.2f", commits/calls, conflicts/calls)),
 	}, nil
-}
-
-// budgetCall sends one request and checks its status, decoding into out.
-func budgetCall(ctx context.Context, d *Daemon, method, path string, body any, want int, out any) error {
-	resp, err := channelRequest(ctx, d, method, path, body)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
 }
 
 // scrapeBudgetMetrics adds d's reservation histogram buckets (cumulative,

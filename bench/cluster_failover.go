@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"syscall"
 	"time"
 
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 // failoverRuns is how many hosts cluster-failover kills (issue 18: p50 and
@@ -29,31 +27,19 @@ func runClusterFailover(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	vaultKey, err := randomHex(32)
-	if err != nil {
-		return nil, err
-	}
-	llm := llmtest.NewOpenAI("bench-failover")
-	env.onClose(llm.Close)
+	llm := c.withLLM("bench-failover")
 	tg := telegramtest.New("4242:failover")
 	env.onClose(tg.Close)
-	envVars := []string{"FANGD_VAULT_KEY=" + vaultKey, llmKeyEnv + "=bench-failover"}
 	seq := 0
 	start := func() (*Daemon, string, error) {
 		seq++
 		name := fmt.Sprintf("b%d", seq)
-		d, err := c.node(ctx, name, name, fakeOAIConfig(llm.BaseURL, 0), envVars)
+		d, err := c.node(ctx, name, name, fakeOAIConfig(llm.BaseURL, 0))
 		if err != nil {
 			return nil, "", err
 		}
-		resp, err := channelRequest(ctx, d, "POST", "/api/agents", map[string]any{"name": "helper", "model": "fakeoai/gpt-test"})
-		if err != nil {
-			return nil, "", err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 201 {
-			return nil, "", fmt.Errorf("%s: create agent: %d", name, resp.StatusCode)
+		if err := requestWant(ctx, d, "POST", "/api/agents", map[string]any{"name": "helper", "model": "fakeoai/gpt-test"}, 201, nil); err != nil {
+			return nil, "", fmt.Errorf("%s: create agent: %w", name, err)
 		}
 		return d, name, nil
 	}
@@ -65,15 +51,9 @@ func runClusterFailover(ctx context.Context, env *Env) ([]Row, error) {
 		}
 		nodes[name] = d
 	}
-	resp, err := channelRequest(ctx, nodes["b1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
-		"token": "4242:failover", "api_url": tg.URL(), "agent_name": "helper", "poll_interval_secs": 1})
-	if err != nil {
-		return nil, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("configure the channel: %d", resp.StatusCode)
+	if err := requestWant(ctx, nodes["b1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
+		"token": "4242:failover", "api_url": tg.URL(), "agent_name": "helper", "poll_interval_secs": 1}, 200, nil); err != nil {
+		return nil, fmt.Errorf("configure the channel: %w", err)
 	}
 	// hosted finds the node running the channel connected, waiting up to d.
 	hosted := func(except string, within time.Duration) (string, time.Duration, error) {

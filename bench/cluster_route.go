@@ -40,29 +40,19 @@ func runClusterRoute(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	vaultKey, err := randomHex(32)
-	if err != nil {
-		return nil, err
-	}
 	nodes := map[string]*Daemon{}
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("r%d", i)
-		d, err := c.node(ctx, name, name, "", []string{"FANGD_API_KEY=" + apiKey, "FANGD_VAULT_KEY=" + vaultKey})
+		d, err := c.node(ctx, name, name, "", "FANGD_API_KEY="+apiKey)
 		if err != nil {
 			return nil, err
 		}
 		d.APIKey = apiKey
 		nodes[name] = d
 	}
-	resp, err := channelRequest(ctx, nodes["r1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
-		"token": "4343:route", "api_url": tg.URL(), "poll_interval_secs": 30})
-	if err != nil {
-		return nil, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("configure the channel: %d", resp.StatusCode)
+	if err := requestWant(ctx, nodes["r1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
+		"token": "4343:route", "api_url": tg.URL(), "poll_interval_secs": 30}, 200, nil); err != nil {
+		return nil, fmt.Errorf("configure the channel: %w", err)
 	}
 	var host string
 	for begin := time.Now(); host == "" && time.Since(begin) < 30*time.Second; {
