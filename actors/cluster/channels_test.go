@@ -8,7 +8,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -99,14 +98,8 @@ func TestChannelGracefulStopHandsOver(t *testing.T) {
 	a := newTestNode(t, testClient(t, ep), "a", both)
 	b := newTestNode(t, testClient(t, ep), "b", both)
 	ctx := context.Background()
-	// Find a name whose rendezvous choice is a, so a takes it at once.
-	name := ""
-	for _, n := range []string{"c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"} {
-		if rendezvous(n, both()) == "a" {
-			name = n
-			break
-		}
-	}
+	// A name whose rendezvous choice is a, so a takes it at once.
+	name := choiceOf(t, "a", both(), "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8")
 	if err := a.PutChannel(ctx, name, []byte(`{}`), nil, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -215,32 +208,12 @@ func TestChannelCommitCollapsesRepeatedKeys(t *testing.T) {
 // without waiting for a lease to run out.
 func TestChannelExcludedNodeGivesChannelsUp(t *testing.T) {
 	ep := testEtcd(t)
-	cliA, cliB := testClient(t, ep), testClient(t, ep)
-	both := func() []string { return []string{"a", "b"} }
-	var mu sync.Mutex
-	excluded := false
-	a := newTestNode(t, cliA, "a", both)
+	var ex exclusion
+	a := newTestNode(t, testClient(t, ep), "a", func() []string { return []string{"a", "b"} })
 	// b's topology loses a when a is excluded (it blocked a's id).
-	b := newTestNode(t, cliB, "b", func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		if excluded {
-			return []string{"b"}
-		}
-		return both()
-	})
-	a.excluded = func() bool { mu.Lock(); defer mu.Unlock(); return excluded }
-	// The channel name whose rendezvous choice is a, so a takes it first.
-	name := ""
-	for _, cand := range []string{"tg", "tg1", "tg2", "tg3", "tg4", "tg5", "tg6", "tg7"} {
-		if rendezvous(cand, both()) == "a" {
-			name = cand
-			break
-		}
-	}
-	if name == "" {
-		t.Fatal("no channel name hashes to a")
-	}
+	b := newTestNode(t, testClient(t, ep), "b", ex.membersOfB)
+	a.excluded = ex.excluded
+	name := choiceOf(t, "a", []string{"a", "b"}, "tg", "tg1", "tg2", "tg3", "tg4", "tg5", "tg6", "tg7")
 	ctx := context.Background()
 	if err := a.PutChannel(ctx, name, []byte(`{}`), nil, "fp-"+name); err != nil {
 		t.Fatal(err)
@@ -255,9 +228,7 @@ func TestChannelExcludedNodeGivesChannelsUp(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mu.Lock()
-	excluded = true
-	mu.Unlock()
+	ex.exclude()
 	a.round()
 	if v := a.view(name); v.Mine {
 		t.Fatalf("an excluded node still runs %s: %+v", name, v)

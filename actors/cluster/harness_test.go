@@ -89,3 +89,44 @@ func roundUntil(within, step time.Duration, round func(), ok func() bool) bool {
 	}
 	return true
 }
+
+// exclusion is the topology {a, b} of a test in which a is excluded
+// (exclude): b's view loses a (it blocked a's id) and a's excluded
+// check says so.
+type exclusion struct {
+	mu  sync.Mutex
+	out bool
+}
+
+func (e *exclusion) exclude() {
+	e.mu.Lock()
+	e.out = true
+	e.mu.Unlock()
+}
+
+func (e *exclusion) excluded() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.out
+}
+
+// membersOfB is b's topology.
+func (e *exclusion) membersOfB() []string {
+	if e.excluded() {
+		return []string{"b"}
+	}
+	return []string{"a", "b"}
+}
+
+// choiceOf is the first of names whose rendezvous choice among members
+// is member, so that member takes it first.
+func choiceOf(t *testing.T, member string, members []string, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if rendezvous(n, members) == member {
+			return n
+		}
+	}
+	t.Fatalf("none of %v hashes to %s", names, member)
+	return ""
+}

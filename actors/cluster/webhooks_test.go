@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -204,29 +203,11 @@ func TestWebhookCommitBeyondOneTxnAndPagedReads(t *testing.T) {
 // the other node takes them on its next round.
 func TestWebhookExcludedNodeGivesOutboxesUp(t *testing.T) {
 	ep := testEtcd(t)
-	both := func() []string { return []string{"a", "b"} }
-	var mu sync.Mutex
-	excluded := false
-	a := newHookNode(t, testClient(t, ep), "a", both)
-	b := newHookNode(t, testClient(t, ep), "b", func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		if excluded {
-			return []string{"b"}
-		}
-		return both()
-	})
-	a.excluded = func() bool { mu.Lock(); defer mu.Unlock(); return excluded }
-	id := ""
-	for _, cand := range []string{"w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7"} {
-		if rendezvous(cand, both()) == "a" {
-			id = cand
-			break
-		}
-	}
-	if id == "" {
-		t.Fatal("no id hashes to a")
-	}
+	var ex exclusion
+	a := newHookNode(t, testClient(t, ep), "a", func() []string { return []string{"a", "b"} })
+	b := newHookNode(t, testClient(t, ep), "b", ex.membersOfB)
+	a.excluded = ex.excluded
+	id := choiceOf(t, "a", []string{"a", "b"}, "w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7")
 	ctx := context.Background()
 	if err := a.PutEndpoint(ctx, id, []byte(`{}`), nil); err != nil {
 		t.Fatal(err)
@@ -240,9 +221,7 @@ func TestWebhookExcludedNodeGivesOutboxesUp(t *testing.T) {
 	if err := a.Commit(ctx, id, op); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	excluded = true
-	mu.Unlock()
+	ex.exclude()
 	a.round()
 	if a.view(id).Mine {
 		t.Fatalf("an excluded node still hosts %s", id)
