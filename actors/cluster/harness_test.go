@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,22 +94,10 @@ func roundUntil(within, step time.Duration, round func(), ok func() bool) bool {
 // exclusion is the topology {a, b} of a test in which a is excluded
 // (exclude): b's view loses a (it blocked a's id) and a's excluded
 // check says so.
-type exclusion struct {
-	mu  sync.Mutex
-	out bool
-}
+type exclusion struct{ out atomic.Bool }
 
-func (e *exclusion) exclude() {
-	e.mu.Lock()
-	e.out = true
-	e.mu.Unlock()
-}
-
-func (e *exclusion) excluded() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.out
-}
+func (e *exclusion) exclude()       { e.out.Store(true) }
+func (e *exclusion) excluded() bool { return e.out.Load() }
 
 // membersOfB is b's topology.
 func (e *exclusion) membersOfB() []string {

@@ -163,6 +163,9 @@ type clusterStatus struct {
 	Kinds    []struct {
 		Kind, Mode string
 	} `json:"kinds"`
+	// Where each cluster-wide entity runs (harness_test.go).
+	Channels []struct{ Name, Node string } `json:"channels"`
+	Webhooks []struct{ ID, Node string }   `json:"webhooks"`
 }
 
 // upNames are the names of the members a node sees "up", sorted.

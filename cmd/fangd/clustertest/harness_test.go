@@ -256,22 +256,36 @@ func channelNodesWith(t *testing.T, etcd string, oai *llmtest.Fake, extra string
 }
 
 // hostOf is where n says channel name runs ("" if nowhere or unknown).
-func hostOf(n *node, name string) string {
-	var st struct {
-		Channels []struct {
-			Name string `json:"name"`
-			Node string `json:"node"`
-		} `json:"channels"`
-	}
+func hostOf(n *node, name string) string { return entityHost(n, "channel_adapter", name) }
+
+// webhookHost is where n says endpoint id's outbox runs.
+func webhookHost(n *node, id string) string { return entityHost(n, "webhook_outbox", id) }
+
+// entityHost is where n's GET /api/cluster says the entity name of a
+// cluster-wide kind runs: "" if nowhere or unknown, "mode <mode>" if the
+// kind is not cluster-wide there.
+func entityHost(n *node, kind, name string) string {
+	var st clusterStatus
 	if !peek(n.url+"/api/cluster", &st) {
 		return ""
 	}
-	for _, c := range st.Channels {
-		if c.Name == name {
-			return c.Node
+	for _, k := range st.Kinds {
+		if k.Kind == kind && k.Mode != "cluster" {
+			return "mode " + k.Mode
 		}
 	}
-	return ""
+	hosts := map[string]string{}
+	for _, c := range st.Channels {
+		if kind == "channel_adapter" {
+			hosts[c.Name] = c.Node
+		}
+	}
+	for _, w := range st.Webhooks {
+		if kind == "webhook_outbox" {
+			hosts[w.ID] = w.Node
+		}
+	}
+	return hosts[name]
 }
 
 // channelState is GET /api/channels/{name}'s status and node on n.
@@ -311,34 +325,6 @@ func agreedHost(t *testing.T, nodes []*node, name string) *node {
 		t.Fatalf("no agreed host with the channel connected (%s says %q)", nodes[0].name, h)
 	}
 	return host
-}
-
-// webhookHost is where n says endpoint id's outbox runs.
-func webhookHost(n *node, id string) string {
-	var st struct {
-		Kinds []struct {
-			Kind string `json:"kind"`
-			Mode string `json:"mode"`
-		} `json:"kinds"`
-		Webhooks []struct {
-			ID   string `json:"id"`
-			Node string `json:"node"`
-		} `json:"webhooks"`
-	}
-	if !peek(n.url+"/api/cluster", &st) {
-		return ""
-	}
-	for _, k := range st.Kinds {
-		if k.Kind == "webhook_outbox" && k.Mode != "cluster" {
-			return "mode " + k.Mode
-		}
-	}
-	for _, w := range st.Webhooks {
-		if w.ID == id {
-			return w.Node
-		}
-	}
-	return ""
 }
 
 // etcdClient is a client of the test's etcd, closed with the test.
