@@ -5,7 +5,6 @@ package clustertest
 import (
 	"bytes"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/cluster/devetcd"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 // Built without -race: see doc.go.
@@ -79,15 +79,9 @@ func startEtcdServer(t *testing.T) *devetcd.Server {
 	return &devetcd.Server{Endpoint: s.Endpoint, Closer: func() { once.Do(s.Close) }}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is a loopback host:port nothing listens on, for a daemon to
+// take (ssrftest's closed address: a port the kernel just gave out).
+var freeAddr = ssrftest.ClosedAddr
 
 // launch runs `fangd serve` with args on a fresh home and a free port.
 func launch(t *testing.T, name string, args ...string) *node {
