@@ -31,6 +31,18 @@ func newHookNode(t *testing.T, cli *clientv3.Client, id string, members func() [
 	return n
 }
 
+// soloHost is node a alone on a fresh etcd, after the round that made
+// it the host of endpoint "wh".
+func soloHost(t *testing.T) *hookNode {
+	t.Helper()
+	a := newHookNode(t, testClient(t, testEtcd(t)), "a", func() []string { return []string{"a"} })
+	if err := a.PutEndpoint(context.Background(), "wh", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	a.round()
+	return a
+}
+
 func readAll(t *testing.T, n *hookNode, id, prefix string) map[string]string {
 	t.Helper()
 	kvs, err := n.Read(context.Background(), id, prefix, "", "", false, 1000)
@@ -131,13 +143,8 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 // append is refused (nothing orphaned is written) and the old host's
 // next write is fenced.
 func TestWebhookDeleteStopsAppendsAndFencesTheHost(t *testing.T) {
-	ep := testEtcd(t)
-	a := newHookNode(t, testClient(t, ep), "a", func() []string { return []string{"a"} })
+	a := soloHost(t)
 	ctx := context.Background()
-	if err := a.PutEndpoint(ctx, "wh", []byte(`{}`), nil); err != nil {
-		t.Fatal(err)
-	}
-	a.round()
 	if !a.view("wh").Mine {
 		t.Fatal("not owned")
 	}
@@ -170,13 +177,8 @@ func TestWebhookDeleteStopsAppendsAndFencesTheHost(t *testing.T) {
 // many dead letters): it is cut into consecutive fenced Txns, in order,
 // and repeated keys collapse into the last. Reads page both ways.
 func TestWebhookCommitBeyondOneTxnAndPagedReads(t *testing.T) {
-	ep := testEtcd(t)
-	a := newHookNode(t, testClient(t, ep), "a", func() []string { return []string{"a"} })
+	a := soloHost(t)
 	ctx := context.Background()
-	if err := a.PutEndpoint(ctx, "wh", []byte(`{}`), nil); err != nil {
-		t.Fatal(err)
-	}
-	a.round()
 	var ops []webhook.StateOp
 	for i := 1; i <= 300; i++ {
 		ops = append(ops, webhook.StateOp{Key: fmt.Sprintf("q/%020d", i), Value: []byte(fmt.Sprint(i))})
