@@ -65,6 +65,10 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// The longest daemon tests call t.Parallel: each has its own home and
+// daemon, they wait more than they compute, and this package is make
+// test's critical path.
+
 // startFangd runs `fangd serve` on home with config (may be empty) and env,
 // and waits until /api/health answers.
 func startFangd(t *testing.T, home, config string, env ...string) *proc {
