@@ -93,6 +93,7 @@ type Node struct {
 	channels  *Channels  // cluster-wide channels, once started
 	webhooks  *Webhooks  // cluster-wide webhook endpoints, once started
 	approvals *Approvals // cluster-wide approvals, once started
+	a2a       *A2ATasks  // the A2A task directory, once started (a2a.go)
 	wd        *watch
 	cache     recordCache // watched node records (records.go)
 }
@@ -414,6 +415,9 @@ func (n *Node) Stop() {
 	}
 	if ap != nil {
 		ap.stop()
+	}
+	if a := n.A2A(); a != nil {
+		a.stop()
 	}
 	n.cancel()
 	<-n.done
