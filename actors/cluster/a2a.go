@@ -84,6 +84,10 @@ const (
 	a2aLeaseEvery = 10 * time.Minute
 )
 
+// A2ALostAfter bounds how long after its node died a running task is
+// marked failed: the node record's lease, the grace, two sweeps.
+const A2ALostAfter = recordTTL*time.Second + a2aLostGrace + 2*a2aSweepEvery
+
 type a2aOpKind int
 
 const (
