@@ -1,10 +1,15 @@
 package http
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	nethttp "net/http"
 	"strings"
 	"time"
 
@@ -14,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	fcluster "github.com/fangd/fangd/actors/cluster"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/sse"
 )
 
 // A2A tasks in cluster mode (docs/cluster.md "A2A tasks across the
@@ -65,10 +71,13 @@ func (s *Server) a2aForwardTimeout() time.Duration {
 // a2aTarget is what a request says about where it must run.
 type a2aTarget struct {
 	taskID, contextID, agentRef string
+	// stream: the answer is an SSE stream, relayed as it comes.
+	stream bool
 }
 
 // a2aRPCTarget reads a JSON-RPC body's task, context and agent (the last
-// only on the shared endpoint, agentID empty).
+// only on the shared endpoint, agentID empty), and whether it asks for a
+// stream.
 func a2aRPCTarget(body []byte, agentID string) a2aTarget {
 	var rpc struct {
 		Method string `json:"method"`
@@ -88,12 +97,13 @@ func a2aRPCTarget(body []byte, agentID string) a2aTarget {
 		return a2aTarget{}
 	}
 	p := &rpc.Params
+	stream := a2aStreamMethods[rpc.Method]
 	switch m := rpc.Method; {
 	case m == "SendMessage" || m == "SendStreamingMessage" || m == "message/send" || m == "message/stream":
 		if p.Message == nil {
 			return a2aTarget{}
 		}
-		t := a2aTarget{taskID: p.Message.TaskID, contextID: p.Message.ContextID}
+		t := a2aTarget{taskID: p.Message.TaskID, contextID: p.Message.ContextID, stream: stream}
 		if agentID == "" {
 			t.agentRef = firstNonEmpty(p.Tenant, metaStr(p.Metadata, "agent_id"), metaStr(p.Message.Metadata, "agent_id"))
 		}
@@ -102,7 +112,7 @@ func a2aRPCTarget(body []byte, agentID string) a2aTarget {
 		m == "tasks/resubscribe" || strings.Contains(strings.ToLower(m), "pushnotificationconfig"):
 		// The push config methods name the task taskId (1.0, 0.3's set)
 		// or id (0.3's get, list, delete); the others id.
-		return a2aTarget{taskID: firstNonEmpty(p.TaskID, p.ID)}
+		return a2aTarget{taskID: firstNonEmpty(p.TaskID, p.ID), stream: stream}
 	}
 	return a2aTarget{}
 }
@@ -139,7 +149,7 @@ func (s *Server) a2aRoute(ctx *fasthttp.RequestCtx, t a2aTarget) (bool, error) {
 		if !ok || e.Node == self {
 			return false, nil
 		}
-		rerr := s.hosts.route(ctx, &a2aElsewhere{what: "A2A task " + t.taskID, node: e.Node, timeout: s.a2aForwardTimeout()})
+		rerr := s.a2aForward(ctx, t, &a2aElsewhere{what: "A2A task " + t.taskID, node: e.Node, timeout: s.a2aForwardTimeout()})
 		if rerr == nil {
 			return true, nil
 		}
@@ -160,7 +170,7 @@ func (s *Server) a2aRoute(ctx *fasthttp.RequestCtx, t a2aTarget) (bool, error) {
 			// Unknown or unreadable: a context starts (or goes on) here.
 			break
 		}
-		rerr := s.hosts.route(ctx, &a2aElsewhere{what: "A2A context " + t.contextID, node: node, timeout: s.a2aForwardTimeout()})
+		rerr := s.a2aForward(ctx, t, &a2aElsewhere{what: "A2A context " + t.contextID, node: node, timeout: s.a2aForwardTimeout()})
 		if rerr == nil {
 			return true, nil
 		}
@@ -168,14 +178,24 @@ func (s *Server) a2aRoute(ctx *fasthttp.RequestCtx, t a2aTarget) (bool, error) {
 		s.log.Info().Str("context", t.contextID).Str("node", node).Msg("cluster: A2A context's node unreachable; the message starts a new session here")
 	}
 	if t.agentRef != "" && s.agentDir != nil {
-		return s.a2aRouteAgent(ctx, c, t.agentRef)
+		return s.a2aRouteAgent(ctx, c, t)
 	}
 	return false, nil
 }
 
+// a2aForward forwards the request to e's node: a stream through the
+// incremental relay, anything else through the router (forward.go).
+func (s *Server) a2aForward(ctx *fasthttp.RequestCtx, t a2aTarget, e *a2aElsewhere) error {
+	if t.stream {
+		return s.a2aRelayStream(ctx, e.what, e.node)
+	}
+	return s.hosts.route(ctx, e)
+}
+
 // a2aRouteAgent forwards a message for an agent this node does not have
 // to the one node whose agent it is (the agent directory).
-func (s *Server) a2aRouteAgent(ctx *fasthttp.RequestCtx, c context.Context, ref string) (bool, error) {
+func (s *Server) a2aRouteAgent(ctx *fasthttp.RequestCtx, c context.Context, t a2aTarget) (bool, error) {
+	ref := t.agentRef
 	if s.agentDir == nil || s.hosts == nil || len(ctx.Request.Header.Peek(forwardedHeader)) > 0 {
 		return false, nil
 	}
@@ -203,7 +223,7 @@ func (s *Server) a2aRouteAgent(ctx *fasthttp.RequestCtx, c context.Context, ref 
 		// local answer says the agent is unknown here).
 		return false, nil
 	}
-	err = s.hosts.route(ctx, &a2aElsewhere{what: "agent " + remote[0].Name, node: remote[0].Node, timeout: s.a2aForwardTimeout()})
+	err = s.a2aForward(ctx, t, &a2aElsewhere{what: "agent " + remote[0].Name, node: remote[0].Node, timeout: s.a2aForwardTimeout()})
 	if err == nil {
 		return true, nil
 	}
@@ -212,4 +232,86 @@ func (s *Server) a2aRouteAgent(ctx *fasthttp.RequestCtx, c context.Context, ref 
 		return false, err
 	}
 	return false, nil
+}
+
+// a2aRelayClient carries forwarded A2A streams: no overall timeout (a
+// stream lasts as long as its task), bounded dial and wait for the host's
+// first answer.
+var a2aRelayClient = &nethttp.Client{
+	Transport: &nethttp.Transport{
+		DialContext:           (&net.Dialer{Timeout: forwardDialTimeout}).DialContext,
+		ResponseHeaderTimeout: forwardTimeout,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       30 * time.Second,
+	},
+	CheckRedirect: func(*nethttp.Request, []*nethttp.Request) error { return nethttp.ErrUseLastResponse },
+}
+
+// a2aRelayStream forwards a streaming JSON-RPC request to node and relays
+// the host's answer as it arrives: each chunk of the host's SSE stream is
+// written and flushed at once (the buffered forward of forward.go would
+// hold every event until the stream ended). A client that goes away ends
+// the upstream request, and with it the host's subscription.
+func (s *Server) a2aRelayStream(ctx *fasthttp.RequestCtx, what, node string) error {
+	c, cancel := context.WithTimeout(context.Background(), forwardDialTimeout)
+	base, err := s.hosts.nodeURL(c, node)
+	cancel()
+	if err != nil {
+		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
+			fmt.Sprintf("%s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", what, node)}
+	}
+	sctx, stop := s.streamCtx()
+	req, err := nethttp.NewRequestWithContext(sctx, string(ctx.Method()), base+string(ctx.Request.RequestURI()), bytes.NewReader(ctx.Request.Body()))
+	if err != nil {
+		stop()
+		return err
+	}
+	for _, h := range forwardHeaders {
+		if v := ctx.Request.Header.Peek(h); len(v) > 0 {
+			req.Header.Set(h, string(v))
+		}
+	}
+	req.Header.Set(forwardedHeader, s.hosts.self)
+	res, err := a2aRelayClient.Do(req)
+	if err != nil {
+		stop()
+		s.log.Warn().Err(err).Str("node", node).Str("path", string(ctx.Path())).Msg("cluster: forwarding an A2A stream to the hosting node failed")
+		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
+			fmt.Sprintf("%s is hosted on cluster node %s, which did not answer; nothing was changed, try again", what, node)}
+	}
+	auditDetails(ctx, "forwarded to cluster node "+node)
+	ctx.SetStatusCode(res.StatusCode)
+	ctx.SetContentType(res.Header.Get("Content-Type"))
+	if !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		// An error answered before any stream: relayed whole.
+		body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		res.Body.Close()
+		stop()
+		ctx.SetBody(body)
+		return nil
+	}
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	deadline := sse.NewDeadline(ctx.Conn(), s.cfg.StreamWriteTimeout)
+	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
+		defer stop()
+		defer res.Body.Close()
+		buf := make([]byte, 16<<10)
+		for {
+			n, rerr := res.Body.Read(buf)
+			if n > 0 {
+				deadline.Extend()
+				if _, err := bw.Write(buf[:n]); err != nil {
+					return
+				}
+				if err := bw.Flush(); err != nil {
+					return
+				}
+			}
+			if rerr != nil {
+				return
+			}
+		}
+	})
+	return nil
 }

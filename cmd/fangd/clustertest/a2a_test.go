@@ -3,8 +3,11 @@
 package clustertest
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,12 +137,57 @@ func TestA2ATasksAnsweredByAnyNodeAndFailedAfterHostKill9(t *testing.T) {
 		t.Fatalf("SendMessage returnImmediately: %d %s", code, body)
 	}
 	running := r.id()
+	// Followed live through n2: the first event arrives while the task
+	// still runs on n1 (the relay is incremental), the cancel's last.
+	relayed := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 10 * time.Second}}
+	res, err := relayed.Post(n2.url+"/a2a", "application/json", strings.NewReader(
+		fmt.Sprintf(`{"jsonrpc":"2.0","id":3,"method":"SubscribeToTask","params":{"id":%q}}`, running)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); res.StatusCode != 200 || !strings.HasPrefix(ct, "text/event-stream") {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("SubscribeToTask through n2: %d %s %s", res.StatusCode, ct, b)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if l := sc.Text(); strings.HasPrefix(l, "data:") {
+				lines <- l
+			}
+		}
+	}()
+	select {
+	case l := <-lines:
+		if !strings.Contains(l, running) {
+			t.Fatalf("first event through n2: %s", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event through n2 while the task runs on n1: the stream is not relayed as it happens")
+	}
 	code, r, body = rpc(t, n3.url+"/a2a", "CancelTask", fmt.Sprintf(`{"id":%q}`, running))
 	if code != 200 || r.state() != "TASK_STATE_CANCELED" {
 		t.Fatalf("CancelTask through n3: %d %s", code, body)
 	}
 	if _, r, body := rpc(t, n2.url+"/a2a", "GetTask", fmt.Sprintf(`{"id":%q}`, running)); r.state() != "TASK_STATE_CANCELED" {
 		t.Fatalf("GetTask through n2 after the cancel: %s", body)
+	}
+	sawCancel, end := false, time.After(10*time.Second)
+	for open := true; open; {
+		select {
+		case l, ok := <-lines:
+			open = ok
+			sawCancel = sawCancel || strings.Contains(l, "TASK_STATE_CANCELED")
+		case <-end:
+			t.Fatal("the relayed stream did not end after the cancel")
+		}
+	}
+	if !sawCancel {
+		t.Fatal("the relayed stream ended without the cancel")
 	}
 
 	// A task in flight on n1; n1 is killed with -9.
