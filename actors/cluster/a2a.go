@@ -158,6 +158,14 @@ func newA2ATasks(cli *clientv3.Client, cluster, node string, log zerolog.Logger,
 // NodeName is this node's name.
 func (t *A2ATasks) NodeName() string { return t.node }
 
+// hosted is how many tasks this node registered that have not ended (the
+// node record's hosted.a2a_task).
+func (t *A2ATasks) hosted() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.revs)
+}
+
 func (t *A2ATasks) taskKey(id string) string       { return t.pre + "t/" + id }
 func (t *A2ATasks) runKey(node, id string) string  { return t.pre + "run/" + node + "/" + id }
 func (t *A2ATasks) ctxKey(contextID string) string { return t.pre + "ctx/" + contextID }

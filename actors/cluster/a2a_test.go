@@ -110,6 +110,9 @@ func TestA2ADirectoryBatchesRegistrations(t *testing.T) {
 	if node, ok, err := d.ContextNode(context.Background(), "ctx-task-007"); err != nil || !ok || node != "n1" {
 		t.Fatalf("context node %q %v %v", node, ok, err)
 	}
+	if h := d.hosted(); h != n+20 {
+		t.Fatalf("hosted %d, want %d", h, n+20)
+	}
 	run, err := d.Running(context.Background())
 	if err != nil || len(run) != n+20 {
 		t.Fatalf("running %d, %v", len(run), err)

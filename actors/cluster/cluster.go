@@ -227,6 +227,9 @@ func (n *Node) record() Record {
 		hosted = n.opts.Hosted(ctx)
 		cancel()
 	}
+	if a := n.A2A(); a != nil {
+		hosted[KindA2ATask] = a.hosted()
+	}
 	return Record{MemberID: n.memberI, NodeName: n.opts.NodeName, HTTPURL: n.opts.HTTPURL,
 		Address: n.Address(), Hosted: hosted}
 }
