@@ -210,3 +210,18 @@ func (f *fakeAgents) callCount() int {
 	defer f.mu.Unlock()
 	return len(f.calls)
 }
+
+// Without --cluster the hooks on the send and finish paths are a nil
+// check: no allocation, no work.
+func TestClusterHooksCostNothingOnASingleNode(t *testing.T) {
+	s := &Service{}
+	rec := &taskRecord{ID: "x", ContextID: "c"}
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() {
+		_ = s.clusterRegister(ctx, rec)
+		s.clusterFinished(rec)
+		s.clusterForget(rec)
+	}); n != 0 {
+		t.Fatalf("%v allocations per send without a cluster", n)
+	}
+}
