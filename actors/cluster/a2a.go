@@ -369,6 +369,10 @@ func (t *A2ATasks) commit(ctx context.Context, batch []a2aOp) error {
 		var conds []clientv3.Cmp
 		var then, els []clientv3.Op
 		var finishes []int
+		// etcd refuses a key twice in one Txn: tasks of one context
+		// share its key, and a task's final entry may be queued twice
+		// (a restart's reconciliation).
+		seen := map[string]bool{}
 		for i := range batch {
 			o := &batch[i]
 			id := o.task.ID
@@ -376,13 +380,15 @@ func (t *A2ATasks) commit(ctx context.Context, batch []a2aOp) error {
 			case opRegister:
 				then = append(then, clientv3.OpPut(t.taskKey(id), string(o.raw), clientv3.WithLease(lease)),
 					clientv3.OpPut(t.runKey(t.node, id), "", clientv3.WithLease(lease)))
-				if o.task.ContextID != "" {
-					then = append(then, clientv3.OpPut(t.ctxKey(o.task.ContextID), t.node, clientv3.WithLease(lease)))
+				if k := t.ctxKey(o.task.ContextID); o.task.ContextID != "" && !seen[k] {
+					seen[k] = true
+					then = append(then, clientv3.OpPut(k, t.node, clientv3.WithLease(lease)))
 				}
 			case opFinish:
-				if o.raw == nil { // dropped below
+				if o.raw == nil || seen[t.taskKey(id)] { // dropped, or twice
 					continue
 				}
+				seen[t.taskKey(id)] = true
 				t.mu.Lock()
 				rev := t.revs[id]
 				t.mu.Unlock()

@@ -77,7 +77,12 @@ func TestA2ADirectoryBatchesRegistrations(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			id := fmt.Sprintf("task-%03d", i)
-			if err := d.Register(context.Background(), entry(id, "n1", "ctx-"+id, sdk.TaskStateSubmitted)); err != nil {
+			// Some share a context: its key once per Txn.
+			cid := "ctx-" + id
+			if i%10 == 0 {
+				cid = "shared"
+			}
+			if err := d.Register(context.Background(), entry(id, "n1", cid, sdk.TaskStateSubmitted)); err != nil {
 				failed.Add(1)
 				return
 			}
@@ -118,6 +123,7 @@ func TestA2ADirectoryBatchesRegistrations(t *testing.T) {
 		t.Fatalf("running %d, %v", len(run), err)
 	}
 	d.Finished(entry("task-007", "n1", "ctx-task-007", sdk.TaskStateCompleted))
+	d.Finished(entry("task-007", "n1", "ctx-task-007", sdk.TaskStateCompleted)) // twice: once per Txn
 	kerneltest.WaitFor(t, "the final entry", func() bool {
 		got, _, _ := d.Task(context.Background(), "task-007")
 		return got.State == sdk.TaskStateCompleted
