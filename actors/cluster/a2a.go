@@ -378,6 +378,7 @@ func (t *A2ATasks) commit(ctx context.Context, batch []a2aOp) error {
 			id := o.task.ID
 			switch o.kind {
 			case opRegister:
+				seen[t.taskKey(id)] = true // ids are new: never twice
 				then = append(then, clientv3.OpPut(t.taskKey(id), string(o.raw), clientv3.WithLease(lease)),
 					clientv3.OpPut(t.runKey(t.node, id), "", clientv3.WithLease(lease)))
 				if k := t.ctxKey(o.task.ContextID); o.task.ContextID != "" && !seen[k] {
@@ -402,6 +403,10 @@ func (t *A2ATasks) commit(ctx context.Context, batch []a2aOp) error {
 					clientv3.OpDelete(t.runKey(t.node, id)))
 				els = append(els, clientv3.OpGet(t.taskKey(id)))
 			case opForget:
+				if seen[t.taskKey(id)] {
+					continue
+				}
+				seen[t.taskKey(id)] = true
 				then = append(then, clientv3.OpDelete(t.taskKey(id)), clientv3.OpDelete(t.runKey(t.node, id)))
 			}
 		}
