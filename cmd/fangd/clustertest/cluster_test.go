@@ -229,8 +229,8 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" || k.Kind == "approval" {
 				want = "cluster"
 			}
-			if k.Kind == "agent" {
-				want = "routed" // agents_test.go
+			if k.Kind == "agent" || k.Kind == "a2a_task" {
+				want = "routed" // agents_test.go, a2a_test.go
 			}
 			if k.Mode != want {
 				t.Fatalf("%s: kind %+v, want mode %s", n.name, k, want)
