@@ -93,6 +93,19 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	if err := b.WatchLimits(meter.ApplyClusterLimits); err != nil {
 		return err
 	}
+	// The TOTP enrolment that approving may need is the cluster's: sealed
+	// in etcd, each accepted code's step a compare-and-swap there. In
+	// force before requests are published (their records say whether a
+	// code is needed).
+	tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	local, err := d.reloads.approvals.UseTOTPCluster(tctx, n.TOTP())
+	tcancel()
+	if err != nil {
+		return fmt.Errorf("cluster: TOTP enrolment: %w", err)
+	}
+	if local {
+		d.log.Warn().Msg("this node's own TOTP enrolment is not used in cluster mode: enrol once through any node (POST /api/approvals/totp/setup); the enrolment is shared")
+	}
 	// Approval requests are cluster-wide: a record per request in etcd.
 	n.StartApprovals(d.reloads.approvals)
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
