@@ -61,8 +61,9 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 				}
 			},
 		},
-		TLS: tlsFiles(cc),
-		Log: d.log.With().Str("component", "cluster").Logger(),
+		TLS:     tlsFiles(cc),
+		EtcdTLS: cc.etcdTLS(),
+		Log:     d.log.With().Str("component", "cluster").Logger(),
 	})
 	if err != nil {
 		return err
