@@ -81,6 +81,9 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	// So are webhook endpoints: records in etcd, each outbox on the one
 	// node holding its owner lease, every node appending its events.
 	d.clusterWh.Store(n.StartWebhooks(d.webhooks))
+	// Another node's appends reach the outbox owner at once (a watch on
+	// the intakes), not on its next round.
+	n.WatchWebhookIntake(d.webhooks)
 	// Budgets: spend and open reservations in etcd, so that a limit
 	// holds for the cluster, not per node (docs/cluster.md).
 	b, err := n.StartBudget(d.kernel.Metrics)
