@@ -64,7 +64,10 @@ type Options struct {
 	// TLS, if set, is mutual TLS between the members' remoting
 	// listeners (tls.go).
 	TLS *TLSFiles
-	Log zerolog.Logger
+	// EtcdTLS, if set, is TLS on the etcd client connections
+	// (etcdtls.go); nil: plain.
+	EtcdTLS *EtcdTLS
+	Log     zerolog.Logger
 }
 
 // recordTTL is the lease of a node's record: a node killed with -9
@@ -93,6 +96,7 @@ type Node struct {
 	channels  *Channels  // cluster-wide channels, once started
 	webhooks  *Webhooks  // cluster-wide webhook endpoints, once started
 	approvals *Approvals // cluster-wide approvals, once started
+	a2a       *A2ATasks  // the A2A task directory, once started (a2a.go)
 	wd        *watch
 	cache     recordCache // watched node records (records.go)
 }
@@ -117,6 +121,16 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 		opts.BindHost = "127.0.0.1"
 	}
 	cfg := clientv3.Config{Endpoints: opts.Endpoints, DialTimeout: 5 * time.Second, Logger: zapNop()}
+	if opts.EtcdTLS != nil {
+		conf, err := opts.EtcdTLS.config()
+		if err != nil {
+			return nil, err
+		}
+		if err := checkEtcdTLS(opts.Endpoints, conf); err != nil {
+			return nil, err
+		}
+		cfg.TLS = conf
+	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: etcd client: %w", err)
@@ -126,6 +140,9 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 	cancel()
 	if err != nil {
 		cli.Close()
+		if opts.EtcdTLS == nil {
+			return nil, explainPlain(opts.Endpoints, err)
+		}
 		return nil, fmt.Errorf("cluster: etcd at %v does not answer: %w", opts.Endpoints, err)
 	}
 	provider, err := etcdprovider.NewWithConfig("/fangd/members", cfg)
@@ -225,6 +242,9 @@ func (n *Node) record() Record {
 		ctx, cancel := context.WithTimeout(n.ctx, refreshEvery)
 		hosted = n.opts.Hosted(ctx)
 		cancel()
+	}
+	if a := n.A2A(); a != nil {
+		hosted[KindA2ATask] = a.hosted()
 	}
 	return Record{MemberID: n.memberI, NodeName: n.opts.NodeName, HTTPURL: n.opts.HTTPURL,
 		Address: n.Address(), Hosted: hosted}
@@ -414,6 +434,9 @@ func (n *Node) Stop() {
 	}
 	if ap != nil {
 		ap.stop()
+	}
+	if a := n.A2A(); a != nil {
+		a.stop()
 	}
 	n.cancel()
 	<-n.done

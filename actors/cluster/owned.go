@@ -40,9 +40,9 @@ type owned struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	lease *leaseKeeper // the owner lease
+
 	mu      sync.Mutex
-	lease   clientv3.LeaseID
-	leaseOK time.Time // last keep-alive the etcd server acknowledged
 	unowned map[string]time.Time
 }
 
@@ -76,6 +76,9 @@ func newOwned(cli *clientv3.Client, pre, what, memberID, nodeName string, log ze
 	o := &owned{cli: cli, pre: pre, what: what, memberID: memberID, nodeName: nodeName, log: log, members: members,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), unowned: map[string]time.Time{}}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
+	o.lease = &leaseKeeper{cli: cli, ctx: o.ctx, ttl: ownerTTL, grantWithin: roundEvery, log: log,
+		notGranted: fmt.Sprintf("%s owner lease not granted; retrying", what),
+		lost:       fmt.Sprintf("%s owner lease lost; this node's %ss stop here and may move", what, what)}
 	return o
 }
 
@@ -106,14 +109,7 @@ func (o *owned) loop(round func()) {
 }
 
 // myLease is the owner lease if it is healthy, else 0.
-func (o *owned) myLease() clientv3.LeaseID {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.lease == 0 || time.Since(o.leaseOK) > fenceAfter {
-		return 0
-	}
-	return o.lease
-}
+func (o *owned) myLease() clientv3.LeaseID { return o.lease.fresh(fenceAfter) }
 
 // claimLease starts a round: an excluded node gives its owner lease up
 // (the other members no longer see it and route nothing to it: its
@@ -131,10 +127,7 @@ func (o *owned) claimLease() {
 // dropLease revokes the owner lease, if any: every entity this node owns
 // is free for the others at once.
 func (o *owned) dropLease() {
-	o.mu.Lock()
-	lease := o.lease
-	o.lease = 0
-	o.mu.Unlock()
+	lease := o.lease.forget()
 	if lease == 0 {
 		return
 	}
@@ -147,43 +140,7 @@ func (o *owned) dropLease() {
 // ensureLease grants the owner lease and keeps it alive; a lost lease
 // (keep-alive channel closed: expired, or the client closed) is granted
 // again on the next round, with every entity of the old one lost.
-func (o *owned) ensureLease() {
-	o.mu.Lock()
-	have := o.lease != 0
-	o.mu.Unlock()
-	if have {
-		return
-	}
-	ctx, cancel := context.WithTimeout(o.ctx, roundEvery)
-	g, err := o.cli.Grant(ctx, ownerTTL)
-	cancel()
-	if err != nil {
-		o.log.Warn().Err(err).Msgf("%s owner lease not granted; retrying", o.what)
-		return
-	}
-	ch, err := o.cli.KeepAlive(o.ctx, g.ID)
-	if err != nil {
-		return
-	}
-	o.mu.Lock()
-	o.lease, o.leaseOK = g.ID, time.Now()
-	o.mu.Unlock()
-	go func() {
-		for range ch {
-			o.mu.Lock()
-			o.leaseOK = time.Now()
-			o.mu.Unlock()
-		}
-		o.mu.Lock()
-		if o.lease == g.ID {
-			o.lease = 0
-		}
-		o.mu.Unlock()
-		if o.ctx.Err() == nil {
-			o.log.Warn().Msgf("%s owner lease lost; this node's %ss stop here and may move", o.what, o.what)
-		}
-	}()
-}
+func (o *owned) ensureLease() { o.lease.ensure() }
 
 type ownerRec struct {
 	MemberID string `json:"member_id"`
@@ -353,20 +310,12 @@ func (o *owned) commit(ctx context.Context, name, base string, ops []stateOp) er
 func (o *owned) stop() {
 	// Read before cancelling: the keep-alive goroutine forgets the lease
 	// as soon as its context ends.
-	o.mu.Lock()
-	before := o.lease
-	o.mu.Unlock()
+	before, _ := o.lease.state()
 	o.cancel()
 	<-o.done
-	o.mu.Lock()
-	after := o.lease
-	o.lease = 0
-	o.mu.Unlock()
-	for i, lease := range []clientv3.LeaseID{before, after} {
-		if lease != 0 && (i == 0 || lease != before) {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, _ = o.cli.Revoke(ctx, lease)
-			cancel()
-		}
+	after := o.lease.forget()
+	revokeLease(o.cli, before)
+	if after != before {
+		revokeLease(o.cli, after)
 	}
 }

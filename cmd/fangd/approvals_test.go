@@ -32,7 +32,7 @@ type approvalJSON struct {
 // Pending approvals and the TOTP enrolment live through a graceful
 // restart and a kill -9; expiry keeps counting from requested_at.
 func TestApprovalsOnTheBinary(t *testing.T) {
-	t.Parallel() // its own home and daemon; overlaps the daemons' waits (make test's critical path)
+	t.Parallel()
 	_, _, cfg := fakes(t, `
 [approval]
 second_factor = "totp"

@@ -105,16 +105,7 @@ enabled = true
 
 func (p *proc) hook(t *testing.T, path, body string) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", p.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+hookToken)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, b
+	return p.requestAs(t, hookToken, "POST", path, body)
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -132,7 +123,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 // that is down, kills fangd with SIGKILL, restarts it with the receiver up,
 // and checks that every event arrives, in order, none lost.
 func TestQueuedDeliveriesSurviveKill9(t *testing.T) {
-	t.Parallel() // its own home and daemon; overlaps the daemons' waits (make test's critical path)
+	t.Parallel()
 	home := t.TempDir()
 	rcv := newE2EReceiver(t, "e2e-webhook-secret")
 	// Long enough retries that the head never runs out while 1,000 events

@@ -23,7 +23,7 @@ import (
 // official TypeScript client drives POST /mcp, and a killed server comes
 // back on its own.
 func TestMCPOnTheBinary(t *testing.T) {
-	t.Parallel() // its own home and daemon; overlaps the daemons' waits (make test's critical path)
+	t.Parallel()
 	peers := mcptest.NPM(t)
 	home := t.TempDir()
 	config := `[rate_limit]

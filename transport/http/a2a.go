@@ -157,6 +157,12 @@ func (s *Server) a2aRPC(ctx *fasthttp.RequestCtx) error {
 func (s *Server) a2aAgentRPC(ctx *fasthttp.RequestCtx) error {
 	agent, err := s.deps.A2A.LocalAgent(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
+		if s.a2aDir != nil {
+			a2aCaller(ctx)
+			if done, rerr := s.a2aRoute(ctx, a2aTarget{agentRef: ctx.UserValue("id").(string)}); done || rerr != nil {
+				return rerr
+			}
+		}
 		return err
 	}
 	return s.serveRPC(ctx, agent.ID)
@@ -166,6 +172,11 @@ func (s *Server) a2aAgentRPC(ctx *fasthttp.RequestCtx) error {
 // adapted to fasthttp; streaming answers flow through as SSE).
 func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 	a2aCaller(ctx)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aRPCTarget(ctx.PostBody(), agentID)); done || err != nil {
+			return err
+		}
+	}
 	var head struct {
 		Method string `json:"method"`
 	}
@@ -187,15 +198,57 @@ func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 		// the handler, alongside the request's audit entry (chain).
 		ctx.SetUserValue(userPendingWrites, a2a.NewPendingWrites())
 	}
-	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
-	h, ok := s.rpcHandlers.Load(agentID)
+	v, ok := s.rpcHandlers.Load(agentID)
 	if !ok {
-		h, _ = s.rpcHandlers.LoadOrStore(agentID, fasthttpadaptor.NewFastHTTPHandler(s.rpcBridge(s.deps.A2A.JSONRPC(agentID))))
+		rh := s.deps.A2A.JSONRPC(agentID)
+		v, _ = s.rpcHandlers.LoadOrStore(agentID, &rpcEndpoint{rpc: rh, adapted: fasthttpadaptor.NewFastHTTPHandler(s.rpcBridge(rh))})
 	}
+	ep := v.(*rpcEndpoint)
+	if head.Method == "SendMessage" && s.serveSendMessage(ctx, ep.rpc) {
+		return nil
+	}
+	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
 	// The SDK writes its own Cache-Control for streams; the envelope's
 	// no-store stays for plain answers.
-	h.(fasthttp.RequestHandler)(ctx)
+	ep.adapted(ctx)
 	return nil
+}
+
+// rpcEndpoint is one A2A endpoint's JSON-RPC binding: the SDK's handler
+// adapted to fasthttp, and the binding itself for SendMessage's shortcut.
+type rpcEndpoint struct {
+	rpc     *a2a.RPCHandler
+	adapted fasthttp.RequestHandler
+}
+
+// serveSendMessage answers a plain 1.0 SendMessage without the net/http
+// adaptor (a2a.RPCHandler.ServeSendMessage): the handler's context is the
+// one rpcBridge gives it, the header the one the adaptor would build. It
+// reports false, having written nothing, for a request the full binding
+// must serve.
+func (s *Server) serveSendMessage(ctx *fasthttp.RequestCtx, rh *a2a.RPCHandler) bool {
+	header := make(nethttp.Header)
+	for k, v := range ctx.Request.Header.All() {
+		switch sk := string(k); sk {
+		case "Transfer-Encoding", fasthttp.HeaderTrailer: // not in the adaptor's header map either
+		default:
+			header.Add(sk, string(v))
+		}
+	}
+	base, cancel := s.streamCtx()
+	defer cancel()
+	caller, _ := ctx.UserValue(a2a.CallerKey).(a2a.Caller) // serveRPC's a2aCaller
+	rctx := context.WithValue(base, a2a.CallerKey, caller)
+	if pw, _ := ctx.UserValue(userPendingWrites).(*a2a.PendingWrites); pw != nil {
+		rctx = a2a.WithPendingWrites(rctx, pw)
+	}
+	answer, ok := rh.ServeSendMessage(rctx, ctx.PostBody(), header)
+	if !ok {
+		return false
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(answer)
+	return true
 }
 
 // DefaultMaxA2AStreams is [a2a] max_streams' default.
@@ -340,6 +393,11 @@ func (s *Server) a2aTasksSend(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	a2aCaller(ctx)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aTarget{contextID: session, agentRef: agent}); done || err != nil {
+			return err
+		}
+	}
 	snap, err := s.deps.A2A.SendSeed(s.reqCtxWait(ctx), agent, m, session)
 	if err != nil {
 		return err
@@ -368,6 +426,11 @@ func firstNonEmpty(vals ...string) string {
 // a2aTaskGet serves GET /a2a/tasks/{id}.
 func (s *Server) a2aTaskGet(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aTarget{taskID: ctx.UserValue("id").(string)}); done || err != nil {
+			return err
+		}
+	}
 	snap, err := s.deps.A2A.InboundTask(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		return err
@@ -381,6 +444,11 @@ func (s *Server) a2aTaskGet(ctx *fasthttp.RequestCtx) error {
 func (s *Server) a2aTaskCancel(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
 	id := ctx.UserValue("id").(string)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aTarget{taskID: id}); done || err != nil {
+			return err
+		}
+	}
 	snap, err := s.deps.A2A.CancelInbound(s.reqCtx(ctx), id)
 	if err != nil {
 		return err
@@ -593,6 +661,11 @@ func (s *Server) a2aSendWait(ctx *fasthttp.RequestCtx, receipt a2a.SendReceipt) 
 // a2aOutboundStatus serves GET /api/a2a/tasks/{id}/status.
 func (s *Server) a2aOutboundStatus(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aTarget{taskID: ctx.UserValue("id").(string)}); done || err != nil {
+			return err
+		}
+	}
 	snap, err := s.deps.A2A.OutboundTask(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		if de := kernel.AsError(err); de != nil && de.Code == "task_not_found" {

@@ -51,7 +51,11 @@ var (
 	_ hostedElsewhere = (*channel.HostedElsewhere)(nil)
 	_ hostedElsewhere = (*webhook.HostedElsewhere)(nil)
 	_ hostedElsewhere = (*agentElsewhere)(nil)
+	_ hostedElsewhere = (*a2aElsewhere)(nil)
 )
+
+// forwardTimeout is the longest a forwarded agent request may take.
+func (e *agentElsewhere) forwardTimeout() time.Duration { return e.Timeout }
 
 // hostRouter forwards requests for entities hosted on other nodes.
 type hostRouter struct {
@@ -108,9 +112,9 @@ func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
 			fmt.Sprintf("%s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", what, node)}
 	}
 	timeout := r.timeout
-	var ae *agentElsewhere
-	if errors.As(err, &ae) && ae.Timeout > timeout {
-		timeout = ae.Timeout
+	var lt interface{ forwardTimeout() time.Duration }
+	if errors.As(err, &lt) && lt.forwardTimeout() > timeout {
+		timeout = lt.forwardTimeout()
 	}
 	if ferr := r.forward(ctx, base, timeout); ferr != nil {
 		if errors.Is(ferr, fasthttp.ErrTimeout) {
