@@ -381,6 +381,9 @@ type ownedEntity struct {
 	// node, with its lease alive.
 	Node string
 	Mine bool
+	// State is the entity's state keys (relative to its state prefix),
+	// read in the round only for a set made withState.
+	State map[string][]byte
 }
 
 // ownedSet is one cluster-wide kind's placement on top of owned: under
@@ -394,6 +397,9 @@ type ownedSet struct {
 	*owned
 	stDir string
 	apply func([]ownedEntity)
+	// withState reads every entity's state in the round too: for a kind
+	// whose state is small and every node shows (an MCP server's tools).
+	withState bool
 
 	lastMu sync.Mutex
 	last   []ownedEntity // the last round's result
@@ -413,11 +419,15 @@ func (s *ownedSet) round() {
 	s.claimLease()
 	ctx, cancel := context.WithTimeout(s.ctx, 2*roundEvery)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).Then(
+	gets := []clientv3.Op{
 		clientv3.OpGet(s.pre+"cfg/", clientv3.WithPrefix()),
 		clientv3.OpGet(s.pre+"sec/", clientv3.WithPrefix()),
 		clientv3.OpGet(s.pre+"own/", clientv3.WithPrefix()),
-	).Commit()
+	}
+	if s.withState {
+		gets = append(gets, clientv3.OpGet(s.pre+s.stDir, clientv3.WithPrefix()))
+	}
+	resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
 	if err != nil {
 		if s.ctx.Err() == nil {
 			s.log.Warn().Err(err).Msgf("%s ownership round: etcd did not answer", s.what)
@@ -434,11 +444,16 @@ func (s *ownedSet) round() {
 	for _, kv := range cfgs {
 		names = append(names, strings.TrimPrefix(string(kv.Key), s.pre+"cfg/"))
 	}
+	var states map[string]map[string][]byte
+	if s.withState {
+		states = sealedByName(s.pre+s.stDir, resp.Responses[3].GetResponseRange().Kvs)
+	}
 	places := s.assign(ctx, names, resp.Responses[2].GetResponseRange().Kvs)
 	out := make([]ownedEntity, 0, len(cfgs))
 	for i, kv := range cfgs {
 		p := places[names[i]]
-		out = append(out, ownedEntity{Name: names[i], Record: kv.Value, Sealed: sealed[names[i]], Node: p.Node, Mine: p.Mine})
+		out = append(out, ownedEntity{Name: names[i], Record: kv.Value, Sealed: sealed[names[i]], Node: p.Node, Mine: p.Mine,
+			State: states[names[i]]})
 	}
 	s.lastMu.Lock()
 	s.last = out
@@ -446,7 +461,8 @@ func (s *ownedSet) round() {
 	s.apply(out)
 }
 
-// sealedByName groups sealed secrets <pre><name>/<key> by name and key.
+// sealedByName groups keys <pre><name>/<key> (sealed secrets, states) by
+// name and key.
 func sealedByName(pre string, kvs []*mvccpb.KeyValue) map[string]map[string][]byte {
 	sealed := map[string]map[string][]byte{}
 	for _, kv := range kvs {

@@ -26,6 +26,9 @@ import (
 var fangdBin string
 
 func TestMain(m *testing.M) {
+	if f := os.Getenv(fakeMCPEnv); f != "" {
+		runFakeMCP(f) // this binary as a stdio MCP server (mcp_test.go)
+	}
 	dir, err := os.MkdirTemp("", "fangd-cluster")
 	if err != nil {
 		panic(err)
