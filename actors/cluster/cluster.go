@@ -94,8 +94,11 @@ type Node struct {
 	webhooks  *Webhooks   // cluster-wide webhook endpoints, once started
 	approvals *Approvals  // cluster-wide approvals, once started
 	mcp       *MCPServers // cluster-wide MCP servers, once started
-	wd        *watch
-	cache     recordCache // watched node records (records.go)
+	// lost: remoting addresses whose connection was lost, and when
+	// (mcp.go); nil until watched.
+	lost  map[string]time.Time
+	wd    *watch
+	cache recordCache // watched node records (records.go)
 }
 
 // Record is a node's entry in etcd.

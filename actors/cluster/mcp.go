@@ -3,6 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/remote"
 
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -42,6 +45,7 @@ func (n *Node) StartMCP(rt MCPRuntime) (*MCPServers, error) {
 	m := newMCPServers(n.etcd, n.opts.Name, n.memberI, n.opts.NodeName, n.opts.Log, n.topology, rt.ApplyCluster)
 	m.node = n
 	m.excluded = n.Excluded
+	n.watchEndpoints()
 	if err := rt.UseCluster(m, n.opts.NodeName); err != nil {
 		return nil, err
 	}
@@ -151,10 +155,57 @@ func (m *MCPServers) PublishState(ctx context.Context, name string, state []byte
 	return m.commit(ctx, name, m.stKey(name), []stateOp{{key: "view", value: state}})
 }
 
-// NodeAddress is the remoting address of the live node named nodeName.
+// NodeAddress is the remoting address of the live node named nodeName,
+// refused while the remoting connection to it is lost (lostFor).
 func (m *MCPServers) NodeAddress(ctx context.Context, nodeName string) (string, error) {
 	if m.node == nil {
 		return "", fmt.Errorf("cluster: no node")
 	}
-	return m.node.NodeAddress(ctx, nodeName)
+	addr, err := m.node.NodeAddress(ctx, nodeName)
+	if err != nil {
+		return "", err
+	}
+	if m.node.endpointLost(addr) {
+		return "", fmt.Errorf("cluster: the connection to node %s was lost", nodeName)
+	}
+	return addr, nil
+}
+
+// lostFor is how long a remoting connection reported lost makes messages
+// to that address fail at once. Why: upstream's endpoint writer retries a
+// connection 5 times 2 s apart before it gives a message up, so a call to
+// a node killed with -9 would wait 10 s for its error; the lost connection
+// is reported at once (EndpointTerminatedEvent). A host that is really
+// dead loses its lease within 4 s and its entities move; a node whose
+// connection only blinked is tried again after lostFor, or as soon as a
+// connection to it is made.
+const lostFor = 10 * time.Second
+
+// watchEndpoints records lost and re-made remoting connections, once.
+func (n *Node) watchEndpoints() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.lost != nil {
+		return
+	}
+	n.lost = map[string]time.Time{}
+	n.C.ActorSystem.EventStream.Subscribe(func(evt any) {
+		switch e := evt.(type) {
+		case *remote.EndpointTerminatedEvent:
+			n.mu.Lock()
+			n.lost[e.Address] = time.Now()
+			n.mu.Unlock()
+		case *remote.EndpointConnectedEvent:
+			n.mu.Lock()
+			delete(n.lost, e.Address)
+			n.mu.Unlock()
+		}
+	})
+}
+
+func (n *Node) endpointLost(addr string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	at, ok := n.lost[addr]
+	return ok && time.Since(at) < lostFor
 }
