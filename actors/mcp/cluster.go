@@ -126,6 +126,8 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 		s.defs[cs.Name] = definition{spec: spec, source: sourceAPI, clustered: true, node: cs.Node, mine: cs.Mine}
 		_, running := s.children[cs.Name]
 		switch {
+		case cs.Mine && !running && s.crashed[cs.Name] && !changed && equalDefinition(prev.spec, spec):
+			// Stopped by supervision: down until its definition changes.
 		case cs.Mine && !running:
 			if !had || !prev.mine {
 				s.states[cs.Name] = serverState{}
@@ -134,6 +136,7 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 		case cs.Mine && (changed || !equalDefinition(prev.spec, spec) || prev.spec.Disabled != spec.Disabled || prev.spec.TimeoutSecs != spec.TimeoutSecs):
 			s.reapply(c, cs.Name)
 		case !cs.Mine:
+			delete(s.crashed, cs.Name) // a new attempt if it comes back
 			if running {
 				s.stopChild(c, cs.Name)
 			}

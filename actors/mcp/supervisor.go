@@ -48,6 +48,10 @@ type supervisor struct {
 	// added again; the new one is spawned when the old one has terminated.
 	stoppingNames map[string]bool
 	pending       map[string]bool
+	// crashed: servers whose actor supervision stopped; in cluster mode
+	// the rounds do not restart them (a new definition does, as on one
+	// node).
+	crashed map[string]bool
 }
 
 func (s *supervisor) Receive(c actor.Context) {
@@ -144,6 +148,7 @@ func (s *supervisor) started(c actor.Context) {
 	s.states = map[string]serverState{}
 	s.stoppingNames = map[string]bool{}
 	s.pending = map[string]bool{}
+	s.crashed = map[string]bool{}
 	for _, sp := range s.m.configSpecs() {
 		s.defs[sp.Name] = definition{spec: sp, source: sourceConfig}
 	}
@@ -178,6 +183,7 @@ func (s *supervisor) spawn(c actor.Context, name string) {
 		s.pending[name] = true
 		return
 	}
+	delete(s.crashed, name)
 	spec := s.defs[name].spec
 	line := &callLine{}
 	pid, err := c.SpawnNamed(s.env.k.Props(func() actor.Actor { return newConn(s.env, spec, line) }), name)
@@ -220,13 +226,17 @@ func (s *supervisor) terminated(c actor.Context, m *actor.Terminated) {
 	// server is reported down until it is reconfigured or reloaded.
 	delete(s.children, name)
 	delete(s.lines, name)
-	if _, still := s.defs[name]; still {
+	if d, still := s.defs[name]; still {
 		st := s.states[name]
 		st.Status = StatusError
 		st.Tools = nil
 		st.LastError = "connection actor stopped after repeated crashes; PUT the server or POST /api/mcp/reload to restart it"
 		s.states[name] = st
+		s.crashed[name] = true
 		s.publishIndex()
+		if d.clustered && d.mine {
+			s.publishView(name, st)
+		}
 	}
 }
 
@@ -495,6 +505,7 @@ func (s *supervisor) forget(c actor.Context, name string) {
 	delete(s.defs, name)
 	delete(s.states, name)
 	delete(s.pending, name)
+	delete(s.crashed, name)
 	if err := s.env.pins.Delete(name); err != nil {
 		s.env.log.Error().Err(err).Str("mcp_server", name).Msg("could not delete tool pins")
 	}

@@ -251,7 +251,7 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 		}
 		for _, k := range st.Kinds {
 			want := "per_node"
-			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" || k.Kind == "approval" {
+			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" || k.Kind == "approval" || k.Kind == "mcp_connection" {
 				want = "cluster"
 			}
 			if k.Kind == "agent" {
