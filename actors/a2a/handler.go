@@ -275,8 +275,12 @@ func (s *Service) startInbound(ctx context.Context, agentID string, req *a2a.Sen
 		p.Token, p.Credentials = "", ""
 		rec.Push = []PushTarget{p}
 	}
+	if err := s.clusterRegister(ctx, rec); err != nil {
+		return nil, "", err
+	}
 	sub := newSubscriber()
 	if _, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &createTask{rec: rec, sub: sub}); err != nil {
+		s.clusterForget(rec)
 		return nil, "", err
 	}
 	s.received(rec)
@@ -509,8 +513,12 @@ func (s *Service) SendSeed(ctx context.Context, agentRef string, msg *a2a.Messag
 	}
 	msg.ContextID = contextID
 	rec := newInboundRecord(agent, CallerFrom(ctx), msg)
+	if err := s.clusterRegister(ctx, rec); err != nil {
+		return nil, err
+	}
 	sub := newSubscriber()
 	if _, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &createTask{rec: rec, sub: sub}); err != nil {
+		s.clusterForget(rec)
 		return nil, err
 	}
 	s.received(rec)

@@ -84,7 +84,13 @@ func (s *Service) SendOutbound(ctx context.Context, req OutboundRequest) (SendRe
 		idem = &idemEntry{key: hex.EncodeToString(sum[:]),
 			rec: idemRecord{BodyHash: req.BodyHash, TaskID: id, AgentID: agent.ID, State: rec.State, CreatedAt: now}}
 	}
+	if err := s.clusterRegister(ctx, rec); err != nil {
+		return SendReceipt{}, false, err
+	}
 	res, err := kernel.Ask[any](ctx, s.k, s.sup, &createTask{rec: rec, idem: idem})
+	if _, made := res.(*TaskSnapshot); !made {
+		s.clusterForget(rec)
+	}
 	if err != nil {
 		return SendReceipt{}, false, err
 	}

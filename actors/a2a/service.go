@@ -127,6 +127,9 @@ type Service struct {
 	journal *actor.PID
 	baseURL atomic.Pointer[string]
 	metrics metrics
+	// cluster is the cluster's task directory (cluster.go); nil on a
+	// single node.
+	cluster atomic.Pointer[clusterRef]
 }
 
 type metrics struct {

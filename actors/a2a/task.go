@@ -191,6 +191,7 @@ func (t *taskBase) finish(c actor.Context) {
 		t.cancel = nil
 	}
 	t.svc.metrics.finished.WithLabelValues(t.rec.Direction, SeedStatus(t.rec.State)).Inc()
+	t.svc.clusterFinished(&t.rec)
 	c.Send(c.Parent(), &taskFinished{id: t.rec.ID})
 }
 

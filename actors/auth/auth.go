@@ -78,6 +78,10 @@ type Options struct {
 	// the daemon passes its SSRF-guarded client.
 	HTTPClient *http.Client
 	Now        func() time.Time
+	// Vault seals the providers' refresh tokens before a session is
+	// stored: a copy of the store must not hand out a credential the
+	// provider honours. Required.
+	Vault *store.Vault
 }
 
 // Session is a signed-in user, as stored (keyed by its token's hash).
@@ -95,10 +99,52 @@ type Session struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// RefreshedAt is when the session was last rotated by Refresh.
 	RefreshedAt time.Time `json:"refreshed_at,omitzero"`
-	// upstream is the provider's refresh token, kept server-side only
+	// Upstream is the provider's refresh token, kept server-side only
 	// (never in a response): Refresh uses it to ask the provider whether
-	// it still vouches for the user. Stored with the session.
-	Upstream string `json:"upstream_refresh,omitempty"`
+	// it still vouches for the user. It is held in memory in the clear
+	// and stored only sealed (UpstreamSealed).
+	Upstream string `json:"-"`
+	// UpstreamSealed is Upstream sealed by the vault under the session's
+	// id (sealedName), as stored.
+	UpstreamSealed []byte `json:"upstream_sealed,omitempty"`
+	// LegacyUpstream is the clear refresh token records written before
+	// sealing carry; load seals it and rewrites the record.
+	LegacyUpstream string `json:"upstream_refresh,omitempty"`
+}
+
+// sealedName binds a sealed refresh token to its session: a sealed value
+// copied into another session's record does not open.
+func sealedName(sessionID string) string { return "auth/upstream/" + sessionID }
+
+// stored is sess as written to the store: the refresh token sealed,
+// nothing in the clear.
+func (s *Service) stored(sess Session) (Session, error) {
+	sess.LegacyUpstream, sess.UpstreamSealed = "", nil
+	if sess.Upstream != "" {
+		sealed, err := s.opts.Vault.Seal(sealedName(sess.ID), []byte(sess.Upstream))
+		if err != nil {
+			return Session{}, fmt.Errorf("seal the provider refresh token: %w", err)
+		}
+		sess.UpstreamSealed = sealed
+	}
+	sess.Upstream = ""
+	return sess, nil
+}
+
+// opened is a stored session as held in memory: the refresh token
+// opened. legacy reports a record that still carried it in the clear.
+func (s *Service) opened(sess Session) (out Session, legacy bool, err error) {
+	switch {
+	case sess.LegacyUpstream != "":
+		sess.Upstream, legacy = sess.LegacyUpstream, true
+	case len(sess.UpstreamSealed) > 0:
+		err = s.opts.Vault.Open(sealedName(sess.ID), sess.UpstreamSealed, func(b []byte) error {
+			sess.Upstream = string(b)
+			return nil
+		})
+	}
+	sess.LegacyUpstream, sess.UpstreamSealed = "", nil
+	return sess, legacy, err
 }
 
 // Identity is the audit identity of a session's user.
@@ -152,6 +198,9 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+	}
+	if opts.Vault == nil {
+		return nil, errors.New("auth: a vault is required to store provider refresh tokens sealed")
 	}
 	if len(opts.Config.StateKey) == 0 {
 		opts.Config.StateKey = make([]byte, 32)
@@ -688,8 +737,13 @@ func (a *sessionsActor) Receive(c actor.Context) {
 		c.Respond(true)
 	case *put:
 		a.prune()
+		rec, err := a.s.stored(*m.sess)
+		if err != nil {
+			c.Respond(err)
+			return
+		}
 		self, sender, root := c.Self(), c.Sender(), c.ActorSystem().Root
-		a.coll.PutAsync(m.hash, *m.sess, func(err error) {
+		a.coll.PutAsync(m.hash, rec, func(err error) {
 			root.Send(self, &published{put: m, sender: sender, err: err})
 		})
 	case *published:
@@ -707,8 +761,12 @@ func (a *sessionsActor) Receive(c actor.Context) {
 			c.Respond(ErrNotRefreshable)
 			return
 		}
+		sess, err := a.s.stored(*m.put.sess)
+		if err != nil {
+			c.Respond(err)
+			return
+		}
 		self, sender, root := c.Self(), c.Sender(), c.ActorSystem().Root
-		sess := *m.put.sess
 		a.rotating[m.old] = true
 		a.db.UpdateAsync(func(tx *store.Txn) error {
 			if err := a.coll.DeleteTx(tx, m.old); err != nil {
@@ -752,11 +810,58 @@ func (a *sessionsActor) load() error {
 	a.rotating = map[string]bool{}
 	now := a.s.opts.Now()
 	// Expired sessions go with async deletes: no synced write in Receive.
-	if err := store.LoadLive(a.coll, a.m, func(v Session) (*Session, bool) { return &v, v.ExpiresAt.After(now) }); err != nil {
+	var legacy []string
+	err := store.LoadLive(a.coll, a.m, func(v Session) (*Session, bool) {
+		if !v.ExpiresAt.After(now) {
+			return nil, false
+		}
+		sess, clear, err := a.s.opened(v)
+		if err != nil {
+			// Without its refresh token the session could only be
+			// rotated on fangd's word, which the provider never vouched
+			// for: it ends, and the user signs in again.
+			a.s.log.Warn().Str("session", v.ID).Err(err).Msg("a stored session's provider refresh token does not open with this vault key; the session is dropped")
+			return nil, false
+		}
+		if clear {
+			legacy = append(legacy, v.ID)
+		}
+		return &sess, true
+	})
+	if err != nil {
 		return err
 	}
+	a.resealLegacy(legacy)
 	a.publish()
 	return nil
+}
+
+// resealLegacy rewrites records stored before refresh tokens were
+// sealed, so no clear token stays on disk past the first start.
+func (a *sessionsActor) resealLegacy(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	for h, sess := range a.m {
+		if !want[sess.ID] {
+			continue
+		}
+		rec, err := a.s.stored(*sess)
+		if err != nil {
+			a.s.log.Warn().Str("session", sess.ID).Err(err).Msg("reseal a stored session")
+			continue
+		}
+		id := sess.ID
+		a.coll.PutAsync(h, rec, func(err error) {
+			if err != nil {
+				a.s.log.Warn().Str("session", id).Err(err).Msg("reseal a stored session")
+			}
+		})
+	}
 }
 
 func (a *sessionsActor) prune() {

@@ -2,10 +2,15 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,9 +57,9 @@ func TestSessionsSurviveRestartExpireAndEndOnLogout(t *testing.T) {
 	now.Store(time.Now().UnixNano())
 	var stop func()
 	start := func() *Service {
-		db := storetest.Open(t, home)
+		db, vault := storetest.OpenWithVault(t, home)
 		k := kernel.New(zerolog.Nop())
-		s, err := Start(k, db, Options{Now: func() time.Time { return time.Unix(0, now.Load()) }, Config: Config{SessionTTL: time.Hour,
+		s, err := Start(k, db, Options{Vault: vault, Now: func() time.Time { return time.Unix(0, now.Load()) }, Config: Config{SessionTTL: time.Hour,
 			Providers: []Provider{{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789",
 				RoleMap: map[string]string{"ops": "operator", "admins": "admin"}}}}})
 		if err != nil {
@@ -109,19 +114,129 @@ func TestReturnToIsSameOriginOnly(t *testing.T) {
 // startWith starts a service on a fresh store for one provider config.
 func startWith(t *testing.T, p Provider) *Service {
 	t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(t.TempDir())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := kernel.New(zerolog.Nop())
-	s, err := Start(k, db, Options{Config: Config{SessionTTL: time.Hour, Providers: []Provider{p}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		kerneltest.Stop(k, db)
-	})
+	s, _ := startIn(t, t.TempDir(), p)
 	return s
+}
+
+// startIn starts a service on the store in home; stop ends it.
+func startIn(t *testing.T, home string, p Provider) (s *Service, stop func()) {
+	t.Helper()
+	db, vault := storetest.OpenWithVault(t, home)
+	k := kernel.New(zerolog.Nop())
+	s, err := Start(k, db, Options{Vault: vault, Config: Config{SessionTTL: time.Hour, Providers: []Provider{p}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { kerneltest.Stop(k, db) }) }
+	t.Cleanup(stop)
+	return s, stop
+}
+
+// storedSessions reads the session records as written, bypassing the
+// service.
+func storedSessions(t *testing.T, home string) map[string]json.RawMessage {
+	t.Helper()
+	db := storetest.Open(t, home)
+	defer db.Close()
+	out := map[string]json.RawMessage{}
+	if err := store.NewCollection[json.RawMessage](db, "auth/sessions").Each(func(id string, v json.RawMessage) bool {
+		out[id] = v
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A copy of the store must not hand out a refresh token the provider
+// honours: it is stored sealed, and still refreshes after a restart.
+func TestProviderRefreshTokenStoredSealed(t *testing.T) {
+	idp := authtest.New("c", "secret-0123456789")
+	defer idp.Close()
+	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true})
+	p := Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789"}
+	home := t.TempDir()
+	s, stop := startIn(t, home, p)
+	tok, sess := signIn(t, s)
+	if sess.Upstream == "" {
+		t.Fatal("the provider's refresh token was not kept")
+	}
+	stop()
+	recs := storedSessions(t, home)
+	if len(recs) != 1 {
+		t.Fatalf("%d stored sessions", len(recs))
+	}
+	for _, raw := range recs {
+		if strings.Contains(string(raw), sess.Upstream) || !strings.Contains(string(raw), `"upstream_sealed"`) {
+			t.Fatalf("stored session carries the refresh token in the clear or not at all: %s", raw)
+		}
+	}
+	s, _ = startIn(t, home, p)
+	if _, _, upstream, err := s.Refresh(context.Background(), tok); err != nil || !upstream || idp.Refreshes() != 1 {
+		t.Fatalf("refresh after restart: upstream=%v refreshes=%d err=%v", upstream, idp.Refreshes(), err)
+	}
+}
+
+// Records written before sealing carried the token in the clear: they
+// keep working and are rewritten sealed at the first start.
+func TestLegacyClearRefreshTokenIsResealed(t *testing.T) {
+	idp := authtest.New("c", "secret-0123456789")
+	defer idp.Close()
+	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true})
+	p := Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789"}
+	home := t.TempDir()
+	s, stop := startIn(t, home, p)
+	tok, sess := signIn(t, s)
+	stop()
+	// Rewrite the record the way older versions stored it.
+	db := storetest.Open(t, home)
+	coll := store.NewCollection[map[string]any](db, "auth/sessions")
+	hash := hashOf(tok)
+	rec, err := coll.Get(hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(rec, "upstream_sealed")
+	rec["upstream_refresh"] = sess.Upstream
+	if err := coll.Put(hash, rec); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	_, stop = startIn(t, home, p)
+	stop() // awaits the reseal write
+	for _, raw := range storedSessions(t, home) {
+		if strings.Contains(string(raw), sess.Upstream) || strings.Contains(string(raw), "upstream_refresh") {
+			t.Fatalf("legacy record not resealed: %s", raw)
+		}
+	}
+	s, _ = startIn(t, home, p)
+	if _, _, upstream, err := s.Refresh(context.Background(), tok); err != nil || !upstream {
+		t.Fatalf("legacy session does not refresh with the provider: upstream=%v err=%v", upstream, err)
+	}
+}
+
+// A store moved to a daemon with another vault key: the refresh token
+// does not open, and the session ends rather than rotating on fangd's
+// word alone.
+func TestSessionWhoseTokenDoesNotOpenIsDropped(t *testing.T) {
+	t.Setenv(store.VaultKeyEnv, "")
+	idp := authtest.New("c", "secret-0123456789")
+	defer idp.Close()
+	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true})
+	p := Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789"}
+	home := t.TempDir()
+	s, stop := startIn(t, home, p)
+	tok, _ := signIn(t, s)
+	stop()
+	if err := os.Remove(filepath.Join(home, "vault.key")); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = startIn(t, home, p)
+	if _, ok := s.Session(tok); ok {
+		t.Fatal("a session whose refresh token does not open still authenticates")
+	}
 }
 
 func TestRefreshRotatesSessionWithProviderRefreshToken(t *testing.T) {

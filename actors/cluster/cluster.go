@@ -93,6 +93,7 @@ type Node struct {
 	channels  *Channels   // cluster-wide channels, once started
 	webhooks  *Webhooks   // cluster-wide webhook endpoints, once started
 	approvals *Approvals  // cluster-wide approvals, once started
+	a2a       *A2ATasks   // the A2A task directory, once started (a2a.go)
 	mcp       *MCPServers // cluster-wide MCP servers, once started
 	// lost: remoting addresses whose connection was lost, and when
 	// (mcp.go); nil until watched.
@@ -229,6 +230,9 @@ func (n *Node) record() Record {
 		ctx, cancel := context.WithTimeout(n.ctx, refreshEvery)
 		hosted = n.opts.Hosted(ctx)
 		cancel()
+	}
+	if a := n.A2A(); a != nil {
+		hosted[KindA2ATask] = a.hosted()
 	}
 	return Record{MemberID: n.memberI, NodeName: n.opts.NodeName, HTTPURL: n.opts.HTTPURL,
 		Address: n.Address(), Hosted: hosted}
@@ -424,6 +428,9 @@ func (n *Node) Stop() {
 	}
 	if ap != nil {
 		ap.stop()
+	}
+	if a := n.A2A(); a != nil {
+		a.stop()
 	}
 	n.cancel()
 	<-n.done

@@ -4,7 +4,9 @@ package cluster
 // server connections are cluster-wide (Mode "cluster": one activation,
 // failover; channels.go, webhooks.go, mcp.go), and so are budget admission (budget.go) and approval
 // requests (approvals.go); agents are "routed" (each runs on the node
-// that created it, found through the etcd agent directory, agents.go);
+// that created it, found through the etcd agent directory, agents.go),
+// and so are A2A tasks (each on the node that took its message, found
+// through the etcd task directory, a2a.go);
 // every other kind
 // still runs on each node separately (Mode "per_node"). GET /api/cluster
 // reports this table as is, so nobody mistakes membership for more.
@@ -39,7 +41,7 @@ var Kinds = []KindInfo{
 	{KindBudget, "cluster", "admission is cluster-wide: each scope's spend and the open reservations are in etcd, changed by compare-and-swap Txns; a dead node's reservations are released with its lease (5 s); limits are shared through etcd (an agent's by its name); usage reports stay per node"},
 	{KindApproval, "cluster", "one record per request in etcd: any node lists and decides it (one compare-and-swap wins), the raising node's waiting call resumes, and any node's sweep expires it at its deadline"},
 	{KindWebhook, "cluster", "one activation cluster-wide: subscriptions in etcd, each endpoint's outbox runs on the node holding its lease-fenced owner key with its state in etcd; every node appends its matching events; another node takes over within about 4-7 s of its host dying (see webhooks for where each runs)"},
-	{KindA2ATask, "per_node", "A2A task records live on the node that runs them"},
+	{KindA2ATask, "routed", "one activation, on the node that received the SendMessage (or hosts the agent or context it names), not failed over: an etcd task directory, written before the task's id is answered, names each task's node; any node forwards GetTask, CancelTask, resubscribe and push-config calls there; the final state (record capped at 16 KiB) is kept in etcd for an hour past the longest task, and a task whose node died before it ended is marked failed by any node's sweep (about 10-12 s) and answered by every node"},
 	{KindAudit, "per_node", "each node keeps its own hash chain and anchor"},
 	{KindEventBus, "per_node", "each node has its own event bus; there is no cluster-wide ordered view"},
 }

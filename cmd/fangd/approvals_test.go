@@ -32,6 +32,7 @@ type approvalJSON struct {
 // Pending approvals and the TOTP enrolment live through a graceful
 // restart and a kill -9; expiry keeps counting from requested_at.
 func TestApprovalsOnTheBinary(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, `
 [approval]
 second_factor = "totp"

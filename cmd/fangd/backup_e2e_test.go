@@ -58,6 +58,7 @@ func verifyOnline(t *testing.T, p *proc) audit.Report {
 // serves the same agents with a valid audit chain; a backup is restored
 // into an empty home only, and a damaged one not at all.
 func TestBackupFromARunningDaemonRestores(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, "")
 	env := append([]string{"FANGD_API_KEY=" + e2eKey}, keyEnv...)
 	home := t.TempDir()

@@ -75,6 +75,7 @@ func keyedDaemon(t *testing.T, extra string) *proc {
 
 // agents create, list and delete, as tables and as the server's JSON.
 func TestCLIAgentsRoundTrip(t *testing.T) {
+	t.Parallel()
 	p := keyedDaemon(t, "")
 	env := cliEnv(t, "FANGD_URL="+p.url, "FANGD_API_KEY="+e2eKey)
 
@@ -176,6 +177,7 @@ func TestCLISendPrintsReply(t *testing.T) {
 // approve and reject take any prefix that names one pending approval; a
 // prefix that names several is refused, naming them, and decides nothing.
 func TestCLIApprovalsByPrefix(t *testing.T) {
+	t.Parallel()
 	p := keyedDaemon(t, "[approval]\nmax_pending_per_agent = 20\n")
 	env := cliEnv(t, "FANGD_URL="+p.url, "FANGD_API_KEY="+e2eKey)
 	runCLI(t, env, "agents", "create", "ops", "--model", "fakeoai/gpt-test").want(t, 0, "create")
@@ -381,6 +383,7 @@ func TestCLIUnreachableAndKeyNeverPrinted(t *testing.T) {
 // The address and key: --url/--api-key over FANGD_URL/FANGD_API_KEY over
 // the config file; the config's key goes only to the config's address.
 func TestCLIAddressAndKeyPrecedence(t *testing.T) {
+	t.Parallel()
 	p := keyedDaemon(t, "")
 	closed := "http://" + freeAddr(t)
 	good := "FANGD_API_KEY=" + e2eKey

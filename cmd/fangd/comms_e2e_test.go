@@ -132,6 +132,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 // that is down, kills fangd with SIGKILL, restarts it with the receiver up,
 // and checks that every event arrives, in order, none lost.
 func TestQueuedDeliveriesSurviveKill9(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	rcv := newE2EReceiver(t, "e2e-webhook-secret")
 	// Long enough retries that the head never runs out while 1,000 events

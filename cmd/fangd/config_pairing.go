@@ -391,5 +391,5 @@ func (d *daemon) startAuth(cfg Config, guard *ssrf.Guard) (*auth.Service, error)
 			return nil, fmt.Errorf("external_auth client_secret vault:%s: %w (store it with fangd vault set %s)", name, err, name)
 		}
 	}
-	return auth.Start(d.kernel, d.db, auth.Options{Config: ac, HTTPClient: guard.Client(15 * time.Second)})
+	return auth.Start(d.kernel, d.db, auth.Options{Config: ac, HTTPClient: guard.Client(15 * time.Second), Vault: d.vault})
 }

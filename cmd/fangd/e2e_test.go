@@ -65,16 +65,28 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// The longest daemon tests call t.Parallel: each has its own home and
+// daemon, they wait more than they compute, and this package is make
+// test's critical path.
+
 // startFangd runs `fangd serve` on home with config (may be empty) and env,
 // and waits until /api/health answers.
 func startFangd(t *testing.T, home, config string, env ...string) *proc {
 	t.Helper()
 	p := launch(t, home, config, env...)
 	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	for tries := 1; time.Now().Before(deadline); {
 		select {
 		case err := <-p.done:
 			p.done <- err // for the cleanup, which waits on it
+			// The free port was free only until someone else bound it
+			// (tests run in parallel, and so do other packages' daemons):
+			// another port, not a failed test.
+			if p.log.contains("address already in use") && tries < 5 {
+				tries++
+				p = launch(t, home, config, env...)
+				continue
+			}
 			t.Fatalf("fangd exited during start: %v\n%s", err, p.stderr)
 		default:
 		}

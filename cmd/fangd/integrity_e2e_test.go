@@ -97,6 +97,7 @@ func verifyRefused(t *testing.T, home string) string {
 }
 
 func TestStartRefusesADamagedAnchor(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		damage func(path string)
@@ -137,6 +138,7 @@ func TestStartRefusesADamagedAnchor(t *testing.T) {
 }
 
 func TestDegradedModeReportsBrokenUntilAccepted(t *testing.T) {
+	t.Parallel()
 	home, a := mismatchedHome(t)
 	p := startFangd(t, home, degradedAudit, "FANGD_API_KEY="+e2eKey)
 	var rep audit.Report
@@ -217,6 +219,7 @@ func largestFile(t *testing.T, dir, pattern string) string {
 }
 
 func TestDamagedStoreIsRefusedWithAMessage(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		kill9  bool
@@ -256,6 +259,7 @@ func TestDamagedStoreIsRefusedWithAMessage(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			home := homeWithHistory(t, 60, c.kill9)
 			c.damage(t, store.DataDir(home))
 			if out := serveRefused(t, home); !strings.Contains(out, c.says) {
@@ -271,6 +275,7 @@ func TestDamagedStoreIsRefusedWithAMessage(t *testing.T) {
 // One agent record that does not decode is moved aside and reported; the
 // other agents are served.
 func TestCorruptAgentRecordIsQuarantined(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, "")
 	home := t.TempDir()
 	td := runFangd(t, home, cfg, keyEnv...)
@@ -324,6 +329,7 @@ func TestCorruptAgentRecordIsQuarantined(t *testing.T) {
 }
 
 func TestAuditRetentionKeepsTheChainVerifiable(t *testing.T) {
+	t.Parallel()
 	home := homeWithHistory(t, 30, false) // 32 entries
 	p := startFangd(t, home, "[audit]\nretain_entries = 10\n", "FANGD_API_KEY="+e2eKey)
 	var rep audit.Report
@@ -424,6 +430,7 @@ func TestAuditAcceptWithNothingToAccept(t *testing.T) {
 // that commits to the trimmed prefix; the rest of the chain still
 // verifies, online and offline, and the next start finds the anchor whole.
 func TestAuditRetentionByAgeKeepsTheChainVerifiable(t *testing.T) {
+	t.Parallel()
 	home := homeWithHistory(t, 12, false) // 14 entries
 	// Backdate all but the newest four, re-chaining every entry.
 	db := storetest.Open(t, home)

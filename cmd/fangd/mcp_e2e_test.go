@@ -23,6 +23,7 @@ import (
 // official TypeScript client drives POST /mcp, and a killed server comes
 // back on its own.
 func TestMCPOnTheBinary(t *testing.T) {
+	t.Parallel()
 	peers := mcptest.NPM(t)
 	home := t.TempDir()
 	config := `[rate_limit]

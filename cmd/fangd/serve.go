@@ -324,6 +324,7 @@ func startDaemon(home string, cfg Config, console io.Writer) (_ *daemon, err err
 		if err := d.startCluster(home, cfg, agents, meter); err != nil {
 			return nil, err
 		}
+		d.startClusterA2A(a2aSvc)
 		d.http.SetCluster(d.cluster)
 	}
 	// Recorded and published before the first request is served, so that

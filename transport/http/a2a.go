@@ -157,6 +157,12 @@ func (s *Server) a2aRPC(ctx *fasthttp.RequestCtx) error {
 func (s *Server) a2aAgentRPC(ctx *fasthttp.RequestCtx) error {
 	agent, err := s.deps.A2A.LocalAgent(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
+		if s.a2aDir != nil {
+			a2aCaller(ctx)
+			if done, rerr := s.a2aRoute(ctx, a2aTarget{agentRef: ctx.UserValue("id").(string)}); done || rerr != nil {
+				return rerr
+			}
+		}
 		return err
 	}
 	return s.serveRPC(ctx, agent.ID)
@@ -166,6 +172,11 @@ func (s *Server) a2aAgentRPC(ctx *fasthttp.RequestCtx) error {
 // adapted to fasthttp; streaming answers flow through as SSE).
 func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 	a2aCaller(ctx)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aRPCTarget(ctx.PostBody(), agentID)); done || err != nil {
+			return err
+		}
+	}
 	var head struct {
 		Method string `json:"method"`
 	}
@@ -340,6 +351,11 @@ func (s *Server) a2aTasksSend(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	a2aCaller(ctx)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aTarget{contextID: session, agentRef: agent}); done || err != nil {
+			return err
+		}
+	}
 	snap, err := s.deps.A2A.SendSeed(s.reqCtxWait(ctx), agent, m, session)
 	if err != nil {
 		return err
@@ -368,6 +384,11 @@ func firstNonEmpty(vals ...string) string {
 // a2aTaskGet serves GET /a2a/tasks/{id}.
 func (s *Server) a2aTaskGet(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aTarget{taskID: ctx.UserValue("id").(string)}); done || err != nil {
+			return err
+		}
+	}
 	snap, err := s.deps.A2A.InboundTask(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		return err
@@ -381,6 +402,11 @@ func (s *Server) a2aTaskGet(ctx *fasthttp.RequestCtx) error {
 func (s *Server) a2aTaskCancel(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
 	id := ctx.UserValue("id").(string)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aTarget{taskID: id}); done || err != nil {
+			return err
+		}
+	}
 	snap, err := s.deps.A2A.CancelInbound(s.reqCtx(ctx), id)
 	if err != nil {
 		return err
@@ -593,6 +619,11 @@ func (s *Server) a2aSendWait(ctx *fasthttp.RequestCtx, receipt a2a.SendReceipt) 
 // a2aOutboundStatus serves GET /api/a2a/tasks/{id}/status.
 func (s *Server) a2aOutboundStatus(ctx *fasthttp.RequestCtx) error {
 	a2aCaller(ctx)
+	if s.a2aDir != nil {
+		if done, err := s.a2aRoute(ctx, a2aTarget{taskID: ctx.UserValue("id").(string)}); done || err != nil {
+			return err
+		}
+	}
 	snap, err := s.deps.A2A.OutboundTask(s.reqCtx(ctx), ctx.UserValue("id").(string))
 	if err != nil {
 		if de := kernel.AsError(err); de != nil && de.Code == "task_not_found" {

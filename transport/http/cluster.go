@@ -33,6 +33,7 @@ func (s *Server) SetCluster(c ClusterView) {
 	if l, ok := c.(interface{ Agents() *fcluster.AgentDir }); ok {
 		s.agentDir = l.Agents()
 	}
+	s.useA2ACluster(c)
 }
 
 func (s *Server) clusterRoutes() {

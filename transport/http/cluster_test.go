@@ -90,7 +90,7 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindWebhook || k.Kind == fcluster.KindBudget || k.Kind == fcluster.KindApproval || k.Kind == fcluster.KindMCP {
 			want = "cluster"
 		}
-		if k.Kind == fcluster.KindAgent {
+		if k.Kind == fcluster.KindAgent || k.Kind == fcluster.KindA2ATask {
 			want = "routed"
 		}
 		if k.Mode != want {

@@ -53,7 +53,11 @@ var (
 	_ hostedElsewhere = (*webhook.HostedElsewhere)(nil)
 	_ hostedElsewhere = (*agentElsewhere)(nil)
 	_ hostedElsewhere = (*mcp.HostedElsewhere)(nil)
+	_ hostedElsewhere = (*a2aElsewhere)(nil)
 )
+
+// forwardTimeout is the longest a forwarded agent request may take.
+func (e *agentElsewhere) forwardTimeout() time.Duration { return e.Timeout }
 
 // hostRouter forwards requests for entities hosted on other nodes.
 type hostRouter struct {
@@ -110,9 +114,9 @@ func (r *hostRouter) route(ctx *fasthttp.RequestCtx, err error) error {
 			fmt.Sprintf("%s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", what, node)}
 	}
 	timeout := r.timeout
-	var ae *agentElsewhere
-	if errors.As(err, &ae) && ae.Timeout > timeout {
-		timeout = ae.Timeout
+	var lt interface{ forwardTimeout() time.Duration }
+	if errors.As(err, &lt) && lt.forwardTimeout() > timeout {
+		timeout = lt.forwardTimeout()
 	}
 	if ferr := r.forward(ctx, base, timeout); ferr != nil {
 		if errors.Is(ferr, fasthttp.ErrTimeout) {

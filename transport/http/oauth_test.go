@@ -12,6 +12,7 @@ import (
 
 	"github.com/fangd/fangd/actors/auth"
 	"github.com/fangd/fangd/actors/auth/authtest"
+	"github.com/fangd/fangd/store"
 )
 
 type oidcServer struct {
@@ -25,7 +26,11 @@ func newOIDCServer(t *testing.T) *oidcServer {
 	t.Cleanup(idp.Close)
 	os := &oidcServer{idp: idp}
 	os.testServer = newTestServer(t, nil, func(s *Server) {
-		svc, err := auth.Start(s.deps.Kernel, s.deps.Store, auth.Options{Config: auth.Config{
+		vault, err := store.OpenVault(s.deps.Store, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := auth.Start(s.deps.Kernel, s.deps.Store, auth.Options{Vault: vault, Config: auth.Config{
 			Providers: []auth.Provider{{ID: "default", DisplayName: "SSO", IssuerURL: idp.URL, ClientID: idp.ClientID,
 				ClientSecret: idp.ClientSecret, AllowedDomains: []string{"example.com"},
 				RoleMap: map[string]string{"ops": RoleOperator, "admins": RoleAdmin}}},

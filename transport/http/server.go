@@ -225,6 +225,8 @@ type Server struct {
 	a2aStreams atomic.Int64
 	// agentStreams counts the open agent message streams.
 	agentStreams atomic.Int64
+	// a2aDir is the cluster's A2A task directory (nil on a single node).
+	a2aDir a2aDirectory
 	// pairingLimit is the public pairing routes' own limiter.
 	pairingLimit pairingLimiter
 	// registered lists every handle call, in order: the OpenAPI

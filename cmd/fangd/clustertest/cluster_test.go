@@ -254,8 +254,8 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" || k.Kind == "approval" || k.Kind == "mcp_connection" {
 				want = "cluster"
 			}
-			if k.Kind == "agent" {
-				want = "routed" // agents_test.go
+			if k.Kind == "agent" || k.Kind == "a2a_task" {
+				want = "routed" // agents_test.go, a2a_test.go
 			}
 			if k.Mode != want {
 				t.Fatalf("%s: kind %+v, want mode %s", n.name, k, want)
