@@ -71,23 +71,24 @@ func verdict(ok bool) Verdict {
 
 // Options are the harness's flags.
 type Options struct {
-	Fangd       string        // path to the fangd binary
-	Duration    time.Duration // each measured wrk run
-	Warmup      time.Duration // discarded wrk run before the first measured one of each URL
-	Rounds      int           // route runs per HTTP scenario, each between two ceiling runs
-	Connections int
-	AppendFor   time.Duration // each audit-append run
-	Writers     int
-	Starts      int           // fresh starts sampled for start-to-healthy
-	TempDir     string        // parent of every temp home and store
-	ReplyFor    time.Duration // the measured part of channel-reply
-	ReplyRate   int           // channel-reply's messages per second, all channels together
-	LLMLatency  time.Duration // the fake LLM's fixed answer time in channel-reply
-	MCPDuration time.Duration // each timed run of the MCP gateway scenario
-	MCPRounds   int           // alternating rounds per concurrency in the MCP gateway scenario
-	MCPClients  []int         // the MCP gateway scenario's concurrencies (1, 16, 64)
-	DaemonPprof string        // loopback address for the measured daemon's pprof (FANGD_PPROF_LISTEN)
-	ProfileDir  string        // where daemon profiles of the measured runs go (-profile; empty: none)
+	Fangd        string        // path to the fangd binary
+	Duration     time.Duration // each measured wrk run
+	Warmup       time.Duration // discarded wrk run before the first measured one of each URL
+	Rounds       int           // route runs per HTTP scenario, each between two ceiling runs
+	Connections  int
+	AppendFor    time.Duration // each audit-append run
+	AppendRounds int           // audit-append: alternating rounds of both modes
+	Writers      int
+	Starts       int           // fresh starts sampled for start-to-healthy
+	TempDir      string        // parent of every temp home and store
+	ReplyFor     time.Duration // the measured part of channel-reply
+	ReplyRate    int           // channel-reply's messages per second, all channels together
+	LLMLatency   time.Duration // the fake LLM's fixed answer time in channel-reply
+	MCPDuration  time.Duration // each timed run of the MCP gateway scenario
+	MCPRounds    int           // alternating rounds per concurrency in the MCP gateway scenario
+	MCPClients   []int         // the MCP gateway scenario's concurrencies (1, 16, 64)
+	DaemonPprof  string        // loopback address for the measured daemon's pprof (FANGD_PPROF_LISTEN)
+	ProfileDir   string        // where daemon profiles of the measured runs go (-profile; empty: none)
 }
 
 // Env is what scenarios share: the options, one running daemon and the

@@ -2,6 +2,7 @@ package a2a
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,18 +20,20 @@ import (
 // LibreFang's draft "tasks/send" is answered in its own shape. An
 // A2A-Version header naming a version fangd does not speak is answered
 // with the spec's VersionNotSupportedError.
-func (s *Service) JSONRPC(agentID string) http.Handler {
+func (s *Service) JSONRPC(agentID string) *RPCHandler {
 	ih := &a2asrv.InterceptedHandler{Handler: s.Handler(agentID), Logger: s.slog}
+	panicked := func(r any) error {
+		s.log.Error().Interface("panic", r).Msg("a2a: protocol handler panicked")
+		return a2a.NewError(a2a.ErrInternalError, "internal error")
+	}
 	opts := []a2asrv.TransportOption{
 		a2asrv.WithTransportKeepAlive(s.opts.StreamKeepAlive),
-		a2asrv.WithTransportPanicHandler(func(r any) error {
-			s.log.Error().Interface("panic", r).Msg("a2a: protocol handler panicked")
-			return a2a.NewError(a2a.ErrInternalError, "internal error")
-		}),
+		a2asrv.WithTransportPanicHandler(panicked),
 	}
 	v1 := a2asrv.NewJSONRPCHandler(ih, opts...)
 	v0 := a2av0.NewJSONRPCHandler(ih, opts...)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rh := &RPCHandler{ih: ih, panicked: panicked, replay: a2asrv.NewJSONRPCHandler(replayHandler{})}
+	rh.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			writeRPCError(w, nil, a2a.ErrParseError, "could not read the request body")
@@ -57,7 +60,114 @@ func (s *Service) JSONRPC(agentID string) http.Handler {
 		}
 		v1.ServeHTTP(w, r)
 	})
+	return rh
 }
+
+// RPCHandler is the JSON-RPC binding of one endpoint: an http.Handler for
+// every request, and SendMessage's shortcut (ServeSendMessage).
+type RPCHandler struct {
+	http.Handler
+	ih       *a2asrv.InterceptedHandler
+	panicked func(any) error
+	// replay is the SDK's JSON-RPC handler over replayHandler: it writes a
+	// shortcut's error exactly as the SDK writes the handler's errors.
+	replay http.Handler
+}
+
+// rpcEnvelope is a JSON-RPC request as the SDK's handler reads it
+// (jsonrpc.ServerRequest, internal to the SDK).
+type rpcEnvelope struct {
+	JSONRPC string          `json:"jsonrpc"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params,omitempty"`
+	ID      any             `json:"id"`
+}
+
+// rpcResult is a JSON-RPC success as the SDK's handler writes it
+// (jsonrpc.ServerResponse without an error).
+type rpcResult struct {
+	JSONRPC string `json:"jsonrpc"`
+	ID      any    `json:"id"`
+	Result  any    `json:"result,omitempty"`
+}
+
+// ServeSendMessage answers a well-formed JSON-RPC 1.0 SendMessage without
+// the SDK's transport, which read the body three times (the version check
+// here, its envelope, then its params) and, mounted on fasthttp, needed a
+// net/http request and response built around it. The protocol handler
+// and its interceptors are the same; the answer is the bytes the SDK
+// would write: a success is encoded as its handler encodes it, an error
+// is written by the SDK itself (replay). header is the request's header
+// (the SDK's service parameters). ok is false, with nothing done, for
+// every other request: another method, the 0.3 or LibreFang spelling, a
+// body the SDK would refuse or read differently, an unsupported
+// A2A-Version; serve those with the Handler.
+func (h *RPCHandler) ServeSendMessage(ctx context.Context, body []byte, header http.Header) (answer []byte, ok bool) {
+	var env rpcEnvelope
+	if json.Unmarshal(body, &env) != nil || env.Method != "SendMessage" || env.JSONRPC != "2.0" {
+		return nil, false
+	}
+	switch env.ID.(type) {
+	case nil, string, float64: // jsonrpc.IsValidID
+	default:
+		return nil, false
+	}
+	if v := strings.TrimSpace(header.Get(a2a.SvcParamVersion)); v != "" && !SupportedVersion(v) {
+		return nil, false
+	}
+	var req a2a.SendMessageRequest
+	if json.Unmarshal(env.Params, &req) != nil {
+		return nil, false
+	}
+	ctx, _ = a2asrv.NewCallContext(ctx, a2asrv.NewServiceParams(header))
+	res, err := h.sendMessage(ctx, &req)
+	if err == nil {
+		var out []byte
+		out, err = json.Marshal(rpcResult{JSONRPC: "2.0", ID: env.ID, Result: a2a.StreamResponse{Event: res}})
+		if err == nil {
+			return append(out, '\n'), true // json.Encoder's newline
+		}
+	}
+	rec := &errorRecorder{header: http.Header{}}
+	r := &http.Request{Method: http.MethodPost, Header: header, Body: io.NopCloser(bytes.NewReader(body))}
+	h.replay.ServeHTTP(rec, r.WithContext(context.WithValue(ctx, replayErrKey{}, err)))
+	return rec.body.Bytes(), true
+}
+
+// sendMessage calls the protocol handler as the SDK's transport does,
+// turning a panic into the error its panic handler gives.
+func (h *RPCHandler) sendMessage(ctx context.Context, req *a2a.SendMessageRequest) (res a2a.SendMessageResult, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, h.panicked(r)
+		}
+	}()
+	return h.ih.SendMessage(ctx, req)
+}
+
+type replayErrKey struct{}
+
+// replayHandler answers SendMessage with the error a shortcut stored in
+// the context; it serves nothing else.
+type replayHandler struct{ a2asrv.RequestHandler }
+
+func (replayHandler) SendMessage(ctx context.Context, _ *a2a.SendMessageRequest) (a2a.SendMessageResult, error) {
+	err, _ := ctx.Value(replayErrKey{}).(error)
+	if err == nil {
+		err = a2a.ErrInternalError
+	}
+	return nil, err
+}
+
+// errorRecorder keeps what the replay writes.
+type errorRecorder struct {
+	header http.Header
+	body   bytes.Buffer
+}
+
+func (r *errorRecorder) Header() http.Header         { return r.header }
+func (r *errorRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+func (r *errorRecorder) WriteHeader(int)             {}
 
 // SupportedVersion reports whether an A2A-Version value ("Major.Minor") is
 // one fangd speaks.

@@ -125,8 +125,11 @@ type Service struct {
 	slog    *slog.Logger
 	sup     *actor.PID
 	journal *actor.PID
-	baseURL atomic.Pointer[string]
-	metrics metrics
+	// taskDispatcher runs every task actor's mailbox on reused goroutines
+	// (kernel.PoolDispatcher).
+	taskDispatcher actor.Dispatcher
+	baseURL        atomic.Pointer[string]
+	metrics        metrics
 	// cluster is the cluster's task directory (cluster.go); nil on a
 	// single node.
 	cluster atomic.Pointer[clusterRef]
@@ -169,7 +172,8 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 	s := &Service{
 		k: k, db: db, vault: opts.Vault, opts: opts,
 		agents: opts.Agents, guard: opts.Guard, pusher: opts.Pusher, events: opts.Events,
-		log: k.Log.With().Str("component", "a2a").Logger(),
+		log:            k.Log.With().Str("component", "a2a").Logger(),
+		taskDispatcher: kernel.PoolDispatcher(300),
 	}
 	s.slog = slog.New(zerolog.NewSlogHandler(s.log.Level(zerolog.WarnLevel)))
 	base := strings.TrimRight(opts.BaseURL, "/")

@@ -174,7 +174,8 @@ func (a *Approvals) ApplyCluster(rec ClusterRecord) {
 }
 
 // decideRemote decides a request another node raised (it is not in this
-// node's store): the approver check and the TOTP code here, then the CAS
+// node's store): the approver check and the TOTP code (against the
+// cluster's enrolment) here, then the CAS
 // in etcd, audited here as on a single node. The origin's watch resumes
 // its waiting call.
 func (a *Approvals) decideRemote(ctx context.Context, cl Cluster, d Decide) (*Approval, error) {
@@ -217,10 +218,9 @@ func (a *Approvals) decideRemote(ctx context.Context, cl Cluster, d Decide) (*Ap
 			if err != nil {
 				return nil, err // the TOTP actor audited a failure
 			}
-			if v.factor == FactorNone {
-				return refuse(kernel.Errorf(kernel.KindInvalid, "totp_required",
-					"approval %s needs a TOTP code and this node has no confirmed TOTP enrolment; approve it on a node that has one (it was raised on %s)", d.ID, cur.Node))
-			}
+			// The enrolment is the cluster's (totpcluster.go): none
+			// confirmed now (revoked since the request was raised) asks
+			// for no code, as on the origin.
 			factor = v.factor
 		}
 	}

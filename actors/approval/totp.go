@@ -39,6 +39,10 @@ const (
 	// MaxFailures consecutive bad codes lock TOTP for LockoutDuration.
 	MaxFailures     = 5
 	LockoutDuration = 5 * time.Minute
+
+	// maxTOTPRetries bounds the re-checks of a code whose enrolment
+	// another cluster node changed meanwhile.
+	maxTOTPRetries = 3
 )
 
 // Vault entries: the confirmed enrolment, and one awaiting confirmation
@@ -151,7 +155,11 @@ type totpActor struct {
 	active, pending bool
 	remaining       int
 	guard           guard
-	guards          *store.Collection[guard]
+	// sec and guards are the vault and the node's store, or etcd in
+	// cluster mode (totpcluster.go; cluster is then set).
+	sec     totpSecrets
+	guards  guardStore
+	cluster *etcdSecrets
 }
 
 func (t *totpActor) Receive(c actor.Context) {
@@ -160,6 +168,15 @@ func (t *totpActor) Receive(c actor.Context) {
 		if err := t.load(); err != nil {
 			panic(fmt.Errorf("approvals-totp: load: %w", err))
 		}
+	case *useTOTPCluster:
+		c.Respond(t.moveToCluster(m.c))
+		return
+	}
+	if err := t.refresh(); err != nil {
+		c.Respond(err)
+		return
+	}
+	switch m := c.Message().(type) {
 	case *TOTPStatusQuery:
 		c.Respond(t.status())
 	case *TOTPSetup:
@@ -171,21 +188,28 @@ func (t *totpActor) Receive(c actor.Context) {
 	case *TOTPCancel:
 		t.cancel(c, m)
 	case *verify:
-		t.verify(c, m)
+		t.verify(c, m, 0)
 	}
 }
 
 func (t *totpActor) load() error {
+	t.sec = t.env.vault
 	t.guards = store.NewCollection[guard](t.env.db, "approvals-totp-guard")
+	return t.loadState()
+}
+
+// loadState reads what the actor knows without a secret: the guard, which
+// enrolments exist, how many recovery codes are left.
+func (t *totpActor) loadState() error {
 	g, err := t.guards.Get("state")
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	t.guard = g
-	if t.active, err = t.env.vault.Has(vaultActive); err != nil {
+	if t.active, err = t.sec.Has(vaultActive); err != nil {
 		return err
 	}
-	if t.pending, err = t.env.vault.Has(vaultPending); err != nil {
+	if t.pending, err = t.sec.Has(vaultPending); err != nil {
 		return err
 	}
 	t.remaining = 0
@@ -215,7 +239,7 @@ func (t *totpActor) status() *TOTPStatus {
 // open decrypts one vault entry. The caller wipes it with wipeEnrolment.
 func (t *totpActor) open(name string) (enrolment, error) {
 	var e enrolment
-	err := t.env.vault.With(name, func(secret []byte) error { return json.Unmarshal(secret, &e) })
+	err := t.sec.With(name, func(secret []byte) error { return json.Unmarshal(secret, &e) })
 	return e, err
 }
 
@@ -224,7 +248,7 @@ func (t *totpActor) seal(name string, e *enrolment) error {
 	if err != nil {
 		return err
 	}
-	return t.env.vault.Put(name, raw) // wipes raw
+	return t.sec.Put(name, raw) // wipes raw
 }
 
 // wipeEnrolment drops the references to the secret; Go strings cannot be
@@ -469,7 +493,7 @@ func (t *totpActor) confirm(c actor.Context, m *TOTPConfirm) {
 		c.Respond(err)
 		return
 	}
-	if err := t.env.vault.Delete(vaultPending); err != nil {
+	if err := t.sec.Delete(vaultPending); err != nil {
 		c.Respond(err)
 		return
 	}
@@ -514,7 +538,7 @@ func (t *totpActor) revoke(c actor.Context, m *TOTPRevoke) {
 		return
 	}
 	for _, n := range []string{vaultActive, vaultPending} {
-		if err := t.env.vault.Delete(n); err != nil {
+		if err := t.sec.Delete(n); err != nil {
 			c.Respond(err)
 			return
 		}
@@ -533,7 +557,7 @@ func (t *totpActor) cancel(c actor.Context, m *TOTPCancel) {
 		c.Respond(kernel.Errorf(kernel.KindInvalid, "totp_not_pending", "no TOTP enrolment awaits confirmation"))
 		return
 	}
-	if err := t.env.vault.Delete(vaultPending); err != nil {
+	if err := t.sec.Delete(vaultPending); err != nil {
 		c.Respond(err)
 		return
 	}
@@ -546,7 +570,11 @@ func (t *totpActor) cancel(c actor.Context, m *TOTPCancel) {
 		&TOTPResult{Status: "cancelled", Message: "the TOTP enrolment awaiting confirmation was removed; start a new one with POST /api/approvals/totp/setup"})
 }
 
-func (t *totpActor) verify(c actor.Context, m *verify) {
+// verify checks an approval's code. In cluster mode the new last step is
+// a compare-and-swap: when another node used the enrolment between the
+// read and the write, it checks again against what that node wrote (so
+// the same code is then a replay), up to maxTOTPRetries times.
+func (t *totpActor) verify(c actor.Context, m *verify, tries int) {
 	if !t.active {
 		// Not enrolled or not confirmed: nothing to demand (the status
 		// endpoint says enforced: false).
@@ -573,6 +601,12 @@ func (t *totpActor) verify(c actor.Context, m *verify) {
 		return
 	}
 	if err := t.seal(vaultActive, &e); err != nil {
+		if errors.Is(err, errTOTPChanged) && tries < maxTOTPRetries {
+			if err = t.refresh(); err == nil {
+				t.verify(c, m, tries+1)
+				return
+			}
+		}
 		c.Respond(err)
 		return
 	}

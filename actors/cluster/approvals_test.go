@@ -34,6 +34,13 @@ type approvalNode struct {
 // sweep run unless passive (a node that only writes, as a dead one did).
 func newApprovalNode(t *testing.T, cli *clientv3.Client, name string, timeoutSecs int, passive bool) *approvalNode {
 	t.Helper()
+	return newApprovalNodeWith(t, cli, name, timeoutSecs, passive, nil)
+}
+
+// newApprovalNodeWith is newApprovalNode with set changing the options
+// (the policy, the clock) first.
+func newApprovalNodeWith(t *testing.T, cli *clientv3.Client, name string, timeoutSecs int, passive bool, set func(*approval.Options)) *approvalNode {
+	t.Helper()
 	home := t.TempDir()
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
 	if err != nil {
@@ -51,7 +58,11 @@ func newApprovalNode(t *testing.T, cli *clientv3.Client, name string, timeoutSec
 	}
 	pol := approval.DefaultPolicy()
 	pol.TimeoutSecs = timeoutSecs
-	if n.a, err = approval.Start(n.k, db, vault, n.al, approval.Options{Policy: pol}); err != nil {
+	opts := approval.Options{Policy: pol}
+	if set != nil {
+		set(&opts)
+	}
+	if n.a, err = approval.Start(n.k, db, vault, n.al, opts); err != nil {
 		t.Fatal(err)
 	}
 	n.cl = newApprovals(cli, "t", name, zerolog.Nop(), n.a.ApplyCluster)

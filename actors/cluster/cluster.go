@@ -64,7 +64,10 @@ type Options struct {
 	// TLS, if set, is mutual TLS between the members' remoting
 	// listeners (tls.go).
 	TLS *TLSFiles
-	Log zerolog.Logger
+	// EtcdTLS, if set, is TLS on the etcd client connections
+	// (etcdtls.go); nil: plain.
+	EtcdTLS *EtcdTLS
+	Log     zerolog.Logger
 }
 
 // recordTTL is the lease of a node's record: a node killed with -9
@@ -122,6 +125,16 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 		opts.BindHost = "127.0.0.1"
 	}
 	cfg := clientv3.Config{Endpoints: opts.Endpoints, DialTimeout: 5 * time.Second, Logger: zapNop()}
+	if opts.EtcdTLS != nil {
+		conf, err := opts.EtcdTLS.config()
+		if err != nil {
+			return nil, err
+		}
+		if err := checkEtcdTLS(opts.Endpoints, conf); err != nil {
+			return nil, err
+		}
+		cfg.TLS = conf
+	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: etcd client: %w", err)
@@ -131,6 +144,9 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 	cancel()
 	if err != nil {
 		cli.Close()
+		if opts.EtcdTLS == nil {
+			return nil, explainPlain(opts.Endpoints, err)
+		}
 		return nil, fmt.Errorf("cluster: etcd at %v does not answer: %w", opts.Endpoints, err)
 	}
 	provider, err := etcdprovider.NewWithConfig("/fangd/members", cfg)

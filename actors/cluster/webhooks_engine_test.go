@@ -42,6 +42,9 @@ type hookEngineNode struct {
 	cli  *clientv3.Client
 	w    *Webhooks
 	once sync.Once
+	// paused skips the ownership rounds (the lease stays kept alive):
+	// then only the intake watch moves another node's appends.
+	paused atomic.Bool
 }
 
 func startHookEngineNode(t *testing.T, etcd, name string, members []string) *hookEngineNode {
@@ -77,7 +80,11 @@ func startHookEngineNode(t *testing.T, etcd, name string, members []string) *hoo
 	n := &hookEngineNode{name: name, k: k, db: db, bus: bus, eng: eng, cli: cli}
 	n.w = newWebhooks(cli, "t", name, name, zerolog.Nop(), func() []string { return members }, eng.ApplyCluster)
 	eng.UseCluster(n.w, name)
-	go n.w.loop(n.w.round)
+	go n.w.loop(func() {
+		if !n.paused.Load() {
+			n.w.round()
+		}
+	})
 	t.Cleanup(n.kill)
 	return n
 }

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -87,4 +88,67 @@ func TestPinnedDispatcherDeliversInOrderAndRestartsAfterIdle(t *testing.T) {
 	if res.total != 17000 || res.outOrder != 0 {
 		t.Fatalf("after idle: %d messages, %d out of order; want 17000, 0", res.total, res.outOrder)
 	}
+}
+
+// Many actors sharing one pool dispatcher keep every mailbox's guarantees
+// (each message once, in order per sender, one Receive at a time per
+// actor), and the pool's workers exit once idle and come back on demand.
+func TestPoolDispatcherKeepsMailboxOrderAndExitsWhenIdle(t *testing.T) {
+	k, _ := newKernel(t)
+	d := PoolDispatcher(300).(*poolDispatcher)
+	const actors, senders, each = 40, 4, 500
+	pids := make([]*actor.PID, actors)
+	for i := range pids {
+		pid, err := k.SpawnRoot("pool-seq-"+strconv.Itoa(i), func() actor.Actor { return &seqActor{last: map[int]int{}} },
+			actor.WithDispatcher(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[i] = pid
+	}
+	send := func(from int) {
+		var wg sync.WaitGroup
+		for s := range senders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 1; n <= each; n++ {
+					for _, pid := range pids {
+						k.Root.Send(pid, &seqMsg{from: from + s, n: n})
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	check := func(want int) {
+		t.Helper()
+		for i, pid := range pids {
+			res, err := Ask[*seqResult](context.Background(), k, pid, &seqCheck{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.total != want || res.outOrder != 0 {
+				t.Fatalf("actor %d: %d messages, %d out of order or overlapping; want %d, 0", i, res.total, res.outOrder, want)
+			}
+		}
+	}
+	send(0)
+	check(senders * each)
+	// Idle workers exit; poll for it rather than guess a sleep.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.mu.Lock()
+		workers, idle, janitor := d.workers, len(d.idle), d.janitor
+		d.mu.Unlock()
+		if workers == 0 && idle == 0 && !janitor {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool still has %d workers (%d idle, sweeper running %v) long after the load", workers, idle, janitor)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	send(100)
+	check(2 * senders * each)
 }

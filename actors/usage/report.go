@@ -84,15 +84,20 @@ func (l *ledger) agentItems(offset, limit int) *AgentItems {
 		all = append(all, AgentUsage{AgentID: id, Name: t.Name, TotalTokens: t.InputTokens + t.OutputTokens,
 			InputTokens: t.InputTokens, OutputTokens: t.OutputTokens, TotalCostUSD: cost, Cost: cost, CallCount: t.Requests})
 	}
+	return pageAgentItems(all, len(all), offset, limit)
+}
+
+// pageAgentItems sorts agents costliest first and cuts the page; total is
+// how many there are in all.
+func pageAgentItems(all []AgentUsage, total, offset, limit int) *AgentItems {
 	sort.Slice(all, func(i, j int) bool {
 		if all[i].TotalCostUSD != all[j].TotalCostUSD {
 			return all[i].TotalCostUSD > all[j].TotalCostUSD
 		}
 		return all[i].AgentID < all[j].AgentID
 	})
-	total := len(all)
-	offset = min(max(offset, 0), total)
-	end := min(offset+max(limit, 0), total)
+	offset = min(max(offset, 0), len(all))
+	end := min(offset+max(limit, 0), len(all))
 	return &AgentItems{Items: all[offset:end:end], Total: total, Offset: offset, Limit: limit}
 }
 
@@ -132,14 +137,18 @@ func (l *ledger) modelPerf() *ModelPerformance {
 		}
 		out.Models = append(out.Models, m)
 	}
-	sort.Slice(out.Models, func(i, j int) bool {
-		a, b := out.Models[i], out.Models[j]
+	sortModelPerf(out.Models)
+	return out
+}
+
+func sortModelPerf(ms []ModelPerf) {
+	sort.Slice(ms, func(i, j int) bool {
+		a, b := ms[i], ms[j]
 		if a.TotalCostUSD != b.TotalCostUSD {
 			return a.TotalCostUSD > b.TotalCostUSD
 		}
 		return a.Provider+"/"+a.Model < b.Provider+"/"+b.Model
 	})
-	return out
 }
 
 func (l *ledger) byModel(period string) any {
@@ -181,8 +190,13 @@ func (l *ledger) byModel(period string) any {
 			CachedInputTokens: c.CachedInputTokens, OutputTokens: c.OutputTokens, CostUSD: dollars(c.CostNanos), RequestCount: c.Requests,
 			TotalCostUSD: dollars(c.CostNanos), TotalInputTokens: c.InputTokens, TotalOutputTokens: c.OutputTokens, CallCount: c.Requests})
 	}
-	sort.Slice(out.Models, func(i, j int) bool {
-		a, b := out.Models[i], out.Models[j]
+	sortModelUsage(out.Models)
+	return out
+}
+
+func sortModelUsage(ms []ModelUsage) {
+	sort.Slice(ms, func(i, j int) bool {
+		a, b := ms[i], ms[j]
 		if a.CostUSD != b.CostUSD {
 			return a.CostUSD > b.CostUSD
 		}
@@ -191,7 +205,6 @@ func (l *ledger) byModel(period string) any {
 		}
 		return a.Provider+"/"+a.Model < b.Provider+"/"+b.Model
 	})
-	return out
 }
 
 // MaxDailyDays is the most days GET /api/usage/daily returns.

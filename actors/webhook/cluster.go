@@ -681,5 +681,13 @@ func (p *producer) loadCursor(ctx context.Context, cl *clusterLink, ep Endpoint)
 	return cur, nil
 }
 
-// appended says endpoint id got new intake (from this node).
+// appended says endpoint id got new intake (from this node, or from
+// another one: IntakeAppended).
 type appended struct{ id string }
+
+// IntakeAppended says another node appended to endpoint id's intake (the
+// cluster's watch on the intakes): if this node hosts the outbox, it moves
+// the intake now instead of on the next ownership round.
+func (e *Engine) IntakeAppended(id string) {
+	e.k.Root.Send(e.pid, &appended{id: id})
+}

@@ -183,7 +183,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&c.listen, "listen", "", "listen address (default api_listen, 127.0.0.1:4545)")
 	cmd.Flags().StringVar(&c.home, "home", "", "home directory (default $FANGD_HOME or ~/.fangd)")
 	cmd.Flags().StringVar(&c.config, "config", "", "config file (default $FANGD_HOME/config.toml)")
-	cmd.Flags().StringVar(&c.cluster, "cluster", "", "cluster mode: etcd://HOST:2379[,HOST:2379] (default [cluster] etcd; none: single node)")
+	cmd.Flags().StringVar(&c.cluster, "cluster", "", "cluster mode: etcd://HOST:2379[,HOST:2379], etcds:// for TLS to etcd (default [cluster] etcd; none: single node)")
 	cmd.Flags().StringVar(&c.clusterName, "cluster-name", "", "cluster name (default [cluster] name, \"fangd\")")
 	cmd.Flags().StringVar(&c.nodeName, "node-name", "", "this node's name in the cluster (default [cluster] node_name, host name and API port)")
 	return cmd

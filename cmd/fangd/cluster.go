@@ -64,8 +64,9 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 				}
 			},
 		},
-		TLS: tlsFiles(cc),
-		Log: d.log.With().Str("component", "cluster").Logger(),
+		TLS:     tlsFiles(cc),
+		EtcdTLS: cc.etcdTLS(),
+		Log:     d.log.With().Str("component", "cluster").Logger(),
 	})
 	if err != nil {
 		return err
@@ -83,6 +84,9 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	// So are webhook endpoints: records in etcd, each outbox on the one
 	// node holding its owner lease, every node appending its events.
 	d.clusterWh.Store(n.StartWebhooks(d.webhooks))
+	// Another node's appends reach the outbox owner at once (a watch on
+	// the intakes), not on its next round.
+	n.WatchWebhookIntake(d.webhooks)
 	// So are MCP servers added through the API: specs and sealed
 	// secrets in etcd, each connection on the one node holding its owner
 	// lease, its tools called from every node.
@@ -103,6 +107,19 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	// agents of its name: ids differ per node).
 	if err := b.WatchLimits(meter.ApplyClusterLimits); err != nil {
 		return err
+	}
+	// The TOTP enrolment that approving may need is the cluster's: sealed
+	// in etcd, each accepted code's step a compare-and-swap there. In
+	// force before requests are published (their records say whether a
+	// code is needed).
+	tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	local, err := d.reloads.approvals.UseTOTPCluster(tctx, n.TOTP())
+	tcancel()
+	if err != nil {
+		return fmt.Errorf("cluster: TOTP enrolment: %w", err)
+	}
+	if local {
+		d.log.Warn().Msg("this node's own TOTP enrolment is not used in cluster mode: enrol once through any node (POST /api/approvals/totp/setup); the enrolment is shared")
 	}
 	// Approval requests are cluster-wide: a record per request in etcd.
 	n.StartApprovals(d.reloads.approvals)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	fcluster "github.com/fangd/fangd/actors/cluster"
 )
 
 // ClusterConfig is [cluster]: cluster mode (docs/cluster.md). Empty Etcd
@@ -39,6 +41,16 @@ type ClusterConfig struct {
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
 	TLSCA   string `toml:"tls_ca"`
+	// EtcdTLS turns on TLS to etcd (so does --cluster etcds:// or any of
+	// the three files): EtcdCA is the CA of etcd's server certificate
+	// (default: the system's roots), EtcdCert and EtcdKey a client
+	// certificate for an etcd that asks for one.
+	EtcdTLS  bool   `toml:"etcd_tls"`
+	EtcdCA   string `toml:"etcd_ca"`
+	EtcdCert string `toml:"etcd_cert"`
+	EtcdKey  string `toml:"etcd_key"`
+	// etcdPlainFlag: --cluster said etcd:// (plain) explicitly.
+	etcdPlainFlag bool
 }
 
 // exitClusterExcluded is fangd serve's exit status when the watchdog
@@ -67,22 +79,37 @@ func (c ClusterConfig) tlsEnabled() bool { return c.TLSCert != "" || c.TLSKey !=
 
 var clusterNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
-// parseClusterURL reads --cluster etcd://HOST:PORT[,HOST:PORT...].
-func parseClusterURL(s string) ([]string, error) {
+func (c ClusterConfig) etcdTLSEnabled() bool {
+	return c.EtcdTLS || c.EtcdCA != "" || c.EtcdCert != "" || c.EtcdKey != ""
+}
+
+// etcdTLS is the etcd client's TLS, nil when plain.
+func (c ClusterConfig) etcdTLS() *fcluster.EtcdTLS {
+	if !c.etcdTLSEnabled() {
+		return nil
+	}
+	return &fcluster.EtcdTLS{CA: c.EtcdCA, Cert: c.EtcdCert, Key: c.EtcdKey}
+}
+
+// parseClusterURL reads --cluster etcd://HOST:PORT[,HOST:PORT...], or
+// etcds:// for TLS to etcd (secure true).
+func parseClusterURL(s string) (eps []string, secure bool, err error) {
 	rest, ok := strings.CutPrefix(s, "etcd://")
 	if !ok {
-		return nil, fmt.Errorf("--cluster %q: want etcd://HOST:PORT[,HOST:PORT]", s)
+		if rest, ok = strings.CutPrefix(s, "etcds://"); !ok {
+			return nil, false, fmt.Errorf("--cluster %q: want etcd://HOST:PORT[,HOST:PORT] (etcds:// for TLS to etcd)", s)
+		}
+		secure = true
 	}
-	var eps []string
 	for _, ep := range strings.Split(rest, ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
 			eps = append(eps, ep)
 		}
 	}
 	if len(eps) == 0 {
-		return nil, fmt.Errorf("--cluster %q: no etcd endpoint", s)
+		return nil, false, fmt.Errorf("--cluster %q: no etcd endpoint", s)
 	}
-	return eps, nil
+	return eps, secure, nil
 }
 
 func (c ClusterConfig) enabled() bool { return len(c.Etcd) > 0 }
@@ -129,6 +156,20 @@ func (c ClusterConfig) validate() error {
 			} else if _, err := os.Stat(f.path); err != nil {
 				errs = append(errs, fmt.Errorf("cluster.%s: %v", f.key, err))
 			}
+		}
+	}
+	if c.etcdPlainFlag && c.etcdTLSEnabled() {
+		errs = append(errs, errors.New("--cluster etcd:// is plain but [cluster] turns on TLS to etcd (etcd_tls/etcd_ca/etcd_cert/etcd_key): use --cluster etcds://"))
+	}
+	if (c.EtcdCert == "") != (c.EtcdKey == "") {
+		errs = append(errs, errors.New("cluster.etcd_cert and cluster.etcd_key go together (a client certificate for etcd)"))
+	}
+	for _, f := range []struct{ key, path string }{{"etcd_ca", c.EtcdCA}, {"etcd_cert", c.EtcdCert}, {"etcd_key", c.EtcdKey}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.%s: %v", f.key, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -6,12 +6,15 @@ import (
 )
 
 func TestParseClusterURL(t *testing.T) {
-	eps, err := parseClusterURL("etcd://127.0.0.1:2379, 127.0.0.2:2379")
-	if err != nil || strings.Join(eps, " ") != "127.0.0.1:2379 127.0.0.2:2379" {
-		t.Fatalf("%v %v", eps, err)
+	eps, secure, err := parseClusterURL("etcd://127.0.0.1:2379, 127.0.0.2:2379")
+	if err != nil || secure || strings.Join(eps, " ") != "127.0.0.1:2379 127.0.0.2:2379" {
+		t.Fatalf("%v %v %v", eps, secure, err)
 	}
-	for _, bad := range []string{"127.0.0.1:2379", "http://h:1", "etcd://", "etcd://,"} {
-		if _, err := parseClusterURL(bad); err == nil {
+	if eps, secure, err := parseClusterURL("etcds://127.0.0.1:2379"); err != nil || !secure || len(eps) != 1 {
+		t.Fatalf("etcds: %v %v %v", eps, secure, err)
+	}
+	for _, bad := range []string{"127.0.0.1:2379", "http://h:1", "etcd://", "etcd://,", "etcds://"} {
+		if _, _, err := parseClusterURL(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
@@ -40,6 +43,10 @@ func TestClusterConfigValidate(t *testing.T) {
 		{Etcd: []string{"h:1"}, WatchdogAction: "rejoin"},
 		{Etcd: []string{"h:1"}, TLSCert: "/nonexistent/cert.pem"},
 		{Etcd: []string{"h:1"}, TLSCert: "/etc/hostname", TLSKey: "/etc/hostname", TLSCA: "/nonexistent/ca.pem"},
+		{Etcd: []string{"h:1"}, EtcdCA: "/nonexistent/ca.pem"},
+		{Etcd: []string{"h:1"}, EtcdCert: "/etc/hostname"},
+		// --cluster etcd:// says plain; [cluster] says TLS.
+		{Etcd: []string{"h:1"}, EtcdCA: "/etc/hostname", etcdPlainFlag: true},
 	} {
 		if err := c.validate(); err == nil {
 			t.Errorf("%+v accepted", c)
@@ -47,6 +54,12 @@ func TestClusterConfigValidate(t *testing.T) {
 	}
 	if ok.watchdogGrace() != 10 || ok.watchdogAction() != "exit" || ok.tlsEnabled() {
 		t.Fatalf("defaults: grace %d action %q tls %v", ok.watchdogGrace(), ok.watchdogAction(), ok.tlsEnabled())
+	}
+	if ok.etcdTLS() != nil {
+		t.Fatal("plain etcd by default")
+	}
+	if c := (ClusterConfig{Etcd: []string{"h:1"}, EtcdTLS: true}); c.validate() != nil || c.etcdTLS() == nil || c.etcdTLS().CA != "" {
+		t.Fatalf("etcd_tls alone (the system's roots): %v %+v", c.validate(), c.etcdTLS())
 	}
 	if err := (ClusterConfig{Etcd: []string{"h:1"}, WatchdogGraceSecs: 30, WatchdogAction: "log"}).validate(); err != nil {
 		t.Fatalf("a valid watchdog refused: %v", err)

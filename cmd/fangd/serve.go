@@ -53,12 +53,13 @@ func (c *serveCommand) Run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	var clusterEtcd []string
+	var clusterEtcdTLS bool
 	if c.cluster != "" {
-		eps, err := parseClusterURL(c.cluster)
+		eps, secure, err := parseClusterURL(c.cluster)
 		if err != nil {
 			return &usageError{err.Error()}
 		}
-		clusterEtcd = eps
+		clusterEtcd, clusterEtcdTLS = eps, secure
 	}
 	home, err := resolveHome(c.home)
 	if err != nil {
@@ -79,6 +80,8 @@ func (c *serveCommand) Run(ctx context.Context) error {
 		}
 		if clusterEtcd != nil {
 			cfg.Cluster.Etcd = clusterEtcd
+			cfg.Cluster.EtcdTLS = cfg.Cluster.EtcdTLS || clusterEtcdTLS
+			cfg.Cluster.etcdPlainFlag = !clusterEtcdTLS
 		}
 		if c.clusterName != "" {
 			cfg.Cluster.Name = c.clusterName

@@ -198,15 +198,57 @@ func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 		// the handler, alongside the request's audit entry (chain).
 		ctx.SetUserValue(userPendingWrites, a2a.NewPendingWrites())
 	}
-	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
-	h, ok := s.rpcHandlers.Load(agentID)
+	v, ok := s.rpcHandlers.Load(agentID)
 	if !ok {
-		h, _ = s.rpcHandlers.LoadOrStore(agentID, fasthttpadaptor.NewFastHTTPHandler(s.rpcBridge(s.deps.A2A.JSONRPC(agentID))))
+		rh := s.deps.A2A.JSONRPC(agentID)
+		v, _ = s.rpcHandlers.LoadOrStore(agentID, &rpcEndpoint{rpc: rh, adapted: fasthttpadaptor.NewFastHTTPHandler(s.rpcBridge(rh))})
 	}
+	ep := v.(*rpcEndpoint)
+	if head.Method == "SendMessage" && s.serveSendMessage(ctx, ep.rpc) {
+		return nil
+	}
+	ctx.SetUserValue(userConn, connRef{ctx.Conn()})
 	// The SDK writes its own Cache-Control for streams; the envelope's
 	// no-store stays for plain answers.
-	h.(fasthttp.RequestHandler)(ctx)
+	ep.adapted(ctx)
 	return nil
+}
+
+// rpcEndpoint is one A2A endpoint's JSON-RPC binding: the SDK's handler
+// adapted to fasthttp, and the binding itself for SendMessage's shortcut.
+type rpcEndpoint struct {
+	rpc     *a2a.RPCHandler
+	adapted fasthttp.RequestHandler
+}
+
+// serveSendMessage answers a plain 1.0 SendMessage without the net/http
+// adaptor (a2a.RPCHandler.ServeSendMessage): the handler's context is the
+// one rpcBridge gives it, the header the one the adaptor would build. It
+// reports false, having written nothing, for a request the full binding
+// must serve.
+func (s *Server) serveSendMessage(ctx *fasthttp.RequestCtx, rh *a2a.RPCHandler) bool {
+	header := make(nethttp.Header)
+	for k, v := range ctx.Request.Header.All() {
+		switch sk := string(k); sk {
+		case "Transfer-Encoding", fasthttp.HeaderTrailer: // not in the adaptor's header map either
+		default:
+			header.Add(sk, string(v))
+		}
+	}
+	base, cancel := s.streamCtx()
+	defer cancel()
+	caller, _ := ctx.UserValue(a2a.CallerKey).(a2a.Caller) // serveRPC's a2aCaller
+	rctx := context.WithValue(base, a2a.CallerKey, caller)
+	if pw, _ := ctx.UserValue(userPendingWrites).(*a2a.PendingWrites); pw != nil {
+		rctx = a2a.WithPendingWrites(rctx, pw)
+	}
+	answer, ok := rh.ServeSendMessage(rctx, ctx.PostBody(), header)
+	if !ok {
+		return false
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(answer)
+	return true
 }
 
 // DefaultMaxA2AStreams is [a2a] max_streams' default.

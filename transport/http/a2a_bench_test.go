@@ -22,6 +22,7 @@ func BenchmarkA2AJSONRPCSendMessage(b *testing.B) {
 	var n atomic.Int64
 	b.SetParallelism(32)
 	b.ResetTimer()
+	cpu0 := processCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
@@ -43,4 +44,6 @@ func BenchmarkA2AJSONRPCSendMessage(b *testing.B) {
 	})
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
+	// Client and server share the process: this is both sides' CPU.
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu_us/op")
 }

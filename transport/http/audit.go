@@ -22,7 +22,10 @@ func (s *Server) auditRecent(ctx *fasthttp.RequestCtx) error {
 	}
 	// Up to 64 items stay on this stack (the default limit is 50).
 	var buf [64][]byte
-	items, total, tip, err := s.deps.Audit.RecentItems(s.reqCtx(ctx), limit, buf[:0])
+	// RecentItems reads a ring under a lock and never waits: the server's
+	// own context (ended at shutdown) is enough. A per-request one with the
+	// request timeout cost 5 of the route's 7 allocations and a timer.
+	items, total, tip, err := s.deps.Audit.RecentItems(s.baseCtx, limit, buf[:0])
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,11 @@
 package http
 
 import (
+	"cmp"
+	"errors"
+	"math"
+	"strconv"
+
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/usage"
@@ -38,14 +43,66 @@ func (s *Server) usageTotals(ctx *fasthttp.RequestCtx) error {
 	if args := ctx.QueryArgs(); args.Has("period") && !args.Has("offset") && !args.Has("limit") {
 		limit = 0
 	}
-	rep, err := s.deps.Meter.UsageOf(s.reqCtx(ctx), usage.UsageQuery{Period: p, Offset: offset, Limit: limit})
-	return reply(ctx, rep, err)
+	if !s.usageFromCluster(ctx) {
+		rep, err := s.deps.Meter.UsageOf(s.reqCtx(ctx), usage.UsageQuery{Period: p, Offset: offset, Limit: limit})
+		return reply(ctx, rep, err)
+	}
+	// The cluster's page of agents is among every node's costliest
+	// offset+limit.
+	want := 0
+	if limit > 0 {
+		want = offset + limit
+	}
+	rep, err := s.deps.Meter.UsageOf(s.reqCtx(ctx), usage.UsageQuery{Period: p, Limit: want})
+	if err != nil {
+		return err
+	}
+	others, cov := askMembers(s, ctx, func(get peerGet) (*usage.UsageReport, error) {
+		var out *usage.UsageReport
+		if want == 0 {
+			err := get(peerQuery(usagePath, "period", p), &out)
+			return out, err
+		}
+		err := pagedPeer(get, func(off int) string {
+			return peerQuery(usagePath, "period", p, "offset", strconv.Itoa(off), "limit", strconv.Itoa(usagePeerPage))
+		}, want, func(get peerGet, uri string) (int, int, error) {
+			var pg usage.UsageReport
+			if err := get(uri, &pg); err != nil || pg.AgentItems == nil {
+				return 0, 0, cmp.Or(err, errors.New("no agent items"))
+			}
+			if out == nil {
+				out = &pg
+			} else {
+				out.Items = append(out.Items, pg.Items...)
+			}
+			return len(pg.Items), pg.Total, nil
+		})
+		return out, err
+	})
+	return writeUsage(ctx, usage.MergeUsage(rep, others, offset, limit), cov)
 }
+
+// usagePath and the others are the routes a member is asked.
+const (
+	usagePath            = "/api/usage"
+	usageSummaryPath     = "/api/usage/summary"
+	usageByModelPath     = "/api/usage/by-model"
+	usageDailyPath       = "/api/usage/daily"
+	usagePerformancePath = "/api/usage/by-model/performance"
+)
 
 // usageSummary serves GET /api/usage/summary.
 func (s *Server) usageSummary(ctx *fasthttp.RequestCtx) error {
 	sum, err := s.deps.Meter.Summary(s.reqCtx(ctx))
-	return reply(ctx, sum, err)
+	if err != nil || !s.usageFromCluster(ctx) {
+		return reply(ctx, sum, err)
+	}
+	others, cov := askMembers(s, ctx, func(get peerGet) (*usage.Summary, error) {
+		var out *usage.Summary
+		err := get(usageSummaryPath, &out)
+		return out, err
+	})
+	return writeUsage(ctx, usage.MergeSummary(sum, others), cov)
 }
 
 // usageByModel serves GET /api/usage/by-model[?period=][&offset=&limit=]
@@ -64,12 +121,34 @@ func (s *Server) usageByModel(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
+	var cov *usageCoverage
+	if s.usageFromCluster(ctx) {
+		var others []*usage.ByModel
+		// Every model of every node: the ordering is by the sums.
+		others, cov = askMembers(s, ctx, func(get peerGet) (*usage.ByModel, error) {
+			out := &usage.ByModel{}
+			err := pagedPeer(get, func(off int) string {
+				return peerQuery(usageByModelPath, "period", p, "offset", strconv.Itoa(off), "limit", strconv.Itoa(usagePeerPage))
+			}, math.MaxInt, func(get peerGet, uri string) (int, int, error) {
+				var pg struct {
+					usage.ByModel
+					pageInfo
+				}
+				if err := get(uri, &pg); err != nil {
+					return 0, 0, err
+				}
+				out.Models = append(out.Models, pg.Models...)
+				return len(pg.Models), pg.Total, nil
+			})
+			return out, err
+		})
+		bm = usage.MergeByModel(bm, others)
+	}
 	total := len(bm.Models)
-	writeJSON(ctx, fasthttp.StatusOK, struct {
+	return writeUsage(ctx, struct {
 		*usage.ByModel
 		pageInfo
-	}{&usage.ByModel{Period: bm.Period, Models: page(bm.Models, offset, limit)}, pageOf(total, offset, limit)})
-	return nil
+	}{&usage.ByModel{Period: bm.Period, Models: page(bm.Models, offset, limit)}, pageOf(total, offset, limit)}, cov)
 }
 
 // usageDaily serves GET /api/usage/daily?days=N (default 7, at most 366).
@@ -81,6 +160,14 @@ func (s *Server) usageDaily(ctx *fasthttp.RequestCtx) error {
 	d, err := s.deps.Meter.Daily(s.reqCtx(ctx), days)
 	if err != nil {
 		return err
+	}
+	if s.usageFromCluster(ctx) {
+		others, cov := askMembers(s, ctx, func(get peerGet) (*usage.Daily, error) {
+			var out *usage.Daily
+			err := get(peerQuery(usageDailyPath, "days", strconv.Itoa(days)), &out)
+			return out, err
+		})
+		return writeUsage(ctx, usage.MergeDaily(d, others), cov)
 	}
 	// Up to 366 rows (~40 KB): written as Daily.MarshalJSON makes them,
 	// without encoding/json's second pass that validates and copies them.
@@ -98,5 +185,13 @@ func (s *Server) usageDaily(ctx *fasthttp.RequestCtx) error {
 // LibreFang's per-model lifetime totals with provider latency.
 func (s *Server) usageModelPerformance(ctx *fasthttp.RequestCtx) error {
 	res, err := s.deps.Meter.ModelPerformance(s.reqCtx(ctx))
-	return reply(ctx, res, err)
+	if err != nil || !s.usageFromCluster(ctx) {
+		return reply(ctx, res, err)
+	}
+	others, cov := askMembers(s, ctx, func(get peerGet) (*usage.ModelPerformance, error) {
+		var out *usage.ModelPerformance
+		err := get(usagePerformancePath, &out)
+		return out, err
+	})
+	return writeUsage(ctx, usage.MergeModelPerformance(res, others), cov)
 }

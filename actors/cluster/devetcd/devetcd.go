@@ -29,6 +29,23 @@ type Server struct {
 // Start runs etcd with its data in dir, serving clients on clientAddr
 // ("127.0.0.1:0" picks a free port) and peers on a free loopback port.
 func Start(dir, clientAddr string) (*Server, error) {
+	return start(dir, clientAddr, nil)
+}
+
+// TLS is the client listener's TLS: etcd's certificate and key, and (for
+// ClientCertAuth) the CA whose certificates clients must present.
+type TLS struct {
+	Cert, Key, CA  string
+	ClientCertAuth bool
+}
+
+// StartTLS is Start with clients served over TLS only (the tests of
+// fangd's etcd client TLS; peers stay on plain loopback).
+func StartTLS(dir, clientAddr string, t TLS) (*Server, error) {
+	return start(dir, clientAddr, &t)
+}
+
+func start(dir, clientAddr string, t *TLS) (*Server, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cfg.Logger = "zap"
@@ -45,7 +62,14 @@ func Start(dir, clientAddr string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cu, _ := url.Parse("http://" + cl)
+	scheme := "http://"
+	if t != nil {
+		scheme = "https://"
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = t.Cert, t.Key
+		cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = t.CA, t.ClientCertAuth
+		cfg.ClientAutoTLS = false
+	}
+	cu, _ := url.Parse(scheme + cl)
 	pu, _ := url.Parse("http://" + pl)
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
