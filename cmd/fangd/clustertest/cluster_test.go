@@ -23,6 +23,9 @@ import (
 var fangdBin string
 
 func TestMain(m *testing.M) {
+	if f := os.Getenv(fakeMCPEnv); f != "" {
+		runFakeMCP(f) // this binary as a stdio MCP server (mcp_test.go)
+	}
 	dir, err := os.MkdirTemp("", "fangd-cluster")
 	if err != nil {
 		panic(err)
@@ -226,7 +229,7 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 		}
 		for _, k := range st.Kinds {
 			want := "per_node"
-			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" || k.Kind == "approval" {
+			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" || k.Kind == "approval" || k.Kind == "mcp_connection" {
 				want = "cluster"
 			}
 			if k.Kind == "agent" || k.Kind == "a2a_task" {
