@@ -105,24 +105,14 @@ context_window = 128000
 	}
 	env.logf("channel-reply: creating %d agents and %d Telegram channels", replyChannels, replyChannels)
 	for i := range replyChannels {
-		res, err := channelRequest(ctx, d, "POST", "/api/agents",
-			map[string]any{"name": fmt.Sprintf("replier-%03d", i), "model": "benchllm/bench-model"})
-		if err != nil {
-			return nil, err
-		}
-		res.Body.Close()
-		if res.StatusCode != 201 {
-			return nil, fmt.Errorf("create agent %d: HTTP %d", i, res.StatusCode)
+		if err := requestWant(ctx, d, "POST", "/api/agents",
+			map[string]any{"name": fmt.Sprintf("replier-%03d", i), "model": "benchllm/bench-model"}, 201, nil); err != nil {
+			return nil, fmt.Errorf("create agent %d: %w", i, err)
 		}
 		body := map[string]any{"adapter": "telegram", "token": fmt.Sprintf("%d:reply-bench", 200000+i),
 			"api_url": fakes[i].URL(), "poll_interval_secs": 30, "agent_name": fmt.Sprintf("replier-%03d", i)}
-		res, err = channelRequest(ctx, d, "POST", fmt.Sprintf("/api/channels/reply-%03d/configure", i), body)
-		if err != nil {
-			return nil, err
-		}
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			return nil, fmt.Errorf("configure reply-%03d: HTTP %d", i, res.StatusCode)
+		if err := requestWant(ctx, d, "POST", fmt.Sprintf("/api/channels/reply-%03d/configure", i), body, 200, nil); err != nil {
+			return nil, fmt.Errorf("configure reply-%03d: %w", i, err)
 		}
 	}
 	if _, err := waitConnected(ctx, d, replyChannels, 60*time.Second); err != nil {

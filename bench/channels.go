@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -92,6 +93,23 @@ func channelRequest(ctx context.Context, d *Daemon, method, path string, body an
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return http.DefaultClient.Do(req)
+}
+
+// requestWant sends one request and checks its status, decoding into out.
+func requestWant(ctx context.Context, d *Daemon, method, path string, body any, want int, out any) error {
+	resp, err := channelRequest(ctx, d, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
 }
 
 // configureChannels creates the channels, 8 requests at a time.

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,9 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/fangd/fangd/actors/cluster/devetcd"
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 const (
@@ -38,55 +33,26 @@ const (
 // reservation latency is each node's fangd_cluster_budget_reserve_seconds
 // histogram (request to committed hold in etcd), merged.
 func runClusterBudget(ctx context.Context, env *Env) ([]Row, error) {
-	etcd, err := devetcd.Start(mkTemp(env, "etcd"), "127.0.0.1:0")
+	c, err := startCluster(env, "bench")
 	if err != nil {
 		return nil, err
 	}
-	env.onClose(etcd.Close)
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	llm := llmtest.NewOpenAI("bench-budget")
-	env.onClose(llm.Close)
+	llm := c.withLLM("bench-budget")
 	llm.SetOutputTokens(1000)
 	llm.SetLatency(100 * time.Millisecond)
-	envVars := []string{"FANGD_VAULT_KEY=" + hex.EncodeToString(key), llmKeyEnv + "=bench-budget"}
 	var nodes []*Daemon
 	for i := 1; i <= 3; i++ {
-		cfg := fmt.Sprintf(`
-[cluster]
-etcd = [%q]
-name = "bench"
-node_name = "n%d"
-
-[providers.fakeoai]
-api = "openai"
-base_url = %q
-trusted = true
-api_key_env = %q
-
-[[models]]
-provider = "fakeoai"
-id = "gpt-test"
-input_per_m = 1.0
-output_per_m = 1.0
-context_window = 128000
-`, etcd.Endpoint, i, llm.BaseURL, llmKeyEnv)
-		d, err := StartDaemonWith(ctx, env.Opts.Fangd, mkTemp(env, fmt.Sprintf("budget-n%d", i)), cfg, envVars)
-		if d != nil {
-			env.onClose(func() { _ = d.Stop() })
-		}
+		d, err := c.node(ctx, fmt.Sprintf("budget-n%d", i), fmt.Sprintf("n%d", i), fakeOAIConfig(llm.BaseURL, 1))
 		if err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, d)
 		for a := 1; a <= budgetWorkers; a++ {
-			if err := budgetCall(ctx, d, "POST", "/api/agents", map[string]any{"name": fmt.Sprintf("w%d", a), "model": "fakeoai/gpt-test", "max_tokens": 1000}, 201, nil); err != nil {
+			if err := requestWant(ctx, d, "POST", "/api/agents", map[string]any{"name": fmt.Sprintf("w%d", a), "model": "fakeoai/gpt-test", "max_tokens": 1000}, 201, nil); err != nil {
 				return nil, fmt.Errorf("n%d: create agent: %w", i, err)
 			}
 		}
-		if err := budgetCall(ctx, d, "PUT", "/api/budget", map[string]any{"daily_limit_usd": budgetLimitUSD}, 200, nil); err != nil {
+		if err := requestWant(ctx, d, "PUT", "/api/budget", map[string]any{"daily_limit_usd": budgetLimitUSD}, 200, nil); err != nil {
 			return nil, fmt.Errorf("n%d: set the limit: %w", i, err)
 		}
 	}
@@ -138,7 +104,7 @@ context_window = 128000
 		var b struct {
 			TodaySpentUSD float64 `json:"today_spent_usd"`
 		}
-		if err := budgetCall(ctx, d, "GET", "/api/budget", nil, 200, &b); err != nil {
+		if err := requestWant(ctx, d, "GET", "/api/budget", nil, 200, &b); err != nil {
 			return nil, err
 		}
 		views = append(views, fmt.Sprintf("n%d %.6f", i+1, b.TodaySpentUSD))
@@ -161,23 +127,6 @@ context_window = 128000
 		infoRow("cluster-budget: etcd Txns per call (reserve + settle, batched per node) / CAS conflicts per call",
 			fmt.Sprintf("%.2f / %.2f", commits/calls, conflicts/calls)),
 	}, nil
-}
-
-// budgetCall sends one request and checks its status, decoding into out.
-func budgetCall(ctx context.Context, d *Daemon, method, path string, body any, want int, out any) error {
-	resp, err := channelRequest(ctx, d, method, path, body)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
 }
 
 // scrapeBudgetMetrics adds d's reservation histogram buckets (cumulative,

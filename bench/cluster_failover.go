@@ -2,18 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"syscall"
 	"time"
 
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
-	"github.com/fangd/fangd/actors/cluster/devetcd"
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 // failoverRuns is how many hosts cluster-failover kills (issue 18: p50 and
@@ -28,58 +23,23 @@ const failoverRuns = 10
 // there are always three. After each failover a message is sent through
 // the fake; at the end every message must have exactly one reply.
 func runClusterFailover(ctx context.Context, env *Env) ([]Row, error) {
-	etcd, err := devetcd.Start(mkTemp(env, "etcd"), "127.0.0.1:0")
+	c, err := startCluster(env, "bench")
 	if err != nil {
 		return nil, err
 	}
-	env.onClose(etcd.Close)
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	llm := llmtest.NewOpenAI("bench-failover")
-	env.onClose(llm.Close)
+	llm := c.withLLM("bench-failover")
 	tg := telegramtest.New("4242:failover")
 	env.onClose(tg.Close)
-	envVars := []string{"FANGD_VAULT_KEY=" + hex.EncodeToString(key), llmKeyEnv + "=bench-failover"}
 	seq := 0
 	start := func() (*Daemon, string, error) {
 		seq++
 		name := fmt.Sprintf("b%d", seq)
-		cfg := fmt.Sprintf(`
-[cluster]
-etcd = [%q]
-name = "bench"
-node_name = %q
-
-[providers.fakeoai]
-api = "openai"
-base_url = %q
-trusted = true
-api_key_env = %q
-
-[[models]]
-provider = "fakeoai"
-id = "gpt-test"
-input_per_m = 0.0
-output_per_m = 0.0
-context_window = 128000
-`, etcd.Endpoint, name, llm.BaseURL, llmKeyEnv)
-		d, err := StartDaemonWith(ctx, env.Opts.Fangd, mkTemp(env, name), cfg, envVars)
-		if d != nil {
-			env.onClose(func() { _ = d.Stop() })
-		}
+		d, err := c.node(ctx, name, name, fakeOAIConfig(llm.BaseURL, 0))
 		if err != nil {
 			return nil, "", err
 		}
-		resp, err := channelRequest(ctx, d, "POST", "/api/agents", map[string]any{"name": "helper", "model": "fakeoai/gpt-test"})
-		if err != nil {
-			return nil, "", err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 201 {
-			return nil, "", fmt.Errorf("%s: create agent: %d", name, resp.StatusCode)
+		if err := requestWant(ctx, d, "POST", "/api/agents", map[string]any{"name": "helper", "model": "fakeoai/gpt-test"}, 201, nil); err != nil {
+			return nil, "", fmt.Errorf("%s: create agent: %w", name, err)
 		}
 		return d, name, nil
 	}
@@ -91,15 +51,9 @@ context_window = 128000
 		}
 		nodes[name] = d
 	}
-	resp, err := channelRequest(ctx, nodes["b1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
-		"token": "4242:failover", "api_url": tg.URL(), "agent_name": "helper", "poll_interval_secs": 1})
-	if err != nil {
-		return nil, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("configure the channel: %d", resp.StatusCode)
+	if err := requestWant(ctx, nodes["b1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
+		"token": "4242:failover", "api_url": tg.URL(), "agent_name": "helper", "poll_interval_secs": 1}, 200, nil); err != nil {
+		return nil, fmt.Errorf("configure the channel: %w", err)
 	}
 	// hosted finds the node running the channel connected, waiting up to d.
 	hosted := func(except string, within time.Duration) (string, time.Duration, error) {

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +9,6 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
-	"github.com/fangd/fangd/actors/cluster/devetcd"
 )
 
 // routeRequests is how many reads cluster-route sends to each node, after
@@ -33,44 +29,32 @@ const (
 // runs for an agent on A, GET /api/agents/{id}, which B routes through the
 // cluster's agent directory.
 func runClusterRoute(ctx context.Context, env *Env) ([]Row, error) {
-	etcd, err := devetcd.Start(mkTemp(env, "etcd"), "127.0.0.1:0")
+	c, err := startCluster(env, "route")
 	if err != nil {
 		return nil, err
 	}
-	env.onClose(etcd.Close)
 	tg := telegramtest.New("4343:route")
 	env.onClose(tg.Close)
 	// A forwarded request carries the caller's credential and the host
 	// checks it again: every node needs the same API key, and the same
 	// vault key to open the channel's sealed token.
-	key := make([]byte, 56)
-	if _, err := rand.Read(key); err != nil {
+	apiKey, err := randomHex(24)
+	if err != nil {
 		return nil, err
 	}
-	apiKey, vaultKey := hex.EncodeToString(key[:24]), hex.EncodeToString(key[24:])
 	nodes := map[string]*Daemon{}
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("r%d", i)
-		cfg := fmt.Sprintf("\n[cluster]\netcd = [%q]\nname = \"route\"\nnode_name = %q\n", etcd.Endpoint, name)
-		d, err := StartDaemonWith(ctx, env.Opts.Fangd, mkTemp(env, name), cfg, []string{"FANGD_API_KEY=" + apiKey, "FANGD_VAULT_KEY=" + vaultKey})
-		if d != nil {
-			env.onClose(func() { _ = d.Stop() })
-		}
+		d, err := c.node(ctx, name, name, "", "FANGD_API_KEY="+apiKey)
 		if err != nil {
 			return nil, err
 		}
 		d.APIKey = apiKey
 		nodes[name] = d
 	}
-	resp, err := channelRequest(ctx, nodes["r1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
-		"token": "4343:route", "api_url": tg.URL(), "poll_interval_secs": 30})
-	if err != nil {
-		return nil, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("configure the channel: %d", resp.StatusCode)
+	if err := requestWant(ctx, nodes["r1"], "POST", "/api/channels/tg/configure", map[string]any{"adapter": "telegram",
+		"token": "4343:route", "api_url": tg.URL(), "poll_interval_secs": 30}, 200, nil); err != nil {
+		return nil, fmt.Errorf("configure the channel: %w", err)
 	}
 	var host string
 	for begin := time.Now(); host == "" && time.Since(begin) < 30*time.Second; {
@@ -105,17 +89,11 @@ func runClusterRoute(ctx context.Context, env *Env) ([]Row, error) {
 	// An agent on the same host: GET /api/agents/{id} asked of the other
 	// node is forwarded through the agent directory (one etcd read, then
 	// the forward; docs/cluster.md "Agents across the cluster").
-	resp, err = channelRequest(ctx, nodes[host], "POST", "/api/agents", map[string]any{"name": "routed", "model": "openai/gpt-4o-mini"})
-	if err != nil {
-		return nil, err
-	}
 	var created struct {
 		ID string `json:"id"`
 	}
-	err = json.NewDecoder(resp.Body).Decode(&created)
-	resp.Body.Close()
-	if resp.StatusCode != 201 || err != nil || created.ID == "" {
-		return nil, fmt.Errorf("create an agent on %s: %d %v", host, resp.StatusCode, err)
+	if err := requestWant(ctx, nodes[host], "POST", "/api/agents", map[string]any{"name": "routed", "model": "openai/gpt-4o-mini"}, 201, &created); err != nil || created.ID == "" {
+		return nil, fmt.Errorf("create an agent on %s: %v", host, err)
 	}
 	agentPath := "/api/agents/" + created.ID
 	for begin := time.Now(); ; time.Sleep(50 * time.Millisecond) {

@@ -62,26 +62,20 @@ func (d *AgentDir) nameKey(name, id string) string {
 // Register records agent id (named name) as hosted on this node.
 // Registering again is harmless.
 func (d *AgentDir) Register(ctx context.Context, id, name string) error {
-	rec, _ := json.Marshal(AgentRecord{ID: id, Name: name, Node: d.node})
-	_, err := d.etcd.Txn(ctx).Then(
-		clientv3.OpPut(d.idKey(id), string(rec)),
-		clientv3.OpPut(d.nameKey(name, id), d.node),
-	).Commit()
-	if err != nil {
-		return fmt.Errorf("agent directory: %w", err)
-	}
-	return nil
+	return d.put(ctx, id, name)
 }
 
 // Rename moves agent id's entry from name old to name.
 func (d *AgentDir) Rename(ctx context.Context, id, old, name string) error {
+	return d.put(ctx, id, name, clientv3.OpDelete(d.nameKey(old, id)))
+}
+
+// put writes agent id's record and its name's entry, after first, in one
+// Txn.
+func (d *AgentDir) put(ctx context.Context, id, name string, first ...clientv3.Op) error {
 	rec, _ := json.Marshal(AgentRecord{ID: id, Name: name, Node: d.node})
-	_, err := d.etcd.Txn(ctx).Then(
-		clientv3.OpDelete(d.nameKey(old, id)),
-		clientv3.OpPut(d.idKey(id), string(rec)),
-		clientv3.OpPut(d.nameKey(name, id), d.node),
-	).Commit()
-	if err != nil {
+	ops := append(first, clientv3.OpPut(d.idKey(id), string(rec)), clientv3.OpPut(d.nameKey(name, id), d.node))
+	if _, err := d.etcd.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("agent directory: %w", err)
 	}
 	return nil

@@ -53,11 +53,13 @@ type Budget struct {
 	conflicts      prometheus.Counter
 	commits        prometheus.Counter
 
-	mu      sync.Mutex
-	lease   clientv3.LeaseID
-	leaseOK time.Time
-	seq     uint64
-	holds   map[uint64]heldKey // this node's open reservations
+	// lease is the reservation lease; calls in flight under a lost one
+	// are no longer counted until they settle.
+	lease *leaseKeeper
+
+	mu    sync.Mutex
+	seq   uint64
+	holds map[uint64]heldKey // this node's open reservations
 }
 
 var _ usage.Cluster = (*Budget)(nil)
@@ -133,6 +135,9 @@ func newBudget(cli *clientv3.Client, cluster string, log zerolog.Logger) *Budget
 			Help: "Cluster budget Txns etcd applied (each carries the reserves and settles queued on this node)."}),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.lease = &leaseKeeper{cli: cli, ctx: b.ctx, ttl: budgetTTL, grantWithin: budgetRound, log: log,
+		notGranted: "cluster budget: reservation lease not granted",
+		lost:       "cluster budget: reservation lease lost; a new one is granted for the next call"}
 	return b
 }
 
@@ -582,47 +587,14 @@ func (b *Budget) failed(batch, rest []*budgetOp, err error) []*budgetOp {
 // myLease is the reservation lease if it is healthy (granting one if
 // there is none), else 0.
 func (b *Budget) myLease() clientv3.LeaseID {
-	b.mu.Lock()
-	lease, ok := b.lease, time.Since(b.leaseOK) <= budgetStale
-	b.mu.Unlock()
-	if lease != 0 {
-		if ok {
-			return lease
-		}
+	lease, ok := b.lease.state()
+	switch {
+	case lease == 0:
+		return b.lease.ensure()
+	case time.Since(ok) > budgetStale:
 		return 0
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, budgetRound)
-	g, err := b.cli.Grant(ctx, budgetTTL)
-	cancel()
-	if err != nil {
-		b.log.Warn().Err(err).Msg("cluster budget: reservation lease not granted")
-		return 0
-	}
-	ch, err := b.cli.KeepAlive(b.ctx, g.ID)
-	if err != nil {
-		return 0
-	}
-	b.mu.Lock()
-	b.lease, b.leaseOK = g.ID, time.Now()
-	b.mu.Unlock()
-	go func() {
-		for range ch {
-			b.mu.Lock()
-			b.leaseOK = time.Now()
-			b.mu.Unlock()
-		}
-		b.mu.Lock()
-		if b.lease == g.ID {
-			b.lease = 0
-		}
-		b.mu.Unlock()
-		if b.ctx.Err() == nil {
-			// Its holds are gone in etcd; calls in flight under them are
-			// no longer counted until they settle.
-			b.log.Warn().Msg("cluster budget: reservation lease lost; a new one is granted for the next call")
-		}
-	}()
-	return g.ID
+	return lease
 }
 
 func (b *Budget) limKey(kind, id string) string {
@@ -703,14 +675,10 @@ func (b *Budget) applyLimit(apply func(kind, id string, raw []byte), key string,
 // Stop ends the writer and revokes the lease (releasing this node's open
 // reservations). Call it after the callers stopped.
 func (b *Budget) Stop() {
-	b.mu.Lock()
-	lease := b.lease
-	b.mu.Unlock()
+	// Read before cancelling: the keep-alive forgets the lease as soon
+	// as its context ends.
+	lease, _ := b.lease.state()
 	b.cancel()
 	<-b.done
-	if lease != 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, _ = b.cli.Revoke(ctx, lease)
-		cancel()
-	}
+	revokeLease(b.cli, lease)
 }

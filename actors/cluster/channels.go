@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/rs/zerolog"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fangd/fangd/actors/channel"
@@ -36,11 +34,7 @@ import (
 //     takeoverGrace (the topology may still list a dead member as the
 //     choice), then tells the channel supervisor what runs here.
 type Channels struct {
-	*owned
-	apply func([]channel.ClusterChannel)
-
-	mu   sync.Mutex
-	last []channel.ClusterChannel // the last round's result
+	*ownedSet
 }
 
 var _ channel.Cluster = (*Channels)(nil)
@@ -75,91 +69,14 @@ func (n *Node) topology() []string {
 
 func newChannels(cli *clientv3.Client, cluster, memberID, nodeName string, log zerolog.Logger,
 	members func() []string, apply func([]channel.ClusterChannel)) *Channels {
-	return &Channels{owned: newOwned(cli, "/fangd/chan/"+cluster+"/", "channel", memberID, nodeName, log, members), apply: apply}
-}
-
-func (c *Channels) cfgKey(name string) string { return c.pre + "cfg/" + name }
-func (c *Channels) secKey(name string) string { return c.pre + "sec/" + name + "/" }
-func (c *Channels) stKey(name string) string  { return c.pre + "st/" + name + "/" }
-
-// round is one ownership round.
-func (c *Channels) round() {
-	c.claimLease()
-	ctx, cancel := context.WithTimeout(c.ctx, 2*roundEvery)
-	defer cancel()
-	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(c.pre+"cfg/", clientv3.WithPrefix()),
-		clientv3.OpGet(c.pre+"sec/", clientv3.WithPrefix()),
-		clientv3.OpGet(c.pre+"own/", clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		if c.ctx.Err() == nil {
-			c.log.Warn().Err(err).Msg("channel ownership round: etcd did not answer")
-		}
-		// Nothing known: keep what runs unless the lease went stale.
-		if c.myLease() == 0 {
-			c.applyLost()
-		}
-		return
-	}
-	cfgs := resp.Responses[0].GetResponseRange().Kvs
-	sealed := sealedByName(c.pre+"sec/", resp.Responses[1].GetResponseRange().Kvs)
-	names := make([]string, 0, len(cfgs))
-	for _, kv := range cfgs {
-		names = append(names, strings.TrimPrefix(string(kv.Key), c.pre+"cfg/"))
-	}
-	places := c.assign(ctx, names, resp.Responses[2].GetResponseRange().Kvs)
-	out := make([]channel.ClusterChannel, 0, len(cfgs))
-	for i, kv := range cfgs {
-		p := places[names[i]]
-		out = append(out, channel.ClusterChannel{Name: names[i], Record: kv.Value, Sealed: sealed[names[i]], Node: p.Node, Mine: p.Mine})
-	}
-	c.mu.Lock()
-	c.last = out
-	c.mu.Unlock()
-	c.apply(out)
-}
-
-// sealedByName groups sealed secrets <pre><name>/<key> by name and key.
-func sealedByName(pre string, kvs []*mvccpb.KeyValue) map[string]map[string][]byte {
-	sealed := map[string]map[string][]byte{}
-	for _, kv := range kvs {
-		name, key, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), pre), "/")
-		if !ok {
-			continue
-		}
-		if sealed[name] == nil {
-			sealed[name] = map[string][]byte{}
-		}
-		sealed[name][key] = kv.Value
-	}
-	return sealed
-}
-
-// applyLost tells the supervisor this node holds nothing any more (its
-// lease went stale while etcd did not answer): the last round's channels,
-// none of them here.
-func (c *Channels) applyLost() {
-	c.mu.Lock()
-	last := c.last
-	c.mu.Unlock()
-	var out []channel.ClusterChannel
-	mine := false
-	for _, cc := range last {
-		if cc.Mine {
-			mine = true
-			cc.Mine, cc.Node = false, ""
-		}
-		out = append(out, cc)
-	}
-	if !mine {
-		return
-	}
-	c.log.Error().Msg("channel owner lease not confirmed by etcd; stopping this node's channels (fenced)")
-	c.mu.Lock()
-	c.last = out
-	c.mu.Unlock()
-	c.apply(out)
+	return &Channels{newOwnedSet(cli, "/fangd/chan/"+cluster+"/", "st/", "channel", memberID, nodeName, log, members,
+		func(es []ownedEntity) {
+			out := make([]channel.ClusterChannel, len(es))
+			for i, e := range es {
+				out[i] = channel.ClusterChannel{Name: e.Name, Record: e.Record, Sealed: e.Sealed, Node: e.Node, Mine: e.Mine}
+			}
+			apply(out)
+		})}
 }
 
 // ChannelHost is where one channel runs, for GET /api/cluster.
@@ -178,25 +95,10 @@ func (n *Node) ChannelHosts() []ChannelHost {
 	if c == nil {
 		return out
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, cc := range c.last {
-		out = append(out, ChannelHost{Name: cc.Name, Node: cc.Node})
+	for _, h := range c.hosts() {
+		out = append(out, ChannelHost{Name: h[0], Node: h[1]})
 	}
 	return out
-}
-
-// Hosted is how many channels this node hosts, from the last round.
-func (c *Channels) Hosted() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, cc := range c.last {
-		if cc.Mine {
-			n++
-		}
-	}
-	return n
 }
 
 // PutChannel stores a record and its sealed secrets in one Txn, claiming
@@ -250,39 +152,26 @@ func (c *Channels) PutChannel(ctx context.Context, name string, rec []byte, seal
 	return nil
 }
 
-// DeleteChannel removes a channel's record, secrets, state and owner in
-// one Txn; the host's next write is fenced (its owner key is gone).
+// DeleteChannel removes a channel's record, secrets, state, owner and
+// account claim in one Txn; the host's next write is fenced (its owner key
+// is gone).
 func (c *Channels) DeleteChannel(ctx context.Context, name string) error {
 	accts, err := c.cli.Get(ctx, c.pre+"acct/", clientv3.WithPrefix())
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{
-		clientv3.OpDelete(c.cfgKey(name)),
-		clientv3.OpDelete(c.secKey(name), clientv3.WithPrefix()),
-		clientv3.OpDelete(c.stKey(name), clientv3.WithPrefix()),
-		clientv3.OpDelete(c.ownKey(name)),
-	}
+	var extra []clientv3.Op
 	for _, kv := range accts.Kvs {
 		if string(kv.Value) == name {
-			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+			extra = append(extra, clientv3.OpDelete(string(kv.Key)))
 		}
 	}
-	_, err = c.cli.Txn(ctx).Then(ops...).Commit()
-	return err
+	return c.deleteAll(ctx, name, extra...)
 }
 
 // State reads a channel's state.
 func (c *Channels) State(ctx context.Context, name string) (map[string][]byte, error) {
-	r, err := c.cli.Get(ctx, c.stKey(name), clientv3.WithPrefix())
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string][]byte, len(r.Kvs))
-	for _, kv := range r.Kvs {
-		out[strings.TrimPrefix(string(kv.Key), c.stKey(name))] = kv.Value
-	}
-	return out, nil
+	return c.readState(ctx, name)
 }
 
 // Commit applies ops in one Txn if this node's lease still owns the

@@ -8,7 +8,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,57 +15,19 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fangd/fangd/actors/channel"
-	"github.com/fangd/fangd/actors/cluster/devetcd"
 )
-
-func testEtcd(t *testing.T) string {
-	t.Helper()
-	s, err := devetcd.Start(t.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s.Endpoint
-}
-
-func testClient(t *testing.T, ep string) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zapNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
 
 // testNode is one node's Channels with its last applied round.
 type testNode struct {
 	*Channels
-	mu   sync.Mutex
-	last []channel.ClusterChannel
+	lastRound[channel.ClusterChannel]
 }
 
 func newTestNode(t *testing.T, cli *clientv3.Client, id string, members func() []string) *testNode {
-	n := &testNode{}
-	n.Channels = newChannels(cli, "t", id, "node-"+id, zerolog.Nop(), members, func(cc []channel.ClusterChannel) {
-		n.mu.Lock()
-		n.last = cc
-		n.mu.Unlock()
-	})
+	n := &testNode{lastRound: lastRound[channel.ClusterChannel]{name: func(c channel.ClusterChannel) string { return c.Name }}}
+	n.Channels = newChannels(cli, "t", id, "node-"+id, zerolog.Nop(), members, n.keep)
 	t.Cleanup(func() { n.cancel() })
 	return n
-}
-
-// mine is the round's view of channel name on n.
-func (n *testNode) view(name string) channel.ClusterChannel {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, c := range n.last {
-		if c.Name == name {
-			return c
-		}
-	}
-	return channel.ClusterChannel{}
 }
 
 // One owner among two nodes that both want the channel; the other's
@@ -84,14 +45,7 @@ func TestChannelOwnerExclusiveFencedAndTakenOver(t *testing.T) {
 	if err := a.PutChannel(ctx, "tg", []byte(`{"name":"tg"}`), map[string][]byte{"bot_token": []byte("sealed")}, "fp1"); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	for _, n := range []*testNode{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); n.round() }()
-	}
-	wg.Wait()
-	a.round()
-	b.round()
+	roundsAtOnce(a.round, b.round)
 	va, vb := a.view("tg"), b.view("tg")
 	if va.Mine == vb.Mine || va.Node == "" || va.Node != vb.Node {
 		t.Fatalf("ownership: a %+v, b %+v; want exactly one owner both agree on", va, vb)
@@ -114,18 +68,10 @@ func TestChannelOwnerExclusiveFencedAndTakenOver(t *testing.T) {
 
 	// The owner dies: nothing keeps its lease alive any more.
 	owner.cancel()
-	if owner == a {
-		cliA.Close()
-	} else {
-		cliB.Close()
-	}
+	owner.cli.Close()
 	killed := time.Now()
-	for !other.view("tg").Mine {
-		if time.Since(killed) > 10*time.Second {
-			t.Fatalf("not taken over within 10 s: %+v", other.view("tg"))
-		}
-		time.Sleep(200 * time.Millisecond)
-		other.round()
+	if !roundUntil(10*time.Second, 200*time.Millisecond, other.round, func() bool { return other.view("tg").Mine }) {
+		t.Fatalf("not taken over within 10 s: %+v", other.view("tg"))
 	}
 	t.Logf("taken over %v after the owner's death", time.Since(killed).Round(100*time.Millisecond))
 	st, err := other.State(ctx, "tg")
@@ -135,7 +81,7 @@ func TestChannelOwnerExclusiveFencedAndTakenOver(t *testing.T) {
 	// A write still carrying the dead owner's lease (a paused process
 	// waking up) is refused by etcd itself.
 	stale := newTestNode(t, other.cli, "zombie", func() []string { return nil })
-	stale.lease, stale.leaseOK = deadLease, time.Now()
+	stale.lease.id, stale.lease.ok = deadLease, time.Now()
 	if err := stale.Commit(ctx, "tg", []channel.StateOp{{Key: "cur/offset", Value: []byte("999")}}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("a write under the dead lease: %v, want ErrFenced", err)
 	}
@@ -152,14 +98,8 @@ func TestChannelGracefulStopHandsOver(t *testing.T) {
 	a := newTestNode(t, testClient(t, ep), "a", both)
 	b := newTestNode(t, testClient(t, ep), "b", both)
 	ctx := context.Background()
-	// Find a name whose rendezvous choice is a, so a takes it at once.
-	name := ""
-	for _, n := range []string{"c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"} {
-		if rendezvous(n, both()) == "a" {
-			name = n
-			break
-		}
-	}
+	// A name whose rendezvous choice is a, so a takes it at once.
+	name := choiceOf(t, "a", both(), "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8")
 	if err := a.PutChannel(ctx, name, []byte(`{}`), nil, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -176,13 +116,8 @@ func TestChannelGracefulStopHandsOver(t *testing.T) {
 	b.round()
 	// The grace for a channel that was owned a moment ago has not begun:
 	// b is not the rendezvous choice, so it waits takeoverGrace at most.
-	deadline := time.Now().Add(takeoverGrace + 2*time.Second)
-	for !b.view(name).Mine {
-		if time.Now().After(deadline) {
-			t.Fatalf("b did not take the channel after a's graceful stop: %+v", b.view(name))
-		}
-		time.Sleep(100 * time.Millisecond)
-		b.round()
+	if !roundUntil(takeoverGrace+2*time.Second, 100*time.Millisecond, b.round, func() bool { return b.view(name).Mine }) {
+		t.Fatalf("b did not take the channel after a's graceful stop: %+v", b.view(name))
 	}
 }
 
@@ -273,32 +208,12 @@ func TestChannelCommitCollapsesRepeatedKeys(t *testing.T) {
 // without waiting for a lease to run out.
 func TestChannelExcludedNodeGivesChannelsUp(t *testing.T) {
 	ep := testEtcd(t)
-	cliA, cliB := testClient(t, ep), testClient(t, ep)
-	both := func() []string { return []string{"a", "b"} }
-	var mu sync.Mutex
-	excluded := false
-	a := newTestNode(t, cliA, "a", both)
+	var ex exclusion
+	a := newTestNode(t, testClient(t, ep), "a", func() []string { return []string{"a", "b"} })
 	// b's topology loses a when a is excluded (it blocked a's id).
-	b := newTestNode(t, cliB, "b", func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		if excluded {
-			return []string{"b"}
-		}
-		return both()
-	})
-	a.excluded = func() bool { mu.Lock(); defer mu.Unlock(); return excluded }
-	// The channel name whose rendezvous choice is a, so a takes it first.
-	name := ""
-	for _, cand := range []string{"tg", "tg1", "tg2", "tg3", "tg4", "tg5", "tg6", "tg7"} {
-		if rendezvous(cand, both()) == "a" {
-			name = cand
-			break
-		}
-	}
-	if name == "" {
-		t.Fatal("no channel name hashes to a")
-	}
+	b := newTestNode(t, testClient(t, ep), "b", ex.membersOfB)
+	a.excluded = ex.excluded
+	name := choiceOf(t, "a", []string{"a", "b"}, "tg", "tg1", "tg2", "tg3", "tg4", "tg5", "tg6", "tg7")
 	ctx := context.Background()
 	if err := a.PutChannel(ctx, name, []byte(`{}`), nil, "fp-"+name); err != nil {
 		t.Fatal(err)
@@ -313,9 +228,7 @@ func TestChannelExcludedNodeGivesChannelsUp(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mu.Lock()
-	excluded = true
-	mu.Unlock()
+	ex.exclude()
 	a.round()
 	if v := a.view(name); v.Mine {
 		t.Fatalf("an excluded node still runs %s: %+v", name, v)

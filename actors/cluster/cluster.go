@@ -93,12 +93,16 @@ type Node struct {
 	mu        sync.Mutex
 	last      string // last record written
 	excluded  bool
-	channels  *Channels  // cluster-wide channels, once started
-	webhooks  *Webhooks  // cluster-wide webhook endpoints, once started
-	approvals *Approvals // cluster-wide approvals, once started
-	a2a       *A2ATasks  // the A2A task directory, once started (a2a.go)
-	wd        *watch
-	cache     recordCache // watched node records (records.go)
+	channels  *Channels   // cluster-wide channels, once started
+	webhooks  *Webhooks   // cluster-wide webhook endpoints, once started
+	approvals *Approvals  // cluster-wide approvals, once started
+	a2a       *A2ATasks   // the A2A task directory, once started (a2a.go)
+	mcp       *MCPServers // cluster-wide MCP servers, once started
+	// lost: remoting addresses whose connection was lost, and when
+	// (mcp.go); nil until watched.
+	lost  map[string]time.Time
+	wd    *watch
+	cache recordCache // watched node records (records.go)
 }
 
 // Record is a node's entry in etcd.
@@ -325,13 +329,16 @@ func (n *Node) loop() {
 			// Its channels and outboxes go to the members that still
 			// see each other.
 			n.mu.Lock()
-			ch, wh := n.channels, n.webhooks
+			ch, wh, mc := n.channels, n.webhooks, n.mcp
 			n.mu.Unlock()
 			if ch != nil {
 				ch.Kick()
 			}
 			if wh != nil {
 				wh.Kick()
+			}
+			if mc != nil {
+				mc.Kick()
 			}
 		}
 		n.wd.observe(n.memberI, now, time.Now())
@@ -424,10 +431,13 @@ func (n *Node) Endpoints() []string { return append([]string{}, n.opts.Endpoints
 // actor system down, so it runs after fangd's root actors have stopped.
 func (n *Node) Stop() {
 	n.mu.Lock()
-	ch, wh, ap := n.channels, n.webhooks, n.approvals
+	ch, wh, ap, mc := n.channels, n.webhooks, n.approvals, n.mcp
 	n.mu.Unlock()
 	if ch != nil {
 		ch.stop()
+	}
+	if mc != nil {
+		mc.stop()
 	}
 	if wh != nil {
 		wh.stop()

@@ -1,8 +1,8 @@
 package cluster
 
-// Entity kinds fangd runs. Channel adapters and webhook outboxes are
-// cluster-wide (Mode "cluster": one activation, failover; channels.go,
-// webhooks.go), and so are budget admission (budget.go) and approval
+// Entity kinds fangd runs. Channel adapters, webhook outboxes and MCP
+// server connections are cluster-wide (Mode "cluster": one activation,
+// failover; channels.go, webhooks.go, mcp.go), and so are budget admission (budget.go) and approval
 // requests (approvals.go); agents are "routed" (each runs on the node
 // that created it, found through the etcd agent directory, agents.go),
 // and so are A2A tasks (each on the node that took its message, found
@@ -37,7 +37,7 @@ type KindInfo struct {
 var Kinds = []KindInfo{
 	{KindChannel, "cluster", "one activation cluster-wide: records in etcd, each adapter runs on the node holding its lease-fenced owner key, cursor and queues in etcd; another node takes over within about 4-7 s of its host dying (see channels for where each runs)"},
 	{KindAgent, "routed", "one activation, on the node that created it, from that node's own store, not failed over: an etcd directory names each agent's node and any node forwards requests for it there; while its node is down its requests answer 503 host_unreachable"},
-	{KindMCP, "per_node", "each node keeps its own MCP server connections"},
+	{KindMCP, "cluster", "servers added through the API: one connection cluster-wide (one stdio process or remote session), specs and sealed secrets (OAuth tokens included) in etcd, run by the node holding the lease-fenced owner key, which publishes its tools; every node lists them and sends calls to the host; another node takes over within about 4-7 s of its host dying (see mcp_connections for where each runs); servers in config.toml still run on every node that lists them"},
 	{KindBudget, "cluster", "admission is cluster-wide: each scope's spend and the open reservations are in etcd, changed by compare-and-swap Txns; a dead node's reservations are released with its lease (5 s); limits are shared through etcd (an agent's by its name); each node meters its own calls and the usage reports add up every node's"},
 	{KindApproval, "cluster", "one record per request in etcd: any node lists and decides it (one compare-and-swap wins), the raising node's waiting call resumes, and any node's sweep expires it at its deadline"},
 	{KindWebhook, "cluster", "one activation cluster-wide: subscriptions in etcd, each endpoint's outbox runs on the node holding its lease-fenced owner key with its state in etcd; every node appends its matching events; another node takes over within about 4-7 s of its host dying (see webhooks for where each runs)"},

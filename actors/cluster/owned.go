@@ -40,9 +40,9 @@ type owned struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	lease *leaseKeeper // the owner lease
+
 	mu      sync.Mutex
-	lease   clientv3.LeaseID
-	leaseOK time.Time // last keep-alive the etcd server acknowledged
 	unowned map[string]time.Time
 }
 
@@ -76,6 +76,9 @@ func newOwned(cli *clientv3.Client, pre, what, memberID, nodeName string, log ze
 	o := &owned{cli: cli, pre: pre, what: what, memberID: memberID, nodeName: nodeName, log: log, members: members,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), unowned: map[string]time.Time{}}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
+	o.lease = &leaseKeeper{cli: cli, ctx: o.ctx, ttl: ownerTTL, grantWithin: roundEvery, log: log,
+		notGranted: fmt.Sprintf("%s owner lease not granted; retrying", what),
+		lost:       fmt.Sprintf("%s owner lease lost; this node's %ss stop here and may move", what, what)}
 	return o
 }
 
@@ -106,14 +109,7 @@ func (o *owned) loop(round func()) {
 }
 
 // myLease is the owner lease if it is healthy, else 0.
-func (o *owned) myLease() clientv3.LeaseID {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.lease == 0 || time.Since(o.leaseOK) > fenceAfter {
-		return 0
-	}
-	return o.lease
-}
+func (o *owned) myLease() clientv3.LeaseID { return o.lease.fresh(fenceAfter) }
 
 // claimLease starts a round: an excluded node gives its owner lease up
 // (the other members no longer see it and route nothing to it: its
@@ -131,10 +127,7 @@ func (o *owned) claimLease() {
 // dropLease revokes the owner lease, if any: every entity this node owns
 // is free for the others at once.
 func (o *owned) dropLease() {
-	o.mu.Lock()
-	lease := o.lease
-	o.lease = 0
-	o.mu.Unlock()
+	lease := o.lease.forget()
 	if lease == 0 {
 		return
 	}
@@ -147,43 +140,7 @@ func (o *owned) dropLease() {
 // ensureLease grants the owner lease and keeps it alive; a lost lease
 // (keep-alive channel closed: expired, or the client closed) is granted
 // again on the next round, with every entity of the old one lost.
-func (o *owned) ensureLease() {
-	o.mu.Lock()
-	have := o.lease != 0
-	o.mu.Unlock()
-	if have {
-		return
-	}
-	ctx, cancel := context.WithTimeout(o.ctx, roundEvery)
-	g, err := o.cli.Grant(ctx, ownerTTL)
-	cancel()
-	if err != nil {
-		o.log.Warn().Err(err).Msgf("%s owner lease not granted; retrying", o.what)
-		return
-	}
-	ch, err := o.cli.KeepAlive(o.ctx, g.ID)
-	if err != nil {
-		return
-	}
-	o.mu.Lock()
-	o.lease, o.leaseOK = g.ID, time.Now()
-	o.mu.Unlock()
-	go func() {
-		for range ch {
-			o.mu.Lock()
-			o.leaseOK = time.Now()
-			o.mu.Unlock()
-		}
-		o.mu.Lock()
-		if o.lease == g.ID {
-			o.lease = 0
-		}
-		o.mu.Unlock()
-		if o.ctx.Err() == nil {
-			o.log.Warn().Msgf("%s owner lease lost; this node's %ss stop here and may move", o.what, o.what)
-		}
-	}()
-}
+func (o *owned) ensureLease() { o.lease.ensure() }
 
 type ownerRec struct {
 	MemberID string `json:"member_id"`
@@ -353,20 +310,196 @@ func (o *owned) commit(ctx context.Context, name, base string, ops []stateOp) er
 func (o *owned) stop() {
 	// Read before cancelling: the keep-alive goroutine forgets the lease
 	// as soon as its context ends.
-	o.mu.Lock()
-	before := o.lease
-	o.mu.Unlock()
+	before, _ := o.lease.state()
 	o.cancel()
 	<-o.done
-	o.mu.Lock()
-	after := o.lease
-	o.lease = 0
-	o.mu.Unlock()
-	for i, lease := range []clientv3.LeaseID{before, after} {
-		if lease != 0 && (i == 0 || lease != before) {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, _ = o.cli.Revoke(ctx, lease)
-			cancel()
+	after := o.lease.forget()
+	revokeLease(o.cli, before)
+	if after != before {
+		revokeLease(o.cli, after)
+	}
+}
+
+// ownedEntity is one entity of an ownedSet as a round saw it: its record,
+// its sealed secrets, and where it runs.
+type ownedEntity struct {
+	Name   string
+	Record []byte
+	Sealed map[string][]byte
+	// Node hosts the entity ("" while nobody does); Mine when it is this
+	// node, with its lease alive.
+	Node string
+	Mine bool
+	// State is the entity's state keys (relative to its state prefix),
+	// read in the round only for a set made withState.
+	State map[string][]byte
+}
+
+// ownedSet is one cluster-wide kind's placement on top of owned: under
+// its prefix, cfg/<name> is an entity's record, sec/<name>/<key> its
+// secrets sealed with the vault key, own/<name> its owner, and
+// <stDir><name>/… its state. Each round reads records, secrets and owners
+// in one Txn, places the entities (owned.assign) and hands the result to
+// apply; the kinds (channels.go, webhooks.go, mcp.go) keep only their own
+// record and state code.
+type ownedSet struct {
+	*owned
+	stDir string
+	apply func([]ownedEntity)
+	// withState reads every entity's state in the round too: for a kind
+	// whose state is small and every node shows (an MCP server's tools).
+	withState bool
+
+	lastMu sync.Mutex
+	last   []ownedEntity // the last round's result
+}
+
+func newOwnedSet(cli *clientv3.Client, pre, stDir, what, memberID, nodeName string, log zerolog.Logger,
+	members func() []string, apply func([]ownedEntity)) *ownedSet {
+	return &ownedSet{owned: newOwned(cli, pre, what, memberID, nodeName, log, members), stDir: stDir, apply: apply}
+}
+
+func (s *ownedSet) cfgKey(name string) string { return s.pre + "cfg/" + name }
+func (s *ownedSet) secKey(name string) string { return s.pre + "sec/" + name + "/" }
+func (s *ownedSet) stKey(name string) string  { return s.pre + s.stDir + name + "/" }
+
+// round is one ownership round.
+func (s *ownedSet) round() {
+	s.claimLease()
+	ctx, cancel := context.WithTimeout(s.ctx, 2*roundEvery)
+	defer cancel()
+	gets := []clientv3.Op{
+		clientv3.OpGet(s.pre+"cfg/", clientv3.WithPrefix()),
+		clientv3.OpGet(s.pre+"sec/", clientv3.WithPrefix()),
+		clientv3.OpGet(s.pre+"own/", clientv3.WithPrefix()),
+	}
+	if s.withState {
+		gets = append(gets, clientv3.OpGet(s.pre+s.stDir, clientv3.WithPrefix()))
+	}
+	resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+	if err != nil {
+		if s.ctx.Err() == nil {
+			s.log.Warn().Err(err).Msgf("%s ownership round: etcd did not answer", s.what)
+		}
+		// Nothing known: keep what runs unless the lease went stale.
+		if s.myLease() == 0 {
+			s.applyLost()
+		}
+		return
+	}
+	cfgs := resp.Responses[0].GetResponseRange().Kvs
+	sealed := sealedByName(s.pre+"sec/", resp.Responses[1].GetResponseRange().Kvs)
+	names := make([]string, 0, len(cfgs))
+	for _, kv := range cfgs {
+		names = append(names, strings.TrimPrefix(string(kv.Key), s.pre+"cfg/"))
+	}
+	var states map[string]map[string][]byte
+	if s.withState {
+		states = sealedByName(s.pre+s.stDir, resp.Responses[3].GetResponseRange().Kvs)
+	}
+	places := s.assign(ctx, names, resp.Responses[2].GetResponseRange().Kvs)
+	out := make([]ownedEntity, 0, len(cfgs))
+	for i, kv := range cfgs {
+		p := places[names[i]]
+		out = append(out, ownedEntity{Name: names[i], Record: kv.Value, Sealed: sealed[names[i]], Node: p.Node, Mine: p.Mine,
+			State: states[names[i]]})
+	}
+	s.lastMu.Lock()
+	s.last = out
+	s.lastMu.Unlock()
+	s.apply(out)
+}
+
+// sealedByName groups keys <pre><name>/<key> (sealed secrets, states) by
+// name and key.
+func sealedByName(pre string, kvs []*mvccpb.KeyValue) map[string]map[string][]byte {
+	sealed := map[string]map[string][]byte{}
+	for _, kv := range kvs {
+		name, key, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), pre), "/")
+		if !ok {
+			continue
+		}
+		if sealed[name] == nil {
+			sealed[name] = map[string][]byte{}
+		}
+		sealed[name][key] = kv.Value
+	}
+	return sealed
+}
+
+// applyLost tells the runtime this node holds nothing any more (its lease
+// went stale while etcd did not answer): the last round's entities, none
+// of them here.
+func (s *ownedSet) applyLost() {
+	s.lastMu.Lock()
+	last := s.last
+	s.lastMu.Unlock()
+	var out []ownedEntity
+	mine := false
+	for _, e := range last {
+		if e.Mine {
+			mine = true
+			e.Mine, e.Node = false, ""
+		}
+		out = append(out, e)
+	}
+	if !mine {
+		return
+	}
+	s.log.Error().Msgf("%s owner lease not confirmed by etcd; stopping this node's %ss (fenced)", s.what, s.what)
+	s.lastMu.Lock()
+	s.last = out
+	s.lastMu.Unlock()
+	s.apply(out)
+}
+
+// hosts is where each entity runs (name, node), from the last round.
+func (s *ownedSet) hosts() [][2]string {
+	s.lastMu.Lock()
+	defer s.lastMu.Unlock()
+	out := make([][2]string, 0, len(s.last))
+	for _, e := range s.last {
+		out = append(out, [2]string{e.Name, e.Node})
+	}
+	return out
+}
+
+// Hosted is how many entities this node hosts, from the last round.
+func (s *ownedSet) Hosted() int {
+	s.lastMu.Lock()
+	defer s.lastMu.Unlock()
+	n := 0
+	for _, e := range s.last {
+		if e.Mine {
+			n++
 		}
 	}
+	return n
+}
+
+// deleteAll removes an entity's record, secrets, state and owner in one
+// Txn, with extra ops of the kind's own; the host's next write is fenced
+// (its owner key is gone).
+func (s *ownedSet) deleteAll(ctx context.Context, name string, extra ...clientv3.Op) error {
+	ops := append([]clientv3.Op{
+		clientv3.OpDelete(s.cfgKey(name)),
+		clientv3.OpDelete(s.secKey(name), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.stKey(name), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.ownKey(name)),
+	}, extra...)
+	_, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	return err
+}
+
+// readState reads an entity's state, keys relative to its state prefix.
+func (s *ownedSet) readState(ctx context.Context, name string) (map[string][]byte, error) {
+	r, err := s.cli.Get(ctx, s.stKey(name), clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), s.stKey(name))] = kv.Value
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
@@ -85,14 +86,22 @@ func (n *Node) watchRecordsOnce(prefix string) {
 // cachedNodeURL is NodeURL from the watched records; ok is false when the
 // watch is not running.
 func (n *Node) cachedNodeURL(nodeName string) (url string, found, ok bool) {
+	r, found, ok := n.cachedNode(nodeName, func(r Record) bool { return r.HTTPURL != "" })
+	return r.HTTPURL, found, ok
+}
+
+// cachedNode is the record of the live member named nodeName that has
+// what usable asks for, from the watched records; ok is false when the
+// watch is not running.
+func (n *Node) cachedNode(nodeName string, usable func(Record) bool) (rec Record, found, ok bool) {
 	n.mu.Lock()
 	if !n.cache.ready {
 		n.mu.Unlock()
-		return "", false, false
+		return Record{}, false, false
 	}
 	var cands []Record
 	for _, r := range n.cache.recs {
-		if r.NodeName == nodeName && r.HTTPURL != "" {
+		if r.NodeName == nodeName && usable(r) {
 			cands = append(cands, r)
 		}
 	}
@@ -101,8 +110,30 @@ func (n *Node) cachedNodeURL(nodeName string) (url string, found, ok bool) {
 	members := n.C.MemberList.Members()
 	for _, r := range cands {
 		if members.ContainsID(r.MemberID) {
-			return r.HTTPURL, true, true
+			return r, true, true
 		}
 	}
-	return "", false, true
+	return Record{}, false, true
+}
+
+// NodeAddress is the remoting address (host:port) of the live member named
+// nodeName, for a message to an actor on that node; an error if no such
+// member is up.
+func (n *Node) NodeAddress(ctx context.Context, nodeName string) (string, error) {
+	if r, found, ok := n.cachedNode(nodeName, func(r Record) bool { return r.Address != "" }); ok {
+		if !found {
+			return "", fmt.Errorf("cluster: node %s is not up", nodeName)
+		}
+		return r.Address, nil
+	}
+	ms, err := n.Members(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range ms {
+		if m.NodeName == nodeName && m.State == "up" && m.Address != "" {
+			return m.Address, nil
+		}
+	}
+	return "", fmt.Errorf("cluster: node %s is not up", nodeName)
 }

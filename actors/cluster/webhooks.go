@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"strings"
-	"sync"
 
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,11 +23,7 @@ import (
 //     and the intake (in/<node>/…) with each producing node's bus cursor
 //     (pc/<node>), which any node appends to while the record exists.
 type Webhooks struct {
-	*owned
-	apply func([]webhook.ClusterEndpoint)
-
-	mu   sync.Mutex
-	last []webhook.ClusterEndpoint // the last round's result
+	*ownedSet
 }
 
 var _ webhook.Cluster = (*Webhooks)(nil)
@@ -54,73 +49,14 @@ func (n *Node) StartWebhooks(rt WebhookRuntime) *Webhooks {
 
 func newWebhooks(cli *clientv3.Client, cluster, memberID, nodeName string, log zerolog.Logger,
 	members func() []string, apply func([]webhook.ClusterEndpoint)) *Webhooks {
-	return &Webhooks{owned: newOwned(cli, "/fangd/hook/"+cluster+"/", "webhook", memberID, nodeName, log, members), apply: apply}
-}
-
-func (w *Webhooks) cfgKey(id string) string { return w.pre + "cfg/" + id }
-func (w *Webhooks) secKey(id string) string { return w.pre + "sec/" + id + "/" }
-func (w *Webhooks) stKey(id string) string  { return w.pre + "e/" + id + "/" }
-
-// round is one ownership round.
-func (w *Webhooks) round() {
-	w.claimLease()
-	ctx, cancel := context.WithTimeout(w.ctx, 2*roundEvery)
-	defer cancel()
-	resp, err := w.cli.Txn(ctx).Then(
-		clientv3.OpGet(w.pre+"cfg/", clientv3.WithPrefix()),
-		clientv3.OpGet(w.pre+"sec/", clientv3.WithPrefix()),
-		clientv3.OpGet(w.pre+"own/", clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		if w.ctx.Err() == nil {
-			w.log.Warn().Err(err).Msg("webhook ownership round: etcd did not answer")
-		}
-		if w.myLease() == 0 {
-			w.applyLost()
-		}
-		return
-	}
-	cfgs := resp.Responses[0].GetResponseRange().Kvs
-	sealed := sealedByName(w.pre+"sec/", resp.Responses[1].GetResponseRange().Kvs)
-	ids := make([]string, 0, len(cfgs))
-	for _, kv := range cfgs {
-		ids = append(ids, strings.TrimPrefix(string(kv.Key), w.pre+"cfg/"))
-	}
-	places := w.assign(ctx, ids, resp.Responses[2].GetResponseRange().Kvs)
-	out := make([]webhook.ClusterEndpoint, 0, len(cfgs))
-	for i, kv := range cfgs {
-		p := places[ids[i]]
-		out = append(out, webhook.ClusterEndpoint{ID: ids[i], Record: kv.Value, Sealed: sealed[ids[i]], Node: p.Node, Mine: p.Mine})
-	}
-	w.mu.Lock()
-	w.last = out
-	w.mu.Unlock()
-	w.apply(out)
-}
-
-// applyLost tells the engine this node hosts no outbox any more (its
-// lease went stale while etcd did not answer).
-func (w *Webhooks) applyLost() {
-	w.mu.Lock()
-	last := w.last
-	w.mu.Unlock()
-	var out []webhook.ClusterEndpoint
-	mine := false
-	for _, e := range last {
-		if e.Mine {
-			mine = true
-			e.Mine, e.Node = false, ""
-		}
-		out = append(out, e)
-	}
-	if !mine {
-		return
-	}
-	w.log.Error().Msg("webhook owner lease not confirmed by etcd; stopping this node's outboxes (fenced)")
-	w.mu.Lock()
-	w.last = out
-	w.mu.Unlock()
-	w.apply(out)
+	return &Webhooks{newOwnedSet(cli, "/fangd/hook/"+cluster+"/", "e/", "webhook", memberID, nodeName, log, members,
+		func(es []ownedEntity) {
+			out := make([]webhook.ClusterEndpoint, len(es))
+			for i, e := range es {
+				out[i] = webhook.ClusterEndpoint{ID: e.Name, Record: e.Record, Sealed: e.Sealed, Node: e.Node, Mine: e.Mine}
+			}
+			apply(out)
+		})}
 }
 
 // WebhookHost is where one endpoint's outbox runs, for GET /api/cluster.
@@ -139,25 +75,10 @@ func (n *Node) WebhookHosts() []WebhookHost {
 	if w == nil {
 		return out
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, e := range w.last {
-		out = append(out, WebhookHost{ID: e.ID, Node: e.Node})
+	for _, h := range w.hosts() {
+		out = append(out, WebhookHost{ID: h[0], Node: h[1]})
 	}
 	return out
-}
-
-// Hosted is how many outboxes this node hosts, from the last round.
-func (w *Webhooks) Hosted() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, e := range w.last {
-		if e.Mine {
-			n++
-		}
-	}
-	return n
 }
 
 // PutEndpoint stores a record and its changed sealed secrets in one Txn.
@@ -177,13 +98,7 @@ func (w *Webhooks) PutEndpoint(ctx context.Context, id string, rec []byte, seale
 // DeleteEndpoint removes a record, its secrets, state and owner in one Txn;
 // the host's next write is fenced (its owner key is gone).
 func (w *Webhooks) DeleteEndpoint(ctx context.Context, id string) error {
-	_, err := w.cli.Txn(ctx).Then(
-		clientv3.OpDelete(w.cfgKey(id)),
-		clientv3.OpDelete(w.secKey(id), clientv3.WithPrefix()),
-		clientv3.OpDelete(w.stKey(id), clientv3.WithPrefix()),
-		clientv3.OpDelete(w.ownKey(id)),
-	).Commit()
-	return err
+	return w.deleteAll(ctx, id)
 }
 
 // Append writes ops (an intake append and the producer's cursor) while

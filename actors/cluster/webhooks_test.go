@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,30 +21,26 @@ import (
 // hookNode is one node's Webhooks with its last applied round.
 type hookNode struct {
 	*Webhooks
-	mu   sync.Mutex
-	last []webhook.ClusterEndpoint
+	lastRound[webhook.ClusterEndpoint]
 }
 
 func newHookNode(t *testing.T, cli *clientv3.Client, id string, members func() []string) *hookNode {
-	n := &hookNode{}
-	n.Webhooks = newWebhooks(cli, "t", id, "node-"+id, zerolog.Nop(), members, func(eps []webhook.ClusterEndpoint) {
-		n.mu.Lock()
-		n.last = eps
-		n.mu.Unlock()
-	})
+	n := &hookNode{lastRound: lastRound[webhook.ClusterEndpoint]{name: func(e webhook.ClusterEndpoint) string { return e.ID }}}
+	n.Webhooks = newWebhooks(cli, "t", id, "node-"+id, zerolog.Nop(), members, n.keep)
 	t.Cleanup(func() { n.cancel() })
 	return n
 }
 
-func (n *hookNode) view(id string) webhook.ClusterEndpoint {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, e := range n.last {
-		if e.ID == id {
-			return e
-		}
+// soloHost is node a alone on a fresh etcd, after the round that made
+// it the host of endpoint "wh".
+func soloHost(t *testing.T) *hookNode {
+	t.Helper()
+	a := newHookNode(t, testClient(t, testEtcd(t)), "a", func() []string { return []string{"a"} })
+	if err := a.PutEndpoint(context.Background(), "wh", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
 	}
-	return webhook.ClusterEndpoint{}
+	a.round()
+	return a
 }
 
 func readAll(t *testing.T, n *hookNode, id, prefix string) map[string]string {
@@ -75,14 +70,7 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 	if err := b.PutEndpoint(ctx, "wh1", []byte(`{"id":"wh1"}`), map[string][]byte{"secret": []byte("sealed")}); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	for _, n := range []*hookNode{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); n.round() }()
-	}
-	wg.Wait()
-	a.round()
-	b.round()
+	roundsAtOnce(a.round, b.round)
 	va, vb := a.view("wh1"), b.view("wh1")
 	if va.Mine == vb.Mine || va.Node == "" || va.Node != vb.Node {
 		t.Fatalf("ownership: a %+v, b %+v; want exactly one owner both agree on", va, vb)
@@ -129,18 +117,10 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 	deadLease := owner.myLease()
 
 	owner.cancel()
-	if owner == a {
-		cliA.Close()
-	} else {
-		cliB.Close()
-	}
+	owner.cli.Close()
 	killed := time.Now()
-	for !other.view("wh1").Mine {
-		if time.Since(killed) > 10*time.Second {
-			t.Fatalf("not taken over within 10 s: %+v", other.view("wh1"))
-		}
-		time.Sleep(200 * time.Millisecond)
-		other.round()
+	if !roundUntil(10*time.Second, 200*time.Millisecond, other.round, func() bool { return other.view("wh1").Mine }) {
+		t.Fatalf("not taken over within 10 s: %+v", other.view("wh1"))
 	}
 	t.Logf("taken over %v after the owner's death", time.Since(killed).Round(100*time.Millisecond))
 	if q := readAll(t, other, "wh1", "q/"); q["q/00000000000000000002"] != "ev1" {
@@ -150,7 +130,7 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 		t.Fatalf("the new owner's write: %v", err)
 	}
 	stale := newHookNode(t, other.cli, "zombie", func() []string { return nil })
-	stale.lease, stale.leaseOK = deadLease, time.Now()
+	stale.lease.id, stale.lease.ok = deadLease, time.Now()
 	if err := stale.Commit(ctx, "wh1", []webhook.StateOp{{Key: "q/00000000000000000002", Delete: true}}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("a write under the dead lease: %v, want ErrFenced", err)
 	}
@@ -163,13 +143,8 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 // append is refused (nothing orphaned is written) and the old host's
 // next write is fenced.
 func TestWebhookDeleteStopsAppendsAndFencesTheHost(t *testing.T) {
-	ep := testEtcd(t)
-	a := newHookNode(t, testClient(t, ep), "a", func() []string { return []string{"a"} })
+	a := soloHost(t)
 	ctx := context.Background()
-	if err := a.PutEndpoint(ctx, "wh", []byte(`{}`), nil); err != nil {
-		t.Fatal(err)
-	}
-	a.round()
 	if !a.view("wh").Mine {
 		t.Fatal("not owned")
 	}
@@ -193,8 +168,8 @@ func TestWebhookDeleteStopsAppendsAndFencesTheHost(t *testing.T) {
 		t.Fatalf("the old host's write after delete: %v", err)
 	}
 	a.round()
-	if len(a.last) != 0 {
-		t.Fatalf("a deleted endpoint in the round: %+v", a.last)
+	if len(a.seen) != 0 {
+		t.Fatalf("a deleted endpoint in the round: %+v", a.seen)
 	}
 }
 
@@ -202,13 +177,8 @@ func TestWebhookDeleteStopsAppendsAndFencesTheHost(t *testing.T) {
 // many dead letters): it is cut into consecutive fenced Txns, in order,
 // and repeated keys collapse into the last. Reads page both ways.
 func TestWebhookCommitBeyondOneTxnAndPagedReads(t *testing.T) {
-	ep := testEtcd(t)
-	a := newHookNode(t, testClient(t, ep), "a", func() []string { return []string{"a"} })
+	a := soloHost(t)
 	ctx := context.Background()
-	if err := a.PutEndpoint(ctx, "wh", []byte(`{}`), nil); err != nil {
-		t.Fatal(err)
-	}
-	a.round()
 	var ops []webhook.StateOp
 	for i := 1; i <= 300; i++ {
 		ops = append(ops, webhook.StateOp{Key: fmt.Sprintf("q/%020d", i), Value: []byte(fmt.Sprint(i))})
@@ -235,29 +205,11 @@ func TestWebhookCommitBeyondOneTxnAndPagedReads(t *testing.T) {
 // the other node takes them on its next round.
 func TestWebhookExcludedNodeGivesOutboxesUp(t *testing.T) {
 	ep := testEtcd(t)
-	both := func() []string { return []string{"a", "b"} }
-	var mu sync.Mutex
-	excluded := false
-	a := newHookNode(t, testClient(t, ep), "a", both)
-	b := newHookNode(t, testClient(t, ep), "b", func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		if excluded {
-			return []string{"b"}
-		}
-		return both()
-	})
-	a.excluded = func() bool { mu.Lock(); defer mu.Unlock(); return excluded }
-	id := ""
-	for _, cand := range []string{"w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7"} {
-		if rendezvous(cand, both()) == "a" {
-			id = cand
-			break
-		}
-	}
-	if id == "" {
-		t.Fatal("no id hashes to a")
-	}
+	var ex exclusion
+	a := newHookNode(t, testClient(t, ep), "a", func() []string { return []string{"a", "b"} })
+	b := newHookNode(t, testClient(t, ep), "b", ex.membersOfB)
+	a.excluded = ex.excluded
+	id := choiceOf(t, "a", []string{"a", "b"}, "w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7")
 	ctx := context.Background()
 	if err := a.PutEndpoint(ctx, id, []byte(`{}`), nil); err != nil {
 		t.Fatal(err)
@@ -271,9 +223,7 @@ func TestWebhookExcludedNodeGivesOutboxesUp(t *testing.T) {
 	if err := a.Commit(ctx, id, op); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	excluded = true
-	mu.Unlock()
+	ex.exclude()
 	a.round()
 	if a.view(id).Mine {
 		t.Fatalf("an excluded node still hosts %s", id)

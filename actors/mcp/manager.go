@@ -58,6 +58,10 @@ type Options struct {
 	Policy    URLPolicy
 	Events    EventSink
 	Version   string
+	// Clustered: the servers added through the API live in the cluster
+	// (UseCluster, cluster.go), not in this node's store; config.toml's
+	// servers stay this node's.
+	Clustered bool
 	// Environ looks up the daemon's environment for pass-through env
 	// names; default os.LookupEnv.
 	Environ func(string) (string, bool)
@@ -71,7 +75,10 @@ type env struct {
 	// call, an agent's or POST /mcp's.
 	calls   *prometheus.CounterVec
 	latency *prometheus.HistogramVec
-	vault   *store.Vault
+	// vault holds the servers' secrets: this node's vault, or in cluster
+	// mode csec (etcd, sealed with the vault key).
+	vault   secretStore
+	csec    *clusterSecrets
 	servers *store.Collection[Spec]
 	pins    *store.Collection[pinState]
 	audit   *audit.Log
@@ -87,6 +94,11 @@ type Manager struct {
 	index   atomic.Pointer[toolIndex]
 
 	oauth oauthFlows
+
+	// clu is the joined cluster (cluster.go), nil without one; views
+	// writes the states of the connections this node hosts to it.
+	clu   atomic.Pointer[clusterHook]
+	views viewPublisher
 
 	mu        sync.Mutex
 	cfgSpecs  []Spec
@@ -128,7 +140,7 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 	if err != nil {
 		return nil, fmt.Errorf("mcp catalog %s: %w", opts.CatalogDir, err)
 	}
-	e := &env{k: k, vault: vault, audit: auditLog, opts: opts,
+	e := &env{k: k, audit: auditLog, opts: opts,
 		servers: store.NewCollection[Spec](db, "mcp_servers"),
 		pins:    store.NewCollection[pinState](db, "mcp_pins"),
 		log:     k.Log.With().Str("component", "mcp").Logger()}
@@ -143,7 +155,14 @@ func Start(k *kernel.Kernel, db *store.DB, vault *store.Vault, auditLog *audit.L
 	if e.latency, err = kernel.RegisterMetric(k.Metrics, e.latency); err != nil {
 		return nil, err
 	}
+	if vault != nil {
+		e.vault = vault
+	}
 	m := &Manager{env: e, cfgSpecs: opts.Servers}
+	if opts.Clustered {
+		e.csec = &clusterSecrets{vault: vault, m: m}
+		e.vault = e.csec
+	}
 	m.catalog.Store(cat)
 	m.index.Store(&toolIndex{byName: map[string]indexedTool{}})
 	pid, err := k.SpawnRoot("mcp", func() actor.Actor { return &supervisor{env: e, m: m} })
@@ -291,8 +310,13 @@ func (m *Manager) Health(ctx context.Context) (*HealthReply, error) {
 type indexedTool struct {
 	Server string
 	PID    *actor.PID
-	line   *callLine // the connection's published state, for calls without a hop
-	Info   ToolInfo
+	// remote: the server runs on cluster node node ("" while none holds
+	// it); calls go there (cluster.go). timeout is its timeout_secs.
+	remote  bool
+	node    string
+	timeout int
+	line    *callLine // the connection's published state, for calls without a hop
+	Info    ToolInfo
 }
 
 // toolIndex is an immutable snapshot of the callable proxied tools, built
@@ -371,15 +395,34 @@ func (m *Manager) CallTool(ctx context.Context, caller Caller, name string, args
 // callProxied routes a call to the server's actor and waits for the
 // answer, without auditing.
 func (m *Manager) callProxied(ctx context.Context, name string, args json.RawMessage) (res *sdk.CallToolResult, server, tool string, err error) {
+	return m.callIndexed(ctx, name, args, true)
+}
+
+// callLocal is callProxied for a call another node sent: a tool this node
+// does not host itself is refused, never sent on (two nodes with
+// different views of the host cannot bounce a call between them).
+func (m *Manager) callLocal(ctx context.Context, name string, args json.RawMessage) (*sdk.CallToolResult, string, string, error) {
+	return m.callIndexed(ctx, name, args, false)
+}
+
+func (m *Manager) callIndexed(ctx context.Context, name string, args json.RawMessage, mayForward bool) (res *sdk.CallToolResult, server, tool string, err error) {
 	it, ok := m.index.Load().byName[name]
 	if !ok {
 		return nil, "", name, kernel.Errorf(kernel.KindNotFound, "unknown_tool", "unknown tool %q", name)
+	}
+	if it.remote && !mayForward {
+		return nil, it.Server, it.Info.OriginalName, kernel.Errorf(kernel.KindUnavailable, "host_unreachable",
+			"MCP server %s is not hosted on this cluster node (it moved); try again", it.Server)
 	}
 	start := time.Now()
 	defer func() {
 		m.env.latency.WithLabelValues(it.Server).Observe(time.Since(start).Seconds())
 		m.env.calls.WithLabelValues(it.Server, Outcome(res, err)).Inc()
 	}()
+	if it.remote {
+		res, err := m.callRemote(ctx, it, args)
+		return res, it.Server, it.Info.OriginalName, err
+	}
 	if t := it.line.load(); t != nil {
 		res, err := it.line.call(ctx, t, it.Info.OriginalName, args)
 		return res, it.Server, it.Info.OriginalName, err

@@ -93,7 +93,7 @@ func (r *oauthRecord) config() *oauth2.Config {
 		Endpoint: oauth2.Endpoint{AuthURL: r.AuthURL, TokenURL: r.TokenURL, AuthStyle: oauth2.AuthStyle(r.AuthStyle)}}
 }
 
-func loadOAuth(v *store.Vault, server string) (*oauthRecord, error) {
+func loadOAuth(v secretStore, server string) (*oauthRecord, error) {
 	var rec oauthRecord
 	err := v.With(oauthKey(server), func(b []byte) error { return json.Unmarshal(b, &rec) })
 	if errors.Is(err, store.ErrNotFound) {
@@ -105,7 +105,7 @@ func loadOAuth(v *store.Vault, server string) (*oauthRecord, error) {
 	return &rec, nil
 }
 
-func saveOAuth(v *store.Vault, server string, rec *oauthRecord) error {
+func saveOAuth(v secretStore, server string, rec *oauthRecord) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -464,7 +464,7 @@ func probeUnauthorized(ctx context.Context, c *http.Client, serverURL string) (*
 // refreshed through the network policy when it expires, each refreshed
 // token saved back to the vault so a restart keeps it.
 type storedTokens struct {
-	vault  *store.Vault
+	vault  secretStore
 	server string
 	rec    *oauthRecord
 	mu     sync.Mutex

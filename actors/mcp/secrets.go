@@ -81,7 +81,7 @@ type resolved struct {
 // else the vault, else the daemon's own environment (LibreFang's
 // pass-through); ${NAME} in args and headers from those; header values
 // inline or from the vault. A missing value is a permanent error.
-func resolve(s Spec, vault *store.Vault, environ func(string) (string, bool)) (resolved, error) {
+func resolve(s Spec, vault secretStore, environ func(string) (string, bool)) (resolved, error) {
 	if environ == nil {
 		environ = os.LookupEnv
 	}
@@ -151,7 +151,7 @@ func resolve(s Spec, vault *store.Vault, environ func(string) (string, bool)) (r
 	return r, nil
 }
 
-func vaultGet(v *store.Vault, key string) (string, bool, error) {
+func vaultGet(v secretStore, key string) (string, bool, error) {
 	if v == nil {
 		return "", false, nil
 	}

@@ -25,6 +25,11 @@ const (
 type definition struct {
 	spec   Spec
 	source string
+	// clustered: an API-defined server in cluster mode (cluster.go), run
+	// by node; mine when that is this node.
+	clustered bool
+	node      string
+	mine      bool
 }
 
 // supervisor is the root actor "mcp". It owns the set of server
@@ -43,6 +48,10 @@ type supervisor struct {
 	// added again; the new one is spawned when the old one has terminated.
 	stoppingNames map[string]bool
 	pending       map[string]bool
+	// crashed: servers whose actor supervision stopped; in cluster mode
+	// the rounds do not restart them (a new definition does, as on one
+	// node).
+	crashed map[string]bool
 }
 
 func (s *supervisor) Receive(c actor.Context) {
@@ -50,10 +59,15 @@ func (s *supervisor) Receive(c actor.Context) {
 	case *actor.Started:
 		s.started(c)
 	case *serverReport:
-		if _, ok := s.defs[m.name]; ok {
+		if d, ok := s.defs[m.name]; ok && (!d.clustered || d.mine) {
 			s.states[m.name] = m.state
 			s.publishIndex()
+			if d.clustered {
+				s.publishView(m.name, m.state)
+			}
 		}
+	case *clusterView:
+		s.applyCluster(c, m)
 	case *actor.Terminated:
 		s.terminated(c, m)
 	case *listServers:
@@ -73,6 +87,14 @@ func (s *supervisor) Receive(c actor.Context) {
 		c.Respond(out)
 	case *childOf:
 		pid, ok := s.children[m.name]
+		if d, known := s.defs[m.name]; !ok && known && d.clustered && !d.mine {
+			if d.node == "" {
+				c.Respond(kernel.Errorf(kernel.KindUnavailable, "host_unreachable", "MCP server %s runs on no cluster node right now; try again", m.name))
+			} else {
+				c.Respond(&HostedElsewhere{Server: m.name, Node: d.node})
+			}
+			return
+		}
 		if !ok {
 			c.Respond(notFound(m.name))
 			return
@@ -126,8 +148,18 @@ func (s *supervisor) started(c actor.Context) {
 	s.states = map[string]serverState{}
 	s.stoppingNames = map[string]bool{}
 	s.pending = map[string]bool{}
+	s.crashed = map[string]bool{}
 	for _, sp := range s.m.configSpecs() {
 		s.defs[sp.Name] = definition{spec: sp, source: sourceConfig}
+	}
+	if s.env.opts.Clustered {
+		// API-defined servers come from etcd with the ownership rounds
+		// (applyCluster); this node's store is not read.
+		for name := range s.defs {
+			s.spawn(c, name)
+		}
+		s.publishIndex()
+		return
 	}
 	_, err := s.env.servers.EachOrQuarantine(func(name string, sp Spec) bool {
 		if d, dup := s.defs[name]; dup && d.source == sourceConfig {
@@ -151,6 +183,7 @@ func (s *supervisor) spawn(c actor.Context, name string) {
 		s.pending[name] = true
 		return
 	}
+	delete(s.crashed, name)
 	spec := s.defs[name].spec
 	line := &callLine{}
 	pid, err := c.SpawnNamed(s.env.k.Props(func() actor.Actor { return newConn(s.env, spec, line) }), name)
@@ -193,13 +226,17 @@ func (s *supervisor) terminated(c actor.Context, m *actor.Terminated) {
 	// server is reported down until it is reconfigured or reloaded.
 	delete(s.children, name)
 	delete(s.lines, name)
-	if _, still := s.defs[name]; still {
+	if d, still := s.defs[name]; still {
 		st := s.states[name]
 		st.Status = StatusError
 		st.Tools = nil
 		st.LastError = "connection actor stopped after repeated crashes; PUT the server or POST /api/mcp/reload to restart it"
 		s.states[name] = st
+		s.crashed[name] = true
 		s.publishIndex()
+		if d.clustered && d.mine {
+			s.publishView(name, st)
+		}
 	}
 }
 
@@ -273,6 +310,15 @@ func (s *supervisor) add(c actor.Context, req AddRequest) (ServerView, error) {
 	}
 	if err := s.checkReachable(spec); err != nil {
 		return ServerView{}, err
+	}
+	if s.env.opts.Clustered {
+		// Stored in etcd; the ownership round starts it on one node.
+		if err := s.persistCluster(spec, secrets, nil, true); err != nil {
+			return ServerView{}, err
+		}
+		s.defs[spec.Name] = definition{spec: spec, source: sourceAPI, clustered: true}
+		s.states[spec.Name] = serverState{}
+		return view(s.defs[spec.Name], s.states[spec.Name]), nil
 	}
 	if err := s.persist(spec, secrets, nil); err != nil {
 		return ServerView{}, err
@@ -392,6 +438,18 @@ func (s *supervisor) update(c actor.Context, name string, spec Spec) (ServerView
 			drop = append(drop, k)
 		}
 	}
+	if d.clustered {
+		if err := s.persistCluster(stored, secrets, drop, false); err != nil {
+			return ServerView{}, err
+		}
+		d.spec = stored
+		s.defs[name] = d
+		if d.mine {
+			s.reapply(c, name)
+		}
+		// Elsewhere, its host reconnects on its next round.
+		return view(s.defs[name], s.states[name]), nil
+	}
 	if err := s.persist(stored, secrets, drop); err != nil {
 		return ServerView{}, err
 	}
@@ -422,6 +480,13 @@ func (s *supervisor) remove(c actor.Context, name string) error {
 	if d.source == sourceConfig {
 		return kernel.Errorf(kernel.KindConflict, "defined_in_config", "MCP server '%s' is defined in config.toml; remove it there and POST /api/mcp/reload", name)
 	}
+	if d.clustered {
+		if err := s.removeCluster(name); err != nil {
+			return err
+		}
+		s.forget(c, name)
+		return nil
+	}
 	if err := s.env.servers.Delete(name); err != nil {
 		return err
 	}
@@ -440,6 +505,7 @@ func (s *supervisor) forget(c actor.Context, name string) {
 	delete(s.defs, name)
 	delete(s.states, name)
 	delete(s.pending, name)
+	delete(s.crashed, name)
 	if err := s.env.pins.Delete(name); err != nil {
 		s.env.log.Error().Err(err).Str("mcp_server", name).Msg("could not delete tool pins")
 	}
@@ -497,6 +563,12 @@ func (s *supervisor) reload(c actor.Context, m *reload) (*ReloadReply, error) {
 		}
 	}
 	for name, sp := range moved {
+		if s.defs[name].clustered {
+			if err := s.persistCluster(sp, nil, nil, false); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err := s.env.servers.Put(name, sp); err != nil {
 			return nil, err
 		}
@@ -528,7 +600,12 @@ func (s *supervisor) reload(c actor.Context, m *reload) (*ReloadReply, error) {
 		}
 	}
 	for name, sp := range moved {
-		s.defs[name] = definition{spec: sp, source: sourceAPI}
+		d := s.defs[name]
+		d.spec = sp
+		s.defs[name] = d
+		if d.clustered && !d.mine {
+			continue // its host reconnects on its next round
+		}
 		s.reapply(c, name)
 		r.Reconnected = append(r.Reconnected, name)
 	}
@@ -552,6 +629,10 @@ func (s *supervisor) publishIndex() {
 	for _, n := range names {
 		st := s.states[n]
 		pid := s.children[n]
+		if d := s.defs[n]; d.clustered && !d.mine {
+			s.indexRemote(idx, n, d, st)
+			continue
+		}
 		if pid == nil || st.Status == StatusDisabled {
 			continue
 		}

@@ -59,6 +59,11 @@ type ServerView struct {
 	Pid             int        `json:"pid,omitempty"`
 	ProtocolVersion string     `json:"protocol_version,omitempty"`
 	ServerInfo      string     `json:"server_info,omitempty"`
+	// Node is the cluster node running the connection of a server added
+	// through the API in cluster mode ("" while none does, and outside
+	// cluster mode); Cluster says the server is such a one.
+	Node    string `json:"node,omitempty"`
+	Cluster bool   `json:"cluster,omitempty"`
 }
 
 // HealthEntry is one server in GET /api/mcp/health (LibreFang's fields
@@ -99,6 +104,7 @@ func view(d definition, st serverState) ServerView {
 	if v.Status == "" {
 		v.Status = StatusConnecting
 	}
+	v.Node, v.Cluster = d.node, d.clustered
 	if v.Tools == nil {
 		v.Tools = []ToolInfo{}
 	}

@@ -19,19 +19,7 @@ import (
 // and its settlement (with the synced write of the usage event and its
 // roll-ups) per operation, from 64 concurrent callers. Target: >= 50k/s.
 func BenchmarkReserveSettle(b *testing.B) {
-	db, err := store.Open(store.DefaultOptions(b.TempDir()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	k := kernel.New(zerolog.Nop())
-	defer k.Shutdown(context.Background())
-	m, err := Start(k, db, nil, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	daily := 1e6
-	m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &daily})
+	k, m := benchMeter(b)
 	agents := make([]string, 16)
 	for i := range agents {
 		agents[i] = fmt.Sprintf("agent-%d", i)
@@ -68,16 +56,7 @@ func BenchmarkReserveSettle(b *testing.B) {
 // BenchmarkReserveRelease is the ledger's admission alone (no event to
 // write): what a refused or failed call costs.
 func BenchmarkReserveRelease(b *testing.B) {
-	db, err := store.Open(store.DefaultOptions(b.TempDir()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	k := kernel.New(zerolog.Nop())
-	defer k.Shutdown(context.Background())
-	m, _ := Start(k, db, nil, Options{})
-	daily := 1e6
-	m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &daily})
+	_, m := benchMeter(b)
 	b.ResetTimer()
 	start, cpu0 := time.Now(), cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
@@ -89,6 +68,25 @@ func BenchmarkReserveRelease(b *testing.B) {
 		}
 	})
 	reportRates(b, start, cpu0)
+}
+
+// benchMeter is a meter on a fresh store with a daily limit no benchmark
+// reaches; both are stopped when b ends.
+func benchMeter(b *testing.B) (*kernel.Kernel, *Meter) {
+	db, err := store.Open(store.DefaultOptions(b.TempDir()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	k := kernel.New(zerolog.Nop())
+	b.Cleanup(func() { k.Shutdown(context.Background()) })
+	m, err := Start(k, db, nil, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	daily := 1e6
+	m.SetBudget(context.Background(), SetBudget{DailyLimitUSD: &daily})
+	return k, m
 }
 
 // cpuTime is the CPU this process has used (user + system). On a shared

@@ -36,6 +36,9 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 			if wh := d.clusterWh.Load(); wh != nil {
 				h[fcluster.KindWebhook] = wh.Hosted()
 			}
+			if mc := d.clusterMCP.Load(); mc != nil {
+				h[fcluster.KindMCP] = mc.Hosted()
+			}
 			if as, err := agents.List(ctx); err == nil {
 				h[fcluster.KindAgent] = len(as)
 			}
@@ -84,6 +87,14 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	// Another node's appends reach the outbox owner at once (a watch on
 	// the intakes), not on its next round.
 	n.WatchWebhookIntake(d.webhooks)
+	// So are MCP servers added through the API: specs and sealed
+	// secrets in etcd, each connection on the one node holding its owner
+	// lease, its tools called from every node.
+	mc, err := n.StartMCP(d.mcp)
+	if err != nil {
+		return err
+	}
+	d.clusterMCP.Store(mc)
 	// Budgets: spend and open reservations in etcd, so that a limit
 	// holds for the cluster, not per node (docs/cluster.md).
 	b, err := n.StartBudget(d.kernel.Metrics)

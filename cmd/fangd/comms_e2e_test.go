@@ -105,16 +105,7 @@ enabled = true
 
 func (p *proc) hook(t *testing.T, path, body string) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", p.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+hookToken)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, b
+	return p.requestAs(t, hookToken, "POST", path, body)
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {

@@ -302,6 +302,15 @@ func (c *Config) applyEnv() {
 // validate checks the whole config before anything starts (and before a
 // reload applies anything). It reports every bad key it finds, one error
 // each, so that a user fixes them in one pass.
+// within is the error of a setting name whose value v is outside
+// [lo, hi], nil when it is inside.
+func within[T ~int | ~int64](name string, v, lo, hi T) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%s must be between %d and %d", name, lo, hi)
+	}
+	return nil
+}
+
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(err error) {
@@ -328,24 +337,16 @@ func (c *Config) validate() error {
 	}
 	bad(c.httpConfig().ValidateEdge())
 	bad(c.Cluster.validate())
-	if c.HTTP.RequestTimeoutSecs < 1 || c.HTTP.RequestTimeoutSecs > 3600 {
-		bad(errors.New("http.request_timeout_secs must be between 1 and 3600"))
-	}
-	if c.Audit.AuthFailureIntervalSecs < 1 || c.Audit.AuthFailureIntervalSecs > 3600 {
-		bad(errors.New("audit.auth_failure_interval_secs must be between 1 and 3600"))
-	}
+	bad(within("http.request_timeout_secs", c.HTTP.RequestTimeoutSecs, 1, 3600))
+	bad(within("audit.auth_failure_interval_secs", c.Audit.AuthFailureIntervalSecs, 1, 3600))
 	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
 		bad(fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level))
 	}
 	if c.Log.Format != "json" && c.Log.Format != "pretty" {
 		bad(fmt.Errorf("log.format %q: want json or pretty", c.Log.Format))
 	}
-	if c.Log.RingSize < 1 || c.Log.RingSize > 1_000_000 {
-		bad(errors.New("log.ring_size must be between 1 and 1000000"))
-	}
-	if c.Log.MaxStreams < 1 || c.Log.MaxStreams > 10_000 {
-		bad(errors.New("log.max_streams must be between 1 and 10000"))
-	}
+	bad(within("log.ring_size", c.Log.RingSize, 1, 1_000_000))
+	bad(within("log.max_streams", c.Log.MaxStreams, 1, 10_000))
 	if m := c.Audit.OnAnchorMismatch; m != "" && m != audit.OnMismatchRefuse && m != audit.OnMismatchDegraded {
 		bad(fmt.Errorf("audit.on_anchor_mismatch %q: want %q or %q", m, audit.OnMismatchRefuse, audit.OnMismatchDegraded))
 	}
@@ -366,9 +367,7 @@ func (c *Config) validate() error {
 			bad(fmt.Errorf("mcp.oauth_redirect_base %q must be an absolute http(s) URL without query or fragment", b))
 		}
 	}
-	if c.MCP.FailureThreshold < 1 || c.MCP.FailureThreshold > 1000 {
-		bad(errors.New("mcp.failure_threshold must be between 1 and 1000"))
-	}
+	bad(within("mcp.failure_threshold", c.MCP.FailureThreshold, 1, 1000))
 	if c.MCP.Sandbox.CPUSeconds < 0 || c.MCP.Sandbox.MemoryMB < 0 {
 		bad(errors.New("mcp.sandbox.cpu_seconds and mcp.sandbox.memory_mb must be >= 0 (0 = no limit)"))
 	}
@@ -380,15 +379,9 @@ func (c *Config) validate() error {
 	if c.MCPServer.SessionTimeoutSecs < 1 {
 		bad(errors.New("mcp_server.session_timeout_secs must be at least 1"))
 	}
-	if c.MCPServer.MaxSessions < 1 || c.MCPServer.MaxSessions > 100_000 {
-		bad(errors.New("mcp_server.max_sessions must be between 1 and 100000"))
-	}
-	if c.Agents.MaxAgents < 1 || c.Agents.MaxAgents > 1_000_000 {
-		bad(errors.New("agents.max_agents must be between 1 and 1000000"))
-	}
-	if c.Agents.MaxStreams < 1 || c.Agents.MaxStreams > 100_000 {
-		bad(errors.New("agents.max_streams must be between 1 and 100000"))
-	}
+	bad(within("mcp_server.max_sessions", c.MCPServer.MaxSessions, 1, 100_000))
+	bad(within("agents.max_agents", c.Agents.MaxAgents, 1, 1_000_000))
+	bad(within("agents.max_streams", c.Agents.MaxStreams, 1, 100_000))
 	if dm := c.DefaultModel; (dm.Provider == "") != (dm.Model == "") || strings.ContainsAny(dm.Provider, "/ \t") {
 		bad(errors.New(`default_model needs both provider (a [providers] name) and model (the provider's model id)`))
 	} else if p := dm.Provider; p != "" {
@@ -401,24 +394,16 @@ func (c *Config) validate() error {
 	if c.MCPServer.MaxBodyBytes < 1024 {
 		bad(errors.New("mcp_server.max_body_bytes must be at least 1024"))
 	}
-	if c.LLM.TimeoutSecs < 1 || c.LLM.TimeoutSecs > 3600 {
-		bad(errors.New("llm.timeout_secs must be between 1 and 3600"))
-	}
+	bad(within("llm.timeout_secs", c.LLM.TimeoutSecs, 1, 3600))
 	if c.Usage.RetentionDays < 0 || c.Usage.RetentionDays > 36500 {
 		bad(errors.New("usage.retention_days must be between 0 (keep forever) and 36500"))
 	}
 	bad(c.Approval.Validate())
 	bad(llm.ValidateConfig(c.llmOptions()))
 	bad(c.validateComms())
-	if c.A2A.MaxStreams < 1 || c.A2A.MaxStreams > 100_000 {
-		bad(errors.New("a2a.max_streams must be between 1 and 100000"))
-	}
-	if c.ChannelLimits.MaxChannels < 1 || c.ChannelLimits.MaxChannels > 100_000 {
-		bad(errors.New("channel_limits.max_channels must be between 1 and 100000"))
-	}
-	if c.Comms.MaxStreams < 1 || c.Comms.MaxStreams > 100_000 {
-		bad(errors.New("comms.max_streams must be between 1 and 100000"))
-	}
+	bad(within("a2a.max_streams", c.A2A.MaxStreams, 1, 100_000))
+	bad(within("channel_limits.max_channels", c.ChannelLimits.MaxChannels, 1, 100_000))
+	bad(within("comms.max_streams", c.Comms.MaxStreams, 1, 100_000))
 	if c.Pairing.Enabled {
 		_, _, err := c.pairingSettings()
 		bad(err)

@@ -157,9 +157,7 @@ func (c *Config) networkSettings() (networkSettings, error) {
 		}
 		s.bootstrap = append(s.bootstrap, a)
 	}
-	if n.MaxPeers < 1 || n.MaxPeers > 10_000 {
-		bad(errors.New("network.max_peers must be between 1 and 10000"))
-	}
+	bad(within("network.max_peers", n.MaxPeers, 1, 10_000))
 	if n.MaxMessagesPerPeerPerMinute < 0 || n.MaxMessagesPerPeerPerMinute > 1_000_000 {
 		bad(errors.New("network.max_messages_per_peer_per_minute must be between 0 (no limit) and 1000000"))
 	}
@@ -169,9 +167,7 @@ func (c *Config) networkSettings() (networkSettings, error) {
 			bad(errors.New("network.max_llm_tokens_per_peer_per_hour must be at least 1 (leave it out for no cap)"))
 		}
 	}
-	if n.MaxConcurrentInboundRequests < 1 || n.MaxConcurrentInboundRequests > 10_000 {
-		bad(errors.New("network.max_concurrent_requests must be between 1 and 10000"))
-	}
+	bad(within("network.max_concurrent_requests", n.MaxConcurrentInboundRequests, 1, 10_000))
 	if s.requireEnc && !s.encrypt {
 		bad(errors.New("network.require_encrypted_links needs network.encrypt_links"))
 	}

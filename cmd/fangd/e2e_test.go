@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/store"
 	"github.com/fangd/fangd/store/storetest"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 var fangdBin string
@@ -55,15 +55,9 @@ type proc struct {
 	done   chan error
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is a loopback host:port nothing listens on, for a daemon to
+// take (ssrftest's closed address: a port the kernel just gave out).
+var freeAddr = ssrftest.ClosedAddr
 
 // The longest daemon tests call t.Parallel: each has its own home and
 // daemon, they wait more than they compute, and this package is make
@@ -162,12 +156,19 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal) error {
 
 func (p *proc) request(t *testing.T, method, path, body string) (int, []byte) {
 	t.Helper()
+	return p.requestAs(t, e2eKey, method, path, body)
+}
+
+// requestAs is request with another bearer token (a webhook trigger's, a
+// peer's).
+func (p *proc) requestAs(t *testing.T, token, method, path, body string) (int, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
 	req, _ := http.NewRequest(method, p.url+path, rd)
-	req.Header.Set("Authorization", "Bearer "+e2eKey)
+	req.Header.Set("Authorization", "Bearer "+token)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}

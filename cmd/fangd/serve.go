@@ -125,7 +125,9 @@ type daemon struct {
 	clusterCh atomic.Pointer[fcluster.Channels]
 	// clusterWh is the cluster-wide webhook store, the same way.
 	clusterWh atomic.Pointer[fcluster.Webhooks]
-	webhooks  *webhook.Engine
+	// clusterMCP is the cluster-wide MCP server store, the same way.
+	clusterMCP atomic.Pointer[fcluster.MCPServers]
+	webhooks   *webhook.Engine
 	// clusterBudget is the cluster-wide budget ledger (cluster mode).
 	clusterBudget *fcluster.Budget
 	http          *fhttp.Server
@@ -368,6 +370,9 @@ func (d *daemon) startMCP(home string, cfg Config, agents *agent.Agents, bus *co
 		Policy:  c.guard,
 		Events:  bus,
 		Version: version,
+		// Servers added through the API live in etcd, each connection on
+		// one node (startCluster hands the manager the store).
+		Clustered: cfg.Cluster.enabled(),
 	})
 	if err != nil {
 		return err

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/llm"
@@ -30,21 +28,7 @@ func withStreamingAgents(t *testing.T, api string) (func(*Server), *llmtest.Fake
 	t.Cleanup(fake.Close)
 	fake.SetResponder(shellModel)
 	return func(s *Server) {
-		reg, err := llm.NewRegistry(llm.Options{Providers: map[string]llm.ProviderConfig{"fake": {API: api, BaseURL: fake.BaseURL}},
-			Metrics: prometheus.NewRegistry()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := s.deps
-		meter, err := usage.Start(d.Kernel, d.Store, d.Audit, usage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		agents, err := agent.Start(d.Kernel, d.Store, d.Audit, reg, meter, agent.Options{Tools: &shellTool{}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.deps.Agents, s.deps.LLM, s.deps.Meter = agents, reg, meter
+		testAgents(t, s, fakeRegistry(t, api, fake.BaseURL), agent.Options{Tools: &shellTool{}})
 	}, fake
 }
 

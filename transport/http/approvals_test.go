@@ -9,15 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
 	"github.com/fangd/fangd/actors/approval/approvaltest"
 	"github.com/fangd/fangd/actors/llm"
 	"github.com/fangd/fangd/actors/llm/llmtest"
-	"github.com/fangd/fangd/actors/usage"
-	"github.com/fangd/fangd/store"
 )
 
 // shellTool is a toolbox with one tool the tests gate (shell_exec).
@@ -65,20 +61,8 @@ func withApprovals(t *testing.T, mod func(*approval.Policy)) (func(*Server), *sh
 		fake := llmtest.NewOpenAI("")
 		t.Cleanup(fake.Close)
 		fake.SetResponder(shellModel)
-		reg, err := llm.NewRegistry(llm.Options{Providers: map[string]llm.ProviderConfig{"fake": {BaseURL: fake.BaseURL}},
-			Metrics: prometheus.NewRegistry()})
-		if err != nil {
-			t.Fatal(err)
-		}
 		d := s.deps
-		meter, err := usage.Start(d.Kernel, d.Store, d.Audit, usage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		vault, err := store.OpenVault(d.Store, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
+		vault := testVault(t, s)
 		p := approval.DefaultPolicy()
 		p.RequireApproval = []string{"shell_*"}
 		// Only shell_* waits (the tests' other tools run at once).
@@ -90,11 +74,8 @@ func withApprovals(t *testing.T, mod func(*approval.Policy)) (func(*Server), *sh
 		if err != nil {
 			t.Fatal(err)
 		}
-		agents, err := agent.Start(d.Kernel, d.Store, d.Audit, reg, meter, agent.Options{Tools: tools, Gate: apps})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.deps.Agents, s.deps.Approvals, s.deps.LLM, s.deps.Meter = agents, apps, reg, meter
+		testAgents(t, s, fakeRegistry(t, "", fake.BaseURL), agent.Options{Tools: tools, Gate: apps})
+		s.deps.Approvals = apps
 	}, tools
 }
 

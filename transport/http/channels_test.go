@@ -29,10 +29,7 @@ func channelServerWith(t *testing.T, opts func(*channel.Options)) (*testServer, 
 	fake := telegramtest.New(tgToken)
 	t.Cleanup(fake.Close)
 	ts := newTestServer(t, nil, func(s *Server) {
-		v, err := store.OpenVault(s.deps.Store, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := testVault(t, s)
 		o := channel.Options{Kernel: s.deps.Kernel, DB: s.deps.Store, Vault: v,
 			Builders: channel.Builders{"telegram": telegram.New}}
 		if opts != nil {

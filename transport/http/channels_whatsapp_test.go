@@ -16,10 +16,7 @@ func whatsappServer(t *testing.T) *testServer {
 	t.Helper()
 	t.Setenv(store.VaultKeyEnv, strings.Repeat("cd", 32))
 	return newTestServer(t, nil, func(s *Server) {
-		v, err := store.OpenVault(s.deps.Store, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := testVault(t, s)
 		svc, err := channel.Start(channel.Options{Kernel: s.deps.Kernel, DB: s.deps.Store, Vault: v,
 			Builders: channel.Builders{"whatsapp": whatsapp.New}})
 		if err != nil {

@@ -52,6 +52,9 @@ type clusterStatus struct {
 	Channels []fcluster.ChannelHost `json:"channels,omitempty"`
 	// Webhooks says which node hosts each webhook endpoint's outbox.
 	Webhooks []fcluster.WebhookHost `json:"webhooks,omitempty"`
+	// MCPConnections says which node runs each MCP server added through
+	// the API (config.toml's run on every node that lists them).
+	MCPConnections []fcluster.MCPHost `json:"mcp_connections,omitempty"`
 }
 
 func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
@@ -74,6 +77,9 @@ func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
 	}
 	if wh, ok := s.cluster.(interface{ WebhookHosts() []fcluster.WebhookHost }); ok {
 		st.Webhooks = wh.WebhookHosts()
+	}
+	if mh, ok := s.cluster.(interface{ MCPHosts() []fcluster.MCPHost }); ok {
+		st.MCPConnections = mh.MCPHosts()
 	}
 	return st, nil
 }

@@ -28,6 +28,9 @@ func (f fakeCluster) ChannelHosts() []fcluster.ChannelHost {
 func (f fakeCluster) WebhookHosts() []fcluster.WebhookHost {
 	return []fcluster.WebhookHost{{ID: "wh-1", Node: "n1"}}
 }
+func (f fakeCluster) MCPHosts() []fcluster.MCPHost {
+	return []fcluster.MCPHost{{Name: "fs", Node: "n2"}}
+}
 
 type clusterBody struct {
 	Enabled  bool                   `json:"enabled"`
@@ -38,6 +41,7 @@ type clusterBody struct {
 	Kinds    []fcluster.KindInfo    `json:"kinds"`
 	Channels []fcluster.ChannelHost `json:"channels"`
 	Webhooks []fcluster.WebhookHost `json:"webhooks"`
+	MCP      []fcluster.MCPHost     `json:"mcp_connections"`
 }
 
 type netClusterBody struct {
@@ -83,7 +87,7 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 	}
 	for _, k := range st.Kinds {
 		want := "per_node"
-		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindWebhook || k.Kind == fcluster.KindBudget || k.Kind == fcluster.KindApproval {
+		if k.Kind == fcluster.KindChannel || k.Kind == fcluster.KindWebhook || k.Kind == fcluster.KindBudget || k.Kind == fcluster.KindApproval || k.Kind == fcluster.KindMCP {
 			want = "cluster"
 		}
 		if k.Kind == fcluster.KindAgent || k.Kind == fcluster.KindA2ATask {
@@ -98,6 +102,9 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 	}
 	if len(st.Webhooks) != 1 || st.Webhooks[0] != (fcluster.WebhookHost{ID: "wh-1", Node: "n1"}) {
 		t.Fatalf("webhooks %+v", st.Webhooks)
+	}
+	if len(st.MCP) != 1 || st.MCP[0] != (fcluster.MCPHost{Name: "fs", Node: "n2"}) {
+		t.Fatalf("mcp connections %+v", st.MCP)
 	}
 	var ns netClusterBody
 	ts.mustStatus(t, 200, "GET", "/api/network/status", "").json(t, &ns)

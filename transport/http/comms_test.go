@@ -16,8 +16,6 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
-	"github.com/fangd/fangd/store"
-	"github.com/fangd/fangd/transport/ssrf"
 )
 
 // fakeAgents stands in for the agent runtime.
@@ -86,28 +84,13 @@ func newCommsServerWith(t *testing.T, hooks func(*webhook.Options)) *commsServer
 	}}, channels: &fakeChannels{}}
 	cs.testServer = newTestServer(t, nil, func(s *Server) {
 		k, db := s.deps.Kernel, s.deps.Store
-		bus, err := comms.Start(k, db, comms.BusOptions{MaxStreamsPerKey: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
+		bus := testBus(t, s, comms.BusOptions{MaxStreamsPerKey: 3})
 		router, err := comms.StartRouter(k, db, comms.RouterOptions{Bus: bus, Audit: s.deps.Audit, Agents: cs.agents,
 			Channels: cs.channels, LoopMaxBounces: 3, LoopWindow: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
-		vault, err := store.OpenVault(db, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		guard, _ := ssrf.New([]string{"127.0.0.1/32"})
-		wo := webhook.Options{Bus: bus, Vault: vault, Guard: guard, Backoff: []time.Duration{10 * time.Millisecond}}
-		if hooks != nil {
-			hooks(&wo)
-		}
-		eng, err := webhook.Start(k, db, wo)
-		if err != nil {
-			t.Fatal(err)
-		}
+		eng := testWebhooks(t, s, bus, testVault(t, s), hooks)
 		s.deps.Bus, s.deps.Router, s.deps.Webhooks = bus, router, eng
 		s.SetHooks(HooksConfig{Token: testHookToken, MaxPayload: 64 << 10})
 	})

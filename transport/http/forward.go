@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/channel"
+	"github.com/fangd/fangd/actors/mcp"
 	"github.com/fangd/fangd/actors/webhook"
 )
 
@@ -51,6 +52,7 @@ var (
 	_ hostedElsewhere = (*channel.HostedElsewhere)(nil)
 	_ hostedElsewhere = (*webhook.HostedElsewhere)(nil)
 	_ hostedElsewhere = (*agentElsewhere)(nil)
+	_ hostedElsewhere = (*mcp.HostedElsewhere)(nil)
 	_ hostedElsewhere = (*a2aElsewhere)(nil)
 )
 

@@ -32,9 +32,6 @@ import (
 	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
 	"github.com/fangd/fangd/actors/comms"
 	"github.com/fangd/fangd/actors/pairing"
-	"github.com/fangd/fangd/actors/webhook"
-	"github.com/fangd/fangd/store"
-	"github.com/fangd/fangd/transport/ssrf"
 )
 
 type pairingServer struct {
@@ -48,19 +45,9 @@ func newPairingServer(t *testing.T, mutate func(*Config), pc func(*pairing.Confi
 	ps := &pairingServer{}
 	ps.testServer = newTestServer(t, mutate, func(s *Server) {
 		k, db := s.deps.Kernel, s.deps.Store
-		bus, err := comms.Start(k, db, comms.BusOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		vault, err := store.OpenVault(db, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		guard, _ := ssrf.New([]string{"127.0.0.1/32"})
-		eng, err := webhook.Start(k, db, webhook.Options{Bus: bus, Vault: vault, Guard: guard, Backoff: []time.Duration{10 * time.Millisecond}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		bus := testBus(t, s, comms.BusOptions{})
+		vault := testVault(t, s)
+		eng := testWebhooks(t, s, bus, vault, nil)
 		pol := approval.DefaultPolicy()
 		apps, err := approval.Start(k, db, vault, s.deps.Audit, approval.Options{Policy: pol, Events: bus})
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -84,8 +83,7 @@ func sendParams(text, extra string) string {
 // still answers the finished one.
 func TestA2ATasksAnsweredByAnyNodeAndFailedAfterHostKill9(t *testing.T) {
 	etcd := startEtcd(t)
-	oai := llmtest.NewOpenAI(llmKey)
-	t.Cleanup(oai.Close)
+	oai := fakeLLM(t)
 	oai.SetReply(func(r llmtest.Request) string { return "answer from n1" })
 	nodes := channelNodes(t, etcd, oai, "n1", "n2", "n3")
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
@@ -197,10 +195,7 @@ func TestA2ATasksAnsweredByAnyNodeAndFailedAfterHostKill9(t *testing.T) {
 		t.Fatalf("SendMessage before the kill: %d %s", code, body)
 	}
 	lost := r.id()
-	if err := n1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
+	killed := n1.kill(t)
 	<-n1.done
 	n1.done <- nil
 	deadline := time.Now().Add(25 * time.Second)

@@ -4,34 +4,12 @@ package clustertest
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fangd/fangd/actors/llm/llmtest"
 )
-
-// do sends a request with an optional JSON body.
-func do(t *testing.T, method, url, body string) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, b
-}
 
 type listedAgent struct {
 	ID     string `json:"id"`
@@ -66,8 +44,7 @@ func agentsOn(t *testing.T, n *node) map[string][]listedAgent {
 // request for an agent it hosts answers 503 host_unreachable.
 func TestAgentRoutedToItsNode(t *testing.T) {
 	etcd := startEtcd(t)
-	oai := llmtest.NewOpenAI(llmKey)
-	t.Cleanup(oai.Close)
+	oai := fakeLLM(t)
 	oai.SetReply(func(r llmtest.Request) string { return "answer from the host" })
 	nodes := channelNodes(t, etcd, oai, "n1", "n2", "n3")
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
@@ -176,21 +153,12 @@ func TestAgentRoutedToItsNode(t *testing.T) {
 		t.Fatalf("create orphan: %d %s", code, body)
 	}
 	before = len(oai.Requests())
-	if err := n1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-n1.done
-	n1.done <- nil
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	n1.killWait(t)
+	if !poll(20*time.Second, 200*time.Millisecond, func() bool {
 		code, body = post(t, n2.url+"/api/agents/orphan/message", `{"message":"anyone?"}`)
-		if code == 503 && strings.Contains(string(body), "host_unreachable") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with the host down: %d %s, want 503 host_unreachable", code, body)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return code == 503 && strings.Contains(string(body), "host_unreachable")
+	}) {
+		t.Fatalf("with the host down: %d %s, want 503 host_unreachable", code, body)
 	}
 	if n := len(oai.Requests()) - before; n != 0 {
 		t.Fatalf("%d LLM calls with the host down", n)

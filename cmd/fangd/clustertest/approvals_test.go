@@ -4,9 +4,7 @@ package clustertest
 
 import (
 	"encoding/json"
-	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,8 +66,7 @@ type agentTurn struct {
 // expired by b at its deadline and cannot be decided any more.
 func TestApprovalAcrossNodesAndExpiryAfterOriginKill9(t *testing.T) {
 	etcd := startEtcd(t)
-	oai := llmtest.NewOpenAI(llmKey)
-	t.Cleanup(oai.Close)
+	oai := fakeLLM(t)
 	oai.SetResponder(func(r llmtest.Request) llmtest.Reply {
 		last := r.LastMessage()
 		switch {
@@ -97,10 +94,8 @@ func TestApprovalAcrossNodesAndExpiryAfterOriginKill9(t *testing.T) {
 		out := make(chan agentTurn, 1)
 		go func() {
 			var turn agentTurn
-			res, err := http.Post(a.url+"/api/agents/ops/message", "application/json", strings.NewReader(`{"message":"go"}`))
-			if err == nil {
-				json.NewDecoder(res.Body).Decode(&turn)
-				res.Body.Close()
+			if _, b, err := tryRequest("POST", a.url+"/api/agents/ops/message", `{"message":"go"}`, nil); err == nil {
+				json.Unmarshal(b, &turn)
 			}
 			out <- turn
 		}()
@@ -131,10 +126,7 @@ func TestApprovalAcrossNodesAndExpiryAfterOriginKill9(t *testing.T) {
 
 	_ = send()
 	second := waitApproval(t, b, "pending", 20*time.Second, func(x approvalJSON) bool { return x.AgentName == "ops" && x.ID != first.ID })
-	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
+	killed := a.kill(t)
 	exp := waitApproval(t, b, "expired", timeout*time.Second+10*time.Second, func(x approvalJSON) bool { return x.ID == second.ID })
 	t.Logf("b shows the approval expired %.1f s after a's kill (timeout %d s)", time.Since(killed).Seconds(), timeout)
 	if exp.Node != "a" {

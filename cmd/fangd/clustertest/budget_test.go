@@ -3,19 +3,13 @@
 package clustertest
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 // budgetView is the part of GET /api/budget this test reads.
@@ -40,16 +34,8 @@ func budgetOf(t *testing.T, n *node) budgetView {
 // cluster shares it (etcd) and every node shows it within a few seconds.
 func setDailyLimit(t *testing.T, through *node, all []*node, usd float64) {
 	t.Helper()
-	req, _ := http.NewRequest("PUT", through.url+"/api/budget", strings.NewReader(fmt.Sprintf(`{"daily_limit_usd":%v}`, usd)))
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("%s: PUT /api/budget: %d %s", through.name, res.StatusCode, b)
+	if code, b := do(t, "PUT", through.url+"/api/budget", fmt.Sprintf(`{"daily_limit_usd":%v}`, usd)); code != 200 {
+		t.Fatalf("%s: PUT /api/budget: %d %s", through.name, code, b)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for _, n := range all {
@@ -65,18 +51,15 @@ func setDailyLimit(t *testing.T, through *node, all []*node, usd float64) {
 // chat is one turn through n: the status, the turn's cost (on 200) and
 // the body. Safe in goroutines (no t).
 func chat(n *node, agent, msg string) (int, float64, string, error) {
-	res, err := http.Post(n.url+"/api/agents/"+agent+"/message", "application/json",
-		bytes.NewBufferString(fmt.Sprintf(`{"message":%q}`, msg)))
+	code, b, err := tryRequest("POST", n.url+"/api/agents/"+agent+"/message", fmt.Sprintf(`{"message":%q}`, msg), nil)
 	if err != nil {
 		return 0, 0, "", err
 	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
 	var v struct {
 		CostUSD float64 `json:"cost_usd"`
 	}
 	_ = json.Unmarshal(b, &v)
-	return res.StatusCode, v.CostUSD, string(b), nil
+	return code, v.CostUSD, string(b), nil
 }
 
 // Issue 18's budget target: one daily limit, many concurrent chat calls
@@ -90,8 +73,7 @@ func chat(n *node, agent, msg string) (int, float64, string, error) {
 // dying still counted.
 func TestBudgetHoldsAcrossNodesAndKill9ReleasesHolds(t *testing.T) {
 	etcd := startEtcd(t)
-	oai := llmtest.NewOpenAI(llmKey)
-	t.Cleanup(oai.Close)
+	oai := fakeLLM(t)
 	// The real cost is close to the worst case reserved (max_tokens
 	// output), and calls overlap.
 	oai.SetOutputTokens(1000)
@@ -192,10 +174,7 @@ func TestBudgetHoldsAcrossNodesAndKill9ReleasesHolds(t *testing.T) {
 	if code, _, body, err := chat(other, "b3", "while n3 holds"); err != nil || code != 402 || !strings.Contains(body, "budget_exceeded") {
 		t.Fatalf("a call through n1 while n3's calls hold the budget: %d %s %v, want 402 budget_exceeded", code, body, err)
 	}
-	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
+	killed := victim.kill(t)
 	for {
 		code, _, body, err := chat(other, "b3", "after the kill")
 		if err != nil {

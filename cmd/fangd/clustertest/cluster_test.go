@@ -4,11 +4,7 @@ package clustertest
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,12 +16,16 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/cluster/devetcd"
+	"github.com/fangd/fangd/transport/ssrf/ssrftest"
 )
 
 // Built without -race: see doc.go.
 var fangdBin string
 
 func TestMain(m *testing.M) {
+	if f := os.Getenv(fakeMCPEnv); f != "" {
+		runFakeMCP(f) // this binary as a stdio MCP server (mcp_test.go)
+	}
 	dir, err := os.MkdirTemp("", "fangd-cluster")
 	if err != nil {
 		panic(err)
@@ -82,15 +82,9 @@ func startEtcdServer(t *testing.T) *devetcd.Server {
 	return &devetcd.Server{Endpoint: s.Endpoint, Closer: func() { once.Do(s.Close) }}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is a loopback host:port nothing listens on, for a daemon to
+// take (ssrftest's closed address: a port the kernel just gave out).
+var freeAddr = ssrftest.ClosedAddr
 
 // launch runs `fangd serve` with args on a fresh home and a free port.
 func launch(t *testing.T, name string, args ...string) *node {
@@ -166,22 +160,9 @@ type clusterStatus struct {
 	Kinds    []struct {
 		Kind, Mode string
 	} `json:"kinds"`
-}
-
-func getJSON(t *testing.T, url string, v any) int {
-	t.Helper()
-	res, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode == 200 {
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("%s: %v: %s", url, err, b)
-		}
-	}
-	return res.StatusCode
+	// Where each cluster-wide entity runs (harness_test.go).
+	Channels []struct{ Name, Node string } `json:"channels"`
+	Webhooks []struct{ ID, Node string }   `json:"webhooks"`
 }
 
 // upNames are the names of the members a node sees "up", sorted.
@@ -248,7 +229,7 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 		}
 		for _, k := range st.Kinds {
 			want := "per_node"
-			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" || k.Kind == "approval" {
+			if k.Kind == "channel_adapter" || k.Kind == "webhook_outbox" || k.Kind == "budget_ledger" || k.Kind == "approval" || k.Kind == "mcp_connection" {
 				want = "cluster"
 			}
 			if k.Kind == "agent" || k.Kind == "a2a_task" {
@@ -270,8 +251,7 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 		}
 	}
 
-	nodes[2].cmd.Process.Signal(syscall.SIGKILL)
-	killed := time.Now()
+	killed := nodes[2].kill(t)
 	waitMembers(t, nodes[0], "n1,n2", 20*time.Second)
 	waitMembers(t, nodes[1], "n1,n2", 20*time.Second)
 	t.Logf("a killed node left both views after %v", time.Since(killed).Round(100*time.Millisecond))

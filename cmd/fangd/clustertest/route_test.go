@@ -3,51 +3,14 @@
 package clustertest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
-
-// postHeader is post with extra request headers.
-func postHeader(t *testing.T, url, body string, hdr map[string]string) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest("POST", url, bytes.NewBufferString(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, b
-}
-
-// countSent is how many messages the fake Telegram took with text.
-func countSent(tg *telegramtest.Server, text string) int {
-	n := 0
-	for _, s := range tg.Sent() {
-		if s.Text == text {
-			n++
-		}
-	}
-	return n
-}
 
 // Issue 18, "any node answers any request": two real nodes and a real
 // etcd, a Telegram channel hosted on one of them. A test message, a comms
@@ -57,35 +20,14 @@ func countSent(tg *telegramtest.Server, text string) int {
 // killed, the other node answers 503 and nothing is sent.
 func TestRequestRoutedToChannelHost(t *testing.T) {
 	etcd := startEtcd(t)
-	oai := llmtest.NewOpenAI(llmKey)
-	t.Cleanup(oai.Close)
-	tg := telegramtest.New(botToken)
-	t.Cleanup(tg.Close)
+	oai := fakeLLM(t)
+	tg := fakeTelegram(t)
 
 	nodes := channelNodes(t, etcd, oai, "n1", "n2")
-	cfg := fmt.Sprintf(`{"adapter":"telegram","token":%q,"api_url":%q,"agent_name":"helper","poll_interval_secs":1}`, botToken, tg.URL())
-	if code, body := post(t, nodes[0].url+"/api/channels/tg/configure", cfg); code != 200 {
-		t.Fatalf("configure: %d %s", code, body)
-	}
+	configure(t, nodes[0], "tg", telegramChannel(tg))
 	// Both nodes agree on the host, which reports the channel connected.
-	var host, other *node
-	deadline := time.Now().Add(20 * time.Second)
-	for host == nil {
-		h := hostOf(nodes[0], "tg")
-		if h != "" && hostOf(nodes[1], "tg") == h {
-			for i, n := range nodes {
-				if n.name == h {
-					if st, _ := channelState(n, "tg"); st == "connected" {
-						host, other = n, nodes[1-i]
-					}
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no agreed host with the channel connected (n1 says %q)", h)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	host := agreedHost(t, nodes, "tg")
+	other := others(nodes, host)[0]
 	t.Logf("channel hosted on %s; asking %s", host.name, other.name)
 
 	// The channel's detail through the other node is the host's live
@@ -146,11 +88,7 @@ func TestRequestRoutedToChannelHost(t *testing.T) {
 	// The host dies: until another node takes the channel over (its
 	// lease runs 4 s), the other node cannot reach it: 503, nothing sent.
 	before := len(tg.Sent())
-	if err := host.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-host.done
-	host.done <- nil
+	host.killWait(t)
 	code, body = post(t, other.url+"/api/channels/tg/test", `{"chat_id":"80"}`)
 	if code != 503 || !strings.Contains(string(body), "host_unreachable") {
 		t.Fatalf("with the host down: %d %s, want 503 host_unreachable", code, body)

@@ -6,8 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,10 +45,7 @@ func tlsHome(t *testing.T, ca *devcerts.CA, name string) string {
 	home := t.TempDir()
 	cert, key, caFile := issue(t, ca, home, name)
 	cfg := "[cluster]\ntls_cert = \"" + cert + "\"\ntls_key = \"" + key + "\"\ntls_ca = \"" + caFile + "\"\n"
-	if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return home
+	return writeConfig(t, home, cfg)
 }
 
 // selfAddress is the remoting address a node reports for itself.

@@ -5,9 +5,6 @@ package clustertest
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,22 +12,8 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
-
-// etcdClient is a client of the test's etcd, closed with the test.
-func etcdClient(t *testing.T, endpoint string) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
 
 // selfMember is the member id a node reports for itself.
 func selfMember(t *testing.T, n *node) string {
@@ -63,17 +46,6 @@ func stateOf(t *testing.T, n *node, of string) string {
 	return ""
 }
 
-func getBody(t *testing.T, url string) string {
-	t.Helper()
-	res, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return string(b)
-}
-
 // Issue 18's watchdog, against upstream's etcd-rejoin trap reproduced for
 // real: the lease of n3's member key in etcd is revoked, which is what
 // an etcd blip longer than the provider's 3 s TTL does (the key goes,
@@ -88,11 +60,7 @@ func getBody(t *testing.T, url string) string {
 func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 	etcdSrv := startEtcdServer(t)
 	etcd := etcdSrv.Endpoint
-	home3 := t.TempDir()
-	cfg := "[cluster]\nwatchdog_grace_secs = 3\nwatchdog_action = \"exit\"\n"
-	if err := os.WriteFile(filepath.Join(home3, "config.toml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	home3 := homeWith(t, "[cluster]\nwatchdog_grace_secs = 3\nwatchdog_action = \"exit\"\n")
 	n1, n2 := startNode(t, etcd, "n1"), startNode(t, etcd, "n2")
 	n3 := startNodeIn(t, etcd, "n3", home3, nil)
 	for _, n := range []*node{n1, n2, n3} {
@@ -100,18 +68,7 @@ func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 	}
 	old := selfMember(t, n3)
 
-	cli := etcdClient(t, etcd)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	key := "/fangd/members/test/" + old
-	resp, err := cli.Get(ctx, key)
-	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
-		t.Fatalf("member key %s: %v %+v", key, err, resp)
-	}
-	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-		t.Fatal(err)
-	}
-	revoked := time.Now()
+	revoked := excludeMember(t, etcd, old)
 
 	// The trap: the others no longer count n3 as up (they blocked its
 	// id), although its process and its node record are alive.
@@ -168,15 +125,10 @@ func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 // audited the exclusion and did not exit.
 func TestExcludedHostGivesItsChannelUp(t *testing.T) {
 	etcd := startEtcd(t)
-	oai := llmtest.NewOpenAI(llmKey)
-	t.Cleanup(oai.Close)
-	tg := telegramtest.New(botToken)
-	t.Cleanup(tg.Close)
+	oai := fakeLLM(t)
+	tg := fakeTelegram(t)
 	nodes := channelNodesWith(t, etcd, oai, "\n[cluster]\nwatchdog_action = \"log\"\nwatchdog_grace_secs = 1\n", "n1", "n2")
-	cfg := fmt.Sprintf(`{"adapter":"telegram","token":%q,"api_url":%q,"agent_name":"helper","poll_interval_secs":1}`, botToken, tg.URL())
-	if code, body := post(t, nodes[0].url+"/api/channels/tg/configure", cfg); code != 200 {
-		t.Fatalf("configure: %d %s", code, body)
-	}
+	configure(t, nodes[0], "tg", telegramChannel(tg))
 	var host, other *node
 	for deadline := time.Now().Add(20 * time.Second); host == nil; time.Sleep(100 * time.Millisecond) {
 		for i, n := range nodes {
@@ -189,18 +141,9 @@ func TestExcludedHostGivesItsChannelUp(t *testing.T) {
 		}
 	}
 
-	cli := etcdClient(t, etcd)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	key := "/fangd/members/test/" + selfMember(t, host)
-	resp, err := cli.Get(ctx, key)
-	if err != nil || len(resp.Kvs) != 1 {
-		t.Fatalf("member key %s: %v", key, err)
-	}
-	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-		t.Fatal(err)
-	}
-	revoked := time.Now()
+	revoked := excludeMember(t, etcd, selfMember(t, host))
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		st, on := channelState(other, "tg")
 		if st == "connected" && on == other.name && hostOf(host, "tg") == other.name {

@@ -14,11 +14,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 const hookSecret = "cluster-hook-secret-1"
@@ -82,39 +79,6 @@ func (r *hookReceiver) delivered() (map[string]int, int, int) {
 	return names, len(r.ok), r.tries
 }
 
-// webhookHost is where n says endpoint id's outbox runs.
-func webhookHost(n *node, id string) string {
-	res, err := http.Get(n.url + "/api/cluster")
-	if err != nil {
-		return ""
-	}
-	defer res.Body.Close()
-	var st struct {
-		Kinds []struct {
-			Kind string `json:"kind"`
-			Mode string `json:"mode"`
-		} `json:"kinds"`
-		Webhooks []struct {
-			ID   string `json:"id"`
-			Node string `json:"node"`
-		} `json:"webhooks"`
-	}
-	if json.NewDecoder(res.Body).Decode(&st) != nil {
-		return ""
-	}
-	for _, k := range st.Kinds {
-		if k.Kind == "webhook_outbox" && k.Mode != "cluster" {
-			return "mode " + k.Mode
-		}
-	}
-	for _, w := range st.Webhooks {
-		if w.ID == id {
-			return w.Node
-		}
-	}
-	return ""
-}
-
 // Issue 18 for webhooks: a subscription created through one node gets the
 // matching events of every node; its outbox runs on exactly one node;
 // with deliveries queued behind a failing receiver, kill -9 of that node
@@ -123,8 +87,7 @@ func webhookHost(n *node, id string) string {
 // redelivery.
 func TestWebhookOutboxOnceClusterWideFailoverAfterKill9(t *testing.T) {
 	etcd := startEtcd(t)
-	oai := llmtest.NewOpenAI(llmKey)
-	t.Cleanup(oai.Close)
+	oai := fakeLLM(t)
 	recv := newHookReceiver(t)
 	extra := `
 [webhooks]
@@ -220,17 +183,9 @@ timeout = "2s"
 
 	// Kill the host; the receiver recovers.
 	dead := byName[host]
-	if err := dead.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
+	killed := dead.kill(t)
 	recv.failing.Store(false)
-	var alive []*node
-	for _, n := range nodes {
-		if n != dead {
-			alive = append(alive, n)
-		}
-	}
+	alive := others(nodes, dead)
 	var newHost string
 	for {
 		newHost = webhookHost(alive[0], created.ID)
