@@ -73,6 +73,8 @@ type Exposer struct {
 	// CallAudits).
 	Audits CallAudits
 	opts   ExposerOptions
+	// impl is the server's identity, which results name in _meta.
+	impl *sdk.Implementation
 
 	mu       sync.Mutex
 	proxied  map[string]ToolInfo // registered proxied tools
@@ -85,7 +87,8 @@ type Exposer struct {
 func NewExposer(opts ExposerOptions) *Exposer {
 	x := &Exposer{opts: opts, proxied: map[string]ToolInfo{}, builtins: map[string]bool{},
 		stop: make(chan struct{}), done: make(chan struct{})}
-	x.Server = sdk.NewServer(&sdk.Implementation{Name: "fangd", Version: opts.Version}, &sdk.ServerOptions{
+	x.impl = &sdk.Implementation{Name: "fangd", Version: opts.Version}
+	x.Server = sdk.NewServer(x.impl, &sdk.ServerOptions{
 		Instructions: "fangd: the LibreFang communication daemon. Tools named mcp_<server>_<tool> are proxied to that MCP server.",
 		Capabilities: &sdk.ServerCapabilities{Tools: &sdk.ToolCapabilities{ListChanged: true}},
 	})
@@ -379,15 +382,15 @@ func (x *Exposer) addProxied(t ToolInfo) (err error) {
 		func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
 			res, _, _, err := x.opts.Manager.callProxied(ctx, name, req.Params.Arguments)
 			if err != nil {
-				return nil, toRPCError(err)
+				return nil, rpcError(err)
 			}
 			return res, nil
 		})
 	return nil
 }
 
-// toRPCError turns a domain error into a JSON-RPC error object.
-func toRPCError(err error) error {
+// rpcError turns a domain error into a JSON-RPC error object.
+func rpcError(err error) *jsonrpc.Error {
 	de := kernel.AsError(err)
 	if de == nil {
 		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
@@ -481,13 +484,9 @@ func (x *Exposer) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 			res, err = next(ctx, method, req)
 		}
 		cr, _ := res.(*sdk.CallToolResult)
-		outcome := Outcome(cr, err)
+		outcome := callOutcome(cr, err)
 		if refused != "" {
 			outcome = refused
-		}
-		var rpcErr *jsonrpc.Error
-		if errors.As(err, &rpcErr) && (rpcErr.Code == jsonrpc.CodeInvalidParams || rpcErr.Code == CodeToolDenied) {
-			outcome = "denied"
 		}
 		d := time.Since(start)
 		if x.opts.Audit != nil && x.Audits.handOver(get(HeaderAuditToken), ToolCallEvent(caller, server, tool, args, outcome, d)) {

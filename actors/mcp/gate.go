@@ -80,7 +80,7 @@ func (x *Exposer) awaitApproval(ctx context.Context, call *sdk.CallToolRequest, 
 	rec, err := x.opts.Approvals.GateCall(wctx, req, ProgressInterval, tick)
 	if err != nil {
 		if de := kernel.AsError(err); de != nil {
-			return nil, toRPCError(err)
+			return nil, rpcError(err)
 		}
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("tool %s needs human approval and the request failed: %v", name, err)}
 	}

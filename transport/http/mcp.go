@@ -9,6 +9,7 @@ import (
 	nethttp "net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -58,6 +59,7 @@ func (s *Server) mcpRoutes() {
 	if s.deps.MCPServer != nil {
 		s.mcpEndpoint = newMCPEndpoint(s.deps.MCPServer.Server, s.cfg.MCP, s.log, s.streamWriter)
 		s.mcpEndpoint.audits = &s.deps.MCPServer.Audits
+		s.mcpEndpoint.x = s.deps.MCPServer
 		for _, m := range []string{"POST", "GET", "DELETE"} {
 			s.handle(m, "/mcp", s.mcpHTTP, routeOpts{loopbackHost: true})
 		}
@@ -263,6 +265,12 @@ type mcpEndpoint struct {
 	// the chain, which commits it with the api_request entry (nil: the
 	// exposer commits its entries itself).
 	audits *mcp.CallAudits
+	// x serves the fast path's calls (mcpfast.go). noFast turns that path
+	// off (only the test that compares it with the SDK's answers does);
+	// fastCalls counts the calls it answered.
+	x         *mcp.Exposer
+	noFast    atomic.Bool
+	fastCalls atomic.Uint64
 }
 
 func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream streamWrap) *mcpEndpoint {
@@ -353,9 +361,19 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 				fmt.Sprintf("%d MCP sessions are open, the most allowed ([mcp_server] max_sessions); close one (DELETE /mcp) or wait for an idle one to expire", n)}
 		}
 	}
+	accept := strings.ToLower(string(h.Peek("Accept")))
+	sse := strings.Contains(accept, "text/event-stream")
+	sessionless := e.cfg.Stateless || (len(h.Peek("Mcp-Session-Id")) == 0 && !rpc.initialize)
+	if sse && sessionless && e.fastToolCall(ctx, rpc) {
+		return nil
+	}
 	defer rpcErrorBody(ctx, body)
-	// The SDK adds its own Cache-Control; keep the one API value.
-	defer ctx.Response.Header.Set("Cache-Control", "no-store")
+	// The SDK adds its own Cache-Control; keep the one API value. (Set
+	// alone replaced only the first of the two the adaptor leaves.)
+	defer func() {
+		ctx.Response.Header.Del("Cache-Control")
+		ctx.Response.Header.Set("Cache-Control", "no-store")
+	}()
 	method := rpc.method
 	if method == "tools/call" && e.audits != nil {
 		// One synced commit per call instead of two in series: the
@@ -370,9 +388,8 @@ func (s *Server) mcpHTTP(ctx *fasthttp.RequestCtx) error {
 			}
 		}()
 	}
-	accept := strings.ToLower(string(h.Peek("Accept")))
 	switch {
-	case !strings.Contains(accept, "text/event-stream"):
+	case !sse:
 		// Trap 3: the SDK answers 400 to an Accept without both types and
 		// keeps a bare tools/list for stateless mode; a plain JSON-RPC
 		// client gets a stateless exchange answered in JSON.
@@ -432,6 +449,8 @@ type rpcShape struct {
 	initialize bool
 	// progress: a single request whose params carry _meta.progressToken.
 	progress bool
+	// msg is a single message's members, undecoded (nil for a batch).
+	msg map[string]json.RawMessage
 }
 
 // checkJSONRPC refuses a body that is not JSON (-32700) or not a JSON-RPC
@@ -478,8 +497,11 @@ func checkJSONRPC(body []byte) (rpcShape, *rpcError) {
 			out.initialize = out.initialize || method == "initialize"
 		}
 	}
-	if !batch && out.method != "" {
-		out.progress = asksProgress(msgs[0]["params"])
+	if !batch {
+		out.msg = msgs[0]
+		if out.method != "" {
+			out.progress = asksProgress(msgs[0]["params"])
+		}
 	}
 	return out, nil
 }

@@ -45,6 +45,8 @@ type mcpSetup struct {
 	expose func(*mcp.ExposerOptions)
 	// policy, when set, puts POST /mcp under approvals with it.
 	policy *approval.Policy
+	// manager adjusts the MCP connections' options.
+	manager func(*mcp.Options)
 }
 
 // exposerCatalog is the daemon's tool catalog, for the exposer alone.
@@ -79,8 +81,12 @@ func newMCPServer(t testing.TB, setup mcpSetup) *mcpServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := mcp.Start(k, db, vault, al, mcp.Options{Home: home, Version: "test", StopGrace: 300 * time.Millisecond,
-		Backoff: kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 50, Window: time.Minute}})
+	mo := mcp.Options{Home: home, Version: "test", StopGrace: 300 * time.Millisecond,
+		Backoff: kernel.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, MaxRetries: 50, Window: time.Minute}}
+	if setup.manager != nil {
+		setup.manager(&mo)
+	}
+	m, err := mcp.Start(k, db, vault, al, mo)
 	if err != nil {
 		t.Fatal(err)
 	}
