@@ -25,7 +25,9 @@ const (
 // sent to A directly and to another node B, which forwards it to A
 // (docs/cluster.md "Request routing"); sequential requests alternate
 // between the two so both see the same machine load. The overhead is the
-// difference of the two distributions' percentiles.
+// difference of the two distributions' percentiles. The same comparison
+// runs for an agent on A, GET /api/agents/{id}, which B routes through the
+// cluster's agent directory.
 func runClusterRoute(ctx context.Context, env *Env) ([]Row, error) {
 	c, err := startCluster(env, "route")
 	if err != nil {
@@ -84,9 +86,28 @@ func runClusterRoute(ctx context.Context, env *Env) ([]Row, error) {
 			return nil, fmt.Errorf("GET /api/channels/tg on %s (not the host): %v %v", other, v, err)
 		}
 	}
+	// An agent on the same host: GET /api/agents/{id} asked of the other
+	// node is forwarded through the agent directory (one etcd read, then
+	// the forward; docs/cluster.md "Agents across the cluster").
+	var created struct {
+		ID string `json:"id"`
+	}
+	if err := requestWant(ctx, nodes[host], "POST", "/api/agents", map[string]any{"name": "routed", "model": "openai/gpt-4o-mini"}, 201, &created); err != nil || created.ID == "" {
+		return nil, fmt.Errorf("create an agent on %s: %v", host, err)
+	}
+	agentPath := "/api/agents/" + created.ID
+	for begin := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		v, err := getJSON(nodes[other], agentPath)
+		if err == nil && v["id"] == created.ID {
+			break
+		}
+		if time.Since(begin) > 30*time.Second {
+			return nil, fmt.Errorf("GET %s on %s (not the host): %v %v", agentPath, other, v, err)
+		}
+	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	get := func(d *Daemon) (time.Duration, error) {
-		req, err := http.NewRequestWithContext(ctx, "GET", d.URL("/api/channels/tg"), nil)
+	get := func(d *Daemon, path string) (time.Duration, error) {
+		req, err := http.NewRequestWithContext(ctx, "GET", d.URL(path), nil)
 		if err != nil {
 			return 0, err
 		}
@@ -100,34 +121,53 @@ func runClusterRoute(ctx context.Context, env *Env) ([]Row, error) {
 		res.Body.Close()
 		took := time.Since(begin)
 		if res.StatusCode != 200 {
-			return 0, fmt.Errorf("GET /api/channels/tg on %s: %d", d.URL(""), res.StatusCode)
+			return 0, fmt.Errorf("GET %s on %s: %d", path, d.URL(""), res.StatusCode)
 		}
 		return took, nil
 	}
-	direct := make([]time.Duration, 0, routeRequests)
-	routed := make([]time.Duration, 0, routeRequests)
-	for i := range routeWarmup + routeRequests {
-		a, err := get(nodes[host])
-		if err != nil {
-			return nil, err
+	// compare sends path alternately to the host and the other node and
+	// answers both sorted distributions.
+	compare := func(path string) (direct, routed []time.Duration, err error) {
+		direct = make([]time.Duration, 0, routeRequests)
+		routed = make([]time.Duration, 0, routeRequests)
+		for i := range routeWarmup + routeRequests {
+			a, err := get(nodes[host], path)
+			if err != nil {
+				return nil, nil, err
+			}
+			b, err := get(nodes[other], path)
+			if err != nil {
+				return nil, nil, err
+			}
+			if i >= routeWarmup {
+				direct, routed = append(direct, a), append(routed, b)
+			}
 		}
-		b, err := get(nodes[other])
-		if err != nil {
-			return nil, err
-		}
-		if i >= routeWarmup {
-			direct, routed = append(direct, a), append(routed, b)
-		}
+		slices.Sort(direct)
+		slices.Sort(routed)
+		return direct, routed, nil
 	}
-	slices.Sort(direct)
-	slices.Sort(routed)
 	pct := func(s []time.Duration, q float64) time.Duration { return s[min(len(s)-1, int(float64(len(s))*q))] }
+	direct, routed, err := compare("/api/channels/tg")
+	if err != nil {
+		return nil, err
+	}
 	d50, d99, r50, r99 := pct(direct, 0.5), pct(direct, 0.99), pct(routed, 0.5), pct(routed, 0.99)
+	direct, routed, err = compare(agentPath)
+	if err != nil {
+		return nil, err
+	}
+	ad50, ad99, ar50, ar99 := pct(direct, 0.5), pct(direct, 0.99), pct(routed, 0.5), pct(routed, 0.99)
 	fmt.Fprintf(env.Log, "  cluster-route: host %s, forwarded through %s\n", host, other)
 	return []Row{
 		infoRow(fmt.Sprintf("GET /api/channels/{name} on the host, p50 / p99 (%d sequential)", routeRequests), ms(d50)+" / "+ms(d99)),
 		{Metric: "the same read sent to a node that does not host the channel (forwarded), p99", Value: ms(r99) + " (p50 " + ms(r50) + ")",
 			Target: "< 2 ms", Verdict: verdict(r99 < 2*time.Millisecond)},
 		infoRow("cross-node overhead (forwarded minus direct), p50 / p99", ms(r50-d50)+" / "+ms(r99-d99)),
+		infoRow(fmt.Sprintf("GET /api/agents/{id} on the host, p50 / p99 (%d sequential)", routeRequests), ms(ad50)+" / "+ms(ad99)),
+		// The agent directory is read from etcd on every routed request
+		// (no watched cache yet), so this costs more than a channel's.
+		infoRow("the same agent read sent to a node that does not host it (directory lookup + forward), p50 / p99", ms(ar50)+" / "+ms(ar99)),
+		infoRow("agent cross-node overhead (forwarded minus direct), p50 / p99", ms(ar50-ad50)+" / "+ms(ar99-ad99)),
 	}, nil
 }

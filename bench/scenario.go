@@ -31,7 +31,7 @@ var scenarios = []Scenario{
 	{Name: "ofp", About: "peer network between two daemons: cross-node comms/send overhead, requests/s over one link, kill -9 and restart seen by the peer (plaintext+HMAC and TLS links)", Run: runOFP},
 	{Name: "cluster-failover", About: "cluster mode: kill -9 of a Telegram channel's host among 3 nodes on an embedded etcd, until another node runs it (10 runs)", Run: runClusterFailover},
 	{Name: "cluster-budget", About: "cluster mode: one daily limit, 192 chat calls spread over 3 nodes on an embedded etcd: admitted, spend vs limit, overspend, reservation latency", Run: runClusterBudget},
-	{Name: "cluster-route", About: "cluster mode: GET /api/channels/{name} on the channel's host vs through another node that forwards it (3 nodes, embedded etcd), p50/p99", Run: runClusterRoute},
+	{Name: "cluster-route", About: "cluster mode: GET /api/channels/{name} and GET /api/agents/{id} on the host vs through another node that forwards it (3 nodes, embedded etcd), p50/p99", Run: runClusterRoute},
 	{Name: "mcp-proxy", About: "proxied MCP echo overhead and recovery after kill -9 (server-everything over stdio, in-process)", Run: runMCPProxy},
 }
 

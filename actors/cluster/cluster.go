@@ -126,7 +126,7 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 	}
 	cfg := clientv3.Config{Endpoints: opts.Endpoints, DialTimeout: 5 * time.Second, Logger: zapNop()}
 	if opts.EtcdTLS != nil {
-		conf, err := opts.EtcdTLS.config()
+		conf, err := opts.EtcdTLS.config(opts.Log)
 		if err != nil {
 			return nil, err
 		}

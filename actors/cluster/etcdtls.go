@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // EtcdTLS is TLS on fangd's etcd client connections (docs/cluster.md,
@@ -23,8 +25,11 @@ type EtcdTLS struct {
 	Cert, Key string
 }
 
-// config reads the files into a client TLS configuration.
-func (t EtcdTLS) config() (*tls.Config, error) {
+// config reads the files into a client TLS configuration. The CA is read
+// once; the client certificate and key are re-read when their files
+// change (certreload.go), so a rotated client certificate is presented
+// on the etcd client's next connection.
+func (t EtcdTLS) config(log zerolog.Logger) (*tls.Config, error) {
 	conf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.CA != "" {
 		pem, err := os.ReadFile(t.CA)
@@ -41,11 +46,11 @@ func (t EtcdTLS) config() (*tls.Config, error) {
 		return nil, errors.New("cluster: etcd_cert and etcd_key go together")
 	}
 	if t.Cert != "" {
-		pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		pair, err := newReloadingPair(t.Cert, t.Key, "etcd_cert/etcd_key", nil, log)
 		if err != nil {
-			return nil, fmt.Errorf("cluster: etcd_cert/etcd_key: %w", err)
+			return nil, err
 		}
-		conf.Certificates = []tls.Certificate{pair}
+		conf.GetClientCertificate = pair.clientCert
 	}
 	return conf, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fangd/fangd/actors/cluster/devcerts"
 	"github.com/fangd/fangd/actors/cluster/devetcd"
+	"github.com/rs/zerolog"
 )
 
 // fangd's etcd client over TLS against the embedded etcd serving TLS
@@ -39,7 +40,7 @@ func TestEtcdClientTLS(t *testing.T) {
 	eps := []string{s.Endpoint}
 
 	good := EtcdTLS{CA: caFile, Cert: cliCert, Key: cliKey}
-	conf, err := good.config()
+	conf, err := good.config(zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,14 +71,14 @@ func TestEtcdClientTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad, err := EtcdTLS{CA: ocaFile, Cert: oc, Key: ok}.config()
+	bad, err := EtcdTLS{CA: ocaFile, Cert: oc, Key: ok}.config(zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := checkEtcdTLS(eps, bad); err == nil || !strings.Contains(err.Error(), "TLS to etcd at "+s.Endpoint+" failed") {
 		t.Fatalf("another CA: %v", err)
 	}
-	if _, err := (EtcdTLS{Cert: cliCert}).config(); err == nil {
+	if _, err := (EtcdTLS{Cert: cliCert}).config(zerolog.Nop()); err == nil {
 		t.Fatal("a certificate without its key accepted")
 	}
 

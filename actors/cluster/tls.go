@@ -26,11 +26,10 @@ type TLSFiles struct {
 }
 
 // load reads the files and builds the server and client configurations.
-func (f TLSFiles) load() (server, client *tls.Config, err error) {
-	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cluster: tls_cert/tls_key: %w", err)
-	}
+// The CA is read once; this node's certificate and key are re-read when
+// their files change (certreload.go), each new pair checked against the
+// CA like the first.
+func (f TLSFiles) load(log zerolog.Logger) (server, client *tls.Config, err error) {
 	caPEM, err := os.ReadFile(f.CA)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: tls_ca: %w", err)
@@ -40,17 +39,21 @@ func (f TLSFiles) load() (server, client *tls.Config, err error) {
 		return nil, nil, fmt.Errorf("cluster: tls_ca %s holds no PEM certificate", f.CA)
 	}
 	// A certificate the CA did not sign would be refused by every other
-	// member: say so at start instead of joining and failing every call.
-	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	// member: say so at start instead of joining and failing every call,
+	// and keep the old one instead of reloading such a certificate.
+	signed := func(leaf *x509.Certificate) error {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return fmt.Errorf("tls_cert is not signed by tls_ca: %w", err)
+		}
+		return nil
+	}
+	pair, err := newReloadingPair(f.Cert, f.Key, "tls_cert/tls_key", signed, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cluster: tls_cert: %w", err)
+		return nil, nil, err
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, nil, fmt.Errorf("cluster: tls_cert is not signed by tls_ca: %w", err)
-	}
-	server = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair},
+	server = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: pair.serverCert,
 		ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
-	client = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool}
+	client = &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: pair.clientCert, RootCAs: pool}
 	return server, client, nil
 }
 
@@ -77,7 +80,7 @@ func (c loggedCreds) Clone() credentials.TransportCredentials {
 
 // tlsOptions are the gRPC server and dial options of mutual TLS.
 func tlsOptions(f TLSFiles, log zerolog.Logger) ([]grpc.ServerOption, []grpc.DialOption, *tls.Config, error) {
-	server, client, err := f.load()
+	server, client, err := f.load(log)
 	if err != nil {
 		return nil, nil, nil, err
 	}

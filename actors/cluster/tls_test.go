@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fangd/fangd/actors/cluster/devcerts"
+	"github.com/rs/zerolog"
 )
 
 func mustCA(t *testing.T, name string) *devcerts.CA {
@@ -60,14 +61,14 @@ func TestTLSFilesAndPeerCheck(t *testing.T) {
 	rogue := mustIssue(t, other, "rogue")
 
 	mixed := TLSFiles{Cert: rogue.Cert, Key: rogue.Key, CA: good.CA}
-	if _, _, err := mixed.load(); err == nil || !strings.Contains(err.Error(), "not signed by tls_ca") {
+	if _, _, err := mixed.load(zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "not signed by tls_ca") {
 		t.Fatalf("a certificate from another CA: %v", err)
 	}
-	if _, _, err := (TLSFiles{Cert: good.Cert, Key: good.Key, CA: good.Cert + ".missing"}).load(); err == nil {
+	if _, _, err := (TLSFiles{Cert: good.Cert, Key: good.Key, CA: good.Cert + ".missing"}).load(zerolog.Nop()); err == nil {
 		t.Fatal("a missing tls_ca accepted")
 	}
 
-	srv, _, err := good.load()
+	srv, _, err := good.load(zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestTLSFilesAndPeerCheck(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 
-	_, peer, err := mustIssue(t, ca, "n2").load()
+	_, peer, err := mustIssue(t, ca, "n2").load(zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestTLSFilesAndPeerCheck(t *testing.T) {
 	if err := checkPeersTLS(context.Background(), []string{dead}, peer); err != nil {
 		t.Fatalf("only a dead member (nobody to ask): %v", err)
 	}
-	_, rogueClient, err := rogue.load()
+	_, rogueClient, err := rogue.load(zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -184,6 +184,9 @@ func (s *Server) serveRPC(ctx *fasthttp.RequestCtx, agentID string) error {
 	if head.Method != "" && len(head.Method) <= 64 {
 		auditDetails(ctx, "A2A JSON-RPC "+head.Method)
 	}
+	if s.a2aListFromCluster(ctx, head.Method, agentID) && s.a2aListCluster(ctx) {
+		return nil
+	}
 	if a2aStreamMethods[head.Method] {
 		if n := s.a2aStreams.Add(1); s.cfg.MaxA2AStreams > 0 && n > int64(s.cfg.MaxA2AStreams) {
 			s.a2aStreams.Add(-1)

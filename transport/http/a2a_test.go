@@ -89,6 +89,13 @@ type a2aServer struct {
 
 func newA2AServer(t testing.TB, mutate ...func(*Config)) *a2aServer {
 	t.Helper()
+	return newA2AServerWith(t, nil, mutate...)
+}
+
+// newA2AServerWith is newA2AServer with extra set on the server before
+// it serves (cluster fakes).
+func newA2AServerWith(t testing.TB, extra func(*Server), mutate ...func(*Config)) *a2aServer {
+	t.Helper()
 	b := newTestBase(t)
 	vault, err := store.OpenVault(b.db, b.home)
 	if err != nil {
@@ -114,6 +121,9 @@ func newA2AServer(t testing.TB, mutate ...func(*Config)) *a2aServer {
 	s, err := New(cfg, Deps{Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring, A2A: svc})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if extra != nil {
+		extra(s)
 	}
 	url := b.serve(t, s)
 	svc.SetBaseURL(url)

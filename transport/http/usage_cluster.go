@@ -48,16 +48,25 @@ func (s *Server) usageFromCluster(ctx *fasthttp.RequestCtx) bool {
 // peerGet fetches one member's JSON answer into v.
 type peerGet func(uri string, v any) error
 
+// peerPost posts a JSON body to a member and decodes its 200's JSON.
+type peerPost func(uri string, body []byte, v any) error
+
 // askMembers runs ask for every other member with an API URL, at once,
 // each within usagePeerTimeout, and returns the answers of those that
 // succeeded with the coverage. ask may call get several times (pages).
 func askMembers[T any](s *Server, ctx *fasthttp.RequestCtx, ask func(get peerGet) (T, error)) ([]T, *usageCoverage) {
+	return fanOut(s, ctx, "usage", func(get peerGet, _ peerPost) (T, error) { return ask(get) })
+}
+
+// fanOut is askMembers for any query (what names it in the coverage and
+// logs), with a POST too (A2A's JSON-RPC ListTasks, a2a_cluster.go).
+func fanOut[T any](s *Server, ctx *fasthttp.RequestCtx, what string, ask func(get peerGet, post peerPost) (T, error)) ([]T, *usageCoverage) {
 	cov := &usageCoverage{Nodes: []string{s.cluster.NodeName()}, MissingNodes: []string{}}
 	mctx, cancel := context.WithTimeout(s.reqCtx(ctx), forwardDialTimeout)
 	ms, err := s.cluster.Members(mctx)
 	cancel()
 	if err != nil {
-		cov.Partial, cov.ClusterError = true, "the member list could not be read (etcd did not answer): only this node's usage is counted"
+		cov.Partial, cov.ClusterError = true, "the member list could not be read (etcd did not answer): only this node's "+what+" is counted"
 		return nil, cov
 	}
 	peers := map[string]string{}
@@ -88,7 +97,8 @@ func askMembers[T any](s *Server, ctx *fasthttp.RequestCtx, ask func(get peerGet
 		go func() {
 			defer wg.Done()
 			deadline := time.Now().Add(usagePeerTimeout)
-			v, err := ask(func(uri string, v any) error { return s.hosts.getJSON(hdr, base+uri, deadline, v) })
+			v, err := ask(func(uri string, v any) error { return s.hosts.peerJSON(hdr, base+uri, nil, deadline, v) },
+				func(uri string, body []byte, v any) error { return s.hosts.peerJSON(hdr, base+uri, body, deadline, v) })
 			out <- answer{node, v, err}
 		}()
 	}
@@ -97,7 +107,7 @@ func askMembers[T any](s *Server, ctx *fasthttp.RequestCtx, ask func(get peerGet
 	var got []T
 	for a := range out {
 		if a.err != nil {
-			s.log.Warn().Err(a.err).Str("node", a.node).Str("path", string(ctx.Path())).Msg("cluster: a member did not answer a usage query; the report is partial")
+			s.log.Warn().Err(a.err).Str("node", a.node).Str("path", string(ctx.Path())).Msgf("cluster: a member did not answer a %s query; the answer is partial", what)
 			cov.MissingNodes = append(cov.MissingNodes, a.node)
 			continue
 		}
@@ -110,15 +120,21 @@ func askMembers[T any](s *Server, ctx *fasthttp.RequestCtx, ask func(get peerGet
 	return got, cov
 }
 
-// getJSON GETs uri from a member with the caller's credential (hdr), as a
-// member's question (forwardedHeader), and decodes a 200's JSON into v.
-func (r *hostRouter) getJSON(hdr [][2]string, uri string, deadline time.Time, v any) error {
+// peerJSON GETs uri from a member (POSTs body, if any, as JSON) with the
+// caller's credential (hdr), as a member's question (forwardedHeader),
+// and decodes a 200's JSON into v.
+func (r *hostRouter) peerJSON(hdr [][2]string, uri string, body []byte, deadline time.Time, v any) error {
 	req := fasthttp.AcquireRequest()
 	res := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(res)
 	req.Header.SetMethod(fasthttp.MethodGet)
 	req.SetRequestURI(uri)
+	if body != nil {
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.Header.SetContentType("application/json")
+		req.SetBody(body)
+	}
 	for _, h := range hdr {
 		req.Header.Set(h[0], h[1])
 	}

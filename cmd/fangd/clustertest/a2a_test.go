@@ -78,7 +78,8 @@ func sendParams(text, extra string) string {
 // real nodes and a real etcd. A task sent through n1 runs there (one LLM
 // call) and GetTask through n2 and n3 answers it, in JSON-RPC and REST;
 // a message through n2 for an agent only n1 has runs on n1; a running
-// task is cancelled through n3; then n1 is killed with -9 with a task in
+// task is cancelled through n3; ListTasks through n3 lists n1's and n2's
+// tasks; then n1 is killed with -9 with a task in
 // flight, and n2 answers GetTask for it with failed (naming n1), and n3
 // still answers the finished one.
 func TestA2ATasksAnsweredByAnyNodeAndFailedAfterHostKill9(t *testing.T) {
@@ -126,6 +127,31 @@ func TestA2ATasksAnsweredByAnyNodeAndFailedAfterHostKill9(t *testing.T) {
 	}
 	if code, _, body := rpc(t, n1.url+"/a2a", "GetTask", fmt.Sprintf(`{"id":%q}`, r.id())); code != 200 || !strings.Contains(body, "TASK_STATE_COMPLETED") {
 		t.Fatalf("the routed task is not n1's: %s", body)
+	}
+
+	// ListTasks through n3, which runs no task, lists n1's two and n2's one.
+	routed := r.id()
+	code, r, body = rpc(t, n2.url+"/a2a/agents/helper", "SendMessage", sendParams("on n2", ""))
+	if code != 200 || r.state() != "TASK_STATE_COMPLETED" {
+		t.Fatalf("SendMessage through n2: %d %s", code, body)
+	}
+	onN2 := r.id()
+	code, lb := post(t, n3.url+"/a2a", `{"jsonrpc":"2.0","id":4,"method":"ListTasks","params":{}}`)
+	var list struct {
+		Result struct {
+			Tasks []struct {
+				ID string `json:"id"`
+			} `json:"tasks"`
+			TotalSize int `json:"totalSize"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(lb, &list); err != nil || code != 200 || list.Result.TotalSize != 3 || len(list.Result.Tasks) != 3 {
+		t.Fatalf("ListTasks through n3: %d %s", code, lb)
+	}
+	for i, want := range []string{onN2, routed, done} {
+		if list.Result.Tasks[i].ID != want {
+			t.Fatalf("ListTasks through n3: task %d is %s, want %s (newest first): %s", i, list.Result.Tasks[i].ID, want, lb)
+		}
 	}
 
 	// A running task cancelled through n3.

@@ -1,0 +1,218 @@
+package cluster
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// stepClock is certNow for a test: it moves only when told to.
+type stepClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *stepClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *stepClock) step(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func useStepClock(t *testing.T) *stepClock {
+	c := &stepClock{t: time.Now()}
+	certNow = c.now
+	t.Cleanup(func() { certNow = time.Now })
+	return c
+}
+
+// syncBuf is a log sink read while handshakes may write it.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// handshake runs one TLS handshake over a pipe and returns the serial of
+// the certificate each side presented.
+func handshake(t *testing.T, server, client *tls.Config) (serverSerial, clientSerial *big.Int) {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := client.Clone()
+	c.ServerName = "127.0.0.1"
+	srv, cli := tls.Server(a, server), tls.Client(b, c)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Handshake() }()
+	if err := cli.Handshake(); err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("server handshake: %v", err)
+	}
+	return cli.ConnectionState().PeerCertificates[0].SerialNumber, srv.ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+func serialOf(t *testing.T, certFile string) *big.Int {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(certFile, strings.TrimSuffix(certFile, ".crt")+".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf.SerialNumber
+}
+
+// touch sets a file's modification time past any earlier write, so the
+// change is seen on file systems with coarse timestamps.
+func touch(t *testing.T, when time.Time, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		if err := os.Chtimes(f, when, when); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A node's remoting certificate rotated on disk (a new one from the same
+// CA) is presented on the next handshake, as server and as client, once
+// the once-a-second check comes round; a broken pair (a key that is not
+// PEM) or one from another CA keeps the previous certificate and is
+// logged without key material.
+func TestRemotingCertificateReloads(t *testing.T) {
+	clock := useStepClock(t)
+	ca, other := mustCA(t, "cluster"), mustCA(t, "other")
+	node := mustIssue(t, ca, "n1")
+	peer := mustIssue(t, ca, "n2")
+	var logs syncBuf
+	server, client, err := node.load(zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerServer, peerClient, err := peer.load(zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := serialOf(t, node.Cert)
+	if s, _ := handshake(t, server, peerClient); s.Cmp(first) != 0 {
+		t.Fatalf("server presented %v, want %v", s, first)
+	}
+
+	// Rotate: a new certificate and key from the same CA over the files.
+	dir := filepath.Dir(node.Cert)
+	if _, _, _, err := ca.Issue(dir, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(time.Minute), node.Cert, node.Key)
+	second := serialOf(t, node.Cert)
+	if s, _ := handshake(t, server, peerClient); s.Cmp(first) != 0 {
+		t.Fatalf("within a second of the last check the files were read again: %v", s)
+	}
+	clock.step(certCheckEvery)
+	if s, _ := handshake(t, server, peerClient); s.Cmp(second) != 0 {
+		t.Fatalf("after rotation the server presented %v, want %v", s, second)
+	}
+	if _, c := handshake(t, peerServer, client); c.Cmp(second) != 0 {
+		t.Fatalf("after rotation the client presented %v, want %v", c, second)
+	}
+
+	// A key that is not PEM: the second certificate stays.
+	keyPEM, err := os.ReadFile(node.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(node.Key, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(2*time.Minute), node.Key)
+	clock.step(certCheckEvery)
+	if s, _ := handshake(t, server, peerClient); s.Cmp(second) != 0 {
+		t.Fatalf("a broken key replaced the certificate: %v", s)
+	}
+	if _, c := handshake(t, peerServer, client); c.Cmp(second) != 0 {
+		t.Fatalf("a broken key replaced the client certificate: %v", c)
+	}
+	// Another CA's certificate: refused by every member, so not loaded.
+	if _, _, _, err := other.Issue(dir, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(3*time.Minute), node.Cert, node.Key)
+	clock.step(certCheckEvery)
+	if s, _ := handshake(t, server, peerClient); s.Cmp(second) != 0 {
+		t.Fatalf("another CA's certificate was loaded: %v", s)
+	}
+	out := logs.String()
+	if strings.Count(out, "does not load: keeping the certificate loaded before") != 2 || !strings.Contains(out, "not signed by tls_ca") {
+		t.Fatalf("want one warning per broken change, the second naming the CA; logs:\n%s", out)
+	}
+	if strings.Contains(out, "PRIVATE KEY") || strings.Contains(out, strings.TrimSpace(string(keyPEM))[40:80]) {
+		t.Fatalf("key material in the logs:\n%s", out)
+	}
+}
+
+// The etcd client certificate reloads the same way: a rotated pair is
+// presented on the next connection, a mismatched pair keeps the old one.
+func TestEtcdClientCertificateReloads(t *testing.T) {
+	clock := useStepClock(t)
+	ca := mustCA(t, "etcd")
+	server := mustIssue(t, ca, "etcd")
+	cli := mustIssue(t, ca, "client")
+	var logs syncBuf
+	conf, err := EtcdTLS{CA: cli.CA, Cert: cli.Cert, Key: cli.Key}.config(zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcdSide, _, err := server.load(zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := serialOf(t, cli.Cert)
+	if _, c := handshake(t, etcdSide, conf); c.Cmp(first) != 0 {
+		t.Fatalf("client presented %v, want %v", c, first)
+	}
+	dir := filepath.Dir(cli.Cert)
+	if _, _, _, err := ca.Issue(dir, "client"); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(time.Minute), cli.Cert, cli.Key)
+	second := serialOf(t, cli.Cert)
+	clock.step(certCheckEvery)
+	if _, c := handshake(t, etcdSide, conf); c.Cmp(second) != 0 {
+		t.Fatalf("after rotation the client presented %v, want %v", c, second)
+	}
+	// Half a rotation: a new certificate with the old key.
+	keep, err := os.ReadFile(cli.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := ca.Issue(dir, "client"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cli.Key, keep, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(2*time.Minute), cli.Cert, cli.Key)
+	clock.step(certCheckEvery)
+	if _, c := handshake(t, etcdSide, conf); c.Cmp(second) != 0 {
+		t.Fatalf("a mismatched pair replaced the certificate: %v", c)
+	}
+	if !strings.Contains(logs.String(), "etcd_cert/etcd_key changed but does not load") {
+		t.Fatalf("no warning for the mismatched pair; logs:\n%s", logs.String())
+	}
+}
