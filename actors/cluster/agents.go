@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -40,15 +41,71 @@ type AgentDir struct {
 	prefix string
 	node   string
 	log    zerolog.Logger
+	// cache is the node's watched copy of the directory (nil: read etcd
+	// every time). Lookups answer from it when it holds the agent and
+	// read etcd when it does not: a create's directory write is committed
+	// before its 201 but reaches other nodes' watches a moment later, so
+	// a miss is never taken for "no such agent".
+	cache *watched[AgentRecord]
 }
 
 // Agents returns the node's view of the agent directory.
 func (n *Node) Agents() *AgentDir {
-	return newAgentDir(n.etcd, n.opts.Name, n.opts.NodeName, n.opts.Log)
+	d := newAgentDir(n.etcd, n.opts.Name, n.opts.NodeName, n.opts.Log)
+	d.cache = n.agents
+	return d
 }
 
+func agentPrefix(cluster string) string { return "/fangd/agents/" + cluster + "/" }
+
 func newAgentDir(cli *clientv3.Client, cluster, node string, log zerolog.Logger) *AgentDir {
-	return &AgentDir{etcd: cli, prefix: "/fangd/agents/" + cluster + "/", node: node, log: log}
+	return &AgentDir{etcd: cli, prefix: agentPrefix(cluster), node: node, log: log}
+}
+
+// newAgentCache watches the directory: id/<id> keys decode to their
+// record, name/<name>/<id> keys to the record their key and value give.
+func newAgentCache(cluster string) *watched[AgentRecord] {
+	prefix := agentPrefix(cluster)
+	return newWatched(prefix, func(key string, val []byte) (AgentRecord, bool) {
+		rest := key[len(prefix):]
+		if id, ok := strings.CutPrefix(rest, "id/"); ok {
+			var r AgentRecord
+			ok := json.Unmarshal(val, &r) == nil && r.Node != "" && r.ID == id
+			return r, ok
+		}
+		if nameID, ok := strings.CutPrefix(rest, "name/"); ok {
+			if i := strings.LastIndexByte(nameID, '/'); i > 0 && len(val) > 0 {
+				return AgentRecord{ID: nameID[i+1:], Name: nameID[:i], Node: string(val)}, true
+			}
+		}
+		return AgentRecord{}, false
+	})
+}
+
+// cached is Lookup from the watched copy; ok is false when the copy is
+// not running or does not hold the agent (the caller reads etcd).
+func (d *AgentDir) cached(id, name string) ([]AgentRecord, bool) {
+	if d.cache == nil {
+		return nil, false
+	}
+	if id != "" {
+		r, found, ok := d.cache.get(d.idKey(id))
+		if !ok || !found {
+			return nil, false
+		}
+		return []AgentRecord{r}, true
+	}
+	var out []AgentRecord
+	// The name's own entries: "a/" is also the start of "a/b"'s keys.
+	if !d.cache.each(d.prefix+"name/"+name+"/", func(_ string, r AgentRecord) {
+		if r.Name == name {
+			out = append(out, r)
+		}
+	}) || len(out) == 0 {
+		return nil, false
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out, true
 }
 
 // NodeName is the node this view registers agents for.
@@ -94,8 +151,12 @@ func (d *AgentDir) Remove(ctx context.Context, id, name string) error {
 }
 
 // Lookup finds the agent with id, or else every agent named name (one of
-// id and name is empty), ordered by node name: one etcd read each.
+// id and name is empty), ordered by node name: from the watched copy when
+// it holds the agent, else one etcd read.
 func (d *AgentDir) Lookup(ctx context.Context, id, name string) ([]AgentRecord, error) {
+	if recs, ok := d.cached(id, name); ok {
+		return recs, nil
+	}
 	if id != "" {
 		resp, err := d.etcd.Get(ctx, d.idKey(id))
 		if err != nil {

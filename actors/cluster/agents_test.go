@@ -7,8 +7,11 @@ import (
 	"context"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 func TestAgentDirRegisterLookupRenameRemove(t *testing.T) {
@@ -95,4 +98,54 @@ func TestAgentDirSync(t *testing.T) {
 			t.Fatalf("stale name %s kept: %+v", n, got)
 		}
 	}
+}
+
+// A node answers lookups from its watched copy of the directory: a view
+// whose own etcd client is closed still finds every agent the copy holds
+// (names with a slash included, and no name matched by its prefix), and
+// a renamed or removed agent leaves the copy.
+func TestAgentDirAnswersFromTheWatchedCopy(t *testing.T) {
+	ep := testEtcd(t)
+	cli := testClient(t, ep)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cache := newAgentCache("t")
+	go cache.run(ctx, cli)
+	closed := testClient(t, ep)
+	closed.Close()
+	c := newAgentDir(closed, "t", "node-c", zerolog.Nop())
+	c.cache = cache
+	a := newAgentDir(cli, "t", "node-a", zerolog.Nop())
+	for id, name := range map[string]string{"id-1": "coder", "id-2": "co/der", "id-3": "co"} {
+		if err := a.Register(context.Background(), id, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup := func(id, name string) []AgentRecord {
+		// A closed client's Get retries for seconds before it fails.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		got, err := c.Lookup(ctx, id, name)
+		if err != nil {
+			return nil // not in the copy: the closed client failed
+		}
+		return got
+	}
+	kerneltest.WaitFor(t, "the copy holds the agents", func() bool { return len(lookup("id-1", "")) == 1 && len(lookup("", "co")) == 1 && len(lookup("", "co/der")) == 1 })
+	if got := lookup("", "co"); got[0].ID != "id-3" {
+		t.Fatalf("name co from the copy: %+v", got)
+	}
+	if got := lookup("", "co/der"); !reflect.DeepEqual(got, []AgentRecord{{"id-2", "co/der", "node-a"}}) {
+		t.Fatalf("a name with a slash from the copy: %+v", got)
+	}
+	if err := a.Rename(context.Background(), "id-1", "coder", "writer"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Remove(context.Background(), "id-3", "co"); err != nil {
+		t.Fatal(err)
+	}
+	kerneltest.WaitFor(t, "the copy follows the rename and the removal", func() bool {
+		w := lookup("", "writer")
+		return lookup("", "coder") == nil && len(w) == 1 && w[0].ID == "id-1" && lookup("id-3", "") == nil
+	})
 }

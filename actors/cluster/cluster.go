@@ -100,9 +100,10 @@ type Node struct {
 	mcp       *MCPServers // cluster-wide MCP servers, once started
 	// lost: remoting addresses whose connection was lost, and when
 	// (mcp.go); nil until watched.
-	lost  map[string]time.Time
-	wd    *watch
-	cache recordCache // watched node records (records.go)
+	lost    map[string]time.Time
+	wd      *watch
+	records *watched[Record]      // node records (records.go)
+	agents  *watched[AgentRecord] // the agent directory (agents.go)
 }
 
 // Record is a node's entry in etcd.
@@ -194,7 +195,10 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 		return nil, err
 	}
 	go n.loop()
-	go n.watchRecords()
+	n.records = newRecordCache(n.opts.Name)
+	n.agents = newAgentCache(n.opts.Name)
+	go n.records.run(n.ctx, n.etcd)
+	go n.agents.run(n.ctx, n.etcd)
 	return n, nil
 }
 

@@ -4,10 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
-	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The node records, watched: routing a request to the node that hosts an
@@ -16,71 +12,15 @@ import (
 // "Request routing", measured there). The cache is filled by one Get and
 // kept current by a watch from the Get's revision; while the watch is not
 // running (etcd unreachable, a compaction) the cache is not used and
-// NodeURL reads etcd as before.
+// NodeURL reads etcd as before (watched.go).
 
-// recordCache is the watched copy of the node records, by etcd key.
-type recordCache struct {
-	recs  map[string]Record
-	ready bool
-}
-
-// watchRecords runs until the node stops, re-establishing the watch
-// after every failure.
-func (n *Node) watchRecords() {
-	prefix := "/fangd/nodes/" + n.opts.Name + "/"
-	for n.ctx.Err() == nil {
-		n.watchRecordsOnce(prefix)
-		n.mu.Lock()
-		n.cache = recordCache{}
-		n.mu.Unlock()
-		select {
-		case <-n.ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (n *Node) watchRecordsOnce(prefix string) {
-	// Require a leader: a node cut off from the etcd quorum gets an error
-	// instead of a watch that silently delivers nothing.
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(n.ctx))
-	defer cancel()
-	gctx, gcancel := context.WithTimeout(ctx, 5*time.Second)
-	resp, err := n.etcd.Get(gctx, prefix, clientv3.WithPrefix())
-	gcancel()
-	if err != nil {
-		return
-	}
-	recs := map[string]Record{}
-	for _, kv := range resp.Kvs {
+// newRecordCache is the watched copy of the node records, by etcd key.
+func newRecordCache(cluster string) *watched[Record] {
+	return newWatched("/fangd/nodes/"+cluster+"/", func(_ string, val []byte) (Record, bool) {
 		var r Record
-		if json.Unmarshal(kv.Value, &r) == nil && r.MemberID != "" {
-			recs[string(kv.Key)] = r
-		}
-	}
-	wch := n.etcd.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-	n.mu.Lock()
-	n.cache = recordCache{recs: recs, ready: true}
-	n.mu.Unlock()
-	for wr := range wch {
-		if wr.Err() != nil || wr.Canceled {
-			return
-		}
-		n.mu.Lock()
-		for _, ev := range wr.Events {
-			key := string(ev.Kv.Key)
-			if !strings.HasPrefix(key, prefix) {
-				continue
-			}
-			var r Record
-			if ev.Type == clientv3.EventTypePut && json.Unmarshal(ev.Kv.Value, &r) == nil && r.MemberID != "" {
-				n.cache.recs[key] = r
-			} else {
-				delete(n.cache.recs, key)
-			}
-		}
-		n.mu.Unlock()
-	}
+		ok := json.Unmarshal(val, &r) == nil && r.MemberID != ""
+		return r, ok
+	})
 }
 
 // cachedNodeURL is NodeURL from the watched records; ok is false when the
@@ -94,18 +34,14 @@ func (n *Node) cachedNodeURL(nodeName string) (url string, found, ok bool) {
 // what usable asks for, from the watched records; ok is false when the
 // watch is not running.
 func (n *Node) cachedNode(nodeName string, usable func(Record) bool) (rec Record, found, ok bool) {
-	n.mu.Lock()
-	if !n.cache.ready {
-		n.mu.Unlock()
-		return Record{}, false, false
-	}
 	var cands []Record
-	for _, r := range n.cache.recs {
+	if !n.records.each("", func(_ string, r Record) {
 		if r.NodeName == nodeName && usable(r) {
 			cands = append(cands, r)
 		}
+	}) {
+		return Record{}, false, false
 	}
-	n.mu.Unlock()
 	// "up": in this node's topology as well as recorded.
 	members := n.C.MemberList.Members()
 	for _, r := range cands {
