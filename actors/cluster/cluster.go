@@ -104,6 +104,10 @@ type Node struct {
 	wd      *watch
 	records *watched[Record]      // node records (records.go)
 	agents  *watched[AgentRecord] // the agent directory (agents.go)
+
+	// auditcp writes and records audit tips across nodes (auditcp.go),
+	// once started.
+	auditcp *AuditCheckpoints
 }
 
 // Record is a node's entry in etcd.
@@ -360,6 +364,9 @@ type Member struct {
 	Kinds    []string       `json:"kinds"`
 	Hosted   map[string]int `json:"hosted"`
 	Started  *time.Time     `json:"started_at,omitempty"`
+	// AuditCheckpoint, on this node's own entry only: its chain compared
+	// with the tip etcd recorded for it, at start (auditcp.go).
+	AuditCheckpoint *AuditCheckpoint `json:"audit_checkpoint,omitempty"`
 }
 
 // Members merges this node's view of the topology (the cluster's member
@@ -404,6 +411,15 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 		st := r.Started
 		out = append(out, Member{MemberID: id, NodeName: r.NodeName, Address: r.Address, HTTPURL: r.HTTPURL,
 			State: state, Self: id == n.memberI, Kinds: []string{}, Hosted: r.Hosted, Started: &st})
+	}
+	n.mu.Lock()
+	acp := n.auditcp
+	n.mu.Unlock()
+	for i := range out {
+		if out[i].Self && acp != nil {
+			st := acp.State()
+			out[i].AuditCheckpoint = &st
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].NodeName != out[j].NodeName {
@@ -451,6 +467,12 @@ func (n *Node) Stop() {
 	}
 	if a := n.A2A(); a != nil {
 		a.stop()
+	}
+	n.mu.Lock()
+	acp := n.auditcp
+	n.mu.Unlock()
+	if acp != nil {
+		acp.stop()
 	}
 	n.cancel()
 	<-n.done

@@ -123,6 +123,9 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	}
 	// Approval requests are cluster-wide: a record per request in etcd.
 	n.StartApprovals(d.reloads.approvals)
+	// Each node's audit tip goes to etcd and the others' into its chain
+	// (cluster_checkpoint); its own recorded tip is checked first.
+	n.StartAuditCheckpoints(fcluster.LogChain(d.audit))
 	d.record("cluster_joined", "cluster "+n.Name()+" as "+n.NodeName()+" (member "+n.MemberID()+" at "+n.Address()+")")
 	if old, err := os.ReadFile(marker); err == nil {
 		d.record("cluster_rejoined", "back in cluster "+n.Name()+" as member "+n.MemberID()+" after the watchdog stopped member "+string(old))
