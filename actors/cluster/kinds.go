@@ -42,6 +42,6 @@ var Kinds = []KindInfo{
 	{KindApproval, "cluster", "one record per request in etcd: any node lists and decides it (one compare-and-swap wins), the raising node's waiting call resumes, and any node's sweep expires it at its deadline"},
 	{KindWebhook, "cluster", "one activation cluster-wide: subscriptions in etcd, each endpoint's outbox runs on the node holding its lease-fenced owner key with its state in etcd; every node appends its matching events; another node takes over within about 4-7 s of its host dying (see webhooks for where each runs)"},
 	{KindA2ATask, "routed", "one activation, on the node that received the SendMessage (or hosts the agent or context it names), not failed over: an etcd task directory, written before the task's id is answered, names each task's node; any node forwards GetTask, CancelTask, resubscribe and push-config calls there; the final state (record capped at 16 KiB) is kept in etcd for an hour past the longest task, and a task whose node died before it ended is marked failed by any node's sweep (about 10-12 s) and answered by every node"},
-	{KindAudit, "per_node", "each node keeps its own hash chain and anchor"},
+	{KindAudit, "per_node", "each node keeps its own hash chain and anchor; every 10 s each node writes its tip to etcd and records the other nodes' tips in its own chain (cluster_checkpoint) when they moved"},
 	{KindEventBus, "per_node", "each node has its own event bus; there is no cluster-wide ordered view"},
 }
