@@ -131,7 +131,9 @@ func TestAgentDirAnswersFromTheWatchedCopy(t *testing.T) {
 		}
 		return got
 	}
-	kerneltest.WaitFor(t, "the copy holds the agents", func() bool { return len(lookup("id-1", "")) == 1 && len(lookup("", "co")) == 1 && len(lookup("", "co/der")) == 1 })
+	kerneltest.WaitFor(t, "the copy holds the agents", func() bool {
+		return len(lookup("id-1", "")) == 1 && len(lookup("", "co")) == 1 && len(lookup("", "co/der")) == 1
+	})
 	if got := lookup("", "co"); got[0].ID != "id-3" {
 		t.Fatalf("name co from the copy: %+v", got)
 	}
