@@ -133,6 +133,16 @@ func startIn(t *testing.T, home string, p Provider) (s *Service, stop func()) {
 	return s, stop
 }
 
+// signInProvider is a fake provider that vouches for one user, its
+// config, and a home for the service's store.
+func signInProvider(t *testing.T) (*authtest.Provider, Provider, string) {
+	t.Helper()
+	idp := authtest.New("c", "secret-0123456789")
+	t.Cleanup(idp.Close)
+	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true})
+	return idp, Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789"}, t.TempDir()
+}
+
 // storedSessions reads the session records as written, bypassing the
 // service.
 func storedSessions(t *testing.T, home string) map[string]json.RawMessage {
@@ -152,11 +162,7 @@ func storedSessions(t *testing.T, home string) map[string]json.RawMessage {
 // A copy of the store must not hand out a refresh token the provider
 // honours: it is stored sealed, and still refreshes after a restart.
 func TestProviderRefreshTokenStoredSealed(t *testing.T) {
-	idp := authtest.New("c", "secret-0123456789")
-	defer idp.Close()
-	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true})
-	p := Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789"}
-	home := t.TempDir()
+	idp, p, home := signInProvider(t)
 	s, stop := startIn(t, home, p)
 	tok, sess := signIn(t, s)
 	if sess.Upstream == "" {
@@ -181,11 +187,7 @@ func TestProviderRefreshTokenStoredSealed(t *testing.T) {
 // Records written before sealing carried the token in the clear: they
 // keep working and are rewritten sealed at the first start.
 func TestLegacyClearRefreshTokenIsResealed(t *testing.T) {
-	idp := authtest.New("c", "secret-0123456789")
-	defer idp.Close()
-	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true})
-	p := Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789"}
-	home := t.TempDir()
+	_, p, home := signInProvider(t)
 	s, stop := startIn(t, home, p)
 	tok, sess := signIn(t, s)
 	stop()
@@ -222,11 +224,7 @@ func TestLegacyClearRefreshTokenIsResealed(t *testing.T) {
 // word alone.
 func TestSessionWhoseTokenDoesNotOpenIsDropped(t *testing.T) {
 	t.Setenv(store.VaultKeyEnv, "")
-	idp := authtest.New("c", "secret-0123456789")
-	defer idp.Close()
-	idp.SetUser(authtest.User{Subject: "s", Email: "a@example.com", EmailVerified: true})
-	p := Provider{ID: "p", IssuerURL: idp.URL, ClientID: "c", ClientSecret: "secret-0123456789"}
-	home := t.TempDir()
+	_, p, home := signInProvider(t)
 	s, stop := startIn(t, home, p)
 	tok, _ := signIn(t, s)
 	stop()
