@@ -194,7 +194,7 @@ func (t *totpActor) Receive(c actor.Context) {
 
 func (t *totpActor) load() error {
 	t.sec = t.env.vault
-	t.guards = store.NewCollection[guard](t.env.db, "approvals-totp-guard")
+	t.guards = localGuards{store.NewCollection[guard](t.env.db, "approvals-totp-guard")}
 	return t.loadState()
 }
 
@@ -347,18 +347,32 @@ func (t *totpActor) locked() error {
 // both. It returns the error to answer (the lock's 429 when this failure
 // locked it).
 func (t *totpActor) failed(c actor.Context, purpose string, who Decider, cause error) error {
-	t.guard.Failures++
+	var failures int
+	lockedNow := false
+	count := func(g *guard) {
+		g.Failures++
+		failures, lockedNow = g.Failures, g.Failures >= MaxFailures
+		if lockedNow {
+			g.LockedUntil = t.env.now().Add(LockoutDuration)
+			g.Failures = 0
+		}
+	}
+	g, err := t.guards.Update("state", count)
+	if err != nil {
+		// Not stored: this node still counts it (and locks) in memory.
+		count(&t.guard)
+	} else {
+		t.guard = g
+	}
 	ev := audit.Event{EventType: "totp_failed", Outcome: "denied", Actor: who.Identity, SourceIP: who.SourceIP,
-		Details: fmt.Sprintf("purpose=%s reason=%s failures=%d", purpose, kernel.AsError(cause).Code, t.guard.Failures)}
+		Details: fmt.Sprintf("purpose=%s reason=%s failures=%d", purpose, kernel.AsError(cause).Code, failures)}
 	var reply error = cause
-	if t.guard.Failures >= MaxFailures {
-		t.guard.LockedUntil = t.env.now().Add(LockoutDuration)
-		t.guard.Failures = 0
+	if lockedNow {
 		ev.EventType = "totp_locked"
 		ev.Details = fmt.Sprintf("purpose=%s %d invalid codes in a row; locked until %s", purpose, MaxFailures, t.guard.LockedUntil.UTC().Format(time.RFC3339))
 		reply = t.locked()
 	}
-	if err := t.guards.Put("state", t.guard); err != nil {
+	if err != nil {
 		reply = err
 	}
 	t.env.auditThenRespond(c, ev, reply)
@@ -369,8 +383,11 @@ func (t *totpActor) succeeded() error {
 	if t.guard.Failures == 0 {
 		return nil
 	}
-	t.guard.Failures = 0
-	return t.guards.Put("state", t.guard)
+	g, err := t.guards.Update("state", func(g *guard) { g.Failures = 0 })
+	if err == nil {
+		t.guard = g
+	}
+	return err
 }
 
 // ---- flows ----

@@ -3,6 +3,7 @@ package approval
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/fangd/fangd/actors/kernel"
@@ -54,11 +55,29 @@ type totpSecrets interface {
 	Delete(name string) error
 }
 
-// guardStore keeps the lockout state: the node's store
-// (*store.Collection[guard]), or etcd.
+// guardStore keeps the lockout state: the node's store (localGuards),
+// or etcd.
 type guardStore interface {
 	Get(id string) (guard, error)
-	Put(id string, g guard) error
+	// Update applies change to the stored state and stores the result,
+	// which it answers: a read-modify-write, so a failure counted on
+	// another node at the same moment is not lost.
+	Update(id string, change func(*guard)) (guard, error)
+}
+
+// localGuards is guardStore on the node's store (only the TOTP actor
+// writes it, so a plain read and write is a read-modify-write).
+type localGuards struct{ c *store.Collection[guard] }
+
+func (l localGuards) Get(id string) (guard, error) { return l.c.Get(id) }
+
+func (l localGuards) Update(id string, change func(*guard)) (guard, error) {
+	g, err := l.c.Get(id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return g, err
+	}
+	change(&g)
+	return g, l.c.Put(id, g)
 }
 
 // useTOTPCluster moves the TOTP actor onto etcd; answered with
@@ -149,36 +168,63 @@ func (s *etcdSecrets) Put(name string, plaintext []byte) error {
 
 func (s *etcdSecrets) Delete(name string) error { return s.swap(name, nil) }
 
-// etcdGuards is guardStore on etcd: one entry for the cluster, the last
-// writer winning (two nodes counting a failure at the same moment count
-// it once).
+// etcdGuards is guardStore on etcd: one entry for the cluster, changed
+// by compare-and-swap, so two nodes counting a failure at the same moment
+// count two.
 type etcdGuards struct{ c TOTPCluster }
 
 func (g etcdGuards) Get(string) (guard, error) {
+	out, _, err := g.read()
+	return out, err
+}
+
+// read is the guard and its version (a zero guard and 0 when absent).
+func (g etcdGuards) read() (guard, int64, error) {
 	var out guard
 	ctx, cancel := context.WithTimeout(context.Background(), clusterTOTPTimeout)
 	defer cancel()
-	v, _, err := g.c.Get(ctx, clusterGuard)
+	v, rev, err := g.c.Get(ctx, clusterGuard)
 	switch {
 	case err != nil:
-		return out, kernel.Unavailable("the cluster store did not answer: %v", err)
+		return out, 0, kernel.Unavailable("the cluster store did not answer: %v", err)
 	case v == nil:
-		return out, store.ErrNotFound
+		return out, 0, nil
 	}
-	return out, json.Unmarshal(v, &out)
+	return out, rev, json.Unmarshal(v, &out)
 }
 
-func (g etcdGuards) Put(_ string, v guard) error {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return err
+// guardSwapTries bounds the retries of a guard update that keeps losing
+// races (each loss means another node wrote the guard meanwhile);
+// guardSwapBackoff spaces them, jittered, so racing nodes fall out of step.
+const guardSwapTries = 20
+
+var guardSwapBackoff = kernel.Backoff{Initial: time.Millisecond, Max: 50 * time.Millisecond}
+
+func (g etcdGuards) Update(_ string, change func(*guard)) (guard, error) {
+	for try := range guardSwapTries {
+		if try > 0 {
+			time.Sleep(guardSwapBackoff.Jittered(try))
+		}
+		cur, rev, err := g.read()
+		if err != nil {
+			return cur, err
+		}
+		change(&cur)
+		raw, err := json.Marshal(cur)
+		if err != nil {
+			return cur, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), clusterTOTPTimeout)
+		_, ok, err := g.c.Swap(ctx, clusterGuard, rev, raw)
+		cancel()
+		if err != nil {
+			return cur, kernel.Unavailable("the cluster store did not answer: %v", err)
+		}
+		if ok {
+			return cur, nil
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), clusterTOTPTimeout)
-	defer cancel()
-	if _, _, err := g.c.Swap(ctx, clusterGuard, AnyRev, raw); err != nil {
-		return kernel.Unavailable("the cluster store did not answer: %v", err)
-	}
-	return nil
+	return guard{}, kernel.Unavailable("the TOTP lockout state kept changing on other nodes; try again")
 }
 
 // moveToCluster switches the actor to etcd.
