@@ -167,6 +167,10 @@ func TestThreeNodesLinkAndTalk(t *testing.T) {
 			kerneltest.WaitFor(t, n.name+" connected to "+m.name, func() bool { return n.connectedTo(id) })
 		}
 	}
+	// The supervisor counts a link connected at its handshake (max_peers);
+	// the link's actor publishes the rest (address, connected_at, ...) a
+	// moment later.
+	kerneltest.WaitFor(t, "c's link to a published", func() bool { p, ok := c.peer(ids[a]); return ok && p.ConnectedAt != "" })
 	p, _ := c.peer(ids[a])
 	if p.NodeName != "a" || p.ProtocolVersion != 1 || p.LinkMode != "ofp-hmac/ecdh" || p.Address != a.addr ||
 		len(p.Agents) != 1 || p.Agents[0].Name != "echo" || p.Fingerprint != a.net.Fingerprint() || p.ConnectedAt == "" {
@@ -586,7 +590,11 @@ func TestEncryptedLinks(t *testing.T) {
 
 	plainRec := newRecorder(t, a.addr)
 	c := newNode(t, "c", []string{plainRec.ln.Addr().String()}, nil)
-	kerneltest.WaitFor(t, "the plain peer linked", func() bool { return c.connectedTo(a.net.NodeID()) })
+	// a's side of the link: c seeing a connected says nothing of whether
+	// a has taken c's connection in yet.
+	kerneltest.WaitFor(t, "the plain peer linked", func() bool {
+		return c.connectedTo(a.net.NodeID()) && a.connectedTo(c.net.NodeID())
+	})
 	if p, _ := a.peer(c.net.NodeID()); p.LinkMode != "ofp-hmac/ecdh" {
 		t.Fatalf("plain link mode %q", p.LinkMode)
 	}
