@@ -65,27 +65,40 @@ func MergeSummary(local *Summary, others []*Summary) *Summary {
 // MergeByModel adds others' models to local's, model by model (provider
 // and model name), costliest first.
 func MergeByModel(local *ByModel, others []*ByModel) *ByModel {
+	lists := [][]ModelUsage{local.Models}
+	for _, o := range others {
+		lists = append(lists, o.Models)
+	}
+	out := &ByModel{Period: local.Period}
+	out.Models = mergeModels(lists, func(m ModelUsage) modelKey { return modelKey{m.Provider, m.Model} }, func(s *ModelUsage, m ModelUsage) {
+		s.InputTokens += m.InputTokens
+		s.CachedInputTokens += m.CachedInputTokens
+		s.OutputTokens += m.OutputTokens
+		s.CostUSD = addUSD(s.CostUSD, m.CostUSD)
+		s.RequestCount += m.RequestCount
+		s.TotalCostUSD, s.TotalInputTokens, s.TotalOutputTokens, s.CallCount = s.CostUSD, s.InputTokens, s.OutputTokens, s.RequestCount
+	})
+	sortModelUsage(out.Models)
+	return out
+}
+
+// mergeModels joins the nodes' rows by model: a model's first row is
+// kept, every later one added into it by add.
+func mergeModels[T any](lists [][]T, key func(T) modelKey, add func(s *T, m T)) []T {
 	at := map[modelKey]int{}
-	out := &ByModel{Period: local.Period, Models: make([]ModelUsage, 0, len(local.Models))}
-	for _, b := range append([]*ByModel{local}, others...) {
-		for _, m := range b.Models {
-			k := modelKey{m.Provider, m.Model}
+	out := make([]T, 0, len(lists[0])) // [] in JSON, never null
+	for _, l := range lists {
+		for _, m := range l {
+			k := key(m)
 			i, ok := at[k]
 			if !ok {
-				at[k] = len(out.Models)
-				out.Models = append(out.Models, m)
+				at[k] = len(out)
+				out = append(out, m)
 				continue
 			}
-			s := &out.Models[i]
-			s.InputTokens += m.InputTokens
-			s.CachedInputTokens += m.CachedInputTokens
-			s.OutputTokens += m.OutputTokens
-			s.CostUSD = addUSD(s.CostUSD, m.CostUSD)
-			s.RequestCount += m.RequestCount
-			s.TotalCostUSD, s.TotalInputTokens, s.TotalOutputTokens, s.CallCount = s.CostUSD, s.InputTokens, s.OutputTokens, s.RequestCount
+			add(&out[i], m)
 		}
 	}
-	sortModelUsage(out.Models)
 	return out
 }
 
@@ -93,40 +106,33 @@ func MergeByModel(local *ByModel, others []*ByModel) *ByModel {
 // the latency averaged weighted by calls, its minimum and maximum over
 // the nodes.
 func MergeModelPerformance(local *ModelPerformance, others []*ModelPerformance) *ModelPerformance {
-	at := map[modelKey]int{}
-	out := &ModelPerformance{Models: make([]ModelPerf, 0, len(local.Models))}
-	for _, b := range append([]*ModelPerformance{local}, others...) {
-		for _, m := range b.Models {
-			k := modelKey{m.Provider, m.Model}
-			i, ok := at[k]
-			if !ok {
-				at[k] = len(out.Models)
-				out.Models = append(out.Models, m)
-				continue
-			}
-			s := &out.Models[i]
-			switch {
-			case m.AvgLatencyMS == 0 && m.MaxLatencyMS == 0:
-				// No latency recorded there.
-			case s.AvgLatencyMS == 0 && s.MaxLatencyMS == 0:
-				s.AvgLatencyMS, s.MinLatencyMS, s.MaxLatencyMS = m.AvgLatencyMS, m.MinLatencyMS, m.MaxLatencyMS
-			default:
-				if n := s.CallCount + m.CallCount; n > 0 {
-					s.AvgLatencyMS = (s.AvgLatencyMS*float64(s.CallCount) + m.AvgLatencyMS*float64(m.CallCount)) / float64(n)
-				}
-				s.MinLatencyMS, s.MaxLatencyMS = min(s.MinLatencyMS, m.MinLatencyMS), max(s.MaxLatencyMS, m.MaxLatencyMS)
-			}
-			s.AvgLatencyPerCall = s.AvgLatencyMS
-			s.TotalCostUSD = addUSD(s.TotalCostUSD, m.TotalCostUSD)
-			s.TotalInputTokens += m.TotalInputTokens
-			s.TotalOutputTokens += m.TotalOutputTokens
-			s.CallCount += m.CallCount
-			s.CostPerCall = 0
-			if s.CallCount > 0 {
-				s.CostPerCall = s.TotalCostUSD / float64(s.CallCount)
-			}
-		}
+	lists := [][]ModelPerf{local.Models}
+	for _, o := range others {
+		lists = append(lists, o.Models)
 	}
+	out := &ModelPerformance{}
+	out.Models = mergeModels(lists, func(m ModelPerf) modelKey { return modelKey{m.Provider, m.Model} }, func(s *ModelPerf, m ModelPerf) {
+		switch {
+		case m.AvgLatencyMS == 0 && m.MaxLatencyMS == 0:
+			// No latency recorded there.
+		case s.AvgLatencyMS == 0 && s.MaxLatencyMS == 0:
+			s.AvgLatencyMS, s.MinLatencyMS, s.MaxLatencyMS = m.AvgLatencyMS, m.MinLatencyMS, m.MaxLatencyMS
+		default:
+			if n := s.CallCount + m.CallCount; n > 0 {
+				s.AvgLatencyMS = (s.AvgLatencyMS*float64(s.CallCount) + m.AvgLatencyMS*float64(m.CallCount)) / float64(n)
+			}
+			s.MinLatencyMS, s.MaxLatencyMS = min(s.MinLatencyMS, m.MinLatencyMS), max(s.MaxLatencyMS, m.MaxLatencyMS)
+		}
+		s.AvgLatencyPerCall = s.AvgLatencyMS
+		s.TotalCostUSD = addUSD(s.TotalCostUSD, m.TotalCostUSD)
+		s.TotalInputTokens += m.TotalInputTokens
+		s.TotalOutputTokens += m.TotalOutputTokens
+		s.CallCount += m.CallCount
+		s.CostPerCall = 0
+		if s.CallCount > 0 {
+			s.CostPerCall = s.TotalCostUSD / float64(s.CallCount)
+		}
+	})
 	sortModelPerf(out.Models)
 	return out
 }
