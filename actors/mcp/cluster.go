@@ -6,7 +6,8 @@ package mcp
 // vault key; each runs on the one node holding its lease-fenced owner key,
 // which publishes the connection's state (status, tools) to etcd; every
 // other node lists it from there and sends calls of its tools to the host
-// over the cluster's remoting. config.toml's servers stay per node.
+// over the cluster's remoting. config.toml's servers run the same way on
+// one of the nodes whose file lists them (clusterconf.go).
 
 import (
 	"context"
@@ -45,6 +46,11 @@ type Cluster interface {
 	NodeAddress(ctx context.Context, node string) (string, error)
 	// Kick runs an ownership round now.
 	Kick()
+	// AdvertiseConfig sets the config.toml servers this node lists (name
+	// -> advert); the servers' rounds go to ApplyConfigCluster.
+	AdvertiseConfig(ads map[string]ConfigAd)
+	// PublishConfigState is PublishState for a config.toml server.
+	PublishConfigState(ctx context.Context, name string, state []byte) error
 }
 
 // ErrServerExists is a PutServer with create for a name already taken
@@ -92,6 +98,7 @@ type clusterHook struct {
 func (m *Manager) UseCluster(c Cluster, self string) error {
 	m.clu.Store(&clusterHook{c: c, self: self})
 	_, err := m.env.k.SpawnRoot(remoteActor, func() actor.Actor { return &remoteCalls{m: m} })
+	m.advertiseConfig()
 	return err
 }
 
@@ -117,10 +124,14 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 			s.env.log.Error().Str("mcp_server", cs.Name).Msg("unreadable MCP server record in etcd; skipped")
 			continue
 		}
-		if d, ok := s.defs[cs.Name]; ok && d.source == sourceConfig {
-			continue // config.toml wins on this node (add refuses the name)
-		}
 		seen[cs.Name] = true
+		if d, ok := s.defs[cs.Name]; ok && d.source == sourceConfig {
+			// The API server holds the name cluster-wide: this node's
+			// config.toml entry was not advertised (clusterconf.go).
+			s.stopChild(c, cs.Name)
+			delete(s.defs, cs.Name)
+			delete(s.states, cs.Name)
+		}
 		prev, had := s.defs[cs.Name]
 		changed := s.env.csec.update(cs.Name, cs.Sealed)
 		s.defs[cs.Name] = definition{spec: spec, source: sourceAPI, clustered: true, node: cs.Node, mine: cs.Mine}
@@ -140,21 +151,15 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 			if running {
 				s.stopChild(c, cs.Name)
 			}
-			var st serverState
-			if len(cs.View) > 0 {
-				_ = json.Unmarshal(cs.View, &st)
-			}
-			if cs.Node == "" || st.Status == "" {
-				st = serverState{Status: StatusConnecting, LastError: st.LastError}
-			}
-			st.Pid = 0 // another node's process
-			s.states[cs.Name] = st
+			s.states[cs.Name] = remoteState(cs.View, cs.Node)
 		}
 	}
 	for name, d := range s.defs {
-		if d.clustered && !seen[name] {
+		if d.clustered && d.source == sourceAPI && !seen[name] {
 			s.env.csec.forget(name)
 			s.forget(c, name)
+			// A config.toml entry it shadowed here comes back.
+			s.restoreConfig(name)
 		}
 	}
 	s.publishIndex()
@@ -172,23 +177,29 @@ func (s *supervisor) publishView(name string, st serverState) {
 	if err != nil {
 		return
 	}
-	s.m.views.set(h.c, name, b)
+	s.m.views.set(h.c, viewKey{name: name, config: s.defs[name].source == sourceConfig}, b)
+}
+
+// viewKey names a published view: config servers have their own set.
+type viewKey struct {
+	name   string
+	config bool
 }
 
 // viewPublisher is the one goroutine writing hosted connections' states.
 type viewPublisher struct {
 	mu      sync.Mutex
-	pending map[string][]byte
+	pending map[viewKey][]byte
 	running bool
 }
 
-func (p *viewPublisher) set(c Cluster, name string, b []byte) {
+func (p *viewPublisher) set(c Cluster, k viewKey, b []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.pending == nil {
-		p.pending = map[string][]byte{}
+		p.pending = map[viewKey][]byte{}
 	}
-	p.pending[name] = b
+	p.pending[k] = b
 	if p.running {
 		return
 	}
@@ -207,11 +218,15 @@ func (p *viewPublisher) run(c Cluster) {
 		batch := p.pending
 		p.pending = nil
 		p.mu.Unlock()
-		for name, b := range batch {
+		for k, b := range batch {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			// Fenced: a node that lost the server cannot overwrite the
 			// new host's view; the error is the expected outcome then.
-			_ = c.PublishState(ctx, name, b)
+			if k.config {
+				_ = c.PublishConfigState(ctx, k.name, b)
+			} else {
+				_ = c.PublishState(ctx, k.name, b)
+			}
 			cancel()
 		}
 	}

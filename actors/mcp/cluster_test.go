@@ -18,10 +18,13 @@ type memCluster struct {
 	sealed map[string]map[string][]byte
 	views  map[string][]byte
 	kicks  int
+	// ads and confViews are the config.toml servers' side.
+	ads       map[string]ConfigAd
+	confViews map[string][]byte
 }
 
 func newMemCluster() *memCluster {
-	return &memCluster{recs: map[string][]byte{}, sealed: map[string]map[string][]byte{}, views: map[string][]byte{}}
+	return &memCluster{recs: map[string][]byte{}, sealed: map[string]map[string][]byte{}, views: map[string][]byte{}, confViews: map[string][]byte{}}
 }
 
 func (c *memCluster) PutServer(_ context.Context, name string, rec []byte, sealed map[string][]byte, drop []string, create bool) error {
@@ -75,6 +78,19 @@ func (c *memCluster) PublishState(_ context.Context, name string, state []byte) 
 
 func (c *memCluster) NodeAddress(context.Context, string) (string, error) {
 	return "", errors.New("node not up")
+}
+
+func (c *memCluster) AdvertiseConfig(ads map[string]ConfigAd) {
+	c.mu.Lock()
+	c.ads = ads
+	c.mu.Unlock()
+}
+
+func (c *memCluster) PublishConfigState(_ context.Context, name string, state []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.confViews[name] = state
+	return nil
 }
 
 func (c *memCluster) Kick() {
