@@ -210,6 +210,13 @@ func (m *MCPServers) NodeAddress(ctx context.Context, nodeName string) (string, 
 	return addr, nil
 }
 
+// ConnectionLost reports that the remoting connection to addr was lost
+// (within lostFor) and not made again since: a call waiting for that
+// node's answer gives up (mcp awaitRemote).
+func (m *MCPServers) ConnectionLost(addr string) bool {
+	return m.node != nil && m.node.endpointLost(addr)
+}
+
 // lostFor is how long a remoting connection reported lost makes messages
 // to that address fail at once. Why: upstream's endpoint writer retries a
 // connection 5 times 2 s apart before it gives a message up, so a call to

@@ -44,6 +44,9 @@ type Cluster interface {
 	PublishState(ctx context.Context, name string, state []byte) error
 	// NodeAddress is the remoting address of the live node named node.
 	NodeAddress(ctx context.Context, node string) (string, error)
+	// ConnectionLost reports that the remoting connection to addr was
+	// lost and not made again since.
+	ConnectionLost(addr string) bool
 	// Kick runs an ownership round now.
 	Kick()
 	// AdvertiseConfig sets the config.toml servers this node lists (name
@@ -526,7 +529,7 @@ func (m *Manager) callRemote(ctx context.Context, it indexedTool, args json.RawM
 		timeout = time.Until(dl)
 	}
 	b, _ := json.Marshal(remoteCall{Tool: it.Info.Name, Args: args, TimeoutMS: timeout.Milliseconds()})
-	ans, err := m.env.k.Root.RequestFuture(actor.NewPID(addr, remoteActor), wrapperspb.Bytes(b), timeout).Result()
+	ans, err := awaitRemote(h.c, addr, m.env.k.Root.RequestFuture(actor.NewPID(addr, remoteActor), wrapperspb.Bytes(b), timeout))
 	if err != nil {
 		return nil, kernel.Errorf(kernel.KindUnavailable, "host_unreachable",
 			"MCP server %s is hosted on cluster node %s, which did not answer (%v); the call may have reached it", it.Server, it.node, err)
@@ -547,6 +550,39 @@ func (m *Manager) callRemote(ctx context.Context, it indexedTool, args json.RawM
 		return nil, kernel.Unavailable("cluster node %s answered the call of %s unreadably: %v", it.node, it.Info.Name, err)
 	}
 	return &res, nil
+}
+
+// lostCheckEvery is how often a call waiting for another node's answer
+// checks that the connection to that node is still there.
+const lostCheckEvery = 100 * time.Millisecond
+
+// awaitRemote waits for a cross-node call's answer, or gives up as soon
+// as the remoting connection to addr is reported lost. Why: a call sent
+// in the moment the host died (before the loss was reported) is dropped
+// by upstream's endpoint writer without an answer, and would otherwise
+// wait for its whole timeout (the server's timeout_secs plus 5 s).
+func awaitRemote(c Cluster, addr string, fut *actor.Future) (any, error) {
+	type result struct {
+		v   any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := fut.Result()
+		done <- result{v, err}
+	}()
+	t := time.NewTicker(lostCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.v, r.err
+		case <-t.C:
+			if c.ConnectionLost(addr) {
+				return nil, errors.New("the connection to it was lost")
+			}
+		}
+	}
 }
 
 // indexRemote adds the tools of a server another node hosts, as its host

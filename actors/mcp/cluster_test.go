@@ -6,6 +6,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fangd/fangd/actors/kernel"
 )
@@ -92,6 +95,8 @@ func (c *memCluster) PublishConfigState(_ context.Context, name string, state []
 	c.confViews[name] = state
 	return nil
 }
+
+func (c *memCluster) ConnectionLost(string) bool { return false }
 
 func (c *memCluster) Kick() {
 	c.mu.Lock()
@@ -339,5 +344,69 @@ func TestClusterModeConfigServerRunsWhereTheRoundSays(t *testing.T) {
 	mc.mu.Unlock()
 	if !back {
 		t.Fatal("not advertised again")
+	}
+}
+
+// lostCluster is memCluster whose remoting connection to every address
+// is reported lost once lost is closed.
+type lostCluster struct {
+	*memCluster
+	lost chan struct{}
+}
+
+func (c *lostCluster) ConnectionLost(string) bool {
+	select {
+	case <-c.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+// A call to another node that its host never answers (sent in the moment
+// the host died: upstream's endpoint writer drops it without an answer)
+// gives up as soon as the connection to the host is reported lost, with
+// an error saying the call may have reached it, not after its whole
+// timeout; an answer that comes is returned.
+func TestRemoteCallGivesUpWhenTheConnectionIsLost(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil)
+	silent, err := h.k.SpawnRoot("silent", func() actor.Actor { return actor.ReceiveFunc(func(actor.Context) {}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &lostCluster{memCluster: newMemCluster(), lost: make(chan struct{})}
+	got := make(chan error, 1)
+	go func() {
+		_, err := awaitRemote(c, silent.Address, h.k.Root.RequestFuture(silent, &actor.Started{}, time.Hour))
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("answered before the connection was lost: %v", err)
+	case <-time.After(3 * lostCheckEvery):
+	}
+	close(c.lost)
+	select {
+	case err := <-got:
+		if err == nil || !strings.Contains(err.Error(), "lost") {
+			t.Fatalf("after the loss: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still waiting 10 s after the connection was reported lost")
+	}
+
+	echo, err := h.k.SpawnRoot("answers", func() actor.Actor {
+		return actor.ReceiveFunc(func(ctx actor.Context) {
+			if _, ok := ctx.Message().(*actor.Stopping); !ok && ctx.Sender() != nil {
+				ctx.Respond("ok")
+			}
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := &lostCluster{memCluster: newMemCluster(), lost: make(chan struct{})}
+	if v, err := awaitRemote(c2, echo.Address, h.k.Root.RequestFuture(echo, "hi", time.Minute)); err != nil || v != "ok" {
+		t.Fatalf("an answer: %v %v", v, err)
 	}
 }
