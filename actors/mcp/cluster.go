@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -317,10 +318,28 @@ func splitSecretKey(key string) (server, sub string, ok bool) {
 	return strings.Cut(rest, "/")
 }
 
+// local reports a server of this node's config.toml (and not an API
+// server of the same name, which holds the name cluster-wide): its
+// secrets are in this node's own vault (its spec and secrets never go to
+// etcd), so that it resolves them as on one node and keeps an OAuth
+// sign-in there.
+func (cs *clusterSecrets) local(server string) bool {
+	if cs.vault == nil || !slices.ContainsFunc(cs.m.configSpecs(), func(sp Spec) bool { return sp.Name == server }) {
+		return false
+	}
+	cs.mu.Lock()
+	_, api := cs.sealed[server]
+	cs.mu.Unlock()
+	return !api
+}
+
 func (cs *clusterSecrets) With(name string, fn func([]byte) error) error {
 	server, sub, ok := splitSecretKey(name)
 	if !ok || cs.vault == nil {
 		return store.ErrNotFound
+	}
+	if cs.local(server) {
+		return cs.vault.With(name, fn)
 	}
 	cs.mu.Lock()
 	b, found := cs.sealed[server][sub]
@@ -339,6 +358,9 @@ func (cs *clusterSecrets) Has(name string) (bool, error) {
 	if !ok {
 		return false, nil
 	}
+	if cs.local(server) {
+		return cs.vault.Has(name)
+	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	_, found := cs.sealed[server][sub]
@@ -353,6 +375,12 @@ func (cs *clusterSecrets) Delete(name string) error { return cs.write(name, nil,
 
 func (cs *clusterSecrets) write(name string, plaintext []byte, del bool) error {
 	server, sub, ok := splitSecretKey(name)
+	if ok && cs.local(server) {
+		if del {
+			return cs.vault.Delete(name)
+		}
+		return cs.vault.Put(name, plaintext)
+	}
 	h := cs.m.cluster()
 	if !ok || h == nil || cs.vault == nil {
 		return kernel.Unavailable("the cluster's secret store is not available")
