@@ -150,7 +150,7 @@ func remoteState(view []byte, node string) serverState {
 	if node == "" || st.Status == "" {
 		st.Status = StatusConnecting
 		if node == "" {
-			st.LastError = "no cluster node that lists it runs it right now"
+			st.LastError = "no cluster node runs it right now (its host stopped; for a config.toml server, maybe every node listing it)"
 		}
 	}
 	st.Pid = 0 // another node's process
