@@ -193,8 +193,14 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 	n := &Node{opts: opts, C: c, etcd: cli, memberI: opts.Name + "@" + k.System.ID, done: make(chan struct{}),
 		wd: &watch{w: opts.Watchdog}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if testHookJoined != nil {
+		testHookJoined()
+	}
 	if err := n.register(); err != nil {
-		c.Shutdown(true)
+		// etcd went away between the join and the record (a cluster
+		// started and stopped at once, an etcd restart): leave bounded,
+		// or the start hangs for good and no signal ends it.
+		leave(c, opts.Log)
 		cli.Close()
 		return nil, err
 	}
@@ -479,24 +485,33 @@ func (n *Node) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_, _ = n.etcd.Revoke(ctx, n.lease)
 	cancel()
-	// Upstream deregisters with no deadline: with etcd gone it would
-	// hang the daemon's stop forever. Bounded here; the member's etcd
-	// key then expires with its lease (3 s).
-	left := make(chan struct{})
-	go func() {
-		n.C.Shutdown(true)
-		close(left)
-	}()
-	select {
-	case <-left:
-	case <-time.After(leaveDeadline):
-		n.opts.Log.Warn().Dur("after", leaveDeadline).Msg("leaving the cluster did not finish (etcd unreachable?); stopping anyway")
-	}
+	leave(n.C, n.opts.Log)
 	n.etcd.Close()
 }
 
 // leaveDeadline bounds a graceful leave (upstream sleeps 2 s of it).
 const leaveDeadline = 5 * time.Second
+
+// testHookJoined, set by a test, runs between joining the cluster and
+// writing the node record.
+var testHookJoined func()
+
+// leave runs upstream's graceful Shutdown, bounded. Upstream deregisters
+// with no deadline: with etcd gone it would hang the daemon's stop (or
+// a failed start) forever. The member's etcd key then expires with its
+// lease (3 s).
+func leave(c *pcluster.Cluster, log zerolog.Logger) {
+	left := make(chan struct{})
+	go func() {
+		c.Shutdown(true)
+		close(left)
+	}()
+	select {
+	case <-left:
+	case <-time.After(leaveDeadline):
+		log.Warn().Dur("after", leaveDeadline).Msg("leaving the cluster did not finish (etcd unreachable?); stopping anyway")
+	}
+}
 
 func recoverUnary(log zerolog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {

@@ -70,3 +70,35 @@ func TestUnknownMessageDoesNotCrashTheNode(t *testing.T) {
 		t.Fatalf("%+v %v", ms, err)
 	}
 }
+
+// etcd going away between the join and the node record (make cluster
+// interrupted while its nodes started: etcd stopped first) made Start
+// call upstream's unbounded Shutdown, which deregisters with no deadline:
+// the node neither served nor exited, for good, whatever signal it got.
+// Start now leaves bounded and returns the error.
+func TestStartReturnsWhenEtcdDiesBeforeTheRecord(t *testing.T) {
+	etcd, err := devetcd.Start(t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testHookJoined = func() { etcd.Close() }
+	defer func() { testHookJoined = nil }()
+	k := kernel.New(zerolog.Nop())
+	done := make(chan error, 1)
+	go func() {
+		n, err := Start(k, Options{Endpoints: []string{etcd.Endpoint}, Name: "t", NodeName: "a", Log: zerolog.Nop()})
+		if n != nil {
+			n.Stop()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Start succeeded with etcd gone before the node record")
+		}
+		t.Logf("Start: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("Start hung with etcd gone before the node record")
+	}
+}
