@@ -16,7 +16,14 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:2379", "client address (loopback)")
 	dir := flag.String("dir", "", "data directory (default: a new temp directory)")
+	termOnly := flag.Bool("term-only", false, "stop on SIGTERM only, not on SIGINT (make cluster: a terminal's Ctrl-C reaches the whole process group, and the nodes must leave while etcd still answers; the script stops etcd after them)")
 	flag.Parse()
+	// Before the endpoint is printed: whoever reads it may signal at once.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, stopSignals(*termOnly)...)
+	if *termOnly {
+		signal.Ignore(syscall.SIGINT)
+	}
 	d := *dir
 	if d == "" {
 		var err error
@@ -32,8 +39,14 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("etcd://%s\n", s.Endpoint)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	s.Close()
+}
+
+// stopSignals are the signals that stop the server.
+func stopSignals(termOnly bool) []os.Signal {
+	if termOnly {
+		return []os.Signal{syscall.SIGTERM}
+	}
+	return []os.Signal{syscall.SIGINT, syscall.SIGTERM}
 }
