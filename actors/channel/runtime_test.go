@@ -465,6 +465,14 @@ func TestOneAccountOneChannel(t *testing.T) {
 	p2 := newPlatform("other")
 	_ = p2
 	h.Configure("support", map[string]any{"adapter": "telegram", "token": "other"})
+	// Reconfiguring the instance need not repeat its adapter (it was a 404
+	// "Unknown channel" although the channel was listed).
+	if _, err := h.TryConfigure("support", map[string]any{"allowed_users": []string{"1"}}); err != nil {
+		t.Fatalf("reconfigure an extra instance without its adapter: %v", err)
+	}
+	if _, err := h.TryConfigure("nosuch", map[string]any{"token": "x"}); kernel.AsError(err) == nil || kernel.AsError(err).Kind != kernel.KindNotFound {
+		t.Fatalf("an unknown name without an adapter: %v, want not found", err)
+	}
 	list, err := h.Service.List(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)

@@ -437,6 +437,17 @@ func (s *Service) Configure(ctx context.Context, name string, body map[string]an
 			fields[k] = v
 		}
 	}
+	if _, registry := Lookup(name); adapter == "" && !registry {
+		// Reconfiguring an extra instance need not repeat its adapter,
+		// as it need not repeat its token (docs/channels.md).
+		res, err := kernel.Ask[snapshotResult](ctx, s.rt.k, s.pid, &getChannel{name: name})
+		if err != nil {
+			return nil, err
+		}
+		if res.ok {
+			adapter = res.snap.rec.Adapter
+		}
+	}
 	spec, err := s.resolveAdapter(name, adapter)
 	if err != nil {
 		return nil, err
