@@ -25,6 +25,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
@@ -184,16 +185,9 @@ var fastBackoff = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 
 
 func start(t testing.TB, home string, opts Options) *env {
 	t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	k := kernel.New(zerolog.Nop())
 	bus, err := comms.Start(k, db, comms.BusOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, home)
 	if err != nil {
 		t.Fatal(err)
 	}
