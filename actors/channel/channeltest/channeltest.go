@@ -147,6 +147,23 @@ func (h *Harness) Restart() {
 	h.start()
 }
 
+// SendThroughOutage takes the platform down under connected channel name,
+// sends text to to while the channel backs off, restarts the daemon and
+// brings the platform back, waiting until the channel is connected again.
+// The send must be queued and kept across the restart: the caller then
+// waits for the platform to have it, exactly once.
+func (h *Harness) SendThroughOutage(p interface{ SetDown(bool) }, name, to, text string) {
+	h.T.Helper()
+	p.SetDown(true)
+	h.WaitState(name, channel.StateBackoff)
+	if _, err := h.Service.SendMessage(context.Background(), name, to, text, ""); err != nil {
+		h.T.Fatal(err)
+	}
+	h.Restart()
+	p.SetDown(false)
+	h.WaitState(name, channel.StateConnected)
+}
+
 // Configure configures channel name with body (the API's JSON body) and
 // fails the test on error.
 func (h *Harness) Configure(name string, body map[string]any) *channel.ConfigureResult {
