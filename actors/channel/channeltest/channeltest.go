@@ -422,6 +422,26 @@ func Run(a channel.Adapter, h *Host) (cancel context.CancelFunc, done <-chan err
 	return cancel, d
 }
 
+// RunConnected is Run against a new Host, cancelled when the test ends,
+// that waits for the adapter to connect; done gets Run's result.
+func RunConnected(t testing.TB, a channel.Adapter) (h *Host, done <-chan error) {
+	t.Helper()
+	h = NewHost()
+	stop, done := Run(a, h)
+	t.Cleanup(stop)
+	Recv(t, h.Connections)
+	return h, done
+}
+
+// Rerun runs a against h again (after an Outage, once the platform is
+// back), cancelled when the test ends, and waits for it to connect.
+func Rerun(t testing.TB, a channel.Adapter, h *Host) {
+	t.Helper()
+	stop, _ := Run(a, h)
+	t.Cleanup(stop)
+	Recv(t, h.Connections)
+}
+
 // Outage takes the platform down (goDown) under a running adapter whose
 // Run reports to done: Run must end with a transient error, and a new Run
 // against h must fail transiently too while it stays down.
