@@ -468,3 +468,11 @@ func Build(t testing.TB, b channel.Builder, name string, values, secrets map[str
 	}
 	return a
 }
+
+// WriteJSON is a fake platform's JSON answer: status and v as
+// application/json.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
