@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
-.PHONY: build run test test-cluster cluster test-short test-deps vet staticcheck fmt-check bench fuzz clean
+.PHONY: build run test test-race test-cluster cluster test-short test-deps vet staticcheck fmt-check bench fuzz clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/fangd
@@ -13,14 +13,24 @@ build:
 run: build
 	./$(BIN) serve
 
-# The gate: formatting, vet, staticcheck, and every test under the race
-# detector, then the cluster-mode tests (below) without it. The dashboard's
+# The gate: formatting, vet, staticcheck, then every test under the race
+# detector (test-race) and the cluster-mode tests without it
+# (test-cluster, below) side by side: the cluster scenarios spend their
+# time waiting for leases, rounds and failovers, not on the CPU, so they
+# fit beside the race suite on 2 cores (docs/contributing.md, "Test
+# time"). Their lines interleave, each line whole.
+test: fmt-check vet staticcheck test-deps
+	$(MAKE) -j2 --output-sync=line test-race test-cluster
+
+# Every test under the race detector. -vet=off: the vet target above
+# already ran every analyzer go test would. -parallel 4: the parallel
+# tests (daemons, etcd rounds) mostly wait, and the default (one per
+# core) left the second core idle at the end of the suite. The dashboard's
 # browser test must run here (FANGD_REQUIRE_BROWSER: a missing chromium
 # fails it instead of skipping it); its screenshots go to artifacts/.
 FANGD_ARTIFACTS ?= $(CURDIR)/artifacts
-test: fmt-check vet staticcheck test-deps
-	FANGD_REQUIRE_BROWSER=1 FANGD_ARTIFACTS="$(FANGD_ARTIFACTS)" $(GO) test -race -count=1 -timeout 15m ./...
-	$(MAKE) test-cluster
+test-race:
+	FANGD_REQUIRE_BROWSER=1 FANGD_ARTIFACTS="$(FANGD_ARTIFACTS)" $(GO) test -race -vet=off -parallel 4 -count=1 -timeout 15m ./...
 
 # Cluster mode's black-box tests (embedded etcd, real fangd processes on
 # loopback), behind the "cluster" build tag and WITHOUT -race: upstream

@@ -131,6 +131,7 @@ func callTool(t *testing.T, n *node, tool, args string) (text string, rpcErr str
 // until another node starts the server, within 10 s, and calls work again
 // through every survivor.
 func TestMCPServerOnceClusterWideFailoverAfterKill9(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	env := []string{"FANGD_VAULT_KEY=" + vaultKey}
 	names := []string{"n1", "n2", "n3"}
