@@ -114,6 +114,7 @@ func api() approval.Decider { return approval.Decider{Identity: "api_key", Via: 
 // A tool call waiting on node A is listed by node B, approved through B
 // (audited on B), and A's waiting call resumes with the decision.
 func TestApprovalDecidedOnAnotherNodeResumesTheWaiter(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	a := newApprovalNode(t, testClient(t, ep), "node-a", 300, false)
 	b := newApprovalNode(t, testClient(t, ep), "node-b", 300, false)
@@ -165,6 +166,7 @@ func TestApprovalDecidedOnAnotherNodeResumesTheWaiter(t *testing.T) {
 // Two nodes deciding at once: exactly one wins, the other gets 409, and
 // the waiter hears the winner's decision.
 func TestApprovalTwoDecidersOneWins(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	a := newApprovalNode(t, testClient(t, ep), "node-a", 300, false)
 	b := newApprovalNode(t, testClient(t, ep), "node-b", 300, false)
@@ -215,6 +217,7 @@ func TestApprovalTwoDecidersOneWins(t *testing.T) {
 // expired at its deadline, lists it expired, and refuses a late decision
 // with the single node's 410.
 func TestApprovalSweepExpiresWithoutTheOrigin(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA := testClient(t, ep)
 	a := newApprovalNode(t, cliA, "node-a", 2, true) // no watch, no sweep: "dead"
@@ -240,6 +243,7 @@ func TestApprovalSweepExpiresWithoutTheOrigin(t *testing.T) {
 // A decision that reaches etcd after the deadline, before any sweep, is
 // refused and turns the record expired (the CAS checks the deadline).
 func TestApprovalDecideAfterDeadlineExpires(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cl := newApprovals(testClient(t, ep), "t", "node-b", zerolog.Nop(), func(approval.ClusterRecord) {})
 	now := time.Now()
@@ -276,6 +280,7 @@ func contains(list []string, s string) bool {
 // (503) and changes nothing, but its own deadline still holds: the waiter
 // hears the expiry.
 func TestApprovalOriginExpiresWithEtcdAway(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA := testClient(t, ep)
 	a := newApprovalNode(t, cliA, "node-a", 3, false)

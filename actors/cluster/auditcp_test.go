@@ -94,6 +94,7 @@ func checkpointTips(t *testing.T, e fakeEntry) map[string]AuditTip {
 }
 
 func TestAuditCheckpointTipsWrittenOthersRecordedOnlyOnChange(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	ctx := context.Background()
 	ca := &fakeChain{name: "a"}
@@ -159,6 +160,7 @@ func TestAuditCheckpointTipsWrittenOthersRecordedOnlyOnChange(t *testing.T) {
 }
 
 func TestAuditCheckpointMismatchOnRolledBackChain(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	ctx := context.Background()
 	chain := &fakeChain{name: "a"}
@@ -208,6 +210,7 @@ func TestAuditCheckpointMismatchOnRolledBackChain(t *testing.T) {
 // TestAuditLogChainReadsTheRealLog checks the adapter over the daemon's
 // audit log: the tip, and the hash at a seq read back through a walk.
 func TestAuditLogChainReadsTheRealLog(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	db := storetest.Open(t, home)
 	t.Cleanup(func() { db.Close() })

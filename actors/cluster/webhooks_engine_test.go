@@ -94,8 +94,8 @@ func (n *hookEngineNode) kill() {
 }
 
 func TestWebhookEngineAcrossNodesFailover(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
-	t.Setenv(store.VaultKeyEnv, "5f1e0c3a9b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5b7d9f1a3c5e7b9d0f")
 	const secret = "engine-test-secret"
 	var failing atomic.Bool
 	var mu sync.Mutex
