@@ -95,7 +95,7 @@ func (t *taskBase) persistFenced(c actor.Context) (*fence, error) {
 // queueRecord sends w, carrying the record's current state, to the journal.
 func (t *taskBase) queueRecord(w *journalWrite) error {
 	t.rec.UpdatedAt = time.Now().UTC()
-	raw, err := json.Marshal(&t.rec)
+	raw, err := appendRecord(make([]byte, 0, 1024), &t.rec)
 	if err != nil {
 		return err
 	}

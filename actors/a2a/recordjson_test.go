@@ -1,0 +1,91 @@
+package a2a
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/a2aproject/a2a-go/v2/a2a"
+)
+
+// appendRecord's output decodes to what json.Marshal's does, into the
+// record and into plain maps (so no key is renamed, added or dropped),
+// for the shapes tasks have and the ones it hands to encoding/json.
+func TestAppendRecordDecodesAsJSONMarshal(t *testing.T) {
+	now := time.Date(2026, 12, 7, 23, 59, 1, 123456789, time.UTC)
+	text := func(s string) *a2a.Part { return a2a.NewTextPart(s) }
+	odd := "quote \" backslash \\ <tag> & ampersand \n\t\x01 \u2028 é 😀 invalid \xff end"
+	records := map[string]taskRecord{
+		"zero": {},
+		"nil history and parts": {ID: "t", History: nil, Artifacts: []*a2a.Artifact{{ID: "a"}}},
+		"quick inbound task": {
+			ID: "0193a1b2-0000-7000-8000-000000000001", Direction: Inbound, AgentID: "agent", AgentName: "helper",
+			ContextID: "ctx", State: a2a.TaskStateCompleted, Caller: "api_key", CreatedAt: now, UpdatedAt: now.Add(time.Millisecond),
+			History: []*a2a.Message{
+				{ID: "m1", Role: a2a.MessageRoleUser, TaskID: "t", ContextID: "ctx", Parts: a2a.ContentParts{text("hello")}},
+				{ID: "m2", Role: a2a.MessageRoleAgent, TaskID: "t", ContextID: "ctx", Parts: a2a.ContentParts{text("echo: hello")}},
+			},
+			Artifacts: []*a2a.Artifact{{ID: "response", Name: "response", Parts: a2a.ContentParts{text("echo: hello")}}},
+			Usage:     &Usage{Model: "fake/echo", InputTokens: 3, OutputTokens: 5, CostUSD: 0.000123},
+		},
+		"escapes and empty text": {
+			ID: odd, Direction: odd, AgentID: odd, ContextID: odd, State: a2a.TaskStateFailed, Reason: odd, Caller: odd,
+			History: []*a2a.Message{{ID: odd, Role: a2a.MessageRoleUser, Parts: a2a.ContentParts{text(""), text(odd), nil}}, nil},
+			Artifacts: []*a2a.Artifact{{ID: a2a.ArtifactID(odd), Description: odd, Name: odd, Parts: a2a.ContentParts{text(odd)}}, nil},
+		},
+		"shapes left to encoding/json": {
+			ID: "t", Direction: Inbound, State: a2a.TaskStateWorking, CreatedAt: now,
+			History: []*a2a.Message{
+				{ID: "m1", Role: a2a.MessageRoleUser, Metadata: map[string]any{"agent_id": "x", "n": 1.5}, Parts: a2a.ContentParts{text("a")}},
+				{ID: "m2", Role: a2a.MessageRoleUser, Extensions: []string{"urn:x"}, ReferenceTasks: []a2a.TaskID{"r"}, Parts: a2a.ContentParts{text("b")}},
+				{ID: "m3", Role: a2a.MessageRoleUser, Parts: a2a.ContentParts{
+					a2a.NewDataPart(map[string]any{"k": []any{1.0, "two", nil}}),
+					{Content: a2a.Text("t"), Filename: "f.txt", MediaType: "text/plain"},
+					{Content: a2a.Text("t"), Metadata: map[string]any{"m": true}},
+					{Content: a2a.URL("https://example.test/f")},
+				}},
+				{ID: "m4", Role: a2a.MessageRoleUnspecified},
+			},
+			Artifacts: []*a2a.Artifact{{ID: "a", Extensions: []string{"urn:y"}, Metadata: map[string]any{"z": "y"}, Parts: a2a.ContentParts{text("c")}}},
+		},
+		"outbound with push": {
+			ID: "t", Direction: Outbound, AgentID: "ext", State: a2a.TaskStateUnspecified, RemoteTaskID: "rt", RemoteContextID: "rc",
+			Attempts: 3, LastError: "refused", Streaming: true, CreatedAt: now, UpdatedAt: now,
+			Push: []PushTarget{{ID: "p", URL: "https://example.test/hook", AuthScheme: "Bearer", HasToken: true, Token: "never stored"}},
+			Usage: &Usage{CostUSD: 1e-9},
+		},
+	}
+	for name, rec := range records {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(&rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := appendRecord(nil, &rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gotRec, wantRec taskRecord
+			if err := json.Unmarshal(got, &gotRec); err != nil {
+				t.Fatalf("%v in %s", err, got)
+			}
+			if err := json.Unmarshal(want, &wantRec); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(gotRec, wantRec) {
+				t.Fatalf("decoded differently:\n got %s\nwant %s", got, want)
+			}
+			var gotAny, wantAny any
+			if err := json.Unmarshal(got, &gotAny); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(want, &wantAny); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(gotAny, wantAny) {
+				t.Fatalf("different JSON:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
