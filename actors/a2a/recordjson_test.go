@@ -17,7 +17,7 @@ func TestAppendRecordDecodesAsJSONMarshal(t *testing.T) {
 	text := func(s string) *a2a.Part { return a2a.NewTextPart(s) }
 	odd := "quote \" backslash \\ <tag> & ampersand \n\t\x01 \u2028 é 😀 invalid \xff end"
 	records := map[string]taskRecord{
-		"zero": {},
+		"zero":                  {},
 		"nil history and parts": {ID: "t", History: nil, Artifacts: []*a2a.Artifact{{ID: "a"}}},
 		"quick inbound task": {
 			ID: "0193a1b2-0000-7000-8000-000000000001", Direction: Inbound, AgentID: "agent", AgentName: "helper",
@@ -31,7 +31,7 @@ func TestAppendRecordDecodesAsJSONMarshal(t *testing.T) {
 		},
 		"escapes and empty text": {
 			ID: odd, Direction: odd, AgentID: odd, ContextID: odd, State: a2a.TaskStateFailed, Reason: odd, Caller: odd,
-			History: []*a2a.Message{{ID: odd, Role: a2a.MessageRoleUser, Parts: a2a.ContentParts{text(""), text(odd), nil}}, nil},
+			History:   []*a2a.Message{{ID: odd, Role: a2a.MessageRoleUser, Parts: a2a.ContentParts{text(""), text(odd), nil}}, nil},
 			Artifacts: []*a2a.Artifact{{ID: a2a.ArtifactID(odd), Description: odd, Name: odd, Parts: a2a.ContentParts{text(odd)}}, nil},
 		},
 		"shapes left to encoding/json": {
@@ -52,7 +52,7 @@ func TestAppendRecordDecodesAsJSONMarshal(t *testing.T) {
 		"outbound with push": {
 			ID: "t", Direction: Outbound, AgentID: "ext", State: a2a.TaskStateUnspecified, RemoteTaskID: "rt", RemoteContextID: "rc",
 			Attempts: 3, LastError: "refused", Streaming: true, CreatedAt: now, UpdatedAt: now,
-			Push: []PushTarget{{ID: "p", URL: "https://example.test/hook", AuthScheme: "Bearer", HasToken: true, Token: "never stored"}},
+			Push:  []PushTarget{{ID: "p", URL: "https://example.test/hook", AuthScheme: "Bearer", HasToken: true, Token: "never stored"}},
 			Usage: &Usage{CostUSD: 1e-9},
 		},
 	}
