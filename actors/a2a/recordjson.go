@@ -2,7 +2,9 @@ package a2a
 
 import (
 	"encoding/json"
+	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/a2aproject/a2a-go/v2/a2a"
@@ -43,7 +45,7 @@ func appendRecord(b []byte, r *taskRecord) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			if b, err = appendMessage(b, m); err != nil {
+			if b, err = appendMessage(b, m, store.AppendJSONString); err != nil {
 				return nil, err
 			}
 		}
@@ -55,7 +57,7 @@ func appendRecord(b []byte, r *taskRecord) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			if b, err = appendArtifact(b, a); err != nil {
+			if b, err = appendArtifact(b, a, store.AppendJSONString); err != nil {
 				return nil, err
 			}
 		}
@@ -120,8 +122,28 @@ func appendMarshal(b []byte, v any) ([]byte, error) {
 	return append(b, raw...), nil
 }
 
+// appendString appends a JSON string: store.AppendJSONString (the
+// journal's records) or appendHTMLString (answers the SDK would write).
+type appendString func(b []byte, s string) []byte
+
+// appendHTMLString quotes s exactly as json.Marshal does, HTML escaping on.
+func appendHTMLString(b []byte, s string) []byte {
+	if strings.ContainsAny(s, "<>&") {
+		raw, _ := json.Marshal(s) // a string always encodes
+		return append(b, raw...)
+	}
+	return store.AppendJSONString(b, s)
+}
+
+func appendOptStr(b []byte, key, s string, str appendString) []byte {
+	if s == "" {
+		return b
+	}
+	return str(append(b, key...), s)
+}
+
 // appendMessage encodes an SDK message as its json tags and Marshalers do.
-func appendMessage(b []byte, m *a2a.Message) ([]byte, error) {
+func appendMessage(b []byte, m *a2a.Message, str appendString) ([]byte, error) {
 	if m == nil {
 		return append(b, "null"...), nil
 	}
@@ -129,20 +151,20 @@ func appendMessage(b []byte, m *a2a.Message) ([]byte, error) {
 		return appendMarshal(b, m)
 	}
 	b = append(b, `{"messageId":`...)
-	b = store.AppendJSONString(b, m.ID)
-	b = appendOptString(b, `,"contextId":`, m.ContextID)
+	b = str(b, m.ID)
+	b = appendOptStr(b, `,"contextId":`, m.ContextID, str)
 	b = append(b, `,"parts":`...)
-	b, err := appendParts(b, m.Parts)
+	b, err := appendParts(b, m.Parts, str)
 	if err != nil {
 		return nil, err
 	}
 	b = append(b, `,"role":`...)
-	b = store.AppendJSONString(b, m.Role.String())
-	b = appendOptString(b, `,"taskId":`, string(m.TaskID))
+	b = str(b, m.Role.String())
+	b = appendOptStr(b, `,"taskId":`, string(m.TaskID), str)
 	return append(b, '}'), nil
 }
 
-func appendArtifact(b []byte, a *a2a.Artifact) ([]byte, error) {
+func appendArtifact(b []byte, a *a2a.Artifact, str appendString) ([]byte, error) {
 	if a == nil {
 		return append(b, "null"...), nil
 	}
@@ -150,11 +172,11 @@ func appendArtifact(b []byte, a *a2a.Artifact) ([]byte, error) {
 		return appendMarshal(b, a)
 	}
 	b = append(b, `{"artifactId":`...)
-	b = store.AppendJSONString(b, string(a.ID))
-	b = appendOptString(b, `,"description":`, a.Description)
-	b = appendOptString(b, `,"name":`, a.Name)
+	b = str(b, string(a.ID))
+	b = appendOptStr(b, `,"description":`, a.Description, str)
+	b = appendOptStr(b, `,"name":`, a.Name, str)
 	b = append(b, `,"parts":`...)
-	b, err := appendParts(b, a.Parts)
+	b, err := appendParts(b, a.Parts, str)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +185,7 @@ func appendArtifact(b []byte, a *a2a.Artifact) ([]byte, error) {
 
 // appendParts encodes ContentParts: a text part as {"text":...}, any
 // other part by its own Marshaler.
-func appendParts(b []byte, parts a2a.ContentParts) ([]byte, error) {
+func appendParts(b []byte, parts a2a.ContentParts, str appendString) ([]byte, error) {
 	if parts == nil {
 		return append(b, "null"...), nil
 	}
@@ -185,8 +207,87 @@ func appendParts(b []byte, parts a2a.ContentParts) ([]byte, error) {
 			continue
 		}
 		b = append(b, `{"text":`...)
-		b = store.AppendJSONString(b, string(text))
+		b = str(b, string(text))
 		b = append(b, '}')
 	}
 	return append(b, ']'), nil
+}
+
+// appendTaskAnswer appends the JSON-RPC success answer carrying t, byte
+// for byte what json.Marshal(rpcResult{..., a2a.StreamResponse{Event: t}})
+// writes: the SDK's StreamResponse wraps the task as {"task":...}.
+// ServeSendMessage's answer is the biggest JSON it writes per request;
+// TestAppendTaskAnswerIsJSONMarshal holds the two to the same bytes.
+func appendTaskAnswer(b []byte, id any, t *a2a.Task) ([]byte, error) {
+	if len(t.Metadata) > 0 {
+		return appendMarshal(b, rpcResult{JSONRPC: "2.0", ID: id, Result: a2a.StreamResponse{Event: t}})
+	}
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	switch v := id.(type) {
+	case nil:
+		b = append(b, "null"...)
+	case string:
+		b = appendHTMLString(b, v)
+	case float64:
+		// encoding/json's 'f' range; the rest (exponents) by it.
+		if a := math.Abs(v); a == 0 || a >= 1e-6 && a < 1e21 {
+			b = strconv.AppendFloat(b, v, 'f', -1, 64)
+		} else {
+			var err error
+			if b, err = appendMarshal(b, v); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		var err error
+		if b, err = appendMarshal(b, v); err != nil {
+			return nil, err
+		}
+	}
+	b = append(b, `,"result":{"task":{"id":`...)
+	b = appendHTMLString(b, string(t.ID))
+	var err error
+	if len(t.Artifacts) > 0 {
+		b = append(b, `,"artifacts":[`...)
+		for i, a := range t.Artifacts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendArtifact(b, a, appendHTMLString); err != nil {
+				return nil, err
+			}
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"contextId":`...)
+	b = appendHTMLString(b, t.ContextID)
+	if len(t.History) > 0 {
+		b = append(b, `,"history":[`...)
+		for i, m := range t.History {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendMessage(b, m, appendHTMLString); err != nil {
+				return nil, err
+			}
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"status":{`...)
+	if t.Status.Message != nil {
+		b = append(b, `"message":`...)
+		if b, err = appendMessage(b, t.Status.Message, appendHTMLString); err != nil {
+			return nil, err
+		}
+		b = append(b, ',')
+	}
+	b = append(b, `"state":`...)
+	b = appendHTMLString(b, t.Status.State.String())
+	if t.Status.Timestamp != nil {
+		b = append(b, `,"timestamp":`...)
+		if b, err = appendTime(b, *t.Status.Timestamp); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, "}}}}"...), nil
 }

@@ -89,3 +89,80 @@ func TestAppendRecordDecodesAsJSONMarshal(t *testing.T) {
 		})
 	}
 }
+
+// appendTaskAnswer writes the bytes json.Marshal writes for the same
+// JSON-RPC answer (the SDK's encoding), for every id type and task shape.
+func TestAppendTaskAnswerIsJSONMarshal(t *testing.T) {
+	now := time.Date(2026, 12, 8, 0, 1, 2, 30405060, time.UTC)
+	odd := "quote \" backslash \\ <tag> & ampersand \n\t\x01 \u2028 é 😀 invalid \xff end"
+	text := func(s string) *a2a.Part { return a2a.NewTextPart(s) }
+	rec := taskRecord{ID: "t1", Direction: Inbound, ContextID: "c1", State: a2a.TaskStateCompleted, UpdatedAt: now,
+		History: []*a2a.Message{
+			{ID: "m1", Role: a2a.MessageRoleUser, TaskID: "t1", ContextID: "c1", Parts: a2a.ContentParts{text("hello <b>")}},
+			{ID: "m2", Role: a2a.MessageRoleAgent, TaskID: "t1", ContextID: "c1", Parts: a2a.ContentParts{text(odd)}},
+		},
+		Artifacts: []*a2a.Artifact{{ID: "response", Name: "response", Parts: a2a.ContentParts{text(odd)}}},
+	}
+	failed := rec.clone()
+	failed.State, failed.Reason, failed.Artifacts = a2a.TaskStateFailed, odd, nil
+	tasks := map[string]*a2a.Task{
+		"completed":    (&TaskSnapshot{rec: rec.clone()}).A2A(nil),
+		"no history":   trimHistory((&TaskSnapshot{rec: rec.clone()}).A2A(nil), 0),
+		"failed":       (&TaskSnapshot{rec: failed}).A2A(nil),
+		"bare":         {ID: "x"},
+		"metadata":     {ID: "x", Metadata: map[string]any{"k": "<v>"}, Status: a2a.TaskStatus{State: a2a.TaskStateWorking}},
+		"data message": {ID: "x", History: []*a2a.Message{{ID: "d", Role: a2a.MessageRoleUser, Metadata: map[string]any{"a": 1.0}, Parts: a2a.ContentParts{a2a.NewDataPart(map[string]any{"x": "&"})}}}},
+	}
+	ids := []any{nil, "req-1", "<&>", 1.0, 0.0, -7.0, 12345678901234.0, 1.5, 1e21, 1e-7}
+	for name, task := range tasks {
+		for _, id := range ids {
+			want, err := json.Marshal(rpcResult{JSONRPC: "2.0", ID: id, Result: a2a.StreamResponse{Event: task}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := appendTaskAnswer(nil, id, task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("%s, id %v:\n got %s\nwant %s", name, id, got, want)
+			}
+		}
+	}
+}
+
+// BenchmarkEncode compares the hand encoders with encoding/json on a
+// quick task's final record and its answer.
+func BenchmarkEncode(b *testing.B) {
+	now := time.Now().UTC()
+	rec := taskRecord{ID: newID(), Direction: Inbound, AgentID: testAgent.ID, AgentName: testAgent.Name, ContextID: newID(),
+		State: a2a.TaskStateCompleted, Caller: "api_key", CreatedAt: now, UpdatedAt: now,
+		History: []*a2a.Message{
+			{ID: "bench", Role: a2a.MessageRoleUser, TaskID: "t", ContextID: "c", Parts: a2a.ContentParts{a2a.NewTextPart("bench")}},
+			{ID: newID(), Role: a2a.MessageRoleAgent, TaskID: "t", ContextID: "c", Parts: a2a.ContentParts{a2a.NewTextPart("echo: bench")}},
+		},
+		Artifacts: []*a2a.Artifact{{ID: "response", Name: "response", Parts: a2a.ContentParts{a2a.NewTextPart("echo: bench")}}},
+		Usage:     &Usage{Model: "fakebench/instant", InputTokens: 12, OutputTokens: 3, CostUSD: 0.0000015},
+	}
+	task := (&TaskSnapshot{rec: rec}).A2A(nil)
+	for _, c := range []struct {
+		name string
+		fn   func() ([]byte, error)
+	}{
+		{"record/json.Marshal", func() ([]byte, error) { return json.Marshal(&rec) }},
+		{"record/appendRecord", func() ([]byte, error) { return appendRecord(make([]byte, 0, 1024), &rec) }},
+		{"answer/json.Marshal", func() ([]byte, error) {
+			return json.Marshal(rpcResult{JSONRPC: "2.0", ID: 1.0, Result: a2a.StreamResponse{Event: task}})
+		}},
+		{"answer/appendTaskAnswer", func() ([]byte, error) { return appendTaskAnswer(make([]byte, 0, 1024), 1.0, task) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
