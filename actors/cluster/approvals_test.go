@@ -19,7 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 type approvalNode struct {
@@ -42,17 +42,11 @@ func newApprovalNode(t *testing.T, cli *clientv3.Client, name string, timeoutSec
 func newApprovalNodeWith(t *testing.T, cli *clientv3.Client, name string, timeoutSecs int, passive bool, set func(*approval.Options)) *approvalNode {
 	t.Helper()
 	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	n := &approvalNode{k: kernel.New(zerolog.Nop())}
 	t.Cleanup(func() { db.Close() })
 	t.Cleanup(n.stop)
+	var err error
 	if n.al, err = audit.Start(n.k, db, audit.Options{AnchorPath: audit.AnchorPath(home)}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,18 +74,8 @@ func (n *approvalNode) stop() { n.once.Do(func() { kerneltest.Stop(n.k) }) }
 
 // gate asks for an approval the way an agent's tool call does.
 func (n *approvalNode) gate(id string) <-chan any {
-	out := make(chan any, 1)
-	f := n.k.Root.RequestFuture(n.a.PID(), &approval.Gate{Req: approval.Request{ID: id, AgentID: "a1", AgentName: "ops",
-		Action: "shell_exec", Description: "run ls", Payload: json.RawMessage(`{"cmd":"ls"}`), RequestedBy: "agent:a1"}}, time.Minute)
-	go func() {
-		res, err := f.Result()
-		if err != nil {
-			out <- err
-			return
-		}
-		out <- res
-	}()
-	return out
+	return kerneltest.Await(n.k.Root.RequestFuture(n.a.PID(), &approval.Gate{Req: approval.Request{ID: id, AgentID: "a1", AgentName: "ops",
+		Action: "shell_exec", Description: "run ls", Payload: json.RawMessage(`{"cmd":"ls"}`), RequestedBy: "agent:a1"}}, time.Minute))
 }
 
 func (n *approvalNode) auditTypes(t *testing.T) []string {

@@ -14,7 +14,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // fakeChain is an audit chain in memory: entry i's hash is hashes[i-1].
@@ -209,10 +209,7 @@ func TestAuditCheckpointMismatchOnRolledBackChain(t *testing.T) {
 // audit log: the tip, and the hash at a seq read back through a walk.
 func TestAuditLogChainReadsTheRealLog(t *testing.T) {
 	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, home)
 	t.Cleanup(func() { db.Close() })
 	k := kernel.New(zerolog.Nop())
 	t.Cleanup(func() { kerneltest.Stop(k) })

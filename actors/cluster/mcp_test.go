@@ -20,15 +20,17 @@ type mcpTestNode struct {
 	*MCPServers
 	mu   sync.Mutex
 	last []mcp.ClusterServer
+	// conf is the last round of the config.toml servers.
+	confs lastRound[mcp.ConfigServer]
 }
 
 func newMCPTestNode(t *testing.T, cli *clientv3.Client, id string, members func() []string) *mcpTestNode {
-	n := &mcpTestNode{}
+	n := &mcpTestNode{confs: lastRound[mcp.ConfigServer]{name: func(s mcp.ConfigServer) string { return s.Name }}}
 	n.MCPServers = newMCPServers(cli, "t", id, "node-"+id, zerolog.Nop(), members, func(s []mcp.ClusterServer) {
 		n.mu.Lock()
 		n.last = s
 		n.mu.Unlock()
-	})
+	}, n.confs.keep)
 	t.Cleanup(func() { n.cancel() })
 	return n
 }

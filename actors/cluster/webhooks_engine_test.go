@@ -30,6 +30,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
@@ -50,16 +51,9 @@ type hookEngineNode struct {
 func startHookEngineNode(t *testing.T, etcd, name string, members []string) *hookEngineNode {
 	t.Helper()
 	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	k := kernel.New(zerolog.Nop())
 	bus, err := comms.Start(k, db, comms.BusOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, home)
 	if err != nil {
 		t.Fatal(err)
 	}
