@@ -322,6 +322,40 @@ func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 	}
 }
 
+// A blocking SendMessage whose turn runs longer than the first write's
+// delay is stored as working while it runs (only quick turns are stored
+// once, in their final state), so a kill -9 mid-turn leaves it failed,
+// with a reason, after the restart.
+func TestA2ALongBlockingTaskFailsAfterKill(t *testing.T) {
+	oai, _, cfg := fakes(t, "")
+	home := t.TempDir()
+	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "slow")
+	oai.SetLatency(time.Hour)
+	c := goClient(t, p.url+"/a2a/agents/"+id)
+	go func() {
+		// Its answer never comes: the daemon is killed mid-turn.
+		_, _ = c.SendMessage(context.Background(), &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("long job"))})
+	}()
+	var taskID string
+	waitUntil(t, "the running task to be stored", func() bool {
+		list, err := c.ListTasks(context.Background(), &sdk.ListTasksRequest{})
+		if err != nil || len(list.Tasks) != 1 || list.Tasks[0].Status.State != sdk.TaskStateWorking {
+			return false
+		}
+		taskID = string(list.Tasks[0].ID)
+		return true
+	})
+	p.stop(t, syscall.SIGKILL)
+	oai.SetLatency(0)
+	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	code, body := p.request(t, "GET", "/a2a/tasks/"+taskID, "")
+	m := decodeMap(t, body)
+	if code != 200 || m["status"] != "failed" || !strings.Contains(m["error"].(string), "restarted") {
+		t.Fatalf("after kill -9: %d %s", code, body)
+	}
+}
+
 // Every task a blocking SendMessage answered as completed is stored as
 // completed: the answer waits for the task's final write (overlapped with
 // the request's audit entry, not skipped), so a kill -9 right after the
