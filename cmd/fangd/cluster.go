@@ -21,6 +21,10 @@ import (
 func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, meter *usage.Meter) error {
 	cc := cfg.Cluster
 	marker := filepath.Join(home, watchdogMarker)
+	etcdAuth, err := cc.etcdAuth(d.vault)
+	if err != nil {
+		return err
+	}
 	channels := d.channels
 	n, err := fcluster.Start(d.kernel, fcluster.Options{
 		Endpoints: cc.Etcd, Name: cc.clusterName(), NodeName: cc.nodeName(d.ln.Addr().String()),
@@ -64,9 +68,10 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 				}
 			},
 		},
-		TLS:     tlsFiles(cc),
-		EtcdTLS: cc.etcdTLS(),
-		Log:     d.log.With().Str("component", "cluster").Logger(),
+		TLS:      tlsFiles(cc),
+		EtcdTLS:  cc.etcdTLS(),
+		EtcdAuth: etcdAuth,
+		Log:      d.log.With().Str("component", "cluster").Logger(),
 	})
 	if err != nil {
 		return err

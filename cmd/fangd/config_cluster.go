@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	fcluster "github.com/fangd/fangd/actors/cluster"
+	"github.com/fangd/fangd/store"
 )
 
 // ClusterConfig is [cluster]: cluster mode (docs/cluster.md). Empty Etcd
@@ -49,6 +50,13 @@ type ClusterConfig struct {
 	EtcdCA   string `toml:"etcd_ca"`
 	EtcdCert string `toml:"etcd_cert"`
 	EtcdKey  string `toml:"etcd_key"`
+	// EtcdUsername and a password turn on etcd's username/password
+	// authentication: EtcdPassword is the password, or "vault:NAME" for
+	// one stored with `fangd vault set NAME`; EtcdPasswordEnv names an
+	// environment variable holding it instead (set one of the two).
+	EtcdUsername    string `toml:"etcd_username"`
+	EtcdPassword    string `toml:"etcd_password"`
+	EtcdPasswordEnv string `toml:"etcd_password_env"`
 	// etcdPlainFlag: --cluster said etcd:// (plain) explicitly.
 	etcdPlainFlag bool
 }
@@ -172,7 +180,54 @@ func (c ClusterConfig) validate() error {
 			errs = append(errs, fmt.Errorf("cluster.%s: %v", f.key, err))
 		}
 	}
+	errs = append(errs, c.validateEtcdAuth()...)
 	return errors.Join(errs...)
+}
+
+// validateEtcdAuth checks etcd_username and its password's source; the
+// errors never contain the password.
+func (c ClusterConfig) validateEtcdAuth() []error {
+	hasPw := c.EtcdPassword != "" || c.EtcdPasswordEnv != ""
+	switch {
+	case c.EtcdPassword != "" && c.EtcdPasswordEnv != "":
+		return []error{errors.New("cluster.etcd_password and cluster.etcd_password_env: set one, not both")}
+	case c.EtcdUsername == "" && hasPw:
+		return []error{errors.New("cluster.etcd_password needs cluster.etcd_username")}
+	case c.EtcdUsername != "" && !hasPw:
+		return []error{errors.New(`cluster.etcd_username needs cluster.etcd_password (or etcd_password_env, or "vault:NAME")`)}
+	case c.EtcdPassword == vaultSecretPrefix:
+		return []error{errors.New(`cluster.etcd_password "vault:" names no vault entry`)}
+	}
+	return nil
+}
+
+// etcdAuth reads the etcd password from where [cluster] says it is (the
+// file, the environment or the vault); nil without etcd_username. The
+// error never contains the password.
+func (c ClusterConfig) etcdAuth(vault *store.Vault) (*fcluster.EtcdAuth, error) {
+	if c.EtcdUsername == "" {
+		return nil, nil
+	}
+	pw := c.EtcdPassword
+	switch name, fromVault := strings.CutPrefix(pw, vaultSecretPrefix); {
+	case fromVault:
+		pw = ""
+		err := vault.With(configSecretName(name), func(b []byte) error { pw = string(b); return nil })
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("cluster.etcd_password: the vault has no entry %q (store it with `fangd vault set %s`)", name, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster.etcd_password: %v", err)
+		}
+		if pw == "" {
+			return nil, fmt.Errorf("cluster.etcd_password: vault entry %q is empty", name)
+		}
+	case c.EtcdPasswordEnv != "":
+		if pw = os.Getenv(c.EtcdPasswordEnv); pw == "" {
+			return nil, fmt.Errorf("cluster.etcd_password_env: %s is not set or empty", c.EtcdPasswordEnv)
+		}
+	}
+	return &fcluster.EtcdAuth{Username: c.EtcdUsername, Password: pw}, nil
 }
 
 func (c ClusterConfig) clusterName() string {
