@@ -134,14 +134,16 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 	}
 	cfg := clientv3.Config{Endpoints: opts.Endpoints, DialTimeout: 5 * time.Second, Logger: zapNop()}
 	if opts.EtcdTLS != nil {
-		conf, err := opts.EtcdTLS.config(opts.Log)
+		fresh, dial, err := opts.EtcdTLS.configs(opts.Log)
 		if err != nil {
 			return nil, err
 		}
-		if err := checkEtcdTLS(opts.Endpoints, conf); err != nil {
+		if err := checkEtcdTLS(opts.Endpoints, fresh()); err != nil {
 			return nil, err
 		}
-		cfg.TLS = conf
+		// Config.TLS says "TLS"; dial makes the configuration per
+		// connection (a reloaded etcd_ca), for the provider's client too.
+		cfg.TLS, cfg.DialOptions = fresh(), dial
 	}
 	if opts.EtcdAuth != nil {
 		// The client authenticates in New (and again when its token
