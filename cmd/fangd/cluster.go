@@ -25,9 +25,13 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 	if err != nil {
 		return err
 	}
+	nodeName, err := cc.nodeName(home, d.ln.Addr().String())
+	if err != nil {
+		return err
+	}
 	channels := d.channels
 	n, err := fcluster.Start(d.kernel, fcluster.Options{
-		Endpoints: cc.Etcd, Name: cc.clusterName(), NodeName: cc.nodeName(d.ln.Addr().String()),
+		Endpoints: cc.Etcd, Name: cc.clusterName(), NodeName: nodeName,
 		HTTPURL:  "http://" + d.ln.Addr().String(),
 		BindHost: cc.BindHost, BindPort: cc.BindPort, AdvertisedHost: cc.AdvertisedHost,
 		// How many of each per-node kind this node runs, read every

@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -20,7 +22,8 @@ type ClusterConfig struct {
 	// Name is the cluster's name (default "fangd"): nodes sharing etcd
 	// and name form one cluster.
 	Name string `toml:"name"`
-	// NodeName names this node (default: host name and API port).
+	// NodeName names this node (default: the name kept in the home,
+	// derived at its first start from the host name and API port).
 	NodeName string `toml:"node_name"`
 	// BindHost and BindPort are where the node listens for the other
 	// members (default 127.0.0.1, port 0: a free port); AdvertisedHost is
@@ -237,13 +240,55 @@ func (c ClusterConfig) clusterName() string {
 	return c.Name
 }
 
-// nodeName is the configured name or host name plus API port, which is
-// unique among nodes sharing a machine.
-func (c ClusterConfig) nodeName(apiAddr string) string {
+// nodeNameFile, in the home, holds the node name derived at a first start
+// without node_name, reused by every later start.
+const nodeNameFile = "cluster-node-name"
+
+// nodeName is the configured name or, without one, the name this home's
+// node has had since its first start in cluster mode: host name plus that
+// start's API port (unique among nodes sharing a machine), kept in
+// <home>/cluster-node-name. A name derived afresh at each start would
+// change with a random API port, and the node's audit tip in etcd, kept
+// by name, would never be checked against (docs/cluster.md "Audit
+// checkpoints across the cluster"). The file is written before the name
+// is used; a configured node_name is used as is and not written.
+func (c ClusterConfig) nodeName(home, apiAddr string) (string, error) {
 	if c.NodeName != "" {
-		return c.NodeName
+		return c.NodeName, nil
+	}
+	path := filepath.Join(home, nodeNameFile)
+	b, err := os.ReadFile(path)
+	switch name := strings.TrimSpace(string(b)); {
+	case err == nil && name != "" && len(name) <= 128 && !strings.ContainsAny(name, "\r\n"):
+		return name, nil
+	case err == nil:
+		return "", fmt.Errorf("cluster: %s does not hold a node name (1-128 characters on one line): fix or remove it, or set [cluster] node_name", path)
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("cluster: reading the node name: %w", err)
 	}
 	host, _ := os.Hostname()
 	_, port, _ := net.SplitHostPort(apiAddr)
-	return host + "-" + port
+	name := host + "-" + port
+	if err := writeFileAtomic(path, []byte(name+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("cluster: keeping the node name in %s: %w", path, err)
+	}
+	return name, nil
+}
+
+// writeFileAtomic replaces path with data (write, sync, rename), so a
+// crash leaves the old file or the new one, never half of one.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
 }

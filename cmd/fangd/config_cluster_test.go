@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -113,5 +115,35 @@ func TestClusterEtcdPasswordSources(t *testing.T) {
 	c.EtcdPassword = "vault:absent"
 	if _, err := c.etcdAuth(vault); err == nil || !strings.Contains(err.Error(), `no entry "absent"`) || strings.Contains(err.Error(), secret) {
 		t.Fatalf("missing vault entry: %v", err)
+	}
+}
+
+// Without node_name the name is derived at the first start and kept in
+// the home: a later start on another port reuses it; a configured name
+// wins and writes nothing; a file that holds no name is an error.
+func TestClusterNodeNameKeptInTheHome(t *testing.T) {
+	home := t.TempDir()
+	c := ClusterConfig{Etcd: []string{"h:1"}}
+	first, err := c.nodeName(home, "127.0.0.1:4601")
+	if err != nil || !strings.HasSuffix(first, "-4601") {
+		t.Fatalf("first %q %v", first, err)
+	}
+	if again, err := c.nodeName(home, "127.0.0.1:39999"); err != nil || again != first {
+		t.Fatalf("second start: %q %v, want %q", again, err, first)
+	}
+	other := t.TempDir()
+	c.NodeName = "n1"
+	if n, err := c.nodeName(other, "127.0.0.1:4601"); err != nil || n != "n1" {
+		t.Fatalf("configured %q %v", n, err)
+	}
+	if _, err := os.Stat(filepath.Join(other, nodeNameFile)); err == nil {
+		t.Fatal("a configured name was written to the home")
+	}
+	c.NodeName = ""
+	if err := os.WriteFile(filepath.Join(other, nodeNameFile), []byte("  \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.nodeName(other, "127.0.0.1:4601"); err == nil || !strings.Contains(err.Error(), "does not hold a node name") {
+		t.Fatalf("empty file: %v", err)
 	}
 }
