@@ -26,8 +26,12 @@ import (
 //   - st/<name>/view: the host's view of the connection (status, tools),
 //     written only under the owner key's lease and read by every node's
 //     round, so that every node lists every server with its tools.
+//
+// The servers of config.toml are a second set of the same kind, conf
+// (mcpconf.go): placed among the nodes that list them.
 type MCPServers struct {
 	*ownedSet
+	conf *ownedSet
 	node *Node // for NodeAddress; nil in tests
 }
 
@@ -37,14 +41,16 @@ var _ mcp.Cluster = (*MCPServers)(nil)
 type MCPRuntime interface {
 	UseCluster(mcp.Cluster, string) error
 	ApplyCluster([]mcp.ClusterServer)
+	ApplyConfigCluster([]mcp.ConfigServer)
 }
 
 // StartMCP hands the MCP manager this store and starts the ownership
 // rounds, whose results go to rt.ApplyCluster.
 func (n *Node) StartMCP(rt MCPRuntime) (*MCPServers, error) {
-	m := newMCPServers(n.etcd, n.opts.Name, n.memberI, n.opts.NodeName, n.opts.Log, n.topology, rt.ApplyCluster)
+	m := newMCPServers(n.etcd, n.opts.Name, n.memberI, n.opts.NodeName, n.opts.Log, n.topology, rt.ApplyCluster, rt.ApplyConfigCluster)
 	m.node = n
 	m.excluded = n.Excluded
+	m.conf.excluded = n.Excluded
 	n.watchEndpoints()
 	if err := rt.UseCluster(m, n.opts.NodeName); err != nil {
 		return nil, err
@@ -53,11 +59,33 @@ func (n *Node) StartMCP(rt MCPRuntime) (*MCPServers, error) {
 	n.mcp = m
 	n.mu.Unlock()
 	go m.loop(m.round)
+	go m.conf.loop(m.conf.round)
 	return m, nil
 }
 
+// Kick runs a round of both sets now.
+func (m *MCPServers) Kick() {
+	m.ownedSet.Kick()
+	m.conf.Kick()
+}
+
+// stop ends both sets' rounds and revokes their owner leases.
+func (m *MCPServers) stop() {
+	m.ownedSet.stop()
+	m.conf.stop()
+}
+
+// cancel ends both sets' rounds without revoking (tests: a node dying).
+func (m *MCPServers) cancel() {
+	m.ownedSet.cancel()
+	m.conf.cancel()
+}
+
+// Hosted is how many MCP connections this node hosts, of both sets.
+func (m *MCPServers) Hosted() int { return m.ownedSet.Hosted() + m.conf.Hosted() }
+
 func newMCPServers(cli *clientv3.Client, cluster, memberID, nodeName string, log zerolog.Logger,
-	members func() []string, apply func([]mcp.ClusterServer)) *MCPServers {
+	members func() []string, apply func([]mcp.ClusterServer), applyConf func([]mcp.ConfigServer)) *MCPServers {
 	s := newOwnedSet(cli, "/fangd/mcp/"+cluster+"/", "st/", "mcp_server", memberID, nodeName, log, members,
 		func(es []ownedEntity) {
 			out := make([]mcp.ClusterServer, len(es))
@@ -67,7 +95,10 @@ func newMCPServers(cli *clientv3.Client, cluster, memberID, nodeName string, log
 			apply(out)
 		})
 	s.withState = true
-	return &MCPServers{ownedSet: s}
+	if applyConf == nil {
+		applyConf = func([]mcp.ConfigServer) {}
+	}
+	return &MCPServers{ownedSet: s, conf: newMCPConf(cli, cluster, memberID, nodeName, log, members, applyConf)}
 }
 
 // MCPHost is where one MCP server's connection runs, for GET /api/cluster.
@@ -75,9 +106,12 @@ type MCPHost struct {
 	Name string `json:"name"`
 	// Node is the hosting node's name; "" while no node holds it.
 	Node string `json:"node"`
+	// Source is "api" (added through the API) or "config" (listed in the
+	// config.toml of some nodes, run by one of them).
+	Source string `json:"source"`
 }
 
-// MCPHosts is where each API-defined MCP server runs, from the last round.
+// MCPHosts is where each MCP server runs, from the last rounds.
 func (n *Node) MCPHosts() []MCPHost {
 	n.mu.Lock()
 	m := n.mcp
@@ -87,7 +121,10 @@ func (n *Node) MCPHosts() []MCPHost {
 		return out
 	}
 	for _, h := range m.hosts() {
-		out = append(out, MCPHost{Name: h[0], Node: h[1]})
+		out = append(out, MCPHost{Name: h[0], Node: h[1], Source: "api"})
+	}
+	for _, h := range m.conf.hosts() {
+		out = append(out, MCPHost{Name: h[0], Node: h[1], Source: "config"})
 	}
 	return out
 }
@@ -106,7 +143,9 @@ func (m *MCPServers) PutServer(ctx context.Context, name string, rec []byte, sea
 	}
 	var conds []clientv3.Cmp
 	if create {
-		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(m.cfgKey(name)), "=", 0))
+		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(m.cfgKey(name)), "=", 0),
+			// No node's config.toml lists the name (mcpconf.go).
+			clientv3.Compare(clientv3.CreateRevision(m.confAdvertPrefix(name)), "=", 0).WithPrefix())
 	} else {
 		// An update never recreates a server deleted meanwhile.
 		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(m.cfgKey(name)), ">", 0))
@@ -169,6 +208,13 @@ func (m *MCPServers) NodeAddress(ctx context.Context, nodeName string) (string, 
 		return "", fmt.Errorf("cluster: the connection to node %s was lost", nodeName)
 	}
 	return addr, nil
+}
+
+// ConnectionLost reports that the remoting connection to addr was lost
+// (within lostFor) and not made again since: a call waiting for that
+// node's answer gives up (mcp awaitRemote).
+func (m *MCPServers) ConnectionLost(addr string) bool {
+	return m.node != nil && m.node.endpointLost(addr)
 }
 
 // lostFor is how long a remoting connection reported lost makes messages

@@ -20,15 +20,17 @@ type mcpTestNode struct {
 	*MCPServers
 	mu   sync.Mutex
 	last []mcp.ClusterServer
+	// conf is the last round of the config.toml servers.
+	confs lastRound[mcp.ConfigServer]
 }
 
 func newMCPTestNode(t *testing.T, cli *clientv3.Client, id string, members func() []string) *mcpTestNode {
-	n := &mcpTestNode{}
+	n := &mcpTestNode{confs: lastRound[mcp.ConfigServer]{name: func(s mcp.ConfigServer) string { return s.Name }}}
 	n.MCPServers = newMCPServers(cli, "t", id, "node-"+id, zerolog.Nop(), members, func(s []mcp.ClusterServer) {
 		n.mu.Lock()
 		n.last = s
 		n.mu.Unlock()
-	})
+	}, n.confs.keep)
 	t.Cleanup(func() { n.cancel() })
 	return n
 }
@@ -51,6 +53,7 @@ func (n *mcpTestNode) view(name string) (mcp.ClusterServer, bool) {
 // other node takes the server over within 10 s with the refreshed token;
 // a delete removes it from every round.
 func TestMCPServerOneHostViewFencedAndTakenOver(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA, cliB := testClient(t, ep), testClient(t, ep)
 	a := newMCPTestNode(t, cliA, "a", func() []string { return []string{"a"} })

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -159,7 +160,13 @@ type placement struct {
 // ones this node should have (the rendezvous choice among the topology's
 // members, or any node once takeoverGrace passed), drops owner keys of
 // entities that no longer exist, and says where each runs.
-func (o *owned) assign(ctx context.Context, names []string, owns []*mvccpb.KeyValue) map[string]placement {
+//
+// eligible, when not nil, restricts each entity to the member ids it
+// names (an MCP server of config.toml runs only on a node whose file
+// lists it, mcpconf.go): the rendezvous choice is among the topology's
+// members that are eligible, only an eligible node takes it over, and a
+// node that holds an entity it is no longer eligible for gives it up.
+func (o *owned) assign(ctx context.Context, names []string, owns []*mvccpb.KeyValue, eligible map[string][]string) map[string]placement {
 	type owner struct {
 		rec   ownerRec
 		lease clientv3.LeaseID
@@ -177,6 +184,17 @@ func (o *owned) assign(ctx context.Context, names []string, owns []*mvccpb.KeyVa
 	out := make(map[string]placement, len(names))
 	for _, name := range names {
 		ow, ok := owners[name]
+		candidates, mayTake := members, true
+		if eligible != nil {
+			candidates, mayTake = eligibleMembers(members, eligible[name], o.memberID)
+			if ok && !mayTake && lease != 0 && ow.lease == lease {
+				// Held here but no longer listed here: free it at once.
+				if o.give(ctx, name, lease) {
+					delete(owners, name)
+					ow, ok = owner{}, false
+				}
+			}
+		}
 		if !ok {
 			o.mu.Lock()
 			since, seen := o.unowned[name]
@@ -185,7 +203,7 @@ func (o *owned) assign(ctx context.Context, names []string, owns []*mvccpb.KeyVa
 				o.unowned[name] = now
 			}
 			o.mu.Unlock()
-			if lease != 0 && (rendezvous(name, members) == o.memberID || now.Sub(since) >= takeoverGrace) {
+			if lease != 0 && mayTake && (rendezvous(name, candidates) == o.memberID || now.Sub(since) >= takeoverGrace) {
 				if o.take(ctx, name, me, lease) {
 					ow, ok = owner{rec: me, lease: lease}, true
 				}
@@ -228,6 +246,31 @@ func (o *owned) take(ctx context.Context, name string, me ownerRec, lease client
 	}
 	o.log.Info().Str(o.what, name).Msgf("took the %s's owner lease", o.what)
 	return true
+}
+
+// give drops this node's owner key of name, if it still carries lease.
+func (o *owned) give(ctx context.Context, name string, lease clientv3.LeaseID) bool {
+	r, err := o.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(o.ownKey(name)), "=", lease)).
+		Then(clientv3.OpDelete(o.ownKey(name))).
+		Commit()
+	if err != nil || !r.Succeeded {
+		return false
+	}
+	o.log.Info().Str(o.what, name).Msgf("gave the %s's owner key up (no longer eligible here)", o.what)
+	return true
+}
+
+// eligibleMembers is the topology's members among ids, and whether self
+// is one of ids.
+func eligibleMembers(members, ids []string, self string) ([]string, bool) {
+	var out []string
+	for _, m := range members {
+		if slices.Contains(ids, m) {
+			out = append(out, m)
+		}
+	}
+	return out, slices.Contains(ids, self)
 }
 
 // rendezvous is the member with the highest FNV-1a score for the
@@ -349,6 +392,9 @@ type ownedSet struct {
 	// withState reads every entity's state in the round too: for a kind
 	// whose state is small and every node shows (an MCP server's tools).
 	withState bool
+	// list, when set, makes the entities the names nodes advertise under
+	// lst/ instead of records under cfg/ (listing).
+	list *listing
 
 	lastMu sync.Mutex
 	last   []ownedEntity // the last round's result
@@ -368,8 +414,13 @@ func (s *ownedSet) round() {
 	s.claimLease()
 	ctx, cancel := context.WithTimeout(s.ctx, 2*roundEvery)
 	defer cancel()
+	recDir := "cfg/"
+	if s.list != nil {
+		s.syncAdverts(ctx)
+		recDir = "lst/"
+	}
 	gets := []clientv3.Op{
-		clientv3.OpGet(s.pre+"cfg/", clientv3.WithPrefix()),
+		clientv3.OpGet(s.pre+recDir, clientv3.WithPrefix()),
 		clientv3.OpGet(s.pre+"sec/", clientv3.WithPrefix()),
 		clientv3.OpGet(s.pre+"own/", clientv3.WithPrefix()),
 	}
@@ -389,20 +440,27 @@ func (s *ownedSet) round() {
 	}
 	cfgs := resp.Responses[0].GetResponseRange().Kvs
 	sealed := sealedByName(s.pre+"sec/", resp.Responses[1].GetResponseRange().Kvs)
-	names := make([]string, 0, len(cfgs))
-	for _, kv := range cfgs {
-		names = append(names, strings.TrimPrefix(string(kv.Key), s.pre+"cfg/"))
+	var names []string
+	var records [][]byte
+	var eligible map[string][]string
+	if s.list != nil {
+		names, records, eligible = s.readAdverts(cfgs)
+	} else {
+		for _, kv := range cfgs {
+			names = append(names, strings.TrimPrefix(string(kv.Key), s.pre+"cfg/"))
+			records = append(records, kv.Value)
+		}
 	}
 	var states map[string]map[string][]byte
 	if s.withState {
 		states = sealedByName(s.pre+s.stDir, resp.Responses[3].GetResponseRange().Kvs)
 	}
-	places := s.assign(ctx, names, resp.Responses[2].GetResponseRange().Kvs)
-	out := make([]ownedEntity, 0, len(cfgs))
-	for i, kv := range cfgs {
-		p := places[names[i]]
-		out = append(out, ownedEntity{Name: names[i], Record: kv.Value, Sealed: sealed[names[i]], Node: p.Node, Mine: p.Mine,
-			State: states[names[i]]})
+	places := s.assign(ctx, names, resp.Responses[2].GetResponseRange().Kvs, eligible)
+	out := make([]ownedEntity, 0, len(names))
+	for i, name := range names {
+		p := places[name]
+		out = append(out, ownedEntity{Name: name, Record: records[i], Sealed: sealed[name], Node: p.Node, Mine: p.Mine,
+			State: states[name]})
 	}
 	s.lastMu.Lock()
 	s.last = out

@@ -6,13 +6,15 @@ package mcp
 // vault key; each runs on the one node holding its lease-fenced owner key,
 // which publishes the connection's state (status, tools) to etcd; every
 // other node lists it from there and sends calls of its tools to the host
-// over the cluster's remoting. config.toml's servers stay per node.
+// over the cluster's remoting. config.toml's servers run the same way on
+// one of the nodes whose file lists them (clusterconf.go).
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,8 +45,16 @@ type Cluster interface {
 	PublishState(ctx context.Context, name string, state []byte) error
 	// NodeAddress is the remoting address of the live node named node.
 	NodeAddress(ctx context.Context, node string) (string, error)
+	// ConnectionLost reports that the remoting connection to addr was
+	// lost and not made again since.
+	ConnectionLost(addr string) bool
 	// Kick runs an ownership round now.
 	Kick()
+	// AdvertiseConfig sets the config.toml servers this node lists (name
+	// -> advert); the servers' rounds go to ApplyConfigCluster.
+	AdvertiseConfig(ads map[string]ConfigAd)
+	// PublishConfigState is PublishState for a config.toml server.
+	PublishConfigState(ctx context.Context, name string, state []byte) error
 }
 
 // ErrServerExists is a PutServer with create for a name already taken
@@ -92,6 +102,7 @@ type clusterHook struct {
 func (m *Manager) UseCluster(c Cluster, self string) error {
 	m.clu.Store(&clusterHook{c: c, self: self})
 	_, err := m.env.k.SpawnRoot(remoteActor, func() actor.Actor { return &remoteCalls{m: m} })
+	m.advertiseConfig()
 	return err
 }
 
@@ -117,10 +128,14 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 			s.env.log.Error().Str("mcp_server", cs.Name).Msg("unreadable MCP server record in etcd; skipped")
 			continue
 		}
-		if d, ok := s.defs[cs.Name]; ok && d.source == sourceConfig {
-			continue // config.toml wins on this node (add refuses the name)
-		}
 		seen[cs.Name] = true
+		if d, ok := s.defs[cs.Name]; ok && d.source == sourceConfig {
+			// The API server holds the name cluster-wide: this node's
+			// config.toml entry was not advertised (clusterconf.go).
+			s.stopChild(c, cs.Name)
+			delete(s.defs, cs.Name)
+			delete(s.states, cs.Name)
+		}
 		prev, had := s.defs[cs.Name]
 		changed := s.env.csec.update(cs.Name, cs.Sealed)
 		s.defs[cs.Name] = definition{spec: spec, source: sourceAPI, clustered: true, node: cs.Node, mine: cs.Mine}
@@ -140,21 +155,15 @@ func (s *supervisor) applyCluster(c actor.Context, v *clusterView) {
 			if running {
 				s.stopChild(c, cs.Name)
 			}
-			var st serverState
-			if len(cs.View) > 0 {
-				_ = json.Unmarshal(cs.View, &st)
-			}
-			if cs.Node == "" || st.Status == "" {
-				st = serverState{Status: StatusConnecting, LastError: st.LastError}
-			}
-			st.Pid = 0 // another node's process
-			s.states[cs.Name] = st
+			s.states[cs.Name] = remoteState(cs.View, cs.Node)
 		}
 	}
 	for name, d := range s.defs {
-		if d.clustered && !seen[name] {
+		if d.clustered && d.source == sourceAPI && !seen[name] {
 			s.env.csec.forget(name)
 			s.forget(c, name)
+			// A config.toml entry it shadowed here comes back.
+			s.restoreConfig(name)
 		}
 	}
 	s.publishIndex()
@@ -172,23 +181,29 @@ func (s *supervisor) publishView(name string, st serverState) {
 	if err != nil {
 		return
 	}
-	s.m.views.set(h.c, name, b)
+	s.m.views.set(h.c, viewKey{name: name, config: s.defs[name].source == sourceConfig}, b)
+}
+
+// viewKey names a published view: config servers have their own set.
+type viewKey struct {
+	name   string
+	config bool
 }
 
 // viewPublisher is the one goroutine writing hosted connections' states.
 type viewPublisher struct {
 	mu      sync.Mutex
-	pending map[string][]byte
+	pending map[viewKey][]byte
 	running bool
 }
 
-func (p *viewPublisher) set(c Cluster, name string, b []byte) {
+func (p *viewPublisher) set(c Cluster, k viewKey, b []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.pending == nil {
-		p.pending = map[string][]byte{}
+		p.pending = map[viewKey][]byte{}
 	}
-	p.pending[name] = b
+	p.pending[k] = b
 	if p.running {
 		return
 	}
@@ -207,11 +222,15 @@ func (p *viewPublisher) run(c Cluster) {
 		batch := p.pending
 		p.pending = nil
 		p.mu.Unlock()
-		for name, b := range batch {
+		for k, b := range batch {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			// Fenced: a node that lost the server cannot overwrite the
 			// new host's view; the error is the expected outcome then.
-			_ = c.PublishState(ctx, name, b)
+			if k.config {
+				_ = c.PublishConfigState(ctx, k.name, b)
+			} else {
+				_ = c.PublishState(ctx, k.name, b)
+			}
 			cancel()
 		}
 	}
@@ -299,10 +318,28 @@ func splitSecretKey(key string) (server, sub string, ok bool) {
 	return strings.Cut(rest, "/")
 }
 
+// local reports a server of this node's config.toml (and not an API
+// server of the same name, which holds the name cluster-wide): its
+// secrets are in this node's own vault (its spec and secrets never go to
+// etcd), so that it resolves them as on one node and keeps an OAuth
+// sign-in there.
+func (cs *clusterSecrets) local(server string) bool {
+	if cs.vault == nil || !slices.ContainsFunc(cs.m.configSpecs(), func(sp Spec) bool { return sp.Name == server }) {
+		return false
+	}
+	cs.mu.Lock()
+	_, api := cs.sealed[server]
+	cs.mu.Unlock()
+	return !api
+}
+
 func (cs *clusterSecrets) With(name string, fn func([]byte) error) error {
 	server, sub, ok := splitSecretKey(name)
 	if !ok || cs.vault == nil {
 		return store.ErrNotFound
+	}
+	if cs.local(server) {
+		return cs.vault.With(name, fn)
 	}
 	cs.mu.Lock()
 	b, found := cs.sealed[server][sub]
@@ -321,6 +358,9 @@ func (cs *clusterSecrets) Has(name string) (bool, error) {
 	if !ok {
 		return false, nil
 	}
+	if cs.local(server) {
+		return cs.vault.Has(name)
+	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	_, found := cs.sealed[server][sub]
@@ -335,6 +375,12 @@ func (cs *clusterSecrets) Delete(name string) error { return cs.write(name, nil,
 
 func (cs *clusterSecrets) write(name string, plaintext []byte, del bool) error {
 	server, sub, ok := splitSecretKey(name)
+	if ok && cs.local(server) {
+		if del {
+			return cs.vault.Delete(name)
+		}
+		return cs.vault.Put(name, plaintext)
+	}
 	h := cs.m.cluster()
 	if !ok || h == nil || cs.vault == nil {
 		return kernel.Unavailable("the cluster's secret store is not available")
@@ -511,7 +557,7 @@ func (m *Manager) callRemote(ctx context.Context, it indexedTool, args json.RawM
 		timeout = time.Until(dl)
 	}
 	b, _ := json.Marshal(remoteCall{Tool: it.Info.Name, Args: args, TimeoutMS: timeout.Milliseconds()})
-	ans, err := m.env.k.Root.RequestFuture(actor.NewPID(addr, remoteActor), wrapperspb.Bytes(b), timeout).Result()
+	ans, err := awaitRemote(h.c, addr, m.env.k.Root.RequestFuture(actor.NewPID(addr, remoteActor), wrapperspb.Bytes(b), timeout))
 	if err != nil {
 		return nil, kernel.Errorf(kernel.KindUnavailable, "host_unreachable",
 			"MCP server %s is hosted on cluster node %s, which did not answer (%v); the call may have reached it", it.Server, it.node, err)
@@ -532,6 +578,39 @@ func (m *Manager) callRemote(ctx context.Context, it indexedTool, args json.RawM
 		return nil, kernel.Unavailable("cluster node %s answered the call of %s unreadably: %v", it.node, it.Info.Name, err)
 	}
 	return &res, nil
+}
+
+// lostCheckEvery is how often a call waiting for another node's answer
+// checks that the connection to that node is still there.
+const lostCheckEvery = 100 * time.Millisecond
+
+// awaitRemote waits for a cross-node call's answer, or gives up as soon
+// as the remoting connection to addr is reported lost. Why: a call sent
+// in the moment the host died (before the loss was reported) is dropped
+// by upstream's endpoint writer without an answer, and would otherwise
+// wait for its whole timeout (the server's timeout_secs plus 5 s).
+func awaitRemote(c Cluster, addr string, fut *actor.Future) (any, error) {
+	type result struct {
+		v   any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := fut.Result()
+		done <- result{v, err}
+	}()
+	t := time.NewTicker(lostCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.v, r.err
+		case <-t.C:
+			if c.ConnectionLost(addr) {
+				return nil, errors.New("the connection to it was lost")
+			}
+		}
+	}
 }
 
 // indexRemote adds the tools of a server another node hosts, as its host

@@ -30,6 +30,13 @@ type definition struct {
 	clustered bool
 	node      string
 	mine      bool
+	// For a config.toml server in cluster mode (clusterconf.go):
+	// elsewhere when only other nodes' files list it (spec holds only
+	// what their adverts say), listing the nodes that list it, differs
+	// when their specs differ.
+	elsewhere bool
+	listing   []ConfigAd
+	differs   bool
 }
 
 // supervisor is the root actor "mcp". It owns the set of server
@@ -68,6 +75,8 @@ func (s *supervisor) Receive(c actor.Context) {
 		}
 	case *clusterView:
 		s.applyCluster(c, m)
+	case *configView:
+		s.applyConfig(c, m)
 	case *actor.Terminated:
 		s.terminated(c, m)
 	case *listServers:
@@ -149,17 +158,19 @@ func (s *supervisor) started(c actor.Context) {
 	s.stoppingNames = map[string]bool{}
 	s.pending = map[string]bool{}
 	s.crashed = map[string]bool{}
-	for _, sp := range s.m.configSpecs() {
-		s.defs[sp.Name] = definition{spec: sp, source: sourceConfig}
-	}
 	if s.env.opts.Clustered {
 		// API-defined servers come from etcd with the ownership rounds
-		// (applyCluster); this node's store is not read.
-		for name := range s.defs {
-			s.spawn(c, name)
+		// (applyCluster); this node's store is not read. config.toml's
+		// run where their round says (applyConfig): nothing starts here
+		// before one does.
+		for _, sp := range s.m.configSpecs() {
+			s.defs[sp.Name] = definition{spec: sp, source: sourceConfig, clustered: true}
 		}
 		s.publishIndex()
 		return
+	}
+	for _, sp := range s.m.configSpecs() {
+		s.defs[sp.Name] = definition{spec: sp, source: sourceConfig}
 	}
 	_, err := s.env.servers.EachOrQuarantine(func(name string, sp Spec) bool {
 		if d, dup := s.defs[name]; dup && d.source == sourceConfig {
@@ -578,7 +589,7 @@ func (s *supervisor) reload(c actor.Context, m *reload) (*ReloadReply, error) {
 	s.m.setConfigSpecs(specs)
 	r := &ReloadReply{Status: "reloaded", Added: []string{}, Removed: []string{}, Reconnected: []string{}, Catalog: cat.Len()}
 	for name, d := range s.defs {
-		if d.source != sourceConfig {
+		if d.source != sourceConfig || d.elsewhere {
 			continue
 		}
 		if _, still := fresh[name]; !still {
@@ -588,6 +599,10 @@ func (s *supervisor) reload(c actor.Context, m *reload) (*ReloadReply, error) {
 	}
 	for name, sp := range fresh {
 		d, existed := s.defs[name]
+		if s.env.opts.Clustered {
+			s.reloadClustered(c, r, name, sp, d, existed)
+			continue
+		}
 		s.defs[name] = definition{spec: sp, source: sourceConfig}
 		switch {
 		case !existed:
@@ -613,6 +628,7 @@ func (s *supervisor) reload(c actor.Context, m *reload) (*ReloadReply, error) {
 	sort.Strings(r.Removed)
 	sort.Strings(r.Reconnected)
 	s.publishIndex()
+	s.m.advertiseConfig()
 	return r, nil
 }
 

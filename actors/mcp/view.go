@@ -64,6 +64,12 @@ type ServerView struct {
 	// cluster mode); Cluster says the server is such a one.
 	Node    string `json:"node,omitempty"`
 	Cluster bool   `json:"cluster,omitempty"`
+	// ListedBy names the nodes whose config.toml lists a config server in
+	// cluster mode (down ones included); SpecDiffers is set when their
+	// specs of it differ (compared by a hash without secret values): one
+	// connection runs all the same, from the host's file.
+	ListedBy    []string `json:"listed_by,omitempty"`
+	SpecDiffers bool     `json:"spec_differs,omitempty"`
 }
 
 // HealthEntry is one server in GET /api/mcp/health (LibreFang's fields
@@ -105,6 +111,10 @@ func view(d definition, st serverState) ServerView {
 		v.Status = StatusConnecting
 	}
 	v.Node, v.Cluster = d.node, d.clustered
+	for _, a := range d.listing {
+		v.ListedBy = append(v.ListedBy, a.Node)
+	}
+	v.SpecDiffers = d.differs
 	if v.Tools == nil {
 		v.Tools = []ToolInfo{}
 	}

@@ -52,8 +52,9 @@ type clusterStatus struct {
 	Channels []fcluster.ChannelHost `json:"channels,omitempty"`
 	// Webhooks says which node hosts each webhook endpoint's outbox.
 	Webhooks []fcluster.WebhookHost `json:"webhooks,omitempty"`
-	// MCPConnections says which node runs each MCP server added through
-	// the API (config.toml's run on every node that lists them).
+	// MCPConnections says which node runs each MCP server, added through
+	// the API (source "api") or listed in config.toml ("config": run on
+	// one of the nodes whose file lists it).
 	MCPConnections []fcluster.MCPHost `json:"mcp_connections,omitempty"`
 }
 

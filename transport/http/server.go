@@ -220,6 +220,8 @@ type Server struct {
 	hooks atomic.Pointer[HooksConfig]
 	// healthNoSpace is its body below the free-space reserve.
 	healthNoSpace []byte
+	// recentPage is the last GET /api/audit/recent page built (auditRecent).
+	recentPage atomic.Pointer[recentPage]
 	// logStreams counts the open /api/logs/stream subscribers.
 	logStreams atomic.Int64
 	a2aStreams atomic.Int64
