@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
-.PHONY: build run test test-cluster cluster test-short test-deps vet staticcheck fmt-check bench fuzz clean
+.PHONY: build run test test-race test-cluster cluster test-short test-deps vet staticcheck fmt-check bench fuzz clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/fangd
@@ -13,14 +13,24 @@ build:
 run: build
 	./$(BIN) serve
 
-# The gate: formatting, vet, staticcheck, and every test under the race
-# detector, then the cluster-mode tests (below) without it. The dashboard's
+# The gate: formatting, vet, staticcheck, then every test under the race
+# detector (test-race) and the cluster-mode tests without it
+# (test-cluster, below) side by side: the cluster scenarios spend their
+# time waiting for leases, rounds and failovers, not on the CPU, so they
+# fit beside the race suite on 2 cores (docs/contributing.md, "Test
+# time"). Their lines interleave, each line whole.
+test: fmt-check vet staticcheck test-deps
+	$(MAKE) -j2 --output-sync=line test-race test-cluster
+
+# Every test under the race detector. -vet=off: the vet target above
+# already ran every analyzer go test would. -parallel 4: the parallel
+# tests (daemons, etcd rounds) mostly wait, and the default (one per
+# core) left the second core idle at the end of the suite. The dashboard's
 # browser test must run here (FANGD_REQUIRE_BROWSER: a missing chromium
 # fails it instead of skipping it); its screenshots go to artifacts/.
 FANGD_ARTIFACTS ?= $(CURDIR)/artifacts
-test: fmt-check vet staticcheck test-deps
-	FANGD_REQUIRE_BROWSER=1 FANGD_ARTIFACTS="$(FANGD_ARTIFACTS)" $(GO) test -race -count=1 -timeout 15m ./...
-	$(MAKE) test-cluster
+test-race:
+	FANGD_REQUIRE_BROWSER=1 FANGD_ARTIFACTS="$(FANGD_ARTIFACTS)" $(GO) test -race -vet=off -parallel 4 -count=1 -timeout 15m ./...
 
 # Cluster mode's black-box tests (embedded etcd, real fangd processes on
 # loopback), behind the "cluster" build tag and WITHOUT -race: upstream
@@ -29,12 +39,14 @@ test: fmt-check vet staticcheck test-deps
 # report upstream's races. fangd's own cluster code (config, HTTP) is
 # tested under -race by the target above. In actors/cluster only the tests
 # in files behind the tag run here: the others already ran under -race
-# above (running them twice cost ~80 s). About 3.5 minutes (205 s on a
-# quiet machine); the 8 min timeout leaves room for a loaded one.
+# above (running them twice cost ~80 s). The scenarios run in parallel
+# (-parallel 4: each has its own etcd and nodes, and waits on leases and
+# failovers): about 1.5 minutes (93 s at load 11, 205 s one after the
+# other before); the 8 min timeout leaves room for a loaded machine.
 CLUSTER_TAGGED_TESTS := $(shell grep -l '^//go:build cluster' actors/cluster/*_test.go | xargs -r grep -ho '^func Test[A-Za-z0-9_]*' | sed 's/^func //' | paste -sd'|' -)
 test-cluster:
 	$(GO) vet -tags cluster ./cmd/fangd/clustertest/ ./actors/cluster/
-	$(GO) test -tags cluster -count=1 -timeout 8m ./cmd/fangd/clustertest/
+	$(GO) test -tags cluster -count=1 -parallel 4 -timeout 8m ./cmd/fangd/clustertest/
 	$(if $(CLUSTER_TAGGED_TESTS),$(GO) test -tags cluster -count=1 -timeout 2m -run '^($(CLUSTER_TAGGED_TESTS))$$' ./actors/cluster/)
 
 # A local three-node cluster: an embedded etcd (cmd/fangd-devetcd, dev

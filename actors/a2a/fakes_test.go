@@ -16,6 +16,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // fakeAgents is an agent runtime whose turns the test controls.
@@ -182,15 +183,8 @@ func newHarness(t *testing.T, mutate func(*Options)) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(h.home)))
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(h.t, h.home)
 	h.db = db
-	vault, err := store.OpenVault(db, h.home)
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	h.k = kernel.New(zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel))
 	opts := h.opts
 	opts.Vault = vault

@@ -96,7 +96,8 @@ func (h *protocolHandler) CancelTask(ctx context.Context, req *a2a.CancelTaskReq
 // SendMessage implements a2asrv.RequestHandler: it creates a task and, unless
 // the client asked to return immediately, waits for its final state.
 func (h *protocolHandler) SendMessage(ctx context.Context, req *a2a.SendMessageRequest) (a2a.SendMessageResult, error) {
-	sub, _, err := h.svc.startInbound(ctx, h.agentID, req)
+	immediate := req.Config != nil && req.Config.ReturnImmediately
+	sub, _, err := h.svc.startInbound(ctx, h.agentID, req, !immediate)
 	if err != nil {
 		return nil, toProtocol(err)
 	}
@@ -104,7 +105,6 @@ func (h *protocolHandler) SendMessage(ctx context.Context, req *a2a.SendMessageR
 	if req.Config != nil {
 		hl = req.Config.HistoryLength
 	}
-	immediate := req.Config != nil && req.Config.ReturnImmediately
 	last, durable, err := h.svc.await(ctx, sub, immediate)
 	if err != nil {
 		return nil, toProtocol(err)
@@ -133,7 +133,7 @@ func (h *protocolHandler) SendStreamingMessage(ctx context.Context, req *a2a.Sen
 			yield(nil, a2a.NewError(a2a.ErrUnsupportedOperation, "streaming is turned off on this server"))
 			return
 		}
-		sub, id, err := h.svc.startInbound(ctx, h.agentID, req)
+		sub, id, err := h.svc.startInbound(ctx, h.agentID, req, false)
 		if err != nil {
 			yield(nil, toProtocol(err))
 			return
@@ -242,8 +242,9 @@ func trimHistory(t *a2a.Task, n int) *a2a.Task {
 }
 
 // startInbound validates a SendMessage request, picks the agent and
-// creates the task with a subscriber attached.
-func (s *Service) startInbound(ctx context.Context, agentID string, req *a2a.SendMessageRequest) (*subscriber, string, error) {
+// creates the task with a subscriber attached. blocking says the caller
+// shows the task to nobody before its final state (createTask.blocking).
+func (s *Service) startInbound(ctx context.Context, agentID string, req *a2a.SendMessageRequest, blocking bool) (*subscriber, string, error) {
 	if req == nil || req.Message == nil {
 		return nil, "", errInvalidMessage("message is required")
 	}
@@ -279,7 +280,7 @@ func (s *Service) startInbound(ctx context.Context, agentID string, req *a2a.Sen
 		return nil, "", err
 	}
 	sub := newSubscriber()
-	if _, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &createTask{rec: rec, sub: sub}); err != nil {
+	if _, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &createTask{rec: rec, sub: sub, blocking: blocking}); err != nil {
 		s.clusterForget(rec)
 		return nil, "", err
 	}
@@ -517,7 +518,7 @@ func (s *Service) SendSeed(ctx context.Context, agentRef string, msg *a2a.Messag
 		return nil, err
 	}
 	sub := newSubscriber()
-	if _, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &createTask{rec: rec, sub: sub}); err != nil {
+	if _, err := kernel.Ask[*TaskSnapshot](ctx, s.k, s.sup, &createTask{rec: rec, sub: sub, blocking: true}); err != nil {
 		s.clusterForget(rec)
 		return nil, err
 	}

@@ -20,6 +20,10 @@ type journalWrite struct {
 	done chan error
 	// fence, when set, is finished instead of answering on done.
 	fence *fence
+	// notify, when set, is called with the outcome as well, from the
+	// journal's Receive: a task actor hears of its write by a message
+	// (root.Send) instead of parking a goroutine on done or the fence.
+	notify func(error)
 }
 
 // fence is one journal write that any number of goroutines wait for:
@@ -70,10 +74,14 @@ func (j *journal) Receive(c actor.Context) {
 			Size:     func(w journalWrite) int { return len(w.key) + len(w.raw) + 64 },
 			Commit:   j.commit,
 			Done: func(w journalWrite, err error) {
-				if w.fence != nil {
+				switch {
+				case w.fence != nil:
 					w.fence.finish(err)
-				} else {
+				case w.done != nil:
 					w.done <- err
+				}
+				if w.notify != nil {
+					w.notify(err)
 				}
 			},
 		})

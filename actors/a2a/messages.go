@@ -39,6 +39,10 @@ type createTask struct {
 	sub *subscriber
 	// idem is the idempotency record to store with an outbound task.
 	idem *idemEntry
+	// blocking is set for an inbound task whose creator is told of it
+	// only by its final state (a blocking send): its first write may be
+	// held back (firstWriteDelay).
+	blocking bool
 }
 
 // idemEntry is an idempotency record and its key (a hash of the header).

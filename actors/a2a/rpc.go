@@ -123,7 +123,11 @@ func (h *RPCHandler) ServeSendMessage(ctx context.Context, body []byte, header h
 	res, err := h.sendMessage(ctx, &req)
 	if err == nil {
 		var out []byte
-		out, err = json.Marshal(rpcResult{JSONRPC: "2.0", ID: env.ID, Result: a2a.StreamResponse{Event: res}})
+		if task, ok := res.(*a2a.Task); ok {
+			out, err = appendTaskAnswer(make([]byte, 0, 1024), env.ID, task)
+		} else {
+			out, err = json.Marshal(rpcResult{JSONRPC: "2.0", ID: env.ID, Result: a2a.StreamResponse{Event: res}})
+		}
 		if err == nil {
 			return append(out, '\n'), true // json.Encoder's newline
 		}

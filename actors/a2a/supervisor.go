@@ -237,7 +237,7 @@ func (s *supervisor) create(c actor.Context, m *createTask) {
 		}
 		stored = true
 	}
-	pid, err := s.spawn(c, rec, m.sub, stored)
+	pid, err := s.spawn(c, rec, m.sub, stored, m.blocking && len(rec.Push) == 0)
 	if err != nil {
 		c.Respond(err)
 		return
@@ -278,7 +278,9 @@ func (s *supervisor) track(id string, pid *actor.PID) {
 
 func taskKey(id string) []byte { return []byte(tasksCollection + "/" + id) }
 
-func (s *supervisor) spawn(c actor.Context, rec *taskRecord, sub *subscriber, stored bool) (*actor.PID, error) {
+// spawn starts a task's actor; deferFirst lets an inbound task hold its
+// first write back (inboundTask.deferFirst).
+func (s *supervisor) spawn(c actor.Context, rec *taskRecord, sub *subscriber, stored, deferFirst bool) (*actor.PID, error) {
 	var subs []*subscriber
 	if sub != nil {
 		subs = []*subscriber{sub}
@@ -289,7 +291,7 @@ func (s *supervisor) spawn(c actor.Context, rec *taskRecord, sub *subscriber, st
 	switch rec.Direction {
 	case Inbound:
 		producer = func() actor.Actor {
-			t := &inboundTask{taskBase: newTaskBase(s.svc, initial, subs, stored, first)}
+			t := &inboundTask{taskBase: newTaskBase(s.svc, initial, subs, stored, first), deferFirst: deferFirst && first}
 			first, subs = false, nil
 			return t
 		}
@@ -347,7 +349,7 @@ func (s *supervisor) restore(c actor.Context) error {
 		}
 	}
 	for i := range resume {
-		pid, err := s.spawn(c, &resume[i], nil, true)
+		pid, err := s.spawn(c, &resume[i], nil, true, false)
 		if err != nil {
 			return err
 		}

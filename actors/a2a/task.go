@@ -43,6 +43,9 @@ type taskBase struct {
 	// is done: answered from memory they would be ahead of the disk.
 	pending  *fence
 	deferred []deferredRequest
+	// pendingTimeout fails the fenced final write if the journal never
+	// answers (persistTimeout); stopped when it does.
+	pendingTimeout *time.Timer
 }
 
 // deferredRequest is a request that arrived while the final write was in
@@ -81,16 +84,18 @@ func (t *taskBase) persistAsync() (chan error, error) {
 	return done, t.queueRecord(&journalWrite{done: done})
 }
 
-// persistFenced is persistAsync answering on a fence.
-func (t *taskBase) persistFenced() (*fence, error) {
+// persistFenced is persistAsync answering on a fence; the actor hears the
+// outcome as a finalStored message (from the journal, no goroutine waits).
+func (t *taskBase) persistFenced(c actor.Context) (*fence, error) {
 	f := newFence()
-	return f, t.queueRecord(&journalWrite{fence: f})
+	self, root := c.Self(), c.ActorSystem().Root
+	return f, t.queueRecord(&journalWrite{fence: f, notify: func(err error) { root.Send(self, &finalStored{err: err}) }})
 }
 
 // queueRecord sends w, carrying the record's current state, to the journal.
 func (t *taskBase) queueRecord(w *journalWrite) error {
 	t.rec.UpdatedAt = time.Now().UTC()
-	raw, err := json.Marshal(&t.rec)
+	raw, err := appendRecord(make([]byte, 0, 1024), &t.rec)
 	if err != nil {
 		return err
 	}
@@ -238,7 +243,7 @@ func (t *taskBase) settleFenced(c actor.Context, state a2a.TaskState, reason str
 		return
 	}
 	t.rec.State, t.rec.Reason = state, reason
-	f, err := t.persistFenced()
+	f, err := t.persistFenced(c)
 	if err != nil {
 		t.settle(c, state, reason, events...) // logs the failed write
 		return
@@ -254,21 +259,19 @@ func (t *taskBase) settleFenced(c actor.Context, state a2a.TaskState, reason str
 	t.subs = nil
 	t.stopWork()
 	self, root := c.Self(), c.ActorSystem().Root
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), persistTimeout)
-		defer cancel()
-		err := f.wait(ctx)
-		if ctx.Err() != nil {
-			err = errors.New("the a2a journal did not confirm the write in time")
-		}
-		root.Send(self, &finalStored{err: err})
-	}()
+	t.pendingTimeout = time.AfterFunc(persistTimeout, func() {
+		root.Send(self, &finalStored{err: errors.New("the a2a journal did not confirm the write in time")})
+	})
 }
 
 // finalStored ends a fenced settle: as settle does once its write
 // returned, then the deferred requests are answered.
 func (t *inboundTask) finalStored(c actor.Context, m *finalStored) {
-	t.pending = nil
+	if t.pending == nil {
+		return // the journal's answer after the timeout, or the reverse
+	}
+	t.pendingTimeout.Stop()
+	t.pending, t.pendingTimeout = nil, nil
 	if m.err != nil {
 		t.svc.log.Error().Err(m.err).Str("task", t.rec.ID).Msg("a2a: could not store the final state of a task")
 	} else {
@@ -372,9 +375,35 @@ func (t *taskBase) handleRequest(msg any, respond func(any)) bool {
 // inboundTask runs one of our agents for a peer.
 type inboundTask struct {
 	taskBase
+	// deferFirst holds the first ("working") write back for
+	// firstWriteDelay (see start); firstDue is its timer while it waits.
+	deferFirst bool
+	firstDue   *time.Timer
+	// firstTimeout fails the task if the journal never answers the first
+	// write (persistTimeout); stopped when it does.
+	firstTimeout *time.Timer
 }
 
+// firstWriteDelay is how long a blocking task without push targets runs
+// before its "working" record is written. A turn that ends sooner is
+// stored once, in its final state: the only reader of the working record
+// on disk is a restart after a crash (which fails the task, or resumes
+// it), and nobody was told of such a task yet (its caller waits for the
+// final answer). Longer turns are written as before, so a crash fails
+// them with a reason. One Badger entry, one record encoding and a round
+// through the journal less for every quick task (docs/bench.md,
+// "Session 9: A2A").
+const firstWriteDelay = 250 * time.Millisecond
+
+// writeFirst is firstDue's tick: the turn is still running.
+type writeFirst struct{}
+
 func (t *inboundTask) Receive(c actor.Context) {
+	if _, ok := c.Message().(*subscribeTask); ok && t.firstDue != nil && !t.done && t.pending == nil {
+		// A subscriber's opening update waits for the first write: do
+		// not keep it waiting for the delay too.
+		t.queueFirst(c)
+	}
 	if t.deferWhilePending(c) || t.handleCommon(c) {
 		return
 	}
@@ -385,13 +414,30 @@ func (t *inboundTask) Receive(c actor.Context) {
 		// The turn dies with the actor; the record stays "working" and the
 		// next start decides (fail or resume).
 		t.stopWork()
+		t.stopFirst()
+		for _, tm := range []*time.Timer{t.firstTimeout, t.pendingTimeout} {
+			if tm != nil {
+				tm.Stop()
+			}
+		}
 	case *turnDone:
 		if m.gen != t.gen || t.done {
 			return
 		}
 		t.cancel = nil
+		t.stopFirst()
 		t.turnFinished(c, m)
+	case *writeFirst:
+		if t.firstDue == nil || t.done || t.pending != nil {
+			return // written already, or settled first (the final write stands alone)
+		}
+		t.queueFirst(c)
 	case *firstStored:
+		if t.firstTimeout == nil {
+			return // the journal's answer after the timeout, or the reverse
+		}
+		t.firstTimeout.Stop()
+		t.firstTimeout = nil
 		if t.done || t.pending != nil {
 			// Settled already: the final write, queued behind this one,
 			// decides (finalStored).
@@ -410,9 +456,42 @@ func (t *inboundTask) Receive(c actor.Context) {
 		t.stored = true
 		t.announce()
 	case *cancelTask:
+		t.stopFirst()
 		t.cancelTask(c, m, c.Respond)
 	case *finalStored:
 		t.finalStored(c, m)
+	}
+}
+
+// queueFirst queues the task's "working" record with the journal; the
+// actor hears the outcome as firstStored. The opening update goes out
+// once it is durable.
+func (t *inboundTask) queueFirst(c actor.Context) {
+	if t.firstDue != nil {
+		t.firstDue.Stop()
+		t.firstDue = nil
+	}
+	if t.stored && t.fresh {
+		// Written meanwhile (a push configuration was stored with it).
+		t.announce()
+		return
+	}
+	self, root := c.Self(), c.ActorSystem().Root
+	if err := t.queueRecord(&journalWrite{notify: func(err error) { root.Send(self, &firstStored{err: err}) }}); err != nil {
+		panic(err)
+	}
+	t.opening = t.snapshotEvent()
+	t.firstTimeout = time.AfterFunc(persistTimeout, func() {
+		root.Send(self, &firstStored{err: errors.New("the a2a journal did not confirm the write in time")})
+	})
+}
+
+// stopFirst gives up a first write that is still held back: the task's
+// next write is its final one.
+func (t *inboundTask) stopFirst() {
+	if t.firstDue != nil {
+		t.firstDue.Stop()
+		t.firstDue = nil
 	}
 }
 
@@ -432,15 +511,17 @@ func (t *inboundTask) start(c actor.Context) {
 	// The turn starts while the first write is committed: the opening
 	// update waits for the disk, the work does not. The final write is
 	// queued behind the first, so the stored history never goes backwards.
+	// A quick blocking task's first write is held back (firstWriteDelay)
+	// and dropped if the turn ends first.
 	t.rec.State = a2a.TaskStateWorking
-	first, err := t.persistAsync()
-	if err != nil {
-		panic(err)
+	if t.deferFirst && t.fresh {
+		t.opening = t.snapshotEvent()
+		self, root := c.Self(), c.ActorSystem().Root
+		t.firstDue = time.AfterFunc(min(firstWriteDelay, t.svc.opts.SyncWait/2), func() { root.Send(self, &writeFirst{}) })
+	} else {
+		t.queueFirst(c)
 	}
-	t.opening = t.snapshotEvent()
 	t.runTurn(c)
-	self, root := c.Self(), c.ActorSystem().Root
-	go func() { root.Send(self, &firstStored{err: awaitJournal(first)}) }()
 }
 
 func (t *inboundTask) runTurn(c actor.Context) {

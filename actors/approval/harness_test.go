@@ -164,17 +164,7 @@ func (h *harness) create(agentID, action string) *Approval {
 // gate sends a Gate the way an agent does and returns a channel that gets
 // the decided record (or an error).
 func (h *harness) gate(req Request) <-chan any {
-	out := make(chan any, 1)
-	f := h.k.Root.RequestFuture(h.a.PID(), &Gate{Req: req}, time.Minute)
-	go func() {
-		res, err := f.Result()
-		if err != nil {
-			out <- err
-			return
-		}
-		out <- res
-	}()
-	return out
+	return kerneltest.Await(h.k.Root.RequestFuture(h.a.PID(), &Gate{Req: req}, time.Minute))
 }
 
 func recv(t *testing.T, ch <-chan any) *Approval {

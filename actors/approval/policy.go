@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -304,11 +305,7 @@ func (p *Policy) Unmatched(tools, servers []string) []UnmatchedPattern {
 	check("require_approval", p.RequireApproval, tools)
 	check("auto_approve", p.AutoApprove.Globs, tools)
 	check("totp_tools", p.TOTPTools, tools)
-	risk := make([]string, 0, len(p.RiskLevels))
-	for g := range p.RiskLevels {
-		risk = append(risk, g)
-	}
-	sort.Strings(risk)
+	risk := slices.Sorted(maps.Keys(p.RiskLevels))
 	check("risk_levels", risk, tools)
 	var trust []string
 	for _, g := range p.TrustReadOnlyHints {

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -413,11 +414,7 @@ func (q *clusterQueues) load(channel string) ([]*inItem, []*outItem, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	keys := make([]string, 0, len(kv))
-	for k := range kv {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(kv))
 	var in []*inItem
 	var out []*outItem
 	for _, k := range keys {

@@ -3,10 +3,11 @@ package channel
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -100,11 +101,7 @@ type parsedFields struct {
 func parseFields(spec *Spec, raw map[string]any) (*parsedFields, error) {
 	p := &parsedFields{values: map[string]string{}, lists: map[string][]string{},
 		secrets: map[string]string{}, cleared: map[string]bool{}}
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // report the first bad field deterministically
+	keys := slices.Sorted(maps.Keys(raw)) // report the first bad field deterministically
 	for _, k := range keys {
 		key := canonicalKey(spec, k)
 		f, ok := spec.Field(key)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -312,11 +313,7 @@ func (s *Service) List(ctx context.Context, configuredOnly bool) ([]View, error)
 		}
 	}
 	// Extra instances ("support-bot" running telegram), by name.
-	names := make([]string, 0, len(snaps))
-	for n := range snaps {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(snaps))
 	for _, n := range names {
 		sn := snaps[n]
 		if spec, ok := Lookup(sn.rec.Adapter); ok {
@@ -746,11 +743,7 @@ func (s *Service) Apply(ctx context.Context, tables map[string]map[string]any) (
 	}
 	var desired []desiredChannel
 	var problems []string
-	names := make([]string, 0, len(tables))
-	for n := range tables {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(tables))
 	for _, name := range names {
 		d, err := s.fromTable(ctx, name, tables[name])
 		if err != nil {
@@ -786,11 +779,7 @@ func CheckTables(builders Builders, tables map[string]map[string]any, env func(s
 }
 
 func (s *Service) check(ctx context.Context, tables map[string]map[string]any) []string {
-	names := make([]string, 0, len(tables))
-	for n := range tables {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(tables))
 	var problems []string
 	for _, name := range names {
 		if _, err := s.fromTable(ctx, name, tables[name]); err != nil {

@@ -64,6 +64,7 @@ func entry(id, node, contextID string, state sdk.TaskState) a2a.ClusterTask {
 // readable once Register returned, with its context, and a final entry
 // replaces the registration and ends "running".
 func TestA2ADirectoryBatchesRegistrations(t *testing.T) {
+	t.Parallel()
 	cli := testClient(t, testEtcd(t))
 	alive := &aliveSet{}
 	alive.set("n1")
@@ -154,6 +155,7 @@ func TestA2ADirectoryBatchesRegistrations(t *testing.T) {
 // a task that had finished keeps its state; the host's late final entry
 // (a restart) does not override the sweep's.
 func TestA2ASweepFailsTheTasksOfADeadNode(t *testing.T) {
+	t.Parallel()
 	cli := testClient(t, testEtcd(t))
 	alive := &aliveSet{}
 	alive.set("n1", "n2", "n3")
@@ -232,6 +234,7 @@ func TestA2ASweepFailsTheTasksOfADeadNode(t *testing.T) {
 // With etcd away a registration fails (the caller does not create the
 // task) within the caller's deadline.
 func TestA2ARegisterFailsWithEtcdAway(t *testing.T) {
+	t.Parallel()
 	alive := &aliveSet{}
 	alive.set("n1")
 	d := startA2ADir(t, testClient(t, "127.0.0.1:1"), "n1", alive, false)

@@ -15,6 +15,7 @@ import (
 )
 
 func TestAgentDirRegisterLookupRenameRemove(t *testing.T) {
+	t.Parallel()
 	cli := testClient(t, testEtcd(t))
 	ctx := context.Background()
 	a := newAgentDir(cli, "t", "node-a", zerolog.Nop())
@@ -73,6 +74,7 @@ func TestAgentDirRegisterLookupRenameRemove(t *testing.T) {
 // At start a node re-registers what it hosts and drops its stale entries;
 // other nodes' entries are left alone.
 func TestAgentDirSync(t *testing.T) {
+	t.Parallel()
 	cli := testClient(t, testEtcd(t))
 	ctx := context.Background()
 	a := newAgentDir(cli, "t", "node-a", zerolog.Nop())
@@ -105,6 +107,7 @@ func TestAgentDirSync(t *testing.T) {
 // (names with a slash included, and no name matched by its prefix), and
 // a renamed or removed agent leaves the copy.
 func TestAgentDirAnswersFromTheWatchedCopy(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cli := testClient(t, ep)
 	ctx, cancel := context.WithCancel(context.Background())

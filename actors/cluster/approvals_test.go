@@ -19,7 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 type approvalNode struct {
@@ -42,17 +42,11 @@ func newApprovalNode(t *testing.T, cli *clientv3.Client, name string, timeoutSec
 func newApprovalNodeWith(t *testing.T, cli *clientv3.Client, name string, timeoutSecs int, passive bool, set func(*approval.Options)) *approvalNode {
 	t.Helper()
 	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, home)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	n := &approvalNode{k: kernel.New(zerolog.Nop())}
 	t.Cleanup(func() { db.Close() })
 	t.Cleanup(n.stop)
+	var err error
 	if n.al, err = audit.Start(n.k, db, audit.Options{AnchorPath: audit.AnchorPath(home)}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,18 +74,8 @@ func (n *approvalNode) stop() { n.once.Do(func() { kerneltest.Stop(n.k) }) }
 
 // gate asks for an approval the way an agent's tool call does.
 func (n *approvalNode) gate(id string) <-chan any {
-	out := make(chan any, 1)
-	f := n.k.Root.RequestFuture(n.a.PID(), &approval.Gate{Req: approval.Request{ID: id, AgentID: "a1", AgentName: "ops",
-		Action: "shell_exec", Description: "run ls", Payload: json.RawMessage(`{"cmd":"ls"}`), RequestedBy: "agent:a1"}}, time.Minute)
-	go func() {
-		res, err := f.Result()
-		if err != nil {
-			out <- err
-			return
-		}
-		out <- res
-	}()
-	return out
+	return kerneltest.Await(n.k.Root.RequestFuture(n.a.PID(), &approval.Gate{Req: approval.Request{ID: id, AgentID: "a1", AgentName: "ops",
+		Action: "shell_exec", Description: "run ls", Payload: json.RawMessage(`{"cmd":"ls"}`), RequestedBy: "agent:a1"}}, time.Minute))
 }
 
 func (n *approvalNode) auditTypes(t *testing.T) []string {
@@ -130,6 +114,7 @@ func api() approval.Decider { return approval.Decider{Identity: "api_key", Via: 
 // A tool call waiting on node A is listed by node B, approved through B
 // (audited on B), and A's waiting call resumes with the decision.
 func TestApprovalDecidedOnAnotherNodeResumesTheWaiter(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	a := newApprovalNode(t, testClient(t, ep), "node-a", 300, false)
 	b := newApprovalNode(t, testClient(t, ep), "node-b", 300, false)
@@ -181,6 +166,7 @@ func TestApprovalDecidedOnAnotherNodeResumesTheWaiter(t *testing.T) {
 // Two nodes deciding at once: exactly one wins, the other gets 409, and
 // the waiter hears the winner's decision.
 func TestApprovalTwoDecidersOneWins(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	a := newApprovalNode(t, testClient(t, ep), "node-a", 300, false)
 	b := newApprovalNode(t, testClient(t, ep), "node-b", 300, false)
@@ -231,6 +217,7 @@ func TestApprovalTwoDecidersOneWins(t *testing.T) {
 // expired at its deadline, lists it expired, and refuses a late decision
 // with the single node's 410.
 func TestApprovalSweepExpiresWithoutTheOrigin(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA := testClient(t, ep)
 	a := newApprovalNode(t, cliA, "node-a", 2, true) // no watch, no sweep: "dead"
@@ -256,6 +243,7 @@ func TestApprovalSweepExpiresWithoutTheOrigin(t *testing.T) {
 // A decision that reaches etcd after the deadline, before any sweep, is
 // refused and turns the record expired (the CAS checks the deadline).
 func TestApprovalDecideAfterDeadlineExpires(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cl := newApprovals(testClient(t, ep), "t", "node-b", zerolog.Nop(), func(approval.ClusterRecord) {})
 	now := time.Now()
@@ -292,6 +280,7 @@ func contains(list []string, s string) bool {
 // (503) and changes nothing, but its own deadline still holds: the waiter
 // hears the expiry.
 func TestApprovalOriginExpiresWithEtcdAway(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA := testClient(t, ep)
 	a := newApprovalNode(t, cliA, "node-a", 3, false)

@@ -14,7 +14,7 @@ import (
 	"github.com/fangd/fangd/actors/audit"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
-	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 )
 
 // fakeChain is an audit chain in memory: entry i's hash is hashes[i-1].
@@ -94,6 +94,7 @@ func checkpointTips(t *testing.T, e fakeEntry) map[string]AuditTip {
 }
 
 func TestAuditCheckpointTipsWrittenOthersRecordedOnlyOnChange(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	ctx := context.Background()
 	ca := &fakeChain{name: "a"}
@@ -159,6 +160,7 @@ func TestAuditCheckpointTipsWrittenOthersRecordedOnlyOnChange(t *testing.T) {
 }
 
 func TestAuditCheckpointMismatchOnRolledBackChain(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	ctx := context.Background()
 	chain := &fakeChain{name: "a"}
@@ -208,11 +210,9 @@ func TestAuditCheckpointMismatchOnRolledBackChain(t *testing.T) {
 // TestAuditLogChainReadsTheRealLog checks the adapter over the daemon's
 // audit log: the tip, and the hash at a seq read back through a walk.
 func TestAuditLogChainReadsTheRealLog(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storetest.Open(t, home)
 	t.Cleanup(func() { db.Close() })
 	k := kernel.New(zerolog.Nop())
 	t.Cleanup(func() { kerneltest.Stop(k) })

@@ -12,6 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/fangd/fangd/actors/cluster/devetcd"
 	"github.com/fangd/fangd/actors/usage"
@@ -35,6 +37,7 @@ var (
 // never passes the limit, the refusals name it, and the spend etcd holds
 // afterwards is exactly what was settled, with no hold left.
 func TestBudgetConcurrentReservesNeverOverspendAcrossNodes(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	nodes := []*Budget{testBudget(t, testClient(t, ep)), testBudget(t, testClient(t, ep)), testBudget(t, testClient(t, ep))}
 	const limit, worst = 10_000, 700
@@ -94,6 +97,7 @@ func TestBudgetConcurrentReservesNeverOverspendAcrossNodes(t *testing.T) {
 // so its lease is not kept alive) holds the budget only until the lease
 // expires, and the spend it settled before dying stays counted.
 func TestBudgetDeadNodesHoldReleasedWithItsLease(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA := testClient(t, ep)
 	a, b := newBudget(cliA, "t", zerolog.Nop()), testBudget(t, testClient(t, ep))
@@ -150,6 +154,7 @@ func TestBudgetDeadNodesHoldReleasedWithItsLease(t *testing.T) {
 // hour of minutes; a settle without a hold only adds spend, and minutes
 // that left the hour are dropped when the scope is written again.
 func TestBudgetWindows(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cli := testClient(t, ep)
 	b := testBudget(t, cli)
@@ -202,6 +207,7 @@ func TestBudgetWindows(t *testing.T) {
 // including a node that starts after them (applied before it serves) and
 // a clear (nil).
 func TestBudgetLimitsSharedThroughEtcd(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	a, b := testBudget(t, testClient(t, ep)), testBudget(t, testClient(t, ep))
 	ctx := context.Background()
@@ -243,13 +249,28 @@ func TestBudgetLimitsSharedThroughEtcd(t *testing.T) {
 // a settle is not confirmed (its caller withholds the result) but stays
 // queued, and once etcd is back (same data) the spend is counted, once.
 func TestBudgetSettleOutlastsAnEtcdOutage(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	srv, err := devetcd.Start(dir, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ep := srv.Endpoint
-	cli := testClient(t, ep)
+	// The etcd that comes back stops after the ledger and its client
+	// (this cleanup runs last): stopped under their open streams, etcd
+	// would wait its request timeout (7 s) for them to end.
+	var back *devetcd.Server
+	t.Cleanup(func() {
+		if back != nil {
+			back.Close()
+		}
+	})
+	// The client redials soon after etcd is back: with gRPC's default
+	// backoff its next try comes several seconds after.
+	cli := testClient(t, ep, grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 300 * time.Millisecond},
+		MinConnectTimeout: time.Second,
+	}))
 	b := testBudget(t, cli)
 	ctx := context.Background()
 	scopes, caps := []usage.Scope{globalScope}, []usage.Caps{{Daily: 1000}}
@@ -270,20 +291,19 @@ func TestBudgetSettleOutlastsAnEtcdOutage(t *testing.T) {
 	if err == nil {
 		t.Fatal("a settle with etcd down was confirmed")
 	}
-	srv, err = devetcd.Start(dir, ep)
+	back, err = devetcd.Start(dir, ep)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Close)
-	back := time.Now()
-	deadline := back.Add(30 * time.Second)
+	up := time.Now()
+	deadline := up.Add(30 * time.Second)
 	for {
 		sp, err := b.Spend(ctx, time.Now().UTC(), scopes)
 		if err == nil && sp[0].Day == 250 {
 			if sp[0].Holds != 0 {
 				t.Fatalf("spend %+v: the hold should be gone with its settle", sp[0])
 			}
-			t.Logf("recorded %v after etcd came back", time.Since(back).Round(10*time.Millisecond))
+			t.Logf("recorded %v after etcd came back", time.Since(up).Round(10*time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {

@@ -152,6 +152,11 @@ func TestRemotingCertificateReloads(t *testing.T) {
 	if _, _, _, err := other.Issue(dir, "n1"); err != nil {
 		t.Fatal(err)
 	}
+	// Issue wrote the other CA over ca.crt as well, which tls_ca would
+	// now reload: put the cluster's CA back (same content).
+	if err := os.WriteFile(node.CA, ca.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	touch(t, time.Now().Add(3*time.Minute), node.Cert, node.Key)
 	clock.step(certCheckEvery)
 	if s, _ := handshake(t, server, peerClient); s.Cmp(second) != 0 {
@@ -214,5 +219,153 @@ func TestEtcdClientCertificateReloads(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "etcd_cert/etcd_key changed but does not load") {
 		t.Fatalf("no warning for the mismatched pair; logs:\n%s", logs.String())
+	}
+}
+
+// handshakeErr is handshake for a pair that may refuse each other: the
+// client's and the server's errors. Over loopback TCP, not a pipe: a side
+// that refuses writes its alert while the other may be writing too.
+func handshakeErr(server, client *tls.Config) (clientErr, serverErr error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err, err
+	}
+	defer ln.Close()
+	errc := make(chan error, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer conn.Close()
+		srv := tls.Server(conn, server)
+		err = srv.Handshake()
+		if err == nil {
+			// TLS 1.3: the client's certificate arrives after the
+			// client's handshake ends; read to see a refusal of it.
+			_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+			_, _ = srv.Read(make([]byte, 1))
+		}
+		errc <- err
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return err, err
+	}
+	c := client.Clone()
+	c.ServerName = "127.0.0.1"
+	cli := tls.Client(conn, c)
+	clientErr = cli.Handshake()
+	cli.Close()
+	return clientErr, <-errc
+}
+
+// tls_ca rotated on disk: the cluster moves to a new CA (the file holding
+// both while members move, then the new one alone). A peer with a
+// certificate from the new CA is refused before the file changes and
+// accepted, as client and as server, once the once-a-second check reads
+// it; this node's own certificate rotated to the new CA then loads. A CA
+// file that does not load keeps the pool before it and warns.
+func TestRemotingCAReloads(t *testing.T) {
+	clock := useStepClock(t)
+	oldCA, newCA := mustCA(t, "cluster"), mustCA(t, "cluster-2")
+	node := mustIssue(t, oldCA, "n1")
+	var logs syncBuf
+	server, client, err := node.loadReloading(zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := mustIssue(t, newCA, "n2") // a peer already on the new CA
+	// The peer trusts both (its tls_ca holds both CAs), so only this
+	// node's side decides.
+	both := append(append([]byte{}, oldCA.PEM...), newCA.PEM...)
+	if err := os.WriteFile(moved.CA, both, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	movedServer, movedClient, err := moved.load(zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, serr := handshakeErr(server, movedClient); serr == nil || !strings.Contains(serr.Error(), "unknown authority") {
+		t.Fatalf("a peer of a CA tls_ca does not hold was accepted: %v", serr)
+	}
+
+	// The move: tls_ca holds both CAs.
+	if err := os.WriteFile(node.CA, both, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(2*time.Minute), node.CA)
+	if _, serr := handshakeErr(server, movedClient); serr == nil {
+		t.Fatal("the CA file was read again within a second of the last check")
+	}
+	clock.step(certCheckEvery)
+	handshake(t, server, movedClient)
+	handshake(t, movedServer, client())
+
+	// This node's certificate from the new CA, then tls_ca the new CA
+	// alone: the old-CA peer is refused, the new one still accepted.
+	dir := filepath.Dir(node.Cert)
+	if _, _, _, err := newCA.Issue(dir, "n1"); err != nil { // writes ca.crt = new CA alone
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(3*time.Minute), node.Cert, node.Key, node.CA)
+	clock.step(certCheckEvery)
+	if s, _ := handshake(t, server, movedClient); s.Cmp(serialOf(t, node.Cert)) != 0 {
+		t.Fatalf("the certificate from the new CA was not loaded: %v", s)
+	}
+	stale := mustIssue(t, oldCA, "n3")
+	_, staleClient, err := stale.load(zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, serr := handshakeErr(server, staleClient); serr == nil {
+		t.Fatal("a peer of the retired CA was accepted")
+	}
+
+	// A CA file that is not PEM: the pool before stays.
+	if err := os.WriteFile(node.CA, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(4*time.Minute), node.CA)
+	clock.step(certCheckEvery)
+	handshake(t, server, movedClient)
+	out := logs.String()
+	if !strings.Contains(out, "tls_ca reloaded") || strings.Count(out, "tls_ca changed but does not load") != 1 {
+		t.Fatalf("logs:\n%s", out)
+	}
+}
+
+// etcd_ca rotated on disk: an etcd serving a certificate from a new CA is
+// refused until the file holds that CA, then accepted on the next
+// connection, without a new client configuration.
+func TestEtcdCAReloads(t *testing.T) {
+	clock := useStepClock(t)
+	oldCA, newCA := mustCA(t, "etcd"), mustCA(t, "etcd-2")
+	cli := mustIssue(t, oldCA, "client")
+	conf, dial, err := EtcdTLS{CA: cli.CA}.configs(zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcdNew := mustIssue(t, newCA, "etcd")
+	etcdSide, _, err := etcdNew.load(zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// etcd does not ask for a client certificate here.
+	etcdSide.ClientAuth, etcdSide.VerifyConnection = tls.NoClientCert, nil
+	if len(dial) != 1 {
+		t.Fatal("no dial option making the configuration per connection")
+	}
+	if cerr, _ := handshakeErr(etcdSide, conf()); cerr == nil || !strings.Contains(cerr.Error(), "unknown authority") {
+		t.Fatalf("an etcd certificate from a CA etcd_ca does not hold was accepted: %v", cerr)
+	}
+	if err := os.WriteFile(cli.CA, newCA.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, time.Now().Add(time.Minute), cli.CA)
+	clock.step(certCheckEvery)
+	if cerr, serr := handshakeErr(etcdSide, conf()); cerr != nil || serr != nil {
+		t.Fatalf("after etcd_ca changed: client %v, server %v", cerr, serr)
 	}
 }

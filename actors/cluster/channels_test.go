@@ -35,6 +35,7 @@ func newTestNode(t *testing.T, cli *clientv3.Client, id string, members func() [
 // is not kept alive) the other takes over within 10 s, sees the state
 // the first wrote, and a write under the dead owner's lease is refused.
 func TestChannelOwnerExclusiveFencedAndTakenOver(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA, cliB := testClient(t, ep), testClient(t, ep)
 	// Each node believes it is the only member: both are the rendezvous
@@ -93,6 +94,7 @@ func TestChannelOwnerExclusiveFencedAndTakenOver(t *testing.T) {
 // A graceful stop revokes the owner lease: the other node takes the
 // channel on its next round, without waiting for the lease to run out.
 func TestChannelGracefulStopHandsOver(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	both := func() []string { return []string{"a", "b"} }
 	a := newTestNode(t, testClient(t, ep), "a", both)
@@ -125,6 +127,7 @@ func TestChannelGracefulStopHandsOver(t *testing.T) {
 // the same bot account is refused, a channel that changes account frees
 // the old one, and deleting a channel frees its account.
 func TestChannelAccountClaimedOnce(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	a := newTestNode(t, testClient(t, ep), "a", nil)
 	b := newTestNode(t, testClient(t, ep), "b", nil)
@@ -160,6 +163,7 @@ func TestChannelAccountClaimedOnce(t *testing.T) {
 // twice, which etcd refuses in one Txn: Commit keeps the last operation
 // per key, which leaves the same state.
 func TestChannelCommitCollapsesRepeatedKeys(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	a := newTestNode(t, testClient(t, ep), "a", func() []string { return []string{"a"} })
 	ctx := context.Background()
@@ -207,6 +211,7 @@ func TestChannelCommitCollapsesRepeatedKeys(t *testing.T) {
 // while excluded, and the other node takes the channel on its next round
 // without waiting for a lease to run out.
 func TestChannelExcludedNodeGivesChannelsUp(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	var ex exclusion
 	a := newTestNode(t, testClient(t, ep), "a", func() []string { return []string{"a", "b"} })

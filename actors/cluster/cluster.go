@@ -67,7 +67,10 @@ type Options struct {
 	// EtcdTLS, if set, is TLS on the etcd client connections
 	// (etcdtls.go); nil: plain.
 	EtcdTLS *EtcdTLS
-	Log     zerolog.Logger
+	// EtcdAuth, if set, is etcd username/password authentication
+	// (etcdauth.go).
+	EtcdAuth *EtcdAuth
+	Log      zerolog.Logger
 }
 
 // recordTTL is the lease of a node's record: a node killed with -9
@@ -131,24 +134,42 @@ func Start(k *kernel.Kernel, opts Options) (*Node, error) {
 	}
 	cfg := clientv3.Config{Endpoints: opts.Endpoints, DialTimeout: 5 * time.Second, Logger: zapNop()}
 	if opts.EtcdTLS != nil {
-		conf, err := opts.EtcdTLS.config(opts.Log)
+		fresh, dial, err := opts.EtcdTLS.configs(opts.Log)
 		if err != nil {
 			return nil, err
 		}
-		if err := checkEtcdTLS(opts.Endpoints, conf); err != nil {
+		if err := checkEtcdTLS(opts.Endpoints, fresh()); err != nil {
 			return nil, err
 		}
-		cfg.TLS = conf
+		// Config.TLS says "TLS"; dial makes the configuration per
+		// connection (a reloaded etcd_ca), for the provider's client too.
+		cfg.TLS, cfg.DialOptions = fresh(), dial
+	}
+	if opts.EtcdAuth != nil {
+		// The client authenticates in New (and again when its token
+		// expires), for every connection the provider opens too.
+		cfg.Username, cfg.Password = opts.EtcdAuth.Username, opts.EtcdAuth.Password
 	}
 	cli, err := clientv3.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: etcd client: %w", err)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err = cli.Status(ctx, opts.Endpoints[0]); err == nil {
+			err = checkEtcdAccess(ctx, cli, opts.EtcdAuth, opts.Endpoints)
+			if err != nil {
+				cancel()
+				cli.Close()
+				return nil, err
+			}
+		}
+		cancel()
+		if err != nil {
+			cli.Close()
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_, err = cli.Status(ctx, opts.Endpoints[0])
-	cancel()
 	if err != nil {
-		cli.Close()
+		if aerr := explainAuth(opts.EtcdAuth, opts.Endpoints, err); aerr != nil {
+			return nil, aerr
+		}
 		if opts.EtcdTLS == nil {
 			return nil, explainPlain(opts.Endpoints, err)
 		}

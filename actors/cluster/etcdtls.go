@@ -2,15 +2,14 @@ package cluster
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 )
 
 // EtcdTLS is TLS on fangd's etcd client connections (docs/cluster.md,
@@ -25,34 +24,46 @@ type EtcdTLS struct {
 	Cert, Key string
 }
 
-// config reads the files into a client TLS configuration. The CA is read
-// once; the client certificate and key are re-read when their files
-// change (certreload.go), so a rotated client certificate is presented
-// on the etcd client's next connection.
+// config reads the files into a client TLS configuration, as of now (see
+// configs).
 func (t EtcdTLS) config(log zerolog.Logger) (*tls.Config, error) {
-	conf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if t.CA != "" {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: etcd_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("cluster: etcd_ca %s holds no PEM certificate", t.CA)
-		}
-		conf.RootCAs = pool
+	fresh, _, err := t.configs(log)
+	if err != nil {
+		return nil, err
 	}
+	return fresh(), nil
+}
+
+// configs reads the files and returns a maker of client TLS
+// configurations and, when etcd_ca is set, gRPC dial options that make one
+// for each connection. The CA, the client certificate and its key are
+// re-read when their files change (certreload.go), so a rotated CA
+// verifies, and a rotated client certificate is presented on, the etcd
+// client's next connection.
+func (t EtcdTLS) configs(log zerolog.Logger) (func() *tls.Config, []grpc.DialOption, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if (t.Cert == "") != (t.Key == "") {
-		return nil, errors.New("cluster: etcd_cert and etcd_key go together")
+		return nil, nil, errors.New("cluster: etcd_cert and etcd_key go together")
 	}
 	if t.Cert != "" {
 		pair, err := newReloadingPair(t.Cert, t.Key, "etcd_cert/etcd_key", nil, log)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		conf.GetClientCertificate = pair.clientCert
 	}
-	return conf, nil
+	if t.CA == "" {
+		// The system's roots.
+		return func() *tls.Config { return conf.Clone() }, nil, nil
+	}
+	ca, err := newReloadingPool(t.CA, "etcd_ca", log)
+	if err != nil {
+		return nil, nil, err
+	}
+	fresh := ca.clientConfig(conf)
+	// Appended after the etcd client's own TLS credentials (made once
+	// from Config.TLS), so these are the ones used.
+	return fresh, []grpc.DialOption{grpc.WithTransportCredentials(newReloadingCreds(fresh))}, nil
 }
 
 // etcdProbeTimeout bounds the handshakes that explain a failed start.

@@ -19,6 +19,7 @@ import (
 // a plain client is told etcd serves TLS; another CA's client and a TLS
 // client of a plain etcd get errors that say so.
 func TestEtcdClientTLS(t *testing.T) {
+	t.Parallel()
 	ca, err := devcerts.NewCA("etcd-ca")
 	if err != nil {
 		t.Fatal(err)

@@ -1,18 +1,31 @@
 package cluster
 
 import (
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/fangd/fangd/actors/cluster/devetcd"
+	"github.com/fangd/fangd/store"
 )
 
 // The harness of this package's tests: a real embedded etcd, clients of
 // it, and what a test node's rounds handed over.
+
+// TestMain gives every node of every test the same vault key (nodes that
+// share sealed secrets through etcd need one key, docs/cluster.md). It is
+// set once here rather than with t.Setenv in each test: t.Setenv refuses
+// parallel tests, and the tests run in parallel because they spend their
+// time waiting on etcd leases and rounds, not on the CPU.
+func TestMain(m *testing.M) {
+	os.Setenv(store.VaultKeyEnv, "5f1e0c3a9b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5b7d9f1a3c5e7b9d0f")
+	os.Exit(m.Run())
+}
 
 func testEtcd(t *testing.T) string {
 	t.Helper()
@@ -24,9 +37,11 @@ func testEtcd(t *testing.T) string {
 	return s.Endpoint
 }
 
-func testClient(t *testing.T, ep string) *clientv3.Client {
+// testClient is a client of ep, closed with the test; opts are extra
+// gRPC dial options.
+func testClient(t *testing.T, ep string, opts ...grpc.DialOption) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zapNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zapNop(), DialOptions: opts})
 	if err != nil {
 		t.Fatal(err)
 	}

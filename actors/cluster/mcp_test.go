@@ -53,6 +53,7 @@ func (n *mcpTestNode) view(name string) (mcp.ClusterServer, bool) {
 // other node takes the server over within 10 s with the refreshed token;
 // a delete removes it from every round.
 func TestMCPServerOneHostViewFencedAndTakenOver(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA, cliB := testClient(t, ep), testClient(t, ep)
 	a := newMCPTestNode(t, cliA, "a", func() []string { return []string{"a"} })

@@ -38,6 +38,7 @@ func listedNodes(s mcp.ConfigServer) []string {
 // listing node runs it at once. That node dies: c still lists the server
 // (no host, the dead node's advert kept) and does not take it.
 func TestMCPConfigServerRunsOnlyOnAListingNode(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	members := []string{"a", "b", "c"}
 	all := func() []string { return members }
@@ -134,6 +135,7 @@ func TestMCPConfigServerRunsOnlyOnAListingNode(t *testing.T) {
 // clears when the API server goes); specs that differ show in the
 // listing's hashes.
 func TestMCPConfigAdvertRefusedWhileAnAPIServerHoldsTheName(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	all := func() []string { return []string{"a", "b"} }
 	a := newMCPTestNode(t, testClient(t, ep), "a", all)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -25,24 +24,32 @@ type TLSFiles struct {
 	Cert, Key, CA string
 }
 
-// load reads the files and builds the server and client configurations.
-// The CA is read once; this node's certificate and key are re-read when
-// their files change (certreload.go), each new pair checked against the
-// CA like the first.
+// load reads the files and builds the server configuration and the
+// client's (as of now: see loadReloading).
 func (f TLSFiles) load(log zerolog.Logger) (server, client *tls.Config, err error) {
-	caPEM, err := os.ReadFile(f.CA)
+	server, fresh, err := f.loadReloading(log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cluster: tls_ca: %w", err)
+		return nil, nil, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, nil, fmt.Errorf("cluster: tls_ca %s holds no PEM certificate", f.CA)
+	return server, fresh(), nil
+}
+
+// loadReloading reads the files and builds the server configuration and
+// a maker of client configurations. The CA and this node's certificate
+// and key are re-read when their files change (certreload.go), each new
+// pair checked against the CA like the first: the server verifies each
+// client against the CA file as it is at the handshake, and each client
+// configuration made has the CA file as it is then.
+func (f TLSFiles) loadReloading(log zerolog.Logger) (server *tls.Config, client func() *tls.Config, err error) {
+	ca, err := newReloadingPool(f.CA, "tls_ca", log)
+	if err != nil {
+		return nil, nil, err
 	}
 	// A certificate the CA did not sign would be refused by every other
 	// member: say so at start instead of joining and failing every call,
 	// and keep the old one instead of reloading such a certificate.
 	signed := func(leaf *x509.Certificate) error {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.current(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			return fmt.Errorf("tls_cert is not signed by tls_ca: %w", err)
 		}
 		return nil
@@ -51,9 +58,11 @@ func (f TLSFiles) load(log zerolog.Logger) (server, client *tls.Config, err erro
 	if err != nil {
 		return nil, nil, err
 	}
+	// The client's chain is checked by VerifyConnection against tls_ca
+	// as it is at the handshake: ClientCAs would be fixed now.
 	server = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: pair.serverCert,
-		ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
-	client = &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: pair.clientCert, RootCAs: pool}
+		ClientAuth: tls.RequireAnyClientCert, VerifyConnection: ca.verifyClient}
+	client = ca.clientConfig(&tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: pair.clientCert})
 	return server, client, nil
 }
 
@@ -78,14 +87,15 @@ func (c loggedCreds) Clone() credentials.TransportCredentials {
 	return loggedCreds{TransportCredentials: c.TransportCredentials.Clone(), log: c.log}
 }
 
-// tlsOptions are the gRPC server and dial options of mutual TLS.
+// tlsOptions are the gRPC server and dial options of mutual TLS, and the
+// client configuration of the start-up check.
 func tlsOptions(f TLSFiles, log zerolog.Logger) ([]grpc.ServerOption, []grpc.DialOption, *tls.Config, error) {
-	server, client, err := f.load(log)
+	server, client, err := f.loadReloading(log)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	return []grpc.ServerOption{grpc.Creds(loggedCreds{credentials.NewTLS(server), log})},
-		[]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(client))}, client, nil
+		[]grpc.DialOption{grpc.WithTransportCredentials(newReloadingCreds(client))}, client(), nil
 }
 
 // checkPeersTLS completes a TLS handshake with one live member (from the

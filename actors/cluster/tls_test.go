@@ -56,6 +56,7 @@ func serveTLS(t *testing.T, cfg *tls.Config) string {
 // with the cluster CA's certificate and fails with another CA's (on
 // either side), while a dead member's stale address is skipped.
 func TestTLSFilesAndPeerCheck(t *testing.T) {
+	t.Parallel()
 	ca, other := mustCA(t, "cluster"), mustCA(t, "other")
 	good := mustIssue(t, ca, "n1")
 	rogue := mustIssue(t, other, "rogue")

@@ -18,7 +18,6 @@ import (
 	"github.com/fangd/fangd/actors/approval/approvaltest"
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
-	"github.com/fangd/fangd/store"
 )
 
 // testClock is the nodes' shared clock, moved by whole TOTP steps.
@@ -61,7 +60,7 @@ func errCode(err error) string {
 // everywhere; the lockout is the cluster's; a revoke through one node
 // ends the second factor on all.
 func TestTOTPEnrolmentSharedAndReplayRefusedAcrossNodes(t *testing.T) {
-	t.Setenv(store.VaultKeyEnv, "5f1e0c3a9b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5b7d9f1a3c5e7b9d0f")
+	t.Parallel()
 	ep := testEtcd(t)
 	clk := newTestClock()
 	a := newTOTPNode(t, ep, "node-a", clk)

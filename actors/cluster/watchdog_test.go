@@ -9,6 +9,7 @@ import (
 // grace, never for a node that came back before it, and starts over after
 // the node was back.
 func TestWatchdogReportsOnceAndActsAfterGrace(t *testing.T) {
+	t.Parallel()
 	var excluded, expired []string
 	var waited time.Duration
 	w := &watch{w: Watchdog{Grace: 10 * time.Second,

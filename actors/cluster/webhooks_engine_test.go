@@ -30,6 +30,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
@@ -50,16 +51,9 @@ type hookEngineNode struct {
 func startHookEngineNode(t *testing.T, etcd, name string, members []string) *hookEngineNode {
 	t.Helper()
 	home := t.TempDir()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	k := kernel.New(zerolog.Nop())
 	bus, err := comms.Start(k, db, comms.BusOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, home)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,8 +94,8 @@ func (n *hookEngineNode) kill() {
 }
 
 func TestWebhookEngineAcrossNodesFailover(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
-	t.Setenv(store.VaultKeyEnv, "5f1e0c3a9b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5b7d9f1a3c5e7b9d0f")
 	const secret = "engine-test-secret"
 	var failing atomic.Bool
 	var mu sync.Mutex

@@ -62,6 +62,7 @@ func readAll(t *testing.T, n *hookNode, id, prefix string) map[string]string {
 // within 10 s, finds the outbox as written, and a write under the dead
 // lease is refused.
 func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	cliA, cliB := testClient(t, ep), testClient(t, ep)
 	a := newHookNode(t, cliA, "a", func() []string { return []string{"a"} })
@@ -143,6 +144,7 @@ func TestWebhookOutboxOneOwnerFencedAndTakenOver(t *testing.T) {
 // append is refused (nothing orphaned is written) and the old host's
 // next write is fenced.
 func TestWebhookDeleteStopsAppendsAndFencesTheHost(t *testing.T) {
+	t.Parallel()
 	a := soloHost(t)
 	ctx := context.Background()
 	if !a.view("wh").Mine {
@@ -177,6 +179,7 @@ func TestWebhookDeleteStopsAppendsAndFencesTheHost(t *testing.T) {
 // many dead letters): it is cut into consecutive fenced Txns, in order,
 // and repeated keys collapse into the last. Reads page both ways.
 func TestWebhookCommitBeyondOneTxnAndPagedReads(t *testing.T) {
+	t.Parallel()
 	a := soloHost(t)
 	ctx := context.Background()
 	var ops []webhook.StateOp
@@ -204,6 +207,7 @@ func TestWebhookCommitBeyondOneTxnAndPagedReads(t *testing.T) {
 // gives its webhook outboxes up at once too, its writes are fenced, and
 // the other node takes them on its next round.
 func TestWebhookExcludedNodeGivesOutboxesUp(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
 	var ex exclusion
 	a := newHookNode(t, testClient(t, ep), "a", func() []string { return []string{"a", "b"} })

@@ -10,7 +10,6 @@ import (
 
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/actors/webhook"
-	"github.com/fangd/fangd/store"
 )
 
 // An event produced on the node that does not host a webhook's outbox,
@@ -20,8 +19,8 @@ import (
 // owner holds the outbox. Without the watch the event stays in the
 // intake.
 func TestWebhookIntakeWatchDeliversAnotherNodesEventAtOnce(t *testing.T) {
+	t.Parallel()
 	ep := testEtcd(t)
-	t.Setenv(store.VaultKeyEnv, "5f1e0c3a9b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5b7d9f1a3c5e7b9d0f")
 	var mu sync.Mutex
 	var got []string
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

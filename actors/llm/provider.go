@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -134,11 +136,7 @@ func ValidateProviders(cfg map[string]ProviderConfig) (map[string]ProviderConfig
 		p.Trusted = true
 		out[name] = p
 	}
-	names := make([]string, 0, len(cfg))
-	for name := range cfg {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(cfg))
 	for _, name := range names {
 		p := cfg[name]
 		field := "providers." + name
@@ -209,11 +207,7 @@ func checkPolicy(provs map[string]ProviderConfig, guard Guard) error {
 	if guard == nil {
 		return nil
 	}
-	names := make([]string, 0, len(provs))
-	for n := range provs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(provs))
 	for _, n := range names {
 		p := provs[n]
 		if p.Trusted {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -346,11 +346,7 @@ func (a *conn) setTools(c actor.Context, tools []*sdk.Tool) {
 }
 
 func (a *conn) toolInfos() []ToolInfo {
-	names := make([]string, 0, len(a.tools))
-	for n := range a.tools {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(a.tools))
 	out := make([]ToolInfo, 0, len(names))
 	for _, n := range names {
 		t := a.tools[n]

@@ -135,6 +135,7 @@ func TestStdioSandboxEnvironmentGroupAndCwd(t *testing.T) {
 // Stopping kills children too: a shell that spawns a long sleep and then
 // the server; both must be gone after the server is removed.
 func TestStdioStopKillsChildren(t *testing.T) {
+	t.Parallel() // an npm server each: mostly waiting on node
 	peers := mcptest.NPM(t)
 	h := newHarness(t, t.TempDir(), nil)
 	node, args := peers.Everything("stdio")
@@ -167,6 +168,7 @@ func isZombie(pid int) bool {
 }
 
 func TestFilesystemServerReadsInsideItsRoot(t *testing.T) {
+	t.Parallel() // an npm server each: mostly waiting on node
 	peers := mcptest.NPM(t)
 	h := newHarness(t, t.TempDir(), nil)
 	root := t.TempDir()
@@ -199,6 +201,7 @@ func TestFilesystemServerReadsInsideItsRoot(t *testing.T) {
 // is noticed, calls fail fast, and the connection comes back when the
 // server does.
 func TestEverythingStreamableHTTPAndServerRestart(t *testing.T) {
+	t.Parallel() // an npm server each: mostly waiting on node
 	peers := mcptest.NPM(t)
 	h := newHarness(t, t.TempDir(), nil)
 	port := freePort(t)

@@ -1,6 +1,7 @@
 package pairing
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -8,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -758,12 +758,7 @@ func (a *pairingActor) list() []Device {
 	for _, d := range a.devs {
 		out = append(out, *d)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].PairedAt.Equal(out[j].PairedAt) {
-			return out[i].PairedAt.Before(out[j].PairedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
+	slices.SortFunc(out, func(a, b Device) int { return cmp.Or(a.PairedAt.Compare(b.PairedAt), cmp.Compare(a.ID, b.ID)) })
 	return out
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 	"github.com/fangd/fangd/transport/ofp"
 )
 
@@ -77,13 +78,8 @@ func (n *node) start() {
 	t := n.t
 	t.Helper()
 	var err error
-	if n.db, err = store.Open(store.DefaultOptions(store.DataDir(n.home))); err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(n.db, n.home)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var vault *store.Vault
+	n.db, vault = storetest.OpenWithVault(t, n.home)
 	n.k = kernel.New(zerolog.Nop())
 	if n.audit, err = audit.Start(n.k, n.db, audit.Options{AnchorPath: audit.AnchorPath(n.home)}); err != nil {
 		t.Fatal(err)

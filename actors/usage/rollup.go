@@ -171,61 +171,17 @@ func (r *rollups) apply(e *Event, dirty dirtySet) {
 	d, h, mi := dayOf(t), hourOf(t), minuteOf(t)
 	mk := modelKey{e.Provider, e.Model}
 
-	day := r.days[d]
-	if day == nil {
-		day = &Counters{}
-		r.days[d] = day
+	count := func(c *Counters, k dirtyKey) {
+		c.add(e)
+		dirty[k] = c
 	}
-	day.add(e)
-	dirty[dirtyKey{kind: 'd', day: d}] = day
+	count(entry(r.days, d), dirtyKey{kind: 'd', day: d})
+	count(entry(r.hours, h), dirtyKey{kind: 'h', hour: h})
+	count(countIn(r.dayModels, d, mk), dirtyKey{kind: 'M', day: d, s1: mk.provider, s2: mk.model})
+	count(countIn(r.dayAgents, d, e.AgentID), dirtyKey{kind: 'A', day: d, s1: e.AgentID})
+	count(entry(r.models, mk), dirtyKey{kind: 'm', s1: mk.provider, s2: mk.model})
 
-	hr := r.hours[h]
-	if hr == nil {
-		hr = &Counters{}
-		r.hours[h] = hr
-	}
-	hr.add(e)
-	dirty[dirtyKey{kind: 'h', hour: h}] = hr
-
-	dm := r.dayModels[d]
-	if dm == nil {
-		dm = map[modelKey]*Counters{}
-		r.dayModels[d] = dm
-	}
-	c := dm[mk]
-	if c == nil {
-		c = &Counters{}
-		dm[mk] = c
-	}
-	c.add(e)
-	dirty[dirtyKey{kind: 'M', day: d, s1: mk.provider, s2: mk.model}] = c
-
-	da := r.dayAgents[d]
-	if da == nil {
-		da = map[string]*Counters{}
-		r.dayAgents[d] = da
-	}
-	c = da[e.AgentID]
-	if c == nil {
-		c = &Counters{}
-		da[e.AgentID] = c
-	}
-	c.add(e)
-	dirty[dirtyKey{kind: 'A', day: d, s1: e.AgentID}] = c
-
-	m := r.models[mk]
-	if m == nil {
-		m = &Counters{}
-		r.models[mk] = m
-	}
-	m.add(e)
-	dirty[dirtyKey{kind: 'm', s1: mk.provider, s2: mk.model}] = m
-
-	a := r.agents[e.AgentID]
-	if a == nil {
-		a = &agentTotal{}
-		r.agents[e.AgentID] = a
-	}
+	a := entry(r.agents, e.AgentID)
 	if e.AgentName != "" {
 		a.Name = e.AgentName
 	}
@@ -234,22 +190,10 @@ func (r *rollups) apply(e *Event, dirty dirtySet) {
 
 	countIn(r.dayProviders, d, e.Provider).add(e)
 	if e.User != "" {
-		c = countIn(r.dayUsers, d, e.User)
-		c.add(e)
-		dirty[dirtyKey{kind: 'U', day: d, s1: e.User}] = c
-		u := r.users[e.User]
-		if u == nil {
-			u = &Counters{}
-			r.users[e.User] = u
-		}
-		u.add(e)
-		dirty[dirtyKey{kind: 'u', s1: e.User}] = u
+		count(countIn(r.dayUsers, d, e.User), dirtyKey{kind: 'U', day: d, s1: e.User})
+		count(entry(r.users, e.User), dirtyKey{kind: 'u', s1: e.User})
 	}
-	p := r.perf[mk]
-	if p == nil {
-		p = &latency{}
-		r.perf[mk] = p
-	}
+	p := entry(r.perf, mk)
 	p.add(e.LatencyMS)
 	dirty[dirtyKey{kind: 'p', s1: mk.provider, s2: mk.model}] = p
 
@@ -269,18 +213,23 @@ func (r *rollups) apply(e *Event, dirty dirtySet) {
 }
 
 // countIn returns day d's counters for id in m, created if need be.
-func countIn(m map[int32]map[string]*Counters, d int32, id string) *Counters {
+func countIn[K comparable](m map[int32]map[K]*Counters, d int32, id K) *Counters {
 	dm := m[d]
 	if dm == nil {
-		dm = map[string]*Counters{}
+		dm = map[K]*Counters{}
 		m[d] = dm
 	}
-	c := dm[id]
-	if c == nil {
-		c = &Counters{}
-		dm[id] = c
+	return entry(dm, id)
+}
+
+// entry returns m[k], created (zero) if need be.
+func entry[K comparable, V any](m map[K]*V, k K) *V {
+	v := m[k]
+	if v == nil {
+		v = new(V)
+		m[k] = v
 	}
-	return c
+	return v
 }
 
 // month makes the month-to-date totals describe now's month and returns

@@ -25,6 +25,7 @@ import (
 	"github.com/fangd/fangd/actors/kernel"
 	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
+	"github.com/fangd/fangd/store/storetest"
 	"github.com/fangd/fangd/transport/ssrf"
 )
 
@@ -184,16 +185,9 @@ var fastBackoff = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 
 
 func start(t testing.TB, home string, opts Options) *env {
 	t.Helper()
-	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, vault := storetest.OpenWithVault(t, home)
 	k := kernel.New(zerolog.Nop())
 	bus, err := comms.Start(k, db, comms.BusOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := store.OpenVault(db, home)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,16 +283,26 @@ func TestSignedDeliveryInOrderExactlyOnce(t *testing.T) {
 	}
 }
 
-func TestLegacySecretAndRetriesKeepWebhookID(t *testing.T) {
-	rcv := newReceiver(t, "plain-librefang-secret")
-	rcv.setScript(500, 503, 200)
+// deliverThroughScript publishes one hook.wake to a new endpoint at rcv
+// (with secret, subscribed to events) and waits until rcv has it and the
+// outbox has settled, through whatever failures rcv's script answers
+// first; it returns the engine and the attempts, newest first.
+func deliverThroughScript(t *testing.T, rcv *receiver, secret string, events ...string) (*env, []Attempt) {
+	t.Helper()
 	e := start(t, t.TempDir(), Options{})
-	v := e.create(t, rcv.srv.URL, "plain-librefang-secret", "*")
+	v := e.create(t, rcv.srv.URL, secret, events...)
 	e.publish(t, 1, "hook.wake")
 	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 1 })
 	e.settled(t, v.ID)
 	rcv.check()
 	att, _ := e.eng.Deliveries(context.Background(), v.ID, 10)
+	return e, att
+}
+
+func TestLegacySecretAndRetriesKeepWebhookID(t *testing.T) {
+	rcv := newReceiver(t, "plain-librefang-secret")
+	rcv.setScript(500, 503, 200)
+	e, att := deliverThroughScript(t, rcv, "plain-librefang-secret", "*")
 	if len(att) != 3 {
 		t.Fatalf("attempts %+v", att)
 	}
@@ -325,13 +329,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	rcv := newReceiver(t, "")
 	rcv.setScript(429)
 	rcv.headers[429] = map[string]string{"Retry-After": "1"}
-	e := start(t, t.TempDir(), Options{})
-	v := e.create(t, rcv.srv.URL, "", "hook.wake")
-	e.publish(t, 1, "hook.wake")
-	kerneltest.WaitFor(t, "condition", func() bool { return len(rcv.delivered()) == 1 })
-	e.settled(t, v.ID)
-	rcv.check()
-	att, _ := e.eng.Deliveries(context.Background(), v.ID, 10)
+	_, att := deliverThroughScript(t, rcv, "", "hook.wake")
 	first := att[1]
 	at, _ := time.Parse(time.RFC3339Nano, first.At)
 	next, _ := time.Parse(time.RFC3339Nano, first.NextAttemptAt)

@@ -64,6 +64,7 @@ func (p *proc) waitOutbound(t *testing.T, id string) map[string]any {
 // official JavaScript SDK; the outbound task and the discovered agent
 // survive a restart.
 func TestA2AFangdCallsAJavaScriptAgent(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	p := startFangd(t, home, a2aConfig, "FANGD_API_KEY="+e2eKey)
 	peer := a2atest.StartServer(t, "")
@@ -114,6 +115,7 @@ func TestA2AFangdCallsAJavaScriptAgent(t *testing.T) {
 
 // A bad [a2a] section stops the daemon with a message that names the field.
 func TestA2ABadConfigNamesTheField(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ config, want string }{
 		{"[a2a]\ntask_retention = \"soon\"\n", "a2a.task_retention"},
 		{"[a2a]\nmax_attempts = 0\n", "a2a.max_attempts"},
@@ -151,6 +153,7 @@ const peerToken = "daemon-a-token-0123456789"
 // token B gave A) and sends it a task that B's agent answers through its
 // LLM; A follows B's stream to the end.
 func TestA2ATwoDaemonsTalk(t *testing.T) {
+	t.Parallel()
 	oai, _, cfgB := fakes(t, `
 [[a2a.peers]]
 name = "daemon-a"
@@ -231,6 +234,7 @@ token_env = "FANGD_TEST_PEER_A"
 // (card, SendMessage, GetTask, stream, CancelTask) and the Go client,
 // whose CancelTask of a running task stops the agent's provider call.
 func TestA2ASDKClientsAgainstTheBinary(t *testing.T) {
+	t.Parallel()
 	oai, _, cfg := fakes(t, "")
 	p := startFangd(t, t.TempDir(), cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
 	id := p.agentOn(t, "coder")
@@ -295,6 +299,7 @@ func TestA2ASDKClientsAgainstTheBinary(t *testing.T) {
 // A task that was running when fangd was killed is failed, with a reason,
 // after the restart.
 func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
+	t.Parallel()
 	oai, _, cfg := fakes(t, "")
 	home := t.TempDir()
 	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
@@ -317,11 +322,46 @@ func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 	}
 }
 
+// A blocking SendMessage whose turn runs longer than the first write's
+// delay is stored as working while it runs (only quick turns are stored
+// once, in their final state), so a kill -9 mid-turn leaves it failed,
+// with a reason, after the restart.
+func TestA2ALongBlockingTaskFailsAfterKill(t *testing.T) {
+	oai, _, cfg := fakes(t, "")
+	home := t.TempDir()
+	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "slow")
+	oai.SetLatency(time.Hour)
+	c := goClient(t, p.url+"/a2a/agents/"+id)
+	go func() {
+		// Its answer never comes: the daemon is killed mid-turn.
+		_, _ = c.SendMessage(context.Background(), &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("long job"))})
+	}()
+	var taskID string
+	waitUntil(t, "the running task to be stored", func() bool {
+		list, err := c.ListTasks(context.Background(), &sdk.ListTasksRequest{})
+		if err != nil || len(list.Tasks) != 1 || list.Tasks[0].Status.State != sdk.TaskStateWorking {
+			return false
+		}
+		taskID = string(list.Tasks[0].ID)
+		return true
+	})
+	p.stop(t, syscall.SIGKILL)
+	oai.SetLatency(0)
+	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	code, body := p.request(t, "GET", "/a2a/tasks/"+taskID, "")
+	m := decodeMap(t, body)
+	if code != 200 || m["status"] != "failed" || !strings.Contains(m["error"].(string), "restarted") {
+		t.Fatalf("after kill -9: %d %s", code, body)
+	}
+}
+
 // Every task a blocking SendMessage answered as completed is stored as
 // completed: the answer waits for the task's final write (overlapped with
 // the request's audit entry, not skipped), so a kill -9 right after the
 // last answer loses none of them.
 func TestA2ACompletedAnswersSurviveKill(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, "")
 	home := t.TempDir()
 	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
@@ -373,6 +413,7 @@ var waitUntil = kerneltest.WaitFor
 // each update as the spec's StreamResponse JSON, with the A2A token it
 // registered and a Standard Webhooks signature keyed by that token.
 func TestA2APushNotificationsThroughTheWebhookEngine(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, a2aConfig)
 	p := startFangd(t, t.TempDir(), cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
 	id := p.agentOn(t, "notifier")

@@ -16,6 +16,7 @@ import (
 // agent's turns with model, provider and tokens; /deliveries lists the
 // replies its channel delivered.
 func TestAgentBindingsEventsAndDeliveries(t *testing.T) {
+	t.Parallel()
 	oai, _, config := fakes(t, loopbackPolicy)
 	tg := telegramtest.New("555:bind")
 	defer tg.Close()

@@ -118,6 +118,7 @@ func costOf(r llmtest.Request, cached, out int64, in, cin, outp float64) float64
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-12 }
 
 func TestAgentTurnsUsageAndBudgetOverHTTP(t *testing.T) {
+	t.Parallel()
 	oai, anth, cfg := fakes(t, "")
 	oai.SetCachedTokens(4)
 	anth.SetCachedTokens(3)
@@ -341,6 +342,7 @@ func TestAgentTurnsUsageAndBudgetOverHTTP(t *testing.T) {
 }
 
 func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, "")
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	var a agentJSON
@@ -418,6 +420,7 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 }
 
 func TestProviderFailuresMapTo502And503(t *testing.T) {
+	t.Parallel()
 	oai, _, cfg := fakes(t, "\n[llm]\ntimeout_secs = 1\n")
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "a", "model": "fakeoai/gpt-test"}, nil)
@@ -464,6 +467,7 @@ func TestProviderFailuresMapTo502And503(t *testing.T) {
 }
 
 func TestRestartKeepsAgentsSessionsUsageAndBudgets(t *testing.T) {
+	t.Parallel()
 	oai, _, cfg := fakes(t, "")
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	var a agentJSON
@@ -514,6 +518,7 @@ func TestRestartKeepsAgentsSessionsUsageAndBudgets(t *testing.T) {
 // together would cost far more than the daily budget. Calls are admitted
 // on their worst case, so the money actually spent never passes the limit.
 func TestHundredConcurrentMessagesNeverOverspend(t *testing.T) {
+	t.Parallel()
 	oai, _, cfg := fakes(t, "")
 	oai.SetLatency(20 * time.Millisecond)
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)

@@ -61,6 +61,7 @@ func newNotesPeer(t *testing.T) *notesPeer {
 // read-only tool runs at once. On main the default gated nothing that can
 // run, and POST /mcp bypassed approvals entirely.
 func TestDefaultPolicyGatesUnannotatedToolsOnTheBinary(t *testing.T) {
+	t.Parallel()
 	peer := newNotesPeer(t)
 	oai, _, cfg := fakes(t, fmt.Sprintf(`
 [network_policy]
@@ -252,6 +253,7 @@ url = %q
 // such an agent silently got no tools. The same daemon reports the
 // approval patterns that match no tool, in the API and in its log.
 func TestManifestToolsAndUnmatchedPatternsOnTheBinary(t *testing.T) {
+	t.Parallel()
 	// A port nothing listens on: the server stays configured, never connected.
 	down := "http://" + ssrftest.ClosedAddr(t)
 	_, _, cfg := fakes(t, fmt.Sprintf(`

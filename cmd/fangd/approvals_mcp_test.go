@@ -19,6 +19,7 @@ import (
 // the request pending and the resumed turn still runs the tool when it is
 // approved.
 func TestGatedMCPToolOnTheBinary(t *testing.T) {
+	t.Parallel()
 	oai, _, cfg := fakes(t, `
 [approval]
 require_approval = ["mcp_everything_echo"]

@@ -142,6 +142,7 @@ timeout_secs = 600
 }
 
 func TestApprovalExpiresAndThenIsGone(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, "[approval]\ntimeout_secs = 1\n"+loopbackPolicy)
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "ops", "model": "fakeoai/gpt-test"}, nil)
@@ -158,6 +159,7 @@ func TestApprovalExpiresAndThenIsGone(t *testing.T) {
 }
 
 func TestBadApprovalConfigNamesTheField(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ config, want string }{
 		{"[approval]\ntimeout_action = \"skip\"\n", "approval.timeout_action"},
 		{"[approval]\nsecond_factor = \"sms\"\n", "approval.second_factor"},
@@ -178,6 +180,7 @@ func TestBadApprovalConfigNamesTheField(t *testing.T) {
 // /approve there decides it and the answer is posted back; a stranger's
 // is refused; a decision made through the API is announced in the chat.
 func TestApproveFromTelegramOnTheBinary(t *testing.T) {
+	t.Parallel()
 	tg := telegramtest.New("555:approve")
 	defer tg.Close()
 	_, _, cfg := fakes(t, `

@@ -142,6 +142,7 @@ func TestBackupFromARunningDaemonRestores(t *testing.T) {
 // A home whose audit anchor does not match is not backed up: the backup
 // would carry the broken chain under a fresh, matching anchor.
 func TestBackupRefusesAnUnacceptedAnchorMismatch(t *testing.T) {
+	t.Parallel()
 	home, _ := mismatchedHome(t)
 	file := filepath.Join(t.TempDir(), "b")
 	if code, out := fangdCmd(t, "backup", "--out", file, "--home", home); code == 0 || !strings.Contains(out, "fangd audit accept") {
@@ -160,6 +161,7 @@ func TestBackupRefusesAnUnacceptedAnchorMismatch(t *testing.T) {
 // the anchor at the tip does not show) is restored nowhere: restore exits
 // 1 and leaves the new home empty.
 func TestRestoreRefusesABrokenChain(t *testing.T) {
+	t.Parallel()
 	home := homeWithHistory(t, 4, false)
 	db := storetest.Open(t, home)
 	var e audit.Entry

@@ -12,6 +12,7 @@ import (
 )
 
 func TestLibreFangBudgetsSurviveKill9(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, "")
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	td.must(201, "POST", "/api/agents", map[string]any{"name": "keeper", "model": "fakeoai/gpt-test"}, nil)

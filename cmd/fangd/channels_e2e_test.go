@@ -64,6 +64,7 @@ func connected(names ...string) func(map[string]map[string]any) bool {
 // vault without answering an old update twice; then reload drops the
 // file's channel when its table goes.
 func TestChannelsSurviveKill9(t *testing.T) {
+	t.Parallel()
 	apiBot, fileBot := telegramtest.New("111:api"), telegramtest.New("222:file")
 	defer apiBot.Close()
 	defer fileBot.Close()
@@ -128,6 +129,7 @@ allow_hosts = ["127.0.0.1/32"]
 // LLM, Telegram is down when the reply should go out, the daemon is killed
 // with SIGKILL, and after the restart the queued reply reaches the chat.
 func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
+	t.Parallel()
 	oai, _, config := fakes(t, loopbackPolicy)
 	tg := telegramtest.New("333:agent")
 	defer tg.Close()

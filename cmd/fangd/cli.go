@@ -185,7 +185,7 @@ func serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&c.config, "config", "", "config file (default $FANGD_HOME/config.toml)")
 	cmd.Flags().StringVar(&c.cluster, "cluster", "", "cluster mode: etcd://HOST:2379[,HOST:2379], etcds:// for TLS to etcd (default [cluster] etcd; none: single node)")
 	cmd.Flags().StringVar(&c.clusterName, "cluster-name", "", "cluster name (default [cluster] name, \"fangd\")")
-	cmd.Flags().StringVar(&c.nodeName, "node-name", "", "this node's name in the cluster (default [cluster] node_name, host name and API port)")
+	cmd.Flags().StringVar(&c.nodeName, "node-name", "", "this node's name in the cluster (default [cluster] node_name, else the name kept in the home: host name and API port of its first start)")
 	return cmd
 }
 

@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -313,11 +314,7 @@ func printLogLine(w io.Writer, data []byte) {
 		return ""
 	}
 	ts, lvl, msg := str("time"), strings.ToUpper(str("level")), str("message")
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(m))
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-5s %s", ts, lvl, msg)
 	for _, k := range keys {

@@ -152,6 +152,7 @@ func TestCLIAgentsRoundTrip(t *testing.T) {
 // send prints the agent's reply: streamed when the server streams, else
 // through the plain endpoint; --json is the turn's answer.
 func TestCLISendPrintsReply(t *testing.T) {
+	t.Parallel()
 	p := keyedDaemon(t, "")
 	env := cliEnv(t, "FANGD_URL="+p.url, "FANGD_API_KEY="+e2eKey)
 	runCLI(t, env, "agents", "create", "ops", "--model", "fakeoai/gpt-test").want(t, 0, "create")
@@ -253,6 +254,7 @@ func TestCLIApprovalsByPrefix(t *testing.T) {
 // events tail prints the events published after it starts, resuming
 // from --since; --count and SIGINT end it with exit 0.
 func TestCLIEventsTail(t *testing.T) {
+	t.Parallel()
 	p := keyedDaemon(t, "")
 	env := cliEnv(t, "FANGD_URL="+p.url, "FANGD_API_KEY="+e2eKey)
 	runCLI(t, env, "agents", "create", "ops", "--model", "fakeoai/gpt-test").want(t, 0, "create")
@@ -346,6 +348,7 @@ func TestCLIEventsTail(t *testing.T) {
 // A server nobody answers on is exit 3 and says where it looked; the key
 // given is never printed, whatever fails.
 func TestCLIUnreachableAndKeyNeverPrinted(t *testing.T) {
+	t.Parallel()
 	const secret = "cli-secret-key-9d8c7b6a5f4e"
 	closed := "http://" + freeAddr(t) // free: nothing listens there
 	r := runCLI(t, cliEnv(t), "agents", "list", "--url", closed, "--api-key", secret).want(t, 3, "unreachable server")

@@ -21,9 +21,17 @@ import (
 func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, meter *usage.Meter) error {
 	cc := cfg.Cluster
 	marker := filepath.Join(home, watchdogMarker)
+	etcdAuth, err := cc.etcdAuth(d.vault)
+	if err != nil {
+		return err
+	}
+	nodeName, err := cc.nodeName(home, d.ln.Addr().String())
+	if err != nil {
+		return err
+	}
 	channels := d.channels
 	n, err := fcluster.Start(d.kernel, fcluster.Options{
-		Endpoints: cc.Etcd, Name: cc.clusterName(), NodeName: cc.nodeName(d.ln.Addr().String()),
+		Endpoints: cc.Etcd, Name: cc.clusterName(), NodeName: nodeName,
 		HTTPURL:  "http://" + d.ln.Addr().String(),
 		BindHost: cc.BindHost, BindPort: cc.BindPort, AdvertisedHost: cc.AdvertisedHost,
 		// How many of each per-node kind this node runs, read every
@@ -64,9 +72,10 @@ func (d *daemon) startCluster(home string, cfg Config, agents *agent.Agents, met
 				}
 			},
 		},
-		TLS:     tlsFiles(cc),
-		EtcdTLS: cc.etcdTLS(),
-		Log:     d.log.With().Str("component", "cluster").Logger(),
+		TLS:      tlsFiles(cc),
+		EtcdTLS:  cc.etcdTLS(),
+		EtcdAuth: etcdAuth,
+		Log:      d.log.With().Str("component", "cluster").Logger(),
 	})
 	if err != nil {
 		return err

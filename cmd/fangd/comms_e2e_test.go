@@ -275,6 +275,7 @@ func next(t *testing.T, ch <-chan sseEvent) sseEvent {
 // last one seen, in order, with no gap; an id older than the log gets an
 // explicit resync first.
 func TestSSEResumesAcrossRestart(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	config := commsConfig("[comms]\nevent_log_size = 100\nmax_streams_per_key = 2\n")
 	env := "FANGD_WEBHOOK_TOKEN=" + hookToken
@@ -350,6 +351,7 @@ func TestSSEResumesAcrossRestart(t *testing.T) {
 // (stale timestamp, bad signature, replayed id), the size cap and 404 when
 // not configured.
 func TestInboundHooksAuth(t *testing.T) {
+	t.Parallel()
 	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("inbound-hook-signing-key-32bytes"))
 	config := commsConfig(`secret_env = "E2E_HOOK_SECRET"
 max_payload_bytes = 2048
@@ -428,6 +430,7 @@ max_payload_bytes = 2048
 }
 
 func TestCommsSecurityAndBadWebhookInput(t *testing.T) {
+	t.Parallel()
 	p := startFangd(t, t.TempDir(), commsConfig(""), "FANGD_WEBHOOK_TOKEN="+hookToken)
 	_, body := p.request(t, "GET", "/api/security", "")
 	var st struct {
@@ -471,6 +474,7 @@ func TestCommsSecurityAndBadWebhookInput(t *testing.T) {
 // the bus and a webhook, send/task/hooks run real turns, the topology shows
 // agents and observed routes, and the loop guard stops a bounce.
 func TestCommsWithRealAgents(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, `
 [network_policy]
 allow_hosts = ["127.0.0.1/32"]
@@ -594,6 +598,7 @@ loop_guard_max_bounces = 2
 // /api/comms/send to "channel:telegram:<chat>" reaches the chat; the
 // channel is a node of the topology.
 func TestCommsThroughARealChannel(t *testing.T) {
+	t.Parallel()
 	_, _, config := fakes(t, loopbackPolicy)
 	tg := telegramtest.New("444:comms")
 	defer tg.Close()

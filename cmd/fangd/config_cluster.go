@@ -3,12 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
 	fcluster "github.com/fangd/fangd/actors/cluster"
+	"github.com/fangd/fangd/store"
 )
 
 // ClusterConfig is [cluster]: cluster mode (docs/cluster.md). Empty Etcd
@@ -19,7 +22,8 @@ type ClusterConfig struct {
 	// Name is the cluster's name (default "fangd"): nodes sharing etcd
 	// and name form one cluster.
 	Name string `toml:"name"`
-	// NodeName names this node (default: host name and API port).
+	// NodeName names this node (default: the name kept in the home,
+	// derived at its first start from the host name and API port).
 	NodeName string `toml:"node_name"`
 	// BindHost and BindPort are where the node listens for the other
 	// members (default 127.0.0.1, port 0: a free port); AdvertisedHost is
@@ -49,6 +53,13 @@ type ClusterConfig struct {
 	EtcdCA   string `toml:"etcd_ca"`
 	EtcdCert string `toml:"etcd_cert"`
 	EtcdKey  string `toml:"etcd_key"`
+	// EtcdUsername and a password turn on etcd's username/password
+	// authentication: EtcdPassword is the password, or "vault:NAME" for
+	// one stored with `fangd vault set NAME`; EtcdPasswordEnv names an
+	// environment variable holding it instead (set one of the two).
+	EtcdUsername    string `toml:"etcd_username"`
+	EtcdPassword    string `toml:"etcd_password"`
+	EtcdPasswordEnv string `toml:"etcd_password_env"`
 	// etcdPlainFlag: --cluster said etcd:// (plain) explicitly.
 	etcdPlainFlag bool
 }
@@ -172,7 +183,54 @@ func (c ClusterConfig) validate() error {
 			errs = append(errs, fmt.Errorf("cluster.%s: %v", f.key, err))
 		}
 	}
+	errs = append(errs, c.validateEtcdAuth()...)
 	return errors.Join(errs...)
+}
+
+// validateEtcdAuth checks etcd_username and its password's source; the
+// errors never contain the password.
+func (c ClusterConfig) validateEtcdAuth() []error {
+	hasPw := c.EtcdPassword != "" || c.EtcdPasswordEnv != ""
+	switch {
+	case c.EtcdPassword != "" && c.EtcdPasswordEnv != "":
+		return []error{errors.New("cluster.etcd_password and cluster.etcd_password_env: set one, not both")}
+	case c.EtcdUsername == "" && hasPw:
+		return []error{errors.New("cluster.etcd_password needs cluster.etcd_username")}
+	case c.EtcdUsername != "" && !hasPw:
+		return []error{errors.New(`cluster.etcd_username needs cluster.etcd_password (or etcd_password_env, or "vault:NAME")`)}
+	case c.EtcdPassword == vaultSecretPrefix:
+		return []error{errors.New(`cluster.etcd_password "vault:" names no vault entry`)}
+	}
+	return nil
+}
+
+// etcdAuth reads the etcd password from where [cluster] says it is (the
+// file, the environment or the vault); nil without etcd_username. The
+// error never contains the password.
+func (c ClusterConfig) etcdAuth(vault *store.Vault) (*fcluster.EtcdAuth, error) {
+	if c.EtcdUsername == "" {
+		return nil, nil
+	}
+	pw := c.EtcdPassword
+	switch name, fromVault := strings.CutPrefix(pw, vaultSecretPrefix); {
+	case fromVault:
+		pw = ""
+		err := vault.With(configSecretName(name), func(b []byte) error { pw = string(b); return nil })
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("cluster.etcd_password: the vault has no entry %q (store it with `fangd vault set %s`)", name, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster.etcd_password: %v", err)
+		}
+		if pw == "" {
+			return nil, fmt.Errorf("cluster.etcd_password: vault entry %q is empty", name)
+		}
+	case c.EtcdPasswordEnv != "":
+		if pw = os.Getenv(c.EtcdPasswordEnv); pw == "" {
+			return nil, fmt.Errorf("cluster.etcd_password_env: %s is not set or empty", c.EtcdPasswordEnv)
+		}
+	}
+	return &fcluster.EtcdAuth{Username: c.EtcdUsername, Password: pw}, nil
 }
 
 func (c ClusterConfig) clusterName() string {
@@ -182,13 +240,55 @@ func (c ClusterConfig) clusterName() string {
 	return c.Name
 }
 
-// nodeName is the configured name or host name plus API port, which is
-// unique among nodes sharing a machine.
-func (c ClusterConfig) nodeName(apiAddr string) string {
+// nodeNameFile, in the home, holds the node name derived at a first start
+// without node_name, reused by every later start.
+const nodeNameFile = "cluster-node-name"
+
+// nodeName is the configured name or, without one, the name this home's
+// node has had since its first start in cluster mode: host name plus that
+// start's API port (unique among nodes sharing a machine), kept in
+// <home>/cluster-node-name. A name derived afresh at each start would
+// change with a random API port, and the node's audit tip in etcd, kept
+// by name, would never be checked against (docs/cluster.md "Audit
+// checkpoints across the cluster"). The file is written before the name
+// is used; a configured node_name is used as is and not written.
+func (c ClusterConfig) nodeName(home, apiAddr string) (string, error) {
 	if c.NodeName != "" {
-		return c.NodeName
+		return c.NodeName, nil
+	}
+	path := filepath.Join(home, nodeNameFile)
+	b, err := os.ReadFile(path)
+	switch name := strings.TrimSpace(string(b)); {
+	case err == nil && name != "" && len(name) <= 128 && !strings.ContainsAny(name, "\r\n"):
+		return name, nil
+	case err == nil:
+		return "", fmt.Errorf("cluster: %s does not hold a node name (1-128 characters on one line): fix or remove it, or set [cluster] node_name", path)
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("cluster: reading the node name: %w", err)
 	}
 	host, _ := os.Hostname()
 	_, port, _ := net.SplitHostPort(apiAddr)
-	return host + "-" + port
+	name := host + "-" + port
+	if err := writeFileAtomic(path, []byte(name+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("cluster: keeping the node name in %s: %w", path, err)
+	}
+	return name, nil
+}
+
+// writeFileAtomic replaces path with data (write, sync, rename), so a
+// crash leaves the old file or the new one, never half of one.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
 }

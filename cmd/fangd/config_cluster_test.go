@@ -1,8 +1,12 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fangd/fangd/store/storetest"
 )
 
 func TestParseClusterURL(t *testing.T) {
@@ -47,6 +51,11 @@ func TestClusterConfigValidate(t *testing.T) {
 		{Etcd: []string{"h:1"}, EtcdCert: "/etc/hostname"},
 		// --cluster etcd:// says plain; [cluster] says TLS.
 		{Etcd: []string{"h:1"}, EtcdCA: "/etc/hostname", etcdPlainFlag: true},
+		// etcd authentication: a user needs a password and back.
+		{Etcd: []string{"h:1"}, EtcdUsername: "fangd"},
+		{Etcd: []string{"h:1"}, EtcdPassword: "pw"},
+		{Etcd: []string{"h:1"}, EtcdUsername: "fangd", EtcdPassword: "pw", EtcdPasswordEnv: "X"},
+		{Etcd: []string{"h:1"}, EtcdUsername: "fangd", EtcdPassword: "vault:"},
 	} {
 		if err := c.validate(); err == nil {
 			t.Errorf("%+v accepted", c)
@@ -68,5 +77,73 @@ func TestClusterConfigValidate(t *testing.T) {
 	cfg.Cluster = ClusterConfig{Etcd: []string{"nohost"}}
 	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "cluster.etcd") {
 		t.Fatalf("config validate: %v", err)
+	}
+}
+
+// The etcd password comes from the file, the environment or the vault
+// ("vault:NAME"); a missing one is an error that names where it looked,
+// never a password.
+func TestClusterEtcdPasswordSources(t *testing.T) {
+	const secret = "etcd-pw-5d1e-from-somewhere"
+	if a, err := (ClusterConfig{}).etcdAuth(nil); a != nil || err != nil {
+		t.Fatalf("no user: %+v %v", a, err)
+	}
+	c := ClusterConfig{Etcd: []string{"h:1"}, EtcdUsername: "fangd", EtcdPassword: secret}
+	if a, err := c.etcdAuth(nil); c.validate() != nil || err != nil || a.Username != "fangd" || a.Password != secret {
+		t.Fatalf("in the file: %+v %v %v", a, err, c.validate())
+	}
+	t.Setenv("FANGD_TEST_ETCD_PW", secret)
+	c = ClusterConfig{Etcd: []string{"h:1"}, EtcdUsername: "fangd", EtcdPasswordEnv: "FANGD_TEST_ETCD_PW"}
+	if a, err := c.etcdAuth(nil); c.validate() != nil || err != nil || a.Password != secret {
+		t.Fatalf("from the env: %+v %v", a, err)
+	}
+	c.EtcdPasswordEnv = "FANGD_TEST_ETCD_PW_UNSET"
+	if _, err := c.etcdAuth(nil); err == nil || !strings.Contains(err.Error(), "FANGD_TEST_ETCD_PW_UNSET is not set") {
+		t.Fatalf("unset env: %v", err)
+	}
+
+	home := t.TempDir()
+	if err := (&vaultSetCommand{home: home, in: strings.NewReader(secret + "\n")}).Run(t.Context(), []string{"etcd"}); err != nil {
+		t.Fatal(err)
+	}
+	db, vault := storetest.OpenWithVault(t, home)
+	defer db.Close()
+	c = ClusterConfig{Etcd: []string{"h:1"}, EtcdUsername: "fangd", EtcdPassword: "vault:etcd"}
+	if a, err := c.etcdAuth(vault); c.validate() != nil || err != nil || a.Password != secret {
+		t.Fatalf("from the vault: %+v %v", a, err)
+	}
+	c.EtcdPassword = "vault:absent"
+	if _, err := c.etcdAuth(vault); err == nil || !strings.Contains(err.Error(), `no entry "absent"`) || strings.Contains(err.Error(), secret) {
+		t.Fatalf("missing vault entry: %v", err)
+	}
+}
+
+// Without node_name the name is derived at the first start and kept in
+// the home: a later start on another port reuses it; a configured name
+// wins and writes nothing; a file that holds no name is an error.
+func TestClusterNodeNameKeptInTheHome(t *testing.T) {
+	home := t.TempDir()
+	c := ClusterConfig{Etcd: []string{"h:1"}}
+	first, err := c.nodeName(home, "127.0.0.1:4601")
+	if err != nil || !strings.HasSuffix(first, "-4601") {
+		t.Fatalf("first %q %v", first, err)
+	}
+	if again, err := c.nodeName(home, "127.0.0.1:39999"); err != nil || again != first {
+		t.Fatalf("second start: %q %v, want %q", again, err, first)
+	}
+	other := t.TempDir()
+	c.NodeName = "n1"
+	if n, err := c.nodeName(other, "127.0.0.1:4601"); err != nil || n != "n1" {
+		t.Fatalf("configured %q %v", n, err)
+	}
+	if _, err := os.Stat(filepath.Join(other, nodeNameFile)); err == nil {
+		t.Fatal("a configured name was written to the home")
+	}
+	c.NodeName = ""
+	if err := os.WriteFile(filepath.Join(other, nodeNameFile), []byte("  \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.nodeName(other, "127.0.0.1:4601"); err == nil || !strings.Contains(err.Error(), "does not hold a node name") {
+		t.Fatalf("empty file: %v", err)
 	}
 }

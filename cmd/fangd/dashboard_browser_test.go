@@ -135,6 +135,7 @@ func (b *browserLog) all() []string {
 // event arrive live, follows the log and verifies the audit chain — with
 // no CSP violation or script error on the way.
 func TestDashboardInBrowser(t *testing.T) {
+	t.Parallel()
 	ctx, blog := browser(t)
 	shots := artifactsDir(t)
 	// An MCP server and a Telegram channel, both local fakes, so the
@@ -367,6 +368,7 @@ poll_interval_secs = 1
 // session cookie lets it in with the user's role, and a write from the
 // dashboard (an approval) passes the session's CSRF check.
 func TestDashboardOIDCSignIn(t *testing.T) {
+	t.Parallel()
 	ctx, blog := browser(t)
 	shots := artifactsDir(t)
 	idp := authtest.New("fangd", "s3cret-0123456789")

@@ -59,6 +59,7 @@ func fill(t *testing.T, path string) {
 // resume once space is freed. Start-up on the full disk is a clear error.
 // On main the daemon died of SIGBUS.
 func TestFullDiskIsAnErrorAnswer(t *testing.T) {
+	t.Parallel()
 	home := mountTmpfs(t, "16m")
 	_, _, cfg := fakes(t, "")
 	td := runFangd(t, home, cfg, keyEnv...)

@@ -59,7 +59,7 @@ type proc struct {
 // take (ssrftest's closed address: a port the kernel just gave out).
 var freeAddr = ssrftest.ClosedAddr
 
-// The longest daemon tests call t.Parallel: each has its own home and
+// The daemon tests call t.Parallel: each has its own home and
 // daemon, they wait more than they compute, and this package is make
 // test's critical path.
 
@@ -198,6 +198,7 @@ func verifyOffline(t *testing.T, home string) (audit.Report, int) {
 }
 
 func TestServeWithNoConfigAndGracefulStop(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	p := startFangd(t, home, "")
 	res, err := http.Get(p.url + "/api/health")
@@ -231,6 +232,7 @@ func TestServeWithNoConfigAndGracefulStop(t *testing.T) {
 }
 
 func TestSecondDaemonOnSameHomeFailsAtOnce(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	startFangd(t, home, "")
 	start := time.Now()
@@ -249,6 +251,7 @@ func TestSecondDaemonOnSameHomeFailsAtOnce(t *testing.T) {
 }
 
 func TestRefusesNonLoopbackWithoutKeyAndBadConfig(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, config string
 		args         []string
@@ -275,6 +278,7 @@ func TestRefusesNonLoopbackWithoutKeyAndBadConfig(t *testing.T) {
 }
 
 func TestEnvOverridesConfigAndSecurityFollowsConfig(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	config := `api_key = "file-key-0123456789abcdef"
 [rate_limit]
@@ -306,6 +310,7 @@ security_headers = false
 }
 
 func TestRateLimitOnTheBinary(t *testing.T) {
+	t.Parallel()
 	p := startFangd(t, t.TempDir(), "[rate_limit]\napi_requests_per_minute = 3\n")
 	// startFangd's own health probe spent one cell.
 	var last *http.Response
@@ -326,6 +331,7 @@ func TestRateLimitOnTheBinary(t *testing.T) {
 // clients make audited changes, restarts it, and checks that the chain is
 // valid and holds an entry for every change that got a 2xx.
 func TestKill9DuringWritesLosesNoAcknowledgedAudit(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	p := startFangd(t, home, "", "FANGD_API_KEY="+e2eKey)
 	var acked atomic.Int64
@@ -390,6 +396,7 @@ func TestKill9DuringWritesLosesNoAcknowledgedAudit(t *testing.T) {
 }
 
 func TestTamperedEntryIsReportedOnlineAndOffline(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	p := startFangd(t, home, "", "FANGD_API_KEY="+e2eKey)
 	for _, l := range []string{"debug", "info", "warn"} {
@@ -422,6 +429,7 @@ func TestTamperedEntryIsReportedOnlineAndOffline(t *testing.T) {
 }
 
 func TestVersionCommand(t *testing.T) {
+	t.Parallel()
 	out, err := exec.Command(fangdBin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "fangd ") {
 		t.Fatalf("version: %v %q", err, out)

@@ -9,6 +9,7 @@ import (
 // on the real binary: configure the echo test provider, create an agent,
 // message it, and see the reply, the estimated usage and a zero cost.
 func TestEchoProviderOnTheBinary(t *testing.T) {
+	t.Parallel()
 	p := startFangd(t, t.TempDir(), `[providers.echo]
 api = "echo"
 

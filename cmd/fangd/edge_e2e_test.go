@@ -39,6 +39,7 @@ func edgeDo(t *testing.T, method, url, body string, headers ...string) (int, htt
 // rebinding) can neither change the log level nor read the audit log, and
 // names in allowed_hosts are served.
 func TestForeignHostOnTheDefaultDaemon(t *testing.T) {
+	t.Parallel()
 	p := startFangd(t, t.TempDir(), "allowed_hosts = [\"fangd.test\"]\ncors_origin = [\"http://app.test:5173\"]\n", "FANGD_API_KEY=")
 	code, _, body := edgeDo(t, "PUT", p.url+"/api/logs/level", `{"level":"trace"}`, "Host", "evil.example.com", "Content-Type", "application/json")
 	if code != 403 || !strings.Contains(string(body), `"code":"host_not_allowed"`) {
@@ -67,6 +68,7 @@ func TestForeignHostOnTheDefaultDaemon(t *testing.T) {
 // Failed authentications counted before a graceful stop are in the audit
 // log after it, as one aggregated entry.
 func TestFailedAuthAuditedAtStop(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	p := startFangd(t, home, "", "FANGD_API_KEY="+e2eKey)
 	for range 7 {
@@ -102,6 +104,7 @@ func TestFailedAuthAuditedAtStop(t *testing.T) {
 }
 
 func TestEdgeConfigErrorsNameTheKey(t *testing.T) {
+	t.Parallel()
 	for config, want := range map[string]string{
 		"allowed_hosts = [\"http://x\"]\n":          "allowed_hosts",
 		"cors_origins = [\"*\"]\n":                  "cors_origins",

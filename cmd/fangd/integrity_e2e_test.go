@@ -364,6 +364,7 @@ func TestAuditRetentionKeepsTheChainVerifiable(t *testing.T) {
 // POST /api/audit/accept does for a running, degraded daemon what
 // `fangd audit accept` does offline: the same entry, then a new anchor.
 func TestAuditAcceptThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	home, _ := mismatchedHome(t)
 	p := startFangd(t, home, degradedAudit, "FANGD_API_KEY="+e2eKey)
 
@@ -420,6 +421,7 @@ func TestAuditAcceptThroughTheAPI(t *testing.T) {
 
 // A daemon whose anchor matched has nothing to accept.
 func TestAuditAcceptWithNothingToAccept(t *testing.T) {
+	t.Parallel()
 	p := startFangd(t, t.TempDir(), "", "FANGD_API_KEY="+e2eKey)
 	if code, body := p.request(t, "POST", "/api/audit/accept", `{"reason":"why not"}`); code != 409 || !strings.Contains(string(body), "nothing_to_accept") {
 		t.Fatalf("accept on a matching anchor: %d %s", code, body)

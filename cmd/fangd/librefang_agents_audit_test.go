@@ -37,6 +37,7 @@ memory_read = ["self.*"]
 `
 
 func TestLibreFangAgentManifestsAndTemplates(t *testing.T) {
+	t.Parallel()
 	oai, _, cfg := fakes(t, "\n[default_model]\nprovider = \"fakeoai\"\nmodel = \"gpt-test\"\n")
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 
@@ -120,6 +121,7 @@ func TestLibreFangAgentManifestsAndTemplates(t *testing.T) {
 }
 
 func TestLibreFangAuditQueryAndExport(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, "")
 	home := t.TempDir()
 	td := runFangd(t, home, cfg, keyEnv...)

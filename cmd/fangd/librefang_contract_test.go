@@ -27,6 +27,7 @@ func has(t *testing.T, what string, m map[string]any, keys ...string) {
 // LibreFang's approvals routes beyond the seed page: count, audit, batch,
 // modify and the per-session ones (routes/approvals.rs).
 func TestLibreFangApprovalsContract(t *testing.T) {
+	t.Parallel()
 	_, _, cfg := fakes(t, "[approval]\ntimeout_secs = 600\n")
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	var a agentJSON

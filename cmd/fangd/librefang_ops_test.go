@@ -260,6 +260,7 @@ var placeholder = regexp.MustCompile(`\{[^}]+\}`)
 // a not-built one answers 501 naming the route and why; and each names a
 // test that exists and drives that method and path.
 func TestLibreFangOperationsServed(t *testing.T) {
+	t.Parallel()
 	srcs := testSources(t)
 	seen := map[string]bool{}
 	inScope := 0

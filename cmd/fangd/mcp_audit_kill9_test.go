@@ -18,6 +18,7 @@ import (
 // proxied tool called by the Go SDK client (protocol 2026-07-28), which
 // POST /mcp's fast path answers (transport/http/mcpfast.go).
 func TestMCPToolCallAuditSurvivesKill9(t *testing.T) {
+	t.Parallel()
 	peer := newNotesPeer(t)
 	_, _, cfg := fakes(t, fmt.Sprintf(`
 [network_policy]

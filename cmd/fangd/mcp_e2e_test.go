@@ -115,6 +115,7 @@ auto_approve = ["mcp_everything_*"]
 // With the real agent runtime: X-Fangd-Agent-Id narrows /mcp to the
 // agent's manifest tools, and agent_send runs a turn.
 func TestMCPAgentToolsOnTheBinary(t *testing.T) {
+	t.Parallel()
 	// agent_send runs without a human here (its approval flow is
 	// approvals_default_test.go's).
 	_, _, cfg := fakes(t, "[approval]\nauto_approve = [\"agent_send\"]\n")
@@ -169,6 +170,7 @@ func TestMCPAgentToolsOnTheBinary(t *testing.T) {
 // until [network_policy] allow_hosts lets it in; then the server connects,
 // and its connection shows on the comms bus.
 func TestMCPHTTPServerThroughNetworkPolicy(t *testing.T) {
+	t.Parallel()
 	peerURL := goPeer(t)
 	p := startFangd(t, t.TempDir(), "[rate_limit]\napi_requests_per_minute = 0\n", "FANGD_API_KEY="+e2eKey)
 	code, body := p.request(t, "POST", "/api/mcp/servers", `{"name":"local","transport":{"type":"http","url":"`+peerURL+`"}}`)

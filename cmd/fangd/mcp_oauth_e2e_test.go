@@ -18,6 +18,7 @@ import (
 // key: the browser has none); fangd then connects and the tool works; the
 // token survives a restart; revoke forgets it. Secrets never show.
 func TestMCPOAuthEndToEnd(t *testing.T) {
+	t.Parallel()
 	o := mcptest.NewOAuthServer(t)
 	home := t.TempDir()
 	cfg := "[rate_limit]\napi_requests_per_minute = 0\n[network_policy]\nallow_hosts = [\"127.0.0.1\"]\n"

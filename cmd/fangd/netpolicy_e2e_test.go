@@ -15,6 +15,7 @@ import (
 // would be in the path); a link-local api_url is refused without
 // suggesting the allowlist.
 func TestChannelURLFollowsNetworkPolicy(t *testing.T) {
+	t.Parallel()
 	trapPort, hits := channeltest.Trap(t)
 	p := startFangd(t, t.TempDir(), "[network_policy]\nallow_hosts = [\"127.0.0.1/32\"]\n", "FANGD_API_KEY="+e2eKey)
 	const token = "4242:AAE-policy-test-token"

@@ -111,6 +111,7 @@ func (n *networkNode) status(t *testing.T) map[string]any {
 // audited; a killed node disconnected on the others within two keepalive
 // intervals and connected again after its restart.
 func TestOFPThreeDaemons(t *testing.T) {
+	t.Parallel()
 	// Kill -9 closes the node's sockets, so its peers see it at once; the
 	// interval only bounds how long that may take to show.
 	const keepalive = 2 * time.Second
@@ -256,6 +257,7 @@ func TestOFPThreeDaemons(t *testing.T) {
 // With the network off (the default) nothing listens, the lists are
 // empty, a peer is 404 and ofp_hmac_auth reads inactive.
 func TestOFPOffByDefault(t *testing.T) {
+	t.Parallel()
 	p := startFangd(t, t.TempDir(), "", "FANGD_API_KEY="+e2eKey)
 	if code, body := p.request(t, "GET", "/api/peers", ""); code != 200 || !strings.Contains(string(body), `"peers":[]`) {
 		t.Fatalf("peers: %d %s", code, body)
@@ -275,6 +277,7 @@ func TestOFPOffByDefault(t *testing.T) {
 // is refused by the node that pinned it (audited ofp_pin_mismatch) until
 // an operator forgets the pin; then it links again.
 func TestOFPSwappedIdentityKey(t *testing.T) {
+	t.Parallel()
 	_, _, base := fakes(t, "")
 	a := &networkNode{name: "node-a", home: t.TempDir(), ofp: freeAddr(t)}
 	a.config = base + networkConfig(a.name, a.ofp, "1s")

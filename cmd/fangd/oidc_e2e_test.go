@@ -17,6 +17,7 @@ import (
 // the session cookie as an operator, be refused an admin route, and keep
 // the session across kill -9.
 func TestOIDCSignInOnTheBinary(t *testing.T) {
+	t.Parallel()
 	idp := authtest.New("fangd", "s3cret-0123456789")
 	defer idp.Close()
 	idp.SetUser(authtest.User{Subject: "u-9", Email: "olga@example.com", EmailVerified: true, Name: "Olga", Groups: []string{"ops"}})

@@ -38,6 +38,7 @@ func bearerDo(t *testing.T, base, token, method, path, body string) (int, []byte
 // LibreFang broadcast topic hears notifications; [[users]] keys get their
 // role; revocation is immediate.
 func TestPairingOnTheBinarySurvivesKill9(t *testing.T) {
+	t.Parallel()
 	ntfy := ntfytest.New()
 	defer ntfy.Close()
 	ntfy.AllowAnonymous()

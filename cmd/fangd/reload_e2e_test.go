@@ -122,6 +122,7 @@ func logLevel(t *testing.T, p *proc) string {
 // keys are named in one warning and keep their value; a broken file is
 // refused whole and the daemon serves on with the old config.
 func TestSIGHUPReloadsTheConfig(t *testing.T) {
+	t.Parallel()
 	home := t.TempDir()
 	_, _, providers := fakes(t, "")
 	base := providers + "\n" // [rate_limit] off, fake providers
@@ -244,6 +245,7 @@ event_log_size = 500
 // SIGHUP adds, restarts and removes config-declared channels and MCP
 // servers; the audit entry names them and never holds a secret.
 func TestSIGHUPReconcilesChannelsAndMCPServers(t *testing.T) {
+	t.Parallel()
 	nt := ntfytest.New()
 	defer nt.Close()
 	peerURL := goPeer(t)
@@ -315,6 +317,7 @@ func TestSIGHUPReconcilesChannelsAndMCPServers(t *testing.T) {
 // A normal stop after real traffic (a connected channel and MCP server,
 // an agent turn, open SSE streams) logs nothing at error level.
 func TestNormalStopLogsNoErrors(t *testing.T) {
+	t.Parallel()
 	nt := ntfytest.New()
 	defer nt.Close()
 	peerURL := goPeer(t)
@@ -373,6 +376,7 @@ url = %q
 // fangd config check validates without starting: 0 and "ok" for a good
 // file, 1 and one line per bad key otherwise; nothing is created.
 func TestConfigCheck(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := func(name, body string) string {
 		path := filepath.Join(dir, name)

@@ -1,15 +1,10 @@
 package http
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	nethttp "net/http"
 	"strings"
 	"time"
 
@@ -184,10 +179,11 @@ func (s *Server) a2aRoute(ctx *fasthttp.RequestCtx, t a2aTarget) (bool, error) {
 }
 
 // a2aForward forwards the request to e's node: a stream through the
-// incremental relay, anything else through the router (forward.go).
+// incremental relay (relay.go), anything else through the router
+// (forward.go).
 func (s *Server) a2aForward(ctx *fasthttp.RequestCtx, t a2aTarget, e *a2aElsewhere) error {
 	if t.stream {
-		return s.a2aRelayStream(ctx, e.what, e.node)
+		return s.relayStream(ctx, relayedStream{what: e.what, node: e.node, lost: a2aStreamLost(ctx.Request.Body())})
 	}
 	return s.hosts.route(ctx, e)
 }
@@ -234,84 +230,20 @@ func (s *Server) a2aRouteAgent(ctx *fasthttp.RequestCtx, c context.Context, t a2
 	return false, nil
 }
 
-// a2aRelayClient carries forwarded A2A streams: no overall timeout (a
-// stream lasts as long as its task), bounded dial and wait for the host's
-// first answer.
-var a2aRelayClient = &nethttp.Client{
-	Transport: &nethttp.Transport{
-		DialContext:           (&net.Dialer{Timeout: forwardDialTimeout}).DialContext,
-		ResponseHeaderTimeout: forwardTimeout,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       30 * time.Second,
-	},
-	CheckRedirect: func(*nethttp.Request, []*nethttp.Request) error { return nethttp.ErrUseLastResponse },
-}
-
-// a2aRelayStream forwards a streaming JSON-RPC request to node and relays
-// the host's answer as it arrives: each chunk of the host's SSE stream is
-// written and flushed at once (the buffered forward of forward.go would
-// hold every event until the stream ended). A client that goes away ends
-// the upstream request, and with it the host's subscription.
-func (s *Server) a2aRelayStream(ctx *fasthttp.RequestCtx, what, node string) error {
-	c, cancel := context.WithTimeout(context.Background(), forwardDialTimeout)
-	base, err := s.hosts.nodeURL(c, node)
-	cancel()
-	if err != nil {
-		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
-			fmt.Sprintf("%s is hosted on cluster node %s, which is not reachable now; nothing was changed, try again", what, node)}
+// a2aStreamLost ends a relayed A2A stream whose host broke off: a
+// JSON-RPC error (internal error, -32603) for the request's id, the way a
+// stream's failure is told on the host.
+func a2aStreamLost(body []byte) func(w *sse.Writer, msg string) {
+	var rpc struct {
+		ID json.RawMessage `json:"id"`
 	}
-	sctx, stop := s.streamCtx()
-	req, err := nethttp.NewRequestWithContext(sctx, string(ctx.Method()), base+string(ctx.Request.RequestURI()), bytes.NewReader(ctx.Request.Body()))
-	if err != nil {
-		stop()
-		return err
+	_ = json.Unmarshal(body, &rpc)
+	if len(rpc.ID) == 0 {
+		rpc.ID = json.RawMessage("null")
 	}
-	for _, h := range forwardHeaders {
-		if v := ctx.Request.Header.Peek(h); len(v) > 0 {
-			req.Header.Set(h, string(v))
-		}
+	return func(w *sse.Writer, msg string) {
+		data, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": rpc.ID,
+			"error": map[string]any{"code": -32603, "message": msg}})
+		w.Event(0, "", data)
 	}
-	req.Header.Set(forwardedHeader, s.hosts.self)
-	res, err := a2aRelayClient.Do(req)
-	if err != nil {
-		stop()
-		s.log.Warn().Err(err).Str("node", node).Str("path", string(ctx.Path())).Msg("cluster: forwarding an A2A stream to the hosting node failed")
-		return &apiError{fasthttp.StatusServiceUnavailable, "host_unreachable",
-			fmt.Sprintf("%s is hosted on cluster node %s, which did not answer; nothing was changed, try again", what, node)}
-	}
-	auditDetails(ctx, "forwarded to cluster node "+node)
-	ctx.SetStatusCode(res.StatusCode)
-	ctx.SetContentType(res.Header.Get("Content-Type"))
-	if !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
-		// An error answered before any stream: relayed whole.
-		body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-		res.Body.Close()
-		stop()
-		ctx.SetBody(body)
-		return nil
-	}
-	ctx.Response.Header.Set("Cache-Control", "no-store")
-	ctx.Response.Header.Set("X-Accel-Buffering", "no")
-	deadline := sse.NewDeadline(ctx.Conn(), s.cfg.StreamWriteTimeout)
-	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
-		defer stop()
-		defer res.Body.Close()
-		buf := make([]byte, 16<<10)
-		for {
-			n, rerr := res.Body.Read(buf)
-			if n > 0 {
-				deadline.Extend()
-				if _, err := bw.Write(buf[:n]); err != nil {
-					return
-				}
-				if err := bw.Flush(); err != nil {
-					return
-				}
-			}
-			if rerr != nil {
-				return
-			}
-		}
-	})
-	return nil
 }

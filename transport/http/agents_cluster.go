@@ -3,6 +3,7 @@ package http
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/fangd/fangd/actors/agent"
 	fcluster "github.com/fangd/fangd/actors/cluster"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/transport/sse"
 )
 
 // Agents in cluster mode (docs/cluster.md "Request routing"): an agent
@@ -36,6 +38,9 @@ type agentDirectory interface {
 type agentElsewhere struct {
 	Agent, Node string
 	Timeout     time.Duration
+	// Stream: the request is a turn's SSE stream, relayed event by
+	// event (relay.go) instead of forwarded whole.
+	Stream bool
 }
 
 func (e *agentElsewhere) Error() string { return "agent " + e.Agent + " is hosted on node " + e.Node }
@@ -125,7 +130,8 @@ func (s *Server) agentHost(ctx *fasthttp.RequestCtx, route string, err error) er
 		// not have (removed at the next start): this node's 404.
 		return err
 	case 1:
-		return &agentElsewhere{Agent: remote[0].Name, Node: remote[0].Node, Timeout: s.turnWait() + 5*time.Second}
+		return &agentElsewhere{Agent: remote[0].Name, Node: remote[0].Node, Timeout: s.turnWait() + 5*time.Second,
+			Stream: strings.HasSuffix(route, "/agents/{id}/message/stream")}
 	}
 	where := make([]string, len(remote))
 	for i, r := range remote {
@@ -133,6 +139,44 @@ func (s *Server) agentHost(ctx *fasthttp.RequestCtx, route string, err error) er
 	}
 	return kernel.Errorf(kernel.KindConflict, "agent_name_ambiguous",
 		"this node has no agent named %s and %d other nodes have one (%s); name it by id, or ask one of those nodes", ref.Name, len(remote), strings.Join(where, ", "))
+}
+
+// routeHosted forwards a request whose entity another node hosts (err
+// says which, see hostRouter.route): an agent turn's stream through the
+// incremental relay, anything else through the router.
+func (s *Server) routeHosted(ctx *fasthttp.RequestCtx, err error) error {
+	var ae *agentElsewhere
+	if errors.As(err, &ae) && ae.Stream {
+		return s.relayStream(ctx, relayedStream{what: "agent " + ae.Agent, node: ae.Node,
+			idle: agentRelayIdle(s.cfg.SSEHeartbeat), lost: agentStreamLost(requestID(ctx))})
+	}
+	return s.hosts.route(ctx, err)
+}
+
+// agentRelayIdle is how long a relayed turn stream may go without a byte
+// from its host: the host sends a keep-alive comment every heartbeat
+// (the same on every node), so three missed ones mean it is
+// gone.
+func agentRelayIdle(heartbeat time.Duration) time.Duration {
+	return 3 * heartbeat
+}
+
+// agentStreamLost ends a relayed turn stream whose host broke off the way
+// a turn's failure ends one on its host: phase "error", then an error
+// event with the envelope (code host_stream_lost, status 502).
+func agentStreamLost(reqID string) func(w *sse.Writer, msg string) {
+	return func(w *sse.Writer, msg string) {
+		for _, ev := range []struct {
+			name string
+			v    any
+		}{
+			{"phase", ssePhase{Phase: "error", Detail: &msg}},
+			{"error", sseError{errorBody{Error: msg, Code: "host_stream_lost", RequestID: reqID}, fasthttp.StatusBadGateway}},
+		} {
+			data, _ := json.Marshal(ev.v)
+			w.Event(0, ev.name, data)
+		}
+	}
 }
 
 // registerAgent records a just-created agent in the directory before the

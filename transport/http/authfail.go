@@ -2,6 +2,8 @@ package http
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -105,11 +107,7 @@ func (a *authFailures) flush() {
 	sources, other := a.sources, a.other
 	a.sources, a.other = map[string]*failedSource{}, nil
 	a.mu.Unlock()
-	ips := make([]string, 0, len(sources))
-	for ip := range sources {
-		ips = append(ips, ip)
-	}
-	sort.Strings(ips)
+	ips := slices.Sorted(maps.Keys(sources))
 	for _, ip := range ips {
 		a.append(ip, sources[ip], "")
 	}

@@ -147,7 +147,7 @@ func (s *Server) chain(route string, o routeOpts, h handlerFunc) fasthttp.Reques
 		err := h(ctx)
 		endRequest(ctx)
 		if err != nil && s.hosts != nil {
-			err = s.hosts.route(ctx, s.agentHost(ctx, route, err))
+			err = s.routeHosted(ctx, s.agentHost(ctx, route, err))
 		}
 		if err != nil {
 			s.writeError(ctx, err)

@@ -158,7 +158,13 @@ func TestUsageByModelPaged(t *testing.T) {
 	now := time.Now().UTC()
 	var evs []usage.Event
 	for i := 0; i < 3; i++ {
-		evs = append(evs, usage.Event{Time: now.Add(-time.Duration(i+1) * time.Minute), AgentID: "a", AgentName: "a",
+		// Within today, however soon after midnight the test runs: a minute
+		// back from 00:02 is yesterday, which period=day leaves out.
+		at := now.Add(-time.Duration(i+1) * time.Minute)
+		if at.YearDay() != now.YearDay() {
+			at = now.Truncate(24 * time.Hour)
+		}
+		evs = append(evs, usage.Event{Time: at, AgentID: "a", AgentName: "a",
 			Provider: "groq", Model: fmt.Sprintf("model-%d", i), InputTokens: 10, OutputTokens: 2, CostNanos: 1000, Outcome: "ok"})
 	}
 	if err := usage.Seed(db, evs); err != nil {

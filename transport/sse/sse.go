@@ -63,6 +63,14 @@ func (s *Writer) Event(id uint64, event string, data []byte) error {
 	return err
 }
 
+// Raw writes bytes that are already framed as events (a stream relayed
+// from another server), with the same deadline as Event.
+func (s *Writer) Raw(p []byte) error {
+	s.deadline.Extend()
+	_, err := s.w.Write(p)
+	return err
+}
+
 // Comment writes a comment line (used as heartbeat).
 func (s *Writer) Comment(text string) error {
 	s.deadline.Extend()

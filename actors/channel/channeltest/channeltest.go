@@ -147,6 +147,23 @@ func (h *Harness) Restart() {
 	h.start()
 }
 
+// SendThroughOutage takes the platform down under connected channel name,
+// sends text to to while the channel backs off, restarts the daemon and
+// brings the platform back, waiting until the channel is connected again.
+// The send must be queued and kept across the restart: the caller then
+// waits for the platform to have it, exactly once.
+func (h *Harness) SendThroughOutage(p interface{ SetDown(bool) }, name, to, text string) {
+	h.T.Helper()
+	p.SetDown(true)
+	h.WaitState(name, channel.StateBackoff)
+	if _, err := h.Service.SendMessage(context.Background(), name, to, text, ""); err != nil {
+		h.T.Fatal(err)
+	}
+	h.Restart()
+	p.SetDown(false)
+	h.WaitState(name, channel.StateConnected)
+}
+
 // Configure configures channel name with body (the API's JSON body) and
 // fails the test on error.
 func (h *Harness) Configure(name string, body map[string]any) *channel.ConfigureResult {
@@ -405,6 +422,26 @@ func Run(a channel.Adapter, h *Host) (cancel context.CancelFunc, done <-chan err
 	return cancel, d
 }
 
+// RunConnected is Run against a new Host, cancelled when the test ends,
+// that waits for the adapter to connect; done gets Run's result.
+func RunConnected(t testing.TB, a channel.Adapter) (h *Host, done <-chan error) {
+	t.Helper()
+	h = NewHost()
+	stop, done := Run(a, h)
+	t.Cleanup(stop)
+	Recv(t, h.Connections)
+	return h, done
+}
+
+// Rerun runs a against h again (after an Outage, once the platform is
+// back), cancelled when the test ends, and waits for it to connect.
+func Rerun(t testing.TB, a channel.Adapter, h *Host) {
+	t.Helper()
+	stop, _ := Run(a, h)
+	t.Cleanup(stop)
+	Recv(t, h.Connections)
+}
+
 // Outage takes the platform down (goDown) under a running adapter whose
 // Run reports to done: Run must end with a transient error, and a new Run
 // against h must fail transiently too while it stays down.
@@ -430,4 +467,12 @@ func Build(t testing.TB, b channel.Builder, name string, values, secrets map[str
 		t.Fatal(err)
 	}
 	return a
+}
+
+// WriteJSON is a fake platform's JSON answer: status and v as
+// application/json.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }

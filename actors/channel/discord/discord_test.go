@@ -1,7 +1,6 @@
 package discord_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -56,14 +55,7 @@ func TestDiscordLongReplySplit(t *testing.T) {
 func TestDiscordOutageAndQueuedReplies(t *testing.T) {
 	h, fake := setup(t, token)
 	h.WaitState("discord", channel.StateConnected)
-	fake.SetDown(true)
-	h.WaitState("discord", channel.StateBackoff)
-	if _, err := h.Service.SendMessage(context.Background(), "discord", "c7", "sent while down", ""); err != nil {
-		t.Fatal(err)
-	}
-	h.Restart()
-	fake.SetDown(false)
-	h.WaitState("discord", channel.StateConnected)
+	h.SendThroughOutage(fake, "discord", "c7", "sent while down")
 	h.WaitFor("queued message posted", func() bool { return len(fake.Sent()) == 1 })
 	if s := fake.Sent()[0]; s.ChannelID != "c7" || s.Content != "sent while down" {
 		t.Fatalf("sent = %+v", s)

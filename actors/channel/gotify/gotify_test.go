@@ -56,17 +56,12 @@ func TestStreamReceiveReplyNoEcho(t *testing.T) {
 func TestOutageCatchUp(t *testing.T) {
 	srv := channeltest.Cleanup(t, gotifytest.New())
 	a := build(t, srv, gotifytest.BotAppToken, gotifytest.BotClientToken)
-	h := channeltest.NewHost()
-	stop, done := channeltest.Run(a, h)
-	defer stop()
-	channeltest.Recv(t, h.Connections)
+	h, done := channeltest.RunConnected(t, a)
 	_ = srv.WaitStreams(context.Background(), 1)
 	channeltest.Outage(t, a, h, done, func() { srv.SetDown(true) })
 	srv.SetDown(false)
 	_, _ = srv.Push(gotifytest.PhoneAppToken, "phone", "sent while fangd was away")
-	restart, _ := channeltest.Run(a, h)
-	defer restart()
-	channeltest.Recv(t, h.Connections)
+	channeltest.Rerun(t, a, h)
 	if in := channeltest.Recv(t, h.Delivered); in.Text != "sent while fangd was away" {
 		t.Fatalf("catch-up got %+v", in)
 	}

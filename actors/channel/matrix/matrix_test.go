@@ -1,7 +1,6 @@
 package matrix_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -63,14 +62,7 @@ func TestMatrixOutageAndQueuedReplies(t *testing.T) {
 	fake.Invite(room)
 	h.WaitState("matrix", channel.StateConnected)
 	h.WaitFor("joined", func() bool { return fake.Joined(room) })
-	fake.SetDown(true)
-	h.WaitState("matrix", channel.StateBackoff)
-	if _, err := h.Service.SendMessage(context.Background(), "matrix", room, "queued during the outage", ""); err != nil {
-		t.Fatal(err)
-	}
-	h.Restart()
-	fake.SetDown(false)
-	h.WaitState("matrix", channel.StateConnected)
+	h.SendThroughOutage(fake, "matrix", room, "queued during the outage")
 	h.WaitFor("queued message delivered once", func() bool { return len(fake.Sent()) == 1 })
 	if fake.Sent()[0].Body != "queued during the outage" {
 		t.Fatalf("sent = %+v", fake.Sent())

@@ -81,16 +81,11 @@ func TestBadTokenIsPermanent(t *testing.T) {
 func TestOutageIsTransientAndRecovers(t *testing.T) {
 	srv := channeltest.Cleanup(t, mattermosttest.New())
 	a := build(t, srv, mattermosttest.BotToken)
-	h := channeltest.NewHost()
-	stop, done := channeltest.Run(a, h)
-	defer stop()
-	channeltest.Recv(t, h.Connections)
+	h, done := channeltest.RunConnected(t, a)
 
 	channeltest.Outage(t, a, h, done, func() { srv.SetDown(true) })
 	srv.SetDown(false)
-	restart, _ := channeltest.Run(a, h)
-	defer restart()
-	channeltest.Recv(t, h.Connections)
+	channeltest.Rerun(t, a, h)
 	srv.Say(mattermosttest.Alice, mattermosttest.TownSquare.ID, "back?", "")
 	if in := channeltest.Recv(t, h.Delivered); in.Text != "back?" {
 		t.Fatalf("inbound = %+v", in)

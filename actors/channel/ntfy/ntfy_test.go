@@ -60,10 +60,7 @@ func TestSubscribeReceiveReplyNoEcho(t *testing.T) {
 func TestResumeFromCursorAfterOutage(t *testing.T) {
 	srv := channeltest.Cleanup(t, ntfytest.New())
 	a := build(t, srv, ntfytest.BotToken)
-	h := channeltest.NewHost()
-	stop, done := channeltest.Run(a, h)
-	defer stop()
-	channeltest.Recv(t, h.Connections)
+	h, done := channeltest.RunConnected(t, a)
 	_ = srv.WaitSubscribers(context.Background(), "fang", 1)
 	srv.Publish("fang", "phone", "one")
 	channeltest.Recv(t, h.Delivered)
@@ -72,9 +69,7 @@ func TestResumeFromCursorAfterOutage(t *testing.T) {
 	// Messages published while fangd was away (the server caches them).
 	srv.SetDown(false)
 	srv.Publish("fang", "phone", "two")
-	restart, _ := channeltest.Run(a, h)
-	defer restart()
-	channeltest.Recv(t, h.Connections)
+	channeltest.Rerun(t, a, h)
 	if in := channeltest.Recv(t, h.Delivered); in.Text != "two" {
 		t.Fatalf("after outage got %+v", in)
 	}

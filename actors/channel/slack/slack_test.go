@@ -59,14 +59,7 @@ func TestSlackOutageAndQueuedReplies(t *testing.T) {
 	h, fake := setup(t, map[string]any{"token": botToken, "app_token": appToken})
 	h.WaitState("slack", channel.StateConnected)
 	h.WaitFor("socket", func() bool { return fake.Connected() == 1 })
-	fake.SetDown(true)
-	h.WaitState("slack", channel.StateBackoff)
-	if _, err := h.Service.SendMessage(context.Background(), "slack", "C9", "queued in the outage", ""); err != nil {
-		t.Fatal(err)
-	}
-	h.Restart()
-	fake.SetDown(false)
-	h.WaitState("slack", channel.StateConnected)
+	h.SendThroughOutage(fake, "slack", "C9", "queued in the outage")
 	h.WaitFor("queued message posted", func() bool { return len(fake.Sent()) == 1 })
 	if s := fake.Sent()[0]; s.Channel != "C9" || s.Text != "queued in the outage" {
 		t.Fatalf("sent = %+v", s)

@@ -53,3 +53,26 @@ func Stop(k Shutdowner, closers ...io.Closer) {
 		_ = c.Close()
 	}
 }
+
+// Resulter is a pending answer, an *actor.Future (named by the one method
+// Await calls, as Shutdowner is).
+type Resulter interface {
+	Result() (any, error)
+}
+
+// Await waits for f's answer in a goroutine and hands it over on the
+// returned channel (buffered, so nothing leaks if the test stops reading):
+// the answer, or the error. A test can then ask, act, and only afterwards
+// read what the ask got.
+func Await(f Resulter) <-chan any {
+	out := make(chan any, 1)
+	go func() {
+		res, err := f.Result()
+		if err != nil {
+			out <- err
+			return
+		}
+		out <- res
+	}()
+	return out
+}

@@ -83,6 +83,7 @@ func sendParams(text, extra string) string {
 // flight, and n2 answers GetTask for it with failed (naming n1), and n3
 // still answers the finished one.
 func TestA2ATasksAnsweredByAnyNodeAndFailedAfterHostKill9(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := fakeLLM(t)
 	oai.SetReply(func(r llmtest.Request) string { return "answer from n1" })

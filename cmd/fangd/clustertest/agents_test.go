@@ -43,6 +43,7 @@ func agentsOn(t *testing.T, n *node) map[string][]listedAgent {
 // deleted through n3 (gone everywhere); after kill -9 of its host, a
 // request for an agent it hosts answers 503 host_unreachable.
 func TestAgentRoutedToItsNode(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := fakeLLM(t)
 	oai.SetReply(func(r llmtest.Request) string { return "answer from the host" })

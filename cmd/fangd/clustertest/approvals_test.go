@@ -65,6 +65,7 @@ type agentTurn struct {
 // and approves; a's turn completes with the tool run. A second request whose origin is killed with -9 is marked
 // expired by b at its deadline and cannot be decided any more.
 func TestApprovalAcrossNodesAndExpiryAfterOriginKill9(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := fakeLLM(t)
 	oai.SetResponder(func(r llmtest.Request) llmtest.Reply {

@@ -72,6 +72,7 @@ func chat(n *node, agent, msg string) (int, float64, string, error) {
 // admit again once its lease expired, with the spend it settled before
 // dying still counted.
 func TestBudgetHoldsAcrossNodesAndKill9ReleasesHolds(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := fakeLLM(t)
 	// The real cost is close to the worst case reserved (max_tokens

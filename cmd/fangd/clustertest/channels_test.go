@@ -21,6 +21,7 @@ import (
 // resumes from the cursor in etcd, and every message gets exactly one
 // reply.
 func TestChannelOneOwnerAndFailoverAfterKill9(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := fakeLLM(t)
 	// Turns take a while, so that some are running when the host dies.

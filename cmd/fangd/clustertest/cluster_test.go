@@ -123,12 +123,21 @@ func startNode(t *testing.T, etcd, name string) *node {
 
 func startNodeIn(t *testing.T, etcd, name, home string, env []string) *node {
 	t.Helper()
-	n := launchIn(t, name, home, env, "--cluster", "etcd://"+etcd, "--cluster-name", "test", "--node-name", name)
+	args := []string{"--cluster", "etcd://" + etcd, "--cluster-name", "test", "--node-name", name}
+	n := launchIn(t, name, home, env, args...)
 	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	for tries := 1; time.Now().Before(deadline); {
 		select {
 		case err := <-n.done:
 			n.done <- err
+			// The free port was free only until someone else bound it
+			// (the scenarios run in parallel, and so do other packages'
+			// daemons): another port, not a failed start.
+			if strings.Contains(n.log.String(), "address already in use") && tries < 5 {
+				tries++
+				n = launchIn(t, name, home, env, args...)
+				continue
+			}
 			t.Fatalf("%s exited during start: %v\n%s", name, err, n.log)
 		default:
 		}
@@ -200,6 +209,7 @@ func waitMembers(t *testing.T, n *node, want string, within time.Duration) clust
 // drops out of every other node's view; a node stopped gracefully leaves
 // at once (its record is revoked).
 func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	nodes := []*node{startNode(t, etcd, "n1"), startNode(t, etcd, "n2"), startNode(t, etcd, "n3")}
 	for _, n := range nodes {
@@ -276,6 +286,7 @@ func TestThreeNodesMembershipKill9AndGracefulLeave(t *testing.T) {
 // With etcd gone, a graceful stop still ends: upstream's deregistration
 // has no deadline and used to hang the daemon forever.
 func TestStopWithEtcdGone(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcdServer(t)
 	n := startNode(t, etcd.Endpoint, "orphan")
 	waitMembers(t, n, "orphan", 10*time.Second)
@@ -294,6 +305,7 @@ func TestStopWithEtcdGone(t *testing.T) {
 // An etcd that does not answer is a clear start-up error, not a hang or
 // upstream's panic.
 func TestUnreachableEtcdFailsStart(t *testing.T) {
+	t.Parallel()
 	n := launch(t, "lonely", "--cluster", "etcd://"+freeAddr(t), "--node-name", "lonely")
 	select {
 	case err := <-n.done:
@@ -308,6 +320,7 @@ func TestUnreachableEtcdFailsStart(t *testing.T) {
 
 // A bad --cluster value is refused before anything starts.
 func TestBadClusterFlag(t *testing.T) {
+	t.Parallel()
 	n := launch(t, "bad", "--cluster", "http://127.0.0.1:2379")
 	select {
 	case err := <-n.done:

@@ -18,6 +18,7 @@ import (
 // the plain etcd:// is refused at start with an error saying etcd serves
 // TLS.
 func TestNodeJoinsTLSEtcdAndPlainClientIsRefused(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t, "etcd-ca")
 	dir := t.TempDir()
 	cert, key, caFile := issue(t, ca, dir, "etcd")

@@ -138,6 +138,7 @@ func callTool(t *testing.T, n *node, tool, args string) (text string, rpcErr str
 // and n3 does not (configServerOnce, configServerFailover), whose host is
 // killed after the API server's, and the killed node started again.
 func TestMCPServerOnceClusterWideFailoverAfterKill9(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	env := []string{"FANGD_VAULT_KEY=" + vaultKey}
 	names := []string{"n1", "n2", "n3"}

@@ -19,6 +19,7 @@ import (
 // request already forwarded is not forwarded again (409). With the host
 // killed, the other node answers 503 and nothing is sent.
 func TestRequestRoutedToChannelHost(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := fakeLLM(t)
 	tg := fakeTelegram(t)

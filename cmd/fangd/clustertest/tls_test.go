@@ -79,6 +79,7 @@ func grpcCall(conn *grpc.ClientConn) error {
 // CA is refused at start (it cannot join), and the node it tried logs the
 // refused handshake.
 func TestRemotingMutualTLS(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	ca := newTestCA(t, "fangd test cluster CA")
 	n1 := startNodeIn(t, etcd, "n1", tlsHome(t, ca, "n1"), nil)

@@ -19,6 +19,7 @@ import (
 // and a recovery code approves it (a's turn completes); the spent
 // recovery code is refused through a.
 func TestTOTPEnrolledOnOneNodeDecidesOnAnother(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := llmtest.NewOpenAI(llmKey)
 	t.Cleanup(oai.Close)

@@ -73,6 +73,7 @@ func usageOf(t *testing.T, url string, hdr ...string) usageView {
 // instead of being silently left out. A member's own question
 // (X-Fangd-Forwarded-By) is answered from its ledger alone.
 func TestUsageReportsAddUpAcrossNodes(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := llmtest.NewOpenAI(llmKey)
 	t.Cleanup(oai.Close)

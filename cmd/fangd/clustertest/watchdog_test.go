@@ -58,6 +58,7 @@ func stateOf(t *testing.T, n *node, of string) string {
 // and is "up" in every node's GET /api/cluster again, its audit chain
 // holding every event.
 func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
+	t.Parallel()
 	etcdSrv := startEtcdServer(t)
 	etcd := etcdSrv.Endpoint
 	home3 := homeWith(t, "[cluster]\nwatchdog_grace_secs = 3\nwatchdog_action = \"exit\"\n")
@@ -124,6 +125,7 @@ func TestExcludedNodeWatchdogExitsAndRejoinsAfterRestart(t *testing.T) {
 // sent to the bot afterwards gets exactly one reply. The excluded node
 // audited the exclusion and did not exit.
 func TestExcludedHostGivesItsChannelUp(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := fakeLLM(t)
 	tg := fakeTelegram(t)

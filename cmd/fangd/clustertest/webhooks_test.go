@@ -86,6 +86,7 @@ func (r *hookReceiver) delivered() (map[string]int, int, int) {
 // a valid signature, under a webhook-id that stays the same across
 // redelivery.
 func TestWebhookOutboxOnceClusterWideFailoverAfterKill9(t *testing.T) {
+	t.Parallel()
 	etcd := startEtcd(t)
 	oai := fakeLLM(t)
 	recv := newHookReceiver(t)

@@ -74,10 +74,10 @@ func New() *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"health": "green", "database": "green"})
+		channeltest.WriteJSON(w, http.StatusOK, map[string]string{"health": "green", "database": "green"})
 	})
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"version": "2.6.1", "commit": "fake", "buildDate": "2024-01-01"})
+		channeltest.WriteJSON(w, http.StatusOK, map[string]string{"version": "2.6.1", "commit": "fake", "buildDate": "2024-01-01"})
 	})
 	mux.HandleFunc("GET /current/user", s.currentUser)
 	mux.HandleFunc("GET /application", s.applications)
@@ -131,13 +131,7 @@ func (s *Server) WaitMessage(ctx context.Context, match func(Message) bool) (Mes
 func (s *Server) WaitStreams(ctx context.Context, n int) error { return s.WaitSockets(ctx, n) }
 
 func gotifyError(w http.ResponseWriter, status int, desc string) {
-	writeJSON(w, status, map[string]any{"error": http.StatusText(status), "errorCode": status, "errorDescription": desc})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	channeltest.WriteJSON(w, status, map[string]any{"error": http.StatusText(status), "errorCode": status, "errorDescription": desc})
 }
 
 // token extracts a token the ways Gotify accepts one.
@@ -184,7 +178,7 @@ func (s *Server) currentUser(w http.ResponseWriter, r *http.Request) {
 	s.Lock()
 	name := s.clients[token(r)]
 	s.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"id": 1, "name": name, "admin": true})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"id": 1, "name": name, "admin": true})
 }
 
 func (s *Server) applications(w http.ResponseWriter, r *http.Request) {
@@ -194,7 +188,7 @@ func (s *Server) applications(w http.ResponseWriter, r *http.Request) {
 	s.Lock()
 	apps := append([]Application(nil), s.apps...)
 	s.Unlock()
-	writeJSON(w, http.StatusOK, apps)
+	channeltest.WriteJSON(w, http.StatusOK, apps)
 }
 
 func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
@@ -234,7 +228,7 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 		title = app.Name
 	}
 	m := s.add(app.ID, title, in.Message, prio)
-	writeJSON(w, http.StatusOK, m)
+	channeltest.WriteJSON(w, http.StatusOK, m)
 }
 
 func (s *Server) add(appID int64, title, message string, prio int) Message {
@@ -271,7 +265,7 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"paging": map[string]any{"size": len(out), "since": since, "limit": limit}, "messages": out})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"paging": map[string]any{"size": len(out), "since": since, "limit": limit}, "messages": out})
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}

@@ -53,7 +53,7 @@ func New(token string) *Server {
 		Limits: func(r *http.Request) bool { name, _ := endpoint(r); return name == "send" },
 		Down:   func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) },
 		Limited: func(w http.ResponseWriter, secs int) {
-			writeJSON(w, http.StatusTooManyRequests, map[string]any{"errcode": "M_LIMIT_EXCEEDED",
+			channeltest.WriteJSON(w, http.StatusTooManyRequests, map[string]any{"errcode": "M_LIMIT_EXCEEDED",
 				"error": "Too Many Requests", "retry_after_ms": secs * 1000})
 		},
 	}, http.HandlerFunc(s.serve)))
@@ -115,21 +115,15 @@ func (s *Server) Say(room, sender, body string) string {
 // Calls counts requests to an endpoint name ("whoami", "sync", "send").
 func (s *Server) Calls(name string) int { return s.Requests(name) }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	name, path := endpoint(r)
 	if r.Header.Get("Authorization") != "Bearer "+s.Token {
-		writeJSON(w, http.StatusUnauthorized, map[string]any{"errcode": "M_UNKNOWN_TOKEN", "error": "Invalid access token passed.", "soft_logout": false})
+		channeltest.WriteJSON(w, http.StatusUnauthorized, map[string]any{"errcode": "M_UNKNOWN_TOKEN", "error": "Invalid access token passed.", "soft_logout": false})
 		return
 	}
 	switch name {
 	case "whoami":
-		writeJSON(w, 200, map[string]any{"user_id": s.UserID, "device_id": "FANGD"})
+		channeltest.WriteJSON(w, 200, map[string]any{"user_id": s.UserID, "device_id": "FANGD"})
 	case "sync":
 		s.sync(w, r)
 	case "join":
@@ -145,12 +139,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.invites = left
 		s.Changed()
 		s.Unlock()
-		writeJSON(w, 200, map[string]any{"room_id": room})
+		channeltest.WriteJSON(w, 200, map[string]any{"room_id": room})
 	case "send":
 		// /rooms/{roomId}/send/{eventType}/{txnId}
 		parts := strings.Split(strings.TrimPrefix(path, "/rooms/"), "/")
 		if r.Method != http.MethodPut || len(parts) != 4 {
-			writeJSON(w, 400, map[string]any{"errcode": "M_UNRECOGNIZED", "error": "bad send path"})
+			channeltest.WriteJSON(w, 400, map[string]any{"errcode": "M_UNRECOGNIZED", "error": "bad send path"})
 			return
 		}
 		room, txn := parts[0], parts[3]
@@ -166,11 +160,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.Lock()
 		defer s.Unlock()
 		if !s.joined[room] {
-			writeJSON(w, 403, map[string]any{"errcode": "M_FORBIDDEN", "error": "User not in room"})
+			channeltest.WriteJSON(w, 403, map[string]any{"errcode": "M_FORBIDDEN", "error": "User not in room"})
 			return
 		}
 		if ev, dup := s.txns[txn]; dup {
-			writeJSON(w, 200, map[string]any{"event_id": ev})
+			channeltest.WriteJSON(w, 200, map[string]any{"event_id": ev})
 			return
 		}
 		s.nextID++
@@ -183,9 +177,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.Record(sent)
 		s.events = append(s.events, roomEvent{room: room, raw: map[string]any{"type": "m.room.message", "event_id": ev,
 			"sender": s.UserID, "origin_server_ts": time.Now().UnixMilli(), "content": map[string]any{"msgtype": "m.text", "body": content.Body}}})
-		writeJSON(w, 200, map[string]any{"event_id": ev})
+		channeltest.WriteJSON(w, 200, map[string]any{"event_id": ev})
 	default:
-		writeJSON(w, 404, map[string]any{"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
+		channeltest.WriteJSON(w, 404, map[string]any{"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
 	}
 }
 
@@ -227,6 +221,6 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	case down:
 		w.WriteHeader(http.StatusBadGateway)
 	default:
-		writeJSON(w, 200, map[string]any{"next_batch": next, "rooms": map[string]any{"join": join, "invite": invite}})
+		channeltest.WriteJSON(w, 200, map[string]any{"next_batch": next, "rooms": map[string]any{"join": join, "invite": invite}})
 	}
 }

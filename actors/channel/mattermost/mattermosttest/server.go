@@ -219,13 +219,7 @@ type AppError struct {
 }
 
 func writeAppError(w http.ResponseWriter, status int, id, msg string) {
-	writeJSON(w, status, AppError{ID: id, Message: msg, RequestID: newID(), StatusCode: status})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	channeltest.WriteJSON(w, status, AppError{ID: id, Message: msg, RequestID: newID(), StatusCode: status})
 }
 
 // userFor resolves the session token from "Authorization: Bearer <token>"
@@ -255,7 +249,7 @@ func (s *Server) authed(w http.ResponseWriter, r *http.Request) (string, bool) {
 }
 
 func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "OK"})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]string{"status": "OK"})
 }
 
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
@@ -266,7 +260,7 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	s.Lock()
 	u := s.users[uid]
 	s.Unlock()
-	writeJSON(w, http.StatusOK, u)
+	channeltest.WriteJSON(w, http.StatusOK, u)
 }
 
 func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
@@ -308,7 +302,7 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 		prev, seen := s.pending[in.Pending]
 		s.Unlock()
 		if seen && time.Since(prev.at) < 30*time.Second {
-			writeJSON(w, http.StatusCreated, prev.post)
+			channeltest.WriteJSON(w, http.StatusCreated, prev.post)
 			return
 		}
 	}
@@ -319,7 +313,7 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 		s.pending[in.Pending] = pendingPost{post: p, at: time.Now()}
 		s.Unlock()
 	}
-	writeJSON(w, http.StatusCreated, p)
+	channeltest.WriteJSON(w, http.StatusCreated, p)
 }
 
 // userChannels is GET /api/v4/users/{user_id}/channels: every channel of
@@ -346,7 +340,7 @@ func (s *Server) userChannels(w http.ResponseWriter, r *http.Request) {
 			"name": c.Name, "last_post_at": last, "delete_at": 0})
 	}
 	s.Unlock()
-	writeJSON(w, http.StatusOK, out)
+	channeltest.WriteJSON(w, http.StatusOK, out)
 }
 
 // usersByIDs is POST /api/v4/users/ids with a JSON array of ids.
@@ -367,7 +361,7 @@ func (s *Server) usersByIDs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.Unlock()
-	writeJSON(w, http.StatusOK, out)
+	channeltest.WriteJSON(w, http.StatusOK, out)
 }
 
 // channelPosts is GET /api/v4/channels/{id}/posts?since=<ms>: posts created
@@ -389,7 +383,7 @@ func (s *Server) channelPosts(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"order": order, "posts": posts, "next_post_id": "", "prev_post_id": ""})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"order": order, "posts": posts, "next_post_id": "", "prev_post_id": ""})
 }
 
 func (s *Server) addPost(uid, channelID, message, rootID string) Post {

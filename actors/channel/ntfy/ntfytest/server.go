@@ -207,7 +207,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	path := strings.Trim(r.URL.Path, "/")
 	switch {
 	case r.Method == http.MethodGet && path == "v1/health":
-		writeJSON(w, http.StatusOK, map[string]bool{"healthy": true})
+		channeltest.WriteJSON(w, http.StatusOK, map[string]bool{"healthy": true})
 	case r.Method == http.MethodGet && path == "v1/account":
 		u, ok := s.user(r)
 		if !ok {
@@ -217,7 +217,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		if u == "" {
 			u = "*"
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"username": u, "role": "user", "sync_topic": "st_" + randomID()})
+		channeltest.WriteJSON(w, http.StatusOK, map[string]any{"username": u, "role": "user", "sync_topic": "st_" + randomID()})
 	case r.Method == http.MethodPost && path == "":
 		s.publishJSON(w, r)
 	case (r.Method == http.MethodPost || r.Method == http.MethodPut) && topicRE.MatchString(path):
@@ -251,7 +251,7 @@ func (s *Server) publishBody(w http.ResponseWriter, r *http.Request, topic strin
 	if p, err := strconv.Atoi(header(r, "X-Priority", "Priority", "p")); err == nil {
 		m.Priority = p
 	}
-	writeJSON(w, http.StatusOK, s.publish(m))
+	channeltest.WriteJSON(w, http.StatusOK, s.publish(m))
 }
 
 func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
@@ -274,7 +274,7 @@ func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
 		ntfyError(w, http.StatusRequestEntityTooLarge, 41301, "too large for attachment", "")
 		return
 	}
-	writeJSON(w, http.StatusOK, s.publish(Message{Topic: in.Topic, Message: in.Message, Title: in.Title, Tags: in.Tags, Priority: in.Priority, Actions: in.Actions}))
+	channeltest.WriteJSON(w, http.StatusOK, s.publish(Message{Topic: in.Topic, Message: in.Message, Title: in.Title, Tags: in.Tags, Priority: in.Priority, Actions: in.Actions}))
 }
 
 func header(r *http.Request, names ...string) string {
@@ -414,12 +414,6 @@ func (s *Server) backlog(topic, since string) []Message {
 		}
 	}
 	return out
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 func randomID() string {

@@ -102,41 +102,41 @@ func (g *Gateway) start(w http.ResponseWriter, r *http.Request) {
 	defer g.mu.Unlock()
 	g.starts++
 	if g.state == "connected" {
-		writeJSON(w, http.StatusOK, map[string]any{"qr_data_url": "", "session_id": g.sessionID, "message": "Already connected to WhatsApp", "connected": true})
+		channeltest.WriteJSON(w, http.StatusOK, map[string]any{"qr_data_url": "", "session_id": g.sessionID, "message": "Already connected to WhatsApp", "connected": true})
 		return
 	}
 	g.sessionID = channeltest.RandomID(16)
 	g.qr = qrPNG()
 	g.state = "qr_ready"
-	writeJSON(w, http.StatusOK, map[string]any{"qr_data_url": g.qr, "session_id": g.sessionID, "message": g.message(), "connected": false})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"qr_data_url": g.qr, "session_id": g.sessionID, "message": g.message(), "connected": false})
 }
 
 func (g *Gateway) status(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"connected": g.state == "connected", "message": g.message(), "expired": g.state == "expired"})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"connected": g.state == "connected", "message": g.message(), "expired": g.state == "expired"})
 }
 
 func (g *Gateway) send(w http.ResponseWriter, r *http.Request) {
 	var in map[string]string
 	if json.NewDecoder(r.Body).Decode(&in) != nil || in["to"] == "" || in["text"] == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": `Missing "to" or "text" field`})
+		channeltest.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": `Missing "to" or "text" field`})
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.state != "connected" {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "WhatsApp not connected"})
+		channeltest.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "WhatsApp not connected"})
 		return
 	}
 	g.sent = append(g.sent, map[string]string{"to": in["to"], "text": in["text"]})
-	writeJSON(w, http.StatusOK, map[string]any{"success": true, "message": "Sent"})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"success": true, "message": "Sent"})
 }
 
 func (g *Gateway) health(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "connected": g.state == "connected", "session_id": g.sessionID, "active_conversations": 0})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "connected": g.state == "connected", "session_id": g.sessionID, "active_conversations": 0})
 }
 
 // qrPNG renders a small checkerboard PNG as a data URL; it stands in for the

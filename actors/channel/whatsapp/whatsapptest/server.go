@@ -101,12 +101,6 @@ func graphError(w http.ResponseWriter, status int, e GraphError) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"error": e})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func (s *Server) authOK(w http.ResponseWriter, r *http.Request) bool {
 	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if tok == "" {
@@ -140,7 +134,7 @@ func (s *Server) phoneNumber(w http.ResponseWriter, r *http.Request) {
 	if !s.phoneOK(w, r, "get") {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"verified_name": "Fang Test Bot", "display_phone_number": "+1 555-010-0000",
+	channeltest.WriteJSON(w, http.StatusOK, map[string]string{"verified_name": "Fang Test Bot", "display_phone_number": "+1 555-010-0000",
 		"id": s.PhoneNumberID, "quality_rating": "GREEN"})
 }
 
@@ -176,7 +170,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.Status == "read" { // mark-as-read
-		writeJSON(w, http.StatusOK, map[string]bool{"success": true})
+		channeltest.WriteJSON(w, http.StatusOK, map[string]bool{"success": true})
 		return
 	}
 	if in.Type != "text" || in.Text == nil || in.To == "" {
@@ -196,7 +190,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 	s.sent = append(s.sent, m)
 	s.Changed()
 	s.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"messaging_product": "whatsapp",
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"messaging_product": "whatsapp",
 		"contacts": []map[string]string{{"input": in.To, "wa_id": strings.TrimPrefix(in.To, "+")}},
 		"messages": []map[string]string{{"id": id}}})
 }
