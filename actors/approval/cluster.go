@@ -2,6 +2,7 @@ package approval
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -22,8 +23,14 @@ import (
 // origin leaves nothing pending forever. Without UseCluster none of this
 // runs.
 
-// ClusterRecord is what etcd holds of one request: never the payload and
-// never a secret.
+// ClusterRecord is what etcd holds of one request: what GET
+// /api/approvals shows of it on the origin, so a person deciding through
+// another node sees what they approve. The description and the payload
+// are capped (clusterMaxDescription, clusterMaxPayload; Truncated says
+// one was cut) so a record stays far below etcd's request limit. The
+// origin shows the payload unredacted (it is the tool call's arguments,
+// which the person must see), and etcd holds the same; no secret of
+// fangd's own (vault, TOTP) is ever in a record.
 type ClusterRecord struct {
 	ID          string     `json:"id"`
 	AgentID     string     `json:"agent_id"`
@@ -42,7 +49,21 @@ type ClusterRecord struct {
 	Reason      string     `json:"reason,omitempty"`
 	TOTP        bool       `json:"totp_required"`
 	RequestedBy string     `json:"requested_by"`
+	// Description, Payload, SessionID and TimeoutSecs are as on the
+	// origin (absent from records written before they were kept).
+	Description string          `json:"description,omitempty"`
+	Payload     json.RawMessage `json:"payload,omitempty"`
+	SessionID   string          `json:"session_id,omitempty"`
+	TimeoutSecs int             `json:"timeout_secs,omitempty"`
+	Truncated   bool            `json:"truncated,omitempty"`
 }
+
+// Caps of what a record keeps of a request (the origin keeps all of it):
+// a record is at most ~14 KiB, far below etcd's 1.5 MiB request limit.
+const (
+	clusterMaxDescription = 4 << 10
+	clusterMaxPayload     = 8 << 10
+)
 
 // Cluster is the etcd side (actors/cluster.Approvals).
 type Cluster interface {
@@ -81,18 +102,62 @@ func (e *env) clusterStore() Cluster {
 
 // clusterRecordOf is the etcd record of a new request.
 func clusterRecordOf(rec *Approval, node string, totp bool) ClusterRecord {
+	desc, cutDesc := cutBytes(rec.Description, clusterMaxDescription)
+	payload, cutPayload := clusterPayload(rec.Payload)
 	return ClusterRecord{ID: rec.ID, AgentID: rec.AgentID, AgentName: rec.AgentName, Tool: rec.Action,
-		Summary: truncate(rec.ActionSummary, 200), Risk: rec.RiskLevel, Node: node, CreatedAt: rec.RequestedAt,
-		Deadline: rec.ExpiresAt, Status: StatusPending, TOTP: totp, RequestedBy: rec.RequestedBy}
+		Summary: truncate(rec.ActionSummary, MaxActionSummary), Risk: rec.RiskLevel, Node: node, CreatedAt: rec.RequestedAt,
+		Deadline: rec.ExpiresAt, Status: StatusPending, TOTP: totp, RequestedBy: rec.RequestedBy,
+		Description: desc, Payload: payload, SessionID: rec.SessionID, TimeoutSecs: rec.TimeoutSecs,
+		Truncated: cutDesc || cutPayload}
+}
+
+// clusterPayload is the payload a record keeps: as it is up to
+// clusterMaxPayload bytes, else its first bytes as a JSON string (cut
+// JSON is not JSON), cut true.
+func clusterPayload(p json.RawMessage) (json.RawMessage, bool) {
+	if len(p) <= clusterMaxPayload {
+		return p, false
+	}
+	// The string's quoting grows it; cut the text so the result still
+	// fits (escapes at most double ASCII; 6x for control characters).
+	n := clusterMaxPayload
+	for {
+		s, _ := cutBytes(string(p), n)
+		b, err := json.Marshal(s)
+		if err == nil && len(b) <= clusterMaxPayload {
+			return b, true
+		}
+		n /= 2
+	}
+}
+
+// cutBytes cuts s to at most n bytes on a rune boundary, cut true if it
+// did.
+func cutBytes(s string, n int) (string, bool) {
+	if len(s) <= n {
+		return s, false
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n], true
 }
 
 // approvalOf shows a record of another node through the API.
 func approvalOf(r ClusterRecord) *Approval {
-	return &Approval{ID: r.ID, AgentID: r.AgentID, AgentName: r.AgentName, Action: r.Tool, ToolName: r.Tool,
+	a := &Approval{ID: r.ID, AgentID: r.AgentID, AgentName: r.AgentName, Action: r.Tool, ToolName: r.Tool,
 		ActionSummary: r.Summary, RiskLevel: r.Risk, Status: r.Status, RequestedAt: r.CreatedAt, CreatedAt: r.CreatedAt,
 		ExpiresAt: r.Deadline, TimeoutSecs: int(r.Deadline.Sub(r.CreatedAt) / time.Second), DecidedAt: r.DecidedAt,
 		DecidedBy: r.DecidedBy, DecidedVia: r.DecidedVia, Reason: r.Reason, RequestedBy: r.RequestedBy,
-		SecondFactorRequired: r.TOTP, SecondFactor: FactorNone, Node: r.Node}
+		SecondFactorRequired: r.TOTP, SecondFactor: FactorNone, Node: r.Node,
+		Description: r.Description, Payload: r.Payload, SessionID: r.SessionID, Truncated: r.Truncated}
+	if r.TimeoutSecs > 0 {
+		a.TimeoutSecs = r.TimeoutSecs
+	}
+	if len(a.Payload) == 0 {
+		a.Payload = json.RawMessage("null") // a record from before payloads were kept
+	}
+	return a
 }
 
 // publishCluster puts a new request's record in etcd (from the creation's

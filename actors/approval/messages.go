@@ -94,6 +94,10 @@ type Approval struct {
 	// Node is, in cluster mode, the node that raised a request another
 	// node shows (its agent waits there); empty for this node's own.
 	Node string `json:"node,omitempty"`
+	// Truncated says, for another node's request, that its description
+	// or payload was cut to what the cluster store keeps (docs/cluster.md);
+	// the origin shows them whole.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Pending reports whether the request still waits for a decision.

@@ -7,9 +7,11 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
@@ -110,6 +112,64 @@ func pendingOn(t *testing.T, n *approvalNode, id string) *approval.Approval {
 }
 
 func api() approval.Decider { return approval.Decider{Identity: "api_key", Via: approval.ViaAPI} }
+
+// What a person approves is the same through any node: a request raised
+// on node A shows on node B (listed and read) the description, payload,
+// session and summary A shows; an oversized description or payload is cut
+// to what etcd keeps, valid UTF-8 and valid JSON, and says so.
+func TestApprovalDescriptionAndPayloadShownOnAnotherNode(t *testing.T) {
+	t.Parallel()
+	ep := testEtcd(t)
+	a := newApprovalNode(t, testClient(t, ep), "node-a", 300, false)
+	b := newApprovalNode(t, testClient(t, ep), "node-b", 300, false)
+	ctx := context.Background()
+	small, err := a.a.Create(ctx, approval.Request{AgentID: "a1", AgentName: "ops", Action: "shell_exec",
+		Description: "Delete the staging bucket's old logs", Payload: json.RawMessage(`{"cmd":"rm -rf /srv/logs/2025"}`),
+		SessionID: uuid.NewString(), RequestedBy: "api_key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := a.a.Create(ctx, approval.Request{AgentID: "a1", AgentName: "ops", Action: "shell_exec",
+		Description: strings.Repeat("é", approval.MaxDescription), // 8,000 bytes
+		Payload:     json.RawMessage(`{"script":"` + strings.Repeat("x\\n", 5000) + `"}`), RequestedBy: "api_key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kerneltest.WaitFor(t, "node B to list A's requests", func() bool {
+		return pendingOn(t, b, small.ID) != nil && pendingOn(t, b, big.ID) != nil
+	})
+	mine, err := a.a.Get(ctx, small.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []*approval.Approval{pendingOn(t, b, small.ID), mustGet(t, b, small.ID)} {
+		if got.Description != mine.Description || string(got.Payload) != string(mine.Payload) || got.SessionID != mine.SessionID ||
+			got.ActionSummary != mine.ActionSummary || got.TimeoutSecs != mine.TimeoutSecs || got.Truncated || got.Node != "node-a" {
+			t.Fatalf("B shows %+v\nA shows %+v", got, mine)
+		}
+	}
+	for _, got := range []*approval.Approval{pendingOn(t, b, big.ID), mustGet(t, b, big.ID)} {
+		var text string
+		if !got.Truncated || len(got.Payload) > 8<<10 || json.Unmarshal(got.Payload, &text) != nil || !strings.HasPrefix(text, `{"script":"x\n`) {
+			t.Fatalf("B's cut payload (truncated %v): %.80s…", got.Truncated, got.Payload)
+		}
+		if len(got.Description) > 4<<10 || len(got.Description) < 4<<10-1 || !utf8.ValidString(got.Description) {
+			t.Fatalf("B's cut description: %d bytes, valid UTF-8 %v", len(got.Description), utf8.ValidString(got.Description))
+		}
+	}
+	if mine, _ := a.a.Get(ctx, big.ID); mine.Truncated || len(mine.Description) != 8000 {
+		t.Fatalf("the origin shows its own request cut: %d bytes, truncated %v", len(mine.Description), mine.Truncated)
+	}
+}
+
+func mustGet(t *testing.T, n *approvalNode, id string) *approval.Approval {
+	t.Helper()
+	got, err := n.a.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
 
 // A tool call waiting on node A is listed by node B, approved through B
 // (audited on B), and A's waiting call resumes with the decision.
