@@ -388,12 +388,26 @@ type Member struct {
 	HTTPURL  string         `json:"http_url,omitempty"`
 	State    string         `json:"state"`
 	Self     bool           `json:"self"`
-	Kinds    []string       `json:"kinds"`
+	Kinds    []string       `json:"kinds"` // hostedKinds(Hosted)
 	Hosted   map[string]int `json:"hosted"`
 	Started  *time.Time     `json:"started_at,omitempty"`
 	// AuditCheckpoint, on this node's own entry only: its chain compared
 	// with the tip etcd recorded for it, at start (auditcp.go).
 	AuditCheckpoint *AuditCheckpoint `json:"audit_checkpoint,omitempty"`
+}
+
+// hostedKinds are the kinds of h with at least one entity, sorted: a
+// member's kinds, named as in the kinds table. Not Proto.Actor's member
+// kinds (its own "prototopic"), which read as a fangd kind there.
+func hostedKinds(h map[string]int) []string {
+	out := []string{}
+	for k, n := range h {
+		if n > 0 {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Members merges this node's view of the topology (the cluster's member
@@ -419,9 +433,9 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 	for _, m := range n.C.MemberList.Members().Members() {
 		seen[m.Id] = true
 		mm := Member{MemberID: m.Id, Address: m.Address(), State: "joining", Self: m.Id == n.memberI,
-			Kinds: append([]string{}, m.Kinds...), Hosted: map[string]int{}}
+			Kinds: []string{}, Hosted: map[string]int{}}
 		if r, ok := recs[m.Id]; ok {
-			mm.State, mm.NodeName, mm.HTTPURL, mm.Hosted = "up", r.NodeName, r.HTTPURL, r.Hosted
+			mm.State, mm.NodeName, mm.HTTPURL, mm.Hosted, mm.Kinds = "up", r.NodeName, r.HTTPURL, r.Hosted, hostedKinds(r.Hosted)
 			st := r.Started
 			mm.Started = &st
 		}
@@ -437,7 +451,7 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 		}
 		st := r.Started
 		out = append(out, Member{MemberID: id, NodeName: r.NodeName, Address: r.Address, HTTPURL: r.HTTPURL,
-			State: state, Self: id == n.memberI, Kinds: []string{}, Hosted: r.Hosted, Started: &st})
+			State: state, Self: id == n.memberI, Kinds: hostedKinds(r.Hosted), Hosted: r.Hosted, Started: &st})
 	}
 	n.mu.Lock()
 	acp := n.auditcp

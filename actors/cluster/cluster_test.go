@@ -102,3 +102,30 @@ func TestStartReturnsWhenEtcdDiesBeforeTheRecord(t *testing.T) {
 		t.Fatal("Start hung with etcd gone before the node record")
 	}
 }
+
+// A member's kinds in GET /api/cluster are the fangd kinds it hosts (its
+// record's hosted counts above zero), not Proto.Actor's own member kinds
+// ("prototopic"), which read as a fangd kind next to the kinds table.
+func TestMemberKindsAreTheKindsItHosts(t *testing.T) {
+	etcd, err := devetcd.Start(t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	k := kernel.New(zerolog.Nop())
+	n, err := Start(k, Options{Endpoints: []string{etcd.Endpoint}, Name: "t", NodeName: "a", Log: zerolog.Nop(),
+		Hosted: func(context.Context) map[string]int {
+			return map[string]int{KindAgent: 2, KindChannel: 0, KindWebhook: 1}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	ms, err := n.Members(context.Background())
+	if err != nil || len(ms) != 1 || ms[0].State != "up" {
+		t.Fatalf("%+v %v", ms, err)
+	}
+	if got := ms[0].Kinds; len(got) != 2 || got[0] != KindAgent || got[1] != KindWebhook {
+		t.Fatalf("member kinds %q, want [%s %s] (hosted %v)", got, KindAgent, KindWebhook, ms[0].Hosted)
+	}
+}

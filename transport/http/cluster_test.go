@@ -75,14 +75,15 @@ func TestClusterSingleNode(t *testing.T) {
 // /api/cluster but does not break /api/network/status.
 func TestClusterMembersAndEtcdDown(t *testing.T) {
 	fc := &fakeCluster{members: []fcluster.Member{
-		{NodeName: "n1", MemberID: "c1@abc", Address: "127.0.0.1:7001", State: "up", Self: true, Kinds: []string{}, Hosted: map[string]int{"agent": 2}},
+		{NodeName: "n1", MemberID: "c1@abc", Address: "127.0.0.1:7001", State: "up", Self: true, Kinds: []string{"agent"}, Hosted: map[string]int{"agent": 2}},
 		{NodeName: "n2", MemberID: "c1@def", Address: "127.0.0.1:7002", State: "excluded", Kinds: []string{}, Hosted: map[string]int{}},
 	}}
 	ts := newTestServer(t, nil, func(s *Server) { s.SetCluster(fc) })
 	var st clusterBody
 	ts.mustStatus(t, 200, "GET", "/api/cluster", "").json(t, &st)
 	if !st.Enabled || st.Mode != "cluster" || st.Name != "c1" || st.NodeName != "n1" || len(st.Members) != 2 ||
-		st.Members[0].Hosted["agent"] != 2 || st.Members[1].State != "excluded" {
+		st.Members[0].Hosted["agent"] != 2 || len(st.Members[0].Kinds) != 1 || st.Members[0].Kinds[0] != "agent" ||
+		st.Members[1].Kinds == nil || st.Members[1].State != "excluded" {
 		t.Fatalf("%+v", st)
 	}
 	for _, k := range st.Kinds {
