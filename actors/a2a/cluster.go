@@ -158,7 +158,7 @@ func clusterTask(node string, rec *taskRecord) ClusterTask {
 	c.History = nil
 	if m != nil {
 		cut := *m
-		cut.Parts = a2a.ContentParts{a2a.NewTextPart(cutUTF8(partsText(m.Parts), ClusterRecordMax/2) +
+		cut.Parts = a2a.ContentParts{a2a.NewTextPart(cutText(partsText(m.Parts), ClusterRecordMax/2) +
 			" [cut to fit the cluster directory: the full task is on node " + node + "]")}
 		cut.Metadata = nil
 		c.History = []*a2a.Message{&cut}
@@ -178,17 +178,6 @@ func partsText(parts a2a.ContentParts) string {
 		}
 	}
 	return string(out)
-}
-
-// cutUTF8 cuts s to at most n bytes on a rune boundary.
-func cutUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
 }
 
 // HasTask reports whether this node has task id (running or stored), in
@@ -221,4 +210,10 @@ func (s *Service) AdoptClusterTask(t ClusterTask) error {
 	// Push targets' secrets are in the host's vault: the task sends no
 	// more updates, and their configs stay readable.
 	return s.supervisorTasks().Put(rec.ID, rec)
+}
+
+// cutText is kernel.CutUTF8 without the flag.
+func cutText(s string, n int) string {
+	s, _ = kernel.CutUTF8(s, n)
+	return s
 }

@@ -102,7 +102,7 @@ func (e *env) clusterStore() Cluster {
 
 // clusterRecordOf is the etcd record of a new request.
 func clusterRecordOf(rec *Approval, node string, totp bool) ClusterRecord {
-	desc, cutDesc := cutBytes(rec.Description, clusterMaxDescription)
+	desc, cutDesc := kernel.CutUTF8(rec.Description, clusterMaxDescription)
 	payload, cutPayload := clusterPayload(rec.Payload)
 	return ClusterRecord{ID: rec.ID, AgentID: rec.AgentID, AgentName: rec.AgentName, Tool: rec.Action,
 		Summary: truncate(rec.ActionSummary, MaxActionSummary), Risk: rec.RiskLevel, Node: node, CreatedAt: rec.RequestedAt,
@@ -122,25 +122,13 @@ func clusterPayload(p json.RawMessage) (json.RawMessage, bool) {
 	// fits (escapes at most double ASCII; 6x for control characters).
 	n := clusterMaxPayload
 	for {
-		s, _ := cutBytes(string(p), n)
+		s, _ := kernel.CutUTF8(string(p), n)
 		b, err := json.Marshal(s)
 		if err == nil && len(b) <= clusterMaxPayload {
 			return b, true
 		}
 		n /= 2
 	}
-}
-
-// cutBytes cuts s to at most n bytes on a rune boundary, cut true if it
-// did.
-func cutBytes(s string, n int) (string, bool) {
-	if len(s) <= n {
-		return s, false
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n], true
 }
 
 // approvalOf shows a record of another node through the API.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fangd/fangd/actors/agent"
 	"github.com/fangd/fangd/actors/approval"
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // MaxApprovalWait caps ?wait= on GET /api/approvals/{id} (a long poll).
@@ -43,8 +44,8 @@ func approvalID(ctx *fasthttp.RequestCtx) (string, error) {
 }
 
 func truncateText(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
+	if cut, ok := kernel.CutUTF8(s, n); ok {
+		return cut + "…"
 	}
 	return s
 }
