@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,26 +25,29 @@ const certCheckEvery = time.Second
 // certNow is the clock of the once-a-second check (a test steps it).
 var certNow = time.Now
 
-// reloadingPair is this node's certificate and key, re-read when either
-// file's modification time or size changes, so a rotated certificate is
-// presented on the next handshake without a restart (docs/cluster.md,
-// "Certificate rotation"). A pair that does not load (half written,
-// mismatched, or refused by check) keeps the old one and is logged once
-// per change of the files, naming the files and the reason, never their
-// contents. Connections already open keep the certificate they began with.
-type reloadingPair struct {
-	cert, key string
-	// what names the files in logs ("tls_cert/tls_key").
-	what string
-	// check, if set, refuses a pair (the remoting certificate must be
-	// signed by tls_ca: another one would be refused by every member).
-	check func(leaf *x509.Certificate) error
-	log   zerolog.Logger
-	now   func() time.Time
+// reloading is a value loaded from files (a certificate and key, a CA
+// file), re-read when any file's modification time or size changes and at
+// most once a second (certCheckEvery), so a rotated file is used on the
+// next handshake without a restart (docs/cluster.md, "Certificate
+// rotation"). A value that does not load (a file missing, half written,
+// mismatched, or refused by a check) keeps the one loaded before and is
+// logged once per change of the files, naming the files and the reason,
+// never their contents. Connections already open keep what they began
+// with.
+type reloading[T any] struct {
+	paths []string
+	// what names the files in logs ("tls_cert/tls_key"), kept what is kept
+	// when they do not load ("the certificate").
+	what, kept string
+	load       func() (T, error)
+	// loaded logs a value that replaced the one before.
+	loaded func(T)
+	log    zerolog.Logger
+	now    func() time.Time
 
 	mu      sync.Mutex
-	pair    *tls.Certificate
-	seen    [2]fileStamp // stamps of the last attempt, loaded or not
+	val     T
+	seen    []fileStamp // stamps of the last attempt, loaded or not
 	checked time.Time
 }
 
@@ -51,42 +57,88 @@ type fileStamp struct {
 	size int64
 }
 
-func stampOf(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
+// stampsOf stamps each path; a file that cannot be stat'ed has the zero
+// stamp, and the first such error is returned.
+func stampsOf(paths []string) ([]fileStamp, error) {
+	out := make([]fileStamp, len(paths))
+	var first error
+	for i, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			first = cmp.Or(first, err)
+			continue
+		}
+		out[i] = fileStamp{mod: fi.ModTime(), size: fi.Size()}
 	}
-	return fileStamp{mod: fi.ModTime(), size: fi.Size()}, nil
+	return out, first
 }
 
-// newReloadingPair loads the pair once; an error here is a start-up error.
+// start loads the value once; an error here is a start-up error.
+func (r *reloading[T]) start() error {
+	r.now = certNow
+	st, err := stampsOf(r.paths)
+	if err == nil {
+		r.val, err = r.load()
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: %s: %w", r.what, err)
+	}
+	r.seen, r.checked = st, r.now()
+	return nil
+}
+
+// current is the value to use, re-read first if the files changed since
+// the last attempt and a second has passed since the last look.
+func (r *reloading[T]) current() T {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	if now.Sub(r.checked) < certCheckEvery {
+		return r.val
+	}
+	r.checked = now
+	st, err := stampsOf(r.paths)
+	if slices.Equal(st, r.seen) {
+		return r.val
+	}
+	r.seen = st
+	var v T
+	if err == nil {
+		v, err = r.load()
+	}
+	if err != nil {
+		// Also the middle of a rotation (certificate written, key not
+		// yet): the key's write changes its stamp and is retried.
+		r.log.Warn().Str("files", strings.Join(r.paths, ", ")).Err(err).
+			Msgf("cluster: %s changed but does not load: keeping %s loaded before", r.what, r.kept)
+		return r.val
+	}
+	r.val = v
+	r.loaded(v)
+	return v
+}
+
+// reloadingPair is this node's certificate and key, reloading.
+type reloadingPair struct {
+	reloading[*tls.Certificate]
+	cert, key string
+	// check, if set, refuses a pair (the remoting certificate must be
+	// signed by tls_ca: another one would be refused by every member).
+	check func(leaf *x509.Certificate) error
+}
+
 func newReloadingPair(cert, key, what string, check func(*x509.Certificate) error, log zerolog.Logger) (*reloadingPair, error) {
-	r := &reloadingPair{cert: cert, key: key, what: what, check: check, log: log, now: certNow}
-	st, err := r.stamps()
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %s: %w", what, err)
-	}
-	pair, err := r.load()
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %s: %w", what, err)
-	}
-	r.pair, r.seen, r.checked = pair, st, r.now()
-	return r, nil
+	r := &reloadingPair{cert: cert, key: key, check: check}
+	r.reloading = reloading[*tls.Certificate]{paths: []string{cert, key}, what: what, kept: "the certificate",
+		load: r.loadPair, log: log,
+		loaded: func(pair *tls.Certificate) {
+			log.Info().Str("files", cert+", "+key).Str("serial", pair.Leaf.SerialNumber.String()).
+				Time("not_after", pair.Leaf.NotAfter).Msgf("cluster: %s reloaded", what)
+		}}
+	return r, r.start()
 }
 
-func (r *reloadingPair) stamps() ([2]fileStamp, error) {
-	c, err := stampOf(r.cert)
-	if err != nil {
-		return [2]fileStamp{}, err
-	}
-	k, err := stampOf(r.key)
-	if err != nil {
-		return [2]fileStamp{}, err
-	}
-	return [2]fileStamp{c, k}, nil
-}
-
-func (r *reloadingPair) load() (*tls.Certificate, error) {
+func (r *reloadingPair) loadPair() (*tls.Certificate, error) {
 	pair, err := tls.LoadX509KeyPair(r.cert, r.key)
 	if err != nil {
 		return nil, err
@@ -104,43 +156,6 @@ func (r *reloadingPair) load() (*tls.Certificate, error) {
 	return &pair, nil
 }
 
-// current is the pair to present, re-read first if the files changed
-// since the last attempt and a second has passed since the last look.
-func (r *reloadingPair) current() *tls.Certificate {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := r.now()
-	if now.Sub(r.checked) < certCheckEvery {
-		return r.pair
-	}
-	r.checked = now
-	st, err := r.stamps()
-	if err != nil {
-		if st != r.seen {
-			r.seen = st
-			r.log.Warn().Str("files", r.cert+", "+r.key).Err(err).
-				Msgf("cluster: %s changed but cannot be read: keeping the certificate loaded before", r.what)
-		}
-		return r.pair
-	}
-	if st == r.seen {
-		return r.pair
-	}
-	r.seen = st
-	pair, err := r.load()
-	if err != nil {
-		// Also the middle of a rotation (certificate written, key not
-		// yet): the key's write changes its stamp and is retried.
-		r.log.Warn().Str("files", r.cert+", "+r.key).Err(err).
-			Msgf("cluster: %s changed but does not load: keeping the certificate loaded before", r.what)
-		return r.pair
-	}
-	r.pair = pair
-	r.log.Info().Str("files", r.cert+", "+r.key).Str("serial", pair.Leaf.SerialNumber.String()).
-		Time("not_after", pair.Leaf.NotAfter).Msgf("cluster: %s reloaded", r.what)
-	return pair
-}
-
 // serverCert and clientCert are the tls.Config hooks.
 func (r *reloadingPair) serverCert(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return r.current(), nil
@@ -151,77 +166,31 @@ func (r *reloadingPair) clientCert(*tls.CertificateRequestInfo) (*tls.Certificat
 }
 
 // reloadingPool is a CA file (tls_ca, etcd_ca) as a certificate pool,
-// re-read like reloadingPair when the file's modification time or size
-// changes, looked at no more than once a second and only when a handshake
-// verifies a peer: a cluster moving to a new CA needs no restart. A file
-// that does not load (unreadable, no PEM certificate in it) keeps the
-// pool loaded before and is logged once per change of the file.
+// reloading like the node's certificate, looked at only when a handshake
+// verifies a peer: a cluster moving to a new CA needs no restart.
 type reloadingPool struct {
-	path, what string // what names the key in logs ("tls_ca")
-	log        zerolog.Logger
-	now        func() time.Time
-
-	mu      sync.Mutex
-	pool    *x509.CertPool
-	seen    fileStamp
-	checked time.Time
+	reloading[*x509.CertPool]
 }
 
-// newReloadingPool loads the file once; an error here is a start-up error.
 func newReloadingPool(path, what string, log zerolog.Logger) (*reloadingPool, error) {
-	r := &reloadingPool{path: path, what: what, log: log, now: certNow}
-	st, err := stampOf(path)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %s: %w", what, err)
-	}
-	pool, err := r.load()
+	r := &reloadingPool{reloading[*x509.CertPool]{paths: []string{path}, what: what, kept: "the CA certificates",
+		load: func() (*x509.CertPool, error) { return loadPool(path) }, log: log,
+		loaded: func(*x509.CertPool) {
+			log.Info().Str("files", path).Msgf("cluster: %s reloaded: new connections are verified against it", what)
+		}}}
+	return r, r.start()
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	r.pool, r.seen, r.checked = pool, st, r.now()
-	return r, nil
-}
-
-func (r *reloadingPool) load() (*x509.CertPool, error) {
-	pem, err := os.ReadFile(r.path)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %s: %w", r.what, err)
-	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("cluster: %s %s holds no PEM certificate", r.what, r.path)
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return pool, nil
-}
-
-// current is the pool to verify a peer against, re-read first if the file
-// changed since the last attempt and a second has passed since the last
-// look.
-func (r *reloadingPool) current() *x509.CertPool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := r.now()
-	if now.Sub(r.checked) < certCheckEvery {
-		return r.pool
-	}
-	r.checked = now
-	st, err := stampOf(r.path)
-	if err == nil && st == r.seen {
-		return r.pool
-	}
-	r.seen = st
-	var pool *x509.CertPool
-	if err == nil {
-		pool, err = r.load()
-	}
-	if err != nil {
-		r.log.Warn().Str("file", r.path).Err(err).
-			Msgf("cluster: %s changed but does not load: keeping the CA certificates loaded before", r.what)
-		return r.pool
-	}
-	r.pool = pool
-	r.log.Info().Str("file", r.path).Msgf("cluster: %s reloaded: new connections are verified against it", r.what)
-	return pool
 }
 
 // verifyClient is a server's tls.Config VerifyConnection that checks the

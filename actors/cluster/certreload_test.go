@@ -369,3 +369,33 @@ func TestEtcdCAReloads(t *testing.T) {
 		t.Fatalf("after etcd_ca changed: client %v, server %v", cerr, serr)
 	}
 }
+
+// A CA file that goes missing keeps the pool before it and warns once, not
+// on every second's look: the pool's reload warned each time while the
+// certificate's warned once per change of the files, until both shared one
+// reloader.
+func TestMissingCAFileWarnsOncePerChange(t *testing.T) {
+	clock := useStepClock(t)
+	path := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(path, mustCA(t, "cluster").PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	r, err := newReloadingPool(path, "tls_ca", zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := r.current()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		clock.step(certCheckEvery)
+		if r.current() != before {
+			t.Fatal("a missing CA file replaced the pool")
+		}
+	}
+	if n := strings.Count(logs.String(), "tls_ca changed but does not load"); n != 1 {
+		t.Fatalf("%d warnings for one missing file:\n%s", n, logs.String())
+	}
+}
