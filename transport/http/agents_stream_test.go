@@ -186,23 +186,7 @@ func TestAgentMessageStreamDisconnectCancelsTheProviderCall(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.MaxAgentStreams = 1 }, extra)
 	ts.mustStatus(t, 201, "POST", "/api/agents", `{"name":"talker","model":"fake/m"}`)
 	fake.SetReply(func(llmtest.Request) string { return strings.Repeat("many many words ", 200) })
-	fake.SetChunkDelay(5 * time.Millisecond)
-	ctx, cancel := context.WithCancel(context.Background())
-	res := ts.openTurnStream(t, ctx, "talker", `{"message":"hi"}`)
-	n := 0
-	readTurnEvents(t, res.Body, func(ev turnEvent) bool {
-		if ev.name == "chunk" {
-			n++
-		}
-		return n == 3
-	})
-	cancel()
-	res.Body.Close()
-	select {
-	case <-fake.StreamCuts():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the provider's stream was not closed when the client went away")
-	}
+	hangUpMidStream(t, ts, fake, "talker", "the provider's stream was not closed when the client went away")
 	// The turn ended (cancelled, and metered once with what arrived) and
 	// gave its stream slot back.
 	kerneltest.WaitFor(t, "the cancelled turn's usage", func() bool {
@@ -247,5 +231,29 @@ func TestAgentMessageStreamEndsWithTheErrorEnvelope(t *testing.T) {
 	}
 	if len(fake.Requests()) != 0 {
 		t.Fatal("a call over budget reached the provider")
+	}
+}
+
+// hangUpMidStream opens a turn stream for agentRef on ts, reads three
+// chunks, goes away, and waits for the provider's stream to be closed
+// (failing with why if it is not).
+func hangUpMidStream(t *testing.T, ts *testServer, fake *llmtest.Fake, agentRef, why string) {
+	t.Helper()
+	fake.SetChunkDelay(5 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	res := ts.openTurnStream(t, ctx, agentRef, `{"message":"hi"}`)
+	n := 0
+	readTurnEvents(t, res.Body, func(ev turnEvent) bool {
+		if ev.name == "chunk" {
+			n++
+		}
+		return n == 3
+	})
+	cancel()
+	res.Body.Close()
+	select {
+	case <-fake.StreamCuts():
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
 	}
 }

@@ -109,23 +109,7 @@ func TestAgentStreamRelayDisconnectCancelsTheHostsTurn(t *testing.T) {
 	host.mustStatus(t, 201, "POST", "/api/agents", `{"name":"talker","model":"fake/m"}`).json(t, &a)
 	dir.put(fcluster.AgentRecord{ID: a.ID, Name: "talker", Node: "n2"})
 	fake.SetReply(func(llmtest.Request) string { return strings.Repeat("many many words ", 400) })
-	fake.SetChunkDelay(5 * time.Millisecond)
-	ctx, cancel := context.WithCancel(context.Background())
-	res := fwd.openTurnStream(t, ctx, a.ID, `{"message":"hi"}`)
-	n := 0
-	readTurnEvents(t, res.Body, func(ev turnEvent) bool {
-		if ev.name == "chunk" {
-			n++
-		}
-		return n == 3
-	})
-	cancel()
-	res.Body.Close()
-	select {
-	case <-fake.StreamCuts():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the provider's stream on the host was not closed when the relay's client went away")
-	}
+	hangUpMidStream(t, fwd, fake, a.ID, "the provider's stream on the host was not closed when the relay's client went away")
 }
 
 // A host that breaks off the stream (dies) or goes silent (its machine
