@@ -106,6 +106,14 @@ func (a *channelActor) Receive(c actor.Context) {
 		if m.gen != a.gen {
 			return
 		}
+		if a.status.ConnectedSince != nil {
+			// The same link under a new identity (an IRC nick regained):
+			// it has been up all along.
+			id := m.id
+			a.status.Identity = &id
+			a.publish(c)
+			return
+		}
 		now := time.Now()
 		a.status.State = StateConnected
 		a.status.LastError, a.status.LastErrorCode = "", ""

@@ -76,6 +76,8 @@ type Builder func(cfg *Config) (Adapter, error)
 // Host is the runtime as an adapter's Run sees it.
 type Host interface {
 	// Connected reports that the link is up and authenticated as id.
+	// Called again on the same link, it only changes the identity (an
+	// IRC bot that regained its nick).
 	Connected(id Identity)
 	// Deliver hands inbound messages to the runtime and returns once they
 	// are durably accepted: only then may the adapter acknowledge them to

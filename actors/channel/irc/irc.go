@@ -281,6 +281,11 @@ func (a *Adapter) Run(ctx context.Context, h channel.Host) error {
 			return err
 		}
 	}
+	if !a.holdsNick() {
+		regainCtx, stopRegain := context.WithCancel(ctx)
+		defer stopRegain()
+		go a.regainNick(regainCtx)
+	}
 	for {
 		conn.SetReadDeadline(time.Now().Add(5 * time.Minute))
 		line, err := readLine(r)
@@ -480,10 +485,18 @@ func (a *Adapter) handle(ctx context.Context, h channel.Host, m *message) error 
 			return a.write(ctx, "JOIN "+m.param(0))
 		}
 	case "NICK":
-		if strings.EqualFold(m.nick(), a.current()) {
+		switch {
+		case strings.EqualFold(m.nick(), a.current()):
 			a.mu.Lock()
 			a.me = m.param(0)
 			a.mu.Unlock()
+			h.Connected(channel.Identity{ID: m.param(0), Name: m.param(0)})
+		case strings.EqualFold(m.nick(), a.nick):
+			return a.askForNick(ctx)
+		}
+	case "QUIT":
+		if strings.EqualFold(m.nick(), a.nick) {
+			return a.askForNick(ctx)
 		}
 	case "ERROR":
 		return fmt.Errorf("the IRC server closed the link: %s", m.param(len(m.params)-1))
@@ -494,6 +507,40 @@ func (a *Adapter) handle(ctx context.Context, h channel.Host, m *message) error 
 	}
 	return nil
 }
+
+// regainEvery is how often a bot registered under an alternative nick
+// asks for its own again (ZNC's keepnick asks every 30 s). The usual holder
+// is a dropped session of its own that the server has not timed out yet;
+// users write to the configured nick, so the bot must not stay on nick_.
+var regainEvery = 30 * time.Second
+
+// regainNick asks for the configured nick until the bot holds it or the
+// link ends. The server's NICK answer (handle) updates the identity; a
+// refusal (433) is only a line to ignore. Seeing the holder quit or change
+// nick asks at once (handle), where the bot shares a channel with it.
+func (a *Adapter) regainNick(ctx context.Context) {
+	t := time.NewTicker(regainEvery)
+	defer t.Stop()
+	for !a.holdsNick() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if a.askForNick(ctx) != nil {
+				return
+			}
+		}
+	}
+}
+
+func (a *Adapter) askForNick(ctx context.Context) error {
+	if a.holdsNick() {
+		return nil
+	}
+	return a.write(ctx, "NICK "+a.nick)
+}
+
+func (a *Adapter) holdsNick() bool { return strings.EqualFold(a.current(), a.nick) }
 
 func (a *Adapter) current() string {
 	a.mu.Lock()

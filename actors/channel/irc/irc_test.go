@@ -167,3 +167,69 @@ func TestParseAndCut(t *testing.T) {
 		t.Fatal("not addressed")
 	}
 }
+
+// regainSoon makes a bot on an alternative nick ask for its own every
+// 50 ms for the rest of t (the tests of this package are sequential).
+func regainSoon(t *testing.T) { setRegainEvery(t, 50*time.Millisecond) }
+
+func setRegainEvery(t *testing.T, d time.Duration) {
+	old := regainEvery
+	regainEvery = d
+	t.Cleanup(func() { regainEvery = old })
+}
+
+// A bot that finds its nick taken registers as fangdbot_ and takes its
+// nick back once the holder is gone: at once when it sees the holder quit
+// a channel they share, and by asking again periodically when it cannot
+// see the holder. Users write to the configured nick, so a bot left on
+// fangdbot_ would not hear them.
+func TestIRCRegainsItsNick(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		every       time.Duration
+		sameChannel bool
+	}{
+		{"sees the holder quit", time.Hour, true},
+		{"asks again periodically", 50 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setRegainEvery(t, tc.every)
+			srv := startNgircd(t)
+			squatter := connectUser(t, srv.Port, "fangdbot")
+			if tc.sameChannel {
+				squatter.say("JOIN #fangd")
+			}
+			h := channeltest.New(t, channel.Builders{"irc": New})
+			configure(h, srv.Port, serverPassword)
+			if v := h.WaitState("irc", channel.StateConnected); v.Identity == nil || v.Identity.Name != "fangdbot_" {
+				t.Fatalf("identity while the nick is taken = %+v, want fangdbot_", v.Identity)
+			}
+			if tc.sameChannel {
+				h.WaitFor("the bot in #fangd", func() bool {
+					squatter.say("PRIVMSG #fangd :fangdbot_: here?")
+					time.Sleep(50 * time.Millisecond)
+					return squatter.has("fangdbot_>#fangd>echo: here?")
+				})
+			}
+			since := h.Get("irc").ConnectedSince
+			squatter.say("QUIT :bye")
+			h.WaitFor("the nick regained", func() bool {
+				v := h.Get("irc")
+				return v.Identity != nil && v.Identity.Name == "fangdbot"
+			})
+			if v := h.Get("irc"); v.State != channel.StateConnected || v.ConnectedSince == nil || !v.ConnectedSince.Equal(*since) {
+				t.Fatalf("after the nick change: state %s, connected since %v (was %v); the link never went down", v.State, v.ConnectedSince, since)
+			}
+			alice := connectUser(t, srv.Port, "alice")
+			alice.say("PRIVMSG fangdbot :hello again")
+			must(t, alice.wait(channeltest.Context(t), "echo: hello again"))
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
