@@ -94,6 +94,12 @@ func (w *writer) Receive(c actor.Context) {
 		w.gc.Stop(errors.New("audit log is shutting down"))
 		w.closeAnchor()
 	case *actor.Restarting:
+		// The new incarnation reloads the chain from disk: no batch of
+		// this one may be committed after that (Chain would go on taking
+		// them), and its waiters get an error rather than their timeout.
+		if w.gc != nil {
+			w.gc.Stop(errors.New("audit writer restarting"))
+		}
 		w.closeAnchor()
 	}
 }
@@ -177,12 +183,17 @@ func (w *writer) chain(m *appendRequest) {
 // the report to this actor is sent: a caller's hand-offs are caller →
 // writer → write queue → Badger → caller, where a goroutine per commit
 // waited on the queue and the answers went back through this actor's
-// mailbox (two more hops per append; docs/bench.md).
+// mailbox (two more hops per append; docs/bench.md). Chain: once a batch
+// is synced, the queue's goroutine hands over the appends chained
+// meanwhile itself, where the next commit waited for this actor to take
+// the report from behind the appends queued in its mailbox, and the
+// disk sat idle for that hop (docs/bench.md, session 10).
 func (w *writer) startGroupCommit(c actor.Context) {
 	self, root := c.Self(), c.ActorSystem().Root
 	w.send = func(msg any) { root.Send(self, msg) }
 	w.gc = store.NewGroupCommit(store.GroupCommitOptions[pendingAppend]{
 		MaxCount: w.maxBatch,
+		Chain:    true,
 		CommitAsync: func(batch []pendingAppend, done func(error)) {
 			recs := make([]store.AuditRecord, 0, len(batch))
 			for _, p := range batch {
