@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"slices"
 )
 
 var auditPrefix = []byte("audit/e/")
@@ -50,12 +51,16 @@ func (l *AuditLog) Append(batch []AuditRecord) error {
 // goroutine once they are durable (nil) or failed (see DB.UpdateAsync; done
 // must not block). The audit writer's group commit hands its batches over
 // this way, so that no goroutine of its own waits on each commit.
+// The entries' bytes are handed over, not copied: the caller must never
+// change them afterwards (the audit writer never changes an entry).
 func (l *AuditLog) AppendAsync(batch []AuditRecord, done func(error)) {
 	l.db.updateAsync(func(tx *Txn) error {
+		tx.rec.ops = slices.Grow(tx.rec.ops, len(batch))
 		for _, r := range batch {
-			if err := tx.Set(auditKey(r.ID), r.Raw); err != nil {
-				return err
-			}
+			// auditKey is a fresh slice: record's copy would be a second one.
+			o := writeOp{key: auditKey(r.ID), value: r.Raw}
+			tx.rec.ops = append(tx.rec.ops, o)
+			tx.rec.size += o.size()
 		}
 		return nil
 	}, done, true)

@@ -21,6 +21,12 @@ import (
 // Committed. So the owner never waits on the disk, and at most one commit
 // is in flight.
 //
+// With Chain set, the writer's done starts the next commit itself, from
+// the items pending at that moment, instead of waiting for the owner to
+// hear the report and call Flush: still one commit at a time, each batch
+// formed only once the one before it is durable, but without the hop
+// through the owner's mailbox while the disk idles (see Chain).
+//
 // The rule on failure is the write queue's (writequeue.go): a failed
 // commit fails every waiter of its batch and every item queued behind it
 // (an owner may have chained them onto the lost batch: audit hashes, bus
@@ -28,11 +34,16 @@ import (
 // state from the store and called Reset. Nothing is ever durable after a
 // write that was lost.
 type GroupCommit[T any] struct {
-	opts    GroupCommitOptions[T]
-	pending []T
-	flight  *Committed[T] // the commit in flight, nil when none
-	failed  error         // set by a failed commit or Stop, cleared by Reset
-	writer  sync.WaitGroup
+	opts GroupCommitOptions[T]
+	// mu guards pending, flight, failed, stopping and epoch: with Chain,
+	// the writer's done takes the next batch from another goroutine.
+	mu       sync.Mutex
+	pending  []T
+	flight   *Committed[T] // the commit in flight, nil when none
+	failed   error         // set by a failed commit or Stop, cleared by Reset
+	stopping bool          // Stop or Drain: done starts no more commits
+	epoch    uint64        // Reset's count: older reports are stale
+	writer   sync.WaitGroup
 }
 
 // GroupCommitOptions configure a GroupCommit. Commit or CommitAsync is
@@ -71,6 +82,18 @@ type GroupCommitOptions[T any] struct {
 	// half that speed without it. It must touch no owner state; Done
 	// still answers failures.
 	Durable func(batch []T)
+	// Chain (with CommitAsync and Durable) lets done, once a batch is
+	// durable, take the items pending then and hand them to CommitAsync
+	// at once, from the writer's goroutine; the owner still gets every
+	// batch's report, in order, and Flush starts a commit only when none
+	// runs. It is as durable as the owner's Flush: the next batch is
+	// formed after the one before it is synced and never after a failure
+	// (done stops chaining at a failed commit, and the owner's Committed
+	// fails everything pending). The audit writer, whose batch report
+	// otherwise waits its turn behind the appends in its mailbox before
+	// the next commit can start, uses it; CommitAsync must then touch no
+	// owner state at all (it runs in the writer's goroutine too).
+	Chain bool
 }
 
 // Committed is the message the commit goroutine sends when a batch is
@@ -78,6 +101,8 @@ type GroupCommitOptions[T any] struct {
 type Committed[T any] struct {
 	Batch []T
 	Err   error
+	g     *GroupCommit[T] // whose: an owner restarted with a new one ignores the old one's
+	epoch uint64
 }
 
 // errStopped is what an Add after Stop gets when Stop was given no error.
@@ -92,29 +117,56 @@ func NewGroupCommit[T any](opts GroupCommitOptions[T]) *GroupCommit[T] {
 // for many Adds, if it likes). After a failed commit or Stop, and until
 // Reset, the item is refused at once with that error.
 func (g *GroupCommit[T]) Add(item T) {
-	if g.failed != nil {
-		g.done(item, g.failed)
+	g.mu.Lock()
+	if err := g.failed; err != nil {
+		g.mu.Unlock()
+		g.done(item, err)
 		return
 	}
 	g.pending = append(g.pending, item)
+	g.mu.Unlock()
 }
 
 // Pending is how many items wait for a commit (the one in flight excluded).
-func (g *GroupCommit[T]) Pending() int { return len(g.pending) }
+func (g *GroupCommit[T]) Pending() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.pending)
+}
 
 // InFlight reports whether a commit is running.
-func (g *GroupCommit[T]) InFlight() bool { return g.flight != nil }
+func (g *GroupCommit[T]) InFlight() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.flight != nil
+}
 
 // Flush starts a commit of the next batch unless one is in flight or
 // nothing waits. The commit goroutine reports with send(*Committed[T]);
 // an actor passes a function that sends to its own PID.
 func (g *GroupCommit[T]) Flush(send func(msg any)) {
-	if g.flight != nil || len(g.pending) == 0 || g.failed != nil {
-		return
+	g.mu.Lock()
+	m := g.next()
+	g.mu.Unlock()
+	if m != nil {
+		g.start(m, send)
 	}
-	m := &Committed[T]{Batch: g.take()}
+}
+
+// next takes the next batch into flight (g.mu held); nil when one is in
+// flight already, nothing waits, or the group commit failed or stops.
+func (g *GroupCommit[T]) next() *Committed[T] {
+	if g.flight != nil || len(g.pending) == 0 || g.failed != nil || g.stopping {
+		return nil
+	}
+	m := &Committed[T]{Batch: g.take(), g: g, epoch: g.epoch}
 	g.flight = m
 	g.writer.Add(1)
+	return m
+}
+
+// start commits m, taken by next.
+func (g *GroupCommit[T]) start(m *Committed[T], send func(msg any)) {
 	commit, durable := g.opts.Commit, g.opts.Durable
 	if async := g.opts.CommitAsync; async != nil {
 		async(m.Batch, func(err error) {
@@ -122,6 +174,18 @@ func (g *GroupCommit[T]) Flush(send func(msg any)) {
 			send(m)
 			if err == nil && durable != nil {
 				durable(m.Batch)
+			}
+			var chained *Committed[T]
+			if g.opts.Chain && err == nil {
+				g.mu.Lock()
+				if g.flight == m {
+					g.flight = nil
+					chained = g.next()
+				}
+				g.mu.Unlock()
+			}
+			if chained != nil {
+				g.start(chained, send)
 			}
 			g.writer.Done()
 		})
@@ -168,10 +232,19 @@ func (g *GroupCommit[T]) take() []T {
 // Stop: it has been dealt with (or belongs to a state the owner reloaded)
 // and is to be ignored. The owner calls Flush afterwards to go on.
 func (g *GroupCommit[T]) Committed(m *Committed[T]) (batch []T, err error, ok bool) {
-	if m != g.flight {
+	g.mu.Lock()
+	switch {
+	case m.g != g || m.epoch != g.epoch:
+		g.mu.Unlock()
+		return nil, nil, false
+	case g.flight == m:
+		g.flight = nil
+	case !g.opts.Chain:
+		// Answered by Stop or Drain already.
+		g.mu.Unlock()
 		return nil, nil, false
 	}
-	g.flight = nil
+	g.mu.Unlock()
 	g.answer(m.Batch, m.Err)
 	if m.Err != nil {
 		g.Fail(m.Err)
@@ -182,19 +255,24 @@ func (g *GroupCommit[T]) Committed(m *Committed[T]) (batch []T, err error, ok bo
 // Fail fails every pending item with err and refuses later Adds until
 // Reset. The commit in flight, if any, is not affected.
 func (g *GroupCommit[T]) Fail(err error) {
+	g.mu.Lock()
 	if g.failed == nil {
 		g.failed = err
 	}
 	pending := g.pending
 	g.pending = nil
+	g.mu.Unlock()
 	g.answer(pending, err)
 }
 
 // Reset forgets a failure, pending items (unanswered: call Fail or Stop
 // first to answer them) and the commit in flight, whose report will then
-// be ignored; the owner calls it once its state is reloaded from the store.
+// be ignored (as will those of batches Chain started before it); the owner calls it once its state is reloaded from the store.
 func (g *GroupCommit[T]) Reset() {
-	g.pending, g.flight, g.failed = nil, nil, nil
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pending, g.flight, g.failed, g.stopping = nil, nil, nil, false
+	g.epoch++
 }
 
 // Wait waits until no commit goroutine runs: the store may then be
@@ -212,7 +290,9 @@ func (g *GroupCommit[T]) Stop(err error) {
 	}
 	g.settle()
 	g.Fail(err)
+	g.mu.Lock()
 	g.failed = err
+	g.mu.Unlock()
 }
 
 // Drain waits for the commit in flight and answers its waiters, then
@@ -221,13 +301,21 @@ func (g *GroupCommit[T]) Stop(err error) {
 // error; the items from that batch on fail with it.
 func (g *GroupCommit[T]) Drain() error {
 	g.settle()
-	if g.failed != nil {
-		err := g.failed
+	g.mu.Lock()
+	err := g.failed
+	g.mu.Unlock()
+	if err != nil {
 		g.Fail(err)
 		return err
 	}
-	for len(g.pending) > 0 {
+	for {
+		g.mu.Lock()
+		if len(g.pending) == 0 {
+			g.mu.Unlock()
+			break
+		}
 		batch := g.take()
+		g.mu.Unlock()
 		err := g.commitNow(batch)
 		if err == nil && g.opts.Durable != nil {
 			g.opts.Durable(batch)
@@ -238,7 +326,9 @@ func (g *GroupCommit[T]) Drain() error {
 			return err
 		}
 	}
+	g.mu.Lock()
 	g.failed = errStopped
+	g.mu.Unlock()
 	return nil
 }
 
@@ -252,11 +342,20 @@ func (g *GroupCommit[T]) commitNow(batch []T) error {
 	return <-done
 }
 
-// settle waits for the commit in flight and answers its batch.
+// settle waits for the commit in flight (and, with Chain, any it starts)
+// and answers its batch. A chained batch that was durable was answered by
+// Durable; one that failed is the last of its chain and still in flight.
 func (g *GroupCommit[T]) settle() {
+	g.mu.Lock()
+	g.stopping = true
+	g.mu.Unlock()
 	g.writer.Wait()
-	if m := g.flight; m != nil {
-		g.flight = nil
+	g.mu.Lock()
+	m := g.flight
+	g.flight = nil
+	g.epoch++ // the reports still on their way have been dealt with
+	g.mu.Unlock()
+	if m != nil {
 		g.answer(m.Batch, m.Err)
 		if m.Err != nil {
 			g.Fail(m.Err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"testing"
 )
 
@@ -366,4 +367,105 @@ func TestGroupCommitAsyncReportsBeforeDurable(t *testing.T) {
 	if err := drained.Drain(); err != nil || answers[101] != nil || answers[102] != nil || len(answers) != 6 {
 		t.Fatalf("Drain %v, answers %v", err, answers)
 	}
+}
+
+// With Chain the writer's done starts the next commit itself, with the
+// items pending at that moment: one commit at a time still (the next is
+// handed over only once the one before is durable), every report reaches
+// the owner in order, a failure ends the chain and fails what is pending,
+// Stop waits for a chain it cut short, and a report of another
+// GroupCommit (an owner restarted with a new one) is ignored.
+func TestGroupCommitChainStartsTheNextBatchWhenDurable(t *testing.T) {
+	type handed struct {
+		batch []int
+		done  func(error)
+	}
+	commits := make(chan handed, 4)
+	msgs := make(chan any, 8)
+	send := func(m any) { msgs <- m }
+	var durable [][]int
+	answers := map[int]error{}
+	g := NewGroupCommit(GroupCommitOptions[int]{
+		Chain:       true,
+		CommitAsync: func(batch []int, done func(error)) { commits <- handed{append([]int(nil), batch...), done} },
+		Durable:     func(batch []int) { durable = append(durable, batch) },
+		Done:        func(item int, err error) { answers[item] = err },
+	})
+	g.Add(1)
+	g.Flush(send)
+	c := <-commits
+	g.Add(2)
+	g.Add(3)
+	g.Flush(send)
+	if len(commits) != 0 {
+		t.Fatal("a second commit started while one was in flight")
+	}
+	c.done(nil) // the owner has not heard yet: done hands 2 and 3 over
+	c = <-commits
+	if !reflect.DeepEqual(c.batch, []int{2, 3}) || !g.InFlight() || g.Pending() != 0 {
+		t.Fatalf("chained batch %v (in flight %v, pending %d)", c.batch, g.InFlight(), g.Pending())
+	}
+	g.Add(4)
+	c.done(nil)
+	c = <-commits
+	if !reflect.DeepEqual(c.batch, []int{4}) || !reflect.DeepEqual(durable, [][]int{{1}, {2, 3}}) {
+		t.Fatalf("third batch %v, durable %v", c.batch, durable)
+	}
+	for _, want := range [][]int{{1}, {2, 3}} {
+		if batch, err, ok := g.Committed((<-msgs).(*Committed[int])); !ok || err != nil || !reflect.DeepEqual(batch, want) {
+			t.Fatalf("report %v %v %v, want %v", batch, err, ok, want)
+		}
+	}
+	g.Add(5)
+	boom := errors.New("disk says no")
+	c.done(boom) // no chain after a failure, though 5 waits
+	if len(commits) != 0 || !g.InFlight() {
+		t.Fatal("a batch was chained onto a failed one")
+	}
+	if _, err, ok := g.Committed((<-msgs).(*Committed[int])); !ok || err != boom {
+		t.Fatalf("failed commit reported %v %v", err, ok)
+	}
+	if want := map[int]error{4: boom, 5: boom}; !reflect.DeepEqual(answers, want) {
+		t.Fatalf("answers %v, want %v", answers, want)
+	}
+
+	// Stop cuts a chain short: it waits for the commit in flight, which
+	// hands nothing more over, and fails what is pending.
+	g.Reset()
+	g.Add(6)
+	g.Flush(send)
+	c = <-commits
+	g.Add(7)
+	stopped := make(chan struct{})
+	go func() { g.Stop(boom); close(stopped) }()
+	for !g.stoppingNow() {
+		select {
+		case <-stopped:
+			t.Fatal("Stop returned with a commit in flight")
+		default:
+			runtime.Gosched()
+		}
+	}
+	c.done(nil)
+	<-stopped
+	if len(commits) != 0 || answers[7] != boom || len(durable) != 3 {
+		t.Fatalf("after Stop: %d commits started, answers %v, durable %v", len(commits), answers, durable)
+	}
+	// The reports still on their way were dealt with by Stop, and one of
+	// another GroupCommit is never this one's.
+	other := NewGroupCommit(GroupCommitOptions[int]{Chain: true, CommitAsync: g.opts.CommitAsync, Durable: g.opts.Durable})
+	other.Add(8)
+	other.Flush(send)
+	(<-commits).done(nil)
+	for range 2 {
+		if _, _, ok := g.Committed((<-msgs).(*Committed[int])); ok {
+			t.Fatal("a stale report was taken")
+		}
+	}
+}
+
+func (g *GroupCommit[T]) stoppingNow() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stopping
 }

@@ -34,7 +34,7 @@ func start(t *testing.T, home string) *harness {
 
 // startWith starts the log on home with opts (AnchorPath is set); on an
 // error everything it opened is closed again.
-func startWith(t *testing.T, home string, opts Options) (*harness, error) {
+func startWith(t testing.TB, home string, opts Options) (*harness, error) {
 	t.Helper()
 	db, err := store.Open(store.DefaultOptions(store.DataDir(home)))
 	if err != nil {
@@ -341,6 +341,13 @@ func TestMarshalEntryMatchesEncodingJSON(t *testing.T) {
 		got, err := marshalEntry(&e)
 		if err != nil || string(got) != strings.TrimSuffix(want.String(), "\n") {
 			t.Fatalf("%q:\n got %s\nwant %s", s, got, want.String())
+		}
+		// The writer's one-allocation encoding of the stored entry and
+		// its item: the same bytes, the item written after the entry
+		// without touching it, and neither able to grow into the other.
+		served, fresh := servedEntry(&e), newRecentEntry(got, &e)
+		if string(served.raw) != string(got) || string(served.item) != string(fresh.item) || cap(served.raw) != len(served.raw) {
+			t.Fatalf("%q: servedEntry\n raw %s\nitem %s\nwant %s", s, served.raw, served.item, fresh.item)
 		}
 	}
 }

@@ -15,8 +15,9 @@ const sep = 0x1F
 // Hash computes an entry's hash: SHA-256 over its fields in a fixed order,
 // each as 0x1F "key=" value, hex-encoded lowercase. See docs/audit.md.
 func Hash(e *Entry) string {
-	h := sha256.New()
-	buf := make([]byte, 0, 256)
+	// On the stack for the usual entry: the writer hashes every append.
+	var stack [512]byte
+	buf := stack[:0]
 	field := func(key, val string) {
 		buf = append(buf, sep)
 		buf = append(buf, key...)
@@ -32,9 +33,8 @@ func Hash(e *Entry) string {
 	field("actor", e.Actor)
 	field("source_ip", e.SourceIP)
 	field("prev_hash", e.PrevHash)
-	h.Write(buf)
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0]))
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:])
 }
 
 // clean removes the field separator from a value so that no field can

@@ -150,6 +150,13 @@ func AppendOffline(log *store.AuditLog, ev Event) (Entry, error) {
 
 // newEntry builds entry id of the chain after prev.
 func newEntry(id uint64, prev string, ev Event) (Entry, []byte) {
+	e := chainEntry(id, prev, ev)
+	raw, _ := marshalEntry(&e)
+	return e, raw
+}
+
+// chainEntry is entry id of the chain after prev, hashed.
+func chainEntry(id uint64, prev string, ev Event) Entry {
 	e := Entry{
 		ID:        id,
 		Timestamp: time.Now().UTC().Format(time.RFC3339Nano),
@@ -162,6 +169,5 @@ func newEntry(id uint64, prev string, ev Event) (Entry, []byte) {
 		PrevHash:  prev,
 	}
 	e.Hash = Hash(&e)
-	raw, _ := marshalEntry(&e)
-	return e, raw
+	return e
 }

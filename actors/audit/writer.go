@@ -24,8 +24,7 @@ const recentCap = 500
 // and are committed together (one group-commit item).
 type pendingAppend struct {
 	entries []Entry
-	raws    [][]byte
-	served  []recentEntry // the entries as GET /api/audit/recent serves them
+	served  []recentEntry // the entries as stored (raw) and as GET /api/audit/recent serves them
 	done    chan appendResult
 	// accept: the entry records an accepted anchor mismatch; the commit
 	// re-anchors on it, and reports a failure to do so in anchorErr.
@@ -94,6 +93,12 @@ func (w *writer) Receive(c actor.Context) {
 		w.gc.Stop(errors.New("audit log is shutting down"))
 		w.closeAnchor()
 	case *actor.Restarting:
+		// The new incarnation reloads the chain from disk: no batch of
+		// this one may be committed after that (Chain would go on taking
+		// them), and its waiters get an error rather than their timeout.
+		if w.gc != nil {
+			w.gc.Stop(errors.New("audit writer restarting"))
+		}
 		w.closeAnchor()
 	}
 }
@@ -161,11 +166,11 @@ func (w *writer) load() error {
 
 func (w *writer) chain(m *appendRequest) {
 	n := len(m.events)
-	p := pendingAppend{entries: make([]Entry, n), raws: make([][]byte, n), served: make([]recentEntry, n), done: m.done, accept: m.accept}
+	p := pendingAppend{entries: make([]Entry, n), served: make([]recentEntry, n), done: m.done, accept: m.accept}
 	for i, ev := range m.events {
-		e, raw := newEntry(w.nextID, w.tip, ev)
+		e := chainEntry(w.nextID, w.tip, ev)
 		w.nextID, w.tip = e.ID+1, e.Hash
-		p.entries[i], p.raws[i], p.served[i] = e, raw, newRecentEntry(raw, &e)
+		p.entries[i], p.served[i] = e, servedEntry(&e)
 	}
 	w.gc.Add(p)
 }
@@ -177,17 +182,22 @@ func (w *writer) chain(m *appendRequest) {
 // the report to this actor is sent: a caller's hand-offs are caller →
 // writer → write queue → Badger → caller, where a goroutine per commit
 // waited on the queue and the answers went back through this actor's
-// mailbox (two more hops per append; docs/bench.md).
+// mailbox (two more hops per append; docs/bench.md). Chain: once a batch
+// is synced, the queue's goroutine hands over the appends chained
+// meanwhile itself, where the next commit waited for this actor to take
+// the report from behind the appends queued in its mailbox, and the
+// disk sat idle for that hop (docs/bench.md, session 10).
 func (w *writer) startGroupCommit(c actor.Context) {
 	self, root := c.Self(), c.ActorSystem().Root
 	w.send = func(msg any) { root.Send(self, msg) }
 	w.gc = store.NewGroupCommit(store.GroupCommitOptions[pendingAppend]{
 		MaxCount: w.maxBatch,
+		Chain:    true,
 		CommitAsync: func(batch []pendingAppend, done func(error)) {
 			recs := make([]store.AuditRecord, 0, len(batch))
 			for _, p := range batch {
 				for i := range p.entries {
-					recs = append(recs, store.AuditRecord{ID: p.entries[i].ID, Raw: p.raws[i]})
+					recs = append(recs, store.AuditRecord{ID: p.entries[i].ID, Raw: p.served[i].raw})
 				}
 			}
 			last := batch[len(batch)-1].last()
@@ -316,7 +326,21 @@ type recentEntry struct {
 }
 
 func newRecentEntry(raw []byte, e *Entry) recentEntry {
-	item := make([]byte, 0, len(raw)+40+len(e.EventType)+len(e.Details))
+	return recentEntry{raw: raw, item: appendItem(make([]byte, 0, itemSize(raw, e)), raw, e)}
+}
+
+// servedEntry encodes a new entry and its item into one allocation (the
+// writer makes one per append).
+func servedEntry(e *Entry) recentEntry {
+	b := appendEntry(make([]byte, 0, 2*entrySize(e)+64+len(e.EventType)+len(e.Details)), e)
+	raw := b[:len(b):len(b)] // the item, after it, cannot grow into it
+	return recentEntry{raw: raw, item: appendItem(b[len(b):], raw, e)}
+}
+
+func itemSize(raw []byte, e *Entry) int { return len(raw) + 40 + len(e.EventType) + len(e.Details) }
+
+// appendItem appends raw with LibreFang's seq, action and detail added.
+func appendItem(item, raw []byte, e *Entry) []byte {
 	item = append(item, raw[:len(raw)-1]...) // without its closing brace
 	item = append(item, `,"seq":`...)
 	item = strconv.AppendUint(item, e.ID, 10)
@@ -324,8 +348,7 @@ func newRecentEntry(raw []byte, e *Entry) recentEntry {
 	item = store.AppendJSONString(item, e.EventType)
 	item = append(item, `,"detail":`...)
 	item = store.AppendJSONString(item, e.Details)
-	item = append(item, '}')
-	return recentEntry{raw: raw, item: item}
+	return append(item, '}')
 }
 
 // rawRing holds the last recentCap entries; pushing overwrites the oldest.
@@ -385,7 +408,15 @@ func orDefault(s, def string) string {
 // reflection: it runs in the writer actor for every entry, and the
 // encoder was half of the actor's time under load.
 func marshalEntry(e *Entry) ([]byte, error) {
-	b := make([]byte, 0, 160+len(e.Details)+len(e.Timestamp)+len(e.EventType)+len(e.AgentID)+len(e.Actor)+len(e.SourceIP))
+	return appendEntry(make([]byte, 0, entrySize(e)), e), nil
+}
+
+// entrySize is about what appendEntry writes for e (JSON escapes aside).
+func entrySize(e *Entry) int {
+	return 160 + len(e.Details) + len(e.Timestamp) + len(e.EventType) + len(e.AgentID) + len(e.Actor) + len(e.SourceIP)
+}
+
+func appendEntry(b []byte, e *Entry) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendUint(b, e.ID, 10)
 	for _, f := range [...]struct{ key, val string }{
@@ -396,5 +427,5 @@ func marshalEntry(e *Entry) ([]byte, error) {
 		b = append(append(append(b, ',', '"'), f.key...), '"', ':')
 		b = store.AppendJSONString(b, f.val)
 	}
-	return append(b, '}'), nil
+	return append(b, '}')
 }
