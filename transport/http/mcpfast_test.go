@@ -325,7 +325,10 @@ func TestMCPFastToolCallKeepsTheApprovalGate(t *testing.T) {
 // The same comparison against the backend of the mcp-gateway bench: the
 // npm server-everything over stdio, whose results come from the
 // TypeScript SDK.
-func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
+// newStdioEverything is a server with the npm server-everything as the
+// stdio MCP server "everything", its echo exposed.
+func newStdioEverything(t testing.TB) *mcpServer {
+	t.Helper()
 	peers := mcptest.NPM(t)
 	s := newMCPServer(t, mcpSetup{})
 	cmd, args := peers.Everything("stdio")
@@ -340,6 +343,11 @@ func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return s
+}
+
+func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
+	s := newStdioEverything(t)
 	f := newFastCompare(t, s, "mcp_everything_echo", map[string]any{"message": "hi <&>"})
 	for _, c := range []fastCase{
 		{name: "echo", fast: true},
