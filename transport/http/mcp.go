@@ -271,6 +271,7 @@ type mcpEndpoint struct {
 	x         *mcp.Exposer
 	noFast    atomic.Bool
 	fastCalls atomic.Uint64
+	metas     metaMemo
 }
 
 func newMCPEndpoint(srv *sdk.Server, cfg MCPConfig, log zerolog.Logger, stream streamWrap) *mcpEndpoint {
@@ -459,23 +460,32 @@ type rpcShape struct {
 // same pass (it used to decode the body twice more for that).
 func checkJSONRPC(body []byte) (rpcShape, *rpcError) {
 	var out rpcShape
+	// json.Valid runs only when the body is refused: a successful Unmarshal
+	// has checked the whole body already (one scan fewer per request).
+	notJSON := &rpcError{-32700, "Parse error: the body is not valid JSON"}
+	refuse := func(e *rpcError) (rpcShape, *rpcError) {
+		if !json.Valid(body) {
+			return out, notJSON
+		}
+		return out, e
+	}
 	body = bytes.TrimSpace(body)
-	if len(body) == 0 || !json.Valid(body) {
-		return out, &rpcError{-32700, "Parse error: the body is not valid JSON"}
+	if len(body) == 0 {
+		return out, notJSON
 	}
 	if jsonDepth(body) > MaxJSONDepth {
-		return out, &rpcError{-32600, "Invalid Request: JSON nesting is too deep"}
+		return refuse(&rpcError{-32600, "Invalid Request: JSON nesting is too deep"})
 	}
 	var msgs []map[string]json.RawMessage
 	batch := body[0] == '['
 	if batch {
 		if json.Unmarshal(body, &msgs) != nil || len(msgs) == 0 {
-			return out, &rpcError{-32600, "Invalid Request: a batch must be a non-empty array of JSON-RPC objects"}
+			return refuse(&rpcError{-32600, "Invalid Request: a batch must be a non-empty array of JSON-RPC objects"})
 		}
 	} else {
 		var one map[string]json.RawMessage
 		if json.Unmarshal(body, &one) != nil {
-			return out, &rpcError{-32600, "Invalid Request: expected a JSON-RPC object"}
+			return refuse(&rpcError{-32600, "Invalid Request: expected a JSON-RPC object"})
 		}
 		msgs = append(msgs, one)
 	}

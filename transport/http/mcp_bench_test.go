@@ -55,12 +55,29 @@ func BenchmarkMCPBuiltinCall(b *testing.B) {
 func BenchmarkMCPProxiedCall(b *testing.B) {
 	s := newMCPServer(b, mcpSetup{})
 	s.addPeer(b, "peer", peer(b))
+	benchProxied(b, s, "mcp_peer_shout", `"GO"`)
+}
+
+// BenchmarkMCPProxiedCallOverStdio is BenchmarkMCPProxiedCall with the
+// mcp-gateway bench's backend, the npm server-everything over stdio: the
+// backend's CPU is its own process's, so cpu-µs/op is fangd's side of a
+// call plus the replaying client's.
+//
+//	go test ./transport/http -run '^$' -bench MCPProxiedCallOverStdio -benchmem -benchtime 3000x
+func BenchmarkMCPProxiedCallOverStdio(b *testing.B) {
+	s := newStdioEverything(b)
+	benchProxied(b, s, "mcp_everything_echo", `"Echo: go"`)
+}
+
+// benchProxied captures the Go SDK client's call of tool (message "go")
+// and replays it at 1 and 16 clients, every answer checked to hold want.
+func benchProxied(b *testing.B, s *mcpServer, tool, want string) {
 	rec := &captureCall{next: &hostRewriter{key: testKey}}
 	cs, err := goClient(b, s.url, rec, "")
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "mcp_peer_shout", Arguments: map[string]any{"message": "go"}}); err != nil {
+	if _, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: tool, Arguments: map[string]any{"message": "go"}}); err != nil {
 		b.Fatal(err)
 	}
 	cs.Close()
@@ -78,7 +95,7 @@ func BenchmarkMCPProxiedCall(b *testing.B) {
 		}
 		raw, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		if res.StatusCode != 200 || !strings.Contains(string(raw), `"GO"`) {
+		if res.StatusCode != 200 || !strings.Contains(string(raw), want) {
 			b.Fatalf("%d %s", res.StatusCode, raw)
 		}
 	}
@@ -97,8 +114,8 @@ func BenchmarkMCPProxiedCall(b *testing.B) {
 			// Synced audit commits per call: the fsyncs a call pays for.
 			b.ReportMetric((auditCommits(b, s.Server)-c0)/float64(b.N), "commits/op")
 			// The process's CPU time (user + system) per call: the whole
-			// exchange (client, fangd, the Go SDK peer), and unlike ns/op
-			// hardly moved by other processes on a shared machine.
+			// exchange (client, fangd, an in-process peer), and unlike
+			// ns/op hardly moved by other processes on a shared machine.
 			b.ReportMetric(float64(processCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 		})
 	}

@@ -908,6 +908,32 @@ func TestCheckJSONRPCReadsMethodAndInitialize(t *testing.T) {
 	}
 }
 
+// A body that is not JSON is a parse error (-32700) whatever else is wrong
+// with it, and valid JSON of the wrong shape an invalid request (-32600):
+// json.Valid runs only once a body is refused, so the order matters.
+func TestCheckJSONRPCTellsParseErrorsFromInvalidRequests(t *testing.T) {
+	deep := strings.Repeat("[", MaxJSONDepth+1)
+	for _, c := range []struct {
+		body string
+		code int
+	}{
+		{"", -32700},
+		{"  ", -32700},
+		{`{"jsonrpc":"2.0","id":1,`, -32700},
+		{`[{"jsonrpc":"2.0","id":1,"method":"x"}`, -32700},
+		{deep, -32700},
+		{deep + strings.Repeat("]", MaxJSONDepth+1), -32600},
+		{`5`, -32600},
+		{`[]`, -32600},
+		{`[5]`, -32600},
+		{`"x"`, -32600},
+	} {
+		if _, err := checkJSONRPC([]byte(c.body)); err == nil || err.code != c.code {
+			t.Errorf("%.40q: %v, want code %d", c.body, err, c.code)
+		}
+	}
+}
+
 // A session-less tools/call that asks for progress keeps its SSE answer, so
 // the notifications/progress of a call held for approval reach the client
 // (a JSON answer dropped them: the default Go SDK client never saw one).

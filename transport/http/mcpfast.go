@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"mime"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -64,7 +67,7 @@ func (e *mcpEndpoint) fastToolCall(ctx *fasthttp.RequestCtx, rpc rpcShape) bool 
 	if !ok {
 		return false
 	}
-	name, args, ok := fastParams(rpc.msg["params"])
+	name, args, ok := fastParams(rpc.msg["params"], &e.metas)
 	if !ok || string(h.Peek("Mcp-Name")) != name || len(h.PeekAll("Mcp-Name")) != 1 {
 		return false
 	}
@@ -97,17 +100,18 @@ func writeRPCAnswer(ctx *fasthttp.RequestCtx, id json.RawMessage, ans mcp.Direct
 		member = "error"
 		value, _ = json.Marshal(ans.Err)
 	}
-	buf := make([]byte, 0, len(value)+len(id)+40)
-	buf = append(buf, `{"jsonrpc":"2.0","id":`...)
-	buf = append(buf, id...)
-	buf = append(buf, `,"`...)
-	buf = append(buf, member...)
-	buf = append(buf, `":`...)
-	buf = append(buf, value...)
-	buf = append(buf, '}')
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
-	ctx.SetBody(buf)
+	// Written into the response's own buffer: no copy of the answer.
+	r := &ctx.Response
+	r.ResetBody()
+	r.AppendBodyString(`{"jsonrpc":"2.0","id":`)
+	r.AppendBody(id)
+	r.AppendBodyString(`,"`)
+	r.AppendBodyString(member)
+	r.AppendBodyString(`":`)
+	r.AppendBody(value)
+	r.AppendBodyString("}")
 }
 
 // fastID is the request's id when the SDK would echo it byte for byte: a
@@ -118,8 +122,8 @@ func fastID(raw json.RawMessage) (json.RawMessage, bool) {
 		return nil, false
 	}
 	if raw[0] == '"' {
-		var s string
-		return raw, json.Unmarshal(raw, &s) == nil
+		_, ok := jsonString(raw)
+		return raw, ok
 	}
 	digits := raw
 	if digits[0] == '-' {
@@ -143,7 +147,7 @@ func fastID(raw json.RawMessage) (json.RawMessage, bool) {
 // that passes the
 // SDK's 2026-07-28 checks (the protocol version, the client's capabilities
 // and, when given, its identity).
-func fastParams(raw json.RawMessage) (name string, args json.RawMessage, ok bool) {
+func fastParams(raw json.RawMessage, metas *metaMemo) (name string, args json.RawMessage, ok bool) {
 	var p map[string]json.RawMessage
 	if json.Unmarshal(raw, &p) != nil {
 		return "", nil, false
@@ -156,11 +160,64 @@ func fastParams(raw json.RawMessage) (name string, args json.RawMessage, ok bool
 	if hasArgs {
 		want = 3
 	}
-	if len(p) != want || !hasMeta || !hasName ||
-		json.Unmarshal(rawName, &name) != nil || name == "" || (hasArgs && args[0] != '{') || !fastMeta(meta) {
+	if len(p) != want || !hasMeta || !hasName || (hasArgs && args[0] != '{') {
+		return "", nil, false
+	}
+	if name, ok = jsonString(rawName); !ok || name == "" || !metas.valid(meta) {
 		return "", nil, false
 	}
 	return name, args, true
+}
+
+// jsonString decodes a JSON string value; one without escapes (every tool
+// name fangd exposes) is its bytes between the quotes, the body having
+// passed json.Valid already (encoding/json would replace invalid UTF-8).
+func jsonString(raw json.RawMessage) (s string, ok bool) {
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	return s, json.Unmarshal(raw, &s) == nil
+}
+
+// metaMemo remembers _meta values that passed fastMeta, so that a client
+// sending the same _meta on every call (the Go SDK client does: its
+// protocol version, capabilities and identity) has it checked once.
+// fastMeta is a function of the bytes alone, so a remembered value is
+// exactly one it would pass again. Why: its four encoding/json decodes were
+// ~30 of the ~45 allocations fastParams made per call (docs/bench.md,
+// "Sixth pass"). Bounded: past metaMemoMax values it checks every call.
+type metaMemo struct {
+	mu   sync.Mutex // serialises writers; readers load seen
+	seen atomic.Pointer[map[string]struct{}]
+}
+
+const metaMemoMax = 32
+
+func (m *metaMemo) valid(raw json.RawMessage) bool {
+	if seen := m.seen.Load(); seen != nil {
+		if _, ok := (*seen)[string(raw)]; ok {
+			return true
+		}
+	}
+	if !fastMeta(raw) {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.seen.Load()
+	if old != nil && len(*old) >= metaMemoMax {
+		return true
+	}
+	// Copy on write: at most metaMemoMax copies of a map this small, ever.
+	next := make(map[string]struct{}, metaMemoMax)
+	if old != nil {
+		for k := range *old {
+			next[k] = struct{}{}
+		}
+	}
+	next[string(raw)] = struct{}{}
+	m.seen.Store(&next)
+	return true
 }
 
 // fastMeta checks a request's _meta as the SDK does for a 2026-07-28

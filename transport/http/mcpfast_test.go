@@ -325,7 +325,10 @@ func TestMCPFastToolCallKeepsTheApprovalGate(t *testing.T) {
 // The same comparison against the backend of the mcp-gateway bench: the
 // npm server-everything over stdio, whose results come from the
 // TypeScript SDK.
-func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
+// newStdioEverything is a server with the npm server-everything as the
+// stdio MCP server "everything", its echo exposed.
+func newStdioEverything(t testing.TB) *mcpServer {
+	t.Helper()
 	peers := mcptest.NPM(t)
 	s := newMCPServer(t, mcpSetup{})
 	cmd, args := peers.Everything("stdio")
@@ -340,6 +343,11 @@ func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return s
+}
+
+func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
+	s := newStdioEverything(t)
 	f := newFastCompare(t, s, "mcp_everything_echo", map[string]any{"message": "hi <&>"})
 	for _, c := range []fastCase{
 		{name: "echo", fast: true},
@@ -347,5 +355,41 @@ func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
 		{name: "echo with a number", params: func(p, _ map[string]any) { p["arguments"] = map[string]any{"message": 5} }, fast: true},
 	} {
 		f.run(c)
+	}
+}
+
+// metaMemo answers as fastMeta does: a value it remembers passed, a
+// refused one is checked (and refused) again, and past its bound it still
+// checks every value.
+func TestMetaMemoAnswersAsFastMeta(t *testing.T) {
+	var m metaMemo
+	meta := func(version string, i int) json.RawMessage {
+		return json.RawMessage(fmt.Sprintf(`{%q:%q,%q:{"roots":{"listChanged":true}},%q:{"name":"c%d","version":"1"}}`,
+			metaProtocolVersion, version, metaCapabilities, metaClientInfo, i))
+	}
+	for round := 0; round < 2; round++ {
+		for i := 0; i < metaMemoMax+5; i++ {
+			if !m.valid(meta(mcpFastVersion, i)) {
+				t.Fatalf("round %d: a valid _meta (%d) refused", round, i)
+			}
+			if bad := meta("2025-06-18", i); m.valid(bad) {
+				t.Fatalf("round %d: _meta of another version passed: %s", round, bad)
+			}
+		}
+	}
+	if seen := m.seen.Load(); seen == nil || len(*seen) != metaMemoMax {
+		t.Fatalf("remembered %v values, want %d", seen, metaMemoMax)
+	}
+}
+
+// jsonString reads what encoding/json reads, and declines nothing valid.
+func TestJSONStringAsEncodingJSON(t *testing.T) {
+	for _, raw := range []string{`"echo"`, `""`, `"a\"b"`, `"\u00e9t\u00e9"`, "\"caf\xc3\xa9\"", "\"bad\xff\"", `"tab\tx"`} {
+		var want string
+		wantErr := json.Unmarshal([]byte(raw), &want)
+		got, ok := jsonString(json.RawMessage(raw))
+		if ok != (wantErr == nil) || got != want {
+			t.Errorf("%q: got %q %v, encoding/json %q %v", raw, got, ok, want, wantErr)
+		}
 	}
 }

@@ -119,7 +119,7 @@ func (t *Transport) Connect(ctx context.Context) (sdk.Connection, error) {
 	t.mu.Lock()
 	t.proc = p
 	t.mu.Unlock()
-	inner, err := (&sdk.IOTransport{Reader: p.stdout, Writer: p.stdin}).Connect(ctx)
+	inner, err := newResponseConn(ctx, p.stdout, p.stdin)
 	if err != nil {
 		p.Stop()
 		return nil, err
