@@ -300,18 +300,31 @@ func TestA2ASDKClientsAgainstTheBinary(t *testing.T) {
 // after the restart.
 func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 	t.Parallel()
-	oai, _, cfg := fakes(t, "")
-	home := t.TempDir()
-	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
-	id := p.agentOn(t, "slow")
-	oai.SetLatency(time.Hour)
-	c := goClient(t, p.url+"/a2a/agents/"+id)
+	oai, home, p, c := startMidTurnA2A(t)
 	res, err := c.SendMessage(context.Background(), &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("long job")),
 		Config: &sdk.SendMessageConfig{ReturnImmediately: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	taskID := string(res.(*sdk.Task).ID)
+	failedAfterKill(t, p, oai, home, taskID)
+}
+
+// startMidTurnA2A starts a daemon in a new home whose agent "slow" stays
+// mid-turn (the model answers after an hour) and an A2A client for it.
+func startMidTurnA2A(t *testing.T) (*llmtest.Fake, string, *proc, *a2aclient.Client) {
+	oai, _, cfg := fakes(t, "")
+	home := t.TempDir()
+	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "slow")
+	oai.SetLatency(time.Hour)
+	return oai, home, p, goClient(t, p.url+"/a2a/agents/"+id)
+}
+
+// failedAfterKill kills p mid-turn, restarts the daemon on home and
+// checks that taskID is failed with the restart as its reason.
+func failedAfterKill(t *testing.T, p *proc, oai *llmtest.Fake, home, taskID string) {
+	t.Helper()
 	p.stop(t, syscall.SIGKILL)
 	oai.SetLatency(0)
 	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
@@ -327,12 +340,7 @@ func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 // once, in their final state), so a kill -9 mid-turn leaves it failed,
 // with a reason, after the restart.
 func TestA2ALongBlockingTaskFailsAfterKill(t *testing.T) {
-	oai, _, cfg := fakes(t, "")
-	home := t.TempDir()
-	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
-	id := p.agentOn(t, "slow")
-	oai.SetLatency(time.Hour)
-	c := goClient(t, p.url+"/a2a/agents/"+id)
+	oai, home, p, c := startMidTurnA2A(t)
 	go func() {
 		// Its answer never comes: the daemon is killed mid-turn.
 		_, _ = c.SendMessage(context.Background(), &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("long job"))})
@@ -346,14 +354,7 @@ func TestA2ALongBlockingTaskFailsAfterKill(t *testing.T) {
 		taskID = string(list.Tasks[0].ID)
 		return true
 	})
-	p.stop(t, syscall.SIGKILL)
-	oai.SetLatency(0)
-	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
-	code, body := p.request(t, "GET", "/a2a/tasks/"+taskID, "")
-	m := decodeMap(t, body)
-	if code != 200 || m["status"] != "failed" || !strings.Contains(m["error"].(string), "restarted") {
-		t.Fatalf("after kill -9: %d %s", code, body)
-	}
+	failedAfterKill(t, p, oai, home, taskID)
 }
 
 // Every task a blocking SendMessage answered as completed is stored as
