@@ -156,6 +156,24 @@ func fakeLLM(t *testing.T) *llmtest.Fake {
 	return oai
 }
 
+// a2aSendLLM is fakeLLM whose agent answers "go" with a gated tool call
+// (a2a_send to an unknown agent: its run is an error result the model
+// reads) and then says what the tool said.
+func a2aSendLLM(t *testing.T) *llmtest.Fake {
+	oai := fakeLLM(t)
+	oai.SetResponder(func(r llmtest.Request) llmtest.Reply {
+		last := r.LastMessage()
+		switch {
+		case last.Role == "tool":
+			return llmtest.Reply{Text: "the tool said: " + last.Content}
+		case last.Content == "go":
+			return llmtest.Reply{ToolCalls: []llmtest.ToolCall{{Name: "a2a_send", Arguments: `{"agent":"nobody-here","message":"ping"}`}}}
+		}
+		return llmtest.Reply{Text: "pong"}
+	})
+	return oai
+}
+
 // fakeTelegram is the Telegram fake for botToken, closed with the test.
 func fakeTelegram(t *testing.T) *telegramtest.Server {
 	tg := telegramtest.New(botToken)
