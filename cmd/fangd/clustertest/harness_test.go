@@ -137,6 +137,21 @@ func (n *node) killWait(t *testing.T) {
 	n.done <- nil
 }
 
+// refusesToStart waits (30 s at most) for n to exit with an error, its
+// log saying want.
+func (n *node) refusesToStart(t *testing.T, want string) {
+	t.Helper()
+	select {
+	case err := <-n.done:
+		n.done <- err
+		if err == nil || !strings.Contains(n.log.String(), want) {
+			t.Fatalf("%s: exit %v, want a refusal saying %q\n%s", n.name, err, want, n.log)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still runs, want a refusal saying %q\n%s", n.name, want, n.log)
+	}
+}
+
 // others are nodes without n.
 func others(nodes []*node, n *node) []*node {
 	var out []*node
