@@ -40,6 +40,17 @@ func decodeMap(t *testing.T, b []byte) map[string]any {
 	return m
 }
 
+// sendOutbound sends message to the external agent agentID (POST
+// /api/a2a/send) and waits for the outbound task to end.
+func (p *proc) sendOutbound(t *testing.T, agentID, message string) map[string]any {
+	t.Helper()
+	code, body := p.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+agentID+`","message":"`+message+`"}`)
+	if code != 202 {
+		t.Fatalf("send: %d %s", code, body)
+	}
+	return p.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+}
+
 func (p *proc) waitOutbound(t *testing.T, id string) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -173,11 +184,7 @@ token_env = "FANGD_TEST_PEER_A"
 	if ext["name"] != "assistant" || ext["capabilities"].(map[string]any)["streaming"] != true {
 		t.Fatalf("B's card as A sees it: %s", body)
 	}
-	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+ext["id"].(string)+`","message":"hello B"}`)
-	if code != 202 {
-		t.Fatalf("send: %d %s", code, body)
-	}
-	st := a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	st := a.sendOutbound(t, ext["id"].(string), "hello B")
 	raw, _ := json.Marshal(st)
 	if st["status"] != "completed" || st["streaming"] != true || !strings.Contains(string(raw), "B's agent says: hello B") {
 		t.Fatalf("A's outbound task: %s", raw)
@@ -193,11 +200,7 @@ token_env = "FANGD_TEST_PEER_A"
 	if code != 201 {
 		t.Fatalf("discover B's root: %d %s", code, body)
 	}
-	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+decodeMap(t, body)["id"].(string)+`","message":"via the root card"}`)
-	if code != 202 {
-		t.Fatalf("send to root: %d %s", code, body)
-	}
-	st = a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	st = a.sendOutbound(t, decodeMap(t, body)["id"].(string), "via the root card")
 	raw, _ = json.Marshal(st)
 	if st["status"] != "completed" || !strings.Contains(string(raw), "B's agent says: via the root card") {
 		t.Fatalf("via B's root card: %s", raw)
@@ -220,11 +223,7 @@ token_env = "FANGD_TEST_PEER_A"
 	if code != 200 {
 		t.Fatalf("rediscover with another token: %d %s", code, body)
 	}
-	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+ext["id"].(string)+`","message":"let me in"}`)
-	if code != 202 {
-		t.Fatalf("send: %d %s", code, body)
-	}
-	st = a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	st = a.sendOutbound(t, ext["id"].(string), "let me in")
 	if st["status"] != "failed" || !strings.Contains(st["error"].(string), "401") || st["attempts"].(float64) != 1 {
 		t.Fatalf("refused by B: %v", st)
 	}
