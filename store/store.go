@@ -452,18 +452,7 @@ func (tx *Txn) Delete(key []byte) error {
 
 // Iterate calls fn for each key with prefix, starting at start (inclusive),
 // in key order (or reverse order), until fn returns false.
-func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []byte) (bool, error)) (err error) {
-	if tx.rec != nil {
-		return errReadInAsync
-	}
-	var inFn bool
-	defer recoverIteration(prefix, &inFn, &err)
-	io := badger.DefaultIteratorOptions
-	io.Prefix = prefix
-	io.Reverse = reverse
-	io.PrefetchValues = false
-	it := tx.t.NewIterator(io)
-	defer it.Close()
+func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []byte) (bool, error)) error {
 	seek := start
 	if seek == nil {
 		seek = prefix
@@ -471,47 +460,53 @@ func (tx *Txn) Iterate(prefix, start []byte, reverse bool, fn func(key, value []
 			seek = append(append([]byte{}, prefix...), 0xFF)
 		}
 	}
-	for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
-		item := it.Item()
-		val, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		inFn = true
-		more, err := fn(item.KeyCopy(nil), val)
-		inFn = false
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
+	return tx.walk(prefix, seek, reverse, true, fn)
 }
 
 // Scan is Iterate without the copies: key and value are Badger's own
 // buffers, valid only until fn returns (decode them, or copy what you
 // keep). For start-up loads of many records, where a copy of every key and
 // value would only be garbage for the collector.
-func (tx *Txn) Scan(prefix []byte, fn func(key, value []byte) (bool, error)) (err error) {
+func (tx *Txn) Scan(prefix []byte, fn func(key, value []byte) (bool, error)) error {
+	return tx.walk(prefix, prefix, false, false, fn)
+}
+
+// walk is Iterate (copies: fn gets copies, called outside Badger's value
+// callback) and Scan (fn gets Badger's buffers, inside it).
+func (tx *Txn) walk(prefix, seek []byte, reverse, copies bool, fn func(key, value []byte) (bool, error)) (err error) {
 	if tx.rec != nil {
 		return errReadInAsync
 	}
 	var inFn bool
 	defer recoverIteration(prefix, &inFn, &err)
+	call := func(key, val []byte) (bool, error) {
+		inFn = true
+		more, err := fn(key, val)
+		inFn = false
+		return more, err
+	}
 	io := badger.DefaultIteratorOptions
 	io.Prefix = prefix
+	io.Reverse = reverse
 	io.PrefetchValues = false
 	it := tx.t.NewIterator(io)
 	defer it.Close()
-	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+	for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
 		var more bool
-		err := item.Value(func(val []byte) error {
-			var err error
-			inFn = true
-			more, err = fn(item.Key(), val)
-			inFn = false
-			return err
-		})
+		var err error
+		if copies {
+			var val []byte
+			if val, err = item.ValueCopy(nil); err == nil {
+				more, err = call(item.KeyCopy(nil), val)
+			}
+		} else {
+			err = item.Value(func(val []byte) error {
+				var err error
+				more, err = call(item.Key(), val)
+				return err
+			})
+		}
 		if err != nil || !more {
 			return err
 		}

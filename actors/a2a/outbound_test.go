@@ -74,6 +74,17 @@ type peerServer struct {
 	posts    atomic.Int32
 }
 
+// discoveredPeer is a 1.0 peer ("Peer Agent") that h has discovered,
+// without a token.
+func (h *harness) discoveredPeer(t *testing.T, streaming bool) *peerServer {
+	t.Helper()
+	p := newPeer(t, streaming, false)
+	if _, _, err := h.svc.Discover(admin(), p.URL, nil); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func newPeer(t *testing.T, streaming bool, legacy bool) *peerServer {
 	t.Helper()
 	p := &peerServer{exec: &peerExecutor{}}
@@ -155,10 +166,7 @@ func TestDiscoverStoresTheAgentWithAStableID(t *testing.T) {
 
 func TestSendToAStreamingPeer(t *testing.T) {
 	h := newHarness(t, nil)
-	p := newPeer(t, true, false)
-	if _, _, err := h.svc.Discover(admin(), p.URL, nil); err != nil {
-		t.Fatal(err)
-	}
+	h.discoveredPeer(t, true)
 	snap := h.sendAndWait(t, "Peer Agent", "hi there")
 	st := snap.Outbound()
 	if st.Status != "completed" || st.Result == nil || *st.Result.Parts[0].Text != "peer says: hi there" || st.RemoteTaskID == "" || !st.Streaming {
@@ -213,10 +221,7 @@ func TestOutboundRetriesTransientFailures(t *testing.T) {
 
 func TestOutboundGivesUpAfterMaxAttempts(t *testing.T) {
 	h := newHarness(t, func(o *Options) { o.MaxAttempts = 3 })
-	p := newPeer(t, false, false)
-	if _, _, err := h.svc.Discover(admin(), p.URL, nil); err != nil {
-		t.Fatal(err)
-	}
+	p := h.discoveredPeer(t, false)
 	p.failWith.Store(502)
 	p.failNext.Store(100)
 	st := h.sendAndWait(t, "Peer Agent", "x").Outbound()
@@ -227,10 +232,7 @@ func TestOutboundGivesUpAfterMaxAttempts(t *testing.T) {
 
 func TestIdempotencyKeyReplaysOrConflicts(t *testing.T) {
 	h := newHarness(t, nil)
-	p := newPeer(t, false, false)
-	if _, _, err := h.svc.Discover(admin(), p.URL, nil); err != nil {
-		t.Fatal(err)
-	}
+	p := h.discoveredPeer(t, false)
 	req := OutboundRequest{AgentRef: "Peer Agent", Message: userMsg("once"), IdempotencyKey: "k1", BodyHash: "h1"}
 	first, replayed, err := h.svc.SendOutbound(admin(), req)
 	if err != nil || replayed {
@@ -393,10 +395,7 @@ func TestCanonicalURL(t *testing.T) {
 
 func TestTheSendToolAnswersWithThePeersReply(t *testing.T) {
 	h := newHarness(t, nil)
-	p := newPeer(t, true, false)
-	if _, _, err := h.svc.Discover(admin(), p.URL, nil); err != nil {
-		t.Fatal(err)
-	}
+	h.discoveredPeer(t, true)
 	out, err := h.svc.CallTool(context.Background(), testAgent.ID, json.RawMessage(`{"agent":"Peer Agent","message":"from a tool"}`))
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -147,14 +148,14 @@ func TestEscalationExtendsThenExpires(t *testing.T) {
 // Pending requests survive a restart with the time they had left: expiry
 // is measured from requested_at, not from the restart.
 func TestRestartKeepsPendingAndTheirDeadlines(t *testing.T) {
-	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := kerneltest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	h := newHarness(t, policy(func(p *Policy) { p.TimeoutSecs = 60 }), c)
 	keep := h.create("a1", "shell_exec")
-	c.Add(time.Second)
+	c.Advance(time.Second)
 	lapse := h.create("a2", "file_write")
 	h.stop()
 
-	c.Add(30 * time.Second)
+	c.Advance(30 * time.Second)
 	h.start()
 	got, err := h.a.Get(context.Background(), keep.ID)
 	if err != nil || got.Status != StatusPending || !got.ExpiresAt.Equal(keep.ExpiresAt) || !got.RequestedAt.Equal(keep.RequestedAt) {
@@ -171,7 +172,7 @@ func TestRestartKeepsPendingAndTheirDeadlines(t *testing.T) {
 	// The other one's deadline passes while fangd is down: it expires as
 	// soon as it is loaded, not 60 s after the restart.
 	h.stop()
-	c.Add(32 * time.Second)
+	c.Advance(32 * time.Second)
 	h.start()
 	rec, err := h.a.Wait(t.Context(), lapse.ID, 10*time.Second)
 	if err != nil || rec.Status != StatusExpired {
@@ -304,14 +305,14 @@ func TestPolicyValidationNamesTheField(t *testing.T) {
 // indexed once at start: its pending requests and kept decisions are all
 // there, and expiry still counts from requested_at.
 func TestLoadBuildsTheIndexOfAnOlderStore(t *testing.T) {
-	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := kerneltest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	h := newHarness(t, policy(func(p *Policy) { p.TimeoutSecs = 60 }), c)
 	lapse := h.create("a2", "file_write")
 	done := h.create("a1", "file_write")
 	if _, err := h.a.Decide(context.Background(), Decide{ID: done.ID, Approve: false, Reason: "no", By: api("api_key")}); err != nil {
 		t.Fatal(err)
 	}
-	c.Add(10 * time.Second)
+	c.Advance(10 * time.Second)
 	keep := h.create("a1", "shell_exec")
 	h.stop()
 	// What an older fangd left behind: the records, no index, no marker.
@@ -321,7 +322,7 @@ func TestLoadBuildsTheIndexOfAnOlderStore(t *testing.T) {
 	if err := h.db.DeletePrefix("approvals-meta/"); err != nil {
 		t.Fatal(err)
 	}
-	c.Add(55 * time.Second) // lapse's 60 s are up, keep's are not
+	c.Advance(55 * time.Second) // lapse's 60 s are up, keep's are not
 	for round := 0; round < 2; round++ {
 		h.start()
 		if round == 0 {

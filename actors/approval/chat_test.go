@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/fangd/fangd/actors/approval/approvaltest"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -35,7 +36,7 @@ func TestParseCommand(t *testing.T) {
 }
 
 func TestDecideFromChat(t *testing.T) {
-	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := kerneltest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	h := newHarness(t, policy(func(p *Policy) {
 		p.SecondFactor = SecondFactorTOTP
 		p.TOTPTools = []string{"shell_*"}

@@ -19,19 +19,6 @@ import (
 	"github.com/fangd/fangd/store/storetest"
 )
 
-// clock is a settable time source for expiry and lockout tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // sink records published events. It makes an event durable only when
 // someone waits for it: the slowest bus there could be, so a test sees
 // whether an answer was given before its event was on disk.
@@ -110,12 +97,12 @@ type harness struct {
 	audit  *audit.Log
 	a      *Approvals
 	policy Policy
-	clock  *clock // nil: real time
+	clock  *kerneltest.Clock // nil: real time
 	events *sink
 	posts  *posts
 }
 
-func newHarness(t testing.TB, p Policy, c *clock) *harness {
+func newHarness(t testing.TB, p Policy, c *kerneltest.Clock) *harness {
 	t.Helper()
 	h := &harness{t: t, home: t.TempDir(), policy: p, clock: c, events: &sink{}, posts: &posts{}}
 	db, vault := storetest.OpenWithVault(t, h.home)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fangd/fangd/actors/approval/approvaltest"
 	"github.com/fangd/fangd/actors/kernel"
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 	"github.com/fangd/fangd/store"
 )
 
@@ -74,12 +75,12 @@ func enrol(t *testing.T, h *harness) (string, []string) {
 	if !st.Enrolled || !st.Confirmed || !st.Enforced || st.PendingConfirmation || st.RemainingRecoveryCodes != 8 || st.Scope != "totp" {
 		t.Fatalf("status after confirmation %+v", st)
 	}
-	h.clock.Add(30 * time.Second)
+	h.clock.Advance(30 * time.Second)
 	return e.Secret, e.RecoveryCodes
 }
 
 func TestApprovingWithTOTP(t *testing.T) {
-	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := kerneltest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	h := newHarness(t, totpPolicy(), c)
 	me := api("api_key")
 
@@ -179,7 +180,7 @@ func (h *harness) storeContains(s string) bool {
 }
 
 func TestLockoutAfterFiveBadCodes(t *testing.T) {
-	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := kerneltest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	h := newHarness(t, totpPolicy(), c)
 	me := api("api_key")
 	secret, recovery := enrol(t, h)
@@ -223,7 +224,7 @@ func TestLockoutAfterFiveBadCodes(t *testing.T) {
 	if st, _ := h.a.TOTPStatus(context.Background()); st.LockedUntil == nil {
 		t.Fatal("status does not show the lock")
 	}
-	c.Add(LockoutDuration + time.Second)
+	c.Advance(LockoutDuration + time.Second)
 	if rec, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: approvaltest.TOTP(t, secret, c.Now()), By: me}); err != nil || rec.Status != StatusApproved {
 		t.Fatalf("after the lock: %+v %v", rec, err)
 	}
@@ -240,7 +241,7 @@ func TestLockoutAfterFiveBadCodes(t *testing.T) {
 }
 
 func TestReenrolAndRevoke(t *testing.T) {
-	c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := kerneltest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	h := newHarness(t, totpPolicy(), c)
 	me := api("api_key")
 	if _, err := h.a.TOTPRevoke(context.Background(), "123456", me); err == nil {
@@ -261,7 +262,7 @@ func TestReenrolAndRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Until the new secret is confirmed the old one stays in force.
-	c.Add(30 * time.Second)
+	c.Advance(30 * time.Second)
 	a := h.create("a1", "shell_exec")
 	if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: approvaltest.TOTP(t, next.Secret, c.Now()), By: me}); err == nil {
 		t.Fatal("the unconfirmed secret approved")
@@ -269,7 +270,7 @@ func TestReenrolAndRevoke(t *testing.T) {
 	if _, err := h.a.TOTPConfirm(context.Background(), approvaltest.TOTP(t, next.Secret, c.Now()), me); err != nil {
 		t.Fatal(err)
 	}
-	c.Add(30 * time.Second)
+	c.Advance(30 * time.Second)
 	if _, err := h.a.Decide(context.Background(), Decide{ID: a.ID, Approve: true, Code: approvaltest.TOTP(t, secret, c.Now()), By: me}); err == nil {
 		t.Fatal("the replaced secret still approves")
 	}

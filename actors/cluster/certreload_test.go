@@ -14,24 +14,14 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/fangd/fangd/actors/kernel/kerneltest"
 )
 
-// stepClock is certNow for a test: it moves only when told to.
-type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *stepClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *stepClock) step(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func useStepClock(t *testing.T) *stepClock {
-	c := &stepClock{t: time.Now()}
-	certNow = c.now
+// useStepClock makes certNow a clock that moves only when told to.
+func useStepClock(t *testing.T) *kerneltest.Clock {
+	c := kerneltest.NewClock(time.Now())
+	certNow = c.Now
 	t.Cleanup(func() { certNow = time.Now })
 	return c
 }
@@ -124,7 +114,7 @@ func TestRemotingCertificateReloads(t *testing.T) {
 	if s, _ := handshake(t, server, peerClient); s.Cmp(first) != 0 {
 		t.Fatalf("within a second of the last check the files were read again: %v", s)
 	}
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	if s, _ := handshake(t, server, peerClient); s.Cmp(second) != 0 {
 		t.Fatalf("after rotation the server presented %v, want %v", s, second)
 	}
@@ -141,7 +131,7 @@ func TestRemotingCertificateReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	touch(t, time.Now().Add(2*time.Minute), node.Key)
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	if s, _ := handshake(t, server, peerClient); s.Cmp(second) != 0 {
 		t.Fatalf("a broken key replaced the certificate: %v", s)
 	}
@@ -158,7 +148,7 @@ func TestRemotingCertificateReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	touch(t, time.Now().Add(3*time.Minute), node.Cert, node.Key)
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	if s, _ := handshake(t, server, peerClient); s.Cmp(second) != 0 {
 		t.Fatalf("another CA's certificate was loaded: %v", s)
 	}
@@ -197,7 +187,7 @@ func TestEtcdClientCertificateReloads(t *testing.T) {
 	}
 	touch(t, time.Now().Add(time.Minute), cli.Cert, cli.Key)
 	second := serialOf(t, cli.Cert)
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	if _, c := handshake(t, etcdSide, conf); c.Cmp(second) != 0 {
 		t.Fatalf("after rotation the client presented %v, want %v", c, second)
 	}
@@ -213,7 +203,7 @@ func TestEtcdClientCertificateReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	touch(t, time.Now().Add(2*time.Minute), cli.Cert, cli.Key)
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	if _, c := handshake(t, etcdSide, conf); c.Cmp(second) != 0 {
 		t.Fatalf("a mismatched pair replaced the certificate: %v", c)
 	}
@@ -299,7 +289,7 @@ func TestRemotingCAReloads(t *testing.T) {
 	if _, serr := handshakeErr(server, movedClient); serr == nil {
 		t.Fatal("the CA file was read again within a second of the last check")
 	}
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	handshake(t, server, movedClient)
 	handshake(t, movedServer, client())
 
@@ -310,7 +300,7 @@ func TestRemotingCAReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	touch(t, time.Now().Add(3*time.Minute), node.Cert, node.Key, node.CA)
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	if s, _ := handshake(t, server, movedClient); s.Cmp(serialOf(t, node.Cert)) != 0 {
 		t.Fatalf("the certificate from the new CA was not loaded: %v", s)
 	}
@@ -328,7 +318,7 @@ func TestRemotingCAReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	touch(t, time.Now().Add(4*time.Minute), node.CA)
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	handshake(t, server, movedClient)
 	out := logs.String()
 	if !strings.Contains(out, "tls_ca reloaded") || strings.Count(out, "tls_ca changed but does not load") != 1 {
@@ -364,7 +354,7 @@ func TestEtcdCAReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	touch(t, time.Now().Add(time.Minute), cli.CA)
-	clock.step(certCheckEvery)
+	clock.Advance(certCheckEvery)
 	if cerr, serr := handshakeErr(etcdSide, conf()); cerr != nil || serr != nil {
 		t.Fatalf("after etcd_ca changed: client %v, server %v", cerr, serr)
 	}
@@ -390,7 +380,7 @@ func TestMissingCAFileWarnsOncePerChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		clock.step(certCheckEvery)
+		clock.Advance(certCheckEvery)
 		if r.current() != before {
 			t.Fatal("a missing CA file replaced the pool")
 		}

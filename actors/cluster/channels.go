@@ -70,13 +70,9 @@ func (n *Node) topology() []string {
 func newChannels(cli *clientv3.Client, cluster, memberID, nodeName string, log zerolog.Logger,
 	members func() []string, apply func([]channel.ClusterChannel)) *Channels {
 	return &Channels{newOwnedSet(cli, "/fangd/chan/"+cluster+"/", "st/", "channel", memberID, nodeName, log, members,
-		func(es []ownedEntity) {
-			out := make([]channel.ClusterChannel, len(es))
-			for i, e := range es {
-				out[i] = channel.ClusterChannel{Name: e.Name, Record: e.Record, Sealed: e.Sealed, Node: e.Node, Mine: e.Mine}
-			}
-			apply(out)
-		})}
+		applyAs(apply, func(e ownedEntity) channel.ClusterChannel {
+			return channel.ClusterChannel{Name: e.Name, Record: e.Record, Sealed: e.Sealed, Node: e.Node, Mine: e.Mine}
+		}))}
 }
 
 // ChannelHost is where one channel runs, for GET /api/cluster.
@@ -88,17 +84,8 @@ type ChannelHost struct {
 
 // ChannelHosts is where each channel runs, from this node's last round.
 func (n *Node) ChannelHosts() []ChannelHost {
-	n.mu.Lock()
-	c := n.channels
-	n.mu.Unlock()
-	out := []ChannelHost{}
-	if c == nil {
-		return out
-	}
-	for _, h := range c.hosts() {
-		out = append(out, ChannelHost{Name: h[0], Node: h[1]})
-	}
-	return out
+	set, _, _, _ := n.ownedSets()
+	return hostsAs(set, func(name, node string) ChannelHost { return ChannelHost{Name: name, Node: node} })
 }
 
 // PutChannel stores a record and its sealed secrets in one Txn, claiming

@@ -363,17 +363,11 @@ func (n *Node) loop() {
 			n.opts.Log.Error().Str("member_id", n.memberI).Msg("this node is no longer in the cluster topology (etcd blip?); its channels and webhook outboxes stop here; only a restart rejoins")
 			// Its channels and outboxes go to the members that still
 			// see each other.
-			n.mu.Lock()
-			ch, wh, mc := n.channels, n.webhooks, n.mcp
-			n.mu.Unlock()
-			if ch != nil {
-				ch.Kick()
-			}
-			if wh != nil {
-				wh.Kick()
-			}
-			if mc != nil {
-				mc.Kick()
+			ch, wh, api, conf := n.ownedSets()
+			for _, s := range []*ownedSet{ch, wh, api, conf} {
+				if s != nil {
+					s.Kick()
+				}
 			}
 		}
 		n.wd.observe(n.memberI, now, time.Now())

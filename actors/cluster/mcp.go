@@ -87,13 +87,9 @@ func (m *MCPServers) Hosted() int { return m.ownedSet.Hosted() + m.conf.Hosted()
 func newMCPServers(cli *clientv3.Client, cluster, memberID, nodeName string, log zerolog.Logger,
 	members func() []string, apply func([]mcp.ClusterServer), applyConf func([]mcp.ConfigServer)) *MCPServers {
 	s := newOwnedSet(cli, "/fangd/mcp/"+cluster+"/", "st/", "mcp_server", memberID, nodeName, log, members,
-		func(es []ownedEntity) {
-			out := make([]mcp.ClusterServer, len(es))
-			for i, e := range es {
-				out[i] = mcp.ClusterServer{Name: e.Name, Record: e.Record, Sealed: e.Sealed, View: e.State["view"], Node: e.Node, Mine: e.Mine}
-			}
-			apply(out)
-		})
+		applyAs(apply, func(e ownedEntity) mcp.ClusterServer {
+			return mcp.ClusterServer{Name: e.Name, Record: e.Record, Sealed: e.Sealed, View: e.State["view"], Node: e.Node, Mine: e.Mine}
+		}))
 	s.withState = true
 	if applyConf == nil {
 		applyConf = func([]mcp.ConfigServer) {}
@@ -113,20 +109,11 @@ type MCPHost struct {
 
 // MCPHosts is where each MCP server runs, from the last rounds.
 func (n *Node) MCPHosts() []MCPHost {
-	n.mu.Lock()
-	m := n.mcp
-	n.mu.Unlock()
-	out := []MCPHost{}
-	if m == nil {
-		return out
+	_, _, api, conf := n.ownedSets()
+	from := func(source string) func(name, node string) MCPHost {
+		return func(name, node string) MCPHost { return MCPHost{Name: name, Node: node, Source: source} }
 	}
-	for _, h := range m.hosts() {
-		out = append(out, MCPHost{Name: h[0], Node: h[1], Source: "api"})
-	}
-	for _, h := range m.conf.hosts() {
-		out = append(out, MCPHost{Name: h[0], Node: h[1], Source: "config"})
-	}
-	return out
+	return append(hostsAs(api, from("api")), hostsAs(conf, from("config"))...)
 }
 
 // PutServer stores a record, its new sealed secrets and drops the secrets

@@ -511,13 +511,46 @@ func (s *ownedSet) applyLost() {
 	s.apply(out)
 }
 
-// hosts is where each entity runs (name, node), from the last round.
-func (s *ownedSet) hosts() [][2]string {
+// applyAs hands a round's entities to a runtime as the runtime's own
+// type (channel.ClusterChannel, webhook.ClusterEndpoint, ...).
+func applyAs[T any](apply func([]T), as func(ownedEntity) T) func([]ownedEntity) {
+	return func(es []ownedEntity) {
+		out := make([]T, len(es))
+		for i, e := range es {
+			out[i] = as(e)
+		}
+		apply(out)
+	}
+}
+
+// ownedSets reads the node's owned sets under n.mu; each is nil until its
+// Start ran.
+func (n *Node) ownedSets() (channels, webhooks, mcpAPI, mcpConf *ownedSet) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.channels != nil {
+		channels = n.channels.ownedSet
+	}
+	if n.webhooks != nil {
+		webhooks = n.webhooks.ownedSet
+	}
+	if n.mcp != nil {
+		mcpAPI, mcpConf = n.mcp.ownedSet, n.mcp.conf
+	}
+	return channels, webhooks, mcpAPI, mcpConf
+}
+
+// hostsAs is where each entity of s runs, from the last round, as rows of
+// GET /api/cluster: [], never null, while s has not started (nil).
+func hostsAs[H any](s *ownedSet, row func(name, node string) H) []H {
+	out := []H{}
+	if s == nil {
+		return out
+	}
 	s.lastMu.Lock()
 	defer s.lastMu.Unlock()
-	out := make([][2]string, 0, len(s.last))
 	for _, e := range s.last {
-		out = append(out, [2]string{e.Name, e.Node})
+		out = append(out, row(e.Name, e.Node))
 	}
 	return out
 }

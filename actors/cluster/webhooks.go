@@ -50,13 +50,9 @@ func (n *Node) StartWebhooks(rt WebhookRuntime) *Webhooks {
 func newWebhooks(cli *clientv3.Client, cluster, memberID, nodeName string, log zerolog.Logger,
 	members func() []string, apply func([]webhook.ClusterEndpoint)) *Webhooks {
 	return &Webhooks{newOwnedSet(cli, "/fangd/hook/"+cluster+"/", "e/", "webhook", memberID, nodeName, log, members,
-		func(es []ownedEntity) {
-			out := make([]webhook.ClusterEndpoint, len(es))
-			for i, e := range es {
-				out[i] = webhook.ClusterEndpoint{ID: e.Name, Record: e.Record, Sealed: e.Sealed, Node: e.Node, Mine: e.Mine}
-			}
-			apply(out)
-		})}
+		applyAs(apply, func(e ownedEntity) webhook.ClusterEndpoint {
+			return webhook.ClusterEndpoint{ID: e.Name, Record: e.Record, Sealed: e.Sealed, Node: e.Node, Mine: e.Mine}
+		}))}
 }
 
 // WebhookHost is where one endpoint's outbox runs, for GET /api/cluster.
@@ -68,17 +64,8 @@ type WebhookHost struct {
 
 // WebhookHosts is where each endpoint's outbox runs, from the last round.
 func (n *Node) WebhookHosts() []WebhookHost {
-	n.mu.Lock()
-	w := n.webhooks
-	n.mu.Unlock()
-	out := []WebhookHost{}
-	if w == nil {
-		return out
-	}
-	for _, h := range w.hosts() {
-		out = append(out, WebhookHost{ID: h[0], Node: h[1]})
-	}
-	return out
+	_, set, _, _ := n.ownedSets()
+	return hostsAs(set, func(id, node string) WebhookHost { return WebhookHost{ID: id, Node: node} })
 }
 
 // PutEndpoint stores a record and its changed sealed secrets in one Txn.

@@ -18,20 +18,12 @@ import (
 	"github.com/fangd/fangd/store"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 type harness struct {
 	t     *testing.T
 	db    *store.DB
 	k     *kernel.Kernel
 	m     *Meter
-	clk   *clock
+	clk   *kerneltest.Clock
 	opts  Options
 	mu    sync.Mutex
 	warns []*BudgetWarning
@@ -44,7 +36,7 @@ func newHarness(t *testing.T, start time.Time) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, db: db, clk: &clock{t: start}}
+	h := &harness{t: t, db: db, clk: kerneltest.NewClock(start)}
 	h.opts = Options{Now: h.clk.Now}
 	h.start()
 	t.Cleanup(func() {

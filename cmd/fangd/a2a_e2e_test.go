@@ -40,6 +40,17 @@ func decodeMap(t *testing.T, b []byte) map[string]any {
 	return m
 }
 
+// sendOutbound sends message to the external agent agentID (POST
+// /api/a2a/send) and waits for the outbound task to end.
+func (p *proc) sendOutbound(t *testing.T, agentID, message string) map[string]any {
+	t.Helper()
+	code, body := p.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+agentID+`","message":"`+message+`"}`)
+	if code != 202 {
+		t.Fatalf("send: %d %s", code, body)
+	}
+	return p.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+}
+
 func (p *proc) waitOutbound(t *testing.T, id string) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -173,11 +184,7 @@ token_env = "FANGD_TEST_PEER_A"
 	if ext["name"] != "assistant" || ext["capabilities"].(map[string]any)["streaming"] != true {
 		t.Fatalf("B's card as A sees it: %s", body)
 	}
-	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+ext["id"].(string)+`","message":"hello B"}`)
-	if code != 202 {
-		t.Fatalf("send: %d %s", code, body)
-	}
-	st := a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	st := a.sendOutbound(t, ext["id"].(string), "hello B")
 	raw, _ := json.Marshal(st)
 	if st["status"] != "completed" || st["streaming"] != true || !strings.Contains(string(raw), "B's agent says: hello B") {
 		t.Fatalf("A's outbound task: %s", raw)
@@ -193,11 +200,7 @@ token_env = "FANGD_TEST_PEER_A"
 	if code != 201 {
 		t.Fatalf("discover B's root: %d %s", code, body)
 	}
-	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+decodeMap(t, body)["id"].(string)+`","message":"via the root card"}`)
-	if code != 202 {
-		t.Fatalf("send to root: %d %s", code, body)
-	}
-	st = a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	st = a.sendOutbound(t, decodeMap(t, body)["id"].(string), "via the root card")
 	raw, _ = json.Marshal(st)
 	if st["status"] != "completed" || !strings.Contains(string(raw), "B's agent says: via the root card") {
 		t.Fatalf("via B's root card: %s", raw)
@@ -220,11 +223,7 @@ token_env = "FANGD_TEST_PEER_A"
 	if code != 200 {
 		t.Fatalf("rediscover with another token: %d %s", code, body)
 	}
-	code, body = a.request(t, "POST", "/api/a2a/send", `{"agent_id":"`+ext["id"].(string)+`","message":"let me in"}`)
-	if code != 202 {
-		t.Fatalf("send: %d %s", code, body)
-	}
-	st = a.waitOutbound(t, decodeMap(t, body)["task_id"].(string))
+	st = a.sendOutbound(t, ext["id"].(string), "let me in")
 	if st["status"] != "failed" || !strings.Contains(st["error"].(string), "401") || st["attempts"].(float64) != 1 {
 		t.Fatalf("refused by B: %v", st)
 	}
@@ -300,18 +299,31 @@ func TestA2ASDKClientsAgainstTheBinary(t *testing.T) {
 // after the restart.
 func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 	t.Parallel()
-	oai, _, cfg := fakes(t, "")
-	home := t.TempDir()
-	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
-	id := p.agentOn(t, "slow")
-	oai.SetLatency(time.Hour)
-	c := goClient(t, p.url+"/a2a/agents/"+id)
+	oai, home, p, c := startMidTurnA2A(t)
 	res, err := c.SendMessage(context.Background(), &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("long job")),
 		Config: &sdk.SendMessageConfig{ReturnImmediately: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	taskID := string(res.(*sdk.Task).ID)
+	failedAfterKill(t, p, oai, home, taskID)
+}
+
+// startMidTurnA2A starts a daemon in a new home whose agent "slow" stays
+// mid-turn (the model answers after an hour) and an A2A client for it.
+func startMidTurnA2A(t *testing.T) (*llmtest.Fake, string, *proc, *a2aclient.Client) {
+	oai, _, cfg := fakes(t, "")
+	home := t.TempDir()
+	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
+	id := p.agentOn(t, "slow")
+	oai.SetLatency(time.Hour)
+	return oai, home, p, goClient(t, p.url+"/a2a/agents/"+id)
+}
+
+// failedAfterKill kills p mid-turn, restarts the daemon on home and
+// checks that taskID is failed with the restart as its reason.
+func failedAfterKill(t *testing.T, p *proc, oai *llmtest.Fake, home, taskID string) {
+	t.Helper()
 	p.stop(t, syscall.SIGKILL)
 	oai.SetLatency(0)
 	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
@@ -327,12 +339,7 @@ func TestA2AInterruptedTaskFailsAfterKill(t *testing.T) {
 // once, in their final state), so a kill -9 mid-turn leaves it failed,
 // with a reason, after the restart.
 func TestA2ALongBlockingTaskFailsAfterKill(t *testing.T) {
-	oai, _, cfg := fakes(t, "")
-	home := t.TempDir()
-	p := startFangd(t, home, cfg, append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
-	id := p.agentOn(t, "slow")
-	oai.SetLatency(time.Hour)
-	c := goClient(t, p.url+"/a2a/agents/"+id)
+	oai, home, p, c := startMidTurnA2A(t)
 	go func() {
 		// Its answer never comes: the daemon is killed mid-turn.
 		_, _ = c.SendMessage(context.Background(), &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart("long job"))})
@@ -346,14 +353,7 @@ func TestA2ALongBlockingTaskFailsAfterKill(t *testing.T) {
 		taskID = string(list.Tasks[0].ID)
 		return true
 	})
-	p.stop(t, syscall.SIGKILL)
-	oai.SetLatency(0)
-	p = startFangd(t, home, "", append(keyEnv, "FANGD_API_KEY="+e2eKey)...)
-	code, body := p.request(t, "GET", "/a2a/tasks/"+taskID, "")
-	m := decodeMap(t, body)
-	if code != 200 || m["status"] != "failed" || !strings.Contains(m["error"].(string), "restarted") {
-		t.Fatalf("after kill -9: %d %s", code, body)
-	}
+	failedAfterKill(t, p, oai, home, taskID)
 }
 
 // Every task a blocking SendMessage answered as completed is stored as

@@ -27,11 +27,7 @@ func TestAgentBindingsEventsAndDeliveries(t *testing.T) {
 	}
 	var ag struct{ ID string }
 	json.Unmarshal(body, &ag)
-	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
-		`{"token":"555:bind","agent_name":"helper","api_url":"`+tg.URL()+`","poll_interval_secs":1}`); code != 200 {
-		t.Fatalf("configure: %d %s", code, body)
-	}
-	waitChannels(t, p, "connected", connected("telegram"))
+	connectTelegram(t, p, tg, "555:bind", "helper")
 
 	code, body = p.request(t, "GET", "/api/agents/helper/channels", "")
 	var view struct {

@@ -54,14 +54,8 @@ func newNotesPeer(t *testing.T) *notesPeer {
 	return p
 }
 
-// A fresh daemon with the default approval policy (no [approval] table):
-// an MCP tool its server does not annotate readOnlyHint waits for a
-// decision, called by an agent or through POST /mcp, and runs only when
-// approved; a rejection is an isError result naming the approval; the
-// read-only tool runs at once. On main the default gated nothing that can
-// run, and POST /mcp bypassed approvals entirely.
-func TestDefaultPolicyGatesUnannotatedToolsOnTheBinary(t *testing.T) {
-	t.Parallel()
+// fakesWithNotes is fakes with a notesPeer as the MCP server "notes".
+func fakesWithNotes(t *testing.T) (*notesPeer, *llmtest.Fake, string) {
 	peer := newNotesPeer(t)
 	oai, _, cfg := fakes(t, fmt.Sprintf(`
 [network_policy]
@@ -72,6 +66,18 @@ name = "notes"
 transport = "http"
 url = %q
 `, peer.url))
+	return peer, oai, cfg
+}
+
+// A fresh daemon with the default approval policy (no [approval] table):
+// an MCP tool its server does not annotate readOnlyHint waits for a
+// decision, called by an agent or through POST /mcp, and runs only when
+// approved; a rejection is an isError result naming the approval; the
+// read-only tool runs at once. On main the default gated nothing that can
+// run, and POST /mcp bypassed approvals entirely.
+func TestDefaultPolicyGatesUnannotatedToolsOnTheBinary(t *testing.T) {
+	t.Parallel()
+	peer, oai, cfg := fakesWithNotes(t)
 	oai.SetResponder(func(r llmtest.Request) llmtest.Reply {
 		last := r.LastMessage()
 		switch {

@@ -196,11 +196,7 @@ approvers = ["@alice", "4242"]
 	if code, body := p.request(t, "POST", "/api/agents", `{"name":"ops","model":"fakeoai/gpt-test"}`); code != 201 {
 		t.Fatalf("%d %s", code, body)
 	}
-	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
-		`{"token":"555:approve","agent_name":"ops","api_url":"`+tg.URL()+`","poll_interval_secs":1}`); code != 200 {
-		t.Fatalf("configure: %d %s", code, body)
-	}
-	waitChannels(t, p, "connected", connected("telegram"))
+	connectTelegram(t, p, tg, "555:approve", "ops")
 	sent := func(n int) []telegramtest.Sent {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)

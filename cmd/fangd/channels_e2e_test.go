@@ -47,6 +47,17 @@ func waitChannels(t *testing.T, p *proc, what string, cond func(map[string]map[s
 	}
 }
 
+// connectTelegram binds the fake bot tg (token) to agent, polling every
+// second, and waits until the channel is connected.
+func connectTelegram(t *testing.T, p *proc, tg *telegramtest.Server, token, agent string) {
+	t.Helper()
+	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
+		`{"token":"`+token+`","agent_name":"`+agent+`","api_url":"`+tg.URL()+`","poll_interval_secs":1}`); code != 200 {
+		t.Fatalf("configure: %d %s", code, body)
+	}
+	waitChannels(t, p, "connected", connected("telegram"))
+}
+
 func connected(names ...string) func(map[string]map[string]any) bool {
 	return func(m map[string]map[string]any) bool {
 		for _, n := range names {
@@ -143,11 +154,7 @@ func TestChannelReplyQueuedAcrossKill9(t *testing.T) {
 		`{"token":"333:agent","agent_name":"ghost","api_url":"`+tg.URL()+`"}`); code != 404 {
 		t.Fatalf("unknown agent: %d %s", code, body)
 	}
-	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
-		`{"token":"333:agent","agent_name":"helper","api_url":"`+tg.URL()+`","poll_interval_secs":1}`); code != 200 {
-		t.Fatalf("configure: %d %s", code, body)
-	}
-	waitChannels(t, p, "connected", connected("telegram"))
+	connectTelegram(t, p, tg, "333:agent", "helper")
 
 	// A first message goes all the way round.
 	tg.UserMessage(5, 9, "bob", "first question")

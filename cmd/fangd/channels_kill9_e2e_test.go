@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -63,6 +64,19 @@ type killCase struct {
 	peer func(t *testing.T) killPeer
 }
 
+// texts is a killPeer's sent: what text says of each item its fake
+// recorded (the text, and whether it went to the chat under test), in
+// order.
+func texts[S any](items []S, text func(S) (string, bool)) []string {
+	var out []string
+	for _, s := range items {
+		if t, ok := text(s); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 func killCases() []killCase {
 	return []killCase{
 		{"telegram", func(t *testing.T) killPeer {
@@ -73,13 +87,8 @@ func killCases() []killCase {
 				chat:      "5",
 				inbound:   func(_ *testing.T, _, text string) { tg.UserMessage(5, 9, "bob", text) },
 				down:      tg.SetDown,
-				sent: func() (out []string) {
-					for _, s := range tg.Sent() {
-						if s.ChatID == "5" {
-							out = append(out, s.Text)
-						}
-					}
-					return out
+				sent: func() []string {
+					return texts(tg.Sent(), func(s telegramtest.Sent) (string, bool) { return s.Text, s.ChatID == "5" })
 				},
 			}
 		}},
@@ -92,13 +101,8 @@ func killCases() []killCase {
 				ready:     func() bool { return dc.Connected() >= 1 },
 				inbound:   func(_ *testing.T, _, text string) { dc.UserMessage("c-dm", "", "42", text, false) },
 				down:      dc.SetDown,
-				sent: func() (out []string) {
-					for _, s := range dc.Sent() {
-						if s.ChannelID == "c-dm" {
-							out = append(out, s.Content)
-						}
-					}
-					return out
+				sent: func() []string {
+					return texts(dc.Sent(), func(s discordtest.Sent) (string, bool) { return s.Content, s.ChannelID == "c-dm" })
 				},
 			}
 		}},
@@ -111,13 +115,8 @@ func killCases() []killCase {
 				ready:     func() bool { return sl.Connected() >= 1 },
 				inbound:   func(_ *testing.T, _, text string) { sl.Push(sl.DM("D1", "U42", text)) },
 				down:      sl.SetDown,
-				sent: func() (out []string) {
-					for _, s := range sl.Sent() {
-						if s.Channel == "D1" {
-							out = append(out, s.Text)
-						}
-					}
-					return out
+				sent: func() []string {
+					return texts(sl.Sent(), func(s slacktest.Sent) (string, bool) { return s.Text, s.Channel == "D1" })
 				},
 			}
 		}},
@@ -134,13 +133,8 @@ func killCases() []killCase {
 				down:      mx.SetDown,
 				// The fake answers a repeated transaction id with the first
 				// event (the spec's idempotency): Sent lists each once.
-				sent: func() (out []string) {
-					for _, s := range mx.Sent() {
-						if s.RoomID == room {
-							out = append(out, s.Body)
-						}
-					}
-					return out
+				sent: func() []string {
+					return texts(mx.Sent(), func(s matrixtest.Sent) (string, bool) { return s.Body, s.RoomID == room })
 				},
 			}
 		}},
@@ -156,13 +150,8 @@ func killCases() []killCase {
 					mm.Say(mattermosttest.Alice, town, text, "")
 				},
 				down: mm.SetDown,
-				sent: func() (out []string) {
-					for _, p := range mm.Posts(town) {
-						if p.UserID == mattermosttest.Bot.ID {
-							out = append(out, p.Message)
-						}
-					}
-					return out
+				sent: func() []string {
+					return texts(mm.Posts(town), func(p mattermosttest.Post) (string, bool) { return p.Message, p.UserID == mattermosttest.Bot.ID })
 				},
 			}
 		}},
@@ -175,15 +164,8 @@ func killCases() []killCase {
 				ready:     func() bool { return nt.Subscribers("fang") >= 1 },
 				inbound:   func(_ *testing.T, _, text string) { nt.Publish("fang", "phone", text) },
 				down:      nt.SetDown,
-				sent: func() (out []string) {
-					for _, m := range nt.Messages("fang") {
-						for _, tag := range m.Tags {
-							if tag == ntfy.ReplyTag {
-								out = append(out, m.Message)
-							}
-						}
-					}
-					return out
+				sent: func() []string {
+					return texts(nt.Messages("fang"), func(m ntfytest.Message) (string, bool) { return m.Message, slices.Contains(m.Tags, ntfy.ReplyTag) })
 				},
 			}
 		}},
@@ -202,11 +184,8 @@ func killCases() []killCase {
 					}
 				},
 				down: gt.SetDown,
-				sent: func() (out []string) {
-					for _, m := range gt.Messages(botApp) {
-						out = append(out, m.Message)
-					}
-					return out
+				sent: func() []string {
+					return texts(gt.Messages(botApp), func(m gotifytest.Message) (string, bool) { return m.Message, true })
 				},
 			}
 		}},
@@ -224,11 +203,8 @@ func killCases() []killCase {
 					}
 				},
 				down: ms.SetDown,
-				sent: func() (out []string) {
-					for _, s := range ms.Sent(conv) {
-						out = append(out, s.Activity.Text)
-					}
-					return out
+				sent: func() []string {
+					return texts(ms.Sent(conv), func(s teamstest.Sent) (string, bool) { return s.Activity.Text, true })
 				},
 			}
 		}},
@@ -248,11 +224,8 @@ func killCases() []killCase {
 					}
 				},
 				down: g.SetDown,
-				sent: func() (out []string) {
-					for _, c := range g.Created(room.Name) {
-						out = append(out, c.Message.Text)
-					}
-					return out
+				sent: func() []string {
+					return texts(g.Created(room.Name), func(c googlechattest.Created) (string, bool) { return c.Message.Text, true })
 				},
 			}
 		}},
@@ -270,11 +243,8 @@ func killCases() []killCase {
 					}
 				},
 				down: wa.SetDown,
-				sent: func() (out []string) {
-					for _, s := range wa.Sent(user) {
-						out = append(out, s.Body)
-					}
-					return out
+				sent: func() []string {
+					return texts(wa.Sent(user), func(s whatsapptest.Sent) (string, bool) { return s.Body, true })
 				},
 			}
 		}},

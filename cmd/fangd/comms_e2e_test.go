@@ -609,11 +609,7 @@ func TestCommsThroughARealChannel(t *testing.T) {
 	}
 	var ag struct{ ID string }
 	json.Unmarshal(body, &ag)
-	if code, body := p.request(t, "POST", "/api/channels/telegram/configure",
-		`{"token":"444:comms","agent_name":"helper","api_url":"`+tg.URL()+`","poll_interval_secs":1}`); code != 200 {
-		t.Fatalf("configure: %d %s", code, body)
-	}
-	waitChannels(t, p, "connected", connected("telegram"))
+	connectTelegram(t, p, tg, "444:comms", "helper")
 
 	tg.UserMessage(77, 9, "bob", "hello agent")
 	eventually(t, 20*time.Second, "the agent's reply in the chat", func() bool { return len(tg.Sent()) == 1 })

@@ -154,6 +154,18 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal) error {
 	}
 }
 
+// stopOrderly stops p with SIGTERM and fails unless it exits cleanly
+// after logging its orderly stop.
+func (p *proc) stopOrderly(t *testing.T) {
+	t.Helper()
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM exit: %v\n%s", err, p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), `"message":"stopped"`) {
+		t.Fatalf("no orderly stop in the log:\n%s", p.stderr)
+	}
+}
+
 func (p *proc) request(t *testing.T, method, path, body string) (int, []byte) {
 	t.Helper()
 	return p.requestAs(t, e2eKey, method, path, body)
@@ -211,12 +223,7 @@ func TestServeWithNoConfigAndGracefulStop(t *testing.T) {
 	if h["status"] != "ok" || h["version"] == "" {
 		t.Fatalf("health = %v", h)
 	}
-	if err := p.stop(t, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM exit: %v\n%s", err, p.stderr)
-	}
-	if !strings.Contains(p.stderr.String(), `"message":"stopped"`) {
-		t.Fatalf("no orderly stop in the log:\n%s", p.stderr)
-	}
+	p.stopOrderly(t)
 	rep, code := verifyOffline(t, home)
 	if code != 0 || rep.ChainLength != 2 { // daemon_started, daemon_stopped
 		t.Fatalf("after graceful stop: code %d report %+v", code, rep)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,16 +18,7 @@ import (
 // POST /mcp's fast path answers (transport/http/mcpfast.go).
 func TestMCPToolCallAuditSurvivesKill9(t *testing.T) {
 	t.Parallel()
-	peer := newNotesPeer(t)
-	_, _, cfg := fakes(t, fmt.Sprintf(`
-[network_policy]
-allow_hosts = ["127.0.0.1"]
-
-[[mcp_servers]]
-name = "notes"
-transport = "http"
-url = %q
-`, peer.url))
+	_, _, cfg := fakesWithNotes(t)
 	td := runFangd(t, t.TempDir(), cfg, keyEnv...)
 	for i := range 3 {
 		r := td.do("POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"file_list","arguments":{"path":""}}}`)

@@ -234,12 +234,7 @@ event_log_size = 500
 		t.Fatalf("config_reloaded entries after a refused reload: %+v", failed)
 	}
 	// SIGHUP is not a stop signal: the daemon stops on SIGTERM, gracefully.
-	if err := p.stop(t, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
-	if !strings.Contains(p.stderr.String(), `"message":"stopped"`) {
-		t.Fatalf("no orderly stop:\n%s", p.stderr)
-	}
+	p.stopOrderly(t)
 }
 
 // SIGHUP adds, restarts and removes config-declared channels and MCP
@@ -362,14 +357,9 @@ url = %q
 			t.Fatalf("%s sent nothing", path)
 		}
 	}
-	if err := p.stop(t, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
+	p.stopOrderly(t)
 	if errs := logLines(p, "level", "error"); len(errs) > 0 {
 		t.Fatalf("error-level lines on a normal stop: %v", errs)
-	}
-	if !strings.Contains(p.stderr.String(), `"message":"stopped"`) {
-		t.Fatalf("no orderly stop:\n%s", p.stderr)
 	}
 }
 

@@ -58,12 +58,8 @@ func (s *Server) putProviderBudget(ctx *fasthttp.RequestCtx) error {
 // provider is unlimited again (204, also when it had no budget).
 func (s *Server) deleteProviderBudget(ctx *fasthttp.RequestCtx) error {
 	id := scopeID(ctx)
-	if _, err := s.deps.Meter.SetProviderBudget(s.reqCtx(ctx), usage.SetProviderBudget{Provider: id, Clear: true}); err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("budget of provider %q removed", id))
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
-	return nil
+	_, err := s.deps.Meter.SetProviderBudget(s.reqCtx(ctx), usage.SetProviderBudget{Provider: id, Clear: true})
+	return replyNoContent(ctx, err, func() string { return fmt.Sprintf("budget of provider %q removed", id) })
 }
 
 // userBudgets serves GET /api/budget/users?limit=N (default 25, at most
@@ -130,10 +126,6 @@ func (s *Server) putUserBudget(ctx *fasthttp.RequestCtx) error {
 // the user had no budget).
 func (s *Server) deleteUserBudget(ctx *fasthttp.RequestCtx) error {
 	id := scopeID(ctx)
-	if err := s.deps.Meter.ClearUserBudget(s.reqCtx(ctx), id); err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("budget of user %q removed", id))
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
-	return nil
+	err := s.deps.Meter.ClearUserBudget(s.reqCtx(ctx), id)
+	return replyNoContent(ctx, err, func() string { return fmt.Sprintf("budget of user %q removed", id) })
 }

@@ -178,12 +178,8 @@ func (s *Server) deleteChannel(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	name := pathName(ctx)
-	if err := svc.Remove(s.reqCtx(ctx), name); err != nil {
-		return err
-	}
-	auditDetails(ctx, "channel "+name+" deleted with its secrets and queued messages")
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
-	return nil
+	err = svc.Remove(s.reqCtx(ctx), name)
+	return replyNoContent(ctx, err, func() string { return "channel " + name + " deleted with its secrets and queued messages" })
 }
 
 // testChannel serves POST /api/channels/{name}/test {"chat_id"?} (or

@@ -140,6 +140,18 @@ func replyAudited(ctx *fasthttp.RequestCtx, v any, err error, detail func() stri
 	return nil
 }
 
+// replyNoContent is replyAudited for a call that answers no body (a
+// removal): once it has succeeded, detail says what in the request's
+// audit entry, then 204.
+func replyNoContent(ctx *fasthttp.RequestCtx, err error, detail func() string) error {
+	if err != nil {
+		return err
+	}
+	auditDetails(ctx, detail())
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	return nil
+}
+
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")

@@ -279,12 +279,7 @@ func (s *Server) pairingMe(ctx *fasthttp.RequestCtx) error {
 func (s *Server) pairingRevoke(ctx *fasthttp.RequestCtx) error {
 	id, _ := ctx.UserValue("id").(string)
 	v, err := s.deps.Pairing.Revoke(s.reqCtx(ctx), id)
-	if err != nil {
-		return err
-	}
-	auditDetails(ctx, fmt.Sprintf("device %s (%q) revoked", v.ID, v.Name))
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
-	return nil
+	return replyNoContent(ctx, err, func() string { return fmt.Sprintf("device %s (%q) revoked", v.ID, v.Name) })
 }
 
 type notifyBody struct {

@@ -168,12 +168,8 @@ func (s *Server) deleteKind(ctx *fasthttp.RequestCtx, kind string) error {
 	if err != nil {
 		return err
 	}
-	if err := e.Delete(s.reqCtx(ctx), kind, pathID(ctx)); err != nil {
-		return err
-	}
-	auditDetails(ctx, kind+" webhook "+pathID(ctx)+" deleted")
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
-	return nil
+	err = e.Delete(s.reqCtx(ctx), kind, pathID(ctx))
+	return replyNoContent(ctx, err, func() string { return kind + " webhook " + pathID(ctx) + " deleted" })
 }
 
 func pathID(ctx *fasthttp.RequestCtx) string {

@@ -7,6 +7,7 @@ package kerneltest
 import (
 	"context"
 	"io"
+	"sync"
 	"testing"
 	"time"
 )
@@ -75,4 +76,30 @@ func Await(f Resulter) <-chan any {
 		out <- res
 	}()
 	return out
+}
+
+// Clock is a time source that moves only when a test advances it, for
+// code that reads the time through an injected func (approval.Options.Now,
+// usage.Options.Now, the cluster's certNow): a test proves expiry, lockout
+// or a reload check by moving time on, not by sleeping.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock is a Clock standing at start.
+func NewClock(start time.Time) *Clock { return &Clock{now: start} }
+
+// Now is the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock on by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 type approvalJSON struct {
@@ -67,17 +65,7 @@ type agentTurn struct {
 func TestApprovalAcrossNodesAndExpiryAfterOriginKill9(t *testing.T) {
 	t.Parallel()
 	etcd := startEtcd(t)
-	oai := fakeLLM(t)
-	oai.SetResponder(func(r llmtest.Request) llmtest.Reply {
-		last := r.LastMessage()
-		switch {
-		case last.Role == "tool":
-			return llmtest.Reply{Text: "the tool said: " + last.Content}
-		case last.Content == "go":
-			return llmtest.Reply{ToolCalls: []llmtest.ToolCall{{Name: "a2a_send", Arguments: `{"agent":"nobody-here","message":"ping"}`}}}
-		}
-		return llmtest.Reply{Text: "pong"}
-	})
+	oai := a2aSendLLM(t)
 	const timeout = 8
 	nodes := channelNodesWith(t, etcd, oai, "\n[approval]\nrequire_approval = [\"a2a_send\"]\ntimeout_secs = 8\n", "a", "b")
 	a, b := nodes[0], nodes[1]

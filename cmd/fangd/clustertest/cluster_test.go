@@ -307,15 +307,7 @@ func TestStopWithEtcdGone(t *testing.T) {
 func TestUnreachableEtcdFailsStart(t *testing.T) {
 	t.Parallel()
 	n := launch(t, "lonely", "--cluster", "etcd://"+freeAddr(t), "--node-name", "lonely")
-	select {
-	case err := <-n.done:
-		n.done <- err
-		if err == nil || !strings.Contains(n.log.String(), "does not answer") {
-			t.Fatalf("exit %v, log:\n%s", err, n.log)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("fangd did not give up on a dead etcd\n%s", n.log)
-	}
+	n.refusesToStart(t, "does not answer")
 }
 
 // A bad --cluster value is refused before anything starts.

@@ -137,6 +137,21 @@ func (n *node) killWait(t *testing.T) {
 	n.done <- nil
 }
 
+// refusesToStart waits (30 s at most) for n to exit with an error, its
+// log saying want.
+func (n *node) refusesToStart(t *testing.T, want string) {
+	t.Helper()
+	select {
+	case err := <-n.done:
+		n.done <- err
+		if err == nil || !strings.Contains(n.log.String(), want) {
+			t.Fatalf("%s: exit %v, want a refusal saying %q\n%s", n.name, err, want, n.log)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still runs, want a refusal saying %q\n%s", n.name, want, n.log)
+	}
+}
+
 // others are nodes without n.
 func others(nodes []*node, n *node) []*node {
 	var out []*node
@@ -153,6 +168,24 @@ func others(nodes []*node, n *node) []*node {
 func fakeLLM(t *testing.T) *llmtest.Fake {
 	oai := llmtest.NewOpenAI(llmKey)
 	t.Cleanup(oai.Close)
+	return oai
+}
+
+// a2aSendLLM is fakeLLM whose agent answers "go" with a gated tool call
+// (a2a_send to an unknown agent: its run is an error result the model
+// reads) and then says what the tool said.
+func a2aSendLLM(t *testing.T) *llmtest.Fake {
+	oai := fakeLLM(t)
+	oai.SetResponder(func(r llmtest.Request) llmtest.Reply {
+		last := r.LastMessage()
+		switch {
+		case last.Role == "tool":
+			return llmtest.Reply{Text: "the tool said: " + last.Content}
+		case last.Content == "go":
+			return llmtest.Reply{ToolCalls: []llmtest.ToolCall{{Name: "a2a_send", Arguments: `{"agent":"nobody-here","message":"ping"}`}}}
+		}
+		return llmtest.Reply{Text: "pong"}
+	})
 	return oai
 }
 

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/fangd/fangd/actors/approval/approvaltest"
-	"github.com/fangd/fangd/actors/llm/llmtest"
 )
 
 // The TOTP enrolment is the cluster's: enrolled through node a and
@@ -21,18 +20,7 @@ import (
 func TestTOTPEnrolledOnOneNodeDecidesOnAnother(t *testing.T) {
 	t.Parallel()
 	etcd := startEtcd(t)
-	oai := llmtest.NewOpenAI(llmKey)
-	t.Cleanup(oai.Close)
-	oai.SetResponder(func(r llmtest.Request) llmtest.Reply {
-		last := r.LastMessage()
-		switch {
-		case last.Role == "tool":
-			return llmtest.Reply{Text: "the tool said: " + last.Content}
-		case last.Content == "go":
-			return llmtest.Reply{ToolCalls: []llmtest.ToolCall{{Name: "a2a_send", Arguments: `{"agent":"nobody-here","message":"ping"}`}}}
-		}
-		return llmtest.Reply{Text: "pong"}
-	})
+	oai := a2aSendLLM(t)
 	nodes := channelNodesWith(t, etcd, oai, "\n[approval]\nrequire_approval = [\"a2a_send\"]\nsecond_factor = \"totp\"\ntimeout_secs = 60\n", "a", "b")
 	a, b := nodes[0], nodes[1]
 
