@@ -262,32 +262,9 @@ func (a *Adapter) handle(ctx context.Context, host channel.Host, m message) erro
 // call does one request with a token in X-Gotify-Key (never in the URL,
 // where proxies would log it).
 func (a *Adapter) call(ctx context.Context, method, path, token string, in, out any) error {
-	body, err := channel.JSONBody(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.server+path, body)
-	if err != nil {
-		return channel.Permanent(err)
-	}
-	req.Header.Set("X-Gotify-Key", token)
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, data, err := channel.Do(a.http, req, 4<<20)
-	if err != nil {
-		return fmt.Errorf("gotify: %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return classify(resp, data)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("gotify: %s %s: bad response: %w", method, path, err)
-		}
-	}
-	return nil
+	return channel.CallJSON(ctx, a.http, channel.Call{Method: method, URL: a.server + path, In: in, Out: out, Limit: 4 << 20,
+		Header: http.Header{"X-Gotify-Key": {token}, "Accept": {"application/json"}},
+		What:   "gotify: " + method + " " + path, Refused: classify})
 }
 
 // classify maps Gotify's {"error","errorCode","errorDescription"} answers.

@@ -250,27 +250,15 @@ func (a *Adapter) authorize(req *http.Request) {
 
 // call does one request and classifies failures by ntfy's error codes.
 func (a *Adapter) call(ctx context.Context, method, path string, hdr http.Header, body io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, a.server+path, body)
-	if err != nil {
-		return channel.Permanent(err)
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	a.authorize(req)
-	resp, data, err := channel.Do(a.http, req, 1<<20)
-	if err != nil {
-		return fmt.Errorf("ntfy: %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return classify(resp, data)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("ntfy: %s %s: bad response: %w", method, path, err)
+	if a.auth != "" {
+		hdr = hdr.Clone()
+		if hdr == nil {
+			hdr = http.Header{}
 		}
+		hdr.Set("Authorization", a.auth)
 	}
-	return nil
+	return channel.CallJSON(ctx, a.http, channel.Call{Method: method, URL: a.server + path, Header: hdr, Body: body, Out: out,
+		Limit: 1 << 20, What: "ntfy: " + method + " " + path, Refused: classify})
 }
 
 // classify maps ntfy's {"code","http","error"} answers: 401 (bad token) and
