@@ -21,7 +21,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/transport/httpretry"
@@ -129,7 +128,7 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 		return "", channel.Rejected(fmt.Errorf("ntfy: invalid topic %q", topic))
 	}
 	var last string
-	for _, part := range splitBytes(msg.Text, maxBytes) {
+	for _, part := range channel.SplitBytes(msg.Text, maxBytes, '\n') {
 		var m message
 		hdr := http.Header{"X-Tags": {ReplyTag}, "X-Title": {"fangd"}, "X-Markdown": {"yes"},
 			"Content-Type": {"text/plain; charset=utf-8"}}
@@ -277,24 +276,3 @@ func classify(resp *http.Response, data []byte) error {
 }
 
 func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
-
-// splitBytes cuts s into pieces of at most n bytes at rune boundaries,
-// preferring the last newline in each piece.
-func splitBytes(s string, n int) []string {
-	var out []string
-	for len(s) > n {
-		cut := n
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		if nl := strings.LastIndexByte(s[:cut], '\n'); nl > cut/2 {
-			cut = nl + 1
-		}
-		out = append(out, s[:cut])
-		s = s[cut:]
-	}
-	if s != "" || len(out) == 0 {
-		out = append(out, s)
-	}
-	return out
-}
