@@ -81,7 +81,11 @@ const (
 // Suite describes one adapter for Conformance.
 type Suite struct {
 	// Name is the channel's name, which is also its adapter's.
-	Name     string
+	Name string
+	// Builder builds the adapter under test (its package's New); the
+	// runtime gets it as the builder of Name.
+	Builder channel.Builder
+	// Builders, when set, replaces {Name: Builder}.
 	Builders channel.Builders
 	// New starts a fresh fake for one case; it stops at t's cleanup.
 	New func(t *testing.T) Platform
@@ -191,6 +195,9 @@ func Context(t *testing.T) context.Context {
 func Conformance(t *testing.T, s Suite) {
 	if s.BadTokenRequests == 0 {
 		s.BadTokenRequests = 1
+	}
+	if s.Builders == nil {
+		s.Builders = channel.Builders{s.Name: s.Builder}
 	}
 	cases := []struct {
 		c  Case

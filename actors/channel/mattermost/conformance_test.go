@@ -40,7 +40,7 @@ func newPlatform(t *testing.T) channeltest.Platform {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "mattermost", Builders: channel.Builders{"mattermost": mattermost.New}, LinkRoute: "GET /api/v4/users/me",
+		Name: "mattermost", Builder: mattermost.New, LinkRoute: "GET /api/v4/users/me",
 		New: newPlatform, BadTokenError: "Invalid or expired session",
 		Skip: map[channeltest.Case]string{channeltest.CaseBadSignature: "Mattermost delivers posts over the websocket; fangd takes no outgoing webhooks from it"},
 	})
