@@ -182,6 +182,17 @@ func RandomID(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)[:n]
 }
 
+// RandomFrom is n random characters of alphabet (ASCII): ids in a
+// platform's own form (Mattermost's 26 lower-case letters and digits).
+func RandomFrom(alphabet string, n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
 // Context is a test's context: it ends at 15 s or at cleanup.
 func Context(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 15*time.Second)

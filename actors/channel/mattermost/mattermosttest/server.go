@@ -6,7 +6,6 @@ package mattermosttest
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -520,12 +519,4 @@ func (s *Server) dropConns() {
 }
 
 // newID makes a 26-character Mattermost-style id.
-func newID() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 26)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
-}
+func newID() string { return channeltest.RandomFrom("abcdefghijklmnopqrstuvwxyz0123456789", 26) }
