@@ -155,13 +155,11 @@ func (s *Server) WaitSubscribers(ctx context.Context, topic string, n int) error
 
 // ntfyError writes ntfy's error body: {"code","http","error","link"}.
 func ntfyError(w http.ResponseWriter, status, code int, msg, link string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
 	body := map[string]any{"code": code, "http": status, "error": msg}
 	if link != "" {
 		body["link"] = link
 	}
-	_ = json.NewEncoder(w).Encode(body)
+	channeltest.WriteJSON(w, status, body)
 }
 
 // user authenticates the request: ok=false means a token was presented but
