@@ -51,9 +51,8 @@ func TestConformance(t *testing.T) {
 func TestPostsMissedDuringOutageAreAnsweredInThread(t *testing.T) {
 	srv := newPlatform(t).(platform)
 	h := channeltest.New(t, channel.Builders{"mattermost": mattermost.New})
-	h.Configure("mattermost", map[string]any{"token": mm.BotToken, "server_url": srv.URL,
+	h.Connect("mattermost", map[string]any{"token": mm.BotToken, "server_url": srv.URL,
 		"agent_name": channeltest.AgentName, "allowed_users": []string{"alice"}})
-	h.WaitState("mattermost", channel.StateConnected)
 	ctx := channeltest.Context(t)
 	_ = srv.WaitConnected(ctx, 1)
 	srv.Say(mm.Alice, mm.TownSquare.ID, "before", "")
