@@ -23,6 +23,21 @@ func HTTPURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
+// BaseURL reads URL field key without trailing slashes (an API base that
+// paths are appended to) and checks that it is an http(s) URL; its error is
+// a FieldError naming key, with example when one is given.
+func (c *Config) BaseURL(key, example string) (string, error) {
+	u := strings.TrimRight(c.Text(key), "/")
+	if _, err := HTTPURL(u); err != nil {
+		msg := err.Error()
+		if example != "" {
+			msg += " such as " + example
+		}
+		return "", &FieldError{Field: key, Msg: msg}
+	}
+	return u, nil
+}
+
 // Addressed reports whether a room message starts by naming nick ("nick:"
 // or "nick,", in any case), and returns the rest: how a bot is spoken to in
 // IRC channels and XMPP rooms.

@@ -34,10 +34,9 @@ type Adapter struct {
 
 // New builds an adapter from a validated configuration; it does no I/O.
 func New(cfg *channel.Config) (channel.Adapter, error) {
-	server := strings.TrimRight(cfg.Text("server_url"), "/")
-	_, err := channel.HTTPURL(server)
+	server, err := cfg.BaseURL("server_url", "https://mattermost.example.com")
 	if err != nil {
-		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://mattermost.example.com"}
+		return nil, err
 	}
 	return &Adapter{server: server, token: cfg.Secret("token"), http: cfg.HTTPClient(30 * time.Second), dial: cfg.DialContext()}, nil
 }

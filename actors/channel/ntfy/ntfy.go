@@ -50,10 +50,9 @@ type Adapter struct {
 
 // New builds an adapter from a validated configuration; it does no I/O.
 func New(cfg *channel.Config) (channel.Adapter, error) {
-	server := strings.TrimRight(cfg.Text("server_url"), "/")
-	_, err := channel.HTTPURL(server)
+	server, err := cfg.BaseURL("server_url", "https://ntfy.sh")
 	if err != nil {
-		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://ntfy.sh"}
+		return nil, err
 	}
 	topic := cfg.Text("topic")
 	if !topicPattern.MatchString(topic) {
