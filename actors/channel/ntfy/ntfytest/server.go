@@ -255,14 +255,7 @@ func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
 	if !s.allow(w, r) || s.limited(w) {
 		return
 	}
-	var in struct {
-		Topic    string   `json:"topic"`
-		Message  string   `json:"message"`
-		Title    string   `json:"title"`
-		Tags     []string `json:"tags"`
-		Priority int      `json:"priority"`
-		Actions  []Action `json:"actions"`
-	}
+	var in Message // publish sets what is the server's: id, time, expiry, event
 	if json.NewDecoder(r.Body).Decode(&in) != nil || !topicRE.MatchString(in.Topic) {
 		ntfyError(w, http.StatusBadRequest, 40017, "invalid request: request body must be message JSON", "")
 		return
@@ -271,7 +264,7 @@ func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
 		ntfyError(w, http.StatusRequestEntityTooLarge, 41301, "too large for attachment", "")
 		return
 	}
-	channeltest.WriteJSON(w, http.StatusOK, s.publish(Message{Topic: in.Topic, Message: in.Message, Title: in.Title, Tags: in.Tags, Priority: in.Priority, Actions: in.Actions}))
+	channeltest.WriteJSON(w, http.StatusOK, s.publish(in))
 }
 
 func header(r *http.Request, names ...string) string {
