@@ -156,25 +156,18 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 	if err != nil {
 		return err
 	}
-	for {
-		_, data, err := conn.ReadMessage()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("gotify: stream: %w", err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+	return channel.ReadFrames(ctx, conn, readTimeout, "gotify: stream", func(data []byte) error {
 		var m message
 		if json.Unmarshal(data, &m) != nil || m.ID <= cursor {
 			host.Alive()
-			continue
+			return nil
 		}
 		if err := a.handle(ctx, host, m); err != nil {
 			return err
 		}
 		cursor = m.ID
-	}
+		return nil
+	})
 }
 
 // startCursor returns the saved cursor. On the very first start there is
