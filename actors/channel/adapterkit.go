@@ -6,10 +6,13 @@ package channel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // HTTPURL parses raw as an http(s) URL with a host: the form of every URL
@@ -21,6 +24,44 @@ func HTTPURL(raw string) (*url.URL, error) {
 		return nil, errors.New("must be an http(s) URL")
 	}
 	return u, nil
+}
+
+// BaseURL reads URL field key without trailing slashes (an API base that
+// paths are appended to) and checks that it is an http(s) URL; its error is
+// a FieldError naming key, with example when one is given.
+func (c *Config) BaseURL(key, example string) (string, error) {
+	u := strings.TrimRight(c.Text(key), "/")
+	if _, err := HTTPURL(u); err != nil {
+		msg := err.Error()
+		if example != "" {
+			msg += " such as " + example
+		}
+		return "", &FieldError{Field: key, Msg: msg}
+	}
+	return u, nil
+}
+
+// ReadFrames is the read loop of an adapter that listens on a websocket
+// (Gotify's stream, Mattermost's events): every frame goes to fn, and the
+// read deadline moves idle past each one, so a link gone quiet fails. It
+// ends with fn's error, or the link's named by what, and with nil once ctx
+// has ended (the link was closed under it).
+func ReadFrames(ctx context.Context, conn *websocket.Conn, idle time.Duration, what string, fn func(data []byte) error) error {
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			err = fmt.Errorf("%s: %w", what, err)
+		} else {
+			_ = conn.SetReadDeadline(time.Now().Add(idle))
+			err = fn(data)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 // Addressed reports whether a room message starts by naming nick ("nick:"

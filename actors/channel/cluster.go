@@ -440,14 +440,10 @@ func (q *clusterQueues) load(channel string) ([]*inItem, []*outItem, error) {
 // transaction (the cursor last, so that a batch cut in two for etcd's
 // limits never advances the cursor before its messages are stored).
 func (q *clusterQueues) putInbox(channel string, items []*inItem, cur *Cursor, done func(error)) {
-	ops := make([]StateOp, 0, len(items)+1)
-	for _, it := range items {
-		b, err := json.Marshal(it)
-		if err != nil {
-			done(err)
-			return
-		}
-		ops = append(ops, StateOp{Key: inKey(it.Seq), Value: b})
+	ops, err := putOps(items, func(it *inItem) string { return inKey(it.Seq) })
+	if err != nil {
+		done(err)
+		return
 	}
 	if cur != nil {
 		ops = append(ops, StateOp{Key: curKey(cur.Key), Value: []byte(cur.Value)})
@@ -458,19 +454,29 @@ func (q *clusterQueues) putInbox(channel string, items []*inItem, cur *Cursor, d
 // finishTurn puts a turn's reply in the outbox and drops its inbox item in
 // one transaction.
 func (q *clusterQueues) finishTurn(channel string, in *inItem, out []*outItem, done func(error)) {
-	ops := make([]StateOp, 0, len(out)+1)
-	for _, it := range out {
-		b, err := json.Marshal(it)
-		if err != nil {
-			done(err)
-			return
-		}
-		ops = append(ops, StateOp{Key: outKey(it.Seq), Value: b})
+	ops, err := putOps(out, func(it *outItem) string { return outKey(it.Seq) })
+	if err != nil {
+		done(err)
+		return
 	}
 	if in != nil {
 		ops = append(ops, StateOp{Key: inKey(in.Seq), Delete: true})
 	}
 	q.write(channel, ops, done)
+}
+
+// putOps are the ops that store items as JSON under key(item), with room
+// for one more (the cursor, or the inbox item a reply answers).
+func putOps[T any](items []T, key func(T) string) ([]StateOp, error) {
+	ops := make([]StateOp, 0, len(items)+1)
+	for _, it := range items {
+		b, err := json.Marshal(it)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, StateOp{Key: key(it), Value: b})
+	}
+	return ops, nil
 }
 
 func (q *clusterQueues) sent(channel string, seq uint64, done func(error)) {

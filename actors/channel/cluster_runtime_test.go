@@ -47,11 +47,7 @@ func (c *stateCluster) DeleteChannel(_ context.Context, name string) error {
 func (c *stateCluster) State(_ context.Context, name string) (map[string][]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[string][]byte{}
-	for k, v := range c.st[name] {
-		out[k] = v
-	}
-	return out, nil
+	return channel.CopyState(c.st, name), nil
 }
 
 func (c *stateCluster) Commit(_ context.Context, name string, ops []channel.StateOp) error {
@@ -60,16 +56,7 @@ func (c *stateCluster) Commit(_ context.Context, name string, ops []channel.Stat
 	if c.fenced {
 		return errors.New("fenced")
 	}
-	if c.st[name] == nil {
-		c.st[name] = map[string][]byte{}
-	}
-	for _, o := range ops {
-		if o.Delete {
-			delete(c.st[name], o.Key)
-		} else {
-			c.st[name][o.Key] = o.Value
-		}
-	}
+	channel.CommitOps(c.st, name, ops)
 	return nil
 }
 

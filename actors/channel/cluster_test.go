@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -32,11 +33,30 @@ func (m *memCluster) Kick()                                       {}
 func (m *memCluster) State(_ context.Context, name string) (map[string][]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return CopyState(m.state, name), nil
+}
+
+// CopyState is channel name's state in st, copied: what a Cluster's State
+// answers. The in-memory clusters of both test packages share it.
+func CopyState(st map[string]map[string][]byte, name string) map[string][]byte {
 	out := map[string][]byte{}
-	for k, v := range m.state[name] {
-		out[k] = v
+	maps.Copy(out, st[name])
+	return out
+}
+
+// CommitOps applies ops to channel name's state in st, as a cluster's
+// transaction does.
+func CommitOps(st map[string]map[string][]byte, name string, ops []StateOp) {
+	if st[name] == nil {
+		st[name] = map[string][]byte{}
 	}
-	return out, nil
+	for _, o := range ops {
+		if o.Delete {
+			delete(st[name], o.Key)
+		} else {
+			st[name][o.Key] = o.Value
+		}
+	}
 }
 
 func (m *memCluster) Commit(_ context.Context, name string, ops []StateOp) error {
@@ -56,16 +76,7 @@ func (m *memCluster) Commit(_ context.Context, name string, ops []StateOp) error
 		return fmt.Errorf("%d ops in one transaction", len(ops))
 	}
 	m.commits = append(m.commits, append([]StateOp(nil), ops...))
-	if m.state[name] == nil {
-		m.state[name] = map[string][]byte{}
-	}
-	for _, o := range ops {
-		if o.Delete {
-			delete(m.state[name], o.Key)
-		} else {
-			m.state[name][o.Key] = o.Value
-		}
-	}
+	CommitOps(m.state, name, ops)
 	return nil
 }
 

@@ -48,8 +48,7 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, want map[s
 func TestChannelMetricsFollowTheChannel(t *testing.T) {
 	p := newPlatform("good")
 	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName})
-	h.WaitState("telegram", channel.StateConnected)
+	h.Connect("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName})
 	reg := h.Kernel.Metrics
 	state := func(st string) float64 {
 		return metricValue(t, reg, "fangd_channel_state", map[string]string{"channel": "telegram", "state": st})

@@ -157,6 +157,15 @@ func (f *fake) Webhook(_ context.Context, r *channel.WebhookRequest) (*channel.W
 	return &channel.WebhookResponse{Status: 200, Body: []byte("ok")}, []channel.Inbound{{ChatID: b.Chat, UserID: b.User, Text: b.Text}}, nil
 }
 
+// connected is the fake platform (token "good") with channel "telegram"
+// configured by body and connected.
+func connected(t *testing.T, body map[string]any) (*platform, *channeltest.Harness) {
+	p := newPlatform("good")
+	h := setup(t, p)
+	h.Connect("telegram", body)
+	return p, h
+}
+
 // The fake runs as "telegram" so it has that registry row's schema.
 func setup(t *testing.T, p *platform, opts ...channeltest.Option) *channeltest.Harness {
 	builders := channel.Builders{"telegram": func(cfg *channel.Config) (channel.Adapter, error) {
@@ -206,10 +215,7 @@ func TestInboundReachesAgentAndReplyIsSplit(t *testing.T) {
 }
 
 func TestAllowListFilters(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName, "allowed_users": "7, @alice"})
-	h.WaitState("telegram", channel.StateConnected)
+	p, h := connected(t, map[string]any{"token": "good", "agent_name": channeltest.AgentName, "allowed_users": "7, @alice"})
 	p.inbox <- channel.Inbound{ChatID: "1", UserID: "8", UserName: "mallory", Text: "hi"}
 	p.inbox <- channel.Inbound{ChatID: "2", UserID: "9", UserName: "alice", Text: "hi"}
 	h.WaitFor("reply to alice", func() bool { return len(p.messages()) == 1 })
@@ -239,15 +245,11 @@ func TestBadTokenIsErrorWithoutRetryStorm(t *testing.T) {
 		t.Fatalf("adapter connected %d times with a bad token, want 1", n)
 	}
 	// Reconfiguring with the right token recovers.
-	h.Configure("telegram", map[string]any{"token": "good"})
-	h.WaitState("telegram", channel.StateConnected)
+	h.Connect("telegram", map[string]any{"token": "good"})
 }
 
 func TestOutageBacksOffAndRecovers(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName})
-	h.WaitState("telegram", channel.StateConnected)
+	p, h := connected(t, map[string]any{"token": "good", "agent_name": channeltest.AgentName})
 	p.set(func(p *platform) { p.down = true })
 	v := h.WaitState("telegram", channel.StateBackoff)
 	if v.NextRetryAt == nil || v.LastError == "" {
@@ -277,10 +279,7 @@ func TestHostileRetryHintIsCapped(t *testing.T) {
 }
 
 func TestRepliesQueuedDuringOutageSurviveRestart(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName})
-	h.WaitState("telegram", channel.StateConnected)
+	p, h := connected(t, map[string]any{"token": "good", "agent_name": channeltest.AgentName})
 	// Sends fail (platform down for outbound) but the message was accepted.
 	p.set(func(p *platform) { p.rejectTo = "" })
 	blocked := make(chan struct{})
@@ -313,10 +312,7 @@ func TestRepliesQueuedDuringOutageSurviveRestart(t *testing.T) {
 // when nothing in the batch is for the inbox; a restarted adapter resumes
 // from it, and each message was answered once.
 func TestDeliverAndSaveKeepsTheCursorWithTheMessages(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName})
-	h.WaitState("telegram", channel.StateConnected)
+	p, h := connected(t, map[string]any{"token": "good", "agent_name": channeltest.AgentName})
 	p.inbox <- channel.Inbound{ChatID: "5", Text: "one", MessageID: "101"}
 	p.inbox <- channel.Inbound{ChatID: "5", Text: "two", MessageID: "102"}
 	h.WaitFor("both answered", func() bool { return len(p.messages()) == 2 })
@@ -344,10 +340,7 @@ func TestDeliverAndSaveKeepsTheCursorWithTheMessages(t *testing.T) {
 }
 
 func TestInboxTurnRerunsAfterRestart(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName})
-	h.WaitState("telegram", channel.StateConnected)
+	p, h := connected(t, map[string]any{"token": "good", "agent_name": channeltest.AgentName})
 	started, release := make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
 	t.Cleanup(func() { close(release) })
@@ -375,10 +368,7 @@ func TestInboxTurnRerunsAfterRestart(t *testing.T) {
 }
 
 func TestDeafLinkIsProbedAndReconnected(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good", "watchdog_secs": 1})
-	h.WaitState("telegram", channel.StateConnected)
+	p, h := connected(t, map[string]any{"token": "good", "watchdog_secs": 1})
 	p.set(func(p *platform) { p.deaf = true })
 	h.WaitFor("watchdog probe and reconnect", func() bool { return p.probes.Load() >= 1 && p.connects.Load() >= 2 })
 	p.set(func(p *platform) { p.deaf = false })
@@ -389,10 +379,7 @@ func TestDeafLinkIsProbedAndReconnected(t *testing.T) {
 }
 
 func TestRejectedMessageIsDropped(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good"})
-	h.WaitState("telegram", channel.StateConnected)
+	p, h := connected(t, map[string]any{"token": "good"})
 	p.set(func(p *platform) { p.rejectTo = "nope" })
 	h.Service.SendMessage(context.Background(), "telegram", "nope", "x", "")
 	h.Service.SendMessage(context.Background(), "telegram", "ok", "y", "")
@@ -449,8 +436,7 @@ func TestConfigureValidation(t *testing.T) {
 		}
 	}
 	// A reconfigure need not repeat the token.
-	h.Configure("telegram", map[string]any{"allowed_users": []string{"1", "2"}})
-	h.WaitState("telegram", channel.StateConnected)
+	h.Connect("telegram", map[string]any{"allowed_users": []string{"1", "2"}})
 }
 
 func TestOneAccountOneChannel(t *testing.T) {
@@ -499,10 +485,7 @@ func TestOneAccountOneChannel(t *testing.T) {
 }
 
 func TestRemoveStopsAndForgets(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good"})
-	h.WaitState("telegram", channel.StateConnected)
+	_, h := connected(t, map[string]any{"token": "good"})
 	if err := h.Service.Remove(context.Background(), "telegram"); err != nil {
 		t.Fatal(err)
 	}
@@ -516,15 +499,11 @@ func TestRemoveStopsAndForgets(t *testing.T) {
 		t.Fatalf("second delete: %v", err)
 	}
 	// Same token again is allowed after delete.
-	h.Configure("telegram", map[string]any{"token": "good"})
-	h.WaitState("telegram", channel.StateConnected)
+	h.Connect("telegram", map[string]any{"token": "good"})
 }
 
 func TestWebhookSignature(t *testing.T) {
-	p := newPlatform("good")
-	h := setup(t, p)
-	h.Configure("telegram", map[string]any{"token": "good", "agent_name": channeltest.AgentName, "webhook_secret": "s3cret"})
-	h.WaitState("telegram", channel.StateConnected)
+	p, h := connected(t, map[string]any{"token": "good", "agent_name": channeltest.AgentName, "webhook_secret": "s3cret"})
 	body := []byte(`{"chat":"77","user":"u","text":"via hook"}`)
 	_, err := h.Service.Webhook(context.Background(), "telegram", &channel.WebhookRequest{Method: "POST", Header: http.Header{"X-Signature": {"00"}}, Body: body})
 	if e := kernel.AsError(err); e == nil || e.Kind != kernel.KindUnauthorized {

@@ -477,16 +477,11 @@ func (s *Service) Configure(ctx context.Context, name string, body map[string]an
 		}
 		cur = &res.snap.rec
 	}
-	rec, secrets, err := s.merge(name, spec, cur, parsed)
+	d, err := s.prepare(ctx, name, spec, cur, parsed, SourceAPI)
 	if err != nil {
 		return nil, err
 	}
-	rec.Source = SourceAPI
-	cfg, err := s.validate(ctx, spec, &rec, secrets)
-	if err != nil {
-		return nil, err
-	}
-	out, err := kernel.Ask[configureResult](ctx, s.rt.k, s.pid, &configure{rec: rec, secrets: secrets, account: accountKey(cfg)})
+	out, err := kernel.Ask[configureResult](ctx, s.rt.k, s.pid, &configure{rec: d.rec, secrets: d.secrets, account: d.account})
 	if err == nil {
 		err = out.err
 	}
@@ -526,6 +521,22 @@ func (s *Service) resolveAdapter(name, adapter string) (*Spec, error) {
 			"the %s adapter is listed but not built into this fangd (supported: %s)", adapter, strings.Join(s.rt.builders.Names(), ", "))
 	}
 	return spec, nil
+}
+
+// prepare is what a configure call and a config file table both go
+// through: parsed merged over cur (nil for a new channel), marked with its
+// source, validated.
+func (s *Service) prepare(ctx context.Context, name string, spec *Spec, cur *record, parsed *parsedFields, source string) (*desiredChannel, error) {
+	rec, secrets, err := s.merge(name, spec, cur, parsed)
+	if err != nil {
+		return nil, err
+	}
+	rec.Source = source
+	cfg, err := s.validate(ctx, spec, &rec, secrets)
+	if err != nil {
+		return nil, err
+	}
+	return &desiredChannel{rec: rec, secrets: secrets, account: accountKey(cfg)}, nil
 }
 
 // merge applies parsed over cur (nil for a new channel) and loads the
@@ -842,14 +853,5 @@ func (s *Service) fromTable(ctx context.Context, name string, table map[string]a
 	for k, v := range envSecrets {
 		parsed.secrets[k] = strings.TrimSpace(v)
 	}
-	rec, secrets, err := s.merge(name, spec, nil, parsed)
-	if err != nil {
-		return nil, err
-	}
-	rec.Source = SourceConfig
-	cfg, err := s.validate(ctx, spec, &rec, secrets)
-	if err != nil {
-		return nil, err
-	}
-	return &desiredChannel{rec: rec, secrets: secrets, account: accountKey(cfg)}, nil
+	return s.prepare(ctx, name, spec, nil, parsed, SourceConfig)
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/fangd/fangd/actors/kernel"
 )
 
 // Split cuts text into pieces of at most limit characters (runes, or UTF-16
@@ -77,4 +79,28 @@ func bestCut(window string) int {
 		}
 	}
 	return 0
+}
+
+// SplitBytes cuts s into pieces of at most n bytes, for a platform that
+// counts bytes (an IRC line, an ntfy message): on a character boundary,
+// after the last sep in the piece's second half when there is one (sep
+// stays at the end of its piece). An empty s has no pieces.
+func SplitBytes(s string, n int, sep byte) []string {
+	var out []string
+	for len(s) > n {
+		piece, _ := kernel.CutUTF8(s, n)
+		if piece == "" { // a character longer than n goes whole
+			_, w := utf8.DecodeRuneInString(s)
+			piece = s[:w]
+		}
+		if i := strings.LastIndexByte(piece, sep); i > len(piece)/2 {
+			piece = piece[:i+1]
+		}
+		out = append(out, piece)
+		s = s[len(piece):]
+	}
+	if s != "" {
+		out = append(out, s)
+	}
+	return out
 }

@@ -88,34 +88,32 @@ func newQueues(db *store.DB) *queues {
 
 // load returns a channel's pending inbox and outbox items in order.
 func (q *queues) load(channel string) ([]*inItem, []*outItem, error) {
-	var in []*inItem
-	var out []*outItem
-	after := ""
-	for {
-		page, err := q.inbox.List(channel+"/", after, 500)
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := range page.Items {
-			in = append(in, &page.Items[i])
-		}
-		if after = page.Next; after == "" {
-			break
-		}
+	in, err := listAll(q.inbox, channel+"/")
+	if err != nil {
+		return nil, nil, err
 	}
-	for {
-		page, err := q.outbox.List(channel+"/", after, 500)
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := range page.Items {
-			out = append(out, &page.Items[i])
-		}
-		if after = page.Next; after == "" {
-			break
-		}
+	out, err := listAll(q.outbox, channel+"/")
+	if err != nil {
+		return nil, nil, err
 	}
 	return in, out, nil
+}
+
+// listAll is every item of c under prefix, in order, read page by page.
+func listAll[T any](c *store.Collection[T], prefix string) ([]*T, error) {
+	var all []*T
+	for after := ""; ; {
+		page, err := c.List(prefix, after, 500)
+		if err != nil {
+			return nil, err
+		}
+		for i := range page.Items {
+			all = append(all, &page.Items[i])
+		}
+		if after = page.Next; after == "" {
+			return all, nil
+		}
+	}
 }
 
 // putInbox stores accepted inbound messages in one transaction, ordered

@@ -175,6 +175,14 @@ func (h *Harness) Configure(name string, body map[string]any) *channel.Configure
 	return res
 }
 
+// Connect configures channel name with body and waits until it is
+// connected.
+func (h *Harness) Connect(name string, body map[string]any) *channel.View {
+	h.T.Helper()
+	h.Configure(name, body)
+	return h.WaitState(name, channel.StateConnected)
+}
+
 // TryConfigure is Configure that returns the error. body goes through
 // JSON like an API call's, so numbers arrive as json.Number.
 func (h *Harness) TryConfigure(name string, body map[string]any) (*channel.ConfigureResult, error) {

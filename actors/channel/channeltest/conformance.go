@@ -81,7 +81,11 @@ const (
 // Suite describes one adapter for Conformance.
 type Suite struct {
 	// Name is the channel's name, which is also its adapter's.
-	Name     string
+	Name string
+	// Builder builds the adapter under test (its package's New); the
+	// runtime gets it as the builder of Name.
+	Builder channel.Builder
+	// Builders, when set, replaces {Name: Builder}.
 	Builders channel.Builders
 	// New starts a fresh fake for one case; it stops at t's cleanup.
 	New func(t *testing.T) Platform
@@ -178,6 +182,17 @@ func RandomID(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)[:n]
 }
 
+// RandomFrom is n random characters of alphabet (ASCII): ids in a
+// platform's own form (Mattermost's 26 lower-case letters and digits).
+func RandomFrom(alphabet string, n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
 // Context is a test's context: it ends at 15 s or at cleanup.
 func Context(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -191,6 +206,9 @@ func Context(t *testing.T) context.Context {
 func Conformance(t *testing.T, s Suite) {
 	if s.BadTokenRequests == 0 {
 		s.BadTokenRequests = 1
+	}
+	if s.Builders == nil {
+		s.Builders = channel.Builders{s.Name: s.Builder}
 	}
 	cases := []struct {
 		c  Case

@@ -308,6 +308,11 @@ func (r *Recorder[T]) Sent() []T {
 	return Select(&r.FakeState, func() []T { return r.sent }, nil)
 }
 
+// SentWhere returns the bot's messages that keep accepts.
+func (r *Recorder[T]) SentWhere(keep func(T) bool) []T {
+	return Select(&r.FakeState, func() []T { return r.sent }, keep)
+}
+
 // WaitSent waits for a message of the bot matching match.
 func (r *Recorder[T]) WaitSent(ctx context.Context, match func(T) bool) (T, error) {
 	return WaitMatch(ctx, &r.FakeState, "no matching message sent", func() []T { return r.sent }, match)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/discord"
 	"github.com/fangd/fangd/actors/channel/discord/discordtest"
@@ -33,7 +32,7 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "discord", Builders: channel.Builders{"discord": discord.New}, LinkRoute: "GET /users/@me",
+		Name: "discord", Builder: discord.New, LinkRoute: "GET /users/@me",
 		New: func(t *testing.T) channeltest.Platform {
 			return platform{channeltest.Cleanup(t, discordtest.New(token))}
 		},

@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/email"
 	"github.com/fangd/fangd/actors/channel/email/emailtest"
@@ -47,7 +46,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		LinkRoute: channeltest.ProxyConnect,
 		Name:      "email",
-		Builders:  channel.Builders{"email": email.New},
+		Builder:   email.New,
 		New: func(t *testing.T) channeltest.Platform {
 			im, sm := startIMAP(t), emailtest.StartSMTP(t)
 			return platform{Proxy: channeltest.NewProxy(t, im.addr), im: im, sm: sm, n: new(atomic.Int64)}

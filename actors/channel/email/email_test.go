@@ -118,6 +118,21 @@ func configure(h *channeltest.Harness, im *imapPeer, sm *emailtest.SMTP, pass st
 		"smtp_host": sh, "smtp_port": sp, "imap_security": "none", "smtp_security": "none", "agent_name": channeltest.AgentName})
 }
 
+// connected is the bot connected to fresh IMAP and SMTP servers.
+func connected(t *testing.T) (*channeltest.Harness, *imapPeer, *emailtest.SMTP) {
+	im, sm := startIMAP(t), emailtest.StartSMTP(t)
+	h := channeltest.New(t, channel.Builders{"email": email.New})
+	configure(h, im, sm, botPass)
+	h.WaitState("email", channel.StateConnected)
+	return h, im, sm
+}
+
+// onlyReply waits for the bot's one mail and returns it as sm captured it.
+func onlyReply(h *channeltest.Harness, sm *emailtest.SMTP) string {
+	h.WaitFor("reply mailed", func() bool { return len(sm.Sent()) == 1 })
+	return sm.Sent()[0]
+}
+
 func TestEmailRoundTrip(t *testing.T) {
 	im, sm := startIMAP(t), emailtest.StartSMTP(t)
 	im.deliver("old@fangd.test", "backlog", "mail from before the bot", "<old@fangd.test>") // not answered
@@ -125,8 +140,7 @@ func TestEmailRoundTrip(t *testing.T) {
 	configure(h, im, sm, botPass)
 	h.WaitState("email", channel.StateConnected)
 	im.deliver("ann@fangd.test", "Question", "What is the plan?\r\n\r\nOn Mon, Bob wrote:\r\n> old stuff", "<q1@fangd.test>")
-	h.WaitFor("reply mailed", func() bool { return len(sm.Received()) == 1 })
-	got := sm.Received()[0]
+	got := onlyReply(h, sm)
 	for _, want := range []string{"RCPT ann@fangd.test", "Subject: Re: Question", "In-Reply-To: <q1@fangd.test>", "echo: What is the plan?"} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("reply lacks %q:\n%s", want, got)

@@ -51,14 +51,10 @@ func parsed(t *testing.T, captured string) *mail.Message {
 }
 
 func TestEmailReplyCarriesTheReferencesChain(t *testing.T) {
-	im, sm := startIMAP(t), emailtest.StartSMTP(t)
-	h := channeltest.New(t, channel.Builders{"email": email.New})
-	configure(h, im, sm, botPass)
-	h.WaitState("email", channel.StateConnected)
+	h, im, sm := connected(t)
 	im.deliverRaw("Subject: Re: plan\r\nMessage-ID: <c3@fangd.test>\r\nIn-Reply-To: <b2@fangd.test>\r\n"+
 		"References: <a1@fangd.test>\r\n <b2@fangd.test>\r\n", "and the third")
-	h.WaitFor("reply mailed", func() bool { return len(sm.Received()) == 1 })
-	m := parsed(t, sm.Received()[0])
+	m := parsed(t, onlyReply(h, sm))
 	if got := m.Header.Get("In-Reply-To"); got != "<c3@fangd.test>" {
 		t.Fatalf("In-Reply-To = %q", got)
 	}
@@ -68,16 +64,12 @@ func TestEmailReplyCarriesTheReferencesChain(t *testing.T) {
 }
 
 func TestEmailHeadersCannotBeInjected(t *testing.T) {
-	im, sm := startIMAP(t), emailtest.StartSMTP(t)
-	h := channeltest.New(t, channel.Builders{"email": email.New})
-	configure(h, im, sm, botPass)
-	h.WaitState("email", channel.StateConnected)
+	h, im, sm := connected(t)
 	// The subject decodes to text with CR LF and a control character; a
 	// References id carries a control byte.
 	im.deliverRaw("Subject: =?utf-8?q?hi=0D=0ABcc:_victim@fangd.test=07?=\r\nMessage-ID: <q9@fangd.test>\r\n"+
 		"References: <ok@fangd.test> <bad\x01id@fangd.test>\r\n", "hello")
-	h.WaitFor("reply mailed", func() bool { return len(sm.Received()) == 1 })
-	raw := sm.Received()[0]
+	raw := onlyReply(h, sm)
 	m := parsed(t, raw)
 	if len(m.Header["Bcc"]) != 0 {
 		t.Fatalf("a Bcc header got in:\n%s", raw)
@@ -108,7 +100,7 @@ func TestEmailSendsWhileIMAPIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The SMTP server has the mail before the outbox has recorded it sent.
-	h.WaitFor("mail sent while IMAP is down", func() bool { return len(sm.Received()) == 1 && h.Get("email").OutboxPending == 0 },
+	h.WaitFor("mail sent while IMAP is down", func() bool { return len(sm.Sent()) == 1 && h.Get("email").OutboxPending == 0 },
 		func() string {
 			v := h.Get("email")
 			return fmt.Sprintf("%s %q pending=%d", v.State, v.LastError, v.OutboxPending)

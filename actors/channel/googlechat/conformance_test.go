@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/googlechat"
 	"github.com/fangd/fangd/actors/channel/googlechat/googlechattest"
@@ -38,7 +37,7 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "google_chat", Builders: channel.Builders{"google_chat": googlechat.New}, LinkRoute: "POST " + googlechattest.TokenPath,
+		Name: "google_chat", Builder: googlechat.New, LinkRoute: "POST " + googlechattest.TokenPath,
 		Pushed: true, NoRetryAfter: true, // Chat's RESOURCE_EXHAUSTED names no wait
 		New: func(t *testing.T) channeltest.Platform {
 			return &platform{Server: channeltest.Cleanup(t, googlechattest.New())}

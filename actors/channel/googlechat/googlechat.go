@@ -79,7 +79,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	}
 	a := &Adapter{jwt: jc, api: strings.TrimRight(cfg.Text("api_url"), "/"), audience: cfg.Text("audience"),
 		legacy: cfg.Secret("verification_token"), http: cfg.HTTPClient(30 * time.Second),
-		keys: jwtkeys.New()}
+		keys: jwtkeys.New("google_chat", "Google's signing keys")}
 	if _, err := channel.HTTPURL(a.api); err != nil {
 		return nil, &channel.FieldError{Field: "api_url", Msg: err.Error()}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/gotify"
 	"github.com/fangd/fangd/actors/channel/gotify/gotifytest"
@@ -33,7 +32,7 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "gotify", Builders: channel.Builders{"gotify": gotify.New}, LinkRoute: "GET /current/user",
+		Name: "gotify", Builder: gotify.New, LinkRoute: "GET /current/user",
 		New: func(t *testing.T) channeltest.Platform {
 			return platform{channeltest.Cleanup(t, gotifytest.New())}
 		},

@@ -47,10 +47,9 @@ type Adapter struct {
 
 // New builds an adapter from a validated configuration; it does no I/O.
 func New(cfg *channel.Config) (channel.Adapter, error) {
-	server := strings.TrimRight(cfg.Text("server_url"), "/")
-	_, err := channel.HTTPURL(server)
+	server, err := cfg.BaseURL("server_url", "https://gotify.example.com")
 	if err != nil {
-		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://gotify.example.com"}
+		return nil, err
 	}
 	return &Adapter{server: server, appToken: cfg.Secret("app_token"), clientToken: cfg.Secret("client_token"),
 		http: cfg.HTTPClient(30 * time.Second), dial: cfg.DialContext()}, nil
@@ -157,25 +156,18 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 	if err != nil {
 		return err
 	}
-	for {
-		_, data, err := conn.ReadMessage()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("gotify: stream: %w", err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+	return channel.ReadFrames(ctx, conn, readTimeout, "gotify: stream", func(data []byte) error {
 		var m message
 		if json.Unmarshal(data, &m) != nil || m.ID <= cursor {
 			host.Alive()
-			continue
+			return nil
 		}
 		if err := a.handle(ctx, host, m); err != nil {
 			return err
 		}
 		cursor = m.ID
-	}
+		return nil
+	})
 }
 
 // startCursor returns the saved cursor. On the very first start there is
@@ -262,32 +254,9 @@ func (a *Adapter) handle(ctx context.Context, host channel.Host, m message) erro
 // call does one request with a token in X-Gotify-Key (never in the URL,
 // where proxies would log it).
 func (a *Adapter) call(ctx context.Context, method, path, token string, in, out any) error {
-	body, err := channel.JSONBody(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.server+path, body)
-	if err != nil {
-		return channel.Permanent(err)
-	}
-	req.Header.Set("X-Gotify-Key", token)
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, data, err := channel.Do(a.http, req, 4<<20)
-	if err != nil {
-		return fmt.Errorf("gotify: %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return classify(resp, data)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("gotify: %s %s: bad response: %w", method, path, err)
-		}
-	}
-	return nil
+	return channel.CallJSON(ctx, a.http, channel.Call{Method: method, URL: a.server + path, In: in, Out: out, Limit: 4 << 20,
+		Header: http.Header{"X-Gotify-Key": {token}, "Accept": {"application/json"}},
+		What:   "gotify: " + method + " " + path, Refused: classify})
 }
 
 // classify maps Gotify's {"error","errorCode","errorDescription"} answers.

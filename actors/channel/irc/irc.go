@@ -25,7 +25,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -596,23 +595,12 @@ func (a *Adapter) Send(ctx context.Context, m channel.Outbound) (string, error) 
 	return "", nil
 }
 
-// cutBytes splits s into pieces of at most n bytes on rune boundaries,
-// preferring spaces.
+// cutBytes splits s into pieces of at most n bytes, preferring spaces,
+// which IRC would show at the end of a line: they are dropped.
 func cutBytes(s string, n int) []string {
-	var out []string
-	for len(s) > n {
-		cut := n
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		if sp := strings.LastIndexByte(s[:cut], ' '); sp > n/2 {
-			cut = sp + 1
-		}
-		out = append(out, strings.TrimRight(s[:cut], " "))
-		s = s[cut:]
-	}
-	if s != "" {
-		out = append(out, s)
+	out := channel.SplitBytes(s, n, ' ')
+	for i := range out {
+		out[i] = strings.TrimRight(out[i], " ")
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/matrix"
 	"github.com/fangd/fangd/actors/channel/matrix/matrixtest"
@@ -34,7 +33,7 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "matrix", Builders: channel.Builders{"matrix": matrix.New}, LinkRoute: "whoami",
+		Name: "matrix", Builder: matrix.New, LinkRoute: "whoami",
 		New: func(t *testing.T) channeltest.Platform {
 			return platform{channeltest.Cleanup(t, matrixtest.New("syt_good"))}
 		},

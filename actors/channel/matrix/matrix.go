@@ -30,10 +30,9 @@ type Adapter struct {
 
 // New builds the adapter (no I/O).
 func New(cfg *channel.Config) (channel.Adapter, error) {
-	hs := strings.TrimRight(cfg.Text("homeserver_url"), "/")
-	_, err := channel.HTTPURL(hs)
+	hs, err := cfg.BaseURL("homeserver_url", "")
 	if err != nil {
-		return nil, &channel.FieldError{Field: "homeserver_url", Msg: "must be an http(s) URL"}
+		return nil, err
 	}
 	uid := cfg.Text("user_id")
 	if uid != "" {

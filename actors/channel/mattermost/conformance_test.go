@@ -40,7 +40,7 @@ func newPlatform(t *testing.T) channeltest.Platform {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "mattermost", Builders: channel.Builders{"mattermost": mattermost.New}, LinkRoute: "GET /api/v4/users/me",
+		Name: "mattermost", Builder: mattermost.New, LinkRoute: "GET /api/v4/users/me",
 		New: newPlatform, BadTokenError: "Invalid or expired session",
 		Skip: map[channeltest.Case]string{channeltest.CaseBadSignature: "Mattermost delivers posts over the websocket; fangd takes no outgoing webhooks from it"},
 	})
@@ -51,9 +51,8 @@ func TestConformance(t *testing.T) {
 func TestPostsMissedDuringOutageAreAnsweredInThread(t *testing.T) {
 	srv := newPlatform(t).(platform)
 	h := channeltest.New(t, channel.Builders{"mattermost": mattermost.New})
-	h.Configure("mattermost", map[string]any{"token": mm.BotToken, "server_url": srv.URL,
+	h.Connect("mattermost", map[string]any{"token": mm.BotToken, "server_url": srv.URL,
 		"agent_name": channeltest.AgentName, "allowed_users": []string{"alice"}})
-	h.WaitState("mattermost", channel.StateConnected)
 	ctx := channeltest.Context(t)
 	_ = srv.WaitConnected(ctx, 1)
 	srv.Say(mm.Alice, mm.TownSquare.ID, "before", "")

@@ -34,10 +34,9 @@ type Adapter struct {
 
 // New builds an adapter from a validated configuration; it does no I/O.
 func New(cfg *channel.Config) (channel.Adapter, error) {
-	server := strings.TrimRight(cfg.Text("server_url"), "/")
-	_, err := channel.HTTPURL(server)
+	server, err := cfg.BaseURL("server_url", "https://mattermost.example.com")
 	if err != nil {
-		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://mattermost.example.com"}
+		return nil, err
 	}
 	return &Adapter{server: server, token: cfg.Secret("token"), http: cfg.HTTPClient(30 * time.Second), dial: cfg.DialContext()}, nil
 }
@@ -129,32 +128,9 @@ type appError struct {
 // only (a channel the bot may not post in); 429 carries the limiter's
 // reset time; 5xx and network errors are transient.
 func (a *Adapter) call(ctx context.Context, method, path string, in, out any) error {
-	body, err := channel.JSONBody(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.server+path, body)
-	if err != nil {
-		return channel.Permanent(fmt.Errorf("mattermost: bad server_url: %w", err))
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, data, err := channel.Do(a.http, req, 1<<20)
-	if err != nil {
-		return fmt.Errorf("mattermost: %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode/100 == 2 {
-		if out != nil {
-			if err := json.Unmarshal(data, out); err != nil {
-				return fmt.Errorf("mattermost: %s %s: bad response: %w", method, path, err)
-			}
-		}
-		return nil
-	}
-	return classify(resp, data)
+	return channel.CallJSON(ctx, a.http, channel.Call{Method: method, URL: a.server + path, In: in, Out: out, Limit: 1 << 20,
+		Header: http.Header{"Authorization": {"Bearer " + a.token}, "Accept": {"application/json"}},
+		What:   "mattermost: " + method + " " + path, Refused: classify})
 }
 
 func classify(resp *http.Response, data []byte) error {

@@ -99,18 +99,10 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 
 	connected := false
 	var cur cursor
-	for {
-		_, data, err := conn.ReadMessage()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("mattermost: websocket: %w", err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+	return channel.ReadFrames(ctx, conn, readTimeout, "mattermost: websocket", func(data []byte) error {
 		var ev event
 		if json.Unmarshal(data, &ev) != nil {
-			continue
+			return nil
 		}
 		switch {
 		case ev.SeqReply == 1 && ev.Status == "FAIL":
@@ -126,10 +118,8 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 				// Posts made while the socket was down: fetched once the
 				// socket is up, so nothing falls in between; the live
 				// events for them are dropped by the cursor.
+				var err error
 				if cur, err = a.catchUp(ctx, host); err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
 					return err
 				}
 			}
@@ -138,18 +128,14 @@ func (a *Adapter) Run(ctx context.Context, host channel.Host) error {
 			in, p, ok := a.parsePosted(ev.Data)
 			if !ok || !cur.after(p) {
 				host.Alive()
-				continue
+				return nil
 			}
-			if err := a.deliver(ctx, host, &cur, in, p); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return err
-			}
+			return a.deliver(ctx, host, &cur, in, p)
 		default:
 			host.Alive()
 		}
-	}
+		return nil
+	})
 }
 
 // fullPost is a post as events and post lists carry it.

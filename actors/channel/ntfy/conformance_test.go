@@ -5,7 +5,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/ntfy"
 	"github.com/fangd/fangd/actors/channel/ntfy/ntfytest"
@@ -34,7 +33,7 @@ func (p platform) WaitReply(ctx context.Context, text string) error {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "ntfy", Builders: channel.Builders{"ntfy": ntfy.New}, LinkRoute: "GET /v1/account",
+		Name: "ntfy", Builder: ntfy.New, LinkRoute: "GET /v1/account",
 		New: func(t *testing.T) channeltest.Platform {
 			return platform{channeltest.Cleanup(t, ntfytest.New())}
 		},

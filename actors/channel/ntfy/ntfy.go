@@ -21,7 +21,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/transport/httpretry"
@@ -51,10 +50,9 @@ type Adapter struct {
 
 // New builds an adapter from a validated configuration; it does no I/O.
 func New(cfg *channel.Config) (channel.Adapter, error) {
-	server := strings.TrimRight(cfg.Text("server_url"), "/")
-	_, err := channel.HTTPURL(server)
+	server, err := cfg.BaseURL("server_url", "https://ntfy.sh")
 	if err != nil {
-		return nil, &channel.FieldError{Field: "server_url", Msg: "must be an http(s) URL such as https://ntfy.sh"}
+		return nil, err
 	}
 	topic := cfg.Text("topic")
 	if !topicPattern.MatchString(topic) {
@@ -129,7 +127,7 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 		return "", channel.Rejected(fmt.Errorf("ntfy: invalid topic %q", topic))
 	}
 	var last string
-	for _, part := range splitBytes(msg.Text, maxBytes) {
+	for _, part := range channel.SplitBytes(msg.Text, maxBytes, '\n') {
 		var m message
 		hdr := http.Header{"X-Tags": {ReplyTag}, "X-Title": {"fangd"}, "X-Markdown": {"yes"},
 			"Content-Type": {"text/plain; charset=utf-8"}}
@@ -250,27 +248,15 @@ func (a *Adapter) authorize(req *http.Request) {
 
 // call does one request and classifies failures by ntfy's error codes.
 func (a *Adapter) call(ctx context.Context, method, path string, hdr http.Header, body io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, a.server+path, body)
-	if err != nil {
-		return channel.Permanent(err)
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	a.authorize(req)
-	resp, data, err := channel.Do(a.http, req, 1<<20)
-	if err != nil {
-		return fmt.Errorf("ntfy: %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return classify(resp, data)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("ntfy: %s %s: bad response: %w", method, path, err)
+	if a.auth != "" {
+		hdr = hdr.Clone()
+		if hdr == nil {
+			hdr = http.Header{}
 		}
+		hdr.Set("Authorization", a.auth)
 	}
-	return nil
+	return channel.CallJSON(ctx, a.http, channel.Call{Method: method, URL: a.server + path, Header: hdr, Body: body, Out: out,
+		Limit: 1 << 20, What: "ntfy: " + method + " " + path, Refused: classify})
 }
 
 // classify maps ntfy's {"code","http","error"} answers: 401 (bad token) and
@@ -289,24 +275,3 @@ func classify(resp *http.Response, data []byte) error {
 }
 
 func retryAfter(h http.Header) time.Duration { return httpretry.After(h, time.Now()) }
-
-// splitBytes cuts s into pieces of at most n bytes at rune boundaries,
-// preferring the last newline in each piece.
-func splitBytes(s string, n int) []string {
-	var out []string
-	for len(s) > n {
-		cut := n
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		if nl := strings.LastIndexByte(s[:cut], '\n'); nl > cut/2 {
-			cut = nl + 1
-		}
-		out = append(out, s[:cut])
-		s = s[cut:]
-	}
-	if s != "" || len(out) == 0 {
-		out = append(out, s)
-	}
-	return out
-}

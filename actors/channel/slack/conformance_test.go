@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/slack"
 	"github.com/fangd/fangd/actors/channel/slack/slacktest"
@@ -50,7 +49,7 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "slack", Builders: channel.Builders{"slack": slack.New}, LinkRoute: "auth.test",
+		Name: "slack", Builder: slack.New, LinkRoute: "auth.test",
 		New: func(t *testing.T) channeltest.Platform {
 			return &platform{Server: channeltest.Cleanup(t, slacktest.New(botToken, appToken))}
 		},

@@ -49,14 +49,11 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 	if app == "" && signing == "" {
 		return nil, &channel.FieldError{Field: "app_token", Msg: "set app_token for Socket Mode, or signing_secret for the Events API webhook"}
 	}
-	apiURL := cfg.Text("api_url")
-	_, err := channel.HTTPURL(apiURL)
+	apiURL, err := cfg.BaseURL("api_url", "")
 	if err != nil {
-		return nil, &channel.FieldError{Field: "api_url", Msg: "must be an http(s) URL"}
+		return nil, err
 	}
-	if !strings.HasSuffix(apiURL, "/") {
-		apiURL += "/"
-	}
+	apiURL += "/" // goslack wants its API URL to end in a slash
 	opts := []goslack.Option{goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(cfg.HTTPClient(30 * time.Second))}
 	if app != "" {
 		opts = append(opts, goslack.OptionAppLevelToken(app))

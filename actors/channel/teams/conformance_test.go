@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/teams"
 	"github.com/fangd/fangd/actors/channel/teams/teamstest"
@@ -39,7 +38,7 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "teams", Builders: channel.Builders{"teams": teams.New}, LinkRoute: "POST " + teamstest.TokenPath, Pushed: true,
+		Name: "teams", Builder: teams.New, LinkRoute: "POST " + teamstest.TokenPath, Pushed: true,
 		New: func(t *testing.T) channeltest.Platform {
 			return &platform{Server: channeltest.Cleanup(t, teamstest.New(appID, password))}
 		},

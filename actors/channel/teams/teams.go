@@ -73,7 +73,7 @@ func New(cfg *channel.Config) (channel.Adapter, error) {
 			TokenURL: cfg.Text("auth_url"), Scopes: []string{connectorScope}, AuthStyle: oauth2.AuthStyleInParams},
 		openidURL: cfg.Text("openid_url"),
 		http:      hc,
-		keys:      jwtkeys.New(),
+		keys:      jwtkeys.New("teams", "the Bot Framework signing keys"),
 		services:  map[string]string{},
 	}, nil
 }

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/telegram"
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
@@ -55,7 +54,7 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func suite(webhook bool) channeltest.Suite {
 	s := channeltest.Suite{
-		Name: "telegram", Builders: channel.Builders{"telegram": telegram.New}, LinkRoute: "getMe",
+		Name: "telegram", Builder: telegram.New, LinkRoute: "getMe",
 		New: func(t *testing.T) channeltest.Platform {
 			fake := channeltest.Cleanup(t, telegramtest.New(token))
 			return &platform{Server: fake, webhook: webhook}

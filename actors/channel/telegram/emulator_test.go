@@ -104,8 +104,7 @@ func post(t *testing.T, url string, body any, out any) {
 func TestAgainstTelegramTestAPI(t *testing.T) {
 	api := startEmulator(t)
 	h := channeltest.New(t, channel.Builders{"telegram": telegram.New})
-	h.Configure("telegram", map[string]any{"token": token, "agent_name": channeltest.AgentName, "api_url": api})
-	v := h.WaitState("telegram", channel.StateConnected)
+	v := h.Connect("telegram", map[string]any{"token": token, "agent_name": channeltest.AgentName, "api_url": api})
 	if v.Identity == nil || v.Identity.Name != "@TestNameBot" {
 		t.Fatalf("identity = %+v", v.Identity)
 	}

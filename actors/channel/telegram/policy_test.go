@@ -69,8 +69,7 @@ func TestAPIURLFollowsNetworkPolicy(t *testing.T) {
 	}
 
 	fake := channeltest.Cleanup(t, telegramtest.New(token))
-	h.Configure("telegram", map[string]any{"token": token, "api_url": fake.URL(), "poll_interval_secs": 1})
-	h.WaitState("telegram", channel.StateConnected)
+	h.Connect("telegram", map[string]any{"token": token, "api_url": fake.URL(), "poll_interval_secs": 1})
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("%d connections reached the refused api_url", n)
 	}

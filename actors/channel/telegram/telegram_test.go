@@ -144,9 +144,8 @@ func TestStopCancelsLongPoll(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	h := channeltest.New(t, channel.Builders{"telegram": telegram.New})
-	h.Configure("telegram", map[string]any{"token": token, "agent_name": channeltest.AgentName, "api_url": srv.URL,
+	h.Connect("telegram", map[string]any{"token": token, "agent_name": channeltest.AgentName, "api_url": srv.URL,
 		"poll_interval_secs": 50})
-	h.WaitState("telegram", channel.StateConnected)
 	// Counted at the fake's front door: the poll is in a request.
 	h.WaitFor("a getUpdates waiting", func() bool { return fake.Calls("getUpdates") >= 1 })
 	h.Stop()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/webhook"
 	"github.com/fangd/fangd/actors/channel/webhook/webhooktest"
@@ -40,7 +39,7 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "webhook", Builders: channel.Builders{"webhook": webhook.New}, LinkRoute: webhooktest.CallbackRoute, Pushed: true,
+		Name: "webhook", Builder: webhook.New, LinkRoute: webhooktest.CallbackRoute, Pushed: true,
 		New: func(t *testing.T) channeltest.Platform {
 			return &platform{Receiver: channeltest.Cleanup(t, webhooktest.NewReceiver(secret))}
 		},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 	"github.com/fangd/fangd/actors/channel/whatsapp"
 	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
@@ -41,7 +40,7 @@ func (p *platform) InjectForged(_ context.Context, text string) (int, error) {
 
 func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
-		Name: "whatsapp", Builders: channel.Builders{"whatsapp": whatsapp.New}, LinkRoute: "GET /{version}/" + whatsapptest.PhoneNumberID,
+		Name: "whatsapp", Builder: whatsapp.New, LinkRoute: "GET /{version}/" + whatsapptest.PhoneNumberID,
 		Pushed: true, NoRetryAfter: true, // the Graph API's 130429 names no wait
 		New: func(t *testing.T) channeltest.Platform {
 			return &platform{Server: channeltest.Cleanup(t, whatsapptest.New(accessToken, appSecret))}

@@ -154,39 +154,23 @@ func gatewaySend(ctx context.Context, c *http.Client, gateway, to, text string) 
 }
 
 func gatewayCall(ctx context.Context, c *http.Client, method, u string, in, out any) error {
-	body, err := channel.JSONBody(in)
-	if err != nil {
-		return channel.Permanent(err)
+	return channel.CallJSON(ctx, c, channel.Call{Method: method, URL: u, In: in, Out: out, Limit: 1 << 20,
+		What: "whatsapp gateway", Refused: gatewayRefused})
+}
+
+// gatewayRefused reads the gateway's {"error"} body: 400 is a malformed
+// request (rejected), anything else transient.
+func gatewayRefused(resp *http.Response, data []byte) error {
+	var e struct {
+		Error string `json:"error"`
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return channel.Permanent(err)
+	desc := strings.TrimSpace(string(data))
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		desc = e.Error
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("whatsapp gateway: %s (HTTP %d)", channel.Clip(desc, 200), resp.StatusCode)}
+	if resp.StatusCode == http.StatusBadRequest {
+		return channel.Rejected(err)
 	}
-	resp, data, err := channel.Do(c, req, 1<<20)
-	if err != nil {
-		return fmt.Errorf("whatsapp gateway: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		desc := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			desc = e.Error
-		}
-		err := &channel.StatusError{Status: resp.StatusCode, Description: fmt.Sprintf("whatsapp gateway: %s (HTTP %d)", channel.Clip(desc, 200), resp.StatusCode)}
-		if resp.StatusCode == http.StatusBadRequest {
-			return channel.Rejected(err)
-		}
-		return err
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("whatsapp gateway: bad response: %w", err)
-		}
-	}
-	return nil
+	return err
 }

@@ -152,31 +152,8 @@ func (a *Adapter) Send(ctx context.Context, msg channel.Outbound) (string, error
 
 // graph does one Graph API call with the access token as a bearer.
 func (a *Adapter) graph(ctx context.Context, method, path string, in, out any) error {
-	body, err := channel.JSONBody(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.api+path, body)
-	if err != nil {
-		return channel.Permanent(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, data, err := channel.Do(a.http, req, 1<<20)
-	if err != nil {
-		return fmt.Errorf("whatsapp: graph API: %w", err)
-	}
-	if resp.StatusCode/100 == 2 {
-		if out != nil {
-			if err := json.Unmarshal(data, out); err != nil {
-				return fmt.Errorf("whatsapp: graph API: bad response: %w", err)
-			}
-		}
-		return nil
-	}
-	return classify(resp, data)
+	return channel.CallJSON(ctx, a.http, channel.Call{Method: method, URL: a.api + path, In: in, Out: out, Limit: 1 << 20,
+		Header: http.Header{"Authorization": {"Bearer " + a.token}}, What: "whatsapp: graph API", Refused: classify})
 }
 
 // graphError is the Graph API's error object.

@@ -7,7 +7,6 @@ import (
 
 	goxmpp "github.com/xmppo/go-xmpp"
 
-	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/channeltest"
 )
 
@@ -37,7 +36,7 @@ func TestConformance(t *testing.T) {
 	channeltest.Conformance(t, channeltest.Suite{
 		LinkRoute: channeltest.ProxyConnect,
 		Name:      "xmpp",
-		Builders:  channel.Builders{"xmpp": New},
+		Builder:   New,
 		New: func(t *testing.T) channeltest.Platform {
 			srv := startProsody(t)
 			return platform{Proxy: channeltest.NewProxy(t, "127.0.0.1:"+strconv.Itoa(srv.Port)), alice: login(t, srv.Port)}

@@ -37,11 +37,8 @@ func (h *human) gotAs(from, typ, text string) bool {
 }
 
 func TestXMPPCreatedRoomIsUnlockedForOthers(t *testing.T) {
-	srv := startLockingProsody(t)
-	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configureRooms(h, srv.Port, "fresh@conference.localhost") // the bot creates it
-	h.WaitState("xmpp", channel.StateConnected)
-	alice := login(t, srv.Port)
+	// the bot creates the room
+	h, alice := connectedWithAlice(t, startLockingProsody(t), func(h *channeltest.Harness, port int) { configureRooms(h, port, "fresh@conference.localhost") })
 	// Until the bot configures the room, prosody answers alice's join with
 	// item-not-found and her message never reaches the bot.
 	h.WaitFor("alice in the room, answered there", func() bool {
@@ -74,11 +71,7 @@ func TestXMPPRoomJoinFailureIsReported(t *testing.T) {
 }
 
 func TestXMPPPrivateRoomMessageIsAnsweredPrivately(t *testing.T) {
-	srv := startProsody(t)
-	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configureRooms(h, srv.Port, "lobby@conference.localhost")
-	h.WaitState("xmpp", channel.StateConnected)
-	alice := login(t, srv.Port)
+	h, alice := connectedWithAlice(t, startProsody(t), func(h *channeltest.Harness, port int) { configureRooms(h, port, "lobby@conference.localhost") })
 	alice.c.JoinMUCNoHistory("lobby@conference.localhost", "alice")
 	time.Sleep(200 * time.Millisecond)
 	alice.c.Send(goxmpp.Chat{Remote: "lobby@conference.localhost/bot", Type: "chat", Text: "a private question"})

@@ -100,12 +100,17 @@ func configure(h *channeltest.Harness, port int, password string) {
 		"starttls": false, "rooms": "lobby@conference.localhost", "agent_name": channeltest.AgentName})
 }
 
-func TestXMPPChatAndRoom(t *testing.T) {
-	srv := startProsody(t)
+// connectedWithAlice configures the bot on srv with configure, waits until
+// it is connected and logs alice in.
+func connectedWithAlice(t *testing.T, srv *xmpptest.Prosody, configure func(h *channeltest.Harness, port int)) (*channeltest.Harness, *human) {
 	h := channeltest.New(t, channel.Builders{"xmpp": New})
-	configure(h, srv.Port, "botpw")
+	configure(h, srv.Port)
 	h.WaitState("xmpp", channel.StateConnected)
-	alice := login(t, srv.Port)
+	return h, login(t, srv.Port)
+}
+
+func TestXMPPChatAndRoom(t *testing.T) {
+	h, alice := connectedWithAlice(t, startProsody(t), func(h *channeltest.Harness, port int) { configure(h, port, "botpw") })
 	alice.c.Send(goxmpp.Chat{Remote: "bot@localhost", Type: "chat", Text: "hello bot"})
 	h.WaitFor("direct reply", func() bool { return alice.has("bot@localhost", "echo: hello bot") }, alice.dump)
 

@@ -51,9 +51,7 @@ func New(token string) *Server {
 		Down: func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) },
 		Limited: func(w http.ResponseWriter, secs int) {
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusTooManyRequests)
-			json.NewEncoder(w).Encode(map[string]any{"message": "You are being rate limited.", "retry_after": float64(secs), "global": false})
+			channeltest.WriteJSON(w, http.StatusTooManyRequests, map[string]any{"message": "You are being rate limited.", "retry_after": float64(secs), "global": false})
 		},
 	}, http.HandlerFunc(s.serve)))
 	return s
@@ -113,15 +111,10 @@ func (s *Server) dispatch(t string, d any) {
 }
 
 func apiError(w http.ResponseWriter, status, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"message": msg, "code": code})
+	channeltest.WriteJSON(w, status, map[string]any{"message": msg, "code": code})
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, v any) { channeltest.WriteJSON(w, http.StatusOK, v) }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if strings.TrimSuffix(r.URL.Path, "/") == "/gateway-ws" {

@@ -27,11 +27,10 @@ const (
 	Password = "hunter2"
 )
 
-// SMTP records the mail it accepts.
+// SMTP records the mail it accepts (Sent: "RCPT <to>\r\n" + the DATA).
 type SMTP struct {
-	channeltest.FakeState
+	channeltest.Recorder[string]
 	Addr string
-	mail []string // "RCPT <to>\r\n" + the DATA
 }
 
 // StartSMTP serves plain SMTP (auth without TLS allowed) on loopback until
@@ -66,24 +65,16 @@ func serve(t testing.TB, ln net.Listener, insecureAuth bool) *SMTP {
 // NewSession implements smtp.Backend.
 func (p *SMTP) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{p: p}, nil }
 
-// Received is every accepted mail, "RCPT <to>\r\n" followed by its DATA.
-func (p *SMTP) Received() []string {
-	p.Lock()
-	defer p.Unlock()
-	return append([]string(nil), p.mail...)
-}
-
 // Wait waits for a mail with text on a line of its own.
 func (p *SMTP) Wait(ctx context.Context, text string) error {
-	_, err := channeltest.WaitMatch(ctx, &p.FakeState, "no mail with "+text, func() []string { return p.mail },
-		func(m string) bool { return strings.Contains(m, "\r\n"+text+"\r\n") })
+	_, err := p.WaitSent(ctx, func(m string) bool { return strings.Contains(m, "\r\n"+text+"\r\n") })
 	return err
 }
 
 // Bodies decodes the text of each mail accepted for rcpt (quoted-printable
 // undone, surrounding space trimmed).
 func (p *SMTP) Bodies(t testing.TB, rcpt string) (out []string) {
-	for _, m := range p.Received() {
+	for _, m := range p.Sent() {
 		to, data, _ := strings.Cut(m, "\r\n")
 		if to != "RCPT "+rcpt {
 			continue
@@ -133,8 +124,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error { s.rcpt = to; retu
 func (s *session) Data(r io.Reader) error {
 	b, _ := io.ReadAll(r)
 	s.p.Lock()
-	s.p.mail = append(s.p.mail, "RCPT "+s.rcpt+"\r\n"+string(b))
-	s.p.Changed()
+	s.p.Record("RCPT " + s.rcpt + "\r\n" + string(b))
 	s.p.Unlock()
 	return nil
 }

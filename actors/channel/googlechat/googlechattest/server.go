@@ -88,11 +88,10 @@ type Server struct {
 	chatKey channeltest.SigningKey // Google's key signing tokens sent to the app
 	hookKey string
 
-	channeltest.FakeState
+	channeltest.Recorder[Created]
 
-	spaces  map[string]Space
-	created []Created
-	tokens  map[string]time.Time
+	spaces map[string]Space
+	tokens map[string]time.Time
 }
 
 // New starts a fake for a Chat app in project "123456789012" with one
@@ -172,12 +171,12 @@ func (s *Server) AddSpace(sp Space) {
 
 // Created lists messages the app created in space ("" = all).
 func (s *Server) Created(space string) []Created {
-	return channeltest.Select(&s.FakeState, func() []Created { return s.created }, func(c Created) bool { return space == "" || c.Space == space })
+	return s.SentWhere(func(c Created) bool { return space == "" || c.Space == space })
 }
 
 // WaitCreated waits for a created message matching match.
 func (s *Server) WaitCreated(ctx context.Context, match func(Created) bool) (Created, error) {
-	return channeltest.WaitMatch(ctx, &s.FakeState, "googlechattest: no matching message", func() []Created { return s.created }, match)
+	return s.WaitSent(ctx, match)
 }
 
 // googleError writes the google.rpc.Status JSON error body.
@@ -288,8 +287,7 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 	m.CreateTime = time.Now().UTC().Format(time.RFC3339Nano)
 	m.Space = &sp
 	s.Lock()
-	s.created = append(s.created, Created{Space: space, Message: m, ReplyOption: opt, ViaWebhook: viaHook})
-	s.Changed()
+	s.Record(Created{Space: space, Message: m, ReplyOption: opt, ViaWebhook: viaHook})
 	s.Unlock()
 	writeJSON(w, http.StatusOK, m)
 }

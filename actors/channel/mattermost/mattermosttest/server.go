@@ -6,7 +6,6 @@ package mattermosttest
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -118,12 +117,12 @@ func New() *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v4/system/ping", s.ping)
-	mux.HandleFunc("GET /api/v4/users/me", s.me)
-	mux.HandleFunc("POST /api/v4/posts", s.createPost)
+	mux.HandleFunc("GET /api/v4/users/me", s.authed(s.me))
+	mux.HandleFunc("POST /api/v4/posts", s.authed(s.createPost))
 	mux.HandleFunc("GET /api/v4/websocket", s.websocket)
-	mux.HandleFunc("GET /api/v4/users/{user}/channels", s.userChannels)
-	mux.HandleFunc("POST /api/v4/users/ids", s.usersByIDs)
-	mux.HandleFunc("GET /api/v4/channels/{channel}/posts", s.channelPosts)
+	mux.HandleFunc("GET /api/v4/users/{user}/channels", s.authed(s.userChannels))
+	mux.HandleFunc("POST /api/v4/users/ids", s.authed(s.usersByIDs))
+	mux.HandleFunc("GET /api/v4/channels/{channel}/posts", s.authed(s.channelPosts))
 	s.Server = httptest.NewServer(s.Gate(channeltest.Gate{
 		Limits: func(*http.Request) bool { return true },
 		Limited: func(w http.ResponseWriter, wait int) {
@@ -238,36 +237,32 @@ func (s *Server) userFor(r *http.Request) string {
 	return s.tokens[tok]
 }
 
-func (s *Server) authed(w http.ResponseWriter, r *http.Request) (string, bool) {
-	uid := s.userFor(r)
-	if uid == "" {
-		writeAppError(w, http.StatusUnauthorized, "api.context.session_expired.app_error",
-			"Invalid or expired session, please login again.")
-		return "", false
+// authed serves h to a request with a valid session, naming its user;
+// any other request gets Mattermost's 401.
+func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, uid string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		uid := s.userFor(r)
+		if uid == "" {
+			writeAppError(w, http.StatusUnauthorized, "api.context.session_expired.app_error",
+				"Invalid or expired session, please login again.")
+			return
+		}
+		h(w, r, uid)
 	}
-	return uid, true
 }
 
 func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
 	channeltest.WriteJSON(w, http.StatusOK, map[string]string{"status": "OK"})
 }
 
-func (s *Server) me(w http.ResponseWriter, r *http.Request) {
-	uid, ok := s.authed(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) me(w http.ResponseWriter, r *http.Request, uid string) {
 	s.Lock()
 	u := s.users[uid]
 	s.Unlock()
 	channeltest.WriteJSON(w, http.StatusOK, u)
 }
 
-func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
-	uid, ok := s.authed(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) createPost(w http.ResponseWriter, r *http.Request, uid string) {
 	var in struct {
 		ChannelID string         `json:"channel_id"`
 		Message   string         `json:"message"`
@@ -318,11 +313,7 @@ func (s *Server) createPost(w http.ResponseWriter, r *http.Request) {
 
 // userChannels is GET /api/v4/users/{user_id}/channels: every channel of
 // every team the user is in (in the fake, everyone is in every channel).
-func (s *Server) userChannels(w http.ResponseWriter, r *http.Request) {
-	uid, ok := s.authed(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) userChannels(w http.ResponseWriter, r *http.Request, uid string) {
 	if u := r.PathValue("user"); u != "me" && u != uid {
 		writeAppError(w, http.StatusForbidden, "api.context.permissions.app_error", "You do not have the appropriate permissions.")
 		return
@@ -344,10 +335,7 @@ func (s *Server) userChannels(w http.ResponseWriter, r *http.Request) {
 }
 
 // usersByIDs is POST /api/v4/users/ids with a JSON array of ids.
-func (s *Server) usersByIDs(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authed(w, r); !ok {
-		return
-	}
+func (s *Server) usersByIDs(w http.ResponseWriter, r *http.Request, _ string) {
 	var ids []string
 	if err := json.NewDecoder(r.Body).Decode(&ids); err != nil {
 		writeAppError(w, http.StatusBadRequest, "api.context.invalid_body_param.app_error", "Invalid or missing user_ids in request body.")
@@ -366,10 +354,7 @@ func (s *Server) usersByIDs(w http.ResponseWriter, r *http.Request) {
 
 // channelPosts is GET /api/v4/channels/{id}/posts?since=<ms>: posts created
 // or changed since the time, as a PostList ({order, posts}).
-func (s *Server) channelPosts(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authed(w, r); !ok {
-		return
-	}
+func (s *Server) channelPosts(w http.ResponseWriter, r *http.Request, _ string) {
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	ch := r.PathValue("channel")
 	s.Lock()
@@ -520,12 +505,4 @@ func (s *Server) dropConns() {
 }
 
 // newID makes a 26-character Mattermost-style id.
-func newID() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 26)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
-}
+func newID() string { return channeltest.RandomFrom("abcdefghijklmnopqrstuvwxyz0123456789", 26) }

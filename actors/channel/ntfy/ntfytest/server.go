@@ -7,7 +7,6 @@ package ntfytest
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -156,13 +155,11 @@ func (s *Server) WaitSubscribers(ctx context.Context, topic string, n int) error
 
 // ntfyError writes ntfy's error body: {"code","http","error","link"}.
 func ntfyError(w http.ResponseWriter, status, code int, msg, link string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
 	body := map[string]any{"code": code, "http": status, "error": msg}
 	if link != "" {
 		body["link"] = link
 	}
-	_ = json.NewEncoder(w).Encode(body)
+	channeltest.WriteJSON(w, status, body)
 }
 
 // user authenticates the request: ok=false means a token was presented but
@@ -258,14 +255,7 @@ func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
 	if !s.allow(w, r) || s.limited(w) {
 		return
 	}
-	var in struct {
-		Topic    string   `json:"topic"`
-		Message  string   `json:"message"`
-		Title    string   `json:"title"`
-		Tags     []string `json:"tags"`
-		Priority int      `json:"priority"`
-		Actions  []Action `json:"actions"`
-	}
+	var in Message // publish sets what is the server's: id, time, expiry, event
 	if json.NewDecoder(r.Body).Decode(&in) != nil || !topicRE.MatchString(in.Topic) {
 		ntfyError(w, http.StatusBadRequest, 40017, "invalid request: request body must be message JSON", "")
 		return
@@ -274,7 +264,7 @@ func (s *Server) publishJSON(w http.ResponseWriter, r *http.Request) {
 		ntfyError(w, http.StatusRequestEntityTooLarge, 41301, "too large for attachment", "")
 		return
 	}
-	channeltest.WriteJSON(w, http.StatusOK, s.publish(Message{Topic: in.Topic, Message: in.Message, Title: in.Title, Tags: in.Tags, Priority: in.Priority, Actions: in.Actions}))
+	channeltest.WriteJSON(w, http.StatusOK, s.publish(in))
 }
 
 func header(r *http.Request, names ...string) string {
@@ -416,12 +406,7 @@ func (s *Server) backlog(topic, since string) []Message {
 	return out
 }
 
+// randomID makes a 12-character ntfy message id.
 func randomID() string {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
+	return channeltest.RandomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 12)
 }

@@ -45,9 +45,7 @@ func New(botToken, appToken string) *Server {
 		Limits: func(r *http.Request) bool { return r.URL.Path == "/api/chat.postMessage" },
 		Limited: func(w http.ResponseWriter, secs int) {
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusTooManyRequests)
-			json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "ratelimited"})
+			channeltest.WriteJSON(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error": "ratelimited"})
 		},
 	}, http.HandlerFunc(s.serve)))
 	return s
@@ -111,10 +109,7 @@ func (s *Server) Push(payload map[string]any) string {
 	return env
 }
 
-func reply(w http.ResponseWriter, v map[string]any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
-}
+func reply(w http.ResponseWriter, v map[string]any) { channeltest.WriteJSON(w, http.StatusOK, v) }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/socket" {

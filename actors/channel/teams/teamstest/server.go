@@ -7,7 +7,6 @@
 package teamstest
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -75,10 +74,9 @@ type Server struct {
 
 	key channeltest.SigningKey // signs the activities the fake pushes
 
-	channeltest.FakeState
+	channeltest.Recorder[Sent]
 
 	convs  map[string]bool
-	sent   []Sent
 	issued map[string]time.Time // access token -> expiry
 }
 
@@ -123,12 +121,7 @@ func (s *Server) MetadataURL() string { return s.URL + MetadataPath }
 
 // Sent returns the activities the bot sent to conversationID ("" = all).
 func (s *Server) Sent(conversationID string) []Sent {
-	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, func(a Sent) bool { return conversationID == "" || a.ConversationID == conversationID })
-}
-
-// WaitSent waits for a sent activity matching match.
-func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
-	return channeltest.WaitMatch(ctx, &s.FakeState, "teamstest: no matching activity", func() []Sent { return s.sent }, match)
+	return s.SentWhere(func(a Sent) bool { return conversationID == "" || a.ConversationID == conversationID })
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -218,8 +211,7 @@ func (s *Server) sendActivity(w http.ResponseWriter, r *http.Request) {
 	}
 	id := "1:" + channeltest.RandomID(12)
 	s.Lock()
-	s.sent = append(s.sent, Sent{ConversationID: conv, ReplyToID: r.PathValue("id"), Activity: a})
-	s.Changed()
+	s.Record(Sent{ConversationID: conv, ReplyToID: r.PathValue("id"), Activity: a})
 	s.Unlock()
 	writeJSON(w, http.StatusCreated, map[string]string{"id": id})
 }

@@ -64,7 +64,7 @@ func New(token string) *Server {
 			w.Write([]byte("<html><body><h1>502 Bad Gateway</h1></body></html>"))
 		},
 		Limited: func(w http.ResponseWriter, secs int) {
-			reply(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error_code": 429,
+			channeltest.WriteJSON(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error_code": 429,
 				"description": "Too Many Requests: retry after " + strconv.Itoa(secs), "parameters": map[string]any{"retry_after": secs}})
 		},
 	}, http.HandlerFunc(s.serve)))
@@ -139,18 +139,12 @@ func (s *Server) Webhook() (string, string) {
 	return s.hookURL, s.hookToken
 }
 
-func reply(w http.ResponseWriter, status int, v map[string]any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
 func fail(w http.ResponseWriter, code int, desc string) {
-	reply(w, code, map[string]any{"ok": false, "error_code": code, "description": desc})
+	channeltest.WriteJSON(w, code, map[string]any{"ok": false, "error_code": code, "description": desc})
 }
 
 func ok(w http.ResponseWriter, result any) {
-	reply(w, http.StatusOK, map[string]any{"ok": true, "result": result})
+	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "result": result})
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {

@@ -36,9 +36,8 @@ type Receiver struct {
 	*httptest.Server
 	Secret string
 
-	channeltest.FakeState
+	channeltest.Recorder[Callback]
 
-	got      []Callback
 	rejected int
 }
 
@@ -70,12 +69,12 @@ func (r *Receiver) Rejected() int {
 
 // Got lists accepted callbacks.
 func (r *Receiver) Got() []Callback {
-	return channeltest.Select(&r.FakeState, func() []Callback { return r.got }, nil)
+	return r.Sent()
 }
 
 // Wait waits for an accepted callback matching match.
 func (r *Receiver) Wait(ctx context.Context, match func(Callback) bool) (Callback, error) {
-	return channeltest.WaitMatch(ctx, &r.FakeState, "webhooktest: no matching callback", func() []Callback { return r.got }, match)
+	return r.WaitSent(ctx, match)
 }
 
 func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
@@ -99,7 +98,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "Invalid JSON", http.StatusBadRequest)
 		return
 	}
-	r.got = append(r.got, c)
+	r.Record(c)
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, "ok")
 }

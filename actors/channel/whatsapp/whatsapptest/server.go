@@ -7,7 +7,6 @@
 package whatsapptest
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -55,9 +54,7 @@ type Server struct {
 	AppSecret     string
 	WABAID        string
 
-	channeltest.FakeState
-
-	sent []Sent
+	channeltest.Recorder[Sent]
 }
 
 // New starts a Cloud API fake for phone number id "106540352242922".
@@ -85,20 +82,13 @@ func New(accessToken, appSecret string) *Server {
 
 // Sent lists messages sent to `to` ("" = all).
 func (s *Server) Sent(to string) []Sent {
-	return channeltest.Select(&s.FakeState, func() []Sent { return s.sent }, func(m Sent) bool { return to == "" || m.To == to })
-}
-
-// WaitSent waits for a sent message matching match.
-func (s *Server) WaitSent(ctx context.Context, match func(Sent) bool) (Sent, error) {
-	return channeltest.WaitMatch(ctx, &s.FakeState, "whatsapptest: no matching message", func() []Sent { return s.sent }, match)
+	return s.SentWhere(func(m Sent) bool { return to == "" || m.To == to })
 }
 
 func graphError(w http.ResponseWriter, status int, e GraphError) {
 	e.FBTraceID = channeltest.RandomID(11)
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("WWW-Authenticate", `OAuth "Facebook Platform" "`+e.Type+`" "`+e.Message+`"`)
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": e})
+	channeltest.WriteJSON(w, status, map[string]any{"error": e})
 }
 
 func (s *Server) authOK(w http.ResponseWriter, r *http.Request) bool {
@@ -187,8 +177,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 		m.ContextID = in.Context.MessageID
 	}
 	s.Lock()
-	s.sent = append(s.sent, m)
-	s.Changed()
+	s.Record(m)
 	s.Unlock()
 	channeltest.WriteJSON(w, http.StatusOK, map[string]any{"messaging_product": "whatsapp",
 		"contacts": []map[string]string{{"input": in.To, "wa_id": strings.TrimPrefix(in.To, "+")}},
