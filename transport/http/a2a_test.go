@@ -118,7 +118,7 @@ func newA2AServerWith(t testing.TB, extra func(*Server), mutate ...func(*Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, Deps{Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring, A2A: svc})
+	s, err := New(cfg, Deps{LogLevel: new(testLevel), Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring, A2A: svc})
 	if err != nil {
 		t.Fatal(err)
 	}

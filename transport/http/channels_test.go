@@ -11,7 +11,6 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/telegram"
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
-	"github.com/fangd/fangd/store"
 )
 
 const tgToken = "123:abcDEF"
@@ -25,7 +24,6 @@ func channelServer(t *testing.T) (*testServer, *telegramtest.Server) {
 // opts (nil: unchanged).
 func channelServerWith(t *testing.T, opts func(*channel.Options)) (*testServer, *telegramtest.Server) {
 	t.Helper()
-	t.Setenv(store.VaultKeyEnv, strings.Repeat("cd", 32))
 	fake := telegramtest.New(tgToken)
 	t.Cleanup(fake.Close)
 	ts := newTestServer(t, nil, func(s *Server) {

@@ -50,10 +50,8 @@ func (ts *testServer) logLevel(t *testing.T) string {
 // rebound to 127.0.0.1) is refused with 403 before it can read or change
 // anything, and spends no rate-limit cells.
 func TestForeignHostIsRefusedAndChangesNothing(t *testing.T) {
-	before := zerolog.GlobalLevel()
-	defer zerolog.SetGlobalLevel(before)
-	zerolog.SetGlobalLevel(zerolog.InfoLevel)
 	ts := newTestServer(t, func(c *Config) { c.APIKey = ""; c.RateLimitPerMinute = 40 }, frozenLimiter)
+	ts.deps.LogLevel.SetLevel(zerolog.InfoLevel)
 	entries := len(ts.recent(t, 100))
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(ts.url, "http://"))
 	for _, host := range []string{"evil.example.com", "evil.example.com:" + port, "127.0.0.1.evil.example",
@@ -197,8 +195,6 @@ func TestTrustedProxyForwardedFor(t *testing.T) {
 			t.Fatalf("PUT = %d %s", r.status, r.body)
 		}
 	}
-	before := zerolog.GlobalLevel()
-	defer zerolog.SetGlobalLevel(before)
 	put(proxied, "X-Forwarded-For", "203.0.113.9")
 	put(proxied, "X-Forwarded-For", "192.0.2.1, 198.51.100.7, 127.0.0.1") // spoofed left hop, trusted right hop
 	put(proxied, "Forwarded", `for=192.0.2.60;proto=http, for="[2001:db8::17]:4711"`)
@@ -416,10 +412,8 @@ func TestFailedAuthIsFlushedAtShutdown(t *testing.T) {
 // marked cross-origin by Sec-Fetch-Site or Origin are refused unless the
 // origin is in cors_origins.
 func TestCrossOriginWritesAreRefused(t *testing.T) {
-	before := zerolog.GlobalLevel()
-	defer zerolog.SetGlobalLevel(before)
-	zerolog.SetGlobalLevel(zerolog.InfoLevel)
 	ts := newTestServer(t, func(c *Config) { c.APIKey = ""; c.CORSOrigins = []string{"http://app.example"} })
+	ts.deps.LogLevel.SetLevel(zerolog.InfoLevel)
 	host := strings.TrimPrefix(ts.url, "http://")
 	put := func(headers ...string) response {
 		return ts.do(t, "PUT", "/api/logs/level", `{"level":"trace"}`, append([]string{"Content-Type", "application/json"}, headers...)...)

@@ -274,7 +274,7 @@ func benchRequest(b *testing.B, uri string, headers ...string) {
 	})
 	cfg := DefaultConfig()
 	cfg.APIKey, cfg.RateLimitPerMinute = testKey, 0
-	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(16)})
+	s, err := New(cfg, Deps{LogLevel: new(testLevel), Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(16)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/fangd/fangd/actors/channel/whatsapp"
 	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
 )
@@ -16,8 +14,6 @@ import (
 // recent past at once; fangd replays its last 200 lines the same way.
 func TestLogStreamBackfillsWithoutQuery(t *testing.T) {
 	ts := newTestServer(t, nil)
-	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
-	zerolog.SetGlobalLevel(zerolog.TraceLevel)
 	// The test ring holds fewer lines than LogBackfill: all of it replays.
 	n := min(LogBackfill, ts.deps.Logs.Size())
 	for i := range n {

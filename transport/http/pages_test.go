@@ -178,7 +178,7 @@ func TestUsageByModelPaged(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.APIKey = testKey
-	srv, err := New(cfg, Deps{Kernel: k, Store: db, Meter: meter})
+	srv, err := New(cfg, Deps{LogLevel: new(testLevel), Kernel: k, Store: db, Meter: meter})
 	if err != nil {
 		t.Fatal(err)
 	}

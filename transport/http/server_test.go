@@ -9,6 +9,7 @@ import (
 	"net"
 	nethttp "net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,6 +60,15 @@ func newTestBase(t testing.TB) *testBase {
 	return b
 }
 
+// testLevel is a test server's own log level (Deps.LogLevel): a test that
+// changes it over /api/logs/level leaves zerolog's global level, and so
+// the tests running beside it, alone. It starts at zerolog's default
+// (debug).
+type testLevel struct{ l atomic.Int32 }
+
+func (v *testLevel) Level() zerolog.Level     { return zerolog.Level(v.l.Load()) }
+func (v *testLevel) SetLevel(l zerolog.Level) { v.l.Store(int32(l)) }
+
 // testConfig is the default config with the test key.
 func testConfig() Config {
 	cfg := DefaultConfig()
@@ -101,7 +111,7 @@ func newTestServer(t *testing.T, mutate func(*Config), extra ...func(*Server)) *
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	s, err := New(cfg, Deps{Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring})
+	s, err := New(cfg, Deps{LogLevel: new(testLevel), Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,8 +402,7 @@ func TestRateLimitLoopbackExemption(t *testing.T) {
 
 func TestBadBodiesAreRejectedAndChangeNothing(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.MaxBodyBytes = 4096 })
-	before := zerolog.GlobalLevel()
-	defer zerolog.SetGlobalLevel(before)
+	before := ts.deps.LogLevel.Level()
 	deep := strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)
 	cases := []struct {
 		name, body, contentType string
@@ -425,12 +434,26 @@ func TestBadBodiesAreRejectedAndChangeNothing(t *testing.T) {
 		if e := r.envelope(t); e.Code != c.code {
 			t.Errorf("%s: code %q, want %q", c.name, e.Code, c.code)
 		}
-		if zerolog.GlobalLevel() != before {
+		if ts.deps.LogLevel.Level() != before {
 			t.Fatalf("%s changed the log level", c.name)
 		}
 	}
-	if r := ts.authed(t, "PUT", "/api/logs/level", `{"level":"warn"}`); r.status != 200 || zerolog.GlobalLevel() != zerolog.WarnLevel {
+	if r := ts.authed(t, "PUT", "/api/logs/level", `{"level":"warn"}`); r.status != 200 || ts.deps.LogLevel.Level() != zerolog.WarnLevel {
 		t.Fatalf("valid body: %d %s", r.status, r.body)
+	}
+}
+
+// The daemon's server has no LogLevel of its own: /api/logs/level reads and
+// changes zerolog's global level. Sequential: it changes the process.
+func TestLogLevelIsTheGlobalLevelByDefault(t *testing.T) {
+	ts := newTestServer(t, nil, func(s *Server) { s.deps.LogLevel = nil })
+	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
+	zerolog.SetGlobalLevel(zerolog.InfoLevel)
+	if got := ts.logLevel(t); got != "info" {
+		t.Fatalf("GET /api/logs/level = %q with the global level at info", got)
+	}
+	if r := ts.authed(t, "PUT", "/api/logs/level", `{"level":"warn"}`); r.status != 200 || zerolog.GlobalLevel() != zerolog.WarnLevel {
+		t.Fatalf("PUT warn: %d %s, global level %s", r.status, r.body, zerolog.GlobalLevel())
 	}
 }
 
@@ -453,7 +476,6 @@ func TestBadQueryValues(t *testing.T) {
 
 func TestMutatingCallsAreAuditedReadsAreNot(t *testing.T) {
 	ts := newTestServer(t, nil)
-	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
 	ts.authed(t, "GET", "/api/security", "")
 	ts.authed(t, "PUT", "/api/logs/level", `{"level":"debug"}`)
 	ts.authed(t, "PUT", "/api/logs/level", `{"level":"nope"}`)
@@ -597,8 +619,6 @@ func isLog(e sseEvent) bool { return e.event == "log" }
 
 func TestLogStreamDeliversAndResumes(t *testing.T) {
 	ts := newTestServer(t, nil)
-	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
-	zerolog.SetGlobalLevel(zerolog.TraceLevel)
 	br, stop := ts.openStream(t, "/api/logs/stream?tail=0")
 	go func() {
 		time.Sleep(50 * time.Millisecond)
@@ -625,8 +645,6 @@ func TestLogStreamDeliversAndResumes(t *testing.T) {
 
 func TestLogStreamLevelFilterAndBadParams(t *testing.T) {
 	ts := newTestServer(t, nil)
-	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
-	zerolog.SetGlobalLevel(zerolog.TraceLevel)
 	ts.log.Debug().Msg("quiet")
 	ts.log.Error().Msg("loud")
 	br, stop := ts.openStream(t, "/api/logs/stream?level=warn&tail=10")
