@@ -43,6 +43,7 @@ func channelServerWith(t *testing.T, opts func(*channel.Options)) (*testServer, 
 }
 
 func TestChannelEndpoints(t *testing.T) {
+	t.Parallel()
 	ts, fake := channelServer(t)
 
 	r := ts.authed(t, "GET", "/api/channels", "")
@@ -159,6 +160,7 @@ func TestChannelEndpoints(t *testing.T) {
 // The list is written one channel at a time; the bytes are the ones
 // writeJSON writes for the same object.
 func TestChannelListStreamsWriteJSONBytes(t *testing.T) {
+	t.Parallel()
 	agent := "helper"
 	list := []channel.View{
 		{Name: "telegram", Adapter: "telegram", AgentName: &agent, Fields: []channel.FieldView{{Key: "api_url", Value: "http://x/<&>"}}},

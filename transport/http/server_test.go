@@ -192,6 +192,7 @@ func (ts *testServer) recent(t *testing.T, n int) []audit.Entry {
 }
 
 func TestHealthIsPublicAndRedacted(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	r := ts.do(t, "GET", "/api/health", "")
 	var body map[string]any
@@ -211,6 +212,7 @@ func TestHealthIsPublicAndRedacted(t *testing.T) {
 }
 
 func TestAuthSchemesAndFailuresAreAudited(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	cases := []struct {
 		name    string
@@ -256,6 +258,7 @@ func TestAuthSchemesAndFailuresAreAudited(t *testing.T) {
 }
 
 func TestNoKeyMeansLoopbackOnlyAndNoProxies(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.APIKey = "" })
 	if r := ts.do(t, "GET", "/api/health/detail", ""); r.status != 200 {
 		t.Fatalf("direct loopback caller refused: %d", r.status)
@@ -270,6 +273,7 @@ func TestNoKeyMeansLoopbackOnlyAndNoProxies(t *testing.T) {
 }
 
 func TestEveryResponseHasRequestIDAndSecurityHeaders(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.MaxBodyBytes = 64 })
 	responses := map[string]response{
 		"200": ts.do(t, "GET", "/api/health", ""),
@@ -305,6 +309,7 @@ func TestEveryResponseHasRequestIDAndSecurityHeaders(t *testing.T) {
 }
 
 func TestSecurityHeadersCanBeSwitchedOffAndStatusFollows(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.SecurityHeaders = false; c.RateLimitPerMinute = 0 })
 	r := ts.authed(t, "GET", "/api/security", "")
 	if r.header.Get("X-Frame-Options") != "" {
@@ -328,6 +333,7 @@ func TestSecurityHeadersCanBeSwitchedOffAndStatusFollows(t *testing.T) {
 }
 
 func TestRateLimitAnswers429WithRetryAfter(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 5 })
 	for i := range 5 {
 		if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
@@ -354,6 +360,7 @@ func TestRateLimitAnswers429WithRetryAfter(t *testing.T) {
 // SetRateLimits (config reload) changes the quota of the running server and
 // can turn the limiter on and off.
 func TestSetRateLimitSwapsTheQuota(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 0 })
 	for i := range 10 {
 		if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
@@ -385,6 +392,7 @@ func (ts *testServer) limiterState(t *testing.T) kernel.State {
 }
 
 func TestRateLimitLoopbackExemption(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 2; c.RateLimitExemptLoopback = true })
 	for range 5 {
 		if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
@@ -401,6 +409,7 @@ func TestRateLimitLoopbackExemption(t *testing.T) {
 }
 
 func TestBadBodiesAreRejectedAndChangeNothing(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.MaxBodyBytes = 4096 })
 	before := ts.deps.LogLevel.Level()
 	deep := strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)
@@ -458,6 +467,7 @@ func TestLogLevelIsTheGlobalLevelByDefault(t *testing.T) {
 }
 
 func TestBadQueryValues(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for _, q := range []string{"limit=-1", "limit=abc", "limit=100000", "limit=0", "n=501", "limit=1.5"} {
 		r := ts.authed(t, "GET", "/api/audit/recent?"+q, "")
@@ -475,6 +485,7 @@ func TestBadQueryValues(t *testing.T) {
 }
 
 func TestMutatingCallsAreAuditedReadsAreNot(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ts.authed(t, "GET", "/api/security", "")
 	ts.authed(t, "PUT", "/api/logs/level", `{"level":"debug"}`)
@@ -494,6 +505,7 @@ func TestMutatingCallsAreAuditedReadsAreNot(t *testing.T) {
 }
 
 func TestAuditRecentAndVerify(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for i := range 7 {
 		ts.audit.Append(context.Background(), audit.Event{EventType: "test", Details: fmt.Sprint(i)})
@@ -530,6 +542,7 @@ func TestAuditRecentAndVerify(t *testing.T) {
 }
 
 func TestMetricsNeedAuthAndCountRequests(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ts.do(t, "GET", "/api/health", "")
 	if r := ts.do(t, "GET", "/metrics", ""); r.status != 401 {
@@ -549,6 +562,7 @@ func TestMetricsNeedAuthAndCountRequests(t *testing.T) {
 }
 
 func TestHandlerPanicIs500WithoutInternals(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil, func(s *Server) {
 		s.api("GET", "/test/panic", func(*fasthttp.RequestCtx) error { panic("secret internal detail") })
 	})
@@ -618,6 +632,7 @@ func (ts *testServer) openStream(t *testing.T, path string, headers ...string) (
 func isLog(e sseEvent) bool { return e.event == "log" }
 
 func TestLogStreamDeliversAndResumes(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	br, stop := ts.openStream(t, "/api/logs/stream?tail=0")
 	go func() {
@@ -644,6 +659,7 @@ func TestLogStreamDeliversAndResumes(t *testing.T) {
 }
 
 func TestLogStreamLevelFilterAndBadParams(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ts.log.Debug().Msg("quiet")
 	ts.log.Error().Msg("loud")
@@ -661,6 +677,7 @@ func TestLogStreamLevelFilterAndBadParams(t *testing.T) {
 }
 
 func TestLogStreamOutlivesWriteTimeoutWithHeartbeats(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) {
 		c.WriteTimeout = 300 * time.Millisecond
 		c.SSEHeartbeat = 100 * time.Millisecond
@@ -677,6 +694,7 @@ func TestLogStreamOutlivesWriteTimeoutWithHeartbeats(t *testing.T) {
 }
 
 func TestShutdownEndsOpenStreams(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	br, stop := ts.openStream(t, "/api/logs/stream")
 	defer stop()
@@ -695,6 +713,7 @@ func TestShutdownEndsOpenStreams(t *testing.T) {
 }
 
 func TestHeadOnGetRoutesAndPanicMetrics(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil, func(s *Server) {
 		s.api("GET", "/test/boom", func(*fasthttp.RequestCtx) error { panic("boom") })
 	})
@@ -727,6 +746,7 @@ func grepLines(s, sub string) string {
 }
 
 func TestHeadOnLogStreamDoesNotHang(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	done := make(chan response, 1)
 	go func() { done <- ts.authed(t, "HEAD", "/api/logs/stream", "") }()
