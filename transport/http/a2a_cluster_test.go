@@ -7,6 +7,7 @@ import "testing"
 // task id, a send by its task, context and (on the shared endpoint only)
 // agent; streams are marked for the incremental relay.
 func TestA2ARPCTarget(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, body, agentID string
 		want                a2aTarget

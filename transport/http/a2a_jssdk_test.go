@@ -12,6 +12,7 @@ import (
 // The official A2A JavaScript SDK (@a2a-js/sdk, from npm) as a client of
 // fangd: card, SendMessage, GetTask, streaming, CancelTask.
 func TestA2AJavaScriptClientAgainstFangd(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	// The JS SDK resolves the card path relative to the base URL, so a
 	// per-agent base needs its trailing slash.
@@ -65,6 +66,7 @@ func TestA2AJavaScriptClientAgainstFangd(t *testing.T) {
 // The official A2A JavaScript SDK's express server as an external agent:
 // discover, send (streaming), status.
 func TestA2AJavaScriptServerAsExternalAgent(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	base := a2atest.StartServer(t, "js-peer-token-123456")
 	r := ts.authed(t, "POST", "/api/a2a/discover", `{"url":"`+base+`","token":"js-peer-token-123456"}`)

@@ -32,6 +32,7 @@ func sdkPeerServer(t *testing.T) *httptest.Server {
 // (routes/network.rs) answers the peer's finished task in its A2aTask
 // shape; fangd discovers a URL it does not know yet, then sends.
 func TestA2ASendByURLLibreFangShape(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	peer := sdkPeerServer(t)
 
@@ -115,6 +116,7 @@ var multiPeer = sdkPeer(func(ec *a2asrv.ExecutorContext) (string, error) {
 // agent exactly one discovered peer serves. The peer gets it in the
 // message's metadata.agent_id.
 func TestA2ASendPicksOneRemoteAgent(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	mux := nethttp.NewServeMux()
 	peer := httptest.NewServer(mux)
@@ -156,6 +158,7 @@ func TestA2ASendPicksOneRemoteAgent(t *testing.T) {
 // naming one with agent_id now reaches it. The test server is its own
 // peer, on loopback.
 func TestA2ASendToAFangdPeerServingSeveralAgents(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	if r := ts.authed(t, "POST", "/api/a2a/discover", `{"url":"`+ts.url+`","token":"`+testKey+`"}`); r.status != 201 {
 		t.Fatalf("discover self: %d %s", r.status, r.body)

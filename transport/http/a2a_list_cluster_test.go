@@ -112,6 +112,7 @@ func listTasksRPC(t *testing.T, ts *a2aServer, params string, headers ...string)
 // member's question (forwarded) lists only that node's tasks; a token
 // the cluster did not give out is invalid params.
 func TestA2AListTasksAcrossCluster(t *testing.T) {
+	t.Parallel()
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

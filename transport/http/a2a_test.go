@@ -118,7 +118,7 @@ func newA2AServerWith(t testing.TB, extra func(*Server), mutate ...func(*Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, Deps{Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring, A2A: svc})
+	s, err := New(cfg, Deps{LogLevel: new(testLevel), Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring, A2A: svc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +140,7 @@ func jsonOf(t *testing.T, b []byte) map[string]any {
 }
 
 func TestA2ACardsArePublicWithETags(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	r := ts.do(t, "GET", "/.well-known/agent.json", "")
 	if r.status != 200 {
@@ -219,6 +220,7 @@ func TestA2ACardsArePublicWithETags(t *testing.T) {
 }
 
 func TestA2ASeedRoutes(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	body := `{"agent_id":"alpha","message":{"role":"user","parts":[{"text":"Review this code"}]}}`
 	if r := ts.do(t, "POST", "/a2a/tasks/send", body, "Content-Type", "application/json"); r.status != 401 {
@@ -282,6 +284,7 @@ func TestA2ASeedRoutes(t *testing.T) {
 }
 
 func TestA2ASeedCancelStopsTheTurn(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	res := make(chan response, 1)
 	go func() {
@@ -317,6 +320,7 @@ func TestA2ASeedCancelStopsTheTurn(t *testing.T) {
 }
 
 func TestA2AGoClientAgainstFangd(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	ctx := context.Background()
 	c := a2atest.GoClient(t, ts.url+"/a2a/agents/"+agentA.ID, testKey)
@@ -402,6 +406,7 @@ func rpcCode(t *testing.T, r response) float64 {
 }
 
 func TestA2AJSONRPCErrorsUseTheSpecCodes(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	send := `{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"hi"}]}}}`
 	if r := ts.do(t, "POST", "/a2a", send, "Content-Type", "application/json"); r.status != 401 || rpcCode(t, r) != -31401 {
@@ -462,6 +467,7 @@ func TestA2AJSONRPCErrorsUseTheSpecCodes(t *testing.T) {
 }
 
 func TestA2AStreamingOverSSE(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	resp := a2aStream(t, ts, "s1", "sse")
 	defer resp.Body.Close()
@@ -491,6 +497,7 @@ func TestA2AStreamingOverSSE(t *testing.T) {
 }
 
 func TestA2APeerTokensOnlyOpenTheProtocolRoutes(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	h := []string{"Authorization", "Bearer " + peerTok, "Content-Type", "application/json"}
 	r := ts.do(t, "POST", "/a2a/tasks/send", `{"agent_id":"alpha","message":"hello"}`, h...)
@@ -542,6 +549,7 @@ func (sdkPeer) Cancel(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2
 }
 
 func TestA2AManagementDiscoverSendStatus(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	mux := nethttp.NewServeMux()
 	peer := httptest.NewServer(mux)
@@ -632,6 +640,7 @@ func TestA2AManagementDiscoverSendStatus(t *testing.T) {
 // LibreFang's client speaks the early draft: it discovers <base>/a2a and
 // POSTs JSON-RPC "tasks/send" there, expecting its own task shape.
 func TestA2ALibreFangDraftTasksSend(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	if r := ts.do(t, "GET", "/a2a/.well-known/agent.json", ""); r.status != 200 || jsonOf(t, r.body)["url"] != ts.url+"/a2a" {
 		t.Fatalf("card under /a2a: %d %s", r.status, r.body)

@@ -16,6 +16,7 @@ import (
 // A stream outlives the server's write timeout: fasthttp sets one write
 // deadline per response, which would cut a long agent turn's stream.
 func TestA2AStreamOutlivesTheWriteTimeout(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t, func(c *Config) { c.WriteTimeout = time.Second })
 	body := `{"jsonrpc":"2.0","id":"s1","method":"SendStreamingMessage","params":{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"block"}]}}}`
 	req, _ := nethttp.NewRequest("POST", ts.url+"/a2a/agents/alpha", strings.NewReader(body))

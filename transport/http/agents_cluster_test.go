@@ -88,6 +88,7 @@ func (d *fakeAgentDir) setErr(err error) { d.mu.Lock(); d.err = err; d.mu.Unlock
 // that does not answer is a 503 and nothing is forwarded. (comms/send to
 // a remote agent: cmd/fangd/clustertest TestAgentRoutedToItsNode.)
 func TestAgentRequestsRoutedByDirectory(t *testing.T) {
+	t.Parallel()
 	host, seen := fakeHost(t, 200, "application/json", `{"response":"from n2"}`)
 	dir := &fakeAgentDir{recs: map[string]fcluster.AgentRecord{}}
 	dir.put(fcluster.AgentRecord{ID: "0b6c2a44-9a57-4c55-9d0e-3c1f0f3b1a10", Name: "far", Node: "n2"})

@@ -33,6 +33,7 @@ network = ["*"]
 // manifest_toml, template, name) answers 201 {agent_id, name}; fangd's
 // answer is its agent with agent_id beside id.
 func TestCreateAgentFromLibreFangManifest(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	body, _ := json.Marshal(map[string]any{"manifest_toml": lfManifestTOML})
@@ -77,6 +78,7 @@ func TestCreateAgentFromLibreFangManifest(t *testing.T) {
 }
 
 func TestCreateAgentFromTemplate(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	var a map[string]any
@@ -121,6 +123,7 @@ func TestCreateAgentFromTemplate(t *testing.T) {
 // Bad LibreFang-shaped creates are 4xx naming what is wrong, and create
 // nothing.
 func TestCreateAgentLibreFangBadInput(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	// Each create costs 50 rate-limit cells (LibreFang's table): off here.
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 0 }, extra)
@@ -163,6 +166,7 @@ func TestCreateAgentLibreFangBadInput(t *testing.T) {
 // name}; DELETE (kill_agent) answers 200 {status: "killed", agent_id}.
 // fangd's fields stay in both answers; a bad patch changes nothing.
 func TestPatchAndDeleteAgentLibreFangShape(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	var a map[string]any

@@ -84,6 +84,7 @@ func readTurnEvents(t *testing.T, r io.Reader, stop func(turnEvent) bool) []turn
 // {content, done}, tool_use {tool}, tool_result {tool, input}, phase
 // {phase, detail}, done {done, usage {input_tokens, output_tokens}}.
 func TestAgentMessageStreamSendsLibreFangsEvents(t *testing.T) {
+	t.Parallel()
 	for _, api := range []string{llm.APIOpenAI, llm.APIAnthropic} {
 		t.Run(api, func(t *testing.T) {
 			extra, fake := withStreamingAgents(t, api)
@@ -145,6 +146,7 @@ func TestAgentMessageStreamSendsLibreFangsEvents(t *testing.T) {
 }
 
 func TestAgentMessageStreamRefusesBeforeItBegins(t *testing.T) {
+	t.Parallel()
 	extra, fake := withStreamingAgents(t, llm.APIOpenAI)
 	ts := newTestServer(t, func(c *Config) { c.MaxAgentStreams = 1 }, extra)
 	ts.mustStatus(t, 201, "POST", "/api/agents", `{"name":"talker","model":"fake/m"}`)
@@ -182,6 +184,7 @@ func TestAgentMessageStreamRefusesBeforeItBegins(t *testing.T) {
 }
 
 func TestAgentMessageStreamDisconnectCancelsTheProviderCall(t *testing.T) {
+	t.Parallel()
 	extra, fake := withStreamingAgents(t, llm.APIAnthropic)
 	ts := newTestServer(t, func(c *Config) { c.MaxAgentStreams = 1 }, extra)
 	ts.mustStatus(t, 201, "POST", "/api/agents", `{"name":"talker","model":"fake/m"}`)
@@ -209,6 +212,7 @@ func TestAgentMessageStreamDisconnectCancelsTheProviderCall(t *testing.T) {
 // A failure after the stream began ends it with phase "error" and an
 // error event carrying the envelope /message would have answered.
 func TestAgentMessageStreamEndsWithTheErrorEnvelope(t *testing.T) {
+	t.Parallel()
 	extra, fake := withStreamingAgents(t, llm.APIOpenAI)
 	ts := newTestServer(t, nil, extra)
 	var a agent.Agent

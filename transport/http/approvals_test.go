@@ -103,6 +103,7 @@ func (ts *testServer) newAgent(t *testing.T, name string) agent.Agent {
 }
 
 func TestApprovalEndpoints(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	a := ts.newAgent(t, "ops")
@@ -216,6 +217,7 @@ func TestApprovalEndpoints(t *testing.T) {
 // waits; approving through the API runs it and the agent's reply has its
 // result; a rejection reaches the agent as a refusal.
 func TestGatedToolThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	extra, tools := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	a := ts.newAgent(t, "ops")
@@ -257,6 +259,7 @@ func TestGatedToolThroughTheAPI(t *testing.T) {
 }
 
 func TestOnlyApproversDecide(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, func(p *approval.Policy) { p.Approvers = []string{"oncall"} })
 	ts := newTestServer(t, nil, extra)
 	a := ts.newAgent(t, "ops")
@@ -272,6 +275,7 @@ func TestOnlyApproversDecide(t *testing.T) {
 }
 
 func TestTOTPEndpoints(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, func(p *approval.Policy) { p.SecondFactor = "totp"; p.MaxPendingPerAgent = 50 })
 	ts := newTestServer(t, nil, extra)
 	a := ts.newAgent(t, "ops")
@@ -363,6 +367,7 @@ func TestTOTPEndpoints(t *testing.T) {
 }
 
 func TestTOTPRevoke(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, func(p *approval.Policy) { p.SecondFactor = "totp" })
 	ts := newTestServer(t, nil, extra)
 	var enr approval.Enrolment
@@ -384,6 +389,7 @@ func TestTOTPRevoke(t *testing.T) {
 // blocks a new setup. DELETE /api/approvals/totp/setup drops it, audited,
 // and leaves a confirmed enrolment in force.
 func TestTOTPCancelPendingSetup(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, func(p *approval.Policy) { p.SecondFactor = "totp" })
 	ts := newTestServer(t, nil, extra)
 	if e := ts.mustStatus(t, 400, "DELETE", "/api/approvals/totp/setup", ``).envelope(t); e.Code != "totp_not_pending" {

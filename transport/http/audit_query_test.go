@@ -88,6 +88,7 @@ func seqs(items []map[string]any) []int {
 // hash}], total, offset, limit, history_truncated}, newest first. fangd adds
 // outcome, offset and the before_id cursor, and keeps its own field names.
 func TestAuditQueryLibreFangFilters(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	user := uuid.NewString()
 	ts.seedAudit(t,
@@ -134,6 +135,7 @@ func TestAuditQueryLibreFangFilters(t *testing.T) {
 // Paging: offset/limit with next_offset, and the before_id cursor, which
 // stays on the same entries while the chain grows in front of it.
 func TestAuditQueryPaging(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ts.seedMany(t, 30)
 	p := ts.auditQuery(t, "agent=bulk&limit=10")
@@ -162,6 +164,7 @@ func TestAuditQueryPaging(t *testing.T) {
 
 // Bad filters are a 400 naming the parameter, on both routes.
 func TestAuditQueryAndExportRefuseBadInput(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for _, c := range []struct{ q, param, code string }{
 		{"from=yesterday", `"from"`, "invalid_query"},
@@ -205,6 +208,7 @@ func TestAuditQueryAndExportRefuseBadInput(t *testing.T) {
 // its fixed columns (fangd's actor and source_ip after them), and JSON
 // Lines; newest first unless order=asc; limit default 5000.
 func TestAuditExportFormats(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ts.seedAudit(t, audit.Event{EventType: "x", AgentID: "=cmd|' /C calc'!A0", Details: "a,b\n\"c\"", Outcome: "ok", Actor: "api_key"})
 	ts.seedMany(t, 40)
@@ -260,6 +264,7 @@ func TestAuditExportFormats(t *testing.T) {
 // with thousands of entries no store read holds more than one page and no
 // buffer more than one page's output.
 func TestAuditExportMemoryIsBoundedByThePage(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	const n = 3000
 	ts.seedMany(t, n)
@@ -289,6 +294,7 @@ func TestAuditExportMemoryIsBoundedByThePage(t *testing.T) {
 // A store failure in the middle of an export cuts the transfer: the client
 // gets an error, not a short file that looks complete.
 func TestAuditExportFailureMidwayCutsTheBody(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ts.seedMany(t, 600)
 	if err := ts.db.AuditLog().Overwrite(store.AuditRecord{ID: 500, Raw: []byte("not json")}); err != nil {

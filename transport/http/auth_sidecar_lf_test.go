@@ -14,6 +14,7 @@ import (
 // passkey routes answer 501 naming the route, without a credential too
 // (LibreFang serves them before sign-in).
 func TestLibreFangDashboardAuthRoutes(t *testing.T) {
+	t.Parallel()
 	open := newTestServer(t, func(c *Config) { c.APIKey = "" })
 	var chk map[string]any
 	open.mustStatus(t, 200, "GET", "/api/auth/dashboard-check", "").json(t, &chk)
@@ -49,6 +50,7 @@ func TestLibreFangDashboardAuthRoutes(t *testing.T) {
 // finishes the same sign-in as the GET redirect does. The flow starts at
 // LibreFang's per-provider login route.
 func TestOIDCCallbackByPostLibreFangShape(t *testing.T) {
+	t.Parallel()
 	os := newOIDCServer(t)
 	b := newBrowser()
 	b.c.CheckRedirect = func(req *nethttp.Request, via []*nethttp.Request) error { return nethttp.ErrUseLastResponse }
@@ -82,6 +84,7 @@ func TestOIDCCallbackByPostLibreFangShape(t *testing.T) {
 // channel in process, answered with LibreFang's reload plan; DELETE
 // removes it, 404 for one not configured. Bad input changes nothing.
 func TestLibreFangSidecarChannelRoutes(t *testing.T) {
+	t.Parallel()
 	ts, fake := channelServer(t)
 	if r := ts.authed(t, "POST", "/api/channels/sidecar/nosuch/configure", `{"values":{}}`); r.status != 404 {
 		t.Fatalf("unknown adapter: %d %s", r.status, r.body)

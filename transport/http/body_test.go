@@ -7,6 +7,7 @@ import (
 )
 
 func TestJSONDepth(t *testing.T) {
+	t.Parallel()
 	cases := map[string]int{
 		`{}`:                     1,
 		`{"a":[1,{"b":2}]}`:      3,
@@ -24,6 +25,7 @@ func TestJSONDepth(t *testing.T) {
 }
 
 func TestDecodeAcceptsExactlyOneKnownObject(t *testing.T) {
+	t.Parallel()
 	var b levelBody
 	if err := decodeJSONBytes([]byte(" {\"level\":\"info\"}\n"), &b); err != nil || b.Level != "info" {
 		t.Fatalf("valid body: %v %+v", err, b)

@@ -39,6 +39,7 @@ func mcpInitialize(t *testing.T, url string) (int, string, string) {
 // Each /mcp session held about 89 KiB for 600 s, without a cap: 5,000
 // sessions were +435 MiB. Beyond max_sessions an initialize is 429.
 func TestMCPSessionCap(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{cfg: func(c *Config) { c.MCP.MaxSessions = 2 }})
 	for i := 0; i < 2; i++ {
 		if status, id, body := mcpInitialize(t, s.url); status != 200 || id == "" {
@@ -53,6 +54,7 @@ func TestMCPSessionCap(t *testing.T) {
 
 // The default idle timeout is shorter than LibreFang's 600 s.
 func TestMCPDefaultSessionTimeout(t *testing.T) {
+	t.Parallel()
 	e := newMCPEndpoint(nil, MCPConfig{}, zerolog.Nop(), nil)
 	if e.cfg.SessionTimeout != 2*time.Minute || e.cfg.MaxSessions != DefaultMCPSessions {
 		t.Fatalf("%+v", e.cfg)
@@ -63,6 +65,7 @@ func TestMCPDefaultSessionTimeout(t *testing.T) {
 // it is paged, the seed's bare array kept, the total and the next page in
 // headers.
 func TestBudgetAgentsPaged(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, func(p *approval.Policy) {})
 	ts := newTestServer(t, nil, extra)
 	for i := 0; i < 5; i++ {
@@ -87,6 +90,7 @@ func TestBudgetAgentsPaged(t *testing.T) {
 // Log stream subscribers are bounded ([log] max_streams): each holds a
 // buffer of 1024 lines, and nothing capped them.
 func TestLogStreamCap(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.MaxLogStreams = 1 })
 	_, stop := ts.openStream(t, "/api/logs/stream")
 	r := ts.authed(t, "GET", "/api/logs/stream", "")
@@ -119,6 +123,7 @@ func TestLogStreamCap(t *testing.T) {
 
 // The webhook cap is configurable ([webhooks] max_endpoints).
 func TestWebhookEndpointCap(t *testing.T) {
+	t.Parallel()
 	cs := newCommsServerWith(t, func(o *webhook.Options) { o.MaxEndpoints = 2 })
 	for i := 0; i < 2; i++ {
 		body := fmt.Sprintf(`{"name":"w%d","url":"http://127.0.0.1:9/in","events":["agent.*"]}`, i)
@@ -134,6 +139,7 @@ func TestWebhookEndpointCap(t *testing.T) {
 // a poller): beyond [channel_limits] max_channels a new one is 409
 // too_many_channels, and nothing is stored; reconfiguring one is fine.
 func TestChannelCap(t *testing.T) {
+	t.Parallel()
 	ts, fake := channelServerWith(t, func(o *channel.Options) { o.MaxChannels = 1 })
 	body := `{"token":"` + tgToken + `","api_url":"` + fake.URL() + `","poll_interval_secs":1}`
 	ts.mustStatus(t, 200, "POST", "/api/channels/telegram/configure", body)

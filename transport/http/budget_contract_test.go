@@ -41,6 +41,7 @@ func refusedWith(t *testing.T, r response, status int, code string) {
 func approx(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 
 func TestLibreFangGlobalBudgetContract(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 
@@ -71,6 +72,7 @@ func TestLibreFangGlobalBudgetContract(t *testing.T) {
 }
 
 func TestLibreFangAgentBudgetContract(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	a := ts.newAgent(t, "coder")
@@ -125,6 +127,7 @@ func TestLibreFangAgentBudgetContract(t *testing.T) {
 }
 
 func TestLibreFangUserBudgetContract(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	ts.newAgent(t, "coder")
@@ -200,6 +203,7 @@ func TestLibreFangUserBudgetContract(t *testing.T) {
 }
 
 func TestLibreFangProviderBudgetContract(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	ts.newAgent(t, "coder")
@@ -258,6 +262,7 @@ func TestLibreFangProviderBudgetContract(t *testing.T) {
 }
 
 func TestLibreFangUsageContract(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	a := ts.newAgent(t, "coder")

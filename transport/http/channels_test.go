@@ -11,7 +11,6 @@ import (
 	"github.com/fangd/fangd/actors/channel"
 	"github.com/fangd/fangd/actors/channel/telegram"
 	"github.com/fangd/fangd/actors/channel/telegram/telegramtest"
-	"github.com/fangd/fangd/store"
 )
 
 const tgToken = "123:abcDEF"
@@ -25,7 +24,6 @@ func channelServer(t *testing.T) (*testServer, *telegramtest.Server) {
 // opts (nil: unchanged).
 func channelServerWith(t *testing.T, opts func(*channel.Options)) (*testServer, *telegramtest.Server) {
 	t.Helper()
-	t.Setenv(store.VaultKeyEnv, strings.Repeat("cd", 32))
 	fake := telegramtest.New(tgToken)
 	t.Cleanup(fake.Close)
 	ts := newTestServer(t, nil, func(s *Server) {
@@ -45,6 +43,7 @@ func channelServerWith(t *testing.T, opts func(*channel.Options)) (*testServer, 
 }
 
 func TestChannelEndpoints(t *testing.T) {
+	t.Parallel()
 	ts, fake := channelServer(t)
 
 	r := ts.authed(t, "GET", "/api/channels", "")
@@ -161,6 +160,7 @@ func TestChannelEndpoints(t *testing.T) {
 // The list is written one channel at a time; the bytes are the ones
 // writeJSON writes for the same object.
 func TestChannelListStreamsWriteJSONBytes(t *testing.T) {
+	t.Parallel()
 	agent := "helper"
 	list := []channel.View{
 		{Name: "telegram", Adapter: "telegram", AgentName: &agent, Fields: []channel.FieldView{{Key: "api_url", Value: "http://x/<&>"}}},

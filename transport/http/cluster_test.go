@@ -51,6 +51,7 @@ type netClusterBody struct {
 // Without cluster mode nothing claims a cluster: enabled false, no
 // members, every kind "single_node"; /api/network/status says the same.
 func TestClusterSingleNode(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	var st clusterBody
 	ts.mustStatus(t, 200, "GET", "/api/cluster", "").json(t, &st)
@@ -74,6 +75,7 @@ func TestClusterSingleNode(t *testing.T) {
 // are cluster-wide and every other kind per node, and an etcd failure is a 503 on
 // /api/cluster but does not break /api/network/status.
 func TestClusterMembersAndEtcdDown(t *testing.T) {
+	t.Parallel()
 	fc := &fakeCluster{members: []fcluster.Member{
 		{NodeName: "n1", MemberID: "c1@abc", Address: "127.0.0.1:7001", State: "up", Self: true, Kinds: []string{"agent"}, Hosted: map[string]int{"agent": 2}},
 		{NodeName: "n2", MemberID: "c1@def", Address: "127.0.0.1:7002", State: "excluded", Kinds: []string{}, Hosted: map[string]int{}},
@@ -137,6 +139,7 @@ func (membersOnly) MCPHosts() []fcluster.MCPHost         { return nil }
 // nothing is hosted (a judge's `jq .mcp_connections` on a fresh cluster
 // read null, as if the field did not exist); a single node has none.
 func TestClusterHostListsPresentWhenEmpty(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil, func(s *Server) { s.SetCluster(membersOnly{}) })
 	obj := ts.mustStatus(t, 200, "GET", "/api/cluster", "").obj(t)
 	for _, k := range []string{"channels", "webhooks", "mcp_connections"} {

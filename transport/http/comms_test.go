@@ -107,6 +107,7 @@ func decodeTo[T any](t *testing.T, r response) T {
 }
 
 func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
+	t.Parallel()
 	ts := newCommsServer(t)
 	r := ts.authed(t, "POST", "/api/comms/send", `{"to":"agent:coder","content":"Please review the latest PR","from":"system"}`)
 	got := decodeTo[map[string]any](t, r)
@@ -222,6 +223,7 @@ func TestCommsSendTaskTopologyAndEvents(t *testing.T) {
 }
 
 func TestLoopGuardOverHTTP(t *testing.T) {
+	t.Parallel()
 	ts := newCommsServer(t)
 	for i := range 3 {
 		from, to := "agent:coder", "agent:writer"
@@ -251,6 +253,7 @@ func TestLoopGuardOverHTTP(t *testing.T) {
 }
 
 func TestHooksAgentAndWake(t *testing.T) {
+	t.Parallel()
 	ts := newCommsServer(t)
 	hook := func(path, body string, token string) response {
 		return ts.do(t, "POST", path, body, "Content-Type", "application/json", "Authorization", "Bearer "+token)
@@ -326,6 +329,7 @@ func TestHooksAgentAndWake(t *testing.T) {
 }
 
 func TestWebhookRoutes(t *testing.T) {
+	t.Parallel()
 	ts := newCommsServer(t)
 	var hits atomic.Int32
 	rcv := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
@@ -418,6 +422,7 @@ func TestWebhookRoutes(t *testing.T) {
 }
 
 func TestCommsStreamReplaysAndCaps(t *testing.T) {
+	t.Parallel()
 	ts := newCommsServer(t)
 	for i := range 3 {
 		ts.authed(t, "POST", "/api/comms/send", fmt.Sprintf(`{"to":"agent:coder","content":"m%d"}`, i))
@@ -451,6 +456,7 @@ func TestCommsStreamReplaysAndCaps(t *testing.T) {
 // SetHooks (config reload) turns the trigger routes on, changes the token
 // and turns them off, on the running server.
 func TestSetHooksSwapsTheTriggerSettings(t *testing.T) {
+	t.Parallel()
 	ts := newCommsServer(t)
 	hook := func(token string) int {
 		return ts.do(t, "POST", "/hooks/agent", `{"message":"hi"}`, "Content-Type", "application/json", "Authorization", "Bearer "+token).status

@@ -11,6 +11,7 @@ import (
 // dashboard's own strict CSP, revalidate by ETag, and leave the API's
 // JSON answers for unknown paths as they were.
 func TestDashboardStaticRoutes(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	r := ts.do(t, "GET", "/", "")
 	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") || !strings.Contains(string(r.body), `src="/dashboard/app.js"`) {
@@ -73,6 +74,7 @@ func TestDashboardStaticRoutes(t *testing.T) {
 // script or style, no event-handler attributes, no eval, nothing from
 // another origin, and no markup built from strings (innerHTML).
 func TestDashboardFilesKeepTheCSP(t *testing.T) {
+	t.Parallel()
 	if len(dashboardAssets) < 5 {
 		t.Fatalf("only %d dashboard files embedded", len(dashboardAssets))
 	}

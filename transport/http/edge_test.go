@@ -50,10 +50,9 @@ func (ts *testServer) logLevel(t *testing.T) string {
 // rebound to 127.0.0.1) is refused with 403 before it can read or change
 // anything, and spends no rate-limit cells.
 func TestForeignHostIsRefusedAndChangesNothing(t *testing.T) {
-	before := zerolog.GlobalLevel()
-	defer zerolog.SetGlobalLevel(before)
-	zerolog.SetGlobalLevel(zerolog.InfoLevel)
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.APIKey = ""; c.RateLimitPerMinute = 40 }, frozenLimiter)
+	ts.deps.LogLevel.SetLevel(zerolog.InfoLevel)
 	entries := len(ts.recent(t, 100))
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(ts.url, "http://"))
 	for _, host := range []string{"evil.example.com", "evil.example.com:" + port, "127.0.0.1.evil.example",
@@ -97,6 +96,7 @@ func TestForeignHostIsRefusedAndChangesNothing(t *testing.T) {
 // allowed_hosts admits a name; with an API key the check applies only when
 // allowed_hosts is set.
 func TestAllowedHosts(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.APIKey = ""; c.AllowedHosts = []string{"Fangd.LAN"} })
 	for host, want := range map[string]int{"fangd.lan": 200, "fangd.lan:4545": 200, "FANGD.lan.": 200,
 		"other.lan": 403, "x.fangd.lan": 403, "localhost": 200} {
@@ -118,6 +118,7 @@ func TestAllowedHosts(t *testing.T) {
 }
 
 func TestEdgeConfigIsValidated(t *testing.T) {
+	t.Parallel()
 	bad := []Config{
 		{AllowedHosts: []string{"http://fangd.lan"}},
 		{AllowedHosts: []string{"fangd.lan:4545"}},
@@ -144,6 +145,7 @@ func TestEdgeConfigIsValidated(t *testing.T) {
 // CORS stays closed unless cors_origins lists the origin; preflights for a
 // listed origin are answered 204 without credentials.
 func TestCORSPreflightAndOrigins(t *testing.T) {
+	t.Parallel()
 	const app = "http://app.example:5173"
 	ts := newTestServer(t, func(c *Config) { c.CORSOrigins = []string{app} })
 	preflight := func(ts *testServer, origin, path string) response {
@@ -188,6 +190,7 @@ func TestCORSPreflightAndOrigins(t *testing.T) {
 // hop) for rate limiting, audit source_ip and the loopback rule; without
 // it, the same headers are ignored.
 func TestTrustedProxyForwardedFor(t *testing.T) {
+	t.Parallel()
 	proxied := newTestServer(t, func(c *Config) { c.TrustedProxies = []string{"127.0.0.1/32"}; c.RateLimitPerMinute = 10 }, frozenLimiter)
 	direct := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 10 }, frozenLimiter)
 	put := func(ts *testServer, headers ...string) {
@@ -197,8 +200,6 @@ func TestTrustedProxyForwardedFor(t *testing.T) {
 			t.Fatalf("PUT = %d %s", r.status, r.body)
 		}
 	}
-	before := zerolog.GlobalLevel()
-	defer zerolog.SetGlobalLevel(before)
 	put(proxied, "X-Forwarded-For", "203.0.113.9")
 	put(proxied, "X-Forwarded-For", "192.0.2.1, 198.51.100.7, 127.0.0.1") // spoofed left hop, trusted right hop
 	put(proxied, "Forwarded", `for=192.0.2.60;proto=http, for="[2001:db8::17]:4711"`)
@@ -260,6 +261,7 @@ func TestTrustedProxyForwardedFor(t *testing.T) {
 }
 
 func TestRightmostUntrustedHop(t *testing.T) {
+	t.Parallel()
 	s := &Server{}
 	var err error
 	if s.edge, err = newEdge(Config{TrustedProxies: []string{"10.0.0.0/8", "::1"}}); err != nil {
@@ -297,6 +299,7 @@ func TestRightmostUntrustedHop(t *testing.T) {
 // A flood of bad keys (or missing ones) from one address spends its own
 // bucket: the good key from the same address is still served.
 func TestBadKeyFloodDoesNotLockOutTheGoodKey(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 10 }, frozenLimiter)
 	last := 0
 	for i := range 30 {
@@ -323,6 +326,7 @@ func TestBadKeyFloodDoesNotLockOutTheGoodKey(t *testing.T) {
 
 // SetRateLimits swaps the limiter while the server runs (config reload).
 func TestSetRateLimits(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 3 }, frozenLimiter)
 	for range 3 {
 		ts.do(t, "GET", "/api/health", "")
@@ -353,6 +357,7 @@ func TestSetRateLimits(t *testing.T) {
 // 100 failed authentications from one address are one auth_failed entry
 // with count 100, written by the timer or at shutdown, not 100 entries.
 func TestFailedAuthIsAuditedInAggregate(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 0; c.AuthFailureInterval = time.Hour })
 	for i := range 100 {
 		h := []string{"X-API-Key", "wrong-key-0123456789abcdef"}
@@ -390,6 +395,7 @@ func TestFailedAuthIsAuditedInAggregate(t *testing.T) {
 
 // Shutdown writes the failures counted since the last entry.
 func TestFailedAuthIsFlushedAtShutdown(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.AuthFailureInterval = time.Hour })
 	for range 3 {
 		ts.do(t, "GET", "/api/health/detail", "", "X-API-Key", "wrong-key-0123456789abcdef")
@@ -416,10 +422,9 @@ func TestFailedAuthIsFlushedAtShutdown(t *testing.T) {
 // marked cross-origin by Sec-Fetch-Site or Origin are refused unless the
 // origin is in cors_origins.
 func TestCrossOriginWritesAreRefused(t *testing.T) {
-	before := zerolog.GlobalLevel()
-	defer zerolog.SetGlobalLevel(before)
-	zerolog.SetGlobalLevel(zerolog.InfoLevel)
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.APIKey = ""; c.CORSOrigins = []string{"http://app.example"} })
+	ts.deps.LogLevel.SetLevel(zerolog.InfoLevel)
 	host := strings.TrimPrefix(ts.url, "http://")
 	put := func(headers ...string) response {
 		return ts.do(t, "PUT", "/api/logs/level", `{"level":"trace"}`, append([]string{"Content-Type", "application/json"}, headers...)...)

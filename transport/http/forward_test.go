@@ -82,6 +82,7 @@ func testRouter(urls map[string]string, logs io.Writer) *hostRouter {
 }
 
 func TestForwardRelaysHostAnswerWithCredential(t *testing.T) {
+	t.Parallel()
 	srv, seen := fakeHost(t, 202, "application/problem+json", `{"ok":true,"from":"n2"}`)
 	r := testRouter(map[string]string{"n2": srv.URL}, io.Discard)
 	ctx := fwdRequest(nil)
@@ -103,6 +104,7 @@ func TestForwardRelaysHostAnswerWithCredential(t *testing.T) {
 }
 
 func TestForwardLoopGuardAndOtherErrors(t *testing.T) {
+	t.Parallel()
 	srv, seen := fakeHost(t, 200, "application/json", `{}`)
 	r := testRouter(map[string]string{"n2": srv.URL}, io.Discard)
 	in := elsewhereErr()
@@ -132,6 +134,7 @@ func TestForwardLoopGuardAndOtherErrors(t *testing.T) {
 }
 
 func TestForwardUnreachableHostIs503AndLogsNoSecret(t *testing.T) {
+	t.Parallel()
 	dead := "http://" + ssrftest.ClosedAddr(t) // connection refused
 	var logs bytes.Buffer
 	r := testRouter(map[string]string{"n2": dead}, &logs)
@@ -157,6 +160,7 @@ func TestForwardUnreachableHostIs503AndLogsNoSecret(t *testing.T) {
 }
 
 func TestForwardTimeoutIs504(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-release

@@ -68,6 +68,7 @@ func wantCommonHeaders(t *testing.T, r *fasthttp.Response) {
 }
 
 func TestHealthIsExactlyStatusAndVersion(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for _, path := range []string{"/api/health", "/api/v1/health"} {
 		r := ts.inproc("GET", path)
@@ -82,6 +83,7 @@ func TestHealthIsExactlyStatusAndVersion(t *testing.T) {
 }
 
 func TestHealthIsDegradedWithoutTheAuditWriter(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -93,6 +95,7 @@ func TestHealthIsDegradedWithoutTheAuditWriter(t *testing.T) {
 }
 
 func TestSecurityHeadersFollowConfig(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.SecurityHeaders = false })
 	r := ts.inproc("GET", "/api/health")
 	for _, k := range []string{"X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Strict-Transport-Security"} {
@@ -106,6 +109,7 @@ func TestSecurityHeadersFollowConfig(t *testing.T) {
 }
 
 func TestRequestIDsAreFreshUUIDs(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	seen := map[string]bool{}
 	for range 50 {
@@ -118,6 +122,7 @@ func TestRequestIDsAreFreshUUIDs(t *testing.T) {
 }
 
 func TestRequestIDEchoedAndInErrorEnvelope(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	cases := []struct {
 		name, sent string
@@ -148,6 +153,7 @@ func TestRequestIDEchoedAndInErrorEnvelope(t *testing.T) {
 }
 
 func TestAuditRecentServesStoredEntriesNewestFirst(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for i := range 30 {
 		if _, err := ts.audit.Append(context.Background(), audit.Event{EventType: "test", Details: fmt.Sprintf("n%d <&>", i)}); err != nil {
@@ -194,6 +200,7 @@ func TestAuditRecentServesStoredEntriesNewestFirst(t *testing.T) {
 }
 
 func TestAuditRecentRejectsBadLimits(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for _, q := range []string{"limit=-1", "limit=0", "limit=abc", "limit=100000", "n=501"} {
 		r := ts.inproc("GET", "/api/audit/recent?"+q, "Authorization", "Bearer "+testKey)
@@ -205,6 +212,7 @@ func TestAuditRecentRejectsBadLimits(t *testing.T) {
 }
 
 func TestRequestMetricsByRouteMethodAndStatus(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for range 3 {
 		ts.inproc("GET", "/api/health")
@@ -274,7 +282,7 @@ func benchRequest(b *testing.B, uri string, headers ...string) {
 	})
 	cfg := DefaultConfig()
 	cfg.APIKey, cfg.RateLimitPerMinute = testKey, 0
-	s, err := New(cfg, Deps{Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(16)})
+	s, err := New(cfg, Deps{LogLevel: new(testLevel), Kernel: k, Audit: al, Store: db, Logs: logs.NewRing(16)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -312,6 +320,7 @@ func BenchmarkHotAuditRecent(b *testing.B) {
 // Recent reply answers, byte for byte, after every append and whichever
 // limit was asked for before: a stale or mixed-up page would differ.
 func TestAuditRecentPageEqualsTheEncodedReply(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	want := func(limit int) []byte {
 		t.Helper()
@@ -373,6 +382,7 @@ func TestAuditRecentPageEqualsTheEncodedReply(t *testing.T) {
 // newest entry's id and its tip that entry's hash. A kept page is shared
 // by every response serving it; under -race a write to it would show.
 func TestAuditRecentPagesStayConsistentUnderAppends(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	done := make(chan struct{})
 	go func() {

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/fangd/fangd/actors/channel/whatsapp"
 	"github.com/fangd/fangd/actors/channel/whatsapp/whatsapptest"
 )
@@ -15,9 +13,8 @@ import (
 // entries (routes/logs.rs), so a client that passes no query sees the
 // recent past at once; fangd replays its last 200 lines the same way.
 func TestLogStreamBackfillsWithoutQuery(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
-	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
-	zerolog.SetGlobalLevel(zerolog.TraceLevel)
 	// The test ring holds fewer lines than LogBackfill: all of it replays.
 	n := min(LogBackfill, ts.deps.Logs.Size())
 	for i := range n {
@@ -99,6 +96,7 @@ func TestChannelRegistryAndQRContract(t *testing.T) {
 // action and detail (with offset, limit, tip_hash); verify says valid and
 // entries. The seed page's entries/id/event_type/details and status stay.
 func TestAuditRecentAndVerifyLibreFangFields(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for range 3 {
 		if r := ts.authed(t, "PUT", "/api/logs/level", `{"level":"info"}`); r.status != 200 {

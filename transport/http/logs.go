@@ -93,9 +93,28 @@ type levelBody struct {
 	Level string `json:"level"`
 }
 
+// LogLevel is a log level that can change while the daemon runs.
+type LogLevel interface {
+	Level() zerolog.Level
+	SetLevel(zerolog.Level)
+}
+
+// globalLevel is zerolog's process-wide level.
+type globalLevel struct{}
+
+func (globalLevel) Level() zerolog.Level     { return zerolog.GlobalLevel() }
+func (globalLevel) SetLevel(l zerolog.Level) { zerolog.SetGlobalLevel(l) }
+
+func (s *Server) level() LogLevel {
+	if s.deps.LogLevel == nil {
+		return globalLevel{}
+	}
+	return s.deps.LogLevel
+}
+
 // logLevel serves GET /api/logs/level.
 func (s *Server) logLevel(ctx *fasthttp.RequestCtx) error {
-	writeJSON(ctx, fasthttp.StatusOK, levelBody{zerolog.GlobalLevel().String()})
+	writeJSON(ctx, fasthttp.StatusOK, levelBody{s.level().Level().String()})
 	return nil
 }
 
@@ -110,8 +129,8 @@ func (s *Server) setLogLevel(ctx *fasthttp.RequestCtx) error {
 	if err != nil {
 		return err
 	}
-	prev := zerolog.GlobalLevel()
-	zerolog.SetGlobalLevel(l)
+	prev := s.level().Level()
+	s.level().SetLevel(l)
 	auditDetails(ctx, "log level "+prev.String()+" -> "+l.String())
 	s.log.Info().Str("from", prev.String()).Str("to", l.String()).Msg("log level changed")
 	writeJSON(ctx, fasthttp.StatusOK, levelBody{l.String()})

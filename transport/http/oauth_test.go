@@ -90,6 +90,7 @@ func (b *browser) cookie(base, name string) string {
 }
 
 func TestOIDCBrowserFlowSessionRolesCSRFAndLogout(t *testing.T) {
+	t.Parallel()
 	os := newOIDCServer(t)
 	os.idp.SetUser(authtest.User{Subject: "u-7", Email: "ops@example.com", EmailVerified: true, Name: "Olga", Groups: []string{"ops"}})
 
@@ -173,6 +174,7 @@ func TestOIDCBrowserFlowSessionRolesCSRFAndLogout(t *testing.T) {
 }
 
 func TestOIDCRefusesTamperedReplayedAndForeignTokens(t *testing.T) {
+	t.Parallel()
 	os := newOIDCServer(t)
 	// Stop at the callback to hold its URL.
 	hold := func(b *browser) string {
@@ -245,6 +247,7 @@ func TestOIDCRefusesTamperedReplayedAndForeignTokens(t *testing.T) {
 }
 
 func TestOIDCDisabled(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	if r := ts.do(t, "GET", "/api/auth/providers", ""); r.status != 200 || !strings.Contains(string(r.body), `"enabled":false`) {
 		t.Fatalf("providers: %d %s", r.status, r.body)
@@ -258,6 +261,7 @@ func TestOIDCDisabled(t *testing.T) {
 }
 
 func TestOIDCRefreshRotatesSessionLibreFangShape(t *testing.T) {
+	t.Parallel()
 	os := newOIDCServer(t)
 	os.idp.SetUser(authtest.User{Subject: "u-7", Email: "ops@example.com", EmailVerified: true, Name: "Olga", Groups: []string{"ops"}})
 	br := newBrowser()

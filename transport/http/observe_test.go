@@ -13,6 +13,7 @@ import (
 // /api/ready is public, answers 200 with each check named while the
 // daemon can serve, and 503 once it is shutting down.
 func TestReadyAnswersChecksAndTurnsUnreadyOnShutdown(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	res := ts.do(t, "GET", "/api/ready", "")
 	code, body := res.status, res.body
@@ -35,6 +36,7 @@ func TestReadyAnswersChecksAndTurnsUnreadyOnShutdown(t *testing.T) {
 // With [log] access_log one line per request names the route, status,
 // duration in ms and the request id, and never the API key.
 func TestAccessLogLine(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	s := &Server{cfg: Config{AccessLog: true}, log: zerolog.New(&buf)}
 	var ctx fasthttp.RequestCtx

@@ -104,6 +104,7 @@ func sourceRoutes(t *testing.T) map[string]bool {
 // exactly what is served; routeDocs must describe every served route and
 // nothing that no code serves.
 func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
+	t.Parallel()
 	plain := newTestServer(t, nil)
 	withMCP := newMCPServer(t, mcpSetup{})
 	seen := map[string]bool{}
@@ -192,6 +193,7 @@ func checkAnswer(t *testing.T, doc *openapi3.T, method, path string, r response)
 }
 
 func TestOpenAPISchemasMatchRealAnswers(t *testing.T) {
+	t.Parallel()
 	extra, _ := withApprovals(t, nil)
 	ts := newTestServer(t, nil, extra)
 	doc := loadOpenAPI(t, ts.url)

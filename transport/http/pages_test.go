@@ -61,6 +61,7 @@ func intp(n int) *int { return &n }
 // /api/webhooks and /api/webhooks/events answered every webhook at once;
 // they page with ?offset=&limit=.
 func TestWebhookListsPaged(t *testing.T) {
+	t.Parallel()
 	cs := newCommsServer(t)
 	for i := 0; i < 3; i++ {
 		body := fmt.Sprintf(`{"name":"w%d","url":"http://127.0.0.1:9/in","events":["agent.*"]}`, i)
@@ -91,6 +92,7 @@ func TestWebhookListsPaged(t *testing.T) {
 
 // GET /api/mcp/servers answered every server at once; it pages.
 func TestMCPServersPaged(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{})
 	for i := 0; i < 3; i++ {
 		// Nothing listens on port 9 of loopback: the server is configured,
@@ -115,6 +117,7 @@ func TestMCPServersPaged(t *testing.T) {
 // The A2A lists (local agent cards and discovered external agents) said
 // "limit": null and answered everything; they page.
 func TestA2AListsPaged(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t)
 	r := ts.do(t, "GET", "/a2a/agents?limit=1", "")
 	if r.status != 200 {
@@ -150,6 +153,7 @@ func TestA2AListsPaged(t *testing.T) {
 
 // GET /api/usage/by-model answered every model at once; it pages.
 func TestUsageByModelPaged(t *testing.T) {
+	t.Parallel()
 	db, err := store.Open(store.DefaultOptions(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +182,7 @@ func TestUsageByModelPaged(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.APIKey = testKey
-	srv, err := New(cfg, Deps{Kernel: k, Store: db, Meter: meter})
+	srv, err := New(cfg, Deps{LogLevel: new(testLevel), Kernel: k, Store: db, Meter: meter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +217,7 @@ func TestUsageByModelPaged(t *testing.T) {
 // once; it pages, still streamed, total and configured_count over the
 // whole list.
 func TestChannelListPaged(t *testing.T) {
+	t.Parallel()
 	ts, _ := channelServer(t)
 	r := ts.mustStatus(t, 200, "GET", "/api/channels?limit=1", "")
 	checkEnvelope(t, r.body, "channels", 1, 44, 0, 1, intp(1))
@@ -246,6 +251,7 @@ func a2aStream(t *testing.T, ts *a2aServer, id, text string) *nethttp.Response {
 // beyond [a2a] max_streams one is 429 a2a_stream_limit, and a finished
 // stream gives its slot back.
 func TestA2AStreamCap(t *testing.T) {
+	t.Parallel()
 	ts := newA2AServer(t, func(c *Config) { c.MaxA2AStreams = 1 })
 	for i := 0; i < 2; i++ {
 		resp := a2aStream(t, ts, fmt.Sprintf("s%d", i), "hi")

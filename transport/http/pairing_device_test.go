@@ -19,6 +19,7 @@ import (
 // the approval stays pending, and the device answers with its own token
 // and the code (docs/pairing.md, "Approval buttons").
 func TestPairingActionPressDoesNotBypassTOTP(t *testing.T) {
+	t.Parallel()
 	ntfy := ntfytest.New()
 	defer ntfy.Close()
 	ps := newPairingServer(t, nil, nil)
@@ -74,6 +75,7 @@ func TestPairingActionPressDoesNotBypassTOTP(t *testing.T) {
 }
 
 func TestPairingDeviceDeliveryHistory(t *testing.T) {
+	t.Parallel()
 	ntfy := ntfytest.New()
 	defer ntfy.Close()
 	ps := newPairingServer(t, nil, nil)

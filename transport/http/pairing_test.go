@@ -100,6 +100,7 @@ func (ps *pairingServer) complete(t *testing.T, body string) (int, map[string]an
 func asDevice(token string) []string { return []string{"Authorization", "Bearer " + token} }
 
 func TestPairingEndToEndNtfyActionAndRevoke(t *testing.T) {
+	t.Parallel()
 	ntfy := ntfytest.New()
 	defer ntfy.Close()
 	ps := newPairingServer(t, nil, nil)
@@ -221,6 +222,7 @@ func TestPairingEndToEndNtfyActionAndRevoke(t *testing.T) {
 }
 
 func TestPairingGotifyAndSignedWebhookTargets(t *testing.T) {
+	t.Parallel()
 	gotify := gotifytest.New()
 	defer gotify.Close()
 	secret := "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -386,6 +388,7 @@ func (w *webPushReceiver) check(r *nethttp.Request, body []byte) ([]byte, error)
 }
 
 func TestPairingCompleteLockoutRateLimitAndBadInput(t *testing.T) {
+	t.Parallel()
 	ps := newPairingServer(t, func(c *Config) { c.PairingPerMinute = 6 }, func(c *pairing.Config) { c.LockoutAfter = 3 })
 	for i, c := range []struct {
 		body string
@@ -418,6 +421,7 @@ func TestPairingCompleteLockoutRateLimitAndBadInput(t *testing.T) {
 }
 
 func TestPairingDisabledIs404(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for _, p := range []string{"/api/pairing/request", "/api/pairing/complete"} {
 		r := ts.authed(t, "POST", p, `{}`)
@@ -428,6 +432,7 @@ func TestPairingDisabledIs404(t *testing.T) {
 }
 
 func TestRolesOfNamedKeys(t *testing.T) {
+	t.Parallel()
 	opKey, viewKey := "operator-key-0123456789", "viewer-key-0123456789ab"
 	hash := func(k string) [32]byte { return hashKey(k) }
 	ts := newTestServer(t, func(c *Config) {
@@ -473,6 +478,7 @@ func TestRolesOfNamedKeys(t *testing.T) {
 // api_key; devices lists {device_id, display_name, platform, paired_at,
 // last_seen}.
 func TestPairingAcceptsLibreFangShapes(t *testing.T) {
+	t.Parallel()
 	ps := newPairingServer(t, nil, nil)
 	code := ps.code(t)
 	st, out := ps.complete(t, fmt.Sprintf(`{"token":%q,"display_name":"lf-phone","platform":"ios","push_token":"apns-abc"}`, code))

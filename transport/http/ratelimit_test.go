@@ -6,6 +6,7 @@ import (
 )
 
 func TestGCRAQuotaAndRecovery(t *testing.T) {
+	t.Parallel()
 	g := newGCRA(60) // one cell per second, burst 60
 	now := time.Unix(1_700_000_000, 0)
 	g.now = func() time.Time { return now }
@@ -28,6 +29,7 @@ func TestGCRAQuotaAndRecovery(t *testing.T) {
 }
 
 func TestGCRACostSpendsMoreCells(t *testing.T) {
+	t.Parallel()
 	g := newGCRA(60)
 	now := time.Unix(1_700_000_000, 0)
 	g.now = func() time.Time { return now }
@@ -43,6 +45,7 @@ func TestGCRACostSpendsMoreCells(t *testing.T) {
 }
 
 func TestGCRASweepForgetsOnlyFullBuckets(t *testing.T) {
+	t.Parallel()
 	g := newGCRA(60)
 	now := time.Unix(1_700_000_000, 0)
 	g.now = func() time.Time { return now }
@@ -60,6 +63,7 @@ func TestGCRASweepForgetsOnlyFullBuckets(t *testing.T) {
 }
 
 func TestRouteCost(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		method, path string
 		want         int

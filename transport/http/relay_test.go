@@ -40,6 +40,7 @@ func relayPair(t *testing.T, mutate func(*Config), urls map[string]string) (host
 // still held back (a buffering relay would send nothing until the turn
 // ended). The rest follows, ending with done, as on the host.
 func TestAgentStreamRelayedLiveThroughAnotherNode(t *testing.T) {
+	t.Parallel()
 	host, fwd, fake, dir := relayPair(t, nil, nil)
 	var a agent.Agent
 	host.mustStatus(t, 201, "POST", "/api/agents", `{"name":"sh","model":"fake/m","tools":["shell_exec"]}`).json(t, &a)
@@ -104,6 +105,7 @@ func TestAgentStreamRelayedLiveThroughAnotherNode(t *testing.T) {
 // A client that goes away from a relayed stream ends the host's turn,
 // and with it the provider's stream.
 func TestAgentStreamRelayDisconnectCancelsTheHostsTurn(t *testing.T) {
+	t.Parallel()
 	host, fwd, fake, dir := relayPair(t, nil, nil)
 	var a agent.Agent
 	host.mustStatus(t, 201, "POST", "/api/agents", `{"name":"talker","model":"fake/m"}`).json(t, &a)
@@ -116,6 +118,7 @@ func TestAgentStreamRelayDisconnectCancelsTheHostsTurn(t *testing.T) {
 // vanished) ends the relayed stream with phase "error" and an error event
 // host_stream_lost, after the events it did send; never a hang.
 func TestAgentStreamRelayEndsWithAnErrorWhenTheHostIsLost(t *testing.T) {
+	t.Parallel()
 	silent := make(chan struct{})
 	dying := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")

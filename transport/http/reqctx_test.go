@@ -30,6 +30,7 @@ func suspend(t *testing.T, k *kernel.Kernel, name string) (resume func()) {
 // answer makes the request 503 actor_timeout after the configured time,
 // not after kernel.DefaultAskTimeout.
 func TestRequestTimeoutReachesTheActorAsk(t *testing.T) {
+	t.Parallel()
 	const timeout = 300 * time.Millisecond
 	ts := newTestServer(t, func(c *Config) { c.RequestTimeout = timeout })
 	if r := ts.authed(t, "GET", "/api/audit/verify", ""); r.status != 200 {
@@ -55,6 +56,7 @@ func TestRequestTimeoutReachesTheActorAsk(t *testing.T) {
 // The request's contexts end when its handler returns, and carry the
 // deadline from the request's arrival.
 func TestRequestContextsEndWithTheHandler(t *testing.T) {
+	t.Parallel()
 	var timedOK, waitOK bool
 	var ended func() bool
 	// Registered before Serve starts (the extra hook), so no request races it.
@@ -84,6 +86,7 @@ func TestRequestContextsEndWithTheHandler(t *testing.T) {
 // Close of the body stream (the response is done, or the client went
 // away and the write failed) cancels.
 func TestExportStreamCloseCancelsItsWalk(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ts.seedMany(t, 3)
 	w, err := ts.audit.Walk(context.Background(), audit.Filter{}, false)

@@ -182,6 +182,11 @@ type Deps struct {
 	Auth *auth.Service
 	// Network is the OFP peer network; nil when network_enabled is off.
 	Network *ofppeer.Network
+	// LogLevel is what /api/logs/level reads and changes; nil is zerolog's
+	// global level, the daemon's. Tests give each server its own, so that
+	// a test changing it does not change the level under tests running
+	// beside it.
+	LogLevel LogLevel
 }
 
 // Server is fangd's HTTP API.
@@ -239,6 +244,12 @@ type Server struct {
 	openapiDoc openAPIDoc
 }
 
+// Request IDs come from a pool of random bytes (one read per 16 IDs, not
+// one each). Turned on at package init: EnableRandPool writes a variable
+// every uuid.New reads, so calling it from New raced with the requests of
+// a server already running (two servers in one process, as in the tests).
+func init() { uuid.EnableRandPool() }
+
 // New builds the server and its routes.
 func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
@@ -252,7 +263,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	uuid.EnableRandPool()
 	s := &Server{
 		edge:    e,
 		cfg:     cfg,

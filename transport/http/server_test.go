@@ -9,6 +9,7 @@ import (
 	"net"
 	nethttp "net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,6 +60,15 @@ func newTestBase(t testing.TB) *testBase {
 	return b
 }
 
+// testLevel is a test server's own log level (Deps.LogLevel): a test that
+// changes it over /api/logs/level leaves zerolog's global level, and so
+// the tests running beside it, alone. It starts at zerolog's default
+// (debug).
+type testLevel struct{ l atomic.Int32 }
+
+func (v *testLevel) Level() zerolog.Level     { return zerolog.Level(v.l.Load()) }
+func (v *testLevel) SetLevel(l zerolog.Level) { v.l.Store(int32(l)) }
+
 // testConfig is the default config with the test key.
 func testConfig() Config {
 	cfg := DefaultConfig()
@@ -101,7 +111,7 @@ func newTestServer(t *testing.T, mutate func(*Config), extra ...func(*Server)) *
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	s, err := New(cfg, Deps{Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring})
+	s, err := New(cfg, Deps{LogLevel: new(testLevel), Kernel: b.k, Audit: b.al, Store: b.db, Logs: b.ring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,6 +192,7 @@ func (ts *testServer) recent(t *testing.T, n int) []audit.Entry {
 }
 
 func TestHealthIsPublicAndRedacted(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	r := ts.do(t, "GET", "/api/health", "")
 	var body map[string]any
@@ -201,6 +212,7 @@ func TestHealthIsPublicAndRedacted(t *testing.T) {
 }
 
 func TestAuthSchemesAndFailuresAreAudited(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	cases := []struct {
 		name    string
@@ -246,6 +258,7 @@ func TestAuthSchemesAndFailuresAreAudited(t *testing.T) {
 }
 
 func TestNoKeyMeansLoopbackOnlyAndNoProxies(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.APIKey = "" })
 	if r := ts.do(t, "GET", "/api/health/detail", ""); r.status != 200 {
 		t.Fatalf("direct loopback caller refused: %d", r.status)
@@ -260,6 +273,7 @@ func TestNoKeyMeansLoopbackOnlyAndNoProxies(t *testing.T) {
 }
 
 func TestEveryResponseHasRequestIDAndSecurityHeaders(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.MaxBodyBytes = 64 })
 	responses := map[string]response{
 		"200": ts.do(t, "GET", "/api/health", ""),
@@ -295,6 +309,7 @@ func TestEveryResponseHasRequestIDAndSecurityHeaders(t *testing.T) {
 }
 
 func TestSecurityHeadersCanBeSwitchedOffAndStatusFollows(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.SecurityHeaders = false; c.RateLimitPerMinute = 0 })
 	r := ts.authed(t, "GET", "/api/security", "")
 	if r.header.Get("X-Frame-Options") != "" {
@@ -318,6 +333,7 @@ func TestSecurityHeadersCanBeSwitchedOffAndStatusFollows(t *testing.T) {
 }
 
 func TestRateLimitAnswers429WithRetryAfter(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 5 })
 	for i := range 5 {
 		if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
@@ -344,6 +360,7 @@ func TestRateLimitAnswers429WithRetryAfter(t *testing.T) {
 // SetRateLimits (config reload) changes the quota of the running server and
 // can turn the limiter on and off.
 func TestSetRateLimitSwapsTheQuota(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 0 })
 	for i := range 10 {
 		if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
@@ -375,6 +392,7 @@ func (ts *testServer) limiterState(t *testing.T) kernel.State {
 }
 
 func TestRateLimitLoopbackExemption(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.RateLimitPerMinute = 2; c.RateLimitExemptLoopback = true })
 	for range 5 {
 		if r := ts.do(t, "GET", "/api/health", ""); r.status != 200 {
@@ -391,9 +409,9 @@ func TestRateLimitLoopbackExemption(t *testing.T) {
 }
 
 func TestBadBodiesAreRejectedAndChangeNothing(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) { c.MaxBodyBytes = 4096 })
-	before := zerolog.GlobalLevel()
-	defer zerolog.SetGlobalLevel(before)
+	before := ts.deps.LogLevel.Level()
 	deep := strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)
 	cases := []struct {
 		name, body, contentType string
@@ -425,16 +443,31 @@ func TestBadBodiesAreRejectedAndChangeNothing(t *testing.T) {
 		if e := r.envelope(t); e.Code != c.code {
 			t.Errorf("%s: code %q, want %q", c.name, e.Code, c.code)
 		}
-		if zerolog.GlobalLevel() != before {
+		if ts.deps.LogLevel.Level() != before {
 			t.Fatalf("%s changed the log level", c.name)
 		}
 	}
-	if r := ts.authed(t, "PUT", "/api/logs/level", `{"level":"warn"}`); r.status != 200 || zerolog.GlobalLevel() != zerolog.WarnLevel {
+	if r := ts.authed(t, "PUT", "/api/logs/level", `{"level":"warn"}`); r.status != 200 || ts.deps.LogLevel.Level() != zerolog.WarnLevel {
 		t.Fatalf("valid body: %d %s", r.status, r.body)
 	}
 }
 
+// The daemon's server has no LogLevel of its own: /api/logs/level reads and
+// changes zerolog's global level. Sequential: it changes the process.
+func TestLogLevelIsTheGlobalLevelByDefault(t *testing.T) {
+	ts := newTestServer(t, nil, func(s *Server) { s.deps.LogLevel = nil })
+	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
+	zerolog.SetGlobalLevel(zerolog.InfoLevel)
+	if got := ts.logLevel(t); got != "info" {
+		t.Fatalf("GET /api/logs/level = %q with the global level at info", got)
+	}
+	if r := ts.authed(t, "PUT", "/api/logs/level", `{"level":"warn"}`); r.status != 200 || zerolog.GlobalLevel() != zerolog.WarnLevel {
+		t.Fatalf("PUT warn: %d %s, global level %s", r.status, r.body, zerolog.GlobalLevel())
+	}
+}
+
 func TestBadQueryValues(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for _, q := range []string{"limit=-1", "limit=abc", "limit=100000", "limit=0", "n=501", "limit=1.5"} {
 		r := ts.authed(t, "GET", "/api/audit/recent?"+q, "")
@@ -452,8 +485,8 @@ func TestBadQueryValues(t *testing.T) {
 }
 
 func TestMutatingCallsAreAuditedReadsAreNot(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
-	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
 	ts.authed(t, "GET", "/api/security", "")
 	ts.authed(t, "PUT", "/api/logs/level", `{"level":"debug"}`)
 	ts.authed(t, "PUT", "/api/logs/level", `{"level":"nope"}`)
@@ -472,6 +505,7 @@ func TestMutatingCallsAreAuditedReadsAreNot(t *testing.T) {
 }
 
 func TestAuditRecentAndVerify(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	for i := range 7 {
 		ts.audit.Append(context.Background(), audit.Event{EventType: "test", Details: fmt.Sprint(i)})
@@ -508,6 +542,7 @@ func TestAuditRecentAndVerify(t *testing.T) {
 }
 
 func TestMetricsNeedAuthAndCountRequests(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	ts.do(t, "GET", "/api/health", "")
 	if r := ts.do(t, "GET", "/metrics", ""); r.status != 401 {
@@ -527,6 +562,7 @@ func TestMetricsNeedAuthAndCountRequests(t *testing.T) {
 }
 
 func TestHandlerPanicIs500WithoutInternals(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil, func(s *Server) {
 		s.api("GET", "/test/panic", func(*fasthttp.RequestCtx) error { panic("secret internal detail") })
 	})
@@ -596,9 +632,8 @@ func (ts *testServer) openStream(t *testing.T, path string, headers ...string) (
 func isLog(e sseEvent) bool { return e.event == "log" }
 
 func TestLogStreamDeliversAndResumes(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
-	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
-	zerolog.SetGlobalLevel(zerolog.TraceLevel)
 	br, stop := ts.openStream(t, "/api/logs/stream?tail=0")
 	go func() {
 		time.Sleep(50 * time.Millisecond)
@@ -624,9 +659,8 @@ func TestLogStreamDeliversAndResumes(t *testing.T) {
 }
 
 func TestLogStreamLevelFilterAndBadParams(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
-	defer zerolog.SetGlobalLevel(zerolog.GlobalLevel())
-	zerolog.SetGlobalLevel(zerolog.TraceLevel)
 	ts.log.Debug().Msg("quiet")
 	ts.log.Error().Msg("loud")
 	br, stop := ts.openStream(t, "/api/logs/stream?level=warn&tail=10")
@@ -643,6 +677,7 @@ func TestLogStreamLevelFilterAndBadParams(t *testing.T) {
 }
 
 func TestLogStreamOutlivesWriteTimeoutWithHeartbeats(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, func(c *Config) {
 		c.WriteTimeout = 300 * time.Millisecond
 		c.SSEHeartbeat = 100 * time.Millisecond
@@ -659,6 +694,7 @@ func TestLogStreamOutlivesWriteTimeoutWithHeartbeats(t *testing.T) {
 }
 
 func TestShutdownEndsOpenStreams(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	br, stop := ts.openStream(t, "/api/logs/stream")
 	defer stop()
@@ -677,6 +713,7 @@ func TestShutdownEndsOpenStreams(t *testing.T) {
 }
 
 func TestHeadOnGetRoutesAndPanicMetrics(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil, func(s *Server) {
 		s.api("GET", "/test/boom", func(*fasthttp.RequestCtx) error { panic("boom") })
 	})
@@ -709,6 +746,7 @@ func grepLines(s, sub string) string {
 }
 
 func TestHeadOnLogStreamDoesNotHang(t *testing.T) {
+	t.Parallel()
 	ts := newTestServer(t, nil)
 	done := make(chan response, 1)
 	go func() { done <- ts.authed(t, "HEAD", "/api/logs/stream", "") }()

@@ -28,6 +28,7 @@ func idlePastWriteTimeout() { time.Sleep(4 * shortWriteTimeout) }
 // notifications) still delivers a notification after the server's write
 // timeout has passed; it used to be cut at its first write after it.
 func TestMCPStandaloneStreamOutlivesTheWriteTimeout(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{cfg: func(c *Config) { c.WriteTimeout = shortWriteTimeout }})
 	post := func(body, session string) *nethttp.Response {
 		t.Helper()
@@ -117,6 +118,7 @@ func TestMCPStandaloneStreamOutlivesTheWriteTimeout(t *testing.T) {
 // (written through at once, not at the flush) after idling past both the
 // server's write timeout and its own per-write timeout.
 func TestCommsStreamOutlivesTheWriteTimeout(t *testing.T) {
+	t.Parallel()
 	var bus *comms.Bus
 	ts := newTestServer(t, func(c *Config) {
 		c.WriteTimeout, c.StreamWriteTimeout, c.SSEHeartbeat = shortWriteTimeout, shortWriteTimeout, time.Hour
