@@ -220,6 +220,7 @@ func toJSON(v any) string {
 // The seed's example: a bare tools/list POST with no initialize and no
 // special Accept gets a plain JSON-RPC response.
 func TestMCPPlainJSONRPCLikeTheSeed(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{})
 	s.addPeer(t, "peer", peer(t))
 	code, body := s.rpc(t, `{"jsonrpc":"2.0","method":"tools/list","id":1}`, nil)
@@ -341,6 +342,7 @@ func goClient(t testing.TB, url string, rt nethttp.RoundTripper, version string)
 // The Go SDK client, in both eras: the 2026-07-28 stateless protocol
 // (server/discover, no session) and the 2025-11-25 session protocol.
 func TestMCPGoSDKClientBothEras(t *testing.T) {
+	t.Parallel()
 	for _, stateless := range []bool{false, true} {
 		name := map[bool]string{false: "stateful", true: "stateless"}[stateless]
 		t.Run(name, func(t *testing.T) {
@@ -385,6 +387,7 @@ func TestMCPGoSDKClientBothEras(t *testing.T) {
 }
 
 func TestMCPHostRebindingAndAuth(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{})
 	rt := &hostRewriter{key: testKey, host: "evil.example.com"}
 	if _, err := goClient(t, s.url, rt, "2025-11-25"); err == nil {
@@ -411,6 +414,7 @@ func TestMCPHostRebindingAndAuth(t *testing.T) {
 // /mcp's rebinding rule is the API's one Host check: names in
 // allowed_hosts are admitted there too, foreign ones still get 403.
 func TestMCPAllowedHosts(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{cfg: func(c *Config) { c.AllowedHosts = []string{"fangd.test"} }})
 	rt := &hostRewriter{key: testKey, host: "fangd.test:4545"}
 	cs, err := goClient(t, s.url, rt, "2025-11-25")
@@ -459,6 +463,7 @@ func (mcpFakeEvents) RecentEvents(_ context.Context, limit int) ([]map[string]an
 
 // X-Fangd-Agent-Id restricts the list and the calls to the agent's tools.
 func TestMCPAgentRestrictionAndAgentTools(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{expose: func(o *mcp.ExposerOptions) {
 		o.Agents, o.Messenger, o.Events, o.Channels = mcpFakeAgents{}, mcpFakeMessenger{}, mcpFakeEvents{}, mcpFakeChannels{}
 	}})
@@ -508,6 +513,7 @@ func TestMCPAgentRestrictionAndAgentTools(t *testing.T) {
 
 // The official TypeScript SDK client against POST /mcp in both modes.
 func TestMCPNodeSDKClient(t *testing.T) {
+	t.Parallel()
 	peers := mcptest.NPM(t)
 	script := peers.Script(t, "mcp-client.mjs")
 	for _, stateless := range []bool{false, true} {
@@ -554,6 +560,7 @@ func TestMCPNodeSDKClient(t *testing.T) {
 }
 
 func TestMCPRestEndpoints(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{})
 	url := peer(t)
 	// The seed's flat form.
@@ -696,6 +703,7 @@ func TestMCPRestEndpoints(t *testing.T) {
 // the record, the outcome in the audit); fangd's read-only built-ins run
 // at once. On main the call ran at once.
 func TestMCPCallWaitsForApprovalAndExpires(t *testing.T) {
+	t.Parallel()
 	p := approval.DefaultPolicy()
 	p.TimeoutSecs = 1
 	s := newMCPServer(t, mcpSetup{policy: &p})
@@ -737,6 +745,7 @@ func TestMCPCallWaitsForApprovalAndExpires(t *testing.T) {
 // series. Plain JSON-RPC, the Go SDK's session-less calls and a stateful
 // Go SDK session alike; other /mcp requests keep their one entry.
 func TestMCPToolCallAuditedInOneCommit(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{})
 	s.addPeer(t, "peer", peer(t))
 	type pair struct{ calls, requests, adjacent int }
@@ -842,6 +851,7 @@ func (c *callTypes) RoundTrip(r *nethttp.Request) (*nethttp.Response, error) {
 // a one-event SSE stream (serveStateless); a 2025 session keeps its SSE
 // answers. Either way the Go SDK client gets the same result.
 func TestMCPStatelessToolCallAnsweredAsJSON(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{})
 	s.addPeer(t, "peer", peer(t))
 	for _, tc := range []struct{ version, want string }{{"", "application/json"}, {"2025-11-25", "text/event-stream"}} {
@@ -885,6 +895,7 @@ func TestMCPStatelessToolCallAnsweredAsJSON(t *testing.T) {
 
 // checkJSONRPC reads the routing facts in the pass that validates the body.
 func TestCheckJSONRPCReadsMethodAndInitialize(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		body   string
 		method string
@@ -912,6 +923,7 @@ func TestCheckJSONRPCReadsMethodAndInitialize(t *testing.T) {
 // with it, and valid JSON of the wrong shape an invalid request (-32600):
 // json.Valid runs only once a body is refused, so the order matters.
 func TestCheckJSONRPCTellsParseErrorsFromInvalidRequests(t *testing.T) {
+	t.Parallel()
 	deep := strings.Repeat("[", MaxJSONDepth+1)
 	for _, c := range []struct {
 		body string
@@ -938,6 +950,7 @@ func TestCheckJSONRPCTellsParseErrorsFromInvalidRequests(t *testing.T) {
 // the notifications/progress of a call held for approval reach the client
 // (a JSON answer dropped them: the default Go SDK client never saw one).
 func TestMCPStatelessToolCallWithProgressTokenStreams(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{})
 	s.addPeer(t, "peer", peer(t))
 	rec := &callTypes{next: &hostRewriter{key: testKey}}
@@ -962,6 +975,7 @@ func TestMCPStatelessToolCallWithProgressTokenStreams(t *testing.T) {
 }
 
 func TestCheckJSONRPCReadsProgressToken(t *testing.T) {
+	t.Parallel()
 	for body, want := range map[string]bool{
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"p1"}}}`: true,
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":7}}}`:    true,

@@ -218,6 +218,7 @@ func (f *fastCompare) run(c fastCase) {
 // The cases the fast path takes are counted, so a check that quietly sent
 // everything to the SDK would fail here too.
 func TestMCPFastToolCallMatchesTheSDK(t *testing.T) {
+	t.Parallel()
 	s := newMCPServer(t, mcpSetup{manager: func(o *mcp.Options) { o.QuarantineChanged = true }})
 	p := newDiffPeer(t)
 	s.addPeer(t, "peer", p.url)
@@ -299,6 +300,7 @@ func (s *mcpServer) exposes(t testing.TB, name string) bool {
 // the fast path: the call waits for a decision as on the SDK path (and
 // expires here, nobody deciding).
 func TestMCPFastToolCallKeepsTheApprovalGate(t *testing.T) {
+	t.Parallel()
 	p := approval.DefaultPolicy()
 	p.TimeoutSecs = 1
 	s := newMCPServer(t, mcpSetup{policy: &p})
@@ -347,6 +349,7 @@ func newStdioEverything(t testing.TB) *mcpServer {
 }
 
 func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
+	t.Parallel()
 	s := newStdioEverything(t)
 	f := newFastCompare(t, s, "mcp_everything_echo", map[string]any{"message": "hi <&>"})
 	for _, c := range []fastCase{
@@ -362,6 +365,7 @@ func TestMCPFastToolCallMatchesTheSDKOverStdio(t *testing.T) {
 // refused one is checked (and refused) again, and past its bound it still
 // checks every value.
 func TestMetaMemoAnswersAsFastMeta(t *testing.T) {
+	t.Parallel()
 	var m metaMemo
 	meta := func(version string, i int) json.RawMessage {
 		return json.RawMessage(fmt.Sprintf(`{%q:%q,%q:{"roots":{"listChanged":true}},%q:{"name":"c%d","version":"1"}}`,
@@ -384,6 +388,7 @@ func TestMetaMemoAnswersAsFastMeta(t *testing.T) {
 
 // jsonString reads what encoding/json reads, and declines nothing valid.
 func TestJSONStringAsEncodingJSON(t *testing.T) {
+	t.Parallel()
 	for _, raw := range []string{`"echo"`, `""`, `"a\"b"`, `"\u00e9t\u00e9"`, "\"caf\xc3\xa9\"", "\"bad\xff\"", `"tab\tx"`} {
 		var want string
 		wantErr := json.Unmarshal([]byte(raw), &want)
