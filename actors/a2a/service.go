@@ -125,11 +125,11 @@ type Service struct {
 	slog    *slog.Logger
 	sup     *actor.PID
 	journal *actor.PID
-	// taskDispatcher runs every task actor's mailbox on reused goroutines
-	// (kernel.PoolDispatcher).
-	taskDispatcher actor.Dispatcher
-	baseURL        atomic.Pointer[string]
-	metrics        metrics
+	// taskProps are a task actor's Props, built once (kernel.PropsTemplate):
+	// its mailbox runs on reused goroutines (kernel.PoolDispatcher).
+	taskProps func(actor.Producer) *actor.Props
+	baseURL   atomic.Pointer[string]
+	metrics   metrics
 	// cluster is the cluster's task directory (cluster.go); nil on a
 	// single node.
 	cluster atomic.Pointer[clusterRef]
@@ -172,8 +172,8 @@ func Start(k *kernel.Kernel, db *store.DB, opts Options) (*Service, error) {
 	s := &Service{
 		k: k, db: db, vault: opts.Vault, opts: opts,
 		agents: opts.Agents, guard: opts.Guard, pusher: opts.Pusher, events: opts.Events,
-		log:            k.Log.With().Str("component", "a2a").Logger(),
-		taskDispatcher: kernel.PoolDispatcher(300),
+		log:       k.Log.With().Str("component", "a2a").Logger(),
+		taskProps: k.PropsTemplate(actor.WithDispatcher(kernel.PoolDispatcher(300))),
 	}
 	s.slog = slog.New(zerolog.NewSlogHandler(s.log.Level(zerolog.WarnLevel)))
 	base := strings.TrimRight(opts.BaseURL, "/")

@@ -308,7 +308,7 @@ func (s *supervisor) spawn(c actor.Context, rec *taskRecord, sub *subscriber, st
 	default:
 		return nil, fmt.Errorf("task %s has unknown direction %q", rec.ID, rec.Direction)
 	}
-	return c.SpawnNamed(s.svc.k.Props(producer, actor.WithDispatcher(s.svc.taskDispatcher)), "a2a-task/"+rec.ID)
+	return c.SpawnNamed(s.svc.taskProps(producer), "a2a-task/"+rec.ID)
 }
 
 // restore runs when the supervisor starts (daemon start or its own

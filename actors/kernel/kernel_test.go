@@ -272,3 +272,31 @@ func TestSendAfter(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// Actors spawned from one PropsTemplate share its middleware and
+// supervision but each keeps its own producer, for its restarts too.
+func TestPropsTemplateKeepsEachActorsProducer(t *testing.T) {
+	k, logs := newKernel(t)
+	b := Backoff{Initial: time.Millisecond, Max: 2 * time.Millisecond, MaxRetries: 3, Window: time.Minute}
+	props := k.PropsTemplate(actor.WithGuardian(b.Strategy()))
+	var startsA, startsB atomic.Int32
+	a, err := k.Root.SpawnNamed(props(func() actor.Actor { return &crasher{starts: &startsA, reason: errors.New("a down")} }), "tmpl-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Root.SpawnNamed(props(func() actor.Actor { return &crasher{starts: &startsB} }), "tmpl-b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both started", func() bool { return startsA.Load() == 1 && startsB.Load() == 1 })
+	k.Root.Send(a, "crash")
+	waitFor(t, "a restarted", func() bool { return startsA.Load() == 2 })
+	if !strings.Contains(logs.String(), "actor panicked") {
+		t.Fatalf("the template's panic logger did not run:\n%s", logs.String())
+	}
+	if got, err := Ask[string](within(t, time.Second), k, a, "ping"); err != nil || got != "pong" {
+		t.Fatalf("after restart: %q %v", got, err)
+	}
+	if s := startsB.Load(); s != 1 {
+		t.Fatalf("b started %d times, want 1: a's restart used b's producer", s)
+	}
+}

@@ -21,6 +21,20 @@ func (k *Kernel) Props(producer actor.Producer, opts ...actor.PropsOption) *acto
 	return actor.PropsFromProducer(producer, append(base, opts...)...)
 }
 
+// PropsTemplate is Props for an actor kind spawned often, each actor with
+// a producer of its own (an A2A task holds its record in the producer, for
+// restarts): the middleware chain, the supervisor and opts are built once,
+// and each call copies them with producer in place. Proto.Actor never
+// changes Props once they are configured, so the copies can share the
+// template's middleware slices and chains.
+func (k *Kernel) PropsTemplate(opts ...actor.PropsOption) func(actor.Producer) *actor.Props {
+	tmpl := k.Props(nil, opts...)
+	return func(producer actor.Producer) *actor.Props {
+		props := *tmpl
+		return props.Configure(actor.WithProducer(producer))
+	}
+}
+
 func panicLogger(log zerolog.Logger) actor.ReceiverMiddleware {
 	return func(next actor.ReceiverFunc) actor.ReceiverFunc {
 		return func(c actor.ReceiverContext, env *actor.MessageEnvelope) {

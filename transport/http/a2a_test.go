@@ -9,6 +9,7 @@ import (
 	nethttp "net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2aclient/agentcard"
 	"github.com/a2aproject/a2a-go/v2/a2acompat/a2av0"
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
+	"github.com/valyala/fasthttp"
 
 	"github.com/fangd/fangd/actors/a2a"
 	"github.com/fangd/fangd/actors/a2a/a2atest"
@@ -663,5 +665,28 @@ func TestA2ALibreFangDraftTasksSend(t *testing.T) {
 	r = ts.authed(t, "POST", "/a2a/agents/alpha", `{"jsonrpc":"2.0","id":3,"method":"tasks/send"}`)
 	if rpcCode(t, r) != -32602 {
 		t.Fatalf("no params: %s", r.body)
+	}
+}
+
+// SendMessage's shortcut hands the SDK the A2A-* headers, whatever their
+// case, and none of the others (the bearer token among them).
+func TestA2AServiceParamsKeepsOnlyA2AHeaders(t *testing.T) {
+	var h fasthttp.RequestHeader
+	h.DisableNormalizing()
+	h.Set("Authorization", "Bearer secret")
+	h.Set("Content-Type", "application/json")
+	h.Set("a2a-version", "1.0")
+	h.Add("A2A-Extensions", "https://x/ext1")
+	h.Add("A2A-Extensions", "https://x/ext2")
+	h.Set("A2A-", "empty name")
+	got := a2aServiceParams(&h)
+	want := nethttp.Header{"A2a-Version": {"1.0"}, "A2a-Extensions": {"https://x/ext1", "https://x/ext2"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("service params %v, want %v", got, want)
+	}
+	var none fasthttp.RequestHeader
+	none.Set("Authorization", "Bearer secret")
+	if got := a2aServiceParams(&none); got != nil {
+		t.Fatalf("no A2A headers: %v, want nil", got)
 	}
 }
