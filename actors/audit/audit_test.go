@@ -351,3 +351,18 @@ func TestMarshalEntryMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// The writer encodes every append: the stored entry and its item in one
+// allocation, the hash's string the only one of Hash. entrySize had left
+// out the two hashes, and the item grew into a second buffer on every
+// append.
+func TestServedEntryAndHashAllocateOnce(t *testing.T) {
+	e := chainEntry(1234567, Genesis, Event{EventType: "api_request", Details: "POST /api/agents/a1/message -> 200",
+		Actor: "api_key:abcd", SourceIP: "127.0.0.1"})
+	if n := testing.AllocsPerRun(50, func() { _ = servedEntry(&e) }); n != 1 {
+		t.Fatalf("servedEntry: %v allocations, want 1", n)
+	}
+	if n := testing.AllocsPerRun(50, func() { _ = Hash(&e) }); n != 1 {
+		t.Fatalf("Hash: %v allocations, want 1", n)
+	}
+}

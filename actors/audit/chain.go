@@ -24,7 +24,9 @@ func Hash(e *Entry) string {
 		buf = append(buf, '=')
 		buf = append(buf, val...)
 	}
-	field("id", strconv.FormatUint(e.ID, 10))
+	// The id's digits go straight into buf, and the hex below is encoded
+	// on the stack: their strings were two of an append's allocations.
+	buf = strconv.AppendUint(append(buf, sep, 'i', 'd', '='), e.ID, 10)
 	field("timestamp", e.Timestamp)
 	field("event_type", e.EventType)
 	field("agent_id", e.AgentID)
@@ -34,7 +36,9 @@ func Hash(e *Entry) string {
 	field("source_ip", e.SourceIP)
 	field("prev_hash", e.PrevHash)
 	sum := sha256.Sum256(buf)
-	return hex.EncodeToString(sum[:])
+	var hexSum [2 * sha256.Size]byte
+	hex.Encode(hexSum[:], sum[:])
+	return string(hexSum[:])
 }
 
 // clean removes the field separator from a value so that no field can

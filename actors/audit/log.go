@@ -126,7 +126,11 @@ func (l *Log) state() kernel.State {
 
 // Append records ev and returns once its entry is durable.
 func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
-	es, err := l.AppendAll(ctx, ev)
+	// The event travels inside the request: a slice of its own was one
+	// more allocation per append.
+	m := &appendRequest{one: [1]Event{ev}}
+	m.events = m.one[:]
+	es, err := l.append(ctx, m)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -143,16 +147,21 @@ func (l *Log) AppendAll(ctx context.Context, evs ...Event) ([]Entry, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
+	return l.append(ctx, &appendRequest{events: evs})
+}
+
+// append hands m to the writer and waits until its entries are durable.
+func (l *Log) append(ctx context.Context, m *appendRequest) ([]Entry, error) {
 	if err := l.store.Admits(); err != nil {
 		// The disk is below even the audit log's share of the reserve:
 		// refuse before the entry is chained, not after (a failed commit
 		// restarts the writer).
 		return nil, err
 	}
-	done := make(chan appendResult, 1)
-	l.k.Root.Send(l.pid, &appendRequest{events: evs, done: done})
+	m.done = make(chan appendResult, 1)
+	l.k.Root.Send(l.pid, m)
 	select {
-	case r := <-done:
+	case r := <-m.done:
 		return r.entries, r.err
 	case <-ctx.Done():
 		return nil, kernel.Unavailable("audit log did not confirm the write in time")

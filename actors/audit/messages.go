@@ -34,6 +34,7 @@ type Entry struct {
 // so they are in the same synced transaction.
 type appendRequest struct {
 	events []Event
+	one    [1]Event // events' array for Log.Append
 	done   chan appendResult
 	// accept marks an `audit accept` (Log.Accept): once the entry is
 	// durable the writer re-anchors on it and degraded mode ends.

@@ -332,12 +332,21 @@ func newRecentEntry(raw []byte, e *Entry) recentEntry {
 // servedEntry encodes a new entry and its item into one allocation (the
 // writer makes one per append).
 func servedEntry(e *Entry) recentEntry {
-	b := appendEntry(make([]byte, 0, 2*entrySize(e)+64+len(e.EventType)+len(e.Details)), e)
+	n := entrySize(e)
+	b := appendEntry(make([]byte, 0, 2*n+itemFraming+len(e.EventType)+len(e.Details)), e)
 	raw := b[:len(b):len(b)] // the item, after it, cannot grow into it
 	return recentEntry{raw: raw, item: appendItem(b[len(b):], raw, e)}
 }
 
-func itemSize(raw []byte, e *Entry) int { return len(raw) + 40 + len(e.EventType) + len(e.Details) }
+// itemSize is at least what appendItem writes (JSON escapes aside): raw
+// and itemFraming besides the two values.
+func itemSize(raw []byte, e *Entry) int {
+	return len(raw) + itemFraming + len(e.EventType) + len(e.Details)
+}
+
+// itemFraming: `,"seq":` and 20 digits, `,"action":""`, `,"detail":""`
+// (raw's closing brace is written again).
+const itemFraming = 7 + 20 + 12 + 12
 
 // appendItem appends raw with LibreFang's seq, action and detail added.
 func appendItem(item, raw []byte, e *Entry) []byte {
@@ -411,10 +420,19 @@ func marshalEntry(e *Entry) ([]byte, error) {
 	return appendEntry(make([]byte, 0, entrySize(e)), e), nil
 }
 
-// entrySize is about what appendEntry writes for e (JSON escapes aside).
+// entrySize is at least what appendEntry writes for e, JSON escapes aside:
+// entryFraming (the keys, quotes and separators, the id's 20 digits at
+// most) and the values. It had left out the two hashes, 128 bytes, so the
+// item that servedEntry writes after the entry never fit its buffer, and
+// every append paid a second allocation and a copy (docs/bench.md).
 func entrySize(e *Entry) int {
-	return 160 + len(e.Details) + len(e.Timestamp) + len(e.EventType) + len(e.AgentID) + len(e.Actor) + len(e.SourceIP)
+	return entryFraming + len(e.Timestamp) + len(e.EventType) + len(e.AgentID) + len(e.Details) +
+		len(e.Outcome) + len(e.Actor) + len(e.SourceIP) + len(e.PrevHash) + len(e.Hash)
 }
+
+// entryFraming is what appendEntry writes besides the values: `{"id":`,
+// 20 digits, `,"key":""` for each of the nine string fields, and `}`.
+const entryFraming = 6 + 20 + 9*5 + len("timestamp"+"event_type"+"agent_id"+"details"+"outcome"+"actor"+"source_ip"+"prev_hash"+"hash") + 1
 
 func appendEntry(b []byte, e *Entry) []byte {
 	b = append(b, `{"id":`...)
