@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"mime"
 	"strings"
 	"sync"
@@ -171,7 +172,8 @@ func fastParams(raw json.RawMessage, metas *metaMemo) (name string, args json.Ra
 
 // jsonString decodes a JSON string value; one without escapes (every tool
 // name fangd exposes) is its bytes between the quotes, the body having
-// passed json.Valid already (encoding/json would replace invalid UTF-8).
+// decoded as JSON already in checkJSONRPC (encoding/json would replace
+// invalid UTF-8).
 func jsonString(raw json.RawMessage) (s string, ok bool) {
 	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
 		return string(raw[1 : len(raw)-1]), true
@@ -209,11 +211,9 @@ func (m *metaMemo) valid(raw json.RawMessage) bool {
 		return true
 	}
 	// Copy on write: at most metaMemoMax copies of a map this small, ever.
-	next := make(map[string]struct{}, metaMemoMax)
+	next := map[string]struct{}{}
 	if old != nil {
-		for k := range *old {
-			next[k] = struct{}{}
-		}
+		next = maps.Clone(*old)
 	}
 	next[string(raw)] = struct{}{}
 	m.seen.Store(&next)
